@@ -1,0 +1,54 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+# The environment lives in .venv/ (uv, pinned by requirements.lock).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# pip's configured find-links may hold the CPU build of torch; uv ignores pip's
+# configuration, so hand it over (never a machine path in this file).
+FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+UV_FLAGS := --python $(VENV)/bin/python $(foreach d,$(FIND_LINKS),--find-links $(d))
+STAMP := $(VENV)/.installed
+
+export PATH := $(BIN):$(PATH)
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__PARALLELISM := 2
+export AIRFLOW__API__HOST := 127.0.0.1
+
+.PHONY: run test env lock summary mlflow-ui plots clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(VENV)/bin/python -m pip install -q uv
+	$(VENV)/bin/uv pip install $(UV_FLAGS) -r requirements.lock
+	$(VENV)/bin/uv pip install $(UV_FLAGS) --no-deps -e .
+	@touch $@
+
+# Re-pin after editing pyproject.toml dependencies.
+lock: $(VENV)/bin/uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 $(foreach d,$(FIND_LINKS),--find-links $(d)) -o requirements.lock
+
+run: $(STAMP)
+	@git rev-parse --git-dir >/dev/null 2>&1 || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
+	dvc repro
+	@nextbuy summary
+
+summary: $(STAMP)
+	@nextbuy summary
+
+test: $(STAMP)
+	pytest -q
+
+mlflow-ui: $(STAMP)
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+plots: $(STAMP)
+	dvc plots show
+	@echo "open dvc_plots/index.html"
+
+clean:
+	rm -rf data models metrics plots dvc_plots mlflow.db mlartifacts dvc.lock

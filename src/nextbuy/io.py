@@ -1,0 +1,210 @@
+"""Validated, atomic reads and writes: the only place stages touch files.
+
+Every failure on bad input becomes a ``DataError`` naming the file, the column
+and the first offending rows; the CLI turns it into a readable message and a
+non-zero exit. Writes go to a temporary sibling and are renamed into place, so
+a failed run leaves earlier outputs as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+MAX_ROWS_SHOWN = 5
+
+
+class DataError(Exception):
+    """Bad input: which file, which column, which rows."""
+
+    def __init__(self, path: str | os.PathLike, message: str, column: str | None = None,
+                 rows: pd.DataFrame | None = None):
+        self.path = str(path)
+        self.column = column
+        self.rows = rows
+        where = f"{self.path}" + (f", column '{column}'" if column else "")
+        text = f"{where}: {message}"
+        if rows is not None and len(rows):
+            text += f"\nfirst offending rows:\n{rows.head(MAX_ROWS_SHOWN).to_string()}"
+        self.message = text
+        super().__init__(text)
+
+
+def _schema_error(path: str | os.PathLike, df: pd.DataFrame, err: pa.errors.SchemaErrors) -> DataError:
+    cases = err.failure_cases
+    first = cases.iloc[0]
+    column = first["column"] if isinstance(first["column"], str) else None
+    check = str(first["check"])
+    if first["schema_context"] == "DataFrameSchema" and check == "column_in_dataframe":
+        missing = ", ".join(str(c) for c in cases.loc[cases["check"] == "column_in_dataframe", "failure_case"])
+        return DataError(path, f"missing column(s): {missing}", column=str(first["failure_case"]))
+    if check.startswith("dtype("):
+        return DataError(path, f"wrong dtype {first['failure_case']}, expected {check[6:-1]}", column=column)
+    same = cases[(cases["column"] == first["column"]) & (cases["check"] == first["check"])]
+    idx = pd.to_numeric(same["index"], errors="coerce").dropna().astype(int).unique()
+    rows = df.loc[df.index.isin(idx)] if len(idx) else None
+    label = {"not_nullable": "missing values (NaN/null)", "field_uniqueness": "duplicate values"}.get(check, f"failed check {check}")
+    if check.startswith("DataFrameSchema") or first["schema_context"] == "DataFrameSchema" and column is None:
+        label = f"failed table check {check}"
+    return DataError(path, f"{len(same)} value(s) {label}", column=column, rows=rows)
+
+
+def validate(df: pd.DataFrame, schema: pa.DataFrameSchema, path: str | os.PathLike) -> pd.DataFrame:
+    """Validate ``df`` against ``schema``; raise ``DataError`` on the first kind of failure."""
+    if df.empty:
+        raise DataError(path, f"table '{schema.name}' is empty")
+    try:
+        return schema.validate(df, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        raise _schema_error(path, df, err) from None
+
+
+def rows_error(path: str | os.PathLike, df: pd.DataFrame, bad: Mapping[str, pd.Index], message: str) -> None:
+    """Raise a DataError for the first column in ``bad`` (from a cross-table check)."""
+    if not bad:
+        return
+    column, rows = next(iter(bad.items()))
+    raise DataError(path, f"{len(rows)} row(s) {message}", column=column, rows=df.loc[rows])
+
+
+def read_frame(path: str | os.PathLike) -> pd.DataFrame:
+    """Read parquet/CSV/TSV by extension; unreadable or empty files raise DataError."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(p, "file not found")
+    if p.stat().st_size == 0:
+        raise DataError(p, "file is empty")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(p)
+        if suffix in (".csv", ".tsv", ".txt"):
+            sep = "\t" if suffix == ".tsv" else None
+            return pd.read_csv(p, sep=sep, engine="python")
+    except Exception as err:  # noqa: BLE001 - any reader failure is an unreadable file
+        raise DataError(p, f"unreadable file ({type(err).__name__}: {err})") from None
+    raise DataError(p, f"unsupported file type '{suffix}' (use .parquet, .csv or .tsv)")
+
+
+def read_table(path: str | os.PathLike, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    return validate(read_frame(path), schema, path)
+
+
+def _tmp_sibling(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it into place only on success."""
+    target = Path(path)
+    tmp = _tmp_sibling(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``path`` as a whole on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        old = target.with_name(f".{target.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, schema: pa.DataFrameSchema) -> None:
+    """Validate then write parquet atomically; a bad frame is a bug, reported like bad input."""
+    write_tables([(df, path, schema)])
+
+
+def write_tables(tables: list[tuple[pd.DataFrame, str | os.PathLike, pa.DataFrameSchema]]) -> None:
+    """Validate every table first, then write each atomically: one bad table writes nothing."""
+    checked = [(validate(df.reset_index(drop=True), schema, path), path) for df, path, schema in tables]
+    for out, path in checked:
+        with atomic_path(path) as tmp:
+            out.to_parquet(tmp, index=False)
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Plot data for DVC (CSV), written atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(p, "file not found")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(p, f"unreadable JSON ({err})") from None
+
+
+def write_npz(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def read_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(p, "file not found")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as err:  # noqa: BLE001
+        raise DataError(p, f"unreadable npz ({type(err).__name__}: {err})") from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise DataError(p, f"missing array(s): {', '.join(missing)}", column=missing[0])
+    return arrays

@@ -1,0 +1,43 @@
+"""Where each stage's artifacts live, relative to the project root (mirrors dvc.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+INGESTED = Path("data/ingested")
+PRODUCTS = INGESTED / "products.parquet"
+EDGES = INGESTED / "edges.parquet"
+IMPRESSIONS = INGESTED / "impressions.parquet"
+INGEST_META = INGESTED / "meta.json"
+
+# Simulator ground truth: read by evaluation code only, never by a training stage.
+TRUTH = Path("data/truth")
+TRUTH_IMPRESSIONS = TRUTH / "impressions.parquet"
+TRUTH_PRODUCTS = TRUTH / "products.parquet"
+
+WEIGHTED = Path("data/weighted")
+WEIGHTED_IMPRESSIONS = WEIGHTED / "impressions.parquet"
+DELAY_MODEL = WEIGHTED / "delay_model.json"
+
+GNN = Path("models/gnn")
+GNN_STATE = GNN / "model.pt"
+GNN_MOMENTS = GNN / "moments.npz"
+GNN_META = GNN / "meta.json"
+
+CALIBRATION = Path("models/calibration")
+SCORED = CALIBRATION / "scored.parquet"
+CALIBRATION_MODEL = CALIBRATION / "calibration.json"
+
+THRESHOLDS = Path("models/thresholds")
+THRESHOLDS_MODEL = THRESHOLDS / "thresholds.json"
+
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+
+
+def metrics_file(stage: str) -> Path:
+    return METRICS / f"{stage}.json"
+
+
+def plots_dir(stage: str) -> Path:
+    return PLOTS / stage

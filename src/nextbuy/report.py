@@ -1,0 +1,60 @@
+"""The end-of-run summary `make run` prints: one headline line per stage, the
+registered model, and the commands that open the UIs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from nextbuy import paths
+
+HEADLINES = {
+    "ingest": lambda m: f"{m['products']:,} products, {m['edges']:,} edges "
+                        f"({m['reciprocated_edge_share']:.0%} reciprocated), impressions "
+                        + ", ".join(f"{k} {v:,}" for k, v in m["impressions"].items()),
+    "label_delay": lambda m: f"last 7 days positivity observed {_pct(m['last_7_days']['observed_positivity'])} → "
+                             f"delay-corrected {_pct(m['last_7_days']['corrected_positivity'])}; "
+                             f"median delay {m['median_delay_days']['carted']:.1f} d (carted)",
+    "train": lambda m: f"conv loss {m['final_conv_loss']:.4f}, link loss {m['final_link_loss']:.4f}, "
+                       f"calib AUC {_num(m['calib_auc_observed'])}, {m['train_seconds']:.0f} s",
+    "calibrate": lambda m: f"{m['n_buckets']} uncertainty buckets; test ECE raw {_num(m['test_delay_corrected']['ece_raw'])} → "
+                           f"calibrated {_num(m['test_delay_corrected']['ece_calibrated'])}, "
+                           f"test AUC {_num(m['test_delay_corrected']['auc'])}",
+    "thresholds": lambda m: f"precision target {m['target_precision']:.2f}: recall per-bucket "
+                            f"{_pct(m['per_bucket']['calib']['recall'])} vs single {_pct(m['single']['calib']['recall'])} "
+                            f"(calib); test {_pct(m['per_bucket']['test_delay_corrected']['recall'])} vs "
+                            f"{_pct(m['single']['test_delay_corrected']['recall'])}",
+    "deploy": lambda m: f"{m['model_name']} v{m['version']} {'PASSED' if m['passed'] else 'REFUSED: ' + '; '.join(m['reasons'])}"
+                        f", champion = v{m['champion_version']}",
+}
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def print_summary(root: Path = Path("."), console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="nextbuy pipeline", show_lines=False)
+    table.add_column("stage", style="bold")
+    table.add_column("headline")
+    for stage, headline in HEADLINES.items():
+        path = root / paths.metrics_file(stage)
+        if not path.exists():
+            table.add_row(stage, "[yellow]not run[/]")
+            continue
+        try:
+            table.add_row(stage, headline(json.loads(path.read_text())))
+        except (KeyError, TypeError, ValueError) as err:
+            table.add_row(stage, f"[yellow]metrics unreadable ({err})[/]")
+    console.print(table)
+    console.print("\nOpen the UIs (each binds 127.0.0.1):")
+    console.print("  MLflow UI:   make mlflow-ui    → http://127.0.0.1:5000  (model 'nextbuy', alias 'champion')")
+    console.print("  DVC plots:   .venv/bin/dvc plots show  → dvc_plots/index.html")

@@ -1,0 +1,158 @@
+"""Every table that crosses a stage boundary, as a pandera schema.
+
+Stages read and write only through ``nextbuy.io``, which validates against
+these schemas, so a contract lives in exactly one place. Cross-table rules
+(foreign keys, event order) that pandera's per-column checks cannot express
+are functions here too, so the error names the file, column and rows.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+SPLITS = ("train", "calib", "test")
+TS = "datetime64[ns]"
+
+
+def _id(unique: bool = False) -> pa.Column:
+    return pa.Column("int64", pa.Check.ge(0), nullable=False, unique=unique)
+
+
+def _ts(nullable: bool) -> pa.Column:
+    return pa.Column(TS, nullable=nullable)
+
+
+def _prob() -> pa.Column:
+    return pa.Column("float64", pa.Check.in_range(0.0, 1.0), nullable=False)
+
+
+PRODUCTS = pa.DataFrameSchema(
+    {
+        "product_id": _id(unique=True),
+        # The id as the source wrote it (string), kept for joining results back.
+        "product_key": pa.Column(str, nullable=False, unique=True),
+        # -1 when the source has no category.
+        "category": pa.Column("int64", pa.Check.ge(-1), nullable=False),
+        # NaN when the source has no price.
+        "price": pa.Column("float64", pa.Check.gt(0), nullable=True),
+    },
+    name="products",
+    strict=True,
+)
+
+EDGES = pa.DataFrameSchema(
+    {
+        "src": _id(),
+        "dst": _id(),
+        "weight": pa.Column("float64", pa.Check.gt(0), nullable=False),
+        "time": _ts(nullable=True),
+    },
+    name="edges",
+    strict=True,
+    unique=["src", "dst"],
+    checks=[pa.Check(lambda df: df["src"] != df["dst"], name="no_self_loops", element_wise=False)],
+)
+
+_IMPRESSION_COLUMNS = {
+    "impression_id": _id(unique=True),
+    "source_id": _id(),
+    "shown_id": _id(),
+    "shown_at": _ts(nullable=False),
+    "clicked_at": _ts(nullable=True),
+    "carted_at": _ts(nullable=True),
+    "converted_at": _ts(nullable=True),
+}
+
+# An impressions log as read from a real source (no split yet).
+IMPRESSIONS_LOG = pa.DataFrameSchema(_IMPRESSION_COLUMNS, name="impressions_log", strict=False)
+
+IMPRESSIONS = pa.DataFrameSchema(
+    {**_IMPRESSION_COLUMNS, "split": pa.Column(str, pa.Check.isin(SPLITS), nullable=False)},
+    name="impressions",
+    strict=True,
+)
+
+# Ground truth of the simulator: only evaluation code may read these.
+TRUTH_IMPRESSIONS = pa.DataFrameSchema(
+    {
+        "impression_id": _id(unique=True),
+        "p_convert": _prob(),
+        "label_eventual": pa.Column("int8", pa.Check.isin([0, 1]), nullable=False),
+        "delay_days": pa.Column("float64", pa.Check.ge(0), nullable=True),
+    },
+    name="truth_impressions",
+    strict=True,
+)
+
+TRUTH_PRODUCTS = pa.DataFrameSchema(
+    {
+        "product_id": _id(unique=True),
+        "popularity": pa.Column("float64", pa.Check.gt(0), nullable=False),
+        r"src_\d+": pa.Column("float64", regex=True, nullable=False),
+        r"tgt_\d+": pa.Column("float64", regex=True, nullable=False),
+    },
+    name="truth_products",
+    strict=True,
+)
+
+WEIGHTED = pa.DataFrameSchema(
+    {
+        "impression_id": _id(unique=True),
+        "source_id": _id(),
+        "shown_id": _id(),
+        "shown_at": _ts(nullable=False),
+        "split": pa.Column(str, pa.Check.isin(SPLITS), nullable=False),
+        # Label as observed at the snapshot (conversion seen by then).
+        "label": pa.Column("int8", pa.Check.isin([0, 1]), nullable=False),
+        "clicked": pa.Column("int8", pa.Check.isin([0, 1]), nullable=False),
+        "carted": pa.Column("int8", pa.Check.isin([0, 1]), nullable=False),
+        "elapsed_days": pa.Column("float64", pa.Check.ge(0), nullable=False),
+        # P(eventual conversion | observed negative so far); 0 for observed positives.
+        "p_flip": _prob(),
+        # Importance weight P/Q of the example at its observed label.
+        "weight_iw": pa.Column("float64", pa.Check.ge(0), nullable=False),
+        "weight_naive": pa.Column("float64", pa.Check.ge(0), nullable=False),
+    },
+    name="weighted_impressions",
+    strict=True,
+)
+
+SCORED = pa.DataFrameSchema(
+    {
+        "impression_id": _id(unique=True),
+        "source_id": _id(),
+        "shown_id": _id(),
+        "split": pa.Column(str, pa.Check.isin(SPLITS), nullable=False),
+        "label": pa.Column("int8", pa.Check.isin([0, 1]), nullable=False),
+        "matured": pa.Column(bool, nullable=False),
+        "p_flip": _prob(),
+        "score": _prob(),
+        "uncertainty": pa.Column("float64", pa.Check.ge(0), nullable=False),
+        "bucket": pa.Column("int64", pa.Check.ge(0), nullable=False),
+        "prob_calibrated": _prob(),
+    },
+    name="scored_holdout",
+    strict=True,
+)
+
+
+def check_event_order(df: pd.DataFrame) -> dict[str, pd.Index]:
+    """Rows whose events happen before the impression they belong to, per column."""
+    bad: dict[str, pd.Index] = {}
+    for col in ("clicked_at", "carted_at", "converted_at"):
+        rows = df.index[df[col].notna() & (df[col] < df["shown_at"])]
+        if len(rows):
+            bad[col] = rows
+    return bad
+
+
+def check_known_products(df: pd.DataFrame, columns: tuple[str, ...], product_ids: pd.Series) -> dict[str, pd.Index]:
+    """Rows referring to a product id that the products table does not have."""
+    known = pd.Index(product_ids)
+    bad: dict[str, pd.Index] = {}
+    for col in columns:
+        rows = df.index[~df[col].isin(known)]
+        if len(rows):
+            bad[col] = rows
+    return bad

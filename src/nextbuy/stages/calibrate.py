@@ -1,0 +1,97 @@
+"""calibrate: score and uncertainty for every holdout pair; per-uncertainty-bucket
+isotonic calibration fitted on calibration-split pairs whose labels have matured."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss, roc_auc_score
+
+from nextbuy import delay, io, paths, schemas
+from nextbuy.config import CalibrateConfig, load_section
+from nextbuy.uncertainty import (BucketCalibration, assign_buckets, expected_calibration_error,
+                                 fit_bucket_calibration, reliability_table)
+
+MOMENT_KEYS = ("s_mean", "s_var", "t_mean", "t_var", "head_w", "head_b")
+
+
+def score_holdout(weighted: pd.DataFrame, moments, cfg: CalibrateConfig) -> tuple[pd.DataFrame, BucketCalibration]:
+    """Pure core: scored calib+test rows and the calibration fitted on matured calib rows."""
+    from nextbuy.graph.blade import score_and_uncertainty
+
+    rows = weighted[weighted["split"].isin(["calib", "test"])].reset_index(drop=True)
+    score, uncertainty = score_and_uncertainty(moments, rows["source_id"].to_numpy(), rows["shown_id"].to_numpy())
+    matured = (rows["elapsed_days"] >= cfg.maturity_days).to_numpy()
+    fit_rows = matured & (rows["split"] == "calib").to_numpy()
+    if fit_rows.sum() < cfg.min_bucket_size or len(np.unique(rows["label"].to_numpy()[fit_rows])) < 2:
+        raise io.DataError(paths.WEIGHTED_IMPRESSIONS,
+                           f"only {int(fit_rows.sum())} matured calibration rows with both labels "
+                           f"(need >= {cfg.min_bucket_size}); lower calibrate.maturity_days or widen ingest.split.calib_days",
+                           column="elapsed_days")
+    calibration = fit_bucket_calibration(score[fit_rows], uncertainty[fit_rows], rows["label"].to_numpy()[fit_rows],
+                                         cfg.n_buckets, cfg.min_bucket_size)
+    scored = rows[["impression_id", "source_id", "shown_id", "split", "label", "p_flip"]].assign(
+        matured=matured, score=score.astype(float), uncertainty=uncertainty.astype(float),
+        bucket=assign_buckets(uncertainty, calibration.edges).astype(np.int64),
+        prob_calibrated=np.clip(calibration.predict(score, uncertainty), 0.0, 1.0).astype(float))
+    return scored, calibration
+
+
+def evaluation_labels(scored: pd.DataFrame) -> np.ndarray:
+    """Delay-corrected expected eventual label: immature negatives count by their flip probability."""
+    return delay.expected_eventual_label(scored["label"].to_numpy(), scored["p_flip"].to_numpy())
+
+
+def _quality(prob: np.ndarray, score: np.ndarray, label: np.ndarray) -> dict:
+    hard = (label >= 0.5).astype(int)
+    return {
+        "rows": int(len(label)),
+        "positivity": float(label.mean()),
+        "auc": float(roc_auc_score(hard, score)) if 0 < hard.sum() < len(hard) else None,
+        "log_loss": float(log_loss(label, np.clip(prob, 1e-6, 1 - 1e-6), labels=[0, 1])) if len(label) else None,
+        "ece_raw": expected_calibration_error(score, label),
+        "ece_calibrated": expected_calibration_error(prob, label),
+    }
+
+
+def positivity_vs_uncertainty(scored: pd.DataFrame, label: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Observed conversion rate and mean prediction by uncertainty decile (DVC plot)."""
+    bins = pd.qcut(scored["uncertainty"], n_bins, labels=False, duplicates="drop")
+    return scored.assign(label=label, bin=bins).groupby("bin").agg(
+        uncertainty=("uncertainty", "mean"), positivity=("label", "mean"),
+        mean_score=("score", "mean"), mean_calibrated=("prob_calibrated", "mean"),
+        count=("label", "size")).reset_index(drop=True)
+
+
+def summarise(scored: pd.DataFrame, calibration: BucketCalibration) -> dict:
+    fit_rows = (scored["split"] == "calib") & scored["matured"]
+    test = scored["split"] == "test"
+    corrected = evaluation_labels(scored)
+    per_bucket = scored[fit_rows].groupby("bucket").agg(rows=("label", "size"), positivity=("label", "mean"),
+                                                        mean_score=("score", "mean"))
+    return {
+        "n_buckets": len(calibration.edges) + 1,
+        "uncertainty_edges": [float(e) for e in calibration.edges],
+        "calib_matured": _quality(scored.loc[fit_rows, "prob_calibrated"].to_numpy(), scored.loc[fit_rows, "score"].to_numpy(),
+                                  scored.loc[fit_rows, "label"].to_numpy().astype(float)),
+        "test_delay_corrected": _quality(scored.loc[test, "prob_calibrated"].to_numpy(), scored.loc[test, "score"].to_numpy(),
+                                         corrected[test.to_numpy()]),
+        "calib_buckets": {str(b): {k: float(v) for k, v in row.items()} for b, row in per_bucket.iterrows()},
+    }
+
+
+def run(params_file: str = "params.yaml") -> dict:
+    cfg = load_section("calibrate", params_file)
+    weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
+    moments = io.read_npz(paths.GNN_MOMENTS, required=MOMENT_KEYS)
+    scored, calibration = score_holdout(weighted, moments, cfg)
+    io.write_table(scored, paths.SCORED, schemas.SCORED)
+    io.write_json(calibration.to_dict(), paths.CALIBRATION_MODEL)
+    fit_rows = ((scored["split"] == "calib") & scored["matured"]).to_numpy()
+    plots = paths.plots_dir("calibrate")
+    io.write_csv(reliability_table(scored["prob_calibrated"].to_numpy()[fit_rows], scored["label"].to_numpy()[fit_rows],
+                                   bucket=scored["bucket"].to_numpy()[fit_rows]), plots / "reliability.csv")
+    io.write_csv(positivity_vs_uncertainty(scored, evaluation_labels(scored)), plots / "positivity_vs_uncertainty.csv")
+    metrics = summarise(scored, calibration)
+    io.write_json(metrics, paths.metrics_file("calibrate"))
+    return metrics

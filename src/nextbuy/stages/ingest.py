@@ -1,0 +1,147 @@
+"""ingest: load or simulate products, the directed co-purchase graph and
+impressions; validate them; split impressions by time."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from nextbuy import io, paths, schemas
+from nextbuy.config import IngestConfig, SplitConfig, load_section
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ingested:
+    products: pd.DataFrame
+    edges: pd.DataFrame
+    impressions: pd.DataFrame  # schemas.IMPRESSIONS (with split)
+    snapshot: pd.Timestamp
+    cleaning: dict[str, int] = field(default_factory=dict)
+    truth_impressions: pd.DataFrame | None = None
+    truth_products: pd.DataFrame | None = None
+
+
+def assign_split(shown_at: pd.Series, snapshot: pd.Timestamp, split: SplitConfig) -> np.ndarray:
+    """train < calib < test in time; test is the last ``test_days`` before the snapshot."""
+    test_start = snapshot - pd.Timedelta(days=split.test_days)
+    calib_start = test_start - pd.Timedelta(days=split.calib_days)
+    return np.select(
+        [shown_at.to_numpy() >= test_start.to_datetime64(), shown_at.to_numpy() >= calib_start.to_datetime64()],
+        ["test", "calib"],
+        default="train",
+    )
+
+
+def finalise(products: pd.DataFrame, edges: pd.DataFrame, impressions_log: pd.DataFrame,
+             snapshot: pd.Timestamp, split: SplitConfig, origin: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cross-table checks, snapshot censoring of the graph, and the time split (pure)."""
+    io.rows_error(origin, impressions_log,
+                  schemas.check_known_products(impressions_log, ("source_id", "shown_id"), products["product_id"]),
+                  "refer to a product id that is not in the products table")
+    io.rows_error(origin, impressions_log, schemas.check_event_order(impressions_log), "happen before shown_at")
+    # The graph may only hold co-purchases the store had seen by the snapshot.
+    edges = edges[edges["time"].isna() | (edges["time"] <= snapshot)].reset_index(drop=True)
+    impressions = impressions_log[list(schemas.IMPRESSIONS_LOG.columns)].copy()
+    impressions["split"] = assign_split(impressions["shown_at"], snapshot, split)
+    counts = impressions["split"].value_counts()
+    empty = [s for s in schemas.SPLITS if counts.get(s, 0) == 0]
+    if empty:
+        raise io.DataError(origin, f"split(s) {empty} are empty: impressions span "
+                           f"{impressions['shown_at'].min()} .. {impressions['shown_at'].max()}, snapshot {snapshot}; "
+                           "lower ingest.split.calib_days/test_days", column="shown_at")
+    return edges, impressions
+
+
+def ingest(cfg: IngestConfig) -> Ingested:
+    """Build the ingested tables from the configured source."""
+    from nextbuy.data import simulate, sources
+
+    truth_impressions = truth_products = None
+    cleaning: dict[str, int] = {}
+    if cfg.source == "simulated":
+        world, traffic = simulate.simulate_store(cfg.simulator, cfg.seed)
+        origin = "simulator"
+    else:
+        reader = sources.read_npz_graph if cfg.source == "npz" else sources.read_edge_list
+        graph = reader(cfg.graph_path)
+        cleaning = dict(graph.cleaning)
+        origin = str(cfg.graph_path)
+        world = simulate.world_from_graph(graph.products, graph.edges, cfg.simulator, cfg.seed)
+        if cfg.impressions_path:
+            log_frame = sources.read_impressions_log(cfg.impressions_path, graph.products)
+            times = log_frame[["shown_at", "clicked_at", "carted_at", "converted_at"]]
+            snapshot = pd.Timestamp(times.max().max())
+            edges, impressions = finalise(graph.products, graph.edges, log_frame, snapshot, cfg.split,
+                                          str(cfg.impressions_path))
+            return Ingested(graph.products, edges, impressions, snapshot, cleaning)
+        traffic = simulate.simulate_traffic(world, cfg.simulator, cfg.seed, cfg.simulator.n_impressions,
+                                            world.start, world.snapshot, world.snapshot)
+    if cfg.source == "simulated" or not cfg.impressions_path:
+        truth_impressions, truth_products = traffic.truth, world.truth_products
+    edges, impressions = finalise(world.products, world.edges, traffic.impressions, world.snapshot,
+                                  cfg.split, origin)
+    return Ingested(world.products, edges, impressions, world.snapshot, cleaning,
+                    truth_impressions, truth_products)
+
+
+def degree_ccdf(edges: pd.DataFrame, n_products: int) -> pd.DataFrame:
+    """Share of products with degree >= k, for a log-log plot of the tail."""
+    rows = []
+    for direction, col in (("out", "src"), ("in", "dst")):
+        deg = np.bincount(edges[col].to_numpy(), minlength=n_products)
+        ks = np.unique(np.concatenate([[1], np.unique(np.geomspace(1, max(deg.max(), 1), 30).astype(int))]))
+        share = (deg[None, :] >= ks[:, None]).mean(axis=1)
+        rows.append(pd.DataFrame({"direction": direction, "degree": ks, "share_at_least": share}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def summarise(result: Ingested) -> dict:
+    edges, imp = result.edges, result.impressions
+    n = len(result.products)
+    out_deg = np.bincount(edges["src"].to_numpy(), minlength=n)
+    in_deg = np.bincount(edges["dst"].to_numpy(), minlength=n)
+    pair = edges["src"].to_numpy() * n + edges["dst"].to_numpy()
+    reverse = edges["dst"].to_numpy() * n + edges["src"].to_numpy()
+    by_split = imp.groupby("split")
+    return {
+        "snapshot": str(result.snapshot),
+        "products": n,
+        "edges": len(edges),
+        "reciprocated_edge_share": float(np.isin(reverse, pair).mean()),
+        "degree": {
+            "out_max": int(out_deg.max()), "in_max": int(in_deg.max()),
+            "total_median": float(np.median(out_deg + in_deg)),
+            "share_total_degree_le_1": float(((out_deg + in_deg) <= 1).mean()),
+        },
+        "impressions": {s: int(by_split.size().get(s, 0)) for s in schemas.SPLITS},
+        "observed_conversion_rate": {s: float(g["converted_at"].notna().mean()) for s, g in by_split},
+        "cleaning": result.cleaning,
+    }
+
+
+def run(params_file: str = "params.yaml") -> dict:
+    cfg = load_section("ingest", params_file)
+    result = ingest(cfg)
+    metrics = summarise(result)
+    tables = [(result.products, paths.PRODUCTS, schemas.PRODUCTS),
+              (result.edges, paths.EDGES, schemas.EDGES),
+              (result.impressions, paths.IMPRESSIONS, schemas.IMPRESSIONS)]
+    if result.truth_impressions is not None:
+        tables += [(result.truth_impressions, paths.TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS),
+                   (result.truth_products, paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS)]
+    io.write_tables(tables)
+    # Keep the DVC output well-defined when there is no ground truth (real impressions log).
+    paths.TRUTH.mkdir(parents=True, exist_ok=True)
+    io.write_json({"snapshot": str(result.snapshot), "source": cfg.source, "cleaning": result.cleaning},
+                  paths.INGEST_META)
+    io.write_csv(degree_ccdf(result.edges, len(result.products)), paths.plots_dir("ingest") / "degree_ccdf.csv")
+    io.write_json(metrics, paths.metrics_file("ingest"))
+    for key, n in result.cleaning.items():
+        if n:
+            log.warning("ingest cleaned %s: %d (field convention: self-loops dropped, duplicate edges merged)", key, n)
+    return metrics
