@@ -86,7 +86,15 @@ class TrainConfig(_Section):
     reverse_negative_share: float = Field(0.5, ge=0.0, le=1.0)
     weighting: Literal["importance", "naive"] = "importance"
     mc_samples: int = Field(8, ge=2)
+    cold_start_fallback: bool = True  # nodes with no neighbours in a direction sample neighbours of same-category products
+    export_chunk: int = Field(8192, ge=1)  # nodes per chunk in export_moments (memory bound)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _fanout_order(self) -> "TrainConfig":
+        if self.fanout_min > self.fanout_max:
+            raise ValueError("train.fanout_min must be <= train.fanout_max")
+        return self
 
 
 class CalibrateConfig(_Section):

@@ -1,0 +1,1 @@
+"""Data sources: the built-in simulated store and readers for real formats."""

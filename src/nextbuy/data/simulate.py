@@ -1,0 +1,462 @@
+"""The built-in simulated store, with a ground truth only evaluation may read.
+
+A store is a ``StoreWorld`` (products, their hidden latent vectors and
+popularity, and the directed co-purchase graph) plus ``Traffic`` drawn from it
+(recommendation impressions with click, cart and conversion times, and the
+true conversion probability behind each). Everything is pure and vectorised;
+the same seed gives the same store.
+
+Affinity of "bought u, shown v" is ``src_u · tgt_v``. Its scale is fixed by
+the constants below, so a world built from a real graph (``world_from_graph``)
+converts at rates comparable to a simulated one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from scipy.special import expit, ndtri
+
+from nextbuy.config import SimulatorConfig
+
+NS_PER_HOUR = 3_600 * 10**9
+NS_PER_DAY = 24 * NS_PER_HOUR
+
+# Category-level affinity targets: complement relation c->c', unrelated pair,
+# and the reverse of a one-way relation (case -> phone). They enter the logit
+# as affinity_scale * affinity; the negative offset keeps the default store's
+# conversion rate at a few percent while complements still convert ~3x better.
+AFFINITY_COMPLEMENT = -0.3
+AFFINITY_UNRELATED = -1.4
+AFFINITY_REVERSE = -2.6
+# Mean product-level affinity over simulated co-purchase edges (measured on the
+# default config); world_from_graph scales real graphs to it.
+AFFINITY_EDGE_MEAN = -0.5
+PRODUCT_NOISE = 0.2  # product deviation from its category vector
+CATEGORY_SKEW = 0.9  # Zipf exponent of category sizes
+POPULARITY_LOGIT = 0.08  # conversion logit per unit of log(popularity * n_products)
+PAIR_NOISE = 0.3  # std of the fixed per-pair conversion logit noise
+
+# Funnel, times in hours unless noted.
+CART_IF_CONVERT = 0.95
+CART_IF_CLICK_ONLY = 0.15
+CLICK_MEDIAN_MIN, CART_MEDIAN_MIN = 2.0, 15.0
+DELAY_PRICE_ELASTICITY = 0.3  # delay median scales with (price / median price) ** this
+MAX_DELAY_DAYS = 3_650.0  # keeps nanosecond times far from int64 overflow
+
+CHUNK = 1 << 18  # draws per chunk: bounds the (chunk, candidates) arrays
+
+_WORLD, _TRAFFIC = 0, 1  # independent random streams per seed
+
+
+@dataclass(frozen=True, eq=False)
+class StoreWorld:
+    """The hidden truth of a store: enough to simulate more traffic later."""
+
+    products: pd.DataFrame  # schemas.PRODUCTS
+    truth_products: pd.DataFrame  # schemas.TRUTH_PRODUCTS
+    edges: pd.DataFrame  # schemas.EDGES, u->v = "bought u, then v"
+    start: pd.Timestamp  # start of impression history
+    snapshot: pd.Timestamp  # start + history_days; later events are censored
+
+
+@dataclass(frozen=True, eq=False)
+class Traffic:
+    impressions: pd.DataFrame  # schemas.IMPRESSIONS_LOG columns, NaT = not (yet) observed
+    truth: pd.DataFrame  # schemas.TRUTH_IMPRESSIONS; delay_days = converted_at - shown_at
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream])
+
+
+def _draw(rng: np.random.Generator, cumulative: np.ndarray, size: int | tuple) -> np.ndarray:
+    """Indices drawn proportional to the weights whose cumulative sum is given."""
+    idx = np.searchsorted(cumulative, rng.random(size) * cumulative[-1], side="right")
+    return np.minimum(idx, len(cumulative) - 1)
+
+
+# --------------------------------------------------------------------------- categories
+
+
+def complement_relations(n_categories: int, per_category: int, reciprocal_share: float,
+                         rng: np.random.Generator) -> np.ndarray:
+    """Boolean (C, C) matrix R, R[c, c'] = c' is a complement target of c.
+
+    Every category gets ``per_category`` targets (at most C-1); about
+    ``reciprocal_share`` of all relations are reciprocated, the rest one-way.
+    """
+    c_count = n_categories
+    k = min(per_category, c_count - 1)
+    rel = np.zeros((c_count, c_count), dtype=bool)
+    out_deg = np.zeros(c_count, dtype=int)
+    n_pairs = int(round(reciprocal_share * c_count * k / 2))
+    made, stalled = 0, False
+    # Reciprocal pairs first, round-robin so they spread over categories.
+    while made < n_pairs and not stalled:
+        stalled = True
+        for c in rng.permutation(c_count):
+            if made >= n_pairs:
+                break
+            if out_deg[c] >= k:
+                continue
+            free = (out_deg < k) & ~rel[c] & ~rel[:, c]
+            free[c] = False
+            if not free.any():
+                continue
+            other = rng.choice(np.flatnonzero(free))
+            rel[c, other] = rel[other, c] = True
+            out_deg[c] += 1
+            out_deg[other] += 1
+            made += 1
+            stalled = False
+    # Then one-way targets; reciprocate only when nothing else is left.
+    for c in rng.permutation(c_count):
+        need = k - out_deg[c]
+        if need <= 0:
+            continue
+        one_way = ~rel[c] & ~rel[:, c]
+        one_way[c] = False
+        pick = rng.permutation(np.flatnonzero(one_way))[:need]
+        if len(pick) < need:
+            rest = ~rel[c] & rel[:, c]
+            rest[c] = False
+            pick = np.concatenate([pick, rng.permutation(np.flatnonzero(rest))[: need - len(pick)]])
+        rel[c, pick] = True
+        out_deg[c] += len(pick)
+    return rel
+
+
+def _category_vectors(rel: np.ndarray, dim: int, rng: np.random.Generator,
+                      iterations: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """A (C, d), B (C, d) with A_c·B_c' ≈ the target affinity of c -> c'.
+
+    Weighted alternating least squares: relations and reversed one-way
+    relations must fit closely, unrelated pairs only loosely.
+    """
+    one_way_reverse = rel.T & ~rel
+    target = np.full(rel.shape, AFFINITY_UNRELATED)
+    target[rel] = AFFINITY_COMPLEMENT
+    target[one_way_reverse] = AFFINITY_REVERSE
+    weight = np.where(rel | one_way_reverse, 1.0, 0.1)
+    a = rng.normal(0.0, 0.5, (rel.shape[0], dim))
+    b = rng.normal(0.0, 0.5, (rel.shape[0], dim))
+    ridge = 1e-3 * np.eye(dim)
+
+    def solve(fixed: np.ndarray, w: np.ndarray, t: np.ndarray) -> np.ndarray:
+        gram = np.einsum("ck,kd,ke->cde", w, fixed, fixed) + ridge
+        rhs = np.einsum("ck,kd->cd", w * t, fixed)
+        return np.linalg.solve(gram, rhs[..., None])[..., 0]
+
+    for _ in range(iterations):
+        a = solve(b, weight, target)
+        b = solve(a, weight.T, target.T)
+    return a, b
+
+
+# --------------------------------------------------------------------------- world
+
+
+def _truth_products_frame(popularity: np.ndarray, src: np.ndarray, tgt: np.ndarray) -> pd.DataFrame:
+    cols = {"product_id": np.arange(len(popularity), dtype=np.int64), "popularity": popularity}
+    cols.update({f"src_{j}": src[:, j].astype(np.float64) for j in range(src.shape[1])})
+    cols.update({f"tgt_{j}": tgt[:, j].astype(np.float64) for j in range(tgt.shape[1])})
+    return pd.DataFrame(cols)
+
+
+def _latents(world: StoreWorld) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tp = world.truth_products.sort_values("product_id")
+    src = tp.filter(regex=r"^src_\d+$").to_numpy(np.float64)
+    tgt = tp.filter(regex=r"^tgt_\d+$").to_numpy(np.float64)
+    return tp["popularity"].to_numpy(np.float64), src, tgt
+
+
+def _co_purchases(rng: np.random.Generator, cfg: SimulatorConfig, category: np.ndarray,
+                  popularity: np.ndarray, src: np.ndarray, tgt: np.ndarray,
+                  rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) of cfg.n_purchases "bought u, then v" transitions, self-loops removed."""
+    pop_cum = np.cumsum(popularity)
+    # Products sorted by category, so one category is one slice of a cumulative sum.
+    by_cat = np.argsort(category, kind="stable")
+    cum_by_cat = np.cumsum(popularity[by_cat])
+    n_cat = rel.shape[0]
+    cat_lo = np.searchsorted(category[by_cat], np.arange(n_cat), side="left")
+    cat_hi = np.searchsorted(category[by_cat], np.arange(n_cat), side="right")
+    mass_before = np.concatenate([[0.0], cum_by_cat])[cat_lo]
+    cat_mass = np.concatenate([[0.0], cum_by_cat])[cat_hi] - mass_before
+    targets = [np.flatnonzero(rel[c]) for c in range(n_cat)]
+    n_targets = np.array([len(t) for t in targets])
+    target_table = np.zeros((n_cat, max(1, n_targets.max())), dtype=np.int64)
+    for c, t in enumerate(targets):
+        target_table[c, : len(t)] = t
+    tgt_t = np.ascontiguousarray(tgt.T)  # (d, n): one gather per dimension, no (chunk, K, d) array
+    k = cfg.candidates_per_draw
+
+    us, vs = [], []
+    for lo in range(0, cfg.n_purchases, CHUNK):
+        size = min(CHUNK, cfg.n_purchases - lo)
+        u = _draw(rng, pop_cum, size)
+        cu = category[u]
+        complement = (rng.random(size) < cfg.complement_share) & (n_targets[cu] > 0)
+        slot = np.floor(rng.random(size) * np.maximum(n_targets[cu], 1)).astype(np.int64)
+        target_cat = np.where(complement, target_table[cu, slot], category[_draw(rng, pop_cum, size)])
+        r = mass_before[target_cat, None] + rng.random((size, k)) * cat_mass[target_cat, None]
+        pos = np.searchsorted(cum_by_cat, r, side="right")
+        pos = np.clip(pos, cat_lo[target_cat, None], cat_hi[target_cat, None] - 1)
+        cand = by_cat[pos]
+        affinity = np.zeros((size, k))
+        for j in range(tgt_t.shape[0]):
+            affinity += src[u, j][:, None] * tgt_t[j][cand]
+        score = cfg.affinity_scale * affinity + rng.gumbel(size=(size, k))
+        score[cand == u[:, None]] = -np.inf
+        best = np.argmax(score, axis=1)
+        v = cand[np.arange(size), best]
+        keep = v != u
+        us.append(u[keep])
+        vs.append(v[keep])
+    return np.concatenate(us), np.concatenate(vs)
+
+
+def _aggregate_edges(u: np.ndarray, v: np.ndarray, t_ns: np.ndarray) -> pd.DataFrame:
+    """Merge repeated u->v into one edge: weight = count, time = first occurrence."""
+    key = (u.astype(np.int64) << 32) | v.astype(np.int64)
+    order = np.lexsort((t_ns, key))
+    key, t_ns = key[order], t_ns[order]
+    first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    counts = np.diff(np.concatenate([first, [len(key)]]))
+    ukey = key[first]
+    return pd.DataFrame({
+        "src": (ukey >> 32).astype(np.int64),
+        "dst": (ukey & 0xFFFFFFFF).astype(np.int64),
+        "weight": counts.astype(np.float64),
+        "time": pd.to_datetime(t_ns[first], unit="ns"),
+    })
+
+
+def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
+    """Products, hidden latent vectors and popularity, and the co-purchase graph."""
+    rng = _rng(seed, _WORLD)
+    n = cfg.n_products
+    n_cat = min(cfg.n_categories, n)  # a category needs at least one product
+
+    cat_share = (np.arange(n_cat) + 1.0) ** -CATEGORY_SKEW
+    category = rng.choice(n_cat, size=n, p=cat_share / cat_share.sum())
+    category[rng.permutation(n)[:n_cat]] = np.arange(n_cat)
+
+    log_price_level = np.log(25.0) + rng.normal(0.0, 1.0, n_cat)
+    price = np.maximum(np.round(np.exp(log_price_level[category] + rng.normal(0.0, 0.6, n)), 2), 0.5)
+
+    rank = rng.permutation(n)
+    popularity = (rank + 1.0) ** -cfg.zipf_exponent
+    popularity /= popularity.sum()
+
+    rel = complement_relations(n_cat, cfg.complements_per_category, cfg.reciprocal_share, rng)
+    cat_src, cat_tgt = _category_vectors(rel, cfg.latent_dim, rng)
+    src = cat_src[category] + rng.normal(0.0, PRODUCT_NOISE, (n, cfg.latent_dim))
+    tgt = cat_tgt[category] + rng.normal(0.0, PRODUCT_NOISE, (n, cfg.latent_dim))
+
+    start = pd.Timestamp(cfg.start_date)
+    snapshot = start + pd.Timedelta(days=cfg.history_days)
+    u, v = _co_purchases(rng, cfg, category, popularity, src, tgt, rel)
+    # Purchases span [start - history_days, snapshot): the graph predates the impression log.
+    span = snapshot.value - (start.value - int(cfg.history_days * NS_PER_DAY))
+    t_ns = snapshot.value - span + (rng.random(len(u)) * span).astype(np.int64)
+    edges = _aggregate_edges(u, v, t_ns)
+
+    products = pd.DataFrame({
+        "product_id": np.arange(n, dtype=np.int64),
+        "product_key": np.arange(n).astype(str).astype(object),
+        "category": category.astype(np.int64),
+        "price": price.astype(np.float64),
+    })
+    return StoreWorld(products, _truth_products_frame(popularity, src, tgt), edges, start, snapshot)
+
+
+def world_from_graph(products: pd.DataFrame, edges: pd.DataFrame, cfg: SimulatorConfig,
+                     seed: int) -> StoreWorld:
+    """A hidden truth for a real graph, so impressions can be simulated over it.
+
+    Source/target vectors come from a truncated SVD of the degree-normalised
+    weighted adjacency (left = source role, right = target role, rows scaled
+    to unit length), then scaled so that edges and random pairs get the
+    simulator's mean affinities; the last latent dimension carries the
+    unrelated-pair offset. Popularity is in+out weighted degree + 1.
+    """
+    products = products.sort_values("product_id").reset_index(drop=True)
+    n = len(products)
+    if not np.array_equal(products["product_id"].to_numpy(), np.arange(n)):
+        raise ValueError("world_from_graph needs product_id = 0..N-1")
+    rng = _rng(seed, _WORLD)
+    u = edges["src"].to_numpy(np.int64)
+    v = edges["dst"].to_numpy(np.int64)
+    w = edges["weight"].to_numpy(np.float64)
+    out_w = np.bincount(u, weights=w, minlength=n)
+    in_w = np.bincount(v, weights=w, minlength=n)
+    popularity = out_w + in_w + 1.0
+    popularity /= popularity.sum()
+
+    # Degree normalisation keeps hubs from taking every singular vector.
+    norm_w = w / np.sqrt((out_w[u] + 1.0) * (in_w[v] + 1.0))
+    adj = sp.csr_matrix((norm_w, (u, v)), shape=(n, n))
+    k = cfg.latent_dim - 1
+    if n <= max(64, 3 * k):
+        left, sing, right_t = np.linalg.svd(adj.toarray())
+    else:
+        left, sing, right_t = spla.svds(adj, k=min(k, n - 2), v0=rng.uniform(-1.0, 1.0, n))
+    left, sing, right = left[:, :k], sing[:k], right_t[:k].T
+    s = np.zeros((n, k))
+    t = np.zeros((n, k))
+    s[:, : len(sing)] = left * np.sqrt(sing)
+    t[:, : len(sing)] = right * np.sqrt(sing)
+    # Raw SVD affinities are heavy-tailed (a few hub pairs dominate); unit rows
+    # bound them like the simulator's, keeping only the direction of each role.
+    s /= np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-12)
+    t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+
+    edge_mean = float(np.mean(np.einsum("ij,ij->i", s[u], t[v]))) if len(u) else 0.0
+    all_mean = float(s.mean(axis=0) @ t.mean(axis=0))
+    gap = edge_mean - all_mean
+    scale = (AFFINITY_EDGE_MEAN - AFFINITY_UNRELATED) / gap if gap > 1e-12 else 0.0
+    src = np.hstack([np.sqrt(scale) * s, np.ones((n, 1))])
+    tgt = np.hstack([np.sqrt(scale) * t, np.full((n, 1), AFFINITY_UNRELATED - scale * all_mean)])
+
+    times = pd.to_datetime(edges["time"])
+    if times.notna().any():
+        snapshot = times.max().ceil("D")
+        start = snapshot - pd.Timedelta(days=cfg.history_days)
+    else:
+        start = pd.Timestamp(cfg.start_date)
+        snapshot = start + pd.Timedelta(days=cfg.history_days)
+    return StoreWorld(products, _truth_products_frame(popularity, src, tgt),
+                      edges.reset_index(drop=True), start, snapshot)
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+def _pair_noise(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Standard normal noise fixed per (u, v) pair (splitmix64 hash), same in every traffic draw."""
+    x = (u.astype(np.uint64) << np.uint64(32)) ^ v.astype(np.uint64)
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    uniform = ((x >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+    return ndtri(uniform)
+
+
+def conversion_probability(world: StoreWorld, cfg: SimulatorConfig, source_id: np.ndarray,
+                           shown_id: np.ndarray) -> np.ndarray:
+    """True P(eventual conversion) of showing ``shown_id`` to a buyer of ``source_id``."""
+    popularity, src, tgt = _latents(world)
+    affinity = np.einsum("ij,ij->i", src[source_id], tgt[shown_id])
+    logit = (cfg.base_conversion_logit + cfg.affinity_scale * affinity
+             + POPULARITY_LOGIT * np.log(popularity[shown_id] * len(popularity))
+             + PAIR_NOISE * _pair_noise(source_id, shown_id))
+    return expit(logit)
+
+
+def _policy(rng: np.random.Generator, world: StoreWorld, cfg: SimulatorConfig,
+            popularity: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logging policy: (source, shown) pairs. Shows co-purchase neighbours, sometimes explores."""
+    n = len(popularity)
+    pop_cum = np.cumsum(popularity)
+    u = _draw(rng, pop_cum, size)
+    e_src = world.edges["src"].to_numpy(np.int64)
+    order = np.argsort(e_src, kind="stable")
+    e_dst = world.edges["dst"].to_numpy(np.int64)[order]
+    e_w = world.edges["weight"].to_numpy(np.float64)[order]
+    ptr = np.searchsorted(e_src[order], np.arange(n + 1))
+    w_cum = np.cumsum(e_w)
+    w_before = np.concatenate([[0.0], w_cum])
+    out_w = w_before[ptr[1:]] - w_before[ptr[:-1]]
+
+    neighbour = (rng.random(size) >= cfg.policy_explore_share) & (ptr[u + 1] > ptr[u])
+    v = _draw(rng, pop_cum, size)
+    nu = u[neighbour]
+    pos = np.searchsorted(w_cum, w_before[ptr[nu]] + rng.random(len(nu)) * out_w[nu], side="right")
+    v[neighbour] = e_dst[np.clip(pos, ptr[nu], ptr[nu + 1] - 1)]
+    # Popularity draws can hit u itself: redraw a few times, then step to the next product.
+    for _ in range(5):
+        same = np.flatnonzero(v == u)
+        if not len(same):
+            break
+        v[same] = _draw(rng, pop_cum, len(same))
+    same = v == u
+    v[same] = (v[same] + 1) % n
+    return u, v
+
+
+def _lognormal_ns(rng: np.random.Generator, median_hours: np.ndarray | float, sigma: float,
+                  size: int) -> np.ndarray:
+    hours = np.minimum(median_hours * np.exp(sigma * rng.standard_normal(size)), MAX_DELAY_DAYS * 24)
+    return (hours * NS_PER_HOUR).astype(np.int64)
+
+
+def simulate_traffic(world: StoreWorld, cfg: SimulatorConfig, seed: int, n_impressions: int,
+                     start: pd.Timestamp, end: pd.Timestamp, observe_at: pd.Timestamp,
+                     id_offset: int = 0) -> Traffic:
+    """Impressions shown uniformly in [start, end), events after ``observe_at`` censored to NaT.
+
+    Use a different ``seed`` (and ``id_offset``) for each batch of traffic
+    from the same world: the same seed repeats the same draws.
+    """
+    start, end, observe_at = pd.Timestamp(start), pd.Timestamp(end), pd.Timestamp(observe_at)
+    if not start < end <= observe_at:
+        raise ValueError(f"need start < end <= observe_at, got {start}, {end}, {observe_at}")
+    rng = _rng(seed, _TRAFFIC)
+    size = int(n_impressions)
+    popularity, _, _ = _latents(world)
+    u, v = _policy(rng, world, cfg, popularity, size)
+    shown = start.value + (rng.random(size) * (end.value - start.value)).astype(np.int64)
+    order = np.argsort(shown, kind="stable")  # impression ids follow time
+    u, v, shown = u[order], v[order], shown[order]
+
+    p = conversion_probability(world, cfg, u, v)
+    converted = rng.random(size) < p
+    p_click_only = np.clip(0.02 + 2.0 * p, 0.0, 0.9)  # browsers click more on relevant items
+    clicked = converted | (rng.random(size) < p_click_only)
+    carted = clicked & (rng.random(size) < np.where(converted, CART_IF_CONVERT, CART_IF_CLICK_ONLY))
+
+    # Expensive products take longer to decide on: the delay median grows with price.
+    price = world.products.sort_values("product_id")["price"].to_numpy(np.float64)
+    ref = np.nanmedian(price) if np.isfinite(price).any() else np.nan
+    factor = np.where(np.isfinite(price), (price / ref) ** DELAY_PRICE_ELASTICITY, 1.0)
+    delay_median = cfg.delay_median_hours * np.clip(factor, 0.2, 10.0)[v]
+
+    clicked_ns = shown + _lognormal_ns(rng, CLICK_MEDIAN_MIN / 60, 1.0, size)
+    carted_ns = clicked_ns + _lognormal_ns(rng, CART_MEDIAN_MIN / 60, 0.8, size)
+    converted_ns = np.where(carted, carted_ns, clicked_ns) + _lognormal_ns(rng, delay_median, cfg.delay_sigma, size)
+
+    def observed(happened: np.ndarray, t_ns: np.ndarray) -> pd.Series:
+        t = pd.to_datetime(t_ns, unit="ns")
+        return pd.Series(t.where(happened & (t_ns <= observe_at.value)))
+
+    ids = np.arange(id_offset, id_offset + size, dtype=np.int64)
+    impressions = pd.DataFrame({
+        "impression_id": ids,
+        "source_id": u.astype(np.int64),
+        "shown_id": v.astype(np.int64),
+        "shown_at": pd.to_datetime(shown, unit="ns"),
+        "clicked_at": observed(clicked, clicked_ns),
+        "carted_at": observed(carted, carted_ns),
+        "converted_at": observed(converted, converted_ns),
+    })
+    truth = pd.DataFrame({
+        "impression_id": ids,
+        "p_convert": p.astype(np.float64),
+        "label_eventual": converted.astype(np.int8),
+        "delay_days": np.where(converted, (converted_ns - shown) / NS_PER_DAY, np.nan),
+    })
+    return Traffic(impressions, truth)
+
+
+def simulate_store(cfg: SimulatorConfig, seed: int) -> tuple[StoreWorld, Traffic]:
+    """A world and its history: cfg.n_impressions over [start, snapshot), observed at the snapshot."""
+    world = simulate_world(cfg, seed)
+    traffic = simulate_traffic(world, cfg, seed, cfg.n_impressions, world.start, world.snapshot, world.snapshot)
+    return world, traffic

@@ -1,0 +1,257 @@
+"""The simulated store: valid tables, a directed graph with heavy tails, and
+conversions that arrive late and are censored at the snapshot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nextbuy import io, schemas
+from nextbuy.config import SimulatorConfig
+from nextbuy.data.simulate import (
+    StoreWorld,
+    complement_relations,
+    conversion_probability,
+    simulate_store,
+    simulate_traffic,
+    simulate_world,
+    world_from_graph,
+)
+
+SMALL = SimulatorConfig(n_products=600, n_categories=12, n_purchases=15_000, n_impressions=20_000, history_days=28)
+
+
+@pytest.fixture(scope="module")
+def small_store():
+    return simulate_store(SMALL, seed=11)
+
+
+@pytest.fixture(scope="module")
+def default_store():
+    """The store a user gets with no configuration at all."""
+    return simulate_store(SimulatorConfig(), seed=7)
+
+
+def latents(world: StoreWorld) -> tuple[np.ndarray, np.ndarray]:
+    tp = world.truth_products
+    return tp.filter(regex=r"^src_").to_numpy(), tp.filter(regex=r"^tgt_").to_numpy()
+
+
+def affinity(world: StoreWorld, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    src, tgt = latents(world)
+    return np.einsum("ij,ij->i", src[u], tgt[v])
+
+
+def assert_valid(world: StoreWorld, traffic) -> None:
+    io.validate(world.products, schemas.PRODUCTS, "products")
+    io.validate(world.truth_products, schemas.TRUTH_PRODUCTS, "truth_products")
+    io.validate(world.edges, schemas.EDGES, "edges")
+    io.validate(traffic.impressions, schemas.IMPRESSIONS_LOG, "impressions")
+    io.validate(traffic.truth, schemas.TRUTH_IMPRESSIONS, "truth")
+    assert list(traffic.impressions.columns) == list(schemas.IMPRESSIONS_LOG.columns)
+    assert (traffic.impressions["impression_id"].to_numpy() == traffic.truth["impression_id"].to_numpy()).all()
+    assert not schemas.check_event_order(traffic.impressions)
+    assert (traffic.impressions["source_id"] != traffic.impressions["shown_id"]).all()
+
+
+def test_tables_validate_with_exact_dtypes(small_store):
+    world, traffic = small_store
+    assert_valid(world, traffic)
+    assert world.products.dtypes.to_dict() == {
+        "product_id": np.int64, "product_key": object, "category": np.int64, "price": np.float64}
+    assert (world.products["product_key"] == world.products["product_id"].astype(str)).all()
+    assert traffic.truth["label_eventual"].dtype == np.int8
+    assert all(traffic.impressions[c].dtype == "datetime64[ns]"
+               for c in ("shown_at", "clicked_at", "carted_at", "converted_at"))
+    popularity = world.truth_products["popularity"]
+    assert (popularity > 0).all() and popularity.sum() == pytest.approx(1.0)
+    assert world.truth_products.filter(regex="^src_").shape[1] == SMALL.latent_dim
+    assert world.snapshot - world.start == pd.Timedelta(days=SMALL.history_days)
+
+
+def test_same_seed_same_store_other_seed_other_store(small_store):
+    world, traffic = small_store
+    again_world, again_traffic = simulate_store(SMALL, seed=11)
+    pd.testing.assert_frame_equal(world.edges, again_world.edges)
+    pd.testing.assert_frame_equal(world.truth_products, again_world.truth_products)
+    pd.testing.assert_frame_equal(traffic.impressions, again_traffic.impressions)
+    pd.testing.assert_frame_equal(traffic.truth, again_traffic.truth)
+    # The world alone is the same world: traffic draws do not disturb it.
+    pd.testing.assert_frame_equal(simulate_world(SMALL, seed=11).edges, world.edges)
+    other_world, other_traffic = simulate_store(SMALL, seed=12)
+    assert not world.edges.equals(other_world.edges)
+    assert not traffic.impressions.equals(other_traffic.impressions)
+
+
+def test_default_store_is_believable(default_store):
+    world, traffic = default_store
+    truth, imp = traffic.truth, traffic.impressions
+    assert 0.01 <= truth["label_eventual"].mean() <= 0.08  # a few percent convert
+    assert imp["clicked_at"].notna().mean() > imp["converted_at"].notna().mean()
+    # A sizeable share of last week's eventual conversions is not yet seen at the snapshot.
+    last_week = (imp["shown_at"] >= world.snapshot - pd.Timedelta(days=7)).to_numpy()
+    eventual = truth["label_eventual"].to_numpy() == 1
+    censored = imp["converted_at"].isna().to_numpy()[last_week & eventual].mean()
+    assert 0.10 <= censored <= 0.35
+    # The graph predates the impression log, and nothing is later than the snapshot.
+    assert world.edges["time"].min() < world.start - pd.Timedelta(days=SimulatorConfig().history_days * 0.9)
+    assert world.edges["time"].max() < world.snapshot
+
+
+def test_graph_is_directed_complements_one_way(default_store):
+    world, _ = default_store
+    u, v = world.edges["src"].to_numpy(), world.edges["dst"].to_numpy()
+    # "bought u then v" is far more affine than "bought v then u".
+    assert affinity(world, u, v).mean() > affinity(world, v, u).mean() + 0.8
+    # Few co-purchases are reciprocated.
+    n = len(world.products)
+    assert np.isin(v * n + u, u * n + v).mean() < 0.3
+    # Category relations recovered from the hidden truth are mostly one-way.
+    cfg = SimulatorConfig()
+    category = world.products["category"].to_numpy()
+    src, tgt = latents(world)
+    cat_src = np.stack([src[category == c].mean(axis=0) for c in range(cfg.n_categories)])
+    cat_tgt = np.stack([tgt[category == c].mean(axis=0) for c in range(cfg.n_categories)])
+    scores = cat_src @ cat_tgt.T
+    top = np.argsort(-scores, axis=1)[:, : cfg.complements_per_category]
+    recovered = np.zeros_like(scores, dtype=bool)
+    recovered[np.arange(cfg.n_categories)[:, None], top] = True
+    assert (recovered & recovered.T).sum() / recovered.sum() < 0.35
+
+
+def test_complement_relations_have_the_configured_reciprocal_share():
+    for share in (0.0, 0.15, 0.5, 1.0):
+        rel = complement_relations(40, 3, share, np.random.default_rng(0))
+        assert (rel.sum(axis=1) == 3).all() and not rel.diagonal().any()
+        assert (rel & rel.T).sum() / rel.sum() == pytest.approx(share, abs=0.05)
+
+
+def test_degree_is_heavy_tailed_with_many_low_degree_products(default_store):
+    world, _ = default_store
+    n = len(world.products)
+    out_deg = np.bincount(world.edges["src"], minlength=n)
+    in_deg = np.bincount(world.edges["dst"], minlength=n)
+    degree = out_deg + in_deg
+    assert degree.max() > 50 * np.median(degree)
+    assert out_deg.max() > 50 * max(np.median(out_deg), 1) and in_deg.max() > 50 * max(np.median(in_deg), 1)
+    assert (degree <= 1).mean() > 0.04
+    assert (degree == 0).any()
+    assert world.edges["weight"].max() > 10 and (world.edges["weight"] == 1).mean() > 0.3
+
+
+def test_censoring_hides_late_events_but_truth_keeps_them(small_store):
+    world, traffic = small_store
+    imp, truth = traffic.impressions, traffic.truth
+    events = imp[["clicked_at", "carted_at", "converted_at"]]
+    assert (events.max() <= world.snapshot).all()
+    due = imp["shown_at"] + pd.to_timedelta(truth["delay_days"], unit="D")
+    eventual = truth["label_eventual"] == 1
+    # Observed exactly when it converts by the snapshot; the rest is censored, not lost.
+    assert (imp["converted_at"].notna() == (eventual & (due <= world.snapshot))).all()
+    assert (eventual & imp["converted_at"].isna()).sum() > 0
+    assert truth.loc[~eventual, "delay_days"].isna().all()
+    # Conversions come through the funnel: a seen conversion was clicked first.
+    seen = imp["converted_at"].notna()
+    assert imp.loc[seen, "clicked_at"].notna().all()
+    assert (imp.loc[seen, "clicked_at"] <= imp.loc[seen, "converted_at"]).all()
+    carted = imp["carted_at"].notna()
+    assert (imp.loc[carted, "clicked_at"] <= imp.loc[carted, "carted_at"]).all()
+    # Carted impressions convert far more often than clicked-only ones (a pre-conversion signal).
+    clicked_only = imp["clicked_at"].notna() & ~carted
+    assert truth.loc[carted, "label_eventual"].mean() > 3 * truth.loc[clicked_only, "label_eventual"].mean()
+
+
+def test_conversion_delay_is_heavy_tailed_and_slower_for_expensive_products(default_store):
+    world, traffic = default_store
+    delay = traffic.truth["delay_days"]
+    q50, q99 = delay.quantile([0.5, 0.99])
+    assert q99 > 10 * q50 and delay.max() > 14
+    price = world.products["price"].to_numpy()[traffic.impressions["shown_id"]]
+    cheap, dear = np.quantile(world.products["price"], [0.25, 0.75])
+    assert delay[price >= dear].median() > 1.5 * delay[price <= cheap].median()
+
+
+def test_true_conversion_follows_affinity_and_the_policy_prefers_neighbours(default_store):
+    world, traffic = default_store
+    imp, truth = traffic.impressions, traffic.truth
+    aff = affinity(world, imp["source_id"].to_numpy(), imp["shown_id"].to_numpy())
+    high = aff > np.quantile(aff, 0.8)
+    low = aff < np.quantile(aff, 0.2)
+    assert truth.loc[high, "label_eventual"].mean() > 2 * truth.loc[low, "label_eventual"].mean()
+    n = len(world.products)
+    is_edge = np.isin(imp["source_id"].to_numpy() * n + imp["shown_id"].to_numpy(),
+                      world.edges["src"].to_numpy() * n + world.edges["dst"].to_numpy())
+    assert 0.5 < is_edge.mean() < 0.9  # mostly co-purchase neighbours, some exploration
+    assert truth.loc[is_edge, "p_convert"].mean() > truth.loc[~is_edge, "p_convert"].mean()
+
+
+def test_more_traffic_after_the_snapshot_for_monitoring(small_store):
+    world, history = small_store
+    end = world.snapshot + pd.Timedelta(days=7)
+    offset = int(history.impressions["impression_id"].max()) + 1
+    later = simulate_traffic(world, SMALL, 5, 3000, world.snapshot, end, end + pd.Timedelta(days=30), id_offset=offset)
+    assert_valid(world, later)
+    imp = later.impressions
+    assert imp["impression_id"].min() == offset and imp["impression_id"].is_monotonic_increasing
+    assert imp["shown_at"].min() >= world.snapshot and imp["shown_at"].max() < end
+    # The truth is a property of the pair, the same in every traffic draw.
+    u, v = imp["source_id"].to_numpy(), imp["shown_id"].to_numpy()
+    np.testing.assert_allclose(later.truth["p_convert"], conversion_probability(world, SMALL, u, v))
+    with pytest.raises(ValueError, match="observe_at"):
+        simulate_traffic(world, SMALL, 5, 100, world.snapshot, end, end - pd.Timedelta(days=1))
+
+
+def test_world_from_a_small_real_graph():
+    rng = np.random.default_rng(0)
+    n = 200
+    # Two blocks with one-way flow: 0..99 -> 100..199 dominates the reverse.
+    src = np.concatenate([rng.integers(0, 100, 1500), rng.integers(100, 200, 150)])
+    dst = np.concatenate([rng.integers(100, 200, 1500), rng.integers(0, 100, 150)])
+    edges = (pd.DataFrame({"src": src, "dst": dst}).value_counts().rename("weight").astype(float)
+             .reset_index().assign(time=pd.Timestamp("2025-03-01")))
+    products = pd.DataFrame({"product_id": np.arange(n), "product_key": np.arange(n).astype(str).astype(object),
+                             "category": -1, "price": np.nan})
+    cfg = SimulatorConfig(latent_dim=4)
+    world = world_from_graph(products, edges, cfg, seed=0)
+    assert world.snapshot == pd.Timestamp("2025-03-01") and world.snapshot - world.start == pd.Timedelta(days=56)
+    traffic = simulate_traffic(world, cfg, 0, 2000, world.start, world.snapshot, world.snapshot)
+    assert_valid(world, traffic)
+    u, v = edges["src"].to_numpy(), edges["dst"].to_numpy()
+    assert affinity(world, u, v).mean() > affinity(world, v, u).mean() + 0.3
+    popularity = world.truth_products["popularity"].to_numpy()
+    degree = np.bincount(u, weights=edges["weight"], minlength=n) + np.bincount(v, weights=edges["weight"], minlength=n)
+    np.testing.assert_allclose(popularity, (degree + 1) / (degree + 1).sum())
+    with pytest.raises(ValueError, match="product_id"):
+        world_from_graph(products.assign(product_id=products["product_id"] + 5), edges, cfg, seed=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_products=st.integers(10, 80),
+    n_categories=st.integers(2, 12),
+    latent_dim=st.integers(2, 5),
+    complements=st.integers(1, 5),
+    reciprocal_share=st.floats(0.0, 1.0),
+    zipf_exponent=st.floats(0.3, 2.5),
+    complement_share=st.floats(0.0, 1.0),
+    candidates=st.integers(1, 6),
+    explore=st.floats(0.0, 1.0),
+    delay_sigma=st.floats(0.1, 4.0),
+    seed=st.integers(0, 2**31),
+)
+def test_any_small_config_gives_valid_consistent_tables(n_products, n_categories, latent_dim, complements,
+                                                         reciprocal_share, zipf_exponent, complement_share,
+                                                         candidates, explore, delay_sigma, seed):
+    cfg = SimulatorConfig(n_products=n_products, n_categories=n_categories, latent_dim=latent_dim,
+                          complements_per_category=complements, reciprocal_share=reciprocal_share,
+                          zipf_exponent=zipf_exponent, n_purchases=300, complement_share=complement_share,
+                          candidates_per_draw=candidates, n_impressions=200, policy_explore_share=explore,
+                          history_days=10, delay_sigma=delay_sigma)
+    world, traffic = simulate_store(cfg, seed)
+    assert_valid(world, traffic)  # includes: no self-loops, no event before shown_at
+    assert len(world.products) == n_products
+    events = traffic.impressions[["clicked_at", "carted_at", "converted_at"]]
+    assert (events.max().dropna() <= world.snapshot).all()

@@ -1,0 +1,118 @@
+"""ingest stage: simulated default, real graphs, and bad input through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from nextbuy import io, paths, schemas
+from nextbuy.cli import app
+from nextbuy.config import IngestConfig
+from nextbuy.stages import ingest
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, tiny_params):
+    """A working directory with tiny params, as DVC would run a stage in."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    return tmp_path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_simulated_ingest_writes_valid_tables_and_metrics(project):
+    result = invoke("ingest")
+    assert result.exit_code == 0, result.output
+    products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+    impressions = io.read_table(paths.IMPRESSIONS, schemas.IMPRESSIONS)
+    io.read_table(paths.TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS)
+    metrics = json.loads(paths.metrics_file("ingest").read_text())
+    assert metrics["products"] == len(products) == 300
+    assert set(impressions["split"]) == {"train", "calib", "test"}
+    # Splits are ordered in time and nothing is observed after the snapshot.
+    last = impressions.groupby("split")["shown_at"].agg(["min", "max"])
+    assert last.loc["train", "max"] < last.loc["calib", "min"] and last.loc["calib", "max"] < last.loc["test", "min"]
+    snapshot = pd.Timestamp(json.loads(paths.INGEST_META.read_text())["snapshot"])
+    assert (impressions["converted_at"].dropna() <= snapshot).all()
+    # The training tables do not carry any ground truth column.
+    assert not {"p_convert", "label_eventual", "delay_days"} & set(impressions.columns)
+
+
+def test_ingest_is_deterministic(project, tiny_params):
+    cfg = IngestConfig.model_validate(tiny_params["ingest"])
+    a, b = ingest.ingest(cfg), ingest.ingest(cfg)
+    pd.testing.assert_frame_equal(a.impressions, b.impressions)
+    pd.testing.assert_frame_equal(a.edges, b.edges)
+
+
+def write_edge_list(path, rows):
+    pd.DataFrame(rows, columns=["src", "dst"]).to_csv(path, index=False)
+
+
+def use_source(project, tiny_params, **ingest_params):
+    tiny_params["ingest"].update(ingest_params)
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+
+
+def test_real_edge_list_is_cleaned_counted_and_gets_simulated_impressions(project, tiny_params):
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 200, size=(3000, 2)).tolist() + [[5, 5], [7, 7], [1, 2], [1, 2]]
+    write_edge_list(project / "graph.csv", rows)
+    use_source(project, tiny_params, source="edge_list", graph_path="graph.csv")
+    result = invoke("ingest")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(paths.metrics_file("ingest").read_text())
+    assert metrics["cleaning"]["self_loops_dropped"] >= 2
+    assert metrics["cleaning"]["duplicate_edges_merged"] >= 1
+    edges = io.read_table(paths.EDGES, schemas.EDGES)
+    assert (edges["src"] != edges["dst"]).all()
+
+
+def test_cora_ml_with_simulated_impressions(project, tiny_params, cora_npz):
+    use_source(project, tiny_params, source="npz", graph_path=str(cora_npz))
+    result = invoke("ingest")
+    assert result.exit_code == 0, result.output
+    assert json.loads(paths.metrics_file("ingest").read_text())["products"] == 2995
+
+
+@pytest.mark.parametrize(
+    "content, column",
+    [
+        ("src,dst\n1,2\n,3\n4,5\n", "src"),          # NaN id
+        ("source,dst\n1,2\n", "src"),                # missing column
+        ("", None),                                  # empty file
+    ],
+)
+def test_bad_graph_exits_nonzero_names_file_column_and_keeps_outputs(project, tiny_params, content, column):
+    assert invoke("ingest").exit_code == 0  # earlier good outputs
+    before = {p: p.read_bytes() for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS, paths.metrics_file("ingest"))}
+    (project / "bad.csv").write_text(content)
+    use_source(project, tiny_params, source="edge_list", graph_path="bad.csv")
+    result = invoke("ingest")
+    assert result.exit_code == 2
+    assert "bad.csv" in result.output
+    if column:
+        assert f"'{column}'" in result.output
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_bad_impressions_log_is_refused(project, tiny_params):
+    write_edge_list(project / "graph.csv", [[1, 2], [2, 3], [3, 1], [4, 1]])
+    t = pd.Timestamp("2026-03-01")
+    log = pd.DataFrame({"source_id": ["1", "2", "99"], "shown_id": ["2", "3", "1"],
+                        "shown_at": [t, t, t], "clicked_at": [pd.NaT] * 3, "carted_at": [pd.NaT] * 3,
+                        "converted_at": [t + pd.Timedelta(days=1), t - pd.Timedelta(days=1), pd.NaT]})
+    log.to_parquet(project / "log.parquet")
+    use_source(project, tiny_params, source="edge_list", graph_path="graph.csv", impressions_path="log.parquet")
+    result = invoke("ingest")
+    assert result.exit_code == 2
+    assert "log.parquet" in result.output
+    assert "'source_id'" in result.output or "'converted_at'" in result.output

@@ -1,0 +1,39 @@
+"""params.yaml sections: defaults, bounds, each stage reads only its own section."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from nextbuy.config import SECTIONS, load_section
+from tests.conftest import ROOT
+
+
+def test_repo_params_are_valid_for_every_stage():
+    for name in SECTIONS:
+        load_section(name, ROOT / "params.yaml")
+
+
+def test_dvc_stages_declare_exactly_their_section():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert list(dvc["stages"]) == list(SECTIONS)
+    for name, stage in dvc["stages"].items():
+        assert stage["params"] == [name]
+
+
+def test_unknown_key_and_out_of_range_are_refused(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"epochs": 0}}))
+    with pytest.raises(ValidationError, match="epochs"):
+        load_section("train", params)
+    params.write_text(yaml.safe_dump({"train": {"epoch": 3}}))
+    with pytest.raises(ValidationError, match="epoch"):
+        load_section("train", params)
+
+
+def test_real_source_needs_a_path(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"ingest": {"source": "npz"}}))
+    with pytest.raises(ValidationError, match="graph_path"):
+        load_section("ingest", params)

@@ -1,0 +1,183 @@
+"""Delay model: fit recovery on data drawn from its own assumptions, and the
+behaviour of p_flip / importance weights that training relies on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from nextbuy.delay import (
+    DelayModel,
+    expected_eventual_label,
+    fit_delay_model,
+    flip_probability,
+    importance_weights,
+)
+
+CONV = np.array([-2.5, 1.5, 2.0])  # logit on [1, clicked, carted]
+MEDIAN = {0: 3.0, 1: 1.0}  # days; carted users buy sooner
+GROUPS = [(0, 0), (1, 0), (1, 1)]
+
+
+def simulate(n: int, family: str, seed: int = 0, horizon: float = 30.0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    clicked = (rng.random(n) < 0.5).astype(np.int8)
+    carted = (clicked * (rng.random(n) < 0.4)).astype(np.int8)
+    p = expit(CONV[0] + CONV[1] * clicked + CONV[2] * carted)
+    converts = rng.random(n) < p
+    median = np.where(carted == 1, MEDIAN[1], MEDIAN[0])
+    if family == "lognormal":
+        delay = median * np.exp(rng.normal(0.0, 1.0, n))
+    else:
+        k = np.where(carted == 1, 1.2, 0.8)
+        delay = median / np.log(2.0) ** (1.0 / k) * rng.weibull(k)
+    elapsed = rng.uniform(0.0, horizon, n)  # uniform shown times before the snapshot
+    label = (converts & (delay <= elapsed)).astype(np.int8)  # censored at the snapshot
+    return {
+        "elapsed": elapsed,
+        "label": label,
+        "delay": np.where(label == 1, delay, np.nan),
+        "clicked": clicked,
+        "carted": carted,
+        "p": p,
+        "eventual": converts.astype(np.int8),
+    }
+
+
+def fit(data: dict[str, np.ndarray], family: str) -> DelayModel:
+    return fit_delay_model(data["elapsed"], data["label"], data["delay"], data["clicked"], data["carted"], family=family)
+
+
+@pytest.fixture(scope="module", params=["lognormal", "weibull"])
+def fitted(request):
+    data = simulate(30_000, request.param, seed=1)
+    return request.param, data, fit(data, request.param)
+
+
+def test_fit_recovers_conversion_probability(fitted):
+    family, _, model = fitted
+    assert model.family == family
+    for clicked, carted in GROUPS:
+        got = model.p_convert(np.array([clicked]), np.array([carted]))[0]
+        want = expit(CONV[0] + CONV[1] * clicked + CONV[2] * carted)
+        assert abs(got - want) < 0.02, (clicked, carted, got, want)
+
+
+def test_fit_recovers_median_delay(fitted):
+    _, _, model = fitted
+    for carted, want in MEDIAN.items():
+        got = model.median_delay(np.array([carted]))[0]
+        assert abs(got / want - 1.0) < 0.15, (carted, got, want)
+        # The survival function agrees with the median it implies.
+        assert model.survival(np.array([got]), np.array([carted]))[0] == pytest.approx(0.5, abs=1e-9)
+
+
+def test_expected_label_corrects_recent_positivity(fitted):
+    _, data, model = fitted
+    p_flip = flip_probability(model, data["elapsed"], data["label"], data["clicked"], data["carted"])
+    soft = expected_eventual_label(data["label"], p_flip)
+    recent = data["elapsed"] < 3.0
+    true_rate = data["eventual"][recent].mean()
+    naive = data["label"][recent].mean()
+    corrected = soft[recent].sum() / recent.sum()
+    assert naive < 0.75 * true_rate  # censoring visibly hides conversions
+    assert abs(corrected - true_rate) < 0.1 * true_rate
+
+
+def test_importance_weighted_means_match_true_distribution(fitted):
+    _, data, model = fitted
+    w = importance_weights(model, data["elapsed"], data["label"], data["clicked"], data["carted"], max_weight=1e4)
+    n = w.size
+    # E_Q[w] = 1 and E_Q[w g(x)] = E_P[g(x)]: the weights do not shift x.
+    assert w.sum() / n == pytest.approx(1.0, abs=0.02)
+    assert (w * data["carted"]).sum() / n == pytest.approx(data["carted"].mean(), abs=0.01)
+    # E_Q[w y_obs] = E_P[y]: weighted observed conversion rate ~ eventual rate.
+    true_rate = data["eventual"].mean()
+    assert (w * data["label"]).sum() / n == pytest.approx(true_rate, abs=0.01)
+    assert data["label"].mean() < true_rate - 0.01
+
+
+def test_weights_one_ish_when_old_below_one_when_recent_carted(fitted):
+    _, data, model = fitted
+    w = importance_weights(model, data["elapsed"], data["label"], data["clicked"], data["carted"], max_weight=10.0)
+    old = data["elapsed"] > 25.0
+    assert np.all(w[old] > 0.9) and np.all(w[old] < 1.1)
+    recent_carted_neg = (data["elapsed"] < 1.0) & (data["carted"] == 1) & (data["label"] == 0)
+    assert recent_carted_neg.sum() > 10
+    assert np.all(w[recent_carted_neg] < 0.8)
+    assert np.all((w >= 0) & (w <= 10.0))
+
+
+def test_recent_carted_negative_is_likely_to_flip():
+    model = DelayModel("lognormal", conv_coef=CONV, delay_coef=[[np.log(3.0), np.log(1 / 3)], [0.0, 0.0]])
+    e = np.array([0.5, 0.5, 0.5, 40.0])
+    clicked = np.array([1, 1, 0, 1])
+    carted = np.array([1, 0, 0, 1])
+    neg = np.zeros(4, dtype=np.int8)
+    p_flip = flip_probability(model, e, neg, clicked, carted)
+    w = importance_weights(model, e, neg, clicked, carted, max_weight=10.0)
+    recent_carted, recent_clicked, recent_plain, old_carted = p_flip
+    assert recent_carted > 0.5
+    assert recent_carted > recent_clicked > recent_plain
+    assert recent_carted > old_carted and old_carted < 0.01
+    np.testing.assert_allclose(w, 1.0 - p_flip)
+    assert w[0] < 0.5 and w[3] > 0.99  # counts less as a negative than an old one
+
+
+def test_positive_rows_have_no_flip_and_upweighted():
+    model = DelayModel("weibull", conv_coef=CONV, delay_coef=[[1.0, -1.0], [0.0, 0.2]])
+    e = np.array([0.0, 0.3, 2.0, 60.0])
+    ones = np.ones(4, dtype=np.int8)
+    z = np.zeros(4, dtype=np.int8)
+    assert np.all(flip_probability(model, e, ones, ones, z) == 0.0)
+    w = importance_weights(model, e, ones, ones, z, max_weight=5.0)
+    assert w[0] == 5.0  # 1 / (1 - S(0)) = inf, clipped
+    assert np.all(np.diff(w) <= 0) and w[-1] == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(expected_eventual_label([1, 0, 0], [0.0, 0.25, 0.9]), [1.0, 0.25, 0.9])
+
+
+@pytest.mark.parametrize("family", ["lognormal", "weibull"])
+def test_round_trip(family):
+    data = simulate(3_000, family, seed=3)
+    model = fit(data, family)
+    back = DelayModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert back.family == family
+    np.testing.assert_array_equal(back.conv_coef, model.conv_coef)
+    np.testing.assert_array_equal(back.delay_coef, model.delay_coef)
+    args = (data["elapsed"], data["label"], data["clicked"], data["carted"])
+    np.testing.assert_array_equal(flip_probability(back, *args), flip_probability(model, *args))
+
+
+def test_robust_to_empty_or_separated_signal_groups():
+    rng = np.random.default_rng(5)
+    n = 2_000
+    e = rng.uniform(0, 20, n)
+    z = np.zeros(n, dtype=np.int8)
+    label = (rng.random(n) < 0.1).astype(np.int8)
+    delay = np.where(label == 1, np.minimum(rng.exponential(1.0, n), e), np.nan)
+    # Nobody clicked or carted: those coefficients are unidentified, must stay finite.
+    model = fit_delay_model(e, label, delay, z, z)
+    assert np.all(np.isfinite(model.conv_coef)) and np.all(np.isfinite(model.delay_coef))
+    assert model.p_convert(np.array([0]), np.array([0]))[0] == pytest.approx(0.1, abs=0.03)
+    # Carted rows that never convert (separation): finite, and p for carted is small.
+    carted = (rng.random(n) < 0.2).astype(np.int8)
+    label2 = np.where(carted == 1, 0, label).astype(np.int8)
+    delay2 = np.where(label2 == 1, delay, np.nan)
+    for family in ("lognormal", "weibull"):
+        m2 = fit_delay_model(e, label2, delay2, carted, carted, family=family)
+        assert np.all(np.isfinite(m2.conv_coef)) and np.all(np.isfinite(m2.delay_coef))
+        p_flip = flip_probability(m2, e, label2, carted, carted)
+        assert np.all(np.isfinite(p_flip)) and np.all((p_flip >= 0) & (p_flip <= 1))
+    # No conversions at all.
+    m3 = fit_delay_model(e, z, np.full(n, np.nan), z, z)
+    assert m3.p_convert(np.array([0]), np.array([0]))[0] < 0.01
+
+
+def test_rejects_bad_inputs():
+    with pytest.raises(ValueError):
+        fit_delay_model(np.array([1.0]), np.array([1]), np.array([np.nan]), np.array([0]), np.array([0]))
+    with pytest.raises(ValueError):
+        fit_delay_model(np.array([1.0]), np.array([0]), np.array([np.nan]), np.array([0]), np.array([0]), family="gamma")

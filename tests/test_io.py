@@ -1,0 +1,88 @@
+"""Validated, atomic I/O: bad input names file, column and rows; failures leave old outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbuy import io, schemas
+
+
+def products(n: int = 4) -> pd.DataFrame:
+    return pd.DataFrame({"product_id": np.arange(n, dtype=np.int64), "product_key": [f"p{i}" for i in range(n)],
+                         "category": np.zeros(n, dtype=np.int64), "price": np.ones(n)})
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "p.parquet"
+    io.write_table(products(), path, schemas.PRODUCTS)
+    pd.testing.assert_frame_equal(io.read_table(path, schemas.PRODUCTS), products())
+
+
+@pytest.mark.parametrize(
+    "mutate, column, fragment",
+    [
+        (lambda df: df.drop(columns=["price"]), "price", "missing column"),
+        (lambda df: df.assign(product_id=df["product_id"].astype(float) + 0.5), "product_id", "wrong dtype"),
+        (lambda df: df.assign(product_id=[0, 1, 1, 3]), "product_id", "duplicate"),
+        (lambda df: df.assign(price=[1.0, -2.0, 1.0, 1.0]), "price", "failed check"),
+    ],
+)
+def test_bad_table_names_file_column_rows(tmp_path, mutate, column, fragment):
+    path = tmp_path / "products.parquet"
+    mutate(products()).to_parquet(path)
+    with pytest.raises(io.DataError) as err:
+        io.read_table(path, schemas.PRODUCTS)
+    assert err.value.column == column
+    assert str(path) in err.value.message and column in err.value.message and fragment in err.value.message
+
+
+def test_offending_rows_are_shown(tmp_path):
+    path = tmp_path / "products.parquet"
+    products().assign(price=[1.0, -2.0, 1.0, -7.0]).to_parquet(path)
+    with pytest.raises(io.DataError) as err:
+        io.read_table(path, schemas.PRODUCTS)
+    assert list(err.value.rows["product_id"]) == [1, 3]
+    assert "first offending rows" in err.value.message
+
+
+def test_empty_and_unreadable_files(tmp_path):
+    empty = tmp_path / "e.csv"
+    empty.write_text("")
+    with pytest.raises(io.DataError, match="empty"):
+        io.read_frame(empty)
+    garbage = tmp_path / "g.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    with pytest.raises(io.DataError, match="unreadable"):
+        io.read_frame(garbage)
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("product_id,product_key,category,price\n")
+    with pytest.raises(io.DataError, match="empty"):
+        io.read_table(header_only, schemas.PRODUCTS)
+
+
+def test_failed_write_leaves_previous_output(tmp_path):
+    good, bad = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    io.write_tables([(products(), good, schemas.PRODUCTS), (products(), bad, schemas.PRODUCTS)])
+    before = good.read_bytes()
+    with pytest.raises(io.DataError):
+        io.write_tables([(products(6), good, schemas.PRODUCTS),
+                         (products().assign(price=-1.0), bad, schemas.PRODUCTS)])
+    assert good.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_event_order_and_foreign_keys():
+    t = pd.Timestamp("2026-01-01")
+    imp = pd.DataFrame({"shown_at": [t, t], "clicked_at": [t, t - pd.Timedelta(hours=1)],
+                        "carted_at": [pd.NaT, pd.NaT], "converted_at": [pd.NaT, pd.NaT],
+                        "source_id": [0, 9], "shown_id": [1, 2]})
+    assert list(schemas.check_event_order(imp)) == ["clicked_at"]
+    assert list(schemas.check_known_products(imp, ("source_id", "shown_id"), pd.Series([0, 1, 2]))["source_id"]) == [1]
+
+
+def test_json_handles_numpy_and_nan(tmp_path):
+    path = tmp_path / "m.json"
+    io.write_json({"a": np.float32(1.5), "b": np.arange(2), "c": float("nan")}, path)
+    assert io.read_json(path) == {"a": 1.5, "b": [0, 1], "c": None}
