@@ -18,15 +18,24 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-SKIP = shutil.ignore_patterns(".venv", ".git", "data", "models", "metrics", "plots", "mlflow.db", "mlartifacts",
-                              "mlruns", ".dvcstore", "cache", "tmp", "dvc_plots", ".airflow", "__pycache__",
-                              ".pytest_cache", ".hypothesis", "*.egg-info", "dvc.lock", "workspace")
+# Run-time outputs of the checkout under test, skipped at the top level only
+# (src/nextbuy/data is code, /data is pipeline output).
+TOP_LEVEL_OUTPUTS = {".venv", ".git", "data", "models", "metrics", "plots", "mlflow.db", "mlartifacts", "mlruns",
+                     ".dvcstore", "dvc_plots", ".airflow", "dvc.lock", ".pytest_cache", ".hypothesis"}
+EVERYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")
+
+
+def skip(directory: str, names: list[str]) -> set[str]:
+    ignored = set(EVERYWHERE(directory, names))
+    if Path(directory) == ROOT:
+        ignored |= TOP_LEVEL_OUTPUTS & set(names)
+    return ignored
 
 
 def project_copy(tmp: Path, params: dict) -> Path:
     """A fresh git checkout of the project with ``params`` as params.yaml."""
     dest = tmp / "project"
-    shutil.copytree(ROOT, dest, ignore=SKIP)
+    shutil.copytree(ROOT, dest, ignore=skip)
     (dest / "params.yaml").write_text(yaml.safe_dump(params))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "init"]):

@@ -17,6 +17,16 @@ from nextbuy.graph.blade import (
 )
 
 N_CAT = 12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core box
+    spinning OpenMP workers slow these tests down by orders of magnitude."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 SHIFTS = (1, 3)  # category c complements c+1 and c+3 (mod N_CAT): one-way, never c-1 / c-3
 
 FAST = dict(embedding_dim=16, hidden_dim=16, batch_size=256, mc_samples=6)
@@ -212,6 +222,15 @@ def test_zero_weight_examples_do_not_influence_training():
     # ...whereas giving the flipped subset weight changes the model
     m_c, _ = train_blade(*args, torch.as_tensor(flipped), torch.ones(y.size), cfg, progress=False)
     assert not torch.equal(m_a.head_w, m_c.head_w)
+
+
+def test_progress_bar_can_be_shown(capsys):
+    n = 60
+    cat, edges, log_price = _store(n, seed=10)
+    _, history = train_blade(_graph(n, edges, cat, log_price), *_no_conversions(), TrainConfig(epochs=1, **FAST),
+                             progress=True)
+    assert len(history) == 1 and np.isfinite(history[0]["link_loss"])
+    assert "blade epoch" in capsys.readouterr().err
 
 
 def test_train_blade_rejects_bad_inputs():

@@ -6,15 +6,20 @@ scored from ``s_u . t_v``, so ``u -> v`` and ``v -> u`` score differently.
 
 Model (one directed aggregation layer over degree-adaptive samples):
 
-* base vectors ``[s0_v | t0_v] = dropout(id_v + MLP(category_v, price_v))``:
-  the id embedding is learned per product, the category/price part is shared,
-  so a product never seen in training still gets a sensible vector;
-* ``s_u = s0_u + SAGE_s(s0_u, {t0_w : u -> w sampled})`` and
-  ``t_v = t0_v + SAGE_t(t0_v, {s0_w : w -> v sampled})``.  The neighbour
-  messages are *summed and divided by fanout_max* (not averaged), so a node
-  leans on its neighbourhood in proportion to its budget: low-degree nodes,
-  whose own id embedding is poorly trained, borrow more; their random 2-hop
-  neighbourhoods then also make them vary more between stochastic passes.
+* base vectors ``[s0_v | t0_v] = id_v + MLP(category_v, price_v)``: the id
+  embedding is learned per product, the category/price part is shared, so a
+  product never seen in training still gets a sensible vector;
+* ``s_u = s0_u + SAGE_s(s0_u, {dropout(t0_w) : u -> w sampled})`` and
+  ``t_v = t0_v + SAGE_t(t0_v, {dropout(s0_w) : w -> v sampled})``.  The
+  neighbour messages are *summed and divided by fanout_max* (not averaged),
+  so a node leans on its neighbourhood in proportion to its budget: low-degree
+  nodes, whose own id embedding is poorly trained, borrow more.
+* Dropout acts on the neighbour messages only, not on a node's own vector.
+  Together with the sampling this makes the spread over stochastic passes a
+  neighbourhood-driven signal: largest for nodes with big random (2-hop or
+  cold-start) neighbourhoods, smallest for mid-degree nodes whose whole
+  neighbourhood fits the budget.  Dropout on the node's own vector would add
+  variance proportional to its norm, i.e. mostly to well-trained hubs.
 * conversion head ``logit = (s_u * t_v) . w + b``; link score ``s_u . t_v``.
 
 Training is mini-batch: each step computes only the batch's nodes and their
@@ -27,6 +32,8 @@ variance per pair in numpy.
 """
 
 from __future__ import annotations
+
+import sys
 
 import math
 from collections.abc import Mapping
@@ -162,9 +169,7 @@ class BladeModel(nn.Module):
         return cls(graph.n_nodes, graph.n_categories, cfg, mean, std if std > 1e-6 else 1.0)
 
     # -- pieces -------------------------------------------------------------
-    def base(
-        self, index: GraphIndex, nodes: Tensor, generator: torch.Generator | None, stochastic: bool
-    ) -> tuple[Tensor, Tensor]:
+    def base(self, index: GraphIndex, nodes: Tensor) -> tuple[Tensor, Tensor]:
         """Base role vectors ``(s0, t0)`` of ``nodes``, each [len(nodes), d]."""
         cat = index.category[nodes]
         cat = torch.where((cat >= 0) & (cat < self.n_categories), cat, torch.full_like(cat, self.n_categories))
@@ -186,6 +191,7 @@ class BladeModel(nn.Module):
         """Source vectors of ``s_nodes`` and target vectors of ``t_nodes`` (one sampled pass).
 
         Only the unique requested nodes and their sampled neighbourhoods are computed.
+        Neighbourhoods are always sampled; ``stochastic`` switches message dropout.
         """
         us, inv_s = torch.unique(s_nodes, return_inverse=True)
         ut, inv_t = torch.unique(t_nodes, return_inverse=True)
@@ -200,7 +206,7 @@ class BladeModel(nn.Module):
         sizes = [us.numel(), ut.numel(), nb_o.numel(), nb_i.numel()]
         nodes, inv = torch.unique(torch.cat([us, ut, nb_o, nb_i]), return_inverse=True)
         loc_us, loc_ut, loc_o, loc_i = torch.split(inv, sizes)
-        s0, t0 = self.base(index, nodes, generator, stochastic)
+        s0, t0 = self.base(index, nodes)
         scale = 1.0 / self.fanout_max
         msg_t = _dropout(t0, self.dropout, generator, stochastic) * scale
         msg_s = _dropout(s0, self.dropout, generator, stochastic) * scale
@@ -322,7 +328,9 @@ def train_blade(
         perm_e = torch.randperm(n_edges, generator=generator)
         c_num = c_den = 0.0
         l_num, l_cnt = 0.0, 0
-        bar = tqdm(range(steps), desc=f"blade epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        # Off a terminal (DVC, Airflow logs) refresh rarely so logs stay readable.
+        bar = tqdm(range(steps), desc=f"blade epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
+                   mininterval=0.1 if sys.stderr.isatty() else 10.0)
         for step in bar:
             cb = perm_c[step * bs : (step + 1) * bs]
             if link_bs:

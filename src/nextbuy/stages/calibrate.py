@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from nextbuy import delay, io, paths, schemas
 from nextbuy.config import CalibrateConfig, load_section
@@ -42,13 +42,19 @@ def evaluation_labels(scored: pd.DataFrame) -> np.ndarray:
     return delay.expected_eventual_label(scored["label"].to_numpy(), scored["p_flip"].to_numpy())
 
 
+def soft_log_loss(prob: np.ndarray, label: np.ndarray) -> float:
+    """Cross-entropy that also takes fractional (delay-corrected) labels."""
+    p = np.clip(prob, 1e-6, 1 - 1e-6)
+    return float(-np.mean(label * np.log(p) + (1 - label) * np.log1p(-p)))
+
+
 def _quality(prob: np.ndarray, score: np.ndarray, label: np.ndarray) -> dict:
     hard = (label >= 0.5).astype(int)
     return {
         "rows": int(len(label)),
         "positivity": float(label.mean()),
         "auc": float(roc_auc_score(hard, score)) if 0 < hard.sum() < len(hard) else None,
-        "log_loss": float(log_loss(label, np.clip(prob, 1e-6, 1 - 1e-6), labels=[0, 1])) if len(label) else None,
+        "log_loss": soft_log_loss(prob, label),
         "ece_raw": expected_calibration_error(score, label),
         "ece_calibrated": expected_calibration_error(prob, label),
     }
