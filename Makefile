@@ -24,7 +24,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(VENV)/bin/uv || $(VENV)/bin/python -m pip install -q uv
-	$(VENV)/bin/uv pip install $(UV_FLAGS) -r requirements.lock
+	$(VENV)/bin/uv pip install $(UV_FLAGS) --compile-bytecode -r requirements.lock
 	$(VENV)/bin/uv pip install $(UV_FLAGS) --no-deps -e .
 	@touch $@
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.decisions import Thresholds
+from nextbuy.graph.scoring import score_and_uncertainty
 from nextbuy.uncertainty import BucketCalibration, assign_buckets
 
 INPUT_COLUMNS = ("source_id", "candidate_id")
@@ -63,8 +64,6 @@ class ServingBundle:
         return np.where(known, ids, self.n_products), ~known
 
     def score(self, source_id: np.ndarray, candidate_id: np.ndarray) -> pd.DataFrame:
-        from nextbuy.graph.blade import score_and_uncertainty
-
         src, src_cold = self._index(np.asarray(source_id, dtype=np.int64))
         dst, dst_cold = self._index(np.asarray(candidate_id, dtype=np.int64))
         score, uncertainty = score_and_uncertainty(self.moments, src, dst)

@@ -17,7 +17,7 @@ MOMENT_KEYS = ("s_mean", "s_var", "t_mean", "t_var", "head_w", "head_b")
 
 def score_holdout(weighted: pd.DataFrame, moments, cfg: CalibrateConfig) -> tuple[pd.DataFrame, BucketCalibration]:
     """Pure core: scored calib+test rows and the calibration fitted on matured calib rows."""
-    from nextbuy.graph.blade import score_and_uncertainty
+    from nextbuy.graph.scoring import score_and_uncertainty
 
     rows = weighted[weighted["split"].isin(["calib", "test"])].reset_index(drop=True)
     score, uncertainty = score_and_uncertainty(moments, rows["source_id"].to_numpy(), rows["shown_id"].to_numpy())

@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+
+import nextbuy
 
 from nextbuy import io, paths, tracking
 from nextbuy.config import DeployConfig, load_section
@@ -27,6 +32,18 @@ def check_floors(calibrate_metrics: dict, thresholds_metrics: dict, cfg: DeployC
     return not reasons, reasons, figures
 
 
+# What the pyfunc needs at load time besides its bundled code (src/nextbuy), pinned
+# to this environment. Listing them skips MLflow's requirement inference, which
+# re-imports the model in a subprocess (~8 s).
+SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "pandera", "pydantic", "pyyaml")
+
+
+def serving_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
+
+
 def input_example(n_products: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     return pd.DataFrame({"source_id": rng.integers(0, n_products, 5), "candidate_id": rng.integers(0, n_products, 5)})
@@ -44,7 +61,10 @@ def run(params_file: str = "params.yaml") -> dict:
                                             io.read_json(paths.metrics_file("thresholds")), cfg)
     bundle = ServingBundle.load(paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
     example = input_example(bundle.n_products)
-    signature = infer_signature(example, bundle.score(example["source_id"], example["candidate_id"]))
+    with warnings.catch_warnings():
+        # Product ids are never missing (validate_request refuses them), so int64 is the right schema.
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(example, bundle.score(example["source_id"], example["candidate_id"]))
     tracking.configure()
     client = MlflowClient()
     with mlflow.start_run(run_name="deploy"):
@@ -54,7 +74,8 @@ def run(params_file: str = "params.yaml") -> dict:
             name="model", python_model=NextbuyModel(),
             artifacts={"moments": str(paths.GNN_MOMENTS), "calibration": str(paths.CALIBRATION_MODEL),
                        "thresholds": str(paths.THRESHOLDS_MODEL)},
-            signature=signature, input_example=example, registered_model_name=cfg.model_name)
+            signature=signature, input_example=example, registered_model_name=cfg.model_name,
+            code_paths=[str(Path(nextbuy.__file__).parent)], pip_requirements=serving_requirements())
     version = str(info.registered_model_version)
     client.set_model_version_tag(cfg.model_name, version, "passed", str(passed).lower())
     client.set_model_version_tag(cfg.model_name, version, "reasons", "; ".join(reasons) or "all floors hold")

@@ -56,7 +56,7 @@ def holdout_auc(moments, weighted: pd.DataFrame) -> float | None:
     """Ranking quality of raw scores on the calibration split's observed labels (a quick sanity figure)."""
     from sklearn.metrics import roc_auc_score
 
-    from nextbuy.graph.blade import score_and_uncertainty
+    from nextbuy.graph.scoring import score_and_uncertainty
 
     rows = weighted[weighted["split"] == "calib"]
     if rows["label"].nunique() < 2:

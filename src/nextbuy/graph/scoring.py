@@ -1,0 +1,85 @@
+"""Pair scoring from exported embedding moments: numpy only, no torch.
+
+Serving, calibration and evaluation import this without paying torch's import
+time; the moments come from ``blade.export_moments``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+_PAIR_CHUNK = 65_536  # rows per numpy chunk in pair scoring: keeps temporaries in cache
+
+
+def _pairs(moments: Mapping[str, np.ndarray], src, dst) -> tuple[np.ndarray, np.ndarray]:
+    src = np.asarray(src, dtype=np.int64).reshape(-1)
+    dst = np.asarray(dst, dtype=np.int64).reshape(-1)
+    if src.shape != dst.shape:
+        raise ValueError("src and dst must have the same length")
+    n = moments["s_mean"].shape[0]
+    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
+        raise ValueError(f"node ids must lie in [0, {n})")
+    return src, dst
+
+
+def pair_logit_moments(
+    moments: Mapping[str, np.ndarray], src: np.ndarray, dst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of the conversion logit for pairs ``src -> dst`` (numpy only).
+
+    With independent, diagonal source/target moments:
+    ``mean = sum_i w_i s̄_i t̄_i + b`` and
+    ``var  = sum_i w_i² (s̄_i² σ²t_i + t̄_i² σ²s_i + σ²s_i σ²t_i)``.
+    Returns float32 arrays [m]; processed in cache-sized chunks.
+    """
+    src, dst = _pairs(moments, src, dst)
+    sm, sv, tm, tv = (moments[k] for k in ("s_mean", "s_var", "t_mean", "t_var"))
+    w = np.asarray(moments["head_w"], dtype=np.float32).reshape(-1)
+    w2 = w * w
+    b = np.float32(np.asarray(moments["head_b"]).reshape(-1)[0])
+    m = src.size
+    mean = np.empty(m, dtype=np.float32)
+    var = np.empty(m, dtype=np.float32)
+    for a in range(0, m, _PAIR_CHUNK):
+        u, v = src[a : a + _PAIR_CHUNK], dst[a : a + _PAIR_CHUNK]
+        s_mu, s_var = sm[u], sv[u]
+        t_mu, t_var = tm[v], tv[v]
+        mean[a : a + u.size] = (s_mu * t_mu) @ w + b
+        # s̄² σ²t + σ²s (t̄² + σ²t)  ==  s̄² σ²t + t̄² σ²s + σ²s σ²t
+        np.multiply(s_mu, s_mu, out=s_mu)
+        np.multiply(s_mu, t_var, out=s_mu)
+        np.multiply(t_mu, t_mu, out=t_mu)
+        np.add(t_mu, t_var, out=t_mu)
+        np.multiply(t_mu, s_var, out=t_mu)
+        np.add(s_mu, t_mu, out=s_mu)
+        var[a : a + u.size] = s_mu @ w2
+    np.maximum(var, 0.0, out=var)
+    return mean, var
+
+
+def score_and_uncertainty(
+    moments: Mapping[str, np.ndarray], src: np.ndarray, dst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Conversion score ``sigmoid(mean / sqrt(1 + pi var / 8))`` (probit approximation of
+    ``E[sigmoid(logit)]``) in the open interval (0, 1), and uncertainty ``sqrt(var)`` >= 0.
+    Both float64 [m]."""
+    mean, var = pair_logit_moments(moments, src, dst)
+    var = var.astype(np.float64)
+    z = mean.astype(np.float64) / np.sqrt(1.0 + np.pi * var / 8.0)
+    score = 0.5 * (1.0 + np.tanh(0.5 * z))
+    eps = 1e-12
+    np.clip(score, eps, 1.0 - eps, out=score)
+    return score, np.sqrt(var)
+
+
+def link_scores(moments: Mapping[str, np.ndarray], src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``s̄_u . t̄_v`` for link-prediction evaluation, float32 [m]."""
+    src, dst = _pairs(moments, src, dst)
+    sm, tm = moments["s_mean"], moments["t_mean"]
+    out = np.empty(src.size, dtype=np.float32)
+    for a in range(0, src.size, _PAIR_CHUNK):
+        u, v = src[a : a + _PAIR_CHUNK], dst[a : a + _PAIR_CHUNK]
+        out[a : a + u.size] = np.einsum("ij,ij->i", sm[u], tm[v])
+    return out
