@@ -40,6 +40,9 @@ def fit(products: pd.DataFrame, edges: pd.DataFrame, weighted: pd.DataFrame, cfg
 
     if not (products["product_id"].to_numpy() == np.arange(len(products))).all():
         raise io.DataError(paths.PRODUCTS, "product_id must be 0..n-1 in order", column="product_id")
+    # Same inputs, same outputs: multithreaded CPU scatter/index_add otherwise
+    # sums in a varying order and the embeddings drift in the last bits.
+    torch.use_deterministic_algorithms(True)
     graph = build_graph(products, edges)
     rows = weighted[weighted["split"] == "train"]
     as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
