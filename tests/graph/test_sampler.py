@@ -14,16 +14,6 @@ from nextbuy.graph.sampler import CSR, adaptive_fanout, group_members, sample_ne
 FMIN, FMAX, TWO_HOP = 4, 20, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core box
-    spinning OpenMP workers slow these tests down by orders of magnitude."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _star_graph() -> tuple[torch.Tensor, torch.Tensor, int]:
     """Node 0 is a hub (0 -> 1..40); 1 -> 2; 2 -> 3, 4; 3 -> 0; 50 is isolated; 41..45 form a chain."""
     src = [0] * 40 + [1, 2, 2, 3] + [41, 42, 43, 44]
