@@ -17,7 +17,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM := 2
 export AIRFLOW__API__HOST := 127.0.0.1
 
-.PHONY: run test env lock summary mlflow-ui plots clean
+.PHONY: run test env lock summary mlflow-ui serve plots clean
 
 env: $(STAMP)
 
@@ -45,6 +45,10 @@ test: $(STAMP)
 
 mlflow-ui: $(STAMP)
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# REST scoring of the champion on 127.0.0.1:5001 (POST /invocations).
+serve: $(STAMP)
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db mlflow models serve -m models:/nextbuy@champion --env-manager local --host 127.0.0.1 --port 5001
 
 plots: $(STAMP)
 	dvc plots show

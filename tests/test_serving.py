@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
 from nextbuy.decisions import Thresholds
 from nextbuy.serving import ServingBundle, validate_request
@@ -45,7 +46,37 @@ def test_unknown_ids_fall_back_to_the_prior_with_more_uncertainty(bundle):
     (pd.DataFrame({"source_id": [1]}), "missing column"),
     (pd.DataFrame({"source_id": ["a"], "candidate_id": [1]}), "integer product ids"),
     (pd.DataFrame({"source_id": [1.5], "candidate_id": [1]}), "integer product ids"),
+    (pd.DataFrame({"source_id": [], "candidate_id": []}), "empty request"),
+    (pd.DataFrame({"source_id": np.zeros(11, int), "candidate_id": np.zeros(11, int)}), "limit is 10"),
 ])
 def test_malformed_requests_say_what_to_send(frame, fragment):
-    with pytest.raises(ValueError, match=fragment):
-        validate_request(frame)
+    with pytest.raises(MlflowException, match=fragment) as err:
+        validate_request(frame, max_rows=10)
+    assert err.value.get_http_status_code() == 400
+
+
+def test_top_k_matches_brute_force_ranking(bundle):
+    k = 7
+    recs = bundle.top_k(np.array([0, 3, 10**6]), k)
+    assert len(recs) == 3 * k
+    for source, got in recs.groupby("source_id", sort=False):
+        candidates = np.arange(bundle.n_products)
+        if source < bundle.n_products:
+            candidates = candidates[candidates != source]
+        pairs = bundle.score(np.full(candidates.size, source), candidates).assign(candidate_id=candidates)
+        best = pairs.sort_values(["decision", "prob_calibrated", "score"], ascending=False).head(k)
+        assert got["candidate_id"].tolist() == best["candidate_id"].tolist()
+        np.testing.assert_allclose(got["score"], best["score"], rtol=1e-5)
+        assert got["rank"].tolist() == list(range(1, k + 1))
+        # Accepted candidates come first.
+        assert got["decision"].is_monotonic_decreasing
+    assert recs.loc[recs["source_id"] == 10**6, "cold_start"].all()
+    assert 0 not in recs.loc[recs["source_id"] == 0, "candidate_id"].tolist()
+
+
+def test_top_k_chunks_give_the_same_answer(bundle, monkeypatch):
+    import nextbuy.serving as serving
+
+    whole = bundle.top_k(np.arange(20), 5)
+    monkeypatch.setattr(serving, "TOPK_CHUNK_CELLS", 60)  # 1 source per chunk
+    pd.testing.assert_frame_equal(whole, bundle.top_k(np.arange(20), 5))

@@ -24,7 +24,7 @@ STAGES = {
     "train": "Train the dual-embedding GNN (BLADE) with the weighted conversion and directed link losses.",
     "calibrate": "Score the holdout with uncertainty; isotonic calibration per uncertainty bucket.",
     "thresholds": "Fit one threshold per uncertainty bucket for the precision target, plus the baseline.",
-    "deploy": "Register the serving model in MLflow; move 'champion' when the floors hold.",
+    "deploy": "Gate the candidate (floors, then vs the champion); register it; move 'champion' only on a pass.",
 }
 ParamsOption = typer.Option("params.yaml", "--params", help="params file (each stage reads its own section)")
 
@@ -72,8 +72,82 @@ def summary(root: Path = typer.Option(Path("."), help="project root")) -> None:
     print_summary(root)
 
 
+def _registry_call(action: Callable[[], str]) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from nextbuy import tracking
+
+    tracking.configure()
+    try:
+        console.print(action(), highlight=False)
+    except MlflowException as err:
+        console.print(f"[bold red]{err.message}[/]", highlight=False)
+        raise typer.Exit(code=1) from None
+
+
+@app.command()
+def rollback(model_name: str = typer.Option("nextbuy", help="registered model")) -> None:
+    """Move 'champion' back to 'previous' (undo the last release)."""
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy import registry
+
+    _registry_call(lambda: registry.rollback(MlflowClient(), model_name))
+
+
+@app.command()
+def promote(version: int = typer.Argument(..., help="model version to release"),
+            model_name: str = typer.Option("nextbuy", help="registered model")) -> None:
+    """Deliberately make VERSION the champion (the old one becomes 'previous')."""
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy import registry
+
+    _registry_call(lambda: registry.promote(MlflowClient(), model_name, str(version)))
+
+
+@app.command("batch-topk")
+def batch_topk(out: Path = typer.Option(Path("recommendations"), help="output folder (one sub-folder per shard)"),
+               k: int = typer.Option(20, min=1, help="recommendations per source"),
+               model: str = typer.Option("models:/nextbuy@champion", help="MLflow model URI"),
+               shard: int = typer.Option(0, min=0), num_shards: int = typer.Option(1, min=1),
+               sources_per_file: int = typer.Option(4096, min=1)) -> None:
+    """Top-K recommendations for every product (this shard's sources) to parquet."""
+    import tempfile
+
+    import mlflow
+
+    from nextbuy import batch, tracking
+    from nextbuy.serving import ServingBundle
+
+    _setup_logging()
+    tracking.configure()
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = ServingBundle.from_model_dir(mlflow.artifacts.download_artifacts(model, dst_path=tmp))
+    result = batch.write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
+    console.print(f"[green]wrote {result['rows']:,} recommendations for {result['sources']:,} sources[/] → {result['path']}")
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table and writes JSON (--out).")
 app.add_typer(bench_app, name="bench")
+# name -> help; each is src/nextbuy/bench/<name>.py with run(out: Path) -> dict.
+BENCHES = {
+    "serve": "Batch pairs/s, top-K over 100k products, REST p50/p99 for 100-candidate requests.",
+}
+
+
+def _bench_command(name: str, help_text: str) -> Callable[[Path], None]:
+    def command(out: Path = typer.Option(Path(f"bench-{name}.json"), "--out", help="JSON results")) -> None:
+        _setup_logging()
+        figures = importlib.import_module(f"nextbuy.bench.{name}").run(out)
+        console.print(f"[green]bench {name}[/] → {out}: {json.dumps(figures)}", highlight=False)
+
+    command.__doc__ = help_text
+    return command
+
+
+for _bench, _help in BENCHES.items():
+    bench_app.command(name=_bench)(_bench_command(_bench, _help))
 
 
 if __name__ == "__main__":  # pragma: no cover

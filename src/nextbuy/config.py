@@ -88,6 +88,8 @@ class TrainConfig(_Section):
     mc_samples: int = Field(8, ge=2)
     cold_start_fallback: bool = True  # nodes with no neighbours in a direction sample neighbours of same-category products
     export_chunk: int = Field(8192, ge=1)  # nodes per chunk in export_moments (memory bound)
+    # Gate drill: train on permuted labels; the deploy gate must refuse the result.
+    shuffle_labels: bool = False
     seed: int = 0
 
     @model_validator(mode="after")
@@ -109,9 +111,21 @@ class ThresholdsConfig(_Section):
 
 
 class DeployConfig(_Section):
+    """The release gate: absolute floors, then non-inferiority against the champion."""
+
     model_name: str = "nextbuy"
+    # Floors on the fresh evaluation data (test split, delay-corrected labels).
     min_recall: float = Field(0.0, ge=0.0, le=1.0)
+    min_precision: float = Field(0.0, ge=0.0, le=1.0)
+    min_auc: float = Field(0.5, ge=0.0, le=1.0)
     max_calibration_error: float = Field(0.2, ge=0.0)
+    # Candidate passes against the champion when the lower bound of the paired
+    # bootstrap CI of (candidate - champion) is above -tolerance, per metric.
+    compare_metrics: tuple[Literal["auc", "recall"], ...] = ("auc", "recall")
+    tolerance: float = Field(0.02, ge=0.0)
+    bootstrap_samples: int = Field(300, ge=20)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
 
 
 SECTIONS: dict[str, type[_Section]] = {

@@ -31,6 +31,9 @@ CALIBRATION_MODEL = CALIBRATION / "calibration.json"
 THRESHOLDS = Path("models/thresholds")
 THRESHOLDS_MODEL = THRESHOLDS / "thresholds.json"
 
+DEPLOY = Path("models/deploy")
+BLESSING = DEPLOY / "blessing.json"
+
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 

@@ -27,8 +27,10 @@ HEADLINES = {
                             f"{_pct(m['per_bucket']['calib']['recall'])} vs single {_pct(m['single']['calib']['recall'])} "
                             f"(calib); test {_pct(m['per_bucket']['test_delay_corrected']['recall'])} vs "
                             f"{_pct(m['single']['test_delay_corrected']['recall'])}",
-    "deploy": lambda m: f"{m['model_name']} v{m['version']} {'PASSED' if m['passed'] else 'REFUSED: ' + '; '.join(m['reasons'])}"
-                        f", champion = v{m['champion_version']}",
+    "deploy": lambda m: f"{m['model_name']} v{m['version']} "
+                        f"{'PASSED' if m['passed'] else 'REFUSED: ' + '; '.join(m['reasons'])}; "
+                        f"test recall {_pct(m['candidate']['recall'])}, AUC {_num(m['candidate']['auc'])}, "
+                        f"ECE {_num(m['candidate']['ece'])}; champion = v{m['champion_version']}",
 }
 
 
@@ -57,4 +59,5 @@ def print_summary(root: Path = Path("."), console: Console | None = None) -> Non
     console.print(table)
     console.print("\nOpen the UIs (each binds 127.0.0.1):")
     console.print("  MLflow UI:   make mlflow-ui    → http://127.0.0.1:5000  (model 'nextbuy', alias 'champion')")
-    console.print("  DVC plots:   .venv/bin/dvc plots show  → dvc_plots/index.html")
+    console.print("  DVC plots:   make plots        → dvc_plots/index.html")
+    console.print("Serve the champion (REST, 127.0.0.1:5001): make serve   |  undo a release: .venv/bin/nextbuy rollback")

@@ -76,8 +76,12 @@ class BucketCalibration:
 
     def predict(self, score: np.ndarray, uncertainty: np.ndarray) -> np.ndarray:
         """Calibrated probability; np.interp clips outside the knots like out_of_bounds='clip'."""
+        return self.predict_in_bucket(score, self.bucket(uncertainty))
+
+    def predict_in_bucket(self, score: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+        """Calibrated probability when the bucket of each row is already known."""
         s = np.asarray(score, dtype=np.float64)
-        b = self.bucket(uncertainty)
+        b = np.asarray(bucket)
         out = np.empty_like(s)
         for k in range(self.n_buckets):  # loop over buckets, not rows
             m = b == k

@@ -1,36 +1,30 @@
-"""deploy: build the serving pyfunc, register it in MLflow, and move the
-``champion`` alias only when the release passes the floors in params."""
+"""deploy: build the serving pyfunc, score it and the current champion on the same
+fresh evaluation data, and move ``champion`` only if the candidate passes the gate.
+
+The gate (``nextbuy.gate``): every absolute floor from params, then, when a
+champion exists, non-inferiority on each compared metric judged by a paired
+bootstrap CI. The blessing (pass/fail, every figure, the reasons, lineage) is
+written to ``models/deploy/blessing.json``, logged to MLflow, and set as tags
+on the model version.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 import nextbuy
-
-from nextbuy import io, paths, tracking
+from nextbuy import delay, gate, io, paths, schemas, tracking
 from nextbuy.config import DeployConfig, load_section
 
-CHAMPION = "champion"
-
-
-def check_floors(calibrate_metrics: dict, thresholds_metrics: dict, cfg: DeployConfig) -> tuple[bool, list[str], dict]:
-    """Pure core: every absolute floor must hold; returns (passed, reasons, figures)."""
-    figures = {
-        "recall_test": thresholds_metrics["per_bucket"]["test_delay_corrected"]["recall"],
-        "precision_test": thresholds_metrics["per_bucket"]["test_delay_corrected"]["precision"],
-        "ece_test": calibrate_metrics["test_delay_corrected"]["ece_calibrated"],
-    }
-    reasons = []
-    if not figures["recall_test"] >= cfg.min_recall:
-        reasons.append(f"recall {figures['recall_test']:.3f} < floor {cfg.min_recall:.3f}")
-    if figures["ece_test"] is None or not figures["ece_test"] <= cfg.max_calibration_error:
-        reasons.append(f"calibration error {figures['ece_test']} > floor {cfg.max_calibration_error:.3f}")
-    return not reasons, reasons, figures
-
+log = logging.getLogger(__name__)
 
 # What the pyfunc needs at load time besides its bundled code (src/nextbuy), pinned
 # to this environment. Listing them skips MLflow's requirement inference, which
@@ -44,52 +38,120 @@ def serving_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
 
 
+def evaluation_rows(weighted: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Fresh evaluation data: the test split, labelled with delay-corrected expected labels."""
+    rows = weighted[weighted["split"] == "test"].reset_index(drop=True)
+    label = delay.expected_eventual_label(rows["label"].to_numpy(), rows["p_flip"].to_numpy())
+    return rows, label
+
+
+def judge(candidate, champion, rows: pd.DataFrame, label: np.ndarray, cfg: DeployConfig) -> dict:
+    """Pure core: figures of both bundles on the same rows, bootstrap comparison, verdict."""
+    src, dst = rows["source_id"].to_numpy(), rows["shown_id"].to_numpy()
+    cand_pred = candidate.score(src, dst)
+    cand = gate.figures(cand_pred, label)
+    champ = comparison = None
+    if champion is not None:
+        champ_pred = champion.score(src, dst)
+        champ = gate.figures(champ_pred, label)
+        comparison = gate.paired_bootstrap(label, cand_pred, champ_pred, cfg.compare_metrics,
+                                           cfg.bootstrap_samples, cfg.confidence, cfg.seed)
+    passed, reasons = gate.decide(cand, champ, comparison or {}, cfg)
+    return {"passed": passed, "reasons": reasons, "candidate": cand, "champion": champ, "comparison": comparison}
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def lineage(params_file: str) -> dict:
+    """Where this model came from: code, pipeline state, data and every param."""
+    data = hashlib.sha256()
+    for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS):
+        data.update(p.read_bytes())
+    return {
+        **tracking.lineage_tags(),
+        "dvc_lock_sha256": _sha256(Path("dvc.lock")),
+        "data_sha256": data.hexdigest(),
+        "params": yaml.safe_load(Path(params_file).read_text()) if Path(params_file).exists() else {},
+    }
+
+
 def input_example(n_products: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     return pd.DataFrame({"source_id": rng.integers(0, n_products, 5), "candidate_id": rng.integers(0, n_products, 5)})
 
 
-def run(params_file: str = "params.yaml") -> dict:
+def log_serving_model(bundle, model_name: str, moments: Path, calibration: Path, thresholds: Path) -> str:
+    """Log the pyfunc (signature, example, code, pinned requirements) and register it; returns the version.
+    Call inside an active MLflow run."""
     import mlflow
     from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
-    from nextbuy.serving import NextbuyModel, ServingBundle
+    from nextbuy.serving import NextbuyModel
 
-    cfg = load_section("deploy", params_file)
-    passed, reasons, figures = check_floors(io.read_json(paths.metrics_file("calibrate")),
-                                            io.read_json(paths.metrics_file("thresholds")), cfg)
-    bundle = ServingBundle.load(paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
     example = input_example(bundle.n_products)
     with warnings.catch_warnings():
         # Product ids are never missing (validate_request refuses them), so int64 is the right schema.
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        signature = infer_signature(example, bundle.score(example["source_id"], example["candidate_id"]))
+        signature = infer_signature(example, bundle.score(example["source_id"], example["candidate_id"]),
+                                    params={"top_k": 0})
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=NextbuyModel(),
+        artifacts={"moments": str(moments), "calibration": str(calibration), "thresholds": str(thresholds)},
+        signature=signature, input_example=example, registered_model_name=model_name,
+        code_paths=[str(Path(nextbuy.__file__).parent)], pip_requirements=serving_requirements())
+    return str(info.registered_model_version)
+
+
+def _tags(blessing: dict) -> dict[str, str]:
+    flat = {"passed": str(blessing["passed"]).lower(),
+            "reasons": "; ".join(blessing["reasons"]) or "all checks hold"}
+    for who in ("candidate", "champion"):
+        for k, v in (blessing[who] or {}).items():
+            flat[f"{who}.{k}"] = "n/a" if v is None else f"{v:.4f}"
+    for k, v in blessing["lineage"].items():
+        flat[f"lineage.{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)
+    return flat
+
+
+def run(params_file: str = "params.yaml") -> dict:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy import registry
+    from nextbuy.serving import ServingBundle
+
+    cfg = load_section("deploy", params_file)
+    weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
+    candidate = ServingBundle.load(paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
     tracking.configure()
     client = MlflowClient()
+    champion_version = registry.alias_version(client, cfg.model_name, registry.CHAMPION)
+    champion = registry.load_bundle(cfg.model_name, registry.CHAMPION)
+    rows, label = evaluation_rows(weighted)
+    blessing = judge(candidate, champion, rows, label, cfg)
+    blessing.update(model_name=cfg.model_name, champion_version=champion_version, lineage=lineage(params_file),
+                    evaluation={"split": "test", "rows": len(rows), "labels": "delay-corrected expected eventual"})
     with mlflow.start_run(run_name="deploy"):
         mlflow.set_tags({"stage": "deploy", **tracking.lineage_tags()})
-        mlflow.log_metrics({k: float(v) for k, v in figures.items() if v is not None})
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=NextbuyModel(),
-            artifacts={"moments": str(paths.GNN_MOMENTS), "calibration": str(paths.CALIBRATION_MODEL),
-                       "thresholds": str(paths.THRESHOLDS_MODEL)},
-            signature=signature, input_example=example, registered_model_name=cfg.model_name,
-            code_paths=[str(Path(nextbuy.__file__).parent)], pip_requirements=serving_requirements())
-    version = str(info.registered_model_version)
-    client.set_model_version_tag(cfg.model_name, version, "passed", str(passed).lower())
-    client.set_model_version_tag(cfg.model_name, version, "reasons", "; ".join(reasons) or "all floors hold")
-    if passed:
-        client.set_registered_model_alias(cfg.model_name, CHAMPION, version)
-    champion = client.get_model_version_by_alias(cfg.model_name, CHAMPION).version if passed else _champion(client, cfg)
-    metrics = {"model_name": cfg.model_name, "version": int(version), "passed": passed, "reasons": reasons,
-               "champion_version": int(champion) if champion else None, **figures}
+        mlflow.log_metrics({f"candidate.{k}": v for k, v in blessing["candidate"].items() if v is not None})
+        version = log_serving_model(candidate, cfg.model_name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL,
+                                    paths.THRESHOLDS_MODEL)
+        blessing["version"] = version
+        for key, value in _tags(blessing).items():
+            client.set_model_version_tag(cfg.model_name, version, key, value[:4000])
+        blessing["action"] = registry.release(client, cfg.model_name, version, blessing["passed"])
+        io.write_json(blessing, paths.BLESSING)
+        mlflow.log_artifact(str(paths.BLESSING))
+    if blessing["passed"]:
+        log.info("deploy: %s", blessing["action"])
+    else:
+        log.warning("deploy REFUSED: %s\n  %s", blessing["action"], "\n  ".join(blessing["reasons"]))
+    metrics = {"model_name": cfg.model_name, "version": int(version), "passed": blessing["passed"],
+               "reasons": blessing["reasons"], "action": blessing["action"],
+               "champion_version": int(registry.alias_version(client, cfg.model_name, registry.CHAMPION) or 0) or None,
+               "candidate": blessing["candidate"], "champion": blessing["champion"],
+               "comparison": blessing["comparison"]}
     io.write_json(metrics, paths.metrics_file("deploy"))
     return metrics
-
-
-def _champion(client, cfg: DeployConfig) -> str | None:
-    try:
-        return client.get_model_version_by_alias(cfg.model_name, CHAMPION).version
-    except Exception:  # noqa: BLE001 - no champion yet
-        return None

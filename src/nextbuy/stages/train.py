@@ -45,6 +45,9 @@ def fit(products: pd.DataFrame, edges: pd.DataFrame, weighted: pd.DataFrame, cfg
     torch.use_deterministic_algorithms(True)
     graph = build_graph(products, edges)
     rows = weighted[weighted["split"] == "train"]
+    if cfg.shuffle_labels:
+        permutation = np.random.default_rng(cfg.seed).permutation(len(rows))
+        rows = rows.assign(**{c: rows[c].to_numpy()[permutation] for c in ("label", "weight_iw", "weight_naive")})
     as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
     model, history = blade.train_blade(
         graph, as_long("source_id"), as_long("shown_id"),

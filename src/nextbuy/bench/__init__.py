@@ -1,0 +1,1 @@
+"""Benchmarks: one module per `nextbuy bench <name>`, each with run(out) -> dict."""

@@ -1,0 +1,88 @@
+"""The release gate, pure: figures of a model on evaluation rows, a paired
+bootstrap of candidate vs champion, and the pass/fail decision with reasons.
+
+Labels may be fractional (delay-corrected expected eventual labels of recent
+traffic), so every metric takes soft labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from nextbuy.config import DeployConfig
+from nextbuy.uncertainty import expected_calibration_error
+
+LOWER_IS_BETTER = {"ece"}
+
+
+def soft_auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float | None:
+    """AUC where row i counts as a positive with mass label_i and a negative with 1 - label_i."""
+    w = np.ones_like(label, dtype=float) if weight is None else weight
+    pos, neg = w * label, w * (1.0 - label)
+    if pos.sum() <= 0 or neg.sum() <= 0:
+        return None
+    y = np.concatenate([np.ones_like(label), np.zeros_like(label)])
+    return float(roc_auc_score(y, np.concatenate([score, score]), sample_weight=np.concatenate([pos, neg])))
+
+
+def figures(predictions: pd.DataFrame, label: np.ndarray) -> dict[str, float | None]:
+    """Recall/precision of the model's own decisions, ranking and calibration quality."""
+    decision = predictions["decision"].to_numpy(dtype=float)
+    tp = float((decision * label).sum())
+    return {
+        "recall": tp / label.sum() if label.sum() > 0 else None,
+        "precision": tp / decision.sum() if decision.sum() > 0 else 0.0,
+        "auc": soft_auc(label, predictions["score"].to_numpy()),
+        "ece": expected_calibration_error(predictions["prob_calibrated"].to_numpy(), label),
+        "rows": float(len(label)),
+    }
+
+
+def _recall(counts: np.ndarray, decision: np.ndarray, label: np.ndarray) -> np.ndarray:
+    return (counts @ (decision * label)) / np.maximum(counts @ label, 1e-12)
+
+
+def paired_bootstrap(label: np.ndarray, candidate: pd.DataFrame, champion: pd.DataFrame, metrics: tuple[str, ...],
+                     n_samples: int, confidence: float, seed: int) -> dict[str, dict[str, float]]:
+    """Mean and CI of (candidate - champion) per metric, both scored on the same resampled rows."""
+    rng = np.random.default_rng(seed)
+    n = len(label)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_samples).astype(np.float64)
+    diffs: dict[str, np.ndarray] = {}
+    if "recall" in metrics:
+        diffs["recall"] = (_recall(counts, candidate["decision"].to_numpy(dtype=float), label)
+                           - _recall(counts, champion["decision"].to_numpy(dtype=float), label))
+    if "auc" in metrics:
+        cand, champ = candidate["score"].to_numpy(), champion["score"].to_numpy()
+        diffs["auc"] = np.array([(soft_auc(label, cand, c) or np.nan) - (soft_auc(label, champ, c) or np.nan)
+                                 for c in counts])
+    alpha = (1.0 - confidence) / 2.0
+    return {m: {"diff": float(np.nanmean(d)), "lo": float(np.nanquantile(d, alpha)),
+                "hi": float(np.nanquantile(d, 1.0 - alpha))} for m, d in diffs.items()}
+
+
+def decide(candidate: dict, champion: dict | None, comparison: dict[str, dict[str, float]],
+           cfg: DeployConfig) -> tuple[bool, list[str]]:
+    """Every floor must hold; against a champion, each compared metric must be non-inferior."""
+    reasons = []
+    floors = (("recall", cfg.min_recall, ">="), ("precision", cfg.min_precision, ">="),
+              ("auc", cfg.min_auc, ">="), ("ece", cfg.max_calibration_error, "<="))
+    for metric, bound, op in floors:
+        value = candidate.get(metric)
+        ok = value is not None and (value >= bound if op == ">=" else value <= bound)
+        if not ok:
+            reasons.append(f"{metric} {_fmt(value)} breaks the floor ({op} {bound:.3f})")
+    if champion is not None:
+        for metric, ci in comparison.items():
+            if not ci["lo"] > -cfg.tolerance:
+                reasons.append(
+                    f"{metric} {_fmt(candidate.get(metric))} vs champion {_fmt(champion.get(metric))}: "
+                    f"difference {ci['diff']:+.3f}, {cfg.confidence:.0%} CI [{ci['lo']:+.3f}, {ci['hi']:+.3f}] "
+                    f"reaches below -{cfg.tolerance:.3f}")
+    return not reasons, reasons
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
