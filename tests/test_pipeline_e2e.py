@@ -55,11 +55,20 @@ def run(cmd: list[str], dest: Path, env: dict[str, str]) -> subprocess.Completed
     return subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_dvc_repro_runs_all_stages_and_registers_champion(tmp_path, tiny_params):
-    dest = project_copy(tmp_path, tiny_params)
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The tiny project after one full `dvc repro` (shared by the tests below, in order)."""
+    from tests.conftest import TINY_PARAMS
+
+    dest = project_copy(tmp_path_factory.mktemp("e2e"), TINY_PARAMS)
     env = project_env(dest)
     first = run(["dvc", "repro"], dest, env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return dest, env
+
+
+def test_dvc_repro_runs_all_stages_and_registers_champion(pipeline, tiny_params):
+    dest, env = pipeline
 
     for stage in ("ingest", "label_delay", "train", "calibrate", "thresholds", "deploy"):
         assert json.loads((dest / "metrics" / f"{stage}.json").read_text()), stage
@@ -83,3 +92,45 @@ def test_dvc_repro_runs_all_stages_and_registers_champion(tmp_path, tiny_params)
     assert list(out.columns[:5]) == ["score", "uncertainty", "bucket", "prob_calibrated", "decision"]
     assert out["score"].between(0, 1).all() and (out["uncertainty"] >= 0).all()
     assert out["cold_start"].tolist() == [False, False, False, True]
+
+    # A blessing with lineage was written and set on the model version.
+    blessing = json.loads((dest / "models" / "deploy" / "blessing.json").read_text())
+    assert blessing["passed"] and blessing["champion"] is None  # first deployment: floors only
+    assert blessing["lineage"]["git_commit"] != "unknown" and blessing["lineage"]["data_sha256"]
+    assert blessing["lineage"]["params"]["train"] == tiny_params["train"]
+
+
+def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny_params):
+    dest, env = pipeline
+    # Gate drill: a model trained on shuffled labels is refused; the champion stays.
+    drill = {**tiny_params, "train": {**tiny_params["train"], "shuffle_labels": True}}
+    (dest / "params.yaml").write_text(yaml.safe_dump(drill))
+    refused = run(["dvc", "repro"], dest, env)
+    assert refused.returncode == 0, refused.stdout[-3000:] + refused.stderr[-3000:]
+    deploy = json.loads((dest / "metrics" / "deploy.json").read_text())
+    assert not deploy["passed"] and deploy["version"] == 2 and deploy["champion_version"] == 1
+    assert any("champion" in r for r in deploy["reasons"]), deploy["reasons"]
+    assert "REFUSED" in run(["nextbuy", "summary"], dest, env).stdout
+
+    # A deliberate release, then one-command rollback.
+    promoted = run(["nextbuy", "promote", "2"], dest, env)
+    assert promoted.returncode == 0 and "v1 → v2" in promoted.stderr, promoted.stderr
+    rolled = run(["nextbuy", "rollback"], dest, env)
+    assert rolled.returncode == 0 and "v2 → v1" in rolled.stderr, rolled.stderr
+    aliases = run([sys.executable, "-c", (
+        "from mlflow.tracking import MlflowClient\n"
+        "m = MlflowClient().get_registered_model('nextbuy')\n"
+        "print({k: str(v) for k, v in m.aliases.items()})\n")], dest, env)
+    assert "'champion': '1'" in aliases.stdout and "challenger" not in aliases.stdout, aliases.stdout
+    assert run(["nextbuy", "rollback"], dest, env).returncode == 1  # nothing earlier to go back to
+
+
+def test_batch_top_k_for_every_product_sharded(pipeline):
+    dest, env = pipeline
+    for shard in (0, 1):
+        batch = run(["nextbuy", "batch-topk", "--k", "5", "--out", "recs", "--shard", str(shard),
+                     "--num-shards", "2"], dest, env)
+        assert batch.returncode == 0, batch.stderr[-2000:]
+    recs = pd.read_parquet(dest / "recs")
+    assert len(recs) == 300 * 5 and recs["source_id"].nunique() == 300
+    assert (recs["source_id"] != recs["candidate_id"]).all()

@@ -17,7 +17,7 @@ CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
@@ -59,11 +59,11 @@ def rollback(client: MlflowClient, name: str) -> str:
     client.set_registered_model_alias(name, CHAMPION, back)
     if bad is not None:
         client.set_model_version_tag(name, bad, "rolled_back", "true")
-    earlier = [v for v in client.search_model_versions(f"name='{name}'")
-               if int(v.version) < int(back) and v.version != bad and v.tags.get("passed") == "true"
+    earlier = [int(v.version) for v in client.search_model_versions(f"name='{name}'")
+               if int(v.version) < int(back) and str(v.version) != bad and v.tags.get("passed") == "true"
                and v.tags.get("rolled_back") != "true"]
     if earlier:
-        client.set_registered_model_alias(name, PREVIOUS, max(earlier, key=lambda v: int(v.version)).version)
+        client.set_registered_model_alias(name, PREVIOUS, str(max(earlier)))
     else:
         client.delete_registered_model_alias(name, PREVIOUS)
     return f"{name}: rolled back champion v{bad} → v{back}"

@@ -366,8 +366,9 @@ def train_blade(
                 loss.backward()
                 opt.step()
             if progress:
-                bar.set_postfix(
-                    conv=f"{c_num / c_den:.4f}" if c_den else "-", link=f"{l_num / l_cnt:.4f}" if l_cnt else "-"
+                bar.set_postfix(  # refresh=False: let mininterval pace the output
+                    conv=f"{c_num / c_den:.4f}" if c_den else "-", link=f"{l_num / l_cnt:.4f}" if l_cnt else "-",
+                    refresh=False,
                 )
         bar.close()
         history.append(

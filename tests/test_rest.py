@@ -1,0 +1,159 @@
+"""REST serving for real: a synthetic bundle logged and registered with
+``deploy.log_serving_model``, aliased ``champion``, served by ``mlflow models
+serve`` on 127.0.0.1, and asked real HTTP requests — good ones and malformed ones.
+
+The server runs in its own process group and is stopped by that group (SIGTERM,
+then SIGKILL) in the fixture's teardown, which asserts nothing of it is left.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from nextbuy import serving
+from nextbuy.bench import fixtures
+
+pytestmark = pytest.mark.slow
+
+N_PRODUCTS, DIM = 500, 16
+COLUMNS = ["source_id", "candidate_id"]
+
+# deploy.log_serving_model infers its input schema from an int64 example, so both
+# columns are `long` and required. MLflow's scoring server enforces that schema
+# before NextbuyModel.predict (and validate_request) ever run: a top-K request
+# without candidate_id is refused ("Model is missing inputs ['candidate_id']"),
+# and 1.5 is cast to 1 and silently scored as product 1. Fix in deploy.py: log the
+# input schema as ColSpec(AnyType(), "source_id") and
+# ColSpec(AnyType(), "candidate_id", required=False) so validate_request judges ids.
+SIGNATURE_BUG = pytest.mark.xfail(
+    strict=True, reason="logged input schema (long, candidate_id required) is enforced before validate_request")
+
+
+class Reply:
+    def __init__(self, status: int, body: bytes):
+        self.status = status
+        self.text = body.decode(errors="replace")
+
+    def json(self):
+        return json.loads(self.text)
+
+    @property
+    def message(self) -> str:
+        try:
+            return str(self.json().get("message", self.text))
+        except (ValueError, AttributeError):
+            return self.text
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rest")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("MLFLOW_ARTIFACT_ROOT", raising=False)
+        files = fixtures.write_bundle_files(root / "bundle", N_PRODUCTS, DIM, seed=0)
+        version = fixtures.register_champion(files, root, uri)
+        assert version == "1"
+        srv = fixtures.RestServer("models:/nextbuy@champion", uri, root / "serve.log", start_timeout=120)
+        pgid = None
+        try:
+            srv.start()
+            pgid = srv.proc.pid
+            srv.bundle = fixtures.load_bundle(files)
+            yield srv
+        finally:
+            gone = srv.stop()
+            if pgid is not None:
+                assert gone and not fixtures.group_alive(pgid), f"server group {pgid} still alive"
+                assert srv.proc.returncode is not None
+                assert srv.ping() is None and not fixtures.port_open(srv.port)
+
+
+def post(srv, body: bytes, timeout: float = 60) -> Reply:
+    req = urllib.request.Request(f"{srv.url}/invocations", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return Reply(r.status, r.read())
+    except urllib.error.HTTPError as e:
+        return Reply(e.code, e.read())
+
+
+def test_pairs_score_100_candidates_with_cold_start_flags(server):
+    rng = np.random.default_rng(1)
+    src = np.full(100, 7)
+    dst = rng.integers(0, N_PRODUCTS, 100)
+    dst[[3, 50]] = [10**6, -1]  # never seen / invalid-as-product: cold start, not an error
+    src[99] = N_PRODUCTS  # one past the catalogue
+    reply = post(server, fixtures.invocations_body(COLUMNS, np.c_[src, dst].tolist()))
+    assert reply.status == 200, reply.text
+    preds = reply.json()["predictions"]
+    assert len(preds) == 100
+    assert set(preds[0]) == set(serving.PAIR_COLUMNS)
+    score = np.array([p["score"] for p in preds])
+    assert ((score > 0) & (score < 1)).all()
+    assert all(p["uncertainty"] >= 0 for p in preds)
+    assert all(isinstance(p["decision"], bool) and isinstance(p["cold_start"], bool) for p in preds)
+    cold = np.array([p["cold_start"] for p in preds])
+    expected_cold = np.zeros(100, bool)
+    expected_cold[[3, 50, 99]] = True
+    np.testing.assert_array_equal(cold, expected_cold)
+    # What the server says is what the bundle computes in-process.
+    local = server.bundle.score(src, dst)
+    np.testing.assert_allclose(score, local["score"], rtol=1e-12)
+    assert [p["decision"] for p in preds] == local["decision"].tolist()
+    assert [p["bucket"] for p in preds] == local["bucket"].tolist()
+
+
+@SIGNATURE_BUG
+def test_top_k_with_source_ids_only(server):
+    sources = [0, 42, 10**6]
+    reply = post(server, fixtures.invocations_body(["source_id"], [[s] for s in sources], {"top_k": 5}))
+    assert reply.status == 200, reply.message
+    preds = reply.json()["predictions"]
+    assert len(preds) == 5 * len(sources)
+    for s in sources:
+        got = [p for p in preds if p["source_id"] == s]
+        assert [p["rank"] for p in got] == [1, 2, 3, 4, 5]
+        assert s not in [p["candidate_id"] for p in got]
+        assert len({p["candidate_id"] for p in got}) == 5
+        assert all(0 <= p["candidate_id"] < N_PRODUCTS for p in got)
+        assert all(p["cold_start"] == (s >= N_PRODUCTS) for p in got)
+        keys = [(p["decision"], p["prob_calibrated"]) for p in got]
+        assert keys == sorted(keys, reverse=True)  # accepted first, then by calibrated probability
+
+
+def body(columns, data, params=None) -> bytes:
+    return fixtures.invocations_body(columns, data, params)
+
+
+MALFORMED = [
+    pytest.param(body(["src", "candidate_id"], [[1, 2]]), ["source_id"], id="wrong-column-name"),
+    pytest.param(body(["source_id"], [[1]]), ["candidate_id"], id="pairs-without-candidate_id"),
+    pytest.param(body(COLUMNS, [["a", 2]]), ["source_id"], id="string-id"),
+    pytest.param(body(COLUMNS, [[1, "x"]]), ["candidate_id"], id="string-candidate"),
+    pytest.param(body(COLUMNS, [[1.5, 2]]), ["source_id", "integer"], id="float-id", marks=SIGNATURE_BUG),
+    pytest.param(body(COLUMNS, [[1, None]]), ["candidate_id"], id="null-id"),
+    pytest.param(b"", ["JSON"], id="empty-body"),
+    pytest.param(b"{not json", ["JSON"], id="not-json"),
+    pytest.param(b'{"rows": [[1, 2]]}', ["dataframe_split"], id="unknown-format"),
+    pytest.param(body(COLUMNS, []), ["empty request"], id="empty-data"),
+    pytest.param(body(COLUMNS, [[1, 2]] * (serving.MAX_REQUEST_ROWS + 1)),
+                 [f"limit is {serving.MAX_REQUEST_ROWS}", "batch-topk"], id="huge-batch"),
+]
+
+
+@pytest.mark.parametrize("payload, fragments", MALFORMED)
+def test_malformed_requests_get_4xx_naming_the_problem_and_server_stays_up(server, payload, fragments):
+    reply = post(server, payload)
+    assert 400 <= reply.status < 500, (reply.status, reply.text[:500])
+    for fragment in fragments:
+        assert fragment.lower() in reply.message.lower(), reply.message[:800]
+    assert server.ping() == 200
+    assert server.proc.poll() is None
