@@ -86,7 +86,8 @@ def log_serving_model(bundle, model_name: str, moments: Path, calibration: Path,
     """Log the pyfunc (signature, example, code, pinned requirements) and register it; returns the version.
     Call inside an active MLflow run."""
     import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     from nextbuy.serving import NextbuyModel
 
@@ -94,8 +95,11 @@ def log_serving_model(bundle, model_name: str, moments: Path, calibration: Path,
     with warnings.catch_warnings():
         # Product ids are never missing (validate_request refuses them), so int64 is the right schema.
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        signature = infer_signature(example, bundle.score(example["source_id"], example["candidate_id"]),
-                                    params={"top_k": 0})
+        outputs = infer_signature(example, bundle.score(example["source_id"], example["candidate_id"])).outputs
+    # candidate_id is optional: top-K requests (params {"top_k": K}) send source ids only.
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("long", "source_id"), ColSpec("long", "candidate_id", required=False)]),
+        outputs=outputs, params=ParamSchema([ParamSpec("top_k", "long", 0)]))
     info = mlflow.pyfunc.log_model(
         name="model", python_model=NextbuyModel(),
         artifacts={"moments": str(moments), "calibration": str(calibration), "thresholds": str(thresholds)},
