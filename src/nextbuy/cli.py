@@ -133,6 +133,7 @@ app.add_typer(bench_app, name="bench")
 # name -> help; each is src/nextbuy/bench/<name>.py with run(out: Path) -> dict.
 BENCHES = {
     "serve": "Batch pairs/s, top-K over 100k products, REST p50/p99 for 100-candidate requests.",
+    "monitor": "A month of traffic: days to detect an injected drift, false alarms vs naive positivity.",
 }
 
 

@@ -128,6 +128,42 @@ class DeployConfig(_Section):
     seed: int = 0
 
 
+class DriftConfig(_Section):
+    """Drift injected into simulated post-snapshot traffic (a drill for the monitor)."""
+
+    kind: Literal["none", "bucket_shift"] = "none"
+    # bucket_shift: the true conversion odds of pairs the current model puts in
+    # this uncertainty bucket are multiplied by odds_multiplier from start_day on.
+    bucket: int = Field(2, ge=0)
+    start_day: float = Field(10.0, ge=0.0)
+    odds_multiplier: float = Field(0.4, gt=0.0)
+
+
+class TrafficConfig(_Section):
+    """New traffic after the training snapshot, for monitoring."""
+
+    days: int = Field(28, ge=1)
+    impressions_per_day: int = Field(3000, ge=10)
+    seed: int = 101
+    # A real post-snapshot impressions log replaces the simulation.
+    impressions_path: str | None = None
+    drift: DriftConfig = DriftConfig()
+
+
+class MonitorConfig(_Section):
+    model_name: str = "nextbuy"
+    window_days: float = Field(1.0, gt=0.0)
+    # Observed positivity counts only windows' rows at least this old at "now".
+    maturity_days: float = Field(7.0, ge=0.0)
+    # Alert when the CI of delay-corrected positivity lies outside predicted * (1 +- tolerance).
+    relative_tolerance: float = Field(0.3, ge=0.0)
+    min_volume: int = Field(300, ge=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    workspace: str = "monitoring/workspace"
+    project: str = "nextbuy on-call"
+    dashboard: str = "monitoring/dashboard.yaml"
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "ingest": IngestConfig,
     "label_delay": LabelDelayConfig,
@@ -135,6 +171,8 @@ SECTIONS: dict[str, type[_Section]] = {
     "calibrate": CalibrateConfig,
     "thresholds": ThresholdsConfig,
     "deploy": DeployConfig,
+    "traffic": TrafficConfig,
+    "monitor": MonitorConfig,
 }
 
 S = TypeVar("S", bound=_Section)

@@ -34,6 +34,16 @@ THRESHOLDS_MODEL = THRESHOLDS / "thresholds.json"
 DEPLOY = Path("models/deploy")
 BLESSING = DEPLOY / "blessing.json"
 
+TRAFFIC = Path("data/traffic")
+TRAFFIC_IMPRESSIONS = TRAFFIC / "impressions.parquet"
+TRAFFIC_META = TRAFFIC / "meta.json"
+# Ground truth of simulated traffic: evaluation (benchmarks) only.
+TRAFFIC_TRUTH = Path("data/traffic_truth/impressions.parquet")
+
+MONITORING = Path("monitoring")
+MONITOR_WINDOWS = MONITORING / "windows.parquet"
+MONITOR_ALERTS = MONITORING / "alerts.json"
+
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 

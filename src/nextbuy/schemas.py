@@ -137,6 +137,32 @@ SCORED = pa.DataFrameSchema(
 )
 
 
+_RATE = pa.Column("float64", pa.Check.in_range(0.0, 1.0), nullable=True)
+
+MONITOR_WINDOWS = pa.DataFrameSchema(
+    {
+        "window": pa.Column("int64", pa.Check.ge(0)),
+        "window_start": pa.Column(TS),
+        "bucket": pa.Column("int64", pa.Check.ge(0)),
+        "volume": pa.Column("int64", pa.Check.ge(0)),
+        "predicted": _RATE,
+        "observed": _RATE,
+        "matured_volume": pa.Column("int64", pa.Check.ge(0)),
+        "naive": _RATE,
+        "estimated": _RATE,
+        "min_elapsed_days": pa.Column("float64", pa.Check.ge(0)),
+        "estimated_lo": _RATE,
+        "estimated_hi": _RATE,
+        "naive_lo": _RATE,
+        "naive_hi": _RATE,
+        "alert": pa.Column(bool),
+        "naive_alert": pa.Column(bool),
+    },
+    name="monitor_windows",
+    strict=True,
+)
+
+
 def check_event_order(df: pd.DataFrame) -> dict[str, pd.Index]:
     """Rows whose events happen before the impression they belong to, per column."""
     bad: dict[str, pd.Index] = {}

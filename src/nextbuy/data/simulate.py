@@ -13,6 +13,8 @@ converts at rates comparable to a simulated one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -399,11 +401,15 @@ def _lognormal_ns(rng: np.random.Generator, median_hours: np.ndarray | float, si
 
 def simulate_traffic(world: StoreWorld, cfg: SimulatorConfig, seed: int, n_impressions: int,
                      start: pd.Timestamp, end: pd.Timestamp, observe_at: pd.Timestamp,
-                     id_offset: int = 0) -> Traffic:
+                     id_offset: int = 0,
+                     odds_multiplier: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+                     ) -> Traffic:
     """Impressions shown uniformly in [start, end), events after ``observe_at`` censored to NaT.
 
     Use a different ``seed`` (and ``id_offset``) for each batch of traffic
     from the same world: the same seed repeats the same draws.
+    ``odds_multiplier(source, shown, shown_at_ns)`` injects drift: the true
+    conversion odds of each impression are multiplied by what it returns.
     """
     start, end, observe_at = pd.Timestamp(start), pd.Timestamp(end), pd.Timestamp(observe_at)
     if not start < end <= observe_at:
@@ -417,6 +423,9 @@ def simulate_traffic(world: StoreWorld, cfg: SimulatorConfig, seed: int, n_impre
     u, v, shown = u[order], v[order], shown[order]
 
     p = conversion_probability(world, cfg, u, v)
+    if odds_multiplier is not None:
+        m = np.asarray(odds_multiplier(u, v, shown), dtype=np.float64)
+        p = p * m / (1.0 - p + p * m)
     converted = rng.random(size) < p
     p_click_only = np.clip(0.02 + 2.0 * p, 0.0, 0.9)  # browsers click more on relevant items
     clicked = converted | (rng.random(size) < p_click_only)
