@@ -25,7 +25,10 @@ STAGES = {
     "calibrate": "Score the holdout with uncertainty; isotonic calibration per uncertainty bucket.",
     "thresholds": "Fit one threshold per uncertainty bucket for the precision target, plus the baseline.",
     "deploy": "Gate the candidate (floors, then vs the champion); register it; move 'champion' only on a pass.",
+    "traffic": "Days of traffic after the snapshot (simulated, optional drift drill, or a real log).",
+    "monitor": "Delay-aware positivity per uncertainty bucket; alerts; Evidently on-call dashboard.",
 }
+ALERT_EXIT_CODE = 3
 ParamsOption = typer.Option("params.yaml", "--params", help="params file (each stage reads its own section)")
 
 
@@ -83,6 +86,23 @@ def _registry_call(action: Callable[[], str]) -> None:
     except MlflowException as err:
         console.print(f"[bold red]{err.message}[/]", highlight=False)
         raise typer.Exit(code=1) from None
+
+
+@app.command()
+def alerts(path: Path = typer.Option(Path("monitoring/alerts.json"), help="written by the monitor stage")) -> None:
+    """Print the monitor's alerts; exit 3 when there is any (what Airflow branches on)."""
+    from nextbuy import io
+
+    try:
+        fired = io.read_json(path)["alerts"]
+    except DataError as err:
+        console.print(f"[bold red]{err.message}[/]", highlight=False)
+        raise typer.Exit(code=2) from None
+    for a in fired:
+        console.print(f"[bold red]ALERT[/] {a['window_start']} {a['message']}", highlight=False)
+    if fired:
+        raise typer.Exit(code=ALERT_EXIT_CODE)
+    console.print("[green]no alerts[/]")
 
 
 @app.command()

@@ -31,6 +31,11 @@ HEADLINES = {
                         f"{'PASSED' if m['passed'] else 'REFUSED: ' + '; '.join(m['reasons'])}; "
                         f"test recall {_pct(m['candidate']['recall'])}, AUC {_num(m['candidate']['auc'])}, "
                         f"ECE {_num(m['candidate']['ece'])}; champion = v{m['champion_version']}",
+    "traffic": lambda m: f"{m['impressions']:,} impressions over {m['days']:.0f} days after the snapshot"
+                         + (f", drift {m['drift']['kind']}" if m.get("drift") and m["drift"]["kind"] != "none" else ""),
+    "monitor": lambda m: f"{m['windows']} windows: {m['alerts']} alert(s)"
+                         + (f" in bucket(s) {m['alert_buckets']} from {m['first_alert']}" if m["alerts"] else "")
+                         + f" (naive positivity would raise {m['naive_alerts']})",
 }
 
 
@@ -60,4 +65,5 @@ def print_summary(root: Path = Path("."), console: Console | None = None) -> Non
     console.print("\nOpen the UIs (each binds 127.0.0.1):")
     console.print("  MLflow UI:   make mlflow-ui    → http://127.0.0.1:5000  (model 'nextbuy', alias 'champion')")
     console.print("  DVC plots:   make plots        → dvc_plots/index.html")
+    console.print("  Evidently:   make dashboards   → http://127.0.0.1:8000  (project 'nextbuy on-call')")
     console.print("Serve the champion (REST, 127.0.0.1:5001): make serve   |  undo a release: .venv/bin/nextbuy rollback")

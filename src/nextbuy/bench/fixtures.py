@@ -17,6 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,13 +96,39 @@ def load_bundle(files: BundleFiles):
     return ServingBundle.load(files.moments, files.calibration, files.thresholds)
 
 
+@contextmanager
+def mlflow_store(tracking_uri: str) -> Iterator[None]:
+    """Point this process's MLflow at ``tracking_uri`` for the block, then put back
+    what was there: the env vars MLflow itself sets (MLFLOW_TRACKING_URI,
+    MLFLOW_EXPERIMENT_ID), MLFLOW_ARTIFACT_ROOT, the global tracking URI and the
+    active experiment — so nothing leaks into later tests or their subprocesses."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_ARTIFACT_ROOT")
+    saved_env = {k: os.environ.get(k) for k in keys}
+    saved_uri = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    saved_experiment = getattr(fluent, "_active_experiment_id", None)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    os.environ.pop("MLFLOW_ARTIFACT_ROOT", None)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_uri)
+        if hasattr(fluent, "_active_experiment_id"):
+            fluent._active_experiment_id = saved_experiment
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str,
                       model_name: str = MODEL_NAME) -> str:
-    """Log + register the bundle with ``deploy.log_serving_model`` in a store at
-    ``tracking_uri`` (artifacts under ``root``), alias it ``champion``; returns the version.
-
-    Sets MLFLOW_TRACKING_URI in this process (callers restore it; pytest's
-    monkeypatch does) so every MLflow call here and below lands in that store."""
+    """Log + register the bundle with ``deploy.log_serving_model`` inside an MLflow
+    run in the store at ``tracking_uri`` (artifacts under ``root``), alias it
+    ``champion``; returns the version. This process's MLflow state is restored after."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -108,13 +136,13 @@ def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str,
     from nextbuy.registry import CHAMPION
     from nextbuy.stages import deploy
 
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    os.environ.pop("MLFLOW_ARTIFACT_ROOT", None)
-    tracking.configure(Path(root))
-    bundle = load_bundle(files)
-    with mlflow.start_run(run_name="synthetic-serving"):
-        version = deploy.log_serving_model(bundle, model_name, files.moments, files.calibration, files.thresholds)
-    MlflowClient().set_registered_model_alias(model_name, CHAMPION, version)
+    with mlflow_store(tracking_uri):
+        tracking.configure(Path(root))
+        bundle = load_bundle(files)
+        with mlflow.start_run(run_name="synthetic-serving"):
+            version = deploy.log_serving_model(bundle, model_name, files.moments, files.calibration,
+                                               files.thresholds)
+        MlflowClient(tracking_uri).set_registered_model_alias(model_name, CHAMPION, version)
     return version
 
 

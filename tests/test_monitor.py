@@ -1,0 +1,54 @@
+"""Delay-aware positivity: immature traffic does not alert; a real shift does, in its bucket."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from nextbuy.config import MonitorConfig
+from nextbuy.monitor import alerts, bucket_positivity
+
+
+def rows(n_per_window=2000, windows=10, rate=(0.05, 0.05), shift=None, seed=0):
+    """Synthetic monitored rows: the last windows are immature (labels seen so far lag)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for w in range(windows):
+        bucket = rng.integers(0, 2, n_per_window)
+        true = np.asarray(rate)[bucket]
+        if shift and w >= shift[1]:
+            true = np.where(bucket == shift[0], true * 0.4, true)
+        eventual = rng.uniform(size=n_per_window) < true
+        elapsed = float(windows - w)
+        seen = eventual & (rng.uniform(size=n_per_window) < min(1.0, elapsed / 5.0))  # share seen so far
+        p_flip = np.where(seen, 0.0, true * (1 - min(1.0, elapsed / 5.0)) / (1 - true * min(1.0, elapsed / 5.0)))
+        frames.append(pd.DataFrame({"window": w, "bucket": bucket, "prob_calibrated": np.asarray(rate)[bucket],
+                                    "label_observed": seen.astype(int), "elapsed_days": elapsed,
+                                    "expected_label": seen + (1 - seen) * p_flip}))
+    return pd.concat(frames, ignore_index=True)
+
+
+CFG = MonitorConfig(min_volume=300, relative_tolerance=0.3, maturity_days=5)
+
+
+def test_immature_windows_alert_only_with_the_naive_rule():
+    table = bucket_positivity(rows(), CFG)
+    assert not table["alert"].any()
+    assert table["naive_alert"].any()
+    recent = table[table["window"] >= 8]
+    assert (recent["naive"] < 0.7 * recent["predicted"]).all()
+    assert recent["observed"].isna().all()  # nothing matured yet
+    assert table.loc[table["window"] < 5, "observed"].notna().all()
+
+
+def test_a_real_drop_alerts_in_its_bucket_only():
+    table = bucket_positivity(rows(shift=(1, 4)), CFG)
+    fired = alerts(table, pd.Timestamp("2026-03-01"), 1.0)
+    assert fired and {a["bucket"] for a in fired} == {1}
+    assert min(a["window"] for a in fired) >= 4
+    assert "delay-corrected positivity" in fired[0]["message"]
+
+
+def test_small_windows_never_alert():
+    table = bucket_positivity(rows(n_per_window=200, shift=(1, 0)), CFG)
+    assert not table["alert"].any()
