@@ -15,6 +15,7 @@ CORA_NPZ = SHARED_DATA / "cora_ml" / "cora_ml.npz"
 TINY_PARAMS = {
     "ingest": {
         "seed": 3,
+        "snapshot": None,
         "simulator": {"n_products": 300, "n_categories": 8, "n_purchases": 6000, "n_impressions": 12000,
                       "history_days": 40},
         "split": {"calib_days": 12, "test_days": 6},

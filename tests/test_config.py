@@ -20,7 +20,7 @@ def test_dvc_stages_declare_exactly_their_section():
     assert list(dvc["stages"]) == list(SECTIONS)
     for name, stage in dvc["stages"].items():
         # traffic simulates more of the ingested store, so it also reads the simulator's settings.
-        extra = ["ingest.simulator", "ingest.seed"] if name == "traffic" else []
+        extra = ["ingest.simulator", "ingest.seed", "ingest.snapshot"] if name == "traffic" else []
         assert stage["params"] == [name, *extra]
 
 

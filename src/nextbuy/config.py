@@ -55,8 +55,21 @@ class IngestConfig(_Section):
     graph_path: str | None = None
     impressions_path: str | None = None
     seed: int = 7
+    # The data snapshot time (Airflow sets it to the run's logical date): a simulated
+    # store's history ends here; a real log is censored here. None: the simulator's
+    # start_date + history_days, or the last event of a real log.
+    snapshot: str | None = None
     simulator: SimulatorConfig = SimulatorConfig()
     split: SplitConfig = SplitConfig()
+
+    def simulator_for_snapshot(self) -> SimulatorConfig:
+        """The simulator settings whose history ends at ``snapshot``."""
+        if self.snapshot is None:
+            return self.simulator
+        import pandas as pd
+
+        start = pd.Timestamp(self.snapshot) - pd.Timedelta(days=self.simulator.history_days)
+        return self.simulator.model_copy(update={"start_date": str(start)})
 
     @model_validator(mode="after")
     def _real_source_needs_path(self) -> "IngestConfig":

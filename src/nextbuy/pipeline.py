@@ -33,7 +33,7 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     if cfg["ingest"].source != "simulated":
         raise ValueError("run_in_memory needs the simulated store")
     data = ingest.ingest(cfg["ingest"])
-    world = simulate_world(cfg["ingest"].simulator, cfg["ingest"].seed)
+    world = simulate_world(cfg["ingest"].simulator_for_snapshot(), cfg["ingest"].seed)
     weighted, delay_model = label_delay.weigh(data.impressions, data.snapshot, cfg["label_delay"])
     _, moments, _ = train.fit(data.products, data.edges, weighted, cfg["train"], progress=progress)
     scored, calibration = calibrate.score_holdout(weighted, moments, cfg["calibrate"])

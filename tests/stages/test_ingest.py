@@ -116,3 +116,11 @@ def test_bad_impressions_log_is_refused(project, tiny_params):
     assert result.exit_code == 2
     assert "log.parquet" in result.output
     assert "'source_id'" in result.output or "'converted_at'" in result.output
+
+
+def test_snapshot_param_moves_the_history(tiny_params):
+    cfg = IngestConfig.model_validate({**tiny_params["ingest"], "snapshot": "2026-05-10"})
+    data = ingest.ingest(cfg)
+    assert data.snapshot == pd.Timestamp("2026-05-10")
+    assert data.impressions["shown_at"].max() < data.snapshot
+    assert (data.impressions["converted_at"].dropna() <= data.snapshot).all()

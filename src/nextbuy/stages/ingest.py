@@ -63,23 +63,30 @@ def ingest(cfg: IngestConfig) -> Ingested:
 
     truth_impressions = truth_products = None
     cleaning: dict[str, int] = {}
+    simulator = cfg.simulator_for_snapshot()
     if cfg.source == "simulated":
-        world, traffic = simulate.simulate_store(cfg.simulator, cfg.seed)
+        world, traffic = simulate.simulate_store(simulator, cfg.seed)
         origin = "simulator"
     else:
         reader = sources.read_npz_graph if cfg.source == "npz" else sources.read_edge_list
         graph = reader(cfg.graph_path)
         cleaning = dict(graph.cleaning)
         origin = str(cfg.graph_path)
-        world = simulate.world_from_graph(graph.products, graph.edges, cfg.simulator, cfg.seed)
+        world = simulate.world_from_graph(graph.products, graph.edges, simulator, cfg.seed)
         if cfg.impressions_path:
             log_frame = sources.read_impressions_log(cfg.impressions_path, graph.products)
-            times = log_frame[["shown_at", "clicked_at", "carted_at", "converted_at"]]
-            snapshot = pd.Timestamp(times.max().max())
+            events = ["shown_at", "clicked_at", "carted_at", "converted_at"]
+            if cfg.snapshot is None:
+                snapshot = pd.Timestamp(log_frame[events].max().max())
+            else:  # what the store knew at the snapshot: later impressions and events do not exist yet
+                snapshot = pd.Timestamp(cfg.snapshot)
+                log_frame = log_frame[log_frame["shown_at"] <= snapshot].copy()
+                for col in events[1:]:
+                    log_frame[col] = log_frame[col].where(log_frame[col] <= snapshot)
             edges, impressions = finalise(graph.products, graph.edges, log_frame, snapshot, cfg.split,
                                           str(cfg.impressions_path))
             return Ingested(graph.products, edges, impressions, snapshot, cleaning)
-        traffic = simulate.simulate_traffic(world, cfg.simulator, cfg.seed, cfg.simulator.n_impressions,
+        traffic = simulate.simulate_traffic(world, simulator, cfg.seed, simulator.n_impressions,
                                             world.start, world.snapshot, world.snapshot)
     if cfg.source == "simulated" or not cfg.impressions_path:
         truth_impressions, truth_products = traffic.truth, world.truth_products

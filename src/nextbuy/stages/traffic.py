@@ -36,7 +36,7 @@ def simulate(world, ingest_cfg: IngestConfig, cfg: TrafficConfig, multiplier=Non
 
     start = world.snapshot
     now = start + cfg.days * DAY
-    traffic = simulate_traffic(world, ingest_cfg.simulator, cfg.seed, cfg.days * cfg.impressions_per_day,
+    traffic = simulate_traffic(world, ingest_cfg.simulator_for_snapshot(), cfg.seed, cfg.days * cfg.impressions_per_day,
                                start, now, now, id_offset=10**12, odds_multiplier=multiplier)
     return traffic, start, now
 
