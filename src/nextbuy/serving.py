@@ -110,36 +110,49 @@ class ServingBundle:
 
     def top_k(self, source_id: np.ndarray, k: int, exclude_self: bool = True) -> pd.DataFrame:
         """Top-k candidates per source among all known products: accepted first,
-        then by calibrated probability (score breaks ties between isotonic steps)."""
+        then by calibrated probability (score breaks ties between isotonic steps).
+
+        Exact, and cheap: within one bucket that ranking key rises strictly with
+        score (per-bucket threshold and isotonic calibration are monotone), so the
+        overall top-k lies among each bucket's top-k by score; only those
+        n_buckets * k candidates per source are calibrated and decided.
+        """
         sources = np.asarray(source_id, dtype=np.int64)
         n = self.n_products
         k = int(min(k, n - 1 if exclude_self else n))
         if k <= 0 or sources.size == 0:
             return pd.DataFrame({c: pd.Series(dtype="float64") for c in TOPK_COLUMNS})
         idx, cold = self._index(sources)
+        n_buckets = len(self.calibration.edges) + 1
         rows_per_chunk = max(1, TOPK_CHUNK_CELLS // n)
         parts = []
         for a in range(0, sources.size, rows_per_chunk):
             src = idx[a:a + rows_per_chunk]
+            rows = np.arange(src.size)[:, None]
             score, uncertainty = self._all_candidates(src)
-            bucket, prob, decision = self._decide(score.ravel(), uncertainty.ravel())
-            key = decision * 4.0 + prob * 2.0 + score.ravel() * 1e-6
-            key = key.reshape(score.shape)
             if exclude_self:
                 known = src < n
-                key[np.flatnonzero(known), src[known]] = -np.inf
-            top = np.argpartition(-key, k - 1, axis=1)[:, :k]
-            order = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1), axis=1)
-            flat = (np.arange(src.size)[:, None] * n + order).ravel()
+                score[np.flatnonzero(known), src[known]] = -np.inf
+            bucket = assign_buckets(uncertainty.ravel(), self.calibration.edges).reshape(score.shape)
+            per_bucket = [np.argpartition(-np.where(bucket == b, score, -np.inf), k - 1, axis=1)[:, :k]
+                          for b in range(n_buckets)]
+            cand = np.concatenate(per_bucket, axis=1)
+            c_score, c_unc, c_bucket = score[rows, cand], uncertainty[rows, cand], bucket[rows, cand]
+            valid = np.isfinite(c_score) & (c_bucket == np.repeat(np.arange(n_buckets), k)[None, :])
+            c_prob = self.calibration.predict_in_bucket(c_score, c_bucket)
+            c_decision = self.thresholds.decide(c_score, c_bucket)
+            key = np.where(valid, c_decision * 4.0 + c_prob * 2.0 + c_score * 1e-6, -np.inf)
+            order = np.argsort(-key, axis=1, kind="stable")[:, :k]
+            pick = lambda m: np.take_along_axis(m, order, axis=1).ravel()  # noqa: E731
             parts.append(pd.DataFrame({
                 "source_id": np.repeat(sources[a:a + rows_per_chunk], k),
                 "rank": np.tile(np.arange(1, k + 1), src.size),
-                "candidate_id": order.ravel().astype(np.int64),
-                "score": score.ravel()[flat].astype(np.float64),
-                "uncertainty": uncertainty.ravel()[flat].astype(np.float64),
-                "bucket": bucket[flat].astype(np.int64),
-                "prob_calibrated": prob[flat],
-                "decision": decision[flat],
+                "candidate_id": pick(cand).astype(np.int64),
+                "score": pick(c_score).astype(np.float64),
+                "uncertainty": pick(c_unc).astype(np.float64),
+                "bucket": pick(c_bucket).astype(np.int64),
+                "prob_calibrated": pick(c_prob),
+                "decision": pick(c_decision),
                 "cold_start": np.repeat(cold[a:a + rows_per_chunk], k),
             }))
         return pd.concat(parts, ignore_index=True)

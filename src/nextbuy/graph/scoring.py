@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-_PAIR_CHUNK = 65_536  # rows per numpy chunk in pair scoring: keeps temporaries in cache
+_PAIR_CHUNK = 4096  # rows per numpy chunk in pair scoring: keeps temporaries in cache
 
 
 def _pairs(moments: Mapping[str, np.ndarray], src, dst) -> tuple[np.ndarray, np.ndarray]:
@@ -44,8 +44,9 @@ def pair_logit_moments(
     var = np.empty(m, dtype=np.float32)
     for a in range(0, m, _PAIR_CHUNK):
         u, v = src[a : a + _PAIR_CHUNK], dst[a : a + _PAIR_CHUNK]
-        s_mu, s_var = sm[u], sv[u]
-        t_mu, t_var = tm[v], tv[v]
+        # np.take is ~2x faster than fancy indexing for row gathers (same result).
+        s_mu, s_var = np.take(sm, u, axis=0), np.take(sv, u, axis=0)
+        t_mu, t_var = np.take(tm, v, axis=0), np.take(tv, v, axis=0)
         mean[a : a + u.size] = (s_mu * t_mu) @ w + b
         # s̄² σ²t + σ²s (t̄² + σ²t)  ==  s̄² σ²t + t̄² σ²s + σ²s σ²t
         np.multiply(s_mu, s_mu, out=s_mu)
@@ -81,5 +82,5 @@ def link_scores(moments: Mapping[str, np.ndarray], src: np.ndarray, dst: np.ndar
     out = np.empty(src.size, dtype=np.float32)
     for a in range(0, src.size, _PAIR_CHUNK):
         u, v = src[a : a + _PAIR_CHUNK], dst[a : a + _PAIR_CHUNK]
-        out[a : a + u.size] = np.einsum("ij,ij->i", sm[u], tm[v])
+        out[a : a + u.size] = np.einsum("ij,ij->i", np.take(sm, u, axis=0), np.take(tm, v, axis=0))
     return out

@@ -88,6 +88,7 @@ def log_serving_model(bundle, model_name: str, moments: Path, calibration: Path,
     import mlflow
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType
 
     from nextbuy.serving import NextbuyModel
 
@@ -97,8 +98,10 @@ def log_serving_model(bundle, model_name: str, moments: Path, calibration: Path,
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
         outputs = infer_signature(example, bundle.score(example["source_id"], example["candidate_id"])).outputs
     # candidate_id is optional: top-K requests (params {"top_k": K}) send source ids only.
+    # Ids are typed Any so MLflow does not coerce them (1.5 -> 1) before validate_request
+    # can refuse non-integer ids with a message.
     signature = ModelSignature(
-        inputs=Schema([ColSpec("long", "source_id"), ColSpec("long", "candidate_id", required=False)]),
+        inputs=Schema([ColSpec(AnyType(), "source_id"), ColSpec(AnyType(), "candidate_id", required=False)]),
         outputs=outputs, params=ParamSchema([ParamSpec("top_k", "long", 0)]))
     info = mlflow.pyfunc.log_model(
         name="model", python_model=NextbuyModel(),
