@@ -16,8 +16,10 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM := 2
 export AIRFLOW__API__HOST := 127.0.0.1
+# No usage telemetry from Evidently (and the network is closed anyway).
+export DO_NOT_TRACK := 1
 
-.PHONY: run test env lock summary mlflow-ui serve plots clean
+.PHONY: run test env lock summary mlflow-ui serve plots clean dashboards
 
 env: $(STAMP)
 
@@ -49,6 +51,11 @@ mlflow-ui: $(STAMP)
 # REST scoring of the champion on 127.0.0.1:5001 (POST /invocations).
 serve: $(STAMP)
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db mlflow models serve -m models:/nextbuy@champion --env-manager local --host 127.0.0.1 --port 5001
+
+# On-call dashboards: Evidently UI over the workspace the monitor stage fills (monitoring/README.md).
+dashboards: $(STAMP)
+	@echo "Evidently UI: http://127.0.0.1:8000  (workspace monitoring/workspace; Ctrl-C stops it)"
+	$(BIN)/evidently ui --workspace monitoring/workspace --host 127.0.0.1 --port 8000
 
 plots: $(STAMP)
 	dvc plots show

@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 from evidently import DataDefinition, Dataset, Report
 from evidently.core.container import MetricContainer
-from evidently.core.metric_types import MetricId, SingleValue, SingleValueCalculation, SingleValueMetric
+from evidently.core.metric_types import SingleValue, SingleValueCalculation, SingleValueMetric
 from evidently.core.report import Context, Snapshot
 from evidently.legacy.model.widget import BaseWidgetInfo
 from evidently.legacy.renderers.html_widgets import CounterData, WidgetSize, counter, table_data
@@ -218,7 +218,8 @@ def _clean_bucket_table(bucket_table: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"bucket_table lacks columns {missing}")
     table = bucket_table[list(TABLE_COLUMNS)].reset_index(drop=True).copy()
     if table["bucket"].isna().any() or table["bucket"].duplicated().any():
-        raise ValueError(f"bucket_table must hold one row per bucket of the window, got buckets {table['bucket'].tolist()}")
+        raise ValueError("bucket_table must hold one row per bucket of the window, "
+                         f"got buckets {table['bucket'].tolist()}")
     table["bucket"] = table["bucket"].astype("int64")
     for column in ("volume", *BUCKET_KINDS):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
@@ -255,11 +256,15 @@ def window_snapshot(window_rows: pd.DataFrame, reference_rows: pd.DataFrame, buc
 
     table_definition = DataDefinition(numerical_columns=["volume", *BUCKET_KINDS],
                                       categorical_columns=["bucket", "alert"])
-    report = Report(metrics)
-    return report.run(
-        Dataset.from_pandas(current, data_definition=definition(current)),
-        Dataset.from_pandas(reference, data_definition=definition(reference)),
-        additional_data={BUCKET_TABLE: Dataset.from_pandas(table, data_definition=table_definition)},
+    # column stats of an all-NaN column (observed before any label matured, log_price without prices) divide 0/0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table_dataset = Dataset.from_pandas(table, data_definition=table_definition)
+        current_dataset = Dataset.from_pandas(current, data_definition=definition(current))
+        reference_dataset = Dataset.from_pandas(reference, data_definition=definition(reference))
+    return Report(metrics).run(
+        current_dataset,
+        reference_dataset,
+        additional_data={BUCKET_TABLE: table_dataset},
         timestamp=ts.to_pydatetime(),
         tags=[str(t) for t in tags],
         metadata={WINDOW_KEY: ts.isoformat(), "rows": str(len(current)),
@@ -275,9 +280,8 @@ def _metric_type(result: SingleValue) -> str:
 def snapshot_bucket_values(snapshot) -> pd.DataFrame:
     """The bucket table stored in a snapshot (a Snapshot, or the SnapshotModel that Workspace.get_run returns):
     one row per bucket with volume, the BUCKET_KINDS and alert, read back from the custom metrics."""
-    results = snapshot.metric_results if hasattr(snapshot, "metric_results") else snapshot._metrics
     rows: Dict[int, Dict[str, float]] = {}
-    for result in results.values():
+    for result in snapshot.metric_results.values():
         if not isinstance(result, SingleValue):
             continue
         kind = _metric_type(result)
@@ -298,8 +302,8 @@ def snapshot_bucket_values(snapshot) -> pd.DataFrame:
 
 
 def snapshot_alert_count(snapshot) -> Optional[int]:
-    results = snapshot.metric_results if hasattr(snapshot, "metric_results") else snapshot._metrics
-    for result in results.values():
+    """The AlertedBucketsCount stored in a snapshot (Snapshot or SnapshotModel); None if absent."""
+    for result in snapshot.metric_results.values():
         if isinstance(result, SingleValue) and _metric_type(result) == "AlertedBucketsCount":
             return int(result.value)
     return None
@@ -373,7 +377,10 @@ def _fill(text: Optional[str], **values) -> Optional[str]:
 
 def _default_legend(s: dict, bucket: Optional[int]) -> str:
     metric = s["metric"]
-    prefix = f"bucket {bucket} " if bucket is not None else ("bucket {{bucket}} " if METRIC_ALIASES.get(metric, ("", False))[1] else "")
+    if bucket is not None:
+        prefix = f"bucket {bucket} "
+    else:  # one series per bucket drawn by Evidently: its legend template names the bucket
+        prefix = "bucket {{bucket}} " if METRIC_ALIASES.get(metric, (metric, False))[1] else ""
     if metric == "positivity":
         return f"{prefix}{s['kind']}"
     if metric in ("volume", "alert"):
