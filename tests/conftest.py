@@ -25,6 +25,8 @@ TINY_PARAMS = {
     "calibrate": {"n_buckets": 2, "maturity_days": 4, "min_bucket_size": 30},
     "thresholds": {"target_precision": 0.2, "n_candidates": 50},
     "deploy": {"min_recall": 0.0, "max_calibration_error": 0.5},
+    "traffic": {"days": 6, "impressions_per_day": 1500},
+    "monitor": {"min_volume": 100},
 }
 
 
