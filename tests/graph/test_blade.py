@@ -19,14 +19,7 @@ from nextbuy.graph.blade import (
 N_CAT = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core box
-    spinning OpenMP workers slow these tests down by orders of magnitude."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 SHIFTS = (1, 3)  # category c complements c+1 and c+3 (mod N_CAT): one-way, never c-1 / c-3
 
 FAST = dict(embedding_dim=16, hidden_dim=16, batch_size=256, mc_samples=6)
