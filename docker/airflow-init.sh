@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# compose service airflow-init: one-shot, on every `docker compose up`, before any
+# other Airflow component starts.
+#   1. refuses to go on while a secret is empty or still the example placeholder,
+#      or while the mounted checkout holds a host .venv/ that cannot run here;
+#   2. migrates the Airflow metadata database (`airflow db migrate`);
+#   3. creates/updates the nextbuy_dvc pool: ONE slot, so DVC runs in the shared
+#      project directory never overlap, whichever worker takes them;
+#   4. writes the simple auth manager's password file for the admin user.
+set -euo pipefail
+
+fail=0
+for var in POSTGRES_PASSWORD AIRFLOW_DB_PASSWORD MLFLOW_DB_PASSWORD REDIS_PASSWORD \
+           AIRFLOW_FERNET_KEY AIRFLOW_SECRET_KEY AIRFLOW_JWT_SECRET AIRFLOW_ADMIN_PASSWORD; do
+  value="${!var:-}"
+  if [[ -z "$value" || "$value" == CHANGE_ME* ]]; then
+    echo "airflow-init: $var is empty or still the docker/example.env placeholder; set it in docker/.env" >&2
+    fail=1
+  fi
+done
+[[ $fail == 0 ]] || exit 1
+
+python - <<'PY'
+import os, sys
+from cryptography.fernet import Fernet
+try:
+    Fernet(os.environ["AIRFLOW__CORE__FERNET_KEY"])
+except Exception as exc:  # a wrong key would only surface when a connection is saved
+    sys.exit(f"airflow-init: AIRFLOW_FERNET_KEY is not a Fernet key ({exc}); see docker/example.env")
+PY
+
+# The stage tasks put <project>/.venv/bin first on PATH (nextbuy.orchestration).
+# A virtualenv made on the host in the mounted checkout usually cannot run in the
+# image (its interpreter path does not exist here): refuse now rather than fail
+# every stage later. Without a .venv/ the image's /opt/venv is used.
+project="${NEXTBUY_PROJECT_DIR:-/opt/nextbuy}"
+if [[ -e "$project/.venv/bin/dvc" ]] && ! "$project/.venv/bin/dvc" version >/dev/null 2>&1; then
+  echo "airflow-init: $project/.venv/bin/dvc (a host virtualenv in the mounted checkout) does not run" \
+       "in the image, and the stage tasks put it first on PATH. Mount a clone without .venv/" \
+       "(NEXTBUY_CHECKOUT in docker/.env), or remove .venv/ from the mounted checkout." >&2
+  exit 1
+fi
+
+airflow db migrate
+airflow pools set nextbuy_dvc 1 "One slot: serialises DVC runs in the shared project directory"
+
+python - <<'PY'
+import json, os
+path = os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+user = os.environ["AIRFLOW_ADMIN_USER"]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as fh:
+    json.dump({user: os.environ["AIRFLOW_ADMIN_PASSWORD"]}, fh)
+print(f"airflow-init: admin user {user!r} set in {path}")
+PY
+echo "airflow-init: done"
