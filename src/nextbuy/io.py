@@ -54,7 +54,7 @@ def _schema_error(path: str | os.PathLike, df: pd.DataFrame, err: pa.errors.Sche
     idx = pd.to_numeric(same["index"], errors="coerce").dropna().astype(int).unique()
     rows = df.loc[df.index.isin(idx)] if len(idx) else None
     label = {"not_nullable": "missing values (NaN/null)", "field_uniqueness": "duplicate values"}.get(check, f"failed check {check}")
-    if check.startswith("DataFrameSchema") or first["schema_context"] == "DataFrameSchema" and column is None:
+    if first["schema_context"] == "DataFrameSchema" and column is None:
         label = f"failed table check {check}"
     return DataError(path, f"{len(same)} value(s) {label}", column=column, rows=rows)
 
