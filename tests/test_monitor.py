@@ -52,3 +52,11 @@ def test_a_real_drop_alerts_in_its_bucket_only():
 def test_small_windows_never_alert():
     table = bucket_positivity(rows(n_per_window=200, shift=(1, 0)), CFG)
     assert not table["alert"].any()
+
+
+def test_tolerance_can_differ_per_bucket():
+    data = rows(shift=(1, 4))
+    strict_on_drifted = bucket_positivity(data, CFG.model_copy(update={"relative_tolerance": [0.3, 0.3]}))
+    lenient_on_drifted = bucket_positivity(data, CFG.model_copy(update={"relative_tolerance": [0.3, 0.9]}))
+    assert strict_on_drifted["alert"].any() and not lenient_on_drifted["alert"].any()
+    assert list(CFG.model_copy(update={"relative_tolerance": [0.1, 0.2]}).tolerance(np.array([0, 1, 4]))) == [0.1, 0.2, 0.2]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PARAMS_FILE = "params.yaml"
@@ -168,13 +169,21 @@ class MonitorConfig(_Section):
     window_days: float = Field(1.0, gt=0.0)
     # Observed positivity counts only windows' rows at least this old at "now".
     maturity_days: float = Field(7.0, ge=0.0)
-    # Alert when the CI of delay-corrected positivity lies outside predicted * (1 +- tolerance).
-    relative_tolerance: float = Field(0.3, ge=0.0)
+    # Alert when the CI of delay-corrected positivity lies outside predicted * (1 +- tolerance);
+    # one number for every bucket, or a list with one per bucket (least uncertain first).
+    relative_tolerance: float | list[float] = 0.3
     min_volume: int = Field(300, ge=1)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     workspace: str = "monitoring/workspace"
     project: str = "nextbuy on-call"
     dashboard: str = "monitoring/dashboard.yaml"
+
+    def tolerance(self, bucket: np.ndarray) -> np.ndarray:
+        """The relative tolerance of each bucket (the last listed value covers any further bucket)."""
+        tol = np.atleast_1d(np.asarray(self.relative_tolerance, dtype=float))
+        if (tol < 0).any():
+            raise ValueError("monitor.relative_tolerance must be >= 0")
+        return tol[np.minimum(np.asarray(bucket), tol.size - 1)]
 
 
 SECTIONS: dict[str, type[_Section]] = {

@@ -28,7 +28,7 @@ def _rate_ci(rate: pd.Series, n: pd.Series, z: float) -> tuple[pd.Series, pd.Ser
     return (rate - z * se).clip(lower=0.0), (rate + z * se).clip(upper=1.0)
 
 
-def _outside(lo: pd.Series, hi: pd.Series, predicted: pd.Series, tolerance: float) -> pd.Series:
+def _outside(lo: pd.Series, hi: pd.Series, predicted: pd.Series, tolerance: np.ndarray) -> pd.Series:
     return (hi < predicted * (1.0 - tolerance)) | (lo > predicted * (1.0 + tolerance))
 
 
@@ -49,10 +49,9 @@ def bucket_positivity(rows: pd.DataFrame, cfg: MonitorConfig) -> pd.DataFrame:
     table["estimated_lo"], table["estimated_hi"] = _rate_ci(table["estimated"], table["volume"], z)
     table["naive_lo"], table["naive_hi"] = _rate_ci(table["naive"], table["volume"], z)
     enough = table["volume"] >= cfg.min_volume
-    table["alert"] = enough & _outside(table["estimated_lo"], table["estimated_hi"], table["predicted"],
-                                       cfg.relative_tolerance)
-    table["naive_alert"] = enough & _outside(table["naive_lo"], table["naive_hi"], table["predicted"],
-                                             cfg.relative_tolerance)
+    tolerance = cfg.tolerance(table["bucket"].to_numpy())
+    table["alert"] = enough & _outside(table["estimated_lo"], table["estimated_hi"], table["predicted"], tolerance)
+    table["naive_alert"] = enough & _outside(table["naive_lo"], table["naive_hi"], table["predicted"], tolerance)
     table["matured_volume"] = table["matured_volume"].astype(np.int64)
     table["volume"] = table["volume"].astype(np.int64)
     return table
