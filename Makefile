@@ -19,7 +19,7 @@ export AIRFLOW__API__HOST := 127.0.0.1
 # No usage telemetry from Evidently (and the network is closed anyway).
 export DO_NOT_TRACK := 1
 
-.PHONY: run test env lock summary mlflow-ui serve plots clean dashboards
+.PHONY: run test env lock summary mlflow-ui serve plots clean dashboards airflow
 
 env: $(STAMP)
 
@@ -56,6 +56,11 @@ serve: $(STAMP)
 dashboards: $(STAMP)
 	@echo "Evidently UI: http://127.0.0.1:8000  (workspace monitoring/workspace; Ctrl-C stops it)"
 	$(BIN)/evidently ui --workspace monitoring/workspace --host 127.0.0.1 --port 8000
+
+# Airflow 3 standalone (SQLite in .airflow/, this project's dags/, 127.0.0.1:8080, pool nextbuy_dvc):
+# prints the URL and the admin login; Ctrl-C stops its whole process group.
+airflow: $(STAMP)
+	python -m nextbuy.orchestration standalone
 
 plots: $(STAMP)
 	dvc plots show

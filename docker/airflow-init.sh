@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # compose service airflow-init: one-shot, on every `docker compose up`, before any
 # other Airflow component starts.
-#   1. refuses to go on while a secret is empty or still the example placeholder,
-#      or while the mounted checkout holds a host .venv/ that cannot run here;
+#   1. refuses to go on while a secret is empty or still the example placeholder;
 #   2. migrates the Airflow metadata database (`airflow db migrate`);
 #   3. creates/updates the nextbuy_dvc pool: ONE slot, so DVC runs in the shared
 #      project directory never overlap, whichever worker takes them;
@@ -29,17 +28,8 @@ except Exception as exc:  # a wrong key would only surface when a connection is 
     sys.exit(f"airflow-init: AIRFLOW_FERNET_KEY is not a Fernet key ({exc}); see docker/example.env")
 PY
 
-# The stage tasks put <project>/.venv/bin first on PATH (nextbuy.orchestration).
-# A virtualenv made on the host in the mounted checkout usually cannot run in the
-# image (its interpreter path does not exist here): refuse now rather than fail
-# every stage later. Without a .venv/ the image's /opt/venv is used.
-project="${NEXTBUY_PROJECT_DIR:-/opt/nextbuy}"
-if [[ -e "$project/.venv/bin/dvc" ]] && ! "$project/.venv/bin/dvc" version >/dev/null 2>&1; then
-  echo "airflow-init: $project/.venv/bin/dvc (a host virtualenv in the mounted checkout) does not run" \
-       "in the image, and the stage tasks put it first on PATH. Mount a clone without .venv/" \
-       "(NEXTBUY_CHECKOUT in docker/.env), or remove .venv/ from the mounted checkout." >&2
-  exit 1
-fi
+# The stage tasks run in $NEXTBUY_VENV (the image's /opt/venv, set in compose.yaml),
+# so a host .venv/ in the mounted checkout is never used.
 
 airflow db migrate
 airflow pools set nextbuy_dvc 1 "One slot: serialises DVC runs in the shared project directory"

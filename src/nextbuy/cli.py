@@ -154,6 +154,7 @@ app.add_typer(bench_app, name="bench")
 BENCHES = {
     "serve": "Batch pairs/s, top-K over 100k products, REST p50/p99 for 100-candidate requests.",
     "monitor": "A month of traffic: days to detect an injected drift, false alarms vs naive positivity.",
+    "dag": "Airflow overhead: dag.test() of nextbuy_training vs dvc repro of its six stages (tiny store).",
 }
 
 

@@ -1,0 +1,91 @@
+"""nextbuy_monitoring: new traffic, the monitor, and retraining when it alerts.
+
+set_params (setup) -> traffic -> monitor -> check_alerts -> retrain | no_retrain,
+then restore_params (teardown).
+
+* Scheduled daily at 06:00 UTC (after the midnight training run) *and* whenever
+  nextbuy_training releases a champion (the Asset): a new model is checked
+  against traffic at once instead of up to a day later. A release-triggered run
+  never retrains itself (that could loop retrain -> release -> monitor); its
+  alerts are logged for on-call and the next daily check decides.
+* check_alerts runs ``nextbuy alerts`` (exit 3 = alerts); with alerts it triggers
+  nextbuy_training with conf {"reason": <the alert messages>}.
+* set_params pins ``ingest`` to what dvc.lock recorded for the last ingest (the
+  data the model was trained on) plus the form's overrides (e.g. a drift drill:
+  {"traffic.drift.kind": "bucket_shift", "traffic.drift.odds_multiplier": 0.2}).
+
+The logic lives in ``nextbuy.orchestration``; this file only says what runs when.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain, task
+
+from nextbuy import orchestration as orc
+
+PROJECT = orc.project_dir(__file__)
+CHAMPION = Asset(name=orc.CHAMPION_ASSET_NAME, uri=orc.CHAMPION_ASSET_URI)
+
+with DAG(
+    dag_id=orc.MONITORING_DAG_ID,
+    description="traffic -> monitor -> alerts? retrain (triggers nextbuy_training)",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=CHAMPION),
+    start_date=datetime(2026, 11, 14, tzinfo=timezone.utc),
+    catchup=False,  # monitoring watches now; past days are not re-watched
+    max_active_runs=1,
+    tags=["nextbuy"],
+    doc_md=__doc__,
+    params={
+        "overrides": Param({}, type="object", description='params.yaml keys for this run, dotted, e.g. a drift '
+                           'drill: {"traffic.drift.kind": "bucket_shift", "traffic.drift.odds_multiplier": 0.2}'),
+    },
+) as dag:
+
+    @task.sensor(task_id="set_params", poke_interval=30, timeout=6 * 3600, mode="reschedule")
+    def set_params(**context):
+        """Take the workspace; params.yaml := params.yaml + ingest as last ingested + form overrides."""
+        return orc.set_params_task(PROJECT, context, kind="monitoring")
+
+    stages = [
+        BashOperator(
+            task_id=stage,
+            bash_command=orc.stage_command(stage, PROJECT),
+            cwd=str(PROJECT),
+            pool=orc.POOL,
+            retries=2,
+            retry_delay=timedelta(minutes=1),
+            retry_exponential_backoff=2.0,
+            max_retry_delay=timedelta(minutes=15),
+            skip_on_exit_code=None,
+        )
+        for stage in orc.MONITORING_STAGES
+    ]
+
+    @task.branch(task_id="check_alerts")
+    def check_alerts(**context):
+        """``nextbuy alerts``: exit 3 -> retrain (conf = why), else no_retrain."""
+        return orc.branch_on_alerts_task(PROJECT, context)
+
+    retrain = TriggerDagRunOperator(
+        task_id=orc.RETRAIN_TASK,
+        trigger_dag_id=orc.TRAINING_DAG_ID,
+        trigger_run_id="retrain__{{ run_id }}",  # one retrain per monitoring run, even if this task is cleared
+        skip_when_already_exists=True,
+        conf="{{ ti.xcom_pull(task_ids='check_alerts', key='retrain_conf') | tojson }}",
+    )
+    no_retrain = EmptyOperator(task_id=orc.NO_RETRAIN_TASK)
+
+    @task(task_id="restore_params")
+    def restore_params(**context):
+        """Put params.yaml back (after a failed stage also the outputs dvc.lock records)."""
+        return orc.restore_params_task(PROJECT, context, orc.MONITORING_STAGES)
+
+    setup = set_params()
+    teardown = restore_params()
+    chain(setup, *stages, check_alerts(), [retrain, no_retrain], teardown)
+    teardown.as_teardown(setups=setup)

@@ -1,0 +1,101 @@
+"""nextbuy_training: the six DVC training stages, once a day.
+
+set_params (setup) -> ingest -> label_delay -> train -> calibrate -> thresholds
+-> deploy -> gate -> release, then restore_params (teardown, runs whatever happened).
+
+* The logical date is the data snapshot (``ingest.snapshot``): a backfill rebuilds
+  each day's model from that day's data; re-running a day finds nothing to do.
+* The trigger form overrides params for this run only; params.yaml is restored
+  at the end. The overrides are logged and pushed as XCom by set_params.
+* Each stage is ``dvc repro --single-item <stage>``: dvc.lock records what ran.
+* The deploy gate's refusal is a *skipped* gate (reasons in its log), not a failure.
+
+The logic lives in ``nextbuy.orchestration``; this file only says what runs when.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, Asset, Param, chain, task
+
+from nextbuy import orchestration as orc
+
+PROJECT = orc.project_dir(__file__)
+CHAMPION = Asset(name=orc.CHAMPION_ASSET_NAME, uri=orc.CHAMPION_ASSET_URI)
+
+
+def _optional(kind: str, description: str, **schema) -> Param:
+    return Param(None, type=["null", kind], description=description, **schema)
+
+
+with DAG(
+    dag_id=orc.TRAINING_DAG_ID,
+    description="ingest -> label_delay -> train -> calibrate -> thresholds -> deploy (dvc repro per stage)",
+    schedule="@daily",
+    start_date=datetime(2026, 11, 14, tzinfo=timezone.utc),
+    catchup=True,  # backfills: each logical date rebuilds that day's model from that day's data
+    max_active_runs=1,
+    tags=["nextbuy"],
+    doc_md=__doc__,
+    params={
+        "target_precision": _optional("number", "thresholds.target_precision: precision each bucket's "
+                                      "threshold must reach (empty: params.yaml)", exclusiveMinimum=0,
+                                      exclusiveMaximum=1),
+        "epochs": _optional("integer", "train.epochs (empty: params.yaml)", minimum=1),
+        "source": Param(None, type=["null", "string"], enum=[None, "simulated", "edge_list", "npz"],
+                        description="ingest.source (empty: params.yaml)"),
+        "graph_path": _optional("string", "ingest.graph_path: the real graph for edge_list / npz"),
+        "overrides": Param({}, type="object", description='any params.yaml keys, dotted: '
+                           '{"train.lr": 0.005, "deploy.min_recall": 0.1}; these win over the fields above'),
+        "reason": _optional("string", "why this run (the monitoring DAG writes its alerts here)"),
+    },
+) as dag:
+
+    @task.sensor(task_id="set_params", poke_interval=30, timeout=6 * 3600, mode="reschedule")
+    def set_params(**context):
+        """Take the workspace; params.yaml := params.yaml + snapshot + form overrides (backup kept)."""
+        return orc.set_params_task(PROJECT, context, kind="training")
+
+    stages = [
+        BashOperator(
+            task_id=stage,
+            bash_command=orc.stage_command(stage, PROJECT),
+            cwd=str(PROJECT),
+            pool=orc.POOL,
+            retries=2,
+            retry_delay=timedelta(minutes=1),
+            retry_exponential_backoff=2.0,
+            max_retry_delay=timedelta(minutes=15),
+            skip_on_exit_code=None,  # every non-zero exit of a stage is a failure
+        )
+        for stage in orc.TRAINING_STAGES
+    ]
+
+    @task(task_id="gate")
+    def gate():
+        """metrics/deploy.json: passed -> the verdict; refused -> skipped with the reasons.
+
+        Skip, not fail: a refusal is the gate working (champion unchanged, nothing to
+        retry or page about); the run stays green, the gate shows as skipped with the
+        reasons in its log, and release does not run, so no Asset event is emitted.
+        AirflowSkipException is never retried."""
+        return orc.gate_task(PROJECT)
+
+    @task(task_id="release", outlets=[CHAMPION])
+    def release(verdict: dict, **context):
+        """Emit the champion Asset event (schedules nextbuy_monitoring)."""
+        context["outlet_events"][CHAMPION].extra = orc.release_extra(verdict, context)
+        return verdict
+
+    @task(task_id="restore_params")
+    def restore_params(**context):
+        """Put params.yaml back (after a failed stage also the outputs dvc.lock records)."""
+        return orc.restore_params_task(PROJECT, context, orc.TRAINING_STAGES)
+
+    setup = set_params()
+    verdict = gate()
+    teardown = restore_params()
+    chain(setup, *stages, verdict, release(verdict), teardown)
+    teardown.as_teardown(setups=setup)  # trigger rule: all done (once set_params succeeded)
