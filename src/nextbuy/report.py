@@ -63,6 +63,7 @@ def print_summary(root: Path = Path("."), console: Console | None = None) -> Non
             table.add_row(stage, f"[yellow]metrics unreadable ({err})[/]")
     console.print(table)
     console.print("\nOpen the UIs (each binds 127.0.0.1):")
+    console.print("  Airflow UI:  make airflow      → http://127.0.0.1:8080  (prints the admin login)")
     console.print("  MLflow UI:   make mlflow-ui    → http://127.0.0.1:5000  (model 'nextbuy', alias 'champion')")
     console.print("  DVC plots:   make plots        → dvc_plots/index.html")
     console.print("  Evidently:   make dashboards   → http://127.0.0.1:8000  (project 'nextbuy on-call')")
