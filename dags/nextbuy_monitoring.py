@@ -19,9 +19,8 @@ The logic lives in ``nextbuy.orchestration``; this file only says what runs when
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain, task
@@ -51,20 +50,7 @@ with DAG(
         """Take the workspace; params.yaml := params.yaml + ingest as last ingested + form overrides."""
         return orc.set_params_task(PROJECT, context, kind="monitoring")
 
-    stages = [
-        BashOperator(
-            task_id=stage,
-            bash_command=orc.stage_command(stage, PROJECT),
-            cwd=str(PROJECT),
-            pool=orc.POOL,
-            retries=2,
-            retry_delay=timedelta(minutes=1),
-            retry_exponential_backoff=2.0,
-            max_retry_delay=timedelta(minutes=15),
-            skip_on_exit_code=None,
-        )
-        for stage in orc.MONITORING_STAGES
-    ]
+    stages = [orc.stage_task(stage, PROJECT) for stage in orc.MONITORING_STAGES]
 
     @task.branch(task_id="check_alerts")
     def check_alerts(**context):

@@ -15,9 +15,8 @@ The logic lives in ``nextbuy.orchestration``; this file only says what runs when
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Asset, Param, chain, task
 
 from nextbuy import orchestration as orc
@@ -58,20 +57,7 @@ with DAG(
         """Take the workspace; params.yaml := params.yaml + snapshot + form overrides (backup kept)."""
         return orc.set_params_task(PROJECT, context, kind="training")
 
-    stages = [
-        BashOperator(
-            task_id=stage,
-            bash_command=orc.stage_command(stage, PROJECT),
-            cwd=str(PROJECT),
-            pool=orc.POOL,
-            retries=2,
-            retry_delay=timedelta(minutes=1),
-            retry_exponential_backoff=2.0,
-            max_retry_delay=timedelta(minutes=15),
-            skip_on_exit_code=None,  # every non-zero exit of a stage is a failure
-        )
-        for stage in orc.TRAINING_STAGES
-    ]
+    stages = [orc.stage_task(stage, PROJECT) for stage in orc.TRAINING_STAGES]
 
     @task(task_id="gate")
     def gate():

@@ -85,6 +85,25 @@ def stage_command(stage: str, project: Path) -> str:
     return f'export PATH={bin_dir}:"$PATH" && exec dvc repro --single-item {shlex.quote(stage)}'
 
 
+def stage_task(stage: str, project: Path):
+    """The Airflow task of one DVC stage: its bash, the DVC pool, retries with backoff."""
+    from datetime import timedelta
+
+    from airflow.providers.standard.operators.bash import BashOperator
+
+    return BashOperator(
+        task_id=stage,
+        bash_command=stage_command(stage, project),
+        cwd=str(project),
+        pool=POOL,
+        retries=2,
+        retry_delay=timedelta(minutes=1),
+        retry_exponential_backoff=2.0,
+        max_retry_delay=timedelta(minutes=15),
+        skip_on_exit_code=None,  # every non-zero exit of a stage is a failure
+    )
+
+
 def _project_env(project: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(venv_bin(project)), str(Path(sys.executable).parent),
@@ -173,8 +192,8 @@ def validate_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
         raise ValueError("invalid run overrides:\n" + "\n".join(errors))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+def _finished_temp(path: Path, text: str, mode: int) -> str:
+    """A fully written, fsynced temporary file next to ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -182,21 +201,24 @@ def _atomic_write(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = _finished_temp(path, text, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+    try:
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _create_exclusive(path: Path, text: str) -> bool:
     """Write ``path`` atomically, only if it does not exist (hard link of a finished temp file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _finished_temp(path, text, 0o644)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
         os.link(tmp, path)
         return True
     except FileExistsError:
