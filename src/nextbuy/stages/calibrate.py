@@ -22,19 +22,24 @@ def score_holdout(weighted: pd.DataFrame, moments, cfg: CalibrateConfig) -> tupl
     rows = weighted[weighted["split"].isin(["calib", "test"])].reset_index(drop=True)
     score, uncertainty = score_and_uncertainty(moments, rows["source_id"].to_numpy(), rows["shown_id"].to_numpy())
     matured = (rows["elapsed_days"] >= cfg.maturity_days).to_numpy()
-    fit_rows = matured & (rows["split"] == "calib").to_numpy()
-    if fit_rows.sum() < cfg.min_bucket_size or len(np.unique(rows["label"].to_numpy()[fit_rows])) < 2:
+    fit_mask = matured & (rows["split"] == "calib").to_numpy()
+    if fit_mask.sum() < cfg.min_bucket_size or len(np.unique(rows["label"].to_numpy()[fit_mask])) < 2:
         raise io.DataError(paths.WEIGHTED_IMPRESSIONS,
-                           f"only {int(fit_rows.sum())} matured calibration rows with both labels "
+                           f"only {int(fit_mask.sum())} matured calibration rows with both labels "
                            f"(need >= {cfg.min_bucket_size}); lower calibrate.maturity_days or widen ingest.split.calib_days",
                            column="elapsed_days")
-    calibration = fit_bucket_calibration(score[fit_rows], uncertainty[fit_rows], rows["label"].to_numpy()[fit_rows],
+    calibration = fit_bucket_calibration(score[fit_mask], uncertainty[fit_mask], rows["label"].to_numpy()[fit_mask],
                                          cfg.n_buckets, cfg.min_bucket_size)
     scored = rows[["impression_id", "source_id", "shown_id", "split", "label", "p_flip"]].assign(
         matured=matured, score=score.astype(float), uncertainty=uncertainty.astype(float),
         bucket=assign_buckets(uncertainty, calibration.edges).astype(np.int64),
         prob_calibrated=np.clip(calibration.predict(score, uncertainty), 0.0, 1.0).astype(float))
     return scored, calibration
+
+
+def fit_rows(scored: pd.DataFrame) -> np.ndarray:
+    """Calibration-split rows whose labels have matured: what calibration and thresholds are fitted on."""
+    return ((scored["split"] == "calib") & scored["matured"]).to_numpy()
 
 
 def evaluation_labels(scored: pd.DataFrame) -> np.ndarray:
@@ -70,16 +75,16 @@ def positivity_vs_uncertainty(scored: pd.DataFrame, label: np.ndarray, n_bins: i
 
 
 def summarise(scored: pd.DataFrame, calibration: BucketCalibration) -> dict:
-    fit_rows = (scored["split"] == "calib") & scored["matured"]
+    fit = fit_rows(scored)
     test = scored["split"] == "test"
     corrected = evaluation_labels(scored)
-    per_bucket = scored[fit_rows].groupby("bucket").agg(rows=("label", "size"), positivity=("label", "mean"),
+    per_bucket = scored[fit].groupby("bucket").agg(rows=("label", "size"), positivity=("label", "mean"),
                                                         mean_score=("score", "mean"))
     return {
         "n_buckets": len(calibration.edges) + 1,
         "uncertainty_edges": [float(e) for e in calibration.edges],
-        "calib_matured": _quality(scored.loc[fit_rows, "prob_calibrated"].to_numpy(), scored.loc[fit_rows, "score"].to_numpy(),
-                                  scored.loc[fit_rows, "label"].to_numpy().astype(float)),
+        "calib_matured": _quality(scored.loc[fit, "prob_calibrated"].to_numpy(), scored.loc[fit, "score"].to_numpy(),
+                                  scored.loc[fit, "label"].to_numpy().astype(float)),
         "test_delay_corrected": _quality(scored.loc[test, "prob_calibrated"].to_numpy(), scored.loc[test, "score"].to_numpy(),
                                          corrected[test.to_numpy()]),
         "calib_buckets": {str(b): {k: float(v) for k, v in row.items()} for b, row in per_bucket.iterrows()},
@@ -93,10 +98,10 @@ def run(params_file: str = "params.yaml") -> dict:
     scored, calibration = score_holdout(weighted, moments, cfg)
     io.write_table(scored, paths.SCORED, schemas.SCORED)
     io.write_json(calibration.to_dict(), paths.CALIBRATION_MODEL)
-    fit_rows = ((scored["split"] == "calib") & scored["matured"]).to_numpy()
+    fit = fit_rows(scored)
     plots = paths.plots_dir("calibrate")
-    io.write_csv(reliability_table(scored["prob_calibrated"].to_numpy()[fit_rows], scored["label"].to_numpy()[fit_rows],
-                                   bucket=scored["bucket"].to_numpy()[fit_rows]), plots / "reliability.csv")
+    io.write_csv(reliability_table(scored["prob_calibrated"].to_numpy()[fit], scored["label"].to_numpy()[fit],
+                                   bucket=scored["bucket"].to_numpy()[fit]), plots / "reliability.csv")
     io.write_csv(positivity_vs_uncertainty(scored, evaluation_labels(scored)), plots / "positivity_vs_uncertainty.csv")
     metrics = summarise(scored, calibration)
     io.write_json(metrics, paths.metrics_file("calibrate"))

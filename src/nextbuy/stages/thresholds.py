@@ -10,12 +10,12 @@ from nextbuy import io, paths, schemas
 from nextbuy.config import ThresholdsConfig, load_section
 from nextbuy.decisions import (Thresholds, fit_bucket_thresholds, fit_global_threshold, pr_curve_table,
                                precision_recall)
-from nextbuy.stages.calibrate import evaluation_labels
+from nextbuy.stages.calibrate import evaluation_labels, fit_rows
 
 
 def fit(scored: pd.DataFrame, n_buckets: int, cfg: ThresholdsConfig) -> tuple[Thresholds, Thresholds]:
     """Pure core: (per-bucket thresholds, single-threshold baseline as the same type)."""
-    rows = scored[(scored["split"] == "calib") & scored["matured"]]
+    rows = scored[fit_rows(scored)]
     score, bucket, label = rows["score"].to_numpy(), rows["bucket"].to_numpy(), rows["label"].to_numpy()
     per_bucket = fit_bucket_thresholds(score, bucket, label, n_buckets, cfg.target_precision, cfg.n_candidates)
     single = fit_global_threshold(score, label, cfg.target_precision, cfg.n_candidates)
@@ -26,14 +26,14 @@ def fit(scored: pd.DataFrame, n_buckets: int, cfg: ThresholdsConfig) -> tuple[Th
 def evaluate(scored: pd.DataFrame, per_bucket: Thresholds, baseline: Thresholds) -> dict:
     """Precision/recall of both policies: in-sample on matured calib rows, and on the test split
     against delay-corrected labels (its recent labels are still immature)."""
-    fit_rows = ((scored["split"] == "calib") & scored["matured"]).to_numpy()
+    calib = fit_rows(scored)
     test = (scored["split"] == "test").to_numpy()
     corrected = evaluation_labels(scored)
     out: dict = {}
     for name, policy in (("per_bucket", per_bucket), ("single", baseline)):
         decide = policy.decide(scored["score"].to_numpy(), scored["bucket"].to_numpy())
         out[name] = {
-            "calib": precision_recall(decide[fit_rows], scored["label"].to_numpy()[fit_rows].astype(float)),
+            "calib": precision_recall(decide[calib], scored["label"].to_numpy()[calib].astype(float)),
             "test_delay_corrected": precision_recall(decide[test], corrected[test]),
         }
     out["recall_gain_calib"] = out["per_bucket"]["calib"]["recall"] - out["single"]["calib"]["recall"]
@@ -52,7 +52,7 @@ def run(params_file: str = "params.yaml") -> dict:
                "single_threshold": baseline.to_dict()["thresholds"][0],
                **evaluate(scored, per_bucket, baseline)}
     io.write_json({"per_bucket": per_bucket.to_dict(), "single": baseline.to_dict()}, paths.THRESHOLDS_MODEL)
-    rows = scored[(scored["split"] == "calib") & scored["matured"]]
+    rows = scored[fit_rows(scored)]
     io.write_csv(pr_curve_table(rows["score"].to_numpy(), rows["label"].to_numpy()),
                  paths.plots_dir("thresholds") / "pr_curve.csv")
     io.write_json(metrics, paths.metrics_file("thresholds"))
