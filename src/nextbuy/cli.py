@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 
-from nextbuy.io import DataError
+from nextbuy.mlops.io import DataError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="nextbuy: bought U, recommend V next.")
 console = Console(stderr=True)
@@ -70,7 +70,7 @@ for _stage, _help in STAGES.items():
 @app.command()
 def summary(root: Path = typer.Option(Path("."), help="project root")) -> None:
     """Headline metrics of each stage, the registered model and how to open the UIs."""
-    from nextbuy.report import print_summary
+    from nextbuy.mlops.report import print_summary
 
     print_summary(root)
 
@@ -78,7 +78,7 @@ def summary(root: Path = typer.Option(Path("."), help="project root")) -> None:
 def _registry_call(action: Callable[[], str]) -> None:
     from mlflow.exceptions import MlflowException
 
-    from nextbuy import tracking
+    from nextbuy.mlops import tracking
 
     tracking.configure()
     try:
@@ -91,7 +91,7 @@ def _registry_call(action: Callable[[], str]) -> None:
 @app.command()
 def alerts(path: Path = typer.Option(Path("monitoring/alerts.json"), help="written by the monitor stage")) -> None:
     """Print the monitor's alerts; exit 3 when there is any (what Airflow branches on)."""
-    from nextbuy import io
+    from nextbuy.mlops import io
 
     try:
         fired = io.read_json(path)["alerts"]
@@ -110,7 +110,7 @@ def rollback(model_name: str = typer.Option("nextbuy", help="registered model"))
     """Move 'champion' back to 'previous' (undo the last release)."""
     from mlflow.tracking import MlflowClient
 
-    from nextbuy import registry
+    from nextbuy.mlops import registry
 
     _registry_call(lambda: registry.rollback(MlflowClient(), model_name))
 
@@ -121,7 +121,7 @@ def promote(version: int = typer.Argument(..., help="model version to release"),
     """Deliberately make VERSION the champion (the old one becomes 'previous')."""
     from mlflow.tracking import MlflowClient
 
-    from nextbuy import registry
+    from nextbuy.mlops import registry
 
     _registry_call(lambda: registry.promote(MlflowClient(), model_name, str(version)))
 
@@ -137,8 +137,8 @@ def batch_topk(out: Path = typer.Option(Path("recommendations"), help="output fo
 
     import mlflow
 
-    from nextbuy import batch, tracking
-    from nextbuy.serving import ServingBundle
+    from nextbuy.mlops import batch, tracking
+    from nextbuy.mlops.serving import ServingBundle
 
     _setup_logging()
     tracking.configure()

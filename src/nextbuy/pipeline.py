@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from nextbuy import delay
+from nextbuy.domain import delay
 from nextbuy.config import SECTIONS
 from nextbuy.data.simulate import StoreWorld
 from nextbuy.stages import calibrate, ingest, label_delay, thresholds, train
@@ -27,7 +27,7 @@ class InMemoryRun:
 def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     """ingest -> label_delay -> train -> calibrate -> thresholds on a simulated store."""
     from nextbuy.data.simulate import simulate_world
-    from nextbuy.serving import ServingBundle
+    from nextbuy.mlops.serving import ServingBundle
 
     cfg = {name: model.model_validate(params.get(name) or {}) for name, model in SECTIONS.items()}
     if cfg["ingest"].source != "simulated":

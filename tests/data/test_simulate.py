@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nextbuy import io, schemas
+from nextbuy.mlops import io, schemas
 from nextbuy.config import SimulatorConfig
 from nextbuy.data.simulate import (
     StoreWorld,

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from nextbuy import io, schemas
+from nextbuy.mlops import io, schemas
 from nextbuy.config import SimulatorConfig
 from nextbuy.data.simulate import simulate_traffic, world_from_graph
 from nextbuy.data.sources import read_edge_list, read_impressions_log, read_npz_graph
-from nextbuy.io import DataError
+from nextbuy.mlops.io import DataError
 
 T0 = pd.Timestamp("2026-03-01 12:00")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nextbuy import io, schemas
+from nextbuy.mlops import io, schemas
 from nextbuy.config import CalibrateConfig, IngestConfig, LabelDelayConfig, TrainConfig
 from nextbuy.stages import calibrate, ingest, label_delay, train
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbuy import gate
+from nextbuy.domain import gate
 from nextbuy.config import DeployConfig
 
 

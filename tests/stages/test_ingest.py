@@ -10,7 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from nextbuy import io, paths, schemas
+from nextbuy.mlops import io, schemas
+from nextbuy import paths
 from nextbuy.cli import app
 from nextbuy.config import IngestConfig
 from nextbuy.stages import ingest

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbuy import io, schemas
+from nextbuy.mlops import io, schemas
 from nextbuy.config import IngestConfig, LabelDelayConfig
-from nextbuy.delay import expected_eventual_label
+from nextbuy.domain.delay import expected_eventual_label
 from nextbuy.stages import ingest, label_delay
 
 

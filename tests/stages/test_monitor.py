@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from nextbuy import io
+from nextbuy.mlops import io
 from nextbuy.bench.monitor import watch_month
 from nextbuy.cli import ALERT_EXIT_CODE, app
 from nextbuy.config import DriftConfig, MonitorConfig, TrafficConfig

@@ -32,7 +32,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy import io, orchestration
+from nextbuy.mlops import io
+from nextbuy import orchestration
 
 LOGICAL_DATE = "2026-11-15T00:00:00+00:00"
 # What a fresh copy leaves out at the top level (run-time outputs and stores) and everywhere.

@@ -1,5 +1,5 @@
 """Synthetic serving bundles and a real ``mlflow models serve`` process, shared by
-``tests/test_rest.py`` and ``nextbuy bench serve``.
+``tests/mlops/test_rest.py`` and ``nextbuy bench serve``.
 
 Nothing here touches the project's own store: the caller passes a directory and
 a tracking URI (normally a temporary SQLite file). The server runs in its own
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nextbuy.decisions import Thresholds
-from nextbuy.graph.scoring import score_and_uncertainty
-from nextbuy.uncertainty import fit_bucket_calibration
+from nextbuy.domain.decisions import Thresholds
+from nextbuy.domain.graph.scoring import score_and_uncertainty
+from nextbuy.domain.uncertainty import fit_bucket_calibration
 
 MODEL_NAME = "nextbuy"
 
@@ -58,7 +58,7 @@ def write_bundle_files(directory: str | Path, n_products: int = 500, d: int = 16
                        n_buckets: int = 3, n_fit: int = 20_000) -> BundleFiles:
     """moments.npz, calibration.json (per-bucket isotonic fitted on synthetic
     pairs) and thresholds.json (``{"per_bucket": ...}``), as the pipeline writes them."""
-    from nextbuy.serving import _with_prior
+    from nextbuy.mlops.serving import _with_prior
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def write_bundle_files(directory: str | Path, n_products: int = 500, d: int = 16
 
 
 def load_bundle(files: BundleFiles):
-    from nextbuy.serving import ServingBundle
+    from nextbuy.mlops.serving import ServingBundle
 
     return ServingBundle.load(files.moments, files.calibration, files.thresholds)
 
@@ -132,8 +132,8 @@ def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str,
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from nextbuy import tracking
-    from nextbuy.registry import CHAMPION
+    from nextbuy.mlops import tracking
+    from nextbuy.mlops.registry import CHAMPION
     from nextbuy.stages import deploy
 
     with mlflow_store(tracking_uri):

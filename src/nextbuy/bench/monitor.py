@@ -18,7 +18,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy import io
+from nextbuy.mlops import io
 from nextbuy.config import DriftConfig, MonitorConfig, TrafficConfig
 
 DAY = pd.Timedelta(days=1)

@@ -73,7 +73,7 @@ def bench_pairs(bundle, rng: np.random.Generator) -> dict:
 
 
 def bench_topk(bundle, tmp: Path) -> dict:
-    from nextbuy import batch
+    from nextbuy.mlops import batch
 
     batch.write_top_k(bundle, tmp / "warmup", TOP_K, shard=0, num_shards=1000, progress=False)  # 100 sources
     t = time.perf_counter()

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nextbuy import io, schemas
-from nextbuy.io import DataError
+from nextbuy.mlops import io, schemas
+from nextbuy.mlops.io import DataError
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from nextbuy import delay, io, paths, schemas
+from nextbuy.domain import delay
+from nextbuy.mlops import io, schemas
+from nextbuy import paths
 from nextbuy.config import CalibrateConfig, load_section
-from nextbuy.uncertainty import (BucketCalibration, assign_buckets, expected_calibration_error,
+from nextbuy.domain.uncertainty import (BucketCalibration, assign_buckets, expected_calibration_error,
                                  fit_bucket_calibration, reliability_table)
 
 MOMENT_KEYS = ("s_mean", "s_var", "t_mean", "t_var", "head_w", "head_b")
@@ -17,7 +19,7 @@ MOMENT_KEYS = ("s_mean", "s_var", "t_mean", "t_var", "head_w", "head_b")
 
 def score_holdout(weighted: pd.DataFrame, moments, cfg: CalibrateConfig) -> tuple[pd.DataFrame, BucketCalibration]:
     """Pure core: scored calib+test rows and the calibration fitted on matured calib rows."""
-    from nextbuy.graph.scoring import score_and_uncertainty
+    from nextbuy.domain.graph.scoring import score_and_uncertainty
 
     rows = weighted[weighted["split"].isin(["calib", "test"])].reset_index(drop=True)
     score, uncertainty = score_and_uncertainty(moments, rows["source_id"].to_numpy(), rows["shown_id"].to_numpy())

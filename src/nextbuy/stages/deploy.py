@@ -1,7 +1,7 @@
 """deploy: build the serving pyfunc, score it and the current champion on the same
 fresh evaluation data, and move ``champion`` only if the candidate passes the gate.
 
-The gate (``nextbuy.gate``): every absolute floor from params, then, when a
+The gate (``nextbuy.domain.gate``): every absolute floor from params, then, when a
 champion exists, non-inferiority on each compared metric judged by a paired
 bootstrap CI. The blessing (pass/fail, every figure, the reasons, lineage) is
 written to ``models/deploy/blessing.json``, logged to MLflow, and set as tags
@@ -21,7 +21,9 @@ import pandas as pd
 import yaml
 
 import nextbuy
-from nextbuy import delay, gate, io, paths, schemas, tracking
+from nextbuy.domain import delay, gate
+from nextbuy.mlops import io, schemas, tracking
+from nextbuy import paths
 from nextbuy.config import DeployConfig, load_section
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ def log_serving_model(bundle, model_name: str, moments: Path, calibration: Path,
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import AnyType
 
-    from nextbuy.serving import NextbuyModel
+    from nextbuy.mlops.serving import NextbuyModel
 
     example = input_example(bundle.n_products)
     with warnings.catch_warnings():
@@ -126,8 +128,8 @@ def run(params_file: str = "params.yaml") -> dict:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from nextbuy import registry
-    from nextbuy.serving import ServingBundle
+    from nextbuy.mlops import registry
+    from nextbuy.mlops.serving import ServingBundle
 
     cfg = load_section("deploy", params_file)
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nextbuy import io, paths, schemas
+from nextbuy.mlops import io, schemas
+from nextbuy import paths
 from nextbuy.config import IngestConfig, SplitConfig, load_section
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbuy import delay, io, paths, schemas
+from nextbuy.domain import delay
+from nextbuy.mlops import io, schemas
+from nextbuy import paths
 from nextbuy.config import LabelDelayConfig, load_section
 
 DAY = pd.Timedelta(days=1)

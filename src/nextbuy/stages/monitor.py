@@ -9,7 +9,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from nextbuy import delay, io, monitor, paths, schemas
+from nextbuy.domain import delay, positivity
+from nextbuy.mlops import io, schemas
+from nextbuy import paths
 from nextbuy.config import MonitorConfig, load_section
 
 log = logging.getLogger(__name__)
@@ -39,10 +41,10 @@ def score_rows(bundle, impressions: pd.DataFrame, products: pd.DataFrame, delay_
 
 def watch(rows: pd.DataFrame, start: pd.Timestamp, cfg: MonitorConfig) -> tuple[pd.DataFrame, list[dict]]:
     """Pure core: the per-window, per-bucket table and its alerts."""
-    rows = rows.assign(window=monitor.window_index(rows["shown_at"], start, cfg.window_days))
-    table = monitor.bucket_positivity(rows, cfg)
+    rows = rows.assign(window=positivity.window_index(rows["shown_at"], start, cfg.window_days))
+    table = positivity.bucket_positivity(rows, cfg)
     table.insert(1, "window_start", start + table["window"].to_numpy() * cfg.window_days * DAY)
-    return table, monitor.alerts(table, start, cfg.window_days)
+    return table, positivity.alerts(table, start, cfg.window_days)
 
 
 def reference_rows(bundle, products: pd.DataFrame, delay_model) -> pd.DataFrame:
@@ -59,7 +61,7 @@ def reference_rows(bundle, products: pd.DataFrame, delay_model) -> pd.DataFrame:
 def publish_dashboard(rows: pd.DataFrame, reference: pd.DataFrame, table: pd.DataFrame, cfg: MonitorConfig) -> str:
     from tqdm.auto import tqdm
 
-    from nextbuy.monitoring.evidently_reports import publish, window_snapshot
+    from nextbuy.mlops.dashboards.evidently_reports import publish, window_snapshot
 
     columns = ["score", "uncertainty", "bucket", "prob_calibrated", "category", "log_price", "label_observed",
                "expected_label"]
@@ -73,7 +75,7 @@ def publish_dashboard(rows: pd.DataFrame, reference: pd.DataFrame, table: pd.Dat
 
 
 def run(params_file: str = "params.yaml") -> dict:
-    from nextbuy import registry, tracking
+    from nextbuy.mlops import registry, tracking
 
     cfg = load_section("monitor", params_file)
     impressions = io.read_table(paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)

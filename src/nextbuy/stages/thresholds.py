@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbuy import io, paths, schemas
+from nextbuy.mlops import io, schemas
+from nextbuy import paths
 from nextbuy.config import ThresholdsConfig, load_section
-from nextbuy.decisions import (Thresholds, fit_bucket_thresholds, fit_global_threshold, pr_curve_table,
+from nextbuy.domain.decisions import (Thresholds, fit_bucket_thresholds, fit_global_threshold, pr_curve_table,
                                precision_recall)
 from nextbuy.stages.calibrate import evaluation_labels, fit_rows
 

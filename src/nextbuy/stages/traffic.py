@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbuy import io, paths, schemas
+from nextbuy.mlops import io, schemas
+from nextbuy import paths
 from nextbuy.config import DriftConfig, IngestConfig, TrafficConfig, load_section
 
 DAY = pd.Timedelta(days=1)
@@ -19,8 +20,8 @@ DAY = pd.Timedelta(days=1)
 
 def bucket_drift(moments, calibration, drift: DriftConfig, drift_start: pd.Timestamp):
     """Odds multiplier for pairs the given model puts in ``drift.bucket`` from ``drift_start`` on."""
-    from nextbuy.graph.scoring import score_and_uncertainty
-    from nextbuy.uncertainty import assign_buckets
+    from nextbuy.domain.graph.scoring import score_and_uncertainty
+    from nextbuy.domain.uncertainty import assign_buckets
 
     def multiplier(source: np.ndarray, shown: np.ndarray, shown_ns: np.ndarray) -> np.ndarray:
         _, uncertainty = score_and_uncertainty(moments, source, shown)
@@ -71,7 +72,7 @@ def run(params_file: str = "params.yaml") -> dict:
         multiplier = None
         if cfg.drift.kind == "bucket_shift":
             from nextbuy.stages.calibrate import MOMENT_KEYS
-            from nextbuy.uncertainty import BucketCalibration
+            from nextbuy.domain.uncertainty import BucketCalibration
 
             drift_start = world.snapshot + cfg.drift.start_day * DAY
             multiplier = bucket_drift(io.read_npz(paths.GNN_MOMENTS, MOMENT_KEYS),

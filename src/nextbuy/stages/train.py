@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from nextbuy import io, paths, schemas, tracking
+from nextbuy.mlops import io, schemas, tracking
+from nextbuy import paths
 from nextbuy.config import TrainConfig, load_section
 
 
@@ -16,7 +17,7 @@ def build_graph(products: pd.DataFrame, edges: pd.DataFrame):
     """The model's view of the store: directed edges plus product features (no labels)."""
     import torch
 
-    from nextbuy.graph.blade import DirectedGraph
+    from nextbuy.domain.graph.blade import DirectedGraph
 
     return DirectedGraph(
         n_nodes=len(products),
@@ -36,7 +37,7 @@ def fit(products: pd.DataFrame, edges: pd.DataFrame, weighted: pd.DataFrame, cfg
     """Pure core: returns (model, moments, per-epoch history)."""
     import torch
 
-    from nextbuy.graph import blade
+    from nextbuy.domain.graph import blade
 
     if not (products["product_id"].to_numpy() == np.arange(len(products))).all():
         raise io.DataError(paths.PRODUCTS, "product_id must be 0..n-1 in order", column="product_id")
@@ -62,7 +63,7 @@ def holdout_auc(moments, weighted: pd.DataFrame) -> float | None:
     """Ranking quality of raw scores on the calibration split's observed labels (a quick sanity figure)."""
     from sklearn.metrics import roc_auc_score
 
-    from nextbuy.graph.scoring import score_and_uncertainty
+    from nextbuy.domain.graph.scoring import score_and_uncertainty
 
     rows = weighted[weighted["split"] == "calib"]
     if rows["label"].nunique() < 2:

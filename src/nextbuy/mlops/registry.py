@@ -73,7 +73,7 @@ def load_bundle(name: str, alias: str):
     """The serving bundle behind ``models:/name@alias``, or None when the alias is unset."""
     import mlflow
 
-    from nextbuy.serving import ServingBundle
+    from nextbuy.mlops.serving import ServingBundle
 
     if alias_version(MlflowClient(), name, alias) is None:
         return None

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from nextbuy.monitoring import evidently_reports as er
+from nextbuy.mlops.dashboards import evidently_reports as er
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_SPEC = ROOT / "monitoring" / "dashboard.yaml"

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nextbuy.graph.sampler import CSR, adaptive_fanout, group_members, sample_neighbourhood
+from nextbuy.domain.graph.sampler import CSR, adaptive_fanout, group_members, sample_neighbourhood
 
 FMIN, FMAX, TWO_HOP = 4, 20, 5
 

@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from nextbuy.config import DeployConfig
-from nextbuy.uncertainty import expected_calibration_error
+from nextbuy.domain.uncertainty import expected_calibration_error
 
 LOWER_IS_BETTER = {"ece"}
 

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from nextbuy.decisions import Thresholds
-from nextbuy.graph.scoring import score_and_uncertainty
-from nextbuy.uncertainty import BucketCalibration, assign_buckets
+from nextbuy.domain.decisions import Thresholds
+from nextbuy.domain.graph.scoring import score_and_uncertainty
+from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
 
 INPUT_COLUMNS = ("source_id", "candidate_id")
 PAIR_COLUMNS = ("score", "uncertainty", "bucket", "prob_calibrated", "decision", "cold_start")

@@ -46,8 +46,8 @@ from torch_geometric.nn import SAGEConv
 from tqdm.auto import tqdm
 
 from nextbuy.config import TrainConfig
-from nextbuy.graph.sampler import CSR, group_members, sample_neighbourhood
-from nextbuy.graph.scoring import link_scores, pair_logit_moments, score_and_uncertainty  # noqa: F401 - re-export
+from nextbuy.domain.graph.sampler import CSR, group_members, sample_neighbourhood
+from nextbuy.domain.graph.scoring import link_scores, pair_logit_moments, score_and_uncertainty  # noqa: F401 - re-export
 
 __all__ = [
     "DirectedGraph",

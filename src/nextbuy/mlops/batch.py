@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from nextbuy import io
+from nextbuy.mlops import io
 
 
 def shard_sources(n_products: int, shard: int, num_shards: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Every table that crosses a stage boundary, as a pandera schema.
 
-Stages read and write only through ``nextbuy.io``, which validates against
+Stages read and write only through ``nextbuy.mlops.io``, which validates against
 these schemas, so a contract lives in exactly one place. Cross-table rules
 (foreign keys, event order) that pandera's per-column checks cannot express
 are functions here too, so the error names the file, column and rows.

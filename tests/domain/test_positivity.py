@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.config import MonitorConfig
-from nextbuy.monitor import alerts, bucket_positivity
+from nextbuy.domain.positivity import alerts, bucket_positivity
 
 
 def rows(n_per_window=2000, windows=10, rate=(0.05, 0.05), shift=None, seed=0):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
 
-from nextbuy.uncertainty import (
+from nextbuy.domain.uncertainty import (
     BucketCalibration,
     assign_buckets,
     bucket_edges,

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from nextbuy.decisions import Thresholds
-from nextbuy.serving import ServingBundle, validate_request
-from nextbuy.uncertainty import fit_bucket_calibration
+from nextbuy.domain.decisions import Thresholds
+from nextbuy.mlops.serving import ServingBundle, validate_request
+from nextbuy.domain.uncertainty import fit_bucket_calibration
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_top_k_matches_brute_force_ranking(bundle):
 
 
 def test_top_k_chunks_give_the_same_answer(bundle, monkeypatch):
-    import nextbuy.serving as serving
+    import nextbuy.mlops.serving as serving
 
     whole = bundle.top_k(np.arange(20), 5)
     monkeypatch.setattr(serving, "TOPK_CHUNK_CELLS", 60)  # 1 source per chunk

@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from nextbuy import serving
+from nextbuy.mlops import serving
 from nextbuy.bench import fixtures
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit, logit
 
-from nextbuy.decisions import (
+from nextbuy.domain.decisions import (
     Thresholds,
     candidate_thresholds,
     fit_bucket_thresholds,

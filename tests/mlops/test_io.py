@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nextbuy import io, schemas
+from nextbuy.mlops import io, schemas
 
 
 def products(n: int = 4) -> pd.DataFrame:

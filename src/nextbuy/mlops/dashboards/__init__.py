@@ -2,5 +2,5 @@
 
 The monitor stage computes the numbers (per window and uncertainty bucket); `evidently_reports` only turns
 them into Evidently snapshots and a dashboard (see monitoring/dashboard.yaml and monitoring/README.md).
-Import from `nextbuy.monitoring.evidently_reports` directly; this package stays import-light (no Evidently).
+Import from `nextbuy.mlops.dashboards.evidently_reports` directly; this package stays import-light (no Evidently).
 """

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nextbuy.config import TrainConfig
-from nextbuy.graph.blade import (
+from nextbuy.domain.graph.blade import (
     DirectedGraph,
     export_moments,
     link_scores,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from nextbuy.delay import (
+from nextbuy.domain.delay import (
     DelayModel,
     expected_eventual_label,
     fit_delay_model,
