@@ -5,29 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+
+from nextbuy.config import merge, read_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CORA_NPZ = SHARED_DATA / "cora_ml" / "cora_ml.npz"
 
-# Small enough that the whole pipeline runs in seconds, big enough that every
-# split has matured conversions in every uncertainty bucket.
-TINY_PARAMS = {
-    "ingest": {
-        "seed": 3,
-        "snapshot": None,
-        "simulator": {"n_products": 300, "n_categories": 8, "n_purchases": 6000, "n_impressions": 12000,
-                      "history_days": 40},
-        "split": {"calib_days": 12, "test_days": 6},
-    },
-    "label_delay": {},
-    "train": {"embedding_dim": 8, "hidden_dim": 16, "epochs": 2, "batch_size": 1024, "mc_samples": 4},
-    "calibrate": {"n_buckets": 2, "maturity_days": 4, "min_bucket_size": 30},
-    "thresholds": {"target_precision": 0.2, "n_candidates": 50},
-    "deploy": {"min_recall": 0.0, "max_calibration_error": 0.5},
-    "traffic": {"days": 6, "impressions_per_day": 1500},
-    "monitor": {"min_volume": 100},
-}
+# The tiny store of presets/tiny.yaml on top of the repo's params.yaml: every knob set.
+TINY_PARAMS = merge(read_params(ROOT / "params.yaml"), yaml.safe_load((ROOT / "presets" / "tiny.yaml").read_text()))
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""A temporary git + DVC copy of the project to run the pipeline in (the end-to-end
-and DAG tests)."""
+"""Configs from the repo's params.yaml, and a temporary git + DVC copy of the
+project to run the pipeline in (the end-to-end and DAG tests)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from pathlib import Path
 
 import yaml
 
+from nextbuy.config import read_params, section_config
 from tests.conftest import ROOT
+
+
+def config(dotted: str, **changes):
+    """The validated config of a params.yaml section (``train``, ``ingest.simulator``)
+    with ``changes`` on top: tests take every other knob from the repo's params.yaml."""
+    return section_config(read_params(ROOT / "params.yaml"), dotted, **changes)
 
 # Run-time outputs of the checkout under test, skipped at the top level only
 # (src/nextbuy/data is code, /data is pipeline output).

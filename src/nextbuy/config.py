@@ -1,6 +1,7 @@
 """Typed view of params.yaml: one pydantic model per stage section.
 
-Each stage reads only its own section (``load_section``), so DVC's per-stage
+Types and bounds only: every value lives in params.yaml (no defaults here), so
+``dvc params diff`` shows every change a run would see. Each stage reads only its own section (``load_section``), so DVC's per-stage
 ``params:`` lists stay honest: changing ``train.epochs`` re-runs train and what
 follows, never ingest.
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
 
 import yaml
 import numpy as np
@@ -25,43 +27,43 @@ class _Section(BaseModel):
 class SimulatorConfig(_Section):
     """Size and behaviour of the built-in simulated store."""
 
-    n_products: int = Field(5000, ge=10)
-    n_categories: int = Field(40, ge=2)
-    latent_dim: int = Field(8, ge=2)
-    complements_per_category: int = Field(3, ge=1)
-    reciprocal_share: float = Field(0.15, ge=0.0, le=1.0)
-    zipf_exponent: float = Field(1.1, gt=0.0)
-    n_purchases: int = Field(120_000, ge=100)
-    complement_share: float = Field(0.8, ge=0.0, le=1.0)
-    candidates_per_draw: int = Field(8, ge=1)
-    n_impressions: int = Field(150_000, ge=100)
-    policy_explore_share: float = Field(0.3, ge=0.0, le=1.0)
-    history_days: float = Field(56.0, gt=1.0)
-    base_conversion_logit: float = -3.0
-    affinity_scale: float = Field(1.5, ge=0.0)
-    delay_median_hours: float = Field(30.0, gt=0.0)
-    delay_sigma: float = Field(1.3, gt=0.0)
-    start_date: str = "2026-01-01"
+    n_products: int = Field(ge=10)
+    n_categories: int = Field(ge=2)
+    latent_dim: int = Field(ge=2)
+    complements_per_category: int = Field(ge=1)
+    reciprocal_share: float = Field(ge=0.0, le=1.0)
+    zipf_exponent: float = Field(gt=0.0)
+    n_purchases: int = Field(ge=100)
+    complement_share: float = Field(ge=0.0, le=1.0)
+    candidates_per_draw: int = Field(ge=1)
+    n_impressions: int = Field(ge=100)
+    policy_explore_share: float = Field(ge=0.0, le=1.0)
+    history_days: float = Field(gt=1.0)
+    base_conversion_logit: float
+    affinity_scale: float = Field(ge=0.0)
+    delay_median_hours: float = Field(gt=0.0)
+    delay_sigma: float = Field(gt=0.0)
+    start_date: str
 
 
 class SplitConfig(_Section):
     """Time split of impressions by shown_at, counted back from the snapshot."""
 
-    calib_days: float = Field(14.0, gt=0.0)
-    test_days: float = Field(7.0, gt=0.0)
+    calib_days: float = Field(gt=0.0)
+    test_days: float = Field(gt=0.0)
 
 
 class IngestConfig(_Section):
-    source: Literal["simulated", "edge_list", "npz"] = "simulated"
-    graph_path: str | None = None
-    impressions_path: str | None = None
-    seed: int = 7
+    source: Literal["simulated", "edge_list", "npz"]
+    graph_path: str | None
+    impressions_path: str | None
+    seed: int
     # The data snapshot time (Airflow sets it to the run's logical date): a simulated
     # store's history ends here; a real log is censored here. None: the simulator's
     # start_date + history_days, or the last event of a real log.
-    snapshot: str | None = None
-    simulator: SimulatorConfig = SimulatorConfig()
-    split: SplitConfig = SplitConfig()
+    snapshot: str | None
+    simulator: SimulatorConfig
+    split: SplitConfig
 
     def simulator_for_snapshot(self) -> SimulatorConfig:
         """The simulator settings whose history ends at ``snapshot``."""
@@ -80,31 +82,31 @@ class IngestConfig(_Section):
 
 
 class LabelDelayConfig(_Section):
-    delay_family: Literal["lognormal", "weibull"] = "lognormal"
-    max_weight: float = Field(10.0, gt=0.0)
-    seed: int = 0
+    delay_family: Literal["lognormal", "weibull"]
+    max_weight: float = Field(gt=0.0)
+    seed: int
 
 
 class TrainConfig(_Section):
-    embedding_dim: int = Field(32, ge=4)
-    hidden_dim: int = Field(64, ge=4)
-    fanout_max: int = Field(20, ge=1)
-    fanout_min: int = Field(4, ge=1)
-    two_hop_degree: int = Field(5, ge=0)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    epochs: int = Field(4, ge=1)
-    batch_size: int = Field(2048, ge=16)
-    lr: float = Field(0.01, gt=0.0)
-    weight_decay: float = Field(1e-5, ge=0.0)
-    link_loss_weight: float = Field(1.0, ge=0.0)
-    reverse_negative_share: float = Field(0.5, ge=0.0, le=1.0)
-    weighting: Literal["importance", "naive"] = "importance"
-    mc_samples: int = Field(8, ge=2)
-    cold_start_fallback: bool = True  # nodes with no neighbours in a direction sample neighbours of same-category products
-    export_chunk: int = Field(8192, ge=1)  # nodes per chunk in export_moments (memory bound)
+    embedding_dim: int = Field(ge=4)
+    hidden_dim: int = Field(ge=4)
+    fanout_max: int = Field(ge=1)
+    fanout_min: int = Field(ge=1)
+    two_hop_degree: int = Field(ge=0)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=16)
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    link_loss_weight: float = Field(ge=0.0)
+    reverse_negative_share: float = Field(ge=0.0, le=1.0)
+    weighting: Literal["importance", "naive"]
+    mc_samples: int = Field(ge=2)
+    cold_start_fallback: bool  # nodes with no neighbours in a direction sample neighbours of same-category products
+    export_chunk: int = Field(ge=1)  # nodes per chunk in export_moments (memory bound)
     # Gate drill: train on permuted labels; the deploy gate must refuse the result.
-    shuffle_labels: bool = False
-    seed: int = 0
+    shuffle_labels: bool
+    seed: int
 
     @model_validator(mode="after")
     def _fanout_order(self) -> "TrainConfig":
@@ -114,69 +116,68 @@ class TrainConfig(_Section):
 
 
 class CalibrateConfig(_Section):
-    n_buckets: int = Field(3, ge=1)
-    maturity_days: float = Field(7.0, ge=0.0)
-    min_bucket_size: int = Field(50, ge=1)
+    n_buckets: int = Field(ge=1)
+    maturity_days: float = Field(ge=0.0)
+    min_bucket_size: int = Field(ge=1)
 
 
 class ThresholdsConfig(_Section):
-    target_precision: float = Field(0.3, gt=0.0, lt=1.0)
-    n_candidates: int = Field(200, ge=2)
+    target_precision: float = Field(gt=0.0, lt=1.0)
+    n_candidates: int = Field(ge=2)
 
 
 class DeployConfig(_Section):
     """The release gate: absolute floors, then non-inferiority against the champion."""
 
-    model_name: str = "nextbuy"
+    model_name: str
     # Floors on the fresh evaluation data (test split, delay-corrected labels).
-    min_recall: float = Field(0.0, ge=0.0, le=1.0)
-    min_precision: float = Field(0.0, ge=0.0, le=1.0)
-    min_auc: float = Field(0.5, ge=0.0, le=1.0)
-    max_calibration_error: float = Field(0.2, ge=0.0)
+    min_recall: float = Field(ge=0.0, le=1.0)
+    min_precision: float = Field(ge=0.0, le=1.0)
+    min_auc: float = Field(ge=0.0, le=1.0)
+    max_calibration_error: float = Field(ge=0.0)
     # Candidate passes against the champion when the lower bound of the paired
     # bootstrap CI of (candidate - champion) is above -tolerance, per metric.
-    compare_metrics: tuple[Literal["auc", "recall"], ...] = ("auc", "recall")
-    tolerance: float = Field(0.02, ge=0.0)
-    bootstrap_samples: int = Field(300, ge=20)
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    seed: int = 0
+    compare_metrics: tuple[Literal["auc", "recall"], ...]
+    tolerance: float = Field(ge=0.0)
+    bootstrap_samples: int = Field(ge=20)
+    confidence: float = Field(gt=0.5, lt=1.0)
+    seed: int
 
 
 class DriftConfig(_Section):
     """Drift injected into simulated post-snapshot traffic (a drill for the monitor)."""
 
-    kind: Literal["none", "bucket_shift"] = "none"
+    kind: Literal["none", "bucket_shift"]
     # bucket_shift: the true conversion odds of pairs the current model puts in
     # this uncertainty bucket are multiplied by odds_multiplier from start_day on.
-    bucket: int = Field(2, ge=0)
-    start_day: float = Field(10.0, ge=0.0)
-    odds_multiplier: float = Field(0.4, gt=0.0)
+    bucket: int = Field(ge=0)
+    start_day: float = Field(ge=0.0)
+    odds_multiplier: float = Field(gt=0.0)
 
 
 class TrafficConfig(_Section):
     """New traffic after the training snapshot, for monitoring."""
 
-    days: int = Field(28, ge=1)
-    impressions_per_day: int = Field(3000, ge=10)
-    seed: int = 101
+    days: int = Field(ge=1)
+    impressions_per_day: int = Field(ge=10)
+    seed: int
     # A real post-snapshot impressions log replaces the simulation.
-    impressions_path: str | None = None
-    drift: DriftConfig = DriftConfig()
+    impressions_path: str | None
+    drift: DriftConfig
 
 
 class MonitorConfig(_Section):
-    model_name: str = "nextbuy"
-    window_days: float = Field(1.0, gt=0.0)
+    window_days: float = Field(gt=0.0)
     # Observed positivity counts only windows' rows at least this old at "now".
-    maturity_days: float = Field(7.0, ge=0.0)
+    maturity_days: float = Field(ge=0.0)
     # Alert when the CI of delay-corrected positivity lies outside predicted * (1 +- tolerance);
     # one number for every bucket, or a list with one per bucket (least uncertain first).
-    relative_tolerance: float | list[float] = 0.3
-    min_volume: int = Field(300, ge=1)
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    workspace: str = "monitoring/workspace"
-    project: str = "nextbuy on-call"
-    dashboard: str = "monitoring/dashboard.yaml"
+    relative_tolerance: float | list[float]
+    min_volume: int = Field(ge=1)
+    confidence: float = Field(gt=0.5, lt=1.0)
+    workspace: str
+    project: str
+    dashboard: str
 
     def tolerance(self, bucket: np.ndarray) -> np.ndarray:
         """The relative tolerance of each bucket (the last listed value covers any further bucket)."""
@@ -200,9 +201,59 @@ SECTIONS: dict[str, type[_Section]] = {
 S = TypeVar("S", bound=_Section)
 
 
-def load_section(name: str, params_file: str | os.PathLike = PARAMS_FILE) -> _Section:
-    """Read one section of params.yaml and validate it (missing keys take defaults)."""
+def read_params(params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
+    """The whole params file as a dict (every section)."""
     path = Path(params_file)
-    raw = yaml.safe_load(path.read_text()) if path.exists() else {}
-    section = (raw or {}).get(name) or {}
-    return SECTIONS[name].model_validate(section)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no params file (every knob lives there)")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def model_of(dotted: str) -> type[_Section]:
+    """The pydantic model of a section or sub-section: ``train``, ``ingest.simulator``."""
+    name, *rest = dotted.split(".")
+    model: Any = SECTIONS[name]
+    for key in rest:
+        model = model.model_fields[key].annotation
+    return model
+
+
+def section_config(params: Mapping[str, Any], dotted: str, **changes: Any) -> _Section:
+    """Validate ``params[dotted]`` (every key required), with ``changes`` applied on top
+    (a nested section given as a dict is merged key by key)."""
+    node: Any = params
+    for key in dotted.split("."):
+        node = (node or {}).get(key)
+    return model_of(dotted).model_validate(merge(node or {}, changes))
+
+
+def merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``changes`` applied; nested dicts are merged, not replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            value = merge(out[key], value)
+        out[key] = value
+    return out
+
+
+def with_changes(section: S, **changes: Any) -> S:
+    """A validated copy of ``section`` with some fields changed (bounds checked again)."""
+    return type(section).model_validate(merge(section.model_dump(), changes))
+
+
+def load_section(name: str, params_file: str | os.PathLike = PARAMS_FILE) -> _Section:
+    """Read one section of the params file and validate it (every knob must be there)."""
+    return section_config(read_params(params_file), name)
+
+
+def flat_fields(model: type[BaseModel] = None, prefix: str = "") -> set[str]:
+    """Dotted names of every knob the models declare (sub-sections expanded)."""
+    if model is None:
+        return set().union(*(flat_fields(m, name) for name, m in SECTIONS.items()))
+    out: set[str] = set()
+    for key, field in model.model_fields.items():
+        dotted = f"{prefix}.{key}"
+        sub = field.annotation
+        out |= flat_fields(sub, dotted) if isinstance(sub, type) and issubclass(sub, BaseModel) else {dotted}
+    return out
