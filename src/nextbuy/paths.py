@@ -1,4 +1,7 @@
-"""Where each stage's artifacts live, relative to the project root (mirrors dvc.yaml)."""
+"""Where each stage's artifacts live, relative to the project root.
+
+Every DVC out in dvc.yaml is a path here, and every path here is a DVC out, lies
+inside one, or holds them (tests/test_dvc_yaml.py checks both ways)."""
 
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ TRAFFIC = Path("data/traffic")
 TRAFFIC_IMPRESSIONS = TRAFFIC / "impressions.parquet"
 TRAFFIC_META = TRAFFIC / "meta.json"
 # Ground truth of simulated traffic: evaluation (benchmarks) only.
-TRAFFIC_TRUTH = Path("data/traffic_truth/impressions.parquet")
+TRAFFIC_TRUTH = Path("data/traffic_truth")
+TRAFFIC_TRUTH_IMPRESSIONS = TRAFFIC_TRUTH / "impressions.parquet"
 
 MONITORING = Path("monitoring")
 MONITOR_WINDOWS = MONITORING / "windows.parquet"

@@ -137,6 +137,9 @@ SCORED = pa.DataFrameSchema(
 )
 
 
+# models/gnn/moments.npz: per-product embedding means and variances of both roles, and the head.
+MOMENT_KEYS = ("s_mean", "s_var", "t_mean", "t_var", "head_w", "head_b")
+
 _RATE = pa.Column("float64", pa.Check.in_range(0.0, 1.0), nullable=True)
 
 MONITOR_WINDOWS = pa.DataFrameSchema(

@@ -7,15 +7,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from nextbuy.domain import delay
+from nextbuy.domain.evaluation import evaluation_labels, fit_rows, soft_log_loss
 from nextbuy.mlops import io, schemas
 from nextbuy import paths
 from nextbuy.config import CalibrateConfig, load_section
 from nextbuy.domain.uncertainty import (BucketCalibration, assign_buckets, expected_calibration_error,
                                  fit_bucket_calibration, reliability_table)
-
-MOMENT_KEYS = ("s_mean", "s_var", "t_mean", "t_var", "head_w", "head_b")
-
 
 def score_holdout(weighted: pd.DataFrame, moments, cfg: CalibrateConfig) -> tuple[pd.DataFrame, BucketCalibration]:
     """Pure core: scored calib+test rows and the calibration fitted on matured calib rows."""
@@ -37,22 +34,6 @@ def score_holdout(weighted: pd.DataFrame, moments, cfg: CalibrateConfig) -> tupl
         bucket=assign_buckets(uncertainty, calibration.edges).astype(np.int64),
         prob_calibrated=np.clip(calibration.predict(score, uncertainty), 0.0, 1.0).astype(float))
     return scored, calibration
-
-
-def fit_rows(scored: pd.DataFrame) -> np.ndarray:
-    """Calibration-split rows whose labels have matured: what calibration and thresholds are fitted on."""
-    return ((scored["split"] == "calib") & scored["matured"]).to_numpy()
-
-
-def evaluation_labels(scored: pd.DataFrame) -> np.ndarray:
-    """Delay-corrected expected eventual label: immature negatives count by their flip probability."""
-    return delay.expected_eventual_label(scored["label"].to_numpy(), scored["p_flip"].to_numpy())
-
-
-def soft_log_loss(prob: np.ndarray, label: np.ndarray) -> float:
-    """Cross-entropy that also takes fractional (delay-corrected) labels."""
-    p = np.clip(prob, 1e-6, 1 - 1e-6)
-    return float(-np.mean(label * np.log(p) + (1 - label) * np.log1p(-p)))
 
 
 def _quality(prob: np.ndarray, score: np.ndarray, label: np.ndarray) -> dict:
@@ -96,7 +77,7 @@ def summarise(scored: pd.DataFrame, calibration: BucketCalibration) -> dict:
 def run(params_file: str = "params.yaml") -> dict:
     cfg = load_section("calibrate", params_file)
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
-    moments = io.read_npz(paths.GNN_MOMENTS, required=MOMENT_KEYS)
+    moments = io.read_npz(paths.GNN_MOMENTS, required=schemas.MOMENT_KEYS)
     scored, calibration = score_holdout(weighted, moments, cfg)
     io.write_table(scored, paths.SCORED, schemas.SCORED)
     io.write_json(calibration.to_dict(), paths.CALIBRATION_MODEL)

@@ -11,7 +11,7 @@ from nextbuy import paths
 from nextbuy.config import ThresholdsConfig, load_section
 from nextbuy.domain.decisions import (Thresholds, fit_bucket_thresholds, fit_global_threshold, pr_curve_table,
                                precision_recall)
-from nextbuy.stages.calibrate import evaluation_labels, fit_rows
+from nextbuy.domain.evaluation import evaluation_labels, fit_rows
 
 
 def fit(scored: pd.DataFrame, n_buckets: int, cfg: ThresholdsConfig) -> tuple[Thresholds, Thresholds]:

@@ -71,18 +71,17 @@ def run(params_file: str = "params.yaml") -> dict:
         world = load_world(ingest_cfg)
         multiplier = None
         if cfg.drift.kind == "bucket_shift":
-            from nextbuy.stages.calibrate import MOMENT_KEYS
             from nextbuy.domain.uncertainty import BucketCalibration
 
             drift_start = world.snapshot + cfg.drift.start_day * DAY
-            multiplier = bucket_drift(io.read_npz(paths.GNN_MOMENTS, MOMENT_KEYS),
+            multiplier = bucket_drift(io.read_npz(paths.GNN_MOMENTS, schemas.MOMENT_KEYS),
                                       BucketCalibration.from_dict(io.read_json(paths.CALIBRATION_MODEL)),
                                       cfg.drift, drift_start)
         traffic, start, now = simulate(world, ingest_cfg, cfg, multiplier)
         impressions, truth = traffic.impressions, traffic.truth
     tables = [(impressions, paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)]
     if truth is not None:
-        tables.append((truth, paths.TRAFFIC_TRUTH, schemas.TRUTH_IMPRESSIONS))
+        tables.append((truth, paths.TRAFFIC_TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS))
     io.write_tables(tables)
     meta = {"start": str(start), "now": str(now), "drift": cfg.drift.model_dump() if not cfg.impressions_path else None,
             "drift_start": str(drift_start) if drift_start is not None else None}

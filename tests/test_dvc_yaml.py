@@ -1,0 +1,169 @@
+"""dvc.yaml cannot go stale: every stage's deps cover the project modules its
+command imports, its outs are the paths of ``nextbuy.paths``, and params.yaml
+holds exactly the knobs of ``nextbuy.config``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from nextbuy import paths
+from nextbuy.config import SECTIONS, flat_fields, read_params
+from tests.conftest import ROOT
+
+SRC = ROOT / "src"
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+STAGES = DVC["stages"]
+
+
+# --- import closure ------------------------------------------------------------------------------------------
+
+def module_file(module: str) -> Path | None:
+    """The source file of a ``nextbuy`` module (a package's __init__.py), None outside the project."""
+    base = SRC / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def imported_modules(file: Path, module_level_only: bool = False) -> set[str]:
+    """``nextbuy`` modules ``file`` imports (``from pkg import name`` counts ``pkg.name`` when it is a module).
+
+    Imports inside functions count too unless ``module_level_only``: a lazy import still runs
+    when the stage takes that path."""
+    tree = ast.parse(file.read_text())
+    nodes = tree.body if module_level_only else ast.walk(tree)
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}")}
+    return {m for m in found if m.split(".")[0] == "nextbuy" and module_file(m)}
+
+
+def with_parents(module: str) -> set[str]:
+    """Importing a.b.c runs a/__init__.py and a/b/__init__.py first."""
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+def import_closure(entry: set[str]) -> set[str]:
+    todo, seen = set().union(*(with_parents(m) for m in entry)), set()
+    while todo:
+        module = todo.pop()
+        seen.add(module)
+        todo |= set().union(set(), *(with_parents(m) for m in imported_modules(module_file(module)))) - seen
+    return seen
+
+
+def runs_code(file: Path) -> bool:
+    """A package __init__.py holding only a docstring cannot change what a stage writes."""
+    body = ast.parse(file.read_text()).body
+    return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
+
+
+def stage_modules(name: str) -> set[str]:
+    """What ``nextbuy <stage>`` imports: the CLI's module-level imports, then the stage module."""
+    cli = imported_modules(module_file("nextbuy.cli"), module_level_only=True)
+    return import_closure(cli | {f"nextbuy.stages.{name}"}) | {"nextbuy.cli"}
+
+
+def uncovered(modules: set[str], deps: list[str]) -> list[str]:
+    """Project source files of ``modules`` that no dep (file or enclosing folder) covers."""
+    dep_paths = [PurePosixPath(d) for d in deps]
+    missing = []
+    for module in sorted(modules):
+        file = module_file(module)
+        rel = PurePosixPath(file.relative_to(ROOT).as_posix())
+        if runs_code(file) and not any(rel == d or d in rel.parents for d in dep_paths):
+            missing.append(str(rel))
+    return missing
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_deps_cover_every_module_its_command_imports(name):
+    assert STAGES[name]["cmd"] == f"nextbuy {name.replace('_', '-')}"
+    missing = uncovered(stage_modules(name), STAGES[name]["deps"])
+    assert not missing, f"dvc.yaml stage {name!r}: add these deps (the stage imports them): {missing}"
+
+
+def test_closure_check_catches_a_missing_dep():
+    deps = [d for d in STAGES["train"]["deps"] if d != "src/nextbuy/config.py"]
+    assert "src/nextbuy/config.py" in uncovered(stage_modules("train"), deps)
+    assert "src/nextbuy/domain/graph/blade.py" in uncovered(stage_modules("train"), ["src/nextbuy/stages"])
+
+
+def test_lazy_imports_count():
+    assert "nextbuy.mlops.dashboards" in {m.rsplit(".", 1)[0] for m in stage_modules("monitor")}
+
+
+# --- outs and paths.py -----------------------------------------------------------------------------------------
+
+def _outs(kind: str) -> dict[str, list[Path]]:
+    return {name: [Path(next(iter(o)) if isinstance(o, dict) else o) for o in stage.get(kind, [])]
+            for name, stage in STAGES.items()}
+
+
+def test_every_dvc_out_is_a_path_of_paths_py():
+    declared = {v for v in vars(paths).values() if isinstance(v, Path)}
+    outs = {o for stage in _outs("outs").values() for o in stage}
+    assert outs - declared == set()
+
+
+def test_every_path_of_paths_py_is_a_dvc_out_or_inside_or_above_one():
+    outs = {o for stage in _outs("outs").values() for o in stage}
+    for name, value in vars(paths).items():
+        if isinstance(value, Path) and value not in (paths.METRICS, paths.PLOTS):
+            assert any(value == o or o in value.parents or value in o.parents for o in outs), \
+                f"paths.{name} = {value} is in no dvc.yaml out"
+
+
+def test_metrics_and_plots_live_where_paths_py_says():
+    for name, metrics in _outs("metrics").items():
+        assert metrics == [paths.metrics_file(name)]
+    for name, plots in _outs("plots").items():
+        assert all(p.parent == paths.plots_dir(name) for p in plots)
+
+
+# --- params.yaml == config fields ------------------------------------------------------------------------------
+
+def flat_keys(node: dict, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, value in node.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        out |= flat_keys(value, dotted) if isinstance(value, dict) else {dotted}
+    return out
+
+
+def test_params_yaml_holds_exactly_the_config_fields():
+    keys = flat_keys(read_params(ROOT / "params.yaml"))
+    assert keys - flat_fields() == set(), "params.yaml keys that no config field reads"
+    assert flat_fields() - keys == set(), "config fields missing from params.yaml (add them, with a comment)"
+
+
+def test_every_knob_has_a_comment():
+    for number, line in enumerate((ROOT / "params.yaml").read_text().splitlines(), 1):
+        if ":" in line and not line.lstrip().startswith("#") and line.split(":", 1)[1].strip():
+            assert "#" in line.split(":", 1)[1], f"params.yaml:{number}: a knob without a comment: {line.strip()}"
+
+
+def test_a_missing_knob_is_an_error_naming_it(tmp_path):
+    from pydantic import ValidationError
+
+    from nextbuy.config import load_section
+
+    params = read_params(ROOT / "params.yaml")
+    del params["train"]["hidden_dim"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ValidationError, match="hidden_dim"):
+        load_section("train", tmp_path / "params.yaml")
+
+
+def test_params_sections_are_the_dvc_stages():
+    assert list(SECTIONS) == list(STAGES)
