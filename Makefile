@@ -19,7 +19,7 @@ export AIRFLOW__API__HOST := 127.0.0.1
 # No usage telemetry from Evidently (and the network is closed anyway).
 export DO_NOT_TRACK := 1
 
-.PHONY: run test env lock summary mlflow-ui serve plots clean dashboards airflow
+.PHONY: run test lint format env lock summary mlflow-ui serve plots clean dashboards airflow
 
 env: $(STAMP)
 
@@ -44,6 +44,15 @@ summary: $(STAMP)
 
 test: $(STAMP)
 	pytest -q
+
+# ruff (settings in pyproject.toml): lint and formatting must be clean; `make format` fixes what it can.
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+
+format: $(STAMP)
+	ruff check --fix .
+	ruff format .
 
 mlflow-ui: $(STAMP)
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
