@@ -15,8 +15,8 @@ import pandas as pd
 from scipy.stats import norm
 
 from nextbuy.config import MonitorConfig
+from nextbuy.domain.timeunits import DAY
 
-DAY = pd.Timedelta(days=1)
 
 
 def window_index(shown_at: pd.Series, start: pd.Timestamp, window_days: float) -> np.ndarray:

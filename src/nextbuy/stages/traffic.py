@@ -14,8 +14,8 @@ import pandas as pd
 from nextbuy.mlops import io, schemas
 from nextbuy import paths
 from nextbuy.config import DriftConfig, IngestConfig, TrafficConfig, load_section
+from nextbuy.domain.timeunits import DAY
 
-DAY = pd.Timedelta(days=1)
 
 
 def bucket_drift(moments, calibration, drift: DriftConfig, drift_start: pd.Timestamp):
