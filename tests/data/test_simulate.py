@@ -9,8 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nextbuy.mlops import io, schemas
-from nextbuy.config import SimulatorConfig
 from nextbuy.data.simulate import (
     StoreWorld,
     complement_relations,
@@ -20,8 +18,11 @@ from nextbuy.data.simulate import (
     simulate_world,
     world_from_graph,
 )
+from nextbuy.mlops import io, schemas
+from tests.helpers import config
 
-SMALL = SimulatorConfig(n_products=600, n_categories=12, n_purchases=15_000, n_impressions=20_000, history_days=28)
+SMALL = config("ingest.simulator", n_products=600, n_categories=12, n_purchases=15_000, n_impressions=20_000,
+              history_days=28)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def small_store():
 @pytest.fixture(scope="module")
 def default_store():
     """The store a user gets with no configuration at all."""
-    return simulate_store(SimulatorConfig(), seed=7)
+    return simulate_store(config("ingest.simulator"), seed=7)
 
 
 def latents(world: StoreWorld) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +98,7 @@ def test_default_store_is_believable(default_store):
     censored = imp["converted_at"].isna().to_numpy()[last_week & eventual].mean()
     assert 0.10 <= censored <= 0.35
     # The graph predates the impression log, and nothing is later than the snapshot.
-    assert world.edges["time"].min() < world.start - pd.Timedelta(days=SimulatorConfig().history_days * 0.9)
+    assert world.edges["time"].min() < world.start - pd.Timedelta(days=config("ingest.simulator").history_days * 0.9)
     assert world.edges["time"].max() < world.snapshot
 
 
@@ -110,7 +111,7 @@ def test_graph_is_directed_complements_one_way(default_store):
     n = len(world.products)
     assert np.isin(v * n + u, u * n + v).mean() < 0.3
     # Category relations recovered from the hidden truth are mostly one-way.
-    cfg = SimulatorConfig()
+    cfg = config("ingest.simulator")
     category = world.products["category"].to_numpy()
     src, tgt = latents(world)
     cat_src = np.stack([src[category == c].mean(axis=0) for c in range(cfg.n_categories)])
@@ -214,7 +215,7 @@ def test_world_from_a_small_real_graph():
              .reset_index().assign(time=pd.Timestamp("2025-03-01")))
     products = pd.DataFrame({"product_id": np.arange(n), "product_key": np.arange(n).astype(str).astype(object),
                              "category": -1, "price": np.nan})
-    cfg = SimulatorConfig(latent_dim=4)
+    cfg = config("ingest.simulator", latent_dim=4)
     world = world_from_graph(products, edges, cfg, seed=0)
     assert world.snapshot == pd.Timestamp("2025-03-01") and world.snapshot - world.start == pd.Timedelta(days=56)
     traffic = simulate_traffic(world, cfg, 0, 2000, world.start, world.snapshot, world.snapshot)
@@ -245,7 +246,7 @@ def test_world_from_a_small_real_graph():
 def test_any_small_config_gives_valid_consistent_tables(n_products, n_categories, latent_dim, complements,
                                                          reciprocal_share, zipf_exponent, complement_share,
                                                          candidates, explore, delay_sigma, seed):
-    cfg = SimulatorConfig(n_products=n_products, n_categories=n_categories, latent_dim=latent_dim,
+    cfg = config("ingest.simulator", n_products=n_products, n_categories=n_categories, latent_dim=latent_dim,
                           complements_per_category=complements, reciprocal_share=reciprocal_share,
                           zipf_exponent=zipf_exponent, n_purchases=300, complement_share=complement_share,
                           candidates_per_draw=candidates, n_impressions=200, policy_explore_share=explore,

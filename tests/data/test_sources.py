@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from nextbuy.mlops import io, schemas
-from nextbuy.config import SimulatorConfig
 from nextbuy.data.simulate import simulate_traffic, world_from_graph
 from nextbuy.data.sources import read_edge_list, read_impressions_log, read_npz_graph
+from nextbuy.mlops import io, schemas
 from nextbuy.mlops.io import DataError
+from tests.helpers import config
 
 T0 = pd.Timestamp("2026-03-01 12:00")
 
@@ -182,7 +182,7 @@ def test_cora_ml(cora_npz):
     u, v = graph.edges["src"].to_numpy(), graph.edges["dst"].to_numpy()
     assert np.isin(v * n + u, u * n + v).mean() == pytest.approx(0.061, abs=0.005)
 
-    cfg = SimulatorConfig()
+    cfg = config("ingest.simulator")
     world = world_from_graph(graph.products, graph.edges, cfg, seed=0)
     traffic = simulate_traffic(world, cfg, 0, 5000, world.start, world.snapshot, world.snapshot)
     io.validate(traffic.impressions, schemas.IMPRESSIONS_LOG, "cora")

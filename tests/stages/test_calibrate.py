@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nextbuy.config import IngestConfig, TrainConfig
 from nextbuy.mlops import io, schemas
-from nextbuy.config import CalibrateConfig, IngestConfig, LabelDelayConfig, TrainConfig
 from nextbuy.stages import calibrate, ingest, label_delay, train
+from tests.helpers import config
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def trained():
     from tests.conftest import TINY_PARAMS
 
     data = ingest.ingest(IngestConfig.model_validate(TINY_PARAMS["ingest"]))
-    weighted, _ = label_delay.weigh(data.impressions, data.snapshot, LabelDelayConfig())
+    weighted, _ = label_delay.weigh(data.impressions, data.snapshot, config("label_delay"))
     _, moments, _ = train.fit(data.products, data.edges, weighted, TrainConfig.model_validate(TINY_PARAMS["train"]),
                               progress=False)
     return weighted, moments
@@ -23,7 +24,7 @@ def trained():
 
 def test_scored_holdout_is_valid_and_bucketed_by_uncertainty(trained):
     weighted, moments = trained
-    scored, calibration = calibrate.score_holdout(weighted, moments, CalibrateConfig(n_buckets=2, maturity_days=4,
+    scored, calibration = calibrate.score_holdout(weighted, moments, config("calibrate", n_buckets=2, maturity_days=4,
                                                                                      min_bucket_size=30))
     io.validate(scored, schemas.SCORED, "scored")
     assert set(scored["split"]) == {"calib", "test"}
@@ -37,7 +38,7 @@ def test_scored_holdout_is_valid_and_bucketed_by_uncertainty(trained):
 
 def test_labels_of_immature_rows_do_not_move_the_calibration(trained):
     weighted, moments = trained
-    cfg = CalibrateConfig(n_buckets=2, maturity_days=4, min_bucket_size=30)
+    cfg = config("calibrate", n_buckets=2, maturity_days=4, min_bucket_size=30)
     _, base = calibrate.score_holdout(weighted, moments, cfg)
     flipped = weighted.copy()
     immature = flipped["elapsed_days"] < 4
@@ -50,4 +51,4 @@ def test_labels_of_immature_rows_do_not_move_the_calibration(trained):
 def test_too_few_matured_rows_is_a_clear_error(trained):
     weighted, moments = trained
     with pytest.raises(io.DataError, match="maturity_days"):
-        calibrate.score_holdout(weighted, moments, CalibrateConfig(maturity_days=10_000))
+        calibrate.score_holdout(weighted, moments, config("calibrate", maturity_days=10_000))

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.domain import gate
-from nextbuy.config import DeployConfig
+from tests.helpers import config
 
 
 def predictions(score: np.ndarray, threshold: float = 0.6) -> pd.DataFrame:
@@ -31,7 +31,7 @@ def test_figures_on_soft_labels_match_hard_ones_when_labels_are_hard():
 
 def test_identical_models_pass_and_a_shuffled_model_is_refused():
     p, label = data()
-    cfg = DeployConfig(min_recall=0.1, tolerance=0.02, bootstrap_samples=100)
+    cfg = config("deploy", min_recall=0.1, tolerance=0.02, bootstrap_samples=100)
     good = predictions(p)
     same = gate.paired_bootstrap(label, good, good, ("auc", "recall"), 100, 0.95, 0)
     assert all(ci["lo"] == ci["hi"] == 0.0 for ci in same.values())
@@ -50,8 +50,8 @@ def test_identical_models_pass_and_a_shuffled_model_is_refused():
 def test_first_deployment_is_judged_on_floors_alone():
     p, label = data()
     fig = gate.figures(predictions(p), label)
-    assert gate.decide(fig, None, {}, DeployConfig(min_recall=0.1))[0]
-    passed, reasons = gate.decide(fig, None, {}, DeployConfig(min_recall=0.99, max_calibration_error=0.001))
+    assert gate.decide(fig, None, {}, config("deploy", min_recall=0.1))[0]
+    passed, reasons = gate.decide(fig, None, {}, config("deploy", min_recall=0.99, max_calibration_error=0.001))
     assert not passed and len(reasons) == 2
     assert "recall" in reasons[0] and "ece" in reasons[1]
 
@@ -62,5 +62,5 @@ def test_slightly_worse_within_tolerance_passes():
     noisy = np.clip(p + rng.normal(0, 0.02, p.size), 0, 1)
     good, near = predictions(p), predictions(noisy)
     comparison = gate.paired_bootstrap(label, near, good, ("auc", "recall"), 100, 0.95, 0)
-    cfg = DeployConfig(tolerance=0.03)
+    cfg = config("deploy", tolerance=0.03)
     assert gate.decide(gate.figures(near, label), gate.figures(good, label), comparison, cfg)[0]

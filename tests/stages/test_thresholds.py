@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbuy.config import ThresholdsConfig
 from nextbuy.stages import thresholds
+from tests.helpers import config
 
 
 def scored_frame(n: int = 6000, seed: int = 0) -> pd.DataFrame:
@@ -24,7 +24,7 @@ def scored_frame(n: int = 6000, seed: int = 0) -> pd.DataFrame:
 
 def test_per_bucket_beats_single_threshold_at_the_target():
     scored = scored_frame()
-    cfg = ThresholdsConfig(target_precision=0.45, n_candidates=100)
+    cfg = config("thresholds", target_precision=0.45, n_candidates=100)
     per_bucket, single = thresholds.fit(scored, 3, cfg)
     result = thresholds.evaluate(scored, per_bucket, single)
     assert result["per_bucket"]["calib"]["precision"] >= 0.45

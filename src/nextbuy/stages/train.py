@@ -4,6 +4,7 @@ importance-weighted conversion loss and the directed link loss; logged to MLflow
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,9 @@ import pandas as pd
 from nextbuy.mlops import io, schemas, tracking
 from nextbuy import paths
 from nextbuy.config import TrainConfig, load_section
+
+if TYPE_CHECKING:
+    from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
 
 
 def build_graph(products: pd.DataFrame, edges: pd.DataFrame):
@@ -32,6 +36,26 @@ def conversion_weights(train_rows: pd.DataFrame, weighting: str) -> np.ndarray:
     return train_rows["weight_iw" if weighting == "importance" else "weight_naive"].to_numpy(dtype=float)
 
 
+def blade_arguments(cfg: TrainConfig) -> tuple[Architecture, TrainingSchedule, dict]:
+    """The one place the train section is unpacked for the model: its architecture, the training
+    schedule, and the keyword arguments of ``blade.export_moments``.  (``weighting`` and
+    ``shuffle_labels`` pick the training data, in :func:`fit`.)"""
+    from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
+
+    architecture = Architecture(
+        embedding_dim=cfg.embedding_dim, hidden_dim=cfg.hidden_dim, fanout_min=cfg.fanout_min,
+        fanout_max=cfg.fanout_max, two_hop_degree=cfg.two_hop_degree, dropout=cfg.dropout,
+        cold_start_fallback=cfg.cold_start_fallback,
+    )
+    schedule = TrainingSchedule(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        link_loss_weight=cfg.link_loss_weight, reverse_negative_share=cfg.reverse_negative_share,
+        seed=cfg.seed,
+    )
+    export = {"mc_samples": cfg.mc_samples, "chunk": cfg.export_chunk, "seed": cfg.seed}
+    return architecture, schedule, export
+
+
 def fit(products: pd.DataFrame, edges: pd.DataFrame, weighted: pd.DataFrame, cfg: TrainConfig,
         progress: bool = True):
     """Pure core: returns (model, moments, per-epoch history)."""
@@ -48,14 +72,16 @@ def fit(products: pd.DataFrame, edges: pd.DataFrame, weighted: pd.DataFrame, cfg
     rows = weighted[weighted["split"] == "train"]
     if cfg.shuffle_labels:
         permutation = np.random.default_rng(cfg.seed).permutation(len(rows))
-        rows = rows.assign(**{c: rows[c].to_numpy()[permutation] for c in ("label", "weight_iw", "weight_naive")})
+        shuffled = ("label", "weight_iw", "weight_naive")
+        rows = rows.assign(**{c: rows[c].to_numpy()[permutation] for c in shuffled})
     as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
+    architecture, schedule, export = blade_arguments(cfg)
     model, history = blade.train_blade(
         graph, as_long("source_id"), as_long("shown_id"),
         torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32),
         torch.as_tensor(conversion_weights(rows, cfg.weighting), dtype=torch.float32),
-        cfg, progress=progress)
-    moments = blade.export_moments(model, graph, cfg)
+        architecture=architecture, schedule=schedule, progress=progress)
+    moments = blade.export_moments(model, graph, **export)
     return model, moments, history
 
 

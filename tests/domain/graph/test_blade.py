@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from nextbuy.config import TrainConfig
 from nextbuy.domain.graph.blade import (
+    Architecture,
     DirectedGraph,
+    TrainingSchedule,
     export_moments,
     link_scores,
     pair_logit_moments,
@@ -22,7 +25,18 @@ N_CAT = 12
 
 SHIFTS = (1, 3)  # category c complements c+1 and c+3 (mod N_CAT): one-way, never c-1 / c-3
 
-FAST = dict(embedding_dim=16, hidden_dim=16, batch_size=256, mc_samples=6)
+# Small and fast; the rest as in params.yaml (the domain takes plain hyperparameters, no TrainConfig).
+ARCH = Architecture(embedding_dim=16, hidden_dim=16, fanout_min=4, fanout_max=20, two_hop_degree=5,
+                    dropout=0.2, cold_start_fallback=True)
+SCHEDULE = TrainingSchedule(epochs=1, batch_size=256, lr=0.01, weight_decay=1e-5, link_loss_weight=1.0,
+                            reverse_negative_share=0.5, seed=0)
+EXPORT = dict(mc_samples=6, chunk=8192, seed=0)
+
+
+def _train(graph, *conversions, progress=False, **schedule):
+    """train_blade with ARCH and SCHEDULE, ``schedule`` changed."""
+    return train_blade(graph, *conversions, architecture=ARCH, schedule=replace(SCHEDULE, **schedule),
+                       progress=progress)
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -82,10 +96,9 @@ def link_only():
     n_train = int(0.8 * len(edges))
     train, held_out = edges[perm[:n_train]], edges[perm[n_train:]]
     graph = _graph(n, train, cat, log_price)
-    cfg = TrainConfig(epochs=12, **FAST)
-    model, history = train_blade(graph, *_no_conversions(), cfg, progress=False)
-    moments = export_moments(model, graph, cfg)
-    return dict(n=n, graph=graph, train=train, held_out=held_out, cfg=cfg, model=model, history=history,
+    model, history = _train(graph, *_no_conversions(), epochs=12)
+    moments = export_moments(model, graph, **EXPORT)
+    return dict(n=n, graph=graph, train=train, held_out=held_out, model=model, history=history,
                 moments=moments)
 
 
@@ -110,19 +123,18 @@ def test_held_out_edges_beat_their_reverses_and_random_pairs(link_only):
 
 
 def test_export_moments_shapes_dtypes_and_determinism(link_only):
-    m, n, d = link_only["moments"], link_only["n"], link_only["cfg"].embedding_dim
+    m, n, d = link_only["moments"], link_only["n"], ARCH.embedding_dim
     for key in ("s_mean", "s_var", "t_mean", "t_var"):
         assert m[key].shape == (n, d) and m[key].dtype == np.float32
         assert np.isfinite(m[key]).all()
     assert (m["s_var"] >= 0).all() and (m["t_var"] >= 0).all()
     assert m["head_w"].shape == (d,) and m["head_w"].dtype == np.float32
     assert m["head_b"].shape == (1,) and m["head_b"].dtype == np.float32
-    again = export_moments(link_only["model"], link_only["graph"], link_only["cfg"])
+    again = export_moments(link_only["model"], link_only["graph"], **EXPORT)
     for key in m:
         np.testing.assert_array_equal(m[key], again[key])
     # chunking is only a memory bound: a small chunk gives the same means within MC noise
-    small = export_moments(link_only["model"], link_only["graph"], link_only["cfg"].model_copy(
-        update={"export_chunk": 37}))
+    small = export_moments(link_only["model"], link_only["graph"], **dict(EXPORT, chunk=37))
     assert small["s_mean"].shape == (n, d)
     assert np.corrcoef(small["s_mean"].ravel(), m["s_mean"].ravel())[0, 1] > 0.95
 
@@ -144,10 +156,9 @@ def test_training_is_deterministic_for_a_seed():
     n = 120
     cat, edges, log_price = _store(n, seed=5)
     graph = _graph(n, edges, cat, log_price)
-    cfg = TrainConfig(epochs=1, seed=3, **FAST)
-    m1, h1 = train_blade(graph, *_no_conversions(), cfg, progress=False)
-    m2, h2 = train_blade(graph, *_no_conversions(), cfg, progress=False)
-    m3, _ = train_blade(graph, *_no_conversions(), cfg.model_copy(update={"seed": 4}), progress=False)
+    m1, h1 = _train(graph, *_no_conversions(), seed=3)
+    m2, h2 = _train(graph, *_no_conversions(), seed=3)
+    m3, _ = _train(graph, *_no_conversions(), seed=4)
     np.testing.assert_equal(h1, h2)  # NaN conv_loss compares equal here
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
         assert torch.equal(a, b), k
@@ -183,12 +194,10 @@ def test_conversion_head_learns_a_hidden_pairwise_rule():
     graph = _graph(n, edges, cat, log_price)
     u, v, y = _conversions(cat, 6000, seed=4)
     tu, tv, ty = _conversions(cat, 3000, seed=5)
-    cfg = TrainConfig(epochs=3, **FAST)
-    model, history = train_blade(
-        graph, torch.as_tensor(u), torch.as_tensor(v), torch.as_tensor(y), torch.ones(len(y)), cfg, progress=False
-    )
+    examples = (torch.as_tensor(u), torch.as_tensor(v), torch.as_tensor(y), torch.ones(len(y)))
+    model, history = _train(graph, *examples, epochs=3)
     assert history[-1]["conv_loss"] < history[0]["conv_loss"]
-    moments = export_moments(model, graph, cfg)
+    moments = export_moments(model, graph, **EXPORT)
     score, unc = score_and_uncertainty(moments, tu, tv)
     constant = np.full(ty.size, y.mean())
     assert _log_loss(score, ty) < _log_loss(constant, ty) - 0.05
@@ -205,23 +214,21 @@ def test_zero_weight_examples_do_not_influence_training():
     w[ignored] = 0.0
     flipped = y.copy()
     flipped[ignored] = 1.0 - flipped[ignored]
-    cfg = TrainConfig(epochs=1, **FAST)
     args = (graph, torch.as_tensor(u), torch.as_tensor(v))
-    m_a, h_a = train_blade(*args, torch.as_tensor(y), torch.as_tensor(w), cfg, progress=False)
-    m_b, h_b = train_blade(*args, torch.as_tensor(flipped), torch.as_tensor(w), cfg, progress=False)
+    m_a, h_a = _train(*args, torch.as_tensor(y), torch.as_tensor(w))
+    m_b, h_b = _train(*args, torch.as_tensor(flipped), torch.as_tensor(w))
     assert h_a == h_b
     for a, b in zip(m_a.parameters(), m_b.parameters()):
         assert torch.equal(a, b)
     # ...whereas giving the flipped subset weight changes the model
-    m_c, _ = train_blade(*args, torch.as_tensor(flipped), torch.ones(y.size), cfg, progress=False)
+    m_c, _ = _train(*args, torch.as_tensor(flipped), torch.ones(y.size))
     assert not torch.equal(m_a.head_w, m_c.head_w)
 
 
 def test_progress_bar_can_be_shown(capsys):
     n = 60
     cat, edges, log_price = _store(n, seed=10)
-    _, history = train_blade(_graph(n, edges, cat, log_price), *_no_conversions(), TrainConfig(epochs=1, **FAST),
-                             progress=True)
+    _, history = _train(_graph(n, edges, cat, log_price), *_no_conversions(), progress=True)
     assert len(history) == 1 and np.isfinite(history[0]["link_loss"])
     assert "blade epoch" in capsys.readouterr().err
 
@@ -230,16 +237,17 @@ def test_train_blade_rejects_bad_inputs():
     n = 60
     cat, edges, log_price = _store(n, seed=9)
     graph = _graph(n, edges, cat, log_price)
-    cfg = TrainConfig(epochs=1, **FAST)
     one = torch.tensor([0])
     with pytest.raises(ValueError):
-        train_blade(graph, one, torch.tensor([1, 2]), torch.tensor([1.0]), torch.tensor([1.0]), cfg, progress=False)
+        _train(graph, one, torch.tensor([1, 2]), torch.tensor([1.0]), torch.tensor([1.0]))
     with pytest.raises(ValueError):
-        train_blade(graph, one, torch.tensor([n]), torch.tensor([1.0]), torch.tensor([1.0]), cfg, progress=False)
+        _train(graph, one, torch.tensor([n]), torch.tensor([1.0]), torch.tensor([1.0]))
     with pytest.raises(ValueError):
-        train_blade(graph, one, one, torch.tensor([1.0]), torch.tensor([-1.0]), cfg, progress=False)
+        _train(graph, one, one, torch.tensor([1.0]), torch.tensor([-1.0]))
     with pytest.raises(ValueError):
         DirectedGraph(n, torch.tensor([0]), torch.tensor([n]), torch.as_tensor(cat), torch.as_tensor(log_price))
+    with pytest.raises(ValueError):
+        replace(ARCH, fanout_min=ARCH.fanout_max + 1)
 
 
 def _random_moments(n: int, d: int, seed: int) -> dict[str, np.ndarray]:
