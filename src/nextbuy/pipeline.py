@@ -1,5 +1,6 @@
 """The stage cores chained in memory — no files, no MLflow — for benchmarks and
-tests that need a trained model on a simulated store. `dvc repro` runs the
+tests that need a trained model on a simulated store (``run_in_memory``) and
+monitored traffic after its snapshot (``watch_traffic``). `dvc repro` runs the
 same cores through the stage modules."""
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from nextbuy.domain import delay
-from nextbuy.config import SECTIONS
+from nextbuy.config import SECTIONS, MonitorConfig, TrafficConfig
 from nextbuy.data.simulate import StoreWorld
-from nextbuy.stages import calibrate, ingest, label_delay, thresholds, train
+from nextbuy.domain import delay
+from nextbuy.stages import calibrate, ingest, label_delay, monitor, thresholds, traffic, train
+
+DAY = pd.Timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,28 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     per_bucket, _ = thresholds.fit(scored, len(calibration.edges) + 1, cfg["thresholds"])
     bundle = ServingBundle.from_arrays(moments, calibration, per_bucket)
     return InMemoryRun(world, cfg, data, weighted, delay_model, bundle)
+
+
+def _moments_without_prior(bundle) -> dict:
+    """The bundle's moments as the train stage writes them (serving appends a prior row)."""
+    m = dict(bundle.moments)
+    for key in ("s_mean", "s_var", "t_mean", "t_var"):
+        m[key] = m[key][:-1]
+    return m
+
+
+def watch_traffic(trained: InMemoryRun, traffic_cfg: TrafficConfig, monitor_cfg: MonitorConfig
+                  ) -> tuple[pd.DataFrame, list[dict]]:
+    """traffic -> monitor on a trained in-memory run: simulate ``traffic_cfg`` after the
+    snapshot (with its drift drill, judged by the trained model's buckets) and watch it
+    with the trained bundle as champion. Returns the per-window, per-bucket table and
+    the alerts, as the monitor stage computes them."""
+    multiplier = None
+    if traffic_cfg.drift.kind == "bucket_shift":
+        drift_start = trained.world.snapshot + traffic_cfg.drift.start_day * DAY
+        multiplier = traffic.bucket_drift(_moments_without_prior(trained.bundle), trained.bundle.calibration,
+                                          traffic_cfg.drift, drift_start)
+    simulated, start, now = traffic.simulate(trained.world, trained.config["ingest"], traffic_cfg, multiplier)
+    rows = monitor.score_rows(trained.bundle, simulated.impressions, trained.ingested.products,
+                              trained.delay_model, now)
+    return monitor.watch(rows, start, monitor_cfg)

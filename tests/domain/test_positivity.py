@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbuy.config import MonitorConfig
 from nextbuy.domain.positivity import alerts, bucket_positivity
+from tests.helpers import config
 
 
 def rows(n_per_window=2000, windows=10, rate=(0.05, 0.05), shift=None, seed=0):
@@ -28,7 +28,7 @@ def rows(n_per_window=2000, windows=10, rate=(0.05, 0.05), shift=None, seed=0):
     return pd.concat(frames, ignore_index=True)
 
 
-CFG = MonitorConfig(min_volume=300, relative_tolerance=0.3, maturity_days=5)
+CFG = config("monitor", min_volume=300, relative_tolerance=0.3, maturity_days=5)
 
 
 def test_immature_windows_alert_only_with_the_naive_rule():

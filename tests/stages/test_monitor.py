@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from nextbuy.mlops import io
-from nextbuy.bench.monitor import watch_month
 from nextbuy.cli import ALERT_EXIT_CODE, app
-from nextbuy.config import DriftConfig, MonitorConfig, TrafficConfig
+from nextbuy.mlops import io
+from nextbuy.pipeline import watch_traffic
+from tests.helpers import config
+
+MONITOR = config("monitor", min_volume=200)
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +23,15 @@ def trained():
 
 
 def test_clean_month_raises_no_alert(trained):
-    table, fired = watch_month(trained, TrafficConfig(days=20, impressions_per_day=3000), MonitorConfig(min_volume=200))
+    table, fired = watch_traffic(trained, config("traffic", days=20, impressions_per_day=3000), MONITOR)
     assert fired == []
     assert set(table["bucket"]) == {0, 1} and table["window"].nunique() == 20
 
 
 def test_drift_drill_alerts_in_the_drifted_bucket_after_it_starts(trained):
-    drift = DriftConfig(kind="bucket_shift", bucket=1, start_day=8, odds_multiplier=0.3)
-    table, fired = watch_month(trained, TrafficConfig(days=20, impressions_per_day=3000, drift=drift),
-                               MonitorConfig(min_volume=200))
+    drift = {"kind": "bucket_shift", "bucket": 1, "start_day": 8, "odds_multiplier": 0.3}
+    traffic = config("traffic", days=20, impressions_per_day=3000, drift=drift)
+    table, fired = watch_traffic(trained, traffic, MONITOR)
     assert fired, table.to_string()
     assert {a["bucket"] for a in fired} == {1}
     assert min(a["window"] for a in fired) >= 8

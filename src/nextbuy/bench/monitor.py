@@ -13,50 +13,31 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
-import yaml
 from rich.console import Console
 from rich.table import Table
 
+from nextbuy.config import read_params, section_config, with_changes
 from nextbuy.mlops import io
-from nextbuy.config import DriftConfig, MonitorConfig, TrafficConfig
 
-DAY = pd.Timedelta(days=1)
-
-
-def _moments_without_prior(bundle) -> dict:
-    m = dict(bundle.moments)
-    for key in ("s_mean", "s_var", "t_mean", "t_var"):
-        m[key] = m[key][:-1]
-    return m
-
-
-def watch_month(run, traffic_cfg: TrafficConfig, monitor_cfg: MonitorConfig):
-    from nextbuy.stages import monitor, traffic
-
-    multiplier = None
-    if traffic_cfg.drift.kind == "bucket_shift":
-        multiplier = traffic.bucket_drift(_moments_without_prior(run.bundle), run.bundle.calibration, traffic_cfg.drift,
-                                          run.world.snapshot + traffic_cfg.drift.start_day * DAY)
-    simulated, start, now = traffic.simulate(run.world, run.config["ingest"], traffic_cfg, multiplier)
-    rows = monitor.score_rows(run.bundle, simulated.impressions, run.ingested.products, run.delay_model, now)
-    return monitor.watch(rows, start, monitor_cfg)
+DAYS = 30
+# The drill: the most uncertain bucket converts at 0.4x the odds from day 10 on.
+DRIFT = {"kind": "bucket_shift", "start_day": 10.0, "odds_multiplier": 0.4}
 
 
 def run(out: Path, params_file: str = "params.yaml") -> dict:
-    from nextbuy.pipeline import run_in_memory
+    from nextbuy.pipeline import run_in_memory, watch_traffic
 
-    params = yaml.safe_load(Path(params_file).read_text()) if Path(params_file).exists() else {}
+    params = read_params(params_file)
     started = time.perf_counter()
     trained = run_in_memory(params)
-    monitor_cfg = MonitorConfig.model_validate(params.get("monitor") or {})
-    base = TrafficConfig.model_validate(params.get("traffic") or {})
+    monitor_cfg = section_config(params, "monitor")
+    base = section_config(params, "traffic")
     n_buckets = len(trained.bundle.calibration.edges) + 1
-    drift = DriftConfig(kind="bucket_shift", bucket=n_buckets - 1, start_day=10, odds_multiplier=0.4)
-    clean_cfg = base.model_copy(update={"days": 30, "drift": DriftConfig()})
-    drift_cfg = base.model_copy(update={"days": 30, "drift": drift})
-    clean, clean_alerts = watch_month(trained, clean_cfg, monitor_cfg)
-    drifted, drift_alerts = watch_month(trained, drift_cfg, monitor_cfg)
+    clean_cfg = with_changes(base, days=DAYS, drift={"kind": "none"})
+    drift_cfg = with_changes(base, days=DAYS, drift={**DRIFT, "bucket": n_buckets - 1})
+    drift = drift_cfg.drift
+    clean, clean_alerts = watch_traffic(trained, clean_cfg, monitor_cfg)
+    drifted, drift_alerts = watch_traffic(trained, drift_cfg, monitor_cfg)
 
     after = [a for a in drift_alerts if a["window"] * monitor_cfg.window_days >= drift.start_day]
     first = after[0] if after else None
@@ -68,7 +49,7 @@ def run(out: Path, params_file: str = "params.yaml") -> dict:
         "naive_false_alarms": int(clean["naive_alert"].sum()),
         "drift_alerts_before_start": len(drift_alerts) - len(after),
         "naive_alerts_with_drift": int(drifted["naive_alert"].sum()),
-        "drift": drift.model_dump(), "days": 30, "impressions_per_day": base.impressions_per_day,
+        "drift": drift.model_dump(), "days": DAYS, "impressions_per_day": base.impressions_per_day,
         "n_buckets": n_buckets, "windows_x_buckets": int(len(clean)),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import optimize, special
 
 FAMILIES = ("lognormal", "weibull")
@@ -117,6 +118,28 @@ class DelayModel:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DelayModel":
         return cls(family=d["family"], conv_coef=np.asarray(d["conv_coef"]), delay_coef=np.asarray(d["delay_coef"]))
+
+
+_DAY = pd.Timedelta(days=1)
+
+
+def observed_signals(impressions: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
+    """What is known of each impression at time ``at`` (a snapshot, or "now" for new
+    traffic), from its event timestamps: ``elapsed_days`` since shown (>= 0), the
+    observed ``label`` (converted so far), ``delay_days`` of an observed conversion
+    (NaN otherwise), and the ``clicked`` / ``carted`` flags, on ``impressions``' index.
+
+    Events are taken as recorded: a log censored at ``at`` has no later event.
+    """
+    shown = impressions["shown_at"]
+    converted = impressions["converted_at"]
+    return pd.DataFrame({
+        "elapsed_days": ((at - shown) / _DAY).clip(lower=0.0).to_numpy(dtype=float),
+        "label": converted.notna().to_numpy().astype(np.int8),
+        "delay_days": ((converted - shown) / _DAY).to_numpy(dtype=float),
+        "clicked": impressions["clicked_at"].notna().to_numpy().astype(np.int8),
+        "carted": impressions["carted_at"].notna().to_numpy().astype(np.int8),
+    }, index=impressions.index)
 
 
 def _validate(elapsed_days, label, clicked, carted) -> tuple[np.ndarray, ...]:

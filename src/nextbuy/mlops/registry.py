@@ -31,7 +31,9 @@ def _crown(client: MlflowClient, name: str, version: str) -> str:
     client.set_registered_model_alias(name, CHAMPION, str(version))
     if alias_version(client, name, CHALLENGER) == str(version):
         client.delete_registered_model_alias(name, CHALLENGER)
-    return f"{name}: champion v{old} → v{version}" + (f" (v{old} kept as '{PREVIOUS}')" if old else "")
+    if old is None:
+        return f"{name}: v{version} is the first champion"
+    return f"{name}: champion v{old} → v{version} (v{old} kept as '{PREVIOUS}')"
 
 
 def release(client: MlflowClient, name: str, version: str, passed: bool) -> str:
@@ -40,7 +42,8 @@ def release(client: MlflowClient, name: str, version: str, passed: bool) -> str:
         return _crown(client, name, version)
     client.set_registered_model_alias(name, CHALLENGER, str(version))
     champion = alias_version(client, name, CHAMPION)
-    return f"{name} v{version} refused and marked '{CHALLENGER}'; champion stays v{champion}"
+    stays = f"champion stays v{champion}" if champion is not None else "there is no champion yet"
+    return f"{name} v{version} refused and marked '{CHALLENGER}'; {stays}"
 
 
 def promote(client: MlflowClient, name: str, version: str) -> str:

@@ -13,6 +13,10 @@ import subprocess
 from pathlib import Path
 
 EXPERIMENT = "nextbuy"
+# MLflow draws a tqdm bar per downloaded artifact file by default: fine on a
+# terminal, a wall of carriage-return lines in `make run` output and Airflow task
+# logs. Off unless the user sets the variable.
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -21,9 +25,13 @@ def tracking_uri(root: Path | None = None) -> str:
 
 
 def configure(root: Path | None = None) -> str:
-    """Point MLflow at the project store and return the experiment id."""
+    """Point MLflow at the project store and return the experiment id.
+
+    Also turns MLflow's per-file artifact progress bars off unless
+    ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` is already set (logs stay readable)."""
     import mlflow
 
+    os.environ.setdefault(PROGRESS_BAR_ENV, "false")
     root = (root or Path.cwd()).resolve()
     mlflow.set_tracking_uri(tracking_uri(root))
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)

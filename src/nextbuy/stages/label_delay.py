@@ -15,24 +15,11 @@ from nextbuy.mlops import io, schemas
 from nextbuy import paths
 from nextbuy.config import LabelDelayConfig, load_section
 
-DAY = pd.Timedelta(days=1)
-
-
-def observed_signals(impressions: pd.DataFrame, snapshot: pd.Timestamp) -> pd.DataFrame:
-    """What is known at the snapshot: elapsed time, observed label and delay, click/cart flags."""
-    return pd.DataFrame({
-        "elapsed_days": ((snapshot - impressions["shown_at"]) / DAY).clip(lower=0.0).to_numpy(),
-        "label": impressions["converted_at"].notna().to_numpy().astype(np.int8),
-        "delay_days": ((impressions["converted_at"] - impressions["shown_at"]) / DAY).to_numpy(dtype=float),
-        "clicked": impressions["clicked_at"].notna().to_numpy().astype(np.int8),
-        "carted": impressions["carted_at"].notna().to_numpy().astype(np.int8),
-    }, index=impressions.index)
-
 
 def weigh(impressions: pd.DataFrame, snapshot: pd.Timestamp, cfg: LabelDelayConfig
           ) -> tuple[pd.DataFrame, delay.DelayModel]:
     """Pure core: fit the delay model on train, return weighted impressions of all splits."""
-    obs = observed_signals(impressions, snapshot)
+    obs = delay.observed_signals(impressions, snapshot)
     fit = (impressions["split"] == "train").to_numpy()
     model = delay.fit_delay_model(obs["elapsed_days"].to_numpy()[fit], obs["label"].to_numpy()[fit],
                                   obs["delay_days"].to_numpy()[fit], obs["clicked"].to_numpy()[fit],

@@ -23,10 +23,9 @@ def score_rows(bundle, impressions: pd.DataFrame, products: pd.DataFrame, delay_
     """What the champion says about each impression, and what is known of its outcome at ``now``."""
     scored = bundle.score(impressions["source_id"].to_numpy(), impressions["shown_id"].to_numpy())
     features = products.set_index("product_id").reindex(impressions["shown_id"].to_numpy())
-    elapsed = ((now - impressions["shown_at"]) / DAY).clip(lower=0.0).to_numpy()
-    observed = impressions["converted_at"].notna().to_numpy().astype(np.int8) if label is None else label
-    clicked = impressions["clicked_at"].notna().to_numpy().astype(np.int8)
-    carted = impressions["carted_at"].notna().to_numpy().astype(np.int8)
+    obs = delay.observed_signals(impressions, now)
+    elapsed, clicked, carted = (obs[c].to_numpy() for c in ("elapsed_days", "clicked", "carted"))
+    observed = obs["label"].to_numpy() if label is None else np.asarray(label)
     p_flip = delay.flip_probability(delay_model, elapsed, observed, clicked, carted)
     return pd.DataFrame({
         "shown_at": impressions["shown_at"].to_numpy(),
@@ -61,7 +60,8 @@ def reference_rows(bundle, products: pd.DataFrame, delay_model) -> pd.DataFrame:
 def publish_dashboard(rows: pd.DataFrame, reference: pd.DataFrame, table: pd.DataFrame, cfg: MonitorConfig) -> str:
     from tqdm.auto import tqdm
 
-    from nextbuy.mlops.dashboards.evidently_reports import publish, window_snapshot
+    from nextbuy.mlops.dashboards.metrics import window_snapshot
+    from nextbuy.mlops.dashboards.publish import publish
 
     columns = ["score", "uncertainty", "bucket", "prob_calibrated", "category", "log_price", "label_observed",
                "expected_label"]
@@ -78,15 +78,16 @@ def run(params_file: str = "params.yaml") -> dict:
     from nextbuy.mlops import registry, tracking
 
     cfg = load_section("monitor", params_file)
+    model_name = load_section("deploy", params_file).model_name  # the model deploy registers
     impressions = io.read_table(paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)
     meta = io.read_json(paths.TRAFFIC_META)
     start, now = pd.Timestamp(meta["start"]), pd.Timestamp(meta["now"])
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     delay_model = delay.DelayModel.from_dict(io.read_json(paths.DELAY_MODEL))
     tracking.configure()
-    bundle = registry.load_bundle(cfg.model_name, registry.CHAMPION)
+    bundle = registry.load_bundle(model_name, registry.CHAMPION)
     if bundle is None:
-        raise io.DataError(f"models:/{cfg.model_name}@{registry.CHAMPION}", "no champion to monitor; run deploy first")
+        raise io.DataError(f"models:/{model_name}@{registry.CHAMPION}", "no champion to monitor; run deploy first")
     rows = score_rows(bundle, impressions, products, delay_model, now)
     table, fired = watch(rows, start, cfg)
     project_id = publish_dashboard(rows, reference_rows(bundle, products, delay_model), table, cfg)
