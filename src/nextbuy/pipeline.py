@@ -13,8 +13,8 @@ from nextbuy.config import SECTIONS, MonitorConfig, TrafficConfig
 from nextbuy.data.simulate import StoreWorld
 from nextbuy.domain import delay
 from nextbuy.stages import calibrate, ingest, label_delay, monitor, thresholds, traffic, train
+from nextbuy.domain.timeunits import DAY
 
-DAY = pd.Timedelta(days=1)
 
 
 @dataclass(frozen=True)

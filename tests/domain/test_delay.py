@@ -181,3 +181,24 @@ def test_rejects_bad_inputs():
         fit_delay_model(np.array([1.0]), np.array([1]), np.array([np.nan]), np.array([0]), np.array([0]))
     with pytest.raises(ValueError):
         fit_delay_model(np.array([1.0]), np.array([0]), np.array([np.nan]), np.array([0]), np.array([0]), family="gamma")
+
+
+def test_observed_signals_read_what_has_happened_by_then():
+    import pandas as pd
+
+    from nextbuy.domain.delay import observed_signals
+
+    at = pd.Timestamp("2026-03-10")
+    day = pd.Timedelta(days=1)
+    log = pd.DataFrame({
+        "shown_at": [at - 3 * day, at - 1 * day, at + 1 * day],
+        "clicked_at": [at - 3 * day, pd.NaT, pd.NaT],
+        "carted_at": [at - 2.5 * day, pd.NaT, pd.NaT],
+        "converted_at": [at - 2 * day, pd.NaT, pd.NaT],
+    }, index=[10, 11, 12])
+    seen = observed_signals(log, at)
+    assert list(seen.index) == [10, 11, 12]
+    assert seen["elapsed_days"].tolist() == [3.0, 1.0, 0.0]  # shown after `at`: not yet elapsed
+    assert seen["label"].tolist() == [1, 0, 0]
+    assert seen["delay_days"].iloc[0] == 1.0 and seen["delay_days"].iloc[1:].isna().all()
+    assert seen["clicked"].tolist() == [1, 0, 0] and seen["carted"].tolist() == [1, 0, 0]

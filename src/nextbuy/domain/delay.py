@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
+from nextbuy.domain.timeunits import DAY
+
 FAMILIES = ("lognormal", "weibull")
 
 # Delays and elapsed times are clipped away from 0 so log(t) stays finite.
@@ -120,7 +122,6 @@ class DelayModel:
         return cls(family=d["family"], conv_coef=np.asarray(d["conv_coef"]), delay_coef=np.asarray(d["delay_coef"]))
 
 
-_DAY = pd.Timedelta(days=1)
 
 
 def observed_signals(impressions: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
@@ -134,9 +135,9 @@ def observed_signals(impressions: pd.DataFrame, at: pd.Timestamp) -> pd.DataFram
     shown = impressions["shown_at"]
     converted = impressions["converted_at"]
     return pd.DataFrame({
-        "elapsed_days": ((at - shown) / _DAY).clip(lower=0.0).to_numpy(dtype=float),
+        "elapsed_days": ((at - shown) / DAY).clip(lower=0.0).to_numpy(dtype=float),
         "label": converted.notna().to_numpy().astype(np.int8),
-        "delay_days": ((converted - shown) / _DAY).to_numpy(dtype=float),
+        "delay_days": ((converted - shown) / DAY).to_numpy(dtype=float),
         "clicked": impressions["clicked_at"].notna().to_numpy().astype(np.int8),
         "carted": impressions["carted_at"].notna().to_numpy().astype(np.int8),
     }, index=impressions.index)

@@ -13,9 +13,9 @@ from nextbuy.domain import delay, positivity
 from nextbuy.mlops import io, schemas
 from nextbuy import paths
 from nextbuy.config import MonitorConfig, load_section
+from nextbuy.domain.timeunits import DAY
 
 log = logging.getLogger(__name__)
-DAY = pd.Timedelta(days=1)
 
 
 def score_rows(bundle, impressions: pd.DataFrame, products: pd.DataFrame, delay_model: delay.DelayModel,
