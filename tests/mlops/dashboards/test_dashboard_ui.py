@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mlops.dashboards.test_evidently_reports import N_BUCKETS, expected_panel_titles, fill_workspace
+from tests.mlops.dashboards.workspace import N_BUCKETS, expected_panel_titles, fill_workspace
 
 pytestmark = pytest.mark.slow
 
