@@ -69,7 +69,7 @@ dashboards: $(STAMP)
 # Airflow 3 standalone (SQLite in .airflow/, this project's dags/, 127.0.0.1:8080, pool nextbuy_dvc):
 # prints the URL and the admin login; Ctrl-C stops its whole process group.
 airflow: $(STAMP)
-	python -m nextbuy.orchestration standalone
+	nextbuy airflow standalone
 
 plots: $(STAMP)
 	dvc plots show

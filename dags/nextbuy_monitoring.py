@@ -14,27 +14,28 @@ then restore_params (teardown).
   data the model was trained on) plus the form's overrides (e.g. a drift drill:
   {"traffic.drift.kind": "bucket_shift", "traffic.drift.odds_multiplier": 0.2}).
 
-The logic lives in ``nextbuy.orchestration``; this file only says what runs when.
+The logic lives in ``nextbuy.orchestration``; the stages and their order come from
+dvc.yaml (``meta.dag``). This file only says what runs when.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain, task
 
-from nextbuy import orchestration as orc
+from nextbuy.orchestration import airflow_tasks, names, task_bodies
 
-PROJECT = orc.project_dir(__file__)
-CHAMPION = Asset(name=orc.CHAMPION_ASSET_NAME, uri=orc.CHAMPION_ASSET_URI)
+PROJECT = airflow_tasks.project_dir(__file__)
+CHAMPION = Asset(name=names.CHAMPION_ASSET_NAME, uri=names.CHAMPION_ASSET_URI)
 
 with DAG(
-    dag_id=orc.MONITORING_DAG_ID,
+    dag_id=names.MONITORING_DAG_ID,
     description="traffic -> monitor -> alerts? retrain (triggers nextbuy_training)",
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=CHAMPION),
-    start_date=datetime(2026, 11, 14, tzinfo=timezone.utc),
+    start_date=datetime(2026, 11, 14, tzinfo=UTC),
     catchup=False,  # monitoring watches now; past days are not re-watched
     max_active_runs=1,
     tags=["nextbuy"],
@@ -48,28 +49,28 @@ with DAG(
     @task.sensor(task_id="set_params", poke_interval=30, timeout=6 * 3600, mode="reschedule")
     def set_params(**context):
         """Take the workspace; params.yaml := params.yaml + ingest as last ingested + form overrides."""
-        return orc.set_params_task(PROJECT, context, kind="monitoring")
+        return task_bodies.set_params_task(PROJECT, context, names.MONITORING)
 
-    stages = [orc.stage_task(stage, PROJECT) for stage in orc.MONITORING_STAGES]
+    stages = airflow_tasks.stage_tasks(PROJECT, names.MONITORING)
 
     @task.branch(task_id="check_alerts")
     def check_alerts(**context):
         """``nextbuy alerts``: exit 3 -> retrain (conf = why), else no_retrain."""
-        return orc.branch_on_alerts_task(PROJECT, context)
+        return task_bodies.branch_on_alerts_task(PROJECT, context)
 
     retrain = TriggerDagRunOperator(
-        task_id=orc.RETRAIN_TASK,
-        trigger_dag_id=orc.TRAINING_DAG_ID,
+        task_id=names.RETRAIN_TASK,
+        trigger_dag_id=names.TRAINING_DAG_ID,
         trigger_run_id="retrain__{{ run_id }}",  # one retrain per monitoring run, even if this task is cleared
         skip_when_already_exists=True,
         conf="{{ ti.xcom_pull(task_ids='check_alerts', key='retrain_conf') | tojson }}",
     )
-    no_retrain = EmptyOperator(task_id=orc.NO_RETRAIN_TASK)
+    no_retrain = EmptyOperator(task_id=names.NO_RETRAIN_TASK)
 
     @task(task_id="restore_params")
     def restore_params(**context):
         """Put params.yaml back (after a failed stage also the outputs dvc.lock records)."""
-        return orc.restore_params_task(PROJECT, context, orc.MONITORING_STAGES)
+        return task_bodies.restore_params_task(PROJECT, context, names.MONITORING)
 
     setup = set_params()
     teardown = restore_params()

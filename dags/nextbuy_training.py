@@ -10,19 +10,20 @@ set_params (setup) -> ingest -> label_delay -> train -> calibrate -> thresholds
 * Each stage is ``dvc repro --single-item <stage>``: dvc.lock records what ran.
 * The deploy gate's refusal is a *skipped* gate (reasons in its log), not a failure.
 
-The logic lives in ``nextbuy.orchestration``; this file only says what runs when.
+The logic lives in ``nextbuy.orchestration``; the stages and their order come from
+dvc.yaml (``meta.dag``). This file only says what runs when.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.sdk import DAG, Asset, Param, chain, task
 
-from nextbuy import orchestration as orc
+from nextbuy.orchestration import airflow_tasks, names, task_bodies
 
-PROJECT = orc.project_dir(__file__)
-CHAMPION = Asset(name=orc.CHAMPION_ASSET_NAME, uri=orc.CHAMPION_ASSET_URI)
+PROJECT = airflow_tasks.project_dir(__file__)
+CHAMPION = Asset(name=names.CHAMPION_ASSET_NAME, uri=names.CHAMPION_ASSET_URI)
 
 
 def _optional(kind: str, description: str, **schema) -> Param:
@@ -30,10 +31,10 @@ def _optional(kind: str, description: str, **schema) -> Param:
 
 
 with DAG(
-    dag_id=orc.TRAINING_DAG_ID,
+    dag_id=names.TRAINING_DAG_ID,
     description="ingest -> label_delay -> train -> calibrate -> thresholds -> deploy (dvc repro per stage)",
     schedule="@daily",
-    start_date=datetime(2026, 11, 14, tzinfo=timezone.utc),
+    start_date=datetime(2026, 11, 14, tzinfo=UTC),
     catchup=True,  # backfills: each logical date rebuilds that day's model from that day's data
     max_active_runs=1,
     tags=["nextbuy"],
@@ -55,9 +56,9 @@ with DAG(
     @task.sensor(task_id="set_params", poke_interval=30, timeout=6 * 3600, mode="reschedule")
     def set_params(**context):
         """Take the workspace; params.yaml := params.yaml + snapshot + form overrides (backup kept)."""
-        return orc.set_params_task(PROJECT, context, kind="training")
+        return task_bodies.set_params_task(PROJECT, context, names.TRAINING)
 
-    stages = [orc.stage_task(stage, PROJECT) for stage in orc.TRAINING_STAGES]
+    stages = airflow_tasks.stage_tasks(PROJECT, names.TRAINING)
 
     @task(task_id="gate")
     def gate():
@@ -67,18 +68,18 @@ with DAG(
         retry or page about); the run stays green, the gate shows as skipped with the
         reasons in its log, and release does not run, so no Asset event is emitted.
         AirflowSkipException is never retried."""
-        return orc.gate_task(PROJECT)
+        return task_bodies.gate_task(PROJECT)
 
     @task(task_id="release", outlets=[CHAMPION])
     def release(verdict: dict, **context):
         """Emit the champion Asset event (schedules nextbuy_monitoring)."""
-        context["outlet_events"][CHAMPION].extra = orc.release_extra(verdict, context)
+        context["outlet_events"][CHAMPION].extra = task_bodies.release_extra(verdict, context)
         return verdict
 
     @task(task_id="restore_params")
     def restore_params(**context):
         """Put params.yaml back (after a failed stage also the outputs dvc.lock records)."""
-        return orc.restore_params_task(PROJECT, context, orc.TRAINING_STAGES)
+        return task_bodies.restore_params_task(PROJECT, context, names.TRAINING)
 
     setup = set_params()
     verdict = gate()

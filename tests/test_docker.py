@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
@@ -167,13 +169,22 @@ def test_dags_find_the_shared_project(services):
     dags = {p.name for p in (ROOT / "dags").glob("*.py")} if (ROOT / "dags").is_dir() else set()
     for name in AIRFLOW_SERVICES:
         svc = services[name]
-        assert environment(svc)["NEXTBUY_PROJECT_DIR"] == "/opt/nextbuy", name
+        assert environment(svc)[PROJECT_DIR_ENV] == "/opt/nextbuy", name
         assert volume_targets(svc)["/opt/nextbuy"].startswith("${NEXTBUY_CHECKOUT:-..}"), name
         assert environment(svc)["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/nextbuy/dags", name
-    assert "NEXTBUY_PROJECT_DIR" not in read_env_file(EXAMPLE_ENV, include_commented=True)
-    orchestration = ROOT / "src" / "nextbuy" / "orchestration.py"
-    if dags and orchestration.exists():  # the DAGs' pool is the one airflow-init creates
-        assert 'POOL = "nextbuy_dvc"' in orchestration.read_text()
+    assert PROJECT_DIR_ENV not in read_env_file(EXAMPLE_ENV, include_commented=True)
+    if dags:  # the DAGs' pool is the one airflow-init creates
+        init = (DOCKER / "airflow-init.sh").read_text()
+        assert re.search(rf"airflow pools set {re.escape(POOL)} 1\b", init)
+
+
+def test_the_cli_finds_dvc_yaml_in_the_image():
+    # The CLI's stage commands come from the dvc.yaml of the project the package is
+    # installed from (nextbuy.stage_list): the image installs /opt/nextbuy editable.
+    text = (DOCKER / "Dockerfile").read_text()
+    assert "WORKDIR /opt/nextbuy" in text and "COPY --chown=nextbuy:nextbuy . /opt/nextbuy" in text
+    assert re.search(r"uv pip install [^\n]*-e \.", text)
+    assert not re.search(r"^dvc\.yaml$", (ROOT / ".dockerignore").read_text(), re.M)
 
 
 def test_workers_scale(services):

@@ -1,35 +1,34 @@
 """Command line: one command per stage (what dvc.yaml and the Airflow DAG call),
-plus summary and benchmarks."""
+plus summary, registry actions, Airflow and benchmarks.
+
+Start-up stays light (no pandas, torch or mlflow): heavy modules are imported by
+the command that needs them.
+"""
 
 from __future__ import annotations
 
 import importlib
 import json
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 
-from nextbuy.mlops.io import DataError
+from nextbuy import stage_list
+from nextbuy.constants import ALERT_EXIT_CODE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="nextbuy: bought U, recommend V next.")
 console = Console(stderr=True)
-STAGES = {
-    "ingest": "Load or simulate products, the directed graph and impressions; validate; split by time.",
-    "label_delay": "Fit the conversion-delay model; importance weights for every impression.",
-    "train": "Train the dual-embedding GNN (BLADE) with the weighted conversion and directed link losses.",
-    "calibrate": "Score the holdout with uncertainty; isotonic calibration per uncertainty bucket.",
-    "thresholds": "Fit one threshold per uncertainty bucket for the precision target, plus the baseline.",
-    "deploy": "Gate the candidate (floors, then vs the champion); register it; move 'champion' only on a pass.",
-    "traffic": "Days of traffic after the snapshot (simulated, optional drift drill, or a real log).",
-    "monitor": "Delay-aware positivity per uncertainty bucket; alerts; Evidently on-call dashboard.",
-}
-ALERT_EXIT_CODE = 3
+# dvc.yaml declares the stages (else: the stage modules present); one command each.
+STAGE_LIST = stage_list.available()
+STAGES = {stage.name: stage.desc for stage in STAGE_LIST}  # name -> help, in dvc.yaml order
 ParamsOption = typer.Option("params.yaml", "--params", help="params file (each stage reads its own section)")
+ModelNameOption = typer.Option(None, help="registered model (default: deploy.model_name of params.yaml)")
 
 
 def _setup_logging() -> None:
@@ -39,6 +38,8 @@ def _setup_logging() -> None:
 
 
 def _run_stage(name: str, params: str) -> None:
+    from nextbuy.mlops.io import DataError
+
     _setup_logging()
     module = importlib.import_module(f"nextbuy.stages.{name}")
     try:
@@ -61,10 +62,10 @@ def _stage_command(name: str, help_text: str) -> Callable[[str], None]:
     return command
 
 
-# Help texts here, not from the stage modules' docstrings: importing every stage
-# (torch, mlflow) would slow down every command.
-for _stage, _help in STAGES.items():
-    app.command(name=_stage.replace("_", "-"))(_stage_command(_stage, _help))
+# Help texts from dvc.yaml, not from the stage modules' docstrings: importing every
+# stage (torch, mlflow) would slow down every command.
+for _stage in STAGE_LIST:
+    app.command(name=_stage.command)(_stage_command(_stage.name, _stage.desc))
 
 
 @app.command()
@@ -95,7 +96,7 @@ def alerts(path: Path = typer.Option(Path("monitoring/alerts.json"), help="writt
 
     try:
         fired = io.read_json(path)["alerts"]
-    except DataError as err:
+    except io.DataError as err:
         console.print(f"[bold red]{err.message}[/]", highlight=False)
         raise typer.Exit(code=2) from None
     for a in fired:
@@ -105,31 +106,47 @@ def alerts(path: Path = typer.Option(Path("monitoring/alerts.json"), help="writt
     console.print("[green]no alerts[/]")
 
 
+def _model_name(given: str | None) -> str:
+    """``given``, else deploy.model_name of ./params.yaml (the name deploy registers under)."""
+    if given is not None:
+        return given
+    from nextbuy.config import load_section
+
+    try:
+        return load_section("deploy").model_name
+    except (FileNotFoundError, ValidationError) as err:
+        console.print(f"[bold red]no model name: pass --model-name[/] ({err})", highlight=False)
+        raise typer.Exit(code=2) from None
+
+
 @app.command()
-def rollback(model_name: str = typer.Option("nextbuy", help="registered model")) -> None:
+def rollback(model_name: str | None = ModelNameOption) -> None:
     """Move 'champion' back to 'previous' (undo the last release)."""
     from mlflow.tracking import MlflowClient
 
     from nextbuy.mlops import registry
 
-    _registry_call(lambda: registry.rollback(MlflowClient(), model_name))
+    name = _model_name(model_name)
+    _registry_call(lambda: registry.rollback(MlflowClient(), name))
 
 
 @app.command()
 def promote(version: int = typer.Argument(..., help="model version to release"),
-            model_name: str = typer.Option("nextbuy", help="registered model")) -> None:
+            model_name: str | None = ModelNameOption) -> None:
     """Deliberately make VERSION the champion (the old one becomes 'previous')."""
     from mlflow.tracking import MlflowClient
 
     from nextbuy.mlops import registry
 
-    _registry_call(lambda: registry.promote(MlflowClient(), model_name, str(version)))
+    name = _model_name(model_name)
+    _registry_call(lambda: registry.promote(MlflowClient(), name, str(version)))
 
 
 @app.command("batch-topk")
 def batch_topk(out: Path = typer.Option(Path("recommendations"), help="output folder (one sub-folder per shard)"),
                k: int = typer.Option(20, min=1, help="recommendations per source"),
-               model: str = typer.Option("models:/nextbuy@champion", help="MLflow model URI"),
+               model: str | None = typer.Option(None, help="MLflow model URI (default: the champion of "
+                                                "deploy.model_name, models:/<name>@champion)"),
                shard: int = typer.Option(0, min=0), num_shards: int = typer.Option(1, min=1),
                sources_per_file: int = typer.Option(4096, min=1)) -> None:
     """Top-K recommendations for every product (this shard's sources) to parquet."""
@@ -138,14 +155,44 @@ def batch_topk(out: Path = typer.Option(Path("recommendations"), help="output fo
     import mlflow
 
     from nextbuy.mlops import batch, tracking
+    from nextbuy.mlops.registry import CHAMPION
     from nextbuy.mlops.serving import ServingBundle
 
+    model = model or f"models:/{_model_name(None)}@{CHAMPION}"
     _setup_logging()
     tracking.configure()
     with tempfile.TemporaryDirectory() as tmp:
         bundle = ServingBundle.from_model_dir(mlflow.artifacts.download_artifacts(model, dst_path=tmp))
     result = batch.write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
     console.print(f"[green]wrote {result['rows']:,} recommendations for {result['sources']:,} sources[/] → {result['path']}")
+
+
+airflow_app = typer.Typer(no_args_is_help=True, help="Airflow for this project (the DAGs in dags/).")
+app.add_typer(airflow_app, name="airflow")
+
+
+def _airflow_project() -> Path:
+    """$NEXTBUY_PROJECT_DIR, else the current directory (the Makefile runs at the project root)."""
+    from nextbuy.orchestration.names import PROJECT_DIR_ENV
+
+    return Path(os.environ.get(PROJECT_DIR_ENV) or Path.cwd()).resolve()
+
+
+@airflow_app.command("standalone")
+def airflow_standalone(
+        port: int = typer.Option(8080, envvar="AIRFLOW__API__PORT", help="UI port on 127.0.0.1")) -> None:
+    """airflow standalone for this project (make airflow): SQLite in .airflow/, Ctrl-C stops it all."""
+    from nextbuy.orchestration.standalone import standalone
+
+    raise typer.Exit(code=standalone(_airflow_project(), port))
+
+
+@airflow_app.command("restore-params")
+def airflow_restore_params() -> None:
+    """Put back params.yaml from the backup a dead Airflow run left."""
+    from nextbuy.orchestration.params_lock import restore_any
+
+    console.print(restore_any(_airflow_project()), highlight=False)
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table and writes JSON (--out).")

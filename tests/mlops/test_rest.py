@@ -15,13 +15,15 @@ import urllib.request
 import numpy as np
 import pytest
 
+from nextbuy import procs
+from nextbuy import serving_fixtures as fixtures
 from nextbuy.mlops import serving
-from nextbuy.bench import fixtures
 
 pytestmark = pytest.mark.slow
 
 N_PRODUCTS, DIM = 500, 16
 COLUMNS = ["source_id", "candidate_id"]
+
 
 class Reply:
     def __init__(self, status: int, body: bytes):
@@ -49,7 +51,7 @@ def server(tmp_path_factory):
         files = fixtures.write_bundle_files(root / "bundle", N_PRODUCTS, DIM, seed=0)
         version = fixtures.register_champion(files, root, uri)
         assert version == "1"
-        srv = fixtures.RestServer("models:/nextbuy@champion", uri, root / "serve.log", start_timeout=120)
+        srv = fixtures.RestServer(fixtures.champion_uri(), uri, root / "serve.log", start_timeout=120)
         pgid = None
         try:
             srv.start()
@@ -59,9 +61,9 @@ def server(tmp_path_factory):
         finally:
             gone = srv.stop()
             if pgid is not None:
-                assert gone and not fixtures.group_alive(pgid), f"server group {pgid} still alive"
+                assert gone and not procs.group_alive(pgid), f"server group {pgid} still alive"
                 assert srv.proc.returncode is not None
-                assert srv.ping() is None and not fixtures.port_open(srv.port)
+                assert srv.ping() is None and not procs.port_open(srv.port)
 
 
 def post(srv, body: bytes, timeout: float = 60) -> Reply:

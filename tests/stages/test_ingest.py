@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from nextbuy.mlops import io, schemas
 from nextbuy import paths
 from nextbuy.cli import app
 from nextbuy.config import IngestConfig
+from nextbuy.mlops import io, schemas
 from nextbuy.stages import ingest
 
 

@@ -1,7 +1,7 @@
 """`nextbuy bench dag`: what Airflow costs on top of DVC.
 
-The six training stages on the tiny simulated store (``TINY_PARAMS`` of the
-project's tests/conftest.py), in two fresh temporary git copies of the project
+The training stages on the tiny simulated store (presets/tiny.yaml over params.yaml,
+as the tests use it), in two fresh temporary git copies of the project
 (no dvc.lock, no outputs, no DVC cache: a full run in both), with the same
 params (the DAG's snapshot written into the ``dvc repro`` copy too):
 
@@ -10,7 +10,7 @@ params (the DAG's snapshot written into the ``dvc repro`` copy too):
   the last timed apart as ``api_warmup_s``: a deployment's API server is already
   running): set_params, one ``dvc repro --single-item`` per stage, gate, release,
   restore_params;
-* ``repro_s``: ``dvc repro deploy`` (the same six stages in one DVC process).
+* ``repro_s``: ``dvc repro deploy`` (the same stages in one DVC process).
 
 ``ratio = dag_s / repro_s`` (goal <= 1.3). The DAG run goes first so that any
 cold-cache cost lands on it.
@@ -18,7 +18,6 @@ cold-cache cost lands on it.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shutil
@@ -32,14 +31,18 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from nextbuy.config import merge, read_params
 from nextbuy.mlops import io
-from nextbuy import orchestration
+from nextbuy.orchestration.names import BACKUP_FILE, PROJECT_DIR_ENV, TRAINING, TRAINING_DAG_ID
+from nextbuy.orchestration.params_lock import snapshot_iso
+from nextbuy.stage_list import dag_stages
 
 LOGICAL_DATE = "2026-11-15T00:00:00+00:00"
+TINY_PRESET = "presets/tiny.yaml"
 # What a fresh copy leaves out at the top level (run-time outputs and stores) and everywhere.
 TOP_LEVEL_OUTPUTS = {".venv", ".git", "data", "models", "metrics", "plots", "mlflow.db", "mlartifacts", "mlruns",
                      ".dvcstore", "dvc_plots", ".airflow", "dvc.lock", ".pytest_cache", ".hypothesis",
-                     orchestration.BACKUP_FILE, "recommendations", "test-artifacts"}
+                     BACKUP_FILE, "recommendations", "test-artifacts"}
 EVERYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")
 
 DAG_SCRIPT = r"""
@@ -50,7 +53,7 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.utils.session import create_session
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
-dag = bag.dags["nextbuy_training"]
+dag = bag.dags[sys.argv[3]]
 # dag.test() runs tasks against an in-process execution API, built on first use (a deployment's
 # API server is already up): start it here and time it apart.
 started = time.perf_counter()
@@ -69,12 +72,8 @@ print("BENCH-RESULT " + json.dumps({"seconds": seconds, "warmup": warmup, "state
 
 
 def tiny_params(root: Path) -> dict:
-    """``TINY_PARAMS`` from the project's tests/conftest.py (read, not imported: no pytest needed)."""
-    tree = ast.parse((root / "tests" / "conftest.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TINY_PARAMS" for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise LookupError(f"no TINY_PARAMS in {root / 'tests' / 'conftest.py'}")
+    """The tiny store: presets/tiny.yaml merged over the project's params.yaml."""
+    return merge(read_params(root / "params.yaml"), yaml.safe_load((root / TINY_PRESET).read_text()))
 
 
 def fresh_copy(root: Path, dest: Path, params: dict) -> Path:
@@ -102,19 +101,20 @@ def _env(project: Path, airflow_home: Path | None = None) -> dict[str, str]:
     if airflow_home is not None:
         env.update({"AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
                     "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__PARALLELISM": "2",
-                    orchestration.PROJECT_DIR_ENV: str(project)})
+                    PROJECT_DIR_ENV: str(project)})
     return env
 
 
 def time_dag(project: Path, airflow_home: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", DAG_SCRIPT, str(project / "dags"), LOGICAL_DATE], cwd=project,
-                         env=_env(project, airflow_home), capture_output=True, text=True, timeout=1800)
+    args = [str(project / "dags"), LOGICAL_DATE, TRAINING_DAG_ID]
+    out = subprocess.run([sys.executable, "-c", DAG_SCRIPT, *args], cwd=project, env=_env(project, airflow_home),
+                         capture_output=True, text=True, timeout=1800)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH-RESULT ")]
     if out.returncode != 0 or not lines:
         raise RuntimeError(f"dag.test failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     result = json.loads(lines[-1].removeprefix("BENCH-RESULT "))
     if result["state"] != "success":
-        raise RuntimeError(f"nextbuy_training ended {result['state']}: {result['tasks']}")
+        raise RuntimeError(f"{TRAINING_DAG_ID} ended {result['state']}: {result['tasks']}")
     return result
 
 
@@ -125,18 +125,19 @@ def time_repro(project: Path) -> float:
     seconds = time.perf_counter() - started
     if out.returncode != 0:
         raise RuntimeError(f"dvc repro failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    ran = sum(f"Running stage '{s}'" in out.stdout for s in orchestration.TRAINING_STAGES)
-    if ran != len(orchestration.TRAINING_STAGES):
-        raise RuntimeError(f"dvc repro ran {ran} of the six stages:\n{out.stdout[-3000:]}")
+    stages = dag_stages(project, TRAINING)
+    ran = sum(f"Running stage '{s}'" in out.stdout for s in stages)
+    if ran != len(stages):
+        raise RuntimeError(f"dvc repro ran {ran} of the {len(stages)} training stages:\n{out.stdout[-3000:]}")
     return seconds
 
 
 def run(out: Path, root: Path | None = None) -> dict:
     from datetime import datetime
 
-    root = Path(root or os.environ.get(orchestration.PROJECT_DIR_ENV) or Path.cwd()).resolve()
+    root = Path(root or os.environ.get(PROJECT_DIR_ENV) or Path.cwd()).resolve()
     params = tiny_params(root)
-    snapshot = orchestration.snapshot_iso(datetime.fromisoformat(LOGICAL_DATE))
+    snapshot = snapshot_iso(datetime.fromisoformat(LOGICAL_DATE))
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
         dag_project = fresh_copy(root, Path(tmp) / "dag", params)
         repro_project = fresh_copy(root, Path(tmp) / "repro",
@@ -145,7 +146,7 @@ def run(out: Path, root: Path | None = None) -> dict:
         repro_s = time_repro(repro_project)
         # Same work in both: the stage params dvc.lock recorded must match.
         locks = [yaml.safe_load((p / "dvc.lock").read_text())["stages"] for p in (dag_project, repro_project)]
-        same = all(locks[0][s]["params"] == locks[1][s]["params"] for s in orchestration.TRAINING_STAGES)
+        same = all(locks[0][s]["params"] == locks[1][s]["params"] for s in dag_stages(root, TRAINING))
     figures = {
         "dag_s": round(dag["seconds"], 2), "repro_s": round(repro_s, 2),
         "ratio": round(dag["seconds"] / repro_s, 3),
@@ -155,7 +156,7 @@ def run(out: Path, root: Path | None = None) -> dict:
         "ratio_with_warmup": round((dag["seconds"] + dag["warmup"]) / repro_s, 3),
         "same_params": same,
         "task_s": {k: None if v[1] is None else round(v[1], 2) for k, v in dag["tasks"].items()},
-        "logical_date": LOGICAL_DATE, "config": "tests/conftest.py TINY_PARAMS",
+        "logical_date": LOGICAL_DATE, "config": f"{TINY_PRESET} over params.yaml",
     }
     _print(figures)
     io.write_json(figures, out)
@@ -163,7 +164,7 @@ def run(out: Path, root: Path | None = None) -> dict:
 
 
 def _print(f: dict) -> None:
-    table = Table(title="bench dag: six training stages, tiny store, fresh copies")
+    table = Table(title="bench dag: the training stages, tiny store, fresh copies")
     table.add_column("run")
     table.add_column("seconds", justify="right")
     table.add_row("dvc repro deploy", f"{f['repro_s']:.2f}")

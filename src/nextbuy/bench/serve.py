@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nextbuy.bench import fixtures
+from nextbuy import serving_fixtures as fixtures
 
 N_PRODUCTS = 100_000
 DIM = 32
@@ -107,7 +107,7 @@ def bench_rest(files: fixtures.BundleFiles, tmp: Path, rng: np.random.Generator)
         candidates = rng.integers(0, N_PRODUCTS, REST_CANDIDATES)
         bodies.append(fixtures.invocations_body(["source_id", "candidate_id"],
                                                 [[source, int(c)] for c in candidates]))
-    server = fixtures.RestServer("models:/nextbuy@champion", uri, tmp / "serve.log", start_timeout=180)
+    server = fixtures.RestServer(fixtures.champion_uri(), uri, tmp / "serve.log", start_timeout=180)
     latencies, errors = [], 0
     t = time.perf_counter()
     try:

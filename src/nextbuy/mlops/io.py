@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from nextbuy.files import atomic_path  # io.atomic_path stays part of this module's API
+
 MAX_ROWS_SHOWN = 5
 
 
@@ -98,26 +100,6 @@ def read_frame(path: str | os.PathLike) -> pd.DataFrame:
 
 def read_table(path: str | os.PathLike, schema: pa.DataFrameSchema) -> pd.DataFrame:
     return validate(read_frame(path), schema, path)
-
-
-def _tmp_sibling(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it into place only on success."""
-    target = Path(path)
-    tmp = _tmp_sibling(target)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 @contextlib.contextmanager

@@ -1,34 +1,32 @@
-"""Synthetic serving bundles and a real ``mlflow models serve`` process, shared by
-``tests/mlops/test_rest.py`` and ``nextbuy bench serve``.
+"""A synthetic serving bundle, registered as champion in a throw-away MLflow store,
+and a real ``mlflow models serve`` of it: for the REST tests and ``nextbuy bench
+serve`` (a serving smoke check without training).
 
-Nothing here touches the project's own store: the caller passes a directory and
-a tracking URI (normally a temporary SQLite file). The server runs in its own
-process group and is always stopped by that group, never by name.
+Nothing here touches the project's own store: the caller passes a directory and a
+tracking URI (normally a temporary SQLite file). The server runs in its own process
+group and is always stopped by that group, never by name (``nextbuy.procs``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from nextbuy import procs
 from nextbuy.domain.decisions import Thresholds
 from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.uncertainty import fit_bucket_calibration
 
-MODEL_NAME = "nextbuy"
+MODEL_NAME = "nextbuy"  # in a throw-away store: the name the project registers under
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ def write_bundle_files(directory: str | Path, n_products: int = 500, d: int = 16
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     moments = synthetic_moments(n_products, d, seed)
-    files = BundleFiles(directory / "moments.npz", directory / "calibration.json", directory / "thresholds.json")
+    files = BundleFiles(*(directory / f for f in ("moments.npz", "calibration.json", "thresholds.json")))
     np.savez(files.moments, **moments)
 
     # Fit on pairs scored exactly as serving scores them (prior rows included).
@@ -124,11 +122,11 @@ def mlflow_store(tracking_uri: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str,
-                      model_name: str = MODEL_NAME) -> str:
-    """Log + register the bundle with ``deploy.log_serving_model`` inside an MLflow
-    run in the store at ``tracking_uri`` (artifacts under ``root``), alias it
-    ``champion``; returns the version. This process's MLflow state is restored after."""
+def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str) -> str:
+    """Log + register the bundle as MODEL_NAME with ``deploy.log_serving_model`` inside an
+    MLflow run in the store at ``tracking_uri`` (artifacts under ``root``), alias it
+    ``champion`` (served at ``champion_uri()``); returns the version. This process's
+    MLflow state is restored after."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -140,83 +138,33 @@ def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str,
         tracking.configure(Path(root))
         bundle = load_bundle(files)
         with mlflow.start_run(run_name="synthetic-serving"):
-            version = deploy.log_serving_model(bundle, model_name, files.moments, files.calibration,
+            version = deploy.log_serving_model(bundle, MODEL_NAME, files.moments, files.calibration,
                                                files.thresholds)
-        MlflowClient(tracking_uri).set_registered_model_alias(model_name, CHAMPION, version)
+        MlflowClient(tracking_uri).set_registered_model_alias(MODEL_NAME, CHAMPION, version)
     return version
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def champion_uri() -> str:
+    """The MLflow URI of what ``register_champion`` registers."""
+    from nextbuy.mlops.registry import CHAMPION
+
+    return f"models:/{MODEL_NAME}@{CHAMPION}"
 
 
-def port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+class RestServer(procs.GroupServer):
+    """``mlflow models serve -m MODEL_URI`` on 127.0.0.1, in its own process group,
+    ready once ``/ping`` answers 200. Use as a context manager, or start/stop."""
 
+    def __init__(self, model_uri: str, tracking_uri: str, log_path: Path, workers: int = 1,
+                 start_timeout: float = 120.0, stop_timeout: float = 10.0):
+        port = procs.free_port()
+        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "--host", procs.HOST, "--port", str(port), "--workers", str(workers)]
+        super().__init__(cmd, port, env=_serve_env(tracking_uri), log_path=log_path,
+                         start_timeout=start_timeout, stop_timeout=stop_timeout)
 
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group still exists (zombies excluded where /proc says so)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state ppid pgrp ...
-            return True
-    return False
-
-
-@dataclass
-class RestServer:
-    """``mlflow models serve -m MODEL_URI`` on 127.0.0.1, in its own process group.
-
-    Use as a context manager; ``stop`` sends SIGTERM to the group, then SIGKILL
-    after ``stop_timeout`` seconds."""
-
-    model_uri: str
-    tracking_uri: str
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    workers: int = 1
-    start_timeout: float = 120.0
-    stop_timeout: float = 10.0
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "RestServer":
-        env = dict(os.environ)
-        env["MLFLOW_TRACKING_URI"] = self.tracking_uri
-        env.pop("MLFLOW_ARTIFACT_ROOT", None)
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", self.model_uri, "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited with {self.proc.returncode}:\n{self.log()}")
-            if self.ping() == 200:
-                return self
-            time.sleep(0.25)
-        raise TimeoutError(f"mlflow models serve not up after {self.start_timeout:.0f} s:\n{self.log()}")
+    def is_ready(self) -> bool:
+        return self.ping() == 200
 
     def ping(self) -> int | None:
         try:
@@ -227,51 +175,13 @@ class RestServer:
         except (OSError, urllib.error.URLError):
             return None
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-6000:]
-        except OSError:
-            return ""
 
-    def stop(self) -> bool:
-        """Stop the whole process group; True when nothing of it is left."""
-        if self.proc is None:
-            return True
-        pgid = self.proc.pid  # start_new_session: the server leads its own group
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + self.stop_timeout
-        while time.monotonic() < deadline:
-            self.proc.poll()
-            if not group_alive(pgid):
-                break
-            time.sleep(0.1)
-        else:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        end = time.monotonic() + 5
-        while group_alive(pgid) and time.monotonic() < end:
-            time.sleep(0.1)
-        self._log.close()
-        return not group_alive(pgid)
-
-    def __enter__(self) -> "RestServer":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def _serve_env(tracking_uri: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.pop("MLFLOW_ARTIFACT_ROOT", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def invocations_body(columns: list[str], data: list[list], params: dict | None = None) -> bytes:

@@ -1,0 +1,65 @@
+"""Where and how a DVC stage runs, and its Airflow task: ``dvc repro --single-item
+<stage>`` in the project directory, in the DVC pool, retried with backoff."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV, VENV_ENV
+from nextbuy.stage_list import dag_stages
+
+
+def project_dir(dag_file: str | os.PathLike) -> Path:
+    """``$NEXTBUY_PROJECT_DIR``, else the parent of the dags/ folder holding ``dag_file``."""
+    env = os.environ.get(PROJECT_DIR_ENV)
+    return Path(env).resolve() if env else Path(dag_file).resolve().parent.parent
+
+
+def venv_bin(project: Path) -> Path:
+    """The environment the stages run in: ``$NEXTBUY_VENV`` (e.g. the docker image's
+    /opt/venv), else the project's .venv/."""
+    return Path(os.environ.get(VENV_ENV) or project / ".venv") / "bin"
+
+
+def project_env(project: Path) -> dict[str, str]:
+    """This process's environment with the stages' bin/ (then this Python's) first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(venv_bin(project)), str(Path(sys.executable).parent),
+                                   env.get("PATH", "")])
+    return env
+
+
+def stage_command(stage: str, project: Path) -> str:
+    """The bash a stage task runs (in the project directory): exactly what ``dvc repro``
+    runs for that one stage, with the project's .venv/bin first on PATH. The rest of
+    the worker's environment is inherited, so MLFLOW_TRACKING_URI passes through when
+    set (else the stages use the project's mlflow.db)."""
+    bin_dir = shlex.quote(str(venv_bin(project)))
+    return f'export PATH={bin_dir}:"$PATH" && exec dvc repro --single-item {shlex.quote(stage)}'
+
+
+def stage_task(stage: str, project: Path):
+    """The Airflow task of one DVC stage: its bash, the DVC pool, retries with backoff."""
+    from datetime import timedelta
+
+    from airflow.providers.standard.operators.bash import BashOperator
+
+    return BashOperator(
+        task_id=stage,
+        bash_command=stage_command(stage, project),
+        cwd=str(project),
+        pool=POOL,
+        retries=2,
+        retry_delay=timedelta(minutes=1),
+        retry_exponential_backoff=2.0,
+        max_retry_delay=timedelta(minutes=15),
+        skip_on_exit_code=None,  # every non-zero exit of a stage is a failure
+    )
+
+
+def stage_tasks(project: Path, dag: str) -> list:
+    """One task per stage that dvc.yaml assigns to ``dag`` (meta.dag), in dvc.yaml order."""
+    return [stage_task(stage, project) for stage in dag_stages(project, dag)]

@@ -1,0 +1,18 @@
+"""Names the DAGs, the task bodies and the docker stack agree on, declared once."""
+
+PROJECT_DIR_ENV = "NEXTBUY_PROJECT_DIR"  # where the DAGs find the project (docker: the shared mount)
+VENV_ENV = "NEXTBUY_VENV"  # the environment stages run in (docker: /opt/venv), else <project>/.venv
+PARAMS_FILE = "params.yaml"
+BACKUP_FILE = ".airflow-params-backup.yaml"  # git-ignored; exists only while a run holds params.yaml
+POOL = "nextbuy_dvc"  # one slot: DVC stage tasks of both DAGs never run side by side (docker/airflow-init.sh)
+
+# dvc.yaml's meta.dag values, and the DAG that runs the stages marked with each.
+TRAINING, MONITORING = "training", "monitoring"
+TRAINING_DAG_ID = "nextbuy_training"
+MONITORING_DAG_ID = "nextbuy_monitoring"
+
+CHAMPION_ASSET_NAME = "nextbuy_champion"
+CHAMPION_ASSET_URI = "nextbuy://models/nextbuy/champion"
+ALERTS_FILE = "monitoring/alerts.json"
+DEPLOY_METRICS = "metrics/deploy.json"
+RETRAIN_TASK, NO_RETRAIN_TASK = "retrain", "no_retrain"

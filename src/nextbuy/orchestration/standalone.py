@@ -1,0 +1,120 @@
+"""``nextbuy airflow standalone`` (``make airflow``): ``airflow standalone`` for this
+project (SQLite under .airflow/, 127.0.0.1:port, the DVC pool) in its own process
+group; prints URL and login; Ctrl-C or SIGTERM stops the whole group."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.request import urlopen
+
+from nextbuy import procs
+from nextbuy.orchestration.airflow_tasks import project_env
+from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV
+
+PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, terminal closed
+# The scheduler's and triggerer's log servers: Airflow binds them to every interface.
+LOG_SERVER_PORTS = {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": 8793,
+                    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": 8794}
+
+
+def airflow_env(project: Path, port: int) -> dict[str, str]:
+    env = project_env(project)
+    env.setdefault("AIRFLOW_HOME", str(project / ".airflow"))
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(project / "dags")
+    env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    env["AIRFLOW__CORE__PARALLELISM"] = env.get("AIRFLOW__CORE__PARALLELISM", "2")
+    env["AIRFLOW__API__HOST"] = procs.HOST
+    env["AIRFLOW__API__PORT"] = str(port)
+    env.setdefault("AIRFLOW__API__BASE_URL", f"http://{procs.HOST}:{port}")
+    # The UI reads local log files anyway: the default ports, or free ones when those are taken.
+    for key, default in LOG_SERVER_PORTS.items():
+        env.setdefault(key, str(default if not procs.port_open(default) else procs.free_port()))
+    env[PROJECT_DIR_ENV] = str(project)
+    return env
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urlopen(url, timeout=2) as reply:
+            return reply.status < 500
+    except OSError:
+        return False
+
+
+class AirflowStandalone(procs.GroupServer):
+    """``airflow standalone``, ready once the UI answers and the admin password is written."""
+
+    def __init__(self, env: dict[str, str], port: int, ready_timeout: float):
+        super().__init__(["airflow", "standalone"], port, env=env, start_timeout=ready_timeout,
+                         stop_timeout=30.0)
+        self.password_file = Path(env["AIRFLOW_HOME"]) / PASSWORDS_FILE
+
+    def is_ready(self) -> bool:
+        return self.password_file.exists() and _answers(f"{self.url}/")
+
+    def print_login(self, project: Path) -> None:
+        logins = json.loads(self.password_file.read_text()) if self.password_file.exists() else {}
+        print("\n" + "=" * 72, f"\nAirflow UI: {self.url}/", flush=True)
+        for user, password in logins.items():
+            print(f"login: {user} / {password}   (from {self.password_file})")
+        print(f"DAGs: {project / 'dags'}; AIRFLOW_HOME={self.env['AIRFLOW_HOME']}; Ctrl-C stops everything",
+              "\n" + "=" * 72, flush=True)
+
+
+def _prepare(env: dict[str, str]) -> None:
+    """The database and the pool the stage tasks share."""
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    for cmd in (["airflow", "db", "migrate"],
+                ["airflow", "pools", "set", POOL, "1", "nextbuy: one DVC stage at a time in the workspace"]):
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt
+
+
+def _stop(server: AirflowStandalone) -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+    if server.proc is None:
+        return
+    started = time.monotonic()
+    if server.stop():
+        print(f"stopped: no process of group {server.proc.pid} left ({time.monotonic() - started:.1f} s)",
+              flush=True)
+    else:
+        print(f"processes of group {server.proc.pid} still alive", file=sys.stderr)
+
+
+def standalone(project: Path, port: int = 8080, ready_timeout: float = 300.0) -> int:
+    """Run Airflow for this project until it exits or is interrupted; the exit status."""
+    if procs.port_open(port):
+        print(f"port {port} is in use: `make airflow AIRFLOW__API__PORT=<free port>`", file=sys.stderr)
+        return 1
+    env = airflow_env(project, port)
+    _prepare(env)
+    server = AirflowStandalone(env, port, ready_timeout)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
+    try:
+        try:
+            server.start()
+        except TimeoutError:
+            print(f"the UI is not answering after {ready_timeout:.0f} s; going on", file=sys.stderr)
+        server.print_login(project)
+        return server.proc.wait() or 0
+    except RuntimeError as err:  # it exited before it was ready
+        print(err, file=sys.stderr)
+        return server.proc.returncode or 1
+    except KeyboardInterrupt:
+        if server.proc is not None:
+            print(f"\nstopping airflow standalone (process group {server.proc.pid})", flush=True)
+        return 0
+    finally:
+        _stop(server)

@@ -1,0 +1,141 @@
+"""Processes and local ports: a server in its own process group, started, waited for
+and stopped as a whole group, never by name.
+
+Standard library only: ``nextbuy.orchestration`` (imported when Airflow parses the
+DAGs) uses it, and so do the benchmarks and tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still exists (zombies excluded where /proc says so)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state ppid pgrp ...
+            return True
+    return False
+
+
+def _signal_and_wait(proc: subprocess.Popen, sig: int, seconds: float) -> bool:
+    """Send ``sig`` to the group ``proc`` leads; True once no process of it is left."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, or it stays a zombie of ours
+        if not group_alive(proc.pid):
+            return True
+        time.sleep(0.1)
+    return not group_alive(proc.pid)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> bool:
+    """SIGTERM to the process group ``proc`` leads, SIGKILL after ``timeout``; True when none is left."""
+    if not _signal_and_wait(proc, signal.SIGTERM, timeout):
+        _signal_and_wait(proc, signal.SIGKILL, 5.0)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5.0)  # reap the leader: it may still be on its way out when the group looks empty
+    return not group_alive(proc.pid)
+
+
+class GroupServer:
+    """``cmd`` as the leader of its own process group (setsid), serving on 127.0.0.1:``port``.
+
+    ``start`` returns once ``is_ready()`` (by default: the port answers); ``stop`` ends
+    the whole group. Output goes to ``log_path``, or to this process's when None.
+    Subclasses override ``is_ready`` for a better readiness check."""
+
+    def __init__(self, cmd: Sequence[str], port: int, env: Mapping[str, str] | None = None,
+                 log_path: Path | None = None, start_timeout: float = 120.0, stop_timeout: float = 10.0):
+        self.cmd, self.port, self.env = list(cmd), port, None if env is None else dict(env)
+        self.log_path = None if log_path is None else Path(log_path)
+        self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
+        self.proc: subprocess.Popen | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def is_ready(self) -> bool:
+        return port_open(self.port)
+
+    def start(self) -> GroupServer:
+        """Start the group and wait until ready; raises (group still running) when it is not."""
+        if self.log_path is not None:
+            self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.cmd, env=self.env, start_new_session=True, stdout=self._log,
+                                     stderr=None if self._log is None else subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.cmd[0]} exited with {self.proc.returncode}:\n{self.log()}")
+            if self.is_ready():
+                return self
+            time.sleep(0.25)
+        raise TimeoutError(f"{self.cmd[0]} not ready after {self.start_timeout:.0f} s:\n{self.log()}")
+
+    def log(self) -> str:
+        """The end of the server's log file (empty when it logs to this process's output)."""
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:] if self.log_path else ""
+        except OSError:
+            return ""
+
+    def stop(self) -> bool:
+        """Stop the whole process group; True when nothing of it is left."""
+        gone = True if self.proc is None else stop_group(self.proc, self.stop_timeout)
+        if self._log is not None:
+            self._log.close()
+        return gone
+
+    def __enter__(self) -> GroupServer:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
