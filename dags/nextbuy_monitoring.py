@@ -34,15 +34,21 @@ CHAMPION = Asset(name=names.CHAMPION_ASSET_NAME, uri=names.CHAMPION_ASSET_URI)
 with DAG(
     dag_id=names.MONITORING_DAG_ID,
     description="traffic -> monitor -> alerts? retrain (triggers nextbuy_training)",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=CHAMPION),
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=CHAMPION
+    ),
     start_date=datetime(2026, 11, 14, tzinfo=UTC),
     catchup=False,  # monitoring watches now; past days are not re-watched
     max_active_runs=1,
     tags=["nextbuy"],
     doc_md=__doc__,
     params={
-        "overrides": Param({}, type="object", description='params.yaml keys for this run, dotted, e.g. a drift '
-                           'drill: {"traffic.drift.kind": "bucket_shift", "traffic.drift.odds_multiplier": 0.2}'),
+        "overrides": Param(
+            {},
+            type="object",
+            description="params.yaml keys for this run, dotted, e.g. a drift "
+            'drill: {"traffic.drift.kind": "bucket_shift", "traffic.drift.odds_multiplier": 0.2}',
+        ),
     },
 ) as dag:
 
@@ -61,7 +67,7 @@ with DAG(
     retrain = TriggerDagRunOperator(
         task_id=names.RETRAIN_TASK,
         trigger_dag_id=names.TRAINING_DAG_ID,
-        trigger_run_id="retrain__{{ run_id }}",  # one retrain per monitoring run, even if this task is cleared
+        trigger_run_id="retrain__{{ run_id }}",  # one retrain per monitoring run, even if cleared
         skip_when_already_exists=True,
         conf="{{ ti.xcom_pull(task_ids='check_alerts', key='retrain_conf') | tojson }}",
     )

@@ -40,15 +40,26 @@ with DAG(
     tags=["nextbuy"],
     doc_md=__doc__,
     params={
-        "target_precision": _optional("number", "thresholds.target_precision: precision each bucket's "
-                                      "threshold must reach (empty: params.yaml)", exclusiveMinimum=0,
-                                      exclusiveMaximum=1),
+        "target_precision": _optional(
+            "number",
+            "thresholds.target_precision: precision each bucket's threshold must reach (empty: params.yaml)",
+            exclusiveMinimum=0,
+            exclusiveMaximum=1,
+        ),
         "epochs": _optional("integer", "train.epochs (empty: params.yaml)", minimum=1),
-        "source": Param(None, type=["null", "string"], enum=[None, "simulated", "edge_list", "npz"],
-                        description="ingest.source (empty: params.yaml)"),
+        "source": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "simulated", "edge_list", "npz"],
+            description="ingest.source (empty: params.yaml)",
+        ),
         "graph_path": _optional("string", "ingest.graph_path: the real graph for edge_list / npz"),
-        "overrides": Param({}, type="object", description='any params.yaml keys, dotted: '
-                           '{"train.lr": 0.005, "deploy.min_recall": 0.1}; these win over the fields above'),
+        "overrides": Param(
+            {},
+            type="object",
+            description="any params.yaml keys, dotted: "
+            '{"train.lr": 0.005, "deploy.min_recall": 0.1}; these win over the fields above',
+        ),
         "reason": _optional("string", "why this run (the monitoring DAG writes its alerts here)"),
     },
 ) as dag:

@@ -14,7 +14,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 CORA_NPZ = SHARED_DATA / "cora_ml" / "cora_ml.npz"
 
 # The tiny store of presets/tiny.yaml on top of the repo's params.yaml: every knob set.
-TINY_PARAMS = merge(read_params(ROOT / "params.yaml"), yaml.safe_load((ROOT / "presets" / "tiny.yaml").read_text()))
+TINY_PARAMS = merge(
+    read_params(ROOT / "params.yaml"), yaml.safe_load((ROOT / "presets" / "tiny.yaml").read_text())
+)
 
 
 @pytest.fixture

@@ -20,11 +20,27 @@ def config(dotted: str, **changes):
     with ``changes`` on top: tests take every other knob from the repo's params.yaml."""
     return section_config(read_params(ROOT / "params.yaml"), dotted, **changes)
 
+
 # Run-time outputs of the checkout under test, skipped at the top level only
 # (src/nextbuy/data is code, /data is pipeline output).
-TOP_LEVEL_OUTPUTS = {".venv", ".git", "data", "models", "metrics", "plots", "mlflow.db", "mlartifacts", "mlruns",
-                     ".dvcstore", "dvc_plots", ".airflow", "dvc.lock", ".pytest_cache", ".hypothesis",
-                     ".airflow-params-backup.yaml"}
+TOP_LEVEL_OUTPUTS = {
+    ".venv",
+    ".git",
+    "data",
+    "models",
+    "metrics",
+    "plots",
+    "mlflow.db",
+    "mlartifacts",
+    "mlruns",
+    ".dvcstore",
+    "dvc_plots",
+    ".airflow",
+    "dvc.lock",
+    ".pytest_cache",
+    ".hypothesis",
+    ".airflow-params-backup.yaml",
+}
 EVERYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")
 
 
@@ -40,8 +56,11 @@ def project_copy(tmp: Path, params: dict) -> Path:
     dest = tmp / "project"
     shutil.copytree(ROOT, dest, ignore=skip)
     (dest / "params.yaml").write_text(yaml.safe_dump(params))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "init"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "init"],
+    ):
         subprocess.run(cmd, cwd=dest, check=True)
     return dest
 

@@ -20,8 +20,10 @@ def test_dvc_stages_declare_exactly_their_section():
     for name, stage in dvc["stages"].items():
         # traffic simulates more of the ingested store, so it also reads the simulator's settings.
         # monitor watches the model that deploy registers.
-        extra = {"traffic": ["ingest.simulator", "ingest.seed", "ingest.snapshot"],
-                 "monitor": ["deploy.model_name"]}.get(name, [])
+        extra = {
+            "traffic": ["ingest.simulator", "ingest.seed", "ingest.snapshot"],
+            "monitor": ["deploy.model_name"],
+        }.get(name, [])
         assert stage["params"] == [name, *extra]
 
 

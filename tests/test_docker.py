@@ -131,7 +131,7 @@ def command_text(service: dict) -> str:
 
 
 def test_services_present(services):
-    assert ALL_SERVICES <= set(services), sorted(ALL_SERVICES - set(services))
+    assert set(services) >= ALL_SERVICES, sorted(ALL_SERVICES - set(services))
 
 
 def test_python_services_share_the_project_image(services):
@@ -215,7 +215,9 @@ def test_healthchecks_and_depends_on_conditions(services):
             assert dep in services, f"{name} depends on unknown {dep}"
             cond = spec["condition"]
             if cond == "service_healthy":
-                assert services[dep].get("healthcheck"), f"{name} waits for {dep} healthy; {dep} has no healthcheck"
+                assert services[dep].get("healthcheck"), (
+                    f"{name} waits for {dep} healthy; {dep} has no healthcheck"
+                )
     for name in AIRFLOW_SERVICES - {"airflow-init"}:
         deps = services[name]["depends_on"]
         assert deps["airflow-init"]["condition"] == "service_completed_successfully", name
@@ -313,10 +315,17 @@ def test_required_variables_are_all_in_example_env(compose):
 def test_example_env_has_only_placeholder_secrets():
     env = read_env_file(EXAMPLE_ENV, include_commented=True)
     secret_keys = [k for k in env if is_secret_key(k)]
-    assert {"POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_SECRET_KEY", "AIRFLOW_JWT_SECRET",
-            "AIRFLOW_ADMIN_PASSWORD"} <= set(secret_keys)
+    assert {
+        "POSTGRES_PASSWORD",
+        "AIRFLOW_FERNET_KEY",
+        "AIRFLOW_SECRET_KEY",
+        "AIRFLOW_JWT_SECRET",
+        "AIRFLOW_ADMIN_PASSWORD",
+    } <= set(secret_keys)
     for key in secret_keys:
-        assert env[key] == "" or env[key].startswith(PLACEHOLDER), f"example.env: {key} has a real-looking value"
+        assert env[key] == "" or env[key].startswith(PLACEHOLDER), (
+            f"example.env: {key} has a real-looking value"
+        )
     for key, value in env.items():
         for m in URL_CREDENTIALS.finditer(value):
             assert m.group("password").startswith(PLACEHOLDER), key
@@ -344,8 +353,11 @@ def test_env_files_ignored_by_git_but_example_committed():
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out():
-    patterns = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")}
+    patterns = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {"**/.env", "**/*.env", ".git", ".venv"} <= patterns
     assert not any(p.startswith("!") and "env" in p for p in patterns)
 
@@ -411,9 +423,20 @@ def test_docker_compose_config_accepts_the_stack(tmp_path):
     shutil.copytree(DOCKER, tmp_path / "docker", ignore=shutil.ignore_patterns(".env"))
     shutil.copy(EXAMPLE_ENV, tmp_path / "docker" / ".env")
     r = subprocess.run(
-        ["docker", "compose", "-f", str(tmp_path / "docker" / "compose.yaml"),
-         "--env-file", str(tmp_path / "docker" / "example.env"), "config", "--format", "json"],
-        capture_output=True, text=True, timeout=60,
+        [
+            "docker",
+            "compose",
+            "-f",
+            str(tmp_path / "docker" / "compose.yaml"),
+            "--env-file",
+            str(tmp_path / "docker" / "example.env"),
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0, r.stderr
     import json

@@ -19,7 +19,8 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC["stages"]
 
 
-# --- import closure ------------------------------------------------------------------------------------------
+# --- import closure -------------------------------------------------------------------------------
+
 
 def module_file(module: str) -> Path | None:
     """The source file of a ``nextbuy`` module (a package's __init__.py), None outside the project."""
@@ -31,7 +32,7 @@ def module_file(module: str) -> Path | None:
 
 
 def imported_modules(file: Path, module_level_only: bool = False) -> set[str]:
-    """``nextbuy`` modules ``file`` imports (``from pkg import name`` counts ``pkg.name`` when it is a module).
+    """``nextbuy`` modules ``file`` imports (``from pkg import name`` counts ``pkg.name`` if a module).
 
     Imports inside functions count too unless ``module_level_only``: a lazy import still runs
     when the stage takes that path."""
@@ -103,11 +104,14 @@ def test_lazy_imports_count():
     assert "nextbuy.mlops.dashboards" in {m.rsplit(".", 1)[0] for m in stage_modules("monitor")}
 
 
-# --- outs and paths.py -----------------------------------------------------------------------------------------
+# --- outs and paths.py ----------------------------------------------------------------------------
+
 
 def _outs(kind: str) -> dict[str, list[Path]]:
-    return {name: [Path(next(iter(o)) if isinstance(o, dict) else o) for o in stage.get(kind, [])]
-            for name, stage in STAGES.items()}
+    return {
+        name: [Path(next(iter(o)) if isinstance(o, dict) else o) for o in stage.get(kind, [])]
+        for name, stage in STAGES.items()
+    }
 
 
 def test_every_dvc_out_is_a_path_of_paths_py():
@@ -120,8 +124,9 @@ def test_every_path_of_paths_py_is_a_dvc_out_or_inside_or_above_one():
     outs = {o for stage in _outs("outs").values() for o in stage}
     for name, value in vars(paths).items():
         if isinstance(value, Path) and value not in (paths.METRICS, paths.PLOTS):
-            assert any(value == o or o in value.parents or value in o.parents for o in outs), \
+            assert any(value == o or o in value.parents or value in o.parents for o in outs), (
                 f"paths.{name} = {value} is in no dvc.yaml out"
+            )
 
 
 def test_metrics_and_plots_live_where_paths_py_says():
@@ -131,7 +136,8 @@ def test_metrics_and_plots_live_where_paths_py_says():
         assert all(p.parent == paths.plots_dir(name) for p in plots)
 
 
-# --- params.yaml == config fields ------------------------------------------------------------------------------
+# --- params.yaml == config fields -----------------------------------------------------------------
+
 
 def flat_keys(node: dict, prefix: str = "") -> set[str]:
     out: set[str] = set()
@@ -150,7 +156,9 @@ def test_params_yaml_holds_exactly_the_config_fields():
 def test_every_knob_has_a_comment():
     for number, line in enumerate((ROOT / "params.yaml").read_text().splitlines(), 1):
         if ":" in line and not line.lstrip().startswith("#") and line.split(":", 1)[1].strip():
-            assert "#" in line.split(":", 1)[1], f"params.yaml:{number}: a knob without a comment: {line.strip()}"
+            assert "#" in line.split(":", 1)[1], (
+                f"params.yaml:{number}: a knob without a comment: {line.strip()}"
+            )
 
 
 def test_a_missing_knob_is_an_error_naming_it(tmp_path):

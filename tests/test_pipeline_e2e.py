@@ -48,11 +48,21 @@ def test_dvc_repro_runs_all_stages_and_registers_champion(pipeline, tiny_params)
     summary = run(["nextbuy", "summary"], dest, env)
     assert summary.returncode == 0 and "champion = v1" in summary.stdout
 
-    score = run([sys.executable, "-c", (
-        "import mlflow, pandas as pd, sys\n"
-        "m = mlflow.pyfunc.load_model('models:/nextbuy@champion')\n"
-        "out = m.predict(pd.DataFrame({'source_id': [0, 1, 5, 10**9], 'candidate_id': [3, 4, 6, 2]}))\n"
-        "out.to_json(sys.stdout, orient='records')\n")], dest, env)
+    score = run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import mlflow, pandas as pd, sys\n"
+                "m = mlflow.pyfunc.load_model('models:/nextbuy@champion')\n"
+                "pairs = pd.DataFrame({'source_id': [0, 1, 5, 10**9], 'candidate_id': [3, 4, 6, 2]})\n"
+                "out = m.predict(pairs)\n"
+                "out.to_json(sys.stdout, orient='records')\n"
+            ),
+        ],
+        dest,
+        env,
+    )
     assert score.returncode == 0, score.stderr[-3000:]
     out = pd.DataFrame(json.loads(score.stdout))
     assert list(out.columns[:5]) == ["score", "uncertainty", "bucket", "prob_calibrated", "decision"]
@@ -83,10 +93,19 @@ def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny
     assert promoted.returncode == 0 and "v1 → v2" in promoted.stderr, promoted.stderr
     rolled = run(["nextbuy", "rollback"], dest, env)
     assert rolled.returncode == 0 and "v2 → v1" in rolled.stderr, rolled.stderr
-    aliases = run([sys.executable, "-c", (
-        "from mlflow.tracking import MlflowClient\n"
-        "m = MlflowClient().get_registered_model('nextbuy')\n"
-        "print({k: str(v) for k, v in m.aliases.items()})\n")], dest, env)
+    aliases = run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "from mlflow.tracking import MlflowClient\n"
+                "m = MlflowClient().get_registered_model('nextbuy')\n"
+                "print({k: str(v) for k, v in m.aliases.items()})\n"
+            ),
+        ],
+        dest,
+        env,
+    )
     assert "'champion': '1'" in aliases.stdout and "challenger" not in aliases.stdout, aliases.stdout
     assert run(["nextbuy", "rollback"], dest, env).returncode == 1  # nothing earlier to go back to
 
@@ -94,8 +113,22 @@ def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny
 def test_batch_top_k_for_every_product_sharded(pipeline):
     dest, env = pipeline
     for shard in (0, 1):
-        batch = run(["nextbuy", "batch-topk", "--k", "5", "--out", "recs", "--shard", str(shard),
-                     "--num-shards", "2"], dest, env)
+        batch = run(
+            [
+                "nextbuy",
+                "batch-topk",
+                "--k",
+                "5",
+                "--out",
+                "recs",
+                "--shard",
+                str(shard),
+                "--num-shards",
+                "2",
+            ],
+            dest,
+            env,
+        )
         assert batch.returncode == 0, batch.stderr[-2000:]
     recs = pd.read_parquet(dest / "recs")
     assert len(recs) == 300 * 5 and recs["source_id"].nunique() == 300

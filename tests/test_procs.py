@@ -28,8 +28,10 @@ def test_http_server_group_starts_answers_and_stops_entirely(tmp_path):
 
 
 def test_a_group_deaf_to_sigterm_is_killed(tmp_path):
-    code = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "print('up', flush=True)\ntime.sleep(60)")
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('up', flush=True)\ntime.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"up"  # the handler is in place
     started = time.monotonic()

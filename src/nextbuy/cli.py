@@ -32,7 +32,9 @@ ModelNameOption = typer.Option(None, help="registered model (default: deploy.mod
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
     for noisy in ("alembic", "mlflow", "urllib3", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -90,7 +92,9 @@ def _registry_call(action: Callable[[], str]) -> None:
 
 
 @app.command()
-def alerts(path: Path = typer.Option(Path("monitoring/alerts.json"), help="written by the monitor stage")) -> None:
+def alerts(
+    path: Path = typer.Option(Path("monitoring/alerts.json"), help="written by the monitor stage"),
+) -> None:
     """Print the monitor's alerts; exit 3 when there is any (what Airflow branches on)."""
     from nextbuy.mlops import io
 
@@ -131,8 +135,10 @@ def rollback(model_name: str | None = ModelNameOption) -> None:
 
 
 @app.command()
-def promote(version: int = typer.Argument(..., help="model version to release"),
-            model_name: str | None = ModelNameOption) -> None:
+def promote(
+    version: int = typer.Argument(..., help="model version to release"),
+    model_name: str | None = ModelNameOption,
+) -> None:
     """Deliberately make VERSION the champion (the old one becomes 'previous')."""
     from mlflow.tracking import MlflowClient
 
@@ -143,12 +149,16 @@ def promote(version: int = typer.Argument(..., help="model version to release"),
 
 
 @app.command("batch-topk")
-def batch_topk(out: Path = typer.Option(Path("recommendations"), help="output folder (one sub-folder per shard)"),
-               k: int = typer.Option(20, min=1, help="recommendations per source"),
-               model: str | None = typer.Option(None, help="MLflow model URI (default: the champion of "
-                                                "deploy.model_name, models:/<name>@champion)"),
-               shard: int = typer.Option(0, min=0), num_shards: int = typer.Option(1, min=1),
-               sources_per_file: int = typer.Option(4096, min=1)) -> None:
+def batch_topk(
+    out: Path = typer.Option(Path("recommendations"), help="output folder (one sub-folder per shard)"),
+    k: int = typer.Option(20, min=1, help="recommendations per source"),
+    model: str | None = typer.Option(
+        None, help="MLflow model URI (default: the champion of deploy.model_name, models:/<name>@champion)"
+    ),
+    shard: int = typer.Option(0, min=0),
+    num_shards: int = typer.Option(1, min=1),
+    sources_per_file: int = typer.Option(4096, min=1),
+) -> None:
     """Top-K recommendations for every product (this shard's sources) to parquet."""
     import tempfile
 
@@ -164,7 +174,10 @@ def batch_topk(out: Path = typer.Option(Path("recommendations"), help="output fo
     with tempfile.TemporaryDirectory() as tmp:
         bundle = ServingBundle.from_model_dir(mlflow.artifacts.download_artifacts(model, dst_path=tmp))
     result = batch.write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
-    console.print(f"[green]wrote {result['rows']:,} recommendations for {result['sources']:,} sources[/] → {result['path']}")
+    console.print(
+        f"[green]wrote {result['rows']:,} recommendations for {result['sources']:,} sources[/]"
+        f" → {result['path']}"
+    )
 
 
 airflow_app = typer.Typer(no_args_is_help=True, help="Airflow for this project (the DAGs in dags/).")
@@ -180,7 +193,8 @@ def _airflow_project() -> Path:
 
 @airflow_app.command("standalone")
 def airflow_standalone(
-        port: int = typer.Option(8080, envvar="AIRFLOW__API__PORT", help="UI port on 127.0.0.1")) -> None:
+    port: int = typer.Option(8080, envvar="AIRFLOW__API__PORT", help="UI port on 127.0.0.1"),
+) -> None:
     """airflow standalone for this project (make airflow): SQLite in .airflow/, Ctrl-C stops it all."""
     from nextbuy.orchestration.standalone import standalone
 

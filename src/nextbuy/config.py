@@ -1,20 +1,20 @@
 """Typed view of params.yaml: one pydantic model per stage section.
 
 Types and bounds only: every value lives in params.yaml (no defaults here), so
-``dvc params diff`` shows every change a run would see. Each stage reads only its own section (``load_section``), so DVC's per-stage
-``params:`` lists stay honest: changing ``train.epochs`` re-runs train and what
-follows, never ingest.
+``dvc params diff`` shows every change a run would see. Each stage reads its own
+section (``load_section``), so DVC's per-stage ``params:`` lists stay honest:
+changing ``train.epochs`` re-runs train and what follows, never ingest.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 import numpy as np
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PARAMS_FILE = "params.yaml"
@@ -75,7 +75,7 @@ class IngestConfig(_Section):
         return self.simulator.model_copy(update={"start_date": str(start)})
 
     @model_validator(mode="after")
-    def _real_source_needs_path(self) -> "IngestConfig":
+    def _real_source_needs_path(self) -> IngestConfig:
         if self.source != "simulated" and not self.graph_path:
             raise ValueError(f"ingest.source={self.source!r} needs ingest.graph_path")
         return self
@@ -102,14 +102,16 @@ class TrainConfig(_Section):
     reverse_negative_share: float = Field(ge=0.0, le=1.0)
     weighting: Literal["importance", "naive"]
     mc_samples: int = Field(ge=2)
-    cold_start_fallback: bool  # nodes with no neighbours in a direction sample neighbours of same-category products
+    cold_start_fallback: (
+        bool  # nodes with no neighbours in a direction sample neighbours of same-category products
+    )
     export_chunk: int = Field(ge=1)  # nodes per chunk in export_moments (memory bound)
     # Gate drill: train on permuted labels; the deploy gate must refuse the result.
     shuffle_labels: bool
     seed: int
 
     @model_validator(mode="after")
-    def _fanout_order(self) -> "TrainConfig":
+    def _fanout_order(self) -> TrainConfig:
         if self.fanout_min > self.fanout_max:
             raise ValueError("train.fanout_min must be <= train.fanout_max")
         return self

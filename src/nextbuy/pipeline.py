@@ -12,9 +12,8 @@ import pandas as pd
 from nextbuy.config import SECTIONS, MonitorConfig, TrafficConfig
 from nextbuy.data.simulate import StoreWorld
 from nextbuy.domain import delay
-from nextbuy.stages import calibrate, ingest, label_delay, monitor, thresholds, traffic, train
 from nextbuy.domain.timeunits import DAY
-
+from nextbuy.stages import calibrate, ingest, label_delay, monitor, thresholds, traffic, train
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,9 @@ def _moments_without_prior(bundle) -> dict:
     return m
 
 
-def watch_traffic(trained: InMemoryRun, traffic_cfg: TrafficConfig, monitor_cfg: MonitorConfig
-                  ) -> tuple[pd.DataFrame, list[dict]]:
+def watch_traffic(
+    trained: InMemoryRun, traffic_cfg: TrafficConfig, monitor_cfg: MonitorConfig
+) -> tuple[pd.DataFrame, list[dict]]:
     """traffic -> monitor on a trained in-memory run: simulate ``traffic_cfg`` after the
     snapshot (with its drift drill, judged by the trained model's buckets) and watch it
     with the trained bundle as champion. Returns the per-window, per-bucket table and
@@ -62,9 +62,11 @@ def watch_traffic(trained: InMemoryRun, traffic_cfg: TrafficConfig, monitor_cfg:
     multiplier = None
     if traffic_cfg.drift.kind == "bucket_shift":
         drift_start = trained.world.snapshot + traffic_cfg.drift.start_day * DAY
-        multiplier = traffic.bucket_drift(_moments_without_prior(trained.bundle), trained.bundle.calibration,
-                                          traffic_cfg.drift, drift_start)
+        multiplier = traffic.bucket_drift(
+            _moments_without_prior(trained.bundle), trained.bundle.calibration, traffic_cfg.drift, drift_start
+        )
     simulated, start, now = traffic.simulate(trained.world, trained.config["ingest"], traffic_cfg, multiplier)
-    rows = monitor.score_rows(trained.bundle, simulated.impressions, trained.ingested.products,
-                              trained.delay_model, now)
+    rows = monitor.score_rows(
+        trained.bundle, simulated.impressions, trained.ingested.products, trained.delay_model, now
+    )
     return monitor.watch(rows, start, monitor_cfg)

@@ -86,8 +86,15 @@ class GroupServer:
     the whole group. Output goes to ``log_path``, or to this process's when None.
     Subclasses override ``is_ready`` for a better readiness check."""
 
-    def __init__(self, cmd: Sequence[str], port: int, env: Mapping[str, str] | None = None,
-                 log_path: Path | None = None, start_timeout: float = 120.0, stop_timeout: float = 10.0):
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        port: int,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        start_timeout: float = 120.0,
+        stop_timeout: float = 10.0,
+    ):
         self.cmd, self.port, self.env = list(cmd), port, None if env is None else dict(env)
         self.log_path = None if log_path is None else Path(log_path)
         self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
@@ -105,8 +112,13 @@ class GroupServer:
         """Start the group and wait until ready; raises (group still running) when it is not."""
         if self.log_path is not None:
             self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.cmd, env=self.env, start_new_session=True, stdout=self._log,
-                                     stderr=None if self._log is None else subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            env=self.env,
+            start_new_session=True,
+            stdout=self._log,
+            stderr=None if self._log is None else subprocess.STDOUT,
+        )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -48,12 +48,24 @@ def synthetic_moments(n_products: int, d: int, seed: int = 0) -> dict[str, np.nd
     def var() -> np.ndarray:
         return rng.uniform(0.0, 0.1 * scale * scale, (n_products, d)).astype(np.float32)
 
-    return {"s_mean": mean(), "s_var": var(), "t_mean": mean(), "t_var": var(),
-            "head_w": rng.uniform(0.5, 1.5, d).astype(np.float32), "head_b": np.array([-1.0], np.float32)}
+    return {
+        "s_mean": mean(),
+        "s_var": var(),
+        "t_mean": mean(),
+        "t_var": var(),
+        "head_w": rng.uniform(0.5, 1.5, d).astype(np.float32),
+        "head_b": np.array([-1.0], np.float32),
+    }
 
 
-def write_bundle_files(directory: str | Path, n_products: int = 500, d: int = 16, seed: int = 0,
-                       n_buckets: int = 3, n_fit: int = 20_000) -> BundleFiles:
+def write_bundle_files(
+    directory: str | Path,
+    n_products: int = 500,
+    d: int = 16,
+    seed: int = 0,
+    n_buckets: int = 3,
+    n_fit: int = 20_000,
+) -> BundleFiles:
     """moments.npz, calibration.json (per-bucket isotonic fitted on synthetic
     pairs) and thresholds.json (``{"per_bucket": ...}``), as the pipeline writes them."""
     from nextbuy.mlops.serving import _with_prior
@@ -80,8 +92,10 @@ def write_bundle_files(directory: str | Path, n_products: int = 500, d: int = 16
 
     bucket = calibration.bucket(unc)
     # Stricter threshold the more uncertain the bucket; the most uncertain accepts nothing.
-    cuts = [float(np.quantile(score[bucket == b], 0.7 + 0.1 * b)) if (bucket == b).any() else 0.5
-            for b in range(calibration.n_buckets)]
+    cuts = [
+        float(np.quantile(score[bucket == b], 0.7 + 0.1 * b)) if (bucket == b).any() else 0.5
+        for b in range(calibration.n_buckets)
+    ]
     cuts[-1] = float("inf")
     thresholds = Thresholds(np.array(cuts), target_precision=0.3)
     files.thresholds.write_text(json.dumps({"per_bucket": thresholds.to_dict()}))
@@ -138,8 +152,9 @@ def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str) -
         tracking.configure(Path(root))
         bundle = load_bundle(files)
         with mlflow.start_run(run_name="synthetic-serving"):
-            version = deploy.log_serving_model(bundle, MODEL_NAME, files.moments, files.calibration,
-                                               files.thresholds)
+            version = deploy.log_serving_model(
+                bundle, MODEL_NAME, files.moments, files.calibration, files.thresholds
+            )
         MlflowClient(tracking_uri).set_registered_model_alias(MODEL_NAME, CHAMPION, version)
     return version
 
@@ -155,13 +170,41 @@ class RestServer(procs.GroupServer):
     """``mlflow models serve -m MODEL_URI`` on 127.0.0.1, in its own process group,
     ready once ``/ping`` answers 200. Use as a context manager, or start/stop."""
 
-    def __init__(self, model_uri: str, tracking_uri: str, log_path: Path, workers: int = 1,
-                 start_timeout: float = 120.0, stop_timeout: float = 10.0):
+    def __init__(
+        self,
+        model_uri: str,
+        tracking_uri: str,
+        log_path: Path,
+        workers: int = 1,
+        start_timeout: float = 120.0,
+        stop_timeout: float = 10.0,
+    ):
         port = procs.free_port()
-        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "--host", procs.HOST, "--port", str(port), "--workers", str(workers)]
-        super().__init__(cmd, port, env=_serve_env(tracking_uri), log_path=log_path,
-                         start_timeout=start_timeout, stop_timeout=stop_timeout)
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "--host",
+            procs.HOST,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
+        super().__init__(
+            cmd,
+            port,
+            env=_serve_env(tracking_uri),
+            log_path=log_path,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+        )
 
     def is_ready(self) -> bool:
         return self.ping() == 200

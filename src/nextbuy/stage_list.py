@@ -37,8 +37,12 @@ class Stage:
 def stages(project: str | os.PathLike) -> list[Stage]:
     """The stages of ``project``'s dvc.yaml, in file order."""
     declared = (yaml.safe_load((Path(project) / DVC_FILE).read_text()) or {}).get("stages") or {}
-    return [Stage(name, str(spec.get("desc") or GENERIC_HELP.format(name=name)),
-                  (spec.get("meta") or {}).get("dag")) for name, spec in declared.items()]
+    return [
+        Stage(
+            name, str(spec.get("desc") or GENERIC_HELP.format(name=name)), (spec.get("meta") or {}).get("dag")
+        )
+        for name, spec in declared.items()
+    ]
 
 
 def dag_stages(project: str | os.PathLike, dag: str) -> tuple[str, ...]:

@@ -34,15 +34,29 @@ HEAVY = {"torch", "pandas", "numpy", "sklearn", "scipy", "mlflow", "torch_geomet
 # The stages of each DAG: dvc.yaml's meta.dag, in file order.
 TRAINING_STAGES, MONITORING_STAGES = dag_stages(ROOT, TRAINING), dag_stages(ROOT, MONITORING)
 TRAINING_ORDER = ["set_params", *TRAINING_STAGES, "gate", "release", "restore_params"]
-MONITORING_ORDER = ["set_params", *MONITORING_STAGES, "check_alerts", "retrain", "no_retrain", "restore_params"]
+MONITORING_ORDER = [
+    "set_params",
+    *MONITORING_STAGES,
+    "check_alerts",
+    "retrain",
+    "no_retrain",
+    "restore_params",
+]
 # Tiny store plus a short month of traffic the monitor can judge (volumes as in tests/stages/test_monitor.py).
-PARAMS = merge(TINY_PARAMS, {"traffic": {"days": 20, "impressions_per_day": 3000}, "monitor": {"min_volume": 200}})
+PARAMS = merge(
+    TINY_PARAMS, {"traffic": {"days": 20, "impressions_per_day": 3000}, "monitor": {"min_volume": 200}}
+)
 DAY = datetime(2026, 11, 15, tzinfo=UTC)  # on or after the DAG's start_date
-DRIFT_DRILL = {"traffic.drift.kind": "bucket_shift", "traffic.drift.bucket": 1, "traffic.drift.start_day": 8,
-               "traffic.drift.odds_multiplier": 0.2}
+DRIFT_DRILL = {
+    "traffic.drift.kind": "bucket_shift",
+    "traffic.drift.bucket": 1,
+    "traffic.drift.start_day": 8,
+    "traffic.drift.odds_multiplier": 0.2,
+}
 
 
 # --- thin DAG files ---------------------------------------------------------------------------------------
+
 
 def _module_level_imports(tree: ast.AST) -> set[str]:
     """Root names imported by code that runs when the file is parsed (not inside functions)."""
@@ -69,9 +83,11 @@ def test_no_heavy_import_at_parse_time(path):
 
 
 def test_parsing_the_dags_loads_no_ml_library(tmp_path):
-    code = ("import sys\nfrom airflow.dag_processing.dagbag import DagBag\n"
-            f"bag = DagBag(dag_folder={str(DAGS)!r})\nassert not bag.import_errors, bag.import_errors\n"
-            f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))\n")
+    code = (
+        "import sys\nfrom airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(DAGS)!r})\nassert not bag.import_errors, bag.import_errors\n"
+        f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))\n"
+    )
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -79,6 +95,7 @@ def test_parsing_the_dags_loads_no_ml_library(tmp_path):
 
 
 # --- Airflow ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def airflow_project(tmp_path_factory):
@@ -89,9 +106,16 @@ def airflow_project(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("airflow")
     dest = project_copy(tmp, PARAMS)
     env = project_env(dest)
-    env.update({"AIRFLOW_HOME": str(tmp / "airflow-home"), "AIRFLOW__CORE__DAGS_FOLDER": str(dest / "dags"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__PARALLELISM": "2",
-                "AIRFLOW__API__HOST": "127.0.0.1", names.PROJECT_DIR_ENV: str(dest)})
+    env.update(
+        {
+            "AIRFLOW_HOME": str(tmp / "airflow-home"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dest / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            names.PROJECT_DIR_ENV: str(dest),
+        }
+    )
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             if os.environ.get(key) != value:
@@ -127,16 +151,26 @@ def test_dagbag_loads_both_dags_in_order(airflow_project):
         assert dag.get_task("set_params").is_setup and dag.get_task("restore_params").is_teardown
     assert training.catchup and not monitoring.catchup
     assert [o.uri for o in training.get_task("release").outlets] == [names.CHAMPION_ASSET_URI]
-    assert set(training.params) >= {"target_precision", "epochs", "source", "graph_path", "overrides", "reason"}
+    assert set(training.params) >= {
+        "target_precision",
+        "epochs",
+        "source",
+        "graph_path",
+        "overrides",
+        "reason",
+    }
     assert all(training.params[k] is None for k in ("target_precision", "epochs", "source", "graph_path"))
     assert monitoring.get_task("retrain").trigger_dag_id == TRAINING_DAG_ID
 
 
-def _run(dag, logical_date: datetime | None = None, conf: dict | None = None) -> tuple[str, dict[str, str], str]:
+def _run(
+    dag, logical_date: datetime | None = None, conf: dict | None = None
+) -> tuple[str, dict[str, str], str]:
     """dag.test(); returns (run state, {task_id: state}, run_id)."""
     from airflow.utils.session import create_session
 
     dr = dag.test(run_conf=conf, **({"logical_date": logical_date} if logical_date else {}))
+
     def name(state) -> str | None:
         return None if state is None else str(getattr(state, "value", state))
 
@@ -153,8 +187,14 @@ def _xcom(dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
     from sqlalchemy import select
 
     with create_session() as session:
-        row = session.scalars(select(XComModel).where(XComModel.dag_id == dag_id, XComModel.run_id == run_id,
-                                                      XComModel.task_id == task_id, XComModel.key == key)).first()
+        row = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_id,
+                XComModel.run_id == run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == key,
+            )
+        ).first()
         return None if row is None else XComModel.deserialize_value(row)
 
 
@@ -165,8 +205,11 @@ def _asset_events(run_id: str) -> list[dict]:
     from sqlalchemy import select
 
     with create_session() as session:
-        rows = session.scalars(select(AssetEvent).join(AssetModel, AssetModel.id == AssetEvent.asset_id).where(
-            AssetModel.uri == names.CHAMPION_ASSET_URI, AssetEvent.source_run_id == run_id)).all()
+        rows = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == names.CHAMPION_ASSET_URI, AssetEvent.source_run_id == run_id)
+        ).all()
         return [dict(r.extra) for r in rows]
 
 
@@ -191,8 +234,11 @@ def test_training_dag_runs_the_stages_and_releases_a_champion(trained):
     assert (project / "params.yaml").read_text() == original and not (project / BACKUP_FILE).exists()
 
     overrides = _xcom(TRAINING_DAG_ID, run_id, "set_params")["overrides"]
-    assert overrides == {"ingest.snapshot": "2026-11-15T00:00:00", "thresholds.target_precision": 0.25,
-                         "train.epochs": 1}
+    assert overrides == {
+        "ingest.snapshot": "2026-11-15T00:00:00",
+        "thresholds.target_precision": 0.25,
+        "train.epochs": 1,
+    }
     # dvc.lock is the record of what ran: the run's values, not params.yaml's.
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert set(TRAINING_STAGES) <= set(lock)
@@ -203,9 +249,13 @@ def test_training_dag_runs_the_stages_and_releases_a_champion(trained):
     champion = client.get_model_version_by_alias("nextbuy", "champion")
     assert champion.tags["passed"] == "true" and champion.tags["lineage.airflow_run_id"] == run_id
     lineage = json.loads(champion.tags["lineage.params"])
-    assert lineage["thresholds"]["target_precision"] == 0.25 and lineage["ingest"]["snapshot"] == "2026-11-15T00:00:00"
-    train_run = client.search_runs([client.get_experiment_by_name("nextbuy").experiment_id],
-                                   "tags.stage = 'train'")[0]
+    assert (
+        lineage["thresholds"]["target_precision"] == 0.25
+        and lineage["ingest"]["snapshot"] == "2026-11-15T00:00:00"
+    )
+    train_run = client.search_runs(
+        [client.get_experiment_by_name("nextbuy").experiment_id], "tags.stage = 'train'"
+    )[0]
     assert train_run.data.params["train.epochs"] == "1"
     assert _xcom(TRAINING_DAG_ID, run_id, "gate")["passed"] is True
     events = _asset_events(run_id)
@@ -218,7 +268,9 @@ def test_rerunning_a_day_is_idempotent(trained):
     project, original, *_ = trained
     lock_before = (project / "dvc.lock").read_text()
     dag = _dagbag(project / "dags").dags[TRAINING_DAG_ID]
-    state, tasks, _ = _run(dag, logical_date=DAY, conf={"target_precision": 0.25, "overrides": {"train.epochs": 1}})
+    state, tasks, _ = _run(
+        dag, logical_date=DAY, conf={"target_precision": 0.25, "overrides": {"train.epochs": 1}}
+    )
     assert state == "success", tasks
     assert (project / "dvc.lock").read_text() == lock_before
     assert (project / "params.yaml").read_text() == original
@@ -231,8 +283,9 @@ def test_a_failing_stage_fails_the_run_after_a_retry_and_params_come_back(traine
     ingest = dag.get_task("ingest")
     ingest.retries, ingest.retry_delay, ingest.max_retry_delay = 1, timedelta(seconds=1), timedelta(seconds=2)
     missing = project / "no-such-graph.csv"
-    state, tasks, _ = _run(dag, logical_date=DAY + timedelta(days=1),
-                           conf={"source": "edge_list", "graph_path": str(missing)})
+    state, tasks, _ = _run(
+        dag, logical_date=DAY + timedelta(days=1), conf={"source": "edge_list", "graph_path": str(missing)}
+    )
     assert state == "failed", tasks
     assert tasks["ingest"] == "failed" and tasks["_tries"]["ingest"] == 2  # retried once, then failed
     assert all(tasks[t] == "upstream_failed" for t in [*TRAINING_STAGES[1:], "gate", "release"]), tasks
@@ -249,7 +302,11 @@ def test_monitoring_without_alerts_ends_quietly(trained):
     dag = _dagbag(project / "dags").dags[MONITORING_DAG_ID]
     state, tasks, _ = _run(dag)
     assert state == "success", tasks
-    assert tasks["check_alerts"] == "success" and tasks["no_retrain"] == "success" and tasks["retrain"] == "skipped"
+    assert (
+        tasks["check_alerts"] == "success"
+        and tasks["no_retrain"] == "success"
+        and tasks["retrain"] == "skipped"
+    )
     assert json.loads((project / "monitoring" / "alerts.json").read_text())["alerts"] == []
     assert (project / "params.yaml").read_text() == original
 
@@ -283,10 +340,11 @@ def test_a_refused_candidate_skips_gate_and_release_without_failing(trained):
     conf = {"target_precision": 0.25, "overrides": {"train.epochs": 1, "train.shuffle_labels": True}}
     state, tasks, run_id = _run(dag, logical_date=DAY, conf=conf)
     assert state == "success", tasks
-    assert tasks["deploy"] == "success" and tasks["gate"] == "skipped" and tasks["release"] == "skipped", tasks
+    assert tasks["deploy"] == "success" and tasks["gate"] == "skipped" and tasks["release"] == "skipped", (
+        tasks
+    )
     assert tasks["_tries"]["gate"] == 1 and tasks["restore_params"] == "success"
     verdict = json.loads((project / "metrics" / "deploy.json").read_text())
     assert not verdict["passed"] and str(verdict["champion_version"]) == "1"
     assert _asset_events(run_id) == []
     assert (project / "params.yaml").read_text() == original
-

@@ -21,8 +21,14 @@ from nextbuy.data.simulate import (
 from nextbuy.mlops import io, schemas
 from tests.helpers import config
 
-SMALL = config("ingest.simulator", n_products=600, n_categories=12, n_purchases=15_000, n_impressions=20_000,
-              history_days=28)
+SMALL = config(
+    "ingest.simulator",
+    n_products=600,
+    n_categories=12,
+    n_purchases=15_000,
+    n_impressions=20_000,
+    history_days=28,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,9 @@ def assert_valid(world: StoreWorld, traffic) -> None:
     io.validate(traffic.impressions, schemas.IMPRESSIONS_LOG, "impressions")
     io.validate(traffic.truth, schemas.TRUTH_IMPRESSIONS, "truth")
     assert list(traffic.impressions.columns) == list(schemas.IMPRESSIONS_LOG.columns)
-    assert (traffic.impressions["impression_id"].to_numpy() == traffic.truth["impression_id"].to_numpy()).all()
+    assert (
+        traffic.impressions["impression_id"].to_numpy() == traffic.truth["impression_id"].to_numpy()
+    ).all()
     assert not schemas.check_event_order(traffic.impressions)
     assert (traffic.impressions["source_id"] != traffic.impressions["shown_id"]).all()
 
@@ -62,11 +70,17 @@ def test_tables_validate_with_exact_dtypes(small_store):
     world, traffic = small_store
     assert_valid(world, traffic)
     assert world.products.dtypes.to_dict() == {
-        "product_id": np.int64, "product_key": object, "category": np.int64, "price": np.float64}
+        "product_id": np.int64,
+        "product_key": object,
+        "category": np.int64,
+        "price": np.float64,
+    }
     assert (world.products["product_key"] == world.products["product_id"].astype(str)).all()
     assert traffic.truth["label_eventual"].dtype == np.int8
-    assert all(traffic.impressions[c].dtype == "datetime64[ns]"
-               for c in ("shown_at", "clicked_at", "carted_at", "converted_at"))
+    assert all(
+        traffic.impressions[c].dtype == "datetime64[ns]"
+        for c in ("shown_at", "clicked_at", "carted_at", "converted_at")
+    )
     popularity = world.truth_products["popularity"]
     assert (popularity > 0).all() and popularity.sum() == pytest.approx(1.0)
     assert world.truth_products.filter(regex="^src_").shape[1] == SMALL.latent_dim
@@ -98,7 +112,9 @@ def test_default_store_is_believable(default_store):
     censored = imp["converted_at"].isna().to_numpy()[last_week & eventual].mean()
     assert 0.10 <= censored <= 0.35
     # The graph predates the impression log, and nothing is later than the snapshot.
-    assert world.edges["time"].min() < world.start - pd.Timedelta(days=config("ingest.simulator").history_days * 0.9)
+    assert world.edges["time"].min() < world.start - pd.Timedelta(
+        days=config("ingest.simulator").history_days * 0.9
+    )
     assert world.edges["time"].max() < world.snapshot
 
 
@@ -183,8 +199,10 @@ def test_true_conversion_follows_affinity_and_the_policy_prefers_neighbours(defa
     low = aff < np.quantile(aff, 0.2)
     assert truth.loc[high, "label_eventual"].mean() > 2 * truth.loc[low, "label_eventual"].mean()
     n = len(world.products)
-    is_edge = np.isin(imp["source_id"].to_numpy() * n + imp["shown_id"].to_numpy(),
-                      world.edges["src"].to_numpy() * n + world.edges["dst"].to_numpy())
+    is_edge = np.isin(
+        imp["source_id"].to_numpy() * n + imp["shown_id"].to_numpy(),
+        world.edges["src"].to_numpy() * n + world.edges["dst"].to_numpy(),
+    )
     assert 0.5 < is_edge.mean() < 0.9  # mostly co-purchase neighbours, some exploration
     assert truth.loc[is_edge, "p_convert"].mean() > truth.loc[~is_edge, "p_convert"].mean()
 
@@ -193,7 +211,9 @@ def test_more_traffic_after_the_snapshot_for_monitoring(small_store):
     world, history = small_store
     end = world.snapshot + pd.Timedelta(days=7)
     offset = int(history.impressions["impression_id"].max()) + 1
-    later = simulate_traffic(world, SMALL, 5, 3000, world.snapshot, end, end + pd.Timedelta(days=30), id_offset=offset)
+    later = simulate_traffic(
+        world, SMALL, 5, 3000, world.snapshot, end, end + pd.Timedelta(days=30), id_offset=offset
+    )
     assert_valid(world, later)
     imp = later.impressions
     assert imp["impression_id"].min() == offset and imp["impression_id"].is_monotonic_increasing
@@ -211,19 +231,35 @@ def test_world_from_a_small_real_graph():
     # Two blocks with one-way flow: 0..99 -> 100..199 dominates the reverse.
     src = np.concatenate([rng.integers(0, 100, 1500), rng.integers(100, 200, 150)])
     dst = np.concatenate([rng.integers(100, 200, 1500), rng.integers(0, 100, 150)])
-    edges = (pd.DataFrame({"src": src, "dst": dst}).value_counts().rename("weight").astype(float)
-             .reset_index().assign(time=pd.Timestamp("2025-03-01")))
-    products = pd.DataFrame({"product_id": np.arange(n), "product_key": np.arange(n).astype(str).astype(object),
-                             "category": -1, "price": np.nan})
+    edges = (
+        pd.DataFrame({"src": src, "dst": dst})
+        .value_counts()
+        .rename("weight")
+        .astype(float)
+        .reset_index()
+        .assign(time=pd.Timestamp("2025-03-01"))
+    )
+    products = pd.DataFrame(
+        {
+            "product_id": np.arange(n),
+            "product_key": np.arange(n).astype(str).astype(object),
+            "category": -1,
+            "price": np.nan,
+        }
+    )
     cfg = config("ingest.simulator", latent_dim=4)
     world = world_from_graph(products, edges, cfg, seed=0)
-    assert world.snapshot == pd.Timestamp("2025-03-01") and world.snapshot - world.start == pd.Timedelta(days=56)
+    assert world.snapshot == pd.Timestamp("2025-03-01") and world.snapshot - world.start == pd.Timedelta(
+        days=56
+    )
     traffic = simulate_traffic(world, cfg, 0, 2000, world.start, world.snapshot, world.snapshot)
     assert_valid(world, traffic)
     u, v = edges["src"].to_numpy(), edges["dst"].to_numpy()
     assert affinity(world, u, v).mean() > affinity(world, v, u).mean() + 0.3
     popularity = world.truth_products["popularity"].to_numpy()
-    degree = np.bincount(u, weights=edges["weight"], minlength=n) + np.bincount(v, weights=edges["weight"], minlength=n)
+    degree = np.bincount(u, weights=edges["weight"], minlength=n) + np.bincount(
+        v, weights=edges["weight"], minlength=n
+    )
     np.testing.assert_allclose(popularity, (degree + 1) / (degree + 1).sum())
     with pytest.raises(ValueError, match="product_id"):
         world_from_graph(products.assign(product_id=products["product_id"] + 5), edges, cfg, seed=0)
@@ -243,14 +279,35 @@ def test_world_from_a_small_real_graph():
     delay_sigma=st.floats(0.1, 4.0),
     seed=st.integers(0, 2**31),
 )
-def test_any_small_config_gives_valid_consistent_tables(n_products, n_categories, latent_dim, complements,
-                                                         reciprocal_share, zipf_exponent, complement_share,
-                                                         candidates, explore, delay_sigma, seed):
-    cfg = config("ingest.simulator", n_products=n_products, n_categories=n_categories, latent_dim=latent_dim,
-                          complements_per_category=complements, reciprocal_share=reciprocal_share,
-                          zipf_exponent=zipf_exponent, n_purchases=300, complement_share=complement_share,
-                          candidates_per_draw=candidates, n_impressions=200, policy_explore_share=explore,
-                          history_days=10, delay_sigma=delay_sigma)
+def test_any_small_config_gives_valid_consistent_tables(
+    n_products,
+    n_categories,
+    latent_dim,
+    complements,
+    reciprocal_share,
+    zipf_exponent,
+    complement_share,
+    candidates,
+    explore,
+    delay_sigma,
+    seed,
+):
+    cfg = config(
+        "ingest.simulator",
+        n_products=n_products,
+        n_categories=n_categories,
+        latent_dim=latent_dim,
+        complements_per_category=complements,
+        reciprocal_share=reciprocal_share,
+        zipf_exponent=zipf_exponent,
+        n_purchases=300,
+        complement_share=complement_share,
+        candidates_per_draw=candidates,
+        n_impressions=200,
+        policy_explore_share=explore,
+        history_days=10,
+        delay_sigma=delay_sigma,
+    )
     world, traffic = simulate_store(cfg, seed)
     assert_valid(world, traffic)  # includes: no self-loops, no event before shown_at
     assert len(world.products) == n_products

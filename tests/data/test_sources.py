@@ -24,8 +24,16 @@ def write_npz(path, adj: sp.csr_matrix, **extra) -> None:
 
 
 def write_csr(path, data, indices, indptr, shape, **extra) -> None:
-    np.savez(path, **{"adj_matrix.data": np.asarray(data), "adj_matrix.indices": np.asarray(indices),
-                      "adj_matrix.indptr": np.asarray(indptr), "adj_matrix.shape": np.array(shape)}, **extra)
+    np.savez(
+        path,
+        **{
+            "adj_matrix.data": np.asarray(data),
+            "adj_matrix.indices": np.asarray(indices),
+            "adj_matrix.indptr": np.asarray(indptr),
+            "adj_matrix.shape": np.array(shape),
+        },
+        **extra,
+    )
 
 
 def assert_refused(read, path, column: str | None, *args) -> DataError:
@@ -43,13 +51,15 @@ def assert_refused(read, path, column: str | None, *args) -> DataError:
 
 def test_edge_list_is_cleaned_counted_and_logged(tmp_path, caplog):
     path = tmp_path / "graph.csv"
-    path.write_text("src,dst,time\n"
-                    "10,9,2026-01-05\n"
-                    "9,100,2026-01-02 08:30\n"
-                    "10,9,2026-01-03\n"    # duplicate of the first: merged, earliest time kept
-                    "10,9,2026-01-04\n"
-                    "7,7,2026-01-01\n"     # self-loop: dropped, but product 7 still exists
-                    "100,10,\n")           # no time is allowed
+    path.write_text(
+        "src,dst,time\n"
+        "10,9,2026-01-05\n"
+        "9,100,2026-01-02 08:30\n"
+        "10,9,2026-01-03\n"  # duplicate of the first: merged, earliest time kept
+        "10,9,2026-01-04\n"
+        "7,7,2026-01-01\n"  # self-loop: dropped, but product 7 still exists
+        "100,10,\n"
+    )  # no time is allowed
     with caplog.at_level(logging.WARNING, logger="nextbuy.data.sources"):
         graph = read_edge_list(path)
     io.validate(graph.products, schemas.PRODUCTS, path)
@@ -58,8 +68,13 @@ def test_edge_list_is_cleaned_counted_and_logged(tmp_path, caplog):
     assert graph.products["product_key"].tolist() == ["7", "9", "10", "100"]
     assert graph.products["product_id"].tolist() == [0, 1, 2, 3]
     assert (graph.products["category"] == -1).all() and graph.products["price"].isna().all()
-    assert graph.cleaning == {"rows_read": 6, "self_loops_dropped": 1, "duplicate_edges_merged": 2,
-                              "edges_kept": 3, "products": 4}
+    assert graph.cleaning == {
+        "rows_read": 6,
+        "self_loops_dropped": 1,
+        "duplicate_edges_merged": 2,
+        "edges_kept": 3,
+        "products": 4,
+    }
     edges = graph.edges.set_index(["src", "dst"])
     assert edges.loc[(2, 1), "weight"] == 3.0 and edges.loc[(2, 1), "time"] == pd.Timestamp("2026-01-03")
     assert edges.loc[(1, 3), "time"] == pd.Timestamp("2026-01-02 08:30")
@@ -72,15 +87,21 @@ def test_edge_list_with_string_ids_tsv(tmp_path):
     path.write_text("src\tdst\nphone\tcase\nphone\tcharger\ncase\tscreen-guard\n")
     graph = read_edge_list(path)
     assert graph.products["product_key"].tolist() == ["case", "charger", "phone", "screen-guard"]
-    pairs = set(zip(graph.edges["src"], graph.edges["dst"]))
+    pairs = set(zip(graph.edges["src"], graph.edges["dst"], strict=False))
     assert pairs == {(2, 0), (2, 1), (0, 3)}  # direction kept: phone -> case, not case -> phone
     assert (graph.edges["weight"] == 1.0).all() and graph.edges["time"].isna().all()
 
 
 def test_edge_list_parquet_with_unix_seconds_and_weights(tmp_path):
     path = tmp_path / "graph.parquet"
-    pd.DataFrame({"src": [1, 2, 1], "dst": [2, 3, 2], "time": [1_767_225_600, 1_767_312_000, 1_767_139_200],
-                  "weight": [2.0, 1.0, 0.5]}).to_parquet(path)
+    pd.DataFrame(
+        {
+            "src": [1, 2, 1],
+            "dst": [2, 3, 2],
+            "time": [1_767_225_600, 1_767_312_000, 1_767_139_200],
+            "weight": [2.0, 1.0, 0.5],
+        }
+    ).to_parquet(path)
     graph = read_edge_list(path)
     edges = graph.edges.set_index(["src", "dst"])
     assert edges.loc[(0, 1), "weight"] == 2.5
@@ -121,16 +142,27 @@ def test_unreadable_edge_list_is_refused(tmp_path):
 def test_npz_graph_with_labels_names_loops_and_duplicates(tmp_path, caplog):
     # Raw CSR rows: 0 -> 1 stored twice, 2 -> 2 a self-loop, 3 -> 0 an explicit zero (no edge).
     path = tmp_path / "graph.npz"
-    write_csr(path, data=[1, 1, 1, 1, 1, 1, 0], indices=[1, 1, 2, 2, 0, 3, 0], indptr=[0, 2, 3, 6, 7],
-              shape=(4, 4), labels=np.array([3, 1, 0, 2]), node_names=np.array(["a\n", "b\n", "c\n", "d\n"]))
+    write_csr(
+        path,
+        data=[1, 1, 1, 1, 1, 1, 0],
+        indices=[1, 1, 2, 2, 0, 3, 0],
+        indptr=[0, 2, 3, 6, 7],
+        shape=(4, 4),
+        labels=np.array([3, 1, 0, 2]),
+        node_names=np.array(["a\n", "b\n", "c\n", "d\n"]),
+    )
     with caplog.at_level(logging.WARNING, logger="nextbuy.data.sources"):
         graph = read_npz_graph(path)
     assert graph.products["product_key"].tolist() == ["a", "b", "c", "d"]
     assert graph.products["category"].tolist() == [3, 1, 0, 2]
     assert graph.cleaning["self_loops_dropped"] == 1 and graph.cleaning["duplicate_edges_merged"] == 1
     assert graph.cleaning["explicit_zeros_dropped"] == 1
-    assert set(zip(graph.edges["src"], graph.edges["dst"], graph.edges["weight"])) == {
-        (0, 1, 2.0), (1, 2, 1.0), (2, 0, 1.0), (2, 3, 1.0)}
+    assert set(zip(graph.edges["src"], graph.edges["dst"], graph.edges["weight"], strict=False)) == {
+        (0, 1, 2.0),
+        (1, 2, 1.0),
+        (2, 0, 1.0),
+        (2, 3, 1.0),
+    }
     assert "self-loop" in caplog.text and "duplicate" in caplog.text
 
 
@@ -147,13 +179,26 @@ def test_bad_npz_is_refused(tmp_path):
     good = sp.csr_matrix(np.array([[0, 1], [1, 0]], dtype=np.float32))
 
     path = tmp_path / "no_indptr.npz"
-    np.savez(path, **{"adj_matrix.data": good.data, "adj_matrix.indices": good.indices,
-                      "adj_matrix.shape": np.array(good.shape)})
+    np.savez(
+        path,
+        **{
+            "adj_matrix.data": good.data,
+            "adj_matrix.indices": good.indices,
+            "adj_matrix.shape": np.array(good.shape),
+        },
+    )
     assert_refused(read_npz_graph, path, "adj_matrix.indptr")
 
     path = tmp_path / "out_of_range.npz"
-    np.savez(path, **{"adj_matrix.data": good.data, "adj_matrix.indices": np.array([1, 5]),
-                      "adj_matrix.indptr": good.indptr, "adj_matrix.shape": np.array(good.shape)})
+    np.savez(
+        path,
+        **{
+            "adj_matrix.data": good.data,
+            "adj_matrix.indices": np.array([1, 5]),
+            "adj_matrix.indptr": good.indptr,
+            "adj_matrix.shape": np.array(good.shape),
+        },
+    )
     assert_refused(read_npz_graph, path, "adj_matrix")
 
     path = tmp_path / "short_labels.npz"
@@ -201,20 +246,28 @@ def test_cora_ml(cora_npz):
 @pytest.fixture
 def products() -> pd.DataFrame:
     keys = ["phone", "case", "charger", "42"]
-    return pd.DataFrame({"product_id": np.arange(4, dtype=np.int64), "product_key": pd.Series(keys, dtype=object),
-                         "category": np.full(4, -1, dtype=np.int64), "price": np.full(4, np.nan)})
+    return pd.DataFrame(
+        {
+            "product_id": np.arange(4, dtype=np.int64),
+            "product_key": pd.Series(keys, dtype=object),
+            "category": np.full(4, -1, dtype=np.int64),
+            "price": np.full(4, np.nan),
+        }
+    )
 
 
 def log_frame(**changes) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "impression_id": [10, 11, 12],
-        "source_id": ["phone", "phone", "42"],
-        "shown_id": ["case", "charger", "phone"],
-        "shown_at": [T0, T0 + pd.Timedelta(hours=1), T0 + pd.Timedelta(hours=2)],
-        "clicked_at": [T0 + pd.Timedelta(minutes=1), pd.NaT, T0 + pd.Timedelta(hours=2, minutes=5)],
-        "carted_at": [T0 + pd.Timedelta(minutes=9), pd.NaT, pd.NaT],
-        "converted_at": [T0 + pd.Timedelta(days=2), pd.NaT, pd.NaT],
-    })
+    frame = pd.DataFrame(
+        {
+            "impression_id": [10, 11, 12],
+            "source_id": ["phone", "phone", "42"],
+            "shown_id": ["case", "charger", "phone"],
+            "shown_at": [T0, T0 + pd.Timedelta(hours=1), T0 + pd.Timedelta(hours=2)],
+            "clicked_at": [T0 + pd.Timedelta(minutes=1), pd.NaT, T0 + pd.Timedelta(hours=2, minutes=5)],
+            "carted_at": [T0 + pd.Timedelta(minutes=9), pd.NaT, pd.NaT],
+            "converted_at": [T0 + pd.Timedelta(days=2), pd.NaT, pd.NaT],
+        }
+    )
     return frame.assign(**changes)
 
 
@@ -230,16 +283,20 @@ def test_impressions_log_parquet_maps_keys_to_product_ids(tmp_path, products):
 
 def test_impressions_log_csv_with_optional_columns_absent(tmp_path, products):
     path = tmp_path / "log.csv"
-    path.write_text("source_id,shown_id,shown_at,converted_at\n"
-                    "phone,case,2026-03-01T12:00:00Z,2026-03-02 08:00\n"
-                    "42,phone,1772366400,\n")
+    path.write_text(
+        "source_id,shown_id,shown_at,converted_at\n"
+        "phone,case,2026-03-01T12:00:00Z,2026-03-02 08:00\n"
+        "42,phone,1772366400,\n"
+    )
     log = read_impressions_log(path, products)
     io.validate(log, schemas.IMPRESSIONS_LOG, path)
     assert log["impression_id"].tolist() == [0, 1]
     assert log["shown_id"].tolist() == [1, 0]  # the integer key 42 matches product_key "42"
     assert log["clicked_at"].isna().all() and log["carted_at"].isna().all()
     assert log["shown_at"].iloc[1] == pd.Timestamp(1772366400, unit="s")
-    assert all(log[c].dtype == "datetime64[ns]" for c in ("shown_at", "clicked_at", "carted_at", "converted_at"))
+    assert all(
+        log[c].dtype == "datetime64[ns]" for c in ("shown_at", "clicked_at", "carted_at", "converted_at")
+    )
 
 
 @pytest.mark.parametrize(
@@ -281,8 +338,11 @@ def test_bad_impressions_log_is_refused(tmp_path, products, case, column):
 
 
 def test_empty_or_unreadable_impressions_log_is_refused(tmp_path, products):
-    for name, content in (("empty.csv", b""), ("header.csv", b"source_id,shown_id,shown_at,converted_at\n"),
-                          ("broken.parquet", b"PAR1 nope")):
+    for name, content in (
+        ("empty.csv", b""),
+        ("header.csv", b"source_id,shown_id,shown_at,converted_at\n"),
+        ("broken.parquet", b"PAR1 nope"),
+    ):
         path = tmp_path / name
         path.write_bytes(content)
         assert_refused(read_impressions_log, path, None, products)

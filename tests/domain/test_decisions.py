@@ -120,7 +120,9 @@ def test_infeasible_target_accepts_nothing():
     # No positives at all, and an empty bucket, and no rows at all.
     zeros = np.zeros(500, dtype=np.int8)
     assert np.all(np.isposinf(fit_bucket_thresholds(score, bucket, zeros, 4, 0.3, 50).thresholds))
-    empty = fit_bucket_thresholds(np.array([]), np.array([], dtype=np.int64), np.array([], dtype=np.int8), 2, 0.3, 10)
+    empty = fit_bucket_thresholds(
+        np.array([]), np.array([], dtype=np.int64), np.array([], dtype=np.int8), 2, 0.3, 10
+    )
     assert np.all(np.isposinf(empty.thresholds))
     assert fit_global_threshold(np.array([]), np.array([]), 0.3, 10) == np.inf
 

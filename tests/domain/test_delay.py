@@ -48,7 +48,9 @@ def simulate(n: int, family: str, seed: int = 0, horizon: float = 30.0) -> dict[
 
 
 def fit(data: dict[str, np.ndarray], family: str) -> DelayModel:
-    return fit_delay_model(data["elapsed"], data["label"], data["delay"], data["clicked"], data["carted"], family=family)
+    return fit_delay_model(
+        data["elapsed"], data["label"], data["delay"], data["clicked"], data["carted"], family=family
+    )
 
 
 @pytest.fixture(scope="module", params=["lognormal", "weibull"])
@@ -89,7 +91,9 @@ def test_expected_label_corrects_recent_positivity(fitted):
 
 def test_importance_weighted_means_match_true_distribution(fitted):
     _, data, model = fitted
-    w = importance_weights(model, data["elapsed"], data["label"], data["clicked"], data["carted"], max_weight=1e4)
+    w = importance_weights(
+        model, data["elapsed"], data["label"], data["clicked"], data["carted"], max_weight=1e4
+    )
     n = w.size
     # E_Q[w] = 1 and E_Q[w g(x)] = E_P[g(x)]: the weights do not shift x.
     assert w.sum() / n == pytest.approx(1.0, abs=0.02)
@@ -102,7 +106,9 @@ def test_importance_weighted_means_match_true_distribution(fitted):
 
 def test_weights_one_ish_when_old_below_one_when_recent_carted(fitted):
     _, data, model = fitted
-    w = importance_weights(model, data["elapsed"], data["label"], data["clicked"], data["carted"], max_weight=10.0)
+    w = importance_weights(
+        model, data["elapsed"], data["label"], data["clicked"], data["carted"], max_weight=10.0
+    )
     old = data["elapsed"] > 25.0
     assert np.all(w[old] > 0.9) and np.all(w[old] < 1.1)
     recent_carted_neg = (data["elapsed"] < 1.0) & (data["carted"] == 1) & (data["label"] == 0)
@@ -180,7 +186,9 @@ def test_rejects_bad_inputs():
     with pytest.raises(ValueError):
         fit_delay_model(np.array([1.0]), np.array([1]), np.array([np.nan]), np.array([0]), np.array([0]))
     with pytest.raises(ValueError):
-        fit_delay_model(np.array([1.0]), np.array([0]), np.array([np.nan]), np.array([0]), np.array([0]), family="gamma")
+        fit_delay_model(
+            np.array([1.0]), np.array([0]), np.array([np.nan]), np.array([0]), np.array([0]), family="gamma"
+        )
 
 
 def test_observed_signals_read_what_has_happened_by_then():
@@ -190,12 +198,15 @@ def test_observed_signals_read_what_has_happened_by_then():
 
     at = pd.Timestamp("2026-03-10")
     day = pd.Timedelta(days=1)
-    log = pd.DataFrame({
-        "shown_at": [at - 3 * day, at - 1 * day, at + 1 * day],
-        "clicked_at": [at - 3 * day, pd.NaT, pd.NaT],
-        "carted_at": [at - 2.5 * day, pd.NaT, pd.NaT],
-        "converted_at": [at - 2 * day, pd.NaT, pd.NaT],
-    }, index=[10, 11, 12])
+    log = pd.DataFrame(
+        {
+            "shown_at": [at - 3 * day, at - 1 * day, at + 1 * day],
+            "clicked_at": [at - 3 * day, pd.NaT, pd.NaT],
+            "carted_at": [at - 2.5 * day, pd.NaT, pd.NaT],
+            "converted_at": [at - 2 * day, pd.NaT, pd.NaT],
+        },
+        index=[10, 11, 12],
+    )
     seen = observed_signals(log, at)
     assert list(seen.index) == [10, 11, 12]
     assert seen["elapsed_days"].tolist() == [3.0, 1.0, 0.0]  # shown after `at`: not yet elapsed

@@ -21,10 +21,21 @@ def rows(n_per_window=2000, windows=10, rate=(0.05, 0.05), shift=None, seed=0):
         eventual = rng.uniform(size=n_per_window) < true
         elapsed = float(windows - w)
         seen = eventual & (rng.uniform(size=n_per_window) < min(1.0, elapsed / 5.0))  # share seen so far
-        p_flip = np.where(seen, 0.0, true * (1 - min(1.0, elapsed / 5.0)) / (1 - true * min(1.0, elapsed / 5.0)))
-        frames.append(pd.DataFrame({"window": w, "bucket": bucket, "prob_calibrated": np.asarray(rate)[bucket],
-                                    "label_observed": seen.astype(int), "elapsed_days": elapsed,
-                                    "expected_label": seen + (1 - seen) * p_flip}))
+        p_flip = np.where(
+            seen, 0.0, true * (1 - min(1.0, elapsed / 5.0)) / (1 - true * min(1.0, elapsed / 5.0))
+        )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "window": w,
+                    "bucket": bucket,
+                    "prob_calibrated": np.asarray(rate)[bucket],
+                    "label_observed": seen.astype(int),
+                    "elapsed_days": elapsed,
+                    "expected_label": seen + (1 - seen) * p_flip,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -59,4 +70,8 @@ def test_tolerance_can_differ_per_bucket():
     strict_on_drifted = bucket_positivity(data, CFG.model_copy(update={"relative_tolerance": [0.3, 0.3]}))
     lenient_on_drifted = bucket_positivity(data, CFG.model_copy(update={"relative_tolerance": [0.3, 0.9]}))
     assert strict_on_drifted["alert"].any() and not lenient_on_drifted["alert"].any()
-    assert list(CFG.model_copy(update={"relative_tolerance": [0.1, 0.2]}).tolerance(np.array([0, 1, 4]))) == [0.1, 0.2, 0.2]
+    assert list(CFG.model_copy(update={"relative_tolerance": [0.1, 0.2]}).tolerance(np.array([0, 1, 4]))) == [
+        0.1,
+        0.2,
+        0.2,
+    ]

@@ -10,8 +10,14 @@ from nextbuy.mlops import io, schemas
 
 
 def products(n: int = 4) -> pd.DataFrame:
-    return pd.DataFrame({"product_id": np.arange(n, dtype=np.int64), "product_key": [f"p{i}" for i in range(n)],
-                         "category": np.zeros(n, dtype=np.int64), "price": np.ones(n)})
+    return pd.DataFrame(
+        {
+            "product_id": np.arange(n, dtype=np.int64),
+            "product_key": [f"p{i}" for i in range(n)],
+            "category": np.zeros(n, dtype=np.int64),
+            "price": np.ones(n),
+        }
+    )
 
 
 def test_round_trip(tmp_path):
@@ -67,19 +73,29 @@ def test_failed_write_leaves_previous_output(tmp_path):
     io.write_tables([(products(), good, schemas.PRODUCTS), (products(), bad, schemas.PRODUCTS)])
     before = good.read_bytes()
     with pytest.raises(io.DataError):
-        io.write_tables([(products(6), good, schemas.PRODUCTS),
-                         (products().assign(price=-1.0), bad, schemas.PRODUCTS)])
+        io.write_tables(
+            [(products(6), good, schemas.PRODUCTS), (products().assign(price=-1.0), bad, schemas.PRODUCTS)]
+        )
     assert good.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
 def test_event_order_and_foreign_keys():
     t = pd.Timestamp("2026-01-01")
-    imp = pd.DataFrame({"shown_at": [t, t], "clicked_at": [t, t - pd.Timedelta(hours=1)],
-                        "carted_at": [pd.NaT, pd.NaT], "converted_at": [pd.NaT, pd.NaT],
-                        "source_id": [0, 9], "shown_id": [1, 2]})
+    imp = pd.DataFrame(
+        {
+            "shown_at": [t, t],
+            "clicked_at": [t, t - pd.Timedelta(hours=1)],
+            "carted_at": [pd.NaT, pd.NaT],
+            "converted_at": [pd.NaT, pd.NaT],
+            "source_id": [0, 9],
+            "shown_id": [1, 2],
+        }
+    )
     assert list(schemas.check_event_order(imp)) == ["clicked_at"]
-    assert list(schemas.check_known_products(imp, ("source_id", "shown_id"), pd.Series([0, 1, 2]))["source_id"]) == [1]
+    assert list(
+        schemas.check_known_products(imp, ("source_id", "shown_id"), pd.Series([0, 1, 2]))["source_id"]
+    ) == [1]
 
 
 def test_json_handles_numpy_and_nan(tmp_path):

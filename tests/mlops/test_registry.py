@@ -35,8 +35,9 @@ def model(client, tmp_path):
         name = f"nextbuy-{next(_names)}"
 
         def add(self, passed: bool = True) -> str:
-            v = client.create_model_version(self.name, source=str(tmp_path / "model"),
-                                            tags={"passed": str(passed).lower()})
+            v = client.create_model_version(
+                self.name, source=str(tmp_path / "model"), tags={"passed": str(passed).lower()}
+            )
             return str(v.version)
 
         def aliases(self) -> dict[str, str | None]:
@@ -59,6 +60,7 @@ def released(client, model, *verdicts: bool) -> list[str]:
 
 
 # --- release (after the gate) ------------------------------------------------
+
 
 def test_first_passing_release_becomes_champion_with_nothing_previous(client, model):
     v1 = model.add()
@@ -88,6 +90,7 @@ def test_refused_first_release_says_there_is_no_champion(client, model):
 
 
 # --- promote -----------------------------------------------------------------
+
 
 def test_promoting_the_challenger_crowns_it_and_clears_the_challenger_alias(client, model):
     v1, v2 = released(client, model, True, False)
@@ -119,6 +122,7 @@ def test_promoting_an_older_version_keeps_the_replaced_champion_as_previous(clie
 
 
 # --- rollback ----------------------------------------------------------------
+
 
 def test_rollback_with_no_previous_fails_and_keeps_the_champion(client, model):
     v1 = released(client, model, True)[0]

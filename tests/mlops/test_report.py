@@ -15,22 +15,47 @@ from nextbuy import paths
 from nextbuy.mlops.report import HEADLINES, print_summary
 
 METRICS = {
-    "ingest": {"products": 1200, "edges": 34567, "reciprocated_edge_share": 0.25,
-               "impressions": {"train": 10000, "calib": 2000, "test": 1000}},
-    "label_delay": {"last_7_days": {"observed_positivity": 0.031, "corrected_positivity": 0.052},
-                    "median_delay_days": {"carted": 1.5, "not_carted": 3.2}},
-    "train": {"final_conv_loss": 0.41234, "final_link_loss": 0.69311, "calib_auc_observed": 0.7123,
-              "train_seconds": 42.4},
-    "calibrate": {"n_buckets": 3, "test_delay_corrected": {"ece_raw": 0.0812, "ece_calibrated": 0.0123,
-                                                             "auc": 0.7011}},
-    "thresholds": {"target_precision": 0.3,
-                   "per_bucket": {"calib": {"recall": 0.42}, "test_delay_corrected": {"recall": 0.4}},
-                   "single": {"calib": {"recall": 0.35}, "test_delay_corrected": {"recall": 0.33}}},
-    "deploy": {"model_name": "nextbuy", "version": 3, "passed": True, "reasons": [],
-               "candidate": {"recall": 0.41, "auc": 0.705, "ece": 0.012}, "champion_version": 3},
+    "ingest": {
+        "products": 1200,
+        "edges": 34567,
+        "reciprocated_edge_share": 0.25,
+        "impressions": {"train": 10000, "calib": 2000, "test": 1000},
+    },
+    "label_delay": {
+        "last_7_days": {"observed_positivity": 0.031, "corrected_positivity": 0.052},
+        "median_delay_days": {"carted": 1.5, "not_carted": 3.2},
+    },
+    "train": {
+        "final_conv_loss": 0.41234,
+        "final_link_loss": 0.69311,
+        "calib_auc_observed": 0.7123,
+        "train_seconds": 42.4,
+    },
+    "calibrate": {
+        "n_buckets": 3,
+        "test_delay_corrected": {"ece_raw": 0.0812, "ece_calibrated": 0.0123, "auc": 0.7011},
+    },
+    "thresholds": {
+        "target_precision": 0.3,
+        "per_bucket": {"calib": {"recall": 0.42}, "test_delay_corrected": {"recall": 0.4}},
+        "single": {"calib": {"recall": 0.35}, "test_delay_corrected": {"recall": 0.33}},
+    },
+    "deploy": {
+        "model_name": "nextbuy",
+        "version": 3,
+        "passed": True,
+        "reasons": [],
+        "candidate": {"recall": 0.41, "auc": 0.705, "ece": 0.012},
+        "champion_version": 3,
+    },
     "traffic": {"impressions": 84000, "days": 28, "drift": {"kind": "bucket_shift", "bucket": 2}},
-    "monitor": {"windows": 28, "alerts": 2, "alert_buckets": [2], "first_alert": "2026-03-12",
-                "naive_alerts": 17},
+    "monitor": {
+        "windows": 28,
+        "alerts": 2,
+        "alert_buckets": [2],
+        "first_alert": "2026-03-12",
+        "naive_alerts": 17,
+    },
 }
 
 
@@ -59,16 +84,18 @@ def test_every_stage_gets_its_headline_from_its_metrics(tmp_path):
     write_metrics(tmp_path, **METRICS)
     s = summary(tmp_path)
     assert list(k for k in s if k) == list(HEADLINES)  # pipeline order
-    assert s["ingest"] == ("1,200 products, 34,567 edges (25% reciprocated), "
-                           "impressions train 10,000, calib 2,000, test 1,000")
+    assert s["ingest"] == (
+        "1,200 products, 34,567 edges (25% reciprocated), impressions train 10,000, calib 2,000, test 1,000"
+    )
     assert "observed 3.1% → delay-corrected 5.2%" in s["label_delay"] and "1.5 d (carted)" in s["label_delay"]
     assert "conv loss 0.4123" in s["train"] and "calib AUC 0.712" in s["train"] and "42 s" in s["train"]
     assert "ECE raw 0.081 → calibrated 0.012" in s["calibrate"]
     assert "recall per-bucket 42.0% vs single 35.0%" in s["thresholds"]
     assert s["deploy"].startswith("nextbuy v3 PASSED") and s["deploy"].endswith("champion = v3")
     assert s["traffic"] == "84,000 impressions over 28 days after the snapshot, drift bucket_shift"
-    assert s["monitor"] == ("28 windows: 2 alert(s) in bucket(s) [2] from 2026-03-12 "
-                            "(naive positivity would raise 17)")
+    assert s["monitor"] == (
+        "28 windows: 2 alert(s) in bucket(s) [2] from 2026-03-12 (naive positivity would raise 17)"
+    )
 
 
 def test_stages_not_run_say_so(tmp_path):
@@ -90,20 +117,28 @@ def test_an_unreadable_metrics_file_is_flagged_and_the_others_still_print(tmp_pa
 
 
 def test_refused_release_shows_the_reasons(tmp_path):
-    refused = {**METRICS["deploy"], "version": 4, "passed": False,
-               "reasons": ["recall 0.01 < 0.05", "auc below champion"]}
+    refused = {
+        **METRICS["deploy"],
+        "version": 4,
+        "passed": False,
+        "reasons": ["recall 0.01 < 0.05", "auc below champion"],
+    }
     write_metrics(tmp_path, deploy=refused)
     headline = summary(tmp_path)["deploy"]
     assert headline.startswith("nextbuy v4 REFUSED: recall 0.01 < 0.05; auc below champion")
 
 
 def test_missing_values_read_na_and_quiet_runs_stay_short(tmp_path):
-    write_metrics(tmp_path,
-                  train={**METRICS["train"], "calib_auc_observed": None},
-                  label_delay={**METRICS["label_delay"],
-                               "last_7_days": {"observed_positivity": None, "corrected_positivity": None}},
-                  traffic={**METRICS["traffic"], "drift": {"kind": "none"}},
-                  monitor={**METRICS["monitor"], "alerts": 0, "alert_buckets": [], "first_alert": None})
+    write_metrics(
+        tmp_path,
+        train={**METRICS["train"], "calib_auc_observed": None},
+        label_delay={
+            **METRICS["label_delay"],
+            "last_7_days": {"observed_positivity": None, "corrected_positivity": None},
+        },
+        traffic={**METRICS["traffic"], "drift": {"kind": "none"}},
+        monitor={**METRICS["monitor"], "alerts": 0, "alert_buckets": [], "first_alert": None},
+    )
     s = summary(tmp_path)
     assert "calib AUC n/a" in s["train"]
     assert "observed n/a → delay-corrected n/a" in s["label_delay"]

@@ -67,8 +67,9 @@ def server(tmp_path_factory):
 
 
 def post(srv, body: bytes, timeout: float = 60) -> Reply:
-    req = urllib.request.Request(f"{srv.url}/invocations", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{srv.url}/invocations", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return Reply(r.status, r.read())
@@ -134,8 +135,11 @@ MALFORMED = [
     pytest.param(b"{not json", ["JSON"], id="not-json"),
     pytest.param(b'{"rows": [[1, 2]]}', ["dataframe_split"], id="unknown-format"),
     pytest.param(body(COLUMNS, []), ["empty request"], id="empty-data"),
-    pytest.param(body(COLUMNS, [[1, 2]] * (serving.MAX_REQUEST_ROWS + 1)),
-                 [f"limit is {serving.MAX_REQUEST_ROWS}", "batch-topk"], id="huge-batch"),
+    pytest.param(
+        body(COLUMNS, [[1, 2]] * (serving.MAX_REQUEST_ROWS + 1)),
+        [f"limit is {serving.MAX_REQUEST_ROWS}", "batch-topk"],
+        id="huge-batch",
+    ),
 ]
 
 

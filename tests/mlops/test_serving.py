@@ -8,17 +8,22 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from nextbuy.domain.decisions import Thresholds
-from nextbuy.mlops.serving import ServingBundle, validate_request
 from nextbuy.domain.uncertainty import fit_bucket_calibration
+from nextbuy.mlops.serving import ServingBundle, validate_request
 
 
 @pytest.fixture
 def bundle() -> ServingBundle:
     rng = np.random.default_rng(0)
     n, d = 50, 4
-    moments = {"s_mean": rng.normal(size=(n, d)).astype(np.float32), "t_mean": rng.normal(size=(n, d)).astype(np.float32),
-               "s_var": rng.uniform(0, 0.1, (n, d)).astype(np.float32), "t_var": rng.uniform(0, 0.1, (n, d)).astype(np.float32),
-               "head_w": np.ones(d, np.float32), "head_b": np.zeros(1, np.float32)}
+    moments = {
+        "s_mean": rng.normal(size=(n, d)).astype(np.float32),
+        "t_mean": rng.normal(size=(n, d)).astype(np.float32),
+        "s_var": rng.uniform(0, 0.1, (n, d)).astype(np.float32),
+        "t_var": rng.uniform(0, 0.1, (n, d)).astype(np.float32),
+        "head_w": np.ones(d, np.float32),
+        "head_b": np.zeros(1, np.float32),
+    }
     score = rng.uniform(size=500)
     unc = rng.uniform(size=500)
     calibration = fit_bucket_calibration(score, unc, (rng.uniform(size=500) < score).astype(int), 2, 20)
@@ -42,13 +47,16 @@ def test_unknown_ids_fall_back_to_the_prior_with_more_uncertainty(bundle):
     assert neg["cold_start"].item()
 
 
-@pytest.mark.parametrize("frame, fragment", [
-    (pd.DataFrame({"source_id": [1]}), "missing column"),
-    (pd.DataFrame({"source_id": ["a"], "candidate_id": [1]}), "integer product ids"),
-    (pd.DataFrame({"source_id": [1.5], "candidate_id": [1]}), "integer product ids"),
-    (pd.DataFrame({"source_id": [], "candidate_id": []}), "empty request"),
-    (pd.DataFrame({"source_id": np.zeros(11, int), "candidate_id": np.zeros(11, int)}), "limit is 10"),
-])
+@pytest.mark.parametrize(
+    "frame, fragment",
+    [
+        (pd.DataFrame({"source_id": [1]}), "missing column"),
+        (pd.DataFrame({"source_id": ["a"], "candidate_id": [1]}), "integer product ids"),
+        (pd.DataFrame({"source_id": [1.5], "candidate_id": [1]}), "integer product ids"),
+        (pd.DataFrame({"source_id": [], "candidate_id": []}), "empty request"),
+        (pd.DataFrame({"source_id": np.zeros(11, int), "candidate_id": np.zeros(11, int)}), "limit is 10"),
+    ],
+)
 def test_malformed_requests_say_what_to_send(frame, fragment):
     with pytest.raises(MlflowException, match=fragment) as err:
         validate_request(frame, max_rows=10)

@@ -11,8 +11,14 @@ import pytest
 from nextbuy.mlops import tracking
 from tests.conftest import ROOT
 
-ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_ARTIFACT_ROOT",
-       tracking.PROGRESS_BAR_ENV, "AIRFLOW_CTX_DAG_RUN_ID")
+ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_ARTIFACT_ROOT",
+    tracking.PROGRESS_BAR_ENV,
+    "AIRFLOW_CTX_DAG_RUN_ID",
+)
 
 
 @pytest.fixture
@@ -94,8 +100,9 @@ def test_artifact_downloads_draw_no_progress_bars_unless_asked(project, clean_en
         mlflow.log_artifact("a.txt", "files")
         mlflow.log_artifact("b.txt", "files")
     capfd.readouterr()
-    mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="files",
-                                        dst_path=str(project / "out"))
+    mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="files", dst_path=str(project / "out")
+    )
     logged = capfd.readouterr()
     assert sorted(p.name for p in (project / "out").rglob("*.txt")) == ["a.txt", "b.txt"]
     assert ("Downloading artifacts" in logged.err + logged.out) is bars
@@ -107,8 +114,10 @@ def test_lineage_ties_a_run_to_the_commit_and_the_airflow_run(clean_env):
         pytest.skip("the checkout is not a git repository")
     assert tracking.lineage_tags(ROOT) == {"git_commit": head.stdout.strip()}
     clean_env.setenv("AIRFLOW_CTX_DAG_RUN_ID", "scheduled__2026-03-01T00:00:00+00:00")
-    assert tracking.lineage_tags(ROOT) == {"git_commit": head.stdout.strip(),
-                                           "airflow_run_id": "scheduled__2026-03-01T00:00:00+00:00"}
+    assert tracking.lineage_tags(ROOT) == {
+        "git_commit": head.stdout.strip(),
+        "airflow_run_id": "scheduled__2026-03-01T00:00:00+00:00",
+    }
 
 
 def test_commit_outside_a_git_checkout_is_unknown(tmp_path, clean_env):

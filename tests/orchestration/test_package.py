@@ -12,15 +12,30 @@ import nextbuy.orchestration
 
 PACKAGE = nextbuy.orchestration
 MODULES = sorted(f"{PACKAGE.__name__}.{m.name}" for m in pkgutil.iter_modules(PACKAGE.__path__))
-FORBIDDEN = {"torch", "pandas", "numpy", "sklearn", "scipy", "mlflow", "torch_geometric", "pydantic",
-             "airflow", "typer", "rich", "nextbuy.bench", "nextbuy.config", "nextbuy.mlops"}
+FORBIDDEN = {
+    "torch",
+    "pandas",
+    "numpy",
+    "sklearn",
+    "scipy",
+    "mlflow",
+    "torch_geometric",
+    "pydantic",
+    "airflow",
+    "typer",
+    "rich",
+    "nextbuy.bench",
+    "nextbuy.config",
+    "nextbuy.mlops",
+}
 
 
 def test_every_module_imports_light():
-    code = ("import importlib, sys\n"
-            f"for name in {MODULES!r}:\n    importlib.import_module(name)\n"
-            f"print(sorted(m for m in {sorted(FORBIDDEN)!r} if m in sys.modules))\n")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {MODULES!r}:\n    importlib.import_module(name)\n"
+        f"print(sorted(m for m in {sorted(FORBIDDEN)!r} if m in sys.modules))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
-

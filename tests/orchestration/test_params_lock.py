@@ -25,12 +25,20 @@ def _epochs(project: Path) -> int:
 
 
 def test_training_overrides_from_form_and_logical_date():
-    form = {"target_precision": 0.25, "epochs": None, "source": None, "graph_path": None,
-            "overrides": {"train.lr": 0.005, "thresholds.target_precision": 0.4}}
+    form = {
+        "target_precision": 0.25,
+        "epochs": None,
+        "source": None,
+        "graph_path": None,
+        "overrides": {"train.lr": 0.005, "thresholds.target_precision": 0.4},
+    }
     snapshot = lock.snapshot_iso(datetime(2026, 3, 1, 6, 30, tzinfo=timezone(timedelta(hours=2))))
     assert snapshot == "2026-03-01T04:30:00"
     assert lock.training_overrides(form, snapshot) == {
-        "ingest.snapshot": snapshot, "thresholds.target_precision": 0.4, "train.lr": 0.005}
+        "ingest.snapshot": snapshot,
+        "thresholds.target_precision": 0.4,
+        "train.lr": 0.005,
+    }
     assert lock.training_overrides({}, None) == {}
 
 
@@ -38,8 +46,11 @@ def test_apply_overrides_sets_dotted_keys_on_a_copy():
     params = {"train": {"epochs": 4}, "ingest": {"simulator": {"n_products": 10}}}
     overrides = {"train.epochs": 1, "ingest.simulator.seed_extra": 3, "traffic.drift.kind": "x"}
     out = lock.apply_overrides(params, overrides)
-    assert out == {"train": {"epochs": 1}, "ingest": {"simulator": {"n_products": 10, "seed_extra": 3}},
-                   "traffic": {"drift": {"kind": "x"}}}
+    assert out == {
+        "train": {"epochs": 1},
+        "ingest": {"simulator": {"n_products": 10, "seed_extra": 3}},
+        "traffic": {"drift": {"kind": "x"}},
+    }
     assert params["train"]["epochs"] == 4
     with pytest.raises(ValueError, match="not a section"):
         lock.apply_overrides(params, {"train.epochs.x": 1})
@@ -84,8 +95,17 @@ def test_invalid_overrides_fail_before_anything_is_written(tmp_path):
 
 
 def test_monitoring_pins_ingest_to_the_last_ingest_in_dvc_lock(tmp_path):
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"ingest": {"params": {"params.yaml": {
-        "ingest": {"seed": 3, "snapshot": "2026-11-15T00:00:00"}}}}}}))
+    (tmp_path / "dvc.lock").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "ingest": {
+                        "params": {"params.yaml": {"ingest": {"seed": 3, "snapshot": "2026-11-15T00:00:00"}}}
+                    }
+                }
+            }
+        )
+    )
     out = lock.monitoring_overrides(tmp_path, {"overrides": {"traffic.days": 5}})
     assert out == {"ingest": {"seed": 3, "snapshot": "2026-11-15T00:00:00"}, "traffic.days": 5}
     assert lock.monitoring_overrides(tmp_path / "nowhere", {}) == {}

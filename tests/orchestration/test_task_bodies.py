@@ -40,9 +40,17 @@ class DagRun:
         self.run_type = run_type
 
 
-@pytest.mark.parametrize("state, live", [
-    (DagRunState.RUNNING, True), (DagRunState.QUEUED, True), ("running", True),
-    (DagRunState.SUCCESS, False), (DagRunState.FAILED, False), (None, False)])
+@pytest.mark.parametrize(
+    "state, live",
+    [
+        (DagRunState.RUNNING, True),
+        (DagRunState.QUEUED, True),
+        ("running", True),
+        (DagRunState.SUCCESS, False),
+        (DagRunState.FAILED, False),
+        (None, False),
+    ],
+)
 def test_a_running_holder_is_live_whatever_form_its_state_takes(state, live):
     assert task_bodies._is_live({"ti": TI(state)})({"dag_id": "d", "run_id": "r"}) is live
 
@@ -74,5 +82,10 @@ def test_release_extra_names_the_version_and_the_run():
 
     verdict = {"passed": True, "version": "3", "champion_version": "3", "action": "promoted"}
     extra = task_bodies.release_extra(verdict, {"dag": Dag(), "run_id": "r"})
-    assert extra == {"version": "3", "champion_version": "3", "action": "promoted",
-                     "dag_id": "nextbuy_training", "run_id": "r"}
+    assert extra == {
+        "version": "3",
+        "champion_version": "3",
+        "action": "promoted",
+        "dag_id": "nextbuy_training",
+        "run_id": "r",
+    }

@@ -17,21 +17,28 @@ def trained():
 
     data = ingest.ingest(IngestConfig.model_validate(TINY_PARAMS["ingest"]))
     weighted, _ = label_delay.weigh(data.impressions, data.snapshot, config("label_delay"))
-    _, moments, _ = train.fit(data.products, data.edges, weighted, TrainConfig.model_validate(TINY_PARAMS["train"]),
-                              progress=False)
+    _, moments, _ = train.fit(
+        data.products, data.edges, weighted, TrainConfig.model_validate(TINY_PARAMS["train"]), progress=False
+    )
     return weighted, moments
 
 
 def test_scored_holdout_is_valid_and_bucketed_by_uncertainty(trained):
     weighted, moments = trained
-    scored, calibration = calibrate.score_holdout(weighted, moments, config("calibrate", n_buckets=2, maturity_days=4,
-                                                                                     min_bucket_size=30))
+    scored, calibration = calibrate.score_holdout(
+        weighted, moments, config("calibrate", n_buckets=2, maturity_days=4, min_bucket_size=30)
+    )
     io.validate(scored, schemas.SCORED, "scored")
     assert set(scored["split"]) == {"calib", "test"}
     means = scored.groupby("bucket")["uncertainty"].mean()
     assert means.is_monotonic_increasing
     # Matured means old enough at the snapshot.
-    assert (weighted.set_index("impression_id").loc[scored.loc[scored["matured"], "impression_id"], "elapsed_days"] >= 4).all()
+    assert (
+        weighted.set_index("impression_id").loc[
+            scored.loc[scored["matured"], "impression_id"], "elapsed_days"
+        ]
+        >= 4
+    ).all()
     metrics = calibrate.summarise(scored, calibration)
     assert metrics["calib_matured"]["ece_calibrated"] <= metrics["calib_matured"]["ece_raw"] + 1e-9
 
@@ -44,7 +51,7 @@ def test_labels_of_immature_rows_do_not_move_the_calibration(trained):
     immature = flipped["elapsed_days"] < 4
     flipped.loc[immature, "label"] = (1 - flipped.loc[immature, "label"]).astype(np.int8)
     _, other = calibrate.score_holdout(flipped, moments, cfg)
-    for x, y in zip(base.knots_y, other.knots_y):
+    for x, y in zip(base.knots_y, other.knots_y, strict=False):
         np.testing.assert_array_equal(x, y)
 
 

@@ -51,7 +51,9 @@ def test_first_deployment_is_judged_on_floors_alone():
     p, label = data()
     fig = gate.figures(predictions(p), label)
     assert gate.decide(fig, None, {}, config("deploy", min_recall=0.1))[0]
-    passed, reasons = gate.decide(fig, None, {}, config("deploy", min_recall=0.99, max_calibration_error=0.001))
+    passed, reasons = gate.decide(
+        fig, None, {}, config("deploy", min_recall=0.99, max_calibration_error=0.001)
+    )
     assert not passed and len(reasons) == 2
     assert "recall" in reasons[0] and "ece" in reasons[1]
 

@@ -40,7 +40,10 @@ def test_simulated_ingest_writes_valid_tables_and_metrics(project):
     assert set(impressions["split"]) == {"train", "calib", "test"}
     # Splits are ordered in time and nothing is observed after the snapshot.
     last = impressions.groupby("split")["shown_at"].agg(["min", "max"])
-    assert last.loc["train", "max"] < last.loc["calib", "min"] and last.loc["calib", "max"] < last.loc["test", "min"]
+    assert (
+        last.loc["train", "max"] < last.loc["calib", "min"]
+        and last.loc["calib", "max"] < last.loc["test", "min"]
+    )
     snapshot = pd.Timestamp(json.loads(paths.INGEST_META.read_text())["snapshot"])
     assert (impressions["converted_at"].dropna() <= snapshot).all()
     # The training tables do not carry any ground truth column.
@@ -87,14 +90,17 @@ def test_cora_ml_with_simulated_impressions(project, tiny_params, cora_npz):
 @pytest.mark.parametrize(
     "content, column",
     [
-        ("src,dst\n1,2\n,3\n4,5\n", "src"),          # NaN id
-        ("source,dst\n1,2\n", "src"),                # missing column
-        ("", None),                                  # empty file
+        ("src,dst\n1,2\n,3\n4,5\n", "src"),  # NaN id
+        ("source,dst\n1,2\n", "src"),  # missing column
+        ("", None),  # empty file
     ],
 )
 def test_bad_graph_exits_nonzero_names_file_column_and_keeps_outputs(project, tiny_params, content, column):
     assert invoke("ingest").exit_code == 0  # earlier good outputs
-    before = {p: p.read_bytes() for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS, paths.metrics_file("ingest"))}
+    before = {
+        p: p.read_bytes()
+        for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS, paths.metrics_file("ingest"))
+    }
     (project / "bad.csv").write_text(content)
     use_source(project, tiny_params, source="edge_list", graph_path="bad.csv")
     result = invoke("ingest")
@@ -108,11 +114,20 @@ def test_bad_graph_exits_nonzero_names_file_column_and_keeps_outputs(project, ti
 def test_bad_impressions_log_is_refused(project, tiny_params):
     write_edge_list(project / "graph.csv", [[1, 2], [2, 3], [3, 1], [4, 1]])
     t = pd.Timestamp("2026-03-01")
-    log = pd.DataFrame({"source_id": ["1", "2", "99"], "shown_id": ["2", "3", "1"],
-                        "shown_at": [t, t, t], "clicked_at": [pd.NaT] * 3, "carted_at": [pd.NaT] * 3,
-                        "converted_at": [t + pd.Timedelta(days=1), t - pd.Timedelta(days=1), pd.NaT]})
+    log = pd.DataFrame(
+        {
+            "source_id": ["1", "2", "99"],
+            "shown_id": ["2", "3", "1"],
+            "shown_at": [t, t, t],
+            "clicked_at": [pd.NaT] * 3,
+            "carted_at": [pd.NaT] * 3,
+            "converted_at": [t + pd.Timedelta(days=1), t - pd.Timedelta(days=1), pd.NaT],
+        }
+    )
     log.to_parquet(project / "log.parquet")
-    use_source(project, tiny_params, source="edge_list", graph_path="graph.csv", impressions_path="log.parquet")
+    use_source(
+        project, tiny_params, source="edge_list", graph_path="graph.csv", impressions_path="log.parquet"
+    )
     result = invoke("ingest")
     assert result.exit_code == 2
     assert "log.parquet" in result.output

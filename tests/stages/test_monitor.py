@@ -41,6 +41,8 @@ def test_alerts_command_exit_status(tmp_path):
     path = tmp_path / "alerts.json"
     io.write_json({"now": "2026-03-01", "alerts": []}, path)
     assert CliRunner().invoke(app, ["alerts", "--path", str(path)]).exit_code == 0
-    io.write_json({"now": "2026-03-01", "alerts": [{"window_start": "2026-02-20", "message": "bucket 1: low"}]}, path)
+    io.write_json(
+        {"now": "2026-03-01", "alerts": [{"window_start": "2026-02-20", "message": "bucket 1: low"}]}, path
+    )
     result = CliRunner().invoke(app, ["alerts", "--path", str(path)])
     assert result.exit_code == ALERT_EXIT_CODE and "bucket 1" in result.output

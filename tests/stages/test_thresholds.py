@@ -17,9 +17,21 @@ def scored_frame(n: int = 6000, seed: int = 0) -> pd.DataFrame:
     p = np.clip(score * np.array([0.9, 0.55, 0.2])[bucket], 0, 1)
     label = (rng.uniform(size=n) < p).astype(np.int8)
     split = np.where(np.arange(n) < n * 2 // 3, "calib", "test")
-    return pd.DataFrame({"impression_id": np.arange(n), "source_id": 0, "shown_id": 1, "split": split,
-                         "label": label, "matured": True, "p_flip": 0.0, "score": score,
-                         "uncertainty": bucket / 10, "bucket": bucket, "prob_calibrated": p})
+    return pd.DataFrame(
+        {
+            "impression_id": np.arange(n),
+            "source_id": 0,
+            "shown_id": 1,
+            "split": split,
+            "label": label,
+            "matured": True,
+            "p_flip": 0.0,
+            "score": score,
+            "uncertainty": bucket / 10,
+            "bucket": bucket,
+            "prob_calibrated": p,
+        }
+    )
 
 
 def test_per_bucket_beats_single_threshold_at_the_target():

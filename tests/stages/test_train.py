@@ -14,8 +14,9 @@ from tests.helpers import config
 
 def test_same_inputs_same_embeddings(tiny_params):
     data = ingest.ingest(IngestConfig.model_validate(tiny_params["ingest"]))
-    weighted, _ = label_delay.weigh(data.impressions, data.snapshot,
-                                    LabelDelayConfig.model_validate(tiny_params["label_delay"]))
+    weighted, _ = label_delay.weigh(
+        data.impressions, data.snapshot, LabelDelayConfig.model_validate(tiny_params["label_delay"])
+    )
     cfg = TrainConfig.model_validate(tiny_params["train"])
     _, a, history = train.fit(data.products, data.edges, weighted, cfg, progress=False)
     _, b, _ = train.fit(data.products, data.edges, weighted, cfg, progress=False)
@@ -32,8 +33,17 @@ def test_weighting_choice_selects_the_weight_column():
 
 
 def test_blade_arguments_carry_every_model_knob_of_the_train_section():
-    cfg = config("train", embedding_dim=24, fanout_min=3, dropout=0.1, epochs=7, lr=0.02, mc_samples=5,
-                 export_chunk=99, seed=11)
+    cfg = config(
+        "train",
+        embedding_dim=24,
+        fanout_min=3,
+        dropout=0.1,
+        epochs=7,
+        lr=0.02,
+        mc_samples=5,
+        export_chunk=99,
+        seed=11,
+    )
     architecture, schedule, export = train.blade_arguments(cfg)
     for name, value in {**asdict(architecture), **asdict(schedule)}.items():
         assert value == getattr(cfg, name), name

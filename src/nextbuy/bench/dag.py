@@ -40,9 +40,26 @@ from nextbuy.stage_list import dag_stages
 LOGICAL_DATE = "2026-11-15T00:00:00+00:00"
 TINY_PRESET = "presets/tiny.yaml"
 # What a fresh copy leaves out at the top level (run-time outputs and stores) and everywhere.
-TOP_LEVEL_OUTPUTS = {".venv", ".git", "data", "models", "metrics", "plots", "mlflow.db", "mlartifacts", "mlruns",
-                     ".dvcstore", "dvc_plots", ".airflow", "dvc.lock", ".pytest_cache", ".hypothesis",
-                     BACKUP_FILE, "recommendations", "test-artifacts"}
+TOP_LEVEL_OUTPUTS = {
+    ".venv",
+    ".git",
+    "data",
+    "models",
+    "metrics",
+    "plots",
+    "mlflow.db",
+    "mlartifacts",
+    "mlruns",
+    ".dvcstore",
+    "dvc_plots",
+    ".airflow",
+    "dvc.lock",
+    ".pytest_cache",
+    ".hypothesis",
+    BACKUP_FILE,
+    "recommendations",
+    "test-artifacts",
+}
 EVERYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")
 
 DAG_SCRIPT = r"""
@@ -66,8 +83,8 @@ seconds = time.perf_counter() - started
 with create_session() as session:
     tis = {ti.task_id: [str(getattr(ti.state, "value", ti.state)), ti.duration]
            for ti in dr.get_task_instances(session=session)}
-print("BENCH-RESULT " + json.dumps({"seconds": seconds, "warmup": warmup, "state": str(getattr(dr.state, "value", dr.state)),
-                                     "tasks": tis}))
+state = str(getattr(dr.state, "value", dr.state))
+print("BENCH-RESULT " + json.dumps({"seconds": seconds, "warmup": warmup, "state": state, "tasks": tis}))
 """
 
 
@@ -79,6 +96,7 @@ def tiny_params(root: Path) -> dict:
 def fresh_copy(root: Path, dest: Path, params: dict) -> Path:
     """A git checkout of the working tree at ``dest`` without outputs, stores or caches
     (as tests/helpers.project_copy, which src cannot import), ``params`` as params.yaml."""
+
     def ignore(directory: str, names: list[str]) -> set[str]:
         ignored = set(EVERYWHERE(directory, names))
         if Path(directory) == root:
@@ -87,8 +105,11 @@ def fresh_copy(root: Path, dest: Path, params: dict) -> Path:
 
     shutil.copytree(root, dest, ignore=ignore)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=bench@example.com", "-c", "user.name=bench", "commit", "-qm", "bench"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=bench@example.com", "-c", "user.name=bench", "commit", "-qm", "bench"],
+    ):
         subprocess.run(cmd, cwd=dest, check=True)
     return dest
 
@@ -99,16 +120,28 @@ def _env(project: Path, airflow_home: Path | None = None) -> dict[str, str]:
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
     env.pop("MLFLOW_ARTIFACT_ROOT", None)
     if airflow_home is not None:
-        env.update({"AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
-                    "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__PARALLELISM": "2",
-                    PROJECT_DIR_ENV: str(project)})
+        env.update(
+            {
+                "AIRFLOW_HOME": str(airflow_home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__PARALLELISM": "2",
+                PROJECT_DIR_ENV: str(project),
+            }
+        )
     return env
 
 
 def time_dag(project: Path, airflow_home: Path) -> dict:
     args = [str(project / "dags"), LOGICAL_DATE, TRAINING_DAG_ID]
-    out = subprocess.run([sys.executable, "-c", DAG_SCRIPT, *args], cwd=project, env=_env(project, airflow_home),
-                         capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, "-c", DAG_SCRIPT, *args],
+        cwd=project,
+        env=_env(project, airflow_home),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH-RESULT ")]
     if out.returncode != 0 or not lines:
         raise RuntimeError(f"dag.test failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -120,8 +153,14 @@ def time_dag(project: Path, airflow_home: Path) -> dict:
 
 def time_repro(project: Path) -> float:
     started = time.perf_counter()
-    out = subprocess.run(["dvc", "repro", "deploy"], cwd=project, env=_env(project), capture_output=True, text=True,
-                         timeout=1800)
+    out = subprocess.run(
+        ["dvc", "repro", "deploy"],
+        cwd=project,
+        env=_env(project),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     seconds = time.perf_counter() - started
     if out.returncode != 0:
         raise RuntimeError(f"dvc repro failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -140,15 +179,17 @@ def run(out: Path, root: Path | None = None) -> dict:
     snapshot = snapshot_iso(datetime.fromisoformat(LOGICAL_DATE))
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
         dag_project = fresh_copy(root, Path(tmp) / "dag", params)
-        repro_project = fresh_copy(root, Path(tmp) / "repro",
-                                   {**params, "ingest": {**params["ingest"], "snapshot": snapshot}})
+        repro_project = fresh_copy(
+            root, Path(tmp) / "repro", {**params, "ingest": {**params["ingest"], "snapshot": snapshot}}
+        )
         dag = time_dag(dag_project, Path(tmp) / "airflow-home")
         repro_s = time_repro(repro_project)
         # Same work in both: the stage params dvc.lock recorded must match.
         locks = [yaml.safe_load((p / "dvc.lock").read_text())["stages"] for p in (dag_project, repro_project)]
         same = all(locks[0][s]["params"] == locks[1][s]["params"] for s in dag_stages(root, TRAINING))
     figures = {
-        "dag_s": round(dag["seconds"], 2), "repro_s": round(repro_s, 2),
+        "dag_s": round(dag["seconds"], 2),
+        "repro_s": round(repro_s, 2),
         "ratio": round(dag["seconds"] / repro_s, 3),
         "overhead_s": round(dag["seconds"] - repro_s, 2),
         # one-time start of dag.test()'s in-process execution API (not part of dag_s)
@@ -156,7 +197,8 @@ def run(out: Path, root: Path | None = None) -> dict:
         "ratio_with_warmup": round((dag["seconds"] + dag["warmup"]) / repro_s, 3),
         "same_params": same,
         "task_s": {k: None if v[1] is None else round(v[1], 2) for k, v in dag["tasks"].items()},
-        "logical_date": LOGICAL_DATE, "config": f"{TINY_PRESET} over params.yaml",
+        "logical_date": LOGICAL_DATE,
+        "config": f"{TINY_PRESET} over params.yaml",
     }
     _print(figures)
     io.write_json(figures, out)

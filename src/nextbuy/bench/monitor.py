@@ -49,8 +49,11 @@ def run(out: Path, params_file: str = "params.yaml") -> dict:
         "naive_false_alarms": int(clean["naive_alert"].sum()),
         "drift_alerts_before_start": len(drift_alerts) - len(after),
         "naive_alerts_with_drift": int(drifted["naive_alert"].sum()),
-        "drift": drift.model_dump(), "days": DAYS, "impressions_per_day": base.impressions_per_day,
-        "n_buckets": n_buckets, "windows_x_buckets": int(len(clean)),
+        "drift": drift.model_dump(),
+        "days": DAYS,
+        "impressions_per_day": base.impressions_per_day,
+        "n_buckets": n_buckets,
+        "windows_x_buckets": int(len(clean)),
         "seconds": round(time.perf_counter() - started, 1),
     }
     _print(figures)
@@ -62,11 +65,13 @@ def _print(f: dict) -> None:
     table = Table(title="bench monitor: a simulated month, delay-aware vs naive positivity")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    rows = [("days from drift start to first alert", f["detect_days"]),
-            ("first alert in the drifted bucket", f["alert_bucket_correct"]),
-            ("false alarms, no drift (delay-aware)", f["false_alarms"]),
-            ("false alarms, no drift (naive)", f["naive_false_alarms"]),
-            ("alerts before drift start (drifted month)", f["drift_alerts_before_start"])]
+    rows = [
+        ("days from drift start to first alert", f["detect_days"]),
+        ("first alert in the drifted bucket", f["alert_bucket_correct"]),
+        ("false alarms, no drift (delay-aware)", f["false_alarms"]),
+        ("false alarms, no drift (naive)", f["naive_false_alarms"]),
+        ("alerts before drift start (drifted month)", f["drift_alerts_before_start"]),
+    ]
     for name, value in rows:
         table.add_row(name, str(value))
     Console().print(table)

@@ -77,19 +77,33 @@ def bench_topk(bundle, tmp: Path) -> dict:
 
     batch.write_top_k(bundle, tmp / "warmup", TOP_K, shard=0, num_shards=1000, progress=False)  # 100 sources
     t = time.perf_counter()
-    pilot = batch.write_top_k(bundle, tmp / "pilot", TOP_K, shard=0, num_shards=TOPK_PILOT_SHARDS, progress=False)
+    pilot = batch.write_top_k(
+        bundle, tmp / "pilot", TOP_K, shard=0, num_shards=TOPK_PILOT_SHARDS, progress=False
+    )
     pilot_s = time.perf_counter() - t
     estimate = pilot_s * N_PRODUCTS / pilot["sources"]
-    out = {"topk_k": TOP_K, "topk_pilot_sources": pilot["sources"], "topk_pilot_s": pilot_s,
-           "topk_estimate_s": estimate}
+    out = {
+        "topk_k": TOP_K,
+        "topk_pilot_sources": pilot["sources"],
+        "topk_pilot_s": pilot_s,
+        "topk_estimate_s": estimate,
+    }
     if estimate <= TOPK_FULL_BUDGET_S:
         t = time.perf_counter()
         full = batch.write_top_k(bundle, tmp / "full", TOP_K, progress=False)
-        out.update(topk_100k_s=time.perf_counter() - t, topk_100k_extrapolated=False,
-                   topk_measured_sources=full["sources"], topk_rows=full["rows"])
+        out.update(
+            topk_100k_s=time.perf_counter() - t,
+            topk_100k_extrapolated=False,
+            topk_measured_sources=full["sources"],
+            topk_rows=full["rows"],
+        )
     else:
-        out.update(topk_100k_s=estimate, topk_100k_extrapolated=True, topk_measured_sources=pilot["sources"],
-                   topk_rows=pilot["rows"])
+        out.update(
+            topk_100k_s=estimate,
+            topk_100k_extrapolated=True,
+            topk_measured_sources=pilot["sources"],
+            topk_rows=pilot["rows"],
+        )
     return out
 
 
@@ -105,8 +119,9 @@ def bench_rest(files: fixtures.BundleFiles, tmp: Path, rng: np.random.Generator)
     for _ in range(REST_WARMUP + REST_REQUESTS):
         source = int(rng.integers(0, N_PRODUCTS))
         candidates = rng.integers(0, N_PRODUCTS, REST_CANDIDATES)
-        bodies.append(fixtures.invocations_body(["source_id", "candidate_id"],
-                                                [[source, int(c)] for c in candidates]))
+        bodies.append(
+            fixtures.invocations_body(["source_id", "candidate_id"], [[source, int(c)] for c in candidates])
+        )
     server = fixtures.RestServer(fixtures.champion_uri(), uri, tmp / "serve.log", start_timeout=180)
     latencies, errors = [], 0
     t = time.perf_counter()
@@ -160,18 +175,32 @@ def _table(fig: dict):
     t = Table(title=f"bench serve — {fig['n_products']:,} products, d={fig['d']}, {fig['cpu_count']} cores")
     for col in ("figure", "measured", "goal", "met"):
         t.add_column(col)
-    t.add_row("pairs/s (ServingBundle.score, 1M pairs, best of "
-              f"{PAIR_REPEATS})", f"{fig['pairs_per_s']:,.0f}", f"≥ {GOALS['pairs_per_s']:,}",
-              met(fig["pairs_per_s"] >= GOALS["pairs_per_s"]))
-    t.add_row("dot products alone, pairs/s (einsum of gathered rows)", f"{fig['dot_pairs_per_s']:,.0f}", "", "")
+    t.add_row(
+        f"pairs/s (ServingBundle.score, 1M pairs, best of {PAIR_REPEATS})",
+        f"{fig['pairs_per_s']:,.0f}",
+        f"≥ {GOALS['pairs_per_s']:,}",
+        met(fig["pairs_per_s"] >= GOALS["pairs_per_s"]),
+    )
+    t.add_row(
+        "dot products alone, pairs/s (einsum of gathered rows)", f"{fig['dot_pairs_per_s']:,.0f}", "", ""
+    )
     t.add_row("score time / dot-product time", f"{fig['score_over_dot']:.2f}×", "near 1×", "")
-    label = (f"top-{fig['topk_k']} for all {fig['n_products']:,} products"
-             + (f" (extrapolated from {fig['topk_measured_sources']:,})" if fig["topk_100k_extrapolated"] else ""))
+    label = f"top-{fig['topk_k']} for all {fig['n_products']:,} products" + (
+        f" (extrapolated from {fig['topk_measured_sources']:,})" if fig["topk_100k_extrapolated"] else ""
+    )
     t.add_row(label, f"{fig['topk_100k_s']:.1f} s", "", "")
-    t.add_row(f"REST p50, {fig['rest_candidates']} candidates ({fig['rest_requests']} requests)",
-              f"{fig['rest_p50_ms']:.1f} ms", "", "")
-    t.add_row("REST p99", f"{fig['rest_p99_ms']:.1f} ms", f"≤ {GOALS['rest_p99_ms']:.0f} ms",
-              met(fig["rest_p99_ms"] <= GOALS["rest_p99_ms"]))
+    t.add_row(
+        f"REST p50, {fig['rest_candidates']} candidates ({fig['rest_requests']} requests)",
+        f"{fig['rest_p50_ms']:.1f} ms",
+        "",
+        "",
+    )
+    t.add_row(
+        "REST p99",
+        f"{fig['rest_p99_ms']:.1f} ms",
+        f"≤ {GOALS['rest_p99_ms']:.0f} ms",
+        met(fig["rest_p99_ms"] <= GOALS["rest_p99_ms"]),
+    )
     return t
 
 
@@ -181,9 +210,15 @@ def run(out: Path) -> dict:
     console = Console()
     rng = np.random.default_rng(0)
     fig: dict = {
-        "date": dt.date.today().isoformat(), "n_products": N_PRODUCTS, "d": DIM, "n_pairs": N_PAIRS,
-        "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-        "numpy": np.__version__, "load_avg_1m_at_start": os.getloadavg()[0],
+        "date": dt.date.today().isoformat(),
+        "n_products": N_PRODUCTS,
+        "d": DIM,
+        "n_pairs": N_PAIRS,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "load_avg_1m_at_start": os.getloadavg()[0],
     }
     with tempfile.TemporaryDirectory(prefix="nextbuy-bench-serve-") as tmp_str:
         tmp = Path(tmp_str)
@@ -201,7 +236,11 @@ def run(out: Path) -> dict:
         "pairs_per_s and dot_pairs_per_s are the best of interleaved repeats in the same process. "
         f"REST latency is client-side wall time over a keep-alive session, {REST_WARMUP} warm-up requests "
         "dropped, one uvicorn worker, client and server on the same 127.0.0.1 machine."
-        + (" topk_100k_s is EXTRAPOLATED linearly from the pilot shard." if fig["topk_100k_extrapolated"] else "")
+        + (
+            " topk_100k_s is EXTRAPOLATED linearly from the pilot shard."
+            if fig["topk_100k_extrapolated"]
+            else ""
+        )
     )
     fig = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in fig.items()}
     console.print(_table(fig))

@@ -14,7 +14,6 @@ converts at rates comparable to a simulated one.
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,8 +84,9 @@ def _draw(rng: np.random.Generator, cumulative: np.ndarray, size: int | tuple) -
 # --------------------------------------------------------------------------- categories
 
 
-def complement_relations(n_categories: int, per_category: int, reciprocal_share: float,
-                         rng: np.random.Generator) -> np.ndarray:
+def complement_relations(
+    n_categories: int, per_category: int, reciprocal_share: float, rng: np.random.Generator
+) -> np.ndarray:
     """Boolean (C, C) matrix R, R[c, c'] = c' is a complement target of c.
 
     Every category gets ``per_category`` targets (at most C-1); about
@@ -133,8 +133,9 @@ def complement_relations(n_categories: int, per_category: int, reciprocal_share:
     return rel
 
 
-def _category_vectors(rel: np.ndarray, dim: int, rng: np.random.Generator,
-                      iterations: int = 40) -> tuple[np.ndarray, np.ndarray]:
+def _category_vectors(
+    rel: np.ndarray, dim: int, rng: np.random.Generator, iterations: int = 40
+) -> tuple[np.ndarray, np.ndarray]:
     """A (C, d), B (C, d) with A_c·B_c' ≈ the target affinity of c -> c'.
 
     Weighted alternating least squares: relations and reversed one-way
@@ -177,9 +178,15 @@ def _latents(world: StoreWorld) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tp["popularity"].to_numpy(np.float64), src, tgt
 
 
-def _co_purchases(rng: np.random.Generator, cfg: SimulatorConfig, category: np.ndarray,
-                  popularity: np.ndarray, src: np.ndarray, tgt: np.ndarray,
-                  rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _co_purchases(
+    rng: np.random.Generator,
+    cfg: SimulatorConfig,
+    category: np.ndarray,
+    popularity: np.ndarray,
+    src: np.ndarray,
+    tgt: np.ndarray,
+    rel: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """(u, v) of cfg.n_purchases "bought u, then v" transitions, self-loops removed."""
     pop_cum = np.cumsum(popularity)
     # Products sorted by category, so one category is one slice of a cumulative sum.
@@ -231,12 +238,14 @@ def _aggregate_edges(u: np.ndarray, v: np.ndarray, t_ns: np.ndarray) -> pd.DataF
     first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
     counts = np.diff(np.concatenate([first, [len(key)]]))
     ukey = key[first]
-    return pd.DataFrame({
-        "src": (ukey >> 32).astype(np.int64),
-        "dst": (ukey & 0xFFFFFFFF).astype(np.int64),
-        "weight": counts.astype(np.float64),
-        "time": pd.to_datetime(t_ns[first], unit="ns"),
-    })
+    return pd.DataFrame(
+        {
+            "src": (ukey >> 32).astype(np.int64),
+            "dst": (ukey & 0xFFFFFFFF).astype(np.int64),
+            "weight": counts.astype(np.float64),
+            "time": pd.to_datetime(t_ns[first], unit="ns"),
+        }
+    )
 
 
 def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
@@ -269,17 +278,20 @@ def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
     t_ns = snapshot.value - span + (rng.random(len(u)) * span).astype(np.int64)
     edges = _aggregate_edges(u, v, t_ns)
 
-    products = pd.DataFrame({
-        "product_id": np.arange(n, dtype=np.int64),
-        "product_key": np.arange(n).astype(str).astype(object),
-        "category": category.astype(np.int64),
-        "price": price.astype(np.float64),
-    })
+    products = pd.DataFrame(
+        {
+            "product_id": np.arange(n, dtype=np.int64),
+            "product_key": np.arange(n).astype(str).astype(object),
+            "category": category.astype(np.int64),
+            "price": price.astype(np.float64),
+        }
+    )
     return StoreWorld(products, _truth_products_frame(popularity, src, tgt), edges, start, snapshot)
 
 
-def world_from_graph(products: pd.DataFrame, edges: pd.DataFrame, cfg: SimulatorConfig,
-                     seed: int) -> StoreWorld:
+def world_from_graph(
+    products: pd.DataFrame, edges: pd.DataFrame, cfg: SimulatorConfig, seed: int
+) -> StoreWorld:
     """A hidden truth for a real graph, so impressions can be simulated over it.
 
     Source/target vectors come from a truncated SVD of the degree-normalised
@@ -333,8 +345,9 @@ def world_from_graph(products: pd.DataFrame, edges: pd.DataFrame, cfg: Simulator
     else:
         start = pd.Timestamp(cfg.start_date)
         snapshot = start + pd.Timedelta(days=cfg.history_days)
-    return StoreWorld(products, _truth_products_frame(popularity, src, tgt),
-                      edges.reset_index(drop=True), start, snapshot)
+    return StoreWorld(
+        products, _truth_products_frame(popularity, src, tgt), edges.reset_index(drop=True), start, snapshot
+    )
 
 
 # --------------------------------------------------------------------------- traffic
@@ -351,19 +364,24 @@ def _pair_noise(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return ndtri(uniform)
 
 
-def conversion_probability(world: StoreWorld, cfg: SimulatorConfig, source_id: np.ndarray,
-                           shown_id: np.ndarray) -> np.ndarray:
+def conversion_probability(
+    world: StoreWorld, cfg: SimulatorConfig, source_id: np.ndarray, shown_id: np.ndarray
+) -> np.ndarray:
     """True P(eventual conversion) of showing ``shown_id`` to a buyer of ``source_id``."""
     popularity, src, tgt = _latents(world)
     affinity = np.einsum("ij,ij->i", src[source_id], tgt[shown_id])
-    logit = (cfg.base_conversion_logit + cfg.affinity_scale * affinity
-             + POPULARITY_LOGIT * np.log(popularity[shown_id] * len(popularity))
-             + PAIR_NOISE * _pair_noise(source_id, shown_id))
+    logit = (
+        cfg.base_conversion_logit
+        + cfg.affinity_scale * affinity
+        + POPULARITY_LOGIT * np.log(popularity[shown_id] * len(popularity))
+        + PAIR_NOISE * _pair_noise(source_id, shown_id)
+    )
     return expit(logit)
 
 
-def _policy(rng: np.random.Generator, world: StoreWorld, cfg: SimulatorConfig,
-            popularity: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _policy(
+    rng: np.random.Generator, world: StoreWorld, cfg: SimulatorConfig, popularity: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Logging policy: (source, shown) pairs. Shows co-purchase neighbours, sometimes explores."""
     n = len(popularity)
     pop_cum = np.cumsum(popularity)
@@ -393,17 +411,24 @@ def _policy(rng: np.random.Generator, world: StoreWorld, cfg: SimulatorConfig,
     return u, v
 
 
-def _lognormal_ns(rng: np.random.Generator, median_hours: np.ndarray | float, sigma: float,
-                  size: int) -> np.ndarray:
+def _lognormal_ns(
+    rng: np.random.Generator, median_hours: np.ndarray | float, sigma: float, size: int
+) -> np.ndarray:
     hours = np.minimum(median_hours * np.exp(sigma * rng.standard_normal(size)), MAX_DELAY_DAYS * 24)
     return (hours * NS_PER_HOUR).astype(np.int64)
 
 
-def simulate_traffic(world: StoreWorld, cfg: SimulatorConfig, seed: int, n_impressions: int,
-                     start: pd.Timestamp, end: pd.Timestamp, observe_at: pd.Timestamp,
-                     id_offset: int = 0,
-                     odds_multiplier: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
-                     ) -> Traffic:
+def simulate_traffic(
+    world: StoreWorld,
+    cfg: SimulatorConfig,
+    seed: int,
+    n_impressions: int,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    observe_at: pd.Timestamp,
+    id_offset: int = 0,
+    odds_multiplier: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> Traffic:
     """Impressions shown uniformly in [start, end), events after ``observe_at`` censored to NaT.
 
     Use a different ``seed`` (and ``id_offset``) for each batch of traffic
@@ -439,33 +464,41 @@ def simulate_traffic(world: StoreWorld, cfg: SimulatorConfig, seed: int, n_impre
 
     clicked_ns = shown + _lognormal_ns(rng, CLICK_MEDIAN_MIN / 60, 1.0, size)
     carted_ns = clicked_ns + _lognormal_ns(rng, CART_MEDIAN_MIN / 60, 0.8, size)
-    converted_ns = np.where(carted, carted_ns, clicked_ns) + _lognormal_ns(rng, delay_median, cfg.delay_sigma, size)
+    converted_ns = np.where(carted, carted_ns, clicked_ns) + _lognormal_ns(
+        rng, delay_median, cfg.delay_sigma, size
+    )
 
     def observed(happened: np.ndarray, t_ns: np.ndarray) -> pd.Series:
         t = pd.to_datetime(t_ns, unit="ns")
         return pd.Series(t.where(happened & (t_ns <= observe_at.value)))
 
     ids = np.arange(id_offset, id_offset + size, dtype=np.int64)
-    impressions = pd.DataFrame({
-        "impression_id": ids,
-        "source_id": u.astype(np.int64),
-        "shown_id": v.astype(np.int64),
-        "shown_at": pd.to_datetime(shown, unit="ns"),
-        "clicked_at": observed(clicked, clicked_ns),
-        "carted_at": observed(carted, carted_ns),
-        "converted_at": observed(converted, converted_ns),
-    })
-    truth = pd.DataFrame({
-        "impression_id": ids,
-        "p_convert": p.astype(np.float64),
-        "label_eventual": converted.astype(np.int8),
-        "delay_days": np.where(converted, (converted_ns - shown) / NS_PER_DAY, np.nan),
-    })
+    impressions = pd.DataFrame(
+        {
+            "impression_id": ids,
+            "source_id": u.astype(np.int64),
+            "shown_id": v.astype(np.int64),
+            "shown_at": pd.to_datetime(shown, unit="ns"),
+            "clicked_at": observed(clicked, clicked_ns),
+            "carted_at": observed(carted, carted_ns),
+            "converted_at": observed(converted, converted_ns),
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "impression_id": ids,
+            "p_convert": p.astype(np.float64),
+            "label_eventual": converted.astype(np.int8),
+            "delay_days": np.where(converted, (converted_ns - shown) / NS_PER_DAY, np.nan),
+        }
+    )
     return Traffic(impressions, truth)
 
 
 def simulate_store(cfg: SimulatorConfig, seed: int) -> tuple[StoreWorld, Traffic]:
     """A world and its history: cfg.n_impressions over [start, snapshot), observed at the snapshot."""
     world = simulate_world(cfg, seed)
-    traffic = simulate_traffic(world, cfg, seed, cfg.n_impressions, world.start, world.snapshot, world.snapshot)
+    traffic = simulate_traffic(
+        world, cfg, seed, cfg.n_impressions, world.start, world.snapshot, world.snapshot
+    )
     return world, traffic

@@ -38,8 +38,11 @@ class GraphSource:
 def _require_columns(path: os.PathLike | str, df: pd.DataFrame, columns: tuple[str, ...]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DataError(path, f"missing column(s): {', '.join(missing)} (found: {', '.join(map(str, df.columns))})",
-                        column=missing[0])
+        raise DataError(
+            path,
+            f"missing column(s): {', '.join(missing)} (found: {', '.join(map(str, df.columns))})",
+            column=missing[0],
+        )
 
 
 def _require_rows(path: os.PathLike | str, df: pd.DataFrame) -> None:
@@ -48,8 +51,12 @@ def _require_rows(path: os.PathLike | str, df: pd.DataFrame) -> None:
 
 
 def _no_missing(path: os.PathLike | str, df: pd.DataFrame, columns: tuple[str, ...]) -> None:
-    io.rows_error(path, df, {c: df.index[df[c].isna()] for c in columns if df[c].isna().any()},
-                  "have a missing (NaN/empty) value")
+    io.rows_error(
+        path,
+        df,
+        {c: df.index[df[c].isna()] for c in columns if df[c].isna().any()},
+        "have a missing (NaN/empty) value",
+    )
 
 
 def _keys(values: pd.Series) -> pd.Series:
@@ -88,7 +95,9 @@ def _times(path: os.PathLike | str, df: pd.DataFrame, column: str) -> pd.Series:
                 parsed[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed")
             seconds = pd.to_numeric(text.where(parsed.isna()), errors="coerce")
             if seconds.notna().any():
-                parsed[seconds.notna()] = pd.to_datetime(seconds[seconds.notna()], unit="s", utc=True, errors="coerce")
+                parsed[seconds.notna()] = pd.to_datetime(
+                    seconds[seconds.notna()], unit="s", utc=True, errors="coerce"
+                )
     except (TypeError, ValueError, OverflowError) as err:
         raise DataError(path, f"wrong dtype {raw.dtype} for a time ({err})", column=column) from None
     parsed = parsed.dt.tz_localize(None).astype(schemas.TS)
@@ -97,13 +106,15 @@ def _times(path: os.PathLike | str, df: pd.DataFrame, column: str) -> pd.Series:
     return parsed
 
 
-def _clean_edges(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, time: pd.Series,
-                 path: os.PathLike | str) -> tuple[pd.DataFrame, dict[str, int]]:
+def _clean_edges(
+    src: np.ndarray, dst: np.ndarray, weight: np.ndarray, time: pd.Series, path: os.PathLike | str
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Drop self-loops, merge duplicate u->v (weight summed, time = earliest); count both."""
     loop = src == dst
     edges = pd.DataFrame({"src": src, "dst": dst, "weight": weight, "time": time.to_numpy()})[~loop]
     merged = edges.groupby(["src", "dst"], sort=True, as_index=False).agg(
-        weight=("weight", "sum"), time=("time", "min"))
+        weight=("weight", "sum"), time=("time", "min")
+    )
     cleaning = {
         "rows_read": int(len(src)),
         "self_loops_dropped": int(loop.sum()),
@@ -113,8 +124,11 @@ def _clean_edges(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, time: pd.
     if cleaning["self_loops_dropped"]:
         log.warning("%s: dropped %d self-loop(s)", path, cleaning["self_loops_dropped"])
     if cleaning["duplicate_edges_merged"]:
-        log.warning("%s: merged %d duplicate edge(s) into their first occurrence (weight = count)",
-                    path, cleaning["duplicate_edges_merged"])
+        log.warning(
+            "%s: merged %d duplicate edge(s) into their first occurrence (weight = count)",
+            path,
+            cleaning["duplicate_edges_merged"],
+        )
     if merged.empty:
         raise DataError(path, f"no edges left after cleaning ({cleaning})")
     merged = merged.astype({"src": np.int64, "dst": np.int64, "weight": np.float64, "time": schemas.TS})
@@ -139,29 +153,41 @@ def read_edge_list(path: os.PathLike | str) -> GraphSource:
     src_key, dst_key = _keys(df["src"]), _keys(df["dst"])
     keys = _sorted_keys(np.concatenate([src_key.to_numpy(), dst_key.to_numpy()]))
     index = pd.Index(keys)
-    time = _times(path, df, "time") if "time" in df.columns else pd.Series(pd.NaT, index=df.index, dtype=schemas.TS)
+    time = (
+        _times(path, df, "time")
+        if "time" in df.columns
+        else pd.Series(pd.NaT, index=df.index, dtype=schemas.TS)
+    )
     if "weight" in df.columns:
         weight = pd.to_numeric(df["weight"], errors="coerce")
         bad = df.index[~(np.isfinite(weight) & (weight > 0))]
-        io.rows_error(path, df, {"weight": bad} if len(bad) else {}, "have a weight that is not a positive number")
+        io.rows_error(
+            path, df, {"weight": bad} if len(bad) else {}, "have a weight that is not a positive number"
+        )
         weight = weight.to_numpy(np.float64)
     else:
         weight = np.ones(len(df))
     edges, cleaning = _clean_edges(index.get_indexer(src_key), index.get_indexer(dst_key), weight, time, path)
-    products = pd.DataFrame({
-        "product_id": np.arange(len(keys), dtype=np.int64),
-        "product_key": keys.astype(object),
-        "category": np.full(len(keys), -1, dtype=np.int64),
-        "price": np.full(len(keys), np.nan),
-    })
+    products = pd.DataFrame(
+        {
+            "product_id": np.arange(len(keys), dtype=np.int64),
+            "product_key": keys.astype(object),
+            "category": np.full(len(keys), -1, dtype=np.int64),
+            "price": np.full(len(keys), np.nan),
+        }
+    )
     cleaning["products"] = len(keys)
-    return GraphSource(io.validate(products, schemas.PRODUCTS, path), io.validate(edges, schemas.EDGES, path), cleaning)
+    return GraphSource(
+        io.validate(products, schemas.PRODUCTS, path), io.validate(edges, schemas.EDGES, path), cleaning
+    )
 
 
 # --------------------------------------------------------------------------- npz graph
 
 
-def _load_npz(path: os.PathLike | str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _load_npz(
+    path: os.PathLike | str, required: tuple[str, ...], optional: tuple[str, ...]
+) -> dict[str, np.ndarray]:
     """Only the named arrays, without unpickling: PPNP files also hold object arrays
     (metadata) that io.read_npz, which loads every array, cannot open safely."""
     p = Path(path)
@@ -178,15 +204,21 @@ def _load_npz(path: os.PathLike | str, required: tuple[str, ...], optional: tupl
     with data:
         missing = [k for k in required if k not in data.files]
         if missing:
-            raise DataError(p, f"missing array(s): {', '.join(missing)} (found: {', '.join(data.files)})",
-                            column=missing[0])
+            raise DataError(
+                p,
+                f"missing array(s): {', '.join(missing)} (found: {', '.join(data.files)})",
+                column=missing[0],
+            )
         arrays = {}
         for key in required + tuple(k for k in optional if k in data.files):
             try:
                 arrays[key] = data[key]
             except Exception as err:  # noqa: BLE001
-                raise DataError(p, f"unreadable array ({type(err).__name__}: {err}); "
-                                   "store it as a numeric or string array", column=key) from None
+                raise DataError(
+                    p,
+                    f"unreadable array ({type(err).__name__}: {err}); store it as a numeric or string array",
+                    column=key,
+                ) from None
     return arrays
 
 
@@ -207,12 +239,16 @@ def read_npz_graph(path: os.PathLike | str) -> GraphSource:
         raise DataError(path, f"adjacency arrays are not numeric ({err})", column="adj_matrix") from None
     n = shape[0] if len(shape) == 2 else -1
     problem = (
-        "adj_matrix.shape must be square (n, n)" if len(shape) != 2 or shape[0] != shape[1] or n <= 0
+        "adj_matrix.shape must be square (n, n)"
+        if len(shape) != 2 or shape[0] != shape[1] or n <= 0
         else "adj_matrix.indptr must have n+1 non-decreasing entries ending at len(indices)"
         if len(indptr) != n + 1 or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0)
-        else "adj_matrix.data and adj_matrix.indices differ in length" if len(values) != len(indices)
-        else "adj_matrix.indices out of range" if len(indices) and (indices.min() < 0 or indices.max() >= n)
-        else "adj_matrix.data has non-finite values" if not np.isfinite(values).all()
+        else "adj_matrix.data and adj_matrix.indices differ in length"
+        if len(values) != len(indices)
+        else "adj_matrix.indices out of range"
+        if len(indices) and (indices.min() < 0 or indices.max() >= n)
+        else "adj_matrix.data has non-finite values"
+        if not np.isfinite(values).all()
         else None
     )
     if problem:
@@ -220,31 +256,45 @@ def read_npz_graph(path: os.PathLike | str) -> GraphSource:
 
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
     nonzero = values != 0
-    edges, cleaning = _clean_edges(rows[nonzero], indices[nonzero], np.abs(values[nonzero]),
-                                   pd.Series(pd.NaT, index=np.arange(int(nonzero.sum())), dtype=schemas.TS), path)
+    edges, cleaning = _clean_edges(
+        rows[nonzero],
+        indices[nonzero],
+        np.abs(values[nonzero]),
+        pd.Series(pd.NaT, index=np.arange(int(nonzero.sum())), dtype=schemas.TS),
+        path,
+    )
     cleaning["explicit_zeros_dropped"] = int((~nonzero).sum())
 
     category = np.full(n, -1, dtype=np.int64)
     if "labels" in arrays:
         labels = np.asarray(arrays["labels"])
         if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(path, f"labels must be {n} integers, got shape {labels.shape} dtype {labels.dtype}",
-                            column="labels")
+            raise DataError(
+                path,
+                f"labels must be {n} integers, got shape {labels.shape} dtype {labels.dtype}",
+                column="labels",
+            )
         category = labels.astype(np.int64)
     keys = np.arange(n).astype(str)
     if "node_names" in arrays:
         names = np.asarray(arrays["node_names"])
         if names.shape != (n,):
-            raise DataError(path, f"node_names must have {n} entries, got shape {names.shape}", column="node_names")
+            raise DataError(
+                path, f"node_names must have {n} entries, got shape {names.shape}", column="node_names"
+            )
         keys = np.char.strip(names.astype(str))  # PPNP names carry a trailing newline
-    products = pd.DataFrame({
-        "product_id": np.arange(n, dtype=np.int64),
-        "product_key": keys.astype(object),
-        "category": category,
-        "price": np.full(n, np.nan),
-    })
+    products = pd.DataFrame(
+        {
+            "product_id": np.arange(n, dtype=np.int64),
+            "product_key": keys.astype(object),
+            "category": category,
+            "price": np.full(n, np.nan),
+        }
+    )
     cleaning["products"] = n
-    return GraphSource(io.validate(products, schemas.PRODUCTS, path), io.validate(edges, schemas.EDGES, path), cleaning)
+    return GraphSource(
+        io.validate(products, schemas.PRODUCTS, path), io.validate(edges, schemas.EDGES, path), cleaning
+    )
 
 
 # --------------------------------------------------------------------------- impressions
@@ -267,8 +317,12 @@ def read_impressions_log(path: os.PathLike | str, products: pd.DataFrame) -> pd.
         _no_missing(path, df, ("impression_id",))
         ids = pd.to_numeric(df["impression_id"], errors="coerce")
         bad = df.index[ids.isna() | (ids % 1 != 0) | (ids < 0)]
-        io.rows_error(path, df, {"impression_id": bad} if len(bad) else {},
-                      "have an impression_id that is not a non-negative integer")
+        io.rows_error(
+            path,
+            df,
+            {"impression_id": bad} if len(bad) else {},
+            "have an impression_id that is not a non-negative integer",
+        )
         ids = ids.astype(np.int64)
         dup = df.index[ids.duplicated(keep=False)]
         io.rows_error(path, df, {"impression_id": dup} if len(dup) else {}, "share an impression_id")
@@ -280,11 +334,19 @@ def read_impressions_log(path: os.PathLike | str, products: pd.DataFrame) -> pd.
     for col in ("source_id", "shown_id"):
         out[col] = known.get_indexer(_keys(df[col]))
         out[col] = np.where(out[col] >= 0, products["product_id"].to_numpy(np.int64)[out[col]], -1)
-    io.rows_error(path, df, schemas.check_known_products(out, ("source_id", "shown_id"), products["product_id"]),
-                  "refer to a product key not in the product table")
+    io.rows_error(
+        path,
+        df,
+        schemas.check_known_products(out, ("source_id", "shown_id"), products["product_id"]),
+        "refer to a product key not in the product table",
+    )
     out["shown_at"] = _times(path, df, "shown_at")
     for col in EVENT_COLUMNS:
-        out[col] = _times(path, df, col) if col in df.columns else pd.Series(pd.NaT, index=df.index, dtype=schemas.TS)
+        out[col] = (
+            _times(path, df, col)
+            if col in df.columns
+            else pd.Series(pd.NaT, index=df.index, dtype=schemas.TS)
+        )
     io.rows_error(path, df, schemas.check_event_order(out), "happen before shown_at")
     out = out.astype({"source_id": np.int64, "shown_id": np.int64})
     return io.validate(out, schemas.IMPRESSIONS_LOG, path)

@@ -58,13 +58,15 @@ class Thresholds:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Thresholds":
+    def from_dict(cls, d: dict[str, Any]) -> Thresholds:
         def parse(t: Any) -> float:
             if t is None or (isinstance(t, str) and t.strip().lower() in ("inf", "+inf", "infinity")):
                 return float("inf")
             return float(t)
 
-        return cls(thresholds=np.array([parse(t) for t in d["thresholds"]]), target_precision=d["target_precision"])
+        return cls(
+            thresholds=np.array([parse(t) for t in d["thresholds"]]), target_precision=d["target_precision"]
+        )
 
 
 def _quantile_candidates(score: np.ndarray, n_candidates: int) -> np.ndarray:
@@ -179,7 +181,9 @@ def fit_bucket_thresholds(
     return Thresholds(thresholds=thresholds, target_precision=p)
 
 
-def fit_global_threshold(score: np.ndarray, label: np.ndarray, target_precision: float, n_candidates: int) -> float:
+def fit_global_threshold(
+    score: np.ndarray, label: np.ndarray, target_precision: float, n_candidates: int
+) -> float:
     """Best single threshold: max recall at precision >= target; +inf if infeasible."""
     s, y = _check_inputs(score, label, target_precision)
     p = float(target_precision)

@@ -118,10 +118,10 @@ class DelayModel:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DelayModel":
-        return cls(family=d["family"], conv_coef=np.asarray(d["conv_coef"]), delay_coef=np.asarray(d["delay_coef"]))
-
-
+    def from_dict(cls, d: dict[str, Any]) -> DelayModel:
+        return cls(
+            family=d["family"], conv_coef=np.asarray(d["conv_coef"]), delay_coef=np.asarray(d["delay_coef"])
+        )
 
 
 def observed_signals(impressions: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
@@ -134,13 +134,16 @@ def observed_signals(impressions: pd.DataFrame, at: pd.Timestamp) -> pd.DataFram
     """
     shown = impressions["shown_at"]
     converted = impressions["converted_at"]
-    return pd.DataFrame({
-        "elapsed_days": ((at - shown) / DAY).clip(lower=0.0).to_numpy(dtype=float),
-        "label": converted.notna().to_numpy().astype(np.int8),
-        "delay_days": ((converted - shown) / DAY).to_numpy(dtype=float),
-        "clicked": impressions["clicked_at"].notna().to_numpy().astype(np.int8),
-        "carted": impressions["carted_at"].notna().to_numpy().astype(np.int8),
-    }, index=impressions.index)
+    return pd.DataFrame(
+        {
+            "elapsed_days": ((at - shown) / DAY).clip(lower=0.0).to_numpy(dtype=float),
+            "label": converted.notna().to_numpy().astype(np.int8),
+            "delay_days": ((converted - shown) / DAY).to_numpy(dtype=float),
+            "clicked": impressions["clicked_at"].notna().to_numpy().astype(np.int8),
+            "carted": impressions["carted_at"].notna().to_numpy().astype(np.int8),
+        },
+        index=impressions.index,
+    )
 
 
 def _validate(elapsed_days, label, clicked, carted) -> tuple[np.ndarray, ...]:
@@ -196,7 +199,7 @@ def fit_delay_model(
     pos_t, w_t = as_t(pos.astype(np.float64)), as_t(w)
     ridge_mask = as_t([0, 1, 1, 0, 1, 0, 1])  # non-intercept coefficients
 
-    def nll(theta: "torch.Tensor") -> "torch.Tensor":
+    def nll(theta: torch.Tensor) -> torch.Tensor:
         eta = X @ theta[0:3]
         loc, log_scale = Z @ theta[3:5], Z @ theta[5:7]
         log_p, log_1mp = torch.nn.functional.logsigmoid(eta), torch.nn.functional.logsigmoid(-eta)
@@ -224,8 +227,14 @@ def fit_delay_model(
         return float(loss.detach()), grad.numpy().copy()
 
     theta0 = _initial_theta(y, d, pos, family)
-    bounds = [(-_COEF_BOUND, _COEF_BOUND)] * 3 + [(-_LOC_BOUND, _LOC_BOUND)] * 2 + [(-_LOG_SCALE_BOUND, _LOG_SCALE_BOUND)] * 2
-    res = optimize.minimize(fun, theta0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 1000})
+    bounds = (
+        [(-_COEF_BOUND, _COEF_BOUND)] * 3
+        + [(-_LOC_BOUND, _LOC_BOUND)] * 2
+        + [(-_LOG_SCALE_BOUND, _LOG_SCALE_BOUND)] * 2
+    )
+    res = optimize.minimize(
+        fun, theta0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 1000}
+    )
     theta = res.x
     return DelayModel(family=family, conv_coef=theta[0:3], delay_coef=np.stack([theta[3:5], theta[5:7]]))
 
@@ -248,7 +257,8 @@ def flip_probability(
     clicked: np.ndarray,
     carted: np.ndarray,
 ) -> np.ndarray:
-    """P(eventual conversion | not converted after e days) = pS(e) / (1 - p + pS(e)); 0 for observed positives."""
+    """P(eventual conversion | not converted after e days) = pS(e) / (1 - p + pS(e));
+    0 for observed positives."""
     e, y, c1, c2 = _validate(elapsed_days, label, clicked, carted)
     eta = model.logit(c1, c2)
     # Log space: p S(e) can underflow for old examples, 1 - p can round to 0.

@@ -44,31 +44,51 @@ def _recall(counts: np.ndarray, decision: np.ndarray, label: np.ndarray) -> np.n
     return (counts @ (decision * label)) / np.maximum(counts @ label, 1e-12)
 
 
-def paired_bootstrap(label: np.ndarray, candidate: pd.DataFrame, champion: pd.DataFrame, metrics: tuple[str, ...],
-                     n_samples: int, confidence: float, seed: int) -> dict[str, dict[str, float]]:
+def paired_bootstrap(
+    label: np.ndarray,
+    candidate: pd.DataFrame,
+    champion: pd.DataFrame,
+    metrics: tuple[str, ...],
+    n_samples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, dict[str, float]]:
     """Mean and CI of (candidate - champion) per metric, both scored on the same resampled rows."""
     rng = np.random.default_rng(seed)
     n = len(label)
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_samples).astype(np.float64)
     diffs: dict[str, np.ndarray] = {}
     if "recall" in metrics:
-        diffs["recall"] = (_recall(counts, candidate["decision"].to_numpy(dtype=float), label)
-                           - _recall(counts, champion["decision"].to_numpy(dtype=float), label))
+        diffs["recall"] = _recall(counts, candidate["decision"].to_numpy(dtype=float), label) - _recall(
+            counts, champion["decision"].to_numpy(dtype=float), label
+        )
     if "auc" in metrics:
         cand, champ = candidate["score"].to_numpy(), champion["score"].to_numpy()
-        diffs["auc"] = np.array([(soft_auc(label, cand, c) or np.nan) - (soft_auc(label, champ, c) or np.nan)
-                                 for c in counts])
+        diffs["auc"] = np.array(
+            [(soft_auc(label, cand, c) or np.nan) - (soft_auc(label, champ, c) or np.nan) for c in counts]
+        )
     alpha = (1.0 - confidence) / 2.0
-    return {m: {"diff": float(np.nanmean(d)), "lo": float(np.nanquantile(d, alpha)),
-                "hi": float(np.nanquantile(d, 1.0 - alpha))} for m, d in diffs.items()}
+    return {
+        m: {
+            "diff": float(np.nanmean(d)),
+            "lo": float(np.nanquantile(d, alpha)),
+            "hi": float(np.nanquantile(d, 1.0 - alpha)),
+        }
+        for m, d in diffs.items()
+    }
 
 
-def decide(candidate: dict, champion: dict | None, comparison: dict[str, dict[str, float]],
-           cfg: DeployConfig) -> tuple[bool, list[str]]:
+def decide(
+    candidate: dict, champion: dict | None, comparison: dict[str, dict[str, float]], cfg: DeployConfig
+) -> tuple[bool, list[str]]:
     """Every floor must hold; against a champion, each compared metric must be non-inferior."""
     reasons = []
-    floors = (("recall", cfg.min_recall, ">="), ("precision", cfg.min_precision, ">="),
-              ("auc", cfg.min_auc, ">="), ("ece", cfg.max_calibration_error, "<="))
+    floors = (
+        ("recall", cfg.min_recall, ">="),
+        ("precision", cfg.min_precision, ">="),
+        ("auc", cfg.min_auc, ">="),
+        ("ece", cfg.max_calibration_error, "<="),
+    )
     for metric, bound, op in floors:
         value = candidate.get(metric)
         ok = value is not None and (value >= bound if op == ">=" else value <= bound)
@@ -79,8 +99,10 @@ def decide(candidate: dict, champion: dict | None, comparison: dict[str, dict[st
             if not ci["lo"] > -cfg.tolerance:
                 reasons.append(
                     f"{metric} {_fmt(candidate.get(metric))} vs champion {_fmt(champion.get(metric))}: "
-                    f"difference {ci['diff']:+.3f}, {cfg.confidence:.0%} CI [{ci['lo']:+.3f}, {ci['hi']:+.3f}] "
-                    f"reaches below -{cfg.tolerance:.3f}")
+                    f"difference {ci['diff']:+.3f}, "
+                    f"{cfg.confidence:.0%} CI [{ci['lo']:+.3f}, {ci['hi']:+.3f}] "
+                    f"reaches below -{cfg.tolerance:.3f}"
+                )
     return not reasons, reasons
 
 

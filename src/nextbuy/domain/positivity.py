@@ -18,7 +18,6 @@ from nextbuy.config import MonitorConfig
 from nextbuy.domain.timeunits import DAY
 
 
-
 def window_index(shown_at: pd.Series, start: pd.Timestamp, window_days: float) -> np.ndarray:
     return np.floor(((shown_at - start) / DAY).to_numpy() / window_days).astype(np.int64)
 
@@ -41,17 +40,27 @@ def bucket_positivity(rows: pd.DataFrame, cfg: MonitorConfig) -> pd.DataFrame:
     z = float(norm.ppf(0.5 + cfg.confidence / 2.0))
     matured = rows["elapsed_days"] >= cfg.maturity_days
     grouped = rows.assign(matured_label=rows["label_observed"].where(matured), matured=matured).groupby(
-        ["window", "bucket"])
-    table = grouped.agg(volume=("prob_calibrated", "size"), predicted=("prob_calibrated", "mean"),
-                        observed=("matured_label", "mean"), matured_volume=("matured", "sum"),
-                        naive=("label_observed", "mean"), estimated=("expected_label", "mean"),
-                        min_elapsed_days=("elapsed_days", "min")).reset_index()
+        ["window", "bucket"]
+    )
+    table = grouped.agg(
+        volume=("prob_calibrated", "size"),
+        predicted=("prob_calibrated", "mean"),
+        observed=("matured_label", "mean"),
+        matured_volume=("matured", "sum"),
+        naive=("label_observed", "mean"),
+        estimated=("expected_label", "mean"),
+        min_elapsed_days=("elapsed_days", "min"),
+    ).reset_index()
     table["estimated_lo"], table["estimated_hi"] = _rate_ci(table["estimated"], table["volume"], z)
     table["naive_lo"], table["naive_hi"] = _rate_ci(table["naive"], table["volume"], z)
     enough = table["volume"] >= cfg.min_volume
     tolerance = cfg.tolerance(table["bucket"].to_numpy())
-    table["alert"] = enough & _outside(table["estimated_lo"], table["estimated_hi"], table["predicted"], tolerance)
-    table["naive_alert"] = enough & _outside(table["naive_lo"], table["naive_hi"], table["predicted"], tolerance)
+    table["alert"] = enough & _outside(
+        table["estimated_lo"], table["estimated_hi"], table["predicted"], tolerance
+    )
+    table["naive_alert"] = enough & _outside(
+        table["naive_lo"], table["naive_hi"], table["predicted"], tolerance
+    )
     table["matured_volume"] = table["matured_volume"].astype(np.int64)
     table["volume"] = table["volume"].astype(np.int64)
     return table
@@ -60,10 +69,19 @@ def bucket_positivity(rows: pd.DataFrame, cfg: MonitorConfig) -> pd.DataFrame:
 def alerts(table: pd.DataFrame, start: pd.Timestamp, window_days: float) -> list[dict]:
     """One readable record per alerting (window, bucket)."""
     hits = table[table["alert"]]
-    return [{
-        "window": int(r.window), "window_start": str(start + r.window * window_days * DAY), "bucket": int(r.bucket),
-        "predicted": float(r.predicted), "estimated": float(r.estimated),
-        "ci": [float(r.estimated_lo), float(r.estimated_hi)], "volume": int(r.volume),
-        "message": (f"bucket {int(r.bucket)}: delay-corrected positivity {r.estimated:.2%} "
-                    f"[{r.estimated_lo:.2%}, {r.estimated_hi:.2%}] vs predicted {r.predicted:.2%}"),
-    } for r in hits.itertuples()]
+    return [
+        {
+            "window": int(r.window),
+            "window_start": str(start + r.window * window_days * DAY),
+            "bucket": int(r.bucket),
+            "predicted": float(r.predicted),
+            "estimated": float(r.estimated),
+            "ci": [float(r.estimated_lo), float(r.estimated_hi)],
+            "volume": int(r.volume),
+            "message": (
+                f"bucket {int(r.bucket)}: delay-corrected positivity {r.estimated:.2%} "
+                f"[{r.estimated_lo:.2%}, {r.estimated_hi:.2%}] vs predicted {r.predicted:.2%}"
+            ),
+        }
+        for r in hits.itertuples()
+    ]

@@ -64,7 +64,7 @@ class BucketCalibration:
         object.__setattr__(self, "used_global", tuple(bool(b) for b in self.used_global))
         if len(self.knots_x) != self.n_buckets or len(self.knots_y) != self.n_buckets:
             raise ValueError("need one knot set per bucket (len(edges) + 1)")
-        if any(x.shape != y.shape or x.size == 0 for x, y in zip(self.knots_x, self.knots_y)):
+        if any(x.shape != y.shape or x.size == 0 for x, y in zip(self.knots_x, self.knots_y, strict=False)):
             raise ValueError("knots_x and knots_y must be non-empty and of equal length per bucket")
 
     @property
@@ -97,7 +97,7 @@ class BucketCalibration:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BucketCalibration":
+    def from_dict(cls, d: dict[str, Any]) -> BucketCalibration:
         return cls(
             edges=np.asarray(d["edges"], dtype=np.float64),
             knots_x=[np.asarray(x) for x in d["knots_x"]],
@@ -106,7 +106,9 @@ class BucketCalibration:
         )
 
 
-def _isotonic_knots(score: np.ndarray, label: np.ndarray, weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _isotonic_knots(
+    score: np.ndarray, label: np.ndarray, weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True)
     iso.fit(score, label, sample_weight=weight)
     return np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64)

@@ -18,17 +18,31 @@ def shard_sources(n_products: int, shard: int, num_shards: int) -> np.ndarray:
     return np.arange(shard, n_products, num_shards, dtype=np.int64)
 
 
-def write_top_k(bundle, out_dir: str | Path, k: int, shard: int = 0, num_shards: int = 1,
-                sources_per_file: int = 4096, progress: bool = True) -> dict:
+def write_top_k(
+    bundle,
+    out_dir: str | Path,
+    k: int,
+    shard: int = 0,
+    num_shards: int = 1,
+    sources_per_file: int = 4096,
+    progress: bool = True,
+) -> dict:
     """Write ``out_dir/shard=SSS/part-NNNNN.parquet``; the shard folder appears only when complete."""
     sources = shard_sources(bundle.n_products, shard, num_shards)
     target = Path(out_dir) / f"shard={shard:03d}"
     rows = 0
     with io.atomic_dir(target) as tmp:
         chunks = range(0, sources.size, sources_per_file)
-        for part, a in enumerate(tqdm(chunks, desc=f"top-{k} shard {shard}/{num_shards}", disable=not progress)):
-            recs = bundle.top_k(sources[a:a + sources_per_file], k)
+        for part, a in enumerate(
+            tqdm(chunks, desc=f"top-{k} shard {shard}/{num_shards}", disable=not progress)
+        ):
+            recs = bundle.top_k(sources[a : a + sources_per_file], k)
             recs.to_parquet(tmp / f"part-{part:05d}.parquet", index=False)
             rows += len(recs)
-    return {"shard": shard, "num_shards": num_shards, "sources": int(sources.size), "rows": rows,
-            "path": str(target)}
+    return {
+        "shard": shard,
+        "num_shards": num_shards,
+        "sources": int(sources.size),
+        "rows": rows,
+        "path": str(target),
+    }

@@ -29,8 +29,13 @@ MAX_ROWS_SHOWN = 5
 class DataError(Exception):
     """Bad input: which file, which column, which rows."""
 
-    def __init__(self, path: str | os.PathLike, message: str, column: str | None = None,
-                 rows: pd.DataFrame | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        message: str,
+        column: str | None = None,
+        rows: pd.DataFrame | None = None,
+    ):
         self.path = str(path)
         self.column = column
         self.rows = rows
@@ -48,14 +53,18 @@ def _schema_error(path: str | os.PathLike, df: pd.DataFrame, err: pa.errors.Sche
     column = first["column"] if isinstance(first["column"], str) else None
     check = str(first["check"])
     if first["schema_context"] == "DataFrameSchema" and check == "column_in_dataframe":
-        missing = ", ".join(str(c) for c in cases.loc[cases["check"] == "column_in_dataframe", "failure_case"])
+        missing = ", ".join(
+            str(c) for c in cases.loc[cases["check"] == "column_in_dataframe", "failure_case"]
+        )
         return DataError(path, f"missing column(s): {missing}", column=str(first["failure_case"]))
     if check.startswith("dtype("):
         return DataError(path, f"wrong dtype {first['failure_case']}, expected {check[6:-1]}", column=column)
     same = cases[(cases["column"] == first["column"]) & (cases["check"] == first["check"])]
     idx = pd.to_numeric(same["index"], errors="coerce").dropna().astype(int).unique()
     rows = df.loc[df.index.isin(idx)] if len(idx) else None
-    label = {"not_nullable": "missing values (NaN/null)", "field_uniqueness": "duplicate values"}.get(check, f"failed check {check}")
+    label = {"not_nullable": "missing values (NaN/null)", "field_uniqueness": "duplicate values"}.get(
+        check, f"failed check {check}"
+    )
     if first["schema_context"] == "DataFrameSchema" and column is None:
         label = f"failed table check {check}"
     return DataError(path, f"{len(same)} value(s) {label}", column=column, rows=rows)
@@ -172,9 +181,8 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def write_npz(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def read_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:

@@ -62,9 +62,14 @@ def rollback(client: MlflowClient, name: str) -> str:
     client.set_registered_model_alias(name, CHAMPION, back)
     if bad is not None:
         client.set_model_version_tag(name, bad, "rolled_back", "true")
-    earlier = [int(v.version) for v in client.search_model_versions(f"name='{name}'")
-               if int(v.version) < int(back) and str(v.version) != bad and v.tags.get("passed") == "true"
-               and v.tags.get("rolled_back") != "true"]
+    earlier = [
+        int(v.version)
+        for v in client.search_model_versions(f"name='{name}'")
+        if int(v.version) < int(back)
+        and str(v.version) != bad
+        and v.tags.get("passed") == "true"
+        and v.tags.get("rolled_back") != "true"
+    ]
     if earlier:
         client.set_registered_model_alias(name, PREVIOUS, str(max(earlier)))
     else:

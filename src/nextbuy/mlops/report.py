@@ -12,30 +12,46 @@ from rich.table import Table
 from nextbuy import paths
 
 HEADLINES = {
-    "ingest": lambda m: f"{m['products']:,} products, {m['edges']:,} edges "
-                        f"({m['reciprocated_edge_share']:.0%} reciprocated), impressions "
-                        + ", ".join(f"{k} {v:,}" for k, v in m["impressions"].items()),
-    "label_delay": lambda m: f"last 7 days positivity observed {_pct(m['last_7_days']['observed_positivity'])} → "
-                             f"delay-corrected {_pct(m['last_7_days']['corrected_positivity'])}; "
-                             f"median delay {m['median_delay_days']['carted']:.1f} d (carted)",
-    "train": lambda m: f"conv loss {m['final_conv_loss']:.4f}, link loss {m['final_link_loss']:.4f}, "
-                       f"calib AUC {_num(m['calib_auc_observed'])}, {m['train_seconds']:.0f} s",
-    "calibrate": lambda m: f"{m['n_buckets']} uncertainty buckets; test ECE raw {_num(m['test_delay_corrected']['ece_raw'])} → "
-                           f"calibrated {_num(m['test_delay_corrected']['ece_calibrated'])}, "
-                           f"test AUC {_num(m['test_delay_corrected']['auc'])}",
-    "thresholds": lambda m: f"precision target {m['target_precision']:.2f}: recall per-bucket "
-                            f"{_pct(m['per_bucket']['calib']['recall'])} vs single {_pct(m['single']['calib']['recall'])} "
-                            f"(calib); test {_pct(m['per_bucket']['test_delay_corrected']['recall'])} vs "
-                            f"{_pct(m['single']['test_delay_corrected']['recall'])}",
-    "deploy": lambda m: f"{m['model_name']} v{m['version']} "
-                        f"{'PASSED' if m['passed'] else 'REFUSED: ' + '; '.join(m['reasons'])}; "
-                        f"test recall {_pct(m['candidate']['recall'])}, AUC {_num(m['candidate']['auc'])}, "
-                        f"ECE {_num(m['candidate']['ece'])}; champion = v{m['champion_version']}",
-    "traffic": lambda m: f"{m['impressions']:,} impressions over {m['days']:.0f} days after the snapshot"
-                         + (f", drift {m['drift']['kind']}" if m.get("drift") and m["drift"]["kind"] != "none" else ""),
-    "monitor": lambda m: f"{m['windows']} windows: {m['alerts']} alert(s)"
-                         + (f" in bucket(s) {m['alert_buckets']} from {m['first_alert']}" if m["alerts"] else "")
-                         + f" (naive positivity would raise {m['naive_alerts']})",
+    "ingest": lambda m: (
+        f"{m['products']:,} products, {m['edges']:,} edges "
+        f"({m['reciprocated_edge_share']:.0%} reciprocated), impressions "
+        + ", ".join(f"{k} {v:,}" for k, v in m["impressions"].items())
+    ),
+    "label_delay": lambda m: (
+        f"last 7 days positivity observed {_pct(m['last_7_days']['observed_positivity'])} → "
+        f"delay-corrected {_pct(m['last_7_days']['corrected_positivity'])}; "
+        f"median delay {m['median_delay_days']['carted']:.1f} d (carted)"
+    ),
+    "train": lambda m: (
+        f"conv loss {m['final_conv_loss']:.4f}, link loss {m['final_link_loss']:.4f}, "
+        f"calib AUC {_num(m['calib_auc_observed'])}, {m['train_seconds']:.0f} s"
+    ),
+    "calibrate": lambda m: (
+        f"{m['n_buckets']} uncertainty buckets; test ECE raw {_num(m['test_delay_corrected']['ece_raw'])} → "
+        f"calibrated {_num(m['test_delay_corrected']['ece_calibrated'])}, "
+        f"test AUC {_num(m['test_delay_corrected']['auc'])}"
+    ),
+    "thresholds": lambda m: (
+        f"precision target {m['target_precision']:.2f}: recall per-bucket "
+        f"{_pct(m['per_bucket']['calib']['recall'])} vs single {_pct(m['single']['calib']['recall'])} "
+        f"(calib); test {_pct(m['per_bucket']['test_delay_corrected']['recall'])} vs "
+        f"{_pct(m['single']['test_delay_corrected']['recall'])}"
+    ),
+    "deploy": lambda m: (
+        f"{m['model_name']} v{m['version']} "
+        f"{'PASSED' if m['passed'] else 'REFUSED: ' + '; '.join(m['reasons'])}; "
+        f"test recall {_pct(m['candidate']['recall'])}, AUC {_num(m['candidate']['auc'])}, "
+        f"ECE {_num(m['candidate']['ece'])}; champion = v{m['champion_version']}"
+    ),
+    "traffic": lambda m: (
+        f"{m['impressions']:,} impressions over {m['days']:.0f} days after the snapshot"
+        + (f", drift {m['drift']['kind']}" if m.get("drift") and m["drift"]["kind"] != "none" else "")
+    ),
+    "monitor": lambda m: (
+        f"{m['windows']} windows: {m['alerts']} alert(s)"
+        + (f" in bucket(s) {m['alert_buckets']} from {m['first_alert']}" if m["alerts"] else "")
+        + f" (naive positivity would raise {m['naive_alerts']})"
+    ),
 }
 
 
@@ -64,7 +80,12 @@ def print_summary(root: Path = Path("."), console: Console | None = None) -> Non
     console.print(table)
     console.print("\nOpen the UIs (each binds 127.0.0.1):")
     console.print("  Airflow UI:  make airflow      → http://127.0.0.1:8080  (prints the admin login)")
-    console.print("  MLflow UI:   make mlflow-ui    → http://127.0.0.1:5000  (model 'nextbuy', alias 'champion')")
+    console.print(
+        "  MLflow UI:   make mlflow-ui    → http://127.0.0.1:5000  (model 'nextbuy', alias 'champion')"
+    )
     console.print("  DVC plots:   make plots        → dvc_plots/index.html")
     console.print("  Evidently:   make dashboards   → http://127.0.0.1:8000  (project 'nextbuy on-call')")
-    console.print("Serve the champion (REST, 127.0.0.1:5001): make serve   |  undo a release: .venv/bin/nextbuy rollback")
+    console.print(
+        "Serve the champion (REST, 127.0.0.1:5001): make serve   |  "
+        "undo a release: .venv/bin/nextbuy rollback"
+    )

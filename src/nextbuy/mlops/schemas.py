@@ -176,7 +176,9 @@ def check_event_order(df: pd.DataFrame) -> dict[str, pd.Index]:
     return bad
 
 
-def check_known_products(df: pd.DataFrame, columns: tuple[str, ...], product_ids: pd.Series) -> dict[str, pd.Index]:
+def check_known_products(
+    df: pd.DataFrame, columns: tuple[str, ...], product_ids: pd.Series
+) -> dict[str, pd.Index]:
     """Rows referring to a product id that the products table does not have."""
     known = pd.Index(product_ids)
     bad: dict[str, pd.Index] = {}

@@ -52,15 +52,18 @@ class ServingBundle:
         return self.moments["s_mean"].shape[0] - 1
 
     @classmethod
-    def from_arrays(cls, moments: dict[str, np.ndarray], calibration: BucketCalibration,
-                    thresholds: Thresholds) -> "ServingBundle":
+    def from_arrays(
+        cls, moments: dict[str, np.ndarray], calibration: BucketCalibration, thresholds: Thresholds
+    ) -> ServingBundle:
         m = dict(moments)
         m["s_mean"], m["s_var"] = _with_prior(m["s_mean"], m["s_var"])
         m["t_mean"], m["t_var"] = _with_prior(m["t_mean"], m["t_var"])
         return cls(m, calibration, thresholds)
 
     @classmethod
-    def load(cls, moments_path: str | Path, calibration_path: str | Path, thresholds_path: str | Path) -> "ServingBundle":
+    def load(
+        cls, moments_path: str | Path, calibration_path: str | Path, thresholds_path: str | Path
+    ) -> ServingBundle:
         with np.load(moments_path) as data:
             moments = {k: data[k] for k in data.files}
         calibration = BucketCalibration.from_dict(json.loads(Path(calibration_path).read_text()))
@@ -68,10 +71,12 @@ class ServingBundle:
         return cls.from_arrays(moments, calibration, thresholds)
 
     @classmethod
-    def from_model_dir(cls, path: str | Path) -> "ServingBundle":
+    def from_model_dir(cls, path: str | Path) -> ServingBundle:
         """Load from a downloaded MLflow model directory (artifacts/ inside)."""
         artifacts = Path(path) / "artifacts"
-        return cls.load(artifacts / "moments.npz", artifacts / "calibration.json", artifacts / "thresholds.json")
+        return cls.load(
+            artifacts / "moments.npz", artifacts / "calibration.json", artifacts / "thresholds.json"
+        )
 
     def _index(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         known = (ids >= 0) & (ids < self.n_products)
@@ -87,10 +92,16 @@ class ServingBundle:
         dst, dst_cold = self._index(np.asarray(candidate_id, dtype=np.int64))
         score, uncertainty = score_and_uncertainty(self.moments, src, dst)
         bucket, prob, decision = self._decide(score, uncertainty)
-        return pd.DataFrame({
-            "score": score, "uncertainty": uncertainty, "bucket": bucket.astype(np.int64),
-            "prob_calibrated": prob, "decision": decision, "cold_start": src_cold | dst_cold,
-        })
+        return pd.DataFrame(
+            {
+                "score": score,
+                "uncertainty": uncertainty,
+                "bucket": bucket.astype(np.int64),
+                "prob_calibrated": prob,
+                "decision": decision,
+                "cold_start": src_cold | dst_cold,
+            }
+        )
 
     def _all_candidates(self, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score and uncertainty of sources x every known product, as matrix products."""
@@ -127,15 +138,17 @@ class ServingBundle:
         rows_per_chunk = max(1, TOPK_CHUNK_CELLS // n)
         parts = []
         for a in range(0, sources.size, rows_per_chunk):
-            src = idx[a:a + rows_per_chunk]
+            src = idx[a : a + rows_per_chunk]
             rows = np.arange(src.size)[:, None]
             score, uncertainty = self._all_candidates(src)
             if exclude_self:
                 known = src < n
                 score[np.flatnonzero(known), src[known]] = -np.inf
             bucket = assign_buckets(uncertainty.ravel(), self.calibration.edges).reshape(score.shape)
-            per_bucket = [np.argpartition(-np.where(bucket == b, score, -np.inf), k - 1, axis=1)[:, :k]
-                          for b in range(n_buckets)]
+            per_bucket = [
+                np.argpartition(-np.where(bucket == b, score, -np.inf), k - 1, axis=1)[:, :k]
+                for b in range(n_buckets)
+            ]
             cand = np.concatenate(per_bucket, axis=1)
             c_score, c_unc, c_bucket = score[rows, cand], uncertainty[rows, cand], bucket[rows, cand]
             valid = np.isfinite(c_score) & (c_bucket == np.repeat(np.arange(n_buckets), k)[None, :])
@@ -143,40 +156,54 @@ class ServingBundle:
             c_decision = self.thresholds.decide(c_score, c_bucket)
             key = np.where(valid, c_decision * 4.0 + c_prob * 2.0 + c_score * 1e-6, -np.inf)
             order = np.argsort(-key, axis=1, kind="stable")[:, :k]
-            pick = lambda m: np.take_along_axis(m, order, axis=1).ravel()  # noqa: E731
-            parts.append(pd.DataFrame({
-                "source_id": np.repeat(sources[a:a + rows_per_chunk], k),
-                "rank": np.tile(np.arange(1, k + 1), src.size),
-                "candidate_id": pick(cand).astype(np.int64),
-                "score": pick(c_score).astype(np.float64),
-                "uncertainty": pick(c_unc).astype(np.float64),
-                "bucket": pick(c_bucket).astype(np.int64),
-                "prob_calibrated": pick(c_prob),
-                "decision": pick(c_decision),
-                "cold_start": np.repeat(cold[a:a + rows_per_chunk], k),
-            }))
+
+            def pick(m: np.ndarray, order: np.ndarray = order) -> np.ndarray:
+                return np.take_along_axis(m, order, axis=1).ravel()
+
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "source_id": np.repeat(sources[a : a + rows_per_chunk], k),
+                        "rank": np.tile(np.arange(1, k + 1), src.size),
+                        "candidate_id": pick(cand).astype(np.int64),
+                        "score": pick(c_score).astype(np.float64),
+                        "uncertainty": pick(c_unc).astype(np.float64),
+                        "bucket": pick(c_bucket).astype(np.int64),
+                        "prob_calibrated": pick(c_prob),
+                        "decision": pick(c_decision),
+                        "cold_start": np.repeat(cold[a : a + rows_per_chunk], k),
+                    }
+                )
+            )
         return pd.concat(parts, ignore_index=True)
 
 
-def validate_request(frame: pd.DataFrame, max_rows: int = MAX_REQUEST_ROWS, need_candidates: bool = True) -> pd.DataFrame:
+def validate_request(
+    frame: pd.DataFrame, max_rows: int = MAX_REQUEST_ROWS, need_candidates: bool = True
+) -> pd.DataFrame:
     """Refuse malformed requests with a message that says what to send (HTTP 400 when served)."""
     wanted = INPUT_COLUMNS if need_candidates else INPUT_COLUMNS[:1]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise MlflowException.invalid_parameter_value(
-            f"missing column(s) {missing}; send columns {list(wanted)} with integer product ids")
+            f"missing column(s) {missing}; send columns {list(wanted)} with integer product ids"
+        )
     if len(frame) == 0:
         raise MlflowException.invalid_parameter_value("empty request: send at least one row")
     if len(frame) > max_rows:
         raise MlflowException.invalid_parameter_value(
-            f"{len(frame)} rows in one request; the limit is {max_rows} (use `nextbuy batch-topk` for bulk scoring)")
+            f"{len(frame)} rows in one request; the limit is {max_rows} "
+            "(use `nextbuy batch-topk` for bulk scoring)"
+        )
     out = {}
     for col in wanted:
         values = pd.to_numeric(frame[col], errors="coerce")
         bad = values.isna() | (values != np.floor(values))
         if bad.any():
             raise MlflowException.invalid_parameter_value(
-                f"column '{col}' must hold integer product ids; first bad values: {frame.loc[bad, col].head(5).tolist()}")
+                f"column '{col}' must hold integer product ids; "
+                f"first bad values: {frame.loc[bad, col].head(5).tolist()}"
+            )
         out[col] = values.to_numpy(dtype=np.int64)
     return pd.DataFrame(out)
 

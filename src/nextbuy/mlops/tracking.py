@@ -47,8 +47,14 @@ def configure(root: Path | None = None) -> str:
 
 def git_commit(root: Path | None = None) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or Path.cwd(), capture_output=True,
-                             text=True, check=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root or Path.cwd(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

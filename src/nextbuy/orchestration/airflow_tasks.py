@@ -27,8 +27,9 @@ def venv_bin(project: Path) -> Path:
 def project_env(project: Path) -> dict[str, str]:
     """This process's environment with the stages' bin/ (then this Python's) first on PATH."""
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(venv_bin(project)), str(Path(sys.executable).parent),
-                                   env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join(
+        [str(venv_bin(project)), str(Path(sys.executable).parent), env.get("PATH", "")]
+    )
     return env
 
 

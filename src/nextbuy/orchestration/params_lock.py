@@ -40,6 +40,7 @@ FORM_PARAMS = {
 
 # --- the overrides of one run -------------------------------------------------------------------------------
 
+
 def snapshot_iso(moment: datetime) -> str:
     """A run's logical date as the data snapshot: UTC, ISO, naive (the stages' timestamps are naive UTC)."""
     if moment.tzinfo is not None:
@@ -65,8 +66,13 @@ def locked_section(project: Path, stage: str, section: str) -> dict | None:
     lock = project / "dvc.lock"
     if not lock.exists():
         return None
-    recorded = ((yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {})
-                .get("params", {}).get(PARAMS_FILE, {}))
+    recorded = (
+        (yaml.safe_load(lock.read_text()) or {})
+        .get("stages", {})
+        .get(stage, {})
+        .get("params", {})
+        .get(PARAMS_FILE, {})
+    )
     return recorded.get(section)
 
 
@@ -96,7 +102,7 @@ def apply_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
             if child is None:
                 child = node[key] = {}
             if not isinstance(child, dict):
-                raise ValueError(f"override key {dotted!r}: {'.'.join(keys[:i + 1])} is not a section")
+                raise ValueError(f"override key {dotted!r}: {'.'.join(keys[: i + 1])} is not a section")
             node = child
         node[keys[-1]] = copy.deepcopy(value)
     return out
@@ -109,8 +115,11 @@ def validate_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
 
     from nextbuy.config import SECTIONS
 
-    errors = [f"unknown section {str(k).split('.')[0]!r} in override {k!r} (sections: {', '.join(SECTIONS)})"
-              for k in overrides if str(k).split(".")[0] not in SECTIONS]
+    errors = [
+        f"unknown section {str(k).split('.')[0]!r} in override {k!r} (sections: {', '.join(SECTIONS)})"
+        for k in overrides
+        if str(k).split(".")[0] not in SECTIONS
+    ]
     for name in sorted({str(k).split(".")[0] for k in overrides} & set(SECTIONS)):
         try:
             SECTIONS[name].model_validate(params.get(name) or {})
@@ -122,14 +131,17 @@ def validate_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
 
 # --- the lock: params.yaml's backup -------------------------------------------------------------------------
 
+
 def read_backup(project: Path) -> dict | None:
     path = project / BACKUP_FILE
     if not path.exists():
         return None
     held = yaml.safe_load(path.read_text())
     if not isinstance(held, dict) or "params_text" not in held or "owner" not in held:
-        raise ValueError(f"{path} is not a params backup written by nextbuy.orchestration; "
-                         "put params.yaml right by hand and delete it")
+        raise ValueError(
+            f"{path} is not a params backup written by nextbuy.orchestration; "
+            "put params.yaml right by hand and delete it"
+        )
     return held
 
 
@@ -140,13 +152,19 @@ def _put_back(project: Path, held: dict) -> None:
 
 def _take(project: Path, owner: dict, original: str) -> bool:
     """Create the backup (the lock) for ``owner``; False when another run got there first."""
-    backup = yaml.safe_dump({"owner": owner, "taken_at": snapshot_iso(datetime.now(UTC)),
-                             "params_text": original}, sort_keys=False)
+    backup = yaml.safe_dump(
+        {"owner": owner, "taken_at": snapshot_iso(datetime.now(UTC)), "params_text": original},
+        sort_keys=False,
+    )
     return create_exclusive(project / BACKUP_FILE, backup)
 
 
-def acquire_params(project: Path, owner: Mapping[str, str], overrides: Mapping[str, Any],
-                   is_live: Callable[[Mapping[str, str]], bool]) -> dict[str, Any] | None:
+def acquire_params(
+    project: Path,
+    owner: Mapping[str, str],
+    overrides: Mapping[str, Any],
+    is_live: Callable[[Mapping[str, str]], bool],
+) -> dict[str, Any] | None:
     """Take the workspace for ``owner`` ({dag_id, run_id}) and write params.yaml with the
     overrides; keeps the original in BACKUP_FILE. Returns the params written, or None while
     another live run holds the workspace. Re-entrant for the same owner (a retried or
@@ -157,8 +175,9 @@ def acquire_params(project: Path, owner: Mapping[str, str], overrides: Mapping[s
         if is_live(held["owner"]):
             log.info("params.yaml is held by %s; waiting", held["owner"])
             return None
-        log.warning("stale params backup of %s (run no longer live): restoring params.yaml from it",
-                    held["owner"])
+        log.warning(
+            "stale params backup of %s (run no longer live): restoring params.yaml from it", held["owner"]
+        )
         _put_back(project, held)
         held = None
     original = held["params_text"] if held is not None else (project / PARAMS_FILE).read_text()
@@ -171,8 +190,10 @@ def acquire_params(project: Path, owner: Mapping[str, str], overrides: Mapping[s
         raise
     if held is None and not _take(project, owner, original):
         return None
-    header = (f"# Written by Airflow run {owner.get('dag_id')} / {owner.get('run_id')} for that run only; "
-              f"the original is in {BACKUP_FILE} and comes back when the run ends.\n")
+    header = (
+        f"# Written by Airflow run {owner.get('dag_id')} / {owner.get('run_id')} for that run only; "
+        f"the original is in {BACKUP_FILE} and comes back when the run ends.\n"
+    )
     atomic_write_text(project / PARAMS_FILE, header + yaml.safe_dump(params, sort_keys=False))
     return params
 

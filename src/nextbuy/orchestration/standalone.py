@@ -19,8 +19,10 @@ from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, terminal closed
 # The scheduler's and triggerer's log servers: Airflow binds them to every interface.
-LOG_SERVER_PORTS = {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": 8793,
-                    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": 8794}
+LOG_SERVER_PORTS = {
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": 8793,
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": 8794,
+}
 
 
 def airflow_env(project: Path, port: int) -> dict[str, str]:
@@ -51,8 +53,9 @@ class AirflowStandalone(procs.GroupServer):
     """``airflow standalone``, ready once the UI answers and the admin password is written."""
 
     def __init__(self, env: dict[str, str], port: int, ready_timeout: float):
-        super().__init__(["airflow", "standalone"], port, env=env, start_timeout=ready_timeout,
-                         stop_timeout=30.0)
+        super().__init__(
+            ["airflow", "standalone"], port, env=env, start_timeout=ready_timeout, stop_timeout=30.0
+        )
         self.password_file = Path(env["AIRFLOW_HOME"]) / PASSWORDS_FILE
 
     def is_ready(self) -> bool:
@@ -63,15 +66,20 @@ class AirflowStandalone(procs.GroupServer):
         print("\n" + "=" * 72, f"\nAirflow UI: {self.url}/", flush=True)
         for user, password in logins.items():
             print(f"login: {user} / {password}   (from {self.password_file})")
-        print(f"DAGs: {project / 'dags'}; AIRFLOW_HOME={self.env['AIRFLOW_HOME']}; Ctrl-C stops everything",
-              "\n" + "=" * 72, flush=True)
+        print(
+            f"DAGs: {project / 'dags'}; AIRFLOW_HOME={self.env['AIRFLOW_HOME']}; Ctrl-C stops everything",
+            "\n" + "=" * 72,
+            flush=True,
+        )
 
 
 def _prepare(env: dict[str, str]) -> None:
     """The database and the pool the stage tasks share."""
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    for cmd in (["airflow", "db", "migrate"],
-                ["airflow", "pools", "set", POOL, "1", "nextbuy: one DVC stage at a time in the workspace"]):
+    for cmd in (
+        ["airflow", "db", "migrate"],
+        ["airflow", "pools", "set", POOL, "1", "nextbuy: one DVC stage at a time in the workspace"],
+    ):
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
@@ -86,8 +94,10 @@ def _stop(server: AirflowStandalone) -> None:
         return
     started = time.monotonic()
     if server.stop():
-        print(f"stopped: no process of group {server.proc.pid} left ({time.monotonic() - started:.1f} s)",
-              flush=True)
+        print(
+            f"stopped: no process of group {server.proc.pid} left ({time.monotonic() - started:.1f} s)",
+            flush=True,
+        )
     else:
         print(f"processes of group {server.proc.pid} still alive", file=sys.stderr)
 

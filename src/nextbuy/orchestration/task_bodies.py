@@ -63,16 +63,24 @@ def set_params_task(project: Path, context: Mapping[str, Any], kind: str):
         log.info("why this run: %s", form["reason"])
     if params_lock.acquire_params(project, _owner(context), overrides, _is_live(context)) is None:
         return PokeReturnValue(is_done=False)
-    log.info("run-only params.yaml overrides (restored when the run ends):\n%s",
-             json.dumps(overrides, indent=2, sort_keys=True, default=str))
+    log.info(
+        "run-only params.yaml overrides (restored when the run ends):\n%s",
+        json.dumps(overrides, indent=2, sort_keys=True, default=str),
+    )
     return PokeReturnValue(is_done=True, xcom_value={"overrides": overrides, "reason": form.get("reason")})
 
 
 def checkout_outputs(project: Path) -> str:
     """``dvc checkout``: after a failed stage, put the workspace outputs back to what
     dvc.lock records (DVC removes a stage's outputs before running it). Best effort."""
-    result = subprocess.run(["dvc", "checkout"], cwd=project, env=project_env(project), capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        ["dvc", "checkout"],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
         log.warning("dvc checkout exited %s:\n%s", result.returncode, out)
@@ -85,8 +93,12 @@ def restore_params_task(project: Path, context: Mapping[str, Any], kind: str) ->
     message = params_lock.restore_params(project, _owner(context))
     log.info(message)
     stages = list(dag_stages(project, kind))
-    failed = context["ti"].get_ti_count(dag_id=context["dag"].dag_id, task_ids=stages,
-                                        run_ids=[context["run_id"]], states=["failed", "upstream_failed"])
+    failed = context["ti"].get_ti_count(
+        dag_id=context["dag"].dag_id,
+        task_ids=stages,
+        run_ids=[context["run_id"]],
+        states=["failed", "upstream_failed"],
+    )
     if failed and message == "params.yaml restored":
         log.info("a stage failed: dvc checkout\n%s", checkout_outputs(project))
     return message
@@ -104,25 +116,43 @@ def gate_task(project: Path) -> dict[str, Any]:
     summary = {k: verdict.get(k) for k in ("passed", "reasons", "version", "champion_version", "action")}
     if not verdict.get("passed"):
         reasons = "; ".join(verdict.get("reasons") or []) or "no reason recorded"
-        log.warning("deploy gate REFUSED candidate v%s (champion stays v%s): %s",
-                    verdict.get("version"), verdict.get("champion_version"), reasons)
-        raise AirflowSkipException(f"deploy gate refused v{verdict.get('version')} "
-                                   f"(champion stays v{verdict.get('champion_version')}): {reasons}")
-    log.info("deploy gate passed: champion is v%s (%s)", verdict.get("champion_version"),
-             verdict.get("action"))
+        log.warning(
+            "deploy gate REFUSED candidate v%s (champion stays v%s): %s",
+            verdict.get("version"),
+            verdict.get("champion_version"),
+            reasons,
+        )
+        raise AirflowSkipException(
+            f"deploy gate refused v{verdict.get('version')} "
+            f"(champion stays v{verdict.get('champion_version')}): {reasons}"
+        )
+    log.info(
+        "deploy gate passed: champion is v%s (%s)", verdict.get("champion_version"), verdict.get("action")
+    )
     return summary
 
 
 def release_extra(verdict: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     """What the champion Asset event carries (read by the monitoring DAG and the UI)."""
-    return {"version": verdict.get("version"), "champion_version": verdict.get("champion_version"),
-            "action": verdict.get("action"), "dag_id": context["dag"].dag_id, "run_id": context["run_id"]}
+    return {
+        "version": verdict.get("version"),
+        "champion_version": verdict.get("champion_version"),
+        "action": verdict.get("action"),
+        "dag_id": context["dag"].dag_id,
+        "run_id": context["run_id"],
+    }
 
 
 def alerts_status(project: Path) -> dict[str, Any]:
     """``nextbuy alerts`` (ALERT_EXIT_CODE = alerts) plus the alert messages from monitoring/alerts.json."""
-    result = subprocess.run(["nextbuy", "alerts", "--path", ALERTS_FILE], cwd=project,
-                            env=project_env(project), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["nextbuy", "alerts", "--path", ALERTS_FILE],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = (result.stdout + result.stderr).strip()
     if result.returncode not in (0, ALERT_EXIT_CODE):
         raise RuntimeError(f"nextbuy alerts exited {result.returncode}:\n{output}")
@@ -151,11 +181,16 @@ def branch_on_alerts_task(project: Path, context: Mapping[str, Any]) -> str:
         log.info("no alerts: nothing to do")
         return NO_RETRAIN_TASK
     if _run_type(context) == "asset_triggered":
-        log.warning("%d alert(s) right after a champion release: not retraining automatically (the next "
-                    "scheduled check decides); alerts: %s", len(status["alerts"]), status["alerts"])
+        log.warning(
+            "%d alert(s) right after a champion release: not retraining automatically (the next "
+            "scheduled check decides); alerts: %s",
+            len(status["alerts"]),
+            status["alerts"],
+        )
         return NO_RETRAIN_TASK
-    reason = (f"{MONITORING_DAG_ID} run {context['run_id']}: {len(status['alerts'])} alert(s): "
-              + "; ".join(status["alerts"]))
+    reason = f"{MONITORING_DAG_ID} run {context['run_id']}: {len(status['alerts'])} alert(s): " + "; ".join(
+        status["alerts"]
+    )
     log.warning("retraining: %s", reason)
     context["ti"].xcom_push(key="retrain_conf", value={"reason": reason[:4000]})
     return RETRAIN_TASK

@@ -7,32 +7,53 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from nextbuy.domain.evaluation import evaluation_labels, fit_rows, soft_log_loss
-from nextbuy.mlops import io, schemas
 from nextbuy import paths
 from nextbuy.config import CalibrateConfig, load_section
-from nextbuy.domain.uncertainty import (BucketCalibration, assign_buckets, expected_calibration_error,
-                                 fit_bucket_calibration, reliability_table)
+from nextbuy.domain.evaluation import evaluation_labels, fit_rows, soft_log_loss
+from nextbuy.domain.uncertainty import (
+    BucketCalibration,
+    assign_buckets,
+    expected_calibration_error,
+    fit_bucket_calibration,
+    reliability_table,
+)
+from nextbuy.mlops import io, schemas
 
-def score_holdout(weighted: pd.DataFrame, moments, cfg: CalibrateConfig) -> tuple[pd.DataFrame, BucketCalibration]:
+
+def score_holdout(
+    weighted: pd.DataFrame, moments, cfg: CalibrateConfig
+) -> tuple[pd.DataFrame, BucketCalibration]:
     """Pure core: scored calib+test rows and the calibration fitted on matured calib rows."""
     from nextbuy.domain.graph.scoring import score_and_uncertainty
 
     rows = weighted[weighted["split"].isin(["calib", "test"])].reset_index(drop=True)
-    score, uncertainty = score_and_uncertainty(moments, rows["source_id"].to_numpy(), rows["shown_id"].to_numpy())
+    score, uncertainty = score_and_uncertainty(
+        moments, rows["source_id"].to_numpy(), rows["shown_id"].to_numpy()
+    )
     matured = (rows["elapsed_days"] >= cfg.maturity_days).to_numpy()
     fit_mask = matured & (rows["split"] == "calib").to_numpy()
     if fit_mask.sum() < cfg.min_bucket_size or len(np.unique(rows["label"].to_numpy()[fit_mask])) < 2:
-        raise io.DataError(paths.WEIGHTED_IMPRESSIONS,
-                           f"only {int(fit_mask.sum())} matured calibration rows with both labels "
-                           f"(need >= {cfg.min_bucket_size}); lower calibrate.maturity_days or widen ingest.split.calib_days",
-                           column="elapsed_days")
-    calibration = fit_bucket_calibration(score[fit_mask], uncertainty[fit_mask], rows["label"].to_numpy()[fit_mask],
-                                         cfg.n_buckets, cfg.min_bucket_size)
+        raise io.DataError(
+            paths.WEIGHTED_IMPRESSIONS,
+            f"only {int(fit_mask.sum())} matured calibration rows with both labels "
+            f"(need >= {cfg.min_bucket_size}); "
+            "lower calibrate.maturity_days or widen ingest.split.calib_days",
+            column="elapsed_days",
+        )
+    calibration = fit_bucket_calibration(
+        score[fit_mask],
+        uncertainty[fit_mask],
+        rows["label"].to_numpy()[fit_mask],
+        cfg.n_buckets,
+        cfg.min_bucket_size,
+    )
     scored = rows[["impression_id", "source_id", "shown_id", "split", "label", "p_flip"]].assign(
-        matured=matured, score=score.astype(float), uncertainty=uncertainty.astype(float),
+        matured=matured,
+        score=score.astype(float),
+        uncertainty=uncertainty.astype(float),
         bucket=assign_buckets(uncertainty, calibration.edges).astype(np.int64),
-        prob_calibrated=np.clip(calibration.predict(score, uncertainty), 0.0, 1.0).astype(float))
+        prob_calibrated=np.clip(calibration.predict(score, uncertainty), 0.0, 1.0).astype(float),
+    )
     return scored, calibration
 
 
@@ -51,25 +72,42 @@ def _quality(prob: np.ndarray, score: np.ndarray, label: np.ndarray) -> dict:
 def positivity_vs_uncertainty(scored: pd.DataFrame, label: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
     """Observed conversion rate and mean prediction by uncertainty decile (DVC plot)."""
     bins = pd.qcut(scored["uncertainty"], n_bins, labels=False, duplicates="drop")
-    return scored.assign(label=label, bin=bins).groupby("bin").agg(
-        uncertainty=("uncertainty", "mean"), positivity=("label", "mean"),
-        mean_score=("score", "mean"), mean_calibrated=("prob_calibrated", "mean"),
-        count=("label", "size")).reset_index(drop=True)
+    return (
+        scored.assign(label=label, bin=bins)
+        .groupby("bin")
+        .agg(
+            uncertainty=("uncertainty", "mean"),
+            positivity=("label", "mean"),
+            mean_score=("score", "mean"),
+            mean_calibrated=("prob_calibrated", "mean"),
+            count=("label", "size"),
+        )
+        .reset_index(drop=True)
+    )
 
 
 def summarise(scored: pd.DataFrame, calibration: BucketCalibration) -> dict:
     fit = fit_rows(scored)
     test = scored["split"] == "test"
     corrected = evaluation_labels(scored)
-    per_bucket = scored[fit].groupby("bucket").agg(rows=("label", "size"), positivity=("label", "mean"),
-                                                        mean_score=("score", "mean"))
+    per_bucket = (
+        scored[fit]
+        .groupby("bucket")
+        .agg(rows=("label", "size"), positivity=("label", "mean"), mean_score=("score", "mean"))
+    )
     return {
         "n_buckets": len(calibration.edges) + 1,
         "uncertainty_edges": [float(e) for e in calibration.edges],
-        "calib_matured": _quality(scored.loc[fit, "prob_calibrated"].to_numpy(), scored.loc[fit, "score"].to_numpy(),
-                                  scored.loc[fit, "label"].to_numpy().astype(float)),
-        "test_delay_corrected": _quality(scored.loc[test, "prob_calibrated"].to_numpy(), scored.loc[test, "score"].to_numpy(),
-                                         corrected[test.to_numpy()]),
+        "calib_matured": _quality(
+            scored.loc[fit, "prob_calibrated"].to_numpy(),
+            scored.loc[fit, "score"].to_numpy(),
+            scored.loc[fit, "label"].to_numpy().astype(float),
+        ),
+        "test_delay_corrected": _quality(
+            scored.loc[test, "prob_calibrated"].to_numpy(),
+            scored.loc[test, "score"].to_numpy(),
+            corrected[test.to_numpy()],
+        ),
         "calib_buckets": {str(b): {k: float(v) for k, v in row.items()} for b, row in per_bucket.iterrows()},
     }
 
@@ -83,9 +121,17 @@ def run(params_file: str = "params.yaml") -> dict:
     io.write_json(calibration.to_dict(), paths.CALIBRATION_MODEL)
     fit = fit_rows(scored)
     plots = paths.plots_dir("calibrate")
-    io.write_csv(reliability_table(scored["prob_calibrated"].to_numpy()[fit], scored["label"].to_numpy()[fit],
-                                   bucket=scored["bucket"].to_numpy()[fit]), plots / "reliability.csv")
-    io.write_csv(positivity_vs_uncertainty(scored, evaluation_labels(scored)), plots / "positivity_vs_uncertainty.csv")
+    io.write_csv(
+        reliability_table(
+            scored["prob_calibrated"].to_numpy()[fit],
+            scored["label"].to_numpy()[fit],
+            bucket=scored["bucket"].to_numpy()[fit],
+        ),
+        plots / "reliability.csv",
+    )
+    io.write_csv(
+        positivity_vs_uncertainty(scored, evaluation_labels(scored)), plots / "positivity_vs_uncertainty.csv"
+    )
     metrics = summarise(scored, calibration)
     io.write_json(metrics, paths.metrics_file("calibrate"))
     return metrics

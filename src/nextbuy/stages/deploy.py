@@ -21,10 +21,10 @@ import pandas as pd
 import yaml
 
 import nextbuy
-from nextbuy.domain import delay, gate
-from nextbuy.mlops import io, schemas, tracking
 from nextbuy import paths
 from nextbuy.config import DeployConfig, load_section
+from nextbuy.domain import delay, gate
+from nextbuy.mlops import io, schemas, tracking
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,17 @@ def judge(candidate, champion, rows: pd.DataFrame, label: np.ndarray, cfg: Deplo
     if champion is not None:
         champ_pred = champion.score(src, dst)
         champ = gate.figures(champ_pred, label)
-        comparison = gate.paired_bootstrap(label, cand_pred, champ_pred, cfg.compare_metrics,
-                                           cfg.bootstrap_samples, cfg.confidence, cfg.seed)
+        comparison = gate.paired_bootstrap(
+            label, cand_pred, champ_pred, cfg.compare_metrics, cfg.bootstrap_samples, cfg.confidence, cfg.seed
+        )
     passed, reasons = gate.decide(cand, champ, comparison or {}, cfg)
-    return {"passed": passed, "reasons": reasons, "candidate": cand, "champion": champ, "comparison": comparison}
+    return {
+        "passed": passed,
+        "reasons": reasons,
+        "candidate": cand,
+        "champion": champ,
+        "comparison": comparison,
+    }
 
 
 def _sha256(path: Path) -> str | None:
@@ -81,7 +88,9 @@ def lineage(params_file: str) -> dict:
 
 def input_example(n_products: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame({"source_id": rng.integers(0, n_products, 5), "candidate_id": rng.integers(0, n_products, 5)})
+    return pd.DataFrame(
+        {"source_id": rng.integers(0, n_products, 5), "candidate_id": rng.integers(0, n_products, 5)}
+    )
 
 
 def log_serving_model(bundle, model_name: str, moments: Path, calibration: Path, thresholds: Path) -> str:
@@ -98,24 +107,35 @@ def log_serving_model(bundle, model_name: str, moments: Path, calibration: Path,
     with warnings.catch_warnings():
         # Product ids are never missing (validate_request refuses them), so int64 is the right schema.
         warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        outputs = infer_signature(example, bundle.score(example["source_id"], example["candidate_id"])).outputs
+        outputs = infer_signature(
+            example, bundle.score(example["source_id"], example["candidate_id"])
+        ).outputs
     # candidate_id is optional: top-K requests (params {"top_k": K}) send source ids only.
     # Ids are typed Any so MLflow does not coerce them (1.5 -> 1) before validate_request
     # can refuse non-integer ids with a message.
     signature = ModelSignature(
         inputs=Schema([ColSpec(AnyType(), "source_id"), ColSpec(AnyType(), "candidate_id", required=False)]),
-        outputs=outputs, params=ParamSchema([ParamSpec("top_k", "long", 0)]))
+        outputs=outputs,
+        params=ParamSchema([ParamSpec("top_k", "long", 0)]),
+    )
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=NextbuyModel(),
+        name="model",
+        python_model=NextbuyModel(),
         artifacts={"moments": str(moments), "calibration": str(calibration), "thresholds": str(thresholds)},
-        signature=signature, input_example=example, registered_model_name=model_name,
-        code_paths=[str(Path(nextbuy.__file__).parent)], pip_requirements=serving_requirements())
+        signature=signature,
+        input_example=example,
+        registered_model_name=model_name,
+        code_paths=[str(Path(nextbuy.__file__).parent)],
+        pip_requirements=serving_requirements(),
+    )
     return str(info.registered_model_version)
 
 
 def _tags(blessing: dict) -> dict[str, str]:
-    flat = {"passed": str(blessing["passed"]).lower(),
-            "reasons": "; ".join(blessing["reasons"]) or "all checks hold"}
+    flat = {
+        "passed": str(blessing["passed"]).lower(),
+        "reasons": "; ".join(blessing["reasons"]) or "all checks hold",
+    }
     for who in ("candidate", "champion"):
         for k, v in (blessing[who] or {}).items():
             flat[f"{who}.{k}"] = "n/a" if v is None else f"{v:.4f}"
@@ -140,13 +160,18 @@ def run(params_file: str = "params.yaml") -> dict:
     champion = registry.load_bundle(cfg.model_name, registry.CHAMPION)
     rows, label = evaluation_rows(weighted)
     blessing = judge(candidate, champion, rows, label, cfg)
-    blessing.update(model_name=cfg.model_name, champion_version=champion_version, lineage=lineage(params_file),
-                    evaluation={"split": "test", "rows": len(rows), "labels": "delay-corrected expected eventual"})
+    blessing.update(
+        model_name=cfg.model_name,
+        champion_version=champion_version,
+        lineage=lineage(params_file),
+        evaluation={"split": "test", "rows": len(rows), "labels": "delay-corrected expected eventual"},
+    )
     with mlflow.start_run(run_name="deploy"):
         mlflow.set_tags({"stage": "deploy", **tracking.lineage_tags()})
         mlflow.log_metrics({f"candidate.{k}": v for k, v in blessing["candidate"].items() if v is not None})
-        version = log_serving_model(candidate, cfg.model_name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL,
-                                    paths.THRESHOLDS_MODEL)
+        version = log_serving_model(
+            candidate, cfg.model_name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL
+        )
         blessing["version"] = version
         for key, value in _tags(blessing).items():
             client.set_model_version_tag(cfg.model_name, version, key, value[:4000])
@@ -157,10 +182,17 @@ def run(params_file: str = "params.yaml") -> dict:
         log.info("deploy: %s", blessing["action"])
     else:
         log.warning("deploy REFUSED: %s\n  %s", blessing["action"], "\n  ".join(blessing["reasons"]))
-    metrics = {"model_name": cfg.model_name, "version": int(version), "passed": blessing["passed"],
-               "reasons": blessing["reasons"], "action": blessing["action"],
-               "champion_version": int(registry.alias_version(client, cfg.model_name, registry.CHAMPION) or 0) or None,
-               "candidate": blessing["candidate"], "champion": blessing["champion"],
-               "comparison": blessing["comparison"]}
+    metrics = {
+        "model_name": cfg.model_name,
+        "version": int(version),
+        "passed": blessing["passed"],
+        "reasons": blessing["reasons"],
+        "action": blessing["action"],
+        "champion_version": int(registry.alias_version(client, cfg.model_name, registry.CHAMPION) or 0)
+        or None,
+        "candidate": blessing["candidate"],
+        "champion": blessing["champion"],
+        "comparison": blessing["comparison"],
+    }
     io.write_json(metrics, paths.metrics_file("deploy"))
     return metrics

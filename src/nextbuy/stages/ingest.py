@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nextbuy.mlops import io, schemas
 from nextbuy import paths
 from nextbuy.config import IngestConfig, SplitConfig, load_section
+from nextbuy.mlops import io, schemas
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,33 @@ def assign_split(shown_at: pd.Series, snapshot: pd.Timestamp, split: SplitConfig
     test_start = snapshot - pd.Timedelta(days=split.test_days)
     calib_start = test_start - pd.Timedelta(days=split.calib_days)
     return np.select(
-        [shown_at.to_numpy() >= test_start.to_datetime64(), shown_at.to_numpy() >= calib_start.to_datetime64()],
+        [
+            shown_at.to_numpy() >= test_start.to_datetime64(),
+            shown_at.to_numpy() >= calib_start.to_datetime64(),
+        ],
         ["test", "calib"],
         default="train",
     )
 
 
-def finalise(products: pd.DataFrame, edges: pd.DataFrame, impressions_log: pd.DataFrame,
-             snapshot: pd.Timestamp, split: SplitConfig, origin: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def finalise(
+    products: pd.DataFrame,
+    edges: pd.DataFrame,
+    impressions_log: pd.DataFrame,
+    snapshot: pd.Timestamp,
+    split: SplitConfig,
+    origin: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cross-table checks, snapshot censoring of the graph, and the time split (pure)."""
-    io.rows_error(origin, impressions_log,
-                  schemas.check_known_products(impressions_log, ("source_id", "shown_id"), products["product_id"]),
-                  "refer to a product id that is not in the products table")
-    io.rows_error(origin, impressions_log, schemas.check_event_order(impressions_log), "happen before shown_at")
+    io.rows_error(
+        origin,
+        impressions_log,
+        schemas.check_known_products(impressions_log, ("source_id", "shown_id"), products["product_id"]),
+        "refer to a product id that is not in the products table",
+    )
+    io.rows_error(
+        origin, impressions_log, schemas.check_event_order(impressions_log), "happen before shown_at"
+    )
     # The graph may only hold co-purchases the store had seen by the snapshot.
     edges = edges[edges["time"].isna() | (edges["time"] <= snapshot)].reset_index(drop=True)
     impressions = impressions_log[list(schemas.IMPRESSIONS_LOG.columns)].copy()
@@ -52,9 +66,13 @@ def finalise(products: pd.DataFrame, edges: pd.DataFrame, impressions_log: pd.Da
     counts = impressions["split"].value_counts()
     empty = [s for s in schemas.SPLITS if counts.get(s, 0) == 0]
     if empty:
-        raise io.DataError(origin, f"split(s) {empty} are empty: impressions span "
-                           f"{impressions['shown_at'].min()} .. {impressions['shown_at'].max()}, snapshot {snapshot}; "
-                           "lower ingest.split.calib_days/test_days", column="shown_at")
+        raise io.DataError(
+            origin,
+            f"split(s) {empty} are empty: impressions span "
+            f"{impressions['shown_at'].min()} .. {impressions['shown_at'].max()}, snapshot {snapshot}; "
+            "lower ingest.split.calib_days/test_days",
+            column="shown_at",
+        )
     return edges, impressions
 
 
@@ -84,17 +102,21 @@ def ingest(cfg: IngestConfig) -> Ingested:
                 log_frame = log_frame[log_frame["shown_at"] <= snapshot].copy()
                 for col in events[1:]:
                     log_frame[col] = log_frame[col].where(log_frame[col] <= snapshot)
-            edges, impressions = finalise(graph.products, graph.edges, log_frame, snapshot, cfg.split,
-                                          str(cfg.impressions_path))
+            edges, impressions = finalise(
+                graph.products, graph.edges, log_frame, snapshot, cfg.split, str(cfg.impressions_path)
+            )
             return Ingested(graph.products, edges, impressions, snapshot, cleaning)
-        traffic = simulate.simulate_traffic(world, simulator, cfg.seed, simulator.n_impressions,
-                                            world.start, world.snapshot, world.snapshot)
+        traffic = simulate.simulate_traffic(
+            world, simulator, cfg.seed, simulator.n_impressions, world.start, world.snapshot, world.snapshot
+        )
     if cfg.source == "simulated" or not cfg.impressions_path:
         truth_impressions, truth_products = traffic.truth, world.truth_products
-    edges, impressions = finalise(world.products, world.edges, traffic.impressions, world.snapshot,
-                                  cfg.split, origin)
-    return Ingested(world.products, edges, impressions, world.snapshot, cleaning,
-                    truth_impressions, truth_products)
+    edges, impressions = finalise(
+        world.products, world.edges, traffic.impressions, world.snapshot, cfg.split, origin
+    )
+    return Ingested(
+        world.products, edges, impressions, world.snapshot, cleaning, truth_impressions, truth_products
+    )
 
 
 def degree_ccdf(edges: pd.DataFrame, n_products: int) -> pd.DataFrame:
@@ -122,7 +144,8 @@ def summarise(result: Ingested) -> dict:
         "edges": len(edges),
         "reciprocated_edge_share": float(np.isin(reverse, pair).mean()),
         "degree": {
-            "out_max": int(out_deg.max()), "in_max": int(in_deg.max()),
+            "out_max": int(out_deg.max()),
+            "in_max": int(in_deg.max()),
             "total_median": float(np.median(out_deg + in_deg)),
             "share_total_degree_le_1": float(((out_deg + in_deg) <= 1).mean()),
         },
@@ -136,20 +159,30 @@ def run(params_file: str = "params.yaml") -> dict:
     cfg = load_section("ingest", params_file)
     result = ingest(cfg)
     metrics = summarise(result)
-    tables = [(result.products, paths.PRODUCTS, schemas.PRODUCTS),
-              (result.edges, paths.EDGES, schemas.EDGES),
-              (result.impressions, paths.IMPRESSIONS, schemas.IMPRESSIONS)]
+    tables = [
+        (result.products, paths.PRODUCTS, schemas.PRODUCTS),
+        (result.edges, paths.EDGES, schemas.EDGES),
+        (result.impressions, paths.IMPRESSIONS, schemas.IMPRESSIONS),
+    ]
     if result.truth_impressions is not None:
-        tables += [(result.truth_impressions, paths.TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS),
-                   (result.truth_products, paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS)]
+        tables += [
+            (result.truth_impressions, paths.TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS),
+            (result.truth_products, paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS),
+        ]
     io.write_tables(tables)
     # Keep the DVC output well-defined when there is no ground truth (real impressions log).
     paths.TRUTH.mkdir(parents=True, exist_ok=True)
-    io.write_json({"snapshot": str(result.snapshot), "source": cfg.source, "cleaning": result.cleaning},
-                  paths.INGEST_META)
-    io.write_csv(degree_ccdf(result.edges, len(result.products)), paths.plots_dir("ingest") / "degree_ccdf.csv")
+    io.write_json(
+        {"snapshot": str(result.snapshot), "source": cfg.source, "cleaning": result.cleaning},
+        paths.INGEST_META,
+    )
+    io.write_csv(
+        degree_ccdf(result.edges, len(result.products)), paths.plots_dir("ingest") / "degree_ccdf.csv"
+    )
     io.write_json(metrics, paths.metrics_file("ingest"))
     for key, n in result.cleaning.items():
         if n:
-            log.warning("ingest cleaned %s: %d (field convention: self-loops dropped, duplicate edges merged)", key, n)
+            log.warning(
+                "ingest cleaned %s: %d (field convention: self-loops dropped, duplicate edges merged)", key, n
+            )
     return metrics

@@ -10,24 +10,38 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbuy.domain import delay
-from nextbuy.mlops import io, schemas
 from nextbuy import paths
 from nextbuy.config import LabelDelayConfig, load_section
+from nextbuy.domain import delay
+from nextbuy.mlops import io, schemas
 
 
-def weigh(impressions: pd.DataFrame, snapshot: pd.Timestamp, cfg: LabelDelayConfig
-          ) -> tuple[pd.DataFrame, delay.DelayModel]:
+def weigh(
+    impressions: pd.DataFrame, snapshot: pd.Timestamp, cfg: LabelDelayConfig
+) -> tuple[pd.DataFrame, delay.DelayModel]:
     """Pure core: fit the delay model on train, return weighted impressions of all splits."""
     obs = delay.observed_signals(impressions, snapshot)
     fit = (impressions["split"] == "train").to_numpy()
-    model = delay.fit_delay_model(obs["elapsed_days"].to_numpy()[fit], obs["label"].to_numpy()[fit],
-                                  obs["delay_days"].to_numpy()[fit], obs["clicked"].to_numpy()[fit],
-                                  obs["carted"].to_numpy()[fit], family=cfg.delay_family)
-    args = (obs["elapsed_days"].to_numpy(), obs["label"].to_numpy(), obs["clicked"].to_numpy(), obs["carted"].to_numpy())
+    model = delay.fit_delay_model(
+        obs["elapsed_days"].to_numpy()[fit],
+        obs["label"].to_numpy()[fit],
+        obs["delay_days"].to_numpy()[fit],
+        obs["clicked"].to_numpy()[fit],
+        obs["carted"].to_numpy()[fit],
+        family=cfg.delay_family,
+    )
+    args = (
+        obs["elapsed_days"].to_numpy(),
+        obs["label"].to_numpy(),
+        obs["clicked"].to_numpy(),
+        obs["carted"].to_numpy(),
+    )
     weighted = impressions[["impression_id", "source_id", "shown_id", "shown_at", "split"]].copy()
     weighted = weighted.assign(
-        label=obs["label"], clicked=obs["clicked"], carted=obs["carted"], elapsed_days=obs["elapsed_days"],
+        label=obs["label"],
+        clicked=obs["clicked"],
+        carted=obs["carted"],
+        elapsed_days=obs["elapsed_days"],
         p_flip=delay.flip_probability(model, *args),
         weight_iw=delay.importance_weights(model, *args, max_weight=cfg.max_weight),
         weight_naive=1.0,
@@ -40,9 +54,17 @@ def weight_profile(weighted: pd.DataFrame, n_bins: int = 20) -> pd.DataFrame:
     edges = np.unique(np.quantile(weighted["elapsed_days"], np.linspace(0, 1, n_bins + 1)))
     bins = pd.cut(weighted["elapsed_days"], edges, include_lowest=True)
     expected = delay.expected_eventual_label(weighted["label"].to_numpy(), weighted["p_flip"].to_numpy())
-    table = weighted.assign(expected=expected).groupby(bins, observed=True).agg(
-        elapsed_days=("elapsed_days", "mean"), observed_positivity=("label", "mean"),
-        corrected_positivity=("expected", "mean"), mean_weight=("weight_iw", "mean"), count=("label", "size"))
+    table = (
+        weighted.assign(expected=expected)
+        .groupby(bins, observed=True)
+        .agg(
+            elapsed_days=("elapsed_days", "mean"),
+            observed_positivity=("label", "mean"),
+            corrected_positivity=("expected", "mean"),
+            mean_weight=("weight_iw", "mean"),
+            count=("label", "size"),
+        )
+    )
     return table.reset_index(drop=True)
 
 
@@ -53,14 +75,23 @@ def summarise(weighted: pd.DataFrame, model: delay.DelayModel, cfg: LabelDelayCo
     return {
         "delay_family": model.family,
         "p_convert": {"no_click": float(p_conv[0]), "clicked": float(p_conv[1]), "carted": float(p_conv[2])},
-        "median_delay_days": {"not_carted": float(model.median_delay(np.array([0]))[0]),
-                              "carted": float(model.median_delay(np.array([1]))[0])},
+        "median_delay_days": {
+            "not_carted": float(model.median_delay(np.array([0]))[0]),
+            "carted": float(model.median_delay(np.array([1]))[0]),
+        },
         "observed_positivity": float(weighted["label"].mean()),
         "corrected_positivity": float(expected.mean()),
-        "last_7_days": {"observed_positivity": float(weighted["label"].to_numpy()[recent].mean()) if recent.any() else None,
-                        "corrected_positivity": float(expected[recent].mean()) if recent.any() else None},
-        "weight_iw": {"mean": float(weighted["weight_iw"].mean()), "max": float(weighted["weight_iw"].max()),
-                      "share_clipped": float((weighted["weight_iw"] >= cfg.max_weight).mean())},
+        "last_7_days": {
+            "observed_positivity": float(weighted["label"].to_numpy()[recent].mean())
+            if recent.any()
+            else None,
+            "corrected_positivity": float(expected[recent].mean()) if recent.any() else None,
+        },
+        "weight_iw": {
+            "mean": float(weighted["weight_iw"].mean()),
+            "max": float(weighted["weight_iw"].max()),
+            "share_clipped": float((weighted["weight_iw"] >= cfg.max_weight).mean()),
+        },
     }
 
 

@@ -9,17 +9,23 @@ import logging
 import numpy as np
 import pandas as pd
 
-from nextbuy.domain import delay, positivity
-from nextbuy.mlops import io, schemas
 from nextbuy import paths
 from nextbuy.config import MonitorConfig, load_section
+from nextbuy.domain import delay, positivity
 from nextbuy.domain.timeunits import DAY
+from nextbuy.mlops import io, schemas
 
 log = logging.getLogger(__name__)
 
 
-def score_rows(bundle, impressions: pd.DataFrame, products: pd.DataFrame, delay_model: delay.DelayModel,
-               now: pd.Timestamp, label: np.ndarray | None = None) -> pd.DataFrame:
+def score_rows(
+    bundle,
+    impressions: pd.DataFrame,
+    products: pd.DataFrame,
+    delay_model: delay.DelayModel,
+    now: pd.Timestamp,
+    label: np.ndarray | None = None,
+) -> pd.DataFrame:
     """What the champion says about each impression, and what is known of its outcome at ``now``."""
     scored = bundle.score(impressions["source_id"].to_numpy(), impressions["shown_id"].to_numpy())
     features = products.set_index("product_id").reindex(impressions["shown_id"].to_numpy())
@@ -27,15 +33,20 @@ def score_rows(bundle, impressions: pd.DataFrame, products: pd.DataFrame, delay_
     elapsed, clicked, carted = (obs[c].to_numpy() for c in ("elapsed_days", "clicked", "carted"))
     observed = obs["label"].to_numpy() if label is None else np.asarray(label)
     p_flip = delay.flip_probability(delay_model, elapsed, observed, clicked, carted)
-    return pd.DataFrame({
-        "shown_at": impressions["shown_at"].to_numpy(),
-        "score": scored["score"].to_numpy(), "uncertainty": scored["uncertainty"].to_numpy(),
-        "bucket": scored["bucket"].to_numpy(), "prob_calibrated": scored["prob_calibrated"].to_numpy(),
-        "category": features["category"].fillna(-1).to_numpy(dtype=np.int64),
-        "log_price": np.log(features["price"].to_numpy(dtype=float)),
-        "label_observed": observed.astype(np.int64), "elapsed_days": elapsed,
-        "expected_label": delay.expected_eventual_label(observed, p_flip),
-    })
+    return pd.DataFrame(
+        {
+            "shown_at": impressions["shown_at"].to_numpy(),
+            "score": scored["score"].to_numpy(),
+            "uncertainty": scored["uncertainty"].to_numpy(),
+            "bucket": scored["bucket"].to_numpy(),
+            "prob_calibrated": scored["prob_calibrated"].to_numpy(),
+            "category": features["category"].fillna(-1).to_numpy(dtype=np.int64),
+            "log_price": np.log(features["price"].to_numpy(dtype=float)),
+            "label_observed": observed.astype(np.int64),
+            "elapsed_days": elapsed,
+            "expected_label": delay.expected_eventual_label(observed, p_flip),
+        }
+    )
 
 
 def watch(rows: pd.DataFrame, start: pd.Timestamp, cfg: MonitorConfig) -> tuple[pd.DataFrame, list[dict]]:
@@ -51,26 +62,39 @@ def reference_rows(bundle, products: pd.DataFrame, delay_model) -> pd.DataFrame:
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     holdout = weighted[weighted["split"] != "train"]
     snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
-    as_log = holdout.assign(clicked_at=holdout["shown_at"].where(holdout["clicked"] == 1),
-                            carted_at=holdout["shown_at"].where(holdout["carted"] == 1),
-                            converted_at=holdout["shown_at"].where(holdout["label"] == 1))
+    as_log = holdout.assign(
+        clicked_at=holdout["shown_at"].where(holdout["clicked"] == 1),
+        carted_at=holdout["shown_at"].where(holdout["carted"] == 1),
+        converted_at=holdout["shown_at"].where(holdout["label"] == 1),
+    )
     return score_rows(bundle, as_log, products, delay_model, snapshot, label=holdout["label"].to_numpy())
 
 
-def publish_dashboard(rows: pd.DataFrame, reference: pd.DataFrame, table: pd.DataFrame, cfg: MonitorConfig) -> str:
+def publish_dashboard(
+    rows: pd.DataFrame, reference: pd.DataFrame, table: pd.DataFrame, cfg: MonitorConfig
+) -> str:
     from tqdm.auto import tqdm
 
     from nextbuy.mlops.dashboards.metrics import window_snapshot
     from nextbuy.mlops.dashboards.publish import publish
 
-    columns = ["score", "uncertainty", "bucket", "prob_calibrated", "category", "log_price", "label_observed",
-               "expected_label"]
+    columns = [
+        "score",
+        "uncertainty",
+        "bucket",
+        "prob_calibrated",
+        "category",
+        "log_price",
+        "label_observed",
+        "expected_label",
+    ]
     snapshots = []
     for window_start, window_table in tqdm(table.groupby("window_start"), desc="evidently windows"):
         mask = (rows["shown_at"] >= window_start) & (rows["shown_at"] < window_start + cfg.window_days * DAY)
         tags = [f"window:{window_start:%Y-%m-%d}"] + (["alert"] if window_table["alert"].any() else [])
-        snapshots.append(window_snapshot(rows.loc[mask, columns], reference[columns], window_table,
-                                         window_start, tags))
+        snapshots.append(
+            window_snapshot(rows.loc[mask, columns], reference[columns], window_table, window_start, tags)
+        )
     return publish(cfg.workspace, cfg.project, snapshots, cfg.dashboard)
 
 
@@ -87,20 +111,27 @@ def run(params_file: str = "params.yaml") -> dict:
     tracking.configure()
     bundle = registry.load_bundle(model_name, registry.CHAMPION)
     if bundle is None:
-        raise io.DataError(f"models:/{model_name}@{registry.CHAMPION}", "no champion to monitor; run deploy first")
+        raise io.DataError(
+            f"models:/{model_name}@{registry.CHAMPION}", "no champion to monitor; run deploy first"
+        )
     rows = score_rows(bundle, impressions, products, delay_model, now)
     table, fired = watch(rows, start, cfg)
     project_id = publish_dashboard(rows, reference_rows(bundle, products, delay_model), table, cfg)
     io.write_table(table, paths.MONITOR_WINDOWS, schemas.MONITOR_WINDOWS)
     io.write_json({"now": str(now), "alerts": fired}, paths.MONITOR_ALERTS)
-    io.write_csv(table[["window", "bucket", "predicted", "observed", "naive", "estimated"]],
-                 paths.plots_dir("monitor") / "positivity.csv")
+    io.write_csv(
+        table[["window", "bucket", "predicted", "observed", "naive", "estimated"]],
+        paths.plots_dir("monitor") / "positivity.csv",
+    )
     for a in fired:
         log.warning("ALERT %s: %s", a["window_start"], a["message"])
-    metrics = {"windows": int(table["window"].nunique()), "alerts": len(fired),
-               "naive_alerts": int(table["naive_alert"].sum()),
-               "alert_buckets": sorted({a["bucket"] for a in fired}),
-               "first_alert": fired[0]["window_start"] if fired else None,
-               "evidently_project_id": project_id}
+    metrics = {
+        "windows": int(table["window"].nunique()),
+        "alerts": len(fired),
+        "naive_alerts": int(table["naive_alert"].sum()),
+        "alert_buckets": sorted({a["bucket"] for a in fired}),
+        "first_alert": fired[0]["window_start"] if fired else None,
+        "evidently_project_id": project_id,
+    }
     io.write_json(metrics, paths.metrics_file("monitor"))
     return metrics

@@ -11,11 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbuy.mlops import io, schemas
 from nextbuy import paths
 from nextbuy.config import DriftConfig, IngestConfig, TrafficConfig, load_section
 from nextbuy.domain.timeunits import DAY
-
+from nextbuy.mlops import io, schemas
 
 
 def bucket_drift(moments, calibration, drift: DriftConfig, drift_start: pd.Timestamp):
@@ -25,7 +24,9 @@ def bucket_drift(moments, calibration, drift: DriftConfig, drift_start: pd.Times
 
     def multiplier(source: np.ndarray, shown: np.ndarray, shown_ns: np.ndarray) -> np.ndarray:
         _, uncertainty = score_and_uncertainty(moments, source, shown)
-        hit = (assign_buckets(uncertainty, calibration.edges) == drift.bucket) & (shown_ns >= drift_start.value)
+        hit = (assign_buckets(uncertainty, calibration.edges) == drift.bucket) & (
+            shown_ns >= drift_start.value
+        )
         return np.where(hit, drift.odds_multiplier, 1.0)
 
     return multiplier
@@ -37,8 +38,17 @@ def simulate(world, ingest_cfg: IngestConfig, cfg: TrafficConfig, multiplier=Non
 
     start = world.snapshot
     now = start + cfg.days * DAY
-    traffic = simulate_traffic(world, ingest_cfg.simulator_for_snapshot(), cfg.seed, cfg.days * cfg.impressions_per_day,
-                               start, now, now, id_offset=10**12, odds_multiplier=multiplier)
+    traffic = simulate_traffic(
+        world,
+        ingest_cfg.simulator_for_snapshot(),
+        cfg.seed,
+        cfg.days * cfg.impressions_per_day,
+        start,
+        now,
+        now,
+        id_offset=10**12,
+        odds_multiplier=multiplier,
+    )
     return traffic, start, now
 
 
@@ -46,13 +56,19 @@ def load_world(ingest_cfg: IngestConfig):
     from nextbuy.data.simulate import StoreWorld
 
     if not paths.TRUTH_PRODUCTS.exists():
-        raise io.DataError(paths.TRUTH_PRODUCTS, "no simulated store to draw traffic from (real impressions log "
-                           "ingested); set traffic.impressions_path to a post-snapshot log")
+        raise io.DataError(
+            paths.TRUTH_PRODUCTS,
+            "no simulated store to draw traffic from (real impressions log "
+            "ingested); set traffic.impressions_path to a post-snapshot log",
+        )
     snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
-    return StoreWorld(products=io.read_table(paths.PRODUCTS, schemas.PRODUCTS),
-                      truth_products=io.read_table(paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS),
-                      edges=io.read_table(paths.EDGES, schemas.EDGES),
-                      start=snapshot - ingest_cfg.simulator.history_days * DAY, snapshot=snapshot)
+    return StoreWorld(
+        products=io.read_table(paths.PRODUCTS, schemas.PRODUCTS),
+        truth_products=io.read_table(paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS),
+        edges=io.read_table(paths.EDGES, schemas.EDGES),
+        start=snapshot - ingest_cfg.simulator.history_days * DAY,
+        snapshot=snapshot,
+    )
 
 
 def run(params_file: str = "params.yaml") -> dict:
@@ -74,19 +90,30 @@ def run(params_file: str = "params.yaml") -> dict:
             from nextbuy.domain.uncertainty import BucketCalibration
 
             drift_start = world.snapshot + cfg.drift.start_day * DAY
-            multiplier = bucket_drift(io.read_npz(paths.GNN_MOMENTS, schemas.MOMENT_KEYS),
-                                      BucketCalibration.from_dict(io.read_json(paths.CALIBRATION_MODEL)),
-                                      cfg.drift, drift_start)
+            multiplier = bucket_drift(
+                io.read_npz(paths.GNN_MOMENTS, schemas.MOMENT_KEYS),
+                BucketCalibration.from_dict(io.read_json(paths.CALIBRATION_MODEL)),
+                cfg.drift,
+                drift_start,
+            )
         traffic, start, now = simulate(world, ingest_cfg, cfg, multiplier)
         impressions, truth = traffic.impressions, traffic.truth
     tables = [(impressions, paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)]
     if truth is not None:
         tables.append((truth, paths.TRAFFIC_TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS))
     io.write_tables(tables)
-    meta = {"start": str(start), "now": str(now), "drift": cfg.drift.model_dump() if not cfg.impressions_path else None,
-            "drift_start": str(drift_start) if drift_start is not None else None}
+    meta = {
+        "start": str(start),
+        "now": str(now),
+        "drift": cfg.drift.model_dump() if not cfg.impressions_path else None,
+        "drift_start": str(drift_start) if drift_start is not None else None,
+    }
     io.write_json(meta, paths.TRAFFIC_META)
-    metrics = {"impressions": len(impressions), "days": float((now - start) / DAY),
-               "observed_positivity": float(impressions["converted_at"].notna().mean()), **meta}
+    metrics = {
+        "impressions": len(impressions),
+        "days": float((now - start) / DAY),
+        "observed_positivity": float(impressions["converted_at"].notna().mean()),
+        **meta,
+    }
     io.write_json(metrics, paths.metrics_file("traffic"))
     return metrics

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from nextbuy.mlops import io, schemas, tracking
 from nextbuy import paths
 from nextbuy.config import TrainConfig, load_section
+from nextbuy.mlops import io, schemas, tracking
 
 if TYPE_CHECKING:
     from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
@@ -43,21 +43,34 @@ def blade_arguments(cfg: TrainConfig) -> tuple[Architecture, TrainingSchedule, d
     from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
 
     architecture = Architecture(
-        embedding_dim=cfg.embedding_dim, hidden_dim=cfg.hidden_dim, fanout_min=cfg.fanout_min,
-        fanout_max=cfg.fanout_max, two_hop_degree=cfg.two_hop_degree, dropout=cfg.dropout,
+        embedding_dim=cfg.embedding_dim,
+        hidden_dim=cfg.hidden_dim,
+        fanout_min=cfg.fanout_min,
+        fanout_max=cfg.fanout_max,
+        two_hop_degree=cfg.two_hop_degree,
+        dropout=cfg.dropout,
         cold_start_fallback=cfg.cold_start_fallback,
     )
     schedule = TrainingSchedule(
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        link_loss_weight=cfg.link_loss_weight, reverse_negative_share=cfg.reverse_negative_share,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        link_loss_weight=cfg.link_loss_weight,
+        reverse_negative_share=cfg.reverse_negative_share,
         seed=cfg.seed,
     )
     export = {"mc_samples": cfg.mc_samples, "chunk": cfg.export_chunk, "seed": cfg.seed}
     return architecture, schedule, export
 
 
-def fit(products: pd.DataFrame, edges: pd.DataFrame, weighted: pd.DataFrame, cfg: TrainConfig,
-        progress: bool = True):
+def fit(
+    products: pd.DataFrame,
+    edges: pd.DataFrame,
+    weighted: pd.DataFrame,
+    cfg: TrainConfig,
+    progress: bool = True,
+):
     """Pure core: returns (model, moments, per-epoch history)."""
     import torch
 
@@ -77,10 +90,15 @@ def fit(products: pd.DataFrame, edges: pd.DataFrame, weighted: pd.DataFrame, cfg
     as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
     architecture, schedule, export = blade_arguments(cfg)
     model, history = blade.train_blade(
-        graph, as_long("source_id"), as_long("shown_id"),
+        graph,
+        as_long("source_id"),
+        as_long("shown_id"),
         torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32),
         torch.as_tensor(conversion_weights(rows, cfg.weighting), dtype=torch.float32),
-        architecture=architecture, schedule=schedule, progress=progress)
+        architecture=architecture,
+        schedule=schedule,
+        progress=progress,
+    )
     moments = blade.export_moments(model, graph, **export)
     return model, moments, history
 
@@ -116,17 +134,27 @@ def run(params_file: str = "params.yaml") -> dict:
         for row in history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         metrics = {
-            "final_conv_loss": history[-1]["conv_loss"], "final_link_loss": history[-1]["link_loss"],
-            "calib_auc_observed": holdout_auc(moments, weighted), "train_seconds": round(seconds, 2),
-            "train_examples": int((weighted["split"] == "train").sum()), "edges": len(edges),
+            "final_conv_loss": history[-1]["conv_loss"],
+            "final_link_loss": history[-1]["link_loss"],
+            "calib_auc_observed": holdout_auc(moments, weighted),
+            "train_seconds": round(seconds, 2),
+            "train_examples": int((weighted["split"] == "train").sum()),
+            "edges": len(edges),
             "parameters": int(sum(p.numel() for p in model.parameters())),
         }
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         with io.atomic_path(paths.GNN_STATE) as tmp:
             torch.save(model.state_dict(), tmp)
         io.write_npz(moments, paths.GNN_MOMENTS)
-        io.write_json({"n_nodes": len(products), "embedding_dim": cfg.embedding_dim,
-                       "weighting": cfg.weighting, "mlflow_run_id": run.info.run_id}, paths.GNN_META)
+        io.write_json(
+            {
+                "n_nodes": len(products),
+                "embedding_dim": cfg.embedding_dim,
+                "weighting": cfg.weighting,
+                "mlflow_run_id": run.info.run_id,
+            },
+            paths.GNN_META,
+        )
         io.write_csv(pd.DataFrame(history), paths.plots_dir("train") / "loss.csv")
         mlflow.log_artifact(str(paths.GNN_MOMENTS), artifact_path="gnn")
         mlflow.log_artifact(str(paths.GNN_META), artifact_path="gnn")

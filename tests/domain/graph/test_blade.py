@@ -22,21 +22,35 @@ from nextbuy.domain.graph.blade import (
 N_CAT = 12
 
 
-
 SHIFTS = (1, 3)  # category c complements c+1 and c+3 (mod N_CAT): one-way, never c-1 / c-3
 
 # Small and fast; the rest as in params.yaml (the domain takes plain hyperparameters, no TrainConfig).
-ARCH = Architecture(embedding_dim=16, hidden_dim=16, fanout_min=4, fanout_max=20, two_hop_degree=5,
-                    dropout=0.2, cold_start_fallback=True)
-SCHEDULE = TrainingSchedule(epochs=1, batch_size=256, lr=0.01, weight_decay=1e-5, link_loss_weight=1.0,
-                            reverse_negative_share=0.5, seed=0)
+ARCH = Architecture(
+    embedding_dim=16,
+    hidden_dim=16,
+    fanout_min=4,
+    fanout_max=20,
+    two_hop_degree=5,
+    dropout=0.2,
+    cold_start_fallback=True,
+)
+SCHEDULE = TrainingSchedule(
+    epochs=1,
+    batch_size=256,
+    lr=0.01,
+    weight_decay=1e-5,
+    link_loss_weight=1.0,
+    reverse_negative_share=0.5,
+    seed=0,
+)
 EXPORT = dict(mc_samples=6, chunk=8192, seed=0)
 
 
 def _train(graph, *conversions, progress=False, **schedule):
     """train_blade with ARCH and SCHEDULE, ``schedule`` changed."""
-    return train_blade(graph, *conversions, architecture=ARCH, schedule=replace(SCHEDULE, **schedule),
-                       progress=progress)
+    return train_blade(
+        graph, *conversions, architecture=ARCH, schedule=replace(SCHEDULE, **schedule), progress=progress
+    )
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -98,8 +112,9 @@ def link_only():
     graph = _graph(n, train, cat, log_price)
     model, history = _train(graph, *_no_conversions(), epochs=12)
     moments = export_moments(model, graph, **EXPORT)
-    return dict(n=n, graph=graph, train=train, held_out=held_out, model=model, history=history,
-                moments=moments)
+    return dict(
+        n=n, graph=graph, train=train, held_out=held_out, model=model, history=history, moments=moments
+    )
 
 
 def test_link_only_training_reports_per_epoch_losses(link_only):
@@ -119,7 +134,9 @@ def test_held_out_edges_beat_their_reverses_and_random_pairs(link_only):
     random = link_scores(m, u, rng.integers(0, link_only["n"], u.size))
     assert _auc(forward, reverse) > 0.75
     assert _auc(forward, random) > 0.7
-    np.testing.assert_allclose(forward, np.einsum("ij,ij->i", m["s_mean"][u], m["t_mean"][v]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        forward, np.einsum("ij,ij->i", m["s_mean"][u], m["t_mean"][v]), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_export_moments_shapes_dtypes_and_determinism(link_only):
@@ -160,7 +177,7 @@ def test_training_is_deterministic_for_a_seed():
     m2, h2 = _train(graph, *_no_conversions(), seed=3)
     m3, _ = _train(graph, *_no_conversions(), seed=4)
     np.testing.assert_equal(h1, h2)  # NaN conv_loss compares equal here
-    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=False):
         assert torch.equal(a, b), k
     assert not torch.equal(m1.id_emb.weight, m3.id_emb.weight)
 
@@ -218,7 +235,7 @@ def test_zero_weight_examples_do_not_influence_training():
     m_a, h_a = _train(*args, torch.as_tensor(y), torch.as_tensor(w))
     m_b, h_b = _train(*args, torch.as_tensor(flipped), torch.as_tensor(w))
     assert h_a == h_b
-    for a, b in zip(m_a.parameters(), m_b.parameters()):
+    for a, b in zip(m_a.parameters(), m_b.parameters(), strict=False):
         assert torch.equal(a, b)
     # ...whereas giving the flipped subset weight changes the model
     m_c, _ = _train(*args, torch.as_tensor(flipped), torch.ones(y.size))
@@ -245,7 +262,9 @@ def test_train_blade_rejects_bad_inputs():
     with pytest.raises(ValueError):
         _train(graph, one, one, torch.tensor([1.0]), torch.tensor([-1.0]))
     with pytest.raises(ValueError):
-        DirectedGraph(n, torch.tensor([0]), torch.tensor([n]), torch.as_tensor(cat), torch.as_tensor(log_price))
+        DirectedGraph(
+            n, torch.tensor([0]), torch.tensor([n]), torch.as_tensor(cat), torch.as_tensor(log_price)
+        )
     with pytest.raises(ValueError):
         replace(ARCH, fanout_min=ARCH.fanout_max + 1)
 
@@ -268,9 +287,11 @@ def test_pair_logit_moments_match_monte_carlo_on_gaussian_embeddings():
     src, dst = np.array([0, 1, 2, 3, 5, 4]), np.array([1, 0, 2, 5, 3, 4])
     mean, var = pair_logit_moments(m, src, dst)
     rng = np.random.default_rng(1)
-    for i, (u, v) in enumerate(zip(src, dst)):
+    for i, (u, v) in enumerate(zip(src, dst, strict=False)):
         s = m["s_mean"][u] + np.sqrt(m["s_var"][u]) * rng.standard_normal((draws, d))
-        t = m["t_mean"][v] + np.sqrt(m["t_var"][v]) * rng.standard_normal((draws, d))  # independent, even if u == v
+        t = m["t_mean"][v] + np.sqrt(m["t_var"][v]) * rng.standard_normal(
+            (draws, d)
+        )  # independent, even if u == v
         logit = (s * t) @ m["head_w"] + m["head_b"][0]
         assert mean[i] == pytest.approx(logit.mean(), abs=4 * logit.std() / np.sqrt(draws) + 1e-4)
         assert var[i] == pytest.approx(logit.var(), rel=0.03)

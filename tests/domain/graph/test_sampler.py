@@ -23,14 +23,14 @@ def _star_graph() -> tuple[torch.Tensor, torch.Tensor, int]:
 
 def _neighbours(src: torch.Tensor, dst: torch.Tensor, n: int) -> list[list[int]]:
     out: list[list[int]] = [[] for _ in range(n)]
-    for u, v in zip(src.tolist(), dst.tolist()):
+    for u, v in zip(src.tolist(), dst.tolist(), strict=False):
         out[u].append(v)
     return out
 
 
 def _by_centre(centre_pos: torch.Tensor, neighbour: torch.Tensor, n_centres: int) -> list[list[int]]:
     out: list[list[int]] = [[] for _ in range(n_centres)]
-    for c, v in zip(centre_pos.tolist(), neighbour.tolist()):
+    for c, v in zip(centre_pos.tolist(), neighbour.tolist(), strict=False):
         out[c].append(v)
     return out
 
@@ -129,7 +129,9 @@ def test_cold_start_fallback_samples_neighbours_of_same_group_products():
     group[45] = 1  # node 45 (a sink) is alone in group 1: nothing to borrow
     members = group_members(group, csr.degree() > 0, 2)
     g = torch.Generator().manual_seed(4)
-    cp, nb = sample_neighbourhood(csr, torch.tensor([50, 45]), FMIN, FMAX, TWO_HOP, g, fallback=(group, members))
+    cp, nb = sample_neighbourhood(
+        csr, torch.tensor([50, 45]), FMIN, FMAX, TWO_HOP, g, fallback=(group, members)
+    )
     per = _by_centre(cp, nb, 2)
     assert len(per[0]) == FMAX and set(per[0]) <= {2, 3, 4}  # out-neighbours of 1 and 2
     assert per[1] == []
@@ -181,15 +183,15 @@ def test_sampler_invariants_on_random_graphs(case):
     n, src, dst, centres, fmin, fmax, two_hop, seed = case
     csr = CSR.from_edges(torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long), n)
     nbrs = [Counter() for _ in range(n)]
-    for u, v in zip(src, dst):
+    for u, v in zip(src, dst, strict=False):
         nbrs[u][v] += 1
     c = torch.tensor(centres, dtype=torch.long)
     cp, nb = sample_neighbourhood(csr, c, fmin, fmax, two_hop, torch.Generator().manual_seed(seed))
     assert cp.dtype == torch.long and nb.dtype == torch.long and cp.shape == nb.shape
     assert bool((cp[1:] >= cp[:-1]).all())
     if cp.numel():
-        assert 0 <= int(cp.min()) and int(cp.max()) < len(centres)
-        assert 0 <= int(nb.min()) and int(nb.max()) < n
+        assert int(cp.min()) >= 0 and int(cp.max()) < len(centres)
+        assert int(nb.min()) >= 0 and int(nb.max()) < n
     per = _by_centre(cp, nb, len(centres))
     for pos, u in enumerate(centres):
         got = Counter(per[pos])

@@ -1,4 +1,5 @@
-"""The on-call dashboard as a person sees it: `evidently ui` on a filled workspace, rendered in headless Chromium.
+"""The on-call dashboard as a person sees it: `evidently ui` on a filled workspace,
+rendered in headless Chromium.
 
 Needs Debian's chromium (`apt-get install -y chromium`); skipped without it. Keeps a screenshot as a test
 artifact under $NEXTBUY_TEST_ARTIFACTS (else the test's tmp dir) and prints its path.
@@ -6,6 +7,7 @@ artifact under $NEXTBUY_TEST_ARTIFACTS (else the test's tmp dir) and prints its 
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import shutil
@@ -28,9 +30,18 @@ SERVER_START_TIMEOUT_S = 90
 CHROMIUM_TIMEOUT_S = 120
 # --force-prefers-reduced-motion: the charts draw their lines with a CSS reveal animation that headless
 # screenshots can catch half-way (axes without lines); reduced motion makes them draw at once.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--force-prefers-reduced-motion", "--virtual-time-budget=15000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--force-prefers-reduced-motion",
+    "--virtual-time-budget=15000",
+]
 
 
 def _free_port() -> int:
@@ -50,10 +61,8 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=timeout)
 
 
@@ -61,13 +70,15 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 def chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        pytest.skip("chromium not installed (Debian: apt-get install -y chromium); cannot render the dashboard")
+        pytest.skip(
+            "chromium not installed (Debian: apt-get install -y chromium); cannot render the dashboard"
+        )
     return path
 
 
 @pytest.fixture
 def evidently_ui(tmp_path):
-    """(base url, project id, workspace) of a running `evidently ui` on a workspace filled with test windows."""
+    """(base url, project id, workspace) of a running `evidently ui` on a workspace of test windows."""
     workspace = tmp_path / "workspace"
     project_id, _ = fill_workspace(workspace)
     port = _free_port()
@@ -75,7 +86,12 @@ def evidently_ui(tmp_path):
     env = dict(os.environ, DO_NOT_TRACK="1")
     proc = subprocess.Popen(
         [str(EVIDENTLY), "ui", "--workspace", str(workspace), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, start_new_session=True)
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -99,8 +115,11 @@ def evidently_ui(tmp_path):
 
 
 def _chromium(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, timeout=CHROMIUM_TIMEOUT_S)
+    return subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        timeout=CHROMIUM_TIMEOUT_S,
+    )
 
 
 def test_dashboard_renders_panels_with_data(chromium, evidently_ui, tmp_path):  # chromium first: skip early
@@ -121,8 +140,9 @@ def test_dashboard_renders_panels_with_data(chromium, evidently_ui, tmp_path):  
     artifacts.mkdir(parents=True, exist_ok=True)
     screenshot = artifacts / "dashboard.png"
     screenshot.unlink(missing_ok=True)
-    shot = _chromium(chromium, tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1400,2000",
-                     url)
+    shot = _chromium(
+        chromium, tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1400,2000", url
+    )
     assert shot.returncode == 0, shot.stderr.decode(errors="replace")[-2000:]
     assert screenshot.exists() and screenshot.stat().st_size > 20_000
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

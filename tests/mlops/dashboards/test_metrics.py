@@ -19,8 +19,11 @@ def _single_values(snapshot_or_run) -> dict:
 
     out = {}
     for result in snapshot_or_run.metric_results.values():
-        values = [result] if isinstance(result, SingleValue) else [
-            getattr(result, "count", None), getattr(result, "share", None)]
+        values = (
+            [result]
+            if isinstance(result, SingleValue)
+            else [getattr(result, "count", None), getattr(result, "share", None)]
+        )
         for value in values:
             if value is None:
                 continue
@@ -56,8 +59,11 @@ def test_snapshot_holds_bucket_table_values_and_drift(windows_and_snapshots):
         assert drifted["share"] == pytest.approx(drifted["count"] / len(metrics.DRIFT_COLUMNS))
 
     def score_drift(snapshot):
-        return next(v for k, v in _single_values(snapshot).items()
-                    if k[0] == "ValueDrift" and dict(k[1])["column"] == "score")
+        return next(
+            v
+            for k, v in _single_values(snapshot).items()
+            if k[0] == "ValueDrift" and dict(k[1])["column"] == "score"
+        )
 
     # the synthetic score shifts by 0.12 sd a day: PSI must grow from the first to the last window
     assert score_drift(snapshots[-1]) > score_drift(snapshots[0])
@@ -80,8 +86,9 @@ def test_window_without_prices_and_tz_aware_start():
         metrics.window_snapshot(rows, reference, table.drop(columns=["naive"]), START, [])
 
 
-@pytest.mark.parametrize("name", ["ValueDrift", "evidently:metric_v2:ValueDrift", "BucketPositivity",
-                                  "RowCount"])
+@pytest.mark.parametrize(
+    "name", ["ValueDrift", "evidently:metric_v2:ValueDrift", "BucketPositivity", "RowCount"]
+)
 def test_metric_types_known_to_evidently(name):
     assert metrics.is_metric_type(name)
 

@@ -57,8 +57,12 @@ def test_publish_twice_is_idempotent_and_reloads(tmp_path, windows_and_snapshots
     # re-publishing one window with new numbers replaces that run (no duplicate point in the series)
     start, rows, table = windows[0]
     changed = table.assign(estimated=table["estimated"] + 0.05, alert=True)
-    publish(workspace, PROJECT, [metrics.window_snapshot(rows, reference, changed, start, ["rerun"])],
-            DASHBOARD_SPEC)
+    publish(
+        workspace,
+        PROJECT,
+        [metrics.window_snapshot(rows, reference, changed, start, ["rerun"])],
+        DASHBOARD_SPEC,
+    )
     ws = Workspace(str(workspace))
     runs = ws.list_runs(first)
     assert len(runs) == N_WINDOWS
@@ -82,8 +86,10 @@ def test_series_the_ui_reads_one_line_per_bucket_and_nan_gaps(tmp_path, windows_
     project_id = publish(tmp_path / "ws", PROJECT, snapshots, DASHBOARD_SPEC)
     dashboard = Workspace(str(tmp_path / "ws")).get_dashboard(project_id)
     panel = next(p for p in dashboard.panels if p.title.startswith("Observed positivity per bucket"))
-    filters = [SeriesFilter(tags=v.tags, metadata=v.metadata, metric=v.metric, metric_labels=v.metric_labels)
-               for v in panel.values]
+    filters = [
+        SeriesFilter(tags=v.tags, metadata=v.metadata, metric=v.metric, metric_labels=v.metric_labels)
+        for v in panel.values
+    ]
     storage = InMemoryDataStorage(str(tmp_path / "ws"))
     response = asyncio.run(storage.get_data_series(uuid.UUID(project_id), filters, None, None))
     assert len(response.sources) == N_WINDOWS
@@ -93,7 +99,8 @@ def test_series_the_ui_reads_one_line_per_bucket_and_nan_gaps(tmp_path, windows_
         observed = series[(str(b), "observed")]
         expected = [t.loc[t["bucket"] == b, "observed"].item() for _, _, t in windows]
         assert [None if math.isnan(e) else pytest.approx(e) for e in expected] == [
-            None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in observed]
+            None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in observed
+        ]
     legends = {v.legend for v in panel.values}
     assert legends == {f"bucket {b} {k}" for b in range(N_BUCKETS) for k in ("observed", "predicted")}
 

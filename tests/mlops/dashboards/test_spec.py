@@ -34,14 +34,21 @@ def test_defaults(tmp_path):
     spec = _load(tmp_path, "panels:\n  - title: x\n    series: [{metric: drifted_columns}]\n")
     panel = spec.panels[0]
     assert (spec.tab, panel.type, panel.size, panel.aggregation, panel.stacked, panel.tab) == (
-        "On-call", "line", "full", "last", False, None)
+        "On-call",
+        "line",
+        "full",
+        "last",
+        False,
+        None,
+    )
     assert panel.series[0].value_type == "share" and panel.series[0].metric_type == "DriftedColumnsCount"
 
 
 def test_dashboard_spec_errors_are_loud(tmp_path):
     bad = tmp_path / "dashboard.yaml"
-    bad.write_text("panels:\n  - title: x\n    type: line\n    series:\n"
-                   "      - {metric: positivity, kind: nope}\n")
+    bad.write_text(
+        "panels:\n  - title: x\n    type: line\n    series:\n      - {metric: positivity, kind: nope}\n"
+    )
     with pytest.raises(DashboardSpecError, match="kind"):
         load_dashboard_spec(bad)
     bad.write_text("panels:\n  - title: x\n    colour: red\n    series: [{metric: volume}]\n")
@@ -62,11 +69,17 @@ def test_bad_panel_type(tmp_path):
     assert "panels[0].type (panel 'Drift')" in message and "'line', 'bar', 'counter' or 'text'" in message
 
 
-@pytest.mark.parametrize("text, field", [
-    ("panels:\n  - title: x\n    colour: red\n    series: [{metric: volume}]\n", "panels[0].colour"),
-    ("panels:\n  - title: x\n    series: [{metric: volume, colour: red}]\n", "panels[0].series[0].colour"),
-    ("colour: red\npanels:\n  - {title: x, type: text}\n", "colour"),
-])
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("panels:\n  - title: x\n    colour: red\n    series: [{metric: volume}]\n", "panels[0].colour"),
+        (
+            "panels:\n  - title: x\n    series: [{metric: volume, colour: red}]\n",
+            "panels[0].series[0].colour",
+        ),
+        ("colour: red\npanels:\n  - {title: x, type: text}\n", "colour"),
+    ],
+)
 def test_unknown_key(tmp_path, text, field):
     message = _error(tmp_path, text)
     assert f"{field}" in message and "unknown keys" in message
@@ -83,39 +96,50 @@ def test_raw_evidently_metric_is_accepted(tmp_path):
     assert spec.panels[0].series[0].labels == {"a": "1"}
 
 
-@pytest.mark.parametrize("series, field, words", [
-    ("{metric: positivity}", "series[0].kind", "positivity needs kind"),
-    ("{metric: positivity, kind: nope}", "series[0].kind", "'estimated_hi'"),
-    ("{metric: drift}", "series[0].column", "drift needs a column"),
-    ("{metric: drifted_columns, value: pct}", "series[0].value", "'share' or 'count'"),
-    ("{metric: volume, legend: 'bucket {bucket}'}", "series[0].legend", "never filled"),
-    ("{metric: drift, column: score, legend: '{kind}'}", "series[0].legend", "never filled"),
-])
+@pytest.mark.parametrize(
+    "series, field, words",
+    [
+        ("{metric: positivity}", "series[0].kind", "positivity needs kind"),
+        ("{metric: positivity, kind: nope}", "series[0].kind", "'estimated_hi'"),
+        ("{metric: drift}", "series[0].column", "drift needs a column"),
+        ("{metric: drifted_columns, value: pct}", "series[0].value", "'share' or 'count'"),
+        ("{metric: volume, legend: 'bucket {bucket}'}", "series[0].legend", "never filled"),
+        ("{metric: drift, column: score, legend: '{kind}'}", "series[0].legend", "never filled"),
+    ],
+)
 def test_series_rules(tmp_path, series, field, words):
     message = _error(tmp_path, f"panels:\n  - title: x\n    series: [{series}]\n")
     assert field in message and words in message
 
 
-@pytest.mark.parametrize("text, field, words", [
-    ("panels: []\n", "panels", "at least 1 item"),
-    ("tab: x\n", "panels", "Field required"),
-    ("panels:\n  - {type: text}\n", "panels[0].title", "Field required"),
-    ("panels:\n  - {title: '', type: text}\n", "panels[0].title", "at least 1 character"),
-    ("panels:\n  - {title: x}\n", "panels[0].series", "non-empty 'series'"),
-    ("panels:\n  - {title: x, type: text, size: big}\n", "panels[0].size", "'full' or 'half'"),
-    ("panels:\n  - {title: x, aggregation: max, series: [{metric: volume}]}\n", "panels[0].aggregation",
-     "'avg'"),
-    ("panels:\n  - {title: 'b {bucket}', type: text}\n", "panels[0]", "title: placeholders ['bucket']"),
-    ("panels:\n  - [1]\n", "panels[0]", "valid dictionary"),
-    ("", "panels", "Field required"),
-])
+@pytest.mark.parametrize(
+    "text, field, words",
+    [
+        ("panels: []\n", "panels", "at least 1 item"),
+        ("tab: x\n", "panels", "Field required"),
+        ("panels:\n  - {type: text}\n", "panels[0].title", "Field required"),
+        ("panels:\n  - {title: '', type: text}\n", "panels[0].title", "at least 1 character"),
+        ("panels:\n  - {title: x}\n", "panels[0].series", "non-empty 'series'"),
+        ("panels:\n  - {title: x, type: text, size: big}\n", "panels[0].size", "'full' or 'half'"),
+        (
+            "panels:\n  - {title: x, aggregation: max, series: [{metric: volume}]}\n",
+            "panels[0].aggregation",
+            "'avg'",
+        ),
+        ("panels:\n  - {title: 'b {bucket}', type: text}\n", "panels[0]", "title: placeholders ['bucket']"),
+        ("panels:\n  - [1]\n", "panels[0]", "valid dictionary"),
+        ("", "panels", "Field required"),
+    ],
+)
 def test_panel_rules(tmp_path, text, field, words):
     message = _error(tmp_path, text)
     assert field in message and words in message
 
 
 def test_placeholders_filled_where_a_bucket_is_known(tmp_path):
-    spec = _load(tmp_path, """
+    spec = _load(
+        tmp_path,
+        """
 panels:
   - title: "Bucket {bucket}"
     description: "all of bucket {bucket}"
@@ -128,7 +152,8 @@ panels:
       - {metric: volume, bucket: 2, legend: "bucket {bucket}"}
       - {metric: volume, legend: "bucket {{bucket}}"}
       - {metric: drifted_columns, value: count, legend: "{value}"}
-""")
+""",
+    )
     assert len(spec.panels) == 2
 
 

@@ -20,20 +20,25 @@ N_BUCKETS = 3
 START = pd.Timestamp("2024-03-01")
 
 
-def make_rows(rng: np.random.Generator, n: int, score_shift: float = 0.0,
-              log_price: bool = True) -> pd.DataFrame:
+def make_rows(
+    rng: np.random.Generator, n: int, score_shift: float = 0.0, log_price: bool = True
+) -> pd.DataFrame:
     uncertainty = rng.gamma(2.0, 0.1, n)
     prob = 1.0 / (1.0 + np.exp(-rng.normal(-2.0 + score_shift, 1.0, n)))
-    return pd.DataFrame({
-        "score": rng.normal(score_shift, 1.0, n),
-        "uncertainty": uncertainty,
-        "bucket": np.digitize(uncertainty, [0.15, 0.3]).astype(int),
-        "prob_calibrated": prob,
-        "category": rng.integers(0, 8, n),
-        "log_price": np.where(rng.random(n) < 0.05, np.nan, rng.normal(3.0, 1.0, n)) if log_price else np.nan,
-        "label_observed": (rng.random(n) < prob).astype(int),
-        "expected_label": prob,
-    })
+    return pd.DataFrame(
+        {
+            "score": rng.normal(score_shift, 1.0, n),
+            "uncertainty": uncertainty,
+            "bucket": np.digitize(uncertainty, [0.15, 0.3]).astype(int),
+            "prob_calibrated": prob,
+            "category": rng.integers(0, 8, n),
+            "log_price": np.where(rng.random(n) < 0.05, np.nan, rng.normal(3.0, 1.0, n))
+            if log_price
+            else np.nan,
+            "label_observed": (rng.random(n) < prob).astype(int),
+            "expected_label": prob,
+        }
+    )
 
 
 def make_bucket_table(rows: pd.DataFrame, day: int, n_days: int) -> pd.DataFrame:
@@ -44,12 +49,19 @@ def make_bucket_table(rows: pd.DataFrame, day: int, n_days: int) -> pd.DataFrame
         predicted = float(b["prob_calibrated"].mean())
         estimated = predicted * (1.0 + 0.1 * bucket * day / n_days)
         half_width = 1.96 * math.sqrt(estimated * (1 - estimated) / max(len(b), 1))
-        out.append({"bucket": bucket, "volume": float(len(b)), "predicted": predicted,
-                    "observed": float(b["label_observed"].mean()) if day < n_days - 2 else np.nan,
-                    "naive": float(b["label_observed"].mean()) * (1.0 - 0.15 * day / n_days),
-                    "estimated": estimated, "estimated_lo": estimated - half_width,
-                    "estimated_hi": estimated + half_width,
-                    "alert": bool(bucket == N_BUCKETS - 1 and day == n_days - 1)})
+        out.append(
+            {
+                "bucket": bucket,
+                "volume": float(len(b)),
+                "predicted": predicted,
+                "observed": float(b["label_observed"].mean()) if day < n_days - 2 else np.nan,
+                "naive": float(b["label_observed"].mean()) * (1.0 - 0.15 * day / n_days),
+                "estimated": estimated,
+                "estimated_lo": estimated - half_width,
+                "estimated_hi": estimated + half_width,
+                "alert": bool(bucket == N_BUCKETS - 1 and day == n_days - 1),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -65,9 +77,12 @@ def make_windows(n_windows: int = N_WINDOWS, seed: int = 0):
 
 
 def make_snapshots(reference, windows):
-    return [window_snapshot(rows, reference, table.assign(window_start=start), start,
-                            [f"window:{start:%Y-%m-%d}"])
-            for start, rows, table in windows]
+    return [
+        window_snapshot(
+            rows, reference, table.assign(window_start=start), start, [f"window:{start:%Y-%m-%d}"]
+        )
+        for start, rows, table in windows
+    ]
 
 
 def fill_workspace(workspace: Path, project: str = PROJECT) -> tuple[str, list]:
@@ -94,5 +109,11 @@ def assert_table_equal(stored: pd.DataFrame, table: pd.DataFrame) -> None:
     expected = expected.sort_values("bucket").reset_index(drop=True)
     assert stored["bucket"].tolist() == expected["bucket"].tolist()
     for column in TABLE_COLUMNS[1:]:
-        np.testing.assert_allclose(stored[column].to_numpy(float), expected[column].to_numpy(float),
-                                   rtol=0, atol=0, equal_nan=True, err_msg=column)
+        np.testing.assert_allclose(
+            stored[column].to_numpy(float),
+            expected[column].to_numpy(float),
+            rtol=0,
+            atol=0,
+            equal_nan=True,
+            err_msg=column,
+        )

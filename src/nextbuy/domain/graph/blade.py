@@ -147,7 +147,7 @@ class GraphIndex:
     in_fallback: tuple[Tensor, CSR] | None
 
     @classmethod
-    def build(cls, graph: DirectedGraph, cold_start_fallback: bool = True) -> "GraphIndex":
+    def build(cls, graph: DirectedGraph, cold_start_fallback: bool = True) -> GraphIndex:
         out_csr = CSR.from_edges(graph.src, graph.dst, graph.n_nodes)
         in_csr = CSR.from_edges(graph.dst, graph.src, graph.n_nodes)
         out_fb = in_fb = None
@@ -206,13 +206,18 @@ class BladeModel(nn.Module):
         self.register_buffer("price_stats", torch.tensor([price_mean, price_std], dtype=torch.float32))
 
     @classmethod
-    def for_graph(cls, graph: DirectedGraph, architecture: Architecture) -> "BladeModel":
+    def for_graph(cls, graph: DirectedGraph, architecture: Architecture) -> BladeModel:
         """A model sized for ``graph``, with its price features standardised on the graph's known prices."""
         lp = graph.log_price[torch.isfinite(graph.log_price)]
         mean = float(lp.mean()) if lp.numel() else 0.0
         std = float(lp.std()) if lp.numel() > 1 else 1.0
-        return cls(graph.n_nodes, graph.n_categories, **asdict(architecture),
-                   price_mean=mean, price_std=std if std > 1e-6 else 1.0)
+        return cls(
+            graph.n_nodes,
+            graph.n_categories,
+            **asdict(architecture),
+            price_mean=mean,
+            price_std=std if std > 1e-6 else 1.0,
+        )
 
     def index(self, graph: DirectedGraph) -> GraphIndex:
         """The adjacency this model samples from (with its cold-start fallback setting)."""
@@ -327,10 +332,14 @@ class _Conversions:
     weight: Tensor
 
     @classmethod
-    def checked(cls, n_nodes: int, src, dst, label, weight) -> "_Conversions":
+    def checked(cls, n_nodes: int, src, dst, label, weight) -> _Conversions:
         as_1d = lambda x, dtype: torch.as_tensor(x).to(dtype).reshape(-1)  # noqa: E731
-        conv = cls(as_1d(src, torch.long), as_1d(dst, torch.long), as_1d(label, torch.float32),
-                   as_1d(weight, torch.float32))
+        conv = cls(
+            as_1d(src, torch.long),
+            as_1d(dst, torch.long),
+            as_1d(label, torch.float32),
+            as_1d(weight, torch.float32),
+        )
         n = len(conv)
         if not (conv.dst.numel() == conv.label.numel() == conv.weight.numel() == n):
             raise ValueError("conversion arrays must all have the same length")
@@ -400,8 +409,9 @@ class _Trainer:
     then per step the link negatives, the neighbourhood samples and the dropout masks: reordering
     any of these changes the trained numbers."""
 
-    def __init__(self, graph: DirectedGraph, conv: _Conversions, architecture: Architecture,
-                 schedule: TrainingSchedule) -> None:
+    def __init__(
+        self, graph: DirectedGraph, conv: _Conversions, architecture: Architecture, schedule: TrainingSchedule
+    ) -> None:
         self.graph, self.conv, self.schedule = graph, conv, schedule
         self.generator = torch.Generator().manual_seed(int(schedule.seed))
         self.model = _seeded_model(graph, architecture, conv, int(schedule.seed))
@@ -421,8 +431,13 @@ class _Trainer:
         losses = _EpochLosses()
         # Off a terminal (DVC, Airflow logs) refresh rarely so logs stay readable.
         desc = f"blade epoch {epoch + 1}/{self.schedule.epochs}"
-        bar = tqdm(range(self.steps), desc=desc, disable=not progress, leave=False,
-                   mininterval=0.1 if sys.stderr.isatty() else 10.0)
+        bar = tqdm(
+            range(self.steps),
+            desc=desc,
+            disable=not progress,
+            leave=False,
+            mininterval=0.1 if sys.stderr.isatty() else 10.0,
+        )
         bs = self.batch_size
         for step in bar:
             links = self._link_examples(perm_e, step)
@@ -440,8 +455,14 @@ class _Trainer:
             empty = torch.zeros(0, dtype=torch.long)
             return empty, empty, torch.zeros(0)
         eb = perm_e[(step * lbs + torch.arange(lbs)) % n_edges]
-        return _link_batch(self.graph.src[eb], self.graph.dst[eb], self.keys, self.graph.n_nodes,
-                           self.schedule.reverse_negative_share, self.generator)
+        return _link_batch(
+            self.graph.src[eb],
+            self.graph.dst[eb],
+            self.keys,
+            self.graph.n_nodes,
+            self.schedule.reverse_negative_share,
+            self.generator,
+        )
 
     def _step(self, cb: Tensor, links: tuple[Tensor, Tensor, Tensor], losses: _EpochLosses) -> None:
         """One optimiser step on conversion examples ``cb`` and link examples ``links`` (one shared pass)."""
@@ -464,8 +485,9 @@ class _Trainer:
     def _conversion_loss(self, s: Tensor, t: Tensor, cb: Tensor, losses: _EpochLosses) -> Tensor | None:
         """``sum(w * bce) / sum(w)`` over the batch; None when the batch carries no weight."""
         w = self.conv.weight[cb]
-        bce = F.binary_cross_entropy_with_logits(self.model.conversion_logit(s, t), self.conv.label[cb],
-                                                 reduction="none")
+        bce = F.binary_cross_entropy_with_logits(
+            self.model.conversion_logit(s, t), self.conv.label[cb], reduction="none"
+        )
         wsum = float(w.sum())
         wb = (w * bce).sum()
         losses.conv_sum += float(wb.detach())
@@ -516,8 +538,9 @@ def train_blade(
 
 
 @torch.no_grad()
-def export_moments(model: BladeModel, graph: DirectedGraph, *, mc_samples: int, chunk: int,
-                   seed: int) -> dict[str, np.ndarray]:
+def export_moments(
+    model: BladeModel, graph: DirectedGraph, *, mc_samples: int, chunk: int, seed: int
+) -> dict[str, np.ndarray]:
     """Per-node mean and variance of ``s`` and ``t`` over ``mc_samples`` stochastic passes.
 
     Each pass has dropout on and draws fresh neighbourhoods (with the model's own
@@ -546,8 +569,9 @@ def export_moments(model: BladeModel, graph: DirectedGraph, *, mc_samples: int, 
     return out
 
 
-def _chunk_moments(model: BladeModel, index: GraphIndex, nodes: Tensor, mc: int,
-                   generator: torch.Generator) -> dict[str, np.ndarray]:
+def _chunk_moments(
+    model: BladeModel, index: GraphIndex, nodes: Tensor, mc: int, generator: torch.Generator
+) -> dict[str, np.ndarray]:
     """Mean and unbiased variance of ``s`` and ``t`` of ``nodes`` over ``mc`` passes (float64 sums)."""
     s_sum = torch.zeros(nodes.numel(), model.dim, dtype=torch.float64)
     s_sq = torch.zeros_like(s_sum)

@@ -41,7 +41,7 @@ class CSR:
     col: Tensor  # int64 [nnz]
 
     @classmethod
-    def from_edges(cls, src: Tensor, dst: Tensor, n_nodes: int, n_cols: int | None = None) -> "CSR":
+    def from_edges(cls, src: Tensor, dst: Tensor, n_nodes: int, n_cols: int | None = None) -> CSR:
         """Rows are ``src``; each row's neighbours are sorted by id. Duplicate edges are kept.
 
         ``n_cols`` (default ``n_nodes``) bounds the column ids, for rectangular maps such as
@@ -114,7 +114,9 @@ def _expand(counts: Tensor) -> tuple[Tensor, Tensor]:
     return rows, pos
 
 
-def _subset_without_replacement(n: Tensor, k: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def _subset_without_replacement(
+    n: Tensor, k: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
     """Uniform random k-subsets of ``range(n)`` per row (requires n >= k >= 0).
 
     Robert Floyd's algorithm run for all rows at once; loops over slots only.
@@ -146,8 +148,10 @@ def group_members(group: Tensor, eligible: Tensor, n_groups: int | None = None) 
     nodes = torch.nonzero(keep).reshape(-1)
     if n_groups is None:
         n_groups = int(group.max()) + 1 if group.numel() and int(group.max()) >= 0 else 0
-    return CSR.from_edges(group[nodes], nodes, n_groups, group.numel()) if n_groups else CSR(
-        rowptr=torch.zeros(1, dtype=torch.long), col=torch.zeros(0, dtype=torch.long)
+    return (
+        CSR.from_edges(group[nodes], nodes, n_groups, group.numel())
+        if n_groups
+        else CSR(rowptr=torch.zeros(1, dtype=torch.long), col=torch.zeros(0, dtype=torch.long))
     )
 
 
@@ -243,7 +247,9 @@ def sample_neighbourhood(
     return centre_pos[order], neighbour[order]
 
 
-def _walk_step(csr: CSR, rows: Tensor, mid: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def _walk_step(
+    csr: CSR, rows: Tensor, mid: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
     """One uniform random-walk step from ``mid``; drops walkers at dead ends."""
     mdeg = csr.rowptr[mid + 1] - csr.rowptr[mid]
     alive = mdeg > 0

@@ -44,8 +44,14 @@ DRIFT_METHOD = "psi"
 DRIFT_THRESHOLD = 0.1
 
 ROW_COLUMNS = {  # column -> dtype of the rows handed to window_snapshot
-    "score": "float64", "uncertainty": "float64", "bucket": "int64", "prob_calibrated": "float64",
-    "category": "int64", "log_price": "float64", "label_observed": "int64", "expected_label": "float64",
+    "score": "float64",
+    "uncertainty": "float64",
+    "bucket": "int64",
+    "prob_calibrated": "float64",
+    "category": "int64",
+    "log_price": "float64",
+    "label_observed": "int64",
+    "expected_label": "float64",
 }
 NUMERICAL_ROW_COLUMNS = ["score", "uncertainty", "prob_calibrated", "log_price", "expected_label"]
 CATEGORICAL_ROW_COLUMNS = ["bucket", "category", "label_observed"]
@@ -69,8 +75,9 @@ def is_metric_type(name: str) -> bool:
 def _bucket_table(context: Context) -> pd.DataFrame:
     dataset = context.additional_data.get(BUCKET_TABLE)
     if dataset is None:
-        raise ValueError(f"bucket metrics need the bucket table as additional_data[{BUCKET_TABLE!r}] "
-                         "of Report.run")
+        raise ValueError(
+            f"bucket metrics need the bucket table as additional_data[{BUCKET_TABLE!r}] of Report.run"
+        )
     return dataset.as_dataframe()
 
 
@@ -96,8 +103,9 @@ class BucketPositivity(SingleValueMetric):
 
 
 class BucketPositivityCalculation(SingleValueCalculation[BucketPositivity]):
-    def calculate(self, context: Context, current_data: Dataset,
-                  reference_data: Dataset | None) -> SingleValue:
+    def calculate(
+        self, context: Context, current_data: Dataset, reference_data: Dataset | None
+    ) -> SingleValue:
         return _without_widget(self.result(_bucket_value(context, self.metric.bucket, self.metric.kind)))
 
     def display_name(self) -> str:
@@ -111,8 +119,9 @@ class BucketVolume(SingleValueMetric):
 
 
 class BucketVolumeCalculation(SingleValueCalculation[BucketVolume]):
-    def calculate(self, context: Context, current_data: Dataset,
-                  reference_data: Dataset | None) -> SingleValue:
+    def calculate(
+        self, context: Context, current_data: Dataset, reference_data: Dataset | None
+    ) -> SingleValue:
         return _without_widget(self.result(_bucket_value(context, self.metric.bucket, "volume")))
 
     def display_name(self) -> str:
@@ -126,8 +135,9 @@ class BucketAlert(SingleValueMetric):
 
 
 class BucketAlertCalculation(SingleValueCalculation[BucketAlert]):
-    def calculate(self, context: Context, current_data: Dataset,
-                  reference_data: Dataset | None) -> SingleValue:
+    def calculate(
+        self, context: Context, current_data: Dataset, reference_data: Dataset | None
+    ) -> SingleValue:
         value = _bucket_value(context, self.metric.bucket, "alert")
         return _without_widget(self.result(0 if math.isnan(value) else int(value)))
 
@@ -140,8 +150,9 @@ class AlertedBucketsCount(SingleValueMetric):
 
 
 class AlertedBucketsCountCalculation(SingleValueCalculation[AlertedBucketsCount]):
-    def calculate(self, context: Context, current_data: Dataset,
-                  reference_data: Dataset | None) -> SingleValue:
+    def calculate(
+        self, context: Context, current_data: Dataset, reference_data: Dataset | None
+    ) -> SingleValue:
         alerts = pd.to_numeric(_bucket_table(context)["alert"], errors="coerce").fillna(0)
         return _without_widget(self.result(int((alerts != 0).sum())))
 
@@ -176,15 +187,29 @@ class BucketTablePreset(MetricContainer):
     def render(self, context: Context, child_widgets=None) -> list[BaseWidgetInfo]:
         table = _bucket_table(context)
         n_alerts = int(context.get_metric_result(AlertedBucketsCount()).value)
-        rows = [[_fmt(int(r["bucket"])), _fmt(int(r["volume"])) if pd.notna(r["volume"]) else "—",
-                 *[_fmt(float(r[k])) for k in BUCKET_KINDS], "ALERT" if r["alert"] else ""]
-                for _, r in table.sort_values("bucket").iterrows()]
+        rows = [
+            [
+                _fmt(int(r["bucket"])),
+                _fmt(int(r["volume"])) if pd.notna(r["volume"]) else "—",
+                *[_fmt(float(r[k])) for k in BUCKET_KINDS],
+                "ALERT" if r["alert"] else "",
+            ]
+            for _, r in table.sort_values("bucket").iterrows()
+        ]
         return [
-            counter(title="Alerting buckets in this window", size=WidgetSize.FULL,
-                    counters=[CounterData(label="buckets alerting", value=str(n_alerts)),
-                              CounterData(label="buckets", value=str(len(table)))]),
-            table_data(title="Positivity per uncertainty bucket (from the monitor stage)",
-                       column_names=["bucket", "volume", *BUCKET_KINDS, "alert"], data=rows),
+            counter(
+                title="Alerting buckets in this window",
+                size=WidgetSize.FULL,
+                counters=[
+                    CounterData(label="buckets alerting", value=str(n_alerts)),
+                    CounterData(label="buckets", value=str(len(table))),
+                ],
+            ),
+            table_data(
+                title="Positivity per uncertainty bucket (from the monitor stage)",
+                column_names=["bucket", "volume", *BUCKET_KINDS, "alert"],
+                data=rows,
+            ),
         ]
 
 
@@ -222,8 +247,9 @@ def _clean_bucket_table(bucket_table: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"bucket_table lacks columns {missing}")
     table = bucket_table[list(TABLE_COLUMNS)].reset_index(drop=True).copy()
     if table["bucket"].isna().any() or table["bucket"].duplicated().any():
-        raise ValueError("bucket_table must hold one row per bucket of the window, "
-                         f"got buckets {table['bucket'].tolist()}")
+        raise ValueError(
+            f"bucket_table must hold one row per bucket of the window, got buckets {table['bucket'].tolist()}"
+        )
     table["bucket"] = table["bucket"].astype("int64")
     for column in ("volume", *BUCKET_KINDS):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
@@ -232,35 +258,55 @@ def _clean_bucket_table(bucket_table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rows_definition(frame: pd.DataFrame) -> DataDefinition:
-    return DataDefinition(numerical_columns=[c for c in NUMERICAL_ROW_COLUMNS if c in frame.columns],
-                          categorical_columns=[c for c in CATEGORICAL_ROW_COLUMNS if c in frame.columns])
+    return DataDefinition(
+        numerical_columns=[c for c in NUMERICAL_ROW_COLUMNS if c in frame.columns],
+        categorical_columns=[c for c in CATEGORICAL_ROW_COLUMNS if c in frame.columns],
+    )
 
 
 def _datasets(table: pd.DataFrame, current: pd.DataFrame, reference: pd.DataFrame) -> tuple[Dataset, ...]:
     """(bucket table, current rows, reference rows) as Evidently datasets."""
-    table_definition = DataDefinition(numerical_columns=["volume", *BUCKET_KINDS],
-                                      categorical_columns=["bucket", "alert"])
+    table_definition = DataDefinition(
+        numerical_columns=["volume", *BUCKET_KINDS], categorical_columns=["bucket", "alert"]
+    )
     # column stats of an all-NaN column (observed before any label matured, log_price without prices)
     # divide 0/0
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (Dataset.from_pandas(table, data_definition=table_definition),
-                Dataset.from_pandas(current, data_definition=_rows_definition(current)),
-                Dataset.from_pandas(reference, data_definition=_rows_definition(reference)))
+        return (
+            Dataset.from_pandas(table, data_definition=table_definition),
+            Dataset.from_pandas(current, data_definition=_rows_definition(current)),
+            Dataset.from_pandas(reference, data_definition=_rows_definition(reference)),
+        )
 
 
-def _window_metrics(table: pd.DataFrame, current: pd.DataFrame, reference: pd.DataFrame,
-                    drift_method: str, drift_threshold: float) -> list:
+def _window_metrics(
+    table: pd.DataFrame,
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    drift_method: str,
+    drift_threshold: float,
+) -> list:
     metrics: list = [BucketTablePreset(buckets=table["bucket"].tolist())]
     drift_columns = [c for c in DRIFT_COLUMNS if current[c].notna().any() and reference[c].notna().any()]
     if drift_columns:
-        metrics.append(DataDriftPreset(columns=drift_columns, method=drift_method, threshold=drift_threshold,
-                                       include_tests=False))
+        metrics.append(
+            DataDriftPreset(
+                columns=drift_columns, method=drift_method, threshold=drift_threshold, include_tests=False
+            )
+        )
     return metrics
 
 
-def window_snapshot(window_rows: pd.DataFrame, reference_rows: pd.DataFrame, bucket_table: pd.DataFrame,
-                    window_start: pd.Timestamp, tags: list[str], *, drift_method: str = DRIFT_METHOD,
-                    drift_threshold: float = DRIFT_THRESHOLD) -> Snapshot:
+def window_snapshot(
+    window_rows: pd.DataFrame,
+    reference_rows: pd.DataFrame,
+    bucket_table: pd.DataFrame,
+    window_start: pd.Timestamp,
+    tags: list[str],
+    *,
+    drift_method: str = DRIFT_METHOD,
+    drift_threshold: float = DRIFT_THRESHOLD,
+) -> Snapshot:
     """One Evidently Report run (a snapshot) for one window, timestamp = window_start.
 
     window_rows / reference_rows: score, uncertainty, bucket, prob_calibrated, category, log_price,
@@ -281,8 +327,11 @@ def window_snapshot(window_rows: pd.DataFrame, reference_rows: pd.DataFrame, buc
         additional_data={BUCKET_TABLE: table_dataset},
         timestamp=ts.to_pydatetime(),
         tags=[str(t) for t in tags],
-        metadata={WINDOW_KEY: ts.isoformat(), "rows": str(len(current)),
-                  "buckets": ",".join(str(b) for b in table["bucket"])},
+        metadata={
+            WINDOW_KEY: ts.isoformat(),
+            "rows": str(len(current)),
+            "buckets": ",".join(str(b) for b in table["bucket"]),
+        },
         name=f"window {ts:%Y-%m-%d %H:%M}",
     )
 

@@ -88,33 +88,39 @@ def _panel_metrics(s: SeriesSpec, buckets: Sequence[int], panel_bucket: int | No
     out = []
     for bucket in _series_buckets(s, buckets, panel_bucket):
         bucket_labels = dict(labels, **({"bucket": str(bucket)} if bucket is not None else {}))
-        legend = _fill(s.legend or _default_legend(s, bucket), bucket=bucket, kind=s.kind, column=s.column,
-                       value=s.value)
-        out.append(PanelMetric(metric=s.metric_type, metric_labels=bucket_labels, legend=legend,
-                               tags=list(s.tags)))
+        legend = _fill(
+            s.legend or _default_legend(s, bucket), bucket=bucket, kind=s.kind, column=s.column, value=s.value
+        )
+        out.append(
+            PanelMetric(metric=s.metric_type, metric_labels=bucket_labels, legend=legend, tags=list(s.tags))
+        )
     return out
 
 
-def _panel(p: PanelSpec, title: str, description: str | None,
-           values: list[PanelMetric]) -> DashboardPanelPlot:
+def _panel(
+    p: PanelSpec, title: str, description: str | None, values: list[PanelMetric]
+) -> DashboardPanelPlot:
     if p.type == "line":
         return ev_panels.line_plot_panel(title, values, description=description, size=p.size)
     if p.type == "bar":
-        return ev_panels.bar_plot_panel(title, values, description=description, size=p.size,
-                                        stacked=p.stacked)
+        return ev_panels.bar_plot_panel(
+            title, values, description=description, size=p.size, stacked=p.stacked
+        )
     if p.type == "counter":
-        return ev_panels.counter_panel(title, values, description=description, size=p.size,
-                                       aggregation=p.aggregation)
+        return ev_panels.counter_panel(
+            title, values, description=description, size=p.size, aggregation=p.aggregation
+        )
     return ev_panels.text_panel(title, description=description, size=p.size)
 
 
 def _expanded_panels(p: PanelSpec, buckets: Sequence[int]) -> list[DashboardPanelPlot]:
     """The panel, or one per bucket for a per_bucket panel."""
     out = []
-    for panel_bucket in (buckets if p.per_bucket else [None]):
+    for panel_bucket in buckets if p.per_bucket else [None]:
         values = [m for s in p.series for m in _panel_metrics(s, buckets, panel_bucket)]
-        out.append(_panel(p, _fill(p.title, bucket=panel_bucket), _fill(p.description, bucket=panel_bucket),
-                          values))
+        out.append(
+            _panel(p, _fill(p.title, bucket=panel_bucket), _fill(p.description, bucket=panel_bucket), values)
+        )
     return out
 
 
@@ -130,8 +136,10 @@ def build_dashboard(spec: DashboardSpec, buckets: Iterable[int], project_id: Any
             panel.id = uuid.uuid5(_ID_NAMESPACE, f"{project_id}/panel/{tab}/{panel.title}/{len(panels)}")
             panels.append(panel)
             tabs.setdefault(tab, []).append(panel.id)
-    tab_models = [DashboardTabModel(id=uuid.uuid5(_ID_NAMESPACE, f"{project_id}/tab/{t}"), title=t,
-                                    panels=ids) for t, ids in tabs.items()]
+    tab_models = [
+        DashboardTabModel(id=uuid.uuid5(_ID_NAMESPACE, f"{project_id}/tab/{t}"), title=t, panels=ids)
+        for t, ids in tabs.items()
+    ]
     return DashboardModel(tabs=tab_models, panels=panels)
 
 
@@ -173,8 +181,9 @@ def _stored_windows(ws: Workspace, project_id: Any) -> tuple[dict[str, list[Any]
     return run_ids, window_buckets
 
 
-def publish(workspace_dir: str | Path, project_name: str, snapshots: list,
-            dashboard_spec_path: str | Path) -> str:
+def publish(
+    workspace_dir: str | Path, project_name: str, snapshots: list, dashboard_spec_path: str | Path
+) -> str:
     """Create or reuse the project named project_name in a local Workspace at workspace_dir, add every
     snapshot (ws.add_run; a window already in the project is replaced, so re-running the monitor stage
     does not duplicate points), and rebuild the dashboard from dashboard_spec_path for the buckets of all

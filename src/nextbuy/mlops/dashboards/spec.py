@@ -69,8 +69,10 @@ class SeriesSpec(_Spec):
     @classmethod
     def _known_metric(cls, metric: str) -> str:
         if metric not in METRIC_ALIASES and not is_metric_type(metric):
-            raise ValueError(f"unknown metric {metric!r}: use one of {sorted(METRIC_ALIASES)} "
-                             "or an Evidently metric type name (with `labels`)")
+            raise ValueError(
+                f"unknown metric {metric!r}: use one of {sorted(METRIC_ALIASES)} "
+                "or an Evidently metric type name (with `labels`)"
+            )
         return metric
 
     @field_validator("kind")
@@ -135,13 +137,17 @@ class PanelSpec(_Spec):
         for name in ("title", "description"):
             unfilled = _placeholders(getattr(self, name)) - panel_fields
             if unfilled:
-                raise ValueError(f"{name}: placeholders {sorted(unfilled)} are never filled "
-                                 "(a title or description may use {bucket}, in a per_bucket panel)")
+                raise ValueError(
+                    f"{name}: placeholders {sorted(unfilled)} are never filled "
+                    "(a title or description may use {bucket}, in a per_bucket panel)"
+                )
         for j, s in enumerate(self.series):
             unfilled = _placeholders(s.legend) - s.legend_fields(self.per_bucket)
             if unfilled:
-                raise ValueError(f"series[{j}].legend: placeholders {sorted(unfilled)} are never filled "
-                                 "(use {{bucket}} for the series Evidently draws per bucket)")
+                raise ValueError(
+                    f"series[{j}].legend: placeholders {sorted(unfilled)} are never filled "
+                    "(use {{bucket}} for the series Evidently draws per bucket)"
+                )
         return self
 
 
