@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from nextbuy.stage_list import dag_stages
+from tests.conftest import ROOT
 from tests.helpers import project_copy, project_env
 
 pytestmark = pytest.mark.slow
@@ -36,7 +38,7 @@ def pipeline(tmp_path_factory):
 def test_dvc_repro_runs_all_stages_and_registers_champion(pipeline, tiny_params):
     dest, env = pipeline
 
-    for stage in ("ingest", "label_delay", "train", "calibrate", "thresholds", "deploy"):
+    for stage in dag_stages(ROOT, "training"):
         assert json.loads((dest / "metrics" / f"{stage}.json").read_text()), stage
     deploy = json.loads((dest / "metrics" / "deploy.json").read_text())
     assert deploy["passed"] and deploy["champion_version"] == deploy["version"] == 1
