@@ -1,0 +1,94 @@
+"""Imports point down the layers: domain <- mlops <- stages <- orchestration/CLI <- DAGs,
+with bench/ on top. Read from the source (ast), so a lazy import inside a function
+counts as much as one at the top of a module."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.imports import SRC, imported_modules
+
+PACKAGE = SRC / "nextbuy"
+# What each layer must never import (prefixes of module names).
+FORBIDDEN = {
+    "nextbuy.domain": (
+        "nextbuy.mlops",
+        "nextbuy.stages",
+        "nextbuy.orchestration",
+        "nextbuy.cli",
+        "nextbuy.pipeline",
+        "nextbuy.serving_fixtures",
+        "nextbuy.bench",
+        "nextbuy.data",
+    ),
+    "nextbuy.data": (
+        "nextbuy.stages",
+        "nextbuy.orchestration",
+        "nextbuy.cli",
+        "nextbuy.pipeline",
+        "nextbuy.bench",
+    ),
+    "nextbuy.mlops": (
+        "nextbuy.stages",
+        "nextbuy.orchestration",
+        "nextbuy.cli",
+        "nextbuy.pipeline",
+        "nextbuy.serving_fixtures",
+        "nextbuy.bench",
+    ),
+    "nextbuy.stages": ("nextbuy.orchestration", "nextbuy.cli", "nextbuy.pipeline", "nextbuy.bench"),
+    "nextbuy.orchestration": ("nextbuy.bench",),
+    "nextbuy.cli": ("nextbuy.bench",),  # `nextbuy bench` dispatches by name (importlib), never imports it
+    "nextbuy.pipeline": ("nextbuy.bench",),
+    "nextbuy.serving_fixtures": ("nextbuy.bench",),
+}
+
+
+def module_name(file) -> str:
+    parts = file.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules_of(layer: str) -> list[str]:
+    files = [f for f in PACKAGE.rglob("*.py") if module_name(f).startswith(layer)]
+    return sorted(
+        module_name(f) for f in files if module_name(f) == layer or module_name(f).startswith(layer + ".")
+    )
+
+
+def violations(module: str, forbidden: tuple[str, ...]) -> list[str]:
+    file = SRC / (module.replace(".", "/") + ".py")
+    if not file.exists():
+        file = SRC / module.replace(".", "/") / "__init__.py"
+    return sorted(
+        m for m in imported_modules(file) if any(m == f or m.startswith(f + ".") for f in forbidden)
+    )
+
+
+@pytest.mark.parametrize("layer", list(FORBIDDEN))
+def test_layer_imports_only_downwards(layer):
+    bad = {m: violations(m, FORBIDDEN[layer]) for m in modules_of(layer)}
+    assert {m: v for m, v in bad.items() if v} == {}
+
+
+def test_stages_never_import_each_other():
+    for stage in modules_of("nextbuy.stages"):
+        others = [m for m in violations(stage, ("nextbuy.stages",)) if m not in (stage, "nextbuy.stages")]
+        assert others == [], f"{stage} imports {others}: shared logic belongs in the domain layer"
+
+
+def test_tests_never_import_bench():
+    for file in (ROOT / "tests").rglob("*.py"):
+        assert not [m for m in imported_modules(file) if m.startswith("nextbuy.bench")], file
+
+
+def test_the_check_sees_a_violation(tmp_path, monkeypatch):
+    fake = tmp_path / "nextbuy" / "domain"
+    fake.mkdir(parents=True)
+    (fake / "leaky.py").write_text("def f():\n    from nextbuy.mlops import io\n")
+    monkeypatch.setattr("tests.test_layers.SRC", tmp_path)
+    assert violations("nextbuy.domain.leaky", FORBIDDEN["nextbuy.domain"]) == [
+        "nextbuy.mlops",
+        "nextbuy.mlops.io",
+    ]
