@@ -1,7 +1,7 @@
 """nextbuy_monitoring: new traffic, the monitor, and retraining when it alerts.
 
-set_params (setup) -> traffic -> monitor -> check_alerts -> retrain | no_retrain,
-then restore_params (teardown).
+set_params (setup) -> the monitoring stages (dvc.yaml, ``meta.dag: monitoring``:
+traffic, monitor) -> check_alerts -> retrain | no_retrain, then restore_params (teardown).
 
 * Scheduled daily at 06:00 UTC (after the midnight training run) *and* whenever
   nextbuy_training releases a champion (the Asset): a new model is checked
@@ -33,7 +33,8 @@ CHAMPION = Asset(name=names.CHAMPION_ASSET_NAME, uri=names.CHAMPION_ASSET_URI)
 
 with DAG(
     dag_id=names.MONITORING_DAG_ID,
-    description="traffic -> monitor -> alerts? retrain (triggers nextbuy_training)",
+    description=airflow_tasks.stage_chain(PROJECT, names.MONITORING)
+    + " -> alerts? retrain (triggers training)",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=CHAMPION
     ),

@@ -1,7 +1,7 @@
-"""nextbuy_training: the six DVC training stages, once a day.
+"""nextbuy_training: the DVC training stages (dvc.yaml, ``meta.dag: training``), once a day.
 
-set_params (setup) -> ingest -> label_delay -> train -> calibrate -> thresholds
--> deploy -> gate -> release, then restore_params (teardown, runs whatever happened).
+set_params (setup) -> the stages (ingest ... deploy) -> gate -> release, then
+restore_params (teardown, runs whatever happened).
 
 * The logical date is the data snapshot (``ingest.snapshot``): a backfill rebuilds
   each day's model from that day's data; re-running a day finds nothing to do.
@@ -32,7 +32,7 @@ def _optional(kind: str, description: str, **schema) -> Param:
 
 with DAG(
     dag_id=names.TRAINING_DAG_ID,
-    description="ingest -> label_delay -> train -> calibrate -> thresholds -> deploy (dvc repro per stage)",
+    description=airflow_tasks.stage_chain(PROJECT, names.TRAINING) + " (dvc repro per stage)",
     schedule="@daily",
     start_date=datetime(2026, 11, 14, tzinfo=UTC),
     catchup=True,  # backfills: each logical date rebuilds that day's model from that day's data

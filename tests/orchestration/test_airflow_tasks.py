@@ -26,3 +26,14 @@ def test_stage_command_is_dvc_repro_of_one_stage_with_the_venv_first(tmp_path, m
     monkeypatch.setenv(VENV_ENV, "/opt/venv")
     assert airflow_tasks.venv_bin(project) == Path("/opt/venv/bin")
     assert airflow_tasks.project_env(project)["PATH"].startswith("/opt/venv/bin")
+
+
+def test_stage_chain_follows_dvc_yaml(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  a: {cmd: x, meta: {dag: training}}\n"
+        "  m: {cmd: x, meta: {dag: monitoring}}\n"
+        "  b: {cmd: x, meta: {dag: training}}\n"
+    )
+    assert airflow_tasks.stage_chain(tmp_path, "training") == "a -> b"
+    assert airflow_tasks.stage_chain(tmp_path, "monitoring") == "m"

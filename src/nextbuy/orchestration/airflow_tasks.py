@@ -64,3 +64,8 @@ def stage_task(stage: str, project: Path):
 def stage_tasks(project: Path, dag: str) -> list:
     """One task per stage that dvc.yaml assigns to ``dag`` (meta.dag), in dvc.yaml order."""
     return [stage_task(stage, project) for stage in dag_stages(project, dag)]
+
+
+def stage_chain(project: Path, dag: str) -> str:
+    """``ingest -> label_delay -> ...``: the DAG's stages as dvc.yaml orders them (its description)."""
+    return " -> ".join(dag_stages(project, dag))
