@@ -52,6 +52,11 @@ def _run_stage(name: str, params: str) -> None:
     except ValidationError as err:
         console.print(f"[bold red]{name}: invalid section '{name}' in {params}[/]\n{err}", highlight=False)
         raise typer.Exit(code=2) from None
+    except FileNotFoundError as err:
+        if Path(params).exists():
+            raise
+        console.print(f"[bold red]{name}: {err}[/]", highlight=False)
+        raise typer.Exit(code=2) from None
     console.print(f"[green]{name} done[/] → metrics/{name}.json")
     logging.getLogger("nextbuy").debug(json.dumps(metrics, default=str))
 
@@ -102,6 +107,11 @@ def alerts(
         fired = io.read_json(path)["alerts"]
     except io.DataError as err:
         console.print(f"[bold red]{err.message}[/]", highlight=False)
+        raise typer.Exit(code=2) from None
+    except (KeyError, TypeError):
+        console.print(
+            f"[bold red]{path}: no 'alerts' list (not written by the monitor stage?)[/]", highlight=False
+        )
         raise typer.Exit(code=2) from None
     for a in fired:
         console.print(f"[bold red]ALERT[/] {a['window_start']} {a['message']}", highlight=False)

@@ -88,3 +88,10 @@ def test_top_k_chunks_give_the_same_answer(bundle, monkeypatch):
     whole = bundle.top_k(np.arange(20), 5)
     monkeypatch.setattr(serving, "TOPK_CHUNK_CELLS", 60)  # 1 source per chunk
     pd.testing.assert_frame_equal(whole, bundle.top_k(np.arange(20), 5))
+
+
+def test_empty_top_k_has_the_columns_and_types_of_a_full_one(bundle):
+    full = bundle.top_k(np.array([0]), 3)
+    for empty in (bundle.top_k(np.array([], dtype=np.int64), 3), bundle.top_k(np.array([0]), 0)):
+        assert empty.empty
+        assert empty.dtypes.to_dict() == full.dtypes.to_dict()

@@ -1,68 +1,86 @@
-"""deploy gate: floors, non-inferiority against the champion, readable reasons."""
+"""deploy stage cores: fresh evaluation rows with delay-corrected labels, the input example,
+and judging candidate vs champion on the same rows (the gate itself: tests/domain/test_gate.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from nextbuy.domain import gate
+from nextbuy.serving_fixtures import load_bundle, write_bundle_files
+from nextbuy.stages import deploy
 from tests.helpers import config
 
 
-def predictions(score: np.ndarray, threshold: float = 0.6) -> pd.DataFrame:
-    return pd.DataFrame({"score": score, "prob_calibrated": score, "decision": score >= threshold})
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    good = load_bundle(write_bundle_files(root / "good", n_products=60, d=8, seed=0, n_fit=4000))
+    other = load_bundle(write_bundle_files(root / "other", n_products=60, d=8, seed=5, n_fit=4000))
+    return good, other
 
 
-def data(n: int = 3000, seed: int = 0):
+def rows_scored_by(bundle, n: int = 1500, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Test rows whose hard labels follow the bundle's calibrated probability."""
     rng = np.random.default_rng(seed)
-    p = rng.uniform(size=n)
-    label = (rng.uniform(size=n) < p).astype(float)
-    return p, label
+    rows = pd.DataFrame({"source_id": rng.integers(0, 60, n), "shown_id": rng.integers(0, 60, n)})
+    prob = bundle.score(rows["source_id"], rows["shown_id"])["prob_calibrated"].to_numpy()
+    return rows, (rng.uniform(size=n) < prob).astype(float)
 
 
-def test_figures_on_soft_labels_match_hard_ones_when_labels_are_hard():
-    p, label = data()
-    fig = gate.figures(predictions(p), label)
-    accepted = p >= 0.6
-    assert np.isclose(fig["recall"], label[accepted].sum() / label.sum())
-    assert np.isclose(fig["precision"], label[accepted].mean())
-    assert 0.7 < fig["auc"] < 0.9 and fig["ece"] < 0.05
-
-
-def test_identical_models_pass_and_a_shuffled_model_is_refused():
-    p, label = data()
-    cfg = config("deploy", min_recall=0.1, tolerance=0.02, bootstrap_samples=100)
-    good = predictions(p)
-    same = gate.paired_bootstrap(label, good, good, ("auc", "recall"), 100, 0.95, 0)
-    assert all(ci["lo"] == ci["hi"] == 0.0 for ci in same.values())
-    fig = gate.figures(good, label)
-    assert gate.decide(fig, fig, same, cfg) == (True, [])
-
-    shuffled = predictions(np.random.default_rng(1).permutation(p))
-    worse = gate.figures(shuffled, label)
-    comparison = gate.paired_bootstrap(label, shuffled, good, ("auc", "recall"), 100, 0.95, 0)
-    assert comparison["auc"]["hi"] < -0.2
-    passed, reasons = gate.decide(worse, fig, comparison, cfg)
-    assert not passed
-    assert any(r.startswith("auc") and "champion" in r for r in reasons)
-
-
-def test_first_deployment_is_judged_on_floors_alone():
-    p, label = data()
-    fig = gate.figures(predictions(p), label)
-    assert gate.decide(fig, None, {}, config("deploy", min_recall=0.1))[0]
-    passed, reasons = gate.decide(
-        fig, None, {}, config("deploy", min_recall=0.99, max_calibration_error=0.001)
+def test_evaluation_rows_are_the_test_split_with_delay_corrected_labels():
+    weighted = pd.DataFrame(
+        {
+            "split": ["train", "test", "calib", "test", "test"],
+            "source_id": [0, 1, 2, 3, 4],
+            "label": np.array([1, 1, 0, 0, 0], dtype=np.int8),
+            "p_flip": [0.0, 0.0, 0.7, 0.25, 0.0],
+        }
     )
-    assert not passed and len(reasons) == 2
-    assert "recall" in reasons[0] and "ece" in reasons[1]
+    rows, label = deploy.evaluation_rows(weighted)
+    assert rows["source_id"].tolist() == [1, 3, 4]
+    assert rows.index.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(label, [1.0, 0.25, 0.0])
 
 
-def test_slightly_worse_within_tolerance_passes():
-    p, label = data(6000)
-    rng = np.random.default_rng(3)
-    noisy = np.clip(p + rng.normal(0, 0.02, p.size), 0, 1)
-    good, near = predictions(p), predictions(noisy)
-    comparison = gate.paired_bootstrap(label, near, good, ("auc", "recall"), 100, 0.95, 0)
-    cfg = config("deploy", tolerance=0.03)
-    assert gate.decide(gate.figures(near, label), gate.figures(good, label), comparison, cfg)[0]
+def test_input_example_is_five_valid_pairs_and_deterministic():
+    example = deploy.input_example(7)
+    assert list(example.columns) == ["source_id", "candidate_id"] and len(example) == 5
+    assert ((example >= 0) & (example < 7)).all().all()
+    pd.testing.assert_frame_equal(example, deploy.input_example(7))
+
+
+def test_serving_requirements_pin_every_serving_package():
+    pins = deploy.serving_requirements()
+    assert [p.split("==")[0] for p in pins] == list(deploy.SERVING_PACKAGES)
+    assert all(p.split("==")[1] for p in pins)
+
+
+def test_first_candidate_is_judged_without_a_champion(bundles):
+    good, _ = bundles
+    rows, label = rows_scored_by(good)
+    blessing = deploy.judge(good, None, rows, label, config("deploy", min_recall=0.0))
+    assert blessing["champion"] is None and blessing["comparison"] is None
+    assert blessing["passed"] and blessing["reasons"] == []
+    assert blessing["candidate"]["rows"] == len(rows) and blessing["candidate"]["auc"] > 0.6
+
+
+def test_candidate_equal_to_champion_passes_with_zero_difference(bundles):
+    good, _ = bundles
+    rows, label = rows_scored_by(good)
+    cfg = config("deploy", min_recall=0.0, bootstrap_samples=50)
+    blessing = deploy.judge(good, good, rows, label, cfg)
+    assert blessing["passed"], blessing["reasons"]
+    assert blessing["candidate"] == blessing["champion"]
+    assert set(blessing["comparison"]) == set(cfg.compare_metrics)
+    assert all(ci["diff"] == ci["lo"] == ci["hi"] == 0.0 for ci in blessing["comparison"].values())
+
+
+def test_unrelated_candidate_is_refused_against_the_champion_that_fits_the_labels(bundles):
+    good, other = bundles
+    rows, label = rows_scored_by(good)
+    cfg = config("deploy", min_recall=0.0, min_auc=0.0, max_calibration_error=1.0, bootstrap_samples=50)
+    blessing = deploy.judge(other, good, rows, label, cfg)
+    assert not blessing["passed"]
+    assert blessing["comparison"]["auc"]["hi"] < 0
+    assert any(r.startswith("auc") and "vs champion" in r for r in blessing["reasons"])

@@ -28,7 +28,7 @@ from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
 
 INPUT_COLUMNS = ("source_id", "candidate_id")
 PAIR_COLUMNS = ("score", "uncertainty", "bucket", "prob_calibrated", "decision", "cold_start")
-TOPK_COLUMNS = ("source_id", "rank", "candidate_id", *PAIR_COLUMNS[:-1])
+TOPK_COLUMNS = ("source_id", "rank", "candidate_id", *PAIR_COLUMNS)
 MAX_REQUEST_ROWS = 100_000  # REST guard: larger batches belong to `nextbuy batch-topk`
 # Cells (sources x candidates) scored at once in top-K: bounds memory (~40 B a cell).
 TOPK_CHUNK_CELLS = 1 << 22
@@ -132,7 +132,7 @@ class ServingBundle:
         n = self.n_products
         k = int(min(k, n - 1 if exclude_self else n))
         if k <= 0 or sources.size == 0:
-            return pd.DataFrame({c: pd.Series(dtype="float64") for c in TOPK_COLUMNS})
+            return self.top_k(np.zeros(1, dtype=np.int64), max(k, 1), exclude_self=False).iloc[:0]
         idx, cold = self._index(sources)
         n_buckets = len(self.calibration.edges) + 1
         rows_per_chunk = max(1, TOPK_CHUNK_CELLS // n)

@@ -1,0 +1,135 @@
+"""The release gate: soft-label figures, paired bootstrap, floors, non-inferiority, readable reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from nextbuy.domain import gate
+from tests.helpers import config
+
+
+def predictions(score: np.ndarray, threshold: float = 0.6) -> pd.DataFrame:
+    return pd.DataFrame({"score": score, "prob_calibrated": score, "decision": score >= threshold})
+
+
+def data(n: int = 3000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(size=n)
+    label = (rng.uniform(size=n) < p).astype(float)
+    return p, label
+
+
+# --- soft_auc ---------------------------------------------------------------
+
+
+def test_soft_auc_equals_sklearn_on_hard_labels():
+    p, label = data(500)
+    score = p + np.random.default_rng(1).normal(0, 0.3, p.size)
+    assert gate.soft_auc(label, score) == pytest.approx(roc_auc_score(label, score))
+
+
+def test_soft_auc_with_weights_equals_weighted_sklearn_on_hard_labels():
+    p, label = data(500)
+    weight = np.random.default_rng(2).integers(0, 4, p.size).astype(float)
+    assert gate.soft_auc(label, p, weight) == pytest.approx(roc_auc_score(label, p, sample_weight=weight))
+
+
+def test_soft_auc_of_a_fractional_label_counts_it_as_part_positive_part_negative():
+    # label 0.5 on the middle row = one half-positive and one half-negative copy of it.
+    score = np.array([0.1, 0.5, 0.9])
+    soft = gate.soft_auc(np.array([0.0, 0.5, 1.0]), score)
+    expanded = roc_auc_score([0, 1, 0, 1], [0.1, 0.5, 0.5, 0.9], sample_weight=[1, 0.5, 0.5, 1])
+    assert soft == pytest.approx(expanded)
+    assert gate.soft_auc(np.array([0.0, 1.0]), np.array([0.2, 0.8])) == 1.0
+
+
+@pytest.mark.parametrize("label", [np.zeros(4), np.ones(4)])
+def test_soft_auc_is_none_with_one_class(label):
+    assert gate.soft_auc(label, np.array([0.1, 0.4, 0.6, 0.9])) is None
+
+
+def test_soft_auc_is_none_when_weights_remove_a_class():
+    label = np.array([0.0, 0.0, 1.0, 1.0])
+    assert gate.soft_auc(label, np.array([0.1, 0.4, 0.6, 0.9]), np.array([1.0, 1.0, 0.0, 0.0])) is None
+
+
+# --- figures ----------------------------------------------------------------
+
+
+def test_figures_on_soft_labels_match_hard_ones_when_labels_are_hard():
+    p, label = data()
+    fig = gate.figures(predictions(p), label)
+    accepted = p >= 0.6
+    assert np.isclose(fig["recall"], label[accepted].sum() / label.sum())
+    assert np.isclose(fig["precision"], label[accepted].mean())
+    assert 0.7 < fig["auc"] < 0.9 and fig["ece"] < 0.05
+
+
+def test_figures_without_positives_or_acceptances():
+    p = np.array([0.1, 0.2, 0.3])
+    fig = gate.figures(predictions(p), np.zeros(3))
+    assert fig["recall"] is None and fig["auc"] is None and fig["rows"] == 3.0
+    assert gate.figures(predictions(p, threshold=0.9), np.array([0.0, 1.0, 1.0]))["precision"] == 0.0
+
+
+# --- paired bootstrap ---------------------------------------------------------
+
+
+def test_paired_bootstrap_is_seeded_and_computes_only_the_asked_metrics():
+    p, label = data(400)
+    other = predictions(np.random.default_rng(4).permutation(p))
+    a = gate.paired_bootstrap(label, predictions(p), other, ("recall",), 50, 0.9, seed=7)
+    assert set(a) == {"recall"}
+    assert a == gate.paired_bootstrap(label, predictions(p), other, ("recall",), 50, 0.9, seed=7)
+    assert a["recall"]["lo"] <= a["recall"]["diff"] <= a["recall"]["hi"]
+
+
+# --- decide -------------------------------------------------------------------
+
+
+def test_identical_models_pass_and_a_shuffled_model_is_refused():
+    p, label = data()
+    cfg = config("deploy", min_recall=0.1, tolerance=0.02, bootstrap_samples=100)
+    good = predictions(p)
+    same = gate.paired_bootstrap(label, good, good, ("auc", "recall"), 100, 0.95, 0)
+    assert all(ci["lo"] == ci["hi"] == 0.0 for ci in same.values())
+    fig = gate.figures(good, label)
+    assert gate.decide(fig, fig, same, cfg) == (True, [])
+
+    shuffled = predictions(np.random.default_rng(1).permutation(p))
+    worse = gate.figures(shuffled, label)
+    comparison = gate.paired_bootstrap(label, shuffled, good, ("auc", "recall"), 100, 0.95, 0)
+    assert comparison["auc"]["hi"] < -0.2
+    passed, reasons = gate.decide(worse, fig, comparison, cfg)
+    assert not passed
+    assert any(r.startswith("auc") and "champion" in r for r in reasons)
+
+
+def test_first_deployment_is_judged_on_floors_alone():
+    p, label = data()
+    fig = gate.figures(predictions(p), label)
+    assert gate.decide(fig, None, {}, config("deploy", min_recall=0.1))[0]
+    passed, reasons = gate.decide(
+        fig, None, {}, config("deploy", min_recall=0.99, max_calibration_error=0.001)
+    )
+    assert not passed and len(reasons) == 2
+    assert "recall" in reasons[0] and "ece" in reasons[1]
+
+
+def test_a_missing_figure_breaks_its_floor_and_reads_n_a():
+    fig = {"recall": None, "precision": 1.0, "auc": 0.9, "ece": 0.0}
+    passed, reasons = gate.decide(fig, None, {}, config("deploy", min_recall=0.0))
+    assert not passed and reasons == ["recall n/a breaks the floor (>= 0.000)"]
+
+
+def test_slightly_worse_within_tolerance_passes():
+    p, label = data(6000)
+    rng = np.random.default_rng(3)
+    noisy = np.clip(p + rng.normal(0, 0.02, p.size), 0, 1)
+    good, near = predictions(p), predictions(noisy)
+    comparison = gate.paired_bootstrap(label, near, good, ("auc", "recall"), 100, 0.95, 0)
+    cfg = config("deploy", tolerance=0.03)
+    assert gate.decide(gate.figures(near, label), gate.figures(good, label), comparison, cfg)[0]

@@ -1,0 +1,114 @@
+"""traffic stage cores: simulated days after the snapshot, and the bucket-shift drift drill
+(the monitor catching it end to end: tests/stages/test_monitor.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbuy.config import IngestConfig
+from nextbuy.data.simulate import simulate_world
+from nextbuy.domain.graph.scoring import score_and_uncertainty
+from nextbuy.domain.timeunits import DAY
+from nextbuy.domain.uncertainty import assign_buckets, fit_bucket_calibration
+from nextbuy.serving_fixtures import synthetic_moments
+from nextbuy.stages import traffic
+from tests.conftest import TINY_PARAMS
+from tests.helpers import config
+
+INGEST = IngestConfig.model_validate(TINY_PARAMS["ingest"])
+N_PRODUCTS = INGEST.simulator.n_products
+DRIFT = {"kind": "bucket_shift", "bucket": 1, "start_day": 2, "odds_multiplier": 0.25}
+
+
+@pytest.fixture(scope="module")
+def world():
+    """The tiny store's hidden truth (what the ingest stage simulates), without training."""
+    return simulate_world(INGEST.simulator_for_snapshot(), INGEST.seed)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Moments for the world's products and a 3-bucket calibration fitted on their pairs."""
+    moments = synthetic_moments(N_PRODUCTS, 8, seed=0)
+    rng = np.random.default_rng(1)
+    src, dst = rng.integers(0, N_PRODUCTS, 6000), rng.integers(0, N_PRODUCTS, 6000)
+    score, unc = score_and_uncertainty(moments, src, dst)
+    calibration = fit_bucket_calibration(score, unc, (rng.uniform(size=score.size) < score), 3, 100)
+    return moments, calibration
+
+
+def test_simulate_covers_cfg_days_after_the_snapshot(world):
+    cfg = config("traffic", days=3, impressions_per_day=200)
+    sim, start, now = traffic.simulate(world, INGEST, cfg)
+    assert start == world.snapshot and now == world.snapshot + 3 * DAY
+    shown = sim.impressions["shown_at"]
+    assert len(sim.impressions) == 600 and (shown >= start).all() and (shown < now).all()
+    assert shown.dt.floor("D").nunique() == 3
+    # Observed at "now": nothing later is visible; ids never collide with the training history's.
+    events = sim.impressions[["clicked_at", "carted_at", "converted_at"]]
+    assert events.max().max() <= now
+    assert (sim.impressions["impression_id"] >= 10**12).all()
+    assert sim.truth["impression_id"].equals(sim.impressions["impression_id"])
+
+
+def test_simulate_is_seeded(world):
+    cfg = config("traffic", days=2, impressions_per_day=100)
+    a, _, _ = traffic.simulate(world, INGEST, cfg)
+    b, _, _ = traffic.simulate(world, INGEST, cfg)
+    c, _, _ = traffic.simulate(world, INGEST, config("traffic", days=2, impressions_per_day=100, seed=7))
+    pd.testing.assert_frame_equal(a.impressions, b.impressions)
+    assert not a.impressions["shown_id"].equals(c.impressions["shown_id"])
+
+
+def test_drift_multiplier_is_one_before_the_start_and_the_odds_factor_only_in_its_bucket_after(model):
+    moments, calibration = model
+    drift = config("traffic.drift", **DRIFT)
+    start = pd.Timestamp("2026-02-12")
+    multiplier = traffic.bucket_drift(moments, calibration, drift, start)
+    rng = np.random.default_rng(2)
+    src, dst = rng.integers(0, N_PRODUCTS, 3000), rng.integers(0, N_PRODUCTS, 3000)
+    bucket = assign_buckets(score_and_uncertainty(moments, src, dst)[1], calibration.edges)
+    assert set(bucket) == {0, 1, 2}
+
+    before = multiplier(src, dst, np.full(src.size, start.value - 1))
+    assert (before == 1.0).all()
+    after = multiplier(src, dst, np.full(src.size, start.value))  # from drift_start on, inclusive
+    np.testing.assert_array_equal(after, np.where(bucket == 1, 0.25, 1.0))
+
+
+def test_drift_multiplier_follows_each_impressions_own_time(model):
+    moments, calibration = model
+    start = pd.Timestamp("2026-02-12")
+    multiplier = traffic.bucket_drift(moments, calibration, config("traffic.drift", **DRIFT), start)
+    rng = np.random.default_rng(3)
+    src, dst = rng.integers(0, N_PRODUCTS, 500), rng.integers(0, N_PRODUCTS, 500)
+    in_bucket = assign_buckets(score_and_uncertainty(moments, src, dst)[1], calibration.edges) == 1
+    late = rng.uniform(size=500) < 0.5
+    shown = np.where(late, start.value + DAY.value, start.value - DAY.value)
+    np.testing.assert_array_equal(multiplier(src, dst, shown), np.where(in_bucket & late, 0.25, 1.0))
+
+
+def test_simulated_drift_scales_the_true_odds_of_drifted_pairs_only(world, model):
+    moments, calibration = model
+    cfg = config("traffic", days=4, impressions_per_day=500, drift=DRIFT)
+    drift_start = world.snapshot + cfg.drift.start_day * DAY
+    multiplier = traffic.bucket_drift(moments, calibration, cfg.drift, drift_start)
+    clean, _, _ = traffic.simulate(world, INGEST, cfg)
+    drifted, _, _ = traffic.simulate(world, INGEST, cfg, multiplier)
+    imp = drifted.impressions
+    drawn = ["source_id", "shown_id", "shown_at"]
+    pd.testing.assert_frame_equal(imp[drawn], clean.impressions[drawn])  # same draws, only the odds move
+
+    def odds(p):
+        return p / (1 - p)
+
+    ratio = odds(drifted.truth["p_convert"].to_numpy()) / odds(clean.truth["p_convert"].to_numpy())
+    bucket = assign_buckets(
+        score_and_uncertainty(moments, imp["source_id"], imp["shown_id"])[1], calibration.edges
+    )
+    hit = (bucket == 1) & (imp["shown_at"] >= drift_start).to_numpy()
+    assert hit.any() and (~hit & (bucket == 1)).any()
+    np.testing.assert_allclose(ratio[hit], 0.25, rtol=1e-9)
+    np.testing.assert_allclose(ratio[~hit], 1.0, rtol=1e-9)

@@ -1,0 +1,143 @@
+"""The command line: its command list, the alerts exit codes Airflow branches on, and stage
+commands refusing an invalid params file before they touch any file.
+
+(One command per dvc.yaml stage with dvc.yaml's help: tests/test_stage_list.py; alerts exiting
+0 / 3 on a monitor-written file: tests/stages/test_monitor.py; bad ingest inputs:
+tests/stages/test_ingest.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from nextbuy.cli import ALERT_EXIT_CODE, app
+from nextbuy.config import read_params
+from tests.conftest import ROOT
+
+STAGE_COMMANDS = [
+    spec["cmd"].removeprefix("nextbuy ")
+    for spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
+]
+OTHER_COMMANDS = ["summary", "alerts", "rollback", "promote", "batch-topk", "airflow", "bench"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def listed_commands(help_text: str) -> list[str]:
+    """Command names in a --help page (rich panel rows or plain click rows), in order."""
+    section = help_text.split("Commands", 1)[1]
+    return re.findall(r"^(?:│ |  )([a-z][\w-]*)\s{2,}", section, flags=re.MULTILINE)
+
+
+def test_help_lists_every_stage_then_the_other_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0, result.output
+    assert listed_commands(result.output) == STAGE_COMMANDS + OTHER_COMMANDS
+
+
+@pytest.mark.parametrize(
+    "group, commands", [("bench", ["serve", "monitor", "dag"]), ("airflow", ["standalone", "restore-params"])]
+)
+def test_command_groups_list_their_subcommands(group, commands):
+    result = invoke(group, "--help")
+    assert result.exit_code == 0, result.output
+    assert listed_commands(result.output) == commands
+
+
+def test_no_arguments_shows_the_help_instead_of_running_anything():
+    result = invoke()
+    assert result.exit_code != 0 and "Usage" in result.output and "label-delay" in result.output
+
+
+# --- alerts --------------------------------------------------------------------
+
+
+def write_alerts(path, alerts: list[dict]):
+    path.write_text(json.dumps({"now": "2026-03-01", "alerts": alerts}))
+    return str(path)
+
+
+def test_alerts_prints_every_alert_and_exits_with_the_alert_code(tmp_path):
+    path = write_alerts(
+        tmp_path / "alerts.json",
+        [
+            {"window_start": "2026-02-20", "message": "bucket 1: positivity below"},
+            {"window_start": "2026-02-21", "message": "bucket 2: positivity above"},
+        ],
+    )
+    result = invoke("alerts", "--path", path)
+    assert result.exit_code == ALERT_EXIT_CODE == 3
+    assert "2026-02-20 bucket 1: positivity below" in result.output
+    assert "2026-02-21 bucket 2: positivity above" in result.output
+
+
+def test_no_alerts_exits_zero_and_says_so(tmp_path):
+    result = invoke("alerts", "--path", write_alerts(tmp_path / "alerts.json", []))
+    assert result.exit_code == 0 and "no alerts" in result.output
+
+
+@pytest.mark.parametrize(
+    "content",
+    [None, "{not json", "", '{"now": "2026-01-01"}', "[1, 2]"],
+    ids=["missing", "broken-json", "empty", "no-alerts-key", "not-an-object"],
+)
+def test_unreadable_alerts_file_exits_2_naming_it(tmp_path, content):
+    path = tmp_path / "alerts.json"
+    if content is not None:
+        path.write_text(content)
+    result = invoke("alerts", "--path", str(path))
+    assert result.exit_code == 2, result.output
+    assert "alerts.json" in result.output
+    assert result.exit_code != ALERT_EXIT_CODE  # Airflow must not mistake a broken file for an alert
+
+
+# --- stage commands and params ----------------------------------------------------
+
+
+def params_with(tmp_path, section: str, **changes) -> str:
+    params = read_params(ROOT / "params.yaml")
+    params[section] = {**params[section], **changes}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return "params.yaml"
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"max_weight": -1}, "max_weight"),
+        ({"max_wieght": 5.0}, "max_wieght"),
+        ({"delay_family": "gamma"}, "delay_family"),
+    ],
+    ids=["out-of-bounds", "unknown-key", "bad-choice"],
+)
+def test_stage_with_an_invalid_section_exits_2_naming_the_key_before_touching_files(
+    tmp_path, monkeypatch, changes, named
+):
+    monkeypatch.chdir(tmp_path)  # nothing may be written to the repo, nor here
+    params = params_with(tmp_path, "label_delay", **changes)
+    result = invoke("label-delay", "--params", params)
+    assert result.exit_code == 2, result.output
+    assert "label_delay" in result.output and named in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_valid_section_gets_past_validation_to_the_missing_inputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("label-delay", "--params", params_with(tmp_path, "label_delay"))
+    assert result.exit_code == 2, result.output
+    assert "bad input" in result.output and "impressions" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_missing_params_file_exits_2_naming_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("label-delay", "--params", "nope.yaml")
+    assert result.exit_code == 2, result.output
+    assert "nope.yaml" in result.output
