@@ -54,8 +54,10 @@ format: $(STAMP)
 	ruff check --fix .
 	ruff format .
 
+# MLflow UI on 127.0.0.1:5000, one process (no job runners, gateway or telemetry): prints the
+# classic ML view of the nextbuy experiment; Ctrl-C stops its whole process group.
 mlflow-ui: $(STAMP)
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	nextbuy mlflow-ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
 
 # REST scoring of the champion on 127.0.0.1:5001 (POST /invocations).
 serve: $(STAMP)
@@ -71,9 +73,9 @@ dashboards: $(STAMP)
 airflow: $(STAMP)
 	nextbuy airflow standalone
 
+# dvc.yaml's top-level plots into dvc_plots/index.html, Vega inlined: it renders offline.
 plots: $(STAMP)
-	dvc plots show
-	@echo "open dvc_plots/index.html"
+	nextbuy plots
 
 clean:
 	rm -rf data models metrics plots dvc_plots mlflow.db mlartifacts dvc.lock

@@ -4,8 +4,10 @@ set_params (setup) -> the monitoring stages (dvc.yaml, ``meta.dag: monitoring``:
 traffic, monitor) -> check_alerts -> retrain | no_retrain, then restore_params (teardown).
 
 * Scheduled daily at 06:00 UTC (after the midnight training run) *and* whenever
-  nextbuy_training releases a champion (the Asset): a new model is checked
-  against traffic at once instead of up to a day later. A release-triggered run
+  nextbuy_training releases a champion (the Asset) while this DAG is unpaused: a new
+  model is checked against traffic at once instead of up to a day later. A paused DAG
+  is off: releases made meanwhile are not queued, and unpausing starts no run (trigger
+  it to check the current champion now). A release-triggered run
   never retrains itself (that could loop retrain -> release -> monitor); its
   alerts are logged for on-call and the next daily check decides.
 * check_alerts runs ``nextbuy alerts`` (exit 3 = alerts); with alerts it triggers
@@ -24,9 +26,10 @@ from datetime import UTC, datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain, task
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, Param, chain, task
 
 from nextbuy.orchestration import airflow_tasks, names, task_bodies
+from nextbuy.orchestration.plugin import NextTickTimetable
 
 PROJECT = airflow_tasks.project_dir(__file__)
 CHAMPION = Asset(name=names.CHAMPION_ASSET_NAME, uri=names.CHAMPION_ASSET_URI)
@@ -35,12 +38,11 @@ with DAG(
     dag_id=names.MONITORING_DAG_ID,
     description=airflow_tasks.stage_chain(PROJECT, names.MONITORING)
     + " -> alerts? retrain (triggers training)",
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 6 * * *", timezone="UTC"), assets=CHAMPION
-    ),
+    schedule=AssetOrTimeSchedule(timetable=NextTickTimetable("0 6 * * *", timezone="UTC"), assets=CHAMPION),
     start_date=datetime(2026, 11, 14, tzinfo=UTC),
-    catchup=False,  # monitoring watches now; past days are not re-watched
+    catchup=False,  # monitoring watches now; unpausing starts no run for a missed tick
     max_active_runs=1,
+    default_args=airflow_tasks.default_args(),
     tags=["nextbuy"],
     doc_md=__doc__,
     params={

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from airflow.sdk import DAG, Asset, Param, chain, task
 
 from nextbuy.orchestration import airflow_tasks, names, task_bodies
+from nextbuy.orchestration.plugin import NextTickTimetable
 
 PROJECT = airflow_tasks.project_dir(__file__)
 CHAMPION = Asset(name=names.CHAMPION_ASSET_NAME, uri=names.CHAMPION_ASSET_URI)
@@ -33,10 +34,13 @@ def _optional(kind: str, description: str, **schema) -> Param:
 with DAG(
     dag_id=names.TRAINING_DAG_ID,
     description=airflow_tasks.stage_chain(PROJECT, names.TRAINING) + " (dvc repro per stage)",
-    schedule="@daily",
+    # Daily at 00:00 UTC. Unpausing starts no run (no catch-up, no missed tick); a manual
+    # trigger runs now; past days only via `airflow backfill create` (README: Airflow).
+    schedule=NextTickTimetable("0 0 * * *", timezone="UTC"),
     start_date=datetime(2026, 11, 14, tzinfo=UTC),
-    catchup=True,  # backfills: each logical date rebuilds that day's model from that day's data
+    catchup=False,
     max_active_runs=1,
+    default_args=airflow_tasks.default_args(),
     tags=["nextbuy"],
     doc_md=__doc__,
     params={
@@ -51,7 +55,13 @@ with DAG(
             None,
             type=["null", "string"],
             enum=[None, "simulated", "edge_list", "npz"],
-            description="ingest.source (empty: params.yaml)",
+            values_display={
+                None: "as in params.yaml",
+                "simulated": "simulated store",
+                "edge_list": "edge list (graph_path)",
+                "npz": "npz graph (graph_path)",
+            },
+            description="ingest.source",
         ),
         "graph_path": _optional("string", "ingest.graph_path: the real graph for edge_list / npz"),
         "overrides": Param(

@@ -23,7 +23,17 @@ STAGE_COMMANDS = [
     spec["cmd"].removeprefix("nextbuy ")
     for spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
 ]
-OTHER_COMMANDS = ["summary", "alerts", "rollback", "promote", "batch-topk", "airflow", "bench"]
+OTHER_COMMANDS = [
+    "summary",
+    "alerts",
+    "rollback",
+    "promote",
+    "batch-topk",
+    "plots",
+    "mlflow-ui",
+    "airflow",
+    "bench",
+]
 
 
 def invoke(*args: str):

@@ -162,6 +162,15 @@ def test_airflow_services_are_celery_and_run_the_shared_project(services):
     assert commands["airflow-worker"] == "airflow celery worker"
 
 
+def test_airflow_services_have_the_projects_airflow_settings(services):
+    """The same settings as `make airflow` (a cold API server, no catch-up)."""
+    from nextbuy.orchestration.names import AIRFLOW_SETTINGS
+
+    for name in AIRFLOW_SERVICES:
+        env = environment(services[name])
+        assert {k: str(env.get(k)) for k in AIRFLOW_SETTINGS} == AIRFLOW_SETTINGS, name
+
+
 def test_dags_find_the_shared_project(services):
     # nextbuy.orchestration reads NEXTBUY_PROJECT_DIR inside the containers; it must
     # be the mount target, and the host-side path must not share that name (env_file

@@ -213,10 +213,11 @@ def airflow_standalone(
 
 @airflow_app.command("restore-params")
 def airflow_restore_params() -> None:
-    """Put back params.yaml from the backup a dead Airflow run left."""
+    """Put back the Airflow workspace's params.yaml (and its lock) a dead Airflow run left."""
     from nextbuy.orchestration.params_lock import restore_any
+    from nextbuy.orchestration.workspace import workspace_dir
 
-    console.print(restore_any(_airflow_project()), highlight=False)
+    console.print(restore_any(workspace_dir(_airflow_project())), highlight=False)
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table and writes JSON (--out).")
@@ -241,6 +242,35 @@ def _bench_command(name: str, help_text: str) -> Callable[[Path], None]:
 
 for _bench, _help in BENCHES.items():
     bench_app.command(name=_bench)(_bench_command(_bench, _help))
+
+
+@app.command()
+def plots(
+    root: Path = typer.Option(Path("."), help="DVC project root"),
+    out: Path = typer.Option(Path("dvc_plots"), help="folder for index.html (relative to --root)"),
+) -> None:
+    """dvc plots show with Vega inlined (make plots): dvc_plots/index.html needs no network."""
+    from nextbuy.mlops.plots import show
+
+    try:
+        page = show(root, out)
+    except RuntimeError as err:
+        console.print(f"[bold red]plots: {err}[/]", highlight=False)
+        raise typer.Exit(code=1) from None
+    console.print(f"[green]plots[/] → {page} (opens offline)", highlight=False)
+
+
+@app.command("mlflow-ui")
+def mlflow_ui(
+    backend_store_uri: str | None = typer.Option(
+        None, help="tracking store (default: sqlite mlflow.db in the current directory)"
+    ),
+    port: int = typer.Option(5000, help="UI port on 127.0.0.1"),
+) -> None:
+    """MLflow UI on the nextbuy experiment's classic ML view (make mlflow-ui): Ctrl-C stops it all."""
+    from nextbuy.mlops.mlflow_ui import default_store, launch
+
+    raise typer.Exit(code=launch(backend_store_uri or default_store(), port))
 
 
 if __name__ == "__main__":  # pragma: no cover

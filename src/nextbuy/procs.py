@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -100,6 +100,11 @@ class GroupServer:
         self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
         self.proc: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
+        self._on_wait: tuple[Callable[[], None], float] | None = None
+
+    def on_wait(self, callback: Callable[[], None], every: float) -> None:
+        """Call ``callback`` every ``every`` seconds while ``start`` waits (progress for a person)."""
+        self._on_wait = (callback, every)
 
     @property
     def url(self) -> str:
@@ -119,12 +124,16 @@ class GroupServer:
             stdout=self._log,
             stderr=None if self._log is None else subprocess.STDOUT,
         )
-        deadline = time.monotonic() + self.start_timeout
+        started = time.monotonic()
+        deadline, next_report = started + self.start_timeout, started
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.cmd[0]} exited with {self.proc.returncode}:\n{self.log()}")
             if self.is_ready():
                 return self
+            if self._on_wait is not None and time.monotonic() >= next_report + self._on_wait[1]:
+                next_report = time.monotonic()
+                self._on_wait[0]()
             time.sleep(0.25)
         raise TimeoutError(f"{self.cmd[0]} not ready after {self.start_timeout:.0f} s:\n{self.log()}")
 

@@ -24,6 +24,7 @@ import yaml
 from nextbuy.config import merge
 from nextbuy.orchestration import names
 from nextbuy.orchestration.names import BACKUP_FILE, MONITORING, MONITORING_DAG_ID, TRAINING, TRAINING_DAG_ID
+from nextbuy.orchestration.workspace import experiment_name, workspace_dir
 from nextbuy.stage_list import dag_stages
 from tests.conftest import ROOT, TINY_PARAMS
 from tests.helpers import project_copy, project_env
@@ -146,10 +147,13 @@ def test_dagbag_loads_both_dags_in_order(airflow_project):
             task = dag.get_task(stage)
             assert task.pool == names.POOL and task.retries >= 1 and task.retry_exponential_backoff
             assert f"dvc repro --single-item {stage}" in task.bash_command
-        for task_id in ("set_params", "restore_params"):
-            assert dag.get_task(task_id).retries == 0
+        for task_id in ("set_params", "restore_params"):  # a cold API server costs a retry, not the run
+            assert dag.get_task(task_id).retries == names.TASK_RETRIES
         assert dag.get_task("set_params").is_setup and dag.get_task("restore_params").is_teardown
-    assert training.catchup and not monitoring.catchup
+    # Unpausing starts no run: no catch-up, and no run for the tick missed while paused.
+    assert not training.catchup and not monitoring.catchup
+    assert type(training.timetable).__name__ == "NextTickTimetable"
+    assert type(monitoring.timetable.timetable).__name__ == "NextTickTimetable"
     assert [o.uri for o in training.get_task("release").outlets] == [names.CHAMPION_ASSET_URI]
     assert set(training.params) >= {
         "target_precision",
@@ -213,14 +217,29 @@ def _asset_events(run_id: str) -> list[dict]:
         return [dict(r.extra) for r in rows]
 
 
+def _checkout_state(project: Path) -> dict:
+    """What a user of the checkout sees: `dvc status`, its params.yaml and dvc.lock."""
+    status = subprocess.run(
+        ["dvc", "status", "--json"], cwd=project, capture_output=True, text=True, timeout=120
+    )
+    lock = project / "dvc.lock"
+    return {
+        "dvc_status": json.loads(status.stdout or "{}"),
+        "params": (project / "params.yaml").read_text(),
+        "dvc.lock": lock.read_text() if lock.exists() else None,
+    }
+
+
 @pytest.fixture(scope="module")
 def trained(airflow_project):
     """One training run on the tiny store, form fields and free overrides set."""
     project = airflow_project
     original = (project / "params.yaml").read_text()
+    checkout_before = _checkout_state(project)
     dag = _dagbag(project / "dags").dags[TRAINING_DAG_ID]
     conf = {"target_precision": 0.25, "overrides": {"train.epochs": 1}, "reason": "test run"}
     state, tasks, run_id = _run(dag, logical_date=DAY, conf=conf)
+    assert _checkout_state(project) == checkout_before  # the run never touched the checkout
     return project, original, state, tasks, run_id
 
 
@@ -231,7 +250,11 @@ def test_training_dag_runs_the_stages_and_releases_a_champion(trained):
     project, original, state, tasks, run_id = trained
     assert state == "success", tasks
     assert all(tasks[t] == "success" for t in TRAINING_ORDER), tasks
-    assert (project / "params.yaml").read_text() == original and not (project / BACKUP_FILE).exists()
+    ws = workspace_dir(project)
+    assert (ws / "params.yaml").read_text() == original and not (ws / BACKUP_FILE).exists()
+    # The run is a DVC experiment the checkout lists (its params and metrics).
+    exps = subprocess.run(["dvc", "exp", "list"], cwd=project, capture_output=True, text=True).stdout
+    assert experiment_name(TRAINING_DAG_ID, run_id) in exps
 
     overrides = _xcom(TRAINING_DAG_ID, run_id, "set_params")["overrides"]
     assert overrides == {
@@ -239,8 +262,8 @@ def test_training_dag_runs_the_stages_and_releases_a_champion(trained):
         "thresholds.target_precision": 0.25,
         "train.epochs": 1,
     }
-    # dvc.lock is the record of what ran: the run's values, not params.yaml's.
-    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    # The workspace's dvc.lock is the record of what ran: the run's values, not params.yaml's.
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
     assert set(TRAINING_STAGES) <= set(lock)
     assert lock["ingest"]["params"]["params.yaml"]["ingest"]["snapshot"] == "2026-11-15T00:00:00"
     assert lock["train"]["params"]["params.yaml"]["train"]["epochs"] == 1
@@ -266,14 +289,14 @@ def test_training_dag_runs_the_stages_and_releases_a_champion(trained):
 def test_rerunning_a_day_is_idempotent(trained):
     """Same logical date, same overrides: dvc repro finds every stage up to date."""
     project, original, *_ = trained
-    lock_before = (project / "dvc.lock").read_text()
+    lock_before = (workspace_dir(project) / "dvc.lock").read_text()
     dag = _dagbag(project / "dags").dags[TRAINING_DAG_ID]
     state, tasks, _ = _run(
         dag, logical_date=DAY, conf={"target_precision": 0.25, "overrides": {"train.epochs": 1}}
     )
     assert state == "success", tasks
-    assert (project / "dvc.lock").read_text() == lock_before
-    assert (project / "params.yaml").read_text() == original
+    assert (workspace_dir(project) / "dvc.lock").read_text() == lock_before
+    assert (workspace_dir(project) / "params.yaml").read_text() == original
 
 
 @pytest.mark.slow
@@ -290,10 +313,11 @@ def test_a_failing_stage_fails_the_run_after_a_retry_and_params_come_back(traine
     assert tasks["ingest"] == "failed" and tasks["_tries"]["ingest"] == 2  # retried once, then failed
     assert all(tasks[t] == "upstream_failed" for t in [*TRAINING_STAGES[1:], "gate", "release"]), tasks
     assert tasks["restore_params"] == "success"
-    assert (project / "params.yaml").read_text() == original and not (project / BACKUP_FILE).exists()
+    ws = workspace_dir(project)
+    assert (ws / "params.yaml").read_text() == original and not (ws / BACKUP_FILE).exists()
     # The stage's own error is in the task log; the workspace is back to what dvc.lock records.
     assert "no-such-graph.csv" in capfd.readouterr().out
-    assert (project / "data" / "ingested").is_dir()
+    assert (ws / "data" / "ingested").is_dir()
 
 
 @pytest.mark.slow
@@ -307,8 +331,8 @@ def test_monitoring_without_alerts_ends_quietly(trained):
         and tasks["no_retrain"] == "success"
         and tasks["retrain"] == "skipped"
     )
-    assert json.loads((project / "monitoring" / "alerts.json").read_text())["alerts"] == []
-    assert (project / "params.yaml").read_text() == original
+    assert json.loads((workspace_dir(project) / "monitoring" / "alerts.json").read_text())["alerts"] == []
+    assert (workspace_dir(project) / "params.yaml").read_text() == original
 
 
 @pytest.mark.slow
@@ -321,14 +345,14 @@ def test_monitoring_alert_triggers_retraining_with_the_reason(trained):
     state, tasks, run_id = _run(dag, conf={"overrides": DRIFT_DRILL})
     assert state == "success", tasks
     assert tasks["retrain"] == "success" and tasks["no_retrain"] == "skipped", tasks
-    fired = json.loads((project / "monitoring" / "alerts.json").read_text())["alerts"]
+    fired = json.loads((workspace_dir(project) / "monitoring" / "alerts.json").read_text())["alerts"]
     assert fired and {a["bucket"] for a in fired} == {1}
     with create_session() as session:
         runs = DagRun.find(dag_id=TRAINING_DAG_ID, run_id=f"retrain__{run_id}", session=session)
         assert len(runs) == 1
         reason = runs[0].conf["reason"]
     assert run_id in reason and fired[0]["message"] in reason
-    assert (project / "params.yaml").read_text() == original
+    assert (workspace_dir(project) / "params.yaml").read_text() == original
 
 
 @pytest.mark.slow
@@ -344,7 +368,7 @@ def test_a_refused_candidate_skips_gate_and_release_without_failing(trained):
         tasks
     )
     assert tasks["_tries"]["gate"] == 1 and tasks["restore_params"] == "success"
-    verdict = json.loads((project / "metrics" / "deploy.json").read_text())
+    verdict = json.loads((workspace_dir(project) / "metrics" / "deploy.json").read_text())
     assert not verdict["passed"] and str(verdict["champion_version"]) == "1"
     assert _asset_events(run_id) == []
-    assert (project / "params.yaml").read_text() == original
+    assert (workspace_dir(project) / "params.yaml").read_text() == original

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import io as stdio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from nextbuy import paths
-from nextbuy.mlops.report import HEADLINES, print_summary
+from nextbuy.mlops.report import HEADLINES, UI_LINES, print_summary
 
 METRICS = {
     "ingest": {
@@ -149,3 +152,24 @@ def test_missing_values_read_na_and_quiet_runs_stay_short(tmp_path):
 @pytest.mark.parametrize("needle", ["make airflow", "make mlflow-ui", "make dashboards", "nextbuy rollback"])
 def test_summary_tells_where_to_look_next(tmp_path, needle):
     assert needle in summary(tmp_path)[""]
+
+
+def test_piped_summary_keeps_each_line_whole(tmp_path):
+    """`make run` output in a log or a pipe: no terminal, yet no line is cut at 80 columns."""
+    write_metrics(tmp_path, **METRICS)
+    terminal_hints = ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE")
+    env = {k: v for k, v in os.environ.items() if k not in terminal_hints}
+    piped = subprocess.run(
+        [sys.executable, "-m", "nextbuy.cli", "summary", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert piped.returncode == 0, piped.stderr
+    lines = [line.rstrip() for line in piped.stdout.splitlines()]
+    ui_lines = [line for line in UI_LINES if "make " in line]
+    assert [line for line in ui_lines if line not in lines] == []
+    assert any(len(line) > 80 for line in ui_lines)  # the case that used to wrap
+    ingest = HEADLINES["ingest"](METRICS["ingest"])
+    assert any(ingest in line for line in lines)  # table rows are as wide as their text too

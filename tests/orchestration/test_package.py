@@ -11,7 +11,10 @@ import sys
 import nextbuy.orchestration
 
 PACKAGE = nextbuy.orchestration
-MODULES = sorted(f"{PACKAGE.__name__}.{m.name}" for m in pkgutil.iter_modules(PACKAGE.__path__))
+# plugin.py is loaded by Airflow itself (and by DAG files, which import Airflow anyway).
+MODULES = sorted(
+    f"{PACKAGE.__name__}.{m.name}" for m in pkgutil.iter_modules(PACKAGE.__path__) if m.name != "plugin"
+)
 FORBIDDEN = {
     "torch",
     "pandas",

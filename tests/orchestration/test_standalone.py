@@ -11,6 +11,7 @@ from nextbuy import procs
 from nextbuy.cli import app
 from nextbuy.orchestration import params_lock, standalone
 from nextbuy.orchestration.names import BACKUP_FILE, PROJECT_DIR_ENV
+from nextbuy.orchestration.workspace import workspace_dir
 from tests.conftest import ROOT
 
 
@@ -42,11 +43,13 @@ def test_cli_has_the_airflow_commands():
 
 def test_cli_restore_params_puts_back_a_dead_runs_backup(tmp_path, monkeypatch):
     original = (ROOT / "params.yaml").read_text()
-    (tmp_path / "params.yaml").write_text(original)
+    ws = workspace_dir(tmp_path)  # where Airflow runs hold their params (a worktree in real use)
+    ws.mkdir(parents=True)
+    (ws / "params.yaml").write_text(original)
     dead = {"dag_id": "d", "run_id": "dead"}
-    params_lock.acquire_params(tmp_path, dead, {"train.epochs": 99}, lambda o: True)
+    params_lock.acquire_params(ws, dead, {"train.epochs": 99}, lambda o: True)
     monkeypatch.setenv(PROJECT_DIR_ENV, str(tmp_path))
     result = CliRunner().invoke(app, ["airflow", "restore-params"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "params.yaml").read_text() == original
-    assert not (tmp_path / BACKUP_FILE).exists()
+    assert (ws / "params.yaml").read_text() == original
+    assert not (ws / BACKUP_FILE).exists()

@@ -13,6 +13,7 @@ import pytest
 from nextbuy.constants import ALERT_EXIT_CODE
 from nextbuy.orchestration import task_bodies
 from nextbuy.orchestration.names import ALERTS_FILE, NO_RETRAIN_TASK, RETRAIN_TASK
+from nextbuy.orchestration.workspace import workspace_dir
 
 
 class DagRunState(str, Enum):  # noqa: UP042 - not StrEnum: its str() would be the value
@@ -56,8 +57,10 @@ def test_a_running_holder_is_live_whatever_form_its_state_takes(state, live):
 
 
 def _alerting_project(tmp_path: Path, alerts: list[dict]) -> Path:
-    (tmp_path / "monitoring").mkdir(parents=True)
-    (tmp_path / ALERTS_FILE).write_text(json.dumps({"now": "2026-11-21", "alerts": alerts}))
+    """A project whose Airflow workspace holds the monitor's alerts.json."""
+    ws = workspace_dir(tmp_path)
+    (ws / "monitoring").mkdir(parents=True)
+    (ws / ALERTS_FILE).write_text(json.dumps({"now": "2026-11-21", "alerts": alerts}))
     return tmp_path
 
 

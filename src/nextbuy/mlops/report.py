@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from nextbuy import paths
 
@@ -63,8 +65,25 @@ def _num(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+# Where to look next, after the table: one line each, also when piped.
+UI_LINES = (
+    "Open the UIs (each binds 127.0.0.1):",
+    "  Airflow UI:  make airflow      → http://127.0.0.1:8080  (prints the admin login)",
+    "  MLflow UI:   make mlflow-ui    → http://127.0.0.1:5000  "
+    "(prints the links to experiment and model 'nextbuy')",
+    "  DVC plots:   make plots        → dvc_plots/index.html",
+    "  Evidently:   make dashboards   → http://127.0.0.1:8000  (project 'nextbuy on-call')",
+    "Serve the champion (REST, 127.0.0.1:5001): make serve   |  undo a release: .venv/bin/nextbuy rollback",
+)
+
+
+def _content_width(console: Console, table: Table, lines: tuple[str, ...]) -> int:
+    """Columns the table and the lines need unwrapped."""
+    table_width = Measurement.get(console, console.options.update_width(100_000), table).maximum
+    return max(table_width, *(Text.from_markup(line).cell_len for line in lines))
+
+
 def print_summary(root: Path = Path("."), console: Console | None = None) -> None:
-    console = console or Console()
     table = Table(title="nextbuy pipeline", show_lines=False)
     table.add_column("stage", style="bold")
     table.add_column("headline")
@@ -77,15 +96,11 @@ def print_summary(root: Path = Path("."), console: Console | None = None) -> Non
             table.add_row(stage, headline(json.loads(path.read_text())))
         except (KeyError, TypeError, ValueError) as err:
             table.add_row(stage, f"[yellow]metrics unreadable ({err})[/]")
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped (make run in a log, CI): rich would wrap at 80 columns
+            console = Console(width=_content_width(console, table, UI_LINES))
     console.print(table)
-    console.print("\nOpen the UIs (each binds 127.0.0.1):")
-    console.print("  Airflow UI:  make airflow      → http://127.0.0.1:8080  (prints the admin login)")
-    console.print(
-        "  MLflow UI:   make mlflow-ui    → http://127.0.0.1:5000  (model 'nextbuy', alias 'champion')"
-    )
-    console.print("  DVC plots:   make plots        → dvc_plots/index.html")
-    console.print("  Evidently:   make dashboards   → http://127.0.0.1:8000  (project 'nextbuy on-call')")
-    console.print(
-        "Serve the champion (REST, 127.0.0.1:5001): make serve   |  "
-        "undo a release: .venv/bin/nextbuy rollback"
-    )
+    console.print()
+    for line in UI_LINES:
+        console.print(line)

@@ -1,5 +1,6 @@
 """Where and how a DVC stage runs, and its Airflow task: ``dvc repro --single-item
-<stage>`` in the project directory, in the DVC pool, retried with backoff."""
+<stage>`` in the Airflow workspace (a git worktree of the project), in the DVC pool,
+retried with backoff."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV, VENV_ENV
+from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV, TASK_RETRIES, VENV_ENV
+from nextbuy.orchestration.workspace import workspace_dir
 from nextbuy.stage_list import dag_stages
 
 
@@ -34,31 +36,49 @@ def project_env(project: Path) -> dict[str, str]:
 
 
 def stage_command(stage: str, project: Path) -> str:
-    """The bash a stage task runs (in the project directory): exactly what ``dvc repro``
-    runs for that one stage, with the project's .venv/bin first on PATH. The rest of
-    the worker's environment is inherited, so MLFLOW_TRACKING_URI passes through when
-    set (else the stages use the project's mlflow.db)."""
+    """The bash a stage task runs in the Airflow workspace (a worktree of the project,
+    see ``workspace``): exactly what ``dvc repro`` runs for that one stage, with the
+    project's .venv/bin first on PATH, the worktree's code first on PYTHONPATH and the
+    checkout's MLflow store unless MLFLOW_TRACKING_URI is set (the docker stack's server)."""
+    project = Path(project).resolve()
     bin_dir = shlex.quote(str(venv_bin(project)))
-    return f'export PATH={bin_dir}:"$PATH" && exec dvc repro --single-item {shlex.quote(stage)}'
+    src = shlex.quote(str(workspace_dir(project) / "src"))
+    store = shlex.quote(f"sqlite:///{project / 'mlflow.db'}")
+    artifacts = shlex.quote((project / "mlartifacts").as_uri())
+    return (
+        f'export PATH={bin_dir}:"$PATH" PYTHONPATH={src} '
+        f'MLFLOW_TRACKING_URI="${{MLFLOW_TRACKING_URI:-{store}}}" '
+        f'MLFLOW_ARTIFACT_ROOT="${{MLFLOW_ARTIFACT_ROOT:-{artifacts}}}" '
+        f"&& exec dvc repro --single-item {shlex.quote(stage)}"
+    )
 
 
 def stage_task(stage: str, project: Path):
-    """The Airflow task of one DVC stage: its bash, the DVC pool, retries with backoff."""
-    from datetime import timedelta
-
+    """The Airflow task of one DVC stage: its bash in the Airflow workspace, the DVC pool;
+    retries come from the DAG's default_args (``TASK_DEFAULTS``)."""
     from airflow.providers.standard.operators.bash import BashOperator
 
     return BashOperator(
         task_id=stage,
         bash_command=stage_command(stage, project),
-        cwd=str(project),
+        cwd=str(workspace_dir(project)),
         pool=POOL,
-        retries=2,
-        retry_delay=timedelta(minutes=1),
-        retry_exponential_backoff=2.0,
-        max_retry_delay=timedelta(minutes=15),
         skip_on_exit_code=None,  # every non-zero exit of a stage is a failure
     )
+
+
+def default_args() -> dict:
+    """Every task of both DAGs, set_params included: retries with exponential backoff, so a
+    cold or slow API server (its first request can take 40+ s on a small host) costs a
+    retry, not the run."""
+    from datetime import timedelta
+
+    return {
+        "retries": TASK_RETRIES,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=10),
+    }
 
 
 def stage_tasks(project: Path, dag: str) -> list:

@@ -16,3 +16,17 @@ CHAMPION_ASSET_URI = "nextbuy://models/nextbuy/champion"
 ALERTS_FILE = "monitoring/alerts.json"
 DEPLOY_METRICS = "metrics/deploy.json"
 RETRAIN_TASK, NO_RETRAIN_TASK = "retrain", "no_retrain"
+
+TASK_RETRIES = 3  # every task of both DAGs (airflow_tasks.default_args)
+# Airflow settings of this project, for `make airflow` and the docker stack alike
+# (environment variables; tests/test_docker.py checks compose sets the same).
+# A task runner waits up to 60 s per call to the execution API and retries 10 times:
+# a cold API server's first answer can take 40+ s on a small, loaded host.
+AIRFLOW_SETTINGS = {
+    "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+    "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
+    "AIRFLOW__WORKERS__EXECUTION_API_RETRY_WAIT_MAX": "30",
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    # A paused DAG stays off; unpausing starts no run for past days (see orchestration/plugin.py).
+    "AIRFLOW__SCHEDULER__CATCHUP_BY_DEFAULT": "False",
+}

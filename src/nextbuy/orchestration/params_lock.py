@@ -1,10 +1,12 @@
-"""Run-only params and the workspace lock.
+"""Run-only params and the lock of the Airflow workspace (``workspace``: a git worktree
+of the project; Airflow never rewrites the checkout's params.yaml).
 
 A training run sets ``ingest.snapshot`` to its logical date and applies the form's
-overrides by rewriting ``params.yaml`` for the duration of the run, then puts the
-original back (a teardown task). The stages are plain ``dvc repro --single-item
-<stage>``, so ``dvc.lock`` records exactly what ran and re-running a day finds
-nothing to do.
+overrides by writing the workspace's ``params.yaml`` (the checkout's params.yaml plus
+the overrides) for the duration of the run, then puts the original back (a teardown
+task). The stages are plain ``dvc repro --single-item <stage>`` there, so the
+workspace's ``dvc.lock`` records exactly what ran and re-running a day finds nothing
+to do.
 
 The backup file doubles as the workspace lock: both DAGs rewrite params.yaml and
 run DVC in the same directory, so a run takes the lock (creates the backup
@@ -164,11 +166,14 @@ def acquire_params(
     owner: Mapping[str, str],
     overrides: Mapping[str, Any],
     is_live: Callable[[Mapping[str, str]], bool],
+    base: Path | None = None,
+    before_write: Callable[[], Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Take the workspace for ``owner`` ({dag_id, run_id}) and write params.yaml with the
-    overrides; keeps the original in BACKUP_FILE. Returns the params written, or None while
-    another live run holds the workspace. Re-entrant for the same owner (a retried or
-    cleared task starts again from the original)."""
+    """Take the workspace ``project`` for ``owner`` ({dag_id, run_id}) and write its params.yaml:
+    ``base``'s params.yaml (default: its own) with the overrides; keeps that original in
+    BACKUP_FILE. ``before_write`` runs once the lock is held, before params.yaml is written.
+    Returns the params written, or None while another live run holds the workspace.
+    Re-entrant for the same owner (a retried or cleared task starts again from the original)."""
     owner = dict(owner)
     held = read_backup(project)
     if held is not None and held["owner"] != owner:
@@ -180,7 +185,7 @@ def acquire_params(
         )
         _put_back(project, held)
         held = None
-    original = held["params_text"] if held is not None else (project / PARAMS_FILE).read_text()
+    original = held["params_text"] if held is not None else (Path(base or project) / PARAMS_FILE).read_text()
     try:
         params = apply_overrides(yaml.safe_load(original) or {}, overrides)
         validate_params(params, overrides)
@@ -190,6 +195,8 @@ def acquire_params(
         raise
     if held is None and not _take(project, owner, original):
         return None
+    if before_write is not None:
+        before_write()
     header = (
         f"# Written by Airflow run {owner.get('dag_id')} / {owner.get('run_id')} for that run only; "
         f"the original is in {BACKUP_FILE} and comes back when the run ends.\n"

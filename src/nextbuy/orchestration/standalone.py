@@ -14,9 +14,10 @@ from urllib.request import urlopen
 
 from nextbuy import procs
 from nextbuy.orchestration.airflow_tasks import project_env
-from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV
+from nextbuy.orchestration.names import AIRFLOW_SETTINGS, POOL, PROJECT_DIR_ENV
 
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+LOG_FILE = "standalone.log"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, terminal closed
 # The scheduler's and triggerer's log servers: Airflow binds them to every interface.
 LOG_SERVER_PORTS = {
@@ -29,7 +30,8 @@ def airflow_env(project: Path, port: int) -> dict[str, str]:
     env = project_env(project)
     env.setdefault("AIRFLOW_HOME", str(project / ".airflow"))
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(project / "dags")
-    env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    for key, value in AIRFLOW_SETTINGS.items():
+        env.setdefault(key, value)
     env["AIRFLOW__CORE__PARALLELISM"] = env.get("AIRFLOW__CORE__PARALLELISM", "2")
     env["AIRFLOW__API__HOST"] = procs.HOST
     env["AIRFLOW__API__PORT"] = str(port)
@@ -53,13 +55,22 @@ class AirflowStandalone(procs.GroupServer):
     """``airflow standalone``, ready once the UI answers and the admin password is written."""
 
     def __init__(self, env: dict[str, str], port: int, ready_timeout: float):
+        home = Path(env["AIRFLOW_HOME"])
         super().__init__(
-            ["airflow", "standalone"], port, env=env, start_timeout=ready_timeout, stop_timeout=30.0
+            ["airflow", "standalone"],
+            port,
+            env=env,
+            log_path=home / LOG_FILE,  # its output is long; this terminal gets progress lines
+            start_timeout=ready_timeout,
+            stop_timeout=30.0,
         )
-        self.password_file = Path(env["AIRFLOW_HOME"]) / PASSWORDS_FILE
+        self.password_file = home / PASSWORDS_FILE
 
     def is_ready(self) -> bool:
-        return self.password_file.exists() and _answers(f"{self.url}/")
+        """The UI answers, the login exists, and the execution API (what task runners call)
+        has answered once: its cold first request is spent here, not on the first task."""
+        ready = self.password_file.exists() and _answers(f"{self.url}/")
+        return ready and _answers(f"{self.url}/execution/health")
 
     def print_login(self, project: Path) -> None:
         logins = json.loads(self.password_file.read_text()) if self.password_file.exists() else {}
@@ -67,7 +78,8 @@ class AirflowStandalone(procs.GroupServer):
         for user, password in logins.items():
             print(f"login: {user} / {password}   (from {self.password_file})")
         print(
-            f"DAGs: {project / 'dags'}; AIRFLOW_HOME={self.env['AIRFLOW_HOME']}; Ctrl-C stops everything",
+            f"DAGs: {project / 'dags'}; AIRFLOW_HOME={self.env['AIRFLOW_HOME']}\n"
+            f"Airflow's own output: {self.log_path}\nCtrl-C stops everything",
             "\n" + "=" * 72,
             flush=True,
         )
@@ -76,11 +88,38 @@ class AirflowStandalone(procs.GroupServer):
 def _prepare(env: dict[str, str]) -> None:
     """The database and the pool the stage tasks share."""
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    for cmd in (
-        ["airflow", "db", "migrate"],
-        ["airflow", "pools", "set", POOL, "1", "nextbuy: one DVC stage at a time in the workspace"],
-    ):
+    steps = (
+        ("migrating the Airflow database", ["airflow", "db", "migrate"]),
+        (
+            f"creating the pool {POOL}",
+            ["airflow", "pools", "set", POOL, "1", "nextbuy: one DVC stage at a time in the workspace"],
+        ),
+    )
+    for what, cmd in steps:
+        started = time.monotonic()
+        print(f"{what} ...", end=" ", flush=True)
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        print(f"{time.monotonic() - started:.0f} s", flush=True)
+
+
+def _report_waiting(server: AirflowStandalone, every: float = 15.0) -> None:
+    """While the servers start (minutes on a loaded host), say what is awaited."""
+    started = time.monotonic()
+
+    def report() -> None:
+        waited = time.monotonic() - started
+        missing = [
+            name
+            for name, ok in (
+                ("login file", server.password_file.exists()),
+                ("UI", _answers(f"{server.url}/")),
+                ("execution API", _answers(f"{server.url}/execution/health")),
+            )
+            if not ok
+        ]
+        print(f"  {waited:4.0f} s: waiting for {', '.join(missing) or 'the servers'} ...", flush=True)
+
+    server.on_wait(report, every)
 
 
 def _interrupt(signum, _frame):
@@ -110,6 +149,12 @@ def standalone(project: Path, port: int = 8080, ready_timeout: float = 300.0) ->
     env = airflow_env(project, port)
     _prepare(env)
     server = AirflowStandalone(env, port, ready_timeout)
+    print(
+        "starting airflow standalone (scheduler, DAG processor, triggerer, API server; "
+        "minutes on a busy host) ...",
+        flush=True,
+    )
+    _report_waiting(server)
     for sig in STOP_SIGNALS:
         signal.signal(sig, _interrupt)
     try:

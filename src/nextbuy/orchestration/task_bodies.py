@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nextbuy.constants import ALERT_EXIT_CODE
-from nextbuy.orchestration import params_lock
+from nextbuy.orchestration import params_lock, workspace
 from nextbuy.orchestration.airflow_tasks import project_env
 from nextbuy.orchestration.names import (
     ALERTS_FILE,
@@ -55,28 +55,40 @@ def set_params_task(project: Path, context: Mapping[str, Any], kind: str):
     from airflow.sdk import PokeReturnValue
 
     form = dict(context["params"])
+    ws = workspace.ensure(project)
     if kind == TRAINING:
         overrides = params_lock.training_overrides(form, run_snapshot(context))
     else:
-        overrides = params_lock.monitoring_overrides(project, form)
+        overrides = params_lock.monitoring_overrides(ws, form)
     if form.get("reason"):
         log.info("why this run: %s", form["reason"])
-    if params_lock.acquire_params(project, _owner(context), overrides, _is_live(context)) is None:
+
+    def sync() -> None:
+        log.info("Airflow workspace %s at commit %s", ws, workspace.sync_code(project, ws))
+
+    held = params_lock.acquire_params(ws, _owner(context), overrides, _is_live(context), project, sync)
+    if held is None:
         return PokeReturnValue(is_done=False)
     log.info(
-        "run-only params.yaml overrides (restored when the run ends):\n%s",
+        "params.yaml of %s = %s/params.yaml + these run-only overrides:\n%s",
+        ws,
+        project,
         json.dumps(overrides, indent=2, sort_keys=True, default=str),
     )
     return PokeReturnValue(is_done=True, xcom_value={"overrides": overrides, "reason": form.get("reason")})
 
 
+def _workspace_env(project: Path) -> dict[str, str]:
+    return {**project_env(project), **workspace.stage_env(project)}
+
+
 def checkout_outputs(project: Path) -> str:
-    """``dvc checkout``: after a failed stage, put the workspace outputs back to what
-    dvc.lock records (DVC removes a stage's outputs before running it). Best effort."""
+    """``dvc checkout`` in the Airflow workspace: after a failed stage, put its outputs back
+    to what dvc.lock records (DVC removes a stage's outputs before running it). Best effort."""
     result = subprocess.run(
         ["dvc", "checkout"],
-        cwd=project,
-        env=project_env(project),
+        cwd=workspace.workspace_dir(project),
+        env=_workspace_env(project),
         capture_output=True,
         text=True,
         timeout=600,
@@ -87,18 +99,39 @@ def checkout_outputs(project: Path) -> str:
     return out
 
 
+def _save_run(project: Path, ws: Path, owner: Mapping[str, str], stages: list[str]) -> None:
+    """The run as a DVC experiment; a failure to save is logged, never fails the run."""
+    name = workspace.experiment_name(owner["dag_id"], owner["run_id"])
+    try:
+        log.info(
+            "%s\n(`dvc exp show` in %s lists it)",
+            workspace.save_experiment(ws, name, _workspace_env(project), stages),
+            project,
+        )
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        log.warning(
+            "could not save the run as DVC experiment %s (its MLflow runs have it all): %s", name, err
+        )
+
+
 def restore_params_task(project: Path, context: Mapping[str, Any], kind: str) -> str:
-    """Body of ``restore_params`` (teardown): original params.yaml back; after a failed
-    stage of the ``kind`` DAG also the workspace outputs that dvc.lock records."""
-    message = params_lock.restore_params(project, _owner(context))
-    log.info(message)
+    """Body of ``restore_params`` (teardown): a run whose stages all succeeded is saved as a
+    DVC experiment (its params, dvc.lock, metrics, plots); then the workspace's params.yaml
+    goes back (the lock is released); after a failed stage also its outputs (dvc checkout)."""
+    ws = workspace.workspace_dir(project)
+    owner = _owner(context)
     stages = list(dag_stages(project, kind))
     failed = context["ti"].get_ti_count(
-        dag_id=context["dag"].dag_id,
+        dag_id=owner["dag_id"],
         task_ids=stages,
-        run_ids=[context["run_id"]],
+        run_ids=[owner["run_id"]],
         states=["failed", "upstream_failed"],
     )
+    held = params_lock.read_backup(ws)
+    if not failed and held is not None and held["owner"] == owner:
+        _save_run(project, ws, owner, stages)
+    message = params_lock.restore_params(ws, owner)
+    log.info(message)
     if failed and message == "params.yaml restored":
         log.info("a stage failed: dvc checkout\n%s", checkout_outputs(project))
     return message
@@ -108,7 +141,7 @@ def gate_task(project: Path) -> dict[str, Any]:
     """After deploy: the verdict in metrics/deploy.json. A refusal raises AirflowSkipException."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    path = project / DEPLOY_METRICS
+    path = workspace.workspace_dir(project) / DEPLOY_METRICS
     try:
         verdict = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -144,11 +177,13 @@ def release_extra(verdict: Mapping[str, Any], context: Mapping[str, Any]) -> dic
 
 
 def alerts_status(project: Path) -> dict[str, Any]:
-    """``nextbuy alerts`` (ALERT_EXIT_CODE = alerts) plus the alert messages from monitoring/alerts.json."""
+    """``nextbuy alerts`` in the Airflow workspace (ALERT_EXIT_CODE = alerts) plus the alert
+    messages from its monitoring/alerts.json."""
+    ws = workspace.workspace_dir(project)
     result = subprocess.run(
         ["nextbuy", "alerts", "--path", ALERTS_FILE],
-        cwd=project,
-        env=project_env(project),
+        cwd=ws,
+        env=_workspace_env(project),
         capture_output=True,
         text=True,
         timeout=300,
@@ -158,7 +193,7 @@ def alerts_status(project: Path) -> dict[str, Any]:
         raise RuntimeError(f"nextbuy alerts exited {result.returncode}:\n{output}")
     messages = []
     if result.returncode == ALERT_EXIT_CODE:
-        fired = json.loads((project / ALERTS_FILE).read_text()).get("alerts", [])
+        fired = json.loads((ws / ALERTS_FILE).read_text()).get("alerts", [])
         messages = [f"{a.get('window_start')} {a.get('message')}" for a in fired]
     return {"exit_code": result.returncode, "alerts": messages, "output": output}
 

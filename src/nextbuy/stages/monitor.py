@@ -71,8 +71,11 @@ def reference_rows(bundle, products: pd.DataFrame, delay_model) -> pd.DataFrame:
 
 
 def publish_dashboard(
-    rows: pd.DataFrame, reference: pd.DataFrame, table: pd.DataFrame, cfg: MonitorConfig
+    rows: pd.DataFrame, reference: pd.DataFrame, table: pd.DataFrame, cfg: MonitorConfig, run: str
 ) -> str:
+    """One Evidently snapshot per window, published as one pipeline ``run`` (the champion that
+    scored the traffic and the traffic's span). The dashboard shows that run only; re-publishing
+    the same run replaces its snapshots."""
     from tqdm.auto import tqdm
 
     from nextbuy.mlops.dashboards.metrics import window_snapshot
@@ -93,13 +96,19 @@ def publish_dashboard(
         mask = (rows["shown_at"] >= window_start) & (rows["shown_at"] < window_start + cfg.window_days * DAY)
         tags = [f"window:{window_start:%Y-%m-%d}"] + (["alert"] if window_table["alert"].any() else [])
         snapshots.append(
-            window_snapshot(rows.loc[mask, columns], reference[columns], window_table, window_start, tags)
+            window_snapshot(
+                rows.loc[mask, columns], reference[columns], window_table, window_start, tags, run=run
+            )
         )
+    log.info("Evidently: publishing run %r (%d windows)", run, len(snapshots))
     return publish(cfg.workspace, cfg.project, snapshots, cfg.dashboard)
 
 
 def run(params_file: str = "params.yaml") -> dict:
+    from mlflow.tracking import MlflowClient
+
     from nextbuy.mlops import registry, tracking
+    from nextbuy.mlops.dashboards.metrics import run_name
 
     cfg = load_section("monitor", params_file)
     model_name = load_section("deploy", params_file).model_name  # the model deploy registers
@@ -116,7 +125,10 @@ def run(params_file: str = "params.yaml") -> dict:
         )
     rows = score_rows(bundle, impressions, products, delay_model, now)
     table, fired = watch(rows, start, cfg)
-    project_id = publish_dashboard(rows, reference_rows(bundle, products, delay_model), table, cfg)
+    # The dashboard's run: the champion that scored this traffic, and the traffic's span.
+    champion = registry.alias_version(MlflowClient(), model_name, registry.CHAMPION)
+    run = run_name(model_name, champion, meta["start"], meta["now"])
+    project_id = publish_dashboard(rows, reference_rows(bundle, products, delay_model), table, cfg, run)
     io.write_table(table, paths.MONITOR_WINDOWS, schemas.MONITOR_WINDOWS)
     io.write_json({"now": str(now), "alerts": fired}, paths.MONITOR_ALERTS)
     io.write_csv(

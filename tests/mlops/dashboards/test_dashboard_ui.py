@@ -1,5 +1,5 @@
-"""The on-call dashboard as a person sees it: `evidently ui` on a filled workspace,
-rendered in headless Chromium.
+"""The on-call dashboard as a person sees it: `evidently ui` on a filled workspace (two pipeline runs:
+the current RUN published over OTHER_RUN), rendered in headless Chromium; the DOM is read panel by panel.
 
 Needs Debian's chromium (`apt-get install -y chromium`); skipped without it. Keeps a screenshot as a test
 artifact under $NEXTBUY_TEST_ARTIFACTS (else the test's tmp dir) and prints its path.
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import html
+import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,7 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.mlops.dashboards.workspace import N_BUCKETS, expected_panel_titles, fill_workspace
+from tests.mlops.dashboards.workspace import (
+    N_BUCKETS,
+    N_WINDOWS,
+    OTHER_RUN,
+    OTHER_START,
+    RUN,
+    START,
+    expected_panel_titles,
+    fill_workspace,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -122,26 +133,111 @@ def _chromium(chromium: str, profile: Path, *args: str) -> subprocess.CompletedP
     )
 
 
+def _panel_sections(dom: str) -> dict[str, str]:
+    """{panel title: the DOM from its <h5> title to the next panel's} (panel cards are in dashboard order)."""
+    heads = [(m.start(), html.unescape(m.group(1))) for m in re.finditer(r"<h5[^>]*>(.*?)</h5>", dom)]
+    return {
+        title: dom[start : heads[k + 1][0] if k + 1 < len(heads) else len(dom)]
+        for k, (start, title) in enumerate(heads)
+    }
+
+
+def _counter_text(value: float) -> str:
+    """How Evidently 0.7.23's counter prints a value: parseFloat(value.toFixed(2)), and "no value" for a
+    falsy one (0, missing)."""
+    if not value or math.isnan(value):
+        return "no value"
+    rounded = float(f"{value:.2f}")
+    return str(int(rounded)) if rounded.is_integer() else repr(rounded)
+
+
+def _latest_counter_values(workspace: Path, project_id: str) -> dict[str, float]:
+    """The OnCallCounter values stored for RUN's latest window: what the counters must print."""
+    from evidently.core.metric_types import SingleValue
+    from evidently.ui.workspace import Workspace
+
+    from nextbuy.mlops.dashboards.metrics import RUN_KEY
+
+    ws = Workspace(str(workspace))
+    runs = [ws.get_run(project_id, rid) for rid in ws.list_runs(project_id)]
+    latest = max((r for r in runs if r.metadata.get(RUN_KEY) == RUN), key=lambda r: r.timestamp)
+    values = {}
+    for result in latest.metric_results.values():
+        params = result.get_metric_value_location().metric.params if isinstance(result, SingleValue) else {}
+        if str(params.get("type", "")).endswith(":OnCallCounter"):
+            values[params["counter"]] = result.value
+    return values
+
+
+def _assert_panels_show_run_data(dom: str, workspace: Path, project_id: str) -> None:
+    """Every panel of the stored dashboard is rendered with data, from RUN's N_WINDOWS windows only."""
+    from evidently.ui.workspace import Workspace
+
+    dashboard = Workspace(str(workspace)).get_dashboard(project_id)
+    sections = _panel_sections(dom)
+    counters = _latest_counter_values(workspace, project_id)
+    assert counters["alerting_buckets"] < 1e-6  # RUN's latest window has no alert (OTHER_RUN's has one)
+    for panel in dashboard.panels:
+        kind = panel.plot_params["plot_type"]
+        section = sections.get(panel.title)
+        assert section is not None, f"panel {panel.title!r} not rendered"
+        if kind == "text":
+            assert RUN in panel.title
+            continue
+        if kind == "counter":
+            shown = [html.unescape(v) for v in re.findall(r"<h2[^>]*>([^<]*)</h2>", section)]
+            assert shown and all(re.fullmatch(r"-?\d+(\.\d+)?", v) for v in shown), (
+                f"counter {panel.title!r} shows {shown}, not numbers"
+            )
+            expected = [
+                _counter_text(counters.get(v.metric_labels.get("counter"), math.nan)) for v in panel.values
+            ]
+            assert shown == expected, f"counter {panel.title!r} shows {shown}, expected {expected}"
+            continue
+        legends = [html.unescape(t) for t in re.findall(r'MuiChartsLegend-label">([^<]*)<', section)]
+        expected_legends = sorted(v.legend for v in panel.values)
+        assert sorted(legends) == expected_legends, f"{panel.title!r}: legends {legends} (no data: no legend)"
+        n_series = len(panel.values)
+        if kind == "line":
+            paths = re.findall(r'<path[^>]*class="MuiLineElement-root[^>]*>', section)
+            assert len(paths) == n_series and all(re.search(r'd="M[\d.]', p) for p in paths), panel.title
+            marks = len(re.findall(r'class="MuiMarkElement-root', section))  # one per non-missing point
+            assert 0 < marks <= n_series * N_WINDOWS, f"{panel.title!r}: {marks} points of {n_series} series"
+            if n_series == 1:
+                assert marks == N_WINDOWS, f"{panel.title!r}: {marks} points, expected one per window of RUN"
+        else:
+            bars = re.findall(r'<rect[^>]*class="MuiBarElement-root[^>]*>', section)
+            heights = [float(re.search(r'height="([^"]*)"', b).group(1)) for b in bars]
+            assert len(bars) == n_series * N_WINDOWS, (
+                f"{panel.title!r}: {len(bars)} bars, expected RUN's only"
+            )
+            assert sum(h > 0 for h in heights) >= N_WINDOWS, f"{panel.title!r}: bars without height"
+
+
 def test_dashboard_renders_panels_with_data(chromium, evidently_ui, tmp_path):  # chromium first: skip early
-    base, project_id, _ = evidently_ui
+    base, project_id, workspace = evidently_ui
     url = f"{base}/projects/{project_id}"  # the project's dashboard tab in Evidently 0.7's UI
 
     dom = _chromium(chromium, tmp_path / "profile-dom", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-2000:]
-    text = html.unescape(dom.stdout.decode(errors="replace"))
+    raw = dom.stdout.decode(errors="replace")
+    text = html.unescape(raw)
     missing = [t for t in expected_panel_titles(range(N_BUCKETS)) if t not in text]
     assert not missing, f"panel titles missing from the rendered dashboard: {missing}"
     assert "This dashboard is currently empty" not in text
-    # legends are drawn only for series that came back with points: the data reached the charts
-    legends = [f"bucket {b} estimated" for b in range(N_BUCKETS)] + ["share drifted", "buckets alerting"]
-    assert not [t for t in legends if t not in text], "series legends missing: panels have no data"
+    assert "no value" not in text, "a counter shows 'no value'"
+    _assert_panels_show_run_data(raw, workspace, project_id)
+
+    # the other run's windows (later in time: they would be the "latest") are not drawn anywhere
+    assert f"{START:%Y-%m-%d}" in text  # the x axes name RUN's windows
+    assert f"{OTHER_START:%Y-%m}" not in text and OTHER_RUN not in text
 
     artifacts = Path(os.environ.get("NEXTBUY_TEST_ARTIFACTS") or tmp_path)
     artifacts.mkdir(parents=True, exist_ok=True)
     screenshot = artifacts / "dashboard.png"
     screenshot.unlink(missing_ok=True)
     shot = _chromium(
-        chromium, tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1400,2000", url
+        chromium, tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1400,4200", url
     )
     assert shot.returncode == 0, shot.stderr.decode(errors="replace")[-2000:]
     assert screenshot.exists() and screenshot.stat().st_size > 20_000

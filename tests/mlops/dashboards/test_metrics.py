@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from nextbuy.mlops.dashboards import metrics
-from tests.mlops.dashboards.workspace import START, assert_table_equal, make_bucket_table, make_rows
+from tests.mlops.dashboards.workspace import (
+    N_BUCKETS,
+    RUN,
+    START,
+    assert_table_equal,
+    make_bucket_table,
+    make_rows,
+)
 
 
 def _single_values(snapshot_or_run) -> dict:
@@ -47,9 +54,14 @@ def test_snapshot_holds_bucket_table_values_and_drift(windows_and_snapshots):
                 assert (math.isnan(stored) and math.isnan(row[kind])) or stored == row[kind], (start, b, kind)
             assert values[("BucketVolume", frozenset({"bucket": b}.items()))] == row["volume"]
             assert values[("BucketAlert", frozenset({"bucket": b}.items()))] == int(row["alert"])
-        assert values[("AlertedBucketsCount", frozenset())] == int(table["alert"].sum())
+        n_alerts = int(table["alert"].sum())
+        assert values[("AlertedBucketsCount", frozenset())] == n_alerts
+        assert values[("NotAlertingBucketsCount", frozenset())] == N_BUCKETS - n_alerts
         assert_table_equal(metrics.snapshot_bucket_values(snapshot), table)
-        assert metrics.snapshot_alert_count(snapshot) == int(table["alert"].sum())
+        assert metrics.snapshot_alert_count(snapshot) == n_alerts
+        model = snapshot.to_snapshot_model()
+        assert model.metadata[metrics.RUN_KEY] == RUN and model.tags[0] == f"run:{RUN}"
+        assert f"window:{start:%Y-%m-%d}" in model.tags
 
         drift = {dict(k[1])["column"]: v for k, v in values.items() if k[0] == "ValueDrift"}
         assert set(drift) == set(metrics.DRIFT_COLUMNS)
@@ -57,6 +69,18 @@ def test_snapshot_holds_bucket_table_values_and_drift(windows_and_snapshots):
         drifted = {dict(k[1])["value_type"]: v for k, v in values.items() if k[0] == "DriftedColumnsCount"}
         assert set(drifted) == {"count", "share"}
         assert drifted["share"] == pytest.approx(drifted["count"] / len(metrics.DRIFT_COLUMNS))
+
+        # the counter panels' copies: exact, but 0 stored as COUNTER_ZERO (Evidently prints 0 as "no value")
+        counters = {dict(k[1])["counter"]: v for k, v in values.items() if k[0] == "OnCallCounter"}
+        assert set(counters) == set(metrics.COUNTERS)
+        for name, exact in [
+            ("alerting_buckets", n_alerts),
+            ("drifted_columns_share", drifted["share"]),
+            ("drifted_columns_count", drifted["count"]),
+        ]:
+            assert counters[name] == (metrics.COUNTER_ZERO if exact == 0 else pytest.approx(exact)), name
+    # one DriftedColumnsCount per window: the drift counters reuse the preset's, they add no second one
+    assert sum(k[0] == "DriftedColumnsCount" for k in _single_values(snapshots[0])) == 2
 
     def score_drift(snapshot):
         return next(
@@ -76,14 +100,51 @@ def test_window_without_prices_and_tz_aware_start():
     rows = make_rows(rng, 300, log_price=False)
     table = make_bucket_table(rows, 0, 5)
     paris_start = pd.Timestamp("2024-03-01 02:00", tz="Europe/Paris")
-    snapshot = metrics.window_snapshot(rows, reference, table, paris_start, [])
+    snapshot = metrics.window_snapshot(rows, reference, table, paris_start, [], run=RUN)
     drift_columns = {dict(k[1])["column"] for k in _single_values(snapshot) if k[0] == "ValueDrift"}
     assert drift_columns == set(metrics.DRIFT_COLUMNS) - {"log_price"}
+    counters = {
+        dict(k[1])["counter"]: v for k, v in _single_values(snapshot).items() if k[0] == "OnCallCounter"
+    }
+    assert counters["drifted_columns_count"] in (metrics.COUNTER_ZERO, *range(1, 5))
+    assert counters["alerting_buckets"] == metrics.COUNTER_ZERO  # make_bucket_table alerts on the last day
     model = snapshot.to_snapshot_model()
     assert model.timestamp == pd.Timestamp("2024-03-01 01:00").to_pydatetime()  # UTC, naive
     assert_table_equal(metrics.snapshot_bucket_values(snapshot), table)
     with pytest.raises(ValueError, match="bucket_table lacks"):
-        metrics.window_snapshot(rows, reference, table.drop(columns=["naive"]), START, [])
+        metrics.window_snapshot(rows, reference, table.drop(columns=["naive"]), START, [], run=RUN)
+    with pytest.raises(ValueError, match="needs the run"):
+        metrics.window_snapshot(rows, reference, table, START, [], run=" ")
+
+
+def test_window_without_drift_columns_has_nan_drift_counters():
+    rng = np.random.default_rng(2)
+    reference = make_rows(rng, 300).assign(
+        score=np.nan, uncertainty=np.nan, category=np.nan, log_price=np.nan
+    )
+    reference["bucket"] = np.nan
+    rows = make_rows(rng, 300)
+    snapshot = metrics.window_snapshot(rows, reference, make_bucket_table(rows, 4, 5), START, [], run=RUN)
+    values = _single_values(snapshot)
+    assert not any(k[0] in ("ValueDrift", "DriftedColumnsCount") for k in values)
+    counters = {dict(k[1])["counter"]: v for k, v in values.items() if k[0] == "OnCallCounter"}
+    assert math.isnan(counters["drifted_columns_share"]) and math.isnan(counters["drifted_columns_count"])
+    assert counters["alerting_buckets"] == 1
+
+
+@pytest.mark.parametrize(
+    "start, end, expected",
+    [
+        ("2026-02-26 00:00:00", "2026-03-26", "nextbuy v3, traffic 2026-02-26..2026-03-26"),
+        (
+            "2026-02-26 06:30",
+            pd.Timestamp("2026-03-26 12:00", tz="UTC"),
+            "nextbuy v3, traffic 2026-02-26 06:30..2026-03-26 12:00",
+        ),
+    ],
+)
+def test_run_name(start, end, expected):
+    assert metrics.run_name("nextbuy", "3", start, end) == expected
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,42 @@ from nextbuy.mlops.dashboards import metrics
 from nextbuy.mlops.dashboards.publish import build_dashboard, publish
 from nextbuy.mlops.dashboards.spec import load_dashboard_spec
 from tests.mlops.dashboards.workspace import (
+    ALERT_DAY,
     DASHBOARD_SPEC,
     N_BUCKETS,
     N_WINDOWS,
+    OTHER_RUN,
+    OTHER_START,
     PROJECT,
+    RUN,
+    START,
     assert_table_equal,
     expected_panel_titles,
+    fill_workspace,
+    make_snapshots,
+    make_windows,
 )
+
+
+def _storage(workspace):
+    """The UI server's view of a workspace (it loads every snapshot: make one per workspace state)."""
+    from evidently.ui.service.storage.local import InMemoryDataStorage
+
+    return InMemoryDataStorage(str(workspace))
+
+
+def _series(storage, project_id, panel):
+    """What the UI gets for a panel: Evidently's own series query with the panel's filters."""
+    import asyncio
+    import uuid
+
+    from evidently.ui.service.base import SeriesFilter
+
+    filters = [
+        SeriesFilter(tags=v.tags, metadata=v.metadata, metric=v.metric, metric_labels=v.metric_labels)
+        for v in panel.values
+    ]
+    return asyncio.run(storage.get_data_series(uuid.UUID(str(project_id)), filters, None, None))
 
 
 def test_publish_twice_is_idempotent_and_reloads(tmp_path, windows_and_snapshots):
@@ -41,7 +70,8 @@ def test_publish_twice_is_idempotent_and_reloads(tmp_path, windows_and_snapshots
     assert titles == expected_panel_titles(range(N_BUCKETS))
     assert len(set(titles)) == len(titles)
     assert [len(t.panels) for t in dashboard.tabs] == [len(titles)]
-    assert all(p.values for p in dashboard.panels)
+    assert all(p.values for p in dashboard.panels if p.plot_params["plot_type"] != "text")
+    assert {v.metadata[metrics.RUN_KEY] for p in dashboard.panels for v in p.values} == {RUN}
 
     by_window = {}
     for run_id in runs:
@@ -54,44 +84,97 @@ def test_publish_twice_is_idempotent_and_reloads(tmp_path, windows_and_snapshots
         assert metrics.snapshot_alert_count(run) == int(table["alert"].sum())
         assert f"window:{start:%Y-%m-%d}" in run.tags
 
-    # re-publishing one window with new numbers replaces that run (no duplicate point in the series)
+    # re-publishing the run with new numbers for one window replaces the run (no duplicate point)
     start, rows, table = windows[0]
     changed = table.assign(estimated=table["estimated"] + 0.05, alert=True)
-    publish(
-        workspace,
-        PROJECT,
-        [metrics.window_snapshot(rows, reference, changed, start, ["rerun"])],
-        DASHBOARD_SPEC,
-    )
+    rerun_snapshot = metrics.window_snapshot(rows, reference, changed, start, ["rerun"], run=RUN)
+    publish(workspace, PROJECT, [rerun_snapshot, *snapshots[1:]], DASHBOARD_SPEC)
     ws = Workspace(str(workspace))
     runs = ws.list_runs(first)
     assert len(runs) == N_WINDOWS
     rerun = [r for r in (ws.get_run(first, rid) for rid in runs) if pd.Timestamp(r.timestamp) == start]
-    assert len(rerun) == 1 and rerun[0].tags == ["rerun"]
+    assert len(rerun) == 1 and rerun[0].tags == [f"run:{RUN}", "rerun"]
     assert_table_equal(metrics.snapshot_bucket_values(rerun[0]), changed)
     assert [p.title for p in ws.get_dashboard(first).panels] == titles
+
+    # a re-published run drops the windows it no longer has (e.g. after a change of window_days)
+    publish(workspace, PROJECT, snapshots[2:], DASHBOARD_SPEC)
+    runs = Workspace(str(workspace)).list_runs(first)
+    assert len(runs) == N_WINDOWS - 2
+
+
+def test_other_runs_are_kept_but_not_drawn(tmp_path):
+    """Two pipeline runs in one project: the dashboard draws the last published only; a snapshot from
+    before runs were recorded is removed."""
+    from evidently import Dataset, Report
+    from evidently.metrics import RowCount
+    from evidently.ui.workspace import Workspace
+
+    workspace = tmp_path / "ws"
+    fill_workspace(workspace)  # OTHER_RUN, then RUN
+    ws = Workspace(str(workspace))
+    project_id = ws.search_project(PROJECT)[0].id
+    legacy = Report([RowCount()]).run(
+        Dataset.from_pandas(pd.DataFrame({"x": [1.0, 2.0]})), None, metadata={"window_start": "2024-03-01"}
+    )
+    ws.add_run(project_id, legacy)
+    assert len(ws.list_runs(project_id)) == 2 * N_WINDOWS + 1
+
+    reference, windows = make_windows(alert_day=ALERT_DAY)
+    assert publish(workspace, PROJECT, make_snapshots(reference, windows, RUN), DASHBOARD_SPEC) == str(
+        project_id
+    )
+    ws = Workspace(str(workspace))
+    stored = [ws.get_run(project_id, rid) for rid in ws.list_runs(project_id)]
+    by_run = {}
+    for run in stored:
+        by_run.setdefault(run.metadata.get(metrics.RUN_KEY), []).append(pd.Timestamp(run.timestamp))
+    assert {k: len(v) for k, v in by_run.items()} == {RUN: N_WINDOWS, OTHER_RUN: N_WINDOWS}
+    assert min(by_run[OTHER_RUN]) == OTHER_START  # kept, and later in time than the current run
+
+    dashboard = ws.get_dashboard(project_id)
+    assert dashboard.panels[0].title == f"Run: {RUN}"
+    run_starts = [START + pd.Timedelta(days=d) for d in range(N_WINDOWS)]
+    storage = _storage(workspace)
+    for panel in dashboard.panels:
+        if panel.plot_params["plot_type"] == "text":
+            continue
+        response = _series(storage, project_id, panel)
+        assert [pd.Timestamp(s.timestamp) for s in response.sources] == run_starts, panel.title
+        assert response.series, panel.title
+        assert all(any(v is not None for v in s.values) for s in response.series), panel.title
+
+    counters = {p.title: p for p in dashboard.panels if p.plot_params["plot_type"] == "counter"}
+    alerting = _series(storage, project_id, counters["Alerting buckets (latest window)"]).series
+    # the run's last window has no alert (OTHER_RUN's has): 0, stored so that the UI prints "0"
+    assert [s.values[-1] for s in alerting] == [metrics.COUNTER_ZERO]
+    drifted = _series(storage, project_id, counters["Drifted columns share (latest window)"]).series
+    assert len(drifted) == 1 and 0 < drifted[0].values[-1] <= 1  # the run's score drift grows
+
+    with pytest.raises(ValueError, match="exactly one run"):
+        publish(
+            workspace,
+            PROJECT,
+            make_snapshots(reference, windows[:1], RUN) + make_snapshots(reference, windows[1:2], OTHER_RUN),
+            DASHBOARD_SPEC,
+        )
+    with pytest.raises(ValueError, match="exactly one run"):
+        publish(workspace, PROJECT, [], DASHBOARD_SPEC)
+    with pytest.raises(ValueError, match="metadata lacks"):
+        publish(workspace, PROJECT, [legacy], DASHBOARD_SPEC)
 
 
 def test_series_the_ui_reads_one_line_per_bucket_and_nan_gaps(tmp_path, windows_and_snapshots):
     """The dashboard's panel filters, evaluated by Evidently's own series query, give one series per bucket
     with one point per window and gaps (None) where observed is still NaN."""
-    import asyncio
-    import uuid
-
-    from evidently.ui.service.base import SeriesFilter
-    from evidently.ui.service.storage.local import InMemoryDataStorage
     from evidently.ui.workspace import Workspace
 
     reference, windows, snapshots = windows_and_snapshots
     project_id = publish(tmp_path / "ws", PROJECT, snapshots, DASHBOARD_SPEC)
     dashboard = Workspace(str(tmp_path / "ws")).get_dashboard(project_id)
     panel = next(p for p in dashboard.panels if p.title.startswith("Observed positivity per bucket"))
-    filters = [
-        SeriesFilter(tags=v.tags, metadata=v.metadata, metric=v.metric, metric_labels=v.metric_labels)
-        for v in panel.values
-    ]
-    storage = InMemoryDataStorage(str(tmp_path / "ws"))
-    response = asyncio.run(storage.get_data_series(uuid.UUID(project_id), filters, None, None))
+    storage = _storage(tmp_path / "ws")
+    response = _series(storage, project_id, panel)
     assert len(response.sources) == N_WINDOWS
     series = {(s.params["bucket"], s.params["kind"]): s.values for s in response.series}
     assert set(series) == {(str(b), k) for b in range(N_BUCKETS) for k in ("observed", "predicted")}
@@ -104,25 +187,36 @@ def test_series_the_ui_reads_one_line_per_bucket_and_nan_gaps(tmp_path, windows_
     legends = {v.legend for v in panel.values}
     assert legends == {f"bucket {b} {k}" for b in range(N_BUCKETS) for k in ("observed", "predicted")}
 
+    # the stacked bar: alerting + not alerting = the window's buckets, so every window has a bar
+    panel = next(p for p in dashboard.panels if p.title == "Alerting buckets per window")
+    series = {s.metric_type.split(":")[-1]: s.values for s in _series(storage, project_id, panel).series}
+    alerts = [int(t["alert"].sum()) for _, _, t in windows]
+    assert series == {
+        "AlertedBucketsCount": alerts,
+        "NotAlertingBucketsCount": [N_BUCKETS - a for a in alerts],
+    }
+
 
 @pytest.mark.parametrize("n_buckets", [2, 5])
 def test_dashboard_spec_expands_per_bucket(n_buckets):
     spec = load_dashboard_spec(DASHBOARD_SPEC)
-    dashboard = build_dashboard(spec, range(n_buckets), project_id="p")
+    dashboard = build_dashboard(spec, range(n_buckets), project_id="p", run=RUN)
     titles = [p.title for p in dashboard.panels]
     assert titles == expected_panel_titles(range(n_buckets))
     assert not any(re.search(r"(?<!\{)\{bucket\}", t) for t in titles)
     estimated = next(p for p in dashboard.panels if p.title.startswith("Estimated eventual positivity"))
     assert len(estimated.values) == 2 * n_buckets
     assert {v.metric_labels["bucket"] for v in estimated.values} == {str(b) for b in range(n_buckets)}
-    per_bucket = [p for p in dashboard.panels if p.title.endswith("predicted vs actual positivity")]
+    per_bucket = [p for p in dashboard.panels if p.title.endswith("confidence interval vs predicted")]
     assert len(per_bucket) == n_buckets
     for b, panel in enumerate(per_bucket):
-        assert {v.metric_labels["kind"] for v in panel.values} == set(metrics.BUCKET_KINDS)
+        kinds = {v.metric_labels["kind"] for v in panel.values}
+        assert kinds == {"predicted", "observed", "estimated", "estimated_lo", "estimated_hi"}
         assert {v.metric_labels["bucket"] for v in panel.values} == {str(b)}
-    # rebuilding gives the same ids: no churn, no duplicates
-    again = build_dashboard(spec, range(n_buckets), project_id="p")
+    # rebuilding, for this run or another, gives the same ids: no churn, no duplicates
+    again = build_dashboard(spec, range(n_buckets), project_id="p", run=OTHER_RUN)
     assert [p.id for p in again.panels] == [p.id for p in dashboard.panels]
+    assert len({p.id for p in again.panels}) == len(again.panels)
 
 
 def test_dashboard_panels_series_and_tabs(tmp_path):
@@ -139,6 +233,11 @@ panels:
       - {metric: alert, bucket: 1}
       - {metric: alert}
       - {metric: RowCount, labels: {a: 1}, tags: [x]}
+  - title: "On call: {run}"
+    type: counter
+    series:
+      - {metric: alerting_buckets}
+      - {metric: drifted_columns, value: count}
   - title: "Bucket {bucket}"
     per_bucket: true
     type: bar
@@ -148,10 +247,19 @@ panels:
       - {metric: positivity, kind: naive, legend: "{kind} of {bucket}"}
       - {metric: drifted_columns}
 """)
-    dashboard = build_dashboard(load_dashboard_spec(path), [1, 0], project_id="p")
+    dashboard = build_dashboard(load_dashboard_spec(path), [1, 0], project_id="p", run="r1")
     panels = {p.title: p for p in dashboard.panels}
-    assert list(panels) == ["Notes", "Alerts", "Bucket 0", "Bucket 1"]
-    assert [(t.title, len(t.panels)) for t in dashboard.tabs] == [("Other", 1), ("Main", 3)]
+    assert list(panels) == ["Notes", "Alerts", "On call: r1", "Bucket 0", "Bucket 1"]
+    assert [(t.title, len(t.panels)) for t in dashboard.tabs] == [("Other", 1), ("Main", 4)]
+    assert all(v.metadata == {"run": "r1"} for p in dashboard.panels for v in p.values)
+    # counters of the on-call numbers read the copies that show 0 as "0"; other metrics are as written
+    assert [(v.metric.split(":")[-1], v.metric_labels) for v in panels["On call: r1"].values] == [
+        ("OnCallCounter", {"counter": "alerting_buckets"}),
+        ("OnCallCounter", {"counter": "drifted_columns_count"}),
+    ]
+    unfiltered = build_dashboard(load_dashboard_spec(path), [0], project_id="p")
+    assert all(v.metadata == {} for p in unfiltered.panels for v in p.values)
+    assert "On call: {run}" in [p.title for p in unfiltered.panels]
     assert panels["Notes"].plot_params["plot_type"] == "text" and panels["Notes"].subtitle == "read me"
     assert panels["Alerts"].plot_params["aggregation"] == "sum"
     fixed, drawn_by_evidently, raw = panels["Alerts"].values

@@ -26,7 +26,8 @@ def test_repo_spec_loads():
     spec = load_dashboard_spec(DASHBOARD_SPEC)
     assert isinstance(spec, DashboardSpec)
     assert spec.tab == "On-call" and spec.project_description
-    assert [p.type for p in spec.panels[:3]] == ["counter", "counter", "bar"]
+    assert [p.type for p in spec.panels[:4]] == ["text", "counter", "counter", "bar"]
+    assert "{run}" in spec.panels[0].title  # on-call sees which run the dashboard draws
     assert any(p.per_bucket for p in spec.panels)
 
 
@@ -105,6 +106,7 @@ def test_raw_evidently_metric_is_accepted(tmp_path):
         ("{metric: drifted_columns, value: pct}", "series[0].value", "'share' or 'count'"),
         ("{metric: volume, legend: 'bucket {bucket}'}", "series[0].legend", "never filled"),
         ("{metric: drift, column: score, legend: '{kind}'}", "series[0].legend", "never filled"),
+        ("{metric: alerting_buckets, legend: '{run}'}", "series[0].legend", "never filled"),
     ],
 )
 def test_series_rules(tmp_path, series, field, words):
@@ -141,7 +143,8 @@ def test_placeholders_filled_where_a_bucket_is_known(tmp_path):
         tmp_path,
         """
 panels:
-  - title: "Bucket {bucket}"
+  - {title: "Run {run}", type: text, description: "only {run}"}
+  - title: "Bucket {bucket} of {run}"
     description: "all of bucket {bucket}"
     per_bucket: true
     series:
@@ -154,7 +157,7 @@ panels:
       - {metric: drifted_columns, value: count, legend: "{value}"}
 """,
     )
-    assert len(spec.panels) == 2
+    assert len(spec.panels) == 3
 
 
 def test_invalid_yaml_names_the_file(tmp_path):

@@ -3,12 +3,20 @@
 * ``BucketTablePreset`` — custom SingleValue metrics that *copy* the monitor stage's per-bucket numbers
   (the bucket table is handed to the report as the additional dataset ``bucket_table``; nothing is
   recomputed here): ``BucketPositivity(bucket, kind)`` for every kind in ``BUCKET_KINDS``,
-  ``BucketVolume(bucket)``, ``BucketAlert(bucket)`` (0/1) and ``AlertedBucketsCount()``. Missing
-  values (e.g. ``observed`` before any label matured) are stored as NaN and show as gaps.
+  ``BucketVolume(bucket)``, ``BucketAlert(bucket)`` (0/1), ``AlertedBucketsCount()`` and
+  ``NotAlertingBucketsCount()``. Missing values (e.g. ``observed`` before any label matured) are stored
+  as NaN and show as gaps.
 * ``DataDriftPreset`` over score, uncertainty, bucket (categorical: bucket-share drift), category and
   log_price against the champion's holdout scores, with one fixed method (PSI, drift at >= 0.1) so a
   window's drift value means the same thing whatever its size: ``ValueDrift(column)`` per column and
   ``DriftedColumnsCount`` (count and share of drifted columns).
+* ``OnCallCounter(counter)`` — copies of the alerting-bucket count and the drifted-columns count/share for
+  the dashboard's counter panels only: Evidently 0.7.23's counter panel prints a value of 0 as "no value"
+  (it tests the number's truthiness), so these store 0 as ``COUNTER_ZERO`` (1e-9, printed "0" since the
+  counter rounds to 2 decimals). Every other metric stores exact values.
+
+Every snapshot belongs to one pipeline *run* (champion version + traffic span, ``run_name``): its
+metadata ``run`` and tag ``run:<run>`` let the dashboard draw only the current run.
 
 ``window_snapshot`` builds a window's snapshot; ``snapshot_bucket_values`` / ``snapshot_alert_count`` read
 the numbers back from a snapshot or a stored run.
@@ -28,6 +36,7 @@ from evidently.core.metric_types import Metric, SingleValue, SingleValueCalculat
 from evidently.core.report import Context, Snapshot
 from evidently.legacy.model.widget import BaseWidgetInfo
 from evidently.legacy.renderers.html_widgets import CounterData, WidgetSize, counter, table_data
+from evidently.metrics import DriftedColumnsCount
 from evidently.presets import DataDriftPreset
 from evidently.pydantic_utils import LOADED_TYPE_ALIASES, TYPE_ALIASES
 
@@ -36,8 +45,13 @@ BUCKET_KINDS: tuple[str, ...] = get_args(BucketKind)
 
 #: Name of the additional dataset (the window's bucket table) that the bucket metrics read.
 BUCKET_TABLE = "bucket_table"
-#: Snapshot metadata key that identifies a window; a project holds one run per value.
+#: Snapshot metadata key that identifies a window within a run.
 WINDOW_KEY = "window_start"
+#: Snapshot metadata key of the pipeline run (champion version + traffic span) the window belongs to;
+#: the dashboard filters on it, and re-publishing a run replaces all its snapshots.
+RUN_KEY = "run"
+#: Prefix of the run tag every snapshot carries (shown in the UI's tooltips and report list).
+RUN_TAG_PREFIX = "run:"
 #: Columns whose distribution is compared with the reference (the champion's holdout).
 DRIFT_COLUMNS = ("score", "uncertainty", "bucket", "category", "log_price")
 DRIFT_METHOD = "psi"
@@ -58,6 +72,23 @@ CATEGORICAL_ROW_COLUMNS = ["bucket", "category", "label_observed"]
 TABLE_COLUMNS = ("bucket", "volume", *BUCKET_KINDS, "alert")
 #: Evidently's prefix of metric type names (PanelMetric adds it to a bare name).
 METRIC_TYPE_PREFIX = "evidently:metric_v2:"
+#: What an OnCallCounter stores for 0: Evidently 0.7.23's counter panel shows a falsy value (0) as
+#: "no value" and rounds any other to 2 decimals, so 1e-9 is shown as "0".
+COUNTER_ZERO = 1e-9
+#: OnCallCounter(counter=...) values.
+COUNTERS = ("alerting_buckets", "drifted_columns_share", "drifted_columns_count")
+
+
+def run_name(model_name: str, version: Any, traffic_start: Any, traffic_end: Any) -> str:
+    """The id of a pipeline run as on-call reads it: "nextbuy v3, traffic 2026-02-26..2026-03-26".
+    A run = the champion that scored the traffic + the traffic's span; times other than midnight keep
+    their hour and minute, so two runs on the same day stay apart."""
+
+    def stamp(value: Any) -> str:
+        ts = _window_timestamp(value)
+        return f"{ts:%Y-%m-%d}" if ts == ts.normalize() else f"{ts:%Y-%m-%d %H:%M}"
+
+    return f"{model_name} v{version}, traffic {stamp(traffic_start)}..{stamp(traffic_end)}"
 
 
 def is_metric_type(name: str) -> bool:
@@ -149,15 +180,89 @@ class AlertedBucketsCount(SingleValueMetric):
     """Number of buckets alerting in the window (the on-call counter)."""
 
 
+def _alerting_buckets(context: Context) -> tuple[int, int]:
+    """(alerting, not alerting) buckets of the window."""
+    alerts = pd.to_numeric(_bucket_table(context)["alert"], errors="coerce").fillna(0)
+    alerting = int((alerts != 0).sum())
+    return alerting, len(alerts) - alerting
+
+
 class AlertedBucketsCountCalculation(SingleValueCalculation[AlertedBucketsCount]):
     def calculate(
         self, context: Context, current_data: Dataset, reference_data: Dataset | None
     ) -> SingleValue:
-        alerts = pd.to_numeric(_bucket_table(context)["alert"], errors="coerce").fillna(0)
-        return _without_widget(self.result(int((alerts != 0).sum())))
+        return _without_widget(self.result(_alerting_buckets(context)[0]))
 
     def display_name(self) -> str:
         return "Alerting buckets"
+
+
+class NotAlertingBucketsCount(SingleValueMetric):
+    """Number of buckets of the window that do not alert (within tolerance, or too small to judge)."""
+
+
+class NotAlertingBucketsCountCalculation(SingleValueCalculation[NotAlertingBucketsCount]):
+    def calculate(
+        self, context: Context, current_data: Dataset, reference_data: Dataset | None
+    ) -> SingleValue:
+        return _without_widget(self.result(_alerting_buckets(context)[1]))
+
+    def display_name(self) -> str:
+        return "Buckets not alerting"
+
+
+def drift_columns(current: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
+    """The DRIFT_COLUMNS with values on both sides (an all-NaN column cannot be compared)."""
+    return [
+        c
+        for c in DRIFT_COLUMNS
+        if c in current.columns
+        and c in reference.columns
+        and current[c].notna().any()
+        and reference[c].notna().any()
+    ]
+
+
+class OnCallCounter(SingleValueMetric):
+    """A number shown by a counter panel of the dashboard (``counter`` in COUNTERS): the alerting-bucket
+    count, or the drifted-columns share/count of DataDriftPreset (``method``/``threshold`` as there).
+    Stored exactly, except 0 -> COUNTER_ZERO (see there); NaN when the window has no drift columns."""
+
+    counter: str
+    method: str | None = None
+    threshold: float | None = None
+
+
+class OnCallCounterCalculation(SingleValueCalculation[OnCallCounter]):
+    def calculate(
+        self, context: Context, current_data: Dataset, reference_data: Dataset | None
+    ) -> SingleValue:
+        counter = self.metric.counter
+        if counter == "alerting_buckets":
+            value: float = _alerting_buckets(context)[0]
+        elif counter in ("drifted_columns_share", "drifted_columns_count"):
+            value = self._drifted(context, current_data, reference_data, counter.rsplit("_", 1)[-1])
+        else:
+            raise ValueError(f"OnCallCounter: unknown counter {counter!r} (one of {COUNTERS})")
+        return _without_widget(self.result(COUNTER_ZERO if value == 0 else value))
+
+    def _drifted(
+        self, context: Context, current_data: Dataset, reference_data: Dataset | None, which: str
+    ) -> float:
+        if reference_data is None:
+            return math.nan
+        columns = drift_columns(current_data.as_dataframe(), reference_data.as_dataframe())
+        if not columns:
+            return math.nan
+        # the DriftedColumnsCount of DataDriftPreset (same parameters: computed once, reused)
+        drifted = DriftedColumnsCount(
+            columns=columns, method=self.metric.method, threshold=self.metric.threshold
+        )
+        result = context.calculate_metric(drifted.to_calculation())
+        return float(getattr(result, which).value)
+
+    def display_name(self) -> str:
+        return f"On-call counter: {self.metric.counter.replace('_', ' ')}"
 
 
 def _fmt(value: Any) -> str:
@@ -182,7 +287,7 @@ class BucketTablePreset(MetricContainer):
         for bucket in self.buckets:
             metrics += [BucketPositivity(bucket=bucket, kind=kind) for kind in BUCKET_KINDS]
             metrics += [BucketVolume(bucket=bucket), BucketAlert(bucket=bucket)]
-        return [*metrics, AlertedBucketsCount()]
+        return [*metrics, AlertedBucketsCount(), NotAlertingBucketsCount()]
 
     def render(self, context: Context, child_widgets=None) -> list[BaseWidgetInfo]:
         table = _bucket_table(context)
@@ -287,13 +392,18 @@ def _window_metrics(
     drift_threshold: float,
 ) -> list:
     metrics: list = [BucketTablePreset(buckets=table["bucket"].tolist())]
-    drift_columns = [c for c in DRIFT_COLUMNS if current[c].notna().any() and reference[c].notna().any()]
-    if drift_columns:
+    columns = drift_columns(current, reference)
+    if columns:
         metrics.append(
             DataDriftPreset(
-                columns=drift_columns, method=drift_method, threshold=drift_threshold, include_tests=False
+                columns=columns, method=drift_method, threshold=drift_threshold, include_tests=False
             )
         )
+    # after the preset: the drift counters reuse its DriftedColumnsCount (NaN without drift columns)
+    metrics.append(OnCallCounter(counter="alerting_buckets"))
+    metrics += [
+        OnCallCounter(counter=c, method=drift_method, threshold=drift_threshold) for c in COUNTERS[1:]
+    ]
     return metrics
 
 
@@ -304,10 +414,12 @@ def window_snapshot(
     window_start: pd.Timestamp,
     tags: list[str],
     *,
+    run: str,
     drift_method: str = DRIFT_METHOD,
     drift_threshold: float = DRIFT_THRESHOLD,
 ) -> Snapshot:
-    """One Evidently Report run (a snapshot) for one window, timestamp = window_start.
+    """One Evidently Report run (a snapshot) for one window of the pipeline run ``run`` (``run_name``),
+    timestamp = window_start; tagged ``run:<run>`` plus ``tags``, metadata ``run`` and ``window_start``.
 
     window_rows / reference_rows: score, uncertainty, bucket, prob_calibrated, category, log_price,
     label_observed, expected_label (extra columns are ignored). reference_rows = the champion's scores
@@ -316,6 +428,8 @@ def window_snapshot(
     A drift column that is all-NaN on either side (e.g. log_price for a real source without prices)
     is left out of the drift metrics of that window rather than failing it.
     """
+    if not str(run).strip():
+        raise ValueError("window_snapshot needs the run it belongs to (run_name: champion + traffic span)")
     table = _clean_bucket_table(bucket_table)
     current = _clean_rows(window_rows, "window_rows")
     reference = _clean_rows(reference_rows, "reference_rows")
@@ -326,8 +440,9 @@ def window_snapshot(
         reference_dataset,
         additional_data={BUCKET_TABLE: table_dataset},
         timestamp=ts.to_pydatetime(),
-        tags=[str(t) for t in tags],
+        tags=[RUN_TAG_PREFIX + str(run), *(str(t) for t in tags)],
         metadata={
+            RUN_KEY: str(run),
             WINDOW_KEY: ts.isoformat(),
             "rows": str(len(current)),
             "buckets": ",".join(str(b) for b in table["bucket"]),

@@ -1,8 +1,10 @@
 """Publishing window snapshots to a local Evidently Workspace, and the dashboard built from the spec.
 
-``publish`` writes the snapshots (one run per window: re-publishing a window replaces its run) and
-rebuilds the project dashboard from monitoring/dashboard.yaml (``spec``), whose "per bucket" panels and
-series are expanded by ``build_dashboard`` for the buckets present (2..5 or any number).
+``publish`` writes the snapshots of one pipeline run (one Evidently run per window; re-publishing a run
+replaces all of that run's snapshots) and rebuilds the project dashboard from monitoring/dashboard.yaml
+(``spec``) for that run: every panel filters on the run's metadata, so the windows of other runs
+(another champion, another traffic span) stay in the project, listed under Reports, but are never
+drawn. "Per bucket" panels and series are expanded by ``build_dashboard`` for the run's buckets.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from evidently.sdk import panels as ev_panels
 from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTabModel, PanelMetric
 from evidently.ui.workspace import Workspace
 
-from nextbuy.mlops.dashboards.metrics import WINDOW_KEY
+from nextbuy.mlops.dashboards.metrics import RUN_KEY, WINDOW_KEY
 from nextbuy.mlops.dashboards.spec import (
     PLACEHOLDER,
     DashboardSpec,
@@ -55,6 +57,8 @@ def _default_legend(s: SeriesSpec, bucket: int | None) -> str:
         return f"{prefix}{s.metric}"
     if s.metric == "alerting_buckets":
         return "alerting buckets"
+    if s.metric == "not_alerting_buckets":
+        return "buckets not alerting"
     if s.metric == "drift":
         return f"{s.column} drift"
     if s.metric == "drifted_columns":
@@ -62,15 +66,32 @@ def _default_legend(s: SeriesSpec, bucket: int | None) -> str:
     return s.metric
 
 
-def _metric_labels(s: SeriesSpec) -> dict[str, str]:
+#: What a counter panel reads for these series: OnCallCounter, which stores 0 so that Evidently 0.7.23's
+#: counter shows "0" rather than "no value" (metrics.COUNTER_ZERO).
+_COUNTER_COPY = "OnCallCounter"
+
+
+def _counter_copy(s: SeriesSpec) -> str | None:
+    """The OnCallCounter `counter` of a series in a counter panel, None when it has no copy."""
+    if s.metric == "alerting_buckets":
+        return "alerting_buckets"
+    if s.metric == "drifted_columns":
+        return f"drifted_columns_{s.value_type}"
+    return None
+
+
+def _metric_type_and_labels(s: SeriesSpec, panel_type: str) -> tuple[str, dict[str, str]]:
     labels = dict(s.labels)
+    counter = _counter_copy(s) if panel_type == "counter" else None
+    if counter is not None:
+        return _COUNTER_COPY, dict(labels, counter=counter)
     if s.metric == "positivity":
         labels["kind"] = str(s.kind)
     elif s.metric == "drift":
         labels["column"] = str(s.column)
     elif s.metric == "drifted_columns":
         labels["value_type"] = s.value_type
-    return labels
+    return s.metric_type, labels
 
 
 def _series_buckets(s: SeriesSpec, buckets: Sequence[int], panel_bucket: int | None) -> list[int | None]:
@@ -83,8 +104,11 @@ def _series_buckets(s: SeriesSpec, buckets: Sequence[int], panel_bucket: int | N
     return [None]  # unscoped: Evidently draws one series per matching bucket itself
 
 
-def _panel_metrics(s: SeriesSpec, buckets: Sequence[int], panel_bucket: int | None) -> list[PanelMetric]:
-    labels = _metric_labels(s)
+def _panel_metrics(
+    s: SeriesSpec, panel_type: str, buckets: Sequence[int], panel_bucket: int | None, run: str | None
+) -> list[PanelMetric]:
+    metric_type, labels = _metric_type_and_labels(s, panel_type)
+    metadata = {RUN_KEY: run} if run is not None else {}
     out = []
     for bucket in _series_buckets(s, buckets, panel_bucket):
         bucket_labels = dict(labels, **({"bucket": str(bucket)} if bucket is not None else {}))
@@ -92,7 +116,13 @@ def _panel_metrics(s: SeriesSpec, buckets: Sequence[int], panel_bucket: int | No
             s.legend or _default_legend(s, bucket), bucket=bucket, kind=s.kind, column=s.column, value=s.value
         )
         out.append(
-            PanelMetric(metric=s.metric_type, metric_labels=bucket_labels, legend=legend, tags=list(s.tags))
+            PanelMetric(
+                metric=metric_type,
+                metric_labels=bucket_labels,
+                legend=legend,
+                tags=list(s.tags),
+                metadata=metadata,
+            )
         )
     return out
 
@@ -113,27 +143,33 @@ def _panel(
     return ev_panels.text_panel(title, description=description, size=p.size)
 
 
-def _expanded_panels(p: PanelSpec, buckets: Sequence[int]) -> list[DashboardPanelPlot]:
+def _expanded_panels(p: PanelSpec, buckets: Sequence[int], run: str | None) -> list[DashboardPanelPlot]:
     """The panel, or one per bucket for a per_bucket panel."""
     out = []
     for panel_bucket in buckets if p.per_bucket else [None]:
-        values = [m for s in p.series for m in _panel_metrics(s, buckets, panel_bucket)]
-        out.append(
-            _panel(p, _fill(p.title, bucket=panel_bucket), _fill(p.description, bucket=panel_bucket), values)
-        )
+        values = [m for s in p.series for m in _panel_metrics(s, p.type, buckets, panel_bucket, run)]
+        title = _fill(p.title, bucket=panel_bucket, run=run)
+        out.append(_panel(p, title, _fill(p.description, bucket=panel_bucket, run=run), values))
     return out
 
 
-def build_dashboard(spec: DashboardSpec, buckets: Iterable[int], project_id: Any = "") -> DashboardModel:
-    """The DashboardModel for a validated spec and the buckets present in the project's runs.
-    Panel and tab ids derive from the project id and titles, so a rebuild yields the same dashboard."""
+def build_dashboard(
+    spec: DashboardSpec, buckets: Iterable[int], project_id: Any = "", run: str | None = None
+) -> DashboardModel:
+    """The DashboardModel for a validated spec and the buckets of the run it shows.
+
+    run: every series draws only snapshots whose metadata ``run`` is this (None: no filter); "{run}" in
+    titles and descriptions names it. Counter panels of ``alerting_buckets`` / ``drifted_columns`` read
+    their OnCallCounter copies (0 shown as "0", not "no value"). Panel and tab ids derive from the
+    project id, the tab and the panel's position, so a rebuild yields the same ids."""
     buckets = sorted({int(b) for b in buckets})
     panels: list[DashboardPanelPlot] = []
     tabs: dict[str, list[uuid.UUID]] = {}
-    for p in spec.panels:
+    for i, p in enumerate(spec.panels):
         tab = spec.tab if p.tab is None else p.tab
-        for panel in _expanded_panels(p, buckets):
-            panel.id = uuid.uuid5(_ID_NAMESPACE, f"{project_id}/panel/{tab}/{panel.title}/{len(panels)}")
+        for j, panel in enumerate(_expanded_panels(p, buckets, run)):
+            # not the filled title: "{run}" changes from run to run
+            panel.id = uuid.uuid5(_ID_NAMESPACE, f"{project_id}/panel/{tab}/{i}/{p.title}/{j}")
             panels.append(panel)
             tabs.setdefault(tab, []).append(panel.id)
     tab_models = [
@@ -148,11 +184,13 @@ def build_dashboard(spec: DashboardSpec, buckets: Iterable[int], project_id: Any
 # --------------------------------------------------------------------------------------------------
 
 
-def _snapshot_window(snapshot: Snapshot) -> str:
-    key = snapshot.to_snapshot_model().metadata.get(WINDOW_KEY)
-    if key is None:
-        raise ValueError("publish expects snapshots made by window_snapshot (metadata lacks window_start)")
-    return str(key)
+def _snapshot_key(snapshot: Snapshot) -> tuple[str, str]:
+    """(run, window) of a snapshot made by window_snapshot."""
+    metadata = snapshot.to_snapshot_model().metadata
+    missing = [k for k in (RUN_KEY, WINDOW_KEY) if not metadata.get(k)]
+    if missing:
+        raise ValueError(f"publish expects snapshots made by window_snapshot (metadata lacks {missing})")
+    return str(metadata[RUN_KEY]), str(metadata[WINDOW_KEY])
 
 
 def _snapshot_buckets(metadata: Mapping) -> list[int]:
@@ -167,38 +205,43 @@ def _project_id(ws: Workspace, project_name: str, description: str | None) -> An
     return project.id
 
 
-def _stored_windows(ws: Workspace, project_id: Any) -> tuple[dict[str, list[Any]], dict[str, set]]:
-    """({window: run ids}, {window: buckets}) of the runs already in the project."""
-    run_ids: dict[str, list[Any]] = {}
-    window_buckets: dict[str, set] = {}
-    for run_id in ws.list_runs(project_id):
-        run = ws.get_run(project_id, run_id)
-        if run is None:
-            continue
-        window = str(run.metadata.get(WINDOW_KEY))
-        run_ids.setdefault(window, []).append(run_id)
-        window_buckets.setdefault(window, set()).update(_snapshot_buckets(run.metadata))
-    return run_ids, window_buckets
+def _replaced_snapshots(ws: Workspace, project_id: Any, run: str) -> list[Any]:
+    """Ids of the project's snapshots that publishing ``run`` replaces: those of the same run, and those
+    without a run (published before runs were recorded: no dashboard can tell them apart)."""
+    ids = []
+    for snapshot_id in ws.list_runs(project_id):
+        stored = ws.get_run(project_id, snapshot_id)
+        if stored is not None and stored.metadata.get(RUN_KEY) in (run, None):
+            ids.append(snapshot_id)
+    return ids
 
 
 def publish(
     workspace_dir: str | Path, project_name: str, snapshots: list, dashboard_spec_path: str | Path
 ) -> str:
-    """Create or reuse the project named project_name in a local Workspace at workspace_dir, add every
-    snapshot (ws.add_run; a window already in the project is replaced, so re-running the monitor stage
-    does not duplicate points), and rebuild the dashboard from dashboard_spec_path for the buckets of all
-    the project's runs. Returns the project id."""
+    """Publish one pipeline run's window snapshots (window_snapshot, all with the same ``run``) and make
+    the dashboard show that run.
+
+    Creates or reuses the project named project_name in a local Workspace at workspace_dir; deletes the
+    snapshots the project already holds for this run (re-publishing a run replaces it: no duplicate
+    points, no stale windows) and any without a run (from before runs were recorded); adds these (one
+    per window; a window's last snapshot wins); rebuilds the dashboard from dashboard_spec_path, filtered
+    to this run, for its buckets. Snapshots of other runs are kept (Reports lists them, tagged run:...)
+    but not drawn. Returns the project id."""
     spec = load_dashboard_spec(dashboard_spec_path)  # fail before touching the workspace
+    latest = {_snapshot_key(snapshot): snapshot for snapshot in snapshots}
+    runs = sorted({run for run, _ in latest})
+    if len(runs) != 1:
+        raise ValueError(f"publish takes the snapshots of exactly one run, got runs {runs}")
+    run = runs[0]
     Path(workspace_dir).mkdir(parents=True, exist_ok=True)
     ws = Workspace(str(workspace_dir))
     project_id = _project_id(ws, project_name, spec.project_description)
-    stored, window_buckets = _stored_windows(ws, project_id)
-    latest = {_snapshot_window(snapshot): snapshot for snapshot in snapshots}  # a window's last snapshot wins
-    for window, snapshot in sorted(latest.items()):
-        for run_id in stored.pop(window, []):
-            ws.delete_run(project_id, run_id)
+    for snapshot_id in _replaced_snapshots(ws, project_id, run):
+        ws.delete_run(project_id, snapshot_id)
+    buckets: set[int] = set()
+    for _, snapshot in sorted(latest.items()):
         ws.add_run(project_id, snapshot)
-        window_buckets[window] = set(_snapshot_buckets(snapshot.to_snapshot_model().metadata))
-    buckets = set().union(*window_buckets.values())
-    ws.save_dashboard(project_id, build_dashboard(spec, buckets, project_id))
+        buckets.update(_snapshot_buckets(snapshot.to_snapshot_model().metadata))
+    ws.save_dashboard(project_id, build_dashboard(spec, buckets, project_id, run=run))
     return str(project_id)

@@ -31,11 +31,13 @@ METRIC_ALIASES = {
     "volume": ("BucketVolume", True),
     "alert": ("BucketAlert", True),
     "alerting_buckets": ("AlertedBucketsCount", False),
+    "not_alerting_buckets": ("NotAlertingBucketsCount", False),
     "drift": ("ValueDrift", False),
     "drifted_columns": ("DriftedColumnsCount", False),
 }
 #: "{bucket}", "{kind}", ... in titles, descriptions and legends; leaves Evidently's own "{{param}}" alone.
-PLACEHOLDER = re.compile(r"(?<!\{)\{(bucket|kind|column|value)\}(?!\})")
+#: "{run}" (titles and descriptions): the pipeline run the dashboard shows.
+PLACEHOLDER = re.compile(r"(?<!\{)\{(bucket|kind|column|value|run)\}(?!\})")
 DEFAULT_TAB = "On-call"
 
 
@@ -133,13 +135,13 @@ class PanelSpec(_Spec):
     @model_validator(mode="after")
     def _placeholders_can_be_filled(self) -> PanelSpec:
         # an unfilled placeholder would show as "{bucket}" on the dashboard
-        panel_fields = {"bucket"} if self.per_bucket else set()
+        panel_fields = {"run", "bucket"} if self.per_bucket else {"run"}
         for name in ("title", "description"):
             unfilled = _placeholders(getattr(self, name)) - panel_fields
             if unfilled:
                 raise ValueError(
                     f"{name}: placeholders {sorted(unfilled)} are never filled "
-                    "(a title or description may use {bucket}, in a per_bucket panel)"
+                    "(a title or description may use {run}, and {bucket} in a per_bucket panel)"
                 )
         for j, s in enumerate(self.series):
             unfilled = _placeholders(s.legend) - s.legend_fields(self.per_bucket)

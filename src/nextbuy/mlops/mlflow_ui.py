@@ -1,0 +1,283 @@
+"""`make mlflow-ui`: the MLflow UI on the classic ML view of the ``nextbuy`` experiment.
+
+Plain ``mlflow ui`` (MLflow 3.17) is a poor fit for this project:
+
+* it opens in GenAI mode: the UI's mode is a browser-side *workflow type* (the
+  ``workflowType`` query parameter of an experiment URL, else localStorage
+  ``mlflow.workflowType_v1``, default ``genai``). With the UI's GenAI / Model training
+  switch on (it is, in 3.17) an experiment's view follows that, not its
+  ``mlflow.experimentKind`` tag, so no tag on the experiment is needed or helps;
+* on localhost it auto-opens the MLflow Assistant panel on first load
+  (localStorage ``mlflow.assistant.fab.autoOpenedOnFirstLoad_v1``) and the home page
+  shows a usage-telemetry banner until dismissed: there is no server option for either;
+* it starts a uvicorn supervisor with 4 workers plus a job runner and seven
+  ``huey_consumer`` processes (job execution is on by default), importing MLflow's
+  server stack once in the CLI and again in every worker: minutes on a loaded host;
+* SIGTERM to ``mlflow ui`` is forwarded to the uvicorn supervisor only: the job runner
+  and its huey consumers are left to notice the server is gone (all seven still running
+  8 s later here, longer on a loaded host or when the CLI process is killed outright).
+
+Here the server is one process (``python -m nextbuy.mlops.mlflow_ui``): MLflow's own
+ASGI app in a single in-process uvicorn, with job execution (no huey), the AI gateway
+and telemetry off (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION``, ``MLFLOW_ENABLE_AI_GATEWAY``,
+``MLFLOW_DISABLE_TELEMETRY``), and index.html served with a small script that sets the
+UI's browser defaults: classic ML view, assistant panel closed, telemetry banner
+dismissed. :func:`launch` (``nextbuy mlflow-ui``) runs it as its own process group,
+waits until it answers, prints the experiment's URL and stops the whole group on
+Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nextbuy.mlops.tracking import EXPERIMENT
+from nextbuy.procs import HOST, GroupServer, port_open
+
+DEFAULT_PORT = 5000
+ML_VIEW = "machine_learning"  # the UI's workflowType of the classic view (the other one: "genai")
+
+# For the server process, set before MLflow is imported. Job execution starts the huey
+# consumers (and needs them to stop); this UI runs no jobs, gateway endpoints or telemetry.
+SERVER_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",  # MLflow reads only "true" here (the Makefile's DO_NOT_TRACK=1 is not enough)
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "MLFLOW_ENABLE_AI_GATEWAY": "false",
+    "MLFLOW_ENABLE_WORKSPACES": "false",
+}
+
+# localStorage keys of the MLflow 3.17 UI (`${key}_v${version}`, JSON values): set on every
+# load of index.html (the panel and banner) or only where the browser has no choice yet (the view).
+BROWSER_DEFAULTS = {
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
+    "mlflow.assistant.panelOpen_v1": "false",
+    "mlflow.telemetry.info.alert.dismissed_v1": "true",
+    "mlflow.settings.telemetry.enabled_v1": "false",
+}
+BROWSER_DEFAULTS_IF_UNSET = {"mlflow.workflowType_v1": json.dumps(ML_VIEW)}
+
+
+def _ui_script() -> bytes:
+    """index.html's first script: the browser defaults above, before MLflow's bundle reads them."""
+    always, if_unset = json.dumps(BROWSER_DEFAULTS), json.dumps(BROWSER_DEFAULTS_IF_UNSET)
+    js = (
+        f"var s=window.localStorage,f={always},d={if_unset},k;"
+        "for(k in f)s.setItem(k,f[k]);"
+        "for(k in d)if(s.getItem(k)===null)s.setItem(k,d[k]);"
+    )
+    return ("<script>(function(){try{" + js + "}catch(e){}})();</script>").encode()
+
+
+UI_SCRIPT = _ui_script()
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The experiment's page in the classic ML view (runs table, charts, models)."""
+    return f"{base}/#/experiments/{experiment_id}?workflowType={ML_VIEW}"
+
+
+def model_url(base: str, name: str) -> str:
+    return f"{base}/#/models/{urllib.parse.quote(name)}"
+
+
+def default_store(root: Path | None = None) -> str:
+    return f"sqlite:///{(root or Path.cwd()).resolve() / 'mlflow.db'}"
+
+
+# --- the launcher ----------------------------------------------------------------
+
+
+class MlflowUI(GroupServer):
+    """The UI server (``python -m nextbuy.mlops.mlflow_ui``) as its own process group;
+    ready once ``/health`` answers."""
+
+    def __init__(
+        self,
+        backend_store_uri: str,
+        port: int = DEFAULT_PORT,
+        artifacts_destination: Path | None = None,
+        log_path: Path | None = None,
+        start_timeout: float = 300.0,
+    ):
+        artifacts = (artifacts_destination or Path.cwd() / "mlartifacts").resolve()
+        cmd = [sys.executable, "-m", __name__, "--backend-store-uri", backend_store_uri]
+        cmd += ["--port", str(port), "--artifacts-destination", str(artifacts)]
+        super().__init__(cmd, port, log_path=log_path, start_timeout=start_timeout)
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def is_ready(self) -> bool:
+        try:
+            return self._get("/health")[0] == 200
+        except OSError:
+            return False
+
+    def experiment_id(self, name: str = EXPERIMENT) -> str | None:
+        """The experiment's id from the running server, None when the store has none by that name."""
+        query = urllib.parse.urlencode({"experiment_name": name})
+        status, body = self._get(f"/api/2.0/mlflow/experiments/get-by-name?{query}")
+        return json.loads(body)["experiment"]["experiment_id"] if status == 200 else None
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # at once, also when piped (make, a test)
+
+
+def launch(
+    backend_store_uri: str,
+    port: int = DEFAULT_PORT,
+    artifacts_destination: Path | None = None,
+    out: Callable[[str], None] = _say,
+) -> int:
+    """Start the UI, print where to look, serve until Ctrl-C / SIGTERM / SIGHUP, then stop
+    the whole process group. Returns the exit code (0 when stopped by a signal)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a shell's `&` ignores it
+        signal.signal(sig, _raise_interrupt)
+    server = MlflowUI(backend_store_uri, port, artifacts_destination)
+    if port_open(port):  # else the readiness check could take another server for this one
+        out(f"MLflow UI: {server.url} is taken (another MLflow UI?); stop it or pass --port")
+        return 1
+    started = time.monotonic()
+    out(f"MLflow UI: starting on {server.url} (store {backend_store_uri}) ...")
+    server.on_wait(lambda: out(f"  still starting ({time.monotonic() - started:.0f} s)"), every=15.0)
+    try:
+        server.start()
+        experiment_id = server.experiment_id()
+        out(f"MLflow UI ready in {time.monotonic() - started:.1f} s; Ctrl-C stops it.")
+        if experiment_id is None:
+            out(f"  no '{EXPERIMENT}' experiment in this store yet (make run creates it): {server.url}")
+        else:
+            out(f"  experiment '{EXPERIMENT}' (classic ML view): {experiment_url(server.url, experiment_id)}")
+            out(f"  registered model '{EXPERIMENT}' (alias champion): {model_url(server.url, EXPERIMENT)}")
+        while server.proc.poll() is None:
+            time.sleep(0.5)
+        out(f"MLflow UI exited by itself with {server.proc.returncode}")
+        return server.proc.returncode or 1
+    except (RuntimeError, TimeoutError) as err:  # it died or never answered: say why
+        out(f"MLflow UI did not start: {err}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        gone = server.stop()
+        out("MLflow UI stopped." if gone else f"MLflow UI: process group {server.proc.pid} still alive")
+
+
+# --- the server process -------------------------------------------------------------
+
+
+class BrowserDefaults:
+    """ASGI wrapper: index.html (GET /) gets :data:`UI_SCRIPT` at the top of <head>, is never
+    answered 304 from a browser cache of the unmodified page, and is not cached itself."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        conditional = (b"if-none-match", b"if-modified-since")
+        scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in conditional]}
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def rewrite(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            dropped = (b"content-length", b"etag", b"last-modified", b"cache-control")
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in dropped]
+            if start.get("status") == 200 and b"<head>" in body:
+                body = body.replace(b"<head>", b"<head>" + UI_SCRIPT, 1)
+            headers += [(b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, rewrite)
+
+
+def serve(backend_store_uri: str, port: int, artifacts_destination: Path, host: str = HOST) -> None:
+    """Run MLflow's tracking server (REST API + UI) in this process until SIGINT/SIGTERM.
+
+    What ``mlflow server`` does before it spawns its workers, minus the workers: the
+    server's environment (names from ``mlflow.server.constants``), the stores initialised
+    (an empty store gets its tables), then MLflow's FastAPI app in one uvicorn."""
+    import warnings
+
+    os.environ.update(SERVER_ENV)
+    # MLflow's FastAPI app imports starlette.middleware.wsgi, which warns on import (a UserWarning).
+    warnings.filterwarnings("ignore", message=r"starlette\.middleware\.wsgi is deprecated")
+    import uvicorn  # before mlflow.server: its Flask app turns its security middleware on under uvicorn
+    from mlflow.environment_variables import _MLFLOW_IN_JOB_EXECUTOR, _MLFLOW_SERVER_BOOT_ID, _MLFLOW_SGI_NAME
+    from mlflow.server import constants
+    from mlflow.server.handlers import initialize_backend_stores
+    from mlflow.utils.server_cli_utils import resolve_default_artifact_root
+
+    default_artifact_root = resolve_default_artifact_root(True, None, backend_store_uri)
+    os.environ.update(
+        {
+            constants.BACKEND_STORE_URI_ENV_VAR: backend_store_uri,
+            constants.REGISTRY_STORE_URI_ENV_VAR: backend_store_uri,
+            constants.ARTIFACT_ROOT_ENV_VAR: default_artifact_root,
+            constants.SERVE_ARTIFACTS_ENV_VAR: "true",
+            constants.ARTIFACTS_DESTINATION_ENV_VAR: str(artifacts_destination),
+            _MLFLOW_SERVER_BOOT_ID.name: uuid.uuid4().hex,
+            _MLFLOW_IN_JOB_EXECUTOR.name: "false",
+            _MLFLOW_SGI_NAME.name: "uvicorn",
+        }
+    )
+    initialize_backend_stores(backend_store_uri, backend_store_uri, default_artifact_root)
+    from mlflow.server.fastapi_app import app
+
+    uvicorn.run(
+        BrowserDefaults(app),
+        host=host,
+        port=port,
+        log_level="warning",  # the launcher prints the URL; no access log in the terminal
+        timeout_graceful_shutdown=3,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=serve.__doc__)
+    parser.add_argument("--backend-store-uri", default=default_store())
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--host", default=HOST)
+    parser.add_argument("--artifacts-destination", type=Path, default=Path("mlartifacts"))
+    args = parser.parse_args(argv)
+    serve(args.backend_store_uri, args.port, args.artifacts_destination.resolve(), args.host)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,147 @@
+"""The first trigger, as a user makes it, with the real scheduler: ``nextbuy airflow
+standalone`` on a copy of the project whose checkout already ran ``dvc repro``;
+over the REST API the training DAG is unpaused and triggered with a changed param.
+
+The run must succeed on every task's first try, no scheduled (catch-up or missed
+tick) run may appear beside it, and the checkout's ``dvc status``, params.yaml and
+dvc.lock are exactly what they were: the run happened in the Airflow workspace
+and is listed as a DVC experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.request import Request, urlopen
+
+import pytest
+
+from nextbuy import procs
+from nextbuy.orchestration.names import MONITORING_DAG_ID, TRAINING_DAG_ID
+from nextbuy.orchestration.workspace import experiment_name
+from tests.conftest import TINY_PARAMS
+from tests.helpers import project_copy, project_env
+
+pytestmark = pytest.mark.slow
+START_TIMEOUT = 420  # airflow standalone on a loaded 2-core host: minutes
+RUN_TIMEOUT = 900
+
+
+class Api:
+    """The Airflow REST API (v2) with a token from the simple auth manager."""
+
+    def __init__(self, base: str, user: str, password: str):
+        self.base = base
+        reply = self._call("POST", "/auth/token", {"username": user, "password": password}, auth=False)
+        self.token = reply["access_token"]
+
+    def _call(self, method: str, path: str, body: dict | None = None, auth: bool = True) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        with urlopen(Request(self.base + path, data=data, headers=headers, method=method), timeout=120) as r:
+            return json.loads(r.read() or b"{}")
+
+    def get(self, path: str) -> dict:
+        return self._call("GET", path)
+
+    def patch(self, path: str, body: dict) -> dict:
+        return self._call("PATCH", path, body)
+
+    def post(self, path: str, body: dict) -> dict:
+        return self._call("POST", path, body)
+
+
+def _checkout_state(project: Path, env: dict) -> dict:
+    status = subprocess.run(
+        ["dvc", "status", "--json"], cwd=project, env=env, capture_output=True, text=True, timeout=120
+    )
+    return {
+        "dvc_status": json.loads(status.stdout or "{}"),
+        "params": (project / "params.yaml").read_text(),
+        "dvc.lock": (project / "dvc.lock").read_text(),
+    }
+
+
+@pytest.fixture(scope="module")
+def airflow_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scheduler")
+    project = project_copy(tmp, TINY_PARAMS)
+    env = project_env(project)
+    repro = subprocess.run(
+        ["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
+    port = procs.free_port()
+    env.update({"AIRFLOW_HOME": str(tmp / "airflow-home"), "AIRFLOW__API__PORT": str(port)})
+    env.pop("AIRFLOW__CORE__DAGS_FOLDER", None)
+    log = tmp / "standalone-launcher.log"
+    server = procs.GroupServer(
+        [str(Path(sys.executable).parent / "nextbuy"), "airflow", "standalone", "--port", str(port)],
+        port,
+        env={**env, "NEXTBUY_PROJECT_DIR": str(project)},
+        log_path=log,
+        start_timeout=START_TIMEOUT,
+        stop_timeout=60,
+    )
+    server.is_ready = lambda: "Airflow UI:" in server.log()  # the launcher prints it once all answer
+    server.start()
+    try:
+        logins = json.loads(
+            (tmp / "airflow-home" / "simple_auth_manager_passwords.json.generated").read_text()
+        )
+        user, password = next(iter(logins.items()))
+        yield project, env, Api(server.url, user, password), server
+    finally:
+        assert server.stop(), "processes of airflow standalone left behind"
+
+
+def _wait_for_dag(api: Api, dag_id: str) -> dict:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            return api.get(f"/api/v2/dags/{dag_id}")
+        except OSError:
+            time.sleep(5)
+    raise TimeoutError(f"{dag_id} never appeared (DAG processor)")
+
+
+def _wait_for_run(api: Api, dag_id: str, run_id: str) -> dict:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        run = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        if run["state"] in ("success", "failed"):
+            return run
+        time.sleep(5)
+    raise TimeoutError(f"{dag_id} {run_id} still {run['state']} after {RUN_TIMEOUT} s")
+
+
+def test_a_manual_trigger_on_an_unpaused_dag_runs_first_try_and_leaves_the_checkout_clean(airflow_server):
+    project, env, api, server = airflow_server
+    before = _checkout_state(project, env)
+    assert before["dvc_status"] == {}, "the checkout's dvc repro should have left it up to date"
+    _wait_for_dag(api, TRAINING_DAG_ID)
+    _wait_for_dag(api, MONITORING_DAG_ID)
+    for dag_id in (TRAINING_DAG_ID, MONITORING_DAG_ID):  # a user unpauses both
+        api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+    run = api.post(f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns", {"logical_date": None, "conf": {"epochs": 1}})
+    run = _wait_for_run(api, TRAINING_DAG_ID, run["dag_run_id"])
+    tis = api.get(f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")
+    tries = {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in tis["task_instances"]}
+    assert run["state"] == "success", (tries, server.log())
+    assert all(t == 1 for _, t in tries.values()), f"a task needed a retry: {tries}"
+    # Unpausing started nothing by itself: the only training run is ours.
+    runs = api.get(f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns")["dag_runs"]
+    assert [r["dag_run_id"] for r in runs] == [run["dag_run_id"]]
+    monitoring = api.get(f"/api/v2/dags/{MONITORING_DAG_ID}/dagRuns")["dag_runs"]
+    assert all(r["run_type"] == "asset_triggered" for r in monitoring), monitoring  # the release only
+    # The checkout is exactly as it was; the run is a DVC experiment it lists.
+    assert _checkout_state(project, env) == before
+    exps = subprocess.run(["dvc", "exp", "list"], cwd=project, env=env, capture_output=True, text=True)
+    assert experiment_name(TRAINING_DAG_ID, run["dag_run_id"]) in exps.stdout
+    assert os.path.isdir(project / ".airflow" / "workspace" / "data" / "ingested")
