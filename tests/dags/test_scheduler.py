@@ -134,7 +134,10 @@ def test_a_manual_trigger_on_an_unpaused_dag_runs_first_try_and_leaves_the_check
     tis = api.get(f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")
     tries = {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in tis["task_instances"]}
     assert run["state"] == "success", (tries, server.log())
-    assert all(t == 1 for _, t in tries.values()), f"a task needed a retry: {tries}"
+    # Every task that ran did so on its first try (the gate may refuse an epochs=1 candidate
+    # against the checkout's champion: gate and release are then skipped, release never tried).
+    assert all(t <= 1 for _, t in tries.values()), f"a task needed a retry: {tries}"
+    assert all(s in ("success", "skipped") for s, _ in tries.values()), tries
     # Unpausing started nothing by itself: the only training run is ours.
     runs = api.get(f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns")["dag_runs"]
     assert [r["dag_run_id"] for r in runs] == [run["dag_run_id"]]
