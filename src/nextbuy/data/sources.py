@@ -223,13 +223,15 @@ def _load_npz(
 
 
 def read_npz_graph(path: os.PathLike | str) -> GraphSource:
-    """A PPNP-style ``.npz`` (CSR ``adj_matrix.*``, optional ``labels``, ``node_names``).
+    """A PPNP-style ``.npz`` (CSR ``adj_matrix.*``, optional ``node_names``).
 
     Edge u->v for every nonzero A[u, v], weight |A[u, v]| (summed over
-    duplicate entries); product_id = row index; category = labels when present;
-    product_key = node_names when present, else the row index.
+    duplicate entries); product_id = row index; product_key = node_names when
+    present, else the row index; category unknown (-1). The file's class
+    ``labels`` are never read: they are what a benchmark on such a graph is
+    about, never a model input.
     """
-    arrays = _load_npz(path, NPZ_ADJ_KEYS, ("labels", "node_names"))
+    arrays = _load_npz(path, NPZ_ADJ_KEYS, ("node_names",))
     try:
         shape = tuple(int(x) for x in np.asarray(arrays["adj_matrix.shape"]).ravel())
         indptr = np.asarray(arrays["adj_matrix.indptr"], dtype=np.int64)
@@ -265,16 +267,7 @@ def read_npz_graph(path: os.PathLike | str) -> GraphSource:
     )
     cleaning["explicit_zeros_dropped"] = int((~nonzero).sum())
 
-    category = np.full(n, -1, dtype=np.int64)
-    if "labels" in arrays:
-        labels = np.asarray(arrays["labels"])
-        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(
-                path,
-                f"labels must be {n} integers, got shape {labels.shape} dtype {labels.dtype}",
-                column="labels",
-            )
-        category = labels.astype(np.int64)
+    category = np.full(n, -1, dtype=np.int64)  # unknown: class labels are not inputs
     keys = np.arange(n).astype(str)
     if "node_names" in arrays:
         names = np.asarray(arrays["node_names"])
