@@ -227,6 +227,7 @@ BENCHES = {
     "serve": "Batch pairs/s, top-K over 100k products, REST p50/p99 for 100-candidate requests.",
     "monitor": "A month of traffic: days to detect an injected drift, false alarms vs naive positivity.",
     "dag": "Airflow overhead: dag.test() of nextbuy_training vs dvc repro of its six stages (tiny store).",
+    "linkpred": "Directed link prediction, DirLinkBench protocol: BLADE vs GNN baselines, +Adamic-Adar.",
 }
 
 
@@ -240,8 +241,29 @@ def _bench_command(name: str, help_text: str) -> Callable[[Path], None]:
     return command
 
 
+def _linkpred_command(help_text: str) -> Callable[..., None]:
+    def command(
+        out: Path = typer.Option(Path("bench-linkpred.json"), "--out", help="JSON results"),
+        graph: Path | None = typer.Option(
+            None, help="PPNP .npz or src,dst edge list (default: ../shared/data/cora_ml/cora_ml.npz)"
+        ),
+        split: Path | None = typer.Option(
+            None, help="DirLinkBench split folder (default: split0 next to the default graph; else random)"
+        ),
+        seeds: int = typer.Option(5, min=1, help="seeds averaged (mean ± std)"),
+    ) -> None:
+        _setup_logging()
+        bench = importlib.import_module("nextbuy.bench.linkpred")
+        figures = bench.run(out, graph=graph, split=split, seeds=seeds)
+        console.print(f"[green]bench linkpred[/] → {out}: {json.dumps(figures)}", highlight=False)
+
+    command.__doc__ = help_text
+    return command
+
+
 for _bench, _help in BENCHES.items():
-    bench_app.command(name=_bench)(_bench_command(_bench, _help))
+    factory = _linkpred_command(_help) if _bench == "linkpred" else _bench_command(_bench, _help)
+    bench_app.command(name=_bench)(factory)
 
 
 @app.command()

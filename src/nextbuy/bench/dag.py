@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,35 +32,13 @@ from rich.table import Table
 
 from nextbuy.config import merge, read_params
 from nextbuy.mlops import io
-from nextbuy.orchestration.names import BACKUP_FILE, PROJECT_DIR_ENV, TRAINING, TRAINING_DAG_ID
+from nextbuy.orchestration.names import PROJECT_DIR_ENV, TRAINING, TRAINING_DAG_ID
 from nextbuy.orchestration.params_lock import snapshot_iso
+from nextbuy.project_copy import copy_project
 from nextbuy.stage_list import dag_stages
 
 LOGICAL_DATE = "2026-11-15T00:00:00+00:00"
 TINY_PRESET = "presets/tiny.yaml"
-# What a fresh copy leaves out at the top level (run-time outputs and stores) and everywhere.
-TOP_LEVEL_OUTPUTS = {
-    ".venv",
-    ".git",
-    "data",
-    "models",
-    "metrics",
-    "plots",
-    "mlflow.db",
-    "mlartifacts",
-    "mlruns",
-    ".dvcstore",
-    "dvc_plots",
-    ".airflow",
-    "dvc.lock",
-    ".pytest_cache",
-    ".hypothesis",
-    BACKUP_FILE,
-    "recommendations",
-    "test-artifacts",
-}
-EVERYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")
-
 DAG_SCRIPT = r"""
 import json, subprocess, sys, time
 from datetime import datetime
@@ -91,27 +68,6 @@ print("BENCH-RESULT " + json.dumps({"seconds": seconds, "warmup": warmup, "state
 def tiny_params(root: Path) -> dict:
     """The tiny store: presets/tiny.yaml merged over the project's params.yaml."""
     return merge(read_params(root / "params.yaml"), yaml.safe_load((root / TINY_PRESET).read_text()))
-
-
-def fresh_copy(root: Path, dest: Path, params: dict) -> Path:
-    """A git checkout of the working tree at ``dest`` without outputs, stores or caches
-    (as tests/helpers.project_copy, which src cannot import), ``params`` as params.yaml."""
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        ignored = set(EVERYWHERE(directory, names))
-        if Path(directory) == root:
-            ignored |= TOP_LEVEL_OUTPUTS & set(names)
-        return ignored
-
-    shutil.copytree(root, dest, ignore=ignore)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.email=bench@example.com", "-c", "user.name=bench", "commit", "-qm", "bench"],
-    ):
-        subprocess.run(cmd, cwd=dest, check=True)
-    return dest
 
 
 def _env(project: Path, airflow_home: Path | None = None) -> dict[str, str]:
@@ -178,8 +134,8 @@ def run(out: Path, root: Path | None = None) -> dict:
     params = tiny_params(root)
     snapshot = snapshot_iso(datetime.fromisoformat(LOGICAL_DATE))
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
-        dag_project = fresh_copy(root, Path(tmp) / "dag", params)
-        repro_project = fresh_copy(
+        dag_project = copy_project(root, Path(tmp) / "dag", params)
+        repro_project = copy_project(
             root, Path(tmp) / "repro", {**params, "ingest": {**params["ingest"], "snapshot": snapshot}}
         )
         dag = time_dag(dag_project, Path(tmp) / "airflow-home")

@@ -1,0 +1,57 @@
+"""A fresh git checkout of the project's working tree, without run-time outputs, stores
+or caches: where the end-to-end tests and ``nextbuy bench dag`` run the pipeline.
+Standard library and PyYAML only."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from nextbuy.orchestration.names import BACKUP_FILE
+
+# Run-time outputs and stores, skipped at the top level only (src/nextbuy/data is code,
+# /data is pipeline output).
+TOP_LEVEL_OUTPUTS = {
+    ".venv",
+    ".git",
+    "data",
+    "models",
+    "metrics",
+    "plots",
+    "mlflow.db",
+    "mlartifacts",
+    "mlruns",
+    ".dvcstore",
+    "dvc_plots",
+    ".airflow",
+    "dvc.lock",
+    ".pytest_cache",
+    ".hypothesis",
+    BACKUP_FILE,
+    "recommendations",
+    "test-artifacts",
+}
+EVERYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")
+
+
+def copy_project(root: Path, dest: Path, params: dict) -> Path:
+    """``root``'s working tree at ``dest`` as a one-commit git repo, ``params`` as params.yaml."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        ignored = set(EVERYWHERE(directory, names))
+        if Path(directory) == Path(root):
+            ignored |= TOP_LEVEL_OUTPUTS & set(names)
+        return ignored
+
+    shutil.copytree(root, dest, ignore=ignore)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=copy@example.com", "-c", "user.name=nextbuy", "commit", "-qm", "copy"],
+    ):
+        subprocess.run(cmd, cwd=dest, check=True)
+    return dest
