@@ -2,8 +2,8 @@
 (Hits@20/100 against one global pool of test negatives, MRR with half ties, AUC, AP),
 plus direction AUC and Hits@20 of low-out-degree sources.
 
-Every trained model gets the same tuning budget (lr x hidden, 4 configs) judged on
-validation Hits@20; the test split is scored once per reported number.  ``<key>+aa``
+Every trained model gets the same tuning budget (``linkpred_models.N_CONFIGS`` configs)
+judged on validation Hits@20; the test split is scored once per reported number.  ``<key>+aa``
 fuses a model's standardised score with standardised Adamic-Adar, its weight chosen on
 validation.  With a fixed split (DirLinkBench's split 0 by default) seeds vary the
 models' initialisation and negatives; without one each seed draws its own split.
@@ -50,6 +50,7 @@ def _one_seed(graph: LinkGraph, split: lp.LinkSplit, seed: int, keys: tuple[str,
     rows = {"adamic_adar": {**evaluate(aa.score, split, graph.edges), "epoch_s": 0.0, "train_s": aa.train_s}}
     for key in keys:
         fitted = models.tune(key, split, graph.features, seed)
+        print(f"seed {seed} {key}: chosen {fitted.config}")
         timing = {"epoch_s": fitted.epoch_s, "train_s": fitted.train_s}
         rows[key] = {**evaluate(fitted.score, split, graph.edges), **timing}
         fused, _ = models.fuse(fitted.score, aa.score, split)
