@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV, TASK_RETRIES, VENV_ENV
-from nextbuy.orchestration.workspace import workspace_dir
+from nextbuy.orchestration.workspace import store_defaults, workspace_dir
 from nextbuy.stage_list import dag_stages
 
 
@@ -43,12 +43,10 @@ def stage_command(stage: str, project: Path) -> str:
     project = Path(project).resolve()
     bin_dir = shlex.quote(str(venv_bin(project)))
     src = shlex.quote(str(workspace_dir(project) / "src"))
-    store = shlex.quote(f"sqlite:///{project / 'mlflow.db'}")
-    artifacts = shlex.quote((project / "mlartifacts").as_uri())
+    # The worker's value wins at run time; else the checkout's store.
+    stores = " ".join(f'{k}="${{{k}:-{shlex.quote(v)}}}"' for k, v in store_defaults(project).items())
     return (
-        f'export PATH={bin_dir}:"$PATH" PYTHONPATH={src} '
-        f'MLFLOW_TRACKING_URI="${{MLFLOW_TRACKING_URI:-{store}}}" '
-        f'MLFLOW_ARTIFACT_ROOT="${{MLFLOW_ARTIFACT_ROOT:-{artifacts}}}" '
+        f'export PATH={bin_dir}:"$PATH" PYTHONPATH={src} {stores} '
         f"&& exec dvc repro --single-item {shlex.quote(stage)}"
     )
 

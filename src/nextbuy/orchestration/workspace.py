@@ -74,15 +74,21 @@ def sync_code(project: Path, ws: Path) -> str:
     return commit
 
 
-def stage_env(project: Path) -> dict[str, str]:
-    """What a stage in the worktree needs: the worktree's code first on the path, and
-    the checkout's MLflow store unless MLFLOW_TRACKING_URI is set (the docker stack)."""
+def store_defaults(project: Path) -> dict[str, str]:
+    """The checkout's MLflow store, for a stage in the worktree unless the variable is set
+    (the docker stack's server)."""
     project = Path(project).resolve()
     return {
-        "PYTHONPATH": str(workspace_dir(project) / "src"),
-        "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project / 'mlflow.db'}",
-        "MLFLOW_ARTIFACT_ROOT": os.environ.get("MLFLOW_ARTIFACT_ROOT") or (project / "mlartifacts").as_uri(),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "MLFLOW_ARTIFACT_ROOT": (project / "mlartifacts").as_uri(),
     }
+
+
+def stage_env(project: Path) -> dict[str, str]:
+    """What a stage in the worktree needs: the worktree's code first on the path, and the
+    MLflow store (``store_defaults`` unless set)."""
+    defaults = {key: os.environ.get(key) or value for key, value in store_defaults(project).items()}
+    return {"PYTHONPATH": str(workspace_dir(Path(project).resolve()) / "src"), **defaults}
 
 
 def experiment_name(dag_id: str, run_id: str) -> str:
