@@ -133,9 +133,9 @@ def test_a_missing_knob_is_an_error_naming_it(tmp_path):
     from nextbuy.config import load_section
 
     params = read_params(ROOT / "params.yaml")
-    del params["train"]["hidden_dim"]
+    del params["train"]["n_layers"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(ValidationError, match="hidden_dim"):
+    with pytest.raises(ValidationError, match="n_layers"):
         load_section("train", tmp_path / "params.yaml")
 
 

@@ -228,6 +228,7 @@ BENCHES = {
     "monitor": "A month of traffic: days to detect an injected drift, false alarms vs naive positivity.",
     "dag": "Airflow overhead: dag.test() of nextbuy_training vs dvc repro of its six stages (tiny store).",
     "linkpred": "Directed link prediction, DirLinkBench protocol: BLADE vs GNN baselines, +Adamic-Adar.",
+    "model": "Conversion model vs the simulator's truth: BLADE, fixed fanout, dual MF, category LR, oracle.",
 }
 
 
@@ -261,8 +262,22 @@ def _linkpred_command(help_text: str) -> Callable[..., None]:
     return command
 
 
+def _model_command(help_text: str) -> Callable[..., None]:
+    def command(
+        out: Path = typer.Option(Path("bench-model.json"), "--out", help="JSON results"),
+        seeds: int = typer.Option(5, min=1, help="training seeds averaged (mean ± std)"),
+    ) -> None:
+        _setup_logging()
+        figures = importlib.import_module("nextbuy.bench.model").run(out, seeds=seeds)
+        console.print(f"[green]bench model[/] → {out}: {json.dumps(figures)}", highlight=False)
+
+    command.__doc__ = help_text
+    return command
+
+
+_FACTORIES = {"linkpred": _linkpred_command, "model": _model_command}
 for _bench, _help in BENCHES.items():
-    factory = _linkpred_command(_help) if _bench == "linkpred" else _bench_command(_bench, _help)
+    factory = _FACTORIES[_bench](_help) if _bench in _FACTORIES else _bench_command(_bench, _help)
     bench_app.command(name=_bench)(factory)
 
 

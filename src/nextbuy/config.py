@@ -89,17 +89,23 @@ class LabelDelayConfig(_Section):
 
 class TrainConfig(_Section):
     embedding_dim: int = Field(ge=4)
-    hidden_dim: int = Field(ge=4)
+    n_layers: int = Field(ge=1, le=4)
+    fanout_rule: Literal["power_law", "fixed"]
     fanout_max: int = Field(ge=1)
     fanout_min: int = Field(ge=1)
-    two_hop_degree: int = Field(ge=0)
     dropout: float = Field(ge=0.0, lt=1.0)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=16)
     lr: float = Field(gt=0.0)
     weight_decay: float = Field(ge=0.0)
+    id_weight_decay: float = Field(ge=0.0)
     link_loss_weight: float = Field(ge=0.0)
-    reverse_negative_share: float = Field(ge=0.0, le=1.0)
+    n_negatives: int = Field(ge=1)
+    reverse_penalty: float = Field(ge=0.0)
+    supervision_share: float = Field(gt=0.0, lt=1.0)
+    eval_every: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    validation_share: float = Field(ge=0.0, lt=1.0)
     weighting: Literal["importance", "naive"]
     mc_samples: int = Field(ge=2)
     cold_start_fallback: (

@@ -1,4 +1,5 @@
-"""train stage core: deterministic, and importance weighting uses the delay-corrected weights."""
+"""train stage core: deterministic, importance weighting uses the delay-corrected weights, early
+stopping holds out a seeded share of the training rows, and the model never sees the truth."""
 
 from __future__ import annotations
 
@@ -6,10 +7,23 @@ from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
+import pytest
+import torch
 
 from nextbuy.config import IngestConfig, LabelDelayConfig, TrainConfig
 from nextbuy.stages import ingest, label_delay, train
 from tests.helpers import config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads; on a busy 2-core box spinning OpenMP workers
+    make fit ~10x slower.  fit also switches torch to deterministic algorithms: switch back after."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def test_same_inputs_same_embeddings(tiny_params):
@@ -19,10 +33,15 @@ def test_same_inputs_same_embeddings(tiny_params):
     )
     cfg = TrainConfig.model_validate(tiny_params["train"])
     _, a, history = train.fit(data.products, data.edges, weighted, cfg, progress=False)
-    _, b, _ = train.fit(data.products, data.edges, weighted, cfg, progress=False)
+    _, b, again = train.fit(data.products, data.edges, weighted, cfg, progress=False)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
-    assert len(history) == cfg.epochs and np.isfinite(history[-1]["conv_loss"])
+    np.testing.assert_equal(history, again)
+    # early stopping may end training before cfg.epochs
+    assert 1 <= len(history) <= cfg.epochs and np.isfinite(history[-1]["conv_loss"])
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    if cfg.validation_share > 0:  # held-out rows drive early stopping
+        assert all(np.isfinite(h["validation"]) for h in history if h["epoch"] % cfg.eval_every == 0)
     assert a["s_mean"].shape == (len(data.products), cfg.embedding_dim)
 
 
@@ -36,10 +55,23 @@ def test_blade_arguments_carry_every_model_knob_of_the_train_section():
     cfg = config(
         "train",
         embedding_dim=24,
+        n_layers=3,
+        fanout_rule="fixed",
         fanout_min=3,
+        fanout_max=17,
         dropout=0.1,
+        cold_start_fallback=False,
         epochs=7,
+        batch_size=99,
         lr=0.02,
+        weight_decay=0.01,
+        id_weight_decay=0.02,
+        link_loss_weight=0.3,
+        n_negatives=2,
+        reverse_penalty=0.4,
+        supervision_share=0.25,
+        eval_every=2,
+        patience=5,
         mc_samples=5,
         export_chunk=99,
         seed=11,
@@ -50,4 +82,129 @@ def test_blade_arguments_carry_every_model_knob_of_the_train_section():
     assert export == {"mc_samples": 5, "chunk": 99, "seed": 11}
     # The rest choose the training data, in fit.
     used = set(asdict(architecture)) | set(asdict(schedule)) | {"mc_samples", "export_chunk"}
-    assert set(TrainConfig.model_fields) - used == {"weighting", "shuffle_labels"}
+    assert set(TrainConfig.model_fields) - used == {"weighting", "shuffle_labels", "validation_share"}
+
+
+def _weighted(n: int = 6000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "row": np.arange(n),
+            "split": rng.choice(["train", "calib", "test"], n, p=[0.6, 0.25, 0.15]),
+            "source_id": rng.integers(0, 50, n),
+            "shown_id": rng.integers(0, 50, n),
+            "label": (rng.random(n) < 0.2).astype(float),
+            "weight_iw": rng.uniform(0.5, 2.0, n),
+            "weight_naive": np.ones(n),
+        }
+    )
+
+
+@pytest.mark.parametrize("share", [0.1, 0.3])
+def test_training_rows_hold_out_a_seeded_share_of_the_training_rows(share):
+    weighted = _weighted()
+    is_train = weighted["split"] == "train"
+    fit, held = train.training_rows(weighted, config("train", validation_share=share, seed=3))
+    # a partition of the training rows, nothing from other splits
+    assert set(fit["row"]).isdisjoint(held["row"])
+    assert sorted([*fit["row"], *held["row"]]) == weighted.loc[is_train, "row"].tolist()
+    assert len(held) / is_train.sum() == pytest.approx(share, abs=0.03)
+    # the same seed draws the same rows; another seed other rows
+    fit2, held2 = train.training_rows(weighted, config("train", validation_share=share, seed=3))
+    pd.testing.assert_frame_equal(fit, fit2)
+    pd.testing.assert_frame_equal(held, held2)
+    _, other = train.training_rows(weighted, config("train", validation_share=share, seed=4))
+    assert set(other["row"]) != set(held["row"])
+    # rows are kept whole (labels and weights stay with their pairs)
+    pd.testing.assert_frame_equal(fit, weighted.loc[fit.index])
+
+
+def test_training_rows_without_a_validation_share_keep_every_training_row():
+    weighted = _weighted()
+    fit, held = train.training_rows(weighted, config("train", validation_share=0.0))
+    assert held.empty
+    pd.testing.assert_frame_equal(fit, weighted[weighted["split"] == "train"])
+    assert train.conversion_validation(held, "importance", chunk=64) is None
+
+
+def test_shuffled_labels_are_permuted_with_their_weights_but_not_their_pairs():
+    weighted = _weighted()
+    cfg = config("train", shuffle_labels=True, validation_share=0.2, seed=5)
+    fit, held = train.training_rows(weighted, cfg)
+    rows = pd.concat([fit, held]).sort_values("row")
+    original = weighted.loc[rows.index]
+    pd.testing.assert_frame_equal(
+        rows[["source_id", "shown_id", "split"]], original[["source_id", "shown_id", "split"]]
+    )
+    for col in ("label", "weight_iw"):
+        assert sorted(rows[col]) == sorted(original[col])
+    assert not np.array_equal(rows["label"].to_numpy(), original["label"].to_numpy())
+    # a label keeps its own weights when permuted
+    pairs = sorted(zip(rows["label"], rows["weight_iw"], strict=True))
+    assert pairs == sorted(zip(original["label"], original["weight_iw"], strict=True))
+    again = train.training_rows(weighted, cfg)
+    pd.testing.assert_frame_equal(fit, again[0])
+
+
+def _products(n: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    products = pd.DataFrame(
+        {
+            "product_id": np.arange(n),
+            "category": rng.integers(0, 5, n),
+            "price": np.where(rng.random(n) < 0.1, np.nan, rng.uniform(1, 100, n)),
+        }
+    )
+    edges = pd.DataFrame({"src": rng.integers(0, n, 120), "dst": rng.integers(0, n, 120)})
+    return products, edges
+
+
+def test_build_graph_sees_only_ids_categories_prices_and_edges():
+    products, edges = _products()
+    graph = train.build_graph(products, edges)  # nothing but product_id / category / price
+    rng = np.random.default_rng(1)
+    leaky = products.assign(
+        product_key=[f"p{i}" for i in rng.permutation(len(products))],
+        true_complement=rng.integers(0, 5, len(products)),
+        true_quality=rng.normal(size=len(products)),
+    )[["true_quality", "price", "product_key", "category", "true_complement", "product_id"]]
+    other = train.build_graph(leaky, edges)
+    assert torch.equal(graph.features.to_dense(), other.features.to_dense())
+    assert torch.equal(graph.group, other.group) and torch.equal(graph.src, other.src)
+    assert torch.equal(graph.dst, other.dst) and graph.n_nodes == other.n_nodes == len(products)
+    # what it does see: the category one-hots (also the cold-start groups) and the edges
+    assert graph.n_features == 5 + 4
+    assert graph.group.tolist() == products["category"].tolist()
+    assert graph.src.tolist() == edges["src"].tolist() and graph.dst.tolist() == edges["dst"].tolist()
+    x = graph.features.to_dense()
+    assert x[torch.arange(len(products)), graph.group].eq(1.0).all()
+
+
+def test_conversion_validation_is_minus_the_weighted_log_loss_of_the_conversion_head():
+    from nextbuy.domain.graph.blade import BladeModel, embed
+
+    products, edges = _products()
+    graph = train.build_graph(products, edges)
+    architecture, _, _ = train.blade_arguments(config("train", embedding_dim=8, n_layers=1))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BladeModel.for_graph(graph, architecture).eval()
+    rows = _weighted(200, seed=2).assign(
+        source_id=lambda f: f["source_id"] % 40, shown_id=lambda f: f["shown_id"] % 40
+    )
+    validate = train.conversion_validation(rows, "importance", chunk=16)
+    s, t = embed(model, graph, chunk=16)
+    logit = (
+        model.conversion_logit(s[rows["source_id"].to_numpy()], t[rows["shown_id"].to_numpy()])
+        .detach()
+        .numpy()
+    )
+    p = 1 / (1 + np.exp(-logit.astype(np.float64)))
+    y, w = rows["label"].to_numpy(), rows["weight_iw"].to_numpy()
+    expected = (w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() / w.sum()
+    assert validate(model, graph) == pytest.approx(expected, rel=1e-4)
+    # zero-weight rows do not count; no weight at all: no validation
+    extra = rows.assign(weight_iw=0.0, label=1.0 - rows["label"])
+    both = train.conversion_validation(pd.concat([rows, extra]), "importance", chunk=16)
+    assert both(model, graph) == pytest.approx(expected, rel=1e-4)
+    assert train.conversion_validation(extra, "importance", chunk=16) is None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -296,55 +295,89 @@ def search_space(n: int = N_CONFIGS, seed: int = 0) -> list[Config]:
 
 
 def tune(key: str, split: LinkSplit, features, seed: int) -> Fitted:
-    """The config of ``search_space()`` with the best validation Hits@20 (test never seen)."""
-    if key == "blade":
-        return tune_blade(split, seed)
-    if key == "blade_fixed":
-        return fit_blade(split, seed)[0]
+    """The config of the method's search space with the best validation Hits@20 (test never seen)."""
+    if key in ("blade", "blade_fixed"):
+        return tune_blade(split, features, seed, "fixed" if key == "blade_fixed" else "power_law")
     runs = [fit_one(key, split, features, cfg, seed) for cfg in search_space()]
     return max(runs, key=lambda r: r[1])[0]
 
 
+def refit(key: str, split: LinkSplit, features, config: dict, seed: int) -> Fitted:
+    """One fit of ``key`` with a config chosen earlier (``Fitted.config``) and another seed."""
+    config = {k: v for k, v in config.items() if k != "epochs"}
+    if key in ("blade", "blade_fixed"):
+        return fit_blade(split, features, seed, config, "fixed" if key == "blade_fixed" else "power_law")[0]
+    return fit_one(key, split, features, Config(**config), seed)[0]
+
+
 # -- BLADE ----------------------------------------------------------------------
 
-BLADE_EPOCHS = 100  # passes over the observed edges (link loss only: no conversion examples)
-BLADE_SPACE = {"lr": (0.01, 0.003), "dim": (32, 64), "dropout": (0.2, 0.0)}  # 8 = N_CONFIGS configs
+BLADE_MAX_EPOCHS = 600  # early stopping on validation Hits@20 usually ends far sooner
+BLADE_SPACE = {  # BLADE's own knobs, N_CONFIGS draws like every other method
+    "lr": (0.005, 0.002),
+    "embedding_dim": (64, 128),
+    "n_layers": (2,),
+    "dropout": (0.1, 0.3, 0.5),
+    "id_weight_decay": (0.0, 1e-4),
+    "n_negatives": (5, 10, 20),
+    "supervision_share": (0.3, 0.5),
+    "reverse_penalty": (0.2, 1.0),
+}
+BLADE_DEFAULT = {"lr": 0.005, "embedding_dim": 128, "n_layers": 2, "dropout": 0.3, "id_weight_decay": 1e-4,
+                 "n_negatives": 10, "supervision_share": 0.5, "reverse_penalty": 1.0}  # fmt: skip
 
 
-def _blade_graph(split: LinkSplit):
-    from nextbuy.domain.graph.blade import DirectedGraph
-
-    n, e = split.n_nodes, torch.as_tensor(split.observed, dtype=torch.long)
-    unknown = torch.full((n,), float("nan"))
-    return DirectedGraph(n, e[:, 0], e[:, 1], torch.full((n,), -1, dtype=torch.long), unknown)
+def blade_space(n: int = N_CONFIGS, seed: int = 0) -> list[dict]:
+    """``n`` BLADE configs drawn once (fixed seed) from ``BLADE_SPACE``; the first is ``BLADE_DEFAULT``."""
+    rng = np.random.default_rng(seed)
+    draws = [dict(BLADE_DEFAULT)]
+    while len(draws) < n:
+        cfg = {k: v[int(rng.integers(len(v)))] for k, v in BLADE_SPACE.items()}
+        if cfg not in draws:
+            draws.append(cfg)
+    return draws
 
 
 def fit_blade(
-    split: LinkSplit, seed: int, lr: float = 0.01, dim: int = 32, dropout: float = 0.2
+    split: LinkSplit, features, seed: int, config: dict, fanout_rule: str = "power_law"
 ) -> tuple[Fitted, float]:
-    """BLADE with the architecture and optimiser of params.yaml's train section (``lr``, ``dim`` aside)."""
-    from nextbuy.domain.graph.blade import Architecture, TrainingSchedule, export_moments, train_blade
-    from nextbuy.domain.graph.scoring import link_scores
+    """BLADE (the pipeline's model, link loss only) early-stopped on validation Hits@20."""
+    from nextbuy.domain.graph.blade import Architecture, DirectedGraph, TrainingSchedule, embed, train_blade
+    from nextbuy.domain.graph.features import row_normalised, to_torch
 
-    graph = _blade_graph(split)
-    arch = Architecture(dim, 64, fanout_min=4, fanout_max=20, two_hop_degree=5, dropout=dropout,
-                        cold_start_fallback=True)  # fmt: skip
-    schedule = TrainingSchedule(BLADE_EPOCHS, 2048, lr, 1e-5, 1.0, 0.5, seed)
+    e = torch.as_tensor(split.observed, dtype=torch.long)
+    x = None if features is None else to_torch(row_normalised(features))
+    graph = DirectedGraph(split.n_nodes, e[:, 0], e[:, 1], x)
+    arch = Architecture(config["embedding_dim"], config["n_layers"], fanout_rule, fanout_min=5, fanout_max=25,
+                        dropout=config["dropout"], cold_start_fallback=False)  # fmt: skip
+    schedule = TrainingSchedule(
+        epochs=BLADE_MAX_EPOCHS, batch_size=1 << 20, lr=config["lr"], weight_decay=0.0,
+        id_weight_decay=config["id_weight_decay"], link_loss_weight=1.0, n_negatives=config["n_negatives"],
+        reverse_penalty=config["reverse_penalty"], supervision_share=config["supervision_share"],
+        eval_every=EVAL_EVERY, patience=PATIENCE, seed=seed,
+    )  # fmt: skip
+
+    def scorer(model, graph) -> ScoreFn:
+        s, t = embed(model, graph, chunk=1 << 20)
+        return _embedding_score(lambda a, b: (a * b).sum(-1), s, t)
+
+    def validate(model, graph) -> float:
+        f = scorer(model, graph)
+        return hits_at_k(f(*split.pos_val.T), f(*split.neg_val.T), 20)
+
     empty = torch.zeros(0)
     started = time.perf_counter()
-    model, _ = train_blade(graph, empty.long(), empty.long(), empty, empty, architecture=arch,
-                           schedule=schedule, progress=False)  # fmt: skip
-    moments = export_moments(model, graph, mc_samples=8, chunk=8192, seed=seed)
+    model, history = train_blade(graph, empty.long(), empty.long(), empty, empty, architecture=arch,
+                                 schedule=schedule, validate=validate, progress=False)  # fmt: skip
     train_s = time.perf_counter() - started
-    score = lambda src, dst: link_scores(moments, src, dst).astype(np.float64)  # noqa: E731
-    val = hits_at_k(score(*split.pos_val.T), score(*split.neg_val.T), 20)
-    return Fitted(score, train_s / BLADE_EPOCHS, train_s, {"lr": lr, "dim": dim, "dropout": dropout}), val
+    best = max(row.get("validation", -1.0) for row in history)
+    fitted = Fitted(scorer(model, graph), train_s / len(history), train_s, {**config, "epochs": len(history)})
+    return fitted, best
 
 
-def tune_blade(split: LinkSplit, seed: int) -> Fitted:
-    """BLADE's own ``N_CONFIGS`` configs: lr x dim x dropout, judged on validation Hits@20."""
-    grid = list(itertools.product(BLADE_SPACE["lr"], BLADE_SPACE["dim"], BLADE_SPACE["dropout"]))[:N_CONFIGS]
-    runs = [fit_blade(split, seed, lr, dim, dropout) for lr, dim, dropout in grid]
+def tune_blade(split: LinkSplit, features, seed: int, fanout_rule: str) -> Fitted:
+    """BLADE's ``N_CONFIGS`` configs judged on validation Hits@20 (the fixed-fanout ablation alike)."""
+    runs = [fit_blade(split, features, seed, cfg, fanout_rule) for cfg in blade_space()]
     return max(runs, key=lambda r: r[1])[0]
 
 

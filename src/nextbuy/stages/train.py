@@ -18,17 +18,21 @@ if TYPE_CHECKING:
 
 
 def build_graph(products: pd.DataFrame, edges: pd.DataFrame):
-    """The model's view of the store: directed edges plus product features (no labels)."""
+    """The model's view of the store: directed edges plus product features (no labels, no truth)."""
     import torch
 
     from nextbuy.domain.graph.blade import DirectedGraph
+    from nextbuy.domain.graph.features import store_features, to_torch
 
+    src, dst = edges["src"].to_numpy(np.int64), edges["dst"].to_numpy(np.int64)
+    category = products["category"].to_numpy(np.int64)
+    features = store_features(category, products["price"].to_numpy(dtype=float), src, dst)
     return DirectedGraph(
         n_nodes=len(products),
-        src=torch.as_tensor(edges["src"].to_numpy(), dtype=torch.int64),
-        dst=torch.as_tensor(edges["dst"].to_numpy(), dtype=torch.int64),
-        category=torch.as_tensor(products["category"].to_numpy(), dtype=torch.int64),
-        log_price=torch.as_tensor(np.log(products["price"].to_numpy(dtype=float)), dtype=torch.float32),
+        src=torch.as_tensor(src),
+        dst=torch.as_tensor(dst),
+        features=to_torch(features),
+        group=torch.as_tensor(category),
     )
 
 
@@ -38,16 +42,16 @@ def conversion_weights(train_rows: pd.DataFrame, weighting: str) -> np.ndarray:
 
 def blade_arguments(cfg: TrainConfig) -> tuple[Architecture, TrainingSchedule, dict]:
     """The one place the train section is unpacked for the model: its architecture, the training
-    schedule, and the keyword arguments of ``blade.export_moments``.  (``weighting`` and
-    ``shuffle_labels`` pick the training data, in :func:`fit`.)"""
+    schedule, and the keyword arguments of ``blade.export_moments``.  (``weighting``,
+    ``validation_share`` and ``shuffle_labels`` pick the training data, in :func:`fit`.)"""
     from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
 
     architecture = Architecture(
         embedding_dim=cfg.embedding_dim,
-        hidden_dim=cfg.hidden_dim,
+        n_layers=cfg.n_layers,
+        fanout_rule=cfg.fanout_rule,
         fanout_min=cfg.fanout_min,
         fanout_max=cfg.fanout_max,
-        two_hop_degree=cfg.two_hop_degree,
         dropout=cfg.dropout,
         cold_start_fallback=cfg.cold_start_fallback,
     )
@@ -56,12 +60,55 @@ def blade_arguments(cfg: TrainConfig) -> tuple[Architecture, TrainingSchedule, d
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
+        id_weight_decay=cfg.id_weight_decay,
         link_loss_weight=cfg.link_loss_weight,
-        reverse_negative_share=cfg.reverse_negative_share,
+        n_negatives=cfg.n_negatives,
+        reverse_penalty=cfg.reverse_penalty,
+        supervision_share=cfg.supervision_share,
+        eval_every=cfg.eval_every,
+        patience=cfg.patience,
         seed=cfg.seed,
     )
     export = {"mc_samples": cfg.mc_samples, "chunk": cfg.export_chunk, "seed": cfg.seed}
     return architecture, schedule, export
+
+
+def training_rows(weighted: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training impressions, split by a seeded draw into (fit rows, early-stopping rows); labels
+    permuted first for the gate drill."""
+    rows = weighted[weighted["split"] == "train"]
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.shuffle_labels:
+        permutation = rng.permutation(len(rows))
+        shuffled = ("label", "weight_iw", "weight_naive")
+        rows = rows.assign(**{c: rows[c].to_numpy()[permutation] for c in shuffled})
+    held = rng.random(len(rows)) < cfg.validation_share
+    return rows[~held], rows[held]
+
+
+def conversion_validation(rows: pd.DataFrame, weighting: str, chunk: int):
+    """Early-stopping score: minus the weighted log loss of the conversion head on ``rows``
+    (the same weights as training), from deterministic embeddings; None without rows."""
+    import torch
+    import torch.nn.functional as F
+
+    from nextbuy.domain.graph.blade import embed
+
+    weight = torch.as_tensor(conversion_weights(rows, weighting), dtype=torch.float32)
+    if not len(rows) or float(weight.sum()) <= 0:
+        return None
+    src = torch.as_tensor(rows["source_id"].to_numpy(), dtype=torch.int64)
+    dst = torch.as_tensor(rows["shown_id"].to_numpy(), dtype=torch.int64)
+    label = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32)
+
+    @torch.no_grad()
+    def validate(model, graph) -> float:
+        s, t = embed(model, graph, chunk=chunk)
+        logit = model.conversion_logit(s[src], t[dst])
+        loss = F.binary_cross_entropy_with_logits(logit, label, reduction="none")
+        return -float((weight * loss).sum() / weight.sum())
+
+    return validate
 
 
 def fit(
@@ -72,23 +119,25 @@ def fit(
     progress: bool = True,
 ):
     """Pure core: returns (model, moments, per-epoch history)."""
+    if not (products["product_id"].to_numpy() == np.arange(len(products))).all():
+        raise io.DataError(paths.PRODUCTS, "product_id must be 0..n-1 in order", column="product_id")
+    architecture, schedule, export = blade_arguments(cfg)
+    return fit_graph(build_graph(products, edges), weighted, cfg, architecture, schedule, export, progress)
+
+
+def fit_graph(
+    graph, weighted: pd.DataFrame, cfg: TrainConfig, architecture, schedule, export, progress: bool
+):
+    """:func:`fit` on a built graph with explicit model arguments (benchmarks vary them)."""
     import torch
 
     from nextbuy.domain.graph import blade
 
-    if not (products["product_id"].to_numpy() == np.arange(len(products))).all():
-        raise io.DataError(paths.PRODUCTS, "product_id must be 0..n-1 in order", column="product_id")
     # Same inputs, same outputs: multithreaded CPU scatter/index_add otherwise
     # sums in a varying order and the embeddings drift in the last bits.
     torch.use_deterministic_algorithms(True)
-    graph = build_graph(products, edges)
-    rows = weighted[weighted["split"] == "train"]
-    if cfg.shuffle_labels:
-        permutation = np.random.default_rng(cfg.seed).permutation(len(rows))
-        shuffled = ("label", "weight_iw", "weight_naive")
-        rows = rows.assign(**{c: rows[c].to_numpy()[permutation] for c in shuffled})
+    rows, held = training_rows(weighted, cfg)
     as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
-    architecture, schedule, export = blade_arguments(cfg)
     model, history = blade.train_blade(
         graph,
         as_long("source_id"),
@@ -97,10 +146,17 @@ def fit(
         torch.as_tensor(conversion_weights(rows, cfg.weighting), dtype=torch.float32),
         architecture=architecture,
         schedule=schedule,
+        validate=conversion_validation(held, cfg.weighting, cfg.export_chunk),
         progress=progress,
     )
     moments = blade.export_moments(model, graph, **export)
     return model, moments, history
+
+
+def best_validation(history: list[dict]) -> float | None:
+    """The held-out weighted log loss of the restored (best) weights; None without validation."""
+    values = [row["validation"] for row in history if "validation" in row]
+    return -max(values) if values else None
 
 
 def holdout_auc(moments, weighted: pd.DataFrame) -> float | None:
@@ -136,6 +192,8 @@ def run(params_file: str = "params.yaml") -> dict:
         metrics = {
             "final_conv_loss": history[-1]["conv_loss"],
             "final_link_loss": history[-1]["link_loss"],
+            "epochs_run": len(history),
+            "best_validation_log_loss": best_validation(history),
             "calib_auc_observed": holdout_auc(moments, weighted),
             "train_seconds": round(seconds, 2),
             "train_examples": int((weighted["split"] == "train").sum()),

@@ -12,12 +12,14 @@ from nextbuy.domain.graph.blade import (
     Architecture,
     DirectedGraph,
     TrainingSchedule,
+    embed,
     export_moments,
     link_scores,
     pair_logit_moments,
     score_and_uncertainty,
     train_blade,
 )
+from nextbuy.domain.graph.features import store_features, to_torch
 
 N_CAT = 12
 
@@ -27,10 +29,10 @@ SHIFTS = (1, 3)  # category c complements c+1 and c+3 (mod N_CAT): one-way, neve
 # Small and fast; the rest as in params.yaml (the domain takes plain hyperparameters, no TrainConfig).
 ARCH = Architecture(
     embedding_dim=16,
-    hidden_dim=16,
+    n_layers=2,
+    fanout_rule="power_law",
     fanout_min=4,
     fanout_max=20,
-    two_hop_degree=5,
     dropout=0.2,
     cold_start_fallback=True,
 )
@@ -38,18 +40,28 @@ SCHEDULE = TrainingSchedule(
     epochs=1,
     batch_size=256,
     lr=0.01,
-    weight_decay=1e-5,
+    weight_decay=0.0,
+    id_weight_decay=1e-4,
     link_loss_weight=1.0,
-    reverse_negative_share=0.5,
+    n_negatives=5,
+    reverse_penalty=1.0,
+    supervision_share=0.5,
+    eval_every=1,
+    patience=3,
     seed=0,
 )
 EXPORT = dict(mc_samples=6, chunk=8192, seed=0)
 
 
-def _train(graph, *conversions, progress=False, **schedule):
+def _train(graph, *conversions, progress=False, validate=None, architecture=ARCH, **schedule):
     """train_blade with ARCH and SCHEDULE, ``schedule`` changed."""
     return train_blade(
-        graph, *conversions, architecture=ARCH, schedule=replace(SCHEDULE, **schedule), progress=progress
+        graph,
+        *conversions,
+        architecture=architecture,
+        schedule=replace(SCHEDULE, **schedule),
+        validate=validate,
+        progress=progress,
     )
 
 
@@ -86,12 +98,14 @@ def _store(n: int = 500, seed: int = 0):
 
 
 def _graph(n: int, edges: np.ndarray, cat: np.ndarray, log_price: np.ndarray) -> DirectedGraph:
+    """The store as the model sees it: edges, category one-hots + price + degree features, groups."""
+    x = store_features(cat, np.exp(log_price.astype(np.float64)), edges[:, 0], edges[:, 1])
     return DirectedGraph(
         n_nodes=n,
         src=torch.as_tensor(edges[:, 0]),
         dst=torch.as_tensor(edges[:, 1]),
-        category=torch.as_tensor(cat),
-        log_price=torch.as_tensor(log_price),
+        features=to_torch(x),
+        group=torch.as_tensor(cat),
     )
 
 
@@ -100,29 +114,46 @@ def _no_conversions():
     return z, z, torch.zeros(0), torch.zeros(0)
 
 
+LINK_EPOCHS, LINK_BATCH = 25, 128
+
+
 @pytest.fixture(scope="module")
 def link_only():
-    """A link-only model trained on 80% of the edges of a small directed store."""
+    """A link-only model trained on 80% of the edges among 90% of a small directed store's products;
+    the other 10% ("cold") have no edges at all in training."""
     n = 500
     cat, edges, log_price = _store(n, seed=0)
     rng = np.random.default_rng(1)
-    perm = rng.permutation(len(edges))
-    n_train = int(0.8 * len(edges))
-    train, held_out = edges[perm[:n_train]], edges[perm[n_train:]]
+    cold = np.zeros(n, dtype=bool)
+    cold[rng.choice(n, n // 10, replace=False)] = True
+    touches_cold = cold[edges[:, 0]] | cold[edges[:, 1]]
+    warm = edges[~touches_cold]
+    perm = rng.permutation(len(warm))
+    n_train = int(0.8 * len(warm))
+    train, held_out = warm[perm[:n_train]], warm[perm[n_train:]]
     graph = _graph(n, train, cat, log_price)
-    model, history = _train(graph, *_no_conversions(), epochs=12)
+    model, history = _train(graph, *_no_conversions(), epochs=LINK_EPOCHS, batch_size=LINK_BATCH)
     moments = export_moments(model, graph, **EXPORT)
     return dict(
-        n=n, graph=graph, train=train, held_out=held_out, model=model, history=history, moments=moments
+        n=n,
+        cat=cat,
+        cold=np.flatnonzero(cold),
+        graph=graph,
+        train=train,
+        held_out=held_out,
+        model=model,
+        history=history,
+        moments=moments,
     )
 
 
 def test_link_only_training_reports_per_epoch_losses(link_only):
     history = link_only["history"]
-    assert [h["epoch"] for h in history] == list(range(1, 13))
-    assert all(set(h) == {"epoch", "conv_loss", "link_loss"} for h in history)
+    assert [h["epoch"] for h in history] == list(range(1, LINK_EPOCHS + 1))
+    assert all(set(h) == {"epoch", "conv_loss", "link_loss"} for h in history)  # no validation asked for
     assert all(np.isnan(h["conv_loss"]) for h in history)  # no conversion examples
-    assert history[-1]["link_loss"] < history[0]["link_loss"] < np.log(2) + 0.05
+    assert all(np.isfinite(h["link_loss"]) for h in history)
+    assert history[-1]["link_loss"] < 0.6 * history[0]["link_loss"]
 
 
 def test_held_out_edges_beat_their_reverses_and_random_pairs(link_only):
@@ -132,11 +163,28 @@ def test_held_out_edges_beat_their_reverses_and_random_pairs(link_only):
     reverse = link_scores(m, v, u)
     rng = np.random.default_rng(2)
     random = link_scores(m, u, rng.integers(0, link_only["n"], u.size))
-    assert _auc(forward, reverse) > 0.75
-    assert _auc(forward, random) > 0.7
+    assert _auc(forward, reverse) > 0.9
+    assert _auc(forward, random) > 0.8
     np.testing.assert_allclose(
         forward, np.einsum("ij,ij->i", m["s_mean"][u], m["t_mean"][v]), rtol=1e-5, atol=1e-5
     )
+
+
+def test_nodes_without_training_edges_are_scored_from_their_features_and_category(link_only):
+    """A cold product has no edges and an untrained id vector: its features and its category's
+    neighbourhoods must still point it at its complements, in both roles."""
+    m, cat, cold, n = link_only["moments"], link_only["cat"], link_only["cold"], link_only["n"]
+    rng = np.random.default_rng(3)
+    by_cat = [np.flatnonzero(cat == c) for c in range(N_CAT)]
+    u = np.repeat(cold, 20)
+    shift = rng.choice(SHIFTS, u.size)
+    complement = np.array([rng.choice(by_cat[c]) for c in (cat[u] + shift) % N_CAT])
+    random = rng.integers(0, n, u.size)
+    # cold product as the source: towards its complements rather than anywhere
+    assert _auc(link_scores(m, u, complement), link_scores(m, u, random)) > 0.68
+    # cold product as the destination: from the categories it complements
+    before = np.array([rng.choice(by_cat[c]) for c in (cat[u] - shift) % N_CAT])
+    assert _auc(link_scores(m, before, u), link_scores(m, random, u)) > 0.68
 
 
 def test_export_moments_shapes_dtypes_and_determinism(link_only):
@@ -145,28 +193,46 @@ def test_export_moments_shapes_dtypes_and_determinism(link_only):
         assert m[key].shape == (n, d) and m[key].dtype == np.float32
         assert np.isfinite(m[key]).all()
     assert (m["s_var"] >= 0).all() and (m["t_var"] >= 0).all()
+    assert (m["s_var"] > 0).any() and (m["t_var"] > 0).any()
     assert m["head_w"].shape == (d,) and m["head_w"].dtype == np.float32
     assert m["head_b"].shape == (1,) and m["head_b"].dtype == np.float32
     again = export_moments(link_only["model"], link_only["graph"], **EXPORT)
     for key in m:
         np.testing.assert_array_equal(m[key], again[key])
-    # chunking is only a memory bound: a small chunk gives the same means within MC noise
-    small = export_moments(link_only["model"], link_only["graph"], **dict(EXPORT, chunk=37))
-    assert small["s_mean"].shape == (n, d)
-    assert np.corrcoef(small["s_mean"].ravel(), m["s_mean"].ravel())[0, 1] > 0.95
+    # another seed draws other Monte-Carlo passes, but the means do not depend on them
+    other = export_moments(link_only["model"], link_only["graph"], **dict(EXPORT, seed=1))
+    np.testing.assert_array_equal(other["s_mean"], m["s_mean"])
+    assert not np.array_equal(other["s_var"], m["s_var"])
 
 
-def test_low_degree_nodes_carry_more_variance_than_hubs(link_only):
-    m, train, n = link_only["moments"], link_only["train"], link_only["n"]
-    out_deg = np.bincount(train[:, 0], minlength=n)
-    in_deg = np.bincount(train[:, 1], minlength=n)
-    s_var, t_var = m["s_var"].mean(axis=1), m["t_var"].mean(axis=1)
-    low, high = (out_deg >= 1) & (out_deg <= 2), out_deg >= 15
-    assert low.sum() > 20 and high.sum() > 5
-    assert s_var[low].mean() > 1.5 * s_var[high].mean()
-    low, high = (in_deg >= 1) & (in_deg <= 2), in_deg >= 15
-    assert low.sum() > 20 and high.sum() > 5
-    assert t_var[low].mean() > 1.5 * t_var[high].mean()
+def test_exported_means_are_the_deterministic_embeddings(link_only):
+    model, graph, m = link_only["model"], link_only["graph"], link_only["moments"]
+    s, t = embed(model, graph, chunk=EXPORT["chunk"])
+    np.testing.assert_array_equal(m["s_mean"], s.numpy())
+    np.testing.assert_array_equal(m["t_mean"], t.numpy())
+    s2, t2 = embed(model, graph, chunk=EXPORT["chunk"])
+    assert torch.equal(s, s2) and torch.equal(t, t2)
+    # stochastic passes (sampled neighbourhoods, dropout) scatter around them
+    g = torch.Generator().manual_seed(0)
+    s3, _ = embed(model, graph, chunk=EXPORT["chunk"], generator=g, stochastic=True)
+    assert not torch.equal(s, s3)
+    assert np.corrcoef(s3.numpy().ravel(), s.numpy().ravel())[0, 1] > 0.8
+
+
+def test_chunking_is_only_a_memory_bound_without_the_cold_start_fallback(link_only):
+    model, graph = link_only["model"], replace(link_only["graph"], group=None)
+    s, t = embed(model, graph, chunk=8192)
+    s_small, t_small = embed(model, graph, chunk=37)
+    torch.testing.assert_close(s_small, s, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(t_small, t, rtol=1e-5, atol=1e-5)
+
+
+def test_chunking_is_only_a_memory_bound(link_only):
+    model, graph = link_only["model"], link_only["graph"]
+    s, t = embed(model, graph, chunk=8192)
+    s_small, t_small = embed(model, graph, chunk=37)
+    torch.testing.assert_close(s_small, s, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(t_small, t, rtol=1e-5, atol=1e-5)
 
 
 def test_training_is_deterministic_for_a_seed():
@@ -177,9 +243,13 @@ def test_training_is_deterministic_for_a_seed():
     m2, h2 = _train(graph, *_no_conversions(), seed=3)
     m3, _ = _train(graph, *_no_conversions(), seed=4)
     np.testing.assert_equal(h1, h2)  # NaN conv_loss compares equal here
-    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=False):
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     assert not torch.equal(m1.id_emb.weight, m3.id_emb.weight)
+    # the global torch RNG is neither used nor moved
+    state = torch.random.get_rng_state()
+    _train(graph, *_no_conversions(), seed=3)
+    assert torch.equal(state, torch.random.get_rng_state())
 
 
 def _conversions(cat: np.ndarray, n_examples: int, seed: int):
@@ -212,7 +282,8 @@ def test_conversion_head_learns_a_hidden_pairwise_rule():
     u, v, y = _conversions(cat, 6000, seed=4)
     tu, tv, ty = _conversions(cat, 3000, seed=5)
     examples = (torch.as_tensor(u), torch.as_tensor(v), torch.as_tensor(y), torch.ones(len(y)))
-    model, history = _train(graph, *examples, epochs=3)
+    model, history = _train(graph, *examples, epochs=12)
+    assert all(np.isfinite(h["conv_loss"]) and np.isfinite(h["link_loss"]) for h in history)
     assert history[-1]["conv_loss"] < history[0]["conv_loss"]
     moments = export_moments(model, graph, **EXPORT)
     score, unc = score_and_uncertainty(moments, tu, tv)
@@ -232,14 +303,116 @@ def test_zero_weight_examples_do_not_influence_training():
     flipped = y.copy()
     flipped[ignored] = 1.0 - flipped[ignored]
     args = (graph, torch.as_tensor(u), torch.as_tensor(v))
-    m_a, h_a = _train(*args, torch.as_tensor(y), torch.as_tensor(w))
-    m_b, h_b = _train(*args, torch.as_tensor(flipped), torch.as_tensor(w))
+    m_a, h_a = _train(*args, torch.as_tensor(y), torch.as_tensor(w), epochs=2)
+    m_b, h_b = _train(*args, torch.as_tensor(flipped), torch.as_tensor(w), epochs=2)
     assert h_a == h_b
-    for a, b in zip(m_a.parameters(), m_b.parameters(), strict=False):
+    for a, b in zip(m_a.parameters(), m_b.parameters(), strict=True):
         assert torch.equal(a, b)
     # ...whereas giving the flipped subset weight changes the model
-    m_c, _ = _train(*args, torch.as_tensor(flipped), torch.ones(y.size))
+    m_c, _ = _train(*args, torch.as_tensor(flipped), torch.ones(y.size), epochs=2)
     assert not torch.equal(m_a.head_w, m_c.head_w)
+
+
+def _validation_split(n: int, seed: int):
+    """A small store split into a training graph and held-out edges."""
+    cat, edges, log_price = _store(n, seed=seed)
+    perm = np.random.default_rng(seed + 100).permutation(len(edges))
+    n_train = int(0.8 * len(edges))
+    return _graph(n, edges[perm[:n_train]], cat, log_price), edges[perm[n_train:]]
+
+
+def test_early_stopping_restores_the_best_checked_weights():
+    graph, held = _validation_split(120, seed=11)
+    u, v = torch.as_tensor(held[:, 0]), torch.as_tensor(held[:, 1])
+    calls = []
+
+    def worse_as_training_goes_on(model, g) -> float:
+        """Minus the held-out direction AUC: a score that training drives down, so it peaks early."""
+        assert not model.training and g is graph
+        calls.append(1)
+        s, t = embed(model, g, chunk=64)
+        forward, reverse = (s[u] * t[v]).sum(1).numpy(), (s[v] * t[u]).sum(1).numpy()
+        return -_auc(forward, reverse)
+
+    epochs, every, patience = 30, 2, 2
+    model, history = _train(
+        graph,
+        *_no_conversions(),
+        validate=worse_as_training_goes_on,
+        epochs=epochs,
+        eval_every=every,
+        patience=patience,
+    )
+    assert len(history) < epochs
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    checked = [h for h in history if "validation" in h]
+    assert [h["epoch"] for h in checked] == list(range(every, len(history) + 1, every))
+    assert len(calls) == len(checked)
+    scores = [h["validation"] for h in checked]
+    best = max(scores)
+    # it stopped after `patience` checks without a gain, and the model it returns is the best one
+    assert scores.index(best) == len(scores) - 1 - patience
+    assert all(s <= best for s in scores[-patience:])
+    assert not model.training
+    assert worse_as_training_goes_on(model, graph) == best
+    # the validation callback does not change the training itself: without it, the same epochs
+    # end at the last checked weights
+    last, _ = _train(graph, *_no_conversions(), epochs=len(history))
+    assert worse_as_training_goes_on(last, graph) == scores[-1]
+    if scores[-1] < best:
+        assert not torch.equal(last.id_emb.weight, model.id_emb.weight)
+
+
+def test_validation_that_keeps_improving_runs_every_epoch():
+    graph, _ = _validation_split(60, seed=12)
+    ticks = iter(range(100))
+    model, history = _train(graph, *_no_conversions(), validate=lambda m, g: float(next(ticks)), epochs=4)
+    assert [h["validation"] for h in history] == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("share", [0.05, 0.95])
+def test_link_only_training_works_for_any_supervision_share(share):
+    n = 150
+    cat, edges, log_price = _store(n, seed=13)
+    graph = _graph(n, edges, cat, log_price)
+    model, history = _train(graph, *_no_conversions(), supervision_share=share, epochs=4)
+    assert all(np.isfinite(h["link_loss"]) and np.isnan(h["conv_loss"]) for h in history)
+    s, t = embed(model, graph, chunk=64)
+    assert torch.isfinite(s).all() and torch.isfinite(t).all()
+
+
+def test_a_tiny_graph_scores_at_least_one_edge_per_epoch():
+    # 3 edges and a 1% share: most epochs would draw no supervision edge at all
+    graph = DirectedGraph(4, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), torch.eye(4))
+    _, history = _train(graph, *_no_conversions(), supervision_share=0.01, epochs=5)
+    assert len(history) == 5 and all(np.isfinite(h["link_loss"]) for h in history)
+
+
+def test_dense_and_sparse_features_are_the_same_graph():
+    n = 60
+    cat, edges, log_price = _store(n, seed=14)
+    sparse = _graph(n, edges, cat, log_price)
+    dense = replace(sparse, features=sparse.features.to_dense())
+    assert dense.n_features == sparse.n_features == N_CAT + 4
+    m_sparse, h_sparse = _train(sparse, *_no_conversions())
+    m_dense, h_dense = _train(dense, *_no_conversions())
+    np.testing.assert_equal(h_sparse, h_dense)
+    for a, b in zip(m_sparse.parameters(), m_dense.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # ids only (no features) trains as well
+    _, history = _train(replace(sparse, features=None), *_no_conversions())
+    assert np.isfinite(history[0]["link_loss"])
+
+
+def test_zero_layers_is_a_model_of_features_and_ids_alone():
+    n = 60
+    cat, edges, log_price = _store(n, seed=15)
+    graph = _graph(n, edges, cat, log_price)
+    model, history = _train(graph, *_no_conversions(), architecture=replace(ARCH, n_layers=0), epochs=2)
+    assert all(np.isfinite(h["link_loss"]) for h in history)
+    s, t = embed(model, graph, chunk=64)
+    s_alone, t_alone = embed(model, replace(graph, src=graph.src[:0], dst=graph.dst[:0]), chunk=64)
+    assert torch.equal(s, s_alone) and torch.equal(t, t_alone)
 
 
 def test_progress_bar_can_be_shown(capsys):
@@ -262,11 +435,28 @@ def test_train_blade_rejects_bad_inputs():
     with pytest.raises(ValueError):
         _train(graph, one, one, torch.tensor([1.0]), torch.tensor([-1.0]))
     with pytest.raises(ValueError):
-        DirectedGraph(
-            n, torch.tensor([0]), torch.tensor([n]), torch.as_tensor(cat), torch.as_tensor(log_price)
-        )
+        _train(graph, one, one, torch.tensor([1.5]), torch.tensor([1.0]))
     with pytest.raises(ValueError):
-        replace(ARCH, fanout_min=ARCH.fanout_max + 1)
+        _train(replace(graph, src=graph.src[:0], dst=graph.dst[:0]), *_no_conversions())
+    with pytest.raises(ValueError):
+        DirectedGraph(n, torch.tensor([0]), torch.tensor([n]), graph.features)
+    with pytest.raises(ValueError):
+        DirectedGraph(n, torch.tensor([0]), torch.tensor([1]), torch.zeros(n - 1, 3))
+    with pytest.raises(ValueError):
+        DirectedGraph(n, torch.tensor([0]), torch.tensor([1]), graph.features.to_dense()[:-1])
+    with pytest.raises(ValueError):
+        DirectedGraph(n, torch.tensor([0]), torch.tensor([1]), None, group=torch.zeros(n + 1))
+    for bad in (
+        dict(n_layers=-1),
+        dict(fanout_rule="uniform"),
+        dict(fanout_min=ARCH.fanout_max + 1),
+        dict(fanout_min=0),
+        dict(dropout=1.0),
+    ):
+        with pytest.raises(ValueError):
+            replace(ARCH, **bad)
+    with pytest.raises(ValueError):
+        export_moments(_train(graph, *_no_conversions())[0], graph, **dict(EXPORT, mc_samples=1))
 
 
 def _random_moments(n: int, d: int, seed: int) -> dict[str, np.ndarray]:

@@ -1,50 +1,63 @@
-"""BLADE-style dual-embedding GNN for directed product graphs.
+"""BLADE: a directed dual-embedding GNN with degree-adaptive neighbourhood sampling.
 
-Every product ``v`` has a *source* vector ``s_v`` (what it leads to) and a
-*target* vector ``t_v`` (what leads to it); the directed edge ``u -> v`` is
-scored from ``s_u . t_v``, so ``u -> v`` and ``v -> u`` score differently.
+Every node ``v`` has a *source* vector ``s_v`` (what it leads to) and a *target*
+vector ``t_v`` (what leads to it); the directed edge ``u -> v`` is scored from
+``s_u . t_v``, so ``u -> v`` and ``v -> u`` score differently.
 
-Model (one directed aggregation layer over degree-adaptive samples):
+Model:
 
-* base vectors ``[s0_v | t0_v] = id_v + MLP(category_v, price_v)``: the id
-  embedding is learned per product, the category/price part is shared, so a
-  product never seen in training still gets a sensible vector;
-* ``s_u = s0_u + SAGE_s(s0_u, {dropout(t0_w) : u -> w sampled})`` and
-  ``t_v = t0_v + SAGE_t(t0_v, {dropout(s0_w) : w -> v sampled})``.  The
-  neighbour messages are *summed and divided by fanout_max* (not averaged),
-  so a node leans on its neighbourhood in proportion to its budget: low-degree
-  nodes, whose own id embedding is poorly trained, borrow more.
-* Dropout acts on the neighbour messages only, not on a node's own vector.
-  Together with the sampling this makes the spread over stochastic passes a
-  neighbourhood-driven signal: largest for nodes with big random (2-hop or
-  cold-start) neighbourhoods, smallest for mid-degree nodes whose whole
-  neighbourhood fits the budget.  Dropout on the node's own vector would add
-  variance proportional to its norm, i.e. mostly to well-trained hubs.
-* conversion head ``logit = (s_u * t_v) . w + b``; link score ``s_u . t_v``.
+* input ``[s0 | t0] = dropout(X W) + id_v``: any node feature matrix ``X``
+  (bag-of-words, category one-hots, price, popularity) through a learned
+  projection, plus a learned per-node id embedding (its own weight decay), so a
+  node never seen in training still gets a vector from its features;
+* ``n_layers`` layers; each updates both roles from both directions (as DirGNN
+  does) while keeping them apart for scoring:
+  ``[s|t]' = [s|t] + W [ [s|t] , mean_out [s|t] , mean_in [s|t] ]`` (ReLU and
+  dropout between layers), where ``mean_out`` averages over the node's sampled
+  out-neighbours and ``mean_in`` over its in-neighbours: co-citation,
+  shared-reference and 2-hop paths all reach both roles, and a node without
+  out-edges still gets a source vector from its in-neighbours;
+* neighbourhoods are sampled with BLADE's degree-adaptive rule
+  (:class:`~nextbuy.domain.graph.sampler.FanoutRule`: low-degree nodes get larger
+  budgets, filled from 2 hops) while training and for Monte-Carlo uncertainty,
+  and taken in full, with dropout off, for ranking (deterministic scores);
+* link score ``s_u . t_v``; conversion head ``logit = (s_u * t_v) . w + b`` on the
+  same encoder (multi-task).
 
-Training is mini-batch: each step computes only the batch's nodes and their
-sampled neighbourhoods (memory bounded by the batch size, not the graph).
+Training keeps message edges and supervision edges apart: each epoch a random
+``supervision_share`` of the edges is scored and only the rest pass messages, so
+an edge is never in its own neighbourhood.  Every positive gets ``n_negatives``
+random destinations, and the reversed edge (when it is not itself an edge) counts
+as a negative with weight ``reverse_penalty``.  An optional validation callback
+drives early stopping (best weights restored).
 
-Serving needs no torch: :func:`export_moments` runs ``mc_samples`` stochastic
-passes (dropout on, fresh neighbourhood samples) and keeps per-dimension means
-and variances; :func:`pair_logit_moments` turns them into a logit mean and
-variance per pair in numpy.
+Serving needs no torch: :func:`export_moments` writes deterministic means and
+the variance over ``mc_samples`` stochastic passes; :func:`pair_logit_moments`
+turns them into a logit mean and variance per pair in numpy.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import SAGEConv
 from tqdm.auto import tqdm
 
-from nextbuy.domain.graph.sampler import CSR, group_members, sample_neighbourhood
+from nextbuy.domain.graph.sampler import (
+    CSR,
+    Block,
+    FanoutRule,
+    group_members,
+    power_law_exponent,
+    sample_blocks,
+)
 from nextbuy.domain.graph.scoring import (  # noqa: F401 - re-export
     link_scores,
     pair_logit_moments,
@@ -58,6 +71,7 @@ __all__ = [
     "GraphIndex",
     "BladeModel",
     "train_blade",
+    "embed",
     "export_moments",
     "pair_logit_moments",
     "score_and_uncertainty",
@@ -70,91 +84,136 @@ class Architecture:
     """A model's shape and neighbourhood sampling: fixed for its lifetime, so training and export agree."""
 
     embedding_dim: int  # d: size of each of s_v and t_v
-    hidden_dim: int  # width of the category/price encoder
-    fanout_min: int  # neighbour budget of the highest-degree node
-    fanout_max: int  # neighbour budget of the lowest-degree node (also the message scale)
-    two_hop_degree: int  # nodes with fewer neighbours fill their budget with 2-hop ones
-    dropout: float  # message dropout; drives the MC spread at export
-    cold_start_fallback: bool  # nodes without neighbours in a direction sample same-category products
+    n_layers: int  # message-passing layers (2 reaches co-citation and 2-hop paths; 0: no GNN)
+    fanout_rule: str  # "power_law" (BLADE) | "fixed" (ablation)
+    fanout_min: int  # budget of the highest-degree nodes
+    fanout_max: int  # budget of the lowest-degree nodes (the fixed rule's budget for all)
+    dropout: float  # feature and hidden dropout; with sampling, drives the MC spread at export
+    cold_start_fallback: bool  # nodes without neighbours in a direction sample same-group products
 
     def __post_init__(self) -> None:
-        if not 1 <= self.fanout_min <= self.fanout_max:
-            raise ValueError("need 1 <= fanout_min <= fanout_max")
+        if self.n_layers < 0:
+            raise ValueError("need n_layers >= 0")
+        FanoutRule(self.fanout_rule, self.fanout_min, self.fanout_max)  # validates
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must lie in [0, 1)")
 
 
 @dataclass(frozen=True)
 class TrainingSchedule:
-    """How :func:`train_blade` fits a model: epochs, batches, optimiser, loss mix and seed."""
+    """How :func:`train_blade` fits a model."""
 
-    epochs: int
-    batch_size: int  # conversion examples (and graph edges) per step
+    epochs: int  # most epochs (early stopping may end sooner)
+    batch_size: int  # conversion examples (and supervision edges) per step
     lr: float  # Adam learning rate
-    weight_decay: float  # Adam weight decay
+    weight_decay: float  # weight decay of the projection and layers
+    id_weight_decay: float  # weight decay of the per-node id embeddings
     link_loss_weight: float  # total loss = conversion + link_loss_weight * link
-    reverse_negative_share: float  # share of link negatives that are the reversed edge
+    n_negatives: int  # random destinations per supervised edge
+    reverse_penalty: float  # weight of "the reversed edge is a negative" in the link loss
+    supervision_share: float  # share of edges scored (and kept out of message passing) each epoch
+    eval_every: int  # epochs between validation checks
+    patience: int  # checks without improvement before stopping
     seed: int
 
 
 @dataclass(frozen=True)
+class FeatureRows:
+    """A sparse feature matrix row by row (CSR arrays): row ``i`` is ``col/value[rowptr[i]:rowptr[i+1]]``."""
+
+    rowptr: Tensor
+    col: Tensor
+    value: Tensor
+
+    @classmethod
+    def of(cls, coalesced: Tensor) -> FeatureRows:
+        row, col = coalesced.indices()  # coalesced: sorted by row, then column
+        rowptr = torch.zeros(coalesced.shape[0] + 1, dtype=torch.long)
+        torch.cumsum(torch.bincount(row, minlength=coalesced.shape[0]), 0, out=rowptr[1:])
+        return cls(rowptr, col.contiguous(), coalesced.values().contiguous())
+
+
+@dataclass(frozen=True)
 class DirectedGraph:
-    """What the model sees: a directed graph with node attributes and no labels."""
+    """What the model sees: a directed graph with node features and no labels."""
 
     n_nodes: int
     src: Tensor  # int64 [m] directed edges src -> dst
     dst: Tensor  # int64 [m]
-    category: Tensor  # int64 [n], -1 = unknown
-    log_price: Tensor  # float32 [n], NaN = unknown
+    features: Tensor | None  # float32 [n, f], dense or sparse; None: id embeddings only
+    group: Tensor | None = None  # int64 [n], -1 = none: cold-start fallback groups (e.g. category)
+    feature_rows: FeatureRows | None = field(default=None, init=False, repr=False)  # from features
 
     def __post_init__(self) -> None:
         n = int(self.n_nodes)
-        for name, t, dtype in (
-            ("src", self.src, torch.long),
-            ("dst", self.dst, torch.long),
-            ("category", self.category, torch.long),
-            ("log_price", self.log_price, torch.float32),
-        ):
-            object.__setattr__(self, name, torch.as_tensor(t).to(dtype).reshape(-1))
+        for name in ("src", "dst"):
+            object.__setattr__(self, name, torch.as_tensor(getattr(self, name)).to(torch.long).reshape(-1))
         if self.src.numel() != self.dst.numel():
             raise ValueError("src and dst must have the same length")
-        if self.category.numel() != n or self.log_price.numel() != n:
-            raise ValueError("category and log_price must have one entry per node")
         if self.src.numel() and (
             min(int(self.src.min()), int(self.dst.min())) < 0
             or max(int(self.src.max()), int(self.dst.max())) >= n
         ):
             raise ValueError(f"edge endpoints must lie in [0, {n})")
+        if self.features is not None:
+            x = self.features if isinstance(self.features, Tensor) else torch.as_tensor(self.features)
+            if x.dim() != 2 or x.shape[0] != n:
+                raise ValueError(f"features must be [{n}, f], got {tuple(x.shape)}")
+            x = (x if x.is_sparse else x.to_sparse()).coalesce().to(torch.float32)
+            object.__setattr__(self, "features", x)
+            object.__setattr__(self, "feature_rows", FeatureRows.of(x))
+        if self.group is not None:
+            g = torch.as_tensor(self.group).to(torch.long).reshape(-1)
+            if g.numel() != n:
+                raise ValueError("group must have one entry per node")
+            object.__setattr__(self, "group", g)
 
     @property
     def n_edges(self) -> int:
         return int(self.src.numel())
 
     @property
-    def n_categories(self) -> int:
-        return int(self.category.max()) + 1 if self.category.numel() and int(self.category.max()) >= 0 else 0
+    def n_features(self) -> int:
+        return 0 if self.features is None else int(self.features.shape[1])
+
+    def without(self, mask: Tensor) -> DirectedGraph:
+        """The same nodes with only the edges where ``mask`` is False."""
+        keep = ~mask
+        return DirectedGraph(self.n_nodes, self.src[keep], self.dst[keep], self.features, self.group)
 
 
 @dataclass(frozen=True)
 class GraphIndex:
-    """Adjacency in both directions plus node features, built once per graph."""
+    """Adjacency in both directions with its sampling rules, built once per message graph."""
 
-    out_csr: CSR  # u -> its out-neighbours (feeds s_u)
-    in_csr: CSR  # v -> its in-neighbours (feeds t_v)
-    category: Tensor
-    log_price: Tensor
-    out_fallback: tuple[Tensor, CSR] | None
-    in_fallback: tuple[Tensor, CSR] | None
+    out_csr: CSR  # u -> its out-neighbours
+    in_csr: CSR  # v -> its in-neighbours
+    rules: tuple[FanoutRule, FanoutRule]  # out, in (exponents fitted per direction)
+    fallbacks: tuple[tuple[Tensor, CSR] | None, tuple[Tensor, CSR] | None]
 
     @classmethod
-    def build(cls, graph: DirectedGraph, cold_start_fallback: bool = True) -> GraphIndex:
+    def build(cls, graph: DirectedGraph, architecture: Architecture) -> GraphIndex:
         out_csr = CSR.from_edges(graph.src, graph.dst, graph.n_nodes)
         in_csr = CSR.from_edges(graph.dst, graph.src, graph.n_nodes)
-        out_fb = in_fb = None
-        if cold_start_fallback and graph.n_categories > 0:
-            out_fb = (graph.category, group_members(graph.category, out_csr.degree() > 0, graph.n_categories))
-            in_fb = (graph.category, group_members(graph.category, in_csr.degree() > 0, graph.n_categories))
-        return cls(out_csr, in_csr, graph.category, graph.log_price, out_fb, in_fb)
+        a = architecture
+        rules = tuple(
+            FanoutRule(a.fanout_rule, a.fanout_min, a.fanout_max, power_law_exponent(csr.degree()))
+            for csr in (out_csr, in_csr)
+        )
+        fallbacks: tuple = (None, None)
+        if a.cold_start_fallback and graph.group is not None and graph.group.numel() and int(graph.group.max()) >= 0:
+            n_groups = int(graph.group.max()) + 1
+            fallbacks = tuple(
+                (graph.group, group_members(graph.group, csr.degree() > 0, n_groups))
+                for csr in (out_csr, in_csr)
+            )
+        return cls(out_csr, in_csr, rules, fallbacks)
+
+    def blocks(
+        self, seeds: Tensor, n_layers: int, sampled: bool, generator: torch.Generator | None
+    ) -> tuple[Tensor, list[Block]]:
+        return sample_blocks(self.out_csr, self.in_csr, seeds, n_layers, self.rules if sampled else None,
+                             generator, fallbacks=self.fallbacks)  # fmt: skip
 
 
 def _dropout(x: Tensor, p: float, generator: torch.Generator | None, active: bool) -> Tensor:
@@ -165,110 +224,92 @@ def _dropout(x: Tensor, p: float, generator: torch.Generator | None, active: boo
     return x * keep.to(x.dtype) / (1.0 - p)
 
 
+def _mean(values: Tensor, dst: Tensor, src: Tensor, n_dst: int) -> Tensor:
+    """Mean of ``values[src]`` per destination (zero where a destination has no message)."""
+    # index_select, not values[src]: its backward is index_add, ~10x faster on CPU than index_put
+    total = values.new_zeros(n_dst, values.shape[1]).index_add_(0, dst, values.index_select(0, src))
+    count = torch.bincount(dst, minlength=n_dst).clamp_min(1).to(values.dtype)
+    return total / count.unsqueeze(1)
+
+
 class BladeModel(nn.Module):
-    """Dual (source/target) embeddings + one directed aggregation layer + conversion head."""
+    """Dual (source/target) embeddings, ``n_layers`` directed layers, link and conversion heads."""
 
     def __init__(
         self,
         n_nodes: int,
-        n_categories: int,
+        n_features: int,
         *,
         embedding_dim: int,
-        hidden_dim: int,
+        n_layers: int,
+        fanout_rule: str,
         fanout_min: int,
         fanout_max: int,
-        two_hop_degree: int,
         dropout: float,
         cold_start_fallback: bool,
-        price_mean: float = 0.0,
-        price_std: float = 1.0,
     ) -> None:
         super().__init__()
-        d, h = int(embedding_dim), int(hidden_dim)
-        self.n_nodes = int(n_nodes)
-        self.n_categories = int(n_categories)
-        self.dim = d
-        self.dropout = float(dropout)
-        self.fanout_min = int(fanout_min)
-        self.fanout_max = int(fanout_max)
-        self.two_hop_degree = int(two_hop_degree)
-        self.cold_start_fallback = bool(cold_start_fallback)
+        d = int(embedding_dim)
+        self.architecture = Architecture(
+            d, int(n_layers), fanout_rule, int(fanout_min), int(fanout_max), float(dropout),
+            bool(cold_start_fallback),
+        )  # fmt: skip
+        self.n_nodes, self.dim, self.dropout = int(n_nodes), d, float(dropout)
         # Creation order fixes which draws of the seeded RNG each weight gets: keep it.
         self.id_emb = nn.Embedding(self.n_nodes, 2 * d)
         nn.init.normal_(self.id_emb.weight, std=0.1)
-        self.cat_emb = nn.Embedding(self.n_categories + 1, h)  # last row: unknown category
-        nn.init.normal_(self.cat_emb.weight, std=0.1)
-        self.features = nn.Sequential(nn.Linear(h + 2, h), nn.ReLU(), nn.Linear(h, 2 * d))
-        self.conv_s = SAGEConv((d, d), d, aggr="sum")  # s_u <- t0 of out-neighbours
-        self.conv_t = SAGEConv((d, d), d, aggr="sum")  # t_v <- s0 of in-neighbours
+        # The feature projection X W + b as a weighted embedding bag: sparse rows, sparse gradients.
+        self.proj = nn.EmbeddingBag(int(n_features), 2 * d, mode="sum") if n_features else None
+        self.proj_b = nn.Parameter(torch.zeros(2 * d)) if n_features else None
+        if self.proj is not None:
+            bound = 1.0 / math.sqrt(int(n_features))  # nn.Linear's initialisation
+            nn.init.uniform_(self.proj.weight, -bound, bound)
+        self.layers = nn.ModuleList([nn.Linear(6 * d, 2 * d) for _ in range(int(n_layers))])
         self.head_w = nn.Parameter(torch.ones(d))
         self.head_b = nn.Parameter(torch.zeros(1))
-        self.register_buffer("price_stats", torch.tensor([price_mean, price_std], dtype=torch.float32))
 
     @classmethod
     def for_graph(cls, graph: DirectedGraph, architecture: Architecture) -> BladeModel:
-        """A model sized for ``graph``, with its price features standardised on the graph's known prices."""
-        lp = graph.log_price[torch.isfinite(graph.log_price)]
-        mean = float(lp.mean()) if lp.numel() else 0.0
-        std = float(lp.std()) if lp.numel() > 1 else 1.0
-        return cls(
-            graph.n_nodes,
-            graph.n_categories,
-            **asdict(architecture),
-            price_mean=mean,
-            price_std=std if std > 1e-6 else 1.0,
-        )
+        return cls(graph.n_nodes, graph.n_features, **asdict(architecture))
 
     def index(self, graph: DirectedGraph) -> GraphIndex:
-        """The adjacency this model samples from (with its cold-start fallback setting)."""
-        return GraphIndex.build(graph, self.cold_start_fallback)
+        return GraphIndex.build(graph, self.architecture)
 
-    # -- pieces -------------------------------------------------------------
-    def base(self, index: GraphIndex, nodes: Tensor) -> tuple[Tensor, Tensor]:
-        """Base role vectors ``(s0, t0)`` of ``nodes``, each [len(nodes), d]."""
-        cat = index.category[nodes]
-        unknown = torch.full_like(cat, self.n_categories)
-        cat = torch.where((cat >= 0) & (cat < self.n_categories), cat, unknown)
-        lp = index.log_price[nodes]
-        known = torch.isfinite(lp)
-        z = torch.where(known, (lp - self.price_stats[0]) / self.price_stats[1], torch.zeros_like(lp))
-        feats = torch.cat([self.cat_emb(cat), z.unsqueeze(1), (~known).to(z.dtype).unsqueeze(1)], dim=1)
-        hvec = self.id_emb(nodes) + self.features(feats)
-        return hvec[:, : self.dim], hvec[:, self.dim :]
+    def inputs(
+        self, features: FeatureRows | None, nodes: Tensor, generator: torch.Generator | None, stochastic: bool
+    ) -> Tensor:
+        """Layer-0 states ``[s0 | t0]`` of ``nodes``."""
+        h = self.id_emb(nodes)
+        if self.proj is not None and features is not None:
+            start = features.rowptr[nodes]
+            counts = features.rowptr[nodes + 1] - start
+            rows = torch.repeat_interleave(torch.arange(nodes.numel()), counts)
+            offsets = torch.cumsum(counts, 0) - counts
+            at = start[rows] + torch.arange(rows.numel()) - offsets[rows]
+            xw = self.proj(features.col[at], offsets, per_sample_weights=features.value[at])
+            h = h + _dropout(xw + self.proj_b, self.dropout, generator, stochastic)
+        return h
 
     def encode(
         self,
         index: GraphIndex,
-        s_nodes: Tensor,
-        t_nodes: Tensor,
+        features: FeatureRows | None,
+        seeds: Tensor,
         generator: torch.Generator | None = None,
         stochastic: bool = True,
     ) -> tuple[Tensor, Tensor]:
-        """Source vectors of ``s_nodes`` and target vectors of ``t_nodes`` (one sampled pass).
-
-        Only the unique requested nodes and their sampled neighbourhoods are computed.
-        Neighbourhoods are always sampled; ``stochastic`` switches message dropout.
-        """
-        us, inv_s = torch.unique(s_nodes, return_inverse=True)
-        ut, inv_t = torch.unique(t_nodes, return_inverse=True)
-        kw = dict(
-            fanout_min=self.fanout_min,
-            fanout_max=self.fanout_max,
-            two_hop_degree=self.two_hop_degree,
-            generator=generator,
-        )
-        cp_o, nb_o = sample_neighbourhood(index.out_csr, us, fallback=index.out_fallback, **kw)
-        cp_i, nb_i = sample_neighbourhood(index.in_csr, ut, fallback=index.in_fallback, **kw)
-        sizes = [us.numel(), ut.numel(), nb_o.numel(), nb_i.numel()]
-        nodes, inv = torch.unique(torch.cat([us, ut, nb_o, nb_i]), return_inverse=True)
-        loc_us, loc_ut, loc_o, loc_i = torch.split(inv, sizes)
-        s0, t0 = self.base(index, nodes)
-        scale = 1.0 / self.fanout_max
-        msg_t = _dropout(t0, self.dropout, generator, stochastic) * scale
-        msg_s = _dropout(s0, self.dropout, generator, stochastic) * scale
-        s = s0[loc_us] + self.conv_s((msg_t, s0[loc_us]), torch.stack([loc_o, cp_o]))
-        t = t0[loc_ut] + self.conv_t((msg_s, t0[loc_ut]), torch.stack([loc_i, cp_i]))
-        return s[inv_s], t[inv_t]
+        """``(s, t)`` of ``seeds`` (unique ids): sampled neighbourhoods and dropout when ``stochastic``,
+        full neighbourhoods and no dropout otherwise (deterministic)."""
+        nodes, blocks = index.blocks(seeds, len(self.layers), stochastic, generator)
+        h = self.inputs(features, nodes, generator, stochastic)
+        for i, (layer, block) in enumerate(zip(self.layers, blocks, strict=True)):
+            own = h.index_select(0, block.self_pos)
+            out = _mean(h, block.out_dst, block.out_src, block.n_dst)
+            inc = _mean(h, block.in_dst, block.in_src, block.n_dst)
+            h = own + layer(torch.cat([own, out, inc], dim=1))
+            if i < len(self.layers) - 1:
+                h = _dropout(F.relu(h), self.dropout, generator, stochastic)
+        return h[:, : self.dim], h[:, self.dim :]
 
     def conversion_logit(self, s: Tensor, t: Tensor) -> Tensor:
         return (s * t) @ self.head_w + self.head_b
@@ -277,17 +318,25 @@ class BladeModel(nn.Module):
     def link_score(s: Tensor, t: Tensor) -> Tensor:
         return (s * t).sum(dim=-1)
 
-    def forward(
-        self,
-        index: GraphIndex,
-        src: Tensor,
-        dst: Tensor,
-        generator: torch.Generator | None = None,
-        stochastic: bool = True,
-    ) -> tuple[Tensor, Tensor]:
-        """``(conversion_logit, link_score)`` for pairs ``src -> dst``."""
-        s, t = self.encode(index, src, dst, generator, stochastic)
-        return self.conversion_logit(s, t), self.link_score(s, t)
+
+@torch.no_grad()
+def embed(
+    model: BladeModel,
+    graph: DirectedGraph,
+    *,
+    chunk: int,
+    index: GraphIndex | None = None,
+    generator: torch.Generator | None = None,
+    stochastic: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """``(s, t)`` of every node, ``chunk`` seeds at a time (deterministic unless ``stochastic``)."""
+    index = model.index(graph) if index is None else index
+    s = torch.empty(graph.n_nodes, model.dim)
+    t = torch.empty_like(s)
+    for start in range(0, graph.n_nodes, int(chunk)):
+        nodes = torch.arange(start, min(start + int(chunk), graph.n_nodes))
+        s[nodes], t[nodes] = model.encode(index, graph.feature_rows, nodes, generator, stochastic)
+    return s, t
 
 
 # -- training -----------------------------------------------------------------
@@ -303,23 +352,6 @@ def _is_edge(keys: Tensor, u: Tensor, v: Tensor, n: int) -> Tensor:
     q = u * n + v
     pos = torch.searchsorted(keys, q).clamp_max(keys.numel() - 1)
     return keys[pos] == q
-
-
-def _link_batch(
-    src: Tensor, dst: Tensor, keys: Tensor, n: int, reverse_share: float, generator: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Positives ``src -> dst`` plus one negative each: the reversed edge (if not itself an edge) or a
-    random destination."""
-    m = src.numel()
-    want_rev = torch.rand(m, generator=generator) < reverse_share
-    rand_dst = torch.randint(0, n, (m,), generator=generator)
-    use_rev = want_rev & ~_is_edge(keys, dst, src, n) & (src != dst)
-    neg_u = torch.where(use_rev, dst, src)
-    neg_v = torch.where(use_rev, src, rand_dst)
-    u = torch.cat([src, neg_u])
-    v = torch.cat([dst, neg_v])
-    y = torch.cat([torch.ones(m), torch.zeros(m)])
-    return u, v, y
 
 
 @dataclass(frozen=True)
@@ -382,7 +414,7 @@ def _seeded_model(
 
 @dataclass
 class _EpochLosses:
-    """Running epoch means: conversion loss weighted by example weight, link loss by example count."""
+    """Running epoch means: conversion loss weighted by example weight, link loss by step."""
 
     conv_sum: float = 0.0
     conv_weight: float = 0.0
@@ -404,10 +436,13 @@ class _EpochLosses:
         }
 
 
+Validation = Callable[[BladeModel, DirectedGraph], float]  # higher is better; model in eval mode
+
+
 class _Trainer:
-    """One training run.  A single seeded generator drives, in this order, the epoch's shuffles and
-    then per step the link negatives, the neighbourhood samples and the dropout masks: reordering
-    any of these changes the trained numbers."""
+    """One training run.  A single seeded generator drives, in this order, each epoch's
+    supervision split and shuffles, then per step the negatives, the neighbourhood samples and
+    the dropout masks: reordering any of these changes the trained numbers."""
 
     def __init__(
         self, graph: DirectedGraph, conv: _Conversions, architecture: Architecture, schedule: TrainingSchedule
@@ -415,68 +450,79 @@ class _Trainer:
         self.graph, self.conv, self.schedule = graph, conv, schedule
         self.generator = torch.Generator().manual_seed(int(schedule.seed))
         self.model = _seeded_model(graph, architecture, conv, int(schedule.seed))
-        self.index = self.model.index(graph)
         self.keys = _edge_keys(graph.src, graph.dst, graph.n_nodes)
+        ids = [p for name, p in self.model.named_parameters() if name.startswith("id_emb")]
+        rest = [p for name, p in self.model.named_parameters() if not name.startswith("id_emb")]
         self.opt = torch.optim.Adam(
-            self.model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay
+            [
+                {"params": ids, "weight_decay": schedule.id_weight_decay},
+                {"params": rest, "weight_decay": schedule.weight_decay},
+            ],
+            lr=schedule.lr,
         )
         self.batch_size = int(schedule.batch_size)
-        # An epoch is one pass over the conversion examples, or over the edges when there are none.
-        self.steps = math.ceil((len(conv) or graph.n_edges) / self.batch_size)
-        self.link_batch_size = min(self.batch_size, graph.n_edges)
+
+    def _supervision(self) -> tuple[GraphIndex, Tensor]:
+        """This epoch's message graph and its supervision edges (shuffled), disjoint."""
+        m = self.graph.n_edges
+        share = self.schedule.supervision_share if self.schedule.link_loss_weight > 0 else 0.0
+        scored = torch.rand(m, generator=self.generator) < share
+        if m and not bool(scored.any()) and self.schedule.link_loss_weight > 0:
+            scored[int(torch.randint(0, m, (1,), generator=self.generator))] = True
+        sup = torch.nonzero(scored).reshape(-1)
+        sup = sup[torch.randperm(sup.numel(), generator=self.generator)]
+        return self.model.index(self.graph.without(scored)), sup
 
     def epoch(self, epoch: int, progress: bool) -> dict:
+        index, sup = self._supervision()
         perm_c = torch.randperm(len(self.conv), generator=self.generator)
-        perm_e = torch.randperm(self.graph.n_edges, generator=self.generator)
+        steps = max(1, math.ceil(max(len(self.conv), sup.numel()) / self.batch_size))
+        link_bs = math.ceil(sup.numel() / steps)
         losses = _EpochLosses()
         # Off a terminal (DVC, Airflow logs) refresh rarely so logs stay readable.
-        desc = f"blade epoch {epoch + 1}/{self.schedule.epochs}"
-        bar = tqdm(
-            range(self.steps),
-            desc=desc,
-            disable=not progress,
-            leave=False,
-            mininterval=0.1 if sys.stderr.isatty() else 10.0,
-        )
+        bar = tqdm(range(steps), desc=f"blade epoch {epoch + 1}/{self.schedule.epochs}", leave=False,
+                   disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 10.0)  # fmt: skip
         bs = self.batch_size
         for step in bar:
-            links = self._link_examples(perm_e, step)
-            self._step(perm_c[step * bs : (step + 1) * bs], links, losses)
+            edges = sup[step * link_bs : (step + 1) * link_bs]
+            self._step(index, perm_c[step * bs : (step + 1) * bs], edges, losses)
             if progress:
-                # refresh=False: let mininterval pace the output
-                bar.set_postfix(**losses.postfix(), refresh=False)
+                bar.set_postfix(**losses.postfix(), refresh=False)  # mininterval paces the output
         bar.close()
         return losses.record(epoch)
 
-    def _link_examples(self, perm_e: Tensor, step: int) -> tuple[Tensor, Tensor, Tensor]:
-        """This step's edges (cycling through the epoch's edge order), each with one negative."""
-        lbs, n_edges = self.link_batch_size, self.graph.n_edges
-        if not lbs:
-            empty = torch.zeros(0, dtype=torch.long)
-            return empty, empty, torch.zeros(0)
-        eb = perm_e[(step * lbs + torch.arange(lbs)) % n_edges]
-        return _link_batch(
-            self.graph.src[eb],
-            self.graph.dst[eb],
-            self.keys,
-            self.graph.n_nodes,
-            self.schedule.reverse_negative_share,
-            self.generator,
-        )
+    def _link_pairs(self, edges: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Pairs and labels/weights: positives, ``n_negatives`` random destinations each, reversed
+        edges (when not edges themselves) weighted ``reverse_penalty``."""
+        u, v = self.graph.src[edges], self.graph.dst[edges]
+        k, n = int(self.schedule.n_negatives), self.graph.n_nodes
+        neg_u = u.repeat(k)
+        neg_v = torch.randint(0, n, (neg_u.numel(),), generator=self.generator)
+        one_way = ~_is_edge(self.keys, v, u, n) & (u != v)
+        rev_u, rev_v = v[one_way], u[one_way]
+        m, r = u.numel(), rev_u.numel()
+        y = torch.cat([torch.ones(m), torch.zeros(neg_u.numel() + r)])
+        # positives and random negatives weigh as in plain BCE (negatives averaged per positive)
+        w = torch.cat([torch.ones(m), torch.full((neg_u.numel(),), 1.0 / max(k, 1)),
+                       torch.full((r,), float(self.schedule.reverse_penalty))])  # fmt: skip
+        return torch.cat([u, neg_u, rev_u]), torch.cat([v, neg_v, rev_v]), y, w
 
-    def _step(self, cb: Tensor, links: tuple[Tensor, Tensor, Tensor], losses: _EpochLosses) -> None:
-        """One optimiser step on conversion examples ``cb`` and link examples ``links`` (one shared pass)."""
-        lu, lv, ly = links
+    def _step(self, index: GraphIndex, cb: Tensor, edges: Tensor, losses: _EpochLosses) -> None:
+        """One optimiser step on conversion examples ``cb`` and supervision ``edges`` (one shared pass)."""
+        lu, lv, ly, lw = self._link_pairs(edges) if edges.numel() else (torch.zeros(0, dtype=torch.long),) * 4
         nc = cb.numel()
         src, dst = torch.cat([self.conv.src[cb], lu]), torch.cat([self.conv.dst[cb], lv])
-        s, t = self.model.encode(self.index, src, dst, self.generator, stochastic=True)
+        seeds, inv = torch.unique(torch.cat([src, dst]), return_inverse=True)
+        s_all, t_all = self.model.encode(index, self.graph.feature_rows, seeds, self.generator, stochastic=True)
+        s, t = s_all.index_select(0, inv[: src.numel()]), t_all.index_select(0, inv[src.numel() :])
         loss = s.new_zeros(())
         if nc:
             conv_loss = self._conversion_loss(s[:nc], t[:nc], cb, losses)
             if conv_loss is not None:
                 loss = loss + conv_loss
-        if ly.numel():
-            loss = loss + self.schedule.link_loss_weight * self._link_loss(s[nc:], t[nc:], ly, losses)
+        if ly.numel() and self.schedule.link_loss_weight > 0:
+            link = self._link_loss(s[nc:], t[nc:], ly, lw, losses)
+            loss = loss + self.schedule.link_loss_weight * link
         self.opt.zero_grad(set_to_none=True)
         if loss.requires_grad:  # e.g. a batch of zero-weight examples only: no step, not even weight decay
             loss.backward()
@@ -494,11 +540,41 @@ class _Trainer:
         losses.conv_weight += wsum
         return wb / wsum if wsum > 0 else None
 
-    def _link_loss(self, s: Tensor, t: Tensor, y: Tensor, losses: _EpochLosses) -> Tensor:
-        loss = F.binary_cross_entropy_with_logits(self.model.link_score(s, t), y)
-        losses.link_sum += float(loss.detach()) * y.numel()
-        losses.link_count += y.numel()
+    def _link_loss(self, s: Tensor, t: Tensor, y: Tensor, w: Tensor, losses: _EpochLosses) -> Tensor:
+        score = self.model.link_score(s, t)
+        bce = F.binary_cross_entropy_with_logits(score, y, reduction="none")
+        n_pos = float(y.sum())
+        loss = (w * bce).sum() / max(n_pos, 1.0)
+        losses.link_sum += float(loss.detach())
+        losses.link_count += 1
         return loss
+
+
+class _EarlyStopping:
+    """Keeps the best weights by ``validate``; says stop after ``patience`` checks without a gain."""
+
+    def __init__(self, validate: Validation | None, graph: DirectedGraph, schedule: TrainingSchedule) -> None:
+        self.validate, self.graph = validate, graph
+        self.every, self.patience = max(1, int(schedule.eval_every)), int(schedule.patience)
+        self.best, self.best_state, self.stale = -math.inf, None, 0
+
+    def check(self, model: BladeModel, epoch: int, row: dict) -> bool:
+        """Validate after ``epoch`` (0-based) when due; True when training should stop."""
+        if self.validate is None or (epoch + 1) % self.every:
+            return False
+        model.eval()
+        value = float(self.validate(model, self.graph))
+        model.train()
+        row["validation"] = value
+        if value > self.best:
+            self.best, self.best_state, self.stale = value, copy.deepcopy(model.state_dict()), 0
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self, model: BladeModel) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
 
 
 def train_blade(
@@ -510,28 +586,36 @@ def train_blade(
     *,
     architecture: Architecture,
     schedule: TrainingSchedule,
+    validate: Validation | None = None,
     progress: bool = True,
 ) -> tuple[BladeModel, list[dict]]:
     """Train a :class:`BladeModel` on weighted conversion examples plus the directed link loss.
 
     One step = a batch of ``schedule.batch_size`` conversion examples (loss
-    ``sum(w * bce) / sum(w)``) and a batch of ``schedule.batch_size`` graph edges,
-    each with one negative: with probability ``schedule.reverse_negative_share``
-    the reversed edge (unless that is an edge too), otherwise a uniformly random
-    destination.  Total loss = conv + ``schedule.link_loss_weight`` * link.  An
-    epoch is one pass over the conversion examples (or over the edges when there
-    are none).  Deterministic for a given ``schedule.seed``; the global torch RNG
-    is left untouched.  Returns the model (eval mode) and per-epoch
-    ``{"epoch", "conv_loss", "link_loss"}``; a loss is NaN when it had no data.
+    ``sum(w * bce) / sum(w)``) and a slice of this epoch's supervision edges (see
+    the module docstring); total loss = conv + ``link_loss_weight`` * link.  An epoch is
+    one pass over the conversion examples, or over the supervision edges when there
+    are none.  With ``validate`` (called every ``eval_every`` epochs on the model in
+    eval mode, higher is better) training stops after ``patience`` checks without a
+    gain and the best weights are restored.  Deterministic for a given seed; the global
+    torch RNG is left untouched.  Returns the model (eval mode) and per-epoch
+    ``{"epoch", "conv_loss", "link_loss"[, "validation"]}``; a loss is NaN without data.
     """
     conv = _Conversions.checked(graph.n_nodes, conv_src, conv_dst, conv_label, conv_weight)
     if not len(conv) and graph.n_edges == 0:
         raise ValueError("nothing to train on: no conversion examples and no edges")
     trainer = _Trainer(graph, conv, architecture, schedule)
-    trainer.model.train()
-    history = [trainer.epoch(epoch, progress) for epoch in range(int(schedule.epochs))]
-    trainer.model.eval()
-    return trainer.model, history
+    stopping = _EarlyStopping(validate, graph, schedule)
+    model = trainer.model
+    model.train()
+    history = []
+    for epoch in range(int(schedule.epochs)):
+        history.append(trainer.epoch(epoch, progress))
+        if stopping.check(model, epoch, history[-1]):
+            break
+    stopping.restore(model)
+    model.eval()
+    return model, history
 
 
 # -- export and serving -------------------------------------------------------
@@ -541,53 +625,31 @@ def train_blade(
 def export_moments(
     model: BladeModel, graph: DirectedGraph, *, mc_samples: int, chunk: int, seed: int
 ) -> dict[str, np.ndarray]:
-    """Per-node mean and variance of ``s`` and ``t`` over ``mc_samples`` stochastic passes.
+    """Per-node deterministic ``s``/``t`` and their variance over ``mc_samples`` stochastic passes.
 
-    Each pass has dropout on and draws fresh neighbourhoods (with the model's own
-    sampling settings); nodes are processed ``chunk`` at a time so memory stays
-    bounded for large graphs.  Variances are unbiased (ddof=1).  Returns float32
-    ``s_mean, s_var, t_mean, t_var`` [n, d], ``head_w`` [d], ``head_b`` [1].
+    Means come from one deterministic pass (full neighbourhoods, dropout off): rankings do not
+    depend on sampling luck.  Variances are unbiased (ddof=1) over passes with dropout on and
+    fresh degree-adaptive neighbourhoods.  Nodes go ``chunk`` at a time, bounding memory.
+    Returns float32 ``s_mean, s_var, t_mean, t_var`` [n, d], ``head_w`` [d], ``head_b`` [1].
     Deterministic for ``seed`` (the training seed: export draws from a stream offset from it).
     """
     if int(mc_samples) < 2:
         raise ValueError("mc_samples must be >= 2 (the variance needs two passes)")
     if int(chunk) < 1:
         raise ValueError("chunk must be >= 1")
-    n, d = graph.n_nodes, model.dim
-    index = model.index(graph)
-    generator = torch.Generator().manual_seed(int(seed) + 1_000_003)
-    out = {k: np.empty((n, d), dtype=np.float32) for k in ("s_mean", "s_var", "t_mean", "t_var")}
     was_training = model.training
     model.eval()
-    for start in range(0, n, int(chunk)):
-        nodes = torch.arange(start, min(start + int(chunk), n))
-        for key, value in _chunk_moments(model, index, nodes, int(mc_samples), generator).items():
-            out[key][start : start + nodes.numel()] = value
+    index = model.index(graph)
+    s_mean, t_mean = embed(model, graph, chunk=chunk, index=index)
+    generator = torch.Generator().manual_seed(int(seed) + 1_000_003)
+    passes = [embed(model, graph, chunk=chunk, index=index, generator=generator, stochastic=True)
+              for _ in range(int(mc_samples))]  # fmt: skip
     model.train(was_training)
-    out["head_w"] = model.head_w.detach().float().numpy().copy()
-    out["head_b"] = model.head_b.detach().float().numpy().reshape(1).copy()
-    return out
-
-
-def _chunk_moments(
-    model: BladeModel, index: GraphIndex, nodes: Tensor, mc: int, generator: torch.Generator
-) -> dict[str, np.ndarray]:
-    """Mean and unbiased variance of ``s`` and ``t`` of ``nodes`` over ``mc`` passes (float64 sums)."""
-    s_sum = torch.zeros(nodes.numel(), model.dim, dtype=torch.float64)
-    s_sq = torch.zeros_like(s_sum)
-    t_sum = torch.zeros_like(s_sum)
-    t_sq = torch.zeros_like(s_sum)
-    for _ in range(mc):
-        s, t = model.encode(index, nodes, nodes, generator, stochastic=True)
-        s, t = s.double(), t.double()
-        s_sum += s
-        s_sq += s * s
-        t_sum += t
-        t_sq += t * t
-    out = {}
-    for name, tot, sq in (("s", s_sum, s_sq), ("t", t_sum, t_sq)):
-        mean = tot / mc
-        var = ((sq - mc * mean * mean) / (mc - 1)).clamp_min(0.0)
-        out[f"{name}_mean"] = mean.float().numpy()
-        out[f"{name}_var"] = var.float().numpy()
-    return out
+    out = {"s_mean": s_mean, "t_mean": t_mean}
+    for k, role in enumerate(("s", "t")):
+        stack = torch.stack([p[k] for p in passes]).double()
+        out[f"{role}_var"] = stack.var(dim=0, unbiased=True).clamp_min(0.0)
+    moments = {key: value.float().numpy() for key, value in out.items()}
+    moments["head_w"] = model.head_w.detach().float().numpy().copy()
+    moments["head_b"] = model.head_b.detach().float().numpy().reshape(1).copy()
+    return moments

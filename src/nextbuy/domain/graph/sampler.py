@@ -8,8 +8,8 @@ slots (at most ``fanout_max`` iterations) for sampling without replacement.
 BLADE's observation: a high-degree node already has a well-trained embedding
 and a representative neighbourhood in a few samples, while a low-degree node
 has little of either.  So the per-node budget *shrinks* with degree
-(:func:`adaptive_fanout`) and nodes with very few neighbours top their budget
-up with 2-hop neighbours (neighbours of their neighbours, same direction),
+(:class:`FanoutRule`, from the degree distribution's power-law exponent) and nodes
+below their budget top it up with 2-hop neighbours (neighbours of their neighbours, same direction),
 which gives them a larger, *random* neighbourhood.  The randomness is useful
 later: repeated stochastic passes give low-degree nodes more variance, which
 is the uncertainty signal the pipeline uses.
@@ -20,15 +20,21 @@ out-neighbours and from ``(dst, src)`` for in-neighbours.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+FALLBACK_FULL = 10  # walks a neighbourless node takes through its group when neighbourhoods are full
+
 __all__ = [
     "CSR",
-    "adaptive_fanout",
+    "FanoutRule",
+    "power_law_exponent",
     "sample_neighbourhood",
+    "Block",
+    "sample_blocks",
     "group_members",
 ]
 
@@ -76,28 +82,67 @@ class CSR:
         return self.rowptr[nodes + 1] - self.rowptr[nodes]
 
 
-def adaptive_fanout(degree: Tensor, fanout_min: int, fanout_max: int) -> Tensor:
-    """Neighbourhood budget per node, non-increasing in degree, within ``[fanout_min, fanout_max]``.
+def power_law_exponent(degree: Tensor, degree_min: int = 1) -> float:
+    """Maximum-likelihood exponent ``alpha`` of a discrete power law ``P(d) = d^-alpha / zeta(alpha,
+    degree_min)`` fitted to the degrees ``>= degree_min`` (Clauset, Shalizi & Newman 2009, eq. 3.5,
+    maximised numerically over ``alpha`` in [1.05, 6]).
 
-    ``k(d) = fanout_min + round((fanout_max - fanout_min) / (1 + ln(1 + d)))``
-
-    * ``k(0) = fanout_max``: an isolated or brand-new node gets the largest
-      budget (filled from 2 hops or not at all);
-    * the budget falls off like ``1 / log(degree)``, so it is scale-free (no
-      reference degree to tune) and reaches the high-degree regime slowly:
-      with (4, 20): d=1 -> 13, d=5 -> 10, d=20 -> 8, d=1000 -> 6;
-    * it tends to ``fanout_min`` for hubs, whose own embeddings are well
-      trained and whose neighbourhoods are well represented by a few samples.
-
-    This is BLADE's biased sampling: the budget is larger exactly where the
-    node's own signal is weakest.
+    Returns 3.0 (a typical scale-free value) when fewer than two nodes qualify.
     """
-    if fanout_min < 1 or fanout_max < fanout_min:
-        raise ValueError(f"need 1 <= fanout_min <= fanout_max, got {fanout_min}, {fanout_max}")
-    d = torch.as_tensor(degree).to(torch.float64).clamp_min(0.0)
-    span = float(fanout_max - fanout_min)
-    k = fanout_min + torch.floor(span / (1.0 + torch.log1p(d)) + 0.5)
-    return k.clamp(fanout_min, fanout_max).to(torch.long)
+    from scipy.optimize import minimize_scalar
+    from scipy.special import zeta
+
+    if degree_min < 1:
+        raise ValueError("degree_min must be >= 1")
+    d = torch.as_tensor(degree).to(torch.float64)
+    d = d[d >= degree_min]
+    if d.numel() < 2:
+        return 3.0
+    n, sum_log = d.numel(), float(torch.log(d).sum())
+    fit = minimize_scalar(
+        lambda a: n * math.log(zeta(a, degree_min)) + a * sum_log, bounds=(1.05, 6.0), method="bounded"
+    )
+    return float(fit.x)
+
+
+@dataclass(frozen=True)
+class FanoutRule:
+    """How many neighbours a node samples in one direction, from its degree in that direction.
+
+    ``power_law`` (BLADE's biased sampling): ``k(d) = min + (max - min) * (1 + d) ** -(alpha - 1)``,
+    where ``alpha`` is the fitted power-law exponent of the degree distribution: ``(1 + d) **
+    -(alpha - 1)`` is the share of nodes at least that connected, so the budget is largest for the
+    many sparse nodes (whose own embeddings are weakest) and falls to ``min`` for the rare hubs, the
+    faster the heavier the graph's tail is thin.  Nodes whose degree is below their budget fill it
+    with 2-hop neighbours (same direction).  ``fixed`` (the ablation): ``k = max`` for every node and
+    no 2-hop fill, GraphSAGE's uniform sampling.
+    """
+
+    kind: str  # "power_law" | "fixed"
+    fanout_min: int
+    fanout_max: int
+    exponent: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("power_law", "fixed"):
+            raise ValueError(f"fanout rule must be 'power_law' or 'fixed', got {self.kind!r}")
+        if not 1 <= self.fanout_min <= self.fanout_max:
+            raise ValueError(f"need 1 <= fanout_min <= fanout_max, got {self.fanout_min}, {self.fanout_max}")
+        if not self.exponent > 1.0:
+            raise ValueError(f"the power-law exponent must be > 1, got {self.exponent}")
+
+    @property
+    def two_hop(self) -> bool:
+        return self.kind == "power_law"
+
+    def budget(self, degree: Tensor) -> Tensor:
+        """Per-node budget, int64, non-increasing in degree, within ``[fanout_min, fanout_max]``."""
+        d = torch.as_tensor(degree).to(torch.float64).clamp_min(0.0)
+        if self.kind == "fixed":
+            return torch.full(d.shape, self.fanout_max, dtype=torch.long)
+        span = float(self.fanout_max - self.fanout_min)
+        k = self.fanout_min + torch.floor(span * (1.0 + d) ** -(self.exponent - 1.0) + 0.5)
+        return k.clamp(self.fanout_min, self.fanout_max).to(torch.long)
 
 
 def _rand_below(bound: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -158,25 +203,23 @@ def group_members(group: Tensor, eligible: Tensor, n_groups: int | None = None) 
 def sample_neighbourhood(
     csr: CSR,
     centres: Tensor,
-    fanout_min: int,
-    fanout_max: int,
-    two_hop_degree: int,
+    rule: FanoutRule | None,
     generator: torch.Generator | None = None,
     *,
     fallback: tuple[Tensor, CSR] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Sample a degree-adaptive neighbourhood for every centre.
+    """Sample a neighbourhood for every centre; ``rule=None`` takes every neighbour (deterministic).
 
     Returns ``(centre_pos, neighbour)``: ``centre_pos`` indexes into ``centres``
     (so duplicate centres are sampled independently), ``neighbour`` is a node
     id.  Pairs are grouped by ``centre_pos`` in increasing order.
 
-    For a centre ``c`` with degree ``d`` and budget ``k = adaptive_fanout(d)``:
+    For a centre ``c`` with degree ``d`` and budget ``k = rule.budget(d)``:
 
     * ``d <= k``: all ``d`` neighbours are taken (without replacement, exact);
     * ``d > k``: a uniform random ``k``-subset of the neighbours (without
       replacement);
-    * ``0 < d < two_hop_degree``: the remaining ``k - d`` slots are filled with
+    * ``0 < d < k`` and ``rule.two_hop``: the remaining ``k - d`` slots are filled with
       2-hop neighbours, each drawn by a 2-step random walk (uniform neighbour,
       then a uniform neighbour of it).  Walks that hit a dead end or return to
       ``c`` itself are dropped, so a centre may get fewer than ``k`` pairs.
@@ -184,16 +227,15 @@ def sample_neighbourhood(
       (``group`` int64 [n] with -1 = none, ``members`` a :func:`group_members`
       CSR of nodes that have neighbours): then the ``k`` slots are 2-step walks
       through the group, i.e. neighbours of random products of the same group.
+      With ``rule=None`` the fallback takes ``FALLBACK_FULL`` walks from a generator seeded 0.
     """
     centres = torch.as_tensor(centres, dtype=torch.long).reshape(-1)
-    if fanout_min < 1 or fanout_max < fanout_min:
-        raise ValueError(f"need 1 <= fanout_min <= fanout_max, got {fanout_min}, {fanout_max}")
     empty = torch.zeros(0, dtype=torch.long)
     if centres.numel() == 0:
         return empty, empty.clone()
     start = csr.rowptr[centres]
     deg = csr.rowptr[centres + 1] - start
-    k = adaptive_fanout(deg, fanout_min, fanout_max)
+    k = deg if rule is None else rule.budget(deg)
 
     parts_c: list[Tensor] = []
     parts_n: list[Tensor] = []
@@ -213,19 +255,22 @@ def sample_neighbourhood(
         parts_c.append(rows)
         parts_n.append(csr.col[start[rows] + p])
 
-    # 2-hop fill for low-degree centres
-    fill = (deg > 0) & (deg < two_hop_degree)
-    n_fill = torch.where(fill, (k - deg).clamp_min(0), torch.zeros_like(deg))
-    if int(n_fill.sum()):
-        rows, _ = _expand(n_fill)
-        mid = csr.col[start[rows] + _rand_below(deg[rows], generator)]
-        rows, nb = _walk_step(csr, rows, mid, generator)
-        keep = nb != centres[rows]
-        parts_c.append(rows[keep])
-        parts_n.append(nb[keep])
+    # 2-hop fill for centres below their budget
+    if rule is not None and rule.two_hop:
+        fill = (deg > 0) & (deg < k)
+        n_fill = torch.where(fill, k - deg, torch.zeros_like(deg))
+        if int(n_fill.sum()):
+            rows, _ = _expand(n_fill)
+            mid = csr.col[start[rows] + _rand_below(deg[rows], generator)]
+            rows, nb = _walk_step(csr, rows, mid, generator)
+            keep = nb != centres[rows]
+            parts_c.append(rows[keep])
+            parts_n.append(nb[keep])
 
     # cold-start fallback: 2-step walk through the centre's group
     if fallback is not None and fallback[1].n_nodes > 0:
+        if rule is None:  # deterministic: FALLBACK_FULL walks per centre, drawn from its own id
+            k = torch.full_like(deg, FALLBACK_FULL)
         group, members = fallback
         g = torch.as_tensor(group, dtype=torch.long)[centres]
         has_group = (deg == 0) & (g >= 0) & (g < members.n_nodes)
@@ -233,10 +278,15 @@ def sample_neighbourhood(
         gsize = torch.where(has_group, members.degree(gsafe), torch.zeros_like(g))
         n_cold = torch.where(gsize > 0, k, torch.zeros_like(k))
         if int(n_cold.sum()):
-            rows, _ = _expand(n_cold)
+            rows, slot = _expand(n_cold)
             gr = gsafe[rows]
-            mid = members.col[members.rowptr[gr] + _rand_below(gsize[rows], generator)]
-            rows, nb = _walk_step(csr, rows, mid, generator)
+            if rule is None:
+                key = centres[rows] * FALLBACK_FULL + slot
+                mid = members.col[members.rowptr[gr] + _hash_below(key, gsize[rows], 1)]
+                rows, nb = _walk_step(csr, rows, mid, None, key=key)
+            else:
+                mid = members.col[members.rowptr[gr] + _rand_below(gsize[rows], generator)]
+                rows, nb = _walk_step(csr, rows, mid, generator)
             keep = nb != centres[rows]
             parts_c.append(rows[keep])
             parts_n.append(nb[keep])
@@ -247,12 +297,78 @@ def sample_neighbourhood(
     return centre_pos[order], neighbour[order]
 
 
+@dataclass(frozen=True)
+class Block:
+    """One message-passing hop of a sampled computation graph.
+
+    The layer computes new states for ``n_dst`` nodes from the states of the previous layer's
+    nodes (``src`` positions index those); ``self_pos`` is each destination node's own position
+    there.  ``out_*`` pairs carry messages along out-edges (centre -> neighbour), ``in_*`` pairs
+    along in-edges; ``*_dst`` index the destination nodes.
+    """
+
+    n_dst: int
+    self_pos: Tensor
+    out_dst: Tensor
+    out_src: Tensor
+    in_dst: Tensor
+    in_src: Tensor
+
+
+def sample_blocks(
+    out_csr: CSR,
+    in_csr: CSR,
+    seeds: Tensor,
+    n_layers: int,
+    rules: tuple[FanoutRule, FanoutRule] | None,
+    generator: torch.Generator | None = None,
+    *,
+    fallbacks: tuple[tuple[Tensor, CSR] | None, tuple[Tensor, CSR] | None] = (None, None),
+) -> tuple[Tensor, list[Block]]:
+    """The ``n_layers``-hop computation graph of ``seeds`` (unique ids), both directions per hop.
+
+    Returns ``(input_nodes, blocks)``: the sorted ids whose layer-0 states are needed, and the
+    blocks from the input layer up to the seeds (apply them in order).  Memory is bounded by the
+    seeds and the budgets, not by the graph.  ``rules=None``: full neighbourhoods.
+    """
+    nodes = torch.as_tensor(seeds, dtype=torch.long).reshape(-1)
+    blocks: list[Block] = []
+    for _ in range(int(n_layers)):
+        co, no = sample_neighbourhood(out_csr, nodes, None if rules is None else rules[0], generator,
+                                      fallback=fallbacks[0])  # fmt: skip
+        ci, ni = sample_neighbourhood(in_csr, nodes, None if rules is None else rules[1], generator,
+                                      fallback=fallbacks[1])  # fmt: skip
+        below = torch.unique(torch.cat([nodes, no, ni]))  # sorted
+        blocks.append(
+            Block(
+                n_dst=nodes.numel(),
+                self_pos=torch.searchsorted(below, nodes),
+                out_dst=co,
+                out_src=torch.searchsorted(below, no),
+                in_dst=ci,
+                in_src=torch.searchsorted(below, ni),
+            )
+        )
+        nodes = below
+    return nodes, blocks[::-1]
+
+
 def _walk_step(
-    csr: CSR, rows: Tensor, mid: Tensor, generator: torch.Generator | None
+    csr: CSR, rows: Tensor, mid: Tensor, generator: torch.Generator | None, key: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """One uniform random-walk step from ``mid``; drops walkers at dead ends."""
+    """One uniform random-walk step from ``mid`` (drawn from ``key`` by hash when given, so the
+    step does not depend on which other walkers share the call); drops walkers at dead ends."""
     mdeg = csr.rowptr[mid + 1] - csr.rowptr[mid]
     alive = mdeg > 0
     rows, mid, mdeg = rows[alive], mid[alive], mdeg[alive]
-    nb = csr.col[csr.rowptr[mid] + _rand_below(mdeg, generator)]
-    return rows, nb
+    step = _rand_below(mdeg, generator) if key is None else _hash_below(key[alive], mdeg, 2)
+    return rows, csr.col[csr.rowptr[mid] + step]
+
+
+def _hash_below(key: Tensor, bound: Tensor, salt: int) -> Tensor:
+    """A fixed pseudo-random integer in ``[0, bound)`` per ``key`` (splitmix-style mixing, int64)."""
+    mask = (1 << 31) - 1
+    x = (key * 2654435761 + salt * 40503) & mask
+    x = ((x ^ (x >> 15)) * 2246822519) & mask
+    x = x ^ (x >> 13)
+    return x % bound

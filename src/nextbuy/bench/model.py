@@ -1,0 +1,183 @@
+"""`nextbuy bench model`: the conversion model against the simulator's truth.
+
+The simulated store of params.yaml goes through the pipeline's own ingest and
+label_delay cores; each method learns from the same training impressions with the
+same (importance) weights and is scored once on the test period's impressions
+against their *eventual* labels, which only the simulator knows (this benchmark
+may read the truth; no pipeline stage does):
+
+* ``blade``: the train stage's ``fit`` as configured in params.yaml;
+* ``blade_fixed``: the same with ``fanout_rule: fixed`` (the sampling ablation);
+* ``dual_mf``: the same training without a GNN or features (``n_layers: 0``,
+  id embeddings only: matrix factorisation with source/target roles);
+* ``category_lr``: logistic regression on source-category x shown-category
+  one-hots, its regularisation chosen on the same held-out training rows that
+  early-stop the trained models;
+* ``oracle``: the simulator's true conversion probability (the ceiling).
+
+Seeds vary the training seed (the store is fixed); figures are means with ``std``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from nextbuy.config import read_params, section_config, with_changes
+from nextbuy.mlops import io
+
+KEYS = ("blade", "blade_fixed", "dual_mf", "category_lr", "oracle")
+METRICS = ("auc", "nll", "pr_auc")
+LR_C = (0.01, 0.1, 1.0, 10.0)  # category_lr's inverse regularisation, chosen on validation
+
+
+def scores_of(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    prob = np.clip(prob, 1e-6, 1 - 1e-6)
+    return {
+        "auc": float(roc_auc_score(label, prob)),
+        "nll": float(log_loss(label, prob, labels=[0, 1])),
+        "pr_auc": float(average_precision_score(label, prob)),
+    }
+
+
+def _pair_onehots(products: pd.DataFrame, rows: pd.DataFrame):
+    import scipy.sparse as sp
+
+    cat = products["category"].to_numpy(np.int64)
+    n_cat = int(cat.max()) + 2  # last: unknown
+    cu = np.where(cat[rows["source_id"].to_numpy()] >= 0, cat[rows["source_id"].to_numpy()], n_cat - 1)
+    cv = np.where(cat[rows["shown_id"].to_numpy()] >= 0, cat[rows["shown_id"].to_numpy()], n_cat - 1)
+    col = cu * n_cat + cv
+    return sp.csr_matrix((np.ones(len(rows)), (np.arange(len(rows)), col)), shape=(len(rows), n_cat * n_cat))
+
+
+def category_lr(products, fit_rows, held_rows, test_rows, weights, seed: int) -> np.ndarray:
+    """Test probabilities of the category-pair logistic regression, C chosen on ``held_rows``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    x_fit, x_held, x_test = (_pair_onehots(products, r) for r in (fit_rows, held_rows, test_rows))
+    y_fit, y_held = fit_rows["label"].to_numpy(), held_rows["label"].to_numpy()
+    w_fit, w_held = weights(fit_rows), weights(held_rows)
+
+    def fitted(c: float):
+        return LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(
+            x_fit, y_fit, sample_weight=w_fit
+        )
+
+    models = [fitted(c) for c in LR_C]
+    best = min(models, key=lambda m: log_loss(y_held, m.predict_proba(x_held)[:, 1], sample_weight=w_held))
+    return best.predict_proba(x_test)[:, 1]
+
+
+def _one_seed(data, weighted, test_rows, train_cfg, seed: int) -> dict[str, dict]:
+    from dataclasses import replace
+
+    from nextbuy.domain.graph.scoring import score_and_uncertainty
+    from nextbuy.stages import train
+
+    label = test_rows["label_eventual"].to_numpy()
+    src, dst = test_rows["source_id"].to_numpy(), test_rows["shown_id"].to_numpy()
+    cfg = with_changes(train_cfg, seed=seed)
+    architecture, schedule, export = train.blade_arguments(cfg)
+    graph = train.build_graph(data.products, data.edges)
+    variants = {
+        "blade": (graph, architecture),
+        "blade_fixed": (graph, replace(architecture, fanout_rule="fixed")),
+        "dual_mf": (replace(graph, features=None), replace(architecture, n_layers=0)),
+    }
+    rows = {}
+    for key, (g, arch) in variants.items():
+        started = time.perf_counter()
+        _, moments, history = train.fit_graph(g, weighted, cfg, arch, schedule, export, progress=False)
+        prob, _ = score_and_uncertainty(moments, src, dst)
+        rows[key] = {
+            **scores_of(label, prob),
+            "train_s": time.perf_counter() - started,
+            "epochs": len(history),
+        }
+        print(f"seed {seed} {key}: auc {rows[key]['auc']:.4f} ({len(history)} epochs)", flush=True)
+    fit_rows, held_rows = train.training_rows(weighted, cfg)
+    weights = lambda r: train.conversion_weights(r, cfg.weighting)  # noqa: E731
+    rows["category_lr"] = scores_of(
+        label, category_lr(data.products, fit_rows, held_rows, test_rows, weights, seed)
+    )
+    rows["oracle"] = scores_of(label, test_rows["p_convert"].to_numpy())
+    return rows
+
+
+def _aggregate(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
+    out = {}
+    for key in KEYS:
+        values = {m: np.array([row[key][m] for row in per_seed]) for m in METRICS}
+        out[key] = {m: float(v.mean()) for m, v in values.items()}
+        out[key]["std"] = {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()}
+        out[key]["seeds"] = len(per_seed)
+    return out
+
+
+def paired_gaps(per_seed: list[dict[str, dict]], base: str = "blade") -> dict[str, dict]:
+    """AUC of ``base`` minus each other method, per seed: mean and a t-based 95% CI."""
+    from scipy import stats
+
+    out = {}
+    for key in KEYS:
+        if key == base:
+            continue
+        gap = np.array([row[base]["auc"] - row[key]["auc"] for row in per_seed])
+        half = (
+            float(stats.t.ppf(0.975, len(gap) - 1) * gap.std(ddof=1) / np.sqrt(len(gap)))
+            if len(gap) > 1
+            else float("nan")
+        )
+        out[key] = {"mean": float(gap.mean()), "ci95": [float(gap.mean() - half), float(gap.mean() + half)]}
+    return out
+
+
+def test_rows(data, weighted: pd.DataFrame) -> pd.DataFrame:
+    """The test period's impressions with their eventual label and true probability (truth: bench only)."""
+    truth = data.truth_impressions[["impression_id", "label_eventual", "p_convert"]]
+    return weighted[weighted["split"] == "test"].merge(truth, on="impression_id", how="left", validate="1:1")
+
+
+def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
+    from nextbuy.stages import ingest, label_delay
+
+    params = read_params(params_file)
+    started = time.perf_counter()
+    data = ingest.ingest(section_config(params, "ingest"))
+    if data.truth_impressions is None:
+        raise ValueError("bench model needs a simulated store (its truth scores the models)")
+    weighted, _ = label_delay.weigh(data.impressions, data.snapshot, section_config(params, "label_delay"))
+    rows = test_rows(data, weighted)
+    train_cfg = section_config(params, "train")
+    per_seed = [_one_seed(data, weighted, rows, train_cfg, train_cfg.seed + s) for s in range(int(seeds))]
+    figures = _aggregate(per_seed)
+    figures["paired_auc_gap_vs_blade"] = paired_gaps(per_seed)
+    figures["test_impressions"] = len(rows)
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    _print(figures, int(seeds))
+    io.write_json(figures, out)
+    return figures
+
+
+def _print(figures: dict, seeds: int) -> None:
+    table = Table(title=f"bench model: test-period conversions vs eventual labels, {seeds} seed(s)")
+    table.add_column("method")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    table.add_column("AUC gap blade − method [95% CI]", justify="right")
+    gaps = figures["paired_auc_gap_vs_blade"]
+    for key in KEYS:
+        row = figures[key]
+        gap = gaps.get(key)
+        gap_text = f"{gap['mean']:+.4f} [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]" if gap else ""
+        table.add_row(key, *[f"{row[m]:.4f}±{row['std'][m]:.4f}" for m in METRICS], gap_text)
+    Console(width=140).print(table)
