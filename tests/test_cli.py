@@ -54,7 +54,10 @@ def test_help_lists_every_stage_then_the_other_commands():
 
 @pytest.mark.parametrize(
     "group, commands",
-    [("bench", ["serve", "monitor", "dag", "linkpred", "model"]), ("airflow", ["standalone", "restore-params"])],
+    [
+        ("bench", ["serve", "monitor", "dag", "linkpred", "model"]),
+        ("airflow", ["standalone", "restore-params"]),
+    ],
 )
 def test_command_groups_list_their_subcommands(group, commands):
     result = invoke(group, "--help")

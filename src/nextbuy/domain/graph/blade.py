@@ -201,7 +201,8 @@ class GraphIndex:
             for csr in (out_csr, in_csr)
         )
         fallbacks: tuple = (None, None)
-        if a.cold_start_fallback and graph.group is not None and graph.group.numel() and int(graph.group.max()) >= 0:
+        group = graph.group
+        if a.cold_start_fallback and group is not None and group.numel() and int(group.max()) >= 0:
             n_groups = int(graph.group.max()) + 1
             fallbacks = tuple(
                 (graph.group, group_members(graph.group, csr.degree() > 0, n_groups))
@@ -513,7 +514,8 @@ class _Trainer:
         nc = cb.numel()
         src, dst = torch.cat([self.conv.src[cb], lu]), torch.cat([self.conv.dst[cb], lv])
         seeds, inv = torch.unique(torch.cat([src, dst]), return_inverse=True)
-        s_all, t_all = self.model.encode(index, self.graph.feature_rows, seeds, self.generator, stochastic=True)
+        features = self.graph.feature_rows
+        s_all, t_all = self.model.encode(index, features, seeds, self.generator, stochastic=True)
         s, t = s_all.index_select(0, inv[: src.numel()]), t_all.index_select(0, inv[src.numel() :])
         loss = s.new_zeros(())
         if nc:
