@@ -7,7 +7,7 @@ a score function ``f(src, dst) -> numpy scores`` with its training times.
 * ``dual_mf``: per-node source/target embeddings, score ``s_u . t_v``, no GNN.
 * ``dirgnn``: ``DirGNNConv`` layers (GCNConv inside) with source/target heads.
 * ``blade`` / ``blade_fixed``: the project's BLADE through ``train_blade`` (link loss
-  only, no node features: it knows categories and prices, not bag-of-words).
+  only, the same row-normalised features), degree-adaptive or fixed fanout.
 
 Node features are row-normalised (unit L1 norm).  Trained models get one tuning budget,
 ``N_CONFIGS`` configs drawn once from ``SPACE`` (lr, hidden size, 2 or 3 layers, dropout,
@@ -283,8 +283,10 @@ def _embedding_score(decoder: nn.Module, s: Tensor, t: Tensor) -> ScoreFn:
     return score
 
 
-def search_space(n: int = N_CONFIGS, seed: int = 0) -> list[Config]:
-    """``n`` configs drawn once (fixed seed) from ``SPACE``; the first is ``Config()``'s defaults."""
+def search_space(n: int | None = None, seed: int = 0) -> list[Config]:
+    """``n`` (default ``N_CONFIGS``) configs drawn once (fixed seed) from ``SPACE``; the first is
+    ``Config()``'s defaults."""
+    n = N_CONFIGS if n is None else n
     rng = np.random.default_rng(seed)
     draws = [Config()]
     while len(draws) < n:
@@ -327,8 +329,10 @@ BLADE_DEFAULT = {"lr": 0.005, "embedding_dim": 128, "n_layers": 2, "dropout": 0.
                  "n_negatives": 10, "supervision_share": 0.5, "reverse_penalty": 1.0}  # fmt: skip
 
 
-def blade_space(n: int = N_CONFIGS, seed: int = 0) -> list[dict]:
-    """``n`` BLADE configs drawn once (fixed seed) from ``BLADE_SPACE``; the first is ``BLADE_DEFAULT``."""
+def blade_space(n: int | None = None, seed: int = 0) -> list[dict]:
+    """``n`` (default ``N_CONFIGS``) BLADE configs drawn once (fixed seed) from ``BLADE_SPACE``; the
+    first is ``BLADE_DEFAULT``."""
+    n = N_CONFIGS if n is None else n
     rng = np.random.default_rng(seed)
     draws = [dict(BLADE_DEFAULT)]
     while len(draws) < n:

@@ -144,7 +144,12 @@ def paired_gaps(per_seed: list[dict[str, dict]], base: str = "blade") -> dict[st
 def test_rows(data, weighted: pd.DataFrame) -> pd.DataFrame:
     """The test period's impressions with their eventual label and true probability (truth: bench only)."""
     truth = data.truth_impressions[["impression_id", "label_eventual", "p_convert"]]
-    return weighted[weighted["split"] == "test"].merge(truth, on="impression_id", how="left", validate="1:1")
+    rows = weighted[weighted["split"] == "test"].merge(truth, on="impression_id", how="left", validate="1:1")
+    missing = rows["label_eventual"].isna()
+    if missing.any():
+        first = rows.loc[missing, "impression_id"].head(5).tolist()
+        raise ValueError(f"{int(missing.sum())} test impressions have no ground truth (first: {first})")
+    return rows
 
 
 def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:

@@ -153,6 +153,13 @@ def fit_graph(
     return model, moments, history
 
 
+def loss_table(history: list[dict]) -> pd.DataFrame:
+    """Per-epoch losses for the plot: conversion, link and the held-out conversion loss (where checked)."""
+    table = pd.DataFrame(history)
+    held = -table["validation"] if "validation" in table else pd.Series(np.nan, index=table.index)
+    return table.drop(columns=["validation"], errors="ignore").assign(held_out_loss=held)
+
+
 def best_validation(history: list[dict]) -> float | None:
     """The held-out weighted log loss of the restored (best) weights; None without validation."""
     values = [row["validation"] for row in history if "validation" in row]
@@ -213,7 +220,7 @@ def run(params_file: str = "params.yaml") -> dict:
             },
             paths.GNN_META,
         )
-        io.write_csv(pd.DataFrame(history), paths.plots_dir("train") / "loss.csv")
+        io.write_csv(loss_table(history), paths.plots_dir("train") / "loss.csv")
         mlflow.log_artifact(str(paths.GNN_MOMENTS), artifact_path="gnn")
         mlflow.log_artifact(str(paths.GNN_META), artifact_path="gnn")
     io.write_json(metrics, paths.metrics_file("train"))

@@ -1,0 +1,262 @@
+"""`nextbuy bench linkpred` end to end on a small synthetic directed graph (PPNP-style .npz):
+the JSON a user scripts against, the scoring contract (test split only through ``evaluate``,
+once per method and seed), BLADE learning link and direction, ``blade_fixed`` reusing BLADE's
+config, and the search-space helpers.  Budgets are shrunk with monkeypatch so it runs in seconds."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from nextbuy.bench import linkpred
+from nextbuy.bench import linkpred_models as models
+from nextbuy.data.linkpred_data import load_graph
+from nextbuy.domain import linkpred as lp
+
+KEYS = ("blade", "blade_fixed", "dual_mf", "gcn")
+SEEDS = 2
+N_COMMUNITIES, PER_COMMUNITY, VOCAB = 4, 60, 120
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads (a busy 2-core box gets much slower)."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def shrink_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two configs per method and short early-stopped training.  ``search_space``/``blade_space``
+    take ``N_CONFIGS`` as a default argument (bound at import), so they are wrapped, not the constant."""
+    search, blade = models.search_space, models.blade_space
+    monkeypatch.setattr(models, "search_space", lambda n=2, seed=0: search(n, seed))
+    monkeypatch.setattr(models, "blade_space", lambda n=2, seed=0: blade(n, seed))
+    monkeypatch.setattr(models, "MAX_EPOCHS", 60)
+    monkeypatch.setattr(models, "BLADE_MAX_EPOCHS", 60)
+    monkeypatch.setattr(models, "EVAL_EVERY", 5)
+    monkeypatch.setattr(models, "PATIENCE", 3)
+
+
+@pytest.fixture
+def small_budget(monkeypatch):
+    shrink_budget(monkeypatch)
+
+
+def community_graph(seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Communities of a citation-like DAG: 80% of a node's 1-6 out-edges cite an older node of its
+    own community (older ones more often), 20% one of the ten oldest of the next community; so
+    edges are one-way.  Bag-of-words rows: 8 words of the community's vocabulary plus 4 random."""
+    rng = np.random.default_rng(seed)
+    n = N_COMMUNITIES * PER_COMMUNITY
+    community = np.repeat(np.arange(N_COMMUNITIES), PER_COMMUNITY)
+    src, dst = [], []
+    for u in range(n):
+        c = community[u]
+        older = np.flatnonzero((community == c) & (np.arange(n) < u))
+        following = np.flatnonzero(community == (c + 1) % N_COMMUNITIES)[:10]
+        for _ in range(int(rng.integers(1, 7))):
+            if len(older) and rng.random() < 0.8:
+                w = 1.0 / (1.0 + older - older[0])
+                v = rng.choice(older, p=w / w.sum())
+            else:
+                v = rng.choice(following)
+            src.append(u)
+            dst.append(int(v))
+    adj = sp.csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
+    adj.data[:] = 1.0
+    rows, cols = [], []
+    width = VOCAB // N_COMMUNITIES
+    for u in range(n):
+        c = community[u]
+        own = rng.choice(np.arange(c * width, (c + 1) * width), 8, replace=False)
+        words = np.unique(np.r_[own, rng.choice(VOCAB, 4, replace=False)])
+        rows += [u] * len(words)
+        cols += words.tolist()
+    attr = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, VOCAB))
+    return adj, attr
+
+
+def save_ppnp(path: Path, adj: sp.csr_matrix, attr: sp.csr_matrix) -> Path:
+    arrays = {}
+    for prefix, m in (("adj_matrix", adj), ("attr_matrix", attr)):
+        arrays.update({f"{prefix}.data": m.data, f"{prefix}.indices": m.indices})
+        arrays.update({f"{prefix}.indptr": m.indptr, f"{prefix}.shape": np.array(m.shape)})
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="module")
+def graph_npz(tmp_path_factory) -> Path:
+    return save_ppnp(tmp_path_factory.mktemp("graph") / "communities.npz", *community_graph())
+
+
+def test_graph_is_what_the_tests_assume(graph_npz):
+    g = load_graph(graph_npz)
+    assert g.n_nodes == N_COMMUNITIES * PER_COMMUNITY  # one weakly connected component
+    assert g.features is not None and g.features.shape == (g.n_nodes, VOCAB)
+    one_way = lp.reverse_free_mask(g.edges, g.edges, g.n_nodes)
+    assert one_way.all()
+
+
+@pytest.fixture(scope="module")
+def spied_run(tmp_path_factory, graph_npz):
+    """One ``linkpred.run`` (shared by the tests below) with spies: every ``evaluate`` call, every
+    ``tune``/``refit`` call, and every score function guarded so that scoring a test pair outside
+    ``evaluate`` is recorded."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        shrink_budget(monkeypatch)
+        return _spied_run(tmp_path_factory.mktemp("run"), graph_npz, monkeypatch)
+
+
+def _spied_run(tmp_path: Path, graph_npz: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    calls = {"evaluate": 0, "tune": [], "refit": [], "leaks": 0, "splits": []}
+    inside = {"evaluate": False}
+
+    def test_pair_keys() -> np.ndarray:
+        split = calls["splits"][-1]
+        return lp.edge_keys(np.vstack([split.pos_test, split.neg_test]), split.n_nodes)
+
+    def guard(score):
+        def guarded(src, dst):
+            if not inside["evaluate"]:
+                split = calls["splits"][-1]
+                calls["leaks"] += int(lp.has_edge(test_pair_keys(), src, dst, split.n_nodes).sum())
+            return score(src, dst)
+
+        return guarded
+
+    def guarded_fit(fitted):
+        return dataclasses.replace(fitted, score=guard(fitted.score))
+
+    make_split, evaluate = lp.make_split, linkpred.evaluate
+    tune, refit, adamic_adar = models.tune, models.refit, models.adamic_adar
+
+    def spy_make_split(*args, **kwargs):
+        calls["splits"].append(make_split(*args, **kwargs))
+        return calls["splits"][-1]
+
+    def spy_evaluate(score, split, full_edges):
+        assert split is calls["splits"][-1]
+        calls["evaluate"] += 1
+        inside["evaluate"] = True
+        try:
+            return evaluate(score, split, full_edges)
+        finally:
+            inside["evaluate"] = False
+
+    def spy_tune(key, split, features, seed):
+        fitted = tune(key, split, features, seed)
+        calls["tune"].append((key, seed, dict(fitted.config)))
+        return guarded_fit(fitted)
+
+    def spy_refit(key, split, features, config, seed):
+        calls["refit"].append((key, seed, dict(config)))
+        return guarded_fit(refit(key, split, features, config, seed))
+
+    monkeypatch.setattr(lp, "make_split", spy_make_split)
+    monkeypatch.setattr(linkpred, "evaluate", spy_evaluate)
+    monkeypatch.setattr(models, "tune", spy_tune)
+    monkeypatch.setattr(models, "refit", spy_refit)
+    monkeypatch.setattr(models, "adamic_adar", lambda split: guarded_fit(adamic_adar(split)))
+    out, printed = tmp_path / "bench-linkpred.json", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        returned = linkpred.run(out, graph=graph_npz, split=None, seeds=SEEDS, keys=KEYS)
+    return {"out": out, "returned": returned, "calls": calls, "printed": printed.getvalue()}
+
+
+def test_json_has_every_method_and_metric(spied_run):
+    figures = json.loads(spied_run["out"].read_text())
+    expected = {"adamic_adar", *KEYS, *(f"{k}+aa" for k in KEYS)}
+    assert set(figures) == expected
+    for key, row in figures.items():
+        assert set(row) == {*linkpred.METRICS, "std", "seeds"}, key
+        assert set(row["std"]) == set(linkpred.METRICS), key
+        assert row["seeds"] == SEEDS
+        for m in linkpred.METRICS:
+            assert row[m] is not None and row["std"][m] is not None, (key, m)
+            assert row["std"][m] >= 0.0
+            if m in ("epoch_s", "train_s"):
+                assert row[m] >= 0.0
+            else:
+                assert 0.0 <= row[m] <= 1.0, (key, m, row[m])
+    assert figures["adamic_adar"]["epoch_s"] == 0.0
+    # what run returns is what it wrote
+    assert json.loads(json.dumps(spied_run["returned"])) == figures
+
+
+def test_undirected_scores_have_direction_auc_one_half(spied_run):
+    figures = json.loads(spied_run["out"].read_text())
+    for key in ("adamic_adar", "gcn", "gcn+aa"):
+        assert figures[key]["direction_auc"] == 0.5, key
+        assert figures[key]["std"]["direction_auc"] == 0.0, key
+
+
+def test_blade_learns_links_and_their_direction(spied_run):
+    figures = json.loads(spied_run["out"].read_text())
+    blade = figures["blade"]
+    assert blade["auc"] > 0.65, blade
+    assert blade["hits@20"] > 0.2, blade
+    assert blade["direction_auc"] > 0.6, blade  # all edges of the graph are one-way
+    assert figures["dual_mf"]["direction_auc"] > 0.6  # source/target roles without a GNN too
+
+
+def test_test_split_is_scored_only_by_evaluate_once_per_method_and_seed(spied_run):
+    calls = spied_run["calls"]
+    assert len(calls["splits"]) == SEEDS  # no fixed split: one random split per seed
+    # per seed: Adamic-Adar, then each method and its +aa fusion
+    assert calls["evaluate"] == SEEDS * (1 + 2 * len(KEYS))
+    assert calls["leaks"] == 0  # fusion weights etc. are chosen on validation pairs only
+
+
+def test_tuned_once_then_refit_and_blade_fixed_takes_blades_config(spied_run):
+    calls = spied_run["calls"]
+    tuned = {key: (seed, config) for key, seed, config in calls["tune"]}
+    assert [key for key, _, _ in calls["tune"]] == [k for k in KEYS if k != "blade_fixed"]
+    assert {seed for seed, _ in tuned.values()} == {0}  # tuning uses the first seed only
+    refits = [(key, seed) for key, seed, _ in calls["refit"]]
+    expected = [("blade_fixed", 0)] + [(k, s) for s in range(1, SEEDS) for k in KEYS]
+    assert refits == expected
+    for key, _, config in calls["refit"]:
+        source = "blade" if key == "blade_fixed" else key
+        assert config == tuned[source][1], key
+    printed = spied_run["printed"]
+    assert "blade: chosen on validation" in printed
+    assert "blade_fixed: chosen" not in printed
+
+
+def test_blade_space_draws_distinct_configs_starting_with_the_default():
+    space = models.blade_space()
+    assert len(space) == models.N_CONFIGS
+    assert space[0] == models.BLADE_DEFAULT
+    assert len({tuple(sorted(c.items())) for c in space}) == len(space)
+    for cfg in space[1:]:
+        assert set(cfg) == set(models.BLADE_SPACE)
+        assert all(cfg[k] in values for k, values in models.BLADE_SPACE.items())
+    assert models.blade_space() == space  # drawn once, with a fixed seed
+    configs = models.search_space()
+    assert len(configs) == models.N_CONFIGS and len(set(configs)) == len(configs)
+    assert configs[0] == models.Config()
+
+
+@pytest.mark.parametrize("key", ["blade", "dual_mf"])
+def test_refit_accepts_a_chosen_config_with_its_epochs(key, graph_npz, small_budget):
+    g = load_graph(graph_npz)
+    split = lp.make_split(g.edges, g.n_nodes, seed=0)
+    base = dict(models.BLADE_DEFAULT) if key == "blade" else dataclasses.asdict(models.Config())
+    fitted = models.refit(key, split, g.features, {**base, "epochs": 3}, seed=1)
+    assert {k: v for k, v in fitted.config.items() if k != "epochs"} == base
+    assert 1 <= fitted.config["epochs"] <= 60  # its own early-stopped count, not the 3 passed in
+    scores = fitted.score(*split.pos_test.T)
+    assert scores.shape == (len(split.pos_test),) and np.isfinite(scores).all()
+    assert fitted.train_s >= fitted.epoch_s >= 0.0
