@@ -318,7 +318,7 @@ BLADE_MAX_EPOCHS = 600  # early stopping on validation Hits@20 usually ends far 
 BLADE_SPACE = {  # BLADE's own knobs, N_CONFIGS draws like every other method
     "lr": (0.005, 0.002),
     "embedding_dim": (64, 128),
-    "n_layers": (2,),
+    "n_layers": (1, 2),
     "dropout": (0.1, 0.3, 0.5),
     "id_weight_decay": (0.0, 1e-4),
     "n_negatives": (5, 10, 20),
