@@ -11,6 +11,8 @@ INGESTED = Path("data/ingested")
 PRODUCTS = INGESTED / "products.parquet"
 EDGES = INGESTED / "edges.parquet"
 IMPRESSIONS = INGESTED / "impressions.parquet"
+# The source's own node features (sparse, rows = products in product_id order; (n, 0) if none).
+FEATURES = INGESTED / "features.npz"
 INGEST_META = INGESTED / "meta.json"
 
 # Simulator ground truth: read by evaluation code only, never by a training stage.

@@ -37,7 +37,9 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     data = ingest.ingest(cfg["ingest"])
     world = simulate_world(cfg["ingest"].simulator_for_snapshot(), cfg["ingest"].seed)
     weighted, delay_model = label_delay.weigh(data.impressions, data.snapshot, cfg["label_delay"])
-    _, moments, _ = train.fit(data.products, data.edges, weighted, cfg["train"], progress=progress)
+    _, moments, _ = train.fit(
+        data.products, data.edges, weighted, cfg["train"], progress=progress, extra_features=data.features
+    )
     scored, calibration = calibrate.score_holdout(weighted, moments, cfg["calibrate"])
     per_bucket, _ = thresholds.fit(scored, len(calibration.edges) + 1, cfg["thresholds"])
     bundle = ServingBundle.from_arrays(moments, calibration, per_bucket)

@@ -175,6 +175,64 @@ def test_npz_without_optional_arrays(tmp_path):
     assert len(graph.edges) == 2
 
 
+def attr_arrays(features: sp.csr_matrix, **changes) -> dict[str, np.ndarray]:
+    arrays = {
+        "attr_matrix.data": features.data,
+        "attr_matrix.indices": features.indices,
+        "attr_matrix.indptr": features.indptr,
+        "attr_matrix.shape": np.array(features.shape),
+    }
+    return {**arrays, **{f"attr_matrix.{k}": np.asarray(v) for k, v in changes.items()}}
+
+
+def test_npz_attr_matrix_becomes_features_and_labels_are_never_loaded(tmp_path):
+    adj = sp.csr_matrix(np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=np.float32))
+    words = sp.csr_matrix(np.array([[1, 0, 2, 0], [0, 0, 0, 0], [0, 3, 0, 1]], dtype=np.float32))
+    path = tmp_path / "graph.npz"
+    # An object array cannot be loaded without allow_pickle: reading it would fail.
+    labels = np.array([{"class": 1}, {"class": 0}, None], dtype=object)
+    write_npz(path, adj, labels=labels, **attr_arrays(words))
+    with pytest.raises(ValueError, match="allow_pickle"), np.load(path, allow_pickle=False) as data:
+        data["labels"]
+    graph = read_npz_graph(path)
+    assert sp.issparse(graph.features) and graph.features.format == "csr"
+    assert graph.features.shape == (3, 4) and graph.features.dtype == np.float32
+    np.testing.assert_array_equal(graph.features.toarray(), words.toarray())
+    assert (graph.products["category"] == -1).all()
+    # no attr_matrix: no features; an edge list has none either
+    write_npz(path, adj)
+    assert read_npz_graph(path).features is None
+    (tmp_path / "graph.csv").write_text("src,dst\n1,2\n")
+    assert read_edge_list(tmp_path / "graph.csv").features is None
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"shape": [2, 4]}, "one row per node"),  # rows != nodes
+        ({"indices": [0, 2, 9, 3]}, "out of range"),
+        ({"data": [1.0, np.nan, 3.0, 1.0]}, "non-finite"),
+        ({"indptr": [0, 2, 1, 4]}, "indptr"),
+        ({"data": ["a", "b", "c", "d"]}, "not numeric"),
+    ],
+)
+def test_malformed_attr_matrix_is_refused(tmp_path, changes, fragment):
+    adj = sp.csr_matrix(np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=np.float32))
+    words = sp.csr_matrix(np.array([[1, 0, 2, 0], [0, 0, 0, 0], [0, 3, 0, 1]], dtype=np.float32))
+    path = tmp_path / "graph.npz"
+    write_npz(path, adj, **attr_arrays(words, **changes))
+    assert fragment in str(assert_refused(read_npz_graph, path, "attr_matrix"))
+
+
+def test_incomplete_attr_matrix_is_refused(tmp_path):
+    adj = sp.csr_matrix(np.array([[0, 1], [1, 0]], dtype=np.float32))
+    arrays = attr_arrays(sp.csr_matrix(np.eye(2, dtype=np.float32)))
+    del arrays["attr_matrix.indptr"]
+    path = tmp_path / "graph.npz"
+    write_npz(path, adj, **arrays)
+    assert "attr_matrix.indptr" in str(assert_refused(read_npz_graph, path, "attr_matrix"))
+
+
 def test_bad_npz_is_refused(tmp_path):
     good = sp.csr_matrix(np.array([[0, 1], [1, 0]], dtype=np.float32))
 
@@ -222,6 +280,7 @@ def test_cora_ml(cora_npz):
     assert graph.cleaning["self_loops_dropped"] == 0 and graph.cleaning["duplicate_edges_merged"] == 0
     assert (graph.products["category"] == -1).all()  # its 7 class labels stay out
     assert graph.products["product_key"].iloc[0] == "129558"  # trailing newline stripped
+    assert graph.features.shape == (2995, 2879) and graph.features.nnz > 0  # its bag-of-words
     # About 6% of citations are reciprocated: the graph is directed.
     n = len(graph.products)
     u, v = graph.edges["src"].to_numpy(), graph.edges["dst"].to_numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from nextbuy.mlops import io, schemas
 
@@ -102,3 +103,29 @@ def test_json_handles_numpy_and_nan(tmp_path):
     path = tmp_path / "m.json"
     io.write_json({"a": np.float32(1.5), "b": np.arange(2), "c": float("nan")}, path)
     assert io.read_json(path) == {"a": 1.5, "b": [0, 1], "c": None}
+
+
+def test_sparse_round_trip_and_bad_files(tmp_path):
+    path = tmp_path / "features.npz"
+    x = sp.random(5, 7, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    io.write_sparse(x, path)
+    back = io.read_sparse(path, n_rows=5)
+    assert back.format == "csr" and back.shape == (5, 7)
+    np.testing.assert_array_equal(back.toarray(), x.toarray())
+    io.write_sparse(sp.csr_matrix((3, 0), dtype=np.float32), path)  # no columns is fine
+    assert io.read_sparse(path, n_rows=3).shape == (3, 0)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+    with pytest.raises(io.DataError, match="expected 4") as err:
+        io.read_sparse(path, n_rows=4)
+    assert str(path) in err.value.message
+    with pytest.raises(io.DataError, match="not found"):
+        io.read_sparse(tmp_path / "missing.npz")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"PK not really a zip")
+    with pytest.raises(io.DataError, match="unreadable") as err:
+        io.read_sparse(garbage)
+    assert str(garbage) in err.value.message
+    np.savez(garbage, a=np.arange(3))  # an npz, but not a sparse matrix
+    with pytest.raises(io.DataError, match="unreadable"):
+        io.read_sparse(garbage)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from nextbuy import paths
 from nextbuy.cli import app
 from nextbuy.config import IngestConfig
+from nextbuy.data.sources import read_npz_graph
 from nextbuy.mlops import io, schemas
 from nextbuy.stages import ingest
 
@@ -37,6 +38,9 @@ def test_simulated_ingest_writes_valid_tables_and_metrics(project):
     io.read_table(paths.TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS)
     metrics = json.loads(paths.metrics_file("ingest").read_text())
     assert metrics["products"] == len(products) == 300
+    # The simulated store has no features of its own: an (n, 0) matrix, so the out exists.
+    assert io.read_sparse(paths.FEATURES, n_rows=len(products)).shape == (300, 0)
+    assert metrics["feature_columns"] == 0
     assert set(impressions["split"]) == {"train", "calib", "test"}
     # Splits are ordered in time and nothing is observed after the snapshot.
     last = impressions.groupby("split")["shown_at"].agg(["min", "max"])
@@ -78,6 +82,8 @@ def test_real_edge_list_is_cleaned_counted_and_gets_simulated_impressions(projec
     assert metrics["cleaning"]["duplicate_edges_merged"] >= 1
     edges = io.read_table(paths.EDGES, schemas.EDGES)
     assert (edges["src"] != edges["dst"]).all()
+    n = len(io.read_table(paths.PRODUCTS, schemas.PRODUCTS))
+    assert io.read_sparse(paths.FEATURES).shape == (n, 0)
 
 
 def test_cora_ml_with_simulated_impressions(project, tiny_params, cora_npz):
@@ -85,6 +91,10 @@ def test_cora_ml_with_simulated_impressions(project, tiny_params, cora_npz):
     result = invoke("ingest")
     assert result.exit_code == 0, result.output
     assert json.loads(paths.metrics_file("ingest").read_text())["products"] == 2995
+    # Its bag-of-words, rows in product_id order (node i of the file is product i).
+    features = io.read_sparse(paths.FEATURES, n_rows=2995)
+    assert features.shape == (2995, 2879)
+    np.testing.assert_array_equal(features.toarray(), read_npz_graph(cora_npz).features.toarray())
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nextbuy.config import IngestConfig, LabelDelayConfig, TrainConfig
+from nextbuy.mlops import io
 from nextbuy.stages import ingest, label_delay, train
 from tests.helpers import config
 
@@ -178,6 +179,26 @@ def test_build_graph_sees_only_ids_categories_prices_and_edges():
     assert graph.src.tolist() == edges["src"].tolist() and graph.dst.tolist() == edges["dst"].tolist()
     x = graph.features.to_dense()
     assert x[torch.arange(len(products)), graph.group].eq(1.0).all()
+
+
+def test_build_graph_appends_the_row_normalised_source_features():
+    import scipy.sparse as sp
+
+    products, edges = _products()
+    store = train.build_graph(products, edges)
+    words = sp.random(len(products), 6, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    graph = train.build_graph(products, edges, extra_features=words)
+    assert graph.n_features == store.n_features + 6
+    x = graph.features.to_dense()
+    assert torch.equal(x[:, : store.n_features], store.features.to_dense())
+    extra = x[:, store.n_features :]
+    has_words = torch.as_tensor(words.getnnz(axis=1) > 0)
+    torch.testing.assert_close(extra.sum(dim=1)[has_words], torch.ones(int(has_words.sum())))
+    # no columns: the store's features alone; the wrong number of rows: refused
+    empty = train.build_graph(products, edges, extra_features=sp.csr_matrix((len(products), 0)))
+    assert torch.equal(empty.features.to_dense(), store.features.to_dense())
+    with pytest.raises(io.DataError, match="feature row"):
+        train.build_graph(products, edges, extra_features=words[:-1])
 
 
 def test_conversion_validation_is_minus_the_weighted_log_loss_of_the_conversion_head():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from nextbuy.mlops import io, schemas
 from nextbuy.mlops.io import DataError
@@ -22,6 +23,7 @@ from nextbuy.mlops.io import DataError
 log = logging.getLogger(__name__)
 
 NPZ_ADJ_KEYS = ("adj_matrix.data", "adj_matrix.indices", "adj_matrix.indptr", "adj_matrix.shape")
+NPZ_ATTR_KEYS = ("attr_matrix.data", "attr_matrix.indices", "attr_matrix.indptr", "attr_matrix.shape")
 EVENT_COLUMNS = ("clicked_at", "carted_at", "converted_at")
 
 
@@ -30,6 +32,9 @@ class GraphSource:
     products: pd.DataFrame  # schemas.PRODUCTS
     edges: pd.DataFrame  # schemas.EDGES
     cleaning: dict[str, int]  # what was cleaned, e.g. {"self_loops_dropped": 3, ...}
+    # The source's own node features (rows = products in product_id order), e.g. an npz's
+    # bag-of-words; None when it has none (edge lists).
+    features: sp.csr_matrix | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -223,35 +228,22 @@ def _load_npz(
 
 
 def read_npz_graph(path: os.PathLike | str) -> GraphSource:
-    """A PPNP-style ``.npz`` (CSR ``adj_matrix.*``, optional ``node_names``).
+    """A PPNP-style ``.npz`` (CSR ``adj_matrix.*``, optional ``node_names`` and ``attr_matrix.*``).
 
     Edge u->v for every nonzero A[u, v], weight |A[u, v]| (summed over
     duplicate entries); product_id = row index; product_key = node_names when
-    present, else the row index; category unknown (-1). The file's class
+    present, else the row index; category unknown (-1); ``features`` = the CSR
+    ``attr_matrix`` (e.g. bag-of-words) when present. The file's class
     ``labels`` are never read: they are what a benchmark on such a graph is
     about, never a model input.
     """
-    arrays = _load_npz(path, NPZ_ADJ_KEYS, ("node_names",))
-    try:
-        shape = tuple(int(x) for x in np.asarray(arrays["adj_matrix.shape"]).ravel())
-        indptr = np.asarray(arrays["adj_matrix.indptr"], dtype=np.int64)
-        indices = np.asarray(arrays["adj_matrix.indices"], dtype=np.int64)
-        values = np.asarray(arrays["adj_matrix.data"], dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise DataError(path, f"adjacency arrays are not numeric ({err})", column="adj_matrix") from None
+    arrays = _load_npz(path, NPZ_ADJ_KEYS, ("node_names", *NPZ_ATTR_KEYS))
+    shape, indptr, indices, values = _csr_arrays(path, arrays, "adj_matrix")
     n = shape[0] if len(shape) == 2 else -1
     problem = (
         "adj_matrix.shape must be square (n, n)"
         if len(shape) != 2 or shape[0] != shape[1] or n <= 0
-        else "adj_matrix.indptr must have n+1 non-decreasing entries ending at len(indices)"
-        if len(indptr) != n + 1 or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0)
-        else "adj_matrix.data and adj_matrix.indices differ in length"
-        if len(values) != len(indices)
-        else "adj_matrix.indices out of range"
-        if len(indices) and (indices.min() < 0 or indices.max() >= n)
-        else "adj_matrix.data has non-finite values"
-        if not np.isfinite(values).all()
-        else None
+        else _csr_problem("adj_matrix", shape, indptr, indices, values)
     )
     if problem:
         raise DataError(path, f"malformed adjacency: {problem}", column="adj_matrix")
@@ -286,8 +278,70 @@ def read_npz_graph(path: os.PathLike | str) -> GraphSource:
     )
     cleaning["products"] = n
     return GraphSource(
-        io.validate(products, schemas.PRODUCTS, path), io.validate(edges, schemas.EDGES, path), cleaning
+        io.validate(products, schemas.PRODUCTS, path),
+        io.validate(edges, schemas.EDGES, path),
+        cleaning,
+        _attributes(path, arrays, n),
     )
+
+
+def _csr_arrays(
+    path: os.PathLike | str, arrays: dict[str, np.ndarray], name: str
+) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """``name.{shape,indptr,indices,data}`` as numbers; DataError (column ``name``) when not."""
+    try:
+        shape = tuple(int(x) for x in np.asarray(arrays[f"{name}.shape"]).ravel())
+        indptr = np.asarray(arrays[f"{name}.indptr"], dtype=np.int64)
+        indices = np.asarray(arrays[f"{name}.indices"], dtype=np.int64)
+        values = np.asarray(arrays[f"{name}.data"], dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(path, f"{name} arrays are not numeric ({err})", column=name) from None
+    return shape, indptr, indices, values
+
+
+def _csr_problem(
+    name: str, shape: tuple[int, ...], indptr: np.ndarray, indices: np.ndarray, values: np.ndarray
+) -> str | None:
+    """What is wrong with a CSR matrix of a 2-d ``shape``, or None."""
+    n_rows, n_cols = shape
+    return (
+        f"{name}.indptr must have n+1 non-decreasing entries ending at len(indices)"
+        if len(indptr) != n_rows + 1
+        or indptr[0] != 0
+        or indptr[-1] != len(indices)
+        or np.any(np.diff(indptr) < 0)
+        else f"{name}.data and {name}.indices differ in length"
+        if len(values) != len(indices)
+        else f"{name}.indices out of range"
+        if len(indices) and (indices.min() < 0 or indices.max() >= n_cols)
+        else f"{name}.data has non-finite values"
+        if not np.isfinite(values).all()
+        else None
+    )
+
+
+def _attributes(path: os.PathLike | str, arrays: dict[str, np.ndarray], n: int) -> sp.csr_matrix | None:
+    """The npz's node attributes (CSR ``attr_matrix.*``, e.g. bag-of-words) as features, one row
+    per node; None when the file has none."""
+    present = [k for k in NPZ_ATTR_KEYS if k in arrays]
+    if not present:
+        return None
+    if len(present) < len(NPZ_ATTR_KEYS):
+        missing = [k for k in NPZ_ATTR_KEYS if k not in arrays]
+        raise DataError(
+            path, f"attr_matrix incomplete: missing array(s) {', '.join(missing)}", column="attr_matrix"
+        )
+    shape, indptr, indices, values = _csr_arrays(path, arrays, "attr_matrix")
+    problem = (
+        f"attr_matrix.shape must be ({n}, n_attributes), one row per node"
+        if len(shape) != 2 or shape[0] != n or shape[1] < 0
+        else _csr_problem("attr_matrix", shape, indptr, indices, values)
+    )
+    if problem:
+        raise DataError(path, f"malformed attributes: {problem}", column="attr_matrix")
+    features = sp.csr_matrix((values.astype(np.float32), indices, indptr), shape=shape)
+    features.sum_duplicates()
+    return features
 
 
 # --------------------------------------------------------------------------- impressions

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import scipy.sparse as sp
 
 from nextbuy.files import atomic_path  # io.atomic_path stays part of this module's API
 
@@ -198,3 +199,26 @@ def read_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[st
     if missing:
         raise DataError(p, f"missing array(s): {', '.join(missing)}", column=missing[0])
     return arrays
+
+
+def write_sparse(matrix: sp.spmatrix, path: str | os.PathLike) -> None:
+    """A sparse matrix as a scipy ``.npz`` (CSR), written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        sp.save_npz(fh, sp.csr_matrix(matrix))
+
+
+def read_sparse(path: str | os.PathLike, n_rows: int | None = None) -> sp.csr_matrix:
+    """A matrix written by :func:`write_sparse`, as CSR; DataError when the file is missing,
+    unreadable, holds non-finite values, or (given ``n_rows``) has another number of rows."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(p, "file not found")
+    try:
+        matrix = sp.csr_matrix(sp.load_npz(p))
+    except Exception as err:  # noqa: BLE001 - any loader failure is an unreadable file
+        raise DataError(p, f"unreadable sparse npz ({type(err).__name__}: {err})") from None
+    if n_rows is not None and matrix.shape[0] != n_rows:
+        raise DataError(p, f"has {matrix.shape[0]} row(s), expected {n_rows} (one per product)")
+    if not np.isfinite(matrix.data).all():
+        raise DataError(p, "has non-finite values")
+    return matrix

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from nextbuy import paths
 from nextbuy.config import IngestConfig, SplitConfig, load_section
@@ -25,6 +26,18 @@ class Ingested:
     cleaning: dict[str, int] = field(default_factory=dict)
     truth_impressions: pd.DataFrame | None = None
     truth_products: pd.DataFrame | None = None
+    # The source's node features, one row per product in product_id order ((n, 0): none).
+    features: sp.csr_matrix | None = None
+
+
+def source_features(features: sp.spmatrix | None, n_products: int) -> sp.csr_matrix:
+    """The source's features as float32 CSR, or an (n, 0) matrix when it has none (the
+    simulator, edge lists), so the ingested features always exist."""
+    if features is None:
+        return sp.csr_matrix((n_products, 0), dtype=np.float32)
+    if features.shape[0] != n_products:
+        raise ValueError(f"{features.shape[0]} feature rows for {n_products} products")
+    return sp.csr_matrix(features, dtype=np.float32)
 
 
 def assign_split(shown_at: pd.Series, snapshot: pd.Timestamp, split: SplitConfig) -> np.ndarray:
@@ -82,6 +95,7 @@ def ingest(cfg: IngestConfig) -> Ingested:
 
     truth_impressions = truth_products = None
     cleaning: dict[str, int] = {}
+    features = None
     simulator = cfg.simulator_for_snapshot()
     if cfg.source == "simulated":
         world, traffic = simulate.simulate_store(simulator, cfg.seed)
@@ -90,6 +104,7 @@ def ingest(cfg: IngestConfig) -> Ingested:
         reader = sources.read_npz_graph if cfg.source == "npz" else sources.read_edge_list
         graph = reader(cfg.graph_path)
         cleaning = dict(graph.cleaning)
+        features = graph.features  # rows follow graph.products, which is never reordered or cut below
         origin = str(cfg.graph_path)
         world = simulate.world_from_graph(graph.products, graph.edges, simulator, cfg.seed)
         if cfg.impressions_path:
@@ -105,7 +120,14 @@ def ingest(cfg: IngestConfig) -> Ingested:
             edges, impressions = finalise(
                 graph.products, graph.edges, log_frame, snapshot, cfg.split, str(cfg.impressions_path)
             )
-            return Ingested(graph.products, edges, impressions, snapshot, cleaning)
+            return Ingested(
+                graph.products,
+                edges,
+                impressions,
+                snapshot,
+                cleaning,
+                features=source_features(features, len(graph.products)),
+            )
         traffic = simulate.simulate_traffic(
             world, simulator, cfg.seed, simulator.n_impressions, world.start, world.snapshot, world.snapshot
         )
@@ -115,7 +137,14 @@ def ingest(cfg: IngestConfig) -> Ingested:
         world.products, world.edges, traffic.impressions, world.snapshot, cfg.split, origin
     )
     return Ingested(
-        world.products, edges, impressions, world.snapshot, cleaning, truth_impressions, truth_products
+        world.products,
+        edges,
+        impressions,
+        world.snapshot,
+        cleaning,
+        truth_impressions,
+        truth_products,
+        source_features(features, len(world.products)),
     )
 
 
@@ -151,6 +180,7 @@ def summarise(result: Ingested) -> dict:
         },
         "impressions": {s: int(by_split.size().get(s, 0)) for s in schemas.SPLITS},
         "observed_conversion_rate": {s: float(g["converted_at"].notna().mean()) for s, g in by_split},
+        "feature_columns": 0 if result.features is None else int(result.features.shape[1]),
         "cleaning": result.cleaning,
     }
 
@@ -170,6 +200,7 @@ def run(params_file: str = "params.yaml") -> dict:
             (result.truth_products, paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS),
         ]
     io.write_tables(tables)
+    io.write_sparse(source_features(result.features, len(result.products)), paths.FEATURES)
     # Keep the DVC output well-defined when there is no ground truth (real impressions log).
     paths.TRUTH.mkdir(parents=True, exist_ok=True)
     io.write_json(

@@ -17,16 +17,28 @@ if TYPE_CHECKING:
     from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
 
 
-def build_graph(products: pd.DataFrame, edges: pd.DataFrame):
-    """The model's view of the store: directed edges plus product features (no labels, no truth)."""
+def build_graph(products: pd.DataFrame, edges: pd.DataFrame, extra_features=None):
+    """The model's view of the store: directed edges plus product features (no labels, no truth).
+
+    ``extra_features`` (scipy sparse, one row per product in product_id order: the source's own
+    features, e.g. an npz's bag-of-words) are row-normalised and appended to the store's columns.
+    """
+    import scipy.sparse as sp
     import torch
 
     from nextbuy.domain.graph.blade import DirectedGraph
-    from nextbuy.domain.graph.features import store_features, to_torch
+    from nextbuy.domain.graph.features import row_normalised, store_features, to_torch
 
     src, dst = edges["src"].to_numpy(np.int64), edges["dst"].to_numpy(np.int64)
     category = products["category"].to_numpy(np.int64)
     features = store_features(category, products["price"].to_numpy(dtype=float), src, dst)
+    if extra_features is not None and extra_features.shape[1] > 0:
+        if extra_features.shape[0] != len(products):
+            raise io.DataError(
+                paths.FEATURES,
+                f"{extra_features.shape[0]} feature row(s) for {len(products)} products",
+            )
+        features = sp.hstack([features, row_normalised(extra_features)], format="csr", dtype=np.float32)
     return DirectedGraph(
         n_nodes=len(products),
         src=torch.as_tensor(src),
@@ -117,12 +129,15 @@ def fit(
     weighted: pd.DataFrame,
     cfg: TrainConfig,
     progress: bool = True,
+    extra_features=None,
 ):
-    """Pure core: returns (model, moments, per-epoch history)."""
+    """Pure core: returns (model, moments, per-epoch history). ``extra_features``: see
+    :func:`build_graph`."""
     if not (products["product_id"].to_numpy() == np.arange(len(products))).all():
         raise io.DataError(paths.PRODUCTS, "product_id must be 0..n-1 in order", column="product_id")
     architecture, schedule, export = blade_arguments(cfg)
-    return fit_graph(build_graph(products, edges), weighted, cfg, architecture, schedule, export, progress)
+    graph = build_graph(products, edges, extra_features)
+    return fit_graph(graph, weighted, cfg, architecture, schedule, export, progress)
 
 
 def fit_graph(
@@ -186,13 +201,14 @@ def run(params_file: str = "params.yaml") -> dict:
     cfg = load_section("train", params_file)
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     edges = io.read_table(paths.EDGES, schemas.EDGES)
+    features = io.read_sparse(paths.FEATURES, n_rows=len(products))
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     tracking.configure()
     with mlflow.start_run(run_name="train") as run:
         mlflow.set_tags({"stage": "train", **tracking.lineage_tags()})
         mlflow.log_params({f"train.{k}": v for k, v in cfg.model_dump().items()})
         started = time.perf_counter()
-        model, moments, history = fit(products, edges, weighted, cfg)
+        model, moments, history = fit(products, edges, weighted, cfg, extra_features=features)
         seconds = time.perf_counter() - started
         for row in history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -205,6 +221,7 @@ def run(params_file: str = "params.yaml") -> dict:
             "train_seconds": round(seconds, 2),
             "train_examples": int((weighted["split"] == "train").sum()),
             "edges": len(edges),
+            "source_feature_columns": int(features.shape[1]),
             "parameters": int(sum(p.numel() for p in model.parameters())),
         }
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})

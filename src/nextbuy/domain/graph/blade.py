@@ -54,6 +54,7 @@ from nextbuy.domain.graph.sampler import (
     CSR,
     Block,
     FanoutRule,
+    expand,
     group_members,
     power_law_exponent,
     sample_blocks,
@@ -284,9 +285,9 @@ class BladeModel(nn.Module):
         if self.proj is not None and features is not None:
             start = features.rowptr[nodes]
             counts = features.rowptr[nodes + 1] - start
-            rows = torch.repeat_interleave(torch.arange(nodes.numel()), counts)
+            rows, pos = expand(counts)
+            at = start[rows] + pos
             offsets = torch.cumsum(counts, 0) - counts
-            at = start[rows] + torch.arange(rows.numel()) - offsets[rows]
             xw = self.proj(features.col[at], offsets, per_sample_weights=features.value[at])
             h = h + _dropout(xw + self.proj_b, self.dropout, generator, stochastic)
         return h
@@ -644,13 +645,17 @@ def export_moments(
     index = model.index(graph)
     s_mean, t_mean = embed(model, graph, chunk=chunk, index=index)
     generator = torch.Generator().manual_seed(int(seed) + 1_000_003)
-    passes = [embed(model, graph, chunk=chunk, index=index, generator=generator, stochastic=True)
-              for _ in range(int(mc_samples))]  # fmt: skip
+    mc = int(mc_samples)
+    sums = [torch.zeros(graph.n_nodes, model.dim, dtype=torch.float64) for _ in range(4)]  # s, s², t, t²
+    for _ in range(mc):  # running sums: memory stays two passes, not mc_samples of them
+        s, t = (x.double() for x in embed(model, graph, chunk=chunk, index=index, generator=generator,
+                                           stochastic=True))  # fmt: skip
+        for acc, value in zip(sums, (s, s * s, t, t * t), strict=True):
+            acc += value
     model.train(was_training)
     out = {"s_mean": s_mean, "t_mean": t_mean}
-    for k, role in enumerate(("s", "t")):
-        stack = torch.stack([p[k] for p in passes]).double()
-        out[f"{role}_var"] = stack.var(dim=0, unbiased=True).clamp_min(0.0)
+    for role, total, square in (("s", sums[0], sums[1]), ("t", sums[2], sums[3])):
+        out[f"{role}_var"] = ((square - total * total / mc) / (mc - 1)).clamp_min(0.0)
     moments = {key: value.float().numpy() for key, value in out.items()}
     moments["head_w"] = model.head_w.detach().float().numpy().copy()
     moments["head_b"] = model.head_b.detach().float().numpy().reshape(1).copy()

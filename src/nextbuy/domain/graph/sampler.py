@@ -36,6 +36,7 @@ __all__ = [
     "Block",
     "sample_blocks",
     "group_members",
+    "expand",
 ]
 
 
@@ -151,7 +152,7 @@ def _rand_below(bound: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.minimum((u * bound).to(torch.long), bound - 1)
 
 
-def _expand(counts: Tensor) -> tuple[Tensor, Tensor]:
+def expand(counts: Tensor) -> tuple[Tensor, Tensor]:
     """For per-row counts, return (row index, position within row) for every slot."""
     rows = torch.repeat_interleave(torch.arange(counts.numel()), counts)
     starts = torch.cumsum(counts, 0) - counts
@@ -243,7 +244,7 @@ def sample_neighbourhood(
     # 1-hop, everything: centres whose whole neighbourhood fits the budget
     full = deg <= k
     counts = torch.where(full, deg, torch.zeros_like(deg))
-    rows, pos = _expand(counts)
+    rows, pos = expand(counts)
     parts_c.append(rows)
     parts_n.append(csr.col[start[rows] + pos])
 
@@ -260,7 +261,7 @@ def sample_neighbourhood(
         fill = (deg > 0) & (deg < k)
         n_fill = torch.where(fill, k - deg, torch.zeros_like(deg))
         if int(n_fill.sum()):
-            rows, _ = _expand(n_fill)
+            rows, _ = expand(n_fill)
             mid = csr.col[start[rows] + _rand_below(deg[rows], generator)]
             rows, nb = _walk_step(csr, rows, mid, generator)
             keep = nb != centres[rows]
@@ -278,7 +279,7 @@ def sample_neighbourhood(
         gsize = torch.where(has_group, members.degree(gsafe), torch.zeros_like(g))
         n_cold = torch.where(gsize > 0, k, torch.zeros_like(k))
         if int(n_cold.sum()):
-            rows, slot = _expand(n_cold)
+            rows, slot = expand(n_cold)
             gr = gsafe[rows]
             if rule is None:
                 key = centres[rows] * FALLBACK_FULL + slot
