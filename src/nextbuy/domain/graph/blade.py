@@ -267,7 +267,9 @@ class BladeModel(nn.Module):
             bound = 1.0 / math.sqrt(int(n_features))  # nn.Linear's initialisation
             nn.init.uniform_(self.proj.weight, -bound, bound)
         self.layers = nn.ModuleList([nn.Linear(6 * d, 2 * d) for _ in range(int(n_layers))])
-        self.head_w = nn.Parameter(torch.ones(d))
+        # zero: the conversion head owes nothing to the link score until the labels say so (a model
+        # trained on shuffled labels must not inherit a ranking from the graph alone)
+        self.head_w = nn.Parameter(torch.zeros(d))
         self.head_b = nn.Parameter(torch.zeros(1))
 
     @classmethod
