@@ -260,3 +260,17 @@ def test_refit_accepts_a_chosen_config_with_its_epochs(key, graph_npz, small_bud
     scores = fitted.score(*split.pos_test.T)
     assert scores.shape == (len(split.pos_test),) and np.isfinite(scores).all()
     assert fitted.train_s >= fitted.epoch_s >= 0.0
+
+
+def test_paired_gaps_against_blade_are_written_beside_the_json(spied_run):
+    figures = json.loads(spied_run["out"].read_text())
+    gaps = json.loads(spied_run["out"].with_suffix(".paired.json").read_text())
+    assert set(gaps) == set(linkpred.PAIRED)
+    for metric, per_method in gaps.items():
+        assert set(per_method) == set(figures) - {"blade"}
+        for key, gap in per_method.items():
+            low, high = gap["ci95"]
+            assert low <= gap["mean"] <= high, (metric, key)
+            # the mean of per-seed differences is the difference of the means
+            assert gap["mean"] == pytest.approx(figures["blade"][metric] - figures[key][metric], abs=1e-9)
+    assert "paired Hits@20 gap" in spied_run["printed"]

@@ -21,12 +21,14 @@ from rich.console import Console
 from rich.table import Table
 
 from nextbuy.bench import linkpred_models as models
+from nextbuy.bench import paired
 from nextbuy.data.linkpred_data import LinkGraph, check_split_matches, load_graph, load_split
 from nextbuy.domain import linkpred as lp
 from nextbuy.mlops import io
 
 DEFAULT_GRAPH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "cora_ml" / "cora_ml.npz"
 TRAINED = ("blade", "blade_fixed", "dual_mf", "gcn", "sage", "dirgnn")
+PAIRED = ("hits@20", "mrr", "lowdeg_hits@20", "direction_auc")  # paired vs blade, in FILE.paired.json
 METRICS = ("hits@20", "hits@100", "mrr", "auc", "ap", "lowdeg_hits@20", "direction_auc", "epoch_s", "train_s")
 
 
@@ -86,6 +88,16 @@ def _aggregate(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+def _print_gaps(gaps: dict[str, dict]) -> None:
+    table = Table(title="paired Hits@20 gap, blade − method (same seed), mean [95% t CI], points")
+    table.add_column("method")
+    table.add_column("gap", justify="right")
+    for key, gap in sorted(gaps.items(), key=lambda item: item[1]["mean"]):
+        low, high = gap["ci95"]
+        table.add_row(key, f"{100 * gap['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]")
+    Console(width=150).print(table)
+
+
 def _print(figures: dict[str, dict], title: str) -> None:
     table = Table(title=title)
     table.add_column("method")
@@ -128,5 +140,9 @@ def run(
     title = f"linkpred on {graph_path.name} ({split or 'random splits'}), {seeds} seed(s)"
     _print(figures, title)
     io.write_json(figures, out)
+    if "blade" in per_seed[0]:  # beside the main JSON, whose keys are methods only (a stable interface)
+        gaps = {m: paired.paired_gaps(per_seed, "blade", m, per_seed[0]) for m in PAIRED}
+        _print_gaps(gaps["hits@20"])
+        io.write_json(gaps, Path(out).with_suffix(".paired.json"))
     print(f"linkpred wall time: {time.perf_counter() - started:.1f} s")
     return figures

@@ -28,6 +28,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from nextbuy.bench import paired
 from nextbuy.config import read_params, section_config, with_changes
 from nextbuy.mlops import io
 
@@ -125,20 +126,7 @@ def _aggregate(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
 
 def paired_gaps(per_seed: list[dict[str, dict]], base: str = "blade") -> dict[str, dict]:
     """AUC of ``base`` minus each other method, per seed: mean and a t-based 95% CI."""
-    from scipy import stats
-
-    out = {}
-    for key in KEYS:
-        if key == base:
-            continue
-        gap = np.array([row[base]["auc"] - row[key]["auc"] for row in per_seed])
-        half = (
-            float(stats.t.ppf(0.975, len(gap) - 1) * gap.std(ddof=1) / np.sqrt(len(gap)))
-            if len(gap) > 1
-            else float("nan")
-        )
-        out[key] = {"mean": float(gap.mean()), "ci95": [float(gap.mean() - half), float(gap.mean() + half)]}
-    return out
+    return paired.paired_gaps(per_seed, base, "auc", KEYS)
 
 
 def test_rows(data, weighted: pd.DataFrame) -> pd.DataFrame:
