@@ -177,10 +177,11 @@ class DirectedGraph:
     def n_features(self) -> int:
         return 0 if self.features is None else int(self.features.shape[1])
 
-    def without(self, mask: Tensor) -> DirectedGraph:
-        """The same nodes with only the edges where ``mask`` is False."""
+    def message_edges(self, mask: Tensor) -> DirectedGraph:
+        """The same nodes with only the edges where ``mask`` is False, for a :class:`GraphIndex`
+        (features left out: an index never reads them, and re-indexing them every epoch costs)."""
         keep = ~mask
-        return DirectedGraph(self.n_nodes, self.src[keep], self.dst[keep], self.features, self.group)
+        return DirectedGraph(self.n_nodes, self.src[keep], self.dst[keep], None, self.group)
 
 
 @dataclass(frozen=True)
@@ -475,7 +476,7 @@ class _Trainer:
             scored[int(torch.randint(0, m, (1,), generator=self.generator))] = True
         sup = torch.nonzero(scored).reshape(-1)
         sup = sup[torch.randperm(sup.numel(), generator=self.generator)]
-        return self.model.index(self.graph.without(scored)), sup
+        return self.model.index(self.graph.message_edges(scored)), sup
 
     def epoch(self, epoch: int, progress: bool) -> dict:
         index, sup = self._supervision()

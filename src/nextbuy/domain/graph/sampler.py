@@ -112,11 +112,11 @@ class FanoutRule:
 
     ``power_law`` (BLADE's biased sampling): ``k(d) = min + (max - min) * (1 + d) ** -(alpha - 1)``,
     where ``alpha`` is the fitted power-law exponent of the degree distribution: ``(1 + d) **
-    -(alpha - 1)`` is the share of nodes at least that connected, so the budget is largest for the
-    many sparse nodes (whose own embeddings are weakest) and falls to ``min`` for the rare hubs, the
-    faster the heavier the graph's tail is thin.  Nodes whose degree is below their budget fill it
-    with 2-hop neighbours (same direction).  ``fixed`` (the ablation): ``k = max`` for every node and
-    no 2-hop fill, GraphSAGE's uniform sampling.
+    -(alpha - 1)`` is roughly the share of nodes at least that connected (a power law's tail),
+    so the budget is largest for the many sparse nodes (whose own embeddings are weakest) and
+    falls to ``min`` for the rare hubs, the faster the thinner the graph's tail.  Nodes whose
+    degree is below their budget fill it with 2-hop neighbours (same direction).  ``fixed`` (the
+    ablation): ``k = max`` for every node and no 2-hop fill, GraphSAGE's uniform sampling.
     """
 
     kind: str  # "power_law" | "fixed"
