@@ -229,6 +229,7 @@ BENCHES = {
     "dag": "Airflow overhead: dag.test() of nextbuy_training vs dvc repro of its six stages (tiny store).",
     "linkpred": "Directed link prediction, DirLinkBench protocol: BLADE vs GNN baselines, +Adamic-Adar.",
     "model": "Conversion model vs the simulator's truth: BLADE, fixed fanout, dual MF, category LR, oracle.",
+    "delay": "Delayed feedback: naive, wait, importance (+ablations) and oracle on post-snapshot labels.",
 }
 
 
@@ -275,7 +276,21 @@ def _model_command(help_text: str) -> Callable[..., None]:
     return command
 
 
-_FACTORIES = {"linkpred": _linkpred_command, "model": _model_command}
+def _delay_command(help_text: str) -> Callable[..., None]:
+    def command(
+        out: Path = typer.Option(Path("bench-delay.json"), "--out", help="JSON results"),
+        seeds: int = typer.Option(5, min=1, help="training seeds averaged (mean ± std)"),
+        sweep: bool = typer.Option(False, help="also short/long delays, no launches, a shorter history"),
+    ) -> None:
+        _setup_logging()
+        figures = importlib.import_module("nextbuy.bench.delay").run(out, seeds=seeds, sweep=sweep)
+        console.print(f"[green]bench delay[/] → {out}: {json.dumps(figures)}", highlight=False)
+
+    command.__doc__ = help_text
+    return command
+
+
+_FACTORIES = {"linkpred": _linkpred_command, "model": _model_command, "delay": _delay_command}
 for _bench, _help in BENCHES.items():
     factory = _FACTORIES[_bench](_help) if _bench in _FACTORIES else _bench_command(_bench, _help)
     bench_app.command(name=_bench)(factory)

@@ -17,6 +17,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nextbuy.constants import WEIGHTING_METHODS
+
 PARAMS_FILE = "params.yaml"
 
 
@@ -43,14 +45,34 @@ class SimulatorConfig(_Section):
     affinity_scale: float = Field(ge=0.0)
     delay_median_hours: float = Field(gt=0.0)
     delay_sigma: float = Field(gt=0.0)
+    launch_rate: float = Field(ge=0.0)
     start_date: str
+
+    @model_validator(mode="after")
+    def _launches_fit_the_catalogue(self) -> SimulatorConfig:
+        if self.launch_rate * self.history_days > 1.0:
+            raise ValueError(
+                f"ingest.simulator.launch_rate * history_days must be <= 1 (at most the whole "
+                f"catalogue is launched during the history), got {self.launch_rate} * "
+                f"{self.history_days} = {self.launch_rate * self.history_days:g}"
+            )
+        return self
 
 
 class SplitConfig(_Section):
-    """Time split of impressions by shown_at, counted back from the snapshot."""
+    """Holdout of sessions (a source product's impressions of one day), interleaved in time."""
 
-    calib_days: float = Field(gt=0.0)
-    test_days: float = Field(gt=0.0)
+    calib_share: float = Field(gt=0.0, lt=1.0)
+    test_share: float = Field(gt=0.0, lt=1.0)
+    seed: int
+
+    @model_validator(mode="after")
+    def _train_left(self) -> SplitConfig:
+        if self.calib_share + self.test_share >= 1.0:
+            raise ValueError(
+                f"calib_share + test_share = {self.calib_share + self.test_share:g} leaves no training data"
+            )
+        return self
 
 
 class IngestConfig(_Section):
@@ -84,6 +106,8 @@ class IngestConfig(_Section):
 class LabelDelayConfig(_Section):
     delay_family: Literal["lognormal", "weibull"]
     max_weight: float = Field(gt=0.0)
+    normalise_weights: bool
+    wait_days: float = Field(ge=0.0)
     seed: int
 
 
@@ -106,7 +130,7 @@ class TrainConfig(_Section):
     eval_every: int = Field(ge=1)
     patience: int = Field(ge=1)
     validation_share: float = Field(ge=0.0, lt=1.0)
-    weighting: Literal["importance", "naive"]
+    weighting: Literal[WEIGHTING_METHODS]  # type: ignore[valid-type]
     mc_samples: int = Field(ge=2)
     cold_start_fallback: (
         bool  # nodes with no neighbours in a direction sample neighbours of same-category products

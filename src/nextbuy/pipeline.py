@@ -36,7 +36,10 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
         raise ValueError("run_in_memory needs the simulated store")
     data = ingest.ingest(cfg["ingest"])
     world = simulate_world(cfg["ingest"].simulator_for_snapshot(), cfg["ingest"].seed)
-    weighted, delay_model = label_delay.weigh(data.impressions, data.snapshot, cfg["label_delay"])
+    weighted, delay_models = label_delay.weigh(
+        data.impressions, data.snapshot, cfg["label_delay"], data.products, data.edges
+    )
+    delay_model = delay_models["importance"]
     _, moments, _ = train.fit(
         data.products, data.edges, weighted, cfg["train"], progress=progress, extra_features=data.features
     )
@@ -69,6 +72,11 @@ def watch_traffic(
         )
     simulated, start, now = traffic.simulate(trained.world, trained.config["ingest"], traffic_cfg, multiplier)
     rows = monitor.score_rows(
-        trained.bundle, simulated.impressions, trained.ingested.products, trained.delay_model, now
+        trained.bundle,
+        simulated.impressions,
+        trained.ingested.products,
+        trained.ingested.edges,
+        trained.delay_model,
+        now,
     )
     return monitor.watch(rows, start, monitor_cfg)

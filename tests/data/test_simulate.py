@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from nextbuy.data import simulate
 from nextbuy.data.simulate import (
     StoreWorld,
     complement_relations,
@@ -64,6 +66,27 @@ def assert_valid(world: StoreWorld, traffic) -> None:
     ).all()
     assert not schemas.check_event_order(traffic.impressions)
     assert (traffic.impressions["source_id"] != traffic.impressions["shown_id"]).all()
+    assert_nothing_before_launch(world, traffic)
+
+
+def launched_at(world: StoreWorld) -> pd.Series:
+    return world.truth_products.set_index("product_id")["launched_at"]
+
+
+def latest_launch(world: StoreWorld, u: pd.Series, v: pd.Series) -> pd.Series:
+    """max(launch of u, launch of v); NaT when both were there from the start."""
+    launch = launched_at(world)
+    both = pd.DataFrame({"u": launch[u].to_numpy(), "v": launch[v].to_numpy()})
+    return both.max(axis=1)
+
+
+def assert_nothing_before_launch(world: StoreWorld, traffic) -> None:
+    """Nobody buys or is shown a product before its launch."""
+    edges, imp = world.edges, traffic.impressions
+    bought = latest_launch(world, edges["src"], edges["dst"])
+    assert (bought.isna() | (edges["time"].to_numpy() >= bought)).all()
+    shown = latest_launch(world, imp["source_id"], imp["shown_id"])
+    assert (shown.isna() | (imp["shown_at"].to_numpy() >= shown)).all()
 
 
 def test_tables_validate_with_exact_dtypes(small_store):
@@ -110,7 +133,7 @@ def test_default_store_is_believable(default_store):
     last_week = (imp["shown_at"] >= world.snapshot - pd.Timedelta(days=7)).to_numpy()
     eventual = truth["label_eventual"].to_numpy() == 1
     censored = imp["converted_at"].isna().to_numpy()[last_week & eventual].mean()
-    assert 0.10 <= censored <= 0.35
+    assert 0.10 <= censored <= 0.40  # launches push traffic late: ~0.31 without them, ~0.36 with
     # The graph predates the impression log, and nothing is later than the snapshot.
     assert world.edges["time"].min() < world.start - pd.Timedelta(
         days=config("ingest.simulator").history_days * 0.9
@@ -225,6 +248,99 @@ def test_more_traffic_after_the_snapshot_for_monitoring(small_store):
         simulate_traffic(world, SMALL, 5, 100, world.snapshot, end, end - pd.Timedelta(days=1))
 
 
+def test_launched_products_are_never_bought_or_shown_before_their_launch(small_store):
+    world, traffic = small_store
+    launch = launched_at(world)
+    assert launch.dtype == "datetime64[ns]"
+    n_new = round(SMALL.launch_rate * SMALL.history_days * SMALL.n_products)
+    assert n_new > 50 and launch.notna().sum() == n_new
+    assert (launch.dropna() >= world.start).all() and (launch.dropna() < world.snapshot).all()
+    assert_nothing_before_launch(world, traffic)  # first-occurrence edge times included
+    imp = traffic.impressions
+    assert len(imp) == SMALL.n_impressions and imp["shown_at"].is_monotonic_increasing
+    assert imp["impression_id"].is_monotonic_increasing  # ids still follow time
+    # New products are still bought and shown: their history is only younger.
+    new = launch.index[launch.notna()].to_numpy()
+    assert np.isin(new, world.edges["dst"]).mean() > 0.5
+    assert np.isin(new, imp["shown_id"]).mean() > 0.5
+
+
+def test_recently_launched_products_have_only_recent_history(small_store):
+    world, traffic = small_store
+    launch = launched_at(world)
+    imp = traffic.impressions
+    last_week = world.snapshot - pd.Timedelta(days=7)
+    recent = np.isin(imp["shown_id"], launch.index[launch >= last_week])
+    old = latest_launch(world, imp["source_id"], imp["shown_id"]).isna().to_numpy()  # both always there
+    assert recent.sum() > 100
+    in_last_week = (imp["shown_at"] >= last_week).to_numpy()
+    assert in_last_week[recent].all()  # nothing of theirs has had more than a week to mature
+    assert in_last_week[old].mean() == pytest.approx(7 / SMALL.history_days, abs=0.05)
+    # So at the snapshot most of their eventual conversions are still unseen.
+    eventual = traffic.truth["label_eventual"].to_numpy() == 1
+    unseen = imp["converted_at"].isna().to_numpy()
+    assert unseen[recent & eventual].mean() > 2 * unseen[old & eventual].mean()
+
+
+def test_launches_change_when_things_happen_not_what_happens(small_store):
+    world, traffic = small_store
+    still = config("ingest.simulator", **{**SMALL.model_dump(), "launch_rate": 0.0})
+    base_world, base_traffic = simulate_store(still, seed=11)
+    assert launched_at(base_world).isna().all()
+    # Same catalogue, latents and co-purchase pairs; only the times of new products' events move.
+    pd.testing.assert_frame_equal(world.products, base_world.products)
+    latent_cols = world.truth_products.columns.drop("launched_at")
+    pd.testing.assert_frame_equal(world.truth_products[latent_cols], base_world.truth_products[latent_cols])
+    pd.testing.assert_frame_equal(
+        world.edges[["src", "dst", "weight"]], base_world.edges[["src", "dst", "weight"]]
+    )
+    old_pair = latest_launch(world, world.edges["src"], world.edges["dst"]).isna().to_numpy()
+    assert 0.3 < old_pair.mean() < 1
+    pd.testing.assert_series_equal(world.edges["time"][old_pair], base_world.edges["time"][old_pair])
+    # Impressions of pairs there from the start keep their times (ids follow time, so compare sorted).
+    key = ["source_id", "shown_id", "shown_at"]
+
+    def old_impressions(imp: pd.DataFrame) -> pd.DataFrame:
+        old = latest_launch(world, imp["source_id"], imp["shown_id"]).isna().to_numpy()
+        return imp.loc[old, key].sort_values(key, ignore_index=True)
+
+    pd.testing.assert_frame_equal(
+        old_impressions(traffic.impressions), old_impressions(base_traffic.impressions)
+    )
+    assert len(old_impressions(traffic.impressions)) > 0.3 * SMALL.n_impressions
+
+
+def test_launch_rate_zero_is_the_store_without_launches(monkeypatch):
+    still = config("ingest.simulator", **{**SMALL.model_dump(), "launch_rate": 0.0, "n_impressions": 3000})
+    world, traffic = simulate_store(still, seed=3)
+    assert launched_at(world).isna().all()
+    # The launch machinery is inert: switching it off entirely changes no table bit for bit.
+    monkeypatch.setattr(simulate, "_not_before", lambda rng, t_ns, earliest_ns, end_ns: t_ns)
+    again_world, again_traffic = simulate_store(still, seed=3)
+    pd.testing.assert_frame_equal(world.truth_products, again_world.truth_products)
+    pd.testing.assert_frame_equal(world.edges, again_world.edges)
+    pd.testing.assert_frame_equal(traffic.impressions, again_traffic.impressions)
+    pd.testing.assert_frame_equal(traffic.truth, again_traffic.truth)
+
+
+def test_traffic_before_a_launch_never_shows_the_product(small_store):
+    world, _ = small_store
+    end = world.start + pd.Timedelta(days=SMALL.history_days / 2)
+    early = simulate_traffic(world, SMALL, 5, 3000, world.start, end, world.snapshot)
+    assert_valid(world, early)
+    imp = early.impressions
+    later = launched_at(world).index[launched_at(world) >= end]
+    assert not np.isin(imp[["source_id", "shown_id"]], later).any()
+    assert 0.5 * 3000 < len(imp) < 3000  # impressions of not-yet-launched products are left out
+    assert imp["shown_at"].min() >= world.start and imp["shown_at"].max() < end
+
+
+def test_launches_must_fit_in_the_catalogue():
+    config("ingest.simulator", history_days=50, launch_rate=0.02)  # the whole catalogue: allowed
+    with pytest.raises(ValidationError, match="launch_rate"):
+        config("ingest.simulator", history_days=56, launch_rate=0.02)
+
+
 def test_world_from_a_small_real_graph():
     rng = np.random.default_rng(0)
     n = 200
@@ -254,6 +370,7 @@ def test_world_from_a_small_real_graph():
     )
     traffic = simulate_traffic(world, cfg, 0, 2000, world.start, world.snapshot, world.snapshot)
     assert_valid(world, traffic)
+    assert launched_at(world).isna().all() and len(traffic.impressions) == 2000  # all there from the start
     u, v = edges["src"].to_numpy(), edges["dst"].to_numpy()
     assert affinity(world, u, v).mean() > affinity(world, v, u).mean() + 0.3
     popularity = world.truth_products["popularity"].to_numpy()
@@ -277,6 +394,7 @@ def test_world_from_a_small_real_graph():
     candidates=st.integers(1, 6),
     explore=st.floats(0.0, 1.0),
     delay_sigma=st.floats(0.1, 4.0),
+    launch_rate=st.floats(0.0, 0.1),
     seed=st.integers(0, 2**31),
 )
 def test_any_small_config_gives_valid_consistent_tables(
@@ -290,6 +408,7 @@ def test_any_small_config_gives_valid_consistent_tables(
     candidates,
     explore,
     delay_sigma,
+    launch_rate,
     seed,
 ):
     cfg = config(
@@ -307,9 +426,11 @@ def test_any_small_config_gives_valid_consistent_tables(
         policy_explore_share=explore,
         history_days=10,
         delay_sigma=delay_sigma,
+        launch_rate=launch_rate,
     )
     world, traffic = simulate_store(cfg, seed)
-    assert_valid(world, traffic)  # includes: no self-loops, no event before shown_at
+    assert_valid(world, traffic)  # includes: no self-loops, no event before shown_at or launch
+    assert launched_at(world).notna().sum() == round(launch_rate * 10 * n_products)
     assert len(world.products) == n_products
     events = traffic.impressions[["clicked_at", "carted_at", "converted_at"]]
     assert (events.max().dropna() <= world.snapshot).all()

@@ -1,21 +1,48 @@
-"""Delay model: fit recovery on data drawn from its own assumptions, and the
-behaviour of p_flip / importance weights that training relies on."""
+"""Delay model: fit recovery on data drawn from its own assumptions (with and without pair
+features), and the behaviour of p_flip / importance weights that training relies on."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.special import expit
 
 from nextbuy.domain.delay import (
+    ENGAGEMENT,
     DelayModel,
+    effective_sample_size,
     expected_eventual_label,
     fit_delay_model,
     flip_probability,
+    flip_table,
     importance_weights,
+    normalised,
+    pair_features,
 )
+
+
+def frame(elapsed=0.0, label=0, clicked=0, carted=0, delay=np.nan, **features) -> pd.DataFrame:
+    """A signals frame (what the delay model reads) from scalars or arrays."""
+    columns = {
+        "elapsed_days": elapsed,
+        "label": label,
+        "delay_days": delay,
+        "clicked": clicked,
+        "carted": carted,
+    }
+    arrays = np.broadcast_arrays(
+        *(np.asarray(v, dtype=float) for v in (*columns.values(), *features.values()))
+    )
+    return pd.DataFrame(dict(zip([*columns, *features], (np.atleast_1d(a) for a in arrays), strict=True)))
+
+
+def engagement_model(family: str, conv, delay_coef) -> DelayModel:
+    """A hand-set model over [clicked, carted] with no standardisation."""
+    return DelayModel(family, ENGAGEMENT, center=[0, 0], scale=[1, 1], conv_coef=conv, delay_coef=delay_coef)
+
 
 CONV = np.array([-2.5, 1.5, 2.0])  # logit on [1, clicked, carted]
 MEDIAN = {0: 3.0, 1: 1.0}  # days; carted users buy sooner
@@ -47,10 +74,12 @@ def simulate(n: int, family: str, seed: int = 0, horizon: float = 30.0) -> dict[
     }
 
 
+def signals(data: dict[str, np.ndarray]) -> pd.DataFrame:
+    return frame(data["elapsed"], data["label"], data["clicked"], data["carted"], data["delay"])
+
+
 def fit(data: dict[str, np.ndarray], family: str) -> DelayModel:
-    return fit_delay_model(
-        data["elapsed"], data["label"], data["delay"], data["clicked"], data["carted"], family=family
-    )
+    return fit_delay_model(signals(data), ENGAGEMENT, family=family)
 
 
 @pytest.fixture(scope="module", params=["lognormal", "weibull"])
@@ -63,7 +92,7 @@ def test_fit_recovers_conversion_probability(fitted):
     family, _, model = fitted
     assert model.family == family
     for clicked, carted in GROUPS:
-        got = model.p_convert(np.array([clicked]), np.array([carted]))[0]
+        got = model.p_convert(frame(clicked=clicked, carted=carted))[0]
         want = expit(CONV[0] + CONV[1] * clicked + CONV[2] * carted)
         assert abs(got - want) < 0.02, (clicked, carted, got, want)
 
@@ -71,15 +100,16 @@ def test_fit_recovers_conversion_probability(fitted):
 def test_fit_recovers_median_delay(fitted):
     _, _, model = fitted
     for carted, want in MEDIAN.items():
-        got = model.median_delay(np.array([carted]))[0]
+        row = frame(clicked=carted, carted=carted)
+        got = model.median_delay(row)[0]
         assert abs(got / want - 1.0) < 0.15, (carted, got, want)
         # The survival function agrees with the median it implies.
-        assert model.survival(np.array([got]), np.array([carted]))[0] == pytest.approx(0.5, abs=1e-9)
+        assert model.survival(np.array([got]), row)[0] == pytest.approx(0.5, abs=1e-9)
 
 
 def test_expected_label_corrects_recent_positivity(fitted):
     _, data, model = fitted
-    p_flip = flip_probability(model, data["elapsed"], data["label"], data["clicked"], data["carted"])
+    p_flip = flip_probability(model, signals(data))
     soft = expected_eventual_label(data["label"], p_flip)
     recent = data["elapsed"] < 3.0
     true_rate = data["eventual"][recent].mean()
@@ -91,9 +121,7 @@ def test_expected_label_corrects_recent_positivity(fitted):
 
 def test_importance_weighted_means_match_true_distribution(fitted):
     _, data, model = fitted
-    w = importance_weights(
-        model, data["elapsed"], data["label"], data["clicked"], data["carted"], max_weight=1e4
-    )
+    w = importance_weights(model, signals(data), max_weight=1e4)
     n = w.size
     # E_Q[w] = 1 and E_Q[w g(x)] = E_P[g(x)]: the weights do not shift x.
     assert w.sum() / n == pytest.approx(1.0, abs=0.02)
@@ -106,9 +134,7 @@ def test_importance_weighted_means_match_true_distribution(fitted):
 
 def test_weights_one_ish_when_old_below_one_when_recent_carted(fitted):
     _, data, model = fitted
-    w = importance_weights(
-        model, data["elapsed"], data["label"], data["clicked"], data["carted"], max_weight=10.0
-    )
+    w = importance_weights(model, signals(data), max_weight=10.0)
     old = data["elapsed"] > 25.0
     assert np.all(w[old] > 0.9) and np.all(w[old] < 1.1)
     recent_carted_neg = (data["elapsed"] < 1.0) & (data["carted"] == 1) & (data["label"] == 0)
@@ -118,13 +144,10 @@ def test_weights_one_ish_when_old_below_one_when_recent_carted(fitted):
 
 
 def test_recent_carted_negative_is_likely_to_flip():
-    model = DelayModel("lognormal", conv_coef=CONV, delay_coef=[[np.log(3.0), np.log(1 / 3)], [0.0, 0.0]])
-    e = np.array([0.5, 0.5, 0.5, 40.0])
-    clicked = np.array([1, 1, 0, 1])
-    carted = np.array([1, 0, 0, 1])
-    neg = np.zeros(4, dtype=np.int8)
-    p_flip = flip_probability(model, e, neg, clicked, carted)
-    w = importance_weights(model, e, neg, clicked, carted, max_weight=10.0)
+    model = engagement_model("lognormal", CONV, [[np.log(3.0), 0.0, np.log(1 / 3)], [0.0, 0.0, 0.0]])
+    rows = frame([0.5, 0.5, 0.5, 40.0], 0, clicked=[1, 1, 0, 1], carted=[1, 0, 0, 1])
+    p_flip = flip_probability(model, rows)
+    w = importance_weights(model, rows, max_weight=10.0)
     recent_carted, recent_clicked, recent_plain, old_carted = p_flip
     assert recent_carted > 0.5
     assert recent_carted > recent_clicked > recent_plain
@@ -134,12 +157,10 @@ def test_recent_carted_negative_is_likely_to_flip():
 
 
 def test_positive_rows_have_no_flip_and_upweighted():
-    model = DelayModel("weibull", conv_coef=CONV, delay_coef=[[1.0, -1.0], [0.0, 0.2]])
-    e = np.array([0.0, 0.3, 2.0, 60.0])
-    ones = np.ones(4, dtype=np.int8)
-    z = np.zeros(4, dtype=np.int8)
-    assert np.all(flip_probability(model, e, ones, ones, z) == 0.0)
-    w = importance_weights(model, e, ones, ones, z, max_weight=5.0)
+    model = engagement_model("weibull", CONV, [[1.0, 0.0, -1.0], [0.0, 0.0, 0.2]])
+    rows = frame([0.0, 0.3, 2.0, 60.0], label=1, clicked=1, carted=0)
+    assert np.all(flip_probability(model, rows) == 0.0)
+    w = importance_weights(model, rows, max_weight=5.0)
     assert w[0] == 5.0  # 1 / (1 - S(0)) = inf, clipped
     assert np.all(np.diff(w) <= 0) and w[-1] == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(expected_eventual_label([1, 0, 0], [0.0, 0.25, 0.9]), [1.0, 0.25, 0.9])
@@ -153,8 +174,9 @@ def test_round_trip(family):
     assert back.family == family
     np.testing.assert_array_equal(back.conv_coef, model.conv_coef)
     np.testing.assert_array_equal(back.delay_coef, model.delay_coef)
-    args = (data["elapsed"], data["label"], data["clicked"], data["carted"])
-    np.testing.assert_array_equal(flip_probability(back, *args), flip_probability(model, *args))
+    np.testing.assert_array_equal(
+        flip_probability(back, signals(data)), flip_probability(model, signals(data))
+    )
 
 
 def test_robust_to_empty_or_separated_signal_groups():
@@ -165,35 +187,39 @@ def test_robust_to_empty_or_separated_signal_groups():
     label = (rng.random(n) < 0.1).astype(np.int8)
     delay = np.where(label == 1, np.minimum(rng.exponential(1.0, n), e), np.nan)
     # Nobody clicked or carted: those coefficients are unidentified, must stay finite.
-    model = fit_delay_model(e, label, delay, z, z)
+    model = fit_delay_model(frame(e, label, z, z, delay), ENGAGEMENT)
     assert np.all(np.isfinite(model.conv_coef)) and np.all(np.isfinite(model.delay_coef))
-    assert model.p_convert(np.array([0]), np.array([0]))[0] == pytest.approx(0.1, abs=0.03)
+    assert model.p_convert(frame())[0] == pytest.approx(0.1, abs=0.03)
     # Carted rows that never convert (separation): finite, and p for carted is small.
     carted = (rng.random(n) < 0.2).astype(np.int8)
     label2 = np.where(carted == 1, 0, label).astype(np.int8)
     delay2 = np.where(label2 == 1, delay, np.nan)
     for family in ("lognormal", "weibull"):
-        m2 = fit_delay_model(e, label2, delay2, carted, carted, family=family)
+        rows = frame(e, label2, carted, carted, delay2)
+        m2 = fit_delay_model(rows, ENGAGEMENT, family=family)
         assert np.all(np.isfinite(m2.conv_coef)) and np.all(np.isfinite(m2.delay_coef))
-        p_flip = flip_probability(m2, e, label2, carted, carted)
+        p_flip = flip_probability(m2, rows)
         assert np.all(np.isfinite(p_flip)) and np.all((p_flip >= 0) & (p_flip <= 1))
     # No conversions at all.
-    m3 = fit_delay_model(e, z, np.full(n, np.nan), z, z)
-    assert m3.p_convert(np.array([0]), np.array([0]))[0] < 0.01
+    m3 = fit_delay_model(frame(e, z, z, z), ENGAGEMENT)
+    assert m3.p_convert(frame())[0] < 0.01
 
 
 def test_rejects_bad_inputs():
-    with pytest.raises(ValueError):
-        fit_delay_model(np.array([1.0]), np.array([1]), np.array([np.nan]), np.array([0]), np.array([0]))
-    with pytest.raises(ValueError):
-        fit_delay_model(
-            np.array([1.0]), np.array([0]), np.array([np.nan]), np.array([0]), np.array([0]), family="gamma"
-        )
+    with pytest.raises(ValueError, match="finite delay_days"):
+        fit_delay_model(frame(1.0, label=1), ENGAGEMENT)  # a conversion with no delay
+    with pytest.raises(ValueError, match="unknown delay family"):
+        fit_delay_model(frame(1.0), ENGAGEMENT, family="gamma")
+    with pytest.raises(ValueError, match="elapsed_days"):
+        fit_delay_model(frame(-1.0), ENGAGEMENT)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fit_delay_model(frame(1.0, log_price=np.nan), (*ENGAGEMENT, "log_price"))
+    model = engagement_model("lognormal", CONV, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="lack column"):
+        flip_probability(model, frame(1.0).drop(columns="carted"))
 
 
 def test_observed_signals_read_what_has_happened_by_then():
-    import pandas as pd
-
     from nextbuy.domain.delay import observed_signals
 
     at = pd.Timestamp("2026-03-10")
@@ -213,3 +239,77 @@ def test_observed_signals_read_what_has_happened_by_then():
     assert seen["label"].tolist() == [1, 0, 0]
     assert seen["delay_days"].iloc[0] == 1.0 and seen["delay_days"].iloc[1:].isna().all()
     assert seen["clicked"].tolist() == [1, 0, 0] and seen["carted"].tolist() == [1, 0, 0]
+
+
+def simulate_with_price(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Conversion grows with a pair score, the delay with log price (as in the store simulator)."""
+    rng = np.random.default_rng(seed)
+    log_price, score = rng.normal(3.0, 1.0, n), rng.normal(0.0, 1.0, n)
+    p = expit(-2.0 + 1.2 * score)
+    converts = rng.random(n) < p
+    delay = np.exp(np.log(2.0) + 0.6 * (log_price - 3.0) + 0.8 * rng.normal(size=n))
+    elapsed = rng.uniform(0.0, 20.0, n)
+    label = (converts & (delay <= elapsed)).astype(np.int8)
+    rows = frame(elapsed, label, delay=np.where(label == 1, delay, np.nan), log_price=log_price, score=score)
+    return rows, p, converts.astype(np.int8)
+
+
+def test_features_recovered_and_they_beat_the_engagement_only_model():
+    rows, p, eventual = simulate_with_price(30_000, seed=2)
+    full = fit_delay_model(rows, (*ENGAGEMENT, "log_price", "score"))
+    plain = fit_delay_model(rows, ENGAGEMENT)
+    # The fitted p follows the true one; the median delay follows price.
+    assert np.corrcoef(full.p_convert(rows), p)[0, 1] > 0.98
+    cheap, dear = frame(log_price=2.0, score=0.0), frame(log_price=4.0, score=0.0)
+    assert full.median_delay(dear)[0] / full.median_delay(cheap)[0] == pytest.approx(np.exp(1.2), rel=0.15)
+    # Feature-aware flip probabilities predict which negatives flip better than engagement alone.
+    negative = rows["label"].to_numpy() == 0
+
+    def nll(model):
+        q = np.clip(flip_probability(model, rows)[negative], 1e-9, 1 - 1e-9)
+        y = eventual[negative]
+        return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+
+    assert nll(full) < nll(plain) - 0.005
+
+
+def test_weight_helpers():
+    assert effective_sample_size(np.ones(10)) == pytest.approx(10.0)
+    assert effective_sample_size(np.r_[np.ones(9), 0.0]) == pytest.approx(9.0)
+    assert effective_sample_size(np.r_[np.ones(9), 9.0]) < 5
+    assert effective_sample_size(np.zeros(3)) == 0.0
+    np.testing.assert_allclose(normalised(np.array([1.0, 3.0])), [0.5, 1.5])
+
+
+def test_pair_features_read_the_catalogue_and_the_graph():
+    products = pd.DataFrame(
+        {"product_id": [0, 1, 2, 3], "category": [0, 0, 1, -1], "price": [10.0, np.nan, 100.0, 10.0]}
+    )
+    edges = pd.DataFrame(
+        {"src": [0, 0, 1, 2, 0], "dst": [2, 2, 2, 0, 1], "weight": [1.0, 2.0, 1.0, 1.0, 1.0]}
+    )
+    got = pair_features(np.array([0, 3, 1]), np.array([2, 1, 0]), products, edges)
+    assert got["pair_copurchases"].tolist() == pytest.approx([np.log(4.0), 0.0, 0.0])  # repeated rows add up
+    assert got["shown_popularity"].tolist() == pytest.approx([np.log(5.0), np.log(2.0), np.log(2.0)])
+    assert got["source_activity"].tolist() == pytest.approx([np.log(5.0), 0.0, np.log(2.0)])
+    assert got["log_price"].tolist() == pytest.approx(
+        [np.log(100.0), np.log(10.0), np.log(10.0)]
+    )  # NaN -> median
+    # Category 0 leads to category 1 far more than category 1's share: positive lift.
+    assert got["category_lift"].iloc[0] > 0 and np.isfinite(got["category_lift"]).all()
+
+
+def test_flip_table_by_engagement_and_elapsed_time():
+    rows = frame(
+        [0.5, 0.5, 3.0, 3.0, 10.0, 0.5],
+        label=[0, 0, 0, 0, 0, 1],
+        clicked=[1, 0, 1, 1, 0, 1],
+        carted=[1, 0, 0, 0, 0, 0],
+    )
+    table = flip_table(rows, np.array([0.6, 0.1, 0.2, 0.4, 0.01, 0.0]), eventual=np.array([1, 0, 0, 1, 0, 1]))
+    assert table["count"].sum() == 5  # observed positives have nothing left to flip
+    clicked = table[(table["engagement"] == "clicked")]
+    assert clicked["estimated_flip"].tolist() == pytest.approx([0.3]) and clicked["true_flip"].tolist() == [
+        0.5
+    ]
+    assert set(table["engagement"]) == {"none", "clicked", "carted"}

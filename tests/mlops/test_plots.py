@@ -30,6 +30,7 @@ GROUPED = {
     "lines_by_bucket": ("bucket", ["0", "1", "2"]),
     "reliability_by_bucket": ("bucket", ["0", "1", "2"]),
     "ccdf_by_direction": ("direction", ["in", "out"]),
+    "lines_by_engagement": ("engagement", ["none", "clicked", "carted"]),
 }
 BUILT_IN = {"linear", "simple", "smooth", "scatter", "scatter_jitter", "confusion", "confusion_normalized"}
 CHROMIUM_TIMEOUT_S = 60

@@ -26,7 +26,7 @@ METRICS = {
     },
     "label_delay": {
         "last_7_days": {"observed_positivity": 0.031, "corrected_positivity": 0.052},
-        "median_delay_days": {"carted": 1.5, "not_carted": 3.2},
+        "weights": {"importance": {"ess_share": 0.83}},
     },
     "train": {
         "final_conv_loss": 0.41234,
@@ -90,7 +90,7 @@ def test_every_stage_gets_its_headline_from_its_metrics(tmp_path):
     assert s["ingest"] == (
         "1,200 products, 34,567 edges (25% reciprocated), impressions train 10,000, calib 2,000, test 1,000"
     )
-    assert "observed 3.1% → delay-corrected 5.2%" in s["label_delay"] and "1.5 d (carted)" in s["label_delay"]
+    assert "observed 3.1% → delay-corrected 5.2%" in s["label_delay"] and "ESS 83.0%" in s["label_delay"]
     assert "conv loss 0.4123" in s["train"] and "calib AUC 0.712" in s["train"] and "42 s" in s["train"]
     assert "ECE raw 0.081 → calibrated 0.012" in s["calibrate"]
     assert "recall per-bucket 42.0% vs single 35.0%" in s["thresholds"]

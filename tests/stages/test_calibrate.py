@@ -16,7 +16,9 @@ def trained():
     from tests.conftest import TINY_PARAMS
 
     data = ingest.ingest(IngestConfig.model_validate(TINY_PARAMS["ingest"]))
-    weighted, _ = label_delay.weigh(data.impressions, data.snapshot, config("label_delay"))
+    weighted, _ = label_delay.weigh(
+        data.impressions, data.snapshot, config("label_delay"), data.products, data.edges
+    )
     _, moments, _ = train.fit(
         data.products, data.edges, weighted, TrainConfig.model_validate(TINY_PARAMS["train"]), progress=False
     )

@@ -42,16 +42,35 @@ def test_simulated_ingest_writes_valid_tables_and_metrics(project):
     assert io.read_sparse(paths.FEATURES, n_rows=len(products)).shape == (300, 0)
     assert metrics["feature_columns"] == 0
     assert set(impressions["split"]) == {"train", "calib", "test"}
-    # Splits are ordered in time and nothing is observed after the snapshot.
-    last = impressions.groupby("split")["shown_at"].agg(["min", "max"])
-    assert (
-        last.loc["train", "max"] < last.loc["calib", "min"]
-        and last.loc["calib", "max"] < last.loc["test", "min"]
-    )
+    # Splits hold out sessions (source x day): interleaved in time, every split up to the snapshot.
+    day = impressions["shown_at"].dt.floor("D")
+    assert (impressions.groupby([impressions["source_id"], day])["split"].nunique() == 1).all()
     snapshot = pd.Timestamp(json.loads(paths.INGEST_META.read_text())["snapshot"])
+    last_day = impressions["shown_at"] >= snapshot - pd.Timedelta(days=1)
+    assert set(impressions.loc[last_day, "split"]) == {"train", "calib", "test"}
     assert (impressions["converted_at"].dropna() <= snapshot).all()
     # The training tables do not carry any ground truth column.
     assert not {"p_convert", "label_eventual", "delay_days"} & set(impressions.columns)
+
+
+def test_split_holds_out_sessions_by_their_key():
+    from nextbuy.config import SplitConfig
+
+    keys = pd.Series([f"sku-{i % 5000}" for i in range(20_000)])
+    shown = pd.Series(pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(20_000) // 5000, unit="D"))
+    cfg = SplitConfig(calib_share=0.2, test_share=0.1, seed=0)
+    split = ingest.assign_split(keys, shown, cfg)
+    shares = pd.Series(split).value_counts(normalize=True)
+    assert shares["test"] == pytest.approx(0.1, abs=0.01) and shares["calib"] == pytest.approx(0.2, abs=0.01)
+    # A session (source x day) stays together; one source spreads over splits across days.
+    sessions = pd.DataFrame({"key": keys, "day": shown, "split": split})
+    assert (sessions.groupby(["key", "day"])["split"].nunique() == 1).all()
+    assert (sessions.groupby("key")["split"].nunique() > 1).mean() > 0.3
+    # Row order does not decide; the seed reshuffles.
+    reversed_split = ingest.assign_split(keys.iloc[::-1], shown.iloc[::-1], cfg)
+    assert (reversed_split[::-1] == split).all()
+    other_seed = SplitConfig(calib_share=0.2, test_share=0.1, seed=1)
+    assert (ingest.assign_split(keys, shown, other_seed) != split).mean() > 0.2
 
 
 def test_ingest_is_deterministic(project, tiny_params):

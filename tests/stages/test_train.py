@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nextbuy.config import IngestConfig, LabelDelayConfig, TrainConfig
+from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.mlops import io
 from nextbuy.stages import ingest, label_delay, train
 from tests.helpers import config
@@ -30,7 +31,11 @@ def _one_thread():
 def test_same_inputs_same_embeddings(tiny_params):
     data = ingest.ingest(IngestConfig.model_validate(tiny_params["ingest"]))
     weighted, _ = label_delay.weigh(
-        data.impressions, data.snapshot, LabelDelayConfig.model_validate(tiny_params["label_delay"])
+        data.impressions,
+        data.snapshot,
+        LabelDelayConfig.model_validate(tiny_params["label_delay"]),
+        data.products,
+        data.edges,
     )
     cfg = TrainConfig.model_validate(tiny_params["train"])
     _, a, history = train.fit(data.products, data.edges, weighted, cfg, progress=False)
@@ -47,9 +52,9 @@ def test_same_inputs_same_embeddings(tiny_params):
 
 
 def test_weighting_choice_selects_the_weight_column():
-    rows = pd.DataFrame({"weight_iw": [0.5, 2.0], "weight_naive": [1.0, 1.0]})
-    np.testing.assert_array_equal(train.conversion_weights(rows, "importance"), [0.5, 2.0])
-    np.testing.assert_array_equal(train.conversion_weights(rows, "naive"), [1.0, 1.0])
+    rows = pd.DataFrame({f"weight_{m}": [float(i), 1.0] for i, m in enumerate(WEIGHTING_METHODS)})
+    for i, method in enumerate(WEIGHTING_METHODS):
+        np.testing.assert_array_equal(train.conversion_weights(rows, method), [float(i), 1.0])
 
 
 def test_blade_arguments_carry_every_model_knob_of_the_train_section():
@@ -95,8 +100,8 @@ def _weighted(n: int = 6000, seed: int = 0) -> pd.DataFrame:
             "source_id": rng.integers(0, 50, n),
             "shown_id": rng.integers(0, 50, n),
             "label": (rng.random(n) < 0.2).astype(float),
-            "weight_iw": rng.uniform(0.5, 2.0, n),
-            "weight_naive": np.ones(n),
+            **{f"weight_{m}": np.ones(n) for m in WEIGHTING_METHODS},
+            "weight_importance": rng.uniform(0.5, 2.0, n),
         }
     )
 
@@ -137,12 +142,12 @@ def test_shuffled_labels_are_permuted_with_their_weights_but_not_their_pairs():
     pd.testing.assert_frame_equal(
         rows[["source_id", "shown_id", "split"]], original[["source_id", "shown_id", "split"]]
     )
-    for col in ("label", "weight_iw"):
+    for col in ("label", "weight_importance"):
         assert sorted(rows[col]) == sorted(original[col])
     assert not np.array_equal(rows["label"].to_numpy(), original["label"].to_numpy())
     # a label keeps its own weights when permuted
-    pairs = sorted(zip(rows["label"], rows["weight_iw"], strict=True))
-    assert pairs == sorted(zip(original["label"], original["weight_iw"], strict=True))
+    pairs = sorted(zip(rows["label"], rows["weight_importance"], strict=True))
+    assert pairs == sorted(zip(original["label"], original["weight_importance"], strict=True))
     again = train.training_rows(weighted, cfg)
     pd.testing.assert_frame_equal(fit, again[0])
 
@@ -221,11 +226,11 @@ def test_conversion_validation_is_minus_the_weighted_log_loss_of_the_conversion_
         .numpy()
     )
     p = 1 / (1 + np.exp(-logit.astype(np.float64)))
-    y, w = rows["label"].to_numpy(), rows["weight_iw"].to_numpy()
+    y, w = rows["label"].to_numpy(), rows["weight_importance"].to_numpy()
     expected = (w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() / w.sum()
     assert validate(model, graph) == pytest.approx(expected, rel=1e-4)
     # zero-weight rows do not count; no weight at all: no validation
-    extra = rows.assign(weight_iw=0.0, label=1.0 - rows["label"])
+    extra = rows.assign(weight_importance=0.0, label=1.0 - rows["label"])
     both = train.conversion_validation(pd.concat([rows, extra]), "importance", chunk=16)
     assert both(model, graph) == pytest.approx(expected, rel=1e-4)
     assert train.conversion_validation(extra, "importance", chunk=16) is None

@@ -148,7 +148,9 @@ def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
     data = ingest.ingest(section_config(params, "ingest"))
     if data.truth_impressions is None:
         raise ValueError("bench model needs a simulated store (its truth scores the models)")
-    weighted, _ = label_delay.weigh(data.impressions, data.snapshot, section_config(params, "label_delay"))
+    weighted, _ = label_delay.weigh(
+        data.impressions, data.snapshot, section_config(params, "label_delay"), data.products, data.edges
+    )
     rows = test_rows(data, weighted)
     train_cfg = section_config(params, "train")
     per_seed = [_one_seed(data, weighted, rows, train_cfg, train_cfg.seed + s) for s in range(int(seeds))]

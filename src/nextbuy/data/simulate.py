@@ -6,6 +6,13 @@ popularity, and the directed co-purchase graph) plus ``Traffic`` drawn from it
 true conversion probability behind each). Everything is pure and vectorised;
 the same seed gives the same store.
 
+Stores launch products continuously (``launch_rate``): a random share of the
+catalogue launches during the impression history, and nobody buys or is shown
+a product before its launch (``truth_products.launched_at``, NaT = there from
+before the purchase history). So the freshest days hold products with no
+matured history: waiting for their labels loses them, and training naively on
+the censored labels under-scores them.
+
 Affinity of "bought u, shown v" is ``src_u · tgt_v``. Its scale is fixed by
 the constants below, so a world built from a real graph (``world_from_graph``)
 converts at rates comparable to a simulated one.
@@ -51,7 +58,10 @@ MAX_DELAY_DAYS = 3_650.0  # keeps nanosecond times far from int64 overflow
 
 CHUNK = 1 << 18  # draws per chunk: bounds the (chunk, candidates) arrays
 
-_WORLD, _TRAFFIC = 0, 1  # independent random streams per seed
+# Independent random streams per seed. Launch draws have their own streams, so
+# launch_rate 0 leaves every other draw (and the whole store) unchanged.
+_WORLD, _TRAFFIC, _LAUNCH, _TRAFFIC_LAUNCH = 0, 1, 2, 3
+NAT_NS = np.iinfo(np.int64).min  # NaT as int64: a product there from before the purchase history
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +69,7 @@ class StoreWorld:
     """The hidden truth of a store: enough to simulate more traffic later."""
 
     products: pd.DataFrame  # schemas.PRODUCTS
-    truth_products: pd.DataFrame  # schemas.TRUTH_PRODUCTS
+    truth_products: pd.DataFrame  # schemas.TRUTH_PRODUCTS, with launched_at (NaT = always there)
     edges: pd.DataFrame  # schemas.EDGES, u->v = "bought u, then v"
     start: pd.Timestamp  # start of impression history
     snapshot: pd.Timestamp  # start + history_days; later events are censored
@@ -164,8 +174,16 @@ def _category_vectors(
 # --------------------------------------------------------------------------- world
 
 
-def _truth_products_frame(popularity: np.ndarray, src: np.ndarray, tgt: np.ndarray) -> pd.DataFrame:
-    cols = {"product_id": np.arange(len(popularity), dtype=np.int64), "popularity": popularity}
+def _truth_products_frame(
+    popularity: np.ndarray, src: np.ndarray, tgt: np.ndarray, launch_ns: np.ndarray | None = None
+) -> pd.DataFrame:
+    if launch_ns is None:
+        launch_ns = np.full(len(popularity), NAT_NS, dtype=np.int64)
+    cols = {
+        "product_id": np.arange(len(popularity), dtype=np.int64),
+        "popularity": popularity,
+        "launched_at": pd.to_datetime(launch_ns.view("datetime64[ns]")),
+    }
     cols.update({f"src_{j}": src[:, j].astype(np.float64) for j in range(src.shape[1])})
     cols.update({f"tgt_{j}": tgt[:, j].astype(np.float64) for j in range(tgt.shape[1])})
     return pd.DataFrame(cols)
@@ -176,6 +194,43 @@ def _latents(world: StoreWorld) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     src = tp.filter(regex=r"^src_\d+$").to_numpy(np.float64)
     tgt = tp.filter(regex=r"^tgt_\d+$").to_numpy(np.float64)
     return tp["popularity"].to_numpy(np.float64), src, tgt
+
+
+def _launch_ns(world: StoreWorld) -> np.ndarray:
+    """Launch time per product id in ns; NAT_NS (below any time) for products always there."""
+    tp = world.truth_products.sort_values("product_id")
+    if "launched_at" not in tp:
+        return np.full(len(tp), NAT_NS, dtype=np.int64)
+    return pd.to_datetime(tp["launched_at"]).to_numpy("datetime64[ns]").view(np.int64)
+
+
+def _launches(
+    rng: np.random.Generator, cfg: SimulatorConfig, start: pd.Timestamp, snapshot: pd.Timestamp
+) -> np.ndarray:
+    """round(launch_rate * history_days * n) random products launch uniformly in [start, snapshot)."""
+    n = cfg.n_products
+    launch = np.full(n, NAT_NS, dtype=np.int64)
+    n_new = min(int(round(cfg.launch_rate * cfg.history_days * n)), n)
+    if n_new:
+        new = rng.permutation(n)[:n_new]
+        launch[new] = start.value + (rng.random(n_new) * (snapshot.value - start.value)).astype(np.int64)
+    return launch
+
+
+def _not_before(
+    rng: np.random.Generator, t_ns: np.ndarray, earliest_ns: np.ndarray, end_ns: int
+) -> np.ndarray:
+    """``t_ns`` with every time before ``earliest_ns`` redrawn uniformly in [earliest_ns, end_ns).
+
+    Needs earliest_ns < end_ns wherever a time is redrawn; draws nothing when none is early.
+    """
+    early = np.flatnonzero(t_ns < earliest_ns)
+    if not len(early):
+        return t_ns
+    lo = earliest_ns[early]
+    t_ns = t_ns.copy()
+    t_ns[early] = lo + (rng.random(len(early)) * (end_ns - lo)).astype(np.int64)
+    return t_ns
 
 
 def _co_purchases(
@@ -276,6 +331,11 @@ def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
     # Purchases span [start - history_days, snapshot): the graph predates the impression log.
     span = snapshot.value - (start.value - int(cfg.history_days * NS_PER_DAY))
     t_ns = snapshot.value - span + (rng.random(len(u)) * span).astype(np.int64)
+    # Nobody buys a product before its launch: such purchases move to after it (the
+    # pairs stay, so the graph's structure does not depend on launch_rate).
+    launch_rng = _rng(seed, _LAUNCH)
+    launch = _launches(launch_rng, cfg, start, snapshot)
+    t_ns = _not_before(launch_rng, t_ns, np.maximum(launch[u], launch[v]), snapshot.value)
     edges = _aggregate_edges(u, v, t_ns)
 
     products = pd.DataFrame(
@@ -286,7 +346,8 @@ def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
             "price": price.astype(np.float64),
         }
     )
-    return StoreWorld(products, _truth_products_frame(popularity, src, tgt), edges, start, snapshot)
+    truth_products = _truth_products_frame(popularity, src, tgt, launch)
+    return StoreWorld(products, truth_products, edges, start, snapshot)
 
 
 def world_from_graph(
@@ -298,7 +359,8 @@ def world_from_graph(
     weighted adjacency (left = source role, right = target role, rows scaled
     to unit length), then scaled so that edges and random pairs get the
     simulator's mean affinities; the last latent dimension carries the
-    unrelated-pair offset. Popularity is in+out weighted degree + 1.
+    unrelated-pair offset. Popularity is in+out weighted degree + 1. Every
+    product exists from the start (launched_at NaT).
     """
     products = products.sort_values("product_id").reset_index(drop=True)
     n = len(products)
@@ -435,6 +497,10 @@ def simulate_traffic(
     from the same world: the same seed repeats the same draws.
     ``odds_multiplier(source, shown, shown_at_ns)`` injects drift: the true
     conversion odds of each impression are multiplied by what it returns.
+    Nothing is shown before its source and shown product launched: such an
+    impression is redrawn uniformly in [max(launches, start), end), and dropped
+    when a launch is at or after ``end`` (only a window ending before some
+    launches gets fewer than ``n_impressions``).
     """
     start, end, observe_at = pd.Timestamp(start), pd.Timestamp(end), pd.Timestamp(observe_at)
     if not start < end <= observe_at:
@@ -444,6 +510,13 @@ def simulate_traffic(
     popularity, _, _ = _latents(world)
     u, v = _policy(rng, world, cfg, popularity, size)
     shown = start.value + (rng.random(size) * (end.value - start.value)).astype(np.int64)
+    launch = _launch_ns(world)
+    earliest = np.maximum(launch[u], launch[v])
+    exists = earliest < end.value
+    if not exists.all():
+        u, v, shown, earliest = u[exists], v[exists], shown[exists], earliest[exists]
+        size = len(u)
+    shown = _not_before(_rng(seed, _TRAFFIC_LAUNCH), shown, np.maximum(earliest, start.value), end.value)
     order = np.argsort(shown, kind="stable")  # impression ids follow time
     u, v, shown = u[order], v[order], shown[order]
 

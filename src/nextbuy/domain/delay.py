@@ -1,19 +1,36 @@
-"""Delayed feedback: a conversion-delay model and importance weights.
+"""Delayed feedback: a feature-aware conversion-delay model and importance weights.
 
 A recommendation shown at ``shown_at`` may convert days later, so at the
-snapshot a recent impression that is still 0 may yet flip to 1. Following
-Chapelle (2014), the eventual conversion and its delay are modelled jointly:
+snapshot a recent impression that is still 0 may yet flip to 1. Following the
+joint model of Chapelle (2014, "Modeling delayed feedback in display
+advertising", KDD), the eventual conversion and its delay are modelled together,
+both as functions of the pair's features x and the engagement g seen so far:
 
-    P(convert | x)        = sigmoid(conv_coef · [1, clicked, carted])
-    delay | convert, x    ~ lognormal or Weibull with parameters linear in [1, carted]
+    p(x, g)       = P(eventual conversion | x, g) = sigmoid(beta . [1, z])
+    F(e | x, g)   = P(delay <= e | converts, x, g): lognormal or Weibull, location and
+                    log-scale linear in [1, z]
 
-and fitted by maximum likelihood with right-censoring at the elapsed time.
-From the fitted model each impression gets
+where z are the standardised signal columns (engagement flags ``clicked`` and
+``carted``, and the pair features of :func:`pair_features`: shown price,
+popularity, the source's activity, the pair's co-purchase count, the category
+pair's co-purchase lift). Censoring at the snapshot is handled in the
+likelihood: a conversion seen after d days contributes ``log p + log f(d)``, an
+impression not converted after e days ``log(1 - p + p (1 - F(e)))``.
 
-* ``p_flip``: P(eventual conversion | not converted after e days), and
-* an importance weight P(x, y) / Q(x, y) at its observed label, where Q is the
-  censored distribution of observed labels (ES-DFM style), so that weighted
-  losses / means over observed labels estimate those over eventual labels.
+Importance weights (ES-DFM, Yang et al. 2021; DEFER, Gu et al. 2021). What the
+snapshot shows is drawn from Q(y_obs = 1 | x, g, e) = p F(e), while the model
+should learn P(y = 1 | x) = E_g p(x, g). For any loss l,
+
+    E_Q[w l] = Q(1) w(1) l(1) + Q(0) w(0) l(0) = p l(1) + (1 - p) l(0) = E_P[l]
+
+with w(y) = P(y) / Q(y):
+
+    observed positive:  w = p / (p F(e)) = 1 / F(e)
+    observed negative:  w = (1 - p) / (1 - p F(e)) = 1 - p_flip
+
+where p_flip = P(eventual conversion | not converted after e days) =
+p (1 - F) / (1 - p F). Weights are clipped to ``max_weight`` (an immature
+positive's 1/F explodes at e -> 0) and may be normalised to mean 1.
 
 Pure numpy/scipy at prediction time; torch is imported only inside the fit
 (for autograd), so serving never needs it.
@@ -21,6 +38,7 @@ Pure numpy/scipy at prediction time; torch is imported only inside the fit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,97 +49,28 @@ from scipy import optimize, special
 from nextbuy.domain.timeunits import DAY
 
 FAMILIES = ("lognormal", "weibull")
+ENGAGEMENT = ("clicked", "carted")
+FEATURES = ("log_price", "shown_popularity", "source_activity", "pair_copurchases", "category_lift")
+SIGNALS = ENGAGEMENT + FEATURES
+IMPORTANCE_SIGNALS = {
+    "importance": SIGNALS,
+    "importance_no_engagement": FEATURES,
+    "importance_no_features": ENGAGEMENT,
+}
 
 # Delays and elapsed times are clipped away from 0 so log(t) stays finite.
 _MIN_DAYS = 1e-6
-# Tiny ridge on non-intercept coefficients: it only matters when a signal group
-# is empty or perfectly separated, where it keeps the optimum finite.
-_RIDGE = 1e-6
+# Ridge on the standardised non-intercept coefficients: negligible against the
+# likelihood of thousands of rows, but it keeps an empty or perfectly separated
+# signal group at a finite optimum.
+_RIDGE = 1e-4
 # Box bounds for L-BFGS-B, the second guard for degenerate data.
 _COEF_BOUND = 30.0
 _LOC_BOUND = 20.0
 _LOG_SCALE_BOUND = 5.0
 
 
-def _conv_design(clicked: np.ndarray, carted: np.ndarray) -> np.ndarray:
-    clicked = np.asarray(clicked, dtype=np.float64)
-    carted = np.asarray(carted, dtype=np.float64)
-    return np.stack(np.broadcast_arrays(np.ones_like(clicked), clicked, carted), axis=-1)
-
-
-def _delay_design(carted: np.ndarray) -> np.ndarray:
-    carted = np.asarray(carted, dtype=np.float64)
-    return np.stack([np.ones_like(carted), carted], axis=-1)
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: array fields make field-wise == ambiguous
-class DelayModel:
-    """Fitted eventual-conversion + delay model.
-
-    ``conv_coef`` (3,): logistic coefficients on ``[1, clicked, carted]``.
-    ``delay_coef`` (2, 2): row 0 = location coefficients on ``[1, carted]``
-    (lognormal: mu of log-delay; weibull: log scale), row 1 = log-scale
-    coefficients on ``[1, carted]`` (lognormal: log sigma; weibull: log shape).
-    Delays are in days.
-    """
-
-    family: str
-    conv_coef: np.ndarray
-    delay_coef: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"unknown delay family {self.family!r}; expected one of {FAMILIES}")
-        object.__setattr__(self, "conv_coef", np.asarray(self.conv_coef, dtype=np.float64).reshape(3))
-        object.__setattr__(self, "delay_coef", np.asarray(self.delay_coef, dtype=np.float64).reshape(2, 2))
-
-    # --- conversion -------------------------------------------------------
-    def logit(self, clicked: np.ndarray, carted: np.ndarray) -> np.ndarray:
-        return _conv_design(clicked, carted) @ self.conv_coef
-
-    def p_convert(self, clicked: np.ndarray, carted: np.ndarray) -> np.ndarray:
-        """P(eventual conversion | signals)."""
-        return special.expit(self.logit(clicked, carted))
-
-    # --- delay ------------------------------------------------------------
-    def _loc_logscale(self, carted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z = _delay_design(carted)
-        return z @ self.delay_coef[0], z @ self.delay_coef[1]
-
-    def log_survival(self, t_days: np.ndarray, carted: np.ndarray) -> np.ndarray:
-        """log P(delay > t | converts)."""
-        loc, log_scale = self._loc_logscale(carted)
-        log_t = np.log(np.maximum(np.asarray(t_days, dtype=np.float64), _MIN_DAYS))
-        if self.family == "lognormal":
-            return special.log_ndtr(-(log_t - loc) / np.exp(log_scale))
-        # weibull: S = exp(-(t/lambda)^k), lambda = exp(loc), k = exp(log_scale)
-        with np.errstate(over="ignore"):  # overflow means S = 0, which -inf encodes
-            return -np.exp(np.exp(log_scale) * (log_t - loc))
-
-    def survival(self, t_days: np.ndarray, carted: np.ndarray) -> np.ndarray:
-        """P(delay > t | converts)."""
-        return np.exp(self.log_survival(t_days, carted))
-
-    def median_delay(self, carted: np.ndarray) -> np.ndarray:
-        """Median conversion delay in days (given it converts)."""
-        loc, log_scale = self._loc_logscale(carted)
-        if self.family == "lognormal":
-            return np.exp(loc)
-        return np.exp(loc) * np.log(2.0) ** np.exp(-log_scale)
-
-    # --- persistence ------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "conv_coef": self.conv_coef.tolist(),
-            "delay_coef": self.delay_coef.tolist(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DelayModel:
-        return cls(
-            family=d["family"], conv_coef=np.asarray(d["conv_coef"]), delay_coef=np.asarray(d["delay_coef"])
-        )
+# --------------------------------------------------------------------------- signals
 
 
 def observed_signals(impressions: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
@@ -146,43 +95,197 @@ def observed_signals(impressions: pd.DataFrame, at: pd.Timestamp) -> pd.DataFram
     )
 
 
-def _validate(elapsed_days, label, clicked, carted) -> tuple[np.ndarray, ...]:
-    e = np.asarray(elapsed_days, dtype=np.float64)
-    y = np.asarray(label, dtype=np.float64)
-    c1 = np.asarray(clicked, dtype=np.float64)
-    c2 = np.asarray(carted, dtype=np.float64)
-    if not (e.shape == y.shape == c1.shape == c2.shape) or e.ndim != 1:
-        raise ValueError("elapsed_days, label, clicked, carted must be 1-d arrays of equal length")
+def _weight_by(ids: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(ids, weights=weight, minlength=n)[:n]
+
+
+def pair_features(
+    source_id: np.ndarray, shown_id: np.ndarray, products: pd.DataFrame, edges: pd.DataFrame
+) -> pd.DataFrame:
+    """The delay model's view of a (source, shown) pair, from the catalogue and the
+    co-purchase graph only (no labels, so no leak between splits):
+
+    * ``log_price`` of the shown product (the catalogue median where unknown);
+    * ``shown_popularity``: log(1 + co-purchases into the shown product);
+    * ``source_activity``: log(1 + co-purchases out of the source product);
+    * ``pair_copurchases``: log(1 + co-purchases source -> shown);
+    * ``category_lift``: log of how much more often the source's category leads to the
+      shown one's than the shown category's share of all co-purchases (+1 smoothing;
+      unknown categories form one group).
+    """
+    src = np.asarray(source_id, dtype=np.int64)
+    dst = np.asarray(shown_id, dtype=np.int64)
+    n = len(products)
+    by_id = products.sort_values("product_id")
+    price = by_id["price"].to_numpy(dtype=float)
+    log_price = np.log(np.where(np.isfinite(price) & (price > 0), price, np.nan))
+    fill = np.nanmedian(log_price) if np.isfinite(log_price).any() else 0.0
+    log_price = np.where(np.isfinite(log_price), log_price, fill)
+
+    eu, ev = edges["src"].to_numpy(np.int64), edges["dst"].to_numpy(np.int64)
+    ew = edges["weight"].to_numpy(np.float64) if "weight" in edges else np.ones(len(edges))
+    into, out_of = _weight_by(ev, ew, n), _weight_by(eu, ew, n)
+    pair_weight = pd.Series(ew).groupby(eu * n + ev).sum()  # edge lists may repeat a pair
+    pair = pair_weight.reindex(src * n + dst, fill_value=0.0).to_numpy()
+
+    category = by_id["category"].to_numpy(np.int64)
+    codes, groups = np.unique(category, return_inverse=True)
+    k = len(codes)
+    flows = np.ones((k, k)) + np.bincount(groups[eu] * k + groups[ev], weights=ew, minlength=k * k).reshape(
+        k, k
+    )
+    share_in = flows.sum(axis=0) / flows.sum()
+    lift = np.log(flows / flows.sum(axis=1, keepdims=True) / share_in[None, :])
+    return pd.DataFrame(
+        {
+            "log_price": log_price[dst],
+            "shown_popularity": np.log1p(into[dst]),
+            "source_activity": np.log1p(out_of[src]),
+            "pair_copurchases": np.log1p(pair),
+            "category_lift": lift[groups[src], groups[dst]],
+        }
+    )
+
+
+def _standardised(frame: pd.DataFrame, columns: Sequence[str], center, scale) -> np.ndarray:
+    """[1, (x - center) / scale] for the model's columns: the design of all three linear parts."""
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise ValueError(f"signals lack column(s) {missing} the delay model was fitted on")
+    x = frame[list(columns)].to_numpy(dtype=np.float64).reshape(len(frame), len(columns))
+    if not np.isfinite(x).all():
+        bad = sorted({columns[j] for j in np.flatnonzero(~np.isfinite(x).all(axis=0))})
+        raise ValueError(f"signal column(s) {bad} hold NaN or infinite values")
+    return np.hstack([np.ones((len(frame), 1)), (x - center) / scale])
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: array fields make field-wise == ambiguous
+class DelayModel:
+    """Fitted eventual-conversion + delay model over the signal ``columns``.
+
+    ``center`` / ``scale`` standardise the columns (fit-row mean and std);
+    ``conv_coef`` (1+k,): logistic coefficients on ``[1, z]``; ``delay_coef`` (2, 1+k):
+    row 0 = location on ``[1, z]`` (lognormal: mu of log-delay; weibull: log scale),
+    row 1 = log-scale (lognormal: log sigma; weibull: log shape). Delays in days.
+    """
+
+    family: str
+    columns: tuple[str, ...]
+    center: np.ndarray
+    scale: np.ndarray
+    conv_coef: np.ndarray
+    delay_coef: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown delay family {self.family!r}; expected one of {FAMILIES}")
+        k = len(self.columns)
+        object.__setattr__(self, "columns", tuple(self.columns))
+        for name, shape in (
+            ("center", (k,)),
+            ("scale", (k,)),
+            ("conv_coef", (k + 1,)),
+            ("delay_coef", (2, k + 1)),
+        ):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64).reshape(shape))
+
+    def design(self, signals: pd.DataFrame) -> np.ndarray:
+        return _standardised(signals, self.columns, self.center, self.scale)
+
+    # --- conversion -------------------------------------------------------
+    def logit(self, signals: pd.DataFrame) -> np.ndarray:
+        return self.design(signals) @ self.conv_coef
+
+    def p_convert(self, signals: pd.DataFrame) -> np.ndarray:
+        """P(eventual conversion | signals)."""
+        return special.expit(self.logit(signals))
+
+    # --- delay ------------------------------------------------------------
+    def _loc_logscale(self, signals: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        z = self.design(signals)
+        return z @ self.delay_coef[0], z @ self.delay_coef[1]
+
+    def log_survival(self, t_days: np.ndarray, signals: pd.DataFrame) -> np.ndarray:
+        """log P(delay > t | converts)."""
+        loc, log_scale = self._loc_logscale(signals)
+        return _log_survival(self.family, np.asarray(t_days, dtype=np.float64), loc, log_scale)
+
+    def survival(self, t_days: np.ndarray, signals: pd.DataFrame) -> np.ndarray:
+        """P(delay > t | converts)."""
+        return np.exp(self.log_survival(t_days, signals))
+
+    def median_delay(self, signals: pd.DataFrame) -> np.ndarray:
+        """Median conversion delay in days (given it converts)."""
+        loc, log_scale = self._loc_logscale(signals)
+        if self.family == "lognormal":
+            return np.exp(loc)
+        return np.exp(loc) * np.log(2.0) ** np.exp(-log_scale)
+
+    # --- persistence ------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "columns": list(self.columns),
+            "center": self.center.tolist(),
+            "scale": self.scale.tolist(),
+            "conv_coef": self.conv_coef.tolist(),
+            "delay_coef": self.delay_coef.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DelayModel:
+        return cls(**{k: d[k] for k in ("family", "columns", "center", "scale", "conv_coef", "delay_coef")})
+
+
+def _log_survival(family: str, t: np.ndarray, loc: np.ndarray, log_scale: np.ndarray) -> np.ndarray:
+    log_t = np.log(np.maximum(t, _MIN_DAYS))
+    if family == "lognormal":
+        return special.log_ndtr(-(log_t - loc) / np.exp(log_scale))
+    # weibull: S = exp(-(t/lambda)^k), lambda = exp(loc), k = exp(log_scale)
+    with np.errstate(over="ignore"):  # overflow means S = 0, which -inf encodes
+        return -np.exp(np.exp(log_scale) * (log_t - loc))
+
+
+def _labelled(signals: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    for column in ("elapsed_days", "label"):
+        if column not in signals:
+            raise ValueError(f"signals lack the {column!r} column")
+    e = signals["elapsed_days"].to_numpy(dtype=np.float64)
+    y = signals["label"].to_numpy(dtype=np.float64)
     if np.any(~np.isfinite(e)) or np.any(e < 0):
         raise ValueError("elapsed_days must be finite and >= 0")
     if not np.all(np.isin(y, (0.0, 1.0))):
         raise ValueError("label must be 0/1")
-    return e, y, c1, c2
+    return e, y
+
+
+# --------------------------------------------------------------------------- fit
 
 
 def fit_delay_model(
-    elapsed_days: np.ndarray,
-    label: np.ndarray,
-    delay_days: np.ndarray,
-    clicked: np.ndarray,
-    carted: np.ndarray,
+    signals: pd.DataFrame,
+    columns: Sequence[str] = SIGNALS,
     family: str = "lognormal",
     sample_weight: np.ndarray | None = None,
 ) -> DelayModel:
     """Maximum-likelihood fit with right-censoring (Chapelle 2014).
 
-    Converted rows contribute ``log p + log f(d)``; rows not converted after
-    ``e`` days contribute ``log(1 - p + p S(e))``. Minimised with L-BFGS-B on
-    the (weighted) mean negative log-likelihood; gradients by torch autograd.
+    ``signals``: ``elapsed_days``, ``label``, ``delay_days`` (of observed conversions)
+    and ``columns``. Converted rows contribute ``log p + log f(d)``; rows not converted
+    after ``e`` days contribute ``log(1 - p + p S(e))``. Minimised with L-BFGS-B on the
+    (weighted) mean negative log-likelihood; gradients by torch autograd.
     """
     import torch  # lazy: only fitting needs autograd
 
     if family not in FAMILIES:
         raise ValueError(f"unknown delay family {family!r}; expected one of {FAMILIES}")
-    e, y, c1, c2 = _validate(elapsed_days, label, clicked, carted)
-    d = np.asarray(delay_days, dtype=np.float64)
-    if d.shape != e.shape:
-        raise ValueError("delay_days must have the same length as label")
+    columns = tuple(columns)
+    e, y = _labelled(signals)
+    d = (
+        signals["delay_days"].to_numpy(dtype=np.float64)
+        if "delay_days" in signals
+        else np.full_like(e, np.nan)
+    )
     pos = y == 1.0
     if np.any(~np.isfinite(d[pos])) or np.any(d[pos] < 0):
         raise ValueError("converted rows need a finite delay_days >= 0")
@@ -190,29 +293,35 @@ def fit_delay_model(
     if w.shape != e.shape or np.any(w < 0) or w.sum() <= 0:
         raise ValueError("sample_weight must be non-negative, same length, not all zero")
     w = w / w.sum()
+    raw = signals[list(columns)].to_numpy(dtype=np.float64).reshape(len(signals), len(columns))
+    center = raw.mean(axis=0) if len(raw) else np.zeros(len(columns))
+    spread = raw.std(axis=0) if len(raw) else np.ones(len(columns))
+    scale = np.where(spread > 1e-12, spread, 1.0)  # a constant column stays 0 after centring
+    design = _standardised(signals, columns, center, scale)
 
     # Converted rows are evaluated at their delay, censored rows at their elapsed time.
     t = np.where(pos, np.nan_to_num(d, nan=0.0), e)
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    X, Z = as_t(_conv_design(c1, c2)), as_t(_delay_design(c2))
+    X = as_t(design)
     log_t = as_t(np.log(np.maximum(t, _MIN_DAYS)))
     pos_t, w_t = as_t(pos.astype(np.float64)), as_t(w)
-    ridge_mask = as_t([0, 1, 1, 0, 1, 0, 1])  # non-intercept coefficients
+    k = design.shape[1]
+    ridge_mask = as_t(np.tile(np.r_[0.0, np.ones(k - 1)], 3))  # intercepts are free
 
     def nll(theta: torch.Tensor) -> torch.Tensor:
-        eta = X @ theta[0:3]
-        loc, log_scale = Z @ theta[3:5], Z @ theta[5:7]
+        eta = X @ theta[:k]
+        loc, log_scale = X @ theta[k : 2 * k], X @ theta[2 * k :]
         log_p, log_1mp = torch.nn.functional.logsigmoid(eta), torch.nn.functional.logsigmoid(-eta)
         if family == "lognormal":
             zt = (log_t - loc) / torch.exp(log_scale)
             log_f = -log_t - log_scale - 0.5 * np.log(2 * np.pi) - 0.5 * zt**2
             log_s = torch.special.log_ndtr(-zt)
         else:
-            k = torch.exp(log_scale)
+            shape = torch.exp(log_scale)
             # Clamp: line searches may probe extreme shapes where (t/lambda)^k
             # overflows, and an inf there would turn gradients into NaN.
-            u = torch.exp(torch.clamp(k * (log_t - loc), max=60.0))
-            log_f = log_scale - loc + (k - 1.0) * (log_t - loc) - u
+            u = torch.exp(torch.clamp(shape * (log_t - loc), max=60.0))
+            log_f = log_scale - loc + (shape - 1.0) * (log_t - loc) - u
             log_s = -u
         ll_pos = log_p + log_f
         ll_neg = torch.logaddexp(log_1mp, log_p + log_s)
@@ -226,72 +335,143 @@ def fit_delay_model(
         (grad,) = torch.autograd.grad(loss, theta)
         return float(loss.detach()), grad.numpy().copy()
 
-    theta0 = _initial_theta(y, d, pos, family)
+    theta0 = _initial_theta(y, d, pos, family, k)
     bounds = (
-        [(-_COEF_BOUND, _COEF_BOUND)] * 3
-        + [(-_LOC_BOUND, _LOC_BOUND)] * 2
-        + [(-_LOG_SCALE_BOUND, _LOG_SCALE_BOUND)] * 2
+        [(-_COEF_BOUND, _COEF_BOUND)] * k
+        + [(-_LOC_BOUND, _LOC_BOUND)] * k
+        + [(-_LOG_SCALE_BOUND, _LOG_SCALE_BOUND)] * k
     )
     res = optimize.minimize(
-        fun, theta0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 1000}
+        fun, theta0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 2000}
     )
     theta = res.x
-    return DelayModel(family=family, conv_coef=theta[0:3], delay_coef=np.stack([theta[3:5], theta[5:7]]))
+    return DelayModel(
+        family=family,
+        columns=columns,
+        center=center,
+        scale=scale,
+        conv_coef=theta[:k],
+        delay_coef=np.stack([theta[k : 2 * k], theta[2 * k :]]),
+    )
 
 
-def _initial_theta(y: np.ndarray, d: np.ndarray, pos: np.ndarray, family: str) -> np.ndarray:
+def _initial_theta(y: np.ndarray, d: np.ndarray, pos: np.ndarray, family: str, k: int) -> np.ndarray:
     # Start from the observed rate and the observed (short-biased) delays: close
     # enough for L-BFGS-B, and well-defined even with no conversions at all.
-    rate = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
+    rate = float(np.clip(y.mean(), 1e-3, 1 - 1e-3)) if len(y) else 0.5
     log_d = np.log(np.maximum(d[pos], _MIN_DAYS)) if pos.any() else np.zeros(1)
     loc = float(np.median(log_d))
     spread = float(np.std(log_d)) if log_d.size > 1 else 1.0
     log_scale = float(np.log(max(spread, 0.1))) if family == "lognormal" else 0.0
-    return np.array([special.logit(rate), 0.0, 0.0, loc, 0.0, log_scale, 0.0])
+    theta = np.zeros(3 * k)
+    theta[0], theta[k], theta[2 * k] = special.logit(rate), loc, log_scale
+    return theta
 
 
-def flip_probability(
-    model: DelayModel,
-    elapsed_days: np.ndarray,
-    label: np.ndarray,
-    clicked: np.ndarray,
-    carted: np.ndarray,
-) -> np.ndarray:
+# --------------------------------------------------------------------------- use
+
+
+def flip_probability(model: DelayModel, signals: pd.DataFrame) -> np.ndarray:
     """P(eventual conversion | not converted after e days) = pS(e) / (1 - p + pS(e));
     0 for observed positives."""
-    e, y, c1, c2 = _validate(elapsed_days, label, clicked, carted)
-    eta = model.logit(c1, c2)
+    e, y = _labelled(signals)
+    eta = model.logit(signals)
     # Log space: p S(e) can underflow for old examples, 1 - p can round to 0.
-    log_ps = -np.logaddexp(0.0, -eta) + model.log_survival(e, c2)
+    log_ps = -np.logaddexp(0.0, -eta) + model.log_survival(e, signals)
     log_1mp = -np.logaddexp(0.0, eta)
     p_flip = np.exp(log_ps - np.logaddexp(log_1mp, log_ps))
     return np.where(y == 1.0, 0.0, p_flip)
 
 
-def importance_weights(
-    model: DelayModel,
-    elapsed_days: np.ndarray,
-    label: np.ndarray,
-    clicked: np.ndarray,
-    carted: np.ndarray,
-    max_weight: float,
-) -> np.ndarray:
-    """P(x, y) / Q(x, y) at the observed label, clipped to [0, max_weight].
+def importance_weights(model: DelayModel, signals: pd.DataFrame, max_weight: float) -> np.ndarray:
+    """P(y | x, g) / Q(y | x, g, e) at the observed label, clipped to [0, max_weight].
 
-    Observed negative: (1 - p) / (1 - p + p S(e)) = 1 - p_flip (it may still flip,
-    so it counts less as a negative). Observed positive: 1 / (1 - S(e)) (a
-    conversion seen early stands in for the ones not seen yet).
+    Observed negative: (1 - p) / (1 - p F(e)) = 1 - p_flip (it may still flip, so it
+    counts less as a negative). Observed positive: 1 / F(e) (a conversion seen early
+    stands in for the ones not seen yet).
     """
-    e, y, c1, c2 = _validate(elapsed_days, label, clicked, carted)
-    w_neg = 1.0 - flip_probability(model, e, np.zeros_like(y), c1, c2)
-    # -expm1(log S) = 1 - S without cancellation; 0 at e = 0 gives inf, then clipped.
-    with np.errstate(divide="ignore"):
-        w_pos = 1.0 / -np.expm1(model.log_survival(e, c2))
-    w = np.where(y == 1.0, w_pos, w_neg)
-    return np.clip(w, 0.0, max_weight)
+    e, y = _labelled(signals)
+    w_neg = 1.0 - flip_probability(model, signals.assign(label=0))
+    # -expm1(log S) = F without cancellation; F = 0 at e = 0 gives inf, then clipped.
+    with np.errstate(divide="ignore", over="ignore"):
+        w_pos = 1.0 / -np.expm1(model.log_survival(e, signals))
+    return np.clip(np.where(y == 1.0, w_pos, w_neg), 0.0, max_weight)
+
+
+def normalised(weight: np.ndarray) -> np.ndarray:
+    """Weights rescaled to mean 1 (the loss keeps its scale whatever the clipping took)."""
+    weight = np.asarray(weight, dtype=np.float64)
+    mean = weight.mean() if weight.size else 0.0
+    return weight / mean if mean > 0 else weight
+
+
+def effective_sample_size(weight: np.ndarray) -> float:
+    """Kish's effective sample size (sum w)^2 / sum w^2."""
+    weight = np.asarray(weight, dtype=np.float64)
+    total = float((weight**2).sum())
+    return float(weight.sum() ** 2 / total) if total > 0 else 0.0
 
 
 def expected_eventual_label(label: np.ndarray, p_flip: np.ndarray) -> np.ndarray:
     """E[eventual label | observed]: 1 for observed positives, p_flip otherwise."""
     label = np.asarray(label, dtype=np.float64)
     return label + (1.0 - label) * np.asarray(p_flip, dtype=np.float64)
+
+
+ENGAGEMENT_LEVELS = ("none", "clicked", "carted")
+ELAPSED_BINS = (0.0, 1.0, 2.0, 4.0, 7.0, 14.0, 28.0, np.inf)
+
+
+def engagement_level(signals: pd.DataFrame) -> np.ndarray:
+    """none / clicked / carted (the deepest step reached) per row."""
+    level = signals["clicked"].to_numpy(np.int64) + signals["carted"].to_numpy(np.int64)
+    return np.asarray(ENGAGEMENT_LEVELS, dtype=object)[np.clip(level, 0, 2)]
+
+
+def flip_table(signals: pd.DataFrame, p_flip: np.ndarray, eventual: np.ndarray | None = None) -> pd.DataFrame:
+    """Observed negatives by engagement x elapsed-days bin: mean estimated flip probability
+    and, where ``eventual`` labels are known (a simulator), the share that did flip."""
+    negative = signals["label"].to_numpy() == 0
+    frame = pd.DataFrame(
+        {
+            "engagement": engagement_level(signals)[negative],
+            "elapsed_bin": pd.cut(
+                signals["elapsed_days"].to_numpy()[negative], ELAPSED_BINS, right=False
+            ).astype(str),
+            "elapsed_days": signals["elapsed_days"].to_numpy()[negative],
+            "estimated_flip": np.asarray(p_flip)[negative],
+        }
+    )
+    if eventual is not None:
+        frame["true_flip"] = np.asarray(eventual, dtype=float)[negative]
+    aggregations = {
+        "elapsed_days": ("elapsed_days", "mean"),
+        "estimated_flip": ("estimated_flip", "mean"),
+        "count": ("estimated_flip", "size"),
+    }
+    if eventual is not None:
+        aggregations["true_flip"] = ("true_flip", "mean")
+    table = frame.groupby(["engagement", "elapsed_bin"], observed=True, sort=False).agg(**aggregations)
+    return table.reset_index().sort_values(["engagement", "elapsed_days"]).reset_index(drop=True)
+
+
+def impression_signals(
+    impressions: pd.DataFrame,
+    at: pd.Timestamp,
+    products: pd.DataFrame | None = None,
+    edges: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """:func:`observed_signals` at ``at`` plus, given the catalogue and graph, the
+    :func:`pair_features` of each impression (the delay model's whole input)."""
+    signals = observed_signals(impressions, at)
+    if products is None or edges is None:
+        return signals
+    features = pair_features(
+        impressions["source_id"].to_numpy(), impressions["shown_id"].to_numpy(), products, edges
+    )
+    return pd.concat([signals, features.set_index(signals.index)], axis=1)
+
+
+def signal_columns(method: str, signals: pd.DataFrame) -> tuple[str, ...]:
+    """The columns an importance ``method`` fits on, among those ``signals`` has."""
+    return tuple(c for c in IMPORTANCE_SIGNALS[method] if c in signals)

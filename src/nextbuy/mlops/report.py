@@ -22,7 +22,7 @@ HEADLINES = {
     "label_delay": lambda m: (
         f"last 7 days positivity observed {_pct(m['last_7_days']['observed_positivity'])} → "
         f"delay-corrected {_pct(m['last_7_days']['corrected_positivity'])}; "
-        f"median delay {m['median_delay_days']['carted']:.1f} d (carted)"
+        f"train ESS {_pct(m['weights']['importance']['ess_share'])} of rows"
     ),
     "train": lambda m: (
         f"conv loss {m['final_conv_loss']:.4f}, link loss {m['final_link_loss']:.4f}, "

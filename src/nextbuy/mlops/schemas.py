@@ -11,6 +11,8 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
+from nextbuy.constants import WEIGHTING_METHODS
+
 SPLITS = ("train", "calib", "test")
 TS = "datetime64[ns]"
 
@@ -89,6 +91,8 @@ TRUTH_PRODUCTS = pa.DataFrameSchema(
     {
         "product_id": _id(unique=True),
         "popularity": pa.Column("float64", pa.Check.gt(0), nullable=False),
+        # When the product was launched; NaT = it existed before the purchase history.
+        "launched_at": _ts(nullable=True),
         r"src_\d+": pa.Column("float64", regex=True, nullable=False),
         r"tgt_\d+": pa.Column("float64", regex=True, nullable=False),
     },
@@ -110,9 +114,11 @@ WEIGHTED = pa.DataFrameSchema(
         "elapsed_days": pa.Column("float64", pa.Check.ge(0), nullable=False),
         # P(eventual conversion | observed negative so far); 0 for observed positives.
         "p_flip": _prob(),
-        # Importance weight P/Q of the example at its observed label.
-        "weight_iw": pa.Column("float64", pa.Check.ge(0), nullable=False),
-        "weight_naive": pa.Column("float64", pa.Check.ge(0), nullable=False),
+        # One conversion-loss weight per weighting method (importance: P/Q at the observed label).
+        **{
+            f"weight_{method}": pa.Column("float64", pa.Check.ge(0), nullable=False)
+            for method in WEIGHTING_METHODS
+        },
     },
     name="weighted_impressions",
     strict=True,
@@ -171,6 +177,16 @@ def check_event_order(df: pd.DataFrame) -> dict[str, pd.Index]:
     bad: dict[str, pd.Index] = {}
     for col in ("clicked_at", "carted_at", "converted_at"):
         rows = df.index[df[col].notna() & (df[col] < df["shown_at"])]
+        if len(rows):
+            bad[col] = rows
+    return bad
+
+
+def check_funnel_order(df: pd.DataFrame) -> dict[str, pd.Index]:
+    """Rows clicked or carted after they converted (a conversion ends the funnel), per column."""
+    bad: dict[str, pd.Index] = {}
+    for col in ("clicked_at", "carted_at"):
+        rows = df.index[df[col].notna() & df["converted_at"].notna() & (df[col] > df["converted_at"])]
         if len(rows):
             bad[col] = rows
     return bad

@@ -23,7 +23,8 @@ from nextbuy.mlops import io, schemas
 def score_holdout(
     weighted: pd.DataFrame, moments, cfg: CalibrateConfig
 ) -> tuple[pd.DataFrame, BucketCalibration]:
-    """Pure core: scored calib+test rows and the calibration fitted on matured calib rows."""
+    """Pure core: scored calib+test rows and the calibration fitted on matured calib rows
+    (against their delay-corrected labels)."""
     from nextbuy.domain.graph.scoring import score_and_uncertainty
 
     rows = weighted[weighted["split"].isin(["calib", "test"])].reset_index(drop=True)
@@ -37,13 +38,15 @@ def score_holdout(
             paths.WEIGHTED_IMPRESSIONS,
             f"only {int(fit_mask.sum())} matured calibration rows with both labels "
             f"(need >= {cfg.min_bucket_size}); "
-            "lower calibrate.maturity_days or widen ingest.split.calib_days",
+            "lower calibrate.maturity_days or raise ingest.split.calib_share",
             column="elapsed_days",
         )
+    # Delay-corrected labels: with delays of days to weeks even a "matured" row may still
+    # convert, and observed labels would calibrate every score too low.
     calibration = fit_bucket_calibration(
         score[fit_mask],
         uncertainty[fit_mask],
-        rows["label"].to_numpy()[fit_mask],
+        evaluation_labels(rows)[fit_mask],
         cfg.n_buckets,
         cfg.min_bucket_size,
     )
@@ -91,17 +94,17 @@ def summarise(scored: pd.DataFrame, calibration: BucketCalibration) -> dict:
     test = scored["split"] == "test"
     corrected = evaluation_labels(scored)
     per_bucket = (
-        scored[fit]
+        scored.assign(corrected=corrected)[fit]
         .groupby("bucket")
-        .agg(rows=("label", "size"), positivity=("label", "mean"), mean_score=("score", "mean"))
+        .agg(rows=("label", "size"), positivity=("corrected", "mean"), mean_score=("score", "mean"))
     )
     return {
         "n_buckets": len(calibration.edges) + 1,
         "uncertainty_edges": [float(e) for e in calibration.edges],
-        "calib_matured": _quality(
+        "calib_matured": _quality(  # against the labels calibration was fitted on
             scored.loc[fit, "prob_calibrated"].to_numpy(),
             scored.loc[fit, "score"].to_numpy(),
-            scored.loc[fit, "label"].to_numpy().astype(float),
+            corrected[fit],
         ),
         "test_delay_corrected": _quality(
             scored.loc[test, "prob_calibrated"].to_numpy(),
@@ -124,7 +127,7 @@ def run(params_file: str = "params.yaml") -> dict:
     io.write_csv(
         reliability_table(
             scored["prob_calibrated"].to_numpy()[fit],
-            scored["label"].to_numpy()[fit],
+            evaluation_labels(scored)[fit],
             bucket=scored["bucket"].to_numpy()[fit],
         ),
         plots / "reliability.csv",

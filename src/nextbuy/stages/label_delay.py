@@ -1,8 +1,11 @@
 """label_delay: fit the conversion-delay model and weight every impression.
 
-The delay model is fitted on the train split only (the censored likelihood
-uses matured and immature examples alike), then applied to every split so
-later stages can correct recent labels without reading the ground truth.
+The delay models (the full one, and its no-engagement and no-features
+ablations) are fitted on the train split only — matured and immature impressions
+alike, the censored likelihood needs both — then applied to every split, so the
+train stage can learn from the freshest days and later stages can correct recent
+labels without reading the ground truth. One ``weight_<method>`` column per
+weighting method (``constants.WEIGHTING_METHODS``); ``train.weighting`` picks one.
 """
 
 from __future__ import annotations
@@ -12,41 +15,89 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.config import LabelDelayConfig, load_section
+from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.domain import delay
 from nextbuy.mlops import io, schemas
 
+FLIP_PLOT = "flip_by_engagement.csv"
+
+
+def _fit_rows(signals: pd.DataFrame, train: np.ndarray, cfg: LabelDelayConfig) -> pd.DataFrame:
+    """The train split's signals, refused when there is nothing to fit a delay model on."""
+    rows = signals[train]
+    if not len(rows):
+        raise io.DataError(
+            paths.IMPRESSIONS, "the train split is empty: nothing to fit the delay model on", "split"
+        )
+    if not rows["label"].any():
+        raise io.DataError(
+            paths.IMPRESSIONS,
+            f"none of the {len(rows)} training impressions has a conversion: no delay can be fitted",
+            "converted_at",
+        )
+    if not (rows["elapsed_days"] >= cfg.wait_days).any():
+        raise io.DataError(
+            paths.IMPRESSIONS,
+            f"no training impression is {cfg.wait_days:g} days old (label_delay.wait_days): nothing has "
+            f"matured; the oldest is {rows['elapsed_days'].max():.2f} days old",
+            "shown_at",
+        )
+    return rows
+
+
+def _weights(
+    signals: pd.DataFrame, models: dict[str, delay.DelayModel], train: np.ndarray, cfg: LabelDelayConfig
+) -> dict[str, np.ndarray]:
+    weights = {
+        "naive": np.ones(len(signals)),
+        "wait": (signals["elapsed_days"].to_numpy() >= cfg.wait_days).astype(np.float64),
+    }
+    for method, model in models.items():
+        w = delay.importance_weights(model, signals, max_weight=cfg.max_weight)
+        positive = signals["label"].to_numpy() == 1
+        if positive[train].any() and (w[train & positive] >= cfg.max_weight).all():
+            raise io.DataError(
+                paths.IMPRESSIONS,
+                f"every training conversion's {method} weight is clipped at label_delay.max_weight "
+                f"{cfg.max_weight:g}: conversions are all too recent for the delay model to correct",
+                "converted_at",
+            )
+        if cfg.normalise_weights:  # mean 1 over the training rows, the rows the loss sees
+            w = w / max(w[train].mean(), 1e-12)
+        weights[method] = w
+    return weights
+
 
 def weigh(
-    impressions: pd.DataFrame, snapshot: pd.Timestamp, cfg: LabelDelayConfig
-) -> tuple[pd.DataFrame, delay.DelayModel]:
-    """Pure core: fit the delay model on train, return weighted impressions of all splits."""
-    obs = delay.observed_signals(impressions, snapshot)
-    fit = (impressions["split"] == "train").to_numpy()
-    model = delay.fit_delay_model(
-        obs["elapsed_days"].to_numpy()[fit],
-        obs["label"].to_numpy()[fit],
-        obs["delay_days"].to_numpy()[fit],
-        obs["clicked"].to_numpy()[fit],
-        obs["carted"].to_numpy()[fit],
-        family=cfg.delay_family,
-    )
-    args = (
-        obs["elapsed_days"].to_numpy(),
-        obs["label"].to_numpy(),
-        obs["clicked"].to_numpy(),
-        obs["carted"].to_numpy(),
-    )
+    impressions: pd.DataFrame,
+    snapshot: pd.Timestamp,
+    cfg: LabelDelayConfig,
+    products: pd.DataFrame | None = None,
+    edges: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict[str, delay.DelayModel]]:
+    """Pure core: fit the delay models on train; every split's rows with their flip
+    probability and one weight per method. Without ``products``/``edges`` the models
+    see engagement only (then ``importance`` and ``importance_no_features`` agree)."""
+    signals = delay.impression_signals(impressions, snapshot, products, edges)
+    train = (impressions["split"] == "train").to_numpy()
+    fit_rows = _fit_rows(signals, train, cfg)
+    models = {
+        method: delay.fit_delay_model(
+            fit_rows, delay.signal_columns(method, signals), family=cfg.delay_family
+        )
+        for method in delay.IMPORTANCE_SIGNALS
+    }
+    weights = _weights(signals, models, train, cfg)
     weighted = impressions[["impression_id", "source_id", "shown_id", "shown_at", "split"]].copy()
     weighted = weighted.assign(
-        label=obs["label"],
-        clicked=obs["clicked"],
-        carted=obs["carted"],
-        elapsed_days=obs["elapsed_days"],
-        p_flip=delay.flip_probability(model, *args),
-        weight_iw=delay.importance_weights(model, *args, max_weight=cfg.max_weight),
-        weight_naive=1.0,
+        label=signals["label"],
+        clicked=signals["clicked"],
+        carted=signals["carted"],
+        elapsed_days=signals["elapsed_days"],
+        p_flip=delay.flip_probability(models["importance"], signals),
+        **{f"weight_{m}": weights[m] for m in WEIGHTING_METHODS},
     )
-    return weighted, model
+    return weighted, models
 
 
 def weight_profile(weighted: pd.DataFrame, n_bins: int = 20) -> pd.DataFrame:
@@ -61,24 +112,36 @@ def weight_profile(weighted: pd.DataFrame, n_bins: int = 20) -> pd.DataFrame:
             elapsed_days=("elapsed_days", "mean"),
             observed_positivity=("label", "mean"),
             corrected_positivity=("expected", "mean"),
-            mean_weight=("weight_iw", "mean"),
+            mean_weight=("weight_importance", "mean"),
             count=("label", "size"),
         )
     )
     return table.reset_index(drop=True)
 
 
-def summarise(weighted: pd.DataFrame, model: delay.DelayModel, cfg: LabelDelayConfig) -> dict:
+def _weight_summary(w: np.ndarray, max_weight: float) -> dict:
+    ess = delay.effective_sample_size(w)
+    q = np.quantile(w, [0.01, 0.5, 0.99]) if len(w) else np.zeros(3)
+    return {
+        "ess": ess,
+        "ess_share": ess / max(len(w), 1),
+        "mean": float(w.mean()) if len(w) else 0.0,
+        "p01": float(q[0]),
+        "median": float(q[1]),
+        "p99": float(q[2]),
+        "max": float(w.max()) if len(w) else 0.0,
+        "share_zero": float((w == 0).mean()) if len(w) else 0.0,
+    }
+
+
+def summarise(weighted: pd.DataFrame, models: dict[str, delay.DelayModel], cfg: LabelDelayConfig) -> dict:
+    train = weighted[weighted["split"] == "train"]
     expected = delay.expected_eventual_label(weighted["label"].to_numpy(), weighted["p_flip"].to_numpy())
     recent = (weighted["elapsed_days"] < 7).to_numpy()
-    p_conv = model.p_convert(np.array([0, 1, 1]), np.array([0, 0, 1]))
+    model = models["importance"]
     return {
         "delay_family": model.family,
-        "p_convert": {"no_click": float(p_conv[0]), "clicked": float(p_conv[1]), "carted": float(p_conv[2])},
-        "median_delay_days": {
-            "not_carted": float(model.median_delay(np.array([0]))[0]),
-            "carted": float(model.median_delay(np.array([1]))[0]),
-        },
+        "signals": list(model.columns),
         "observed_positivity": float(weighted["label"].mean()),
         "corrected_positivity": float(expected.mean()),
         "last_7_days": {
@@ -87,22 +150,51 @@ def summarise(weighted: pd.DataFrame, model: delay.DelayModel, cfg: LabelDelayCo
             else None,
             "corrected_positivity": float(expected[recent].mean()) if recent.any() else None,
         },
-        "weight_iw": {
-            "mean": float(weighted["weight_iw"].mean()),
-            "max": float(weighted["weight_iw"].max()),
-            "share_clipped": float((weighted["weight_iw"] >= cfg.max_weight).mean()),
+        "train": {
+            "impressions": len(train),
+            "observed_positivity": float(train["label"].mean()),
+            # The weighted positive rate: what the train stage's loss sees as the base rate.
+            "weighted_positivity": float(np.average(train["label"], weights=train["weight_importance"]))
+            if train["weight_importance"].sum() > 0
+            else None,
+            "share_clipped": float((train["weight_importance"] >= cfg.max_weight).mean())
+            if not cfg.normalise_weights
+            else None,
         },
+        "weights": {
+            m: _weight_summary(train[f"weight_{m}"].to_numpy(), cfg.max_weight) for m in WEIGHTING_METHODS
+        },
+    }
+
+
+def engagement_summary(signals_frame: pd.DataFrame, model: delay.DelayModel) -> dict:
+    """Mean fitted P(convert) and median delay per engagement level (what the rows hold)."""
+    level = delay.engagement_level(signals_frame)
+    p, median = model.p_convert(signals_frame), model.median_delay(signals_frame)
+    return {
+        name: {
+            "p_convert": float(p[level == name].mean()),
+            "median_delay_days": float(np.median(median[level == name])),
+        }
+        for name in delay.ENGAGEMENT_LEVELS
+        if (level == name).any()
     }
 
 
 def run(params_file: str = "params.yaml") -> dict:
     cfg = load_section("label_delay", params_file)
     impressions = io.read_table(paths.IMPRESSIONS, schemas.IMPRESSIONS)
+    products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+    edges = io.read_table(paths.EDGES, schemas.EDGES)
     snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
-    weighted, model = weigh(impressions, snapshot, cfg)
+    weighted, models = weigh(impressions, snapshot, cfg, products, edges)
+    signals = delay.impression_signals(impressions, snapshot, products, edges)
     io.write_table(weighted, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
-    io.write_json(model.to_dict(), paths.DELAY_MODEL)
-    io.write_csv(weight_profile(weighted), paths.plots_dir("label_delay") / "positivity_by_elapsed.csv")
-    metrics = summarise(weighted, model, cfg)
+    io.write_json(models["importance"].to_dict(), paths.DELAY_MODEL)
+    plots = paths.plots_dir("label_delay")
+    io.write_csv(weight_profile(weighted), plots / "positivity_by_elapsed.csv")
+    io.write_csv(delay.flip_table(signals, weighted["p_flip"].to_numpy()), plots / FLIP_PLOT)
+    metrics = summarise(weighted, models, cfg)
+    metrics["by_engagement"] = engagement_summary(signals, models["importance"])
     io.write_json(metrics, paths.metrics_file("label_delay"))
     return metrics

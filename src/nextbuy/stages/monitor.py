@@ -22,6 +22,7 @@ def score_rows(
     bundle,
     impressions: pd.DataFrame,
     products: pd.DataFrame,
+    edges: pd.DataFrame,
     delay_model: delay.DelayModel,
     now: pd.Timestamp,
     label: np.ndarray | None = None,
@@ -29,10 +30,11 @@ def score_rows(
     """What the champion says about each impression, and what is known of its outcome at ``now``."""
     scored = bundle.score(impressions["source_id"].to_numpy(), impressions["shown_id"].to_numpy())
     features = products.set_index("product_id").reindex(impressions["shown_id"].to_numpy())
-    obs = delay.observed_signals(impressions, now)
-    elapsed, clicked, carted = (obs[c].to_numpy() for c in ("elapsed_days", "clicked", "carted"))
-    observed = obs["label"].to_numpy() if label is None else np.asarray(label)
-    p_flip = delay.flip_probability(delay_model, elapsed, observed, clicked, carted)
+    signals = delay.impression_signals(impressions, now, products, edges)
+    if label is not None:
+        signals["label"] = np.asarray(label, dtype=np.int8)
+    elapsed, observed = signals["elapsed_days"].to_numpy(), signals["label"].to_numpy()
+    p_flip = delay.flip_probability(delay_model, signals)
     return pd.DataFrame(
         {
             "shown_at": impressions["shown_at"].to_numpy(),
@@ -57,7 +59,7 @@ def watch(rows: pd.DataFrame, start: pd.Timestamp, cfg: MonitorConfig) -> tuple[
     return table, positivity.alerts(table, start, cfg.window_days)
 
 
-def reference_rows(bundle, products: pd.DataFrame, delay_model) -> pd.DataFrame:
+def reference_rows(bundle, products: pd.DataFrame, edges: pd.DataFrame, delay_model) -> pd.DataFrame:
     """The champion on the training-time holdout: the distribution drift is measured against."""
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     holdout = weighted[weighted["split"] != "train"]
@@ -67,7 +69,9 @@ def reference_rows(bundle, products: pd.DataFrame, delay_model) -> pd.DataFrame:
         carted_at=holdout["shown_at"].where(holdout["carted"] == 1),
         converted_at=holdout["shown_at"].where(holdout["label"] == 1),
     )
-    return score_rows(bundle, as_log, products, delay_model, snapshot, label=holdout["label"].to_numpy())
+    return score_rows(
+        bundle, as_log, products, edges, delay_model, snapshot, label=holdout["label"].to_numpy()
+    )
 
 
 def publish_dashboard(
@@ -116,6 +120,7 @@ def run(params_file: str = "params.yaml") -> dict:
     meta = io.read_json(paths.TRAFFIC_META)
     start, now = pd.Timestamp(meta["start"]), pd.Timestamp(meta["now"])
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+    edges = io.read_table(paths.EDGES, schemas.EDGES)
     delay_model = delay.DelayModel.from_dict(io.read_json(paths.DELAY_MODEL))
     tracking.configure()
     bundle = registry.load_bundle(model_name, registry.CHAMPION)
@@ -123,12 +128,14 @@ def run(params_file: str = "params.yaml") -> dict:
         raise io.DataError(
             f"models:/{model_name}@{registry.CHAMPION}", "no champion to monitor; run deploy first"
         )
-    rows = score_rows(bundle, impressions, products, delay_model, now)
+    rows = score_rows(bundle, impressions, products, edges, delay_model, now)
     table, fired = watch(rows, start, cfg)
     # The dashboard's run: the champion that scored this traffic, and the traffic's span.
     champion = registry.alias_version(MlflowClient(), model_name, registry.CHAMPION)
     run = run_name(model_name, champion, meta["start"], meta["now"])
-    project_id = publish_dashboard(rows, reference_rows(bundle, products, delay_model), table, cfg, run)
+    project_id = publish_dashboard(
+        rows, reference_rows(bundle, products, edges, delay_model), table, cfg, run
+    )
     io.write_table(table, paths.MONITOR_WINDOWS, schemas.MONITOR_WINDOWS)
     io.write_json({"now": str(now), "alerts": fired}, paths.MONITOR_ALERTS)
     io.write_csv(

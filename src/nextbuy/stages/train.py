@@ -11,6 +11,7 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.config import TrainConfig, load_section
+from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.mlops import io, schemas, tracking
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def build_graph(products: pd.DataFrame, edges: pd.DataFrame, extra_features=None
 
 
 def conversion_weights(train_rows: pd.DataFrame, weighting: str) -> np.ndarray:
-    return train_rows["weight_iw" if weighting == "importance" else "weight_naive"].to_numpy(dtype=float)
+    return train_rows[f"weight_{weighting}"].to_numpy(dtype=float)
 
 
 def blade_arguments(cfg: TrainConfig) -> tuple[Architecture, TrainingSchedule, dict]:
@@ -92,7 +93,7 @@ def training_rows(weighted: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFram
     rng = np.random.default_rng(cfg.seed)
     if cfg.shuffle_labels:
         permutation = rng.permutation(len(rows))
-        shuffled = ("label", "weight_iw", "weight_naive")
+        shuffled = ["label", *(f"weight_{m}" for m in WEIGHTING_METHODS)]
         rows = rows.assign(**{c: rows[c].to_numpy()[permutation] for c in shuffled})
     held = rng.random(len(rows)) < cfg.validation_share
     return rows[~held], rows[held]

@@ -1,0 +1,203 @@
+"""`nextbuy bench delay`: does delayed-feedback correction matter, and which method recovers it?
+
+The simulated store of params.yaml goes through the pipeline's own ingest and
+label_delay cores. The same conversion model (the train stage's ``fit``) is then
+trained once per weighting method on the same training impressions — every day up
+to the snapshot, the freshest included — and scored on traffic of the days *after*
+the snapshot against its eventual labels, which only the simulator knows (this
+benchmark reads the truth; no stage does):
+
+* ``naive``, ``wait``, ``importance``, ``importance_no_engagement``,
+  ``importance_no_features``: ``train.weighting`` as the pipeline offers it;
+* ``oracle``: the same rows with their *eventual* labels (the ceiling).
+
+Seeds vary the training seed (the store and the test traffic are fixed), so
+methods are compared pairwise per seed. RI = (method − naive) / (oracle − naive)
+from the seed means (NLL: lower is better, so the signs flip); ``gap_auc`` is the
+mean per-seed oracle − naive AUC gap and ``gap_auc_std`` its std over seeds.
+``--sweep`` repeats the comparison in other regimes (short and long delays, a
+store without launches, an older snapshot) to show where each method wins.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from nextbuy.bench import paired
+from nextbuy.config import merge, read_params, section_config, with_changes
+from nextbuy.constants import WEIGHTING_METHODS
+from nextbuy.mlops import io
+
+KEYS = (*WEIGHTING_METHODS, "oracle")
+METRICS = ("auc", "nll", "pr_auc", "ece")
+TEST_DAYS = 7  # days of post-snapshot traffic the methods are scored on
+TEST_IMPRESSIONS = 40_000  # large: the test draw's noise is shared by all methods, keep it small
+TEST_SEED = 4242  # the post-snapshot traffic's seed (fixed: every method sees the same rows)
+# Regimes of --sweep: params overrides of the default store.
+REGIMES = {
+    "short_delay": {"ingest": {"simulator": {"delay_median_hours": 12}}},
+    "long_delay": {"ingest": {"simulator": {"delay_median_hours": 240}}},
+    "no_launches": {"ingest": {"simulator": {"launch_rate": 0.0}}},
+    "snapshot_history_28d": {"ingest": {"simulator": {"history_days": 28}}},
+}
+
+
+def scores_of(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    from nextbuy.domain.uncertainty import expected_calibration_error
+
+    prob = np.clip(prob, 1e-6, 1 - 1e-6)
+    return {
+        "auc": float(roc_auc_score(label, prob)),
+        "nll": float(log_loss(label, prob, labels=[0, 1])),
+        "pr_auc": float(average_precision_score(label, prob)),
+        "ece": float(expected_calibration_error(prob, label)),
+    }
+
+
+def oracle_rows(weighted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """The weighted rows with every label replaced by its eventual value (``naive`` weights
+    then train on the truth)."""
+    eventual = truth.set_index("impression_id")["label_eventual"].reindex(weighted["impression_id"])
+    if eventual.isna().any():
+        raise ValueError(f"{int(eventual.isna().sum())} impressions have no ground truth")
+    return weighted.assign(label=eventual.to_numpy().astype(np.int8))
+
+
+def future_traffic(data, ingest_cfg) -> pd.DataFrame:
+    """TEST_DAYS of traffic after the snapshot, with eventual labels (observed long after)."""
+    from nextbuy.data.simulate import simulate_traffic, simulate_world
+
+    simulator = ingest_cfg.simulator_for_snapshot()
+    world = simulate_world(simulator, ingest_cfg.seed)
+    end = world.snapshot + pd.Timedelta(days=TEST_DAYS)
+    traffic = simulate_traffic(
+        world, simulator, TEST_SEED, TEST_IMPRESSIONS, world.snapshot, end, end, id_offset=10**12
+    )
+    rows = traffic.impressions[["impression_id", "source_id", "shown_id"]]
+    return rows.merge(traffic.truth[["impression_id", "label_eventual"]], on="impression_id", validate="1:1")
+
+
+def _one_seed(data, weighted, oracle, test, train_cfg, seed: int) -> dict[str, dict]:
+    from nextbuy.domain.graph.scoring import score_and_uncertainty
+    from nextbuy.stages import train
+
+    src, dst = test["source_id"].to_numpy(), test["shown_id"].to_numpy()
+    label = test["label_eventual"].to_numpy()
+    runs = {m: (weighted, m) for m in WEIGHTING_METHODS} | {"oracle": (oracle, "naive")}
+    rows = {}
+    for key, (rows_in, weighting) in runs.items():
+        cfg = with_changes(train_cfg, seed=seed, weighting=weighting)
+        _, moments, history = train.fit(
+            data.products, data.edges, rows_in, cfg, progress=False, extra_features=data.features
+        )
+        prob, _ = score_and_uncertainty(moments, src, dst)
+        rows[key] = {**scores_of(label, prob), "epochs": len(history)}
+        print(f"seed {seed} {key}: auc {rows[key]['auc']:.4f} nll {rows[key]['nll']:.4f}", flush=True)
+    return rows
+
+
+def _aggregate(per_seed: list[dict[str, dict]]) -> dict:
+    out: dict = {}
+    for key in KEYS:
+        values = {m: np.array([row[key][m] for row in per_seed]) for m in METRICS}
+        out[key] = {m: float(v.mean()) for m, v in values.items()}
+        out[key]["std"] = {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()}
+        out[key]["seeds"] = len(per_seed)
+    gap_auc = out["oracle"]["auc"] - out["naive"]["auc"]
+    gap_nll = out["naive"]["nll"] - out["oracle"]["nll"]
+    methods = [k for k in KEYS if k != "oracle"]
+    out["ri_auc"] = {k: (out[k]["auc"] - out["naive"]["auc"]) / gap_auc if gap_auc else None for k in methods}
+    out["ri_nll"] = {k: (out["naive"]["nll"] - out[k]["nll"]) / gap_nll if gap_nll else None for k in methods}
+    per_seed_gap = np.array([row["oracle"]["auc"] - row["naive"]["auc"] for row in per_seed])
+    out["gap_auc"] = float(per_seed_gap.mean())
+    out["gap_auc_std"] = float(per_seed_gap.std(ddof=1)) if len(per_seed_gap) > 1 else 0.0
+    out["paired_vs_importance"] = {
+        metric: paired.paired_gaps(per_seed, "importance", metric, KEYS) for metric in ("auc", "nll")
+    }
+    return out
+
+
+def regime(params: dict, seeds: int) -> dict:
+    """Every method on one store (``params``), ``seeds`` training seeds."""
+    from nextbuy.stages import ingest, label_delay
+
+    ingest_cfg = section_config(params, "ingest")
+    data = ingest.ingest(ingest_cfg)
+    if data.truth_impressions is None:
+        raise ValueError("bench delay needs a simulated store (its truth scores the methods)")
+    weighted, _ = label_delay.weigh(
+        data.impressions, data.snapshot, section_config(params, "label_delay"), data.products, data.edges
+    )
+    train_rows = weighted["split"] == "train"
+    truth = data.truth_impressions
+    eventual = truth.set_index("impression_id")["label_eventual"].reindex(
+        weighted["impression_id"][train_rows]
+    )
+    test = future_traffic(data, ingest_cfg)
+    train_cfg = section_config(params, "train")
+    per_seed = [
+        _one_seed(data, weighted, oracle_rows(weighted, truth), test, train_cfg, train_cfg.seed + s)
+        for s in range(int(seeds))
+    ]
+    figures = _aggregate(per_seed)
+    observed = weighted.loc[train_rows, "label"]
+    figures["data"] = {
+        "train_impressions": int(train_rows.sum()),
+        "train_positives_observed": int(observed.sum()),
+        "train_positives_eventual": int(eventual.sum()),
+        "share_of_positives_unseen": float(1 - observed.sum() / max(eventual.sum(), 1)),
+        "test_impressions": len(test),
+        "test_positives": int(test["label_eventual"].sum()),
+    }
+    return figures
+
+
+def run(out: Path, seeds: int = 5, sweep: bool = False, params_file: str = "params.yaml") -> dict:
+    started = time.perf_counter()
+    params = read_params(params_file)
+    figures = regime(params, seeds)
+    _print(figures, seeds, "default store")
+    if sweep:
+        figures["sweep"] = {}
+        for name, change in REGIMES.items():
+            figures["sweep"][name] = regime(merge(params, change), seeds)
+            _print(figures["sweep"][name], seeds, name)
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    io.write_json(figures, out)
+    return figures
+
+
+def _print(figures: dict, seeds: int, title: str) -> None:
+    data = figures["data"]
+    table = Table(
+        title=f"bench delay, {title}: {seeds} seed(s); {data['share_of_positives_unseen']:.1%} of training "
+        f"positives unseen at the snapshot; oracle − naive AUC {figures['gap_auc']:+.4f} "
+        f"(std {figures['gap_auc_std']:.4f})"
+    )
+    table.add_column("method")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    table.add_column("RI-AUC", justify="right")
+    table.add_column("RI-NLL", justify="right")
+    table.add_column("NLL importance − method [95% CI]", justify="right")
+    gaps = figures["paired_vs_importance"]["nll"]
+    for key in KEYS:
+        row = figures[key]
+        ri_auc, ri_nll = figures["ri_auc"].get(key), figures["ri_nll"].get(key)
+        gap = gaps.get(key)
+        table.add_row(
+            key,
+            *[f"{row[m]:.4f}±{row['std'][m]:.4f}" for m in METRICS],
+            f"{ri_auc:.2f}" if ri_auc is not None else "",
+            f"{ri_nll:.2f}" if ri_nll is not None else "",
+            f"{gap['mean']:+.4f} [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]" if gap else "",
+        )
+    Console(width=170).print(table)

@@ -1,0 +1,95 @@
+"""`nextbuy bench delay` on the tiny simulated store: the JSON a user scripts against, the
+oracle's labels, the post-snapshot test traffic and the relative-improvement arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from nextbuy.bench import delay
+from nextbuy.config import section_config
+from nextbuy.stages import ingest
+from tests.conftest import TINY_PARAMS
+
+SEEDS = 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench-delay")
+    params_file = folder / "params.yaml"
+    params_file.write_text(yaml.safe_dump(TINY_PARAMS))
+    out = folder / "bench-delay.json"
+    returned = delay.run(out, seeds=SEEDS, params_file=str(params_file))
+    return json.loads(out.read_text()), returned
+
+
+def test_json_maps_every_method_to_its_metrics(bench_run):
+    figures, returned = bench_run
+    assert figures == json.loads(json.dumps(returned))
+    for key in delay.KEYS:
+        row = figures[key]
+        assert set(row) == {*delay.METRICS, "std", "seeds"}, key
+        assert row["seeds"] == SEEDS and set(row["std"]) == set(delay.METRICS)
+        assert 0.0 <= row["auc"] <= 1.0 and row["nll"] > 0 and 0.0 <= row["ece"] <= 1.0
+    methods = [k for k in delay.KEYS if k != "oracle"]
+    assert set(figures["ri_auc"]) == set(figures["ri_nll"]) == set(methods)
+    assert figures["ri_auc"]["naive"] == 0.0 and figures["ri_nll"]["naive"] == 0.0
+    assert figures["gap_auc_std"] >= 0.0
+    data = figures["data"]
+    assert data["train_positives_eventual"] >= data["train_positives_observed"] > 0
+    assert data["test_impressions"] == delay.TEST_IMPRESSIONS
+
+
+def test_ri_is_the_share_of_the_naive_to_oracle_gap():
+    per_seed = [
+        {k: {"auc": 0.6, "nll": 0.3, "pr_auc": 0.1, "ece": 0.01} for k in delay.KEYS} for _ in range(3)
+    ]
+    for i, row in enumerate(per_seed):
+        row["oracle"] = {"auc": 0.70 + 0.01 * i, "nll": 0.20, "pr_auc": 0.1, "ece": 0.01}
+        row["importance"] = {"auc": 0.65 + 0.01 * i, "nll": 0.25, "pr_auc": 0.1, "ece": 0.01}
+    figures = delay._aggregate(per_seed)
+    assert figures["ri_auc"]["importance"] == pytest.approx(0.06 / 0.11)  # from the seed means
+    assert figures["ri_nll"]["importance"] == pytest.approx(0.5)
+    assert figures["gap_auc"] == pytest.approx(0.11) and figures["gap_auc_std"] == pytest.approx(0.01)
+    gap = figures["paired_vs_importance"]["auc"]["naive"]
+    assert gap["mean"] == pytest.approx(0.06) and gap["ci95"][0] < 0.06 < gap["ci95"][1]
+
+
+def test_oracle_rows_carry_eventual_labels_and_nothing_else_changes():
+    data = ingest.ingest(section_config(TINY_PARAMS, "ingest"))
+    weighted = data.impressions[["impression_id", "source_id", "shown_id"]].assign(
+        label=data.impressions["converted_at"].notna().astype(np.int8)
+    )
+    oracle = delay.oracle_rows(weighted, data.truth_impressions)
+    truth = data.truth_impressions.set_index("impression_id").loc[weighted["impression_id"], "label_eventual"]
+    np.testing.assert_array_equal(oracle["label"].to_numpy(), truth.to_numpy())
+    assert (oracle["label"] >= weighted["label"]).all() and (oracle["label"] > weighted["label"]).any()
+    pd.testing.assert_frame_equal(oracle.drop(columns="label"), weighted.drop(columns="label"))
+    with pytest.raises(ValueError, match="no ground truth"):
+        delay.oracle_rows(
+            weighted.assign(impression_id=weighted["impression_id"] + 10**9), data.truth_impressions
+        )
+
+
+def test_test_traffic_comes_after_the_snapshot_with_eventual_labels():
+    cfg = section_config(TINY_PARAMS, "ingest")
+    data = ingest.ingest(cfg)
+    test = delay.future_traffic(data, cfg)
+    assert len(test) == delay.TEST_IMPRESSIONS and test["impression_id"].is_unique
+    assert not set(test["impression_id"]) & set(data.impressions["impression_id"])
+    assert set(test["label_eventual"].unique()) == {0, 1}
