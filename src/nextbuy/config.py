@@ -131,6 +131,9 @@ class TrainConfig(_Section):
     patience: int = Field(ge=1)
     validation_share: float = Field(ge=0.0, lt=1.0)
     weighting: Literal[WEIGHTING_METHODS]  # type: ignore[valid-type]
+    uncertainty: Literal["ensemble", "mc_dropout", "sampler"]
+    ensemble_members: int = Field(ge=2)
+    ensemble_epochs: int = Field(ge=1)
     mc_samples: int = Field(ge=2)
     cold_start_fallback: (
         bool  # nodes with no neighbours in a direction sample neighbours of same-category products

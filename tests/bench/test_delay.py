@@ -53,6 +53,10 @@ def test_json_maps_every_method_to_its_metrics(bench_run):
     data = figures["data"]
     assert data["train_positives_eventual"] >= data["train_positives_observed"] > 0
     assert data["test_impressions"] == delay.TEST_IMPRESSIONS
+    # The delay model's flip estimate beside the truth, per engagement x elapsed bin.
+    flips = pd.DataFrame(figures["flip_by_engagement"])
+    assert {"engagement", "elapsed_bin", "estimated_flip", "true_flip", "count"} <= set(flips.columns)
+    assert flips["count"].sum() == data["train_impressions"] - data["train_positives_observed"]
 
 
 def test_ri_is_the_share_of_the_naive_to_oracle_gap():

@@ -98,6 +98,13 @@ def test_event_order_and_foreign_keys():
         schemas.check_known_products(imp, ("source_id", "shown_id"), pd.Series([0, 1, 2]))["source_id"]
     ) == [1]
 
+    # A conversion ends the funnel: a click or cart after it is refused (row 1 only).
+    funnel = imp.assign(
+        clicked_at=[t + pd.Timedelta(hours=1), t + pd.Timedelta(hours=3)],
+        converted_at=[t + pd.Timedelta(hours=2), t + pd.Timedelta(hours=2)],
+    )
+    assert {k: list(v) for k, v in schemas.check_funnel_order(funnel).items()} == {"clicked_at": [1]}
+
 
 def test_json_handles_numpy_and_nan(tmp_path):
     path = tmp_path / "m.json"

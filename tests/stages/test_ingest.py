@@ -163,6 +163,29 @@ def test_bad_impressions_log_is_refused(project, tiny_params):
     assert "'source_id'" in result.output or "'converted_at'" in result.output
 
 
+def test_click_after_conversion_is_refused(project, tiny_params):
+    write_edge_list(project / "graph.csv", [[1, 2], [2, 3], [3, 1], [4, 1]])
+    t = pd.Timestamp("2026-03-01")
+    log = pd.DataFrame(
+        {
+            "source_id": ["1", "2"],
+            "shown_id": ["2", "3"],
+            "shown_at": [t, t],
+            "clicked_at": [t + pd.Timedelta(hours=1), t + pd.Timedelta(days=2)],
+            "carted_at": [pd.NaT, pd.NaT],
+            "converted_at": [t + pd.Timedelta(days=1), t + pd.Timedelta(days=1)],
+        }
+    )
+    log.to_parquet(project / "log.parquet")
+    use_source(
+        project, tiny_params, source="edge_list", graph_path="graph.csv", impressions_path="log.parquet"
+    )
+    result = invoke("ingest")
+    assert result.exit_code == 2
+    assert "log.parquet" in result.output and "'clicked_at'" in result.output
+    assert "after converted_at" in result.output
+
+
 def test_snapshot_param_moves_the_history(tiny_params):
     cfg = IngestConfig.model_validate({**tiny_params["ingest"], "snapshot": "2026-05-10"})
     data = ingest.ingest(cfg)

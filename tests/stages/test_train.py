@@ -51,6 +51,23 @@ def test_same_inputs_same_embeddings(tiny_params):
     assert a["s_mean"].shape == (len(data.products), cfg.embedding_dim)
 
 
+@pytest.mark.parametrize("estimator", ["ensemble", "mc_dropout", "sampler"])
+def test_every_uncertainty_estimator_exports_moments(tiny_params, estimator):
+    data = ingest.ingest(IngestConfig.model_validate(tiny_params["ingest"]))
+    weighted, _ = label_delay.weigh(
+        data.impressions, data.snapshot, LabelDelayConfig.model_validate(tiny_params["label_delay"])
+    )
+    cfg = TrainConfig.model_validate({**tiny_params["train"], "uncertainty": estimator, "epochs": 1})
+    _, moments, _ = train.fit(data.products, data.edges, weighted, cfg, progress=False)
+    for key in ("s_mean", "s_var", "t_mean", "t_var"):
+        assert (
+            moments[key].shape == (len(data.products), cfg.embedding_dim) and np.isfinite(moments[key]).all()
+        )
+    assert (moments["s_var"] > 0).mean() > 0.5 and (moments["t_var"] > 0).mean() > 0.5
+    if estimator == "ensemble":  # members' heads are folded into their target vectors
+        assert (moments["head_w"] == 1).all()
+
+
 def test_weighting_choice_selects_the_weight_column():
     rows = pd.DataFrame({f"weight_{m}": [float(i), 1.0] for i, m in enumerate(WEIGHTING_METHODS)})
     for i, method in enumerate(WEIGHTING_METHODS):

@@ -85,8 +85,20 @@ def future_traffic(data, ingest_cfg) -> pd.DataFrame:
     return rows.merge(traffic.truth[["impression_id", "label_eventual"]], on="impression_id", validate="1:1")
 
 
+def flip_check(data, weighted: pd.DataFrame, eventual: pd.Series) -> pd.DataFrame:
+    """The delay model's flip probability of the training negatives against how many did flip,
+    by engagement x days since shown (the label_delay stage plots the estimate alone)."""
+    from nextbuy.domain import delay as delay_model
+
+    train = (weighted["split"] == "train").to_numpy()
+    signals = delay_model.observed_signals(data.impressions, data.snapshot)[train]
+    return delay_model.flip_table(signals, weighted["p_flip"].to_numpy()[train], eventual.to_numpy())
+
+
 def _one_seed(data, weighted, oracle, test, train_cfg, seed: int) -> dict[str, dict]:
-    from nextbuy.domain.graph.scoring import score_and_uncertainty
+    from scipy.special import expit
+
+    from nextbuy.domain.graph.scoring import pair_logit_moments
     from nextbuy.stages import train
 
     src, dst = test["source_id"].to_numpy(), test["shown_id"].to_numpy()
@@ -94,11 +106,13 @@ def _one_seed(data, weighted, oracle, test, train_cfg, seed: int) -> dict[str, d
     runs = {m: (weighted, m) for m in WEIGHTING_METHODS} | {"oracle": (oracle, "naive")}
     rows = {}
     for key, (rows_in, weighting) in runs.items():
-        cfg = with_changes(train_cfg, seed=seed, weighting=weighting)
+        # The model's own probability (mean logit): the weighting is what differs. The uncertainty
+        # estimator (calibrate's business, `bench thresholds`) is fixed to the cheapest.
+        cfg = with_changes(train_cfg, seed=seed, weighting=weighting, uncertainty="mc_dropout")
         _, moments, history = train.fit(
             data.products, data.edges, rows_in, cfg, progress=False, extra_features=data.features
         )
-        prob, _ = score_and_uncertainty(moments, src, dst)
+        prob = expit(pair_logit_moments(moments, src, dst)[0].astype(np.float64))
         rows[key] = {**scores_of(label, prob), "epochs": len(history)}
         print(f"seed {seed} {key}: auc {rows[key]['auc']:.4f} nll {rows[key]['nll']:.4f}", flush=True)
     return rows
@@ -148,6 +162,7 @@ def regime(params: dict, seeds: int) -> dict:
         for s in range(int(seeds))
     ]
     figures = _aggregate(per_seed)
+    figures["flip_by_engagement"] = flip_check(data, weighted, eventual).to_dict(orient="records")
     observed = weighted.loc[train_rows, "label"]
     figures["data"] = {
         "train_impressions": int(train_rows.sum()),

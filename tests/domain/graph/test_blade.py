@@ -13,6 +13,7 @@ from nextbuy.domain.graph.blade import (
     DirectedGraph,
     TrainingSchedule,
     embed,
+    ensemble_moments,
     export_moments,
     link_scores,
     pair_logit_moments,
@@ -203,6 +204,47 @@ def test_export_moments_shapes_dtypes_and_determinism(link_only):
     other = export_moments(link_only["model"], link_only["graph"], **dict(EXPORT, seed=1))
     np.testing.assert_array_equal(other["s_mean"], m["s_mean"])
     assert not np.array_equal(other["s_var"], m["s_var"])
+
+
+def test_mc_dropout_spread_is_the_weights_alone_sampler_adds_neighbourhoods(link_only):
+    """Without dropout MC dropout has nothing to vary (full neighbourhoods every pass), while the
+    sampler ablation still scatters (resampled neighbourhoods): the two measure different things."""
+    import copy
+
+    model = copy.deepcopy(link_only["model"])
+    model.dropout = 0.0
+    graph = link_only["graph"]
+    no_dropout = export_moments(model, graph, **EXPORT, estimator="mc_dropout")
+    assert np.abs(no_dropout["s_var"]).max() < 1e-10 and np.abs(no_dropout["t_var"]).max() < 1e-10
+    sampled = export_moments(model, graph, **EXPORT, estimator="sampler")
+    assert sampled["s_var"].mean() > 1e-6
+    with_dropout = export_moments(link_only["model"], graph, **EXPORT, estimator="mc_dropout")
+    assert with_dropout["s_var"].mean() > 1e-6
+    with pytest.raises(ValueError, match="unknown estimator"):
+        export_moments(model, graph, **EXPORT, estimator="ensemble")
+
+
+def test_ensemble_moments_fold_each_members_head_into_its_target_role(link_only):
+    import copy
+
+    model, graph = link_only["model"], link_only["graph"]
+    twin = copy.deepcopy(model)
+    moments = ensemble_moments([model, twin], graph, chunk=EXPORT["chunk"])
+    # Identical members: no spread, and the folded head gives the member's own conversion logit.
+    assert np.abs(moments["s_var"]).max() == 0 and np.abs(moments["t_var"]).max() == 0
+    assert (moments["head_w"] == 1).all()
+    s, t = embed(model, graph, chunk=EXPORT["chunk"])
+    u, v = np.arange(0, 50), np.arange(50, 100)
+    want = model.conversion_logit(s[u], t[v]).detach().numpy()
+    mean, var = pair_logit_moments(moments, u, v)
+    np.testing.assert_allclose(mean, want, rtol=1e-5, atol=1e-5)
+    # A member whose weights moved: the spread appears where they differ.
+    with torch.no_grad():
+        twin.id_emb.weight[:10] += 0.5
+    spread = ensemble_moments([model, twin], graph, chunk=EXPORT["chunk"])
+    assert spread["s_var"][:10].mean() > 10 * spread["s_var"][10:].mean()
+    with pytest.raises(ValueError, match=">= 2 members"):
+        ensemble_moments([model], graph, chunk=EXPORT["chunk"])
 
 
 def test_exported_means_are_the_deterministic_embeddings(link_only):

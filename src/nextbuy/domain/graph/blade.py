@@ -219,6 +219,9 @@ class GraphIndex:
                              generator, fallbacks=self.fallbacks)  # fmt: skip
 
 
+PASS_ESTIMATORS = ("mc_dropout", "sampler")  # uncertainty from stochastic passes of one model
+
+
 def _dropout(x: Tensor, p: float, generator: torch.Generator | None, active: bool) -> Tensor:
     """Inverted dropout driven by an explicit generator (so runs are reproducible)."""
     if not active or p <= 0.0:
@@ -302,10 +305,13 @@ class BladeModel(nn.Module):
         seeds: Tensor,
         generator: torch.Generator | None = None,
         stochastic: bool = True,
+        resample: bool | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """``(s, t)`` of ``seeds`` (unique ids): sampled neighbourhoods and dropout when ``stochastic``,
-        full neighbourhoods and no dropout otherwise (deterministic)."""
-        nodes, blocks = index.blocks(seeds, len(self.layers), stochastic, generator)
+        """``(s, t)`` of ``seeds`` (unique ids): dropout when ``stochastic``, and sampled
+        neighbourhoods when ``resample`` (default: ``stochastic``); full neighbourhoods and no
+        dropout otherwise (deterministic). MC dropout is ``stochastic=True, resample=False``."""
+        sampled = stochastic if resample is None else resample
+        nodes, blocks = index.blocks(seeds, len(self.layers), sampled, generator)
         h = self.inputs(features, nodes, generator, stochastic)
         for i, (layer, block) in enumerate(zip(self.layers, blocks, strict=True)):
             own = h.index_select(0, block.self_pos)
@@ -333,14 +339,16 @@ def embed(
     index: GraphIndex | None = None,
     generator: torch.Generator | None = None,
     stochastic: bool = False,
+    resample: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(s, t)`` of every node, ``chunk`` seeds at a time (deterministic unless ``stochastic``)."""
+    """``(s, t)`` of every node, ``chunk`` seeds at a time (deterministic unless ``stochastic``;
+    ``resample`` as in :meth:`BladeModel.encode`)."""
     index = model.index(graph) if index is None else index
     s = torch.empty(graph.n_nodes, model.dim)
     t = torch.empty_like(s)
     for start in range(0, graph.n_nodes, int(chunk)):
         nodes = torch.arange(start, min(start + int(chunk), graph.n_nodes))
-        s[nodes], t[nodes] = model.encode(index, graph.feature_rows, nodes, generator, stochastic)
+        s[nodes], t[nodes] = model.encode(index, graph.feature_rows, nodes, generator, stochastic, resample)
     return s, t
 
 
@@ -450,11 +458,20 @@ class _Trainer:
     the dropout masks: reordering any of these changes the trained numbers."""
 
     def __init__(
-        self, graph: DirectedGraph, conv: _Conversions, architecture: Architecture, schedule: TrainingSchedule
+        self,
+        graph: DirectedGraph,
+        conv: _Conversions,
+        architecture: Architecture,
+        schedule: TrainingSchedule,
+        initial: BladeModel | None = None,
     ) -> None:
         self.graph, self.conv, self.schedule = graph, conv, schedule
         self.generator = torch.Generator().manual_seed(int(schedule.seed))
-        self.model = _seeded_model(graph, architecture, conv, int(schedule.seed))
+        self.model = (
+            _seeded_model(graph, architecture, conv, int(schedule.seed))
+            if initial is None
+            else copy.deepcopy(initial)
+        )
         self.keys = _edge_keys(graph.src, graph.dst, graph.n_nodes)
         ids = [p for name, p in self.model.named_parameters() if name.startswith("id_emb")]
         rest = [p for name, p in self.model.named_parameters() if not name.startswith("id_emb")]
@@ -594,6 +611,7 @@ def train_blade(
     schedule: TrainingSchedule,
     validate: Validation | None = None,
     progress: bool = True,
+    initial: BladeModel | None = None,
 ) -> tuple[BladeModel, list[dict]]:
     """Train a :class:`BladeModel` on weighted conversion examples plus the directed link loss.
 
@@ -604,13 +622,14 @@ def train_blade(
     are none.  With ``validate`` (called every ``eval_every`` epochs on the model in
     eval mode, higher is better) training stops after ``patience`` checks without a
     gain and the best weights are restored.  Deterministic for a given seed; the global
-    torch RNG is left untouched.  Returns the model (eval mode) and per-epoch
+    torch RNG is left untouched.  ``initial``: continue from a copy of this model's weights
+    (ensemble members) instead of fresh seeded ones.  Returns the model (eval mode) and per-epoch
     ``{"epoch", "conv_loss", "link_loss"[, "validation"]}``; a loss is NaN without data.
     """
     conv = _Conversions.checked(graph.n_nodes, conv_src, conv_dst, conv_label, conv_weight)
     if not len(conv) and graph.n_edges == 0:
         raise ValueError("nothing to train on: no conversion examples and no edges")
-    trainer = _Trainer(graph, conv, architecture, schedule)
+    trainer = _Trainer(graph, conv, architecture, schedule, initial)
     stopping = _EarlyStopping(validate, graph, schedule)
     model = trainer.model
     model.train()
@@ -627,20 +646,54 @@ def train_blade(
 # -- export and serving -------------------------------------------------------
 
 
+class _RunningMoments:
+    """Per-node mean and unbiased variance of ``s`` and ``t`` over passes, by running sums (memory
+    stays two passes however many there are)."""
+
+    def __init__(self, n: int, dim: int) -> None:
+        self.sums = [torch.zeros(n, dim, dtype=torch.float64) for _ in range(4)]  # s, s², t, t²
+        self.count = 0
+
+    def add(self, s: Tensor, t: Tensor) -> None:
+        s, t = s.double(), t.double()
+        for acc, value in zip(self.sums, (s, s * s, t, t * t), strict=True):
+            acc += value
+        self.count += 1
+
+    def mean(self, role: str) -> Tensor:
+        return self.sums[0 if role == "s" else 2] / self.count
+
+    def var(self, role: str) -> Tensor:
+        total, square = self.sums[0:2] if role == "s" else self.sums[2:4]
+        k = self.count
+        return ((square - total * total / k) / (k - 1)).clamp_min(0.0)
+
+
 @torch.no_grad()
 def export_moments(
-    model: BladeModel, graph: DirectedGraph, *, mc_samples: int, chunk: int, seed: int
+    model: BladeModel,
+    graph: DirectedGraph,
+    *,
+    mc_samples: int,
+    chunk: int,
+    seed: int,
+    estimator: str = "mc_dropout",
 ) -> dict[str, np.ndarray]:
     """Per-node deterministic ``s``/``t`` and their variance over ``mc_samples`` stochastic passes.
 
     Means come from one deterministic pass (full neighbourhoods, dropout off): rankings do not
-    depend on sampling luck.  Variances are unbiased (ddof=1) over passes with dropout on and
-    fresh degree-adaptive neighbourhoods.  Nodes go ``chunk`` at a time, bounding memory.
+    depend on sampling luck.  Variances are unbiased (ddof=1) over passes with dropout on:
+    ``mc_dropout`` keeps full neighbourhoods (MC dropout over the model's own weights, Gal &
+    Ghahramani 2016); ``sampler`` also draws fresh degree-adaptive neighbourhoods (the
+    sampler's spread, an ablation: it mostly measures the sampling rule, not what the model
+    does not know).  Nodes go ``chunk`` at a time, bounding memory.
     Returns float32 ``s_mean, s_var, t_mean, t_var`` [n, d], ``head_w`` [d], ``head_b`` [1].
     Deterministic for ``seed`` (the training seed: export draws from a stream offset from it).
     """
     if int(mc_samples) < 2:
         raise ValueError("mc_samples must be >= 2 (the variance needs two passes)")
+    if estimator not in PASS_ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; expected one of {PASS_ESTIMATORS}")
     if int(chunk) < 1:
         raise ValueError("chunk must be >= 1")
     was_training = model.training
@@ -648,18 +701,37 @@ def export_moments(
     index = model.index(graph)
     s_mean, t_mean = embed(model, graph, chunk=chunk, index=index)
     generator = torch.Generator().manual_seed(int(seed) + 1_000_003)
-    mc = int(mc_samples)
-    sums = [torch.zeros(graph.n_nodes, model.dim, dtype=torch.float64) for _ in range(4)]  # s, s², t, t²
-    for _ in range(mc):  # running sums: memory stays two passes, not mc_samples of them
-        s, t = (x.double() for x in embed(model, graph, chunk=chunk, index=index, generator=generator,
-                                           stochastic=True))  # fmt: skip
-        for acc, value in zip(sums, (s, s * s, t, t * t), strict=True):
-            acc += value
+    passes = _RunningMoments(graph.n_nodes, model.dim)
+    for _ in range(int(mc_samples)):
+        passes.add(*embed(model, graph, chunk=chunk, index=index, generator=generator, stochastic=True,
+                          resample=estimator == "sampler"))  # fmt: skip
     model.train(was_training)
-    out = {"s_mean": s_mean, "t_mean": t_mean}
-    for role, total, square in (("s", sums[0], sums[1]), ("t", sums[2], sums[3])):
-        out[f"{role}_var"] = ((square - total * total / mc) / (mc - 1)).clamp_min(0.0)
+    out = {"s_mean": s_mean, "t_mean": t_mean, "s_var": passes.var("s"), "t_var": passes.var("t")}
     moments = {key: value.float().numpy() for key, value in out.items()}
     moments["head_w"] = model.head_w.detach().float().numpy().copy()
     moments["head_b"] = model.head_b.detach().float().numpy().reshape(1).copy()
+    return moments
+
+
+@torch.no_grad()
+def ensemble_moments(members: list[BladeModel], graph: DirectedGraph, *, chunk: int) -> dict[str, np.ndarray]:
+    """Per-node mean and unbiased variance over ensemble ``members`` (deterministic passes each).
+
+    Members' heads differ, so each member's head is folded into its target role
+    (``(s*t).w = s.(t*w)``): the moments are of ``s`` and ``t*w``, ``head_w`` is all ones
+    and ``head_b`` the members' mean bias. Averaging coordinates is meaningful because the
+    members share their starting point (see ``train.fit_graph``), so their embedding
+    spaces stay aligned.
+    """
+    if len(members) < 2:
+        raise ValueError("an ensemble needs >= 2 members (the variance needs two)")
+    passes = _RunningMoments(graph.n_nodes, members[0].dim)
+    for member in members:
+        member.eval()
+        s, t = embed(member, graph, chunk=chunk)
+        passes.add(s, t * member.head_w.detach())
+    out = {r + "_" + k: getattr(passes, k)(r) for r in ("s", "t") for k in ("mean", "var")}
+    moments = {key: value.float().numpy() for key, value in out.items()}
+    moments["head_w"] = np.ones(members[0].dim, dtype=np.float32)
+    moments["head_b"] = np.array([float(np.mean([float(m.head_b) for m in members]))], dtype=np.float32)
     return moments
