@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -230,6 +231,7 @@ BENCHES = {
     "linkpred": "Directed link prediction, DirLinkBench protocol: BLADE vs GNN baselines, +Adamic-Adar.",
     "model": "Conversion model vs the simulator's truth: BLADE, fixed fanout, dual MF, category LR, oracle.",
     "delay": "Delayed feedback: naive, wait, importance (+ablations) and oracle on post-snapshot labels.",
+    "thresholds": "Per-bucket vs single thresholds vs calibrate-then-threshold, out of sample, by estimator.",
 }
 
 
@@ -263,19 +265,6 @@ def _linkpred_command(help_text: str) -> Callable[..., None]:
     return command
 
 
-def _model_command(help_text: str) -> Callable[..., None]:
-    def command(
-        out: Path = typer.Option(Path("bench-model.json"), "--out", help="JSON results"),
-        seeds: int = typer.Option(5, min=1, help="training seeds averaged (mean ± std)"),
-    ) -> None:
-        _setup_logging()
-        figures = importlib.import_module("nextbuy.bench.model").run(out, seeds=seeds)
-        console.print(f"[green]bench model[/] → {out}: {json.dumps(figures)}", highlight=False)
-
-    command.__doc__ = help_text
-    return command
-
-
 def _delay_command(help_text: str) -> Callable[..., None]:
     def command(
         out: Path = typer.Option(Path("bench-delay.json"), "--out", help="JSON results"),
@@ -290,7 +279,25 @@ def _delay_command(help_text: str) -> Callable[..., None]:
     return command
 
 
-_FACTORIES = {"linkpred": _linkpred_command, "model": _model_command, "delay": _delay_command}
+def _seeds_command(name: str, help_text: str) -> Callable[..., None]:
+    def command(
+        out: Path = typer.Option(Path(f"bench-{name}.json"), "--out", help="JSON results"),
+        seeds: int = typer.Option(5, min=1, help="training seeds averaged (mean ± std)"),
+    ) -> None:
+        _setup_logging()
+        figures = importlib.import_module(f"nextbuy.bench.{name}").run(out, seeds=seeds)
+        console.print(f"[green]bench {name}[/] → {out}: {json.dumps(figures)}", highlight=False)
+
+    command.__doc__ = help_text
+    return command
+
+
+_FACTORIES = {
+    "linkpred": _linkpred_command,
+    "model": partial(_seeds_command, "model"),
+    "thresholds": partial(_seeds_command, "thresholds"),
+    "delay": _delay_command,
+}
 for _bench, _help in BENCHES.items():
     factory = _FACTORIES[_bench](_help) if _bench in _FACTORIES else _bench_command(_bench, _help)
     bench_app.command(name=_bench)(factory)

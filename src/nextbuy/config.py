@@ -158,7 +158,10 @@ class CalibrateConfig(_Section):
 
 class ThresholdsConfig(_Section):
     target_precision: float = Field(gt=0.0, lt=1.0)
-    n_candidates: int = Field(ge=2)
+    # Cut points both policies choose among: None = every distinct score (exact), else a cap (quantiles).
+    n_candidates: int | None = Field(ge=2)
+    # Support floor: a bucket with fewer fit positives gets the single threshold; the target needs >= this TP.
+    min_bucket_positives: int = Field(ge=0)
 
 
 class DeployConfig(_Section):

@@ -1,10 +1,11 @@
-"""Uncertainty buckets and per-bucket calibration."""
+"""Uncertainty buckets, per-bucket calibration, and what the uncertainty measures."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,11 @@ from nextbuy.domain.uncertainty import (
     bucket_edges,
     expected_calibration_error,
     fit_bucket_calibration,
+    in_degree_band_labels,
+    positivity_by_score_band,
     reliability_table,
+    uncertainty_by_history,
+    uncertainty_coefficient,
 )
 
 
@@ -167,3 +172,130 @@ def test_reliability_table_and_ece():
     q = rng.uniform(size=50_000)
     assert expected_calibration_error(q, rng.random(q.size) < q) < 0.01
     assert expected_calibration_error(q, rng.random(q.size) < q**2) > 0.1
+
+
+# --- what the uncertainty measures ------------------------------------------------------------------
+
+
+def test_uncertainty_coefficient_is_negative_when_uncertain_pairs_convert_less():
+    s, u, y = simulate(5_000, seed=7)
+    fit = uncertainty_coefficient(s, u, y)
+    assert fit["rows"] == 5_000
+    # simulate: -3 per unit of uniform uncertainty, i.e. about -3 * sd(u) = -0.87 per sd.
+    assert fit["coef"] == pytest.approx(-3.0 * u.std(), abs=4 * fit["se"])
+    assert fit["ci95"][0] < fit["coef"] < fit["ci95"][1] < 0
+    assert fit["ci95"][1] - fit["ci95"][0] == pytest.approx(2 * 1.96 * fit["se"], rel=1e-3)
+
+
+def test_uncertainty_coefficient_covers_zero_when_uncertainty_is_noise():
+    rng = np.random.default_rng(8)
+    s = rng.uniform(0.02, 0.98, 5_000)
+    y = (rng.random(s.size) < s).astype(np.int8)
+    covered = 0
+    for seed in range(20):
+        fit = uncertainty_coefficient(s, np.random.default_rng(100 + seed).uniform(size=s.size), y)
+        covered += fit["ci95"][0] < 0 < fit["ci95"][1]
+    assert covered >= 16  # a 95% interval: about 19 of 20
+
+
+def test_uncertainty_coefficient_matches_an_unpenalised_fit_and_takes_fractional_labels():
+    from sklearn.linear_model import LogisticRegression
+
+    s, u, y = simulate(3_000, seed=9)
+    z = (u - u.mean()) / u.std()
+    sk = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1_000).fit(np.column_stack([logit(s), z]), y)
+    assert uncertainty_coefficient(s, u, y)["coef"] == pytest.approx(sk.coef_[0, 1], abs=1e-5)
+    # Delay-corrected labels: an observed negative counts by its flip probability.
+    fractional = np.where(y == 1, 1.0, 0.3 * np.random.default_rng(9).random(y.size))
+    fit = uncertainty_coefficient(s, u, fractional)
+    assert fit["ci95"][1] < 0 and np.isfinite(fit["se"])
+    # Fractional labels equal a weighted fit of duplicated 0/1 rows (same coefficient).
+    both = np.concatenate([np.ones_like(y), np.zeros_like(y)])
+    weight = np.concatenate([fractional, 1 - fractional])
+    X2 = np.column_stack([np.tile(logit(s), 2), np.tile(z, 2)])
+    dup = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1_000).fit(X2, both, sample_weight=weight)
+    assert fit["coef"] == pytest.approx(dup.coef_[0, 1], abs=1e-5)
+
+
+def test_uncertainty_coefficient_is_none_when_it_cannot_be_estimated():
+    s, u, y = simulate(500, seed=10)
+    for fit in (
+        uncertainty_coefficient(s[:10], u[:10], y[:10]),  # too few rows
+        uncertainty_coefficient(s, np.full(s.size, 0.4), y),  # constant uncertainty
+        uncertainty_coefficient(s, u, np.zeros(s.size)),  # no conversions
+        uncertainty_coefficient(s, u, (u > 0.5).astype(float)),  # uncertainty separates the labels
+    ):
+        assert fit["coef"] is None and fit["se"] is None and fit["ci95"] is None
+    assert uncertainty_coefficient(s[:10], u[:10], y[:10])["rows"] == 10
+
+
+def test_positivity_by_score_band_groups_within_equal_score():
+    # Two score levels, and within each, uncertainty 0 or 1 with known conversion.
+    score = np.repeat([0.2, 0.2, 0.6, 0.6], 100)
+    unc = np.repeat([0.1, 0.9, 0.1, 0.9], 100)
+    label = np.concatenate([np.arange(100) < k for k in (30, 10, 80, 40)]).astype(float)
+    t = positivity_by_score_band(score, unc, label, n_score_bands=2, n_uncertainty_bins=2)
+    assert list(t.columns) == [
+        "score_band",
+        "uncertainty_bin",
+        "uncertainty",
+        "positivity",
+        "mean_score",
+        "count",
+    ]
+    assert list(t["score_band"]) == ["0", "0", "1", "1"] and list(t["uncertainty_bin"]) == [0, 1, 0, 1]
+    np.testing.assert_allclose(t["uncertainty"], [0.1, 0.9, 0.1, 0.9])
+    np.testing.assert_allclose(t["positivity"], [0.3, 0.1, 0.8, 0.4])
+    np.testing.assert_allclose(t["mean_score"], [0.2, 0.2, 0.6, 0.6])
+    assert list(t["count"]) == [100] * 4
+
+    s, u, y = simulate(20_000, seed=11)
+    t = positivity_by_score_band(s, u, y)
+    assert t["count"].sum() == 20_000 and set(t["score_band"]) == {"0", "1", "2", "3"}
+    for _, band in t.groupby("score_band"):
+        assert len(band) == 4 and band["uncertainty"].is_monotonic_increasing
+        assert band["mean_score"].max() - band["mean_score"].min() < 0.03  # equal score within a band
+        assert band["positivity"].iloc[0] > band["positivity"].iloc[-1]
+
+
+def test_uncertainty_by_history_reads_degree_and_first_seen():
+    snapshot = pd.Timestamp("2026-03-31")
+    day = pd.Timedelta(days=1)
+    # In-degrees: product 1 has 0, product 2 has 1, product 3 has 3 (one edge without a time).
+    edges = pd.DataFrame(
+        {
+            "src": [1, 1, 4, 5],
+            "dst": [2, 3, 3, 3],
+            "weight": 1.0,
+            "time": [snapshot - 30 * day, snapshot - 2 * day, pd.NaT, snapshot - 20 * day],
+        }
+    )
+    # Product 6: no edges, first shown 3 days ago (as the shown product), also 10 days ago as a source.
+    # Product 7: no edges, first shown 2 days ago.
+    impressions = pd.DataFrame(
+        {
+            "source_id": [1, 6, 2],
+            "shown_id": [6, 7, 1],
+            "shown_at": [snapshot - 3 * day, snapshot - 2 * day, snapshot - 1 * day],
+        }
+    )
+    impressions = pd.concat(
+        [impressions, pd.DataFrame({"source_id": [6], "shown_id": [2], "shown_at": [snapshot - 10 * day]})]
+    )
+    shown = np.array([1, 2, 3, 6, 7, 7])
+    unc = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.7])
+    out = uncertainty_by_history(shown, unc, edges, impressions, snapshot, new_days=7)
+    assert in_degree_band_labels() == ["0", "1-2", "3-9", "10-49", "50+"]
+    assert out["by_in_degree"] == pytest.approx(
+        {"0": (0.1 + 0.4 + 0.5 + 0.7) / 4, "1-2": 0.2, "3-9": 0.3, "10-49": None, "50+": None}
+    )
+    assert out["rows_by_in_degree"] == {"0": 4, "1-2": 1, "3-9": 1, "10-49": 0, "50+": 0}
+    # New: first seen less than 7 days before the snapshot -> only product 7 (6 was a source 10 days ago;
+    # 1 and 2 have a 30-day-old edge; 3 an edge 20 days ago).
+    assert out["new_rows"] == 2 and out["established_rows"] == 4
+    assert out["new_products"] == pytest.approx(0.6)
+    assert out["established_products"] == pytest.approx(0.25)
+    # A longer window makes product 6 (10 days) new too; a shorter one leaves nothing new.
+    assert uncertainty_by_history(shown, unc, edges, impressions, snapshot, new_days=15)["new_rows"] == 3
+    short = uncertainty_by_history(shown, unc, edges, impressions, snapshot, new_days=1)
+    assert short["new_rows"] == 0 and short["new_products"] is None

@@ -31,6 +31,7 @@ GROUPED = {
     "reliability_by_bucket": ("bucket", ["0", "1", "2"]),
     "ccdf_by_direction": ("direction", ["in", "out"]),
     "lines_by_engagement": ("engagement", ["none", "clicked", "carted"]),
+    "lines_by_band": ("score_band", ["0", "1", "2"]),
 }
 BUILT_IN = {"linear", "simple", "smooth", "scatter", "scatter_jitter", "confusion", "confusion_normalized"}
 CHROMIUM_TIMEOUT_S = 60

@@ -1,10 +1,16 @@
-"""calibrate stage core: calibration fitted on matured calib rows only; buckets ordered by uncertainty."""
+"""calibrate stage: calibration fitted on matured calib rows only; buckets ordered by uncertainty;
+metrics and plots that show what the uncertainty measures."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import json
 
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from nextbuy import paths
 from nextbuy.config import IngestConfig, TrainConfig
 from nextbuy.mlops import io, schemas
 from nextbuy.stages import calibrate, ingest, label_delay, train
@@ -12,7 +18,8 @@ from tests.helpers import config
 
 
 @pytest.fixture(scope="module")
-def trained():
+def pipeline():
+    """Ingested tiny store, its weighted impressions and a trained model's moments."""
     from tests.conftest import TINY_PARAMS
 
     data = ingest.ingest(IngestConfig.model_validate(TINY_PARAMS["ingest"]))
@@ -22,6 +29,12 @@ def trained():
     _, moments, _ = train.fit(
         data.products, data.edges, weighted, TrainConfig.model_validate(TINY_PARAMS["train"]), progress=False
     )
+    return data, weighted, moments
+
+
+@pytest.fixture(scope="module")
+def trained(pipeline):
+    _, weighted, moments = pipeline
     return weighted, moments
 
 
@@ -61,3 +74,58 @@ def test_too_few_matured_rows_is_a_clear_error(trained):
     weighted, moments = trained
     with pytest.raises(io.DataError, match="maturity_days"):
         calibrate.score_holdout(weighted, moments, config("calibrate", maturity_days=10_000))
+
+
+def test_summary_reports_uncertainty_at_equal_score_and_ece_per_bucket(trained):
+    weighted, moments = trained
+    scored, calibration = calibrate.score_holdout(
+        weighted, moments, config("calibrate", n_buckets=2, maturity_days=4, min_bucket_size=30)
+    )
+    metrics = calibrate.summarise(scored, calibration)
+    test = scored["split"] == "test"
+    equal_score = metrics["uncertainty_at_equal_score"]
+    assert equal_score["test"]["rows"] == int(test.sum())
+    assert equal_score["calib"]["rows"] == int(scored["matured"][~test].sum())
+    for fit in equal_score.values():
+        assert fit["ci95"][0] < fit["coef"] < fit["ci95"][1] and fit["se"] > 0
+    ece = metrics["ece_by_bucket"]
+    assert set(ece) == {"0", "1"} and sum(b["rows"] for b in ece.values()) == int(test.sum())
+    assert all(0 <= b["ece_raw"] <= 1 and 0 <= b["ece_calibrated"] <= 1 for b in ece.values())
+
+
+def test_run_writes_uncertainty_metrics_and_the_score_band_plot(pipeline, tmp_path, monkeypatch, tiny_params):
+    data, weighted, moments = pipeline
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    io.write_table(weighted, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
+    io.write_npz(moments, paths.GNN_MOMENTS)
+    io.write_table(data.edges, paths.EDGES, schemas.EDGES)
+    io.write_json({"snapshot": str(data.snapshot)}, paths.INGEST_META)
+
+    returned = calibrate.run()
+    metrics = json.loads(paths.metrics_file("calibrate").read_text())
+    assert set(metrics) == set(returned)
+    assert {"uncertainty_at_equal_score", "uncertainty_by_history", "ece_by_bucket"} <= set(metrics)
+    assert set(metrics["uncertainty_at_equal_score"]) == {"test", "calib"}
+
+    holdout = int(weighted["split"].isin(["calib", "test"]).sum())
+    history = metrics["uncertainty_by_history"]
+    assert sum(history["rows_by_in_degree"].values()) == holdout
+    assert history["new_rows"] + history["established_rows"] == holdout
+    assert history["new_within_days"] == 7
+    scored = io.read_table(paths.SCORED, schemas.SCORED)
+    in_degree = data.edges.groupby("dst").size().reindex(scored["shown_id"], fill_value=0).to_numpy()
+    assert history["rows_by_in_degree"]["0"] == int((in_degree == 0).sum())
+    if (in_degree == 0).any():
+        assert history["by_in_degree"]["0"] == pytest.approx(scored["uncertainty"][in_degree == 0].mean())
+
+    bands = pd.read_csv(paths.plots_dir("calibrate") / "positivity_by_score_band.csv")
+    assert list(bands.columns) == [
+        "score_band",
+        "uncertainty_bin",
+        "uncertainty",
+        "positivity",
+        "mean_score",
+        "count",
+    ]
+    assert bands["count"].sum() == holdout and bands["positivity"].between(0, 1).all()

@@ -10,6 +10,44 @@ solved exactly by dynamic programming (one row of choices per bucket, then
 backtracking). A bucket that converts worse at equal score can be made
 stricter while a better bucket is loosened, which is where the extra recall
 over one global threshold comes from.
+
+Cut points. Both policies choose among ONE shared grid of cut points
+(``cut_points``): every distinct score of the fit rows (``n_candidates`` None,
+exact), or, as a cap for very large inputs, ``n_candidates`` score quantiles
+when there are more distinct scores than that. The single threshold is the
+DP's policy restricted to equal thresholds over that same grid, so it never
+gets a coarser grid than the per-bucket policy (a finer grid for one policy
+alone would inflate the measured gain).
+
+Complexity. Per bucket, among cut points with equal TP only the strictest
+(fewest FP) can be optimal, so each bucket keeps at most
+min(#cut points, P_b) + 1 options (P_b: its positives; +1 for "accept
+nothing"). The DP then costs O(sum_b options_b * (P + 1)) time, i.e.
+O((P + B) * (P + 1)) exact and O(B * (G + 1) * (P + 1)) with a grid of G
+points, where P is the number of positives -- independent of the number of
+negatives -- plus O(B n log n) to count TP/FP by sort + cumsum. It is
+vectorised over options and chunked so scratch memory stays below
+``_DP_CHUNK_CELLS`` cells; the backtracking table is B x (P + 1) integers.
+
+Out of sample. A threshold fitted on a handful of positives lands exactly at
+the target in sample and below it on fresh traffic. One support floor,
+``min_bucket_positives`` (m), guards against that: a bucket with fewer than m
+positives among the fit rows gets the single threshold (fixed in the DP, whose
+other buckets are still fitted jointly around it), and a policy counts as
+reaching the target only with at least max(1, m) true positives in all (so a
+cut that accepts two lucky rows is not "feasible"). Minimum support was chosen
+over shrinkage toward the single threshold: shrinkage interpolates on the
+score axis, which keeps neither the exact DP nor the in-sample precision
+guarantee, and needs a strength to tune; a support floor is one integer,
+keeps the DP exact under the constraint, and is what the metrics report
+(``support``).
+
+Infeasible targets. When no policy reaches the target on the fit rows with that
+support, the fit says so (``feasible`` False) and returns the most precise
+operating point of the single threshold that accepts at least max(1, m) rows
+(ties: more TP), in every bucket; +inf ("accept nothing") when even that has
+no true positive. Inside a feasible DP a bucket may still get +inf, "accept
+nothing", when that is its best choice.
 """
 
 from __future__ import annotations
@@ -24,7 +62,7 @@ from sklearn.metrics import precision_recall_curve
 # Slack tolerance (per row) so that exact-precision ties like 3 TP / 10 at p=0.3
 # are not lost to float rounding in (1-p)*TP - p*FP.
 _EPS = 1e-9
-# Upper bound on DP scratch cells (candidates x TP axis) processed at once.
+# Upper bound on DP scratch cells (options x TP axis) processed at once.
 _DP_CHUNK_CELLS = 1 << 22
 
 
@@ -69,30 +107,62 @@ class Thresholds:
         )
 
 
-def _quantile_candidates(score: np.ndarray, n_candidates: int) -> np.ndarray:
-    if score.size == 0:
-        return np.empty(0, dtype=np.float64)
-    # Data values (inverted_cdf), so each candidate is a real cut between rows.
-    return np.unique(np.quantile(score, np.linspace(0.0, 1.0, n_candidates), method="inverted_cdf"))
+@dataclass(frozen=True)
+class GlobalThreshold:
+    """The single threshold; ``feasible`` False: the most precise point, below the target."""
+
+    threshold: float
+    feasible: bool
+
+
+@dataclass(frozen=True, eq=False)
+class BucketFit:
+    """Per-bucket thresholds with the single threshold fitted on the same cut points."""
+
+    thresholds: Thresholds
+    feasible: bool  # the per-bucket policy reaches the target on the fit rows
+    single: GlobalThreshold
+    rows: np.ndarray  # fit rows per bucket
+    positives: np.ndarray  # positives among them
+    fallback: np.ndarray  # True: below min support, the bucket got the single threshold
+
+    @property
+    def baseline(self) -> Thresholds:
+        """The single threshold as a per-bucket policy (the same cut in every bucket)."""
+        return Thresholds(
+            thresholds=np.full(self.thresholds.n_buckets, self.single.threshold),
+            target_precision=self.thresholds.target_precision,
+        )
+
+    def support(self) -> list[dict[str, Any]]:
+        return [
+            {"rows": int(n), "positives": int(p), "single_threshold_fallback": bool(f)}
+            for n, p, f in zip(self.rows, self.positives, self.fallback, strict=True)
+        ]
+
+
+def cut_points(score: np.ndarray, n_candidates: int | None) -> np.ndarray:
+    """The cut points both policies choose among, ascending: every distinct score,
+    or ``n_candidates`` score quantiles when there are more distinct scores than that."""
+    s = np.asarray(score, dtype=np.float64)
+    distinct = np.unique(s)
+    if n_candidates is None or distinct.size <= n_candidates:
+        return distinct
+    # Data values (inverted_cdf), so each cut point is a real cut between rows.
+    return np.unique(np.quantile(s, np.linspace(0.0, 1.0, n_candidates), method="inverted_cdf"))
 
 
 def candidate_thresholds(
-    score: np.ndarray, bucket: np.ndarray, n_buckets: int, n_candidates: int
+    score: np.ndarray, bucket: np.ndarray, n_buckets: int, n_candidates: int | None
 ) -> list[np.ndarray]:
-    """Per bucket: +inf ("accept none") then, descending, the global score
-    quantiles united with the bucket's own score quantiles.
+    """Per bucket: +inf ("accept none") then, descending, the shared cut points.
 
-    Every bucket gets the global candidates, so "the same global threshold in
-    every bucket" is always a feasible DP choice.
+    Every bucket gets the same grid as the single threshold, so "the single
+    threshold in every bucket" is always a DP choice and neither policy sees a
+    finer grid than the other.
     """
-    s = np.asarray(score, dtype=np.float64)
-    b = np.asarray(bucket, dtype=np.int64)
-    glob = _quantile_candidates(s, n_candidates)
-    out = []
-    for k in range(n_buckets):  # loop over buckets, not rows
-        c = np.union1d(glob, _quantile_candidates(s[b == k], n_candidates))
-        out.append(np.concatenate([[np.inf], c[::-1]]))
-    return out
+    grid = np.concatenate([[np.inf], cut_points(score, n_candidates)[::-1]])
+    return [grid.copy() for _ in range(n_buckets)]
 
 
 def _counts_at(score: np.ndarray, label: np.ndarray, cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,9 +185,48 @@ def _check_inputs(score, label, target_precision) -> tuple[np.ndarray, np.ndarra
         raise ValueError("label must be binary 0/1 (the DP runs on integer true-positive counts)")
     if not 0.0 < target_precision < 1.0:
         raise ValueError("target_precision must be in (0, 1)")
-    if np.any(np.isnan(s)):
-        raise ValueError("score must not be NaN")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("score must be finite")
     return s, y.astype(np.int64)
+
+
+def _most_precise(cands: np.ndarray, tp: np.ndarray, fp: np.ndarray, min_support: int) -> float:
+    """Highest-precision cut accepting >= min_support rows (ties: more TP); +inf without any TP."""
+    accepted = tp + fp
+    if accepted.size == 0 or accepted.max() == 0:
+        return float("inf")
+    ok = accepted >= min(max(1, min_support), int(accepted.max()))
+    precision = tp[ok] / accepted[ok]
+    i = np.lexsort((-tp[ok], -precision))[0]  # last key is primary
+    return float(cands[ok][i]) if tp[ok][i] > 0 else float("inf")
+
+
+def fit_global_threshold(
+    score: np.ndarray, label: np.ndarray, target_precision: float, n_candidates: int | None, min_support: int
+) -> GlobalThreshold:
+    """Best single threshold over ``cut_points``: max recall at precision >= target
+    (ties: fewest FP) and at least max(1, ``min_support``) true positives. Infeasible: the most
+    precise cut accepting >= ``min_support`` rows, ``feasible`` False."""
+    s, y = _check_inputs(score, label, target_precision)
+    p = float(target_precision)
+    cands = cut_points(s, n_candidates)
+    if cands.size == 0:
+        return GlobalThreshold(float("inf"), feasible=False)
+    tp, fp = _counts_at(s, y, cands)
+    ok = ((1.0 - p) * tp - p * fp >= -_EPS * max(1, s.size)) & (tp >= max(1, min_support))
+    if not ok.any():
+        return GlobalThreshold(_most_precise(cands, tp, fp, min_support), feasible=False)
+    # Most TP; among equals the fewest FP (lexsort: last key is primary).
+    i = np.lexsort((fp[ok], -tp[ok]))[0]
+    return GlobalThreshold(float(cands[ok][i]), feasible=True)
+
+
+def _options(score: np.ndarray, label: np.ndarray, cands: np.ndarray):
+    """Candidates (descending) with their TP/FP, keeping per TP count only the
+    strictest one (fewest FP): the others can never be optimal."""
+    tp, fp = _counts_at(score, label, cands)
+    keep = np.concatenate([[True], tp[1:] != tp[:-1]])  # TP is non-decreasing as the cut falls
+    return cands[keep], tp[keep], fp[keep]
 
 
 def fit_bucket_thresholds(
@@ -126,14 +235,19 @@ def fit_bucket_thresholds(
     label: np.ndarray,
     n_buckets: int,
     target_precision: float,
-    n_candidates: int,
-) -> Thresholds:
+    n_candidates: int | None,
+    min_bucket_positives: int,
+) -> BucketFit:
     """Jointly fitted per-bucket thresholds: max total TP s.t. overall precision >= target.
 
     Exact DP over the total-TP axis: V_b[t] = best slack sum_{b' <= b}
     [(1-p) TP - p FP] reaching exactly t true positives. The answer is the
-    largest t with V_B[t] >= 0 (ties on t go to the larger slack, i.e. fewer
-    false positives). Infeasible targets yield +inf everywhere (accept nothing).
+    largest t >= max(1, ``min_bucket_positives``) with V_B[t] >= 0 (ties on t
+    go to the larger slack, i.e. fewer false positives). Buckets with fewer
+    than ``min_bucket_positives`` positives have one choice: the single
+    threshold (fitted here on the same cut points). Infeasible: the single
+    threshold's most precise point everywhere, ``feasible`` False (see the
+    module docstring).
     """
     s, y = _check_inputs(score, label, target_precision)
     b = np.asarray(bucket, dtype=np.int64)
@@ -141,62 +255,60 @@ def fit_bucket_thresholds(
         raise ValueError("bucket must match score")
     if b.size and (b.min() < 0 or b.max() >= n_buckets):
         raise ValueError(f"bucket index out of range [0, {n_buckets})")
+    if min_bucket_positives < 0:
+        raise ValueError("min_bucket_positives must be >= 0")
     p = float(target_precision)
     eps = _EPS * max(1, s.size)
-    cands = candidate_thresholds(s, b, n_buckets, n_candidates)
+    single = fit_global_threshold(s, y, p, n_candidates, min_bucket_positives)
+    grid = np.concatenate([[np.inf], cut_points(s, n_candidates)[::-1]])  # shared by every bucket
+    rows = np.bincount(b, minlength=n_buckets)
+    positives = np.bincount(b, weights=y, minlength=n_buckets).astype(np.int64)
+    fallback = positives < min_bucket_positives
 
     n_pos = int(y.sum())
     axis = np.arange(n_pos + 1)
     value = np.full(n_pos + 1, -np.inf)
     value[0] = 0.0
     choice = np.zeros((n_buckets, n_pos + 1), dtype=np.int64)
-    tps = []
+    options = []
     for k in range(n_buckets):
         m = b == k
-        tp, fp = _counts_at(s[m], y[m], cands[k])
+        cands, tp, fp = _options(s[m], y[m], np.array([single.threshold]) if fallback[k] else grid)
+        options.append((cands, tp))
         slack = (1.0 - p) * tp - p * fp
-        tps.append(tp)
         best = np.full(n_pos + 1, -np.inf)
         best_c = np.zeros(n_pos + 1, dtype=np.int64)
-        # Vectorised over candidates, chunked so scratch memory stays bounded.
+        # Vectorised over options, chunked so scratch memory stays bounded.
         chunk = max(1, _DP_CHUNK_CELLS // (n_pos + 1))
         for lo in range(0, tp.size, chunk):
             src = axis[None, :] - tp[lo : lo + chunk, None]
             cand = np.where(src >= 0, value[np.maximum(src, 0)], -np.inf) + slack[lo : lo + chunk, None]
-            arg = np.argmax(cand, axis=0)  # first max: earlier (stricter) candidate wins ties
+            arg = np.argmax(cand, axis=0)  # first max: earlier (stricter) option wins ties
             got = cand[arg, axis]
             better = got > best
             best[better] = got[better]
             best_c[better] = arg[better] + lo
         value, choice[k] = best, best_c
 
-    feasible = np.flatnonzero(value >= -eps)
-    t = int(feasible.max())  # t = 0 (accept nothing) is always feasible
-    thresholds = np.full(n_buckets, np.inf)
-    if t > 0:
+    floor = max(1, min_bucket_positives)
+    reach = np.flatnonzero(value[floor:] >= -eps) + floor
+    feasible = reach.size > 0
+    thresholds = np.full(n_buckets, single.threshold)
+    if feasible:
+        t = int(reach.max())
         for k in range(n_buckets - 1, -1, -1):
+            cands, tp = options[k]
             c = choice[k, t]
-            thresholds[k] = cands[k][c]
-            t -= int(tps[k][c])
-    return Thresholds(thresholds=thresholds, target_precision=p)
-
-
-def fit_global_threshold(
-    score: np.ndarray, label: np.ndarray, target_precision: float, n_candidates: int
-) -> float:
-    """Best single threshold: max recall at precision >= target; +inf if infeasible."""
-    s, y = _check_inputs(score, label, target_precision)
-    p = float(target_precision)
-    cands = _quantile_candidates(s, n_candidates)
-    if cands.size == 0:
-        return float("inf")
-    tp, fp = _counts_at(s, y, cands)
-    ok = ((1.0 - p) * tp - p * fp >= -_EPS * max(1, s.size)) & (tp > 0)
-    if not ok.any():
-        return float("inf")
-    # Most TP; among equals the fewest FP (lexsort: last key is primary).
-    i = np.lexsort((fp[ok], -tp[ok]))[0]
-    return float(cands[ok][i])
+            thresholds[k] = cands[c]
+            t -= int(tp[c])
+    return BucketFit(
+        thresholds=Thresholds(thresholds=thresholds, target_precision=p),
+        feasible=feasible,
+        single=single,
+        rows=rows,
+        positives=positives,
+        fallback=fallback,
+    )
 
 
 def precision_recall(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 
 
@@ -194,3 +195,199 @@ def expected_calibration_error(prob: np.ndarray, label: np.ndarray, n_bins: int 
     sum_y = np.bincount(idx, weights=y, minlength=n_bins)
     # |sum_p - sum_y| / n == sum_bins (count/n) * |mean_p - mean_y|
     return float(np.abs(sum_p - sum_y).sum() / p.size)
+
+
+# --- What the uncertainty measures ------------------------------------------------------------------
+#
+# The claim behind per-bucket calibration ("Leveraging Uncertainty Estimates To Improve Classifier
+# Performance", ICLR 2024): at the same score, more uncertain predictions convert less often. And
+# estimation uncertainty should be largest where the graph holds little history (low in-degree,
+# recently launched products). The functions below measure both on scored pairs.
+
+# Fewer rows than this, constant labels or a constant uncertainty: no coefficient (None).
+MIN_COEF_ROWS = 30
+# A product first seen (first co-purchase edge or first impression, as either product of the pair)
+# within this many days before the snapshot counts as new. A reporting constant, not a pipeline knob.
+NEW_PRODUCT_DAYS = 7.0
+# Lower bounds of the in-degree bands of the shown product: "0", "1-2", "3-9", "10-49", "50+".
+IN_DEGREE_BANDS = (0, 1, 3, 10, 50)
+_LOGIT_CLIP = 1e-6
+_MAX_NEWTON_STEPS = 100
+_MAX_ABS_COEF = 50.0  # beyond this the fit is separating, not estimating
+
+
+def _logistic_newton(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Maximum-likelihood logistic regression of fractional labels ``y`` in [0, 1] on ``x``
+    (Newton steps with step halving); the coefficients and their covariance (inverse Fisher
+    information), or None when it does not converge (separation, collinear columns)."""
+
+    def loglik(beta: np.ndarray) -> float:
+        eta = x @ beta
+        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+    beta = np.zeros(x.shape[1])
+    beta[0] = np.log(y.mean() / (1.0 - y.mean()))  # column 0 is the intercept
+    current = loglik(beta)
+    for _ in range(_MAX_NEWTON_STEPS):
+        p = expit(x @ beta)
+        info = x.T @ (x * (p * (1.0 - p))[:, None])
+        try:
+            step = np.linalg.solve(info, x.T @ (y - p))
+        except np.linalg.LinAlgError:
+            return None
+        for _ in range(30):  # halve the step until the likelihood does not fall
+            candidate = loglik(beta + step)
+            if candidate >= current - 1e-12:
+                break
+            step = step / 2.0
+        beta, current = beta + step, candidate
+        if not np.all(np.isfinite(beta)) or np.abs(beta).max() > _MAX_ABS_COEF:
+            return None
+        if np.abs(step).max() < 1e-10:
+            break
+    else:
+        return None
+    p = expit(x @ beta)
+    info = x.T @ (x * (p * (1.0 - p))[:, None])
+    if np.linalg.cond(info) > 1e12:
+        return None
+    return beta, np.linalg.inv(info)
+
+
+def uncertainty_coefficient(score: np.ndarray, uncertainty: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+    """How much uncertainty moves conversion at equal score.
+
+    Logistic regression of ``label`` (may be fractional: delay-corrected expected eventual
+    labels) on ``[1, logit(score), standardised uncertainty]``. Returns the uncertainty
+    coefficient (change in log-odds per standard deviation of uncertainty), its standard error
+    from the inverse Fisher information, a normal 95% interval, and the rows used. Negative
+    means more uncertain pairs convert less than their score says. ``coef``, ``se`` and
+    ``ci95`` are None with fewer than ``MIN_COEF_ROWS`` rows, constant labels or uncertainty,
+    or a fit that does not converge.
+    """
+    s = np.asarray(score, dtype=np.float64).ravel()
+    u = np.asarray(uncertainty, dtype=np.float64).ravel()
+    y = np.asarray(label, dtype=np.float64).ravel()
+    if not (s.shape == u.shape == y.shape):
+        raise ValueError("score, uncertainty, label must have equal length")
+    keep = np.isfinite(s) & np.isfinite(u) & np.isfinite(y)
+    s, u, y = s[keep], u[keep], np.clip(y[keep], 0.0, 1.0)
+    none: dict[str, Any] = {"coef": None, "se": None, "ci95": None, "rows": int(s.size)}
+    if s.size < MIN_COEF_ROWS or u.std() <= 1e-12 * max(1.0, np.abs(u).max()) or y.min() == y.max():
+        return none
+    z = (u - u.mean()) / u.std()
+    logit_score = np.log(np.clip(s, _LOGIT_CLIP, 1 - _LOGIT_CLIP)) - np.log1p(
+        -np.clip(s, _LOGIT_CLIP, 1 - _LOGIT_CLIP)
+    )
+    columns = [np.ones_like(s)]
+    if np.ptp(logit_score) > 0:  # a constant score is absorbed by the intercept
+        columns.append(logit_score)
+    columns.append(z)
+    fit = _logistic_newton(np.column_stack(columns), y)
+    if fit is None:
+        return none
+    beta, cov = fit
+    coef, se = float(beta[-1]), float(np.sqrt(cov[-1, -1]))
+    return {"coef": coef, "se": se, "ci95": [coef - 1.959964 * se, coef + 1.959964 * se], "rows": int(s.size)}
+
+
+def positivity_by_score_band(
+    score: np.ndarray,
+    uncertainty: np.ndarray,
+    label: np.ndarray,
+    n_score_bands: int = 4,
+    n_uncertainty_bins: int = 4,
+) -> pd.DataFrame:
+    """Positivity by uncertainty within bands of equal score (plot data).
+
+    Rows are cut into score bands at score quantiles, then each band into uncertainty bins
+    at the band's own uncertainty quantiles (ties merge bins, as in ``bucket_edges``).
+    Columns: score_band ("0" = lowest scores), uncertainty_bin (0 = least uncertain),
+    uncertainty (mean), positivity (mean label), mean_score, count.
+    """
+    s = np.asarray(score, dtype=np.float64).ravel()
+    u = np.asarray(uncertainty, dtype=np.float64).ravel()
+    y = np.asarray(label, dtype=np.float64).ravel()
+    if not (s.shape == u.shape == y.shape):
+        raise ValueError("score, uncertainty, label must have equal length")
+    band = assign_buckets(s, bucket_edges(s, n_score_bands))
+    ubin = np.zeros(s.size, dtype=np.int64)
+    for k in np.unique(band):
+        m = band == k
+        ubin[m] = assign_buckets(u[m], bucket_edges(u[m], n_uncertainty_bins))
+    out = (
+        pd.DataFrame({"band": band, "uncertainty_bin": ubin, "u": u, "y": y, "s": s})
+        .groupby(["band", "uncertainty_bin"], sort=True)
+        .agg(
+            uncertainty=("u", "mean"), positivity=("y", "mean"), mean_score=("s", "mean"), count=("y", "size")
+        )
+        .reset_index()
+    )
+    out.insert(0, "score_band", out.pop("band").astype(str))
+    out["count"] = out["count"].astype(np.int64)
+    return out
+
+
+def in_degree_band_labels(bounds: tuple[int, ...] = IN_DEGREE_BANDS) -> list[str]:
+    """Names of the bands with these lower bounds: (0, 1, 3) -> "0", "1-2", "3+"."""
+    labels = []
+    for i, lo in enumerate(bounds):
+        if i == len(bounds) - 1:
+            labels.append(f"{lo}+")
+        else:
+            hi = bounds[i + 1] - 1
+            labels.append(str(lo) if hi == lo else f"{lo}-{hi}")
+    return labels
+
+
+def first_seen(edges: pd.DataFrame, impressions: pd.DataFrame) -> pd.Series:
+    """Per product id, the earliest time the pipeline's own data shows it: a timed co-purchase
+    edge (either end) or an impression (either product). Edges without a time do not count."""
+    times = [
+        edges["src"].to_frame("id").assign(t=edges["time"]),
+        edges["dst"].to_frame("id").assign(t=edges["time"]),
+        impressions["source_id"].to_frame("id").assign(t=impressions["shown_at"]),
+        impressions["shown_id"].to_frame("id").assign(t=impressions["shown_at"]),
+    ]
+    return pd.concat(times, ignore_index=True).dropna(subset=["t"]).groupby("id")["t"].min()
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
+
+
+def uncertainty_by_history(
+    shown_id: np.ndarray,
+    uncertainty: np.ndarray,
+    edges: pd.DataFrame,
+    impressions: pd.DataFrame,
+    snapshot: pd.Timestamp,
+    new_days: float = NEW_PRODUCT_DAYS,
+    degree_bands: tuple[int, ...] = IN_DEGREE_BANDS,
+) -> dict[str, Any]:
+    """Mean uncertainty of pairs grouped by the history of their shown product.
+
+    ``edges`` is the co-purchase graph (src, dst, time); the shown product's in-degree is its
+    number of distinct in-edges, banded at ``degree_bands``. A product is new when it was first
+    seen (``first_seen`` over ``edges`` and ``impressions``: source_id, shown_id, shown_at)
+    less than ``new_days`` before ``snapshot``; a product never seen with a time is established.
+    Empty groups have mean None.
+    """
+    ids = np.asarray(shown_id)
+    u = np.asarray(uncertainty, dtype=np.float64)
+    if ids.shape != u.shape:
+        raise ValueError("shown_id and uncertainty must have equal length")
+    degree = edges.groupby("dst").size().reindex(ids, fill_value=0).to_numpy()
+    band = np.searchsorted(np.asarray(degree_bands), degree, side="right") - 1
+    labels = in_degree_band_labels(degree_bands)
+    seen = first_seen(edges, impressions).reindex(ids)
+    new = (seen > pd.Timestamp(snapshot) - pd.Timedelta(days=new_days)).to_numpy()
+    return {
+        "by_in_degree": {name: _mean_or_none(u[band == k]) for k, name in enumerate(labels)},
+        "rows_by_in_degree": {name: int((band == k).sum()) for k, name in enumerate(labels)},
+        "new_products": _mean_or_none(u[new]),
+        "established_products": _mean_or_none(u[~new]),
+        "new_rows": int(new.sum()),
+        "established_rows": int((~new).sum()),
+        "new_within_days": float(new_days),
+    }

@@ -1,5 +1,9 @@
 """calibrate: score and uncertainty for every holdout pair; per-uncertainty-bucket
-isotonic calibration fitted on calibration-split pairs whose labels have matured."""
+isotonic calibration fitted on calibration-split pairs whose labels have matured.
+
+The metrics also show what the uncertainty measures: its effect on conversion at equal
+score (``uncertainty_at_equal_score``), calibration error per bucket, and how it grows
+where the co-purchase graph holds little history (``uncertainty_by_history``)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ from nextbuy.domain.uncertainty import (
     assign_buckets,
     expected_calibration_error,
     fit_bucket_calibration,
+    positivity_by_score_band,
     reliability_table,
+    uncertainty_by_history,
+    uncertainty_coefficient,
 )
 from nextbuy.mlops import io, schemas
 
@@ -89,6 +96,40 @@ def positivity_vs_uncertainty(scored: pd.DataFrame, label: np.ndarray, n_bins: i
     )
 
 
+def ece_by_bucket(scored: pd.DataFrame, label: np.ndarray, n_buckets: int) -> dict:
+    """Raw and calibrated calibration error of each uncertainty bucket (None when empty)."""
+    bucket = scored["bucket"].to_numpy()
+    out = {}
+    for b in range(n_buckets):
+        m = bucket == b
+        ece = {
+            column: expected_calibration_error(scored[column].to_numpy()[m], label[m]) if m.any() else None
+            for column in ("score", "prob_calibrated")
+        }
+        out[str(b)] = {
+            "rows": int(m.sum()),
+            "ece_raw": ece["score"],
+            "ece_calibrated": ece["prob_calibrated"],
+        }
+    return out
+
+
+def _coefficient(scored: pd.DataFrame, label: np.ndarray, rows: np.ndarray) -> dict:
+    return uncertainty_coefficient(
+        scored["score"].to_numpy()[rows], scored["uncertainty"].to_numpy()[rows], label[rows]
+    )
+
+
+def history_of_shown(
+    scored: pd.DataFrame, weighted: pd.DataFrame, edges: pd.DataFrame, snapshot: pd.Timestamp
+) -> dict:
+    """Mean holdout uncertainty by the shown product's in-degree and age (first seen in the
+    graph or the impressions log), from the pipeline's own data."""
+    return uncertainty_by_history(
+        scored["shown_id"].to_numpy(), scored["uncertainty"].to_numpy(), edges, weighted, snapshot
+    )
+
+
 def summarise(scored: pd.DataFrame, calibration: BucketCalibration) -> dict:
     fit = fit_rows(scored)
     test = scored["split"] == "test"
@@ -112,6 +153,14 @@ def summarise(scored: pd.DataFrame, calibration: BucketCalibration) -> dict:
             corrected[test.to_numpy()],
         ),
         "calib_buckets": {str(b): {k: float(v) for k, v in row.items()} for b, row in per_bucket.iterrows()},
+        # Test split, delay-corrected labels: does each bucket's own map fix its calibration?
+        "ece_by_bucket": ece_by_bucket(scored[test], corrected[test.to_numpy()], calibration.n_buckets),
+        # Log-odds change per standard deviation of uncertainty at equal score (< 0: the
+        # uncertain convert less than their score says), on fresh and on matured rows.
+        "uncertainty_at_equal_score": {
+            "test": _coefficient(scored, corrected, test.to_numpy()),
+            "calib": _coefficient(scored, corrected, fit),
+        },
     }
 
 
@@ -119,6 +168,8 @@ def run(params_file: str = "params.yaml") -> dict:
     cfg = load_section("calibrate", params_file)
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     moments = io.read_npz(paths.GNN_MOMENTS, required=schemas.MOMENT_KEYS)
+    edges = io.read_table(paths.EDGES, schemas.EDGES)
+    snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
     scored, calibration = score_holdout(weighted, moments, cfg)
     io.write_table(scored, paths.SCORED, schemas.SCORED)
     io.write_json(calibration.to_dict(), paths.CALIBRATION_MODEL)
@@ -135,6 +186,13 @@ def run(params_file: str = "params.yaml") -> dict:
     io.write_csv(
         positivity_vs_uncertainty(scored, evaluation_labels(scored)), plots / "positivity_vs_uncertainty.csv"
     )
+    io.write_csv(
+        positivity_by_score_band(
+            scored["score"].to_numpy(), scored["uncertainty"].to_numpy(), evaluation_labels(scored)
+        ),
+        plots / "positivity_by_score_band.csv",
+    )
     metrics = summarise(scored, calibration)
+    metrics["uncertainty_by_history"] = history_of_shown(scored, weighted, edges, snapshot)
     io.write_json(metrics, paths.metrics_file("calibrate"))
     return metrics

@@ -1,34 +1,46 @@
 """thresholds: one threshold per uncertainty bucket for the precision target,
-fitted jointly on matured calibration pairs, beside the single-threshold baseline."""
+fitted jointly on matured calibration pairs, beside the single-threshold baseline
+(both over the same cut points; buckets below the support floor get the single one)."""
 
 from __future__ import annotations
 
-import numpy as np
+import logging
+
 import pandas as pd
 
 from nextbuy import paths
 from nextbuy.config import ThresholdsConfig, load_section
 from nextbuy.domain.decisions import (
+    BucketFit,
     Thresholds,
     fit_bucket_thresholds,
-    fit_global_threshold,
     pr_curve_table,
     precision_recall,
 )
 from nextbuy.domain.evaluation import evaluation_labels, fit_rows
 from nextbuy.mlops import io, schemas
 
+log = logging.getLogger(__name__)
+
+
+def fit_policies(scored: pd.DataFrame, n_buckets: int, cfg: ThresholdsConfig) -> BucketFit:
+    """Pure core: per-bucket thresholds and the single threshold, with feasibility and support."""
+    rows = scored[fit_rows(scored)]
+    return fit_bucket_thresholds(
+        rows["score"].to_numpy(),
+        rows["bucket"].to_numpy(),
+        rows["label"].to_numpy(),
+        n_buckets,
+        cfg.target_precision,
+        cfg.n_candidates,
+        cfg.min_bucket_positives,
+    )
+
 
 def fit(scored: pd.DataFrame, n_buckets: int, cfg: ThresholdsConfig) -> tuple[Thresholds, Thresholds]:
-    """Pure core: (per-bucket thresholds, single-threshold baseline as the same type)."""
-    rows = scored[fit_rows(scored)]
-    score, bucket, label = rows["score"].to_numpy(), rows["bucket"].to_numpy(), rows["label"].to_numpy()
-    per_bucket = fit_bucket_thresholds(
-        score, bucket, label, n_buckets, cfg.target_precision, cfg.n_candidates
-    )
-    single = fit_global_threshold(score, label, cfg.target_precision, cfg.n_candidates)
-    baseline = Thresholds(thresholds=np.full(n_buckets, single), target_precision=cfg.target_precision)
-    return per_bucket, baseline
+    """(per-bucket thresholds, single-threshold baseline as the same type)."""
+    fitted = fit_policies(scored, n_buckets, cfg)
+    return fitted.thresholds, fitted.baseline
 
 
 def evaluate(scored: pd.DataFrame, per_bucket: Thresholds, baseline: Thresholds) -> dict:
@@ -51,18 +63,46 @@ def evaluate(scored: pd.DataFrame, per_bucket: Thresholds, baseline: Thresholds)
     return out
 
 
+def metrics_of(scored: pd.DataFrame, fitted: BucketFit) -> dict:
+    """The stage metrics: thresholds, feasibility, per-bucket support, and both policies' precision/recall."""
+    per_bucket, baseline = fitted.thresholds, fitted.baseline
+    metrics = {
+        "target_precision": per_bucket.target_precision,
+        "feasible": fitted.feasible,  # the served (per-bucket) policy reaches the target on the fit rows
+        "thresholds": per_bucket.to_dict()["thresholds"],
+        "single_threshold": baseline.to_dict()["thresholds"][0],
+        "support": fitted.support(),
+        **evaluate(scored, per_bucket, baseline),
+    }
+    metrics["per_bucket"]["feasible"] = fitted.feasible
+    metrics["single"]["feasible"] = fitted.single.feasible
+    return metrics
+
+
+def _warn_if_infeasible(metrics: dict) -> None:
+    for name in ("per_bucket", "single"):
+        if not metrics[name]["feasible"]:
+            log.warning(
+                "thresholds: no %s policy reaches precision %.3f on the fit rows; using the most precise "
+                "operating point instead (calib precision %.3f, recall %.3f)",
+                name.replace("_", "-"),
+                metrics["target_precision"],
+                metrics[name]["calib"]["precision"],
+                metrics[name]["calib"]["recall"],
+            )
+
+
 def run(params_file: str = "params.yaml") -> dict:
     cfg = load_section("thresholds", params_file)
     scored = io.read_table(paths.SCORED, schemas.SCORED)
     n_buckets = len(io.read_json(paths.CALIBRATION_MODEL)["edges"]) + 1
-    per_bucket, baseline = fit(scored, n_buckets, cfg)
-    metrics = {
-        "target_precision": cfg.target_precision,
-        "thresholds": per_bucket.to_dict()["thresholds"],
-        "single_threshold": baseline.to_dict()["thresholds"][0],
-        **evaluate(scored, per_bucket, baseline),
-    }
-    io.write_json({"per_bucket": per_bucket.to_dict(), "single": baseline.to_dict()}, paths.THRESHOLDS_MODEL)
+    fitted = fit_policies(scored, n_buckets, cfg)
+    metrics = metrics_of(scored, fitted)
+    _warn_if_infeasible(metrics)
+    io.write_json(
+        {"per_bucket": fitted.thresholds.to_dict(), "single": fitted.baseline.to_dict()},
+        paths.THRESHOLDS_MODEL,
+    )
     rows = scored[fit_rows(scored)]
     io.write_csv(
         pr_curve_table(rows["score"].to_numpy(), rows["label"].to_numpy()),

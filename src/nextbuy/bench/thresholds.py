@@ -1,0 +1,230 @@
+"""`nextbuy bench thresholds`: do per-bucket thresholds win out of sample, per uncertainty estimator?
+
+The simulated store of params.yaml goes through the pipeline's own ingest,
+label_delay, train and calibrate cores. Per training seed one model is trained,
+and each uncertainty estimator is derived from that same model (``ensemble``:
+bootstrap members fine-tuned from it; ``mc_dropout`` and ``sampler``: stochastic
+passes of it), so estimators differ only in their uncertainty. For each
+estimator and precision target, three policies are fitted on the calibration
+split's matured rows (what the thresholds stage fits on):
+
+* ``single``: one score threshold;
+* ``bucket``: one threshold per uncertainty bucket, fitted jointly (the DP);
+* ``mist``: the per-bucket calibration, then one threshold on the calibrated
+  probability.
+
+They are judged out of sample on traffic of the days *after* the snapshot
+against its eventual labels (the simulator's truth: this benchmark reads it, no
+stage does). Per row: mean recall and achieved precision of each policy over
+seeds, whether the target was feasible on the fit rows in every seed, and the
+t-based 95% CI of the per-seed relative recall gain bucket/single − 1. Targets
+are multiples of the fit rows' positive rate, so no store-specific number is
+baked in. Also per estimator: the logistic coefficient of uncertainty at equal
+score on the test traffic (negative: uncertain pairs convert less than their
+score says), and mean uncertainty by the shown product's history.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from nextbuy.config import read_params, section_config, with_changes
+from nextbuy.mlops import io
+
+ESTIMATORS = ("ensemble", "mc_dropout", "sampler")
+POLICIES = ("single", "bucket", "mist")
+TARGET_LIFTS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)  # targets = these x the fit rows' positive rate
+
+
+def _t_interval(values: np.ndarray) -> tuple[float, float]:
+    from scipy import stats
+
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def estimator_moments(data, weighted, train_cfg, seed: int) -> dict[str, dict]:
+    """One trained model per seed; the moments of each estimator derived from it."""
+    from nextbuy.domain.graph import blade
+    from nextbuy.stages import train
+
+    cfg = with_changes(train_cfg, seed=seed, uncertainty="mc_dropout")
+    architecture, schedule, export = train.blade_arguments(cfg)
+    graph = train.build_graph(data.products, data.edges, data.features)
+    model, mc_dropout, _ = train.fit_graph(
+        graph, weighted, cfg, architecture, schedule, export, progress=False
+    )
+    rows, _ = train.training_rows(weighted, cfg)
+    members = train.ensemble_members(model, graph, rows, cfg, architecture, schedule, progress=False)
+    return {
+        "ensemble": blade.ensemble_moments(members, graph, chunk=cfg.export_chunk),
+        "mc_dropout": mc_dropout,
+        "sampler": blade.export_moments(model, graph, **export, estimator="sampler"),
+    }
+
+
+def _policy_rows(scored, calibration, test, targets, thresholds_cfg) -> list[dict]:
+    """Per target: the three policies fitted on the matured calib rows, judged on ``test``."""
+    from nextbuy.domain.decisions import fit_bucket_thresholds, fit_global_threshold, precision_recall
+    from nextbuy.domain.evaluation import fit_rows
+
+    fit = scored[fit_rows(scored)]
+    score, bucket, label = fit["score"].to_numpy(), fit["bucket"].to_numpy(), fit["label"].to_numpy()
+    n_buckets, support = len(calibration.edges) + 1, thresholds_cfg.min_bucket_positives
+    out = []
+    for target in targets:
+        joint = fit_bucket_thresholds(
+            score, bucket, label, n_buckets, target, thresholds_cfg.n_candidates, support
+        )
+        mist = fit_global_threshold(
+            fit["prob_calibrated"].to_numpy(), label, target, thresholds_cfg.n_candidates, support
+        )
+        decisions = {
+            "single": test["score"] >= joint.single.threshold,
+            "bucket": joint.thresholds.decide(test["score"], test["bucket"]),
+            "mist": test["prob_calibrated"] >= mist.threshold,
+        }
+        row = {"target": float(target), "feasible": bool(joint.feasible and joint.single.feasible)}
+        for name, decide in decisions.items():
+            quality = precision_recall(decide, test["label"])
+            row[f"{name}_recall"], row[f"{name}_precision"] = quality["recall"], quality["precision"]
+        out.append(row)
+    return out
+
+
+def _test_arrays(moments, calibration, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    from nextbuy.domain.graph.scoring import score_and_uncertainty
+    from nextbuy.domain.uncertainty import assign_buckets
+
+    score, uncertainty = score_and_uncertainty(
+        moments, test["source_id"].to_numpy(), test["shown_id"].to_numpy()
+    )
+    return {
+        "score": score,
+        "uncertainty": uncertainty,
+        "bucket": assign_buckets(uncertainty, calibration.edges),
+        "prob_calibrated": calibration.predict(score, uncertainty),
+        "label": test["label_eventual"].to_numpy().astype(float),
+    }
+
+
+def _one_seed(data, weighted, test, params, seed: int, lifts) -> dict[str, dict]:
+    from nextbuy.domain.evaluation import fit_rows
+    from nextbuy.domain.uncertainty import uncertainty_by_history, uncertainty_coefficient
+    from nextbuy.stages import calibrate
+
+    calibrate_cfg = section_config(params, "calibrate")
+    thresholds_cfg = section_config(params, "thresholds")
+    out = {}
+    for name, moments in estimator_moments(data, weighted, section_config(params, "train"), seed).items():
+        scored, calibration = calibrate.score_holdout(weighted, moments, calibrate_cfg)
+        base_rate = float(scored.loc[fit_rows(scored), "label"].mean())
+        arrays = _test_arrays(moments, calibration, test)
+        out[name] = {
+            "rows": _policy_rows(scored, calibration, arrays, [base_rate * x for x in lifts], thresholds_cfg),
+            "coefficient": uncertainty_coefficient(arrays["score"], arrays["uncertainty"], arrays["label"]),
+            "by_history": uncertainty_by_history(
+                test["shown_id"].to_numpy(),
+                arrays["uncertainty"],
+                data.edges,
+                data.impressions,
+                data.snapshot,
+            ),
+        }
+        best = max((r for r in out[name]["rows"] if r["feasible"]), key=lambda r: r["target"], default=None)
+        if best:
+            print(
+                f"seed {seed} {name}: target {best['target']:.3f} recall single {best['single_recall']:.3f} "
+                f"bucket {best['bucket_recall']:.3f} mist {best['mist_recall']:.3f}",
+                flush=True,
+            )
+    return out
+
+
+def _aggregate(per_seed: list[dict[str, dict]], lifts) -> dict:
+    figures: dict = {"coefficient": {}, "by_history": {}}
+    for name in ESTIMATORS:
+        rows = []
+        for i, lift in enumerate(lifts):
+            seeds = [run[name]["rows"][i] for run in per_seed]
+            row = {"target_lift": float(lift), "target": float(np.mean([r["target"] for r in seeds]))}
+            row["feasible"] = all(r["feasible"] for r in seeds)
+            for policy in POLICIES:
+                for metric in ("recall", "precision"):
+                    values = np.array([r[f"{policy}_{metric}"] for r in seeds])
+                    row[f"{policy}_{metric}"] = float(values.mean())
+                lo, hi = _t_interval(np.array([r[f"{policy}_precision"] for r in seeds]))
+                row[f"{policy}_precision_ci"] = [lo, hi]
+            single = np.array([r["single_recall"] for r in seeds])
+            bucket = np.array([r["bucket_recall"] for r in seeds])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gain = np.where(single > 0, bucket / single - 1.0, np.nan)
+            row["gain"] = float(np.nanmean(gain)) if np.isfinite(gain).any() else None
+            row["gain_ci_low"], row["gain_ci_high"] = _t_interval(gain)
+            rows.append(row)
+        figures[name] = rows
+        coefs = np.array([run[name]["coefficient"]["coef"] or np.nan for run in per_seed], dtype=float)
+        lo, hi = _t_interval(coefs)
+        figures["coefficient"][name] = {"mean": float(np.nanmean(coefs)), "ci95_over_seeds": [lo, hi]}
+        figures["by_history"][name] = per_seed[0][name]["by_history"]
+    return figures
+
+
+def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
+    from nextbuy.bench.delay import future_traffic
+    from nextbuy.stages import ingest, label_delay
+
+    started = time.perf_counter()
+    params = read_params(params_file)
+    ingest_cfg = section_config(params, "ingest")
+    data = ingest.ingest(ingest_cfg)
+    if data.truth_impressions is None:
+        raise ValueError("bench thresholds needs a simulated store (its truth judges the policies)")
+    weighted, _ = label_delay.weigh(
+        data.impressions, data.snapshot, section_config(params, "label_delay"), data.products, data.edges
+    )
+    test = future_traffic(data, ingest_cfg)
+    base_seed = section_config(params, "train").seed
+    per_seed = [
+        _one_seed(data, weighted, test, params, base_seed + s, TARGET_LIFTS) for s in range(int(seeds))
+    ]
+    figures = _aggregate(per_seed, TARGET_LIFTS)
+    figures["seeds"] = int(seeds)
+    figures["test_impressions"] = len(test)
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    _print(figures, int(seeds))
+    io.write_json(figures, out)
+    return figures
+
+
+def _print(figures: dict, seeds: int) -> None:
+    for name in ESTIMATORS:
+        coef = figures["coefficient"][name]
+        low, high = coef["ci95_over_seeds"]
+        table = Table(
+            title=f"bench thresholds, {name}: {seeds} seed(s), out of sample; uncertainty coefficient "
+            f"at equal score {coef['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        )
+        columns = ("target", "feasible", "recall single / bucket / mist", "precision single / bucket / mist")
+        for column in (*columns, "gain bucket/single − 1 [95% CI]"):
+            table.add_column(column, justify="right")
+        for row in figures[name]:
+            table.add_row(
+                f"{row['target']:.3f}",
+                "yes" if row["feasible"] else "no",
+                " / ".join(f"{row[f'{p}_recall']:.3f}" for p in POLICIES),
+                " / ".join(f"{row[f'{p}_precision']:.3f}" for p in POLICIES),
+                f"{row['gain']:+.1%} [{row['gain_ci_low']:+.1%}, {row['gain_ci_high']:+.1%}]"
+                if row["gain"] is not None
+                else "",
+            )
+        Console(width=170).print(table)

@@ -1,0 +1,73 @@
+"""`nextbuy bench thresholds` on the tiny simulated store: the JSON a user scripts against (one list
+of rows per estimator), out-of-sample policies, and the gain interval arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from nextbuy.bench import thresholds
+from tests.conftest import TINY_PARAMS
+
+SEEDS = 2
+ROW_KEYS = {
+    "target",
+    "single_recall",
+    "bucket_recall",
+    "mist_recall",
+    "single_precision",
+    "bucket_precision",
+    "mist_precision",
+    "feasible",
+    "gain_ci_low",
+    "gain_ci_high",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench-thresholds")
+    params_file = folder / "params.yaml"
+    params_file.write_text(yaml.safe_dump(TINY_PARAMS))
+    out = folder / "bench-thresholds.json"
+    returned = thresholds.run(out, seeds=SEEDS, params_file=str(params_file))
+    return json.loads(out.read_text()), returned
+
+
+def test_json_maps_each_estimator_to_rows_per_target(bench_run):
+    figures, returned = bench_run
+    assert figures == json.loads(json.dumps(returned))
+    for name in thresholds.ESTIMATORS:
+        rows = figures[name]
+        assert len(rows) == len(thresholds.TARGET_LIFTS)
+        targets = [row["target"] for row in rows]
+        assert targets == sorted(targets) and targets[0] > 0
+        for row in rows:
+            assert set(row) >= ROW_KEYS
+            for policy in thresholds.POLICIES:
+                assert 0.0 <= row[f"{policy}_recall"] <= 1.0 and 0.0 <= row[f"{policy}_precision"] <= 1.0
+        # Stricter targets accept less: recall of the single threshold does not rise with the target.
+        single = [row["single_recall"] for row in rows]
+        assert all(a >= b - 1e-12 for a, b in zip(single, single[1:], strict=False))
+        assert set(figures["coefficient"][name]) == {"mean", "ci95_over_seeds"}
+        assert "by_in_degree" in figures["by_history"][name]
+    assert figures["seeds"] == SEEDS
+
+
+def test_gain_interval_is_a_t_interval_over_seeds():
+    low, high = thresholds._t_interval(np.array([0.1, 0.2, 0.3]))
+    assert low < 0.2 < high and high - 0.2 == pytest.approx(0.2 - low)
+    assert np.isnan(thresholds._t_interval(np.array([0.1]))[0])
