@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from nextbuy.config import SECTIONS, load_section
+from nextbuy.config import SECTIONS, IngestConfig, MonitorConfig, load_section
 from tests.conftest import ROOT
 
 
@@ -44,3 +44,60 @@ def test_real_source_needs_a_path(tmp_path):
     params.write_text(yaml.safe_dump({"ingest": {**full["ingest"], "source": "npz"}}))
     with pytest.raises(ValidationError, match="graph_path"):
         load_section("ingest", params)
+
+
+def section(name: str, **changes):
+    full = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return {**full[name], **changes}
+
+
+@pytest.mark.parametrize(
+    "snapshot, fragment",
+    [
+        ("not a date", "is not a date"),
+        ("", "empty or NaT"),
+        ("NaT", "empty or NaT"),
+        ("now", "depends on when the run happens"),
+        ("2026-05-10T00:00:00+02:00", "time zone"),
+        (20260510, "valid string"),
+    ],
+)
+def test_garbage_snapshot_is_refused_naming_the_key(snapshot, fragment):
+    with pytest.raises(ValidationError, match=fragment) as err:
+        IngestConfig.model_validate(section("ingest", snapshot=snapshot))
+    assert err.value.errors()[0]["loc"] == ("snapshot",)
+
+
+@pytest.mark.parametrize("snapshot", [None, "2026-05-10", "2026-05-10T06:30:00", "2026-05-10 06:30"])
+def test_valid_snapshot_is_kept(snapshot):
+    assert IngestConfig.model_validate(section("ingest", snapshot=snapshot)).snapshot == snapshot
+
+
+def test_unquoted_yaml_date_is_read_as_text(tmp_path):
+    params = tmp_path / "params.yaml"
+    full = yaml.safe_load((ROOT / "params.yaml").read_text())
+    text = yaml.safe_dump({"ingest": {**full["ingest"], "snapshot": "SNAP"}}).replace("SNAP", "2026-05-10")
+    params.write_text(text)
+    cfg = load_section("ingest", params)
+    assert cfg.snapshot == "2026-05-10"
+    assert cfg.simulator_for_snapshot().start_date.startswith("2026-")
+
+
+def test_garbage_simulator_start_date_is_refused():
+    ingest = section("ingest")
+    bad = {**ingest, "simulator": {**ingest["simulator"], "start_date": "soon"}}
+    with pytest.raises(ValidationError, match="ingest.simulator.start_date='soon' is not a date"):
+        IngestConfig.model_validate(bad)
+
+
+@pytest.mark.parametrize("tolerance", [[0.3, -1], -0.1, [], float("nan"), [0.2, float("inf")]])
+def test_negative_or_non_finite_relative_tolerance_is_refused(tolerance):
+    with pytest.raises(ValidationError, match="monitor.relative_tolerance") as err:
+        MonitorConfig.model_validate(section("monitor", relative_tolerance=tolerance))
+    assert err.value.errors()[0]["loc"] == ("relative_tolerance",)
+
+
+@pytest.mark.parametrize("tolerance", [0, 0.3, [0.1, 0.2, 0.5]])
+def test_relative_tolerance_number_or_per_bucket_list(tolerance):
+    cfg = MonitorConfig.model_validate(section("monitor", relative_tolerance=tolerance))
+    assert cfg.relative_tolerance == tolerance

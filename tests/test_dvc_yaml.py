@@ -74,7 +74,7 @@ def _outs(kind: str) -> dict[str, list[Path]]:
 
 
 def _is_plot_data(out: Path) -> bool:
-    """A stage's plot CSV: an out (cache: false) under plots/, drawn by dvc.yaml's top-level plots."""
+    """A stage's plot CSV: an out under plots/, drawn by dvc.yaml's top-level plots."""
     return paths.PLOTS in out.parents
 
 
@@ -141,3 +141,14 @@ def test_a_missing_knob_is_an_error_naming_it(tmp_path):
 
 def test_params_sections_are_the_dvc_stages():
     assert list(SECTIONS) == list(STAGES)
+
+
+def test_every_output_is_cached_so_a_failed_stage_can_restore_it():
+    """nextbuy.restore puts a failed stage's outputs back from the DVC cache: an uncached
+    out (cache: false) would be lost when dvc repro deletes it before the stage runs."""
+    for name, stage in STAGES.items():
+        for kind in ("outs", "metrics", "plots"):
+            for out in stage.get(kind, []):
+                if isinstance(out, dict):
+                    options = next(iter(out.values())) or {}
+                    assert options.get("cache", True), f"{name}: {next(iter(out))} is not cached"

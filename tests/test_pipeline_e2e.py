@@ -78,6 +78,34 @@ def test_dvc_repro_runs_all_stages_and_registers_champion(pipeline, tiny_params)
     assert blessing["lineage"]["params"]["train"] == tiny_params["train"]
 
 
+def _outputs(dest: Path, stage: str) -> dict[str, bytes]:
+    lock = yaml.safe_load((dest / "dvc.lock").read_text())["stages"][stage]
+    files = {}
+    for out in lock["outs"]:
+        path = dest / out["path"]
+        for f in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+            files[str(f.relative_to(dest))] = f.read_bytes()
+    return files
+
+
+def test_a_failed_stage_leaves_its_last_good_outputs(pipeline, tiny_params):
+    """dvc repro deletes a stage's outputs before running it: when the stage fails, its
+    outputs, metrics and plots included, are back as they were (make run and the Airflow
+    tasks run the same stage command through dvc repro)."""
+    dest, env = pipeline
+    before = _outputs(dest, "train")
+    assert "metrics/train.json" in before and "plots/train/loss.csv" in before
+    typo = {**tiny_params, "train": {**tiny_params["train"], "epochz": 3}}
+    (dest / "params.yaml").write_text(yaml.safe_dump(typo))
+    failed = run(["dvc", "repro", "train"], dest, env)
+    assert failed.returncode != 0 and "epochz" in failed.stdout + failed.stderr
+    assert "back in place" in failed.stdout + failed.stderr
+    assert _outputs(dest, "train") == before
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    status = run(["dvc", "status", "train"], dest, env)
+    assert status.returncode == 0 and "changed outs" not in status.stdout, status.stdout
+
+
 def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny_params):
     dest, env = pipeline
     # Gate drill: a model trained on shuffled labels is refused; the champion stays.

@@ -41,12 +41,42 @@ def _setup_logging() -> None:
 
 
 def _run_stage(name: str, params: str) -> None:
+    _setup_logging()
+    try:
+        metrics = _stage_metrics(name, params)
+    except BaseException:
+        # dvc repro deleted the outputs before running us: put the last good ones back.
+        _put_back_last_good(name)
+        raise
+    console.print(f"[green]{name} done[/] → metrics/{name}.json")
+    logging.getLogger("nextbuy").debug(json.dumps(metrics, default=str))
+
+
+def _put_back_last_good(name: str) -> None:
+    from nextbuy.restore import restore_stage_outputs
+
+    try:
+        done = restore_stage_outputs(name)
+    except Exception as err:  # noqa: BLE001 - the stage's own error is what the user must see
+        console.print(f"[yellow]{name}: could not restore the last good outputs: {err}[/]", highlight=False)
+        return
+    if done["restored"]:
+        console.print(
+            f"[yellow]{name} failed: its last good outputs (dvc.lock) are back in place:[/] "
+            + ", ".join(done["restored"]),
+            highlight=False,
+        )
+    if done["missing"]:
+        console.print(f"[yellow]{name}: not in the DVC cache, not restored:[/] " + ", ".join(done["missing"]))
+
+
+def _stage_metrics(name: str, params: str) -> dict:
+    """Run stage ``name``; known failures become exit code 2 with the message a user can act on."""
     from nextbuy.mlops.io import DataError
 
-    _setup_logging()
     module = importlib.import_module(f"nextbuy.stages.{name}")
     try:
-        metrics = module.run(params)
+        return module.run(params)
     except DataError as err:
         console.print(f"[bold red]{name}: bad input[/]\n{err.message}", highlight=False)
         raise typer.Exit(code=2) from None
@@ -58,8 +88,6 @@ def _run_stage(name: str, params: str) -> None:
             raise
         console.print(f"[bold red]{name}: {err}[/]", highlight=False)
         raise typer.Exit(code=2) from None
-    console.print(f"[green]{name} done[/] → metrics/{name}.json")
-    logging.getLogger("nextbuy").debug(json.dumps(metrics, default=str))
 
 
 def _stage_command(name: str, help_text: str) -> Callable[[str], None]:
@@ -70,10 +98,32 @@ def _stage_command(name: str, help_text: str) -> Callable[[str], None]:
     return command
 
 
+def _deploy_command(name: str, help_text: str) -> Callable[..., None]:
+    def command(
+        params: str = ParamsOption,
+        first_release: bool = typer.Option(
+            False,
+            "--first-release",
+            help="seed a new first champion (floors only) although blessing.json or dvc.lock record "
+            "an earlier release; under dvc repro / Airflow set NEXTBUY_FIRST_RELEASE=1 instead",
+        ),
+    ) -> None:
+        if first_release:
+            from nextbuy.stages.deploy import FIRST_RELEASE_ENV
+
+            os.environ[FIRST_RELEASE_ENV] = "1"
+        _run_stage(name, params)
+
+    command.__doc__ = help_text
+    return command
+
+
+_STAGE_FACTORIES = {"deploy": _deploy_command}
 # Help texts from dvc.yaml, not from the stage modules' docstrings: importing every
 # stage (torch, mlflow) would slow down every command.
 for _stage in STAGE_LIST:
-    app.command(name=_stage.command)(_stage_command(_stage.name, _stage.desc))
+    _factory = _STAGE_FACTORIES.get(_stage.name, _stage_command)
+    app.command(name=_stage.command)(_factory(_stage.name, _stage.desc))
 
 
 @app.command()
@@ -136,7 +186,8 @@ def _model_name(given: str | None) -> str:
 
 @app.command()
 def rollback(model_name: str | None = ModelNameOption) -> None:
-    """Move 'champion' back to 'previous' (undo the last release)."""
+    """Move 'champion' back to 'previous' (undo the last release); 'previous' becomes the
+    newest earlier version that served as champion."""
     from mlflow.tracking import MlflowClient
 
     from nextbuy.mlops import registry
@@ -149,14 +200,22 @@ def rollback(model_name: str | None = ModelNameOption) -> None:
 def promote(
     version: int = typer.Argument(..., help="model version to release"),
     model_name: str | None = ModelNameOption,
+    force: bool = typer.Option(False, "--force", help="release a version the gate refused (needs --reason)"),
+    reason: str | None = typer.Option(None, help="why a refused version is released anyway (kept on it)"),
 ) -> None:
-    """Deliberately make VERSION the champion (the old one becomes 'previous')."""
+    """Deliberately make VERSION the champion (the old one becomes 'previous').
+
+    A version the gate refused needs --force --reason TEXT; the reason, who and when are
+    tagged on it."""
     from mlflow.tracking import MlflowClient
 
     from nextbuy.mlops import registry
 
+    if force and not (reason and reason.strip()):
+        console.print("[bold red]--force needs --reason TEXT (kept on the version)[/]", highlight=False)
+        raise typer.Exit(code=2)
     name = _model_name(model_name)
-    _registry_call(lambda: registry.promote(MlflowClient(), name, str(version)))
+    _registry_call(lambda: registry.promote(MlflowClient(), name, str(version), force=force, reason=reason))
 
 
 @app.command("batch-topk")

@@ -8,6 +8,8 @@ changing ``train.epochs`` re-runs train and what follows, never ingest.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nextbuy.constants import WEIGHTING_METHODS
 
@@ -24,6 +26,39 @@ PARAMS_FILE = "params.yaml"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Words pandas parses relative to the clock: a run would depend on when it ran.
+_CLOCK_WORDS = {"now", "today", "yesterday", "tomorrow"}
+
+
+def _as_timestamp_text(value: Any, key: str) -> Any:
+    """A date/time param as ISO-ish text pandas parses to a naive (UTC) timestamp.
+
+    YAML turns an unquoted 2026-05-10 into a date: accepted and written back as text.
+    Garbage, empty text, NaT, clock words and time zones are refused here, so the
+    error names the key instead of surfacing as a traceback inside a stage.
+    """
+    if isinstance(value, (dt.date, dt.datetime)):
+        value = value.isoformat()
+    if not isinstance(value, str):
+        return value  # the str annotation refuses it, naming the type
+    import pandas as pd
+
+    hint = "give a date or date-time such as '2026-05-10' or '2026-05-10T06:00:00'"
+    if value.strip().lower() in _CLOCK_WORDS:
+        raise ValueError(f"{key}={value!r} depends on when the run happens; {hint}")
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise ValueError(f"{key}={value!r} is not a date ({err}); {hint}") from None
+    if stamp is pd.NaT:
+        raise ValueError(f"{key}={value!r} is not a date (empty or NaT); {hint}")
+    if stamp.tzinfo is not None:
+        raise ValueError(
+            f"{key}={value!r} has a time zone; the pipeline's times are naive UTC: {hint} (in UTC)"
+        )
+    return value
 
 
 class SimulatorConfig(_Section):
@@ -47,6 +82,11 @@ class SimulatorConfig(_Section):
     delay_sigma: float = Field(gt=0.0)
     launch_rate: float = Field(ge=0.0)
     start_date: str
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _start_date_is_a_date(cls, value: Any) -> Any:
+        return _as_timestamp_text(value, "ingest.simulator.start_date")
 
     @model_validator(mode="after")
     def _launches_fit_the_catalogue(self) -> SimulatorConfig:
@@ -86,6 +126,11 @@ class IngestConfig(_Section):
     snapshot: str | None
     simulator: SimulatorConfig
     split: SplitConfig
+
+    @field_validator("snapshot", mode="before")
+    @classmethod
+    def _snapshot_is_a_date(cls, value: Any) -> Any:
+        return None if value is None else _as_timestamp_text(value, "ingest.snapshot")
 
     def simulator_for_snapshot(self) -> SimulatorConfig:
         """The simulator settings whose history ends at ``snapshot``."""
@@ -216,6 +261,20 @@ class MonitorConfig(_Section):
     workspace: str
     project: str
     dashboard: str
+
+    @field_validator("relative_tolerance")
+    @classmethod
+    def _tolerance_is_non_negative(cls, value: float | list[float]) -> float | list[float]:
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("monitor.relative_tolerance: give one number, or a list with one per bucket")
+        bad = [v for v in values if not (math.isfinite(v) and v >= 0.0)]
+        if bad:
+            raise ValueError(
+                f"monitor.relative_tolerance must be finite and >= 0 (a share of the predicted "
+                f"positivity), got {value!r}: bad value(s) {bad}"
+            )
+        return value
 
     def tolerance(self, bucket: np.ndarray) -> np.ndarray:
         """The relative tolerance of each bucket (the last listed value covers any further bucket)."""

@@ -136,3 +136,62 @@ def test_sparse_round_trip_and_bad_files(tmp_path):
     np.savez(garbage, a=np.arange(3))  # an npz, but not a sparse matrix
     with pytest.raises(io.DataError, match="unreadable"):
         io.read_sparse(garbage)
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [(b"", "file is empty"), (b'{"a": [1, 2', "unreadable JSON"), (b"\xff\xfe\x00\x01", "unreadable JSON")],
+)
+def test_bad_json_is_a_data_error(tmp_path, content, fragment):
+    path = tmp_path / "x.json"
+    path.write_bytes(content)
+    with pytest.raises(io.DataError, match=fragment) as err:
+        io.read_json(path)
+    assert err.value.path == str(path)
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(io.DataError, match="unreadable file"):
+        io.read_json(tmp_path / "folder.json")
+
+
+def test_bad_npz_is_a_data_error(tmp_path):
+    path = tmp_path / "x.npz"
+    io.write_npz({"a": np.arange(3), "b": np.ones(2)}, path)
+    assert set(io.read_npz(path, ("a", "b"))) == {"a", "b"}
+    with pytest.raises(io.DataError, match="missing array") as err:
+        io.read_npz(path, ("a", "c"))
+    assert err.value.column == "c"
+    path.write_bytes(path.read_bytes()[:-40])  # truncated: the zip directory is gone
+    with pytest.raises(io.DataError, match="unreadable npz"):
+        io.read_npz(path)
+    path.write_bytes(b"")
+    with pytest.raises(io.DataError, match="file is empty"):
+        io.read_npz(path)
+    with open(path, "wb") as fh:
+        np.save(fh, np.zeros(3))
+    with pytest.raises(io.DataError, match="not an npz archive"):
+        io.read_npz(path)
+
+
+def test_empty_table_has_the_schema_columns_and_dtypes(tmp_path):
+    path = tmp_path / "truth.parquet"
+    io.write_empty_table(path, schemas.TRUTH_IMPRESSIONS)
+    frame = pd.read_parquet(path)
+    assert frame.empty and list(frame.columns) == list(schemas.TRUTH_IMPRESSIONS.columns)
+    assert frame.dtypes.astype(str).to_dict() == {
+        "impression_id": "int64",
+        "p_convert": "float64",
+        "label_eventual": "int8",
+        "delay_days": "float64",
+    }
+    with pytest.raises(io.DataError, match="is empty"):  # readers still refuse it, naming the file
+        io.read_table(path, schemas.TRUTH_IMPRESSIONS)
+    assert list(io.empty_table(schemas.IMPRESSIONS).dtypes.astype(str)) == [
+        "int64",
+        "int64",
+        "int64",
+        "datetime64[ns]",
+        "datetime64[ns]",
+        "datetime64[ns]",
+        "datetime64[ns]",
+        "object",
+    ]

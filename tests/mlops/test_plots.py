@@ -75,7 +75,7 @@ def div_id(title: str) -> str:
 
 
 def stage_plot_files() -> set[str]:
-    """The CSVs the stages write under plots/<stage>/ (outs with cache: false)."""
+    """The CSVs the stages write under plots/<stage>/ (stage outs)."""
     return {
         next(iter(o)) if isinstance(o, dict) else o
         for stage in DVC["stages"].values()

@@ -3,6 +3,11 @@ release after the gate, manual promote, rollback — including the edge cases a
 person at the CLI hits (nothing to roll back to, promoting the champion, a
 version that does not exist).
 
+Then the issue "Nothing lost, nothing wrong served": a refused version is only
+released by force with a reason, 'previous' is only ever an ex-champion, and what a
+killed deploy left half-done (an incomplete version, a half-moved alias) is ignored
+by readers and repaired by the next deploy's sweep.
+
 One throwaway SQLite store for the module; each test registers its own model
 (versions are bare registry entries: the moves never open the model files)."""
 
@@ -16,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from nextbuy.mlops import registry
 from nextbuy.mlops.registry import CHALLENGER, CHAMPION, PREVIOUS
+from nextbuy.serving_fixtures import mlflow_store
 
 _names = itertools.count()
 
@@ -34,10 +40,12 @@ def model(client, tmp_path):
     class Model:
         name = f"nextbuy-{next(_names)}"
 
-        def add(self, passed: bool = True) -> str:
-            v = client.create_model_version(
-                self.name, source=str(tmp_path / "model"), tags={"passed": str(passed).lower()}
-            )
+        def add(self, passed: bool | None = True, complete: str | None = "true", run_id=None) -> str:
+            """``complete``: "false" as deploy registers, None for a version from before the tag;
+            ``passed`` None: no gate verdict at all."""
+            tags = {} if passed is None else {"passed": str(passed).lower()}
+            tags |= {} if complete is None else {"complete": complete}
+            v = client.create_model_version(self.name, source=str(tmp_path / "model"), tags=tags, run_id=run_id)
             return str(v.version)
 
         def aliases(self) -> dict[str, str | None]:
@@ -51,10 +59,11 @@ def model(client, tmp_path):
 
 
 def released(client, model, *verdicts: bool) -> list[str]:
-    """Versions released in order through the gate with the given verdicts."""
+    """Versions registered as deploy does (complete=false) and released in order through
+    the gate with the given verdicts."""
     versions = []
     for passed in verdicts:
-        versions.append(model.add(passed))
+        versions.append(model.add(passed, complete="false"))
         registry.release(client, model.name, versions[-1], passed)
     return versions
 
@@ -92,9 +101,9 @@ def test_refused_first_release_says_there_is_no_champion(client, model):
 # --- promote -----------------------------------------------------------------
 
 
-def test_promoting_the_challenger_crowns_it_and_clears_the_challenger_alias(client, model):
+def test_promoting_the_challenger_by_force_crowns_it_and_clears_the_challenger_alias(client, model):
     v1, v2 = released(client, model, True, False)
-    message = registry.promote(client, model.name, v2)
+    message = registry.promote(client, model.name, v2, force=True, reason="hotfix")
     assert model.aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
     assert model.tag(v2, "promoted_manually") == "true"
     assert f"v{v1} → v{v2}" in message
@@ -161,7 +170,7 @@ def test_rollback_never_makes_a_refused_version_previous(client, model):
 
 def test_promote_then_rollback_returns_to_the_champion_before_the_promotion(client, model):
     v1, v2, v3 = released(client, model, True, True, False)
-    registry.promote(client, model.name, v3)
+    registry.promote(client, model.name, v3, force=True, reason="the gate's data was stale")
     assert model.aliases() == {CHAMPION: v3, PREVIOUS: v2, CHALLENGER: None}
     registry.rollback(client, model.name)
     assert model.aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
@@ -181,3 +190,180 @@ def test_unset_alias_reads_as_none(client, model):
     model.add()
     assert registry.alias_version(client, model.name, CHAMPION) is None
     assert registry.alias_version(client, "no-such-model", CHAMPION) is None
+
+
+# --- the gate's refusal stands unless a person forces it -----------------------------
+
+
+def test_promoting_a_refused_version_without_force_and_a_reason_fails_and_moves_nothing(client, model):
+    v1, v2 = released(client, model, True, False)
+    for kwargs in ({}, {"force": True}, {"force": True, "reason": "  "}, {"reason": "why not"}):
+        with pytest.raises(MlflowException, match="did not pass the gate.*--force --reason"):
+            registry.promote(client, model.name, v2, **kwargs)
+    assert model.aliases() == {CHAMPION: v1, PREVIOUS: None, CHALLENGER: v2}
+    assert model.tag(v2, registry.FORCED) is None and model.tag(v2, registry.PROMOTED) is None
+
+
+def test_a_forced_release_records_the_reason_who_and_when_and_says_so(client, model):
+    v1, v2 = released(client, model, True, False)
+    message = registry.promote(client, model.name, v2, force=True, reason="INC-42: gate data was stale")
+    assert model.aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
+    assert model.tag(v2, registry.FORCED) == "true"
+    assert model.tag(v2, registry.FORCED_REASON) == "INC-42: gate data was stale"
+    assert model.tag(v2, registry.FORCED_BY) and model.tag(v2, registry.FORCED_AT).startswith("20")
+    assert "FORCED" in message and "INC-42" in message
+
+
+def test_force_on_a_passing_version_records_nothing_forced(client, model):
+    v1, v2 = released(client, model, True, True)
+    registry.promote(client, model.name, v1, force=True, reason="back to v1")
+    assert model.aliases()[CHAMPION] == v1
+    assert model.tag(v1, registry.FORCED) is None
+
+
+def test_the_issue_sequence_never_serves_the_refused_version(client, model):
+    """`promote 2 && promote 1 && rollback` made the refused v2 champion."""
+    v1, v2 = released(client, model, True, False)
+    with pytest.raises(MlflowException):
+        registry.promote(client, model.name, v2)
+    registry.promote(client, model.name, v1)
+    with pytest.raises(MlflowException, match=f"no '{PREVIOUS}'"):
+        registry.rollback(client, model.name)
+    assert model.aliases() == {CHAMPION: v1, PREVIOUS: None, CHALLENGER: v2}
+
+
+def test_a_refused_version_crowned_before_the_rules_never_becomes_previous(client, model):
+    """A store from before this change: v2 (refused) promoted without force, so no
+    forced tag; replacing it must not keep it as what rollback returns to."""
+    v1, v2 = released(client, model, True, False)
+    client.set_registered_model_alias(model.name, PREVIOUS, v1)
+    client.set_registered_model_alias(model.name, CHAMPION, v2)  # the old `promote 2`
+    v3 = released(client, model, True)[0]
+    assert model.aliases()[CHAMPION] == v3 and model.aliases()[PREVIOUS] == v1
+    registry.rollback(client, model.name)
+    assert model.aliases()[CHAMPION] == v1
+
+
+def test_every_champion_is_recorded_as_such_and_refused_ones_are_not(client, model):
+    v1, v2, v3 = released(client, model, True, False, True)
+    assert [model.tag(v, registry.WAS_CHAMPION) for v in (v1, v2, v3)] == ["true", None, "true"]
+    assert all(model.tag(v, registry.COMPLETE) == "true" for v in (v1, v2, v3))
+
+
+def test_previous_is_only_ever_a_version_that_was_champion(client, model):
+    v1 = released(client, model, True)[0]
+    never_crowned = model.add(passed=True)  # passed, complete, but its deploy never moved champion
+    v3, v4 = released(client, model, True, True)
+    registry.rollback(client, model.name)
+    assert model.aliases() == {CHAMPION: v3, PREVIOUS: v1, CHALLENGER: None}
+    assert model.tag(never_crowned, registry.WAS_CHAMPION) is None
+
+
+def test_rollback_refuses_a_previous_that_never_served(client, model):
+    v1 = released(client, model, True)[0]
+    never_crowned = model.add(passed=True)
+    client.set_registered_model_alias(model.name, PREVIOUS, never_crowned)  # e.g. set by hand
+    with pytest.raises(MlflowException, match=f"v{never_crowned} never served"):
+        registry.rollback(client, model.name)
+    assert model.aliases()[CHAMPION] == v1
+
+
+def test_a_force_released_ex_champion_may_be_rolled_back_to(client, model):
+    """Documented choice: a person released it on purpose and it served."""
+    v1, v2 = released(client, model, True, False)
+    registry.promote(client, model.name, v2, force=True, reason="known-good despite the gate")
+    v3 = released(client, model, True)[0]
+    assert model.aliases() == {CHAMPION: v3, PREVIOUS: v2, CHALLENGER: None}
+    registry.rollback(client, model.name)
+    assert model.aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
+
+
+# --- all-or-nothing: incomplete versions are ignored, then orphaned ---------------------
+
+
+@pytest.fixture
+def run_of(client):
+    """``run_of(status)``: id of a run in the store ended with ``status`` (or still RUNNING)."""
+
+    def make(status: str) -> str:
+        run = client.create_run("0")
+        if status != "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    return make
+
+
+def killed_deploy(client, model, run_of, passed: bool = True, crowned: bool = True) -> str:
+    """A deploy killed after its alias moves, before its last write (complete=true)."""
+    v = model.add(passed, complete="false", run_id=run_of("KILLED"))
+    if passed and crowned:
+        registry._crown(client, model.name, v)
+    elif not passed:
+        client.set_registered_model_alias(model.name, CHALLENGER, v)
+    return v
+
+
+def test_readers_ignore_an_incomplete_champion(client, model, run_of):
+    v1 = released(client, model, True)[0]
+    v2 = killed_deploy(client, model, run_of)
+    assert registry.alias_version(client, model.name, CHAMPION) == v2
+    assert registry.released_version(client, model.name, CHAMPION) is None
+    assert registry.released_version(client, model.name, PREVIOUS) == v1
+    with pytest.raises(MlflowException, match="incomplete"):
+        registry.promote(client, model.name, v2)
+
+
+def test_load_bundle_ignores_an_incomplete_champion(client, model, run_of):
+    released(client, model, True)
+    killed_deploy(client, model, run_of)
+    with mlflow_store(client.tracking_uri):
+        assert registry.load_bundle(model.name, CHAMPION) is None  # nothing downloaded
+
+
+def test_sweep_orphans_a_crowned_incomplete_version_and_puts_the_champion_back(client, model, run_of):
+    v1, v2 = released(client, model, True, True)
+    v3 = killed_deploy(client, model, run_of)
+    assert model.aliases() == {CHAMPION: v3, PREVIOUS: v2, CHALLENGER: None}
+    assert registry.sweep_orphans(client, model.name) == [v3]
+    assert model.aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
+    assert model.tag(v3, registry.ORPHANED) == "true" and model.tag(v3, registry.COMPLETE) == "false"
+    assert registry.sweep_orphans(client, model.name) == []  # once
+
+
+def test_sweep_repairs_a_move_killed_between_previous_and_champion(client, model, run_of):
+    v1, v2 = released(client, model, True, True)
+    v3 = killed_deploy(client, model, run_of, crowned=False)
+    client.set_registered_model_alias(model.name, PREVIOUS, v2)  # _crown's first move only
+    assert registry.sweep_orphans(client, model.name) == [v3]
+    assert model.aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
+
+
+def test_sweep_clears_an_incomplete_challenger_and_a_first_champion(client, model, run_of):
+    v1 = killed_deploy(client, model, run_of)  # the first deploy ever, killed
+    assert registry.sweep_orphans(client, model.name) == [v1]
+    assert model.aliases() == {CHAMPION: None, PREVIOUS: None, CHALLENGER: None}
+    assert not registry.has_release(client, model.name)
+    v2 = released(client, model, True)[0]
+    v3 = killed_deploy(client, model, run_of, passed=False)
+    assert registry.sweep_orphans(client, model.name) == [v3]
+    assert model.aliases() == {CHAMPION: v2, PREVIOUS: None, CHALLENGER: None}
+
+
+def test_sweep_leaves_a_deploy_in_flight_and_orphans_versions_with_no_tags(client, model, run_of):
+    v1 = released(client, model, True)[0]
+    in_flight = model.add(True, complete="false", run_id=run_of("RUNNING"))
+    bare = model.add(passed=None, complete=None)  # registered, killed before any tag
+    failed = model.add(False, complete="false", run_id=run_of("FAILED"))
+    assert registry.sweep_orphans(client, model.name) == [bare, failed]
+    assert model.tag(in_flight, registry.ORPHANED) is None
+    assert model.aliases() == {CHAMPION: v1, PREVIOUS: None, CHALLENGER: None}
+
+
+def test_an_orphan_is_never_previous(client, model, run_of):
+    v1 = released(client, model, True)[0]
+    killed_deploy(client, model, run_of)
+    registry.sweep_orphans(client, model.name)
+    v3, v4 = released(client, model, True, True)
+    registry.rollback(client, model.name)
+    assert model.aliases() == {CHAMPION: v3, PREVIOUS: v1, CHALLENGER: None}

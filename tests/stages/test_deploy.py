@@ -1,13 +1,21 @@
 """deploy stage cores: fresh evaluation rows with delay-corrected labels, the input example,
-and judging candidate vs champion on the same rows (the gate itself: tests/domain/test_gate.py)."""
+and judging candidate vs champion on the same rows (the gate itself: tests/domain/test_gate.py);
+publishing all-or-nothing (a deploy dying after registration leaves a version readers ignore
+and the next deploy orphans); refusing to re-seed a first champion when an earlier release is
+on record (registry moves: tests/mlops/test_registry.py)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from nextbuy.serving_fixtures import load_bundle, write_bundle_files
+from nextbuy import paths
+from nextbuy.mlops import io, registry, tracking
+from nextbuy.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
 from nextbuy.stages import deploy
 from tests.helpers import config
 
@@ -84,3 +92,121 @@ def test_unrelated_candidate_is_refused_against_the_champion_that_fits_the_label
     assert not blessing["passed"]
     assert blessing["comparison"]["auc"]["hi"] < 0
     assert any(r.startswith("auc") and "vs champion" in r for r in blessing["reasons"])
+
+
+# --- publishing: registered with its verdict, complete last -----------------------------
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A project dir (the cwd) with its own MLflow store; a client on it. Process state put back."""
+    for key in (tracking.RUN_CONTEXT_ENV, deploy.FIRST_RELEASE_ENV):
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)  # recorded: restored (absent) afterwards
+    monkeypatch.chdir(tmp_path)
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with mlflow_store(uri):
+        tracking.configure(tmp_path)
+        yield MlflowClient()
+
+
+def a_blessing(passed: bool) -> dict:
+    return {
+        "model_name": "nextbuy",
+        "passed": passed,
+        "reasons": [] if passed else ["auc 0.51 < 0.6"],
+        "candidate": {"auc": 0.7, "ece": None},
+        "champion": None,
+        "lineage": {"git_commit": "abc", "params": {"deploy": {"min_auc": 0.6}}},
+    }
+
+
+def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until_orphaned(
+    store, bundles, tmp_path, monkeypatch
+):
+    import mlflow
+
+    files = write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000)
+    for name, path in (("GNN_MOMENTS", "moments"), ("CALIBRATION_MODEL", "calibration")):
+        monkeypatch.setattr(paths, name, getattr(files, path))
+    monkeypatch.setattr(paths, "THRESHOLDS_MODEL", files.thresholds)
+    good, _ = bundles
+    with mlflow.start_run():
+        assert deploy.publish(store, good, a_blessing(True)) == "1"
+    assert store.get_model_version("nextbuy", "1").tags[registry.COMPLETE] == "true"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("kill")  # dies between registration and the alias moves
+
+    monkeypatch.setattr(registry, "release", killed)
+    with pytest.raises(KeyboardInterrupt), mlflow.start_run():
+        deploy.publish(store, good, a_blessing(False))
+    tags = store.get_model_version("nextbuy", "2").tags
+    # Created with its verdict in the same write: never a version without tags.
+    assert tags["passed"] == "false" and tags["reasons"] == "auc 0.51 < 0.6"
+    assert tags[registry.COMPLETE] == "false"
+    assert registry.has_release(store, "nextbuy")
+    assert registry.released_version(store, "nextbuy", registry.CHAMPION) == "1"
+    deploy.prepare_registry(store, "nextbuy")  # the next deploy
+    assert store.get_model_version("nextbuy", "2").tags[registry.ORPHANED] == "true"
+
+
+# --- no silent re-seed of a lost registry ---------------------------------------------
+
+
+def write_blessing(version: int | None, model_name: str = "nextbuy") -> None:
+    paths.BLESSING.parent.mkdir(parents=True, exist_ok=True)
+    paths.BLESSING.write_text(json.dumps({"version": version, "model_name": model_name}))
+
+
+def write_lock(model_name: str = "nextbuy") -> None:
+    stage = {"cmd": "nextbuy deploy", "params": {"params.yaml": {"deploy": {"model_name": model_name}}}}
+    with open("dvc.lock", "w") as f:
+        yaml.safe_dump({"schema": "2.0", "stages": {"deploy": stage}}, f)
+
+
+def test_a_first_release_with_nothing_on_record_goes_ahead(store):
+    deploy.check_first_release(store, "nextbuy")
+    write_blessing(None)  # a blessing without a version is no release
+    deploy.check_first_release(store, "nextbuy")
+
+
+@pytest.mark.parametrize("evidence", ["blessing", "lock"])
+def test_a_lost_registry_with_an_earlier_release_on_record_is_refused(store, evidence):
+    write_blessing(7) if evidence == "blessing" else write_lock()
+    with pytest.raises(io.DataError) as err:
+        deploy.check_first_release(store, "nextbuy")
+    message = err.value.message
+    assert ("blessing.json records v7" if evidence == "blessing" else "dvc.lock records") in message
+    assert "--first-release" in message and deploy.FIRST_RELEASE_ENV in message
+    assert "mlflow.db" in message  # the store it looked in
+
+
+def test_first_release_env_lets_it_through(store, monkeypatch):
+    write_lock()
+    monkeypatch.setenv(deploy.FIRST_RELEASE_ENV, "1")
+    deploy.check_first_release(store, "nextbuy")
+    monkeypatch.setenv(deploy.FIRST_RELEASE_ENV, "0")
+    with pytest.raises(io.DataError):
+        deploy.check_first_release(store, "nextbuy")
+
+
+def test_evidence_of_another_model_or_a_store_with_a_release_is_no_reason_to_refuse(store):
+    write_blessing(3, model_name="other")
+    write_lock(model_name="other")
+    deploy.check_first_release(store, "nextbuy")
+    write_blessing(3)
+    store.create_registered_model("nextbuy")
+    store.create_model_version("nextbuy", "file:///m", tags={"passed": "true", "complete": "true"})
+    deploy.check_first_release(store, "nextbuy")
+
+
+def test_a_store_holding_only_orphans_has_no_release(store):
+    write_lock()
+    store.create_registered_model("nextbuy")
+    store.create_model_version("nextbuy", "file:///m", tags={"passed": "true", "complete": "false"})
+    with pytest.raises(io.DataError):
+        deploy.prepare_registry(store, "nextbuy")
+    assert store.get_model_version("nextbuy", "1").tags[registry.ORPHANED] == "true"

@@ -105,6 +105,46 @@ def test_real_edge_list_is_cleaned_counted_and_gets_simulated_impressions(projec
     assert io.read_sparse(paths.FEATURES).shape == (n, 0)
 
 
+def clean_edge_rows(n_nodes: int = 200, n_rows: int = 3000, seed: int = 0) -> list[list[int]]:
+    """Distinct src->dst pairs without self-loops: nothing for ingest to clean."""
+    rng = np.random.default_rng(seed)
+    pairs = rng.integers(0, n_nodes, size=(n_rows, 2))
+    pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
+    return pairs.tolist()
+
+
+@pytest.mark.parametrize(
+    "extra, warned",
+    [
+        ([], None),  # clean: rows_read/edges_kept/products are sizes, not cleaning
+        ([[5, 5]], "self_loops_dropped=1"),
+        ([[1, 2], [1, 2]], "duplicate_edges_merged="),
+    ],
+)
+def test_cleaning_warning_only_when_rows_were_dropped_or_merged(project, tiny_params, caplog, extra, warned):
+    write_edge_list(project / "graph.csv", clean_edge_rows() + extra)
+    use_source(project, tiny_params, source="edge_list", graph_path="graph.csv")
+    with caplog.at_level("WARNING", logger="nextbuy"):
+        metrics = ingest.run("params.yaml")
+    cleaned = [r.getMessage() for r in caplog.records if r.name == ingest.log.name]
+    if warned is None:
+        assert cleaned == [], cleaned
+        assert metrics["cleaning"]["rows_read"] == metrics["cleaning"]["edges_kept"] > 0
+        assert not any(r.levelname == "WARNING" for r in caplog.records), caplog.text
+    else:
+        assert len(cleaned) == 1 and warned in cleaned[0] and "graph.csv" in cleaned[0]
+        assert not any(size in cleaned[0] for size in ("rows_read", "edges_kept", "products"))
+
+
+def test_cleaning_changes_keep_only_nonzero_drops_and_merges():
+    counts = {"rows_read": 9, "self_loops_dropped": 0, "duplicate_edges_merged": 2, "edges_kept": 7}
+    assert ingest.cleaning_changes(counts | {"explicit_zeros_dropped": 1, "products": 5}) == {
+        "duplicate_edges_merged": 2,
+        "explicit_zeros_dropped": 1,
+    }
+    assert ingest.cleaning_changes({"rows_read": 9, "edges_kept": 9, "products": 4}) == {}
+
+
 def test_cora_ml_with_simulated_impressions(project, tiny_params, cora_npz):
     use_source(project, tiny_params, source="npz", graph_path=str(cora_npz))
     result = invoke("ingest")
@@ -192,3 +232,11 @@ def test_snapshot_param_moves_the_history(tiny_params):
     assert data.snapshot == pd.Timestamp("2026-05-10")
     assert data.impressions["shown_at"].max() < data.snapshot
     assert (data.impressions["converted_at"].dropna() <= data.snapshot).all()
+
+
+def test_garbage_snapshot_exits_2_naming_the_key(project, tiny_params):
+    use_source(project, tiny_params, snapshot="not a date")
+    result = invoke("ingest")
+    assert result.exit_code == 2, result.output
+    assert "ingest.snapshot='not a date' is not a date" in result.output
+    assert "Traceback" not in result.output

@@ -6,15 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from nextbuy import paths
 from nextbuy.config import IngestConfig
 from nextbuy.data.simulate import simulate_world
 from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.timeunits import DAY
 from nextbuy.domain.uncertainty import assign_buckets, fit_bucket_calibration
+from nextbuy.mlops import io, schemas
 from nextbuy.serving_fixtures import synthetic_moments
 from nextbuy.stages import traffic
-from tests.conftest import TINY_PARAMS
+from tests.conftest import ROOT, TINY_PARAMS
 from tests.helpers import config
 
 INGEST = IngestConfig.model_validate(TINY_PARAMS["ingest"])
@@ -112,3 +115,48 @@ def test_simulated_drift_scales_the_true_odds_of_drifted_pairs_only(world, model
     assert hit.any() and (~hit & (bucket == 1)).any()
     np.testing.assert_allclose(ratio[hit], 0.25, rtol=1e-9)
     np.testing.assert_allclose(ratio[~hit], 1.0, rtol=1e-9)
+
+
+def test_real_traffic_log_writes_every_declared_out_with_an_empty_truth(tmp_path, monkeypatch):
+    """dvc.yaml declares data/traffic_truth: a real log (no ground truth) must still write it,
+    or `dvc repro` fails the stage; a simulated run's stale truth is replaced, not kept."""
+    from typer.testing import CliRunner
+
+    from nextbuy.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    params = {**TINY_PARAMS, "traffic": {**TINY_PARAMS["traffic"], "impressions_path": "log.csv"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    keys = [f"sku-{i}" for i in range(5)]
+    io.write_table(
+        pd.DataFrame(
+            {
+                "product_id": np.arange(5, dtype=np.int64),
+                "product_key": keys,
+                "category": np.full(5, -1, dtype=np.int64),
+                "price": np.full(5, np.nan),
+            }
+        ),
+        paths.PRODUCTS,
+        schemas.PRODUCTS,
+    )
+    t = pd.Timestamp("2026-03-01")
+    pd.DataFrame(
+        {
+            "source_id": keys[:4],
+            "shown_id": keys[1:],
+            "shown_at": [t + pd.Timedelta(hours=h) for h in range(4)],
+            "converted_at": [t + pd.Timedelta(days=1), pd.NaT, pd.NaT, t + pd.Timedelta(days=2)],
+        }
+    ).to_csv(tmp_path / "log.csv", index=False)
+    paths.TRAFFIC_TRUTH.mkdir(parents=True)
+    paths.TRAFFIC_TRUTH_IMPRESSIONS.write_bytes(b"stale truth of a simulated run")
+
+    result = CliRunner().invoke(app, ["traffic"])
+    assert result.exit_code == 0, result.output
+    assert len(io.read_table(paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)) == 4
+    truth = pd.read_parquet(paths.TRAFFIC_TRUTH_IMPRESSIONS)
+    assert truth.empty and list(truth.columns) == list(schemas.TRUTH_IMPRESSIONS.columns)
+    schemas.TRUTH_IMPRESSIONS.validate(truth)
+    for out in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["traffic"]["outs"]:
+        assert (tmp_path / out).exists(), out

@@ -146,6 +146,32 @@ def write_tables(tables: list[tuple[pd.DataFrame, str | os.PathLike, pa.DataFram
             out.to_parquet(tmp, index=False)
 
 
+def empty_table(schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """Zero rows with the schema's (non-regex) columns and dtypes."""
+    columns = {}
+    for name, col in schema.columns.items():
+        if col.regex:
+            continue
+        dtype = np.dtype(object) if col.dtype is None else col.dtype.type
+        if isinstance(dtype, np.dtype) and dtype.kind in "US":
+            dtype = np.dtype(object)
+        columns[name] = pd.Series([], dtype=dtype)
+    return pd.DataFrame(columns)
+
+
+def write_empty_table(path: str | os.PathLike, schema: pa.DataFrameSchema) -> None:
+    """An empty table of ``schema`` (parquet, atomic): keeps a declared DVC out defined
+    when a run has nothing to put in it. Readers through :func:`read_table` still refuse
+    it as empty, naming the file."""
+    frame = empty_table(schema)
+    try:
+        frame = schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:  # a schema with a table-level rule an empty frame breaks
+        raise _schema_error(path, frame, err) from None
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Plot data for DVC (CSV), written atomically."""
     with atomic_path(path) as tmp:
@@ -175,10 +201,14 @@ def read_json(path: str | os.PathLike) -> Any:
     p = Path(path)
     if not p.exists():
         raise DataError(p, "file not found")
+    if p.is_file() and p.stat().st_size == 0:
+        raise DataError(p, "file is empty")
     try:
         return json.loads(p.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # truncated, corrupt, binary
         raise DataError(p, f"unreadable JSON ({err})") from None
+    except OSError as err:  # a folder in its place, no permission
+        raise DataError(p, f"unreadable file ({type(err).__name__}: {err})") from None
 
 
 def write_npz(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
@@ -187,13 +217,23 @@ def write_npz(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> None
 
 
 def read_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``; DataError when it is missing, empty, truncated or corrupt,
+    not an npz archive, or lacks one of ``required`` (named as the column)."""
     p = Path(path)
     if not p.exists():
         raise DataError(p, "file not found")
+    if p.is_file() and p.stat().st_size == 0:
+        raise DataError(p, "file is empty")
     try:
-        with np.load(p, allow_pickle=False) as data:
+        data = np.load(p, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001 - any loader failure is an unreadable file
+        raise DataError(p, f"unreadable npz ({type(err).__name__}: {err})") from None
+    if not hasattr(data, "files"):
+        raise DataError(p, "not an npz archive (a single .npy array)")
+    try:
+        with data:
             arrays = {k: data[k] for k in data.files}
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 - e.g. a truncated archive fails on its members
         raise DataError(p, f"unreadable npz ({type(err).__name__}: {err})") from None
     missing = [k for k in required if k not in arrays]
     if missing:

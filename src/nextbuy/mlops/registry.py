@@ -3,88 +3,261 @@
 ``champion`` serves; ``previous`` is what ``rollback`` returns to; a candidate
 refused by the gate is marked ``challenger``. Every move returns a sentence
 saying what it did, which the CLI prints and the deploy stage logs.
+
+Invariants, kept with tags on the versions:
+
+- The registry never serves what the gate refused unless a person said so:
+  promoting a version tagged ``passed`` != ``true`` needs ``force`` and a reason
+  (``forced_release_*`` tags, ``released_by_force=true``).
+- ``previous`` only ever points to a version that was champion (``was_champion=true``,
+  set just before a version is crowned) and that passed its gate or was
+  force-released. A force-released ex-champion may be rolled back to: a person
+  released it on purpose and it served.
+- A deploy registers a version carrying its verdict and ``complete=false`` in one
+  write, moves the aliases, then writes ``complete=true`` last. Readers ignore
+  versions that are not complete; the next deploy marks those whose run is no
+  longer running ``orphaned=true`` and puts the aliases back (:func:`sweep_orphans`).
+  Versions registered before the ``complete`` tag existed count as complete when
+  they carry the gate's ``passed`` tag.
 """
 
 from __future__ import annotations
 
+import getpass
 import tempfile
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+# Version tags.
+PASSED, COMPLETE, ORPHANED = "passed", "complete", "orphaned"
+WAS_CHAMPION, ROLLED_BACK, PROMOTED = "was_champion", "rolled_back", "promoted_manually"
+FORCED, FORCED_REASON, FORCED_BY, FORCED_AT = (
+    "released_by_force",
+    "forced_release_reason",
+    "forced_release_by",
+    "forced_release_at",
+)
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version ``alias`` points to, complete or not; None when unset."""
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
 
+def is_complete(tags: Mapping[str, str]) -> bool:
+    """Written to the end by deploy, or registered (and gated) before the marker existed."""
+    if COMPLETE in tags:
+        return tags[COMPLETE] == "true"
+    return PASSED in tags
+
+
+def released_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version ``alias`` points to if it is complete; None otherwise (what readers use)."""
+    version = alias_version(client, name, alias)
+    if version is None or not is_complete(_tags(client, name, version)):
+        return None
+    return version
+
+
+def _tags(client: MlflowClient, name: str, version: str) -> dict[str, str]:
+    return dict(client.get_model_version(name, str(version)).tags)
+
+
+def _tag(client: MlflowClient, name: str, version: str, tags: Mapping[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+
+
+def may_be_previous(tags: Mapping[str, str]) -> bool:
+    """A complete version that served as champion and passed its gate or was force-released."""
+    vetted = tags.get(PASSED) == "true" or tags.get(FORCED) == "true"
+    return is_complete(tags) and tags.get(WAS_CHAMPION) == "true" and vetted
+
+
+def _newest_previous(client: MlflowClient, name: str, below: str, skip: set[str]) -> str | None:
+    """The newest version before ``below`` that may be 'previous' and was not rolled back."""
+    earlier = [
+        int(v.version)
+        for v in client.search_model_versions(f"name='{name}'")
+        if int(v.version) < int(below)
+        and str(v.version) not in skip
+        and may_be_previous(v.tags)
+        and v.tags.get(ROLLED_BACK) != "true"
+    ]
+    return str(max(earlier)) if earlier else None
+
+
+def _set_previous(client: MlflowClient, name: str, version: str | None) -> None:
+    if version is not None:
+        client.set_registered_model_alias(name, PREVIOUS, version)
+    elif alias_version(client, name, PREVIOUS) is not None:
+        client.delete_registered_model_alias(name, PREVIOUS)
+
+
+def _refill_previous(client: MlflowClient, name: str, champion: str, skip: Collection[str] = ()) -> None:
+    _set_previous(client, name, _newest_previous(client, name, champion, {champion, *skip}))
+
+
 def _crown(client: MlflowClient, name: str, version: str) -> str:
+    version = str(version)
     old = alias_version(client, name, CHAMPION)
-    if old == str(version):
+    if old == version:
         return f"{name} v{version} is already champion"
-    if old is not None:
+    client.set_model_version_tag(name, version, WAS_CHAMPION, "true")  # before it serves
+    if old is not None and may_be_previous({**_tags(client, name, old), WAS_CHAMPION: "true"}):
+        client.set_model_version_tag(name, old, WAS_CHAMPION, "true")  # versions from before the tag
         client.set_registered_model_alias(name, PREVIOUS, old)
-    client.set_registered_model_alias(name, CHAMPION, str(version))
-    if alias_version(client, name, CHALLENGER) == str(version):
+    client.set_registered_model_alias(name, CHAMPION, version)
+    if alias_version(client, name, PREVIOUS) == version:
+        _refill_previous(client, name, version)
+    if alias_version(client, name, CHALLENGER) == version:
         client.delete_registered_model_alias(name, CHALLENGER)
     if old is None:
         return f"{name}: v{version} is the first champion"
-    return f"{name}: champion v{old} → v{version} (v{old} kept as '{PREVIOUS}')"
+    kept = alias_version(client, name, PREVIOUS)
+    return f"{name}: champion v{old} → v{version}" + (f" (v{kept} kept as '{PREVIOUS}')" if kept else "")
 
 
 def release(client: MlflowClient, name: str, version: str, passed: bool) -> str:
-    """After the gate: crown a passing candidate, park a refused one as challenger."""
+    """After the gate: crown a passing candidate, park a refused one as challenger;
+    then mark the version complete, the last write of a deploy."""
     if passed:
-        return _crown(client, name, version)
-    client.set_registered_model_alias(name, CHALLENGER, str(version))
-    champion = alias_version(client, name, CHAMPION)
-    stays = f"champion stays v{champion}" if champion is not None else "there is no champion yet"
-    return f"{name} v{version} refused and marked '{CHALLENGER}'; {stays}"
+        message = _crown(client, name, version)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, str(version))
+        champion = released_version(client, name, CHAMPION)
+        stays = f"champion stays v{champion}" if champion is not None else "there is no champion yet"
+        message = f"{name} v{version} refused and marked '{CHALLENGER}'; {stays}"
+    client.set_model_version_tag(name, str(version), COMPLETE, "true")
+    return message
 
 
-def promote(client: MlflowClient, name: str, version: str) -> str:
-    """Deliberate manual release of any registered version."""
-    client.get_model_version(name, str(version))  # raises if it does not exist
-    client.set_model_version_tag(name, str(version), "promoted_manually", "true")
-    return _crown(client, name, version)
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def promote(
+    client: MlflowClient, name: str, version: str, force: bool = False, reason: str | None = None
+) -> str:
+    """Deliberate manual release of a registered version. One the gate refused needs
+    ``force`` and a ``reason``, recorded on the version."""
+    version = str(version)
+    tags = _tags(client, name, version)  # raises if it does not exist
+    if not is_complete(tags):
+        raise MlflowException(f"{name} v{version} is incomplete (its deploy did not finish): not released")
+    refused = tags.get(PASSED) != "true"
+    if refused and not (force and reason and reason.strip()):
+        why = tags.get("reasons") if PASSED in tags else "it was never judged"
+        raise MlflowException(
+            f"{name} v{version} did not pass the gate ({why}); to release it anyway: --force --reason TEXT"
+        )
+    if refused:
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        forced = {FORCED: "true", FORCED_REASON: reason.strip()[:4000], FORCED_BY: _who(), FORCED_AT: when}
+        _tag(client, name, version, forced)
+    client.set_model_version_tag(name, version, PROMOTED, "true")
+    message = _crown(client, name, version)
+    return f"{message} — FORCED past the gate: {reason.strip()}" if refused else message
 
 
 def rollback(client: MlflowClient, name: str) -> str:
-    """champion → previous; previous → the newest earlier version that passed its gate."""
+    """champion → previous; previous → the newest earlier version that was champion."""
     bad = alias_version(client, name, CHAMPION)
     back = alias_version(client, name, PREVIOUS)
     if back is None:
         raise MlflowException(f"{name} has no '{PREVIOUS}' version to roll back to (champion is v{bad})")
+    if not may_be_previous(_tags(client, name, back)):
+        raise MlflowException(
+            f"{name}: '{PREVIOUS}' v{back} never served as a gated or force-released champion; "
+            f"not rolling back to it (promote a version explicitly instead)"
+        )
     client.set_registered_model_alias(name, CHAMPION, back)
     if bad is not None:
-        client.set_model_version_tag(name, bad, "rolled_back", "true")
-    earlier = [
-        int(v.version)
-        for v in client.search_model_versions(f"name='{name}'")
-        if int(v.version) < int(back)
-        and str(v.version) != bad
-        and v.tags.get("passed") == "true"
-        and v.tags.get("rolled_back") != "true"
-    ]
-    if earlier:
-        client.set_registered_model_alias(name, PREVIOUS, str(max(earlier)))
-    else:
-        client.delete_registered_model_alias(name, PREVIOUS)
+        client.set_model_version_tag(name, bad, ROLLED_BACK, "true")
+    _refill_previous(client, name, back, {bad} if bad else set())
     return f"{name}: rolled back champion v{bad} → v{back}"
 
 
+def has_release(client: MlflowClient, name: str) -> bool:
+    """Whether ``name`` has any complete version (a deploy that finished)."""
+    return any(is_complete(v.tags) for v in client.search_model_versions(f"name='{name}'"))
+
+
+def _run_running(client: MlflowClient, run_id: str | None) -> bool:
+    if not run_id:
+        return False
+    try:
+        return client.get_run(run_id).info.status == "RUNNING"
+    except MlflowException:
+        return False
+
+
+def _orphans(client: MlflowClient, name: str) -> list[str]:
+    """Incomplete versions whose deploy run is over (a run still RUNNING may be in flight), oldest first."""
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    return [
+        str(v.version)
+        for v in versions
+        if not is_complete(v.tags) and v.tags.get(ORPHANED) != "true" and not _run_running(client, v.run_id)
+    ]
+
+
+def _heal_champion(client: MlflowClient, name: str, orphans: set[str]) -> str | None:
+    """An orphan crowned before its deploy died: champion back to what served before."""
+    champion = alias_version(client, name, CHAMPION)
+    if champion not in orphans:
+        return champion
+    back = alias_version(client, name, PREVIOUS)
+    if back is not None and back not in orphans and may_be_previous(_tags(client, name, back)):
+        client.set_registered_model_alias(name, CHAMPION, back)
+        return back
+    client.delete_registered_model_alias(name, CHAMPION)
+    return None
+
+
+def _heal_aliases(client: MlflowClient, name: str, orphans: set[str]) -> None:
+    champion = _heal_champion(client, name, orphans)
+    if alias_version(client, name, CHALLENGER) in orphans:
+        client.delete_registered_model_alias(name, CHALLENGER)
+    previous = alias_version(client, name, PREVIOUS)
+    if previous is None or (previous not in orphans and previous != champion):
+        return
+    if champion is None:
+        _set_previous(client, name, None)
+    else:
+        _refill_previous(client, name, champion, orphans)
+
+
+def sweep_orphans(client: MlflowClient, name: str) -> list[str]:
+    """Mark versions a dead deploy left incomplete ``orphaned=true`` and undo their alias
+    moves (also a half-done move: 'previous' equal to 'champion'). Returns the orphans."""
+    orphans = _orphans(client, name)
+    for version in orphans:
+        client.set_model_version_tag(name, version, ORPHANED, "true")
+    _heal_aliases(client, name, set(orphans))
+    return orphans
+
+
 def load_bundle(name: str, alias: str):
-    """The serving bundle behind ``models:/name@alias``, or None when the alias is unset."""
+    """The serving bundle behind ``models:/name@alias``, or None when the alias is unset
+    or points to an incomplete version."""
     import mlflow
 
     from nextbuy.mlops.serving import ServingBundle
 
-    if alias_version(MlflowClient(), name, alias) is None:
+    version = released_version(MlflowClient(), name, alias)
+    if version is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(f"models:/{name}@{alias}", dst_path=tmp)
+        path = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
         return ServingBundle.from_model_dir(path)

@@ -13,7 +13,6 @@ uncertain bucket and its strictest threshold), and ``cold_start`` is True.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,19 +63,58 @@ class ServingBundle:
     def load(
         cls, moments_path: str | Path, calibration_path: str | Path, thresholds_path: str | Path
     ) -> ServingBundle:
-        with np.load(moments_path) as data:
-            moments = {k: data[k] for k in data.files}
-        calibration = BucketCalibration.from_dict(json.loads(Path(calibration_path).read_text()))
-        thresholds = Thresholds.from_dict(json.loads(Path(thresholds_path).read_text())["per_bucket"])
+        """Read and check the three bundle files; anything unusable (missing, truncated,
+        corrupt, non-finite, inconsistent) raises ``io.DataError`` naming the file and key."""
+        moments = read_moments(moments_path)
+        calibration = read_calibration(calibration_path)
+        thresholds = read_thresholds(thresholds_path, calibration.n_buckets)
         return cls.from_arrays(moments, calibration, thresholds)
 
     @classmethod
     def from_model_dir(cls, path: str | Path) -> ServingBundle:
         """Load from a downloaded MLflow model directory (artifacts/ inside)."""
+        from nextbuy.mlops import io
+
         artifacts = Path(path) / "artifacts"
+        if not artifacts.is_dir():
+            raise io.DataError(path, "not a serving model: no artifacts/ folder (bundle files) in it")
         return cls.load(
             artifacts / "moments.npz", artifacts / "calibration.json", artifacts / "thresholds.json"
         )
+
+    @classmethod
+    def from_model_uri(cls, uri: str) -> ServingBundle:
+        """Download ``uri`` (e.g. ``models:/name@champion``) and load it. A model whose
+        files are gone (the artifact store, e.g. ``mlartifacts/``, deleted or moved while
+        the registry still lists the version) raises ``io.DataError`` naming where the
+        files should be: MLflow itself downloads nothing and says nothing about it."""
+        import tempfile
+
+        import mlflow
+
+        from nextbuy.mlops import io
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+            except (MlflowException, OSError) as err:
+                raise io.DataError(
+                    uri, f"cannot download the model from {_artifact_location(uri)} ({err})"
+                ) from None
+            if not (path / "artifacts").is_dir():
+                raise io.DataError(
+                    uri,
+                    f"the model's files are missing at {_artifact_location(uri)} (was the artifact "
+                    "store, e.g. mlartifacts/, deleted or moved?); re-run deploy to register a model "
+                    "whose files exist, or restore the artifact store",
+                )
+            try:
+                return cls.from_model_dir(path)
+            except io.DataError as err:  # name the model, not the temporary download folder
+                where = Path(err.path)
+                name = where.relative_to(path) if where.is_relative_to(path) else where
+                detail = err.message.split(": ", 1)[-1]
+                raise io.DataError(f"{uri} ({name})", detail, err.column) from None
 
     def _index(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         known = (ids >= 0) & (ids < self.n_products)
@@ -176,6 +214,107 @@ class ServingBundle:
                 )
             )
         return pd.concat(parts, ignore_index=True)
+
+
+def _artifact_location(uri: str) -> str:
+    """Where the registry says the files of ``uri`` live (the uri itself if unknown)."""
+    if not uri.startswith("models:/"):
+        return uri
+    try:
+        from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+        return ModelsArtifactRepository.get_underlying_uri(uri)
+    except Exception:  # noqa: BLE001 - only for the message
+        return uri
+
+
+def read_moments(path: str | Path) -> dict[str, np.ndarray]:
+    """The embedding moments (``schemas.MOMENT_KEYS``), checked for shape, finiteness and
+    non-negative variances; ``io.DataError`` names the file and the array."""
+    from nextbuy.mlops import io
+    from nextbuy.mlops.schemas import MOMENT_KEYS
+
+    m = io.read_npz(path, MOMENT_KEYS)
+    n, d = m["s_mean"].shape if m["s_mean"].ndim == 2 else (0, 0)
+    if n < 1 or d < 1:
+        raise io.DataError(path, f"s_mean must be (products, dim), got shape {m['s_mean'].shape}", "s_mean")
+    expected = {key: (n, d) for key in ("s_mean", "s_var", "t_mean", "t_var")}
+    expected |= {"head_w": (d,), "head_b": (1,)}
+    for key, shape in expected.items():
+        a = m[key]
+        if a.shape != shape:
+            raise io.DataError(path, f"{key} has shape {a.shape}, expected {shape}", key)
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise io.DataError(path, f"{key} has dtype {a.dtype}, expected real numbers", key)
+        finite = np.isfinite(a)
+        if not finite.all():
+            raise io.DataError(
+                path, f"{key} has {int((~finite).sum())} non-finite value(s) (NaN/inf): a broken export", key
+            )
+        if key.endswith("_var") and (a < 0).any():
+            raise io.DataError(path, f"{key} has {int((a < 0).sum())} negative variance(s)", key)
+    return m
+
+
+def _json_object(path: str | Path, keys: tuple[str, ...]) -> dict:
+    from nextbuy.mlops import io
+
+    d = io.read_json(path)
+    if not isinstance(d, dict):
+        raise io.DataError(path, f"expected a JSON object with {list(keys)}, got {type(d).__name__}")
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise io.DataError(path, f"missing key(s) {missing} (found {sorted(d)})", missing[0])
+    return d
+
+
+def read_calibration(path: str | Path) -> BucketCalibration:
+    """The per-bucket calibration (``calibrate``'s calibration.json), checked: sorted finite
+    bucket edges, finite increasing knots, probabilities in [0, 1]."""
+    from nextbuy.mlops import io
+
+    d = _json_object(path, ("edges", "knots_x", "knots_y"))
+    try:
+        calibration = BucketCalibration.from_dict(d)
+    except (TypeError, ValueError) as err:
+        raise io.DataError(path, f"malformed calibration ({err})", "knots_x") from None
+    edges = calibration.edges
+    if not np.isfinite(edges).all() or (np.diff(edges) < 0).any():
+        raise io.DataError(path, f"edges must be finite and ascending, got {edges.tolist()}", "edges")
+    for b, (x, y) in enumerate(zip(calibration.knots_x, calibration.knots_y, strict=True)):
+        if not (np.isfinite(x).all() and (np.diff(x) >= 0).all()):
+            raise io.DataError(path, f"bucket {b}: knots must be finite and ascending", "knots_x")
+        if not (np.isfinite(y).all() and (y >= 0).all() and (y <= 1).all()):
+            raise io.DataError(path, f"bucket {b}: calibrated probabilities must lie in [0, 1]", "knots_y")
+    return calibration
+
+
+def read_thresholds(path: str | Path, n_buckets: int) -> Thresholds:
+    """The per-bucket thresholds (``thresholds``'s thresholds.json, key ``per_bucket``):
+    one per calibration bucket, each a number or null (+inf: the bucket accepts nothing)."""
+    from nextbuy.mlops import io
+
+    d = _json_object(path, ("per_bucket",))
+    per_bucket = d["per_bucket"]
+    if not isinstance(per_bucket, dict) or not {"thresholds", "target_precision"} <= set(per_bucket):
+        raise io.DataError(
+            path, "per_bucket must be an object with 'thresholds' and 'target_precision'", "per_bucket"
+        )
+    try:
+        thresholds = Thresholds.from_dict(per_bucket)
+    except (TypeError, ValueError) as err:
+        raise io.DataError(path, f"malformed per_bucket thresholds ({err})", "per_bucket") from None
+    t = thresholds.thresholds
+    if np.isnan(t).any() or np.isneginf(t).any():
+        raise io.DataError(path, f"thresholds must be numbers or null, got {t.tolist()}", "per_bucket")
+    if thresholds.n_buckets != n_buckets:
+        raise io.DataError(
+            path,
+            f"{thresholds.n_buckets} threshold(s) for a calibration with {n_buckets} bucket(s): "
+            "thresholds.json and calibration.json come from different runs",
+            "per_bucket",
+        )
+    return thresholds
 
 
 def validate_request(

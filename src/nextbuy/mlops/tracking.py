@@ -4,19 +4,32 @@ Default: a SQLite file ``mlflow.db`` and an ``mlartifacts/`` folder at the
 project root, so every stage (run by DVC, Airflow or by hand) lands in the
 same registry. ``MLFLOW_TRACKING_URI`` overrides it (e.g. the docker stack's
 server).
+
+Runs killed mid-way (kill -9, OOM) would stay RUNNING forever: every run this
+process starts after :func:`configure` carries the process's pid and host as tags,
+and :func:`configure` ends the experiment's RUNNING runs whose process is gone
+from this host as KILLED.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import socket
 import subprocess
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "nextbuy"
 # MLflow draws a tqdm bar per downloaded artifact file by default: fine on a
 # terminal, a wall of carriage-return lines in `make run` output and Airflow task
 # logs. Off unless the user sets the variable.
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# Tags MLflow adds to every run mlflow.start_run creates in this process (a JSON object).
+RUN_CONTEXT_ENV = "MLFLOW_RUN_CONTEXT"
+PID_TAG, HOST_TAG = "nextbuy.pid", "nextbuy.host"
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -28,21 +41,76 @@ def configure(root: Path | None = None) -> str:
     """Point MLflow at the project store and return the experiment id.
 
     Also turns MLflow's per-file artifact progress bars off unless
-    ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` is already set (logs stay readable)."""
+    ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` is already set (logs stay readable), tags
+    this process's future runs with its pid and host, and ends dead runs as KILLED."""
     import mlflow
 
     os.environ.setdefault(PROGRESS_BAR_ENV, "false")
     root = (root or Path.cwd()).resolve()
     mlflow.set_tracking_uri(tracking_uri(root))
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
-    if experiment is not None:
-        mlflow.set_experiment(EXPERIMENT)
-        return experiment.experiment_id
-    # Artifacts next to the store, not relative to whatever directory a task runs in.
-    artifacts = os.environ.get("MLFLOW_ARTIFACT_ROOT") or (root / "mlartifacts").as_uri()
-    experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    if experiment is None:
+        # Artifacts next to the store, not relative to whatever directory a task runs in.
+        artifacts = os.environ.get("MLFLOW_ARTIFACT_ROOT") or (root / "mlartifacts").as_uri()
+        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    else:
+        experiment_id = experiment.experiment_id
     mlflow.set_experiment(EXPERIMENT)
+    tag_runs_with_this_process()
+    end_dead_runs(experiment_id)
     return experiment_id
+
+
+def process_tags() -> dict[str, str]:
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def tag_runs_with_this_process() -> None:
+    """Every run ``mlflow.start_run`` creates from now on carries this process's pid and host."""
+    try:
+        context = json.loads(os.environ.get(RUN_CONTEXT_ENV) or "{}")
+    except json.JSONDecodeError:
+        context = {}
+    context = context if isinstance(context, dict) else {}
+    os.environ[RUN_CONTEXT_ENV] = json.dumps({**context, **process_tags()})
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a process id we recorded: leave the run alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def _dead(tags: dict[str, str], host: str) -> bool:
+    """Started on this host by a process that is gone (runs without the tags: never)."""
+    if tags.get(HOST_TAG) != host or not str(tags.get(PID_TAG, "")).isdigit():
+        return False
+    return not pid_alive(int(tags[PID_TAG]))
+
+
+def end_dead_runs(experiment_id: str) -> list[str]:
+    """End the experiment's RUNNING runs whose process died on this host as KILLED; their ids."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+        dead = [r.info.run_id for r in running if _dead(r.data.tags, socket.gethostname())]
+        for run_id in dead:
+            client.set_terminated(run_id, "KILLED")
+    except MlflowException as err:  # a store hiccup must not stop the stage
+        log.warning("could not end dead MLflow runs: %s", err)
+        return []
+    if dead:
+        log.warning("MLflow runs of dead processes ended as KILLED: %s", ", ".join(dead))
+    return dead
 
 
 def git_commit(root: Path | None = None) -> str:

@@ -6,6 +6,16 @@ champion exists, non-inferiority on each compared metric judged by a paired
 bootstrap CI. The blessing (pass/fail, every figure, the reasons, lineage) is
 written to ``models/deploy/blessing.json``, logged to MLflow, and set as tags
 on the model version.
+
+All-or-nothing from the registry's point of view: the version is created with its
+verdict tags and ``complete=false`` in one write; the alias moves follow and
+``complete=true`` is the last write (``registry.release``). Each deploy first marks
+what a killed deploy left incomplete ``orphaned`` and puts the aliases back.
+
+A registry with no release of the model while ``blessing.json`` or ``dvc.lock``
+record an earlier deploy (``rm mlflow.db``, a wrong ``MLFLOW_TRACKING_URI``) is
+refused unless ``NEXTBUY_FIRST_RELEASE=1`` (``nextbuy deploy --first-release``):
+a new first champion would be judged on the floors only.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -32,6 +43,8 @@ log = logging.getLogger(__name__)
 # to this environment. Listing them skips MLflow's requirement inference, which
 # re-imports the model in a subprocess (~8 s).
 SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "pandera", "pydantic", "pyyaml")
+# Set (1/true/yes) to seed a new first champion although an earlier release is on record.
+FIRST_RELEASE_ENV = "NEXTBUY_FIRST_RELEASE"
 
 
 def serving_requirements() -> list[str]:
@@ -93,9 +106,11 @@ def input_example(n_products: int) -> pd.DataFrame:
     )
 
 
-def log_serving_model(bundle, model_name: str, moments: Path, calibration: Path, thresholds: Path) -> str:
-    """Log the pyfunc (signature, example, code, pinned requirements) and register it; returns the version.
-    Call inside an active MLflow run."""
+def log_serving_model(
+    bundle, model_name: str, moments: Path, calibration: Path, thresholds: Path, tags: dict | None = None
+) -> str:
+    """Log the pyfunc (signature, example, code, pinned requirements) and register it with
+    ``tags`` (created together: one write); returns the version. Call inside an active MLflow run."""
     import mlflow
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
@@ -124,11 +139,10 @@ def log_serving_model(bundle, model_name: str, moments: Path, calibration: Path,
         artifacts={"moments": str(moments), "calibration": str(calibration), "thresholds": str(thresholds)},
         signature=signature,
         input_example=example,
-        registered_model_name=model_name,
         code_paths=[str(Path(nextbuy.__file__).parent)],
         pip_requirements=serving_requirements(),
     )
-    return str(info.registered_model_version)
+    return str(mlflow.register_model(info.model_uri, model_name, tags=tags).version)
 
 
 def _tags(blessing: dict) -> dict[str, str]:
@@ -144,6 +158,87 @@ def _tags(blessing: dict) -> dict[str, str]:
     return flat
 
 
+def first_release_allowed() -> bool:
+    return os.environ.get(FIRST_RELEASE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _blessing_evidence(model_name: str) -> str | None:
+    try:
+        earlier = json.loads(paths.BLESSING.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(earlier, dict) or earlier.get("version") is None:
+        return None
+    if earlier.get("model_name", model_name) != model_name:
+        return None
+    return f"{paths.BLESSING} records v{earlier['version']}"
+
+
+def _lock_evidence(model_name: str, lock: Path = Path("dvc.lock")) -> str | None:
+    try:
+        stage = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get("deploy")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if not isinstance(stage, dict):
+        return None
+    recorded = ((stage.get("params") or {}).get("params.yaml") or {}).get("deploy") or {}
+    if recorded.get("model_name", model_name) != model_name:
+        return None
+    return f"{lock} records a finished deploy"
+
+
+def earlier_release_evidence(model_name: str) -> list[str]:
+    """What says ``model_name`` was released before: blessing.json (a version), dvc.lock (a deploy)."""
+    return [e for e in (_blessing_evidence(model_name), _lock_evidence(model_name)) if e]
+
+
+def check_first_release(client, model_name: str) -> None:
+    """Refuse to seed a first champion on floors only when an earlier release is on record."""
+    from nextbuy.mlops import registry
+
+    if registry.has_release(client, model_name) or first_release_allowed():
+        return
+    evidence = earlier_release_evidence(model_name)
+    if evidence:
+        raise io.DataError(
+            tracking.tracking_uri(),
+            f"no release of model '{model_name}' in this MLflow store, but "
+            + " and ".join(evidence)
+            + ": the registry was lost or MLFLOW_TRACKING_URI points elsewhere. Restore it, or seed a "
+            f"new first champion judged on the floors only: nextbuy deploy --first-release "
+            f"(under dvc repro / Airflow: {FIRST_RELEASE_ENV}=1).",
+        )
+
+
+def prepare_registry(client, model_name: str) -> None:
+    """Before judging: repair what a killed deploy left, refuse a silent re-seed."""
+    from nextbuy.mlops import registry
+
+    for version in registry.sweep_orphans(client, model_name):
+        log.warning(
+            "deploy: %s v%s was left incomplete by a deploy that did not finish: marked '%s', ignored",
+            model_name,
+            version,
+            registry.ORPHANED,
+        )
+    check_first_release(client, model_name)
+
+
+def publish(client, candidate, blessing: dict) -> str:
+    """Register the candidate carrying its verdict (complete=false), then move the aliases;
+    ``complete=true`` comes last (registry.release). Call inside an active MLflow run."""
+    from nextbuy.mlops import registry
+
+    name = blessing["model_name"]
+    tags = {key: value[:4000] for key, value in _tags(blessing).items()} | {registry.COMPLETE: "false"}
+    version = log_serving_model(
+        candidate, name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL, tags=tags
+    )
+    blessing["version"] = version
+    blessing["action"] = registry.release(client, name, version, blessing["passed"])
+    return version
+
+
 def run(params_file: str = "params.yaml") -> dict:
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -152,11 +247,12 @@ def run(params_file: str = "params.yaml") -> dict:
     from nextbuy.mlops.serving import ServingBundle
 
     cfg = load_section("deploy", params_file)
-    weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
-    candidate = ServingBundle.load(paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
     tracking.configure()
     client = MlflowClient()
-    champion_version = registry.alias_version(client, cfg.model_name, registry.CHAMPION)
+    prepare_registry(client, cfg.model_name)
+    weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
+    candidate = ServingBundle.load(paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
+    champion_version = registry.released_version(client, cfg.model_name, registry.CHAMPION)
     champion = registry.load_bundle(cfg.model_name, registry.CHAMPION)
     rows, label = evaluation_rows(weighted)
     blessing = judge(candidate, champion, rows, label, cfg)
@@ -169,13 +265,7 @@ def run(params_file: str = "params.yaml") -> dict:
     with mlflow.start_run(run_name="deploy"):
         mlflow.set_tags({"stage": "deploy", **tracking.lineage_tags()})
         mlflow.log_metrics({f"candidate.{k}": v for k, v in blessing["candidate"].items() if v is not None})
-        version = log_serving_model(
-            candidate, cfg.model_name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL
-        )
-        blessing["version"] = version
-        for key, value in _tags(blessing).items():
-            client.set_model_version_tag(cfg.model_name, version, key, value[:4000])
-        blessing["action"] = registry.release(client, cfg.model_name, version, blessing["passed"])
+        version = publish(client, candidate, blessing)
         io.write_json(blessing, paths.BLESSING)
         mlflow.log_artifact(str(paths.BLESSING))
     if blessing["passed"]:
@@ -188,7 +278,7 @@ def run(params_file: str = "params.yaml") -> dict:
         "passed": blessing["passed"],
         "reasons": blessing["reasons"],
         "action": blessing["action"],
-        "champion_version": int(registry.alias_version(client, cfg.model_name, registry.CHAMPION) or 0)
+        "champion_version": int(registry.released_version(client, cfg.model_name, registry.CHAMPION) or 0)
         or None,
         "candidate": blessing["candidate"],
         "champion": blessing["champion"],

@@ -16,6 +16,10 @@ from nextbuy.mlops import io, schemas
 
 log = logging.getLogger(__name__)
 
+# GraphSource.cleaning keys with these endings count a change to the source's rows
+# (self_loops_dropped, duplicate_edges_merged, explicit_zeros_dropped); the rest are sizes.
+CLEANING_CHANGE_SUFFIXES = ("_dropped", "_merged")
+
 
 @dataclass(frozen=True)
 class Ingested:
@@ -225,9 +229,18 @@ def run(params_file: str = "params.yaml") -> dict:
         degree_ccdf(result.edges, len(result.products)), paths.plots_dir("ingest") / "degree_ccdf.csv"
     )
     io.write_json(metrics, paths.metrics_file("ingest"))
-    for key, n in result.cleaning.items():
-        if n:
-            log.warning(
-                "ingest cleaned %s: %d (field convention: self-loops dropped, duplicate edges merged)", key, n
-            )
+    changed = cleaning_changes(result.cleaning)
+    if changed:
+        log.warning(
+            "ingest cleaned %s: %s (field convention: self-loops dropped, duplicate edges merged)",
+            cfg.graph_path,
+            ", ".join(f"{key}={n}" for key, n in changed.items()),
+        )
     return metrics
+
+
+def cleaning_changes(cleaning: dict[str, int]) -> dict[str, int]:
+    """The entries of a source's ``cleaning`` counts that record a change to the data
+    (rows dropped or merged), where nonzero. The others (``rows_read``, ``edges_kept``,
+    ``products``) are sizes: a clean source has them too and is not worth a warning."""
+    return {key: n for key, n in cleaning.items() if key.endswith(CLEANING_CHANGE_SUFFIXES) and n}

@@ -102,6 +102,12 @@ def run(params_file: str = "params.yaml") -> dict:
     if truth is not None:
         tables.append((truth, paths.TRAFFIC_TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS))
     io.write_tables(tables)
+    if truth is None:
+        # A real log has no ground truth, but dvc.yaml declares data/traffic_truth as an
+        # out: DVC fails a stage whose out is missing. An empty, typed truth table keeps
+        # the out defined (and replaces a simulated run's stale truth); evaluation code
+        # reading it through io.read_table is told the table is empty.
+        io.write_empty_table(paths.TRAFFIC_TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS)
     meta = {
         "start": str(start),
         "now": str(now),

@@ -1,0 +1,98 @@
+"""Runs killed mid-way (kill -9) do not stay RUNNING forever: every run a stage starts
+after ``tracking.configure`` carries its pid and host, and the next ``configure``
+ends the RUNNING runs whose process is gone from this host as KILLED — never a live
+process's run, another host's, or one without the tags."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from nextbuy.mlops import tracking
+from nextbuy.serving_fixtures import mlflow_store
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project root with its own store; MLflow state and MLFLOW_RUN_CONTEXT put back after."""
+    import mlflow
+
+    monkeypatch.setenv(tracking.RUN_CONTEXT_ENV, "{}")
+    monkeypatch.delenv(tracking.RUN_CONTEXT_ENV)  # recorded: restored (absent) afterwards
+    root = tmp_path / "project"
+    root.mkdir()
+    with mlflow_store(f"sqlite:///{root / 'mlflow.db'}"):
+        yield root
+        if mlflow.active_run():
+            mlflow.end_run()
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def status(run_id: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient().get_run(run_id).info.status
+
+
+def test_runs_started_after_configure_carry_the_pid_and_host(project):
+    import mlflow
+
+    tracking.configure(project)
+    with mlflow.start_run() as run:
+        pass
+    tags = mlflow.get_run(run.info.run_id).data.tags
+    assert tags[tracking.PID_TAG] == str(os.getpid())
+    assert tags[tracking.HOST_TAG] == socket.gethostname()
+
+
+def test_only_runs_of_dead_processes_on_this_host_are_ended_killed(project):
+    from mlflow.tracking import MlflowClient
+
+    experiment = tracking.configure(project)
+    client = MlflowClient()
+    here = socket.gethostname()
+
+    def running(**tags) -> str:
+        return client.create_run(experiment, tags=tags).info.run_id
+
+    dead = running(**{tracking.PID_TAG: str(dead_pid()), tracking.HOST_TAG: here})
+    alive = running(**{tracking.PID_TAG: str(os.getpid()), tracking.HOST_TAG: here})
+    elsewhere = running(**{tracking.PID_TAG: str(dead_pid()), tracking.HOST_TAG: "another-host"})
+    untagged = running()
+    assert tracking.end_dead_runs(experiment) == [dead]
+    assert status(dead) == "KILLED"
+    assert [status(r) for r in (alive, elsewhere, untagged)] == ["RUNNING"] * 3
+    assert tracking.end_dead_runs(experiment) == []
+
+
+def test_a_stage_killed_with_sigkill_ends_killed_at_the_next_start(project):
+    """The real thing: a process configures, starts a run and is killed -9 inside it."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from pathlib import Path
+        import mlflow
+        from nextbuy.mlops import tracking
+        tracking.configure(Path({str(project)!r}))
+        run = mlflow.start_run(run_name="train")
+        print(run.info.run_id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    run_id = proc.stdout.split()[-1]
+    assert status(run_id) == "RUNNING"
+    tracking.configure(project)  # what the next stage does first
+    assert status(run_id) == "KILLED"
