@@ -4,6 +4,9 @@ commands refusing an invalid params file before they touch any file.
 (One command per dvc.yaml stage with dvc.yaml's help: tests/test_stage_list.py; alerts exiting
 0 / 3 on a monitor-written file: tests/stages/test_monitor.py; bad ingest inputs:
 tests/stages/test_ingest.py.)
+
+Then the registry commands' guard rails: promote of a refused version needs --force --reason;
+deploy refuses to re-seed a lost registry unless --first-release.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def test_help_lists_every_stage_then_the_other_commands():
 @pytest.mark.parametrize(
     "group, commands",
     [
-        ("bench", ["serve", "monitor", "dag", "linkpred", "model"]),
+        ("bench", ["serve", "monitor", "dag", "linkpred", "model", "delay", "thresholds"]),
         ("airflow", ["standalone", "restore-params"]),
     ],
 )
@@ -155,3 +158,55 @@ def test_a_missing_params_file_exits_2_naming_it(tmp_path, monkeypatch):
     result = invoke("label-delay", "--params", "nope.yaml")
     assert result.exit_code == 2, result.output
     assert "nope.yaml" in result.output
+
+
+# --- registry guard rails -------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """The cwd is a project with its own MLflow store; a client on it. Process state put back."""
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.mlops import tracking
+    from nextbuy.serving_fixtures import mlflow_store
+    from nextbuy.stages.deploy import FIRST_RELEASE_ENV
+
+    for key in (tracking.RUN_CONTEXT_ENV, FIRST_RELEASE_ENV):
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)  # recorded: restored (absent) afterwards
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with mlflow_store(uri):
+        yield MlflowClient(uri)
+
+
+def test_promote_of_a_refused_version_needs_force_and_a_reason(store):
+    from nextbuy.mlops import registry
+
+    store.create_registered_model("m")
+    for passed in ("true", "false"):
+        v = store.create_model_version("m", "file:///m", tags={"passed": passed, "complete": "false"})
+        registry.release(store, "m", str(v.version), passed == "true")
+    refused = invoke("promote", "2", "--model-name", "m")
+    assert refused.exit_code == 1 and "did not pass the gate" in refused.output, refused.output
+    no_reason = invoke("promote", "2", "--model-name", "m", "--force")
+    assert no_reason.exit_code == 2 and "--reason" in no_reason.output, no_reason.output
+    assert registry.alias_version(store, "m", registry.CHAMPION) == "1"
+    forced = invoke("promote", "2", "--model-name", "m", "--force", "--reason", "INC-7")
+    assert forced.exit_code == 0 and "FORCED" in forced.output, forced.output
+    assert registry.alias_version(store, "m", registry.CHAMPION) == "2"
+    assert store.get_model_version("m", "2").tags[registry.FORCED_REASON] == "INC-7"
+
+
+def test_deploy_refuses_to_reseed_a_lost_registry_unless_first_release(store, tmp_path):
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"deploy": {"cmd": "nextbuy deploy"}}}))
+    params = params_with(tmp_path, "deploy")
+    refused = invoke("deploy", "--params", params)
+    assert refused.exit_code == 2, refused.output
+    assert "dvc.lock records" in refused.output and "--first-release" in refused.output
+    seeded = invoke("deploy", "--params", params, "--first-release")
+    # Past the registry check, on to the (missing) inputs.
+    assert seeded.exit_code == 2 and "bad input" in seeded.output and "weighted" in seeded.output, (
+        seeded.output
+    )

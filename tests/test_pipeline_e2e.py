@@ -119,7 +119,9 @@ def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny
     assert "REFUSED" in run(["nextbuy", "summary"], dest, env).stdout
 
     # A deliberate release, then one-command rollback.
-    promoted = run(["nextbuy", "promote", "2"], dest, env)
+    unforced = run(["nextbuy", "promote", "2"], dest, env)
+    assert unforced.returncode != 0 and "--force" in unforced.stdout + unforced.stderr
+    promoted = run(["nextbuy", "promote", "2", "--force", "--reason", "gate drill"], dest, env)
     assert promoted.returncode == 0 and "v1 → v2" in promoted.stderr, promoted.stderr
     rolled = run(["nextbuy", "rollback"], dest, env)
     assert rolled.returncode == 0 and "v2 → v1" in rolled.stderr, rolled.stderr

@@ -45,7 +45,9 @@ def model(client, tmp_path):
             ``passed`` None: no gate verdict at all."""
             tags = {} if passed is None else {"passed": str(passed).lower()}
             tags |= {} if complete is None else {"complete": complete}
-            v = client.create_model_version(self.name, source=str(tmp_path / "model"), tags=tags, run_id=run_id)
+            v = client.create_model_version(
+                self.name, source=str(tmp_path / "model"), tags=tags, run_id=run_id
+            )
             return str(v.version)
 
         def aliases(self) -> dict[str, str | None]:

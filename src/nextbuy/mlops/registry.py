@@ -24,7 +24,6 @@ Invariants, kept with tags on the versions:
 from __future__ import annotations
 
 import getpass
-import tempfile
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
@@ -251,13 +250,11 @@ def sweep_orphans(client: MlflowClient, name: str) -> list[str]:
 def load_bundle(name: str, alias: str):
     """The serving bundle behind ``models:/name@alias``, or None when the alias is unset
     or points to an incomplete version."""
-    import mlflow
 
     from nextbuy.mlops.serving import ServingBundle
 
     version = released_version(MlflowClient(), name, alias)
     if version is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
-        return ServingBundle.from_model_dir(path)
+    # A deleted artifact store is a DataError naming its location, not an MLflow traceback.
+    return ServingBundle.from_model_uri(f"models:/{name}/{version}")
