@@ -16,8 +16,11 @@ export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM := 2
 export AIRFLOW__API__HOST := 127.0.0.1
-# No usage telemetry from Evidently (and the network is closed anyway).
+# No usage telemetry (Evidently, MLflow, DVC; the network is closed anyway). The package
+# sets the same defaults on import (src/nextbuy/__init__.py) for every other entry point.
 export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
 
 .PHONY: run test lint format env lock summary mlflow-ui serve plots clean dashboards airflow
 

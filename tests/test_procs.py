@@ -46,3 +46,21 @@ def test_a_server_that_exits_early_is_reported_with_its_log(tmp_path):
     with pytest.raises(RuntimeError, match="exited with 4(.|\n)*no luck"), server:
         pass
     assert not procs.group_alive(server.proc.pid)
+
+
+def test_importing_the_package_turns_telemetry_off_in_every_entry_point():
+    import subprocess
+    import sys
+
+    from nextbuy import TELEMETRY_OFF
+
+    env = {k: v for k, v in __import__("os").environ.items() if k not in TELEMETRY_OFF}
+    code = (
+        "import nextbuy, os, json; print(json.dumps({k: os.environ.get(k) for k in nextbuy.TELEMETRY_OFF}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert __import__("json").loads(out.stdout) == TELEMETRY_OFF
+    # A user's explicit choice stands.
+    env["DO_NOT_TRACK"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert __import__("json").loads(out.stdout)["DO_NOT_TRACK"] == "0"
