@@ -66,9 +66,9 @@ def server(tmp_path_factory):
                 assert srv.ping() is None and not procs.port_open(srv.port)
 
 
-def post(srv, body: bytes, timeout: float = 60) -> Reply:
+def post(srv, body: bytes, timeout: float = 60, content_type: str = "application/json") -> Reply:
     req = urllib.request.Request(
-        f"{srv.url}/invocations", data=body, method="POST", headers={"Content-Type": "application/json"}
+        f"{srv.url}/invocations", data=body, method="POST", headers={"Content-Type": content_type}
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -135,6 +135,44 @@ MALFORMED = [
     pytest.param(b"{not json", ["JSON"], id="not-json"),
     pytest.param(b'{"rows": [[1, 2]]}', ["dataframe_split"], id="unknown-format"),
     pytest.param(body(COLUMNS, []), ["empty request"], id="empty-data"),
+    pytest.param(body(COLUMNS, [[float("inf"), 2]]), ["source_id", "finite"], id="infinity-id"),
+    pytest.param(body(COLUMNS, [[1, float("-inf")]]), ["candidate_id", "finite"], id="minus-infinity-id"),
+    pytest.param(body(COLUMNS, [[float("nan"), 2]]), ["source_id", "NaN"], id="nan-id"),
+    pytest.param(body(COLUMNS, [[True, 2]]), ["source_id", "not booleans"], id="boolean-id"),
+    pytest.param(body(COLUMNS, [[1, 2], [False, 3]]), ["source_id", "not booleans"], id="boolean-among-ints"),
+    pytest.param(body(COLUMNS, [[10**23, 2]]), ["source_id", "int64"], id="beyond-int64"),
+    pytest.param(
+        body(COLUMNS, [[[1, [2, {"a": 3}]], 2]]),
+        ["source_id", "one integer product id per cell"],
+        id="list-cell",
+    ),
+    pytest.param(
+        b'{"dataframe_split": {"columns": ["source_id", "candidate_id"], "data": [['
+        + b"[" * 5000
+        + b"1"
+        + b"]" * 5000
+        + b", 2]]}}",
+        ["nested too deeply", "one integer product id per cell"],
+        id="nested-5000-deep",
+    ),
+    pytest.param(
+        body(["source_id"], [[1]], {"top_k": -1}), ["top_k must be at least 1"], id="top-k-negative"
+    ),
+    pytest.param(
+        body(["source_id"], [[1]], {"top_k": 10**9}),
+        [f"above the limit of {serving.MAX_TOP_K:,}"],
+        id="top-k-above-cap",
+    ),
+    pytest.param(body(["source_id"], [[1]], {"top_k": 1.5}), ["top_k", "1.5"], id="top-k-fraction"),
+    pytest.param(body(["source_id"], [[1]], {"top_k": "5"}), ["top_k"], id="top-k-text"),
+    pytest.param(
+        body(["source_id"], [[1]], {"top_k": 0}), ["candidate_id", '{"top_k": K}'], id="top-k-zero-is-pairs"
+    ),
+    pytest.param(
+        body(COLUMNS, [[1, 2]], {"top_k": 5}),
+        ["unexpected column(s) ['candidate_id']"],
+        id="candidates-with-top-k",
+    ),
     pytest.param(
         body(COLUMNS, [[1, 2]] * (serving.MAX_REQUEST_ROWS + 1)),
         [f"limit is {serving.MAX_REQUEST_ROWS}", "batch-topk"],
@@ -144,10 +182,48 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("payload, fragments", MALFORMED)
-def test_malformed_requests_get_4xx_naming_the_problem_and_server_stays_up(server, payload, fragments):
+def test_malformed_requests_get_400_naming_the_problem_and_server_stays_up(server, payload, fragments):
     reply = post(server, payload)
-    assert 400 <= reply.status < 500, (reply.status, reply.text[:500])
+    assert reply.status == 400, (reply.status, reply.text[:500])
     for fragment in fragments:
         assert fragment.lower() in reply.message.lower(), reply.message[:800]
     assert server.ping() == 200
     assert server.proc.poll() is None
+
+
+def test_json_nested_near_the_recursion_limit_gets_400_not_500(server):
+    """Deep enough to break MLflow's JSON decoder, or the repr of the input frame it puts in
+    its refusal message: both were a 500 before the model's guard (``load_context``)."""
+    statuses = set()
+    for depth in [10, *range(850, 1000, 3), 5000]:
+        for open_, close in ("[]", ('{"a": ', "}")):
+            cell = open_ * depth + "1" + close * depth
+            payload = '{"dataframe_split": {"columns": ["source_id", "candidate_id"], "data": [[' + cell
+            reply = post(server, (payload + ", 2]]}}").encode())
+            assert reply.status == 400, (depth, reply.status, reply.text[:300])
+            statuses.add("nested too deeply" in reply.message)
+    assert statuses == {True, False}  # refused by the model, and by the guard
+    assert server.ping() == 200
+
+
+def test_extra_columns_and_unknown_params_are_dropped_by_mlflow_not_refused(server):
+    """What MLflow's server does (README, Serving): it strips what the signature does not
+    declare before the model's predict, which would refuse them; the answer is as if they
+    were not sent. If this starts failing with 400, MLflow (or the signature) changed:
+    update the README."""
+    plain = post(server, body(COLUMNS, [[1, 2], [3, 4]]))
+    assert plain.status == 200, plain.message
+    extra = post(server, body([*COLUMNS, "note"], [[1, 2, "x"], [3, 4, "y"]]))
+    assert extra.status == 200 and extra.json() == plain.json(), extra.text[:500]
+    misspelt = post(server, body(COLUMNS, [[1, 2], [3, 4]], {"topk": 5}))  # pairs, not top-K
+    assert misspelt.status == 200 and misspelt.json() == plain.json(), misspelt.text[:500]
+    assert server.ping() == 200
+
+
+def test_csv_is_refused_with_400_as_the_readme_says(server):
+    """``text/csv`` is a content type MLflow's server takes, but not with this model's
+    signature (ids typed Any): a 400 from MLflow's CSV reader, never a 200 or a 500."""
+    reply = post(server, b"source_id,candidate_id\n1,2\n", content_type="text/csv")
+    assert reply.status == 400, (reply.status, reply.text[:500])
+    assert "pandas types" in reply.message
+    assert server.ping() == 200

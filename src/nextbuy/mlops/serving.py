@@ -372,12 +372,18 @@ def _ids(series: pd.Series, col: str) -> np.ndarray:
             f"column '{col}' must hold integer product ids, not null/NaN or text; "
             f"first bad values: {_shown(series[values.isna()])}"
         )
-    as_float = values.to_numpy(dtype=np.float64)
-    checks = (
-        (~np.isfinite(as_float), "finite integer product ids, not Infinity/-Infinity"),
-        (as_float != np.floor(as_float), "integer product ids, not fractions"),
-        ((as_float < -(2.0**63)) | (as_float >= 2.0**63), "integer product ids within int64 range"),
-    )
+    in_range = "integer product ids within int64 range (|id| < 2^63)"
+    if values.dtype.kind == "i":
+        checks = ()
+    elif values.dtype.kind == "u":
+        checks = ((values.to_numpy() > np.iinfo(np.int64).max, in_range),)
+    else:  # floats (and ints beyond int64, which pandas turns into floats)
+        as_float = values.to_numpy(dtype=np.float64)
+        checks = (
+            (~np.isfinite(as_float), "finite integer product ids, not Infinity/-Infinity"),
+            (as_float != np.floor(as_float), "integer product ids, not fractions"),
+            (np.abs(as_float) >= 2.0**63, in_range),  # floats: the boundary itself is out
+        )
     for bad, what in checks:
         if bad.any():
             raise _invalid(f"column '{col}' must hold {what}; first bad values: {_shown(series[bad])}")
