@@ -34,6 +34,7 @@ OTHER_COMMANDS = [
     "batch-topk",
     "plots",
     "mlflow-ui",
+    "verify-model",
     "airflow",
     "bench",
 ]

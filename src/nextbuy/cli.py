@@ -230,19 +230,18 @@ def batch_topk(
     sources_per_file: int = typer.Option(4096, min=1),
 ) -> None:
     """Top-K recommendations for every product (this shard's sources) to parquet."""
-    import tempfile
-
-    import mlflow
-
-    from nextbuy.mlops import batch, tracking
+    from nextbuy.mlops import batch, io, tracking
     from nextbuy.mlops.registry import CHAMPION
     from nextbuy.mlops.serving import ServingBundle
 
     model = model or f"models:/{_model_name(None)}@{CHAMPION}"
     _setup_logging()
     tracking.configure()
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = ServingBundle.from_model_dir(mlflow.artifacts.download_artifacts(model, dst_path=tmp))
+    try:  # downloads, checks the recorded digests, then reads
+        bundle = ServingBundle.from_model_uri(model)
+    except io.DataError as err:
+        console.print(f"[bold red]batch-topk: bad model[/]\n{err.message}", highlight=False)
+        raise typer.Exit(code=2) from None
     result = batch.write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
     console.print(
         f"[green]wrote {result['rows']:,} recommendations for {result['sources']:,} sources[/]"
@@ -389,6 +388,40 @@ def mlflow_ui(
     from nextbuy.mlops.mlflow_ui import default_store, launch
 
     raise typer.Exit(code=launch(backend_store_uri or default_store(), port))
+
+
+@app.command("verify-model")
+def verify_model(
+    model: str | None = typer.Argument(
+        None, help="registry model URI (default: the champion of deploy.model_name, models:/<name>@champion)"
+    ),
+) -> None:
+    """Check a registered model's files against the SHA-256 deploy recorded on its version,
+    loading nothing from them; exit 1 if any file differs, 2 if none was recorded."""
+    import mlflow
+
+    from nextbuy.mlops import io, tracking
+    from nextbuy.mlops.registry import CHAMPION
+    from nextbuy.mlops.serving import ARTIFACT_SHA256, verify_model_uri
+
+    model = model or f"models:/{_model_name(None)}@{CHAMPION}"
+    os.environ.setdefault(tracking.PROGRESS_BAR_ENV, "false")
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    try:
+        version, digest = verify_model_uri(model)
+    except io.DataError as err:
+        console.print(f"[bold red]{err.message}[/]", highlight=False)
+        raise typer.Exit(code=1) from None
+    if digest is None:
+        console.print(
+            f"[bold yellow]{model} (v{version}): no {ARTIFACT_SHA256} recorded (registered before deploy "
+            "recorded file digests): not verified[/]",
+            highlight=False,
+        )
+        raise typer.Exit(code=2)
+    console.print(
+        f"[green]{model} (v{version}): every file matches {ARTIFACT_SHA256} {digest}[/]", highlight=False
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

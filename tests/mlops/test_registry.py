@@ -369,3 +369,29 @@ def test_an_orphan_is_never_previous(client, model, run_of):
     v3, v4 = released(client, model, True, True)
     registry.rollback(client, model.name)
     assert model.aliases() == {CHAMPION: v3, PREVIOUS: v1, CHALLENGER: None}
+
+
+# --- what is loaded is what deploy registered ---------------------------------------------
+
+
+def test_load_bundle_refuses_a_champion_whose_files_changed_after_registration(tmp_path):
+    """Valid thresholds, but not the ones deploy registered: only the recorded digest tells."""
+    import json
+
+    from nextbuy.mlops.io import DataError
+    from nextbuy.serving_fixtures import MODEL_NAME, register_champion, write_bundle_files
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    files = write_bundle_files(tmp_path / "bundle", n_products=40, d=4, n_fit=2000)
+    version = register_champion(files, tmp_path, uri)
+    MlflowClient(uri, uri).set_model_version_tag(MODEL_NAME, version, registry.COMPLETE, "true")
+    with mlflow_store(uri):
+        assert registry.load_bundle(MODEL_NAME, CHAMPION).n_products == 40
+        stored = next((tmp_path / "mlartifacts").rglob("thresholds.json"))
+        thresholds = json.loads(stored.read_text())
+        thresholds["per_bucket"]["thresholds"] = [0.0] * len(thresholds["per_bucket"]["thresholds"])
+        stored.write_text(json.dumps(thresholds))  # accept everything
+        with pytest.raises(DataError) as err:
+            registry.load_bundle(MODEL_NAME, CHAMPION)
+    assert err.value.path == f"models:/{MODEL_NAME}/{version} (artifacts/thresholds.json)"
+    assert "changed (sha256" in err.value.message

@@ -206,24 +206,33 @@ def test_json_nested_near_the_recursion_limit_gets_400_not_500(server):
     assert server.ping() == 200
 
 
-def test_extra_columns_and_unknown_params_are_dropped_by_mlflow_not_refused(server):
-    """What MLflow's server does (README, Serving): it strips what the signature does not
-    declare before the model's predict, which would refuse them; the answer is as if they
-    were not sent. If this starts failing with 400, MLflow (or the signature) changed:
-    update the README."""
+def test_extra_columns_are_refused_and_unknown_params_are_dropped_by_mlflow(server):
+    """What MLflow's server does (README, Serving). The signature declares no input schema,
+    so the columns reach predict as sent and an extra one is refused (400, naming it). Params
+    keep their schema, and MLflow strips the keys it does not declare before predict, which
+    would refuse them: a misspelt ``topk`` is answered as pairs. If this changes, MLflow (or
+    the signature) changed: update the README."""
     plain = post(server, body(COLUMNS, [[1, 2], [3, 4]]))
     assert plain.status == 200, plain.message
     extra = post(server, body([*COLUMNS, "note"], [[1, 2, "x"], [3, 4, "y"]]))
-    assert extra.status == 200 and extra.json() == plain.json(), extra.text[:500]
+    assert extra.status == 400 and "unexpected column(s) ['note']" in extra.message, extra.text[:500]
     misspelt = post(server, body(COLUMNS, [[1, 2], [3, 4]], {"topk": 5}))  # pairs, not top-K
     assert misspelt.status == 200 and misspelt.json() == plain.json(), misspelt.text[:500]
     assert server.ping() == 200
 
 
-def test_csv_is_refused_with_400_as_the_readme_says(server):
-    """``text/csv`` is a content type MLflow's server takes, but not with this model's
-    signature (ids typed Any): a 400 from MLflow's CSV reader, never a 200 or a 500."""
-    reply = post(server, b"source_id,candidate_id\n1,2\n", content_type="text/csv")
-    assert reply.status == 400, (reply.status, reply.text[:500])
-    assert "pandas types" in reply.message
+def test_csv_scores_pairs_and_its_malformed_bodies_get_400(server):
+    """``text/csv`` (no params: pairs only) answers as the same rows in JSON; CSV bodies with
+    bad ids or columns are refused by predict like JSON ones."""
+    plain = post(server, body(COLUMNS, [[1, 2], [3, 4]]))
+    csv = post(server, b"source_id,candidate_id\n1,2\n3,4\n", content_type="text/csv")
+    assert csv.status == 200 and csv.json() == plain.json(), csv.text[:500]
+    for payload, fragment in (
+        (b"source_id,candidate_id\n1.5,2\n", "fractions"),
+        (b"source_id,candidate_id\nx,2\n", "source_id"),
+        (b"source_id,candidate_id,note\n1,2,x\n", "unexpected column(s) ['note']"),
+        (b"source_id\n1\n", "missing column(s) ['candidate_id']"),
+    ):
+        reply = post(server, payload, content_type="text/csv")
+        assert reply.status == 400 and fragment in reply.message, (payload, reply.status, reply.text[:500])
     assert server.ping() == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -490,3 +492,184 @@ def test_model_whose_artifact_store_was_deleted_is_a_data_error_naming_the_locat
         ServingBundle.from_model_uri("models:/nextbuy-test@champion")
     assert err.value.path == "models:/nextbuy-test@champion"
     assert str(model_dir) in err.value.message and "deleted or moved" in err.value.message
+
+
+# --- trust boundary: the files deploy registered are the files loaded -------------------
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """A synthetic bundle logged and registered by ``deploy.log_serving_model`` (v1, alias
+    champion) in a throw-away sqlite + file store; yields the file store folder of the model.
+    Tests that tamper with a file put it back."""
+    import mlflow
+
+    from nextbuy.serving_fixtures import mlflow_store, register_champion, write_bundle_files
+
+    root = tmp_path_factory.mktemp("trust")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    files = write_bundle_files(root / "bundle", n_products=40, d=4, n_fit=2000)
+    assert register_champion(files, root, uri) == "1"
+    with mlflow_store(uri):
+        mlflow.set_tracking_uri(uri)
+        yield next((root / "mlartifacts").rglob("MLmodel")).parent
+
+
+CHAMPION_URI = "models:/nextbuy@champion"
+
+
+@pytest.fixture
+def tamper(registered):
+    """``tamper(relpath, data=None)``: change a stored file of the registered model (append
+    bytes, or write ``data``); put back after the test."""
+    saved: dict = {}
+
+    def change(rel: str, data: bytes | None = None) -> None:
+        path = registered / rel
+        saved.setdefault(path, path.read_bytes() if path.exists() else None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(saved[path] + b"\n" if data is None else data)
+
+    yield change
+    for path, data in saved.items():
+        path.unlink(missing_ok=True) if data is None else path.write_bytes(data)
+
+
+def test_registration_records_the_sha256_of_every_file_of_the_logged_model(registered):
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_model_version("nextbuy", "1").tags
+    recorded = serving.parse_manifest(tags[serving.ARTIFACT_MANIFEST])
+    for rel in ("MLmodel", "python_model.pkl", "artifacts/moments.npz", "artifacts/thresholds.json"):
+        assert recorded[rel] == serving.file_sha256(registered / rel), rel
+    assert "code/nextbuy/mlops/serving.py" in recorded  # the code unpickling imports
+    assert recorded == serving.model_file_digests(registered)
+    assert tags[serving.ARTIFACT_SHA256] == serving.manifest_digest(recorded)
+    assert serving.verify_model_uri(CHAMPION_URI) == ("1", tags[serving.ARTIFACT_SHA256])
+
+
+def test_untampered_registered_model_loads_on_every_path(registered, caplog):
+    import mlflow
+
+    assert ServingBundle.from_model_uri(CHAMPION_URI).n_products == 40
+    served = mlflow.pyfunc.load_model(CHAMPION_URI)  # load_context checks too
+    assert len(served.predict(pd.DataFrame({"source_id": [1], "candidate_id": [2]}))) == 1
+    assert "NOT verified" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "rel", ["python_model.pkl", "MLmodel", "artifacts/thresholds.json", "code/nextbuy/mlops/serving.py"]
+)
+def test_a_changed_file_is_refused_before_anything_is_read(registered, tamper, monkeypatch, rel):
+    """One byte appended (the thresholds still parse: only the digest sees it)."""
+    from nextbuy.mlops.io import DataError
+
+    tamper(rel)
+
+    def never(*args, **kwargs):
+        raise AssertionError("read a file of a model that failed verification")
+
+    monkeypatch.setattr(ServingBundle, "load", never)
+    with pytest.raises(DataError) as err:
+        ServingBundle.from_model_uri(CHAMPION_URI)
+    assert err.value.path == f"{CHAMPION_URI} ({rel})"
+    assert "changed (sha256" in err.value.message and "in v1" in err.value.message
+    with pytest.raises(DataError, match="refusing to load"):
+        serving.verify_model_uri("models:/nextbuy/1")
+
+
+def test_an_added_or_removed_file_is_refused_naming_it(registered, tamper):
+    from nextbuy.mlops.io import DataError
+
+    tamper("code/nextbuy/sitecustomize.py", b"import os\n")
+    with pytest.raises(DataError) as err:
+        ServingBundle.from_model_uri(CHAMPION_URI)
+    assert err.value.path == f"{CHAMPION_URI} (code/nextbuy/sitecustomize.py)"
+    assert "added since" in err.value.message
+    (registered / "code/nextbuy/sitecustomize.py").unlink()
+    tamper("input_example.json")
+    (registered / "input_example.json").unlink()
+    with pytest.raises(DataError, match="missing") as err:
+        ServingBundle.from_model_uri(CHAMPION_URI)
+    assert err.value.path == f"{CHAMPION_URI} (input_example.json)"
+
+
+def test_the_served_model_and_a_downloaded_dir_refuse_changed_files(registered, tamper, tmp_path):
+    """``mlflow.pyfunc.load_model`` (what ``mlflow models serve`` does): load_context checks
+    after unpickling; ``from_model_dir`` on a registry download (``nextbuy batch-topk``)."""
+    import mlflow
+
+    from nextbuy.mlops.io import DataError
+
+    tamper("artifacts/moments.npz")
+    with pytest.raises(DataError, match="artifacts/moments.npz"):
+        mlflow.pyfunc.load_model(CHAMPION_URI)
+    downloaded = mlflow.artifacts.download_artifacts(CHAMPION_URI, dst_path=str(tmp_path))
+    with pytest.raises(DataError) as err:
+        ServingBundle.from_model_dir(downloaded)
+    assert err.value.path == "models:/nextbuy/1 (artifacts/moments.npz)"
+
+
+def test_altered_registry_tags_are_refused_without_trusting_the_manifest(registered, tamper):
+    from mlflow import MlflowClient
+
+    from nextbuy.mlops.io import DataError
+
+    client = MlflowClient()
+    manifest = client.get_model_version("nextbuy", "1").tags[serving.ARTIFACT_MANIFEST]
+    tamper("artifacts/calibration.json")
+    forged = serving.manifest_text(serving.model_file_digests(registered))
+    client.set_model_version_tag("nextbuy", "1", serving.ARTIFACT_MANIFEST, forged)
+    try:
+        with pytest.raises(DataError, match="does not match 'artifact_sha256'"):
+            ServingBundle.from_model_uri(CHAMPION_URI)
+    finally:
+        client.set_model_version_tag("nextbuy", "1", serving.ARTIFACT_MANIFEST, manifest)
+
+
+def test_a_version_registered_before_digests_loads_with_a_warning(registered, caplog, monkeypatch):
+    from mlflow import MlflowClient
+
+    from nextbuy.cli import app
+
+    client = MlflowClient()
+    client.create_registered_model("nextbuy-legacy")
+    client.create_model_version("nextbuy-legacy", source=registered.as_uri())  # no digest tags
+    assert ServingBundle.from_model_uri("models:/nextbuy-legacy/1").n_products == 40
+    assert "models:/nextbuy-legacy/1: registered before deploy recorded file digests" in caplog.text
+    assert "NOT verified" in caplog.text
+
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # what the command sets
+    result = CliRunner().invoke(app, ["verify-model", "models:/nextbuy-legacy/1"])
+    assert result.exit_code == 2 and "not verified" in result.output
+
+
+def test_verify_model_command(registered, tamper, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nextbuy.cli import app
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # what the command sets
+    ok = CliRunner().invoke(app, ["verify-model", CHAMPION_URI])
+    assert ok.exit_code == 0 and "every file matches" in ok.output and "(v1)" in ok.output
+    tamper("python_model.pkl")
+    bad = CliRunner().invoke(app, ["verify-model", CHAMPION_URI])
+    assert bad.exit_code == 1 and "python_model.pkl" in bad.output, bad.output
+
+
+def test_bytecode_written_by_importing_the_served_code_is_ignored_only_after_the_import(registered, tmp_path):
+    """``mlflow models serve`` imports code/nextbuy before load_context checks, and Python may
+    write __pycache__ there; before any import (our loaders) such a file is a planted one."""
+    import mlflow
+
+    from nextbuy.mlops.io import DataError
+
+    downloaded = Path(mlflow.artifacts.download_artifacts(CHAMPION_URI, dst_path=str(tmp_path)))
+    pyc = downloaded / "code/nextbuy/mlops/__pycache__/serving.cpython-311.pyc"
+    pyc.parent.mkdir()
+    pyc.write_bytes(b"bytecode")
+    serving._verify_served_files(downloaded / "artifacts" / "moments.npz")  # load_context: fine
+    with pytest.raises(DataError, match="added since"):
+        ServingBundle.from_model_dir(downloaded)

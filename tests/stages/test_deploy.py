@@ -1,8 +1,10 @@
 """deploy stage cores: fresh evaluation rows with delay-corrected labels, the input example,
 and judging candidate vs champion on the same rows (the gate itself: tests/domain/test_gate.py);
 publishing all-or-nothing (a deploy dying after registration leaves a version readers ignore
-and the next deploy orphans); refusing to re-seed a first champion when an earlier release is
-on record (registry moves: tests/mlops/test_registry.py)."""
+and the next deploy orphans), with the SHA-256 of every file of the logged model on the version
+and in the blessing (loads checked against it: tests/mlops/test_serving.py); refusing to
+re-seed a first champion when an earlier release is on record (registry moves:
+tests/mlops/test_registry.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 import yaml
 
 from nextbuy import paths
-from nextbuy.mlops import io, registry, tracking
+from nextbuy.mlops import io, registry, serving, tracking
 from nextbuy.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
 from nextbuy.stages import deploy
 from tests.helpers import config
@@ -133,9 +135,21 @@ def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until
         monkeypatch.setattr(paths, name, getattr(files, path))
     monkeypatch.setattr(paths, "THRESHOLDS_MODEL", files.thresholds)
     good, _ = bundles
+    blessing = a_blessing(True)
     with mlflow.start_run():
-        assert deploy.publish(store, good, a_blessing(True)) == "1"
-    assert store.get_model_version("nextbuy", "1").tags[registry.COMPLETE] == "true"
+        assert deploy.publish(store, good, blessing) == "1"
+    tags = store.get_model_version("nextbuy", "1").tags
+    assert tags[registry.COMPLETE] == "true"
+    # The files as logged: digest on the version (the anchor), every file in the blessing.
+    assert blessing["artifacts"]["artifact_sha256"] == tags["artifact_sha256"]
+    assert {"MLmodel", "python_model.pkl", "artifacts/moments.npz"} <= set(blessing["artifacts"]["files"])
+    assert serving.manifest_digest(blessing["artifacts"]["files"]) == tags["artifact_sha256"]
+    assert serving.verify_model_uri("models:/nextbuy/1") == ("1", tags["artifact_sha256"])
+    # No input schema: MLflow hands predict the columns as sent (extra ones are refused there,
+    # text/csv works); top_k keeps its declared type and default.
+    signature = mlflow.models.get_model_info("models:/nextbuy/1").signature
+    assert signature.inputs is None
+    assert [(p.name, p.default) for p in signature.params.params] == [("top_k", 0)]
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("kill")  # dies between registration and the alias moves

@@ -19,6 +19,9 @@ Invariants, kept with tags on the versions:
   longer running ``orphaned=true`` and puts the aliases back (:func:`sweep_orphans`).
   Versions registered before the ``complete`` tag existed count as complete when
   they carry the gate's ``passed`` tag.
+- What a version serves is what deploy registered: the version carries the SHA-256 of
+  every file of the logged model (``artifact_sha256``, ``artifact_manifest``), and
+  :func:`load_bundle` refuses a download that differs.
 """
 
 from __future__ import annotations
@@ -249,7 +252,11 @@ def sweep_orphans(client: MlflowClient, name: str) -> list[str]:
 
 def load_bundle(name: str, alias: str):
     """The serving bundle behind ``models:/name@alias``, or None when the alias is unset
-    or points to an incomplete version."""
+    or points to an incomplete version. The downloaded files are checked against the
+    SHA-256 deploy recorded on the version (tag ``artifact_sha256``) before anything in
+    them is read: changed, added or missing files raise ``io.DataError`` naming the model
+    and the first such file; a version registered before the digests loads with a warning
+    (``serving.verify_model_files``)."""
 
     from nextbuy.mlops.serving import ServingBundle
 

@@ -7,6 +7,12 @@ bootstrap CI. The blessing (pass/fail, every figure, the reasons, lineage) is
 written to ``models/deploy/blessing.json``, logged to MLflow, and set as tags
 on the model version.
 
+Trust boundary: the SHA-256 of every file of the logged model (python_model.pkl,
+MLmodel, the bundled code, the bundle files) is recorded on the version when it is
+created (tags ``artifact_sha256``: one digest over the sorted (path, SHA-256) list,
+and ``artifact_manifest``: that list) and in the blessing (``artifacts``); loaders
+refuse a model whose downloaded files differ (``serving.verify_model_files``).
+
 All-or-nothing from the registry's point of view: the version is created with its
 verdict tags and ``complete=false`` in one write; the alias moves follow and
 ``complete=true`` is the last write (``registry.release``). Each deploy first marks
@@ -110,13 +116,16 @@ def log_serving_model(
     bundle, model_name: str, moments: Path, calibration: Path, thresholds: Path, tags: dict | None = None
 ) -> str:
     """Log the pyfunc (signature, example, code, pinned requirements) and register it with
-    ``tags`` (created together: one write); returns the version. Call inside an active MLflow run."""
+    ``tags`` and the SHA-256 of every file of the logged model, as downloaded back from the
+    artifact store (``serving.artifact_tags``), created together in one write; returns the
+    version. Call inside an active MLflow run."""
+    import tempfile
+
     import mlflow
     from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-    from mlflow.types.schema import AnyType
+    from mlflow.types import ParamSchema, ParamSpec
 
-    from nextbuy.mlops.serving import NextbuyModel
+    from nextbuy.mlops.serving import NextbuyModel, artifact_tags
 
     example = input_example(bundle.n_products)
     with warnings.catch_warnings():
@@ -125,11 +134,14 @@ def log_serving_model(
         outputs = infer_signature(
             example, bundle.score(example["source_id"], example["candidate_id"])
         ).outputs
-    # candidate_id is optional: top-K requests (params {"top_k": K}) send source ids only.
-    # Ids are typed Any so MLflow does not coerce them (1.5 -> 1) before validate_request
-    # can refuse non-integer ids with a message.
+    # No input schema: MLflow then hands predict the request's columns as sent, and
+    # validate_request checks them (pairs: source_id, candidate_id; top-K: source_id only),
+    # refusing extra columns and non-integer ids (1.5 is not coerced to 1) with a message.
+    # A declared schema made MLflow drop undeclared columns silently and refuse every CSV
+    # body (ids typed Any). Params keep their schema: MLflow checks top_k's type, and drops
+    # unknown params before predict.
     signature = ModelSignature(
-        inputs=Schema([ColSpec(AnyType(), "source_id"), ColSpec(AnyType(), "candidate_id", required=False)]),
+        inputs=None,
         outputs=outputs,
         params=ParamSchema([ParamSpec("top_k", "long", 0)]),
     )
@@ -142,7 +154,9 @@ def log_serving_model(
         code_paths=[str(Path(nextbuy.__file__).parent)],
         pip_requirements=serving_requirements(),
     )
-    return str(mlflow.register_model(info.model_uri, model_name, tags=tags).version)
+    with tempfile.TemporaryDirectory() as tmp:  # the files as loaders will download them
+        recorded = artifact_tags(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp))
+    return str(mlflow.register_model(info.model_uri, model_name, tags={**(tags or {}), **recorded}).version)
 
 
 def _tags(blessing: dict) -> dict[str, str]:
@@ -224,6 +238,18 @@ def prepare_registry(client, model_name: str) -> None:
     check_first_release(client, model_name)
 
 
+def recorded_artifacts(client, name: str, version: str) -> dict:
+    """What the registry records of a version's files, for the blessing: the digest and
+    every file's SHA-256 (``nextbuy verify-model`` checks a download against them)."""
+    from nextbuy.mlops.serving import ARTIFACT_MANIFEST, ARTIFACT_SHA256, parse_manifest
+
+    tags = client.get_model_version(name, str(version)).tags
+    return {
+        ARTIFACT_SHA256: tags.get(ARTIFACT_SHA256),
+        "files": parse_manifest(tags.get(ARTIFACT_MANIFEST, "")),
+    }
+
+
 def publish(client, candidate, blessing: dict) -> str:
     """Register the candidate carrying its verdict (complete=false), then move the aliases;
     ``complete=true`` comes last (registry.release). Call inside an active MLflow run."""
@@ -235,6 +261,7 @@ def publish(client, candidate, blessing: dict) -> str:
         candidate, name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL, tags=tags
     )
     blessing["version"] = version
+    blessing["artifacts"] = recorded_artifacts(client, name, version)
     blessing["action"] = registry.release(client, name, version, blessing["passed"])
     return version
 
