@@ -129,6 +129,47 @@ def test_bad_edge_list_is_refused(tmp_path, name, content, column):
         assert error.rows is not None and len(error.rows) == 1  # the offending row is shown
 
 
+@pytest.mark.parametrize(
+    "rows, column, shown",
+    [
+        ("1,2\nabc,3\n3,4\n4,1\n", "src", "abc"),  # a text id among integers: a typo
+        ("1,2\n2,3\n3,1.5\n4,1\n", "dst", "1.5"),  # a float id (pandas also wrote 1 as 1.0)
+        ("1,2\n-5,3\n3,4\n4,1\n", "src", "-5"),  # a negative id
+        ("1,2\n2,3\n3,inf\n4,1\n", "dst", "inf"),
+    ],
+)
+def test_edge_list_ids_that_would_become_new_products_are_refused(tmp_path, rows, column, shown):
+    path = tmp_path / "graph.csv"
+    path.write_text("src,dst\n" + rows)
+    error = assert_refused(read_edge_list, path, column)
+    assert "not a non-negative integer" in str(error) and "new product" in str(error)
+    assert error.rows is not None and len(error.rows) == 1  # the offending row, named
+    assert shown in str(error.rows[column].iloc[0])
+
+
+def test_text_keyed_edge_list_stays_valid_but_numbers_must_be_ids(tmp_path):
+    # Mostly text: a text-keyed list, integers among its keys are fine and kept as written.
+    path = tmp_path / "graph.csv"
+    path.write_text("src,dst\nphone,case\nphone,42\ncase,0042\nabc,phone\n")
+    graph = read_edge_list(path)
+    assert set(graph.products["product_key"]) == {"phone", "case", "42", "0042", "abc"}
+    # A number that is not a non-negative integer is no product key, even there.
+    path.write_text("src,dst\nphone,case\nphone,-5\ncase,charger\n")
+    error = assert_refused(read_edge_list, path, "dst")
+    assert "-5" in str(error.rows) and "not a non-negative integer" in str(error)
+    path.write_text("src,dst\nphone,case\n  ,case\n")
+    assert "empty id" in str(assert_refused(read_edge_list, path, "src"))
+
+
+def test_integer_keyed_ids_take_one_written_form(tmp_path):
+    # Ids stored as text: '007', '+7' and '7' are one product, as a CSV reader reads them.
+    path = tmp_path / "graph.parquet"
+    pd.DataFrame({"src": ["007", "8", "+7"], "dst": ["8", "9", "9"]}).to_parquet(path)
+    graph = read_edge_list(path)
+    assert graph.products["product_key"].tolist() == ["7", "8", "9"]
+    assert set(zip(graph.edges["src"], graph.edges["dst"], strict=False)) == {(0, 1), (1, 2), (0, 2)}
+
+
 def test_unreadable_edge_list_is_refused(tmp_path):
     path = tmp_path / "graph.parquet"
     path.write_bytes(b"this is not parquet at all")
@@ -394,6 +435,34 @@ def test_bad_impressions_log_is_refused(tmp_path, products, case, column):
         assert error.rows is not None and len(error.rows) >= 1
     if case == "unknown_product":
         assert "tablet" in str(error)
+
+
+def test_exact_duplicate_impressions_are_dropped_counted_and_logged(tmp_path, products, caplog):
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "source_id,shown_id,shown_at,converted_at\n"
+        "phone,case,2026-03-01 12:00:00,2026-03-02 08:00\n"
+        "42,phone,2026-03-01 12:05:00,\n"
+        "phone,case,2026-03-01 12:00:00,2026-03-02 08:00\n"  # row 0 logged twice
+        "phone,case,2026-03-01 12:00:01,\n"  # same pair a second later: another impression
+    )
+    with caplog.at_level(logging.WARNING, logger="nextbuy.data.sources"):
+        log = read_impressions_log(path, products)
+    assert len(log) == 3 and log["converted_at"].notna().sum() == 1  # the conversion counts once
+    assert log["impression_id"].tolist() == [0, 1, 3]  # row numbers of the kept rows
+    assert log.index.tolist() == [0, 1, 2]
+    assert "dropped 1 exact duplicate row(s) of 4" in caplog.text and "log.csv" in caplog.text
+
+    # With impression ids: an exact copy is dropped too; a shared id with other content is refused.
+    path = tmp_path / "log.parquet"
+    frame = log_frame()
+    pd.concat([frame, frame.iloc[[1]]], ignore_index=True).to_parquet(path)
+    assert read_impressions_log(path, products)["impression_id"].tolist() == [10, 11, 12]
+    changed = frame.iloc[[1]].assign(shown_id="case")
+    pd.concat([frame, changed], ignore_index=True).to_parquet(path)
+    assert "share an impression_id" in str(
+        assert_refused(read_impressions_log, path, "impression_id", products)
+    )
 
 
 def test_empty_or_unreadable_impressions_log_is_refused(tmp_path, products):

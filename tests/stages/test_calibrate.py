@@ -76,6 +76,27 @@ def test_too_few_matured_rows_is_a_clear_error(trained):
         calibrate.score_holdout(weighted, moments, config("calibrate", maturity_days=10_000))
 
 
+def test_too_many_buckets_for_the_calibration_rows_is_refused_naming_the_key(trained):
+    weighted, moments = trained
+    with pytest.raises(io.DataError, match="calibrate.n_buckets=1000") as info:
+        calibrate.score_holdout(
+            weighted, moments, config("calibrate", n_buckets=1000, maturity_days=4, min_bucket_size=30)
+        )
+    message = str(info.value)
+    assert "calibrate.min_bucket_size=30" in message and str(paths.WEIGHTED_IMPRESSIONS) in message
+    # The bound it names is exact: that many buckets is accepted.
+    most = int(message.split("set calibrate.n_buckets <= ")[1].split()[0])
+    assert most >= 2
+    _, calibration = calibrate.score_holdout(
+        weighted, moments, config("calibrate", n_buckets=most, maturity_days=4, min_bucket_size=30)
+    )
+    assert calibration.n_buckets <= most
+    with pytest.raises(io.DataError, match="n_buckets"):
+        calibrate.score_holdout(
+            weighted, moments, config("calibrate", n_buckets=most + 1, maturity_days=4, min_bucket_size=30)
+        )
+
+
 def test_summary_reports_uncertainty_at_equal_score_and_ece_per_bucket(trained):
     weighted, moments = trained
     scored, calibration = calibrate.score_holdout(

@@ -180,6 +180,74 @@ def test_bad_graph_exits_nonzero_names_file_column_and_keeps_outputs(project, ti
     assert {p: p.read_bytes() for p in before} == before
 
 
+@pytest.mark.parametrize(
+    "rows, sizes",
+    [
+        ([[1, 2]], "2 product(s) and 1 edge(s)"),  # a one-edge graph
+        ([[i, i + 1] for i in range(4)] + [[9, 9]] * 3, "6 product(s) and 4 edge(s)"),  # loops dropped
+        ([[i, (i + 1) % 10] for i in range(9)], "10 product(s) and 9 edge(s)"),
+    ],
+)
+def test_graph_too_small_to_train_on_is_refused(project, tiny_params, rows, sizes):
+    write_edge_list(project / "tiny.csv", rows)
+    use_source(project, tiny_params, source="edge_list", graph_path="tiny.csv")
+    result = invoke("ingest")
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())  # the CLI wraps long lines
+    assert "tiny.csv" in output and "too small to train on" in output and sizes in output
+    assert f"at least {ingest.MIN_GRAPH_PRODUCTS} products and {ingest.MIN_GRAPH_EDGES} edges" in output
+    assert not paths.PRODUCTS.exists()  # nothing written
+
+
+def test_graph_of_the_minimum_size_is_accepted():
+    rows = [[i, (i + 1) % ingest.MIN_GRAPH_PRODUCTS] for i in range(ingest.MIN_GRAPH_EDGES)]
+    assert len({node for row in rows for node in row}) == ingest.MIN_GRAPH_PRODUCTS
+    graph = pd.DataFrame(rows, columns=["src", "dst"])
+    products = pd.DataFrame(
+        {
+            "product_id": np.arange(10, dtype=np.int64),
+            "product_key": [str(i) for i in range(10)],
+            "category": np.full(10, -1, dtype=np.int64),
+            "price": np.full(10, np.nan),
+        }
+    )
+    edges = graph.assign(weight=1.0, time=pd.NaT).astype({"time": "datetime64[ns]"})
+    ingest.check_graph_size(products, edges, "graph.csv")  # no error
+    with pytest.raises(io.DataError, match="graph.csv: graph too small"):
+        ingest.check_graph_size(products, edges.iloc[1:], "graph.csv")
+
+
+def test_graph_censored_below_the_minimum_by_the_snapshot_is_refused(project, tiny_params):
+    # 12 edges, but only 3 seen by the impressions' snapshot: the model would train on those.
+    t = pd.Timestamp("2026-03-01")
+    edges = pd.DataFrame(
+        {
+            "src": list(range(12)),
+            "dst": [(i + 1) % 12 for i in range(12)],
+            "time": [t - pd.Timedelta(days=1)] * 3 + [t + pd.Timedelta(days=30)] * 9,
+        }
+    )
+    edges.to_csv(project / "graph.csv", index=False)
+    rng = np.random.default_rng(0)
+    n = 3000
+    log = pd.DataFrame(
+        {
+            "source_id": rng.integers(0, 12, n).astype(str),
+            "shown_id": rng.integers(0, 12, n).astype(str),
+            "shown_at": t - pd.to_timedelta(rng.uniform(0, 20, n), unit="D"),
+            "converted_at": pd.NaT,
+        }
+    )
+    log.to_parquet(project / "log.parquet")
+    use_source(
+        project, tiny_params, source="edge_list", graph_path="graph.csv", impressions_path="log.parquet"
+    )
+    result = invoke("ingest")
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert "graph.csv" in output and "12 product(s) and 3 edge(s)" in output
+
+
 def test_bad_impressions_log_is_refused(project, tiny_params):
     write_edge_list(project / "graph.csv", [[1, 2], [2, 3], [3, 1], [4, 1]])
     t = pd.Timestamp("2026-03-01")

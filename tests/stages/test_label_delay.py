@@ -126,8 +126,9 @@ def _log(days_ago: list[float], converted_after: list[float | None], snapshot: p
     [
         ([10, 9, 8, 2], [None, None, None, None], "converted_at", "has a conversion"),
         ([3, 2, 1, 0.5], [0.1, None, None, None], "shown_at", "nothing has matured"),
+        ([20, 15, 10, 0.04, 0.03], [None, None, None, 0.01, 0.01], "converted_at", "no matured conversion"),
     ],
-    ids=["no-conversions", "nothing-matured"],
+    ids=["no-conversions", "nothing-matured", "conversions-all-in-the-last-hour"],
 )
 def test_nothing_to_learn_the_delay_from_is_refused(days_ago, converted_after, column, message):
     snapshot = pd.Timestamp("2026-03-01")
@@ -142,10 +143,10 @@ def test_conversions_all_too_recent_to_correct_are_refused(monkeypatch):
     from nextbuy.domain import delay
 
     snapshot = pd.Timestamp("2026-03-01")
-    log = _log([20, 15, 10, 0.5, 0.4], [None, None, None, 0.1, 0.1], snapshot)
+    log = _log([20, 15, 10, 0.5, 0.4], [1.0, None, None, 0.1, 0.1], snapshot)
 
-    def month_long_delays(signals, columns, family):  # a delay model that says conversions take months
-        return delay.DelayModel(family, (), [], [], conv_coef=[-2.0], delay_coef=[[np.log(60.0)], [0.0]])
+    def month_long_delays(signals, columns, family):  # a delay model that says conversions take years
+        return delay.DelayModel(family, (), [], [], conv_coef=[-2.0], delay_coef=[[np.log(600.0)], [0.0]])
 
     monkeypatch.setattr(delay, "fit_delay_model", month_long_delays)
     with pytest.raises(io.DataError, match="clipped") as err:

@@ -2,8 +2,11 @@
 ``.npz`` graph, an impressions log, and the Criteo conversion log.
 
 Self-loops and duplicate edges are the field's convention, not errors: they
-are cleaned, counted in ``GraphSource.cleaning`` and logged. Anything else
-wrong raises ``DataError`` naming the file, the column and the first rows.
+are cleaned, counted in ``GraphSource.cleaning`` and logged; so are exact duplicate
+rows of an impressions log (a row logged twice). Anything else wrong raises
+``DataError`` naming the file, the column and the first rows: among them edge-list
+ids that would silently become new products (``abc`` in an integer-keyed list,
+``1.5``, ``-5``), see :func:`read_edge_list`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ log = logging.getLogger(__name__)
 NPZ_ADJ_KEYS = ("adj_matrix.data", "adj_matrix.indices", "adj_matrix.indptr", "adj_matrix.shape")
 NPZ_ATTR_KEYS = ("attr_matrix.data", "attr_matrix.indices", "attr_matrix.indptr", "attr_matrix.shape")
 EVENT_COLUMNS = ("clicked_at", "carted_at", "converted_at")
+# An edge list whose ids are more than this share numbers is integer-keyed: every id must
+# then be a non-negative integer, and a text id (``abc``) is a typo, not a product.
+INTEGER_KEYED_SHARE = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,9 +74,72 @@ def _no_missing(path: os.PathLike | str, df: pd.DataFrame, columns: tuple[str, .
 
 def _keys(values: pd.Series) -> pd.Series:
     """Ids as the source wrote them, as strings (integral floats lose their '.0')."""
-    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
-        values = values.astype(np.int64)
+    if pd.api.types.is_float_dtype(values):
+        number = values.to_numpy()
+        if np.isfinite(number).all() and (np.mod(number, 1) == 0).all():
+            values = values.astype(np.int64)
     return values.astype(str).str.strip()
+
+
+def _id_numbers(values: pd.Series, text: pd.Series) -> pd.Series:
+    """Each id's value as a number (float64), NaN where it is text."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype(np.float64)
+    return pd.to_numeric(text, errors="coerce").astype(np.float64)
+
+
+def _integer_text(text: pd.Series, number: pd.Series) -> pd.Series:
+    """Integer ids in one written form: '007', '+7', '7.0' -> '7' (as a CSV reader reads 7)."""
+    digits = text.str.fullmatch(r"\+?\d+").astype(bool)
+    stripped = text.str.lstrip("+").str.lstrip("0").replace("", "0")
+    other = number[~digits].map(lambda x: str(int(x)))
+    return stripped.where(digits, other)
+
+
+def _edge_list_keys(path: os.PathLike | str, df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """src and dst as product keys; DataError for ids that would silently become products.
+
+    - An id that is a number must be a non-negative integer: ``1.5``, ``-5``, ``inf`` are
+      refused in any edge list (a float id also made pandas write ``1`` as ``1.0``, a
+      second product).
+    - When more than ``INTEGER_KEYED_SHARE`` of the ids (src and dst cells) are numbers,
+      the list is integer-keyed: a text id (``abc``) is refused, and integer ids take one
+      written form (``007`` and ``7`` are product ``7``).
+    - Otherwise the list is text-keyed (SKUs, ASINs): ids are kept as written, integers
+      among them included (``phone``, ``42``).
+    - An empty id is refused.
+    """
+    columns = ("src", "dst")
+    text = {c: _keys(df[c]) for c in columns}
+    number = {c: _id_numbers(df[c], text[c]) for c in columns}
+    empty = {c: df.index[text[c] == ""] for c in columns}
+    io.rows_error(path, df, {c: r for c, r in empty.items() if len(r)}, "have an empty id")
+    n_ids = 2 * len(df)
+    n_numbers = int(sum(number[c].notna().sum() for c in columns))
+    integer = {c: number[c].notna() & np.isfinite(number[c]) & (number[c] >= 0) for c in columns}
+    integer = {c: integer[c] & (number[c].where(integer[c], 0) % 1 == 0) for c in columns}
+    if n_numbers > INTEGER_KEYED_SHARE * n_ids:
+        bad = {c: df.index[~integer[c]] for c in columns}
+        io.rows_error(
+            path,
+            df,
+            {c: r for c, r in bad.items() if len(r)},
+            f"have an id that is not a non-negative integer, in an edge list whose ids are integers "
+            f"({n_numbers} of its {n_ids} ids are numbers): it would silently become a new product",
+        )
+        return tuple(
+            text[c] if pd.api.types.is_numeric_dtype(df[c]) else _integer_text(text[c], number[c])
+            for c in columns
+        )
+    bad = {c: df.index[number[c].notna() & ~integer[c]] for c in columns}
+    io.rows_error(
+        path,
+        df,
+        {c: r for c, r in bad.items() if len(r)},
+        "have an id that is a number but not a non-negative integer (e.g. 1.5, -5): "
+        "product ids are text or integers >= 0",
+    )
+    return text["src"], text["dst"]
 
 
 def _sorted_keys(keys: np.ndarray) -> np.ndarray:
@@ -151,13 +220,19 @@ def read_edge_list(path: os.PathLike | str) -> GraphSource:
     product_key is the id as written; product_id numbers keys 0..N-1 in sorted
     order (numeric when every key is an integer). A weight column, if present,
     is summed over duplicates; otherwise weight = number of occurrences.
+
+    Ids that would silently become new products are refused (DataError naming the
+    rows, see ``_edge_list_keys``): in a list whose ids are mostly integers
+    (integer-keyed), every id must be a non-negative integer, so ``abc`` is refused
+    there; ``1.5`` and ``-5`` are refused in any list; a text-keyed list (``phone``,
+    ``case``, ``42``) is valid as written.
     """
     df = io.read_frame(path)
     _require_rows(path, df)
     _require_columns(path, df, ("src", "dst"))
     _no_missing(path, df, ("src", "dst"))
     df = df.reset_index(drop=True)
-    src_key, dst_key = _keys(df["src"]), _keys(df["dst"])
+    src_key, dst_key = _edge_list_keys(path, df)
     keys = _sorted_keys(np.concatenate([src_key.to_numpy(), dst_key.to_numpy()]))
     index = pd.Index(keys)
     time = (
@@ -354,13 +429,32 @@ def read_impressions_log(path: os.PathLike | str, products: pd.DataFrame) -> pd.
 
     source_id and shown_id are product keys (matched as strings against
     products.product_key); clicked_at and carted_at may be absent (NaT);
-    impression_id defaults to 0..n-1. Times: datetimes, date strings or unix seconds.
+    impression_id defaults to the row number (0-based, as in error messages). Times:
+    datetimes, date strings or unix seconds.
+
+    Exact duplicate rows (every column equal, impression_id included when present) are
+    one impression logged twice (at-least-once delivery): the later copies are dropped,
+    counted and logged as a warning, so a conversion is not counted twice. Rows that
+    share an impression_id but differ elsewhere are refused.
     """
     df = io.read_frame(path)
     _require_rows(path, df)
     _require_columns(path, df, ("source_id", "shown_id", "shown_at", "converted_at"))
     df = df.reset_index(drop=True)
     _no_missing(path, df, ("source_id", "shown_id", "shown_at"))
+    try:
+        repeated = df.duplicated(keep="first").to_numpy()
+    except TypeError:  # unhashable cells (e.g. a parquet list column): compare them as text
+        repeated = df.astype(str).duplicated(keep="first").to_numpy()
+    if repeated.any():
+        log.warning(
+            "%s: dropped %d exact duplicate row(s) of %d (an impression logged twice); first: row(s) %s",
+            path,
+            int(repeated.sum()),
+            len(df),
+            ", ".join(map(str, df.index[repeated][:5])),
+        )
+        df = df[~repeated]
 
     if "impression_id" in df.columns:
         _no_missing(path, df, ("impression_id",))
@@ -376,7 +470,7 @@ def read_impressions_log(path: os.PathLike | str, products: pd.DataFrame) -> pd.
         dup = df.index[ids.duplicated(keep=False)]
         io.rows_error(path, df, {"impression_id": dup} if len(dup) else {}, "share an impression_id")
     else:
-        ids = pd.Series(np.arange(len(df), dtype=np.int64))
+        ids = pd.Series(df.index.to_numpy(np.int64), index=df.index)
 
     known = pd.Index(products["product_key"].astype(str))
     out = pd.DataFrame({"impression_id": ids.to_numpy(np.int64)}, index=df.index)
@@ -397,7 +491,7 @@ def read_impressions_log(path: os.PathLike | str, products: pd.DataFrame) -> pd.
             else pd.Series(pd.NaT, index=df.index, dtype=schemas.TS)
         )
     io.rows_error(path, df, schemas.check_event_order(out), "happen before shown_at")
-    out = out.astype({"source_id": np.int64, "shown_id": np.int64})
+    out = out.astype({"source_id": np.int64, "shown_id": np.int64}).reset_index(drop=True)
     return io.validate(out, schemas.IMPRESSIONS_LOG, path)
 
 

@@ -31,7 +31,13 @@ def score_holdout(
     weighted: pd.DataFrame, moments, cfg: CalibrateConfig
 ) -> tuple[pd.DataFrame, BucketCalibration]:
     """Pure core: scored calib+test rows and the calibration fitted on matured calib rows
-    (against their delay-corrected labels)."""
+    (against their delay-corrected labels).
+
+    DataError when the matured calib rows are too few for one bucket, or for
+    ``n_buckets`` buckets of ``min_bucket_size`` rows each (buckets are quantiles of their
+    uncertainty, so about ``rows / n_buckets`` each): a bucket below ``min_bucket_size``
+    falls back to the global map, and ``n_buckets: 1000`` would otherwise pass silently
+    with no bucket calibrated on its own."""
     from nextbuy.domain.graph.scoring import score_and_uncertainty
 
     rows = weighted[weighted["split"].isin(["calib", "test"])].reset_index(drop=True)
@@ -47,6 +53,18 @@ def score_holdout(
             f"(need >= {cfg.min_bucket_size}); "
             "lower calibrate.maturity_days or raise ingest.split.calib_share",
             column="elapsed_days",
+        )
+    # Buckets are quantiles of the fit rows' uncertainty: too many leave every bucket below
+    # min_bucket_size, and each silently falls back to the global map.
+    n_fit, per_bucket = int(fit_mask.sum()), int(fit_mask.sum()) // cfg.n_buckets
+    if per_bucket < cfg.min_bucket_size:
+        raise io.DataError(
+            paths.WEIGHTED_IMPRESSIONS,
+            f"calibrate.n_buckets={cfg.n_buckets} leaves about {per_bucket} of the {n_fit} matured "
+            f"calibration rows per bucket, fewer than calibrate.min_bucket_size={cfg.min_bucket_size} "
+            f"(every such bucket falls back to the global map); set calibrate.n_buckets <= "
+            f"{n_fit // cfg.min_bucket_size} or give calibration more matured rows",
+            column="split",
         )
     # Delay-corrected labels: with delays of days to weeks even a "matured" row may still
     # convert, and observed labels would calibrate every score too low.

@@ -20,6 +20,15 @@ log = logging.getLogger(__name__)
 # (self_loops_dropped, duplicate_edges_merged, explicit_zeros_dropped); the rest are sizes.
 CLEANING_CHANGE_SUFFIXES = ("_dropped", "_merged")
 
+# The smallest real graph ingest accepts (after cleaning and snapshot censoring): the
+# simulated store's own floor (ingest.simulator.n_products >= 10). Each training epoch
+# splits the edges into supervised positives (train.supervision_share) and message-passing
+# edges, and draws random negatives over all products; with fewer edges or products the link
+# loss has next to nothing to learn from, and with 2 products every "negative" is the
+# positive or its reverse. A one-edge graph would otherwise train "successfully".
+MIN_GRAPH_PRODUCTS = 10
+MIN_GRAPH_EDGES = 10
+
 
 @dataclass(frozen=True)
 class Ingested:
@@ -107,6 +116,17 @@ def finalise(
     return edges, impressions
 
 
+def check_graph_size(products: pd.DataFrame, edges: pd.DataFrame, origin: str) -> None:
+    """DataError when a real graph is too small to train on (see ``MIN_GRAPH_PRODUCTS``)."""
+    if len(products) < MIN_GRAPH_PRODUCTS or len(edges) < MIN_GRAPH_EDGES:
+        raise io.DataError(
+            origin,
+            f"graph too small to train on: {len(products)} product(s) and {len(edges)} edge(s) after "
+            f"cleaning and snapshot censoring; ingest needs at least {MIN_GRAPH_PRODUCTS} products "
+            f"and {MIN_GRAPH_EDGES} edges",
+        )
+
+
 def ingest(cfg: IngestConfig) -> Ingested:
     """Build the ingested tables from the configured source."""
     from nextbuy.data import simulate, sources
@@ -138,6 +158,7 @@ def ingest(cfg: IngestConfig) -> Ingested:
             edges, impressions = finalise(
                 graph.products, graph.edges, log_frame, snapshot, cfg.split, str(cfg.impressions_path)
             )
+            check_graph_size(graph.products, edges, origin)
             return Ingested(
                 graph.products,
                 edges,
@@ -154,6 +175,8 @@ def ingest(cfg: IngestConfig) -> Ingested:
     edges, impressions = finalise(
         world.products, world.edges, traffic.impressions, world.snapshot, cfg.split, origin
     )
+    if cfg.source != "simulated":
+        check_graph_size(world.products, edges, origin)
     return Ingested(
         world.products,
         edges,

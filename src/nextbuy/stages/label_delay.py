@@ -35,6 +35,18 @@ def _fit_rows(signals: pd.DataFrame, train: np.ndarray, cfg: LabelDelayConfig) -
             f"none of the {len(rows)} training impressions has a conversion: no delay can be fitted",
             "converted_at",
         )
+    matured_conversions = rows["label"].astype(bool) & (rows["elapsed_days"] >= cfg.wait_days)
+    if (
+        rows["label"].any()
+        and not matured_conversions.any()
+        and (rows["elapsed_days"] >= cfg.wait_days).any()
+    ):
+        raise io.DataError(
+            paths.IMPRESSIONS,
+            f"every training conversion comes from an impression younger than {cfg.wait_days:g} days "
+            "(label_delay.wait_days): no matured conversion to fit the delay on",
+            "converted_at",
+        )
     if not (rows["elapsed_days"] >= cfg.wait_days).any():
         raise io.DataError(
             paths.IMPRESSIONS,
