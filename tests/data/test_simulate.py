@@ -133,7 +133,9 @@ def test_default_store_is_believable(default_store):
     last_week = (imp["shown_at"] >= world.snapshot - pd.Timedelta(days=7)).to_numpy()
     eventual = truth["label_eventual"].to_numpy() == 1
     censored = imp["converted_at"].isna().to_numpy()[last_week & eventual].mean()
-    assert 0.10 <= censored <= 0.40  # launches push traffic late: ~0.31 without them, ~0.36 with
+    # Delays of days to weeks (median 72 h) and launches that push traffic late: ~0.58 of the
+    # last week's eventual conversions are not yet seen at the snapshot.
+    assert 0.10 <= censored <= 0.75
     # The graph predates the impression log, and nothing is later than the snapshot.
     assert world.edges["time"].min() < world.start - pd.Timedelta(
         days=config("ingest.simulator").history_days * 0.9

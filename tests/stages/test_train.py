@@ -105,7 +105,10 @@ def test_blade_arguments_carry_every_model_knob_of_the_train_section():
     assert export == {"mc_samples": 5, "chunk": 99, "seed": 11}
     # The rest choose the training data, in fit.
     used = set(asdict(architecture)) | set(asdict(schedule)) | {"mc_samples", "export_chunk"}
-    assert set(TrainConfig.model_fields) - used == {"weighting", "shuffle_labels", "validation_share"}
+    # The rest pick the training data (in fit) and the uncertainty estimator (in fit_graph).
+    data_and_estimator = {"weighting", "shuffle_labels", "validation_share"}
+    estimator = {"uncertainty", "ensemble_members", "ensemble_epochs"}
+    assert set(TrainConfig.model_fields) - used == data_and_estimator | estimator
 
 
 def _weighted(n: int = 6000, seed: int = 0) -> pd.DataFrame:

@@ -64,6 +64,12 @@ _MIN_DAYS = 1e-6
 # likelihood of thousands of rows, but it keeps an empty or perfectly separated
 # signal group at a finite optimum.
 _RIDGE = 1e-4
+# Stronger ridge on the delay's coefficients: a group that never converts (e.g. nobody
+# clicked) could otherwise push its delay to infinity, where its conversion probability
+# no longer enters the likelihood (1 - p + p S = 1 for any p) and stays at whatever
+# flip probability it started with, forever. Shrinking group delays toward the shared one
+# lets the old, never-converted rows of that group pull its p to 0.
+_DELAY_RIDGE = 1e-2
 # Box bounds for L-BFGS-B, the second guard for degenerate data.
 _COEF_BOUND = 30.0
 _LOC_BOUND = 20.0
@@ -306,7 +312,8 @@ def fit_delay_model(
     log_t = as_t(np.log(np.maximum(t, _MIN_DAYS)))
     pos_t, w_t = as_t(pos.astype(np.float64)), as_t(w)
     k = design.shape[1]
-    ridge_mask = as_t(np.tile(np.r_[0.0, np.ones(k - 1)], 3))  # intercepts are free
+    slopes = np.r_[0.0, np.ones(k - 1)]  # intercepts are free
+    ridge_mask = as_t(np.concatenate([_RIDGE * slopes, _DELAY_RIDGE * slopes, _DELAY_RIDGE * slopes]))
 
     def nll(theta: torch.Tensor) -> torch.Tensor:
         eta = X @ theta[:k]
@@ -327,7 +334,7 @@ def fit_delay_model(
         ll_neg = torch.logaddexp(log_1mp, log_p + log_s)
         # torch.where keeps the unused branch's gradient out of the sum.
         ll = torch.where(pos_t > 0, ll_pos, ll_neg)
-        return -(w_t * ll).sum() + _RIDGE * (ridge_mask * theta**2).sum()
+        return -(w_t * ll).sum() + (ridge_mask * theta**2).sum()
 
     def fun(theta_np: np.ndarray) -> tuple[float, np.ndarray]:
         theta = torch.tensor(theta_np, dtype=torch.float64, requires_grad=True)
