@@ -70,4 +70,4 @@ def test_json_maps_each_estimator_to_rows_per_target(bench_run):
 def test_gain_interval_is_a_t_interval_over_seeds():
     low, high = thresholds._t_interval(np.array([0.1, 0.2, 0.3]))
     assert low < 0.2 < high and high - 0.2 == pytest.approx(0.2 - low)
-    assert np.isnan(thresholds._t_interval(np.array([0.1]))[0])
+    assert thresholds._t_interval(np.array([0.1, np.nan])) == (None, None)  # JSON null, not NaN

@@ -42,12 +42,13 @@ POLICIES = ("single", "bucket", "mist")
 TARGET_LIFTS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)  # targets = these x the fit rows' positive rate
 
 
-def _t_interval(values: np.ndarray) -> tuple[float, float]:
+def _t_interval(values: np.ndarray) -> tuple[float | None, float | None]:
+    """Mean ± t-based 95% half-width over the finite values; None (JSON null) with fewer than 2."""
     from scipy import stats
 
     values = values[np.isfinite(values)]
     if values.size < 2:
-        return float("nan"), float("nan")
+        return None, None
     half = float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
     return float(values.mean() - half), float(values.mean() + half)
 
@@ -174,7 +175,8 @@ def _aggregate(per_seed: list[dict[str, dict]], lifts) -> dict:
         figures[name] = rows
         coefs = np.array([run[name]["coefficient"]["coef"] or np.nan for run in per_seed], dtype=float)
         lo, hi = _t_interval(coefs)
-        figures["coefficient"][name] = {"mean": float(np.nanmean(coefs)), "ci95_over_seeds": [lo, hi]}
+        mean = float(np.mean(coefs[np.isfinite(coefs)])) if np.isfinite(coefs).any() else None
+        figures["coefficient"][name] = {"mean": mean, "ci95_over_seeds": [lo, hi]}
         figures["by_history"][name] = per_seed[0][name]["by_history"]
     return figures
 
@@ -206,13 +208,17 @@ def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
     return figures
 
 
+def _signed(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, "+" + spec)
+
+
 def _print(figures: dict, seeds: int) -> None:
     for name in ESTIMATORS:
         coef = figures["coefficient"][name]
-        low, high = coef["ci95_over_seeds"]
         table = Table(
             title=f"bench thresholds, {name}: {seeds} seed(s), out of sample; uncertainty coefficient "
-            f"at equal score {coef['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"
+            f"at equal score {_signed(coef['mean'], '.3f')} "
+            f"[{', '.join(_signed(x, '.3f') for x in coef['ci95_over_seeds'])}]"
         )
         columns = ("target", "feasible", "recall single / bucket / mist", "precision single / bucket / mist")
         for column in (*columns, "gain bucket/single − 1 [95% CI]"):
@@ -223,8 +229,7 @@ def _print(figures: dict, seeds: int) -> None:
                 "yes" if row["feasible"] else "no",
                 " / ".join(f"{row[f'{p}_recall']:.3f}" for p in POLICIES),
                 " / ".join(f"{row[f'{p}_precision']:.3f}" for p in POLICIES),
-                f"{row['gain']:+.1%} [{row['gain_ci_low']:+.1%}, {row['gain_ci_high']:+.1%}]"
-                if row["gain"] is not None
-                else "",
+                f"{_signed(row['gain'], '.1%')} "
+                f"[{_signed(row['gain_ci_low'], '.1%')}, {_signed(row['gain_ci_high'], '.1%')}]",
             )
         Console(width=170).print(table)
