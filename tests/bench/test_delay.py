@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from nextbuy.bench import delay
@@ -17,15 +16,6 @@ from nextbuy.stages import ingest
 from tests.conftest import TINY_PARAMS
 
 SEEDS = 2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 
 from nextbuy.bench import linkpred
 from nextbuy.bench import linkpred_models as models
@@ -24,16 +23,6 @@ from nextbuy.domain import linkpred as lp
 KEYS = ("blade", "blade_fixed", "dual_mf", "gcn")
 SEEDS = 2
 N_COMMUNITIES, PER_COMMUNITY, VOCAB = 4, 60, 120
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads (a busy 2-core box gets much slower)."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 def shrink_budget(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from nextbuy.bench import model
@@ -20,17 +19,6 @@ from tests.conftest import TINY_PARAMS
 
 SEEDS = 2
 EXTRA = {"paired_auc_gap_vs_blade", "test_impressions", "seconds"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads; train.fit_graph also switches torch to
-    deterministic algorithms: switch back after."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture(scope="module")

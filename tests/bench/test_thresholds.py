@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from nextbuy.bench import thresholds
@@ -26,15 +25,6 @@ ROW_KEYS = {
     "gain_ci_low",
     "gain_ci_high",
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture(scope="module")

@@ -49,16 +49,13 @@ REGIMES = {
 
 
 def scores_of(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
-
+    """``bench model``'s AUC, NLL and PR-AUC, plus the expected calibration error."""
+    from nextbuy.bench.model import scores_of as model_scores
     from nextbuy.domain.uncertainty import expected_calibration_error
 
-    prob = np.clip(prob, 1e-6, 1 - 1e-6)
     return {
-        "auc": float(roc_auc_score(label, prob)),
-        "nll": float(log_loss(label, prob, labels=[0, 1])),
-        "pr_auc": float(average_precision_score(label, prob)),
-        "ece": float(expected_calibration_error(prob, label)),
+        **model_scores(label, prob),
+        "ece": float(expected_calibration_error(np.clip(prob, 1e-6, 1 - 1e-6), label)),
     }
 
 
