@@ -39,7 +39,8 @@ lock: $(VENV)/bin/uv
 
 run: $(STAMP)
 	@git rev-parse --git-dir >/dev/null 2>&1 || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
-	dvc repro
+	@# DVC deletes a stage's outputs before it checks params: put the last good ones back on failure.
+	dvc repro || { status=$$?; nextbuy restore-outputs; exit $$status; }
 	@nextbuy summary
 
 summary: $(STAMP)
@@ -62,9 +63,10 @@ format: $(STAMP)
 mlflow-ui: $(STAMP)
 	nextbuy mlflow-ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
 
-# REST scoring of the champion on 127.0.0.1:5001 (POST /invocations).
+# REST scoring of the champion on 127.0.0.1:5001 (POST /invocations): MLflow's scoring server,
+# files checked against the recorded SHA-256 first, bodies over NEXTBUY_MAX_BODY_BYTES (10 MB) refused.
 serve: $(STAMP)
-	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db mlflow models serve -m models:/nextbuy@champion --env-manager local --host 127.0.0.1 --port 5001
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db nextbuy serve --port 5001
 
 # On-call dashboards: Evidently UI over the workspace the monitor stage fills (monitoring/README.md).
 dashboards: $(STAMP)

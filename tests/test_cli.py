@@ -35,6 +35,7 @@ OTHER_COMMANDS = [
     "plots",
     "mlflow-ui",
     "verify-model",
+    "serve",
     "airflow",
     "bench",
 ]

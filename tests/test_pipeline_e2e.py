@@ -106,6 +106,21 @@ def test_a_failed_stage_leaves_its_last_good_outputs(pipeline, tiny_params):
     assert status.returncode == 0 and "changed outs" not in status.stdout, status.stdout
 
 
+def test_make_run_puts_back_what_dvc_deleted_before_it_checked_params(pipeline, tiny_params):
+    """DVC deletes a stage's outputs and only then finds its params section missing, so the
+    stage command never runs to restore them: ``make run`` restores them on its way out."""
+    dest, env = pipeline
+    before = _outputs(dest, "train")
+    (dest / "params.yaml").write_text(yaml.safe_dump({k: v for k, v in tiny_params.items() if k != "train"}))
+    failed = run(["make", "-o", ".venv/.installed", "run"], dest, env)  # the env is this one
+    assert failed.returncode != 0
+    assert "Parameters 'train' are missing" in failed.stdout + failed.stderr
+    assert _outputs(dest, "train") == before
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    status = run(["dvc", "status", "train"], dest, env)
+    assert status.returncode == 0 and "changed outs" not in status.stdout, status.stdout
+
+
 def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny_params):
     dest, env = pipeline
     # Gate drill: a model trained on shuffled labels is refused; the champion stays.

@@ -19,6 +19,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from nextbuy import stage_list
 from nextbuy.constants import ALERT_EXIT_CODE
@@ -58,7 +59,7 @@ def _put_back_last_good(name: str) -> None:
     try:
         done = restore_stage_outputs(name)
     except Exception as err:  # noqa: BLE001 - the stage's own error is what the user must see
-        console.print(f"[yellow]{name}: could not restore the last good outputs: {err}[/]", highlight=False)
+        console.print(f"[yellow]{name}: could not restore the last good outputs: {escape(str(err))}[/]", highlight=False)
         return
     if done["restored"]:
         console.print(
@@ -78,15 +79,15 @@ def _stage_metrics(name: str, params: str) -> dict:
     try:
         return module.run(params)
     except DataError as err:
-        console.print(f"[bold red]{name}: bad input[/]\n{err.message}", highlight=False)
+        console.print(f"[bold red]{name}: bad input[/]\n{escape(err.message)}", highlight=False)
         raise typer.Exit(code=2) from None
     except ValidationError as err:
-        console.print(f"[bold red]{name}: invalid section '{name}' in {params}[/]\n{err}", highlight=False)
+        console.print(f"[bold red]{name}: invalid section '{name}' in {params}[/]\n{escape(str(err))}", highlight=False)
         raise typer.Exit(code=2) from None
     except FileNotFoundError as err:
         if Path(params).exists():
             raise
-        console.print(f"[bold red]{name}: {err}[/]", highlight=False)
+        console.print(f"[bold red]{name}: {escape(str(err))}[/]", highlight=False)
         raise typer.Exit(code=2) from None
 
 
@@ -126,6 +127,29 @@ for _stage in STAGE_LIST:
     app.command(name=_stage.command)(_factory(_stage.name, _stage.desc))
 
 
+@app.command("restore-outputs")
+def restore_outputs(
+    stages: list[str] | None = typer.Argument(None, help="stages (default: every stage of dvc.yaml)"),
+) -> None:
+    """Put back every output that differs from what dvc.lock records (from the DVC cache).
+    make run and the Airflow tasks call it when dvc repro fails: DVC deletes a stage's
+    outputs before it checks params.yaml, and a missing section fails there, before the
+    stage command could restore them."""
+    from nextbuy.restore import restore_stage_outputs
+
+    unknown = sorted(set(stages or []) - set(STAGES))
+    if unknown:
+        console.print(f"[bold red]unknown stage(s): {', '.join(unknown)}[/] (dvc.yaml has {', '.join(STAGES)})")
+        raise typer.Exit(code=2)
+    missing = []
+    for stage in stages or STAGES:
+        done = restore_stage_outputs(stage)
+        missing += done["missing"]
+    console.print("[yellow]outputs as dvc.lock records them[/] (last good runs)", highlight=False)
+    if missing:
+        console.print("[yellow]not in the DVC cache, not restored:[/] " + escape(", ".join(missing)))
+
+
 @app.command()
 def summary(root: Path = typer.Option(Path("."), help="project root")) -> None:
     """Headline metrics of each stage, the registered model and how to open the UIs."""
@@ -143,7 +167,7 @@ def _registry_call(action: Callable[[], str]) -> None:
     try:
         console.print(action(), highlight=False)
     except MlflowException as err:
-        console.print(f"[bold red]{err.message}[/]", highlight=False)
+        console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
         raise typer.Exit(code=1) from None
 
 
@@ -157,7 +181,7 @@ def alerts(
     try:
         fired = io.read_json(path)["alerts"]
     except io.DataError as err:
-        console.print(f"[bold red]{err.message}[/]", highlight=False)
+        console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
         raise typer.Exit(code=2) from None
     except (KeyError, TypeError):
         console.print(
@@ -165,7 +189,7 @@ def alerts(
         )
         raise typer.Exit(code=2) from None
     for a in fired:
-        console.print(f"[bold red]ALERT[/] {a['window_start']} {a['message']}", highlight=False)
+        console.print(f"[bold red]ALERT[/] {a['window_start']} {escape(a['message'])}", highlight=False)
     if fired:
         raise typer.Exit(code=ALERT_EXIT_CODE)
     console.print("[green]no alerts[/]")
@@ -180,7 +204,7 @@ def _model_name(given: str | None) -> str:
     try:
         return load_section("deploy").model_name
     except (FileNotFoundError, ValidationError) as err:
-        console.print(f"[bold red]no model name: pass --model-name[/] ({err})", highlight=False)
+        console.print(f"[bold red]no model name: pass --model-name[/] ({escape(str(err))})", highlight=False)
         raise typer.Exit(code=2) from None
 
 
@@ -240,7 +264,7 @@ def batch_topk(
     try:  # downloads, checks the recorded digests, then reads
         bundle = ServingBundle.from_model_uri(model)
     except io.DataError as err:
-        console.print(f"[bold red]batch-topk: bad model[/]\n{err.message}", highlight=False)
+        console.print(f"[bold red]batch-topk: bad model[/]\n{escape(err.message)}", highlight=False)
         raise typer.Exit(code=2) from None
     result = batch.write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
     console.print(
@@ -290,6 +314,7 @@ BENCHES = {
     "model": "Conversion model vs the simulator's truth: BLADE, fixed fanout, dual MF, category LR, oracle.",
     "delay": "Delayed feedback: naive, wait, importance (+ablations) and oracle on post-snapshot labels.",
     "thresholds": "Per-bucket vs single thresholds vs calibrate-then-threshold, out of sample, by estimator.",
+    "faults": "Fault matrix on the tiny store: bad params/files/outputs, kill -9 in every stage, bad requests.",
 }
 
 
@@ -350,7 +375,22 @@ def _seeds_command(name: str, help_text: str) -> Callable[..., None]:
     return command
 
 
+def _faults_command(help_text: str) -> Callable[..., None]:
+    def command(
+        out: Path = typer.Option(Path("bench-faults.json"), "--out", help="JSON results"),
+        only: str | None = typer.Option(None, help="run only the cases whose name contains this"),
+    ) -> None:
+        _setup_logging()
+        figures = importlib.import_module("nextbuy.bench.faults").run(out, only=only)
+        counts = {k: v for k, v in figures.items() if isinstance(v, int)}
+        console.print(f"[green]bench faults[/] → {out}: {json.dumps(counts)}", highlight=False)
+
+    command.__doc__ = help_text
+    return command
+
+
 _FACTORIES = {
+    "faults": _faults_command,
     "linkpred": _linkpred_command,
     "model": partial(_seeds_command, "model"),
     "thresholds": partial(_seeds_command, "thresholds"),
@@ -372,7 +412,7 @@ def plots(
     try:
         page = show(root, out)
     except RuntimeError as err:
-        console.print(f"[bold red]plots: {err}[/]", highlight=False)
+        console.print(f"[bold red]plots: {escape(str(err))}[/]", highlight=False)
         raise typer.Exit(code=1) from None
     console.print(f"[green]plots[/] → {page} (opens offline)", highlight=False)
 
@@ -410,7 +450,7 @@ def verify_model(
     try:
         version, digest = verify_model_uri(model)
     except io.DataError as err:
-        console.print(f"[bold red]{err.message}[/]", highlight=False)
+        console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
         raise typer.Exit(code=1) from None
     if digest is None:
         console.print(
@@ -422,6 +462,74 @@ def verify_model(
     console.print(
         f"[green]{model} (v{version}): every file matches {ARTIFACT_SHA256} {digest}[/]", highlight=False
     )
+
+
+@app.command()
+def serve(
+    model: str | None = typer.Option(
+        None, help="MLflow model URI (default: the champion of deploy.model_name, models:/<name>@champion)"
+    ),
+    port: int = typer.Option(5001, help="port on 127.0.0.1"),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
+) -> None:
+    """REST scoring on 127.0.0.1 (make serve): MLflow's scoring server, behind a body-size limit.
+
+    The model's files are checked against the SHA-256 deploy recorded first (exit 1 if one
+    differs). POST /invocations as with `mlflow models serve`, but a body over
+    NEXTBUY_MAX_BODY_BYTES (default 10 MB) gets 413 before MLflow reads it."""
+    import shutil
+    import sys
+    import tempfile
+
+    import mlflow
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+    from mlflow.pyfunc import scoring_server
+    from mlflow.utils.file_utils import path_to_local_file_uri
+
+    from nextbuy.mlops import io, rest_app, tracking
+    from nextbuy.mlops.registry import CHAMPION
+    from nextbuy.mlops.serving import _download_checked
+    from nextbuy.procs import HOST
+
+    try:
+        limit = rest_app.max_body_bytes()
+    except ValueError as err:
+        console.print(f"[bold red]serve: {escape(str(err))}[/]", highlight=False)
+        raise typer.Exit(code=2) from None
+    model = model or f"models:/{_model_name(None)}@{CHAMPION}"
+    os.environ.setdefault(tracking.PROGRESS_BAR_ENV, "false")
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    # Downloaded once (an alias resolved once), checked, and served from there: what is
+    # checked is what is served. Like `mlflow models serve`, the copy stays in the temp dir.
+    local = tempfile.mkdtemp(prefix="nextbuy-serve-")
+    try:
+        path, version, digest = _download_checked(model, local)
+    except io.DataError as err:
+        shutil.rmtree(local, ignore_errors=True)
+        console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
+        raise typer.Exit(code=1) from None
+    which = f"{model} (v{version})" if version is not None else model
+    if digest is None:
+        console.print(f"[bold yellow]{which}: files not verified (no recorded digests)[/]", highlight=False)
+    url = f"http://{HOST}:{port}"
+    console.print(
+        f"[green]serving {which}[/] at {url}  (POST /invocations; Ctrl-C stops it)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"bodies over {limit:,} bytes: 413 before MLflow reads them ({rest_app.MAX_BODY_BYTES_ENV})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    env = dict(os.environ)
+    env[scoring_server._SERVER_MODEL_PATH] = path_to_local_file_uri(str(path))
+    env[MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name] = str(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
+    cmd = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(port)]
+    cmd += ["--workers", str(workers), "nextbuy.mlops.rest_app:app"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(cmd[0], cmd, env)  # uvicorn takes this process's place (pid, group, signals)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,6 @@
 """A synthetic serving bundle, registered as champion in a throw-away MLflow store,
-and a real ``mlflow models serve`` of it: for the REST tests and ``nextbuy bench
-serve`` (a serving smoke check without training).
+and a real ``nextbuy serve`` of it (MLflow's scoring server behind the body-size guard):
+for the REST tests and ``nextbuy bench serve`` (a serving smoke check without training).
 
 Nothing here touches the project's own store: the caller passes a directory and a
 tracking URI (normally a temporary SQLite file). The server runs in its own process
@@ -167,8 +167,9 @@ def champion_uri() -> str:
 
 
 class RestServer(procs.GroupServer):
-    """``mlflow models serve -m MODEL_URI`` on 127.0.0.1, in its own process group,
-    ready once ``/ping`` answers 200. Use as a context manager, or start/stop."""
+    """``nextbuy serve --model MODEL_URI`` on 127.0.0.1 (MLflow's scoring server, run by
+    uvicorn in the process it execs into), in its own process group, ready once ``/ping``
+    answers 200. Use as a context manager, or start/stop."""
 
     def __init__(
         self,
@@ -183,24 +184,21 @@ class RestServer(procs.GroupServer):
         cmd = [
             sys.executable,
             "-m",
-            "mlflow",
-            "models",
+            "nextbuy.cli",
             "serve",
-            "-m",
+            "--model",
             model_uri,
-            "--env-manager",
-            "local",
-            "--host",
-            procs.HOST,
             "--port",
             str(port),
             "--workers",
             str(workers),
         ]
+        env = _serve_env(tracking_uri)
+        env["TMPDIR"] = str(Path(log_path).parent)  # its download of the model: next to the log
         super().__init__(
             cmd,
             port,
-            env=_serve_env(tracking_uri),
+            env=env,
             log_path=log_path,
             start_timeout=start_timeout,
             stop_timeout=stop_timeout,

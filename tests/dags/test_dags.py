@@ -303,6 +303,9 @@ def test_rerunning_a_day_is_idempotent(trained):
 def test_a_failing_stage_fails_the_run_after_a_retry_and_params_come_back(trained, capfd):
     project, original, *_ = trained
     dag = _dagbag(project / "dags").dags[TRAINING_DAG_ID]
+    ws = workspace_dir(project)
+    outputs = ["metrics/ingest.json", "plots/ingest/degree_ccdf.csv", "data/ingested/products.parquet"]
+    before = {name: (ws / name).read_bytes() for name in outputs}
     ingest = dag.get_task("ingest")
     ingest.retries, ingest.retry_delay, ingest.max_retry_delay = 1, timedelta(seconds=1), timedelta(seconds=2)
     missing = project / "no-such-graph.csv"
@@ -313,11 +316,11 @@ def test_a_failing_stage_fails_the_run_after_a_retry_and_params_come_back(traine
     assert tasks["ingest"] == "failed" and tasks["_tries"]["ingest"] == 2  # retried once, then failed
     assert all(tasks[t] == "upstream_failed" for t in [*TRAINING_STAGES[1:], "gate", "release"]), tasks
     assert tasks["restore_params"] == "success"
-    ws = workspace_dir(project)
     assert (ws / "params.yaml").read_text() == original and not (ws / BACKUP_FILE).exists()
-    # The stage's own error is in the task log; the workspace is back to what dvc.lock records.
+    # The stage's own error is in the task log; its last good outputs, metrics and plots
+    # included, are back as dvc.lock records them.
     assert "no-such-graph.csv" in capfd.readouterr().out
-    assert (ws / "data" / "ingested").is_dir()
+    assert {name: (ws / name).read_bytes() for name in outputs} == before
 
 
 @pytest.mark.slow

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +98,19 @@ def test_a_stage_killed_with_sigkill_ends_killed_at_the_next_start(project):
     assert status(run_id) == "RUNNING"
     tracking.configure(project)  # what the next stage does first
     assert status(run_id) == "KILLED"
+
+
+def test_a_killed_process_not_yet_reaped_counts_as_dead():
+    """kill -9 leaves a zombie until its parent reaps it (in containers, seconds): its run
+    must still be ended on the next start."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert tracking.pid_alive(child.pid)
+        child.kill()
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert not tracking.pid_alive(child.pid)  # a zombie: not reaped yet, but dead
+    finally:
+        child.wait()

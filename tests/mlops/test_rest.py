@@ -1,6 +1,7 @@
 """REST serving for real: a synthetic bundle logged and registered with
-``deploy.log_serving_model``, aliased ``champion``, served by ``mlflow models
-serve`` on 127.0.0.1, and asked real HTTP requests — good ones and malformed ones.
+``deploy.log_serving_model``, aliased ``champion``, served by ``nextbuy serve``
+(MLflow's scoring server behind the body-size guard) on 127.0.0.1, and asked real
+HTTP requests — good ones and malformed ones.
 
 The server runs in its own process group and is stopped by that group (SIGTERM,
 then SIGKILL) in the fixture's teardown, which asserts nothing of it is left.
@@ -236,3 +237,86 @@ def test_csv_scores_pairs_and_its_malformed_bodies_get_400(server):
         reply = post(server, payload, content_type="text/csv")
         assert reply.status == 400 and fragment in reply.message, (payload, reply.status, reply.text[:500])
     assert server.ping() == 200
+
+
+# --- the body-size guard of `nextbuy serve` (rest_app.BodySizeLimit) ---------------
+
+
+def test_body_over_the_size_limit_gets_413_before_it_is_parsed(server):
+    """A million pairs (seconds of parsing for MLflow) are refused at once, and a request
+    that only declares such a size is answered before any of its body is sent."""
+    import http.client
+    import time
+
+    from nextbuy.mlops import rest_app
+
+    limit = rest_app.MAX_BODY_BYTES
+    rows = [[123456789, 987654321]] * 1_000_000
+    payload = body(COLUMNS, rows)
+    assert len(payload) > limit
+    started = time.monotonic()
+    reply = post(server, payload)
+    elapsed = time.monotonic() - started
+    assert reply.status == 413, (reply.status, reply.text[:500])
+    assert reply.json()["error_code"] == "BAD_REQUEST"
+    for fragment in (f"{len(payload)} bytes", f"limit is {limit} bytes", "batch-topk"):
+        assert fragment in reply.message, reply.message
+    assert elapsed < 5, elapsed
+
+    conn = http.client.HTTPConnection(procs.HOST, server.port, timeout=10)
+    try:
+        conn.putrequest("POST", "/invocations")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(10**12))
+        conn.endheaders()  # and not a byte of the body
+        declared = conn.getresponse()
+        assert declared.status == 413 and f"limit is {limit} bytes" in json.loads(declared.read())["message"]
+    finally:
+        conn.close()
+    assert server.ping() == 200
+    assert server.proc.poll() is None
+
+
+def test_chunked_body_over_the_size_limit_gets_413(server):
+    import http.client
+
+    from nextbuy.mlops import rest_app
+
+    limit = rest_app.MAX_BODY_BYTES
+    piece = b"[1, 2], " * 8192  # 64 KiB
+
+    def chunks():
+        yield b'{"dataframe_split": {"columns": ["source_id", "candidate_id"], "data": ['
+        for _ in range(limit // len(piece) + 2):
+            yield piece
+        yield b"[1, 2]]}}"
+
+    conn = http.client.HTTPConnection(procs.HOST, server.port, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            "/invocations",
+            body=chunks(),
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        reply = conn.getresponse()
+        text = reply.read().decode()
+        assert reply.status == 413, (reply.status, text[:500])
+        assert f"more than {limit} bytes" in json.loads(text)["message"], text
+    finally:
+        conn.close()
+    assert server.ping() == 200
+
+
+def test_largest_legitimate_request_passes_the_size_guard(server):
+    """100,000 pairs (MAX_REQUEST_ROWS) with ids as long as int64 allows are for the model
+    to answer (unknown ids: cold start), not for the guard to refuse."""
+    big = -(2**63)  # the longest int64 in JSON: 20 characters
+    rows = [[big, big]] * serving.MAX_REQUEST_ROWS
+    reply = post(server, body(COLUMNS, rows), timeout=120)
+    assert reply.status == 200, (reply.status, reply.text[:500])
+    preds = reply.json()["predictions"]
+    assert len(preds) == serving.MAX_REQUEST_ROWS and all(p["cold_start"] for p in preds[:100])
+    csv = b"source_id,candidate_id\n" + f"{big},{big}\n".encode() * serving.MAX_REQUEST_ROWS
+    assert post(server, csv, timeout=120, content_type="text/csv").status == 200

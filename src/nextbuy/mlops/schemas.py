@@ -8,6 +8,9 @@ are functions here too, so the error names the file, column and rows.
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -203,3 +206,30 @@ def check_known_products(
         if len(rows):
             bad[col] = rows
     return bad
+
+
+def read_moments(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The embedding moments (``schemas.MOMENT_KEYS``), checked for shape, finiteness and
+    non-negative variances; ``io.DataError`` names the file and the array."""
+    from nextbuy.mlops import io
+
+    m = io.read_npz(path, MOMENT_KEYS)
+    n, d = m["s_mean"].shape if m["s_mean"].ndim == 2 else (0, 0)
+    if n < 1 or d < 1:
+        raise io.DataError(path, f"s_mean must be (products, dim), got shape {m['s_mean'].shape}", "s_mean")
+    expected = {key: (n, d) for key in ("s_mean", "s_var", "t_mean", "t_var")}
+    expected |= {"head_w": (d,), "head_b": (1,)}
+    for key, shape in expected.items():
+        a = m[key]
+        if a.shape != shape:
+            raise io.DataError(path, f"{key} has shape {a.shape}, expected {shape}", key)
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise io.DataError(path, f"{key} has dtype {a.dtype}, expected real numbers", key)
+        finite = np.isfinite(a)
+        if not finite.all():
+            raise io.DataError(
+                path, f"{key} has {int((~finite).sum())} non-finite value(s) (NaN/inf): a broken export", key
+            )
+        if key.endswith("_var") and (a < 0).any():
+            raise io.DataError(path, f"{key} has {int((a < 0).sum())} negative variance(s)", key)
+    return m

@@ -42,6 +42,7 @@ from mlflow.exceptions import MlflowException
 from nextbuy.domain.decisions import Thresholds
 from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
+from nextbuy.mlops.schemas import read_moments
 
 log = logging.getLogger(__name__)
 
@@ -469,34 +470,6 @@ def _verify_served_files(moments_path: str | Path) -> None:
     uri = f"models:/{registered[0]}/{registered[1]}"
     # MLflow imported the bundled code already, which may have written __pycache__ there.
     verify_model_files(uri, root, _version_tags(uri, *registered), ignore_bytecode=True)
-
-
-def read_moments(path: str | Path) -> dict[str, np.ndarray]:
-    """The embedding moments (``schemas.MOMENT_KEYS``), checked for shape, finiteness and
-    non-negative variances; ``io.DataError`` names the file and the array."""
-    from nextbuy.mlops import io
-    from nextbuy.mlops.schemas import MOMENT_KEYS
-
-    m = io.read_npz(path, MOMENT_KEYS)
-    n, d = m["s_mean"].shape if m["s_mean"].ndim == 2 else (0, 0)
-    if n < 1 or d < 1:
-        raise io.DataError(path, f"s_mean must be (products, dim), got shape {m['s_mean'].shape}", "s_mean")
-    expected = {key: (n, d) for key in ("s_mean", "s_var", "t_mean", "t_var")}
-    expected |= {"head_w": (d,), "head_b": (1,)}
-    for key, shape in expected.items():
-        a = m[key]
-        if a.shape != shape:
-            raise io.DataError(path, f"{key} has shape {a.shape}, expected {shape}", key)
-        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-            raise io.DataError(path, f"{key} has dtype {a.dtype}, expected real numbers", key)
-        finite = np.isfinite(a)
-        if not finite.all():
-            raise io.DataError(
-                path, f"{key} has {int((~finite).sum())} non-finite value(s) (NaN/inf): a broken export", key
-            )
-        if key.endswith("_var") and (a < 0).any():
-            raise io.DataError(path, f"{key} has {int((a < 0).sum())} negative variance(s)", key)
-    return m
 
 
 def _json_object(path: str | Path, keys: tuple[str, ...]) -> dict:

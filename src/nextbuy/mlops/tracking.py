@@ -84,7 +84,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except OSError:  # e.g. PermissionError: it exists, owned by someone else
         return True
-    return True
+    # A killed process stays a zombie until its parent (or init) reaps it: dead all the same.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def _dead(tags: dict[str, str], host: str) -> bool:

@@ -45,9 +45,11 @@ def stage_command(stage: str, project: Path) -> str:
     src = shlex.quote(str(workspace_dir(project) / "src"))
     # The worker's value wins at run time; else the checkout's store.
     stores = " ".join(f'{k}="${{{k}:-{shlex.quote(v)}}}"' for k, v in store_defaults(project).items())
+    quoted = shlex.quote(stage)
     return (
         f'export PATH={bin_dir}:"$PATH" PYTHONPATH={src} {stores} '
-        f"&& exec dvc repro --single-item {shlex.quote(stage)}"
+        # DVC deletes the outputs before it checks params.yaml: restore them if it fails there.
+        f"&& {{ dvc repro --single-item {quoted} || {{ status=$?; nextbuy restore-outputs {quoted}; exit $status; }}; }}"
     )
 
 

@@ -185,7 +185,7 @@ def summarise(scored: pd.DataFrame, calibration: BucketCalibration) -> dict:
 def run(params_file: str = "params.yaml") -> dict:
     cfg = load_section("calibrate", params_file)
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
-    moments = io.read_npz(paths.GNN_MOMENTS, required=schemas.MOMENT_KEYS)
+    moments = schemas.read_moments(paths.GNN_MOMENTS)
     edges = io.read_table(paths.EDGES, schemas.EDGES)
     snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
     scored, calibration = score_holdout(weighted, moments, cfg)

@@ -91,7 +91,7 @@ def run(params_file: str = "params.yaml") -> dict:
 
             drift_start = world.snapshot + cfg.drift.start_day * DAY
             multiplier = bucket_drift(
-                io.read_npz(paths.GNN_MOMENTS, schemas.MOMENT_KEYS),
+                schemas.read_moments(paths.GNN_MOMENTS),
                 BucketCalibration.from_dict(io.read_json(paths.CALIBRATION_MODEL)),
                 cfg.drift,
                 drift_start,

@@ -1,0 +1,403 @@
+"""`nextbuy bench faults`: the fault matrix, run for real on the tiny store.
+
+A fresh git copy of the project (presets/tiny.yaml over params.yaml) runs every stage
+once; that state (params.yaml, dvc.lock, every output, the artifact store) is the
+baseline each case starts from and is put back after it. Then:
+
+* bad input (``fault_cases.CASES``: params, real graph and log files, damaged upstream
+  outputs): the stage runs as ``dvc repro`` and Airflow run it; a refusal is *clear* when
+  the exit code is non-zero, no traceback is printed and the message names what the case
+  says (file, column or key, offending rows); the stage's outputs must be byte-identical
+  to the baseline afterwards. A case whose convention is to clean (exact duplicate rows)
+  must exit 0 with a warning that counts what it dropped.
+* kill -9 of the stage's whole process group at several points of every stage (fractions
+  of its measured run time), then ``dvc repro`` as a user would: it must succeed, every
+  output must be there, no registry version may be left incomplete without being marked
+  orphaned, no MLflow run may stay RUNNING, and the champion must be complete.
+* malformed scoring requests to the champion served as ``make serve`` serves it: each
+  must get its 4xx naming the problem, and the server must stay up.
+
+JSON counts: ``cases`` (all), ``clear_errors`` (bad input and requests refused clearly,
+or cleaned with a counted warning), ``silent_accepts`` (accepted with no word),
+``tracebacks`` (a Python traceback or an HTTP 5xx), ``unclear`` (refused without naming
+the problem), ``outputs_lost`` (a refusal that changed the stage's outputs; a kill after
+which an output is missing), ``orphans`` (incomplete unmarked versions and RUNNING runs
+after the recoveries), ``recovered`` (kills after which ``dvc repro`` succeeded),
+``server_down`` — and one row per case.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from nextbuy.bench import fault_cases
+from nextbuy.bench.dag import tiny_params
+from nextbuy.mlops import io
+from nextbuy.orchestration.names import PROJECT_DIR_ENV
+from nextbuy.project_copy import copy_project
+from nextbuy.stage_list import dag_stages
+
+KILL_POINTS = (0.25, 0.6, 0.9)  # fractions of a stage's measured run time
+TRACEBACK = "Traceback (most recent call last)"
+COUNTS = (
+    "cases",
+    "clear_errors",
+    "silent_accepts",
+    "tracebacks",
+    "unclear",
+    "outputs_lost",
+    "orphans",
+    "recovered",
+    "server_down",
+)
+
+
+# ---- judging (pure) -----------------------------------------------------------------------
+
+
+def flat(text: str) -> str:
+    """Lower case, one space between words: rich wraps long lines."""
+    return " ".join(text.split()).lower()
+
+
+def judge(case: fault_cases.Case, returncode: int, output: str, outputs_same: bool) -> dict:
+    """The verdict on one bad-input case."""
+    text = flat(output)
+    named = all(flat(f) in text for f in case.fragments) and (
+        not case.rows or "first offending rows" in text
+    )
+    traceback = TRACEBACK.lower() in text
+    if case.expect == "warn":
+        silent = returncode == 0 and not named
+        clear = returncode == 0 and named and not traceback
+    else:
+        silent = returncode == 0
+        clear = returncode != 0 and named and not traceback
+    return {
+        "clear": clear,
+        "silent": silent,
+        "traceback": traceback,
+        "unclear": not (clear or silent or traceback),
+        "lost": case.expect == "refuse" and not outputs_same,
+    }
+
+
+def judge_request(request: fault_cases.Request, status: int | None, message: str, alive: bool) -> dict:
+    named = all(flat(f) in flat(message) for f in request.fragments)
+    error = status is None or status >= 500
+    clear = status in request.status and named
+    return {
+        "clear": clear,
+        "silent": status is not None and 200 <= status < 300,
+        "traceback": error,
+        "unclear": not clear and status is not None and 400 <= status < 500,
+        "down": not alive,
+    }
+
+
+def tally(rows: list[dict]) -> dict:
+    """The JSON counts over every case row."""
+    return {
+        "cases": len(rows),
+        "clear_errors": sum(r.get("clear", False) for r in rows),
+        "silent_accepts": sum(r.get("silent", False) for r in rows),
+        "tracebacks": sum(r.get("traceback", False) for r in rows),
+        "unclear": sum(r.get("unclear", False) for r in rows),
+        "outputs_lost": sum(r.get("lost", False) for r in rows),
+        "orphans": sum(r.get("orphans", 0) for r in rows),
+        "recovered": sum(r.get("recovered", False) for r in rows),
+        "server_down": sum(r.get("down", False) for r in rows),
+    }
+
+
+# ---- the project copy ----------------------------------------------------------------------
+
+
+@dataclass
+class Project:
+    root: Path
+    params: dict
+    env: dict[str, str]
+
+    def run(self, *cmd: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            list(cmd), cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def write_params(self, params: dict) -> None:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def lock(self) -> dict:
+        return yaml.safe_load((self.root / "dvc.lock").read_text())["stages"]
+
+    def outs(self, stage: str) -> list[str]:
+        return [out["path"] for out in self.lock()[stage]["outs"]]
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    env.pop("MLFLOW_ARTIFACT_ROOT", None)
+    return env
+
+
+def _files(root: Path, rel: str) -> dict[str, bytes]:
+    path = root / rel
+    if path.is_file():
+        return {rel: path.read_bytes()}
+    if not path.is_dir():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def capture(project: Project) -> dict[str, bytes]:
+    """params.yaml, dvc.lock, every stage output and the artifact store, as bytes."""
+    tops = ["params.yaml", "dvc.lock", "mlartifacts"]
+    tops += [out for stage in project.lock() for out in project.outs(stage)]
+    return {k: v for top in tops for k, v in _files(project.root, top).items()}
+
+
+def put_back(project: Project, snapshot: dict[str, bytes]) -> None:
+    """Make the tracked state exactly ``snapshot`` again (extra files in output folders go)."""
+    tops = {"mlartifacts", *[out for stage in project.lock() for out in project.outs(stage)]}
+    for top in tops:
+        path = project.root / top
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    for rel, data in snapshot.items():
+        (project.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project.root / rel).write_bytes(data)
+
+
+def stage_files(project: Project, snapshot: dict[str, bytes], stage: str) -> dict[str, bytes]:
+    outs = project.outs(stage)
+    return {k: v for k, v in snapshot.items() if any(k == o or k.startswith(o.rstrip("/") + "/") for o in outs)}
+
+
+def write_real_inputs(project: Project) -> None:
+    """The tiny store as a 'real' source: its edges and impressions by product key."""
+    import pandas as pd
+
+    from nextbuy import paths
+
+    root = project.root
+    (root / fault_cases.INPUTS).mkdir(exist_ok=True)
+    keys = pd.read_parquet(root / paths.PRODUCTS).set_index("product_id")["product_key"]
+    edges = pd.read_parquet(root / paths.EDGES)
+    pd.DataFrame({"src": keys[edges["src"]].to_numpy(), "dst": keys[edges["dst"]].to_numpy()}).to_csv(
+        root / fault_cases.GRAPH, index=False
+    )
+    log = pd.read_parquet(root / paths.IMPRESSIONS).drop(columns="split")
+    # An edge list knows only the products on its edges: a log of others is refused.
+    linked = set(edges["src"]) | set(edges["dst"])
+    log = log[log["source_id"].isin(linked) & log["shown_id"].isin(linked)].reset_index(drop=True)
+    log["source_id"] = keys[log["source_id"]].to_numpy()
+    log["shown_id"] = keys[log["shown_id"]].to_numpy()
+    log.to_parquet(root / fault_cases.LOG)
+
+
+def build(root: Path, dest: Path, console: Console) -> tuple[Project, dict[str, float]]:
+    """The copy with every stage run once, and each stage's run time (forced, one at a time)."""
+    project = Project(copy_project(root, dest, tiny_params(root)), tiny_params(root), _env(dest))
+    stages = dag_stages(root, "training") + dag_stages(root, "monitoring")
+    _must(project.run("dvc", "repro"), "dvc repro")
+    seconds = {}
+    for stage in stages:
+        console.print(f"timing {stage} …", highlight=False)
+        started = time.perf_counter()
+        _must(project.run("dvc", "repro", "--single-item", "--force", stage), f"dvc repro {stage}")
+        seconds[stage] = time.perf_counter() - started
+    _must(project.run("dvc", "repro"), "dvc repro")  # downstream of anything that changed
+    write_real_inputs(project)
+    return project, seconds
+
+
+def _must(result: subprocess.CompletedProcess, what: str) -> None:
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+# ---- the three kinds of case ---------------------------------------------------------------
+
+
+def run_case(project: Project, case: fault_cases.Case, baseline: dict[str, bytes]) -> dict:
+    before = stage_files(project, baseline, case.stage)
+    project.write_params(case.params(project.params) if case.params else project.params)
+    if case.files:
+        case.files(project.root)
+    cmd = ["dvc", "repro", *(["--single-item", "--force"] if case.single else []), case.stage]
+    result = project.run(*cmd)
+    output = result.stdout + result.stderr
+    same = stage_files(project, capture(project), case.stage) == before
+    verdict = judge(case, result.returncode, output, same)
+    put_back(project, baseline)
+    tail = "\n".join(line for line in output.splitlines() if line.strip())[-600:]
+    return {"group": case.group, "case": case.name, "stage": case.stage, "exit": result.returncode, **verdict,
+            "message": tail}
+
+
+def registry_state(project: Project, model_name: str) -> dict:
+    """Incomplete versions not marked orphaned, RUNNING runs, and whether the champion is complete."""
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.mlops import registry
+
+    client = MlflowClient(tracking_uri=project.env["MLFLOW_TRACKING_URI"])
+    versions = client.search_model_versions(f"name='{model_name}'")
+    unmarked = [
+        v.version for v in versions if not registry.is_complete(v.tags) and v.tags.get(registry.ORPHANED) != "true"
+    ]
+    running = [
+        r.info.run_id
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id], "attributes.status = 'RUNNING'")
+    ]
+    champion = registry.alias_version(client, model_name, registry.CHAMPION)
+    complete = champion is not None and registry.is_complete(client.get_model_version(model_name, champion).tags)
+    return {"unmarked_versions": unmarked, "running_runs": running, "champion_complete": complete}
+
+
+def kill_case(project: Project, stage: str, at: float, seconds: float) -> dict:
+    """kill -9 the stage's process group ``at`` of its run time in, then ``dvc repro``."""
+    proc = subprocess.Popen(
+        ["dvc", "repro", "--single-item", "--force", stage],
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    time.sleep(at * seconds)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    recovery = project.run("dvc", "repro")
+    missing = [o for s in project.lock() for o in project.outs(s) if not (project.root / o).exists()]
+    state = registry_state(project, project.params["deploy"]["model_name"])
+    orphans = len(state["unmarked_versions"]) + len(state["running_runs"])
+    recovered = recovery.returncode == 0
+    return {
+        "group": "kill",
+        "case": f"kill -9 at {at:.0%}" + ("" if killed else " (had finished)"),
+        "stage": stage,
+        "exit": recovery.returncode,
+        "recovered": recovered,
+        "lost": bool(missing) or not recovered,
+        "orphans": orphans + (0 if state["champion_complete"] else 1),
+        "traceback": TRACEBACK in recovery.stdout + recovery.stderr,
+        "message": "; ".join(filter(None, [
+            f"missing {missing}" if missing else "",
+            f"state {state}" if orphans or not state["champion_complete"] else "",
+            (recovery.stdout + recovery.stderr)[-400:] if not recovered else "",
+        ])),
+    }
+
+
+def _post(url: str, request: fault_cases.Request) -> tuple[int | None, str]:
+    req = urllib.request.Request(
+        f"{url}/invocations", data=request.body, method="POST", headers={"Content-Type": request.content_type}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=120) as reply:
+            return reply.status, reply.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+    except (OSError, urllib.error.URLError) as err:
+        return None, str(err)
+
+
+def request_cases(project: Project, tmp: Path) -> list[dict]:
+    from nextbuy import serving_fixtures
+    from nextbuy.mlops import rest_app, serving
+
+    uri = f"models:/{project.params['deploy']['model_name']}@champion"
+    server = serving_fixtures.RestServer(uri, project.env["MLFLOW_TRACKING_URI"], tmp / "serve.log")
+    rows = []
+    with server:
+        for request in fault_cases.requests(serving.MAX_REQUEST_ROWS, serving.MAX_TOP_K, rest_app.MAX_BODY_BYTES):
+            status, message = _post(server.url, request)
+            alive = server.ping() == 200 and server.proc.poll() is None
+            verdict = judge_request(request, status, message, alive)
+            rows.append({"group": "request", "case": request.name, "stage": "serve", "exit": status, **verdict,
+                         "message": message[:600]})
+    return rows
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+
+def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
+    """``only``: a substring of case names (a quick look at some cases; the counts cover those)."""
+    console = Console()
+    root = Path(root or os.environ.get(PROJECT_DIR_ENV) or Path.cwd()).resolve()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
+        project, seconds = build(root, Path(tmp) / "project", console)
+        baseline = capture(project)
+        cases = [c for c in fault_cases.CASES if only is None or only in c.name]
+        rows = []
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("bad input", total=len(cases))
+            for case in cases:
+                progress.update(task, description=f"{case.stage}: {case.name}")
+                rows.append(run_case(project, case, baseline))
+                progress.advance(task)
+        console.print("malformed requests …")
+        rows += [r for r in request_cases(project, Path(tmp)) if only is None or only in r["case"]]
+        kills = [(s, at) for s in seconds for at in KILL_POINTS] if only is None or "kill" in only else []
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("kill -9", total=len(kills))
+            for stage, at in kills:
+                progress.update(task, description=f"kill -9 {stage} at {at:.0%}")
+                rows.append(kill_case(project, stage, at, seconds[stage]))
+                progress.advance(task)
+    figures = {
+        **tally(rows),
+        "stage_s": {k: round(v, 2) for k, v in seconds.items()},
+        "kill_points": list(KILL_POINTS),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "config": f"{fault_cases.__name__}, presets/tiny.yaml over params.yaml",
+        "rows": rows,
+    }
+    _print(figures, console)
+    io.write_json(figures, out)
+    return figures
+
+
+def _print(f: dict, console: Console) -> None:
+    table = Table(title="bench faults: tiny store, fresh copy")
+    for column in ("group", "cases", "clear", "silent", "traceback", "unclear", "lost", "orphans", "recovered"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    groups = sorted({r["group"] for r in f["rows"]})
+    for group in [*groups, None]:
+        rows = [r for r in f["rows"] if group is None or r["group"] == group]
+        t = tally(rows)
+        table.add_row(
+            group or "all",
+            *(str(t[k]) for k in ("cases", "clear_errors", "silent_accepts", "tracebacks", "unclear",
+                                  "outputs_lost", "orphans", "recovered")),
+        )
+    console.print(table)
+    bad = [r for r in f["rows"] if not (r.get("clear") or r.get("recovered")) or r.get("lost") or r.get("orphans")]
+    for r in bad:
+        console.print(f"[red]{r['group']} / {r['stage']} / {r['case']}[/] (exit {r['exit']}): {r['message'][-300:]}",
+                      highlight=False)

@@ -1,0 +1,262 @@
+"""The body-size guard of ``nextbuy serve`` (``rest_app.BodySizeLimit``) on its own, in front
+of a tiny ASGI app that echoes the body it receives: a Content-Length over the limit is
+refused before a byte is read, a chunked body once it passes the limit, and what is under
+the limit reaches the app unchanged. (The guard in front of MLflow's server, for real:
+tests/mlops/test_rest.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from nextbuy.mlops import rest_app, serving
+
+LIMIT = 100
+
+
+class Echo:
+    """An ASGI app answering 200 with the body it read; remembers whether it was called."""
+
+    def __init__(self):
+        self.calls = 0
+
+    async def __call__(self, scope, receive, send):
+        self.calls += 1
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Exchange:
+    """One request run through an ASGI app: its body arrives as ``chunks`` (then the client
+    is gone); ``events`` is the order of what happened ("receive" or the response message's
+    type); ``status``, ``headers`` and ``body`` are the response's."""
+
+    def __init__(self, app, chunks, content_length=None, scope_type="http", extra_headers=()):
+        headers = [(b"content-type", b"application/json"), *extra_headers]
+        if content_length is not None:
+            headers.append((b"content-length", str(content_length).encode()))
+        scope = {"type": scope_type, "method": "POST", "path": "/invocations", "headers": headers}
+        self.pending = list(chunks)
+        self.events: list[str] = []
+        self.sent: list[dict] = []
+        asyncio.run(app(scope, self.receive, self.send))
+        start = next(m for m in self.sent if m["type"] == "http.response.start")
+        self.status = start["status"]
+        self.headers = dict(start["headers"])
+        self.body = b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+        self.ended = not self.sent[-1].get("more_body", False)
+
+    async def receive(self):
+        self.events.append("receive")
+        if not self.pending:
+            return {"type": "http.disconnect"}
+        chunk = self.pending.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(self.pending)}
+
+    async def send(self, message):
+        self.events.append(message["type"])
+        self.sent.append(message)
+
+    @property
+    def received(self) -> int:
+        return self.events.count("receive")
+
+    @property
+    def message(self) -> str:
+        reply = json.loads(self.body)
+        assert reply["error_code"] == "BAD_REQUEST"
+        return reply["message"]
+
+
+def test_content_length_over_the_limit_is_answered_before_the_body_is_read():
+    echo = Echo()
+    x = Exchange(rest_app.BodySizeLimit(echo, LIMIT), [b"@" * 60, b"@" * 41], 101)
+    assert x.status == 413 and echo.calls == 0 and x.ended
+    # The whole answer first; then the rest of the body is read and dropped.
+    assert x.events[:2] == ["http.response.start", "http.response.body"]
+    assert x.received == 2 and b"@" not in x.body
+    assert b"connection" not in x.headers and int(x.headers[b"content-length"]) == len(x.body)
+    for fragment in ("101 bytes", f"limit is {LIMIT} bytes", "nextbuy batch-topk", "NEXTBUY_MAX_BODY_BYTES"):
+        assert fragment in x.message, x.message
+
+
+def test_a_client_waiting_for_100_continue_gets_the_413_instead_and_the_connection_closes():
+    echo = Echo()
+    x = Exchange(
+        rest_app.BodySizeLimit(echo, LIMIT), [b"x" * 101], 101, extra_headers=[(b"expect", b"100-continue")]
+    )
+    assert x.status == 413 and x.received == 0 and echo.calls == 0 and x.ended
+    assert x.headers[b"connection"] == b"close"
+
+
+def test_draining_after_a_413_stops_after_drain_seconds():
+    """A client that declares a huge body and sends nothing does not hold the answer open."""
+    sent: list[dict] = []
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    guard = rest_app.BodySizeLimit(Echo(), LIMIT, drain_seconds=0.2)
+    scope = {"type": "http", "headers": [(b"content-length", b"1000000000000")]}
+    started = time.monotonic()
+    asyncio.run(guard(scope, receive, send))
+    assert time.monotonic() - started < 5
+    assert sent[0]["status"] == 413 and sent[-1]["more_body"] is False
+
+
+def test_chunked_body_over_the_limit_is_refused_once_past_it_and_never_reaches_the_app():
+    echo = Echo()
+    chunks = [b"x" * 40] * 10  # 400 bytes, the limit passed in the third chunk
+    x = Exchange(rest_app.BodySizeLimit(echo, LIMIT), chunks, None)
+    assert x.status == 413 and echo.calls == 0 and x.ended
+    assert x.events[:5] == ["receive"] * 3 + ["http.response.start", "http.response.body"]
+    assert f"more than {LIMIT} bytes" in x.message and "batch-topk" in x.message
+
+
+@pytest.mark.parametrize(
+    "chunks, content_length",
+    [
+        ([b"x" * LIMIT], LIMIT),  # exactly the limit
+        ([b'{"a": 1}'], 8),
+        ([b"x" * 40, b"y" * 40, b"z" * 20], None),  # chunked, exactly the limit
+        ([b""], None),
+        ([b"abc"], "not-a-number"),  # bytes are counted instead
+    ],
+)
+def test_bodies_within_the_limit_reach_the_app_unchanged(chunks, content_length):
+    echo = Echo()
+    x = Exchange(rest_app.BodySizeLimit(echo, LIMIT), chunks, content_length)
+    assert x.status == 200 and echo.calls == 1
+    assert x.body == b"".join(chunks)
+
+
+def test_other_scopes_pass_through():
+    echo = Echo()
+    x = Exchange(rest_app.BodySizeLimit(echo, 1), [b"x" * 10], 10, scope_type="websocket")
+    assert x.status == 200 and echo.calls == 1
+
+
+def test_the_default_limit_admits_the_largest_legitimate_100k_row_bodies():
+    lo = -(2**63)
+    rows = [[lo, lo]] * serving.MAX_REQUEST_ROWS
+    split = json.dumps({"dataframe_split": {"columns": list(serving.INPUT_COLUMNS), "data": rows}})
+    csv = "source_id,candidate_id\n" + f"{lo},{lo}\n" * serving.MAX_REQUEST_ROWS
+    pretty = json.dumps(
+        {"dataframe_split": {"columns": ["source_id", "candidate_id"], "data": rows}}, indent=2
+    )
+    assert rest_app.MAX_BODY_BYTES == serving.MAX_REQUEST_ROWS * rest_app.BYTES_PER_ROW
+    assert 1.5 < rest_app.MAX_BODY_BYTES / len(split) < 2.5  # ~2x the plain JSON
+    for body in (split, csv, pretty):
+        assert len(body.encode()) < rest_app.MAX_BODY_BYTES
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "1.5", "ten", "1e6"])
+def test_a_bad_NEXTBUY_MAX_BODY_BYTES_is_refused_naming_it(raw):
+    with pytest.raises(ValueError, match="NEXTBUY_MAX_BODY_BYTES.*positive integer"):
+        rest_app.max_body_bytes({rest_app.MAX_BODY_BYTES_ENV: raw})
+
+
+def test_NEXTBUY_MAX_BODY_BYTES_overrides_the_default():
+    assert rest_app.max_body_bytes({}) == rest_app.MAX_BODY_BYTES
+    assert rest_app.max_body_bytes({rest_app.MAX_BODY_BYTES_ENV: ""}) == rest_app.MAX_BODY_BYTES
+    assert rest_app.max_body_bytes({rest_app.MAX_BODY_BYTES_ENV: " 2048 "}) == 2048
+
+
+def test_serve_refuses_a_bad_NEXTBUY_MAX_BODY_BYTES_before_touching_the_model(monkeypatch):
+    from typer.testing import CliRunner
+
+    from nextbuy.cli import app
+
+    monkeypatch.setenv(rest_app.MAX_BODY_BYTES_ENV, "lots")
+    result = CliRunner().invoke(app, ["serve", "--model", "models:/nowhere@champion"])
+    assert result.exit_code == 2, result.output
+    assert "NEXTBUY_MAX_BODY_BYTES" in result.output and "positive integer" in result.output
+
+
+def test_the_app_needs_the_model_path_that_nextbuy_serve_sets(monkeypatch):
+    from mlflow.pyfunc import scoring_server
+
+    monkeypatch.delenv(scoring_server._SERVER_MODEL_PATH, raising=False)
+    monkeypatch.delitem(vars(rest_app), "app", raising=False)
+    with pytest.raises(RuntimeError, match="nextbuy serve"):
+        rest_app.app  # noqa: B018 - built on first access
+
+
+# --- `nextbuy serve`: what it checks, then what it execs ---------------------------
+
+
+def serve_in(store_dir, monkeypatch, *args: str):
+    """``nextbuy serve ARGS`` against a throw-away store, with the exec into uvicorn caught
+    (never run): the CLI result and the (cmd, env) it would have exec'd, or None."""
+    from typer.testing import CliRunner
+
+    from nextbuy import serving_fixtures as fixtures
+    from nextbuy.cli import app
+
+    uri = f"sqlite:///{store_dir / 'mlflow.db'}"
+    execd: list[tuple[list[str], dict[str, str]]] = []
+
+    def fake_exec(file, cmd, env):
+        execd.append((list(cmd), dict(env)))
+        raise SystemExit(0)
+
+    monkeypatch.setattr("os.execvpe", fake_exec)
+    monkeypatch.setattr("tempfile.tempdir", str(store_dir))  # the download lands in the test's dir
+    with fixtures.mlflow_store(uri):
+        result = CliRunner().invoke(app, ["serve", *args])
+    return result, (execd[0] if execd else None)
+
+
+def test_serve_of_a_model_that_is_not_there_exits_1_saying_so(tmp_path, monkeypatch):
+    result, execd = serve_in(tmp_path, monkeypatch, "--model", "models:/nowhere@champion")
+    assert result.exit_code == 1 and execd is None, result.output
+    assert "models:/nowhere@champion" in result.output
+    assert not list(tmp_path.glob("nextbuy-serve-*"))  # no empty download folder left behind
+
+
+@pytest.mark.slow
+def test_serve_checks_the_champion_then_execs_uvicorn_on_the_guarded_app(tmp_path, monkeypatch):
+    """The checked download is what uvicorn is told to load; a changed file stops it before."""
+    import sys
+
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+    from mlflow.pyfunc import scoring_server
+
+    from nextbuy import procs
+    from nextbuy import serving_fixtures as fixtures
+
+    files = fixtures.write_bundle_files(tmp_path / "bundle", 50, 4)
+    fixtures.register_champion(files, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result, execd = serve_in(
+        tmp_path, monkeypatch, "--model", fixtures.champion_uri(), "--port", "5123", "--workers", "2"
+    )
+    assert result.exit_code == 0 and execd is not None, result.output
+    assert "http://127.0.0.1:5123" in result.output and "(v1)" in result.output
+    cmd, env = execd
+    assert cmd[:3] == [sys.executable, "-m", "uvicorn"] and cmd[-1] == "nextbuy.mlops.rest_app:app"
+    assert " ".join(cmd[3:-1]) == f"--host {procs.HOST} --port 5123 --workers 2"
+    served = env[scoring_server._SERVER_MODEL_PATH]
+    assert served.startswith("file://") and (Path(served.removeprefix("file://")) / "MLmodel").is_file()
+    assert served.startswith(tmp_path.as_uri())
+    timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+    assert env[timeout.name] == str(timeout.get())
+
+    stored = next((tmp_path / "mlartifacts").rglob("artifacts/thresholds.json"))
+    stored.write_text(stored.read_text() + " ")
+    result, execd = serve_in(tmp_path, monkeypatch, "--model", fixtures.champion_uri())
+    assert result.exit_code == 1 and execd is None, result.output
+    said = " ".join(result.output.split())  # rich wraps lines
+    assert "(artifacts/thresholds.json): changed" in said and "refusing to load it" in said
