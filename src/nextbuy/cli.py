@@ -59,7 +59,9 @@ def _put_back_last_good(name: str) -> None:
     try:
         done = restore_stage_outputs(name)
     except Exception as err:  # noqa: BLE001 - the stage's own error is what the user must see
-        console.print(f"[yellow]{name}: could not restore the last good outputs: {escape(str(err))}[/]", highlight=False)
+        console.print(
+            f"[yellow]{name}: could not restore the last good outputs: {escape(str(err))}[/]", highlight=False
+        )
         return
     if done["restored"]:
         console.print(
@@ -82,7 +84,9 @@ def _stage_metrics(name: str, params: str) -> dict:
         console.print(f"[bold red]{name}: bad input[/]\n{escape(err.message)}", highlight=False)
         raise typer.Exit(code=2) from None
     except ValidationError as err:
-        console.print(f"[bold red]{name}: invalid section '{name}' in {params}[/]\n{escape(str(err))}", highlight=False)
+        console.print(
+            f"[bold red]{name}: invalid section '{name}' in {params}[/]\n{escape(str(err))}", highlight=False
+        )
         raise typer.Exit(code=2) from None
     except FileNotFoundError as err:
         if Path(params).exists():
@@ -139,7 +143,9 @@ def restore_outputs(
 
     unknown = sorted(set(stages or []) - set(STAGES))
     if unknown:
-        console.print(f"[bold red]unknown stage(s): {', '.join(unknown)}[/] (dvc.yaml has {', '.join(STAGES)})")
+        console.print(
+            f"[bold red]unknown stage(s): {', '.join(unknown)}[/] (dvc.yaml has {', '.join(STAGES)})"
+        )
         raise typer.Exit(code=2)
     missing = []
     for stage in stages or STAGES:
@@ -152,9 +158,15 @@ def restore_outputs(
 
 @app.command()
 def summary(root: Path = typer.Option(Path("."), help="project root")) -> None:
-    """Headline metrics of each stage, the registered model and how to open the UIs."""
+    """Headline metrics of each stage, the registered model and how to open the UIs.
+    Also ends as KILLED the MLflow runs of stage processes killed mid-way (the last step of
+    make run: a kill that left complete outputs makes dvc repro run nothing that would)."""
     from nextbuy.mlops.report import print_summary
 
+    if (root / "mlflow.db").exists() and "MLFLOW_TRACKING_URI" not in os.environ:
+        from nextbuy.mlops import tracking
+
+        tracking.configure(root)
     print_summary(root)
 
 
@@ -314,7 +326,7 @@ BENCHES = {
     "model": "Conversion model vs the simulator's truth: BLADE, fixed fanout, dual MF, category LR, oracle.",
     "delay": "Delayed feedback: naive, wait, importance (+ablations) and oracle on post-snapshot labels.",
     "thresholds": "Per-bucket vs single thresholds vs calibrate-then-threshold, out of sample, by estimator.",
-    "faults": "Fault matrix on the tiny store: bad params/files/outputs, kill -9 in every stage, bad requests.",
+    "faults": "Fault matrix, tiny store: bad params/files/outputs, kill -9 in every stage, bad requests.",
 }
 
 

@@ -277,7 +277,12 @@ LOG_CASES = [
         ("'shown_at'", "yesterday-ish"),
         True,
     ),
-    _log_case("missing column", lambda log: log.drop(columns="converted_at"), "ingest", ("'converted_at'",)),
+    _log_case(
+        "log without converted_at",
+        lambda log: log.drop(columns="converted_at"),
+        "ingest",
+        ("'converted_at'",),
+    ),
     _log_case(
         "text impression id",
         _with("impression_id", lambda log: log["impression_id"].astype(str) + "x"),
@@ -384,7 +389,12 @@ ARTIFACT_CASES = [
     _a("scored rows garbage", "thresholds", _write(paths.SCORED, b"\x00" * 64), ("scored.parquet",)),
     _a("truncated moments (deploy)", "deploy", _truncate(paths.GNN_MOMENTS), ("moments.npz",)),
     _a("NaN moments (deploy)", "deploy", _nan_moments, ("moments.npz", "NaN")),
-    _a("calibration corrupt", "deploy", _write(paths.CALIBRATION_MODEL, '{"buckets": 3'), ("calibration.json",)),
+    _a(
+        "calibration corrupt",
+        "deploy",
+        _write(paths.CALIBRATION_MODEL, '{"buckets": 3'),
+        ("calibration.json",),
+    ),
     _a("thresholds empty object", "deploy", _write(paths.THRESHOLDS_MODEL, "{}"), ("thresholds.json",)),
     _a("artifact store deleted", "deploy", _delete(Path("mlartifacts")), ("mlartifacts",)),
     _a("traffic garbage", "monitor", _write(paths.TRAFFIC_IMPRESSIONS, "nope"), ("impressions.parquet",)),
@@ -426,10 +436,16 @@ def requests(max_rows: int, max_top_k: int, max_bytes: int) -> list[Request]:
         Request("not JSON", b"{not json", ("json",)),
         Request("unknown format", b'{"rows": [[1, 2]]}', ("dataframe_split",)),
         Request("no rows", invocation(PAIRS, []), ("empty request",)),
-        Request("Infinity id", b'{"dataframe_split": {"columns": ["source_id", "candidate_id"], '
-                b'"data": [[Infinity, 2]]}}', ("source_id", "finite")),
-        Request("NaN id", b'{"dataframe_split": {"columns": ["source_id", "candidate_id"], '
-                b'"data": [[NaN, 2]]}}', ("source_id", "nan")),
+        Request(
+            "Infinity id",
+            b'{"dataframe_split": {"columns": ["source_id", "candidate_id"], "data": [[Infinity, 2]]}}',
+            ("source_id", "finite"),
+        ),
+        Request(
+            "NaN id",
+            b'{"dataframe_split": {"columns": ["source_id", "candidate_id"], "data": [[NaN, 2]]}}',
+            ("source_id", "nan"),
+        ),
         Request("boolean id", invocation(PAIRS, [[True, 2]]), ("source_id", "not booleans")),
         Request("beyond int64", invocation(PAIRS, [[10**23, 2]]), ("source_id", "int64")),
         Request("list in a cell", invocation(PAIRS, [[[1, [2]], 2]]), ("source_id",)),
@@ -451,5 +467,7 @@ def requests(max_rows: int, max_top_k: int, max_bytes: int) -> list[Request]:
         ),
         Request("csv fraction", b"source_id,candidate_id\n1.5,2\n", ("fraction",), content_type="text/csv"),
         Request("csv missing column", b"source_id\n1\n", ("candidate_id",), content_type="text/csv"),
-        Request("csv extra column", b"source_id,candidate_id,note\n1,2,x\n", ("note",), content_type="text/csv"),
+        Request(
+            "csv extra column", b"source_id,candidate_id,note\n1,2,x\n", ("note",), content_type="text/csv"
+        ),
     ]

@@ -8,10 +8,14 @@ baseline each case starts from and is put back after it. Then:
   outputs): the stage runs as ``dvc repro`` and Airflow run it; a refusal is *clear* when
   the exit code is non-zero, no traceback is printed and the message names what the case
   says (file, column or key, offending rows); the stage's outputs must be byte-identical
-  to the baseline afterwards. A case whose convention is to clean (exact duplicate rows)
-  must exit 0 with a warning that counts what it dropped.
+  to the baseline afterwards — as ``make run`` and the Airflow tasks leave them: when a
+  bare ``dvc repro`` lost them (DVC deletes outputs before it checks params.yaml), they run
+  ``nextbuy restore-outputs``; such cases are counted apart as ``bare_dvc_lost``. A case
+  whose convention is to clean (exact duplicate rows) must exit 0 with a warning that
+  counts what it dropped.
 * kill -9 of the stage's whole process group at several points of every stage (fractions
-  of its measured run time), then ``dvc repro`` as a user would: it must succeed, every
+  of its measured run time), then ``make run``'s steps as a user would (``dvc repro``,
+  ``nextbuy summary``): they must succeed, every
   output must be there, no registry version may be left incomplete without being marked
   orphaned, no MLflow run may stay RUNNING, and the champion must be complete.
 * malformed scoring requests to the champion served as ``make serve`` serves it: each
@@ -22,8 +26,8 @@ or cleaned with a counted warning), ``silent_accepts`` (accepted with no word),
 ``tracebacks`` (a Python traceback or an HTTP 5xx), ``unclear`` (refused without naming
 the problem), ``outputs_lost`` (a refusal that changed the stage's outputs; a kill after
 which an output is missing), ``orphans`` (incomplete unmarked versions and RUNNING runs
-after the recoveries), ``recovered`` (kills after which ``dvc repro`` succeeded),
-``server_down`` — and one row per case.
+after the recoveries), ``recovered`` (kills after which the recovery succeeded),
+``server_down``, ``bare_dvc_lost`` — and one row per case.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ COUNTS = (
     "orphans",
     "recovered",
     "server_down",
+    "bare_dvc_lost",
 )
 
 
@@ -78,9 +83,7 @@ def flat(text: str) -> str:
 def judge(case: fault_cases.Case, returncode: int, output: str, outputs_same: bool) -> dict:
     """The verdict on one bad-input case."""
     text = flat(output)
-    named = all(flat(f) in text for f in case.fragments) and (
-        not case.rows or "first offending rows" in text
-    )
+    named = all(flat(f) in text for f in case.fragments) and (not case.rows or "first offending rows" in text)
     traceback = TRACEBACK.lower() in text
     if case.expect == "warn":
         silent = returncode == 0 and not named
@@ -122,6 +125,7 @@ def tally(rows: list[dict]) -> dict:
         "orphans": sum(r.get("orphans", 0) for r in rows),
         "recovered": sum(r.get("recovered", False) for r in rows),
         "server_down": sum(r.get("down", False) for r in rows),
+        "bare_dvc_lost": sum(r.get("bare_dvc_lost", False) for r in rows),
     }
 
 
@@ -189,7 +193,9 @@ def put_back(project: Project, snapshot: dict[str, bytes]) -> None:
 
 def stage_files(project: Project, snapshot: dict[str, bytes], stage: str) -> dict[str, bytes]:
     outs = project.outs(stage)
-    return {k: v for k, v in snapshot.items() if any(k == o or k.startswith(o.rstrip("/") + "/") for o in outs)}
+    return {
+        k: v for k, v in snapshot.items() if any(k == o or k.startswith(o.rstrip("/") + "/") for o in outs)
+    }
 
 
 def write_real_inputs(project: Project) -> None:
@@ -232,7 +238,9 @@ def build(root: Path, dest: Path, console: Console) -> tuple[Project, dict[str, 
 
 def _must(result: subprocess.CompletedProcess, what: str) -> None:
     if result.returncode != 0:
-        raise RuntimeError(f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
 
 
 # ---- the three kinds of case ---------------------------------------------------------------
@@ -247,11 +255,22 @@ def run_case(project: Project, case: fault_cases.Case, baseline: dict[str, bytes
     result = project.run(*cmd)
     output = result.stdout + result.stderr
     same = stage_files(project, capture(project), case.stage) == before
+    bare_dvc_lost = case.expect == "refuse" and not same
+    if bare_dvc_lost:  # what make run and the Airflow tasks do after a failed dvc repro
+        project.run("nextbuy", "restore-outputs")
+        same = stage_files(project, capture(project), case.stage) == before
     verdict = judge(case, result.returncode, output, same)
     put_back(project, baseline)
     tail = "\n".join(line for line in output.splitlines() if line.strip())[-600:]
-    return {"group": case.group, "case": case.name, "stage": case.stage, "exit": result.returncode, **verdict,
-            "message": tail}
+    return {
+        "group": case.group,
+        "case": case.name,
+        "stage": case.stage,
+        "exit": result.returncode,
+        **verdict,
+        "bare_dvc_lost": bare_dvc_lost,
+        "message": tail,
+    }
 
 
 def registry_state(project: Project, model_name: str) -> dict:
@@ -263,7 +282,9 @@ def registry_state(project: Project, model_name: str) -> dict:
     client = MlflowClient(tracking_uri=project.env["MLFLOW_TRACKING_URI"])
     versions = client.search_model_versions(f"name='{model_name}'")
     unmarked = [
-        v.version for v in versions if not registry.is_complete(v.tags) and v.tags.get(registry.ORPHANED) != "true"
+        v.version
+        for v in versions
+        if not registry.is_complete(v.tags) and v.tags.get(registry.ORPHANED) != "true"
     ]
     running = [
         r.info.run_id
@@ -271,7 +292,9 @@ def registry_state(project: Project, model_name: str) -> dict:
         for r in client.search_runs([e.experiment_id], "attributes.status = 'RUNNING'")
     ]
     champion = registry.alias_version(client, model_name, registry.CHAMPION)
-    complete = champion is not None and registry.is_complete(client.get_model_version(model_name, champion).tags)
+    complete = champion is not None and registry.is_complete(
+        client.get_model_version(model_name, champion).tags
+    )
     return {"unmarked_versions": unmarked, "running_runs": running, "champion_complete": complete}
 
 
@@ -291,6 +314,8 @@ def kill_case(project: Project, stage: str, at: float, seconds: float) -> dict:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     recovery = project.run("dvc", "repro")
+    if recovery.returncode == 0:  # make run's last step (ends the runs of killed processes)
+        recovery = project.run("nextbuy", "summary")
     missing = [o for s in project.lock() for o in project.outs(s) if not (project.root / o).exists()]
     state = registry_state(project, project.params["deploy"]["model_name"])
     orphans = len(state["unmarked_versions"]) + len(state["running_runs"])
@@ -304,11 +329,16 @@ def kill_case(project: Project, stage: str, at: float, seconds: float) -> dict:
         "lost": bool(missing) or not recovered,
         "orphans": orphans + (0 if state["champion_complete"] else 1),
         "traceback": TRACEBACK in recovery.stdout + recovery.stderr,
-        "message": "; ".join(filter(None, [
-            f"missing {missing}" if missing else "",
-            f"state {state}" if orphans or not state["champion_complete"] else "",
-            (recovery.stdout + recovery.stderr)[-400:] if not recovered else "",
-        ])),
+        "message": "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {missing}" if missing else "",
+                    f"state {state}" if orphans or not state["champion_complete"] else "",
+                    (recovery.stdout + recovery.stderr)[-400:] if not recovered else "",
+                ],
+            )
+        ),
     }
 
 
@@ -333,12 +363,22 @@ def request_cases(project: Project, tmp: Path) -> list[dict]:
     server = serving_fixtures.RestServer(uri, project.env["MLFLOW_TRACKING_URI"], tmp / "serve.log")
     rows = []
     with server:
-        for request in fault_cases.requests(serving.MAX_REQUEST_ROWS, serving.MAX_TOP_K, rest_app.MAX_BODY_BYTES):
+        for request in fault_cases.requests(
+            serving.MAX_REQUEST_ROWS, serving.MAX_TOP_K, rest_app.MAX_BODY_BYTES
+        ):
             status, message = _post(server.url, request)
             alive = server.ping() == 200 and server.proc.poll() is None
             verdict = judge_request(request, status, message, alive)
-            rows.append({"group": "request", "case": request.name, "stage": "serve", "exit": status, **verdict,
-                         "message": message[:600]})
+            rows.append(
+                {
+                    "group": "request",
+                    "case": request.name,
+                    "stage": "serve",
+                    "exit": status,
+                    **verdict,
+                    "message": message[:600],
+                }
+            )
     return rows
 
 
@@ -385,7 +425,17 @@ def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
 
 def _print(f: dict, console: Console) -> None:
     table = Table(title="bench faults: tiny store, fresh copy")
-    for column in ("group", "cases", "clear", "silent", "traceback", "unclear", "lost", "orphans", "recovered"):
+    for column in (
+        "group",
+        "cases",
+        "clear",
+        "silent",
+        "traceback",
+        "unclear",
+        "lost",
+        "orphans",
+        "recovered",
+    ):
         table.add_column(column, justify="left" if column == "group" else "right")
     groups = sorted({r["group"] for r in f["rows"]})
     for group in [*groups, None]:
@@ -393,11 +443,28 @@ def _print(f: dict, console: Console) -> None:
         t = tally(rows)
         table.add_row(
             group or "all",
-            *(str(t[k]) for k in ("cases", "clear_errors", "silent_accepts", "tracebacks", "unclear",
-                                  "outputs_lost", "orphans", "recovered")),
+            *(
+                str(t[k])
+                for k in (
+                    "cases",
+                    "clear_errors",
+                    "silent_accepts",
+                    "tracebacks",
+                    "unclear",
+                    "outputs_lost",
+                    "orphans",
+                    "recovered",
+                )
+            ),
         )
     console.print(table)
-    bad = [r for r in f["rows"] if not (r.get("clear") or r.get("recovered")) or r.get("lost") or r.get("orphans")]
+    bad = [
+        r
+        for r in f["rows"]
+        if not (r.get("clear") or r.get("recovered")) or r.get("lost") or r.get("orphans")
+    ]
     for r in bad:
-        console.print(f"[red]{r['group']} / {r['stage']} / {r['case']}[/] (exit {r['exit']}): {r['message'][-300:]}",
-                      highlight=False)
+        console.print(
+            f"[red]{r['group']} / {r['stage']} / {r['case']}[/] (exit {r['exit']}): {r['message'][-300:]}",
+            highlight=False,
+        )

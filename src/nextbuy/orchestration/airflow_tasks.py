@@ -49,7 +49,8 @@ def stage_command(stage: str, project: Path) -> str:
     return (
         f'export PATH={bin_dir}:"$PATH" PYTHONPATH={src} {stores} '
         # DVC deletes the outputs before it checks params.yaml: restore them if it fails there.
-        f"&& {{ dvc repro --single-item {quoted} || {{ status=$?; nextbuy restore-outputs {quoted}; exit $status; }}; }}"
+        f"&& {{ dvc repro --single-item {quoted} "
+        f"|| {{ status=$?; nextbuy restore-outputs {quoted}; exit $status; }}; }}"
     )
 
 
