@@ -181,17 +181,3 @@ def test_batch_top_k_for_every_product_sharded(pipeline):
     assert len(recs) == 300 * 5 and recs["source_id"].nunique() == 300
     assert (recs["source_id"] != recs["candidate_id"]).all()
 
-
-def test_bench_faults_cases_are_judged_and_the_project_put_back(pipeline, tiny_params):
-    """Two cases of ``nextbuy bench faults`` on this project: a params typo and a damaged
-    upstream output are refused clearly, outputs intact, and the baseline comes back."""
-    from nextbuy.bench import fault_cases, faults
-
-    dest, env = pipeline
-    project = faults.Project(dest, tiny_params, env)
-    baseline = faults.capture(project)
-    for name in ("typo key", "thresholds empty object"):
-        case = next(c for c in fault_cases.CASES if c.name == name)
-        row = faults.run_case(project, case, baseline)
-        assert row["clear"] and not row["lost"] and row["exit"] != 0, row
-    assert faults.capture(project) == baseline

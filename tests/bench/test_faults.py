@@ -1,11 +1,14 @@
-"""bench faults: how a case is judged, and the catalogue it runs (the run itself, on the
-tiny store, is in tests/test_pipeline_e2e.py)."""
+"""bench faults: how a case is judged, the catalogue it runs, and two cases run for real
+on a tiny project."""
 
 from __future__ import annotations
+
+import pytest
 
 from nextbuy.bench import fault_cases, faults
 from nextbuy.stage_list import dag_stages
 from tests.conftest import ROOT
+from tests.helpers import project_copy, project_env
 
 CASE = fault_cases.Case("typo", "params", "train", ("params.yaml", "'epochz'"), rows=False)
 NAMED = "train: invalid section 'train' in params.yaml\n  'epochz': extra inputs are not permitted"
@@ -85,3 +88,19 @@ def test_the_matrix_has_at_least_60_cases_over_every_stage():
     names = [(c.group, c.name) for c in fault_cases.CASES] + [("request", r.name) for r in requests]
     assert len(names) == len(set(names))
     assert all(c.fragments or c.name == "binary garbage" for c in fault_cases.CASES)
+
+
+@pytest.mark.slow
+def test_cases_run_for_real_are_judged_and_the_project_is_put_back(tmp_path, tiny_params):
+    """A params typo and a damaged upstream output are refused clearly with the stage's
+    outputs intact, and the project is back at its baseline after each case."""
+    dest = project_copy(tmp_path, tiny_params)
+    project = faults.Project(dest, tiny_params, project_env(dest))
+    first = project.run("dvc", "repro", "train")
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    baseline = faults.capture(project)
+    for name in ("typo key", "truncated products"):
+        case = next(c for c in fault_cases.CASES if c.name == name)
+        row = faults.run_case(project, case, baseline)
+        assert row["clear"] and not row["lost"] and row["exit"] != 0, row
+        assert faults.capture(project) == baseline
