@@ -22,8 +22,16 @@ import pytest
 import yaml
 
 from nextbuy.config import merge
-from nextbuy.orchestration import names
-from nextbuy.orchestration.names import BACKUP_FILE, MONITORING, MONITORING_DAG_ID, TRAINING, TRAINING_DAG_ID
+from nextbuy.orchestration import batch_tasks, names
+from nextbuy.orchestration.names import (
+    BACKUP_FILE,
+    BATCH_DAG_ID,
+    BATCH_MANIFEST,
+    MONITORING,
+    MONITORING_DAG_ID,
+    TRAINING,
+    TRAINING_DAG_ID,
+)
 from nextbuy.orchestration.workspace import experiment_name, workspace_dir
 from nextbuy.stage_list import dag_stages
 from tests.conftest import ROOT, TINY_PARAMS
@@ -43,6 +51,7 @@ MONITORING_ORDER = [
     "no_retrain",
     "restore_params",
 ]
+BATCH_ORDER = ["resolve_champion", "batch_shard", "publish"]
 # Tiny store plus a short month of traffic the monitor can judge (volumes as in tests/stages/test_monitor.py).
 PARAMS = merge(
     TINY_PARAMS, {"traffic": {"days": 20, "impressions_per_day": 3000}, "monitor": {"min_volume": 200}}
@@ -137,7 +146,7 @@ def _dagbag(folder: Path):
 
 def test_dagbag_loads_both_dags_in_order(airflow_project):
     bag = _dagbag(DAGS)
-    assert set(bag.dag_ids) == {TRAINING_DAG_ID, MONITORING_DAG_ID}
+    assert set(bag.dag_ids) == {TRAINING_DAG_ID, MONITORING_DAG_ID, BATCH_DAG_ID}
     training, monitoring = bag.dags[TRAINING_DAG_ID], bag.dags[MONITORING_DAG_ID]
     assert [t.task_id for t in training.topological_sort()] == TRAINING_ORDER
     assert [t.task_id for t in monitoring.topological_sort()] == MONITORING_ORDER
@@ -165,6 +174,39 @@ def test_dagbag_loads_both_dags_in_order(airflow_project):
     }
     assert all(training.params[k] is None for k in ("target_precision", "epochs", "source", "graph_path"))
     assert monitoring.get_task("retrain").trigger_dag_id == TRAINING_DAG_ID
+
+
+def test_dagbag_loads_the_batch_dag(airflow_project):
+    batch = _dagbag(DAGS).dags[BATCH_DAG_ID]
+    assert [t.task_id for t in batch.topological_sort()] == BATCH_ORDER
+    assert batch.max_active_runs == 1 and not batch.catchup
+    # Nightly, and on every champion release (the Asset the training DAG's release emits).
+    assert type(batch.timetable).__name__ == "AssetOrTimeSchedule"
+    assert type(batch.timetable.timetable).__name__ == "NextTickTimetable"
+    assert batch.timetable.timetable._expression == "0 2 * * *"
+    assert batch.timetable.asset_condition.uri == names.CHAMPION_ASSET_URI
+    assert batch.params["k"] == 20 and batch.params["num_shards"] == 4
+    # One mapped task instance per shard: the shards resolve_champion returns; each gets the
+    # champion it pinned (its XCom "champion"), and publish waits for all of them.
+    shard = batch.get_task("batch_shard")
+    assert shard.is_mapped and shard.pool != names.POOL  # no DVC: shards run side by side
+    mapped = shard.op_kwargs_expand_input.value["shard"]
+    assert mapped.operator.task_id == "resolve_champion" and mapped.key == "return_value"
+    pinned = shard.partial_kwargs["op_kwargs"]["champion"]
+    assert (pinned.operator.task_id, pinned.key) == ("resolve_champion", batch_tasks.CHAMPION_XCOM)
+    assert batch.get_task("publish").upstream_task_ids == {"resolve_champion", "batch_shard"}
+    assert all(t.retries == names.TASK_RETRIES and t.retry_exponential_backoff for t in batch.tasks)
+
+
+def test_the_batch_run_is_skipped_while_there_is_no_champion(airflow_project, monkeypatch):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    def no_champion(project, k, num_shards):
+        raise batch_tasks.NoChampion("no released champion of 'nextbuy'")
+
+    monkeypatch.setattr(batch_tasks, "resolve", no_champion)
+    with pytest.raises(AirflowSkipException, match="no released champion"):
+        batch_tasks.resolve_champion_task(airflow_project, {"params": {"k": 20, "num_shards": 4}})
 
 
 def _run(
@@ -283,6 +325,75 @@ def test_training_dag_runs_the_stages_and_releases_a_champion(trained):
     assert _xcom(TRAINING_DAG_ID, run_id, "gate")["passed"] is True
     events = _asset_events(run_id)
     assert len(events) == 1 and str(events[0]["version"]) == str(champion.version) == "1"
+
+
+def _map_states(dag_id: str, run_id: str, task_id: str) -> dict[int, tuple[str, str | None]]:
+    """{map_index: (state, label in the UI)} of a mapped task's instances in one run."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id
+            )
+        ).all()
+        return {ti.map_index: (getattr(ti.state, "value", ti.state), ti.rendered_map_index) for ti in rows}
+
+
+@pytest.mark.slow
+def test_batch_dag_writes_top_k_for_every_product_with_the_champion(trained):
+    """resolve_champion pins the champion (v1), one mapped task per shard runs batch-topk,
+    publish checks the shards, writes the manifest and points _latest.json at the version;
+    running it again for the same version rewrites the same rows."""
+    import pandas as pd
+
+    project, *_ = trained
+    dag = _dagbag(project / "dags").dags[BATCH_DAG_ID]
+    conf = {"k": 5, "num_shards": 3}
+    state, tasks, run_id = _run(dag, conf=conf)
+    assert state == "success", tasks
+    assert _map_states(BATCH_DAG_ID, run_id, "batch_shard") == {
+        i: ("success", f"shard {i} of 3") for i in range(3)
+    }
+    assert _xcom(BATCH_DAG_ID, run_id, "resolve_champion") == [0, 1, 2]
+    pinned = _xcom(BATCH_DAG_ID, run_id, "resolve_champion", key=batch_tasks.CHAMPION_XCOM)
+    assert pinned["model_uri"] == "models:/nextbuy/1" and pinned["model_version"] == 1
+
+    root = project / names.RECOMMENDATIONS_DIR
+    folder = root / "model_version=1"
+    assert sorted(p.name for p in folder.iterdir()) == [BATCH_MANIFEST, "shard=000", "shard=001", "shard=002"]
+    manifest = json.loads((folder / BATCH_MANIFEST).read_text())
+    n = manifest["n_products"]
+    assert n == PARAMS["ingest"]["simulator"]["n_products"]
+    assert {k: manifest[k] for k in ("model_version", "k", "num_shards", "rows", "run_id", "dag_id")} == {
+        "model_version": 1,
+        "k": 5,
+        "num_shards": 3,
+        "rows": n * 5,
+        "run_id": run_id,
+        "dag_id": BATCH_DAG_ID,
+    }
+    assert manifest["created_at"].endswith("+00:00")
+    frame = pd.read_parquet(folder)
+    assert len(frame) == n * 5 and set(frame["source_id"]) == set(range(n))
+    assert not frame.duplicated(["source_id", "rank"]).any()
+    assert (frame["source_id"] != frame["candidate_id"]).all()
+    assert (frame["source_id"] % 3 == frame["shard"].astype(int)).all()  # shard i: the ids with id % 3 == i
+    latest = batch_tasks.read_latest(root)
+    assert latest["path"] == "model_version=1" and latest["run_id"] == run_id and latest["rows"] == n * 5
+    assert _xcom(BATCH_DAG_ID, run_id, "publish") == manifest
+
+    # Same version again: the same rows, the manifest and pointer of the new run.
+    state, tasks, again = _run(dag, conf=conf)
+    assert state == "success", tasks
+    key = ["source_id", "rank"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(folder).sort_values(key, ignore_index=True), frame.sort_values(key, ignore_index=True)
+    )
+    assert batch_tasks.read_latest(root)["run_id"] == again
+    assert json.loads((folder / BATCH_MANIFEST).read_text())["run_id"] == again
 
 
 @pytest.mark.slow

@@ -10,14 +10,21 @@ POOL = "nextbuy_dvc"  # one slot: DVC stage tasks of both DAGs never run side by
 TRAINING, MONITORING = "training", "monitoring"
 TRAINING_DAG_ID = "nextbuy_training"
 MONITORING_DAG_ID = "nextbuy_monitoring"
+BATCH_DAG_ID = "nextbuy_batch"  # top-K for every product with the champion (batch_tasks)
 
 CHAMPION_ASSET_NAME = "nextbuy_champion"
 CHAMPION_ASSET_URI = "nextbuy://models/nextbuy/champion"
 ALERTS_FILE = "monitoring/alerts.json"
 DEPLOY_METRICS = "metrics/deploy.json"
 RETRAIN_TASK, NO_RETRAIN_TASK = "retrain", "no_retrain"
+# The batch DAG's outputs, under the project checkout (git-ignored): one folder per model version,
+# its manifest inside, and the pointer to the last one published. The underscore: parquet
+# readers skip those files, so a version folder (or the whole tree) still reads as a dataset.
+RECOMMENDATIONS_DIR = "recommendations"
+BATCH_MANIFEST = "_manifest.json"
+LATEST_POINTER = "_latest.json"
 
-TASK_RETRIES = 3  # every task of both DAGs (airflow_tasks.default_args)
+TASK_RETRIES = 3  # every task of every DAG (airflow_tasks.default_args)
 # Airflow settings of this project, for `make airflow` and the docker stack alike
 # (environment variables; tests/test_docker.py checks compose sets the same).
 # A task runner waits up to 60 s per call to the execution API and retries 10 times:
