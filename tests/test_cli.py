@@ -27,6 +27,7 @@ STAGE_COMMANDS = [
     for spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
 ]
 OTHER_COMMANDS = [
+    "restore-outputs",
     "summary",
     "alerts",
     "rollback",
@@ -60,7 +61,7 @@ def test_help_lists_every_stage_then_the_other_commands():
 @pytest.mark.parametrize(
     "group, commands",
     [
-        ("bench", ["serve", "monitor", "dag", "linkpred", "model", "delay", "thresholds"]),
+        ("bench", ["serve", "monitor", "dag", "linkpred", "model", "delay", "thresholds", "faults", "scale"]),
         ("airflow", ["standalone", "restore-params"]),
     ],
 )

@@ -180,4 +180,3 @@ def test_batch_top_k_for_every_product_sharded(pipeline):
     recs = pd.read_parquet(dest / "recs")
     assert len(recs) == 300 * 5 and recs["source_id"].nunique() == 300
     assert (recs["source_id"] != recs["candidate_id"]).all()
-

@@ -136,6 +136,7 @@ def restore_outputs(
     stages: list[str] | None = typer.Argument(None, help="stages (default: every stage of dvc.yaml)"),
 ) -> None:
     """Put back every output that differs from what dvc.lock records (from the DVC cache).
+
     make run and the Airflow tasks call it when dvc repro fails: DVC deletes a stage's
     outputs before it checks params.yaml, and a missing section fails there, before the
     stage command could restore them."""
@@ -159,6 +160,7 @@ def restore_outputs(
 @app.command()
 def summary(root: Path = typer.Option(Path("."), help="project root")) -> None:
     """Headline metrics of each stage, the registered model and how to open the UIs.
+
     Also ends as KILLED the MLflow runs of stage processes killed mid-way (the last step of
     make run: a kill that left complete outputs makes dvc repro run nothing that would)."""
     from nextbuy.mlops.report import print_summary
@@ -319,7 +321,7 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a ta
 app.add_typer(bench_app, name="bench")
 # name -> help; each is src/nextbuy/bench/<name>.py with run(out: Path) -> dict.
 BENCHES = {
-    "serve": "Batch pairs/s, top-K over 100k products, REST p50/p99 for 100-candidate requests.",
+    "serve": "Batch pairs/s, top-K for all 100k products (retrieval vs exact), REST p50/p99, 100 candidates.",
     "monitor": "A month of traffic: days to detect an injected drift, false alarms vs naive positivity.",
     "dag": "Airflow overhead: dag.test() of nextbuy_training vs dvc repro of its six stages (tiny store).",
     "linkpred": "Directed link prediction, DirLinkBench protocol: BLADE vs GNN baselines, +Adamic-Adar.",
@@ -327,6 +329,7 @@ BENCHES = {
     "delay": "Delayed feedback: naive, wait, importance (+ablations) and oracle on post-snapshot labels.",
     "thresholds": "Per-bucket vs single thresholds vs calibrate-then-threshold, out of sample, by estimator.",
     "faults": "Fault matrix, tiny store: bad params/files/outputs, kill -9 in every stage, bad requests.",
+    "scale": "Stage times and peak RSS at 10k/100k/1M products; time exponent, BLADE vs GraphSAGE epoch.",
 }
 
 
@@ -401,7 +404,42 @@ def _faults_command(help_text: str) -> Callable[..., None]:
     return command
 
 
+def _scale_command(help_text: str) -> Callable[..., None]:
+    def command(
+        out: Path = typer.Option(Path("bench-scale.json"), "--out", help="JSON results"),
+        sizes: str = typer.Option("10000,100000,1000000", help="catalogue sizes (products), comma-separated"),
+    ) -> None:
+        _setup_logging()
+        bench = importlib.import_module("nextbuy.bench.scale")
+        figures = bench.run(out, sizes=bench.parse_sizes(sizes))
+        console.print(f"[green]bench scale[/] → {out}: {json.dumps(figures)}", highlight=False)
+
+    command.__doc__ = help_text
+    return command
+
+
+def _serve_command(help_text: str) -> Callable[..., None]:
+    def command(
+        out: Path = typer.Option(Path("bench-serve.json"), "--out", help="JSON results"),
+        products: int = typer.Option(100_000, min=100, help="products in the synthetic catalogue"),
+        topk_products: list[int] = typer.Option(
+            [],
+            "--topk-products",
+            help="also time top-K for every product of a catalogue this size (repeatable)",
+        ),
+    ) -> None:
+        _setup_logging()
+        bench = importlib.import_module("nextbuy.bench.serve")
+        figures = bench.run(out, products=products, topk_products=topk_products)
+        console.print(f"[green]bench serve[/] → {out}: {json.dumps(figures)}", highlight=False)
+
+    command.__doc__ = help_text
+    return command
+
+
 _FACTORIES = {
+    "serve": _serve_command,
+    "scale": _scale_command,
     "faults": _faults_command,
     "linkpred": _linkpred_command,
     "model": partial(_seeds_command, "model"),

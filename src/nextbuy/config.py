@@ -187,6 +187,9 @@ class TrainConfig(_Section):
     # Gate drill: train on permuted labels; the deploy gate must refuse the result.
     shuffle_labels: bool
     seed: int
+    # Under torchrun: data-parallel training, batch_size per process, only rank 0 writes.
+    distributed: bool
+    distributed_backend: Literal["auto", "gloo", "nccl"]  # auto: nccl where CUDA is, else gloo
 
     @model_validator(mode="after")
     def _fanout_order(self) -> TrainConfig:
@@ -209,6 +212,23 @@ class ThresholdsConfig(_Section):
     min_bucket_positives: int = Field(ge=0)
 
 
+class RetrievalConfig(_Section):
+    """Candidate retrieval for top-K (``nextbuy.domain.retrieval``): deploy stores these
+    settings with the serving model, so every top-K of that model (REST, batch-topk) uses them."""
+
+    kind: Literal["auto", "flat", "ivf", "hnsw"]
+    # auto: flat (exact search) up to this many products, hnsw above.
+    flat_max_products: int = Field(ge=0)
+    # Products retrieved per source (by mean logit) before the exact re-rank; a source whose
+    # top-K the re-rank cannot prove complete is completed by an exact scan of the catalogue.
+    candidates: int = Field(ge=1)
+    ivf_lists_per_sqrt: float = Field(gt=0.0)  # ivf: inverted lists = this x sqrt(products)
+    nprobe: int = Field(ge=1)  # ivf: lists searched per source
+    hnsw_m: int = Field(ge=2, le=256)  # hnsw: links per product in the graph
+    hnsw_ef_construction: int = Field(ge=1)  # hnsw: search depth while building the graph
+    ef_search: int = Field(ge=1)  # hnsw: search depth per source (at least the products retrieved)
+
+
 class DeployConfig(_Section):
     """The release gate: absolute floors, then non-inferiority against the champion."""
 
@@ -225,6 +245,8 @@ class DeployConfig(_Section):
     bootstrap_samples: int = Field(ge=20)
     confidence: float = Field(gt=0.5, lt=1.0)
     seed: int
+    # Top-K candidate retrieval, stored with the serving model this stage registers.
+    retrieval: RetrievalConfig
 
 
 class DriftConfig(_Section):

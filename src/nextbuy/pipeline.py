@@ -45,7 +45,7 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     )
     scored, calibration = calibrate.score_holdout(weighted, moments, cfg["calibrate"])
     per_bucket, _ = thresholds.fit(scored, len(calibration.edges) + 1, cfg["thresholds"])
-    bundle = ServingBundle.from_arrays(moments, calibration, per_bucket)
+    bundle = ServingBundle.from_arrays(moments, calibration, per_bucket, cfg["deploy"].retrieval)
     return InMemoryRun(world, cfg, data, weighted, delay_model, bundle)
 
 

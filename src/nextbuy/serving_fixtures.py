@@ -34,6 +34,7 @@ class BundleFiles:
     moments: Path
     calibration: Path
     thresholds: Path
+    retrieval: Path | None = None  # top-K retrieval settings (None: top-K scores the whole catalogue)
 
 
 def synthetic_moments(n_products: int, d: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -65,9 +66,11 @@ def write_bundle_files(
     seed: int = 0,
     n_buckets: int = 3,
     n_fit: int = 20_000,
+    retrieval=None,
 ) -> BundleFiles:
     """moments.npz, calibration.json (per-bucket isotonic fitted on synthetic
-    pairs) and thresholds.json (``{"per_bucket": ...}``), as the pipeline writes them."""
+    pairs) and thresholds.json (``{"per_bucket": ...}``), as the pipeline writes them;
+    with ``retrieval`` (a ``config.RetrievalConfig``) also retrieval.json, as deploy logs it."""
     from nextbuy.mlops.serving import _with_prior
 
     directory = Path(directory)
@@ -99,13 +102,16 @@ def write_bundle_files(
     cuts[-1] = float("inf")
     thresholds = Thresholds(np.array(cuts), target_precision=0.3)
     files.thresholds.write_text(json.dumps({"per_bucket": thresholds.to_dict()}))
+    if retrieval is not None:
+        files = BundleFiles(files.moments, files.calibration, files.thresholds, directory / "retrieval.json")
+        files.retrieval.write_text(json.dumps(retrieval.model_dump()))
     return files
 
 
 def load_bundle(files: BundleFiles):
     from nextbuy.mlops.serving import ServingBundle
 
-    return ServingBundle.load(files.moments, files.calibration, files.thresholds)
+    return ServingBundle.load(files.moments, files.calibration, files.thresholds, files.retrieval)
 
 
 @contextmanager

@@ -80,3 +80,20 @@ def test_rewriting_a_shard_replaces_it_and_leaves_no_temporaries(bundle, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["shard=000"]
     assert [p.name for p in (tmp_path / "shard=000").iterdir()] == ["part-00000.parquet"]
     assert len(read_shard(tmp_path / "shard=000")) == 3 * N
+
+
+def test_a_bundle_with_retrieval_settings_writes_the_same_files(bundle, tmp_path):
+    """What `nextbuy batch-topk` writes for a model registered with retrieval settings: the
+    same columns, types and lists as the exact method's."""
+    from tests.helpers import config
+
+    fast = bundle.with_retrieval(config("deploy.retrieval", kind="flat", candidates=6))
+    batch.write_top_k(fast, tmp_path / "fast", k=5, sources_per_file=16, progress=False)
+    batch.write_top_k(bundle, tmp_path / "exact", k=5, sources_per_file=16, progress=False)
+    got, want = (read_shard(tmp_path / name / "shard=000") for name in ("fast", "exact"))
+    assert list(got.columns) == list(TOPK_COLUMNS) and got.dtypes.to_dict() == want.dtypes.to_dict()
+    same = ["source_id", "rank", "candidate_id", "bucket", "decision", "cold_start"]
+    pd.testing.assert_frame_equal(got[same], want[same])
+    # float32 scores summed in another order: equal to rounding (the calibration amplifies it).
+    np.testing.assert_allclose(got[["score", "uncertainty"]], want[["score", "uncertainty"]], rtol=1e-5)
+    np.testing.assert_allclose(got["prob_calibrated"], want["prob_calibrated"], atol=1e-3)

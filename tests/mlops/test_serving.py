@@ -309,6 +309,46 @@ def test_empty_top_k_has_the_columns_and_types_of_a_full_one(bundle):
         assert empty.dtypes.to_dict() == full.dtypes.to_dict()
 
 
+def retrieval_settings(**changes):
+    from tests.helpers import config
+
+    return config("deploy.retrieval", **changes)
+
+
+def assert_same_top_k(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Same rows, columns and types; scores equal up to float32 rounding (summed in another
+    order), which the calibration can amplify near a steep isotonic step."""
+    assert list(got.columns) == list(want.columns) and got.dtypes.to_dict() == want.dtypes.to_dict()
+    exact_columns = ["source_id", "rank", "candidate_id", "bucket", "decision", "cold_start"]
+    pd.testing.assert_frame_equal(got[exact_columns], want[exact_columns])
+    np.testing.assert_allclose(got[["score", "uncertainty"]], want[["score", "uncertainty"]], rtol=1e-5)
+    np.testing.assert_allclose(got["prob_calibrated"], want["prob_calibrated"], atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_top_k_with_retrieval_answers_like_the_exact_method(bundle, kind):
+    """Known, cold-start (10**6, -1) and repeated sources; a few candidates per source."""
+    fast = bundle.with_retrieval(retrieval_settings(kind=kind, candidates=5))
+    sources = np.array([0, 3, 10**6, 49, -1, 3])
+    assert_same_top_k(fast.top_k(sources, 7), bundle.top_k(sources, 7, exact=True))
+    assert fast.candidate_index.kind == kind and fast.candidate_index is fast.candidate_index  # built once
+    assert_same_top_k(fast.top_k(sources, 7), fast.top_k(sources, 7, exact=True))
+
+
+def test_top_k_with_retrieval_of_the_whole_catalogue(bundle):
+    fast = bundle.with_retrieval(retrieval_settings(kind="flat"))
+    recs = fast.top_k(np.array([0, 10**6]), 10**6)
+    assert len(recs) == 2 * (bundle.n_products - 1)
+    assert_same_top_k(recs, bundle.top_k(np.array([0, 10**6]), 10**6, exact=True))
+
+
+def test_a_bundle_without_retrieval_settings_scores_the_whole_catalogue(bundle):
+    assert bundle.retrieval is None
+    with pytest.raises(ValueError, match="no retrieval settings"):
+        _ = bundle.candidate_index
+    pd.testing.assert_frame_equal(bundle.top_k(np.arange(5), 4), bundle.top_k(np.arange(5), 4, exact=True))
+
+
 # --------------------------------------------------------------------------- bundle files
 
 
@@ -335,6 +375,58 @@ def test_bundle_files_load(files):
     bundle = load(files)
     assert bundle.n_products == 40
     assert bundle.thresholds.n_buckets == bundle.calibration.n_buckets == 3
+
+
+def test_retrieval_settings_round_trip_through_the_bundle_files(tmp_path):
+    from nextbuy.serving_fixtures import write_bundle_files
+
+    settings = retrieval_settings(kind="hnsw", candidates=77)
+    files = write_bundle_files(
+        tmp_path / "model" / "artifacts", n_products=40, d=4, n_fit=2000, retrieval=settings
+    )
+    assert files.retrieval.name == serving.RETRIEVAL_FILE
+    loaded = ServingBundle.load(files.moments, files.calibration, files.thresholds, files.retrieval)
+    assert loaded.retrieval == settings
+    assert ServingBundle.from_model_dir(tmp_path / "model").retrieval == settings  # artifacts/retrieval.json
+    files.retrieval.unlink()  # a model registered before the settings were bundled
+    assert ServingBundle.from_model_dir(tmp_path / "model").retrieval is None
+
+
+@pytest.mark.parametrize(
+    "change, fragment, key",
+    [
+        ({"kind": "lsh"}, "kind", "kind"),
+        ({"candidates": 0}, "candidates", "candidates"),
+        ({"extra": 1}, "extra", "extra"),
+        ({"nprobe": "many"}, "nprobe", "nprobe"),
+    ],
+)
+def test_unusable_retrieval_settings_raise_data_error_naming_file_and_key(tmp_path, change, fragment, key):
+    import json
+
+    from nextbuy.mlops.io import DataError
+
+    path = tmp_path / "retrieval.json"
+    path.write_text(json.dumps({**retrieval_settings().model_dump(), **change}))
+    with pytest.raises(DataError) as err:
+        serving.read_retrieval(path)
+    assert err.value.path == str(path) and fragment in err.value.message and err.value.column == key
+
+
+def test_retrieval_settings_missing_a_key_or_not_an_object_are_refused(tmp_path):
+    import json
+
+    from nextbuy.mlops.io import DataError
+
+    path = tmp_path / "retrieval.json"
+    settings = retrieval_settings().model_dump()
+    del settings["candidates"]
+    path.write_text(json.dumps(settings))
+    with pytest.raises(DataError, match=r"missing key\(s\) \['candidates'\]"):
+        serving.read_retrieval(path)
+    path.write_text("[]")
+    with pytest.raises(DataError, match="expected a JSON object"):
+        serving.read_retrieval(path)
 
 
 def truncate(path):
@@ -497,6 +589,9 @@ def test_model_whose_artifact_store_was_deleted_is_a_data_error_naming_the_locat
 # --- trust boundary: the files deploy registered are the files loaded -------------------
 
 
+REGISTERED_RETRIEVAL = retrieval_settings(kind="flat", candidates=8)
+
+
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     """A synthetic bundle logged and registered by ``deploy.log_serving_model`` (v1, alias
@@ -508,7 +603,9 @@ def registered(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("trust")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    files = write_bundle_files(root / "bundle", n_products=40, d=4, n_fit=2000)
+    files = write_bundle_files(
+        root / "bundle", n_products=40, d=4, n_fit=2000, retrieval=REGISTERED_RETRIEVAL
+    )
     assert register_champion(files, root, uri) == "1"
     with mlflow_store(uri):
         mlflow.set_tracking_uri(uri)
@@ -540,7 +637,13 @@ def test_registration_records_the_sha256_of_every_file_of_the_logged_model(regis
 
     tags = MlflowClient().get_model_version("nextbuy", "1").tags
     recorded = serving.parse_manifest(tags[serving.ARTIFACT_MANIFEST])
-    for rel in ("MLmodel", "python_model.pkl", "artifacts/moments.npz", "artifacts/thresholds.json"):
+    for rel in (
+        "MLmodel",
+        "python_model.pkl",
+        "artifacts/moments.npz",
+        "artifacts/thresholds.json",
+        "artifacts/retrieval.json",
+    ):
         assert recorded[rel] == serving.file_sha256(registered / rel), rel
     assert "code/nextbuy/mlops/serving.py" in recorded  # the code unpickling imports
     assert recorded == serving.model_file_digests(registered)
@@ -551,14 +654,26 @@ def test_registration_records_the_sha256_of_every_file_of_the_logged_model(regis
 def test_untampered_registered_model_loads_on_every_path(registered, caplog):
     import mlflow
 
-    assert ServingBundle.from_model_uri(CHAMPION_URI).n_products == 40
+    bundle = ServingBundle.from_model_uri(CHAMPION_URI)
+    assert bundle.n_products == 40 and bundle.retrieval == REGISTERED_RETRIEVAL
     served = mlflow.pyfunc.load_model(CHAMPION_URI)  # load_context checks too
     assert len(served.predict(pd.DataFrame({"source_id": [1], "candidate_id": [2]}))) == 1
     assert "NOT verified" not in caplog.text
+    # The served model retrieves top-K with the settings registered with it.
+    recs = served.predict(pd.DataFrame({"source_id": [1, 10**6]}), params={"top_k": 5})
+    assert served.unwrap_python_model().bundle.retrieval == REGISTERED_RETRIEVAL
+    assert_same_top_k(recs, bundle.top_k(np.array([1, 10**6]), 5, exact=True))
 
 
 @pytest.mark.parametrize(
-    "rel", ["python_model.pkl", "MLmodel", "artifacts/thresholds.json", "code/nextbuy/mlops/serving.py"]
+    "rel",
+    [
+        "python_model.pkl",
+        "MLmodel",
+        "artifacts/thresholds.json",
+        "artifacts/retrieval.json",
+        "code/nextbuy/mlops/serving.py",
+    ],
 )
 def test_a_changed_file_is_refused_before_anything_is_read(registered, tamper, monkeypatch, rel):
     """One byte appended (the thresholds still parse: only the digest sees it)."""

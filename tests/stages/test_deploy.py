@@ -135,6 +135,7 @@ def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until
         monkeypatch.setattr(paths, name, getattr(files, path))
     monkeypatch.setattr(paths, "THRESHOLDS_MODEL", files.thresholds)
     good, _ = bundles
+    good = good.with_retrieval(config("deploy.retrieval", candidates=123))  # as run() sets it
     blessing = a_blessing(True)
     with mlflow.start_run():
         assert deploy.publish(store, good, blessing) == "1"
@@ -143,6 +144,8 @@ def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until
     # The files as logged: digest on the version (the anchor), every file in the blessing.
     assert blessing["artifacts"]["artifact_sha256"] == tags["artifact_sha256"]
     assert {"MLmodel", "python_model.pkl", "artifacts/moments.npz"} <= set(blessing["artifacts"]["files"])
+    assert "artifacts/retrieval.json" in blessing["artifacts"]["files"]  # top-K settings, digest recorded
+    assert serving.ServingBundle.from_model_uri("models:/nextbuy/1").retrieval == good.retrieval
     assert serving.manifest_digest(blessing["artifacts"]["files"]) == tags["artifact_sha256"]
     assert serving.verify_model_uri("models:/nextbuy/1") == ("1", tags["artifact_sha256"])
     # No input schema: MLflow hands predict the columns as sent (extra ones are refused there,

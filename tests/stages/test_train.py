@@ -108,7 +108,8 @@ def test_blade_arguments_carry_every_model_knob_of_the_train_section():
     # The rest pick the training data (in fit) and the uncertainty estimator (in fit_graph).
     data_and_estimator = {"weighting", "shuffle_labels", "validation_share"}
     estimator = {"uncertainty", "ensemble_members", "ensemble_epochs"}
-    assert set(TrainConfig.model_fields) - used == data_and_estimator | estimator
+    processes = {"distributed", "distributed_backend"}  # how many processes train it (in run)
+    assert set(TrainConfig.model_fields) - used == data_and_estimator | estimator | processes
 
 
 def _weighted(n: int = 6000, seed: int = 0) -> pd.DataFrame:

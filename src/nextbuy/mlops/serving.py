@@ -10,6 +10,15 @@ embedding, with the spread of all products added to its variance — which gives
 a popularity-level score with a high uncertainty (so it lands in the most
 uncertain bucket and its strictest threshold), and ``cold_start`` is True.
 
+Top-K: the bundle's retrieval settings (deploy's ``retrieval.json``, from params.yaml
+``deploy.retrieval``) pick a faiss index over the catalogue, built on the first top-K;
+each source's candidates are retrieved from it and ranked exactly, and a source whose
+top-K the re-rank cannot prove complete is completed by an exact scan of the catalogue
+(``nextbuy.domain.retrieval``): with the exact ``flat`` search top-K is exact, ``ivf`` /
+``hnsw`` are approximate. A bundle without retrieval settings (a version
+registered before them) and ``top_k(..., exact=True)`` score every source against the
+whole catalogue.
+
 Trust boundary: deploy records the SHA-256 of every file of the logged model (the
 pickled ``python_model.pkl``, ``MLmodel``, the bundled code and the bundle files) on
 the registry version (``artifact_sha256``, ``artifact_manifest``). Our loaders
@@ -25,6 +34,7 @@ existed load with a warning.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -39,6 +49,8 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from nextbuy.config import RetrievalConfig
+from nextbuy.domain import retrieval
 from nextbuy.domain.decisions import Thresholds
 from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
@@ -60,6 +72,8 @@ TOPK_CHUNK_CELLS = 1 << 22
 # sha256sum-style manifest ("<sha256>  <path>" lines, sorted by path), and the SHA-256 of that
 # manifest text (the digest loads are checked against).
 ARTIFACT_SHA256, ARTIFACT_MANIFEST = "artifact_sha256", "artifact_manifest"
+# The top-K retrieval settings deploy stores with the model (artifacts/), next to the others.
+RETRIEVAL_FILE = "retrieval.json"
 # Written by MLflow's downloader next to a registered model it downloads (name, version):
 # not one of the model's files.
 DOWNLOAD_META = "registered_model_meta"
@@ -77,6 +91,8 @@ class ServingBundle:
     moments: dict[str, np.ndarray]  # s/t mean and var carry a last "prior" row for unknown ids
     calibration: BucketCalibration
     thresholds: Thresholds
+    # Top-K candidate retrieval; None: top-K scores every source against the whole catalogue.
+    retrieval: RetrievalConfig | None = None
 
     @property
     def n_products(self) -> int:
@@ -84,23 +100,37 @@ class ServingBundle:
 
     @classmethod
     def from_arrays(
-        cls, moments: dict[str, np.ndarray], calibration: BucketCalibration, thresholds: Thresholds
+        cls,
+        moments: dict[str, np.ndarray],
+        calibration: BucketCalibration,
+        thresholds: Thresholds,
+        retrieval: RetrievalConfig | None = None,
     ) -> ServingBundle:
         m = dict(moments)
         m["s_mean"], m["s_var"] = _with_prior(m["s_mean"], m["s_var"])
         m["t_mean"], m["t_var"] = _with_prior(m["t_mean"], m["t_var"])
-        return cls(m, calibration, thresholds)
+        return cls(m, calibration, thresholds, retrieval)
 
     @classmethod
     def load(
-        cls, moments_path: str | Path, calibration_path: str | Path, thresholds_path: str | Path
+        cls,
+        moments_path: str | Path,
+        calibration_path: str | Path,
+        thresholds_path: str | Path,
+        retrieval_path: str | Path | None = None,
     ) -> ServingBundle:
-        """Read and check the three bundle files; anything unusable (missing, truncated,
-        corrupt, non-finite, inconsistent) raises ``io.DataError`` naming the file and key."""
+        """Read and check the bundle files (``retrieval_path``: the top-K retrieval settings,
+        None for none); anything unusable (missing, truncated, corrupt, non-finite,
+        inconsistent) raises ``io.DataError`` naming the file and key."""
         moments = read_moments(moments_path)
         calibration = read_calibration(calibration_path)
         thresholds = read_thresholds(thresholds_path, calibration.n_buckets)
-        return cls.from_arrays(moments, calibration, thresholds)
+        settings = None if retrieval_path is None else read_retrieval(retrieval_path)
+        return cls.from_arrays(moments, calibration, thresholds, settings)
+
+    def with_retrieval(self, settings: RetrievalConfig | None) -> ServingBundle:
+        """The same bundle with these top-K retrieval settings (its index built afresh)."""
+        return dataclasses.replace(self, retrieval=settings)
 
     @classmethod
     def from_model_dir(cls, path: str | Path) -> ServingBundle:
@@ -122,8 +152,18 @@ class ServingBundle:
     @classmethod
     def _read_dir(cls, path: str | Path) -> ServingBundle:
         artifacts = Path(path) / "artifacts"
+        settings = artifacts / RETRIEVAL_FILE
+        if not settings.exists():
+            log.info(
+                "%s: no %s (registered before it was bundled): top-K scores the whole catalogue",
+                path,
+                RETRIEVAL_FILE,
+            )
         return cls.load(
-            artifacts / "moments.npz", artifacts / "calibration.json", artifacts / "thresholds.json"
+            artifacts / "moments.npz",
+            artifacts / "calibration.json",
+            artifacts / "thresholds.json",
+            settings if settings.exists() else None,
         )
 
     @classmethod
@@ -185,68 +225,102 @@ class ServingBundle:
         mean = (s_mu * w) @ t_mu.T + np.float32(m["head_b"].reshape(-1)[0])
         # var = sum_i w_i^2 (s̄_i^2 σ²t_i + σ²s_i (t̄_i^2 + σ²t_i)), same as pair_logit_moments.
         var = (s_mu * s_mu * w2) @ t_var.T + (s_var * w2) @ (t_mu * t_mu + t_var).T
-        np.maximum(var, 0.0, out=var)
-        z = mean / np.sqrt(1.0 + np.float32(np.pi / 8.0) * var)
-        score = 0.5 * (1.0 + np.tanh(0.5 * z))
-        return score, np.sqrt(var)
+        return retrieval.serving_score(mean, var)
 
-    def top_k(self, source_id: np.ndarray, k: int, exclude_self: bool = True) -> pd.DataFrame:
+    @functools.cached_property
+    def candidate_index(self) -> retrieval.CandidateIndex:
+        """The top-K retrieval index over the catalogue: built on first use, once per bundle."""
+        if self.retrieval is None:
+            raise ValueError("this bundle has no retrieval settings: use top_k(..., exact=True)")
+        m, n = self.moments, self.n_products
+        return retrieval.build(m["t_mean"][:n], m["t_var"][:n], m["head_w"], m["head_b"], self.retrieval)
+
+    def top_k(
+        self, source_id: np.ndarray, k: int, exclude_self: bool = True, exact: bool = False
+    ) -> pd.DataFrame:
         """Top-k candidates per source among all known products: accepted first,
         then by calibrated probability (score breaks ties between isotonic steps).
 
-        Exact, and cheap: within one bucket that ranking key rises strictly with
-        score (per-bucket threshold and isotonic calibration are monotone), so the
-        overall top-k lies among each bucket's top-k by score; only those
-        n_buckets * k candidates per source are calibrated and decided.
+        With retrieval settings (and not ``exact``): candidates retrieved from the index
+        and ranked exactly, sources the re-rank cannot prove complete completed by an exact
+        scan (``nextbuy.domain.retrieval``): exact with ``flat``, approximate with ``ivf`` /
+        ``hnsw``. Otherwise every source is scored against the whole catalogue.
         """
         sources = np.asarray(source_id, dtype=np.int64)
         n = self.n_products
         k = int(min(k, n - 1 if exclude_self else n))
         if k <= 0 or sources.size == 0:
-            return self.top_k(np.zeros(1, dtype=np.int64), max(k, 1), exclude_self=False).iloc[:0]
+            return self.top_k(np.zeros(1, dtype=np.int64), max(k, 1), exclude_self=False, exact=True).iloc[:0]
         idx, cold = self._index(sources)
+        if exact or self.retrieval is None:
+            picked = self._exact_top_k(idx, k, exclude_self)
+        else:
+            picked = self._retrieved_top_k(idx, k, exclude_self)
+        return _topk_frame(sources, cold, k, picked)
+
+    def _retrieved_top_k(self, idx: np.ndarray, k: int, exclude_self: bool) -> dict[str, np.ndarray]:
+        m = self.moments
+        exclude = np.where(exclude_self & (idx < self.n_products), idx, -1)
+        return retrieval.top_k(
+            self.candidate_index,
+            m["s_mean"][idx],
+            m["s_var"][idx],
+            m["head_w"],
+            exclude,
+            k,
+            self.calibration,
+            self.thresholds,
+        )
+
+    def _exact_top_k(self, idx: np.ndarray, k: int, exclude_self: bool) -> dict[str, np.ndarray]:
+        """Exact, and cheap: within one bucket the ranking key rises strictly with score
+        (per-bucket threshold and isotonic calibration are monotone), so the overall top-k
+        lies among each bucket's top-k by score; only those n_buckets * k candidates per
+        source are calibrated and decided."""
+        rows_per_chunk = max(1, TOPK_CHUNK_CELLS // self.n_products)
+        parts = [
+            self._exact_chunk(idx[a : a + rows_per_chunk], k, exclude_self)
+            for a in range(0, idx.size, rows_per_chunk)
+        ]
+        return {name: np.concatenate([p[name] for p in parts]) for name in retrieval.RESULT_COLUMNS}
+
+    def _exact_chunk(self, src: np.ndarray, k: int, exclude_self: bool) -> dict[str, np.ndarray]:
+        n = self.n_products
         n_buckets = len(self.calibration.edges) + 1
-        rows_per_chunk = max(1, TOPK_CHUNK_CELLS // n)
-        parts = []
-        for a in range(0, sources.size, rows_per_chunk):
-            src = idx[a : a + rows_per_chunk]
-            rows = np.arange(src.size)[:, None]
-            score, uncertainty = self._all_candidates(src)
-            if exclude_self:
-                known = src < n
-                score[np.flatnonzero(known), src[known]] = -np.inf
-            bucket = assign_buckets(uncertainty.ravel(), self.calibration.edges).reshape(score.shape)
-            per_bucket = [
-                np.argpartition(-np.where(bucket == b, score, -np.inf), k - 1, axis=1)[:, :k]
-                for b in range(n_buckets)
-            ]
-            cand = np.concatenate(per_bucket, axis=1)
-            c_score, c_unc, c_bucket = score[rows, cand], uncertainty[rows, cand], bucket[rows, cand]
-            valid = np.isfinite(c_score) & (c_bucket == np.repeat(np.arange(n_buckets), k)[None, :])
-            c_prob = self.calibration.predict_in_bucket(c_score, c_bucket)
-            c_decision = self.thresholds.decide(c_score, c_bucket)
-            key = np.where(valid, c_decision * 4.0 + c_prob * 2.0 + c_score * 1e-6, -np.inf)
-            order = np.argsort(-key, axis=1, kind="stable")[:, :k]
+        rows = np.arange(src.size)[:, None]
+        score, uncertainty = self._all_candidates(src)
+        if exclude_self:
+            known = src < n
+            score[np.flatnonzero(known), src[known]] = -np.inf
+        bucket = assign_buckets(uncertainty, self.calibration.edges)
+        per_bucket = [
+            np.argpartition(-np.where(bucket == b, score, -np.inf), k - 1, axis=1)[:, :k]
+            for b in range(n_buckets)
+        ]
+        cand = np.concatenate(per_bucket, axis=1)
+        c_score, c_unc, c_bucket = score[rows, cand], uncertainty[rows, cand], bucket[rows, cand]
+        valid = np.isfinite(c_score) & (c_bucket == np.repeat(np.arange(n_buckets), k)[None, :])
+        picked, _ = retrieval.rank(
+            cand, c_score, c_unc, c_bucket, valid, k, self.calibration, self.thresholds
+        )
+        return picked
 
-            def pick(m: np.ndarray, order: np.ndarray = order) -> np.ndarray:
-                return np.take_along_axis(m, order, axis=1).ravel()
 
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "source_id": np.repeat(sources[a : a + rows_per_chunk], k),
-                        "rank": np.tile(np.arange(1, k + 1), src.size),
-                        "candidate_id": pick(cand).astype(np.int64),
-                        "score": pick(c_score).astype(np.float64),
-                        "uncertainty": pick(c_unc).astype(np.float64),
-                        "bucket": pick(c_bucket).astype(np.int64),
-                        "prob_calibrated": pick(c_prob),
-                        "decision": pick(c_decision),
-                        "cold_start": np.repeat(cold[a : a + rows_per_chunk], k),
-                    }
-                )
-            )
-        return pd.concat(parts, ignore_index=True)
+def _topk_frame(sources: np.ndarray, cold: np.ndarray, k: int, picked: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Rows of TOPK_COLUMNS: k ranked candidates per source."""
+    return pd.DataFrame(
+        {
+            "source_id": np.repeat(sources, k),
+            "rank": np.tile(np.arange(1, k + 1), sources.size),
+            "candidate_id": picked["candidate_id"].ravel().astype(np.int64),
+            "score": picked["score"].ravel().astype(np.float64),
+            "uncertainty": picked["uncertainty"].ravel().astype(np.float64),
+            "bucket": picked["bucket"].ravel().astype(np.int64),
+            "prob_calibrated": picked["prob_calibrated"].ravel(),
+            "decision": picked["decision"].ravel(),
+            "cold_start": np.repeat(cold, k),
+        }
+    )
 
 
 def _artifact_location(uri: str) -> str:
@@ -533,6 +607,22 @@ def read_thresholds(path: str | Path, n_buckets: int) -> Thresholds:
     return thresholds
 
 
+def read_retrieval(path: str | Path) -> RetrievalConfig:
+    """The top-K retrieval settings stored with the model (deploy's retrieval.json): every
+    key of params.yaml ``deploy.retrieval``, within its bounds."""
+    from pydantic import ValidationError
+
+    from nextbuy.mlops import io
+
+    d = _json_object(path, tuple(RetrievalConfig.model_fields))
+    try:
+        return RetrievalConfig.model_validate(d)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or None
+        raise io.DataError(path, f"malformed retrieval settings ({key}: {first['msg']})", key) from None
+
+
 def _invalid(message: str) -> MlflowException:
     """A refusal: MLflow's scoring server answers it with HTTP 400 and ``message``."""
     return MlflowException.invalid_parameter_value(message)
@@ -711,7 +801,7 @@ class NextbuyModel(mlflow.pyfunc.PythonModel):
         # After MLflow unpickled this object (a replaced pickle never gets here), before the
         # bundle files are read: changed files or corruption stop the server from starting.
         _verify_served_files(a["moments"])
-        self.bundle = ServingBundle.load(a["moments"], a["calibration"], a["thresholds"])
+        self.bundle = ServingBundle.load(a["moments"], a["calibration"], a["thresholds"], a.get("retrieval"))
         _refuse_too_deep_json()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

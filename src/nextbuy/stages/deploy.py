@@ -7,8 +7,12 @@ bootstrap CI. The blessing (pass/fail, every figure, the reasons, lineage) is
 written to ``models/deploy/blessing.json``, logged to MLflow, and set as tags
 on the model version.
 
+The logged model carries the top-K retrieval settings (params ``deploy.retrieval``) as
+``artifacts/retrieval.json``, so the REST server and ``nextbuy batch-topk`` retrieve with
+what this deploy was run with.
+
 Trust boundary: the SHA-256 of every file of the logged model (python_model.pkl,
-MLmodel, the bundled code, the bundle files) is recorded on the version when it is
+MLmodel, the bundled code, the bundle files, retrieval.json) is recorded on the version when it is
 created (tags ``artifact_sha256``: one digest over the sorted (path, SHA-256) list,
 and ``artifact_manifest``: that list) and in the blessing (``artifacts``); loaders
 refuse a model whose downloaded files differ (``serving.verify_model_files``).
@@ -48,7 +52,17 @@ log = logging.getLogger(__name__)
 # What the pyfunc needs at load time besides its bundled code (src/nextbuy), pinned
 # to this environment. Listing them skips MLflow's requirement inference, which
 # re-imports the model in a subprocess (~8 s).
-SERVING_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "pandera", "pydantic", "pyyaml")
+SERVING_PACKAGES = (
+    "mlflow",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "pandera",
+    "pydantic",
+    "pyyaml",
+    "faiss-cpu",
+)
 # Set (1/true/yes) to seed a new first champion although an earlier release is on record.
 FIRST_RELEASE_ENV = "NEXTBUY_FIRST_RELEASE"
 
@@ -115,17 +129,18 @@ def input_example(n_products: int) -> pd.DataFrame:
 def log_serving_model(
     bundle, model_name: str, moments: Path, calibration: Path, thresholds: Path, tags: dict | None = None
 ) -> str:
-    """Log the pyfunc (signature, example, code, pinned requirements) and register it with
-    ``tags`` and the SHA-256 of every file of the logged model, as downloaded back from the
-    artifact store (``serving.artifact_tags``), created together in one write; returns the
-    version. Call inside an active MLflow run."""
+    """Log the pyfunc (signature, example, code, pinned requirements, and the bundle's top-K
+    retrieval settings as ``retrieval.json`` when it has them) and register it with ``tags``
+    and the SHA-256 of every file of the logged model, as downloaded back from the artifact
+    store (``serving.artifact_tags``), created together in one write; returns the version.
+    Call inside an active MLflow run."""
     import tempfile
 
     import mlflow
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ParamSchema, ParamSpec
 
-    from nextbuy.mlops.serving import NextbuyModel, artifact_tags
+    from nextbuy.mlops.serving import RETRIEVAL_FILE, NextbuyModel, artifact_tags
 
     example = input_example(bundle.n_products)
     with warnings.catch_warnings():
@@ -145,15 +160,20 @@ def log_serving_model(
         outputs=outputs,
         params=ParamSchema([ParamSpec("top_k", "long", 0)]),
     )
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=NextbuyModel(),
-        artifacts={"moments": str(moments), "calibration": str(calibration), "thresholds": str(thresholds)},
-        signature=signature,
-        input_example=example,
-        code_paths=[str(Path(nextbuy.__file__).parent)],
-        pip_requirements=serving_requirements(),
-    )
+    artifacts = {"moments": str(moments), "calibration": str(calibration), "thresholds": str(thresholds)}
+    with tempfile.TemporaryDirectory() as settings_dir:
+        if bundle.retrieval is not None:
+            artifacts["retrieval"] = str(Path(settings_dir) / RETRIEVAL_FILE)
+            io.write_json(bundle.retrieval.model_dump(), artifacts["retrieval"])
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=NextbuyModel(),
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+            code_paths=[str(Path(nextbuy.__file__).parent)],
+            pip_requirements=serving_requirements(),
+        )
     with tempfile.TemporaryDirectory() as tmp:  # the files as loaders will download them
         recorded = artifact_tags(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp))
     return str(mlflow.register_model(info.model_uri, model_name, tags={**(tags or {}), **recorded}).version)
@@ -279,6 +299,7 @@ def run(params_file: str = "params.yaml") -> dict:
     prepare_registry(client, cfg.model_name)
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     candidate = ServingBundle.load(paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
+    candidate = candidate.with_retrieval(cfg.retrieval)  # logged with the model: every top-K uses it
     champion_version = registry.released_version(client, cfg.model_name, registry.CHAMPION)
     champion = registry.load_bundle(cfg.model_name, registry.CHAMPION)
     rows, label = evaluation_rows(weighted)

@@ -17,6 +17,7 @@ from nextbuy.mlops import io, schemas, tracking
 
 if TYPE_CHECKING:
     from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
+    from nextbuy.domain.graph.collective import Collective
 
 
 def build_graph(products: pd.DataFrame, edges: pd.DataFrame, extra_features=None):
@@ -132,23 +133,36 @@ def fit(
     cfg: TrainConfig,
     progress: bool = True,
     extra_features=None,
+    collective: Collective | None = None,
 ):
     """Pure core: returns (model, moments, per-epoch history). ``extra_features``: see
-    :func:`build_graph`."""
+    :func:`build_graph`; ``collective``: see :func:`fit_graph`."""
     if not (products["product_id"].to_numpy() == np.arange(len(products))).all():
         raise io.DataError(paths.PRODUCTS, "product_id must be 0..n-1 in order", column="product_id")
     architecture, schedule, export = blade_arguments(cfg)
     graph = build_graph(products, edges, extra_features)
-    return fit_graph(graph, weighted, cfg, architecture, schedule, export, progress)
+    return fit_graph(graph, weighted, cfg, architecture, schedule, export, progress, collective)
 
 
 def fit_graph(
-    graph, weighted: pd.DataFrame, cfg: TrainConfig, architecture, schedule, export, progress: bool
+    graph,
+    weighted: pd.DataFrame,
+    cfg: TrainConfig,
+    architecture,
+    schedule,
+    export,
+    progress: bool,
+    collective: Collective | None = None,
 ):
-    """:func:`fit` on a built graph with explicit model arguments (benchmarks vary them)."""
+    """:func:`fit` on a built graph with explicit model arguments (benchmarks vary them).
+    ``collective``: this process's rank in a data-parallel run (None: one process); every rank
+    trains its share, only rank 0 exports (the others get None for moments)."""
     import torch
 
     from nextbuy.domain.graph import blade
+    from nextbuy.domain.graph.collective import SINGLE
+
+    group = SINGLE if collective is None else collective
 
     # Same inputs, same outputs: multithreaded CPU scatter/index_add otherwise
     # sums in a varying order and the embeddings drift in the last bits.
@@ -165,9 +179,16 @@ def fit_graph(
         schedule=schedule,
         validate=conversion_validation(held, cfg.weighting, cfg.export_chunk),
         progress=progress,
+        collective=group,
     )
-    if cfg.uncertainty == "ensemble":
-        members = ensemble_members(model, graph, rows, cfg, architecture, schedule, progress)
+    members = (
+        ensemble_members(model, graph, rows, cfg, architecture, schedule, progress, group)
+        if cfg.uncertainty == "ensemble"
+        else None
+    )
+    if group.rank:
+        return model, None, history
+    if members is not None:
         moments = blade.ensemble_moments(members, graph, chunk=cfg.export_chunk)
     else:
         moments = blade.export_moments(model, graph, **export, estimator=cfg.uncertainty)
@@ -175,7 +196,14 @@ def fit_graph(
 
 
 def ensemble_members(
-    base, graph, rows: pd.DataFrame, cfg: TrainConfig, architecture, schedule, progress: bool
+    base,
+    graph,
+    rows: pd.DataFrame,
+    cfg: TrainConfig,
+    architecture,
+    schedule,
+    progress: bool,
+    collective: Collective | None = None,
 ):
     """``cfg.ensemble_members`` models, each trained ``cfg.ensemble_epochs`` more epochs from the
     trained ``base`` on a Poisson bootstrap of the training impressions, with its own seed
@@ -186,10 +214,12 @@ def ensemble_members(
     initialisations as in a classic deep ensemble (Lakshminarayanan et al. 2017): their
     embedding spaces stay aligned, so the serving bundle keeps per-node moments (no torch,
     O(n d)) and costs ensemble_epochs x members epochs rather than members full trainings.
+    ``collective``: as in :func:`fit_graph` (every rank trains its share of each member).
     """
     import torch
 
     from nextbuy.domain.graph import blade
+    from nextbuy.domain.graph.collective import SINGLE
 
     as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
     weight = conversion_weights(rows, cfg.weighting)
@@ -206,6 +236,7 @@ def ensemble_members(
             schedule=replace(schedule, epochs=cfg.ensemble_epochs, seed=schedule.seed + 7919 * (k + 1)),
             progress=progress,
             initial=base,
+            collective=SINGLE if collective is None else collective,
         )
         members.append(member)
     return members
@@ -238,20 +269,35 @@ def holdout_auc(moments, weighted: pd.DataFrame) -> float | None:
 
 
 def run(params_file: str = "params.yaml") -> dict:
-    import mlflow
-    import torch
+    """The stage.  Under torchrun with ``train.distributed``, every rank trains its share and
+    only rank 0 logs and writes; the other ranks return ``{}``."""
+    from nextbuy.mlops import distributed
 
     cfg = load_section("train", params_file)
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     edges = io.read_table(paths.EDGES, schemas.EDGES)
     features = io.read_sparse(paths.FEATURES, n_rows=len(products))
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
+    with distributed.collective(cfg.distributed, cfg.distributed_backend) as group:
+        if group.rank:
+            fit(products, edges, weighted, cfg, progress=False, extra_features=features, collective=group)
+            return {}
+        return train_and_record(cfg, products, edges, features, weighted, group)
+
+
+def train_and_record(cfg: TrainConfig, products, edges, features, weighted, group: Collective) -> dict:
+    """Rank 0's (or the only process's) part: train, log to MLflow, write the stage's outputs."""
+    import mlflow
+    import torch
+
     tracking.configure()
     with mlflow.start_run(run_name="train") as run:
-        mlflow.set_tags({"stage": "train", **tracking.lineage_tags()})
+        mlflow.set_tags({"stage": "train", "world_size": str(group.world_size), **tracking.lineage_tags()})
         mlflow.log_params({f"train.{k}": v for k, v in cfg.model_dump().items()})
         started = time.perf_counter()
-        model, moments, history = fit(products, edges, weighted, cfg, extra_features=features)
+        model, moments, history = fit(
+            products, edges, weighted, cfg, extra_features=features, collective=group
+        )
         seconds = time.perf_counter() - started
         for row in history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))

@@ -29,7 +29,8 @@ Training keeps message edges and supervision edges apart: each epoch a random
 an edge is never in its own neighbourhood.  Every positive gets ``n_negatives``
 random destinations, and the reversed edge (when it is not itself an edge) counts
 as a negative with weight ``reverse_penalty``.  An optional validation callback
-drives early stopping (best weights restored).
+drives early stopping (best weights restored).  Training can run data-parallel over several
+processes (a :class:`~nextbuy.domain.graph.collective.Collective`; see :func:`train_blade`).
 
 Serving needs no torch: :func:`export_moments` writes deterministic means and
 the variance over ``mc_samples`` stochastic passes; :func:`pair_logit_moments`
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from nextbuy.domain.graph.collective import SINGLE, Collective
 from nextbuy.domain.graph.sampler import (
     CSR,
     Block,
@@ -427,7 +429,9 @@ def _seeded_model(
 
 @dataclass
 class _EpochLosses:
-    """Running epoch means: conversion loss weighted by example weight, link loss by step."""
+    """Running epoch means: conversion loss weighted by example weight, link loss by step.  Over
+    several processes the weights and step counts are the whole run's, the sums this rank's part
+    until :meth:`sum_over` adds the parts up at the epoch's end."""
 
     conv_sum: float = 0.0
     conv_weight: float = 0.0
@@ -442,6 +446,10 @@ class _EpochLosses:
             "link_loss": self.link_sum / self.link_count if self.link_count else float("nan"),
         }
 
+    def sum_over(self, collective: Collective) -> None:
+        if collective.world_size > 1:
+            self.conv_sum, self.link_sum = collective.sum_floats(self.conv_sum, self.link_sum)
+
     def postfix(self) -> dict[str, str]:
         return {
             "conv": f"{self.conv_sum / self.conv_weight:.4f}" if self.conv_weight else "-",
@@ -452,10 +460,20 @@ class _EpochLosses:
 Validation = Callable[[BladeModel, DirectedGraph], float]  # higher is better; model in eval mode
 
 
+def _rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s per-step draws in a run of several processes."""
+    return (int(seed) * 1_000_003 + 7_919 * (rank + 1)) % 2**63
+
+
 class _Trainer:
     """One training run.  A single seeded generator drives, in this order, each epoch's
     supervision split and shuffles, then per step the negatives, the neighbourhood samples and
-    the dropout masks: reordering any of these changes the trained numbers."""
+    the dropout masks: reordering any of these changes the trained numbers.
+
+    Over several processes (``collective``) every rank makes the same epoch draws from that
+    generator (same split, same order), takes its share of each step's examples and edges, and
+    draws its own negatives, samples and masks from a generator of its own; gradients are summed
+    over the ranks before each (identical) optimiser step."""
 
     def __init__(
         self,
@@ -464,14 +482,22 @@ class _Trainer:
         architecture: Architecture,
         schedule: TrainingSchedule,
         initial: BladeModel | None = None,
+        collective: Collective = SINGLE,
     ) -> None:
-        self.graph, self.conv, self.schedule = graph, conv, schedule
+        self.graph, self.conv, self.schedule, self.collective = graph, conv, schedule, collective
         self.generator = torch.Generator().manual_seed(int(schedule.seed))
+        self.step_generator = (
+            self.generator
+            if collective.world_size == 1
+            else torch.Generator().manual_seed(_rank_seed(schedule.seed, collective.rank))
+        )
         self.model = (
             _seeded_model(graph, architecture, conv, int(schedule.seed))
             if initial is None
             else copy.deepcopy(initial)
         )
+        collective.broadcast_parameters(self.model)
+        self.params = list(self.model.parameters())
         self.keys = _edge_keys(graph.src, graph.dst, graph.n_nodes)
         ids = [p for name, p in self.model.named_parameters() if name.startswith("id_emb")]
         rest = [p for name, p in self.model.named_parameters() if not name.startswith("id_emb")]
@@ -498,20 +524,26 @@ class _Trainer:
     def epoch(self, epoch: int, progress: bool) -> dict:
         index, sup = self._supervision()
         perm_c = torch.randperm(len(self.conv), generator=self.generator)
-        steps = max(1, math.ceil(max(len(self.conv), sup.numel()) / self.batch_size))
+        bs = self.batch_size * self.collective.world_size  # one step's examples over all ranks
+        steps = max(1, math.ceil(max(len(self.conv), sup.numel()) / bs))
         link_bs = math.ceil(sup.numel() / steps)
         losses = _EpochLosses()
         # Off a terminal (DVC, Airflow logs) refresh rarely so logs stay readable.
         bar = tqdm(range(steps), desc=f"blade epoch {epoch + 1}/{self.schedule.epochs}", leave=False,
                    disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 10.0)  # fmt: skip
-        bs = self.batch_size
         for step in bar:
-            edges = sup[step * link_bs : (step + 1) * link_bs]
-            self._step(index, perm_c[step * bs : (step + 1) * bs], edges, losses)
+            edges = self._share(sup[step * link_bs : (step + 1) * link_bs])
+            self._step(index, self._share(perm_c[step * bs : (step + 1) * bs]), edges, losses)
             if progress:
                 bar.set_postfix(**losses.postfix(), refresh=False)  # mininterval paces the output
         bar.close()
+        losses.sum_over(self.collective)
         return losses.record(epoch)
+
+    def _share(self, items: Tensor) -> Tensor:
+        """This rank's contiguous slice of one step's ``items`` (all of them in one process)."""
+        part = math.ceil(items.numel() / self.collective.world_size)
+        return items[self.collective.rank * part : (self.collective.rank + 1) * part]
 
     def _link_pairs(self, edges: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Pairs and labels/weights: positives, ``n_negatives`` random destinations each, reversed
@@ -519,7 +551,7 @@ class _Trainer:
         u, v = self.graph.src[edges], self.graph.dst[edges]
         k, n = int(self.schedule.n_negatives), self.graph.n_nodes
         neg_u = u.repeat(k)
-        neg_v = torch.randint(0, n, (neg_u.numel(),), generator=self.generator)
+        neg_v = torch.randint(0, n, (neg_u.numel(),), generator=self.step_generator)
         one_way = ~_is_edge(self.keys, v, u, n) & (u != v)
         rev_u, rev_v = v[one_way], u[one_way]
         m, r = u.numel(), rev_u.numel()
@@ -530,54 +562,75 @@ class _Trainer:
         return torch.cat([u, neg_u, rev_u]), torch.cat([v, neg_v, rev_v]), y, w
 
     def _step(self, index: GraphIndex, cb: Tensor, edges: Tensor, losses: _EpochLosses) -> None:
-        """One optimiser step on conversion examples ``cb`` and supervision ``edges`` (one shared pass)."""
-        lu, lv, ly, lw = self._link_pairs(edges) if edges.numel() else (torch.zeros(0, dtype=torch.long),) * 4
+        """One optimiser step on conversion examples ``cb`` and supervision ``edges`` (one shared pass),
+        this rank's share of the step: the losses are normalised by the whole step's totals."""
+        wsum, n_pos = self.collective.sum_floats(float(self.conv.weight[cb].sum()), float(edges.numel()))
+        losses.conv_weight += wsum
+        linked = n_pos > 0 and self.schedule.link_loss_weight > 0
+        losses.link_count += int(linked)
+        loss = self._loss(index, cb, edges, wsum, n_pos if linked else 0.0, losses)
+        self.opt.zero_grad(set_to_none=True)
+        if loss is not None and loss.requires_grad:
+            loss.backward()
+        self.collective.sum_gradients(self.params)
+        # Without a gradient (e.g. a step of zero-weight examples only) Adam leaves a parameter
+        # alone: no step, not even weight decay.
+        self.opt.step()
+
+    def _loss(
+        self, index: GraphIndex, cb: Tensor, edges: Tensor, wsum: float, n_pos: float, losses: _EpochLosses
+    ) -> Tensor | None:
+        """This rank's part of the step's loss (None when its share is empty): conversion
+        ``sum(w * bce) / wsum``, plus ``link_loss_weight`` x link when ``n_pos``."""
         nc = cb.numel()
+        if not nc and not edges.numel():
+            return None
+        lu, lv, ly, lw = self._link_pairs(edges) if edges.numel() else (torch.zeros(0, dtype=torch.long),) * 4
         src, dst = torch.cat([self.conv.src[cb], lu]), torch.cat([self.conv.dst[cb], lv])
         seeds, inv = torch.unique(torch.cat([src, dst]), return_inverse=True)
         features = self.graph.feature_rows
-        s_all, t_all = self.model.encode(index, features, seeds, self.generator, stochastic=True)
+        s_all, t_all = self.model.encode(index, features, seeds, self.step_generator, stochastic=True)
         s, t = s_all.index_select(0, inv[: src.numel()]), t_all.index_select(0, inv[src.numel() :])
         loss = s.new_zeros(())
-        if nc:
-            conv_loss = self._conversion_loss(s[:nc], t[:nc], cb, losses)
-            if conv_loss is not None:
-                loss = loss + conv_loss
-        if ly.numel() and self.schedule.link_loss_weight > 0:
-            link = self._link_loss(s[nc:], t[nc:], ly, lw, losses)
+        if nc and wsum > 0:
+            loss = loss + self._conversion_loss(s[:nc], t[:nc], cb, losses) / wsum
+        if ly.numel() and n_pos > 0:
+            link = self._link_loss(s[nc:], t[nc:], ly, lw, n_pos, losses)
             loss = loss + self.schedule.link_loss_weight * link
-        self.opt.zero_grad(set_to_none=True)
-        if loss.requires_grad:  # e.g. a batch of zero-weight examples only: no step, not even weight decay
-            loss.backward()
-            self.opt.step()
+        return loss
 
-    def _conversion_loss(self, s: Tensor, t: Tensor, cb: Tensor, losses: _EpochLosses) -> Tensor | None:
-        """``sum(w * bce) / sum(w)`` over the batch; None when the batch carries no weight."""
+    def _conversion_loss(self, s: Tensor, t: Tensor, cb: Tensor, losses: _EpochLosses) -> Tensor:
+        """``sum(w * bce)`` over the examples ``cb``."""
         w = self.conv.weight[cb]
         bce = F.binary_cross_entropy_with_logits(
             self.model.conversion_logit(s, t), self.conv.label[cb], reduction="none"
         )
-        wsum = float(w.sum())
         wb = (w * bce).sum()
         losses.conv_sum += float(wb.detach())
-        losses.conv_weight += wsum
-        return wb / wsum if wsum > 0 else None
+        return wb
 
-    def _link_loss(self, s: Tensor, t: Tensor, y: Tensor, w: Tensor, losses: _EpochLosses) -> Tensor:
-        score = self.model.link_score(s, t)
-        bce = F.binary_cross_entropy_with_logits(score, y, reduction="none")
-        n_pos = float(y.sum())
-        loss = (w * bce).sum() / max(n_pos, 1.0)
+    def _link_loss(
+        self, s: Tensor, t: Tensor, y: Tensor, w: Tensor, n_pos: float, losses: _EpochLosses
+    ) -> Tensor:
+        """``sum(w * bce) / n_pos`` over the pairs (``n_pos``: the whole step's positives)."""
+        bce = F.binary_cross_entropy_with_logits(self.model.link_score(s, t), y, reduction="none")
+        loss = (w * bce).sum() / n_pos
         losses.link_sum += float(loss.detach())
-        losses.link_count += 1
         return loss
 
 
 class _EarlyStopping:
-    """Keeps the best weights by ``validate``; says stop after ``patience`` checks without a gain."""
+    """Keeps the best weights by ``validate``; says stop after ``patience`` checks without a gain.
+    Over several processes rank 0 validates and every rank takes its value: the same decisions."""
 
-    def __init__(self, validate: Validation | None, graph: DirectedGraph, schedule: TrainingSchedule) -> None:
-        self.validate, self.graph = validate, graph
+    def __init__(
+        self,
+        validate: Validation | None,
+        graph: DirectedGraph,
+        schedule: TrainingSchedule,
+        collective: Collective = SINGLE,
+    ) -> None:
+        self.validate, self.graph, self.collective = validate, graph, collective
         self.every, self.patience = max(1, int(schedule.eval_every)), int(schedule.patience)
         self.best, self.best_state, self.stale = -math.inf, None, 0
 
@@ -586,7 +639,8 @@ class _EarlyStopping:
         if self.validate is None or (epoch + 1) % self.every:
             return False
         model.eval()
-        value = float(self.validate(model, self.graph))
+        value = float(self.validate(model, self.graph)) if self.collective.rank == 0 else math.nan
+        value = self.collective.broadcast_float(value)
         model.train()
         row["validation"] = value
         if value > self.best:
@@ -598,6 +652,18 @@ class _EarlyStopping:
     def restore(self, model: BladeModel) -> None:
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
+
+
+def _check_same_run(collective: Collective, graph: DirectedGraph, conv: _Conversions, schedule) -> None:
+    """Refuse (on every rank at once) ranks that see different data or schedules: their steps
+    would not line up, and training would hang or silently mix two runs."""
+    if collective.world_size == 1:
+        return
+    arrays = (graph.src, graph.dst, conv.src, conv.dst, conv.weight, conv.label)
+    sums = [float(x.double().sum()) for x in arrays]
+    fingerprint = [graph.n_nodes, graph.n_edges, len(conv), *sums, *map(float, asdict(schedule).values())]
+    if not collective.agree(fingerprint):
+        raise ValueError("the ranks of a distributed run differ in training data or schedule")
 
 
 def train_blade(
@@ -612,6 +678,7 @@ def train_blade(
     validate: Validation | None = None,
     progress: bool = True,
     initial: BladeModel | None = None,
+    collective: Collective = SINGLE,
 ) -> tuple[BladeModel, list[dict]]:
     """Train a :class:`BladeModel` on weighted conversion examples plus the directed link loss.
 
@@ -625,12 +692,21 @@ def train_blade(
     torch RNG is left untouched.  ``initial``: continue from a copy of this model's weights
     (ensemble members) instead of fresh seeded ones.  Returns the model (eval mode) and per-epoch
     ``{"epoch", "conv_loss", "link_loss"[, "validation"]}``; a loss is NaN without data.
+
+    ``collective``: data-parallel training over its ranks (every rank calls this with the same
+    data and schedule).  A step then covers ``batch_size`` examples *per rank*, each rank taking
+    its slice of the step's shuffled examples and edges; losses are normalised by the whole
+    step's totals and gradients summed, so the weights move as one process's would with
+    ``batch_size x world_size``.  The epoch draws are shared; negatives, neighbourhood samples
+    and dropout masks come from a per-rank stream, so runs with and without sampling noise only
+    match where a step draws nothing.  ``validate`` runs on rank 0 only.
     """
     conv = _Conversions.checked(graph.n_nodes, conv_src, conv_dst, conv_label, conv_weight)
     if not len(conv) and graph.n_edges == 0:
         raise ValueError("nothing to train on: no conversion examples and no edges")
-    trainer = _Trainer(graph, conv, architecture, schedule, initial)
-    stopping = _EarlyStopping(validate, graph, schedule)
+    _check_same_run(collective, graph, conv, schedule)
+    trainer = _Trainer(graph, conv, architecture, schedule, initial, collective)
+    stopping = _EarlyStopping(validate, graph, schedule, collective)
     model = trainer.model
     model.train()
     history = []

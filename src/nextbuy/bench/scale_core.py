@@ -1,0 +1,409 @@
+"""The per-size core of `nextbuy bench scale`: the pipeline's pure cores on one simulated store.
+
+:func:`measure` times, on the store of params.yaml scaled to ``n_products`` (purchases and
+impressions in proportion, so edges grow linearly), each stage's pure core in the order the
+pipeline runs them:
+
+* ``ingest_s``: ``ingest.ingest`` (simulate, cross-table checks, split) and the schema
+  validation the stage runs before writing its tables (no parquet is written);
+* ``label_delay_s``: ``label_delay.weigh``;
+* ``graph_s``: ``train.build_graph`` (store features, sparse feature rows);
+* ``train_epoch_s``: one epoch of ``blade.train_blade`` (the epoch's message graph index,
+  sampling, steps), no early-stopping check (best of two where an epoch is quick:
+  :func:`time_epochs`); ``validation_s``: one early-stopping check
+  (``train.conversion_validation``), which the stage runs after every epoch;
+* ``export_s``: the uncertainty export of ``train.uncertainty``: ``ensemble`` exports
+  ``ensemble_members`` models (stand-ins: the trained model with jittered id embeddings;
+  the export pass costs the same whatever the weights, fine-tuning the real members costs
+  ``ensemble_members x ensemble_epochs`` more epochs, see ``ensemble_train_s_estimated``),
+  the others ``blade.export_moments``;
+* ``calibrate_s``: ``calibrate.score_holdout``; ``thresholds_s``: ``thresholds.fit_policies``;
+* ``topk_s``: ``ServingBundle.top_k`` (top-20) for a fixed seeded sample of sources, after a
+  warm-up call that builds the bundle's retrieval index (``topk_index_s``);
+  ``topk_all_s_extrapolated`` = index + sample time x catalogue / sample.
+
+Beside them, not stage costs: ``sage_epoch_s``, one epoch of torch-geometric's ``GraphSAGE``
+(:class:`SageModel`) through the same training loop on the same graph and batches, right
+after BLADE's, and ``sampler_edges_per_s`` of BLADE's neighbour sampler.
+
+Run as ``python -m nextbuy.bench.scale_core PARAMS N SAMPLE``, it prints one line per stage
+(``SCALE-STAGE name``) and the figures last (``SCALE-RESULT {json}``) with its peak RSS.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nextbuy.config import merge, read_params, section_config
+from nextbuy.domain.graph.blade import Architecture, BladeModel, DirectedGraph
+from nextbuy.domain.graph.sampler import CSR, FanoutRule, sample_neighbourhood
+
+TOP_K = 20
+SAMPLE_SOURCES = 2_000
+SAMPLER_BATCHES = 20
+EPOCH_PAIRS = 2  # BLADE + GraphSAGE epochs, timed back to back, best of this many pairs...
+REPEAT_BELOW_S = 120.0  # ...when a pair takes less than this (one pair at large sizes)
+MEMBER_JITTER = 0.1  # stand-in ensemble members: id embeddings + this x their std x N(0, 1)
+STAGE_KEYS = (  # summed as a size's total_s (the exponent's time)
+    "ingest_s", "label_delay_s", "graph_s", "train_epoch_s", "validation_s", "export_s", "calibrate_s",
+    "thresholds_s",
+)  # fmt: skip
+STEPS = (
+    "ingest", "label_delay", "graph", "train_epoch", "sage_epoch", "sampler", "validation", "export",
+    "calibrate", "thresholds", "topk",
+)  # fmt: skip
+STAGE_PREFIX, RESULT_PREFIX = "SCALE-STAGE ", "SCALE-RESULT "
+
+
+def scaled_params(params: dict, n_products: int) -> dict:
+    """``params`` with the simulated catalogue at ``n_products``, purchases and impressions
+    scaled in proportion, and one training epoch."""
+    sim = params["ingest"]["simulator"]
+    factor = n_products / sim["n_products"]
+    scaled = {
+        "n_products": int(n_products),
+        "n_purchases": max(100, round(sim["n_purchases"] * factor)),
+        "n_impressions": max(100, round(sim["n_impressions"] * factor)),
+    }
+    return merge(params, {"ingest": {"simulator": scaled}, "train": {"epochs": 1}})
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+@contextmanager
+def _timed(times: dict, step: str, on_step: Callable[[str], None]) -> Iterator[None]:
+    on_step(step)
+    started = time.perf_counter()
+    yield
+    times[f"{step}_s"] = time.perf_counter() - started
+
+
+# -- GraphSAGE baseline -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SageIndex:
+    out_csr: CSR
+    in_csr: CSR
+
+
+def sage_subgraph(
+    index: SageIndex, seeds: Tensor, hops: int, rule: FanoutRule | None, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """NeighborLoader's sampling in plain torch: per hop, every newly reached node samples up to
+    ``rule``'s fanout of its out- and of its in-neighbours (``None``: all), which send it messages.
+    Returns the sorted node ids, the subgraph's ``edge_index`` over their positions, and the
+    seeds' positions."""
+    frontier, reached, src, dst = seeds, seeds, [], []
+    for _ in range(hops):
+        for csr in (index.out_csr, index.in_csr):
+            centre, neighbour = sample_neighbourhood(csr, frontier, rule, generator)
+            src.append(neighbour)
+            dst.append(frontier[centre])
+        found = torch.unique(torch.cat(src[-2:]))
+        frontier = found[~torch.isin(found, reached)]
+        reached = torch.cat([reached, frontier])
+    nodes = torch.unique(reached)
+    edge_index = torch.searchsorted(nodes, torch.stack([torch.cat(src), torch.cat(dst)]))
+    return nodes, edge_index, torch.searchsorted(nodes, seeds)
+
+
+class SageModel(BladeModel):
+    """torch-geometric's ``GraphSAGE`` (``n_layers`` SAGEConv layers, hidden and output size
+    ``2 x embedding_dim``, ReLU and dropout between layers) between BLADE's inputs (id embedding
+    plus feature projection) and heads, so ``blade.train_blade(..., initial=SageModel(...))``
+    trains it with BLADE's loop: same batches, losses and optimiser. Neighbourhoods: the
+    ``fixed`` rule at ``fanout_max`` per direction (GraphSAGE's uniform sampling; never less
+    than BLADE's budget, without its 2-hop fill), sampled as :func:`sage_subgraph`."""
+
+    def __init__(self, n_nodes: int, n_features: int, architecture: Architecture) -> None:
+        from torch_geometric.nn.models import GraphSAGE
+
+        super().__init__(n_nodes, n_features, **asdict(replace(architecture, n_layers=0)))
+        self.hops = int(architecture.n_layers)
+        self.rule = FanoutRule("fixed", architecture.fanout_min, architecture.fanout_max)
+        width = 2 * self.dim
+        self.sage = GraphSAGE(width, width, num_layers=self.hops, out_channels=width, dropout=self.dropout)
+
+    def index(self, graph: DirectedGraph) -> SageIndex:
+        return SageIndex(
+            CSR.from_edges(graph.src, graph.dst, graph.n_nodes),
+            CSR.from_edges(graph.dst, graph.src, graph.n_nodes),
+        )
+
+    def encode(self, index, features, seeds, generator=None, stochastic=True, resample=None):
+        sampled = stochastic if resample is None else resample
+        rule = self.rule if sampled else None
+        nodes, edge_index, at = sage_subgraph(index, seeds, self.hops, rule, generator)
+        h = self.sage(self.inputs(features, nodes, generator, stochastic), edge_index).index_select(0, at)
+        return h[:, : self.dim], h[:, self.dim :]
+
+
+# -- the measured steps -------------------------------------------------------------------------
+
+
+def ingest_and_validate(params: dict):
+    """``ingest.ingest`` and the schema checks its stage runs on every table it writes."""
+    from nextbuy import paths
+    from nextbuy.mlops import io, schemas
+    from nextbuy.stages import ingest
+
+    data = ingest.ingest(section_config(params, "ingest"))
+    tables = [
+        (data.products, paths.PRODUCTS, schemas.PRODUCTS),
+        (data.edges, paths.EDGES, schemas.EDGES),
+        (data.impressions, paths.IMPRESSIONS, schemas.IMPRESSIONS),
+        (data.truth_impressions, paths.TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS),
+        (data.truth_products, paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS),
+    ]
+    for frame, path, schema in tables:
+        if frame is not None:
+            io.validate(frame.reset_index(drop=True), schema, path)
+    return data
+
+
+@dataclass(frozen=True)
+class Training:
+    """What one training epoch reads: the stage's fit rows, as tensors."""
+
+    src: Tensor
+    dst: Tensor
+    label: Tensor
+    weight: Tensor
+
+    @classmethod
+    def of(cls, rows, weighting: str) -> Training:
+        from nextbuy.stages import train
+
+        as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
+        return cls(
+            as_long("source_id"),
+            as_long("shown_id"),
+            torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32),
+            torch.as_tensor(train.conversion_weights(rows, weighting), dtype=torch.float32),
+        )
+
+
+def one_epoch(graph: DirectedGraph, data: Training, cfg, initial: BladeModel | None = None) -> BladeModel:
+    """One epoch of BLADE's training loop (of ``initial``'s model when given), no validation."""
+    from nextbuy.domain.graph import blade
+    from nextbuy.stages import train
+
+    architecture, schedule, _ = train.blade_arguments(cfg)
+    model, _ = blade.train_blade(
+        graph, data.src, data.dst, data.label, data.weight, architecture=architecture,
+        schedule=replace(schedule, epochs=1), progress=False, initial=initial,
+    )  # fmt: skip
+    return model
+
+
+def time_epochs(graph: DirectedGraph, data: Training, cfg, sage: SageModel | None, on_step) -> tuple:
+    """One BLADE epoch, then one GraphSAGE epoch from ``sage`` (built, torch-geometric imported,
+    before the clock starts); the pair again while a pair takes under ``REPEAT_BELOW_S``, up to
+    ``EPOCH_PAIRS`` pairs, each figure the best of its epochs (a busy machine slows some).
+    Returns the last BLADE model and the times."""
+    blade_s, sage_s = [], []
+    while True:
+        started = time.perf_counter()
+        on_step("train_epoch")
+        model = one_epoch(graph, data, cfg)
+        blade_s.append(time.perf_counter() - started)
+        if sage is not None:
+            on_step("sage_epoch")
+            one_epoch(graph, data, cfg, sage)
+            sage_s.append(time.perf_counter() - started - blade_s[-1])
+        if len(blade_s) >= EPOCH_PAIRS or time.perf_counter() - started > REPEAT_BELOW_S:
+            break
+    return model, {
+        "train_epoch_s": min(blade_s),
+        "sage_epoch_s": min(sage_s) if sage_s else None,
+        "train_epoch_all_s": blade_s,
+        "sage_epoch_all_s": sage_s,
+    }
+
+
+def sampler_edges_per_s(
+    graph: DirectedGraph, architecture: Architecture, batch_size: int, seed: int
+) -> float:
+    """Message edges BLADE's neighbour sampler draws per second, over ``SAMPLER_BATCHES`` batches of
+    ``2 x batch_size`` random seeds (a training step's conversion sources and destinations)."""
+    from nextbuy.domain.graph.blade import GraphIndex
+
+    index = GraphIndex.build(graph, architecture)
+    generator = torch.Generator().manual_seed(seed)
+    size = min(2 * batch_size, graph.n_nodes)
+    batches = [
+        torch.randperm(graph.n_nodes, generator=generator)[:size].sort().values
+        for _ in range(SAMPLER_BATCHES)
+    ]
+    edges, started = 0, time.perf_counter()
+    for seeds in batches:
+        _, blocks = index.blocks(seeds, architecture.n_layers, True, generator)
+        edges += sum(b.out_dst.numel() + b.in_dst.numel() for b in blocks)
+    return edges / max(time.perf_counter() - started, 1e-9)
+
+
+def stand_in_members(model: BladeModel, count: int, seed: int) -> list[BladeModel]:
+    """``count`` copies of ``model``, id embeddings jittered (seeded): an ensemble to export."""
+    generator = torch.Generator().manual_seed(seed)
+    members = []
+    for _ in range(count):
+        member = copy.deepcopy(model)
+        with torch.no_grad():
+            weight = member.id_emb.weight
+            weight.add_(
+                torch.randn(weight.shape, generator=generator) * (MEMBER_JITTER * float(weight.std()))
+            )
+        members.append(member.eval())
+    return members
+
+
+def export(model: BladeModel, graph: DirectedGraph, cfg, members: list[BladeModel] | None) -> dict:
+    """The train stage's export: ensemble moments of ``members``, else ``export_moments``."""
+    from nextbuy.domain.graph import blade
+    from nextbuy.stages import train
+
+    if members is not None:
+        return blade.ensemble_moments(members, graph, chunk=cfg.export_chunk)
+    _, _, kwargs = train.blade_arguments(cfg)
+    return blade.export_moments(model, graph, **kwargs, estimator=cfg.uncertainty)
+
+
+def time_top_k(bundle, n_sources: int, seed: int) -> dict:
+    """``bundle.top_k`` (top-``TOP_K``) for a seeded sample of sources, after a warm-up call on
+    ten sources that builds the retrieval index; extrapolated to the whole catalogue."""
+    n = bundle.n_products
+    sources = np.random.default_rng(seed).choice(n, size=min(int(n_sources), n), replace=False)
+    started = time.perf_counter()
+    bundle.top_k(sources[:10], TOP_K)
+    index_s = time.perf_counter() - started
+    started = time.perf_counter()
+    bundle.top_k(sources, TOP_K)
+    topk_s = time.perf_counter() - started
+    return {
+        "topk_index_s": index_s,
+        "topk_s": topk_s,
+        "topk_sources": int(sources.size),
+        "topk_all_s_extrapolated": index_s + topk_s * n / sources.size,
+    }
+
+
+# -- one size -------------------------------------------------------------------------------------
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _store(params: dict, times: dict, on_step: Callable[[str], None]):
+    """Ingest and label_delay, timed: (products, edges, features, weighted)."""
+    from nextbuy.stages import label_delay
+
+    with _timed(times, "ingest", on_step):
+        data = ingest_and_validate(params)
+    with _timed(times, "label_delay", on_step):
+        weighted, _ = label_delay.weigh(
+            data.impressions, data.snapshot, section_config(params, "label_delay"), data.products, data.edges
+        )
+    return data.products, data.edges, data.features, weighted
+
+
+def _train(products, edges, features, weighted, cfg, times: dict, on_step) -> tuple:
+    """Graph, one BLADE epoch, one GraphSAGE epoch, the sampler's rate, one validation check."""
+    from nextbuy.stages import train
+
+    with _timed(times, "graph", on_step):
+        graph = train.build_graph(products, edges, features)
+    torch.use_deterministic_algorithms(True)  # as train.fit_graph
+    rows, held = train.training_rows(weighted, cfg)
+    data = Training.of(rows, cfg.weighting)
+    architecture, _, _ = train.blade_arguments(cfg)
+    sage = SageModel(graph.n_nodes, graph.n_features, architecture) if architecture.n_layers else None
+    model, epochs = time_epochs(graph, data, cfg, sage, on_step)
+    times.update(epochs)
+    on_step("sampler")
+    times["sampler_edges_per_s"] = sampler_edges_per_s(graph, architecture, cfg.batch_size, cfg.seed)
+    validate = train.conversion_validation(held, cfg.weighting, cfg.export_chunk)
+    with _timed(times, "validation", on_step):
+        if validate is not None:
+            validate(model, graph)
+    return graph, model
+
+
+def _serve(params: dict, weighted, moments: dict, sample_sources: int, times: dict, on_step) -> None:
+    """Calibrate, thresholds and top-K of the serving bundle, timed."""
+    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.stages import calibrate, thresholds
+
+    with _timed(times, "calibrate", on_step):
+        scored, calibration = calibrate.score_holdout(weighted, moments, section_config(params, "calibrate"))
+    with _timed(times, "thresholds", on_step):
+        fitted = thresholds.fit_policies(scored, calibration.n_buckets, section_config(params, "thresholds"))
+    retrieval = section_config(params, "deploy.retrieval")
+    bundle = ServingBundle.from_arrays(moments, calibration, fitted.thresholds, retrieval)
+    on_step("topk")
+    times.update(time_top_k(bundle, sample_sources, seed=0))
+
+
+def measure(
+    params: dict,
+    n_products: int,
+    sample_sources: int = SAMPLE_SOURCES,
+    on_step: Callable[[str], None] = _quiet,
+) -> dict:
+    """Every figure of one size (see the module docstring), in this process."""
+    params = scaled_params(params, n_products)
+    cfg = section_config(params, "train")
+    times: dict = {}
+    products, edges, features, weighted = _store(params, times, on_step)
+    graph, model = _train(products, edges, features, weighted, cfg, times, on_step)
+    members = None
+    if cfg.uncertainty == "ensemble":
+        members = stand_in_members(model, cfg.ensemble_members, cfg.seed)
+    with _timed(times, "export", on_step):
+        moments = export(model, graph, cfg, members)
+    del members, model
+    _serve(params, weighted, moments, sample_sources, times, on_step)
+    extra_epochs = cfg.ensemble_members * cfg.ensemble_epochs if cfg.uncertainty == "ensemble" else 0
+    sage = times.get("sage_epoch_s")
+    return {
+        "n_products": int(n_products),
+        "n_edges": int(len(edges)),
+        "n_impressions": int(len(weighted)),
+        "n_train_rows": int((weighted["split"] == "train").sum()),
+        **{key: times[key] for key in STAGE_KEYS},
+        **{key: value for key, value in times.items() if key not in STAGE_KEYS},
+        "total_s": sum(times[key] for key in STAGE_KEYS),
+        "blade_vs_sage_epoch_ratio": times["train_epoch_s"] / sage if sage else None,
+        "ensemble_train_s_estimated": extra_epochs * times["train_epoch_s"],
+        "peak_rss_gib": peak_rss_gib(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def main(argv: list[str]) -> None:
+    """Child process: ``PARAMS N SAMPLE`` -> stage lines, then the figures as JSON."""
+    params_file, n_products, sample_sources = argv[0], int(argv[1]), int(argv[2])
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    started = time.perf_counter()
+    figures = measure(read_params(params_file), n_products, sample_sources, lambda s: say(STAGE_PREFIX + s))
+    figures["child_s"] = time.perf_counter() - started
+    say(RESULT_PREFIX + json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

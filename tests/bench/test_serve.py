@@ -1,0 +1,77 @@
+"""`nextbuy bench serve`, top-K part on a small catalogue: every product measured with the
+retrieval settings of params.yaml, recall against the exact method on a sample, the keys
+of another catalogue size, and the table rows with their goals."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from nextbuy.bench import serve
+from nextbuy.serving_fixtures import load_bundle, write_bundle_files
+from tests.helpers import config
+
+
+def test_size_labels():
+    assert [serve.size_label(n) for n in (1_000_000, 100_000, 20_000, 1234)] == ["1m", "100k", "20k", "1234"]
+
+
+def test_served_recall_counts_the_exact_lists_found():
+    exact = pd.DataFrame({"source_id": [1, 1, 2, 2], "candidate_id": [5, 6, 7, 8]})
+    served = pd.DataFrame({"source_id": [1, 1, 2, 2, 3], "candidate_id": [6, 5, 7, 9, 1]})
+    assert serve.served_recall(served, exact) == pytest.approx(0.75)
+
+
+@pytest.fixture(scope="module")
+def generic(tmp_path_factory):
+    """bench_topk on a 3,000-product synthetic bundle with the params.yaml retrieval settings."""
+    tmp = tmp_path_factory.mktemp("bench")
+    files = write_bundle_files(tmp / "bundle", 3_000, serve.DIM, seed=0, retrieval=config("deploy.retrieval"))
+    return serve.bench_topk(load_bundle(files), tmp / "topk")
+
+
+def test_top_k_of_every_product_is_measured_and_compared_with_the_exact_method(generic):
+    figures = serve.topk_keys(generic, serve.size_label(3_000))
+    assert figures["topk_3k_index"] == "flat"  # auto, below the switch size
+    assert figures["topk_3k_measured_sources"] == 3_000 and figures["topk_3k_rows"] == 3_000 * serve.TOP_K
+    assert figures["topk_3k_extrapolated"] is False
+    assert figures["topk_3k_recall_vs_exact"] == 1.0  # the exact search
+    assert figures["topk_3k_exact_sampled_sources"] == serve.TOPK_EXACT_SAMPLE
+    assert figures["topk_exact_3k_s"] == pytest.approx(figures["topk_3k_exact_sample_s"] * 3)
+    assert 0 < figures["topk_3k_index_build_s"] < figures["topk_3k_s"]
+
+
+def test_the_bench_catalogue_keeps_the_historical_keys(generic):
+    figures = serve.topk_keys(generic)
+    assert {"topk_100k_s", "topk_100k_extrapolated", "topk_index", "topk_recall_vs_exact"} <= set(figures)
+    assert {"topk_exact_100k_s", "topk_exact_sampled_sources", "topk_measured_sources", "topk_rows"} <= set(
+        figures
+    )
+
+
+def test_the_table_shows_the_goals_of_each_size(generic):
+    from rich.console import Console
+
+    fig = {
+        "n_products": 100_000,
+        "d": serve.DIM,
+        "cpu_count": 2,
+        "pairs_per_s": 2e6,
+        "dot_pairs_per_s": 4e6,
+        "score_over_dot": 2.0,
+        "topk_k": serve.TOP_K,
+        "topk_products": [1_000_000],
+        "rest_candidates": 100,
+        "rest_requests": 300,
+        "rest_p50_ms": 3.0,
+        "rest_p99_ms": 9.0,
+        **serve.topk_keys(generic),
+        **serve.topk_keys(generic | {"all_s": 2_000.0}, "1m"),
+    }
+    console = Console(width=200, record=True)
+    console.print(serve._table(fig))
+    text = console.export_text()
+    assert "top-20 for all 100,000 products (flat index" in text and "≤ 60 s" in text
+    assert "top-20 for all 1,000,000 products" in text and "≤ 900 s" in text and "│ no" in text
+    assert "recall@20 vs exact (1,000 sources)" in text and "≥ 0.99" in text
+    assert "extrapolated from 1,000 sources" in text
