@@ -166,11 +166,22 @@ def model_n_products(model: str, store: str) -> int:
     from nextbuy.mlops.tracking import PROGRESS_BAR_ENV
 
     os.environ.setdefault(PROGRESS_BAR_ENV, "false")
+    from mlflow.tracking._tracking_service import utils as tracking_state
+
+    # Put back exactly what this process had (dag.test() runs tasks in the caller's process):
+    # MLflow's global URI, and the env var that set_tracking_uri also writes.
+    saved_global, saved_env = tracking_state._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(store)
     try:
         return int(ServingBundle.from_model_uri(model).n_products)
     except io.DataError as err:
         raise RuntimeError(f"the champion cannot be loaded: {err.message}") from None
+    finally:
+        mlflow.set_tracking_uri(saved_global)
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 def resolve(project: Path, k: int, num_shards: int) -> dict[str, Any]:
