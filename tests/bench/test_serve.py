@@ -75,3 +75,39 @@ def test_the_table_shows_the_goals_of_each_size(generic):
     assert "top-20 for all 1,000,000 products" in text and "≤ 900 s" in text and "│ no" in text
     assert "recall@20 vs exact (1,000 sources)" in text and "≥ 0.99" in text
     assert "extrapolated from 1,000 sources" in text
+
+
+def test_latency_summary_of_a_load_level():
+    level = serve.latency_summary([1.0] * 98 + [10.0, 20.0], errors=2, seconds=2.0, clients=4)
+    assert level["clients"] == 4 and level["requests"] == 102 and level["errors"] == 2
+    assert level["rps"] == 50.0 and level["p50_ms"] == 1.0 and 10.0 <= level["p99_ms"] <= 20.0
+    empty = serve.latency_summary([], errors=3, seconds=1.0, clients=1)
+    assert empty["p99_ms"] is None and empty["rps"] == 0.0
+
+
+@pytest.mark.slow
+def test_load_levels_against_several_workers(tmp_path, monkeypatch):
+    """A real server with LOAD_WORKERS workers answers every level's requests without error."""
+    import numpy as np
+
+    from nextbuy import serving_fixtures as fixtures
+
+    monkeypatch.setattr(serve, "LOAD_CLIENTS", (1, 4))
+    monkeypatch.setattr(serve, "LOAD_REQUESTS", 24)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with fixtures.mlflow_store(uri):
+        files = write_bundle_files(tmp_path / "bundle", 500, 8, seed=0, retrieval=config("deploy.retrieval"))
+        fixtures.register_champion(files, tmp_path, uri)
+        rng = np.random.default_rng(0)
+        bodies = [
+            fixtures.invocations_body(
+                ["source_id", "candidate_id"],
+                [[1, int(c)] for c in rng.integers(0, 500, serve.REST_CANDIDATES)],
+            )
+            for _ in range(serve.LOAD_REQUESTS + serve.REST_WARMUP * serve.LOAD_WORKERS)
+        ]
+        load = serve.bench_load(uri, tmp_path, bodies)
+    assert load["load_server_stopped"] and load["load_workers"] == serve.LOAD_WORKERS
+    assert [lv["clients"] for lv in load["load_levels"]] == [1, 4]
+    for level in load["load_levels"]:
+        assert level["requests"] == 24 and level["errors"] == 0 and level["rps"] > 0 and level["p99_ms"] > 0

@@ -50,12 +50,15 @@ TOPK_WARMUP_SOURCES = 100
 TOPK_EXACT_SAMPLE = 1_000  # sources the exact method scores: its timing, and the recall reference
 REST_WARMUP, REST_REQUESTS, REST_CANDIDATES = 20, 300, 100
 REST_TIME_BUDGET_S = 120.0
+# Load test: concurrent clients against several uvicorn workers, requests per level.
+LOAD_CLIENTS, LOAD_WORKERS, LOAD_REQUESTS = (1, 4, 16), 2, 320
 GOALS = {
     "pairs_per_s": 1_000_000,
     "rest_p99_ms": 50.0,
     "topk_recall_vs_exact": 0.99,
     "topk_100k_s": 60.0,  # at 100,000 products
     "topk_1m_s": 900.0,  # at 1,000,000 products
+    "load_p99_ms_16": 50.0,  # p99 with 16 concurrent clients
 }
 
 
@@ -208,6 +211,7 @@ def bench_rest(files: fixtures.BundleFiles, tmp: Path, rng: np.random.Generator,
         stopped = server.stop()
     if not latencies:
         raise RuntimeError(f"no successful REST request; server log:\n{server.log()}")
+    load = bench_load(uri, tmp, bodies)
     lat = np.array(latencies)
     return {
         "rest_p50_ms": float(np.percentile(lat, 50)),
@@ -221,7 +225,75 @@ def bench_rest(files: fixtures.BundleFiles, tmp: Path, rng: np.random.Generator,
         "rest_register_s": register_s,
         "rest_server_start_s": start_s,
         "rest_server_stopped": stopped,
+        **load,
     }
+
+
+def latency_summary(latencies_ms: list[float], errors: int, seconds: float, clients: int) -> dict:
+    """One load level: throughput over the level's wall time, latency percentiles, errors."""
+    lat = np.asarray(latencies_ms, dtype=float)
+    return {
+        "clients": clients,
+        "requests": int(lat.size) + errors,
+        "errors": errors,
+        "rps": float(lat.size / seconds) if seconds > 0 else 0.0,
+        "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
+        "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
+    }
+
+
+def _load_level(url: str, bodies: list[bytes], clients: int) -> dict:
+    """``clients`` threads, each on its own keep-alive session, share ``bodies`` (one each)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    lock, queue = threading.Lock(), list(bodies)
+    latencies: list[float] = []
+    errors = [0]
+
+    def client() -> None:
+        with requests.Session() as http:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                t = time.perf_counter()
+                try:
+                    r = http.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+                    ok = r.status_code == 200 and len(r.json()["predictions"]) == REST_CANDIDATES
+                except requests.RequestException:
+                    ok = False
+                elapsed = (time.perf_counter() - t) * 1e3
+                with lock:
+                    if ok:
+                        latencies.append(elapsed)
+                    else:
+                        errors[0] += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(client) for _ in range(clients)]:
+            future.result()
+    return latency_summary(latencies, errors[0], time.perf_counter() - started, clients)
+
+
+def bench_load(uri: str, tmp: Path, bodies: list[bytes]) -> dict:
+    """The champion served by ``LOAD_WORKERS`` workers; each level of ``LOAD_CLIENTS``
+    concurrent clients sends ``LOAD_REQUESTS`` 100-candidate requests (after a warm-up)."""
+    server = fixtures.RestServer(
+        fixtures.champion_uri(), uri, tmp / "serve-load.log", workers=LOAD_WORKERS, start_timeout=180
+    )
+    try:
+        server.start()
+        url = f"{server.url}/invocations"
+        _load_level(url, bodies[: REST_WARMUP * LOAD_WORKERS], LOAD_WORKERS)  # every worker warm
+        levels = [_load_level(url, bodies[:LOAD_REQUESTS], clients) for clients in LOAD_CLIENTS]
+    finally:
+        stopped = server.stop()
+    return {"load_workers": LOAD_WORKERS, "load_levels": levels, "load_server_stopped": stopped}
 
 
 def _goal_row(t, label: str, value: str, goal: str, ok: bool | None) -> None:
@@ -291,6 +363,17 @@ def _table(fig: dict):
         f"≤ {GOALS['rest_p99_ms']:.0f} ms",
         fig["rest_p99_ms"] <= GOALS["rest_p99_ms"],
     )
+    for level in fig.get("load_levels", []):
+        p99, at16 = level["p99_ms"], level["clients"] == 16
+        _goal_row(
+            t,
+            f"load: {level['clients']} clients, {fig['load_workers']} workers — req/s, p99, errors",
+            f"{level['rps']:.0f}/s, {'-' if p99 is None else f'{p99:.1f} ms'}, {level['errors']}",
+            f"≤ {GOALS['load_p99_ms_16']:.0f} ms, 0 errors" if at16 else "0 errors",
+            (p99 is not None and p99 <= GOALS["load_p99_ms_16"] and not level["errors"])
+            if at16
+            else not level["errors"],
+        )
     return t
 
 
@@ -337,7 +420,7 @@ def run(out: Path, products: int = N_PRODUCTS, topk_products: Sequence[int] = ()
             fig.update(bench_pairs(bundle, rng))
         with console.status(f"top-{TOP_K} for all {products:,} products, and exact on a sample"):
             fig.update(topk_keys(bench_topk(bundle, tmp / "topk")))
-        with console.status("REST: mlflow models serve + sequential 100-candidate requests"):
+        with console.status("REST: nextbuy serve, sequential then concurrent 100-candidate requests"):
             fig.update(bench_rest(files, tmp, rng, products))
         for n in topk_products:
             with console.status(f"top-{TOP_K} for all {n:,} products, and exact on a sample"):
@@ -347,7 +430,9 @@ def run(out: Path, products: int = N_PRODUCTS, topk_products: Sequence[int] = ()
         "Synthetic random moments (no training); all candidates are known products. "
         "pairs_per_s and dot_pairs_per_s are the best of interleaved repeats in the same process. "
         f"REST latency is client-side wall time over a keep-alive session, {REST_WARMUP} warm-up requests "
-        "dropped, one uvicorn worker, client and server on the same 127.0.0.1 machine. "
+        "dropped, one uvicorn worker, client and server on the same 127.0.0.1 machine. load_levels: "
+        f"{LOAD_WORKERS} workers, {LOAD_REQUESTS} requests per level from threads of this process "
+        "(one keep-alive session each), rps over the level's wall time. "
         "topk_*_s are MEASURED for every product (index build included) with the retrieval settings "
         "in topk_retrieval; topk_exact_*_s are the exact method timed on *_exact_sampled_sources "
         "sources and EXTRAPOLATED linearly; recall_vs_exact is recall@k of the served lists vs the "
