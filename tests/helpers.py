@@ -3,12 +3,10 @@ project to run the pipeline in (the end-to-end and DAG tests)."""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 from nextbuy.config import read_params, section_config
-from nextbuy.project_copy import copy_project
+from nextbuy.project_copy import copy_project, project_env  # noqa: F401 - the tests' import
 from tests.conftest import ROOT
 
 
@@ -21,11 +19,3 @@ def config(dotted: str, **changes):
 def project_copy(tmp: Path, params: dict) -> Path:
     """A fresh git checkout of the project with ``params`` as params.yaml."""
     return copy_project(ROOT, tmp / "project", params)
-
-
-def project_env(dest: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{dest / 'mlflow.db'}"
-    env.pop("MLFLOW_ARTIFACT_ROOT", None)
-    return env

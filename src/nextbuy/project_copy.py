@@ -4,8 +4,10 @@ Standard library and PyYAML only."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -55,3 +57,13 @@ def copy_project(root: Path, dest: Path, params: dict) -> Path:
     ):
         subprocess.run(cmd, cwd=dest, check=True)
     return dest
+
+
+def project_env(root: Path) -> dict[str, str]:
+    """This process's environment for commands run in the copy at ``root``: this venv's bin
+    first on PATH, the copy's own MLflow store, no inherited artifact root."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    env.pop("MLFLOW_ARTIFACT_ROOT", None)
+    return env

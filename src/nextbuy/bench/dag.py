@@ -34,7 +34,7 @@ from nextbuy.config import merge, read_params
 from nextbuy.mlops import io
 from nextbuy.orchestration.names import PROJECT_DIR_ENV, TRAINING, TRAINING_DAG_ID
 from nextbuy.orchestration.params_lock import snapshot_iso
-from nextbuy.project_copy import copy_project
+from nextbuy.project_copy import copy_project, project_env
 from nextbuy.stage_list import dag_stages
 
 LOGICAL_DATE = "2026-11-15T00:00:00+00:00"
@@ -71,10 +71,7 @@ def tiny_params(root: Path) -> dict:
 
 
 def _env(project: Path, airflow_home: Path | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
-    env.pop("MLFLOW_ARTIFACT_ROOT", None)
+    env = project_env(project)
     if airflow_home is not None:
         env.update(
             {

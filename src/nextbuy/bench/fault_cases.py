@@ -11,7 +11,6 @@ counts (exit 0 with a warning naming the count) instead of refusing.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy import paths
+from nextbuy.serving_fixtures import invocations_body
 
 INPUTS = Path("inputs")  # the cases' input files, inside the project copy
 GRAPH = INPUTS / "edges.csv"  # a valid real graph: the tiny store's edges, by product key
@@ -407,13 +407,6 @@ CASES: list[Case] = [*PARAMS_CASES, *EDGE_CASES, *LOG_CASES, *ARTIFACT_CASES]
 # ---- malformed requests (bench faults' REST part) ----------------------------------------
 
 
-def invocation(columns: list[str], data: list, params: dict | None = None) -> bytes:
-    body: dict = {"dataframe_split": {"columns": columns, "data": data}}
-    if params:
-        body["params"] = params
-    return json.dumps(body).encode()
-
-
 PAIRS = ["source_id", "candidate_id"]
 
 
@@ -426,16 +419,16 @@ def requests(max_rows: int, max_top_k: int, max_bytes: int) -> list[Request]:
     """Malformed scoring requests and the words each refusal must contain."""
     top = ["source_id"]
     return [
-        Request("wrong column name", invocation(["src", "candidate_id"], [[1, 2]]), ("source_id",)),
-        Request("pairs without candidate", invocation(top, [[1]]), ("candidate_id",)),
-        Request("text id", invocation(PAIRS, [["a", 2]]), ("source_id",)),
-        Request("text candidate", invocation(PAIRS, [[1, "x"]]), ("candidate_id",)),
-        Request("fraction id", invocation(PAIRS, [[1.5, 2]]), ("source_id", "integer")),
-        Request("null id", invocation(PAIRS, [[1, None]]), ("candidate_id",)),
+        Request("wrong column name", invocations_body(["src", "candidate_id"], [[1, 2]]), ("source_id",)),
+        Request("pairs without candidate", invocations_body(top, [[1]]), ("candidate_id",)),
+        Request("text id", invocations_body(PAIRS, [["a", 2]]), ("source_id",)),
+        Request("text candidate", invocations_body(PAIRS, [[1, "x"]]), ("candidate_id",)),
+        Request("fraction id", invocations_body(PAIRS, [[1.5, 2]]), ("source_id", "integer")),
+        Request("null id", invocations_body(PAIRS, [[1, None]]), ("candidate_id",)),
         Request("empty body", b"", ("json",)),
         Request("not JSON", b"{not json", ("json",)),
         Request("unknown format", b'{"rows": [[1, 2]]}', ("dataframe_split",)),
-        Request("no rows", invocation(PAIRS, []), ("empty request",)),
+        Request("no rows", invocations_body(PAIRS, []), ("empty request",)),
         Request(
             "Infinity id",
             b'{"dataframe_split": {"columns": ["source_id", "candidate_id"], "data": [[Infinity, 2]]}}',
@@ -446,22 +439,22 @@ def requests(max_rows: int, max_top_k: int, max_bytes: int) -> list[Request]:
             b'{"dataframe_split": {"columns": ["source_id", "candidate_id"], "data": [[NaN, 2]]}}',
             ("source_id", "nan"),
         ),
-        Request("boolean id", invocation(PAIRS, [[True, 2]]), ("source_id", "not booleans")),
-        Request("beyond int64", invocation(PAIRS, [[10**23, 2]]), ("source_id", "int64")),
-        Request("list in a cell", invocation(PAIRS, [[[1, [2]], 2]]), ("source_id",)),
+        Request("boolean id", invocations_body(PAIRS, [[True, 2]]), ("source_id", "not booleans")),
+        Request("beyond int64", invocations_body(PAIRS, [[10**23, 2]]), ("source_id", "int64")),
+        Request("list in a cell", invocations_body(PAIRS, [[[1, [2]], 2]]), ("source_id",)),
         Request("nested 5000 deep", _deep(5000), ("nested too deeply",)),
         Request("nested 900 deep", _deep(900), ()),
-        Request("extra column", invocation([*PAIRS, "note"], [[1, 2, "x"]]), ("note",)),
-        Request("duplicate column", invocation(["source_id", "source_id"], [[1, 2]]), ("source_id",)),
-        Request("top_k negative", invocation(top, [[1]], {"top_k": -1}), ("top_k must be at least 1",)),
-        Request("top_k above cap", invocation(top, [[1]], {"top_k": 10**9}), (f"{max_top_k:,}",)),
-        Request("top_k fraction", invocation(top, [[1]], {"top_k": 1.5}), ("top_k",)),
-        Request("top_k text", invocation(top, [[1]], {"top_k": "5"}), ("top_k",)),
-        Request("top_k with candidates", invocation(PAIRS, [[1, 2]], {"top_k": 5}), ("candidate_id",)),
-        Request("too many rows", invocation(PAIRS, [[1, 2]] * (max_rows + 1)), (f"{max_rows}",)),
+        Request("extra column", invocations_body([*PAIRS, "note"], [[1, 2, "x"]]), ("note",)),
+        Request("duplicate column", invocations_body(["source_id", "source_id"], [[1, 2]]), ("source_id",)),
+        Request("top_k negative", invocations_body(top, [[1]], {"top_k": -1}), ("top_k must be at least 1",)),
+        Request("top_k above cap", invocations_body(top, [[1]], {"top_k": 10**9}), (f"{max_top_k:,}",)),
+        Request("top_k fraction", invocations_body(top, [[1]], {"top_k": 1.5}), ("top_k",)),
+        Request("top_k text", invocations_body(top, [[1]], {"top_k": "5"}), ("top_k",)),
+        Request("top_k with candidates", invocations_body(PAIRS, [[1, 2]], {"top_k": 5}), ("candidate_id",)),
+        Request("too many rows", invocations_body(PAIRS, [[1, 2]] * (max_rows + 1)), (f"{max_rows}",)),
         Request(
             "body over the byte limit",
-            invocation(PAIRS, [[10**12, 10**12]] * (max_bytes // 20)),
+            invocations_body(PAIRS, [[10**12, 10**12]] * (max_bytes // 20)),
             (f"limit is {max_bytes} bytes",),
             status=(413,),
         ),

@@ -36,7 +36,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -53,7 +52,7 @@ from nextbuy.bench import fault_cases
 from nextbuy.bench.dag import tiny_params
 from nextbuy.mlops import io
 from nextbuy.orchestration.names import PROJECT_DIR_ENV
-from nextbuy.project_copy import copy_project
+from nextbuy.project_copy import copy_project, project_env
 from nextbuy.stage_list import dag_stages
 
 KILL_POINTS = (0.25, 0.6, 0.9)  # fractions of a stage's measured run time
@@ -70,6 +69,7 @@ COUNTS = (
     "server_down",
     "bare_dvc_lost",
 )
+TABLE_COUNTS = COUNTS[:8]  # cases .. recovered: the table's columns after the group
 
 
 # ---- judging (pure) -----------------------------------------------------------------------
@@ -153,14 +153,6 @@ class Project:
         return [out["path"] for out in self.lock()[stage]["outs"]]
 
 
-def _env(root: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    env.pop("MLFLOW_ARTIFACT_ROOT", None)
-    return env
-
-
 def _files(root: Path, rel: str) -> dict[str, bytes]:
     path = root / rel
     if path.is_file():
@@ -222,7 +214,7 @@ def write_real_inputs(project: Project) -> None:
 
 def build(root: Path, dest: Path, console: Console) -> tuple[Project, dict[str, float]]:
     """The copy with every stage run once, and each stage's run time (forced, one at a time)."""
-    project = Project(copy_project(root, dest, tiny_params(root)), tiny_params(root), _env(dest))
+    project = Project(copy_project(root, dest, tiny_params(root)), tiny_params(root), project_env(dest))
     stages = dag_stages(root, "training") + dag_stages(root, "monitoring")
     _must(project.run("dvc", "repro"), "dvc repro")
     seconds = {}
@@ -443,19 +435,7 @@ def _print(f: dict, console: Console) -> None:
         t = tally(rows)
         table.add_row(
             group or "all",
-            *(
-                str(t[k])
-                for k in (
-                    "cases",
-                    "clear_errors",
-                    "silent_accepts",
-                    "tracebacks",
-                    "unclear",
-                    "outputs_lost",
-                    "orphans",
-                    "recovered",
-                )
-            ),
+            *(str(t[k]) for k in TABLE_COUNTS),
         )
     console.print(table)
     bad = [
