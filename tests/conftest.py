@@ -5,18 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from nextbuy.config import merge, read_params
+from nextbuy.presets import params_with
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CORA_NPZ = SHARED_DATA / "cora_ml" / "cora_ml.npz"
 
 # The tiny store of presets/tiny.yaml on top of the repo's params.yaml: every knob set.
-TINY_PARAMS = merge(
-    read_params(ROOT / "params.yaml"), yaml.safe_load((ROOT / "presets" / "tiny.yaml").read_text())
-)
+TINY_PARAMS = params_with(ROOT / "presets" / "tiny.yaml", ROOT / "params.yaml")
 
 
 @pytest.fixture

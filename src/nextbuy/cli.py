@@ -131,6 +131,22 @@ for _stage in STAGE_LIST:
     app.command(name=_stage.command)(_factory(_stage.name, _stage.desc))
 
 
+@app.command()
+def preset(
+    file: Path = typer.Argument(..., help="a preset under presets/, e.g. presets/large-store-100k.yaml"),
+    params: str = ParamsOption,
+) -> None:
+    """Print dvc exp run's -S flags for a preset: dvc exp run $(nextbuy preset FILE)."""
+    from nextbuy.presets import set_param_flags
+
+    try:
+        flags = set_param_flags(file, params)
+    except (OSError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        console.print(f"[red]{escape(str(err))}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    print(" ".join(flags))
+
+
 @app.command("restore-outputs")
 def restore_outputs(
     stages: list[str] | None = typer.Argument(None, help="stages (default: every stage of dvc.yaml)"),

@@ -9,4 +9,11 @@ ALERT_EXIT_CODE = (
 # column per method): naive (every observed label as is), wait (only matured impressions),
 # importance (the delay model's P/Q weights), and its two ablations. The oracle (eventual labels
 # from the simulator's truth) lives only in `nextbuy bench delay`: no stage can reach it.
-WEIGHTING_METHODS = ("naive", "wait", "importance", "importance_no_engagement", "importance_no_features")
+WEIGHTING_METHODS = (
+    "naive",
+    "wait",
+    "importance",
+    "importance_no_engagement",
+    "importance_no_features",
+    "label_correction",
+)

@@ -92,6 +92,11 @@ def test_weighted_training_positive_rate_matches_the_eventual_rate(tiny_params):
     half = 1.96 * (w * (y - estimate)).std() * np.sqrt(len(w)) / w.sum()  # delta-method CI of a ratio
     assert abs(estimate - truth) < half, (estimate, truth, half)
     assert y.mean() < truth - half  # the naive rate is visibly biased: the check can fail
+    # label correction: the mean expected eventual label is the eventual rate, too
+    corrected = expected_eventual_label(y, train["p_flip"].to_numpy())
+    half = 1.96 * corrected.std() / np.sqrt(len(corrected))
+    assert abs(corrected.mean() - truth) < half, (corrected.mean(), truth, half)
+    assert y.mean() < truth - half
     # `wait` keeps only matured impressions; every weight is finite and >= 0.
     wait = train["weight_wait"].to_numpy()
     assert set(np.unique(wait)) <= {0.0, 1.0}

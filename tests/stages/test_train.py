@@ -121,6 +121,7 @@ def _weighted(n: int = 6000, seed: int = 0) -> pd.DataFrame:
             "source_id": rng.integers(0, 50, n),
             "shown_id": rng.integers(0, 50, n),
             "label": (rng.random(n) < 0.2).astype(float),
+            "p_flip": rng.uniform(0.0, 0.5, n),
             **{f"weight_{m}": np.ones(n) for m in WEIGHTING_METHODS},
             "weight_importance": rng.uniform(0.5, 2.0, n),
         }
@@ -171,6 +172,22 @@ def test_shuffled_labels_are_permuted_with_their_weights_but_not_their_pairs():
     assert pairs == sorted(zip(original["label"], original["weight_importance"], strict=True))
     again = train.training_rows(weighted, cfg)
     pd.testing.assert_frame_equal(fit, again[0])
+
+
+def test_label_correction_trains_on_expected_eventual_labels_with_unit_weights():
+    weighted = _weighted()
+    weighted.loc[weighted["label"] == 1, "p_flip"] = 0.0  # as label_delay writes it
+    fit, held = train.training_rows(weighted, config("train", weighting="label_correction", seed=3))
+    rows = pd.concat([fit, held])
+    original = weighted.loc[rows.index]
+    expected = original["label"] + (1 - original["label"]) * original["p_flip"]
+    np.testing.assert_allclose(rows["label"], expected)
+    assert ((rows["label"] > 0) & (rows["label"] < 1)).any()  # soft where p_flip says so
+    np.testing.assert_array_equal(train.conversion_weights(rows, "label_correction"), 1.0)
+    # the gate drill permutes p_flip with its label: the soft labels are the same multiset
+    drill = config("train", weighting="label_correction", shuffle_labels=True, seed=3)
+    shuffled = pd.concat(train.training_rows(weighted, drill))
+    assert sorted(shuffled["label"]) == pytest.approx(sorted(expected))
 
 
 def _products(n: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -30,10 +30,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy.config import merge, read_params
 from nextbuy.mlops import io
 from nextbuy.orchestration.names import PROJECT_DIR_ENV, TRAINING, TRAINING_DAG_ID
 from nextbuy.orchestration.params_lock import snapshot_iso
+from nextbuy.presets import params_with
 from nextbuy.project_copy import copy_project, project_env
 from nextbuy.stage_list import dag_stages
 
@@ -67,7 +67,7 @@ print("BENCH-RESULT " + json.dumps({"seconds": seconds, "warmup": warmup, "state
 
 def tiny_params(root: Path) -> dict:
     """The tiny store: presets/tiny.yaml merged over the project's params.yaml."""
-    return merge(read_params(root / "params.yaml"), yaml.safe_load((root / TINY_PRESET).read_text()))
+    return params_with(root / TINY_PRESET, root / "params.yaml")
 
 
 def _env(project: Path, airflow_home: Path | None = None) -> dict[str, str]:

@@ -32,6 +32,20 @@ where p_flip = P(eventual conversion | not converted after e days) =
 p (1 - F) / (1 - p F). Weights are clipped to ``max_weight`` (an immature
 positive's 1/F explodes at e -> 0) and may be normalised to mean 1.
 
+Label correction (ULC, Wang et al. 2023, "Unbiased Delayed Feedback Label Correction
+for Conversion Rate Prediction", KDD; the E-step of Chapelle 2014's EM). Each
+observed negative keeps weight 1 and takes its expected eventual label instead:
+
+    y* = E[y | x, g, e, y_obs] = y_obs + (1 - y_obs) p_flip
+
+Binary cross-entropy is linear in the label, so the loss at y* is exactly
+E[l(y) | everything observed] = p_flip l(1) + (1 - p_flip) l(0): an unbiased
+estimate of the eventual-label loss, like the weights above, and its conditional
+expectation (Rao-Blackwell), so never of larger variance. Where the weights let
+early conversions stand in (1/F) for the ones not seen yet, the correction credits
+the very impressions that are likely to flip (a fresh add-to-cart), so a product
+launched yesterday learns from its own carts.
+
 Pure numpy/scipy at prediction time; torch is imported only inside the fit
 (for autograd), so serving never needs it.
 """

@@ -63,6 +63,8 @@ def _weights(
     weights = {
         "naive": np.ones(len(signals)),
         "wait": (signals["elapsed_days"].to_numpy() >= cfg.wait_days).astype(np.float64),
+        # label correction moves p_flip into the label (the train stage does), every row weighs 1
+        "label_correction": np.ones(len(signals)),
     }
     for method, model in models.items():
         w = delay.importance_weights(model, signals, max_weight=cfg.max_weight)

@@ -264,9 +264,11 @@ class BladeModel(nn.Module):
         )  # fmt: skip
         self.n_nodes, self.dim, self.dropout = int(n_nodes), d, float(dropout)
         # Creation order fixes which draws of the seeded RNG each weight gets: keep it.
-        self.id_emb = nn.Embedding(self.n_nodes, 2 * d)
+        # sparse: a step updates only the rows it touched, so its cost follows the batch, not the catalogue
+        self.id_emb = nn.Embedding(self.n_nodes, 2 * d, sparse=True)
         nn.init.normal_(self.id_emb.weight, std=0.1)
-        # The feature projection X W + b as a weighted embedding bag: sparse rows, sparse gradients.
+        # The feature projection X W + b as a weighted embedding bag over the sparse feature rows
+        # (dense gradient: the table has one row per feature, not per product).
         self.proj = nn.EmbeddingBag(int(n_features), 2 * d, mode="sum") if n_features else None
         self.proj_b = nn.Parameter(torch.zeros(2 * d)) if n_features else None
         if self.proj is not None:
@@ -367,6 +369,20 @@ def _is_edge(keys: Tensor, u: Tensor, v: Tensor, n: int) -> Tensor:
     q = u * n + v
     pos = torch.searchsorted(keys, q).clamp_max(keys.numel() - 1)
     return keys[pos] == q
+
+
+def _decay_touched_rows(weight: nn.Parameter, decay: float) -> None:
+    """Adam's L2 weight decay (``grad += decay * weight``) on the rows in ``weight``'s sparse
+    gradient only: the rows a step touched, as lazy Adam updates them."""
+    grad = weight.grad
+    if grad is None or decay <= 0.0:
+        return
+    grad = grad.coalesce()
+    rows = grad.indices()[0]
+    values = grad.values() + decay * weight.detach().index_select(0, rows)
+    weight.grad = torch.sparse_coo_tensor(
+        grad.indices(), values, grad.shape, is_coalesced=True, check_invariants=False
+    )
 
 
 @dataclass(frozen=True)
@@ -498,16 +514,13 @@ class _Trainer:
         )
         collective.broadcast_parameters(self.model)
         self.params = list(self.model.parameters())
+        self.sparse = [p is self.model.id_emb.weight for p in self.params]
         self.keys = _edge_keys(graph.src, graph.dst, graph.n_nodes)
-        ids = [p for name, p in self.model.named_parameters() if name.startswith("id_emb")]
         rest = [p for name, p in self.model.named_parameters() if not name.startswith("id_emb")]
-        self.opt = torch.optim.Adam(
-            [
-                {"params": ids, "weight_decay": schedule.id_weight_decay},
-                {"params": rest, "weight_decay": schedule.weight_decay},
-            ],
-            lr=schedule.lr,
-        )
+        self.opt = torch.optim.Adam(rest, lr=schedule.lr, weight_decay=schedule.weight_decay)
+        # Lazy Adam on the id table: only the rows a step touched move (dense Adam would move all
+        # n x 2d weights every step, making an epoch cost catalogue x steps: quadratic in scale).
+        self.id_opt = torch.optim.SparseAdam([self.model.id_emb.weight], lr=schedule.lr)
         self.batch_size = int(schedule.batch_size)
 
     def _supervision(self) -> tuple[GraphIndex, Tensor]:
@@ -570,12 +583,15 @@ class _Trainer:
         losses.link_count += int(linked)
         loss = self._loss(index, cb, edges, wsum, n_pos if linked else 0.0, losses)
         self.opt.zero_grad(set_to_none=True)
+        self.id_opt.zero_grad(set_to_none=True)
         if loss is not None and loss.requires_grad:
             loss.backward()
-        self.collective.sum_gradients(self.params)
+        self.collective.sum_gradients(self.params, self.sparse)
+        _decay_touched_rows(self.model.id_emb.weight, self.schedule.id_weight_decay)
         # Without a gradient (e.g. a step of zero-weight examples only) Adam leaves a parameter
         # alone: no step, not even weight decay.
         self.opt.step()
+        self.id_opt.step()
 
     def _loss(
         self, index: GraphIndex, cb: Tensor, edges: Tensor, wsum: float, n_pos: float, losses: _EpochLosses

@@ -10,9 +10,9 @@ Gradients are summed by hand rather than by ``DistributedDataParallel``: BLADE i
 ``encode``/``conversion_logit``/``link_score``, not ``forward``; which parameters take part changes
 from step to step (a link-only step leaves the conversion head out, a rank whose share of a step
 is empty skips its backward pass); and the step's loss is normalised by the whole step's weight,
-so the per-rank gradients must be summed, not averaged.  All gradients are dense (the id and
-feature tables are ``nn.Embedding``/``nn.EmbeddingBag`` without ``sparse=True``): one flat
-all-reduce per step, as DDP's buckets would do.
+so the per-rank gradients must be summed, not averaged.  One flat all-reduce per step, as DDP's
+buckets would do; the id table's row-sparse gradient rides in it dense, with a mask of the rows
+touched (see :meth:`Collective.sum_gradients`).
 """
 
 from __future__ import annotations
@@ -80,17 +80,51 @@ class Collective:
             for p, part in zip(params, flat.split([p.numel() for p in params]), strict=True):
                 p.copy_(part.view_as(p))
 
-    def sum_gradients(self, params: Sequence[nn.Parameter]) -> None:
+    def sum_gradients(self, params: Sequence[nn.Parameter], sparse: Sequence[bool] | None = None) -> None:
         """Each gradient summed over the ranks (a missing one counts as zero); a parameter that no
-        rank's loss reached keeps no gradient, as in one process (Adam then leaves it alone)."""
+        rank's loss reached keeps no gradient, as in one process (Adam then leaves it alone).
+
+        ``sparse[i]``: parameter ``i`` takes row-sparse gradients (``nn.Embedding(sparse=True)``);
+        its sum is sparse again over the rows any rank touched, so lazy Adam moves the same rows
+        as in one process.  It travels dense (one flat all-reduce), so a step's traffic grows with
+        the table; fine for the ranks of one host, the all-gather of rows is the next step."""
         if self.world_size == 1:
             return
-        grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params]
+        sparse = [False] * len(params) if sparse is None else list(sparse)
+        grads, touched = [], []
+        for p, is_sparse in zip(params, sparse, strict=True):
+            grad = p.grad
+            if grad is not None and grad.is_sparse:
+                grad = grad.coalesce()
+                rows = p.new_zeros(p.shape[0])
+                rows[grad.indices()[0]] = 1.0
+                touched.append(rows)
+                grad = grad.to_dense()
+            elif is_sparse:
+                touched.append(p.new_zeros(p.shape[0]))
+            grads.append(grad.reshape(-1) if grad is not None else p.new_zeros(p.numel()))
         reached = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype)
-        flat = self.sum_(torch.cat([*grads, reached]))
-        parts = flat.split([p.numel() for p in params] + [len(params)])
-        for p, part, hit in zip(params, parts[:-1], parts[-1].tolist(), strict=True):
-            p.grad = part.view_as(p).clone() if hit > 0 else None
+        flat = self.sum_(torch.cat([*grads, *touched, reached]))
+        sizes = [p.numel() for p in params] + [t.numel() for t in touched] + [len(params)]
+        parts = flat.split(sizes)
+        row_masks = iter(parts[len(params) : len(params) + len(touched)])
+        hits = parts[-1].tolist()
+        for p, part, hit, is_sparse in zip(params, parts[: len(params)], hits, sparse, strict=True):
+            dense = part.view_as(p)
+            mask = next(row_masks) if is_sparse else None
+            if hit <= 0:
+                p.grad = None
+            elif is_sparse:
+                rows = torch.nonzero(mask > 0).reshape(-1)
+                p.grad = torch.sparse_coo_tensor(
+                    rows.unsqueeze(0),
+                    dense.index_select(0, rows),
+                    p.shape,
+                    is_coalesced=True,
+                    check_invariants=False,
+                )
+            else:
+                p.grad = dense.clone()
 
 
 SINGLE = Collective(rank=0, world_size=1)  # one process: every operation a no-op

@@ -1,0 +1,73 @@
+"""Params presets: files under ``presets/`` that override some of params.yaml's knobs
+(merged key by key), e.g. a store of a given size.
+
+:func:`set_param_flags` turns one into ``dvc exp run``'s ``-S key=value`` flags, after checking
+that every section it touches still validates (a misspelt key fails here, naming it, instead of
+in the middle of a run): ``dvc exp run $(nextbuy preset presets/large-store-1m.yaml)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nextbuy.config import SECTIONS, merge, read_params, section_config
+
+
+def read_preset(path: str | os.PathLike) -> dict[str, Any]:
+    """The preset's overrides (a mapping of params sections)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such preset")
+    overrides = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"{path}: a preset is a mapping of params sections")
+    unknown = sorted(set(overrides) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"{path}: unknown params section(s) {unknown}; expected some of {sorted(SECTIONS)}")
+    return dict(overrides)
+
+
+def applied(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with ``overrides`` merged in, every overridden section validated."""
+    merged = merge(params, overrides)
+    for section in overrides:
+        section_config(merged, section)  # raises naming the bad key
+    return merged
+
+
+def _flat(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flat(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def params_with(preset: str | os.PathLike, params_file: str | os.PathLike = "params.yaml") -> dict[str, Any]:
+    """The whole params of ``params_file`` with ``preset`` applied (validated)."""
+    try:
+        return applied(read_params(params_file), read_preset(preset))
+    except ValidationError as err:
+        raise ValueError(f"{preset} over {params_file}: {err}") from None
+
+
+def set_param_flags(preset: str | os.PathLike, params_file: str | os.PathLike = "params.yaml") -> list[str]:
+    """``dvc exp run`` flags (``-S key=value``, values in YAML) that apply ``preset`` to ``params_file``."""
+    params_with(preset, params_file)  # validate first
+    overrides = read_preset(preset)
+    flags = []
+    for key, value in _flat(overrides):
+        # compact JSON is YAML with no blanks, so the flags survive the shell's word splitting
+        text = json.dumps(value, separators=(",", ":"))
+        if any(c.isspace() for c in text):
+            raise ValueError(f"{preset}: {key}: a value with blanks cannot pass through $(...)")
+        flags += ["-S", f"{key}={text}"]
+    return flags
