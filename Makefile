@@ -22,7 +22,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run test lint format env lock summary mlflow-ui serve plots clean dashboards airflow
+.PHONY: run run-preset test lint format env lock summary mlflow-ui serve plots clean dashboards airflow
 
 env: $(STAMP)
 
@@ -41,6 +41,14 @@ run: $(STAMP)
 	@git rev-parse --git-dir >/dev/null 2>&1 || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
 	@# DVC deletes a stage's outputs before it checks params: put the last good ones back on failure.
 	dvc repro || { status=$$?; nextbuy restore-outputs; exit $$status; }
+	@nextbuy summary
+
+# A preset of presets/ over params.yaml as a DVC experiment (params.yaml keeps its values
+# afterwards: `git checkout params.yaml` to go back), e.g.
+#   make run-preset PRESET=presets/large-store-100k.yaml
+run-preset: $(STAMP)
+	@test -n "$(PRESET)" || { echo "usage: make run-preset PRESET=presets/<name>.yaml"; exit 2; }
+	flags="$$(nextbuy preset $(PRESET))" && dvc exp run $$flags || { status=$$?; nextbuy restore-outputs; exit $$status; }
 	@nextbuy summary
 
 summary: $(STAMP)
