@@ -384,9 +384,19 @@ def _delay_command(help_text: str) -> Callable[..., None]:
         out: Path = typer.Option(Path("bench-delay.json"), "--out", help="JSON results"),
         seeds: int = typer.Option(5, min=1, help="training seeds averaged (mean ± std)"),
         sweep: bool = typer.Option(False, help="also short/long delays, no launches, a shorter history"),
+        methods: str | None = typer.Option(
+            None, help="comma-separated methods to compare (default: all; naive, importance, oracle always)"
+        ),
     ) -> None:
         _setup_logging()
-        figures = importlib.import_module("nextbuy.bench.delay").run(out, seeds=seeds, sweep=sweep)
+        chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
+        bench = importlib.import_module("nextbuy.bench.delay")
+        try:
+            bench.selected(chosen)
+        except ValueError as err:
+            console.print(f"[red]{escape(str(err))}[/]", highlight=False)
+            raise typer.Exit(2) from None
+        figures = bench.run(out, seeds=seeds, sweep=sweep, methods=chosen)
         console.print(f"[green]bench delay[/] → {out}: {json.dumps(figures)}", highlight=False)
 
     command.__doc__ = help_text

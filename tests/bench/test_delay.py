@@ -87,3 +87,10 @@ def test_test_traffic_comes_after_the_snapshot_with_eventual_labels():
     assert len(test) == delay.TEST_IMPRESSIONS and test["impression_id"].is_unique
     assert not set(test["impression_id"]) & set(data.impressions["impression_id"])
     assert set(test["label_eventual"].unique()) == {0, 1}
+
+
+def test_a_method_subset_keeps_what_every_comparison_needs():
+    assert delay.selected(None) == delay.KEYS
+    assert delay.selected(("label_correction",)) == ("naive", "importance", "label_correction", "oracle")
+    with pytest.raises(ValueError, match="no_such"):
+        delay.selected(("no_such",))

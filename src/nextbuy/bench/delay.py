@@ -35,6 +35,7 @@ from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.mlops import io
 
 KEYS = (*WEIGHTING_METHODS, "oracle")
+ALWAYS = ("naive", "importance", "oracle")  # RI needs naive and oracle; the paired gaps importance
 METRICS = ("auc", "nll", "pr_auc", "ece")
 TEST_DAYS = 7  # days of post-snapshot traffic the methods are scored on
 TEST_IMPRESSIONS = 40_000  # large: the test draw's noise is shared by all methods, keep it small
@@ -92,7 +93,17 @@ def flip_check(data, weighted: pd.DataFrame, eventual: pd.Series) -> pd.DataFram
     return delay_model.flip_table(signals, weighted["p_flip"].to_numpy()[train], eventual.to_numpy())
 
 
-def _one_seed(data, weighted, oracle, test, train_cfg, seed: int) -> dict[str, dict]:
+def selected(methods: tuple[str, ...] | None) -> tuple[str, ...]:
+    """``methods`` (default: every key) plus :data:`ALWAYS`, in :data:`KEYS` order."""
+    if methods is None:
+        return KEYS
+    unknown = sorted(set(methods) - set(KEYS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected some of {list(KEYS)}")
+    return tuple(k for k in KEYS if k in set(methods) | set(ALWAYS))
+
+
+def _one_seed(data, weighted, oracle, test, train_cfg, seed: int, keys: tuple[str, ...]) -> dict[str, dict]:
     from scipy.special import expit
 
     from nextbuy.domain.graph.scoring import pair_logit_moments
@@ -101,6 +112,7 @@ def _one_seed(data, weighted, oracle, test, train_cfg, seed: int) -> dict[str, d
     src, dst = test["source_id"].to_numpy(), test["shown_id"].to_numpy()
     label = test["label_eventual"].to_numpy()
     runs = {m: (weighted, m) for m in WEIGHTING_METHODS} | {"oracle": (oracle, "naive")}
+    runs = {key: runs[key] for key in keys}
     rows = {}
     for key, (rows_in, weighting) in runs.items():
         # The model's own probability (mean logit): the weighting is what differs. The uncertainty
@@ -117,26 +129,27 @@ def _one_seed(data, weighted, oracle, test, train_cfg, seed: int) -> dict[str, d
 
 def _aggregate(per_seed: list[dict[str, dict]]) -> dict:
     out: dict = {}
-    for key in KEYS:
+    keys = tuple(per_seed[0])
+    for key in keys:
         values = {m: np.array([row[key][m] for row in per_seed]) for m in METRICS}
         out[key] = {m: float(v.mean()) for m, v in values.items()}
         out[key]["std"] = {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()}
         out[key]["seeds"] = len(per_seed)
     gap_auc = out["oracle"]["auc"] - out["naive"]["auc"]
     gap_nll = out["naive"]["nll"] - out["oracle"]["nll"]
-    methods = [k for k in KEYS if k != "oracle"]
+    methods = [k for k in keys if k != "oracle"]
     out["ri_auc"] = {k: (out[k]["auc"] - out["naive"]["auc"]) / gap_auc if gap_auc else None for k in methods}
     out["ri_nll"] = {k: (out["naive"]["nll"] - out[k]["nll"]) / gap_nll if gap_nll else None for k in methods}
     per_seed_gap = np.array([row["oracle"]["auc"] - row["naive"]["auc"] for row in per_seed])
     out["gap_auc"] = float(per_seed_gap.mean())
     out["gap_auc_std"] = float(per_seed_gap.std(ddof=1)) if len(per_seed_gap) > 1 else 0.0
     out["paired_vs_importance"] = {
-        metric: paired.paired_gaps(per_seed, "importance", metric, KEYS) for metric in ("auc", "nll")
+        metric: paired.paired_gaps(per_seed, "importance", metric, keys) for metric in ("auc", "nll")
     }
     return out
 
 
-def regime(params: dict, seeds: int) -> dict:
+def regime(params: dict, seeds: int, keys: tuple[str, ...] = KEYS) -> dict:
     """Every method on one store (``params``), ``seeds`` training seeds."""
     from nextbuy.stages import ingest, label_delay
 
@@ -155,7 +168,7 @@ def regime(params: dict, seeds: int) -> dict:
     test = future_traffic(data, ingest_cfg)
     train_cfg = section_config(params, "train")
     per_seed = [
-        _one_seed(data, weighted, oracle_rows(weighted, truth), test, train_cfg, train_cfg.seed + s)
+        _one_seed(data, weighted, oracle_rows(weighted, truth), test, train_cfg, train_cfg.seed + s, keys)
         for s in range(int(seeds))
     ]
     figures = _aggregate(per_seed)
@@ -172,15 +185,24 @@ def regime(params: dict, seeds: int) -> dict:
     return figures
 
 
-def run(out: Path, seeds: int = 5, sweep: bool = False, params_file: str = "params.yaml") -> dict:
+def run(
+    out: Path,
+    seeds: int = 5,
+    sweep: bool = False,
+    params_file: str = "params.yaml",
+    methods: tuple[str, ...] | None = None,
+) -> dict:
+    """``methods``: the weighting methods to compare (default all; naive, importance and oracle
+    always run)."""
     started = time.perf_counter()
     params = read_params(params_file)
-    figures = regime(params, seeds)
+    keys = selected(methods)
+    figures = regime(params, seeds, keys)
     _print(figures, seeds, "default store")
     if sweep:
         figures["sweep"] = {}
         for name, change in REGIMES.items():
-            figures["sweep"][name] = regime(merge(params, change), seeds)
+            figures["sweep"][name] = regime(merge(params, change), seeds, keys)
             _print(figures["sweep"][name], seeds, name)
     figures["seconds"] = round(time.perf_counter() - started, 1)
     io.write_json(figures, out)
@@ -201,7 +223,7 @@ def _print(figures: dict, seeds: int, title: str) -> None:
     table.add_column("RI-NLL", justify="right")
     table.add_column("NLL importance − method [95% CI]", justify="right")
     gaps = figures["paired_vs_importance"]["nll"]
-    for key in KEYS:
+    for key in (k for k in KEYS if k in figures):
         row = figures[key]
         ri_auc, ri_nll = figures["ri_auc"].get(key), figures["ri_nll"].get(key)
         gap = gaps.get(key)
