@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -27,6 +28,7 @@ STAGE_COMMANDS = [
     for spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()
 ]
 OTHER_COMMANDS = [
+    "preset",
     "restore-outputs",
     "summary",
     "alerts",
@@ -69,6 +71,17 @@ def test_command_groups_list_their_subcommands(group, commands):
     result = invoke(group, "--help")
     assert result.exit_code == 0, result.output
     assert listed_commands(result.output) == commands
+
+
+def test_preset_prints_dvc_exp_run_flags_or_refuses_a_bad_preset(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    result = invoke("preset", str(root / "presets" / "tiny.yaml"), "--params", str(root / "params.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "-S ingest.simulator.n_products=300" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: 0}\n")
+    result = invoke("preset", str(bad), "--params", str(root / "params.yaml"))
+    assert result.exit_code == 2 and "epochs" in result.output
 
 
 def test_no_arguments_shows_the_help_instead_of_running_anything():
