@@ -34,11 +34,15 @@ def read_preset(path: str | os.PathLike) -> dict[str, Any]:
     return dict(overrides)
 
 
-def applied(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` with ``overrides`` merged in, every overridden section validated."""
+def applied(params: Mapping[str, Any], overrides: Mapping[str, Any], origin: str = "preset") -> dict:
+    """``params`` with ``overrides`` merged in, every overridden section validated (a ValueError
+    naming ``origin`` and the bad key otherwise)."""
     merged = merge(params, overrides)
-    for section in overrides:
-        section_config(merged, section)  # raises naming the bad key
+    try:
+        for section in overrides:
+            section_config(merged, section)
+    except ValidationError as err:
+        raise ValueError(f"{origin}: {err}") from None
     return merged
 
 
@@ -53,16 +57,13 @@ def _flat(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
 
 def params_with(preset: str | os.PathLike, params_file: str | os.PathLike = "params.yaml") -> dict[str, Any]:
     """The whole params of ``params_file`` with ``preset`` applied (validated)."""
-    try:
-        return applied(read_params(params_file), read_preset(preset))
-    except ValidationError as err:
-        raise ValueError(f"{preset} over {params_file}: {err}") from None
+    return applied(read_params(params_file), read_preset(preset), f"{preset} over {params_file}")
 
 
 def set_param_flags(preset: str | os.PathLike, params_file: str | os.PathLike = "params.yaml") -> list[str]:
     """``dvc exp run`` flags (``-S key=value``, values in YAML) that apply ``preset`` to ``params_file``."""
-    params_with(preset, params_file)  # validate first
     overrides = read_preset(preset)
+    applied(read_params(params_file), overrides, f"{preset} over {params_file}")  # validate first
     flags = []
     for key, value in _flat(overrides):
         # compact JSON is YAML with no blanks, so the flags survive the shell's word splitting

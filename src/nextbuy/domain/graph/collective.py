@@ -94,14 +94,13 @@ class Collective:
         grads, touched = [], []
         for p, is_sparse in zip(params, sparse, strict=True):
             grad = p.grad
-            if grad is not None and grad.is_sparse:
-                grad = grad.coalesce()
+            if is_sparse:  # every rank sends a row mask, touched rows or not: the layout must agree
                 rows = p.new_zeros(p.shape[0])
-                rows[grad.indices()[0]] = 1.0
+                if grad is not None:
+                    grad = grad.coalesce()
+                    rows[grad.indices()[0]] = 1.0
+                    grad = grad.to_dense()
                 touched.append(rows)
-                grad = grad.to_dense()
-            elif is_sparse:
-                touched.append(p.new_zeros(p.shape[0]))
             grads.append(grad.reshape(-1) if grad is not None else p.new_zeros(p.numel()))
         reached = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype)
         flat = self.sum_(torch.cat([*grads, *touched, reached]))
@@ -114,7 +113,7 @@ class Collective:
             mask = next(row_masks) if is_sparse else None
             if hit <= 0:
                 p.grad = None
-            elif is_sparse:
+            elif mask is not None:
                 rows = torch.nonzero(mask > 0).reshape(-1)
                 p.grad = torch.sparse_coo_tensor(
                     rows.unsqueeze(0),
