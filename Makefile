@@ -22,7 +22,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run run-preset test lint format env lock summary mlflow-ui serve plots clean dashboards airflow
+.PHONY: run run-preset test lint format env lock summary mlflow-ui serve plots clean dashboards airflow stack-check
 
 env: $(STAMP)
 
@@ -56,6 +56,13 @@ summary: $(STAMP)
 
 test: $(STAMP)
 	pytest -q
+
+# The docker compose stack for real (needs a Docker engine with the compose plugin): build,
+# up, train on Celery, champion in MLflow, monitoring in Evidently, 2 workers, down -v.
+# docker/stack_check.py says what each step checks; without a registry first run
+# `bash docker/base-images/build.sh` (Debian-built base images).
+stack-check: $(STAMP)
+	$(BIN)/python docker/stack_check.py
 
 # ruff (settings in pyproject.toml): lint and formatting must be clean; `make format` fixes what it can.
 lint: $(STAMP)

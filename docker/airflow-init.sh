@@ -2,10 +2,12 @@
 # compose service airflow-init: one-shot, on every `docker compose up`, before any
 # other Airflow component starts.
 #   1. refuses to go on while a secret is empty or still the example placeholder;
-#   2. migrates the Airflow metadata database (`airflow db migrate`);
-#   3. creates/updates the nextbuy_dvc pool: ONE slot, so DVC runs in the shared
+#   2. stops there when airflow_init_marker.py says this very setup is done already
+#      (same Airflow, scripts, admin login and database revision): a later `up` costs seconds;
+#   3. migrates the Airflow metadata database (`airflow db migrate`);
+#   4. creates/updates the nextbuy_dvc pool: ONE slot, so DVC runs in the shared
 #      project directory never overlap, whichever worker takes them;
-#   4. writes the simple auth manager's password file for the admin user.
+#   5. writes the simple auth manager's password file for the admin user, and the marker.
 set -euo pipefail
 
 fail=0
@@ -28,6 +30,12 @@ except Exception as exc:  # a wrong key would only surface when a connection is 
     sys.exit(f"airflow-init: AIRFLOW_FERNET_KEY is not a Fernet key ({exc}); see docker/example.env")
 PY
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if python "$here/airflow_init_marker.py" check; then
+  echo "airflow-init: already done for this Airflow, admin and database; nothing to do"
+  exit 0
+fi
+
 # The stage tasks run in $NEXTBUY_VENV (the image's /opt/venv, set in compose.yaml),
 # so a host .venv/ in the mounted checkout is never used.
 
@@ -43,4 +51,5 @@ with os.fdopen(fd, "w") as fh:
     json.dump({user: os.environ["AIRFLOW_ADMIN_PASSWORD"]}, fh)
 print(f"airflow-init: admin user {user!r} set in {path}")
 PY
+python "$here/airflow_init_marker.py" write
 echo "airflow-init: done"

@@ -162,6 +162,7 @@ class TrainConfig(_Section):
     fanout_rule: Literal["power_law", "fixed"]
     fanout_max: int = Field(ge=1)
     fanout_min: int = Field(ge=1)
+    neighbour_history: bool  # sample one hop per step, deeper hops from per-epoch states (linear epochs)
     dropout: float = Field(ge=0.0, lt=1.0)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=16)
@@ -183,7 +184,7 @@ class TrainConfig(_Section):
     cold_start_fallback: (
         bool  # nodes with no neighbours in a direction sample neighbours of same-category products
     )
-    export_chunk: int = Field(ge=1)  # nodes per chunk in export_moments (memory bound)
+    export_chunk: int = Field(ge=1)  # nodes per chunk whenever every node is embedded (memory bound)
     # Gate drill: train on permuted labels; the deploy gate must refuse the result.
     shuffle_labels: bool
     seed: int

@@ -82,6 +82,31 @@ def test_summary_takes_the_largest_run_and_keeps_skipped_sizes():
                             "config", "machine"}  # fmt: skip
 
 
+def test_the_graphsage_ratio_comes_from_the_largest_size_that_ran_it():
+    rows = [
+        {"n_products": 10, "n_edges": 100, "total_s": 1.0, "blade_vs_sage_epoch_ratio": 1.2},
+        {"n_products": 100, "n_edges": 1000, "total_s": 10.0, "blade_vs_sage_epoch_ratio": None},
+    ]
+    figures = scale.summarise(rows, {})
+    assert figures["blade_vs_sage_epoch_ratio"] == 1.2 and figures["config"]["largest_sage_run"] == 10
+    assert figures["config"]["largest_run"] == 100
+
+
+def test_with_neighbour_history_the_sage_pair_still_samples_every_hop(monkeypatch):
+    """The configured (history) epoch is timed apart; GraphSAGE is compared with BLADE at the same
+    neighbour budget, and not at all above SAGE_MAX_PRODUCTS."""
+    params = scale_core.merge(PARAMS, {"train": {"neighbour_history": True}})
+    figures = scale_core.measure(params, 1_000, sample_sources=50)
+    assert figures["train_epoch_s"] > 0 and figures["train_epoch_sampled_s"] > 0
+    assert figures["blade_vs_sage_epoch_ratio"] == pytest.approx(
+        figures["train_epoch_sampled_s"] / figures["sage_epoch_s"]
+    )
+    monkeypatch.setattr(scale_core, "SAGE_MAX_PRODUCTS", 500)
+    alone = scale_core.measure(params, 1_000, sample_sources=50)
+    assert alone["sage_epoch_s"] is None and alone["blade_vs_sage_epoch_ratio"] is None
+    assert alone["train_epoch_s"] > 0
+
+
 def test_a_child_past_its_budget_or_failing_is_recorded_not_raised(tmp_path):
     over = scale.run_size(ROOT / "params.yaml", 2_000, 100, budget_s=0.2, on_step=lambda _: None)
     assert "budget" in over["skipped"] and over["total_s"] is None

@@ -14,13 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from urllib.request import Request, urlopen
 
 import pytest
 
 from nextbuy import procs
+from nextbuy.orchestration.airflow_api import AirflowApi
 from nextbuy.orchestration.names import MONITORING_DAG_ID, TRAINING_DAG_ID
 from nextbuy.orchestration.workspace import experiment_name
 from tests.conftest import TINY_PARAMS
@@ -29,32 +28,6 @@ from tests.helpers import project_copy, project_env
 pytestmark = pytest.mark.slow
 START_TIMEOUT = 420  # airflow standalone on a loaded 2-core host: minutes
 RUN_TIMEOUT = 900
-
-
-class Api:
-    """The Airflow REST API (v2) with a token from the simple auth manager."""
-
-    def __init__(self, base: str, user: str, password: str):
-        self.base = base
-        reply = self._call("POST", "/auth/token", {"username": user, "password": password}, auth=False)
-        self.token = reply["access_token"]
-
-    def _call(self, method: str, path: str, body: dict | None = None, auth: bool = True) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = None if body is None else json.dumps(body).encode()
-        with urlopen(Request(self.base + path, data=data, headers=headers, method=method), timeout=120) as r:
-            return json.loads(r.read() or b"{}")
-
-    def get(self, path: str) -> dict:
-        return self._call("GET", path)
-
-    def patch(self, path: str, body: dict) -> dict:
-        return self._call("PATCH", path, body)
-
-    def post(self, path: str, body: dict) -> dict:
-        return self._call("POST", path, body)
 
 
 def _checkout_state(project: Path, env: dict) -> dict:
@@ -96,43 +69,23 @@ def airflow_server(tmp_path_factory):
             (tmp / "airflow-home" / "simple_auth_manager_passwords.json.generated").read_text()
         )
         user, password = next(iter(logins.items()))
-        yield project, env, Api(server.url, user, password), server
+        yield project, env, AirflowApi(server.url, user, password), server
     finally:
         assert server.stop(), "processes of airflow standalone left behind"
-
-
-def _wait_for_dag(api: Api, dag_id: str) -> dict:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            return api.get(f"/api/v2/dags/{dag_id}")
-        except OSError:
-            time.sleep(5)
-    raise TimeoutError(f"{dag_id} never appeared (DAG processor)")
-
-
-def _wait_for_run(api: Api, dag_id: str, run_id: str) -> dict:
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while time.monotonic() < deadline:
-        run = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-        if run["state"] in ("success", "failed"):
-            return run
-        time.sleep(5)
-    raise TimeoutError(f"{dag_id} {run_id} still {run['state']} after {RUN_TIMEOUT} s")
 
 
 def test_a_manual_trigger_on_an_unpaused_dag_runs_first_try_and_leaves_the_checkout_clean(airflow_server):
     project, env, api, server = airflow_server
     before = _checkout_state(project, env)
     assert before["dvc_status"] == {}, "the checkout's dvc repro should have left it up to date"
-    _wait_for_dag(api, TRAINING_DAG_ID)
-    _wait_for_dag(api, MONITORING_DAG_ID)
+    api.wait_for_dag(TRAINING_DAG_ID, START_TIMEOUT)
+    api.wait_for_dag(MONITORING_DAG_ID, START_TIMEOUT)
     for dag_id in (TRAINING_DAG_ID, MONITORING_DAG_ID):  # a user unpauses both
         api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
     run = api.post(f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns", {"logical_date": None, "conf": {"epochs": 1}})
-    run = _wait_for_run(api, TRAINING_DAG_ID, run["dag_run_id"])
-    tis = api.get(f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")
-    tries = {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in tis["task_instances"]}
+    run = api.wait_for_run(TRAINING_DAG_ID, run["dag_run_id"], RUN_TIMEOUT)
+    tis = api.task_instances(TRAINING_DAG_ID, run["dag_run_id"])
+    tries = {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in tis}
     assert run["state"] == "success", (tries, server.log())
     # Every task that ran did so on its first try (the gate may refuse an epochs=1 candidate
     # against the checkout's champion: gate and release are then skipped, release never tried).

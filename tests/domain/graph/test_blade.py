@@ -277,6 +277,59 @@ def test_chunking_is_only_a_memory_bound(link_only):
     torch.testing.assert_close(t_small, t, rtol=1e-5, atol=1e-5)
 
 
+def test_embedding_layer_by_layer_gives_the_per_seed_encoding(link_only):
+    """``embed`` computes every node layer by layer (linear in the graph); the numbers are those of
+    encoding each node's full 2-hop neighbourhood on its own."""
+    model, graph = link_only["model"], link_only["graph"]
+    index = model.index(graph)
+    s, t = embed(model, graph, chunk=8192, index=index)
+    seeds = torch.tensor([0, 7, 99, 250, 499])
+    s_one, t_one = model.encode(index, graph.feature_rows, seeds, None, stochastic=False)
+    torch.testing.assert_close(s[seeds], s_one, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(t[seeds], t_one, rtol=1e-5, atol=1e-6)
+
+
+def test_training_with_neighbour_history_learns_direction_and_is_seeded(link_only):
+    """One sampled hop per step plus per-epoch neighbour states learns what sampling both hops does."""
+    graph, held, n = link_only["graph"], link_only["held_out"], link_only["n"]
+    runs = [
+        _train(graph, *_no_conversions(), epochs=LINK_EPOCHS, batch_size=LINK_BATCH, neighbour_history=True)
+        for _ in range(2)
+    ]
+    (model, history), (again, _) = runs
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert history[-1]["link_loss"] < 0.6 * history[0]["link_loss"]
+    m = export_moments(model, graph, **EXPORT)
+    u, v = held[:, 0], held[:, 1]
+    random = np.random.default_rng(2).integers(0, n, u.size)
+    assert _auc(link_scores(m, u, v), link_scores(m, v, u)) > 0.9
+    assert _auc(link_scores(m, u, v), link_scores(m, u, random)) > 0.8
+
+
+def test_a_history_step_encodes_one_hop_not_two(link_only, monkeypatch):
+    """The cost that makes epochs linear: a step computes input states for the seeds and their
+    sampled neighbours only, at most seeds x (1 + 2 x fanout_max) nodes, where sampling both hops
+    reaches (nearly) the whole small graph."""
+    model, graph = link_only["model"], link_only["graph"]
+    index = model.index(graph)
+    seeds = torch.arange(0, 500, 50)
+    encoded: list[int] = []
+    inputs = model.inputs
+    monkeypatch.setattr(
+        model, "inputs", lambda f, nodes, g, st: encoded.append(nodes.numel()) or inputs(f, nodes, g, st)
+    )
+    history = [torch.zeros(graph.n_nodes, 2 * ARCH.embedding_dim)]
+    generator = torch.Generator().manual_seed(0)
+    s, t = model.encode_with_history(index, graph.feature_rows, seeds, history, generator)
+    model.encode(index, graph.feature_rows, seeds, generator, stochastic=True)
+    one_hop, two_hops = encoded
+    assert s.shape == t.shape == (seeds.numel(), ARCH.embedding_dim)
+    assert one_hop <= seeds.numel() * (1 + 2 * ARCH.fanout_max) and one_hop < 0.7 * two_hops
+    assert history[0][seeds].abs().sum(dim=1).gt(0).all()  # the seeds' fresh states were written back
+    assert history[0].abs().sum(dim=1).gt(0).sum() == seeds.numel()
+
+
 def test_training_is_deterministic_for_a_seed():
     n = 120
     cat, edges, log_price = _store(n, seed=5)

@@ -118,6 +118,10 @@ class TrainingSchedule:
     eval_every: int  # epochs between validation checks
     patience: int  # checks without improvement before stopping
     seed: int
+    # Sample one hop per step and read neighbours' deeper states from a per-epoch history
+    # (BladeModel.encode_with_history): linear epochs on large catalogues.
+    neighbour_history: bool = False
+    chunk: int = 8192  # nodes per chunk when every node's states are computed (memory bound)
 
 
 @dataclass(frozen=True)
@@ -317,14 +321,66 @@ class BladeModel(nn.Module):
         sampled = stochastic if resample is None else resample
         nodes, blocks = index.blocks(seeds, len(self.layers), sampled, generator)
         h = self.inputs(features, nodes, generator, stochastic)
-        for i, (layer, block) in enumerate(zip(self.layers, blocks, strict=True)):
-            own = h.index_select(0, block.self_pos)
-            out = _mean(h, block.out_dst, block.out_src, block.n_dst)
-            inc = _mean(h, block.in_dst, block.in_src, block.n_dst)
-            h = own + layer(torch.cat([own, out, inc], dim=1))
+        for i, block in enumerate(blocks):
+            h = self._layer(i, h, block)
             if i < len(self.layers) - 1:
                 h = _dropout(F.relu(h), self.dropout, generator, stochastic)
         return h[:, : self.dim], h[:, self.dim :]
+
+    def _layer(self, i: int, h: Tensor, block: Block) -> Tensor:
+        """Layer ``i``'s new states of ``block``'s destinations from the states ``h`` below."""
+        own = h.index_select(0, block.self_pos)
+        out = _mean(h, block.out_dst, block.out_src, block.n_dst)
+        inc = _mean(h, block.in_dst, block.in_src, block.n_dst)
+        return own + self.layers[i](torch.cat([own, out, inc], dim=1))
+
+    def encode_with_history(
+        self,
+        index: GraphIndex,
+        features: FeatureRows | None,
+        seeds: Tensor,
+        history: list[Tensor],
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Training-mode ``(s, t)`` of ``seeds`` from *one* sampled hop (GNNAutoScale: Fey et al.,
+        ICML 2021; VR-GCN: Chen et al., ICML 2018).  Every layer aggregates over the same sampled
+        neighbours; a neighbour's state below layer ``i > 0`` is read from ``history[i - 1]``
+        (no gradient) unless it is a seed, whose states are computed exactly and written back.
+        A step then costs O(seeds x fanout) whatever the catalogue, where sampling every hop
+        costs O(seeds x fanout^layers) distinct nodes, which is most of a catalogue of 10^5."""
+        nodes, (block,) = index.blocks(seeds, 1, True, generator)
+        h = self.inputs(features, nodes, generator, True)
+        for i in range(len(self.layers)):
+            top = self._layer(i, h, block)
+            if i == len(self.layers) - 1:
+                break
+            top = F.relu(top)
+            history[i].index_copy_(0, seeds, top.detach())
+            h = history[i].index_select(0, nodes).index_copy(0, block.self_pos, top)
+            h = _dropout(h, self.dropout, generator, True)
+        return top[:, : self.dim], top[:, self.dim :]
+
+    @torch.no_grad()
+    def layer_states(
+        self, index: GraphIndex, features: FeatureRows | None, chunk: int, depth: int | None = None
+    ) -> list[Tensor]:
+        """Every node's state after each of the first ``depth`` layers (default: all; ReLU'd below
+        the last), deterministic: full neighbourhoods, dropout off.  Layer by layer, ``chunk``
+        destinations at a time, so the cost is O(depth x (nodes + edges)) and memory one state
+        table per layer."""
+        n = index.out_csr.n_nodes
+        states: list[Tensor] = []
+        for i in range(len(self.layers) if depth is None else int(depth)):
+            below_states = states[-1] if states else None
+            table = torch.empty(n, 2 * self.dim)
+            for start in range(0, n, int(chunk)):
+                dst = torch.arange(start, min(start + int(chunk), n))
+                below, (block,) = index.blocks(dst, 1, False, None)
+                h = self.inputs(features, below, None, False) if below_states is None else below_states[below]
+                h = self._layer(i, h, block)
+                table[dst] = F.relu(h) if i < len(self.layers) - 1 else h
+            states.append(table)
+        return states
 
     def conversion_logit(self, s: Tensor, t: Tensor) -> Tensor:
         return (s * t) @ self.head_w + self.head_b
@@ -348,6 +404,9 @@ def embed(
     """``(s, t)`` of every node, ``chunk`` seeds at a time (deterministic unless ``stochastic``;
     ``resample`` as in :meth:`BladeModel.encode`)."""
     index = model.index(graph) if index is None else index
+    if not stochastic and len(model.layers):  # layer by layer: linear in the graph, same numbers
+        h = model.layer_states(index, graph.feature_rows, chunk)[-1]
+        return h[:, : model.dim].clone(), h[:, model.dim :].clone()
     s = torch.empty(graph.n_nodes, model.dim)
     t = torch.empty_like(s)
     for start in range(0, graph.n_nodes, int(chunk)):
@@ -522,6 +581,8 @@ class _Trainer:
         # n x 2d weights every step: 64 M floats per step at a million products).
         self.id_opt = torch.optim.SparseAdam([self.model.id_emb.weight], lr=schedule.lr)
         self.batch_size = int(schedule.batch_size)
+        self.uses_history = bool(schedule.neighbour_history) and len(self.model.layers) >= 2
+        self.history: list[Tensor] = []
 
     def _supervision(self) -> tuple[GraphIndex, Tensor]:
         """This epoch's message graph and its supervision edges (shuffled), disjoint."""
@@ -536,6 +597,9 @@ class _Trainer:
 
     def epoch(self, epoch: int, progress: bool) -> dict:
         index, sup = self._supervision()
+        if self.uses_history:  # refreshed from this epoch's message graph; steps write seeds back
+            depth = len(self.model.layers) - 1
+            self.history = self.model.layer_states(index, self.graph.feature_rows, self.schedule.chunk, depth)
         perm_c = torch.randperm(len(self.conv), generator=self.generator)
         bs = self.batch_size * self.collective.world_size  # one step's examples over all ranks
         steps = max(1, math.ceil(max(len(self.conv), sup.numel()) / bs))
@@ -605,7 +669,12 @@ class _Trainer:
         src, dst = torch.cat([self.conv.src[cb], lu]), torch.cat([self.conv.dst[cb], lv])
         seeds, inv = torch.unique(torch.cat([src, dst]), return_inverse=True)
         features = self.graph.feature_rows
-        s_all, t_all = self.model.encode(index, features, seeds, self.step_generator, stochastic=True)
+        if self.uses_history:
+            s_all, t_all = self.model.encode_with_history(
+                index, features, seeds, self.history, self.step_generator
+            )
+        else:
+            s_all, t_all = self.model.encode(index, features, seeds, self.step_generator, stochastic=True)
         s, t = s_all.index_select(0, inv[: src.numel()]), t_all.index_select(0, inv[src.numel() :])
         loss = s.new_zeros(())
         if nc and wsum > 0:
