@@ -169,6 +169,7 @@ def check_champion(stack: Stack) -> dict:
     query = urllib.parse.urlencode({"name": MODEL_NAME, "alias": "champion"})
     version = get_json(f"{base}/api/2.0/mlflow/registered-models/alias?{query}")["model_version"]
     print(f"   {MODEL_NAME}@champion = version {version['version']} (run {version.get('run_id')})")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one line, not a bar per file
     import mlflow
 
     mlflow.set_tracking_uri(base)
