@@ -84,6 +84,7 @@ def test_blade_arguments_carry_every_model_knob_of_the_train_section():
         fanout_max=17,
         dropout=0.1,
         cold_start_fallback=False,
+        neighbour_history=False,
         epochs=7,
         batch_size=99,
         lr=0.02,

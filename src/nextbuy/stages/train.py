@@ -85,7 +85,7 @@ def blade_arguments(cfg: TrainConfig) -> tuple[Architecture, TrainingSchedule, d
         patience=cfg.patience,
         seed=cfg.seed,
         neighbour_history=cfg.neighbour_history,
-        chunk=cfg.export_chunk,
+        export_chunk=cfg.export_chunk,
     )
     export = {"mc_samples": cfg.mc_samples, "chunk": cfg.export_chunk, "seed": cfg.seed}
     return architecture, schedule, export

@@ -121,7 +121,7 @@ class TrainingSchedule:
     # Sample one hop per step and read neighbours' deeper states from a per-epoch history
     # (BladeModel.encode_with_history): linear epochs on large catalogues.
     neighbour_history: bool = False
-    chunk: int = 8192  # nodes per chunk when every node's states are computed (memory bound)
+    export_chunk: int = 8192  # nodes per chunk when every node's states are computed (memory bound)
 
 
 @dataclass(frozen=True)
@@ -599,7 +599,9 @@ class _Trainer:
         index, sup = self._supervision()
         if self.uses_history:  # refreshed from this epoch's message graph; steps write seeds back
             depth = len(self.model.layers) - 1
-            self.history = self.model.layer_states(index, self.graph.feature_rows, self.schedule.chunk, depth)
+            self.history = self.model.layer_states(
+                index, self.graph.feature_rows, self.schedule.export_chunk, depth
+            )
         perm_c = torch.randperm(len(self.conv), generator=self.generator)
         bs = self.batch_size * self.collective.world_size  # one step's examples over all ranks
         steps = max(1, math.ceil(max(len(self.conv), sup.numel()) / bs))
