@@ -171,3 +171,9 @@ def test_every_health_check_is_a_light_one():
     mlflow = services["mlflow"]
     assert "--workers" in mlflow["command"]
     assert "UVICORN_TIMEOUT_WORKER_HEALTHCHECK" in mlflow["environment"]
+
+
+def test_docker_times_with_nanoseconds_parse_to_the_microsecond():
+    started = stack_check._docker_time("2026-11-23T01:38:30.670135123Z")
+    finished = stack_check._docker_time("2026-11-23T01:38:35Z")
+    assert (finished - started).total_seconds() == pytest.approx(4.329865)
