@@ -210,8 +210,8 @@ def _docker_time(stamp: str) -> datetime:
 
 def check_init_skipped(stack: Stack) -> float:
     """A second `up` re-ran airflow-init; it must have found its marker and done nothing."""
-    log = stack.compose("logs", "--no-log-prefix", "airflow-init", capture=True)
-    said = [line for line in log.splitlines() if line.startswith("airflow-init:")]
+    log = stack.compose("logs", "--no-color", "--no-log-prefix", "airflow-init", capture=True)
+    said = [line[line.index("airflow-init:") :] for line in log.splitlines() if "airflow-init:" in line]
     if not said or "nothing to do" not in said[-1]:
         raise CheckFailed(f"airflow-init did its work again on a second up: {said[-3:]}")
     container = stack.compose("ps", "-a", "-q", "airflow-init", capture=True).split()[0]
