@@ -29,7 +29,11 @@ Training keeps message edges and supervision edges apart: each epoch a random
 an edge is never in its own neighbourhood.  Every positive gets ``n_negatives``
 random destinations, and the reversed edge (when it is not itself an edge) counts
 as a negative with weight ``reverse_penalty``.  An optional validation callback
-drives early stopping (best weights restored).  Training can run data-parallel over several
+drives early stopping (best weights restored).  With ``neighbour_history`` a step samples one hop
+and reads its neighbours' deeper states from a table refreshed each epoch
+(:meth:`BladeModel.encode_with_history`), so an epoch costs O(impressions x fanout) rather than
+O(impressions x fanout^layers); over several processes each rank keeps its own table (the same
+refresh, its own seeds written back).  Training can run data-parallel over several
 processes (a :class:`~nextbuy.domain.graph.collective.Collective`; see :func:`train_blade`).
 
 Serving needs no torch: :func:`export_moments` writes deterministic means and
