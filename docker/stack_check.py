@@ -148,7 +148,7 @@ class Stack:
 
     def __init__(self, name: str, env_file: Path, values: dict[str, str]) -> None:
         self.name, self.env_file, self.values = name, env_file, values
-        self.env = dict(os.environ, NEXTBUY_ENV_FILE=str(env_file), COMPOSE_PROJECT_NAME=name)
+        self.env = dict(os.environ, NEXTBUY_ENV_FILE=str(env_file))
 
     def compose(self, *args: str, capture: bool = False, timeout: float | None = None) -> str:
         cmd = ["docker", "compose", "-f", str(DOCKER / "compose.yaml"), "--env-file", str(self.env_file),
@@ -267,7 +267,7 @@ def check(stack: Stack, steps: Steps, summary: dict) -> None:
         summary["shard_hosts"] = sorted(hosts)
 
 
-def owner(path: Path) -> tuple[int, int]:
+def owner() -> tuple[int, int]:
     """The uid/gid the image's user gets: the caller's, or 1000 when that is root (the image
     cannot make a second uid 0)."""
     uid, gid = os.getuid(), os.getgid()
@@ -284,7 +284,7 @@ def main() -> int:
         with steps.step("prepare (clone of HEAD, secrets, ports, torch wheel)"):
             checkout = work / "checkout"
             run(["git", "clone", "-q", str(ROOT), str(checkout)])
-            uid, gid = owner(checkout)
+            uid, gid = owner()
             if os.getuid() == 0:
                 run(["chown", "-R", f"{uid}:{gid}", str(checkout)])
             values = throwaway_env(checkout, uid, gid)

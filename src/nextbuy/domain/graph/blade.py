@@ -373,17 +373,19 @@ class BladeModel(nn.Module):
         destinations at a time, so the cost is O(depth x (nodes + edges)) and memory one state
         table per layer."""
         n = index.out_csr.n_nodes
+        chunks = [torch.arange(start, min(start + int(chunk), n)) for start in range(0, n, int(chunk))]
+        below_states = torch.empty(n, 2 * self.dim)  # layer-0 inputs, each node's computed once
+        for dst in chunks:
+            below_states[dst] = self.inputs(features, dst, None, False)
         states: list[Tensor] = []
         for i in range(len(self.layers) if depth is None else int(depth)):
-            below_states = states[-1] if states else None
             table = torch.empty(n, 2 * self.dim)
-            for start in range(0, n, int(chunk)):
-                dst = torch.arange(start, min(start + int(chunk), n))
+            for dst in chunks:
                 below, (block,) = index.blocks(dst, 1, False, None)
-                h = self.inputs(features, below, None, False) if below_states is None else below_states[below]
-                h = self._layer(i, h, block)
+                h = self._layer(i, below_states[below], block)
                 table[dst] = F.relu(h) if i < len(self.layers) - 1 else h
             states.append(table)
+            below_states = table
         return states
 
     def conversion_logit(self, s: Tensor, t: Tensor) -> Tensor:
@@ -405,8 +407,9 @@ def embed(
     stochastic: bool = False,
     resample: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(s, t)`` of every node, ``chunk`` seeds at a time (deterministic unless ``stochastic``;
-    ``resample`` as in :meth:`BladeModel.encode`)."""
+    """``(s, t)`` of every node: deterministic, layer by layer over the whole graph
+    (:meth:`BladeModel.layer_states`); ``stochastic``, ``chunk`` seeds at a time through their
+    own (sampled when ``resample``, as in :meth:`BladeModel.encode`) neighbourhoods."""
     index = model.index(graph) if index is None else index
     if not stochastic and len(model.layers):  # layer by layer: linear in the graph, same numbers
         h = model.layer_states(index, graph.feature_rows, chunk)[-1]
