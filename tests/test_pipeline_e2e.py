@@ -13,10 +13,11 @@ import pytest
 import yaml
 
 from nextbuy.stage_list import dag_stages
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_PARAMS
 from tests.helpers import project_copy, project_env
 
 pytestmark = pytest.mark.slow
+MODEL = TINY_PARAMS["deploy"]["model_name"]  # the tiny store's own registry line
 
 
 def run(cmd: list[str], dest: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -26,7 +27,6 @@ def run(cmd: list[str], dest: Path, env: dict[str, str]) -> subprocess.Completed
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """The tiny project after one full `dvc repro` (shared by the tests below, in order)."""
-    from tests.conftest import TINY_PARAMS
 
     dest = project_copy(tmp_path_factory.mktemp("e2e"), TINY_PARAMS)
     env = project_env(dest)
@@ -56,7 +56,7 @@ def test_dvc_repro_runs_all_stages_and_registers_champion(pipeline, tiny_params)
             "-c",
             (
                 "import mlflow, pandas as pd, sys\n"
-                "m = mlflow.pyfunc.load_model('models:/nextbuy@champion')\n"
+                f"m = mlflow.pyfunc.load_model('models:/{MODEL}@champion')\n"
                 "pairs = pd.DataFrame({'source_id': [0, 1, 5, 10**9], 'candidate_id': [3, 4, 6, 2]})\n"
                 "out = m.predict(pairs)\n"
                 "out.to_json(sys.stdout, orient='records')\n"
@@ -146,7 +146,7 @@ def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny
             "-c",
             (
                 "from mlflow.tracking import MlflowClient\n"
-                "m = MlflowClient().get_registered_model('nextbuy')\n"
+                f"m = MlflowClient().get_registered_model('{MODEL}')\n"
                 "print({k: str(v) for k, v in m.aliases.items()})\n"
             ),
         ],

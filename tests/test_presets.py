@@ -1,5 +1,5 @@
 """Presets: every file under presets/ validates over params.yaml, and `nextbuy preset` turns it into
-dvc exp run flags that set exactly its values."""
+dvc exp run flags that set exactly its values; each registers under a deploy.model_name of its own."""
 
 from __future__ import annotations
 
@@ -54,3 +54,11 @@ def test_a_value_with_blanks_is_refused(tmp_path: Path) -> None:
     bad.write_text("ingest: {snapshot: '2026-02-01 00:00'}\n")
     with pytest.raises(ValueError, match="blanks"):
         set_param_flags(bad, ROOT / "params.yaml")
+
+
+def test_every_preset_has_a_registry_line_of_its_own() -> None:
+    """A preset's store is another catalogue: its models never share the default store's
+    registered model (champion, gate comparison, monitor), nor another preset's."""
+    names = [params_with(p, ROOT / "params.yaml")["deploy"]["model_name"] for p in PRESETS]
+    default = read_params(ROOT / "params.yaml")["deploy"]["model_name"]
+    assert default not in names and len(set(names)) == len(names), dict(zip(PRESETS, names, strict=True))

@@ -311,7 +311,7 @@ def test_training_dag_runs_the_stages_and_releases_a_champion(trained):
     assert lock["train"]["params"]["params.yaml"]["train"]["epochs"] == 1
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    champion = client.get_model_version_by_alias("nextbuy", "champion")
+    champion = client.get_model_version_by_alias(PARAMS["deploy"]["model_name"], "champion")
     assert champion.tags["passed"] == "true" and champion.tags["lineage.airflow_run_id"] == run_id
     lineage = json.loads(champion.tags["lineage.params"])
     assert (
@@ -359,7 +359,8 @@ def test_batch_dag_writes_top_k_for_every_product_with_the_champion(trained):
     }
     assert _xcom(BATCH_DAG_ID, run_id, "resolve_champion") == [0, 1, 2]
     pinned = _xcom(BATCH_DAG_ID, run_id, "resolve_champion", key=batch_tasks.CHAMPION_XCOM)
-    assert pinned["model_uri"] == "models:/nextbuy/1" and pinned["model_version"] == 1
+    model = PARAMS["deploy"]["model_name"]
+    assert pinned["model_uri"] == f"models:/{model}/1" and pinned["model_version"] == 1
 
     root = project / names.RECOMMENDATIONS_DIR
     folder = root / "model_version=1"

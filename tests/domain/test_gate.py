@@ -133,3 +133,30 @@ def test_slightly_worse_within_tolerance_passes():
     comparison = gate.paired_bootstrap(label, near, good, ("auc", "recall"), 100, 0.95, 0)
     cfg = config("deploy", tolerance=0.03)
     assert gate.decide(gate.figures(near, label), gate.figures(good, label), comparison, cfg)[0]
+
+
+# --- champion comparability ---------------------------------------------------
+
+SMALL, LARGE = "5000:aaaaaaaaaaaaaaaa", "100000:bbbbbbbbbbbbbbbb"
+
+
+def test_a_champion_of_the_candidates_catalogue_is_comparable():
+    assert gate.champion_incomparable("3", SMALL, SMALL) is None
+    assert gate.comparability(True, None) == {"champion_comparable": True, "not_comparable_reason": None}
+
+
+def test_no_champion_is_neither_comparable_nor_not():
+    assert gate.champion_incomparable(None, None, LARGE) is None
+    assert gate.comparability(False, None) == {"champion_comparable": None, "not_comparable_reason": None}
+
+
+def test_a_champion_of_another_catalogue_is_not_comparable_and_the_reason_names_both():
+    why = gate.champion_incomparable("1", SMALL, LARGE)
+    assert why.startswith("champion v1 is not comparable")
+    assert "5,000 products" in why and "100,000 products" in why and "floors alone" in why
+    assert gate.comparability(False, why) == {"champion_comparable": False, "not_comparable_reason": why}
+
+
+def test_a_champion_recording_no_catalogue_is_not_comparable():
+    why = gate.champion_incomparable("1", None, LARGE)
+    assert why is not None and "unknown catalogue" in why

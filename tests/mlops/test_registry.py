@@ -371,6 +371,14 @@ def test_an_orphan_is_never_previous(client, model, run_of):
     assert model.aliases() == {CHAMPION: v3, PREVIOUS: v1, CHALLENGER: None}
 
 
+def test_catalogue_of_a_version_is_its_tag_or_none_before_catalogues_were_recorded(client, model):
+    tagged = model.add()
+    client.set_model_version_tag(model.name, tagged, registry.CATALOGUE, "300:0123456789abcdef")
+    legacy = model.add()
+    assert registry.catalogue_of(client, model.name, tagged) == "300:0123456789abcdef"
+    assert registry.catalogue_of(client, model.name, legacy) is None
+
+
 # --- what is loaded is what deploy registered ---------------------------------------------
 
 

@@ -131,6 +131,15 @@ def test_refused_release_shows_the_reasons(tmp_path):
     assert headline.startswith("nextbuy v4 REFUSED: recall 0.01 < 0.05; auc below champion")
 
 
+def test_a_champion_of_another_catalogue_is_said_to_be_not_compared(tmp_path):
+    write_metrics(tmp_path, deploy={**METRICS["deploy"], "champion_comparable": False})
+    headline = summary(tmp_path)["deploy"]
+    assert "champion = v3; the champion before it was of another or an unrecorded catalogue" in headline
+    assert headline.endswith("not compared, floors only")
+    write_metrics(tmp_path, deploy={**METRICS["deploy"], "champion_comparable": True})
+    assert summary(tmp_path)["deploy"].endswith("champion = v3")
+
+
 def test_missing_values_read_na_and_quiet_runs_stay_short(tmp_path):
     write_metrics(
         tmp_path,

@@ -16,10 +16,16 @@ import pytest
 import yaml
 
 from nextbuy import paths
-from nextbuy.mlops import io, registry, serving, tracking
+from nextbuy.config import load_section
+from nextbuy.domain import catalogue, gate
+from nextbuy.mlops import io, registry, schemas, serving, tracking
+from nextbuy.presets import params_with
 from nextbuy.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
 from nextbuy.stages import deploy
+from tests.conftest import ROOT
 from tests.helpers import config
+
+SMALL, LARGE = "5000:aaaaaaaaaaaaaaaa", "100000:bbbbbbbbbbbbbbbb"  # two catalogues
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +77,7 @@ def test_first_candidate_is_judged_without_a_champion(bundles):
     rows, label = rows_scored_by(good)
     blessing = deploy.judge(good, None, rows, label, config("deploy", min_recall=0.0))
     assert blessing["champion"] is None and blessing["comparison"] is None
+    assert blessing["champion_comparable"] is None and blessing["not_comparable_reason"] is None
     assert blessing["passed"] and blessing["reasons"] == []
     assert blessing["candidate"]["rows"] == len(rows) and blessing["candidate"]["auc"] > 0.6
 
@@ -81,7 +88,7 @@ def test_candidate_equal_to_champion_passes_with_zero_difference(bundles):
     cfg = config("deploy", min_recall=0.0, bootstrap_samples=50)
     blessing = deploy.judge(good, good, rows, label, cfg)
     assert blessing["passed"], blessing["reasons"]
-    assert blessing["candidate"] == blessing["champion"]
+    assert blessing["candidate"] == blessing["champion"] and blessing["champion_comparable"] is True
     assert set(blessing["comparison"]) == set(cfg.compare_metrics)
     assert all(ci["diff"] == ci["lo"] == ci["hi"] == 0.0 for ci in blessing["comparison"].values())
 
@@ -94,6 +101,29 @@ def test_unrelated_candidate_is_refused_against_the_champion_that_fits_the_label
     assert not blessing["passed"]
     assert blessing["comparison"]["auc"]["hi"] < 0
     assert any(r.startswith("auc") and "vs champion" in r for r in blessing["reasons"])
+
+
+class Unscorable:
+    """A champion that must not be scored."""
+
+    def score(self, *args):
+        raise AssertionError("a champion of another catalogue was scored")
+
+
+def test_a_champion_of_another_catalogue_is_not_compared_and_the_candidate_is_judged_on_floors(bundles):
+    good, other = bundles
+    rows, label = rows_scored_by(good)
+    cfg = config("deploy", min_recall=0.0, min_auc=0.0, max_calibration_error=1.0, bootstrap_samples=50)
+    # `other` is refused against `good` as a comparable champion (above); of another catalogue,
+    # the champion is never scored and the floors alone decide.
+    why = gate.champion_incomparable("1", SMALL, LARGE)
+    blessing = deploy.judge(other, Unscorable(), rows, label, cfg, why)
+    assert blessing["passed"] and blessing["reasons"] == []
+    assert blessing["champion"] is None and blessing["comparison"] is None
+    assert blessing["champion_comparable"] is False and blessing["not_comparable_reason"] == why
+    floors = config("deploy", min_auc=0.99, bootstrap_samples=50)
+    refused = deploy.judge(other, Unscorable(), rows, label, floors, why)
+    assert not refused["passed"] and all("floor" in r for r in refused["reasons"])
 
 
 # --- publishing: registered with its verdict, complete last -----------------------------
@@ -117,6 +147,7 @@ def store(tmp_path, monkeypatch):
 def a_blessing(passed: bool) -> dict:
     return {
         "model_name": "nextbuy",
+        "catalogue": "60:0123456789abcdef",
         "passed": passed,
         "reasons": [] if passed else ["auc 0.51 < 0.6"],
         "candidate": {"auc": 0.7, "ece": None},
@@ -141,6 +172,8 @@ def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until
         assert deploy.publish(store, good, blessing) == "1"
     tags = store.get_model_version("nextbuy", "1").tags
     assert tags[registry.COMPLETE] == "true"
+    assert tags[registry.CATALOGUE] == "60:0123456789abcdef"  # what the gate and the monitor check
+    assert registry.catalogue_of(store, "nextbuy", "1") == "60:0123456789abcdef"
     # The files as logged: digest on the version (the anchor), every file in the blessing.
     assert blessing["artifacts"]["artifact_sha256"] == tags["artifact_sha256"]
     assert {"MLmodel", "python_model.pkl", "artifacts/moments.npz"} <= set(blessing["artifacts"]["files"])
@@ -227,3 +260,75 @@ def test_a_store_holding_only_orphans_has_no_release(store):
     with pytest.raises(io.DataError):
         deploy.prepare_registry(store, "nextbuy")
     assert store.get_model_version("nextbuy", "1").tags[registry.ORPHANED] == "true"
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "presets").glob("*.yaml")), ids=lambda p: p.stem)
+def test_a_presets_first_release_is_not_blocked_by_the_default_stores_record(store, preset):
+    """Each preset registers under its own deploy.model_name, so the default store's release
+    on record (blessing.json, dvc.lock) neither blocks its first release nor is re-seeded."""
+    default = load_section("deploy", ROOT / "params.yaml").model_name
+    own = params_with(preset, ROOT / "params.yaml")["deploy"]["model_name"]
+    assert own != default
+    write_blessing(1, model_name=default)
+    write_lock(model_name=default)
+    deploy.check_first_release(store, own)
+    with pytest.raises(io.DataError):
+        deploy.check_first_release(store, default)
+
+
+# --- the champion the gate sees: only one of the candidate's catalogue -----------------
+
+
+def a_champion(store, tags: dict[str, str]) -> str:
+    """A released champion of model 'nextbuy' (a bare registry entry) with ``tags``."""
+    store.create_registered_model("nextbuy")
+    version = store.create_model_version(
+        "nextbuy", "file:///m", tags={"passed": "true", "complete": "true", **tags}
+    ).version
+    store.set_registered_model_alias("nextbuy", registry.CHAMPION, str(version))
+    return str(version)
+
+
+def never_downloaded(*args):
+    raise AssertionError("a champion of another catalogue was downloaded")
+
+
+def test_no_champion(store):
+    assert deploy.current_champion(store, "nextbuy", LARGE) == deploy.Champion(None, None, None, None)
+
+
+def test_a_champion_of_another_catalogue_is_reported_and_never_loaded(store, monkeypatch, caplog):
+    version = a_champion(store, {registry.CATALOGUE: SMALL})
+    monkeypatch.setattr(registry, "load_version", never_downloaded)
+    champion = deploy.current_champion(store, "nextbuy", LARGE)
+    assert champion.version == version and champion.catalogue == SMALL and champion.bundle is None
+    assert champion.incomparable == gate.champion_incomparable(version, SMALL, LARGE)
+    assert "not comparable" in caplog.text and "100,000 products" in caplog.text
+
+
+def test_a_champion_registered_before_catalogues_were_recorded_is_not_comparable(store, monkeypatch):
+    a_champion(store, {})
+    monkeypatch.setattr(registry, "load_version", never_downloaded)
+    champion = deploy.current_champion(store, "nextbuy", LARGE)
+    assert champion.bundle is None and "unknown catalogue" in champion.incomparable
+
+
+def test_a_champion_of_the_same_catalogue_is_loaded_for_the_comparison(store, monkeypatch):
+    version = a_champion(store, {registry.CATALOGUE: LARGE})
+    monkeypatch.setattr(registry, "load_version", lambda name, v: ("bundle", name, v))
+    champion = deploy.current_champion(store, "nextbuy", LARGE)
+    assert champion == deploy.Champion(version, LARGE, ("bundle", "nextbuy", version), None)
+
+
+def test_the_store_catalogue_is_that_of_the_ingested_products(store):
+    products = pd.DataFrame(
+        {
+            "product_id": np.arange(4, dtype=np.int64),
+            "product_key": ["a", "b", "c", "d"],
+            "category": np.array([0, 1, 1, -1], dtype=np.int64),
+            "price": [1.0, 2.0, np.nan, 4.0],
+        }
+    )
+    io.write_table(products, paths.PRODUCTS, schemas.PRODUCTS)
+    assert deploy.store_catalogue() == catalogue.identity(products)
+    assert deploy.store_catalogue().startswith("4:")

@@ -1,14 +1,23 @@
 """traffic + monitor stage cores on a tiny trained store: a drill drift is caught
-in the drifted bucket after it starts; clean traffic raises nothing."""
+in the drifted bucket after it starts; clean traffic raises nothing. Only a champion of
+the store's catalogue watches its traffic: another catalogue's, one recording none, or
+none at all stops the stage naming the model and both catalogues, before any scoring."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from nextbuy import paths
 from nextbuy.cli import ALERT_EXIT_CODE, app
-from nextbuy.mlops import io
+from nextbuy.domain import catalogue
+from nextbuy.mlops import io, registry, schemas, tracking
 from nextbuy.pipeline import watch_traffic
+from nextbuy.serving_fixtures import mlflow_store
+from nextbuy.stages import monitor
+from tests.conftest import ROOT
 from tests.helpers import config
 
 MONITOR = config("monitor", min_volume=200)
@@ -46,3 +55,86 @@ def test_alerts_command_exit_status(tmp_path):
     )
     result = CliRunner().invoke(app, ["alerts", "--path", str(path)])
     assert result.exit_code == ALERT_EXIT_CODE and "bucket 1" in result.output
+
+
+# --- the champion that may watch this store ---------------------------------------------
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    """A project dir (the cwd) with its own MLflow store; a client on it. Process state put back."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv(tracking.RUN_CONTEXT_ENV, "")
+    monkeypatch.delenv(tracking.RUN_CONTEXT_ENV)  # recorded: restored (absent) afterwards
+    monkeypatch.chdir(tmp_path)
+    with mlflow_store(f"sqlite:///{tmp_path / 'mlflow.db'}"):
+        tracking.configure(tmp_path)
+        yield MlflowClient()
+
+
+def products(n: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "product_id": np.arange(n, dtype=np.int64),
+            "product_key": [str(i) for i in range(n)],
+            "category": (np.arange(n) % 5).astype(np.int64),
+            "price": np.full(n, 9.5),
+        }
+    )
+
+
+def champion(client, tags: dict[str, str], name: str = "nextbuy") -> str:
+    """A released champion (a bare registry entry: nothing to download) with ``tags``."""
+    client.create_registered_model(name)
+    version = client.create_model_version(
+        name, "file:///m", tags={"passed": "true", "complete": "true", **tags}
+    ).version
+    client.set_registered_model_alias(name, registry.CHAMPION, str(version))
+    return str(version)
+
+
+def test_a_champion_of_the_stores_catalogue_watches_it(client):
+    store = products(300)
+    version = champion(client, {registry.CATALOGUE: catalogue.identity(store)})
+    assert monitor.champion_of_this_store(client, "nextbuy", store) == version
+
+
+def test_a_champion_of_another_catalogue_is_refused_naming_the_model_and_both_catalogues(client):
+    small, large = products(50), products(300)
+    version = champion(client, {registry.CATALOGUE: catalogue.identity(small)})
+    with pytest.raises(io.DataError) as err:
+        monitor.champion_of_this_store(client, "nextbuy", large)
+    message = err.value.message
+    assert message.startswith("models:/nextbuy@champion") and f"nextbuy v{version}" in message
+    assert catalogue.identity(small) in message and catalogue.identity(large) in message
+    assert "50 products" in message and "300 products" in message and str(paths.PRODUCTS) in message
+
+
+def test_a_champion_recording_no_catalogue_is_refused(client):
+    champion(client, {})
+    with pytest.raises(io.DataError, match="unknown catalogue"):
+        monitor.champion_of_this_store(client, "nextbuy", products(300))
+
+
+def test_no_champion_is_refused_saying_where_the_gate_says_why(client):
+    with pytest.raises(io.DataError, match="no champion to monitor") as err:
+        monitor.champion_of_this_store(client, "nextbuy-large-100k", products(300))
+    assert "nextbuy-large-100k" in err.value.message and "metrics/deploy.json" in err.value.message
+
+
+def test_the_stage_stops_before_scoring_and_writes_no_alerts_with_a_foreign_champion(client, monkeypatch):
+    store = products(300)
+    io.write_table(store, paths.PRODUCTS, schemas.PRODUCTS)
+    model_name = config("deploy").model_name
+    champion(client, {registry.CATALOGUE: catalogue.identity(products(50))}, name=model_name)
+    read_table = io.read_table
+    monkeypatch.setattr(  # traffic, edges: never reached
+        io, "read_table", lambda path, schema: read_table(path, schema) if path == paths.PRODUCTS else None
+    )
+    monkeypatch.setattr(io, "read_json", lambda path: {"start": "2026-02-10", "now": "2026-02-16"})
+    monkeypatch.setattr(monitor.delay.DelayModel, "from_dict", staticmethod(lambda d: None))
+    monkeypatch.setattr(registry, "load_version", lambda *a: pytest.fail("a foreign champion was loaded"))
+    with pytest.raises(io.DataError, match="not a model of this store"):
+        monitor.run(str(ROOT / "params.yaml"))
+    assert not paths.MONITOR_ALERTS.exists() and not paths.metrics_file("monitor").exists()

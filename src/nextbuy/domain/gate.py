@@ -1,5 +1,10 @@
-"""The release gate, pure: figures of a model on evaluation rows, a paired
-bootstrap of candidate vs champion, and the pass/fail decision with reasons.
+"""The release gate, pure: whether the champion may be compared with the candidate
+at all, figures of a model on evaluation rows, a paired bootstrap of candidate vs
+champion, and the pass/fail decision with reasons.
+
+A champion of another catalogue (``nextbuy.domain.catalogue``) is never compared: its
+scores of this store's product ids mean nothing. It is left out and the candidate is
+judged like a first release, on the floors alone.
 
 Labels may be fractional (delay-corrected expected eventual labels of recent
 traffic), so every metric takes soft labels.
@@ -12,9 +17,33 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from nextbuy.config import DeployConfig
+from nextbuy.domain import catalogue
 from nextbuy.domain.uncertainty import expected_calibration_error
 
 LOWER_IS_BETTER = {"ece"}
+
+
+def champion_incomparable(
+    champion_version: str | None, champion_catalogue: str | None, candidate_catalogue: str
+) -> str | None:
+    """Why the champion may not be compared with the candidate: it belongs to another (or an
+    unrecorded) catalogue. None when there is no champion or it is of the candidate's catalogue."""
+    if champion_version is None:
+        return None
+    why = catalogue.mismatch(champion_catalogue, candidate_catalogue)
+    if why is None:
+        return None
+    return (
+        f"champion v{champion_version} is not comparable with the candidate: {why}; "
+        "the candidate is judged like a first release, on the floors alone"
+    )
+
+
+def comparability(has_champion: bool, incomparable: str | None) -> dict:
+    """What the verdict says about the champion: ``champion_comparable`` (None when there is
+    none) and ``not_comparable_reason``."""
+    comparable = None if not (has_champion or incomparable) else incomparable is None
+    return {"champion_comparable": comparable, "not_comparable_reason": incomparable}
 
 
 def soft_auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float | None:

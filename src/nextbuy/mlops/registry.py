@@ -19,6 +19,9 @@ Invariants, kept with tags on the versions:
   longer running ``orphaned=true`` and puts the aliases back (:func:`sweep_orphans`).
   Versions registered before the ``complete`` tag existed count as complete when
   they carry the gate's ``passed`` tag.
+- Every version deploy registers records the catalogue it was trained on (tag ``catalogue``,
+  ``nextbuy.domain.catalogue``): the gate compares, and the monitor uses, a champion only
+  with the store of that catalogue. Versions registered before the tag have none (unknown).
 - What a version serves is what deploy registered: the version carries the SHA-256 of
   every file of the logged model (``artifact_sha256``, ``artifact_manifest``), and
   :func:`load_bundle` refuses a download that differs.
@@ -35,7 +38,7 @@ from mlflow.tracking import MlflowClient
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 # Version tags.
-PASSED, COMPLETE, ORPHANED = "passed", "complete", "orphaned"
+PASSED, COMPLETE, ORPHANED, CATALOGUE = "passed", "complete", "orphaned", "catalogue"
 WAS_CHAMPION, ROLLED_BACK, PROMOTED = "was_champion", "rolled_back", "promoted_manually"
 FORCED, FORCED_REASON, FORCED_BY, FORCED_AT = (
     "released_by_force",
@@ -190,6 +193,11 @@ def rollback(client: MlflowClient, name: str) -> str:
     return f"{name}: rolled back champion v{bad} → v{back}"
 
 
+def catalogue_of(client: MlflowClient, name: str, version: str) -> str | None:
+    """The catalogue ``version`` was trained on (tag ``catalogue``); None when not recorded."""
+    return _tags(client, name, version).get(CATALOGUE)
+
+
 def has_release(client: MlflowClient, name: str) -> bool:
     """Whether ``name`` has any complete version (a deploy that finished)."""
     return any(is_complete(v.tags) for v in client.search_model_versions(f"name='{name}'"))
@@ -257,11 +265,15 @@ def load_bundle(name: str, alias: str):
     them is read: changed, added or missing files raise ``io.DataError`` naming the model
     and the first such file; a version registered before the digests loads with a warning
     (``serving.verify_model_files``)."""
-
-    from nextbuy.mlops.serving import ServingBundle
-
     version = released_version(MlflowClient(), name, alias)
     if version is None:
         return None
+    return load_version(name, version)
+
+
+def load_version(name: str, version: str):
+    """The serving bundle of ``models:/name/version``, its files checked as :func:`load_bundle` says."""
+    from nextbuy.mlops.serving import ServingBundle
+
     # A deleted artifact store is a DataError naming its location, not an MLflow traceback.
     return ServingBundle.from_model_uri(f"models:/{name}/{version}")

@@ -44,6 +44,11 @@ HEADLINES = {
         f"{'PASSED' if m['passed'] else 'REFUSED: ' + '; '.join(m['reasons'])}; "
         f"test recall {_pct(m['candidate']['recall'])}, AUC {_num(m['candidate']['auc'])}, "
         f"ECE {_num(m['candidate']['ece'])}; champion = v{m['champion_version']}"
+        + (
+            "; the champion before it was of another or an unrecorded catalogue: not compared, floors only"
+            if m.get("champion_comparable") is False
+            else ""
+        )
     ),
     "traffic": lambda m: (
         f"{m['impressions']:,} impressions over {m['days']:.0f} days after the snapshot"

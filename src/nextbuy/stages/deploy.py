@@ -2,10 +2,16 @@
 fresh evaluation data, and move ``champion`` only if the candidate passes the gate.
 
 The gate (``nextbuy.domain.gate``): every absolute floor from params, then, when a
-champion exists, non-inferiority on each compared metric judged by a paired
-bootstrap CI. The blessing (pass/fail, every figure, the reasons, lineage) is
+champion of this store's catalogue exists, non-inferiority on each compared metric judged
+by a paired bootstrap CI. The blessing (pass/fail, every figure, the reasons, lineage) is
 written to ``models/deploy/blessing.json``, logged to MLflow, and set as tags
 on the model version.
+
+Every version carries the catalogue it was trained on (tag ``catalogue``: number of
+products and a hash of the products table, ``nextbuy.domain.catalogue``). A champion of
+another catalogue, or one that records none, is not comparable: it is neither loaded nor
+scored, the blessing says so (``champion_comparable: false``, ``not_comparable_reason``)
+and the candidate is judged like a first release, on the floors alone.
 
 The logged model carries the top-K retrieval settings (params ``deploy.retrieval``) as
 ``artifacts/retrieval.json``, so the REST server and ``nextbuy batch-topk`` retrieve with
@@ -36,6 +42,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -44,7 +51,7 @@ import yaml
 import nextbuy
 from nextbuy import paths
 from nextbuy.config import DeployConfig, load_section
-from nextbuy.domain import delay, gate
+from nextbuy.domain import catalogue, delay, gate
 from nextbuy.mlops import io, schemas, tracking
 
 log = logging.getLogger(__name__)
@@ -80,13 +87,22 @@ def evaluation_rows(weighted: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     return rows, label
 
 
-def judge(candidate, champion, rows: pd.DataFrame, label: np.ndarray, cfg: DeployConfig) -> dict:
-    """Pure core: figures of both bundles on the same rows, bootstrap comparison, verdict."""
+def judge(
+    candidate,
+    champion,
+    rows: pd.DataFrame,
+    label: np.ndarray,
+    cfg: DeployConfig,
+    incomparable: str | None = None,
+) -> dict:
+    """Pure core: figures of both bundles on the same rows, bootstrap comparison, verdict.
+    ``incomparable`` (``gate.champion_incomparable``): why the champion may not be compared;
+    it is then never scored and the candidate is judged on the floors alone."""
     src, dst = rows["source_id"].to_numpy(), rows["shown_id"].to_numpy()
     cand_pred = candidate.score(src, dst)
     cand = gate.figures(cand_pred, label)
     champ = comparison = None
-    if champion is not None:
+    if champion is not None and incomparable is None:
         champ_pred = champion.score(src, dst)
         champ = gate.figures(champ_pred, label)
         comparison = gate.paired_bootstrap(
@@ -96,10 +112,41 @@ def judge(candidate, champion, rows: pd.DataFrame, label: np.ndarray, cfg: Deplo
     return {
         "passed": passed,
         "reasons": reasons,
+        **gate.comparability(champion is not None, incomparable),
         "candidate": cand,
         "champion": champ,
         "comparison": comparison,
     }
+
+
+def store_catalogue() -> str:
+    """The catalogue of the ingested store (what the candidate was trained on)."""
+    return catalogue.identity(io.read_table(paths.PRODUCTS, schemas.PRODUCTS))
+
+
+class Champion(NamedTuple):
+    """The released champion as the gate sees it (every field None without a champion)."""
+
+    version: str | None
+    catalogue: str | None  # what its version records; None also when it records none
+    bundle: object | None  # loaded only when it may be compared
+    incomparable: str | None  # why it may not be compared (gate.champion_incomparable)
+
+
+def current_champion(client, model_name: str, candidate_catalogue: str) -> Champion:
+    """The released champion, loaded only when it may be compared with a candidate of
+    ``candidate_catalogue``: a champion of another catalogue is never downloaded."""
+    from nextbuy.mlops import registry
+
+    version = registry.released_version(client, model_name, registry.CHAMPION)
+    if version is None:
+        return Champion(None, None, None, None)
+    recorded = registry.catalogue_of(client, model_name, version)
+    incomparable = gate.champion_incomparable(version, recorded, candidate_catalogue)
+    if incomparable is not None:
+        log.warning("deploy: %s %s", model_name, incomparable)
+        return Champion(version, recorded, None, incomparable)
+    return Champion(version, recorded, registry.load_version(model_name, version), None)
 
 
 def _sha256(path: Path) -> str | None:
@@ -187,6 +234,10 @@ def _tags(blessing: dict) -> dict[str, str]:
     for who in ("candidate", "champion"):
         for k, v in (blessing[who] or {}).items():
             flat[f"{who}.{k}"] = "n/a" if v is None else f"{v:.4f}"
+    if blessing.get("champion_comparable") is not None:
+        flat["champion_comparable"] = str(blessing["champion_comparable"]).lower()
+    if blessing.get("not_comparable_reason"):
+        flat["not_comparable_reason"] = blessing["not_comparable_reason"]
     for k, v in blessing["lineage"].items():
         flat[f"lineage.{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)
     return flat
@@ -276,7 +327,10 @@ def publish(client, candidate, blessing: dict) -> str:
     from nextbuy.mlops import registry
 
     name = blessing["model_name"]
-    tags = {key: value[:4000] for key, value in _tags(blessing).items()} | {registry.COMPLETE: "false"}
+    tags = {key: value[:4000] for key, value in _tags(blessing).items()} | {
+        registry.COMPLETE: "false",
+        registry.CATALOGUE: blessing["catalogue"],
+    }
     version = log_serving_model(
         candidate, name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL, tags=tags
     )
@@ -300,13 +354,15 @@ def run(params_file: str = "params.yaml") -> dict:
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     candidate = ServingBundle.load(paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
     candidate = candidate.with_retrieval(cfg.retrieval)  # logged with the model: every top-K uses it
-    champion_version = registry.released_version(client, cfg.model_name, registry.CHAMPION)
-    champion = registry.load_bundle(cfg.model_name, registry.CHAMPION)
+    candidate_catalogue = store_catalogue()
+    champion = current_champion(client, cfg.model_name, candidate_catalogue)
     rows, label = evaluation_rows(weighted)
-    blessing = judge(candidate, champion, rows, label, cfg)
+    blessing = judge(candidate, champion.bundle, rows, label, cfg, champion.incomparable)
     blessing.update(
         model_name=cfg.model_name,
-        champion_version=champion_version,
+        catalogue=candidate_catalogue,
+        champion_version=champion.version,
+        champion_catalogue=champion.catalogue,
         lineage=lineage(params_file),
         evaluation={"split": "test", "rows": len(rows), "labels": "delay-corrected expected eventual"},
     )
@@ -328,6 +384,9 @@ def run(params_file: str = "params.yaml") -> dict:
         "action": blessing["action"],
         "champion_version": int(registry.released_version(client, cfg.model_name, registry.CHAMPION) or 0)
         or None,
+        "catalogue": candidate_catalogue,
+        "champion_comparable": blessing["champion_comparable"],
+        "not_comparable_reason": blessing["not_comparable_reason"],
         "candidate": blessing["candidate"],
         "champion": blessing["champion"],
         "comparison": blessing["comparison"],

@@ -1,6 +1,12 @@
 """monitor: score the new traffic with the champion; per window and uncertainty
 bucket compare predicted positivity with observed (matured) and delay-corrected
-estimated positivity; write alerts; fill the Evidently on-call dashboard."""
+estimated positivity; write alerts; fill the Evidently on-call dashboard.
+
+Only a champion of this store's catalogue watches its traffic (``nextbuy.domain.catalogue``:
+the tag ``catalogue`` deploy records on every version vs the ingested products). No
+champion, or one of another catalogue (or one recording none), stops the stage with a
+DataError (exit 2) naming the model, its version and both catalogues: a model of another
+catalogue scores ids that mean other products, and every window would alert for nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.config import MonitorConfig, load_section
-from nextbuy.domain import delay, positivity
+from nextbuy.domain import catalogue, delay, positivity
 from nextbuy.domain.timeunits import DAY
 from nextbuy.mlops import io, schemas
 
@@ -108,6 +114,31 @@ def publish_dashboard(
     return publish(cfg.workspace, cfg.project, snapshots, cfg.dashboard)
 
 
+def champion_of_this_store(client, model_name: str, products: pd.DataFrame) -> str:
+    """The released champion's version, refused (DataError) unless it was trained on the
+    catalogue of ``products`` (the ingested store's)."""
+    from nextbuy.mlops import registry
+
+    where = f"models:/{model_name}@{registry.CHAMPION}"
+    version = registry.released_version(client, model_name, registry.CHAMPION)
+    if version is None:
+        raise io.DataError(
+            where,
+            f"no champion to monitor; run deploy first (a candidate the gate refused is not "
+            f"released: {paths.metrics_file('deploy')} says why)",
+        )
+    store = catalogue.identity(products)
+    why = catalogue.mismatch(registry.catalogue_of(client, model_name, version), store)
+    if why is not None:
+        raise io.DataError(
+            where,
+            f"{model_name} v{version} is not a model of this store ({paths.PRODUCTS}): {why}. "
+            "Not monitoring this store's traffic with it. Release a model of this catalogue "
+            "first, under a deploy.model_name of its own (each preset in presets/ has one)",
+        )
+    return version
+
+
 def run(params_file: str = "params.yaml") -> dict:
     from mlflow.tracking import MlflowClient
 
@@ -123,15 +154,11 @@ def run(params_file: str = "params.yaml") -> dict:
     edges = io.read_table(paths.EDGES, schemas.EDGES)
     delay_model = delay.DelayModel.from_dict(io.read_json(paths.DELAY_MODEL))
     tracking.configure()
-    bundle = registry.load_bundle(model_name, registry.CHAMPION)
-    if bundle is None:
-        raise io.DataError(
-            f"models:/{model_name}@{registry.CHAMPION}", "no champion to monitor; run deploy first"
-        )
+    champion = champion_of_this_store(MlflowClient(), model_name, products)
+    bundle = registry.load_version(model_name, champion)
     rows = score_rows(bundle, impressions, products, edges, delay_model, now)
     table, fired = watch(rows, start, cfg)
     # The dashboard's run: the champion that scored this traffic, and the traffic's span.
-    champion = registry.alias_version(MlflowClient(), model_name, registry.CHAMPION)
     run = run_name(model_name, champion, meta["start"], meta["now"])
     project_id = publish_dashboard(
         rows, reference_rows(bundle, products, edges, delay_model), table, cfg, run
