@@ -11,7 +11,9 @@ traffic, monitor) -> check_alerts -> retrain | no_retrain, then restore_params (
   never retrains itself (that could loop retrain -> release -> monitor); its
   alerts are logged for on-call and the next daily check decides.
 * check_alerts runs ``nextbuy alerts`` (exit 3 = alerts); with alerts it triggers
-  nextbuy_training with conf {"reason": <the alert messages>}.
+  nextbuy_training with conf {"reason": <the alert messages>}. No champion released yet
+  (the gate refused every candidate): monitor succeeds monitoring nothing, with no alerts
+  and its reason, so check_alerts logs why and goes to no_retrain.
 * set_params pins ``ingest`` to what dvc.lock recorded for the last ingest (the
   data the model was trained on) plus the form's overrides (e.g. a drift drill:
   {"traffic.drift.kind": "bucket_shift", "traffic.drift.odds_multiplier": 0.2}).

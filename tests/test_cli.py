@@ -116,6 +116,16 @@ def test_no_alerts_exits_zero_and_says_so(tmp_path):
     assert result.exit_code == 0 and "no alerts" in result.output
 
 
+def test_a_monitor_run_that_watched_nothing_exits_zero_saying_why(tmp_path):
+    path = tmp_path / "alerts.json"
+    reason = "no champion released for nextbuy-large-1m: metrics/deploy.json says why"
+    path.write_text(json.dumps({"now": "2026-03-01", "alerts": [], "monitored": False, "reason": reason}))
+    result = invoke("alerts", "--path", str(path))
+    assert result.exit_code == 0, result.output
+    assert "nothing monitored" in result.output and "nextbuy-large-1m" in result.output
+    assert "no alerts" in result.output
+
+
 @pytest.mark.parametrize(
     "content",
     [None, "{not json", "", '{"now": "2026-01-01"}', "[1, 2]"],

@@ -205,11 +205,14 @@ def _registry_call(action: Callable[[], str]) -> None:
 def alerts(
     path: Path = typer.Option(Path("monitoring/alerts.json"), help="written by the monitor stage"),
 ) -> None:
-    """Print the monitor's alerts; exit 3 when there is any (what Airflow branches on)."""
+    """Print the monitor's alerts; exit 3 when there is any (what Airflow branches on).
+
+    A monitor run that watched nothing (no champion released yet) has none: exit 0, saying why."""
     from nextbuy.mlops import io
 
     try:
-        fired = io.read_json(path)["alerts"]
+        written = io.read_json(path)
+        fired = written["alerts"]
     except io.DataError as err:
         console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
         raise typer.Exit(code=2) from None
@@ -222,6 +225,8 @@ def alerts(
         console.print(f"[bold red]ALERT[/] {a['window_start']} {escape(a['message'])}", highlight=False)
     if fired:
         raise typer.Exit(code=ALERT_EXIT_CODE)
+    if written.get("monitored") is False:  # no champion released: a state, not a failure
+        console.print(f"[yellow]nothing monitored:[/] {escape(str(written.get('reason')))}", highlight=False)
     console.print("[green]no alerts[/]")
 
 

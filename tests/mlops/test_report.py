@@ -158,6 +158,23 @@ def test_missing_values_read_na_and_quiet_runs_stay_short(tmp_path):
     assert s["monitor"] == "28 windows: 0 alert(s) (naive positivity would raise 17)"
 
 
+def test_a_monitor_run_without_a_champion_says_nothing_was_monitored_and_shows_no_numbers(tmp_path):
+    nothing = {
+        "monitored": False,
+        "reason": "no champion released for nextbuy-large-1m (...): metrics/deploy.json says why",
+        "model_name": "nextbuy-large-1m",
+        "windows": 0,
+        "alerts": 0,
+        "naive_alerts": 0,
+        "alert_buckets": [],
+        "first_alert": None,
+    }
+    write_metrics(tmp_path, monitor=nothing)
+    assert summary(tmp_path)["monitor"] == "nothing monitored — no champion released for nextbuy-large-1m"
+    write_metrics(tmp_path, monitor={**METRICS["monitor"], "monitored": True, "model_name": "nextbuy"})
+    assert summary(tmp_path)["monitor"].startswith("28 windows: 2 alert(s)")
+
+
 @pytest.mark.parametrize("needle", ["make airflow", "make mlflow-ui", "make dashboards", "nextbuy rollback"])
 def test_summary_tells_where_to_look_next(tmp_path, needle):
     assert needle in summary(tmp_path)[""]

@@ -56,11 +56,11 @@ def test_a_running_holder_is_live_whatever_form_its_state_takes(state, live):
     assert task_bodies._is_live({"ti": TI(state)})({"dag_id": "d", "run_id": "r"}) is live
 
 
-def _alerting_project(tmp_path: Path, alerts: list[dict]) -> Path:
-    """A project whose Airflow workspace holds the monitor's alerts.json."""
+def _alerting_project(tmp_path: Path, alerts: list[dict], **written) -> Path:
+    """A project whose Airflow workspace holds the monitor's alerts.json (plus ``written``)."""
     ws = workspace_dir(tmp_path)
     (ws / "monitoring").mkdir(parents=True)
-    (ws / ALERTS_FILE).write_text(json.dumps({"now": "2026-11-21", "alerts": alerts}))
+    (ws / ALERTS_FILE).write_text(json.dumps({"now": "2026-11-21", "alerts": alerts, **written}))
     return tmp_path
 
 
@@ -77,6 +77,19 @@ def test_branch_retrains_on_alerts_except_right_after_a_release(tmp_path):
     quiet = _alerting_project(tmp_path / "quiet", [])
     manual = {"run_id": "m", "ti": TI(), "dag_run": DagRun("manual")}
     assert task_bodies.branch_on_alerts_task(quiet, manual) == NO_RETRAIN_TASK
+
+
+def test_a_monitor_run_without_a_champion_branches_to_no_retrain(tmp_path):
+    """The gate refused the store's first candidate: the monitor watched nothing, alerted nothing."""
+    reason = "no champion released for nextbuy-large-1m: metrics/deploy.json says why"
+    project = _alerting_project(tmp_path, [], monitored=False, reason=reason)
+    status = task_bodies.alerts_status(project)
+    assert status["exit_code"] == 0 and status["alerts"] == []
+    assert "nothing monitored" in status["output"] and "nextbuy-large-1m" in status["output"]
+    ti = TI()
+    scheduled = {"run_id": "scheduled__x", "ti": ti, "dag_run": DagRun("scheduled")}
+    assert task_bodies.branch_on_alerts_task(project, scheduled) == NO_RETRAIN_TASK
+    assert ti.pushed == {}
 
 
 def test_release_extra_names_the_version_and_the_run():

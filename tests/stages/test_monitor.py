@@ -1,13 +1,18 @@
 """traffic + monitor stage cores on a tiny trained store: a drill drift is caught
 in the drifted bucket after it starts; clean traffic raises nothing. Only a champion of
-the store's catalogue watches its traffic: another catalogue's, one recording none, or
-none at all stops the stage naming the model and both catalogues, before any scoring."""
+the store's catalogue watches its traffic: another catalogue's, or one recording none, stops
+the stage naming the model and both catalogues, before any scoring. No champion released yet
+is a state, not bad input: the stage succeeds, writing every declared output saying it
+monitored nothing and why, with no alerts."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from nextbuy import paths
@@ -117,10 +122,43 @@ def test_a_champion_recording_no_catalogue_is_refused(client):
         monitor.champion_of_this_store(client, "nextbuy", products(300))
 
 
-def test_no_champion_is_refused_saying_where_the_gate_says_why(client):
-    with pytest.raises(io.DataError, match="no champion to monitor") as err:
-        monitor.champion_of_this_store(client, "nextbuy-large-100k", products(300))
-    assert "nextbuy-large-100k" in err.value.message and "metrics/deploy.json" in err.value.message
+def test_no_champion_is_no_version_not_an_error(client):
+    champion(client, {registry.CATALOGUE: catalogue.identity(products(300))}, name="nextbuy-other")
+    assert monitor.champion_of_this_store(client, "nextbuy-large-100k", products(300)) is None
+
+
+def declared_outputs() -> list[Path]:
+    """What dvc.yaml's monitor stage declares it writes (outs and metrics)."""
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["monitor"]
+    entries = stage.get("outs", []) + stage.get("metrics", [])
+    return [Path(e if isinstance(e, str) else next(iter(e))) for e in entries]
+
+
+def test_with_no_champion_the_stage_succeeds_monitoring_nothing_and_saying_why(client, monkeypatch):
+    store = products(300)
+    io.write_table(store, paths.PRODUCTS, schemas.PRODUCTS)
+    io.write_json({"start": "2026-02-10", "now": "2026-02-16"}, paths.TRAFFIC_META)
+    model_name = config("deploy").model_name
+    # another store's champion, under its own name: not this store's
+    champion(client, {registry.CATALOGUE: catalogue.identity(store)}, name=f"{model_name}-other")
+    monkeypatch.setattr(registry, "load_version", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(monitor, "publish_dashboard", lambda *a: pytest.fail("Evidently was published to"))
+    result = CliRunner().invoke(app, ["monitor", "--params", str(ROOT / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert [p for p in declared_outputs() if not p.exists()] == []
+    metrics = io.read_json(paths.metrics_file("monitor"))
+    assert metrics["monitored"] is False and metrics["alerts"] == 0 and metrics["windows"] == 0
+    assert f"no champion released for {model_name}" in metrics["reason"]
+    assert str(paths.metrics_file("deploy")) in metrics["reason"]
+    assert metrics["evidently_project_id"] is None and metrics["champion_version"] is None
+    alerts = io.read_json(paths.MONITOR_ALERTS)
+    assert alerts["alerts"] == [] and alerts["monitored"] is False and alerts["reason"] == metrics["reason"]
+    assert pd.read_parquet(paths.MONITOR_WINDOWS).empty
+    plot = (paths.plots_dir("monitor") / "positivity.csv").read_text().splitlines()
+    assert plot == [",".join(monitor.PLOT_COLUMNS)]
+    checked = CliRunner().invoke(app, ["alerts", "--path", str(paths.MONITOR_ALERTS)])
+    assert checked.exit_code == 0, checked.output
+    assert "nothing monitored" in checked.output and "no alerts" in checked.output
 
 
 def test_the_stage_stops_before_scoring_and_writes_no_alerts_with_a_foreign_champion(client, monkeypatch):

@@ -13,6 +13,18 @@ from rich.text import Text
 
 from nextbuy import paths
 
+
+def _monitor_headline(m: dict) -> str:
+    """The windows and alerts; a run without a champion to monitor says so, with no numbers."""
+    if m.get("monitored") is False:
+        return f"nothing monitored — no champion released for {m['model_name']}"
+    return (
+        f"{m['windows']} windows: {m['alerts']} alert(s)"
+        + (f" in bucket(s) {m['alert_buckets']} from {m['first_alert']}" if m["alerts"] else "")
+        + f" (naive positivity would raise {m['naive_alerts']})"
+    )
+
+
 HEADLINES = {
     "ingest": lambda m: (
         f"{m['products']:,} products, {m['edges']:,} edges "
@@ -54,11 +66,7 @@ HEADLINES = {
         f"{m['impressions']:,} impressions over {m['days']:.0f} days after the snapshot"
         + (f", drift {m['drift']['kind']}" if m.get("drift") and m["drift"]["kind"] != "none" else "")
     ),
-    "monitor": lambda m: (
-        f"{m['windows']} windows: {m['alerts']} alert(s)"
-        + (f" in bucket(s) {m['alert_buckets']} from {m['first_alert']}" if m["alerts"] else "")
-        + f" (naive positivity would raise {m['naive_alerts']})"
-    ),
+    "monitor": _monitor_headline,
 }
 
 

@@ -3,10 +3,16 @@ bucket compare predicted positivity with observed (matured) and delay-corrected
 estimated positivity; write alerts; fill the Evidently on-call dashboard.
 
 Only a champion of this store's catalogue watches its traffic (``nextbuy.domain.catalogue``:
-the tag ``catalogue`` deploy records on every version vs the ingested products). No
-champion, or one of another catalogue (or one recording none), stops the stage with a
-DataError (exit 2) naming the model, its version and both catalogues: a model of another
-catalogue scores ids that mean other products, and every window would alert for nothing."""
+the tag ``catalogue`` deploy records on every version vs the ingested products). One of
+another catalogue (or one recording none) stops the stage with a DataError (exit 2) naming
+the model, its version and both catalogues: a model of another catalogue scores ids that
+mean other products, and every window would alert for nothing.
+
+No champion released for ``deploy.model_name`` yet (the gate refused every candidate so far)
+is a state of the store, not bad input: the stage succeeds, monitoring nothing. It writes every
+output dvc.yaml declares, saying so: an empty windows table and plot file, no alerts, and
+metrics (and alerts.json) with ``monitored: false`` and the ``reason``; nothing is scored and
+nothing is published to Evidently."""
 
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from nextbuy.domain.timeunits import DAY
 from nextbuy.mlops import io, schemas
 
 log = logging.getLogger(__name__)
+# positivity.csv: the plot data of the windows table (dvc.yaml's top-level plots draw it)
+PLOT_COLUMNS = ["window", "bucket", "predicted", "observed", "naive", "estimated"]
 
 
 def score_rows(
@@ -114,24 +122,20 @@ def publish_dashboard(
     return publish(cfg.workspace, cfg.project, snapshots, cfg.dashboard)
 
 
-def champion_of_this_store(client, model_name: str, products: pd.DataFrame) -> str:
-    """The released champion's version, refused (DataError) unless it was trained on the
-    catalogue of ``products`` (the ingested store's)."""
+def champion_of_this_store(client, model_name: str, products: pd.DataFrame) -> str | None:
+    """The released champion's version; None when none is released (nothing to monitor).
+    A champion not trained on the catalogue of ``products`` (the ingested store's) is
+    refused (DataError)."""
     from nextbuy.mlops import registry
 
-    where = f"models:/{model_name}@{registry.CHAMPION}"
     version = registry.released_version(client, model_name, registry.CHAMPION)
     if version is None:
-        raise io.DataError(
-            where,
-            f"no champion to monitor; run deploy first (a candidate the gate refused is not "
-            f"released: {paths.metrics_file('deploy')} says why)",
-        )
+        return None
     store = catalogue.identity(products)
     why = catalogue.mismatch(registry.catalogue_of(client, model_name, version), store)
     if why is not None:
         raise io.DataError(
-            where,
+            f"models:/{model_name}@{registry.CHAMPION}",
             f"{model_name} v{version} is not a model of this store ({paths.PRODUCTS}): {why}. "
             "Not monitoring this store's traffic with it. Release a model of this catalogue "
             "first, under a deploy.model_name of its own (each preset in presets/ has one)",
@@ -139,39 +143,90 @@ def champion_of_this_store(client, model_name: str, products: pd.DataFrame) -> s
     return version
 
 
-def run(params_file: str = "params.yaml") -> dict:
-    from mlflow.tracking import MlflowClient
+def no_champion_reason(model_name: str) -> str:
+    """Why nothing was monitored: no champion of ``model_name`` is released."""
+    from nextbuy.mlops import registry
 
-    from nextbuy.mlops import registry, tracking
+    return (
+        f"no champion released for {model_name} (registry alias '{registry.CHAMPION}' unset): "
+        f"nothing scored, no alerts. A candidate the release gate refused is not released: "
+        f"{paths.metrics_file('deploy')} says why"
+    )
+
+
+def alerts_document(now: pd.Timestamp, fired: list[dict], reason: str | None = None) -> dict:
+    """monitoring/alerts.json: the alerts; with ``reason``, a run that monitored nothing."""
+    status = {"monitored": True} if reason is None else {"monitored": False, "reason": reason}
+    return {"now": str(now), "alerts": fired, **status}
+
+
+def write_outputs(table: pd.DataFrame | None, alerts: dict, metrics: dict) -> None:
+    """Every output dvc.yaml declares for the stage. ``table`` None (nothing monitored): an
+    empty windows table and a header-only plot file; an empty table otherwise is refused."""
+    if table is None:
+        io.write_empty_table(paths.MONITOR_WINDOWS, schemas.MONITOR_WINDOWS)
+        table = io.empty_table(schemas.MONITOR_WINDOWS)
+    else:
+        io.write_table(table, paths.MONITOR_WINDOWS, schemas.MONITOR_WINDOWS)
+    io.write_json(alerts, paths.MONITOR_ALERTS)
+    io.write_csv(table[PLOT_COLUMNS], paths.plots_dir("monitor") / "positivity.csv")
+    io.write_json(metrics, paths.metrics_file("monitor"))
+
+
+def nothing_monitored(model_name: str, now: pd.Timestamp) -> dict:
+    """No champion released: outputs and metrics that say nothing was monitored, and why."""
+    reason = no_champion_reason(model_name)
+    log.warning("monitor: nothing monitored: %s", reason)
+    metrics = {
+        "monitored": False,
+        "reason": reason,
+        "model_name": model_name,
+        "champion_version": None,
+        "windows": 0,
+        "alerts": 0,
+        "naive_alerts": 0,
+        "alert_buckets": [],
+        "first_alert": None,
+        "evidently_project_id": None,
+    }
+    write_outputs(None, alerts_document(now, [], reason), metrics)
+    return metrics
+
+
+def watch_with_champion(
+    model_name: str, version: str, cfg: MonitorConfig, meta: dict, products: pd.DataFrame
+) -> dict:
+    """Score the traffic with champion ``version``, alert, publish the dashboard, write the outputs."""
+    from nextbuy.mlops import registry
     from nextbuy.mlops.dashboards.metrics import run_name
 
-    cfg = load_section("monitor", params_file)
-    model_name = load_section("deploy", params_file).model_name  # the model deploy registers
     impressions = io.read_table(paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)
-    meta = io.read_json(paths.TRAFFIC_META)
     start, now = pd.Timestamp(meta["start"]), pd.Timestamp(meta["now"])
-    products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     edges = io.read_table(paths.EDGES, schemas.EDGES)
     delay_model = delay.DelayModel.from_dict(io.read_json(paths.DELAY_MODEL))
-    tracking.configure()
-    champion = champion_of_this_store(MlflowClient(), model_name, products)
-    bundle = registry.load_version(model_name, champion)
+    bundle = registry.load_version(model_name, version)
     rows = score_rows(bundle, impressions, products, edges, delay_model, now)
     table, fired = watch(rows, start, cfg)
     # The dashboard's run: the champion that scored this traffic, and the traffic's span.
-    run = run_name(model_name, champion, meta["start"], meta["now"])
+    run = run_name(model_name, version, meta["start"], meta["now"])
     project_id = publish_dashboard(
         rows, reference_rows(bundle, products, edges, delay_model), table, cfg, run
     )
-    io.write_table(table, paths.MONITOR_WINDOWS, schemas.MONITOR_WINDOWS)
-    io.write_json({"now": str(now), "alerts": fired}, paths.MONITOR_ALERTS)
-    io.write_csv(
-        table[["window", "bucket", "predicted", "observed", "naive", "estimated"]],
-        paths.plots_dir("monitor") / "positivity.csv",
-    )
     for a in fired:
         log.warning("ALERT %s: %s", a["window_start"], a["message"])
-    metrics = {
+    metrics = monitored_metrics(model_name, version, table, fired, project_id)
+    write_outputs(table, alerts_document(now, fired), metrics)
+    return metrics
+
+
+def monitored_metrics(
+    model_name: str, version: str, table: pd.DataFrame, fired: list[dict], project_id: str
+) -> dict:
+    """metrics/monitor.json of a run that watched the traffic with champion ``version``."""
+    return {
+        "monitored": True,
+        "model_name": model_name,
+        "champion_version": version,
         "windows": int(table["window"].nunique()),
         "alerts": len(fired),
         "naive_alerts": int(table["naive_alert"].sum()),
@@ -179,5 +234,19 @@ def run(params_file: str = "params.yaml") -> dict:
         "first_alert": fired[0]["window_start"] if fired else None,
         "evidently_project_id": project_id,
     }
-    io.write_json(metrics, paths.metrics_file("monitor"))
-    return metrics
+
+
+def run(params_file: str = "params.yaml") -> dict:
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.mlops import tracking
+
+    cfg = load_section("monitor", params_file)
+    model_name = load_section("deploy", params_file).model_name  # the model deploy registers
+    meta = io.read_json(paths.TRAFFIC_META)
+    products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+    tracking.configure()
+    champion = champion_of_this_store(MlflowClient(), model_name, products)
+    if champion is None:
+        return nothing_monitored(model_name, pd.Timestamp(meta["now"]))
+    return watch_with_champion(model_name, champion, cfg, meta, products)
