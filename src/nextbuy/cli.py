@@ -33,6 +33,14 @@ ParamsOption = typer.Option("params.yaml", "--params", help="params file (each s
 ModelNameOption = typer.Option(None, help="registered model (default: deploy.model_name of params.yaml)")
 
 
+@app.callback()
+def _process() -> None:
+    """Every command: freed memory stays with the process for reuse (``nextbuy.allocator``)."""
+    from nextbuy.allocator import keep_freed_memory
+
+    keep_freed_memory()
+
+
 def _setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]

@@ -422,6 +422,9 @@ def measure(
 
 def main(argv: list[str]) -> None:
     """Child process: ``PARAMS N SAMPLE`` -> stage lines, then the figures as JSON."""
+    from nextbuy.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as every nextbuy command: the stages' times are the CLI's
     params_file, n_products, sample_sources = argv[0], int(argv[1]), int(argv[2])
     say = lambda text: print(text, flush=True)  # noqa: E731
     started = time.perf_counter()
