@@ -245,10 +245,9 @@ def latency_summary(latencies_ms: list[float], errors: int, seconds: float, clie
 
 def _load_level(url: str, bodies: list[bytes], clients: int) -> dict:
     """``clients`` concurrent clients, each on its own keep-alive connection, share ``bodies`` (one
-    each).  One asyncio event loop (aiohttp) drives them all: a thread per client (``requests``)
-    spent about a millisecond of CPU and the GIL per request, on the 2 cores the server needs, and
-    queued the clients behind one another, so its latencies measured the clients as much as the
-    server."""
+    each).  One asyncio event loop (aiohttp) drives them all. A thread per client (``requests``)
+    costs more per request on the 2 cores the server needs too: at one client its p50 was ~1.5 ms
+    above this client's, side by side (BENCHMARKS.md, 2026-11-23)."""
     return asyncio.run(_async_load_level(url, bodies, clients))
 
 
