@@ -466,10 +466,18 @@ def _serve_command(help_text: str) -> Callable[..., None]:
             "--topk-products",
             help="also time top-K for every product of a catalogue this size (repeatable)",
         ),
+        topk_bundle: Path | None = typer.Option(
+            None,
+            "--topk-bundle",
+            exists=True,
+            file_okay=False,
+            help="also time top-K for every product of the trained bundle a pipeline run left in "
+            "this project folder (models/gnn, models/calibration, models/thresholds)",
+        ),
     ) -> None:
         _setup_logging()
         bench = importlib.import_module("nextbuy.bench.serve")
-        figures = bench.run(out, products=products, topk_products=topk_products)
+        figures = bench.run(out, products=products, topk_products=topk_products, topk_bundle=topk_bundle)
         console.print(f"[green]bench serve[/] → {out}: {json.dumps(figures)}", highlight=False)
 
     command.__doc__ = help_text

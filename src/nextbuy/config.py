@@ -218,11 +218,13 @@ class RetrievalConfig(_Section):
     settings with the serving model, so every top-K of that model (REST, batch-topk) uses them."""
 
     kind: Literal["auto", "flat", "ivf", "hnsw"]
-    # auto: flat (exact search) up to this many products, hnsw above.
+    # auto: flat (exact search) up to this many products, ivf above.
     flat_max_products: int = Field(ge=0)
-    # Products retrieved per source (by mean logit) before the exact re-rank; a source whose
-    # top-K the re-rank cannot prove complete is completed by an exact scan of the catalogue.
+    # Products retrieved per source (by mean logit) before the exact re-rank.
     candidates: int = Field(ge=1)
+    # A source whose top-K the re-rank cannot prove complete: "scan" completes it exactly over
+    # the whole catalogue, "none" serves its re-ranked candidates, "auto" scans with flat only.
+    completion: Literal["auto", "scan", "none"]
     ivf_lists_per_sqrt: float = Field(gt=0.0)  # ivf: inverted lists = this x sqrt(products)
     nprobe: int = Field(ge=1)  # ivf: lists searched per source
     hnsw_m: int = Field(ge=2, le=256)  # hnsw: links per product in the graph

@@ -77,6 +77,27 @@ def test_the_table_shows_the_goals_of_each_size(generic):
     assert "extrapolated from 1,000 sources" in text
 
 
+def test_top_k_of_a_trained_bundle_is_read_from_a_pipeline_project(tmp_path):
+    import shutil
+
+    from nextbuy import paths
+
+    files = write_bundle_files(tmp_path / "bundle", 1_200, serve.DIM, seed=1)
+    layout = {
+        files.moments: paths.GNN_MOMENTS,
+        files.calibration: paths.CALIBRATION_MODEL,
+        files.thresholds: paths.THRESHOLDS_MODEL,
+    }
+    for src, dst in layout.items():
+        (tmp_path / "project" / dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, tmp_path / "project" / dst)
+    settings = config("deploy.retrieval")
+    figures = serve.bench_topk_trained(tmp_path / "project", tmp_path / "work", settings)
+    assert figures["topk_trained_products"] == 1_200
+    assert figures["topk_trained_1200_measured_sources"] == 1_200
+    assert figures["topk_trained_1200_recall_vs_exact"] == 1.0  # flat: exact
+
+
 def test_latency_summary_of_a_load_level():
     level = serve.latency_summary([1.0] * 98 + [10.0, 20.0], errors=2, seconds=2.0, clients=4)
     assert level["clients"] == 4 and level["requests"] == 102 and level["errors"] == 2

@@ -327,8 +327,9 @@ def assert_same_top_k(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_top_k_with_retrieval_answers_like_the_exact_method(bundle, kind):
-    """Known, cold-start (10**6, -1) and repeated sources; a few candidates per source."""
-    fast = bundle.with_retrieval(retrieval_settings(kind=kind, candidates=5))
+    """Known, cold-start (10**6, -1) and repeated sources; a few candidates per source, and
+    unproven lists completed by the scan."""
+    fast = bundle.with_retrieval(retrieval_settings(kind=kind, candidates=5, completion="scan"))
     sources = np.array([0, 3, 10**6, 49, -1, 3])
     assert_same_top_k(fast.top_k(sources, 7), bundle.top_k(sources, 7, exact=True))
     assert fast.candidate_index.kind == kind and fast.candidate_index is fast.candidate_index  # built once
@@ -411,6 +412,16 @@ def test_unusable_retrieval_settings_raise_data_error_naming_file_and_key(tmp_pa
     with pytest.raises(DataError) as err:
         serving.read_retrieval(path)
     assert err.value.path == str(path) and fragment in err.value.message and err.value.column == key
+
+
+def test_retrieval_settings_stored_before_completion_existed_keep_scanning(tmp_path):
+    import json
+
+    path = tmp_path / "retrieval.json"
+    settings = retrieval_settings(completion="none").model_dump()
+    del settings["completion"]
+    path.write_text(json.dumps(settings))
+    assert serving.read_retrieval(path).completion == "scan"
 
 
 def test_retrieval_settings_missing_a_key_or_not_an_object_are_refused(tmp_path):

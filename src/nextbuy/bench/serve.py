@@ -19,6 +19,11 @@ Figures (JSON keys):
   topk_1m_s …   with ``--topk-products 1000000`` (``run(topk_products=...)``): the same
                 on a synthetic 1M-product bundle: ``topk_1m_s`` (measured, every product),
                 ``topk_1m_recall_vs_exact``, ``topk_exact_1m_s`` (extrapolated), ``topk_1m_index``.
+  topk_trained_<size>_s …
+                with ``--topk-bundle PROJECT`` (``run(topk_bundle=...)``): the same on the
+                trained bundle a pipeline run left in PROJECT (``topk_trained_products``
+                products): synthetic moments are i.i.d. Gaussian, the hardest case for an
+                approximate index; a trained model's are not.
   rest_p50_ms / rest_p99_ms
                 ``mlflow models serve`` of the registered synthetic model (temp SQLite
                 store, own process group, stopped in ``finally``), 100-candidate
@@ -304,13 +309,13 @@ def _goal_row(t, label: str, value: str, goal: str, ok: bool | None) -> None:
     t.add_row(label, value, goal, "" if ok is None else ("[green]yes[/]" if ok else "[red]no[/]"))
 
 
-def _topk_rows(t, fig: dict, n: int, label: str | None) -> None:
+def _topk_rows(t, fig: dict, n: int, label: str | None, prefix: str = "") -> None:
     p = "topk" if label is None else f"topk_{label}"
     size = "100k" if label is None else label
     seconds, goal = fig[f"topk_{size}_s"], GOALS.get(f"topk_{size_label(n)}_s")
     _goal_row(
         t,
-        f"top-{fig['topk_k']} for all {n:,} products ({fig[f'{p}_index']} index, build included)",
+        f"{prefix}top-{fig['topk_k']} for all {n:,} products ({fig[f'{p}_index']} index, build included)",
         f"{seconds:,.1f} s",
         "" if goal is None else f"≤ {goal:,.0f} s",
         None if goal is None else seconds <= goal,
@@ -353,6 +358,9 @@ def _table(fig: dict):
     _topk_rows(t, fig, fig["n_products"], None)
     for n in fig.get("topk_products", []):
         _topk_rows(t, fig, n, size_label(n))
+    if "topk_trained_products" in fig:
+        n = fig["topk_trained_products"]
+        _topk_rows(t, fig, n, trained_label(n), "trained bundle: ")
     _goal_row(
         t,
         f"REST p50, {fig['rest_candidates']} candidates ({fig['rest_requests']} requests)",
@@ -394,9 +402,36 @@ def bench_topk_size(n: int, tmp: Path, settings) -> dict:
     return topk_keys(bench_topk(fixtures.load_bundle(files), tmp / f"topk-{n}"), size_label(n))
 
 
-def run(out: Path, products: int = N_PRODUCTS, topk_products: Sequence[int] = ()) -> dict:
+def trained_label(n: int) -> str:
+    return f"trained_{size_label(n)}"
+
+
+def bench_topk_trained(project: Path, tmp: Path, settings) -> dict:
+    """Top-K figures on a trained bundle (``topk_trained_<size>_*`` keys): the moments,
+    calibration and thresholds a pipeline run wrote under ``project`` (e.g. a clone that ran
+    ``make run-preset``), with the retrieval settings of the params.yaml in use."""
+    from nextbuy import paths
+    from nextbuy.mlops.serving import ServingBundle
+
+    files = (paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
+    bundle = ServingBundle.load(*(Path(project) / f for f in files)).with_retrieval(settings)
+    label = trained_label(bundle.n_products)
+    return {
+        "topk_trained_products": bundle.n_products,
+        "topk_trained_bundle": str(Path(project).resolve()),
+        **topk_keys(bench_topk(bundle, tmp / label), label),
+    }
+
+
+def run(
+    out: Path,
+    products: int = N_PRODUCTS,
+    topk_products: Sequence[int] = (),
+    topk_bundle: Path | None = None,
+) -> dict:
     """The bench on a synthetic catalogue of ``products``; ``topk_products``: further
-    catalogue sizes (e.g. 1,000,000) on which only top-K is timed."""
+    catalogue sizes (e.g. 1,000,000) on which only top-K is timed; ``topk_bundle``: a
+    pipeline run's project folder whose trained bundle's top-K is timed too."""
     from rich.console import Console
 
     console = Console()
@@ -429,6 +464,9 @@ def run(out: Path, products: int = N_PRODUCTS, topk_products: Sequence[int] = ()
         for n in topk_products:
             with console.status(f"top-{TOP_K} for all {n:,} products, and exact on a sample"):
                 fig.update(bench_topk_size(int(n), tmp, settings))
+        if topk_bundle is not None:
+            with console.status(f"top-{TOP_K} for every product of the trained bundle in {topk_bundle}"):
+                fig.update(bench_topk_trained(Path(topk_bundle), tmp, settings))
     fig["load_avg_1m_at_end"] = os.getloadavg()[0]
     fig["notes"] = (
         "Synthetic random moments (no training); all candidates are known products. "

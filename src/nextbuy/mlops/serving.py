@@ -14,8 +14,10 @@ Top-K: the bundle's retrieval settings (deploy's ``retrieval.json``, from params
 ``deploy.retrieval``) pick a faiss index over the catalogue, built on the first top-K;
 each source's candidates are retrieved from it and ranked exactly, and a source whose
 top-K the re-rank cannot prove complete is completed by an exact scan of the catalogue
-(``nextbuy.domain.retrieval``): with the exact ``flat`` search top-K is exact, ``ivf`` /
-``hnsw`` are approximate. A bundle without retrieval settings (a version
+where ``completion`` says so (``nextbuy.domain.retrieval``): with the exact ``flat``
+search and the scan top-K is exact, ``ivf`` / ``hnsw`` are approximate. Settings stored
+before ``completion`` existed read as ``scan``, what that code did. A bundle without
+retrieval settings (a version
 registered before them) and ``top_k(..., exact=True)`` score every source against the
 whole catalogue.
 
@@ -74,6 +76,9 @@ TOPK_CHUNK_CELLS = 1 << 22
 ARTIFACT_SHA256, ARTIFACT_MANIFEST = "artifact_sha256", "artifact_manifest"
 # The top-K retrieval settings deploy stores with the model (artifacts/), next to the others.
 RETRIEVAL_FILE = "retrieval.json"
+# Retrieval keys added after models were registered with retrieval.json: the value that
+# reproduces what the code of those models did.
+RETRIEVAL_STORED_BEFORE = {"completion": "scan"}
 # Written by MLflow's downloader next to a registered model it downloads (name, version):
 # not one of the model's files.
 DOWNLOAD_META = "registered_model_meta"
@@ -614,9 +619,9 @@ def read_retrieval(path: str | Path) -> RetrievalConfig:
 
     from nextbuy.mlops import io
 
-    d = _json_object(path, tuple(RetrievalConfig.model_fields))
+    d = _json_object(path, tuple(k for k in RetrievalConfig.model_fields if k not in RETRIEVAL_STORED_BEFORE))
     try:
-        return RetrievalConfig.model_validate(d)
+        return RetrievalConfig.model_validate({**RETRIEVAL_STORED_BEFORE, **d})
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or None
