@@ -29,3 +29,28 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     default, tuned = _page_faults("default"), _page_faults("tuned")
     # default: each 64 MB block is a fresh mmap (~16k page faults x 20); tuned: the heap is reused
     assert tuned < default / 4, (default, tuned)
+
+
+RELEASE = """
+import resource, sys
+import numpy as np
+from nextbuy.allocator import keep_freed_memory, release_freed_memory
+
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+assert keep_freed_memory()
+block = np.ones(32 << 20)  # 256 MB from the heap
+keep = np.ones(1 << 10)  # above it: the heap top is not free, trimming the top cannot help
+del block
+kept = rss_mb()
+assert release_freed_memory()
+print(kept - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_released_memory_leaves_the_resident_set():
+    done = subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True, check=True)
+    assert float(done.stdout.strip()) > 200  # MB of the freed 256 MB block handed back

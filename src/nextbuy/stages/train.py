@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy import paths
+from nextbuy.allocator import release_freed_memory
 from nextbuy.config import TrainConfig, load_section
 from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.domain import delay
@@ -188,14 +189,17 @@ def fit_graph(
         progress=progress,
         collective=group,
     )
+    release_freed_memory()  # the training steps' freed blocks: export allocates other sizes
     members = (
         ensemble_members(model, graph, rows, cfg, architecture, schedule, progress, group)
         if cfg.uncertainty == "ensemble"
         else None
     )
     if group.rank:
+        for _ in members or ():  # every rank trains its share of each member
+            pass
         return model, None, history
-    if members is not None:
+    if members is not None:  # each member is trained, embedded and dropped in turn
         moments = blade.ensemble_moments(members, graph, chunk=cfg.export_chunk)
     else:
         moments = blade.export_moments(model, graph, **export, estimator=cfg.uncertainty)
@@ -214,7 +218,8 @@ def ensemble_members(
 ):
     """``cfg.ensemble_members`` models, each trained ``cfg.ensemble_epochs`` more epochs from the
     trained ``base`` on a Poisson bootstrap of the training impressions, with its own seed
-    (negatives, neighbourhood samples, dropout, batch order).
+    (negatives, neighbourhood samples, dropout, batch order). A generator: a member is trained
+    when the previous one has been used, so one member is in memory at a time.
 
     Products with thin history (new launches, few impressions) get disagreeing members: their
     few rows are in or out of each resample. Members start from one model, not from fresh
@@ -230,7 +235,6 @@ def ensemble_members(
 
     as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
     weight = conversion_weights(rows, cfg.weighting)
-    members = []
     for k in range(cfg.ensemble_members):
         resample = np.random.default_rng([cfg.seed, k]).poisson(1.0, len(rows))
         member, _ = blade.train_blade(
@@ -245,8 +249,9 @@ def ensemble_members(
             initial=base,
             collective=SINGLE if collective is None else collective,
         )
-        members.append(member)
-    return members
+        release_freed_memory()
+        yield member
+        del member
 
 
 def loss_table(history: list[dict]) -> pd.DataFrame:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -825,18 +825,23 @@ class _RunningMoments:
         self.count = 0
 
     def add(self, s: Tensor, t: Tensor) -> None:
-        s, t = s.double(), t.double()
-        for acc, value in zip(self.sums, (s, s * s, t, t * t), strict=True):
+        # One float64 temporary at a time: at 10^6 nodes each is 256 MB.
+        for acc, square, value in ((self.sums[0], self.sums[1], s), (self.sums[2], self.sums[3], t)):
+            value = value.double()
             acc += value
+            square += value.square_()
         self.count += 1
 
-    def mean(self, role: str) -> Tensor:
-        return self.sums[0 if role == "s" else 2] / self.count
+    def mean(self, role: str) -> np.ndarray:
+        """float32 [n, dim]."""
+        return (self.sums[0 if role == "s" else 2] / self.count).float().numpy()
 
-    def var(self, role: str) -> Tensor:
+    def var(self, role: str) -> np.ndarray:
+        """float32 [n, dim], unbiased."""
         total, square = self.sums[0:2] if role == "s" else self.sums[2:4]
         k = self.count
-        return ((square - total * total / k) / (k - 1)).clamp_min(0.0)
+        out = total.square()  # the one float64 temporary
+        return out.div_(-k).add_(square).div_(k - 1).clamp_min_(0.0).float().numpy()
 
 
 @torch.no_grad()
@@ -876,16 +881,18 @@ def export_moments(
         passes.add(*embed(model, graph, chunk=chunk, index=index, generator=generator, stochastic=True,
                           resample=estimator == "sampler"))  # fmt: skip
     model.train(was_training)
-    out = {"s_mean": s_mean, "t_mean": t_mean, "s_var": passes.var("s"), "t_var": passes.var("t")}
-    moments = {key: value.float().numpy() for key, value in out.items()}
+    moments = {"s_mean": s_mean.float().numpy(), "t_mean": t_mean.float().numpy()}
+    moments |= {"s_var": passes.var("s"), "t_var": passes.var("t")}
     moments["head_w"] = model.head_w.detach().float().numpy().copy()
     moments["head_b"] = model.head_b.detach().float().numpy().reshape(1).copy()
     return moments
 
 
-@torch.no_grad()
-def ensemble_moments(members: list[BladeModel], graph: DirectedGraph, *, chunk: int) -> dict[str, np.ndarray]:
+def ensemble_moments(
+    members: Iterable[BladeModel], graph: DirectedGraph, *, chunk: int
+) -> dict[str, np.ndarray]:
     """Per-node mean and unbiased variance over ensemble ``members`` (deterministic passes each).
+    ``members`` may be a generator: each member is dropped once embedded, bounding memory.
 
     Members' heads differ, so each member's head is folded into its target role
     (``(s*t).w = s.(t*w)``): the moments are of ``s`` and ``t*w``, ``head_w`` is all ones
@@ -893,15 +900,20 @@ def ensemble_moments(members: list[BladeModel], graph: DirectedGraph, *, chunk: 
     members share their starting point (see ``train.fit_graph``), so their embedding
     spaces stay aligned.
     """
-    if len(members) < 2:
-        raise ValueError("an ensemble needs >= 2 members (the variance needs two)")
-    passes = _RunningMoments(graph.n_nodes, members[0].dim)
-    for member in members:
+    passes, biases, dim = None, [], 0
+    for member in members:  # not under no_grad: a generator trains each member here
         member.eval()
-        s, t = embed(member, graph, chunk=chunk)
-        passes.add(s, t * member.head_w.detach())
-    out = {r + "_" + k: getattr(passes, k)(r) for r in ("s", "t") for k in ("mean", "var")}
-    moments = {key: value.float().numpy() for key, value in out.items()}
-    moments["head_w"] = np.ones(members[0].dim, dtype=np.float32)
-    moments["head_b"] = np.array([float(np.mean([float(m.head_b) for m in members]))], dtype=np.float32)
+        with torch.no_grad():
+            s, t = embed(member, graph, chunk=chunk)
+            dim = member.dim
+            if passes is None:
+                passes = _RunningMoments(graph.n_nodes, dim)
+            passes.add(s, t.mul_(member.head_w.detach()))
+        biases.append(float(member.head_b))
+        del member, s, t
+    if len(biases) < 2:
+        raise ValueError("an ensemble needs >= 2 members (the variance needs two)")
+    moments = {r + "_" + k: getattr(passes, k)(r) for r in ("s", "t") for k in ("mean", "var")}
+    moments["head_w"] = np.ones(dim, dtype=np.float32)
+    moments["head_b"] = np.array([float(np.mean(biases))], dtype=np.float32)
     return moments
