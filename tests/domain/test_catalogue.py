@@ -54,13 +54,34 @@ def test_the_mapping_of_ids_to_keys_counts():
 
 
 def test_mismatch_is_none_for_the_same_catalogue_and_names_both_otherwise():
-    small, large = catalogue.identity(products(5000)), catalogue.identity(products(100_000))
-    assert catalogue.mismatch(small, small) is None
-    why = catalogue.mismatch(small, large)
+    small, large = products(5000), products(100_000, seed=1)
+    assert catalogue.mismatch(catalogue.identity(small), small) is None
+    why = catalogue.mismatch(catalogue.identity(small), large)
     assert "5,000 products" in why and "100,000 products" in why
-    assert small in why and large in why
+    assert catalogue.identity(small) in why and catalogue.identity(large) in why
+
+
+def test_a_store_that_added_products_since_still_belongs():
+    before = products(5)
+    launched = pd.DataFrame(
+        {"product_id": [5, 6], "product_key": ["new-a", "new-b"], "category": [1, 2], "price": [3.0, 4.0]}
+    )
+    grown = pd.concat([launched, before], ignore_index=True)  # row order does not matter
+    assert catalogue.mismatch(catalogue.identity(before), grown) is None
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        products(4),  # fewer products than the model knew
+        products(7, seed=9),  # as many and more, but the first five are other products
+        pd.concat([products(keys=["1", "0", "2", "3", "4"]), products(7).iloc[5:]]),  # renumbered
+    ],
+)
+def test_a_store_whose_first_products_changed_does_not_belong(store):
+    assert catalogue.mismatch(catalogue.identity(products()), store) is not None
 
 
 def test_a_model_recording_no_catalogue_never_belongs():
-    why = catalogue.mismatch(None, catalogue.identity(products()))
+    why = catalogue.mismatch(None, products())
     assert why is not None and "unknown catalogue" in why and "5 products" in why

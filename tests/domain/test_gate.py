@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from nextbuy.domain import gate
+from nextbuy.domain import catalogue, gate
 from tests.helpers import config
 
 
@@ -137,11 +137,20 @@ def test_slightly_worse_within_tolerance_passes():
 
 # --- champion comparability ---------------------------------------------------
 
-SMALL, LARGE = "5000:aaaaaaaaaaaaaaaa", "100000:bbbbbbbbbbbbbbbb"
+
+def store(n: int) -> pd.DataFrame:
+    """A products table of n products."""
+    ids = np.arange(n, dtype=np.int64)
+    return pd.DataFrame(
+        {"product_id": ids, "product_key": ids.astype(str), "category": ids % 5, "price": 1.0}
+    )
+
+
+SMALL, LARGE = store(5000), store(100_000).assign(category=lambda t: t["category"] + 1)
 
 
 def test_a_champion_of_the_candidates_catalogue_is_comparable():
-    assert gate.champion_incomparable("3", SMALL, SMALL) is None
+    assert gate.champion_incomparable("3", catalogue.identity(SMALL), SMALL) is None
     assert gate.comparability(True, None) == {"champion_comparable": True, "not_comparable_reason": None}
 
 
@@ -151,7 +160,7 @@ def test_no_champion_is_neither_comparable_nor_not():
 
 
 def test_a_champion_of_another_catalogue_is_not_comparable_and_the_reason_names_both():
-    why = gate.champion_incomparable("1", SMALL, LARGE)
+    why = gate.champion_incomparable("1", catalogue.identity(SMALL), LARGE)
     assert why.startswith("champion v1 is not comparable")
     assert "5,000 products" in why and "100,000 products" in why and "floors alone" in why
     assert gate.comparability(False, why) == {"champion_comparable": False, "not_comparable_reason": why}

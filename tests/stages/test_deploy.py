@@ -25,7 +25,16 @@ from nextbuy.stages import deploy
 from tests.conftest import ROOT
 from tests.helpers import config
 
-SMALL, LARGE = "5000:aaaaaaaaaaaaaaaa", "100000:bbbbbbbbbbbbbbbb"  # two catalogues
+# The candidate's store: 300 products; OTHER: the tag of a 5,000-product catalogue.
+STORE_PRODUCTS = pd.DataFrame(
+    {
+        "product_id": np.arange(300, dtype=np.int64),
+        "product_key": [f"p{i}" for i in range(300)],
+        "category": np.arange(300, dtype=np.int64) % 7,
+        "price": 1.0,
+    }
+)
+THIS, OTHER = catalogue.identity(STORE_PRODUCTS), "5000:aaaaaaaaaaaaaaaa"
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +125,7 @@ def test_a_champion_of_another_catalogue_is_not_compared_and_the_candidate_is_ju
     cfg = config("deploy", min_recall=0.0, min_auc=0.0, max_calibration_error=1.0, bootstrap_samples=50)
     # `other` is refused against `good` as a comparable champion (above); of another catalogue,
     # the champion is never scored and the floors alone decide.
-    why = gate.champion_incomparable("1", SMALL, LARGE)
+    why = gate.champion_incomparable("1", OTHER, STORE_PRODUCTS)
     blessing = deploy.judge(other, Unscorable(), rows, label, cfg, why)
     assert blessing["passed"] and blessing["reasons"] == []
     assert blessing["champion"] is None and blessing["comparison"] is None
@@ -294,33 +303,42 @@ def never_downloaded(*args):
 
 
 def test_no_champion(store):
-    assert deploy.current_champion(store, "nextbuy", LARGE) == deploy.Champion(None, None, None, None)
+    none = deploy.Champion(None, None, None, None)
+    assert deploy.current_champion(store, "nextbuy", STORE_PRODUCTS) == none
 
 
 def test_a_champion_of_another_catalogue_is_reported_and_never_loaded(store, monkeypatch, caplog):
-    version = a_champion(store, {registry.CATALOGUE: SMALL})
+    version = a_champion(store, {registry.CATALOGUE: OTHER})
     monkeypatch.setattr(registry, "load_version", never_downloaded)
-    champion = deploy.current_champion(store, "nextbuy", LARGE)
-    assert champion.version == version and champion.catalogue == SMALL and champion.bundle is None
-    assert champion.incomparable == gate.champion_incomparable(version, SMALL, LARGE)
-    assert "not comparable" in caplog.text and "100,000 products" in caplog.text
+    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS)
+    assert champion.version == version and champion.catalogue == OTHER and champion.bundle is None
+    assert champion.incomparable == gate.champion_incomparable(version, OTHER, STORE_PRODUCTS)
+    assert "not comparable" in caplog.text and "300 products" in caplog.text
 
 
 def test_a_champion_registered_before_catalogues_were_recorded_is_not_comparable(store, monkeypatch):
     a_champion(store, {})
     monkeypatch.setattr(registry, "load_version", never_downloaded)
-    champion = deploy.current_champion(store, "nextbuy", LARGE)
+    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS)
     assert champion.bundle is None and "unknown catalogue" in champion.incomparable
 
 
 def test_a_champion_of_the_same_catalogue_is_loaded_for_the_comparison(store, monkeypatch):
-    version = a_champion(store, {registry.CATALOGUE: LARGE})
+    version = a_champion(store, {registry.CATALOGUE: THIS})
     monkeypatch.setattr(registry, "load_version", lambda name, v: ("bundle", name, v))
-    champion = deploy.current_champion(store, "nextbuy", LARGE)
-    assert champion == deploy.Champion(version, LARGE, ("bundle", "nextbuy", version), None)
+    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS)
+    assert champion == deploy.Champion(version, THIS, ("bundle", "nextbuy", version), None)
 
 
-def test_the_store_catalogue_is_that_of_the_ingested_products(store):
+def test_a_champion_of_the_store_before_its_latest_launches_is_compared(store, monkeypatch):
+    """The champion knew the first 250 products; 50 launched since (ids 250..299)."""
+    version = a_champion(store, {registry.CATALOGUE: catalogue.identity(STORE_PRODUCTS.iloc[:250])})
+    monkeypatch.setattr(registry, "load_version", lambda name, v: ("bundle", name, v))
+    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS)
+    assert champion.incomparable is None and champion.bundle == ("bundle", "nextbuy", version)
+
+
+def test_the_store_products_are_the_ingested_ones(store):
     products = pd.DataFrame(
         {
             "product_id": np.arange(4, dtype=np.int64),
@@ -330,5 +348,5 @@ def test_the_store_catalogue_is_that_of_the_ingested_products(store):
         }
     )
     io.write_table(products, paths.PRODUCTS, schemas.PRODUCTS)
-    assert deploy.store_catalogue() == catalogue.identity(products)
-    assert deploy.store_catalogue().startswith("4:")
+    assert catalogue.identity(deploy.store_products()) == catalogue.identity(products)
+    assert catalogue.identity(deploy.store_products()).startswith("4:")

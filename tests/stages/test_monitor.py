@@ -105,8 +105,18 @@ def test_a_champion_of_the_stores_catalogue_watches_it(client):
     assert monitor.champion_of_this_store(client, "nextbuy", store) == version
 
 
+def another_store(n: int) -> pd.DataFrame:
+    """n products numbered like products(n) but other products (other categories)."""
+    return products(n).assign(category=lambda t: (t["category"] + 1) % 5)
+
+
+def test_a_champion_of_the_store_before_its_latest_launches_watches_it(client):
+    version = champion(client, {registry.CATALOGUE: catalogue.identity(products(250))})
+    assert monitor.champion_of_this_store(client, "nextbuy", products(300)) == version
+
+
 def test_a_champion_of_another_catalogue_is_refused_naming_the_model_and_both_catalogues(client):
-    small, large = products(50), products(300)
+    small, large = another_store(50), products(300)
     version = champion(client, {registry.CATALOGUE: catalogue.identity(small)})
     with pytest.raises(io.DataError) as err:
         monitor.champion_of_this_store(client, "nextbuy", large)
@@ -165,7 +175,7 @@ def test_the_stage_stops_before_scoring_and_writes_no_alerts_with_a_foreign_cham
     store = products(300)
     io.write_table(store, paths.PRODUCTS, schemas.PRODUCTS)
     model_name = config("deploy").model_name
-    champion(client, {registry.CATALOGUE: catalogue.identity(products(50))}, name=model_name)
+    champion(client, {registry.CATALOGUE: catalogue.identity(another_store(50))}, name=model_name)
     read_table = io.read_table
     monkeypatch.setattr(  # traffic, edges: never reached
         io, "read_table", lambda path, schema: read_table(path, schema) if path == paths.PRODUCTS else None

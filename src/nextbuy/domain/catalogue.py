@@ -3,8 +3,14 @@
 A model scores product *ids*, and an id means a product only within the catalogue that
 numbered it: product 17 of the 5,000-product store is not product 17 of the 100,000-product
 one. Deploy records the identity on every registered version; the gate compares a
-candidate only with a champion of the same catalogue, and the monitor watches a store's
-traffic only with a champion of that store's catalogue.
+candidate only with a champion that belongs to the candidate's store, and the monitor
+watches a store's traffic only with a champion that belongs to it (:func:`mismatch`).
+
+A store grows: products launch, and a product keeps its id. So a model belongs to a store
+whose catalogue is the model's own, or the model's own followed by products added since
+(every id below the model's count still the same product): the model serves those new
+products as cold. A store whose products were renumbered, replaced or recategorised is
+another catalogue.
 
 The identity is ``"<products>:<hash>"``: the number of products and the first
 :data:`HASH_CHARS` hex digits of the SHA-256 of (product_id, product_key, category) in
@@ -41,9 +47,13 @@ def describe(catalogue: str | None) -> str:
     return f"{size} (catalogue {catalogue})"
 
 
-def mismatch(model: str | None, store: str) -> str | None:
-    """Why a model of catalogue ``model`` does not belong to a store of catalogue ``store``;
-    None when it does. A model that records no catalogue is never taken to belong."""
-    if model == store:
-        return None
-    return f"it was trained on {describe(model)}, this store is {describe(store)}"
+def mismatch(model: str | None, store: pd.DataFrame) -> str | None:
+    """Why a model of catalogue ``model`` does not belong to the store of ``store`` (its
+    products table); None when it does: the store's catalogue is the model's, or the model's
+    followed by products added since. A model that records no catalogue never belongs."""
+    count = (model or "").partition(":")[0]
+    if count.isdigit() and int(count) <= len(store):
+        first = store.sort_values("product_id", kind="stable").iloc[: int(count)]
+        if identity(first) == model:
+            return None
+    return f"it was trained on {describe(model)}, this store is {describe(identity(store))}"

@@ -2,7 +2,8 @@
 at all, figures of a model on evaluation rows, a paired bootstrap of candidate vs
 champion, and the pass/fail decision with reasons.
 
-A champion of another catalogue (``nextbuy.domain.catalogue``) is never compared: its
+A champion that does not belong to the candidate's store (``nextbuy.domain.catalogue``:
+another catalogue, not just the same one with products added since) is never compared: its
 scores of this store's product ids mean nothing. It is left out and the candidate is
 judged like a first release, on the floors alone.
 
@@ -24,13 +25,14 @@ LOWER_IS_BETTER = {"ece"}
 
 
 def champion_incomparable(
-    champion_version: str | None, champion_catalogue: str | None, candidate_catalogue: str
+    champion_version: str | None, champion_catalogue: str | None, store: pd.DataFrame
 ) -> str | None:
-    """Why the champion may not be compared with the candidate: it belongs to another (or an
-    unrecorded) catalogue. None when there is no champion or it is of the candidate's catalogue."""
+    """Why the champion may not be compared with the candidate: it does not belong to the
+    candidate's store (``store``: its products table), or records no catalogue. None when there
+    is no champion or it belongs."""
     if champion_version is None:
         return None
-    why = catalogue.mismatch(champion_catalogue, candidate_catalogue)
+    why = catalogue.mismatch(champion_catalogue, store)
     if why is None:
         return None
     return (

@@ -9,7 +9,8 @@ on the model version.
 
 Every version carries the catalogue it was trained on (tag ``catalogue``: number of
 products and a hash of the products table, ``nextbuy.domain.catalogue``). A champion of
-another catalogue, or one that records none, is not comparable: it is neither loaded nor
+another catalogue (not merely the store's, with products added since), or one that records
+none, is not comparable: it is neither loaded nor
 scored, the blessing says so (``champion_comparable: false``, ``not_comparable_reason``)
 and the candidate is judged like a first release, on the floors alone.
 
@@ -119,9 +120,9 @@ def judge(
     }
 
 
-def store_catalogue() -> str:
-    """The catalogue of the ingested store (what the candidate was trained on)."""
-    return catalogue.identity(io.read_table(paths.PRODUCTS, schemas.PRODUCTS))
+def store_products() -> pd.DataFrame:
+    """The ingested store's products (the catalogue the candidate was trained on)."""
+    return io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
 
 
 class Champion(NamedTuple):
@@ -133,16 +134,16 @@ class Champion(NamedTuple):
     incomparable: str | None  # why it may not be compared (gate.champion_incomparable)
 
 
-def current_champion(client, model_name: str, candidate_catalogue: str) -> Champion:
-    """The released champion, loaded only when it may be compared with a candidate of
-    ``candidate_catalogue``: a champion of another catalogue is never downloaded."""
+def current_champion(client, model_name: str, store: pd.DataFrame) -> Champion:
+    """The released champion, loaded only when it may be compared with a candidate trained on
+    ``store`` (its products table): a champion of another catalogue is never downloaded."""
     from nextbuy.mlops import registry
 
     version = registry.released_version(client, model_name, registry.CHAMPION)
     if version is None:
         return Champion(None, None, None, None)
     recorded = registry.catalogue_of(client, model_name, version)
-    incomparable = gate.champion_incomparable(version, recorded, candidate_catalogue)
+    incomparable = gate.champion_incomparable(version, recorded, store)
     if incomparable is not None:
         log.warning("deploy: %s %s", model_name, incomparable)
         return Champion(version, recorded, None, incomparable)
@@ -354,8 +355,9 @@ def run(params_file: str = "params.yaml") -> dict:
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     candidate = ServingBundle.load(paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
     candidate = candidate.with_retrieval(cfg.retrieval)  # logged with the model: every top-K uses it
-    candidate_catalogue = store_catalogue()
-    champion = current_champion(client, cfg.model_name, candidate_catalogue)
+    products = store_products()
+    candidate_catalogue = catalogue.identity(products)
+    champion = current_champion(client, cfg.model_name, products)
     rows, label = evaluation_rows(weighted)
     blessing = judge(candidate, champion.bundle, rows, label, cfg, champion.incomparable)
     blessing.update(

@@ -3,7 +3,8 @@ bucket compare predicted positivity with observed (matured) and delay-corrected
 estimated positivity; write alerts; fill the Evidently on-call dashboard.
 
 Only a champion of this store's catalogue watches its traffic (``nextbuy.domain.catalogue``:
-the tag ``catalogue`` deploy records on every version vs the ingested products). One of
+the tag ``catalogue`` deploy records on every version vs the ingested products; products
+added since the champion was trained are fine, it serves them as cold). One of
 another catalogue (or one recording none) stops the stage with a DataError (exit 2) naming
 the model, its version and both catalogues: a model of another catalogue scores ids that
 mean other products, and every window would alert for nothing.
@@ -131,8 +132,7 @@ def champion_of_this_store(client, model_name: str, products: pd.DataFrame) -> s
     version = registry.released_version(client, model_name, registry.CHAMPION)
     if version is None:
         return None
-    store = catalogue.identity(products)
-    why = catalogue.mismatch(registry.catalogue_of(client, model_name, version), store)
+    why = catalogue.mismatch(registry.catalogue_of(client, model_name, version), products)
     if why is not None:
         raise io.DataError(
             f"models:/{model_name}@{registry.CHAMPION}",
