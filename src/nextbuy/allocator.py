@@ -8,7 +8,7 @@ top after frees, so every step faults its working memory in again, page by page.
 freed blocks stay in the heap and the next step reuses them. The price is memory: the heap
 keeps what it grew to. Where a phase with other block sizes follows (training, then export),
 :func:`release_freed_memory` hands the freed memory back first: without that the 1M preset's
-train stage peaked at 8.2–9.4 GiB in its export, against 6.93 GiB with glibc's defaults.
+train stage peaked at 8.2–8.9 GiB in its export, against 6.93 GiB with glibc's defaults.
 """
 
 from __future__ import annotations
