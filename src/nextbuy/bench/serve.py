@@ -23,7 +23,8 @@ Figures (JSON keys):
                 with ``--topk-bundle PROJECT`` (``run(topk_bundle=...)``): the same on the
                 trained bundle a pipeline run left in PROJECT (``topk_trained_products``
                 products): synthetic moments are i.i.d. Gaussian, the hardest case for an
-                approximate index; a trained model's are not.
+                approximate index; the one trained model measured (the 1M preset's) was far
+                easier (BENCHMARKS.md).
   rest_p50_ms / rest_p99_ms
                 ``mlflow models serve`` of the registered synthetic model (temp SQLite
                 store, own process group, stopped in ``finally``), 100-candidate
@@ -469,7 +470,8 @@ def run(
                 fig.update(bench_topk_trained(Path(topk_bundle), tmp, settings))
     fig["load_avg_1m_at_end"] = os.getloadavg()[0]
     fig["notes"] = (
-        "Synthetic random moments (no training); all candidates are known products. "
+        "Synthetic random moments (no training), except topk_trained_* (the trained bundle in "
+        "topk_trained_bundle); all candidates are known products. "
         "pairs_per_s and dot_pairs_per_s are the best of interleaved repeats in the same process. "
         f"REST latency is client-side wall time over a keep-alive session, {REST_WARMUP} warm-up requests "
         "dropped, one uvicorn worker, client and server on the same 127.0.0.1 machine. load_levels: "
