@@ -568,12 +568,16 @@ def serve(
     ),
     port: int = typer.Option(5001, help="port on 127.0.0.1"),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
+    fast_path: bool = typer.Option(
+        True, help="answer plain pair-scoring requests without MLflow's per-request overhead (same JSON)"
+    ),
 ) -> None:
     """REST scoring on 127.0.0.1 (make serve): MLflow's scoring server, behind a body-size limit.
 
     The model's files are checked against the SHA-256 deploy recorded first (exit 1 if one
     differs). POST /invocations as with `mlflow models serve`, but a body over
-    NEXTBUY_MAX_BODY_BYTES (default 10 MB) gets 413 before MLflow reads it."""
+    NEXTBUY_MAX_BODY_BYTES (default 10 MB) gets 413 before MLflow reads it, and plain
+    dataframe_split pair requests are answered by a fast path with the same JSON."""
     import shutil
     import sys
     import tempfile
@@ -621,6 +625,7 @@ def serve(
     )
     env = dict(os.environ)
     env[scoring_server._SERVER_MODEL_PATH] = path_to_local_file_uri(str(path))
+    env[rest_app.FAST_PATH_ENV] = "1" if fast_path else "0"
     env[MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name] = str(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
     cmd = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(port)]
     cmd += ["--workers", str(workers), "nextbuy.mlops.rest_app:app"]

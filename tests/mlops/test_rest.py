@@ -104,6 +104,18 @@ def test_pairs_score_100_candidates_with_cold_start_flags(server):
     assert [p["bucket"] for p in preds] == local["bucket"].tolist()
 
 
+def test_plain_pair_requests_get_the_same_answer_as_mlflow_s_path(server):
+    """A plain dataframe_split pair request is answered by the fast path; the same pairs as
+    dataframe_records go through MLflow's scoring server: the two answers are identical."""
+    rng = np.random.default_rng(2)
+    pairs = np.c_[rng.integers(-3, N_PRODUCTS + 3, 50), rng.integers(-3, N_PRODUCTS + 3, 50)]
+    fast = post(server, fixtures.invocations_body(COLUMNS, pairs.tolist()))
+    records = [{"source_id": int(u), "candidate_id": int(v)} for u, v in pairs]
+    slow = post(server, json.dumps({"dataframe_records": records}).encode())
+    assert fast.status == slow.status == 200, (fast.text, slow.text)
+    assert fast.json() == slow.json() and len(fast.json()["predictions"]) == 50
+
+
 def test_top_k_with_source_ids_only(server):
     sources = [0, 42, 10**6]
     reply = post(server, fixtures.invocations_body(["source_id"], [[s] for s in sources], {"top_k": 5}))

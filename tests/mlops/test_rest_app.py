@@ -11,7 +11,10 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nextbuy.mlops import rest_app, serving
 
@@ -42,7 +45,11 @@ class Exchange:
     type); ``status``, ``headers`` and ``body`` are the response's."""
 
     def __init__(self, app, chunks, content_length=None, scope_type="http", extra_headers=()):
-        headers = [(b"content-type", b"application/json"), *extra_headers]
+        given = {name for name, _ in extra_headers}
+        headers = [
+            *([] if b"content-type" in given else [(b"content-type", b"application/json")]),
+            *extra_headers,
+        ]
         if content_length is not None:
             headers.append((b"content-length", str(content_length).encode()))
         scope = {"type": scope_type, "method": "POST", "path": "/invocations", "headers": headers}
@@ -195,6 +202,151 @@ def test_the_app_needs_the_model_path_that_nextbuy_serve_sets(monkeypatch):
         rest_app.app  # noqa: B018 - built on first access
 
 
+# --- the pair fast path -----------------------------------------------------------------
+
+
+def split_body(data, columns=("source_id", "candidate_id"), **extra) -> bytes:
+    return json.dumps({"dataframe_split": {"columns": list(columns), "data": data}, **extra}).encode()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from nextbuy import serving_fixtures as fixtures
+
+    files = fixtures.write_bundle_files(tmp_path_factory.mktemp("fast") / "bundle", 300, 8, seed=3)
+    return fixtures.load_bundle(files)
+
+
+def mlflow_answer(bundle, pairs) -> dict:
+    """What MLflow's scoring server writes for the model's answer to ``pairs``."""
+    from io import StringIO
+
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    out = StringIO()
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    predictions_to_json(bundle.score(pairs[:, 0], pairs[:, 1]), out)
+    return json.loads(out.getvalue())
+
+
+def test_plain_pair_bodies_are_read_as_int64_pairs():
+    pairs = rest_app.plain_pairs(split_body([[1, 2], [-5, 2**63 - 1]]))
+    assert pairs.dtype == np.int64 and pairs.tolist() == [[1, 2], [-5, 2**63 - 1]]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        split_body([[1, 2]], params={"top_k": 0}),  # any params: MLflow's to check
+        split_body([[1]], columns=["source_id"]),  # top-K
+        split_body([[2, 1]], columns=["candidate_id", "source_id"]),  # another column order
+        split_body([[1, 2, 3]], columns=["source_id", "candidate_id", "x"]),
+        split_body([]),  # empty
+        split_body([[True, 2]]),  # booleans numpy would read as 1
+        split_body([[1.0, 2]]),  # floats
+        split_body([["1", 2]]),  # text
+        split_body([[None, 2]]),
+        split_body([[[1], 2]]),  # nested
+        split_body([[1, 2], [3]]),  # ragged
+        split_body([[2**63, 1]]),  # beyond int64
+        json.dumps(
+            {"dataframe_split": {"columns": ["source_id", "candidate_id"], "data": [[1, 2]], "index": [0]}}
+        ).encode(),
+        json.dumps({"dataframe_records": [{"source_id": 1, "candidate_id": 2}]}).encode(),
+        json.dumps([[1, 2]]).encode(),
+        b'{"dataframe_split": ',  # not JSON
+        b"source_id,candidate_id\n1,2\n",
+    ],
+)
+def test_anything_but_a_plain_pair_request_is_left_to_mlflow(body):
+    assert rest_app.plain_pairs(body) is None
+
+
+def test_more_rows_than_the_request_limit_are_left_to_mlflow(monkeypatch):
+    monkeypatch.setattr(rest_app, "MAX_REQUEST_ROWS", 3)
+    assert rest_app.plain_pairs(split_body([[1, 2]] * 3)) is not None
+    assert rest_app.plain_pairs(split_body([[1, 2]] * 4)) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-(2**63), 2**63 - 1) | st.integers(-2, 320), st.integers(-2, 320)),
+        min_size=1,
+        max_size=60,
+    ),
+    st.sampled_from(
+        [b"application/json", b"application/json; charset=utf-8", b"Application/JSON;charset=UTF-8"]
+    ),
+)
+def test_the_fast_path_answers_plain_pairs_with_mlflow_s_json(bundle, pairs, content_type):
+    """Same records, keys in the same order, the same numbers (floats to the last bit), the
+    same booleans: the answer MLflow's server would write, and the app behind is not called."""
+    echo = Echo()
+    body = split_body([list(p) for p in pairs])
+    x = Exchange(
+        rest_app.PairFastPath(echo, bundle.score_columns),
+        [body[:7], body[7:]],  # a body in two parts is read whole
+        extra_headers=[(b"content-type", content_type)],
+    )
+    assert x.status == 200 and echo.calls == 0 and x.headers[b"content-type"] == b"application/json"
+    assert int(x.headers[b"content-length"]) == len(x.body)
+    answer, expected = json.loads(x.body), mlflow_answer(bundle, pairs)
+    assert answer == expected
+    assert [list(r) for r in answer["predictions"]] == [list(r) for r in expected["predictions"]]
+
+
+@pytest.mark.parametrize(
+    "headers, method, path, body",
+    [
+        ([], "POST", "/invocations", split_body([[1, 2]], params={"top_k": 3})),  # not plain
+        ([(b"content-type", b"text/csv")], "POST", "/invocations", b"source_id,candidate_id\n1,2\n"),
+        (
+            [(b"content-type", b"application/json; charset=latin-1")],
+            "POST",
+            "/invocations",
+            split_body([[1, 2]]),
+        ),
+        ([], "POST", "/other", split_body([[1, 2]])),
+        ([], "GET", "/invocations", split_body([[1, 2]])),
+    ],
+)
+def test_other_requests_reach_mlflow_s_app_with_their_body_unchanged(bundle, headers, method, path, body):
+    echo = Echo()
+    app = rest_app.PairFastPath(echo, bundle.score_columns)
+    scope_headers = headers or [(b"content-type", b"application/json")]
+    scope = {"type": "http", "method": method, "path": path, "headers": scope_headers}
+    sent: list[dict] = []
+    parts = [body[:5], body[5:]]
+
+    async def receive():
+        return (
+            {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
+            if parts
+            else {"type": "http.disconnect"}
+        )
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert echo.calls == 1 and b"".join(m.get("body", b"") for m in sent[1:]) == body
+
+
+def test_a_non_finite_answer_goes_mlflow_s_way(bundle):
+    """MLflow writes NaN/Infinity, which orjson cannot: such answers are left to it."""
+
+    def with_nan(src, dst):
+        columns = dict(bundle.score_columns(src, dst))
+        columns["score"] = np.full(src.size, np.nan)
+        return columns
+
+    echo = Echo()
+    body = split_body([[1, 2]])
+    x = Exchange(rest_app.PairFastPath(echo, with_nan), [body])
+    assert echo.calls == 1 and x.body == body
+
+
 # --- `nextbuy serve`: what it checks, then what it execs ---------------------------
 
 
@@ -253,6 +405,9 @@ def test_serve_checks_the_champion_then_execs_uvicorn_on_the_guarded_app(tmp_pat
     assert served.startswith(tmp_path.as_uri())
     timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     assert env[timeout.name] == str(timeout.get())
+    assert env[rest_app.FAST_PATH_ENV] == "1"  # the pair fast path is on unless asked otherwise
+    result, execd = serve_in(tmp_path, monkeypatch, "--model", fixtures.champion_uri(), "--no-fast-path")
+    assert result.exit_code == 0 and execd[1][rest_app.FAST_PATH_ENV] == "0", result.output
 
     stored = next((tmp_path / "mlartifacts").rglob("artifacts/thresholds.json"))
     stored.write_text(stored.read_text() + " ")

@@ -292,9 +292,23 @@ async def _async_load_level(url: str, bodies: list[bytes], clients: int) -> dict
 
 def bench_load(uri: str, tmp: Path, bodies: list[bytes]) -> dict:
     """The champion served by ``LOAD_WORKERS`` workers; each level of ``LOAD_CLIENTS``
-    concurrent clients sends ``LOAD_REQUESTS`` 100-candidate requests (after a warm-up)."""
+    concurrent clients sends ``LOAD_REQUESTS`` 100-candidate requests (after a warm-up).
+    ``load_levels``: as `nextbuy serve` serves (the pair fast path on);
+    ``load_levels_mlflow_path``: the same requests, every one through MLflow's scoring server
+    (``--no-fast-path``), right after, for the side-by-side ratio."""
+    fast = _load_levels(uri, tmp / "serve-load.log", bodies, fast_path=True)
+    mlflow_path = _load_levels(uri, tmp / "serve-load-mlflow.log", bodies, fast_path=False)
+    return {
+        "load_workers": LOAD_WORKERS,
+        "load_levels": fast["levels"],
+        "load_levels_mlflow_path": mlflow_path["levels"],
+        "load_server_stopped": fast["stopped"] and mlflow_path["stopped"],
+    }
+
+
+def _load_levels(uri: str, log: Path, bodies: list[bytes], fast_path: bool) -> dict:
     server = fixtures.RestServer(
-        fixtures.champion_uri(), uri, tmp / "serve-load.log", workers=LOAD_WORKERS, start_timeout=180
+        fixtures.champion_uri(), uri, log, workers=LOAD_WORKERS, start_timeout=180, fast_path=fast_path
     )
     try:
         server.start()
@@ -303,7 +317,7 @@ def bench_load(uri: str, tmp: Path, bodies: list[bytes]) -> dict:
         levels = [_load_level(url, bodies[:LOAD_REQUESTS], clients) for clients in LOAD_CLIENTS]
     finally:
         stopped = server.stop()
-    return {"load_workers": LOAD_WORKERS, "load_levels": levels, "load_server_stopped": stopped}
+    return {"levels": levels, "stopped": stopped}
 
 
 def _goal_row(t, label: str, value: str, goal: str, ok: bool | None) -> None:
@@ -381,13 +395,26 @@ def _table(fig: dict):
         _goal_row(
             t,
             f"load: {level['clients']} clients, {fig['load_workers']} workers — req/s, p99, errors",
-            f"{level['rps']:.0f}/s, {'-' if p99 is None else f'{p99:.1f} ms'}, {level['errors']}",
+            _level_text(level),
             f"≤ {GOALS['load_p99_ms_16']:.0f} ms, 0 errors" if at16 else "0 errors",
             (p99 is not None and p99 <= GOALS["load_p99_ms_16"] and not level["errors"])
             if at16
             else not level["errors"],
         )
+    for level in fig.get("load_levels_mlflow_path", []):
+        _goal_row(
+            t,
+            f"  same, MLflow's path only (--no-fast-path): {level['clients']} clients",
+            _level_text(level),
+            "",
+            None,
+        )
     return t
+
+
+def _level_text(level: dict) -> str:
+    p99 = level["p99_ms"]
+    return f"{level['rps']:.0f}/s, {'-' if p99 is None else f'{p99:.1f} ms'}, {level['errors']}"
 
 
 def _retrieval_settings():
@@ -476,7 +503,9 @@ def run(
         f"REST latency is client-side wall time over a keep-alive session, {REST_WARMUP} warm-up requests "
         "dropped, one uvicorn worker, client and server on the same 127.0.0.1 machine. load_levels: "
         f"{LOAD_WORKERS} workers, {LOAD_REQUESTS} requests per level from concurrent asyncio (aiohttp) "
-        "clients of this process (one keep-alive connection each), rps over the level's wall time. "
+        "clients of this process (one keep-alive connection each), rps over the level's wall time; "
+        "load_levels_mlflow_path: the same requests right after, with the pair fast path off "
+        "(nextbuy serve --no-fast-path), every request through MLflow's scoring server. "
         "topk_*_s are MEASURED for every product (index build included) with the retrieval settings "
         "in topk_retrieval; topk_exact_*_s are the exact method timed on *_exact_sampled_sources "
         "sources and EXTRAPOLATED linearly; recall_vs_exact is recall@k of the served lists vs the "

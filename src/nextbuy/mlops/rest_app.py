@@ -9,6 +9,12 @@ to a body over the limit before any of it reaches MLflow: at once when its ``Con
 says so (before a byte of the body is read), else (chunked) as soon as the bytes received
 pass the limit; what is still coming is then dropped unparsed.
 
+MLflow's path also costs milliseconds per small request outside the model: a thread hop,
+its HTTP middleware, pandas parsing, schema enforcement and a pure-Python JSON writer (of a
+100-pair request's 1.3 ms in process, 0.87 ms was ``predictions_to_json``; BENCHMARKS.md,
+2026-11-23). :class:`PairFastPath` answers the request the store sends most, plain pair
+scoring, itself, with the same JSON; everything else goes MLflow's way.
+
 ``app`` is built on first access (``uvicorn nextbuy.mlops.rest_app:app``), from the model
 directory in the env var ``scoring_server._SERVER_MODEL_PATH``, as MLflow's
 ``scoring_server/app.py`` does; importing this module loads no model.
@@ -22,7 +28,10 @@ import os
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from nextbuy.mlops.serving import MAX_REQUEST_ROWS
+import numpy as np
+import orjson
+
+from nextbuy.mlops.serving import INPUT_COLUMNS, MAX_REQUEST_ROWS, PAIR_COLUMNS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,6 +53,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 BYTES_PER_ROW = 100
 MAX_BODY_BYTES = MAX_REQUEST_ROWS * BYTES_PER_ROW
 MAX_BODY_BYTES_ENV = "NEXTBUY_MAX_BODY_BYTES"
+# "0" turns PairFastPath off (`nextbuy serve --no-fast-path`): every request goes MLflow's way.
+FAST_PATH_ENV = "NEXTBUY_REST_FAST_PATH"
 # After a 413, how long the rest of the body is read (and dropped) so the client sees the answer.
 DRAIN_SECONDS = 30.0
 
@@ -182,13 +193,110 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def build_app(model_uri: str, max_bytes: int | None = None) -> BodySizeLimit:
+# -- the fast path for plain pair scoring ---------------------------------------------------------
+
+ScoreColumns = Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]]
+_JSON_TYPES = (b"application/json", b"application/json;charset=utf-8")  # spaces removed
+_FLOAT_COLUMNS = tuple(c for c in PAIR_COLUMNS if c in ("score", "uncertainty", "prob_calibrated"))
+
+
+def plain_pairs(body: bytes) -> np.ndarray | None:
+    """The (source_id, candidate_id) pairs of a body that is exactly
+    ``{"dataframe_split": {"columns": ["source_id", "candidate_id"], "data": [[u, v], ...]}}``
+    with 1 to ``MAX_REQUEST_ROWS`` rows of JSON integers within int64, as an int64 [n, 2]
+    array; None for any other body (other keys or forms, params, booleans, floats, text,
+    nulls, out-of-range ids, bad JSON): those are MLflow's to answer or refuse."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict or len(doc) != 1:
+        return None
+    split = doc.get("dataframe_split")
+    if type(split) is not dict or split.keys() != {"columns", "data"}:
+        return None
+    if split["columns"] != list(INPUT_COLUMNS):
+        return None
+    data = split["data"]
+    if type(data) is not list or not 1 <= len(data) <= MAX_REQUEST_ROWS:
+        return None
+    # `type(...) is int`: bool is a subclass of int, and numpy would take true as 1.
+    if not all(type(r) is list and len(r) == 2 and type(r[0]) is int and type(r[1]) is int for r in data):
+        return None
+    try:
+        return np.array(data, dtype=np.int64)
+    except OverflowError:  # beyond int64: MLflow's path names the values
+        return None
+
+
+def pairs_json(columns: Mapping[str, np.ndarray]) -> bytes | None:
+    """MLflow's answer to a pair request (``{"predictions": [{column: value, ...}, ...]}``,
+    one record per row, columns in ``PAIR_COLUMNS`` order, each value the Python scalar pandas
+    gives) as compact JSON; None when a float is not finite (MLflow writes NaN/Infinity
+    there, which orjson cannot)."""
+    if not all(np.isfinite(columns[c]).all() for c in _FLOAT_COLUMNS):
+        return None
+    values = [columns[c].tolist() for c in PAIR_COLUMNS]
+    rows = zip(*values, strict=True)
+    return orjson.dumps({"predictions": [dict(zip(PAIR_COLUMNS, row, strict=True)) for row in rows]})
+
+
+class PairFastPath:
+    """Pure ASGI middleware: a POST to /invocations whose JSON body :func:`plain_pairs`
+    accepts is scored by ``score_columns`` (the served bundle's) and answered here, in the
+    event loop, with the JSON MLflow's server gives for it (tests/mlops/test_rest_app.py and
+    test_rest.py compare the two). Every other request, and the body as received, goes on to
+    ``app`` unchanged: other encodings, top-K, params, and everything the model refuses keep
+    MLflow's answers and messages."""
+
+    def __init__(self, app: ASGIApp, score_columns: ScoreColumns):
+        self.app = app
+        self.score_columns = score_columns
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._candidate(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:  # bounded: BodySizeLimit stands in front
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        pairs = plain_pairs(body)
+        answer = None if pairs is None else pairs_json(self.score_columns(pairs[:, 0], pairs[:, 1]))
+        if answer is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    @staticmethod
+    def _candidate(scope: Scope) -> bool:
+        return (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and scope.get("path") == "/invocations"
+            and _header(scope, b"content-type").lower().replace(b" ", b"") in _JSON_TYPES
+        )
+
+
+def build_app(model_uri: str, max_bytes: int | None = None, fast_path: bool = True) -> BodySizeLimit:
     """MLflow's scoring app for the pyfunc model at ``model_uri`` (as its ``app.py`` builds
-    it), behind :class:`BodySizeLimit` (``max_bytes`` default: :func:`max_body_bytes`)."""
+    it), behind :class:`PairFastPath` (unless ``fast_path`` is false) and, outermost,
+    :class:`BodySizeLimit` (``max_bytes`` default: :func:`max_body_bytes`)."""
     limit = max_body_bytes() if max_bytes is None else max_bytes
     from mlflow.pyfunc import scoring_server
 
-    return BodySizeLimit(scoring_server.init(scoring_server.load_model_with_mlflow_config(model_uri)), limit)
+    model = scoring_server.load_model_with_mlflow_config(model_uri)
+    app: ASGIApp = scoring_server.init(model)
+    if fast_path:
+        app = PairFastPath(app, model.unwrap_python_model().bundle.score_columns)
+    return BodySizeLimit(app, limit)
 
 
 def __getattr__(name: str) -> Any:
@@ -203,6 +311,6 @@ def __getattr__(name: str) -> Any:
             f"{__name__}:app needs the model's local path in ${scoring_server._SERVER_MODEL_PATH}: "
             "start it with `nextbuy serve`"
         )
-    built = build_app(model_uri)
+    built = build_app(model_uri, fast_path=os.environ.get(FAST_PATH_ENV, "1") != "0")
     globals()["app"] = built
     return built

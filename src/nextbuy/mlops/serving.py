@@ -203,21 +203,23 @@ class ServingBundle:
         prob = self.calibration.predict_in_bucket(score, bucket)
         return bucket, prob, self.thresholds.decide(score, bucket)
 
-    def score(self, source_id: np.ndarray, candidate_id: np.ndarray) -> pd.DataFrame:
+    def score_columns(self, source_id: np.ndarray, candidate_id: np.ndarray) -> dict[str, np.ndarray]:
+        """The answer for (source_id, candidate_id) pairs, one array per ``PAIR_COLUMNS`` name."""
         src, src_cold = self._index(np.asarray(source_id, dtype=np.int64))
         dst, dst_cold = self._index(np.asarray(candidate_id, dtype=np.int64))
         score, uncertainty = score_and_uncertainty(self.moments, src, dst)
         bucket, prob, decision = self._decide(score, uncertainty)
-        return pd.DataFrame(
-            {
-                "score": score,
-                "uncertainty": uncertainty,
-                "bucket": bucket.astype(np.int64),
-                "prob_calibrated": prob,
-                "decision": decision,
-                "cold_start": src_cold | dst_cold,
-            }
-        )
+        return {
+            "score": score,
+            "uncertainty": uncertainty,
+            "bucket": bucket.astype(np.int64),
+            "prob_calibrated": prob,
+            "decision": decision,
+            "cold_start": src_cold | dst_cold,
+        }
+
+    def score(self, source_id: np.ndarray, candidate_id: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(self.score_columns(source_id, candidate_id))
 
     def _all_candidates(self, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score and uncertainty of sources x every known product, as matrix products."""
