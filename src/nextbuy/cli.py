@@ -447,10 +447,14 @@ def _scale_command(help_text: str) -> Callable[..., None]:
     def command(
         out: Path = typer.Option(Path("bench-scale.json"), "--out", help="JSON results"),
         sizes: str = typer.Option("10000,100000,1000000", help="catalogue sizes (products), comma-separated"),
+        preset: Path | None = typer.Option(
+            None, help="params preset applied over params.yaml (e.g. presets/large-store-1m.yaml)"
+        ),
     ) -> None:
         _setup_logging()
         bench = importlib.import_module("nextbuy.bench.scale")
-        figures = bench.run(out, sizes=bench.parse_sizes(sizes))
+        chosen = None if preset is None else str(preset)
+        figures = bench.run(out, sizes=bench.parse_sizes(sizes), preset=chosen)
         console.print(f"[green]bench scale[/] → {out}: {json.dumps(figures)}", highlight=False)
 
     command.__doc__ = help_text

@@ -122,3 +122,22 @@ def test_cli_registers_scale_with_sizes():
     assert scale.DEFAULT_SIZES == (10_000, 100_000, 1_000_000)
     with pytest.raises(ValueError):
         scale.parse_sizes("5")
+
+
+def test_a_preset_is_applied_over_params_for_every_size(tmp_path, monkeypatch):
+    """`--preset`: each size's child reads params.yaml with the preset's overrides."""
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("train:\n  batch_size: 4096\n")
+    seen = []
+
+    def child(params_file, n_products, sample_sources, budget_s, on_step):
+        seen.append((n_products, read_params(params_file)["train"]["batch_size"]))
+        return scale.skipped(n_products, "not run in this test")
+
+    monkeypatch.setattr(scale, "run_size", child)
+    figures = scale.run(
+        tmp_path / "out.json", sizes=(100, 200), params_file=str(ROOT / "params.yaml"), preset=str(preset)
+    )
+    assert seen == [(100, 4096), (200, 4096)]
+    assert figures["config"]["preset"] == str(preset) and figures["config"]["batch_size"] == 4096
+    assert "--preset" in CliRunner().invoke(app, ["bench", "scale", "--help"]).output

@@ -37,10 +37,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from nextbuy import presets
 from nextbuy.bench.scale_core import RESULT_PREFIX, SAMPLE_SOURCES, STAGE_KEYS, STAGE_PREFIX, STEPS, TOP_K
 from nextbuy.config import read_params
 from nextbuy.mlops import io
@@ -269,9 +271,21 @@ def run(
     params_file: str = "params.yaml",
     budget_s: float = BUDGET_S,
     sample_sources: int = SAMPLE_SOURCES,
+    preset: str | None = None,
 ) -> dict:
-    params_path = Path(params_file).resolve()
-    config = _config(params_path, sizes, sample_sources, budget_s)
+    """Every size in turn (``preset``: a params preset applied over ``params_file`` first, so
+    the store's per-product ratios and the training settings are the preset's)."""
+    if preset is None:
+        return _run(out, sizes, Path(params_file).resolve(), budget_s, sample_sources)
+    with tempfile.TemporaryDirectory(prefix="nextbuy-bench-scale-") as tmp:
+        merged = Path(tmp) / "params.yaml"
+        merged.write_text(yaml.safe_dump(presets.params_with(preset, params_file), sort_keys=False))
+        figures = _run(out, sizes, merged, budget_s, sample_sources, {"preset": str(preset)})
+    return figures
+
+
+def _run(out: Path, sizes, params_path: Path, budget_s: float, sample_sources: int, extra=None) -> dict:
+    config = _config(params_path, sizes, sample_sources, budget_s) | (extra or {})
     console, rows = Console(width=140), []
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
