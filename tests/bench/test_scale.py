@@ -63,6 +63,12 @@ def test_preflight_skips_what_extrapolates_past_time_or_memory():
     # super-linear sizes extrapolate with their own power
     two = measured + [{"n_products": 100_000, "child_s": 1000.0 * 10**0.5, "peak_rss_gib": 10.0}]
     assert scale.estimate(1_000_000, two)["child_s"] == pytest.approx(1000.0 * 10**0.5 * 10**1.5)
+    # memory: a fixed base plus a cost per product, through the two largest sizes
+    assert scale.estimate(1_000_000, two)["peak_rss_gib"] == pytest.approx(10.0 + 9.0 / 90_000 * 900_000)
+    based = [{"n_products": 10_000, "child_s": 10.0, "peak_rss_gib": 0.86},
+             {"n_products": 100_000, "child_s": 135.0, "peak_rss_gib": 2.46}]  # fmt: skip
+    assert scale.estimate(1_000_000, based)["peak_rss_gib"] == pytest.approx(2.46 + 1.6 * 10)
+    assert scale.preflight(1_000_000, based, 3600.0, 22.9) is None  # not 24.6 GiB (10 x 2.46)
 
 
 def test_summary_takes_the_largest_run_and_keeps_skipped_sizes():

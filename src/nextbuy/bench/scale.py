@@ -80,16 +80,27 @@ def time_exponent(n_edges, total_s) -> float | None:
 
 
 def estimate(n_products: int, measured: list[dict]) -> dict | None:
-    """Child wall time and peak RSS of ``n_products`` extrapolated from the sizes measured
-    (time by their fitted power, at least linear; memory linearly from the largest)."""
+    """Child wall time and peak RSS of ``n_products`` extrapolated from the sizes measured:
+    time by their fitted power (at least linear) from the largest; memory by a straight line
+    through the two largest (a fixed base, the interpreter and libraries, plus a cost per
+    product; never below the largest's), or in proportion to the one size measured."""
     if not measured:
         return None
-    last = max(measured, key=lambda r: r["n_products"])
+    ordered = sorted(measured, key=lambda r: r["n_products"])
+    last = ordered[-1]
     power = time_exponent([r["n_products"] for r in measured], [r["child_s"] for r in measured]) or 1.0
     ratio = n_products / last["n_products"]
+    if len(ordered) >= 2 and ordered[-2]["n_products"] < last["n_products"]:
+        before = ordered[-2]
+        per_product = (last["peak_rss_gib"] - before["peak_rss_gib"]) / (
+            last["n_products"] - before["n_products"]
+        )
+        memory = last["peak_rss_gib"] + max(per_product, 0.0) * (n_products - last["n_products"])
+    else:
+        memory = last["peak_rss_gib"] * ratio
     return {
         "child_s": last["child_s"] * ratio ** max(power, 1.0),
-        "peak_rss_gib": last["peak_rss_gib"] * ratio,
+        "peak_rss_gib": memory,
         "from_n_products": last["n_products"],
     }
 
