@@ -342,11 +342,21 @@ def blade_space(n: int | None = None, seed: int = 0) -> list[dict]:
     return draws
 
 
-def fit_blade(
-    split: LinkSplit, features, seed: int, config: dict, fanout_rule: str = "power_law"
-) -> tuple[Fitted, float]:
-    """BLADE (the pipeline's model, link loss only) early-stopped on validation Hits@20."""
-    from nextbuy.domain.graph.blade import Architecture, DirectedGraph, TrainingSchedule, embed, train_blade
+def link_blade(
+    split: LinkSplit,
+    features,
+    seed: int,
+    config: dict,
+    fanout_rule: str = "power_law",
+    *,
+    epochs: int = BLADE_MAX_EPOCHS,
+    initial=None,
+    early_stopping: bool = True,
+):
+    """BLADE (the pipeline's model) trained with the link loss alone on the split's observed
+    graph; early-stopped on validation Hits@20 unless ``early_stopping`` is false; ``initial``:
+    continue from that model's weights. Returns ``(model, graph, history, train_s)``."""
+    from nextbuy.domain.graph.blade import Architecture, DirectedGraph, TrainingSchedule, train_blade
     from nextbuy.domain.graph.features import row_normalised, to_torch
 
     e = torch.as_tensor(split.observed, dtype=torch.long)
@@ -355,27 +365,41 @@ def fit_blade(
     arch = Architecture(config["embedding_dim"], config["n_layers"], fanout_rule, fanout_min=5, fanout_max=25,
                         dropout=config["dropout"], cold_start_fallback=False)  # fmt: skip
     schedule = TrainingSchedule(
-        epochs=BLADE_MAX_EPOCHS, batch_size=1 << 20, lr=config["lr"], weight_decay=0.0,
+        epochs=epochs, batch_size=1 << 20, lr=config["lr"], weight_decay=0.0,
         id_weight_decay=config["id_weight_decay"], link_loss_weight=1.0, n_negatives=config["n_negatives"],
         reverse_penalty=config["reverse_penalty"], supervision_share=config["supervision_share"],
         eval_every=EVAL_EVERY, patience=PATIENCE, seed=seed,
     )  # fmt: skip
 
-    def scorer(model, graph) -> ScoreFn:
-        s, t = embed(model, graph, chunk=1 << 20)
-        return _embedding_score(lambda a, b: (a * b).sum(-1), s, t)
-
     def validate(model, graph) -> float:
-        f = scorer(model, graph)
+        f = blade_scorer(model, graph)
         return hits_at_k(f(*split.pos_val.T), f(*split.neg_val.T), 20)
 
     empty = torch.zeros(0)
     started = time.perf_counter()
     model, history = train_blade(graph, empty.long(), empty.long(), empty, empty, architecture=arch,
-                                 schedule=schedule, validate=validate, progress=False)  # fmt: skip
-    train_s = time.perf_counter() - started
+                                 schedule=schedule, validate=validate if early_stopping else None,
+                                 progress=False, initial=initial)  # fmt: skip
+    return model, graph, history, time.perf_counter() - started
+
+
+def blade_scorer(model, graph) -> ScoreFn:
+    """Link scores ``s_u . t_v`` of a trained link model (deterministic embeddings)."""
+    from nextbuy.domain.graph.blade import embed
+
+    s, t = embed(model, graph, chunk=1 << 20)
+    return _embedding_score(lambda a, b: (a * b).sum(-1), s, t)
+
+
+def fit_blade(
+    split: LinkSplit, features, seed: int, config: dict, fanout_rule: str = "power_law"
+) -> tuple[Fitted, float]:
+    """BLADE (the pipeline's model, link loss only) early-stopped on validation Hits@20."""
+    model, graph, history, train_s = link_blade(split, features, seed, config, fanout_rule)
     best = max(row.get("validation", -1.0) for row in history)
-    fitted = Fitted(scorer(model, graph), train_s / len(history), train_s, {**config, "epochs": len(history)})
+    fitted = Fitted(
+        blade_scorer(model, graph), train_s / len(history), train_s, {**config, "epochs": len(history)}
+    )
     return fitted, best
 
 

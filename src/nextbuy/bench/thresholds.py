@@ -73,29 +73,43 @@ def estimator_moments(data, weighted, train_cfg, seed: int) -> dict[str, dict]:
     }
 
 
-def _policy_rows(scored, calibration, test, targets, thresholds_cfg) -> list[dict]:
-    """Per target: the three policies fitted on the matured calib rows, judged on ``test``."""
-    from nextbuy.domain.decisions import fit_bucket_thresholds, fit_global_threshold, precision_recall
-    from nextbuy.domain.evaluation import fit_rows
+def policy_decisions(fit: dict, n_buckets: int, test: dict, targets, thresholds_cfg) -> list[dict]:
+    """Per target: the three policies fitted on the ``fit`` arrays (score, bucket,
+    prob_calibrated, label) and their decisions on ``test`` (score, bucket, prob_calibrated);
+    feasible when the joint fit and the single threshold both reach the target."""
+    from nextbuy.domain.decisions import fit_bucket_thresholds, fit_global_threshold
 
-    fit = scored[fit_rows(scored)]
-    score, bucket, label = fit["score"].to_numpy(), fit["bucket"].to_numpy(), fit["label"].to_numpy()
-    n_buckets, support = len(calibration.edges) + 1, thresholds_cfg.min_bucket_positives
+    support = thresholds_cfg.min_bucket_positives
     out = []
     for target in targets:
         joint = fit_bucket_thresholds(
-            score, bucket, label, n_buckets, target, thresholds_cfg.n_candidates, support
+            fit["score"], fit["bucket"], fit["label"], n_buckets, target, thresholds_cfg.n_candidates, support
         )
         mist = fit_global_threshold(
-            fit["prob_calibrated"].to_numpy(), label, target, thresholds_cfg.n_candidates, support
+            fit["prob_calibrated"], fit["label"], target, thresholds_cfg.n_candidates, support
         )
         decisions = {
             "single": test["score"] >= joint.single.threshold,
             "bucket": joint.thresholds.decide(test["score"], test["bucket"]),
             "mist": test["prob_calibrated"] >= mist.threshold,
         }
-        row = {"target": float(target), "feasible": bool(joint.feasible and joint.single.feasible)}
-        for name, decide in decisions.items():
+        out.append({"target": float(target), "feasible": bool(joint.feasible and joint.single.feasible),
+                    "decisions": decisions})  # fmt: skip
+    return out
+
+
+def _policy_rows(scored, calibration, test, targets, thresholds_cfg) -> list[dict]:
+    """Per target: the three policies fitted on the matured calib rows, judged on ``test``."""
+    from nextbuy.domain.decisions import precision_recall
+    from nextbuy.domain.evaluation import fit_rows
+
+    fit = scored[fit_rows(scored)]
+    fit_arrays = {k: fit[k].to_numpy() for k in ("score", "bucket", "prob_calibrated", "label")}
+    n_buckets = len(calibration.edges) + 1
+    out = []
+    for fitted in policy_decisions(fit_arrays, n_buckets, test, targets, thresholds_cfg):
+        row = {"target": fitted["target"], "feasible": fitted["feasible"]}
+        for name, decide in fitted["decisions"].items():
             quality = precision_recall(decide, test["label"])
             row[f"{name}_recall"], row[f"{name}_precision"] = quality["recall"], quality["precision"]
         out.append(row)
@@ -151,13 +165,16 @@ def _one_seed(data, weighted, test, params, seed: int, lifts) -> dict[str, dict]
     return out
 
 
-def _aggregate(per_seed: list[dict[str, dict]], lifts) -> dict:
+def aggregate(per_seed: list[dict[str, dict]], lifts, lift_key: str = "target_lift") -> dict:
+    """Per estimator and target (``lifts``, named ``lift_key``): means over seeds, the precision
+    CIs and the CI of the per-seed recall gain bucket/single − 1; the uncertainty coefficient
+    over seeds; the first seed's uncertainty by history."""
     figures: dict = {"coefficient": {}, "by_history": {}}
     for name in ESTIMATORS:
         rows = []
         for i, lift in enumerate(lifts):
             seeds = [run[name]["rows"][i] for run in per_seed]
-            row = {"target_lift": float(lift), "target": float(np.mean([r["target"] for r in seeds]))}
+            row = {lift_key: float(lift), "target": float(np.mean([r["target"] for r in seeds]))}
             row["feasible"] = all(r["feasible"] for r in seeds)
             for policy in POLICIES:
                 for metric in ("recall", "precision"):
@@ -181,7 +198,23 @@ def _aggregate(per_seed: list[dict[str, dict]], lifts) -> dict:
     return figures
 
 
-def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
+def run(
+    out: Path,
+    seeds: int = 5,
+    params_file: str = "params.yaml",
+    graph: Path | None = None,
+    split: Path | None = None,
+) -> dict:
+    """The simulated store of ``params_file``; or, with ``graph``, its link-prediction test
+    pairs cross-fitted (:mod:`nextbuy.bench.thresholds_graph`)."""
+    if graph is not None:
+        from nextbuy.bench.thresholds_graph import run_graph
+
+        figures = run_graph(Path(graph), None if split is None else Path(split), seeds, params_file)
+        figures["seeds"] = int(seeds)
+        _print(figures, int(seeds))
+        io.write_json(figures, out)
+        return figures
     from nextbuy.bench.delay import future_traffic
     from nextbuy.stages import ingest, label_delay
 
@@ -199,7 +232,7 @@ def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
     per_seed = [
         _one_seed(data, weighted, test, params, base_seed + s, TARGET_LIFTS) for s in range(int(seeds))
     ]
-    figures = _aggregate(per_seed, TARGET_LIFTS)
+    figures = aggregate(per_seed, TARGET_LIFTS)
     figures["seeds"] = int(seeds)
     figures["test_impressions"] = len(test)
     figures["seconds"] = round(time.perf_counter() - started, 1)

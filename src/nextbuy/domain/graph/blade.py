@@ -909,7 +909,7 @@ def ensemble_moments(
             if passes is None:
                 passes = _RunningMoments(graph.n_nodes, dim)
             passes.add(s, t.mul_(member.head_w.detach()))
-        biases.append(float(member.head_b))
+        biases.append(float(member.head_b.detach()))
         del member, s, t
     if len(biases) < 2:
         raise ValueError("an ensemble needs >= 2 members (the variance needs two)")
