@@ -197,7 +197,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 ScoreColumns = Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]]
 _JSON_TYPES = (b"application/json", b"application/json;charset=utf-8")  # spaces removed
-_FLOAT_COLUMNS = tuple(c for c in PAIR_COLUMNS if c in ("score", "uncertainty", "prob_calibrated"))
+_FLOAT_COLUMNS = ("score", "uncertainty", "prob_calibrated")
 
 
 def plain_pairs(body: bytes) -> np.ndarray | None:
