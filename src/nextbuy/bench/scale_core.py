@@ -111,18 +111,23 @@ def sage_subgraph(
     ``rule``'s fanout of its out- and of its in-neighbours (``None``: all), which send it messages.
     Returns the sorted node ids, the subgraph's ``edge_index`` over their positions, and the
     seeds' positions."""
-    frontier, reached, src, dst = seeds, seeds, [], []
+    n_nodes = index.out_csr.n_nodes
+    reached = torch.zeros(n_nodes, dtype=torch.bool)  # a marker per id, as sampler.relabel: no sort
+    reached[seeds] = True
+    frontier, src, dst = seeds, [], []
     for _ in range(hops):
         for csr in (index.out_csr, index.in_csr):
             centre, neighbour = sample_neighbourhood(csr, frontier, rule, generator)
             src.append(neighbour)
             dst.append(frontier[centre])
-        found = torch.unique(torch.cat(src[-2:]))
-        frontier = found[~torch.isin(found, reached)]
-        reached = torch.cat([reached, frontier])
-    nodes = torch.unique(reached)
-    edge_index = torch.searchsorted(nodes, torch.stack([torch.cat(src), torch.cat(dst)]))
-    return nodes, edge_index, torch.searchsorted(nodes, seeds)
+        found = torch.zeros(n_nodes, dtype=torch.bool)
+        found[torch.cat(src[-2:])] = True
+        found &= ~reached
+        frontier = torch.nonzero(found).reshape(-1)
+        reached |= found
+    position = torch.cumsum(reached, 0) - 1
+    edge_index = position[torch.stack([torch.cat(src), torch.cat(dst)])]
+    return torch.nonzero(reached).reshape(-1), edge_index, position[seeds]
 
 
 class SageModel(BladeModel):

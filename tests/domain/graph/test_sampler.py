@@ -16,6 +16,7 @@ from nextbuy.domain.graph.sampler import (
     FanoutRule,
     group_members,
     power_law_exponent,
+    relabel,
     sample_blocks,
     sample_neighbourhood,
 )
@@ -449,3 +450,42 @@ def test_blocks_use_the_cold_start_fallback_per_direction():
     (block,) = blocks
     assert block.out_dst.numel() == FMAX and block.in_dst.numel() == 0
     assert {input_nodes[i].item() for i in block.out_src.tolist()} <= {2, 3, 4}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_nodes=st.integers(1, 300),
+    parts=st.lists(st.lists(st.integers(0, 10**6), max_size=120), min_size=1, max_size=4),
+)
+def test_relabel_is_unique_then_searchsorted_on_both_paths(n_nodes, parts):
+    # both of its paths (sorting for few ids, a marker per id for many) give the same answer
+    tensors = [torch.tensor([i % n_nodes for i in p], dtype=torch.long) for p in parts]
+    nodes, positions = relabel(tensors, n_nodes)
+    expected = torch.unique(torch.cat(tensors))
+    assert torch.equal(nodes, expected)
+    for part, position in zip(tensors, positions, strict=True):
+        assert torch.equal(position, torch.searchsorted(expected, part))
+        assert torch.equal(nodes[position], part)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), n_centres=st.integers(1, 40))
+def test_sampled_pairs_are_grouped_by_centre_in_part_order(seed, n_centres):
+    # the merge of the sampler's parts (1-hop, subsets, 2-hop fill, fallback) keeps each centre's
+    # pairs together and in increasing centre order, as the aggregation expects
+    src, dst, n = _star_graph()
+    csr = CSR.from_edges(src, dst, n)
+    members = group_members(torch.arange(n) % 3, csr.degree() > 0)
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randint(0, n, (n_centres,), generator=generator)
+    centre_pos, neighbour = sample_neighbourhood(
+        csr, centres, POWER, generator, fallback=(torch.arange(n) % 3, members)
+    )
+    assert bool((centre_pos[1:] >= centre_pos[:-1]).all())
+    degree = csr.degree(centres)
+    budget = POWER.budget(degree)
+    for c in range(n_centres):  # a centre's whole 1-hop neighbourhood comes first, then its fill
+        d = int(degree[c])
+        mine = neighbour[centre_pos == c].tolist()
+        if 0 < d <= int(budget[c]):
+            assert mine[:d] == sorted(_neighbours(src, dst, n)[int(centres[c])])

@@ -37,6 +37,7 @@ __all__ = [
     "sample_blocks",
     "group_members",
     "expand",
+    "relabel",
 ]
 
 
@@ -292,10 +293,38 @@ def sample_neighbourhood(
             parts_c.append(rows[keep])
             parts_n.append(nb[keep])
 
-    centre_pos = torch.cat(parts_c)
-    neighbour = torch.cat(parts_n)
-    order = torch.argsort(centre_pos, stable=True)
-    return centre_pos[order], neighbour[order]
+    return _merge_by_centre(parts_c, parts_n, centres.numel())
+
+
+def _merge_by_centre(parts_c: list[Tensor], parts_n: list[Tensor], n_centres: int) -> tuple[Tensor, Tensor]:
+    """Concatenate parts that are each grouped by centre into one grouped by centre, part order
+    kept within a centre: what a stable argsort of the concatenation gives, by counting
+    (O(n_centres + pairs), no sort; the sort was a sixth of a training step's sampling)."""
+    counts = [torch.bincount(c, minlength=n_centres) for c in parts_c]
+    total = torch.stack(counts).sum(0)
+    offset = torch.cumsum(total, 0) - total  # where each centre's pairs start, then its next free slot
+    neighbour = torch.empty(int(total.sum()), dtype=torch.long)
+    for centre, nb, count in zip(parts_c, parts_n, counts, strict=True):
+        part_start = torch.cumsum(count, 0) - count
+        neighbour[offset[centre] + torch.arange(centre.numel()) - part_start[centre]] = nb
+        offset += count
+    return torch.repeat_interleave(torch.arange(n_centres), total), neighbour
+
+
+def relabel(parts: list[Tensor], n_nodes: int) -> tuple[Tensor, list[Tensor]]:
+    """The sorted distinct ids of ``parts`` (ids in ``[0, n_nodes)``) and each part's positions
+    among them: ``torch.unique`` then ``torch.searchsorted``, computed without sorting (a marker
+    per id, then its running count) once the parts hold more than ``n_nodes / 8`` ids; sorting
+    took two thirds of a training step's sampling at 10^5 products."""
+    size = sum(p.numel() for p in parts)
+    if 8 * size < n_nodes:
+        nodes = torch.unique(torch.cat(parts))
+        return nodes, [torch.searchsorted(nodes, p) for p in parts]
+    mark = torch.zeros(n_nodes, dtype=torch.bool)
+    for p in parts:
+        mark[p] = True
+    position = torch.cumsum(mark, 0) - 1
+    return torch.nonzero(mark).reshape(-1), [position[p] for p in parts]
 
 
 @dataclass(frozen=True)
@@ -339,15 +368,10 @@ def sample_blocks(
                                       fallback=fallbacks[0])  # fmt: skip
         ci, ni = sample_neighbourhood(in_csr, nodes, None if rules is None else rules[1], generator,
                                       fallback=fallbacks[1])  # fmt: skip
-        below = torch.unique(torch.cat([nodes, no, ni]))  # sorted
+        below, (self_pos, out_src, in_src) = relabel([nodes, no, ni], out_csr.n_nodes)
         blocks.append(
             Block(
-                n_dst=nodes.numel(),
-                self_pos=torch.searchsorted(below, nodes),
-                out_dst=co,
-                out_src=torch.searchsorted(below, no),
-                in_dst=ci,
-                in_src=torch.searchsorted(below, ni),
+                n_dst=nodes.numel(), self_pos=self_pos, out_dst=co, out_src=out_src, in_dst=ci, in_src=in_src
             )
         )
         nodes = below
