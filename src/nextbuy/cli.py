@@ -254,13 +254,26 @@ def _model_name(given: str | None) -> str:
 @app.command()
 def rollback(model_name: str | None = ModelNameOption) -> None:
     """Move 'champion' back to 'previous' (undo the last release); 'previous' becomes the
-    newest earlier version that served as champion."""
+    newest earlier version that served as champion. A 'previous' trained on another catalogue
+    than the ingested store's (data/ingested/products.parquet) is not restored."""
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import registry
+    from nextbuy import paths
+    from nextbuy.domain import catalogue
+    from nextbuy.mlops import io, registry, schemas
 
     name = _model_name(model_name)
-    _registry_call(lambda: registry.rollback(MlflowClient(), name))
+    belongs = None
+    if paths.PRODUCTS.exists():
+        try:
+            products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+        except io.DataError as err:
+            console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
+            raise typer.Exit(code=2) from None
+        belongs = lambda recorded: catalogue.mismatch(recorded, products)  # noqa: E731
+    else:
+        console.print(f"[yellow]no {paths.PRODUCTS} here: the version's catalogue is not checked[/]")
+    _registry_call(lambda: registry.rollback(MlflowClient(), name, belongs))
 
 
 @app.command()

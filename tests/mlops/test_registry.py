@@ -403,3 +403,17 @@ def test_load_bundle_refuses_a_champion_whose_files_changed_after_registration(t
             registry.load_bundle(MODEL_NAME, CHAMPION)
     assert err.value.path == f"models:/{MODEL_NAME}/{version} (artifacts/thresholds.json)"
     assert "changed (sha256" in err.value.message
+
+
+def test_rollback_refuses_a_previous_of_another_catalogue_and_keeps_the_champion(client, model):
+    v1, v2 = released(client, model, True, True)
+    client.set_model_version_tag(model.name, v1, "catalogue", "5000:aaaa")
+    client.set_model_version_tag(model.name, v2, "catalogue", "100000:bbbb")
+    store = lambda recorded: None if recorded == "100000:bbbb" else f"it was trained on {recorded}"  # noqa: E731
+    with pytest.raises(MlflowException, match=f"not rolling back to '{PREVIOUS}' v{v1}.*5000:aaaa"):
+        registry.rollback(client, model.name, store)
+    assert model.aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
+    assert model.tag(v2, "rolled_back") is None
+    # the same move for a store whose catalogue v1 belongs to goes through
+    registry.rollback(client, model.name, lambda recorded: None)
+    assert model.aliases()[CHAMPION] == v1

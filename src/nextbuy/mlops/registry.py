@@ -30,7 +30,7 @@ Invariants, kept with tags on the versions:
 from __future__ import annotations
 
 import getpass
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 
 from mlflow.exceptions import MlflowException
@@ -175,16 +175,29 @@ def promote(
     return f"{message} — FORCED past the gate: {reason.strip()}" if refused else message
 
 
-def rollback(client: MlflowClient, name: str) -> str:
-    """champion → previous; previous → the newest earlier version that was champion."""
+def rollback(
+    client: MlflowClient, name: str, belongs: Callable[[str | None], str | None] | None = None
+) -> str:
+    """champion → previous; previous → the newest earlier version that was champion.
+
+    ``belongs`` (e.g. ``catalogue.mismatch`` against the store's products) says why a
+    version's recorded catalogue is not this store's, or None: a 'previous' that does not
+    belong is not restored, since it would score this store's ids as other products."""
     bad = alias_version(client, name, CHAMPION)
     back = alias_version(client, name, PREVIOUS)
     if back is None:
         raise MlflowException(f"{name} has no '{PREVIOUS}' version to roll back to (champion is v{bad})")
-    if not may_be_previous(_tags(client, name, back)):
+    tags = _tags(client, name, back)
+    if not may_be_previous(tags):
         raise MlflowException(
             f"{name}: '{PREVIOUS}' v{back} never served as a gated or force-released champion; "
             f"not rolling back to it (promote a version explicitly instead)"
+        )
+    why = None if belongs is None else belongs(tags.get(CATALOGUE))
+    if why is not None:
+        raise MlflowException(
+            f"{name}: not rolling back to '{PREVIOUS}' v{back}, it is not a model of this store: {why} "
+            f"(champion v{bad} stays; promote a version of this catalogue explicitly instead)"
         )
     client.set_registered_model_alias(name, CHAMPION, back)
     if bad is not None:
