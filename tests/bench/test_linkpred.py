@@ -21,6 +21,7 @@ from nextbuy.data.linkpred_data import load_graph
 from nextbuy.domain import linkpred as lp
 
 KEYS = ("blade", "blade_fixed", "dual_mf", "gcn")
+STRUCTURED = ("dual_mf",)  # a baseline given BLADE's pair-structure head (the cheapest here)
 SEEDS = 2
 N_COMMUNITIES, PER_COMMUNITY, VOCAB = 4, 60, 120
 
@@ -126,7 +127,8 @@ def _spied_run(tmp_path: Path, graph_npz: Path, monkeypatch: pytest.MonkeyPatch)
         return guarded
 
     def guarded_fit(fitted):
-        return dataclasses.replace(fitted, score=guard(fitted.score))
+        embedding = None if fitted.embedding is None else guard(fitted.embedding)
+        return dataclasses.replace(fitted, score=guard(fitted.score), embedding=embedding)
 
     make_split, evaluate = lp.make_split, linkpred.evaluate
     tune, refit, adamic_adar = models.tune, models.refit, models.adamic_adar
@@ -158,6 +160,9 @@ def _spied_run(tmp_path: Path, graph_npz: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(models, "tune", spy_tune)
     monkeypatch.setattr(models, "refit", spy_refit)
     monkeypatch.setattr(models, "adamic_adar", lambda split: guarded_fit(adamic_adar(split)))
+    pair_structure = models.pair_structure
+    monkeypatch.setattr(models, "pair_structure", lambda *a: guarded_fit(pair_structure(*a)))
+    monkeypatch.setattr(linkpred, "STRUCTURED_BASELINES", STRUCTURED)
     out, printed = tmp_path / "bench-linkpred.json", io.StringIO()
     with contextlib.redirect_stdout(printed):
         returned = linkpred.run(out, graph=graph_npz, split=None, seeds=SEEDS, keys=KEYS)
@@ -166,7 +171,9 @@ def _spied_run(tmp_path: Path, graph_npz: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_json_has_every_method_and_metric(spied_run):
     figures = json.loads(spied_run["out"].read_text())
-    expected = {"adamic_adar", *KEYS, *(f"{k}+aa" for k in KEYS)}
+    blades = ("blade_embedding", "blade_fixed_embedding")  # BLADE without its pair-structure head
+    heads = ("pair_structure", *(f"{k}+ps" for k in STRUCTURED))  # the head alone, and on a baseline
+    expected = {"adamic_adar", *KEYS, *(f"{k}+aa" for k in KEYS), *blades, *heads}
     assert set(figures) == expected
     for key, row in figures.items():
         assert set(row) == {*linkpred.METRICS, "std", "seeds"}, key
@@ -203,8 +210,9 @@ def test_blade_learns_links_and_their_direction(spied_run):
 def test_test_split_is_scored_only_by_evaluate_once_per_method_and_seed(spied_run):
     calls = spied_run["calls"]
     assert len(calls["splits"]) == SEEDS  # no fixed split: one random split per seed
-    # per seed: Adamic-Adar, then each method and its +aa fusion
-    assert calls["evaluate"] == SEEDS * (1 + 2 * len(KEYS))
+    # per seed: Adamic-Adar and the head alone, then each method and its +aa fusion, BLADE's two
+    # without the head and the structured baselines with it
+    assert calls["evaluate"] == SEEDS * (2 + 2 * len(KEYS) + 2 + len(STRUCTURED))
     assert calls["leaks"] == 0  # fusion weights etc. are chosen on validation pairs only
 
 

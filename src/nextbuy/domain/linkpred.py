@@ -171,9 +171,7 @@ class LinkSplit:
         return np.unique(np.vstack([self.observed, self.pos_val, self.pos_test]), axis=0)
 
 
-def _random_non_edges(
-    n_nodes: int, count: int, forbidden: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def random_non_edges(n_nodes: int, count: int, forbidden: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``count`` distinct random pairs ``u -> v``, ``u != v``, whose keys are not in ``forbidden``."""
     if count > n_nodes * (n_nodes - 1) - len(forbidden):
         raise ValueError("not enough non-edges for the requested negatives")
@@ -208,6 +206,6 @@ def make_split(
     f = np.asarray(fractions, dtype=float) / float(np.sum(fractions))
     n_train, n_val = int(round(f[0] * len(e))), int(round(f[1] * len(e)))
     parts = np.split(e, [n_train, n_train + n_val])
-    neg = _random_non_edges(n_nodes, len(e), edge_keys(e, n_nodes), rng)
+    neg = random_non_edges(n_nodes, len(e), edge_keys(e, n_nodes), rng)
     negs = np.split(neg, [n_train, n_train + n_val])
     return LinkSplit(n_nodes, parts[0], parts[0], parts[1], parts[2], negs[0], negs[1], negs[2])
