@@ -138,7 +138,9 @@ def _spied_run(tmp_path: Path, graph_npz: Path, monkeypatch: pytest.MonkeyPatch)
         return calls["splits"][-1]
 
     def spy_evaluate(score, split, full_edges):
-        assert split is calls["splits"][-1]
+        made = calls["splits"][-1]  # the split made for this seed, its validation pool enlarged
+        assert np.array_equal(split.pos_test, made.pos_test) and np.array_equal(split.neg_test, made.neg_test)
+        assert len(split.neg_val) == len(made.neg_val) + models.VALIDATION_POOL
         calls["evaluate"] += 1
         inside["evaluate"] = True
         try:
@@ -271,3 +273,28 @@ def test_paired_gaps_against_blade_are_written_beside_the_json(spied_run):
             # the mean of per-seed differences is the difference of the means
             assert gap["mean"] == pytest.approx(figures["blade"][metric] - figures[key][metric], abs=1e-9)
     assert "paired Hits@20 gap" in spied_run["printed"]
+
+
+def test_validation_pool_adds_unlabelled_non_edges_and_asks_for_the_tests_quantile():
+    split = lp.make_split(_ring_edges(200), 200, seed=0)
+    pooled = models.with_validation_pool(split, size=500)
+    assert len(pooled.neg_val) == len(split.neg_val) + 500
+    assert np.array_equal(pooled.neg_val[: len(split.neg_val)], split.neg_val)
+    labelled = np.vstack([split.observed, split.pos_val, split.neg_val, split.pos_test, split.neg_test])
+    extra = pooled.neg_val[len(split.neg_val) :]
+    assert not lp.has_edge(lp.edge_keys(labelled, 200), *extra.T, 200).any()
+    assert len(np.unique(lp.edge_keys(extra, 200))) == 500
+    assert np.array_equal(models.with_validation_pool(split, size=500).neg_val, pooled.neg_val)  # one draw
+    for part in ("observed", "pos_val", "pos_test", "neg_test"):
+        assert np.array_equal(getattr(pooled, part), getattr(split, part))
+    # K follows the pool: against 10x the test's negatives, Hits@200 is the test's Hits@20
+    neg_test = len(split.neg_test)
+    neg = np.arange(10 * neg_test, dtype=float)
+    pos = np.array([neg[-200] + 0.5, neg[-201] + 0.5])  # above the 200th highest; above the 201st only
+    assert models.validation_hits(pos, neg, split) == 0.5
+
+
+def _ring_edges(n: int) -> np.ndarray:
+    """A directed ring with chords: enough edges for a split of ``n`` nodes."""
+    u = np.arange(n)
+    return np.vstack([np.c_[u, (u + 1) % n], np.c_[u, (u + 7) % n]])
