@@ -184,7 +184,10 @@ def run_graph(graph: Path, split: Path | None, seeds: int, params_file: str = "p
     fixed = load_split(split, g.n_nodes) if split is not None else None
     per_seed, test_pairs = [], []
     for seed in range(int(seeds)):
-        this = fixed if fixed is not None else lp.make_split(g.edges, g.n_nodes, seed)
+        # early stopping selects on the same validation pool as bench linkpred's
+        this = models.with_validation_pool(
+            fixed if fixed is not None else lp.make_split(g.edges, g.n_nodes, seed)
+        )
         per_seed.append(one_seed(this, g.features, params, seed))
         test_pairs.append(len(this.pos_test) + len(this.neg_test))
         print(f"seed {seed} done ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -2,13 +2,13 @@
 embeddings, combined with their score by stacking.
 
 Why. BLADE's embedding score ``s_u . t_v`` ranks a node's topical neighbourhood well but not
-the sharp local evidence that two nodes share neighbours: on Cora-ML it reached 68.8 Hits@20,
-and 78.9 once fused after the fact with Adamic-Adar on validation (BENCHMARKS.md). A
-structural term learned *jointly* with the embeddings gained only 1-4 points, because the id
-embeddings separate the training positives better than unseen ones, so training leans on them
-and under-weights the structure. The head is therefore stacked (Wolpert 1992; the held-out
-link pairs of SEAL and NCN play the same role): embeddings trained *without* a held-out share of
-the observed edges score those edges and random non-edges; a logistic regression of
+the sharp local evidence that two nodes share neighbours: on Cora-ML it reaches ~68 Hits@20,
+Adamic-Adar alone as much (BENCHMARKS.md). A structural term learned *jointly* with the
+embeddings is fitted on the training edges, which the id embeddings separate better than unseen
+ones, so training would lean on them and under-weight the structure. The head is therefore
+stacked (Wolpert 1992; the held-out link pairs of SEAL and NCN play the same role): embeddings
+trained *without* a held-out share of the observed edges score those edges and random
+non-edges; a logistic regression of
 ``[z(score), structure]`` is fitted on them; it is then applied to the embeddings trained on
 every observed edge, with ``z`` standardised over random non-edges for each model, so the two
 models' scores share a scale where it matters (the negatives the ranking is against).
