@@ -233,15 +233,18 @@ def validation_hits(pos: np.ndarray, neg: np.ndarray, split: LinkSplit) -> float
     return hits_at_k(pos, neg, k)
 
 
+def _labelled_keys(split: LinkSplit) -> np.ndarray:
+    """Keys of every observed, validation and test pair: what a random non-edge must not be."""
+    labelled = [split.observed, split.pos_val, split.neg_val, split.pos_test, split.neg_test]
+    return edge_keys(np.vstack(labelled), split.n_nodes)
+
+
 def with_validation_pool(split: LinkSplit, size: int = VALIDATION_POOL, seed: int = 0) -> LinkSplit:
     """``split`` with ``size`` random non-edges added to its validation negatives (none of them an
     observed, validation or test pair; the same draw for every method). DirLinkBench's 411
     validation negatives make validation Hits@20 saturate (~90 against ~50 on the test's 1,234),
     so it barely tells configs or epochs apart; the test split is untouched."""
-    labelled = np.vstack([split.observed, split.pos_val, split.neg_val, split.pos_test, split.neg_test])
-    extra = random_non_edges(
-        split.n_nodes, size, edge_keys(labelled, split.n_nodes), np.random.default_rng(seed)
-    )
+    extra = random_non_edges(split.n_nodes, size, _labelled_keys(split), np.random.default_rng(seed))
     return dataclasses.replace(split, neg_val=np.vstack([split.neg_val, extra]))
 
 
@@ -341,7 +344,7 @@ def refit(key: str, split: LinkSplit, features, config: dict, seed: int) -> Fitt
 
 # -- BLADE ----------------------------------------------------------------------
 
-STACK_HOLDOUT = 0.1  # share of observed edges the head's first BLADE never sees; the head fits on them
+STACK_HOLDOUT = 0.1  # share of observed edges the head's first model never sees; the head fits on them
 STACK_NEGATIVES = 20  # random non-edges per held-out edge
 STACK_SEED = 7  # the hold-out and negatives draw from (seed, STACK_SEED)
 BLADE_MAX_EPOCHS = 600  # early stopping on validation Hits@20 usually ends far sooner
@@ -448,10 +451,7 @@ def stacking_pairs(split: LinkSplit, seed: int) -> tuple[np.ndarray, np.ndarray,
     rng = np.random.default_rng([seed, STACK_SEED])
     observed, n = split.observed, split.n_nodes
     held_out = rng.random(len(observed)) < STACK_HOLDOUT
-    labelled = [observed, split.pos_val, split.neg_val, split.pos_test, split.neg_test]
-    negatives = random_non_edges(
-        n, STACK_NEGATIVES * int(held_out.sum()), edge_keys(np.vstack(labelled), n), rng
-    )
+    negatives = random_non_edges(n, STACK_NEGATIVES * int(held_out.sum()), _labelled_keys(split), rng)
     return observed[held_out], observed[~held_out], negatives
 
 
