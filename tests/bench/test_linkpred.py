@@ -298,3 +298,11 @@ def _ring_edges(n: int) -> np.ndarray:
     """A directed ring with chords: enough edges for a split of ``n`` nodes."""
     u = np.arange(n)
     return np.vstack([np.c_[u, (u + 1) % n], np.c_[u, (u + 7) % n]])
+
+
+def test_validation_pool_of_a_small_graph_takes_half_its_unlabelled_pairs():
+    split = lp.make_split(_ring_edges(30), 30, seed=0)
+    labelled = np.vstack([split.observed, split.pos_val, split.neg_val, split.pos_test, split.neg_test])
+    free = 30 * 29 - len(np.unique(lp.edge_keys(labelled, 30)))
+    pooled = models.with_validation_pool(split, size=10_000)
+    assert len(pooled.neg_val) == len(split.neg_val) + free // 2

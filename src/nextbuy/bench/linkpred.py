@@ -8,9 +8,10 @@ judged on validation Hits@20 with the first seed; the other seeds refit the chos
 reported number.  ``<key>+aa``
 fuses a model's standardised score with standardised Adamic-Adar, its weight chosen on
 validation.  Validation negatives are the split's plus ``linkpred_models.VALIDATION_POOL`` random
-non-edges and validation Hits@K is taken at the test's quantile (``validation_hits``): the
-split's 411 alone saturate.  With a fixed split (DirLinkBench's split 0 by default) seeds vary the
-models' initialisation and negatives; without one each seed draws its own split.
+non-edges and validation Hits@K is taken at the test's quantile (``validation_hits``): a split's
+own few validation negatives saturate it (411 on Cora-ML).  With a fixed split (DirLinkBench's
+split 0 by default) seeds vary the models' initialisation and negatives; without one each seed
+draws its own split.
 """
 
 from __future__ import annotations

@@ -243,8 +243,12 @@ def with_validation_pool(split: LinkSplit, size: int = VALIDATION_POOL, seed: in
     """``split`` with ``size`` random non-edges added to its validation negatives (none of them an
     observed, validation or test pair; the same draw for every method). DirLinkBench's 411
     validation negatives make validation Hits@20 saturate (~90 against ~50 on the test's 1,234),
-    so it barely tells configs or epochs apart; the test split is untouched."""
-    extra = random_non_edges(split.n_nodes, size, _labelled_keys(split), np.random.default_rng(seed))
+    so it barely tells configs or epochs apart; the test split is untouched. A graph too small for
+    ``size`` gets half its unlabelled pairs."""
+    forbidden = np.unique(_labelled_keys(split))
+    free = split.n_nodes * (split.n_nodes - 1) - len(forbidden)
+    size = min(int(size), free // 2)  # a small graph: at most half its unlabelled pairs
+    extra = random_non_edges(split.n_nodes, size, forbidden, np.random.default_rng(seed))
     return dataclasses.replace(split, neg_val=np.vstack([split.neg_val, extra]))
 
 
