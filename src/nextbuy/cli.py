@@ -395,10 +395,15 @@ def _linkpred_command(help_text: str) -> Callable[..., None]:
             None, help="DirLinkBench split folder (default: split0 next to the default graph; else random)"
         ),
         seeds: int = typer.Option(5, min=1, help="seeds averaged (mean ± std)"),
+        workers: int = typer.Option(
+            os.cpu_count() or 1,
+            min=1,
+            help="training processes side by side, one thread each (1: in process)",
+        ),
     ) -> None:
         _setup_logging()
         bench = importlib.import_module("nextbuy.bench.linkpred")
-        figures = bench.run(out, graph=graph, split=split, seeds=seeds)
+        figures = bench.run(out, graph=graph, split=split, seeds=seeds, workers=workers)
         console.print(f"[green]bench linkpred[/] → {out}: {json.dumps(figures)}", highlight=False)
 
     command.__doc__ = help_text

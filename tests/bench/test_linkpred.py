@@ -5,10 +5,12 @@ config, and the search-space helpers.  Budgets are shrunk with monkeypatch so it
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,22 +115,19 @@ def _spied_run(tmp_path: Path, graph_npz: Path, monkeypatch: pytest.MonkeyPatch)
     calls = {"evaluate": 0, "tune": [], "refit": [], "leaks": 0, "splits": []}
     inside = {"evaluate": False}
 
-    def test_pair_keys() -> np.ndarray:
-        split = calls["splits"][-1]
-        return lp.edge_keys(np.vstack([split.pos_test, split.neg_test]), split.n_nodes)
+    def guard(score, split):
+        test_pairs = lp.edge_keys(np.vstack([split.pos_test, split.neg_test]), split.n_nodes)
 
-    def guard(score):
         def guarded(src, dst):
             if not inside["evaluate"]:
-                split = calls["splits"][-1]
-                calls["leaks"] += int(lp.has_edge(test_pair_keys(), src, dst, split.n_nodes).sum())
+                calls["leaks"] += int(lp.has_edge(test_pairs, src, dst, split.n_nodes).sum())
             return score(src, dst)
 
         return guarded
 
-    def guarded_fit(fitted):
-        embedding = None if fitted.embedding is None else guard(fitted.embedding)
-        return dataclasses.replace(fitted, score=guard(fitted.score), embedding=embedding)
+    def guarded_fit(fitted, split):
+        embedding = None if fitted.embedding is None else guard(fitted.embedding, split)
+        return dataclasses.replace(fitted, score=guard(fitted.score, split), embedding=embedding)
 
     make_split, evaluate = lp.make_split, linkpred.evaluate
     tune, refit, adamic_adar = models.tune, models.refit, models.adamic_adar
@@ -138,9 +137,10 @@ def _spied_run(tmp_path: Path, graph_npz: Path, monkeypatch: pytest.MonkeyPatch)
         return calls["splits"][-1]
 
     def spy_evaluate(score, split, full_edges):
-        made = calls["splits"][-1]  # the split made for this seed, its validation pool enlarged
-        assert np.array_equal(split.pos_test, made.pos_test) and np.array_equal(split.neg_test, made.neg_test)
-        assert len(split.neg_val) == len(made.neg_val) + models.VALIDATION_POOL
+        # one of the splits made (one per seed), its test pairs intact, its validation pool enlarged
+        made = [m for m in calls["splits"] if np.array_equal(split.pos_test, m.pos_test)]
+        assert len(made) == 1 and np.array_equal(split.neg_test, made[0].neg_test)
+        assert len(split.neg_val) == len(made[0].neg_val) + models.VALIDATION_POOL
         calls["evaluate"] += 1
         inside["evaluate"] = True
         try:
@@ -151,19 +151,19 @@ def _spied_run(tmp_path: Path, graph_npz: Path, monkeypatch: pytest.MonkeyPatch)
     def spy_tune(key, split, features, seed):
         fitted = tune(key, split, features, seed)
         calls["tune"].append((key, seed, dict(fitted.config)))
-        return guarded_fit(fitted)
+        return guarded_fit(fitted, split)
 
     def spy_refit(key, split, features, config, seed):
         calls["refit"].append((key, seed, dict(config)))
-        return guarded_fit(refit(key, split, features, config, seed))
+        return guarded_fit(refit(key, split, features, config, seed), split)
 
     monkeypatch.setattr(lp, "make_split", spy_make_split)
     monkeypatch.setattr(linkpred, "evaluate", spy_evaluate)
     monkeypatch.setattr(models, "tune", spy_tune)
     monkeypatch.setattr(models, "refit", spy_refit)
-    monkeypatch.setattr(models, "adamic_adar", lambda split: guarded_fit(adamic_adar(split)))
+    monkeypatch.setattr(models, "adamic_adar", lambda split: guarded_fit(adamic_adar(split), split))
     pair_structure = models.pair_structure
-    monkeypatch.setattr(models, "pair_structure", lambda *a: guarded_fit(pair_structure(*a)))
+    monkeypatch.setattr(models, "pair_structure", lambda *a: guarded_fit(pair_structure(*a), a[0]))
     monkeypatch.setattr(linkpred, "STRUCTURED_BASELINES", STRUCTURED)
     out, printed = tmp_path / "bench-linkpred.json", io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -223,8 +223,8 @@ def test_tuned_once_then_refit_and_blade_fixed_takes_blades_config(spied_run):
     tuned = {key: (seed, config) for key, seed, config in calls["tune"]}
     assert [key for key, _, _ in calls["tune"]] == [k for k in KEYS if k != "blade_fixed"]
     assert {seed for seed, _ in tuned.values()} == {0}  # tuning uses the first seed only
-    refits = [(key, seed) for key, seed, _ in calls["refit"]]
-    expected = [("blade_fixed", 0)] + [(k, s) for s in range(1, SEEDS) for k in KEYS]
+    refits = sorted((key, seed) for key, seed, _ in calls["refit"])
+    expected = sorted([("blade_fixed", 0)] + [(k, s) for s in range(1, SEEDS) for k in KEYS])
     assert refits == expected
     for key, _, config in calls["refit"]:
         source = "blade" if key == "blade_fixed" else key
@@ -306,3 +306,22 @@ def test_validation_pool_of_a_small_graph_takes_half_its_unlabelled_pairs():
     free = 30 * 29 - len(np.unique(lp.edge_keys(labelled, 30)))
     pooled = models.with_validation_pool(split, size=10_000)
     assert len(pooled.neg_val) == len(split.neg_val) + free // 2
+
+
+def test_workers_in_processes_score_what_this_process_scores(tmp_path, graph_npz):
+    """``workers=2``: tasks run in spawned processes (with full budgets there: the cheapest method
+    only); seed 1 refit here with the config the run chose scores what its worker scored."""
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        figures = linkpred.run(
+            tmp_path / "b.json", graph=graph_npz, split=None, seeds=2, keys=("dual_mf",), workers=2
+        )
+    assert figures["dual_mf"]["seeds"] == 2 and {"dual_mf", "dual_mf+aa", "adamic_adar"} <= set(figures)
+    lines = printed.getvalue().splitlines()
+    config = ast.literal_eval(
+        next(x for x in lines if x.startswith("dual_mf: chosen")).split("validation ", 1)[1]
+    )
+    worker_hits = float(re.search(r"seed 1 dual_mf: ([0-9.]+)", printed.getvalue()).group(1))
+    graph = load_graph(graph_npz)
+    split = models.with_validation_pool(lp.make_split(graph.edges, graph.n_nodes, 1))
+    rows, _ = linkpred._method_rows(graph, split, 1, "dual_mf", config)
+    assert rows["dual_mf"]["hits@20"] == pytest.approx(worker_hits, abs=0.02)
