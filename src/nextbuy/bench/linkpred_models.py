@@ -396,13 +396,15 @@ def link_blade(
     config: dict,
     fanout_rule: str = "power_law",
     *,
-    epochs: int = BLADE_MAX_EPOCHS,
+    epochs: int | None = None,
     initial=None,
     early_stopping: bool = True,
 ):
     """BLADE (the pipeline's model) trained with the link loss alone on the split's observed
     graph; early-stopped on validation Hits@20 unless ``early_stopping`` is false; ``initial``:
-    continue from that model's weights. Returns ``(model, graph, history, train_s)``."""
+    continue from that model's weights. Returns ``(model, graph, history, train_s)``;
+    ``epochs`` defaults to ``BLADE_MAX_EPOCHS`` (read at call time)."""
+    epochs = BLADE_MAX_EPOCHS if epochs is None else epochs
     from nextbuy.domain.graph.blade import Architecture, DirectedGraph, TrainingSchedule, train_blade
     from nextbuy.domain.graph.features import row_normalised, to_torch
 
