@@ -43,8 +43,8 @@ from nextbuy.domain.linkpred import LinkSplit, edge_keys, hits_at_k, random_non_
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # Patience 10 evaluations (50 epochs) and a 500-epoch cap starved the baselines: Cora-ML's GCN
-# climbs slowly for 500-1,000 epochs, and stopped early it scored 40 ± 17 test Hits@20 over seeds
-# against 69 ± 1 with this patience (BENCHMARKS.md, 2026-11-23).  Every method, BLADE included.
+# climbs slowly for 500-1,000 epochs, and stopped early it scored 40 ± 17 test Hits@20 over 5 seeds
+# against 71 ± 3 with this patience (BENCHMARKS.md, 2026-11-23).  Every method, BLADE included.
 MAX_EPOCHS = 1500
 EVAL_EVERY = 5
 PATIENCE = 30  # evaluations without improvement
