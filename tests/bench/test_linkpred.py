@@ -325,3 +325,59 @@ def test_workers_in_processes_score_what_this_process_scores(tmp_path, graph_npz
     split = models.with_validation_pool(lp.make_split(graph.edges, graph.n_nodes, 1))
     rows, _ = linkpred._method_rows(graph, split, 1, "dual_mf", config)
     assert rows["dual_mf"]["hits@20"] == pytest.approx(worker_hits, abs=0.02)
+
+
+class _Curve:
+    """A fake run whose best validation after ``e`` epochs is ``curve(e)``; it records its budgets."""
+
+    def __init__(self, curve, cap: int = 100) -> None:
+        self.curve, self.cap, self.epochs, self.budgets = curve, cap, 0, []
+
+    def advance(self, until=None) -> bool:
+        self.budgets.append(until)
+        self.epochs = self.cap if until is None else min(until, self.cap)
+        return self.epochs >= self.cap
+
+    @property
+    def best(self) -> float:
+        return self.curve(self.epochs)
+
+
+def test_successive_halving_keeps_the_better_half_at_each_rung(monkeypatch):
+    monkeypatch.setattr(models, "RUNGS", (10, 30))
+    # run 0 starts slow and ends best, run 5 starts best and ends mid-table: the rungs judge what
+    # they see, and the survivors race to the end
+    curves = [lambda e, i=i: i / 10 + e / 100 for i in range(8)]
+    curves[0] = lambda e: 0.0 if e <= 10 else 5.0
+    curves[5] = lambda e: 1.0 if e <= 30 else 0.2
+    runs = [_Curve(c) for c in curves]
+    winner = models.successive_halving(runs)
+    # rung 10: the best 4 of 8 are 5, 7, 6, 4; rung 30: 5 and 7 go on; at the end 7 beats 5
+    assert winner == 7
+    assert [r.budgets for r in runs] == [
+        [10], [10], [10], [10], [10, 30], [10, 30, None], [10, 30], [10, 30, None]
+    ]  # fmt: skip
+
+
+def test_successive_halving_breaks_ties_towards_the_earlier_config(monkeypatch):
+    monkeypatch.setattr(models, "RUNGS", (10,))
+    runs = [_Curve(lambda e: 0.5) for _ in range(3)]
+    assert models.successive_halving(runs) == 0
+    assert [r.budgets for r in runs] == [[10, None], [10, None], [10]]
+
+
+def test_a_baseline_run_paused_between_budgets_scores_as_one_run(graph_npz, small_budget):
+    """Dropout draws from torch's global stream: each run keeps its own, so advancing another run
+    in between changes nothing."""
+    g = load_graph(graph_npz)
+    split = lp.make_split(g.edges, g.n_nodes, seed=0)
+    cfg = models.Config(dropout=0.5, hidden=16, decoder="mlp")
+    whole, best = models.fit_one("gcn", split, g.features, cfg, seed=3)
+    paused = models.BaselineRun("gcn", split, g.features, cfg, seed=3)
+    other = models.BaselineRun("gcn", split, g.features, dataclasses.replace(cfg, lr=0.005), seed=4)
+    assert not paused.advance(10)
+    other.advance(20)
+    paused.advance()
+    fitted = paused.finish()
+    assert paused.best == best and fitted.config == whole.config
+    assert np.array_equal(fitted.score(*split.pos_test.T), whole.score(*split.pos_test.T))

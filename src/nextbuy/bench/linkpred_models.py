@@ -49,6 +49,8 @@ MAX_EPOCHS = 1500
 EVAL_EVERY = 5
 PATIENCE = 30  # evaluations without improvement
 N_CONFIGS = 8  # the tuning budget of every trained method (BLADE included)
+RUNGS = (150, 450)  # successive halving: epochs after which the better half of the configs go on
+HALVING = 2
 SPACE = {  # searched for every trained method alike, judged on validation Hits@20
     "lr": (0.01, 0.005),
     "hidden": (64, 128, 256),
@@ -280,39 +282,94 @@ def _loss(model: nn.Module, observed: Tensor, n: int, cfg: Config, gen: torch.Ge
     return F.binary_cross_entropy_with_logits(logits, y)
 
 
-def fit_one(key: str, split: LinkSplit, features, cfg: Config, seed: int) -> tuple[Fitted, float]:
-    """One config, early-stopped on validation Hits@20; returns the fit and its best validation Hits@20."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = build(key, split, features, cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    observed = torch.as_tensor(split.observed, dtype=torch.long)
-    best, best_state, stale, epochs = -1.0, None, 0, 0
-    started = time.perf_counter()
-    for epoch in range(1, MAX_EPOCHS + 1):
+class BaselineRun:
+    """One config of a baseline trained full-batch and early-stopped on validation Hits@20, a budget
+    at a time (:func:`successive_halving` advances several in turns).  Each run keeps its own
+    torch RNG stream, so its numbers do not depend on which runs were advanced in between."""
+
+    def __init__(self, key: str, split: LinkSplit, features, cfg: Config, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.split, self.cfg = split, cfg
+        self.model = build(key, split, features, cfg)
+        self.rng_state = torch.get_rng_state()  # dropout draws from the global stream: one per run
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.observed = torch.as_tensor(split.observed, dtype=torch.long)
+        self.best, self.best_state, self.stale, self.epochs = -1.0, None, 0, 0
+        self.stopped, self.train_s = False, 0.0
+
+    def advance(self, until: int | None = None) -> bool:
+        """Train up to epoch ``until`` (None: ``MAX_EPOCHS``, also the cap) unless patience runs out
+        first; returns whether the run is over."""
+        started, outer_rng = time.perf_counter(), torch.get_rng_state()
+        torch.set_rng_state(self.rng_state)
+        limit = MAX_EPOCHS if until is None else min(int(until), MAX_EPOCHS)
+        while not self.stopped and self.epochs < limit:
+            self._epoch()
+        self.stopped = self.stopped or self.epochs >= MAX_EPOCHS
+        self.rng_state = torch.get_rng_state()
+        torch.set_rng_state(outer_rng)
+        self.train_s += time.perf_counter() - started
+        return self.stopped
+
+    def _epoch(self) -> None:
+        model = self.model
         model.train()
-        opt.zero_grad()
-        _loss(model, observed, split.n_nodes, cfg, gen).backward()
-        opt.step()
-        epochs = epoch
-        if epoch % EVAL_EVERY:
-            continue
+        self.opt.zero_grad()
+        _loss(model, self.observed, self.split.n_nodes, self.cfg, self.gen).backward()
+        self.opt.step()
+        self.epochs += 1
+        if self.epochs % EVAL_EVERY:
+            return
         model.eval()
         with torch.no_grad():
             s, t = (x.detach().clone() for x in model())
-        hits = _val_hits(model, s, t, split)
-        if hits > best:
-            best, stale = hits, 0
-            best_state = (s, t, copy.deepcopy(model.decoder.state_dict()))
+        hits = _val_hits(model, s, t, self.split)
+        if hits > self.best:
+            self.best, self.stale = hits, 0
+            self.best_state = (s, t, copy.deepcopy(model.decoder.state_dict()))
         else:
-            stale += 1
-        if stale >= PATIENCE:
-            break
-    train_s = time.perf_counter() - started
-    s, t, dec_state = best_state
-    model.decoder.load_state_dict(dec_state)
-    config = {**dataclasses.asdict(cfg), "epochs": epochs}
-    return Fitted(_embedding_score(model.decoder.eval(), s, t), train_s / epochs, train_s, config), best
+            self.stale += 1
+        self.stopped = self.stale >= PATIENCE
+
+    def finish(self) -> Fitted:
+        """The best validated embeddings' score, with this run's timings and config."""
+        if self.best_state is None:  # never validated (a budget under EVAL_EVERY): the last weights
+            self.model.eval()
+            with torch.no_grad():
+                s, t = (x.detach().clone() for x in self.model())
+            self.best_state = (s, t, copy.deepcopy(self.model.decoder.state_dict()))
+        s, t, dec_state = self.best_state
+        self.model.decoder.load_state_dict(dec_state)
+        config = {**dataclasses.asdict(self.cfg), "epochs": self.epochs}
+        epochs = max(self.epochs, 1)
+        return Fitted(
+            _embedding_score(self.model.decoder.eval(), s, t), self.train_s / epochs, self.train_s, config
+        )
+
+
+def fit_one(key: str, split: LinkSplit, features, cfg: Config, seed: int) -> tuple[Fitted, float]:
+    """One config, early-stopped on validation Hits@20; returns the fit and its best validation Hits@20."""
+    run = BaselineRun(key, split, features, cfg, seed)
+    run.advance()
+    return run.finish(), run.best
+
+
+def successive_halving(runs: list) -> int:
+    """The index of the run that successive halving (Jamieson & Talwalkar, AISTATS 2016) picks: every
+    run trains to the first of ``RUNGS`` epochs, the better ``1 / HALVING`` by best validation so far
+    go on to the next rung, and so on; the last survivors train to convergence (early stopping,
+    each run's cap at most) and the best of them wins.  Runs need ``advance(until | None)`` and
+    ``best``.
+    About half the epochs of training every config to convergence, the same rule for every method;
+    its bias, towards configs that learn fast, is shared too."""
+    alive = list(range(len(runs)))
+    for budget in (*RUNGS, None):  # None: to the end of each run
+        for i in alive:
+            runs[i].advance(budget)
+        if budget is not None:  # sorted() is stable: ties keep the earlier config
+            alive = sorted(alive, key=lambda i: -runs[i].best)[: max(1, -(-len(alive) // HALVING))]
+    return max(alive, key=lambda i: (runs[i].best, -i))
 
 
 def _embedding_score(decoder: nn.Module, s: Tensor, t: Tensor) -> ScoreFn:
@@ -341,8 +398,8 @@ def tune(key: str, split: LinkSplit, features, seed: int) -> Fitted:
     """The config of the method's search space with the best validation Hits@20 (test never seen)."""
     if key in ("blade", "blade_fixed"):
         return tune_blade(split, features, seed, "fixed" if key == "blade_fixed" else "power_law")
-    runs = [fit_one(key, split, features, cfg, seed) for cfg in search_space()]
-    return max(runs, key=lambda r: r[1])[0]
+    runs = [BaselineRun(key, split, features, cfg, seed) for cfg in search_space()]
+    return runs[successive_halving(runs)].finish()
 
 
 def refit(key: str, split: LinkSplit, features, config: dict, seed: int) -> Fitted:
@@ -389,7 +446,7 @@ def blade_space(n: int | None = None, seed: int = 0) -> list[dict]:
     return draws
 
 
-def link_blade(
+def blade_training(
     split: LinkSplit,
     features,
     seed: int,
@@ -400,12 +457,12 @@ def link_blade(
     initial=None,
     early_stopping: bool = True,
 ):
-    """BLADE (the pipeline's model) trained with the link loss alone on the split's observed
-    graph; early-stopped on validation Hits@20 unless ``early_stopping`` is false; ``initial``:
-    continue from that model's weights. Returns ``(model, graph, history, train_s)``;
-    ``epochs`` defaults to ``BLADE_MAX_EPOCHS`` (read at call time)."""
+    """BLADE (the pipeline's model) set to train with the link loss alone on the split's observed
+    graph, early-stopped on validation Hits@20 unless ``early_stopping`` is false; ``initial``:
+    continue from that model's weights. Returns ``(BladeTraining, graph)``; ``epochs`` defaults to
+    ``BLADE_MAX_EPOCHS`` (read at call time)."""
     epochs = BLADE_MAX_EPOCHS if epochs is None else epochs
-    from nextbuy.domain.graph.blade import Architecture, DirectedGraph, TrainingSchedule, train_blade
+    from nextbuy.domain.graph.blade import Architecture, BladeTraining, DirectedGraph, TrainingSchedule
     from nextbuy.domain.graph.features import row_normalised, to_torch
 
     e = torch.as_tensor(split.observed, dtype=torch.long)
@@ -425,10 +482,17 @@ def link_blade(
         return validation_hits(f(*split.pos_val.T), f(*split.neg_val.T), split)
 
     empty = torch.zeros(0)
+    run = BladeTraining(graph, empty.long(), empty.long(), empty, empty, architecture=arch, schedule=schedule,
+                        validate=validate if early_stopping else None, initial=initial)  # fmt: skip
+    return run, graph
+
+
+def link_blade(split: LinkSplit, features, seed: int, config: dict, fanout_rule: str = "power_law", **kwargs):
+    """:func:`blade_training` run to its end. Returns ``(model, graph, history, train_s)``."""
     started = time.perf_counter()
-    model, history = train_blade(graph, empty.long(), empty.long(), empty, empty, architecture=arch,
-                                 schedule=schedule, validate=validate if early_stopping else None,
-                                 progress=False, initial=initial)  # fmt: skip
+    run, graph = blade_training(split, features, seed, config, fanout_rule, **kwargs)
+    run.advance(run.max_epochs)
+    model, history = run.finish()
     return model, graph, history, time.perf_counter() - started
 
 
@@ -440,23 +504,45 @@ def blade_scorer(model, graph) -> ScoreFn:
     return _embedding_score(lambda a, b: (a * b).sum(-1), s, t)
 
 
+class BladeRun:
+    """One BLADE config early-stopped on validation Hits@20, a budget at a time (as :class:`BaselineRun`)."""
+
+    def __init__(self, split: LinkSplit, features, seed: int, config: dict, fanout_rule: str) -> None:
+        self.config, self.train_s = config, 0.0
+        self.run, self.graph = blade_training(split, features, seed, config, fanout_rule)
+
+    @property
+    def best(self) -> float:
+        return self.run.best
+
+    def advance(self, until: int | None = None) -> bool:
+        started = time.perf_counter()
+        over = self.run.advance(self.run.max_epochs if until is None else until)
+        self.train_s += time.perf_counter() - started
+        return over
+
+    def finish(self) -> Fitted:
+        model, history = self.run.finish()
+        epochs = max(len(history), 1)
+        config = {**self.config, "epochs": len(history)}
+        return Fitted(blade_scorer(model, self.graph), self.train_s / epochs, self.train_s, config)
+
+
 def fit_blade(
     split: LinkSplit, features, seed: int, config: dict, fanout_rule: str = "power_law"
 ) -> tuple[Fitted, float]:
     """BLADE (the pipeline's model, link loss only) early-stopped on validation Hits@20."""
-    model, graph, history, train_s = link_blade(split, features, seed, config, fanout_rule)
-    best = max(row.get("validation", -1.0) for row in history)
-    fitted = Fitted(
-        blade_scorer(model, graph), train_s / len(history), train_s, {**config, "epochs": len(history)}
-    )
-    return fitted, best
+    run = BladeRun(split, features, seed, config, fanout_rule)
+    run.advance()
+    return run.finish(), run.best
 
 
 def tune_blade(split: LinkSplit, features, seed: int, fanout_rule: str) -> Fitted:
-    """BLADE's ``N_CONFIGS`` configs judged on validation Hits@20 of the embedding score (the
-    fixed-fanout ablation alike), then the chosen one's pair-structure head."""
-    runs = [fit_blade(split, features, seed, cfg, fanout_rule) for cfg in blade_space()]
-    best = max(runs, key=lambda r: r[1])[0]
+    """BLADE's ``N_CONFIGS`` configs judged on validation Hits@20 of the embedding score by
+    :func:`successive_halving` (the fixed-fanout ablation alike), then the chosen one's
+    pair-structure head."""
+    runs = [BladeRun(split, features, seed, cfg, fanout_rule) for cfg in blade_space()]
+    best = runs[successive_halving(runs)].finish()
     return blade_with_structure(best, split, features, seed, fanout_rule)
 
 

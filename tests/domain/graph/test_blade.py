@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from nextbuy.domain.graph.blade import (
     Architecture,
+    BladeTraining,
     DirectedGraph,
     TrainingSchedule,
     embed,
@@ -456,6 +458,34 @@ def test_early_stopping_restores_the_best_checked_weights():
     assert worse_as_training_goes_on(last, graph) == scores[-1]
     if scores[-1] < best:
         assert not torch.equal(last.id_emb.weight, model.id_emb.weight)
+
+
+def test_a_training_paused_between_budgets_ends_where_one_run_ends():
+    """Successive halving advances many runs in turns: pausing one (and training another meanwhile)
+    changes nothing in it."""
+    graph, held = _validation_split(120, seed=11)
+    u, v = torch.as_tensor(held[:, 0]), torch.as_tensor(held[:, 1])
+
+    def held_out_direction(model, g) -> float:
+        s, t = embed(model, g, chunk=64)
+        return _auc((s[u] * t[v]).sum(1).numpy(), (s[v] * t[u]).sum(1).numpy())
+
+    schedule = replace(SCHEDULE, epochs=12, eval_every=2, patience=100)
+    whole, history = _train(graph, *_no_conversions(), validate=held_out_direction, epochs=12,
+                            eval_every=2, patience=100)  # fmt: skip
+    paused = BladeTraining(graph, *_no_conversions(), architecture=ARCH, schedule=schedule,
+                           validate=held_out_direction)  # fmt: skip
+    other = BladeTraining(graph, *_no_conversions(), architecture=ARCH, schedule=replace(schedule, seed=9))
+    assert paused.best == -math.inf and not paused.advance(4)
+    other.advance(6)
+    assert paused.best == max(h.get("validation", -math.inf) for h in paused.history) > -math.inf
+    assert len(paused.history) == 4
+    assert paused.advance(100)  # capped by the schedule's epochs: over
+    model, paused_history = paused.finish()
+    np.testing.assert_equal(paused_history, history)
+    for (k, a), b in zip(whole.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert not model.training
 
 
 def test_validation_that_keeps_improving_runs_every_epoch():

@@ -79,6 +79,7 @@ __all__ = [
     "GraphIndex",
     "BladeModel",
     "train_blade",
+    "BladeTraining",
     "embed",
     "export_moments",
     "pair_logit_moments",
@@ -809,22 +810,65 @@ def train_blade(
     and dropout masks come from a per-rank stream, so runs with and without sampling noise only
     match where a step draws nothing.  ``validate`` runs on rank 0 only.
     """
-    conv = _Conversions.checked(graph.n_nodes, conv_src, conv_dst, conv_label, conv_weight)
-    if not len(conv) and graph.n_edges == 0:
-        raise ValueError("nothing to train on: no conversion examples and no edges")
-    _check_same_run(collective, graph, conv, schedule)
-    trainer = _Trainer(graph, conv, architecture, schedule, initial, collective)
-    stopping = _EarlyStopping(validate, graph, schedule, collective)
-    model = trainer.model
-    model.train()
-    history = []
-    for epoch in range(int(schedule.epochs)):
-        history.append(trainer.epoch(epoch, progress))
-        if stopping.check(model, epoch, history[-1]):
-            break
-    stopping.restore(model)
-    model.eval()
-    return model, history
+    run = BladeTraining(
+        graph, conv_src, conv_dst, conv_label, conv_weight, architecture=architecture,
+        schedule=schedule, validate=validate, initial=initial, collective=collective,
+    )  # fmt: skip
+    run.advance(int(schedule.epochs), progress)
+    return run.finish()
+
+
+class BladeTraining:
+    """:func:`train_blade` as a run that can be advanced a budget at a time and paused between
+    budgets (successive halving over configs advances many runs in turns).  Arguments as
+    :func:`train_blade`; ``best`` is the best validation so far (-inf before the first)."""
+
+    def __init__(
+        self,
+        graph: DirectedGraph,
+        conv_src: Tensor,
+        conv_dst: Tensor,
+        conv_label: Tensor,
+        conv_weight: Tensor,
+        *,
+        architecture: Architecture,
+        schedule: TrainingSchedule,
+        validate: Validation | None = None,
+        initial: BladeModel | None = None,
+        collective: Collective = SINGLE,
+    ) -> None:
+        conv = _Conversions.checked(graph.n_nodes, conv_src, conv_dst, conv_label, conv_weight)
+        if not len(conv) and graph.n_edges == 0:
+            raise ValueError("nothing to train on: no conversion examples and no edges")
+        _check_same_run(collective, graph, conv, schedule)
+        self.trainer = _Trainer(graph, conv, architecture, schedule, initial, collective)
+        self.stopping = _EarlyStopping(validate, graph, schedule, collective)
+        self.max_epochs = int(schedule.epochs)
+        self.history: list[dict] = []
+        self.stopped = self.max_epochs <= 0
+
+    @property
+    def best(self) -> float:
+        return self.stopping.best
+
+    def advance(self, until: int, progress: bool = False) -> bool:
+        """Train up to epoch ``until`` (at most ``schedule.epochs``) unless early stopping ends the
+        run first; returns whether the run is over."""
+        model = self.trainer.model
+        model.train()
+        while not self.stopped and len(self.history) < min(int(until), self.max_epochs):
+            epoch = len(self.history)
+            self.history.append(self.trainer.epoch(epoch, progress))
+            self.stopped = self.stopping.check(model, epoch, self.history[-1])
+        self.stopped = self.stopped or len(self.history) >= self.max_epochs
+        return self.stopped
+
+    def finish(self) -> tuple[BladeModel, list[dict]]:
+        """The model with its best validated weights (eval mode) and the per-epoch history."""
+        model = self.trainer.model
+        self.stopping.restore(model)
+        model.eval()
+        return model, self.history
 
 
 # -- export and serving -------------------------------------------------------
