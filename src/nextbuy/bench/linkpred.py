@@ -2,11 +2,11 @@
 (Hits@20/100 against one global pool of test negatives, MRR with half ties, AUC, AP),
 plus direction AUC and Hits@20 of low-out-degree sources.
 
-Every trained model gets the same tuning budget (``linkpred_models.N_CONFIGS`` configs)
-judged on validation Hits@20 (at the test's quantile, below) with the first seed; the other
-seeds refit the chosen config (``blade_fixed``, the sampling ablation, takes BLADE's).  The test
-split is scored once per reported number.  ``<key>+aa``
-fuses a model's standardised score with standardised Adamic-Adar, its weight chosen on
+Every trained model gets the same tuning budget (``linkpred_models.N_CONFIGS`` configs, raced by
+successive halving) judged on validation Hits@20 (at the test's quantile, below) with the first
+seed; the other seeds refit the chosen config (``blade_fixed``, the sampling ablation, takes
+BLADE's).  The test split is scored once per reported number.  ``<key>+aa`` fuses a model's
+standardised score with standardised Adamic-Adar, its weight chosen on
 validation.  Validation negatives are the split's plus ``linkpred_models.VALIDATION_POOL`` random
 non-edges and validation Hits@K is taken at the test's quantile (``validation_hits``): a split's
 own few validation negatives saturate it (411 on Cora-ML).  With a fixed split (DirLinkBench's

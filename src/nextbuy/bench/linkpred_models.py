@@ -14,9 +14,10 @@ a score function ``f(src, dst) -> numpy scores`` with its training times.
 Node features are row-normalised (unit L1 norm).  Trained models get one tuning budget,
 ``N_CONFIGS`` configs drawn once from ``SPACE`` (lr, hidden size, 2 or 3 layers, dropout,
 weight decay, random negatives per positive, dot or Hadamard-MLP decoder, share of
-observed edges held out of message passing as targets), each judged on validation
-Hits@20 only (taken at the test's quantile over an enlarged pool: ``validation_hits``,
-``with_validation_pool``; "validation Hits@20" below means that).  They train full-batch with
+observed edges held out of message passing as targets), judged on validation Hits@20 only
+(taken at the test's quantile over an enlarged pool: ``validation_hits``,
+``with_validation_pool``; "validation Hits@20" below means that) by successive halving
+(``successive_halving``: the better half go on at each of ``RUNGS`` epochs).  They train full-batch with
 BCE against fresh random destinations every epoch, evaluating validation Hits@20 every
 ``EVAL_EVERY`` epochs and keeping the best embeddings (early stopping).  Weight decay defaults
 to 0: 5e-4 on row-normalised bag-of-words collapsed GCN's validation Hits@20 on Cora-ML split 0
