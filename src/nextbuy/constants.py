@@ -5,15 +5,19 @@ ALERT_EXIT_CODE = (
     3  # `nextbuy alerts` exits with this when the monitor raised alerts (Airflow branches on it)
 )
 
-# How the train stage weights the conversion loss (label_delay writes one ``weight_<method>``
-# column per method): naive (every observed label as is), wait (only matured impressions),
-# importance (the delay model's P/Q weights), and its two ablations. The oracle (eventual labels
-# from the simulator's truth) lives only in `nextbuy bench delay`: no stage can reach it.
+# How the train stage learns from labels that may still flip (label_delay writes a
+# ``target_<method>`` and a ``weight_<method>`` column per method): naive (every observed label
+# as is), wait (only matured impressions), importance (the delay model's importance weights,
+# Rao-Blackwellised: each not-yet-converted impression carries its flip probability as
+# positive mass), its no-engagement and no-features ablations, and importance_ipw (the plain
+# P/Q weights, 1/F on observed conversions: the high-variance form, kept as an ablation). The
+# oracle (eventual labels from the simulator's truth) lives only in `nextbuy bench delay`: no
+# stage can reach it.
 WEIGHTING_METHODS = (
     "naive",
     "wait",
     "importance",
     "importance_no_engagement",
     "importance_no_features",
-    "label_correction",
+    "importance_ipw",
 )

@@ -72,8 +72,11 @@ def test_oracle_rows_carry_eventual_labels_and_nothing_else_changes():
     oracle = delay.oracle_rows(weighted, data.truth_impressions)
     truth = data.truth_impressions.set_index("impression_id").loc[weighted["impression_id"], "label_eventual"]
     np.testing.assert_array_equal(oracle["label"].to_numpy(), truth.to_numpy())
+    np.testing.assert_array_equal(oracle["target_naive"].to_numpy(), truth.to_numpy())  # what naive trains on
     assert (oracle["label"] >= weighted["label"]).all() and (oracle["label"] > weighted["label"]).any()
-    pd.testing.assert_frame_equal(oracle.drop(columns="label"), weighted.drop(columns="label"))
+    pd.testing.assert_frame_equal(
+        oracle.drop(columns=["label", "target_naive"]), weighted.drop(columns="label")
+    )
     with pytest.raises(ValueError, match="no ground truth"):
         delay.oracle_rows(
             weighted.assign(impression_id=weighted["impression_id"] + 10**9), data.truth_impressions
@@ -91,6 +94,6 @@ def test_test_traffic_comes_after_the_snapshot_with_eventual_labels():
 
 def test_a_method_subset_keeps_what_every_comparison_needs():
     assert delay.selected(None) == delay.KEYS
-    assert delay.selected(("label_correction",)) == ("naive", "importance", "label_correction", "oracle")
+    assert delay.selected(("importance_ipw",)) == ("naive", "importance", "importance_ipw", "oracle")
     with pytest.raises(ValueError, match="no_such"):
         delay.selected(("no_such",))

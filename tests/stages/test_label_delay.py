@@ -30,13 +30,18 @@ def test_recent_positivity_corrected_towards_truth(tiny_params):
     ].mean()
     assert observed < true_rate
     assert abs(corrected - true_rate) < 0.5 * abs(observed - true_rate)
-    # Observed positives are never "flipped"; immature carted negatives count less as negatives.
+    # Observed positives are never "flipped"; immature carted negatives carry positive mass
+    # (importance) and count less as negatives (importance_ipw).
     assert (weighted.loc[weighted["label"] == 1, "p_flip"] == 0).all()
     negatives = weighted[(weighted["label"] == 0) & (weighted["elapsed_days"] < 2)]
+    carted = negatives["carted"] == 1
+    assert negatives.loc[carted, "target_importance"].mean() > 0.2
+    assert negatives.loc[~carted, "target_importance"].mean() < 0.05
     assert (
-        negatives.loc[negatives["carted"] == 1, "weight_importance"].mean()
-        < negatives.loc[negatives["carted"] == 0, "weight_importance"].mean()
+        negatives.loc[carted, "weight_importance_ipw"].mean()
+        < negatives.loc[~carted, "weight_importance_ipw"].mean()
     )
+    np.testing.assert_array_equal(weighted["weight_importance"], 1.0)
 
 
 def test_delay_model_ignores_holdout_labels(tiny_params):
@@ -87,16 +92,12 @@ def test_weighted_training_positive_rate_matches_the_eventual_rate(tiny_params):
     eventual = data.truth_impressions.set_index("impression_id").loc[train["impression_id"], "label_eventual"]
     truth = eventual.to_numpy().mean()
     y = train["label"].to_numpy()
-    w = train["weight_importance"].to_numpy()
-    estimate = (w * y).sum() / w.sum()
-    half = 1.96 * (w * (y - estimate)).std() * np.sqrt(len(w)) / w.sum()  # delta-method CI of a ratio
-    assert abs(estimate - truth) < half, (estimate, truth, half)
-    assert y.mean() < truth - half  # the naive rate is visibly biased: the check can fail
-    # label correction: the mean expected eventual label is the eventual rate, too
-    corrected = expected_eventual_label(y, train["p_flip"].to_numpy())
-    half = 1.96 * corrected.std() / np.sqrt(len(corrected))
-    assert abs(corrected.mean() - truth) < half, (corrected.mean(), truth, half)
-    assert y.mean() < truth - half
+    for method in ("importance", "importance_ipw"):
+        target, w = train[f"target_{method}"].to_numpy(), train[f"weight_{method}"].to_numpy()
+        estimate = (w * target).sum() / w.sum()
+        half = 1.96 * (w * (target - estimate)).std() * np.sqrt(len(w)) / w.sum()  # delta-method CI
+        assert abs(estimate - truth) < half, (method, estimate, truth, half)
+        assert y.mean() < truth - half  # the naive rate is visibly biased: the check can fail
     # `wait` keeps only matured impressions; every weight is finite and >= 0.
     wait = train["weight_wait"].to_numpy()
     assert set(np.unique(wait)) <= {0.0, 1.0}

@@ -115,7 +115,7 @@ def test_blade_arguments_carry_every_model_knob_of_the_train_section():
 
 def _weighted(n: int = 6000, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "row": np.arange(n),
             "split": rng.choice(["train", "calib", "test"], n, p=[0.6, 0.25, 0.15]),
@@ -124,9 +124,14 @@ def _weighted(n: int = 6000, seed: int = 0) -> pd.DataFrame:
             "label": (rng.random(n) < 0.2).astype(float),
             "p_flip": rng.uniform(0.0, 0.5, n),
             **{f"weight_{m}": np.ones(n) for m in WEIGHTING_METHODS},
-            "weight_importance": rng.uniform(0.5, 2.0, n),
+            "weight_importance_ipw": rng.uniform(0.5, 2.0, n),
         }
     )
+    label, p_flip = frame["label"], frame["p_flip"].where(frame["label"] == 0, 0.0)  # as label_delay writes
+    soft = label + (1 - label) * p_flip
+    targets = {f"target_{m}": soft if m.startswith("importance") and m != "importance_ipw" else label
+               for m in WEIGHTING_METHODS}  # fmt: skip
+    return frame.assign(p_flip=p_flip, **targets)
 
 
 @pytest.mark.parametrize("share", [0.1, 0.3])
@@ -144,15 +149,17 @@ def test_training_rows_hold_out_a_seeded_share_of_the_training_rows(share):
     pd.testing.assert_frame_equal(held, held2)
     _, other = train.training_rows(weighted, config("train", validation_share=share, seed=4))
     assert set(other["row"]) != set(held["row"])
-    # rows are kept whole (labels and weights stay with their pairs)
-    pd.testing.assert_frame_equal(fit, weighted.loc[fit.index])
+    # rows are kept whole (targets and weights stay with their pairs); the label is the target
+    whole = weighted.loc[fit.index]
+    pd.testing.assert_frame_equal(fit, whole.assign(label=whole["target_importance"]))
 
 
 def test_training_rows_without_a_validation_share_keep_every_training_row():
     weighted = _weighted()
     fit, held = train.training_rows(weighted, config("train", validation_share=0.0))
     assert held.empty
-    pd.testing.assert_frame_equal(fit, weighted[weighted["split"] == "train"])
+    whole = weighted[weighted["split"] == "train"]
+    pd.testing.assert_frame_equal(fit, whole.assign(label=whole["target_importance"]))
     assert train.conversion_validation(held, "importance", chunk=64) is None
 
 
@@ -165,30 +172,34 @@ def test_shuffled_labels_are_permuted_with_their_weights_but_not_their_pairs():
     pd.testing.assert_frame_equal(
         rows[["source_id", "shown_id", "split"]], original[["source_id", "shown_id", "split"]]
     )
-    for col in ("label", "weight_importance"):
+    for col in ("target_importance_ipw", "weight_importance_ipw", "target_importance"):
         assert sorted(rows[col]) == sorted(original[col])
-    assert not np.array_equal(rows["label"].to_numpy(), original["label"].to_numpy())
-    # a label keeps its own weights when permuted
-    pairs = sorted(zip(rows["label"], rows["weight_importance"], strict=True))
-    assert pairs == sorted(zip(original["label"], original["weight_importance"], strict=True))
+    assert sorted(rows["label"]) == sorted(original["target_importance"])  # what importance trains on
+    assert not np.array_equal(rows["label"].to_numpy(), original["target_importance"].to_numpy())
+    # a label keeps its own weights and targets when permuted
+    kept = ["target_importance_ipw", "weight_importance_ipw", "target_importance", "p_flip"]
+    assert sorted(map(tuple, rows[kept].to_numpy())) == sorted(map(tuple, original[kept].to_numpy()))
     again = train.training_rows(weighted, cfg)
     pd.testing.assert_frame_equal(fit, again[0])
 
 
-def test_label_correction_trains_on_expected_eventual_labels_with_unit_weights():
+def test_each_method_trains_toward_its_own_target():
     weighted = _weighted()
-    weighted.loc[weighted["label"] == 1, "p_flip"] = 0.0  # as label_delay writes it
-    fit, held = train.training_rows(weighted, config("train", weighting="label_correction", seed=3))
-    rows = pd.concat([fit, held])
-    original = weighted.loc[rows.index]
-    expected = original["label"] + (1 - original["label"]) * original["p_flip"]
-    np.testing.assert_allclose(rows["label"], expected)
-    assert ((rows["label"] > 0) & (rows["label"] < 1)).any()  # soft where p_flip says so
-    np.testing.assert_array_equal(train.conversion_weights(rows, "label_correction"), 1.0)
-    # the gate drill permutes p_flip with its label: the soft labels are the same multiset
-    drill = config("train", weighting="label_correction", shuffle_labels=True, seed=3)
+    for method in ("importance", "naive", "importance_ipw"):
+        fit, held = train.training_rows(weighted, config("train", weighting=method, seed=3))
+        rows = pd.concat([fit, held])
+        np.testing.assert_array_equal(rows["label"], weighted.loc[rows.index, f"target_{method}"])
+        np.testing.assert_array_equal(
+            train.conversion_weights(rows, method), weighted.loc[rows.index, f"weight_{method}"]
+        )
+    soft = pd.concat(train.training_rows(weighted, config("train", weighting="importance", seed=3)))
+    assert ((soft["label"] > 0) & (soft["label"] < 1)).any()  # a negative that may flip: soft
+    # the gate drill permutes the targets with their rows: the soft labels are the same multiset
+    drill = config("train", weighting="importance", shuffle_labels=True, seed=3)
     shuffled = pd.concat(train.training_rows(weighted, drill))
-    assert sorted(shuffled["label"]) == pytest.approx(sorted(expected))
+    assert sorted(shuffled["label"]) == pytest.approx(
+        sorted(weighted.loc[shuffled.index, "target_importance"])
+    )
 
 
 def _products(n: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

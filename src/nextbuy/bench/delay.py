@@ -8,7 +8,8 @@ the snapshot against its eventual labels, which only the simulator knows (this
 benchmark reads the truth; no stage does):
 
 * ``naive``, ``wait``, ``importance``, ``importance_no_engagement``,
-  ``importance_no_features``: ``train.weighting`` as the pipeline offers it;
+  ``importance_no_features``, ``importance_ipw``: ``train.weighting`` as the pipeline
+  offers it (see ``nextbuy.domain.delay``);
 * ``oracle``: the same rows with their *eventual* labels (the ceiling).
 
 Seeds vary the training seed (the store and the test traffic are fixed), so
@@ -61,12 +62,13 @@ def scores_of(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
 
 
 def oracle_rows(weighted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """The weighted rows with every label replaced by its eventual value (``naive`` weights
-    then train on the truth)."""
+    """The weighted rows with every label replaced by its eventual value (``naive`` then
+    trains on the truth)."""
     eventual = truth.set_index("impression_id")["label_eventual"].reindex(weighted["impression_id"])
     if eventual.isna().any():
         raise ValueError(f"{int(eventual.isna().sum())} impressions have no ground truth")
-    return weighted.assign(label=eventual.to_numpy().astype(np.int8))
+    label = eventual.to_numpy().astype(np.int8)
+    return weighted.assign(label=label, target_naive=label.astype(np.float64))
 
 
 def future_traffic(data, ingest_cfg) -> pd.DataFrame:

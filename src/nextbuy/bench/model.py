@@ -59,14 +59,24 @@ def _pair_onehots(products: pd.DataFrame, rows: pd.DataFrame):
     return sp.csr_matrix((np.ones(len(rows)), (np.arange(len(rows)), col)), shape=(len(rows), n_cat * n_cat))
 
 
+def as_hard_labels(x, target: np.ndarray, weight: np.ndarray):
+    """Soft targets as scikit-learn takes them: each row twice, labelled 1 with weight
+    ``weight * target`` and 0 with ``weight * (1 - target)`` (the same log loss)."""
+    import scipy.sparse as sp
+
+    target = np.asarray(target, dtype=np.float64)
+    y = np.concatenate([np.ones(len(target)), np.zeros(len(target))])
+    return sp.vstack([x, x], format="csr"), y, np.concatenate([weight * target, weight * (1.0 - target)])
+
+
 def category_lr(products, fit_rows, held_rows, test_rows, weights, seed: int) -> np.ndarray:
     """Test probabilities of the category-pair logistic regression, C chosen on ``held_rows``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
     x_fit, x_held, x_test = (_pair_onehots(products, r) for r in (fit_rows, held_rows, test_rows))
-    y_fit, y_held = fit_rows["label"].to_numpy(), held_rows["label"].to_numpy()
-    w_fit, w_held = weights(fit_rows), weights(held_rows)
+    x_fit, y_fit, w_fit = as_hard_labels(x_fit, fit_rows["label"].to_numpy(), weights(fit_rows))
+    x_held, y_held, w_held = as_hard_labels(x_held, held_rows["label"].to_numpy(), weights(held_rows))
 
     def fitted(c: float):
         return LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(

@@ -17,9 +17,9 @@ pair's co-purchase lift). Censoring at the snapshot is handled in the
 likelihood: a conversion seen after d days contributes ``log p + log f(d)``, an
 impression not converted after e days ``log(1 - p + p (1 - F(e)))``.
 
-Importance weights (ES-DFM, Yang et al. 2021; DEFER, Gu et al. 2021). What the
-snapshot shows is drawn from Q(y_obs = 1 | x, g, e) = p F(e), while the model
-should learn P(y = 1 | x) = E_g p(x, g). For any loss l,
+Importance weights (FSIW, Yasui et al. 2020; ES-DFM, Yang et al. 2021; DEFER, Gu et
+al. 2021). What the snapshot shows is drawn from Q(y_obs = 1 | x, g, e) = p F(e), while
+the model should learn P(y = 1 | x) = E_g p(x, g). For any loss l,
 
     E_Q[w l] = Q(1) w(1) l(1) + Q(0) w(0) l(0) = p l(1) + (1 - p) l(0) = E_P[l]
 
@@ -29,22 +29,30 @@ with w(y) = P(y) / Q(y):
     observed negative:  w = (1 - p) / (1 - p F(e)) = 1 - p_flip
 
 where p_flip = P(eventual conversion | not converted after e days) =
-p (1 - F) / (1 - p F). Weights are clipped to ``max_weight`` (an immature
-positive's 1/F explodes at e -> 0) and may be normalised to mean 1.
+p (1 - F) / (1 - p F). Used as they stand (``importance_ipw``), the 1/F weights are
+clipped to ``max_weight`` (an immature positive's 1/F explodes at e -> 0) and may be
+normalised to mean 1. They fail where they are needed most: on the freshest days F is
+small for every impression of a product launched yesterday, so few of its conversions
+are seen and those few must stand in (1/F, clipped) for all the others.
 
-Label correction (ULC, Wang et al. 2023, "Unbiased Delayed Feedback Label Correction
-for Conversion Rate Prediction", KDD; the E-step of Chapelle 2014's EM). Each
-observed negative keeps weight 1 and takes its expected eventual label instead:
+Rao-Blackwellised importance weights (``importance``, the default). The positive part
+of the weighted loss, (y_obs / F) l(1), is replaced by its conditional expectation given
+what is observed (a Rao-Blackwell step: same mean, never more variance), exactly as
+DEFER and ES-DFM feed each sample's delayed positive back as a duplicate; at a snapshot
+the duplicate has not arrived yet, so it enters with its probability. Every impression
+then contributes
 
-    y* = E[y | x, g, e, y_obs] = y_obs + (1 - y_obs) p_flip
+    observed positive:  1 x l(1)
+    observed negative:  (1 - p_flip) l(0) + p_flip l(1)
 
-Binary cross-entropy is linear in the label, so the loss at y* is exactly
-E[l(y) | everything observed] = p_flip l(1) + (1 - p_flip) l(0): an unbiased
-estimate of the eventual-label loss, like the weights above, and its conditional
-expectation (Rao-Blackwell), so never of larger variance. Where the weights let
-early conversions stand in (1/F) for the ones not seen yet, the correction credits
-the very impressions that are likely to flip (a fresh add-to-cart), so a product
-launched yesterday learns from its own carts.
+i.e. the negative keeps its importance weight 1 - p_flip and its missing positive mass
+p_flip is credited where it will occur (a fresh add-to-cart) instead of being spread
+over early conversions. Its expectation under Q is
+pF l(1) + (1 - pF)[p(1 - F) l(1) + (1 - p) l(0)] / (1 - pF) = E_P[l], as above. For
+binary cross-entropy, linear in the label, this is training on the soft target
+y* = E[y | x, g, e, y_obs] = y_obs + (1 - y_obs) p_flip with weight 1: the E-step of
+Chapelle 2014's EM, and the label correction of ULC (Wang et al. 2023, KDD). No weight
+exceeds 1, so no clipping is needed.
 
 Pure numpy/scipy at prediction time; torch is imported only inside the fit
 (for autograd), so serving never needs it.
@@ -405,7 +413,8 @@ def flip_probability(model: DelayModel, signals: pd.DataFrame) -> np.ndarray:
 
 
 def importance_weights(model: DelayModel, signals: pd.DataFrame, max_weight: float) -> np.ndarray:
-    """P(y | x, g) / Q(y | x, g, e) at the observed label, clipped to [0, max_weight].
+    """``importance_ipw``'s weights: P(y | x, g) / Q(y | x, g, e) at the observed label,
+    clipped to [0, max_weight].
 
     Observed negative: (1 - p) / (1 - p F(e)) = 1 - p_flip (it may still flip, so it
     counts less as a negative). Observed positive: 1 / F(e) (a conversion seen early

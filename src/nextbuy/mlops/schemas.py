@@ -117,10 +117,15 @@ WEIGHTED = pa.DataFrameSchema(
         "elapsed_days": pa.Column("float64", pa.Check.ge(0), nullable=False),
         # P(eventual conversion | observed negative so far); 0 for observed positives.
         "p_flip": _prob(),
-        # One conversion-loss weight per weighting method (importance: P/Q at the observed label).
+        # Per weighting method: the label the conversion loss trains toward (soft for the
+        # Rao-Blackwellised importance methods) and the row's weight in that loss.
         **{
-            f"weight_{method}": pa.Column("float64", pa.Check.ge(0), nullable=False)
+            column: spec
             for method in WEIGHTING_METHODS
+            for column, spec in (
+                (f"target_{method}", _prob()),
+                (f"weight_{method}", pa.Column("float64", pa.Check.ge(0), nullable=False)),
+            )
         },
     },
     name="weighted_impressions",

@@ -1,11 +1,12 @@
-"""label_delay: fit the conversion-delay model and weight every impression.
+"""label_delay: fit the conversion-delay model and give every impression its training target.
 
 The delay models (the full one, and its no-engagement and no-features
 ablations) are fitted on the train split only — matured and immature impressions
 alike, the censored likelihood needs both — then applied to every split, so the
 train stage can learn from the freshest days and later stages can correct recent
-labels without reading the ground truth. One ``weight_<method>`` column per
-weighting method (``constants.WEIGHTING_METHODS``); ``train.weighting`` picks one.
+labels without reading the ground truth. Per weighting method
+(``constants.WEIGHTING_METHODS``) a ``target_<method>`` column (the label the loss
+trains toward) and a ``weight_<method>`` column; ``train.weighting`` picks one.
 """
 
 from __future__ import annotations
@@ -57,29 +58,44 @@ def _fit_rows(signals: pd.DataFrame, train: np.ndarray, cfg: LabelDelayConfig) -
     return rows
 
 
-def _weights(
-    signals: pd.DataFrame, models: dict[str, delay.DelayModel], train: np.ndarray, cfg: LabelDelayConfig
+def _ipw_weights(
+    signals: pd.DataFrame, model: delay.DelayModel, train: np.ndarray, cfg: LabelDelayConfig
+) -> np.ndarray:
+    """``importance_ipw``: the plain P/Q weights, clipped (and normalised over the train rows)."""
+    w = delay.importance_weights(model, signals, max_weight=cfg.max_weight)
+    positive = signals["label"].to_numpy() == 1
+    if positive[train].any() and (w[train & positive] >= cfg.max_weight).all():
+        raise io.DataError(
+            paths.IMPRESSIONS,
+            f"every training conversion's importance weight is clipped at label_delay.max_weight "
+            f"{cfg.max_weight:g}: conversions are all too recent for the delay model to correct",
+            "converted_at",
+        )
+    if cfg.normalise_weights:  # mean 1 over the training rows, the rows the loss sees
+        w = w / max(w[train].mean(), 1e-12)
+    return w
+
+
+def _training_columns(
+    signals: pd.DataFrame,
+    models: dict[str, delay.DelayModel],
+    p_flip: dict[str, np.ndarray],
+    train: np.ndarray,
+    cfg: LabelDelayConfig,
 ) -> dict[str, np.ndarray]:
-    weights = {
-        "naive": np.ones(len(signals)),
-        "wait": (signals["elapsed_days"].to_numpy() >= cfg.wait_days).astype(np.float64),
-        # label correction moves p_flip into the label (the train stage does), every row weighs 1
-        "label_correction": np.ones(len(signals)),
-    }
-    for method, model in models.items():
-        w = delay.importance_weights(model, signals, max_weight=cfg.max_weight)
-        positive = signals["label"].to_numpy() == 1
-        if positive[train].any() and (w[train & positive] >= cfg.max_weight).all():
-            raise io.DataError(
-                paths.IMPRESSIONS,
-                f"every training conversion's {method} weight is clipped at label_delay.max_weight "
-                f"{cfg.max_weight:g}: conversions are all too recent for the delay model to correct",
-                "converted_at",
-            )
-        if cfg.normalise_weights:  # mean 1 over the training rows, the rows the loss sees
-            w = w / max(w[train].mean(), 1e-12)
-        weights[method] = w
-    return weights
+    """``target_<method>`` and ``weight_<method>`` for every weighting method."""
+    label = signals["label"].to_numpy(np.float64)
+    ones = np.ones(len(signals))
+    matured = (signals["elapsed_days"].to_numpy() >= cfg.wait_days).astype(np.float64)
+    targets = {"naive": (label, ones), "wait": (label, matured)}
+    # Rao-Blackwellised importance weights: each model's flip probability as positive mass
+    targets |= {m: (delay.expected_eventual_label(label, p_flip[m]), ones) for m in models}
+    targets["importance_ipw"] = (label, _ipw_weights(signals, models["importance"], train, cfg))
+    columns = {}
+    for method in WEIGHTING_METHODS:
+        target, weight = targets[method]
+        columns[f"target_{method}"], columns[f"weight_{method}"] = target, weight
+    return columns
 
 
 def weigh(
@@ -90,7 +106,7 @@ def weigh(
     edges: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, delay.DelayModel]]:
     """Pure core: fit the delay models on train; every split's rows with their flip
-    probability and one weight per method. Without ``products``/``edges`` the models
+    probability and each method's target and weight. Without ``products``/``edges`` the models
     see engagement only (then ``importance`` and ``importance_no_features`` agree)."""
     signals = delay.impression_signals(impressions, snapshot, products, edges)
     train = (impressions["split"] == "train").to_numpy()
@@ -101,21 +117,22 @@ def weigh(
         )
         for method in delay.IMPORTANCE_SIGNALS
     }
-    weights = _weights(signals, models, train, cfg)
+    p_flip = {method: delay.flip_probability(model, signals) for method, model in models.items()}
     weighted = impressions[["impression_id", "source_id", "shown_id", "shown_at", "split"]].copy()
     weighted = weighted.assign(
         label=signals["label"],
         clicked=signals["clicked"],
         carted=signals["carted"],
         elapsed_days=signals["elapsed_days"],
-        p_flip=delay.flip_probability(models["importance"], signals),
-        **{f"weight_{m}": weights[m] for m in WEIGHTING_METHODS},
+        p_flip=p_flip["importance"],
+        **_training_columns(signals, models, p_flip, train, cfg),
     )
     return weighted, models
 
 
 def weight_profile(weighted: pd.DataFrame, n_bins: int = 20) -> pd.DataFrame:
-    """Observed vs delay-corrected positivity and mean weight by days since shown (a DVC plot)."""
+    """Observed vs delay-corrected positivity, and the mean plain importance weight
+    (``importance_ipw``), by days since shown (a DVC plot)."""
     edges = np.unique(np.quantile(weighted["elapsed_days"], np.linspace(0, 1, n_bins + 1)))
     bins = pd.cut(weighted["elapsed_days"], edges, include_lowest=True)
     expected = delay.expected_eventual_label(weighted["label"].to_numpy(), weighted["p_flip"].to_numpy())
@@ -126,7 +143,7 @@ def weight_profile(weighted: pd.DataFrame, n_bins: int = 20) -> pd.DataFrame:
             elapsed_days=("elapsed_days", "mean"),
             observed_positivity=("label", "mean"),
             corrected_positivity=("expected", "mean"),
-            mean_weight=("weight_importance", "mean"),
+            mean_ipw_weight=("weight_importance_ipw", "mean"),
             count=("label", "size"),
         )
     )
@@ -148,6 +165,11 @@ def _weight_summary(w: np.ndarray, max_weight: float) -> dict:
     }
 
 
+def _weighted_rate(rows: pd.DataFrame, method: str) -> float | None:
+    weight = rows[f"weight_{method}"].to_numpy()
+    return float(np.average(rows[f"target_{method}"], weights=weight)) if weight.sum() > 0 else None
+
+
 def summarise(weighted: pd.DataFrame, models: dict[str, delay.DelayModel], cfg: LabelDelayConfig) -> dict:
     train = weighted[weighted["split"] == "train"]
     expected = delay.expected_eventual_label(weighted["label"].to_numpy(), weighted["p_flip"].to_numpy())
@@ -167,11 +189,9 @@ def summarise(weighted: pd.DataFrame, models: dict[str, delay.DelayModel], cfg: 
         "train": {
             "impressions": len(train),
             "observed_positivity": float(train["label"].mean()),
-            # The weighted positive rate: what the train stage's loss sees as the base rate.
-            "weighted_positivity": float(np.average(train["label"], weights=train["weight_importance"]))
-            if train["weight_importance"].sum() > 0
-            else None,
-            "share_clipped": float((train["weight_importance"] >= cfg.max_weight).mean())
+            # What each method's loss sees as the positive rate: sum(w target) / sum(w).
+            "weighted_positivity": {m: _weighted_rate(train, m) for m in WEIGHTING_METHODS},
+            "share_clipped_ipw": float((train["weight_importance_ipw"] >= cfg.max_weight).mean())
             if not cfg.normalise_weights
             else None,
         },

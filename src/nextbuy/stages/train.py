@@ -14,7 +14,6 @@ from nextbuy import paths
 from nextbuy.allocator import release_freed_memory
 from nextbuy.config import TrainConfig, load_section
 from nextbuy.constants import WEIGHTING_METHODS
-from nextbuy.domain import delay
 from nextbuy.mlops import io, schemas, tracking
 
 if TYPE_CHECKING:
@@ -93,18 +92,18 @@ def blade_arguments(cfg: TrainConfig) -> tuple[Architecture, TrainingSchedule, d
 
 
 def training_rows(weighted: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The training impressions, split by a seeded draw into (fit rows, early-stopping rows); labels
-    permuted first for the gate drill.  ``label_correction``: each label is its expected eventual
-    value ``label + (1 - label) p_flip`` (soft; see ``nextbuy.domain.delay``)."""
+    """The training impressions, split by a seeded draw into (fit rows, early-stopping rows), their
+    ``label`` the weighting method's target (soft for the Rao-Blackwellised importance methods, see
+    ``nextbuy.domain.delay``); labels permuted first for the gate drill."""
     rows = weighted[weighted["split"] == "train"]
     rng = np.random.default_rng(cfg.seed)
     if cfg.shuffle_labels:
         permutation = rng.permutation(len(rows))
-        shuffled = ["label", "p_flip", *(f"weight_{m}" for m in WEIGHTING_METHODS)]
+        shuffled = [
+            "label", "p_flip", *(f"{kind}_{m}" for m in WEIGHTING_METHODS for kind in ("target", "weight"))
+        ]  # fmt: skip
         rows = rows.assign(**{c: rows[c].to_numpy()[permutation] for c in shuffled})
-    if cfg.weighting == "label_correction":
-        soft = delay.expected_eventual_label(rows["label"].to_numpy(), rows["p_flip"].to_numpy())
-        rows = rows.assign(label=soft)
+    rows = rows.assign(label=rows[f"target_{cfg.weighting}"].to_numpy())
     held = rng.random(len(rows)) < cfg.validation_share
     return rows[~held], rows[held]
 
