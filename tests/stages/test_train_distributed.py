@@ -32,6 +32,7 @@ def _inputs(n: int = 60, rows: int = 1200, seed: int = 0) -> None:
     pairs = np.unique(rng.integers(0, n, (300, 2)), axis=0)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     edges = pd.DataFrame({"src": pairs[:, 0], "dst": pairs[:, 1], "weight": 1.0, "time": pd.NaT})
+    label = (rng.random(rows) < 0.2).astype(np.int8)
     weighted = pd.DataFrame(
         {
             "impression_id": np.arange(rows),
@@ -39,11 +40,12 @@ def _inputs(n: int = 60, rows: int = 1200, seed: int = 0) -> None:
             "shown_id": rng.integers(0, n, rows),
             "shown_at": pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.uniform(0, 30, rows), unit="D"),
             "split": rng.choice(["train", "calib", "test"], rows, p=[0.7, 0.15, 0.15]),
-            "label": (rng.random(rows) < 0.2).astype(np.int8),
+            "label": label,
             "clicked": np.zeros(rows, np.int8),
             "carted": np.zeros(rows, np.int8),
             "elapsed_days": rng.uniform(0, 30, rows),
             "p_flip": np.zeros(rows),
+            **{f"target_{m}": label.astype(np.float64) for m in WEIGHTING_METHODS},
             **{f"weight_{m}": rng.uniform(0.5, 2.0, rows) for m in WEIGHTING_METHODS},
         }
     )
