@@ -410,6 +410,12 @@ def _linkpred_command(help_text: str) -> Callable[..., None]:
     return command
 
 
+def _comma_list(text: str | None) -> tuple[str, ...] | None:
+    """``"a, b"`` → ``("a", "b")``; None or blank → None."""
+    items = tuple(item.strip() for item in (text or "").split(",") if item.strip())
+    return items or None
+
+
 def _delay_command(help_text: str) -> Callable[..., None]:
     def command(
         out: Path = typer.Option(Path("bench-delay.json"), "--out", help="JSON results"),
@@ -418,16 +424,29 @@ def _delay_command(help_text: str) -> Callable[..., None]:
         methods: str | None = typer.Option(
             None, help="comma-separated methods to compare (default: all; naive, importance, oracle always)"
         ),
+        regimes: str | None = typer.Option(
+            None, help="comma-separated sweep regimes (implies --sweep; default with --sweep: all)"
+        ),
+        default_store: bool = typer.Option(True, help="--no-default-store: the sweep regimes alone"),
     ) -> None:
         _setup_logging()
-        chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
+        chosen = _comma_list(methods)
+        chosen_regimes = _comma_list(regimes)
         bench = importlib.import_module("nextbuy.bench.delay")
         try:
             bench.selected(chosen)
+            bench.sweep_regimes(chosen_regimes)
         except ValueError as err:
             console.print(f"[red]{escape(str(err))}[/]", highlight=False)
             raise typer.Exit(2) from None
-        figures = bench.run(out, seeds=seeds, sweep=sweep, methods=chosen)
+        figures = bench.run(
+            out,
+            seeds=seeds,
+            sweep=sweep or chosen_regimes is not None,
+            methods=chosen,
+            regimes=chosen_regimes,
+            default_store=default_store,
+        )
         console.print(f"[green]bench delay[/] → {out}: {json.dumps(figures)}", highlight=False)
 
     command.__doc__ = help_text

@@ -97,3 +97,27 @@ def test_a_method_subset_keeps_what_every_comparison_needs():
     assert delay.selected(("importance_ipw",)) == ("naive", "importance", "importance_ipw", "oracle")
     with pytest.raises(ValueError, match="no_such"):
         delay.selected(("no_such",))
+
+
+def test_sweep_regimes_are_chosen_by_name_in_their_declared_order():
+    assert delay.sweep_regimes(None) == tuple(delay.REGIMES)
+    assert delay.sweep_regimes(("no_launches", "short_delay")) == ("short_delay", "no_launches")
+    with pytest.raises(ValueError, match="no_such"):
+        delay.sweep_regimes(("no_such",))
+
+
+def test_a_sweep_without_the_default_store_holds_the_chosen_regimes_alone(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(delay, "regime", lambda params, seeds, keys: ran.append(params) or {"data": {}})
+    monkeypatch.setattr(delay, "_print", lambda *args: None)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(TINY_PARAMS))
+    out = tmp_path / "sweep.json"
+    figures = delay.run(
+        out, seeds=1, sweep=True, params_file=str(params_file), regimes=("short_delay",), default_store=False
+    )
+    assert set(figures) == {"sweep", "seconds"} and set(figures["sweep"]) == {"short_delay"}
+    assert [p["ingest"]["simulator"]["delay_median_hours"] for p in ran] == [
+        delay.REGIMES["short_delay"]["ingest"]["simulator"]["delay_median_hours"]
+    ]
+    assert json.loads(out.read_text())["sweep"] == {"short_delay": {"data": {}}}

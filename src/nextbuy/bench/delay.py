@@ -187,24 +187,39 @@ def regime(params: dict, seeds: int, keys: tuple[str, ...] = KEYS) -> dict:
     return figures
 
 
+def sweep_regimes(names: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The :data:`REGIMES` named (default: all), checked."""
+    if names is None:
+        return tuple(REGIMES)
+    unknown = sorted(set(names) - set(REGIMES))
+    if unknown:
+        raise ValueError(f"unknown regime(s) {unknown}; expected some of {list(REGIMES)}")
+    return tuple(name for name in REGIMES if name in names)
+
+
 def run(
     out: Path,
     seeds: int = 5,
     sweep: bool = False,
     params_file: str = "params.yaml",
     methods: tuple[str, ...] | None = None,
+    regimes: tuple[str, ...] | None = None,
+    default_store: bool = True,
 ) -> dict:
     """``methods``: the weighting methods to compare (default all; naive, importance and oracle
-    always run)."""
+    always run). ``sweep`` adds the ``regimes`` (default: every one of :data:`REGIMES`);
+    ``default_store=False`` skips the default store (the JSON then holds the sweep alone)."""
     started = time.perf_counter()
     params = read_params(params_file)
     keys = selected(methods)
-    figures = regime(params, seeds, keys)
-    _print(figures, seeds, "default store")
+    figures: dict = {}
+    if default_store:
+        figures = regime(params, seeds, keys)
+        _print(figures, seeds, "default store")
     if sweep:
         figures["sweep"] = {}
-        for name, change in REGIMES.items():
-            figures["sweep"][name] = regime(merge(params, change), seeds, keys)
+        for name in sweep_regimes(regimes):
+            figures["sweep"][name] = regime(merge(params, REGIMES[name]), seeds, keys)
             _print(figures["sweep"][name], seeds, name)
     figures["seconds"] = round(time.perf_counter() - started, 1)
     io.write_json(figures, out)
