@@ -133,9 +133,9 @@ def test_default_store_is_believable(default_store):
     last_week = (imp["shown_at"] >= world.snapshot - pd.Timedelta(days=7)).to_numpy()
     eventual = truth["label_eventual"].to_numpy() == 1
     censored = imp["converted_at"].isna().to_numpy()[last_week & eventual].mean()
-    # Delays of days to weeks (median 72 h) and launches that push traffic late: ~0.58 of the
-    # last week's eventual conversions are not yet seen at the snapshot.
-    assert 0.10 <= censored <= 0.75
+    # Delays of days to weeks (median 168 h) and launches that push traffic late: ~0.81 of the
+    # last week's eventual conversions are not yet seen at the snapshot (yet some are).
+    assert 0.10 <= censored <= 0.95
     # The graph predates the impression log, and nothing is later than the snapshot.
     assert world.edges["time"].min() < world.start - pd.Timedelta(
         days=config("ingest.simulator").history_days * 0.9
@@ -278,10 +278,11 @@ def test_recently_launched_products_have_only_recent_history(small_store):
     in_last_week = (imp["shown_at"] >= last_week).to_numpy()
     assert in_last_week[recent].all()  # nothing of theirs has had more than a week to mature
     assert in_last_week[old].mean() == pytest.approx(7 / SMALL.history_days, abs=0.05)
-    # So at the snapshot most of their eventual conversions are still unseen.
+    # So at the snapshot most of their eventual conversions are still unseen, far more than of
+    # products that were always there.
     eventual = traffic.truth["label_eventual"].to_numpy() == 1
     unseen = imp["converted_at"].isna().to_numpy()
-    assert unseen[recent & eventual].mean() > 2 * unseen[old & eventual].mean()
+    assert unseen[recent & eventual].mean() > max(0.5, unseen[old & eventual].mean() + 0.15)
 
 
 def test_launches_change_when_things_happen_not_what_happens(small_store):

@@ -44,7 +44,7 @@ TEST_SEED = 4242  # the post-snapshot traffic's seed (fixed: every method sees t
 # Regimes of --sweep: params overrides of the default store.
 REGIMES = {
     "short_delay": {"ingest": {"simulator": {"delay_median_hours": 12}}},
-    "long_delay": {"ingest": {"simulator": {"delay_median_hours": 240}}},
+    "long_delay": {"ingest": {"simulator": {"delay_median_hours": 336}}},
     "no_launches": {"ingest": {"simulator": {"launch_rate": 0.0}}},
     "snapshot_history_28d": {"ingest": {"simulator": {"history_days": 28}}},
 }
