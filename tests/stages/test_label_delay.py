@@ -91,13 +91,19 @@ def test_weighted_training_positive_rate_matches_the_eventual_rate(tiny_params):
     train = weighted[weighted["split"] == "train"]
     eventual = data.truth_impressions.set_index("impression_id").loc[train["impression_id"], "label_eventual"]
     truth = eventual.to_numpy().mean()
-    y = train["label"].to_numpy()
+    observed = train["label"].to_numpy().mean()
+    rates = {}
     for method in ("importance", "importance_ipw"):
         target, w = train[f"target_{method}"].to_numpy(), train[f"weight_{method}"].to_numpy()
         estimate = (w * target).sum() / w.sum()
         half = 1.96 * (w * (target - estimate)).std() * np.sqrt(len(w)) / w.sum()  # delta-method CI
-        assert abs(estimate - truth) < half, (method, estimate, truth, half)
-        assert y.mean() < truth - half  # the naive rate is visibly biased: the check can fail
+        rates[method] = (estimate, half)
+    estimate, half = rates["importance"]
+    assert abs(estimate - truth) < half, (estimate, truth, half)
+    # The plain 1/F weights (an ablation) move toward the truth, but the freshest conversions'
+    # weights are clipped at max_weight, so they need not reach it.
+    assert observed < rates["importance_ipw"][0] <= truth + rates["importance_ipw"][1]
+    assert observed < truth - half  # the naive rate is visibly biased: the check can fail
     # `wait` keeps only matured impressions; every weight is finite and >= 0.
     wait = train["weight_wait"].to_numpy()
     assert set(np.unique(wait)) <= {0.0, 1.0}

@@ -86,11 +86,13 @@ _MIN_DAYS = 1e-6
 # likelihood of thousands of rows, but it keeps an empty or perfectly separated
 # signal group at a finite optimum.
 _RIDGE = 1e-4
-# Stronger ridge on the delay's coefficients: a group that never converts (e.g. nobody
-# clicked) could otherwise push its delay to infinity, where its conversion probability
-# no longer enters the likelihood (1 - p + p S = 1 for any p) and stays at whatever
-# flip probability it started with, forever. Shrinking group delays toward the shared one
-# lets the old, never-converted rows of that group pull its p to 0.
+# Stronger ridge on the delay's engagement coefficients: a group that never converts (e.g.
+# nobody clicked) could otherwise push its delay to infinity, where its conversion
+# probability no longer enters the likelihood (1 - p + p S = 1 for any p) and stays at
+# whatever flip probability it started with, forever. Shrinking group delays toward the
+# shared one lets the old, never-converted rows of that group pull its p to 0. Only the
+# engagement flags get it: on a pair feature (price) it would shrink a real delay effect,
+# and the fit would then explain late conversions of expensive products by a lower p.
 _DELAY_RIDGE = 1e-2
 # Box bounds for L-BFGS-B, the second guard for degenerate data.
 _COEF_BOUND = 30.0
@@ -335,7 +337,8 @@ def fit_delay_model(
     pos_t, w_t = as_t(pos.astype(np.float64)), as_t(w)
     k = design.shape[1]
     slopes = np.r_[0.0, np.ones(k - 1)]  # intercepts are free
-    ridge_mask = as_t(np.concatenate([_RIDGE * slopes, _DELAY_RIDGE * slopes, _DELAY_RIDGE * slopes]))
+    delay_ridge = slopes * np.r_[_RIDGE, [_DELAY_RIDGE if c in ENGAGEMENT else _RIDGE for c in columns]]
+    ridge_mask = as_t(np.concatenate([_RIDGE * slopes, delay_ridge, delay_ridge]))
 
     def nll(theta: torch.Tensor) -> torch.Tensor:
         eta = X @ theta[:k]
