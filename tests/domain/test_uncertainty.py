@@ -217,6 +217,16 @@ def test_uncertainty_coefficient_matches_an_unpenalised_fit_and_takes_fractional
     assert fit["coef"] == pytest.approx(dup.coef_[0, 1], abs=1e-5)
 
 
+def test_uncertainty_coefficient_holds_when_the_scores_barely_vary():
+    """A barely trained model scores every pair about the same; the coefficient of uncertainty
+    at equal score is still estimable, and the same as with the scores spread out."""
+    s, u, y = simulate(3_000, seed=11)
+    squeezed = expit(-3.0 + 1e-4 * logit(s))  # the same order, a ten-thousandth of the spread
+    wide, narrow = uncertainty_coefficient(s, u, y), uncertainty_coefficient(squeezed, u, y)
+    assert narrow["coef"] == pytest.approx(wide["coef"], abs=1e-6)
+    assert narrow["se"] == pytest.approx(wide["se"], rel=1e-4)
+
+
 def test_uncertainty_coefficient_is_none_when_it_cannot_be_estimated():
     s, u, y = simulate(500, seed=10)
     for fit in (

@@ -281,7 +281,9 @@ def uncertainty_coefficient(score: np.ndarray, uncertainty: np.ndarray, label: n
     )
     columns = [np.ones_like(s)]
     if np.ptp(logit_score) > 0:  # a constant score is absorbed by the intercept
-        columns.append(logit_score)
+        # Standardised like z (the uncertainty coefficient is unchanged): scores that barely vary
+        # would otherwise need a huge slope and leave the Fisher information ill-conditioned.
+        columns.append((logit_score - logit_score.mean()) / logit_score.std())
     columns.append(z)
     fit = _logistic_newton(np.column_stack(columns), y)
     if fit is None:
