@@ -80,6 +80,7 @@ class SimulatorConfig(_Section):
     affinity_scale: float = Field(ge=0.0)
     delay_median_hours: float = Field(gt=0.0)
     delay_sigma: float = Field(gt=0.0)
+    delay_price_elasticity: float = Field(ge=0.0, le=3.0)
     launch_rate: float = Field(ge=0.0)
     start_date: str
 

@@ -47,6 +47,43 @@ def test_json_maps_every_method_to_its_metrics(bench_run):
     flips = pd.DataFrame(figures["flip_by_engagement"])
     assert {"engagement", "elapsed_bin", "estimated_flip", "true_flip", "count"} <= set(flips.columns)
     assert flips["count"].sum() == data["train_impressions"] - data["train_positives_observed"]
+    # Each delay model judged on the flips themselves.
+    scores = figures["flip_scores"]
+    assert set(scores) == set(delay.FLIP_ESTIMATES)
+    for by_scope in scores.values():
+        everyone, carted = by_scope["negatives"], by_scope["carted_negatives"]
+        assert everyone["count"] == flips["count"].sum() >= carted["count"]
+        assert everyone["flips"] == data["train_positives_eventual"] - data["train_positives_observed"]
+        assert everyone["nll"] > 0 and everyone["estimated_flips"] > 0
+
+
+def test_flip_scores_prefer_the_estimate_that_knows_who_flips():
+    flipped = np.array([1, 1, 0, 0, 0, 0, 1, 0])
+    carted = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    sharp = np.where(flipped == 1, 0.8, 0.1)
+    weighted = pd.DataFrame(
+        {
+            "split": ["train"] * 9 + ["calib"],
+            "label": [0] * 8 + [1, 0],  # an observed positive and a calibration row: not scored
+            "carted": [*carted, 1, 1],
+            "target_importance": [*sharp, 1.0, 0.5],
+            "target_importance_no_engagement": [*np.full(8, 0.4), 1.0, 0.5],
+            "target_importance_no_features": [*np.where(carted == 1, 0.6, 0.05), 1.0, 0.5],
+        }
+    )
+    eventual = pd.Series([*flipped, 1])
+    scores = delay.flip_scores(weighted, eventual)
+    nll = {m: scores[m]["negatives"]["nll"] for m in delay.FLIP_ESTIMATES}
+    assert nll["importance"] < nll["importance_no_features"] < nll["importance_no_engagement"]
+    assert scores["importance"]["negatives"]["auc"] == 1.0
+    assert scores["importance_no_engagement"]["negatives"]["auc"] == 0.5
+    assert scores["importance"]["carted_negatives"] | {"nll": None} == {
+        "nll": None,
+        "auc": 1.0,
+        "estimated_flips": pytest.approx(0.8 * 3 + 0.1),
+        "flips": 3,
+        "count": 4,
+    }
 
 
 def test_ri_is_the_share_of_the_naive_to_oracle_gap():

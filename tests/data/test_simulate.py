@@ -216,6 +216,23 @@ def test_conversion_delay_is_heavy_tailed_and_slower_for_expensive_products(defa
     assert delay[price >= dear].median() > 1.5 * delay[price <= cheap].median()
 
 
+def test_delay_price_elasticity_sets_how_much_price_slows_a_conversion(small_store):
+    world, traffic = small_store
+
+    def dear_over_cheap(elasticity: float) -> float:
+        cfg = config("ingest.simulator", **{**SMALL.model_dump(), "delay_price_elasticity": elasticity})
+        truth = simulate_store(cfg, seed=11)[1].truth
+        price = world.products["price"].to_numpy()[traffic.impressions["shown_id"]]
+        cheap, dear = np.quantile(world.products["price"], [0.25, 0.75])
+        delay = truth["delay_days"]
+        return delay[price >= dear].median() / delay[price <= cheap].median()
+
+    # Same draws, only the delays move: 0 is price-blind, a larger elasticity slows dear products more.
+    blind, default, steep = (dear_over_cheap(e) for e in (0.0, SMALL.delay_price_elasticity, 1.0))
+    assert blind == pytest.approx(1.0, abs=0.35)
+    assert blind < default < steep and steep > 3.0
+
+
 def test_true_conversion_follows_affinity_and_the_policy_prefers_neighbours(default_store):
     world, traffic = default_store
     imp, truth = traffic.impressions, traffic.truth

@@ -17,7 +17,9 @@ methods are compared pairwise per seed. RI = (method − naive) / (oracle − na
 from the seed means (NLL: lower is better, so the signs flip); ``gap_auc`` is the
 mean per-seed oracle − naive AUC gap and ``gap_auc_std`` its std over seeds.
 ``--sweep`` repeats the comparison in other regimes (short and long delays, a
-store without launches, an older snapshot) to show where each method wins.
+store without launches, an older snapshot, delays that follow price closely) to show
+where each method wins. ``flip_scores`` judges the delay models themselves: how well each
+one's flip probability predicts which training negatives did convert later.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ REGIMES = {
     "long_delay": {"ingest": {"simulator": {"delay_median_hours": 336}}},
     "no_launches": {"ingest": {"simulator": {"launch_rate": 0.0}}},
     "snapshot_history_28d": {"ingest": {"simulator": {"history_days": 28}}},
+    # Delays that follow price closely: where the delay model's pair features have something to add.
+    "price_driven_delay": {"ingest": {"simulator": {"delay_price_elasticity": 1.0}}},
 }
+FLIP_ESTIMATES = ("importance", "importance_no_engagement", "importance_no_features")
 
 
 def scores_of(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
@@ -93,6 +98,35 @@ def flip_check(data, weighted: pd.DataFrame, eventual: pd.Series) -> pd.DataFram
     train = (weighted["split"] == "train").to_numpy()
     signals = delay_model.observed_signals(data.impressions, data.snapshot)[train]
     return delay_model.flip_table(signals, weighted["p_flip"].to_numpy()[train], eventual.to_numpy())
+
+
+def flip_scores(weighted: pd.DataFrame, eventual: pd.Series) -> dict[str, dict[str, float]]:
+    """How well each delay model predicts which training negatives flip: NLL and AUC of its flip
+    probability (``target_<method>`` of an observed negative) against the eventual label, over all
+    training negatives and over the carted ones (where nearly every flip happens). Direct evidence
+    of what a signal group adds to the estimator, free of the conversion model's training noise."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    train = (weighted["split"] == "train").to_numpy()
+    rows = weighted[train]
+    negative = (rows["label"] == 0).to_numpy()
+    flipped = eventual.to_numpy()[negative].astype(np.int8)
+    carted = (rows["carted"] == 1).to_numpy()[negative]
+    out = {}
+    for method in FLIP_ESTIMATES:
+        p_flip = np.clip(rows[f"target_{method}"].to_numpy()[negative], 1e-9, 1 - 1e-9)
+        out[method] = {}
+        for scope, mask in (("negatives", np.ones_like(carted)), ("carted_negatives", carted)):
+            y, p = flipped[mask], p_flip[mask]
+            both = 0 < y.sum() < len(y)
+            out[method][scope] = {
+                "nll": float(log_loss(y, p, labels=[0, 1])) if len(y) else None,
+                "auc": float(roc_auc_score(y, p)) if both else None,
+                "estimated_flips": float(p.sum()),
+                "flips": int(y.sum()),
+                "count": int(len(y)),
+            }
+    return out
 
 
 def selected(methods: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -175,6 +209,7 @@ def regime(params: dict, seeds: int, keys: tuple[str, ...] = KEYS) -> dict:
     ]
     figures = _aggregate(per_seed)
     figures["flip_by_engagement"] = flip_check(data, weighted, eventual).to_dict(orient="records")
+    figures["flip_scores"] = flip_scores(weighted, eventual)
     observed = weighted.loc[train_rows, "label"]
     figures["data"] = {
         "train_impressions": int(train_rows.sum()),
@@ -251,4 +286,24 @@ def _print(figures: dict, seeds: int, title: str) -> None:
             f"{ri_nll:.2f}" if ri_nll is not None else "",
             f"{gap['mean']:+.4f} [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]" if gap else "",
         )
-    Console(width=170).print(table)
+    console = Console(width=170)
+    console.print(table)
+    console.print(_flip_table(figures["flip_scores"], title))
+
+
+def _flip_table(scores: dict, title: str) -> Table:
+    table = Table(title=f"delay models' flip probability of the training negatives, {title}")
+    table.add_column("estimate")
+    for scope in ("negatives", "carted_negatives"):
+        for column in ("NLL", "AUC", "estimated / actual flips"):
+            table.add_column(f"{scope.replace('_', ' ')} {column}", justify="right")
+    for method, by_scope in scores.items():
+        cells = []
+        for row in by_scope.values():
+            cells += [
+                f"{row['nll']:.4f}" if row["nll"] is not None else "",
+                f"{row['auc']:.4f}" if row["auc"] is not None else "",
+                f"{row['estimated_flips']:.0f} / {row['flips']}",
+            ]
+        table.add_row(method, *cells)
+    return table

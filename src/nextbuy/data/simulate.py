@@ -53,7 +53,6 @@ PAIR_NOISE = 0.3  # std of the fixed per-pair conversion logit noise
 CART_IF_CONVERT = 0.95
 CART_IF_CLICK_ONLY = 0.15
 CLICK_MEDIAN_MIN, CART_MEDIAN_MIN = 2.0, 15.0
-DELAY_PRICE_ELASTICITY = 0.3  # delay median scales with (price / median price) ** this
 MAX_DELAY_DAYS = 3_650.0  # keeps nanosecond times far from int64 overflow
 
 CHUNK = 1 << 18  # draws per chunk: bounds the (chunk, candidates) arrays
@@ -532,7 +531,7 @@ def simulate_traffic(
     # Expensive products take longer to decide on: the delay median grows with price.
     price = world.products.sort_values("product_id")["price"].to_numpy(np.float64)
     ref = np.nanmedian(price) if np.isfinite(price).any() else np.nan
-    factor = np.where(np.isfinite(price), (price / ref) ** DELAY_PRICE_ELASTICITY, 1.0)
+    factor = np.where(np.isfinite(price), (price / ref) ** cfg.delay_price_elasticity, 1.0)
     delay_median = cfg.delay_median_hours * np.clip(factor, 0.2, 10.0)[v]
 
     clicked_ns = shown + _lognormal_ns(rng, CLICK_MEDIAN_MIN / 60, 1.0, size)
