@@ -100,7 +100,7 @@ def flip_check(data, weighted: pd.DataFrame, eventual: pd.Series) -> pd.DataFram
     return delay_model.flip_table(signals, weighted["p_flip"].to_numpy()[train], eventual.to_numpy())
 
 
-def flip_scores(weighted: pd.DataFrame, eventual: pd.Series) -> dict[str, dict[str, float]]:
+def flip_scores(weighted: pd.DataFrame, eventual: pd.Series) -> dict[str, dict[str, dict]]:
     """How well each delay model predicts which training negatives flip: NLL and AUC of its flip
     probability (``target_<method>`` of an observed negative) against the eventual label, over all
     training negatives and over the carted ones (where nearly every flip happens). Direct evidence
