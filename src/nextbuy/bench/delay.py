@@ -53,6 +53,7 @@ REGIMES = {
     "price_driven_delay": {"ingest": {"simulator": {"delay_price_elasticity": 1.0}}},
 }
 FLIP_ESTIMATES = ("importance", "importance_no_engagement", "importance_no_features")
+FLIP_SCOPES = ("negatives", "carted_negatives")  # all training negatives; the carted ones
 
 
 def scores_of(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
@@ -116,7 +117,7 @@ def flip_scores(weighted: pd.DataFrame, eventual: pd.Series) -> dict[str, dict[s
     for method in FLIP_ESTIMATES:
         p_flip = np.clip(rows[f"target_{method}"].to_numpy()[negative], 1e-9, 1 - 1e-9)
         out[method] = {}
-        for scope, mask in (("negatives", np.ones_like(carted)), ("carted_negatives", carted)):
+        for scope, mask in zip(FLIP_SCOPES, (np.ones_like(carted), carted), strict=True):
             y, p = flipped[mask], p_flip[mask]
             both = 0 < y.sum() < len(y)
             out[method][scope] = {
@@ -294,12 +295,12 @@ def _print(figures: dict, seeds: int, title: str) -> None:
 def _flip_table(scores: dict, title: str) -> Table:
     table = Table(title=f"delay models' flip probability of the training negatives, {title}")
     table.add_column("estimate")
-    for scope in ("negatives", "carted_negatives"):
+    for scope in FLIP_SCOPES:
         for column in ("NLL", "AUC", "estimated / actual flips"):
             table.add_column(f"{scope.replace('_', ' ')} {column}", justify="right")
     for method, by_scope in scores.items():
         cells = []
-        for row in by_scope.values():
+        for row in (by_scope[scope] for scope in FLIP_SCOPES):
             cells += [
                 f"{row['nll']:.4f}" if row["nll"] is not None else "",
                 f"{row['auc']:.4f}" if row["auc"] is not None else "",
