@@ -82,6 +82,10 @@ class SimulatorConfig(_Section):
     delay_sigma: float = Field(gt=0.0)
     delay_price_elasticity: float = Field(ge=0.0, le=3.0)
     launch_rate: float = Field(ge=0.0)
+    browse_click_rate: float = Field(ge=0.0, le=0.9)
+    click_relevance: float = Field(ge=0.0)
+    cart_if_convert: float = Field(ge=0.0, le=1.0)
+    cart_if_browse: float = Field(ge=0.0, le=1.0)
     start_date: str
 
     @field_validator("start_date", mode="before")

@@ -233,6 +233,29 @@ def test_delay_price_elasticity_sets_how_much_price_slows_a_conversion(small_sto
     assert blind < default < steep and steep > 3.0
 
 
+def test_the_funnel_params_set_what_a_cart_says_about_the_item():
+    def carts(**funnel) -> tuple[float, float, float]:
+        """Share of carts abandoned, and conversion after a cart in the lowest and highest
+        fifth of true conversion probability."""
+        cfg = config("ingest.simulator", **{**SMALL.model_dump(), **funnel})
+        traffic = simulate_store(cfg, seed=11)[1]
+        carted = traffic.impressions["carted_at"].notna().to_numpy()
+        # Events after the snapshot are censored in the log; the truth has every conversion.
+        converted = traffic.truth["label_eventual"].to_numpy()[carted] == 1
+        p = traffic.truth["p_convert"].to_numpy()[carted]
+        low, high = np.quantile(p, [0.2, 0.8])
+        return 1 - converted.mean(), converted[p <= low].mean(), converted[p >= high].mean()
+
+    # Browsing proportional to relevance: a cart says "buyer" whatever the item.
+    proportional = carts(browse_click_rate=0.02, click_relevance=2.0, cart_if_browse=0.15)
+    # The default: browsing has a base rate, many more carts are abandoned (~70% in real
+    # stores; fewer in this small, high-converting store) and a relevant item's cart converts
+    # far more often.
+    default = carts()
+    assert default[0] > proportional[0] + 0.25
+    assert default[2] - default[1] > 0.3 > proportional[2] - proportional[1]
+
+
 def test_true_conversion_follows_affinity_and_the_policy_prefers_neighbours(default_store):
     world, traffic = default_store
     imp, truth = traffic.impressions, traffic.truth

@@ -49,9 +49,7 @@ CATEGORY_SKEW = 0.9  # Zipf exponent of category sizes
 POPULARITY_LOGIT = 0.08  # conversion logit per unit of log(popularity * n_products)
 PAIR_NOISE = 0.3  # std of the fixed per-pair conversion logit noise
 
-# Funnel, times in hours unless noted.
-CART_IF_CONVERT = 0.95
-CART_IF_CLICK_ONLY = 0.15
+# Funnel times (the funnel's rates are params).
 CLICK_MEDIAN_MIN, CART_MEDIAN_MIN = 2.0, 15.0
 MAX_DELAY_DAYS = 3_650.0  # keeps nanosecond times far from int64 overflow
 
@@ -479,6 +477,23 @@ def _lognormal_ns(
     return (hours * NS_PER_HOUR).astype(np.int64)
 
 
+def _funnel(
+    rng: np.random.Generator, cfg: SimulatorConfig, p: np.ndarray, converted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Who clicks and who adds to cart. Every buyer clicks; a browser who will not buy clicks
+    with ``browse_click_rate + click_relevance * p`` (relevant items draw more browsing) and
+    adds to cart with ``cart_if_browse``; a buyer adds to cart with ``cart_if_convert``.
+    How fast browsing grows with p against its base sets how much a click or a cart says
+    about the item: with browsing proportional to p, conversion after a cart is the same
+    for every item; with a large base it grows with the item's relevance, as in real logs.
+    """
+    size = len(p)
+    p_browse_click = np.clip(cfg.browse_click_rate + cfg.click_relevance * p, 0.0, 0.9)
+    clicked = converted | (rng.random(size) < p_browse_click)
+    carted = clicked & (rng.random(size) < np.where(converted, cfg.cart_if_convert, cfg.cart_if_browse))
+    return clicked, carted
+
+
 def simulate_traffic(
     world: StoreWorld,
     cfg: SimulatorConfig,
@@ -524,9 +539,7 @@ def simulate_traffic(
         m = np.asarray(odds_multiplier(u, v, shown), dtype=np.float64)
         p = p * m / (1.0 - p + p * m)
     converted = rng.random(size) < p
-    p_click_only = np.clip(0.02 + 2.0 * p, 0.0, 0.9)  # browsers click more on relevant items
-    clicked = converted | (rng.random(size) < p_click_only)
-    carted = clicked & (rng.random(size) < np.where(converted, CART_IF_CONVERT, CART_IF_CLICK_ONLY))
+    clicked, carted = _funnel(rng, cfg, p, converted)
 
     # Expensive products take longer to decide on: the delay median grows with price.
     price = world.products.sort_values("product_id")["price"].to_numpy(np.float64)
