@@ -15,6 +15,7 @@ from nextbuy.domain.delay import (
     DelayModel,
     effective_sample_size,
     expected_eventual_label,
+    exposure_share,
     fit_delay_model,
     flip_probability,
     flip_table,
@@ -301,6 +302,32 @@ def test_pair_features_read_the_catalogue_and_the_graph():
     )  # NaN -> median
     # Category 0 leads to category 1 far more than category 1's share: positive lift.
     assert got["category_lift"].iloc[0] > 0 and np.isfinite(got["category_lift"]).all()
+    # Product 2 on sale for a quarter of the record: its 4 co-purchases are a rate of 16.
+    launched = pair_features(
+        np.array([0]), np.array([2]), products, edges, exposure=np.array([1, 1, 0.25, 1])
+    )
+    assert launched["shown_popularity"].tolist() == pytest.approx([np.log(17.0)])
+
+
+def test_exposure_share_dates_each_product_by_its_first_impression():
+    at = pd.Timestamp("2026-01-21")
+    impressions = pd.DataFrame(
+        {
+            "source_id": [0, 0, 1, 0],
+            "shown_id": [1, 1, 2, 2],
+            "shown_at": pd.to_datetime(
+                ["2026-01-01 00:00", "2026-01-05 00:00", "2026-01-16 00:00", "2026-01-20 23:00"]
+            ),
+        }
+    )
+    share = exposure_share(impressions, n_products=5, at=at)
+    # Products 0 and 1 from the log's start; 2 from day 15 (as the source) of 20; 3 and 4
+    # never shown count as on sale throughout.
+    assert share.tolist() == pytest.approx([1.0, 1.0, 0.25, 1.0, 1.0])
+    # A product first shown an hour before the snapshot still counts a day.
+    late = exposure_share(impressions.iloc[[0, 3]].assign(source_id=[0, 4]), n_products=5, at=at)
+    assert late[4] == pytest.approx(1 / 20) and late[2] == pytest.approx(1 / 20)
+    assert exposure_share(impressions.iloc[:0], n_products=3, at=at).tolist() == [1.0, 1.0, 1.0]
 
 
 def test_flip_table_by_engagement_and_elapsed_time():

@@ -130,13 +130,19 @@ def _weight_by(ids: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
 
 
 def pair_features(
-    source_id: np.ndarray, shown_id: np.ndarray, products: pd.DataFrame, edges: pd.DataFrame
+    source_id: np.ndarray,
+    shown_id: np.ndarray,
+    products: pd.DataFrame,
+    edges: pd.DataFrame,
+    exposure: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The delay model's view of a (source, shown) pair, from the catalogue and the
     co-purchase graph only (no labels, so no leak between splits):
 
     * ``log_price`` of the shown product (the catalogue median where unknown);
-    * ``shown_popularity``: log(1 + co-purchases into the shown product);
+    * ``shown_popularity``: log(1 + co-purchases into the shown product / its
+      ``exposure`` share): a rate, so that a product launched last week is not mistaken
+      for an unpopular one (without ``exposure``, every product counts as seen throughout);
     * ``source_activity``: log(1 + co-purchases out of the source product);
     * ``pair_copurchases``: log(1 + co-purchases source -> shown);
     * ``category_lift``: log of how much more often the source's category leads to the
@@ -169,7 +175,7 @@ def pair_features(
     return pd.DataFrame(
         {
             "log_price": log_price[dst],
-            "shown_popularity": np.log1p(into[dst]),
+            "shown_popularity": np.log1p(into[dst] / (1.0 if exposure is None else exposure[dst])),
             "source_activity": np.log1p(out_of[src]),
             "pair_copurchases": np.log1p(pair),
             "category_lift": lift[groups[src], groups[dst]],
@@ -488,6 +494,32 @@ def flip_table(signals: pd.DataFrame, p_flip: np.ndarray, eventual: np.ndarray |
     return table.reset_index().sort_values(["engagement", "elapsed_days"]).reset_index(drop=True)
 
 
+# A product seen for less than a day counts as seen for one (its rate stays bounded).
+_MIN_EXPOSURE_DAYS = 1.0
+
+
+def exposure_share(impressions: pd.DataFrame, n_products: int, at: pd.Timestamp) -> np.ndarray:
+    """Per product, the share of the impression log up to ``at`` it was on sale for:
+    (at - its first impression, shown or as the source) / (at - the log's first), in
+    (0, 1]; at least a day, so a rate over it stays bounded. Impressions, far denser than
+    co-purchases, date a launch closely; a product the log never shows counts as on sale
+    throughout.
+    """
+    never = np.iinfo(np.int64).max
+    first = np.full(n_products, never, dtype=np.int64)
+    shown_ns = impressions["shown_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    for column in ("source_id", "shown_id"):
+        earliest = pd.Series(shown_ns).groupby(impressions[column].to_numpy(np.int64)).min()
+        at_ids = earliest.index.to_numpy(np.int64)
+        first[at_ids] = np.minimum(first[at_ids], earliest.to_numpy())
+    end = pd.Timestamp(at).value
+    seen = first < never
+    if not seen.any() or not first[seen].min() < end:
+        return np.ones(n_products)
+    on_sale = np.maximum((end - np.minimum(first, end)).astype(np.float64), _MIN_EXPOSURE_DAYS * DAY.value)
+    return np.where(seen, np.clip(on_sale / float(end - first[seen].min()), 0.0, 1.0), 1.0)
+
+
 def impression_signals(
     impressions: pd.DataFrame,
     at: pd.Timestamp,
@@ -499,8 +531,9 @@ def impression_signals(
     signals = observed_signals(impressions, at)
     if products is None or edges is None:
         return signals
+    exposure = exposure_share(impressions, len(products), at)
     features = pair_features(
-        impressions["source_id"].to_numpy(), impressions["shown_id"].to_numpy(), products, edges
+        impressions["source_id"].to_numpy(), impressions["shown_id"].to_numpy(), products, edges, exposure
     )
     return pd.concat([signals, features.set_index(signals.index)], axis=1)
 
