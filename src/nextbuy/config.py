@@ -288,6 +288,8 @@ class MonitorConfig(_Section):
     relative_tolerance: float | list[float]
     min_volume: int = Field(ge=1)
     confidence: float = Field(gt=0.5, lt=1.0)
+    prior_conversions: float = Field(gt=0.0)
+    min_seen_share: float = Field(ge=0.0, le=1.0)
     workspace: str
     project: str
     dashboard: str

@@ -1,4 +1,5 @@
-"""Delay-aware positivity: immature traffic does not alert; a real shift does, in its bucket."""
+"""Delay-aware positivity: immature traffic does not alert; a real shift does, in its bucket,
+even when nothing but the conversions seen so far reveals it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def rows(n_per_window=2000, windows=10, rate=(0.05, 0.05), shift=None, seed=0):
             true = np.where(bucket == shift[0], true * 0.4, true)
         eventual = rng.uniform(size=n_per_window) < true
         elapsed = float(windows - w)
-        seen = eventual & (rng.uniform(size=n_per_window) < min(1.0, elapsed / 5.0))  # share seen so far
+        matured = min(1.0, elapsed / 5.0)  # F: the share of eventual conversions seen so far
+        seen = eventual & (rng.uniform(size=n_per_window) < matured)
         p_flip = np.where(
             seen, 0.0, true * (1 - min(1.0, elapsed / 5.0)) / (1 - true * min(1.0, elapsed / 5.0))
         )
@@ -33,6 +35,9 @@ def rows(n_per_window=2000, windows=10, rate=(0.05, 0.05), shift=None, seed=0):
                     "label_observed": seen.astype(int),
                     "elapsed_days": elapsed,
                     "expected_label": seen + (1 - seen) * p_flip,
+                    # The delay model knows the rate before any shift, and nothing tells it of one.
+                    "expected_eventual": np.asarray(rate)[bucket],
+                    "expected_seen": np.asarray(rate)[bucket] * matured,
                 }
             )
         )
@@ -75,3 +80,14 @@ def test_tolerance_can_differ_per_bucket():
         0.2,
         0.2,
     ]
+
+
+def test_a_window_mostly_unseen_by_the_delay_model_is_not_judged():
+    # The freshest window (the model expects 20% of its conversions by now) sees none:
+    # an early tail slower than the delay model's, not a drop.
+    data = rows()
+    fresh = data["window"] == data["window"].max()
+    data.loc[fresh, "label_observed"] = 0
+    assert not bucket_positivity(data, CFG)["alert"].any()
+    eager = bucket_positivity(data, CFG.model_copy(update={"min_seen_share": 0.0}))
+    assert set(eager.loc[eager["alert"], "window"]) == {data["window"].max()}

@@ -2,17 +2,32 @@
 
 Recent traffic has immature labels: conversions seen so far undercount the
 eventual ones, so a naive positivity rate falls every day and would page
-someone for nothing. The estimate here adds, for every not-yet-converted
-impression, its probability of still converting (the delay model's p_flip),
-and an alert fires only when the confidence interval of that estimate leaves
-the tolerance band around what the model predicted.
+someone for nothing. The estimate here asks the delay model how many
+conversions should have been seen by now, and scales its eventual-conversion
+estimate by how many were. For row i the delay model (fitted on the training
+log, with the engagement seen so far) gives q_i = P(converts eventually) and
+F_i = P(delay <= elapsed); if the window's true odds are c times the model's,
+the conversions seen so far count Y ~ Poisson(c * sum q_i F_i). With a
+Gamma(k, k) prior on c (``prior_conversions`` = k: a weak pull to "as the
+model expects"), c | Y ~ Gamma(k + Y, k + sum q_i F_i), and the window's
+eventual positivity is c * mean(q_i), with the CI from c's quantiles.
+
+Why not simply add each unconverted row's flip probability (the label_delay
+stage's soft label)? That trusts engagement to reveal every change, and when
+most carts are abandoned it does not: after a drop in conversion, carts still
+come and look as promising as before, so such an estimate stays where the
+model was and never alerts. Scaling by the conversions actually seen catches
+the drop as labels mature; for a fresh window sum q_i F_i is small, the CI is
+wide, and until the model expects ``min_seen_share`` of the window's conversions
+seen it is not judged. An alert fires only when the CI leaves the tolerance
+band around what the model predicted.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import gamma, norm
 
 from nextbuy.config import MonitorConfig
 from nextbuy.domain.timeunits import DAY
@@ -31,11 +46,24 @@ def _outside(lo: pd.Series, hi: pd.Series, predicted: pd.Series, tolerance: np.n
     return (hi < predicted * (1.0 - tolerance)) | (lo > predicted * (1.0 + tolerance))
 
 
+def _corrected_ci(table: pd.DataFrame, prior: float, confidence: float) -> tuple[pd.Series, ...]:
+    """Estimate and CI of eventual positivity from conversions seen vs expected (module doc)."""
+    shape = table["seen"] + prior
+    rate = table["expected_seen"] + prior
+    tail = (1.0 - confidence) / 2.0
+    ratio = shape / rate
+    lo = gamma.ppf(tail, shape, scale=1.0 / rate)
+    hi = gamma.ppf(1.0 - tail, shape, scale=1.0 / rate)
+    eventual = table["expected_eventual"]
+    return ratio * eventual, (lo * eventual).clip(upper=1.0), (hi * eventual).clip(upper=1.0)
+
+
 def bucket_positivity(rows: pd.DataFrame, cfg: MonitorConfig) -> pd.DataFrame:
     """Per (window, bucket): volume, predicted, observed on matured rows, naive, delay-corrected
     estimate with CI, and the alert flags (delay-aware and, for comparison, naive).
 
-    ``rows`` columns: window, bucket, prob_calibrated, label_observed, expected_label, elapsed_days.
+    ``rows`` columns: window, bucket, prob_calibrated, label_observed, elapsed_days, and the
+    delay model's expected_eventual (q) and expected_seen (q F) of each row.
     """
     z = float(norm.ppf(0.5 + cfg.confidence / 2.0))
     matured = rows["elapsed_days"] >= cfg.maturity_days
@@ -48,12 +76,20 @@ def bucket_positivity(rows: pd.DataFrame, cfg: MonitorConfig) -> pd.DataFrame:
         observed=("matured_label", "mean"),
         matured_volume=("matured", "sum"),
         naive=("label_observed", "mean"),
-        estimated=("expected_label", "mean"),
+        seen=("label_observed", "sum"),
+        expected_seen=("expected_seen", "sum"),
+        expected_eventual=("expected_eventual", "mean"),
         min_elapsed_days=("elapsed_days", "min"),
     ).reset_index()
-    table["estimated_lo"], table["estimated_hi"] = _rate_ci(table["estimated"], table["volume"], z)
+    table["estimated"], table["estimated_lo"], table["estimated_hi"] = _corrected_ci(
+        table, cfg.prior_conversions, cfg.confidence
+    )
+    # Judged only once the delay model expects a fair share of the window's conversions seen:
+    # before that the estimate leans on the early tail of the delay, its least certain part.
+    seen_share = table["expected_seen"] / (table["expected_eventual"] * table["volume"]).clip(lower=1e-12)
+    enough = (table["volume"] >= cfg.min_volume) & (seen_share >= cfg.min_seen_share)
+    table = table.drop(columns=["seen", "expected_seen", "expected_eventual"])
     table["naive_lo"], table["naive_hi"] = _rate_ci(table["naive"], table["volume"], z)
-    enough = table["volume"] >= cfg.min_volume
     tolerance = cfg.tolerance(table["bucket"].to_numpy())
     table["alert"] = enough & _outside(
         table["estimated_lo"], table["estimated_hi"], table["predicted"], tolerance

@@ -50,6 +50,8 @@ def score_rows(
         signals["label"] = np.asarray(label, dtype=np.int8)
     elapsed, observed = signals["elapsed_days"].to_numpy(), signals["label"].to_numpy()
     p_flip = delay.flip_probability(delay_model, signals)
+    eventual = delay_model.p_convert(signals)
+    seen_by_now = -np.expm1(delay_model.log_survival(elapsed, signals))
     return pd.DataFrame(
         {
             "shown_at": impressions["shown_at"].to_numpy(),
@@ -62,6 +64,8 @@ def score_rows(
             "label_observed": observed.astype(np.int64),
             "elapsed_days": elapsed,
             "expected_label": delay.expected_eventual_label(observed, p_flip),
+            "expected_eventual": eventual,
+            "expected_seen": eventual * seen_by_now,
         }
     )
 
