@@ -12,8 +12,8 @@ both as functions of the pair's features x and the engagement g seen so far:
 
 where z are the standardised signal columns (engagement flags ``clicked`` and
 ``carted``, and the pair features of :func:`pair_features`: shown price,
-popularity, the source's activity, the pair's co-purchase count, the category
-pair's co-purchase lift). Censoring at the snapshot is handled in the
+popularity per day on sale, the source's activity, the pair's co-purchase count,
+the category pair's co-purchase lift). Censoring at the snapshot is handled in the
 likelihood: a conversion seen after d days contributes ``log p + log f(d)``, an
 impression not converted after e days ``log(1 - p + p (1 - F(e)))``.
 
