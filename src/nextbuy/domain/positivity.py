@@ -6,8 +6,8 @@ someone for nothing. The estimate here asks the delay model how many
 conversions should have been seen by now, and scales its eventual-conversion
 estimate by how many were. For row i the delay model (fitted on the training
 log, with the engagement seen so far) gives q_i = P(converts eventually) and
-F_i = P(delay <= elapsed); if the window's true odds are c times the model's,
-the conversions seen so far count Y ~ Poisson(c * sum q_i F_i). With a
+F_i = P(delay <= elapsed); if the window's conversion probabilities are c times
+the model's, the conversions seen so far count about Y ~ Poisson(c * sum q_i F_i). With a
 Gamma(k, k) prior on c (``prior_conversions`` = k: a weak pull to "as the
 model expects"), c | Y ~ Gamma(k + Y, k + sum q_i F_i), and the window's
 eventual positivity is c * mean(q_i), with the CI from c's quantiles.
