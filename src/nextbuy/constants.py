@@ -21,3 +21,12 @@ WEIGHTING_METHODS = (
     "importance_no_features",
     "importance_ipw",
 )
+# The delay model's pair features (``nextbuy.domain.delay.pair_features``), carried in the
+# weighted impressions so the train stage can refit the delay model with its own score.
+DELAY_PAIR_FEATURES = (
+    "log_price",
+    "shown_popularity",
+    "source_activity",
+    "pair_copurchases",
+    "category_lift",
+)

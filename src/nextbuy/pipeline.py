@@ -41,8 +41,9 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     )
     delay_model = delay_models["importance"]
     _, moments, _ = train.fit(
-        data.products, data.edges, weighted, cfg["train"], progress=progress, extra_features=data.features
-    )
+        data.products, data.edges, weighted, cfg["train"], delay_family=delay_model.family,
+        progress=progress, extra_features=data.features,
+    )  # fmt: skip
     scored, calibration = calibrate.score_holdout(weighted, moments, cfg["calibrate"])
     per_bucket, _ = thresholds.fit(scored, len(calibration.edges) + 1, cfg["thresholds"])
     bundle = ServingBundle.from_arrays(moments, calibration, per_bucket, cfg["deploy"].retrieval)

@@ -344,3 +344,38 @@ def test_flip_table_by_engagement_and_elapsed_time():
         0.5
     ]
     assert set(table["engagement"]) == {"none", "clicked", "carted"}
+
+
+def test_a_score_that_knows_the_item_sharpens_the_flip_probabilities():
+    """The EM step: when whether a cart converts depends on the item, which the engagement flags
+    cannot see, a conversion model's logit as the delay model's ``SCORE`` feature makes the soft
+    targets of the not-yet-converted rows closer to what they eventually do."""
+    from nextbuy.domain.delay import rescored_targets, rescores
+
+    rng = np.random.default_rng(3)
+    n = 40_000
+    quality = rng.normal(0.0, 1.5, n)  # the item's own pull: seen by the score only
+    clicked = (rng.random(n) < 0.4).astype(np.int8)
+    carted = (clicked * (rng.random(n) < 0.5)).astype(np.int8)
+    p = expit(-3.0 + 1.0 * clicked + 1.5 * carted + quality)
+    converts = rng.random(n) < p
+    delay = 3.0 * np.exp(rng.normal(0.0, 1.0, n))
+    elapsed = rng.uniform(0.0, 20.0, n)
+    label = (converts & (delay <= elapsed)).astype(np.int8)
+    rows = frame(elapsed, label, clicked, carted, np.where(label == 1, delay, np.nan))
+    score = quality + rng.normal(0.0, 0.5, n)  # an imperfect model of the item
+    everything = np.ones(n, bool)
+
+    def flip_nll(target: np.ndarray) -> float:
+        negative = label == 0
+        y, q = converts[negative], np.clip(target[negative], 1e-9, 1 - 1e-9)
+        return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+    without = expected_eventual_label(label, flip_probability(fit_delay_model(rows, ENGAGEMENT), rows))
+    with_score, model = rescored_targets(rows, score, everything, "importance", "lognormal")
+    assert "model_logit" in model.columns and model.conv_coef[-1] > 0
+    assert flip_nll(with_score) < flip_nll(without) - 0.005
+    np.testing.assert_array_equal(with_score[label == 1], 1.0)  # seen conversions stay converted
+    # the no-features ablation never gets the score: it is a pair feature
+    assert rescores("importance") and rescores("importance_no_engagement")
+    assert not rescores("importance_no_features") and not rescores("naive")

@@ -27,8 +27,9 @@ def pipeline():
         data.impressions, data.snapshot, config("label_delay"), data.products, data.edges
     )
     _, moments, _ = train.fit(
-        data.products, data.edges, weighted, TrainConfig.model_validate(TINY_PARAMS["train"]), progress=False
-    )
+        data.products, data.edges, weighted, TrainConfig.model_validate(TINY_PARAMS["train"]),
+        delay_family="lognormal", progress=False,
+    )  # fmt: skip
     return data, weighted, moments
 
 

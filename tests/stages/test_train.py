@@ -38,13 +38,17 @@ def test_same_inputs_same_embeddings(tiny_params):
         data.edges,
     )
     cfg = TrainConfig.model_validate(tiny_params["train"])
-    _, a, history = train.fit(data.products, data.edges, weighted, cfg, progress=False)
-    _, b, again = train.fit(data.products, data.edges, weighted, cfg, progress=False)
+    _, a, history = train.fit(
+        data.products, data.edges, weighted, cfg, delay_family="lognormal", progress=False
+    )
+    _, b, again = train.fit(
+        data.products, data.edges, weighted, cfg, delay_family="lognormal", progress=False
+    )
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
     np.testing.assert_equal(history, again)
-    # early stopping may end training before cfg.epochs
-    assert 1 <= len(history) <= cfg.epochs and np.isfinite(history[-1]["conv_loss"])
+    # early stopping may end each round (the first, then cfg.em_rounds EM steps) before cfg.epochs
+    assert 1 <= len(history) <= cfg.epochs * (cfg.em_rounds + 1) and np.isfinite(history[-1]["conv_loss"])
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     if cfg.validation_share > 0:  # held-out rows drive early stopping
         assert all(np.isfinite(h["validation"]) for h in history if h["epoch"] % cfg.eval_every == 0)
@@ -58,7 +62,9 @@ def test_every_uncertainty_estimator_exports_moments(tiny_params, estimator):
         data.impressions, data.snapshot, LabelDelayConfig.model_validate(tiny_params["label_delay"])
     )
     cfg = TrainConfig.model_validate({**tiny_params["train"], "uncertainty": estimator, "epochs": 1})
-    _, moments, _ = train.fit(data.products, data.edges, weighted, cfg, progress=False)
+    _, moments, _ = train.fit(
+        data.products, data.edges, weighted, cfg, delay_family="lognormal", progress=False
+    )
     for key in ("s_mean", "s_var", "t_mean", "t_var"):
         assert (
             moments[key].shape == (len(data.products), cfg.embedding_dim) and np.isfinite(moments[key]).all()
@@ -107,7 +113,7 @@ def test_blade_arguments_carry_every_model_knob_of_the_train_section():
     # The rest choose the training data, in fit.
     used = set(asdict(architecture)) | set(asdict(schedule)) | {"mc_samples", "export_chunk"}
     # The rest pick the training data (in fit) and the uncertainty estimator (in fit_graph).
-    data_and_estimator = {"weighting", "shuffle_labels", "validation_share"}
+    data_and_estimator = {"weighting", "em_rounds", "shuffle_labels", "validation_share"}
     estimator = {"uncertainty", "ensemble_members", "ensemble_epochs"}
     processes = {"distributed", "distributed_backend"}  # how many processes train it (in run)
     assert set(TrainConfig.model_fields) - used == data_and_estimator | estimator | processes
@@ -284,3 +290,47 @@ def test_conversion_validation_is_minus_the_weighted_log_loss_of_the_conversion_
     both = train.conversion_validation(pd.concat([rows, extra]), "importance", chunk=16)
     assert both(model, graph) == pytest.approx(expected, rel=1e-4)
     assert train.conversion_validation(extra, "importance", chunk=16) is None
+
+
+@pytest.fixture(scope="module")
+def tiny_weighted():
+    from tests.conftest import TINY_PARAMS
+
+    data = ingest.ingest(IngestConfig.model_validate(TINY_PARAMS["ingest"]))
+    weighted, models = label_delay.weigh(
+        data.impressions, data.snapshot, LabelDelayConfig.model_validate(TINY_PARAMS["label_delay"]),
+        data.products, data.edges,
+    )  # fmt: skip
+    return data, weighted, models["importance"].family
+
+
+@pytest.mark.parametrize(("weighting", "em_rounds", "rounds"), [
+    ("importance", 1, {0, 1}), ("importance", 0, {0}), ("importance_no_engagement", 1, {0, 1}),
+    ("importance_no_features", 1, {0}), ("naive", 1, {0}),
+])  # fmt: skip
+def test_em_steps_follow_the_first_training_where_the_delay_model_sees_pair_features(
+    tiny_weighted, tiny_params, weighting, em_rounds, rounds
+):
+    data, weighted, family = tiny_weighted
+    cfg = TrainConfig.model_validate(
+        {**tiny_params["train"], "weighting": weighting, "em_rounds": em_rounds, "uncertainty": "mc_dropout"}
+    )
+    _, _, history = train.fit(data.products, data.edges, weighted, cfg, delay_family=family, progress=False)
+    assert {h["em_round"] for h in history} == rounds
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+
+
+def test_an_em_step_recomputes_only_the_methods_training_targets(tiny_weighted):
+    """The delay model refitted with a score: the train split's targets of that method change,
+    observed conversions stay 1, every other column and split is left as label_delay wrote it."""
+    _, weighted, family = tiny_weighted
+    train_rows = (weighted["split"] == "train").to_numpy()
+    score = np.random.default_rng(0).normal(0.0, 1.0, int(train_rows.sum()))
+    stepped = train.em_targets(weighted, score, "importance", family)
+    changed = stepped["target_importance"].to_numpy() != weighted["target_importance"].to_numpy()
+    assert changed[train_rows].any() and not changed[~train_rows].any()
+    positive = weighted["label"].to_numpy() == 1
+    assert (stepped["target_importance"].to_numpy()[positive] == 1.0).all()
+    pd.testing.assert_frame_equal(
+        stepped.drop(columns="target_importance"), weighted.drop(columns="target_importance")
+    )

@@ -18,6 +18,7 @@ import yaml
 
 from nextbuy import paths
 from nextbuy.constants import WEIGHTING_METHODS
+from nextbuy.domain import delay
 from nextbuy.mlops import io, schemas
 
 WORLD = 2
@@ -33,6 +34,7 @@ def _inputs(n: int = 60, rows: int = 1200, seed: int = 0) -> None:
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     edges = pd.DataFrame({"src": pairs[:, 0], "dst": pairs[:, 1], "weight": 1.0, "time": pd.NaT})
     label = (rng.random(rows) < 0.2).astype(np.int8)
+    elapsed = rng.uniform(0, 30, rows)
     weighted = pd.DataFrame(
         {
             "impression_id": np.arange(rows),
@@ -43,7 +45,8 @@ def _inputs(n: int = 60, rows: int = 1200, seed: int = 0) -> None:
             "label": label,
             "clicked": np.zeros(rows, np.int8),
             "carted": np.zeros(rows, np.int8),
-            "elapsed_days": rng.uniform(0, 30, rows),
+            "elapsed_days": elapsed,
+            "delay_days": np.where(label == 1, elapsed * rng.uniform(0, 1, rows), np.nan),
             "p_flip": np.zeros(rows),
             **{f"target_{m}": label.astype(np.float64) for m in WEIGHTING_METHODS},
             **{f"weight_{m}": rng.uniform(0.5, 2.0, rows) for m in WEIGHTING_METHODS},
@@ -53,6 +56,8 @@ def _inputs(n: int = 60, rows: int = 1200, seed: int = 0) -> None:
     io.write_table(edges, paths.EDGES, schemas.EDGES)
     io.write_sparse(sp.random(n, 5, density=0.3, random_state=seed, format="csr"), paths.FEATURES)
     io.write_table(weighted, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
+    fit_rows = weighted[weighted["split"] == "train"]
+    io.write_json(delay.fit_delay_model(fit_rows, delay.ENGAGEMENT).to_dict(), paths.DELAY_MODEL)
 
 
 def _rank_main(rank: int, port: int, root: str) -> None:

@@ -140,7 +140,9 @@ def selected(methods: tuple[str, ...] | None) -> tuple[str, ...]:
     return tuple(k for k in KEYS if k in set(methods) | set(ALWAYS))
 
 
-def _one_seed(data, weighted, oracle, test, train_cfg, seed: int, keys: tuple[str, ...]) -> dict[str, dict]:
+def _one_seed(
+    data, weighted, oracle, test, train_cfg, family: str, seed: int, keys: tuple[str, ...]
+) -> dict[str, dict]:
     from scipy.special import expit
 
     from nextbuy.domain.graph.scoring import pair_logit_moments
@@ -156,8 +158,9 @@ def _one_seed(data, weighted, oracle, test, train_cfg, seed: int, keys: tuple[st
         # estimator (calibrate's business, `bench thresholds`) is fixed to the cheapest.
         cfg = with_changes(train_cfg, seed=seed, weighting=weighting, uncertainty="mc_dropout")
         _, moments, history = train.fit(
-            data.products, data.edges, rows_in, cfg, progress=False, extra_features=data.features
-        )
+            data.products, data.edges, rows_in, cfg, delay_family=family, progress=False,
+            extra_features=data.features,
+        )  # fmt: skip
         prob = expit(pair_logit_moments(moments, src, dst)[0].astype(np.float64))
         rows[key] = {**scores_of(label, prob), "epochs": len(history)}
         print(f"seed {seed} {key}: auc {rows[key]['auc']:.4f} nll {rows[key]['nll']:.4f}", flush=True)
@@ -194,9 +197,8 @@ def regime(params: dict, seeds: int, keys: tuple[str, ...] = KEYS) -> dict:
     data = ingest.ingest(ingest_cfg)
     if data.truth_impressions is None:
         raise ValueError("bench delay needs a simulated store (its truth scores the methods)")
-    weighted, _ = label_delay.weigh(
-        data.impressions, data.snapshot, section_config(params, "label_delay"), data.products, data.edges
-    )
+    delay_cfg = section_config(params, "label_delay")
+    weighted, _ = label_delay.weigh(data.impressions, data.snapshot, delay_cfg, data.products, data.edges)
     train_rows = weighted["split"] == "train"
     truth = data.truth_impressions
     eventual = truth.set_index("impression_id")["label_eventual"].reindex(
@@ -205,7 +207,16 @@ def regime(params: dict, seeds: int, keys: tuple[str, ...] = KEYS) -> dict:
     test = future_traffic(data, ingest_cfg)
     train_cfg = section_config(params, "train")
     per_seed = [
-        _one_seed(data, weighted, oracle_rows(weighted, truth), test, train_cfg, train_cfg.seed + s, keys)
+        _one_seed(
+            data,
+            weighted,
+            oracle_rows(weighted, truth),
+            test,
+            train_cfg,
+            delay_cfg.delay_family,
+            train_cfg.seed + s,
+            keys,
+        )  # fmt: skip
         for s in range(int(seeds))
     ]
     figures = _aggregate(per_seed)

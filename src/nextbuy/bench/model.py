@@ -12,7 +12,8 @@ may read the truth; no pipeline stage does):
   id embeddings only: matrix factorisation with source/target roles);
 * ``category_lr``: logistic regression on source-category x shown-category
   one-hots, its regularisation chosen on the same held-out training rows that
-  early-stop the trained models;
+  early-stop the trained models, with as many EM steps as the GNN takes (the
+  delay model refitted with its own score: ``train.em_targets``);
 * ``oracle``: the simulator's true conversion probability (the ceiling).
 
 Seeds vary the training seed (the store is fixed); figures are means with ``std``.
@@ -69,14 +70,17 @@ def as_hard_labels(x, target: np.ndarray, weight: np.ndarray):
     return sp.vstack([x, x], format="csr"), y, np.concatenate([weight * target, weight * (1.0 - target)])
 
 
-def category_lr(products, fit_rows, held_rows, test_rows, weights, seed: int) -> np.ndarray:
-    """Test probabilities of the category-pair logistic regression, C chosen on ``held_rows``."""
+def fitted_category_lr(products, fit_rows, held_rows, weights, seed: int):
+    """The category-pair logistic regression (scikit-learn), C chosen on ``held_rows``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
-    x_fit, x_held, x_test = (_pair_onehots(products, r) for r in (fit_rows, held_rows, test_rows))
-    x_fit, y_fit, w_fit = as_hard_labels(x_fit, fit_rows["label"].to_numpy(), weights(fit_rows))
-    x_held, y_held, w_held = as_hard_labels(x_held, held_rows["label"].to_numpy(), weights(held_rows))
+    x_fit, y_fit, w_fit = as_hard_labels(
+        _pair_onehots(products, fit_rows), fit_rows["label"].to_numpy(), weights(fit_rows)
+    )
+    x_held, y_held, w_held = as_hard_labels(
+        _pair_onehots(products, held_rows), held_rows["label"].to_numpy(), weights(held_rows)
+    )
 
     def fitted(c: float):
         return LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(
@@ -84,11 +88,32 @@ def category_lr(products, fit_rows, held_rows, test_rows, weights, seed: int) ->
         )
 
     models = [fitted(c) for c in LR_C]
-    best = min(models, key=lambda m: log_loss(y_held, m.predict_proba(x_held)[:, 1], sample_weight=w_held))
-    return best.predict_proba(x_test)[:, 1]
+    return min(models, key=lambda m: log_loss(y_held, m.predict_proba(x_held)[:, 1], sample_weight=w_held))
 
 
-def _one_seed(data, weighted, test_rows, train_cfg, seed: int) -> dict[str, dict]:
+def category_lr(products, fit_rows, held_rows, test_rows, weights, seed: int) -> np.ndarray:
+    """Test probabilities of :func:`fitted_category_lr`."""
+    model = fitted_category_lr(products, fit_rows, held_rows, weights, seed)
+    return model.predict_proba(_pair_onehots(products, test_rows))[:, 1]
+
+
+def category_lr_with_em(products, weighted, test_rows, cfg, family: str) -> np.ndarray:
+    """:func:`category_lr` trained as the GNN is: on ``cfg.weighting``'s targets, then as many EM
+    steps as the GNN takes (``train.em_targets``, with the regression's own logit as the delay
+    model's score), so that both learn from equally good soft targets."""
+    from nextbuy.domain import delay
+    from nextbuy.stages import train
+
+    weights = lambda r: train.conversion_weights(r, cfg.weighting)  # noqa: E731
+    model = fitted_category_lr(products, *train.training_rows(weighted, cfg), weights, cfg.seed)
+    for _ in range(cfg.em_rounds if delay.rescores(cfg.weighting) else 0):
+        score = model.decision_function(_pair_onehots(products, weighted[weighted["split"] == "train"]))
+        weighted = train.em_targets(weighted, score, cfg.weighting, family)
+        model = fitted_category_lr(products, *train.training_rows(weighted, cfg), weights, cfg.seed)
+    return model.predict_proba(_pair_onehots(products, test_rows))[:, 1]
+
+
+def _one_seed(data, weighted, test_rows, train_cfg, family: str, seed: int) -> dict[str, dict]:
     from dataclasses import replace
 
     from nextbuy.domain.graph.scoring import score_and_uncertainty
@@ -107,7 +132,9 @@ def _one_seed(data, weighted, test_rows, train_cfg, seed: int) -> dict[str, dict
     rows = {}
     for key, (g, arch) in variants.items():
         started = time.perf_counter()
-        _, moments, history = train.fit_graph(g, weighted, cfg, arch, schedule, export, progress=False)
+        _, moments, history = train.fit_graph(
+            g, weighted, cfg, arch, schedule, export, delay_family=family, progress=False
+        )
         prob, _ = score_and_uncertainty(moments, src, dst)
         rows[key] = {
             **scores_of(label, prob),
@@ -115,10 +142,8 @@ def _one_seed(data, weighted, test_rows, train_cfg, seed: int) -> dict[str, dict
             "epochs": len(history),
         }
         print(f"seed {seed} {key}: auc {rows[key]['auc']:.4f} ({len(history)} epochs)", flush=True)
-    fit_rows, held_rows = train.training_rows(weighted, cfg)
-    weights = lambda r: train.conversion_weights(r, cfg.weighting)  # noqa: E731
     rows["category_lr"] = scores_of(
-        label, category_lr(data.products, fit_rows, held_rows, test_rows, weights, seed)
+        label, category_lr_with_em(data.products, weighted, test_rows, cfg, family)
     )
     rows["oracle"] = scores_of(label, test_rows["p_convert"].to_numpy())
     return rows
@@ -158,12 +183,14 @@ def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
     data = ingest.ingest(section_config(params, "ingest"))
     if data.truth_impressions is None:
         raise ValueError("bench model needs a simulated store (its truth scores the models)")
-    weighted, _ = label_delay.weigh(
-        data.impressions, data.snapshot, section_config(params, "label_delay"), data.products, data.edges
-    )
+    delay_cfg = section_config(params, "label_delay")
+    weighted, _ = label_delay.weigh(data.impressions, data.snapshot, delay_cfg, data.products, data.edges)
     rows = test_rows(data, weighted)
     train_cfg = section_config(params, "train")
-    per_seed = [_one_seed(data, weighted, rows, train_cfg, train_cfg.seed + s) for s in range(int(seeds))]
+    per_seed = [
+        _one_seed(data, weighted, rows, train_cfg, delay_cfg.delay_family, train_cfg.seed + s)
+        for s in range(int(seeds))
+    ]
     figures = _aggregate(per_seed)
     figures["paired_auc_gap_vs_blade"] = paired_gaps(per_seed)
     figures["test_impressions"] = len(rows)

@@ -53,7 +53,7 @@ def _t_interval(values: np.ndarray) -> tuple[float | None, float | None]:
     return float(values.mean() - half), float(values.mean() + half)
 
 
-def estimator_moments(data, weighted, train_cfg, seed: int) -> dict[str, dict]:
+def estimator_moments(data, weighted, train_cfg, family: str, seed: int) -> dict[str, dict]:
     """One trained model per seed; the moments of each estimator derived from it."""
     from nextbuy.domain.graph import blade
     from nextbuy.stages import train
@@ -61,10 +61,10 @@ def estimator_moments(data, weighted, train_cfg, seed: int) -> dict[str, dict]:
     cfg = with_changes(train_cfg, seed=seed, uncertainty="mc_dropout")
     architecture, schedule, export = train.blade_arguments(cfg)
     graph = train.build_graph(data.products, data.edges, data.features)
-    model, mc_dropout, _ = train.fit_graph(
-        graph, weighted, cfg, architecture, schedule, export, progress=False
+    model, rows, _ = train.train_rounds(
+        graph, weighted, cfg, architecture, schedule, delay_family=family, progress=False
     )
-    rows, _ = train.training_rows(weighted, cfg)
+    mc_dropout = blade.export_moments(model, graph, **export, estimator="mc_dropout")
     members = train.ensemble_members(model, graph, rows, cfg, architecture, schedule, progress=False)
     return {
         "ensemble": blade.ensemble_moments(members, graph, chunk=cfg.export_chunk),
@@ -140,7 +140,13 @@ def _one_seed(data, weighted, test, params, seed: int, lifts) -> dict[str, dict]
     calibrate_cfg = section_config(params, "calibrate")
     thresholds_cfg = section_config(params, "thresholds")
     out = {}
-    for name, moments in estimator_moments(data, weighted, section_config(params, "train"), seed).items():
+    for name, moments in estimator_moments(
+        data,
+        weighted,
+        section_config(params, "train"),
+        section_config(params, "label_delay").delay_family,
+        seed,
+    ).items():
         scored, calibration = calibrate.score_holdout(weighted, moments, calibrate_cfg)
         base_rate = float(scored.loc[fit_rows(scored), "label"].mean())
         arrays = _test_arrays(moments, calibration, test)

@@ -54,6 +54,14 @@ y* = E[y | x, g, e, y_obs] = y_obs + (1 - y_obs) p_flip with weight 1: the E-ste
 Chapelle 2014's EM, and the label correction of ULC (Wang et al. 2023, KDD). No weight
 exceeds 1, so no clipping is needed.
 
+EM with the conversion model's score (Chapelle 2014, section 4: the conversion model *is*
+the p of the joint model, fitted by alternating E- and M-steps). The pair features above see
+an item only through the catalogue and the graph; whether a cart converts depends on the
+item itself, which the conversion model has learned. :func:`rescored_targets` therefore
+refits the delay model with the trained model's logit as one more feature (``SCORE``), and
+recomputes the soft targets; the train stage then continues training on them. Methods whose
+signals exclude the pair features (``importance_no_features``) get no score: it is a feature.
+
 Pure numpy/scipy at prediction time; torch is imported only inside the fit
 (for autograd), so serving never needs it.
 """
@@ -68,17 +76,20 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
+from nextbuy.constants import DELAY_PAIR_FEATURES
 from nextbuy.domain.timeunits import DAY
 
 FAMILIES = ("lognormal", "weibull")
 ENGAGEMENT = ("clicked", "carted")
-FEATURES = ("log_price", "shown_popularity", "source_activity", "pair_copurchases", "category_lift")
+FEATURES = DELAY_PAIR_FEATURES
 SIGNALS = ENGAGEMENT + FEATURES
 IMPORTANCE_SIGNALS = {
     "importance": SIGNALS,
     "importance_no_engagement": FEATURES,
     "importance_no_features": ENGAGEMENT,
 }
+# The conversion model's own logit: a pair feature only the train stage can supply (EM, below).
+SCORE = "model_logit"
 
 # Delays and elapsed times are clipped away from 0 so log(t) stays finite.
 _MIN_DAYS = 1e-6
@@ -539,5 +550,25 @@ def impression_signals(
 
 
 def signal_columns(method: str, signals: pd.DataFrame) -> tuple[str, ...]:
-    """The columns an importance ``method`` fits on, among those ``signals`` has."""
-    return tuple(c for c in IMPORTANCE_SIGNALS[method] if c in signals)
+    """The columns an importance ``method`` fits on, among those ``signals`` has (``SCORE``
+    included where the method sees pair features and ``signals`` holds it)."""
+    columns = IMPORTANCE_SIGNALS[method] + ((SCORE,) if rescores(method) else ())
+    return tuple(c for c in columns if c in signals)
+
+
+def rescores(method: str) -> bool:
+    """Whether the EM step refits ``method``'s delay model with the conversion model's score:
+    the Rao-Blackwellised methods that see pair features."""
+    return method in IMPORTANCE_SIGNALS and set(FEATURES) <= set(IMPORTANCE_SIGNALS[method])
+
+
+def rescored_targets(
+    signals: pd.DataFrame, score: np.ndarray, fit_rows: np.ndarray, method: str, family: str
+) -> tuple[np.ndarray, DelayModel]:
+    """One EM step: ``method``'s delay model refitted on the ``fit_rows`` (a boolean mask) with
+    the conversion model's logit ``score`` as the feature ``SCORE``, and every row's soft target
+    E[eventual label | observed] under it (see the module docstring)."""
+    scored = signals.assign(**{SCORE: np.asarray(score, dtype=np.float64)})
+    model = fit_delay_model(scored[np.asarray(fit_rows, bool)], signal_columns(method, scored), family)
+    label = scored["label"].to_numpy(np.float64)
+    return expected_eventual_label(label, flip_probability(model, scored)), model

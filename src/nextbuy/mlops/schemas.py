@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from nextbuy.constants import WEIGHTING_METHODS
+from nextbuy.constants import DELAY_PAIR_FEATURES, WEIGHTING_METHODS
 
 SPLITS = ("train", "calib", "test")
 TS = "datetime64[ns]"
@@ -115,6 +115,10 @@ WEIGHTED = pa.DataFrameSchema(
         "clicked": pa.Column("int8", pa.Check.isin([0, 1]), nullable=False),
         "carted": pa.Column("int8", pa.Check.isin([0, 1]), nullable=False),
         "elapsed_days": pa.Column("float64", pa.Check.ge(0), nullable=False),
+        # Days to an observed conversion (NaN without one) and the delay model's pair features
+        # (absent without a catalogue): what the train stage's EM step refits it on.
+        "delay_days": pa.Column("float64", pa.Check.ge(0), nullable=True),
+        **{c: pa.Column("float64", nullable=False, required=False) for c in DELAY_PAIR_FEATURES},
         # P(eventual conversion | observed negative so far); 0 for observed positives.
         "p_flip": _prob(),
         # Per weighting method: the label the conversion loss trains toward (soft for the

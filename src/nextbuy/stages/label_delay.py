@@ -124,6 +124,9 @@ def weigh(
         clicked=signals["clicked"],
         carted=signals["carted"],
         elapsed_days=signals["elapsed_days"],
+        # The rest of the delay model's input, for the train stage's EM step.
+        delay_days=signals["delay_days"],
+        **{c: signals[c] for c in delay.FEATURES if c in signals},
         p_flip=p_flip["importance"],
         **_training_columns(signals, models, p_flip, train, cfg),
     )

@@ -138,17 +138,107 @@ def fit(
     edges: pd.DataFrame,
     weighted: pd.DataFrame,
     cfg: TrainConfig,
+    *,
+    delay_family: str,
     progress: bool = True,
     extra_features=None,
     collective: Collective | None = None,
 ):
-    """Pure core: returns (model, moments, per-epoch history). ``extra_features``: see
-    :func:`build_graph`; ``collective``: see :func:`fit_graph`."""
+    """Pure core: returns (model, moments, per-epoch history). ``delay_family``: label_delay's
+    (the EM step refits that model); ``extra_features``: see :func:`build_graph`;
+    ``collective``: see :func:`fit_graph`."""
     if not (products["product_id"].to_numpy() == np.arange(len(products))).all():
         raise io.DataError(paths.PRODUCTS, "product_id must be 0..n-1 in order", column="product_id")
     architecture, schedule, export = blade_arguments(cfg)
     graph = build_graph(products, edges, extra_features)
-    return fit_graph(graph, weighted, cfg, architecture, schedule, export, progress, collective)
+    return fit_graph(
+        graph, weighted, cfg, architecture, schedule, export, delay_family=delay_family, progress=progress,
+        collective=collective,
+    )  # fmt: skip
+
+
+def train_rounds(
+    graph,
+    weighted,
+    cfg: TrainConfig,
+    architecture,
+    schedule,
+    *,
+    delay_family: str,
+    progress: bool,
+    group=None,
+):
+    """Train, then ``cfg.em_rounds`` times: refit the delay model with the model's own score
+    (:func:`em_targets`) and continue training on the new targets. Returns the model, the
+    training rows it ended on, and the history (``em_round`` 0 first, epochs numbered on)."""
+    import torch
+
+    from nextbuy.domain import delay
+    from nextbuy.domain.graph import blade
+    from nextbuy.domain.graph.collective import SINGLE
+
+    # Same inputs, same outputs: multithreaded CPU scatter/index_add otherwise
+    # sums in a varying order and the embeddings drift in the last bits.
+    torch.use_deterministic_algorithms(True)
+    group = SINGLE if group is None else group
+    rounds = cfg.em_rounds if delay.rescores(cfg.weighting) else 0
+    model, history = None, []
+    for em_round in range(rounds + 1):
+        if em_round:
+            score = training_logits(model, graph, weighted, cfg.export_chunk)
+            weighted = em_targets(weighted, score, cfg.weighting, delay_family)
+        rows, held = training_rows(weighted, cfg)
+        as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
+        model, more = blade.train_blade(
+            graph,
+            as_long("source_id"),
+            as_long("shown_id"),
+            torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32),
+            torch.as_tensor(conversion_weights(rows, cfg.weighting), dtype=torch.float32),
+            architecture=architecture,
+            schedule=replace(schedule, seed=schedule.seed + 104729 * em_round),
+            validate=conversion_validation(held, cfg.weighting, cfg.export_chunk),
+            progress=progress,
+            initial=model,
+            collective=group,
+        )
+        history += [
+            {**row, "epoch": len(history) + i + 1, "em_round": em_round} for i, row in enumerate(more)
+        ]
+        release_freed_memory()  # the training steps' freed blocks: export allocates other sizes
+    return model, rows, history
+
+
+def em_targets(weighted: pd.DataFrame, score: np.ndarray, method: str, family: str) -> pd.DataFrame:
+    """``weighted`` with ``target_<method>`` of the train split recomputed by one EM step
+    (``nextbuy.domain.delay.rescored_targets``): the delay model refitted with ``score``, a
+    conversion model's logit of each training impression (train-split order), as a feature.
+    Any conversion model can take the step (``bench model`` gives its baselines the same)."""
+    from nextbuy.domain import delay
+
+    train = (weighted["split"] == "train").to_numpy()
+    rows = weighted[train]
+    signals = rows[["elapsed_days", "label", "delay_days", *delay.ENGAGEMENT]].join(
+        rows[[c for c in delay.FEATURES if c in rows]]
+    )
+    target, _ = delay.rescored_targets(signals, score, np.ones(len(rows), bool), method, family)
+    column = weighted[f"target_{method}"].to_numpy(copy=True)
+    column[train] = target
+    return weighted.assign(**{f"target_{method}": column})
+
+
+def training_logits(model, graph, weighted: pd.DataFrame, chunk: int) -> np.ndarray:
+    """The model's deterministic conversion logit of every train-split impression."""
+    import torch
+
+    from nextbuy.domain.graph.blade import embed
+
+    rows = weighted[weighted["split"] == "train"]
+    with torch.no_grad():
+        s, t = embed(model, graph, chunk=chunk)
+        src = torch.as_tensor(rows["source_id"].to_numpy(), dtype=torch.int64)
+        dst = torch.as_tensor(rows["shown_id"].to_numpy(), dtype=torch.int64)
+        return model.conversion_logit(s[src], t[dst]).double().numpy()
 
 
 def fit_graph(
@@ -158,37 +248,28 @@ def fit_graph(
     architecture,
     schedule,
     export,
+    *,
+    delay_family: str,
     progress: bool,
     collective: Collective | None = None,
 ):
     """:func:`fit` on a built graph with explicit model arguments (benchmarks vary them).
     ``collective``: this process's rank in a data-parallel run (None: one process); every rank
     trains its share, only rank 0 exports (the others get None for moments)."""
-    import torch
-
     from nextbuy.domain.graph import blade
     from nextbuy.domain.graph.collective import SINGLE
 
     group = SINGLE if collective is None else collective
-
-    # Same inputs, same outputs: multithreaded CPU scatter/index_add otherwise
-    # sums in a varying order and the embeddings drift in the last bits.
-    torch.use_deterministic_algorithms(True)
-    rows, held = training_rows(weighted, cfg)
-    as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
-    model, history = blade.train_blade(
+    model, rows, history = train_rounds(
         graph,
-        as_long("source_id"),
-        as_long("shown_id"),
-        torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32),
-        torch.as_tensor(conversion_weights(rows, cfg.weighting), dtype=torch.float32),
-        architecture=architecture,
-        schedule=schedule,
-        validate=conversion_validation(held, cfg.weighting, cfg.export_chunk),
+        weighted,
+        cfg,
+        architecture,
+        schedule,
+        delay_family=delay_family,
         progress=progress,
-        collective=group,
+        group=group,
     )
-    release_freed_memory()  # the training steps' freed blocks: export allocates other sizes
     members = (
         ensemble_members(model, graph, rows, cfg, architecture, schedule, progress, group)
         if cfg.uncertainty == "ensemble"
@@ -289,14 +370,20 @@ def run(params_file: str = "params.yaml") -> dict:
     edges = io.read_table(paths.EDGES, schemas.EDGES)
     features = io.read_sparse(paths.FEATURES, n_rows=len(products))
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
+    delay_family = io.read_json(paths.DELAY_MODEL)["family"]  # the EM step refits label_delay's model
     with distributed.collective(cfg.distributed, cfg.distributed_backend) as group:
         if group.rank:
-            fit(products, edges, weighted, cfg, progress=False, extra_features=features, collective=group)
+            fit(
+                products, edges, weighted, cfg, delay_family=delay_family, progress=False,
+                extra_features=features, collective=group,
+            )  # fmt: skip
             return {}
-        return train_and_record(cfg, products, edges, features, weighted, group)
+        return train_and_record(cfg, products, edges, features, weighted, group, delay_family)
 
 
-def train_and_record(cfg: TrainConfig, products, edges, features, weighted, group: Collective) -> dict:
+def train_and_record(
+    cfg: TrainConfig, products, edges, features, weighted, group: Collective, delay_family: str
+) -> dict:
     """Rank 0's (or the only process's) part: train, log to MLflow, write the stage's outputs."""
     import mlflow
     import torch
@@ -307,7 +394,13 @@ def train_and_record(cfg: TrainConfig, products, edges, features, weighted, grou
         mlflow.log_params({f"train.{k}": v for k, v in cfg.model_dump().items()})
         started = time.perf_counter()
         model, moments, history = fit(
-            products, edges, weighted, cfg, extra_features=features, collective=group
+            products,
+            edges,
+            weighted,
+            cfg,
+            delay_family=delay_family,
+            extra_features=features,
+            collective=group,
         )
         seconds = time.perf_counter() - started
         for row in history:
@@ -316,6 +409,7 @@ def train_and_record(cfg: TrainConfig, products, edges, features, weighted, grou
             "final_conv_loss": history[-1]["conv_loss"],
             "final_link_loss": history[-1]["link_loss"],
             "epochs_run": len(history),
+            "em_rounds_run": int(history[-1].get("em_round", 0)),
             "best_validation_log_loss": best_validation(history),
             "calib_auc_observed": holdout_auc(moments, weighted),
             "train_seconds": round(seconds, 2),
