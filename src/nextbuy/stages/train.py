@@ -188,11 +188,10 @@ def train_rounds(
             score = training_logits(model, graph, weighted, cfg.export_chunk)
             weighted = em_targets(weighted, score, cfg.weighting, delay_family)
         rows, held = training_rows(weighted, cfg)
-        as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
         model, more = blade.train_blade(
             graph,
-            as_long("source_id"),
-            as_long("shown_id"),
+            torch.as_tensor(rows["source_id"].to_numpy(), dtype=torch.int64),
+            torch.as_tensor(rows["shown_id"].to_numpy(), dtype=torch.int64),
             torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32),
             torch.as_tensor(conversion_weights(rows, cfg.weighting), dtype=torch.float32),
             architecture=architecture,
