@@ -169,8 +169,11 @@ def train_rounds(
     group=None,
 ):
     """Train, then ``cfg.em_rounds`` times: refit the delay model with the model's own score
-    (:func:`em_targets`) and continue training on the new targets. Returns the model, the
-    training rows it ended on, and the history (``em_round`` 0 first, epochs numbered on)."""
+    (:func:`em_targets`) and continue training on the new targets. Methods whose delay model
+    sees no pair features (``delay.rescores``) continue on their own targets: every method gets
+    the same rounds, so a gain of the EM step is not the warm restart's (which helps by itself:
+    BENCHMARKS.md). Returns the model, the training rows it ended on, and the history
+    (``em_round`` 0 first, epochs numbered on)."""
     import torch
 
     from nextbuy.domain import delay
@@ -181,10 +184,9 @@ def train_rounds(
     # sums in a varying order and the embeddings drift in the last bits.
     torch.use_deterministic_algorithms(True)
     group = SINGLE if group is None else group
-    rounds = cfg.em_rounds if delay.rescores(cfg.weighting) else 0
     model, history = None, []
-    for em_round in range(rounds + 1):
-        if em_round:
+    for em_round in range(cfg.em_rounds + 1):
+        if em_round and delay.rescores(cfg.weighting):
             score = training_logits(model, graph, weighted, cfg.export_chunk)
             weighted = em_targets(weighted, score, cfg.weighting, delay_family)
         rows, held = training_rows(weighted, cfg)
