@@ -182,7 +182,7 @@ class TrainConfig(_Section):
     patience: int = Field(ge=1)
     validation_share: float = Field(ge=0.0, lt=1.0)
     weighting: Literal[WEIGHTING_METHODS]  # type: ignore[valid-type]
-    em_rounds: int = Field(ge=0, le=5)  # EM steps: delay model refitted with the model's score
+    em_rounds: int = Field(ge=0, le=5)  # training rounds after the first (importance: EM step before each)
     uncertainty: Literal["ensemble", "mc_dropout", "sampler"]
     ensemble_members: int = Field(ge=2)
     ensemble_epochs: int = Field(ge=1)

@@ -54,7 +54,7 @@ y* = E[y | x, g, e, y_obs] = y_obs + (1 - y_obs) p_flip with weight 1: the E-ste
 Chapelle 2014's EM, and the label correction of ULC (Wang et al. 2023, KDD). No weight
 exceeds 1, so no clipping is needed.
 
-EM with the conversion model's score (Chapelle 2014, section 4: the conversion model *is*
+EM with the conversion model's score (Chapelle 2014: the conversion model *is*
 the p of the joint model, fitted by alternating E- and M-steps). The pair features above see
 an item only through the catalogue and the graph; whether a cart converts depends on the
 item itself, which the conversion model has learned. :func:`rescored_targets` therefore
