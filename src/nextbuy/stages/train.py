@@ -166,7 +166,7 @@ def train_rounds(
     *,
     delay_family: str,
     progress: bool,
-    group=None,
+    collective: Collective | None = None,
 ):
     """Train, then ``cfg.em_rounds`` times: refit the delay model with the model's own score
     (:func:`em_targets`) and continue training on the new targets. Methods whose delay model
@@ -183,7 +183,7 @@ def train_rounds(
     # Same inputs, same outputs: multithreaded CPU scatter/index_add otherwise
     # sums in a varying order and the embeddings drift in the last bits.
     torch.use_deterministic_algorithms(True)
-    group = SINGLE if group is None else group
+    group = SINGLE if collective is None else collective
     model, history = None, []
     for em_round in range(cfg.em_rounds + 1):
         if em_round and delay.rescores(cfg.weighting):
@@ -269,7 +269,7 @@ def fit_graph(
         schedule,
         delay_family=delay_family,
         progress=progress,
-        group=group,
+        collective=group,
     )
     members = (
         ensemble_members(model, graph, rows, cfg, architecture, schedule, progress, group)
@@ -410,7 +410,6 @@ def train_and_record(
             "final_conv_loss": history[-1]["conv_loss"],
             "final_link_loss": history[-1]["link_loss"],
             "epochs_run": len(history),
-            "em_rounds_run": int(history[-1].get("em_round", 0)),
             "best_validation_log_loss": best_validation(history),
             "calib_auc_observed": holdout_auc(moments, weighted),
             "train_seconds": round(seconds, 2),
