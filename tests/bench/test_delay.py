@@ -25,11 +25,11 @@ def bench_run(tmp_path_factory):
     params_file.write_text(yaml.safe_dump(TINY_PARAMS))
     out = folder / "bench-delay.json"
     returned = delay.run(out, seeds=SEEDS, params_file=str(params_file))
-    return json.loads(out.read_text()), returned
+    return json.loads(out.read_text()), returned, out
 
 
 def test_json_maps_every_method_to_its_metrics(bench_run):
-    figures, returned = bench_run
+    figures, returned, _ = bench_run
     assert figures == json.loads(json.dumps(returned))
     for key in delay.KEYS:
         row = figures[key]
@@ -55,6 +55,21 @@ def test_json_maps_every_method_to_its_metrics(bench_run):
         assert everyone["count"] == flips["count"].sum() >= carted["count"]
         assert everyone["flips"] == data["train_positives_eventual"] - data["train_positives_observed"]
         assert everyone["nll"] > 0 and everyone["estimated_flips"] > 0
+
+
+def test_the_flip_plot_beside_the_json_draws_the_estimate_against_the_truth(bench_run):
+    figures, _, out = bench_run
+    plot = pd.read_csv(delay.flip_plot_path(out))
+    assert delay.flip_plot_path(out).name == "bench-delay.flip.csv"
+    assert list(plot.columns) == ["engagement", "elapsed_days", "flip", "count"]
+    flips = pd.DataFrame(figures["flip_by_engagement"])
+    for level in flips["engagement"].unique():
+        one = flips[flips["engagement"] == level].sort_values("elapsed_days")
+        for estimate, column in (("estimated", "estimated_flip"), ("true", "true_flip")):
+            line = plot[plot["engagement"] == f"{level}: {estimate}"]
+            np.testing.assert_allclose(line["flip"], one[column])
+            np.testing.assert_allclose(line["elapsed_days"], one["elapsed_days"])
+    assert len(plot) == 2 * len(flips)
 
 
 def test_flip_scores_prefer_the_estimate_that_knows_who_flips():

@@ -19,7 +19,9 @@ mean per-seed oracle − naive AUC gap and ``gap_auc_std`` its std over seeds.
 ``--sweep`` repeats the comparison in other regimes (short and long delays, a
 store without launches, an older snapshot, delays that follow price closely) to show
 where each method wins. ``flip_scores`` judges the delay models themselves: how well each
-one's flip probability predicts which training negatives did convert later.
+one's flip probability predicts which training negatives did convert later; the estimated
+against the true flip probability is also written beside the JSON for ``dvc plots show``
+(:func:`flip_plot_path`).
 """
 
 from __future__ import annotations
@@ -270,7 +272,35 @@ def run(
             _print(figures["sweep"][name], seeds, name)
     figures["seconds"] = round(time.perf_counter() - started, 1)
     io.write_json(figures, out)
+    if default_store:
+        io.write_csv(flip_plot_rows(figures["flip_by_engagement"]), flip_plot_path(out))
     return figures
+
+
+def flip_plot_path(out: Path) -> Path:
+    """Where ``run`` writes the default store's flip plot data: beside the JSON."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.flip.csv")
+
+
+def flip_plot_rows(flip_by_engagement: list[dict]) -> pd.DataFrame:
+    """The estimated and the true flip probability by engagement x days since shown, long, for
+    ``dvc plots show F.flip.csv -t lines_by_engagement -x elapsed_days -y flip``: one line per
+    engagement level and estimate (``series``, e.g. "carted: true"). The label_delay stage
+    plots the estimate alone: only a benchmark may read the truth."""
+    table = pd.DataFrame(flip_by_engagement)
+    long = table.melt(
+        id_vars=["engagement", "elapsed_days", "count"],
+        value_vars=["estimated_flip", "true_flip"],
+        var_name="estimate",
+        value_name="flip",
+    )
+    series = long["engagement"] + ": " + long["estimate"].str.removesuffix("_flip")
+    return (
+        long.assign(engagement=series)[["engagement", "elapsed_days", "flip", "count"]]
+        .sort_values(["engagement", "elapsed_days"])
+        .reset_index(drop=True)
+    )
 
 
 def _print(figures: dict, seeds: int, title: str) -> None:
