@@ -286,7 +286,7 @@ def flip_plot_path(out: Path) -> Path:
 def flip_plot_rows(flip_by_engagement: list[dict]) -> pd.DataFrame:
     """The estimated and the true flip probability by engagement x days since shown, long, for
     ``dvc plots show F.flip.csv -t lines_by_engagement -x elapsed_days -y flip``: one line per
-    engagement level and estimate (``series``, e.g. "carted: true"). The label_delay stage
+    engagement level and estimate (its ``engagement`` column, e.g. "carted: true"). The label_delay stage
     plots the estimate alone: only a benchmark may read the truth."""
     table = pd.DataFrame(flip_by_engagement)
     long = table.melt(
