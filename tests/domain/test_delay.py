@@ -25,14 +25,17 @@ from nextbuy.domain.delay import (
 )
 
 
-def frame(elapsed=0.0, label=0, clicked=0, carted=0, delay=np.nan, **features) -> pd.DataFrame:
-    """A signals frame (what the delay model reads) from scalars or arrays."""
+def frame(elapsed=0.0, label=0, clicked=0, carted=0, delay=np.nan, engaged=0.0, **features) -> pd.DataFrame:
+    """A signals frame (what the delay model reads) from scalars or arrays; ``engaged``: days
+    from shown to the last engagement (where the delay clock starts)."""
     columns = {
         "elapsed_days": elapsed,
         "label": label,
         "delay_days": delay,
         "clicked": clicked,
         "carted": carted,
+        "engaged_days": engaged,
+        "engagement_lag": np.log1p(24.0 * np.asarray(engaged, dtype=float)),
     }
     arrays = np.broadcast_arrays(
         *(np.asarray(v, dtype=float) for v in (*columns.values(), *features.values()))
@@ -40,9 +43,12 @@ def frame(elapsed=0.0, label=0, clicked=0, carted=0, delay=np.nan, **features) -
     return pd.DataFrame(dict(zip([*columns, *features], (np.atleast_1d(a) for a in arrays), strict=True)))
 
 
+FLAGS = ("clicked", "carted")
+
+
 def engagement_model(family: str, conv, delay_coef) -> DelayModel:
     """A hand-set model over [clicked, carted] with no standardisation."""
-    return DelayModel(family, ENGAGEMENT, center=[0, 0], scale=[1, 1], conv_coef=conv, delay_coef=delay_coef)
+    return DelayModel(family, FLAGS, center=[0, 0], scale=[1, 1], conv_coef=conv, delay_coef=delay_coef)
 
 
 CONV = np.array([-2.5, 1.5, 2.0])  # logit on [1, clicked, carted]
@@ -240,6 +246,66 @@ def test_observed_signals_read_what_has_happened_by_then():
     assert seen["label"].tolist() == [1, 0, 0]
     assert seen["delay_days"].iloc[0] == 1.0 and seen["delay_days"].iloc[1:].isna().all()
     assert seen["clicked"].tolist() == [1, 0, 0] and seen["carted"].tolist() == [1, 0, 0]
+    # The delay clock starts at the cart, half a day after it was shown.
+    assert seen["engaged_days"].tolist() == [0.5, 0.0, 0.0]
+    assert seen["engagement_lag"].iloc[0] == pytest.approx(np.log1p(12.0))
+
+
+def test_engagement_times_count_only_up_to_the_conversion_and_the_reading():
+    from nextbuy.domain.delay import observed_signals, waited_days
+
+    at = pd.Timestamp("2026-03-10")
+    hour = pd.Timedelta(hours=1)
+    shown = at - 48 * hour
+    log = pd.DataFrame(
+        {
+            "shown_at": [shown] * 3,
+            # A click after the purchase (browsing back) is not what led to it; a cart
+            # recorded after ``at`` is not known yet.
+            "clicked_at": [shown + 1 * hour, shown + 30 * hour, shown + 2 * hour],
+            "carted_at": [pd.NaT, pd.NaT, at + hour],
+            "converted_at": [pd.NaT, shown + 20 * hour, pd.NaT],
+        }
+    )
+    seen = observed_signals(log, at)
+    np.testing.assert_allclose(seen["engaged_days"], np.array([1, 0, 2]) / 24)
+    np.testing.assert_allclose(waited_days(seen), np.array([47, 48, 46]) / 24)
+
+
+def simulate_engaged(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Carts that come hours to days after the impression, a delay measured from the cart, and
+    a conversion probability that falls with the time it took to cart."""
+    rng = np.random.default_rng(seed)
+    carted = (rng.random(n) < 0.5).astype(np.int8)
+    engaged = np.where(carted == 1, rng.exponential(3.0, n), 0.0)
+    p = expit(-2.0 + 2.0 * carted - 0.8 * np.log1p(24.0 * engaged) * carted / 4.0)
+    converts = rng.random(n) < p
+    delay_from_cart = np.exp(np.log(1.0) + 0.7 * rng.normal(size=n))
+    elapsed = engaged + rng.uniform(0.0, 20.0, n)  # every cart is seen by the snapshot
+    label = (converts & (engaged + delay_from_cart <= elapsed)).astype(np.int8)
+    delay = np.where(label == 1, engaged + delay_from_cart, np.nan)
+    return frame(elapsed, label, carted, carted, delay, engaged=engaged), converts.astype(np.int8)
+
+
+def test_the_clock_from_the_last_engagement_predicts_the_flips_the_impression_clock_misses():
+    rows, eventual = simulate_engaged(30_000, seed=4)
+    negative = rows["label"].to_numpy() == 0
+    to_flip = eventual[negative].sum()
+    timed = fit_delay_model(rows, ENGAGEMENT)
+    untimed_rows = rows.drop(columns=["engaged_days", "engagement_lag"])
+    untimed = fit_delay_model(untimed_rows, FLAGS)
+    # The flip mass matches what will flip (seeds 4-8: within 7%); the impression clock sees carts
+    # days old as long-waited and still counts their conversions as due (+60 to +85%).
+    assert flip_probability(timed, rows)[negative].sum() == pytest.approx(to_flip, rel=0.1)
+    assert flip_probability(untimed, untimed_rows)[negative].sum() > 1.4 * to_flip
+    timed_nll = _flip_nll(flip_probability(timed, rows)[negative], eventual[negative])
+    untimed_nll = _flip_nll(flip_probability(untimed, untimed_rows)[negative], eventual[negative])
+    assert timed_nll < 0.9 * untimed_nll
+
+
+def _flip_nll(p_flip: np.ndarray, flipped: np.ndarray) -> float:
+    p_flip = np.clip(p_flip, 1e-12, 1 - 1e-12)
+    return float(-np.mean(flipped * np.log(p_flip) + (1 - flipped) * np.log1p(-p_flip)))
 
 
 def simulate_with_price(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

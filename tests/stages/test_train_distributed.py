@@ -45,6 +45,8 @@ def _inputs(n: int = 60, rows: int = 1200, seed: int = 0) -> None:
             "label": label,
             "clicked": np.zeros(rows, np.int8),
             "carted": np.zeros(rows, np.int8),
+            "engaged_days": np.zeros(rows),
+            "engagement_lag": np.zeros(rows),
             "elapsed_days": elapsed,
             "delay_days": np.where(label == 1, elapsed * rng.uniform(0, 1, rows), np.nan),
             "p_flip": np.zeros(rows),

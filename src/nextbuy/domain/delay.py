@@ -10,12 +10,16 @@ both as functions of the pair's features x and the engagement g seen so far:
     F(e | x, g)   = P(delay <= e | converts, x, g): lognormal or Weibull, location and
                     log-scale linear in [1, z]
 
-where z are the standardised signal columns (engagement flags ``clicked`` and
-``carted``, and the pair features of :func:`pair_features`: shown price,
+where z are the standardised signal columns (engagement: the ``clicked`` and
+``carted`` flags and ``engagement_lag``, log(1 + hours from shown to the last
+engagement); and the pair features of :func:`pair_features`: shown price,
 popularity per day on sale, the source's activity, the pair's co-purchase count,
-the category pair's co-purchase lift). Censoring at the snapshot is handled in the
-likelihood: a conversion seen after d days contributes ``log p + log f(d)``, an
-impression not converted after e days ``log(1 - p + p (1 - F(e)))``.
+the category pair's co-purchase lift). The delay clock starts at the last engagement
+seen (the cart, else the click, else the impression), as Chapelle measures delay from
+the click: e and d below are days since then, not since shown (:func:`waited_days`).
+Censoring at the snapshot is handled in the likelihood: a conversion seen after d days
+contributes ``log p + log f(d)``, an impression not converted after e days
+``log(1 - p + p (1 - F(e)))``.
 
 Importance weights (FSIW, Yasui et al. 2020; ES-DFM, Yang et al. 2021; DEFER, Gu et
 al. 2021). What the snapshot shows is drawn from Q(y_obs = 1 | x, g, e) = p F(e), while
@@ -80,7 +84,7 @@ from nextbuy.constants import DELAY_PAIR_FEATURES
 from nextbuy.domain.timeunits import DAY
 
 FAMILIES = ("lognormal", "weibull")
-ENGAGEMENT = ("clicked", "carted")
+ENGAGEMENT = ("clicked", "carted", "engagement_lag")
 FEATURES = DELAY_PAIR_FEATURES
 SIGNALS = ENGAGEMENT + FEATURES
 IMPORTANCE_SIGNALS = {
@@ -116,24 +120,53 @@ _LOG_SCALE_BOUND = 5.0
 
 def observed_signals(impressions: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
     """What is known of each impression at time ``at`` (a snapshot, or "now" for new
-    traffic), from its event timestamps: ``elapsed_days`` since shown (>= 0), the
-    observed ``label`` (converted so far), ``delay_days`` of an observed conversion
-    (NaN otherwise), and the ``clicked`` / ``carted`` flags, on ``impressions``' index.
+    traffic), from its event timestamps, on ``impressions``' index:
+
+    * ``elapsed_days`` since shown (>= 0) and the observed ``label`` (converted so far);
+    * ``delay_days`` from shown to an observed conversion (NaN otherwise);
+    * the ``clicked`` / ``carted`` flags;
+    * ``engaged_days``: from shown to the last click or cart seen by ``at`` (and not after the
+      conversion), 0 without one: where the delay clock starts (:func:`waited_days`);
+    * ``engagement_lag``: log(1 + that time in hours), the signal the delay model sees.
 
     Events are taken as recorded: a log censored at ``at`` has no later event.
     """
     shown = impressions["shown_at"]
     converted = impressions["converted_at"]
+    clicked, carted = impressions["clicked_at"], impressions["carted_at"]
+    cutoff = converted.fillna(pd.Timestamp(at)).clip(upper=pd.Timestamp(at))
+    engaged_at = pd.concat(
+        [shown, clicked.where(clicked <= cutoff), carted.where(carted <= cutoff)], axis=1
+    ).max(axis=1)
+    engaged_days = ((engaged_at - shown) / DAY).clip(lower=0.0).to_numpy(dtype=float)
     return pd.DataFrame(
         {
             "elapsed_days": ((at - shown) / DAY).clip(lower=0.0).to_numpy(dtype=float),
             "label": converted.notna().to_numpy().astype(np.int8),
             "delay_days": ((converted - shown) / DAY).to_numpy(dtype=float),
-            "clicked": impressions["clicked_at"].notna().to_numpy().astype(np.int8),
-            "carted": impressions["carted_at"].notna().to_numpy().astype(np.int8),
+            "clicked": clicked.notna().to_numpy().astype(np.int8),
+            "carted": carted.notna().to_numpy().astype(np.int8),
+            "engaged_days": engaged_days,
+            "engagement_lag": np.log1p(24.0 * engaged_days),
         },
         index=impressions.index,
     )
+
+
+def _engaged_offset(signals: pd.DataFrame) -> np.ndarray:
+    # Signals without engagement times (a log of clicks only) start the clock when shown.
+    if "engaged_days" not in signals:
+        return np.zeros(len(signals))
+    offset = signals["engaged_days"].to_numpy(dtype=np.float64)
+    if np.any(~np.isfinite(offset)) or np.any(offset < 0):
+        raise ValueError("engaged_days must be finite and >= 0")
+    return offset
+
+
+def waited_days(signals: pd.DataFrame) -> np.ndarray:
+    """Days on the delay clock by the time the signals were read: ``elapsed_days`` less
+    ``engaged_days`` (since the last engagement; since shown where the column is absent)."""
+    return np.maximum(signals["elapsed_days"].to_numpy(dtype=np.float64) - _engaged_offset(signals), 0.0)
 
 
 def _weight_by(ids: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
@@ -303,7 +336,7 @@ def _labelled(signals: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("elapsed_days must be finite and >= 0")
     if not np.all(np.isin(y, (0.0, 1.0))):
         raise ValueError("label must be 0/1")
-    return e, y
+    return waited_days(signals), y
 
 
 # --------------------------------------------------------------------------- fit
@@ -317,8 +350,9 @@ def fit_delay_model(
 ) -> DelayModel:
     """Maximum-likelihood fit with right-censoring (Chapelle 2014).
 
-    ``signals``: ``elapsed_days``, ``label``, ``delay_days`` (of observed conversions)
-    and ``columns``. Converted rows contribute ``log p + log f(d)``; rows not converted
+    ``signals``: ``elapsed_days``, ``label``, ``delay_days`` (of observed conversions),
+    ``columns`` and optionally ``engaged_days`` (where the clock starts; see
+    :func:`waited_days`). Converted rows contribute ``log p + log f(d)``; rows not converted
     after ``e`` days contribute ``log(1 - p + p S(e))``. Minimised with L-BFGS-B on the
     (weighted) mean negative log-likelihood; gradients by torch autograd.
     """
@@ -336,6 +370,7 @@ def fit_delay_model(
     pos = y == 1.0
     if np.any(~np.isfinite(d[pos])) or np.any(d[pos] < 0):
         raise ValueError("converted rows need a finite delay_days >= 0")
+    d = np.maximum(d - _engaged_offset(signals), 0.0)  # on the clock from the last engagement
     w = np.ones_like(e) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if w.shape != e.shape or np.any(w < 0) or w.sum() <= 0:
         raise ValueError("sample_weight must be non-negative, same length, not all zero")
@@ -346,7 +381,7 @@ def fit_delay_model(
     scale = np.where(spread > 1e-12, spread, 1.0)  # a constant column stays 0 after centring
     design = _standardised(signals, columns, center, scale)
 
-    # Converted rows are evaluated at their delay, censored rows at their elapsed time.
+    # Converted rows are evaluated at their delay, censored rows at their time waited.
     t = np.where(pos, np.nan_to_num(d, nan=0.0), e)
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     X = as_t(design)
@@ -440,12 +475,20 @@ def importance_weights(model: DelayModel, signals: pd.DataFrame, max_weight: flo
     counts less as a negative). Observed positive: 1 / F(e) (a conversion seen early
     stands in for the ones not seen yet).
     """
-    e, y = _labelled(signals)
+    _, y = _labelled(signals)
     w_neg = 1.0 - flip_probability(model, signals.assign(label=0))
-    # -expm1(log S) = F without cancellation; F = 0 at e = 0 gives inf, then clipped.
-    with np.errstate(divide="ignore", over="ignore"):
-        w_pos = 1.0 / -np.expm1(model.log_survival(e, signals))
+    # F = 0 at e = 0 gives inf, then clipped.
+    with np.errstate(divide="ignore"):
+        w_pos = 1.0 / seen_probability(model, signals)
     return np.clip(np.where(y == 1.0, w_pos, w_neg), 0.0, max_weight)
+
+
+def seen_probability(model: DelayModel, signals: pd.DataFrame) -> np.ndarray:
+    """F(e): P(a conversion is seen by the time the signals were read | it converts), e on the
+    clock from the last engagement (:func:`waited_days`)."""
+    e, _ = _labelled(signals)
+    with np.errstate(over="ignore"):
+        return -np.expm1(model.log_survival(e, signals))  # F without cancellation
 
 
 def normalised(weight: np.ndarray) -> np.ndarray:

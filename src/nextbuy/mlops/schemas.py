@@ -118,6 +118,9 @@ WEIGHTED = pa.DataFrameSchema(
         # Days to an observed conversion (NaN without one) and the delay model's pair features
         # (absent without a catalogue): what the train stage's EM step refits it on.
         "delay_days": pa.Column("float64", pa.Check.ge(0), nullable=True),
+        # Days from shown to the last engagement (the delay clock's start) and its log-hours signal.
+        "engaged_days": pa.Column("float64", pa.Check.ge(0), nullable=False),
+        "engagement_lag": pa.Column("float64", pa.Check.ge(0), nullable=False),
         **{c: pa.Column("float64", nullable=False, required=False) for c in DELAY_PAIR_FEATURES},
         # P(eventual conversion | observed negative so far); 0 for observed positives.
         "p_flip": _prob(),

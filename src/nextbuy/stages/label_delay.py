@@ -126,6 +126,8 @@ def weigh(
         elapsed_days=signals["elapsed_days"],
         # The rest of the delay model's input, for the train stage's EM step.
         delay_days=signals["delay_days"],
+        engaged_days=signals["engaged_days"],
+        engagement_lag=signals["engagement_lag"],
         **{c: signals[c] for c in delay.FEATURES if c in signals},
         p_flip=p_flip["importance"],
         **_training_columns(signals, models, p_flip, train, cfg),
@@ -205,7 +207,8 @@ def summarise(weighted: pd.DataFrame, models: dict[str, delay.DelayModel], cfg: 
 
 
 def engagement_summary(signals_frame: pd.DataFrame, model: delay.DelayModel) -> dict:
-    """Mean fitted P(convert) and median delay per engagement level (what the rows hold)."""
+    """Mean fitted P(convert) and median delay (days from the last engagement, the delay model's
+    clock) per engagement level (what the rows hold)."""
     level = delay.engagement_level(signals_frame)
     p, median = model.p_convert(signals_frame), model.median_delay(signals_frame)
     return {

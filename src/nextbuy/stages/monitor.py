@@ -51,7 +51,7 @@ def score_rows(
     elapsed, observed = signals["elapsed_days"].to_numpy(), signals["label"].to_numpy()
     p_flip = delay.flip_probability(delay_model, signals)
     eventual = delay_model.p_convert(signals)
-    seen_by_now = -np.expm1(delay_model.log_survival(elapsed, signals))
+    seen_by_now = delay.seen_probability(delay_model, signals)
     return pd.DataFrame(
         {
             "shown_at": impressions["shown_at"].to_numpy(),

@@ -219,7 +219,7 @@ def em_targets(weighted: pd.DataFrame, score: np.ndarray, method: str, family: s
 
     train = (weighted["split"] == "train").to_numpy()
     rows = weighted[train]
-    signals = rows[["elapsed_days", "label", "delay_days", *delay.ENGAGEMENT]].join(
+    signals = rows[["elapsed_days", "label", "delay_days", "engaged_days", *delay.ENGAGEMENT]].join(
         rows[[c for c in delay.FEATURES if c in rows]]
     )
     target, _ = delay.rescored_targets(signals, score, np.ones(len(rows), bool), method, family)
