@@ -260,8 +260,8 @@ def test_engagement_times_count_only_up_to_the_conversion_and_the_reading():
     log = pd.DataFrame(
         {
             "shown_at": [shown] * 3,
-            # A click after the purchase (browsing back) is not what led to it; a cart
-            # recorded after ``at`` is not known yet.
+            # A click after the purchase did not lead to it (ingest refuses such rows; the
+            # clock ignores one if given it); a cart recorded after ``at`` is not known yet.
             "clicked_at": [shown + 1 * hour, shown + 30 * hour, shown + 2 * hour],
             "carted_at": [pd.NaT, pd.NaT, at + hour],
             "converted_at": [pd.NaT, shown + 20 * hour, pd.NaT],
