@@ -327,6 +327,7 @@ def _log_survival(family: str, t: np.ndarray, loc: np.ndarray, log_scale: np.nda
 
 
 def _labelled(signals: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (days on the delay clock, observed label): the clock of :func:`waited_days`."""
     for column in ("elapsed_days", "label"):
         if column not in signals:
             raise ValueError(f"signals lack the {column!r} column")
