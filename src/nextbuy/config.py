@@ -217,6 +217,9 @@ class ThresholdsConfig(_Section):
     n_candidates: int | None = Field(ge=2)
     # Support floor: a bucket with fewer fit positives gets the single threshold; the target needs >= this TP.
     min_bucket_positives: int = Field(ge=0)
+    # Folds of the out-of-fold check that keeps the per-bucket policy only where it wins (< 2: off).
+    cross_fit_folds: int = Field(ge=0)
+    seed: int  # fold assignment of that check
 
 
 class RetrievalConfig(_Section):

@@ -85,7 +85,9 @@ def test_every_pair_is_decided_by_policies_fitted_on_the_other_half(monkeypatch)
 
     monkeypatch.setattr(thresholds_graph, "policy_decisions", spy)
     calibrate_cfg = type("C", (), {"n_buckets": 2, "min_bucket_size": 10})
-    thresholds_cfg = type("T", (), {"n_candidates": None, "min_bucket_positives": 5})
+    thresholds_cfg = type(
+        "T", (), {"n_candidates": None, "min_bucket_positives": 5, "cross_fit_folds": 5, "seed": 0}
+    )
     rows = thresholds_graph.cross_fit(score, uncertainty, label, first, calibrate_cfg, thresholds_cfg)
     assert len(seen) == 2
     for fit_rows, judged in seen:

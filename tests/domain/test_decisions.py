@@ -14,7 +14,9 @@ from scipy.special import expit, logit
 
 from nextbuy.domain.decisions import (
     Thresholds,
+    _folds,
     candidate_thresholds,
+    cross_fitted_bucket_thresholds,
     cut_points,
     fit_bucket_thresholds,
     fit_global_threshold,
@@ -323,3 +325,63 @@ def test_pr_curve_table():
     assert np.all(np.diff(table["recall"]) <= 0)
     assert table["recall"].iloc[0] == pytest.approx(1.0)
     assert pr_curve_table(score, np.zeros_like(label)).empty
+
+
+# -- cross-fitting: keep the per-bucket policy only where it wins out of fold ----------------
+
+
+def _store_like(seed: int, effect: float, n: int = 20_000):
+    """Scores around a few-percent conversion rate, three uncertainty buckets; ``effect`` > 0 makes
+    the most uncertain bucket convert less (and the least uncertain more) at equal score, growing
+    with the score: the keynote's effect. ``effect`` 0: buckets say nothing."""
+    rng = np.random.default_rng(seed)
+    score = rng.normal(-3.0, 1.0, n)
+    bucket = rng.integers(0, 3, n)
+    p = expit(score - effect * (bucket - 1) * np.maximum(score + 3.0, 0.0))
+    return score, bucket, (rng.random(n) < p).astype(np.int64)
+
+
+def test_cross_fitting_keeps_per_bucket_thresholds_where_uncertainty_carries_signal():
+    for seed in range(3):
+        score, bucket, label = _store_like(seed, effect=1.0)
+        plain = fit_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30)
+        fitted = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30, 5, seed)
+        assert fitted.cross_fit.kept_per_bucket
+        np.testing.assert_array_equal(fitted.thresholds.thresholds, plain.thresholds.thresholds)
+        assert fitted.cross_fit.bucket_tp > 1.2 * fitted.cross_fit.single_tp  # out of fold, equal precision
+        for tp, accepted in ((fitted.cross_fit.bucket_tp, fitted.cross_fit.bucket_accepted),
+                             (fitted.cross_fit.single_tp, fitted.cross_fit.single_accepted)):  # fmt: skip
+            assert tp / accepted >= 0.3 - TOL
+
+
+def test_cross_fitting_falls_back_to_the_single_threshold_when_buckets_are_noise():
+    # In sample the DP still spreads its thresholds over buckets that mean nothing; out of fold
+    # that gains no TP at equal precision, so most fits serve the single threshold everywhere.
+    kept = []
+    for seed in range(10):
+        score, bucket, label = _store_like(seed, effect=0.0)
+        fitted = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30, 5, 0)
+        kept.append(fitted.cross_fit.kept_per_bucket)
+        if not fitted.cross_fit.kept_per_bucket:
+            assert np.all(fitted.thresholds.thresholds == fitted.single.threshold)
+            assert fitted.feasible == fitted.single.feasible
+    assert sum(kept) <= 4  # one-sided one-standard-error rule: ~16% expected
+
+
+def test_cross_fitting_off_or_infeasible_is_the_plain_joint_fit():
+    score, bucket, label = _store_like(0, effect=1.0, n=3_000)
+    plain = fit_bucket_thresholds(score, bucket, label, 3, 0.3, None, 10)
+    off = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.3, None, 10, 1)
+    assert off.cross_fit is None
+    np.testing.assert_array_equal(off.thresholds.thresholds, plain.thresholds.thresholds)
+    infeasible = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.99, None, 10, 5)
+    assert not infeasible.feasible and infeasible.cross_fit is None
+
+
+def test_folds_are_stratified_by_bucket_and_label():
+    score, bucket, label = _store_like(1, effect=0.0, n=5_000)
+    fold = _folds(bucket, label, 5, seed=3)
+    for b in range(3):
+        for y in (0, 1):
+            counts_per_fold = np.bincount(fold[(bucket == b) & (label == y)], minlength=5)
+            assert counts_per_fold.max() - counts_per_fold.min() <= 1

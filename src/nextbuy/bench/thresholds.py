@@ -38,7 +38,8 @@ from nextbuy.config import read_params, section_config, with_changes
 from nextbuy.mlops import io
 
 ESTIMATORS = ("ensemble", "mc_dropout", "sampler")
-POLICIES = ("single", "bucket", "mist")
+# ``unguarded``: the joint fit without its out-of-fold check (``bucket`` is what the stage serves)
+POLICIES = ("single", "bucket", "mist", "unguarded")
 TARGET_LIFTS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)  # targets = these x the fit rows' positive rate
 
 
@@ -77,24 +78,34 @@ def policy_decisions(fit: dict, n_buckets: int, test: dict, targets, thresholds_
     """Per target: the three policies fitted on the ``fit`` arrays (score, bucket,
     prob_calibrated, label) and their decisions on ``test`` (score, bucket, prob_calibrated);
     feasible when the joint fit and the single threshold both reach the target."""
-    from nextbuy.domain.decisions import fit_bucket_thresholds, fit_global_threshold
+    from nextbuy.domain.decisions import (
+        cross_fitted_bucket_thresholds,
+        fit_bucket_thresholds,
+        fit_global_threshold,
+    )
 
     support = thresholds_cfg.min_bucket_positives
     out = []
     for target in targets:
-        joint = fit_bucket_thresholds(
-            fit["score"], fit["bucket"], fit["label"], n_buckets, target, thresholds_cfg.n_candidates, support
-        )
+        joint = cross_fitted_bucket_thresholds(
+            fit["score"], fit["bucket"], fit["label"], n_buckets, target, thresholds_cfg.n_candidates,
+            support, thresholds_cfg.cross_fit_folds, thresholds_cfg.seed,
+        )  # fmt: skip
         mist = fit_global_threshold(
             fit["prob_calibrated"], fit["label"], target, thresholds_cfg.n_candidates, support
+        )
+        unguarded = fit_bucket_thresholds(
+            fit["score"], fit["bucket"], fit["label"], n_buckets, target, thresholds_cfg.n_candidates, support
         )
         decisions = {
             "single": test["score"] >= joint.single.threshold,
             "bucket": joint.thresholds.decide(test["score"], test["bucket"]),
             "mist": test["prob_calibrated"] >= mist.threshold,
+            "unguarded": unguarded.thresholds.decide(test["score"], test["bucket"]),
         }
+        kept = joint.cross_fit.kept_per_bucket if joint.cross_fit is not None else True
         out.append({"target": float(target), "feasible": bool(joint.feasible and joint.single.feasible),
-                    "decisions": decisions})  # fmt: skip
+                    "kept": bool(kept), "decisions": decisions})  # fmt: skip
     return out
 
 
@@ -108,7 +119,7 @@ def _policy_rows(scored, calibration, test, targets, thresholds_cfg) -> list[dic
     n_buckets = len(calibration.edges) + 1
     out = []
     for fitted in policy_decisions(fit_arrays, n_buckets, test, targets, thresholds_cfg):
-        row = {"target": fitted["target"], "feasible": fitted["feasible"]}
+        row = {"target": fitted["target"], "feasible": fitted["feasible"], "kept": fitted["kept"]}
         for name, decide in fitted["decisions"].items():
             quality = precision_recall(decide, test["label"])
             row[f"{name}_recall"], row[f"{name}_precision"] = quality["recall"], quality["precision"]
@@ -188,12 +199,15 @@ def aggregate(per_seed: list[dict[str, dict]], lifts, lift_key: str = "target_li
                     row[f"{policy}_{metric}"] = float(values.mean())
                 lo, hi = _t_interval(np.array([r[f"{policy}_precision"] for r in seeds]))
                 row[f"{policy}_precision_ci"] = [lo, hi]
+            # share of seeds whose out-of-fold check kept the per-bucket thresholds
+            row["kept"] = float(np.mean([r.get("kept", True) for r in seeds]))
             single = np.array([r["single_recall"] for r in seeds])
-            bucket = np.array([r["bucket_recall"] for r in seeds])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gain = np.where(single > 0, bucket / single - 1.0, np.nan)
-            row["gain"] = float(np.nanmean(gain)) if np.isfinite(gain).any() else None
-            row["gain_ci_low"], row["gain_ci_high"] = _t_interval(gain)
+            for policy, prefix in (("bucket", "gain"), ("unguarded", "unguarded_gain")):
+                other = np.array([r[f"{policy}_recall"] for r in seeds])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    gain = np.where(single > 0, other / single - 1.0, np.nan)
+                row[prefix] = float(np.nanmean(gain)) if np.isfinite(gain).any() else None
+                row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"] = _t_interval(gain)
             rows.append(row)
         figures[name] = rows
         coefs = np.array([run[name]["coefficient"]["coef"] or np.nan for run in per_seed], dtype=float)
@@ -259,16 +273,18 @@ def _print(figures: dict, seeds: int) -> None:
             f"at equal score {_signed(coef['mean'], '.3f')} "
             f"[{', '.join(_signed(x, '.3f') for x in coef['ci95_over_seeds'])}]"
         )
-        columns = ("target", "feasible", "recall single / bucket / mist", "precision single / bucket / mist")
-        for column in (*columns, "gain bucket/single − 1 [95% CI]"):
+        names = " / ".join(POLICIES)
+        columns = ("target", "feasible", "kept", f"recall {names}", f"precision {names}")
+        for column in (*columns, "gain bucket/single − 1 [95% CI]", "unguarded/single − 1 [95% CI]"):
             table.add_column(column, justify="right")
         for row in figures[name]:
             table.add_row(
                 f"{row['target']:.3f}",
                 "yes" if row["feasible"] else "no",
+                f"{row['kept']:.0%}",
                 " / ".join(f"{row[f'{p}_recall']:.3f}" for p in POLICIES),
                 " / ".join(f"{row[f'{p}_precision']:.3f}" for p in POLICIES),
-                f"{_signed(row['gain'], '.1%')} "
-                f"[{_signed(row['gain_ci_low'], '.1%')}, {_signed(row['gain_ci_high'], '.1%')}]",
-            )
+                *(f"{_signed(row[k], '.1%')} [{_signed(row[f'{k}_ci_low'], '.1%')}, "
+                  f"{_signed(row[f'{k}_ci_high'], '.1%')}]" for k in ("gain", "unguarded_gain")),
+            )  # fmt: skip
         Console(width=170).print(table)

@@ -104,7 +104,7 @@ def cross_fit(score, uncertainty, label, first, calibrate_cfg, thresholds_cfg) -
 
     rate = float(label[first].mean())
     targets = [rate + (1.0 - rate) * f for f in TARGET_FRACTIONS]
-    pooled = [{"feasible": True, **{p: [] for p in POLICIES}, "label": []} for _ in targets]
+    pooled = [{"feasible": True, "kept": [], **{p: [] for p in POLICIES}, "label": []} for _ in targets]
     for fit in (first, ~first):
         judge = ~fit
         calibration = fit_bucket_calibration(
@@ -124,6 +124,7 @@ def cross_fit(score, uncertainty, label, first, calibrate_cfg, thresholds_cfg) -
             strict=True,
         ):
             acc["feasible"] &= row["feasible"]
+            acc["kept"].append(row["kept"])
             for policy in POLICIES:
                 acc[policy].append(row["decisions"][policy])
             acc["label"].append(label[judge])
@@ -131,6 +132,7 @@ def cross_fit(score, uncertainty, label, first, calibrate_cfg, thresholds_cfg) -
     for target, acc in zip(targets, pooled, strict=True):
         truth = np.concatenate(acc["label"])
         row = {"target": float(target), "feasible": bool(acc["feasible"])}
+        row["kept"] = float(np.mean(acc["kept"]))  # share of halves whose check kept per-bucket
         for policy in POLICIES:
             quality = precision_recall(np.concatenate(acc[policy]), truth)
             row[f"{policy}_recall"], row[f"{policy}_precision"] = quality["recall"], quality["precision"]

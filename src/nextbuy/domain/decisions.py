@@ -42,6 +42,22 @@ guarantee, and needs a strength to tune; a support floor is one integer,
 keeps the DP exact under the constraint, and is what the metrics report
 (``support``).
 
+Cross-fitting. Even with that floor, a joint fit on a few hundred positives
+trades TP between buckets on noise: on fresh traffic it then buys recall with
+precision below the target, or recalls less than the single threshold
+(BENCHMARKS.md, issue 12). With ``cross_fit_folds`` k >= 2,
+:func:`cross_fitted_bucket_thresholds` fits the DP on k - 1 folds of the fit
+rows (stratified by bucket and label) and turns its thresholds into offsets
+from that fit's single threshold, applied to the held-out fold as a shifted
+score (accept iff score - offset_b >= cut). Pooled over the folds, the shifted
+and the raw score each get their best single cut at the target, so the two
+policies are compared at equal precision. The per-bucket thresholds (fitted
+on all rows) are kept only when the shifted score's TP exceeds the raw score's
+by more than one standard error (the square root of the positives only one of
+them accepts, as in McNemar's test); otherwise every bucket gets the single
+threshold. It costs k + 1 DP fits and keeps each exact; the out-of-fold
+figures are reported (``CrossFit``).
+
 Infeasible targets. When no policy reaches the target on the fit rows with that
 support, the fit says so (``feasible`` False) and returns the most precise
 operating point of the single threshold that accepts at least max(1, m) rows
@@ -52,6 +68,7 @@ nothing", when that is its best choice.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +81,8 @@ from sklearn.metrics import precision_recall_curve
 _EPS = 1e-9
 # Upper bound on DP scratch cells (options x TP axis) processed at once.
 _DP_CHUNK_CELLS = 1 << 22
+# Below every finite score: a bucket whose threshold is +inf accepts nothing out of fold.
+_NEVER = 1e300
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: array fields make field-wise == ambiguous
@@ -125,6 +144,7 @@ class BucketFit:
     rows: np.ndarray  # fit rows per bucket
     positives: np.ndarray  # positives among them
     fallback: np.ndarray  # True: below min support, the bucket got the single threshold
+    cross_fit: CrossFit | None = None  # out-of-fold check that kept (or replaced) the per-bucket policy
 
     @property
     def baseline(self) -> Thresholds:
@@ -139,6 +159,36 @@ class BucketFit:
             {"rows": int(n), "positives": int(p), "single_threshold_fallback": bool(f)}
             for n, p, f in zip(self.rows, self.positives, self.fallback, strict=True)
         ]
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """Out-of-fold decisions of both policies over ``folds`` folds of the fit rows, and the verdict."""
+
+    folds: int
+    bucket_tp: int
+    bucket_accepted: int
+    single_tp: int
+    single_accepted: int
+    kept_per_bucket: bool  # False: every bucket got the single threshold
+
+    @property
+    def bucket_precision(self) -> float:
+        return self.bucket_tp / self.bucket_accepted if self.bucket_accepted else 0.0
+
+    @property
+    def single_precision(self) -> float:
+        return self.single_tp / self.single_accepted if self.single_accepted else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "folds": self.folds,
+            "kept_per_bucket": self.kept_per_bucket,
+            "per_bucket_tp": self.bucket_tp,
+            "per_bucket_precision": self.bucket_precision,
+            "single_tp": self.single_tp,
+            "single_precision": self.single_precision,
+        }
 
 
 def cut_points(score: np.ndarray, n_candidates: int | None) -> np.ndarray:
@@ -308,6 +358,78 @@ def fit_bucket_thresholds(
         rows=rows,
         positives=positives,
         fallback=fallback,
+    )
+
+
+def _folds(bucket: np.ndarray, label: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold of each row, stratified by (bucket, label): every fold gets its share of each
+    bucket's positives, so no fold's fit loses a bucket's support by chance."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(bucket.size, dtype=np.int64)
+    strata = bucket * 2 + label
+    for stratum in np.unique(strata):
+        rows = np.flatnonzero(strata == stratum)
+        fold[rng.permutation(rows)] = (np.arange(rows.size) + int(rng.integers(k))) % k
+    return fold
+
+
+def cross_fitted_bucket_thresholds(
+    score: np.ndarray,
+    bucket: np.ndarray,
+    label: np.ndarray,
+    n_buckets: int,
+    target_precision: float,
+    n_candidates: int | None,
+    min_bucket_positives: int,
+    cross_fit_folds: int,
+    seed: int = 0,
+) -> BucketFit:
+    """:func:`fit_bucket_thresholds`, kept only where it wins out of fold at equal precision
+    (module docstring, "Cross-fitting"); otherwise every bucket gets the single threshold
+    (``feasible`` then the single threshold's).  ``cross_fit_folds`` < 2, or a per-bucket fit that
+    misses the target: the plain joint fit."""
+    fitted = fit_bucket_thresholds(
+        score, bucket, label, n_buckets, target_precision, n_candidates, min_bucket_positives
+    )
+    k = int(cross_fit_folds)
+    if k < 2 or not fitted.feasible:
+        return fitted
+    s, y = _check_inputs(score, label, target_precision)
+    b = np.asarray(bucket, dtype=np.int64)
+    fold = _folds(b, y, k, seed)
+    # Out of fold, the per-bucket policy is the score shifted by each bucket's threshold offset
+    # from the single threshold (accept iff score - offset_b >= single threshold).  Both scores
+    # then get their best single cut at the target on the pooled rows: TP at equal precision.
+    shifted = np.empty_like(s)
+    for f in range(k):
+        held = fold == f
+        part = fit_bucket_thresholds(
+            s[~held], b[~held], y[~held], n_buckets, target_precision, n_candidates,
+            # each fit sees (k - 1) / k of the rows: the support floor scales with them
+            int(round(min_bucket_positives * (k - 1) / k)),
+        )  # fmt: skip
+        offset = part.thresholds.thresholds - part.single.threshold  # +inf: the bucket accepts nothing
+        shifted[held] = np.where(np.isfinite(offset[b[held]]), s[held] - offset[b[held]], -_NEVER)
+    cuts = [
+        fit_global_threshold(x, y, target_precision, n_candidates, min_bucket_positives) for x in (shifted, s)
+    ]
+    accepts = [x >= cut.threshold for x, cut in zip((shifted, s), cuts, strict=True)]
+    check = CrossFit(
+        folds=k,
+        bucket_tp=int(y[accepts[0]].sum()),
+        bucket_accepted=int(accepts[0].sum()),
+        single_tp=int(y[accepts[1]].sum()),
+        single_accepted=int(accepts[1].sum()),
+        kept_per_bucket=False,
+    )
+    # More TP than McNemar's noise: one standard error of the positives only one policy accepts.
+    discordant = int(y[accepts[0] != accepts[1]].sum())
+    keep = cuts[0].feasible and check.bucket_tp - check.single_tp > np.sqrt(discordant)
+    check = dataclasses.replace(check, kept_per_bucket=bool(keep))
+    if keep:
+        return dataclasses.replace(fitted, cross_fit=check)
+    return dataclasses.replace(
+        fitted, thresholds=fitted.baseline, feasible=fitted.single.feasible, cross_fit=check
     )
 
 

@@ -1,6 +1,7 @@
 """thresholds: one threshold per uncertainty bucket for the precision target,
 fitted jointly on matured calibration pairs, beside the single-threshold baseline
-(both over the same cut points; buckets below the support floor get the single one)."""
+(both over the same cut points; buckets below the support floor get the single one;
+the per-bucket policy is served only where it beats the single one out of fold)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from nextbuy.config import ThresholdsConfig, load_section
 from nextbuy.domain.decisions import (
     BucketFit,
     Thresholds,
-    fit_bucket_thresholds,
+    cross_fitted_bucket_thresholds,
     pr_curve_table,
     precision_recall,
 )
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 def fit_policies(scored: pd.DataFrame, n_buckets: int, cfg: ThresholdsConfig) -> BucketFit:
     """Pure core: per-bucket thresholds and the single threshold, with feasibility and support."""
     rows = scored[fit_rows(scored)]
-    return fit_bucket_thresholds(
+    return cross_fitted_bucket_thresholds(
         rows["score"].to_numpy(),
         rows["bucket"].to_numpy(),
         rows["label"].to_numpy(),
@@ -34,6 +35,8 @@ def fit_policies(scored: pd.DataFrame, n_buckets: int, cfg: ThresholdsConfig) ->
         cfg.target_precision,
         cfg.n_candidates,
         cfg.min_bucket_positives,
+        cfg.cross_fit_folds,
+        cfg.seed,
     )
 
 
@@ -72,6 +75,7 @@ def metrics_of(scored: pd.DataFrame, fitted: BucketFit) -> dict:
         "thresholds": per_bucket.to_dict()["thresholds"],
         "single_threshold": baseline.to_dict()["thresholds"][0],
         "support": fitted.support(),
+        "cross_fit": fitted.cross_fit.to_dict() if fitted.cross_fit is not None else None,
         **evaluate(scored, per_bucket, baseline),
     }
     metrics["per_bucket"]["feasible"] = fitted.feasible
