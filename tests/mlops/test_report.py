@@ -199,3 +199,11 @@ def test_piped_summary_keeps_each_line_whole(tmp_path):
     assert any(len(line) > 80 for line in ui_lines)  # the case that used to wrap
     ingest = HEADLINES["ingest"](METRICS["ingest"])
     assert any(ingest in line for line in lines)  # table rows are as wide as their text too
+
+
+def test_thresholds_headline_says_when_the_out_of_fold_check_served_the_single_threshold(tmp_path):
+    write_metrics(tmp_path, **METRICS)
+    assert "single served" not in summary(tmp_path)["thresholds"]
+    thresholds = {**METRICS["thresholds"], "cross_fit": {"folds": 5, "kept_per_bucket": False}}
+    write_metrics(tmp_path, **{**METRICS, "thresholds": thresholds})
+    assert summary(tmp_path)["thresholds"].endswith("out of fold no better: single served")

@@ -50,6 +50,11 @@ HEADLINES = {
         f"{_pct(m['per_bucket']['calib']['recall'])} vs single {_pct(m['single']['calib']['recall'])} "
         f"(calib); test {_pct(m['per_bucket']['test_delay_corrected']['recall'])} vs "
         f"{_pct(m['single']['test_delay_corrected']['recall'])}"
+        + (
+            ""
+            if (m.get("cross_fit") or {}).get("kept_per_bucket", True)
+            else "; out of fold no better: single served"
+        )
     ),
     "deploy": lambda m: (
         f"{m['model_name']} v{m['version']} "
