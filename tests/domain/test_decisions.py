@@ -361,6 +361,8 @@ def test_cross_fitting_falls_back_to_the_single_threshold_when_buckets_are_noise
     for seed in range(10):
         score, bucket, label = _store_like(seed, effect=0.0)
         fitted = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30, 5, 0)
+        plain = fit_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30)
+        np.testing.assert_array_equal(fitted.cross_fit.per_bucket.thresholds, plain.thresholds.thresholds)
         kept.append(fitted.cross_fit.kept_per_bucket)
         if not fitted.cross_fit.kept_per_bucket:
             assert np.all(fitted.thresholds.thresholds == fitted.single.threshold)

@@ -75,14 +75,11 @@ def estimator_moments(data, weighted, train_cfg, family: str, seed: int) -> dict
 
 
 def policy_decisions(fit: dict, n_buckets: int, test: dict, targets, thresholds_cfg) -> list[dict]:
-    """Per target: the three policies fitted on the ``fit`` arrays (score, bucket,
+    """Per target: the ``POLICIES`` fitted on the ``fit`` arrays (score, bucket,
     prob_calibrated, label) and their decisions on ``test`` (score, bucket, prob_calibrated);
-    feasible when the joint fit and the single threshold both reach the target."""
-    from nextbuy.domain.decisions import (
-        cross_fitted_bucket_thresholds,
-        fit_bucket_thresholds,
-        fit_global_threshold,
-    )
+    feasible when the joint fit and the single threshold both reach the target; ``kept`` when
+    the out-of-fold check kept the per-bucket thresholds."""
+    from nextbuy.domain.decisions import cross_fitted_bucket_thresholds, fit_global_threshold
 
     support = thresholds_cfg.min_bucket_positives
     out = []
@@ -94,18 +91,16 @@ def policy_decisions(fit: dict, n_buckets: int, test: dict, targets, thresholds_
         mist = fit_global_threshold(
             fit["prob_calibrated"], fit["label"], target, thresholds_cfg.n_candidates, support
         )
-        unguarded = fit_bucket_thresholds(
-            fit["score"], fit["bucket"], fit["label"], n_buckets, target, thresholds_cfg.n_candidates, support
-        )
+        check = joint.cross_fit  # None: no check ran, the joint fit is served as it is
+        unguarded = joint.thresholds if check is None else check.per_bucket
         decisions = {
             "single": test["score"] >= joint.single.threshold,
             "bucket": joint.thresholds.decide(test["score"], test["bucket"]),
             "mist": test["prob_calibrated"] >= mist.threshold,
-            "unguarded": unguarded.thresholds.decide(test["score"], test["bucket"]),
+            "unguarded": unguarded.decide(test["score"], test["bucket"]),
         }
-        kept = joint.cross_fit.kept_per_bucket if joint.cross_fit is not None else True
         out.append({"target": float(target), "feasible": bool(joint.feasible and joint.single.feasible),
-                    "kept": bool(kept), "decisions": decisions})  # fmt: skip
+                    "kept": check is None or check.kept_per_bucket, "decisions": decisions})  # fmt: skip
     return out
 
 
@@ -200,7 +195,7 @@ def aggregate(per_seed: list[dict[str, dict]], lifts, lift_key: str = "target_li
                 lo, hi = _t_interval(np.array([r[f"{policy}_precision"] for r in seeds]))
                 row[f"{policy}_precision_ci"] = [lo, hi]
             # share of seeds whose out-of-fold check kept the per-bucket thresholds
-            row["kept"] = float(np.mean([r.get("kept", True) for r in seeds]))
+            row["kept"] = float(np.mean([r["kept"] for r in seeds]))
             single = np.array([r["single_recall"] for r in seeds])
             for policy, prefix in (("bucket", "gain"), ("unguarded", "unguarded_gain")):
                 other = np.array([r[f"{policy}_recall"] for r in seeds])

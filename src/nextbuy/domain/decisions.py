@@ -171,6 +171,7 @@ class CrossFit:
     single_tp: int
     single_accepted: int
     kept_per_bucket: bool  # False: every bucket got the single threshold
+    per_bucket: Thresholds  # the joint fit on every row, kept or not
 
     @property
     def bucket_precision(self) -> float:
@@ -413,19 +414,20 @@ def cross_fitted_bucket_thresholds(
     cuts = [
         fit_global_threshold(x, y, target_precision, n_candidates, min_bucket_positives) for x in (shifted, s)
     ]
-    accepts = [x >= cut.threshold for x, cut in zip((shifted, s), cuts, strict=True)]
+    bucket_accepts, single_accepts = (x >= cut.threshold for x, cut in zip((shifted, s), cuts, strict=True))
+    bucket_tp, single_tp = int(y[bucket_accepts].sum()), int(y[single_accepts].sum())
+    # More TP than McNemar's noise: one standard error of the positives only one policy accepts.
+    discordant = int(y[bucket_accepts != single_accepts].sum())
+    keep = bool(cuts[0].feasible and bucket_tp - single_tp > np.sqrt(discordant))
     check = CrossFit(
         folds=k,
-        bucket_tp=int(y[accepts[0]].sum()),
-        bucket_accepted=int(accepts[0].sum()),
-        single_tp=int(y[accepts[1]].sum()),
-        single_accepted=int(accepts[1].sum()),
-        kept_per_bucket=False,
+        bucket_tp=bucket_tp,
+        bucket_accepted=int(bucket_accepts.sum()),
+        single_tp=single_tp,
+        single_accepted=int(single_accepts.sum()),
+        kept_per_bucket=keep,
+        per_bucket=fitted.thresholds,
     )
-    # More TP than McNemar's noise: one standard error of the positives only one policy accepts.
-    discordant = int(y[accepts[0] != accepts[1]].sum())
-    keep = cuts[0].feasible and check.bucket_tp - check.single_tp > np.sqrt(discordant)
-    check = dataclasses.replace(check, kept_per_bucket=bool(keep))
     if keep:
         return dataclasses.replace(fitted, cross_fit=check)
     return dataclasses.replace(
