@@ -429,6 +429,9 @@ BLADE_SPACE = {  # BLADE's own knobs, N_CONFIGS draws like every other method
     "id_weight_decay": (0.0, 1e-4),
     "n_negatives": (5, 10, 20),
     "supervision_share": (0.3, 0.5),
+    # No 0: the embedding's validation Hits@20 (the tuning criterion) favours it by ~6 points on
+    # Cora-ML, but with the pair-structure head 0.2 beats it on validation Hits@20 and direction
+    # AUC alike (BENCHMARKS.md, 2026-11-25, session 16).
     "reverse_penalty": (0.2, 1.0),
 }
 BLADE_DEFAULT = {"lr": 0.005, "embedding_dim": 128, "n_layers": 2, "dropout": 0.3, "id_weight_decay": 1e-4,
