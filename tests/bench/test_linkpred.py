@@ -300,6 +300,25 @@ def _ring_edges(n: int) -> np.ndarray:
     return np.vstack([np.c_[u, (u + 1) % n], np.c_[u, (u + 7) % n]])
 
 
+def test_pair_structure_head_is_fitted_on_the_validation_pool_and_weighs_an_informative_score():
+    split = models.with_validation_pool(lp.make_split(_ring_edges(200), 200, seed=0), size=2_000)
+    val_keys = lp.edge_keys(np.vstack([split.pos_val, split.neg_val]), 200)
+    positives = lp.edge_keys(np.vstack([split.pos_val, split.pos_test]), 200)
+    seen = []
+
+    def informative(src, dst):  # knows the held-out positives, as a good embedding would
+        seen.append(lp.edge_keys(np.c_[src, dst], 200))
+        return lp.has_edge(positives, src, dst, 200).astype(float)
+
+    head = models.stacked_score(split, None, informative)
+    assert all(np.isin(keys, val_keys).all() for keys in seen)  # fitted on validation pairs only
+    pos, neg = head(*split.pos_test.T), head(*split.neg_test.T)
+    assert pos.min() > neg.max()  # the score it was given separates test pairs it never saw
+    # without a model: the structure alone (a ring's chords make 2-paths), still a ranking
+    alone = models.pair_structure(split, None).score
+    assert lp.auc_ap(alone(*split.pos_test.T), alone(*split.neg_test.T))[0] > 0.6
+
+
 def test_validation_pool_of_a_small_graph_takes_half_its_unlabelled_pairs():
     split = lp.make_split(_ring_edges(30), 30, seed=0)
     labelled = np.vstack([split.observed, split.pos_val, split.neg_val, split.pos_test, split.neg_test])

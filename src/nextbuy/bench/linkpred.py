@@ -6,12 +6,13 @@ Every trained model gets the same tuning budget (``linkpred_models.N_CONFIGS`` c
 successive halving) judged on validation Hits@20 (at the test's quantile, below) with the first
 seed; the other seeds refit the chosen config (``blade_fixed``, the sampling ablation, takes
 BLADE's).  The test split is scored once per reported number.  ``<key>+aa`` fuses a model's
-standardised score with standardised Adamic-Adar, its weight chosen on
-validation.  Validation negatives are the split's plus ``linkpred_models.VALIDATION_POOL`` random
-non-edges and validation Hits@K is taken at the test's quantile (``validation_hits``): a split's
-own few validation negatives saturate it (411 on Cora-ML).  With a fixed split (DirLinkBench's
-split 0 by default) seeds vary the models' initialisation and negatives; without one each seed
-draws its own split.
+standardised score with standardised Adamic-Adar, its weight chosen on validation; ``<key>+ps``
+(and BLADE's own rows) add the pair-structure head, a logistic regression fitted on the validation
+pool (``linkpred_models.stacked_score``).  Validation negatives are the split's plus
+``linkpred_models.VALIDATION_POOL`` random non-edges and validation Hits@K is taken at the test's
+quantile (``validation_hits``): a split's own few validation negatives saturate it (411 on
+Cora-ML).  With a fixed split (DirLinkBench's split 0 by default) seeds vary the models'
+initialisation and negatives; without one each seed draws its own split.
 """
 
 from __future__ import annotations
@@ -57,11 +58,11 @@ def evaluate(score: models.ScoreFn, split: lp.LinkSplit, full_edges: np.ndarray)
     }
 
 
-def _structure_rows(graph: LinkGraph, split: lp.LinkSplit, seed: int) -> dict[str, dict]:
+def _structure_rows(graph: LinkGraph, split: lp.LinkSplit) -> dict[str, dict]:
     """The untrained rows of one seed: Adamic-Adar and the pair-structure head on the structure alone."""
     aa = models.adamic_adar(split)
     rows = {"adamic_adar": {**evaluate(aa.score, split, graph.edges), "epoch_s": 0.0, "train_s": aa.train_s}}
-    ps = models.pair_structure(split, graph.features, seed)
+    ps = models.pair_structure(split, graph.features)
     rows["pair_structure"] = {**evaluate(ps.score, split, graph.edges), "epoch_s": 0.0, "train_s": ps.train_s}
     return rows
 
@@ -84,9 +85,8 @@ def _method_rows(
     if fitted.embedding is not None:  # the pair-structure head's gain, beside it
         rows[f"{key}_embedding"] = {**evaluate(fitted.embedding, split, graph.edges), **timing}
     if key in STRUCTURED_BASELINES:
-        with_head = models.baseline_with_structure(key, fitted, split, graph.features, seed)
-        rows[f"{key}+ps"] = {**evaluate(with_head.score, split, graph.edges), "epoch_s": fitted.epoch_s,
-                             "train_s": with_head.train_s}  # fmt: skip
+        with_head = models.with_structure(fitted, split, graph.features)
+        rows[f"{key}+ps"] = {**evaluate(with_head.score, split, graph.edges), **timing}
     return rows, fitted.config
 
 
@@ -220,10 +220,7 @@ def run(
         for seed in range(int(seeds))
     ]
     trained = _trained_rows(g, splits, keys, workers)
-    per_seed = [
-        {**_structure_rows(g, s, seed), **rows}
-        for seed, (s, rows) in enumerate(zip(splits, trained, strict=True))
-    ]
+    per_seed = [{**_structure_rows(g, s), **rows} for s, rows in zip(splits, trained, strict=True)]
     figures = _aggregate(per_seed)
     title = f"linkpred on {graph_path.name} ({split or 'random splits'}), {seeds} seed(s)"
     _print(figures, title)

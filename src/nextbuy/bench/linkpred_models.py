@@ -8,8 +8,9 @@ a score function ``f(src, dst) -> numpy scores`` with its training times.
 * ``dirgnn``: ``DirGNNConv`` layers (GCNConv inside) with source/target heads.
 * ``blade`` / ``blade_fixed``: the project's BLADE through ``train_blade`` (link loss
   only, the same row-normalised features), degree-adaptive or fixed fanout, with its
-  pair-structure head (``domain.graph.pair_structure``) stacked on held-out observed edges;
-  ``Fitted.embedding`` keeps the embedding score alone (reported as ``<key>_embedding``).
+  pair-structure head (``domain.graph.pair_structure``) stacked on the validation pool
+  (``stacked_score``); ``Fitted.embedding`` keeps the embedding score alone (reported as
+  ``<key>_embedding``).  ``gcn`` and ``dirgnn`` get the same head (``<key>+ps``).
 
 Node features are row-normalised (unit L1 norm).  Trained models get one tuning budget,
 ``N_CONFIGS`` configs drawn once from ``SPACE`` (lr, hidden size, 2 or 3 layers, dropout,
@@ -409,17 +410,12 @@ def refit(key: str, split: LinkSplit, features, config: dict, seed: int) -> Fitt
     config = {k: v for k, v in config.items() if k != "epochs"}
     if key in ("blade", "blade_fixed"):
         rule = "fixed" if key == "blade_fixed" else "power_law"
-        return blade_with_structure(
-            fit_blade(split, features, seed, config, rule)[0], split, features, seed, rule
-        )
+        return with_structure(fit_blade(split, features, seed, config, rule)[0], split, features)
     return fit_one(key, split, features, Config(**config), seed)[0]
 
 
 # -- BLADE ----------------------------------------------------------------------
 
-STACK_HOLDOUT = 0.1  # share of observed edges the head's first model never sees; the head fits on them
-STACK_NEGATIVES = 20  # random non-edges per held-out edge
-STACK_SEED = 7  # the hold-out and negatives draw from (seed, STACK_SEED)
 BLADE_MAX_EPOCHS = MAX_EPOCHS  # the same training budget as the baselines
 BLADE_SPACE = {  # BLADE's own knobs, N_CONFIGS draws like every other method
     "lr": (0.005, 0.002),
@@ -547,86 +543,45 @@ def tune_blade(split: LinkSplit, features, seed: int, fanout_rule: str) -> Fitte
     :func:`successive_halving` (the fixed-fanout ablation alike), then the chosen one's
     pair-structure head."""
     runs = [BladeRun(split, features, seed, cfg, fanout_rule) for cfg in blade_space()]
-    best = runs[successive_halving(runs)].finish()
-    return blade_with_structure(best, split, features, seed, fanout_rule)
+    return with_structure(runs[successive_halving(runs)].finish(), split, features)
 
 
-def stacking_pairs(split: LinkSplit, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(held, kept, negatives)``: ``STACK_HOLDOUT`` of the observed edges held out, the rest,
-    and ``STACK_NEGATIVES`` random non-edges per held-out edge. Seeded; the negatives avoid every
-    validation and test pair, so that none is scored outside its evaluation."""
-    rng = np.random.default_rng([seed, STACK_SEED])
-    observed, n = split.observed, split.n_nodes
-    held_out = rng.random(len(observed)) < STACK_HOLDOUT
-    negatives = random_non_edges(n, STACK_NEGATIVES * int(held_out.sum()), _labelled_keys(split), rng)
-    return observed[held_out], observed[~held_out], negatives
-
-
-def stacked_score(
-    split: LinkSplit, features, pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
-    first: ScoreFn | None = None, final: ScoreFn | None = None,
-) -> ScoreFn:  # fmt: skip
-    """The pair-structure head (``domain.graph.pair_structure``) fitted on ``pairs``
-    (:func:`stacking_pairs`) from the structure of the kept graph and ``first``'s score (a model
-    trained without the held-out edges), applied to the whole observed graph and ``final``'s score
-    (the same model trained on every observed edge). Without models: the structure alone."""
+def stacked_score(split: LinkSplit, features, model: ScoreFn | None = None) -> ScoreFn:
+    """The pair-structure head (``domain.graph.pair_structure``) fitted on the validation pool:
+    a logistic regression of ``[z(model), structure]`` of the validation positives against the
+    validation negatives, the structure taken from the observed graph (where validation and test
+    pairs alike are missing), ``z`` standardised over the validation negatives. The validation
+    pairs are the held-out edges stacking needs (the model never trained on them), so no second
+    model is trained without a share of the observed edges. Without a model: the structure alone."""
     from nextbuy.domain.graph.pair_structure import PairStructure, StackedLinkScore, standardiser
 
-    held, kept, negatives = pairs
+    structure = PairStructure.of(split.observed, split.n_nodes, features)
+    if model is None:
+        rows = structure
+    else:
+        z = standardiser(model(*split.neg_val.T))  # on the scale of its own non-edge scores
 
-    def rows_of(edges: np.ndarray, model: ScoreFn | None) -> ScoreFn:
-        structure = PairStructure.of(edges, split.n_nodes, features)
-        if model is None:
-            return structure
-        z = standardiser(model(*negatives.T))  # each model on the scale of its own non-edge scores
-        return lambda src, dst: np.c_[z(model(src, dst)), structure(src, dst)]
+        def rows(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+            return np.c_[z(model(src, dst)), structure(src, dst)]
 
-    rows_first = rows_of(kept, first)
-    head = StackedLinkScore.fit(rows_first(*held.T), rows_first(*negatives.T))
-    rows_final = rows_of(split.observed, final)
-    return lambda src, dst: head(rows_final(src, dst))
+    head = StackedLinkScore.fit(rows(*split.pos_val.T), rows(*split.neg_val.T))
+    return lambda src, dst: head(rows(src, dst))
 
 
-def pair_structure(split: LinkSplit, features, seed: int) -> Fitted:
+def pair_structure(split: LinkSplit, features) -> Fitted:
     """The pair-structure head on the graph's structure alone (no embedding): a learned heuristic."""
     started = time.perf_counter()
-    score = stacked_score(split, features, stacking_pairs(split, seed))
+    score = stacked_score(split, features)
     return Fitted(score, 0.0, time.perf_counter() - started, {})
 
 
-def with_structure(embedding: Fitted, split: LinkSplit, features, seed: int, fit_without) -> Fitted:
-    """``embedding``'s link score with the stacked pair-structure head: ``fit_without(split)``
-    trains the same method and config on the split with ``STACK_HOLDOUT`` of the observed edges
-    held out and returns its score; the head fitted on those is applied to ``embedding``
-    (trained on every observed edge). ``train_s`` counts both trainings."""
-    pairs = stacking_pairs(split, seed)
+def with_structure(embedding: Fitted, split: LinkSplit, features) -> Fitted:
+    """``embedding``'s link score with the pair-structure head (:func:`stacked_score`); the
+    embedding's own score stays as ``Fitted.embedding``."""
     started = time.perf_counter()
-    first = fit_without(dataclasses.replace(split, observed=pairs[1]))
-    first_s = time.perf_counter() - started
-    score = stacked_score(split, features, pairs, first, embedding.score)
-    return dataclasses.replace(embedding, score=score, train_s=embedding.train_s + first_s,
-                               embedding=embedding.score)  # fmt: skip
-
-
-def blade_with_structure(
-    embedding: Fitted, split: LinkSplit, features, seed: int, fanout_rule: str
-) -> Fitted:
-    """BLADE's link score with its pair-structure head (:func:`with_structure`)."""
-    config = {k: v for k, v in embedding.config.items() if k != "epochs"}
-
-    def fit_without(part: LinkSplit) -> ScoreFn:
-        model, graph, _, _ = link_blade(part, features, seed, config, fanout_rule)
-        return blade_scorer(model, graph)
-
-    return with_structure(embedding, split, features, seed, fit_without)
-
-
-def baseline_with_structure(key: str, embedding: Fitted, split: LinkSplit, features, seed: int) -> Fitted:
-    """A baseline's score with the same pair-structure head as BLADE's (the fair comparison)."""
-    config = Config(**{k: v for k, v in embedding.config.items() if k != "epochs"})
-    return with_structure(
-        embedding, split, features, seed, lambda part: fit_one(key, part, features, config, seed)[0].score
-    )
+    score = stacked_score(split, features, embedding.score)
+    train_s = embedding.train_s + time.perf_counter() - started
+    return dataclasses.replace(embedding, score=score, train_s=train_s, embedding=embedding.score)
 
 
 # -- fusion with Adamic-Adar ----------------------------------------------------

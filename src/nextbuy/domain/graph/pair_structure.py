@@ -6,12 +6,11 @@ the sharp local evidence that two nodes share neighbours: on Cora-ML it reaches 
 Adamic-Adar alone as much (BENCHMARKS.md). A structural term learned *jointly* with the
 embeddings is fitted on the training edges, which the id embeddings separate better than unseen
 ones, so training would lean on them and under-weight the structure. The head is therefore
-stacked (Wolpert 1992; the held-out link pairs of SEAL and NCN play the same role): embeddings
-trained *without* a held-out share of the observed edges score those edges and random
-non-edges; a logistic regression of
-``[z(score), structure]`` is fitted on them; it is then applied to the embeddings trained on
-every observed edge, with ``z`` standardised over random non-edges for each model, so the two
-models' scores share a scale where it matters (the negatives the ranking is against).
+stacked (Wolpert 1992; the held-out link pairs of SEAL and NCN play the same role): a logistic
+regression of ``[z(score), structure]`` is fitted on pairs the embeddings never trained on,
+edges held out of training and random non-edges (the link benchmark uses its validation pool:
+``bench.linkpred_models.stacked_score``), with ``z`` standardised over the model's scores of
+non-edges, the negatives the ranking is against.
 
 The structure of a pair (:data:`FEATURES`; counts as ``log1p``), from the observed graph only:
 Adamic-Adar and resource allocation (Zhou, Lü & Zhang 2009) and common neighbours on the
