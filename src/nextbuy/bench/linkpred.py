@@ -86,7 +86,8 @@ def _method_rows(
         rows[f"{key}_embedding"] = {**evaluate(fitted.embedding, split, graph.edges), **timing}
     if key in STRUCTURED_BASELINES:
         with_head = models.with_structure(fitted, split, graph.features)
-        rows[f"{key}+ps"] = {**evaluate(with_head.score, split, graph.edges), **timing}
+        rows[f"{key}+ps"] = {**evaluate(with_head.score, split, graph.edges), "epoch_s": with_head.epoch_s,
+                             "train_s": with_head.train_s}  # fmt: skip
     return rows, fitted.config
 
 
