@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nextbuy.domain.graph.pair_structure import (
-    COSINE,
+    FEATURE_COLUMNS,
     FEATURES,
     PairStructure,
     StackedLinkScore,
@@ -32,10 +32,21 @@ def _dense_features(edges: np.ndarray, n: int, x: np.ndarray, src: np.ndarray, d
         np.log1p(d)
         for d in (a.sum(1)[src], a.sum(0)[dst], a.sum(0)[src], a.sum(1)[dst], u.sum(1)[src], u.sum(1)[dst])
     ]
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    unit = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
-    cols.append((unit[src] * unit[dst]).sum(1))
+    unit = _unit(x)
+    smoothed, out_mean, in_mean = (_unit(_row_mean(m) @ unit) for m in (u + np.eye(n), a, a.T))
+    cols += [(left[src] * right[dst]).sum(1) for left, right in
+             ((unit, unit), (smoothed, smoothed), (out_mean, unit), (unit, in_mean))]  # fmt: skip
     return np.stack(cols, 1)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+def _row_mean(m: np.ndarray) -> np.ndarray:
+    total = m.sum(1, keepdims=True)
+    return np.divide(m, total, out=np.zeros_like(m), where=total > 0)
 
 
 @settings(max_examples=40, deadline=None)
@@ -48,7 +59,7 @@ def test_structure_matches_its_definition_in_dense_algebra(seed, n, density):
     structure = PairStructure.of(edges, n, sp.csr_matrix(x))
     src, dst = rng.integers(0, n, 30), rng.integers(0, n, 30)
     got = structure(src, dst)
-    assert structure.names == FEATURES + (COSINE,)
+    assert structure.names == FEATURES + FEATURE_COLUMNS
     assert got.shape == (30, len(structure.names))
     np.testing.assert_allclose(got, _dense_features(edges, n, x, src, dst), rtol=1e-9, atol=1e-12)
 
@@ -71,6 +82,19 @@ def test_direction_shows_in_the_directed_columns_only():
         assert forward[names.index(name)] == backward[names.index(name)], name
     assert forward[names.index("paths_2")] > 0 and backward[names.index("paths_2")] == 0
     assert backward[names.index("reverse_paths_2")] > 0
+
+
+def test_feature_cosines_say_whether_v_looks_like_what_u_points_to():
+    # 0 -> 1, and 2 has 1's words: 2 looks like what 0 points to, 0 does not look like what 2 points to
+    edges = np.array([[0, 1], [2, 3]])
+    x = sp.csr_matrix(np.array([[1.0, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1]]))
+    structure = PairStructure.of(edges, 4, x)
+    forward, backward = structure(np.array([0, 2]), np.array([2, 0]))
+    names = list(structure.names)
+    assert forward[names.index("out_mean_cosine")] == pytest.approx(1.0)
+    assert backward[names.index("out_mean_cosine")] == 0.0
+    assert forward[names.index("feature_cosine")] == backward[names.index("feature_cosine")] == 0.0
+    assert forward[names.index("smoothed_cosine")] == backward[names.index("smoothed_cosine")] > 0
 
 
 def test_stacked_score_learns_which_columns_separate_held_out_edges():

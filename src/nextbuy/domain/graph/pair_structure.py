@@ -16,9 +16,15 @@ The structure of a pair (:data:`FEATURES`; counts as ``log1p``), from the observ
 Adamic-Adar and resource allocation (Zhou, Lü & Zhang 2009) and common neighbours on the
 undirected graph; directed 2- and 3-paths ``u -> w -> v``; bibliographic coupling (shared
 out-neighbours) and co-citation (shared in-neighbours); the reverse path and the reverse edge;
-out-, in- and undirected degrees of both ends; the cosine of the two nodes' feature rows when the graph has
-features (bag-of-words and the like; never class labels). Each is a sparse row product, so a
-pair costs its endpoints' degrees, not the graph.
+out-, in- and undirected degrees of both ends. When the graph has node features (bag-of-words
+and the like; never class labels), four cosines (:data:`FEATURE_COLUMNS`): of the two nodes' rows;
+of their neighbourhood-smoothed rows (each row averaged with its undirected neighbours', as one
+SGC/GCN propagation step does: the similarity an undirected GNN embedding carries, which lifted
+validation Hits@20 of the structure alone by ~8 points on Cora-ML and of the stacked BLADE and
+GCN heads by ~2); of the mean row of ``u``'s out-neighbours with ``v``'s row (does ``v`` look like
+what ``u`` points to) and of ``u``'s row with the mean row of ``v``'s in-neighbours (does ``u``
+look like what points to ``v``): directed. Each is a sparse row product, so a pair costs its
+endpoints' degrees (and feature rows), not the graph.
 """
 
 from __future__ import annotations
@@ -34,13 +40,53 @@ FEATURES = (
     "out_degree_v", "degree_u", "degree_v",
 )  # fmt: skip
 COSINE = "feature_cosine"
+FEATURE_COLUMNS = (COSINE, "smoothed_cosine", "out_mean_cosine", "in_mean_cosine")
 
-__all__ = ["FEATURES", "COSINE", "PairStructure", "StackedLinkScore", "standardiser"]
+__all__ = ["FEATURES", "COSINE", "FEATURE_COLUMNS", "PairStructure", "StackedLinkScore", "standardiser"]
 
 
 def _row_dot(left: sp.csr_matrix, right: sp.csr_matrix, rows_l: np.ndarray, rows_r: np.ndarray) -> np.ndarray:
     """``sum_k left[rows_l, k] * right[rows_r, k]`` per pair."""
     return np.asarray(left[rows_l].multiply(right[rows_r]).sum(axis=1), dtype=np.float64).ravel()
+
+
+def _unit_rows(x: sp.spmatrix) -> sp.csr_matrix:
+    """Rows scaled to unit Euclidean length; zero rows stay zero."""
+    x = sp.csr_matrix(x, dtype=np.float64)
+    norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    return (sp.diags(np.where(norm > 0, 1.0 / np.maximum(norm, 1e-300), 0.0)) @ x).tocsr()
+
+
+def _row_means(adjacency: sp.csr_matrix) -> sp.csr_matrix:
+    """``adjacency`` with each row divided by its sum (a mean over the row's neighbours)."""
+    total = np.asarray(adjacency.sum(axis=1)).ravel()
+    return (sp.diags(np.where(total > 0, 1.0 / np.maximum(total, 1e-300), 0.0)) @ adjacency).tocsr()
+
+
+@dataclass(frozen=True)
+class FeatureViews:
+    """Unit-length feature rows of each node, raw and averaged over its neighbourhoods."""
+
+    own: sp.csr_matrix
+    smoothed: sp.csr_matrix  # mean over the node and its undirected neighbours
+    out_mean: sp.csr_matrix  # mean over its out-neighbours
+    in_mean: sp.csr_matrix  # mean over its in-neighbours
+
+    @classmethod
+    def of(cls, features: sp.spmatrix, out: sp.csr_matrix, undirected: sp.csr_matrix) -> FeatureViews:
+        own = _unit_rows(features)
+        with_self = undirected + sp.eye(undirected.shape[0], format="csr")
+        views = (_row_means(m) @ own for m in (with_self, out, out.T.tocsr()))
+        return cls(own, *(_unit_rows(v) for v in views))
+
+    def cosines(self, u: np.ndarray, v: np.ndarray) -> list[np.ndarray]:
+        """The :data:`FEATURE_COLUMNS` of the pairs ``u -> v``."""
+        return [
+            _row_dot(self.own, self.own, u, v),
+            _row_dot(self.smoothed, self.smoothed, u, v),
+            _row_dot(self.out_mean, self.own, u, v),
+            _row_dot(self.own, self.in_mean, u, v),
+        ]
 
 
 @dataclass(frozen=True)
@@ -53,7 +99,7 @@ class PairStructure:
     by_log_degree: sp.csr_matrix  # undirected, column w scaled by 1 / log(deg w) (Adamic-Adar)
     by_degree: sp.csr_matrix  # undirected, column w scaled by 1 / deg w (resource allocation)
     two_paths: sp.csr_matrix  # A @ A
-    features: sp.csr_matrix | None  # rows scaled to unit length
+    features: FeatureViews | None
 
     @classmethod
     def of(cls, edges: np.ndarray, n_nodes: int, features: sp.spmatrix | None = None) -> PairStructure:
@@ -66,11 +112,7 @@ class PairStructure:
         degree = np.asarray(undirected.sum(axis=1)).ravel()
         inv_log = np.where(degree > 1, 1.0 / np.log(np.maximum(degree, 2.0)), 0.0)
         inv = np.where(degree > 0, 1.0 / np.maximum(degree, 1.0), 0.0)
-        unit = None
-        if features is not None and features.shape[1]:
-            x = sp.csr_matrix(features, dtype=np.float64)
-            norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-            unit = (sp.diags(np.where(norm > 0, 1.0 / np.maximum(norm, 1e-300), 0.0)) @ x).tocsr()
+        has_features = features is not None and features.shape[1]
         return cls(
             out=out,
             inc=out.T.tocsr(),
@@ -78,12 +120,12 @@ class PairStructure:
             by_log_degree=(undirected @ sp.diags(inv_log)).tocsr(),
             by_degree=(undirected @ sp.diags(inv)).tocsr(),
             two_paths=(out @ out).tocsr(),
-            features=unit,
+            features=FeatureViews.of(features, out, undirected) if has_features else None,
         )
 
     @property
     def names(self) -> tuple[str, ...]:
-        return FEATURES + ((COSINE,) if self.features is not None else ())
+        return FEATURES + (FEATURE_COLUMNS if self.features is not None else ())
 
     def __call__(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """(pairs, len(names)) features of the pairs ``src[i] -> dst[i]``."""
@@ -106,7 +148,7 @@ class PairStructure:
         columns = [np.log1p(c) for c in counts] + [reverse]
         columns += [np.log1p(d.astype(np.float64)) for d in degrees]
         if self.features is not None:
-            columns.append(_row_dot(self.features, self.features, u, v))
+            columns += self.features.cosines(u, v)
         return np.stack(columns, axis=1)
 
 
