@@ -14,12 +14,13 @@ import torch
 from torch import Tensor
 
 
-def row_normalised(features: sp.spmatrix) -> sp.csr_matrix:
-    """Rows scaled to unit L1 norm; zero rows stay zero."""
-    x = sp.csr_matrix(features, dtype=np.float32)
+def row_normalised(features: sp.spmatrix, dtype: type = np.float32) -> sp.csr_matrix:
+    """Rows scaled to unit L1 norm; zero rows stay zero (of an adjacency matrix: a mean over each
+    row's neighbours)."""
+    x = sp.csr_matrix(features, dtype=dtype)
     total = np.asarray(abs(x).sum(axis=1)).ravel()
     scale = np.where(total > 0, 1.0 / np.maximum(total, 1e-12), 0.0)
-    return sp.csr_matrix(sp.diags(scale) @ x, dtype=np.float32)
+    return sp.csr_matrix(sp.diags(scale) @ x, dtype=dtype)
 
 
 def to_torch(features: sp.spmatrix) -> Tensor:

@@ -34,15 +34,16 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from nextbuy.domain.graph.features import row_normalised
+
 FEATURES = (
     "adamic_adar", "resource_allocation", "common_neighbours", "paths_2", "paths_3", "coupling",
     "co_citation", "reverse_paths_2", "reverse_edge", "out_degree_u", "in_degree_v", "in_degree_u",
     "out_degree_v", "degree_u", "degree_v",
 )  # fmt: skip
-COSINE = "feature_cosine"
-FEATURE_COLUMNS = (COSINE, "smoothed_cosine", "out_mean_cosine", "in_mean_cosine")
+FEATURE_COLUMNS = ("feature_cosine", "smoothed_cosine", "out_mean_cosine", "in_mean_cosine")
 
-__all__ = ["FEATURES", "COSINE", "FEATURE_COLUMNS", "PairStructure", "StackedLinkScore", "standardiser"]
+__all__ = ["FEATURES", "FEATURE_COLUMNS", "PairStructure", "StackedLinkScore", "standardiser"]
 
 
 def _row_dot(left: sp.csr_matrix, right: sp.csr_matrix, rows_l: np.ndarray, rows_r: np.ndarray) -> np.ndarray:
@@ -57,12 +58,6 @@ def _unit_rows(x: sp.spmatrix) -> sp.csr_matrix:
     return (sp.diags(np.where(norm > 0, 1.0 / np.maximum(norm, 1e-300), 0.0)) @ x).tocsr()
 
 
-def _row_means(adjacency: sp.csr_matrix) -> sp.csr_matrix:
-    """``adjacency`` with each row divided by its sum (a mean over the row's neighbours)."""
-    total = np.asarray(adjacency.sum(axis=1)).ravel()
-    return (sp.diags(np.where(total > 0, 1.0 / np.maximum(total, 1e-300), 0.0)) @ adjacency).tocsr()
-
-
 @dataclass(frozen=True)
 class FeatureViews:
     """Unit-length feature rows of each node, raw and averaged over its neighbourhoods."""
@@ -73,10 +68,12 @@ class FeatureViews:
     in_mean: sp.csr_matrix  # mean over its in-neighbours
 
     @classmethod
-    def of(cls, features: sp.spmatrix, out: sp.csr_matrix, undirected: sp.csr_matrix) -> FeatureViews:
+    def of(
+        cls, features: sp.spmatrix, out: sp.csr_matrix, inc: sp.csr_matrix, undirected: sp.csr_matrix
+    ) -> FeatureViews:
         own = _unit_rows(features)
         with_self = undirected + sp.eye(undirected.shape[0], format="csr")
-        views = (_row_means(m) @ own for m in (with_self, out, out.T.tocsr()))
+        views = (row_normalised(m, np.float64) @ own for m in (with_self, out, inc))
         return cls(own, *(_unit_rows(v) for v in views))
 
     def cosines(self, u: np.ndarray, v: np.ndarray) -> list[np.ndarray]:
@@ -112,15 +109,16 @@ class PairStructure:
         degree = np.asarray(undirected.sum(axis=1)).ravel()
         inv_log = np.where(degree > 1, 1.0 / np.log(np.maximum(degree, 2.0)), 0.0)
         inv = np.where(degree > 0, 1.0 / np.maximum(degree, 1.0), 0.0)
+        inc = out.T.tocsr()
         has_features = features is not None and features.shape[1]
         return cls(
             out=out,
-            inc=out.T.tocsr(),
+            inc=inc,
             undirected=undirected,
             by_log_degree=(undirected @ sp.diags(inv_log)).tocsr(),
             by_degree=(undirected @ sp.diags(inv)).tocsr(),
             two_paths=(out @ out).tocsr(),
-            features=FeatureViews.of(features, out, undirected) if has_features else None,
+            features=FeatureViews.of(features, out, inc, undirected) if has_features else None,
         )
 
     @property
