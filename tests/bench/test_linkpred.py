@@ -319,6 +319,21 @@ def test_pair_structure_head_is_fitted_on_the_validation_pool_and_weighs_an_info
     assert lp.auc_ap(alone(*split.pos_test.T), alone(*split.neg_test.T))[0] > 0.6
 
 
+def test_head_validation_rewards_a_score_that_adds_to_the_structure_on_pairs_the_head_did_not_see():
+    rng = np.random.default_rng(0)
+    edges = np.unique(rng.integers(0, 200, (1_200, 2)), axis=0)  # random: its structure says little
+    split = models.with_validation_pool(
+        lp.make_split(edges[edges[:, 0] != edges[:, 1]], 200, seed=0), size=2_000
+    )
+    judge = models.head_validation(split, None)
+    n_pos, n_neg = len(split.pos_val), len(split.neg_val)
+    noise = np.random.default_rng(1)
+    oracle = judge(np.ones(n_pos), np.zeros(n_neg))
+    useless = judge(noise.normal(size=n_pos), noise.normal(size=n_neg))
+    assert oracle == 1.0 > useless  # every held-out positive above every negative, the head unseen
+    assert judge(np.ones(n_pos), np.zeros(n_neg)) == oracle  # one fixed halving: a deterministic judge
+
+
 def test_validation_pool_of_a_small_graph_takes_half_its_unlabelled_pairs():
     split = lp.make_split(_ring_edges(30), 30, seed=0)
     labelled = np.vstack([split.observed, split.pos_val, split.neg_val, split.pos_test, split.neg_test])

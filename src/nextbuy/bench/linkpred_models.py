@@ -7,10 +7,13 @@ a score function ``f(src, dst) -> numpy scores`` with its training times.
 * ``dual_mf``: per-node source/target embeddings, score ``s_u . t_v``, no GNN.
 * ``dirgnn``: ``DirGNNConv`` layers (GCNConv inside) with source/target heads.
 * ``blade`` / ``blade_fixed``: the project's BLADE through ``train_blade`` (link loss
-  only, the same row-normalised features), degree-adaptive or fixed fanout, with its
-  pair-structure head (``domain.graph.pair_structure``) stacked on the validation pool
+  only, the same row-normalised features), degree-adaptive or fixed fanout, trained as the
+  residual of a structure-only logit (``pair_structure.StructurePrior``, fitted on the observed
+  edges) and early-stopped on its head's cross-fitted validation Hits@20 (``head_validation``),
+  with its pair-structure head (``domain.graph.pair_structure``) stacked on the validation pool
   (``stacked_score``); ``Fitted.embedding`` keeps the embedding score alone (reported as
-  ``<key>_embedding``).  ``gcn`` and ``dirgnn`` get the same head (``<key>+ps``).
+  ``<key>_embedding``: a residual, no ranking by itself).  ``gcn`` and ``dirgnn`` get the same
+  head (``<key>+ps``) on their own embeddings.
 
 Node features are row-normalised (unit L1 norm).  Trained models get one tuning budget,
 ``N_CONFIGS`` configs drawn once from ``SPACE`` (lr, hidden size, 2 or 3 layers, dropout,
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -425,11 +429,14 @@ BLADE_SPACE = {  # BLADE's own knobs, N_CONFIGS draws like every other method
     "id_weight_decay": (0.0, 1e-4),
     "n_negatives": (5, 10, 20),
     "supervision_share": (0.3, 0.5),
-    # No 0: the embedding's validation Hits@20 (the tuning criterion) favours it by ~6 points on
-    # Cora-ML, but with the pair-structure head 0.2 beats it on validation Hits@20 and direction
+    # No 0: the embedding's validation Hits@20 (then the tuning criterion) favoured it by ~6 points
+    # on Cora-ML, but with the pair-structure head 0.2 beat it on validation Hits@20 and direction
     # AUC alike (BENCHMARKS.md, 2026-11-25, session 16).
     "reverse_penalty": (0.2, 1.0),
 }
+# BLADE trains as the residual of the pair structure (``pair_structure.StructurePrior``): its
+# feature cosines through a basis of this rank (exact ones cost ~1 s per Cora-ML epoch).
+BLADE_PRIOR_RANK = 64
 BLADE_DEFAULT = {"lr": 0.005, "embedding_dim": 128, "n_layers": 2, "dropout": 0.3, "id_weight_decay": 1e-4,
                  "n_negatives": 10, "supervision_share": 0.5, "reverse_penalty": 1.0}  # fmt: skip
 
@@ -457,11 +464,17 @@ def blade_training(
     epochs: int | None = None,
     initial=None,
     early_stopping: bool = True,
+    structure_prior: bool = False,
 ):
     """BLADE (the pipeline's model) set to train with the link loss alone on the split's observed
     graph, early-stopped on validation Hits@20 unless ``early_stopping`` is false; ``initial``:
     continue from that model's weights. Returns ``(BladeTraining, graph)``; ``epochs`` defaults to
-    ``BLADE_MAX_EPOCHS`` (read at call time)."""
+    ``BLADE_MAX_EPOCHS`` (read at call time).
+
+    ``structure_prior``: train the embedding as the residual of a structure-only logit
+    (``StructurePrior``, fitted on the observed edges) and early-stop on the validation Hits@20 of
+    the pair-structure head on the embedding (:func:`head_validation`): the embedding alone is then
+    no ranking, only the head is."""
     epochs = BLADE_MAX_EPOCHS if epochs is None else epochs
     from nextbuy.domain.graph.blade import Architecture, BladeTraining, DirectedGraph, TrainingSchedule
     from nextbuy.domain.graph.features import row_normalised, to_torch
@@ -478,14 +491,51 @@ def blade_training(
         eval_every=EVAL_EVERY, patience=PATIENCE, seed=seed,
     )  # fmt: skip
 
+    prior = None
+    judge = functools.partial(validation_hits, split=split)
+    if structure_prior:
+        from nextbuy.domain.graph.pair_structure import StructurePrior
+
+        prior = StructurePrior.fit(split.observed, split.n_nodes, features, rank=BLADE_PRIOR_RANK,
+                                   share=config["supervision_share"], seed=seed)  # fmt: skip
+        judge = head_validation(split, features)
+
     def validate(model, graph) -> float:
         f = blade_scorer(model, graph)
-        return validation_hits(f(*split.pos_val.T), f(*split.neg_val.T), split)
+        return judge(f(*split.pos_val.T), f(*split.neg_val.T))
 
     empty = torch.zeros(0)
     run = BladeTraining(graph, empty.long(), empty.long(), empty, empty, architecture=arch, schedule=schedule,
-                        validate=validate if early_stopping else None, initial=initial)  # fmt: skip
+                        validate=validate if early_stopping else None, initial=initial,
+                        link_prior=prior)  # fmt: skip
     return run, graph
+
+
+def head_validation(split: LinkSplit, features, seed: int = 0) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``(scores of the validation positives, of its negatives) -> validation Hits@20`` of the
+    pair-structure head on those scores, cross-fitted: the pool is halved once (``seed``), the head
+    fitted on each half and judged on the other, the two Hits@20 averaged. This is what the
+    reported score is (:func:`stacked_score`), judged on pairs its head did not see."""
+    from nextbuy.domain.graph.pair_structure import PairStructure, StackedLinkScore, standardiser
+
+    structure = PairStructure.of(split.observed, split.n_nodes, features)
+    rows_pos, rows_neg = structure(*split.pos_val.T), structure(*split.neg_val.T)
+    rng = np.random.default_rng(seed)
+    halves = [np.array_split(rng.permutation(len(rows)), 2) for rows in (rows_pos, rows_neg)]
+
+    def judge(pos: np.ndarray, neg: np.ndarray) -> float:
+        x_pos, x_neg = np.c_[pos, rows_pos], np.c_[neg, rows_neg]
+        hits = []
+        for fit, held in ((0, 1), (1, 0)):
+            (p_fit, p_held), (n_fit, n_held) = ((h[fit], h[held]) for h in halves)
+            z = standardiser(neg[n_fit])
+            train = [np.c_[z(x[:, 0]), x[:, 1:]] for x in (x_pos[p_fit], x_neg[n_fit])]
+            head = StackedLinkScore.fit(*train)
+            held_rows = [np.c_[z(x[:, 0]), x[:, 1:]] for x in (x_pos[p_held], x_neg[n_held])]
+            hits.append(validation_hits(head(held_rows[0]), head(held_rows[1]), split))
+        return float(np.mean(hits))
+
+    return judge
 
 
 def link_blade(split: LinkSplit, features, seed: int, config: dict, fanout_rule: str = "power_law", **kwargs):
@@ -509,8 +559,12 @@ class BladeRun:
     """One BLADE config early-stopped on validation Hits@20, a budget at a time (as :class:`BaselineRun`)."""
 
     def __init__(self, split: LinkSplit, features, seed: int, config: dict, fanout_rule: str) -> None:
-        self.config, self.train_s = config, 0.0
-        self.run, self.graph = blade_training(split, features, seed, config, fanout_rule)
+        started = time.perf_counter()  # the prior's fit is training time
+        self.config = config
+        self.run, self.graph = blade_training(
+            split, features, seed, config, fanout_rule, structure_prior=True
+        )
+        self.train_s = time.perf_counter() - started
 
     @property
     def best(self) -> float:
@@ -539,9 +593,9 @@ def fit_blade(
 
 
 def tune_blade(split: LinkSplit, features, seed: int, fanout_rule: str) -> Fitted:
-    """BLADE's ``N_CONFIGS`` configs judged on validation Hits@20 of the embedding score by
-    :func:`successive_halving` (the fixed-fanout ablation alike), then the chosen one's
-    pair-structure head."""
+    """BLADE's ``N_CONFIGS`` configs judged on the cross-fitted validation Hits@20 of their
+    pair-structure head (:func:`head_validation`) by :func:`successive_halving` (the fixed-fanout
+    ablation alike), then the chosen one's head fitted on the whole validation pool."""
     runs = [BladeRun(split, features, seed, cfg, fanout_rule) for cfg in blade_space()]
     return with_structure(runs[successive_halving(runs)].finish(), split, features)
 

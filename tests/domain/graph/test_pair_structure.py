@@ -1,5 +1,6 @@
 """BLADE's pair-structure head: the structure of a pair is what its definition says (checked
-against dense matrix algebra), and the stacked score ranks what the held-out edges teach it."""
+against dense matrix algebra), the stacked score ranks what the held-out edges teach it, and the
+structure prior ranks edges it never saw above random pairs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from nextbuy.domain.graph.pair_structure import (
     FEATURES,
     PairStructure,
     StackedLinkScore,
+    StructurePrior,
     standardiser,
 )
 
@@ -115,3 +117,62 @@ def test_standardiser_puts_negatives_at_zero_mean_unit_spread():
     z = standardiser(negatives)
     assert z(negatives).mean() == pytest.approx(0.0) and z(negatives).std() == pytest.approx(1.0)
     assert standardiser(np.ones(3))(np.array([1.0, 2.0])).tolist() == [0.0, 1.0]  # no spread: shift only
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(4, 25), density=st.floats(0.05, 0.4))
+def test_projected_feature_views_keep_the_cosines_on_an_orthonormal_basis(seed, n, density):
+    rng = np.random.default_rng(seed)
+    edges = np.argwhere((rng.random((n, n)) < density) & ~np.eye(n, dtype=bool))
+    x = rng.random((n, 6)) * (rng.random((n, 6)) < 0.5)
+    exact = PairStructure.of(edges, n, sp.csr_matrix(x))
+    basis, _ = np.linalg.qr(rng.normal(size=(6, 6)))  # any rotation of the full feature space
+    projected = exact.features.projected(basis.astype(np.float32))
+    src, dst = rng.integers(0, n, 30), rng.integers(0, n, 30)
+    np.testing.assert_allclose(projected.cosines(src, dst), exact.features.cosines(src, dst), atol=1e-5)
+
+
+def _communities(rng: np.random.Generator, n: int = 160, k: int = 4) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Dense directed links inside each of ``k`` communities, with words that tell them apart."""
+    group = np.arange(n) % k
+    same = group[:, None] == group[None, :]
+    edges = np.argwhere((rng.random((n, n)) < np.where(same, 0.3, 0.005)) & ~np.eye(n, dtype=bool))
+    own_words = np.arange(10 * k) // 10 == group[:, None]
+    words = rng.random((n, 10 * k)) < np.where(own_words, 0.3, 0.02)
+    return edges, sp.csr_matrix(words.astype(float))
+
+
+@pytest.mark.parametrize("with_features", [True, False])
+def test_structure_prior_ranks_edges_it_never_saw_above_random_pairs(with_features):
+    rng = np.random.default_rng(3)
+    edges, words = _communities(rng)
+    n = words.shape[0]
+    unseen = rng.random(len(edges)) < 0.2
+    prior = StructurePrior.fit(edges[~unseen], n, words if with_features else None, share=0.5, rank=8, seed=0)
+    logit = prior.on(edges[~unseen])
+    positive = logit(*edges[unseen].T)
+    negative = logit(rng.integers(0, n, 2000), rng.integers(0, n, 2000))
+    auc = (positive[:, None] > negative[None, :]).mean()
+    assert auc > 0.8, auc
+
+
+def test_structure_prior_reads_the_graph_it_is_given():
+    rng = np.random.default_rng(4)
+    edges, words = _communities(rng)
+    prior = StructurePrior.fit(edges, words.shape[0], words, share=0.5, rank=8, seed=0)
+    u, w = edges[0]
+    v = next(
+        int(b) for a, b in edges if a == w and not ((edges[:, 0] == u) & (edges[:, 1] == b)).any() and b != u
+    )
+    with_path = prior.on(edges)(np.array([u]), np.array([v]))  # u -> w -> v
+    without = prior.on(edges[1:])(np.array([u]), np.array([v]))  # the edge u -> w gone
+    assert with_path[0] > without[0]
+
+
+def test_structure_prior_refuses_a_share_that_leaves_nothing_to_learn_from():
+    edges = np.array([[0, 1], [1, 2], [2, 0]])
+    for share in (0.0, 1.0):
+        with pytest.raises(ValueError, match="share"):
+            StructurePrior.fit(edges, 3, None, share=share, rank=4, seed=0)
+    with pytest.raises(ValueError, match="rank"):
+        StructurePrior.fit(edges, 3, None, share=0.5, rank=0, seed=0)

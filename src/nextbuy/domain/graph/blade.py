@@ -28,9 +28,13 @@ Training keeps message edges and supervision edges apart: each epoch a random
 ``supervision_share`` of the edges is scored and only the rest pass messages, so
 an edge is never in its own neighbourhood.  Every positive gets ``n_negatives``
 random destinations, and the reversed edge (when it is not itself an edge) counts
-as a negative with weight ``reverse_penalty``.  An optional validation callback
-drives early stopping (best weights restored).  With ``neighbour_history`` a step samples one hop
-and reads its neighbours' deeper states from a table refreshed each epoch
+as a negative with weight ``reverse_penalty``.  An optional ``link_prior`` (e.g.
+:class:`~nextbuy.domain.graph.pair_structure.StructurePrior`) adds a fixed logit per pair, read
+from each epoch's message graph, to the link score while training: the embedding then learns
+the residual, and must be scored with the prior (or stacked with the structure) to rank.  An
+optional validation callback drives early stopping (best weights restored).  With
+``neighbour_history`` a step samples one hop and reads its neighbours' deeper states from a table
+refreshed each epoch
 (:meth:`BladeModel.encode_with_history`), so an epoch costs O(impressions x fanout) rather than
 O(impressions x fanout^layers); over several processes each rank keeps its own table (the same
 refresh, its own seeds written back).  Training can run data-parallel over several
@@ -49,6 +53,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -557,6 +562,14 @@ class _EpochLosses:
 Validation = Callable[[BladeModel, DirectedGraph], float]  # higher is better; model in eval mode
 
 
+class LinkPrior(Protocol):
+    """A fixed logit per pair added to the link score while training (the embedding learns the rest)."""
+
+    def on(self, edges: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """``(src, dst) -> logits`` with the graph read from ``edges`` (m, 2), this epoch's message edges."""
+        ...
+
+
 def _rank_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s per-step draws in a run of several processes."""
     return (int(seed) * 1_000_003 + 7_919 * (rank + 1)) % 2**63
@@ -580,8 +593,11 @@ class _Trainer:
         schedule: TrainingSchedule,
         initial: BladeModel | None = None,
         collective: Collective = SINGLE,
+        link_prior: LinkPrior | None = None,
     ) -> None:
         self.graph, self.conv, self.schedule, self.collective = graph, conv, schedule, collective
+        self.link_prior = link_prior
+        self.prior_logit: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None  # this epoch's
         self.generator = torch.Generator().manual_seed(int(schedule.seed))
         self.step_generator = (
             self.generator
@@ -606,7 +622,7 @@ class _Trainer:
         self.uses_history = bool(schedule.neighbour_history) and len(self.model.layers) >= 2
         self.history: list[Tensor] = []
 
-    def _supervision(self) -> tuple[GraphIndex, Tensor]:
+    def _supervision(self) -> tuple[DirectedGraph, Tensor]:
         """This epoch's message graph and its supervision edges (shuffled), disjoint."""
         m = self.graph.n_edges
         share = self.schedule.supervision_share if self.schedule.link_loss_weight > 0 else 0.0
@@ -615,10 +631,13 @@ class _Trainer:
             scored[int(torch.randint(0, m, (1,), generator=self.generator))] = True
         sup = torch.nonzero(scored).reshape(-1)
         sup = sup[torch.randperm(sup.numel(), generator=self.generator)]
-        return self.model.index(self.graph.message_edges(scored)), sup
+        return self.graph.message_edges(scored), sup
 
     def epoch(self, epoch: int, progress: bool) -> dict:
-        index, sup = self._supervision()
+        message, sup = self._supervision()
+        index = self.model.index(message)
+        if self.link_prior is not None:  # read from this epoch's message graph, as test pairs read theirs
+            self.prior_logit = self.link_prior.on(torch.stack([message.src, message.dst], 1).numpy())
         if self.uses_history:  # refreshed from this epoch's message graph; steps write seeds back
             depth = len(self.model.layers) - 1
             self.history = self.model.layer_states(
@@ -704,7 +723,8 @@ class _Trainer:
         if nc and wsum > 0:
             loss = loss + self._conversion_loss(s[:nc], t[:nc], cb, losses) / wsum
         if ly.numel() and n_pos > 0:
-            link = self._link_loss(s[nc:], t[nc:], ly, lw, n_pos, losses)
+            offset = None if self.prior_logit is None else self.prior_logit(lu.numpy(), lv.numpy())
+            link = self._link_loss(s[nc:], t[nc:], ly, lw, n_pos, losses, offset)
             loss = loss + self.schedule.link_loss_weight * link
         return loss
 
@@ -719,10 +739,21 @@ class _Trainer:
         return wb
 
     def _link_loss(
-        self, s: Tensor, t: Tensor, y: Tensor, w: Tensor, n_pos: float, losses: _EpochLosses
+        self,
+        s: Tensor,
+        t: Tensor,
+        y: Tensor,
+        w: Tensor,
+        n_pos: float,
+        losses: _EpochLosses,
+        offset: np.ndarray | None = None,
     ) -> Tensor:
-        """``sum(w * bce) / n_pos`` over the pairs (``n_pos``: the whole step's positives)."""
-        bce = F.binary_cross_entropy_with_logits(self.model.link_score(s, t), y, reduction="none")
+        """``sum(w * bce) / n_pos`` over the pairs (``n_pos``: the whole step's positives), the link
+        score plus ``offset`` (the prior's logits) when given."""
+        logit = self.model.link_score(s, t)
+        if offset is not None:
+            logit = logit + torch.as_tensor(offset, dtype=logit.dtype)
+        bce = F.binary_cross_entropy_with_logits(logit, y, reduction="none")
         loss = (w * bce).sum() / n_pos
         losses.link_sum += float(loss.detach())
         return loss
@@ -836,12 +867,13 @@ class BladeTraining:
         validate: Validation | None = None,
         initial: BladeModel | None = None,
         collective: Collective = SINGLE,
+        link_prior: LinkPrior | None = None,
     ) -> None:
         conv = _Conversions.checked(graph.n_nodes, conv_src, conv_dst, conv_label, conv_weight)
         if not len(conv) and graph.n_edges == 0:
             raise ValueError("nothing to train on: no conversion examples and no edges")
         _check_same_run(collective, graph, conv, schedule)
-        self.trainer = _Trainer(graph, conv, architecture, schedule, initial, collective)
+        self.trainer = _Trainer(graph, conv, architecture, schedule, initial, collective, link_prior)
         self.stopping = _EarlyStopping(validate, graph, schedule, collective)
         self.max_epochs = int(schedule.epochs)
         self.history: list[dict] = []
