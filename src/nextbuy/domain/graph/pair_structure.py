@@ -175,8 +175,9 @@ class StructurePrior:
     Why. Stacked after training, the structure and the embedding score are combined by a logistic
     regression, but the embedding was trained to explain every edge by itself, much of it what the
     structure already says. Trained with this prior's logit added to its link score, it learns
-    what the structure misses (boosting from the structure; on Cora-ML validation, BLADE's stacked
-    MRR rose ~2 points and training stopped ~4x sooner: BENCHMARKS.md, session 21).
+    what the structure misses (boosting from the structure). Measured on Cora-ML (BENCHMARKS.md,
+    session 21): training stops ~4x sooner and the stacked MRR rose 2.6 points on split 0's test,
+    but Hits@20 did not: −0.8 there and −1.4 over five random splits, both inside the noise.
 
     Fitted on the training edges alone: a random ``share`` of them are held out as positives, each
     against one random destination, with the structure read from the other edges, as a training
