@@ -34,11 +34,11 @@ from each epoch's message graph, to the link score while training: the embedding
 the residual, and must be scored with the prior (or stacked with the structure) to rank.  An
 optional validation callback drives early stopping (best weights restored).  With
 ``neighbour_history`` a step samples one hop and reads its neighbours' deeper states from a table
-refreshed each epoch
-(:meth:`BladeModel.encode_with_history`), so an epoch costs O(impressions x fanout) rather than
-O(impressions x fanout^layers); over several processes each rank keeps its own table (the same
-refresh, its own seeds written back).  Training can run data-parallel over several
-processes (a :class:`~nextbuy.domain.graph.collective.Collective`; see :func:`train_blade`).
+refreshed each epoch (:meth:`BladeModel.encode_with_history`), so an epoch costs
+O(impressions x fanout) rather than O(impressions x fanout^layers); over several processes each
+rank keeps its own table (the same refresh, its own seeds written back).  Training can run
+data-parallel over several processes (a :class:`~nextbuy.domain.graph.collective.Collective`; see
+:func:`train_blade`).
 
 Serving needs no torch: :func:`export_moments` writes deterministic means and
 the variance over ``mc_samples`` stochastic passes; :func:`pair_logit_moments`

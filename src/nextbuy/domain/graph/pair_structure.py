@@ -176,14 +176,14 @@ class StructurePrior:
     regression, but the embedding was trained to explain every edge by itself, much of it what the
     structure already says. Trained with this prior's logit added to its link score, it learns
     what the structure misses (boosting from the structure). Measured on Cora-ML (BENCHMARKS.md,
-    session 21): training stops ~4x sooner and the stacked MRR rose 2.6 points on split 0's test,
+    session 21): training stops 2.5-4x sooner and the stacked MRR rose 2.6 points on split 0's test,
     but Hits@20 did not: −0.8 there and −1.4 over five random splits, both inside the noise.
 
     Fitted on the training edges alone: a random ``share`` of them are held out as positives, each
     against one random destination, with the structure read from the other edges, as a training
     epoch reads it from its message graph (:meth:`on`, called once per epoch). The four feature
     cosines go through a rank-``rank`` basis of the unit feature rows (truncated SVD): exact they
-    cost ~1 s per epoch on Cora-ML, ~15x the rest of the prior."""
+    cost ~1 s per epoch on Cora-ML, ~10x the whole prior with a rank-64 basis."""
 
     head: StackedLinkScore
     n_nodes: int
