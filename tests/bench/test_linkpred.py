@@ -334,6 +334,23 @@ def test_head_validation_rewards_a_score_that_adds_to_the_structure_on_pairs_the
     assert judge(np.ones(n_pos), np.zeros(n_neg)) == oracle  # one fixed halving: a deterministic judge
 
 
+def test_head_validation_averaged_over_halvings_depends_less_on_the_draw_of_halvings():
+    rng = np.random.default_rng(0)
+    edges = np.unique(rng.integers(0, 200, (1_200, 2)), axis=0)
+    split = models.with_validation_pool(
+        lp.make_split(edges[edges[:, 0] != edges[:, 1]], 200, seed=0), size=2_000
+    )
+    noise = np.random.default_rng(2)  # a weakly informative score: the halving matters
+    pos, neg = noise.normal(0.7, 1.0, len(split.pos_val)), noise.normal(size=len(split.neg_val))
+
+    def spread(halvings: int) -> float:
+        return float(np.std([models.head_validation(split, None, seed, halvings)(pos, neg) for seed in range(8)]))
+
+    assert spread(8) < 0.6 * spread(1)  # ~1/sqrt(8) in theory
+    with pytest.raises(ValueError, match="halvings"):
+        models.head_validation(split, None, halvings=0)
+
+
 def test_validation_pool_of_a_small_graph_takes_half_its_unlabelled_pairs():
     split = lp.make_split(_ring_edges(30), 30, seed=0)
     labelled = np.vstack([split.observed, split.pos_val, split.neg_val, split.pos_test, split.neg_test])
