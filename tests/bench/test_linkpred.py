@@ -344,7 +344,8 @@ def test_head_validation_averaged_over_halvings_depends_less_on_the_draw_of_halv
     pos, neg = noise.normal(0.7, 1.0, len(split.pos_val)), noise.normal(size=len(split.neg_val))
 
     def spread(halvings: int) -> float:
-        return float(np.std([models.head_validation(split, None, seed, halvings)(pos, neg) for seed in range(8)]))
+        judges = [models.head_validation(split, None, seed, halvings) for seed in range(8)]
+        return float(np.std([judge(pos, neg) for judge in judges]))
 
     assert spread(8) < 0.6 * spread(1)  # ~1/sqrt(8) in theory
     with pytest.raises(ValueError, match="halvings"):
