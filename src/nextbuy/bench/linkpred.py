@@ -112,8 +112,12 @@ class _InProcess:
 def _one_thread() -> None:
     # two single-threaded workers beat one two-threaded process ~1.5x on these small graphs
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    # numpy/scipy's BLAS and scikit-learn's OpenMP too: two threads per worker on two cores cost a
+    # BLADE fit ~20% (its structure prior and head criterion), with the same result
+    threadpool_limits(1)
 
 
 def _executor(workers: int):
