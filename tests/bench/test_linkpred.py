@@ -319,27 +319,27 @@ def test_pair_structure_head_is_fitted_on_the_validation_pool_and_weighs_an_info
     assert lp.auc_ap(alone(*split.pos_test.T), alone(*split.neg_test.T))[0] > 0.6
 
 
-def test_head_validation_rewards_a_score_that_adds_to_the_structure_on_pairs_the_head_did_not_see():
+def _random_graph_split() -> lp.LinkSplit:
+    """A split of a random 200-node graph (its structure says little) with a validation pool."""
     rng = np.random.default_rng(0)
-    edges = np.unique(rng.integers(0, 200, (1_200, 2)), axis=0)  # random: its structure says little
-    split = models.with_validation_pool(
-        lp.make_split(edges[edges[:, 0] != edges[:, 1]], 200, seed=0), size=2_000
-    )
+    edges = np.unique(rng.integers(0, 200, (1_200, 2)), axis=0)
+    split = lp.make_split(edges[edges[:, 0] != edges[:, 1]], 200, seed=0)
+    return models.with_validation_pool(split, size=2_000)
+
+
+def test_head_validation_rewards_a_score_that_adds_to_the_structure_on_pairs_the_head_did_not_see():
+    split = _random_graph_split()
     judge = models.head_validation(split, None)
     n_pos, n_neg = len(split.pos_val), len(split.neg_val)
     noise = np.random.default_rng(1)
     oracle = judge(np.ones(n_pos), np.zeros(n_neg))
     useless = judge(noise.normal(size=n_pos), noise.normal(size=n_neg))
     assert oracle == 1.0 > useless  # every held-out positive above every negative, the head unseen
-    assert judge(np.ones(n_pos), np.zeros(n_neg)) == oracle  # one fixed halving: a deterministic judge
+    assert judge(np.ones(n_pos), np.zeros(n_neg)) == oracle  # fixed halvings: a deterministic judge
 
 
 def test_head_validation_averaged_over_halvings_depends_less_on_the_draw_of_halvings():
-    rng = np.random.default_rng(0)
-    edges = np.unique(rng.integers(0, 200, (1_200, 2)), axis=0)
-    split = models.with_validation_pool(
-        lp.make_split(edges[edges[:, 0] != edges[:, 1]], 200, seed=0), size=2_000
-    )
+    split = _random_graph_split()
     noise = np.random.default_rng(2)  # a weakly informative score: the halving matters
     pos, neg = noise.normal(0.7, 1.0, len(split.pos_val)), noise.normal(size=len(split.neg_val))
 

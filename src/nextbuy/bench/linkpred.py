@@ -116,7 +116,7 @@ def _one_thread() -> None:
 
     torch.set_num_threads(1)
     # numpy/scipy's BLAS and scikit-learn's OpenMP too: two threads per worker on two cores cost a
-    # BLADE fit ~20% (its structure prior and head criterion), with the same result
+    # BLADE fit ~20% (its structure prior and head criterion); results equal up to summation order
     threadpool_limits(1)
 
 

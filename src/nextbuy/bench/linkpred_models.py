@@ -437,7 +437,7 @@ BLADE_SPACE = {  # BLADE's own knobs, N_CONFIGS draws like every other method
 # BLADE trains as the residual of the pair structure (``pair_structure.StructurePrior``): its
 # feature cosines through a basis of this rank (exact ones cost ~1 s per Cora-ML epoch).
 BLADE_PRIOR_RANK = 64
-# Halvings of the validation pool that BLADE's head criterion averages (``head_validation``): ~20 ms
+# Halvings of the validation pool that BLADE's head criterion averages (``head_validation``): ~10 ms
 # each per evaluation on Cora-ML, against ~1.2 s for the 5 epochs between evaluations.
 HEAD_HALVINGS = 8
 BLADE_DEFAULT = {"lr": 0.005, "embedding_dim": 128, "n_layers": 2, "dropout": 0.3, "id_weight_decay": 1e-4,
