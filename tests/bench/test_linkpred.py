@@ -397,6 +397,7 @@ class _Curve:
 
 def test_successive_halving_keeps_the_better_half_at_each_rung(monkeypatch):
     monkeypatch.setattr(models, "RUNGS", (10, 30))
+    monkeypatch.setattr(models, "HALVING", 2)
     # run 0 starts slow and ends best, run 5 starts best and ends mid-table: the rungs judge what
     # they see, and the survivors race to the end
     curves = [lambda e, i=i: i / 10 + e / 100 for i in range(8)]
@@ -411,8 +412,20 @@ def test_successive_halving_keeps_the_better_half_at_each_rung(monkeypatch):
     ]  # fmt: skip
 
 
+def test_successive_halving_keeps_the_better_third_with_the_benchs_eta(monkeypatch):
+    monkeypatch.setattr(models, "RUNGS", (10, 30))
+    assert models.HALVING == 3
+    curves = [lambda e, i=i: i / 10 + e / 100 for i in range(8)]
+    curves[5] = lambda e: 2.0 if e <= 30 else 0.2  # best at both rungs, then falls behind
+    runs = [_Curve(c) for c in curves]
+    # rung 10: the best 3 of 8 are 5, 7, 6; rung 30: 5 alone trains on and wins
+    assert models.successive_halving(runs) == 5
+    assert [r.budgets for r in runs] == [[10]] * 5 + [[10, 30, None], [10, 30], [10, 30]]
+
+
 def test_successive_halving_breaks_ties_towards_the_earlier_config(monkeypatch):
     monkeypatch.setattr(models, "RUNGS", (10,))
+    monkeypatch.setattr(models, "HALVING", 2)
     runs = [_Curve(lambda e: 0.5) for _ in range(3)]
     assert models.successive_halving(runs) == 0
     assert [r.budgets for r in runs] == [[10, None], [10, None], [10]]
@@ -433,3 +446,13 @@ def test_a_baseline_run_paused_between_budgets_scores_as_one_run(graph_npz, smal
     fitted = paused.finish()
     assert paused.best == best and fitted.config == whole.config
     assert np.array_equal(fitted.score(*split.pos_test.T), whole.score(*split.pos_test.T))
+
+
+def test_workers_get_tunings_first_then_the_longest_refit():
+    fit_s = {"blade": 50.0, "dirgnn": 180.0, "sage": 20.0}
+    tasks = [(1, "sage", {}), (0, "gcn", None), (2, "dirgnn", {}), (3, "blade_fixed", {}), (0, "sage", None)]
+    order = sorted(tasks, key=lambda t: linkpred._dispatch_order(t, fit_s), reverse=True)
+    # the tunings keep their order (a stable sort); the ablation costs what BLADE's fit cost
+    assert [(seed, key) for seed, key, _ in order] == [
+        (0, "gcn"), (0, "sage"), (2, "dirgnn"), (3, "blade_fixed"), (1, "sage")
+    ]  # fmt: skip

@@ -129,23 +129,37 @@ def _executor(workers: int):
     )
 
 
+def _dispatch_order(task: tuple[int, str, dict | None], fit_s: dict[str, float]) -> tuple[bool, float]:
+    """Tunings first (every refit waits on one), then the refit expected to take longest: the
+    method's seed-0 fit time (its ablation's, BLADE's), so that no long refit is left for last
+    while the other worker idles."""
+    _, key, config = task
+    if config is None:
+        return True, 0.0
+    return False, fit_s.get(key, fit_s.get("blade", 0.0))
+
+
 def _trained_rows(
     graph: LinkGraph, splits: list[lp.LinkSplit], keys: tuple[str, ...], workers: int
 ) -> list[dict[str, dict]]:
     """Every trained method on every seed's split, as tasks in ``workers`` processes.  Each method is
     tuned on the first seed; once its config is chosen the other seeds refit it.  ``blade_fixed`` is
-    the ablation: BLADE's chosen config with fixed fanout on every seed, never tuned on its own."""
+    the ablation: BLADE's chosen config with fixed fanout on every seed, never tuned on its own.
+    A task is handed out only when a worker is free, in :func:`_dispatch_order`."""
     per_seed: list[dict[str, dict]] = [{} for _ in splits]
     ablation_only = "blade" in keys  # blade_fixed waits for BLADE's config
     ready = [(0, key, None) for key in keys if not (key == "blade_fixed" and ablation_only)]
+    fit_s: dict[str, float] = {}
     started, done_count = time.perf_counter(), 0
     total = len(splits) * len(keys)
     with _executor(workers) as pool:
         pending: dict[Future, tuple[int, str]] = {}
         while ready or pending:
-            for seed, key, config in ready:
+            while ready and len(pending) < max(workers, 1):
+                task = max(ready, key=lambda t: _dispatch_order(t, fit_s))  # the first of equals
+                ready.remove(task)
+                seed, key, config = task
                 pending[pool.submit(_method_rows, graph, splits[seed], seed, key, config)] = (seed, key)
-            ready = []
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in sorted(finished, key=lambda f: (pending[f][0], keys.index(pending[f][1]))):
                 seed, key = pending.pop(future)
@@ -158,6 +172,7 @@ def _trained_rows(
                 print(f"{progress}: {hits:.3f} (+aa {fused:.3f})", flush=True)
                 if seed > 0 or (key == "blade_fixed" and ablation_only):
                     continue
+                fit_s[key] = rows[key]["train_s"]
                 print(f"{key}: chosen on validation {config}", flush=True)
                 ready += [(other, key, config) for other in range(1, len(splits))]
                 if key == "blade" and "blade_fixed" in keys:  # the ablation: BLADE's config, fixed fanout

@@ -17,6 +17,7 @@ from nextbuy.domain.graph.blade import (
     embed,
     ensemble_moments,
     export_moments,
+    inverted_dropout,
     link_scores,
     pair_logit_moments,
     score_and_uncertainty,
@@ -701,3 +702,15 @@ def test_an_oracle_prior_leaves_the_embedding_nothing_to_learn():
     plain_loss = [h["link_loss"] for h in plain.history]
     oracle_loss = [h["link_loss"] for h in oracle.history]
     assert max(oracle_loss) < min(plain_loss) / 3, (oracle_loss, plain_loss)
+
+
+def test_inverted_dropout_drops_a_share_p_and_keeps_the_expectation():
+    x = torch.ones(200, 500, requires_grad=True)
+    y = inverted_dropout(x, 0.3, torch.Generator().manual_seed(0), active=True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.01
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.7))
+    assert abs(y.mean().item() - 1.0) < 0.02
+    y.sum().backward()  # the gradient passes the kept entries only, scaled alike
+    assert torch.equal(x.grad, y.detach())
+    assert inverted_dropout(x, 0.3, None, active=False) is x
