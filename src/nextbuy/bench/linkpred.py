@@ -131,8 +131,8 @@ def _executor(workers: int):
 
 def _dispatch_order(task: tuple[int, str, dict | None], fit_s: dict[str, float]) -> tuple[bool, float]:
     """Tunings first (every refit waits on one), then the refit expected to take longest: the
-    method's seed-0 fit time (its ablation's, BLADE's), so that no long refit is left for last
-    while the other worker idles."""
+    method's seed-0 fit time (``blade_fixed``, never tuned, is costed at BLADE's), so that no long
+    refit is left for last while the other worker idles."""
     _, key, config = task
     if config is None:
         return True, 0.0

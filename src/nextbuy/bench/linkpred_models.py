@@ -59,7 +59,7 @@ N_CONFIGS = 8  # the tuning budget of every trained method (BLADE included)
 RUNGS = (150, 450)  # successive halving: epochs after which the better 1 / HALVING of the configs go on
 # eta = 3, Hyperband's default, to match the rungs (150, 450, then the cap 1,500 ~ 3 x 450): of 8
 # configs 3 reach 450 epochs and 1 trains on.  With 2 (4 reach 450, 2 train on) the two configs
-# raced to convergence were ~40% of the tuning's epochs and put the 5-seed bench over 30 min.
+# raced to convergence were ~40% of a slow learner's tuning epochs (GCN, stopping near 1,200).
 HALVING = 3
 SPACE = {  # searched for every trained method alike, judged on validation Hits@20
     "lr": (0.01, 0.005),
