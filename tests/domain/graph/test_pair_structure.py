@@ -16,6 +16,7 @@ from nextbuy.domain.graph.pair_structure import (
     PairStructure,
     StackedLinkScore,
     StructurePrior,
+    _row_dot,
     standardiser,
 )
 
@@ -64,6 +65,31 @@ def test_structure_matches_its_definition_in_dense_algebra(seed, n, density):
     assert structure.names == FEATURES + FEATURE_COLUMNS
     assert got.shape == (30, len(structure.names))
     np.testing.assert_allclose(got, _dense_features(edges, n, x, src, dst), rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 30), f=st.integers(1, 40))
+def test_sparse_row_products_equal_dense_ones_whichever_row_is_longer(seed, n, f):
+    # rows from empty to full on both sides, stored unsorted and with duplicate entries, as a
+    # matrix product or a hand-built CSR can leave them: each pair walks its shorter row
+    rng = np.random.default_rng(seed)
+    dense = [rng.random((n, f)) * (rng.random((n, f)) < rng.random((n, 1))) for _ in range(2)]
+    left, right = (_shuffled_with_duplicates(x, rng) for x in dense)
+    rows_l, rows_r = rng.integers(0, n, 50), rng.integers(0, n, 50)
+    got = _row_dot(left, right, rows_l, rows_r)
+    np.testing.assert_allclose(got, (dense[0][rows_l] * dense[1][rows_r]).sum(1), rtol=1e-12, atol=1e-12)
+
+
+def _shuffled_with_duplicates(x: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
+    """CSR of ``x`` with each row's entries in random order and some split into two halves."""
+    rows, cols = np.nonzero(x)
+    split = rng.random(len(rows)) < 0.3
+    rows = np.r_[rows, rows[split]]
+    cols = np.r_[cols, cols[split]]
+    vals = np.r_[np.where(split, 0.5, 1.0) * x[np.nonzero(x)], 0.5 * x[np.nonzero(x)][split]]
+    order = np.lexsort((rng.random(len(rows)), rows))
+    indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=x.shape[0]))]
+    return sp.csr_matrix((vals[order], cols[order], indptr), shape=x.shape)
 
 
 def test_without_features_there_is_no_cosine_and_duplicate_edges_count_once():

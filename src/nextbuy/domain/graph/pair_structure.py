@@ -59,14 +59,49 @@ def _row_dot(left: Rows, right: Rows, rows_l: np.ndarray, rows_r: np.ndarray) ->
     """``sum_k left[rows_l, k] * right[rows_r, k]`` per pair."""
     if isinstance(left, np.ndarray):
         return np.einsum("ij,ij->i", left[rows_l], right[rows_r]).astype(np.float64)
-    return np.asarray(left[rows_l].multiply(right[rows_r]).sum(axis=1), dtype=np.float64).ravel()
+    return _sparse_row_dot(left, right, np.asarray(rows_l), np.asarray(rows_r))
+
+
+def _canonical(m: sp.csr_matrix) -> sp.csr_matrix:
+    """``m`` with sorted column indices and no duplicates (a copy only where it lacks them)."""
+    if m.has_canonical_format:
+        return m
+    m = m.copy()
+    m.sum_duplicates()
+    return m
+
+
+def _sparse_row_dot(
+    left: sp.csr_matrix, right: sp.csr_matrix, rows_l: np.ndarray, rows_r: np.ndarray
+) -> np.ndarray:
+    """:func:`_row_dot` of CSR rows. Why not ``left[rows_l].multiply(right[rows_r])``: that
+    copies both rows of every pair, and on a graph with hubs (the store's co-purchase graph, whose
+    2-path rows hold thousands of entries) it was ~75% of a BLADE epoch. Here each pair walks the
+    shorter of its two rows and looks those columns up in the other (scipy's element access, a
+    binary search in sorted rows): O(shorter row · log longer row) per pair. Products are summed per
+    pair in the walked row's stored order: column order in the canonical matrices of this module."""
+    total = np.zeros(len(rows_l))
+    walk_left = np.diff(left.indptr)[rows_l] <= np.diff(right.indptr)[rows_r]
+    for walked, looked, rows_w, rows_k, pairs in (
+        (left, right, rows_l, rows_r, np.flatnonzero(walk_left)),
+        (right, left, rows_r, rows_l, np.flatnonzero(~walk_left)),
+    ):
+        starts = walked.indptr[rows_w[pairs]]
+        lengths = walked.indptr[rows_w[pairs] + 1] - starts
+        if not lengths.sum():  # (scipy answers an empty lookup with a sparse matrix)
+            continue
+        pair = np.repeat(pairs, lengths)
+        entry = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        other = np.asarray(looked[rows_k[pair], walked.indices[entry]], dtype=np.float64).ravel()
+        total += np.bincount(pair, weights=walked.data[entry] * other, minlength=len(rows_l))
+    return total
 
 
 def _unit_rows(x: sp.spmatrix) -> sp.csr_matrix:
     """Rows scaled to unit Euclidean length; zero rows stay zero."""
     x = sp.csr_matrix(x, dtype=np.float64)
     norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    return (sp.diags(np.where(norm > 0, 1.0 / np.maximum(norm, 1e-300), 0.0)) @ x).tocsr()
+    return _canonical((sp.diags(np.where(norm > 0, 1.0 / np.maximum(norm, 1e-300), 0.0)) @ x).tocsr())
 
 
 @dataclass(frozen=True)
@@ -132,9 +167,10 @@ class PairStructure:
             out=out,
             inc=inc,
             undirected=undirected,
-            by_log_degree=(undirected @ sp.diags(inv_log)).tocsr(),
-            by_degree=(undirected @ sp.diags(inv)).tocsr(),
-            two_paths=(out @ out).tocsr(),
+            # canonical (sorted columns): products sum in column order (``_sparse_row_dot``)
+            by_log_degree=_canonical((undirected @ sp.diags(inv_log)).tocsr()),
+            by_degree=_canonical((undirected @ sp.diags(inv)).tocsr()),
+            two_paths=_canonical((out @ out).tocsr()),
             features=FeatureViews.of(features, out, inc, undirected) if has_features else None,
         )
 
