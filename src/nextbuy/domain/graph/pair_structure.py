@@ -101,7 +101,7 @@ def _unit_rows(x: sp.spmatrix) -> sp.csr_matrix:
     """Rows scaled to unit Euclidean length; zero rows stay zero."""
     x = sp.csr_matrix(x, dtype=np.float64)
     norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    return _canonical((sp.diags(np.where(norm > 0, 1.0 / np.maximum(norm, 1e-300), 0.0)) @ x).tocsr())
+    return (sp.diags(np.where(norm > 0, 1.0 / np.maximum(norm, 1e-300), 0.0)) @ x).tocsr()
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,8 @@ class PairStructure:
             out=out,
             inc=inc,
             undirected=undirected,
-            # canonical (sorted columns): products sum in column order (``_sparse_row_dot``)
+            # canonical: the lookups of ``_sparse_row_dot`` binary-search sorted rows (the 2-path
+            # rows of a graph with hubs hold thousands of entries)
             by_log_degree=_canonical((undirected @ sp.diags(inv_log)).tocsr()),
             by_degree=_canonical((undirected @ sp.diags(inv)).tocsr()),
             two_paths=_canonical((out @ out).tocsr()),
