@@ -77,9 +77,10 @@ def _sparse_row_dot(
     """:func:`_row_dot` of CSR rows. Why not ``left[rows_l].multiply(right[rows_r])``: that
     copies both rows of every pair, and on a graph with hubs (the store's co-purchase graph, whose
     2-path rows hold thousands of entries) it was ~75% of a BLADE epoch. Here each pair walks the
-    shorter of its two rows and looks those columns up in the other (scipy's element access, a
-    binary search in sorted rows): O(shorter row · log longer row) per pair. Products are summed per
-    pair in the walked row's stored order: column order in the canonical matrices of this module."""
+    shorter of its two rows and looks those columns up in the other (scipy's element access: a
+    binary search in canonical rows when there are many lookups, a row scan otherwise).
+    Products are summed per pair in the walked row's stored order: column order in this module's
+    graph matrices, which are canonical; the feature views keep the order they were built in."""
     total = np.zeros(len(rows_l))
     walk_left = np.diff(left.indptr)[rows_l] <= np.diff(right.indptr)[rows_r]
     for walked, looked, rows_w, rows_k, pairs in (
