@@ -168,8 +168,8 @@ class PairStructure:
             out=out,
             inc=inc,
             undirected=undirected,
-            # canonical: the lookups of ``_sparse_row_dot`` binary-search sorted rows (the 2-path
-            # rows of a graph with hubs hold thousands of entries)
+            # canonical, so that the lookups of ``_sparse_row_dot`` can binary-search sorted rows
+            # (the 2-path rows of a graph with hubs hold thousands of entries)
             by_log_degree=_canonical((undirected @ sp.diags(inv_log)).tocsr()),
             by_degree=_canonical((undirected @ sp.diags(inv)).tocsr()),
             two_paths=_canonical((out @ out).tocsr()),
