@@ -172,6 +172,7 @@ class TrainConfig(_Section):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=16)
     lr: float = Field(gt=0.0)
+    warmup_steps: int = Field(ge=0)
     weight_decay: float = Field(ge=0.0)
     id_weight_decay: float = Field(ge=0.0)
     link_loss_weight: float = Field(ge=0.0)

@@ -94,6 +94,7 @@ def test_blade_arguments_carry_every_model_knob_of_the_train_section():
         epochs=7,
         batch_size=99,
         lr=0.02,
+        warmup_steps=3,
         weight_decay=0.01,
         id_weight_decay=0.02,
         link_loss_weight=0.3,

@@ -75,6 +75,7 @@ def blade_arguments(cfg: TrainConfig) -> tuple[Architecture, TrainingSchedule, d
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay,
         id_weight_decay=cfg.id_weight_decay,
         link_loss_weight=cfg.link_loss_weight,

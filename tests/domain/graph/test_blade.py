@@ -350,6 +350,52 @@ def test_training_is_deterministic_for_a_seed():
     assert torch.equal(state, torch.random.get_rng_state())
 
 
+def test_the_learning_rate_ramps_linearly_over_the_warmup_then_holds(monkeypatch):
+    """Both optimisers (the layers' Adam, the id table's SparseAdam) step at ``(i + 1) / w`` of the
+    set rate for steps ``i < w``, then at the set rate; without a warm-up, at the set rate from the start."""
+    n = 60
+    cat, edges, log_price = _store(n, seed=2)
+    graph = _graph(n, edges, cat, log_price)
+    seen: list[tuple[float, float]] = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        if isinstance(self, torch.optim.Adam):
+            seen.append((self.param_groups[0]["lr"], float("nan")))
+        return real_step(self, *args, **kwargs)
+
+    real_sparse = torch.optim.SparseAdam.step
+
+    def sparse_spy(self, *args, **kwargs):
+        seen[-1] = (seen[-1][0], self.param_groups[0]["lr"])
+        return real_sparse(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    monkeypatch.setattr(torch.optim.SparseAdam, "step", sparse_spy)
+    _train(graph, *_no_conversions(), epochs=6, batch_size=16, lr=0.01, warmup_steps=4)
+    assert len(seen) > 6  # several steps per epoch, so the warm-up spans part of the first epochs
+    expected = [0.01 * min(1.0, (i + 1) / 4) for i in range(len(seen))]
+    np.testing.assert_allclose([a for a, _ in seen], expected, rtol=1e-12)
+    np.testing.assert_allclose([b for _, b in seen], expected, rtol=1e-12)
+    seen.clear()
+    _train(graph, *_no_conversions(), epochs=2, batch_size=16, lr=0.01, warmup_steps=0)
+    assert seen and all(a == b == 0.01 for a, b in seen)
+
+
+def test_a_warmup_changes_the_first_steps_and_stays_seeded():
+    n = 120
+    cat, edges, log_price = _store(n, seed=5)
+    graph = _graph(n, edges, cat, log_price)
+    plain, _ = _train(graph, *_no_conversions(), seed=3)
+    warm, h1 = _train(graph, *_no_conversions(), seed=3, warmup_steps=5)
+    again, h2 = _train(graph, *_no_conversions(), seed=3, warmup_steps=5)
+    np.testing.assert_equal(h1, h2)
+    assert torch.equal(warm.layers[0].weight, again.layers[0].weight)
+    assert not torch.equal(warm.layers[0].weight, plain.layers[0].weight)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        _train(graph, *_no_conversions(), warmup_steps=-1)
+
+
 def _conversions(cat: np.ndarray, n_examples: int, seed: int):
     """Impressions (u, v): half shown a complement of u's category. Converts mostly on complements."""
     rng = np.random.default_rng(seed)

@@ -90,6 +90,7 @@ __all__ = [
     "pair_logit_moments",
     "score_and_uncertainty",
     "link_scores",
+    "linear_warmup",
 ]
 
 
@@ -129,6 +130,9 @@ class TrainingSchedule:
     eval_every: int  # epochs between validation checks
     patience: int  # checks without improvement before stopping
     seed: int
+    # Linear learning-rate warm-up over the first optimiser steps (0: none). Adam's first full-batch
+    # steps can spike the loss and stall a run for hundreds of epochs (BENCHMARKS.md, session 27).
+    warmup_steps: int = 0
     # Sample one hop per step and read neighbours' deeper states from a per-epoch history
     # (BladeModel.encode_with_history): linear epochs on large catalogues.
     neighbour_history: bool = False
@@ -577,6 +581,14 @@ def _rank_seed(seed: int, rank: int) -> int:
     return (int(seed) * 1_000_003 + 7_919 * (rank + 1)) % 2**63
 
 
+def linear_warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate ramps linearly to its set value over the first ``steps`` optimiser steps
+    (step ``i``, 0-based, runs at ``(i + 1) / steps`` of it), then stays there; ``steps <= 0``: none."""
+    if steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {steps}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / steps) if steps else 1.0)
+
+
 class _Trainer:
     """One training run.  A single seeded generator drives, in this order, each epoch's
     supervision split and shuffles, then per step the negatives, the neighbourhood samples and
@@ -620,6 +632,7 @@ class _Trainer:
         # Lazy Adam on the id table: only the rows a step touched move (dense Adam would move all
         # n x 2d weights every step: 64 M floats per step at a million products).
         self.id_opt = torch.optim.SparseAdam([self.model.id_emb.weight], lr=schedule.lr)
+        self.warmups = [linear_warmup(o, int(schedule.warmup_steps)) for o in (self.opt, self.id_opt)]
         self.batch_size = int(schedule.batch_size)
         self.uses_history = bool(schedule.neighbour_history) and len(self.model.layers) >= 2
         self.history: list[Tensor] = []
@@ -701,6 +714,8 @@ class _Trainer:
         # alone: no step, not even weight decay.
         self.opt.step()
         self.id_opt.step()
+        for warmup in self.warmups:
+            warmup.step()
 
     def _loss(
         self, index: GraphIndex, cb: Tensor, edges: Tensor, wsum: float, n_pos: float, losses: _EpochLosses
