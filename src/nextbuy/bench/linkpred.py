@@ -249,5 +249,7 @@ def run(
         gaps = {m: paired.paired_gaps(per_seed, "blade", m, per_seed[0]) for m in PAIRED}
         _print_gaps(gaps["hits@20"])
         io.write_json(gaps, Path(out).with_suffix(".paired.json"))
+    # Each seed's rows too, so a later run can be paired with this one seed by seed.
+    io.write_json({"seeds": per_seed}, Path(out).with_suffix(".per_seed.json"))
     print(f"linkpred wall time: {time.perf_counter() - started:.1f} s")
     return figures
