@@ -275,6 +275,16 @@ def test_paired_gaps_against_blade_are_written_beside_the_json(spied_run):
     assert "paired Hits@20 gap" in spied_run["printed"]
 
 
+def test_each_seeds_rows_are_written_beside_the_json_and_average_to_it(spied_run):
+    figures = json.loads(spied_run["out"].read_text())
+    per_seed = json.loads(spied_run["out"].with_suffix(".per_seed.json").read_text())["seeds"]
+    assert len(per_seed) == SEEDS
+    for key, row in figures.items():
+        for metric in linkpred.METRICS:
+            mean = np.mean([seed_rows[key][metric] for seed_rows in per_seed])
+            assert row[metric] == pytest.approx(mean, abs=1e-9), (key, metric)
+
+
 def test_validation_pool_adds_unlabelled_non_edges_and_asks_for_the_tests_quantile():
     split = lp.make_split(_ring_edges(200), 200, seed=0)
     pooled = models.with_validation_pool(split, size=500)
