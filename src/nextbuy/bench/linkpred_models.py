@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import DirGNNConv, GCNConv, SAGEConv
 
-from nextbuy.domain.graph.blade import inverted_dropout, linear_warmup
+from nextbuy.domain.graph.blade import inverted_dropout
 from nextbuy.domain.linkpred import LinkSplit, edge_keys, hits_at_k, random_non_edges
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -61,11 +61,6 @@ RUNGS = (150, 450)  # successive halving: epochs after which the better 1 / HALV
 # configs 3 reach 450 epochs and 1 trains on.  With 2 (4 reach 450, 2 train on) the two configs
 # raced to convergence were ~40% of a slow learner's tuning epochs (GCN, stopping near 1,200).
 HALVING = 3
-# Every trained method's learning rate ramps up linearly over its first 20 steps (one step per epoch
-# here), as the train stage's does (params.yaml): without it Adam's first full-batch steps spiked
-# BLADE's loss on 2 of 5 Cora-ML seeds at lr 0.005 and stalled a run on the store's graph (session
-# 27). It helps the baselines too: SAGE +6.7 Hits@20 [+3.4, +9.9], the rest level (session 28).
-WARMUP_STEPS = 20
 SPACE = {  # searched for every trained method alike, judged on validation Hits@20
     "lr": (0.01, 0.005),
     "hidden": (64, 128, 256),
@@ -309,7 +304,6 @@ class BaselineRun:
         self.model = build(key, split, features, cfg)
         self.rng_state = torch.get_rng_state()  # dropout draws from the global stream: one per run
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.warmup = linear_warmup(self.opt, WARMUP_STEPS)
         self.observed = torch.as_tensor(split.observed, dtype=torch.long)
         self.best, self.best_state, self.stale, self.epochs = -1.0, None, 0, 0
         self.stopped, self.train_s = False, 0.0
@@ -334,7 +328,6 @@ class BaselineRun:
         self.opt.zero_grad()
         _loss(model, self.observed, self.split.n_nodes, self.cfg, self.gen).backward()
         self.opt.step()
-        self.warmup.step()
         self.epochs += 1
         if self.epochs % EVAL_EVERY:
             return
@@ -502,7 +495,7 @@ def blade_training(
         epochs=epochs, batch_size=1 << 20, lr=config["lr"], weight_decay=0.0,
         id_weight_decay=config["id_weight_decay"], link_loss_weight=1.0, n_negatives=config["n_negatives"],
         reverse_penalty=config["reverse_penalty"], supervision_share=config["supervision_share"],
-        eval_every=EVAL_EVERY, patience=PATIENCE, seed=seed, warmup_steps=WARMUP_STEPS,
+        eval_every=EVAL_EVERY, patience=PATIENCE, seed=seed,
     )  # fmt: skip
 
     prior = None
