@@ -90,7 +90,6 @@ __all__ = [
     "pair_logit_moments",
     "score_and_uncertainty",
     "link_scores",
-    "linear_warmup",
 ]
 
 
@@ -581,9 +580,9 @@ def _rank_seed(seed: int, rank: int) -> int:
     return (int(seed) * 1_000_003 + 7_919 * (rank + 1)) % 2**63
 
 
-def linear_warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def _linear_warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """The learning rate ramps linearly to its set value over the first ``steps`` optimiser steps
-    (step ``i``, 0-based, runs at ``(i + 1) / steps`` of it), then stays there; ``steps <= 0``: none."""
+    (step ``i``, 0-based, runs at ``(i + 1) / steps`` of it), then stays there; ``steps == 0``: none."""
     if steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {steps}")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / steps) if steps else 1.0)
@@ -632,7 +631,7 @@ class _Trainer:
         # Lazy Adam on the id table: only the rows a step touched move (dense Adam would move all
         # n x 2d weights every step: 64 M floats per step at a million products).
         self.id_opt = torch.optim.SparseAdam([self.model.id_emb.weight], lr=schedule.lr)
-        self.warmups = [linear_warmup(o, int(schedule.warmup_steps)) for o in (self.opt, self.id_opt)]
+        self.warmups = [_linear_warmup(o, int(schedule.warmup_steps)) for o in (self.opt, self.id_opt)]
         self.batch_size = int(schedule.batch_size)
         self.uses_history = bool(schedule.neighbour_history) and len(self.model.layers) >= 2
         self.history: list[Tensor] = []
