@@ -476,10 +476,11 @@ def _thresholds_command(help_text: str) -> Callable[..., None]:
         split: Path | None = typer.Option(
             None, help="with --graph: a DirLinkBench split folder (else random)"
         ),
+        params: str = ParamsOption,
     ) -> None:
         _setup_logging()
         bench = importlib.import_module("nextbuy.bench.thresholds")
-        figures = bench.run(out, seeds=seeds, graph=graph, split=split)
+        figures = bench.run(out, seeds=seeds, graph=graph, split=split, params_file=params)
         console.print(f"[green]bench thresholds[/] → {out}: {json.dumps(figures)}", highlight=False)
 
     command.__doc__ = help_text

@@ -67,6 +67,7 @@ class SimulatorConfig(_Section):
     n_products: int = Field(ge=10)
     n_categories: int = Field(ge=2)
     latent_dim: int = Field(ge=2)
+    product_noise: float = Field(ge=0.0)
     complements_per_category: int = Field(ge=1)
     reciprocal_share: float = Field(ge=0.0, le=1.0)
     zipf_exponent: float = Field(gt=0.0)

@@ -40,7 +40,7 @@ def bench_run(tmp_path_factory):
 def test_json_maps_each_estimator_to_rows_per_target(bench_run):
     figures, returned = bench_run
     assert figures == json.loads(json.dumps(returned))
-    for name in thresholds.ESTIMATORS:
+    for name in (*thresholds.ESTIMATORS, thresholds.ORACLE):
         rows = figures[name]
         assert len(rows) == len(thresholds.TARGET_LIFTS)
         targets = [row["target"] for row in rows]
@@ -61,3 +61,19 @@ def test_gain_interval_is_a_t_interval_over_seeds():
     low, high = thresholds._t_interval(np.array([0.1, 0.2, 0.3]))
     assert low < 0.2 < high and high - 0.2 == pytest.approx(0.2 - low)
     assert thresholds._t_interval(np.array([0.1, np.nan])) == (None, None)  # JSON null, not NaN
+
+
+def test_each_estimator_reports_how_well_it_tracks_the_true_error_and_the_oracle_tracks_it_exactly(bench_run):
+    figures, _ = bench_run
+    rho = figures["error_rho"]
+    assert set(rho) == {*thresholds.ESTIMATORS, thresholds.ORACLE}
+    for name in thresholds.ESTIMATORS:
+        assert -1.0 <= rho[name]["mean"] <= 1.0
+    # The reference's uncertainty *is* the size of the error: rank correlation 1 in every seed.
+    assert rho[thresholds.ORACLE]["mean"] == pytest.approx(1.0)
+
+
+def test_logit_error_is_the_distance_in_log_odds():
+    score = np.array([0.5, 0.5, np.exp(1) / (1 + np.exp(1))])
+    p_true = np.array([0.5, np.exp(-1) / (1 + np.exp(-1)), 0.5])
+    assert thresholds.logit_error(score, p_true) == pytest.approx([0.0, 1.0, 1.0])

@@ -80,7 +80,8 @@ def oracle_rows(weighted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
 
 
 def future_traffic(data, ingest_cfg) -> pd.DataFrame:
-    """TEST_DAYS of traffic after the snapshot, with eventual labels (observed long after)."""
+    """TEST_DAYS of traffic after the snapshot, with eventual labels (observed long after) and
+    the true conversion probability (``p_convert``)."""
     from nextbuy.data.simulate import simulate_traffic, simulate_world
 
     simulator = ingest_cfg.simulator_for_snapshot()
@@ -90,7 +91,8 @@ def future_traffic(data, ingest_cfg) -> pd.DataFrame:
         world, simulator, TEST_SEED, TEST_IMPRESSIONS, world.snapshot, end, end, id_offset=10**12
     )
     rows = traffic.impressions[["impression_id", "source_id", "shown_id"]]
-    return rows.merge(traffic.truth[["impression_id", "label_eventual"]], on="impression_id", validate="1:1")
+    truth = traffic.truth[["impression_id", "label_eventual", "p_convert"]]
+    return rows.merge(truth, on="impression_id", validate="1:1")
 
 
 def flip_check(data, weighted: pd.DataFrame, eventual: pd.Series) -> pd.DataFrame:

@@ -21,7 +21,13 @@ t-based 95% CI of the per-seed relative recall gain bucket/single − 1. Targets
 are multiples of the fit rows' positive rate, so no store-specific number is
 baked in. Also per estimator: the logistic coefficient of uncertainty at equal
 score on the test traffic (negative: uncertain pairs convert less than their
-score says), and mean uncertainty by the shown product's history.
+score says), mean uncertainty by the shown product's history, and ``error_rho``: the rank
+correlation of the uncertainty with the size of the score's true logit error on the test
+traffic (how well it marks what the model does not know).
+
+``oracle_error`` is a reference, not an estimator: the ensemble's score with the true size of
+its logit error as the uncertainty, through the same buckets, calibration and policies. It is
+the most any uncertainty that measures the size of the error could give these policies.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from nextbuy.config import read_params, section_config, with_changes
 from nextbuy.mlops import io
 
 ESTIMATORS = ("ensemble", "mc_dropout", "sampler")
+ORACLE = "oracle_error"  # reference: the true |logit error| of the ensemble's score as its uncertainty
 # ``unguarded``: the joint fit without its out-of-fold check (``bucket`` is what the stage serves)
 POLICIES = ("single", "bucket", "mist", "unguarded")
 TARGET_LIFTS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)  # targets = these x the fit rows' positive rate
@@ -122,13 +129,17 @@ def _policy_rows(scored, calibration, test, targets, thresholds_cfg) -> list[dic
     return out
 
 
-def _test_arrays(moments, calibration, test: pd.DataFrame) -> dict[str, np.ndarray]:
-    from nextbuy.domain.graph.scoring import score_and_uncertainty
+def logit_error(score: np.ndarray, p_true: np.ndarray) -> np.ndarray:
+    """Size of the score's error against the true conversion probability, in log-odds."""
+    from scipy.special import logit
+
+    clip = 1e-6
+    return np.abs(logit(np.clip(score, clip, 1 - clip)) - logit(np.clip(p_true, clip, 1 - clip)))
+
+
+def _test_arrays(score, uncertainty, calibration, test: pd.DataFrame) -> dict[str, np.ndarray]:
     from nextbuy.domain.uncertainty import assign_buckets
 
-    score, uncertainty = score_and_uncertainty(
-        moments, test["source_id"].to_numpy(), test["shown_id"].to_numpy()
-    )
     return {
         "score": score,
         "uncertainty": uncertainty,
@@ -138,35 +149,69 @@ def _test_arrays(moments, calibration, test: pd.DataFrame) -> dict[str, np.ndarr
     }
 
 
-def _one_seed(data, weighted, test, params, seed: int, lifts) -> dict[str, dict]:
+def _estimator_figures(data, test, scored, calibration, arrays, lifts, thresholds_cfg) -> dict:
+    from scipy.stats import spearmanr
+
     from nextbuy.domain.evaluation import fit_rows
     from nextbuy.domain.uncertainty import uncertainty_by_history, uncertainty_coefficient
+
+    base_rate = float(scored.loc[fit_rows(scored), "label"].mean())
+    error = logit_error(arrays["score"], test["p_convert"].to_numpy())
+    return {
+        "rows": _policy_rows(scored, calibration, arrays, [base_rate * x for x in lifts], thresholds_cfg),
+        "coefficient": uncertainty_coefficient(arrays["score"], arrays["uncertainty"], arrays["label"]),
+        "error_rho": float(spearmanr(arrays["uncertainty"], error)[0]),
+        "by_history": uncertainty_by_history(
+            test["shown_id"].to_numpy(), arrays["uncertainty"], data.edges, data.impressions, data.snapshot
+        ),
+    }
+
+
+def _oracle_figures(data, weighted, test, ensemble_moments, calibrate_cfg, thresholds_cfg, lifts) -> dict:
+    """:data:`ORACLE`: the ensemble's scores, the true size of their logit error as uncertainty."""
+    from nextbuy.domain.graph.scoring import score_and_uncertainty
+    from nextbuy.stages import calibrate
+
+    rows = calibrate.holdout_rows(weighted)
+    truth = data.truth_impressions.set_index("impression_id")["p_convert"]
+    score, _ = score_and_uncertainty(
+        ensemble_moments, rows["source_id"].to_numpy(), rows["shown_id"].to_numpy()
+    )
+    error = logit_error(score, truth.reindex(rows["impression_id"]).to_numpy())
+    scored, calibration = calibrate.calibrate_holdout(rows, score, error, calibrate_cfg)
+    test_score, _ = score_and_uncertainty(
+        ensemble_moments, test["source_id"].to_numpy(), test["shown_id"].to_numpy()
+    )
+    test_error = logit_error(test_score, test["p_convert"].to_numpy())
+    arrays = _test_arrays(test_score, test_error, calibration, test)
+    return _estimator_figures(data, test, scored, calibration, arrays, lifts, thresholds_cfg)
+
+
+def _one_seed(data, weighted, test, params, seed: int, lifts) -> dict[str, dict]:
+    from nextbuy.domain.graph.scoring import score_and_uncertainty
     from nextbuy.stages import calibrate
 
     calibrate_cfg = section_config(params, "calibrate")
     thresholds_cfg = section_config(params, "thresholds")
-    out = {}
-    for name, moments in estimator_moments(
+    estimators = estimator_moments(
         data,
         weighted,
         section_config(params, "train"),
         section_config(params, "label_delay").delay_family,
         seed,
-    ).items():
+    )
+    out = {}
+    for name, moments in estimators.items():
         scored, calibration = calibrate.score_holdout(weighted, moments, calibrate_cfg)
-        base_rate = float(scored.loc[fit_rows(scored), "label"].mean())
-        arrays = _test_arrays(moments, calibration, test)
-        out[name] = {
-            "rows": _policy_rows(scored, calibration, arrays, [base_rate * x for x in lifts], thresholds_cfg),
-            "coefficient": uncertainty_coefficient(arrays["score"], arrays["uncertainty"], arrays["label"]),
-            "by_history": uncertainty_by_history(
-                test["shown_id"].to_numpy(),
-                arrays["uncertainty"],
-                data.edges,
-                data.impressions,
-                data.snapshot,
-            ),
-        }
+        score, uncertainty = score_and_uncertainty(
+            moments, test["source_id"].to_numpy(), test["shown_id"].to_numpy()
+        )
+        arrays = _test_arrays(score, uncertainty, calibration, test)
+        out[name] = _estimator_figures(data, test, scored, calibration, arrays, lifts, thresholds_cfg)
+    out[ORACLE] = _oracle_figures(
+        data, weighted, test, estimators["ensemble"], calibrate_cfg, thresholds_cfg, lifts
+    )
+    for name in out:
         best = max((r for r in out[name]["rows"] if r["feasible"]), key=lambda r: r["target"], default=None)
         if best:
             print(
@@ -182,7 +227,7 @@ def aggregate(per_seed: list[dict[str, dict]], lifts, lift_key: str = "target_li
     CIs and the CI of the per-seed recall gain bucket/single − 1; the uncertainty coefficient
     over seeds; the first seed's uncertainty by history."""
     figures: dict = {"coefficient": {}, "by_history": {}}
-    for name in ESTIMATORS:
+    for name in per_seed[0]:
         rows = []
         for i, lift in enumerate(lifts):
             seeds = [run[name]["rows"][i] for run in per_seed]
@@ -210,6 +255,12 @@ def aggregate(per_seed: list[dict[str, dict]], lifts, lift_key: str = "target_li
         mean = float(np.mean(coefs[np.isfinite(coefs)])) if np.isfinite(coefs).any() else None
         figures["coefficient"][name] = {"mean": mean, "ci95_over_seeds": [lo, hi]}
         figures["by_history"][name] = per_seed[0][name]["by_history"]
+        if "error_rho" in per_seed[0][name]:
+            rho = np.array([run[name]["error_rho"] for run in per_seed], dtype=float)
+            figures.setdefault("error_rho", {})[name] = {
+                "mean": float(np.nanmean(rho)),
+                "ci95_over_seeds": list(_t_interval(rho)),
+            }
     return figures
 
 
@@ -261,12 +312,13 @@ def _signed(value: float | None, spec: str) -> str:
 
 
 def _print(figures: dict, seeds: int) -> None:
-    for name in ESTIMATORS:
-        coef = figures["coefficient"][name]
+    for name, coef in figures["coefficient"].items():
+        rho = figures.get("error_rho", {}).get(name)
+        tracks = "" if rho is None else f"; rank correlation with the true |logit error| {rho['mean']:+.3f}"
         table = Table(
             title=f"bench thresholds, {name}: {seeds} seed(s), out of sample; uncertainty coefficient "
             f"at equal score {_signed(coef['mean'], '.3f')} "
-            f"[{', '.join(_signed(x, '.3f') for x in coef['ci95_over_seeds'])}]"
+            f"[{', '.join(_signed(x, '.3f') for x in coef['ci95_over_seeds'])}]{tracks}"
         )
         names = " / ".join(POLICIES)
         columns = ("target", "feasible", "kept", f"recall {names}", f"precision {names}")

@@ -44,7 +44,6 @@ AFFINITY_REVERSE = -2.6
 # Mean product-level affinity over simulated co-purchase edges (measured on the
 # default config); world_from_graph scales real graphs to it.
 AFFINITY_EDGE_MEAN = -0.5
-PRODUCT_NOISE = 0.2  # product deviation from its category vector
 CATEGORY_SKEW = 0.9  # Zipf exponent of category sizes
 POPULARITY_LOGIT = 0.08  # conversion logit per unit of log(popularity * n_products)
 PAIR_NOISE = 0.3  # std of the fixed per-pair conversion logit noise
@@ -319,8 +318,8 @@ def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
 
     rel = complement_relations(n_cat, cfg.complements_per_category, cfg.reciprocal_share, rng)
     cat_src, cat_tgt = _category_vectors(rel, cfg.latent_dim, rng)
-    src = cat_src[category] + rng.normal(0.0, PRODUCT_NOISE, (n, cfg.latent_dim))
-    tgt = cat_tgt[category] + rng.normal(0.0, PRODUCT_NOISE, (n, cfg.latent_dim))
+    src = cat_src[category] + rng.normal(0.0, cfg.product_noise, (n, cfg.latent_dim))
+    tgt = cat_tgt[category] + rng.normal(0.0, cfg.product_noise, (n, cfg.latent_dim))
 
     start = pd.Timestamp(cfg.start_date)
     snapshot = start + pd.Timedelta(days=cfg.history_days)

@@ -40,10 +40,23 @@ def score_holdout(
     with no bucket calibrated on its own."""
     from nextbuy.domain.graph.scoring import score_and_uncertainty
 
-    rows = weighted[weighted["split"].isin(["calib", "test"])].reset_index(drop=True)
+    rows = holdout_rows(weighted)
     score, uncertainty = score_and_uncertainty(
         moments, rows["source_id"].to_numpy(), rows["shown_id"].to_numpy()
     )
+    return calibrate_holdout(rows, score, uncertainty, cfg)
+
+
+def holdout_rows(weighted: pd.DataFrame) -> pd.DataFrame:
+    """The calib and test split's rows, in the order :func:`calibrate_holdout` expects."""
+    return weighted[weighted["split"].isin(["calib", "test"])].reset_index(drop=True)
+
+
+def calibrate_holdout(
+    rows: pd.DataFrame, score: np.ndarray, uncertainty: np.ndarray, cfg: CalibrateConfig
+) -> tuple[pd.DataFrame, BucketCalibration]:
+    """:func:`score_holdout` for scores and uncertainties already computed on ``rows``
+    (:func:`holdout_rows`); a benchmark's reference uncertainty goes through the same fit."""
     matured = (rows["elapsed_days"] >= cfg.maturity_days).to_numpy()
     fit_mask = matured & (rows["split"] == "calib").to_numpy()
     if fit_mask.sum() < cfg.min_bucket_size or len(np.unique(rows["label"].to_numpy()[fit_mask])) < 2:
