@@ -77,3 +77,9 @@ def test_logit_error_is_the_distance_in_log_odds():
     score = np.array([0.5, 0.5, np.exp(1) / (1 + np.exp(1))])
     p_true = np.array([0.5, np.exp(-1) / (1 + np.exp(-1)), 0.5])
     assert thresholds.logit_error(score, p_true) == pytest.approx([0.0, 1.0, 1.0])
+
+
+def test_targets_are_lifts_of_the_positive_rate_and_stay_below_one():
+    assert thresholds.precision_targets(0.05, (2.0, 4.0)) == pytest.approx([0.1, 0.2])
+    # A store converting at 15% cannot ask for 8x its rate: the target is capped, not an error.
+    assert thresholds.precision_targets(0.15, (2.0, 8.0)) == pytest.approx([0.3, thresholds.MAX_TARGET])

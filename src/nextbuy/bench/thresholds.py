@@ -48,6 +48,12 @@ ORACLE = "oracle_error"  # reference: the true |logit error| of the ensemble's s
 # ``unguarded``: the joint fit without its out-of-fold check (``bucket`` is what the stage serves)
 POLICIES = ("single", "bucket", "mist", "unguarded")
 TARGET_LIFTS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)  # targets = these x the fit rows' positive rate
+MAX_TARGET = 0.99  # a store that converts often caps its higher targets here (flagged infeasible if so)
+
+
+def precision_targets(base_rate: float, lifts) -> list[float]:
+    """``lifts`` × the positive rate, capped at :data:`MAX_TARGET` (a precision target is below 1)."""
+    return [min(base_rate * lift, MAX_TARGET) for lift in lifts]
 
 
 def _t_interval(values: np.ndarray) -> tuple[float | None, float | None]:
@@ -157,8 +163,9 @@ def _estimator_figures(data, test, scored, calibration, arrays, lifts, threshold
 
     base_rate = float(scored.loc[fit_rows(scored), "label"].mean())
     error = logit_error(arrays["score"], test["p_convert"].to_numpy())
+    targets = precision_targets(base_rate, lifts)
     return {
-        "rows": _policy_rows(scored, calibration, arrays, [base_rate * x for x in lifts], thresholds_cfg),
+        "rows": _policy_rows(scored, calibration, arrays, targets, thresholds_cfg),
         "coefficient": uncertainty_coefficient(arrays["score"], arrays["uncertainty"], arrays["label"]),
         "error_rho": float(spearmanr(arrays["uncertainty"], error)[0]),
         "by_history": uncertainty_by_history(
