@@ -19,7 +19,8 @@ stage does). Per row: mean recall and achieved precision of each policy over
 seeds, whether the target was feasible on the fit rows in every seed, and the
 t-based 95% CI of the per-seed relative recall gain bucket/single − 1. Targets
 are multiples of the fit rows' positive rate, so no store-specific number is
-baked in. Also per estimator: the logistic coefficient of uncertainty at equal
+baked in (capped at :data:`MAX_TARGET` where a store converts so often that a
+multiple would reach 1). Also per estimator: the logistic coefficient of uncertainty at equal
 score on the test traffic (negative: uncertain pairs convert less than their
 score says), mean uncertainty by the shown product's history, and ``error_rho``: the rank
 correlation of the uncertainty with the size of the score's true logit error on the test
