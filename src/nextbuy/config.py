@@ -83,6 +83,7 @@ class SimulatorConfig(_Section):
     delay_sigma: float = Field(gt=0.0)
     delay_price_elasticity: float = Field(ge=0.0, le=3.0)
     launch_rate: float = Field(ge=0.0)
+    prelaunch_purchases: Literal["move", "drop"]
     browse_click_rate: float = Field(ge=0.0, le=0.9)
     click_relevance: float = Field(ge=0.0)
     cart_if_convert: float = Field(ge=0.0, le=1.0)

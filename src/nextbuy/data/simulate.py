@@ -328,10 +328,15 @@ def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
     span = snapshot.value - (start.value - int(cfg.history_days * NS_PER_DAY))
     t_ns = snapshot.value - span + (rng.random(len(u)) * span).astype(np.int64)
     # Nobody buys a product before its launch: such purchases move to after it (the
-    # pairs stay, so the graph's structure does not depend on launch_rate).
+    # pairs stay, so the graph's structure does not depend on launch_rate), or are lost
+    # ("drop": a late launch then has a thin co-purchase history, not a compressed one).
     launch_rng = _rng(seed, _LAUNCH)
     launch = _launches(launch_rng, cfg, start, snapshot)
-    t_ns = _not_before(launch_rng, t_ns, np.maximum(launch[u], launch[v]), snapshot.value)
+    earliest = np.maximum(launch[u], launch[v])
+    before_launch = t_ns < earliest
+    t_ns = _not_before(launch_rng, t_ns, earliest, snapshot.value)  # the same draws either way
+    if cfg.prelaunch_purchases == "drop":
+        u, v, t_ns = u[~before_launch], v[~before_launch], t_ns[~before_launch]
     edges = _aggregate_edges(u, v, t_ns)
 
     products = pd.DataFrame(
