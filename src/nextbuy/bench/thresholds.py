@@ -175,21 +175,17 @@ def _estimator_figures(data, test, scored, calibration, arrays, lifts, threshold
     }
 
 
-def _oracle_figures(data, weighted, test, ensemble_moments, calibrate_cfg, thresholds_cfg, lifts) -> dict:
-    """:data:`ORACLE`: the ensemble's scores, the true size of their logit error as uncertainty."""
-    from nextbuy.domain.graph.scoring import score_and_uncertainty
+def _oracle_figures(
+    data, weighted, test, holdout_score, test_score, calibrate_cfg, thresholds_cfg, lifts
+) -> dict:
+    """:data:`ORACLE`: the ensemble's scores (``holdout_score`` on :func:`calibrate.holdout_rows`,
+    ``test_score`` on ``test``), the true size of their logit error as uncertainty."""
     from nextbuy.stages import calibrate
 
     rows = calibrate.holdout_rows(weighted)
     truth = data.truth_impressions.set_index("impression_id")["p_convert"]
-    score, _ = score_and_uncertainty(
-        ensemble_moments, rows["source_id"].to_numpy(), rows["shown_id"].to_numpy()
-    )
-    error = logit_error(score, truth.reindex(rows["impression_id"]).to_numpy())
-    scored, calibration = calibrate.calibrate_holdout(rows, score, error, calibrate_cfg)
-    test_score, _ = score_and_uncertainty(
-        ensemble_moments, test["source_id"].to_numpy(), test["shown_id"].to_numpy()
-    )
+    error = logit_error(holdout_score, truth.reindex(rows["impression_id"]).to_numpy())
+    scored, calibration = calibrate.calibrate_holdout(rows, holdout_score, error, calibrate_cfg)
     test_error = logit_error(test_score, test["p_convert"].to_numpy())
     arrays = _test_arrays(test_score, test_error, calibration, test)
     return _estimator_figures(data, test, scored, calibration, arrays, lifts, thresholds_cfg)
@@ -216,8 +212,10 @@ def _one_seed(data, weighted, test, params, seed: int, lifts) -> dict[str, dict]
         )
         arrays = _test_arrays(score, uncertainty, calibration, test)
         out[name] = _estimator_figures(data, test, scored, calibration, arrays, lifts, thresholds_cfg)
+        if name == "ensemble":  # the reference reuses its scores
+            ensemble_scores = scored["score"].to_numpy(), score
     out[ORACLE] = _oracle_figures(
-        data, weighted, test, estimators["ensemble"], calibrate_cfg, thresholds_cfg, lifts
+        data, weighted, test, *ensemble_scores, calibrate_cfg, thresholds_cfg, lifts
     )
     for name in out:
         best = max((r for r in out[name]["rows"] if r["feasible"]), key=lambda r: r["target"], default=None)
