@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from nextbuy.bench import linkpred
 from nextbuy.bench import linkpred_models as models
@@ -277,8 +278,11 @@ def test_paired_gaps_against_blade_are_written_beside_the_json(spied_run):
 
 def test_each_seeds_rows_are_written_beside_the_json_and_average_to_it(spied_run):
     figures = json.loads(spied_run["out"].read_text())
-    per_seed = json.loads(spied_run["out"].with_suffix(".per_seed.json").read_text())["seeds"]
+    written = json.loads(spied_run["out"].with_suffix(".per_seed.json").read_text())
+    per_seed = written["seeds"]
     assert len(per_seed) == SEEDS
+    # the kernel set the figures came from, since rows from other kernels do not pair
+    assert written["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     for key, row in figures.items():
         for metric in linkpred.METRICS:
             mean = np.mean([seed_rows[key][metric] for seed_rows in per_seed])

@@ -120,6 +120,16 @@ def _one_thread() -> None:
     threadpool_limits(1)
 
 
+def _cpu_kernels() -> str:
+    """torch's CPU kernel set here (``AVX512``, ``AVX2``, ...). Why record it: a baseline's fit is
+    chaotic in the last bits of its float sums, which the kernel set changes. On Cora-ML, GCN's
+    seed-0 fit moved 6 Hits@20 points between AVX-512 and AVX2 kernels, same config (BENCHMARKS.md,
+    session 30), so rows from runs on different kernels are not paired comparisons."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def _executor(workers: int):
     if workers <= 1:
         return _InProcess()
@@ -242,14 +252,15 @@ def run(
     trained = _trained_rows(g, splits, keys, workers)
     per_seed = [{**_structure_rows(g, s), **rows} for s, rows in zip(splits, trained, strict=True)]
     figures = _aggregate(per_seed)
-    title = f"linkpred on {graph_path.name} ({split or 'random splits'}), {seeds} seed(s)"
+    kernels = _cpu_kernels()
+    title = f"linkpred on {graph_path.name} ({split or 'random splits'}), {seeds} seed(s), {kernels} kernels"
     _print(figures, title)
     io.write_json(figures, out)
     if "blade" in per_seed[0]:  # beside the main JSON, whose keys are methods only (a stable interface)
         gaps = {m: paired.paired_gaps(per_seed, "blade", m, per_seed[0]) for m in PAIRED}
         _print_gaps(gaps["hits@20"])
         io.write_json(gaps, Path(out).with_suffix(".paired.json"))
-    # Each seed's rows too, so a later run can be paired with this one seed by seed.
-    io.write_json({"seeds": per_seed}, Path(out).with_suffix(".per_seed.json"))
+    # Each seed's rows too, so a later run can be paired with this one seed by seed (on the same kernels).
+    io.write_json({"seeds": per_seed, "cpu_kernels": kernels}, Path(out).with_suffix(".per_seed.json"))
     print(f"linkpred wall time: {time.perf_counter() - started:.1f} s")
     return figures
