@@ -193,6 +193,7 @@ class TrainConfig(_Section):
     cold_start_fallback: (
         bool  # nodes with no neighbours in a direction sample neighbours of same-category products
     )
+    id_embeddings: bool  # a learned id embedding per product beside its features (off: features only)
     export_chunk: int = Field(ge=1)  # nodes per chunk whenever every node is embedded (memory bound)
     # Gate drill: train on permuted labels; the deploy gate must refuse the result.
     shuffle_labels: bool

@@ -238,11 +238,16 @@ def test_tuned_once_then_refit_and_blade_fixed_takes_blades_config(spied_run):
 def test_blade_space_draws_distinct_configs_starting_with_the_default():
     space = models.blade_space()
     assert len(space) == models.N_CONFIGS
-    assert space[0] == models.BLADE_DEFAULT
+    assert space[0] == {**models.BLADE_DEFAULT, "id_embeddings": True}
     assert len({tuple(sorted(c.items())) for c in space}) == len(space)
     for cfg in space[1:]:
-        assert set(cfg) == set(models.BLADE_SPACE)
+        assert set(cfg) == set(models.BLADE_SPACE) | {"id_embeddings"}
         assert all(cfg[k] in values for k, values in models.BLADE_SPACE.items())
+    # every drawn config is raced with and without id embeddings: the graph answers that question
+    without_ids = [{k: v for k, v in cfg.items() if k != "id_embeddings"} for cfg in space]
+    for cfg in without_ids:
+        ids = {c["id_embeddings"] for c, rest in zip(space, without_ids, strict=True) if rest == cfg}
+        assert ids == {True, False}
     assert models.blade_space() == space  # drawn once, with a fixed seed
     configs = models.search_space()
     assert len(configs) == models.N_CONFIGS and len(set(configs)) == len(configs)

@@ -438,6 +438,10 @@ BLADE_SPACE = {  # BLADE's own knobs, N_CONFIGS draws like every other method
     # AUC alike (BENCHMARKS.md, 2026-11-25, session 16).
     "reverse_penalty": (0.2, 1.0),
 }
+# Whether BLADE learns an id embedding per node beside its features (``Architecture.id_embeddings``):
+# on Cora-ML they helped (+2.2 validation Hits@20, session 17), on the store's co-purchase graph
+# they cost 4-5 points (session 30), so each graph answers it on validation (``blade_space``).
+BLADE_ID_EMBEDDINGS = (True, False)
 # BLADE trains as the residual of the pair structure (``pair_structure.StructurePrior``): its
 # feature cosines through a basis of this rank (exact ones cost ~1 s per Cora-ML epoch).
 BLADE_PRIOR_RANK = 64
@@ -449,16 +453,18 @@ BLADE_DEFAULT = {"lr": 0.005, "embedding_dim": 128, "n_layers": 2, "dropout": 0.
 
 
 def blade_space(n: int | None = None, seed: int = 0) -> list[dict]:
-    """``n`` (default ``N_CONFIGS``) BLADE configs drawn once (fixed seed) from ``BLADE_SPACE``; the
-    first is ``BLADE_DEFAULT``."""
+    """``n`` (default ``N_CONFIGS``) BLADE configs: ``n / 2`` drawn once (fixed seed) from
+    ``BLADE_SPACE``, the first ``BLADE_DEFAULT``, each with and without id embeddings. Why pairs, not
+    a ninth knob drawn at random: whether ids help is a property of the graph, so every drawn config
+    is raced both ways, in the same budget of ``n`` runs as every baseline."""
     n = N_CONFIGS if n is None else n
     rng = np.random.default_rng(seed)
     draws = [dict(BLADE_DEFAULT)]
-    while len(draws) < n:
+    while len(draws) < (n + 1) // 2:
         cfg = {k: v[int(rng.integers(len(v)))] for k, v in BLADE_SPACE.items()}
         if cfg not in draws:
             draws.append(cfg)
-    return draws
+    return [{**cfg, "id_embeddings": ids} for cfg in draws for ids in BLADE_ID_EMBEDDINGS][:n]
 
 
 def blade_training(
@@ -490,7 +496,8 @@ def blade_training(
     x = None if features is None else to_torch(row_normalised(features))
     graph = DirectedGraph(split.n_nodes, e[:, 0], e[:, 1], x)
     arch = Architecture(config["embedding_dim"], config["n_layers"], fanout_rule, fanout_min=5, fanout_max=25,
-                        dropout=config["dropout"], cold_start_fallback=False)  # fmt: skip
+                        dropout=config["dropout"], cold_start_fallback=False,
+                        id_embeddings=config.get("id_embeddings", True))  # fmt: skip
     schedule = TrainingSchedule(
         epochs=epochs, batch_size=1 << 20, lr=config["lr"], weight_decay=0.0,
         id_weight_decay=config["id_weight_decay"], link_loss_weight=1.0, n_negatives=config["n_negatives"],

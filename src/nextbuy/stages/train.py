@@ -70,6 +70,7 @@ def blade_arguments(cfg: TrainConfig) -> tuple[Architecture, TrainingSchedule, d
         fanout_max=cfg.fanout_max,
         dropout=cfg.dropout,
         cold_start_fallback=cfg.cold_start_fallback,
+        id_embeddings=cfg.id_embeddings,
     )
     schedule = TrainingSchedule(
         epochs=cfg.epochs,

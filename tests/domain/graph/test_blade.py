@@ -587,6 +587,33 @@ def test_zero_layers_is_a_model_of_features_and_ids_alone():
     assert torch.equal(s, s_alone) and torch.equal(t, t_alone)
 
 
+def test_without_id_embeddings_the_model_learns_from_features_and_neighbours_alone(link_only):
+    """Off, the id table takes no part: scrambling it changes no embedding, and the model still
+    learns direction from the features and the neighbourhoods."""
+    architecture = replace(ARCH, id_embeddings=False)
+    graph, held = link_only["graph"], link_only["held_out"]
+    model, history = _train(
+        graph, *_no_conversions(), architecture=architecture, epochs=LINK_EPOCHS, batch_size=LINK_BATCH
+    )
+    assert history[-1]["link_loss"] < 0.8 * history[0]["link_loss"]
+    s, t = embed(model, graph, chunk=128)
+    with torch.no_grad():
+        model.id_emb.weight.normal_(generator=torch.Generator().manual_seed(5))
+    s2, t2 = embed(model, graph, chunk=128)
+    assert torch.equal(s, s2) and torch.equal(t, t2)
+    m = export_moments(model, graph, **EXPORT)
+    u, v = held[:, 0], held[:, 1]
+    assert _auc(link_scores(m, u, v), link_scores(m, v, u)) > 0.8
+
+
+def test_without_id_embeddings_a_graph_needs_features():
+    n = 60
+    cat, edges, log_price = _store(n, seed=16)
+    bare = replace(_graph(n, edges, cat, log_price), features=None)
+    with pytest.raises(ValueError, match="needs node features"):
+        _train(bare, *_no_conversions(), architecture=replace(ARCH, id_embeddings=False))
+
+
 def test_progress_bar_can_be_shown(capsys):
     n = 60
     cat, edges, log_price = _store(n, seed=10)

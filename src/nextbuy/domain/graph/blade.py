@@ -104,6 +104,11 @@ class Architecture:
     fanout_max: int  # budget of the lowest-degree nodes (the fixed rule's budget for all)
     dropout: float  # feature and hidden dropout; with sampling, drives the MC spread at export
     cold_start_fallback: bool  # nodes without neighbours in a direction sample same-group products
+    # A learned id embedding per node on top of the feature projection. Off: features and
+    # neighbourhoods only. Ids help where nodes have history the features miss (Cora-ML: +2.2
+    # validation Hits@20) and cost where most nodes have little history and the features carry
+    # the signal (the store's co-purchase graph: -4 to -5; BENCHMARKS.md, session 30).
+    id_embeddings: bool = True
 
     def __post_init__(self) -> None:
         if self.n_layers < 0:
@@ -288,15 +293,19 @@ class BladeModel(nn.Module):
         fanout_max: int,
         dropout: float,
         cold_start_fallback: bool,
+        id_embeddings: bool = True,
     ) -> None:
         super().__init__()
         d = int(embedding_dim)
         self.architecture = Architecture(
             d, int(n_layers), fanout_rule, int(fanout_min), int(fanout_max), float(dropout),
-            bool(cold_start_fallback),
+            bool(cold_start_fallback), bool(id_embeddings),
         )  # fmt: skip
+        if not id_embeddings and not n_features:
+            raise ValueError("id_embeddings off needs node features: the model would have no inputs")
         self.n_nodes, self.dim, self.dropout = int(n_nodes), d, float(dropout)
-        # Creation order fixes which draws of the seeded RNG each weight gets: keep it.
+        # Creation order fixes which draws of the seeded RNG each weight gets: keep it (the id table
+        # is made, and draws, even when id_embeddings is off, so the other weights start alike).
         # sparse: the optimiser moves only the rows a step touched, not the whole table
         self.id_emb = nn.Embedding(self.n_nodes, 2 * d, sparse=True)
         nn.init.normal_(self.id_emb.weight, std=0.1)
@@ -324,7 +333,10 @@ class BladeModel(nn.Module):
         self, features: FeatureRows | None, nodes: Tensor, generator: torch.Generator | None, stochastic: bool
     ) -> Tensor:
         """Layer-0 states ``[s0 | t0]`` of ``nodes``."""
-        h = self.id_emb(nodes)
+        if self.architecture.id_embeddings:
+            h = self.id_emb(nodes)
+        else:
+            h = torch.zeros(len(nodes), 2 * self.dim, dtype=self.id_emb.weight.dtype)
         if self.proj is not None and features is not None:
             start = features.rowptr[nodes]
             counts = features.rowptr[nodes + 1] - start
