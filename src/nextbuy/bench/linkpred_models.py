@@ -23,9 +23,8 @@ observed edges held out of message passing as targets), judged on validation Hit
 ``with_validation_pool``; "validation Hits@20" below means that) by successive halving
 (``successive_halving``: the better third go on at each of ``RUNGS`` epochs); BLADE's ``N_CONFIGS``
 are half as many draws from ``BLADE_SPACE``, each with and without id embeddings (``blade_space``).
-They train full-batch with
-BCE against fresh random destinations every epoch, evaluating validation Hits@20 every
-``EVAL_EVERY`` epochs and keeping the best embeddings (early stopping).  Weight decay defaults
+They train full-batch with BCE against fresh random destinations every epoch, evaluating validation
+Hits@20 every ``EVAL_EVERY`` epochs and keeping the best embeddings (early stopping).  Weight decay defaults
 to 0: 5e-4 on row-normalised bag-of-words collapsed GCN's validation Hits@20 on Cora-ML split 0
 (35 vs 88, measured with the split's own 411 validation negatives).
 """
