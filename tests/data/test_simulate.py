@@ -307,10 +307,10 @@ def test_launched_products_are_never_bought_or_shown_before_their_launch(small_s
     assert np.isin(new, imp["shown_id"]).mean() > 0.5
 
 
-def test_dropped_prelaunch_purchases_leave_late_launches_thin_in_the_graph(small_store):
-    world, _ = small_store
-    dropped = simulate_world(
-        config("ingest.simulator", **{**SMALL.model_dump(), "prelaunch_purchases": "drop"}), seed=11
+def test_dropped_prelaunch_purchases_leave_late_launches_thin_in_the_graph():
+    world, dropped = (
+        simulate_world(config("ingest.simulator", **{**SMALL.model_dump(), "prelaunch_purchases": how}), 11)
+        for how in ("move", "drop")
     )
     launch = launched_at(world)
     # The same products, latents and launches; only purchases before a launch are gone.
@@ -351,9 +351,10 @@ def test_recently_launched_products_have_only_recent_history(small_store):
     assert unseen[recent & eventual].mean() > max(0.5, unseen[old & eventual].mean() + 0.15)
 
 
-def test_launches_change_when_things_happen_not_what_happens(small_store):
-    world, traffic = small_store
-    still = config("ingest.simulator", **{**SMALL.model_dump(), "launch_rate": 0.0})
+def test_moved_launches_change_when_things_happen_not_what_happens():
+    moved = config("ingest.simulator", **{**SMALL.model_dump(), "prelaunch_purchases": "move"})
+    world, traffic = simulate_store(moved, seed=11)
+    still = config("ingest.simulator", **{**moved.model_dump(), "launch_rate": 0.0})
     base_world, base_traffic = simulate_store(still, seed=11)
     assert launched_at(base_world).isna().all()
     # Same catalogue, latents and co-purchase pairs; only the times of new products' events move.
