@@ -308,28 +308,28 @@ def test_launched_products_are_never_bought_or_shown_before_their_launch(small_s
 
 
 def test_dropped_prelaunch_purchases_leave_late_launches_thin_in_the_graph():
-    world, dropped = (
+    moved, dropped = (
         simulate_world(config("ingest.simulator", **{**SMALL.model_dump(), "prelaunch_purchases": how}), 11)
         for how in ("move", "drop")
     )
-    launch = launched_at(world)
+    launch = launched_at(moved)
     # The same products, latents and launches; only purchases before a launch are gone.
-    pd.testing.assert_frame_equal(dropped.truth_products, world.truth_products)
+    pd.testing.assert_frame_equal(dropped.truth_products, moved.truth_products)
     assert_nothing_before_launch(
         dropped, simulate_traffic(dropped, SMALL, 3, 100, dropped.start, dropped.snapshot, dropped.snapshot)
     )
-    kept = dropped.edges.merge(world.edges, on=["src", "dst"], suffixes=("", "_moved"), validate="1:1")
+    kept = dropped.edges.merge(moved.edges, on=["src", "dst"], suffixes=("", "_moved"), validate="1:1")
     assert len(kept) == len(dropped.edges) and (kept["weight"] <= kept["weight_moved"]).all()
     purchases = lambda w: w.edges.groupby("dst")["weight"].sum().reindex(launch.index, fill_value=0)  # noqa: E731
-    late = launch.index[launch >= world.snapshot - pd.Timedelta(days=7)]
+    late = launch.index[launch >= moved.snapshot - pd.Timedelta(days=7)]
     always = launch.index[launch.isna()]
     # Moved: a late launch has as many purchases as any product. Dropped: a fraction of them.
-    assert purchases(world)[late].mean() > 0.5 * purchases(world)[always].mean()
+    assert purchases(moved)[late].mean() > 0.5 * purchases(moved)[always].mean()
     assert purchases(dropped)[late].mean() < 0.4 * purchases(dropped)[always].mean()
     # Purchases between two products that were always there are untouched.
     between = lambda w: w.edges[w.edges["src"].isin(always) & w.edges["dst"].isin(always)]  # noqa: E731
     pd.testing.assert_frame_equal(
-        between(dropped).reset_index(drop=True), between(world).reset_index(drop=True)
+        between(dropped).reset_index(drop=True), between(moved).reset_index(drop=True)
     )
 
 
