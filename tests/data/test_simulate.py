@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from nextbuy.config import with_changes
 from nextbuy.data import simulate
 from nextbuy.data.simulate import (
     StoreWorld,
@@ -220,7 +221,7 @@ def test_delay_price_elasticity_sets_how_much_price_slows_a_conversion(small_sto
     world, traffic = small_store
 
     def dear_over_cheap(elasticity: float) -> float:
-        cfg = config("ingest.simulator", **{**SMALL.model_dump(), "delay_price_elasticity": elasticity})
+        cfg = with_changes(SMALL, delay_price_elasticity=elasticity)
         truth = simulate_store(cfg, seed=11)[1].truth
         price = world.products["price"].to_numpy()[traffic.impressions["shown_id"]]
         cheap, dear = np.quantile(world.products["price"], [0.25, 0.75])
@@ -237,7 +238,7 @@ def test_the_funnel_params_set_what_a_cart_says_about_the_item():
     def carts(**funnel) -> tuple[float, float, float]:
         """Share of carts abandoned, and conversion after a cart in the lowest and highest
         fifth of true conversion probability."""
-        cfg = config("ingest.simulator", **{**SMALL.model_dump(), **funnel})
+        cfg = with_changes(SMALL, **funnel)
         traffic = simulate_store(cfg, seed=11)[1]
         carted = traffic.impressions["carted_at"].notna().to_numpy()
         # Events after the snapshot are censored in the log; the truth has every conversion.
@@ -309,8 +310,7 @@ def test_launched_products_are_never_bought_or_shown_before_their_launch(small_s
 
 def test_dropped_prelaunch_purchases_leave_late_launches_thin_in_the_graph():
     moved, dropped = (
-        simulate_world(config("ingest.simulator", **{**SMALL.model_dump(), "prelaunch_purchases": how}), 11)
-        for how in ("move", "drop")
+        simulate_world(with_changes(SMALL, prelaunch_purchases=how), 11) for how in ("move", "drop")
     )
     launch = launched_at(moved)
     # The same products, latents and launches; only purchases before a launch are gone.
@@ -352,9 +352,9 @@ def test_recently_launched_products_have_only_recent_history(small_store):
 
 
 def test_moved_launches_change_when_things_happen_not_what_happens():
-    moved = config("ingest.simulator", **{**SMALL.model_dump(), "prelaunch_purchases": "move"})
+    moved = with_changes(SMALL, prelaunch_purchases="move")
     world, traffic = simulate_store(moved, seed=11)
-    still = config("ingest.simulator", **{**moved.model_dump(), "launch_rate": 0.0})
+    still = with_changes(moved, launch_rate=0.0)
     base_world, base_traffic = simulate_store(still, seed=11)
     assert launched_at(base_world).isna().all()
     # Same catalogue, latents and co-purchase pairs; only the times of new products' events move.
@@ -381,7 +381,7 @@ def test_moved_launches_change_when_things_happen_not_what_happens():
 
 
 def test_launch_rate_zero_is_the_store_without_launches(monkeypatch):
-    still = config("ingest.simulator", **{**SMALL.model_dump(), "launch_rate": 0.0, "n_impressions": 3000})
+    still = with_changes(SMALL, launch_rate=0.0, n_impressions=3000)
     world, traffic = simulate_store(still, seed=3)
     assert launched_at(world).isna().all()
     # The launch machinery is inert: switching it off entirely changes no table bit for bit.
