@@ -570,6 +570,35 @@ def read_criteo_log(
     price NaN (unknown). Bad rows raise DataError naming the file, the column and the
     first offending rows (0-based row numbers, as impression_id).
     """
+    origin = _criteo_origin(product_column, start)
+    p = Path(path)
+    raw = _criteo_table(p)
+    clicked, converted = _checked_criteo_times(p, raw, origin)
+    shown_key = raw[CRITEO_CAT_COLUMNS[product_column]].fillna(CRITEO_UNKNOWN_KEY)
+    clash = raw.index[shown_key == CRITEO_CONTEXT_KEY]
+    io.rows_error(
+        p,
+        raw,
+        {CRITEO_CAT_COLUMNS[product_column]: clash} if len(clash) else {},
+        f"use the reserved product key {CRITEO_CONTEXT_KEY!r}",
+    )
+    products, impressions = _criteo_tables(raw, shown_key, clicked, converted)
+    features = pd.concat(
+        [
+            raw[list(CRITEO_INT_COLUMNS)].apply(pd.to_numeric).astype(np.float64),
+            raw[list(CRITEO_CAT_COLUMNS)].fillna("").astype(object),
+        ],
+        axis=1,
+    )
+    return CriteoLog(
+        io.validate(products, schemas.PRODUCTS, p),
+        io.validate(impressions, schemas.IMPRESSIONS_LOG, p),
+        features,
+    )
+
+
+def _criteo_origin(product_column: int, start: str | pd.Timestamp) -> pd.Timestamp:
+    """``start`` as naive UTC nanoseconds, after checking both arguments."""
     if isinstance(product_column, bool) or not isinstance(product_column, int | np.integer):
         raise ValueError(f"product_column must be an int in 0..8, got {product_column!r}")
     if not 0 <= product_column < len(CRITEO_CAT_COLUMNS):
@@ -579,9 +608,12 @@ def read_criteo_log(
         raise ValueError(f"start must be a time, got {start!r}")
     if origin.tzinfo is not None:
         origin = origin.tz_convert("UTC").tz_localize(None)
-    origin = origin.as_unit("ns")
+    return origin.as_unit("ns")
 
-    p = Path(path)
+
+def _criteo_table(p: Path) -> pd.DataFrame:
+    """The file's fields as stripped strings (NaN where empty), after checking that every row
+    has the right number of fields."""
     if not p.exists():
         raise DataError(p, "file not found")
     raw_bytes = p.read_bytes()
@@ -616,8 +648,11 @@ def read_criteo_log(
     if len(raw) != len(counts):  # cannot happen after the field counts; guards the row numbering
         raise DataError(p, f"read {len(raw)} rows from {len(counts)} lines")
     raw = raw.apply(lambda col: col.str.strip())  # also drops the '\r' of CRLF files
-    raw = raw.mask(raw == "")  # empty field -> NaN, so errors and checks see it as missing
+    return raw.mask(raw == "")  # empty field -> NaN, so errors and checks see it as missing
 
+
+def _checked_criteo_times(p: Path, raw: pd.DataFrame, origin: pd.Timestamp) -> tuple[pd.Series, pd.Series]:
+    """Click and conversion times, after checking them and the integer features."""
     _no_missing(p, raw, ("click_ts",))
     clicked = _criteo_times(p, raw, "click_ts", origin)
     converted = _criteo_times(p, raw, "conversion_ts", origin)
@@ -635,15 +670,13 @@ def read_criteo_log(
     io.rows_error(
         p, raw, {c: r for c, r in not_integer.items() if len(r)}, "have a value that is not an integer"
     )
+    return clicked, converted
 
-    shown_key = raw[CRITEO_CAT_COLUMNS[product_column]].fillna(CRITEO_UNKNOWN_KEY)
-    clash = raw.index[shown_key == CRITEO_CONTEXT_KEY]
-    io.rows_error(
-        p,
-        raw,
-        {CRITEO_CAT_COLUMNS[product_column]: clash} if len(clash) else {},
-        f"use the reserved product key {CRITEO_CONTEXT_KEY!r}",
-    )
+
+def _criteo_tables(
+    raw: pd.DataFrame, shown_key: pd.Series, clicked: pd.Series, converted: pd.Series
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """PRODUCTS (the shown keys and the context pseudo product) and IMPRESSIONS_LOG rows."""
     keys = _sorted_keys(np.append(shown_key.unique().astype(str), CRITEO_CONTEXT_KEY))
     index = pd.Index(keys)
     products = pd.DataFrame(
@@ -666,15 +699,4 @@ def read_criteo_log(
         },
         index=raw.index,
     )
-    features = pd.concat(
-        [
-            raw[list(CRITEO_INT_COLUMNS)].apply(pd.to_numeric).astype(np.float64),
-            raw[list(CRITEO_CAT_COLUMNS)].fillna("").astype(object),
-        ],
-        axis=1,
-    )
-    return CriteoLog(
-        io.validate(products, schemas.PRODUCTS, p),
-        io.validate(impressions, schemas.IMPRESSIONS_LOG, p),
-        features,
-    )
+    return products, impressions

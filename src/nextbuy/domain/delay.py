@@ -362,20 +362,8 @@ def fit_delay_model(
     if family not in FAMILIES:
         raise ValueError(f"unknown delay family {family!r}; expected one of {FAMILIES}")
     columns = tuple(columns)
-    e, y = _labelled(signals)
-    d = (
-        signals["delay_days"].to_numpy(dtype=np.float64)
-        if "delay_days" in signals
-        else np.full_like(e, np.nan)
-    )
+    e, y, d, w = _censored_rows(signals, sample_weight)
     pos = y == 1.0
-    if np.any(~np.isfinite(d[pos])) or np.any(d[pos] < 0):
-        raise ValueError("converted rows need a finite delay_days >= 0")
-    d = np.maximum(d - _engaged_offset(signals), 0.0)  # on the clock from the last engagement
-    w = np.ones_like(e) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    if w.shape != e.shape or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError("sample_weight must be non-negative, same length, not all zero")
-    w = w / w.sum()
     raw = signals[list(columns)].to_numpy(dtype=np.float64).reshape(len(signals), len(columns))
     center = raw.mean(axis=0) if len(raw) else np.zeros(len(columns))
     spread = raw.std(axis=0) if len(raw) else np.ones(len(columns))
@@ -384,35 +372,8 @@ def fit_delay_model(
 
     # Converted rows are evaluated at their delay, censored rows at their time waited.
     t = np.where(pos, np.nan_to_num(d, nan=0.0), e)
-    as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    X = as_t(design)
-    log_t = as_t(np.log(np.maximum(t, _MIN_DAYS)))
-    pos_t, w_t = as_t(pos.astype(np.float64)), as_t(w)
     k = design.shape[1]
-    slopes = np.r_[0.0, np.ones(k - 1)]  # intercepts are free
-    delay_ridge = slopes * np.r_[_RIDGE, [_DELAY_RIDGE if c in ENGAGEMENT else _RIDGE for c in columns]]
-    ridge_mask = as_t(np.concatenate([_RIDGE * slopes, delay_ridge, delay_ridge]))
-
-    def nll(theta: torch.Tensor) -> torch.Tensor:
-        eta = X @ theta[:k]
-        loc, log_scale = X @ theta[k : 2 * k], X @ theta[2 * k :]
-        log_p, log_1mp = torch.nn.functional.logsigmoid(eta), torch.nn.functional.logsigmoid(-eta)
-        if family == "lognormal":
-            zt = (log_t - loc) / torch.exp(log_scale)
-            log_f = -log_t - log_scale - 0.5 * np.log(2 * np.pi) - 0.5 * zt**2
-            log_s = torch.special.log_ndtr(-zt)
-        else:
-            shape = torch.exp(log_scale)
-            # Clamp: line searches may probe extreme shapes where (t/lambda)^k
-            # overflows, and an inf there would turn gradients into NaN.
-            u = torch.exp(torch.clamp(shape * (log_t - loc), max=60.0))
-            log_f = log_scale - loc + (shape - 1.0) * (log_t - loc) - u
-            log_s = -u
-        ll_pos = log_p + log_f
-        ll_neg = torch.logaddexp(log_1mp, log_p + log_s)
-        # torch.where keeps the unused branch's gradient out of the sum.
-        ll = torch.where(pos_t > 0, ll_pos, ll_neg)
-        return -(w_t * ll).sum() + (ridge_mask * theta**2).sum()
+    nll = _censored_nll(family, design, np.log(np.maximum(t, _MIN_DAYS)), pos, w, _ridge(columns))
 
     def fun(theta_np: np.ndarray) -> tuple[float, np.ndarray]:
         theta = torch.tensor(theta_np, dtype=torch.float64, requires_grad=True)
@@ -438,6 +399,74 @@ def fit_delay_model(
         conv_coef=theta[:k],
         delay_coef=np.stack([theta[k : 2 * k], theta[2 * k :]]),
     )
+
+
+def _censored_rows(
+    signals: pd.DataFrame, sample_weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Days waited, label, delay on the engagement clock (NaN unless converted) and weights
+    summing to 1, after checking them."""
+    e, y = _labelled(signals)
+    d = (
+        signals["delay_days"].to_numpy(dtype=np.float64)
+        if "delay_days" in signals
+        else np.full_like(e, np.nan)
+    )
+    pos = y == 1.0
+    if np.any(~np.isfinite(d[pos])) or np.any(d[pos] < 0):
+        raise ValueError("converted rows need a finite delay_days >= 0")
+    d = np.maximum(d - _engaged_offset(signals), 0.0)  # on the clock from the last engagement
+    w = np.ones_like(e) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != e.shape or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("sample_weight must be non-negative, same length, not all zero")
+    return e, y, d, w / w.sum()
+
+
+def _ridge(columns: tuple[str, ...]) -> np.ndarray:
+    """Ridge weight of each of theta's 3k entries: none on the three intercepts, a lighter one on
+    the engagement signals' delay coefficients."""
+    slopes = np.r_[0.0, np.ones(len(columns))]
+    delay_ridge = slopes * np.r_[_RIDGE, [_DELAY_RIDGE if c in ENGAGEMENT else _RIDGE for c in columns]]
+    return np.concatenate([_RIDGE * slopes, delay_ridge, delay_ridge])
+
+
+def _censored_nll(family: str, design, log_t, pos, w, ridge):
+    """theta -> the weighted negative log-likelihood of the mixture cure model plus its ridge
+    (torch, float64; theta = conversion, delay location and delay log-scale coefficients)."""
+    import torch
+
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    X, log_t, pos_t, w_t, ridge_t = (
+        as_t(design),
+        as_t(log_t),
+        as_t(pos.astype(np.float64)),
+        as_t(w),
+        as_t(ridge),
+    )
+    k = design.shape[1]
+
+    def nll(theta: torch.Tensor) -> torch.Tensor:
+        eta = X @ theta[:k]
+        loc, log_scale = X @ theta[k : 2 * k], X @ theta[2 * k :]
+        log_p, log_1mp = torch.nn.functional.logsigmoid(eta), torch.nn.functional.logsigmoid(-eta)
+        if family == "lognormal":
+            zt = (log_t - loc) / torch.exp(log_scale)
+            log_f = -log_t - log_scale - 0.5 * np.log(2 * np.pi) - 0.5 * zt**2
+            log_s = torch.special.log_ndtr(-zt)
+        else:
+            shape = torch.exp(log_scale)
+            # Clamp: line searches may probe extreme shapes where (t/lambda)^k
+            # overflows, and an inf there would turn gradients into NaN.
+            u = torch.exp(torch.clamp(shape * (log_t - loc), max=60.0))
+            log_f = log_scale - loc + (shape - 1.0) * (log_t - loc) - u
+            log_s = -u
+        ll_pos = log_p + log_f
+        ll_neg = torch.logaddexp(log_1mp, log_p + log_s)
+        # torch.where keeps the unused branch's gradient out of the sum.
+        ll = torch.where(pos_t > 0, ll_pos, ll_neg)
+        return -(w_t * ll).sum() + (ridge_t * theta**2).sum()
+
+    return nll
 
 
 def _initial_theta(y: np.ndarray, d: np.ndarray, pos: np.ndarray, family: str, k: int) -> np.ndarray:
