@@ -232,68 +232,72 @@ def sample_neighbourhood(
       With ``rule=None`` the fallback takes ``FALLBACK_FULL`` walks from a generator seeded 0.
     """
     centres = torch.as_tensor(centres, dtype=torch.long).reshape(-1)
-    empty = torch.zeros(0, dtype=torch.long)
     if centres.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long)
         return empty, empty.clone()
     start = csr.rowptr[centres]
     deg = csr.rowptr[centres + 1] - start
     k = deg if rule is None else rule.budget(deg)
+    # Each part is grouped by centre; the order of the draws fixes what a seed samples.
+    parts = list(_one_hop(csr, start, deg, k, generator))
+    if rule is not None and rule.two_hop:
+        parts.append(_two_hop_fill(csr, centres, start, deg, k, generator))
+    if fallback is not None and fallback[1].n_nodes > 0:
+        parts.append(_group_fallback(csr, centres, deg, k, rule is None, fallback, generator))
+    return _merge_by_centre([c for c, _ in parts], [n for _, n in parts], centres.numel())
 
-    parts_c: list[Tensor] = []
-    parts_n: list[Tensor] = []
 
-    # 1-hop, everything: centres whose whole neighbourhood fits the budget
+def _one_hop(csr: CSR, start: Tensor, deg: Tensor, k: Tensor, generator):
+    """Every neighbour of the centres whose neighbourhood fits the budget; a uniform
+    ``k``-subset without replacement of the others'."""
     full = deg <= k
-    counts = torch.where(full, deg, torch.zeros_like(deg))
-    rows, pos = expand(counts)
-    parts_c.append(rows)
-    parts_n.append(csr.col[start[rows] + pos])
-
-    # 1-hop, a uniform k-subset without replacement
+    rows, pos = expand(torch.where(full, deg, torch.zeros_like(deg)))
+    yield rows, csr.col[start[rows] + pos]
     big = torch.nonzero(~full).reshape(-1)
     if big.numel():
         r, p = _subset_without_replacement(deg[big], k[big], generator)
         rows = big[r]
-        parts_c.append(rows)
-        parts_n.append(csr.col[start[rows] + p])
+        yield rows, csr.col[start[rows] + p]
 
-    # 2-hop fill for centres below their budget
-    if rule is not None and rule.two_hop:
-        fill = (deg > 0) & (deg < k)
-        n_fill = torch.where(fill, k - deg, torch.zeros_like(deg))
-        if int(n_fill.sum()):
-            rows, _ = expand(n_fill)
-            mid = csr.col[start[rows] + _rand_below(deg[rows], generator)]
-            rows, nb = _walk_step(csr, rows, mid, generator)
-            keep = nb != centres[rows]
-            parts_c.append(rows[keep])
-            parts_n.append(nb[keep])
 
-    # cold-start fallback: 2-step walk through the centre's group
-    if fallback is not None and fallback[1].n_nodes > 0:
-        if rule is None:  # deterministic: FALLBACK_FULL walks per centre, drawn from its own id
-            k = torch.full_like(deg, FALLBACK_FULL)
-        group, members = fallback
-        g = torch.as_tensor(group, dtype=torch.long)[centres]
-        has_group = (deg == 0) & (g >= 0) & (g < members.n_nodes)
-        gsafe = torch.where(has_group, g, torch.zeros_like(g))
-        gsize = torch.where(has_group, members.degree(gsafe), torch.zeros_like(g))
-        n_cold = torch.where(gsize > 0, k, torch.zeros_like(k))
-        if int(n_cold.sum()):
-            rows, slot = expand(n_cold)
-            gr = gsafe[rows]
-            if rule is None:
-                key = centres[rows] * FALLBACK_FULL + slot
-                mid = members.col[members.rowptr[gr] + _hash_below(key, gsize[rows], 1)]
-                rows, nb = _walk_step(csr, rows, mid, None, key=key)
-            else:
-                mid = members.col[members.rowptr[gr] + _rand_below(gsize[rows], generator)]
-                rows, nb = _walk_step(csr, rows, mid, generator)
-            keep = nb != centres[rows]
-            parts_c.append(rows[keep])
-            parts_n.append(nb[keep])
+def _two_hop_fill(csr: CSR, centres: Tensor, start: Tensor, deg: Tensor, k: Tensor, generator):
+    """The ``k - d`` free slots of a centre with ``0 < d < k`` neighbours, as 2-step walks
+    (walks that return to the centre are dropped)."""
+    n_fill = torch.where((deg > 0) & (deg < k), k - deg, torch.zeros_like(deg))
+    rows, _ = expand(n_fill)
+    if not rows.numel():
+        return rows, rows.clone()
+    mid = csr.col[start[rows] + _rand_below(deg[rows], generator)]
+    rows, nb = _walk_step(csr, rows, mid, generator)
+    keep = nb != centres[rows]
+    return rows[keep], nb[keep]
 
-    return _merge_by_centre(parts_c, parts_n, centres.numel())
+
+def _group_fallback(
+    csr: CSR, centres: Tensor, deg: Tensor, k: Tensor, full: bool, fallback: tuple[Tensor, CSR], generator
+):
+    """Cold start: ``k`` 2-step walks through the group of each centre without neighbours
+    (``full``: ``FALLBACK_FULL`` walks, each drawn from a hash of the centre's id and slot)."""
+    if full:
+        k = torch.full_like(deg, FALLBACK_FULL)
+    group, members = fallback
+    g = torch.as_tensor(group, dtype=torch.long)[centres]
+    has_group = (deg == 0) & (g >= 0) & (g < members.n_nodes)
+    gsafe = torch.where(has_group, g, torch.zeros_like(g))
+    gsize = torch.where(has_group, members.degree(gsafe), torch.zeros_like(g))
+    rows, slot = expand(torch.where(gsize > 0, k, torch.zeros_like(k)))
+    if not rows.numel():
+        return rows, rows.clone()
+    gr = gsafe[rows]
+    if full:
+        key = centres[rows] * FALLBACK_FULL + slot
+        mid = members.col[members.rowptr[gr] + _hash_below(key, gsize[rows], 1)]
+        rows, nb = _walk_step(csr, rows, mid, None, key=key)
+    else:
+        mid = members.col[members.rowptr[gr] + _rand_below(gsize[rows], generator)]
+        rows, nb = _walk_step(csr, rows, mid, generator)
+    keep = nb != centres[rows]
+    return rows[keep], nb[keep]
 
 
 def _merge_by_centre(parts_c: list[Tensor], parts_n: list[Tensor], n_centres: int) -> tuple[Tensor, Tensor]:
