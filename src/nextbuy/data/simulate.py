@@ -524,37 +524,18 @@ def simulate_traffic(
     if not start < end <= observe_at:
         raise ValueError(f"need start < end <= observe_at, got {start}, {end}, {observe_at}")
     rng = _rng(seed, _TRAFFIC)
-    size = int(n_impressions)
-    popularity, _, _ = _latents(world)
-    u, v = _policy(rng, world, cfg, popularity, size)
-    shown = start.value + (rng.random(size) * (end.value - start.value)).astype(np.int64)
-    launch = _launch_ns(world)
-    earliest = np.maximum(launch[u], launch[v])
-    exists = earliest < end.value
-    if not exists.all():
-        u, v, shown, earliest = u[exists], v[exists], shown[exists], earliest[exists]
-        size = len(u)
-    shown = _not_before(_rng(seed, _TRAFFIC_LAUNCH), shown, np.maximum(earliest, start.value), end.value)
-    order = np.argsort(shown, kind="stable")  # impression ids follow time
-    u, v, shown = u[order], v[order], shown[order]
-
+    u, v, shown = _shown_pairs(rng, world, cfg, seed, int(n_impressions), start, end)
+    size = len(u)
     p = conversion_probability(world, cfg, u, v)
     if odds_multiplier is not None:
         m = np.asarray(odds_multiplier(u, v, shown), dtype=np.float64)
         p = p * m / (1.0 - p + p * m)
     converted = rng.random(size) < p
     clicked, carted = _funnel(rng, cfg, p, converted)
-
-    # Expensive products take longer to decide on: the delay median grows with price.
-    price = world.products.sort_values("product_id")["price"].to_numpy(np.float64)
-    ref = np.nanmedian(price) if np.isfinite(price).any() else np.nan
-    factor = np.where(np.isfinite(price), (price / ref) ** cfg.delay_price_elasticity, 1.0)
-    delay_median = cfg.delay_median_hours * np.clip(factor, 0.2, 10.0)[v]
-
     clicked_ns = shown + _lognormal_ns(rng, CLICK_MEDIAN_MIN / 60, 1.0, size)
     carted_ns = clicked_ns + _lognormal_ns(rng, CART_MEDIAN_MIN / 60, 0.8, size)
     converted_ns = np.where(carted, carted_ns, clicked_ns) + _lognormal_ns(
-        rng, delay_median, cfg.delay_sigma, size
+        rng, _delay_median_hours(world, cfg)[v], cfg.delay_sigma, size
     )
 
     def observed(happened: np.ndarray, t_ns: np.ndarray) -> pd.Series:
@@ -582,6 +563,38 @@ def simulate_traffic(
         }
     )
     return Traffic(impressions, truth)
+
+
+def _shown_pairs(
+    rng: np.random.Generator,
+    world: StoreWorld,
+    cfg: SimulatorConfig,
+    seed: int,
+    size: int,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The logging policy's (source, shown) pairs and their times in [start, end), in time
+    order, none before both products launched (see :func:`simulate_traffic`)."""
+    popularity, _, _ = _latents(world)
+    u, v = _policy(rng, world, cfg, popularity, size)
+    shown = start.value + (rng.random(size) * (end.value - start.value)).astype(np.int64)
+    launch = _launch_ns(world)
+    earliest = np.maximum(launch[u], launch[v])
+    exists = earliest < end.value
+    if not exists.all():
+        u, v, shown, earliest = u[exists], v[exists], shown[exists], earliest[exists]
+    shown = _not_before(_rng(seed, _TRAFFIC_LAUNCH), shown, np.maximum(earliest, start.value), end.value)
+    order = np.argsort(shown, kind="stable")  # impression ids follow time
+    return u[order], v[order], shown[order]
+
+
+def _delay_median_hours(world: StoreWorld, cfg: SimulatorConfig) -> np.ndarray:
+    """Each product's conversion-delay median: expensive products take longer to decide on."""
+    price = world.products.sort_values("product_id")["price"].to_numpy(np.float64)
+    ref = np.nanmedian(price) if np.isfinite(price).any() else np.nan
+    factor = np.where(np.isfinite(price), (price / ref) ** cfg.delay_price_elasticity, 1.0)
+    return cfg.delay_median_hours * np.clip(factor, 0.2, 10.0)
 
 
 def simulate_store(cfg: SimulatorConfig, seed: int) -> tuple[StoreWorld, Traffic]:
