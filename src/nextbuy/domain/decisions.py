@@ -301,13 +301,7 @@ def fit_bucket_thresholds(
     module docstring).
     """
     s, y = _check_inputs(score, label, target_precision)
-    b = np.asarray(bucket, dtype=np.int64)
-    if b.shape != s.shape:
-        raise ValueError("bucket must match score")
-    if b.size and (b.min() < 0 or b.max() >= n_buckets):
-        raise ValueError(f"bucket index out of range [0, {n_buckets})")
-    if min_bucket_positives < 0:
-        raise ValueError("min_bucket_positives must be >= 0")
+    b = _checked_buckets(bucket, s.shape, n_buckets, min_bucket_positives)
     p = float(target_precision)
     eps = _EPS * max(1, s.size)
     single = fit_global_threshold(s, y, p, n_candidates, min_bucket_positives)
@@ -317,7 +311,6 @@ def fit_bucket_thresholds(
     fallback = positives < min_bucket_positives
 
     n_pos = int(y.sum())
-    axis = np.arange(n_pos + 1)
     value = np.full(n_pos + 1, -np.inf)
     value[0] = 0.0
     choice = np.zeros((n_buckets, n_pos + 1), dtype=np.int64)
@@ -326,20 +319,7 @@ def fit_bucket_thresholds(
         m = b == k
         cands, tp, fp = _options(s[m], y[m], np.array([single.threshold]) if fallback[k] else grid)
         options.append((cands, tp))
-        slack = (1.0 - p) * tp - p * fp
-        best = np.full(n_pos + 1, -np.inf)
-        best_c = np.zeros(n_pos + 1, dtype=np.int64)
-        # Vectorised over options, chunked so scratch memory stays bounded.
-        chunk = max(1, _DP_CHUNK_CELLS // (n_pos + 1))
-        for lo in range(0, tp.size, chunk):
-            src = axis[None, :] - tp[lo : lo + chunk, None]
-            cand = np.where(src >= 0, value[np.maximum(src, 0)], -np.inf) + slack[lo : lo + chunk, None]
-            arg = np.argmax(cand, axis=0)  # first max: earlier (stricter) option wins ties
-            got = cand[arg, axis]
-            better = got > best
-            best[better] = got[better]
-            best_c[better] = arg[better] + lo
-        value, choice[k] = best, best_c
+        value, choice[k] = _dp_step(value, tp, (1.0 - p) * tp - p * fp)
 
     floor = max(1, min_bucket_positives)
     reach = np.flatnonzero(value[floor:] >= -eps) + floor
@@ -360,6 +340,36 @@ def fit_bucket_thresholds(
         positives=positives,
         fallback=fallback,
     )
+
+
+def _checked_buckets(bucket, shape: tuple[int, ...], n_buckets: int, min_bucket_positives: int) -> np.ndarray:
+    b = np.asarray(bucket, dtype=np.int64)
+    if b.shape != shape:
+        raise ValueError("bucket must match score")
+    if b.size and (b.min() < 0 or b.max() >= n_buckets):
+        raise ValueError(f"bucket index out of range [0, {n_buckets})")
+    if min_bucket_positives < 0:
+        raise ValueError("min_bucket_positives must be >= 0")
+    return b
+
+
+def _dp_step(value: np.ndarray, tp: np.ndarray, slack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One bucket of the DP: for each total TP ``t``, the best ``value[t - tp[c]] + slack[c]``
+    over the bucket's options ``c`` and the option that gives it (the first, i.e. the stricter,
+    on ties). Vectorised over options, chunked so scratch memory stays bounded."""
+    axis = np.arange(value.size)
+    best = np.full(value.size, -np.inf)
+    best_c = np.zeros(value.size, dtype=np.int64)
+    chunk = max(1, _DP_CHUNK_CELLS // value.size)
+    for lo in range(0, tp.size, chunk):
+        src = axis[None, :] - tp[lo : lo + chunk, None]
+        cand = np.where(src >= 0, value[np.maximum(src, 0)], -np.inf) + slack[lo : lo + chunk, None]
+        arg = np.argmax(cand, axis=0)
+        got = cand[arg, axis]
+        better = got > best
+        best[better] = got[better]
+        best_c[better] = arg[better] + lo
+    return best, best_c
 
 
 def _folds(bucket: np.ndarray, label: np.ndarray, k: int, seed: int) -> np.ndarray:
