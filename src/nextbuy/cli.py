@@ -640,18 +640,14 @@ def serve(
     differs). POST /invocations as with `mlflow models serve`, but a body over
     NEXTBUY_MAX_BODY_BYTES (default 10 MB) gets 413 before MLflow reads it, and plain
     dataframe_split pair requests are answered by a fast path with the same JSON."""
-    import shutil
     import sys
-    import tempfile
 
-    import mlflow
     from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     from mlflow.pyfunc import scoring_server
     from mlflow.utils.file_utils import path_to_local_file_uri
 
-    from nextbuy.mlops import io, rest_app, tracking
+    from nextbuy.mlops import rest_app
     from nextbuy.mlops.registry import CHAMPION
-    from nextbuy.mlops.serving import _download_checked
     from nextbuy.procs import HOST
 
     try:
@@ -660,20 +656,7 @@ def serve(
         console.print(f"[bold red]serve: {escape(str(err))}[/]", highlight=False)
         raise typer.Exit(code=2) from None
     model = model or f"models:/{_model_name(None)}@{CHAMPION}"
-    os.environ.setdefault(tracking.PROGRESS_BAR_ENV, "false")
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    # Downloaded once (an alias resolved once), checked, and served from there: what is
-    # checked is what is served. Like `mlflow models serve`, the copy stays in the temp dir.
-    local = tempfile.mkdtemp(prefix="nextbuy-serve-")
-    try:
-        path, version, digest = _download_checked(model, local)
-    except io.DataError as err:
-        shutil.rmtree(local, ignore_errors=True)
-        console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
-        raise typer.Exit(code=1) from None
-    which = f"{model} (v{version})" if version is not None else model
-    if digest is None:
-        console.print(f"[bold yellow]{which}: files not verified (no recorded digests)[/]", highlight=False)
+    path, which = _checked_local_copy(model)
     url = f"http://{HOST}:{port}"
     console.print(
         f"[green]serving {which}[/] at {url}  (POST /invocations; Ctrl-C stops it)",
@@ -694,6 +677,33 @@ def serve(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(cmd[0], cmd, env)  # uvicorn takes this process's place (pid, group, signals)
+
+
+def _checked_local_copy(model: str) -> tuple[Path, str]:
+    """``model`` downloaded once (an alias resolved once) and checked against the digests deploy
+    recorded: what is checked is what is served. Like `mlflow models serve`, the copy stays in
+    the temp dir. Exit 1 if a file differs."""
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    from nextbuy.mlops import io, tracking
+    from nextbuy.mlops.serving import _download_checked
+
+    os.environ.setdefault(tracking.PROGRESS_BAR_ENV, "false")
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    local = tempfile.mkdtemp(prefix="nextbuy-serve-")
+    try:
+        path, version, digest = _download_checked(model, local)
+    except io.DataError as err:
+        shutil.rmtree(local, ignore_errors=True)
+        console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
+        raise typer.Exit(code=1) from None
+    which = f"{model} (v{version})" if version is not None else model
+    if digest is None:
+        console.print(f"[bold yellow]{which}: files not verified (no recorded digests)[/]", highlight=False)
+    return Path(path), which
 
 
 if __name__ == "__main__":  # pragma: no cover
