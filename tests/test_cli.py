@@ -73,6 +73,20 @@ def test_command_groups_list_their_subcommands(group, commands):
     assert listed_commands(result.output) == commands
 
 
+@pytest.mark.parametrize("bench", ["model", "delay"])
+def test_seeded_store_benches_run_on_the_params_file_given(bench, tmp_path, monkeypatch):
+    import importlib
+
+    calls = []
+    module = importlib.import_module(f"nextbuy.bench.{bench}")
+    monkeypatch.setattr(module, "run", lambda out, **kw: calls.append((out, kw)) or {"ok": 1})
+    other = tmp_path / "bigger-store.yaml"
+    result = invoke("bench", bench, "--out", str(tmp_path / "b.json"), "--seeds", "2", "--params", str(other))
+    assert result.exit_code == 0, result.output
+    [(out, kw)] = calls
+    assert out == tmp_path / "b.json" and kw["seeds"] == 2 and kw["params_file"] == str(other)
+
+
 def test_preset_prints_dvc_exp_run_flags_or_refuses_a_bad_preset(tmp_path):
     root = Path(__file__).resolve().parents[1]
     result = invoke("preset", str(root / "presets" / "tiny.yaml"), "--params", str(root / "params.yaml"))

@@ -428,6 +428,7 @@ def _delay_command(help_text: str) -> Callable[..., None]:
             None, help="comma-separated sweep regimes (implies --sweep; default with --sweep: all)"
         ),
         default_store: bool = typer.Option(True, help="--no-default-store: the sweep regimes alone"),
+        params: str = ParamsOption,
     ) -> None:
         _setup_logging()
         chosen = _comma_list(methods)
@@ -446,6 +447,7 @@ def _delay_command(help_text: str) -> Callable[..., None]:
             methods=chosen,
             regimes=chosen_regimes,
             default_store=default_store,
+            params_file=params,
         )
         console.print(f"[green]bench delay[/] → {out}: {json.dumps(figures)}", highlight=False)
 
@@ -457,9 +459,10 @@ def _seeds_command(name: str, help_text: str) -> Callable[..., None]:
     def command(
         out: Path = typer.Option(Path(f"bench-{name}.json"), "--out", help="JSON results"),
         seeds: int = typer.Option(5, min=1, help="training seeds averaged (mean ± std)"),
+        params: str = ParamsOption,
     ) -> None:
         _setup_logging()
-        figures = importlib.import_module(f"nextbuy.bench.{name}").run(out, seeds=seeds)
+        figures = importlib.import_module(f"nextbuy.bench.{name}").run(out, seeds=seeds, params_file=params)
         console.print(f"[green]bench {name}[/] → {out}: {json.dumps(figures)}", highlight=False)
 
     command.__doc__ = help_text
