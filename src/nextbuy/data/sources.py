@@ -442,35 +442,8 @@ def read_impressions_log(path: os.PathLike | str, products: pd.DataFrame) -> pd.
     _require_columns(path, df, ("source_id", "shown_id", "shown_at", "converted_at"))
     df = df.reset_index(drop=True)
     _no_missing(path, df, ("source_id", "shown_id", "shown_at"))
-    try:
-        repeated = df.duplicated(keep="first").to_numpy()
-    except TypeError:  # unhashable cells (e.g. a parquet list column): compare them as text
-        repeated = df.astype(str).duplicated(keep="first").to_numpy()
-    if repeated.any():
-        log.warning(
-            "%s: dropped %d exact duplicate row(s) of %d (an impression logged twice); first: row(s) %s",
-            path,
-            int(repeated.sum()),
-            len(df),
-            ", ".join(map(str, df.index[repeated][:5])),
-        )
-        df = df[~repeated]
-
-    if "impression_id" in df.columns:
-        _no_missing(path, df, ("impression_id",))
-        ids = pd.to_numeric(df["impression_id"], errors="coerce")
-        bad = df.index[ids.isna() | (ids % 1 != 0) | (ids < 0)]
-        io.rows_error(
-            path,
-            df,
-            {"impression_id": bad} if len(bad) else {},
-            "have an impression_id that is not a non-negative integer",
-        )
-        ids = ids.astype(np.int64)
-        dup = df.index[ids.duplicated(keep=False)]
-        io.rows_error(path, df, {"impression_id": dup} if len(dup) else {}, "share an impression_id")
-    else:
-        ids = pd.Series(df.index.to_numpy(np.int64), index=df.index)
+    df = _without_repeats(path, df)
+    ids = _impression_ids(path, df)
 
     known = pd.Index(products["product_key"].astype(str))
     out = pd.DataFrame({"impression_id": ids.to_numpy(np.int64)}, index=df.index)
@@ -549,6 +522,43 @@ def _criteo_times(path: os.PathLike | str, raw: pd.DataFrame, column: str, start
     )
     whole = pd.to_timedelta(seconds.fillna(0).astype(np.int64), unit="s")  # int path: exact
     return (start + whole).where(seconds.notna()).astype(schemas.TS)
+
+
+def _without_repeats(path: os.PathLike | str, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` without the later copies of exact duplicate rows, logged as a warning."""
+    try:
+        repeated = df.duplicated(keep="first").to_numpy()
+    except TypeError:  # unhashable cells (e.g. a parquet list column): compare them as text
+        repeated = df.astype(str).duplicated(keep="first").to_numpy()
+    if not repeated.any():
+        return df
+    log.warning(
+        "%s: dropped %d exact duplicate row(s) of %d (an impression logged twice); first: row(s) %s",
+        path,
+        int(repeated.sum()),
+        len(df),
+        ", ".join(map(str, df.index[repeated][:5])),
+    )
+    return df[~repeated]
+
+
+def _impression_ids(path: os.PathLike | str, df: pd.DataFrame) -> pd.Series:
+    """The log's impression_id, checked (non-negative integers, unique), else the row number."""
+    if "impression_id" not in df.columns:
+        return pd.Series(df.index.to_numpy(np.int64), index=df.index)
+    _no_missing(path, df, ("impression_id",))
+    ids = pd.to_numeric(df["impression_id"], errors="coerce")
+    bad = df.index[ids.isna() | (ids % 1 != 0) | (ids < 0)]
+    io.rows_error(
+        path,
+        df,
+        {"impression_id": bad} if len(bad) else {},
+        "have an impression_id that is not a non-negative integer",
+    )
+    ids = ids.astype(np.int64)
+    dup = df.index[ids.duplicated(keep=False)]
+    io.rows_error(path, df, {"impression_id": dup} if len(dup) else {}, "share an impression_id")
+    return ids
 
 
 def read_criteo_log(
