@@ -451,6 +451,41 @@ def bench_topk_trained(project: Path, tmp: Path, settings) -> dict:
     }
 
 
+NOTES = (
+    "Synthetic random moments (no training), except topk_trained_* (the trained bundle in "
+    "topk_trained_bundle); all candidates are known products. "
+    "pairs_per_s and dot_pairs_per_s are the best of interleaved repeats in the same process. "
+    f"REST latency is client-side wall time over a keep-alive session, {REST_WARMUP} warm-up requests "
+    "dropped, one uvicorn worker, client and server on the same 127.0.0.1 machine. load_levels: "
+    f"{LOAD_WORKERS} workers, {LOAD_REQUESTS} requests per level from concurrent asyncio (aiohttp) "
+    "clients of this process (one keep-alive connection each), rps over the level's wall time; "
+    "load_levels_mlflow_path: the same requests right after, with the pair fast path off "
+    "(nextbuy serve --no-fast-path), every request through MLflow's scoring server. "
+    "topk_*_s are MEASURED for every product (index build included) with the retrieval settings "
+    "in topk_retrieval; topk_exact_*_s are the exact method timed on *_exact_sampled_sources "
+    "sources and EXTRAPOLATED linearly; recall_vs_exact is recall@k of the served lists vs the "
+    "exact lists on those sources."
+)
+
+
+def _header(products: int, settings, topk_products: Sequence[int]) -> dict:
+    """What the run measured on: sizes, settings and the machine."""
+    return {
+        "date": dt.date.today().isoformat(),
+        "n_products": products,
+        "d": DIM,
+        "n_pairs": N_PAIRS,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "load_avg_1m_at_start": os.getloadavg()[0],
+        "topk_k": TOP_K,
+        "topk_retrieval": settings.model_dump(),
+        "topk_products": [int(n) for n in topk_products],
+    }
+
+
 def run(
     out: Path,
     products: int = N_PRODUCTS,
@@ -465,20 +500,7 @@ def run(
     console = Console()
     rng = np.random.default_rng(0)
     settings = _retrieval_settings()
-    fig: dict = {
-        "date": dt.date.today().isoformat(),
-        "n_products": products,
-        "d": DIM,
-        "n_pairs": N_PAIRS,
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "load_avg_1m_at_start": os.getloadavg()[0],
-        "topk_k": TOP_K,
-        "topk_retrieval": settings.model_dump(),
-        "topk_products": [int(n) for n in topk_products],
-    }
+    fig = _header(products, settings, topk_products)
     with tempfile.TemporaryDirectory(prefix="nextbuy-bench-serve-") as tmp_str:
         tmp = Path(tmp_str)
         files = fixtures.write_bundle_files(tmp / "bundle", products, DIM, seed=0, retrieval=settings)
@@ -496,21 +518,7 @@ def run(
             with console.status(f"top-{TOP_K} for every product of the trained bundle in {topk_bundle}"):
                 fig.update(bench_topk_trained(Path(topk_bundle), tmp, settings))
     fig["load_avg_1m_at_end"] = os.getloadavg()[0]
-    fig["notes"] = (
-        "Synthetic random moments (no training), except topk_trained_* (the trained bundle in "
-        "topk_trained_bundle); all candidates are known products. "
-        "pairs_per_s and dot_pairs_per_s are the best of interleaved repeats in the same process. "
-        f"REST latency is client-side wall time over a keep-alive session, {REST_WARMUP} warm-up requests "
-        "dropped, one uvicorn worker, client and server on the same 127.0.0.1 machine. load_levels: "
-        f"{LOAD_WORKERS} workers, {LOAD_REQUESTS} requests per level from concurrent asyncio (aiohttp) "
-        "clients of this process (one keep-alive connection each), rps over the level's wall time; "
-        "load_levels_mlflow_path: the same requests right after, with the pair fast path off "
-        "(nextbuy serve --no-fast-path), every request through MLflow's scoring server. "
-        "topk_*_s are MEASURED for every product (index build included) with the retrieval settings "
-        "in topk_retrieval; topk_exact_*_s are the exact method timed on *_exact_sampled_sources "
-        "sources and EXTRAPOLATED linearly; recall_vs_exact is recall@k of the served lists vs the "
-        "exact lists on those sources."
-    )
+    fig["notes"] = NOTES
     fig = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in fig.items()}
     console.print(_table(fig))
     out = Path(out)
