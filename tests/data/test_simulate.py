@@ -9,11 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from scipy.special import logit
 
 from nextbuy.config import with_changes
 from nextbuy.data import simulate
 from nextbuy.data.simulate import (
+    PAIR_NOISE,
     StoreWorld,
+    _pair_noise,
     complement_relations,
     conversion_probability,
     simulate_store,
@@ -286,7 +289,13 @@ def test_more_traffic_after_the_snapshot_for_monitoring(small_store):
     assert imp["shown_at"].min() >= world.snapshot and imp["shown_at"].max() < end
     # The truth is a property of the pair, the same in every traffic draw.
     u, v = imp["source_id"].to_numpy(), imp["shown_id"].to_numpy()
-    np.testing.assert_allclose(later.truth["p_convert"], conversion_probability(world, SMALL, u, v))
+    truth = world.truth_products
+    np.testing.assert_allclose(later.truth["p_convert"], conversion_probability(truth, SMALL, u, v))
+    # Without the pair noise the log-odds move by exactly that pair's fixed draw.
+    smooth = conversion_probability(truth, SMALL, u, v, pair_noise=False)
+    np.testing.assert_allclose(
+        logit(later.truth["p_convert"]) - logit(smooth), PAIR_NOISE * _pair_noise(u, v), atol=1e-9
+    )
     with pytest.raises(ValueError, match="observe_at"):
         simulate_traffic(world, SMALL, 5, 100, world.snapshot, end, end - pd.Timedelta(days=1))
 

@@ -14,7 +14,10 @@ may read the truth; no pipeline stage does):
   one-hots, its regularisation chosen on the same held-out training rows that
   early-stop the trained models, with as many EM steps as the GNN takes (the
   delay model refitted with its own score: ``train.em_targets``);
-* ``oracle``: the simulator's true conversion probability (the ceiling).
+* ``oracle``: the simulator's true conversion probability (the ceiling);
+* ``oracle_no_pair_noise``: the same without its fixed per-pair noise, the ceiling of any
+  model that learns products rather than each pair by heart (a pair's noise shows only in
+  that pair's own few impressions).
 
 Seeds vary the training seed (the store is fixed); figures are means with ``std``.
 """
@@ -33,7 +36,7 @@ from nextbuy.bench import paired
 from nextbuy.config import read_params, section_config, with_changes
 from nextbuy.mlops import io
 
-KEYS = ("blade", "blade_fixed", "dual_mf", "category_lr", "oracle")
+KEYS = ("blade", "blade_fixed", "dual_mf", "category_lr", "oracle", "oracle_no_pair_noise")
 METRICS = ("auc", "nll", "pr_auc")
 LR_C = (0.01, 0.1, 1.0, 10.0)  # category_lr's inverse regularisation, chosen on validation
 
@@ -146,6 +149,7 @@ def _one_seed(data, weighted, test_rows, train_cfg, family: str, seed: int) -> d
         label, category_lr_with_em(data.products, weighted, test_rows, cfg, family)
     )
     rows["oracle"] = scores_of(label, test_rows["p_convert"].to_numpy())
+    rows["oracle_no_pair_noise"] = scores_of(label, test_rows["p_no_pair_noise"].to_numpy())
     return rows
 
 
@@ -164,14 +168,22 @@ def paired_gaps(per_seed: list[dict[str, dict]], base: str = "blade") -> dict[st
     return paired.paired_gaps(per_seed, base, "auc", KEYS)
 
 
-def test_rows(data, weighted: pd.DataFrame) -> pd.DataFrame:
-    """The test period's impressions with their eventual label and true probability (truth: bench only)."""
+def test_rows(data, weighted: pd.DataFrame, simulator=None) -> pd.DataFrame:
+    """The test period's impressions with their eventual label and true probability (truth: bench
+    only); with the ``simulator`` config also ``p_no_pair_noise`` (see ``oracle_no_pair_noise``)."""
+    from nextbuy.data.simulate import conversion_probability
+
     truth = data.truth_impressions[["impression_id", "label_eventual", "p_convert"]]
     rows = weighted[weighted["split"] == "test"].merge(truth, on="impression_id", how="left", validate="1:1")
     missing = rows["label_eventual"].isna()
     if missing.any():
         first = rows.loc[missing, "impression_id"].head(5).tolist()
         raise ValueError(f"{int(missing.sum())} test impressions have no ground truth (first: {first})")
+    if simulator is not None:
+        src, dst = rows["source_id"].to_numpy(), rows["shown_id"].to_numpy()
+        rows["p_no_pair_noise"] = conversion_probability(
+            data.truth_products, simulator, src, dst, pair_noise=False
+        )
     return rows
 
 
@@ -180,12 +192,13 @@ def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
 
     params = read_params(params_file)
     started = time.perf_counter()
-    data = ingest.ingest(section_config(params, "ingest"))
+    ingest_cfg = section_config(params, "ingest")
+    data = ingest.ingest(ingest_cfg)
     if data.truth_impressions is None:
         raise ValueError("bench model needs a simulated store (its truth scores the models)")
     delay_cfg = section_config(params, "label_delay")
     weighted, _ = label_delay.weigh(data.impressions, data.snapshot, delay_cfg, data.products, data.edges)
-    rows = test_rows(data, weighted)
+    rows = test_rows(data, weighted, ingest_cfg.simulator_for_snapshot())
     train_cfg = section_config(params, "train")
     per_seed = [
         _one_seed(data, weighted, rows, train_cfg, delay_cfg.delay_family, train_cfg.seed + s)

@@ -185,8 +185,8 @@ def _truth_products_frame(
     return pd.DataFrame(cols)
 
 
-def _latents(world: StoreWorld) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    tp = world.truth_products.sort_values("product_id")
+def _latents(truth_products: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tp = truth_products.sort_values("product_id")
     src = tp.filter(regex=r"^src_\d+$").to_numpy(np.float64)
     tgt = tp.filter(regex=r"^tgt_\d+$").to_numpy(np.float64)
     return tp["popularity"].to_numpy(np.float64), src, tgt
@@ -428,17 +428,24 @@ def _pair_noise(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def conversion_probability(
-    world: StoreWorld, cfg: SimulatorConfig, source_id: np.ndarray, shown_id: np.ndarray
+    truth_products: pd.DataFrame,
+    cfg: SimulatorConfig,
+    source_id: np.ndarray,
+    shown_id: np.ndarray,
+    pair_noise: bool = True,
 ) -> np.ndarray:
-    """True P(eventual conversion) of showing ``shown_id`` to a buyer of ``source_id``."""
-    popularity, src, tgt = _latents(world)
+    """True P(eventual conversion) of showing ``shown_id`` to a buyer of ``source_id`` (the
+    store's ``truth_products``).  ``pair_noise=False`` leaves out the fixed per-pair noise: the
+    ceiling of a model that learns products, not each pair by heart (benchmarks only)."""
+    popularity, src, tgt = _latents(truth_products)
     affinity = np.einsum("ij,ij->i", src[source_id], tgt[shown_id])
     logit = (
         cfg.base_conversion_logit
         + cfg.affinity_scale * affinity
         + POPULARITY_LOGIT * np.log(popularity[shown_id] * len(popularity))
-        + PAIR_NOISE * _pair_noise(source_id, shown_id)
     )
+    if pair_noise:
+        logit = logit + PAIR_NOISE * _pair_noise(source_id, shown_id)
     return expit(logit)
 
 
@@ -526,7 +533,7 @@ def simulate_traffic(
     rng = _rng(seed, _TRAFFIC)
     u, v, shown = _shown_pairs(rng, world, cfg, seed, int(n_impressions), start, end)
     size = len(u)
-    p = conversion_probability(world, cfg, u, v)
+    p = conversion_probability(world.truth_products, cfg, u, v)
     if odds_multiplier is not None:
         m = np.asarray(odds_multiplier(u, v, shown), dtype=np.float64)
         p = p * m / (1.0 - p + p * m)
@@ -576,7 +583,7 @@ def _shown_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The logging policy's (source, shown) pairs and their times in [start, end), in time
     order, none before both products launched (see :func:`simulate_traffic`)."""
-    popularity, _, _ = _latents(world)
+    popularity, _, _ = _latents(world.truth_products)
     u, v = _policy(rng, world, cfg, popularity, size)
     shown = start.value + (rng.random(size) * (end.value - start.value)).astype(np.int64)
     launch = _launch_ns(world)
