@@ -18,6 +18,7 @@ from nextbuy.stages import ingest, label_delay
 from tests.conftest import TINY_PARAMS
 
 SEEDS = 2
+SIMULATOR = section_config(TINY_PARAMS, "ingest").simulator_for_snapshot()
 EXTRA = {"paired_auc_gap_vs_blade", "test_impressions", "seconds"}
 
 
@@ -88,12 +89,14 @@ def test_oracle_without_pair_noise(bench_run):
 def test_test_rows_carry_the_truth_one_to_one(tiny_store):
     data, weighted = tiny_store
     assert "label_eventual" not in weighted and "p_convert" not in weighted  # the pipeline never sees it
-    rows = model.test_rows(data, weighted)
+    rows = model.test_rows(data, weighted, SIMULATOR)
     test = weighted[weighted["split"] == "test"]
     assert len(rows) == len(test) and rows["impression_id"].is_unique
     assert set(rows["impression_id"]) == set(test["impression_id"])
     assert rows["label_eventual"].notna().all() and set(rows["label_eventual"].unique()) <= {0, 1}
     assert rows["p_convert"].between(0.0, 1.0, inclusive="neither").all()
+    assert rows["p_no_pair_noise"].between(0.0, 1.0, inclusive="neither").all()
+    assert not np.allclose(rows["p_no_pair_noise"], rows["p_convert"])
     # an observed conversion is an eventual one
     assert (rows.loc[rows["label"] == 1, "label_eventual"] == 1).all()
 
@@ -103,7 +106,7 @@ def test_test_rows_refuse_duplicated_truth(tiny_store):
     truth = data.truth_impressions
     doubled = type("Data", (), {"truth_impressions": pd.concat([truth, truth.iloc[:1]])})()
     with pytest.raises(pd.errors.MergeError):
-        model.test_rows(doubled, weighted)
+        model.test_rows(doubled, weighted, SIMULATOR)
 
 
 # -- category_lr ----------------------------------------------------------------

@@ -168,9 +168,10 @@ def paired_gaps(per_seed: list[dict[str, dict]], base: str = "blade") -> dict[st
     return paired.paired_gaps(per_seed, base, "auc", KEYS)
 
 
-def test_rows(data, weighted: pd.DataFrame, simulator=None) -> pd.DataFrame:
-    """The test period's impressions with their eventual label and true probability (truth: bench
-    only); with the ``simulator`` config also ``p_no_pair_noise`` (see ``oracle_no_pair_noise``)."""
+def test_rows(data, weighted: pd.DataFrame, simulator) -> pd.DataFrame:
+    """The test period's impressions with their eventual label, true probability and that
+    probability without the per-pair noise (``p_no_pair_noise``, from the store's ``simulator``
+    config; see ``oracle_no_pair_noise``). Truth: bench only."""
     from nextbuy.data.simulate import conversion_probability
 
     truth = data.truth_impressions[["impression_id", "label_eventual", "p_convert"]]
@@ -179,11 +180,10 @@ def test_rows(data, weighted: pd.DataFrame, simulator=None) -> pd.DataFrame:
     if missing.any():
         first = rows.loc[missing, "impression_id"].head(5).tolist()
         raise ValueError(f"{int(missing.sum())} test impressions have no ground truth (first: {first})")
-    if simulator is not None:
-        src, dst = rows["source_id"].to_numpy(), rows["shown_id"].to_numpy()
-        rows["p_no_pair_noise"] = conversion_probability(
-            data.truth_products, simulator, src, dst, pair_noise=False
-        )
+    src, dst = rows["source_id"].to_numpy(), rows["shown_id"].to_numpy()
+    rows["p_no_pair_noise"] = conversion_probability(
+        data.truth_products, simulator, src, dst, pair_noise=False
+    )
     return rows
 
 
