@@ -193,8 +193,10 @@ def test_censoring_hides_late_events_but_truth_keeps_them(small_store):
     imp, truth = traffic.impressions, traffic.truth
     events = imp[["clicked_at", "carted_at", "converted_at"]]
     assert (events.max() <= world.snapshot).all()
-    due = imp["shown_at"] + pd.to_timedelta(truth["delay_days"], unit="D")
     eventual = truth["label_eventual"] == 1
+    # Only conversions have a delay; 0 elsewhere keeps NaN out of to_timedelta's float-to-ns
+    # multiply (numpy warned there now and then). Those rows are masked by ``eventual`` below.
+    due = imp["shown_at"] + pd.to_timedelta(truth["delay_days"].where(eventual, 0.0), unit="D")
     # Observed exactly when it converts by the snapshot; the rest is censored, not lost.
     assert (imp["converted_at"].notna() == (eventual & (due <= world.snapshot))).all()
     assert (eventual & imp["converted_at"].isna()).sum() > 0
