@@ -400,10 +400,13 @@ def _linkpred_command(help_text: str) -> Callable[..., None]:
             min=1,
             help="training processes side by side, one thread each (1: in process)",
         ),
+        members: int = typer.Option(
+            1, min=1, help="every trained method as a seed ensemble of this many fits (K x its training time)"
+        ),
     ) -> None:
         _setup_logging()
         bench = importlib.import_module("nextbuy.bench.linkpred")
-        figures = bench.run(out, graph=graph, split=split, seeds=seeds, workers=workers)
+        figures = bench.run(out, graph=graph, split=split, seeds=seeds, workers=workers, members=members)
         console.print(f"[green]bench linkpred[/] → {out}: {json.dumps(figures)}", highlight=False)
 
     command.__doc__ = help_text

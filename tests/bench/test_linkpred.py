@@ -475,3 +475,59 @@ def test_workers_get_tunings_first_then_the_longest_refit():
     assert [(seed, key) for seed, key, _ in order] == [
         (0, "gcn"), (0, "sage"), (2, "dirgnn"), (3, "blade_fixed"), (1, "sage")
     ]  # fmt: skip
+
+
+def test_averaged_scores_are_the_mean_of_each_members_standardised_score():
+    split = lp.make_split(load_graph_edges(), 40, seed=0)
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(40, 40))
+    members = [lambda s, d: table[s, d], lambda s, d: 100.0 * table[d, s] + 7.0]  # unlike scales
+    mean = models.averaged(members, split)
+    src, dst = split.pos_test.T
+    z = [(f(src, dst) - f(*split.neg_val.T).mean()) / f(*split.neg_val.T).std() for f in members]
+    np.testing.assert_allclose(mean(src, dst), (z[0] + z[1]) / 2)
+    # a member's raw scale does not matter: rescaling it leaves the mean as it was
+    rescaled = models.averaged([members[0], lambda s, d: 0.01 * members[1](s, d) - 3.0], split)
+    np.testing.assert_allclose(rescaled(src, dst), mean(src, dst))
+
+
+def load_graph_edges() -> np.ndarray:
+    """A random directed graph on 40 nodes with 200 edges (no self-loops)."""
+    rng = np.random.default_rng(1)
+    pairs = {(int(u), int(v)) for u, v in rng.integers(0, 40, size=(400, 2)) if u != v}
+    return np.array(sorted(pairs)[:200], dtype=np.int64)
+
+
+@pytest.mark.parametrize("key", ["blade", "dual_mf"])
+def test_a_seed_ensemble_trains_its_members_with_other_seeds_and_scores_their_mean(
+    key, graph_npz, small_budget, monkeypatch
+):
+    g = load_graph(graph_npz)
+    split = models.with_validation_pool(lp.make_split(g.edges, g.n_nodes, seed=0))
+    base = dict(models.BLADE_DEFAULT) if key == "blade" else dataclasses.asdict(models.Config())
+    first = models.refit(key, split, g.features, base, seed=0)
+    fits, made, fit_without_head = [], [], models._fit_without_head
+
+    def spy(key, split, features, config, seed):
+        fits.append(seed)
+        made.append(fit_without_head(key, split, features, config, seed))
+        return made[-1]
+
+    monkeypatch.setattr(models, "_fit_without_head", spy)
+
+    assert models.ensemble(key, first, split, g.features, 0, members=1) is first
+    ens = models.ensemble(key, first, split, g.features, seed=0, members=3)
+    assert fits == [models.MEMBER_SEED_STRIDE, 2 * models.MEMBER_SEED_STRIDE]  # other seeds, not 1 or 2
+    assert ens.train_s >= first.train_s + sum(f.train_s for f in made)  # the members' sum (+ the head)
+    assert ens.config == first.config  # refits of other seeds take the chosen config as it was
+    raw = [first.embedding if first.embedding is not None else first.score, *(f.score for f in made)]
+    mean = models.averaged(raw, split)
+    src, dst = split.pos_test.T
+    if key == "blade":  # the pair-structure head is fitted once, on the members' mean
+        assert ens.embedding is not None
+        np.testing.assert_allclose(ens.embedding(src, dst), mean(src, dst))
+        assert not np.allclose(ens.score(src, dst), mean(src, dst))
+    else:
+        np.testing.assert_allclose(ens.score(src, dst), mean(src, dst))
+    with pytest.raises(ValueError, match="members"):
+        models.ensemble(key, first, split, g.features, 0, members=0)

@@ -68,16 +68,18 @@ def _structure_rows(graph: LinkGraph, split: lp.LinkSplit) -> dict[str, dict]:
 
 
 def _method_rows(
-    graph: LinkGraph, split: lp.LinkSplit, seed: int, key: str, config: dict | None
+    graph: LinkGraph, split: lp.LinkSplit, seed: int, key: str, config: dict | None, members: int = 1
 ) -> tuple[dict[str, dict], dict]:
     """One trained method on one split and seed: tuned on validation when ``config`` is None, else
-    refit with ``config``.  Returns its rows (the method, its ``+aa`` fusion, BLADE without its head,
-    a structured baseline with it) and the config it ran."""
+    refit with ``config``; with ``members`` > 1, a seed ensemble of that many fits of the config
+    (``linkpred_models.ensemble``).  Returns its rows (the method, its ``+aa`` fusion, BLADE without
+    its head, a structured baseline with it) and the config it ran."""
     aa = models.adamic_adar(split)
     if config is None:
         fitted = models.tune(key, split, graph.features, seed)
     else:
         fitted = models.refit(key, split, graph.features, config, seed)
+    fitted = models.ensemble(key, fitted, split, graph.features, seed, members)
     timing = {"epoch_s": fitted.epoch_s, "train_s": fitted.train_s}
     rows = {key: {**evaluate(fitted.score, split, graph.edges), **timing}}
     fused, _ = models.fuse(fitted.score, aa.score, split)
@@ -150,7 +152,7 @@ def _dispatch_order(task: tuple[int, str, dict | None], fit_s: dict[str, float])
 
 
 def _trained_rows(
-    graph: LinkGraph, splits: list[lp.LinkSplit], keys: tuple[str, ...], workers: int
+    graph: LinkGraph, splits: list[lp.LinkSplit], keys: tuple[str, ...], workers: int, members: int = 1
 ) -> list[dict[str, dict]]:
     """Every trained method on every seed's split, as tasks in ``workers`` processes.  Each method is
     tuned on the first seed; once its config is chosen the other seeds refit it.  ``blade_fixed`` is
@@ -169,7 +171,8 @@ def _trained_rows(
                 task = max(ready, key=lambda t: _dispatch_order(t, fit_s))  # the first of equals
                 ready.remove(task)
                 seed, key, config = task
-                pending[pool.submit(_method_rows, graph, splits[seed], seed, key, config)] = (seed, key)
+                future = pool.submit(_method_rows, graph, splits[seed], seed, key, config, members)
+                pending[future] = (seed, key)
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in sorted(finished, key=lambda f: (pending[f][0], keys.index(pending[f][1]))):
                 seed, key = pending.pop(future)
@@ -233,9 +236,11 @@ def run(
     seeds: int = 5,
     keys: tuple[str, ...] = TRAINED,
     workers: int = 1,
+    members: int = 1,
 ) -> dict:
     """Every method of ``keys`` on ``graph`` (``split``, or a random split per seed); ``workers``
-    processes train side by side (1: in this process)."""
+    processes train side by side (1: in this process); ``members`` > 1: every trained method is a
+    seed ensemble of that many fits (the same for all, so none is favoured)."""
     graph_path = Path(graph) if graph is not None else DEFAULT_GRAPH
     if graph is None and split is None:
         split = graph_path.parent / "split0"
@@ -249,11 +254,13 @@ def run(
         models.with_validation_pool(fixed if fixed is not None else lp.make_split(g.edges, g.n_nodes, seed))
         for seed in range(int(seeds))
     ]
-    trained = _trained_rows(g, splits, keys, workers)
+    trained = _trained_rows(g, splits, keys, workers, members)
     per_seed = [{**_structure_rows(g, s), **rows} for s, rows in zip(splits, trained, strict=True)]
     figures = _aggregate(per_seed)
     kernels = _cpu_kernels()
-    title = f"linkpred on {graph_path.name} ({split or 'random splits'}), {seeds} seed(s), {kernels} kernels"
+    ensembles = f", {members}-member seed ensembles" if members > 1 else ""
+    where = f"{graph_path.name} ({split or 'random splits'})"
+    title = f"linkpred on {where}, {seeds} seed(s){ensembles}, {kernels} kernels"
     _print(figures, title)
     io.write_json(figures, out)
     if "blade" in per_seed[0]:  # beside the main JSON, whose keys are methods only (a stable interface)
@@ -261,6 +268,7 @@ def run(
         _print_gaps(gaps["hits@20"])
         io.write_json(gaps, Path(out).with_suffix(".paired.json"))
     # Each seed's rows too, so a later run can be paired with this one seed by seed (on the same kernels).
-    io.write_json({"seeds": per_seed, "cpu_kernels": kernels}, Path(out).with_suffix(".per_seed.json"))
+    per_seed_file = Path(out).with_suffix(".per_seed.json")
+    io.write_json({"seeds": per_seed, "cpu_kernels": kernels, "members": members}, per_seed_file)
     print(f"linkpred wall time: {time.perf_counter() - started:.1f} s")
     return figures

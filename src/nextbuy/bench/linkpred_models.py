@@ -75,6 +75,7 @@ SPACE = {  # searched for every trained method alike, judged on validation Hits@
 FUSION_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 TEST_K = 20  # the Hits@K the benchmark reports; validation asks for the same quantile
 VALIDATION_POOL = 5_000  # random non-edges added to the validation negatives (``with_validation_pool``)
+BLADE_KEYS = ("blade", "blade_fixed")  # the project's model, adaptive fanout and the fixed ablation
 
 
 @dataclass
@@ -408,7 +409,7 @@ def search_space(n: int | None = None, seed: int = 0) -> list[Config]:
 
 def tune(key: str, split: LinkSplit, features, seed: int) -> Fitted:
     """The config of the method's search space with the best validation Hits@20 (test never seen)."""
-    if key in ("blade", "blade_fixed"):
+    if key in BLADE_KEYS:
         return tune_blade(split, features, seed, "fixed" if key == "blade_fixed" else "power_law")
     runs = [BaselineRun(key, split, features, cfg, seed) for cfg in search_space()]
     return runs[successive_halving(runs)].finish()
@@ -416,11 +417,56 @@ def tune(key: str, split: LinkSplit, features, seed: int) -> Fitted:
 
 def refit(key: str, split: LinkSplit, features, config: dict, seed: int) -> Fitted:
     """One fit of ``key`` with a config chosen earlier (``Fitted.config``) and another seed."""
+    fitted = _fit_without_head(key, split, features, config, seed)
+    return with_structure(fitted, split, features) if key in BLADE_KEYS else fitted
+
+
+def _fit_without_head(key: str, split: LinkSplit, features, config: dict, seed: int) -> Fitted:
+    """One early-stopped fit of a chosen config; BLADE's without its pair-structure head."""
     config = {k: v for k, v in config.items() if k != "epochs"}
-    if key in ("blade", "blade_fixed"):
+    if key in BLADE_KEYS:
         rule = "fixed" if key == "blade_fixed" else "power_law"
-        return with_structure(fit_blade(split, features, seed, config, rule)[0], split, features)
+        return fit_blade(split, features, seed, config, rule)[0]
     return fit_one(key, split, features, Config(**config), seed)[0]
+
+
+# -- seed ensembles (``bench linkpred --members K``) ------------------------------
+
+# Seed of a K-member ensemble's j-th extra member: seed + j * MEMBER_SEED_STRIDE, far from the
+# seeds the bench iterates (0, 1, ...), so no member repeats another reported seed's fit.
+MEMBER_SEED_STRIDE = 1000
+
+
+def averaged(scores: list[ScoreFn], split: LinkSplit) -> ScoreFn:
+    """The mean of the members' scores, each standardised over its own validation-pool non-edge
+    scores first (``pair_structure.standardiser``): members' raw scales differ, and an unscaled
+    mean would let the widest member rank alone."""
+    from nextbuy.domain.graph.pair_structure import standardiser
+
+    scales = [standardiser(score(*split.neg_val.T)) for score in scores]
+    pairs = list(zip(scales, scores, strict=True))
+    return lambda src, dst: np.mean([z(score(src, dst)) for z, score in pairs], axis=0)
+
+
+def ensemble(key: str, first: Fitted, split: LinkSplit, features, seed: int, members: int) -> Fitted:
+    """``first`` (a tuned or refit fit of ``key`` with ``seed``) as a seed ensemble of ``members``
+    independently initialised fits of its config (Lakshminarayanan et al. 2017): the others use
+    seeds ``seed + j * MEMBER_SEED_STRIDE``, and the score is :func:`averaged` over all of them.
+    BLADE's members are averaged before its pair-structure head, which is then fitted once on the
+    mean; a baseline's ``+ps`` row gets its head on the mean the same way. Training time is the
+    members' sum. ``members == 1``: ``first`` unchanged."""
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    if members == 1:
+        return first
+    others = [
+        _fit_without_head(key, split, features, first.config, seed + j * MEMBER_SEED_STRIDE)
+        for j in range(1, members)
+    ]
+    raw = [first.embedding if first.embedding is not None else first.score, *(f.score for f in others)]
+    train_s = first.train_s + sum(f.train_s for f in others)
+    mean = Fitted(averaged(raw, split), first.epoch_s, train_s, first.config)
+    return with_structure(mean, split, features) if key in BLADE_KEYS else mean
 
 
 # -- BLADE ----------------------------------------------------------------------
