@@ -478,7 +478,7 @@ def test_workers_get_tunings_first_then_the_longest_refit():
 
 
 def test_averaged_scores_are_the_mean_of_each_members_standardised_score():
-    split = lp.make_split(load_graph_edges(), 40, seed=0)
+    split = lp.make_split(random_edges(), 40, seed=0)
     rng = np.random.default_rng(0)
     table = rng.normal(size=(40, 40))
     members = [lambda s, d: table[s, d], lambda s, d: 100.0 * table[d, s] + 7.0]  # unlike scales
@@ -491,7 +491,7 @@ def test_averaged_scores_are_the_mean_of_each_members_standardised_score():
     np.testing.assert_allclose(rescaled(src, dst), mean(src, dst))
 
 
-def load_graph_edges() -> np.ndarray:
+def random_edges() -> np.ndarray:
     """A random directed graph on 40 nodes with 200 edges (no self-loops)."""
     rng = np.random.default_rng(1)
     pairs = {(int(u), int(v)) for u, v in rng.integers(0, 40, size=(400, 2)) if u != v}
@@ -531,3 +531,21 @@ def test_a_seed_ensemble_trains_its_members_with_other_seeds_and_scores_their_me
         np.testing.assert_allclose(ens.score(src, dst), mean(src, dst))
     with pytest.raises(ValueError, match="members"):
         models.ensemble(key, first, split, g.features, 0, members=0)
+
+
+def test_run_with_members_ensembles_every_trained_method_and_says_so(
+    tmp_path, graph_npz, small_budget, monkeypatch
+):
+    asked, ensemble = [], models.ensemble
+
+    def spy(key, first, split, features, seed, members):
+        asked.append((key, seed, members))
+        return ensemble(key, first, split, features, seed, members)
+
+    monkeypatch.setattr(models, "ensemble", spy)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        figures = linkpred.run(tmp_path / "b.json", graph=graph_npz, split=None, seeds=2, keys=("dual_mf",),
+                               members=2)  # fmt: skip
+    assert sorted(asked) == [("dual_mf", 0, 2), ("dual_mf", 1, 2)]  # every seed's fit, tuned or refit
+    assert "2-member seed ensembles" in printed.getvalue() and figures["dual_mf"]["seeds"] == 2
+    assert json.loads((tmp_path / "b.per_seed.json").read_text())["members"] == 2

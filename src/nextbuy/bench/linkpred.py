@@ -12,7 +12,8 @@ pool (``linkpred_models.stacked_score``).  Validation negatives are the split's 
 ``linkpred_models.VALIDATION_POOL`` random non-edges and validation Hits@K is taken at the test's
 quantile (``validation_hits``): a split's own few validation negatives saturate it (411 on
 Cora-ML).  With a fixed split (DirLinkBench's split 0 by default) seeds vary the models'
-initialisation and negatives; without one each seed draws its own split.
+initialisation and negatives; without one each seed draws its own split.  ``members`` > 1 makes
+every trained method a seed ensemble of that many fits (``linkpred_models.ensemble``).
 """
 
 from __future__ import annotations
