@@ -3,8 +3,10 @@
 The simulated store of params.yaml goes through the pipeline's own ingest,
 label_delay, train and calibrate cores. Per training seed one model is trained,
 and each uncertainty estimator is derived from that same model (``ensemble``:
-bootstrap members fine-tuned from it; ``mc_dropout`` and ``sampler``: stochastic
-passes of it), so estimators differ only in their uncertainty. For each
+bootstrap members fine-tuned from it; ``deep_ensemble``: it and members trained
+from scratch, each on its own seed and bootstrap; ``mc_dropout`` and ``sampler``:
+stochastic passes of it), so the estimators share one model (``deep_ensemble``'s
+score also averages the other members). For each
 estimator and precision target, three policies are fitted on the calibration
 split's matured rows (what the thresholds stage fits on):
 
@@ -44,7 +46,7 @@ from rich.table import Table
 from nextbuy.config import read_params, section_config, with_changes
 from nextbuy.mlops import io
 
-ESTIMATORS = ("ensemble", "mc_dropout", "sampler")
+ESTIMATORS = ("ensemble", "deep_ensemble", "mc_dropout", "sampler")
 ORACLE = "oracle_error"  # reference: the true |logit error| of the ensemble's score as its uncertainty
 # ``unguarded``: the joint fit without its out-of-fold check (``bucket`` is what the stage serves)
 POLICIES = ("single", "bucket", "mist", "unguarded")
@@ -81,8 +83,12 @@ def estimator_moments(data, weighted, train_cfg, family: str, seed: int) -> dict
     )
     mc_dropout = blade.export_moments(model, graph, **export, estimator="mc_dropout")
     members = train.ensemble_members(model, graph, rows, cfg, architecture, schedule, progress=False)
+    independent = train.independent_members(
+        model, graph, weighted, cfg, architecture, schedule, delay_family=family, progress=False
+    )
     return {
         "ensemble": blade.ensemble_moments(members, graph, chunk=cfg.export_chunk),
+        "deep_ensemble": blade.member_moments(independent, graph, chunk=cfg.export_chunk),
         "mc_dropout": mc_dropout,
         "sampler": blade.export_moments(model, graph, **export, estimator="sampler"),
     }

@@ -11,6 +11,9 @@ graph, and each uncertainty estimator is derived from it:
 * ``ensemble``: ``members`` models, each continued ``MEMBER_EPOCHS`` link epochs from the
   trained one on a Poisson bootstrap of the observed edges with its own seed (as the
   pipeline's members: one starting point, so per-node moments), embedded on the whole graph;
+* ``deep_ensemble``: the trained model and ``members - 1`` more trained from scratch on the
+  whole observed graph, each with its own seed (a classic deep ensemble: independent
+  initialisations, so the members' logits are averaged per pair, ``blade.member_moments``);
 * ``mc_dropout`` and ``sampler``: ``mc_samples`` stochastic passes (``blade.export_moments``).
 
 A pair's link logit is ``s_u . t_v`` (a unit head); score ``sigmoid(mean / sqrt(1 + pi var / 8))``
@@ -72,6 +75,23 @@ def _members(model, split, features, seed: int, count: int):
         yield member
 
 
+def _independent_members(model, split, features, seed: int, count: int):
+    """``model`` and ``count - 1`` link models trained from scratch with their own seeds, one at a
+    time, each with a unit head (see :func:`_members`)."""
+    import torch
+
+    for k in range(count):
+        member = (
+            model
+            if k == 0
+            else models.link_blade(split, features, seed * 7919 + k + 1, models.BLADE_DEFAULT)[0]
+        )
+        with torch.no_grad():
+            member.head_w.fill_(1.0)
+            member.head_b.zero_()
+        yield member
+
+
 def link_estimators(split: lp.LinkSplit, features, seed: int, train_cfg) -> dict[str, dict]:
     """One trained link model; the per-node moments of each estimator derived from it."""
     from nextbuy.domain.graph import blade
@@ -79,8 +99,10 @@ def link_estimators(split: lp.LinkSplit, features, seed: int, train_cfg) -> dict
     model, graph, _, _ = models.link_blade(split, features, seed, models.BLADE_DEFAULT)
     passes = {"mc_samples": train_cfg.mc_samples, "chunk": train_cfg.export_chunk, "seed": seed}
     members = _members(model, split, features, seed, train_cfg.ensemble_members)
+    independent = _independent_members(model, split, features, seed, train_cfg.ensemble_members)
     return {
         "ensemble": blade.ensemble_moments(members, graph, chunk=train_cfg.export_chunk),
+        "deep_ensemble": blade.member_moments(independent, graph, chunk=train_cfg.export_chunk),
         "mc_dropout": unit_head(blade.export_moments(model, graph, **passes, estimator="mc_dropout")),
         "sampler": unit_head(blade.export_moments(model, graph, **passes, estimator="sampler")),
     }

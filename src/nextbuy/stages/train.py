@@ -12,7 +12,7 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.allocator import release_freed_memory
-from nextbuy.config import TrainConfig, load_section
+from nextbuy.config import TrainConfig, load_section, with_changes
 from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.mlops import io, schemas, tracking
 
@@ -169,13 +169,15 @@ def train_rounds(
     delay_family: str,
     progress: bool,
     collective: Collective | None = None,
+    bootstrap: bool = False,
 ):
     """Train, then ``cfg.em_rounds`` times: refit the delay model with the model's own score
     (:func:`em_targets`) and continue training on the new targets. Methods whose delay model
     sees no pair features (``delay.rescores``) continue on their own targets: every method gets
     the same rounds, so a gain of the EM step is not the warm restart's (which helps by itself:
     BENCHMARKS.md). Returns the model, the training rows it ended on, and the history
-    (``em_round`` 0 first, epochs numbered on)."""
+    (``em_round`` 0 first, epochs numbered on). ``bootstrap``: weigh each training impression by a
+    Poisson(1) count seeded by ``cfg.seed`` (a bootstrap resample, the same in every round)."""
     import torch
 
     from nextbuy.domain import delay
@@ -192,12 +194,15 @@ def train_rounds(
             score = training_logits(model, graph, weighted, cfg.export_chunk)
             weighted = em_targets(weighted, score, cfg.weighting, delay_family)
         rows, held = training_rows(weighted, cfg)
+        weight = conversion_weights(rows, cfg.weighting)
+        if bootstrap:
+            weight = weight * np.random.default_rng([cfg.seed, 1]).poisson(1.0, len(rows))
         model, more = blade.train_blade(
             graph,
             torch.as_tensor(rows["source_id"].to_numpy(), dtype=torch.int64),
             torch.as_tensor(rows["shown_id"].to_numpy(), dtype=torch.int64),
             torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32),
-            torch.as_tensor(conversion_weights(rows, cfg.weighting), dtype=torch.float32),
+            torch.as_tensor(weight, dtype=torch.float32),
             architecture=architecture,
             schedule=replace(schedule, seed=schedule.seed + 104729 * em_round),
             validate=conversion_validation(held, cfg.weighting, cfg.export_chunk),
@@ -332,6 +337,26 @@ def ensemble_members(
             initial=base,
             collective=SINGLE if collective is None else collective,
         )
+        release_freed_memory()
+        yield member
+        del member
+
+
+def independent_members(base, graph, weighted: pd.DataFrame, cfg: TrainConfig, architecture, schedule, *,
+                        delay_family: str, progress: bool):  # fmt: skip
+    """A classic deep ensemble (Lakshminarayanan et al. 2017) of ``cfg.ensemble_members`` models:
+    the trained ``base``, then members trained from scratch as it was (:func:`train_rounds`, EM
+    rounds and early stopping included), each with its own seed (initialisation, early-stopping
+    rows, negatives, samples, batch order) and a bootstrap of the training impressions. A
+    generator, one member in memory at a time. Their embedding spaces are not aligned: use
+    ``blade.member_moments``, not per-node moments. Costs members - 1 full trainings."""
+    yield base
+    for k in range(1, cfg.ensemble_members):
+        member_cfg = with_changes(cfg, seed=cfg.seed + 7919 * k)
+        member, _, _ = train_rounds(
+            graph, weighted, member_cfg, architecture, replace(schedule, seed=member_cfg.seed),
+            delay_family=delay_family, progress=progress, bootstrap=True,
+        )  # fmt: skip
         release_freed_memory()
         yield member
         del member

@@ -787,3 +787,26 @@ def test_inverted_dropout_drops_a_share_p_and_keeps_the_expectation():
     y.sum().backward()  # the gradient passes the kept entries only, scaled alike
     assert torch.equal(x.grad, y.detach())
     assert inverted_dropout(x, 0.3, None, active=False) is x
+
+
+def test_member_moments_keep_each_members_embeddings_with_its_head_folded_in(link_only):
+    import copy
+
+    from nextbuy.domain.graph.blade import member_moments
+
+    model, graph = link_only["model"], link_only["graph"]
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.head_w.mul_(-2.0)
+        twin.head_b.add_(1.0)
+    moments = member_moments(iter([model, twin]), graph, chunk=EXPORT["chunk"])
+    assert moments["s_members"].shape == (2, graph.n_nodes, model.dim) == moments["t_members"].shape
+    u, v = np.arange(0, 50), np.arange(50, 100)
+    s, t = embed(model, graph, chunk=EXPORT["chunk"])
+    logits = [m.conversion_logit(s[u], t[v]).detach().numpy() for m in (model, twin)]
+    mean, var = pair_logit_moments(moments, u, v)
+    # Unaligned members are never averaged per coordinate: each member's own logit, then the spread.
+    np.testing.assert_allclose(mean, np.mean(logits, axis=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(var, np.var(logits, axis=0, ddof=1), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match=">= 2 members"):
+        member_moments([model], graph, chunk=EXPORT["chunk"])

@@ -115,3 +115,32 @@ def test_link_scores_are_the_plain_dot_product_of_source_and_target_means():
     # 0 -> 1: [1, 2].[3, -1] = 1; 1 -> 0: [0.5, -1].[2, 0] = 1; 0 -> 0: [1, 2].[2, 0] = 2
     np.testing.assert_allclose(link_scores(m, [0, 1, 0], [1, 0, 0]), [1.0, 1.0, 2.0])
     assert link_scores(m, [0], [1]).dtype == np.float32
+
+
+def members() -> dict[str, np.ndarray]:
+    """Three members of two products in two dimensions, heads folded into t (member form)."""
+    rng = np.random.default_rng(0)
+    return {
+        "s_members": rng.normal(size=(3, 2, 2)).astype(np.float32),
+        "t_members": rng.normal(size=(3, 2, 2)).astype(np.float32),
+        "b_members": np.array([-1.0, 0.0, 0.5], np.float32),
+    }
+
+
+def test_member_form_gives_the_mean_and_unbiased_variance_of_the_members_logits():
+    m = members()
+    src, dst = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    s, t = m["s_members"][:, src], m["t_members"][:, dst]
+    logits = (s * t).sum(-1) + m["b_members"][:, None]  # [members, pairs]
+    mean, var = pair_logit_moments(m, src, dst)
+    np.testing.assert_allclose(mean, logits.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, logits.var(0, ddof=1), rtol=1e-5, atol=1e-6)
+    score, unc = score_and_uncertainty(m, src, dst)
+    np.testing.assert_allclose(unc, np.sqrt(logits.var(0, ddof=1)), rtol=1e-5)
+    # Identical members: no spread, the member's own sigmoid.
+    same = {k: np.repeat(v[:1], 3, axis=0) for k, v in m.items()}
+    score, unc = score_and_uncertainty(same, src, dst)
+    assert unc.max() < 1e-3  # float32 rounding of the members' mean
+    np.testing.assert_allclose(score, sigmoid(logits[0]), rtol=1e-5)
+    with pytest.raises(ValueError, match="node ids"):
+        pair_logit_moments(m, [2], [0])

@@ -1035,3 +1035,32 @@ def ensemble_moments(
     moments["head_w"] = np.ones(dim, dtype=np.float32)
     moments["head_b"] = np.array([float(np.mean(biases))], dtype=np.float32)
     return moments
+
+
+def member_moments(
+    members: Iterable[BladeModel], graph: DirectedGraph, *, chunk: int
+) -> dict[str, np.ndarray]:
+    """Every member's deterministic embeddings, kept apart: ``s_members``, ``t_members`` [K, n, d]
+    (each member's head folded into its target role, ``(s*t).w = s.(t*w)``) and ``b_members`` [K].
+
+    For members trained from independent initialisations (a classic deep ensemble): their
+    embedding spaces are not aligned, so per-node moments (:func:`ensemble_moments`) would mix
+    unrelated coordinates. :func:`~nextbuy.domain.graph.scoring.pair_logit_moments` takes the
+    mean and variance of the members' logits per pair instead. ``members`` may be a generator.
+    """
+    s_all, t_all, biases = [], [], []
+    for member in members:  # not under no_grad: a generator trains each member here
+        member.eval()
+        with torch.no_grad():
+            s, t = embed(member, graph, chunk=chunk)
+            s_all.append(s.float().numpy())
+            t_all.append(t.mul_(member.head_w.detach()).float().numpy())
+        biases.append(float(member.head_b.detach()))
+        del member, s, t
+    if len(biases) < 2:
+        raise ValueError("an ensemble needs >= 2 members (the variance needs two)")
+    return {
+        "s_members": np.stack(s_all),
+        "t_members": np.stack(t_all),
+        "b_members": np.asarray(biases, dtype=np.float32),
+    }

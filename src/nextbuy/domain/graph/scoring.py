@@ -18,7 +18,7 @@ def _pairs(moments: Mapping[str, np.ndarray], src, dst) -> tuple[np.ndarray, np.
     dst = np.asarray(dst, dtype=np.int64).reshape(-1)
     if src.shape != dst.shape:
         raise ValueError("src and dst must have the same length")
-    n = moments["s_mean"].shape[0]
+    n = moments["s_members"].shape[1] if "s_members" in moments else moments["s_mean"].shape[0]
     if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
         raise ValueError(f"node ids must lie in [0, {n})")
     return src, dst
@@ -32,9 +32,14 @@ def pair_logit_moments(
     With independent, diagonal source/target moments:
     ``mean = sum_i w_i s̄_i t̄_i + b`` and
     ``var  = sum_i w_i² (s̄_i² σ²t_i + t̄_i² σ²s_i + σ²s_i σ²t_i)``.
+    Member-form moments (``s_members``, ``t_members`` [K, n, d], ``b_members`` [K]: an ensemble
+    whose embedding spaces are not aligned, ``blade.member_moments``) give the mean and the
+    unbiased variance of the K members' logits instead.
     Returns float32 arrays [m]; processed in cache-sized chunks.
     """
     src, dst = _pairs(moments, src, dst)
+    if "s_members" in moments:
+        return _member_logit_moments(moments, src, dst)
     sm, sv, tm, tv = (moments[k] for k in ("s_mean", "s_var", "t_mean", "t_var"))
     w = np.asarray(moments["head_w"], dtype=np.float32).reshape(-1)
     w2 = w * w
@@ -57,6 +62,19 @@ def pair_logit_moments(
         np.add(s_mu, t_mu, out=s_mu)
         var[a : a + u.size] = s_mu @ w2
     np.maximum(var, 0.0, out=var)
+    return mean, var
+
+
+def _member_logit_moments(moments: Mapping[str, np.ndarray], src, dst) -> tuple[np.ndarray, np.ndarray]:
+    s, t = moments["s_members"], moments["t_members"]
+    b = np.asarray(moments["b_members"], dtype=np.float32).reshape(-1, 1)
+    mean = np.empty(src.size, dtype=np.float32)
+    var = np.empty(src.size, dtype=np.float32)
+    for a in range(0, src.size, _PAIR_CHUNK):
+        u, v = src[a : a + _PAIR_CHUNK], dst[a : a + _PAIR_CHUNK]
+        logits = np.einsum("kmd,kmd->km", np.take(s, u, axis=1), np.take(t, v, axis=1)) + b  # [K, m]
+        mean[a : a + u.size] = logits.mean(axis=0)
+        var[a : a + u.size] = logits.var(axis=0, ddof=1)
     return mean, var
 
 
