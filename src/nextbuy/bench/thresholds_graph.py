@@ -58,38 +58,37 @@ def bootstrap(split: lp.LinkSplit, seed: int) -> lp.LinkSplit:
     return dataclasses.replace(split, observed=split.observed[keep])
 
 
-def _members(model, split, features, seed: int, count: int):
-    """Ensemble members, one at a time (a generator), each with a unit head: a link model's
-    conversion head is untrained, and ``blade.ensemble_moments`` folds heads into ``t``."""
+def _with_unit_head(member):
+    """``member`` scored as a link model: a link model's conversion head is untrained, and
+    ``blade.ensemble_moments`` / ``member_moments`` fold heads into ``t``."""
     import torch
 
+    with torch.no_grad():
+        member.head_w.fill_(1.0)
+        member.head_b.zero_()
+    return member
+
+
+def _members(model, split, features, seed: int, count: int):
+    """Ensemble members, one at a time (a generator), each with a unit head."""
     for k in range(count):
         member_seed = seed * 7919 + k + 1
-        member = models.link_blade(
+        yield _with_unit_head(models.link_blade(
             bootstrap(split, member_seed), features, member_seed, models.BLADE_DEFAULT,
             epochs=MEMBER_EPOCHS, initial=model, early_stopping=False,
-        )[0]  # fmt: skip
-        with torch.no_grad():
-            member.head_w.fill_(1.0)
-            member.head_b.zero_()
-        yield member
+        )[0])  # fmt: skip
 
 
 def _independent_members(model, split, features, seed: int, count: int):
-    """``model`` and ``count - 1`` link models trained from scratch with their own seeds, one at a
-    time, each with a unit head (see :func:`_members`)."""
-    import torch
+    """A copy of ``model`` and ``count - 1`` link models trained from scratch with their own seeds,
+    one at a time, each with a unit head."""
+    import copy
 
-    for k in range(count):
-        member = (
-            model
-            if k == 0
-            else models.link_blade(split, features, seed * 7919 + k + 1, models.BLADE_DEFAULT)[0]
+    yield _with_unit_head(copy.deepcopy(model))
+    for k in range(1, count):
+        yield _with_unit_head(
+            models.link_blade(split, features, seed * 7919 + k + 1, models.BLADE_DEFAULT)[0]
         )
-        with torch.no_grad():
-            member.head_w.fill_(1.0)
-            member.head_b.zero_()
-        yield member
 
 
 def link_estimators(split: lp.LinkSplit, features, seed: int, train_cfg) -> dict[str, dict]:

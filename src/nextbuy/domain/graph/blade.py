@@ -1006,6 +1006,24 @@ def export_moments(
     return moments
 
 
+def _folded_embeddings(members: Iterable[BladeModel], graph: DirectedGraph, chunk: int):
+    """Per member, one at a time: its deterministic ``s``, ``t * head_w`` (the head folded into the
+    target role, ``(s*t).w = s.(t*w)``) and its bias. Not under no_grad as a whole: a generator of
+    ``members`` trains each member while this asks for it."""
+    for member in members:
+        member.eval()
+        with torch.no_grad():
+            s, t = embed(member, graph, chunk=chunk)
+            t.mul_(member.head_w.detach())
+        yield s, t, float(member.head_b.detach())
+        del member, s, t  # one member in memory at a time
+
+
+def _check_members(biases: list[float]) -> None:
+    if len(biases) < 2:
+        raise ValueError("an ensemble needs >= 2 members (the variance needs two)")
+
+
 def ensemble_moments(
     members: Iterable[BladeModel], graph: DirectedGraph, *, chunk: int
 ) -> dict[str, np.ndarray]:
@@ -1018,21 +1036,16 @@ def ensemble_moments(
     members share their starting point (see ``train.fit_graph``), so their embedding
     spaces stay aligned.
     """
-    passes, biases, dim = None, [], 0
-    for member in members:  # not under no_grad: a generator trains each member here
-        member.eval()
-        with torch.no_grad():
-            s, t = embed(member, graph, chunk=chunk)
-            dim = member.dim
-            if passes is None:
-                passes = _RunningMoments(graph.n_nodes, dim)
-            passes.add(s, t.mul_(member.head_w.detach()))
-        biases.append(float(member.head_b.detach()))
-        del member, s, t
-    if len(biases) < 2:
-        raise ValueError("an ensemble needs >= 2 members (the variance needs two)")
+    passes, biases = None, []
+    for s, t, bias in _folded_embeddings(members, graph, chunk):
+        if passes is None:
+            passes = _RunningMoments(graph.n_nodes, s.shape[1])
+        passes.add(s, t)
+        biases.append(bias)
+        del s, t
+    _check_members(biases)
     moments = {r + "_" + k: getattr(passes, k)(r) for r in ("s", "t") for k in ("mean", "var")}
-    moments["head_w"] = np.ones(dim, dtype=np.float32)
+    moments["head_w"] = np.ones(moments["s_mean"].shape[1], dtype=np.float32)
     moments["head_b"] = np.array([float(np.mean(biases))], dtype=np.float32)
     return moments
 
@@ -1049,16 +1062,11 @@ def member_moments(
     mean and variance of the members' logits per pair instead. ``members`` may be a generator.
     """
     s_all, t_all, biases = [], [], []
-    for member in members:  # not under no_grad: a generator trains each member here
-        member.eval()
-        with torch.no_grad():
-            s, t = embed(member, graph, chunk=chunk)
-            s_all.append(s.float().numpy())
-            t_all.append(t.mul_(member.head_w.detach()).float().numpy())
-        biases.append(float(member.head_b.detach()))
-        del member, s, t
-    if len(biases) < 2:
-        raise ValueError("an ensemble needs >= 2 members (the variance needs two)")
+    for s, t, bias in _folded_embeddings(members, graph, chunk):
+        s_all.append(s.float().numpy())
+        t_all.append(t.float().numpy())
+        biases.append(bias)
+    _check_members(biases)
     return {
         "s_members": np.stack(s_all),
         "t_members": np.stack(t_all),
