@@ -86,6 +86,58 @@ def test_oracle_without_pair_noise(bench_run):
     assert 0.6 < smooth["auc"] < figures["oracle"]["auc"]
 
 
+def test_oracle_with_pair_history(bench_run):
+    figures, _ = bench_run
+    memory = figures["oracle_pair_history"]
+    assert memory["std"] == {m: 0.0 for m in model.METRICS}
+    assert 0.6 < memory["auc"] < 1.0
+
+
+def past(pairs: list[tuple[int, int, int, int]]) -> tuple:
+    """(source, shown) pairs with n impressions of which k converted, as past rows."""
+    src = np.concatenate([[u] * n for u, _, n, _ in pairs]).astype(np.int64)
+    dst = np.concatenate([[v] * n for _, v, n, _ in pairs]).astype(np.int64)
+    label = np.concatenate([[1.0] * k + [0.0] * (n - k) for _, _, n, k in pairs])
+    return (src, dst), label
+
+
+def test_pair_posterior_without_history_is_the_prior_mean():
+    (src, dst), label = past([(0, 1, 5, 1)])
+    smooth = np.array([-2.0, -1.0, 0.0])
+    prob = model.pair_posterior_probability(
+        smooth, (np.array([7, 7, 7]), np.array([8, 9, 10])), (src, dst), np.full(len(src), -2.0), label, 0.3
+    )
+    # E[sigmoid(x + b)], b ~ N(0, 0.3²), by quadrature of its own
+    b = np.random.default_rng(0).normal(0.0, 0.3, 400_000)
+    expected = [np.mean(1 / (1 + np.exp(-(x + b)))) for x in smooth]
+    np.testing.assert_allclose(prob, expected, atol=1e-3)
+
+
+def test_pair_posterior_follows_the_pair_own_history():
+    # three pairs with the same smooth logit: never shown, shown 40 times with 0 and with 12 conversions
+    (src, dst), label = past([(0, 1, 40, 0), (0, 2, 40, 12)])
+    prob = model.pair_posterior_probability(
+        np.full(3, -1.5),
+        (np.array([0, 0, 0]), np.array([3, 1, 2])),
+        (src, dst),
+        np.full(len(src), -1.5),
+        label,
+        0.3,
+    )
+    never, cold, hot = prob
+    assert cold < never < hot
+    # the noise is bounded by its prior: 12/40 = 0.30 pulls 0.18 up, not all the way
+    assert 0.19 < hot < 0.30
+
+
+def test_pair_posterior_with_no_noise_is_the_smooth_probability():
+    (src, dst), label = past([(0, 1, 40, 30)])
+    prob = model.pair_posterior_probability(
+        np.array([0.5]), (np.array([0]), np.array([1])), (src, dst), np.full(len(src), 0.5), label, 0.0
+    )
+    np.testing.assert_allclose(prob, [1 / (1 + np.exp(-0.5))])
+
+
 def test_test_rows_carry_the_truth_one_to_one(tiny_store):
     data, weighted = tiny_store
     assert "label_eventual" not in weighted and "p_convert" not in weighted  # the pipeline never sees it
@@ -97,6 +149,7 @@ def test_test_rows_carry_the_truth_one_to_one(tiny_store):
     assert rows["p_convert"].between(0.0, 1.0, inclusive="neither").all()
     assert rows["p_no_pair_noise"].between(0.0, 1.0, inclusive="neither").all()
     assert not np.allclose(rows["p_no_pair_noise"], rows["p_convert"])
+    assert rows["p_pair_history"].between(0.0, 1.0, inclusive="neither").all()
     # an observed conversion is an eventual one
     assert (rows.loc[rows["label"] == 1, "label_eventual"] == 1).all()
 
@@ -189,11 +242,12 @@ def test_paired_gaps_mean_and_ci():
         "category_lr": [0.70, 0.72, 0.74],
         "oracle": [0.80, 0.80, 0.80],
         "oracle_no_pair_noise": [0.79, 0.79, 0.79],
+        "oracle_pair_history": [0.795, 0.795, 0.795],
     }
     gaps = model.paired_gaps(per_seed(aucs))
     assert set(gaps) == set(model.KEYS) - {"blade"}
     expected = {"blade_fixed": 0.02, "dual_mf": 0.1, "category_lr": 0.0, "oracle": -0.08,
-                "oracle_no_pair_noise": -0.07}  # fmt: skip
+                "oracle_no_pair_noise": -0.07, "oracle_pair_history": -0.075}  # fmt: skip
     for key, mean in expected.items():
         assert gaps[key]["mean"] == pytest.approx(mean), key
         low, high = gaps[key]["ci95"]

@@ -17,7 +17,11 @@ may read the truth; no pipeline stage does):
 * ``oracle``: the simulator's true conversion probability (the ceiling);
 * ``oracle_no_pair_noise``: the same without its fixed per-pair noise, the ceiling of any
   model that learns products rather than each pair by heart (a pair's noise shows only in
-  that pair's own few impressions).
+  that pair's own few impressions);
+* ``oracle_pair_history``: ``oracle_no_pair_noise`` plus the Bayes posterior of each pair's
+  noise given that pair's own impressions before the snapshot, labelled with their *eventual*
+  outcome (more than any stage sees): the ceiling of a model that knew every product exactly
+  and also learned each pair by heart from the store's history.
 
 Seeds vary the training seed (the store is fixed); figures are means with ``std``.
 """
@@ -36,9 +40,18 @@ from nextbuy.bench import paired
 from nextbuy.config import read_params, section_config, with_changes
 from nextbuy.mlops import io
 
-KEYS = ("blade", "blade_fixed", "dual_mf", "category_lr", "oracle", "oracle_no_pair_noise")
+KEYS = (
+    "blade",
+    "blade_fixed",
+    "dual_mf",
+    "category_lr",
+    "oracle",
+    "oracle_no_pair_noise",
+    "oracle_pair_history",
+)
 METRICS = ("auc", "nll", "pr_auc")
 LR_C = (0.01, 0.1, 1.0, 10.0)  # category_lr's inverse regularisation, chosen on validation
+NOISE_GRID = np.linspace(-4.0, 4.0, 161)  # the pair noise's posterior, in prior std units
 
 
 def scores_of(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
@@ -150,6 +163,7 @@ def _one_seed(data, weighted, test_rows, train_cfg, family: str, seed: int) -> d
     )
     rows["oracle"] = scores_of(label, test_rows["p_convert"].to_numpy())
     rows["oracle_no_pair_noise"] = scores_of(label, test_rows["p_no_pair_noise"].to_numpy())
+    rows["oracle_pair_history"] = scores_of(label, test_rows["p_pair_history"].to_numpy())
     return rows
 
 
@@ -169,22 +183,70 @@ def paired_gaps(per_seed: list[dict[str, dict]], base: str = "blade") -> dict[st
 
 
 def test_rows(data, weighted: pd.DataFrame, simulator) -> pd.DataFrame:
-    """The test period's impressions with their eventual label, true probability and that
+    """The test period's impressions with their eventual label, true probability, that
     probability without the per-pair noise (``p_no_pair_noise``, from the store's ``simulator``
-    config; see ``oracle_no_pair_noise``). Truth: bench only."""
-    from nextbuy.data.simulate import conversion_probability
+    config) and with the pair noise's posterior from the pair's earlier impressions
+    (``p_pair_history``); see the module's reference rows. Truth: bench only."""
+    from scipy.special import logit
+
+    from nextbuy.data.simulate import PAIR_NOISE, conversion_probability
 
     truth = data.truth_impressions[["impression_id", "label_eventual", "p_convert"]]
-    rows = weighted[weighted["split"] == "test"].merge(truth, on="impression_id", how="left", validate="1:1")
-    missing = rows["label_eventual"].isna()
+    labelled = weighted.merge(truth, on="impression_id", how="left", validate="1:1")
+    missing = labelled["label_eventual"].isna()
     if missing.any():
-        first = rows.loc[missing, "impression_id"].head(5).tolist()
-        raise ValueError(f"{int(missing.sum())} test impressions have no ground truth (first: {first})")
-    src, dst = rows["source_id"].to_numpy(), rows["shown_id"].to_numpy()
-    rows["p_no_pair_noise"] = conversion_probability(
-        data.truth_products, simulator, src, dst, pair_noise=False
+        first = labelled.loc[missing, "impression_id"].head(5).tolist()
+        raise ValueError(f"{int(missing.sum())} impressions have no ground truth (first: {first})")
+    is_test = (labelled["split"] == "test").to_numpy()
+    src, dst = labelled["source_id"].to_numpy(), labelled["shown_id"].to_numpy()
+    smooth = conversion_probability(data.truth_products, simulator, src, dst, pair_noise=False)
+    smooth_logit = logit(smooth)
+    rows = labelled[is_test].reset_index(drop=True)
+    rows["p_no_pair_noise"] = smooth[is_test]
+    rows["p_pair_history"] = pair_posterior_probability(
+        smooth_logit[is_test],
+        (src[is_test], dst[is_test]),
+        (src[~is_test], dst[~is_test]),
+        smooth_logit[~is_test],
+        labelled.loc[~is_test, "label_eventual"].to_numpy(np.float64),
+        PAIR_NOISE,
     )
     return rows
+
+
+def pair_posterior_probability(
+    smooth_logit: np.ndarray,
+    pairs: tuple[np.ndarray, np.ndarray],
+    past_pairs: tuple[np.ndarray, np.ndarray],
+    past_smooth_logit: np.ndarray,
+    past_labels: np.ndarray,
+    noise_std: float,
+) -> np.ndarray:
+    """P(convert) of each (source, shown) pair whose true log-odds are ``smooth_logit`` plus a
+    fixed N(0, noise_std²) draw of its own, averaged over that draw's posterior given the pair's
+    ``past_labels`` (Bernoulli at ``past_smooth_logit`` + draw; a grid over ±4 std). A pair with
+    no past rows keeps the prior. Vectorised per distinct past pair (its smooth logit is fixed)."""
+    from scipy.special import expit, log_expit
+
+    noise = NOISE_GRID * noise_std
+    log_prior = -0.5 * NOISE_GRID**2
+    past_key = _pair_key(*past_pairs)
+    keys, first, inverse = np.unique(past_key, return_index=True, return_inverse=True)
+    shown = np.bincount(inverse, minlength=len(keys)).astype(np.float64)
+    converted = np.bincount(inverse, weights=past_labels, minlength=len(keys))
+    logits = past_smooth_logit[first][:, None] + noise
+    log_like = converted[:, None] * log_expit(logits) + (shown - converted)[:, None] * log_expit(-logits)
+    key = _pair_key(*pairs)
+    at = np.clip(np.searchsorted(keys, key), 0, max(len(keys) - 1, 0))
+    seen = (keys[at] == key) if len(keys) else np.zeros(len(key), dtype=bool)
+    log_post = log_prior + np.where(seen[:, None], log_like[at] if len(keys) else 0.0, 0.0)
+    post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+    post /= post.sum(axis=1, keepdims=True)
+    return (post * expit(smooth_logit[:, None] + noise)).sum(axis=1)
+
+
+def _pair_key(source: np.ndarray, shown: np.ndarray) -> np.ndarray:
+    return (source.astype(np.int64) << 32) | shown.astype(np.int64)
 
 
 def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
