@@ -224,25 +224,37 @@ def pair_posterior_probability(
 ) -> np.ndarray:
     """P(convert) of each (source, shown) pair whose true log-odds are ``smooth_logit`` plus a
     fixed N(0, noise_std²) draw of its own, averaged over that draw's posterior given the pair's
-    ``past_labels`` (Bernoulli at ``past_smooth_logit`` + draw; a grid over ±4 std). A pair with
-    no past rows keeps the prior. Vectorised per distinct past pair (its smooth logit is fixed)."""
+    ``past_labels`` (Bernoulli at ``past_smooth_logit`` + draw, which is fixed per pair; a grid
+    over ±4 std). A pair with no past rows keeps the prior. Memory: rows of ``pairs`` x grid."""
     from scipy.special import expit, log_expit
 
+    shown, converted, past_logit = _pair_history(
+        _pair_key(*pairs), _pair_key(*past_pairs), past_smooth_logit, past_labels
+    )
     noise = NOISE_GRID * noise_std
-    log_prior = -0.5 * NOISE_GRID**2
-    past_key = _pair_key(*past_pairs)
-    keys, first, inverse = np.unique(past_key, return_index=True, return_inverse=True)
-    shown = np.bincount(inverse, minlength=len(keys)).astype(np.float64)
-    converted = np.bincount(inverse, weights=past_labels, minlength=len(keys))
-    logits = past_smooth_logit[first][:, None] + noise
-    log_like = converted[:, None] * log_expit(logits) + (shown - converted)[:, None] * log_expit(-logits)
-    key = _pair_key(*pairs)
-    at = np.clip(np.searchsorted(keys, key), 0, max(len(keys) - 1, 0))
-    seen = (keys[at] == key) if len(keys) else np.zeros(len(key), dtype=bool)
-    log_post = log_prior + np.where(seen[:, None], log_like[at] if len(keys) else 0.0, 0.0)
+    logits = past_logit[:, None] + noise
+    log_post = (
+        -0.5 * NOISE_GRID**2
+        + converted[:, None] * log_expit(logits)
+        + (shown - converted)[:, None] * log_expit(-logits)
+    )
     post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
     post /= post.sum(axis=1, keepdims=True)
     return (post * expit(smooth_logit[:, None] + noise)).sum(axis=1)
+
+
+def _pair_history(key: np.ndarray, past_key: np.ndarray, past_logit: np.ndarray, past_labels: np.ndarray):
+    """For each of ``key``'s pairs: its past impressions, conversions and (fixed) past logit;
+    0, 0, 0 for a pair never shown."""
+    keys, first, inverse = np.unique(past_key, return_index=True, return_inverse=True)
+    shown = np.bincount(inverse, minlength=len(keys)).astype(np.float64)
+    converted = np.bincount(inverse, weights=past_labels, minlength=len(keys))
+    at = np.searchsorted(keys, key)
+    seen = at < len(keys)
+    seen[seen] = keys[at[seen]] == key[seen]
+    out = np.zeros((3, len(key)))
+    out[:, seen] = shown[at[seen]], converted[at[seen]], past_logit[first[at[seen]]]
+    return out[0], out[1], out[2]
 
 
 def _pair_key(source: np.ndarray, shown: np.ndarray) -> np.ndarray:
