@@ -90,7 +90,8 @@ def test_oracle_with_pair_history(bench_run):
     figures, _ = bench_run
     memory = figures["oracle_pair_history"]
     assert memory["std"] == {m: 0.0 for m in model.METRICS}
-    assert 0.6 < memory["auc"] < 1.0
+    # a pair's few impressions can only nudge the smooth truth (its noise has sd 0.3)
+    assert abs(memory["auc"] - figures["oracle_no_pair_noise"]["auc"]) < 0.02
 
 
 def past(pairs: list[tuple[int, int, int, int]]) -> tuple:
@@ -107,7 +108,7 @@ def test_pair_posterior_without_history_is_the_prior_mean():
     prob = model.pair_posterior_probability(
         smooth, (np.array([7, 7, 7]), np.array([8, 9, 10])), (src, dst), np.full(len(src), -2.0), label, 0.3
     )
-    # E[sigmoid(x + b)], b ~ N(0, 0.3²), by quadrature of its own
+    # E[sigmoid(x + b)], b ~ N(0, 0.3²), by Monte Carlo
     b = np.random.default_rng(0).normal(0.0, 0.3, 400_000)
     expected = [np.mean(1 / (1 + np.exp(-(x + b)))) for x in smooth]
     np.testing.assert_allclose(prob, expected, atol=1e-3)
