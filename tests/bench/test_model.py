@@ -106,7 +106,7 @@ def test_pair_posterior_without_history_is_the_prior_mean():
     (src, dst), label = past([(0, 1, 5, 1)])
     smooth = np.array([-2.0, -1.0, 0.0])
     prob = model.pair_posterior_probability(
-        smooth, (np.array([7, 7, 7]), np.array([8, 9, 10])), (src, dst), np.full(len(src), -2.0), label, 0.3
+        smooth, (np.array([7, 7, 7]), np.array([8, 9, 10])), (src, dst), label, 0.3
     )
     # E[sigmoid(x + b)], b ~ N(0, 0.3²), by Monte Carlo
     b = np.random.default_rng(0).normal(0.0, 0.3, 400_000)
@@ -121,7 +121,6 @@ def test_pair_posterior_follows_the_pair_own_history():
         np.full(3, -1.5),
         (np.array([0, 0, 0]), np.array([3, 1, 2])),
         (src, dst),
-        np.full(len(src), -1.5),
         label,
         0.3,
     )
@@ -134,7 +133,7 @@ def test_pair_posterior_follows_the_pair_own_history():
 def test_pair_posterior_with_no_noise_is_the_smooth_probability():
     (src, dst), label = past([(0, 1, 40, 30)])
     prob = model.pair_posterior_probability(
-        np.array([0.5]), (np.array([0]), np.array([1])), (src, dst), np.full(len(src), 0.5), label, 0.0
+        np.array([0.5]), (np.array([0]), np.array([1])), (src, dst), label, 0.0
     )
     np.testing.assert_allclose(prob, [1 / (1 + np.exp(-0.5))])
 

@@ -207,7 +207,6 @@ def test_rows(data, weighted: pd.DataFrame, simulator) -> pd.DataFrame:
         smooth_logit[is_test],
         (src[is_test], dst[is_test]),
         (src[~is_test], dst[~is_test]),
-        smooth_logit[~is_test],
         labelled.loc[~is_test, "label_eventual"].to_numpy(np.float64),
         PAIR_NOISE,
     )
@@ -218,21 +217,18 @@ def pair_posterior_probability(
     smooth_logit: np.ndarray,
     pairs: tuple[np.ndarray, np.ndarray],
     past_pairs: tuple[np.ndarray, np.ndarray],
-    past_smooth_logit: np.ndarray,
     past_labels: np.ndarray,
     noise_std: float,
 ) -> np.ndarray:
-    """P(convert) of each (source, shown) pair whose true log-odds are ``smooth_logit`` plus a
-    fixed N(0, noise_std²) draw of its own, averaged over that draw's posterior given the pair's
-    ``past_labels`` (Bernoulli at ``past_smooth_logit`` + draw, which is fixed per pair; a grid
-    over ±4 std). A pair with no past rows keeps the prior. Memory: rows of ``pairs`` x grid."""
+    """P(convert) of each (source, shown) pair whose log-odds are ``smooth_logit`` plus a fixed
+    N(0, noise_std²) draw of its own, averaged over that draw's posterior given the pair's
+    ``past_labels`` (Bernoulli at the same log-odds; a grid over ±4 std). A pair with no past
+    rows keeps the prior. Memory: rows of ``pairs`` x grid."""
     from scipy.special import expit, log_expit
 
-    shown, converted, past_logit = _pair_history(
-        _pair_key(*pairs), _pair_key(*past_pairs), past_smooth_logit, past_labels
-    )
+    shown, converted = _pair_history(_pair_key(*pairs), _pair_key(*past_pairs), past_labels)
     noise = NOISE_GRID * noise_std
-    logits = past_logit[:, None] + noise
+    logits = smooth_logit[:, None] + noise
     log_post = (
         -0.5 * NOISE_GRID**2
         + converted[:, None] * log_expit(logits)
@@ -240,21 +236,24 @@ def pair_posterior_probability(
     )
     post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
     post /= post.sum(axis=1, keepdims=True)
-    return (post * expit(smooth_logit[:, None] + noise)).sum(axis=1)
+    return (post * expit(logits)).sum(axis=1)
 
 
-def _pair_history(key: np.ndarray, past_key: np.ndarray, past_logit: np.ndarray, past_labels: np.ndarray):
-    """For each of ``key``'s pairs: its past impressions, conversions and (fixed) past logit;
-    0, 0, 0 for a pair never shown."""
-    keys, first, inverse = np.unique(past_key, return_index=True, return_inverse=True)
-    shown = np.bincount(inverse, minlength=len(keys)).astype(np.float64)
-    converted = np.bincount(inverse, weights=past_labels, minlength=len(keys))
+def _pair_history(key: np.ndarray, past_key: np.ndarray, past_labels: np.ndarray):
+    """For each of ``key``'s pairs: its past impressions and conversions (0, 0 if never shown)."""
+    keys, inverse = np.unique(past_key, return_inverse=True)
+    counts = np.stack(
+        [
+            np.bincount(inverse, minlength=len(keys)),
+            np.bincount(inverse, weights=past_labels, minlength=len(keys)),
+        ]
+    )
     at = np.searchsorted(keys, key)
     seen = at < len(keys)
     seen[seen] = keys[at[seen]] == key[seen]
-    out = np.zeros((3, len(key)))
-    out[:, seen] = shown[at[seen]], converted[at[seen]], past_logit[first[at[seen]]]
-    return out[0], out[1], out[2]
+    out = np.zeros((2, len(key)))
+    out[:, seen] = counts[:, at[seen]]
+    return out[0], out[1]
 
 
 def _pair_key(source: np.ndarray, shown: np.ndarray) -> np.ndarray:
