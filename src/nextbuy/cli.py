@@ -20,9 +20,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from rich.text import Text
 
 from nextbuy import stage_list
-from nextbuy.constants import ALERT_EXIT_CODE
+from nextbuy.constants import ALERT_EXIT_CODE, FAILURE_FILE_ENV
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="nextbuy: bought U, recommend V next.")
 console = Console(stderr=True)
@@ -81,6 +82,16 @@ def _put_back_last_good(name: str) -> None:
         console.print(f"[yellow]{name}: not in the DVC cache, not restored:[/] " + ", ".join(done["missing"]))
 
 
+def _input_error(message: str) -> typer.Exit:
+    """Exit code 2 for a configuration or input error, printed; under an Airflow stage task
+    (``FAILURE_FILE_ENV`` set) also written there, so the task fails without retries."""
+    console.print(message, highlight=False)
+    failure_file = os.environ.get(FAILURE_FILE_ENV)
+    if failure_file:
+        Path(failure_file).write_text(Text.from_markup(message).plain + "\n")
+    return typer.Exit(code=2)
+
+
 def _stage_metrics(name: str, params: str) -> dict:
     """Run stage ``name``; known failures become exit code 2 with the message a user can act on."""
     from nextbuy.mlops.io import DataError
@@ -89,18 +100,15 @@ def _stage_metrics(name: str, params: str) -> dict:
     try:
         return module.run(params)
     except DataError as err:
-        console.print(f"[bold red]{name}: bad input[/]\n{escape(err.message)}", highlight=False)
-        raise typer.Exit(code=2) from None
+        raise _input_error(f"[bold red]{name}: bad input[/]\n{escape(err.message)}") from None
     except ValidationError as err:
-        console.print(
-            f"[bold red]{name}: invalid section '{name}' in {params}[/]\n{escape(str(err))}", highlight=False
-        )
-        raise typer.Exit(code=2) from None
+        raise _input_error(
+            f"[bold red]{name}: invalid section '{name}' in {params}[/]\n{escape(str(err))}"
+        ) from None
     except FileNotFoundError as err:
         if Path(params).exists():
             raise
-        console.print(f"[bold red]{name}: {escape(str(err))}[/]", highlight=False)
-        raise typer.Exit(code=2) from None
+        raise _input_error(f"[bold red]{name}: {escape(str(err))}[/]") from None
 
 
 def _stage_command(name: str, help_text: str) -> Callable[[str], None]:

@@ -127,9 +127,10 @@ class IngestConfig(_Section):
     graph_path: str | None
     impressions_path: str | None
     seed: int
-    # The data snapshot time (Airflow sets it to the run's logical date): a simulated
-    # store's history ends here; a real log is censored here. None: the simulator's
-    # start_date + history_days, or the last event of a real log.
+    # The data snapshot time (Airflow sets it to the run's logical date): the simulated
+    # store as it stood then (one timeline: a later snapshot is the same store with more
+    # days); a real log is censored here. None: the simulator's start_date +
+    # history_days, or the last event of a real log.
     snapshot: str | None
     simulator: SimulatorConfig
     split: SplitConfig
@@ -138,15 +139,6 @@ class IngestConfig(_Section):
     @classmethod
     def _snapshot_is_a_date(cls, value: Any) -> Any:
         return None if value is None else _as_timestamp_text(value, "ingest.snapshot")
-
-    def simulator_for_snapshot(self) -> SimulatorConfig:
-        """The simulator settings whose history ends at ``snapshot``."""
-        if self.snapshot is None:
-            return self.simulator
-        import pandas as pd
-
-        start = pd.Timestamp(self.snapshot) - pd.Timedelta(days=self.simulator.history_days)
-        return self.simulator.model_copy(update={"start_date": str(start)})
 
     @model_validator(mode="after")
     def _real_source_needs_path(self) -> IngestConfig:

@@ -28,14 +28,16 @@ class InMemoryRun:
 
 def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     """ingest -> label_delay -> train -> calibrate -> thresholds on a simulated store."""
-    from nextbuy.data.simulate import simulate_world
+    from nextbuy.data.simulate import store_world
     from nextbuy.mlops.serving import ServingBundle
 
     cfg = {name: model.model_validate(params.get(name) or {}) for name, model in SECTIONS.items()}
     if cfg["ingest"].source != "simulated":
         raise ValueError("run_in_memory needs the simulated store")
     data = ingest.ingest(cfg["ingest"])
-    world = simulate_world(cfg["ingest"].simulator_for_snapshot(), cfg["ingest"].seed)
+    world = store_world(
+        data.products, data.truth_products, data.edges, data.snapshot, cfg["ingest"].simulator.history_days
+    )
     weighted, delay_models = label_delay.weigh(
         data.impressions, data.snapshot, cfg["label_delay"], data.products, data.edges
     )

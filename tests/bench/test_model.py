@@ -18,7 +18,7 @@ from nextbuy.stages import ingest, label_delay
 from tests.conftest import TINY_PARAMS
 
 SEEDS = 2
-SIMULATOR = section_config(TINY_PARAMS, "ingest").simulator_for_snapshot()
+SIMULATOR = section_config(TINY_PARAMS, "ingest").simulator
 EXTRA = {"paired_auc_gap_vs_blade", "test_impressions", "seconds"}
 
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from nextbuy.config import merge
-from nextbuy.orchestration import batch_tasks, names
+from nextbuy.orchestration import batch_tasks, names, task_bodies
 from nextbuy.orchestration.names import (
     BACKUP_FILE,
     BATCH_DAG_ID,
@@ -492,3 +492,75 @@ def test_a_refused_candidate_skips_gate_and_release_without_failing(trained):
     assert not verdict["passed"] and str(verdict["champion_version"]) == "1"
     assert _asset_events(run_id) == []
     assert (workspace_dir(project) / "params.yaml").read_text() == original
+
+
+# --- the schedule policy (orchestration/plugin.py): unpausing starts no run -----------------
+
+
+MIDNIGHT = datetime(2026, 11, 28, tzinfo=UTC)
+
+
+def next_run(monkeypatch, now: datetime, last_tick: datetime | None) -> datetime:
+    import pendulum
+    from airflow.timetables.base import DataInterval
+
+    from nextbuy.orchestration import plugin
+
+    monkeypatch.setattr(plugin.timezone, "utcnow", lambda: pendulum.instance(now))
+    last = None if last_tick is None else DataInterval(last_tick, last_tick)
+    timetable = plugin.NextTickTimetable("0 0 * * *", timezone="UTC")
+    from airflow.timetables.base import TimeRestriction
+
+    restriction = TimeRestriction(earliest=datetime(2026, 11, 1, tzinfo=UTC), latest=None, catchup=False)
+    info = timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+    return info.run_after
+
+
+@pytest.mark.parametrize("minutes_after", [0.5, 2, 4.9, 30])
+def test_unpausing_a_dag_never_scheduled_starts_no_run_even_just_after_a_tick(
+    airflow_project, monkeypatch, minutes_after
+):
+    now = MIDNIGHT + timedelta(minutes=minutes_after)
+    assert next_run(monkeypatch, now, None) == MIDNIGHT + timedelta(days=1)
+
+
+def test_unpausing_after_missed_ticks_waits_for_the_next_tick(airflow_project, monkeypatch):
+    now = MIDNIGHT + timedelta(minutes=2)
+    assert next_run(monkeypatch, now, MIDNIGHT - timedelta(days=3)) == MIDNIGHT + timedelta(days=1)
+
+
+def test_a_running_schedule_keeps_a_tick_noticed_late(airflow_project, monkeypatch):
+    yesterday = MIDNIGHT - timedelta(days=1)
+    assert next_run(monkeypatch, MIDNIGHT + timedelta(seconds=20), yesterday) == MIDNIGHT
+    # Beyond the slack the tick is gone: the next one.
+    from nextbuy.orchestration.plugin import DUE_SLACK
+
+    late = MIDNIGHT + DUE_SLACK + timedelta(seconds=1)
+    assert next_run(monkeypatch, late, yesterday) == MIDNIGHT + timedelta(days=1)
+
+
+def test_before_the_tick_the_next_run_is_that_tick(airflow_project, monkeypatch):
+    assert next_run(monkeypatch, MIDNIGHT - timedelta(hours=1), None) == MIDNIGHT
+
+
+@pytest.mark.parametrize(("exit_code", "retried"), [(65, False), (1, True)])
+def test_a_stage_that_refuses_its_configuration_or_input_fails_without_retries(
+    airflow_project, tmp_path, exit_code, retried
+):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from nextbuy.orchestration.plugin import StageOperator
+
+    task = StageOperator(task_id="train", bash_command=f"exit {exit_code}", cwd=str(tmp_path))
+    with pytest.raises(AirflowException) as err:
+        task.execute({})
+    assert isinstance(err.value, AirflowFailException) is not retried
+
+
+def test_an_invalid_override_fails_set_params_without_retries(airflow_project):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    context = {"params": {"overrides": {"train.epoch": 2}}, "run_id": "manual__1", "logical_date": None}
+    context["dag"] = type("Dag", (), {"dag_id": TRAINING_DAG_ID})()
+    with pytest.raises(AirflowFailException, match="(?s)invalid run overrides.*epoch.*not retried"):
+        task_bodies.set_params_task(airflow_project, context, names.TRAINING)

@@ -515,3 +515,53 @@ def test_any_small_config_gives_valid_consistent_tables(
     assert len(world.products) == n_products
     events = traffic.impressions[["clicked_at", "carted_at", "converted_at"]]
     assert (events.max().dropna() <= world.snapshot).all()
+
+
+def _by_id(traffic) -> pd.DataFrame:
+    return traffic.impressions.merge(traffic.truth, on="impression_id").set_index("impression_id")
+
+
+def test_a_later_snapshot_is_the_same_store_with_more_days(small_store):
+    world, today = small_store
+    day = pd.Timedelta(days=1)
+    later_world, tomorrow = simulate_store(SMALL, seed=11, snapshot=world.snapshot + day)
+    assert later_world.snapshot == world.snapshot + day
+    assert later_world.start == world.start + day
+    assert_valid(later_world, tomorrow)
+    a, b = _by_id(today), _by_id(tomorrow)
+    # The window moved one day: the first day left it, one new day came in.
+    shared = a.index.intersection(b.index)
+    assert (a.drop(shared)["shown_at"] < world.start + day).all()
+    new = b.drop(shared)
+    assert (new["shown_at"] >= world.snapshot).all()
+    assert abs(len(new) - SMALL.n_impressions / SMALL.history_days) < 1
+    # A shared impression keeps its pair, time and outcome; only censoring differs.
+    for col in ("source_id", "shown_id", "shown_at", "p_convert", "label_eventual"):
+        pd.testing.assert_series_equal(a.loc[shared, col], b.loc[shared, col])
+    seen_then = a.loc[shared, "converted_at"].notna()
+    assert (b.loc[shared, "converted_at"][seen_then] == a.loc[shared, "converted_at"][seen_then]).all()
+    assert b.loc[shared, "converted_at"].notna().sum() > seen_then.sum()  # labels matured a day
+    # The graph keeps every earlier purchase and gains the new day's.
+    old = world.edges.set_index(["src", "dst"])
+    grown = later_world.edges.set_index(["src", "dst"])
+    assert old.index.isin(grown.index).all() and len(grown) > len(old)
+    assert (grown.loc[old.index, "weight"] >= old["weight"]).all()
+    assert (grown.loc[old.index, "time"] == old["time"]).all()
+
+
+def test_the_origin_snapshot_is_the_store_itself_and_a_backfill_sees_the_past(small_store):
+    world, today = small_store
+    same_world, same = simulate_store(SMALL, seed=11, snapshot=world.snapshot)
+    pd.testing.assert_frame_equal(same.impressions, today.impressions)
+    pd.testing.assert_frame_equal(same_world.edges, world.edges)
+    back = world.snapshot - pd.Timedelta(days=3)
+    past_world, past = simulate_store(SMALL, seed=11, snapshot=back)
+    assert_valid(past_world, past)
+    assert (past_world.edges["time"] < back).all()
+    for col in ("clicked_at", "carted_at", "converted_at"):
+        assert (past.impressions[col].dropna() <= back).all()
+    a, b = _by_id(today), _by_id(past)
+    shared = a.index.intersection(b.index)
+    base = b.index[b.index < SMALL.n_impressions]
+    assert shared.equals(base)  # the base days it shares keep their ids
+    assert (b.drop(shared)["shown_at"] < world.start).all()  # days before the origin: their own

@@ -169,3 +169,23 @@ def test_a_champion_of_another_catalogue_is_not_comparable_and_the_reason_names_
 def test_a_champion_recording_no_catalogue_is_not_comparable():
     why = gate.champion_incomparable("1", None, LARGE)
     assert why is not None and "unknown catalogue" in why
+
+
+def test_an_underpowered_comparison_says_the_test_split_is_too_small_and_how_many_rows_it_needs():
+    wide = {"auc": {"diff": 0.0, "lo": -0.05, "hi": 0.05}, "recall": {"diff": 0.0, "lo": -0.01, "hi": 0.01}}
+    notes = gate.power_notes(wide, rows=2_000, tolerance=0.02, confidence=0.95)
+    assert len(notes) == 1 and notes[0].startswith("auc:")  # recall's CI fits the tolerance
+    assert "too small to judge non-inferiority" in notes[0]
+    assert "12,500 test rows" in notes[0]  # 2,000 x (0.05 / 0.02)^2: the CI narrows as 1/sqrt(n)
+    # An equal candidate with that CI is refused: the note explains the refusal.
+    cand = {"recall": 0.5, "precision": 0.5, "auc": 0.7, "ece": 0.01}
+    passed, _ = gate.decide(cand, cand, wide, config("deploy", min_recall=0.0, tolerance=0.02))
+    assert not passed
+    assert gate.power_notes({"auc": {"diff": 0.0, "lo": -0.01, "hi": 0.01}}, 2_000, 0.02, 0.95) == []
+
+
+def test_a_champion_that_learned_test_rows_or_records_nothing_is_not_comparable():
+    assert gate.training_incomparable("3", 0, 100) is None
+    why = gate.training_incomparable("3", 17, 100)
+    assert why.startswith("champion v3 is not comparable") and "17 of the 100 test rows" in why
+    assert "records no training data" in gate.training_incomparable("3", None, 100)

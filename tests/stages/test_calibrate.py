@@ -151,3 +151,20 @@ def test_run_writes_uncertainty_metrics_and_the_score_band_plot(pipeline, tmp_pa
         "count",
     ]
     assert bands["count"].sum() == holdout and bands["positivity"].between(0, 1).all()
+
+
+def test_the_reliability_diagram_is_drawn_out_of_sample_so_miscalibration_can_show(trained):
+    weighted, moments = trained
+    scored, _ = calibrate.score_holdout(
+        weighted, moments, config("calibrate", n_buckets=2, maturity_days=4, min_bucket_size=30)
+    )
+    table = calibrate.reliability_out_of_sample(scored)
+    assert table["count"].sum() == int((scored["split"] == "test").sum())  # test rows only
+    # A bucket whose calibrated probabilities are doubled sits off the diagonal.
+    skewed = scored.assign(prob_calibrated=np.clip(2 * scored["prob_calibrated"], 0, 1))
+    off = calibrate.reliability_out_of_sample(skewed)
+
+    def gap(t: pd.DataFrame) -> float:
+        return float((t["count"] * (t["mean_predicted"] - t["observed_rate"]).abs()).sum() / t["count"].sum())
+
+    assert gap(off) > gap(table) + 0.01

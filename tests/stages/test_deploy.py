@@ -17,7 +17,7 @@ import yaml
 
 from nextbuy import paths
 from nextbuy.config import load_section
-from nextbuy.domain import catalogue, gate
+from nextbuy.domain import catalogue, gate, split
 from nextbuy.mlops import io, registry, schemas, serving, tracking
 from nextbuy.presets import params_with
 from nextbuy.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
@@ -35,6 +35,36 @@ STORE_PRODUCTS = pd.DataFrame(
     }
 )
 THIS, OTHER = catalogue.identity(STORE_PRODUCTS), "5000:aaaaaaaaaaaaaaaa"
+SPLIT = {"test_share": 0.15, "calib_share": 0.15, "seed": 0}
+
+
+def store_impressions(days: int = 20, first_day: str = "2026-03-01") -> pd.DataFrame:
+    """Four impressions per source product and day, with the session split of ``SPLIT``."""
+    shown = pd.date_range(first_day, periods=days, freq="D").repeat(300 * 4) + pd.Timedelta(hours=5)
+    source = np.tile(np.arange(300).repeat(4), days)
+    keys = STORE_PRODUCTS["product_key"].to_numpy()[source]
+    return pd.DataFrame(
+        {
+            "impression_id": np.arange(len(source)),
+            "source_id": source,
+            "shown_id": (source + 1) % 300,
+            "shown_at": shown,
+            "split": split.assign_split(keys, shown, **SPLIT),
+        }
+    )
+
+
+def training_tag(impressions: pd.DataFrame, snapshot: str, **split_changes) -> str:
+    learned = impressions[impressions["split"] != "test"]
+    record = split.training_record(learned, pd.Timestamp(snapshot), {**SPLIT, **split_changes})
+    return json.dumps(record)
+
+
+# The gate's test rows: the test split of 20 days; a champion trained on the first 19 days
+# with the same split settings learned none of them.
+STORE_IMPRESSIONS = store_impressions()
+TEST_ROWS = STORE_IMPRESSIONS[STORE_IMPRESSIONS["split"] == "test"].reset_index(drop=True)
+CLEAN = training_tag(STORE_IMPRESSIONS[STORE_IMPRESSIONS["shown_at"] < "2026-03-20"], "2026-03-20")
 
 
 @pytest.fixture(scope="module")
@@ -304,13 +334,13 @@ def never_downloaded(*args):
 
 def test_no_champion(store):
     none = deploy.Champion(None, None, None, None)
-    assert deploy.current_champion(store, "nextbuy", STORE_PRODUCTS) == none
+    assert deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS) == none
 
 
 def test_a_champion_of_another_catalogue_is_reported_and_never_loaded(store, monkeypatch, caplog):
     version = a_champion(store, {registry.CATALOGUE: OTHER})
     monkeypatch.setattr(registry, "load_version", never_downloaded)
-    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS)
+    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS)
     assert champion.version == version and champion.catalogue == OTHER and champion.bundle is None
     assert champion.incomparable == gate.champion_incomparable(version, OTHER, STORE_PRODUCTS)
     assert "not comparable" in caplog.text and "300 products" in caplog.text
@@ -319,22 +349,56 @@ def test_a_champion_of_another_catalogue_is_reported_and_never_loaded(store, mon
 def test_a_champion_registered_before_catalogues_were_recorded_is_not_comparable(store, monkeypatch):
     a_champion(store, {})
     monkeypatch.setattr(registry, "load_version", never_downloaded)
-    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS)
+    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS)
     assert champion.bundle is None and "unknown catalogue" in champion.incomparable
 
 
 def test_a_champion_of_the_same_catalogue_is_loaded_for_the_comparison(store, monkeypatch):
-    version = a_champion(store, {registry.CATALOGUE: THIS})
+    version = a_champion(store, {registry.CATALOGUE: THIS, registry.TRAINING_DATA: CLEAN})
     monkeypatch.setattr(registry, "load_version", lambda name, v: ("bundle", name, v))
-    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS)
-    assert champion == deploy.Champion(version, THIS, ("bundle", "nextbuy", version), None)
+    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS)
+    assert champion == deploy.Champion(version, THIS, ("bundle", "nextbuy", version), None, 0)
+
+
+@pytest.mark.parametrize("changed", [{"seed": 1}, {"test_share": 0.1}])
+def test_a_champion_that_learned_from_the_test_rows_is_not_compared(store, monkeypatch, changed):
+    """Trained with other split settings, the champion learned from sessions that are test
+    now: scoring it on them would favour it, so the gate refuses the comparison and says why."""
+    earlier = STORE_IMPRESSIONS[STORE_IMPRESSIONS["shown_at"] < "2026-03-20"]
+    resplit = earlier.assign(
+        split=split.assign_split(
+            STORE_PRODUCTS["product_key"].to_numpy()[earlier["source_id"]],
+            earlier["shown_at"],
+            **{**SPLIT, **changed},
+        )
+    )
+    record = training_tag(resplit, "2026-03-20", **changed)
+    a_champion(store, {registry.CATALOGUE: THIS, registry.TRAINING_DATA: record})
+    monkeypatch.setattr(registry, "load_version", never_downloaded)
+    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS)
+    # Exactly the test rows of the first 19 days that its split put in train or calib.
+    learned = TEST_ROWS.merge(resplit, on="impression_id", suffixes=("", "_then"))
+    expected = int((learned["split_then"] != "test").sum())
+    assert 0 < champion.learned == expected < len(TEST_ROWS)
+    assert champion.bundle is None
+    assert f"{expected} of the {len(TEST_ROWS)} test rows were in its training data" in champion.incomparable
+
+
+def test_a_champion_recording_no_training_data_is_not_compared(store, monkeypatch):
+    a_champion(store, {registry.CATALOGUE: THIS})
+    monkeypatch.setattr(registry, "load_version", never_downloaded)
+    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS)
+    assert champion.learned is None and "records no training data" in champion.incomparable
 
 
 def test_a_champion_of_the_store_before_its_latest_launches_is_compared(store, monkeypatch):
     """The champion knew the first 250 products; 50 launched since (ids 250..299)."""
-    version = a_champion(store, {registry.CATALOGUE: catalogue.identity(STORE_PRODUCTS.iloc[:250])})
+    version = a_champion(
+        store,
+        {registry.CATALOGUE: catalogue.identity(STORE_PRODUCTS.iloc[:250]), registry.TRAINING_DATA: CLEAN},
+    )
     monkeypatch.setattr(registry, "load_version", lambda name, v: ("bundle", name, v))
-    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS)
+    champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS)
     assert champion.incomparable is None and champion.bundle == ("bundle", "nextbuy", version)
 
 

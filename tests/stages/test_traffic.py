@@ -28,7 +28,7 @@ DRIFT = {"kind": "bucket_shift", "bucket": 1, "start_day": 2, "odds_multiplier":
 @pytest.fixture(scope="module")
 def world():
     """The tiny store's hidden truth (what the ingest stage simulates), without training."""
-    return simulate_world(INGEST.simulator_for_snapshot(), INGEST.seed)
+    return simulate_world(INGEST.simulator, INGEST.seed)
 
 
 @pytest.fixture(scope="module")

@@ -380,3 +380,9 @@ def test_independent_members_are_the_model_then_fresh_fits_on_their_own_seeds_an
     # Each member still fits: its own parameters, not the others'.
     a, b = (m.state_dict() for m in members[1:])
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_progress_bar_names_each_training_phase():
+    assert train.phase(False, "EM round 1/2") is False  # off stays off
+    assert train.phase(True, "EM round 2/2") == "EM round 2/2"
+    assert train.phase("member 3/4", "EM round 1/2") == "member 3/4 · EM round 1/2"

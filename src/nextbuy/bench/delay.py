@@ -82,10 +82,10 @@ def oracle_rows(weighted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
 def future_traffic(data, ingest_cfg) -> pd.DataFrame:
     """TEST_DAYS of traffic after the snapshot, with eventual labels (observed long after) and
     the true conversion probability (``p_convert``)."""
-    from nextbuy.data.simulate import simulate_traffic, simulate_world
+    from nextbuy.data.simulate import simulate_traffic, store_world
 
-    simulator = ingest_cfg.simulator_for_snapshot()
-    world = simulate_world(simulator, ingest_cfg.seed)
+    simulator = ingest_cfg.simulator
+    world = store_world(data.products, data.truth_products, data.edges, data.snapshot, simulator.history_days)
     end = world.snapshot + pd.Timedelta(days=TEST_DAYS)
     traffic = simulate_traffic(
         world, simulator, TEST_SEED, TEST_IMPRESSIONS, world.snapshot, end, end, id_offset=10**12

@@ -271,7 +271,7 @@ def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
         raise ValueError("bench model needs a simulated store (its truth scores the models)")
     delay_cfg = section_config(params, "label_delay")
     weighted, _ = label_delay.weigh(data.impressions, data.snapshot, delay_cfg, data.products, data.edges)
-    rows = test_rows(data, weighted, ingest_cfg.simulator_for_snapshot())
+    rows = test_rows(data, weighted, ingest_cfg.simulator)
     train_cfg = section_config(params, "train")
     per_seed = [
         _one_seed(data, weighted, rows, train_cfg, delay_cfg.delay_family, train_cfg.seed + s)

@@ -57,6 +57,13 @@ CHUNK = 1 << 18  # draws per chunk: bounds the (chunk, candidates) arrays
 # Independent random streams per seed. Launch draws have their own streams, so
 # launch_rate 0 leaves every other draw (and the whole store) unchanged.
 _WORLD, _TRAFFIC, _LAUNCH, _TRAFFIC_LAUNCH = 0, 1, 2, 3
+# Days outside the world's base window draw from streams of their own, one per day, so a
+# day's purchases and impressions are the same whichever snapshot looks at them.
+_PURCHASE_DAY, _IMPRESSION_DAY = 4, 5
+DAY_SEED_OFFSET = 1 << 31  # seed entries must be non-negative: days before the origin too
+# Impressions drawn day by day get ids DAY_ID_BASE + day * per_day + j: stable, unique,
+# and far from the base window's 0..n_impressions-1 and from the traffic stage's ids.
+DAY_ID_BASE = 1 << 48
 NAT_NS = np.iinfo(np.int64).min  # NaT as int64: a product there from before the purchase history
 
 
@@ -77,8 +84,9 @@ class Traffic:
     truth: pd.DataFrame  # schemas.TRUTH_IMPRESSIONS; delay_days = converted_at - shown_at
 
 
-def _rng(seed: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([seed, stream])
+def _rng(seed: int | tuple[int, ...], stream: int) -> np.random.Generator:
+    """The generator of one stream; ``seed`` may be a tuple (a day's own stream, say)."""
+    return np.random.default_rng([*np.atleast_1d(seed).tolist(), stream])
 
 
 def _draw(rng: np.random.Generator, cumulative: np.ndarray, size: int | tuple) -> np.ndarray:
@@ -232,13 +240,14 @@ def _not_before(
 def _co_purchases(
     rng: np.random.Generator,
     cfg: SimulatorConfig,
+    n_purchases: int,
     category: np.ndarray,
     popularity: np.ndarray,
     src: np.ndarray,
     tgt: np.ndarray,
     rel: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(u, v) of cfg.n_purchases "bought u, then v" transitions, self-loops removed."""
+    """(u, v) of ``n_purchases`` "bought u, then v" transitions, self-loops removed."""
     pop_cum = np.cumsum(popularity)
     # Products sorted by category, so one category is one slice of a cumulative sum.
     by_cat = np.argsort(category, kind="stable")
@@ -257,8 +266,8 @@ def _co_purchases(
     k = cfg.candidates_per_draw
 
     us, vs = [], []
-    for lo in range(0, cfg.n_purchases, CHUNK):
-        size = min(CHUNK, cfg.n_purchases - lo)
+    for lo in range(0, n_purchases, CHUNK):
+        size = min(CHUNK, n_purchases - lo)
         u = _draw(rng, pop_cum, size)
         cu = category[u]
         complement = (rng.random(size) < cfg.complement_share) & (n_targets[cu] > 0)
@@ -278,6 +287,8 @@ def _co_purchases(
         keep = v != u
         us.append(u[keep])
         vs.append(v[keep])
+    if not us:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(us), np.concatenate(vs)
 
 
@@ -299,8 +310,20 @@ def _aggregate_edges(u: np.ndarray, v: np.ndarray, t_ns: np.ndarray) -> pd.DataF
     )
 
 
-def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
-    """Products, hidden latent vectors and popularity, and the co-purchase graph."""
+@dataclass(frozen=True, eq=False)
+class _Catalogue:
+    """What draws purchases: the hidden category structure behind a world."""
+
+    category: np.ndarray
+    popularity: np.ndarray
+    src: np.ndarray
+    tgt: np.ndarray
+    rel: np.ndarray
+
+
+def _base_world(cfg: SimulatorConfig, seed: int) -> tuple[StoreWorld, _Catalogue, np.ndarray]:
+    """The world at its origin snapshot, its catalogue, and the raw purchases (u, v, t_ns)
+    behind its graph (purchases span [start - history_days, snapshot))."""
     rng = _rng(seed, _WORLD)
     n = cfg.n_products
     n_cat = min(cfg.n_categories, n)  # a category needs at least one product
@@ -320,10 +343,11 @@ def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
     cat_src, cat_tgt = _category_vectors(rel, cfg.latent_dim, rng)
     src = cat_src[category] + rng.normal(0.0, cfg.product_noise, (n, cfg.latent_dim))
     tgt = cat_tgt[category] + rng.normal(0.0, cfg.product_noise, (n, cfg.latent_dim))
+    catalogue = _Catalogue(category, popularity, src, tgt, rel)
 
     start = pd.Timestamp(cfg.start_date)
     snapshot = start + pd.Timedelta(days=cfg.history_days)
-    u, v = _co_purchases(rng, cfg, category, popularity, src, tgt, rel)
+    u, v = _co_purchases(rng, cfg, cfg.n_purchases, category, popularity, src, tgt, rel)
     # Purchases span [start - history_days, snapshot): the graph predates the impression log.
     span = snapshot.value - (start.value - int(cfg.history_days * NS_PER_DAY))
     t_ns = snapshot.value - span + (rng.random(len(u)) * span).astype(np.int64)
@@ -337,7 +361,6 @@ def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
     t_ns = _not_before(launch_rng, t_ns, earliest, snapshot.value)  # the same draws either way
     if cfg.prelaunch_purchases == "drop":
         u, v, t_ns = u[~before_launch], v[~before_launch], t_ns[~before_launch]
-    edges = _aggregate_edges(u, v, t_ns)
 
     products = pd.DataFrame(
         {
@@ -348,7 +371,27 @@ def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
         }
     )
     truth_products = _truth_products_frame(popularity, src, tgt, launch)
-    return StoreWorld(products, truth_products, edges, start, snapshot)
+    world = StoreWorld(products, truth_products, _aggregate_edges(u, v, t_ns), start, snapshot)
+    return world, catalogue, np.stack([u, v, t_ns])
+
+
+def store_world(
+    products: pd.DataFrame,
+    truth_products: pd.DataFrame,
+    edges: pd.DataFrame,
+    snapshot: pd.Timestamp,
+    history_days: float,
+) -> StoreWorld:
+    """The world an ingested store stands for (its tables at ``snapshot``), to draw more
+    traffic from: what the traffic stage, benchmarks and tests rebuild from ingest's outputs."""
+    snapshot = pd.Timestamp(snapshot)
+    return StoreWorld(products, truth_products, edges, snapshot - pd.Timedelta(days=history_days), snapshot)
+
+
+def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
+    """Products, hidden latent vectors and popularity, and the co-purchase graph, at the
+    world's origin snapshot (``start_date + history_days``)."""
+    return _base_world(cfg, seed)[0]
 
 
 def world_from_graph(
@@ -604,10 +647,93 @@ def _delay_median_hours(world: StoreWorld, cfg: SimulatorConfig) -> np.ndarray:
     return cfg.delay_median_hours * np.clip(factor, 0.2, 10.0)
 
 
-def simulate_store(cfg: SimulatorConfig, seed: int) -> tuple[StoreWorld, Traffic]:
-    """A world and its history: cfg.n_impressions over [start, snapshot), observed at the snapshot."""
-    world = simulate_world(cfg, seed)
-    traffic = simulate_traffic(
-        world, cfg, seed, cfg.n_impressions, world.start, world.snapshot, world.snapshot
+def _days(world: StoreWorld, lo: pd.Timestamp, hi: pd.Timestamp) -> range:
+    """Indices k of the world's days [start + k days, start + k + 1 days) that meet [lo, hi)."""
+    first = int(np.floor((lo.value - world.start.value) / NS_PER_DAY))
+    last = int(np.ceil((hi.value - world.start.value) / NS_PER_DAY))
+    return range(first, last)
+
+
+def _day_seed(seed: int, day: int) -> tuple[int, int]:
+    return (seed, day + DAY_SEED_OFFSET)
+
+
+def _purchases_on_days(
+    world: StoreWorld, catalogue: _Catalogue, cfg: SimulatorConfig, seed: int, days: range
+) -> np.ndarray:
+    """(u, v, t_ns) of the purchases on ``days`` after the world's base window, each day
+    from its own stream at the base window's daily rate (n_purchases / (2 history_days))."""
+    per_day = int(round(cfg.n_purchases / (2 * cfg.history_days)))
+    parts = [np.zeros((3, 0), np.int64)]
+    c = catalogue
+    for day in days:
+        rng = _rng(_day_seed(seed, day), _PURCHASE_DAY)
+        u, v = _co_purchases(rng, cfg, per_day, c.category, c.popularity, c.src, c.tgt, c.rel)
+        t0 = world.start.value + day * NS_PER_DAY
+        parts.append(np.stack([u, v, t0 + (rng.random(len(u)) * NS_PER_DAY).astype(np.int64)]))
+    return np.concatenate(parts, axis=1)
+
+
+def simulate_history(world: StoreWorld, cfg: SimulatorConfig, seed: int, snapshot: pd.Timestamp) -> Traffic:
+    """Impressions shown in the ``history_days`` before ``snapshot``, observed at it.
+
+    One timeline: the world's base window [world.start, world.snapshot) is one batch of
+    ``n_impressions`` (seed), every other day is a batch of its own (n_impressions /
+    history_days, from that day's stream). So a later snapshot is the same store with more
+    days: an impression keeps its id, time and outcome, only what the snapshot censors
+    differs. The logging policy recommends from the world's (base) co-purchase graph.
+    """
+    snapshot = pd.Timestamp(snapshot)
+    lo = snapshot - pd.Timedelta(days=cfg.history_days)
+    never = pd.Timestamp.max  # draw every event; censor at the snapshot below
+    parts = []
+    if lo < world.snapshot and snapshot > world.start:
+        parts.append(
+            simulate_traffic(world, cfg, seed, cfg.n_impressions, world.start, world.snapshot, never)
+        )
+    per_day = int(round(cfg.n_impressions / cfg.history_days))
+    for day in _days(world, lo, snapshot):
+        day_start = world.start + pd.Timedelta(days=day)
+        if world.start <= day_start < world.snapshot:
+            continue  # in the base batch
+        parts.append(
+            simulate_traffic(
+                world, cfg, _day_seed(seed, day), per_day, day_start, day_start + pd.Timedelta(days=1),
+                never, id_offset=DAY_ID_BASE + day * per_day,
+            )
+        )  # fmt: skip
+    impressions = pd.concat([p.impressions for p in parts], ignore_index=True)
+    truth = pd.concat([p.truth for p in parts], ignore_index=True)
+    keep = ((impressions["shown_at"] >= lo) & (impressions["shown_at"] < snapshot)).to_numpy()
+    impressions = impressions[keep].copy()
+    for col in ("clicked_at", "carted_at", "converted_at"):
+        impressions[col] = impressions[col].where(impressions[col] <= snapshot)
+    order = np.argsort(impressions["shown_at"].to_numpy(), kind="stable")
+    return Traffic(
+        impressions.iloc[order].reset_index(drop=True), truth[keep].iloc[order].reset_index(drop=True)
     )
-    return world, traffic
+
+
+def simulate_store(
+    cfg: SimulatorConfig, seed: int, snapshot: pd.Timestamp | str | None = None
+) -> tuple[StoreWorld, Traffic]:
+    """The store as it stands at ``snapshot`` (None: the world's origin snapshot,
+    ``start_date + history_days``): the co-purchase graph of every purchase before it, and
+    the impressions of the ``history_days`` before it, observed at it.
+
+    The world and its timeline do not depend on the snapshot: purchases after the origin
+    continue day by day at the base window's rate, impressions likewise (see
+    :func:`simulate_history`); a snapshot before the origin sees the store as it was then.
+    """
+    world, catalogue, bought = _base_world(cfg, seed)
+    snapshot = world.snapshot if snapshot is None else pd.Timestamp(snapshot)
+    if snapshot != world.snapshot:
+        later = _purchases_on_days(world, catalogue, cfg, seed, _days(world, world.snapshot, snapshot))
+        bought = np.concatenate([bought, later], axis=1)
+        bought = bought[:, bought[2] < snapshot.value]
+        edges = _aggregate_edges(bought[0], bought[1], bought[2])
+    else:
+        edges = world.edges
+    history = simulate_history(world, cfg, seed, snapshot)
+    start = snapshot - pd.Timedelta(days=cfg.history_days)
+    return StoreWorld(world.products, world.truth_products, edges, start, snapshot), history

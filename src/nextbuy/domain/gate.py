@@ -41,6 +41,46 @@ def champion_incomparable(
     )
 
 
+def training_incomparable(champion_version: str, learned: int | None, rows: int) -> str | None:
+    """Why the champion may not be judged on the gate's test rows: it records no training data
+    (``learned`` None), or it learned from ``learned`` of the ``rows`` (its scores of rows it
+    was trained on are optimistic, so a fair candidate would look worse). None when clean."""
+    if learned is None:
+        why = "it records no training data, so its overlap with the test split cannot be checked"
+    elif learned > 0:
+        why = (
+            f"{learned} of the {rows} test rows were in its training data (another snapshot window "
+            "or split setting): scoring it on rows it learned from would favour it"
+        )
+    else:
+        return None
+    return (
+        f"champion v{champion_version} is not comparable with the candidate: {why}; "
+        "the candidate is judged like a first release, on the floors alone"
+    )
+
+
+def power_notes(
+    comparison: dict[str, dict[str, float]], rows: int, tolerance: float, confidence: float
+) -> list[str]:
+    """A sentence per compared metric whose CI is wider than the tolerance: at that width a
+    candidate equal to the champion is refused, so the test split is too small to judge
+    non-inferiority. The rows it would need scale the CI half-width to the tolerance (a
+    bootstrap CI narrows as 1/sqrt(rows))."""
+    notes = []
+    for metric, ci in comparison.items():
+        half = (ci["hi"] - ci["lo"]) / 2.0
+        if half > tolerance:
+            needed = int(np.ceil(rows * (half / tolerance) ** 2))
+            notes.append(
+                f"{metric}: the {confidence:.0%} CI's half-width {half:.3f} is wider than the tolerance "
+                f"{tolerance:.3f}, so the test split ({rows:,} rows) is too small to judge "
+                f"non-inferiority at this tolerance (an equal candidate is refused); it would need "
+                f"about {needed:,} test rows (ingest.split.test_share, more days) or a wider deploy.tolerance"
+            )
+    return notes
+
+
 def comparability(has_champion: bool, incomparable: str | None) -> dict:
     """What the verdict says about the champion: ``champion_comparable`` (None when there is
     none) and ``not_comparable_reason``."""

@@ -22,6 +22,9 @@ Invariants, kept with tags on the versions:
 - Every version deploy registers records the catalogue it was trained on (tag ``catalogue``,
   ``nextbuy.domain.catalogue``): the gate compares, and the monitor uses, a champion only
   with the store of that catalogue. Versions registered before the tag have none (unknown).
+- Every version records what it learned from (tag ``training_data``: snapshot, span of
+  shown_at, split settings): the gate refuses to compare a champion on test rows it learned
+  from (``nextbuy.domain.split.learned_rows``).
 - What a version serves is what deploy registered: the version carries the SHA-256 of
   every file of the logged model (``artifact_sha256``, ``artifact_manifest``), and
   :func:`load_bundle` refuses a download that differs.
@@ -39,6 +42,9 @@ from mlflow.tracking import MlflowClient
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 # Version tags.
 PASSED, COMPLETE, ORPHANED, CATALOGUE = "passed", "complete", "orphaned", "catalogue"
+# What a version learned from (nextbuy.domain.split.training_record, JSON): the gate checks
+# that no test row of a later candidate was in it.
+TRAINING_DATA = "training_data"
 WAS_CHAMPION, ROLLED_BACK, PROMOTED = "was_champion", "rolled_back", "promoted_manually"
 FORCED, FORCED_REASON, FORCED_BY, FORCED_AT = (
     "released_by_force",
@@ -209,6 +215,18 @@ def rollback(
 def catalogue_of(client: MlflowClient, name: str, version: str) -> str | None:
     """The catalogue ``version`` was trained on (tag ``catalogue``); None when not recorded."""
     return _tags(client, name, version).get(CATALOGUE)
+
+
+def training_data_of(client: MlflowClient, name: str, version: str) -> dict | None:
+    """What ``version`` learned from (tag ``training_data``); None when not recorded."""
+    import json
+
+    text = _tags(client, name, version).get(TRAINING_DATA)
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "split" in record else None
 
 
 def has_release(client: MlflowClient, name: str) -> bool:

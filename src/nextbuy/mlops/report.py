@@ -62,10 +62,11 @@ HEADLINES = {
         f"test recall {_pct(m['candidate']['recall'])}, AUC {_num(m['candidate']['auc'])}, "
         f"ECE {_num(m['candidate']['ece'])}; champion = v{m['champion_version']}"
         + (
-            "; the champion before it was of another or an unrecorded catalogue: not compared, floors only"
+            f"; the champion before it was not compared (floors only): {m.get('not_comparable_reason')}"
             if m.get("champion_comparable") is False
             else ""
         )
+        + "".join(f"; NOTE {note}" for note in m.get("notes") or [])
     ),
     "traffic": lambda m: (
         f"{m['impressions']:,} impressions over {m['days']:.0f} days after the snapshot"

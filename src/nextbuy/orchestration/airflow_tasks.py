@@ -9,6 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from nextbuy.constants import FAILURE_FILE_ENV, INPUT_ERROR_EXIT_CODE
 from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV, TASK_RETRIES, VENV_ENV
 from nextbuy.orchestration.workspace import store_defaults, workspace_dir
 from nextbuy.stage_list import dag_stages
@@ -48,18 +49,23 @@ def stage_command(stage: str, project: Path) -> str:
     quoted = shlex.quote(stage)
     return (
         f'export PATH={bin_dir}:"$PATH" PYTHONPATH={src} {stores} '
+        # The stage writes a configuration or input error here (dvc repro hides its exit code).
+        f'&& export {FAILURE_FILE_ENV}="$(mktemp)" '
         # DVC deletes the outputs before it checks params.yaml: restore them if it fails there.
         f"&& {{ dvc repro --single-item {quoted} "
-        f"|| {{ status=$?; nextbuy restore-outputs {quoted}; exit $status; }}; }}"
+        f"|| {{ status=$?; nextbuy restore-outputs {quoted}; "
+        f'if [ -s "${FAILURE_FILE_ENV}" ]; then status={INPUT_ERROR_EXIT_CODE}; fi; '
+        f'rm -f "${FAILURE_FILE_ENV}"; exit $status; }}; }} && rm -f "${FAILURE_FILE_ENV}"'
     )
 
 
 def stage_task(stage: str, project: Path):
     """The Airflow task of one DVC stage: its bash in the Airflow workspace, the DVC pool;
-    retries come from the DAG's default_args (``TASK_DEFAULTS``)."""
-    from airflow.providers.standard.operators.bash import BashOperator
+    retries come from the DAG's default_args (``TASK_DEFAULTS``), except after a
+    configuration or input error (``plugin.StageOperator``: failed at once)."""
+    from nextbuy.orchestration.plugin import StageOperator
 
-    return BashOperator(
+    return StageOperator(
         task_id=stage,
         bash_command=stage_command(stage, project),
         cwd=str(workspace_dir(project)),

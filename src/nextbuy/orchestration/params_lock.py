@@ -90,6 +90,10 @@ def monitoring_overrides(project: Path, form: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+class InvalidOverrides(ValueError):
+    """A run's overrides name no params.yaml key or break its section: a retry cannot help."""
+
+
 def apply_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``params`` with each dotted key set (``train.epochs``; ``ingest`` alone
     replaces the section)."""
@@ -97,14 +101,14 @@ def apply_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
     for dotted, value in overrides.items():
         keys = str(dotted).split(".")
         if not all(keys):
-            raise ValueError(f"override key {dotted!r}: empty component")
+            raise InvalidOverrides(f"override key {dotted!r}: empty component")
         node = out
         for i, key in enumerate(keys[:-1]):
             child = node.get(key)
             if child is None:
                 child = node[key] = {}
             if not isinstance(child, dict):
-                raise ValueError(f"override key {dotted!r}: {'.'.join(keys[: i + 1])} is not a section")
+                raise InvalidOverrides(f"override key {dotted!r}: {'.'.join(keys[: i + 1])} is not a section")
             node = child
         node[keys[-1]] = copy.deepcopy(value)
     return out
@@ -128,7 +132,7 @@ def validate_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
         except ValidationError as err:
             errors.append(f"{name}: {err}")
     if errors:
-        raise ValueError("invalid run overrides:\n" + "\n".join(errors))
+        raise InvalidOverrides("invalid run overrides:\n" + "\n".join(errors))
 
 
 # --- the lock: params.yaml's backup -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The Airflow plugin of this project (entry point ``airflow.plugins`` in pyproject.toml):
-the timetable both DAGs are scheduled with.
+the timetable both DAGs are scheduled with, and the operator of the DVC stage tasks.
 
 The schedule policy a user expects:
 * unpausing a DAG starts no run by itself: no catch-up of past days and no run for the
@@ -17,16 +17,32 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.plugins_manager import AirflowPlugin
+from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import timezone
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 
-# A tick this recent still counts as due (the scheduler notices it a little late).
+from nextbuy.constants import INPUT_ERROR_EXIT_CODE
+
+# A tick this recent still counts as due when it directly follows the DAG's last scheduled
+# run (the scheduler, or a DAG file parsed just after the tick, notices it a little late).
 DUE_SLACK = timedelta(minutes=5)
 
 
 class NextTickTimetable(CronTriggerTimetable):
-    """A cron schedule whose first run after creation or unpausing is the *next* tick."""
+    """A cron schedule whose first run after creation or unpausing is the *next* tick.
+
+    Airflow recomputes the next run each time it parses the DAG file, paused or not, and
+    starts it once due. A tick already past is due only when it is the very next one after
+    the DAG's last scheduled run and at most ``DUE_SLACK`` old: a DAG that is running its
+    schedule keeps every tick, while a DAG never scheduled before (or one whose last
+    scheduled run is more than a tick back) waits for the next tick, however soon after a
+    tick it is unpaused.
+    """
+
+    def _follows(self, last: DataInterval | None, info: DagRunInfo) -> bool:
+        return last is not None and self._get_prev(info.run_after) <= last.end
 
     def next_dagrun_info(
         self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
@@ -37,12 +53,31 @@ class NextTickTimetable(CronTriggerTimetable):
         if info is None or restriction.catchup:
             return info
         now = timezone.utcnow()
-        if info.run_after >= now - DUE_SLACK:
+        if info.run_after >= now:
+            return info
+        if info.run_after >= now - DUE_SLACK and self._follows(last_automated_data_interval, info):
             return info
         upcoming = self._align_to_next(now)
         if restriction.latest is not None and upcoming > restriction.latest:
             return None
         return DagRunInfo.interval(upcoming - self._interval, upcoming)
+
+
+class StageOperator(BashOperator):
+    """A DVC stage's bash; exit code ``INPUT_ERROR_EXIT_CODE`` (the stage refused its
+    configuration or input) fails the task at once: the same params and files fail every
+    retry. Any other failure keeps its retries (a busy API server, a killed worker)."""
+
+    def execute(self, context):
+        try:
+            return super().execute(context)
+        except AirflowException:
+            process = self.subprocess_hook.sub_process
+            if process is not None and process.returncode == INPUT_ERROR_EXIT_CODE:
+                raise AirflowFailException(
+                    f"{self.task_id}: configuration or input error (its message is above): not retried"
+                ) from None
+            raise
 
 
 class NextbuyPlugin(AirflowPlugin):

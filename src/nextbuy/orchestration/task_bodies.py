@@ -66,7 +66,12 @@ def set_params_task(project: Path, context: Mapping[str, Any], kind: str):
     def sync() -> None:
         log.info("Airflow workspace %s at commit %s", ws, workspace.sync_code(project, ws))
 
-    held = params_lock.acquire_params(ws, _owner(context), overrides, _is_live(context), project, sync)
+    try:
+        held = params_lock.acquire_params(ws, _owner(context), overrides, _is_live(context), project, sync)
+    except params_lock.InvalidOverrides as err:  # the same form fails every try: fail at once
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{err}\n(a configuration error: not retried)") from None
     if held is None:
         return PokeReturnValue(is_done=False)
     log.info(

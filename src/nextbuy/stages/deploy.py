@@ -53,6 +53,7 @@ import nextbuy
 from nextbuy import paths
 from nextbuy.config import DeployConfig, load_section
 from nextbuy.domain import catalogue, delay, gate
+from nextbuy.domain import split as session_split
 from nextbuy.mlops import io, schemas, tracking
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def judge(
     return {
         "passed": passed,
         "reasons": reasons,
+        "notes": gate.power_notes(comparison or {}, len(rows), cfg.tolerance, cfg.confidence),
         **gate.comparability(champion is not None, incomparable),
         "candidate": cand,
         "champion": champ,
@@ -132,11 +134,23 @@ class Champion(NamedTuple):
     catalogue: str | None  # what its version records; None also when it records none
     bundle: object | None  # loaded only when it may be compared
     incomparable: str | None  # why it may not be compared (gate.champion_incomparable)
+    learned: int | None = None  # test rows it learned from (None: not checked or not recorded)
 
 
-def current_champion(client, model_name: str, store: pd.DataFrame) -> Champion:
+def learned_test_rows(rows: pd.DataFrame, store: pd.DataFrame, record: dict | None) -> int | None:
+    """How many of the gate's test ``rows`` the model whose training record is ``record``
+    learned from (None when it records none)."""
+    if record is None:
+        return None
+    keys = store.set_index("product_id")["product_key"].reindex(rows["source_id"]).to_numpy()
+    return int(session_split.learned_rows(keys, rows["shown_at"], record).sum())
+
+
+def current_champion(client, model_name: str, store: pd.DataFrame, rows: pd.DataFrame) -> Champion:
     """The released champion, loaded only when it may be compared with a candidate trained on
-    ``store`` (its products table): a champion of another catalogue is never downloaded."""
+    ``store`` (its products table) on the test ``rows``: a champion of another catalogue, or
+    one that learned from some of the rows (or records no training data), is never
+    downloaded."""
     from nextbuy.mlops import registry
 
     version = registry.released_version(client, model_name, registry.CHAMPION)
@@ -144,10 +158,14 @@ def current_champion(client, model_name: str, store: pd.DataFrame) -> Champion:
         return Champion(None, None, None, None)
     recorded = registry.catalogue_of(client, model_name, version)
     incomparable = gate.champion_incomparable(version, recorded, store)
+    learned = None
+    if incomparable is None:
+        learned = learned_test_rows(rows, store, registry.training_data_of(client, model_name, version))
+        incomparable = gate.training_incomparable(version, learned, len(rows))
     if incomparable is not None:
         log.warning("deploy: %s %s", model_name, incomparable)
-        return Champion(version, recorded, None, incomparable)
-    return Champion(version, recorded, registry.load_version(model_name, version), None)
+        return Champion(version, recorded, None, incomparable, learned)
+    return Champion(version, recorded, registry.load_version(model_name, version), None, learned)
 
 
 def _sha256(path: Path) -> str | None:
@@ -239,6 +257,10 @@ def _tags(blessing: dict) -> dict[str, str]:
         flat["champion_comparable"] = str(blessing["champion_comparable"]).lower()
     if blessing.get("not_comparable_reason"):
         flat["not_comparable_reason"] = blessing["not_comparable_reason"]
+    if blessing.get("champion_training_overlap") is not None:
+        flat["champion_training_overlap"] = str(blessing["champion_training_overlap"])
+    if blessing.get("notes"):
+        flat["gate_notes"] = "; ".join(blessing["notes"])
     for k, v in blessing["lineage"].items():
         flat[f"lineage.{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)
     return flat
@@ -332,6 +354,8 @@ def publish(client, candidate, blessing: dict) -> str:
         registry.COMPLETE: "false",
         registry.CATALOGUE: blessing["catalogue"],
     }
+    if blessing.get("training_data"):
+        tags[registry.TRAINING_DATA] = json.dumps(blessing["training_data"], sort_keys=True)
     version = log_serving_model(
         candidate, name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL, tags=tags
     )
@@ -357,10 +381,12 @@ def run(params_file: str = "params.yaml") -> dict:
     candidate = candidate.with_retrieval(cfg.retrieval)  # logged with the model: every top-K uses it
     products = store_products()
     candidate_catalogue = catalogue.identity(products)
-    champion = current_champion(client, cfg.model_name, products)
     rows, label = evaluation_rows(weighted)
+    champion = current_champion(client, cfg.model_name, products, rows)
     blessing = judge(candidate, champion.bundle, rows, label, cfg, champion.incomparable)
     blessing.update(
+        champion_training_overlap=champion.learned,
+        training_data=io.read_json(paths.INGEST_META).get("training_data"),
         model_name=cfg.model_name,
         catalogue=candidate_catalogue,
         champion_version=champion.version,
@@ -374,6 +400,8 @@ def run(params_file: str = "params.yaml") -> dict:
         version = publish(client, candidate, blessing)
         io.write_json(blessing, paths.BLESSING)
         mlflow.log_artifact(str(paths.BLESSING))
+    for note in blessing["notes"]:
+        log.warning("deploy: %s", note)
     if blessing["passed"]:
         log.info("deploy: %s", blessing["action"])
     else:
@@ -389,6 +417,9 @@ def run(params_file: str = "params.yaml") -> dict:
         "catalogue": candidate_catalogue,
         "champion_comparable": blessing["champion_comparable"],
         "not_comparable_reason": blessing["not_comparable_reason"],
+        # Rows of the test split the champion learned from (must be 0 to compare; None: unchecked).
+        "champion_training_overlap": blessing["champion_training_overlap"],
+        "notes": blessing["notes"],
         "candidate": blessing["candidate"],
         "champion": blessing["champion"],
         "comparison": blessing["comparison"],

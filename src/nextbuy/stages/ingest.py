@@ -4,7 +4,7 @@ impressions; validate them; split impressions by time."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from nextbuy import paths
 from nextbuy.config import IngestConfig, SplitConfig, load_section
+from nextbuy.domain import split as session_split
 from nextbuy.mlops import io, schemas
 
 log = logging.getLogger(__name__)
@@ -54,28 +55,10 @@ def source_features(features: sp.spmatrix | None, n_products: int) -> sp.csr_mat
 
 
 def assign_split(source_key: pd.Series, shown_at: pd.Series, split: SplitConfig) -> np.ndarray:
-    """Split impressions by *session*: a source product's impressions of one calendar day.
-    A salted hash of (source key, day) puts each session in test (``test_share``), calib
-    (``calib_share``) or train.
-
-    Why not by time: the model must learn from the freshest days, whose labels are still
-    immature (label_delay weights them), and new products exist only there. Sessions
-    interleave the splits in time and over every source product, so calib and test look
-    like the traffic the model is trained on, without giving up any day; their recent
-    labels are delay-corrected where they are used (calibrate and deploy's gate use the
-    delay model's expected eventual labels). A session's impressions stay together, and
-    the key's hash, not row order, decides: a session keeps its split as data grows.
-    `nextbuy bench delay` scores models on days *after* the snapshot with the simulator's
-    eventual labels; no stage reads those.
-    """
-    day = pd.Series(np.asarray(shown_at, dtype="datetime64[ns]")).dt.strftime("%Y-%m-%d")
-    salted = pd.Series(np.asarray(source_key, dtype=object)).astype(str) + "|" + day + f"|{split.seed}"
-    uniform = pd.util.hash_pandas_object(salted, index=False).to_numpy() / float(2**64)
-    return np.select(
-        [uniform < split.test_share, uniform < split.test_share + split.calib_share],
-        ["test", "calib"],
-        default="train",
-    )
+    """The session split of ``nextbuy.domain.split`` with ingest.split's settings. (`nextbuy
+    bench delay` scores models on days *after* the snapshot with the simulator's eventual
+    labels; no stage reads those.)"""
+    return session_split.assign_split(source_key, shown_at, split.test_share, split.calib_share, split.seed)
 
 
 def finalise(
@@ -134,9 +117,9 @@ def ingest(cfg: IngestConfig) -> Ingested:
     truth_impressions = truth_products = None
     cleaning: dict[str, int] = {}
     features = None
-    simulator = cfg.simulator_for_snapshot()
+    simulator = cfg.simulator
     if cfg.source == "simulated":
-        world, traffic = simulate.simulate_store(simulator, cfg.seed)
+        world, traffic = simulate.simulate_store(simulator, cfg.seed, cfg.snapshot)
         origin = "simulator"
     else:
         reader = sources.read_npz_graph if cfg.source == "npz" else sources.read_edge_list
@@ -167,9 +150,10 @@ def ingest(cfg: IngestConfig) -> Ingested:
                 cleaning,
                 features=source_features(features, len(graph.products)),
             )
-        traffic = simulate.simulate_traffic(
-            world, simulator, cfg.seed, simulator.n_impressions, world.start, world.snapshot, world.snapshot
-        )
+        # Impressions simulated on the real graph, on the world's one timeline.
+        snapshot = world.snapshot if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
+        traffic = simulate.simulate_history(world, simulator, cfg.seed, snapshot)
+        world = replace(world, start=snapshot - pd.Timedelta(days=simulator.history_days), snapshot=snapshot)
     if cfg.source == "simulated" or not cfg.impressions_path:
         truth_impressions, truth_products = traffic.truth, world.truth_products
     edges, impressions = finalise(
@@ -244,8 +228,16 @@ def run(params_file: str = "params.yaml") -> dict:
     io.write_sparse(source_features(result.features, len(result.products)), paths.FEATURES)
     # Keep the DVC output well-defined when there is no ground truth (real impressions log).
     paths.TRUTH.mkdir(parents=True, exist_ok=True)
+    # What the models trained on this data learned from: a later release gate tests its
+    # rows against it (deploy records it on the registered version).
+    learned = result.impressions[result.impressions["split"] != "test"]
     io.write_json(
-        {"snapshot": str(result.snapshot), "source": cfg.source, "cleaning": result.cleaning},
+        {
+            "snapshot": str(result.snapshot),
+            "source": cfg.source,
+            "cleaning": result.cleaning,
+            "training_data": session_split.training_record(learned, result.snapshot, cfg.split.model_dump()),
+        },
         paths.INGEST_META,
     )
     io.write_csv(

@@ -40,7 +40,7 @@ def simulate(world, ingest_cfg: IngestConfig, cfg: TrafficConfig, multiplier=Non
     now = start + cfg.days * DAY
     traffic = simulate_traffic(
         world,
-        ingest_cfg.simulator_for_snapshot(),
+        ingest_cfg.simulator,
         cfg.seed,
         cfg.days * cfg.impressions_per_day,
         start,
@@ -53,7 +53,7 @@ def simulate(world, ingest_cfg: IngestConfig, cfg: TrafficConfig, multiplier=Non
 
 
 def load_world(ingest_cfg: IngestConfig):
-    from nextbuy.data.simulate import StoreWorld
+    from nextbuy.data.simulate import store_world
 
     if not paths.TRUTH_PRODUCTS.exists():
         raise io.DataError(
@@ -61,13 +61,12 @@ def load_world(ingest_cfg: IngestConfig):
             "no simulated store to draw traffic from (real impressions log "
             "ingested); set traffic.impressions_path to a post-snapshot log",
         )
-    snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
-    return StoreWorld(
-        products=io.read_table(paths.PRODUCTS, schemas.PRODUCTS),
-        truth_products=io.read_table(paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS),
-        edges=io.read_table(paths.EDGES, schemas.EDGES),
-        start=snapshot - ingest_cfg.simulator.history_days * DAY,
-        snapshot=snapshot,
+    return store_world(
+        io.read_table(paths.PRODUCTS, schemas.PRODUCTS),
+        io.read_table(paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS),
+        io.read_table(paths.EDGES, schemas.EDGES),
+        pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"]),
+        ingest_cfg.simulator.history_days,
     )
 
 

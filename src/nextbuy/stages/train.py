@@ -159,6 +159,14 @@ def fit(
     )  # fmt: skip
 
 
+def phase(progress: bool | str, name: str) -> bool | str:
+    """What training's progress bar shows: ``name`` (after an outer phase, when one is
+    given) while progress is on, so a new phase does not look like a restart; off: False."""
+    if not progress:
+        return False
+    return f"{progress} · {name}" if isinstance(progress, str) else name
+
+
 def train_rounds(
     graph,
     weighted,
@@ -167,7 +175,7 @@ def train_rounds(
     schedule,
     *,
     delay_family: str,
-    progress: bool,
+    progress: bool | str,
     collective: Collective | None = None,
     bootstrap: bool = False,
 ):
@@ -206,7 +214,7 @@ def train_rounds(
             architecture=architecture,
             schedule=replace(schedule, seed=schedule.seed + 104729 * em_round),
             validate=conversion_validation(held, cfg.weighting, cfg.export_chunk),
-            progress=progress,
+            progress=phase(progress, f"EM round {em_round + 1}/{cfg.em_rounds + 1}"),
             initial=model,
             collective=group,
         )
@@ -301,7 +309,7 @@ def ensemble_members(
     cfg: TrainConfig,
     architecture,
     schedule,
-    progress: bool,
+    progress: bool | str,
     collective: Collective | None = None,
 ):
     """``cfg.ensemble_members`` models, each trained ``cfg.ensemble_epochs`` more epochs from the
@@ -333,7 +341,7 @@ def ensemble_members(
             torch.as_tensor(weight * resample, dtype=torch.float32),
             architecture=architecture,
             schedule=replace(schedule, epochs=cfg.ensemble_epochs, seed=schedule.seed + 7919 * (k + 1)),
-            progress=progress,
+            progress=phase(progress, f"ensemble member {k + 1}/{cfg.ensemble_members}"),
             initial=base,
             collective=SINGLE if collective is None else collective,
         )
@@ -343,7 +351,7 @@ def ensemble_members(
 
 
 def independent_members(base, graph, weighted: pd.DataFrame, cfg: TrainConfig, architecture, schedule, *,
-                        delay_family: str, progress: bool):  # fmt: skip
+                        delay_family: str, progress: bool | str):  # fmt: skip
     """A classic deep ensemble (Lakshminarayanan et al. 2017) of ``cfg.ensemble_members`` models:
     the trained ``base``, then members trained from scratch as it was (:func:`train_rounds`, EM
     rounds and early stopping included), each with its own seed (initialisation, early-stopping
@@ -355,7 +363,8 @@ def independent_members(base, graph, weighted: pd.DataFrame, cfg: TrainConfig, a
         member_cfg = with_changes(cfg, seed=cfg.seed + 7919 * k)
         member, _, _ = train_rounds(
             graph, weighted, member_cfg, architecture, replace(schedule, seed=member_cfg.seed),
-            delay_family=delay_family, progress=progress, bootstrap=True,
+            delay_family=delay_family, progress=phase(progress, f"member {k + 1}/{cfg.ensemble_members}"),
+            bootstrap=True,
         )  # fmt: skip
         release_freed_memory()
         yield member

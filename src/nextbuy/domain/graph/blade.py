@@ -659,7 +659,7 @@ class _Trainer:
         sup = sup[torch.randperm(sup.numel(), generator=self.generator)]
         return self.graph.message_edges(scored), sup
 
-    def epoch(self, epoch: int, progress: bool) -> dict:
+    def epoch(self, epoch: int, progress: bool | str) -> dict:
         message, sup = self._supervision()
         index = self.model.index(message)
         if self.link_prior is not None:  # read from this epoch's message graph, as test pairs read theirs
@@ -675,7 +675,9 @@ class _Trainer:
         link_bs = math.ceil(sup.numel() / steps)
         losses = _EpochLosses()
         # Off a terminal (DVC, Airflow logs) refresh rarely so logs stay readable.
-        bar = tqdm(range(steps), desc=f"blade epoch {epoch + 1}/{self.schedule.epochs}", leave=False,
+        # ``progress`` may name the phase (EM round, ensemble member): each phase counts its epochs.
+        phase = f"{progress}: " if isinstance(progress, str) else "blade "
+        bar = tqdm(range(steps), desc=f"{phase}epoch {epoch + 1}/{self.schedule.epochs}", leave=False,
                    disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 10.0)  # fmt: skip
         for step in bar:
             edges = self._share(sup[step * link_bs : (step + 1) * link_bs])
@@ -844,7 +846,7 @@ def train_blade(
     architecture: Architecture,
     schedule: TrainingSchedule,
     validate: Validation | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     initial: BladeModel | None = None,
     collective: Collective = SINGLE,
 ) -> tuple[BladeModel, list[dict]]:
@@ -911,7 +913,7 @@ class BladeTraining:
     def best(self) -> float:
         return self.stopping.best
 
-    def advance(self, until: int, progress: bool = False) -> bool:
+    def advance(self, until: int, progress: bool | str = False) -> bool:
         """Train up to epoch ``until`` (at most ``schedule.epochs``) unless early stopping ends the
         run first; returns whether the run is over."""
         model = self.trainer.model
