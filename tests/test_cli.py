@@ -63,7 +63,8 @@ def test_help_lists_every_stage_then_the_other_commands():
 @pytest.mark.parametrize(
     "group, commands",
     [
-        ("bench", ["serve", "monitor", "dag", "linkpred", "model", "delay", "thresholds", "faults", "scale"]),
+        # the product's benchmarks, then the research ones (benchmarks/: entry points, by name)
+        ("bench", ["serve", "monitor", "dag", "faults", "scale", "delay", "linkpred", "model", "thresholds"]),
         ("airflow", ["standalone", "restore-params"]),
     ],
 )
@@ -78,7 +79,7 @@ def test_seeded_store_benches_run_on_the_params_file_given(bench, tmp_path, monk
     import importlib
 
     calls = []
-    module = importlib.import_module(f"nextbuy.bench.{bench}")
+    module = importlib.import_module(f"nextbuy_lab.{bench}")
     monkeypatch.setattr(module, "run", lambda out, **kw: calls.append((out, kw)) or {"ok": 1})
     other = tmp_path / "bigger-store.yaml"
     result = invoke("bench", bench, "--out", str(tmp_path / "b.json"), "--seeds", "2", "--params", str(other))
@@ -223,8 +224,8 @@ def store(tmp_path, monkeypatch):
     """The cwd is a project with its own MLflow store; a client on it. Process state put back."""
     from mlflow.tracking import MlflowClient
 
+    from nextbuy.bench.serving_fixtures import mlflow_store
     from nextbuy.mlops import tracking
-    from nextbuy.serving_fixtures import mlflow_store
     from nextbuy.stages.deploy import FIRST_RELEASE_ENV
 
     for key in (tracking.RUN_CONTEXT_ENV, FIRST_RELEASE_ENV):

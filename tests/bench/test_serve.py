@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from nextbuy.bench import serve
-from nextbuy.serving_fixtures import load_bundle, write_bundle_files
+from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
 from tests.helpers import config
 
 
@@ -112,7 +112,7 @@ def test_load_levels_against_several_workers(tmp_path, monkeypatch):
     with the pair fast path and without it."""
     import numpy as np
 
-    from nextbuy import serving_fixtures as fixtures
+    from nextbuy.bench import serving_fixtures as fixtures
 
     monkeypatch.setattr(serve, "LOAD_CLIENTS", (1, 4))
     monkeypatch.setattr(serve, "LOAD_REQUESTS", 24)

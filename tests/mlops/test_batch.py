@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
 from nextbuy.mlops import batch
 from nextbuy.mlops.serving import TOPK_COLUMNS
-from nextbuy.serving_fixtures import load_bundle, write_bundle_files
 
 N = 40
 

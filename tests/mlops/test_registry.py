@@ -19,9 +19,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nextbuy.bench.serving_fixtures import mlflow_store
 from nextbuy.mlops import registry
 from nextbuy.mlops.registry import CHALLENGER, CHAMPION, PREVIOUS
-from nextbuy.serving_fixtures import mlflow_store
 
 _names = itertools.count()
 
@@ -386,8 +386,8 @@ def test_load_bundle_refuses_a_champion_whose_files_changed_after_registration(t
     """Valid thresholds, but not the ones deploy registered: only the recorded digest tells."""
     import json
 
+    from nextbuy.bench.serving_fixtures import MODEL_NAME, register_champion, write_bundle_files
     from nextbuy.mlops.io import DataError
-    from nextbuy.serving_fixtures import MODEL_NAME, register_champion, write_bundle_files
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     files = write_bundle_files(tmp_path / "bundle", n_products=40, d=4, n_fit=2000)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from nextbuy import procs
-from nextbuy import serving_fixtures as fixtures
+from nextbuy.bench import serving_fixtures as fixtures
 from nextbuy.mlops import serving
 
 pytestmark = pytest.mark.slow

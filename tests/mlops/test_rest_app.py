@@ -211,7 +211,7 @@ def split_body(data, columns=("source_id", "candidate_id"), **extra) -> bytes:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from nextbuy import serving_fixtures as fixtures
+    from nextbuy.bench import serving_fixtures as fixtures
 
     files = fixtures.write_bundle_files(tmp_path_factory.mktemp("fast") / "bundle", 300, 8, seed=3)
     return fixtures.load_bundle(files)
@@ -355,7 +355,7 @@ def serve_in(store_dir, monkeypatch, *args: str):
     (never run): the CLI result and the (cmd, env) it would have exec'd, or None."""
     from typer.testing import CliRunner
 
-    from nextbuy import serving_fixtures as fixtures
+    from nextbuy.bench import serving_fixtures as fixtures
     from nextbuy.cli import app
 
     uri = f"sqlite:///{store_dir / 'mlflow.db'}"
@@ -388,7 +388,7 @@ def test_serve_checks_the_champion_then_execs_uvicorn_on_the_guarded_app(tmp_pat
     from mlflow.pyfunc import scoring_server
 
     from nextbuy import procs
-    from nextbuy import serving_fixtures as fixtures
+    from nextbuy.bench import serving_fixtures as fixtures
 
     files = fixtures.write_bundle_files(tmp_path / "bundle", 50, 4)
     fixtures.register_champion(files, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")

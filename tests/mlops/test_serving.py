@@ -355,7 +355,7 @@ def test_a_bundle_without_retrieval_settings_scores_the_whole_catalogue(bundle):
 
 @pytest.fixture
 def files(tmp_path):
-    from nextbuy.serving_fixtures import write_bundle_files
+    from nextbuy.bench.serving_fixtures import write_bundle_files
 
     return write_bundle_files(tmp_path / "bundle", n_products=40, d=4, n_fit=2000)
 
@@ -379,7 +379,7 @@ def test_bundle_files_load(files):
 
 
 def test_retrieval_settings_round_trip_through_the_bundle_files(tmp_path):
-    from nextbuy.serving_fixtures import write_bundle_files
+    from nextbuy.bench.serving_fixtures import write_bundle_files
 
     settings = retrieval_settings(kind="hnsw", candidates=77)
     files = write_bundle_files(
@@ -560,7 +560,7 @@ def tracking_store(tmp_path):
     """This test's own MLflow store; the process's MLflow settings are put back after."""
     import mlflow
 
-    from nextbuy.serving_fixtures import mlflow_store
+    from nextbuy.bench.serving_fixtures import mlflow_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with mlflow_store(uri):
@@ -571,8 +571,8 @@ def tracking_store(tmp_path):
 def test_model_whose_artifact_store_was_deleted_is_a_data_error_naming_the_location(tmp_path, tracking_store):
     import shutil
 
+    from nextbuy.bench.serving_fixtures import write_bundle_files
     from nextbuy.mlops.io import DataError
-    from nextbuy.serving_fixtures import write_bundle_files
 
     model_dir = tmp_path / "mlartifacts" / "model"
     write_bundle_files(model_dir / "artifacts", n_products=40, d=4, n_fit=2000)
@@ -610,7 +610,7 @@ def registered(tmp_path_factory):
     Tests that tamper with a file put it back."""
     import mlflow
 
-    from nextbuy.serving_fixtures import mlflow_store, register_champion, write_bundle_files
+    from nextbuy.bench.serving_fixtures import mlflow_store, register_champion, write_bundle_files
 
     root = tmp_path_factory.mktemp("trust")
     uri = f"sqlite:///{root / 'mlflow.db'}"

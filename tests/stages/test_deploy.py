@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from nextbuy import paths
+from nextbuy.bench.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
 from nextbuy.config import load_section
 from nextbuy.domain import catalogue, gate, split
 from nextbuy.mlops import io, registry, schemas, serving, tracking
 from nextbuy.presets import params_with
-from nextbuy.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
 from nextbuy.stages import deploy
 from tests.conftest import ROOT
 from tests.helpers import config

@@ -16,11 +16,11 @@ import yaml
 from typer.testing import CliRunner
 
 from nextbuy import paths
+from nextbuy.bench.serving_fixtures import mlflow_store
 from nextbuy.cli import ALERT_EXIT_CODE, app
 from nextbuy.domain import catalogue
 from nextbuy.mlops import io, registry, schemas, tracking
 from nextbuy.pipeline import watch_traffic
-from nextbuy.serving_fixtures import mlflow_store
 from nextbuy.stages import monitor
 from tests.conftest import ROOT
 from tests.helpers import config

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nextbuy.config import IngestConfig, LabelDelayConfig, TrainConfig, with_changes
+from nextbuy.config import IngestConfig, LabelDelayConfig, TrainConfig
 from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.mlops import io
 from nextbuy.stages import ingest, label_delay, train
@@ -338,48 +338,6 @@ def test_an_em_step_recomputes_only_the_methods_training_targets(tiny_weighted):
     pd.testing.assert_frame_equal(
         stepped.drop(columns="target_importance"), weighted.drop(columns="target_importance")
     )
-
-
-def test_independent_members_are_the_model_then_fresh_fits_on_their_own_seeds_and_bootstraps(
-    tiny_weighted, tiny_params, monkeypatch
-):
-    """A classic deep ensemble: the trained model first, then each member trained from scratch with
-    its own seed and a Poisson(1) resample of the training impressions (the same in every round)."""
-    from nextbuy.domain.graph import blade
-
-    data, weighted, family = tiny_weighted
-    cfg = TrainConfig.model_validate(
-        {**tiny_params["train"], "uncertainty": "mc_dropout", "ensemble_members": 3, "epochs": 1}
-    )
-    fits = []
-    train_blade = blade.train_blade
-
-    def recorded(*args, **kwargs):
-        fits.append((args[4].numpy().copy(), kwargs["schedule"].seed, kwargs["initial"]))
-        return train_blade(*args, **kwargs)
-
-    monkeypatch.setattr(blade, "train_blade", recorded)
-    architecture, schedule, _ = train.blade_arguments(cfg)
-    graph = train.build_graph(data.products, data.edges)
-    base = object()  # never trained on: the first member is the model as given
-    members = list(train.independent_members(base, graph, weighted, cfg, architecture, schedule,
-                                             delay_family=family, progress=False))  # fmt: skip
-    assert len(members) == 3 and members[0] is base and members[1] is not members[2]
-    rounds = cfg.em_rounds + 1
-    assert len(fits) == 2 * rounds
-    first_rounds = fits[::rounds]
-    assert first_rounds[0][2] is None and first_rounds[1][2] is None  # from scratch, not from base
-    assert first_rounds[0][1] != first_rounds[1][1]  # own seeds
-    first_member_rows, _ = train.training_rows(weighted, with_changes(cfg, seed=cfg.seed + 7919))
-    plain = train.conversion_weights(first_member_rows, cfg.weighting)
-    counts = first_rounds[0][0] / np.where(plain > 0, plain, 1.0)
-    resampled = counts[plain > 0]
-    assert np.allclose(resampled, np.round(resampled)) and (resampled == 0).mean() == pytest.approx(
-        np.exp(-1), abs=0.05
-    )
-    # Each member still fits: its own parameters, not the others'.
-    a, b = (m.state_dict() for m in members[1:])
-    assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_progress_bar_names_each_training_phase():

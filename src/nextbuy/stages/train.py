@@ -12,7 +12,7 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.allocator import release_freed_memory
-from nextbuy.config import TrainConfig, load_section, with_changes
+from nextbuy.config import TrainConfig, load_section
 from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.mlops import io, schemas, tracking
 
@@ -345,27 +345,6 @@ def ensemble_members(
             initial=base,
             collective=SINGLE if collective is None else collective,
         )
-        release_freed_memory()
-        yield member
-        del member
-
-
-def independent_members(base, graph, weighted: pd.DataFrame, cfg: TrainConfig, architecture, schedule, *,
-                        delay_family: str, progress: bool | str):  # fmt: skip
-    """A classic deep ensemble (Lakshminarayanan et al. 2017) of ``cfg.ensemble_members`` models:
-    the trained ``base``, then members trained from scratch as it was (:func:`train_rounds`, EM
-    rounds and early stopping included), each with its own seed (initialisation, early-stopping
-    rows, negatives, samples, batch order) and a bootstrap of the training impressions. A
-    generator, one member in memory at a time. Their embedding spaces are not aligned: use
-    ``blade.member_moments``, not per-node moments. Costs members - 1 full trainings."""
-    yield base
-    for k in range(1, cfg.ensemble_members):
-        member_cfg = with_changes(cfg, seed=cfg.seed + 7919 * k)
-        member, _, _ = train_rounds(
-            graph, weighted, member_cfg, architecture, replace(schedule, seed=member_cfg.seed),
-            delay_family=delay_family, progress=phase(progress, f"member {k + 1}/{cfg.ensemble_members}"),
-            bootstrap=True,
-        )  # fmt: skip
         release_freed_memory()
         yield member
         del member

@@ -725,58 +725,6 @@ def test_score_is_a_probability_shrunk_towards_half_by_uncertainty():
     assert (s_hi < 1).all()
 
 
-class _RecordingPrior:
-    """A link prior that logs the message graph of each epoch and the pairs it scores, and says
-    +``strength`` for the edges held out of the epoch's messages (its positives), -``strength`` for
-    every other pair: an oracle, but for the random negatives that hit a held-out edge."""
-
-    def __init__(self, graph: DirectedGraph, strength: float) -> None:
-        self.keys = set(zip(graph.src.tolist(), graph.dst.tolist(), strict=True))
-        self.strength, self.message_graphs, self.scored = strength, [], []
-
-    def on(self, edges: np.ndarray):
-        self.message_graphs.append({tuple(e) for e in edges.tolist()})
-        epoch = len(self.message_graphs) - 1
-
-        held_out = self.keys - self.message_graphs[-1]
-
-        def logit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-            self.scored.append((epoch, src.copy(), dst.copy()))
-            pairs = zip(src.tolist(), dst.tolist(), strict=True)
-            return np.where([pair in held_out for pair in pairs], self.strength, -self.strength)
-
-        return logit
-
-
-def test_a_link_prior_reads_each_epochs_message_graph_and_scores_the_edges_held_out_of_it():
-    graph, _ = _validation_split(80, seed=13)
-    prior = _RecordingPrior(graph, 0.0)
-    BladeTraining(graph, *_no_conversions(), architecture=ARCH, schedule=replace(SCHEDULE, epochs=3),
-                  link_prior=prior).advance(3)  # fmt: skip
-    assert len(prior.message_graphs) == 3
-    scored = [set() for _ in prior.message_graphs]
-    for epoch, src, dst in prior.scored:
-        scored[epoch] |= set(zip(src.tolist(), dst.tolist(), strict=True))
-    for message, pairs in zip(prior.message_graphs, scored, strict=True):
-        assert message < prior.keys  # a share of the edges is held out of the messages ...
-        assert prior.keys - message <= pairs  # ... and each of them is scored with the prior
-
-
-def test_an_oracle_prior_leaves_the_embedding_nothing_to_learn():
-    """The prior's logit is added to the link score: where it already separates the pairs, little
-    loss is left for the embedding from the first epoch."""
-    graph, _ = _validation_split(80, seed=13)
-    schedule = replace(SCHEDULE, epochs=3)
-    plain = BladeTraining(graph, *_no_conversions(), architecture=ARCH, schedule=schedule)
-    plain.advance(3)
-    oracle = BladeTraining(graph, *_no_conversions(), architecture=ARCH, schedule=schedule,
-                           link_prior=_RecordingPrior(graph, 12.0))  # fmt: skip
-    oracle.advance(3)
-    plain_loss = [h["link_loss"] for h in plain.history]
-    oracle_loss = [h["link_loss"] for h in oracle.history]
-    assert max(oracle_loss) < min(plain_loss) / 3, (oracle_loss, plain_loss)
-
-
 def test_inverted_dropout_drops_a_share_p_and_keeps_the_expectation():
     x = torch.ones(200, 500, requires_grad=True)
     y = inverted_dropout(x, 0.3, torch.Generator().manual_seed(0), active=True)
@@ -787,26 +735,3 @@ def test_inverted_dropout_drops_a_share_p_and_keeps_the_expectation():
     y.sum().backward()  # the gradient passes the kept entries only, scaled alike
     assert torch.equal(x.grad, y.detach())
     assert inverted_dropout(x, 0.3, None, active=False) is x
-
-
-def test_member_moments_keep_each_members_embeddings_with_its_head_folded_in(link_only):
-    import copy
-
-    from nextbuy.domain.graph.blade import member_moments
-
-    model, graph = link_only["model"], link_only["graph"]
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        twin.head_w.mul_(-2.0)
-        twin.head_b.add_(1.0)
-    moments = member_moments(iter([model, twin]), graph, chunk=EXPORT["chunk"])
-    assert moments["s_members"].shape == (2, graph.n_nodes, model.dim) == moments["t_members"].shape
-    u, v = np.arange(0, 50), np.arange(50, 100)
-    s, t = embed(model, graph, chunk=EXPORT["chunk"])
-    logits = [m.conversion_logit(s[u], t[v]).detach().numpy() for m in (model, twin)]
-    mean, var = pair_logit_moments(moments, u, v)
-    # Unaligned members are never averaged per coordinate: each member's own logit, then the spread.
-    np.testing.assert_allclose(mean, np.mean(logits, axis=0), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(var, np.var(logits, axis=0, ddof=1), rtol=1e-3, atol=1e-4)
-    with pytest.raises(ValueError, match=">= 2 members"):
-        member_moments([model], graph, chunk=EXPORT["chunk"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nextbuy.bench import thresholds
+from nextbuy_lab import threshold_policies, thresholds
 from tests.conftest import TINY_PARAMS
 
 SEEDS = 2
@@ -58,9 +58,9 @@ def test_json_maps_each_estimator_to_rows_per_target(bench_run):
 
 
 def test_gain_interval_is_a_t_interval_over_seeds():
-    low, high = thresholds._t_interval(np.array([0.1, 0.2, 0.3]))
+    low, high = threshold_policies._t_interval(np.array([0.1, 0.2, 0.3]))
     assert low < 0.2 < high and high - 0.2 == pytest.approx(0.2 - low)
-    assert thresholds._t_interval(np.array([0.1, np.nan])) == (None, None)  # JSON null, not NaN
+    assert threshold_policies._t_interval(np.array([0.1, np.nan])) == (None, None)  # JSON null, not NaN
 
 
 def test_each_estimator_reports_how_well_it_tracks_the_true_error_and_the_oracle_tracks_it_exactly(bench_run):

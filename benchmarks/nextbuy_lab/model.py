@@ -36,9 +36,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy.bench import paired
 from nextbuy.config import read_params, section_config, with_changes
 from nextbuy.mlops import io
+from nextbuy_lab import paired
 
 KEYS = (
     "blade",

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nextbuy.domain.graph.pair_structure import (
+from nextbuy_lab.pair_structure import (
     FEATURE_COLUMNS,
     FEATURES,
     PairStructure,

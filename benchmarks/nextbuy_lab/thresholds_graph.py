@@ -1,6 +1,6 @@
 """`nextbuy bench thresholds --graph PATH [--split DIR]`: per-bucket thresholds on a directed graph.
 
-The same question as on the simulated store (:mod:`nextbuy.bench.thresholds`), asked of link
+The same question as on the simulated store (:mod:`nextbuy_lab.thresholds`), asked of link
 prediction: do thresholds per uncertainty bucket recall more test links than one threshold at
 the same precision, out of sample?
 
@@ -13,7 +13,7 @@ graph, and each uncertainty estimator is derived from it:
   pipeline's members: one starting point, so per-node moments), embedded on the whole graph;
 * ``deep_ensemble``: the trained model and ``members - 1`` more trained from scratch on the
   whole observed graph, each with its own seed (a classic deep ensemble: independent
-  initialisations, so the members' logits are averaged per pair, ``blade.member_moments``);
+  initialisations, so the members' logits are averaged per pair, ``deep_ensemble.member_moments``);
 * ``mc_dropout`` and ``sampler``: ``mc_samples`` stochastic passes (``blade.export_moments``).
 
 A pair's link logit is ``s_u . t_v`` (a unit head); score ``sigmoid(mean / sqrt(1 + pi var / 8))``
@@ -36,11 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from nextbuy.bench import linkpred_models as models
-from nextbuy.bench.thresholds import POLICIES, policy_decisions
 from nextbuy.config import read_params, section_config
-from nextbuy.data.linkpred_data import load_graph, load_split
-from nextbuy.domain import linkpred as lp
+from nextbuy_lab import deep_ensemble
+from nextbuy_lab import linkpred_models as models
+from nextbuy_lab import linkpred_split as lp
+from nextbuy_lab.linkpred_data import load_graph, load_split
+from nextbuy_lab.threshold_policies import POLICIES, aggregate, policy_decisions
 
 TARGET_FRACTIONS = (0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95)  # of the way from the positive rate to 1
 MEMBER_EPOCHS = 20  # link epochs each ensemble member continues from the trained model
@@ -101,7 +102,7 @@ def link_estimators(split: lp.LinkSplit, features, seed: int, train_cfg) -> dict
     independent = _independent_members(model, split, features, seed, train_cfg.ensemble_members)
     return {
         "ensemble": blade.ensemble_moments(members, graph, chunk=train_cfg.export_chunk),
-        "deep_ensemble": blade.member_moments(independent, graph, chunk=train_cfg.export_chunk),
+        "deep_ensemble": deep_ensemble.member_moments(independent, graph, chunk=train_cfg.export_chunk),
         "mc_dropout": unit_head(blade.export_moments(model, graph, **passes, estimator="mc_dropout")),
         "sampler": unit_head(blade.export_moments(model, graph, **passes, estimator="sampler")),
     }
@@ -199,8 +200,6 @@ def one_seed(split: lp.LinkSplit, features, params: dict, seed: int) -> dict[str
 
 def run_graph(graph: Path, split: Path | None, seeds: int, params_file: str = "params.yaml") -> dict:
     """Every seed on ``graph`` (its ``split``, else a seeded 80/5/15 split of its own per seed)."""
-    from nextbuy.bench.thresholds import aggregate
-
     started = time.perf_counter()
     params = read_params(params_file)
     g = load_graph(graph)

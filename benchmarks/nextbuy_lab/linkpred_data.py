@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from nextbuy.domain.linkpred import LinkSplit, as_edges, edge_keys, has_edge, largest_wcc
 from nextbuy.mlops.io import DataError
+from nextbuy_lab.linkpred_split import LinkSplit, as_edges, edge_keys, has_edge, largest_wcc
 
 SPLIT_PARTS = ("pos_train", "pos_val", "pos_test", "neg_train", "neg_val", "neg_test")
 

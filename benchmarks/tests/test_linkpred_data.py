@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nextbuy.data.linkpred_data import check_split_matches, load_graph, load_split
 from nextbuy.mlops.io import DataError
+from nextbuy_lab.linkpred_data import check_split_matches, load_graph, load_split
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import json
 import numpy as np
 import pytest
 import yaml
+from test_linkpred import community_graph, save_ppnp, shrink_budget
 
-from nextbuy.bench import linkpred_models as models
-from nextbuy.bench import thresholds, thresholds_graph
-from nextbuy.domain import linkpred as lp
-from tests.bench.test_linkpred import community_graph, save_ppnp, shrink_budget
+from nextbuy_lab import linkpred_models as models
+from nextbuy_lab import linkpred_split as lp
+from nextbuy_lab import thresholds, thresholds_graph
 from tests.conftest import TINY_PARAMS
 
 SEEDS = 2

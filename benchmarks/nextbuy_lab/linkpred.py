@@ -27,11 +27,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy.bench import linkpred_models as models
-from nextbuy.bench import paired
-from nextbuy.data.linkpred_data import LinkGraph, check_split_matches, load_graph, load_split
-from nextbuy.domain import linkpred as lp
 from nextbuy.mlops import io
+from nextbuy_lab import linkpred_models as models
+from nextbuy_lab import linkpred_split as lp
+from nextbuy_lab import paired
+from nextbuy_lab.linkpred_data import LinkGraph, check_split_matches, load_graph, load_split
 
 DEFAULT_GRAPH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "cora_ml" / "cora_ml.npz"
 TRAINED = ("blade", "blade_fixed", "dual_mf", "gcn", "sage", "dirgnn")

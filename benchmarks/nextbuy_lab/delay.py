@@ -34,10 +34,10 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy.bench import paired
 from nextbuy.config import merge, read_params, section_config, with_changes
 from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.mlops import io
+from nextbuy_lab import paired
 
 KEYS = (*WEIGHTING_METHODS, "oracle")
 ALWAYS = ("naive", "importance", "oracle")  # RI needs naive and oracle; the paired gaps importance
@@ -60,8 +60,8 @@ FLIP_SCOPES = ("negatives", "carted_negatives")  # all training negatives; the c
 
 def scores_of(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     """``bench model``'s AUC, NLL and PR-AUC, plus the expected calibration error."""
-    from nextbuy.bench.model import scores_of as model_scores
     from nextbuy.domain.uncertainty import expected_calibration_error
+    from nextbuy_lab.model import scores_of as model_scores
 
     return {
         **model_scores(label, prob),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from nextbuy.domain import linkpred as lp
+from nextbuy_lab import linkpred_split as lp
 
 
 def test_hits_counts_strictly_above_kth_negative() -> None:

@@ -9,7 +9,7 @@ ones, so training would lean on them and under-weight the structure. The head is
 stacked (Wolpert 1992; the held-out link pairs of SEAL and NCN play the same role): a logistic
 regression of ``[z(score), structure]`` is fitted on pairs the embeddings never trained on,
 edges held out of training and random non-edges (the link benchmark uses its validation pool:
-``bench.linkpred_models.stacked_score``), with ``z`` standardised over the model's scores of
+``linkpred_models.stacked_score``), with ``z`` standardised over the model's scores of
 non-edges, the negatives the ranking is against.
 
 The structure of a pair (:data:`FEATURES`; counts as ``log1p``), from the observed graph only:

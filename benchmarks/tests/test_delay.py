@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from nextbuy.bench import delay
 from nextbuy.config import section_config
 from nextbuy.stages import ingest
+from nextbuy_lab import delay
 from tests.conftest import TINY_PARAMS
 
 SEEDS = 2

@@ -18,10 +18,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from nextbuy.bench import linkpred
-from nextbuy.bench import linkpred_models as models
-from nextbuy.data.linkpred_data import load_graph
-from nextbuy.domain import linkpred as lp
+from nextbuy_lab import linkpred
+from nextbuy_lab import linkpred_models as models
+from nextbuy_lab import linkpred_split as lp
+from nextbuy_lab.linkpred_data import load_graph
 
 KEYS = ("blade", "blade_fixed", "dual_mf", "gcn")
 STRUCTURED = ("dual_mf",)  # a baseline given BLADE's pair-structure head (the cheapest here)

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from nextbuy.bench import model
 from nextbuy.config import section_config
 from nextbuy.stages import ingest, label_delay
+from nextbuy_lab import model
 from tests.conftest import TINY_PARAMS
 
 SEEDS = 2

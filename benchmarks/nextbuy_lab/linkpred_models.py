@@ -1,5 +1,5 @@
 """Baselines of `nextbuy bench linkpred`: each fitted on the observed graph of a
-:class:`~nextbuy.domain.linkpred.LinkSplit`, tuned on validation only, and returned as
+:class:`~nextbuy_lab.linkpred_split.LinkSplit`, tuned on validation only, and returned as
 a score function ``f(src, dst) -> numpy scores`` with its training times.
 
 * ``adamic_adar``: no training, on the undirected observed graph.
@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import DirGNNConv, GCNConv, SAGEConv
 
 from nextbuy.domain.graph.blade import inverted_dropout
-from nextbuy.domain.linkpred import LinkSplit, edge_keys, hits_at_k, random_non_edges
+from nextbuy_lab.linkpred_split import LinkSplit, edge_keys, hits_at_k, random_non_edges
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # Patience 10 evaluations (50 epochs) and a 500-epoch cap starved the baselines: Cora-ML's GCN
@@ -441,7 +441,7 @@ def averaged(scores: list[ScoreFn], split: LinkSplit) -> ScoreFn:
     """The mean of the members' scores, each standardised over its own validation-pool non-edge
     scores first (``pair_structure.standardiser``): members' raw scales differ, and an unscaled
     mean would let the widest member rank alone."""
-    from nextbuy.domain.graph.pair_structure import standardiser
+    from nextbuy_lab.pair_structure import standardiser
 
     scales = [standardiser(score(*split.neg_val.T)) for score in scores]
     pairs = list(zip(scales, scores, strict=True))
@@ -536,8 +536,9 @@ def blade_training(
     the pair-structure head on the embedding (:func:`head_validation`): the embedding alone is then
     no ranking, only the head is."""
     epochs = BLADE_MAX_EPOCHS if epochs is None else epochs
-    from nextbuy.domain.graph.blade import Architecture, BladeTraining, DirectedGraph, TrainingSchedule
+    from nextbuy.domain.graph.blade import Architecture, DirectedGraph, TrainingSchedule
     from nextbuy.domain.graph.features import row_normalised, to_torch
+    from nextbuy_lab.prior_training import prior_training
 
     e = torch.as_tensor(split.observed, dtype=torch.long)
     x = None if features is None else to_torch(row_normalised(features))
@@ -555,7 +556,7 @@ def blade_training(
     prior = None
     judge = functools.partial(validation_hits, split=split)
     if structure_prior:
-        from nextbuy.domain.graph.pair_structure import StructurePrior
+        from nextbuy_lab.pair_structure import StructurePrior
 
         prior = StructurePrior.fit(split.observed, split.n_nodes, features, rank=BLADE_PRIOR_RANK,
                                    share=config["supervision_share"], seed=seed)  # fmt: skip
@@ -566,9 +567,9 @@ def blade_training(
         return judge(f(*split.pos_val.T), f(*split.neg_val.T))
 
     empty = torch.zeros(0)
-    run = BladeTraining(graph, empty.long(), empty.long(), empty, empty, architecture=arch, schedule=schedule,
-                        validate=validate if early_stopping else None, initial=initial,
-                        link_prior=prior)  # fmt: skip
+    run = prior_training(graph, empty.long(), empty.long(), empty, empty, architecture=arch,
+                         schedule=schedule, validate=validate if early_stopping else None,
+                         initial=initial, link_prior=prior)  # fmt: skip
     return run, graph
 
 
@@ -581,7 +582,7 @@ def head_validation(
     and every Hits@20 is averaged. This is what the reported score is (:func:`stacked_score`),
     judged on pairs its head did not see. One halving moved the criterion by 1.2-1.6 points (sd)
     on Cora-ML, as much as the configs it ranked differed (BENCHMARKS.md, session 21, part 4)."""
-    from nextbuy.domain.graph.pair_structure import PairStructure, StackedLinkScore, standardiser
+    from nextbuy_lab.pair_structure import PairStructure, StackedLinkScore, standardiser
 
     if halvings < 1:
         raise ValueError(f"halvings must be >= 1, got {halvings}")
@@ -676,7 +677,7 @@ def stacked_score(split: LinkSplit, features, model: ScoreFn | None = None) -> S
     pairs alike are missing), ``z`` standardised over the validation negatives. The validation
     pairs are the held-out edges stacking needs (the model never trained on them), so no second
     model is trained without a share of the observed edges. Without a model: the structure alone."""
-    from nextbuy.domain.graph.pair_structure import PairStructure, StackedLinkScore, standardiser
+    from nextbuy_lab.pair_structure import PairStructure, StackedLinkScore, standardiser
 
     structure = PairStructure.of(split.observed, split.n_nodes, features)
     if model is None:
