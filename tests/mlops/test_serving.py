@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 
 from nextbuy.domain.decisions import Thresholds
 from nextbuy.domain.uncertainty import fit_bucket_calibration
-from nextbuy.mlops import serving
+from nextbuy.mlops import serving, serving_bundle
 from nextbuy.mlops.serving import MAX_TOP_K, NextbuyModel, ServingBundle, top_k_param, validate_request
 
 
@@ -295,10 +295,9 @@ def test_top_k_matches_brute_force_ranking(bundle):
 
 
 def test_top_k_chunks_give_the_same_answer(bundle, monkeypatch):
-    import nextbuy.mlops.serving as serving
 
     whole = bundle.top_k(np.arange(20), 5)
-    monkeypatch.setattr(serving, "TOPK_CHUNK_CELLS", 60)  # 1 source per chunk
+    monkeypatch.setattr(serving_bundle, "TOPK_CHUNK_CELLS", 60)  # 1 source per chunk
     pd.testing.assert_frame_equal(whole, bundle.top_k(np.arange(20), 5))
 
 
