@@ -129,7 +129,7 @@ def flip_scores(weighted: pd.DataFrame, eventual: pd.Series) -> dict[str, dict[s
                 "auc": float(roc_auc_score(y, p)) if both else None,
                 "estimated_flips": float(p.sum()),
                 "flips": int(y.sum()),
-                "count": int(len(y)),
+                "count": len(y),
             }
     return out
 
@@ -220,7 +220,7 @@ def regime(params: dict, seeds: int, keys: tuple[str, ...] = KEYS) -> dict:
             delay_cfg.delay_family,
             train_cfg.seed + s,
             keys,
-        )  # fmt: skip
+        )
         for s in range(int(seeds))
     ]
     figures = _aggregate(per_seed)

@@ -107,7 +107,7 @@ class _InProcess:
         future: Future = Future()
         try:
             future.set_result(fn(*args))
-        except Exception as error:  # re-raised by ``result()``, as a process pool would
+        except Exception as error:  # noqa: BLE001 - re-raised by ``result()``, as a process pool would
             future.set_exception(error)
         return future
 

@@ -204,7 +204,7 @@ def make_split(
     rng = np.random.default_rng(seed)
     e = e[rng.permutation(len(e))]
     f = np.asarray(fractions, dtype=float) / float(np.sum(fractions))
-    n_train, n_val = int(round(f[0] * len(e))), int(round(f[1] * len(e)))
+    n_train, n_val = round(f[0] * len(e)), round(f[1] * len(e))
     parts = np.split(e, [n_train, n_train + n_val])
     neg = random_non_edges(n_nodes, len(e), edge_keys(e, n_nodes), rng)
     negs = np.split(neg, [n_train, n_train + n_val])

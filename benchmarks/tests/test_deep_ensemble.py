@@ -53,19 +53,21 @@ def test_independent_members_are_the_model_then_fresh_fits_on_their_own_seeds_an
     base = object()  # never trained on: the first member is the model as given
     members = list(independent_members(base, graph, weighted, cfg, architecture, schedule,
                                        delay_family=family, progress=False))  # fmt: skip
-    assert len(members) == 3 and members[0] is base and members[1] is not members[2]
+    assert len(members) == 3
+    assert members[0] is base
+    assert members[1] is not members[2]
     rounds = cfg.em_rounds + 1
     assert len(fits) == 2 * rounds
     first_rounds = fits[::rounds]
-    assert first_rounds[0][2] is None and first_rounds[1][2] is None  # from scratch, not from base
+    assert first_rounds[0][2] is None
+    assert first_rounds[1][2] is None
     assert first_rounds[0][1] != first_rounds[1][1]  # own seeds
     first_member_rows, _ = train.training_rows(weighted, with_changes(cfg, seed=cfg.seed + 7919))
     plain = train.conversion_weights(first_member_rows, cfg.weighting)
     counts = first_rounds[0][0] / np.where(plain > 0, plain, 1.0)
     resampled = counts[plain > 0]
-    assert np.allclose(resampled, np.round(resampled)) and (resampled == 0).mean() == pytest.approx(
-        np.exp(-1), abs=0.05
-    )
+    assert np.allclose(resampled, np.round(resampled))
+    assert (resampled == 0).mean() == pytest.approx(np.exp(-1), abs=0.05)
     # Each member still fits: its own parameters, not the others'.
     a, b = (m.state_dict() for m in members[1:])
     assert any(not torch.equal(a[k], b[k]) for k in a)

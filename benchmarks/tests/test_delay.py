@@ -34,11 +34,15 @@ def test_json_maps_every_method_to_its_metrics(bench_run):
     for key in delay.KEYS:
         row = figures[key]
         assert set(row) == {*delay.METRICS, "std", "seeds"}, key
-        assert row["seeds"] == SEEDS and set(row["std"]) == set(delay.METRICS)
-        assert 0.0 <= row["auc"] <= 1.0 and row["nll"] > 0 and 0.0 <= row["ece"] <= 1.0
+        assert row["seeds"] == SEEDS
+        assert set(row["std"]) == set(delay.METRICS)
+        assert 0.0 <= row["auc"] <= 1.0
+        assert row["nll"] > 0
+        assert 0.0 <= row["ece"] <= 1.0
     methods = [k for k in delay.KEYS if k != "oracle"]
     assert set(figures["ri_auc"]) == set(figures["ri_nll"]) == set(methods)
-    assert figures["ri_auc"]["naive"] == 0.0 and figures["ri_nll"]["naive"] == 0.0
+    assert figures["ri_auc"]["naive"] == 0.0
+    assert figures["ri_nll"]["naive"] == 0.0
     assert figures["gap_auc_std"] >= 0.0
     data = figures["data"]
     assert data["train_positives_eventual"] >= data["train_positives_observed"] > 0
@@ -54,7 +58,8 @@ def test_json_maps_every_method_to_its_metrics(bench_run):
         everyone, carted = by_scope["negatives"], by_scope["carted_negatives"]
         assert everyone["count"] == flips["count"].sum() >= carted["count"]
         assert everyone["flips"] == data["train_positives_eventual"] - data["train_positives_observed"]
-        assert everyone["nll"] > 0 and everyone["estimated_flips"] > 0
+        assert everyone["nll"] > 0
+        assert everyone["estimated_flips"] > 0
 
 
 def test_the_flip_plot_beside_the_json_draws_the_estimate_against_the_truth(bench_run):
@@ -111,9 +116,11 @@ def test_ri_is_the_share_of_the_naive_to_oracle_gap():
     figures = delay._aggregate(per_seed)
     assert figures["ri_auc"]["importance"] == pytest.approx(0.06 / 0.11)  # from the seed means
     assert figures["ri_nll"]["importance"] == pytest.approx(0.5)
-    assert figures["gap_auc"] == pytest.approx(0.11) and figures["gap_auc_std"] == pytest.approx(0.01)
+    assert figures["gap_auc"] == pytest.approx(0.11)
+    assert figures["gap_auc_std"] == pytest.approx(0.01)
     gap = figures["paired_vs_importance"]["auc"]["naive"]
-    assert gap["mean"] == pytest.approx(0.06) and gap["ci95"][0] < 0.06 < gap["ci95"][1]
+    assert gap["mean"] == pytest.approx(0.06)
+    assert gap["ci95"][0] < 0.06 < gap["ci95"][1]
 
 
 def test_oracle_rows_carry_eventual_labels_and_nothing_else_changes():
@@ -125,7 +132,8 @@ def test_oracle_rows_carry_eventual_labels_and_nothing_else_changes():
     truth = data.truth_impressions.set_index("impression_id").loc[weighted["impression_id"], "label_eventual"]
     np.testing.assert_array_equal(oracle["label"].to_numpy(), truth.to_numpy())
     np.testing.assert_array_equal(oracle["target_naive"].to_numpy(), truth.to_numpy())  # what naive trains on
-    assert (oracle["label"] >= weighted["label"]).all() and (oracle["label"] > weighted["label"]).any()
+    assert (oracle["label"] >= weighted["label"]).all()
+    assert (oracle["label"] > weighted["label"]).any()
     pd.testing.assert_frame_equal(
         oracle.drop(columns=["label", "target_naive"]), weighted.drop(columns="label")
     )
@@ -139,7 +147,8 @@ def test_test_traffic_comes_after_the_snapshot_with_eventual_labels():
     cfg = section_config(TINY_PARAMS, "ingest")
     data = ingest.ingest(cfg)
     test = delay.future_traffic(data, cfg)
-    assert len(test) == delay.TEST_IMPRESSIONS and test["impression_id"].is_unique
+    assert len(test) == delay.TEST_IMPRESSIONS
+    assert test["impression_id"].is_unique
     assert not set(test["impression_id"]) & set(data.impressions["impression_id"])
     assert set(test["label_eventual"].unique()) == {0, 1}
 
@@ -168,7 +177,8 @@ def test_a_sweep_without_the_default_store_holds_the_chosen_regimes_alone(tmp_pa
     figures = delay.run(
         out, seeds=1, sweep=True, params_file=str(params_file), regimes=("short_delay",), default_store=False
     )
-    assert set(figures) == {"sweep", "seconds"} and set(figures["sweep"]) == {"short_delay"}
+    assert set(figures) == {"sweep", "seconds"}
+    assert set(figures["sweep"]) == {"short_delay"}
     assert [p["ingest"]["simulator"]["delay_median_hours"] for p in ran] == [
         delay.REGIMES["short_delay"]["ingest"]["simulator"]["delay_median_hours"]
     ]

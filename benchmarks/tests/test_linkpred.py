@@ -97,7 +97,8 @@ def graph_npz(tmp_path_factory) -> Path:
 def test_graph_is_what_the_tests_assume(graph_npz):
     g = load_graph(graph_npz)
     assert g.n_nodes == N_COMMUNITIES * PER_COMMUNITY  # one weakly connected component
-    assert g.features is not None and g.features.shape == (g.n_nodes, VOCAB)
+    assert g.features is not None
+    assert g.features.shape == (g.n_nodes, VOCAB)
     one_way = lp.reverse_free_mask(g.edges, g.edges, g.n_nodes)
     assert one_way.all()
 
@@ -140,7 +141,8 @@ def _spied_run(tmp_path: Path, graph_npz: Path, monkeypatch: pytest.MonkeyPatch)
     def spy_evaluate(score, split, full_edges):
         # one of the splits made (one per seed), its test pairs intact, its validation pool enlarged
         made = [m for m in calls["splits"] if np.array_equal(split.pos_test, m.pos_test)]
-        assert len(made) == 1 and np.array_equal(split.neg_test, made[0].neg_test)
+        assert len(made) == 1
+        assert np.array_equal(split.neg_test, made[0].neg_test)
         assert len(split.neg_val) == len(made[0].neg_val) + models.VALIDATION_POOL
         calls["evaluate"] += 1
         inside["evaluate"] = True
@@ -183,7 +185,8 @@ def test_json_has_every_method_and_metric(spied_run):
         assert set(row["std"]) == set(linkpred.METRICS), key
         assert row["seeds"] == SEEDS
         for m in linkpred.METRICS:
-            assert row[m] is not None and row["std"][m] is not None, (key, m)
+            assert row[m] is not None, (key, m)
+            assert row["std"][m] is not None, (key, m)
             assert row["std"][m] >= 0.0
             if m in ("epoch_s", "train_s"):
                 assert row[m] >= 0.0
@@ -250,7 +253,8 @@ def test_blade_space_draws_distinct_configs_starting_with_the_default():
         assert ids == {True, False}
     assert models.blade_space() == space  # drawn once, with a fixed seed
     configs = models.search_space()
-    assert len(configs) == models.N_CONFIGS and len(set(configs)) == len(configs)
+    assert len(configs) == models.N_CONFIGS
+    assert len(set(configs)) == len(configs)
     assert configs[0] == models.Config()
 
 
@@ -263,7 +267,8 @@ def test_refit_accepts_a_chosen_config_with_its_epochs(key, graph_npz, small_bud
     assert {k: v for k, v in fitted.config.items() if k != "epochs"} == base
     assert 1 <= fitted.config["epochs"] <= 60  # its own early-stopped count, not the 3 passed in
     scores = fitted.score(*split.pos_test.T)
-    assert scores.shape == (len(split.pos_test),) and np.isfinite(scores).all()
+    assert scores.shape == (len(split.pos_test),)
+    assert np.isfinite(scores).all()
     assert fitted.train_s >= fitted.epoch_s >= 0.0
 
 
@@ -386,7 +391,8 @@ def test_workers_in_processes_score_what_this_process_scores(tmp_path, graph_npz
         figures = linkpred.run(
             tmp_path / "b.json", graph=graph_npz, split=None, seeds=2, keys=("dual_mf",), workers=2
         )
-    assert figures["dual_mf"]["seeds"] == 2 and {"dual_mf", "dual_mf+aa", "adamic_adar"} <= set(figures)
+    assert figures["dual_mf"]["seeds"] == 2
+    assert {"dual_mf", "dual_mf+aa", "adamic_adar"} <= set(figures)
     lines = printed.getvalue().splitlines()
     config = ast.literal_eval(
         next(x for x in lines if x.startswith("dual_mf: chosen")).split("validation ", 1)[1]
@@ -463,7 +469,8 @@ def test_a_baseline_run_paused_between_budgets_scores_as_one_run(graph_npz, smal
     other.advance(20)
     paused.advance()
     fitted = paused.finish()
-    assert paused.best == best and fitted.config == whole.config
+    assert paused.best == best
+    assert fitted.config == whole.config
     assert np.array_equal(fitted.score(*split.pos_test.T), whole.score(*split.pos_test.T))
 
 
@@ -547,5 +554,6 @@ def test_run_with_members_ensembles_every_trained_method_and_says_so(
         figures = linkpred.run(tmp_path / "b.json", graph=graph_npz, split=None, seeds=2, keys=("dual_mf",),
                                members=2)  # fmt: skip
     assert sorted(asked) == [("dual_mf", 0, 2), ("dual_mf", 1, 2)]  # every seed's fit, tuned or refit
-    assert "2-member seed ensembles" in printed.getvalue() and figures["dual_mf"]["seeds"] == 2
+    assert "2-member seed ensembles" in printed.getvalue()
+    assert figures["dual_mf"]["seeds"] == 2
     assert json.loads((tmp_path / "b.per_seed.json").read_text())["members"] == 2

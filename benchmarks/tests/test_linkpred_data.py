@@ -24,7 +24,8 @@ def test_cora_lwcc(cora_npz: Path) -> None:
     graph = load_graph(cora_npz)
     assert graph.n_nodes == 2810
     assert len(graph.edges) == 8229
-    assert graph.features is not None and graph.features.shape == (2810, 2879)
+    assert graph.features is not None
+    assert graph.features.shape == (2810, 2879)
     assert np.all(np.diff(graph.original_ids) > 0)
     assert (graph.edges[:, 0] != graph.edges[:, 1]).all()
 
@@ -32,7 +33,9 @@ def test_cora_lwcc(cora_npz: Path) -> None:
 def test_cora_split0_matches_graph(cora_npz: Path, split0: Path) -> None:
     graph = load_graph(cora_npz)
     split = load_split(split0, graph.n_nodes)
-    assert len(split.observed) == 6584 and len(split.pos_val) == 411 and len(split.pos_test) == 1234
+    assert len(split.observed) == 6584
+    assert len(split.pos_val) == 411
+    assert len(split.pos_test) == 1234
     assert len(split.neg_test) == 1234
     assert check_split_matches(graph, split)
 
@@ -46,7 +49,8 @@ def test_edge_list_keeps_largest_component(tmp_path: Path) -> None:
     path = tmp_path / "edges.csv"
     pd.DataFrame({"src": [10, 11, 12, 12, 20], "dst": [11, 12, 10, 12, 21]}).to_csv(path, index=False)
     graph = load_graph(path)
-    assert graph.n_nodes == 3 and graph.features is None
+    assert graph.n_nodes == 3
+    assert graph.features is None
     assert graph.edges.tolist() == [[0, 1], [1, 2], [2, 0]]
 
 

@@ -79,7 +79,9 @@ def test_largest_wcc_keeps_order_and_drops_self_loops() -> None:
     adj = sp.csr_matrix((np.ones(4), (rows, cols)), shape=(5, 5))
     sub, keep = lp.largest_wcc(adj)
     assert keep.tolist() == [1, 3, 4]
-    assert sub.nnz == 2 and sub[0, 1] == 1 and sub[2, 1] == 1
+    assert sub.nnz == 2
+    assert sub[0, 1] == 1
+    assert sub[2, 1] == 1
 
 
 def test_as_edges_transposes_two_row_arrays() -> None:

@@ -49,15 +49,17 @@ def test_json_maps_every_method_to_its_metrics(bench_run):
         assert set(row) == {*model.METRICS, "std", "seeds"}, key
         assert set(row["std"]) == set(model.METRICS), key
         assert row["seeds"] == SEEDS
-        assert 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["pr_auc"] <= 1.0, (key, row)
-        assert row["nll"] > 0.0 and math.isfinite(row["nll"]), (key, row)
+        assert 0.0 <= row["auc"] <= 1.0, (key, row)
+        assert 0.0 <= row["pr_auc"] <= 1.0, (key, row)
+        assert row["nll"] > 0.0, (key, row)
+        assert math.isfinite(row["nll"]), (key, row)
         assert all(v >= 0.0 for v in row["std"].values()), (key, row)
     assert json.loads(json.dumps(returned)) == figures
 
 
 def test_extra_keys(bench_run, tiny_store):
     figures, _ = bench_run
-    data, weighted = tiny_store
+    _data, weighted = tiny_store
     assert figures["test_impressions"] == int((weighted["split"] == "test").sum()) > 0
     assert figures["seconds"] >= 0.0
     gaps = figures["paired_auc_gap_vs_blade"]
@@ -140,12 +142,15 @@ def test_pair_posterior_with_no_noise_is_the_smooth_probability():
 
 def test_test_rows_carry_the_truth_one_to_one(tiny_store):
     data, weighted = tiny_store
-    assert "label_eventual" not in weighted and "p_convert" not in weighted  # the pipeline never sees it
+    assert "label_eventual" not in weighted
+    assert "p_convert" not in weighted
     rows = model.test_rows(data, weighted, SIMULATOR)
     test = weighted[weighted["split"] == "test"]
-    assert len(rows) == len(test) and rows["impression_id"].is_unique
+    assert len(rows) == len(test)
+    assert rows["impression_id"].is_unique
     assert set(rows["impression_id"]) == set(test["impression_id"])
-    assert rows["label_eventual"].notna().all() and set(rows["label_eventual"].unique()) <= {0, 1}
+    assert rows["label_eventual"].notna().all()
+    assert set(rows["label_eventual"].unique()) <= {0, 1}
     assert rows["p_convert"].between(0.0, 1.0, inclusive="neither").all()
     assert rows["p_no_pair_noise"].between(0.0, 1.0, inclusive="neither").all()
     assert not np.allclose(rows["p_no_pair_noise"], rows["p_convert"])
@@ -193,7 +198,8 @@ def test_category_lr_learns_category_pairs():
     _, test = category_rows(2000, 2)
     prob = model.category_lr(products, fit, held, test, ones, seed=0)
     label = test["label"].to_numpy()
-    assert prob.shape == (len(test),) and ((prob > 0) & (prob < 1)).all()
+    assert prob.shape == (len(test),)
+    assert ((prob > 0) & (prob < 1)).all()
     constant = np.full(len(test), fit["label"].mean())
     assert log_loss(label, prob) < log_loss(label, constant) - 0.1
     assert model.scores_of(label, prob)["auc"] > 0.8

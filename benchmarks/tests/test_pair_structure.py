@@ -98,7 +98,8 @@ def test_without_features_there_is_no_cosine_and_duplicate_edges_count_once():
     assert structure.names == FEATURES
     row = dict(zip(structure.names, structure(np.array([0]), np.array([2]))[0], strict=True))
     assert row["paths_2"] == pytest.approx(np.log1p(1.0))  # 0 -> 1 -> 2, once
-    assert row["reverse_edge"] == 0.0 and row["out_degree_u"] == pytest.approx(np.log1p(1.0))
+    assert row["reverse_edge"] == 0.0
+    assert row["out_degree_u"] == pytest.approx(np.log1p(1.0))
 
 
 def test_direction_shows_in_the_directed_columns_only():
@@ -108,7 +109,8 @@ def test_direction_shows_in_the_directed_columns_only():
     names = list(structure.names)
     for name in ("adamic_adar", "resource_allocation", "common_neighbours"):
         assert forward[names.index(name)] == backward[names.index(name)], name
-    assert forward[names.index("paths_2")] > 0 and backward[names.index("paths_2")] == 0
+    assert forward[names.index("paths_2")] > 0
+    assert backward[names.index("paths_2")] == 0
     assert backward[names.index("reverse_paths_2")] > 0
 
 
@@ -141,7 +143,8 @@ def test_stacked_score_learns_which_columns_separate_held_out_edges():
 def test_standardiser_puts_negatives_at_zero_mean_unit_spread():
     negatives = np.array([1.0, 2.0, 3.0, 4.0])
     z = standardiser(negatives)
-    assert z(negatives).mean() == pytest.approx(0.0) and z(negatives).std() == pytest.approx(1.0)
+    assert z(negatives).mean() == pytest.approx(0.0)
+    assert z(negatives).std() == pytest.approx(1.0)
     assert standardiser(np.ones(3))(np.array([1.0, 2.0])).tolist() == [0.0, 1.0]  # no spread: shift only
 
 

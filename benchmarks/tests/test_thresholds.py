@@ -3,6 +3,7 @@ of rows per estimator), out-of-sample policies, and the gain interval arithmetic
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -44,14 +45,16 @@ def test_json_maps_each_estimator_to_rows_per_target(bench_run):
         rows = figures[name]
         assert len(rows) == len(thresholds.TARGET_LIFTS)
         targets = [row["target"] for row in rows]
-        assert targets == sorted(targets) and targets[0] > 0
+        assert targets == sorted(targets)
+        assert targets[0] > 0
         for row in rows:
             assert set(row) >= ROW_KEYS
             for policy in thresholds.POLICIES:
-                assert 0.0 <= row[f"{policy}_recall"] <= 1.0 and 0.0 <= row[f"{policy}_precision"] <= 1.0
+                assert 0.0 <= row[f"{policy}_recall"] <= 1.0
+                assert 0.0 <= row[f"{policy}_precision"] <= 1.0
         # Stricter targets accept less: recall of the single threshold does not rise with the target.
         single = [row["single_recall"] for row in rows]
-        assert all(a >= b - 1e-12 for a, b in zip(single, single[1:], strict=False))
+        assert all(a >= b - 1e-12 for a, b in itertools.pairwise(single))
         assert set(figures["coefficient"][name]) == {"mean", "ci95_over_seeds"}
         assert "by_in_degree" in figures["by_history"][name]
     assert figures["seeds"] == SEEDS
@@ -59,7 +62,8 @@ def test_json_maps_each_estimator_to_rows_per_target(bench_run):
 
 def test_gain_interval_is_a_t_interval_over_seeds():
     low, high = threshold_policies._t_interval(np.array([0.1, 0.2, 0.3]))
-    assert low < 0.2 < high and high - 0.2 == pytest.approx(0.2 - low)
+    assert low < 0.2 < high
+    assert high - 0.2 == pytest.approx(0.2 - low)
     assert threshold_policies._t_interval(np.array([0.1, np.nan])) == (None, None)  # JSON null, not NaN
 
 

@@ -42,20 +42,23 @@ def graph_run(tmp_path_factory):
 def test_graph_json_maps_each_estimator_to_cross_fitted_rows(graph_run):
     figures, returned = graph_run
     assert figures == json.loads(json.dumps(returned))
-    assert figures["seeds"] == SEEDS and len(figures["test_pairs"]) == SEEDS and figures["split"] is None
+    assert figures["seeds"] == SEEDS
+    assert len(figures["test_pairs"]) == SEEDS
+    assert figures["split"] is None
     for name in thresholds.ESTIMATORS:
         rows = figures[name]
         assert [row["target_fraction"] for row in rows] == list(thresholds_graph.TARGET_FRACTIONS)
         targets = [row["target"] for row in rows]
-        assert (
-            targets == sorted(targets) and 0.5 < targets[0] < targets[-1] < 1.0
-        )  # halves of a balanced test set
+        assert targets == sorted(targets)
+        assert 0.5 < targets[0] < targets[-1] < 1.0
         for row in rows:
             assert {"single_recall", "bucket_recall", "mist_recall", "feasible", "gain_ci_low"} <= set(row)
             for policy in thresholds.POLICIES:
-                assert 0.0 <= row[f"{policy}_recall"] <= 1.0 and 0.0 <= row[f"{policy}_precision"] <= 1.0
+                assert 0.0 <= row[f"{policy}_recall"] <= 1.0
+                assert 0.0 <= row[f"{policy}_precision"] <= 1.0
         # the model ranks links: at the loosest target the single threshold keeps most positives
-        assert rows[0]["single_recall"] > 0.5 and rows[0]["single_precision"] > 0.6
+        assert rows[0]["single_recall"] > 0.5
+        assert rows[0]["single_precision"] > 0.6
         assert set(figures["coefficient"][name]) == {"mean", "ci95_over_seeds"}
         assert "by_in_degree" in figures["by_history"][name]
 
@@ -63,7 +66,8 @@ def test_graph_json_maps_each_estimator_to_cross_fitted_rows(graph_run):
 def test_halves_take_half_of_each_label_at_random():
     label = np.r_[np.ones(11), np.zeros(20)]
     first = thresholds_graph.halves(label, seed=0)
-    assert first[label == 1].sum() == 5 and first[label == 0].sum() == 10
+    assert first[label == 1].sum() == 5
+    assert first[label == 0].sum() == 10
     assert not np.array_equal(first, thresholds_graph.halves(label, seed=1))
     np.testing.assert_array_equal(first, thresholds_graph.halves(label, seed=0))
 
@@ -91,7 +95,8 @@ def test_every_pair_is_decided_by_policies_fitted_on_the_other_half(monkeypatch)
     rows = thresholds_graph.cross_fit(score, uncertainty, label, first, calibrate_cfg, thresholds_cfg)
     assert len(seen) == 2
     for fit_rows, judged in seen:
-        assert not fit_rows & judged and len(fit_rows | judged) == n
+        assert not fit_rows & judged
+        assert len(fit_rows | judged) == n
     assert seen[0][1] | seen[1][1] == set(range(n))  # every pair judged, once
     assert len(rows) == len(thresholds_graph.TARGET_FRACTIONS)
 
@@ -122,9 +127,10 @@ def test_link_blade_continues_from_an_initial_model_without_early_stopping(monke
     adj, attr = community_graph()
     edges = np.c_[adj.nonzero()]
     split = lp.make_split(edges, adj.shape[0], 0)
-    base, _, history, _ = models.link_blade(split, attr, 0, models.BLADE_DEFAULT)
+    base, _, _history, _ = models.link_blade(split, attr, 0, models.BLADE_DEFAULT)
     member, _, more, _ = models.link_blade(
         split, attr, 1, models.BLADE_DEFAULT, epochs=2, initial=base, early_stopping=False
     )
-    assert len(more) == 2 and all("validation" not in row for row in more)
+    assert len(more) == 2
+    assert all("validation" not in row for row in more)
     assert member is not base

@@ -109,7 +109,8 @@ def test_tables_validate_with_exact_dtypes(small_store):
         for c in ("shown_at", "clicked_at", "carted_at", "converted_at")
     )
     popularity = world.truth_products["popularity"]
-    assert (popularity > 0).all() and popularity.sum() == pytest.approx(1.0)
+    assert (popularity > 0).all()
+    assert popularity.sum() == pytest.approx(1.0)
     assert world.truth_products.filter(regex="^src_").shape[1] == SMALL.latent_dim
     assert world.snapshot - world.start == pd.Timedelta(days=SMALL.history_days)
 
@@ -171,7 +172,8 @@ def test_graph_is_directed_complements_one_way(default_store):
 def test_complement_relations_have_the_configured_reciprocal_share():
     for share in (0.0, 0.15, 0.5, 1.0):
         rel = complement_relations(40, 3, share, np.random.default_rng(0))
-        assert (rel.sum(axis=1) == 3).all() and not rel.diagonal().any()
+        assert (rel.sum(axis=1) == 3).all()
+        assert not rel.diagonal().any()
         assert (rel & rel.T).sum() / rel.sum() == pytest.approx(share, abs=0.05)
 
 
@@ -182,10 +184,12 @@ def test_degree_is_heavy_tailed_with_many_low_degree_products(default_store):
     in_deg = np.bincount(world.edges["dst"], minlength=n)
     degree = out_deg + in_deg
     assert degree.max() > 50 * np.median(degree)
-    assert out_deg.max() > 50 * max(np.median(out_deg), 1) and in_deg.max() > 50 * max(np.median(in_deg), 1)
+    assert out_deg.max() > 50 * max(np.median(out_deg), 1)
+    assert in_deg.max() > 50 * max(np.median(in_deg), 1)
     assert (degree <= 1).mean() > 0.04
     assert (degree == 0).any()
-    assert world.edges["weight"].max() > 10 and (world.edges["weight"] == 1).mean() > 0.3
+    assert world.edges["weight"].max() > 10
+    assert (world.edges["weight"] == 1).mean() > 0.3
 
 
 def test_censoring_hides_late_events_but_truth_keeps_them(small_store):
@@ -216,7 +220,8 @@ def test_conversion_delay_is_heavy_tailed_and_slower_for_expensive_products(defa
     world, traffic = default_store
     delay = traffic.truth["delay_days"]
     q50, q99 = delay.quantile([0.5, 0.99])
-    assert q99 > 10 * q50 and delay.max() > 14
+    assert q99 > 10 * q50
+    assert delay.max() > 14
     price = world.products["price"].to_numpy()[traffic.impressions["shown_id"]]
     cheap, dear = np.quantile(world.products["price"], [0.25, 0.75])
     assert delay[price >= dear].median() > 1.5 * delay[price <= cheap].median()
@@ -236,7 +241,8 @@ def test_delay_price_elasticity_sets_how_much_price_slows_a_conversion(small_sto
     # Same draws, only the delays move: 0 is price-blind, a larger elasticity slows dear products more.
     blind, default, steep = (dear_over_cheap(e) for e in (0.0, SMALL.delay_price_elasticity, 1.0))
     assert blind == pytest.approx(1.0, abs=0.35)
-    assert blind < default < steep and steep > 3.0
+    assert blind < default < steep
+    assert steep > 3.0
 
 
 def test_the_funnel_params_set_what_a_cart_says_about_the_item():
@@ -287,8 +293,10 @@ def test_more_traffic_after_the_snapshot_for_monitoring(small_store):
     )
     assert_valid(world, later)
     imp = later.impressions
-    assert imp["impression_id"].min() == offset and imp["impression_id"].is_monotonic_increasing
-    assert imp["shown_at"].min() >= world.snapshot and imp["shown_at"].max() < end
+    assert imp["impression_id"].min() == offset
+    assert imp["impression_id"].is_monotonic_increasing
+    assert imp["shown_at"].min() >= world.snapshot
+    assert imp["shown_at"].max() < end
     # The truth is a property of the pair, the same in every traffic draw.
     u, v = imp["source_id"].to_numpy(), imp["shown_id"].to_numpy()
     truth = world.truth_products
@@ -307,11 +315,14 @@ def test_launched_products_are_never_bought_or_shown_before_their_launch(small_s
     launch = launched_at(world)
     assert launch.dtype == "datetime64[ns]"
     n_new = round(SMALL.launch_rate * SMALL.history_days * SMALL.n_products)
-    assert n_new > 50 and launch.notna().sum() == n_new
-    assert (launch.dropna() >= world.start).all() and (launch.dropna() < world.snapshot).all()
+    assert n_new > 50
+    assert launch.notna().sum() == n_new
+    assert (launch.dropna() >= world.start).all()
+    assert (launch.dropna() < world.snapshot).all()
     assert_nothing_before_launch(world, traffic)  # first-occurrence edge times included
     imp = traffic.impressions
-    assert len(imp) == SMALL.n_impressions and imp["shown_at"].is_monotonic_increasing
+    assert len(imp) == SMALL.n_impressions
+    assert imp["shown_at"].is_monotonic_increasing
     assert imp["impression_id"].is_monotonic_increasing  # ids still follow time
     # New products are still bought and shown: their history is only younger.
     new = launch.index[launch.notna()].to_numpy()
@@ -330,7 +341,8 @@ def test_dropped_prelaunch_purchases_leave_late_launches_thin_in_the_graph():
         dropped, simulate_traffic(dropped, SMALL, 3, 100, dropped.start, dropped.snapshot, dropped.snapshot)
     )
     kept = dropped.edges.merge(moved.edges, on=["src", "dst"], suffixes=("", "_moved"), validate="1:1")
-    assert len(kept) == len(dropped.edges) and (kept["weight"] <= kept["weight_moved"]).all()
+    assert len(kept) == len(dropped.edges)
+    assert (kept["weight"] <= kept["weight_moved"]).all()
     purchases = lambda w: w.edges.groupby("dst")["weight"].sum().reindex(launch.index, fill_value=0)  # noqa: E731
     late = launch.index[launch >= moved.snapshot - pd.Timedelta(days=7)]
     always = launch.index[launch.isna()]
@@ -413,7 +425,8 @@ def test_traffic_before_a_launch_never_shows_the_product(small_store):
     later = launched_at(world).index[launched_at(world) >= end]
     assert not np.isin(imp[["source_id", "shown_id"]], later).any()
     assert 0.5 * 3000 < len(imp) < 3000  # impressions of not-yet-launched products are left out
-    assert imp["shown_at"].min() >= world.start and imp["shown_at"].max() < end
+    assert imp["shown_at"].min() >= world.start
+    assert imp["shown_at"].max() < end
 
 
 def test_launches_must_fit_in_the_catalogue():
@@ -446,12 +459,12 @@ def test_world_from_a_small_real_graph():
     )
     cfg = config("ingest.simulator", latent_dim=4)
     world = world_from_graph(products, edges, cfg, seed=0)
-    assert world.snapshot == pd.Timestamp("2025-03-01") and world.snapshot - world.start == pd.Timedelta(
-        days=56
-    )
+    assert world.snapshot == pd.Timestamp("2025-03-01")
+    assert world.snapshot - world.start == pd.Timedelta(days=56)
     traffic = simulate_traffic(world, cfg, 0, 2000, world.start, world.snapshot, world.snapshot)
     assert_valid(world, traffic)
-    assert launched_at(world).isna().all() and len(traffic.impressions) == 2000  # all there from the start
+    assert launched_at(world).isna().all()
+    assert len(traffic.impressions) == 2000
     u, v = edges["src"].to_numpy(), edges["dst"].to_numpy()
     assert affinity(world, u, v).mean() > affinity(world, v, u).mean() + 0.3
     popularity = world.truth_products["popularity"].to_numpy()
@@ -544,7 +557,8 @@ def test_a_later_snapshot_is_the_same_store_with_more_days(small_store):
     # The graph keeps every earlier purchase and gains the new day's.
     old = world.edges.set_index(["src", "dst"])
     grown = later_world.edges.set_index(["src", "dst"])
-    assert old.index.isin(grown.index).all() and len(grown) > len(old)
+    assert old.index.isin(grown.index).all()
+    assert len(grown) > len(old)
     assert (grown.loc[old.index, "weight"] >= old["weight"]).all()
     assert (grown.loc[old.index, "time"] == old["time"]).all()
 

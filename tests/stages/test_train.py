@@ -48,7 +48,8 @@ def test_same_inputs_same_embeddings(tiny_params):
         np.testing.assert_array_equal(a[key], b[key])
     np.testing.assert_equal(history, again)
     # early stopping may end each round (the first, then cfg.em_rounds EM steps) before cfg.epochs
-    assert 1 <= len(history) <= cfg.epochs * (cfg.em_rounds + 1) and np.isfinite(history[-1]["conv_loss"])
+    assert 1 <= len(history) <= cfg.epochs * (cfg.em_rounds + 1)
+    assert np.isfinite(history[-1]["conv_loss"])
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     if cfg.validation_share > 0:  # held-out rows drive early stopping
         assert all(np.isfinite(h["validation"]) for h in history if h["epoch"] % cfg.eval_every == 0)
@@ -66,10 +67,10 @@ def test_every_uncertainty_estimator_exports_moments(tiny_params, estimator):
         data.products, data.edges, weighted, cfg, delay_family="lognormal", progress=False
     )
     for key in ("s_mean", "s_var", "t_mean", "t_var"):
-        assert (
-            moments[key].shape == (len(data.products), cfg.embedding_dim) and np.isfinite(moments[key]).all()
-        )
-    assert (moments["s_var"] > 0).mean() > 0.5 and (moments["t_var"] > 0).mean() > 0.5
+        assert moments[key].shape == (len(data.products), cfg.embedding_dim)
+        assert np.isfinite(moments[key]).all()
+    assert (moments["s_var"] > 0).mean() > 0.5
+    assert (moments["t_var"] > 0).mean() > 0.5
     if estimator == "ensemble":  # members' heads are folded into their target vectors
         assert (moments["head_w"] == 1).all()
 
@@ -233,12 +234,15 @@ def test_build_graph_sees_only_ids_categories_prices_and_edges():
     )[["true_quality", "price", "product_key", "category", "true_complement", "product_id"]]
     other = train.build_graph(leaky, edges)
     assert torch.equal(graph.features.to_dense(), other.features.to_dense())
-    assert torch.equal(graph.group, other.group) and torch.equal(graph.src, other.src)
-    assert torch.equal(graph.dst, other.dst) and graph.n_nodes == other.n_nodes == len(products)
+    assert torch.equal(graph.group, other.group)
+    assert torch.equal(graph.src, other.src)
+    assert torch.equal(graph.dst, other.dst)
+    assert graph.n_nodes == other.n_nodes == len(products)
     # what it does see: the category one-hots (also the cold-start groups) and the edges
     assert graph.n_features == 5 + 4
     assert graph.group.tolist() == products["category"].tolist()
-    assert graph.src.tolist() == edges["src"].tolist() and graph.dst.tolist() == edges["dst"].tolist()
+    assert graph.src.tolist() == edges["src"].tolist()
+    assert graph.dst.tolist() == edges["dst"].tolist()
     x = graph.features.to_dense()
     assert x[torch.arange(len(products)), graph.group].eq(1.0).all()
 
@@ -332,7 +336,8 @@ def test_an_em_step_recomputes_only_the_methods_training_targets(tiny_weighted):
     score = np.random.default_rng(0).normal(0.0, 1.0, int(train_rows.sum()))
     stepped = train.em_targets(weighted, score, "importance", family)
     changed = stepped["target_importance"].to_numpy() != weighted["target_importance"].to_numpy()
-    assert changed[train_rows].any() and not changed[~train_rows].any()
+    assert changed[train_rows].any()
+    assert not changed[~train_rows].any()
     positive = weighted["label"].to_numpy() == 1
     assert (stepped["target_importance"].to_numpy()[positive] == 1.0).all()
     pd.testing.assert_frame_equal(

@@ -412,8 +412,8 @@ def measure(
     sage = times.get("sage_epoch_s")
     return {
         "n_products": int(n_products),
-        "n_edges": int(len(edges)),
-        "n_impressions": int(len(weighted)),
+        "n_edges": len(edges),
+        "n_impressions": len(weighted),
         "n_train_rows": int((weighted["split"] == "train").sum()),
         **{key: times[key] for key in STAGE_KEYS},
         **{key: value for key, value in times.items() if key not in STAGE_KEYS},

@@ -110,7 +110,7 @@ def complement_relations(
     k = min(per_category, c_count - 1)
     rel = np.zeros((c_count, c_count), dtype=bool)
     out_deg = np.zeros(c_count, dtype=int)
-    n_pairs = int(round(reciprocal_share * c_count * k / 2))
+    n_pairs = round(reciprocal_share * c_count * k / 2)
     made, stalled = 0, False
     # Reciprocal pairs first, round-robin so they spread over categories.
     while made < n_pairs and not stalled:
@@ -214,7 +214,7 @@ def _launches(
     """round(launch_rate * history_days * n) random products launch uniformly in [start, snapshot)."""
     n = cfg.n_products
     launch = np.full(n, NAT_NS, dtype=np.int64)
-    n_new = min(int(round(cfg.launch_rate * cfg.history_days * n)), n)
+    n_new = min(round(cfg.launch_rate * cfg.history_days * n), n)
     if n_new:
         new = rng.permutation(n)[:n_new]
         launch[new] = start.value + (rng.random(n_new) * (snapshot.value - start.value)).astype(np.int64)
@@ -663,7 +663,7 @@ def _purchases_on_days(
 ) -> np.ndarray:
     """(u, v, t_ns) of the purchases on ``days`` after the world's base window, each day
     from its own stream at the base window's daily rate (n_purchases / (2 history_days))."""
-    per_day = int(round(cfg.n_purchases / (2 * cfg.history_days)))
+    per_day = round(cfg.n_purchases / (2 * cfg.history_days))
     parts = [np.zeros((3, 0), np.int64)]
     c = catalogue
     for day in days:
@@ -691,7 +691,7 @@ def simulate_history(world: StoreWorld, cfg: SimulatorConfig, seed: int, snapsho
         parts.append(
             simulate_traffic(world, cfg, seed, cfg.n_impressions, world.start, world.snapshot, never)
         )
-    per_day = int(round(cfg.n_impressions / cfg.history_days))
+    per_day = round(cfg.n_impressions / cfg.history_days)
     for day in _days(world, lo, snapshot):
         day_start = world.start + pd.Timedelta(days=day)
         if world.start <= day_start < world.snapshot:

@@ -417,7 +417,7 @@ def cross_fitted_bucket_thresholds(
         part = fit_bucket_thresholds(
             s[~held], b[~held], y[~held], n_buckets, target_precision, n_candidates,
             # each fit sees (k - 1) / k of the rows: the support floor scales with them
-            int(round(min_bucket_positives * (k - 1) / k)),
+            round(min_bucket_positives * (k - 1) / k),
         )  # fmt: skip
         offset = part.thresholds.thresholds - part.single.threshold  # +inf: the bucket accepts nothing
         shifted[held] = np.where(np.isfinite(offset[b[held]]), s[held] - offset[b[held]], -_NEVER)

@@ -182,10 +182,10 @@ def _clean_edges(
         weight=("weight", "sum"), time=("time", "min")
     )
     cleaning = {
-        "rows_read": int(len(src)),
+        "rows_read": len(src),
         "self_loops_dropped": int(loop.sum()),
         "duplicate_edges_merged": int(len(edges) - len(merged)),
-        "edges_kept": int(len(merged)),
+        "edges_kept": len(merged),
     }
     if cleaning["self_loops_dropped"]:
         log.warning("%s: dropped %d self-loop(s)", path, cleaning["self_loops_dropped"])
