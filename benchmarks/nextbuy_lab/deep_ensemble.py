@@ -7,7 +7,6 @@ them: the study measures them, the product does not serve them."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,7 @@ from nextbuy.domain.graph.blade.export import _check_members, _folded_embeddings
 from nextbuy.stages import train
 
 
-def independent_members(base, graph, weighted: pd.DataFrame, cfg: TrainConfig, architecture, schedule, *,
+def independent_members(base, graph, weighted: pd.DataFrame, cfg: TrainConfig, architecture, *,
                         delay_family: str, progress: bool | str):  # fmt: skip
     """A classic deep ensemble (Lakshminarayanan et al. 2017) of ``cfg.ensemble_members`` models:
     the trained ``base``, then members trained from scratch as it was (``train.train_rounds``, EM
@@ -32,8 +31,8 @@ def independent_members(base, graph, weighted: pd.DataFrame, cfg: TrainConfig, a
         member_cfg = with_changes(cfg, seed=cfg.seed + 7919 * k)
         label = train.phase(progress, f"member {k + 1}/{cfg.ensemble_members}")
         member, _, _ = train.train_rounds(
-            graph, weighted, member_cfg, architecture, replace(schedule, seed=member_cfg.seed),
-            delay_family=delay_family, progress=label, bootstrap=True,
+            graph, weighted, member_cfg, architecture=architecture, delay_family=delay_family,
+            progress=label, bootstrap=True,
         )  # fmt: skip
         release_freed_memory()
         yield member

@@ -82,13 +82,13 @@ def oracle_rows(weighted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
 def future_traffic(data, ingest_cfg) -> pd.DataFrame:
     """TEST_DAYS of traffic after the snapshot, with eventual labels (observed long after) and
     the true conversion probability (``p_convert``)."""
-    from nextbuy.data.simulate import simulate_traffic, store_world
+    from nextbuy.data.simulate import Window, simulate_traffic, store_world
 
     simulator = ingest_cfg.simulator
     world = store_world(data.products, data.truth_products, data.edges, data.snapshot, simulator.history_days)
     end = world.snapshot + pd.Timedelta(days=TEST_DAYS)
     traffic = simulate_traffic(
-        world, simulator, TEST_SEED, TEST_IMPRESSIONS, world.snapshot, end, end, id_offset=10**12
+        world, simulator, TEST_SEED, TEST_IMPRESSIONS, Window(world.snapshot, end, end), id_offset=10**12
     )
     rows = traffic.impressions[["impression_id", "source_id", "shown_id"]]
     truth = traffic.truth[["impression_id", "label_eventual", "p_convert"]]
@@ -157,14 +157,12 @@ def _one_seed(
     runs = {m: (weighted, m) for m in WEIGHTING_METHODS} | {"oracle": (oracle, "naive")}
     runs = {key: runs[key] for key in keys}
     rows = {}
+    graph = train.build_graph(data.products, data.edges, data.features)
     for key, (rows_in, weighting) in runs.items():
         # The model's own probability (mean logit): the weighting is what differs. The uncertainty
         # estimator (calibrate's business, `bench thresholds`) is fixed to the cheapest.
         cfg = with_changes(train_cfg, seed=seed, weighting=weighting, uncertainty="mc_dropout")
-        _, moments, history = train.fit(
-            data.products, data.edges, rows_in, cfg, delay_family=family, progress=False,
-            extra_features=data.features,
-        )  # fmt: skip
+        _, moments, history = train.fit(graph, rows_in, cfg, delay_family=family, progress=False)
         prob = expit(pair_logit_moments(moments, src, dst)[0].astype(np.float64))
         rows[key] = {**scores_of(label, prob), "epochs": len(history)}
         print(f"seed {seed} {key}: auc {rows[key]['auc']:.4f} nll {rows[key]['nll']:.4f}", flush=True)

@@ -519,7 +519,6 @@ def blade_training(
     features,
     seed: int,
     config: dict,
-    fanout_rule: str = "power_law",
     *,
     epochs: int | None = None,
     initial=None,
@@ -527,15 +526,17 @@ def blade_training(
     structure_prior: bool = False,
 ):
     """BLADE (the pipeline's model) set to train with the link loss alone on the split's observed
-    graph, early-stopped on validation Hits@20 unless ``early_stopping`` is false; ``initial``:
-    continue from that model's weights. Returns ``(BladeTraining, graph)``; ``epochs`` defaults to
-    ``BLADE_MAX_EPOCHS`` (read at call time).
+    graph (``config``: a draw of :data:`BLADE_SPACE` plus its ``fanout_rule``), early-stopped on
+    validation Hits@20 unless ``early_stopping`` is false; ``initial``: continue from that model's
+    weights. Returns ``(BladeTraining, graph)``; ``epochs`` defaults to ``BLADE_MAX_EPOCHS`` (read at
+    call time).
 
     ``structure_prior``: train the embedding as the residual of a structure-only logit
     (``StructurePrior``, fitted on the observed edges) and early-stop on the validation Hits@20 of
     the pair-structure head on the embedding (:func:`head_validation`): the embedding alone is then
     no ranking, only the head is."""
     epochs = BLADE_MAX_EPOCHS if epochs is None else epochs
+    from nextbuy.domain.graph import blade
     from nextbuy.domain.graph.blade import Architecture, DirectedGraph, TrainingSchedule
     from nextbuy.domain.graph.features import row_normalised, to_torch
     from nextbuy_lab.prior_training import prior_training
@@ -543,14 +544,16 @@ def blade_training(
     e = torch.as_tensor(split.observed, dtype=torch.long)
     x = None if features is None else to_torch(row_normalised(features))
     graph = DirectedGraph(split.n_nodes, e[:, 0], e[:, 1], x)
-    arch = Architecture(config["embedding_dim"], config["n_layers"], fanout_rule, fanout_min=5, fanout_max=25,
+    arch = Architecture(config["embedding_dim"], config["n_layers"], config["fanout_rule"], fanout_min=5,
+                        fanout_max=25,
                         dropout=config["dropout"], cold_start_fallback=False,
                         id_embeddings=config.get("id_embeddings", True))  # fmt: skip
     schedule = TrainingSchedule(
         epochs=epochs, batch_size=1 << 20, lr=config["lr"], weight_decay=0.0,
         id_weight_decay=config["id_weight_decay"], link_loss_weight=1.0, n_negatives=config["n_negatives"],
         reverse_penalty=config["reverse_penalty"], supervision_share=config["supervision_share"],
-        eval_every=EVAL_EVERY, patience=PATIENCE, seed=seed,
+        eval_every=EVAL_EVERY, patience=PATIENCE, seed=seed, warmup_steps=0, neighbour_history=False,
+        export_chunk=8192,
     )  # fmt: skip
 
     prior = None
@@ -566,10 +569,9 @@ def blade_training(
         f = blade_scorer(model, graph)
         return judge(f(*split.pos_val.T), f(*split.neg_val.T))
 
-    empty = torch.zeros(0)
-    run = prior_training(graph, empty.long(), empty.long(), empty, empty, architecture=arch,
-                         schedule=schedule, validate=validate if early_stopping else None,
-                         initial=initial, link_prior=prior)  # fmt: skip
+    run = prior_training(graph, blade.Conversions.none(), architecture=arch, schedule=schedule,
+                         validate=validate if early_stopping else None, initial=initial,
+                         link_prior=prior)  # fmt: skip
     return run, graph
 
 
@@ -611,9 +613,8 @@ def head_validation(
 def link_blade(split: LinkSplit, features, seed: int, config: dict, fanout_rule: str = "power_law", **kwargs):
     """:func:`blade_training` run to its end. Returns ``(model, graph, history, train_s)``."""
     started = time.perf_counter()
-    run, graph = blade_training(split, features, seed, config, fanout_rule, **kwargs)
-    run.advance(run.max_epochs)
-    model, history = run.finish()
+    run, graph = blade_training(split, features, seed, {**config, "fanout_rule": fanout_rule}, **kwargs)
+    model, history = run.complete()
     return model, graph, history, time.perf_counter() - started
 
 
@@ -632,7 +633,7 @@ class BladeRun:
         started = time.perf_counter()  # the prior's fit is training time
         self.config = config
         self.run, self.graph = blade_training(
-            split, features, seed, config, fanout_rule, structure_prior=True
+            split, features, seed, {**config, "fanout_rule": fanout_rule}, structure_prior=True
         )
         self.train_s = time.perf_counter() - started
 

@@ -132,13 +132,14 @@ def category_lr_with_em(products, weighted, test_rows, cfg, family: str) -> np.n
 def _one_seed(data, weighted, test_rows, train_cfg, family: str, seed: int) -> dict[str, dict]:
     from dataclasses import replace
 
+    from nextbuy.domain.graph.blade import Architecture
     from nextbuy.domain.graph.scoring import score_and_uncertainty
     from nextbuy.stages import train
 
     label = test_rows["label_eventual"].to_numpy()
     src, dst = test_rows["source_id"].to_numpy(), test_rows["shown_id"].to_numpy()
     cfg = with_changes(train_cfg, seed=seed)
-    architecture, schedule, export = train.blade_arguments(cfg)
+    architecture = Architecture.from_config(cfg)
     graph = train.build_graph(data.products, data.edges)
     variants = {
         "blade": (graph, architecture),
@@ -148,8 +149,8 @@ def _one_seed(data, weighted, test_rows, train_cfg, family: str, seed: int) -> d
     rows = {}
     for key, (g, arch) in variants.items():
         started = time.perf_counter()
-        _, moments, history = train.fit_graph(
-            g, weighted, cfg, arch, schedule, export, delay_family=family, progress=False
+        _, moments, history = train.fit(
+            g, weighted, cfg, delay_family=family, progress=False, architecture=arch
         )
         prob, _ = score_and_uncertainty(moments, src, dst)
         rows[key] = {

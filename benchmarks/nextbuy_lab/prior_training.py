@@ -3,8 +3,8 @@
 added to the link score while training, so the embedding learns the residual and must be scored
 with the prior (or stacked with the structure) to rank.
 
-The product's trainer carries no prior; this research variant subclasses it and swaps it into a
-:class:`~nextbuy.domain.graph.blade.BladeTraining` run."""
+The product's training run carries no prior; this research variant subclasses
+:class:`~nextbuy.domain.graph.blade.BladeTraining`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nextbuy.domain.graph import blade
-from nextbuy.domain.graph.blade.trainer import _Trainer
 
 
 class LinkPrior(Protocol):
@@ -28,8 +27,8 @@ class LinkPrior(Protocol):
         ...
 
 
-class _PriorTrainer(_Trainer):
-    """The product's trainer with the prior's logit added to every scored pair's link score."""
+class _PriorTraining(blade.BladeTraining):
+    """The product's training run with the prior's logit added to every scored pair's link score."""
 
     def __init__(self, *args, link_prior: LinkPrior, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -59,16 +58,11 @@ class _PriorTrainer(_Trainer):
         return loss
 
 
-def prior_training(graph: blade.DirectedGraph, *conversions: Tensor, link_prior: LinkPrior | None,
-                   **kwargs) -> blade.BladeTraining:  # fmt: skip
+def prior_training(
+    graph: blade.DirectedGraph, conv: blade.Conversions, *, link_prior: LinkPrior | None, **kwargs
+) -> blade.BladeTraining:
     """A :class:`~nextbuy.domain.graph.blade.BladeTraining` (same arguments) whose link score
-    is trained on top of ``link_prior`` (None: the plain run). The run's trainer is rebuilt
-    with the prior: a fresh seeded trainer, so the draws are the plain run's."""
-    run = blade.BladeTraining(graph, *conversions, **kwargs)
-    if link_prior is not None:
-        plain = run.trainer
-        run.trainer = _PriorTrainer(
-            graph, plain.conv, kwargs["architecture"], kwargs["schedule"], kwargs.get("initial"),
-            link_prior=link_prior,
-        )  # fmt: skip
-    return run
+    is trained on top of ``link_prior`` (None: the plain run); the draws are the plain run's."""
+    if link_prior is None:
+        return blade.BladeTraining(graph, conv, **kwargs)
+    return _PriorTraining(graph, conv, link_prior=link_prior, **kwargs)

@@ -65,21 +65,21 @@ def estimator_moments(data, weighted, train_cfg, family: str, seed: int) -> dict
     from nextbuy.stages import train
 
     cfg = with_changes(train_cfg, seed=seed, uncertainty="mc_dropout")
-    architecture, schedule, export = train.blade_arguments(cfg)
+    architecture = blade.Architecture.from_config(cfg)
     graph = train.build_graph(data.products, data.edges, data.features)
     model, rows, _ = train.train_rounds(
-        graph, weighted, cfg, architecture, schedule, delay_family=family, progress=False
+        graph, weighted, cfg, architecture=architecture, delay_family=family, progress=False
     )
-    mc_dropout = blade.export_moments(model, graph, **export, estimator="mc_dropout")
-    members = train.ensemble_members(model, graph, rows, cfg, architecture, schedule, progress=False)
+    mc_dropout = train.moments_of(model, None, graph, cfg)  # cfg's estimator: mc_dropout
+    members = train.ensemble_members(model, graph, rows, cfg, progress=False)
     independent = deep_ensemble.independent_members(
-        model, graph, weighted, cfg, architecture, schedule, delay_family=family, progress=False
+        model, graph, weighted, cfg, architecture, delay_family=family, progress=False
     )
     return {
         "ensemble": blade.ensemble_moments(members, graph, chunk=cfg.export_chunk),
         "deep_ensemble": deep_ensemble.member_moments(independent, graph, chunk=cfg.export_chunk),
         "mc_dropout": mc_dropout,
-        "sampler": blade.export_moments(model, graph, **export, estimator="sampler"),
+        "sampler": train.moments_of(model, None, graph, with_changes(cfg, uncertainty="sampler")),
     }
 
 

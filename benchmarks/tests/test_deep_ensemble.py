@@ -41,17 +41,17 @@ def test_independent_members_are_the_model_then_fresh_fits_on_their_own_seeds_an
         {**tiny_params["train"], "uncertainty": "mc_dropout", "ensemble_members": 3, "epochs": 1}
     )
     fits = []
-    train_blade = blade.train_blade
+    training = blade.BladeTraining
 
-    def recorded(*args, **kwargs):
-        fits.append((args[4].numpy().copy(), kwargs["schedule"].seed, kwargs["initial"]))
-        return train_blade(*args, **kwargs)
+    def recorded(graph, conv, **kwargs):
+        fits.append((conv.weight.numpy().copy(), kwargs["schedule"].seed, kwargs["initial"]))
+        return training(graph, conv, **kwargs)
 
-    monkeypatch.setattr(blade, "train_blade", recorded)
-    architecture, schedule, _ = train.blade_arguments(cfg)
+    monkeypatch.setattr(blade, "BladeTraining", recorded)
+    architecture = blade.Architecture.from_config(cfg)
     graph = train.build_graph(data.products, data.edges)
     base = object()  # never trained on: the first member is the model as given
-    members = list(independent_members(base, graph, weighted, cfg, architecture, schedule,
+    members = list(independent_members(base, graph, weighted, cfg, architecture,
                                        delay_family=family, progress=False))  # fmt: skip
     assert len(members) == 3
     assert members[0] is base

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from nextbuy.domain.graph.blade import BladeTraining, DirectedGraph
+from nextbuy.domain.graph.blade import BladeTraining, Conversions, DirectedGraph
 from nextbuy_lab.prior_training import prior_training
 from tests.domain.graph.test_blade import ARCH, SCHEDULE, _no_conversions, _validation_split
 
@@ -38,8 +38,8 @@ class _RecordingPrior:
 def test_a_link_prior_reads_each_epochs_message_graph_and_scores_the_edges_held_out_of_it():
     graph, _ = _validation_split(80, seed=13)
     prior = _RecordingPrior(graph, 0.0)
-    prior_training(graph, *_no_conversions(), architecture=ARCH, schedule=replace(SCHEDULE, epochs=3),
-                   link_prior=prior).advance(3)  # fmt: skip
+    prior_training(graph, Conversions(*_no_conversions()), architecture=ARCH,
+                   schedule=replace(SCHEDULE, epochs=3), link_prior=prior).advance(3)  # fmt: skip
     assert len(prior.message_graphs) == 3
     scored = [set() for _ in prior.message_graphs]
     for epoch, src, dst in prior.scored:
@@ -54,9 +54,9 @@ def test_an_oracle_prior_leaves_the_embedding_nothing_to_learn():
     loss is left for the embedding from the first epoch."""
     graph, _ = _validation_split(80, seed=13)
     schedule = replace(SCHEDULE, epochs=3)
-    plain = BladeTraining(graph, *_no_conversions(), architecture=ARCH, schedule=schedule)
+    plain = BladeTraining(graph, Conversions(*_no_conversions()), architecture=ARCH, schedule=schedule)
     plain.advance(3)
-    oracle = prior_training(graph, *_no_conversions(), architecture=ARCH, schedule=schedule,
+    oracle = prior_training(graph, Conversions(*_no_conversions()), architecture=ARCH, schedule=schedule,
                             link_prior=_RecordingPrior(graph, 12.0))  # fmt: skip
     oracle.advance(3)
     plain_loss = [h["link_loss"] for h in plain.history]

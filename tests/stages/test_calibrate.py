@@ -26,10 +26,9 @@ def pipeline():
     weighted, _ = label_delay.weigh(
         data.impressions, data.snapshot, config("label_delay"), data.products, data.edges
     )
-    _, moments, _ = train.fit(
-        data.products, data.edges, weighted, TrainConfig.model_validate(TINY_PARAMS["train"]),
-        delay_family="lognormal", progress=False,
-    )  # fmt: skip
+    graph = train.build_graph(data.products, data.edges)
+    cfg = TrainConfig.model_validate(TINY_PARAMS["train"])
+    _, moments, _ = train.fit(graph, weighted, cfg, delay_family="lognormal", progress=False)
     return data, weighted, moments
 
 

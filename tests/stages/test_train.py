@@ -12,6 +12,7 @@ import torch
 
 from nextbuy.config import IngestConfig, LabelDelayConfig, TrainConfig
 from nextbuy.constants import WEIGHTING_METHODS
+from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
 from nextbuy.mlops import io
 from nextbuy.stages import ingest, label_delay, train
 from tests.helpers import config
@@ -39,10 +40,10 @@ def test_same_inputs_same_embeddings(tiny_params):
     )
     cfg = TrainConfig.model_validate(tiny_params["train"])
     _, a, history = train.fit(
-        data.products, data.edges, weighted, cfg, delay_family="lognormal", progress=False
+        train.build_graph(data.products, data.edges), weighted, cfg, delay_family="lognormal", progress=False
     )
     _, b, again = train.fit(
-        data.products, data.edges, weighted, cfg, delay_family="lognormal", progress=False
+        train.build_graph(data.products, data.edges), weighted, cfg, delay_family="lognormal", progress=False
     )
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
@@ -64,7 +65,7 @@ def test_every_uncertainty_estimator_exports_moments(tiny_params, estimator):
     )
     cfg = TrainConfig.model_validate({**tiny_params["train"], "uncertainty": estimator, "epochs": 1})
     _, moments, _ = train.fit(
-        data.products, data.edges, weighted, cfg, delay_family="lognormal", progress=False
+        train.build_graph(data.products, data.edges), weighted, cfg, delay_family="lognormal", progress=False
     )
     for key in ("s_mean", "s_var", "t_mean", "t_var"):
         assert moments[key].shape == (len(data.products), cfg.embedding_dim)
@@ -81,7 +82,7 @@ def test_weighting_choice_selects_the_weight_column():
         np.testing.assert_array_equal(train.conversion_weights(rows, method), [float(i), 1.0])
 
 
-def test_blade_arguments_carry_every_model_knob_of_the_train_section():
+def test_the_model_and_its_schedule_carry_every_model_knob_of_the_train_section():
     cfg = config(
         "train",
         embedding_dim=24,
@@ -108,13 +109,11 @@ def test_blade_arguments_carry_every_model_knob_of_the_train_section():
         export_chunk=99,
         seed=11,
     )
-    architecture, schedule, export = train.blade_arguments(cfg)
+    architecture, schedule = Architecture.from_config(cfg), TrainingSchedule.from_config(cfg)
     for name, value in {**asdict(architecture), **asdict(schedule)}.items():
         assert value == getattr(cfg, name), name
-    assert export == {"mc_samples": 5, "chunk": 99, "seed": 11}
-    # The rest choose the training data, in fit.
     used = set(asdict(architecture)) | set(asdict(schedule)) | {"mc_samples", "export_chunk"}
-    # The rest pick the training data (in fit) and the uncertainty estimator (in fit_graph).
+    # The rest pick the training data (in train_rounds) and the uncertainty estimator (in fit).
     data_and_estimator = {"weighting", "em_rounds", "shuffle_labels", "validation_share"}
     estimator = {"uncertainty", "ensemble_members", "ensemble_epochs"}
     processes = {"distributed", "distributed_backend"}  # how many processes train it (in run)
@@ -272,7 +271,7 @@ def test_conversion_validation_is_minus_the_weighted_log_loss_of_the_conversion_
 
     products, edges = _products()
     graph = train.build_graph(products, edges)
-    architecture, _, _ = train.blade_arguments(config("train", embedding_dim=8, n_layers=1))
+    architecture = Architecture.from_config(config("train", embedding_dim=8, n_layers=1))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = BladeModel.for_graph(graph, architecture).eval()
@@ -322,7 +321,9 @@ def test_every_method_trains_the_same_rounds_and_the_importance_ones_refit_their
     cfg = TrainConfig.model_validate(
         {**tiny_params["train"], "weighting": weighting, "em_rounds": em_rounds, "uncertainty": "mc_dropout"}
     )
-    _, _, history = train.fit(data.products, data.edges, weighted, cfg, delay_family=family, progress=False)
+    _, _, history = train.fit(
+        train.build_graph(data.products, data.edges), weighted, cfg, delay_family=family, progress=False
+    )
     assert {h["em_round"] for h in history} == set(range(em_rounds + 1))
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     assert steps == ([weighting] * em_rounds if weighting == "importance" else [])

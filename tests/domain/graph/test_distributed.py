@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from nextbuy.domain.graph.blade import embed, train_blade
+from nextbuy.domain.graph.blade import Conversions, embed, train_blade
 from nextbuy.domain.graph.collective import SINGLE, Collective
 from tests.domain.graph.test_blade import ARCH, SCHEDULE, _conversions, _graph, _store
 
@@ -55,7 +55,7 @@ def _validation(held, calls: list):
 
 
 def _train(graph, examples, architecture, schedule, validate, collective=SINGLE):
-    model, history = train_blade(graph, *examples, architecture=architecture, schedule=schedule,
+    model, history = train_blade(graph, Conversions(*examples), architecture=architecture, schedule=schedule,
                                  validate=validate, progress=False, collective=collective)  # fmt: skip
     return {k: v.clone() for k, v in model.state_dict().items()}, history
 

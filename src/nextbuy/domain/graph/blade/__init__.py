@@ -41,9 +41,10 @@ Serving needs no torch: :func:`export_moments` writes deterministic means and
 the variance over ``mc_samples`` stochastic passes; :func:`pair_logit_moments`
 turns them into a logit mean and variance per pair in numpy.
 
-One module per job: ``structures`` (architecture, schedule, graph, index), ``model`` (the
-network, :func:`embed`), ``trainer`` (a run's steps and losses), ``training`` (early stopping,
-:func:`train_blade`, :class:`BladeTraining`), ``export`` (moments of passes and ensembles). This
+One module per job: ``structures`` (architecture, schedule, conversion examples, graph, index),
+``model`` (the network, :func:`embed`), ``trainer`` (a run: :class:`BladeTraining`, its steps and
+losses, :func:`train_blade`), ``stopping`` (early stopping), ``export`` (moments of passes and
+ensembles). This
 package's namespace holds the public names of all of them.
 """
 
@@ -54,16 +55,17 @@ from nextbuy.domain.graph.blade.export import (
     export_moments,
 )
 from nextbuy.domain.graph.blade.model import BladeModel, embed, inverted_dropout
+from nextbuy.domain.graph.blade.stopping import Validation
 from nextbuy.domain.graph.blade.structures import (
     PASS_ESTIMATORS,
     Architecture,
+    Conversions,
     DirectedGraph,
     FeatureRows,
     GraphIndex,
     TrainingSchedule,
 )
-from nextbuy.domain.graph.blade.trainer import Validation
-from nextbuy.domain.graph.blade.training import BladeTraining, train_blade
+from nextbuy.domain.graph.blade.trainer import BladeTraining, train_blade
 from nextbuy.domain.graph.scoring import link_scores, pair_logit_moments, score_and_uncertainty
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "Architecture",
     "BladeModel",
     "BladeTraining",
+    "Conversions",
     "DirectedGraph",
     "FeatureRows",
     "GraphIndex",

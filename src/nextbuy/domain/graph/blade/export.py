@@ -112,7 +112,7 @@ def ensemble_moments(
     Members' heads differ, so each member's head is folded into its target role
     (``(s*t).w = s.(t*w)``): the moments are of ``s`` and ``t*w``, ``head_w`` is all ones
     and ``head_b`` the members' mean bias. Averaging coordinates is meaningful because the
-    members share their starting point (see ``train.fit_graph``), so their embedding
+    members share their starting point (see ``train.ensemble_members``), so their embedding
     spaces stay aligned.
     """
     passes, biases = None, []

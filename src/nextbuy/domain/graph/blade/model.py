@@ -4,7 +4,6 @@ deterministic embedding of every node (:func:`embed`)."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
@@ -48,27 +47,11 @@ def _mean(values: Tensor, dst: Tensor, src: Tensor, n_dst: int) -> Tensor:
 class BladeModel(nn.Module):
     """Dual (source/target) embeddings, ``n_layers`` directed layers, link and conversion heads."""
 
-    def __init__(
-        self,
-        n_nodes: int,
-        n_features: int,
-        *,
-        embedding_dim: int,
-        n_layers: int,
-        fanout_rule: str,
-        fanout_min: int,
-        fanout_max: int,
-        dropout: float,
-        cold_start_fallback: bool,
-        id_embeddings: bool = True,
-    ) -> None:
+    def __init__(self, n_nodes: int, n_features: int, architecture: Architecture) -> None:
         super().__init__()
-        d = int(embedding_dim)
-        self.architecture = Architecture(
-            d, int(n_layers), fanout_rule, int(fanout_min), int(fanout_max), float(dropout),
-            bool(cold_start_fallback), bool(id_embeddings),
-        )  # fmt: skip
-        if not id_embeddings and not n_features:
+        self.architecture = architecture
+        d, dropout = int(architecture.embedding_dim), float(architecture.dropout)
+        if not architecture.id_embeddings and not n_features:
             raise ValueError("id_embeddings off needs node features: the model would have no inputs")
         self.n_nodes, self.dim, self.dropout = int(n_nodes), d, float(dropout)
         # Creation order fixes which draws of the seeded RNG each weight gets: keep it (the id table
@@ -83,7 +66,7 @@ class BladeModel(nn.Module):
         if self.proj is not None:
             bound = 1.0 / math.sqrt(int(n_features))  # nn.Linear's initialisation
             nn.init.uniform_(self.proj.weight, -bound, bound)
-        self.layers = nn.ModuleList([nn.Linear(6 * d, 2 * d) for _ in range(int(n_layers))])
+        self.layers = nn.ModuleList([nn.Linear(6 * d, 2 * d) for _ in range(int(architecture.n_layers))])
         # zero: the conversion head owes nothing to the link score until the labels say so (a model
         # trained on shuffled labels must not inherit a ranking from the graph alone)
         self.head_w = nn.Parameter(torch.zeros(d))
@@ -91,7 +74,7 @@ class BladeModel(nn.Module):
 
     @classmethod
     def for_graph(cls, graph: DirectedGraph, architecture: Architecture) -> BladeModel:
-        return cls(graph.n_nodes, graph.n_features, **asdict(architecture))
+        return cls(graph.n_nodes, graph.n_features, architecture)
 
     def index(self, graph: DirectedGraph) -> GraphIndex:
         return GraphIndex.build(graph, self.architecture)

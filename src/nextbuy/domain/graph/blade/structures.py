@@ -1,10 +1,11 @@
-"""BLADE's types: the model's shape (:class:`Architecture`), its training schedule, the directed
-graph it reads and the neighbourhood index built over it."""
+"""BLADE's types: the model's shape (:class:`Architecture`), its training schedule, the conversion
+examples it learns from, the directed graph it reads and the neighbourhood index built over it."""
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -17,6 +18,9 @@ from nextbuy.domain.graph.sampler import (
     power_law_exponent,
     sample_blocks,
 )
+
+if TYPE_CHECKING:
+    from nextbuy.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -33,15 +37,13 @@ class Architecture:
     # A learned id embedding per node on top of the feature projection. Off: features and
     # neighbourhoods only. Ids help where nodes have history the features miss (Cora-ML: +2.2
     # validation Hits@20) and cost where most nodes have little history and the features carry
-    # the signal (the store's co-purchase graph: -4 to -5; BENCHMARKS.md, session 30).
-    id_embeddings: bool = True
+    # the signal (the store's co-purchase graph: -4 to -5 Hits@20; figures in BENCHMARKS.md).
+    id_embeddings: bool
 
-    def __post_init__(self) -> None:
-        if self.n_layers < 0:
-            raise ValueError("need n_layers >= 0")
-        FanoutRule(self.fanout_rule, self.fanout_min, self.fanout_max)  # validates
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must lie in [0, 1)")
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> Architecture:
+        """The train section's model shape (its bounds are the config's, checked once there)."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,64 @@ class TrainingSchedule:
     patience: int  # checks without improvement before stopping
     seed: int
     # Linear learning-rate warm-up over the first optimiser steps (0: none). Adam's first full-batch
-    # steps can spike the loss and stall a run for hundreds of epochs (BENCHMARKS.md, session 27).
-    warmup_steps: int = 0
+    # steps can spike the loss and stall a run for hundreds of epochs (measured in BENCHMARKS.md).
+    warmup_steps: int
     # Sample one hop per step and read neighbours' deeper states from a per-epoch history
     # (BladeModel.encode_with_history): linear epochs on large catalogues.
-    neighbour_history: bool = False
-    export_chunk: int = 8192  # nodes per chunk when every node's states are computed (memory bound)
+    neighbour_history: bool
+    export_chunk: int  # nodes per chunk when every node's states are computed (memory bound)
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> TrainingSchedule:
+        """The train section's schedule (its bounds are the config's, checked once there)."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Conversions:
+    """Weighted conversion examples: pairs ``src -> dst``, label in [0, 1], weight >= 0 (any
+    array-likes, stored as 1-d tensors)."""
+
+    src: Tensor
+    dst: Tensor
+    label: Tensor
+    weight: Tensor
+
+    def __post_init__(self) -> None:
+        for name, dtype in (("src", torch.long), ("dst", torch.long), ("label", torch.float32),
+                            ("weight", torch.float32)):  # fmt: skip
+            object.__setattr__(self, name, torch.as_tensor(getattr(self, name)).to(dtype).reshape(-1))
+        n = len(self)
+        if not (self.dst.numel() == self.label.numel() == self.weight.numel() == n):
+            raise ValueError("conversion arrays must all have the same length")
+        if not bool(torch.isfinite(self.weight).all()) or bool((self.weight < 0).any()):
+            raise ValueError("conversion weights must be finite and >= 0")
+        if bool(((self.label < 0) | (self.label > 1)).any()):
+            raise ValueError("conversion labels must lie in [0, 1]")
+
+    @classmethod
+    def none(cls) -> Conversions:
+        """No examples: a run that learns from the link loss alone."""
+        empty = torch.zeros(0)
+        return cls(empty, empty, empty, empty)
+
+    def check_nodes(self, n_nodes: int) -> None:
+        """Refuse pairs outside a graph of ``n_nodes`` nodes."""
+        if len(self) and (
+            min(int(self.src.min()), int(self.dst.min())) < 0
+            or max(int(self.src.max()), int(self.dst.max())) >= n_nodes
+        ):
+            raise ValueError(f"conversion pairs must lie in [0, {n_nodes})")
+
+    def __len__(self) -> int:
+        return self.src.numel()
+
+    def base_rate(self) -> float | None:
+        """Weighted share of positives, kept off 0 and 1; None without any weight."""
+        if not len(self) or float(self.weight.sum()) <= 0:
+            return None
+        rate = float((self.weight * self.label).sum() / self.weight.sum())
+        return min(max(rate, 1e-4), 1 - 1e-4)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,11 @@
-"""One BLADE training run's steps: supervision split, negatives, losses and optimiser steps
-(:class:`_Trainer`)."""
+"""One BLADE training run (:class:`BladeTraining`): supervision split, negatives, losses,
+optimiser steps and early stopping; :func:`train_blade` runs one to its end."""
 
 from __future__ import annotations
 
 import copy
 import math
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +14,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from nextbuy.domain.graph.blade.model import BladeModel
-from nextbuy.domain.graph.blade.structures import Architecture, DirectedGraph, GraphIndex, TrainingSchedule
+from nextbuy.domain.graph.blade.stopping import EarlyStopping, Validation, check_same_run
+from nextbuy.domain.graph.blade.structures import (
+    Architecture,
+    Conversions,
+    DirectedGraph,
+    GraphIndex,
+    TrainingSchedule,
+)
 from nextbuy.domain.graph.collective import SINGLE, Collective
 
 
@@ -43,64 +49,6 @@ def _decay_touched_rows(weight: nn.Parameter, decay: float) -> None:
     weight.grad = torch.sparse_coo_tensor(
         grad.indices(), values, grad.shape, is_coalesced=True, check_invariants=False
     )
-
-
-@dataclass(frozen=True)
-class _Conversions:
-    """Weighted conversion examples: pairs ``src -> dst``, label in [0, 1], weight >= 0."""
-
-    src: Tensor
-    dst: Tensor
-    label: Tensor
-    weight: Tensor
-
-    @classmethod
-    def checked(cls, n_nodes: int, src, dst, label, weight) -> _Conversions:
-        as_1d = lambda x, dtype: torch.as_tensor(x).to(dtype).reshape(-1)  # noqa: E731
-        conv = cls(
-            as_1d(src, torch.long),
-            as_1d(dst, torch.long),
-            as_1d(label, torch.float32),
-            as_1d(weight, torch.float32),
-        )
-        n = len(conv)
-        if not (conv.dst.numel() == conv.label.numel() == conv.weight.numel() == n):
-            raise ValueError("conversion arrays must all have the same length")
-        if not n:
-            return conv
-        lo, hi = min(int(conv.src.min()), int(conv.dst.min())), max(int(conv.src.max()), int(conv.dst.max()))
-        if lo < 0 or hi >= n_nodes:
-            raise ValueError(f"conversion pairs must lie in [0, {n_nodes})")
-        if not bool(torch.isfinite(conv.weight).all()) or bool((conv.weight < 0).any()):
-            raise ValueError("conversion weights must be finite and >= 0")
-        if bool(((conv.label < 0) | (conv.label > 1)).any()):
-            raise ValueError("conversion labels must lie in [0, 1]")
-        return conv
-
-    def __len__(self) -> int:
-        return self.src.numel()
-
-    def base_rate(self) -> float | None:
-        """Weighted share of positives, kept off 0 and 1; None without any weight."""
-        if not len(self) or float(self.weight.sum()) <= 0:
-            return None
-        rate = float((self.weight * self.label).sum() / self.weight.sum())
-        return min(max(rate, 1e-4), 1 - 1e-4)
-
-
-def _seeded_model(
-    graph: DirectedGraph, architecture: Architecture, conv: _Conversions, seed: int
-) -> BladeModel:
-    """Weights drawn from ``seed`` (the global torch RNG is left untouched); the head bias starts at the
-    log-odds of the weighted base rate so early steps learn pairs rather than the overall rate."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BladeModel.for_graph(graph, architecture)
-    rate = conv.base_rate()
-    if rate is not None:
-        with torch.no_grad():
-            model.head_b.fill_(math.log(rate / (1 - rate)))
-    return model
 
 
 @dataclass
@@ -133,9 +81,6 @@ class _EpochLosses:
         }
 
 
-Validation = Callable[[BladeModel, DirectedGraph], float]  # higher is better; model in eval mode
-
-
 def _rank_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s per-step draws in a run of several processes."""
     return (int(seed) * 1_000_003 + 7_919 * (rank + 1)) % 2**63
@@ -144,30 +89,37 @@ def _rank_seed(seed: int, rank: int) -> int:
 def _linear_warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """The learning rate ramps linearly to its set value over the first ``steps`` optimiser steps
     (step ``i``, 0-based, runs at ``(i + 1) / steps`` of it), then stays there; ``steps == 0``: none."""
-    if steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {steps}")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / steps) if steps else 1.0)
 
 
-class _Trainer:
-    """One training run.  A single seeded generator drives, in this order, each epoch's
-    supervision split and shuffles, then per step the negatives, the neighbourhood samples and
-    the dropout masks: reordering any of these changes the trained numbers.
+class BladeTraining:
+    """One training run, advanced a budget of epochs at a time and paused between budgets
+    (successive halving over configs advances many runs in turns); :func:`train_blade` runs one
+    to its end.  ``best`` is the best validation so far (-inf before the first).
 
-    Over several processes (``collective``) every rank makes the same epoch draws from that
-    generator (same split, same order), takes its share of each step's examples and edges, and
-    draws its own negatives, samples and masks from a generator of its own; gradients are summed
-    over the ranks before each (identical) optimiser step."""
+    A single seeded generator drives, in this order, each epoch's supervision split and
+    shuffles, then per step the negatives, the neighbourhood samples and the dropout masks:
+    reordering any of these changes the trained numbers.  Over several processes
+    (``collective``) every rank makes the same epoch draws from that generator (same split, same
+    order), takes its share of each step's examples and edges, and draws its own negatives,
+    samples and masks from a generator of its own; gradients are summed over the ranks before
+    each (identical) optimiser step."""
 
     def __init__(
         self,
         graph: DirectedGraph,
-        conv: _Conversions,
+        conv: Conversions,
+        *,
         architecture: Architecture,
         schedule: TrainingSchedule,
+        validate: Validation | None = None,
         initial: BladeModel | None = None,
         collective: Collective = SINGLE,
     ) -> None:
+        conv.check_nodes(graph.n_nodes)
+        if not len(conv) and graph.n_edges == 0:
+            raise ValueError("nothing to train on: no conversion examples and no edges")
+        check_same_run(collective, graph, conv, schedule)
         self.graph, self.conv, self.schedule, self.collective = graph, conv, schedule, collective
         self.generator = torch.Generator().manual_seed(int(schedule.seed))
         self.step_generator = (
@@ -175,11 +127,7 @@ class _Trainer:
             if collective.world_size == 1
             else torch.Generator().manual_seed(_rank_seed(schedule.seed, collective.rank))
         )
-        self.model = (
-            _seeded_model(graph, architecture, conv, int(schedule.seed))
-            if initial is None
-            else copy.deepcopy(initial)
-        )
+        self.model = self._seeded_model(architecture) if initial is None else copy.deepcopy(initial)
         collective.broadcast_parameters(self.model)
         self.params = list(self.model.parameters())
         self.sparse = [p is self.model.id_emb.weight for p in self.params]
@@ -189,10 +137,53 @@ class _Trainer:
         # Lazy Adam on the id table: only the rows a step touched move (dense Adam would move all
         # n x 2d weights every step: 64 M floats per step at a million products).
         self.id_opt = torch.optim.SparseAdam([self.model.id_emb.weight], lr=schedule.lr)
-        self.warmups = [_linear_warmup(o, int(schedule.warmup_steps)) for o in (self.opt, self.id_opt)]
+        self.warmups = [_linear_warmup(o, schedule.warmup_steps) for o in (self.opt, self.id_opt)]
         self.batch_size = int(schedule.batch_size)
         self.uses_history = bool(schedule.neighbour_history) and len(self.model.layers) >= 2
-        self.history: list[Tensor] = []
+        self.neighbour_states: list[Tensor] = []  # per-layer states (neighbour_history)
+        self.stopping = EarlyStopping(validate, graph, schedule, collective)
+        self.max_epochs = int(schedule.epochs)
+        self.history: list[dict] = []  # one row per epoch
+        self.stopped = self.max_epochs <= 0
+
+    def _seeded_model(self, architecture: Architecture) -> BladeModel:
+        """Weights drawn from the schedule's seed (the global torch RNG is left untouched); the
+        head bias starts at the log-odds of the weighted base rate so early steps learn pairs
+        rather than the overall rate."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.schedule.seed))
+            model = BladeModel(self.graph.n_nodes, self.graph.n_features, architecture)
+        rate = self.conv.base_rate()
+        if rate is not None:
+            with torch.no_grad():
+                model.head_b.fill_(math.log(rate / (1 - rate)))
+        return model
+
+    @property
+    def best(self) -> float:
+        return self.stopping.best
+
+    def advance(self, until: int, progress: bool | str = False) -> bool:
+        """Train up to epoch ``until`` (at most ``schedule.epochs``) unless early stopping ends the
+        run first; returns whether the run is over."""
+        self.model.train()
+        while not self.stopped and len(self.history) < min(int(until), self.max_epochs):
+            epoch = len(self.history)
+            self.history.append(self.epoch(epoch, progress))
+            self.stopped = self.stopping.check(self.model, epoch, self.history[-1])
+        self.stopped = self.stopped or len(self.history) >= self.max_epochs
+        return self.stopped
+
+    def complete(self, progress: bool | str = False) -> tuple[BladeModel, list[dict]]:
+        """Train to the end of the schedule (or early stopping), then :meth:`finish`."""
+        self.advance(self.max_epochs, progress)
+        return self.finish()
+
+    def finish(self) -> tuple[BladeModel, list[dict]]:
+        """The model with its best validated weights (eval mode) and the per-epoch history."""
+        self.stopping.restore(self.model)
+        self.model.eval()
+        return self.model, self.history
 
     def _supervision(self) -> tuple[DirectedGraph, Tensor]:
         """This epoch's message graph and its supervision edges (shuffled), disjoint."""
@@ -210,7 +201,7 @@ class _Trainer:
         index = self.model.index(message)
         if self.uses_history:  # refreshed from this epoch's message graph; steps write seeds back
             depth = len(self.model.layers) - 1
-            self.history = self.model.layer_states(
+            self.neighbour_states = self.model.layer_states(
                 index, self.graph.feature_rows, self.schedule.export_chunk, depth
             )
         perm_c = torch.randperm(len(self.conv), generator=self.generator)
@@ -288,7 +279,7 @@ class _Trainer:
         features = self.graph.feature_rows
         if self.uses_history:
             s_all, t_all = self.model.encode_with_history(
-                index, features, seeds, self.history, self.step_generator
+                index, features, seeds, self.neighbour_states, self.step_generator
             )
         else:
             s_all, t_all = self.model.encode(index, features, seeds, self.step_generator, stochastic=True)
@@ -320,3 +311,42 @@ class _Trainer:
         loss = (w * bce).sum() / n_pos
         losses.link_sum += float(loss.detach())
         return loss
+
+
+def train_blade(
+    graph: DirectedGraph,
+    conv: Conversions,
+    *,
+    architecture: Architecture,
+    schedule: TrainingSchedule,
+    validate: Validation | None = None,
+    progress: bool | str = True,
+    initial: BladeModel | None = None,
+    collective: Collective = SINGLE,
+) -> tuple[BladeModel, list[dict]]:
+    """Train a :class:`BladeModel` on weighted conversion examples (``conv``) plus the directed link loss.
+
+    One step = a batch of ``schedule.batch_size`` conversion examples (loss
+    ``sum(w * bce) / sum(w)``) and a slice of this epoch's supervision edges (see
+    the module docstring); total loss = conv + ``link_loss_weight`` * link.  An epoch is
+    one pass over the conversion examples, or over the supervision edges when there
+    are none.  With ``validate`` (called every ``eval_every`` epochs on the model in
+    eval mode, higher is better) training stops after ``patience`` checks without a
+    gain and the best weights are restored.  Deterministic for a given seed; the global
+    torch RNG is left untouched.  ``initial``: continue from a copy of this model's weights
+    (ensemble members) instead of fresh seeded ones.  Returns the model (eval mode) and per-epoch
+    ``{"epoch", "conv_loss", "link_loss"[, "validation"]}``; a loss is NaN without data.
+
+    ``collective``: data-parallel training over its ranks (every rank calls this with the same
+    data and schedule).  A step then covers ``batch_size`` examples *per rank*, each rank taking
+    its slice of the step's shuffled examples and edges; losses are normalised by the whole
+    step's totals and gradients summed, so the weights move as one process's would with
+    ``batch_size x world_size``.  The epoch draws are shared; negatives, neighbourhood samples
+    and dropout masks come from a per-rank stream, so runs with and without sampling noise only
+    match where a step draws nothing.  ``validate`` runs on rank 0 only.
+    """
+    run = BladeTraining(
+        graph, conv, architecture=architecture, schedule=schedule, validate=validate, initial=initial,
+        collective=collective,
+    )  # fmt: skip
+    return run.complete(progress)
