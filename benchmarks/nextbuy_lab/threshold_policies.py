@@ -26,14 +26,15 @@ def policy_decisions(fit: dict, n_buckets: int, test: dict, targets, thresholds_
     prob_calibrated, label) and their decisions on ``test`` (score, bucket, prob_calibrated);
     feasible when the joint fit and the single threshold both reach the target; ``kept`` when
     the out-of-fold check kept the per-bucket thresholds."""
+    from nextbuy.config import with_changes
     from nextbuy.domain.decisions import cross_fitted_bucket_thresholds, fit_global_threshold
 
     support = thresholds_cfg.min_bucket_positives
     out = []
     for target in targets:
         joint = cross_fitted_bucket_thresholds(
-            fit["score"], fit["bucket"], fit["label"], n_buckets, target, thresholds_cfg.n_candidates,
-            support, thresholds_cfg.cross_fit_folds, thresholds_cfg.seed,
+            fit["score"], fit["bucket"], fit["label"], n_buckets,
+            with_changes(thresholds_cfg, target_precision=target),
         )  # fmt: skip
         mist = fit_global_threshold(
             fit["prob_calibrated"], fit["label"], target, thresholds_cfg.n_candidates, support

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from test_linkpred import community_graph, save_ppnp, shrink_budget
 
+from nextbuy.config import ThresholdsConfig
 from nextbuy_lab import linkpred_models as models
 from nextbuy_lab import linkpred_split as lp
 from nextbuy_lab import thresholds, thresholds_graph
@@ -89,8 +90,14 @@ def test_every_pair_is_decided_by_policies_fitted_on_the_other_half(monkeypatch)
 
     monkeypatch.setattr(thresholds_graph, "policy_decisions", spy)
     calibrate_cfg = type("C", (), {"n_buckets": 2, "min_bucket_size": 10})
-    thresholds_cfg = type(
-        "T", (), {"n_candidates": None, "min_bucket_positives": 5, "cross_fit_folds": 5, "seed": 0}
+    thresholds_cfg = ThresholdsConfig.model_validate(
+        {
+            "target_precision": 0.5,
+            "n_candidates": None,
+            "min_bucket_positives": 5,
+            "cross_fit_folds": 5,
+            "seed": 0,
+        }
     )
     rows = thresholds_graph.cross_fit(score, uncertainty, label, first, calibrate_cfg, thresholds_cfg)
     assert len(seen) == 2

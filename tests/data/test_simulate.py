@@ -16,6 +16,7 @@ from nextbuy.data import simulate
 from nextbuy.data.simulate import (
     PAIR_NOISE,
     StoreWorld,
+    Window,
     _pair_noise,
     complement_relations,
     conversion_probability,
@@ -289,7 +290,7 @@ def test_more_traffic_after_the_snapshot_for_monitoring(small_store):
     end = world.snapshot + pd.Timedelta(days=7)
     offset = int(history.impressions["impression_id"].max()) + 1
     later = simulate_traffic(
-        world, SMALL, 5, 3000, world.snapshot, end, end + pd.Timedelta(days=30), id_offset=offset
+        world, SMALL, 5, 3000, Window(world.snapshot, end, end + pd.Timedelta(days=30)), id_offset=offset
     )
     assert_valid(world, later)
     imp = later.impressions
@@ -307,7 +308,7 @@ def test_more_traffic_after_the_snapshot_for_monitoring(small_store):
         logit(later.truth["p_convert"]) - logit(smooth), PAIR_NOISE * _pair_noise(u, v), atol=1e-9
     )
     with pytest.raises(ValueError, match="observe_at"):
-        simulate_traffic(world, SMALL, 5, 100, world.snapshot, end, end - pd.Timedelta(days=1))
+        simulate_traffic(world, SMALL, 5, 100, Window(world.snapshot, end, end - pd.Timedelta(days=1)))
 
 
 def test_launched_products_are_never_bought_or_shown_before_their_launch(small_store):
@@ -338,7 +339,8 @@ def test_dropped_prelaunch_purchases_leave_late_launches_thin_in_the_graph():
     # The same products, latents and launches; only purchases before a launch are gone.
     pd.testing.assert_frame_equal(dropped.truth_products, moved.truth_products)
     assert_nothing_before_launch(
-        dropped, simulate_traffic(dropped, SMALL, 3, 100, dropped.start, dropped.snapshot, dropped.snapshot)
+        dropped,
+        simulate_traffic(dropped, SMALL, 3, 100, Window(dropped.start, dropped.snapshot, dropped.snapshot)),
     )
     kept = dropped.edges.merge(moved.edges, on=["src", "dst"], suffixes=("", "_moved"), validate="1:1")
     assert len(kept) == len(dropped.edges)
@@ -419,7 +421,7 @@ def test_launch_rate_zero_is_the_store_without_launches(monkeypatch):
 def test_traffic_before_a_launch_never_shows_the_product(small_store):
     world, _ = small_store
     end = world.start + pd.Timedelta(days=SMALL.history_days / 2)
-    early = simulate_traffic(world, SMALL, 5, 3000, world.start, end, world.snapshot)
+    early = simulate_traffic(world, SMALL, 5, 3000, Window(world.start, end, world.snapshot))
     assert_valid(world, early)
     imp = early.impressions
     later = launched_at(world).index[launched_at(world) >= end]
@@ -461,7 +463,7 @@ def test_world_from_a_small_real_graph():
     world = world_from_graph(products, edges, cfg, seed=0)
     assert world.snapshot == pd.Timestamp("2025-03-01")
     assert world.snapshot - world.start == pd.Timedelta(days=56)
-    traffic = simulate_traffic(world, cfg, 0, 2000, world.start, world.snapshot, world.snapshot)
+    traffic = simulate_traffic(world, cfg, 0, 2000, Window(world.start, world.snapshot, world.snapshot))
     assert_valid(world, traffic)
     assert launched_at(world).isna().all()
     assert len(traffic.impressions) == 2000
@@ -478,50 +480,26 @@ def test_world_from_a_small_real_graph():
 
 @settings(max_examples=30, deadline=None)
 @given(
-    n_products=st.integers(10, 80),
-    n_categories=st.integers(2, 12),
-    latent_dim=st.integers(2, 5),
-    complements=st.integers(1, 5),
-    reciprocal_share=st.floats(0.0, 1.0),
-    zipf_exponent=st.floats(0.3, 2.5),
-    complement_share=st.floats(0.0, 1.0),
-    candidates=st.integers(1, 6),
-    explore=st.floats(0.0, 1.0),
-    delay_sigma=st.floats(0.1, 4.0),
-    launch_rate=st.floats(0.0, 0.1),
+    knobs=st.fixed_dictionaries(
+        {
+            "n_products": st.integers(10, 80),
+            "n_categories": st.integers(2, 12),
+            "latent_dim": st.integers(2, 5),
+            "complements_per_category": st.integers(1, 5),
+            "reciprocal_share": st.floats(0.0, 1.0),
+            "zipf_exponent": st.floats(0.3, 2.5),
+            "complement_share": st.floats(0.0, 1.0),
+            "candidates_per_draw": st.integers(1, 6),
+            "policy_explore_share": st.floats(0.0, 1.0),
+            "delay_sigma": st.floats(0.1, 4.0),
+            "launch_rate": st.floats(0.0, 0.1),
+        }
+    ),
     seed=st.integers(0, 2**31),
 )
-def test_any_small_config_gives_valid_consistent_tables(
-    n_products,
-    n_categories,
-    latent_dim,
-    complements,
-    reciprocal_share,
-    zipf_exponent,
-    complement_share,
-    candidates,
-    explore,
-    delay_sigma,
-    launch_rate,
-    seed,
-):
-    cfg = config(
-        "ingest.simulator",
-        n_products=n_products,
-        n_categories=n_categories,
-        latent_dim=latent_dim,
-        complements_per_category=complements,
-        reciprocal_share=reciprocal_share,
-        zipf_exponent=zipf_exponent,
-        n_purchases=300,
-        complement_share=complement_share,
-        candidates_per_draw=candidates,
-        n_impressions=200,
-        policy_explore_share=explore,
-        history_days=10,
-        delay_sigma=delay_sigma,
-        launch_rate=launch_rate,
-    )
+def test_any_small_config_gives_valid_consistent_tables(knobs, seed):
+    cfg = config("ingest.simulator", **knobs, n_purchases=300, n_impressions=200, history_days=10)
+    n_products, launch_rate = knobs["n_products"], knobs["launch_rate"]
     world, traffic = simulate_store(cfg, seed)
     assert_valid(world, traffic)  # includes: no self-loops, no event before shown_at or launch
     assert launched_at(world).notna().sum() == round(launch_rate * 10 * n_products)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from nextbuy.data.simulate import simulate_traffic, world_from_graph
+from nextbuy.data.simulate import Window, simulate_traffic, world_from_graph
 from nextbuy.data.sources import read_edge_list, read_impressions_log, read_npz_graph
 from nextbuy.mlops import io, schemas
 from nextbuy.mlops.io import DataError
@@ -343,7 +343,7 @@ def test_cora_ml(cora_npz):
 
     cfg = config("ingest.simulator")
     world = world_from_graph(graph.products, graph.edges, cfg, seed=0)
-    traffic = simulate_traffic(world, cfg, 0, 5000, world.start, world.snapshot, world.snapshot)
+    traffic = simulate_traffic(world, cfg, 0, 5000, Window(world.start, world.snapshot, world.snapshot))
     io.validate(traffic.impressions, schemas.IMPRESSIONS_LOG, "cora")
     io.validate(traffic.truth, schemas.TRUTH_IMPRESSIONS, "cora")
     assert 0.005 < traffic.truth["label_eventual"].mean() < 0.1

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit, logit
 
+from nextbuy.config import ThresholdsConfig
 from nextbuy.domain.decisions import (
     Thresholds,
     _folds,
@@ -354,6 +355,10 @@ def test_pr_curve_table():
 # -- cross-fitting: keep the per-bucket policy only where it wins out of fold ----------------
 
 
+def _thresholds_cfg(**knobs) -> ThresholdsConfig:
+    return ThresholdsConfig.model_validate(knobs)
+
+
 def _store_like(seed: int, effect: float, n: int = 20_000):
     """Scores around a few-percent conversion rate, three uncertainty buckets; ``effect`` > 0 makes
     the most uncertain bucket convert less (and the least uncertain more) at equal score, growing
@@ -369,7 +374,15 @@ def test_cross_fitting_keeps_per_bucket_thresholds_where_uncertainty_carries_sig
     for seed in range(3):
         score, bucket, label = _store_like(seed, effect=1.0)
         plain = fit_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30)
-        fitted = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30, 5, seed)
+        fitted = cross_fitted_bucket_thresholds(
+            score,
+            bucket,
+            label,
+            3,
+            _thresholds_cfg(
+                target_precision=0.3, n_candidates=None, min_bucket_positives=30, cross_fit_folds=5, seed=seed
+            ),
+        )
         assert fitted.cross_fit.kept_per_bucket
         np.testing.assert_array_equal(fitted.thresholds.thresholds, plain.thresholds.thresholds)
         assert fitted.cross_fit.bucket_tp > 1.2 * fitted.cross_fit.single_tp  # out of fold, equal precision
@@ -384,7 +397,15 @@ def test_cross_fitting_falls_back_to_the_single_threshold_when_buckets_are_noise
     kept = []
     for seed in range(10):
         score, bucket, label = _store_like(seed, effect=0.0)
-        fitted = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30, 5, 0)
+        fitted = cross_fitted_bucket_thresholds(
+            score,
+            bucket,
+            label,
+            3,
+            _thresholds_cfg(
+                target_precision=0.3, n_candidates=None, min_bucket_positives=30, cross_fit_folds=5, seed=0
+            ),
+        )
         plain = fit_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30)
         np.testing.assert_array_equal(fitted.cross_fit.per_bucket.thresholds, plain.thresholds.thresholds)
         kept.append(fitted.cross_fit.kept_per_bucket)
@@ -397,10 +418,26 @@ def test_cross_fitting_falls_back_to_the_single_threshold_when_buckets_are_noise
 def test_cross_fitting_off_or_infeasible_is_the_plain_joint_fit():
     score, bucket, label = _store_like(0, effect=1.0, n=3_000)
     plain = fit_bucket_thresholds(score, bucket, label, 3, 0.3, None, 10)
-    off = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.3, None, 10, 1)
+    off = cross_fitted_bucket_thresholds(
+        score,
+        bucket,
+        label,
+        3,
+        _thresholds_cfg(
+            target_precision=0.3, n_candidates=None, min_bucket_positives=10, cross_fit_folds=1, seed=0
+        ),
+    )
     assert off.cross_fit is None
     np.testing.assert_array_equal(off.thresholds.thresholds, plain.thresholds.thresholds)
-    infeasible = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.99, None, 10, 5)
+    infeasible = cross_fitted_bucket_thresholds(
+        score,
+        bucket,
+        label,
+        3,
+        _thresholds_cfg(
+            target_precision=0.99, n_candidates=None, min_bucket_positives=10, cross_fit_folds=5, seed=0
+        ),
+    )
     assert not infeasible.feasible
     assert infeasible.cross_fit is None
 
