@@ -26,11 +26,11 @@ export DVC_NO_ANALYTICS := 1
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml benchmarks/pyproject.toml requirements.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(VENV)/bin/uv || $(VENV)/bin/python -m pip install -q uv
 	$(VENV)/bin/uv pip install $(UV_FLAGS) --compile-bytecode -r requirements.lock
-	$(VENV)/bin/uv pip install $(UV_FLAGS) --no-deps -e .
+	$(VENV)/bin/uv pip install $(UV_FLAGS) --no-deps -e . -e benchmarks
 	@touch $@
 
 # Re-pin after editing pyproject.toml dependencies.

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nextbuy.bench.project_copy import copy_project, project_env  # noqa: F401 - the tests' import
 from nextbuy.config import read_params, section_config
-from nextbuy.project_copy import copy_project, project_env  # noqa: F401 - the tests' import
 from tests.conftest import ROOT
 
 

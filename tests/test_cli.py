@@ -61,9 +61,10 @@ def test_help_lists_every_stage_then_the_other_commands():
 
 
 @pytest.mark.parametrize(
-    "group, commands",
+    ("group", "commands"),
     [
-        ("bench", ["serve", "monitor", "dag", "linkpred", "model", "delay", "thresholds", "faults", "scale"]),
+        # the product's benchmarks, then the research ones (benchmarks/: entry points, by name)
+        ("bench", ["serve", "monitor", "dag", "faults", "scale", "delay", "linkpred", "model", "thresholds"]),
         ("airflow", ["standalone", "restore-params"]),
     ],
 )
@@ -78,13 +79,15 @@ def test_seeded_store_benches_run_on_the_params_file_given(bench, tmp_path, monk
     import importlib
 
     calls = []
-    module = importlib.import_module(f"nextbuy.bench.{bench}")
+    module = importlib.import_module(f"nextbuy_lab.{bench}")
     monkeypatch.setattr(module, "run", lambda out, **kw: calls.append((out, kw)) or {"ok": 1})
     other = tmp_path / "bigger-store.yaml"
     result = invoke("bench", bench, "--out", str(tmp_path / "b.json"), "--seeds", "2", "--params", str(other))
     assert result.exit_code == 0, result.output
     [(out, kw)] = calls
-    assert out == tmp_path / "b.json" and kw["seeds"] == 2 and kw["params_file"] == str(other)
+    assert out == tmp_path / "b.json"
+    assert kw["seeds"] == 2
+    assert kw["params_file"] == str(other)
 
 
 def test_preset_prints_dvc_exp_run_flags_or_refuses_a_bad_preset(tmp_path):
@@ -95,12 +98,15 @@ def test_preset_prints_dvc_exp_run_flags_or_refuses_a_bad_preset(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {epochs: 0}\n")
     result = invoke("preset", str(bad), "--params", str(root / "params.yaml"))
-    assert result.exit_code == 2 and "epochs" in result.output
+    assert result.exit_code == 2
+    assert "epochs" in result.output
 
 
 def test_no_arguments_shows_the_help_instead_of_running_anything():
     result = invoke()
-    assert result.exit_code != 0 and "Usage" in result.output and "label-delay" in result.output
+    assert result.exit_code != 0
+    assert "Usage" in result.output
+    assert "label-delay" in result.output
 
 
 # --- alerts --------------------------------------------------------------------
@@ -127,7 +133,8 @@ def test_alerts_prints_every_alert_and_exits_with_the_alert_code(tmp_path):
 
 def test_no_alerts_exits_zero_and_says_so(tmp_path):
     result = invoke("alerts", "--path", write_alerts(tmp_path / "alerts.json", []))
-    assert result.exit_code == 0 and "no alerts" in result.output
+    assert result.exit_code == 0
+    assert "no alerts" in result.output
 
 
 def test_a_monitor_run_that_watched_nothing_exits_zero_saying_why(tmp_path):
@@ -136,7 +143,8 @@ def test_a_monitor_run_that_watched_nothing_exits_zero_saying_why(tmp_path):
     path.write_text(json.dumps({"now": "2026-03-01", "alerts": [], "monitored": False, "reason": reason}))
     result = invoke("alerts", "--path", str(path))
     assert result.exit_code == 0, result.output
-    assert "nothing monitored" in result.output and "nextbuy-large-1m" in result.output
+    assert "nothing monitored" in result.output
+    assert "nextbuy-large-1m" in result.output
     assert "no alerts" in result.output
 
 
@@ -166,7 +174,7 @@ def params_with(tmp_path, section: str, **changes) -> str:
 
 
 @pytest.mark.parametrize(
-    "changes, named",
+    ("changes", "named"),
     [
         ({"max_weight": -1}, "max_weight"),
         ({"max_wieght": 5.0}, "max_wieght"),
@@ -181,7 +189,8 @@ def test_stage_with_an_invalid_section_exits_2_naming_the_key_before_touching_fi
     params = params_with(tmp_path, "label_delay", **changes)
     result = invoke("label-delay", "--params", params)
     assert result.exit_code == 2, result.output
-    assert "label_delay" in result.output and named in result.output
+    assert "label_delay" in result.output
+    assert named in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
@@ -189,7 +198,8 @@ def test_a_valid_section_gets_past_validation_to_the_missing_inputs(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     result = invoke("label-delay", "--params", params_with(tmp_path, "label_delay"))
     assert result.exit_code == 2, result.output
-    assert "bad input" in result.output and "impressions" in result.output
+    assert "bad input" in result.output
+    assert "impressions" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
@@ -204,7 +214,8 @@ def test_under_airflow_an_input_error_is_also_written_for_the_task_to_fail_witho
     result = invoke("label-delay", "--params", params_with(tmp_path, "label_delay", max_wieght=5.0))
     assert result.exit_code == 2
     written = failure.read_text()
-    assert "label_delay: invalid section 'label_delay'" in written and "max_wieght" in written
+    assert "label_delay: invalid section 'label_delay'" in written
+    assert "max_wieght" in written
     assert "[bold red]" not in written  # plain text, for the task's log
 
 
@@ -223,8 +234,8 @@ def store(tmp_path, monkeypatch):
     """The cwd is a project with its own MLflow store; a client on it. Process state put back."""
     from mlflow.tracking import MlflowClient
 
+    from nextbuy.bench.serving_fixtures import mlflow_store
     from nextbuy.mlops import tracking
-    from nextbuy.serving_fixtures import mlflow_store
     from nextbuy.stages.deploy import FIRST_RELEASE_ENV
 
     for key in (tracking.RUN_CONTEXT_ENV, FIRST_RELEASE_ENV):
@@ -244,12 +255,15 @@ def test_promote_of_a_refused_version_needs_force_and_a_reason(store):
         v = store.create_model_version("m", "file:///m", tags={"passed": passed, "complete": "false"})
         registry.release(store, "m", str(v.version), passed == "true")
     refused = invoke("promote", "2", "--model-name", "m")
-    assert refused.exit_code == 1 and "did not pass the gate" in refused.output, refused.output
+    assert refused.exit_code == 1, refused.output
+    assert "did not pass the gate" in refused.output, refused.output
     no_reason = invoke("promote", "2", "--model-name", "m", "--force")
-    assert no_reason.exit_code == 2 and "--reason" in no_reason.output, no_reason.output
+    assert no_reason.exit_code == 2, no_reason.output
+    assert "--reason" in no_reason.output, no_reason.output
     assert registry.alias_version(store, "m", registry.CHAMPION) == "1"
     forced = invoke("promote", "2", "--model-name", "m", "--force", "--reason", "INC-7")
-    assert forced.exit_code == 0 and "FORCED" in forced.output, forced.output
+    assert forced.exit_code == 0, forced.output
+    assert "FORCED" in forced.output, forced.output
     assert registry.alias_version(store, "m", registry.CHAMPION) == "2"
     assert store.get_model_version("m", "2").tags[registry.FORCED_REASON] == "INC-7"
 
@@ -259,9 +273,10 @@ def test_deploy_refuses_to_reseed_a_lost_registry_unless_first_release(store, tm
     params = params_with(tmp_path, "deploy")
     refused = invoke("deploy", "--params", params)
     assert refused.exit_code == 2, refused.output
-    assert "dvc.lock records" in refused.output and "--first-release" in refused.output
+    assert "dvc.lock records" in refused.output
+    assert "--first-release" in refused.output
     seeded = invoke("deploy", "--params", params, "--first-release")
     # Past the registry check, on to the (missing) inputs.
-    assert seeded.exit_code == 2 and "bad input" in seeded.output and "weighted" in seeded.output, (
-        seeded.output
-    )
+    assert seeded.exit_code == 2, seeded.output
+    assert "bad input" in seeded.output, seeded.output
+    assert "weighted" in seeded.output, seeded.output

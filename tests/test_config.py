@@ -52,7 +52,7 @@ def section(name: str, **changes):
 
 
 @pytest.mark.parametrize(
-    "snapshot, fragment",
+    ("snapshot", "fragment"),
     [
         ("not a date", "is not a date"),
         ("", "empty or NaT"),
@@ -85,13 +85,13 @@ def test_unquoted_yaml_date_is_read_as_text(tmp_path):
 def test_garbage_simulator_start_date_is_refused():
     ingest = section("ingest")
     bad = {**ingest, "simulator": {**ingest["simulator"], "start_date": "soon"}}
-    with pytest.raises(ValidationError, match="ingest.simulator.start_date='soon' is not a date"):
+    with pytest.raises(ValidationError, match=r"ingest.simulator.start_date='soon' is not a date"):
         IngestConfig.model_validate(bad)
 
 
 @pytest.mark.parametrize("tolerance", [[0.3, -1], -0.1, [], float("nan"), [0.2, float("inf")]])
 def test_negative_or_non_finite_relative_tolerance_is_refused(tolerance):
-    with pytest.raises(ValidationError, match="monitor.relative_tolerance") as err:
+    with pytest.raises(ValidationError, match=r"monitor.relative_tolerance") as err:
         MonitorConfig.model_validate(section("monitor", relative_tolerance=tolerance))
     assert err.value.errors()[0]["loc"] == ("relative_tolerance",)
 

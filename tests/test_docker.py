@@ -191,7 +191,8 @@ def test_the_cli_finds_dvc_yaml_in_the_image():
     # The CLI's stage commands come from the dvc.yaml of the project the package is
     # installed from (nextbuy.stage_list): the image installs /opt/nextbuy editable.
     text = (DOCKER / "Dockerfile").read_text()
-    assert "WORKDIR /opt/nextbuy" in text and "COPY --chown=nextbuy:nextbuy . /opt/nextbuy" in text
+    assert "WORKDIR /opt/nextbuy" in text
+    assert "COPY --chown=nextbuy:nextbuy . /opt/nextbuy" in text
     assert re.search(r"uv pip install [^\n]*-e \.", text)
     assert not re.search(r"^dvc\.yaml$", (ROOT / ".dockerignore").read_text(), re.M)
 
@@ -216,7 +217,8 @@ def test_init_is_one_shot_migrate_and_dvc_pool(services):
 def test_healthchecks_and_depends_on_conditions(services):
     for name in LONG_RUNNING:
         hc = services[name].get("healthcheck")
-        assert hc and hc.get("test"), f"{name} has no healthcheck"
+        assert hc, f"{name} has no healthcheck"
+        assert hc.get("test"), f"{name} has no healthcheck"
     for name, svc in services.items():
         deps = svc.get("depends_on") or {}
         assert isinstance(deps, dict), f"{name}: depends_on without conditions"
@@ -245,7 +247,8 @@ def test_postgres_holds_airflow_and_mlflow_databases(services):
     scripts = list((DOCKER / "postgres-init").glob("*.sh"))
     assert scripts
     sql = "\n".join(s.read_text() for s in scripts)
-    assert "CREATE DATABASE airflow" in sql and "CREATE DATABASE mlflow" in sql
+    assert "CREATE DATABASE airflow" in sql
+    assert "CREATE DATABASE mlflow" in sql
     env = environment(services["airflow-scheduler"])
     assert "@postgres:5432/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
@@ -261,7 +264,8 @@ def test_mlflow_server_postgres_backend_and_served_artifact_volume(compose, serv
     assert dest.startswith("${MLFLOW_ARTIFACTS_DESTINATION:-/mlflow/artifacts}")
     assert volume_targets(svc)["/mlflow/artifacts"] in compose["volumes"]
     backend = environment(svc)["MLFLOW_BACKEND_STORE_URI"]
-    assert backend.startswith("postgresql") and backend.endswith("@postgres:5432/mlflow")
+    assert backend.startswith("postgresql")
+    assert backend.endswith("@postgres:5432/mlflow")
     allowed = cmd[cmd.index("--allowed-hosts") + 1]
     assert "mlflow:5000" in allowed  # the workers' Host header
 
@@ -379,19 +383,23 @@ def test_dockerfile_shape():
     instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
     code = "\n".join(instructions)  # comments mention the flags too; check the commands
     froms = [line for line in instructions if line.startswith("FROM ")]
-    assert froms and froms[0].split()[1] == "${BASE_IMAGE}"
+    assert froms
+    assert froms[0].split()[1] == "${BASE_IMAGE}"
     assert "ARG BASE_IMAGE=python:3.11-slim" in instructions  # overridable: air-gapped bases
     # no registry-only frontend: a `# syntax=` line pulls an image before the build starts
     assert not re.match(r"#\s*syntax\s*=", text.splitlines()[0])
     assert "WORKDIR /opt/nextbuy" in instructions
     users = [line.split()[1] for line in instructions if line.startswith("USER ")]
-    assert users and users[-1] not in ("root", "0", "0:0")
-    assert "uv pip install" in code and "-r /tmp/requirements/requirements.lock" in code
+    assert users
+    assert users[-1] not in ("root", "0", "0:0")
+    assert "uv pip install" in code
+    assert "-r /tmp/requirements/requirements.lock" in code
     assert re.search(r"uv pip install[^\n]*--no-deps -e \.", code)  # the project itself
     lock = (ROOT / "requirements.lock").read_text()
     if re.search(r"^torch==[^\s]+\+cpu", lock, re.M):
         # torch's CPU build: a wheel in docker/wheels/ first, else an index the build names
-        assert "--find-links /tmp/wheels" in code and "COPY docker/wheels/ /tmp/wheels/" in instructions
+        assert "--find-links /tmp/wheels" in code
+        assert "COPY docker/wheels/ /tmp/wheels/" in instructions
         assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in instructions
         assert '${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}' in code
         assert re.search(r"--index-strategy (unsafe-best-match|unsafe-first-match)", code)

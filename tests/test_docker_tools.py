@@ -37,7 +37,7 @@ stack_check = _load("stack_check")
 
 
 class _Status(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         self.send_response(int(self.path.strip("/")))
         self.end_headers()
 
@@ -128,7 +128,8 @@ def test_throwaway_settings_fill_every_required_variable_with_fresh_secrets(tmp_
     Fernet(one["AIRFLOW_FERNET_KEY"])  # a valid key
     assert one["AIRFLOW_ADMIN_PASSWORD"] != two["AIRFLOW_ADMIN_PASSWORD"]
     ports = [one[k] for k in ("AIRFLOW_PORT", "MLFLOW_PORT", "EVIDENTLY_PORT")]
-    assert len(set(ports)) == 3 and all(not procs.port_open(int(p)) for p in ports)
+    assert len(set(ports)) == 3
+    assert all(not procs.port_open(int(p)) for p in ports)
     assert one["NEXTBUY_CHECKOUT"] == str(tmp_path)
 
 
@@ -140,7 +141,8 @@ def test_the_torch_wheel_is_staged_from_pips_find_links(tmp_path, monkeypatch):
     (tmp_path / "wheels").mkdir()
     monkeypatch.setattr(stack_check, "find_links", lambda: [links])
     name = stack_check.stage_torch_wheel(tmp_path / "wheels")
-    assert name and (tmp_path / "wheels" / name).read_bytes() == b"wheel"
+    assert name
+    assert (tmp_path / "wheels" / name).read_bytes() == b"wheel"
     monkeypatch.setattr(stack_check, "find_links", lambda: [])
     assert stack_check.stage_torch_wheel(tmp_path / "wheels") is None
 
@@ -153,19 +155,22 @@ def test_base_images_build_names_what_compose_and_the_dockerfile_take():
     for line in ("NEXTBUY_BASE_IMAGE=$prefix/python:3.11", "POSTGRES_IMAGE=$prefix/postgres:15",
                  "REDIS_IMAGE=$prefix/redis:7"):  # fmt: skip
         assert line in script
-    assert "debootstrap --variant=minbase" in script and "docker import" in script
+    assert "debootstrap --variant=minbase" in script
+    assert "docker import" in script
     assert subprocess.run(["bash", "-n", str(BASES / "build.sh")]).returncode == 0
     assert subprocess.run(["bash", "-n", str(BASES / "postgres-entrypoint.sh")]).returncode == 0
     for name in ("python", "postgres", "redis"):
         text = (BASES / f"{name}.Dockerfile").read_text()
-        assert "FROM ${DEBIAN_IMAGE}" in text and "apt-get install" in text
+        assert "FROM ${DEBIAN_IMAGE}" in text
+        assert "apt-get install" in text
 
 
 def test_every_health_check_is_a_light_one():
     services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
     for name, service in services.items():
         test = " ".join(service.get("healthcheck", {}).get("test", []))
-        assert "airflow jobs check" not in test and "inspect ping" not in test, name
+        assert "airflow jobs check" not in test, name
+        assert "inspect ping" not in test, name
         if name not in ("postgres", "redis") and test:
             assert "/opt/nextbuy/docker/healthcheck.py" in test, name
     mlflow = services["mlflow"]

@@ -4,6 +4,8 @@ counts as much as one at the top of a module."""
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 
 from tests.conftest import ROOT
@@ -17,7 +19,7 @@ LAYERS = (
     ("nextbuy.data",),
     ("nextbuy.stages",),
     # `nextbuy bench` in the CLI dispatches by name (importlib), never imports bench.
-    ("nextbuy.orchestration", "nextbuy.cli", "nextbuy.pipeline", "nextbuy.serving_fixtures"),
+    ("nextbuy.orchestration", "nextbuy.cli", "nextbuy.pipeline"),
     ("nextbuy.bench",),
 )
 FORBIDDEN = {
@@ -58,12 +60,28 @@ def test_stages_never_import_each_other():
         assert others == [], f"{stage} imports {others}: shared logic belongs in the domain layer"
 
 
+# What the operational benchmarks and the tests share: a synthetic champion, a REST server, a
+# copy of the project. Any other test leaning on a benchmark would test the benchmark.
+BENCH_FIXTURES = ("nextbuy.bench.serving_fixtures", "nextbuy.bench.project_copy")
+
+
 def test_only_the_bench_tests_import_bench():
     # tests mirror the code: tests/bench/ tests the benchmarks, nothing else leans on them
     for file in (ROOT / "tests").rglob("*.py"):
         if file.is_relative_to(ROOT / "tests" / "bench"):
             continue
-        assert not [m for m in imported_modules(file) if m.startswith("nextbuy.bench")], file
+        bench = [m for m in imported_modules(file) if m.startswith("nextbuy.bench") and m != "nextbuy.bench"]
+        assert not [m for m in bench if m not in BENCH_FIXTURES], file
+
+
+def test_the_product_never_imports_the_research_benchmarks():
+    # benchmarks/nextbuy_lab reaches `nextbuy bench` through entry points, never by an import
+    for file in PACKAGE.rglob("*.py"):
+        tree = ast.parse(file.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not [m for m in names if m.split(".")[0] == "nextbuy_lab"], file
+        assert "nextbuy_lab" not in file.read_text(), file
 
 
 def test_the_check_sees_a_violation(tmp_path, monkeypatch):

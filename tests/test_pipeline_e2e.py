@@ -41,14 +41,17 @@ def test_dvc_repro_runs_all_stages_and_registers_champion(pipeline, tiny_params)
     for stage in dag_stages(ROOT, "training"):
         assert json.loads((dest / "metrics" / f"{stage}.json").read_text()), stage
     deploy = json.loads((dest / "metrics" / "deploy.json").read_text())
-    assert deploy["passed"] and deploy["champion_version"] == deploy["version"] == 1
+    assert deploy["passed"]
+    assert deploy["champion_version"] == deploy["version"] == 1
 
     # Nothing changed, so nothing runs again.
     again = run(["dvc", "repro"], dest, env)
-    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
+    assert again.returncode == 0, again.stdout
+    assert "Running stage" not in again.stdout, again.stdout
 
     summary = run(["nextbuy", "summary"], dest, env)
-    assert summary.returncode == 0 and "champion = v1" in summary.stdout
+    assert summary.returncode == 0
+    assert "champion = v1" in summary.stdout
 
     score = run(
         [
@@ -68,13 +71,16 @@ def test_dvc_repro_runs_all_stages_and_registers_champion(pipeline, tiny_params)
     assert score.returncode == 0, score.stderr[-3000:]
     out = pd.DataFrame(json.loads(score.stdout))
     assert list(out.columns[:5]) == ["score", "uncertainty", "bucket", "prob_calibrated", "decision"]
-    assert out["score"].between(0, 1).all() and (out["uncertainty"] >= 0).all()
+    assert out["score"].between(0, 1).all()
+    assert (out["uncertainty"] >= 0).all()
     assert out["cold_start"].tolist() == [False, False, False, True]
 
     # A blessing with lineage was written and set on the model version.
     blessing = json.loads((dest / "models" / "deploy" / "blessing.json").read_text())
-    assert blessing["passed"] and blessing["champion"] is None  # first deployment: floors only
-    assert blessing["lineage"]["git_commit"] != "unknown" and blessing["lineage"]["data_sha256"]
+    assert blessing["passed"]
+    assert blessing["champion"] is None
+    assert blessing["lineage"]["git_commit"] != "unknown"
+    assert blessing["lineage"]["data_sha256"]
     assert blessing["lineage"]["params"]["train"] == tiny_params["train"]
 
 
@@ -94,16 +100,19 @@ def test_a_failed_stage_leaves_its_last_good_outputs(pipeline, tiny_params):
     tasks run the same stage command through dvc repro)."""
     dest, env = pipeline
     before = _outputs(dest, "train")
-    assert "metrics/train.json" in before and "plots/train/loss.csv" in before
+    assert "metrics/train.json" in before
+    assert "plots/train/loss.csv" in before
     typo = {**tiny_params, "train": {**tiny_params["train"], "epochz": 3}}
     (dest / "params.yaml").write_text(yaml.safe_dump(typo))
     failed = run(["dvc", "repro", "train"], dest, env)
-    assert failed.returncode != 0 and "epochz" in failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "epochz" in failed.stdout + failed.stderr
     assert "back in place" in failed.stdout + failed.stderr
     assert _outputs(dest, "train") == before
     (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     status = run(["dvc", "status", "train"], dest, env)
-    assert status.returncode == 0 and "changed outs" not in status.stdout, status.stdout
+    assert status.returncode == 0, status.stdout
+    assert "changed outs" not in status.stdout, status.stdout
 
 
 def test_make_run_puts_back_what_dvc_deleted_before_it_checked_params(pipeline, tiny_params):
@@ -118,7 +127,8 @@ def test_make_run_puts_back_what_dvc_deleted_before_it_checked_params(pipeline, 
     assert _outputs(dest, "train") == before
     (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     status = run(["dvc", "status", "train"], dest, env)
-    assert status.returncode == 0 and "changed outs" not in status.stdout, status.stdout
+    assert status.returncode == 0, status.stdout
+    assert "changed outs" not in status.stdout, status.stdout
 
 
 def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny_params):
@@ -129,17 +139,22 @@ def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny
     refused = run(["dvc", "repro"], dest, env)
     assert refused.returncode == 0, refused.stdout[-3000:] + refused.stderr[-3000:]
     deploy = json.loads((dest / "metrics" / "deploy.json").read_text())
-    assert not deploy["passed"] and deploy["version"] == 2 and deploy["champion_version"] == 1
+    assert not deploy["passed"]
+    assert deploy["version"] == 2
+    assert deploy["champion_version"] == 1
     assert any("champion" in r for r in deploy["reasons"]), deploy["reasons"]
     assert "REFUSED" in run(["nextbuy", "summary"], dest, env).stdout
 
     # A deliberate release, then one-command rollback.
     unforced = run(["nextbuy", "promote", "2"], dest, env)
-    assert unforced.returncode != 0 and "--force" in unforced.stdout + unforced.stderr
+    assert unforced.returncode != 0
+    assert "--force" in unforced.stdout + unforced.stderr
     promoted = run(["nextbuy", "promote", "2", "--force", "--reason", "gate drill"], dest, env)
-    assert promoted.returncode == 0 and "v1 → v2" in promoted.stderr, promoted.stderr
+    assert promoted.returncode == 0, promoted.stderr
+    assert "v1 → v2" in promoted.stderr, promoted.stderr
     rolled = run(["nextbuy", "rollback"], dest, env)
-    assert rolled.returncode == 0 and "v2 → v1" in rolled.stderr, rolled.stderr
+    assert rolled.returncode == 0, rolled.stderr
+    assert "v2 → v1" in rolled.stderr, rolled.stderr
     aliases = run(
         [
             sys.executable,
@@ -153,7 +168,8 @@ def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny
         dest,
         env,
     )
-    assert "'champion': '1'" in aliases.stdout and "challenger" not in aliases.stdout, aliases.stdout
+    assert "'champion': '1'" in aliases.stdout, aliases.stdout
+    assert "challenger" not in aliases.stdout, aliases.stdout
     assert run(["nextbuy", "rollback"], dest, env).returncode == 1  # nothing earlier to go back to
 
 
@@ -178,5 +194,6 @@ def test_batch_top_k_for_every_product_sharded(pipeline):
         )
         assert batch.returncode == 0, batch.stderr[-2000:]
     recs = pd.read_parquet(dest / "recs")
-    assert len(recs) == 300 * 5 and recs["source_id"].nunique() == 300
+    assert len(recs) == 300 * 5
+    assert recs["source_id"].nunique() == 300
     assert (recs["source_id"] != recs["candidate_id"]).all()

@@ -61,4 +61,5 @@ def test_every_preset_has_a_registry_line_of_its_own() -> None:
     registered model (champion, gate comparison, monitor), nor another preset's."""
     names = [params_with(p, ROOT / "params.yaml")["deploy"]["model_name"] for p in PRESETS]
     default = read_params(ROOT / "params.yaml")["deploy"]["model_name"]
-    assert default not in names and len(set(names)) == len(names), dict(zip(PRESETS, names, strict=True))
+    assert default not in names, dict(zip(PRESETS, names, strict=True))
+    assert len(set(names)) == len(names), dict(zip(PRESETS, names, strict=True))

@@ -376,7 +376,7 @@ def load_section(name: str, params_file: str | os.PathLike = PARAMS_FILE) -> _Se
     return section_config(read_params(params_file), name)
 
 
-def flat_fields(model: type[BaseModel] = None, prefix: str = "") -> set[str]:
+def flat_fields(model: type[BaseModel] | None = None, prefix: str = "") -> set[str]:
     """Dotted names of every knob the models declare (sub-sections expanded)."""
     if model is None:
         return set().union(*(flat_fields(m, name) for name, m in SECTIONS.items()))

@@ -42,10 +42,10 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
         data.impressions, data.snapshot, cfg["label_delay"], data.products, data.edges
     )
     delay_model = delay_models["importance"]
+    graph = train.build_graph(data.products, data.edges, data.features)
     _, moments, _ = train.fit(
-        data.products, data.edges, weighted, cfg["train"], delay_family=delay_model.family,
-        progress=progress, extra_features=data.features,
-    )  # fmt: skip
+        graph, weighted, cfg["train"], delay_family=delay_model.family, progress=progress
+    )
     scored, calibration = calibrate.score_holdout(weighted, moments, cfg["calibrate"])
     per_bucket, _ = thresholds.fit(scored, len(calibration.edges) + 1, cfg["thresholds"])
     bundle = ServingBundle.from_arrays(moments, calibration, per_bucket, cfg["deploy"].retrieval)

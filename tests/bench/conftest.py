@@ -9,7 +9,7 @@ import torch
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny tensors gain nothing from intra-op threads (a busy 2-core box gets much slower);
-    train.fit_graph also switches torch to deterministic algorithms: switch back after."""
+    train.train_rounds also switches torch to deterministic algorithms: switch back after."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     yield

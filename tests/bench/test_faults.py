@@ -25,7 +25,8 @@ def test_a_refusal_is_clear_only_when_it_names_the_problem_without_a_traceback()
     assert faults.judge(CASE, 2, "train failed", True)["unclear"]
     assert faults.judge(CASE, 0, NAMED, True)["silent"]
     crashed = faults.judge(CASE, 1, NAMED + "\nTraceback (most recent call last):\n  File", True)
-    assert crashed["traceback"] and not crashed["clear"]
+    assert crashed["traceback"]
+    assert not crashed["clear"]
     assert faults.judge(CASE, 2, NAMED, outputs_same=False)["lost"]
 
 
@@ -43,7 +44,9 @@ def test_rows_are_required_where_the_case_says_so():
 def test_a_cleaning_case_must_warn_with_its_count_and_may_change_outputs():
     warn = fault_cases.Case("dups", "input", "ingest", ("dropped 7 exact duplicate",), expect="warn")
     ok = faults.judge(warn, 0, "WARNING log.parquet: dropped 7 exact duplicate row(s)", False)
-    assert ok["clear"] and not ok["lost"] and not ok["silent"]
+    assert ok["clear"]
+    assert not ok["lost"]
+    assert not ok["silent"]
     assert faults.judge(warn, 0, "ingest done", False)["silent"]
 
 
@@ -102,5 +105,7 @@ def test_cases_run_for_real_are_judged_and_the_project_is_put_back(tmp_path, tin
     for name in ("typo key", "truncated products"):
         case = next(c for c in fault_cases.CASES if c.name == name)
         row = faults.run_case(project, case, baseline)
-        assert row["clear"] and not row["lost"] and row["exit"] != 0, row
+        assert row["clear"], row
+        assert not row["lost"], row
+        assert row["exit"] != 0, row
         assert faults.capture(project) == baseline

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from nextbuy.bench import serve
-from nextbuy.serving_fixtures import load_bundle, write_bundle_files
+from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
 from tests.helpers import config
 
 
@@ -33,7 +33,8 @@ def generic(tmp_path_factory):
 def test_top_k_of_every_product_is_measured_and_compared_with_the_exact_method(generic):
     figures = serve.topk_keys(generic, serve.size_label(3_000))
     assert figures["topk_3k_index"] == "flat"  # auto, below the switch size
-    assert figures["topk_3k_measured_sources"] == 3_000 and figures["topk_3k_rows"] == 3_000 * serve.TOP_K
+    assert figures["topk_3k_measured_sources"] == 3_000
+    assert figures["topk_3k_rows"] == 3_000 * serve.TOP_K
     assert figures["topk_3k_extrapolated"] is False
     assert figures["topk_3k_recall_vs_exact"] == 1.0  # the exact search
     assert figures["topk_3k_exact_sampled_sources"] == serve.TOPK_EXACT_SAMPLE
@@ -71,9 +72,13 @@ def test_the_table_shows_the_goals_of_each_size(generic):
     console = Console(width=200, record=True)
     console.print(serve._table(fig))
     text = console.export_text()
-    assert "top-20 for all 100,000 products (flat index" in text and "≤ 60 s" in text
-    assert "top-20 for all 1,000,000 products" in text and "≤ 900 s" in text and "│ no" in text
-    assert "recall@20 vs exact (1,000 sources)" in text and "≥ 0.99" in text
+    assert "top-20 for all 100,000 products (flat index" in text
+    assert "≤ 60 s" in text
+    assert "top-20 for all 1,000,000 products" in text
+    assert "≤ 900 s" in text
+    assert "│ no" in text
+    assert "recall@20 vs exact (1,000 sources)" in text
+    assert "≥ 0.99" in text
     assert "extrapolated from 1,000 sources" in text
 
 
@@ -100,10 +105,15 @@ def test_top_k_of_a_trained_bundle_is_read_from_a_pipeline_project(tmp_path):
 
 def test_latency_summary_of_a_load_level():
     level = serve.latency_summary([1.0] * 98 + [10.0, 20.0], errors=2, seconds=2.0, clients=4)
-    assert level["clients"] == 4 and level["requests"] == 102 and level["errors"] == 2
-    assert level["rps"] == 50.0 and level["p50_ms"] == 1.0 and 10.0 <= level["p99_ms"] <= 20.0
+    assert level["clients"] == 4
+    assert level["requests"] == 102
+    assert level["errors"] == 2
+    assert level["rps"] == 50.0
+    assert level["p50_ms"] == 1.0
+    assert 10.0 <= level["p99_ms"] <= 20.0
     empty = serve.latency_summary([], errors=3, seconds=1.0, clients=1)
-    assert empty["p99_ms"] is None and empty["rps"] == 0.0
+    assert empty["p99_ms"] is None
+    assert empty["rps"] == 0.0
 
 
 @pytest.mark.slow
@@ -112,7 +122,7 @@ def test_load_levels_against_several_workers(tmp_path, monkeypatch):
     with the pair fast path and without it."""
     import numpy as np
 
-    from nextbuy import serving_fixtures as fixtures
+    from nextbuy.bench import serving_fixtures as fixtures
 
     monkeypatch.setattr(serve, "LOAD_CLIENTS", (1, 4))
     monkeypatch.setattr(serve, "LOAD_REQUESTS", 24)
@@ -129,9 +139,12 @@ def test_load_levels_against_several_workers(tmp_path, monkeypatch):
             for _ in range(serve.LOAD_REQUESTS + serve.REST_WARMUP * serve.LOAD_WORKERS)
         ]
         load = serve.bench_load(uri, tmp_path, bodies)
-    assert load["load_server_stopped"] and load["load_workers"] == serve.LOAD_WORKERS
+    assert load["load_server_stopped"]
+    assert load["load_workers"] == serve.LOAD_WORKERS
     for key in ("load_levels", "load_levels_mlflow_path"):  # as served, and MLflow's path only
         assert [lv["clients"] for lv in load[key]] == [1, 4]
         for level in load[key]:
-            assert level["requests"] == 24 and level["errors"] == 0
-            assert level["rps"] > 0 and level["p99_ms"] > 0
+            assert level["requests"] == 24
+            assert level["errors"] == 0
+            assert level["rps"] > 0
+            assert level["p99_ms"] > 0

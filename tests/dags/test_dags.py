@@ -159,13 +159,17 @@ def test_dagbag_loads_both_dags_in_order(airflow_project):
         assert dag.max_active_runs == 1
         for stage in stages:
             task = dag.get_task(stage)
-            assert task.pool == names.POOL and task.retries >= 1 and task.retry_exponential_backoff
+            assert task.pool == names.POOL
+            assert task.retries >= 1
+            assert task.retry_exponential_backoff
             assert f"dvc repro --single-item {stage}" in task.bash_command
         for task_id in ("set_params", "restore_params"):  # a cold API server costs a retry, not the run
             assert dag.get_task(task_id).retries == names.TASK_RETRIES
-        assert dag.get_task("set_params").is_setup and dag.get_task("restore_params").is_teardown
+        assert dag.get_task("set_params").is_setup
+        assert dag.get_task("restore_params").is_teardown
     # Unpausing starts no run: no catch-up, and no run for the tick missed while paused.
-    assert not training.catchup and not monitoring.catchup
+    assert not training.catchup
+    assert not monitoring.catchup
     assert type(training.timetable).__name__ == "NextTickTimetable"
     assert type(monitoring.timetable.timetable).__name__ == "NextTickTimetable"
     assert [o.uri for o in training.get_task("release").outlets] == [names.CHAMPION_ASSET_URI]
@@ -184,19 +188,23 @@ def test_dagbag_loads_both_dags_in_order(airflow_project):
 def test_dagbag_loads_the_batch_dag(airflow_project):
     batch = _dagbag(DAGS).dags[BATCH_DAG_ID]
     assert [t.task_id for t in batch.topological_sort()] == BATCH_ORDER
-    assert batch.max_active_runs == 1 and not batch.catchup
+    assert batch.max_active_runs == 1
+    assert not batch.catchup
     # Nightly, and on every champion release (the Asset the training DAG's release emits).
     assert type(batch.timetable).__name__ == "AssetOrTimeSchedule"
     assert type(batch.timetable.timetable).__name__ == "NextTickTimetable"
     assert batch.timetable.timetable._expression == "0 2 * * *"
     assert batch.timetable.asset_condition.uri == names.CHAMPION_ASSET_URI
-    assert batch.params["k"] == 20 and batch.params["num_shards"] == 4
+    assert batch.params["k"] == 20
+    assert batch.params["num_shards"] == 4
     # One mapped task instance per shard: the shards resolve_champion returns; each gets the
     # champion it pinned (its XCom "champion"), and publish waits for all of them.
     shard = batch.get_task("batch_shard")
-    assert shard.is_mapped and shard.pool != names.POOL  # no DVC: shards run side by side
+    assert shard.is_mapped
+    assert shard.pool != names.POOL
     mapped = shard.op_kwargs_expand_input.value["shard"]
-    assert mapped.operator.task_id == "resolve_champion" and mapped.key == "return_value"
+    assert mapped.operator.task_id == "resolve_champion"
+    assert mapped.key == "return_value"
     pinned = shard.partial_kwargs["op_kwargs"]["champion"]
     assert (pinned.operator.task_id, pinned.key) == ("resolve_champion", batch_tasks.CHAMPION_XCOM)
     assert batch.get_task("publish").upstream_task_ids == {"resolve_champion", "batch_shard"}
@@ -298,7 +306,8 @@ def test_training_dag_runs_the_stages_and_releases_a_champion(trained):
     assert state == "success", tasks
     assert all(tasks[t] == "success" for t in TRAINING_ORDER), tasks
     ws = workspace_dir(project)
-    assert (ws / "params.yaml").read_text() == original and not (ws / BACKUP_FILE).exists()
+    assert (ws / "params.yaml").read_text() == original
+    assert not (ws / BACKUP_FILE).exists()
     # The run is a DVC experiment the checkout lists (its params and metrics).
     exps = subprocess.run(["dvc", "exp", "list"], cwd=project, capture_output=True, text=True).stdout
     assert experiment_name(TRAINING_DAG_ID, run_id) in exps
@@ -317,19 +326,19 @@ def test_training_dag_runs_the_stages_and_releases_a_champion(trained):
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     champion = client.get_model_version_by_alias(PARAMS["deploy"]["model_name"], "champion")
-    assert champion.tags["passed"] == "true" and champion.tags["lineage.airflow_run_id"] == run_id
+    assert champion.tags["passed"] == "true"
+    assert champion.tags["lineage.airflow_run_id"] == run_id
     lineage = json.loads(champion.tags["lineage.params"])
-    assert (
-        lineage["thresholds"]["target_precision"] == 0.25
-        and lineage["ingest"]["snapshot"] == "2026-11-15T00:00:00"
-    )
+    assert lineage["thresholds"]["target_precision"] == 0.25
+    assert lineage["ingest"]["snapshot"] == "2026-11-15T00:00:00"
     train_run = client.search_runs(
         [client.get_experiment_by_name("nextbuy").experiment_id], "tags.stage = 'train'"
     )[0]
     assert train_run.data.params["train.epochs"] == "1"
     assert _xcom(TRAINING_DAG_ID, run_id, "gate")["passed"] is True
     events = _asset_events(run_id)
-    assert len(events) == 1 and str(events[0]["version"]) == str(champion.version) == "1"
+    assert len(events) == 1
+    assert str(events[0]["version"]) == str(champion.version) == "1"
 
 
 def _map_states(dag_id: str, run_id: str, task_id: str) -> dict[int, tuple[str, str | None]]:
@@ -365,7 +374,8 @@ def test_batch_dag_writes_top_k_for_every_product_with_the_champion(trained):
     assert _xcom(BATCH_DAG_ID, run_id, "resolve_champion") == [0, 1, 2]
     pinned = _xcom(BATCH_DAG_ID, run_id, "resolve_champion", key=batch_tasks.CHAMPION_XCOM)
     model = PARAMS["deploy"]["model_name"]
-    assert pinned["model_uri"] == f"models:/{model}/1" and pinned["model_version"] == 1
+    assert pinned["model_uri"] == f"models:/{model}/1"
+    assert pinned["model_version"] == 1
 
     root = project / names.RECOMMENDATIONS_DIR
     folder = root / "model_version=1"
@@ -383,12 +393,15 @@ def test_batch_dag_writes_top_k_for_every_product_with_the_champion(trained):
     }
     assert manifest["created_at"].endswith("+00:00")
     frame = pd.read_parquet(folder)
-    assert len(frame) == n * 5 and set(frame["source_id"]) == set(range(n))
+    assert len(frame) == n * 5
+    assert set(frame["source_id"]) == set(range(n))
     assert not frame.duplicated(["source_id", "rank"]).any()
     assert (frame["source_id"] != frame["candidate_id"]).all()
     assert (frame["source_id"] % 3 == frame["shard"].astype(int)).all()  # shard i: the ids with id % 3 == i
     latest = batch_tasks.read_latest(root)
-    assert latest["path"] == "model_version=1" and latest["run_id"] == run_id and latest["rows"] == n * 5
+    assert latest["path"] == "model_version=1"
+    assert latest["run_id"] == run_id
+    assert latest["rows"] == n * 5
     assert _xcom(BATCH_DAG_ID, run_id, "publish") == manifest
 
     # Same version again: the same rows, the manifest and pointer of the new run.
@@ -431,10 +444,12 @@ def test_a_stage_refusing_its_input_fails_the_run_without_retries_and_params_com
     )
     assert state == "failed", tasks
     # A missing input file fails every retry alike: failed at once, retries left unused.
-    assert tasks["ingest"] == "failed" and tasks["_tries"]["ingest"] == 1
+    assert tasks["ingest"] == "failed"
+    assert tasks["_tries"]["ingest"] == 1
     assert all(tasks[t] == "upstream_failed" for t in [*TRAINING_STAGES[1:], "gate", "release"]), tasks
     assert tasks["restore_params"] == "success"
-    assert (ws / "params.yaml").read_text() == original and not (ws / BACKUP_FILE).exists()
+    assert (ws / "params.yaml").read_text() == original
+    assert not (ws / BACKUP_FILE).exists()
     # The stage's own error is in the task log; its last good outputs, metrics and plots
     # included, are back as dvc.lock records them.
     assert "no-such-graph.csv" in capfd.readouterr().out
@@ -447,11 +462,9 @@ def test_monitoring_without_alerts_ends_quietly(trained):
     dag = _dagbag(project / "dags").dags[MONITORING_DAG_ID]
     state, tasks, _ = _run(dag)
     assert state == "success", tasks
-    assert (
-        tasks["check_alerts"] == "success"
-        and tasks["no_retrain"] == "success"
-        and tasks["retrain"] == "skipped"
-    )
+    assert tasks["check_alerts"] == "success"
+    assert tasks["no_retrain"] == "success"
+    assert tasks["retrain"] == "skipped"
     assert json.loads((workspace_dir(project) / "monitoring" / "alerts.json").read_text())["alerts"] == []
     assert (workspace_dir(project) / "params.yaml").read_text() == original
 
@@ -465,14 +478,17 @@ def test_monitoring_alert_triggers_retraining_with_the_reason(trained):
     dag = _dagbag(project / "dags").dags[MONITORING_DAG_ID]
     state, tasks, run_id = _run(dag, conf={"overrides": DRIFT_DRILL})
     assert state == "success", tasks
-    assert tasks["retrain"] == "success" and tasks["no_retrain"] == "skipped", tasks
+    assert tasks["retrain"] == "success", tasks
+    assert tasks["no_retrain"] == "skipped", tasks
     fired = json.loads((workspace_dir(project) / "monitoring" / "alerts.json").read_text())["alerts"]
-    assert fired and {a["bucket"] for a in fired} == {1}
+    assert fired
+    assert {a["bucket"] for a in fired} == {1}
     with create_session() as session:
         runs = DagRun.find(dag_id=TRAINING_DAG_ID, run_id=f"retrain__{run_id}", session=session)
         assert len(runs) == 1
         reason = runs[0].conf["reason"]
-    assert run_id in reason and fired[0]["message"] in reason
+    assert run_id in reason
+    assert fired[0]["message"] in reason
     assert (workspace_dir(project) / "params.yaml").read_text() == original
 
 
@@ -485,12 +501,14 @@ def test_a_refused_candidate_skips_gate_and_release_without_failing(trained):
     conf = {"target_precision": 0.25, "overrides": {"train.epochs": 1, "train.shuffle_labels": True}}
     state, tasks, run_id = _run(dag, logical_date=DAY, conf=conf)
     assert state == "success", tasks
-    assert tasks["deploy"] == "success" and tasks["gate"] == "skipped" and tasks["release"] == "skipped", (
-        tasks
-    )
-    assert tasks["_tries"]["gate"] == 1 and tasks["restore_params"] == "success"
+    assert tasks["deploy"] == "success", tasks
+    assert tasks["gate"] == "skipped", tasks
+    assert tasks["release"] == "skipped", tasks
+    assert tasks["_tries"]["gate"] == 1
+    assert tasks["restore_params"] == "success"
     verdict = json.loads((workspace_dir(project) / "metrics" / "deploy.json").read_text())
-    assert not verdict["passed"] and str(verdict["champion_version"]) == "1"
+    assert not verdict["passed"]
+    assert str(verdict["champion_version"]) == "1"
     assert _asset_events(run_id) == []
     assert (workspace_dir(project) / "params.yaml").read_text() == original
 
@@ -563,5 +581,5 @@ def test_an_invalid_override_fails_set_params_without_retries(airflow_project):
 
     context = {"params": {"overrides": {"train.epoch": 2}}, "run_id": "manual__1", "logical_date": None}
     context["dag"] = type("Dag", (), {"dag_id": TRAINING_DAG_ID})()
-    with pytest.raises(AirflowFailException, match="(?s)invalid run overrides.*epoch.*not retried"):
+    with pytest.raises(AirflowFailException, match=r"(?s)invalid run overrides.*epoch.*not retried"):
         task_bodies.set_params_task(airflow_project, context, names.TRAINING)

@@ -141,7 +141,8 @@ def test_products_are_the_product_column_plus_the_context(tmp_path):
     keys = ["05db9164", "68fd1e64", "8cf07265", CRITEO_CONTEXT_KEY, "unknown"]
     assert products["product_key"].tolist() == keys
     assert products["product_id"].tolist() == [0, 1, 2, 3, 4]
-    assert (products["category"] == -1).all() and products["price"].isna().all()
+    assert (products["category"] == -1).all()
+    assert products["price"].isna().all()
     key_of = dict(zip(products["product_id"], products["product_key"], strict=True))
     shown = [key_of[i] for i in log.impressions["shown_id"]]
     assert shown == ["68fd1e64", "8cf07265", "68fd1e64", "unknown", "05db9164", "8cf07265"]
@@ -169,7 +170,8 @@ def test_features_are_the_integer_and_categorical_columns(tmp_path):
     np.testing.assert_array_equal(ints.iloc[0], [5, np.nan, 1, -1, 0, 12, 3, 7])
     assert ints.iloc[1].isna().all()
     assert features.loc[5, "int_8"] == 9
-    assert features.loc[0, "cat_9"] == "f" and features.loc[1, "cat_3"] == "x1"
+    assert features.loc[0, "cat_9"] == "f"
+    assert features.loc[1, "cat_3"] == "x1"
     assert features.loc[3, "cat_1"] == ""  # empty categorical kept as "", not "unknown"
     assert all(isinstance(v, str) for v in features[[f"cat_{i}" for i in range(1, 10)]].to_numpy().ravel())
 
@@ -183,7 +185,7 @@ def test_crlf_and_missing_final_newline_are_read(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "case, rows, column, row",
+    ("case", "rows", "column", "row"),
     [
         ("short_row", [*ROWS[:2], ROWS[2][:-1], *ROWS[3:]], "cat_9", 2),
         ("long_row", [*ROWS[:3], [*ROWS[3], "extra"], *ROWS[4:]], "cat_9", 3),
@@ -221,7 +223,9 @@ def test_delay_stage_runs_on_the_criteo_log(tmp_path):
     io.validate(weighted, schemas.WEIGHTED, "weighted")
     assert weighted["impression_id"].tolist() == log.impressions["impression_id"].tolist()
     assert weighted["label"].tolist() == [1, 0, 1, 0, 1, 0]
-    assert (weighted["clicked"] == 1).all() and (weighted["carted"] == 0).all()
+    assert (weighted["clicked"] == 1).all()
+    assert (weighted["carted"] == 0).all()
     assert (weighted.loc[weighted["label"] == 1, "p_flip"] == 0).all()
     weights = weighted.filter(like="weight_")
-    assert len(weights.columns) and np.isfinite(weights.to_numpy()).all()
+    assert len(weights.columns)
+    assert np.isfinite(weights.to_numpy()).all()

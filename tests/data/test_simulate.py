@@ -16,6 +16,7 @@ from nextbuy.data import simulate
 from nextbuy.data.simulate import (
     PAIR_NOISE,
     StoreWorld,
+    Window,
     _pair_noise,
     complement_relations,
     conversion_probability,
@@ -109,7 +110,8 @@ def test_tables_validate_with_exact_dtypes(small_store):
         for c in ("shown_at", "clicked_at", "carted_at", "converted_at")
     )
     popularity = world.truth_products["popularity"]
-    assert (popularity > 0).all() and popularity.sum() == pytest.approx(1.0)
+    assert (popularity > 0).all()
+    assert popularity.sum() == pytest.approx(1.0)
     assert world.truth_products.filter(regex="^src_").shape[1] == SMALL.latent_dim
     assert world.snapshot - world.start == pd.Timedelta(days=SMALL.history_days)
 
@@ -171,7 +173,8 @@ def test_graph_is_directed_complements_one_way(default_store):
 def test_complement_relations_have_the_configured_reciprocal_share():
     for share in (0.0, 0.15, 0.5, 1.0):
         rel = complement_relations(40, 3, share, np.random.default_rng(0))
-        assert (rel.sum(axis=1) == 3).all() and not rel.diagonal().any()
+        assert (rel.sum(axis=1) == 3).all()
+        assert not rel.diagonal().any()
         assert (rel & rel.T).sum() / rel.sum() == pytest.approx(share, abs=0.05)
 
 
@@ -182,10 +185,12 @@ def test_degree_is_heavy_tailed_with_many_low_degree_products(default_store):
     in_deg = np.bincount(world.edges["dst"], minlength=n)
     degree = out_deg + in_deg
     assert degree.max() > 50 * np.median(degree)
-    assert out_deg.max() > 50 * max(np.median(out_deg), 1) and in_deg.max() > 50 * max(np.median(in_deg), 1)
+    assert out_deg.max() > 50 * max(np.median(out_deg), 1)
+    assert in_deg.max() > 50 * max(np.median(in_deg), 1)
     assert (degree <= 1).mean() > 0.04
     assert (degree == 0).any()
-    assert world.edges["weight"].max() > 10 and (world.edges["weight"] == 1).mean() > 0.3
+    assert world.edges["weight"].max() > 10
+    assert (world.edges["weight"] == 1).mean() > 0.3
 
 
 def test_censoring_hides_late_events_but_truth_keeps_them(small_store):
@@ -216,7 +221,8 @@ def test_conversion_delay_is_heavy_tailed_and_slower_for_expensive_products(defa
     world, traffic = default_store
     delay = traffic.truth["delay_days"]
     q50, q99 = delay.quantile([0.5, 0.99])
-    assert q99 > 10 * q50 and delay.max() > 14
+    assert q99 > 10 * q50
+    assert delay.max() > 14
     price = world.products["price"].to_numpy()[traffic.impressions["shown_id"]]
     cheap, dear = np.quantile(world.products["price"], [0.25, 0.75])
     assert delay[price >= dear].median() > 1.5 * delay[price <= cheap].median()
@@ -236,7 +242,8 @@ def test_delay_price_elasticity_sets_how_much_price_slows_a_conversion(small_sto
     # Same draws, only the delays move: 0 is price-blind, a larger elasticity slows dear products more.
     blind, default, steep = (dear_over_cheap(e) for e in (0.0, SMALL.delay_price_elasticity, 1.0))
     assert blind == pytest.approx(1.0, abs=0.35)
-    assert blind < default < steep and steep > 3.0
+    assert blind < default < steep
+    assert steep > 3.0
 
 
 def test_the_funnel_params_set_what_a_cart_says_about_the_item():
@@ -283,12 +290,14 @@ def test_more_traffic_after_the_snapshot_for_monitoring(small_store):
     end = world.snapshot + pd.Timedelta(days=7)
     offset = int(history.impressions["impression_id"].max()) + 1
     later = simulate_traffic(
-        world, SMALL, 5, 3000, world.snapshot, end, end + pd.Timedelta(days=30), id_offset=offset
+        world, SMALL, 5, 3000, Window(world.snapshot, end, end + pd.Timedelta(days=30)), id_offset=offset
     )
     assert_valid(world, later)
     imp = later.impressions
-    assert imp["impression_id"].min() == offset and imp["impression_id"].is_monotonic_increasing
-    assert imp["shown_at"].min() >= world.snapshot and imp["shown_at"].max() < end
+    assert imp["impression_id"].min() == offset
+    assert imp["impression_id"].is_monotonic_increasing
+    assert imp["shown_at"].min() >= world.snapshot
+    assert imp["shown_at"].max() < end
     # The truth is a property of the pair, the same in every traffic draw.
     u, v = imp["source_id"].to_numpy(), imp["shown_id"].to_numpy()
     truth = world.truth_products
@@ -299,7 +308,7 @@ def test_more_traffic_after_the_snapshot_for_monitoring(small_store):
         logit(later.truth["p_convert"]) - logit(smooth), PAIR_NOISE * _pair_noise(u, v), atol=1e-9
     )
     with pytest.raises(ValueError, match="observe_at"):
-        simulate_traffic(world, SMALL, 5, 100, world.snapshot, end, end - pd.Timedelta(days=1))
+        simulate_traffic(world, SMALL, 5, 100, Window(world.snapshot, end, end - pd.Timedelta(days=1)))
 
 
 def test_launched_products_are_never_bought_or_shown_before_their_launch(small_store):
@@ -307,11 +316,14 @@ def test_launched_products_are_never_bought_or_shown_before_their_launch(small_s
     launch = launched_at(world)
     assert launch.dtype == "datetime64[ns]"
     n_new = round(SMALL.launch_rate * SMALL.history_days * SMALL.n_products)
-    assert n_new > 50 and launch.notna().sum() == n_new
-    assert (launch.dropna() >= world.start).all() and (launch.dropna() < world.snapshot).all()
+    assert n_new > 50
+    assert launch.notna().sum() == n_new
+    assert (launch.dropna() >= world.start).all()
+    assert (launch.dropna() < world.snapshot).all()
     assert_nothing_before_launch(world, traffic)  # first-occurrence edge times included
     imp = traffic.impressions
-    assert len(imp) == SMALL.n_impressions and imp["shown_at"].is_monotonic_increasing
+    assert len(imp) == SMALL.n_impressions
+    assert imp["shown_at"].is_monotonic_increasing
     assert imp["impression_id"].is_monotonic_increasing  # ids still follow time
     # New products are still bought and shown: their history is only younger.
     new = launch.index[launch.notna()].to_numpy()
@@ -327,10 +339,12 @@ def test_dropped_prelaunch_purchases_leave_late_launches_thin_in_the_graph():
     # The same products, latents and launches; only purchases before a launch are gone.
     pd.testing.assert_frame_equal(dropped.truth_products, moved.truth_products)
     assert_nothing_before_launch(
-        dropped, simulate_traffic(dropped, SMALL, 3, 100, dropped.start, dropped.snapshot, dropped.snapshot)
+        dropped,
+        simulate_traffic(dropped, SMALL, 3, 100, Window(dropped.start, dropped.snapshot, dropped.snapshot)),
     )
     kept = dropped.edges.merge(moved.edges, on=["src", "dst"], suffixes=("", "_moved"), validate="1:1")
-    assert len(kept) == len(dropped.edges) and (kept["weight"] <= kept["weight_moved"]).all()
+    assert len(kept) == len(dropped.edges)
+    assert (kept["weight"] <= kept["weight_moved"]).all()
     purchases = lambda w: w.edges.groupby("dst")["weight"].sum().reindex(launch.index, fill_value=0)  # noqa: E731
     late = launch.index[launch >= moved.snapshot - pd.Timedelta(days=7)]
     always = launch.index[launch.isna()]
@@ -407,13 +421,14 @@ def test_launch_rate_zero_is_the_store_without_launches(monkeypatch):
 def test_traffic_before_a_launch_never_shows_the_product(small_store):
     world, _ = small_store
     end = world.start + pd.Timedelta(days=SMALL.history_days / 2)
-    early = simulate_traffic(world, SMALL, 5, 3000, world.start, end, world.snapshot)
+    early = simulate_traffic(world, SMALL, 5, 3000, Window(world.start, end, world.snapshot))
     assert_valid(world, early)
     imp = early.impressions
     later = launched_at(world).index[launched_at(world) >= end]
     assert not np.isin(imp[["source_id", "shown_id"]], later).any()
     assert 0.5 * 3000 < len(imp) < 3000  # impressions of not-yet-launched products are left out
-    assert imp["shown_at"].min() >= world.start and imp["shown_at"].max() < end
+    assert imp["shown_at"].min() >= world.start
+    assert imp["shown_at"].max() < end
 
 
 def test_launches_must_fit_in_the_catalogue():
@@ -446,12 +461,12 @@ def test_world_from_a_small_real_graph():
     )
     cfg = config("ingest.simulator", latent_dim=4)
     world = world_from_graph(products, edges, cfg, seed=0)
-    assert world.snapshot == pd.Timestamp("2025-03-01") and world.snapshot - world.start == pd.Timedelta(
-        days=56
-    )
-    traffic = simulate_traffic(world, cfg, 0, 2000, world.start, world.snapshot, world.snapshot)
+    assert world.snapshot == pd.Timestamp("2025-03-01")
+    assert world.snapshot - world.start == pd.Timedelta(days=56)
+    traffic = simulate_traffic(world, cfg, 0, 2000, Window(world.start, world.snapshot, world.snapshot))
     assert_valid(world, traffic)
-    assert launched_at(world).isna().all() and len(traffic.impressions) == 2000  # all there from the start
+    assert launched_at(world).isna().all()
+    assert len(traffic.impressions) == 2000
     u, v = edges["src"].to_numpy(), edges["dst"].to_numpy()
     assert affinity(world, u, v).mean() > affinity(world, v, u).mean() + 0.3
     popularity = world.truth_products["popularity"].to_numpy()
@@ -465,50 +480,26 @@ def test_world_from_a_small_real_graph():
 
 @settings(max_examples=30, deadline=None)
 @given(
-    n_products=st.integers(10, 80),
-    n_categories=st.integers(2, 12),
-    latent_dim=st.integers(2, 5),
-    complements=st.integers(1, 5),
-    reciprocal_share=st.floats(0.0, 1.0),
-    zipf_exponent=st.floats(0.3, 2.5),
-    complement_share=st.floats(0.0, 1.0),
-    candidates=st.integers(1, 6),
-    explore=st.floats(0.0, 1.0),
-    delay_sigma=st.floats(0.1, 4.0),
-    launch_rate=st.floats(0.0, 0.1),
+    knobs=st.fixed_dictionaries(
+        {
+            "n_products": st.integers(10, 80),
+            "n_categories": st.integers(2, 12),
+            "latent_dim": st.integers(2, 5),
+            "complements_per_category": st.integers(1, 5),
+            "reciprocal_share": st.floats(0.0, 1.0),
+            "zipf_exponent": st.floats(0.3, 2.5),
+            "complement_share": st.floats(0.0, 1.0),
+            "candidates_per_draw": st.integers(1, 6),
+            "policy_explore_share": st.floats(0.0, 1.0),
+            "delay_sigma": st.floats(0.1, 4.0),
+            "launch_rate": st.floats(0.0, 0.1),
+        }
+    ),
     seed=st.integers(0, 2**31),
 )
-def test_any_small_config_gives_valid_consistent_tables(
-    n_products,
-    n_categories,
-    latent_dim,
-    complements,
-    reciprocal_share,
-    zipf_exponent,
-    complement_share,
-    candidates,
-    explore,
-    delay_sigma,
-    launch_rate,
-    seed,
-):
-    cfg = config(
-        "ingest.simulator",
-        n_products=n_products,
-        n_categories=n_categories,
-        latent_dim=latent_dim,
-        complements_per_category=complements,
-        reciprocal_share=reciprocal_share,
-        zipf_exponent=zipf_exponent,
-        n_purchases=300,
-        complement_share=complement_share,
-        candidates_per_draw=candidates,
-        n_impressions=200,
-        policy_explore_share=explore,
-        history_days=10,
-        delay_sigma=delay_sigma,
-        launch_rate=launch_rate,
-    )
+def test_any_small_config_gives_valid_consistent_tables(knobs, seed):
+    cfg = config("ingest.simulator", **knobs, n_purchases=300, n_impressions=200, history_days=10)
+    n_products, launch_rate = knobs["n_products"], knobs["launch_rate"]
     world, traffic = simulate_store(cfg, seed)
     assert_valid(world, traffic)  # includes: no self-loops, no event before shown_at or launch
     assert launched_at(world).notna().sum() == round(launch_rate * 10 * n_products)
@@ -544,7 +535,8 @@ def test_a_later_snapshot_is_the_same_store_with_more_days(small_store):
     # The graph keeps every earlier purchase and gains the new day's.
     old = world.edges.set_index(["src", "dst"])
     grown = later_world.edges.set_index(["src", "dst"])
-    assert old.index.isin(grown.index).all() and len(grown) > len(old)
+    assert old.index.isin(grown.index).all()
+    assert len(grown) > len(old)
     assert (grown.loc[old.index, "weight"] >= old["weight"]).all()
     assert (grown.loc[old.index, "time"] == old["time"]).all()
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from nextbuy.data.simulate import simulate_traffic, world_from_graph
+from nextbuy.data.simulate import Window, simulate_traffic, world_from_graph
 from nextbuy.data.sources import read_edge_list, read_impressions_log, read_npz_graph
 from nextbuy.mlops import io, schemas
 from nextbuy.mlops.io import DataError
@@ -67,7 +67,8 @@ def test_edge_list_is_cleaned_counted_and_logged(tmp_path, caplog):
     # Integer keys are numbered in numeric order, not string order.
     assert graph.products["product_key"].tolist() == ["7", "9", "10", "100"]
     assert graph.products["product_id"].tolist() == [0, 1, 2, 3]
-    assert (graph.products["category"] == -1).all() and graph.products["price"].isna().all()
+    assert (graph.products["category"] == -1).all()
+    assert graph.products["price"].isna().all()
     assert graph.cleaning == {
         "rows_read": 6,
         "self_loops_dropped": 1,
@@ -76,10 +77,12 @@ def test_edge_list_is_cleaned_counted_and_logged(tmp_path, caplog):
         "products": 4,
     }
     edges = graph.edges.set_index(["src", "dst"])
-    assert edges.loc[(2, 1), "weight"] == 3.0 and edges.loc[(2, 1), "time"] == pd.Timestamp("2026-01-03")
+    assert edges.loc[(2, 1), "weight"] == 3.0
+    assert edges.loc[(2, 1), "time"] == pd.Timestamp("2026-01-03")
     assert edges.loc[(1, 3), "time"] == pd.Timestamp("2026-01-02 08:30")
     assert pd.isna(edges.loc[(3, 2), "time"])
-    assert "self-loop" in caplog.text and "duplicate" in caplog.text
+    assert "self-loop" in caplog.text
+    assert "duplicate" in caplog.text
 
 
 def test_edge_list_with_string_ids_tsv(tmp_path):
@@ -89,7 +92,8 @@ def test_edge_list_with_string_ids_tsv(tmp_path):
     assert graph.products["product_key"].tolist() == ["case", "charger", "phone", "screen-guard"]
     pairs = set(zip(graph.edges["src"], graph.edges["dst"], strict=False))
     assert pairs == {(2, 0), (2, 1), (0, 3)}  # direction kept: phone -> case, not case -> phone
-    assert (graph.edges["weight"] == 1.0).all() and graph.edges["time"].isna().all()
+    assert (graph.edges["weight"] == 1.0).all()
+    assert graph.edges["time"].isna().all()
 
 
 def test_edge_list_parquet_with_unix_seconds_and_weights(tmp_path):
@@ -110,7 +114,7 @@ def test_edge_list_parquet_with_unix_seconds_and_weights(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name, content, column",
+    ("name", "content", "column"),
     [
         ("missing_dst.csv", "src,target\n1,2\n", "dst"),
         ("nan_id.csv", "src,dst\n1,2\n,3\n4,5\n", "src"),
@@ -126,11 +130,12 @@ def test_bad_edge_list_is_refused(tmp_path, name, content, column):
     path.write_text(content)
     error = assert_refused(read_edge_list, path, column)
     if name == "nan_id.csv":
-        assert error.rows is not None and len(error.rows) == 1  # the offending row is shown
+        assert error.rows is not None
+        assert len(error.rows) == 1
 
 
 @pytest.mark.parametrize(
-    "rows, column, shown",
+    ("rows", "column", "shown"),
     [
         ("1,2\nabc,3\n3,4\n4,1\n", "src", "abc"),  # a text id among integers: a typo
         ("1,2\n2,3\n3,1.5\n4,1\n", "dst", "1.5"),  # a float id (pandas also wrote 1 as 1.0)
@@ -142,8 +147,10 @@ def test_edge_list_ids_that_would_become_new_products_are_refused(tmp_path, rows
     path = tmp_path / "graph.csv"
     path.write_text("src,dst\n" + rows)
     error = assert_refused(read_edge_list, path, column)
-    assert "not a non-negative integer" in str(error) and "new product" in str(error)
-    assert error.rows is not None and len(error.rows) == 1  # the offending row, named
+    assert "not a non-negative integer" in str(error)
+    assert "new product" in str(error)
+    assert error.rows is not None
+    assert len(error.rows) == 1
     assert shown in str(error.rows[column].iloc[0])
 
 
@@ -156,7 +163,8 @@ def test_text_keyed_edge_list_stays_valid_but_numbers_must_be_ids(tmp_path):
     # A number that is not a non-negative integer is no product key, even there.
     path.write_text("src,dst\nphone,case\nphone,-5\ncase,charger\n")
     error = assert_refused(read_edge_list, path, "dst")
-    assert "-5" in str(error.rows) and "not a non-negative integer" in str(error)
+    assert "-5" in str(error.rows)
+    assert "not a non-negative integer" in str(error)
     path.write_text("src,dst\nphone,case\n  ,case\n")
     assert "empty id" in str(assert_refused(read_edge_list, path, "src"))
 
@@ -196,7 +204,8 @@ def test_npz_graph_with_names_loops_and_duplicates_never_reads_labels(tmp_path, 
         graph = read_npz_graph(path)
     assert graph.products["product_key"].tolist() == ["a", "b", "c", "d"]
     assert (graph.products["category"] == -1).all()  # class labels are never an input
-    assert graph.cleaning["self_loops_dropped"] == 1 and graph.cleaning["duplicate_edges_merged"] == 1
+    assert graph.cleaning["self_loops_dropped"] == 1
+    assert graph.cleaning["duplicate_edges_merged"] == 1
     assert graph.cleaning["explicit_zeros_dropped"] == 1
     assert set(zip(graph.edges["src"], graph.edges["dst"], graph.edges["weight"], strict=False)) == {
         (0, 1, 2.0),
@@ -204,7 +213,8 @@ def test_npz_graph_with_names_loops_and_duplicates_never_reads_labels(tmp_path, 
         (2, 0, 1.0),
         (2, 3, 1.0),
     }
-    assert "self-loop" in caplog.text and "duplicate" in caplog.text
+    assert "self-loop" in caplog.text
+    assert "duplicate" in caplog.text
 
 
 def test_npz_without_optional_arrays(tmp_path):
@@ -236,8 +246,10 @@ def test_npz_attr_matrix_becomes_features_and_labels_are_never_loaded(tmp_path):
     with pytest.raises(ValueError, match="allow_pickle"), np.load(path, allow_pickle=False) as data:
         data["labels"]
     graph = read_npz_graph(path)
-    assert sp.issparse(graph.features) and graph.features.format == "csr"
-    assert graph.features.shape == (3, 4) and graph.features.dtype == np.float32
+    assert sp.issparse(graph.features)
+    assert graph.features.format == "csr"
+    assert graph.features.shape == (3, 4)
+    assert graph.features.dtype == np.float32
     np.testing.assert_array_equal(graph.features.toarray(), words.toarray())
     assert (graph.products["category"] == -1).all()
     # no attr_matrix: no features; an edge list has none either
@@ -248,7 +260,7 @@ def test_npz_attr_matrix_becomes_features_and_labels_are_never_loaded(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "changes, fragment",
+    ("changes", "fragment"),
     [
         ({"shape": [2, 4]}, "one row per node"),  # rows != nodes
         ({"indices": [0, 2, 9, 3]}, "out of range"),
@@ -318,10 +330,12 @@ def test_cora_ml(cora_npz):
     assert len(graph.products) == 2995
     # The file holds 8,416 directed edges, already without self-loops or duplicates.
     assert len(graph.edges) == 8416
-    assert graph.cleaning["self_loops_dropped"] == 0 and graph.cleaning["duplicate_edges_merged"] == 0
+    assert graph.cleaning["self_loops_dropped"] == 0
+    assert graph.cleaning["duplicate_edges_merged"] == 0
     assert (graph.products["category"] == -1).all()  # its 7 class labels stay out
     assert graph.products["product_key"].iloc[0] == "129558"  # trailing newline stripped
-    assert graph.features.shape == (2995, 2879) and graph.features.nnz > 0  # its bag-of-words
+    assert graph.features.shape == (2995, 2879)
+    assert graph.features.nnz > 0
     # About 6% of citations are reciprocated: the graph is directed.
     n = len(graph.products)
     u, v = graph.edges["src"].to_numpy(), graph.edges["dst"].to_numpy()
@@ -329,7 +343,7 @@ def test_cora_ml(cora_npz):
 
     cfg = config("ingest.simulator")
     world = world_from_graph(graph.products, graph.edges, cfg, seed=0)
-    traffic = simulate_traffic(world, cfg, 0, 5000, world.start, world.snapshot, world.snapshot)
+    traffic = simulate_traffic(world, cfg, 0, 5000, Window(world.start, world.snapshot, world.snapshot))
     io.validate(traffic.impressions, schemas.IMPRESSIONS_LOG, "cora")
     io.validate(traffic.truth, schemas.TRUTH_IMPRESSIONS, "cora")
     assert 0.005 < traffic.truth["label_eventual"].mean() < 0.1
@@ -376,7 +390,8 @@ def test_impressions_log_parquet_maps_keys_to_product_ids(tmp_path, products):
     log_frame(extra=["x", "y", "z"]).to_parquet(path)
     log = read_impressions_log(path, products)
     assert list(log.columns) == list(schemas.IMPRESSIONS_LOG.columns)
-    assert log["source_id"].tolist() == [0, 0, 3] and log["shown_id"].tolist() == [1, 2, 0]
+    assert log["source_id"].tolist() == [0, 0, 3]
+    assert log["shown_id"].tolist() == [1, 2, 0]
     assert log["impression_id"].tolist() == [10, 11, 12]
     assert log["converted_at"].iloc[0] == T0 + pd.Timedelta(days=2)
 
@@ -392,7 +407,8 @@ def test_impressions_log_csv_with_optional_columns_absent(tmp_path, products):
     io.validate(log, schemas.IMPRESSIONS_LOG, path)
     assert log["impression_id"].tolist() == [0, 1]
     assert log["shown_id"].tolist() == [1, 0]  # the integer key 42 matches product_key "42"
-    assert log["clicked_at"].isna().all() and log["carted_at"].isna().all()
+    assert log["clicked_at"].isna().all()
+    assert log["carted_at"].isna().all()
     assert log["shown_at"].iloc[1] == pd.Timestamp(1772366400, unit="s")
     assert all(
         log[c].dtype == "datetime64[ns]" for c in ("shown_at", "clicked_at", "carted_at", "converted_at")
@@ -400,7 +416,7 @@ def test_impressions_log_csv_with_optional_columns_absent(tmp_path, products):
 
 
 @pytest.mark.parametrize(
-    "case, column",
+    ("case", "column"),
     [
         ("missing_column", "converted_at"),
         ("wrong_dtype", "impression_id"),
@@ -432,7 +448,8 @@ def test_bad_impressions_log_is_refused(tmp_path, products, case, column):
     frame.to_parquet(path)
     error = assert_refused(read_impressions_log, path, column, products)
     if case in ("unknown_product", "converted_before_shown", "duplicate_impression_id"):
-        assert error.rows is not None and len(error.rows) >= 1
+        assert error.rows is not None
+        assert len(error.rows) >= 1
     if case == "unknown_product":
         assert "tablet" in str(error)
 
@@ -448,10 +465,12 @@ def test_exact_duplicate_impressions_are_dropped_counted_and_logged(tmp_path, pr
     )
     with caplog.at_level(logging.WARNING, logger="nextbuy.data.sources"):
         log = read_impressions_log(path, products)
-    assert len(log) == 3 and log["converted_at"].notna().sum() == 1  # the conversion counts once
+    assert len(log) == 3
+    assert log["converted_at"].notna().sum() == 1
     assert log["impression_id"].tolist() == [0, 1, 3]  # row numbers of the kept rows
     assert log.index.tolist() == [0, 1, 2]
-    assert "dropped 1 exact duplicate row(s) of 4" in caplog.text and "log.csv" in caplog.text
+    assert "dropped 1 exact duplicate row(s) of 4" in caplog.text
+    assert "log.csv" in caplog.text
 
     # With impression ids: an exact copy is dropped too; a shared id with other content is refused.
     path = tmp_path / "log.parquet"

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit, logit
 
+from nextbuy.config import ThresholdsConfig
 from nextbuy.domain.decisions import (
     Thresholds,
     _folds,
@@ -80,7 +81,8 @@ def test_dp_equals_brute_force_over_every_cut_point(problem):
     fitted = fit_bucket_thresholds(score, bucket, label, n_buckets, target, n_candidates, min_positives)
     single = fitted.single
     s_tp, s_fp, s_ok = brute_single(score, label, target, brute_cuts(score, n_candidates), min_positives)
-    assert counts(score >= single.threshold, label) == (s_tp, s_fp) and single.feasible == s_ok
+    assert counts(score >= single.threshold, label) == (s_tp, s_fp)
+    assert single.feasible == s_ok
 
     # Per bucket: +inf and every distinct score of the bucket (exact) or the shared grid (capped);
     # a bucket below the support floor has one choice, the single threshold.
@@ -88,7 +90,8 @@ def test_dp_equals_brute_force_over_every_cut_point(problem):
     for k in range(n_buckets):
         in_k = bucket == k
         positives = int(label[in_k].sum())
-        assert fitted.positives[k] == positives and fitted.rows[k] == int(in_k.sum())
+        assert fitted.positives[k] == positives
+        assert fitted.rows[k] == int(in_k.sum())
         assert fitted.fallback[k] == (positives < min_positives)
         if positives < min_positives:
             cuts = [single.threshold]
@@ -108,9 +111,11 @@ def test_dp_equals_brute_force_over_every_cut_point(problem):
         assert not fitted.feasible
         assert np.all(fitted.thresholds.thresholds == single.threshold)
     else:
-        assert fitted.feasible and meets(tp, fp, target)
+        assert fitted.feasible
+        assert meets(tp, fp, target)
         assert (tp, -fp) == best
-        assert s_ok <= fitted.feasible and (not s_ok or tp >= s_tp)
+        assert s_ok <= fitted.feasible
+        assert not s_ok or tp >= s_tp
 
 
 @settings(max_examples=100, deadline=None)
@@ -140,7 +145,10 @@ def test_exact_grid_is_every_distinct_score_and_a_cap_only_coarsens_both():
     np.testing.assert_array_equal(cut_points(score, None), [0.1, 0.2, 0.3, 0.5, 0.7, 0.9])
     np.testing.assert_array_equal(cut_points(score, 10), cut_points(score, None))  # cap not reached
     capped = cut_points(score, 3)
-    assert set(capped) <= set(score) and capped.size == 3 and capped[0] == 0.1 and capped[-1] == 0.9
+    assert set(capped) <= set(score)
+    assert capped.size == 3
+    assert capped[0] == 0.1
+    assert capped[-1] == 0.9
     # With a cap, a bucket is offered no cut point the single threshold is not offered.
     rng = np.random.default_rng(0)
     s = rng.uniform(size=400)
@@ -149,7 +157,8 @@ def test_exact_grid_is_every_distinct_score_and_a_cap_only_coarsens_both():
     for n_candidates in (None, 7):
         fitted = fit_bucket_thresholds(s, b, y, 2, 0.7, n_candidates, 0)
         grid = set(cut_points(s, n_candidates))
-        assert fitted.single.threshold in grid and set(fitted.thresholds.thresholds) <= grid | {np.inf}
+        assert fitted.single.threshold in grid
+        assert set(fitted.thresholds.thresholds) <= grid | {np.inf}
 
 
 @settings(max_examples=100, deadline=None)
@@ -163,9 +172,11 @@ def test_joint_meets_target_and_beats_global(problem):
     g_tp, g_fp = counts(score >= t_global.threshold, label)
     if t_global.feasible:
         assert fitted.feasible
-        assert meets(g_tp, g_fp, target) and g_tp >= max(1, min_positives)
+        assert meets(g_tp, g_fp, target)
+        assert g_tp >= max(1, min_positives)
     if fitted.feasible:
-        assert meets(tp, fp, target) and tp >= max(1, min_positives)
+        assert meets(tp, fp, target)
+        assert tp >= max(1, min_positives)
         assert not t_global.feasible or tp >= g_tp
     else:
         assert (tp, fp) == (g_tp, g_fp)
@@ -184,11 +195,14 @@ def test_per_bucket_thresholds_give_more_recall_at_same_precision():
     score, bucket, label = simulate(20_000, seed=0)
     target = 0.6
     fitted = fit_bucket_thresholds(score, bucket, label, 3, target, None, 50)
-    assert fitted.feasible and fitted.single.feasible and not fitted.fallback.any()
+    assert fitted.feasible
+    assert fitted.single.feasible
+    assert not fitted.fallback.any()
     t_global = fitted.single.threshold
     joint = precision_recall(fitted.thresholds.decide(score, bucket), label)
     glob = precision_recall(score >= t_global, label)
-    assert joint["precision"] >= target - TOL and glob["precision"] >= target - TOL
+    assert joint["precision"] >= target - TOL
+    assert glob["precision"] >= target - TOL
     assert joint["recall"] > glob["recall"] + 0.03
     # The worse-converting buckets get stricter thresholds.
     t = fitted.thresholds.thresholds
@@ -212,7 +226,8 @@ def test_bucket_below_min_support_gets_the_single_threshold():
     target = 0.6
 
     loose = fit_bucket_thresholds(score, bucket, label, 3, target, None, 0)
-    assert loose.thresholds.thresholds[2] == 0.05 and not loose.fallback.any()
+    assert loose.thresholds.thresholds[2] == 0.05
+    assert not loose.fallback.any()
 
     fitted = fit_bucket_thresholds(score, bucket, label, 3, target, None, 10)
     assert fitted.feasible
@@ -225,7 +240,8 @@ def test_bucket_below_min_support_gets_the_single_threshold():
     assert meets(tp, fp, target)
     # An empty bucket below the floor gets the single threshold too, not "accept nothing" ...
     four = fit_bucket_thresholds(score, bucket, label, 4, target, None, 10)
-    assert four.thresholds.thresholds[3] == four.single.threshold and four.rows[3] == 0
+    assert four.thresholds.thresholds[3] == four.single.threshold
+    assert four.rows[3] == 0
     # ... while without a floor "accept nothing" (+inf) stays the DP's choice for a bucket of negatives.
     neg = (
         np.concatenate([score, [0.95, 0.96]]),
@@ -247,13 +263,15 @@ def infeasible_problem():
 def test_infeasible_target_returns_the_most_precise_point_flagged():
     score, bucket, label = infeasible_problem()
     fitted = fit_bucket_thresholds(score, bucket, label, 3, 0.9, None, 5)
-    assert not fitted.feasible and not fitted.single.feasible
+    assert not fitted.feasible
+    assert not fitted.single.feasible
     assert fitted.single.threshold == 0.5
     np.testing.assert_array_equal(fitted.thresholds.thresholds, [0.5, 0.5, 0.5])
     assert precision_recall(fitted.thresholds.decide(score, bucket), label)["precision"] == pytest.approx(0.4)
     # The most precise point must accept at least the support floor: 60 rows -> i >= 40.
     floor = fit_bucket_thresholds(score, bucket, label, 3, 0.9, None, 60)
-    assert not floor.feasible and floor.single.threshold == 0.4
+    assert not floor.feasible
+    assert floor.single.threshold == 0.4
     assert np.all(floor.thresholds.thresholds == 0.4)
     # The same data at a reachable target is feasible.
     assert fit_bucket_thresholds(score, bucket, label, 3, 0.35, None, 5).feasible
@@ -265,11 +283,13 @@ def test_no_positives_or_no_rows_accept_nothing_flagged():
     bucket = rng.integers(0, 3, 500)
     zeros = np.zeros(500, dtype=np.int8)
     fitted = fit_bucket_thresholds(score, bucket, zeros, 4, 0.3, None, 5)
-    assert not fitted.feasible and np.all(np.isposinf(fitted.thresholds.thresholds))
+    assert not fitted.feasible
+    assert np.all(np.isposinf(fitted.thresholds.thresholds))
     empty = fit_bucket_thresholds(
         np.array([]), np.array([], dtype=np.int64), np.array([], dtype=np.int8), 2, 0.3, 10, 5
     )
-    assert not empty.feasible and np.all(np.isposinf(empty.thresholds.thresholds))
+    assert not empty.feasible
+    assert np.all(np.isposinf(empty.thresholds.thresholds))
     assert fit_global_threshold(np.array([]), np.array([]), 0.3, 10, 5).threshold == np.inf
     with pytest.raises(ValueError, match="binary"):
         fit_bucket_thresholds(score, bucket, score, 3, 0.3, None, 5)
@@ -285,7 +305,8 @@ def test_dp_scales_with_positives_not_rows():
     fitted = fit_bucket_thresholds(score, bucket, label, 3, 0.02, None, 50)
     assert fitted.feasible
     tp, fp = counts(fitted.thresholds.decide(score, bucket), label)
-    assert meets(tp, fp, 0.02) and tp >= counts(score >= fitted.single.threshold, label)[0]
+    assert meets(tp, fp, 0.02)
+    assert tp >= counts(score >= fitted.single.threshold, label)[0]
 
 
 def test_json_round_trip_with_inf():
@@ -297,7 +318,7 @@ def test_json_round_trip_with_inf():
     assert Thresholds.from_dict({"thresholds": ["inf", 0.5], "target_precision": 0.4}).thresholds[0] == np.inf
     d = back.decide(np.array([0.5, 0.99, 0.7, 0.71]), np.array([0, 1, 2, 2]))
     assert list(d) == [True, False, False, True]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bucket index out of range"):
         back.decide(np.array([0.5]), np.array([3]))
 
 
@@ -309,11 +330,15 @@ def test_precision_recall_with_soft_labels_and_weights():
     # Expected eventual labels (delay-corrected evaluation).
     soft = np.array([1.0, 0.5, 0.25, 0.0])
     r = precision_recall(d, soft)
-    assert r["precision"] == pytest.approx(0.75) and r["recall"] == pytest.approx(1.5 / 1.75)
+    assert r["precision"] == pytest.approx(0.75)
+    assert r["recall"] == pytest.approx(1.5 / 1.75)
     r = precision_recall(d, y, weight=np.array([1.0, 3.0, 2.0, 1.0]))
-    assert r["precision"] == pytest.approx(0.25) and r["recall"] == pytest.approx(1 / 3)
+    assert r["precision"] == pytest.approx(0.25)
+    assert r["recall"] == pytest.approx(1 / 3)
     none = precision_recall(np.zeros(4, dtype=bool), y)
-    assert none["precision"] == 0.0 and none["recall"] == 0.0 and none["accepted"] == 0.0
+    assert none["precision"] == 0.0
+    assert none["recall"] == 0.0
+    assert none["accepted"] == 0.0
 
 
 def test_pr_curve_table():
@@ -328,6 +353,10 @@ def test_pr_curve_table():
 
 
 # -- cross-fitting: keep the per-bucket policy only where it wins out of fold ----------------
+
+
+def _thresholds_cfg(**knobs) -> ThresholdsConfig:
+    return ThresholdsConfig.model_validate(knobs)
 
 
 def _store_like(seed: int, effect: float, n: int = 20_000):
@@ -345,7 +374,15 @@ def test_cross_fitting_keeps_per_bucket_thresholds_where_uncertainty_carries_sig
     for seed in range(3):
         score, bucket, label = _store_like(seed, effect=1.0)
         plain = fit_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30)
-        fitted = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30, 5, seed)
+        fitted = cross_fitted_bucket_thresholds(
+            score,
+            bucket,
+            label,
+            3,
+            _thresholds_cfg(
+                target_precision=0.3, n_candidates=None, min_bucket_positives=30, cross_fit_folds=5, seed=seed
+            ),
+        )
         assert fitted.cross_fit.kept_per_bucket
         np.testing.assert_array_equal(fitted.thresholds.thresholds, plain.thresholds.thresholds)
         assert fitted.cross_fit.bucket_tp > 1.2 * fitted.cross_fit.single_tp  # out of fold, equal precision
@@ -360,7 +397,15 @@ def test_cross_fitting_falls_back_to_the_single_threshold_when_buckets_are_noise
     kept = []
     for seed in range(10):
         score, bucket, label = _store_like(seed, effect=0.0)
-        fitted = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30, 5, 0)
+        fitted = cross_fitted_bucket_thresholds(
+            score,
+            bucket,
+            label,
+            3,
+            _thresholds_cfg(
+                target_precision=0.3, n_candidates=None, min_bucket_positives=30, cross_fit_folds=5, seed=0
+            ),
+        )
         plain = fit_bucket_thresholds(score, bucket, label, 3, 0.3, None, 30)
         np.testing.assert_array_equal(fitted.cross_fit.per_bucket.thresholds, plain.thresholds.thresholds)
         kept.append(fitted.cross_fit.kept_per_bucket)
@@ -373,15 +418,32 @@ def test_cross_fitting_falls_back_to_the_single_threshold_when_buckets_are_noise
 def test_cross_fitting_off_or_infeasible_is_the_plain_joint_fit():
     score, bucket, label = _store_like(0, effect=1.0, n=3_000)
     plain = fit_bucket_thresholds(score, bucket, label, 3, 0.3, None, 10)
-    off = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.3, None, 10, 1)
+    off = cross_fitted_bucket_thresholds(
+        score,
+        bucket,
+        label,
+        3,
+        _thresholds_cfg(
+            target_precision=0.3, n_candidates=None, min_bucket_positives=10, cross_fit_folds=1, seed=0
+        ),
+    )
     assert off.cross_fit is None
     np.testing.assert_array_equal(off.thresholds.thresholds, plain.thresholds.thresholds)
-    infeasible = cross_fitted_bucket_thresholds(score, bucket, label, 3, 0.99, None, 10, 5)
-    assert not infeasible.feasible and infeasible.cross_fit is None
+    infeasible = cross_fitted_bucket_thresholds(
+        score,
+        bucket,
+        label,
+        3,
+        _thresholds_cfg(
+            target_precision=0.99, n_candidates=None, min_bucket_positives=10, cross_fit_folds=5, seed=0
+        ),
+    )
+    assert not infeasible.feasible
+    assert infeasible.cross_fit is None
 
 
 def test_folds_are_stratified_by_bucket_and_label():
-    score, bucket, label = _store_like(1, effect=0.0, n=5_000)
+    _score, bucket, label = _store_like(1, effect=0.0, n=5_000)
     fold = _folds(bucket, label, 5, seed=3)
     for b in range(3):
         for y in (0, 1):

@@ -143,7 +143,8 @@ def test_weights_one_ish_when_old_below_one_when_recent_carted(fitted):
     _, data, model = fitted
     w = importance_weights(model, signals(data), max_weight=10.0)
     old = data["elapsed"] > 25.0
-    assert np.all(w[old] > 0.9) and np.all(w[old] < 1.1)
+    assert np.all(w[old] > 0.9)
+    assert np.all(w[old] < 1.1)
     recent_carted_neg = (data["elapsed"] < 1.0) & (data["carted"] == 1) & (data["label"] == 0)
     assert recent_carted_neg.sum() > 10
     assert np.all(w[recent_carted_neg] < 0.8)
@@ -158,9 +159,11 @@ def test_recent_carted_negative_is_likely_to_flip():
     recent_carted, recent_clicked, recent_plain, old_carted = p_flip
     assert recent_carted > 0.5
     assert recent_carted > recent_clicked > recent_plain
-    assert recent_carted > old_carted and old_carted < 0.01
+    assert recent_carted > old_carted
+    assert old_carted < 0.01
     np.testing.assert_allclose(w, 1.0 - p_flip)
-    assert w[0] < 0.5 and w[3] > 0.99  # counts less as a negative than an old one
+    assert w[0] < 0.5
+    assert w[3] > 0.99
 
 
 def test_positive_rows_have_no_flip_and_upweighted():
@@ -169,7 +172,8 @@ def test_positive_rows_have_no_flip_and_upweighted():
     assert np.all(flip_probability(model, rows) == 0.0)
     w = importance_weights(model, rows, max_weight=5.0)
     assert w[0] == 5.0  # 1 / (1 - S(0)) = inf, clipped
-    assert np.all(np.diff(w) <= 0) and w[-1] == pytest.approx(1.0, abs=1e-6)
+    assert np.all(np.diff(w) <= 0)
+    assert w[-1] == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(expected_eventual_label([1, 0, 0], [0.0, 0.25, 0.9]), [1.0, 0.25, 0.9])
 
 
@@ -195,7 +199,8 @@ def test_robust_to_empty_or_separated_signal_groups():
     delay = np.where(label == 1, np.minimum(rng.exponential(1.0, n), e), np.nan)
     # Nobody clicked or carted: those coefficients are unidentified, must stay finite.
     model = fit_delay_model(frame(e, label, z, z, delay), ENGAGEMENT)
-    assert np.all(np.isfinite(model.conv_coef)) and np.all(np.isfinite(model.delay_coef))
+    assert np.all(np.isfinite(model.conv_coef))
+    assert np.all(np.isfinite(model.delay_coef))
     assert model.p_convert(frame())[0] == pytest.approx(0.1, abs=0.03)
     # Carted rows that never convert (separation): finite, and p for carted is small.
     carted = (rng.random(n) < 0.2).astype(np.int8)
@@ -204,9 +209,11 @@ def test_robust_to_empty_or_separated_signal_groups():
     for family in ("lognormal", "weibull"):
         rows = frame(e, label2, carted, carted, delay2)
         m2 = fit_delay_model(rows, ENGAGEMENT, family=family)
-        assert np.all(np.isfinite(m2.conv_coef)) and np.all(np.isfinite(m2.delay_coef))
+        assert np.all(np.isfinite(m2.conv_coef))
+        assert np.all(np.isfinite(m2.delay_coef))
         p_flip = flip_probability(m2, rows)
-        assert np.all(np.isfinite(p_flip)) and np.all((p_flip >= 0) & (p_flip <= 1))
+        assert np.all(np.isfinite(p_flip))
+        assert np.all((p_flip >= 0) & (p_flip <= 1))
     # No conversions at all.
     m3 = fit_delay_model(frame(e, z, z, z), ENGAGEMENT)
     assert m3.p_convert(frame())[0] < 0.01
@@ -244,8 +251,10 @@ def test_observed_signals_read_what_has_happened_by_then():
     assert list(seen.index) == [10, 11, 12]
     assert seen["elapsed_days"].tolist() == [3.0, 1.0, 0.0]  # shown after `at`: not yet elapsed
     assert seen["label"].tolist() == [1, 0, 0]
-    assert seen["delay_days"].iloc[0] == 1.0 and seen["delay_days"].iloc[1:].isna().all()
-    assert seen["clicked"].tolist() == [1, 0, 0] and seen["carted"].tolist() == [1, 0, 0]
+    assert seen["delay_days"].iloc[0] == 1.0
+    assert seen["delay_days"].iloc[1:].isna().all()
+    assert seen["clicked"].tolist() == [1, 0, 0]
+    assert seen["carted"].tolist() == [1, 0, 0]
     # The delay clock starts at the cart, half a day after it was shown.
     assert seen["engaged_days"].tolist() == [0.5, 0.0, 0.0]
     assert seen["engagement_lag"].iloc[0] == pytest.approx(np.log1p(12.0))
@@ -367,7 +376,8 @@ def test_pair_features_read_the_catalogue_and_the_graph():
         [np.log(100.0), np.log(10.0), np.log(10.0)]
     )  # NaN -> median
     # Category 0 leads to category 1 far more than category 1's share: positive lift.
-    assert got["category_lift"].iloc[0] > 0 and np.isfinite(got["category_lift"]).all()
+    assert got["category_lift"].iloc[0] > 0
+    assert np.isfinite(got["category_lift"]).all()
     # Product 2 on sale for a quarter of the record: its 4 co-purchases are a rate of 16.
     launched = pair_features(
         np.array([0]), np.array([2]), products, edges, exposure=np.array([1, 1, 0.25, 1])
@@ -392,7 +402,8 @@ def test_exposure_share_dates_each_product_by_its_first_impression():
     assert share.tolist() == pytest.approx([1.0, 1.0, 0.25, 1.0, 1.0])
     # A product first shown an hour before the snapshot still counts a day.
     late = exposure_share(impressions.iloc[[0, 3]].assign(source_id=[0, 4]), n_products=5, at=at)
-    assert late[4] == pytest.approx(1 / 20) and late[2] == pytest.approx(1 / 20)
+    assert late[4] == pytest.approx(1 / 20)
+    assert late[2] == pytest.approx(1 / 20)
     assert exposure_share(impressions.iloc[:0], n_products=3, at=at).tolist() == [1.0, 1.0, 1.0]
 
 
@@ -406,9 +417,8 @@ def test_flip_table_by_engagement_and_elapsed_time():
     table = flip_table(rows, np.array([0.6, 0.1, 0.2, 0.4, 0.01, 0.0]), eventual=np.array([1, 0, 0, 1, 0, 1]))
     assert table["count"].sum() == 5  # observed positives have nothing left to flip
     clicked = table[(table["engagement"] == "clicked")]
-    assert clicked["estimated_flip"].tolist() == pytest.approx([0.3]) and clicked["true_flip"].tolist() == [
-        0.5
-    ]
+    assert clicked["estimated_flip"].tolist() == pytest.approx([0.3])
+    assert clicked["true_flip"].tolist() == [0.5]
     assert set(table["engagement"]) == {"none", "clicked", "carted"}
 
 
@@ -439,9 +449,12 @@ def test_a_score_that_knows_the_item_sharpens_the_flip_probabilities():
 
     without = expected_eventual_label(label, flip_probability(fit_delay_model(rows, ENGAGEMENT), rows))
     with_score, model = rescored_targets(rows, score, everything, "importance", "lognormal")
-    assert "model_logit" in model.columns and model.conv_coef[-1] > 0
+    assert "model_logit" in model.columns
+    assert model.conv_coef[-1] > 0
     assert flip_nll(with_score) < flip_nll(without) - 0.005
     np.testing.assert_array_equal(with_score[label == 1], 1.0)  # seen conversions stay converted
     # the no-features ablation never gets the score: it is a pair feature
-    assert rescores("importance") and rescores("importance_no_engagement")
-    assert not rescores("importance_no_features") and not rescores("naive")
+    assert rescores("importance")
+    assert rescores("importance_no_engagement")
+    assert not rescores("importance_no_features")
+    assert not rescores("naive")

@@ -61,4 +61,5 @@ def test_soft_log_loss_is_minimal_at_the_label_itself():
 
 def test_soft_log_loss_stays_finite_for_confident_mistakes():
     loss = evaluation.soft_log_loss(np.array([0.0, 1.0]), np.array([1.0, 0.0]))
-    assert np.isfinite(loss) and loss > 10
+    assert np.isfinite(loss)
+    assert loss > 10

@@ -65,13 +65,16 @@ def test_figures_on_soft_labels_match_hard_ones_when_labels_are_hard():
     accepted = p >= 0.6
     assert np.isclose(fig["recall"], label[accepted].sum() / label.sum())
     assert np.isclose(fig["precision"], label[accepted].mean())
-    assert 0.7 < fig["auc"] < 0.9 and fig["ece"] < 0.05
+    assert 0.7 < fig["auc"] < 0.9
+    assert fig["ece"] < 0.05
 
 
 def test_figures_without_positives_or_acceptances():
     p = np.array([0.1, 0.2, 0.3])
     fig = gate.figures(predictions(p), np.zeros(3))
-    assert fig["recall"] is None and fig["auc"] is None and fig["rows"] == 3.0
+    assert fig["recall"] is None
+    assert fig["auc"] is None
+    assert fig["rows"] == 3.0
     assert gate.figures(predictions(p, threshold=0.9), np.array([0.0, 1.0, 1.0]))["precision"] == 0.0
 
 
@@ -115,14 +118,17 @@ def test_first_deployment_is_judged_on_floors_alone():
     passed, reasons = gate.decide(
         fig, None, {}, config("deploy", min_recall=0.99, max_calibration_error=0.001)
     )
-    assert not passed and len(reasons) == 2
-    assert "recall" in reasons[0] and "ece" in reasons[1]
+    assert not passed
+    assert len(reasons) == 2
+    assert "recall" in reasons[0]
+    assert "ece" in reasons[1]
 
 
 def test_a_missing_figure_breaks_its_floor_and_reads_n_a():
     fig = {"recall": None, "precision": 1.0, "auc": 0.9, "ece": 0.0}
     passed, reasons = gate.decide(fig, None, {}, config("deploy", min_recall=0.0))
-    assert not passed and reasons == ["recall n/a breaks the floor (>= 0.000)"]
+    assert not passed
+    assert reasons == ["recall n/a breaks the floor (>= 0.000)"]
 
 
 def test_slightly_worse_within_tolerance_passes():
@@ -162,19 +168,23 @@ def test_no_champion_is_neither_comparable_nor_not():
 def test_a_champion_of_another_catalogue_is_not_comparable_and_the_reason_names_both():
     why = gate.champion_incomparable("1", catalogue.identity(SMALL), LARGE)
     assert why.startswith("champion v1 is not comparable")
-    assert "5,000 products" in why and "100,000 products" in why and "floors alone" in why
+    assert "5,000 products" in why
+    assert "100,000 products" in why
+    assert "floors alone" in why
     assert gate.comparability(False, why) == {"champion_comparable": False, "not_comparable_reason": why}
 
 
 def test_a_champion_recording_no_catalogue_is_not_comparable():
     why = gate.champion_incomparable("1", None, LARGE)
-    assert why is not None and "unknown catalogue" in why
+    assert why is not None
+    assert "unknown catalogue" in why
 
 
 def test_an_underpowered_comparison_says_the_test_split_is_too_small_and_how_many_rows_it_needs():
     wide = {"auc": {"diff": 0.0, "lo": -0.05, "hi": 0.05}, "recall": {"diff": 0.0, "lo": -0.01, "hi": 0.01}}
     notes = gate.power_notes(wide, rows=2_000, tolerance=0.02, confidence=0.95)
-    assert len(notes) == 1 and notes[0].startswith("auc:")  # recall's CI fits the tolerance
+    assert len(notes) == 1
+    assert notes[0].startswith("auc:")
     assert "too small to judge non-inferiority" in notes[0]
     assert "12,500 test rows" in notes[0]  # 2,000 x (0.05 / 0.02)^2: the CI narrows as 1/sqrt(n)
     # An equal candidate with that CI is refused: the note explains the refusal.
@@ -187,5 +197,6 @@ def test_an_underpowered_comparison_says_the_test_split_is_too_small_and_how_man
 def test_a_champion_that_learned_test_rows_or_records_nothing_is_not_comparable():
     assert gate.training_incomparable("3", 0, 100) is None
     why = gate.training_incomparable("3", 17, 100)
-    assert why.startswith("champion v3 is not comparable") and "17 of the 100 test rows" in why
+    assert why.startswith("champion v3 is not comparable")
+    assert "17 of the 100 test rows" in why
     assert "records no training data" in gate.training_incomparable("3", None, 100)

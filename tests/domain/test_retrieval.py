@@ -216,6 +216,7 @@ def test_completion_decides_whether_unproven_lists_are_scanned(world, monkeypatc
 
 def test_auto_picks_flat_up_to_the_switch_size_and_ivf_above():
     cfg = config("deploy.retrieval", kind="auto", flat_max_products=100)
-    assert retrieval.index_kind(cfg, 100) == "flat" and retrieval.index_kind(cfg, 101) == "ivf"
+    assert retrieval.index_kind(cfg, 100) == "flat"
+    assert retrieval.index_kind(cfg, 101) == "ivf"
     assert retrieval.index_kind(config("deploy.retrieval", kind="ivf"), 10) == "ivf"
     assert retrieval.ivf_lists(config("deploy.retrieval", ivf_lists_per_sqrt=4.0), 10_000) == 400

@@ -47,13 +47,16 @@ def global_isotonic(score, label):
 def test_bucket_edges_quantiles():
     u = np.random.default_rng(0).uniform(size=10_000)
     edges = bucket_edges(u, 4)
-    assert edges.shape == (3,) and np.all(np.diff(edges) > 0)
+    assert edges.shape == (3,)
+    assert np.all(np.diff(edges) > 0)
     np.testing.assert_allclose(edges, [0.25, 0.5, 0.75], atol=0.02)
     counts = np.bincount(assign_buckets(u, edges), minlength=4)
-    assert counts.min() > 0.24 * u.size and counts.max() < 0.26 * u.size
+    assert counts.min() > 0.24 * u.size
+    assert counts.max() < 0.26 * u.size
     # Bucket 0 is the least uncertain.
     b = assign_buckets(np.array([0.0, 0.4, 0.99]), edges)
-    assert b.dtype == np.int64 and list(b) == [0, 1, 3]
+    assert b.dtype == np.int64
+    assert list(b) == [0, 1, 3]
 
 
 def test_degenerate_uncertainty():
@@ -79,14 +82,16 @@ def test_bucket_edges_properties(u, n_buckets):
     assert np.all(np.diff(edges) > 0)
     assert edges.size <= min(n_buckets - 1, np.unique(u).size - 1)
     counts = np.bincount(assign_buckets(u, edges), minlength=edges.size + 1)
-    assert counts.size == edges.size + 1 and np.all(counts > 0)
+    assert counts.size == edges.size + 1
+    assert np.all(counts > 0)
 
 
 def test_per_bucket_beats_global_calibration():
     s_fit, u_fit, y_fit = simulate(20_000, seed=1)
     s_new, u_new, y_new = simulate(20_000, seed=2)
     cal = fit_bucket_calibration(s_fit, u_fit, y_fit, n_buckets=4, min_bucket_size=50)
-    assert cal.n_buckets == 4 and not any(cal.used_global)
+    assert cal.n_buckets == 4
+    assert not any(cal.used_global)
     per_bucket = cal.predict(s_new, u_new)
     glob = global_isotonic(s_fit, y_fit).predict(s_new)
     assert log_loss(per_bucket, y_new) < log_loss(glob, y_new) - 0.01
@@ -107,7 +112,9 @@ def test_monotone_in_score_within_bucket_and_matches_sklearn():
     for k in range(cal.n_buckets):
         u_k = np.full_like(grid, np.median(u[b == k]))
         pred = cal.predict(grid, u_k)
-        assert np.all(np.diff(pred) >= 0) and pred.min() >= 0 and pred.max() <= 1
+        assert np.all(np.diff(pred) >= 0)
+        assert pred.min() >= 0
+        assert pred.max() <= 1
         # np.interp on the knots reproduces sklearn's predict (serving needs no sklearn).
         iso = global_isotonic(s[b == k], y[b == k])
         np.testing.assert_allclose(pred, iso.predict(grid), atol=1e-12)
@@ -158,7 +165,8 @@ def test_reliability_table_and_ece():
     y = np.array([0, 1, 0, 1, 1])
     t = reliability_table(p, y, n_bins=10)
     assert list(t.columns) == ["bin", "mean_predicted", "observed_rate", "count"]
-    assert list(t["bin"]) == [0, 1, 9] and list(t["count"]) == [2, 1, 2]
+    assert list(t["bin"]) == [0, 1, 9]
+    assert list(t["count"]) == [2, 1, 2]
     np.testing.assert_allclose(t["observed_rate"], [0.5, 0.0, 1.0])
     # ECE = sum_bins count/n * |mean_p - rate|
     want = (2 * abs(0.05 - 0.5) + 1 * 0.15 + 2 * abs(0.975 - 1.0)) / 5
@@ -166,7 +174,8 @@ def test_reliability_table_and_ece():
 
     tb = reliability_table(p, y, n_bins=10, bucket=np.array([0, 1, 0, 1, 1]))
     assert list(tb.columns) == ["bucket", "bin", "mean_predicted", "observed_rate", "count"]
-    assert tb["count"].sum() == 5 and set(tb["bucket"]) == {0, 1}
+    assert tb["count"].sum() == 5
+    assert set(tb["bucket"]) == {0, 1}
 
     rng = np.random.default_rng(6)
     q = rng.uniform(size=50_000)
@@ -208,7 +217,8 @@ def test_uncertainty_coefficient_matches_an_unpenalised_fit_and_takes_fractional
     # Delay-corrected labels: an observed negative counts by its flip probability.
     fractional = np.where(y == 1, 1.0, 0.3 * np.random.default_rng(9).random(y.size))
     fit = uncertainty_coefficient(s, u, fractional)
-    assert fit["ci95"][1] < 0 and np.isfinite(fit["se"])
+    assert fit["ci95"][1] < 0
+    assert np.isfinite(fit["se"])
     # Fractional labels equal a weighted fit of duplicated 0/1 rows (same coefficient).
     both = np.concatenate([np.ones_like(y), np.zeros_like(y)])
     weight = np.concatenate([fractional, 1 - fractional])
@@ -235,7 +245,9 @@ def test_uncertainty_coefficient_is_none_when_it_cannot_be_estimated():
         uncertainty_coefficient(s, u, np.zeros(s.size)),  # no conversions
         uncertainty_coefficient(s, u, (u > 0.5).astype(float)),  # uncertainty separates the labels
     ):
-        assert fit["coef"] is None and fit["se"] is None and fit["ci95"] is None
+        assert fit["coef"] is None
+        assert fit["se"] is None
+        assert fit["ci95"] is None
     assert uncertainty_coefficient(s[:10], u[:10], y[:10])["rows"] == 10
 
 
@@ -253,7 +265,8 @@ def test_positivity_by_score_band_groups_within_equal_score():
         "mean_score",
         "count",
     ]
-    assert list(t["score_band"]) == ["0", "0", "1", "1"] and list(t["uncertainty_bin"]) == [0, 1, 0, 1]
+    assert list(t["score_band"]) == ["0", "0", "1", "1"]
+    assert list(t["uncertainty_bin"]) == [0, 1, 0, 1]
     np.testing.assert_allclose(t["uncertainty"], [0.1, 0.9, 0.1, 0.9])
     np.testing.assert_allclose(t["positivity"], [0.3, 0.1, 0.8, 0.4])
     np.testing.assert_allclose(t["mean_score"], [0.2, 0.2, 0.6, 0.6])
@@ -261,9 +274,11 @@ def test_positivity_by_score_band_groups_within_equal_score():
 
     s, u, y = simulate(20_000, seed=11)
     t = positivity_by_score_band(s, u, y)
-    assert t["count"].sum() == 20_000 and set(t["score_band"]) == {"0", "1", "2", "3"}
+    assert t["count"].sum() == 20_000
+    assert set(t["score_band"]) == {"0", "1", "2", "3"}
     for _, band in t.groupby("score_band"):
-        assert len(band) == 4 and band["uncertainty"].is_monotonic_increasing
+        assert len(band) == 4
+        assert band["uncertainty"].is_monotonic_increasing
         assert band["mean_score"].max() - band["mean_score"].min() < 0.03  # equal score within a band
         assert band["positivity"].iloc[0] > band["positivity"].iloc[-1]
 
@@ -302,10 +317,12 @@ def test_uncertainty_by_history_reads_degree_and_first_seen():
     assert out["rows_by_in_degree"] == {"0": 4, "1-2": 1, "3-9": 1, "10-49": 0, "50+": 0}
     # New: first seen less than 7 days before the snapshot -> only product 7 (6 was a source 10 days ago;
     # 1 and 2 have a 30-day-old edge; 3 an edge 20 days ago).
-    assert out["new_rows"] == 2 and out["established_rows"] == 4
+    assert out["new_rows"] == 2
+    assert out["established_rows"] == 4
     assert out["new_products"] == pytest.approx(0.6)
     assert out["established_products"] == pytest.approx(0.25)
     # A longer window makes product 6 (10 days) new too; a shorter one leaves nothing new.
     assert uncertainty_by_history(shown, unc, edges, impressions, snapshot, new_days=15)["new_rows"] == 3
     short = uncertainty_by_history(shown, unc, edges, impressions, snapshot, new_days=1)
-    assert short["new_rows"] == 0 and short["new_products"] is None
+    assert short["new_rows"] == 0
+    assert short["new_products"] is None

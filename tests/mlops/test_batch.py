@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
 from nextbuy.mlops import batch
 from nextbuy.mlops.serving import TOPK_COLUMNS
-from nextbuy.serving_fixtures import load_bundle, write_bundle_files
 
 N = 40
 
@@ -30,7 +30,7 @@ def test_shards_partition_the_sources():
     assert batch.shard_sources(10, 0, 1).tolist() == list(range(10))
 
 
-@pytest.mark.parametrize("shard, num_shards", [(3, 3), (-1, 2)])
+@pytest.mark.parametrize(("shard", "num_shards"), [(3, 3), (-1, 2)])
 def test_a_shard_outside_the_range_is_refused(shard, num_shards):
     with pytest.raises(ValueError, match="shard must be in"):
         batch.shard_sources(10, shard, num_shards)
@@ -45,7 +45,8 @@ def test_one_shard_writes_k_ranked_rows_for_every_source(bundle, tmp_path):
     assert list(recs.columns) == list(TOPK_COLUMNS)
     assert len(recs) == 5 * N
     per_source = recs.groupby("source_id")
-    assert (per_source.size() == 5).all() and sorted(per_source.groups) == list(range(N))
+    assert (per_source.size() == 5).all()
+    assert sorted(per_source.groups) == list(range(N))
     assert (per_source["rank"].apply(list) == pd.Series([[1, 2, 3, 4, 5]] * N)).all()
     assert (recs["source_id"] != recs["candidate_id"]).all()
     assert recs.groupby("source_id")["candidate_id"].nunique().eq(5).all()
@@ -61,7 +62,8 @@ def test_shards_together_cover_each_source_exactly_once(bundle, tmp_path):
     results = [
         batch.write_top_k(bundle, tmp_path, 4, shard=i, num_shards=3, progress=False) for i in range(3)
     ]
-    assert sum(r["sources"] for r in results) == N and sum(r["rows"] for r in results) == 4 * N
+    assert sum(r["sources"] for r in results) == N
+    assert sum(r["rows"] for r in results) == 4 * N
     sources = [set(read_shard(tmp_path / f"shard={i:03d}")["source_id"]) for i in range(3)]
     assert set.union(*sources) == set(range(N))
     assert all(not (a & b) for i, a in enumerate(sources) for b in sources[i + 1 :])
@@ -91,7 +93,8 @@ def test_a_bundle_with_retrieval_settings_writes_the_same_files(bundle, tmp_path
     batch.write_top_k(fast, tmp_path / "fast", k=5, sources_per_file=16, progress=False)
     batch.write_top_k(bundle, tmp_path / "exact", k=5, sources_per_file=16, progress=False)
     got, want = (read_shard(tmp_path / name / "shard=000") for name in ("fast", "exact"))
-    assert list(got.columns) == list(TOPK_COLUMNS) and got.dtypes.to_dict() == want.dtypes.to_dict()
+    assert list(got.columns) == list(TOPK_COLUMNS)
+    assert got.dtypes.to_dict() == want.dtypes.to_dict()
     same = ["source_id", "rank", "candidate_id", "bucket", "decision", "cold_start"]
     pd.testing.assert_frame_equal(got[same], want[same])
     # float32 scores summed in another order: equal to rounding (the calibration amplifies it).

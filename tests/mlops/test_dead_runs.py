@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from nextbuy.bench.serving_fixtures import mlflow_store
 from nextbuy.mlops import tracking
-from nextbuy.serving_fixtures import mlflow_store
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ def test_one_process_gets_the_single_collective_and_no_process_group(enabled, en
 
 
 def test_several_ranks_without_distributed_training_are_refused():
-    refused = pytest.raises(RuntimeError, match="one of 2 torchrun ranks but train.distributed is false")
+    refused = pytest.raises(RuntimeError, match=r"one of 2 torchrun ranks but train.distributed is false")
     with refused, distributed.collective(False, "auto", TORCHRUN):
         pass
 
@@ -43,8 +43,10 @@ def test_auto_backend_is_nccl_only_where_cuda_is(monkeypatch):
 
 def test_a_single_collective_changes_nothing():
     values = torch.tensor([1.5, -2.0])
-    assert SINGLE.sum_(values) is values and values.tolist() == [1.5, -2.0]
-    assert SINGLE.broadcast_float(3.25) == 3.25 and SINGLE.sum_floats(1.0, 2.0) == [1.0, 2.0]
+    assert SINGLE.sum_(values) is values
+    assert values.tolist() == [1.5, -2.0]
+    assert SINGLE.broadcast_float(3.25) == 3.25
+    assert SINGLE.sum_floats(1.0, 2.0) == [1.0, 2.0]
     assert SINGLE.agree([1.0, 2.0])
     with pytest.raises(ValueError, match="rank"):
         Collective(rank=2, world_size=2)

@@ -28,7 +28,7 @@ def test_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "mutate, column, fragment",
+    ("mutate", "column", "fragment"),
     [
         (lambda df: df.drop(columns=["price"]), "price", "missing column"),
         (lambda df: df.assign(product_id=df["product_id"].astype(float) + 0.5), "product_id", "wrong dtype"),
@@ -42,7 +42,9 @@ def test_bad_table_names_file_column_rows(tmp_path, mutate, column, fragment):
     with pytest.raises(io.DataError) as err:
         io.read_table(path, schemas.PRODUCTS)
     assert err.value.column == column
-    assert str(path) in err.value.message and column in err.value.message and fragment in err.value.message
+    assert str(path) in err.value.message
+    assert column in err.value.message
+    assert fragment in err.value.message
 
 
 def test_offending_rows_are_shown(tmp_path):
@@ -117,7 +119,8 @@ def test_sparse_round_trip_and_bad_files(tmp_path):
     x = sp.random(5, 7, density=0.3, format="csr", dtype=np.float32, random_state=0)
     io.write_sparse(x, path)
     back = io.read_sparse(path, n_rows=5)
-    assert back.format == "csr" and back.shape == (5, 7)
+    assert back.format == "csr"
+    assert back.shape == (5, 7)
     np.testing.assert_array_equal(back.toarray(), x.toarray())
     io.write_sparse(sp.csr_matrix((3, 0), dtype=np.float32), path)  # no columns is fine
     assert io.read_sparse(path, n_rows=3).shape == (3, 0)
@@ -139,7 +142,7 @@ def test_sparse_round_trip_and_bad_files(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content, fragment",
+    ("content", "fragment"),
     [(b"", "file is empty"), (b'{"a": [1, 2', "unreadable JSON"), (b"\xff\xfe\x00\x01", "unreadable JSON")],
 )
 def test_bad_json_is_a_data_error(tmp_path, content, fragment):
@@ -176,7 +179,8 @@ def test_empty_table_has_the_schema_columns_and_dtypes(tmp_path):
     path = tmp_path / "truth.parquet"
     io.write_empty_table(path, schemas.TRUTH_IMPRESSIONS)
     frame = pd.read_parquet(path)
-    assert frame.empty and list(frame.columns) == list(schemas.TRUTH_IMPRESSIONS.columns)
+    assert frame.empty
+    assert list(frame.columns) == list(schemas.TRUTH_IMPRESSIONS.columns)
     assert frame.dtypes.astype(str).to_dict() == {
         "impression_id": "int64",
         "p_convert": "float64",

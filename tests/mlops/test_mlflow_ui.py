@@ -73,7 +73,8 @@ def test_index_html_gets_the_browser_defaults_first_and_is_never_revalidated():
     assert status == 200
     assert body.startswith(b"<html><head>" + mlflow_ui.UI_SCRIPT + b"<title>")
     assert headers[b"content-length"] == str(len(body)).encode()
-    assert headers[b"cache-control"] == b"no-store" and b"etag" not in headers
+    assert headers[b"cache-control"] == b"no-store"
+    assert b"etag" not in headers
     assert b"if-none-match" not in seen[0]  # a browser's cached, unpatched page is not reused
     for key in ("mlflow.assistant.fab.autoOpenedOnFirstLoad_v1", "mlflow.workflowType_v1"):
         assert key.encode() in mlflow_ui.UI_SCRIPT
@@ -82,7 +83,8 @@ def test_index_html_gets_the_browser_defaults_first_and_is_never_revalidated():
 def test_other_paths_pass_through_untouched():
     seen: list = []
     _, headers, body = run_asgi(mlflow_ui.BrowserDefaults(index_app(seen)), path="/static-files/x.js")
-    assert mlflow_ui.UI_SCRIPT not in body and headers[b"etag"] == b'"v1"'
+    assert mlflow_ui.UI_SCRIPT not in body
+    assert headers[b"etag"] == b'"v1"'
 
 
 def test_the_printed_link_names_the_experiment_and_the_classic_view():
@@ -132,8 +134,16 @@ class Launcher:
         self.out = root / "launcher.out"
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nextbuy.cli", "mlflow-ui", "--backend-store-uri", uri]
-                + ["--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "nextbuy.cli",
+                    "mlflow-ui",
+                    "--backend-store-uri",
+                    uri,
+                    "--port",
+                    str(self.port),
+                ],
                 cwd=root,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -186,7 +196,8 @@ def test_it_serves_on_localhost_as_one_process_without_job_consumers(launcher):
     with urllib.request.urlopen(f"http://127.0.0.1:{launcher.port}/health", timeout=10) as response:
         assert response.status == 200
     members = group_members(launcher.server_pgid)
-    assert len(members) == 1 and "nextbuy.mlops.mlflow_ui" in members[0], members
+    assert len(members) == 1, members
+    assert "nextbuy.mlops.mlflow_ui" in members[0], members
     assert not any("huey" in cmd for cmd in members)
     print(f"MLflow UI ready after {launcher.ready_after:.1f} s")
 
@@ -205,9 +216,20 @@ def test_the_printed_link_opens_the_nextbuy_experiment(launcher):
 def dump_dom(url: str, profile: Path) -> str:
     """The DOM headless chromium renders for ``url`` with a fresh profile (a first visit)."""
     done = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-        + ["--no-first-run", "--disable-extensions", f"--user-data-dir={profile}"]
-        + ["--window-size=1600,1000", "--virtual-time-budget=20000", "--dump-dom", url],
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={profile}",
+            "--window-size=1600,1000",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            url,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -225,7 +247,8 @@ def test_a_first_visit_shows_the_runs_without_assistant_panel_or_telemetry_banne
     assert "mlflow.assistant.chat_panel" not in page  # the panel is closed (its button may show)
     home = dump_dom(f"http://127.0.0.1:{launcher.port}/", tmp_path / "profile-home")
     assert "Welcome to MLflow" in home, home[:2000]
-    assert "mlflow.home.telemetry-alert" not in home and "MLflow collects usage data" not in home
+    assert "mlflow.home.telemetry-alert" not in home
+    assert "MLflow collects usage data" not in home
 
 
 def test_sigterm_stops_the_whole_group(launcher):

@@ -144,7 +144,8 @@ def test_the_page_loads_nothing_from_the_network(project, page):
     text = page.read_text()
     assert page == project / "dvc_plots" / "index.html"
     assert re.findall(r"<script[^>]*\ssrc=", text) == []
-    assert "vegaEmbed" in text and "cdn.jsdelivr.net" not in text
+    assert "vegaEmbed" in text
+    assert "cdn.jsdelivr.net" not in text
 
 
 def test_the_page_holds_exactly_the_top_level_plots(page):

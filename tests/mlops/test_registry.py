@@ -19,9 +19,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nextbuy.bench.serving_fixtures import mlflow_store
 from nextbuy.mlops import registry
 from nextbuy.mlops.registry import CHALLENGER, CHAMPION, PREVIOUS
-from nextbuy.serving_fixtures import mlflow_store
 
 _names = itertools.count()
 
@@ -77,7 +77,8 @@ def test_first_passing_release_becomes_champion_with_nothing_previous(client, mo
     v1 = model.add()
     message = registry.release(client, model.name, v1, passed=True)
     assert model.aliases() == {CHAMPION: v1, PREVIOUS: None, CHALLENGER: None}
-    assert f"v{v1}" in message and "None" not in message
+    assert f"v{v1}" in message
+    assert "None" not in message
 
 
 def test_passing_release_keeps_the_old_champion_as_previous(client, model):
@@ -85,7 +86,8 @@ def test_passing_release_keeps_the_old_champion_as_previous(client, model):
     v2 = model.add()
     message = registry.release(client, model.name, v2, passed=True)
     assert model.aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
-    assert f"v{v1} → v{v2}" in message and PREVIOUS in message
+    assert f"v{v1} → v{v2}" in message
+    assert PREVIOUS in message
 
 
 def test_refused_release_is_parked_as_challenger_and_the_champion_stays(client, model):
@@ -97,7 +99,8 @@ def test_refused_first_release_says_there_is_no_champion(client, model):
     v1 = model.add(passed=False)
     message = registry.release(client, model.name, v1, passed=False)
     assert model.aliases() == {CHAMPION: None, PREVIOUS: None, CHALLENGER: v1}
-    assert "refused" in message and "None" not in message
+    assert "refused" in message
+    assert "None" not in message
 
 
 # --- promote -----------------------------------------------------------------
@@ -127,7 +130,7 @@ def test_promoting_an_unknown_version_fails_and_moves_nothing(client, model):
 
 
 def test_promoting_an_older_version_keeps_the_replaced_champion_as_previous(client, model):
-    v1, v2, v3 = released(client, model, True, True, True)
+    v1, _v2, v3 = released(client, model, True, True, True)
     registry.promote(client, model.name, v1)
     assert model.aliases() == {CHAMPION: v1, PREVIOUS: v3, CHALLENGER: None}
 
@@ -165,7 +168,7 @@ def test_rollback_restores_previous_and_refills_it_from_earlier_passed_versions(
 
 
 def test_rollback_never_makes_a_refused_version_previous(client, model):
-    v1, v2, v3, v4 = released(client, model, True, False, True, True)
+    v1, v2, v3, _v4 = released(client, model, True, False, True, True)
     registry.rollback(client, model.name)
     assert model.aliases() == {CHAMPION: v3, PREVIOUS: v1, CHALLENGER: v2}
 
@@ -180,7 +183,7 @@ def test_promote_then_rollback_returns_to_the_champion_before_the_promotion(clie
 
 
 def test_a_rolled_back_version_is_not_offered_as_previous_again(client, model):
-    v1, v2, v3 = released(client, model, True, True, True)
+    v1, v2, _v3 = released(client, model, True, True, True)
     registry.rollback(client, model.name)  # v3 bad: champion v2, previous v1
     v4 = released(client, model, True)[0]  # champion v4, previous v2
     registry.rollback(client, model.name)  # champion v2; previous: v1, never v3
@@ -200,10 +203,11 @@ def test_unset_alias_reads_as_none(client, model):
 def test_promoting_a_refused_version_without_force_and_a_reason_fails_and_moves_nothing(client, model):
     v1, v2 = released(client, model, True, False)
     for kwargs in ({}, {"force": True}, {"force": True, "reason": "  "}, {"reason": "why not"}):
-        with pytest.raises(MlflowException, match="did not pass the gate.*--force --reason"):
+        with pytest.raises(MlflowException, match=r"did not pass the gate.*--force --reason"):
             registry.promote(client, model.name, v2, **kwargs)
     assert model.aliases() == {CHAMPION: v1, PREVIOUS: None, CHALLENGER: v2}
-    assert model.tag(v2, registry.FORCED) is None and model.tag(v2, registry.PROMOTED) is None
+    assert model.tag(v2, registry.FORCED) is None
+    assert model.tag(v2, registry.PROMOTED) is None
 
 
 def test_a_forced_release_records_the_reason_who_and_when_and_says_so(client, model):
@@ -212,12 +216,14 @@ def test_a_forced_release_records_the_reason_who_and_when_and_says_so(client, mo
     assert model.aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
     assert model.tag(v2, registry.FORCED) == "true"
     assert model.tag(v2, registry.FORCED_REASON) == "INC-42: gate data was stale"
-    assert model.tag(v2, registry.FORCED_BY) and model.tag(v2, registry.FORCED_AT).startswith("20")
-    assert "FORCED" in message and "INC-42" in message
+    assert model.tag(v2, registry.FORCED_BY)
+    assert model.tag(v2, registry.FORCED_AT).startswith("20")
+    assert "FORCED" in message
+    assert "INC-42" in message
 
 
 def test_force_on_a_passing_version_records_nothing_forced(client, model):
-    v1, v2 = released(client, model, True, True)
+    v1, _v2 = released(client, model, True, True)
     registry.promote(client, model.name, v1, force=True, reason="back to v1")
     assert model.aliases()[CHAMPION] == v1
     assert model.tag(v1, registry.FORCED) is None
@@ -241,7 +247,8 @@ def test_a_refused_version_crowned_before_the_rules_never_becomes_previous(clien
     client.set_registered_model_alias(model.name, PREVIOUS, v1)
     client.set_registered_model_alias(model.name, CHAMPION, v2)  # the old `promote 2`
     v3 = released(client, model, True)[0]
-    assert model.aliases()[CHAMPION] == v3 and model.aliases()[PREVIOUS] == v1
+    assert model.aliases()[CHAMPION] == v3
+    assert model.aliases()[PREVIOUS] == v1
     registry.rollback(client, model.name)
     assert model.aliases()[CHAMPION] == v1
 
@@ -255,7 +262,7 @@ def test_every_champion_is_recorded_as_such_and_refused_ones_are_not(client, mod
 def test_previous_is_only_ever_a_version_that_was_champion(client, model):
     v1 = released(client, model, True)[0]
     never_crowned = model.add(passed=True)  # passed, complete, but its deploy never moved champion
-    v3, v4 = released(client, model, True, True)
+    v3, _v4 = released(client, model, True, True)
     registry.rollback(client, model.name)
     assert model.aliases() == {CHAMPION: v3, PREVIOUS: v1, CHALLENGER: None}
     assert model.tag(never_crowned, registry.WAS_CHAMPION) is None
@@ -329,7 +336,8 @@ def test_sweep_orphans_a_crowned_incomplete_version_and_puts_the_champion_back(c
     assert model.aliases() == {CHAMPION: v3, PREVIOUS: v2, CHALLENGER: None}
     assert registry.sweep_orphans(client, model.name) == [v3]
     assert model.aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
-    assert model.tag(v3, registry.ORPHANED) == "true" and model.tag(v3, registry.COMPLETE) == "false"
+    assert model.tag(v3, registry.ORPHANED) == "true"
+    assert model.tag(v3, registry.COMPLETE) == "false"
     assert registry.sweep_orphans(client, model.name) == []  # once
 
 
@@ -366,7 +374,7 @@ def test_an_orphan_is_never_previous(client, model, run_of):
     v1 = released(client, model, True)[0]
     killed_deploy(client, model, run_of)
     registry.sweep_orphans(client, model.name)
-    v3, v4 = released(client, model, True, True)
+    v3, _v4 = released(client, model, True, True)
     registry.rollback(client, model.name)
     assert model.aliases() == {CHAMPION: v3, PREVIOUS: v1, CHALLENGER: None}
 
@@ -386,8 +394,8 @@ def test_load_bundle_refuses_a_champion_whose_files_changed_after_registration(t
     """Valid thresholds, but not the ones deploy registered: only the recorded digest tells."""
     import json
 
+    from nextbuy.bench.serving_fixtures import MODEL_NAME, register_champion, write_bundle_files
     from nextbuy.mlops.io import DataError
-    from nextbuy.serving_fixtures import MODEL_NAME, register_champion, write_bundle_files
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     files = write_bundle_files(tmp_path / "bundle", n_products=40, d=4, n_fit=2000)

@@ -90,11 +90,15 @@ def test_every_stage_gets_its_headline_from_its_metrics(tmp_path):
     assert s["ingest"] == (
         "1,200 products, 34,567 edges (25% reciprocated), impressions train 10,000, calib 2,000, test 1,000"
     )
-    assert "observed 3.1% → delay-corrected 5.2%" in s["label_delay"] and "ESS 83.0%" in s["label_delay"]
-    assert "conv loss 0.4123" in s["train"] and "calib AUC 0.712" in s["train"] and "42 s" in s["train"]
+    assert "observed 3.1% → delay-corrected 5.2%" in s["label_delay"]
+    assert "ESS 83.0%" in s["label_delay"]
+    assert "conv loss 0.4123" in s["train"]
+    assert "calib AUC 0.712" in s["train"]
+    assert "42 s" in s["train"]
     assert "ECE raw 0.081 → calibrated 0.012" in s["calibrate"]
     assert "recall per-bucket 42.0% vs single 35.0%" in s["thresholds"]
-    assert s["deploy"].startswith("nextbuy v3 PASSED") and s["deploy"].endswith("champion = v3")
+    assert s["deploy"].startswith("nextbuy v3 PASSED")
+    assert s["deploy"].endswith("champion = v3")
     assert s["traffic"] == "84,000 impressions over 28 days after the snapshot, drift bucket_shift"
     assert s["monitor"] == (
         "28 windows: 2 alert(s) in bucket(s) [2] from 2026-03-12 (naive positivity would raise 17)"
@@ -115,8 +119,10 @@ def test_an_unreadable_metrics_file_is_flagged_and_the_others_still_print(tmp_pa
     write_metrics(tmp_path, deploy=broken)
     s = summary(tmp_path)
     assert s["train"].startswith("metrics unreadable")
-    assert s["deploy"].startswith("metrics unreadable") and "candidate" in s["deploy"]
-    assert "products" in s["ingest"] and "windows" in s["monitor"]
+    assert s["deploy"].startswith("metrics unreadable")
+    assert "candidate" in s["deploy"]
+    assert "products" in s["ingest"]
+    assert "windows" in s["monitor"]
 
 
 def test_refused_release_shows_the_reasons(tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from nextbuy import procs
-from nextbuy import serving_fixtures as fixtures
+from nextbuy.bench import serving_fixtures as fixtures
 from nextbuy.mlops import serving
 
 pytestmark = pytest.mark.slow
@@ -62,9 +62,11 @@ def server(tmp_path_factory):
         finally:
             gone = srv.stop()
             if pgid is not None:
-                assert gone and not procs.group_alive(pgid), f"server group {pgid} still alive"
+                assert gone, f"server group {pgid} still alive"
+                assert not procs.group_alive(pgid), f"server group {pgid} still alive"
                 assert srv.proc.returncode is not None
-                assert srv.ping() is None and not procs.port_open(srv.port)
+                assert srv.ping() is None
+                assert not procs.port_open(srv.port)
 
 
 def post(srv, body: bytes, timeout: float = 60, content_type: str = "application/json") -> Reply:
@@ -113,7 +115,8 @@ def test_plain_pair_requests_get_the_same_answer_as_mlflow_s_path(server):
     records = [{"source_id": int(u), "candidate_id": int(v)} for u, v in pairs]
     slow = post(server, json.dumps({"dataframe_records": records}).encode())
     assert fast.status == slow.status == 200, (fast.text, slow.text)
-    assert fast.json() == slow.json() and len(fast.json()["predictions"]) == 50
+    assert fast.json() == slow.json()
+    assert len(fast.json()["predictions"]) == 50
 
 
 def test_top_k_with_source_ids_only(server):
@@ -194,7 +197,7 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("payload, fragments", MALFORMED)
+@pytest.mark.parametrize(("payload", "fragments"), MALFORMED)
 def test_malformed_requests_get_400_naming_the_problem_and_server_stays_up(server, payload, fragments):
     reply = post(server, payload)
     assert reply.status == 400, (reply.status, reply.text[:500])
@@ -228,9 +231,11 @@ def test_extra_columns_are_refused_and_unknown_params_are_dropped_by_mlflow(serv
     plain = post(server, body(COLUMNS, [[1, 2], [3, 4]]))
     assert plain.status == 200, plain.message
     extra = post(server, body([*COLUMNS, "note"], [[1, 2, "x"], [3, 4, "y"]]))
-    assert extra.status == 400 and "unexpected column(s) ['note']" in extra.message, extra.text[:500]
+    assert extra.status == 400, extra.text[:500]
+    assert "unexpected column(s) ['note']" in extra.message, extra.text[:500]
     misspelt = post(server, body(COLUMNS, [[1, 2], [3, 4]], {"topk": 5}))  # pairs, not top-K
-    assert misspelt.status == 200 and misspelt.json() == plain.json(), misspelt.text[:500]
+    assert misspelt.status == 200, misspelt.text[:500]
+    assert misspelt.json() == plain.json(), misspelt.text[:500]
     assert server.ping() == 200
 
 
@@ -239,7 +244,8 @@ def test_csv_scores_pairs_and_its_malformed_bodies_get_400(server):
     bad ids or columns are refused by predict like JSON ones."""
     plain = post(server, body(COLUMNS, [[1, 2], [3, 4]]))
     csv = post(server, b"source_id,candidate_id\n1,2\n3,4\n", content_type="text/csv")
-    assert csv.status == 200 and csv.json() == plain.json(), csv.text[:500]
+    assert csv.status == 200, csv.text[:500]
+    assert csv.json() == plain.json(), csv.text[:500]
     for payload, fragment in (
         (b"source_id,candidate_id\n1.5,2\n", "fractions"),
         (b"source_id,candidate_id\nx,2\n", "source_id"),
@@ -247,7 +253,8 @@ def test_csv_scores_pairs_and_its_malformed_bodies_get_400(server):
         (b"source_id\n1\n", "missing column(s) ['candidate_id']"),
     ):
         reply = post(server, payload, content_type="text/csv")
-        assert reply.status == 400 and fragment in reply.message, (payload, reply.status, reply.text[:500])
+        assert reply.status == 400, (payload, reply.status, reply.text[:500])
+        assert fragment in reply.message, (payload, reply.status, reply.text[:500])
     assert server.ping() == 200
 
 
@@ -282,7 +289,8 @@ def test_body_over_the_size_limit_gets_413_before_it_is_parsed(server):
         conn.putheader("Content-Length", str(10**12))
         conn.endheaders()  # and not a byte of the body
         declared = conn.getresponse()
-        assert declared.status == 413 and f"limit is {limit} bytes" in json.loads(declared.read())["message"]
+        assert declared.status == 413
+        assert f"limit is {limit} bytes" in json.loads(declared.read())["message"]
     finally:
         conn.close()
     assert server.ping() == 200
@@ -329,6 +337,7 @@ def test_largest_legitimate_request_passes_the_size_guard(server):
     reply = post(server, body(COLUMNS, rows), timeout=120)
     assert reply.status == 200, (reply.status, reply.text[:500])
     preds = reply.json()["predictions"]
-    assert len(preds) == serving.MAX_REQUEST_ROWS and all(p["cold_start"] for p in preds[:100])
+    assert len(preds) == serving.MAX_REQUEST_ROWS
+    assert all(p["cold_start"] for p in preds[:100])
     csv = b"source_id,candidate_id\n" + f"{big},{big}\n".encode() * serving.MAX_REQUEST_ROWS
     assert post(server, csv, timeout=120, content_type="text/csv").status == 200

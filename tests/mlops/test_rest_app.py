@@ -88,11 +88,15 @@ class Exchange:
 def test_content_length_over_the_limit_is_answered_before_the_body_is_read():
     echo = Echo()
     x = Exchange(rest_app.BodySizeLimit(echo, LIMIT), [b"@" * 60, b"@" * 41], 101)
-    assert x.status == 413 and echo.calls == 0 and x.ended
+    assert x.status == 413
+    assert echo.calls == 0
+    assert x.ended
     # The whole answer first; then the rest of the body is read and dropped.
     assert x.events[:2] == ["http.response.start", "http.response.body"]
-    assert x.received == 2 and b"@" not in x.body
-    assert b"connection" not in x.headers and int(x.headers[b"content-length"]) == len(x.body)
+    assert x.received == 2
+    assert b"@" not in x.body
+    assert b"connection" not in x.headers
+    assert int(x.headers[b"content-length"]) == len(x.body)
     for fragment in ("101 bytes", f"limit is {LIMIT} bytes", "nextbuy batch-topk", "NEXTBUY_MAX_BODY_BYTES"):
         assert fragment in x.message, x.message
 
@@ -102,7 +106,10 @@ def test_a_client_waiting_for_100_continue_gets_the_413_instead_and_the_connecti
     x = Exchange(
         rest_app.BodySizeLimit(echo, LIMIT), [b"x" * 101], 101, extra_headers=[(b"expect", b"100-continue")]
     )
-    assert x.status == 413 and x.received == 0 and echo.calls == 0 and x.ended
+    assert x.status == 413
+    assert x.received == 0
+    assert echo.calls == 0
+    assert x.ended
     assert x.headers[b"connection"] == b"close"
 
 
@@ -121,20 +128,24 @@ def test_draining_after_a_413_stops_after_drain_seconds():
     started = time.monotonic()
     asyncio.run(guard(scope, receive, send))
     assert time.monotonic() - started < 5
-    assert sent[0]["status"] == 413 and sent[-1]["more_body"] is False
+    assert sent[0]["status"] == 413
+    assert sent[-1]["more_body"] is False
 
 
 def test_chunked_body_over_the_limit_is_refused_once_past_it_and_never_reaches_the_app():
     echo = Echo()
     chunks = [b"x" * 40] * 10  # 400 bytes, the limit passed in the third chunk
     x = Exchange(rest_app.BodySizeLimit(echo, LIMIT), chunks, None)
-    assert x.status == 413 and echo.calls == 0 and x.ended
+    assert x.status == 413
+    assert echo.calls == 0
+    assert x.ended
     assert x.events[:5] == ["receive"] * 3 + ["http.response.start", "http.response.body"]
-    assert f"more than {LIMIT} bytes" in x.message and "batch-topk" in x.message
+    assert f"more than {LIMIT} bytes" in x.message
+    assert "batch-topk" in x.message
 
 
 @pytest.mark.parametrize(
-    "chunks, content_length",
+    ("chunks", "content_length"),
     [
         ([b"x" * LIMIT], LIMIT),  # exactly the limit
         ([b'{"a": 1}'], 8),
@@ -146,14 +157,16 @@ def test_chunked_body_over_the_limit_is_refused_once_past_it_and_never_reaches_t
 def test_bodies_within_the_limit_reach_the_app_unchanged(chunks, content_length):
     echo = Echo()
     x = Exchange(rest_app.BodySizeLimit(echo, LIMIT), chunks, content_length)
-    assert x.status == 200 and echo.calls == 1
+    assert x.status == 200
+    assert echo.calls == 1
     assert x.body == b"".join(chunks)
 
 
 def test_other_scopes_pass_through():
     echo = Echo()
     x = Exchange(rest_app.BodySizeLimit(echo, 1), [b"x" * 10], 10, scope_type="websocket")
-    assert x.status == 200 and echo.calls == 1
+    assert x.status == 200
+    assert echo.calls == 1
 
 
 def test_the_default_limit_admits_the_largest_legitimate_100k_row_bodies():
@@ -172,7 +185,7 @@ def test_the_default_limit_admits_the_largest_legitimate_100k_row_bodies():
 
 @pytest.mark.parametrize("raw", ["0", "-5", "1.5", "ten", "1e6"])
 def test_a_bad_NEXTBUY_MAX_BODY_BYTES_is_refused_naming_it(raw):
-    with pytest.raises(ValueError, match="NEXTBUY_MAX_BODY_BYTES.*positive integer"):
+    with pytest.raises(ValueError, match=r"NEXTBUY_MAX_BODY_BYTES.*positive integer"):
         rest_app.max_body_bytes({rest_app.MAX_BODY_BYTES_ENV: raw})
 
 
@@ -190,7 +203,8 @@ def test_serve_refuses_a_bad_NEXTBUY_MAX_BODY_BYTES_before_touching_the_model(mo
     monkeypatch.setenv(rest_app.MAX_BODY_BYTES_ENV, "lots")
     result = CliRunner().invoke(app, ["serve", "--model", "models:/nowhere@champion"])
     assert result.exit_code == 2, result.output
-    assert "NEXTBUY_MAX_BODY_BYTES" in result.output and "positive integer" in result.output
+    assert "NEXTBUY_MAX_BODY_BYTES" in result.output
+    assert "positive integer" in result.output
 
 
 def test_the_app_needs_the_model_path_that_nextbuy_serve_sets(monkeypatch):
@@ -211,7 +225,7 @@ def split_body(data, columns=("source_id", "candidate_id"), **extra) -> bytes:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from nextbuy import serving_fixtures as fixtures
+    from nextbuy.bench import serving_fixtures as fixtures
 
     files = fixtures.write_bundle_files(tmp_path_factory.mktemp("fast") / "bundle", 300, 8, seed=3)
     return fixtures.load_bundle(files)
@@ -231,7 +245,8 @@ def mlflow_answer(bundle, pairs) -> dict:
 
 def test_plain_pair_bodies_are_read_as_int64_pairs():
     pairs = rest_app.plain_pairs(split_body([[1, 2], [-5, 2**63 - 1]]))
-    assert pairs.dtype == np.int64 and pairs.tolist() == [[1, 2], [-5, 2**63 - 1]]
+    assert pairs.dtype == np.int64
+    assert pairs.tolist() == [[1, 2], [-5, 2**63 - 1]]
 
 
 @pytest.mark.parametrize(
@@ -289,7 +304,9 @@ def test_the_fast_path_answers_plain_pairs_with_mlflow_s_json(bundle, pairs, con
         [body[:7], body[7:]],  # a body in two parts is read whole
         extra_headers=[(b"content-type", content_type)],
     )
-    assert x.status == 200 and echo.calls == 0 and x.headers[b"content-type"] == b"application/json"
+    assert x.status == 200
+    assert echo.calls == 0
+    assert x.headers[b"content-type"] == b"application/json"
     assert int(x.headers[b"content-length"]) == len(x.body)
     answer, expected = json.loads(x.body), mlflow_answer(bundle, pairs)
     assert answer == expected
@@ -297,7 +314,7 @@ def test_the_fast_path_answers_plain_pairs_with_mlflow_s_json(bundle, pairs, con
 
 
 @pytest.mark.parametrize(
-    "headers, method, path, body",
+    ("headers", "method", "path", "body"),
     [
         ([], "POST", "/invocations", split_body([[1, 2]], params={"top_k": 3})),  # not plain
         ([(b"content-type", b"text/csv")], "POST", "/invocations", b"source_id,candidate_id\n1,2\n"),
@@ -330,7 +347,8 @@ def test_other_requests_reach_mlflow_s_app_with_their_body_unchanged(bundle, hea
         sent.append(message)
 
     asyncio.run(app(scope, receive, send))
-    assert echo.calls == 1 and b"".join(m.get("body", b"") for m in sent[1:]) == body
+    assert echo.calls == 1
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == body
 
 
 def test_a_non_finite_answer_goes_mlflow_s_way(bundle):
@@ -344,7 +362,8 @@ def test_a_non_finite_answer_goes_mlflow_s_way(bundle):
     echo = Echo()
     body = split_body([[1, 2]])
     x = Exchange(rest_app.PairFastPath(echo, with_nan), [body])
-    assert echo.calls == 1 and x.body == body
+    assert echo.calls == 1
+    assert x.body == body
 
 
 # --- `nextbuy serve`: what it checks, then what it execs ---------------------------
@@ -355,7 +374,7 @@ def serve_in(store_dir, monkeypatch, *args: str):
     (never run): the CLI result and the (cmd, env) it would have exec'd, or None."""
     from typer.testing import CliRunner
 
-    from nextbuy import serving_fixtures as fixtures
+    from nextbuy.bench import serving_fixtures as fixtures
     from nextbuy.cli import app
 
     uri = f"sqlite:///{store_dir / 'mlflow.db'}"
@@ -374,7 +393,8 @@ def serve_in(store_dir, monkeypatch, *args: str):
 
 def test_serve_of_a_model_that_is_not_there_exits_1_saying_so(tmp_path, monkeypatch):
     result, execd = serve_in(tmp_path, monkeypatch, "--model", "models:/nowhere@champion")
-    assert result.exit_code == 1 and execd is None, result.output
+    assert result.exit_code == 1, result.output
+    assert execd is None, result.output
     assert "models:/nowhere@champion" in result.output
     assert not list(tmp_path.glob("nextbuy-serve-*"))  # no empty download folder left behind
 
@@ -388,30 +408,37 @@ def test_serve_checks_the_champion_then_execs_uvicorn_on_the_guarded_app(tmp_pat
     from mlflow.pyfunc import scoring_server
 
     from nextbuy import procs
-    from nextbuy import serving_fixtures as fixtures
+    from nextbuy.bench import serving_fixtures as fixtures
 
     files = fixtures.write_bundle_files(tmp_path / "bundle", 50, 4)
     fixtures.register_champion(files, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
     result, execd = serve_in(
         tmp_path, monkeypatch, "--model", fixtures.champion_uri(), "--port", "5123", "--workers", "2"
     )
-    assert result.exit_code == 0 and execd is not None, result.output
-    assert "http://127.0.0.1:5123" in result.output and "(v1)" in result.output
+    assert result.exit_code == 0, result.output
+    assert execd is not None, result.output
+    assert "http://127.0.0.1:5123" in result.output
+    assert "(v1)" in result.output
     cmd, env = execd
-    assert cmd[:3] == [sys.executable, "-m", "uvicorn"] and cmd[-1] == "nextbuy.mlops.rest_app:app"
+    assert cmd[:3] == [sys.executable, "-m", "uvicorn"]
+    assert cmd[-1] == "nextbuy.mlops.rest_app:app"
     assert " ".join(cmd[3:-1]) == f"--host {procs.HOST} --port 5123 --workers 2"
     served = env[scoring_server._SERVER_MODEL_PATH]
-    assert served.startswith("file://") and (Path(served.removeprefix("file://")) / "MLmodel").is_file()
+    assert served.startswith("file://")
+    assert (Path(served.removeprefix("file://")) / "MLmodel").is_file()
     assert served.startswith(tmp_path.as_uri())
     timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     assert env[timeout.name] == str(timeout.get())
     assert env[rest_app.FAST_PATH_ENV] == "1"  # the pair fast path is on unless asked otherwise
     result, execd = serve_in(tmp_path, monkeypatch, "--model", fixtures.champion_uri(), "--no-fast-path")
-    assert result.exit_code == 0 and execd[1][rest_app.FAST_PATH_ENV] == "0", result.output
+    assert result.exit_code == 0, result.output
+    assert execd[1][rest_app.FAST_PATH_ENV] == "0", result.output
 
     stored = next((tmp_path / "mlartifacts").rglob("artifacts/thresholds.json"))
     stored.write_text(stored.read_text() + " ")
     result, execd = serve_in(tmp_path, monkeypatch, "--model", fixtures.champion_uri())
-    assert result.exit_code == 1 and execd is None, result.output
+    assert result.exit_code == 1, result.output
+    assert execd is None, result.output
     said = " ".join(result.output.split())  # rich wraps lines
-    assert "(artifacts/thresholds.json): changed" in said and "refusing to load it" in said
+    assert "(artifacts/thresholds.json): changed" in said
+    assert "refusing to load it" in said

@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 
 from nextbuy.domain.decisions import Thresholds
 from nextbuy.domain.uncertainty import fit_bucket_calibration
-from nextbuy.mlops import serving
+from nextbuy.mlops import serving, serving_bundle
 from nextbuy.mlops.serving import MAX_TOP_K, NextbuyModel, ServingBundle, top_k_param, validate_request
 
 
@@ -35,7 +35,8 @@ def bundle() -> ServingBundle:
 
 def test_scores_known_pairs(bundle):
     out = bundle.score(np.array([0, 1, 2]), np.array([3, 4, 5]))
-    assert out["score"].between(0, 1).all() and (out["uncertainty"] > 0).all()
+    assert out["score"].between(0, 1).all()
+    assert (out["uncertainty"] > 0).all()
     assert not out["cold_start"].any()
     expected = out["score"] >= np.array([0.5, 0.8])[out["bucket"]]
     assert (out["decision"] == expected).all()
@@ -51,7 +52,7 @@ def test_unknown_ids_fall_back_to_the_prior_with_more_uncertainty(bundle):
 
 
 @pytest.mark.parametrize(
-    "frame, fragment",
+    ("frame", "fragment"),
     [
         (pd.DataFrame({"source_id": [1]}), "missing column"),
         (pd.DataFrame({"source_id": ["a"], "candidate_id": [1]}), "integer product ids"),
@@ -79,7 +80,7 @@ def pairs(source, candidate=(1,)) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize(
-    "frame, fragments",
+    ("frame", "fragments"),
     [
         (pairs([np.inf]), ["'source_id'", "finite", "[inf]"]),
         (pairs([3, -np.inf]), ["'source_id'", "finite", "[-inf]"]),
@@ -134,11 +135,12 @@ def test_a_huge_nested_cell_is_shown_cut_short():
     for _ in range(5000):
         deep = [deep, list(range(100))]
     message = refusal(validate_request, pairs([deep]))
-    assert "lists or objects" in message and len(message) < 600
+    assert "lists or objects" in message
+    assert len(message) < 600
 
 
 @pytest.mark.parametrize(
-    "frame, need_candidates, fragments",
+    ("frame", "need_candidates", "fragments"),
     [
         (pairs([1]).assign(extra=[0], more=[1]), True, ["unexpected column(s) ['extra', 'more']"]),
         (pairs([1]), False, ["unexpected column(s) ['candidate_id']", '{"top_k": K}', "1,000"]),
@@ -177,7 +179,7 @@ def test_top_k_from_1_to_the_cap_is_accepted(k):
 
 
 @pytest.mark.parametrize(
-    "params, fragments",
+    ("params", "fragments"),
     [
         ({"top_k": -1}, ["top_k must be at least 1 (got -1)", "leave top_k out"]),
         ({"top_k": MAX_TOP_K + 1}, ["above the limit of 1,000", "batch-topk"]),
@@ -213,7 +215,7 @@ def test_predict_scores_pairs_and_top_k(model, bundle):
 
 
 @pytest.mark.parametrize(
-    "frame, params, fragment",
+    ("frame", "params", "fragment"),
     [
         (pairs([1]), {"top_k": 5, "k": 1}, "unknown param(s) ['k']"),
         (pairs([1]).assign(note=["x"]), None, "unexpected column(s) ['note']"),
@@ -234,7 +236,8 @@ def test_top_k_answer_size_is_capped(model, monkeypatch):
     sources = pd.DataFrame({"source_id": [0, 1, 2, 2]})  # 3 distinct sources
     assert len(model.predict(None, sources, params={"top_k": 6})) == 18
     message = refusal(model.predict, None, sources, params={"top_k": 7})
-    assert "21 rows (3 sources x top_k 7)" in message and "limit is 20" in message
+    assert "21 rows (3 sources x top_k 7)" in message
+    assert "limit is 20" in message
     # K beyond the catalogue is clamped to it (49 candidates) before the cap is applied.
     monkeypatch.setattr(serving, "MAX_TOPK_ROWS", 49)
     assert len(model.predict(None, sources.iloc[:1], params={"top_k": MAX_TOP_K})) == 49
@@ -295,10 +298,9 @@ def test_top_k_matches_brute_force_ranking(bundle):
 
 
 def test_top_k_chunks_give_the_same_answer(bundle, monkeypatch):
-    import nextbuy.mlops.serving as serving
 
     whole = bundle.top_k(np.arange(20), 5)
-    monkeypatch.setattr(serving, "TOPK_CHUNK_CELLS", 60)  # 1 source per chunk
+    monkeypatch.setattr(serving_bundle, "TOPK_CHUNK_CELLS", 60)  # 1 source per chunk
     pd.testing.assert_frame_equal(whole, bundle.top_k(np.arange(20), 5))
 
 
@@ -318,7 +320,8 @@ def retrieval_settings(**changes):
 def assert_same_top_k(got: pd.DataFrame, want: pd.DataFrame) -> None:
     """Same rows, columns and types; scores equal up to float32 rounding (summed in another
     order), which the calibration can amplify near a steep isotonic step."""
-    assert list(got.columns) == list(want.columns) and got.dtypes.to_dict() == want.dtypes.to_dict()
+    assert list(got.columns) == list(want.columns)
+    assert got.dtypes.to_dict() == want.dtypes.to_dict()
     exact_columns = ["source_id", "rank", "candidate_id", "bucket", "decision", "cold_start"]
     pd.testing.assert_frame_equal(got[exact_columns], want[exact_columns])
     np.testing.assert_allclose(got[["score", "uncertainty"]], want[["score", "uncertainty"]], rtol=1e-5)
@@ -332,7 +335,8 @@ def test_top_k_with_retrieval_answers_like_the_exact_method(bundle, kind):
     fast = bundle.with_retrieval(retrieval_settings(kind=kind, candidates=5, completion="scan"))
     sources = np.array([0, 3, 10**6, 49, -1, 3])
     assert_same_top_k(fast.top_k(sources, 7), bundle.top_k(sources, 7, exact=True))
-    assert fast.candidate_index.kind == kind and fast.candidate_index is fast.candidate_index  # built once
+    assert fast.candidate_index.kind == kind
+    assert fast.candidate_index is fast.candidate_index
     assert_same_top_k(fast.top_k(sources, 7), fast.top_k(sources, 7, exact=True))
 
 
@@ -355,7 +359,7 @@ def test_a_bundle_without_retrieval_settings_scores_the_whole_catalogue(bundle):
 
 @pytest.fixture
 def files(tmp_path):
-    from nextbuy.serving_fixtures import write_bundle_files
+    from nextbuy.bench.serving_fixtures import write_bundle_files
 
     return write_bundle_files(tmp_path / "bundle", n_products=40, d=4, n_fit=2000)
 
@@ -379,7 +383,7 @@ def test_bundle_files_load(files):
 
 
 def test_retrieval_settings_round_trip_through_the_bundle_files(tmp_path):
-    from nextbuy.serving_fixtures import write_bundle_files
+    from nextbuy.bench.serving_fixtures import write_bundle_files
 
     settings = retrieval_settings(kind="hnsw", candidates=77)
     files = write_bundle_files(
@@ -394,7 +398,7 @@ def test_retrieval_settings_round_trip_through_the_bundle_files(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "change, fragment, key",
+    ("change", "fragment", "key"),
     [
         ({"kind": "lsh"}, "kind", "kind"),
         ({"candidates": 0}, "candidates", "candidates"),
@@ -411,7 +415,9 @@ def test_unusable_retrieval_settings_raise_data_error_naming_file_and_key(tmp_pa
     path.write_text(json.dumps({**retrieval_settings().model_dump(), **change}))
     with pytest.raises(DataError) as err:
         serving.read_retrieval(path)
-    assert err.value.path == str(path) and fragment in err.value.message and err.value.column == key
+    assert err.value.path == str(path)
+    assert fragment in err.value.message
+    assert err.value.column == key
 
 
 def test_retrieval_settings_stored_before_completion_existed_keep_scanning(tmp_path):
@@ -461,7 +467,7 @@ def nan_in(path, key):
 
 
 @pytest.mark.parametrize(
-    "which, spoil, fragment, key",
+    ("which", "spoil", "fragment", "key"),
     [
         ("moments", truncate, "unreadable npz", None),
         ("moments", lambda p: p.write_bytes(b""), "file is empty", None),
@@ -560,7 +566,7 @@ def tracking_store(tmp_path):
     """This test's own MLflow store; the process's MLflow settings are put back after."""
     import mlflow
 
-    from nextbuy.serving_fixtures import mlflow_store
+    from nextbuy.bench.serving_fixtures import mlflow_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with mlflow_store(uri):
@@ -571,8 +577,8 @@ def tracking_store(tmp_path):
 def test_model_whose_artifact_store_was_deleted_is_a_data_error_naming_the_location(tmp_path, tracking_store):
     import shutil
 
+    from nextbuy.bench.serving_fixtures import write_bundle_files
     from nextbuy.mlops.io import DataError
-    from nextbuy.serving_fixtures import write_bundle_files
 
     model_dir = tmp_path / "mlartifacts" / "model"
     write_bundle_files(model_dir / "artifacts", n_products=40, d=4, n_fit=2000)
@@ -588,13 +594,15 @@ def test_model_whose_artifact_store_was_deleted_is_a_data_error_naming_the_locat
     with pytest.raises(DataError) as err:  # named by the model, not the temporary download
         ServingBundle.from_model_uri("models:/nextbuy-test@champion")
     assert err.value.path == "models:/nextbuy-test@champion (artifacts/moments.npz)"
-    assert err.value.column == "s_mean" and "non-finite" in err.value.message
+    assert err.value.column == "s_mean"
+    assert "non-finite" in err.value.message
 
     shutil.rmtree(tmp_path / "mlartifacts")  # MLflow then downloads nothing, silently
     with pytest.raises(DataError) as err:
         ServingBundle.from_model_uri("models:/nextbuy-test@champion")
     assert err.value.path == "models:/nextbuy-test@champion"
-    assert str(model_dir) in err.value.message and "deleted or moved" in err.value.message
+    assert str(model_dir) in err.value.message
+    assert "deleted or moved" in err.value.message
 
 
 # --- trust boundary: the files deploy registered are the files loaded -------------------
@@ -610,7 +618,7 @@ def registered(tmp_path_factory):
     Tests that tamper with a file put it back."""
     import mlflow
 
-    from nextbuy.serving_fixtures import mlflow_store, register_champion, write_bundle_files
+    from nextbuy.bench.serving_fixtures import mlflow_store, register_champion, write_bundle_files
 
     root = tmp_path_factory.mktemp("trust")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -666,7 +674,8 @@ def test_untampered_registered_model_loads_on_every_path(registered, caplog):
     import mlflow
 
     bundle = ServingBundle.from_model_uri(CHAMPION_URI)
-    assert bundle.n_products == 40 and bundle.retrieval == REGISTERED_RETRIEVAL
+    assert bundle.n_products == 40
+    assert bundle.retrieval == REGISTERED_RETRIEVAL
     served = mlflow.pyfunc.load_model(CHAMPION_URI)  # load_context checks too
     assert len(served.predict(pd.DataFrame({"source_id": [1], "candidate_id": [2]}))) == 1
     assert "NOT verified" not in caplog.text
@@ -699,7 +708,8 @@ def test_a_changed_file_is_refused_before_anything_is_read(registered, tamper, m
     with pytest.raises(DataError) as err:
         ServingBundle.from_model_uri(CHAMPION_URI)
     assert err.value.path == f"{CHAMPION_URI} ({rel})"
-    assert "changed (sha256" in err.value.message and "in v1" in err.value.message
+    assert "changed (sha256" in err.value.message
+    assert "in v1" in err.value.message
     with pytest.raises(DataError, match="refusing to load"):
         serving.verify_model_uri("models:/nextbuy/1")
 
@@ -728,7 +738,7 @@ def test_the_served_model_and_a_downloaded_dir_refuse_changed_files(registered, 
     from nextbuy.mlops.io import DataError
 
     tamper("artifacts/moments.npz")
-    with pytest.raises(DataError, match="artifacts/moments.npz"):
+    with pytest.raises(DataError, match=r"artifacts/moments.npz"):
         mlflow.pyfunc.load_model(CHAMPION_URI)
     downloaded = mlflow.artifacts.download_artifacts(CHAMPION_URI, dst_path=str(tmp_path))
     with pytest.raises(DataError) as err:
@@ -769,7 +779,8 @@ def test_a_version_registered_before_digests_loads_with_a_warning(registered, ca
 
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # what the command sets
     result = CliRunner().invoke(app, ["verify-model", "models:/nextbuy-legacy/1"])
-    assert result.exit_code == 2 and "not verified" in result.output
+    assert result.exit_code == 2
+    assert "not verified" in result.output
 
 
 def test_verify_model_command(registered, tamper, monkeypatch):
@@ -779,10 +790,13 @@ def test_verify_model_command(registered, tamper, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # what the command sets
     ok = CliRunner().invoke(app, ["verify-model", CHAMPION_URI])
-    assert ok.exit_code == 0 and "every file matches" in ok.output and "(v1)" in ok.output
+    assert ok.exit_code == 0
+    assert "every file matches" in ok.output
+    assert "(v1)" in ok.output
     tamper("python_model.pkl")
     bad = CliRunner().invoke(app, ["verify-model", CHAMPION_URI])
-    assert bad.exit_code == 1 and "python_model.pkl" in bad.output, bad.output
+    assert bad.exit_code == 1, bad.output
+    assert "python_model.pkl" in bad.output, bad.output
 
 
 def test_bytecode_written_by_importing_the_served_code_is_ignored_only_after_the_import(registered, tmp_path):

@@ -73,7 +73,8 @@ def test_configure_puts_runs_and_artifacts_in_the_project_wherever_it_runs(proje
         mlflow.log_artifact("note.txt")
     assert run.info.experiment_id == experiment_id
     assert list((project / "mlartifacts").rglob("note.txt"))
-    assert not (elsewhere / "mlartifacts").exists() and not (elsewhere / "mlruns").exists()
+    assert not (elsewhere / "mlartifacts").exists()
+    assert not (elsewhere / "mlruns").exists()
 
 
 def test_artifact_root_can_be_overridden(project, tmp_path, clean_env):
@@ -84,7 +85,7 @@ def test_artifact_root_can_be_overridden(project, tmp_path, clean_env):
     assert mlflow.get_experiment(tracking.configure(project)).artifact_location == bucket
 
 
-@pytest.mark.parametrize("user_setting, bars", [(None, False), ("true", True)])
+@pytest.mark.parametrize(("user_setting", "bars"), [(None, False), ("true", True)])
 def test_artifact_downloads_draw_no_progress_bars_unless_asked(project, clean_env, capfd, user_setting, bars):
     import mlflow
     from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR

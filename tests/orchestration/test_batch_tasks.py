@@ -6,6 +6,7 @@ bodies run in tests/dags/test_dags.py.)"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import stat
@@ -53,7 +54,7 @@ def write_shard(folder: Path, shard: int, num_shards: int, n_products: int, k: i
     target = batch_tasks.shard_dir(folder, shard)
     target.mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, len(frame), files + 1).astype(int)
-    for part, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    for part, (a, b) in enumerate(itertools.pairwise(bounds)):
         frame.iloc[a:b].to_parquet(target / f"part-{part:05d}.parquet", index=False)
 
 
@@ -193,7 +194,8 @@ def test_a_shard_runs_batch_topk_in_the_project_and_logs_its_output(tmp_path, mo
     assert f"cwd {tmp_path.resolve()}" in logged
     assert "args batch-topk --k 3 --model models:/nextbuy/7" in logged
     assert "--shard 1 --num-shards 3" in logged
-    assert "progress 50%" in logged and "progress 100%" in logged  # stderr too, \r as line ends
+    assert "progress 50%" in logged
+    assert "progress 100%" in logged
 
 
 @pytest.mark.parametrize("code", [1, 2, 137])
@@ -215,17 +217,23 @@ def test_publish_writes_the_manifest_then_points_latest_at_the_version(tmp_path)
     content = batch_tasks.publish(c, "scheduled__1", "nextbuy_batch", now=NOW)
     folder = Path(c["out"])
     assert content == json.loads((folder / BATCH_MANIFEST).read_text())
-    assert content["model_version"] == 7 and content["k"] == 3 and content["num_shards"] == 3
-    assert content["rows"] == 10 * 3 and content["n_products"] == 10
-    assert content["created_at"] == "2026-11-20T02:00:00+00:00" and content["run_id"] == "scheduled__1"
+    assert content["model_version"] == 7
+    assert content["k"] == 3
+    assert content["num_shards"] == 3
+    assert content["rows"] == 10 * 3
+    assert content["n_products"] == 10
+    assert content["created_at"] == "2026-11-20T02:00:00+00:00"
+    assert content["run_id"] == "scheduled__1"
     assert [s["path"] for s in content["shards"]] == ["shard=000", "shard=001", "shard=002"]
     assert [s["sources"] for s in content["shards"]] == [4, 3, 3]
     latest = batch_tasks.read_latest(folder.parent)
-    assert latest["path"] == "model_version=7" and latest["manifest"] == f"model_version=7/{BATCH_MANIFEST}"
+    assert latest["path"] == "model_version=7"
+    assert latest["manifest"] == f"model_version=7/{BATCH_MANIFEST}"
     assert {k: v for k, v in latest.items() if k not in ("path", "manifest")} == content
     # The underscore files do not get in a parquet reader's way: a version, or every version.
     frame = pd.read_parquet(folder)
-    assert len(frame) == 30 and not frame.duplicated(["source_id", "rank"]).any()
+    assert len(frame) == 30
+    assert not frame.duplicated(["source_id", "rank"]).any()
     assert len(pd.read_parquet(folder.parent)) == 30
 
 
@@ -236,7 +244,8 @@ def test_a_later_version_moves_latest_and_keeps_the_older_one(tmp_path):
         batch_tasks.publish(c, f"run-{c['model_version']}", "nextbuy_batch", now=NOW)
     root = Path(new["out"]).parent
     assert batch_tasks.read_latest(root)["path"] == "model_version=8"
-    assert (Path(old["out"]) / BATCH_MANIFEST).exists() and (Path(old["out"]) / "shard=000").is_dir()
+    assert (Path(old["out"]) / BATCH_MANIFEST).exists()
+    assert (Path(old["out"]) / "shard=000").is_dir()
     assert sorted(p.name for p in root.iterdir()) == [LATEST_POINTER, "model_version=7", "model_version=8"]
 
 
@@ -263,7 +272,8 @@ def test_publish_drops_shards_of_an_earlier_split_and_killed_attempts(tmp_path):
     write_all(fewer)
     content = batch_tasks.publish(fewer, "run-2", "nextbuy_batch", now=NOW)
     assert sorted(p.name for p in folder.iterdir()) == [BATCH_MANIFEST, "shard=000", "shard=001"]
-    assert content["rows"] == 10 * 3 and len(pd.read_parquet(folder)) == 30
+    assert content["rows"] == 10 * 3
+    assert len(pd.read_parquet(folder)) == 30
 
 
 def _publish_fails(c: dict, match: str) -> None:

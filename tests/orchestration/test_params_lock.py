@@ -67,7 +67,8 @@ def test_acquire_and_restore_put_back_the_exact_file(tmp_path):
     assert lock.acquire_params(project, owner, {"train.epochs": 2}, lambda o: True)["train"]["epochs"] == 2
     assert lock.restore_params(project, {"dag_id": "d", "run_id": "other"}).endswith("untouched")
     assert lock.restore_params(project, owner) == "params.yaml restored"
-    assert (project / "params.yaml").read_text() == original and not (project / BACKUP_FILE).exists()
+    assert (project / "params.yaml").read_text() == original
+    assert not (project / BACKUP_FILE).exists()
     assert lock.restore_params(project, owner).startswith("no params backup")
 
 
@@ -91,7 +92,8 @@ def test_invalid_overrides_fail_before_anything_is_written(tmp_path):
     for bad in ({"train.epoch": 3}, {"train.epochs": 0}, {"trian.epochs": 3}):
         with pytest.raises(ValueError, match="invalid run overrides"):
             lock.acquire_params(project, {"dag_id": "d", "run_id": "r"}, bad, lambda o: True)
-        assert (project / "params.yaml").read_text() == original and not (project / BACKUP_FILE).exists()
+        assert (project / "params.yaml").read_text() == original
+        assert not (project / BACKUP_FILE).exists()
 
 
 def test_monitoring_pins_ingest_to_the_last_ingest_in_dvc_lock(tmp_path):
@@ -117,7 +119,8 @@ def test_restore_any_puts_back_whoevers_backup(tmp_path):
     assert lock.restore_any(project).startswith("no params backup")
     lock.acquire_params(project, {"dag_id": "d", "run_id": "dead"}, {"train.epochs": 1}, lambda o: True)
     assert "'run_id': 'dead'" in lock.restore_any(project)
-    assert (project / "params.yaml").read_text() == original and not (project / BACKUP_FILE).exists()
+    assert (project / "params.yaml").read_text() == original
+    assert not (project / BACKUP_FILE).exists()
 
 
 def test_a_foreign_backup_file_is_refused(tmp_path):

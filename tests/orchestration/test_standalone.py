@@ -38,7 +38,8 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path, capsys):
 def test_cli_has_the_airflow_commands():
     result = CliRunner().invoke(app, ["airflow", "--help"])
     assert result.exit_code == 0
-    assert "standalone" in result.output and "restore-params" in result.output
+    assert "standalone" in result.output
+    assert "restore-params" in result.output
 
 
 def test_cli_restore_params_puts_back_a_dead_runs_backup(tmp_path, monkeypatch):

@@ -42,7 +42,7 @@ class DagRun:
 
 
 @pytest.mark.parametrize(
-    "state, live",
+    ("state", "live"),
     [
         (DagRunState.RUNNING, True),
         (DagRunState.QUEUED, True),
@@ -84,8 +84,10 @@ def test_a_monitor_run_without_a_champion_branches_to_no_retrain(tmp_path):
     reason = "no champion released for nextbuy-large-1m: metrics/deploy.json says why"
     project = _alerting_project(tmp_path, [], monitored=False, reason=reason)
     status = task_bodies.alerts_status(project)
-    assert status["exit_code"] == 0 and status["alerts"] == []
-    assert "nothing monitored" in status["output"] and "nextbuy-large-1m" in status["output"]
+    assert status["exit_code"] == 0
+    assert status["alerts"] == []
+    assert "nothing monitored" in status["output"]
+    assert "nextbuy-large-1m" in status["output"]
     ti = TI()
     scheduled = {"run_id": "scheduled__x", "ti": ti, "dag_run": DagRun("scheduled")}
     assert task_bodies.branch_on_alerts_task(project, scheduled) == NO_RETRAIN_TASK

@@ -53,7 +53,7 @@ def test_sync_code_follows_the_checkout_head_and_keeps_outputs(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "run_id, name",
+    ("run_id", "name"),
     [
         ("manual__2026-11-22T10:00:00+00:00", "nextbuy_training-manual__2026-11-22T10-00-00-00-00"),
         ("scheduled__2026-11-22T00:00:00+00:00", "nextbuy_training-scheduled__2026-11-22T00-00-00-00-00"),

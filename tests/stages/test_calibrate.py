@@ -26,10 +26,9 @@ def pipeline():
     weighted, _ = label_delay.weigh(
         data.impressions, data.snapshot, config("label_delay"), data.products, data.edges
     )
-    _, moments, _ = train.fit(
-        data.products, data.edges, weighted, TrainConfig.model_validate(TINY_PARAMS["train"]),
-        delay_family="lognormal", progress=False,
-    )  # fmt: skip
+    graph = train.build_graph(data.products, data.edges)
+    cfg = TrainConfig.model_validate(TINY_PARAMS["train"])
+    _, moments, _ = train.fit(graph, weighted, cfg, delay_family="lognormal", progress=False)
     return data, weighted, moments
 
 
@@ -79,12 +78,13 @@ def test_too_few_matured_rows_is_a_clear_error(trained):
 
 def test_too_many_buckets_for_the_calibration_rows_is_refused_naming_the_key(trained):
     weighted, moments = trained
-    with pytest.raises(io.DataError, match="calibrate.n_buckets=1000") as info:
+    with pytest.raises(io.DataError, match=r"calibrate.n_buckets=1000") as info:
         calibrate.score_holdout(
             weighted, moments, config("calibrate", n_buckets=1000, maturity_days=4, min_bucket_size=30)
         )
     message = str(info.value)
-    assert "calibrate.min_bucket_size=30" in message and str(paths.WEIGHTED_IMPRESSIONS) in message
+    assert "calibrate.min_bucket_size=30" in message
+    assert str(paths.WEIGHTED_IMPRESSIONS) in message
     # The bound it names is exact: that many buckets is accepted.
     most = int(message.split("set calibrate.n_buckets <= ")[1].split()[0])
     assert most >= 2
@@ -109,9 +109,11 @@ def test_summary_reports_uncertainty_at_equal_score_and_ece_per_bucket(trained):
     assert equal_score["test"]["rows"] == int(test.sum())
     assert equal_score["calib"]["rows"] == int(scored["matured"][~test].sum())
     for fit in equal_score.values():
-        assert fit["ci95"][0] < fit["coef"] < fit["ci95"][1] and fit["se"] > 0
+        assert fit["ci95"][0] < fit["coef"] < fit["ci95"][1]
+        assert fit["se"] > 0
     ece = metrics["ece_by_bucket"]
-    assert set(ece) == {"0", "1"} and sum(b["rows"] for b in ece.values()) == int(test.sum())
+    assert set(ece) == {"0", "1"}
+    assert sum(b["rows"] for b in ece.values()) == int(test.sum())
     assert all(0 <= b["ece_raw"] <= 1 and 0 <= b["ece_calibrated"] <= 1 for b in ece.values())
 
 
@@ -150,7 +152,8 @@ def test_run_writes_uncertainty_metrics_and_the_score_band_plot(pipeline, tmp_pa
         "mean_score",
         "count",
     ]
-    assert bands["count"].sum() == holdout and bands["positivity"].between(0, 1).all()
+    assert bands["count"].sum() == holdout
+    assert bands["positivity"].between(0, 1).all()
 
 
 def test_the_reliability_diagram_is_drawn_out_of_sample_so_miscalibration_can_show(trained):

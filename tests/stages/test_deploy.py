@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from nextbuy import paths
+from nextbuy.bench.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
 from nextbuy.config import load_section
 from nextbuy.domain import catalogue, gate, split
 from nextbuy.mlops import io, registry, schemas, serving, tracking
 from nextbuy.presets import params_with
-from nextbuy.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
 from nextbuy.stages import deploy
 from tests.conftest import ROOT
 from tests.helpers import config
@@ -100,7 +100,8 @@ def test_evaluation_rows_are_the_test_split_with_delay_corrected_labels():
 
 def test_input_example_is_five_valid_pairs_and_deterministic():
     example = deploy.input_example(7)
-    assert list(example.columns) == ["source_id", "candidate_id"] and len(example) == 5
+    assert list(example.columns) == ["source_id", "candidate_id"]
+    assert len(example) == 5
     assert ((example >= 0) & (example < 7)).all().all()
     pd.testing.assert_frame_equal(example, deploy.input_example(7))
 
@@ -115,10 +116,14 @@ def test_first_candidate_is_judged_without_a_champion(bundles):
     good, _ = bundles
     rows, label = rows_scored_by(good)
     blessing = deploy.judge(good, None, rows, label, config("deploy", min_recall=0.0))
-    assert blessing["champion"] is None and blessing["comparison"] is None
-    assert blessing["champion_comparable"] is None and blessing["not_comparable_reason"] is None
-    assert blessing["passed"] and blessing["reasons"] == []
-    assert blessing["candidate"]["rows"] == len(rows) and blessing["candidate"]["auc"] > 0.6
+    assert blessing["champion"] is None
+    assert blessing["comparison"] is None
+    assert blessing["champion_comparable"] is None
+    assert blessing["not_comparable_reason"] is None
+    assert blessing["passed"]
+    assert blessing["reasons"] == []
+    assert blessing["candidate"]["rows"] == len(rows)
+    assert blessing["candidate"]["auc"] > 0.6
 
 
 def test_candidate_equal_to_champion_passes_with_zero_difference(bundles):
@@ -127,7 +132,8 @@ def test_candidate_equal_to_champion_passes_with_zero_difference(bundles):
     cfg = config("deploy", min_recall=0.0, bootstrap_samples=50)
     blessing = deploy.judge(good, good, rows, label, cfg)
     assert blessing["passed"], blessing["reasons"]
-    assert blessing["candidate"] == blessing["champion"] and blessing["champion_comparable"] is True
+    assert blessing["candidate"] == blessing["champion"]
+    assert blessing["champion_comparable"] is True
     assert set(blessing["comparison"]) == set(cfg.compare_metrics)
     assert all(ci["diff"] == ci["lo"] == ci["hi"] == 0.0 for ci in blessing["comparison"].values())
 
@@ -157,12 +163,16 @@ def test_a_champion_of_another_catalogue_is_not_compared_and_the_candidate_is_ju
     # the champion is never scored and the floors alone decide.
     why = gate.champion_incomparable("1", OTHER, STORE_PRODUCTS)
     blessing = deploy.judge(other, Unscorable(), rows, label, cfg, why)
-    assert blessing["passed"] and blessing["reasons"] == []
-    assert blessing["champion"] is None and blessing["comparison"] is None
-    assert blessing["champion_comparable"] is False and blessing["not_comparable_reason"] == why
+    assert blessing["passed"]
+    assert blessing["reasons"] == []
+    assert blessing["champion"] is None
+    assert blessing["comparison"] is None
+    assert blessing["champion_comparable"] is False
+    assert blessing["not_comparable_reason"] == why
     floors = config("deploy", min_auc=0.99, bootstrap_samples=50)
     refused = deploy.judge(other, Unscorable(), rows, label, floors, why)
-    assert not refused["passed"] and all("floor" in r for r in refused["reasons"])
+    assert not refused["passed"]
+    assert all("floor" in r for r in refused["reasons"])
 
 
 # --- publishing: registered with its verdict, complete last -----------------------------
@@ -234,7 +244,8 @@ def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until
         deploy.publish(store, good, a_blessing(False))
     tags = store.get_model_version("nextbuy", "2").tags
     # Created with its verdict in the same write: never a version without tags.
-    assert tags["passed"] == "false" and tags["reasons"] == "auc 0.51 < 0.6"
+    assert tags["passed"] == "false"
+    assert tags["reasons"] == "auc 0.51 < 0.6"
     assert tags[registry.COMPLETE] == "false"
     assert registry.has_release(store, "nextbuy")
     assert registry.released_version(store, "nextbuy", registry.CHAMPION) == "1"
@@ -269,7 +280,8 @@ def test_a_lost_registry_with_an_earlier_release_on_record_is_refused(store, evi
         deploy.check_first_release(store, "nextbuy")
     message = err.value.message
     assert ("blessing.json records v7" if evidence == "blessing" else "dvc.lock records") in message
-    assert "--first-release" in message and deploy.FIRST_RELEASE_ENV in message
+    assert "--first-release" in message
+    assert deploy.FIRST_RELEASE_ENV in message
     assert "mlflow.db" in message  # the store it looked in
 
 
@@ -341,16 +353,20 @@ def test_a_champion_of_another_catalogue_is_reported_and_never_loaded(store, mon
     version = a_champion(store, {registry.CATALOGUE: OTHER})
     monkeypatch.setattr(registry, "load_version", never_downloaded)
     champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS)
-    assert champion.version == version and champion.catalogue == OTHER and champion.bundle is None
+    assert champion.version == version
+    assert champion.catalogue == OTHER
+    assert champion.bundle is None
     assert champion.incomparable == gate.champion_incomparable(version, OTHER, STORE_PRODUCTS)
-    assert "not comparable" in caplog.text and "300 products" in caplog.text
+    assert "not comparable" in caplog.text
+    assert "300 products" in caplog.text
 
 
 def test_a_champion_registered_before_catalogues_were_recorded_is_not_comparable(store, monkeypatch):
     a_champion(store, {})
     monkeypatch.setattr(registry, "load_version", never_downloaded)
     champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS)
-    assert champion.bundle is None and "unknown catalogue" in champion.incomparable
+    assert champion.bundle is None
+    assert "unknown catalogue" in champion.incomparable
 
 
 def test_a_champion_of_the_same_catalogue_is_loaded_for_the_comparison(store, monkeypatch):
@@ -388,7 +404,8 @@ def test_a_champion_recording_no_training_data_is_not_compared(store, monkeypatc
     a_champion(store, {registry.CATALOGUE: THIS})
     monkeypatch.setattr(registry, "load_version", never_downloaded)
     champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS)
-    assert champion.learned is None and "records no training data" in champion.incomparable
+    assert champion.learned is None
+    assert "records no training data" in champion.incomparable
 
 
 def test_a_champion_of_the_store_before_its_latest_launches_is_compared(store, monkeypatch):
@@ -399,7 +416,8 @@ def test_a_champion_of_the_store_before_its_latest_launches_is_compared(store, m
     )
     monkeypatch.setattr(registry, "load_version", lambda name, v: ("bundle", name, v))
     champion = deploy.current_champion(store, "nextbuy", STORE_PRODUCTS, TEST_ROWS)
-    assert champion.incomparable is None and champion.bundle == ("bundle", "nextbuy", version)
+    assert champion.incomparable is None
+    assert champion.bundle == ("bundle", "nextbuy", version)
 
 
 def test_the_store_products_are_the_ingested_ones(store):

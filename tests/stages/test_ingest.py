@@ -61,7 +61,8 @@ def test_split_holds_out_sessions_by_their_key():
     cfg = SplitConfig(calib_share=0.2, test_share=0.1, seed=0)
     split = ingest.assign_split(keys, shown, cfg)
     shares = pd.Series(split).value_counts(normalize=True)
-    assert shares["test"] == pytest.approx(0.1, abs=0.01) and shares["calib"] == pytest.approx(0.2, abs=0.01)
+    assert shares["test"] == pytest.approx(0.1, abs=0.01)
+    assert shares["calib"] == pytest.approx(0.2, abs=0.01)
     # A session (source x day) stays together; one source spreads over splits across days.
     sessions = pd.DataFrame({"key": keys, "day": shown, "split": split})
     assert (sessions.groupby(["key", "day"])["split"].nunique() == 1).all()
@@ -91,7 +92,7 @@ def use_source(project, tiny_params, **ingest_params):
 
 def test_real_edge_list_is_cleaned_counted_and_gets_simulated_impressions(project, tiny_params):
     rng = np.random.default_rng(0)
-    rows = rng.integers(0, 200, size=(3000, 2)).tolist() + [[5, 5], [7, 7], [1, 2], [1, 2]]
+    rows = [*rng.integers(0, 200, size=(3000, 2)).tolist(), [5, 5], [7, 7], [1, 2], [1, 2]]
     write_edge_list(project / "graph.csv", rows)
     use_source(project, tiny_params, source="edge_list", graph_path="graph.csv")
     result = invoke("ingest")
@@ -114,7 +115,7 @@ def clean_edge_rows(n_nodes: int = 200, n_rows: int = 3000, seed: int = 0) -> li
 
 
 @pytest.mark.parametrize(
-    "extra, warned",
+    ("extra", "warned"),
     [
         ([], None),  # clean: rows_read/edges_kept/products are sizes, not cleaning
         ([[5, 5]], "self_loops_dropped=1"),
@@ -132,7 +133,9 @@ def test_cleaning_warning_only_when_rows_were_dropped_or_merged(project, tiny_pa
         assert metrics["cleaning"]["rows_read"] == metrics["cleaning"]["edges_kept"] > 0
         assert not any(r.levelname == "WARNING" for r in caplog.records), caplog.text
     else:
-        assert len(cleaned) == 1 and warned in cleaned[0] and "graph.csv" in cleaned[0]
+        assert len(cleaned) == 1
+        assert warned in cleaned[0]
+        assert "graph.csv" in cleaned[0]
         assert not any(size in cleaned[0] for size in ("rows_read", "edges_kept", "products"))
 
 
@@ -157,7 +160,7 @@ def test_cora_ml_with_simulated_impressions(project, tiny_params, cora_npz):
 
 
 @pytest.mark.parametrize(
-    "content, column",
+    ("content", "column"),
     [
         ("src,dst\n1,2\n,3\n4,5\n", "src"),  # NaN id
         ("source,dst\n1,2\n", "src"),  # missing column
@@ -181,7 +184,7 @@ def test_bad_graph_exits_nonzero_names_file_column_and_keeps_outputs(project, ti
 
 
 @pytest.mark.parametrize(
-    "rows, sizes",
+    ("rows", "sizes"),
     [
         ([[1, 2]], "2 product(s) and 1 edge(s)"),  # a one-edge graph
         ([[i, i + 1] for i in range(4)] + [[9, 9]] * 3, "6 product(s) and 4 edge(s)"),  # loops dropped
@@ -194,7 +197,9 @@ def test_graph_too_small_to_train_on_is_refused(project, tiny_params, rows, size
     result = invoke("ingest")
     assert result.exit_code == 2, result.output
     output = " ".join(result.output.split())  # the CLI wraps long lines
-    assert "tiny.csv" in output and "too small to train on" in output and sizes in output
+    assert "tiny.csv" in output
+    assert "too small to train on" in output
+    assert sizes in output
     assert f"at least {ingest.MIN_GRAPH_PRODUCTS} products and {ingest.MIN_GRAPH_EDGES} edges" in output
     assert not paths.PRODUCTS.exists()  # nothing written
 
@@ -213,7 +218,7 @@ def test_graph_of_the_minimum_size_is_accepted():
     )
     edges = graph.assign(weight=1.0, time=pd.NaT).astype({"time": "datetime64[ns]"})
     ingest.check_graph_size(products, edges, "graph.csv")  # no error
-    with pytest.raises(io.DataError, match="graph.csv: graph too small"):
+    with pytest.raises(io.DataError, match=r"graph.csv: graph too small"):
         ingest.check_graph_size(products, edges.iloc[1:], "graph.csv")
 
 
@@ -245,7 +250,8 @@ def test_graph_censored_below_the_minimum_by_the_snapshot_is_refused(project, ti
     result = invoke("ingest")
     assert result.exit_code == 2, result.output
     output = " ".join(result.output.split())
-    assert "graph.csv" in output and "12 product(s) and 3 edge(s)" in output
+    assert "graph.csv" in output
+    assert "12 product(s) and 3 edge(s)" in output
 
 
 def test_bad_impressions_log_is_refused(project, tiny_params):
@@ -290,7 +296,8 @@ def test_click_after_conversion_is_refused(project, tiny_params):
     )
     result = invoke("ingest")
     assert result.exit_code == 2
-    assert "log.parquet" in result.output and "'clicked_at'" in result.output
+    assert "log.parquet" in result.output
+    assert "'clicked_at'" in result.output
     assert "after converted_at" in result.output
 
 

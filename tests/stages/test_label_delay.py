@@ -109,7 +109,8 @@ def test_weighted_training_positive_rate_matches_the_eventual_rate(tiny_params):
     assert set(np.unique(wait)) <= {0.0, 1.0}
     assert (wait[train["elapsed_days"].to_numpy() < CFG.wait_days] == 0).all()
     for method in WEIGHTING_METHODS:
-        assert np.isfinite(train[f"weight_{method}"]).all() and (train[f"weight_{method}"] >= 0).all()
+        assert np.isfinite(train[f"weight_{method}"]).all()
+        assert (train[f"weight_{method}"] >= 0).all()
 
 
 def _log(days_ago: list[float], converted_after: list[float | None], snapshot: pd.Timestamp) -> pd.DataFrame:
@@ -146,7 +147,8 @@ def test_nothing_to_learn_the_delay_from_is_refused(days_ago, converted_after, c
     snapshot = pd.Timestamp("2026-03-01")
     with pytest.raises(io.DataError, match=message) as err:
         label_delay.weigh(_log(days_ago, converted_after, snapshot), snapshot, CFG)
-    assert err.value.column == column and "impressions" in err.value.path
+    assert err.value.column == column
+    assert "impressions" in err.value.path
 
 
 def test_conversions_all_too_recent_to_correct_are_refused(monkeypatch):

@@ -16,11 +16,11 @@ import yaml
 from typer.testing import CliRunner
 
 from nextbuy import paths
+from nextbuy.bench.serving_fixtures import mlflow_store
 from nextbuy.cli import ALERT_EXIT_CODE, app
 from nextbuy.domain import catalogue
 from nextbuy.mlops import io, registry, schemas, tracking
 from nextbuy.pipeline import watch_traffic
-from nextbuy.serving_fixtures import mlflow_store
 from nextbuy.stages import monitor
 from tests.conftest import ROOT
 from tests.helpers import config
@@ -39,7 +39,8 @@ def trained():
 def test_clean_month_raises_no_alert(trained):
     table, fired = watch_traffic(trained, config("traffic", days=20, impressions_per_day=3000), MONITOR)
     assert fired == []
-    assert set(table["bucket"]) == {0, 1} and table["window"].nunique() == 20
+    assert set(table["bucket"]) == {0, 1}
+    assert table["window"].nunique() == 20
 
 
 def test_drift_drill_alerts_in_the_drifted_bucket_after_it_starts(trained):
@@ -59,7 +60,8 @@ def test_alerts_command_exit_status(tmp_path):
         {"now": "2026-03-01", "alerts": [{"window_start": "2026-02-20", "message": "bucket 1: low"}]}, path
     )
     result = CliRunner().invoke(app, ["alerts", "--path", str(path)])
-    assert result.exit_code == ALERT_EXIT_CODE and "bucket 1" in result.output
+    assert result.exit_code == ALERT_EXIT_CODE
+    assert "bucket 1" in result.output
 
 
 # --- the champion that may watch this store ---------------------------------------------
@@ -121,9 +123,13 @@ def test_a_champion_of_another_catalogue_is_refused_naming_the_model_and_both_ca
     with pytest.raises(io.DataError) as err:
         monitor.champion_of_this_store(client, "nextbuy", large)
     message = err.value.message
-    assert message.startswith("models:/nextbuy@champion") and f"nextbuy v{version}" in message
-    assert catalogue.identity(small) in message and catalogue.identity(large) in message
-    assert "50 products" in message and "300 products" in message and str(paths.PRODUCTS) in message
+    assert message.startswith("models:/nextbuy@champion")
+    assert f"nextbuy v{version}" in message
+    assert catalogue.identity(small) in message
+    assert catalogue.identity(large) in message
+    assert "50 products" in message
+    assert "300 products" in message
+    assert str(paths.PRODUCTS) in message
 
 
 def test_a_champion_recording_no_catalogue_is_refused(client):
@@ -157,18 +163,24 @@ def test_with_no_champion_the_stage_succeeds_monitoring_nothing_and_saying_why(c
     assert result.exit_code == 0, result.output
     assert [p for p in declared_outputs() if not p.exists()] == []
     metrics = io.read_json(paths.metrics_file("monitor"))
-    assert metrics["monitored"] is False and metrics["alerts"] == 0 and metrics["windows"] == 0
+    assert metrics["monitored"] is False
+    assert metrics["alerts"] == 0
+    assert metrics["windows"] == 0
     assert f"no champion released for {model_name}" in metrics["reason"]
     assert str(paths.metrics_file("deploy")) in metrics["reason"]
-    assert metrics["evidently_project_id"] is None and metrics["champion_version"] is None
+    assert metrics["evidently_project_id"] is None
+    assert metrics["champion_version"] is None
     alerts = io.read_json(paths.MONITOR_ALERTS)
-    assert alerts["alerts"] == [] and alerts["monitored"] is False and alerts["reason"] == metrics["reason"]
+    assert alerts["alerts"] == []
+    assert alerts["monitored"] is False
+    assert alerts["reason"] == metrics["reason"]
     assert pd.read_parquet(paths.MONITOR_WINDOWS).empty
     plot = (paths.plots_dir("monitor") / "positivity.csv").read_text().splitlines()
     assert plot == [",".join(monitor.PLOT_COLUMNS)]
     checked = CliRunner().invoke(app, ["alerts", "--path", str(paths.MONITOR_ALERTS)])
     assert checked.exit_code == 0, checked.output
-    assert "nothing monitored" in checked.output and "no alerts" in checked.output
+    assert "nothing monitored" in checked.output
+    assert "no alerts" in checked.output
 
 
 def test_the_stage_stops_before_scoring_and_writes_no_alerts_with_a_foreign_champion(client, monkeypatch):
@@ -185,4 +197,5 @@ def test_the_stage_stops_before_scoring_and_writes_no_alerts_with_a_foreign_cham
     monkeypatch.setattr(registry, "load_version", lambda *a: pytest.fail("a foreign champion was loaded"))
     with pytest.raises(io.DataError, match="not a model of this store"):
         monitor.run(str(ROOT / "params.yaml"))
-    assert not paths.MONITOR_ALERTS.exists() and not paths.metrics_file("monitor").exists()
+    assert not paths.MONITOR_ALERTS.exists()
+    assert not paths.metrics_file("monitor").exists()

@@ -78,7 +78,9 @@ def test_metrics_report_feasibility_and_support(tmp_path, monkeypatch, tiny_para
             tmp_path, monkeypatch, tiny_params, scored, target_precision=0.45, min_bucket_positives=20
         )
     assert not caplog.records
-    assert m["feasible"] is True and m["per_bucket"]["feasible"] is True and m["single"]["feasible"] is True
+    assert m["feasible"] is True
+    assert m["per_bucket"]["feasible"] is True
+    assert m["single"]["feasible"] is True
     fit = scored[(scored["split"] == "calib") & scored["matured"]]
     assert [s["rows"] for s in m["support"]] == [int((fit["bucket"] == k).sum()) for k in range(3)]
     assert [s["positives"] for s in m["support"]] == [
@@ -101,11 +103,12 @@ def test_infeasible_target_is_flagged_and_logged(tmp_path, monkeypatch, tiny_par
         m = run_stage(
             tmp_path, monkeypatch, tiny_params, scored, target_precision=0.99, min_bucket_positives=30
         )
-    assert (
-        m["feasible"] is False and m["per_bucket"]["feasible"] is False and m["single"]["feasible"] is False
-    )
+    assert m["feasible"] is False
+    assert m["per_bucket"]["feasible"] is False
+    assert m["single"]["feasible"] is False
     assert any("0.990" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     # The most precise operating point: accepts something, below the target, the same cut everywhere.
-    assert m["thresholds"] == [m["single_threshold"]] * 3 and m["single_threshold"] is not None
+    assert m["thresholds"] == [m["single_threshold"]] * 3
+    assert m["single_threshold"] is not None
     assert 0 < m["per_bucket"]["calib"]["precision"] < 0.99
     assert m["per_bucket"]["calib"]["accepted"] >= 30

@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 from nextbuy import paths
+from nextbuy.bench.serving_fixtures import synthetic_moments
 from nextbuy.config import IngestConfig
 from nextbuy.data.simulate import simulate_world
 from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.timeunits import DAY
 from nextbuy.domain.uncertainty import assign_buckets, fit_bucket_calibration
 from nextbuy.mlops import io, schemas
-from nextbuy.serving_fixtures import synthetic_moments
 from nextbuy.stages import traffic
 from tests.conftest import ROOT, TINY_PARAMS
 from tests.helpers import config
@@ -45,9 +45,12 @@ def model():
 def test_simulate_covers_cfg_days_after_the_snapshot(world):
     cfg = config("traffic", days=3, impressions_per_day=200)
     sim, start, now = traffic.simulate(world, INGEST, cfg)
-    assert start == world.snapshot and now == world.snapshot + 3 * DAY
+    assert start == world.snapshot
+    assert now == world.snapshot + 3 * DAY
     shown = sim.impressions["shown_at"]
-    assert len(sim.impressions) == 600 and (shown >= start).all() and (shown < now).all()
+    assert len(sim.impressions) == 600
+    assert (shown >= start).all()
+    assert (shown < now).all()
     assert shown.dt.floor("D").nunique() == 3
     # Observed at "now": nothing later is visible; ids never collide with the training history's.
     events = sim.impressions[["clicked_at", "carted_at", "converted_at"]]
@@ -112,7 +115,8 @@ def test_simulated_drift_scales_the_true_odds_of_drifted_pairs_only(world, model
         score_and_uncertainty(moments, imp["source_id"], imp["shown_id"])[1], calibration.edges
     )
     hit = (bucket == 1) & (imp["shown_at"] >= drift_start).to_numpy()
-    assert hit.any() and (~hit & (bucket == 1)).any()
+    assert hit.any()
+    assert (~hit & (bucket == 1)).any()
     np.testing.assert_allclose(ratio[hit], 0.25, rtol=1e-9)
     np.testing.assert_allclose(ratio[~hit], 1.0, rtol=1e-9)
 
@@ -156,7 +160,8 @@ def test_real_traffic_log_writes_every_declared_out_with_an_empty_truth(tmp_path
     assert result.exit_code == 0, result.output
     assert len(io.read_table(paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)) == 4
     truth = pd.read_parquet(paths.TRAFFIC_TRUTH_IMPRESSIONS)
-    assert truth.empty and list(truth.columns) == list(schemas.TRUTH_IMPRESSIONS.columns)
+    assert truth.empty
+    assert list(truth.columns) == list(schemas.TRUTH_IMPRESSIONS.columns)
     schemas.TRUTH_IMPRESSIONS.validate(truth)
     for out in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["traffic"]["outs"]:
         assert (tmp_path / out).exists(), out

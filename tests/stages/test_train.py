@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from nextbuy.config import IngestConfig, LabelDelayConfig, TrainConfig, with_changes
+from nextbuy.config import IngestConfig, LabelDelayConfig, TrainConfig
 from nextbuy.constants import WEIGHTING_METHODS
+from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
 from nextbuy.mlops import io
 from nextbuy.stages import ingest, label_delay, train
 from tests.helpers import config
@@ -39,16 +40,17 @@ def test_same_inputs_same_embeddings(tiny_params):
     )
     cfg = TrainConfig.model_validate(tiny_params["train"])
     _, a, history = train.fit(
-        data.products, data.edges, weighted, cfg, delay_family="lognormal", progress=False
+        train.build_graph(data.products, data.edges), weighted, cfg, delay_family="lognormal", progress=False
     )
     _, b, again = train.fit(
-        data.products, data.edges, weighted, cfg, delay_family="lognormal", progress=False
+        train.build_graph(data.products, data.edges), weighted, cfg, delay_family="lognormal", progress=False
     )
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
     np.testing.assert_equal(history, again)
     # early stopping may end each round (the first, then cfg.em_rounds EM steps) before cfg.epochs
-    assert 1 <= len(history) <= cfg.epochs * (cfg.em_rounds + 1) and np.isfinite(history[-1]["conv_loss"])
+    assert 1 <= len(history) <= cfg.epochs * (cfg.em_rounds + 1)
+    assert np.isfinite(history[-1]["conv_loss"])
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     if cfg.validation_share > 0:  # held-out rows drive early stopping
         assert all(np.isfinite(h["validation"]) for h in history if h["epoch"] % cfg.eval_every == 0)
@@ -63,13 +65,13 @@ def test_every_uncertainty_estimator_exports_moments(tiny_params, estimator):
     )
     cfg = TrainConfig.model_validate({**tiny_params["train"], "uncertainty": estimator, "epochs": 1})
     _, moments, _ = train.fit(
-        data.products, data.edges, weighted, cfg, delay_family="lognormal", progress=False
+        train.build_graph(data.products, data.edges), weighted, cfg, delay_family="lognormal", progress=False
     )
     for key in ("s_mean", "s_var", "t_mean", "t_var"):
-        assert (
-            moments[key].shape == (len(data.products), cfg.embedding_dim) and np.isfinite(moments[key]).all()
-        )
-    assert (moments["s_var"] > 0).mean() > 0.5 and (moments["t_var"] > 0).mean() > 0.5
+        assert moments[key].shape == (len(data.products), cfg.embedding_dim)
+        assert np.isfinite(moments[key]).all()
+    assert (moments["s_var"] > 0).mean() > 0.5
+    assert (moments["t_var"] > 0).mean() > 0.5
     if estimator == "ensemble":  # members' heads are folded into their target vectors
         assert (moments["head_w"] == 1).all()
 
@@ -80,7 +82,7 @@ def test_weighting_choice_selects_the_weight_column():
         np.testing.assert_array_equal(train.conversion_weights(rows, method), [float(i), 1.0])
 
 
-def test_blade_arguments_carry_every_model_knob_of_the_train_section():
+def test_the_model_and_its_schedule_carry_every_model_knob_of_the_train_section():
     cfg = config(
         "train",
         embedding_dim=24,
@@ -107,13 +109,11 @@ def test_blade_arguments_carry_every_model_knob_of_the_train_section():
         export_chunk=99,
         seed=11,
     )
-    architecture, schedule, export = train.blade_arguments(cfg)
+    architecture, schedule = Architecture.from_config(cfg), TrainingSchedule.from_config(cfg)
     for name, value in {**asdict(architecture), **asdict(schedule)}.items():
         assert value == getattr(cfg, name), name
-    assert export == {"mc_samples": 5, "chunk": 99, "seed": 11}
-    # The rest choose the training data, in fit.
     used = set(asdict(architecture)) | set(asdict(schedule)) | {"mc_samples", "export_chunk"}
-    # The rest pick the training data (in fit) and the uncertainty estimator (in fit_graph).
+    # The rest pick the training data (in train_rounds) and the uncertainty estimator (in fit).
     data_and_estimator = {"weighting", "em_rounds", "shuffle_labels", "validation_share"}
     estimator = {"uncertainty", "ensemble_members", "ensemble_epochs"}
     processes = {"distributed", "distributed_backend"}  # how many processes train it (in run)
@@ -233,12 +233,15 @@ def test_build_graph_sees_only_ids_categories_prices_and_edges():
     )[["true_quality", "price", "product_key", "category", "true_complement", "product_id"]]
     other = train.build_graph(leaky, edges)
     assert torch.equal(graph.features.to_dense(), other.features.to_dense())
-    assert torch.equal(graph.group, other.group) and torch.equal(graph.src, other.src)
-    assert torch.equal(graph.dst, other.dst) and graph.n_nodes == other.n_nodes == len(products)
+    assert torch.equal(graph.group, other.group)
+    assert torch.equal(graph.src, other.src)
+    assert torch.equal(graph.dst, other.dst)
+    assert graph.n_nodes == other.n_nodes == len(products)
     # what it does see: the category one-hots (also the cold-start groups) and the edges
     assert graph.n_features == 5 + 4
     assert graph.group.tolist() == products["category"].tolist()
-    assert graph.src.tolist() == edges["src"].tolist() and graph.dst.tolist() == edges["dst"].tolist()
+    assert graph.src.tolist() == edges["src"].tolist()
+    assert graph.dst.tolist() == edges["dst"].tolist()
     x = graph.features.to_dense()
     assert x[torch.arange(len(products)), graph.group].eq(1.0).all()
 
@@ -268,7 +271,7 @@ def test_conversion_validation_is_minus_the_weighted_log_loss_of_the_conversion_
 
     products, edges = _products()
     graph = train.build_graph(products, edges)
-    architecture, _, _ = train.blade_arguments(config("train", embedding_dim=8, n_layers=1))
+    architecture = Architecture.from_config(config("train", embedding_dim=8, n_layers=1))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = BladeModel.for_graph(graph, architecture).eval()
@@ -318,7 +321,9 @@ def test_every_method_trains_the_same_rounds_and_the_importance_ones_refit_their
     cfg = TrainConfig.model_validate(
         {**tiny_params["train"], "weighting": weighting, "em_rounds": em_rounds, "uncertainty": "mc_dropout"}
     )
-    _, _, history = train.fit(data.products, data.edges, weighted, cfg, delay_family=family, progress=False)
+    _, _, history = train.fit(
+        train.build_graph(data.products, data.edges), weighted, cfg, delay_family=family, progress=False
+    )
     assert {h["em_round"] for h in history} == set(range(em_rounds + 1))
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     assert steps == ([weighting] * em_rounds if weighting == "importance" else [])
@@ -332,54 +337,13 @@ def test_an_em_step_recomputes_only_the_methods_training_targets(tiny_weighted):
     score = np.random.default_rng(0).normal(0.0, 1.0, int(train_rows.sum()))
     stepped = train.em_targets(weighted, score, "importance", family)
     changed = stepped["target_importance"].to_numpy() != weighted["target_importance"].to_numpy()
-    assert changed[train_rows].any() and not changed[~train_rows].any()
+    assert changed[train_rows].any()
+    assert not changed[~train_rows].any()
     positive = weighted["label"].to_numpy() == 1
     assert (stepped["target_importance"].to_numpy()[positive] == 1.0).all()
     pd.testing.assert_frame_equal(
         stepped.drop(columns="target_importance"), weighted.drop(columns="target_importance")
     )
-
-
-def test_independent_members_are_the_model_then_fresh_fits_on_their_own_seeds_and_bootstraps(
-    tiny_weighted, tiny_params, monkeypatch
-):
-    """A classic deep ensemble: the trained model first, then each member trained from scratch with
-    its own seed and a Poisson(1) resample of the training impressions (the same in every round)."""
-    from nextbuy.domain.graph import blade
-
-    data, weighted, family = tiny_weighted
-    cfg = TrainConfig.model_validate(
-        {**tiny_params["train"], "uncertainty": "mc_dropout", "ensemble_members": 3, "epochs": 1}
-    )
-    fits = []
-    train_blade = blade.train_blade
-
-    def recorded(*args, **kwargs):
-        fits.append((args[4].numpy().copy(), kwargs["schedule"].seed, kwargs["initial"]))
-        return train_blade(*args, **kwargs)
-
-    monkeypatch.setattr(blade, "train_blade", recorded)
-    architecture, schedule, _ = train.blade_arguments(cfg)
-    graph = train.build_graph(data.products, data.edges)
-    base = object()  # never trained on: the first member is the model as given
-    members = list(train.independent_members(base, graph, weighted, cfg, architecture, schedule,
-                                             delay_family=family, progress=False))  # fmt: skip
-    assert len(members) == 3 and members[0] is base and members[1] is not members[2]
-    rounds = cfg.em_rounds + 1
-    assert len(fits) == 2 * rounds
-    first_rounds = fits[::rounds]
-    assert first_rounds[0][2] is None and first_rounds[1][2] is None  # from scratch, not from base
-    assert first_rounds[0][1] != first_rounds[1][1]  # own seeds
-    first_member_rows, _ = train.training_rows(weighted, with_changes(cfg, seed=cfg.seed + 7919))
-    plain = train.conversion_weights(first_member_rows, cfg.weighting)
-    counts = first_rounds[0][0] / np.where(plain > 0, plain, 1.0)
-    resampled = counts[plain > 0]
-    assert np.allclose(resampled, np.round(resampled)) and (resampled == 0).mean() == pytest.approx(
-        np.exp(-1), abs=0.05
-    )
-    # Each member still fits: its own parameters, not the others'.
-    a, b = (m.state_dict() for m in members[1:])
-    assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_progress_bar_names_each_training_phase():

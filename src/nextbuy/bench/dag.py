@@ -30,11 +30,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from nextbuy.bench.project_copy import copy_project, project_env
 from nextbuy.mlops import io
 from nextbuy.orchestration.names import PROJECT_DIR_ENV, TRAINING, TRAINING_DAG_ID
 from nextbuy.orchestration.params_lock import snapshot_iso
 from nextbuy.presets import params_with
-from nextbuy.project_copy import copy_project, project_env
 from nextbuy.stage_list import dag_stages
 
 LOGICAL_DATE = "2026-11-15T00:00:00+00:00"

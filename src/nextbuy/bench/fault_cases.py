@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy import paths
-from nextbuy.serving_fixtures import invocations_body
+from nextbuy.bench.serving_fixtures import invocations_body
 
 INPUTS = Path("inputs")  # the cases' input files, inside the project copy
 GRAPH = INPUTS / "edges.csv"  # a valid real graph: the tiny store's edges, by product key

@@ -50,9 +50,9 @@ from rich.table import Table
 
 from nextbuy.bench import fault_cases
 from nextbuy.bench.dag import tiny_params
+from nextbuy.bench.project_copy import copy_project, project_env
 from nextbuy.mlops import io
 from nextbuy.orchestration.names import PROJECT_DIR_ENV
-from nextbuy.project_copy import copy_project, project_env
 from nextbuy.stage_list import dag_stages
 
 KILL_POINTS = (0.25, 0.6, 0.9)  # fractions of a stage's measured run time
@@ -348,7 +348,7 @@ def _post(url: str, request: fault_cases.Request) -> tuple[int | None, str]:
 
 
 def request_cases(project: Project, tmp: Path) -> list[dict]:
-    from nextbuy import serving_fixtures
+    from nextbuy.bench import serving_fixtures
     from nextbuy.mlops import rest_app, serving
 
     uri = f"models:/{project.params['deploy']['model_name']}@champion"

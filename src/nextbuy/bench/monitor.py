@@ -53,7 +53,7 @@ def run(out: Path, params_file: str = "params.yaml") -> dict:
         "days": DAYS,
         "impressions_per_day": base.impressions_per_day,
         "n_buckets": n_buckets,
-        "windows_x_buckets": int(len(clean)),
+        "windows_x_buckets": len(clean),
         "seconds": round(time.perf_counter() - started, 1),
     }
     _print(figures)

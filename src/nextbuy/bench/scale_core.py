@@ -41,14 +41,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from nextbuy.config import merge, read_params, section_config
-from nextbuy.domain.graph.blade import Architecture, BladeModel, DirectedGraph
+from nextbuy.domain.graph.blade import Architecture, BladeModel, Conversions, DirectedGraph
 from nextbuy.domain.graph.sampler import CSR, FanoutRule, sample_neighbourhood
 
 TOP_K = 20
@@ -141,7 +141,7 @@ class SageModel(BladeModel):
     def __init__(self, n_nodes: int, n_features: int, architecture: Architecture) -> None:
         from torch_geometric.nn.models import GraphSAGE
 
-        super().__init__(n_nodes, n_features, **asdict(replace(architecture, n_layers=0)))
+        super().__init__(n_nodes, n_features, replace(architecture, n_layers=0))
         self.hops = int(architecture.n_layers)
         self.rule = FanoutRule("fixed", architecture.fanout_min, architecture.fanout_max)
         width = 2 * self.dim
@@ -184,37 +184,13 @@ def ingest_and_validate(params: dict):
     return data
 
 
-@dataclass(frozen=True)
-class Training:
-    """What one training epoch reads: the stage's fit rows, as tensors."""
-
-    src: Tensor
-    dst: Tensor
-    label: Tensor
-    weight: Tensor
-
-    @classmethod
-    def of(cls, rows, weighting: str) -> Training:
-        from nextbuy.stages import train
-
-        as_long = lambda col: torch.as_tensor(rows[col].to_numpy(), dtype=torch.int64)  # noqa: E731
-        return cls(
-            as_long("source_id"),
-            as_long("shown_id"),
-            torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32),
-            torch.as_tensor(train.conversion_weights(rows, weighting), dtype=torch.float32),
-        )
-
-
-def one_epoch(graph: DirectedGraph, data: Training, cfg, initial: BladeModel | None = None) -> BladeModel:
+def one_epoch(graph: DirectedGraph, data: Conversions, cfg, initial: BladeModel | None = None) -> BladeModel:
     """One epoch of BLADE's training loop (of ``initial``'s model when given), no validation."""
     from nextbuy.domain.graph import blade
-    from nextbuy.stages import train
 
-    architecture, schedule, _ = train.blade_arguments(cfg)
     model, _ = blade.train_blade(
-        graph, data.src, data.dst, data.label, data.weight, architecture=architecture,
-        schedule=replace(schedule, epochs=1), progress=False, initial=initial,
+        graph, data, architecture=blade.Architecture.from_config(cfg),
+        schedule=replace(blade.TrainingSchedule.from_config(cfg), epochs=1), progress=False, initial=initial,
     )  # fmt: skip
     return model
 
@@ -231,7 +207,7 @@ def _best_of(epoch: Callable[[], BladeModel]) -> tuple[BladeModel, list[float]]:
             return model, times
 
 
-def time_epochs(graph: DirectedGraph, data: Training, cfg, sage: SageModel | None, on_step) -> tuple:
+def time_epochs(graph: DirectedGraph, data: Conversions, cfg, sage: SageModel | None, on_step) -> tuple:
     """One BLADE epoch as configured (``train_epoch_s``); with ``sage``, the side-by-side pair at the
     same neighbour budget: one BLADE epoch sampling every hop (``train_epoch_sampled_s``: the
     configured epoch itself unless ``neighbour_history`` reads deeper hops from states) and one
@@ -303,13 +279,9 @@ def stand_in_members(model: BladeModel, count: int, seed: int) -> list[BladeMode
 
 def export(model: BladeModel, graph: DirectedGraph, cfg, members: list[BladeModel] | None) -> dict:
     """The train stage's export: ensemble moments of ``members``, else ``export_moments``."""
-    from nextbuy.domain.graph import blade
     from nextbuy.stages import train
 
-    if members is not None:
-        return blade.ensemble_moments(members, graph, chunk=cfg.export_chunk)
-    _, _, kwargs = train.blade_arguments(cfg)
-    return blade.export_moments(model, graph, **kwargs, estimator=cfg.uncertainty)
+    return train.moments_of(model, members, graph, cfg)
 
 
 def time_top_k(bundle, n_sources: int, seed: int) -> dict:
@@ -357,10 +329,10 @@ def _train(products, edges, features, weighted, cfg, times: dict, on_step) -> tu
 
     with _timed(times, "graph", on_step):
         graph = train.build_graph(products, edges, features)
-    torch.use_deterministic_algorithms(True)  # as train.fit_graph
+    torch.use_deterministic_algorithms(True)  # as train.train_rounds
     rows, held = train.training_rows(weighted, cfg)
-    data = Training.of(rows, cfg.weighting)
-    architecture, _, _ = train.blade_arguments(cfg)
+    data = train.conversions(rows, cfg.weighting)
+    architecture = Architecture.from_config(cfg)
     compare = architecture.n_layers and graph.n_nodes <= SAGE_MAX_PRODUCTS
     sage = SageModel(graph.n_nodes, graph.n_features, architecture) if compare else None
     model, epochs = time_epochs(graph, data, cfg, sage, on_step)
@@ -412,8 +384,8 @@ def measure(
     sage = times.get("sage_epoch_s")
     return {
         "n_products": int(n_products),
-        "n_edges": int(len(edges)),
-        "n_impressions": int(len(weighted)),
+        "n_edges": len(edges),
+        "n_impressions": len(weighted),
         "n_train_rows": int((weighted["split"] == "train").sum()),
         **{key: times[key] for key in STAGE_KEYS},
         **{key: value for key, value in times.items() if key not in STAGE_KEYS},

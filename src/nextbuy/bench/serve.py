@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nextbuy import serving_fixtures as fixtures
+from nextbuy.bench import serving_fixtures as fixtures
 
 N_PRODUCTS = 100_000
 DIM = 32

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -110,7 +111,7 @@ def complement_relations(
     k = min(per_category, c_count - 1)
     rel = np.zeros((c_count, c_count), dtype=bool)
     out_deg = np.zeros(c_count, dtype=int)
-    n_pairs = int(round(reciprocal_share * c_count * k / 2))
+    n_pairs = round(reciprocal_share * c_count * k / 2)
     made, stalled = 0, False
     # Reciprocal pairs first, round-robin so they spread over categories.
     while made < n_pairs and not stalled:
@@ -214,7 +215,7 @@ def _launches(
     """round(launch_rate * history_days * n) random products launch uniformly in [start, snapshot)."""
     n = cfg.n_products
     launch = np.full(n, NAT_NS, dtype=np.int64)
-    n_new = min(int(round(cfg.launch_rate * cfg.history_days * n)), n)
+    n_new = min(round(cfg.launch_rate * cfg.history_days * n), n)
     if n_new:
         new = rng.permutation(n)[:n_new]
         launch[new] = start.value + (rng.random(n_new) * (snapshot.value - start.value)).astype(np.int64)
@@ -548,18 +549,25 @@ def _funnel(
     return clicked, carted
 
 
+class Window(NamedTuple):
+    """When traffic is shown, [start, end), and when it is observed (later events are censored)."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    observe_at: pd.Timestamp
+
+
 def simulate_traffic(
     world: StoreWorld,
     cfg: SimulatorConfig,
     seed: int,
     n_impressions: int,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    observe_at: pd.Timestamp,
+    window: Window,
     id_offset: int = 0,
     odds_multiplier: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> Traffic:
-    """Impressions shown uniformly in [start, end), events after ``observe_at`` censored to NaT.
+    """Impressions shown uniformly in the window's [start, end), events after its ``observe_at``
+    censored to NaT.
 
     Use a different ``seed`` (and ``id_offset``) for each batch of traffic
     from the same world: the same seed repeats the same draws.
@@ -570,7 +578,7 @@ def simulate_traffic(
     when a launch is at or after ``end`` (only a window ending before some
     launches gets fewer than ``n_impressions``).
     """
-    start, end, observe_at = pd.Timestamp(start), pd.Timestamp(end), pd.Timestamp(observe_at)
+    start, end, observe_at = (pd.Timestamp(t) for t in window)
     if not start < end <= observe_at:
         raise ValueError(f"need start < end <= observe_at, got {start}, {end}, {observe_at}")
     rng = _rng(seed, _TRAFFIC)
@@ -663,7 +671,7 @@ def _purchases_on_days(
 ) -> np.ndarray:
     """(u, v, t_ns) of the purchases on ``days`` after the world's base window, each day
     from its own stream at the base window's daily rate (n_purchases / (2 history_days))."""
-    per_day = int(round(cfg.n_purchases / (2 * cfg.history_days)))
+    per_day = round(cfg.n_purchases / (2 * cfg.history_days))
     parts = [np.zeros((3, 0), np.int64)]
     c = catalogue
     for day in days:
@@ -689,19 +697,16 @@ def simulate_history(world: StoreWorld, cfg: SimulatorConfig, seed: int, snapsho
     parts = []
     if lo < world.snapshot and snapshot > world.start:
         parts.append(
-            simulate_traffic(world, cfg, seed, cfg.n_impressions, world.start, world.snapshot, never)
+            simulate_traffic(world, cfg, seed, cfg.n_impressions, Window(world.start, world.snapshot, never))
         )
-    per_day = int(round(cfg.n_impressions / cfg.history_days))
+    per_day = round(cfg.n_impressions / cfg.history_days)
     for day in _days(world, lo, snapshot):
         day_start = world.start + pd.Timedelta(days=day)
         if world.start <= day_start < world.snapshot:
             continue  # in the base batch
-        parts.append(
-            simulate_traffic(
-                world, cfg, _day_seed(seed, day), per_day, day_start, day_start + pd.Timedelta(days=1),
-                never, id_offset=DAY_ID_BASE + day * per_day,
-            )
-        )  # fmt: skip
+        window = Window(day_start, day_start + pd.Timedelta(days=1), never)
+        offset = DAY_ID_BASE + day * per_day
+        parts.append(simulate_traffic(world, cfg, _day_seed(seed, day), per_day, window, id_offset=offset))
     impressions = pd.concat([p.impressions for p in parts], ignore_index=True)
     truth = pd.concat([p.truth for p in parts], ignore_index=True)
     keep = ((impressions["shown_at"] >= lo) & (impressions["shown_at"] < snapshot)).to_numpy()

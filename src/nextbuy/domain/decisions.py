@@ -70,11 +70,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve
+
+if TYPE_CHECKING:
+    from nextbuy.config import ThresholdsConfig
 
 # Slack tolerance (per row) so that exact-precision ties like 3 TP / 10 at p=0.3
 # are not lost to float rounding in (1-p)*TP - p*FP.
@@ -389,25 +392,23 @@ def cross_fitted_bucket_thresholds(
     bucket: np.ndarray,
     label: np.ndarray,
     n_buckets: int,
-    target_precision: float,
-    n_candidates: int | None,
-    min_bucket_positives: int,
-    cross_fit_folds: int,
-    seed: int = 0,
+    cfg: ThresholdsConfig,
 ) -> BucketFit:
     """:func:`fit_bucket_thresholds`, kept only where it wins out of fold at equal precision
     (module docstring, "Cross-fitting"); otherwise every bucket gets the single threshold
     (``feasible`` then the single threshold's).  ``cross_fit_folds`` < 2, or a per-bucket fit that
     misses the target: the plain joint fit."""
+    target_precision, n_candidates = cfg.target_precision, cfg.n_candidates
+    min_bucket_positives = cfg.min_bucket_positives
     fitted = fit_bucket_thresholds(
         score, bucket, label, n_buckets, target_precision, n_candidates, min_bucket_positives
     )
-    k = int(cross_fit_folds)
+    k = int(cfg.cross_fit_folds)
     if k < 2 or not fitted.feasible:
         return fitted
     s, y = _check_inputs(score, label, target_precision)
     b = np.asarray(bucket, dtype=np.int64)
-    fold = _folds(b, y, k, seed)
+    fold = _folds(b, y, k, cfg.seed)
     # Out of fold, the per-bucket policy is the score shifted by each bucket's threshold offset
     # from the single threshold (accept iff score - offset_b >= single threshold).  Both scores
     # then get their best single cut at the target on the pooled rows: TP at equal precision.
@@ -417,7 +418,7 @@ def cross_fitted_bucket_thresholds(
         part = fit_bucket_thresholds(
             s[~held], b[~held], y[~held], n_buckets, target_precision, n_candidates,
             # each fit sees (k - 1) / k of the rows: the support floor scales with them
-            int(round(min_bucket_positives * (k - 1) / k)),
+            round(min_bucket_positives * (k - 1) / k),
         )  # fmt: skip
         offset = part.thresholds.thresholds - part.single.threshold  # +inf: the bucket accepts nothing
         shifted[held] = np.where(np.isfinite(offset[b[held]]), s[held] - offset[b[held]], -_NEVER)

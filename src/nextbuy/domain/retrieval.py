@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -325,6 +325,15 @@ def entry_threshold(
     return entry
 
 
+class Ranking(NamedTuple):
+    """What the exact scan ranks by: the list's length ``k`` and what turns a pair's logit moments
+    into its key (the bucket calibration and the per-bucket thresholds)."""
+
+    k: int
+    calibration: BucketCalibration
+    thresholds: Thresholds
+
+
 def _scan_row(
     ci: CandidateIndex,
     s_mean: np.ndarray,
@@ -333,9 +342,7 @@ def _scan_row(
     mean: np.ndarray,
     best: np.ndarray,
     kth: np.ndarray,
-    k: int,
-    calibration: BucketCalibration,
-    thresholds: Thresholds,
+    ranking: Ranking,
 ) -> dict[str, np.ndarray]:
     """Exact top-k of one source (s_mean, weights [1, ·]) from the mean logits [n] of every
     product, and its best candidates and k-th key [1] so far: re-rank, by blocks of highest
@@ -343,7 +350,7 @@ def _scan_row(
     k-th key, which rises as the list improves), until none is left."""
     lo, hi = weights @ ci.var_lo, weights @ ci.var_hi
     best = np.setdiff1d(best, [exclude])  # unique; a short list may hold the excluded product
-    pool = np.flatnonzero(mean >= entry_threshold(kth, lo, hi, calibration, thresholds)[0])
+    pool = np.flatnonzero(mean >= entry_threshold(kth, lo, hi, ranking.calibration, ranking.thresholds)[0])
     pool = pool[(pool != exclude) & ~np.isin(pool, best)]
     block = SCAN_BLOCK
     while True:
@@ -352,11 +359,9 @@ def _scan_row(
             taken[:] = False
             taken[np.argpartition(-mean[pool], block - 1)[:block]] = True
         cand = np.concatenate([best, pool[taken]])[None, :]
-        picked, kth, _ = _score(
-            ci, s_mean, weights, cand, np.ones(cand.shape, dtype=bool), k, calibration, thresholds
-        )
+        picked, kth, _ = _score(ci, s_mean, weights, cand, np.ones(cand.shape, dtype=bool), *ranking)
         best, pool = picked["candidate_id"][0], pool[~taken]
-        pool = pool[mean[pool] >= entry_threshold(kth, lo, hi, calibration, thresholds)[0]]
+        pool = pool[mean[pool] >= entry_threshold(kth, lo, hi, ranking.calibration, ranking.thresholds)[0]]
         if pool.size == 0:
             return picked
         block = min(4 * block, SCAN_MAX_BLOCK)
@@ -369,9 +374,7 @@ def _scan(
     exclude: np.ndarray,
     best: np.ndarray,
     kth: np.ndarray,
-    k: int,
-    calibration: BucketCalibration,
-    thresholds: Thresholds,
+    ranking: Ranking,
 ) -> dict[str, np.ndarray]:
     """Exact top-k of sources whose retrieved list is unproven (``best`` [m, k]: its ids,
     ``kth`` [m] its k-th key): the mean logit of every product (matrix products, chunked),
@@ -393,9 +396,7 @@ def _scan(
                     mean[r],
                     best[i],
                     kth[one],
-                    k,
-                    calibration,
-                    thresholds,
+                    ranking,
                 )
             )
     return {name: np.concatenate([row[name] for row in rows]) for name in RESULT_COLUMNS}
@@ -442,7 +443,13 @@ def top_k(
     if redo.size and scans_unproven(ci.settings, ci.kind):
         best = picked["candidate_id"][redo]
         done = _scan(
-            ci, s_mean[redo], weights[redo], exclude[redo], best, kth[redo], k, calibration, thresholds
+            ci,
+            s_mean[redo],
+            weights[redo],
+            exclude[redo],
+            best,
+            kth[redo],
+            Ranking(k, calibration, thresholds),
         )
         for name in RESULT_COLUMNS:
             picked[name][redo] = done[name]

@@ -15,6 +15,7 @@ it, and the DAG files that use the timetable import Airflow anyway.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.providers.standard.operators.bash import BashOperator
@@ -82,4 +83,4 @@ class StageOperator(BashOperator):
 
 class NextbuyPlugin(AirflowPlugin):
     name = "nextbuy"
-    timetables = [NextTickTimetable]
+    timetables: ClassVar[list] = [NextTickTimetable]

@@ -37,7 +37,7 @@ def _is_live(context: Mapping[str, Any]) -> Callable[[Mapping[str, str]], bool]:
             state = context["ti"].get_dagrun_state(owner["dag_id"], owner["run_id"])
             # a DagRunState (str, Enum): its str() is "DagRunState.RUNNING", its value "running"
             return str(getattr(state, "value", state)) in LIVE_RUN_STATES
-        except Exception as err:  # unknown run (deleted, other Airflow): nobody to wait for
+        except Exception as err:  # noqa: BLE001 - unknown run (deleted, other Airflow): nobody to wait for
             log.warning("state of %s unknown (%s): treating its lock as stale", dict(owner), err)
             return False
 

@@ -101,7 +101,7 @@ def calibrate_holdout(
 def _quality(prob: np.ndarray, score: np.ndarray, label: np.ndarray) -> dict:
     hard = (label >= 0.5).astype(int)
     return {
-        "rows": int(len(label)),
+        "rows": len(label),
         "positivity": float(label.mean()),
         "auc": float(roc_auc_score(hard, score)) if 0 < hard.sum() < len(hard) else None,
         "log_loss": soft_log_loss(prob, label),

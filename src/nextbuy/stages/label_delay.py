@@ -155,7 +155,7 @@ def weight_profile(weighted: pd.DataFrame, n_bins: int = 20) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def _weight_summary(w: np.ndarray, max_weight: float) -> dict:
+def _weight_summary(w: np.ndarray) -> dict:
     ess = delay.effective_sample_size(w)
     q = np.quantile(w, [0.01, 0.5, 0.99]) if len(w) else np.zeros(3)
     return {
@@ -200,9 +200,7 @@ def summarise(weighted: pd.DataFrame, models: dict[str, delay.DelayModel], cfg: 
             if not cfg.normalise_weights
             else None,
         },
-        "weights": {
-            m: _weight_summary(train[f"weight_{m}"].to_numpy(), cfg.max_weight) for m in WEIGHTING_METHODS
-        },
+        "weights": {m: _weight_summary(train[f"weight_{m}"].to_numpy()) for m in WEIGHTING_METHODS},
     }
 
 

@@ -32,11 +32,7 @@ def fit_policies(scored: pd.DataFrame, n_buckets: int, cfg: ThresholdsConfig) ->
         rows["bucket"].to_numpy(),
         rows["label"].to_numpy(),
         n_buckets,
-        cfg.target_precision,
-        cfg.n_candidates,
-        cfg.min_bucket_positives,
-        cfg.cross_fit_folds,
-        cfg.seed,
+        cfg,
     )
 
 

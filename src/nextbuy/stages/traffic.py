@@ -34,7 +34,7 @@ def bucket_drift(moments, calibration, drift: DriftConfig, drift_start: pd.Times
 
 def simulate(world, ingest_cfg: IngestConfig, cfg: TrafficConfig, multiplier=None):
     """Pure core: ``cfg.days`` of traffic starting at the snapshot, observed at the end ("now")."""
-    from nextbuy.data.simulate import simulate_traffic
+    from nextbuy.data.simulate import Window, simulate_traffic
 
     start = world.snapshot
     now = start + cfg.days * DAY
@@ -43,9 +43,7 @@ def simulate(world, ingest_cfg: IngestConfig, cfg: TrafficConfig, multiplier=Non
         ingest_cfg.simulator,
         cfg.seed,
         cfg.days * cfg.impressions_per_day,
-        start,
-        now,
-        now,
+        Window(start, now, now),
         id_offset=10**12,
         odds_multiplier=multiplier,
     )

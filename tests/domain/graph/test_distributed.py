@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from nextbuy.domain.graph.blade import embed, train_blade
+from nextbuy.domain.graph.blade import Conversions, embed, train_blade
 from nextbuy.domain.graph.collective import SINGLE, Collective
 from tests.domain.graph.test_blade import ARCH, SCHEDULE, _conversions, _graph, _store
 
@@ -55,7 +55,7 @@ def _validation(held, calls: list):
 
 
 def _train(graph, examples, architecture, schedule, validate, collective=SINGLE):
-    model, history = train_blade(graph, *examples, architecture=architecture, schedule=schedule,
+    model, history = train_blade(graph, Conversions(*examples), architecture=architecture, schedule=schedule,
                                  validate=validate, progress=False, collective=collective)  # fmt: skip
     return {k: v.clone() for k, v in model.state_dict().items()}, history
 
@@ -113,7 +113,8 @@ def test_two_processes_train_what_one_trains_with_twice_the_batch(ranks):
         torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5, msg=name)
     assert len(two_history) == len(history) == 2
     for a, b in zip(two_history, history, strict=True):
-        assert a.keys() == b.keys() and a["epoch"] == b["epoch"]
+        assert a.keys() == b.keys()
+        assert a["epoch"] == b["epoch"]
         np.testing.assert_allclose([a[k] for k in a], [b[k] for k in b], rtol=1e-5)
 
 
@@ -124,7 +125,8 @@ def test_ranks_stay_in_lock_step_and_only_rank_0_validates(ranks):
         assert history0 == history1
         for name, value in state0.items():
             assert torch.equal(state1[name], value), (run, name)
-    assert ranks[0]["calls"] == 2 and ranks[1]["calls"] == 0  # one check per epoch, on rank 0
+    assert ranks[0]["calls"] == 2
+    assert ranks[1]["calls"] == 0
     # with their own sampling noise per rank, the noisy run still learns
     noisy = ranks[0]["noisy"][1]
     assert all(np.isfinite(row["conv_loss"]) and np.isfinite(row["link_loss"]) for row in noisy)

@@ -17,7 +17,9 @@ N_DENSE = 4  # z(log price), price unknown, z(log 1+out-degree), z(log 1+in-degr
 def test_row_normalised_rows_have_unit_l1_norm_and_keep_their_signs_and_proportions():
     x = sp.csr_matrix(np.array([[1.0, -3.0, 0.0], [0.0, 0.0, 0.0], [0.0, 2.0, 2.0], [0.5, 0.0, 0.0]]))
     y = row_normalised(x)
-    assert sp.isspmatrix_csr(y) and y.dtype == np.float32 and y.shape == x.shape
+    assert sp.isspmatrix_csr(y)
+    assert y.dtype == np.float32
+    assert y.shape == x.shape
     dense = y.toarray()
     np.testing.assert_allclose(np.abs(dense).sum(axis=1), [1.0, 0.0, 1.0, 1.0], rtol=1e-6)
     np.testing.assert_allclose(dense[0], [0.25, -0.75, 0.0], rtol=1e-6)
@@ -30,11 +32,14 @@ def test_row_normalised_rows_have_unit_l1_norm_and_keep_their_signs_and_proporti
 def test_to_torch_is_a_coalesced_float32_copy():
     x = sp.random(7, 5, density=0.4, format="csr", random_state=np.random.default_rng(0), dtype=np.float64)
     t = to_torch(x)
-    assert t.layout == torch.sparse_coo and t.is_coalesced() and t.dtype == torch.float32
+    assert t.layout == torch.sparse_coo
+    assert t.is_coalesced()
+    assert t.dtype == torch.float32
     assert tuple(t.shape) == (7, 5)
     np.testing.assert_allclose(t.to_dense().numpy(), x.toarray().astype(np.float32))
     empty = to_torch(sp.csr_matrix((3, 2)))
-    assert tuple(empty.shape) == (3, 2) and empty._nnz() == 0
+    assert tuple(empty.shape) == (3, 2)
+    assert empty._nnz() == 0
 
 
 def _store():
@@ -48,7 +53,8 @@ def _store():
 def test_store_features_columns():
     category, price, src, dst = _store()
     x = store_features(category, price, src, dst)
-    assert sp.isspmatrix_csr(x) and x.dtype == np.float32
+    assert sp.isspmatrix_csr(x)
+    assert x.dtype == np.float32
     assert x.shape == (6, 3 + N_DENSE)
     dense = x.toarray()
     onehot, z_price, unknown, z_out, z_in = dense[:, :3], dense[:, 3], dense[:, 4], dense[:, 5], dense[:, 6]

@@ -29,7 +29,7 @@ FIXED = FanoutRule("fixed", FMIN, FMAX)
 def _star_graph() -> tuple[torch.Tensor, torch.Tensor, int]:
     """Node 0 is a hub (0 -> 1..40); 1 -> 2; 2 -> 3, 4; 3 -> 0; 50 is isolated; 41..45 form a chain."""
     src = [0] * 40 + [1, 2, 2, 3] + [41, 42, 43, 44]
-    dst = list(range(1, 41)) + [2, 3, 4, 0] + [42, 43, 44, 45]
+    dst = [*list(range(1, 41)), 2, 3, 4, 0, 42, 43, 44, 45]
     return torch.tensor(src), torch.tensor(dst), 51
 
 
@@ -58,8 +58,10 @@ def _by_centre(centre_pos: torch.Tensor, neighbour: torch.Tensor, n_centres: int
 def test_csr_from_edges_rows_are_sources_and_degrees_match():
     src, dst, n = _star_graph()
     csr = CSR.from_edges(src, dst, n)
-    assert csr.rowptr.dtype == torch.long and csr.col.dtype == torch.long
-    assert csr.rowptr.shape == (n + 1,) and csr.col.shape == (src.numel(),)
+    assert csr.rowptr.dtype == torch.long
+    assert csr.col.dtype == torch.long
+    assert csr.rowptr.shape == (n + 1,)
+    assert csr.col.shape == (src.numel(),)
     nbrs = _neighbours(src, dst, n)
     for u in range(n):
         row = csr.col[csr.rowptr[u] : csr.rowptr[u + 1]].tolist()
@@ -68,13 +70,14 @@ def test_csr_from_edges_rows_are_sources_and_degrees_match():
     assert csr.degree(torch.tensor([0, 2, 50])).tolist() == [40, 2, 0]
     # the in-direction is the same constructor with the roles swapped
     in_csr = CSR.from_edges(dst, src, n)
-    assert in_csr.degree()[2].item() == 2 and in_csr.degree()[0].item() == 1  # 0->2, 1->2; 3->0
+    assert in_csr.degree()[2].item() == 2
+    assert in_csr.degree()[0].item() == 1
 
 
 def test_csr_rejects_out_of_range_edges():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="edges must lie in"):
         CSR.from_edges(torch.tensor([0, 5]), torch.tensor([1, 2]), 5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="edges must lie in"):
         CSR.from_edges(torch.tensor([0, -1]), torch.tensor([1, 2]), 5)
 
 
@@ -93,8 +96,10 @@ def test_power_law_budget_is_non_increasing_within_bounds_and_largest_for_isolat
     rule = FanoutRule("power_law", fmin, fmin + extra, exponent)
     deg = torch.cat([torch.arange(0, 5000), torch.tensor([10**6, 10**9, 10**12])])
     k = rule.budget(deg)
-    assert k.dtype == torch.long and k.shape == deg.shape
-    assert int(k.min()) >= fmin and int(k.max()) <= fmin + extra
+    assert k.dtype == torch.long
+    assert k.shape == deg.shape
+    assert int(k.min()) >= fmin
+    assert int(k.max()) <= fmin + extra
     assert bool((k[1:] <= k[:-1]).all()), "budget must be non-increasing in degree"
     assert int(k[0]) == fmin + extra  # a node with no neighbours gets the largest budget
     assert rule.two_hop
@@ -123,7 +128,7 @@ def test_fixed_rule_gives_every_node_fanout_max_and_no_two_hop_fill():
     [("uniform", 1, 5, 3.0), ("power_law", 0, 5, 3.0), ("power_law", 6, 5, 3.0), ("power_law", 1, 5, 1.0)],
 )
 def test_fanout_rule_rejects_bad_settings(args):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"fanout rule must be|fanout_min <= fanout_max|exponent must be >"):
         FanoutRule(*args)
 
 
@@ -147,9 +152,10 @@ def test_power_law_exponent_is_a_valid_exponent_on_degenerate_input():
     assert power_law_exponent(torch.tensor([0, 0, 7])) == 3.0  # fewer than two qualify
     for degree in (torch.ones(10, dtype=torch.long), torch.tensor([1, 1, 2, 50, 10**6])):
         alpha = power_law_exponent(degree)
-        assert np.isfinite(alpha) and alpha > 1.0
+        assert np.isfinite(alpha)
+        assert alpha > 1.0
         FanoutRule("power_law", FMIN, FMAX, alpha)  # always usable by the rule
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="degree_min must be >= 1"):
         power_law_exponent(torch.tensor([1, 2, 3]), degree_min=0)
 
 
@@ -172,13 +178,14 @@ def test_low_degree_nodes_see_more_than_their_degree_via_two_hops_under_power_la
     csr = _star_csr()
     g = torch.Generator().manual_seed(1)
     # node 1 has one neighbour (2), whose neighbours are 3 and 4
-    cp, nb = sample_neighbourhood(csr, torch.tensor([1]), POWER, g)
+    _, nb = sample_neighbourhood(csr, torch.tensor([1]), POWER, g)
     assert 1 < nb.numel() <= int(POWER.budget(torch.tensor([1])))
     assert nb.tolist().count(2) >= 1  # the 1-hop neighbour is always kept
     assert set(nb.tolist()) <= {2, 3, 4}
     # node 3 -> 0 (a hub): its 2-hop pool is the hub's neighbours; the walk never returns to 3 itself
-    cp, nb = sample_neighbourhood(csr, torch.tensor([3]), POWER, g)
-    assert nb.numel() > 5 and 3 not in nb.tolist()
+    _cp, nb = sample_neighbourhood(csr, torch.tensor([3]), POWER, g)
+    assert nb.numel() > 5
+    assert 3 not in nb.tolist()
     assert set(nb.tolist()) <= set(range(0, 41))
 
 
@@ -198,7 +205,8 @@ def test_full_neighbourhoods_are_every_neighbour_in_order_and_need_no_generator(
     cp, nb = sample_neighbourhood(csr, centres, None)
     assert _by_centre(cp, nb, 5) == [sorted(nbrs[int(c)]) for c in centres]
     again = sample_neighbourhood(csr, centres, None, torch.Generator().manual_seed(123))
-    assert torch.equal(cp, again[0]) and torch.equal(nb, again[1])
+    assert torch.equal(cp, again[0])
+    assert torch.equal(nb, again[1])
 
 
 def test_nodes_without_neighbours_get_no_pairs_and_dead_ends_are_dropped():
@@ -206,10 +214,12 @@ def test_nodes_without_neighbours_get_no_pairs_and_dead_ends_are_dropped():
     g = torch.Generator().manual_seed(3)
     cp, nb = sample_neighbourhood(csr, torch.tensor([50, 45, 44]), POWER, g)
     per = _by_centre(cp, nb, 3)
-    assert per[0] == [] and per[1] == []  # isolated / sink nodes
+    assert per[0] == []
+    assert per[1] == []
     assert per[2] == [45]  # 44 -> 45, and 45 is a dead end: no 2-hop pairs
     cp, nb = sample_neighbourhood(csr, torch.tensor([], dtype=torch.long), POWER, g)
-    assert cp.numel() == 0 and nb.numel() == 0
+    assert cp.numel() == 0
+    assert nb.numel() == 0
 
 
 def _star_fallback(csr: CSR) -> tuple[torch.Tensor, CSR]:
@@ -228,10 +238,13 @@ def test_cold_start_fallback_samples_neighbours_of_same_group_products():
     for rule in (POWER, FIXED):
         cp, nb = sample_neighbourhood(csr, centres, rule, g, fallback=fallback)
         per = _by_centre(cp, nb, 4)
-        assert len(per[0]) == FMAX and set(per[0]) <= {2, 3, 4}  # out-neighbours of 1 and 2
+        assert len(per[0]) == FMAX
+        assert set(per[0]) <= {2, 3, 4}
         assert per[1] == []  # no other member of its group has neighbours
-        assert 42 in per[2] and set(per[2]) <= {42, 43}  # nodes with neighbours never use the fallback
-        assert len(per[3]) == FMAX and set(per[3]) <= {2, 3, 4}  # a duplicate centre: the same pool
+        assert 42 in per[2]
+        assert set(per[2]) <= {42, 43}
+        assert len(per[3]) == FMAX
+        assert set(per[3]) <= {2, 3, 4}
     # without a fallback the same centres get nothing
     cp, nb = sample_neighbourhood(csr, torch.tensor([50]), POWER, g)
     assert nb.numel() == 0
@@ -244,9 +257,11 @@ def test_full_neighbourhoods_use_a_fixed_fallback_draw():
     b = sample_neighbourhood(
         csr, torch.tensor([50, 2]), None, torch.Generator().manual_seed(7), fallback=fallback
     )
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(a[0], b[0])
+    assert torch.equal(a[1], b[1])
     per = _by_centre(*a, 2)
-    assert len(per[0]) == FALLBACK_FULL and set(per[0]) <= {2, 3, 4}
+    assert len(per[0]) == FALLBACK_FULL
+    assert set(per[0]) <= {2, 3, 4}
     assert per[1] == [3, 4]
 
 
@@ -256,7 +271,8 @@ def test_seeded_generator_makes_sampling_reproducible():
     a = sample_neighbourhood(csr, centres, POWER, torch.Generator().manual_seed(9))
     b = sample_neighbourhood(csr, centres, POWER, torch.Generator().manual_seed(9))
     c = sample_neighbourhood(csr, centres, POWER, torch.Generator().manual_seed(10))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(a[0], b[0])
+    assert torch.equal(a[1], b[1])
     assert not torch.equal(a[1], c[1])
     # duplicate centres are sampled independently (hub 0 appears twice)
     per = _by_centre(*a, 5)
@@ -311,13 +327,18 @@ def test_sampler_invariants_on_random_graphs(case, raw_centres, rule):
     nbrs = _multisets(n, src, dst)
     c = torch.tensor(centres, dtype=torch.long)
     cp, nb = sample_neighbourhood(csr, c, rule, torch.Generator().manual_seed(seed))
-    assert cp.dtype == torch.long and nb.dtype == torch.long and cp.shape == nb.shape
+    assert cp.dtype == torch.long
+    assert nb.dtype == torch.long
+    assert cp.shape == nb.shape
     assert bool((cp[1:] >= cp[:-1]).all())
     if cp.numel():
-        assert int(cp.min()) >= 0 and int(cp.max()) < len(centres)
-        assert int(nb.min()) >= 0 and int(nb.max()) < n
+        assert int(cp.min()) >= 0
+        assert int(cp.max()) < len(centres)
+        assert int(nb.min()) >= 0
+        assert int(nb.max()) < n
     again = sample_neighbourhood(csr, c, rule, torch.Generator().manual_seed(seed))
-    assert torch.equal(cp, again[0]) and torch.equal(nb, again[1])
+    assert torch.equal(cp, again[0])
+    assert torch.equal(nb, again[1])
     per = _by_centre(cp, nb, len(centres))
     for pos, u in enumerate(centres):
         got = Counter(per[pos])
@@ -360,9 +381,8 @@ def _check_blocks(n, src, dst, seeds, n_layers, rules, input_nodes, blocks):
         assert block.self_pos.shape == (block.n_dst,)
         for name in ("self_pos", "out_src", "in_src"):
             idx = getattr(block, name)
-            assert idx.dtype == torch.long and (
-                idx.numel() == 0 or 0 <= int(idx.min()) <= int(idx.max()) < len(below)
-            )
+            assert idx.dtype == torch.long
+            assert idx.numel() == 0 or 0 <= int(idx.min()) <= int(idx.max()) < len(below)
         for name in ("out_dst", "in_dst"):
             idx = getattr(block, name)
             assert idx.numel() == 0 or 0 <= int(idx.min()) <= int(idx.max()) < block.n_dst
@@ -428,8 +448,10 @@ def test_full_blocks_on_a_small_graph_are_the_full_neighbourhoods():
     assert layers[1] == [0, 2, 3, 41, 42, 50]
     assert layers[0] == sorted({*range(0, 5), *range(5, 41), 41, 42, 43, 50})
     top = blocks[-1]
-    assert top.out_dst.tolist() == [0, 1] and [layers[1][i] for i in top.out_src.tolist()] == [0, 42]
-    assert top.in_dst.tolist() == [0, 0] and [layers[1][i] for i in top.in_src.tolist()] == [0, 2]
+    assert top.out_dst.tolist() == [0, 1]
+    assert [layers[1][i] for i in top.out_src.tolist()] == [0, 42]
+    assert top.in_dst.tolist() == [0, 0]
+    assert [layers[1][i] for i in top.in_src.tolist()] == [0, 2]
     again = sample_blocks(out_csr, in_csr, torch.tensor(seeds), 2, None, torch.Generator().manual_seed(1))
     assert torch.equal(input_nodes, again[0])
     for a, b in zip(blocks, again[1], strict=True):
@@ -448,7 +470,8 @@ def test_blocks_use_the_cold_start_fallback_per_direction():
         out_csr, in_csr, torch.tensor([50]), 1, rules, g, fallbacks=(fallback, None)
     )
     (block,) = blocks
-    assert block.out_dst.numel() == FMAX and block.in_dst.numel() == 0
+    assert block.out_dst.numel() == FMAX
+    assert block.in_dst.numel() == 0
     assert {input_nodes[i].item() for i in block.out_src.tolist()} <= {2, 3, 4}
 
 

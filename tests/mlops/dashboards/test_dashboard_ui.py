@@ -186,7 +186,8 @@ def _assert_panels_show_run_data(dom: str, workspace: Path, project_id: str) -> 
             continue
         if kind == "counter":
             shown = [html.unescape(v) for v in re.findall(r"<h2[^>]*>([^<]*)</h2>", section)]
-            assert shown and all(re.fullmatch(r"-?\d+(\.\d+)?", v) for v in shown), (
+            assert shown, f"counter {panel.title!r} shows {shown}, not numbers"
+            assert all(re.fullmatch(r"-?\d+(\.\d+)?", v) for v in shown), (
                 f"counter {panel.title!r} shows {shown}, not numbers"
             )
             expected = [
@@ -200,7 +201,8 @@ def _assert_panels_show_run_data(dom: str, workspace: Path, project_id: str) -> 
         n_series = len(panel.values)
         if kind == "line":
             paths = re.findall(r'<path[^>]*class="MuiLineElement-root[^>]*>', section)
-            assert len(paths) == n_series and all(re.search(r'd="M[\d.]', p) for p in paths), panel.title
+            assert len(paths) == n_series, panel.title
+            assert all(re.search(r'd="M[\d.]', p) for p in paths), panel.title
             marks = len(re.findall(r'class="MuiMarkElement-root', section))  # one per non-missing point
             assert 0 < marks <= n_series * N_WINDOWS, f"{panel.title!r}: {marks} points of {n_series} series"
             if n_series == 1:
@@ -230,7 +232,8 @@ def test_dashboard_renders_panels_with_data(chromium, evidently_ui, tmp_path):  
 
     # the other run's windows (later in time: they would be the "latest") are not drawn anywhere
     assert f"{START:%Y-%m-%d}" in text  # the x axes name RUN's windows
-    assert f"{OTHER_START:%Y-%m}" not in text and OTHER_RUN not in text
+    assert f"{OTHER_START:%Y-%m}" not in text
+    assert OTHER_RUN not in text
 
     artifacts = Path(os.environ.get("NEXTBUY_TEST_ARTIFACTS") or tmp_path)
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -240,6 +243,7 @@ def test_dashboard_renders_panels_with_data(chromium, evidently_ui, tmp_path):  
         chromium, tmp_path / "profile-shot", f"--screenshot={screenshot}", "--window-size=1400,4200", url
     )
     assert shot.returncode == 0, shot.stderr.decode(errors="replace")[-2000:]
-    assert screenshot.exists() and screenshot.stat().st_size > 20_000
+    assert screenshot.exists()
+    assert screenshot.stat().st_size > 20_000
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"dashboard screenshot: {screenshot}")

@@ -43,7 +43,7 @@ def _single_values(snapshot_or_run) -> dict:
 
 
 def test_snapshot_holds_bucket_table_values_and_drift(windows_and_snapshots):
-    reference, windows, snapshots = windows_and_snapshots
+    _reference, windows, snapshots = windows_and_snapshots
     for (start, _rows, table), snapshot in zip(windows, snapshots, strict=True):
         # one SingleValue per (bucket, kind), per-bucket volume and alert, and the alert counter
         values = _single_values(snapshot)
@@ -60,7 +60,8 @@ def test_snapshot_holds_bucket_table_values_and_drift(windows_and_snapshots):
         assert_table_equal(metrics.snapshot_bucket_values(snapshot), table)
         assert metrics.snapshot_alert_count(snapshot) == n_alerts
         model = snapshot.to_snapshot_model()
-        assert model.metadata[metrics.RUN_KEY] == RUN and model.tags[0] == f"run:{RUN}"
+        assert model.metadata[metrics.RUN_KEY] == RUN
+        assert model.tags[0] == f"run:{RUN}"
         assert f"window:{start:%Y-%m-%d}" in model.tags
 
         drift = {dict(k[1])["column"]: v for k, v in values.items() if k[0] == "ValueDrift"}
@@ -128,12 +129,13 @@ def test_window_without_drift_columns_has_nan_drift_counters():
     values = _single_values(snapshot)
     assert not any(k[0] in ("ValueDrift", "DriftedColumnsCount") for k in values)
     counters = {dict(k[1])["counter"]: v for k, v in values.items() if k[0] == "OnCallCounter"}
-    assert math.isnan(counters["drifted_columns_share"]) and math.isnan(counters["drifted_columns_count"])
+    assert math.isnan(counters["drifted_columns_share"])
+    assert math.isnan(counters["drifted_columns_count"])
     assert counters["alerting_buckets"] == 1
 
 
 @pytest.mark.parametrize(
-    "start, end, expected",
+    ("start", "end", "expected"),
     [
         ("2026-02-26 00:00:00", "2026-03-26", "nextbuy v3, traffic 2026-02-26..2026-03-26"),
         (

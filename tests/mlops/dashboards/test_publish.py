@@ -93,7 +93,8 @@ def test_publish_twice_is_idempotent_and_reloads(tmp_path, windows_and_snapshots
     runs = ws.list_runs(first)
     assert len(runs) == N_WINDOWS
     rerun = [r for r in (ws.get_run(first, rid) for rid in runs) if pd.Timestamp(r.timestamp) == start]
-    assert len(rerun) == 1 and rerun[0].tags == [f"run:{RUN}", "rerun"]
+    assert len(rerun) == 1
+    assert rerun[0].tags == [f"run:{RUN}", "rerun"]
     assert_table_equal(metrics.snapshot_bucket_values(rerun[0]), changed)
     assert [p.title for p in ws.get_dashboard(first).panels] == titles
 
@@ -149,7 +150,8 @@ def test_other_runs_are_kept_but_not_drawn(tmp_path):
     # the run's last window has no alert (OTHER_RUN's has): 0, stored so that the UI prints "0"
     assert [s.values[-1] for s in alerting] == [metrics.COUNTER_ZERO]
     drifted = _series(storage, project_id, counters["Drifted columns share (latest window)"]).series
-    assert len(drifted) == 1 and 0 < drifted[0].values[-1] <= 1  # the run's score drift grows
+    assert len(drifted) == 1
+    assert 0 < drifted[0].values[-1] <= 1
 
     with pytest.raises(ValueError, match="exactly one run"):
         publish(
@@ -169,7 +171,7 @@ def test_series_the_ui_reads_one_line_per_bucket_and_nan_gaps(tmp_path, windows_
     with one point per window and gaps (None) where observed is still NaN."""
     from evidently.ui.workspace import Workspace
 
-    reference, windows, snapshots = windows_and_snapshots
+    _reference, windows, snapshots = windows_and_snapshots
     project_id = publish(tmp_path / "ws", PROJECT, snapshots, DASHBOARD_SPEC)
     dashboard = Workspace(str(tmp_path / "ws")).get_dashboard(project_id)
     panel = next(p for p in dashboard.panels if p.title.startswith("Observed positivity per bucket"))
@@ -260,14 +262,16 @@ panels:
     unfiltered = build_dashboard(load_dashboard_spec(path), [0], project_id="p")
     assert all(v.metadata == {} for p in unfiltered.panels for v in p.values)
     assert "On call: {run}" in [p.title for p in unfiltered.panels]
-    assert panels["Notes"].plot_params["plot_type"] == "text" and panels["Notes"].subtitle == "read me"
+    assert panels["Notes"].plot_params["plot_type"] == "text"
+    assert panels["Notes"].subtitle == "read me"
     assert panels["Alerts"].plot_params["aggregation"] == "sum"
     fixed, drawn_by_evidently, raw = panels["Alerts"].values
     assert (fixed.metric_labels, fixed.legend) == ({"bucket": "1"}, "bucket 1 alert")
     assert (drawn_by_evidently.metric_labels, drawn_by_evidently.legend) == ({}, "bucket {{bucket}} alert")
     assert (raw.metric, raw.metric_labels, raw.tags) == ("evidently:metric_v2:RowCount", {"a": "1"}, ["x"])
     bucket_1 = panels["Bucket 1"]
-    assert bucket_1.size == "half" and bucket_1.plot_params["is_stacked"] is True
+    assert bucket_1.size == "half"
+    assert bucket_1.plot_params["is_stacked"] is True
     assert [(v.metric.split(":")[-1], v.metric_labels, v.legend) for v in bucket_1.values] == [
         ("BucketPositivity", {"kind": "naive", "bucket": "1"}, "naive of 1"),
         ("DriftedColumnsCount", {"value_type": "share"}, "drifted columns (share)"),

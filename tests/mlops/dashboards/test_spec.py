@@ -25,7 +25,8 @@ def _error(tmp_path, text: str) -> str:
 def test_repo_spec_loads():
     spec = load_dashboard_spec(DASHBOARD_SPEC)
     assert isinstance(spec, DashboardSpec)
-    assert spec.tab == "On-call" and spec.project_description
+    assert spec.tab == "On-call"
+    assert spec.project_description
     assert [p.type for p in spec.panels[:4]] == ["text", "counter", "counter", "bar"]
     assert "{run}" in spec.panels[0].title  # on-call sees which run the dashboard draws
     assert any(p.per_bucket for p in spec.panels)
@@ -42,7 +43,8 @@ def test_defaults(tmp_path):
         False,
         None,
     )
-    assert panel.series[0].value_type == "share" and panel.series[0].metric_type == "DriftedColumnsCount"
+    assert panel.series[0].value_type == "share"
+    assert panel.series[0].metric_type == "DriftedColumnsCount"
 
 
 def test_dashboard_spec_errors_are_loud(tmp_path):
@@ -58,7 +60,7 @@ def test_dashboard_spec_errors_are_loud(tmp_path):
 
 
 def test_error_is_a_value_error_wrapping_pydantics(tmp_path):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="invalid dashboard spec") as info:
         _load(tmp_path, "panels: []\n")
     assert isinstance(info.value, DashboardSpecError)
     assert isinstance(info.value.__cause__, ValidationError)
@@ -67,11 +69,12 @@ def test_error_is_a_value_error_wrapping_pydantics(tmp_path):
 
 def test_bad_panel_type(tmp_path):
     message = _error(tmp_path, "panels:\n  - title: Drift\n    type: pie\n    series: [{metric: volume}]\n")
-    assert "panels[0].type (panel 'Drift')" in message and "'line', 'bar', 'counter' or 'text'" in message
+    assert "panels[0].type (panel 'Drift')" in message
+    assert "'line', 'bar', 'counter' or 'text'" in message
 
 
 @pytest.mark.parametrize(
-    "text, field",
+    ("text", "field"),
     [
         ("panels:\n  - title: x\n    colour: red\n    series: [{metric: volume}]\n", "panels[0].colour"),
         (
@@ -83,12 +86,14 @@ def test_bad_panel_type(tmp_path):
 )
 def test_unknown_key(tmp_path, text, field):
     message = _error(tmp_path, text)
-    assert f"{field}" in message and "unknown keys" in message
+    assert f"{field}" in message
+    assert "unknown keys" in message
 
 
 def test_unknown_metric(tmp_path):
     message = _error(tmp_path, "panels:\n  - title: x\n    series: [{metric: positivty, kind: observed}]\n")
-    assert "panels[0].series[0].metric (panel 'x')" in message and "unknown metric 'positivty'" in message
+    assert "panels[0].series[0].metric (panel 'x')" in message
+    assert "unknown metric 'positivty'" in message
 
 
 def test_raw_evidently_metric_is_accepted(tmp_path):
@@ -98,7 +103,7 @@ def test_raw_evidently_metric_is_accepted(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "series, field, words",
+    ("series", "field", "words"),
     [
         ("{metric: positivity}", "series[0].kind", "positivity needs kind"),
         ("{metric: positivity, kind: nope}", "series[0].kind", "'estimated_hi'"),
@@ -111,11 +116,12 @@ def test_raw_evidently_metric_is_accepted(tmp_path):
 )
 def test_series_rules(tmp_path, series, field, words):
     message = _error(tmp_path, f"panels:\n  - title: x\n    series: [{series}]\n")
-    assert field in message and words in message
+    assert field in message
+    assert words in message
 
 
 @pytest.mark.parametrize(
-    "text, field, words",
+    ("text", "field", "words"),
     [
         ("panels: []\n", "panels", "at least 1 item"),
         ("tab: x\n", "panels", "Field required"),
@@ -135,7 +141,8 @@ def test_series_rules(tmp_path, series, field, words):
 )
 def test_panel_rules(tmp_path, text, field, words):
     message = _error(tmp_path, text)
-    assert field in message and words in message
+    assert field in message
+    assert words in message
 
 
 def test_placeholders_filled_where_a_bucket_is_known(tmp_path):

@@ -30,14 +30,14 @@ FALLBACK_FULL = 10  # walks a neighbourless node takes through its group when ne
 
 __all__ = [
     "CSR",
-    "FanoutRule",
-    "power_law_exponent",
-    "sample_neighbourhood",
     "Block",
-    "sample_blocks",
-    "group_members",
+    "FanoutRule",
     "expand",
+    "group_members",
+    "power_law_exponent",
     "relabel",
+    "sample_blocks",
+    "sample_neighbourhood",
 ]
 
 

@@ -33,8 +33,8 @@ def pair_logit_moments(
     ``mean = sum_i w_i s̄_i t̄_i + b`` and
     ``var  = sum_i w_i² (s̄_i² σ²t_i + t̄_i² σ²s_i + σ²s_i σ²t_i)``.
     Member-form moments (``s_members``, ``t_members`` [K, n, d], ``b_members`` [K]: an ensemble
-    whose embedding spaces are not aligned, ``blade.member_moments``) give the mean and the
-    unbiased variance of the K members' logits instead.
+    whose embedding spaces are not aligned, as the research benchmarks' deep ensemble writes them)
+    give the mean and the unbiased variance of the K members' logits instead.
     Returns float32 arrays [m]; processed in cache-sized chunks.
     """
     src, dst = _pairs(moments, src, dst)

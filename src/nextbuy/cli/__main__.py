@@ -1,0 +1,5 @@
+"""``python -m nextbuy.cli``: the ``nextbuy`` command."""
+
+from nextbuy.cli import app
+
+app()

@@ -1,0 +1,61 @@
+"""What every command shares: the Typer app, the console, common options, logging and the
+exit codes for input errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.text import Text
+
+from nextbuy.constants import FAILURE_FILE_ENV
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="nextbuy: bought U, recommend V next.")
+console = Console(stderr=True)
+ParamsOption = typer.Option("params.yaml", "--params", help="params file (each stage reads its own section)")
+ModelNameOption = typer.Option(None, help="registered model (default: deploy.model_name of params.yaml)")
+
+
+@app.callback()
+def _process() -> None:
+    """Every command: freed memory stays with the process for reuse (``nextbuy.allocator``)."""
+    from nextbuy.allocator import keep_freed_memory
+
+    keep_freed_memory()
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
+    for noisy in ("alembic", "mlflow", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def input_error(message: str) -> typer.Exit:
+    """Exit code 2 for a configuration or input error, printed; under an Airflow stage task
+    (``FAILURE_FILE_ENV`` set) also written there, so the task fails without retries."""
+    console.print(message, highlight=False)
+    failure_file = os.environ.get(FAILURE_FILE_ENV)
+    if failure_file:
+        Path(failure_file).write_text(Text.from_markup(message).plain + "\n")
+    return typer.Exit(code=2)
+
+
+def model_name_or_default(given: str | None) -> str:
+    """``given``, else deploy.model_name of ./params.yaml (the name deploy registers under)."""
+    if given is not None:
+        return given
+    from nextbuy.config import load_section
+
+    try:
+        return load_section("deploy").model_name
+    except (FileNotFoundError, ValidationError) as err:
+        console.print(f"[bold red]no model name: pass --model-name[/] ({escape(str(err))})", highlight=False)
+        raise typer.Exit(code=2) from None

@@ -1,0 +1,133 @@
+"""The champion's commands: the monitor's alerts, rollback and promote in the registry, and
+batch top-K from a registered model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from nextbuy.cli.common import ModelNameOption, app, console, model_name_or_default, setup_logging
+from nextbuy.constants import ALERT_EXIT_CODE
+
+
+def _registry_call(action: Callable[[], str]) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from nextbuy.mlops import tracking
+
+    tracking.configure()
+    try:
+        console.print(action(), highlight=False)
+    except MlflowException as err:
+        console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
+        raise typer.Exit(code=1) from None
+
+
+@app.command()
+def alerts(
+    path: Path = typer.Option(Path("monitoring/alerts.json"), help="written by the monitor stage"),
+) -> None:
+    """Print the monitor's alerts; exit 3 when there is any (what Airflow branches on).
+
+    A monitor run that watched nothing (no champion released yet) has none: exit 0, saying why."""
+    from nextbuy.mlops import io
+
+    try:
+        written = io.read_json(path)
+        fired = written["alerts"]
+    except io.DataError as err:
+        console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
+        raise typer.Exit(code=2) from None
+    except (KeyError, TypeError):
+        console.print(
+            f"[bold red]{path}: no 'alerts' list (not written by the monitor stage?)[/]", highlight=False
+        )
+        raise typer.Exit(code=2) from None
+    for a in fired:
+        console.print(f"[bold red]ALERT[/] {a['window_start']} {escape(a['message'])}", highlight=False)
+    if fired:
+        raise typer.Exit(code=ALERT_EXIT_CODE)
+    if written.get("monitored") is False:  # no champion released: a state, not a failure
+        console.print(f"[yellow]nothing monitored:[/] {escape(str(written.get('reason')))}", highlight=False)
+    console.print("[green]no alerts[/]")
+
+
+@app.command()
+def rollback(model_name: str | None = ModelNameOption) -> None:
+    """Move 'champion' back to 'previous' (undo the last release); 'previous' becomes the
+    newest earlier version that served as champion. A 'previous' trained on another catalogue
+    than the ingested store's (data/ingested/products.parquet) is not restored."""
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy import paths
+    from nextbuy.domain import catalogue
+    from nextbuy.mlops import io, registry, schemas
+
+    name = model_name_or_default(model_name)
+    belongs = None
+    if paths.PRODUCTS.exists():
+        try:
+            products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+        except io.DataError as err:
+            console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
+            raise typer.Exit(code=2) from None
+        belongs = lambda recorded: catalogue.mismatch(recorded, products)  # noqa: E731
+    else:
+        console.print(f"[yellow]no {paths.PRODUCTS} here: the version's catalogue is not checked[/]")
+    _registry_call(lambda: registry.rollback(MlflowClient(), name, belongs))
+
+
+@app.command()
+def promote(
+    version: int = typer.Argument(..., help="model version to release"),
+    model_name: str | None = ModelNameOption,
+    force: bool = typer.Option(False, "--force", help="release a version the gate refused (needs --reason)"),
+    reason: str | None = typer.Option(None, help="why a refused version is released anyway (kept on it)"),
+) -> None:
+    """Deliberately make VERSION the champion (the old one becomes 'previous').
+
+    A version the gate refused needs --force --reason TEXT; the reason, who and when are
+    tagged on it."""
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.mlops import registry
+
+    if force and not (reason and reason.strip()):
+        console.print("[bold red]--force needs --reason TEXT (kept on the version)[/]", highlight=False)
+        raise typer.Exit(code=2)
+    name = model_name_or_default(model_name)
+    _registry_call(lambda: registry.promote(MlflowClient(), name, str(version), force=force, reason=reason))
+
+
+@app.command("batch-topk")
+def batch_topk(
+    out: Path = typer.Option(Path("recommendations"), help="output folder (one sub-folder per shard)"),
+    k: int = typer.Option(20, min=1, help="recommendations per source"),
+    model: str | None = typer.Option(
+        None, help="MLflow model URI (default: the champion of deploy.model_name, models:/<name>@champion)"
+    ),
+    shard: int = typer.Option(0, min=0),
+    num_shards: int = typer.Option(1, min=1),
+    sources_per_file: int = typer.Option(4096, min=1),
+) -> None:
+    """Top-K recommendations for every product (this shard's sources) to parquet."""
+    from nextbuy.mlops import batch, io, tracking
+    from nextbuy.mlops.registry import CHAMPION
+    from nextbuy.mlops.serving import ServingBundle
+
+    model = model or f"models:/{model_name_or_default(None)}@{CHAMPION}"
+    setup_logging()
+    tracking.configure()
+    try:  # downloads, checks the recorded digests, then reads
+        bundle = ServingBundle.from_model_uri(model)
+    except io.DataError as err:
+        console.print(f"[bold red]batch-topk: bad model[/]\n{escape(err.message)}", highlight=False)
+        raise typer.Exit(code=2) from None
+    result = batch.write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
+    console.print(
+        f"[green]wrote {result['rows']:,} recommendations for {result['sources']:,} sources[/]"
+        f" → {result['path']}"
+    )

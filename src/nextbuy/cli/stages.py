@@ -1,0 +1,196 @@
+"""The stage commands (one per dvc.yaml stage: what dvc repro and the Airflow DAGs call), the
+presets and restore-outputs around them, the run summary and Airflow for this project."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+
+from nextbuy import stage_list
+from nextbuy.cli.common import ParamsOption, app, console, input_error, setup_logging
+
+# dvc.yaml declares the stages (else: the stage modules present); one command each.
+STAGE_LIST = stage_list.available()
+STAGES = {stage.name: stage.desc for stage in STAGE_LIST}  # name -> help, in dvc.yaml order
+
+
+def _run_stage(name: str, params: str) -> None:
+    setup_logging()
+    try:
+        metrics = _stage_metrics(name, params)
+    except BaseException:
+        # dvc repro deleted the outputs before running us: put the last good ones back.
+        _put_back_last_good(name)
+        raise
+    console.print(f"[green]{name} done[/] → metrics/{name}.json")
+    logging.getLogger("nextbuy").debug(json.dumps(metrics, default=str))
+
+
+def _put_back_last_good(name: str) -> None:
+    from nextbuy.restore import restore_stage_outputs
+
+    try:
+        done = restore_stage_outputs(name)
+    except Exception as err:  # noqa: BLE001 - the stage's own error is what the user must see
+        console.print(
+            f"[yellow]{name}: could not restore the last good outputs: {escape(str(err))}[/]", highlight=False
+        )
+        return
+    if done["restored"]:
+        console.print(
+            f"[yellow]{name} failed: its last good outputs (dvc.lock) are back in place:[/] "
+            + ", ".join(done["restored"]),
+            highlight=False,
+        )
+    if done["missing"]:
+        console.print(f"[yellow]{name}: not in the DVC cache, not restored:[/] " + ", ".join(done["missing"]))
+
+
+def _stage_metrics(name: str, params: str) -> dict:
+    """Run stage ``name``; known failures become exit code 2 with the message a user can act on."""
+    from nextbuy.mlops.io import DataError
+
+    module = importlib.import_module(f"nextbuy.stages.{name}")
+    try:
+        return module.run(params)
+    except DataError as err:
+        raise input_error(f"[bold red]{name}: bad input[/]\n{escape(err.message)}") from None
+    except ValidationError as err:
+        raise input_error(
+            f"[bold red]{name}: invalid section '{name}' in {params}[/]\n{escape(str(err))}"
+        ) from None
+    except FileNotFoundError as err:
+        if Path(params).exists():
+            raise
+        raise input_error(f"[bold red]{name}: {escape(str(err))}[/]") from None
+
+
+def _stage_command(name: str, help_text: str) -> Callable[[str], None]:
+    def command(params: str = ParamsOption) -> None:
+        _run_stage(name, params)
+
+    command.__doc__ = help_text
+    return command
+
+
+def _deploy_command(name: str, help_text: str) -> Callable[..., None]:
+    def command(
+        params: str = ParamsOption,
+        first_release: bool = typer.Option(
+            False,
+            "--first-release",
+            help="seed a new first champion (floors only) although blessing.json or dvc.lock record "
+            "an earlier release; under dvc repro / Airflow set NEXTBUY_FIRST_RELEASE=1 instead",
+        ),
+    ) -> None:
+        if first_release:
+            from nextbuy.stages.deploy import FIRST_RELEASE_ENV
+
+            os.environ[FIRST_RELEASE_ENV] = "1"
+        _run_stage(name, params)
+
+    command.__doc__ = help_text
+    return command
+
+
+_STAGE_FACTORIES = {"deploy": _deploy_command}
+# Help texts from dvc.yaml, not from the stage modules' docstrings: importing every
+# stage (torch, mlflow) would slow down every command.
+for _stage in STAGE_LIST:
+    _factory = _STAGE_FACTORIES.get(_stage.name, _stage_command)
+    app.command(name=_stage.command)(_factory(_stage.name, _stage.desc))
+
+
+@app.command()
+def preset(
+    file: Path = typer.Argument(..., help="a preset under presets/, e.g. presets/large-store-100k.yaml"),
+    params: str = ParamsOption,
+) -> None:
+    """Print dvc exp run's -S flags for a preset: dvc exp run $(nextbuy preset FILE)."""
+    from nextbuy.presets import set_param_flags
+
+    try:
+        flags = set_param_flags(file, params)
+    except (OSError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        console.print(f"[red]{escape(str(err))}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    print(" ".join(flags))
+
+
+@app.command("restore-outputs")
+def restore_outputs(
+    stages: list[str] | None = typer.Argument(None, help="stages (default: every stage of dvc.yaml)"),
+) -> None:
+    """Put back every output that differs from what dvc.lock records (from the DVC cache).
+
+    make run and the Airflow tasks call it when dvc repro fails: DVC deletes a stage's
+    outputs before it checks params.yaml, and a missing section fails there, before the
+    stage command could restore them."""
+    from nextbuy.restore import restore_stage_outputs
+
+    unknown = sorted(set(stages or []) - set(STAGES))
+    if unknown:
+        console.print(
+            f"[bold red]unknown stage(s): {', '.join(unknown)}[/] (dvc.yaml has {', '.join(STAGES)})"
+        )
+        raise typer.Exit(code=2)
+    missing = []
+    for stage in stages or STAGES:
+        done = restore_stage_outputs(stage)
+        missing += done["missing"]
+    console.print("[yellow]outputs as dvc.lock records them[/] (last good runs)", highlight=False)
+    if missing:
+        console.print("[yellow]not in the DVC cache, not restored:[/] " + escape(", ".join(missing)))
+
+
+@app.command()
+def summary(root: Path = typer.Option(Path("."), help="project root")) -> None:
+    """Headline metrics of each stage, the registered model and how to open the UIs.
+
+    Also ends as KILLED the MLflow runs of stage processes killed mid-way (the last step of
+    make run: a kill that left complete outputs makes dvc repro run nothing that would)."""
+    from nextbuy.mlops.report import print_summary
+
+    if (root / "mlflow.db").exists() and "MLFLOW_TRACKING_URI" not in os.environ:
+        from nextbuy.mlops import tracking
+
+        tracking.configure(root)
+    print_summary(root)
+
+
+airflow_app = typer.Typer(no_args_is_help=True, help="Airflow for this project (the DAGs in dags/).")
+app.add_typer(airflow_app, name="airflow")
+
+
+def _airflow_project() -> Path:
+    """$NEXTBUY_PROJECT_DIR, else the current directory (the Makefile runs at the project root)."""
+    from nextbuy.orchestration.names import PROJECT_DIR_ENV
+
+    return Path(os.environ.get(PROJECT_DIR_ENV) or Path.cwd()).resolve()
+
+
+@airflow_app.command("standalone")
+def airflow_standalone(
+    port: int = typer.Option(8080, envvar="AIRFLOW__API__PORT", help="UI port on 127.0.0.1"),
+) -> None:
+    """airflow standalone for this project (make airflow): SQLite in .airflow/, Ctrl-C stops it all."""
+    from nextbuy.orchestration.standalone import standalone
+
+    raise typer.Exit(code=standalone(_airflow_project(), port))
+
+
+@airflow_app.command("restore-params")
+def airflow_restore_params() -> None:
+    """Put back the Airflow workspace's params.yaml (and its lock) a dead Airflow run left."""
+    from nextbuy.orchestration.params_lock import restore_any
+    from nextbuy.orchestration.workspace import workspace_dir
+
+    console.print(restore_any(workspace_dir(_airflow_project())), highlight=False)

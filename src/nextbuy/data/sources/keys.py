@@ -1,0 +1,238 @@
+"""What every reader shares: the parsed graph (:class:`GraphSource`), column and row checks, product
+keys of an edge list (integer-keyed or text), event times and edge cleaning."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from nextbuy.mlops import io, schemas
+from nextbuy.mlops.io import DataError
+
+log = logging.getLogger(__name__)
+
+
+NPZ_ADJ_KEYS = ("adj_matrix.data", "adj_matrix.indices", "adj_matrix.indptr", "adj_matrix.shape")
+NPZ_ATTR_KEYS = ("attr_matrix.data", "attr_matrix.indices", "attr_matrix.indptr", "attr_matrix.shape")
+EVENT_COLUMNS = ("clicked_at", "carted_at", "converted_at")
+# An edge list whose ids are more than this share numbers is integer-keyed: every id must
+# then be a non-negative integer, and a text id (``abc``) is a typo, not a product.
+INTEGER_KEYED_SHARE = 0.5
+
+
+@dataclass(frozen=True, eq=False)
+class GraphSource:
+    products: pd.DataFrame  # schemas.PRODUCTS
+    edges: pd.DataFrame  # schemas.EDGES
+    cleaning: dict[str, int]  # what was cleaned, e.g. {"self_loops_dropped": 3, ...}
+    # The source's own node features (rows = products in product_id order), e.g. an npz's
+    # bag-of-words; None when it has none (edge lists).
+    features: sp.csr_matrix | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require_columns(path: os.PathLike | str, df: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(
+            path,
+            f"missing column(s): {', '.join(missing)} (found: {', '.join(map(str, df.columns))})",
+            column=missing[0],
+        )
+
+
+def _require_rows(path: os.PathLike | str, df: pd.DataFrame) -> None:
+    if df.empty:
+        raise DataError(path, "file has no rows")
+
+
+def _no_missing(path: os.PathLike | str, df: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    io.rows_error(
+        path,
+        df,
+        {c: df.index[df[c].isna()] for c in columns if df[c].isna().any()},
+        "have a missing (NaN/empty) value",
+    )
+
+
+def _keys(values: pd.Series) -> pd.Series:
+    """Ids as the source wrote them, as strings (integral floats lose their '.0')."""
+    if pd.api.types.is_float_dtype(values):
+        number = values.to_numpy()
+        if np.isfinite(number).all() and (np.mod(number, 1) == 0).all():
+            values = values.astype(np.int64)
+    return values.astype(str).str.strip()
+
+
+def _id_numbers(values: pd.Series, text: pd.Series) -> pd.Series:
+    """Each id's value as a number (float64), NaN where it is text."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype(np.float64)
+    return pd.to_numeric(text, errors="coerce").astype(np.float64)
+
+
+def _integer_text(text: pd.Series, number: pd.Series) -> pd.Series:
+    """Integer ids in one written form: '007', '+7', '7.0' -> '7' (as a CSV reader reads 7)."""
+    digits = text.str.fullmatch(r"\+?\d+").astype(bool)
+    stripped = text.str.lstrip("+").str.lstrip("0").replace("", "0")
+    other = number[~digits].map(lambda x: str(int(x)))
+    return stripped.where(digits, other)
+
+
+def _edge_list_keys(path: os.PathLike | str, df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """src and dst as product keys; DataError for ids that would silently become products.
+
+    - An id that is a number must be a non-negative integer: ``1.5``, ``-5``, ``inf`` are
+      refused in any edge list (a float id also made pandas write ``1`` as ``1.0``, a
+      second product).
+    - When more than ``INTEGER_KEYED_SHARE`` of the ids (src and dst cells) are numbers,
+      the list is integer-keyed: a text id (``abc``) is refused, and integer ids take one
+      written form (``007`` and ``7`` are product ``7``).
+    - Otherwise the list is text-keyed (SKUs, ASINs): ids are kept as written, integers
+      among them included (``phone``, ``42``).
+    - An empty id is refused.
+    """
+    columns = ("src", "dst")
+    text = {c: _keys(df[c]) for c in columns}
+    number = {c: _id_numbers(df[c], text[c]) for c in columns}
+    empty = {c: df.index[text[c] == ""] for c in columns}
+    io.rows_error(path, df, {c: r for c, r in empty.items() if len(r)}, "have an empty id")
+    n_ids = 2 * len(df)
+    n_numbers = int(sum(number[c].notna().sum() for c in columns))
+    integer = {c: number[c].notna() & np.isfinite(number[c]) & (number[c] >= 0) for c in columns}
+    integer = {c: integer[c] & (number[c].where(integer[c], 0) % 1 == 0) for c in columns}
+    if n_numbers > INTEGER_KEYED_SHARE * n_ids:
+        bad = {c: df.index[~integer[c]] for c in columns}
+        io.rows_error(
+            path,
+            df,
+            {c: r for c, r in bad.items() if len(r)},
+            f"have an id that is not a non-negative integer, in an edge list whose ids are integers "
+            f"({n_numbers} of its {n_ids} ids are numbers): it would silently become a new product",
+        )
+        return tuple(
+            text[c] if pd.api.types.is_numeric_dtype(df[c]) else _integer_text(text[c], number[c])
+            for c in columns
+        )
+    bad = {c: df.index[number[c].notna() & ~integer[c]] for c in columns}
+    io.rows_error(
+        path,
+        df,
+        {c: r for c, r in bad.items() if len(r)},
+        "have an id that is a number but not a non-negative integer (e.g. 1.5, -5): "
+        "product ids are text or integers >= 0",
+    )
+    return text["src"], text["dst"]
+
+
+def _sorted_keys(keys: np.ndarray) -> np.ndarray:
+    """Unique keys, in numeric order when all are integers, else string order."""
+    unique = np.unique(keys.astype(str))
+    numbers = pd.to_numeric(pd.Series(unique), errors="coerce")
+    if len(unique) and numbers.notna().all() and (numbers % 1 == 0).all():
+        return unique[np.lexsort((unique, numbers.to_numpy()))]
+    return unique
+
+
+def _times(path: os.PathLike | str, df: pd.DataFrame, column: str) -> pd.Series:
+    """A time column as naive UTC datetime64[ns]: datetimes, date strings or unix seconds."""
+    raw = df[column]
+    try:
+        if pd.api.types.is_datetime64_any_dtype(raw):
+            parsed = pd.to_datetime(raw, utc=True)
+        elif pd.api.types.is_bool_dtype(raw):
+            raise TypeError("booleans are not times")
+        elif pd.api.types.is_numeric_dtype(raw):
+            parsed = pd.to_datetime(raw, unit="s", utc=True, errors="coerce")
+        else:
+            text = raw.astype("string").str.strip()
+            parsed = pd.to_datetime(text, utc=True, errors="coerce")
+            # Format inference follows the first value; retry the rest one by one,
+            # and read numbers written as text as unix seconds.
+            retry = parsed.isna() & text.notna()
+            if retry.any():
+                parsed[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed")
+            seconds = pd.to_numeric(text.where(parsed.isna()), errors="coerce")
+            if seconds.notna().any():
+                parsed[seconds.notna()] = pd.to_datetime(
+                    seconds[seconds.notna()], unit="s", utc=True, errors="coerce"
+                )
+    except (TypeError, ValueError, OverflowError) as err:
+        raise DataError(path, f"wrong dtype {raw.dtype} for a time ({err})", column=column) from None
+    parsed = parsed.dt.tz_localize(None).astype(schemas.TS)
+    bad = df.index[parsed.isna().to_numpy() & raw.notna().to_numpy()]
+    io.rows_error(path, df, {column: bad} if len(bad) else {}, "have an unparseable time")
+    return parsed
+
+
+def _clean_edges(
+    src: np.ndarray, dst: np.ndarray, weight: np.ndarray, time: pd.Series, path: os.PathLike | str
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop self-loops, merge duplicate u->v (weight summed, time = earliest); count both."""
+    loop = src == dst
+    edges = pd.DataFrame({"src": src, "dst": dst, "weight": weight, "time": time.to_numpy()})[~loop]
+    merged = edges.groupby(["src", "dst"], sort=True, as_index=False).agg(
+        weight=("weight", "sum"), time=("time", "min")
+    )
+    cleaning = {
+        "rows_read": len(src),
+        "self_loops_dropped": int(loop.sum()),
+        "duplicate_edges_merged": int(len(edges) - len(merged)),
+        "edges_kept": len(merged),
+    }
+    if cleaning["self_loops_dropped"]:
+        log.warning("%s: dropped %d self-loop(s)", path, cleaning["self_loops_dropped"])
+    if cleaning["duplicate_edges_merged"]:
+        log.warning(
+            "%s: merged %d duplicate edge(s) into their first occurrence (weight = count)",
+            path,
+            cleaning["duplicate_edges_merged"],
+        )
+    if merged.empty:
+        raise DataError(path, f"no edges left after cleaning ({cleaning})")
+    merged = merged.astype({"src": np.int64, "dst": np.int64, "weight": np.float64, "time": schemas.TS})
+    return merged.reset_index(drop=True), cleaning
+
+
+def _without_repeats(path: os.PathLike | str, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` without the later copies of exact duplicate rows, logged as a warning."""
+    try:
+        repeated = df.duplicated(keep="first").to_numpy()
+    except TypeError:  # unhashable cells (e.g. a parquet list column): compare them as text
+        repeated = df.astype(str).duplicated(keep="first").to_numpy()
+    if not repeated.any():
+        return df
+    log.warning(
+        "%s: dropped %d exact duplicate row(s) of %d (an impression logged twice); first: row(s) %s",
+        path,
+        int(repeated.sum()),
+        len(df),
+        ", ".join(map(str, df.index[repeated][:5])),
+    )
+    return df[~repeated]
+
+
+def _impression_ids(path: os.PathLike | str, df: pd.DataFrame) -> pd.Series:
+    """The log's impression_id, checked (non-negative integers, unique), else the row number."""
+    if "impression_id" not in df.columns:
+        return pd.Series(df.index.to_numpy(np.int64), index=df.index)
+    _no_missing(path, df, ("impression_id",))
+    ids = pd.to_numeric(df["impression_id"], errors="coerce")
+    bad = df.index[ids.isna() | (ids % 1 != 0) | (ids < 0)]
+    io.rows_error(
+        path,
+        df,
+        {"impression_id": bad} if len(bad) else {},
+        "have an impression_id that is not a non-negative integer",
+    )
+    ids = ids.astype(np.int64)
+    dup = df.index[ids.duplicated(keep=False)]
+    io.rows_error(path, df, {"impression_id": dup} if len(dup) else {}, "share an impression_id")
+    return ids

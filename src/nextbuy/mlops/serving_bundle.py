@@ -1,0 +1,280 @@
+"""The pure scorer of the serving model: :class:`ServingBundle` (pairs and top-K over the
+embedding moments, calibration, per-bucket thresholds and retrieval settings), as plain numpy."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nextbuy.config import RetrievalConfig
+from nextbuy.domain import retrieval
+from nextbuy.domain.decisions import Thresholds
+from nextbuy.domain.graph.scoring import score_and_uncertainty
+from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
+from nextbuy.mlops.schemas import read_moments
+from nextbuy.mlops.serving_integrity import (
+    _download_checked,
+    _downloaded_version,
+    _version_tags,
+    verify_model_files,
+)
+from nextbuy.mlops.serving_readers import RETRIEVAL_FILE, read_calibration, read_retrieval, read_thresholds
+
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = ("score", "uncertainty", "bucket", "prob_calibrated", "decision", "cold_start")
+TOPK_COLUMNS = ("source_id", "rank", "candidate_id", *PAIR_COLUMNS)
+# Cells (sources x candidates) scored at once in top-K: bounds memory (~40 B a cell).
+TOPK_CHUNK_CELLS = 1 << 22
+
+
+def _with_prior(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Append one extra row: the role's population prior (law of total variance)."""
+    prior_mean = mean.mean(axis=0, keepdims=True)
+    prior_var = var.mean(axis=0, keepdims=True) + mean.var(axis=0, keepdims=True)
+    return np.vstack([mean, prior_mean]).astype(np.float32), np.vstack([var, prior_var]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ServingBundle:
+    moments: dict[str, np.ndarray]  # s/t mean and var carry a last "prior" row for unknown ids
+    calibration: BucketCalibration
+    thresholds: Thresholds
+    # Top-K candidate retrieval; None: top-K scores every source against the whole catalogue.
+    retrieval: RetrievalConfig | None = None
+
+    @property
+    def n_products(self) -> int:
+        return self.moments["s_mean"].shape[0] - 1
+
+    @classmethod
+    def from_arrays(
+        cls,
+        moments: dict[str, np.ndarray],
+        calibration: BucketCalibration,
+        thresholds: Thresholds,
+        retrieval: RetrievalConfig | None = None,
+    ) -> ServingBundle:
+        m = dict(moments)
+        m["s_mean"], m["s_var"] = _with_prior(m["s_mean"], m["s_var"])
+        m["t_mean"], m["t_var"] = _with_prior(m["t_mean"], m["t_var"])
+        return cls(m, calibration, thresholds, retrieval)
+
+    @classmethod
+    def load(
+        cls,
+        moments_path: str | Path,
+        calibration_path: str | Path,
+        thresholds_path: str | Path,
+        retrieval_path: str | Path | None = None,
+    ) -> ServingBundle:
+        """Read and check the bundle files (``retrieval_path``: the top-K retrieval settings,
+        None for none); anything unusable (missing, truncated, corrupt, non-finite,
+        inconsistent) raises ``io.DataError`` naming the file and key."""
+        moments = read_moments(moments_path)
+        calibration = read_calibration(calibration_path)
+        thresholds = read_thresholds(thresholds_path, calibration.n_buckets)
+        settings = None if retrieval_path is None else read_retrieval(retrieval_path)
+        return cls.from_arrays(moments, calibration, thresholds, settings)
+
+    def with_retrieval(self, settings: RetrievalConfig | None) -> ServingBundle:
+        """The same bundle with these top-K retrieval settings (its index built afresh)."""
+        return dataclasses.replace(self, retrieval=settings)
+
+    @classmethod
+    def from_model_dir(cls, path: str | Path) -> ServingBundle:
+        """Load from a downloaded MLflow model directory (artifacts/ inside). One downloaded
+        from the registry (MLflow leaves ``registered_model_meta`` naming its version) is
+        first checked against the file digests deploy recorded on that version
+        (:func:`verify_model_files`)."""
+        from nextbuy.mlops import io
+
+        registered = _downloaded_version(path)
+        if registered is not None:
+            uri = f"models:/{registered[0]}/{registered[1]}"
+            verify_model_files(uri, path, _version_tags(uri, *registered))
+        artifacts = Path(path) / "artifacts"
+        if not artifacts.is_dir():
+            raise io.DataError(path, "not a serving model: no artifacts/ folder (bundle files) in it")
+        return cls._read_dir(path)
+
+    @classmethod
+    def _read_dir(cls, path: str | Path) -> ServingBundle:
+        artifacts = Path(path) / "artifacts"
+        settings = artifacts / RETRIEVAL_FILE
+        if not settings.exists():
+            log.info(
+                "%s: no %s (registered before it was bundled): top-K scores the whole catalogue",
+                path,
+                RETRIEVAL_FILE,
+            )
+        return cls.load(
+            artifacts / "moments.npz",
+            artifacts / "calibration.json",
+            artifacts / "thresholds.json",
+            settings if settings.exists() else None,
+        )
+
+    @classmethod
+    def from_model_uri(cls, uri: str) -> ServingBundle:
+        """Download ``uri`` (e.g. ``models:/name@champion``), check its files against the
+        digests deploy recorded on the registry version (:func:`verify_model_files`: a
+        changed file is an ``io.DataError`` naming ``uri`` and the file, raised before
+        anything in the download is read), and load it. A model whose files are gone (the
+        artifact store, e.g. ``mlartifacts/``, deleted or moved while the registry still
+        lists the version) raises ``io.DataError`` naming where the files should be:
+        MLflow itself downloads nothing and says nothing about it."""
+        import tempfile
+
+        from nextbuy.mlops import io
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path, _, _ = _download_checked(uri, tmp)
+            try:
+                return cls._read_dir(path)
+            except io.DataError as err:  # name the model, not the temporary download folder
+                where = Path(err.path)
+                name = where.relative_to(path) if where.is_relative_to(path) else where
+                detail = err.message.split(": ", 1)[-1]
+                raise io.DataError(f"{uri} ({name})", detail, err.column) from None
+
+    def _index(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        known = (ids >= 0) & (ids < self.n_products)
+        return np.where(known, ids, self.n_products), ~known
+
+    def _decide(self, score: np.ndarray, uncertainty: np.ndarray):
+        bucket = assign_buckets(uncertainty, self.calibration.edges)
+        prob = self.calibration.predict_in_bucket(score, bucket)
+        return bucket, prob, self.thresholds.decide(score, bucket)
+
+    def score_columns(self, source_id: np.ndarray, candidate_id: np.ndarray) -> dict[str, np.ndarray]:
+        """The answer for (source_id, candidate_id) pairs, one array per ``PAIR_COLUMNS`` name."""
+        src, src_cold = self._index(np.asarray(source_id, dtype=np.int64))
+        dst, dst_cold = self._index(np.asarray(candidate_id, dtype=np.int64))
+        score, uncertainty = score_and_uncertainty(self.moments, src, dst)
+        bucket, prob, decision = self._decide(score, uncertainty)
+        return {
+            "score": score,
+            "uncertainty": uncertainty,
+            "bucket": bucket.astype(np.int64),
+            "prob_calibrated": prob,
+            "decision": decision,
+            "cold_start": src_cold | dst_cold,
+        }
+
+    def score(self, source_id: np.ndarray, candidate_id: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(self.score_columns(source_id, candidate_id))
+
+    def _all_candidates(self, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score and uncertainty of sources x every known product, as matrix products."""
+        m = self.moments
+        n = self.n_products
+        w = m["head_w"].astype(np.float32)
+        w2 = w * w
+        s_mu, s_var = m["s_mean"][src], m["s_var"][src]
+        t_mu, t_var = m["t_mean"][:n], m["t_var"][:n]
+        mean = (s_mu * w) @ t_mu.T + np.float32(m["head_b"].reshape(-1)[0])
+        # var = sum_i w_i^2 (s̄_i^2 σ²t_i + σ²s_i (t̄_i^2 + σ²t_i)), same as pair_logit_moments.
+        var = (s_mu * s_mu * w2) @ t_var.T + (s_var * w2) @ (t_mu * t_mu + t_var).T
+        return retrieval.serving_score(mean, var)
+
+    @functools.cached_property
+    def candidate_index(self) -> retrieval.CandidateIndex:
+        """The top-K retrieval index over the catalogue: built on first use, once per bundle."""
+        if self.retrieval is None:
+            raise ValueError("this bundle has no retrieval settings: use top_k(..., exact=True)")
+        m, n = self.moments, self.n_products
+        return retrieval.build(m["t_mean"][:n], m["t_var"][:n], m["head_w"], m["head_b"], self.retrieval)
+
+    def top_k(
+        self, source_id: np.ndarray, k: int, exclude_self: bool = True, exact: bool = False
+    ) -> pd.DataFrame:
+        """Top-k candidates per source among all known products: accepted first,
+        then by calibrated probability (score breaks ties between isotonic steps).
+
+        With retrieval settings (and not ``exact``): candidates retrieved from the index
+        and ranked exactly, sources the re-rank cannot prove complete completed by an exact
+        scan (``nextbuy.domain.retrieval``): exact with ``flat``, approximate with ``ivf`` /
+        ``hnsw``. Otherwise every source is scored against the whole catalogue.
+        """
+        sources = np.asarray(source_id, dtype=np.int64)
+        n = self.n_products
+        k = int(min(k, n - 1 if exclude_self else n))
+        if k <= 0 or sources.size == 0:
+            return self.top_k(np.zeros(1, dtype=np.int64), max(k, 1), exclude_self=False, exact=True).iloc[:0]
+        idx, cold = self._index(sources)
+        if exact or self.retrieval is None:
+            picked = self._exact_top_k(idx, k, exclude_self)
+        else:
+            picked = self._retrieved_top_k(idx, k, exclude_self)
+        return _topk_frame(sources, cold, k, picked)
+
+    def _retrieved_top_k(self, idx: np.ndarray, k: int, exclude_self: bool) -> dict[str, np.ndarray]:
+        m = self.moments
+        exclude = np.where(exclude_self & (idx < self.n_products), idx, -1)
+        return retrieval.top_k(
+            self.candidate_index,
+            m["s_mean"][idx],
+            m["s_var"][idx],
+            m["head_w"],
+            exclude,
+            k,
+            self.calibration,
+            self.thresholds,
+        )
+
+    def _exact_top_k(self, idx: np.ndarray, k: int, exclude_self: bool) -> dict[str, np.ndarray]:
+        """Exact, and cheap: within one bucket the ranking key rises strictly with score
+        (per-bucket threshold and isotonic calibration are monotone), so the overall top-k
+        lies among each bucket's top-k by score; only those n_buckets * k candidates per
+        source are calibrated and decided."""
+        rows_per_chunk = max(1, TOPK_CHUNK_CELLS // self.n_products)
+        parts = [
+            self._exact_chunk(idx[a : a + rows_per_chunk], k, exclude_self)
+            for a in range(0, idx.size, rows_per_chunk)
+        ]
+        return {name: np.concatenate([p[name] for p in parts]) for name in retrieval.RESULT_COLUMNS}
+
+    def _exact_chunk(self, src: np.ndarray, k: int, exclude_self: bool) -> dict[str, np.ndarray]:
+        n = self.n_products
+        n_buckets = len(self.calibration.edges) + 1
+        rows = np.arange(src.size)[:, None]
+        score, uncertainty = self._all_candidates(src)
+        if exclude_self:
+            known = src < n
+            score[np.flatnonzero(known), src[known]] = -np.inf
+        bucket = assign_buckets(uncertainty, self.calibration.edges)
+        per_bucket = [
+            np.argpartition(-np.where(bucket == b, score, -np.inf), k - 1, axis=1)[:, :k]
+            for b in range(n_buckets)
+        ]
+        cand = np.concatenate(per_bucket, axis=1)
+        c_score, c_unc, c_bucket = score[rows, cand], uncertainty[rows, cand], bucket[rows, cand]
+        valid = np.isfinite(c_score) & (c_bucket == np.repeat(np.arange(n_buckets), k)[None, :])
+        picked, _ = retrieval.rank(
+            cand, c_score, c_unc, c_bucket, valid, k, self.calibration, self.thresholds
+        )
+        return picked
+
+
+def _topk_frame(sources: np.ndarray, cold: np.ndarray, k: int, picked: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Rows of TOPK_COLUMNS: k ranked candidates per source."""
+    return pd.DataFrame(
+        {
+            "source_id": np.repeat(sources, k),
+            "rank": np.tile(np.arange(1, k + 1), sources.size),
+            "candidate_id": picked["candidate_id"].ravel().astype(np.int64),
+            "score": picked["score"].ravel().astype(np.float64),
+            "uncertainty": picked["uncertainty"].ravel().astype(np.float64),
+            "bucket": picked["bucket"].ravel().astype(np.int64),
+            "prob_calibrated": picked["prob_calibrated"].ravel(),
+            "decision": picked["decision"].ravel(),
+            "cold_start": np.repeat(cold, k),
+        }
+    )

@@ -1,0 +1,95 @@
+"""Readers of the serving bundle's JSON files: calibration, thresholds and retrieval settings,
+each refused with a message a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nextbuy.config import RetrievalConfig
+from nextbuy.domain.decisions import Thresholds
+from nextbuy.domain.uncertainty import BucketCalibration
+
+# The top-K retrieval settings deploy stores with the model (artifacts/), next to the others.
+RETRIEVAL_FILE = "retrieval.json"
+# Retrieval keys added after models were registered with retrieval.json: the value that
+# reproduces what the code of those models did.
+RETRIEVAL_STORED_BEFORE = {"completion": "scan"}
+
+
+def _json_object(path: str | Path, keys: tuple[str, ...]) -> dict:
+    from nextbuy.mlops import io
+
+    d = io.read_json(path)
+    if not isinstance(d, dict):
+        raise io.DataError(path, f"expected a JSON object with {list(keys)}, got {type(d).__name__}")
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise io.DataError(path, f"missing key(s) {missing} (found {sorted(d)})", missing[0])
+    return d
+
+
+def read_calibration(path: str | Path) -> BucketCalibration:
+    """The per-bucket calibration (``calibrate``'s calibration.json), checked: sorted finite
+    bucket edges, finite increasing knots, probabilities in [0, 1]."""
+    from nextbuy.mlops import io
+
+    d = _json_object(path, ("edges", "knots_x", "knots_y"))
+    try:
+        calibration = BucketCalibration.from_dict(d)
+    except (TypeError, ValueError) as err:
+        raise io.DataError(path, f"malformed calibration ({err})", "knots_x") from None
+    edges = calibration.edges
+    if not np.isfinite(edges).all() or (np.diff(edges) < 0).any():
+        raise io.DataError(path, f"edges must be finite and ascending, got {edges.tolist()}", "edges")
+    for b, (x, y) in enumerate(zip(calibration.knots_x, calibration.knots_y, strict=True)):
+        if not (np.isfinite(x).all() and (np.diff(x) >= 0).all()):
+            raise io.DataError(path, f"bucket {b}: knots must be finite and ascending", "knots_x")
+        if not (np.isfinite(y).all() and (y >= 0).all() and (y <= 1).all()):
+            raise io.DataError(path, f"bucket {b}: calibrated probabilities must lie in [0, 1]", "knots_y")
+    return calibration
+
+
+def read_thresholds(path: str | Path, n_buckets: int) -> Thresholds:
+    """The per-bucket thresholds (``thresholds``'s thresholds.json, key ``per_bucket``):
+    one per calibration bucket, each a number or null (+inf: the bucket accepts nothing)."""
+    from nextbuy.mlops import io
+
+    d = _json_object(path, ("per_bucket",))
+    per_bucket = d["per_bucket"]
+    if not isinstance(per_bucket, dict) or not {"thresholds", "target_precision"} <= set(per_bucket):
+        raise io.DataError(
+            path, "per_bucket must be an object with 'thresholds' and 'target_precision'", "per_bucket"
+        )
+    try:
+        thresholds = Thresholds.from_dict(per_bucket)
+    except (TypeError, ValueError) as err:
+        raise io.DataError(path, f"malformed per_bucket thresholds ({err})", "per_bucket") from None
+    t = thresholds.thresholds
+    if np.isnan(t).any() or np.isneginf(t).any():
+        raise io.DataError(path, f"thresholds must be numbers or null, got {t.tolist()}", "per_bucket")
+    if thresholds.n_buckets != n_buckets:
+        raise io.DataError(
+            path,
+            f"{thresholds.n_buckets} threshold(s) for a calibration with {n_buckets} bucket(s): "
+            "thresholds.json and calibration.json come from different runs",
+            "per_bucket",
+        )
+    return thresholds
+
+
+def read_retrieval(path: str | Path) -> RetrievalConfig:
+    """The top-K retrieval settings stored with the model (deploy's retrieval.json): every
+    key of params.yaml ``deploy.retrieval``, within its bounds."""
+    from pydantic import ValidationError
+
+    from nextbuy.mlops import io
+
+    d = _json_object(path, tuple(k for k in RetrievalConfig.model_fields if k not in RETRIEVAL_STORED_BEFORE))
+    try:
+        return RetrievalConfig.model_validate({**RETRIEVAL_STORED_BEFORE, **d})
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or None
+        raise io.DataError(path, f"malformed retrieval settings ({key}: {first['msg']})", key) from None

@@ -1,0 +1,182 @@
+"""Validation of serving requests (pairs or top-K) into refusals a caller can act on, and the
+scoring server's guard against JSON nested too deeply."""
+
+from __future__ import annotations
+
+import functools
+import reprlib
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+INPUT_COLUMNS = ("source_id", "candidate_id")
+MAX_REQUEST_ROWS = 100_000  # REST guard: larger batches belong to `nextbuy batch-topk`
+# REST guard on top-K: recommendations per source (a larger K is a bulk job: batch-topk), and
+# rows in one top-K answer (distinct sources x K, K capped by the catalogue).
+MAX_TOP_K = 1000
+
+
+def _invalid(message: str) -> MlflowException:
+    """A refusal: MLflow's scoring server answers it with HTTP 400 and ``message``."""
+    return MlflowException.invalid_parameter_value(message)
+
+
+_SHORT = reprlib.Repr()  # bounded depth and length: a nested cell can be huge
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 3, 3, 40, 40
+
+
+def _shown(values) -> str:
+    """The first few offending values, each cut short."""
+    return "[" + ", ".join(_SHORT.repr(v) for v in list(values)[:5]) + "]"
+
+
+def _names(names: list[str]) -> str:
+    """Column names for a message: the first ten, each cut short, and how many more."""
+    shown = [n if len(n) <= 40 else n[:37] + "..." for n in names[:10]]
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    return f"{shown}{more}"
+
+
+def _ids(series: pd.Series, col: str) -> np.ndarray:
+    """``series`` as int64 product ids, or a refusal naming the first bad values and why."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        raise _invalid(
+            f"column '{col}' holds true/false: product ids are integers, not booleans; "
+            f"first bad values: {_shown(series.head(5))}"
+        )
+    if series.dtype == object:
+        cells = series.to_numpy()
+        nested = np.fromiter((not pd.api.types.is_scalar(v) for v in cells), bool, len(cells))
+        if nested.any():
+            raise _invalid(
+                f"column '{col}' holds lists or objects: send one integer product id per cell; "
+                f"first bad values: {_shown(cells[nested])}"
+            )
+        flags = np.fromiter((isinstance(v, (bool, np.bool_)) for v in cells), bool, len(cells))
+        if flags.any():
+            raise _invalid(
+                f"column '{col}' holds true/false: product ids are integers, not booleans; "
+                f"first bad values: {_shown(cells[flags])}"
+            )
+    values = pd.to_numeric(series, errors="coerce")
+    if values.isna().any():  # null, NaN, text
+        raise _invalid(
+            f"column '{col}' must hold integer product ids, not null/NaN or text; "
+            f"first bad values: {_shown(series[values.isna()])}"
+        )
+    in_range = "integer product ids within int64 range (|id| < 2^63)"
+    if values.dtype.kind == "i":
+        checks = ()
+    elif values.dtype.kind == "u":
+        checks = ((values.to_numpy() > np.iinfo(np.int64).max, in_range),)
+    else:  # floats (and ints beyond int64, which pandas turns into floats)
+        as_float = values.to_numpy(dtype=np.float64)
+        checks = (
+            (~np.isfinite(as_float), "finite integer product ids, not Infinity/-Infinity"),
+            (as_float != np.floor(as_float), "integer product ids, not fractions"),
+            (np.abs(as_float) >= 2.0**63, in_range),  # floats: the boundary itself is out
+        )
+    for bad, what in checks:
+        if bad.any():
+            raise _invalid(f"column '{col}' must hold {what}; first bad values: {_shown(series[bad])}")
+    return values.to_numpy(dtype=np.int64)
+
+
+def validate_request(
+    frame: pd.DataFrame, max_rows: int = MAX_REQUEST_ROWS, need_candidates: bool = True
+) -> pd.DataFrame:
+    """Refuse malformed requests with a message that says what to send (HTTP 400 when served):
+    missing, duplicate or extra columns, no rows or more than ``max_rows``, and ids that are
+    not integers (text, null, NaN, Infinity, fractions, booleans, lists/objects, beyond int64).
+    Pairs (``need_candidates``) take ``source_id, candidate_id``; top-K takes ``source_id`` only."""
+    wanted = list(INPUT_COLUMNS if need_candidates else INPUT_COLUMNS[:1])
+    how = (
+        f"to score pairs send columns {list(INPUT_COLUMNS)}; for top-K recommendations send "
+        f"column ['source_id'] only, with params {{\"top_k\": K}}, K from 1 to {MAX_TOP_K:,}"
+    )
+    columns = [str(c) for c in frame.columns]
+    duplicated = [c for c, n in Counter(columns).items() if n > 1]
+    if duplicated:
+        raise _invalid(f"duplicate column(s) {_names(duplicated)}; {how}")
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise _invalid(f"missing column(s) {missing}; {how} (product ids are integers)")
+    extra = [c for c in columns if c not in wanted]
+    if extra:
+        raise _invalid(f"unexpected column(s) {_names(extra)}; {how}")
+    if len(frame) == 0:
+        raise _invalid("empty request: send at least one row")
+    if len(frame) > max_rows:
+        raise _invalid(
+            f"{len(frame)} rows in one request; the limit is {max_rows} "
+            "(use `nextbuy batch-topk` for bulk scoring)"
+        )
+    return pd.DataFrame({col: _ids(frame.iloc[:, columns.index(col)], col) for col in wanted})
+
+
+def top_k_param(params: dict | None) -> int:
+    """The ``top_k`` of a request's params: 0 (absent, null or 0, the signature's default)
+    scores pairs; 1..MAX_TOP_K asks for that many recommendations per source. Anything else
+    (other keys, negative, above the cap, not an integer) is refused with what to send."""
+    if params is None:
+        return 0
+    if not isinstance(params, dict):
+        raise _invalid(f'params must be a JSON object such as {{"top_k": 10}}, got {type(params).__name__}')
+    unknown = sorted(str(k) for k in params if k != "top_k")
+    if unknown:
+        raise _invalid(
+            f"unknown param(s) {unknown}; the only accepted param is 'top_k' "
+            f"(an integer from 1 to {MAX_TOP_K:,}: recommendations per source)"
+        )
+    k = params.get("top_k")
+    if k is None:
+        return 0
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise _invalid(f"top_k must be an integer from 1 to {MAX_TOP_K:,}, got {k!r}")
+    k = int(k)
+    if k < 0:
+        raise _invalid(
+            f"top_k must be at least 1 (got {k}): it is the number of recommendations per source; "
+            "leave top_k out (or 0) to score (source_id, candidate_id) pairs instead"
+        )
+    if k > MAX_TOP_K:
+        raise _invalid(
+            f"top_k {k} is above the limit of {MAX_TOP_K:,} recommendations per source; "
+            f"ask for at most {MAX_TOP_K:,} (use `nextbuy batch-topk --k K` for more)"
+        )
+    return k
+
+
+def _refuse_too_deep_json() -> None:
+    """Make JSON nested too deeply a 400, not a 500.
+
+    MLflow's scoring server decodes the body with ``json.loads`` before the model sees it,
+    and puts the repr of the input frame in the message of any refusal. JSON nested deeper
+    than Python's recursion limit allows (about 1,000 levels for the decoder, fewer for
+    pandas' repr of a nested cell) raises RecursionError in either place, which the server
+    answers with HTTP 500 and nothing useful. Wrap its request handler, ``invocations``
+    (once per process), so that becomes a refusal saying what to send. Nothing here
+    recurses, so a RecursionError can only come from the shape of the request. A no-op if
+    MLflow renames the function.
+    """
+    from mlflow.pyfunc import scoring_server
+
+    handle = getattr(scoring_server, "invocations", None)
+    if handle is None or getattr(handle, "nextbuy_guard", False):
+        return
+
+    @functools.wraps(handle)
+    def guarded(*args, **kwargs):
+        try:
+            return handle(*args, **kwargs)
+        except RecursionError:
+            raise _invalid(
+                "request JSON is nested too deeply; send "
+                '{"dataframe_split": {"columns": [...], "data": [[id, ...], ...]}} '
+                "with one integer product id per cell"
+            ) from None
+
+    guarded.nextbuy_guard = True
+    scoring_server.invocations = guarded
