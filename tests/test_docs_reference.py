@@ -49,3 +49,16 @@ def test_stages_page_follows_dvc_yaml():
     page = docs_reference.render_stages(ROOT)
     for name, spec in stages.items():
         assert f"## `{name}`" in page and spec["desc"] in page
+
+
+def test_readme_stage_table_is_what_the_generator_renders():
+    assert (ROOT / "README.md").read_text() == docs_reference.readme_with_stage_table(ROOT), (
+        "README.md's stage table is stale: run `nextbuy docs-reference`"
+    )
+
+
+def test_readme_fits_on_a_page_and_shows_the_two_commands_first():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250
+    first_screen = "\n".join(lines[:30])
+    assert "make run" in first_screen and "make test" in first_screen
