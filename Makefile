@@ -22,7 +22,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run run-preset test lint format env lock summary mlflow-ui serve plots clean dashboards airflow stack-check
+.PHONY: run run-preset test lint format env lock summary mlflow-ui serve plots clean dashboards airflow stack-check docs docs-build
 
 env: $(STAMP)
 
@@ -83,7 +83,7 @@ mlflow-ui: $(STAMP)
 serve: $(STAMP)
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db nextbuy serve --port 5001
 
-# On-call dashboards: Evidently UI over the workspace the monitor stage fills (monitoring/README.md).
+# On-call dashboards: Evidently UI over the workspace the monitor stage fills (monitoring/README.md, docs/operations/on-call.md).
 dashboards: $(STAMP)
 	@echo "Evidently UI: http://127.0.0.1:8000  (workspace monitoring/workspace; Ctrl-C stops it)"
 	$(BIN)/evidently ui --workspace monitoring/workspace --host 127.0.0.1 --port 8000
@@ -96,6 +96,15 @@ airflow: $(STAMP)
 # dvc.yaml's top-level plots into dvc_plots/index.html, Vega inlined: it renders offline.
 plots: $(STAMP)
 	nextbuy plots
+
+# The documentation site (mkdocs.yml, docs/): served on 127.0.0.1:8001, rebuilt on every edit.
+# Reference pages: `nextbuy docs-reference`; benchmark results: `nextbuy bench report`.
+docs: $(STAMP)
+	mkdocs serve -a 127.0.0.1:8001
+
+# What CI runs: a broken link or a missing page fails the build (site/ is git-ignored).
+docs-build: $(STAMP)
+	mkdocs build --strict
 
 clean:
 	rm -rf data models metrics plots dvc_plots mlflow.db mlartifacts dvc.lock

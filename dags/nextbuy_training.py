@@ -35,7 +35,7 @@ with DAG(
     dag_id=names.TRAINING_DAG_ID,
     description=airflow_tasks.stage_chain(PROJECT, names.TRAINING) + " (dvc repro per stage)",
     # Daily at 00:00 UTC. Unpausing starts no run (no catch-up, no missed tick); a manual
-    # trigger runs now; past days only via `airflow backfill create` (README: Airflow).
+    # trigger runs now; past days only via `airflow backfill create` (docs/how-to/airflow.md).
     schedule=NextTickTimetable("0 0 * * *", timezone="UTC"),
     start_date=datetime(2026, 11, 14, tzinfo=UTC),
     catchup=False,

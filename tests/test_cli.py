@@ -39,6 +39,7 @@ OTHER_COMMANDS = [
     "mlflow-ui",
     "verify-model",
     "serve",
+    "docs-reference",
     "airflow",
     "bench",
 ]
@@ -63,8 +64,13 @@ def test_help_lists_every_stage_then_the_other_commands():
 @pytest.mark.parametrize(
     ("group", "commands"),
     [
-        # the product's benchmarks, then the research ones (benchmarks/: entry points, by name)
-        ("bench", ["serve", "monitor", "dag", "faults", "scale", "delay", "linkpred", "model", "thresholds"]),
+        # the product's benchmarks, the research ones (benchmarks/: entry points, by name), then
+        # the results' own commands
+        (
+            "bench",
+            ["serve", "monitor", "dag", "faults", "scale", "delay", "linkpred", "model", "thresholds"]
+            + ["report", "record"],
+        ),
         ("airflow", ["standalone", "restore-params"]),
     ],
 )

@@ -4,4 +4,4 @@
 
 Installed beside the package by `make env` (benchmarks/pyproject.toml); each command reaches
 `nextbuy bench` through the ``nextbuy.bench`` entry point group. The lab imports the product,
-never the other way round. Results: BENCHMARKS.md."""
+never the other way round. Results: benchmarks/results/ and docs/benchmarks/."""

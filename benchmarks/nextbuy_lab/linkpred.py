@@ -126,8 +126,8 @@ def _one_thread() -> None:
 def _cpu_kernels() -> str:
     """torch's CPU kernel set here (``AVX512``, ``AVX2``, ...). Why record it: a baseline's fit is
     chaotic in the last bits of its float sums, which the kernel set changes. On Cora-ML, GCN's
-    seed-0 fit moved 6 Hits@20 points between AVX-512 and AVX2 kernels, same config (BENCHMARKS.md,
-    session 30), so rows from runs on different kernels are not paired comparisons."""
+    seed-0 fit moved 6 Hits@20 points between AVX-512 and AVX2 kernels, same config, so rows
+    from runs on different kernels are not paired comparisons."""
     import torch
 
     return torch.backends.cpu.get_cpu_capability()

@@ -52,7 +52,7 @@ from nextbuy_lab.linkpred_split import LinkSplit, edge_keys, hits_at_k, random_n
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # Patience 10 evaluations (50 epochs) and a 500-epoch cap starved the baselines: Cora-ML's GCN
 # climbs slowly for 500-1,000 epochs, and stopped early it scored 40 ± 17 test Hits@20 over 5 seeds
-# against 71 ± 3 with this patience (BENCHMARKS.md, 2026-11-23).  Every method, BLADE included.
+# against 71 ± 3 with this patience.  Every method, BLADE included.
 MAX_EPOCHS = 1500
 EVAL_EVERY = 5
 PATIENCE = 30  # evaluations without improvement
@@ -374,7 +374,7 @@ def successive_halving(runs: list) -> int:
     each run's cap at most) and the best of them wins.  Runs need ``advance(until | None)`` and
     ``best``.
     Fewer epochs than training every config to convergence (the 5-seed Cora-ML bench went from
-    1 h 31 to 1 h 10 min and chose the same configs, BENCHMARKS.md); the same rule for every
+    1 h 31 to 1 h 10 min and chose the same configs); the same rule for every
     method, so its bias, towards configs that learn fast, is shared too."""
     alive = list(range(len(runs)))
     for budget in (*RUNGS, None):  # None: to the end of each run
@@ -482,12 +482,12 @@ BLADE_SPACE = {  # BLADE's own knobs, N_CONFIGS draws like every other method
     "supervision_share": (0.3, 0.5),
     # No 0: the embedding's validation Hits@20 (then the tuning criterion) favoured it by ~6 points
     # on Cora-ML, but with the pair-structure head 0.2 beat it on validation Hits@20 and direction
-    # AUC alike (BENCHMARKS.md, 2026-11-25, session 16).
+    # AUC alike.
     "reverse_penalty": (0.2, 1.0),
 }
 # Whether BLADE learns an id embedding per node beside its features (``Architecture.id_embeddings``):
-# on Cora-ML they helped (+2.2 validation Hits@20, session 17), on the store's co-purchase graph
-# they cost 4-5 points (session 30), so each graph answers it on validation (``blade_space``).
+# on Cora-ML they helped (+2.2 validation Hits@20), on the store's co-purchase graph
+# they cost 4-5 points, so each graph answers it on validation (``blade_space``).
 BLADE_ID_EMBEDDINGS = (True, False)
 # BLADE trains as the residual of the pair structure (``pair_structure.StructurePrior``): its
 # feature cosines through a basis of this rank (exact ones cost ~1 s per Cora-ML epoch).
@@ -583,7 +583,7 @@ def head_validation(
     draws from ``seed``), for each halving the head is fitted on each half and judged on the other,
     and every Hits@20 is averaged. This is what the reported score is (:func:`stacked_score`),
     judged on pairs its head did not see. One halving moved the criterion by 1.2-1.6 points (sd)
-    on Cora-ML, as much as the configs it ranked differed (BENCHMARKS.md, session 21, part 4)."""
+    on Cora-ML, as much as the configs it ranked differed."""
     from nextbuy_lab.pair_structure import PairStructure, StackedLinkScore, standardiser
 
     if halvings < 1:

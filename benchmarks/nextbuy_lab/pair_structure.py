@@ -3,7 +3,7 @@ embeddings, combined with their score by stacking.
 
 Why. BLADE's embedding score ``s_u . t_v`` ranks a node's topical neighbourhood well but not
 the sharp local evidence that two nodes share neighbours: on Cora-ML it reaches ~68 Hits@20,
-Adamic-Adar alone as much (BENCHMARKS.md). A structural term learned *jointly* with the
+Adamic-Adar alone as much. A structural term learned *jointly* with the
 embeddings is fitted on the training edges, which the id embeddings separate better than unseen
 ones, so training would lean on them and under-weight the structure. The head is therefore
 stacked (Wolpert 1992; the held-out link pairs of SEAL and NCN play the same role): a logistic
@@ -213,8 +213,8 @@ class StructurePrior:
     Why. Stacked after training, the structure and the embedding score are combined by a logistic
     regression, but the embedding was trained to explain every edge by itself, much of it what the
     structure already says. Trained with this prior's logit added to its link score, it learns
-    what the structure misses (boosting from the structure). Measured on Cora-ML (BENCHMARKS.md,
-    session 21): training stops 2.5-4x sooner and the stacked MRR rose 2.6 points on split 0's test,
+    what the structure misses (boosting from the structure). Measured on Cora-ML: training
+    stops 2.5-4x sooner and the stacked MRR rose 2.6 points on split 0's test,
     but Hits@20 did not: −0.8 there and −1.4 over five random splits, both inside the noise.
 
     Fitted on the training edges alone: a random ``share`` of them are held out as positives, each

@@ -223,11 +223,11 @@ def test_json_nested_near_the_recursion_limit_gets_400_not_500(server):
 
 
 def test_extra_columns_are_refused_and_unknown_params_are_dropped_by_mlflow(server):
-    """What MLflow's server does (README, Serving). The signature declares no input schema,
+    """What MLflow's server does (docs: how-to/serving.md). The signature declares no input schema,
     so the columns reach predict as sent and an extra one is refused (400, naming it). Params
     keep their schema, and MLflow strips the keys it does not declare before predict, which
     would refuse them: a misspelt ``topk`` is answered as pairs. If this changes, MLflow (or
-    the signature) changed: update the README."""
+    the signature) changed: update docs/how-to/serving.md."""
     plain = post(server, body(COLUMNS, [[1, 2], [3, 4]]))
     assert plain.status == 200, plain.message
     extra = post(server, body([*COLUMNS, "note"], [[1, 2, "x"], [3, 4, "y"]]))

@@ -24,7 +24,7 @@ Figures (JSON keys):
                 trained bundle a pipeline run left in PROJECT (``topk_trained_products``
                 products): synthetic moments are i.i.d. Gaussian, the hardest case for an
                 approximate index; the one trained model measured (the 1M preset's) was far
-                easier (BENCHMARKS.md).
+                easier.
   rest_p50_ms / rest_p99_ms
                 ``mlflow models serve`` of the registered synthetic model (temp SQLite
                 store, own process group, stopped in ``finally``), 100-candidate
@@ -253,7 +253,7 @@ def _load_level(url: str, bodies: list[bytes], clients: int) -> dict:
     """``clients`` concurrent clients, each on its own keep-alive connection, share ``bodies`` (one
     each).  One asyncio event loop (aiohttp) drives them all. A thread per client (``requests``)
     costs more per request on the 2 cores the server needs too: at one client its p50 was ~1.5 ms
-    above this client's, side by side (BENCHMARKS.md, 2026-11-23)."""
+    above this client's, side by side."""
     return asyncio.run(_async_load_level(url, bodies, clients))
 
 

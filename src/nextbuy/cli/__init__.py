@@ -10,11 +10,12 @@ from __future__ import annotations
 # isort: off
 # Registration order is help order: the stage commands (``cli.stages``), the champion's
 # (``cli.releases``), serving and the UIs (``cli.serving``); then the groups, airflow (with the
-# stages) and bench (``cli.bench``).
+# stages) and bench (``cli.bench``); the documentation's generators last (``cli.docs``).
 from nextbuy.cli import stages
 from nextbuy.cli import releases
 from nextbuy.cli import serving
 from nextbuy.cli import bench
+from nextbuy.cli import docs
 
 # isort: on
 from nextbuy.cli.bench import BENCHES
@@ -29,6 +30,7 @@ __all__ = [
     "STAGE_LIST",
     "app",
     "bench",
+    "docs",
     "releases",
     "serving",
     "stages",

@@ -109,9 +109,11 @@ def batch_topk(
     model: str | None = typer.Option(
         None, help="MLflow model URI (default: the champion of deploy.model_name, models:/<name>@champion)"
     ),
-    shard: int = typer.Option(0, min=0),
-    num_shards: int = typer.Option(1, min=1),
-    sources_per_file: int = typer.Option(4096, min=1),
+    shard: int = typer.Option(0, min=0, help="this run's shard: the sources with id % num-shards == shard"),
+    num_shards: int = typer.Option(
+        1, min=1, help="shards the catalogue's sources are split into (one run each)"
+    ),
+    sources_per_file: int = typer.Option(4096, min=1, help="sources per parquet part file (bounds memory)"),
 ) -> None:
     """Top-K recommendations for every product (this shard's sources) to parquet."""
     from nextbuy.mlops import batch, io, tracking

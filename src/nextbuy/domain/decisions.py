@@ -45,7 +45,7 @@ keeps the DP exact under the constraint, and is what the metrics report
 Cross-fitting. Even with that floor, a joint fit on a few hundred positives
 trades TP between buckets on noise: on fresh traffic it then buys recall with
 precision below the target, or recalls less than the single threshold
-(BENCHMARKS.md, issue 12). With ``cross_fit_folds`` k >= 2,
+(out of sample). With ``cross_fit_folds`` k >= 2,
 :func:`cross_fitted_bucket_thresholds` fits the DP on k - 1 folds of the fit
 rows (stratified by bucket and label) and turns its thresholds into offsets
 from that fit's single threshold, applied to the held-out fold as a shifted

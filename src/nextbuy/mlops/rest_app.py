@@ -11,8 +11,8 @@ pass the limit; what is still coming is then dropped unparsed.
 
 MLflow's path also costs milliseconds per small request outside the model: a thread hop,
 its HTTP middleware, pandas parsing, schema enforcement and a pure-Python JSON writer (of a
-100-pair request's 1.3 ms in process, 0.87 ms was ``predictions_to_json``; BENCHMARKS.md,
-2026-11-23). :class:`PairFastPath` answers the request the store sends most, plain pair
+100-pair request's 1.3 ms in process, 0.87 ms was ``predictions_to_json``).
+:class:`PairFastPath` answers the request the store sends most, plain pair
 scoring, itself, with the same JSON; everything else goes MLflow's way.
 
 ``app`` is built on first access (``uvicorn nextbuy.mlops.rest_app:app``), from the model

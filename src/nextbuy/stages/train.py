@@ -87,8 +87,8 @@ def train_rounds(
     """Train, then ``cfg.em_rounds`` times: refit the delay model with the model's own score
     (:func:`em_targets`) and continue training on the new targets. Methods whose delay model
     sees no pair features (``delay.rescores``) continue on their own targets: every method gets
-    the same rounds, so a gain of the EM step is not the warm restart's (which helps by itself:
-    BENCHMARKS.md). Returns the model, the training rows it ended on, and the history
+    the same rounds, so a gain of the EM step is not the warm restart's (which helps by itself).
+    Returns the model, the training rows it ended on, and the history
     (``em_round`` 0 first, epochs numbered on). ``bootstrap``: weigh each training impression by a
     Poisson(1) count seeded by ``cfg.seed`` (a bootstrap resample, the same in every round)."""
     import torch

@@ -37,7 +37,7 @@ class Architecture:
     # A learned id embedding per node on top of the feature projection. Off: features and
     # neighbourhoods only. Ids help where nodes have history the features miss (Cora-ML: +2.2
     # validation Hits@20) and cost where most nodes have little history and the features carry
-    # the signal (the store's co-purchase graph: -4 to -5 Hits@20; figures in BENCHMARKS.md).
+    # the signal (the store's co-purchase graph: -4 to -5).
     id_embeddings: bool
 
     @classmethod
@@ -63,7 +63,7 @@ class TrainingSchedule:
     patience: int  # checks without improvement before stopping
     seed: int
     # Linear learning-rate warm-up over the first optimiser steps (0: none). Adam's first full-batch
-    # steps can spike the loss and stall a run for hundreds of epochs (measured in BENCHMARKS.md).
+    # steps can spike the loss and stall a run for hundreds of epochs.
     warmup_steps: int
     # Sample one hop per step and read neighbours' deeper states from a per-epoch history
     # (BladeModel.encode_with_history): linear epochs on large catalogues.

@@ -1,0 +1,241 @@
+"""Benchmark results as data: the committed result files and the pages rendered from them.
+
+Every benchmark figure the documentation quotes comes from a JSON file under
+``benchmarks/results/``: the JSON the bench wrote (``--out``) plus where it came from —
+``command``, ``commit``, ``date``, ``machine``, ``wall_seconds``, ``peak_memory_mb``.
+:func:`record` runs a bench command and writes such a file; :func:`render` turns whatever
+result files exist into ``docs/benchmarks/results.md`` (``nextbuy bench report``), and
+``tests/bench/test_report.py`` fails when the committed page differs from what it renders.
+
+Files with a known layout get their own table; any other file is listed with its
+provenance and its scalar figures, so a new result never needs code here to be shown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path("benchmarks") / "results"
+PAGE = Path("docs") / "benchmarks" / "results.md"
+PROVENANCE = ("command", "commit", "date", "machine", "wall_seconds", "peak_memory_mb")
+MAX_GENERIC_ROWS = 80
+
+
+# --- recording -----------------------------------------------------------------------------------
+
+
+def machine_description() -> str:
+    """CPU model, cores, memory and OS of this machine (no host name)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    system = f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return f"{cpu}, {os.cpu_count()} cores{memory}, {system}"
+
+
+def git_commit(root: Path) -> str | None:
+    """HEAD's commit, with ``-dirty`` when tracked files differ from it; None outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, check=False).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def out_path(argv: Sequence[str]) -> Path:
+    """The ``--out`` file of a bench command line."""
+    for i, arg in enumerate(argv):
+        if arg == "--out" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--out="):
+            return Path(arg.split("=", 1)[1])
+    raise ValueError("the bench command must write its JSON with --out FILE")
+
+
+def record(name: str, argv: Sequence[str], root: Path = Path(".")) -> Path:
+    """Run ``argv`` (a bench command with ``--out``), then write ``benchmarks/results/<name>.json``:
+    its JSON plus the command, commit, date, machine, wall time and peak memory of the run."""
+    out = out_path(argv)
+    commit = git_commit(root)
+    start = time.perf_counter()
+    subprocess.run(list(argv), cwd=root, check=True)
+    wall = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    figures = json.loads((root / out if not out.is_absolute() else out).read_text())
+    result = {
+        "command": " ".join(argv),
+        "commit": commit,
+        "date": dt.date.today().isoformat(),
+        "machine": machine_description(),
+        "wall_seconds": round(wall, 1),
+        "peak_memory_mb": round(peak_kib / 1024, 1),
+        **(figures if isinstance(figures, dict) else {"results": figures}),
+    }
+    path = root / RESULTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def load_results(root: Path) -> dict[str, dict]:
+    """Every result file, by name (file stem), in name order."""
+    folder = root / RESULTS_DIR
+    return (
+        {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "not recorded"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.1f}".replace("-", "−")
+
+
+def _ci(low: float, high: float) -> str:
+    return f"[{_signed(low)}, {_signed(high)}]"
+
+
+def provenance(result: dict) -> list[str]:
+    rows = ["| recorded | |", "|---|---|"]
+    for key in ("date", "source", "command", "commit", "machine", "wall_seconds", "peak_memory_mb"):
+        if key == "source" and key not in result:
+            continue
+        value = result.get(key)
+        shown = f"`{value}`" if key in ("command", "commit") and value else _cell(value)
+        rows.append(f"| {key.replace('_', ' ')} | {shown} |")
+    return rows
+
+
+def render_external_linkpred(name: str, result: dict) -> list[str]:
+    """An independent link-prediction check of BLADE on a graph nobody here tuned on."""
+    blade = result["blade"]
+    lines = [
+        f"BLADE on {result['graph']}, {result['protocol']} protocol, {result['seeds']} seeds. "
+        "Differences are BLADE minus the method named, in points, with paired 95% confidence "
+        "intervals.\n",
+        "| figure | BLADE | against | difference [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    hits = blade["hits_at_20"]
+    for row in result["paired"]:
+        mine = f"{hits['mean']:.1f} ± {hits['std']:.1f}" if row["metric"] == "hits_at_20" else ""
+        lines.append(
+            f"| {_METRIC_NAMES.get(row['metric'], row['metric'])} | {mine} | `{row['against']}` "
+            f"({row['role']}) | {_signed(row['difference'])} {_ci(*row['ci95'])} |"
+        )
+    lead = result["direction_auc_lead"]
+    lines.append(
+        f"| direction AUC | {blade['direction_auc']:.3f} | every baseline | first, by "
+        f"{_signed(lead['min_points'])} to {_signed(lead['max_points'])} points |"
+    )
+    lines.append("")
+    lines.append(result.get("reading", ""))
+    return lines
+
+
+_METRIC_NAMES = {"hits_at_20": "Hits@20", "mrr": "MRR", "direction_auc": "direction AUC"}
+
+
+def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        out: list[tuple[str, Any]] = []
+        for key, value in node.items():
+            out += _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if isinstance(node, list):
+        if all(isinstance(v, (int, float, str, bool)) or v is None for v in node) and len(node) <= 8:
+            return [(prefix, ", ".join(_cell(v) for v in node))]
+        return [(prefix, f"{len(node)} entries")]
+    return [(prefix, node)]
+
+
+def render_generic(name: str, result: dict) -> list[str]:
+    """Any result file: its scalar figures, dotted, in file order."""
+    figures = [(k, v) for k, v in _flatten({k: v for k, v in result.items() if k not in PROVENANCE})]
+    lines = ["| figure | value |", "|---|---|"]
+    for key, value in figures[:MAX_GENERIC_ROWS]:
+        lines.append(f"| `{key}` | {_cell(value)} |")
+    if len(figures) > MAX_GENERIC_ROWS:
+        lines.append(f"| … | {len(figures) - MAX_GENERIC_ROWS} more in the file |")
+    return lines
+
+
+# Result files with a layout of their own; every other file is rendered by render_generic.
+KNOWN: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
+    "external_dirlinkbench_blade": (
+        "BLADE on an independent directed citation graph",
+        render_external_linkpred,
+    ),
+}
+
+
+def render(root: Path) -> str:
+    results = load_results(root)
+    lines = [
+        "<!-- Generated by `nextbuy bench report` from benchmarks/results/*.json: do not edit by hand. -->\n",
+        "# Benchmark results\n",
+        "Every figure on this page is read from a committed result file under "
+        "`benchmarks/results/`, which records the command, commit, date, machine, wall time and "
+        "peak memory of the run. [Benchmarks](index.md) says how to add one.\n",
+    ]
+    if not results:
+        lines.append("No result files are committed yet.\n")
+        return "\n".join(lines)
+    lines.append("| result file | what | date | machine |\n|---|---|---|---|")
+    for name, result in results.items():
+        title = KNOWN.get(name, (name.replace("_", " "), None))[0]
+        lines.append(
+            f"| [`{name}.json`](#{name.replace('_', '-')}) | {_cell(title)} | {_cell(result.get('date'))} "
+            f"| {_cell(result.get('machine'))} |"
+        )
+    for name, result in results.items():
+        title, renderer = KNOWN.get(name, (name.replace("_", " "), render_generic))
+        lines.append(f"\n## {title} {{#{name.replace('_', '-')}}}\n")
+        lines.append(f"From `benchmarks/results/{name}.json`.\n")
+        lines += renderer(name, result)
+        lines.append("")
+        lines += provenance(result)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(root: Path) -> bool:
+    """Write the page under ``root``; True when it changed."""
+    path = root / PAGE
+    text = render(root)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return True

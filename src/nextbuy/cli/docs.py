@@ -1,0 +1,78 @@
+"""Commands that write the documentation's generated pages: the reference pages
+(``nextbuy docs-reference``) and the benchmark results page (``nextbuy bench report``),
+and ``nextbuy bench record``, which runs a bench and keeps its result as a committed file."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import typer
+
+from nextbuy.cli.bench import bench_app
+from nextbuy.cli.common import app, console
+
+RootOption = typer.Option(
+    Path("."), "--root", help="project root (where dvc.yaml, params.yaml and docs/ are)"
+)
+
+
+@app.command("docs-reference")
+def docs_reference(
+    root: Path = RootOption,
+    check: bool = typer.Option(False, "--check", help="write nothing; exit 1 when a page is out of date"),
+) -> None:
+    """Write docs/reference/ (params, CLI, table schemas, stages) from the code, params.yaml and dvc.yaml."""
+    from nextbuy import docs_reference as reference
+
+    if check:
+        stale = [str(p) for p, text in reference.render_all(root).items() if _differs(root / p, text)]
+        if stale:
+            console.print(f"out of date (run nextbuy docs-reference): {', '.join(stale)}", highlight=False)
+            raise typer.Exit(code=1)
+        console.print("reference pages up to date")
+        return
+    changed = reference.write_all(root)
+    console.print(
+        f"reference pages written: {', '.join(map(str, changed)) or 'none changed'}", highlight=False
+    )
+
+
+def _differs(path: Path, text: str) -> bool:
+    return not path.exists() or path.read_text() != text
+
+
+@bench_app.command("report")
+def bench_report(
+    root: Path = RootOption,
+    check: bool = typer.Option(False, "--check", help="write nothing; exit 1 when the page is out of date"),
+) -> None:
+    """Render docs/benchmarks/results.md from the result files in benchmarks/results/."""
+    report = importlib.import_module("nextbuy.bench.report")  # by name: the CLI never imports bench/
+    if check:
+        if _differs(root / report.PAGE, report.render(root)):
+            console.print(f"{report.PAGE} is out of date: run nextbuy bench report", highlight=False)
+            raise typer.Exit(code=1)
+        console.print(f"{report.PAGE} up to date", highlight=False)
+        return
+    changed = report.write(root)
+    console.print(f"{report.PAGE} {'written' if changed else 'unchanged'}", highlight=False)
+
+
+@bench_app.command("record", context_settings={"ignore_unknown_options": True})
+def bench_record(
+    name: str = typer.Argument(..., help="result name: writes benchmarks/results/NAME.json"),
+    command: list[str] = typer.Argument(
+        ...,
+        help="the bench command line, after --, with --out FILE (e.g. -- nextbuy bench serve --out s.json)",
+    ),
+    root: Path = RootOption,
+) -> None:
+    """Run a bench and keep its JSON with command, commit, date, machine, wall time and peak memory."""
+    report = importlib.import_module("nextbuy.bench.report")
+    try:
+        path = report.record(name, command, root)
+    except ValueError as err:
+        console.print(f"[red]{err}[/]", highlight=False)
+        raise typer.Exit(code=2) from None
+    console.print(f"{path} written; render the page with nextbuy bench report", highlight=False)

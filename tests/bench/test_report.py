@@ -1,0 +1,51 @@
+"""Benchmark results as data: the committed results page is what `nextbuy bench report`
+renders from benchmarks/results/, every result file carries its provenance, and files of
+unknown layout are still shown."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from nextbuy.bench import report
+from tests.conftest import ROOT
+
+
+def test_committed_results_page_is_what_the_report_renders():
+    page = ROOT / report.PAGE
+    assert page.exists(), "run `nextbuy bench report`"
+    assert page.read_text() == report.render(ROOT), f"{report.PAGE} is stale: run `nextbuy bench report`"
+
+
+def test_every_result_file_records_where_it_came_from():
+    results = report.load_results(ROOT)
+    assert "external_dirlinkbench_blade" in results
+    for name, result in results.items():
+        missing = [key for key in report.PROVENANCE if key not in result]
+        assert not missing, f"{name}.json lacks {missing}"
+
+
+def test_external_check_renders_the_paired_figures():
+    page = report.render(ROOT)
+    assert "94.2 ± 0.6" in page and "−0.4 [−1.6, +0.7]" in page
+    assert "−3.5 [−5.2, −1.8]" in page and "0.911" in page and "+5.9 to +12.5" in page
+
+
+def test_any_subset_of_files_renders_and_unknown_ones_are_listed(tmp_path):
+    assert "No result files" in report.render(tmp_path)
+    folder = tmp_path / report.RESULTS_DIR
+    folder.mkdir(parents=True)
+    unknown = {key: None for key in report.PROVENANCE} | {"date": "2026-01-02", "gate": {"passed": 3}}
+    (folder / "daily_loop.json").write_text(json.dumps(unknown))
+    page = report.render(tmp_path)
+    assert "daily_loop.json" in page and "| `gate.passed` | 3 |" in page
+    assert report.write(tmp_path) and not report.write(tmp_path)
+
+
+def test_record_adds_provenance_to_the_bench_json(tmp_path):
+    out = tmp_path / "b.json"
+    code = f"import json; json.dump({{'auc': 0.7}}, open({str(out)!r}, 'w'))"
+    path = report.record("demo", [sys.executable, "-c", code, "--out", str(out)], tmp_path)
+    result = json.loads(path.read_text())
+    assert result["auc"] == 0.7 and result["wall_seconds"] >= 0 and result["peak_memory_mb"] > 0
+    assert set(report.PROVENANCE) <= set(result)
