@@ -70,7 +70,7 @@ def main() -> None:
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     work = Path(tempfile.mkdtemp(prefix="nextbuy-daily-"))
     sys.path.insert(0, str(ROOT / "src"))
-    from nextbuy.project_copy import copy_project
+    from nextbuy.bench.project_copy import copy_project
 
     project = copy_project(ROOT, work / "project", base)
     # The copy's own MLflow store (mlflow.db, mlartifacts/ in it), as make run uses.
