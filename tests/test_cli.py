@@ -68,8 +68,19 @@ def test_help_lists_every_stage_then_the_other_commands():
         # the results' own commands
         (
             "bench",
-            ["serve", "monitor", "dag", "faults", "scale", "delay", "linkpred", "model", "thresholds"]
-            + ["report", "record"],
+            [
+                "serve",
+                "monitor",
+                "dag",
+                "faults",
+                "scale",
+                "delay",
+                "linkpred",
+                "model",
+                "thresholds",
+                "report",
+                "record",
+            ],
         ),
         ("airflow", ["standalone", "restore-params"]),
     ],

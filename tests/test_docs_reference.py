@@ -39,7 +39,8 @@ def test_cli_page_lists_every_command():
     page = docs_reference.render_cli(ROOT)
     for path, _ in docs_reference.cli_commands(ROOT):
         assert f"`{path}`" in page
-    assert "`nextbuy bench report`" in page and "`nextbuy docs-reference`" in page
+    assert "`nextbuy bench report`" in page
+    assert "`nextbuy docs-reference`" in page
 
 
 def test_stages_page_follows_dvc_yaml():
@@ -48,7 +49,8 @@ def test_stages_page_follows_dvc_yaml():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     page = docs_reference.render_stages(ROOT)
     for name, spec in stages.items():
-        assert f"## `{name}`" in page and spec["desc"] in page
+        assert f"## `{name}`" in page
+        assert spec["desc"] in page
 
 
 def test_readme_stage_table_is_what_the_generator_renders():
@@ -61,4 +63,5 @@ def test_readme_fits_on_a_page_and_shows_the_two_commands_first():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 250
     first_screen = "\n".join(lines[:30])
-    assert "make run" in first_screen and "make test" in first_screen
+    assert "make run" in first_screen
+    assert "make test" in first_screen

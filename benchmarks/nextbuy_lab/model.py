@@ -183,7 +183,7 @@ def paired_gaps(per_seed: list[dict[str, dict]], base: str = "blade") -> dict[st
     return paired.paired_gaps(per_seed, base, "auc", KEYS)
 
 
-def test_rows(data, weighted: pd.DataFrame, simulator) -> pd.DataFrame:
+def scored_test_rows(data, weighted: pd.DataFrame, simulator) -> pd.DataFrame:
     """The test period's impressions with their eventual label, true probability, that
     probability without the per-pair noise (``p_no_pair_noise``, from the store's ``simulator``
     config) and with the pair noise's posterior from the pair's earlier impressions
@@ -272,7 +272,7 @@ def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
         raise ValueError("bench model needs a simulated store (its truth scores the models)")
     delay_cfg = section_config(params, "label_delay")
     weighted, _ = label_delay.weigh(data.impressions, data.snapshot, delay_cfg, data.products, data.edges)
-    rows = test_rows(data, weighted, ingest_cfg.simulator)
+    rows = scored_test_rows(data, weighted, ingest_cfg.simulator)
     train_cfg = section_config(params, "train")
     per_seed = [
         _one_seed(data, weighted, rows, train_cfg, delay_cfg.delay_family, train_cfg.seed + s)

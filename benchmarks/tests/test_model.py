@@ -144,7 +144,7 @@ def test_test_rows_carry_the_truth_one_to_one(tiny_store):
     data, weighted = tiny_store
     assert "label_eventual" not in weighted
     assert "p_convert" not in weighted
-    rows = model.test_rows(data, weighted, SIMULATOR)
+    rows = model.scored_test_rows(data, weighted, SIMULATOR)
     test = weighted[weighted["split"] == "test"]
     assert len(rows) == len(test)
     assert rows["impression_id"].is_unique
@@ -164,7 +164,7 @@ def test_test_rows_refuse_duplicated_truth(tiny_store):
     truth = data.truth_impressions
     doubled = type("Data", (), {"truth_impressions": pd.concat([truth, truth.iloc[:1]])})()
     with pytest.raises(pd.errors.MergeError):
-        model.test_rows(doubled, weighted, SIMULATOR)
+        model.scored_test_rows(doubled, weighted, SIMULATOR)
 
 
 # -- category_lr ----------------------------------------------------------------

@@ -27,8 +27,11 @@ def test_every_result_file_records_where_it_came_from():
 
 def test_external_check_renders_the_paired_figures():
     page = report.render(ROOT)
-    assert "94.2 ± 0.6" in page and "−0.4 [−1.6, +0.7]" in page
-    assert "−3.5 [−5.2, −1.8]" in page and "0.911" in page and "+5.9 to +12.5" in page
+    assert "94.2 ± 0.6" in page
+    assert "−0.4 [−1.6, +0.7]" in page
+    assert "−3.5 [−5.2, −1.8]" in page
+    assert "0.911" in page
+    assert "+5.9 to +12.5" in page
 
 
 def test_any_subset_of_files_renders_and_unknown_ones_are_listed(tmp_path):
@@ -38,8 +41,10 @@ def test_any_subset_of_files_renders_and_unknown_ones_are_listed(tmp_path):
     unknown = {key: None for key in report.PROVENANCE} | {"date": "2026-01-02", "gate": {"passed": 3}}
     (folder / "daily_loop.json").write_text(json.dumps(unknown))
     page = report.render(tmp_path)
-    assert "daily_loop.json" in page and "| `gate.passed` | 3 |" in page
-    assert report.write(tmp_path) and not report.write(tmp_path)
+    assert "daily_loop.json" in page
+    assert "| `gate.passed` | 3 |" in page
+    assert report.write(tmp_path)
+    assert not report.write(tmp_path)
 
 
 def test_record_adds_provenance_to_the_bench_json(tmp_path):
@@ -47,5 +52,7 @@ def test_record_adds_provenance_to_the_bench_json(tmp_path):
     code = f"import json; json.dump({{'auc': 0.7}}, open({str(out)!r}, 'w'))"
     path = report.record("demo", [sys.executable, "-c", code, "--out", str(out)], tmp_path)
     result = json.loads(path.read_text())
-    assert result["auc"] == 0.7 and result["wall_seconds"] >= 0 and result["peak_memory_mb"] > 0
+    assert result["auc"] == 0.7
+    assert result["wall_seconds"] >= 0
+    assert result["peak_memory_mb"] > 0
     assert set(report.PROVENANCE) <= set(result)

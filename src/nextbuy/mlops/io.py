@@ -216,9 +216,14 @@ def write_npz(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> None
         np.savez(fh, **arrays)
 
 
-def read_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz``; DataError when it is missing, empty, truncated or corrupt,
-    not an npz archive, or lacks one of ``required`` (named as the column)."""
+def read_npz(
+    path: str | os.PathLike, required: tuple[str, ...] = (), optional: tuple[str, ...] | None = None
+) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz``, never unpickled: every array, or with ``optional`` given only
+    ``required`` and those of ``optional`` it holds (a PPNP graph file also holds object arrays
+    of metadata that cannot be opened safely). DataError when the file is missing, empty,
+    truncated or corrupt, not an npz archive, lacks one of ``required`` (named as the column),
+    or an array it must read cannot be read (named as the column)."""
     p = Path(path)
     if not p.exists():
         raise DataError(p, "file not found")
@@ -230,14 +235,22 @@ def read_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[st
         raise DataError(p, f"unreadable npz ({type(err).__name__}: {err})") from None
     if not hasattr(data, "files"):
         raise DataError(p, "not an npz archive (a single .npy array)")
-    try:
-        with data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception as err:  # noqa: BLE001 - e.g. a truncated archive fails on its members
-        raise DataError(p, f"unreadable npz ({type(err).__name__}: {err})") from None
-    missing = [k for k in required if k not in arrays]
-    if missing:
-        raise DataError(p, f"missing array(s): {', '.join(missing)}", column=missing[0])
+    with data:
+        missing = [k for k in required if k not in data.files]
+        if missing:
+            found = ", ".join(data.files)
+            raise DataError(p, f"missing array(s): {', '.join(missing)} (found: {found})", column=missing[0])
+        wanted = data.files if optional is None else [*required, *(k for k in optional if k in data.files)]
+        arrays = {}
+        for key in wanted:
+            try:
+                arrays[key] = data[key]
+            except Exception as err:  # noqa: BLE001 - a truncated member or an object array
+                raise DataError(
+                    p,
+                    f"unreadable array ({type(err).__name__}: {err}); store it as a numeric or string array",
+                    column=key,
+                ) from None
     return arrays
 
 

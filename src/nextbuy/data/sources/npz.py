@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,43 +16,6 @@ from nextbuy.mlops.io import DataError
 log = logging.getLogger(__name__)
 
 
-def _load_npz(
-    path: os.PathLike | str, required: tuple[str, ...], optional: tuple[str, ...]
-) -> dict[str, np.ndarray]:
-    """Only the named arrays, without unpickling: PPNP files also hold object arrays
-    (metadata) that io.read_npz, which loads every array, cannot open safely."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(p, "file not found")
-    if p.stat().st_size == 0:
-        raise DataError(p, "file is empty")
-    try:
-        data = np.load(p, allow_pickle=False)
-    except Exception as err:  # noqa: BLE001 - any loader failure is an unreadable file
-        raise DataError(p, f"unreadable npz ({type(err).__name__}: {err})") from None
-    if not hasattr(data, "files"):
-        raise DataError(p, "not an npz archive (a single array)")
-    with data:
-        missing = [k for k in required if k not in data.files]
-        if missing:
-            raise DataError(
-                p,
-                f"missing array(s): {', '.join(missing)} (found: {', '.join(data.files)})",
-                column=missing[0],
-            )
-        arrays = {}
-        for key in required + tuple(k for k in optional if k in data.files):
-            try:
-                arrays[key] = data[key]
-            except Exception as err:  # noqa: BLE001
-                raise DataError(
-                    p,
-                    f"unreadable array ({type(err).__name__}: {err}); store it as a numeric or string array",
-                    column=key,
-                ) from None
-    return arrays
-
-
 def read_npz_graph(path: os.PathLike | str) -> GraphSource:
     """A PPNP-style ``.npz`` (CSR ``adj_matrix.*``, optional ``node_names`` and ``attr_matrix.*``).
 
@@ -64,7 +26,7 @@ def read_npz_graph(path: os.PathLike | str) -> GraphSource:
     ``labels`` are never read: they are what a benchmark on such a graph is
     about, never a model input.
     """
-    arrays = _load_npz(path, NPZ_ADJ_KEYS, ("node_names", *NPZ_ATTR_KEYS))
+    arrays = io.read_npz(path, NPZ_ADJ_KEYS, ("node_names", *NPZ_ATTR_KEYS))
     shape, indptr, indices, values = _csr_arrays(path, arrays, "adj_matrix")
     n = shape[0] if len(shape) == 2 else -1
     problem = (
