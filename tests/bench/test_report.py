@@ -39,9 +39,9 @@ def test_any_subset_of_files_renders_and_unknown_ones_are_listed(tmp_path):
     folder = tmp_path / report.RESULTS_DIR
     folder.mkdir(parents=True)
     unknown = {key: None for key in report.PROVENANCE} | {"date": "2026-01-02", "gate": {"passed": 3}}
-    (folder / "daily_loop.json").write_text(json.dumps(unknown))
+    (folder / "demo_bench.json").write_text(json.dumps(unknown))
     page = report.render(tmp_path)
-    assert "daily_loop.json" in page
+    assert "demo_bench.json" in page
     assert "| `gate.passed` | 3 |" in page
     assert report.write(tmp_path)
     assert not report.write(tmp_path)
@@ -56,3 +56,12 @@ def test_record_adds_provenance_to_the_bench_json(tmp_path):
     assert result["wall_seconds"] >= 0
     assert result["peak_memory_mb"] > 0
     assert set(report.PROVENANCE) <= set(result)
+
+
+def test_the_daily_loop_renders_each_candidates_verdict_against_the_champion():
+    page = report.render(ROOT)
+    assert "## The daily loop: next-day candidates against the champion" in page
+    result = json.loads((ROOT / "benchmarks" / "results" / "daily_loop.json").read_text())
+    for c in result["candidates"]:
+        assert f"{c['candidate']['auc']:.4f}" in page
+    assert "| shuffled labels | refused |" in page

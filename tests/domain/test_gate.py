@@ -192,6 +192,11 @@ def test_an_underpowered_comparison_says_the_test_split_is_too_small_and_how_man
     passed, _ = gate.decide(cand, cand, wide, config("deploy", min_recall=0.0, tolerance=0.02))
     assert not passed
     assert gate.power_notes({"auc": {"diff": 0.0, "lo": -0.01, "hi": 0.01}}, 2_000, 0.02, 0.95) == []
+    # Wide but decided by the data: clearly worse (a shuffled-label model), or passing.
+    worse = {"auc": {"diff": -0.16, "lo": -0.18, "hi": -0.136}}
+    better = {"recall": {"diff": 0.1, "lo": 0.08, "hi": 0.13}}
+    assert gate.power_notes(worse, 2_000, 0.02, 0.95) == []
+    assert gate.power_notes(better, 2_000, 0.02, 0.95) == []
 
 
 def test_a_champion_that_learned_test_rows_or_records_nothing_is_not_comparable():

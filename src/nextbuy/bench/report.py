@@ -165,6 +165,32 @@ def render_external_linkpred(name: str, result: dict) -> list[str]:
     return lines
 
 
+def render_daily_loop(name: str, result: dict) -> list[str]:
+    """The daily loop: a champion released at the store's origin snapshot, candidates of the
+    next day's snapshot judged against it (same config over training seeds; shuffled labels)."""
+    release = result["release"]["candidate"]
+    lines = [
+        f"A champion released at the origin snapshot {result['origin_snapshot']} (its test AUC "
+        f"{release['auc']:.4f} on {int(release['rows']):,} rows), then candidates trained on the "
+        f"snapshot one day later ({result['next_snapshot']}), each judged against that champion on "
+        "the new test split. *champion AUC* is the champion's score there; *overlap* the test rows "
+        "it had learned from.\n",
+        "| candidate | verdict | candidate AUC | champion AUC | AUC difference [95% CI] | overlap |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in result["candidates"]:
+        who = "shuffled labels" if c["shuffled_labels"] else f"same config, train.seed {c['train_seed']}"
+        auc = (c.get("comparison") or {}).get("auc")
+        diff = f"{auc['diff']:+.4f} [{auc['lo']:+.4f}, {auc['hi']:+.4f}]".replace("-", "−") if auc else "n/a"
+        champion = (c.get("champion") or {}).get("auc")
+        lines.append(
+            f"| {who} | {'released' if c['passed'] else 'refused'} | {c['candidate']['auc']:.4f} | "
+            f"{_cell(champion if champion is None else round(champion, 4))} | {diff} | "
+            f"{_cell(c.get('champion_training_overlap'))} |"
+        )
+    return lines
+
+
 _METRIC_NAMES = {"hits_at_20": "Hits@20", "mrr": "MRR", "direction_auc": "direction AUC"}
 
 
@@ -194,6 +220,7 @@ def render_generic(name: str, result: dict) -> list[str]:
 
 # Result files with a layout of their own; every other file is rendered by render_generic.
 KNOWN: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
+    "daily_loop": ("The daily loop: next-day candidates against the champion", render_daily_loop),
     "external_dirlinkbench_blade": (
         "BLADE on an independent directed citation graph",
         render_external_linkpred,

@@ -63,14 +63,16 @@ def training_incomparable(champion_version: str, learned: int | None, rows: int)
 def power_notes(
     comparison: dict[str, dict[str, float]], rows: int, tolerance: float, confidence: float
 ) -> list[str]:
-    """A sentence per compared metric whose CI is wider than the tolerance: at that width a
-    candidate equal to the champion is refused, so the test split is too small to judge
-    non-inferiority. The rows it would need scale the CI half-width to the tolerance (a
-    bootstrap CI narrows as 1/sqrt(rows))."""
+    """A sentence per compared metric refused with a CI wider than the tolerance that also
+    reaches above -tolerance: the data neither show the candidate worse nor let it pass, and
+    at that width a candidate equal to the champion is refused too, so the test split is too
+    small to judge non-inferiority. The rows it would need scale the CI half-width to the
+    tolerance (a bootstrap CI narrows as 1/sqrt(rows))."""
     notes = []
     for metric, ci in comparison.items():
         half = (ci["hi"] - ci["lo"]) / 2.0
-        if half > tolerance:
+        undecided = ci["lo"] <= -tolerance < ci["hi"]
+        if half > tolerance and undecided:
             needed = int(np.ceil(rows * (half / tolerance) ** 2))
             notes.append(
                 f"{metric}: the {confidence:.0%} CI's half-width {half:.3f} is wider than the tolerance "
