@@ -55,7 +55,7 @@ summary: $(STAMP)
 	@nextbuy summary
 
 test: $(STAMP)
-	pytest -q
+	pytest -q -n auto --dist loadfile
 
 # The docker compose stack for real (needs a Docker engine with the compose plugin): build,
 # up, train on Celery, champion in MLflow, monitoring in Evidently, 2 workers, down -v.

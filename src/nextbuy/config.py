@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 import yaml
@@ -347,7 +347,53 @@ def model_of(dotted: str) -> type[_Section]:
     return model
 
 
-def section_config(params: Mapping[str, Any], dotted: str, **changes: Any) -> _Section:
+@overload
+def section_config(params: Mapping[str, Any], dotted: Literal["ingest"], **changes: Any) -> IngestConfig: ...
+
+
+@overload
+def section_config(
+    params: Mapping[str, Any], dotted: Literal["label_delay"], **changes: Any
+) -> LabelDelayConfig: ...
+
+
+@overload
+def section_config(params: Mapping[str, Any], dotted: Literal["train"], **changes: Any) -> TrainConfig: ...
+
+
+@overload
+def section_config(
+    params: Mapping[str, Any], dotted: Literal["calibrate"], **changes: Any
+) -> CalibrateConfig: ...
+
+
+@overload
+def section_config(
+    params: Mapping[str, Any], dotted: Literal["thresholds"], **changes: Any
+) -> ThresholdsConfig: ...
+
+
+@overload
+def section_config(params: Mapping[str, Any], dotted: Literal["deploy"], **changes: Any) -> DeployConfig: ...
+
+
+@overload
+def section_config(
+    params: Mapping[str, Any], dotted: Literal["traffic"], **changes: Any
+) -> TrafficConfig: ...
+
+
+@overload
+def section_config(
+    params: Mapping[str, Any], dotted: Literal["monitor"], **changes: Any
+) -> MonitorConfig: ...
+
+
+@overload
+def section_config(params: Mapping[str, Any], dotted: str, **changes: Any) -> Any: ...
+
+
+def section_config(params: Mapping[str, Any], dotted: str, **changes: Any) -> Any:
     """Validate ``params[dotted]`` (every key required), with ``changes`` applied on top
     (a nested section given as a dict is merged key by key)."""
     node: Any = params
@@ -369,6 +415,42 @@ def merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]
 def with_changes(section: S, **changes: Any) -> S:
     """A validated copy of ``section`` with some fields changed (bounds checked again)."""
     return type(section).model_validate(merge(section.model_dump(), changes))
+
+
+@overload
+def load_section(name: Literal["ingest"], params_file: str | os.PathLike = ...) -> IngestConfig: ...
+
+
+@overload
+def load_section(name: Literal["label_delay"], params_file: str | os.PathLike = ...) -> LabelDelayConfig: ...
+
+
+@overload
+def load_section(name: Literal["train"], params_file: str | os.PathLike = ...) -> TrainConfig: ...
+
+
+@overload
+def load_section(name: Literal["calibrate"], params_file: str | os.PathLike = ...) -> CalibrateConfig: ...
+
+
+@overload
+def load_section(name: Literal["thresholds"], params_file: str | os.PathLike = ...) -> ThresholdsConfig: ...
+
+
+@overload
+def load_section(name: Literal["deploy"], params_file: str | os.PathLike = ...) -> DeployConfig: ...
+
+
+@overload
+def load_section(name: Literal["traffic"], params_file: str | os.PathLike = ...) -> TrafficConfig: ...
+
+
+@overload
+def load_section(name: Literal["monitor"], params_file: str | os.PathLike = ...) -> MonitorConfig: ...
+
+
+@overload
+def load_section(name: str, params_file: str | os.PathLike = ...) -> _Section: ...
 
 
 def load_section(name: str, params_file: str | os.PathLike = PARAMS_FILE) -> _Section:

@@ -165,6 +165,9 @@ def _anchor(heading: str) -> str:
 # --- cli -----------------------------------------------------------------------------------------
 
 
+SHELL_OPTIONS = {"help", "install_completion", "show_completion"}
+
+
 def cli_commands(root: Path = Path(".")) -> list[tuple[str, Any]]:
     """``(path, click command)`` of every ``nextbuy`` command and group, depth first, in help order.
 
@@ -246,7 +249,8 @@ def render_cli(root: Path) -> str:
             lines.append(_paragraphs(help_text) + "\n")
         if _is_group(command):
             continue
-        params = [p for p in command.params if p.name != "help"]
+        # Typer adds the completion options only where it detects a shell: not the CLI's own.
+        params = [p for p in command.params if p.name not in SHELL_OPTIONS]
         if not params:
             lines.append("No options.\n")
             continue

@@ -137,11 +137,23 @@ def test_refused_release_shows_the_reasons(tmp_path):
     assert headline.startswith("nextbuy v4 REFUSED: recall 0.01 < 0.05; auc below champion")
 
 
-def test_a_champion_of_another_catalogue_is_said_to_be_not_compared(tmp_path):
+def test_a_champion_not_compared_is_said_so_with_the_reason(tmp_path):
     write_metrics(tmp_path, deploy={**METRICS["deploy"], "champion_comparable": False})
     headline = summary(tmp_path)["deploy"]
-    assert "champion = v3; the champion before it was of another or an unrecorded catalogue" in headline
-    assert headline.endswith("not compared, floors only")
+    assert headline.endswith(
+        "champion = v3; the champion before it was not compared (floors only): "
+        "of another or an unrecorded catalogue"
+    )
+    why = (
+        "champion v2 is not comparable with the candidate: 17 of the 900 test rows were in its training data"
+    )
+    write_metrics(
+        tmp_path, deploy={**METRICS["deploy"], "champion_comparable": False, "not_comparable_reason": why}
+    )
+    assert summary(tmp_path)["deploy"].endswith(f"not compared (floors only): {why}")
+    notes = ["auc: the 95% CI's half-width 0.050 is wider than the tolerance 0.020"]
+    write_metrics(tmp_path, deploy={**METRICS["deploy"], "notes": notes})
+    assert summary(tmp_path)["deploy"].endswith(f"champion = v3; NOTE {notes[0]}")
     write_metrics(tmp_path, deploy={**METRICS["deploy"], "champion_comparable": True})
     assert summary(tmp_path)["deploy"].endswith("champion = v3")
 

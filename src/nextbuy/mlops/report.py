@@ -62,7 +62,8 @@ HEADLINES = {
         f"test recall {_pct(m['candidate']['recall'])}, AUC {_num(m['candidate']['auc'])}, "
         f"ECE {_num(m['candidate']['ece'])}; champion = v{m['champion_version']}"
         + (
-            f"; the champion before it was not compared (floors only): {m.get('not_comparable_reason')}"
+            "; the champion before it was not compared (floors only): "
+            + (m.get("not_comparable_reason") or "of another or an unrecorded catalogue")
             if m.get("champion_comparable") is False
             else ""
         )
