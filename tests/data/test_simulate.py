@@ -12,12 +12,10 @@ from pydantic import ValidationError
 from scipy.special import logit
 
 from nextbuy.config import with_changes
-from nextbuy.data import simulate
 from nextbuy.data.simulate import (
     PAIR_NOISE,
     StoreWorld,
     Window,
-    _pair_noise,
     complement_relations,
     conversion_probability,
     simulate_store,
@@ -25,6 +23,9 @@ from nextbuy.data.simulate import (
     simulate_world,
     world_from_graph,
 )
+from nextbuy.data.simulator import purchases as sim_purchases
+from nextbuy.data.simulator import traffic as sim_traffic
+from nextbuy.data.simulator.traffic import _pair_noise
 from nextbuy.mlops import io, schemas
 from tests.helpers import config
 
@@ -410,7 +411,8 @@ def test_launch_rate_zero_is_the_store_without_launches(monkeypatch):
     world, traffic = simulate_store(still, seed=3)
     assert launched_at(world).isna().all()
     # The launch machinery is inert: switching it off entirely changes no table bit for bit.
-    monkeypatch.setattr(simulate, "_not_before", lambda rng, t_ns, earliest_ns, end_ns: t_ns)
+    for module in (sim_purchases, sim_traffic):  # where the purchases and the impressions look it up
+        monkeypatch.setattr(module, "_not_before", lambda rng, t_ns, earliest_ns, end_ns: t_ns)
     again_world, again_traffic = simulate_store(still, seed=3)
     pd.testing.assert_frame_equal(world.truth_products, again_world.truth_products)
     pd.testing.assert_frame_equal(world.edges, again_world.edges)

@@ -13,10 +13,9 @@ from hypothesis import strategies as st
 from scipy.special import expit, logit
 
 from nextbuy.config import ThresholdsConfig
+from nextbuy.domain.decision_crossfit import _folds
 from nextbuy.domain.decisions import (
     Thresholds,
-    _folds,
-    candidate_thresholds,
     cross_fitted_bucket_thresholds,
     cut_points,
     fit_bucket_thresholds,
@@ -127,8 +126,6 @@ def test_both_policies_choose_among_the_same_cut_points(problem):
     score, bucket, label, n_buckets, target, n_candidates, min_positives = problem
     grid = cut_points(score, n_candidates)
     np.testing.assert_array_equal(grid, brute_cuts(score, n_candidates))
-    for cands in candidate_thresholds(score, bucket, n_buckets, n_candidates):
-        np.testing.assert_array_equal(cands, np.concatenate([[np.inf], grid[::-1]]))
     fitted = fit_bucket_thresholds(score, bucket, label, n_buckets, target, n_candidates, min_positives)
     on_grid = set(grid) | {np.inf}
     assert fitted.single.threshold in on_grid

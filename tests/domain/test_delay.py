@@ -111,7 +111,7 @@ def test_fit_recovers_median_delay(fitted):
         got = model.median_delay(row)[0]
         assert abs(got / want - 1.0) < 0.15, (carted, got, want)
         # The survival function agrees with the median it implies.
-        assert model.survival(np.array([got]), row)[0] == pytest.approx(0.5, abs=1e-9)
+        assert np.exp(model.log_survival(np.array([got]), row))[0] == pytest.approx(0.5, abs=1e-9)
 
 
 def test_expected_label_corrects_recent_positivity(fitted):

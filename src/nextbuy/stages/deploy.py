@@ -37,49 +37,47 @@ a new first champion would be judged on the floors only.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import warnings
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-import yaml
 
-import nextbuy
 from nextbuy import paths
 from nextbuy.config import DeployConfig, load_section
 from nextbuy.domain import catalogue, delay, gate
 from nextbuy.domain import split as session_split
 from nextbuy.mlops import io, schemas, tracking
+from nextbuy.mlops.first_release import FIRST_RELEASE_ENV, check_first_release, prepare_registry
+from nextbuy.mlops.publishing import (
+    SERVING_PACKAGES,
+    input_example,
+    lineage,
+    log_serving_model,
+    publish,
+    serving_requirements,
+)
+
+__all__ = [
+    "FIRST_RELEASE_ENV",
+    "SERVING_PACKAGES",
+    "Champion",
+    "check_first_release",
+    "current_champion",
+    "evaluation_rows",
+    "input_example",
+    "judge",
+    "learned_test_rows",
+    "lineage",
+    "log_serving_model",
+    "prepare_registry",
+    "publish",
+    "run",
+    "serving_requirements",
+    "store_products",
+]
 
 log = logging.getLogger(__name__)
-
-# What the pyfunc needs at load time besides its bundled code (src/nextbuy), pinned
-# to this environment. Listing them skips MLflow's requirement inference, which
-# re-imports the model in a subprocess (~8 s).
-SERVING_PACKAGES = (
-    "mlflow",
-    "numpy",
-    "pandas",
-    "scikit-learn",
-    "scipy",
-    "pandera",
-    "pydantic",
-    "pyyaml",
-    "faiss-cpu",
-)
-# Set (1/true/yes) to seed a new first champion although an earlier release is on record.
-FIRST_RELEASE_ENV = "NEXTBUY_FIRST_RELEASE"
-
-
-def serving_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
 
 
 def evaluation_rows(weighted: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -166,203 +164,6 @@ def current_champion(client, model_name: str, store: pd.DataFrame, rows: pd.Data
         log.warning("deploy: %s %s", model_name, incomparable)
         return Champion(version, recorded, None, incomparable, learned)
     return Champion(version, recorded, registry.load_version(model_name, version), None, learned)
-
-
-def _sha256(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
-
-
-def lineage(params_file: str) -> dict:
-    """Where this model came from: code, pipeline state, data and every param."""
-    data = hashlib.sha256()
-    for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS):
-        data.update(p.read_bytes())
-    return {
-        **tracking.lineage_tags(),
-        "dvc_lock_sha256": _sha256(Path("dvc.lock")),
-        "data_sha256": data.hexdigest(),
-        "params": yaml.safe_load(Path(params_file).read_text()) if Path(params_file).exists() else {},
-    }
-
-
-def input_example(n_products: int) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    return pd.DataFrame(
-        {"source_id": rng.integers(0, n_products, 5), "candidate_id": rng.integers(0, n_products, 5)}
-    )
-
-
-def log_serving_model(
-    bundle, model_name: str, moments: Path, calibration: Path, thresholds: Path, tags: dict | None = None
-) -> str:
-    """Log the pyfunc (signature, example, code, pinned requirements, and the bundle's top-K
-    retrieval settings as ``retrieval.json`` when it has them) and register it with ``tags``
-    and the SHA-256 of every file of the logged model, as downloaded back from the artifact
-    store (``serving.artifact_tags``), created together in one write; returns the version.
-    Call inside an active MLflow run."""
-    import tempfile
-
-    import mlflow
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ParamSchema, ParamSpec
-
-    from nextbuy.mlops.serving import RETRIEVAL_FILE, NextbuyModel, artifact_tags
-
-    example = input_example(bundle.n_products)
-    with warnings.catch_warnings():
-        # Product ids are never missing (validate_request refuses them), so int64 is the right schema.
-        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        outputs = infer_signature(
-            example, bundle.score(example["source_id"], example["candidate_id"])
-        ).outputs
-    # No input schema: MLflow then hands predict the request's columns as sent, and
-    # validate_request checks them (pairs: source_id, candidate_id; top-K: source_id only),
-    # refusing extra columns and non-integer ids (1.5 is not coerced to 1) with a message.
-    # A declared schema made MLflow drop undeclared columns silently and refuse every CSV
-    # body (ids typed Any). Params keep their schema: MLflow checks top_k's type, and drops
-    # unknown params before predict.
-    signature = ModelSignature(
-        inputs=None,
-        outputs=outputs,
-        params=ParamSchema([ParamSpec("top_k", "long", 0)]),
-    )
-    artifacts = {"moments": str(moments), "calibration": str(calibration), "thresholds": str(thresholds)}
-    with tempfile.TemporaryDirectory() as settings_dir:
-        if bundle.retrieval is not None:
-            artifacts["retrieval"] = str(Path(settings_dir) / RETRIEVAL_FILE)
-            io.write_json(bundle.retrieval.model_dump(), artifacts["retrieval"])
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=NextbuyModel(),
-            artifacts=artifacts,
-            signature=signature,
-            input_example=example,
-            code_paths=[str(Path(nextbuy.__file__).parent)],
-            pip_requirements=serving_requirements(),
-        )
-    with tempfile.TemporaryDirectory() as tmp:  # the files as loaders will download them
-        recorded = artifact_tags(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp))
-    return str(mlflow.register_model(info.model_uri, model_name, tags={**(tags or {}), **recorded}).version)
-
-
-def _tags(blessing: dict) -> dict[str, str]:
-    flat = {
-        "passed": str(blessing["passed"]).lower(),
-        "reasons": "; ".join(blessing["reasons"]) or "all checks hold",
-    }
-    for who in ("candidate", "champion"):
-        for k, v in (blessing[who] or {}).items():
-            flat[f"{who}.{k}"] = "n/a" if v is None else f"{v:.4f}"
-    if blessing.get("champion_comparable") is not None:
-        flat["champion_comparable"] = str(blessing["champion_comparable"]).lower()
-    if blessing.get("not_comparable_reason"):
-        flat["not_comparable_reason"] = blessing["not_comparable_reason"]
-    if blessing.get("champion_training_overlap") is not None:
-        flat["champion_training_overlap"] = str(blessing["champion_training_overlap"])
-    if blessing.get("notes"):
-        flat["gate_notes"] = "; ".join(blessing["notes"])
-    for k, v in blessing["lineage"].items():
-        flat[f"lineage.{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)
-    return flat
-
-
-def first_release_allowed() -> bool:
-    return os.environ.get(FIRST_RELEASE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _blessing_evidence(model_name: str) -> str | None:
-    try:
-        earlier = json.loads(paths.BLESSING.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(earlier, dict) or earlier.get("version") is None:
-        return None
-    if earlier.get("model_name", model_name) != model_name:
-        return None
-    return f"{paths.BLESSING} records v{earlier['version']}"
-
-
-def _lock_evidence(model_name: str, lock: Path = Path("dvc.lock")) -> str | None:
-    try:
-        stage = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get("deploy")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-    if not isinstance(stage, dict):
-        return None
-    recorded = ((stage.get("params") or {}).get("params.yaml") or {}).get("deploy") or {}
-    if recorded.get("model_name", model_name) != model_name:
-        return None
-    return f"{lock} records a finished deploy"
-
-
-def earlier_release_evidence(model_name: str) -> list[str]:
-    """What says ``model_name`` was released before: blessing.json (a version), dvc.lock (a deploy)."""
-    return [e for e in (_blessing_evidence(model_name), _lock_evidence(model_name)) if e]
-
-
-def check_first_release(client, model_name: str) -> None:
-    """Refuse to seed a first champion on floors only when an earlier release is on record."""
-    from nextbuy.mlops import registry
-
-    if registry.has_release(client, model_name) or first_release_allowed():
-        return
-    evidence = earlier_release_evidence(model_name)
-    if evidence:
-        raise io.DataError(
-            tracking.tracking_uri(),
-            f"no release of model '{model_name}' in this MLflow store, but "
-            + " and ".join(evidence)
-            + ": the registry was lost or MLFLOW_TRACKING_URI points elsewhere. Restore it, or seed a "
-            f"new first champion judged on the floors only: nextbuy deploy --first-release "
-            f"(under dvc repro / Airflow: {FIRST_RELEASE_ENV}=1).",
-        )
-
-
-def prepare_registry(client, model_name: str) -> None:
-    """Before judging: repair what a killed deploy left, refuse a silent re-seed."""
-    from nextbuy.mlops import registry
-
-    for version in registry.sweep_orphans(client, model_name):
-        log.warning(
-            "deploy: %s v%s was left incomplete by a deploy that did not finish: marked '%s', ignored",
-            model_name,
-            version,
-            registry.ORPHANED,
-        )
-    check_first_release(client, model_name)
-
-
-def recorded_artifacts(client, name: str, version: str) -> dict:
-    """What the registry records of a version's files, for the blessing: the digest and
-    every file's SHA-256 (``nextbuy verify-model`` checks a download against them)."""
-    from nextbuy.mlops.serving import ARTIFACT_MANIFEST, ARTIFACT_SHA256, parse_manifest
-
-    tags = client.get_model_version(name, str(version)).tags
-    return {
-        ARTIFACT_SHA256: tags.get(ARTIFACT_SHA256),
-        "files": parse_manifest(tags.get(ARTIFACT_MANIFEST, "")),
-    }
-
-
-def publish(client, candidate, blessing: dict) -> str:
-    """Register the candidate carrying its verdict (complete=false), then move the aliases;
-    ``complete=true`` comes last (registry.release). Call inside an active MLflow run."""
-    from nextbuy.mlops import registry
-
-    name = blessing["model_name"]
-    tags = {key: value[:4000] for key, value in _tags(blessing).items()} | {
-        registry.COMPLETE: "false",
-        registry.CATALOGUE: blessing["catalogue"],
-    }
-    if blessing.get("training_data"):
-        tags[registry.TRAINING_DATA] = json.dumps(blessing["training_data"], sort_keys=True)
-    version = log_serving_model(
-        candidate, name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL, tags=tags
-    )
-    blessing["version"] = version
-    blessing["artifacts"] = recorded_artifacts(client, name, version)
-    blessing["action"] = registry.release(client, name, version, blessing["passed"])
-    return version
 
 
 def run(params_file: str = "params.yaml") -> dict:

@@ -1,0 +1,114 @@
+"""The fitted delay model: P(eventual conversion) and the conversion-delay distribution
+(lognormal or Weibull), both linear in the standardised signals; pure numpy/scipy, so serving
+never needs torch (see nextbuy.domain.delay)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+FAMILIES = ("lognormal", "weibull")
+
+
+# Delays and elapsed times are clipped away from 0 so log(t) stays finite.
+_MIN_DAYS = 1e-6
+
+
+def _standardised(frame: pd.DataFrame, columns: Sequence[str], center, scale) -> np.ndarray:
+    """[1, (x - center) / scale] for the model's columns: the design of all three linear parts."""
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise ValueError(f"signals lack column(s) {missing} the delay model was fitted on")
+    x = frame[list(columns)].to_numpy(dtype=np.float64).reshape(len(frame), len(columns))
+    if not np.isfinite(x).all():
+        bad = sorted({columns[j] for j in np.flatnonzero(~np.isfinite(x).all(axis=0))})
+        raise ValueError(f"signal column(s) {bad} hold NaN or infinite values")
+    return np.hstack([np.ones((len(frame), 1)), (x - center) / scale])
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: array fields make field-wise == ambiguous
+class DelayModel:
+    """Fitted eventual-conversion + delay model over the signal ``columns``.
+
+    ``center`` / ``scale`` standardise the columns (fit-row mean and std);
+    ``conv_coef`` (1+k,): logistic coefficients on ``[1, z]``; ``delay_coef`` (2, 1+k):
+    row 0 = location on ``[1, z]`` (lognormal: mu of log-delay; weibull: log scale),
+    row 1 = log-scale (lognormal: log sigma; weibull: log shape). Delays in days.
+    """
+
+    family: str
+    columns: tuple[str, ...]
+    center: np.ndarray
+    scale: np.ndarray
+    conv_coef: np.ndarray
+    delay_coef: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown delay family {self.family!r}; expected one of {FAMILIES}")
+        k = len(self.columns)
+        object.__setattr__(self, "columns", tuple(self.columns))
+        for name, shape in (
+            ("center", (k,)),
+            ("scale", (k,)),
+            ("conv_coef", (k + 1,)),
+            ("delay_coef", (2, k + 1)),
+        ):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64).reshape(shape))
+
+    def design(self, signals: pd.DataFrame) -> np.ndarray:
+        return _standardised(signals, self.columns, self.center, self.scale)
+
+    # --- conversion -------------------------------------------------------
+    def logit(self, signals: pd.DataFrame) -> np.ndarray:
+        return self.design(signals) @ self.conv_coef
+
+    def p_convert(self, signals: pd.DataFrame) -> np.ndarray:
+        """P(eventual conversion | signals)."""
+        return special.expit(self.logit(signals))
+
+    # --- delay ------------------------------------------------------------
+    def _loc_logscale(self, signals: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        z = self.design(signals)
+        return z @ self.delay_coef[0], z @ self.delay_coef[1]
+
+    def log_survival(self, t_days: np.ndarray, signals: pd.DataFrame) -> np.ndarray:
+        """log P(delay > t | converts)."""
+        loc, log_scale = self._loc_logscale(signals)
+        return _log_survival(self.family, np.asarray(t_days, dtype=np.float64), loc, log_scale)
+
+    def median_delay(self, signals: pd.DataFrame) -> np.ndarray:
+        """Median conversion delay in days (given it converts)."""
+        loc, log_scale = self._loc_logscale(signals)
+        if self.family == "lognormal":
+            return np.exp(loc)
+        return np.exp(loc) * np.log(2.0) ** np.exp(-log_scale)
+
+    # --- persistence ------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "columns": list(self.columns),
+            "center": self.center.tolist(),
+            "scale": self.scale.tolist(),
+            "conv_coef": self.conv_coef.tolist(),
+            "delay_coef": self.delay_coef.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DelayModel:
+        return cls(**{k: d[k] for k in ("family", "columns", "center", "scale", "conv_coef", "delay_coef")})
+
+
+def _log_survival(family: str, t: np.ndarray, loc: np.ndarray, log_scale: np.ndarray) -> np.ndarray:
+    log_t = np.log(np.maximum(t, _MIN_DAYS))
+    if family == "lognormal":
+        return special.log_ndtr(-(log_t - loc) / np.exp(log_scale))
+    # weibull: S = exp(-(t/lambda)^k), lambda = exp(loc), k = exp(log_scale)
+    with np.errstate(over="ignore"):  # overflow means S = 0, which -inf encodes
+        return -np.exp(np.exp(log_scale) * (log_t - loc))

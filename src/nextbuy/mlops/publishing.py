@@ -1,0 +1,169 @@
+"""Publishing a deployed model: its lineage, the logged serving pyfunc with pinned requirements and
+file digests, and the registry write that carries its verdict (see ``nextbuy.stages.deploy``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+import nextbuy
+from nextbuy import paths
+from nextbuy.mlops import io, tracking
+
+# What the pyfunc needs at load time besides its bundled code (src/nextbuy), pinned
+# to this environment. Listing them skips MLflow's requirement inference, which
+# re-imports the model in a subprocess (~8 s).
+SERVING_PACKAGES = (
+    "mlflow",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "pandera",
+    "pydantic",
+    "pyyaml",
+    "faiss-cpu",
+)
+
+
+def serving_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def lineage(params_file: str) -> dict:
+    """Where this model came from: code, pipeline state, data and every param."""
+    data = hashlib.sha256()
+    for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS):
+        data.update(p.read_bytes())
+    return {
+        **tracking.lineage_tags(),
+        "dvc_lock_sha256": _sha256(Path("dvc.lock")),
+        "data_sha256": data.hexdigest(),
+        "params": yaml.safe_load(Path(params_file).read_text()) if Path(params_file).exists() else {},
+    }
+
+
+def input_example(n_products: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {"source_id": rng.integers(0, n_products, 5), "candidate_id": rng.integers(0, n_products, 5)}
+    )
+
+
+def log_serving_model(
+    bundle, model_name: str, moments: Path, calibration: Path, thresholds: Path, tags: dict | None = None
+) -> str:
+    """Log the pyfunc (signature, example, code, pinned requirements, and the bundle's top-K
+    retrieval settings as ``retrieval.json`` when it has them) and register it with ``tags``
+    and the SHA-256 of every file of the logged model, as downloaded back from the artifact
+    store (``serving.artifact_tags``), created together in one write; returns the version.
+    Call inside an active MLflow run."""
+    import tempfile
+
+    import mlflow
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ParamSchema, ParamSpec
+
+    from nextbuy.mlops.serving import RETRIEVAL_FILE, NextbuyModel, artifact_tags
+
+    example = input_example(bundle.n_products)
+    with warnings.catch_warnings():
+        # Product ids are never missing (validate_request refuses them), so int64 is the right schema.
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        outputs = infer_signature(
+            example, bundle.score(example["source_id"], example["candidate_id"])
+        ).outputs
+    # No input schema: MLflow then hands predict the request's columns as sent, and
+    # validate_request checks them (pairs: source_id, candidate_id; top-K: source_id only),
+    # refusing extra columns and non-integer ids (1.5 is not coerced to 1) with a message.
+    # A declared schema made MLflow drop undeclared columns silently and refuse every CSV
+    # body (ids typed Any). Params keep their schema: MLflow checks top_k's type, and drops
+    # unknown params before predict.
+    signature = ModelSignature(
+        inputs=None,
+        outputs=outputs,
+        params=ParamSchema([ParamSpec("top_k", "long", 0)]),
+    )
+    artifacts = {"moments": str(moments), "calibration": str(calibration), "thresholds": str(thresholds)}
+    with tempfile.TemporaryDirectory() as settings_dir:
+        if bundle.retrieval is not None:
+            artifacts["retrieval"] = str(Path(settings_dir) / RETRIEVAL_FILE)
+            io.write_json(bundle.retrieval.model_dump(), artifacts["retrieval"])
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=NextbuyModel(),
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+            code_paths=[str(Path(nextbuy.__file__).parent)],
+            pip_requirements=serving_requirements(),
+        )
+    with tempfile.TemporaryDirectory() as tmp:  # the files as loaders will download them
+        recorded = artifact_tags(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp))
+    return str(mlflow.register_model(info.model_uri, model_name, tags={**(tags or {}), **recorded}).version)
+
+
+def _tags(blessing: dict) -> dict[str, str]:
+    flat = {
+        "passed": str(blessing["passed"]).lower(),
+        "reasons": "; ".join(blessing["reasons"]) or "all checks hold",
+    }
+    for who in ("candidate", "champion"):
+        for k, v in (blessing[who] or {}).items():
+            flat[f"{who}.{k}"] = "n/a" if v is None else f"{v:.4f}"
+    if blessing.get("champion_comparable") is not None:
+        flat["champion_comparable"] = str(blessing["champion_comparable"]).lower()
+    if blessing.get("not_comparable_reason"):
+        flat["not_comparable_reason"] = blessing["not_comparable_reason"]
+    if blessing.get("champion_training_overlap") is not None:
+        flat["champion_training_overlap"] = str(blessing["champion_training_overlap"])
+    if blessing.get("notes"):
+        flat["gate_notes"] = "; ".join(blessing["notes"])
+    for k, v in blessing["lineage"].items():
+        flat[f"lineage.{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)
+    return flat
+
+
+def recorded_artifacts(client, name: str, version: str) -> dict:
+    """What the registry records of a version's files, for the blessing: the digest and
+    every file's SHA-256 (``nextbuy verify-model`` checks a download against them)."""
+    from nextbuy.mlops.serving import ARTIFACT_MANIFEST, ARTIFACT_SHA256, parse_manifest
+
+    tags = client.get_model_version(name, str(version)).tags
+    return {
+        ARTIFACT_SHA256: tags.get(ARTIFACT_SHA256),
+        "files": parse_manifest(tags.get(ARTIFACT_MANIFEST, "")),
+    }
+
+
+def publish(client, candidate, blessing: dict) -> str:
+    """Register the candidate carrying its verdict (complete=false), then move the aliases;
+    ``complete=true`` comes last (registry.release). Call inside an active MLflow run."""
+    from nextbuy.mlops import registry
+
+    name = blessing["model_name"]
+    tags = {key: value[:4000] for key, value in _tags(blessing).items()} | {
+        registry.COMPLETE: "false",
+        registry.CATALOGUE: blessing["catalogue"],
+    }
+    if blessing.get("training_data"):
+        tags[registry.TRAINING_DATA] = json.dumps(blessing["training_data"], sort_keys=True)
+    version = log_serving_model(
+        candidate, name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL, tags=tags
+    )
+    blessing["version"] = version
+    blessing["artifacts"] = recorded_artifacts(client, name, version)
+    blessing["action"] = registry.release(client, name, version, blessing["passed"])
+    return version
