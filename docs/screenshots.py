@@ -42,6 +42,13 @@ CHROMIUM_FLAGS = (
 )
 
 
+def evidently_project(workspace: Path) -> str:
+    """The on-call project's page (``projects/<id>``): the one project folder of the workspace the
+    monitor stage fills; the project list when there is none or several."""
+    folders = [p for p in workspace.iterdir() if p.is_dir()] if workspace.is_dir() else []
+    return f"projects/{folders[0].name}" if len(folders) == 1 else ""
+
+
 def shots(args: argparse.Namespace) -> dict[str, str]:
     """Image name -> URL of each page to take."""
     airflow = f"http://127.0.0.1:{args.airflow_port}/dags/nextbuy_training"
@@ -50,7 +57,7 @@ def shots(args: argparse.Namespace) -> dict[str, str]:
     return {
         "airflow-grid": airflow,
         "mlflow-model-version": f"http://127.0.0.1:{args.mlflow_port}/#/models/{args.model}/versions/{args.version}",
-        "evidently-dashboard": f"http://127.0.0.1:{args.evidently_port}/",
+        "evidently-dashboard": f"http://127.0.0.1:{args.evidently_port}/{evidently_project(args.workspace)}",
         "dvc-plots": (ROOT / "dvc_plots" / "index.html").as_uri(),
     }
 
@@ -102,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="nextbuy", help="registered model name")
     parser.add_argument("--version", default="1", help="model version to show")
     parser.add_argument("--evidently-port", type=int, default=8000, help="Evidently UI port")
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        default=ROOT / "monitoring" / "workspace",
+        help="Evidently workspace (its one project is shot)",
+    )
     parser.add_argument("--only", action="append", default=[], help="take only this image (repeatable)")
     args = parser.parse_args(argv)
 
