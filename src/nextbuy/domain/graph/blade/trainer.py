@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from nextbuy.domain.graph.blade.model import BladeModel
+from nextbuy.domain.graph.blade.progress import PhaseClock, epoch_bar
 from nextbuy.domain.graph.blade.stopping import EarlyStopping, Validation, check_same_run
 from nextbuy.domain.graph.blade.structures import (
     Architecture,
@@ -144,6 +143,7 @@ class BladeTraining:
         self.stopping = EarlyStopping(validate, graph, schedule, collective)
         self.max_epochs = int(schedule.epochs)
         self.history: list[dict] = []  # one row per epoch
+        self.clock = PhaseClock(schedule.epochs)  # what the progress bar says of time spent and left
         self.stopped = self.max_epochs <= 0
 
     def _seeded_model(self, architecture: Architecture) -> BladeModel:
@@ -209,11 +209,10 @@ class BladeTraining:
         steps = max(1, math.ceil(max(len(self.conv), sup.numel()) / bs))
         link_bs = math.ceil(sup.numel() / steps)
         losses = _EpochLosses()
-        # Off a terminal (DVC, Airflow logs) refresh rarely so logs stay readable.
         # ``progress`` may name the phase (EM round, ensemble member): each phase counts its epochs.
         phase = f"{progress}: " if isinstance(progress, str) else "blade "
-        bar = tqdm(range(steps), desc=f"{phase}epoch {epoch + 1}/{self.schedule.epochs}", leave=False,
-                   disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 10.0)  # fmt: skip
+        desc = f"{phase}epoch {epoch + 1}/{self.schedule.epochs} ({self.clock.describe(epoch)})"
+        bar = epoch_bar(steps, desc, bool(progress))
         for step in bar:
             edges = self._share(sup[step * link_bs : (step + 1) * link_bs])
             self._step(index, self._share(perm_c[step * bs : (step + 1) * bs]), edges, losses)

@@ -1,0 +1,67 @@
+"""Training's progress bar: on a terminal a live tqdm bar; off one (DVC's output, an Airflow
+task log, a container's log) one line per refresh, at least every ``LOG_INTERVAL_S``, naming
+the phase and epoch, the time spent and an estimate of the time left, so a slow run shows it
+is alive."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from tqdm.auto import tqdm
+
+LOG_INTERVAL_S = 30.0  # off a terminal: at most one line per epoch bar this often
+
+
+class LineStream:
+    """A stream for tqdm off a terminal: each refresh (tqdm's ``\\r``-led redraw) becomes one
+    whole line, and the blank redraw that clears a finished bar is dropped. Log readers take
+    output line by line, so a bar redrawn in place would otherwise show nothing until the end."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        for part in text.replace("\r", "\n").split("\n"):
+            if part.strip():
+                self.stream.write(part.rstrip() + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class PhaseClock:
+    """Time spent in a training phase and, from the mean epoch so far, the time its remaining
+    epochs would take (an upper bound: early stopping may end the phase sooner)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs, self.started = int(epochs), time.monotonic()
+
+    def describe(self, done: int) -> str:
+        spent = time.monotonic() - self.started
+        if done == 0:
+            return f"{_clock(spent)} in"
+        left = spent / done * (self.epochs - done)
+        return f"{_clock(spent)} in, at most {_clock(left)} left"
+
+
+def epoch_bar(steps: int, desc: str, enabled: bool) -> tqdm:
+    """The bar of one epoch's ``steps``: live on a terminal, a line every ``LOG_INTERVAL_S``
+    (and one as it starts) off it."""
+    live = sys.stderr.isatty()
+    return tqdm(
+        range(steps),
+        desc=desc,
+        leave=False,
+        disable=not enabled,
+        mininterval=0.1 if live else LOG_INTERVAL_S,
+        file=sys.stderr if live else LineStream(sys.stderr),
+    )
