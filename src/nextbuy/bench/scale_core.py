@@ -147,7 +147,8 @@ class SageModel(BladeModel):
         width = 2 * self.dim
         self.sage = GraphSAGE(width, width, num_layers=self.hops, out_channels=width, dropout=self.dropout)
 
-    def index(self, graph: DirectedGraph) -> SageIndex:
+    # The model builds the index its own encode() reads; the loop only hands it back.
+    def index(self, graph: DirectedGraph) -> SageIndex:  # type: ignore[override]
         return SageIndex(
             CSR.from_edges(graph.src, graph.dst, graph.n_nodes),
             CSR.from_edges(graph.dst, graph.src, graph.n_nodes),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from nextbuy.domain.graph.blade.model import BladeModel
@@ -37,7 +37,7 @@ def _is_edge(keys: Tensor, u: Tensor, v: Tensor, n: int) -> Tensor:
     return keys[pos] == q
 
 
-def _decay_touched_rows(weight: nn.Parameter, decay: float) -> None:
+def _decay_touched_rows(weight: Tensor, decay: float) -> None:
     """Adam's L2 weight decay (``grad += decay * weight``) on the rows in ``weight``'s sparse
     gradient only: the rows a step touched, as lazy Adam updates them."""
     grad = weight.grad
