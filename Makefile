@@ -64,10 +64,11 @@ test: $(STAMP)
 stack-check: $(STAMP)
 	$(BIN)/python docker/stack_check.py
 
-# ruff (settings in pyproject.toml): lint and formatting must be clean; `make format` fixes what it can.
+# ruff and mypy (settings in pyproject.toml): lint, formatting and types must be clean; `make format` fixes what it can.
 lint: $(STAMP)
 	ruff check .
 	ruff format --check .
+	mypy src
 
 format: $(STAMP)
 	ruff check --fix .

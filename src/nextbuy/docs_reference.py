@@ -134,7 +134,7 @@ def render_params(root: Path) -> str:
         if own_doc:
             lines.append(f"{' '.join(own_doc.split())}\n")
         lines.append("\n| key | type | bounds | value | what it does |\n|---|---|---|---|---|")
-        subs = []
+        subs: list[tuple[type[BaseModel], str, dict]] = []
         for key, field in model.model_fields.items():
             sub = field.annotation
             if isinstance(sub, type) and issubclass(sub, BaseModel):
@@ -149,8 +149,8 @@ def render_params(root: Path) -> str:
                 f"{_cell(_value(node.get(key)))} | {_cell(comments.get(f'{dotted}.{key}', ''))} |"
             )
         lines.append("")
-        for sub in subs:
-            section(*sub)
+        for sub_model, sub_dotted, sub_node in subs:
+            section(sub_model, sub_dotted, sub_node)
 
     for name, model in SECTIONS.items():
         section(model, name, values.get(name) or {})
@@ -411,13 +411,13 @@ def render_stages(root: Path) -> str:
         lines.append("| plot | data | template |\n|---|---|---|")
         for entry in plots:
             for title, spec in entry.items():
-                data = ", ".join(f"`{f}`" for f in (spec.get("y") or {}))
-                lines.append(f"| {_cell(title)} | {_cell(data)} | `{spec.get('template', 'linear')}` |")
+                plotted = ", ".join(f"`{f}`" for f in (spec.get("y") or {}))
+                lines.append(f"| {_cell(title)} | {_cell(plotted)} | `{spec.get('template', 'linear')}` |")
     return "\n".join(lines).rstrip() + "\n"
 
 
 def _names(items: Any) -> list[str]:
-    out = []
+    out: list[str] = []
     for item in items or []:
         out.extend(item.keys() if isinstance(item, dict) else [str(item)])
     return out

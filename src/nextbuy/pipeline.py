@@ -6,24 +6,28 @@ same cores through the stage modules."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from nextbuy.config import SECTIONS, MonitorConfig, TrafficConfig
+from nextbuy.config import SECTIONS, IngestConfig, MonitorConfig, TrafficConfig, section_config
 from nextbuy.data.simulate import StoreWorld
 from nextbuy.domain import delay
 from nextbuy.domain.timeunits import DAY
 from nextbuy.stages import calibrate, ingest, label_delay, monitor, thresholds, traffic, train
 
+if TYPE_CHECKING:
+    from nextbuy.mlops.serving import ServingBundle
+
 
 @dataclass(frozen=True)
 class InMemoryRun:
     world: StoreWorld
-    config: dict  # validated sections by name
+    config: dict[str, Any]  # validated sections by name
     ingested: ingest.Ingested
     weighted: pd.DataFrame
     delay_model: delay.DelayModel
-    bundle: object  # serving.ServingBundle
+    bundle: ServingBundle
 
 
 def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
@@ -31,12 +35,13 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     from nextbuy.data.simulate import store_world
     from nextbuy.mlops.serving import ServingBundle
 
-    cfg = {name: model.model_validate(params.get(name) or {}) for name, model in SECTIONS.items()}
-    if cfg["ingest"].source != "simulated":
+    cfg = {name: section_config(params, name) for name in SECTIONS}
+    ingest_cfg: IngestConfig = cfg["ingest"]
+    if ingest_cfg.source != "simulated":
         raise ValueError("run_in_memory needs the simulated store")
-    data = ingest.ingest(cfg["ingest"])
+    data = ingest.ingest(ingest_cfg)
     world = store_world(
-        data.products, data.truth_products, data.edges, data.snapshot, cfg["ingest"].simulator.history_days
+        data.products, data.truth_products, data.edges, data.snapshot, ingest_cfg.simulator.history_days
     )
     weighted, delay_models = label_delay.weigh(
         data.impressions, data.snapshot, cfg["label_delay"], data.products, data.edges

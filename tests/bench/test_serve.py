@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from nextbuy.bench import serve
+from nextbuy.bench import serve, serve_rest
 from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
 from tests.helpers import config
 
@@ -104,14 +104,14 @@ def test_top_k_of_a_trained_bundle_is_read_from_a_pipeline_project(tmp_path):
 
 
 def test_latency_summary_of_a_load_level():
-    level = serve.latency_summary([1.0] * 98 + [10.0, 20.0], errors=2, seconds=2.0, clients=4)
+    level = serve_rest.latency_summary([1.0] * 98 + [10.0, 20.0], errors=2, seconds=2.0, clients=4)
     assert level["clients"] == 4
     assert level["requests"] == 102
     assert level["errors"] == 2
     assert level["rps"] == 50.0
     assert level["p50_ms"] == 1.0
     assert 10.0 <= level["p99_ms"] <= 20.0
-    empty = serve.latency_summary([], errors=3, seconds=1.0, clients=1)
+    empty = serve_rest.latency_summary([], errors=3, seconds=1.0, clients=1)
     assert empty["p99_ms"] is None
     assert empty["rps"] == 0.0
 
@@ -124,8 +124,8 @@ def test_load_levels_against_several_workers(tmp_path, monkeypatch):
 
     from nextbuy.bench import serving_fixtures as fixtures
 
-    monkeypatch.setattr(serve, "LOAD_CLIENTS", (1, 4))
-    monkeypatch.setattr(serve, "LOAD_REQUESTS", 24)
+    monkeypatch.setattr(serve_rest, "LOAD_CLIENTS", (1, 4))
+    monkeypatch.setattr(serve_rest, "LOAD_REQUESTS", 24)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with fixtures.mlflow_store(uri):
         files = write_bundle_files(tmp_path / "bundle", 500, 8, seed=0, retrieval=config("deploy.retrieval"))
@@ -134,13 +134,13 @@ def test_load_levels_against_several_workers(tmp_path, monkeypatch):
         bodies = [
             fixtures.invocations_body(
                 ["source_id", "candidate_id"],
-                [[1, int(c)] for c in rng.integers(0, 500, serve.REST_CANDIDATES)],
+                [[1, int(c)] for c in rng.integers(0, 500, serve_rest.REST_CANDIDATES)],
             )
-            for _ in range(serve.LOAD_REQUESTS + serve.REST_WARMUP * serve.LOAD_WORKERS)
+            for _ in range(serve_rest.LOAD_REQUESTS + serve_rest.REST_WARMUP * serve_rest.LOAD_WORKERS)
         ]
-        load = serve.bench_load(uri, tmp_path, bodies)
+        load = serve_rest.bench_load(uri, tmp_path, bodies)
     assert load["load_server_stopped"]
-    assert load["load_workers"] == serve.LOAD_WORKERS
+    assert load["load_workers"] == serve_rest.LOAD_WORKERS
     for key in ("load_levels", "load_levels_mlflow_path"):  # as served, and MLflow's path only
         assert [lv["clients"] for lv in load[key]] == [1, 4]
         for level in load[key]:

@@ -355,6 +355,7 @@ def request_cases(project: Project, tmp: Path) -> list[dict]:
     server = serving_fixtures.RestServer(uri, project.env["MLFLOW_TRACKING_URI"], tmp / "serve.log")
     rows = []
     with server:
+        assert server.proc is not None  # entering the block started it
         for request in fault_cases.requests(
             serving.MAX_REQUEST_ROWS, serving.MAX_TOP_K, rest_app.MAX_BODY_BYTES
         ):

@@ -43,7 +43,7 @@ def run(out: Path, params_file: str = "params.yaml") -> dict:
     first = after[0] if after else None
     window_end = (first["window"] + 1) * monitor_cfg.window_days if first else None
     figures = {
-        "detect_days": None if first is None else float(window_end - drift.start_day),
+        "detect_days": None if window_end is None else float(window_end - drift.start_day),
         "alert_bucket_correct": bool(first and first["bucket"] == drift.bucket),
         "false_alarms": len(clean_alerts),
         "naive_false_alarms": int(clean["naive_alert"].sum()),

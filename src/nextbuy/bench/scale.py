@@ -297,7 +297,7 @@ def run(
 
 def _run(out: Path, sizes, params_path: Path, budget_s: float, sample_sources: int, extra=None) -> dict:
     config = _config(params_path, sizes, sample_sources, budget_s) | (extra or {})
-    console, rows = Console(width=140), []
+    console, rows = Console(width=140), list[dict]()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         for n in sorted(int(s) for s in sizes):

@@ -77,7 +77,7 @@ def write_bundle_files(
     directory.mkdir(parents=True, exist_ok=True)
     moments = synthetic_moments(n_products, d, seed)
     files = BundleFiles(*(directory / f for f in ("moments.npz", "calibration.json", "thresholds.json")))
-    np.savez(files.moments, **moments)
+    np.savez(files.moments, **moments)  # type: ignore[arg-type]  # numpy's overloads take the names for allow_pickle
 
     # Fit on pairs scored exactly as serving scores them (prior rows included).
     rng = np.random.default_rng(seed + 1)
@@ -103,8 +103,9 @@ def write_bundle_files(
     thresholds = Thresholds(np.array(cuts), target_precision=0.3)
     files.thresholds.write_text(json.dumps({"per_bucket": thresholds.to_dict()}))
     if retrieval is not None:
-        files = BundleFiles(files.moments, files.calibration, files.thresholds, directory / "retrieval.json")
-        files.retrieval.write_text(json.dumps(retrieval.model_dump()))
+        retrieval_file = directory / "retrieval.json"
+        files = BundleFiles(files.moments, files.calibration, files.thresholds, retrieval_file)
+        retrieval_file.write_text(json.dumps(retrieval.model_dump()))
     return files
 
 
@@ -132,7 +133,7 @@ def mlflow_store(tracking_uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved_uri)
+        mlflow.set_tracking_uri(saved_uri)  # type: ignore[arg-type]  # mlflow annotates str | Path; None puts back "not set"
         if hasattr(fluent, "_active_experiment_id"):
             fluent._active_experiment_id = saved_experiment
         for k, v in saved_env.items():

@@ -114,14 +114,14 @@ def simulate_store(
     :func:`simulate_history`); a snapshot before the origin sees the store as it was then.
     """
     world, catalogue, bought = _base_world(cfg, seed)
-    snapshot = world.snapshot if snapshot is None else pd.Timestamp(snapshot)
-    if snapshot != world.snapshot:
-        later = _purchases_on_days(world, catalogue, cfg, seed, _days(world, world.snapshot, snapshot))
+    at: pd.Timestamp = world.snapshot if snapshot is None else pd.Timestamp(snapshot)
+    if at != world.snapshot:
+        later = _purchases_on_days(world, catalogue, cfg, seed, _days(world, world.snapshot, at))
         bought = np.concatenate([bought, later], axis=1)
-        bought = bought[:, bought[2] < snapshot.value]
+        bought = bought[:, bought[2] < at.value]
         edges = _aggregate_edges(bought[0], bought[1], bought[2])
     else:
         edges = world.edges
-    history = simulate_history(world, cfg, seed, snapshot)
-    start = snapshot - pd.Timedelta(days=cfg.history_days)
-    return StoreWorld(world.products, world.truth_products, edges, start, snapshot), history
+    history = simulate_history(world, cfg, seed, at)
+    start = at - pd.Timedelta(days=cfg.history_days)
+    return StoreWorld(world.products, world.truth_products, edges, start, at), history

@@ -26,7 +26,7 @@ def _standardised(frame: pd.DataFrame, columns: Sequence[str], center, scale) ->
         raise ValueError(f"signals lack column(s) {missing} the delay model was fitted on")
     x = frame[list(columns)].to_numpy(dtype=np.float64).reshape(len(frame), len(columns))
     if not np.isfinite(x).all():
-        bad = sorted({columns[j] for j in np.flatnonzero(~np.isfinite(x).all(axis=0))})
+        bad = sorted({columns[int(j)] for j in np.flatnonzero(~np.isfinite(x).all(axis=0))})
         raise ValueError(f"signal column(s) {bad} hold NaN or infinite values")
     return np.hstack([np.ones((len(frame), 1)), (x - center) / scale])
 

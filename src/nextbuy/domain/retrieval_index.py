@@ -63,6 +63,7 @@ def to_l2(vectors: np.ndarray) -> np.ndarray:
 def _faiss_index(vectors: np.ndarray, kind: str, settings: RetrievalConfig):
     import faiss
 
+    index: faiss.Index
     if kind == "flat":
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(vectors)
@@ -117,7 +118,8 @@ def search(ci: CandidateIndex, queries: np.ndarray, c: int) -> np.ndarray:
     if ci.kind != "flat":
         q = np.hstack([q, np.zeros((q.shape[0], 1), dtype=np.float32)])
     if ci.kind == "ivf":
-        params = faiss.SearchParametersIVF(nprobe=min(ci.settings.nprobe, ci.index.nlist))
+        # faiss's stubs omit the keyword constructors of its search parameters (and the HNSW class).
+        params = faiss.SearchParametersIVF(nprobe=min(ci.settings.nprobe, ci.index.nlist))  # type: ignore[call-arg]
     elif ci.kind == "hnsw":
-        params = faiss.SearchParametersHNSW(efSearch=max(ci.settings.ef_search, c))
+        params = faiss.SearchParametersHNSW(efSearch=max(ci.settings.ef_search, c))  # type: ignore[attr-defined]
     return ci.index.search(q, c, params=params)[1]

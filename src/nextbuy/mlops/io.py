@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, schema: pa.DataFrameS
     write_tables([(df, path, schema)])
 
 
-def write_tables(tables: list[tuple[pd.DataFrame, str | os.PathLike, pa.DataFrameSchema]]) -> None:
+def write_tables(tables: Sequence[tuple[pd.DataFrame, str | os.PathLike, pa.DataFrameSchema]]) -> None:
     """Validate every table first, then write each atomically: one bad table writes nothing."""
     checked = [(validate(df.reset_index(drop=True), schema, path), path) for df, path, schema in tables]
     for out, path in checked:
@@ -213,7 +213,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def write_npz(arrays: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's overloads take the names for allow_pickle
 
 
 def read_npz(

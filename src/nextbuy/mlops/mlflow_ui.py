@@ -163,6 +163,8 @@ def launch(
     server.on_wait(lambda: out(f"  still starting ({time.monotonic() - started:.0f} s)"), every=15.0)
     try:
         server.start()
+        proc = server.proc
+        assert proc is not None  # start() spawned it
         experiment_id = server.experiment_id()
         out(f"MLflow UI ready in {time.monotonic() - started:.1f} s; Ctrl-C stops it.")
         if experiment_id is None:
@@ -170,10 +172,10 @@ def launch(
         else:
             out(f"  experiment '{EXPERIMENT}' (classic ML view): {experiment_url(server.url, experiment_id)}")
             out(f"  registered model '{EXPERIMENT}' (alias champion): {model_url(server.url, EXPERIMENT)}")
-        while server.proc.poll() is None:
+        while proc.poll() is None:
             time.sleep(0.5)
-        out(f"MLflow UI exited by itself with {server.proc.returncode}")
-        return server.proc.returncode or 1
+        out(f"MLflow UI exited by itself with {proc.returncode}")
+        return proc.returncode or 1
     except (RuntimeError, TimeoutError) as err:  # it died or never answered: say why
         out(f"MLflow UI did not start: {err}")
         return 1
@@ -183,7 +185,11 @@ def launch(
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         gone = server.stop()
-        out("MLflow UI stopped." if gone else f"MLflow UI: process group {server.proc.pid} still alive")
+        if gone:
+            out("MLflow UI stopped.")
+        else:
+            assert server.proc is not None  # stop() reports no process as gone
+            out(f"MLflow UI: process group {server.proc.pid} still alive")
 
 
 # --- the server process -------------------------------------------------------------
@@ -244,7 +250,8 @@ def serve(backend_store_uri: str, port: int, artifacts_destination: Path, host: 
     from mlflow.server.handlers import initialize_backend_stores
     from mlflow.utils.server_cli_utils import resolve_default_artifact_root
 
-    default_artifact_root = resolve_default_artifact_root(True, None, backend_store_uri)
+    # mlflow annotates default_artifact_root as str; None (no --default-artifact-root) is what its CLI passes.
+    default_artifact_root = resolve_default_artifact_root(True, None, backend_store_uri)  # type: ignore[arg-type]
     os.environ.update(
         {
             constants.BACKEND_STORE_URI_ENV_VAR: backend_store_uri,

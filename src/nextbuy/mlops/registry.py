@@ -173,12 +173,13 @@ def promote(
             f"{name} v{version} did not pass the gate ({why}); to release it anyway: --force --reason TEXT"
         )
     if refused:
+        assert reason is not None  # checked above: a refused version needs --force --reason
         when = datetime.now(UTC).isoformat(timespec="seconds")
         forced = {FORCED: "true", FORCED_REASON: reason.strip()[:4000], FORCED_BY: _who(), FORCED_AT: when}
         _tag(client, name, version, forced)
     client.set_model_version_tag(name, version, PROMOTED, "true")
     message = _crown(client, name, version)
-    return f"{message} — FORCED past the gate: {reason.strip()}" if refused else message
+    return f"{message} — FORCED past the gate: {reason.strip()}" if refused and reason else message
 
 
 def rollback(

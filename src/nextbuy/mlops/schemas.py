@@ -229,7 +229,7 @@ def read_moments(path: str | os.PathLike) -> dict[str, np.ndarray]:
     n, d = m["s_mean"].shape if m["s_mean"].ndim == 2 else (0, 0)
     if n < 1 or d < 1:
         raise io.DataError(path, f"s_mean must be (products, dim), got shape {m['s_mean'].shape}", "s_mean")
-    expected = {key: (n, d) for key in ("s_mean", "s_var", "t_mean", "t_var")}
+    expected: dict[str, tuple[int, ...]] = {key: (n, d) for key in ("s_mean", "s_var", "t_mean", "t_var")}
     expected |= {"head_w": (d,), "head_b": (1,)}
     for key, shape in expected.items():
         a = m[key]

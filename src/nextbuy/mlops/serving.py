@@ -41,8 +41,8 @@ Their public names are importable from here too.
 
 from __future__ import annotations
 
-import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from nextbuy.mlops.serving_bundle import (
     PAIR_COLUMNS,
@@ -121,7 +121,7 @@ __all__ = [
 MAX_TOPK_ROWS = MAX_REQUEST_ROWS
 
 
-class NextbuyModel(mlflow.pyfunc.PythonModel):
+class NextbuyModel(PythonModel):
     """MLflow pyfunc.
 
     Pairs: rows of (source_id, candidate_id) -> score, uncertainty, bucket,

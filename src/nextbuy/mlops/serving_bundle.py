@@ -16,6 +16,7 @@ from nextbuy.config import RetrievalConfig
 from nextbuy.domain import retrieval
 from nextbuy.domain.decisions import Thresholds
 from nextbuy.domain.graph.scoring import score_and_uncertainty
+from nextbuy.domain.retrieval import CandidateIndex
 from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
 from nextbuy.mlops.schemas import read_moments
 from nextbuy.mlops.serving_integrity import (
@@ -185,7 +186,7 @@ class ServingBundle:
         return retrieval.serving_score(mean, var)
 
     @functools.cached_property
-    def candidate_index(self) -> retrieval.CandidateIndex:
+    def candidate_index(self) -> CandidateIndex:
         """The top-K retrieval index over the catalogue: built on first use, once per bundle."""
         if self.retrieval is None:
             raise ValueError("this bundle has no retrieval settings: use top_k(..., exact=True)")

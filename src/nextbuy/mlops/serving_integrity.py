@@ -126,6 +126,7 @@ def verify_model_files(
         "registered it (tampering or corruption). Restore the files, or release another version "
         "(nextbuy rollback / promote, or re-run deploy)"
     )
+    assert tags is not None  # ``expected`` came from them
     recorded_text = tags.get(ARTIFACT_MANIFEST)
     if recorded_text and hashlib.sha256(recorded_text.encode()).hexdigest() == expected:
         mismatch = _first_mismatch(actual, parse_manifest(recorded_text))

@@ -67,6 +67,7 @@ def _ids(series: pd.Series, col: str) -> np.ndarray:
             f"first bad values: {_shown(series[values.isna()])}"
         )
     in_range = "integer product ids within int64 range (|id| < 2^63)"
+    checks: tuple[tuple[np.ndarray, str], ...]
     if values.dtype.kind == "i":
         checks = ()
     elif values.dtype.kind == "u":
@@ -178,5 +179,5 @@ def _refuse_too_deep_json() -> None:
                 "with one integer product id per cell"
             ) from None
 
-    guarded.nextbuy_guard = True
+    setattr(guarded, "nextbuy_guard", True)  # noqa: B010 (an attribute functions do not declare)
     scoring_server.invocations = guarded

@@ -177,7 +177,7 @@ def model_n_products(model: str, store: str) -> int:
     except io.DataError as err:
         raise RuntimeError(f"the champion cannot be loaded: {err.message}") from None
     finally:
-        mlflow.set_tracking_uri(saved_global)
+        mlflow.set_tracking_uri(saved_global)  # type: ignore[arg-type]  # mlflow annotates str | Path; None puts back "not set"
         if saved_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:

@@ -58,7 +58,7 @@ class NextTickTimetable(CronTriggerTimetable):
             return info
         if info.run_after >= now - DUE_SLACK and self._follows(last_automated_data_interval, info):
             return info
-        upcoming = self._align_to_next(now)
+        upcoming = self._align_to_next(now)  # type: ignore[arg-type]  # Airflow annotates pendulum's DateTime; utcnow() returns one
         if restriction.latest is not None and upcoming > restriction.latest:
             return None
         return DagRunInfo.interval(upcoming - self._interval, upcoming)
@@ -83,4 +83,5 @@ class StageOperator(BashOperator):
 
 class NextbuyPlugin(AirflowPlugin):
     name = "nextbuy"
-    timetables: ClassVar[list] = [NextTickTimetable]
+    # AirflowPlugin annotates it without ClassVar, though Airflow reads it off the class.
+    timetables: ClassVar[list] = [NextTickTimetable]  # type: ignore[misc]

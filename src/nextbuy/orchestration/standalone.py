@@ -73,6 +73,7 @@ class AirflowStandalone(procs.GroupServer):
         return ready and _answers(f"{self.url}/execution/health")
 
     def print_login(self, project: Path) -> None:
+        assert self.env is not None  # __init__ passes one
         logins = json.loads(self.password_file.read_text()) if self.password_file.exists() else {}
         print("\n" + "=" * 72, f"\nAirflow UI: {self.url}/", flush=True)
         for user, password in logins.items():
@@ -162,9 +163,11 @@ def standalone(project: Path, port: int = 8080, ready_timeout: float = 300.0) ->
             server.start()
         except TimeoutError:
             print(f"the UI is not answering after {ready_timeout:.0f} s; going on", file=sys.stderr)
+        assert server.proc is not None  # start() spawned it (a timeout leaves it running)
         server.print_login(project)
         return server.proc.wait() or 0
     except RuntimeError as err:  # it exited before it was ready
+        assert server.proc is not None  # only a spawned process exits
         print(err, file=sys.stderr)
         return server.proc.returncode or 1
     except KeyboardInterrupt:

@@ -123,6 +123,7 @@ def ingest(cfg: IngestConfig) -> Ingested:
         origin = "simulator"
     else:
         reader = sources.read_npz_graph if cfg.source == "npz" else sources.read_edge_list
+        assert cfg.graph_path is not None  # IngestConfig requires it for a real source
         graph = reader(cfg.graph_path)
         cleaning = dict(graph.cleaning)
         features = graph.features  # rows follow graph.products, which is never reordered or cut below

@@ -27,6 +27,8 @@ from nextbuy.domain.graph.training_data import (
 from nextbuy.mlops import io, schemas, tracking
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
+
     from nextbuy.domain.graph.blade import Architecture, BladeModel, DirectedGraph
     from nextbuy.domain.graph.collective import Collective
 
@@ -101,7 +103,8 @@ def train_rounds(
     # sums in a varying order and the embeddings drift in the last bits.
     torch.use_deterministic_algorithms(True)
     schedule = blade.TrainingSchedule.from_config(cfg)
-    model, history = None, []
+    model: BladeModel | None = None
+    history: list[dict] = []
     for em_round in range(cfg.em_rounds + 1):
         if em_round and delay.rescores(cfg.weighting):
             score = training_logits(model, graph, weighted, cfg.export_chunk)
@@ -122,6 +125,7 @@ def train_rounds(
             {**row, "epoch": len(history) + i + 1, "em_round": em_round} for i, row in enumerate(more)
         ]
         release_freed_memory()  # the training steps' freed blocks: export allocates other sizes
+    assert model is not None  # em_rounds + 1 >= 1 rounds trained it
     return model, rows, history
 
 
@@ -253,7 +257,7 @@ class StageInputs:
 
     products: pd.DataFrame
     edges: pd.DataFrame
-    features: object  # scipy sparse, one row per product
+    features: sp.csr_matrix  # one row per product
     weighted: pd.DataFrame
     delay_family: str
 

@@ -133,7 +133,7 @@ class Window(NamedTuple):
 def simulate_traffic(
     world: StoreWorld,
     cfg: SimulatorConfig,
-    seed: int,
+    seed: int | tuple[int, ...],
     n_impressions: int,
     window: Window,
     id_offset: int = 0,
@@ -200,7 +200,7 @@ def _shown_pairs(
     rng: np.random.Generator,
     world: StoreWorld,
     cfg: SimulatorConfig,
-    seed: int,
+    seed: int | tuple[int, ...],
     size: int,
     start: pd.Timestamp,
     end: pd.Timestamp,

@@ -23,6 +23,8 @@ def conversion_weights(train_rows: pd.DataFrame, weighting: str) -> np.ndarray:
 def conversions(rows: pd.DataFrame, weighting: str, resample: np.ndarray | None = None) -> Conversions:
     """The model's conversion examples of ``rows``: their pairs, ``label`` and the weighting
     method's weights (times ``resample``, a bootstrap count per row, when given)."""
+    import torch
+
     from nextbuy.domain.graph.blade import Conversions
 
     weight = conversion_weights(rows, weighting)
@@ -30,7 +32,7 @@ def conversions(rows: pd.DataFrame, weighting: str, resample: np.ndarray | None 
         rows["source_id"].to_numpy(np.int64),
         rows["shown_id"].to_numpy(np.int64),
         rows["label"].to_numpy(np.float32),
-        weight if resample is None else weight * resample,
+        torch.as_tensor(weight if resample is None else weight * resample),
     )
 
 

@@ -149,6 +149,7 @@ def _expanded_panels(p: PanelSpec, buckets: Sequence[int], run: str | None) -> l
     for panel_bucket in buckets if p.per_bucket else [None]:
         values = [m for s in p.series for m in _panel_metrics(s, p.type, buckets, panel_bucket, run)]
         title = _fill(p.title, bucket=panel_bucket, run=run)
+        assert title is not None  # a panel's title is required
         out.append(_panel(p, title, _fill(p.description, bucket=panel_bucket, run=run), values))
     return out
 

@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from nextbuy.mlops.dashboards.metrics import BUCKET_KINDS, BucketKind, is_metric_type
 
@@ -174,11 +175,12 @@ def _field_path(loc: Sequence[Any], raw: Any) -> str:
 
 def _allowed_keys(loc: Sequence[Any]) -> list[str]:
     parent = loc[-3] if len(loc) >= 3 else None  # ('panels', 0, 'series', 1, 'colour') -> 'series'
-    model = {"panels": PanelSpec, "series": SeriesSpec}.get(parent, DashboardSpec)
+    models: dict[Any, type[BaseModel]] = {"panels": PanelSpec, "series": SeriesSpec}
+    model = models.get(parent, DashboardSpec)
     return sorted(model.model_fields)
 
 
-def _describe(error: dict[str, Any], raw: Any) -> str:
+def _describe(error: ErrorDetails, raw: Any) -> str:
     if error["type"] == "extra_forbidden":
         message = f"unknown keys are not allowed (allowed: {_allowed_keys(error['loc'])})"
     else:

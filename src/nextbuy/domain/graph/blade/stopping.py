@@ -6,6 +6,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 from nextbuy.domain.graph.blade.model import BladeModel
 from nextbuy.domain.graph.blade.structures import Conversions, DirectedGraph, TrainingSchedule
@@ -27,7 +28,8 @@ class EarlyStopping:
     ) -> None:
         self.validate, self.graph, self.collective = validate, graph, collective
         self.every, self.patience = max(1, int(schedule.eval_every)), int(schedule.patience)
-        self.best, self.best_state, self.stale = -math.inf, None, 0
+        self.best, self.stale = -math.inf, 0
+        self.best_state: dict[str, Any] | None = None
 
     def check(self, model: BladeModel, epoch: int, row: dict) -> bool:
         """Validate after ``epoch`` (0-based) when due; True when training should stop."""

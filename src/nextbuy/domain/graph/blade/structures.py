@@ -203,19 +203,18 @@ class GraphIndex:
         out_csr = CSR.from_edges(graph.src, graph.dst, graph.n_nodes)
         in_csr = CSR.from_edges(graph.dst, graph.src, graph.n_nodes)
         a = architecture
-        rules = tuple(
+        out_rule, in_rule = (
             FanoutRule(a.fanout_rule, a.fanout_min, a.fanout_max, power_law_exponent(csr.degree()))
             for csr in (out_csr, in_csr)
         )
         fallbacks: tuple = (None, None)
         group = graph.group
         if a.cold_start_fallback and group is not None and group.numel() and int(group.max()) >= 0:
-            n_groups = int(graph.group.max()) + 1
+            n_groups = int(group.max()) + 1
             fallbacks = tuple(
-                (graph.group, group_members(graph.group, csr.degree() > 0, n_groups))
-                for csr in (out_csr, in_csr)
+                (group, group_members(group, csr.degree() > 0, n_groups)) for csr in (out_csr, in_csr)
             )
-        return cls(out_csr, in_csr, rules, fallbacks)
+        return cls(out_csr, in_csr, (out_rule, in_rule), fallbacks)
 
     def blocks(
         self, seeds: Tensor, n_layers: int, sampled: bool, generator: torch.Generator | None

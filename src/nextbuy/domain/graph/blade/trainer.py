@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from nextbuy.domain.graph.blade.model import BladeModel
 from nextbuy.domain.graph.blade.progress import PhaseClock, epoch_bar
@@ -36,7 +36,7 @@ def _is_edge(keys: Tensor, u: Tensor, v: Tensor, n: int) -> Tensor:
     return keys[pos] == q
 
 
-def _decay_touched_rows(weight: nn.Parameter, decay: float) -> None:
+def _decay_touched_rows(weight: Tensor, decay: float) -> None:
     """Adam's L2 weight decay (``grad += decay * weight``) on the rows in ``weight``'s sparse
     gradient only: the rows a step touched, as lazy Adam updates them."""
     grad = weight.grad
