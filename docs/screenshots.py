@@ -2,7 +2,8 @@
 
 Start the UIs first (each in its own terminal, after `make run` and an Airflow training run):
 
-    make airflow        # Airflow on 127.0.0.1:8080
+    AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True make airflow
+                        # Airflow on 127.0.0.1:8080, no login page for the headless shot
     make mlflow-ui      # MLflow on 127.0.0.1:5000
     make dashboards     # Evidently on 127.0.0.1:8000
     make plots          # writes dvc_plots/index.html
