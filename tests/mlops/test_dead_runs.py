@@ -92,7 +92,11 @@ def test_a_stage_killed_with_sigkill_ends_killed_at_the_next_start(project):
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    # The stage's own store: no MLflow location inherited from this process's environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     run_id = proc.stdout.split()[-1]
     assert status(run_id) == "RUNNING"
