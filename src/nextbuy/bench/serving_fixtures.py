@@ -130,6 +130,7 @@ def mlflow_store(tracking_uri: str) -> Iterator[None]:
     saved_experiment = getattr(fluent, "_active_experiment_id", None)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     os.environ.pop("MLFLOW_ARTIFACT_ROOT", None)
+    mlflow.set_tracking_uri(tracking_uri)  # a URI set earlier in this process would win over the env
     try:
         yield
     finally:
