@@ -65,3 +65,22 @@ def test_readme_fits_on_a_page_and_shows_the_two_commands_first():
     first_screen = "\n".join(lines[:30])
     assert "make run" in first_screen
     assert "make test" in first_screen
+
+
+def test_every_list_in_the_docs_is_set_off_from_the_paragraph_before_it():
+    """MkDocs' Markdown runs a list into the paragraph above it unless a blank line parts them
+    (the page would show "- item - item" as one line)."""
+    import re
+
+    glued = []
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        previous, code = "", False
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            if line.strip().startswith("```"):
+                code = not code
+            item = re.match(r"\s{0,3}([-*]|\d+\.)\s", line)
+            after_text = previous.strip() and not re.match(r"\s*([-*]|\d+\.)\s|[ \t|#><]", previous)
+            if not code and item and after_text:
+                glued.append(f"{page.relative_to(ROOT)}:{number}")
+            previous = line
+    assert not glued, f"add a blank line before these list items: {glued}"
