@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from nextbuy.config import SECTIONS, IngestConfig, MonitorConfig, load_section
+from nextbuy.config import SECTIONS, IngestConfig, MonitorConfig, load_section, section_config
 from tests.conftest import ROOT
 
 
@@ -91,7 +91,7 @@ def test_garbage_simulator_start_date_is_refused():
 
 @pytest.mark.parametrize("tolerance", [[0.3, -1], -0.1, [], float("nan"), [0.2, float("inf")]])
 def test_negative_or_non_finite_relative_tolerance_is_refused(tolerance):
-    with pytest.raises(ValidationError, match=r"monitor.relative_tolerance") as err:
+    with pytest.raises(ValidationError, match=r"relative_tolerance") as err:
         MonitorConfig.model_validate(section("monitor", relative_tolerance=tolerance))
     assert err.value.errors()[0]["loc"] == ("relative_tolerance",)
 
@@ -100,3 +100,29 @@ def test_negative_or_non_finite_relative_tolerance_is_refused(tolerance):
 def test_relative_tolerance_number_or_per_bucket_list(tolerance):
     cfg = MonitorConfig.model_validate(section("monitor", relative_tolerance=tolerance))
     assert cfg.relative_tolerance == tolerance
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "named"),
+    [
+        ("train.epochs", True, "valid integer"),
+        ("thresholds.target_precision", "0.3", "write it as 0.3"),
+        ("train.lr", float("inf"), "finite number"),
+        ("train.lr", float("nan"), "finite number"),
+        ("ingest.simulator.n_products", "1e6", "write it as 1000000"),
+    ],
+)
+def test_params_are_read_strictly_and_a_number_written_as_text_says_how_to_write_it(dotted, value, named):
+    name, *path = dotted.split(".")
+    changed = section(name)
+    node = changed
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ValidationError, match=named) as err:
+        SECTIONS[name].model_validate(changed)
+    assert err.value.errors()[0]["loc"][-1] == path[-1]
+
+
+def test_an_integer_is_still_a_float_setting():
+    assert section_config({"train": section("train", lr=1)}, "train").lr == 1.0

@@ -13,19 +13,45 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from nextbuy.constants import WEIGHTING_METHODS
 
 PARAMS_FILE = "params.yaml"
 
 
+# A float whose finiteness a validator of its own checks (with a message naming the key).
+_AnyFloat = Annotated[float, Field(allow_inf_nan=True)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's types are taken as written (``true`` is no epoch count, ``"0.3"`` no
+    # precision); an int is still a float. No infinite or NaN value is a setting.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _number_written_as_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML reads ``1e6`` (no dot) as text: say how to write the number instead of
+        refusing it as a string."""
+        field = cls.model_fields.get(info.field_name or "")
+        if not isinstance(value, str) or field is None or field.annotation not in (int, float):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            return value  # not a number at all: the type check names it
+        written = str(int(number)) if field.annotation is int and number.is_integer() else repr(number)
+        why = (
+            "YAML reads an exponent without a dot (1e6) as text"
+            if "e" in value.lower()
+            else "quoted, it is text"
+        )
+        raise ValueError(f"{value!r} is not a number ({why}): write it as {written}")
 
 
 # Words pandas parses relative to the clock: a run would depend on when it ran.
@@ -248,7 +274,7 @@ class DeployConfig(_Section):
     max_calibration_error: float = Field(ge=0.0)
     # Candidate passes against the champion when the lower bound of the paired
     # bootstrap CI of (candidate - champion) is above -tolerance, per metric.
-    compare_metrics: tuple[Literal["auc", "recall"], ...]
+    compare_metrics: tuple[Literal["auc", "recall"], ...] = Field(strict=False)  # YAML gives a list
     tolerance: float = Field(ge=0.0)
     bootstrap_samples: int = Field(ge=20)
     confidence: float = Field(gt=0.5, lt=1.0)
@@ -285,7 +311,8 @@ class MonitorConfig(_Section):
     maturity_days: float = Field(ge=0.0)
     # Alert when the CI of delay-corrected positivity lies outside predicted * (1 +- tolerance);
     # one number for every bucket, or a list with one per bucket (least uncertain first).
-    relative_tolerance: float | list[float]
+    # finiteness is checked below, with a message naming the key (not per union member)
+    relative_tolerance: _AnyFloat | list[_AnyFloat]
     min_volume: int = Field(ge=1)
     confidence: float = Field(gt=0.5, lt=1.0)
     prior_conversions: float = Field(gt=0.0)

@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 from nextbuy import paths
 from nextbuy.mlops.report import HEADLINES, UI_LINES, print_summary
+from tests.conftest import ROOT
 
 METRICS = {
     "ingest": {
@@ -225,3 +227,22 @@ def test_thresholds_headline_says_when_the_out_of_fold_check_served_the_single_t
     thresholds = {**METRICS["thresholds"], "cross_fit": {"folds": 5, "kept_per_bucket": False}}
     write_metrics(tmp_path, **{**METRICS, "thresholds": thresholds})
     assert summary(tmp_path)["thresholds"].endswith("out of fold no better: single served")
+
+
+def test_the_closing_hints_name_the_model_and_project_params_yaml_names(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["deploy"]["model_name"] = "nextbuy-large-1m"
+    params["monitor"]["project"] = "large on-call"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    hints = summary(tmp_path)[""]
+    assert "model 'nextbuy-large-1m'" in hints
+    assert "project 'large on-call'" in hints
+    assert "rollback --model-name nextbuy-large-1m" in hints
+    assert "model 'nextbuy'" not in hints
+
+
+def test_a_run_that_released_nothing_says_so_instead_of_a_version(tmp_path):
+    write_metrics(tmp_path, deploy={**METRICS["deploy"], "passed": False, "champion_version": None})
+    headline = summary(tmp_path)["deploy"]
+    assert headline.endswith("no champion released")
+    assert "vNone" not in headline

@@ -113,6 +113,16 @@ PARAMS_CASES = [
     _p("tolerance list", "monitor", ("relative_tolerance",), monitor__relative_tolerance=[0.3, -1]),
     _p("zero window", "monitor", ("window_days",), monitor__window_days=0),
     Case("section missing", "params", "train", ("train",), params=dropping("train")),
+    # YAML's types taken as written: no coercion of a boolean or a quoted number, no infinity.
+    _p("boolean epochs", "train", ("epochs", "integer"), train__epochs=True),
+    _p("quoted precision", "thresholds", ("target_precision", "0.3"), thresholds__target_precision="0.3"),
+    _p("infinite learning rate", "train", ("lr", "finite"), train__lr=float("inf")),
+    _p(
+        "catalogue size as 1e6",
+        "ingest",
+        ("n_products", "1e6", "1000000"),
+        ingest__simulator__n_products="1e6",
+    ),
 ]
 
 

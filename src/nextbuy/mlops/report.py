@@ -60,7 +60,8 @@ HEADLINES = {
         f"{m['model_name']} v{m['version']} "
         f"{'PASSED' if m['passed'] else 'REFUSED: ' + '; '.join(m['reasons'])}; "
         f"test recall {_pct(m['candidate']['recall'])}, AUC {_num(m['candidate']['auc'])}, "
-        f"ECE {_num(m['candidate']['ece'])}; champion = v{m['champion_version']}"
+        f"ECE {_num(m['candidate']['ece'])}; "
+        + (f"champion = v{m['champion_version']}" if m.get("champion_version") else "no champion released")
         + (
             "; the champion before it was not compared (floors only): "
             + (m.get("not_comparable_reason") or "of another or an unrecorded catalogue")
@@ -85,16 +86,33 @@ def _num(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-# Where to look next, after the table: one line each, also when piped.
-UI_LINES = (
-    "Open the UIs (each binds 127.0.0.1):",
-    "  Airflow UI:  make airflow      → http://127.0.0.1:8080  (prints the admin login)",
-    "  MLflow UI:   make mlflow-ui    → http://127.0.0.1:5000  "
-    "(prints the links to experiment and model 'nextbuy')",
-    "  DVC plots:   make plots        → dvc_plots/index.html",
-    "  Evidently:   make dashboards   → http://127.0.0.1:8000  (project 'nextbuy on-call')",
-    "Serve the champion (REST, 127.0.0.1:5001): make serve   |  undo a release: .venv/bin/nextbuy rollback",
-)
+def ui_lines(model_name: str = "nextbuy", project: str = "nextbuy on-call") -> tuple[str, ...]:
+    """Where to look next, after the table: one line each, also when piped; the model and the
+    Evidently project are the ones params.yaml names."""
+    return (
+        "Open the UIs (each binds 127.0.0.1):",
+        "  Airflow UI:  make airflow      → http://127.0.0.1:8080  (prints the admin login)",
+        "  MLflow UI:   make mlflow-ui    → http://127.0.0.1:5000  "
+        f"(prints the links to experiment and model '{model_name}')",
+        "  DVC plots:   make plots        → dvc_plots/index.html",
+        f"  Evidently:   make dashboards   → http://127.0.0.1:8000  (project '{project}')",
+        "Serve the champion (REST, 127.0.0.1:5001): make serve   |  undo a release: "
+        f".venv/bin/nextbuy rollback --model-name {model_name}",
+    )
+
+
+UI_LINES = ui_lines()
+
+
+def _names(root: Path) -> tuple[str, str]:
+    """deploy.model_name and monitor.project of ``root``'s params.yaml (defaults without one)."""
+    import yaml
+
+    try:
+        params = yaml.safe_load((root / "params.yaml").read_text()) or {}
+        return str(params["deploy"]["model_name"]), str(params["monitor"]["project"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return "nextbuy", "nextbuy on-call"
 
 
 def _content_width(console: Console, table: Table, lines: tuple[str, ...]) -> int:
@@ -116,11 +134,12 @@ def print_summary(root: Path = Path("."), console: Console | None = None) -> Non
             table.add_row(stage, headline(json.loads(path.read_text())))
         except (KeyError, TypeError, ValueError) as err:
             table.add_row(stage, f"[yellow]metrics unreadable ({err})[/]")
+    lines = ui_lines(*_names(root))
     if console is None:
         console = Console()
         if not console.is_terminal:  # piped (make run in a log, CI): rich would wrap at 80 columns
-            console = Console(width=_content_width(console, table, UI_LINES))
+            console = Console(width=_content_width(console, table, lines))
     console.print(table)
     console.print()
-    for line in UI_LINES:
+    for line in lines:
         console.print(line)
