@@ -493,3 +493,67 @@ def test_empty_or_unreadable_impressions_log_is_refused(tmp_path, products):
         path = tmp_path / name
         path.write_bytes(content)
         assert_refused(read_impressions_log, path, None, products)
+
+
+# --- files as users have them --------------------------------------------------------------
+
+
+def test_a_snap_edge_list_reads_as_published(tmp_path):
+    """SNAP's format: '#' comment lines, no header, two tab-separated columns."""
+    path = tmp_path / "Amazon0302.txt"
+    body = "".join(f"{i}\t{i + 1}\n" for i in range(11)) + "3\t0\n"
+    path.write_text(
+        "# Directed graph: Amazon0302.txt\n# Nodes: 12 Edges: 12\n# FromNodeId\tToNodeId\n" + body
+    )
+    graph = read_edge_list(path)
+    assert len(graph.products) == 12
+    assert len(graph.edges) == 12
+    keys = graph.products.set_index("product_id")["product_key"]
+    pairs = set(zip(keys[graph.edges["src"]].astype(int), keys[graph.edges["dst"]].astype(int), strict=True))
+    assert (3, 0) in pairs
+    assert (0, 1) in pairs
+
+
+def test_a_headerless_file_with_a_third_column_asks_for_a_header(tmp_path):
+    path = tmp_path / "weighted.txt"
+    path.write_text("0 1 3\n1 2 4\n")
+    error = assert_refused(read_edge_list, path, None)
+    assert "add a header" in str(error)
+    assert "'0 1 3'" in str(error)
+
+
+def test_comment_lines_before_a_header_are_skipped(tmp_path):
+    path = tmp_path / "edges.csv"
+    path.write_text("# exported 2026-11-27\nsrc,dst\n" + "".join(f"{i},{i + 1}\n" for i in range(10)))
+    assert len(read_edge_list(path).edges) == 10
+
+
+def test_a_csv_with_a_byte_order_mark_reads(tmp_path):
+    path = tmp_path / "edges.csv"
+    path.write_bytes(b"\xef\xbb\xbfsrc,dst\n" + b"".join(f"{i},{i + 1}\n".encode() for i in range(10)))
+    assert len(read_edge_list(path).edges) == 10
+
+
+def test_a_directory_or_a_looping_link_as_the_graph_says_what_it_is(tmp_path):
+    assert "a directory, not a file" in str(assert_refused(read_edge_list, tmp_path, None))
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    assert "loops back on itself" in str(assert_refused(read_edge_list, loop, None))
+    dangling = tmp_path / "gone.csv"
+    dangling.symlink_to(tmp_path / "nowhere.csv")
+    assert "nowhere.csv, which does not exist" in str(assert_refused(read_edge_list, dangling, None))
+
+
+def test_negative_npz_weights_are_refused_naming_the_entries(tmp_path):
+    adj = sp.csr_matrix(np.array([[0, 1, 0], [0, 0, -2], [1, 0, 0]], dtype=np.float32))
+    path = tmp_path / "graph.npz"
+    write_npz(path, adj)
+    error = assert_refused(read_npz_graph, path, "adj_matrix.data")
+    assert "A[1, 2] = -2" in str(error)
+
+
+def test_out_of_range_npz_indices_name_the_first_entries(tmp_path):
+    path = tmp_path / "graph.npz"
+    write_csr(path, [1.0, 1.0, 1.0], [1, 7, 0], [0, 1, 2, 3], (3, 3))
+    error = assert_refused(read_npz_graph, path, "adj_matrix")
+    assert "row 1 index 7" in str(error)

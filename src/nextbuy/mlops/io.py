@@ -89,20 +89,35 @@ def rows_error(path: str | os.PathLike, df: pd.DataFrame, bad: Mapping[str, pd.I
     raise DataError(path, f"{len(rows)} row(s) {message}", column=column, rows=df.loc[rows])
 
 
+def check_file(p: Path) -> None:
+    """DataError saying what ``p`` is when it is not a readable, non-empty file."""
+    if p.is_symlink() and not p.exists():
+        try:
+            p.resolve(strict=True)
+        except RuntimeError:
+            raise DataError(p, "a symbolic link that loops back on itself (no file at its end)") from None
+        except OSError:
+            raise DataError(p, f"a symbolic link to {os.readlink(p)}, which does not exist") from None
+    if not p.exists():
+        raise DataError(p, "file not found")
+    if p.is_dir():
+        raise DataError(p, "a directory, not a file: give the path of the file itself")
+    if p.stat().st_size == 0:
+        raise DataError(p, "file is empty")
+
+
 def read_frame(path: str | os.PathLike) -> pd.DataFrame:
     """Read parquet/CSV/TSV by extension; unreadable or empty files raise DataError."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(p, "file not found")
-    if p.stat().st_size == 0:
-        raise DataError(p, "file is empty")
+    check_file(p)
     suffix = p.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(p)
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else None
-            return pd.read_csv(p, sep=sep, engine="python")
+            # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's name
+            return pd.read_csv(p, sep=sep, engine="python", encoding="utf-8-sig")
     except Exception as err:  # noqa: BLE001 - any reader failure is an unreadable file
         raise DataError(p, f"unreadable file ({type(err).__name__}: {err})") from None
     raise DataError(p, f"unsupported file type '{suffix}' (use .parquet, .csv or .tsv)")

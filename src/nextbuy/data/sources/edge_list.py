@@ -1,9 +1,11 @@
-"""A directed edge list (CSV/TSV/parquet with ``src,dst[,time]``)."""
+"""A directed edge list (CSV/TSV/parquet with ``src,dst[,time]``, or a SNAP-style text file)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,50 @@ from nextbuy.mlops import io, schemas
 log = logging.getLogger(__name__)
 
 
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+def read_edge_table(path: os.PathLike | str) -> pd.DataFrame:
+    """The edge list as a table. Parquet as is. A text file (.csv/.tsv/.txt) may open with
+    comment lines starting with ``#``; its first other line is the header when it names
+    ``src`` or ``dst``, else the file is headerless as SNAP publishes graphs (the most common
+    public format): exactly two columns, ``src`` then ``dst``, separated by tabs, commas or
+    spaces. A headerless file with other columns is refused: only a header can say whether a
+    third column is a time or a weight."""
+    p = Path(path)
+    if p.suffix.lower() not in TEXT_SUFFIXES:
+        return io.read_frame(p)
+    io.check_file(p)
+    comments, first = 0, ""
+    with open(p, encoding="utf-8-sig", errors="replace") as fh:
+        for line in fh:
+            if line.lstrip().startswith("#") or not line.strip():
+                comments += 1
+                continue
+            first = line
+            break
+    tokens = set(re.split(r"[\t,; ]+", first.strip()))
+    if not comments and {"src", "dst"} & tokens:
+        return io.read_frame(p)
+    try:
+        if {"src", "dst"} & tokens:
+            sep = "\t" if p.suffix.lower() == ".tsv" else None
+            return pd.read_csv(p, sep=sep, engine="python", encoding="utf-8-sig", skiprows=comments)
+        df = pd.read_csv(
+            p, sep=r"[\t,; ]+", engine="python", encoding="utf-8-sig", skiprows=comments, header=None
+        )
+    except Exception as err:  # noqa: BLE001 - any reader failure is an unreadable file
+        raise io.DataError(p, f"unreadable file ({type(err).__name__}: {err})") from None
+    if df.shape[1] != 2:
+        raise io.DataError(
+            p,
+            f"no header line naming src and dst, and {df.shape[1]} columns (first data line: "
+            f"{first.strip()[:80]!r}): a headerless (SNAP-style) edge list has exactly two, src "
+            "then dst; add a header such as 'src,dst,time' or 'src,dst,weight'",
+        )
+    return df.set_axis(["src", "dst"], axis=1)
+
+
 def read_edge_list(path: os.PathLike | str) -> GraphSource:
     """A directed edge list (.csv/.tsv/.parquet): columns src, dst, optional time and weight.
 
@@ -36,7 +82,7 @@ def read_edge_list(path: os.PathLike | str) -> GraphSource:
     there; ``1.5`` and ``-5`` are refused in any list; a text-keyed list (``phone``,
     ``case``, ``42``) is valid as written.
     """
-    df = io.read_frame(path)
+    df = read_edge_table(path)
     _require_rows(path, df)
     _require_columns(path, df, ("src", "dst"))
     _no_missing(path, df, ("src", "dst"))

@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 def read_npz_graph(path: os.PathLike | str) -> GraphSource:
     """A PPNP-style ``.npz`` (CSR ``adj_matrix.*``, optional ``node_names`` and ``attr_matrix.*``).
 
-    Edge u->v for every nonzero A[u, v], weight |A[u, v]| (summed over
-    duplicate entries); product_id = row index; product_key = node_names when
-    present, else the row index; category unknown (-1); ``features`` = the CSR
+    Edge u->v for every nonzero A[u, v], weight A[u, v] (summed over duplicate entries;
+    a negative weight is refused, naming the first entries); product_id = row index;
+    product_key = node_names when present, else the row index; category unknown (-1); ``features`` = the CSR
     ``attr_matrix`` (e.g. bag-of-words) when present. The file's class
     ``labels`` are never read: they are what a benchmark on such a graph is
     about, never a model input.
@@ -38,11 +38,20 @@ def read_npz_graph(path: os.PathLike | str) -> GraphSource:
         raise DataError(path, f"malformed adjacency: {problem}", column="adj_matrix")
 
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    negative = np.flatnonzero(values < 0)
+    if len(negative):  # a co-purchase count or link weight is never negative: a wrong sign, not |A|
+        shown = ", ".join(f"A[{rows[i]}, {indices[i]}] = {values[i]:g}" for i in negative[:5])
+        raise DataError(
+            path,
+            f"{len(negative)} negative adjacency weights (a weight counts co-purchases or links), "
+            f"first: {shown}",
+            column="adj_matrix.data",
+        )
     nonzero = values != 0
     edges, cleaning = _clean_edges(
         rows[nonzero],
         indices[nonzero],
-        np.abs(values[nonzero]),
+        values[nonzero],
         pd.Series(pd.NaT, index=np.arange(int(nonzero.sum())), dtype=schemas.TS),
         path,
     )
@@ -101,12 +110,20 @@ def _csr_problem(
         or np.any(np.diff(indptr) < 0)
         else f"{name}.data and {name}.indices differ in length"
         if len(values) != len(indices)
-        else f"{name}.indices out of range"
+        else _out_of_range(name, indptr, indices, n_cols)
         if len(indices) and (indices.min() < 0 or indices.max() >= n_cols)
         else f"{name}.data has non-finite values"
         if not np.isfinite(values).all()
         else None
     )
+
+
+def _out_of_range(name: str, indptr: np.ndarray, indices: np.ndarray, n_cols: int) -> str:
+    """The first CSR entries whose column index is outside 0..n_cols-1, as (row, index)."""
+    bad = np.flatnonzero((indices < 0) | (indices >= n_cols))
+    rows = np.searchsorted(indptr, bad, side="right") - 1
+    shown = ", ".join(f"row {r} index {indices[i]}" for r, i in zip(rows[:5], bad[:5], strict=True))
+    return f"{name}.indices out of range 0..{n_cols - 1} at {len(bad)} entries, first: {shown}"
 
 
 def _attributes(path: os.PathLike | str, arrays: dict[str, np.ndarray], n: int) -> sp.csr_matrix | None:
