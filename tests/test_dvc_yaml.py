@@ -157,3 +157,20 @@ def test_every_output_is_cached_so_a_failed_stage_can_restore_it():
                 if isinstance(out, dict):
                     options = next(iter(out.values())) or {}
                     assert options.get("cache", True), f"{name}: {next(iter(out))} is not cached"
+
+
+@pytest.mark.parametrize("name", ["deploy", "monitor"])
+def test_a_stage_whose_effect_lives_outside_its_outputs_is_never_restored_from_the_run_cache(name):
+    """deploy moves the registry's aliases, monitor fills the Evidently workspace: DVC's
+    run-cache would bring back their files for params seen before while the registry and the
+    workspace stay as they are. DVC keeps no run-cache for a stage with a persistent output."""
+    from dvc.stage.cache import _can_hash
+
+    outs = STAGES[name].get("outs", [])
+    assert any(isinstance(o, dict) and (next(iter(o.values())) or {}).get("persist") for o in outs)
+    stage = type("Stage", (), {"is_callback": False, "always_changed": False, "cmd": "x"})()
+    stage.deps = [type("Dep", (), {"protocol": "local", "def_path": "d", "get_hash": lambda self: "h"})()]
+    stage.outs = [
+        type("Out", (), {"protocol": "local", "def_path": "o", "persist": True, "is_in_repo": True})()
+    ]
+    assert not _can_hash(stage)

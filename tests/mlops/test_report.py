@@ -246,3 +246,23 @@ def test_a_run_that_released_nothing_says_so_instead_of_a_version(tmp_path):
     headline = summary(tmp_path)["deploy"]
     assert headline.endswith("no champion released")
     assert "vNone" not in headline
+
+
+def test_the_champion_the_summary_names_is_the_registrys(tmp_path, monkeypatch):
+    """After a rollback (or with a run whose deploy was restored from an old record), the
+    summary names who serves now, not what the last deploy wrote."""
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.bench.serving_fixtures import mlflow_store
+    from nextbuy.mlops import registry
+
+    write_metrics(tmp_path, deploy={**METRICS["deploy"], "champion_version": 3})
+    with mlflow_store(f"sqlite:///{tmp_path / 'mlflow.db'}"):
+        client = MlflowClient()
+        client.create_registered_model("nextbuy")
+        for _ in range(2):
+            client.create_model_version("nextbuy", "file:///m", tags={"passed": "true", "complete": "true"})
+        client.set_registered_model_alias("nextbuy", registry.CHAMPION, "2")
+        assert summary(tmp_path)["deploy"].endswith("champion = v2")
+        client.delete_registered_model_alias("nextbuy", registry.CHAMPION)
+        assert summary(tmp_path)["deploy"].endswith("no champion released")

@@ -121,6 +121,26 @@ def _content_width(console: Console, table: Table, lines: tuple[str, ...]) -> in
     return max(table_width, *(Text.from_markup(line).cell_len for line in lines))
 
 
+def champion_now(root: Path, deploy: dict) -> object:
+    """The registry's champion of the model the last deploy registered under (a rollback, a
+    promotion or a later deploy may have moved it); the deploy's own record when no registry
+    is at hand (no ``mlflow.db`` under ``root`` and no ``MLFLOW_TRACKING_URI``)."""
+    import os
+
+    if not ((root / "mlflow.db").exists() or os.environ.get("MLFLOW_TRACKING_URI")):
+        return deploy.get("champion_version")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.mlops import registry
+
+    try:
+        version = registry.released_version(MlflowClient(), deploy["model_name"], registry.CHAMPION)
+    except MlflowException:
+        return deploy.get("champion_version")
+    return int(version) if version else None
+
+
 def print_summary(root: Path = Path("."), console: Console | None = None) -> None:
     table = Table(title="nextbuy pipeline", show_lines=False)
     table.add_column("stage", style="bold")
@@ -131,7 +151,10 @@ def print_summary(root: Path = Path("."), console: Console | None = None) -> Non
             table.add_row(stage, "[yellow]not run[/]")
             continue
         try:
-            table.add_row(stage, headline(json.loads(path.read_text())))
+            metrics = json.loads(path.read_text())
+            if stage == "deploy":  # who serves is the registry's word, not the last deploy's
+                metrics = {**metrics, "champion_version": champion_now(root, metrics)}
+            table.add_row(stage, headline(metrics))
         except (KeyError, TypeError, ValueError) as err:
             table.add_row(stage, f"[yellow]metrics unreadable ({err})[/]")
     lines = ui_lines(*_names(root))
