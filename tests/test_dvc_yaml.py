@@ -92,7 +92,8 @@ def test_every_dvc_out_is_a_path_of_paths_py():
 def test_every_path_of_paths_py_is_a_dvc_out_or_inside_or_above_one():
     outs = {o for stage in _outs("outs").values() for o in stage}
     for name, value in vars(paths).items():
-        if isinstance(value, Path) and value not in (paths.METRICS, paths.PLOTS):
+        # INPUTS is what the stages read (a dep), not what they write
+        if isinstance(value, Path) and value not in (paths.METRICS, paths.PLOTS, paths.INPUTS):
             assert any(value == o or o in value.parents or value in o.parents for o in outs), (
                 f"paths.{name} = {value} is in no dvc.yaml out"
             )
@@ -174,3 +175,11 @@ def test_a_stage_whose_effect_lives_outside_its_outputs_is_never_restored_from_t
         type("Out", (), {"protocol": "local", "def_path": "o", "persist": True, "is_in_repo": True})()
     ]
     assert not _can_hash(stage)
+
+
+@pytest.mark.parametrize("name", ["ingest", "traffic"])
+def test_the_stages_that_read_a_stores_files_depend_on_the_inputs_folder(name):
+    """Edit or replace a file under inputs/ and DVC re-runs the stage (a path outside it is
+    refused by the stage, tests/stages/test_ingest.py)."""
+    assert str(paths.INPUTS) in STAGES[name]["deps"]
+    assert (ROOT / paths.INPUTS).is_dir()

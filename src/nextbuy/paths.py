@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# A store's own input files: ingest and traffic depend on the whole folder (dvc.yaml).
+INPUTS = Path("inputs")
 INGESTED = Path("data/ingested")
 PRODUCTS = INGESTED / "products.parquet"
 EDGES = INGESTED / "edges.parquet"

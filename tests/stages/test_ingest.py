@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ def project(tmp_path, monkeypatch, tiny_params):
     """A working directory with tiny params, as DVC would run a stage in."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    (tmp_path / "inputs").mkdir()  # where a store's files go (dvc.yaml: ingest depends on it)
     return tmp_path
 
 
@@ -93,8 +95,8 @@ def use_source(project, tiny_params, **ingest_params):
 def test_real_edge_list_is_cleaned_counted_and_gets_simulated_impressions(project, tiny_params):
     rng = np.random.default_rng(0)
     rows = [*rng.integers(0, 200, size=(3000, 2)).tolist(), [5, 5], [7, 7], [1, 2], [1, 2]]
-    write_edge_list(project / "graph.csv", rows)
-    use_source(project, tiny_params, source="edge_list", graph_path="graph.csv")
+    write_edge_list(project / "inputs" / "graph.csv", rows)
+    use_source(project, tiny_params, source="edge_list", graph_path="inputs/graph.csv")
     result = invoke("ingest")
     assert result.exit_code == 0, result.output
     metrics = json.loads(paths.metrics_file("ingest").read_text())
@@ -123,8 +125,8 @@ def clean_edge_rows(n_nodes: int = 200, n_rows: int = 3000, seed: int = 0) -> li
     ],
 )
 def test_cleaning_warning_only_when_rows_were_dropped_or_merged(project, tiny_params, caplog, extra, warned):
-    write_edge_list(project / "graph.csv", clean_edge_rows() + extra)
-    use_source(project, tiny_params, source="edge_list", graph_path="graph.csv")
+    write_edge_list(project / "inputs" / "graph.csv", clean_edge_rows() + extra)
+    use_source(project, tiny_params, source="edge_list", graph_path="inputs/graph.csv")
     with caplog.at_level("WARNING", logger="nextbuy"):
         metrics = ingest.run("params.yaml")
     cleaned = [r.getMessage() for r in caplog.records if r.name == ingest.log.name]
@@ -149,7 +151,8 @@ def test_cleaning_changes_keep_only_nonzero_drops_and_merges():
 
 
 def test_cora_ml_with_simulated_impressions(project, tiny_params, cora_npz):
-    use_source(project, tiny_params, source="npz", graph_path=str(cora_npz))
+    shutil.copy(cora_npz, project / "inputs" / cora_npz.name)
+    use_source(project, tiny_params, source="npz", graph_path=f"inputs/{cora_npz.name}")
     result = invoke("ingest")
     assert result.exit_code == 0, result.output
     assert json.loads(paths.metrics_file("ingest").read_text())["products"] == 2995
@@ -173,8 +176,8 @@ def test_bad_graph_exits_nonzero_names_file_column_and_keeps_outputs(project, ti
         p: p.read_bytes()
         for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS, paths.metrics_file("ingest"))
     }
-    (project / "bad.csv").write_text(content)
-    use_source(project, tiny_params, source="edge_list", graph_path="bad.csv")
+    (project / "inputs" / "bad.csv").write_text(content)
+    use_source(project, tiny_params, source="edge_list", graph_path="inputs/bad.csv")
     result = invoke("ingest")
     assert result.exit_code == 2
     assert "bad.csv" in result.output
@@ -192,8 +195,8 @@ def test_bad_graph_exits_nonzero_names_file_column_and_keeps_outputs(project, ti
     ],
 )
 def test_graph_too_small_to_train_on_is_refused(project, tiny_params, rows, sizes):
-    write_edge_list(project / "tiny.csv", rows)
-    use_source(project, tiny_params, source="edge_list", graph_path="tiny.csv")
+    write_edge_list(project / "inputs" / "tiny.csv", rows)
+    use_source(project, tiny_params, source="edge_list", graph_path="inputs/tiny.csv")
     result = invoke("ingest")
     assert result.exit_code == 2, result.output
     output = " ".join(result.output.split())  # the CLI wraps long lines
@@ -232,7 +235,7 @@ def test_graph_censored_below_the_minimum_by_the_snapshot_is_refused(project, ti
             "time": [t - pd.Timedelta(days=1)] * 3 + [t + pd.Timedelta(days=30)] * 9,
         }
     )
-    edges.to_csv(project / "graph.csv", index=False)
+    edges.to_csv(project / "inputs" / "graph.csv", index=False)
     rng = np.random.default_rng(0)
     n = 3000
     log = pd.DataFrame(
@@ -243,9 +246,13 @@ def test_graph_censored_below_the_minimum_by_the_snapshot_is_refused(project, ti
             "converted_at": pd.NaT,
         }
     )
-    log.to_parquet(project / "log.parquet")
+    log.to_parquet(project / "inputs" / "log.parquet")
     use_source(
-        project, tiny_params, source="edge_list", graph_path="graph.csv", impressions_path="log.parquet"
+        project,
+        tiny_params,
+        source="edge_list",
+        graph_path="inputs/graph.csv",
+        impressions_path="inputs/log.parquet",
     )
     result = invoke("ingest")
     assert result.exit_code == 2, result.output
@@ -255,7 +262,7 @@ def test_graph_censored_below_the_minimum_by_the_snapshot_is_refused(project, ti
 
 
 def test_bad_impressions_log_is_refused(project, tiny_params):
-    write_edge_list(project / "graph.csv", [[1, 2], [2, 3], [3, 1], [4, 1]])
+    write_edge_list(project / "inputs" / "graph.csv", [[1, 2], [2, 3], [3, 1], [4, 1]])
     t = pd.Timestamp("2026-03-01")
     log = pd.DataFrame(
         {
@@ -267,9 +274,13 @@ def test_bad_impressions_log_is_refused(project, tiny_params):
             "converted_at": [t + pd.Timedelta(days=1), t - pd.Timedelta(days=1), pd.NaT],
         }
     )
-    log.to_parquet(project / "log.parquet")
+    log.to_parquet(project / "inputs" / "log.parquet")
     use_source(
-        project, tiny_params, source="edge_list", graph_path="graph.csv", impressions_path="log.parquet"
+        project,
+        tiny_params,
+        source="edge_list",
+        graph_path="inputs/graph.csv",
+        impressions_path="inputs/log.parquet",
     )
     result = invoke("ingest")
     assert result.exit_code == 2
@@ -278,7 +289,7 @@ def test_bad_impressions_log_is_refused(project, tiny_params):
 
 
 def test_click_after_conversion_is_refused(project, tiny_params):
-    write_edge_list(project / "graph.csv", [[1, 2], [2, 3], [3, 1], [4, 1]])
+    write_edge_list(project / "inputs" / "graph.csv", [[1, 2], [2, 3], [3, 1], [4, 1]])
     t = pd.Timestamp("2026-03-01")
     log = pd.DataFrame(
         {
@@ -290,9 +301,13 @@ def test_click_after_conversion_is_refused(project, tiny_params):
             "converted_at": [t + pd.Timedelta(days=1), t + pd.Timedelta(days=1)],
         }
     )
-    log.to_parquet(project / "log.parquet")
+    log.to_parquet(project / "inputs" / "log.parquet")
     use_source(
-        project, tiny_params, source="edge_list", graph_path="graph.csv", impressions_path="log.parquet"
+        project,
+        tiny_params,
+        source="edge_list",
+        graph_path="inputs/graph.csv",
+        impressions_path="inputs/log.parquet",
     )
     result = invoke("ingest")
     assert result.exit_code == 2
@@ -315,3 +330,13 @@ def test_garbage_snapshot_exits_2_naming_the_key(project, tiny_params):
     assert result.exit_code == 2, result.output
     assert "ingest.snapshot='not a date' is not a date" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_real_file_outside_inputs_is_refused_as_dvc_would_not_see_it_change(project, tiny_params):
+    write_edge_list(project / "graph.csv", [[1, 2], [2, 3]])
+    use_source(project, tiny_params, source="edge_list", graph_path="graph.csv")
+    result = invoke("ingest")
+    assert result.exit_code == 2
+    assert "ingest.graph_path: outside inputs/" in result.output
+    assert "set ingest.graph_path: inputs/graph.csv" in result.output
+    assert not paths.PRODUCTS.exists()

@@ -129,7 +129,9 @@ def test_real_traffic_log_writes_every_declared_out_with_an_empty_truth(tmp_path
     from nextbuy.cli import app
 
     monkeypatch.chdir(tmp_path)
-    params = {**TINY_PARAMS, "traffic": {**TINY_PARAMS["traffic"], "impressions_path": "log.csv"}}
+    params = {**TINY_PARAMS, "traffic": {**TINY_PARAMS["traffic"], "impressions_path": "inputs/log.csv"}}
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     keys = [f"sku-{i}" for i in range(5)]
     io.write_table(
@@ -152,7 +154,7 @@ def test_real_traffic_log_writes_every_declared_out_with_an_empty_truth(tmp_path
             "shown_at": [t + pd.Timedelta(hours=h) for h in range(4)],
             "converted_at": [t + pd.Timedelta(days=1), pd.NaT, pd.NaT, t + pd.Timedelta(days=2)],
         }
-    ).to_csv(tmp_path / "log.csv", index=False)
+    ).to_csv(inputs / "log.csv", index=False)
     paths.TRAFFIC_TRUTH.mkdir(parents=True)
     paths.TRAFFIC_TRUTH_IMPRESSIONS.write_bytes(b"stale truth of a simulated run")
 

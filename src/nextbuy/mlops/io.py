@@ -106,6 +106,25 @@ def check_file(p: Path) -> None:
         raise DataError(p, "file is empty")
 
 
+def watched_input(path: str | os.PathLike, key: str, inputs: Path = Path("inputs")) -> Path:
+    """``path`` when it lies under ``inputs`` (the folder the stages that read a store's files
+    depend on in dvc.yaml), else DataError: DVC would not see the file change and would reuse
+    stale outputs for it."""
+    p = Path(path)
+    inside = Path(os.path.abspath(p)).is_relative_to(Path(os.path.abspath(inputs)))
+    if not inside:
+        name = p.name or "FILE"
+        raise DataError(
+            p,
+            f"{key}: outside {inputs}/, the folder DVC watches for the store's files, so a change to "
+            f"this file would go unseen and the pipeline would reuse stale outputs. Put it there "
+            f"(cp {p} {inputs}/ && dvc add {inputs}/{name}, or dvc import-url <url> {inputs}/{name}) "
+            f"and set {key}: {inputs}/{name}",
+            column=key,
+        )
+    return p
+
+
 def read_frame(path: str | os.PathLike) -> pd.DataFrame:
     """Read parquet/CSV/TSV by extension; unreadable or empty files raise DataError."""
     p = Path(path)

@@ -213,6 +213,12 @@ def summarise(result: Ingested) -> dict:
 
 def run(params_file: str = "params.yaml") -> dict:
     cfg = load_section("ingest", params_file)
+    for key, path in (
+        ("ingest.graph_path", cfg.graph_path),
+        ("ingest.impressions_path", cfg.impressions_path),
+    ):
+        if path and cfg.source != "simulated":
+            io.watched_input(path, key, paths.INPUTS)
     result = ingest(cfg)
     metrics = summarise(result)
     tables = [

@@ -74,6 +74,7 @@ def run(params_file: str = "params.yaml") -> dict:
     if cfg.impressions_path:
         from nextbuy.data.sources import read_impressions_log
 
+        io.watched_input(cfg.impressions_path, "traffic.impressions_path", paths.INPUTS)
         products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
         impressions = read_impressions_log(cfg.impressions_path, products)
         start = impressions["shown_at"].min()
