@@ -114,10 +114,10 @@ def render_params(root: Path) -> str:
     values = yaml.safe_load(text) or {}
     comments = params_comments(text)
     lines = [
-        GENERATED.format(source="src/nextbuy/config.py and params.yaml"),
+        GENERATED.format(source="src/nextbuy/config*.py and params.yaml"),
         "# Parameters (params.yaml)\n",
         "Every knob of the pipeline lives in `params.yaml`, one section per stage; "
-        "`src/nextbuy/config.py` holds their types and bounds and no defaults, so a missing or "
+        "`src/nextbuy/config*.py` hold their types and bounds and no defaults, so a missing or "
         "misspelt key stops the stage with the key named. The *value* column is the committed "
         "`params.yaml`. Change a value there (or per run: `dvc exp run -S key=value`, a preset, "
         "the Airflow trigger form's `overrides`).\n",
