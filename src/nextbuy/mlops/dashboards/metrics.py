@@ -1,19 +1,11 @@
 """Evidently 0.7 snapshots of the monitor stage's windows: one snapshot (an Evidently "run") per window.
 
-* ``BucketTablePreset`` — custom SingleValue metrics that *copy* the monitor stage's per-bucket numbers
-  (the bucket table is handed to the report as the additional dataset ``bucket_table``; nothing is
-  recomputed here): ``BucketPositivity(bucket, kind)`` for every kind in ``BUCKET_KINDS``,
-  ``BucketVolume(bucket)``, ``BucketAlert(bucket)`` (0/1), ``AlertedBucketsCount()`` and
-  ``NotAlertingBucketsCount()``. Missing values (e.g. ``observed`` before any label matured) are stored
-  as NaN and show as gaps.
+* ``BucketTablePreset`` and ``OnCallCounter`` (``custom_metrics``): the monitor stage's per-bucket
+  numbers and the on-call counters, copied into the snapshot.
 * ``DataDriftPreset`` over score, uncertainty, bucket (categorical: bucket-share drift), category and
   log_price against the champion's holdout scores, with one fixed method (PSI, drift at >= 0.1) so a
   window's drift value means the same thing whatever its size: ``ValueDrift(column)`` per column and
   ``DriftedColumnsCount`` (count and share of drifted columns).
-* ``OnCallCounter(counter)`` — copies of the alerting-bucket count and the drifted-columns count/share for
-  the dashboard's counter panels only: Evidently 0.7.23's counter panel prints a value of 0 as "no value"
-  (it tests the number's truthiness), so these store 0 as ``COUNTER_ZERO`` (1e-9, printed "0" since the
-  counter rounds to 2 decimals). Every other metric stores exact values.
 
 Every snapshot belongs to one pipeline *run* (champion version + traffic span, ``run_name``): its
 metadata ``run`` and tag ``run:<run>`` let the dashboard draw only the current run.
@@ -25,26 +17,49 @@ the numbers back from a snapshot or a stored run.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
-from evidently.core.container import MetricContainer
-from evidently.core.metric_types import Metric, SingleValue, SingleValueCalculation, SingleValueMetric
-from evidently.core.report import Context, Snapshot
-from evidently.legacy.model.widget import BaseWidgetInfo
-from evidently.legacy.renderers.html_widgets import CounterData, WidgetSize, counter, table_data
-from evidently.metrics import DriftedColumnsCount
+from evidently.core.metric_types import Metric, SingleValue
+from evidently.core.report import Snapshot
 from evidently.presets import DataDriftPreset
 from evidently.pydantic_utils import LOADED_TYPE_ALIASES, TYPE_ALIASES
 
-BucketKind = Literal["predicted", "observed", "naive", "estimated", "estimated_lo", "estimated_hi"]
-BUCKET_KINDS: tuple[str, ...] = get_args(BucketKind)
+from nextbuy.mlops.dashboards.custom_metrics import (
+    BUCKET_KINDS,
+    BUCKET_TABLE,
+    COUNTER_ZERO,
+    COUNTERS,
+    DRIFT_COLUMNS,
+    BucketKind,
+    BucketTablePreset,
+    OnCallCounter,
+    drift_columns,
+)
 
-#: Name of the additional dataset (the window's bucket table) that the bucket metrics read.
-BUCKET_TABLE = "bucket_table"
+__all__ = [
+    "BUCKET_KINDS",
+    "BUCKET_TABLE",
+    "COUNTERS",
+    "COUNTER_ZERO",
+    "DRIFT_COLUMNS",
+    "DRIFT_METHOD",
+    "DRIFT_THRESHOLD",
+    "RUN_KEY",
+    "RUN_TAG_PREFIX",
+    "TABLE_COLUMNS",
+    "WINDOW_KEY",
+    "BucketKind",
+    "drift_columns",
+    "is_metric_type",
+    "run_name",
+    "snapshot_alert_count",
+    "snapshot_bucket_values",
+    "window_snapshot",
+]
+
 #: Snapshot metadata key that identifies a window within a run.
 WINDOW_KEY = "window_start"
 #: Snapshot metadata key of the pipeline run (champion version + traffic span) the window belongs to;
@@ -52,8 +67,6 @@ WINDOW_KEY = "window_start"
 RUN_KEY = "run"
 #: Prefix of the run tag every snapshot carries (shown in the UI's tooltips and report list).
 RUN_TAG_PREFIX = "run:"
-#: Columns whose distribution is compared with the reference (the champion's holdout).
-DRIFT_COLUMNS = ("score", "uncertainty", "bucket", "category", "log_price")
 DRIFT_METHOD = "psi"
 DRIFT_THRESHOLD = 0.1
 
@@ -72,11 +85,6 @@ CATEGORICAL_ROW_COLUMNS = ["bucket", "category", "label_observed"]
 TABLE_COLUMNS = ("bucket", "volume", *BUCKET_KINDS, "alert")
 #: Evidently's prefix of metric type names (PanelMetric adds it to a bare name).
 METRIC_TYPE_PREFIX = "evidently:metric_v2:"
-#: What an OnCallCounter stores for 0: Evidently 0.7.23's counter panel shows a falsy value (0) as
-#: "no value" and rounds any other to 2 decimals, so 1e-9 is shown as "0".
-COUNTER_ZERO = 1e-9
-#: OnCallCounter(counter=...) values.
-COUNTERS = ("alerting_buckets", "drifted_columns_share", "drifted_columns_count")
 
 
 def run_name(model_name: str, version: Any, traffic_start: Any, traffic_end: Any) -> str:
@@ -93,229 +101,9 @@ def run_name(model_name: str, version: Any, traffic_start: Any, traffic_end: Any
 
 def is_metric_type(name: str) -> bool:
     """Whether name ("ValueDrift" or "evidently:metric_v2:ValueDrift") is a registered Evidently metric type
-    (built-in or custom, such as the bucket metrics below)."""
+    (built-in or custom, such as the bucket metrics of ``custom_metrics``)."""
     alias = name if name.startswith(METRIC_TYPE_PREFIX) else METRIC_TYPE_PREFIX + name
     return any(base is Metric and a == alias for base, a in (*TYPE_ALIASES, *LOADED_TYPE_ALIASES))
-
-
-# --------------------------------------------------------------------------------------------------
-# Custom metrics: values copied from the window's bucket table
-# --------------------------------------------------------------------------------------------------
-
-
-def _bucket_table(context: Context) -> pd.DataFrame:
-    dataset = context.additional_data.get(BUCKET_TABLE)
-    if dataset is None:
-        raise ValueError(
-            f"bucket metrics need the bucket table as additional_data[{BUCKET_TABLE!r}] of Report.run"
-        )
-    return dataset.as_dataframe()
-
-
-def _bucket_value(context: Context, bucket: int, column: str) -> float:
-    table = _bucket_table(context)
-    row = table.loc[table["bucket"] == bucket]
-    if row.empty:
-        return math.nan
-    value = row[column].iloc[0]
-    return math.nan if pd.isna(value) else float(value)
-
-
-def _without_widget(result: SingleValue) -> SingleValue:
-    result.widget = []  # BucketTablePreset renders the whole table once
-    return result
-
-
-class BucketPositivity(SingleValueMetric):
-    """Positivity of one uncertainty bucket in one window, as computed by the monitor stage."""
-
-    bucket: int
-    kind: str  # one of BUCKET_KINDS
-
-
-class BucketPositivityCalculation(SingleValueCalculation[BucketPositivity]):
-    def calculate(
-        self, context: Context, current_data: Dataset, reference_data: Dataset | None
-    ) -> SingleValue:
-        return _without_widget(self.result(_bucket_value(context, self.metric.bucket, self.metric.kind)))
-
-    def display_name(self) -> str:
-        return f"Bucket {self.metric.bucket} {self.metric.kind} positivity"
-
-
-class BucketVolume(SingleValueMetric):
-    """Number of scored impressions of one bucket in one window."""
-
-    bucket: int
-
-
-class BucketVolumeCalculation(SingleValueCalculation[BucketVolume]):
-    def calculate(
-        self, context: Context, current_data: Dataset, reference_data: Dataset | None
-    ) -> SingleValue:
-        return _without_widget(self.result(_bucket_value(context, self.metric.bucket, "volume")))
-
-    def display_name(self) -> str:
-        return f"Bucket {self.metric.bucket} volume"
-
-
-class BucketAlert(SingleValueMetric):
-    """1 when the monitor stage raised an alert for this bucket in this window, else 0."""
-
-    bucket: int
-
-
-class BucketAlertCalculation(SingleValueCalculation[BucketAlert]):
-    def calculate(
-        self, context: Context, current_data: Dataset, reference_data: Dataset | None
-    ) -> SingleValue:
-        value = _bucket_value(context, self.metric.bucket, "alert")
-        return _without_widget(self.result(0 if math.isnan(value) else int(value)))
-
-    def display_name(self) -> str:
-        return f"Bucket {self.metric.bucket} alert"
-
-
-class AlertedBucketsCount(SingleValueMetric):
-    """Number of buckets alerting in the window (the on-call counter)."""
-
-
-def _alerting_buckets(context: Context) -> tuple[int, int]:
-    """(alerting, not alerting) buckets of the window."""
-    alerts = pd.to_numeric(_bucket_table(context)["alert"], errors="coerce").fillna(0)
-    alerting = int((alerts != 0).sum())
-    return alerting, len(alerts) - alerting
-
-
-class AlertedBucketsCountCalculation(SingleValueCalculation[AlertedBucketsCount]):
-    def calculate(
-        self, context: Context, current_data: Dataset, reference_data: Dataset | None
-    ) -> SingleValue:
-        return _without_widget(self.result(_alerting_buckets(context)[0]))
-
-    def display_name(self) -> str:
-        return "Alerting buckets"
-
-
-class NotAlertingBucketsCount(SingleValueMetric):
-    """Number of buckets of the window that do not alert (within tolerance, or too small to judge)."""
-
-
-class NotAlertingBucketsCountCalculation(SingleValueCalculation[NotAlertingBucketsCount]):
-    def calculate(
-        self, context: Context, current_data: Dataset, reference_data: Dataset | None
-    ) -> SingleValue:
-        return _without_widget(self.result(_alerting_buckets(context)[1]))
-
-    def display_name(self) -> str:
-        return "Buckets not alerting"
-
-
-def drift_columns(current: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
-    """The DRIFT_COLUMNS with values on both sides (an all-NaN column cannot be compared)."""
-    return [
-        c
-        for c in DRIFT_COLUMNS
-        if c in current.columns
-        and c in reference.columns
-        and current[c].notna().any()
-        and reference[c].notna().any()
-    ]
-
-
-class OnCallCounter(SingleValueMetric):
-    """A number shown by a counter panel of the dashboard (``counter`` in COUNTERS): the alerting-bucket
-    count, or the drifted-columns share/count of DataDriftPreset (``method``/``threshold`` as there).
-    Stored exactly, except 0 -> COUNTER_ZERO (see there); NaN when the window has no drift columns."""
-
-    counter: str
-    method: str | None = None
-    threshold: float | None = None
-
-
-class OnCallCounterCalculation(SingleValueCalculation[OnCallCounter]):
-    def calculate(
-        self, context: Context, current_data: Dataset, reference_data: Dataset | None
-    ) -> SingleValue:
-        counter = self.metric.counter
-        if counter == "alerting_buckets":
-            value: float = _alerting_buckets(context)[0]
-        elif counter in ("drifted_columns_share", "drifted_columns_count"):
-            value = self._drifted(context, current_data, reference_data, counter.rsplit("_", 1)[-1])
-        else:
-            raise ValueError(f"OnCallCounter: unknown counter {counter!r} (one of {COUNTERS})")
-        return _without_widget(self.result(COUNTER_ZERO if value == 0 else value))
-
-    def _drifted(
-        self, context: Context, current_data: Dataset, reference_data: Dataset | None, which: str
-    ) -> float:
-        if reference_data is None:
-            return math.nan
-        columns = drift_columns(current_data.as_dataframe(), reference_data.as_dataframe())
-        if not columns:
-            return math.nan
-        # the DriftedColumnsCount of DataDriftPreset (same parameters: computed once, reused)
-        drifted = DriftedColumnsCount(
-            columns=columns, method=self.metric.method, threshold=self.metric.threshold
-        )
-        result = context.calculate_metric(drifted.to_calculation())
-        return float(getattr(result, which).value)
-
-    def display_name(self) -> str:
-        return f"On-call counter: {self.metric.counter.replace('_', ' ')}"
-
-
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-class BucketTablePreset(MetricContainer):
-    """All bucket metrics of a window, rendered in the run view as one counter and one table."""
-
-    buckets: list[int]
-
-    def __init__(self, buckets: Sequence[int], include_tests: bool = False):
-        self.buckets = [int(b) for b in buckets]
-        super().__init__(include_tests=include_tests)
-
-    def generate_metrics(self, context: Context):
-        metrics: list = []
-        for bucket in self.buckets:
-            metrics += [BucketPositivity(bucket=bucket, kind=kind) for kind in BUCKET_KINDS]
-            metrics += [BucketVolume(bucket=bucket), BucketAlert(bucket=bucket)]
-        return [*metrics, AlertedBucketsCount(), NotAlertingBucketsCount()]
-
-    def render(self, context: Context, child_widgets=None) -> list[BaseWidgetInfo]:
-        table = _bucket_table(context)
-        n_alerts = int(context.get_metric_result(AlertedBucketsCount()).value)
-        rows = [
-            [
-                _fmt(int(r["bucket"])),
-                _fmt(int(r["volume"])) if pd.notna(r["volume"]) else "—",
-                *[_fmt(float(r[k])) for k in BUCKET_KINDS],
-                "ALERT" if r["alert"] else "",
-            ]
-            for _, r in table.sort_values("bucket").iterrows()
-        ]
-        return [
-            counter(
-                title="Alerting buckets in this window",
-                size=WidgetSize.FULL,
-                counters=[
-                    CounterData(label="buckets alerting", value=str(n_alerts)),
-                    CounterData(label="buckets", value=str(len(table))),
-                ],
-            ),
-            table_data(
-                title="Positivity per uncertainty bucket (from the monitor stage)",
-                column_names=["bucket", "volume", *BUCKET_KINDS, "alert"],
-                data=rows,
-            ),
-        ]
 
 
 # --------------------------------------------------------------------------------------------------

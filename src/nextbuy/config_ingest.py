@@ -1,0 +1,96 @@
+"""The ``ingest`` section of params.yaml: the data source, the built-in simulated store and
+the holdout split."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from nextbuy.config_base import _as_timestamp_text, _Section
+
+
+class SimulatorConfig(_Section):
+    """Size and behaviour of the built-in simulated store."""
+
+    n_products: int = Field(ge=10)
+    n_categories: int = Field(ge=2)
+    latent_dim: int = Field(ge=2)
+    product_noise: float = Field(ge=0.0)
+    complements_per_category: int = Field(ge=1)
+    reciprocal_share: float = Field(ge=0.0, le=1.0)
+    zipf_exponent: float = Field(gt=0.0)
+    n_purchases: int = Field(ge=100)
+    complement_share: float = Field(ge=0.0, le=1.0)
+    candidates_per_draw: int = Field(ge=1)
+    n_impressions: int = Field(ge=100)
+    policy_explore_share: float = Field(ge=0.0, le=1.0)
+    history_days: float = Field(gt=1.0)
+    base_conversion_logit: float
+    affinity_scale: float = Field(ge=0.0)
+    delay_median_hours: float = Field(gt=0.0)
+    delay_sigma: float = Field(gt=0.0)
+    delay_price_elasticity: float = Field(ge=0.0, le=3.0)
+    launch_rate: float = Field(ge=0.0)
+    prelaunch_purchases: Literal["move", "drop"]
+    browse_click_rate: float = Field(ge=0.0, le=0.9)
+    click_relevance: float = Field(ge=0.0)
+    cart_if_convert: float = Field(ge=0.0, le=1.0)
+    cart_if_browse: float = Field(ge=0.0, le=1.0)
+    start_date: str
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _start_date_is_a_date(cls, value: Any) -> Any:
+        return _as_timestamp_text(value, "ingest.simulator.start_date")
+
+    @model_validator(mode="after")
+    def _launches_fit_the_catalogue(self) -> SimulatorConfig:
+        if self.launch_rate * self.history_days > 1.0:
+            raise ValueError(
+                f"ingest.simulator.launch_rate * history_days must be <= 1 (at most the whole "
+                f"catalogue is launched during the history), got {self.launch_rate} * "
+                f"{self.history_days} = {self.launch_rate * self.history_days:g}"
+            )
+        return self
+
+
+class SplitConfig(_Section):
+    """Holdout of sessions (a source product's impressions of one day), interleaved in time."""
+
+    calib_share: float = Field(gt=0.0, lt=1.0)
+    test_share: float = Field(gt=0.0, lt=1.0)
+    seed: int
+
+    @model_validator(mode="after")
+    def _train_left(self) -> SplitConfig:
+        if self.calib_share + self.test_share >= 1.0:
+            raise ValueError(
+                f"calib_share + test_share = {self.calib_share + self.test_share:g} leaves no training data"
+            )
+        return self
+
+
+class IngestConfig(_Section):
+    source: Literal["simulated", "edge_list", "npz"]
+    graph_path: str | None
+    impressions_path: str | None
+    seed: int
+    # The data snapshot time (Airflow sets it to the run's logical date): the simulated
+    # store as it stood then (one timeline: a later snapshot is the same store with more
+    # days); a real log is censored here. None: the simulator's start_date +
+    # history_days, or the last event of a real log.
+    snapshot: str | None
+    simulator: SimulatorConfig
+    split: SplitConfig
+
+    @field_validator("snapshot", mode="before")
+    @classmethod
+    def _snapshot_is_a_date(cls, value: Any) -> Any:
+        return None if value is None else _as_timestamp_text(value, "ingest.snapshot")
+
+    @model_validator(mode="after")
+    def _real_source_needs_path(self) -> IngestConfig:
+        if self.source != "simulated" and not self.graph_path:
+            raise ValueError(f"ingest.source={self.source!r} needs ingest.graph_path")
+        return self
