@@ -66,6 +66,76 @@ EDGE_CASES[-1] = Case(
 )
 
 
+def _npz_graph(name: str, data: list[float], indices: list[int]) -> Callable[[Path], None]:
+    """A 3-node PPNP-style npz, one adjacency entry per row, with the given values and columns."""
+
+    def write(root: Path) -> None:
+        np.savez(
+            root / INPUTS / name,
+            **{  # type: ignore[arg-type]  # numpy's stubs type **arrays as savez's flags
+                "adj_matrix.data": np.asarray(data, dtype=np.float64),
+                "adj_matrix.indices": np.asarray(indices, dtype=np.int64),
+                "adj_matrix.indptr": np.arange(len(data) + 1, dtype=np.int64),
+                "adj_matrix.shape": np.array([len(data), len(data)]),
+            },
+        )
+
+    return write
+
+
+def _directory(name: str) -> Callable[[Path], None]:
+    def make(root: Path) -> None:
+        (root / INPUTS / name).mkdir(exist_ok=True)
+
+    return make
+
+
+def _outside(name: str) -> Callable[[Path], None]:
+    """A valid edge list at the project's root, not under inputs/."""
+
+    def write(root: Path) -> None:
+        (root / name).write_text("src,dst\n" + CYCLE)
+
+    return write
+
+
+def _npz_case(name: str, file: str, files: Callable[[Path], None], fragments: tuple[str, ...]) -> Case:
+    params = _real(ingest__source="npz", ingest__graph_path=str(INPUTS / file))
+    return Case(name, "input", "ingest", (file, *fragments), params=params, files=files)
+
+
+def _path_case(name: str, file: str, files: Callable[[Path], None], fragments: tuple[str, ...]) -> Case:
+    params = _real(ingest__source="edge_list", ingest__graph_path=str(INPUTS / file))
+    return Case(name, "input", "ingest", (file, *fragments), params=params, files=files)
+
+
+# Files as users have them: what a reader cannot take is refused saying what the file is.
+EDGE_CASES += [
+    _edge_case("headerless with a third column", "weighted.txt", "0 1 3\n1 2 4\n", ("add a header",)),
+    _path_case("graph path is a directory", "graphdir", _directory("graphdir"), ("a directory",)),
+    _npz_case(
+        "npz with a negative weight",
+        "negative.npz",
+        _npz_graph("negative.npz", [1.0, -2.0, 1.0], [1, 2, 0]),
+        ("negative adjacency weights", "A[1, 2] = -2"),
+    ),
+    _npz_case(
+        "npz index out of range",
+        "range.npz",
+        _npz_graph("range.npz", [1.0, 1.0, 1.0], [1, 7, 0]),
+        ("out of range", "row 1 index 7"),
+    ),
+    Case(
+        "graph outside inputs",
+        "input",
+        "ingest",
+        ("ingest.graph_path", "outside inputs/"),
+        params=_real(ingest__source="edge_list", ingest__graph_path="edges-elsewhere.csv"),
+        files=_outside("edges-elsewhere.csv"),
+    ),
+]
+
+
 def _log_file(name: str, change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
     def write(root: Path) -> None:
         change(pd.read_parquet(root / LOG)).to_parquet(root / INPUTS / name)

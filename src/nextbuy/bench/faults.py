@@ -182,8 +182,18 @@ def _must(result: subprocess.CompletedProcess, what: str) -> None:
 def run_case(project: Project, case: fault_cases.Case, baseline: dict[str, bytes]) -> dict:
     before = stage_files(project, baseline, case.stage)
     project.write_params(case.params(project.params) if case.params else project.params)
+    inputs = project.root / fault_cases.INPUTS
+    present = set(inputs.iterdir()) if inputs.is_dir() else set()
     if case.files:
         case.files(project.root)
+    try:
+        return _judged_run(project, case, baseline, before)
+    finally:  # the case's own input files go: inputs/ is a dependency of the next case's stages
+        for added in set(inputs.iterdir()) - present if inputs.is_dir() else ():
+            shutil.rmtree(added) if added.is_dir() and not added.is_symlink() else added.unlink()
+
+
+def _judged_run(project: Project, case: fault_cases.Case, baseline: dict[str, bytes], before: dict) -> dict:
     cmd = ["dvc", "repro", *(["--single-item", "--force"] if case.single else []), case.stage]
     result = project.run(*cmd)
     output = result.stdout + result.stderr
