@@ -15,7 +15,8 @@ free 127.0.0.1 ports and freshly generated secrets (never written into the repos
  7. `down -v` (always, also after a failure; KEEP_STACK=1 keeps it for a look).
 
 Each step prints its time; any failure exits non-zero. A JSON summary (times, image size) goes
-to STACK_CHECK_OUT (default stack-check.json).
+to STACK_CHECK_OUT (default metrics/stack-check.json, beside the pipeline's outputs and
+ignored by git like them).
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ def owner() -> tuple[int, int]:
 
 def main() -> int:
     steps, summary = Steps(), {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out = Path(os.environ.get("STACK_CHECK_OUT", "stack-check.json"))
+    out = Path(os.environ.get("STACK_CHECK_OUT", "metrics/stack-check.json"))
     work = Path(tempfile.mkdtemp(prefix="nextbuy-stack-check-"))
     name = f"nextbuy-check-{os.getpid()}"
     stack, failed = None, None
@@ -316,6 +317,7 @@ def main() -> int:
         "total_s": round(time.monotonic() - steps.started, 1),
         "failed": failed,
     }
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nstack-check {'FAILED' if failed else 'passed'} in {summary['total_s']:.0f} s; summary in {out}")
     return 1 if failed else 0

@@ -3,9 +3,9 @@
 # from out of Debian packages, for a site where no image registry is reachable (only a
 # Debian apt mirror, and PyPI or a mirror of it for the project image).
 #
-#   bash docker/base-images/build.sh            # ~10 min on 2 cores
+#   bash docker/base-images/build.sh            # minutes: debootstrap, then apt installs
 #   # then use them: it writes docker/base-images/images.env, which
-#   # docker/stack-check.sh and `docker compose --env-file` read:
+#   # make stack-check (docker/stack_check.py) and `docker compose --env-file` read:
 #   #   NEXTBUY_BASE_IMAGE=nextbuy-base/python:3.11  POSTGRES_IMAGE=nextbuy-base/postgres:15
 #   #   REDIS_IMAGE=nextbuy-base/redis:7
 #
