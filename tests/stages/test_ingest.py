@@ -340,3 +340,49 @@ def test_a_real_file_outside_inputs_is_refused_as_dvc_would_not_see_it_change(pr
     assert "ingest.graph_path: outside inputs/" in result.output
     assert "set ingest.graph_path: inputs/graph.csv" in result.output
     assert not paths.PRODUCTS.exists()
+
+
+def _log_with_one_row_at(project, tiny_params, when: pd.Timestamp, snapshot: str | None) -> None:
+    write_edge_list(project / "inputs" / "graph.csv", clean_edge_rows())
+    rng = np.random.default_rng(0)
+    t = pd.Timestamp("2026-03-01")
+    n = 2000
+    log = pd.DataFrame(
+        {
+            "source_id": rng.integers(1, 12, n).astype(str),
+            "shown_id": rng.integers(1, 12, n).astype(str),
+            "shown_at": t - pd.to_timedelta(rng.uniform(0, 20, n), unit="D"),
+            "converted_at": pd.NaT,
+        }
+    )
+    log.loc[7, "shown_at"] = when
+    log.to_parquet(project / "inputs" / "log.parquet")
+    use_source(
+        project,
+        tiny_params,
+        source="edge_list",
+        graph_path="inputs/graph.csv",
+        impressions_path="inputs/log.parquet",
+        snapshot=snapshot,
+    )
+
+
+def test_an_impression_after_the_wall_clock_is_refused_before_it_moves_the_snapshot(project, tiny_params):
+    _log_with_one_row_at(project, tiny_params, pd.Timestamp("2099-01-01"), snapshot=None)
+    result = invoke("ingest")
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert "log.parquet" in output
+    assert "'shown_at'" in output
+    assert "1 row(s) lie after now" in output
+    assert "2099-01-01" in output
+    assert not paths.PRODUCTS.exists()
+
+
+def test_impressions_after_an_explicit_snapshot_are_counted_and_warned(project, tiny_params, caplog):
+    _log_with_one_row_at(project, tiny_params, pd.Timestamp("2026-03-05"), snapshot="2026-03-02")
+    result = invoke("ingest")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(paths.metrics_file("ingest").read_text())
+    assert metrics["cleaning"]["impressions_after_snapshot_dropped"] == 1
+    assert "impressions_after_snapshot_dropped=1" in result.output + caplog.text

@@ -222,7 +222,16 @@ def _duplicates(log: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([without_ids, without_ids.iloc[:7]], ignore_index=True)
 
 
+def _one_in_2099(log: pd.DataFrame) -> pd.DataFrame:
+    """One impression with a typo'd year: it would move a snapshot taken from the log's end."""
+    out = log.copy()
+    out.loc[out.index[0], "shown_at"] = pd.Timestamp("2099-01-01")
+    out.loc[out.index[0], ["clicked_at", "carted_at", "converted_at"]] = pd.NaT  # nothing after it yet
+    return out
+
+
 LOG_CASES = [
+    _log_case("impression in 2099", _one_in_2099, "ingest", ("'shown_at'", "after now", "2099"), True),
     _log_case("click after conversion", _click_after_conversion, "ingest", ("'clicked_at'",), True),
     _log_case("conversion before shown", _converted_before_shown, "ingest", ("'converted_at'",), True),
     _log_case("unknown product", _unknown_product, "ingest", ("'shown_id'", "tablet-9000"), True),

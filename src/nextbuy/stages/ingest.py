@@ -61,6 +61,16 @@ def assign_split(source_key: pd.Series, shown_at: pd.Series, split: SplitConfig)
     return session_split.assign_split(source_key, shown_at, split.test_share, split.calib_share, split.seed)
 
 
+def refuse_future_events(log: pd.DataFrame, events: list[str], origin: str, now: pd.Timestamp) -> None:
+    """DataError naming the file, the column and the first rows when an event lies after ``now``
+    (the wall clock, UTC): a log cannot hold what has not happened, and one such row (a typo'd
+    year) would move a snapshot taken from the log's last event far into the future."""
+    clock = pd.Timestamp(now).tz_convert(None) if pd.Timestamp(now).tzinfo else pd.Timestamp(now)
+    bad = {col: log.index[(log[col] > clock).to_numpy()] for col in events if col in log}
+    found = {col: rows for col, rows in bad.items() if len(rows)}
+    io.rows_error(origin, log, found, f"lie after now ({clock:%Y-%m-%d %H:%M} UTC)")
+
+
 def finalise(
     products: pd.DataFrame,
     edges: pd.DataFrame,
@@ -132,11 +142,14 @@ def ingest(cfg: IngestConfig) -> Ingested:
         if cfg.impressions_path:
             log_frame = sources.read_impressions_log(cfg.impressions_path, graph.products)
             events = ["shown_at", "clicked_at", "carted_at", "converted_at"]
+            refuse_future_events(log_frame, events, str(cfg.impressions_path), pd.Timestamp.now("UTC"))
             if cfg.snapshot is None:
                 snapshot = pd.Timestamp(log_frame[events].max().max())
             else:  # what the store knew at the snapshot: later impressions and events do not exist yet
                 snapshot = pd.Timestamp(cfg.snapshot)
-                log_frame = log_frame[log_frame["shown_at"] <= snapshot].copy()
+                later = log_frame["shown_at"] > snapshot
+                cleaning["impressions_after_snapshot_dropped"] = int(later.sum())
+                log_frame = log_frame[~later].copy()
                 for col in events[1:]:
                     log_frame[col] = log_frame[col].where(log_frame[col] <= snapshot)
             edges, impressions = finalise(
@@ -254,7 +267,7 @@ def run(params_file: str = "params.yaml") -> dict:
     changed = cleaning_changes(result.cleaning)
     if changed:
         log.warning(
-            "ingest cleaned %s: %s (field convention: self-loops dropped, duplicate edges merged)",
+            "ingest cleaned %s: %s (counted in metrics/ingest.json, cleaning)",
             cfg.graph_path,
             ", ".join(f"{key}={n}" for key, n in changed.items()),
         )
