@@ -37,10 +37,22 @@ $(STAMP): pyproject.toml benchmarks/pyproject.toml requirements.lock
 lock: $(VENV)/bin/uv
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 $(foreach d,$(FIND_LINKS),--find-links $(d)) -o requirements.lock
 
+# One pipeline run per checkout: a second `make run` (or run-preset) is refused before it touches
+# anything (DVC's own lock would refuse its repro, but restore-outputs would then rewrite the
+# outputs the first run is writing). flock exits RUN_BUSY when the lock is held.
+RUN_LOCK := .dvc/tmp/make-run.lock
+RUN_BUSY := 75
+define exclusive
+@mkdir -p $(dir $(RUN_LOCK))
+@flock -n -E $(RUN_BUSY) $(RUN_LOCK) bash -c '$(1)' || { status=$$?; \
+  if [ $$status = $(RUN_BUSY) ]; then echo "another make run or run-preset is running in this checkout ($(RUN_LOCK)): nothing was touched; wait for it"; fi; \
+  exit $$status; }
+endef
+
 run: $(STAMP)
 	@git rev-parse --git-dir >/dev/null 2>&1 || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
 	@# DVC deletes a stage's outputs before it checks params: put the last good ones back on failure.
-	dvc repro || { status=$$?; nextbuy restore-outputs; exit $$status; }
+	$(call exclusive,dvc repro || { status=$$?; nextbuy restore-outputs; exit $$status; })
 	@nextbuy summary
 
 # A preset of presets/ over params.yaml as a DVC experiment (params.yaml keeps its values
@@ -48,7 +60,7 @@ run: $(STAMP)
 #   make run-preset PRESET=presets/large-store-100k.yaml
 run-preset: $(STAMP)
 	@test -n "$(PRESET)" || { echo "usage: make run-preset PRESET=presets/<name>.yaml"; exit 2; }
-	flags="$$(nextbuy preset $(PRESET))" && dvc exp run $$flags || { status=$$?; nextbuy restore-outputs; exit $$status; }
+	$(call exclusive,flags="$$(nextbuy preset $(PRESET))" && dvc exp run $$flags || { status=$$?; nextbuy restore-outputs; exit $$status; })
 	@nextbuy summary
 
 summary: $(STAMP)
