@@ -1,7 +1,8 @@
 """Training's progress bar: on a terminal a live tqdm bar; off one (DVC's output, an Airflow
-task log, a container's log) one line per refresh, at least every ``LOG_INTERVAL_S``, naming
-the phase and epoch, the time spent and an estimate of the time left, so a slow run shows it
-is alive."""
+task log, a container's log) one whole line as each epoch starts and then one per
+``LOG_INTERVAL_S`` while its steps complete (a single step longer than that is silent until it
+ends), naming the phase and epoch, the time spent and an estimate of the time left, so a slow
+run shows it is alive."""
 
 from __future__ import annotations
 
