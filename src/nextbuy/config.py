@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from nextbuy.config_base import _Section
+from nextbuy.config_engine import EngineConfig, SparkConfig
 from nextbuy.config_ingest import IngestConfig, SimulatorConfig, SplitConfig
 from nextbuy.config_stages import (
     CalibrateConfig,
@@ -39,11 +40,13 @@ __all__ = [
     "CalibrateConfig",
     "DeployConfig",
     "DriftConfig",
+    "EngineConfig",
     "IngestConfig",
     "LabelDelayConfig",
     "MonitorConfig",
     "RetrievalConfig",
     "SimulatorConfig",
+    "SparkConfig",
     "SplitConfig",
     "ThresholdsConfig",
     "TrafficConfig",
@@ -69,6 +72,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "deploy": DeployConfig,
     "traffic": TrafficConfig,
     "monitor": MonitorConfig,
+    "engine": EngineConfig,
 }
 
 S = TypeVar("S", bound=_Section)
@@ -134,6 +138,12 @@ def section_config(
 
 
 @overload
+def section_config(
+    params: Mapping[str, Any], dotted: Literal["engine"], **changes: Any
+) -> EngineConfig: ...
+
+
+@overload
 def section_config(params: Mapping[str, Any], dotted: str, **changes: Any) -> Any: ...
 
 
@@ -191,6 +201,10 @@ def load_section(name: Literal["traffic"], params_file: str | os.PathLike = ...)
 
 @overload
 def load_section(name: Literal["monitor"], params_file: str | os.PathLike = ...) -> MonitorConfig: ...
+
+
+@overload
+def load_section(name: Literal["engine"], params_file: str | os.PathLike = ...) -> EngineConfig: ...
 
 
 @overload

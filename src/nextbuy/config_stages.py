@@ -19,6 +19,8 @@ class LabelDelayConfig(_Section):
     normalise_weights: bool
     wait_days: float = Field(ge=0.0)
     seed: int
+    # train rows the delay models are fitted on (a seeded hash sample of impression ids above it)
+    fit_sample_rows: int = Field(ge=1000)
 
 
 class TrainConfig(_Section):

@@ -4,6 +4,8 @@ the co-purchase graph (see nextbuy.domain.delay)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -94,38 +96,68 @@ def pair_features(
       shown one's than the shown category's share of all co-purchases (+1 smoothing;
       unknown categories form one group).
     """
-    src = np.asarray(source_id, dtype=np.int64)
-    dst = np.asarray(shown_id, dtype=np.int64)
-    n = len(products)
-    by_id = products.sort_values("product_id")
-    price = by_id["price"].to_numpy(dtype=float)
-    log_price = np.log(np.where(np.isfinite(price) & (price > 0), price, np.nan))
-    fill = np.nanmedian(log_price) if np.isfinite(log_price).any() else 0.0
-    log_price = np.where(np.isfinite(log_price), log_price, fill)
+    return PairContext.build(products, edges, exposure).features(source_id, shown_id)
 
-    eu, ev = edges["src"].to_numpy(np.int64), edges["dst"].to_numpy(np.int64)
-    ew = edges["weight"].to_numpy(np.float64) if "weight" in edges else np.ones(len(edges))
-    into, out_of = _weight_by(ev, ew, n), _weight_by(eu, ew, n)
-    pair_weight = pd.Series(ew).groupby(eu * n + ev).sum()  # edge lists may repeat a pair
-    pair = pair_weight.reindex(src * n + dst, fill_value=0.0).to_numpy()
 
-    category = by_id["category"].to_numpy(np.int64)
-    codes, groups = np.unique(category, return_inverse=True)
-    k = len(codes)
-    flows = np.ones((k, k)) + np.bincount(groups[eu] * k + groups[ev], weights=ew, minlength=k * k).reshape(
-        k, k
-    )
-    share_in = flows.sum(axis=0) / flows.sum()
-    lift = np.log(flows / flows.sum(axis=1, keepdims=True) / share_in[None, :])
-    return pd.DataFrame(
-        {
-            "log_price": log_price[dst],
-            "shown_popularity": np.log1p(into[dst] / (1.0 if exposure is None else exposure[dst])),
-            "source_activity": np.log1p(out_of[src]),
-            "pair_copurchases": np.log1p(pair),
-            "category_lift": lift[groups[src], groups[dst]],
-        }
-    )
+@dataclass(frozen=True, eq=False)
+class PairContext:
+    """What :func:`pair_features` needs of the catalogue and the graph, per product and per
+    pair, computed once: any batch of (source, shown) pairs is then looked up in it (an
+    executor holds one per job and applies it to its partitions)."""
+
+    log_price: np.ndarray
+    popularity: np.ndarray  # log1p(co-purchases in / exposure share), per product
+    activity: np.ndarray  # log1p(co-purchases out), per product
+    pair_keys: np.ndarray  # src * n + dst of every pair the graph holds, sorted
+    pair_weight: np.ndarray  # co-purchases of each of those pairs
+    groups: np.ndarray  # category group of each product
+    lift: np.ndarray  # (groups x groups) log lift
+
+    @classmethod
+    def build(cls, products: pd.DataFrame, edges: pd.DataFrame, exposure: np.ndarray | None = None) -> PairContext:
+        n = len(products)
+        by_id = products.sort_values("product_id")
+        price = by_id["price"].to_numpy(dtype=float)
+        log_price = np.log(np.where(np.isfinite(price) & (price > 0), price, np.nan))
+        fill = np.nanmedian(log_price) if np.isfinite(log_price).any() else 0.0
+        log_price = np.where(np.isfinite(log_price), log_price, fill)
+        eu, ev = edges["src"].to_numpy(np.int64), edges["dst"].to_numpy(np.int64)
+        ew = edges["weight"].to_numpy(np.float64) if "weight" in edges else np.ones(len(edges))
+        into, out_of = _weight_by(ev, ew, n), _weight_by(eu, ew, n)
+        pair_weight = pd.Series(ew).groupby(eu * n + ev).sum()  # edge lists may repeat a pair
+        category = by_id["category"].to_numpy(np.int64)
+        codes, groups = np.unique(category, return_inverse=True)
+        k = len(codes)
+        flows = np.ones((k, k)) + np.bincount(
+            groups[eu] * k + groups[ev], weights=ew, minlength=k * k
+        ).reshape(k, k)
+        share_in = flows.sum(axis=0) / flows.sum()
+        return cls(
+            log_price=log_price,
+            popularity=np.log1p(into / (1.0 if exposure is None else exposure)),
+            activity=np.log1p(out_of),
+            pair_keys=pair_weight.index.to_numpy(np.int64),
+            pair_weight=pair_weight.to_numpy(np.float64),
+            groups=groups,
+            lift=np.log(flows / flows.sum(axis=1, keepdims=True) / share_in[None, :]),
+        )
+
+    def features(self, source_id: np.ndarray, shown_id: np.ndarray) -> pd.DataFrame:
+        src = np.asarray(source_id, dtype=np.int64)
+        dst = np.asarray(shown_id, dtype=np.int64)
+        key = src * len(self.log_price) + dst
+        at = np.minimum(np.searchsorted(self.pair_keys, key), max(len(self.pair_keys) - 1, 0))
+        found = (self.pair_keys[at] == key) if len(self.pair_keys) else np.zeros(len(key), bool)
+        pair = np.where(found, self.pair_weight[at] if len(self.pair_keys) else 0.0, 0.0)
+        return pd.DataFrame(
+            {
+                "log_price": self.log_price[dst],
+                "shown_popularity": self.popularity[dst],
+                "source_activity": self.activity[src],
+                "pair_copurchases": np.log1p(pair),
+                "category_lift": self.lift[self.groups[src], self.groups[dst]],
+            }
+        )
 
 
 def _labelled(signals: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +178,22 @@ def _labelled(signals: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 _MIN_EXPOSURE_DAYS = 1.0
 
 
+def first_seen(impressions: pd.DataFrame, n_products: int) -> np.ndarray:
+    """Per product, its first impression (shown or as the source) in ns since the epoch;
+    int64 max where the log never shows it. A minimum: logs split in parts combine by
+    ``np.minimum``."""
+    first = np.full(n_products, NEVER, dtype=np.int64)
+    shown_ns = impressions["shown_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    for column in ("source_id", "shown_id"):
+        earliest = pd.Series(shown_ns).groupby(impressions[column].to_numpy(np.int64)).min()
+        at_ids = earliest.index.to_numpy(np.int64)
+        first[at_ids] = np.minimum(first[at_ids], earliest.to_numpy())
+    return first
+
+
+NEVER = np.iinfo(np.int64).max
+
+
 def exposure_share(impressions: pd.DataFrame, n_products: int, at: pd.Timestamp) -> np.ndarray:
     """Per product, the share of the impression log up to ``at`` it was on sale for:
     (at - its first impression, shown or as the source) / (at - the log's first), in
@@ -153,17 +201,15 @@ def exposure_share(impressions: pd.DataFrame, n_products: int, at: pd.Timestamp)
     co-purchases, date a launch closely; a product the log never shows counts as on sale
     throughout.
     """
-    never = np.iinfo(np.int64).max
-    first = np.full(n_products, never, dtype=np.int64)
-    shown_ns = impressions["shown_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
-    for column in ("source_id", "shown_id"):
-        earliest = pd.Series(shown_ns).groupby(impressions[column].to_numpy(np.int64)).min()
-        at_ids = earliest.index.to_numpy(np.int64)
-        first[at_ids] = np.minimum(first[at_ids], earliest.to_numpy())
+    return exposure_from_first(first_seen(impressions, n_products), at)
+
+
+def exposure_from_first(first: np.ndarray, at: pd.Timestamp) -> np.ndarray:
+    """:func:`exposure_share` from each product's :func:`first_seen`."""
     end = pd.Timestamp(at).value
-    seen = first < never
+    seen = first < NEVER
     if not seen.any() or not first[seen].min() < end:
-        return np.ones(n_products)
+        return np.ones(len(first))
     on_sale = np.maximum((end - np.minimum(first, end)).astype(np.float64), _MIN_EXPOSURE_DAYS * DAY.value)
     return np.where(seen, np.clip(on_sale / float(end - first[seen].min()), 0.0, 1.0), 1.0)
 
@@ -173,14 +219,15 @@ def impression_signals(
     at: pd.Timestamp,
     products: pd.DataFrame | None = None,
     edges: pd.DataFrame | None = None,
+    context: PairContext | None = None,
 ) -> pd.DataFrame:
-    """:func:`observed_signals` at ``at`` plus, given the catalogue and graph, the
-    :func:`pair_features` of each impression (the delay model's whole input)."""
+    """:func:`observed_signals` at ``at`` plus, given the catalogue and graph (or their
+    ``context``, built once over the whole log), the :func:`pair_features` of each
+    impression (the delay model's whole input)."""
     signals = observed_signals(impressions, at)
-    if products is None or edges is None:
-        return signals
-    exposure = exposure_share(impressions, len(products), at)
-    features = pair_features(
-        impressions["source_id"].to_numpy(), impressions["shown_id"].to_numpy(), products, edges, exposure
-    )
+    if context is None:
+        if products is None or edges is None:
+            return signals
+        context = PairContext.build(products, edges, exposure_share(impressions, len(products), at))
+    features = context.features(impressions["source_id"].to_numpy(), impressions["shown_id"].to_numpy())
     return pd.concat([signals, features.set_index(signals.index)], axis=1)

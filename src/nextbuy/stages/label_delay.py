@@ -17,85 +17,27 @@ import pandas as pd
 from nextbuy import paths
 from nextbuy.config import LabelDelayConfig, load_section
 from nextbuy.constants import WEIGHTING_METHODS
-from nextbuy.domain import delay
+from nextbuy.domain import delay, delay_rows
 from nextbuy.mlops import io, schemas
 
 FLIP_PLOT = "flip_by_engagement.csv"
 
 
-def _fit_rows(signals: pd.DataFrame, train: np.ndarray, cfg: LabelDelayConfig) -> pd.DataFrame:
-    """The train split's signals, refused when there is nothing to fit a delay model on."""
-    rows = signals[train]
-    if not len(rows):
-        raise io.DataError(
-            paths.IMPRESSIONS, "the train split is empty: nothing to fit the delay model on", "split"
-        )
-    if not rows["label"].any():
-        raise io.DataError(
-            paths.IMPRESSIONS,
-            f"none of the {len(rows)} training impressions has a conversion: no delay can be fitted",
-            "converted_at",
-        )
-    matured_conversions = rows["label"].astype(bool) & (rows["elapsed_days"] >= cfg.wait_days)
-    if (
-        rows["label"].any()
-        and not matured_conversions.any()
-        and (rows["elapsed_days"] >= cfg.wait_days).any()
-    ):
-        raise io.DataError(
-            paths.IMPRESSIONS,
-            f"every training conversion comes from an impression younger than {cfg.wait_days:g} days "
-            "(label_delay.wait_days): no matured conversion to fit the delay on",
-            "converted_at",
-        )
-    if not (rows["elapsed_days"] >= cfg.wait_days).any():
-        raise io.DataError(
-            paths.IMPRESSIONS,
-            f"no training impression is {cfg.wait_days:g} days old (label_delay.wait_days): nothing has "
-            f"matured; the oldest is {rows['elapsed_days'].max():.2f} days old",
-            "shown_at",
-        )
-    return rows
+def _fit_rows(signals: pd.DataFrame, rows: np.ndarray, cfg: LabelDelayConfig) -> pd.DataFrame:
+    """The train split's signals (``rows``: its fit sample), refused when there is nothing
+    to fit a delay model on."""
+    fit = signals[rows]
+    problem = delay_rows.fit_problem(fit, cfg.wait_days)
+    if problem is not None:
+        raise io.DataError(paths.IMPRESSIONS, *problem)
+    return fit
 
 
-def _ipw_weights(
-    signals: pd.DataFrame, model: delay.DelayModel, train: np.ndarray, cfg: LabelDelayConfig
-) -> np.ndarray:
-    """``importance_ipw``: the plain P/Q weights, clipped (and normalised over the train rows)."""
-    w = delay.importance_weights(model, signals, max_weight=cfg.max_weight)
-    positive = signals["label"].to_numpy() == 1
-    if positive[train].any() and (w[train & positive] >= cfg.max_weight).all():
-        raise io.DataError(
-            paths.IMPRESSIONS,
-            f"every training conversion's importance weight is clipped at label_delay.max_weight "
-            f"{cfg.max_weight:g}: conversions are all too recent for the delay model to correct",
-            "converted_at",
-        )
-    if cfg.normalise_weights:  # mean 1 over the training rows, the rows the loss sees
-        w = w / max(w[train].mean(), 1e-12)
-    return w
-
-
-def _training_columns(
-    signals: pd.DataFrame,
-    models: dict[str, delay.DelayModel],
-    p_flip: dict[str, np.ndarray],
-    train: np.ndarray,
-    cfg: LabelDelayConfig,
-) -> dict[str, np.ndarray]:
-    """``target_<method>`` and ``weight_<method>`` for every weighting method."""
-    label = signals["label"].to_numpy(np.float64)
-    ones = np.ones(len(signals))
-    matured = (signals["elapsed_days"].to_numpy() >= cfg.wait_days).astype(np.float64)
-    targets = {"naive": (label, ones), "wait": (label, matured)}
-    # Rao-Blackwellised importance weights: each model's flip probability as positive mass
-    targets |= {m: (delay.expected_eventual_label(label, p_flip[m]), ones) for m in models}
-    targets["importance_ipw"] = (label, _ipw_weights(signals, models["importance"], train, cfg))
-    columns = {}
-    for method in WEIGHTING_METHODS:
-        target, weight = targets[method]
-        columns[f"target_{method}"], columns[f"weight_{method}"] = target, weight
-    return columns
+def check_ipw(train_positives: int, clipped_positives: int, cfg: LabelDelayConfig) -> None:
+    """``importance_ipw`` is refused when every training conversion's weight is clipped."""
+    problem = delay_rows.ipw_problem(train_positives, clipped_positives, cfg.max_weight)
+    if problem is not None:
+        raise io.DataError(paths.IMPRESSIONS, problem, "converted_at")
 
 
 def weigh(
@@ -105,33 +47,21 @@ def weigh(
     products: pd.DataFrame | None = None,
     edges: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, delay.DelayModel]]:
-    """Pure core: fit the delay models on train; every split's rows with their flip
-    probability and each method's target and weight. Without ``products``/``edges`` the models
-    see engagement only (then ``importance`` and ``importance_no_features`` agree)."""
+    """Pure core: fit the delay models on train (at most ``cfg.fit_sample_rows`` of its rows,
+    ``delay_rows.fit_sample``); every split's rows with their flip probability and each
+    method's target and weight. Without ``products``/``edges`` the models see engagement
+    only (then ``importance`` and ``importance_no_features`` agree)."""
     signals = delay.impression_signals(impressions, snapshot, products, edges)
     train = (impressions["split"] == "train").to_numpy()
-    fit_rows = _fit_rows(signals, train, cfg)
-    models = {
-        method: delay.fit_delay_model(
-            fit_rows, delay.signal_columns(method, signals), family=cfg.delay_family
-        )
-        for method in delay.IMPORTANCE_SIGNALS
-    }
-    p_flip = {method: delay.flip_probability(model, signals) for method, model in models.items()}
-    weighted = impressions[["impression_id", "source_id", "shown_id", "shown_at", "split"]].copy()
-    weighted = weighted.assign(
-        label=signals["label"],
-        clicked=signals["clicked"],
-        carted=signals["carted"],
-        elapsed_days=signals["elapsed_days"],
-        # The rest of the delay model's input, for the train stage's EM step.
-        delay_days=signals["delay_days"],
-        engaged_days=signals["engaged_days"],
-        engagement_lag=signals["engagement_lag"],
-        **{c: signals[c] for c in delay.FEATURES if c in signals},
-        p_flip=p_flip["importance"],
-        **_training_columns(signals, models, p_flip, train, cfg),
-    )
+    rate = delay_rows.sample_rate(int(train.sum()), cfg.fit_sample_rows)
+    sample = delay_rows.fit_sample(impressions["impression_id"].to_numpy(), train, rate, cfg.seed)
+    models = delay_rows.fit_models(_fit_rows(signals, sample, cfg), signals.columns, cfg.delay_family)
+    weighted = delay_rows.weighted_rows(impressions, signals, models, cfg.wait_days, cfg.max_weight)
+    w = weighted["weight_importance_ipw"].to_numpy()
+    positive = train & (weighted["label"].to_numpy() == 1)
+    check_ipw(int(positive.sum()), int((w[positive] >= cfg.max_weight).sum()), cfg)
+    if cfg.normalise_weights:  # mean 1 over the training rows, the rows the loss sees
+        weighted["weight_importance_ipw"] = delay_rows.normalised_ipw(w, float(w[train].mean()))
     return weighted, models
 
 
@@ -221,6 +151,17 @@ def engagement_summary(signals_frame: pd.DataFrame, model: delay.DelayModel) -> 
 
 def run(params_file: str = "params.yaml") -> dict:
     cfg = load_section("label_delay", params_file)
+    engine = load_section("engine", params_file)
+    plots = paths.plots_dir("label_delay")
+    if engine.kind == "spark":  # the same files, computed on Spark (nextbuy.engines)
+        from nextbuy.engines import spark_label_delay
+
+        model, metrics, profile, flips = spark_label_delay.run(cfg, engine.spark)
+        io.write_json(model, paths.DELAY_MODEL)
+        io.write_csv(profile, plots / "positivity_by_elapsed.csv")
+        io.write_csv(flips, plots / FLIP_PLOT)
+        io.write_json(metrics, paths.metrics_file("label_delay"))
+        return metrics
     impressions = io.read_table(paths.IMPRESSIONS, schemas.IMPRESSIONS)
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     edges = io.read_table(paths.EDGES, schemas.EDGES)
@@ -229,7 +170,6 @@ def run(params_file: str = "params.yaml") -> dict:
     signals = delay.impression_signals(impressions, snapshot, products, edges)
     io.write_table(weighted, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     io.write_json(models["importance"].to_dict(), paths.DELAY_MODEL)
-    plots = paths.plots_dir("label_delay")
     io.write_csv(weight_profile(weighted), plots / "positivity_by_elapsed.csv")
     io.write_csv(delay.flip_table(signals, weighted["p_flip"].to_numpy()), plots / FLIP_PLOT)
     metrics = summarise(weighted, models, cfg)

@@ -1,0 +1,133 @@
+"""label_delay on Spark: every impression's target and weight on the executors.
+
+The driver reads the catalogue and the graph (a row per product and per edge, never per
+impression), takes each product's first impression from an aggregate over the log, and builds
+the delay models' pair-feature context once. It fits the delay models on the train split's fit
+sample (``delay_rows.fit_sample``: the same rows the pandas engine fits on), then every Arrow
+batch of the log is weighted on the executors by ``delay_rows.weighted_rows`` with that context
+and those models. The rows are written once as Spark parts; the aggregates (the ``importance_ipw``
+mean, the metrics and plot tables: ``spark_label_metrics``) are read from them, and the driver
+streams them into ``data/weighted/impressions.parquet``, rescaling ``importance_ipw`` on the
+way, row group by row group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nextbuy import paths
+from nextbuy.config import LabelDelayConfig, SparkConfig
+from nextbuy.domain import delay, delay_rows
+from nextbuy.domain.delay_signals import PairContext, exposure_from_first, first_seen
+from nextbuy.engines import spark_label_metrics, spark_session, spark_table
+from nextbuy.mlops import io, schemas
+
+# Per-row values the metrics need beside the written columns (dropped before the file).
+AUX = ("expected", "p_convert", "median_delay", "engagement", "elapsed_bin")
+
+
+def first_seen_ns(spark_frame: Any, n_products: int) -> np.ndarray:
+    """Each product's first impression (``delay_signals.first_seen``) over the whole log: per
+    Arrow batch on the executors, then the minimum per product."""
+    from pyspark.sql import functions as F
+
+    def partial(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            first = first_seen(spark_table.as_pandas(batch), n_products)
+            ids = np.flatnonzero(first < np.iinfo(np.int64).max)
+            yield pd.DataFrame({"product_id": ids.astype(np.int64), "first_ns": first[ids]})
+
+    cols = spark_frame.select("source_id", "shown_id", "shown_at")
+    mins = (
+        cols.mapInPandas(partial, "product_id long, first_ns long")
+        .groupBy("product_id")
+        .agg(F.min("first_ns").alias("first_ns"))
+        .toPandas()
+    )
+    first = np.full(n_products, np.iinfo(np.int64).max, dtype=np.int64)
+    first[mins["product_id"].to_numpy(np.int64)] = mins["first_ns"].to_numpy(np.int64)
+    return first
+
+
+def pair_context(spark_frame: Any, products: pd.DataFrame, edges: pd.DataFrame, at: pd.Timestamp) -> PairContext:
+    """The pair-feature context of the whole log at ``at``, as the pandas engine builds it."""
+    exposure = exposure_from_first(first_seen_ns(spark_frame, len(products)), at)
+    return PairContext.build(products, edges, exposure)
+
+
+def fitted_models(
+    spark_frame: Any, context: PairContext, snapshot: pd.Timestamp, cfg: LabelDelayConfig
+) -> dict[str, delay.DelayModel]:
+    """The delay models, fitted on the driver on the train split's fit sample."""
+    from pyspark.sql import functions as F
+
+    n_train = spark_frame.where(F.col("split") == "train").count()
+    rate, seed = delay_rows.sample_rate(n_train, cfg.fit_sample_rows), cfg.seed
+
+    def sample(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            keep = delay_rows.fit_sample(batch["impression_id"].to_numpy(), batch["split"].eq("train"), rate, seed)
+            yield batch[keep]
+
+    rows = spark_table.as_pandas(spark_frame.mapInPandas(sample, spark_frame.schema).toPandas())
+    signals = delay.impression_signals(rows, snapshot, context=context)
+    problem = delay_rows.fit_problem(signals, cfg.wait_days)
+    if problem is not None:
+        raise io.DataError(paths.IMPRESSIONS, *problem)
+    return delay_rows.fit_models(signals, signals.columns, cfg.delay_family)
+
+
+def weigh_batch(
+    batch: pd.DataFrame, shared: tuple[PairContext, dict[str, delay.DelayModel], pd.Timestamp, LabelDelayConfig]
+) -> pd.DataFrame:
+    """One batch's weighted rows (``importance_ipw`` not yet rescaled) and the ``AUX`` columns."""
+    context, models, snapshot, cfg = shared
+    signals = delay.impression_signals(batch, snapshot, context=context)
+    rows = delay_rows.weighted_rows(batch, signals, models, cfg.wait_days, cfg.max_weight)
+    model = models["importance"]
+    negative = signals["label"].to_numpy() == 0
+    return rows.assign(
+        expected=delay.expected_eventual_label(rows["label"].to_numpy(), rows["p_flip"].to_numpy()),
+        p_convert=model.p_convert(signals),
+        median_delay=model.median_delay(signals),
+        engagement=delay.engagement_level(signals).astype(str),
+        elapsed_bin=np.where(
+            negative,
+            pd.cut(signals["elapsed_days"].to_numpy(), delay.ELAPSED_BINS, right=False).astype(str),
+            "",
+        ),
+    )
+
+
+def run(cfg: LabelDelayConfig, spark_cfg: SparkConfig) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
+    """The stage on Spark: writes data/weighted; returns the importance model (as a dict), the
+    metrics and the two plot tables, which the stage writes as the pandas engine's."""
+    spark = spark_session.session(spark_cfg)
+    products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+    edges = io.read_table(paths.EDGES, schemas.EDGES)
+    snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
+    log = spark_table.read(spark, paths.IMPRESSIONS)
+    context = pair_context(log, products, edges, snapshot)
+    models = fitted_models(log, context, snapshot, cfg)
+    get = spark_table.shared(spark, (context, models, snapshot, cfg))
+    example = weigh_batch(spark_table.as_pandas(log.limit(4).toPandas()), get())
+    struct = spark_table.struct_of(example)
+
+    def weigh(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        shared = get()
+        for batch in batches:
+            yield spark_table.for_spark(weigh_batch(spark_table.as_pandas(batch), shared))
+
+    with spark_table.spilled(log.mapInPandas(weigh, struct), paths.WEIGHTED_IMPRESSIONS.parent) as (files, rows):
+        scale = spark_label_metrics.ipw_scale(rows, cfg)
+        metrics, profile, flips = spark_label_metrics.metrics(rows, scale, models, cfg)
+        written = example.drop(columns=list(AUX))
+
+        def finish(group: pd.DataFrame) -> pd.DataFrame:
+            return group.assign(weight_importance_ipw=group["weight_importance_ipw"] / scale)
+
+        spark_table.merge_parts(files, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED, written, finish)
+    return models["importance"].to_dict(), metrics, profile, flips

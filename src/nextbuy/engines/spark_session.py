@@ -1,0 +1,72 @@
+"""The Spark session of the Spark engine: built from params.yaml's ``engine.spark``, once
+per process; pyspark imported here, lazily."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import Any
+
+from nextbuy.config import SparkConfig
+
+# What every nextbuy job needs whatever the user's conf: UTC wall times (the stages' times are
+# naive UTC), pandas' nanosecond timestamps read as int64 ns, Arrow on.
+FIXED_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # pandas writes nanosecond timestamps, which Spark reads as int64 ns only (spark_table.read)
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
+}
+
+
+class SparkUnavailable(RuntimeError):
+    """pyspark or Java is missing: the Spark engine cannot start (the message says how to get them)."""
+
+
+def unavailable_reason() -> str | None:
+    """Why the Spark engine cannot run here (no pyspark, no java), or None when it can."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark is not installed (make spark, or pip install '.[spark]')"
+    java_home = os.environ.get("JAVA_HOME")
+    java = shutil.which("java") or (java_home and os.path.join(java_home, "bin", "java"))
+    if not java or not os.path.exists(java):
+        return "no java on PATH or in JAVA_HOME (Java 17: apt-get install openjdk-17-jre-headless)"
+    return None
+
+
+def session_conf(cfg: SparkConfig) -> dict[str, str]:
+    """The session's settings: ``engine.spark.conf``, the executors' Python (this one, with
+    this process's PYTHONPATH, unless the conf names another), and ``FIXED_CONF``."""
+    conf = {
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_rows),
+    }
+    if os.environ.get("PYTHONPATH"):
+        conf["spark.executorEnv.PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return conf | dict(cfg.conf) | FIXED_CONF
+
+
+def session(cfg: SparkConfig) -> Any:
+    """The process's SparkSession for ``cfg.master`` (a running one is reused: one JVM per
+    process). An ``sc://`` master connects through Spark Connect."""
+    reason = unavailable_reason()
+    if reason is not None:
+        raise SparkUnavailable(f"engine.kind is spark but {reason}")
+    from pyspark.sql import SparkSession
+
+    # The executors' Python: this one, unless the environment or the conf names another.
+    os.environ.setdefault("PYSPARK_PYTHON", cfg.conf.get("spark.pyspark.python", sys.executable))
+    builder = SparkSession.builder.appName("nextbuy")
+    builder = builder.remote(cfg.master) if cfg.master.startswith("sc://") else builder.master(cfg.master)
+    for key, value in session_conf(cfg).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    for key, value in FIXED_CONF.items():  # a reused session gets them too
+        spark.conf.set(key, value)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.batch_rows))
+    return spark

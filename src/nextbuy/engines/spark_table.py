@@ -1,0 +1,198 @@
+"""Tables between Spark and the stages' files: parquet read into Spark, a Spark result written
+back as the one parquet file the pandas engine writes (same path, columns and dtypes, checked
+by the same pandera schema), objects shared with the executors, and exact quantiles."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as arrow
+import pyarrow.parquet as pq
+
+from nextbuy.mlops import io
+
+# Rows of one column a quantile brings to the driver whole; above it, only the rows between two
+# approximate quantiles bracketing the exact one (exact_quantiles).
+COLLECT_MAX_ROWS = 2_000_000
+
+# Per executor (Python worker) process: the objects a job shares, built once (a bundle and its
+# faiss index, a pair-feature context), keyed by the job's token.
+_CACHE: dict[str, Any] = {}
+
+
+def spark_type(dtype: Any) -> Any:
+    """The Spark type of a pandas column dtype (the types the stages' tables use)."""
+    from pyspark.sql import types as T
+
+    if pd.api.types.is_bool_dtype(dtype):
+        return T.BooleanType()
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return T.LongType()  # ns since the epoch (NaT: int64 min), exact; see ``read``
+    if pd.api.types.is_integer_dtype(dtype):
+        return {1: T.ByteType(), 2: T.ShortType(), 4: T.IntegerType()}.get(np.dtype(dtype).itemsize, T.LongType())
+    if pd.api.types.is_float_dtype(dtype):
+        return T.FloatType() if np.dtype(dtype).itemsize == 4 else T.DoubleType()
+    return T.StringType()
+
+
+def struct_of(example: pd.DataFrame) -> Any:
+    """The Spark schema of frames shaped like ``example``."""
+    from pyspark.sql import types as T
+
+    return T.StructType([T.StructField(str(c), spark_type(example[c].dtype), True) for c in example.columns])
+
+
+# NaT as int64: a missing time travels through Spark as this number, never as null (Arrow hands a
+# nullable int64 column to pandas as float64, which would round nanoseconds).
+NAT = np.iinfo(np.int64).min
+
+
+def read(spark: Any, path: str | os.PathLike) -> Any:
+    """A parquet table of the stages as a Spark DataFrame (a missing file named like
+    read_table does). Its timestamps, nanoseconds Spark cannot hold, stay int64 ns since the
+    epoch with NaT as ``NAT``: exact, and :func:`as_pandas` turns them back into times."""
+    from pyspark.sql import functions as F
+
+    io.check_file(Path(path))
+    times = [f.name for f in pq.read_schema(path) if arrow.types.is_timestamp(f.type)]
+    frame = spark.read.parquet(str(Path(path).resolve()))
+    return frame.withColumns({c: F.coalesce(F.col(c), F.lit(NAT)) for c in times}) if times else frame
+
+
+# The stages' event times (impressions logs).
+TIME_COLUMNS = ("shown_at", "clicked_at", "carted_at", "converted_at")
+
+
+def as_pandas(batch: pd.DataFrame, example: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A batch of a table :func:`read` read (or of ``for_spark`` rows), its event times
+    (``TIME_COLUMNS``, or ``example``'s timestamp columns) as times again."""
+    if example is None:
+        times = [c for c in TIME_COLUMNS if c in batch and pd.api.types.is_integer_dtype(batch[c].dtype)]
+    else:
+        times = [c for c in batch.columns if c in example and pd.api.types.is_datetime64_any_dtype(example[c].dtype)]
+    return batch.assign(**{c: batch[c].to_numpy(np.int64).view("datetime64[ns]") for c in times}) if times else batch
+
+
+def for_spark(frame: pd.DataFrame) -> pd.DataFrame:
+    """A pandas batch with its timestamp columns as int64 ns (NaT: ``NAT``), as :func:`struct_of` types them."""
+    times = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c].dtype)]
+    return frame.assign(**{c: frame[c].to_numpy("datetime64[ns]").view(np.int64) for c in times}) if times else frame
+
+
+def shared(spark: Any, value: Any) -> Callable[[], Any]:
+    """A getter of ``value`` on the executors, built once per executor process: a broadcast on a
+    classic session, the pickled value itself through Spark Connect (which has no broadcast)."""
+    token = uuid.uuid4().hex
+    try:
+        holder: Any = spark.sparkContext.broadcast(value)
+    except Exception:  # noqa: BLE001  # Spark Connect: no SparkContext; ship the value with the task
+        holder = None
+    inline = value if holder is None else None
+
+    def get() -> Any:
+        if token not in _CACHE:
+            _CACHE.clear()  # one job's objects at a time per process
+            _CACHE[token] = holder.value if holder is not None else inline
+        return _CACHE[token]
+
+    return get
+
+
+def write_single(
+    frame: Any,
+    path: str | os.PathLike,
+    schema: pa.DataFrameSchema,
+    example: pd.DataFrame,
+    finish: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> int:
+    """Write a Spark DataFrame as the one parquet file at ``path`` (:func:`merge_parts`)."""
+    with spilled(frame, Path(path).parent) as (files, _):
+        return merge_parts(files, Path(path), schema, example, finish)
+
+
+@contextlib.contextmanager
+def spilled(frame: Any, near: Path) -> Iterator[tuple[list[Path], Any]]:
+    """Spark writes ``frame``'s rows once as parquet parts in a folder beside ``near`` (removed
+    afterwards); yields the part files in partition order and a DataFrame reading them back
+    (for aggregates over the written rows without computing them again)."""
+    near.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".spark-parts.", dir=near)).resolve()
+    try:
+        frame.write.mode("overwrite").parquet(str(folder / "rows"))
+        files = sorted((folder / "rows").glob("part-*.parquet"))
+        yield files, frame.sparkSession.read.parquet(str(folder / "rows"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def merge_parts(
+    files: Sequence[Path],
+    target: Path,
+    schema: pa.DataFrameSchema,
+    example: pd.DataFrame,
+    finish: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> int:
+    """Stream Spark's part files, row group by row group (memory bounded by one), in partition
+    order into the one parquet file ``target``, each group passed through ``finish`` (a last
+    per-row step, e.g. a rescaling that needed a total), cut to ``example``'s columns and
+    dtypes and checked by ``schema``. The file replaces ``target`` atomically; a failure
+    leaves the old one in place. Returns the rows written."""
+    columns = list(example.columns)
+    dtypes = example.dtypes.to_dict()
+    arrow_schema = arrow.Schema.from_pandas(example, preserve_index=False)
+    rows = 0
+    with io.atomic_path(target) as tmp, pq.ParquetWriter(tmp, arrow_schema) as writer:
+        for group in _groups(files):
+            group = finish(as_pandas(group, example)) if finish is not None else as_pandas(group, example)
+            checked = io.validate(group[columns].astype(dtypes), schema, target)
+            writer.write_table(arrow.Table.from_pandas(checked, schema=arrow_schema, preserve_index=False))
+            rows += len(group)
+        if rows == 0:
+            raise io.DataError(target, f"table '{schema.name}' is empty")
+    return rows
+
+
+def _groups(files: Sequence[Path]) -> Iterator[pd.DataFrame]:
+    for file in files:
+        reader = pq.ParquetFile(file)
+        for i in range(reader.num_row_groups):
+            yield reader.read_row_group(i).to_pandas()
+
+
+def exact_quantiles(frame: Any, column: str, probs: Sequence[float], collect_max: int = COLLECT_MAX_ROWS) -> np.ndarray:
+    """``np.quantile(values, probs)`` (linear interpolation) of a Spark column, exactly, without
+    bringing every value to the driver: the order statistics each quantile interpolates lie
+    between two approximate quantiles (rank error eps) around it; only the rows between those
+    two come to the driver, with the count of rows below. Empty: NaNs."""
+    from pyspark.sql import functions as F
+
+    values = frame.select(F.col(column).cast("double").alias("v")).where(F.col("v").isNotNull())
+    n = values.count()
+    probs = [float(p) for p in probs]
+    if n == 0:
+        return np.full(len(probs), np.nan)
+    if n <= collect_max:
+        return np.quantile(values.toPandas()["v"].to_numpy(), probs)
+    eps = max(4.0 / n, 256.0 / collect_max)
+    out = []
+    for p in probs:
+        pos = p * (n - 1)
+        lo_rank, hi_rank = int(np.floor(pos)), int(np.ceil(pos))
+        lo, hi = values.approxQuantile("v", [max(p - 2 * eps, 0.0), min(p + 2 * eps, 1.0)], eps)
+        below = values.where(F.col("v") < lo).count()
+        window = np.sort(values.where((F.col("v") >= lo) & (F.col("v") <= hi)).toPandas()["v"].to_numpy())
+        if not (below <= lo_rank and hi_rank < below + len(window)):  # the bracket missed: widen it all
+            below, window = 0, np.sort(values.toPandas()["v"].to_numpy())
+        a, b = window[lo_rank - below], window[hi_rank - below]
+        out.append(a + (b - a) * (pos - lo_rank))
+    return np.asarray(out, dtype=np.float64)
