@@ -17,6 +17,8 @@ LAYERS = (
     ("nextbuy.domain",),
     ("nextbuy.mlops",),
     ("nextbuy.data",),
+    # the Spark twins of the stages' data-heavy parts (pyspark imported lazily inside)
+    ("nextbuy.engines",),
     ("nextbuy.stages",),
     # `nextbuy bench` in the CLI dispatches by name (importlib), never imports bench.
     ("nextbuy.orchestration", "nextbuy.cli", "nextbuy.pipeline"),

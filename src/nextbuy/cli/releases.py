@@ -114,8 +114,12 @@ def batch_topk(
         1, min=1, help="shards the catalogue's sources are split into (one run each)"
     ),
     sources_per_file: int = typer.Option(4096, min=1, help="sources per parquet part file (bounds memory)"),
+    engine: str | None = typer.Option(
+        None, help="pandas (this process) | spark (engine.spark of params.yaml); default: engine.kind"
+    ),
 ) -> None:
     """Top-K recommendations for every product (this shard's sources) to parquet."""
+    from nextbuy.config import load_section, with_changes
     from nextbuy.mlops import batch, io, tracking
     from nextbuy.mlops.registry import CHAMPION
     from nextbuy.mlops.serving import ServingBundle
@@ -128,7 +132,18 @@ def batch_topk(
     except io.DataError as err:
         console.print(f"[bold red]batch-topk: bad model[/]\n{escape(err.message)}", highlight=False)
         raise typer.Exit(code=2) from None
-    result = batch.write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
+    engine_cfg = load_section("engine")
+    if engine not in (None, "pandas", "spark"):
+        console.print(f"[bold red]batch-topk: --engine is pandas or spark, not {engine!r}[/]", highlight=False)
+        raise typer.Exit(code=2)
+    if engine is not None:
+        engine_cfg = with_changes(engine_cfg, kind=engine)
+    if engine_cfg.kind == "spark":  # the same part files, the parts spread over Spark's executors
+        from nextbuy.engines import spark_batch
+
+        result = spark_batch.write_top_k(engine_cfg.spark, bundle, out, k, (shard, num_shards), sources_per_file)
+    else:
+        result = batch.write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
     console.print(
         f"[green]wrote {result['rows']:,} recommendations for {result['sources']:,} sources[/]"
         f" → {result['path']}"

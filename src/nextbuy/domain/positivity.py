@@ -58,19 +58,32 @@ def _corrected_ci(table: pd.DataFrame, prior: float, confidence: float) -> tuple
     return ratio * eventual, (lo * eventual).clip(upper=1.0), (hi * eventual).clip(upper=1.0)
 
 
-def bucket_positivity(rows: pd.DataFrame, cfg: MonitorConfig) -> pd.DataFrame:
-    """Per (window, bucket): volume, predicted, observed on matured rows, naive, delay-corrected
-    estimate with CI, and the alert flags (delay-aware and, for comparison, naive).
+# The per-(window, bucket) sums and means every engine aggregates; ``judged`` does the rest.
+WINDOW_SUMS = (
+    "volume",
+    "predicted",
+    "observed",
+    "matured_volume",
+    "naive",
+    "seen",
+    "expected_seen",
+    "expected_eventual",
+    "min_elapsed_days",
+)
+
+
+def window_sums(rows: pd.DataFrame, maturity_days: float) -> pd.DataFrame:
+    """Per (window, bucket), sorted by both: volume, mean predicted, mean observed label of the
+    matured rows (NaN without one), matured volume, naive rate, conversions seen, the delay
+    model's expected seen conversions (sum) and eventual rate (mean), the youngest row's age.
 
     ``rows`` columns: window, bucket, prob_calibrated, label_observed, elapsed_days, and the
-    delay model's expected_eventual (q) and expected_seen (q F) of each row.
-    """
-    z = float(norm.ppf(0.5 + cfg.confidence / 2.0))
-    matured = rows["elapsed_days"] >= cfg.maturity_days
+    delay model's expected_eventual (q) and expected_seen (q F) of each row."""
+    matured = rows["elapsed_days"] >= maturity_days
     grouped = rows.assign(matured_label=rows["label_observed"].where(matured), matured=matured).groupby(
         ["window", "bucket"]
     )
-    table = grouped.agg(
+    return grouped.agg(
         volume=("prob_calibrated", "size"),
         predicted=("prob_calibrated", "mean"),
         observed=("matured_label", "mean"),
@@ -81,6 +94,19 @@ def bucket_positivity(rows: pd.DataFrame, cfg: MonitorConfig) -> pd.DataFrame:
         expected_eventual=("expected_eventual", "mean"),
         min_elapsed_days=("elapsed_days", "min"),
     ).reset_index()
+
+
+def bucket_positivity(rows: pd.DataFrame, cfg: MonitorConfig) -> pd.DataFrame:
+    """Per (window, bucket): volume, predicted, observed on matured rows, naive, delay-corrected
+    estimate with CI, and the alert flags (delay-aware and, for comparison, naive)
+    (:func:`window_sums`, then :func:`judged`)."""
+    return judged(window_sums(rows, cfg.maturity_days), cfg)
+
+
+def judged(table: pd.DataFrame, cfg: MonitorConfig) -> pd.DataFrame:
+    """:func:`window_sums`' table with the delay-corrected estimate, its CI and the alerts."""
+    z = float(norm.ppf(0.5 + cfg.confidence / 2.0))
+    table = table.copy()
     table["estimated"], table["estimated_lo"], table["estimated_hi"] = _corrected_ci(
         table, cfg.prior_conversions, cfg.confidence
     )

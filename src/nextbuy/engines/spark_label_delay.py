@@ -21,7 +21,7 @@ import pandas as pd
 from nextbuy import paths
 from nextbuy.config import LabelDelayConfig, SparkConfig
 from nextbuy.domain import delay, delay_rows
-from nextbuy.domain.delay_signals import PairContext, exposure_from_first, first_seen
+from nextbuy.domain.delay_signals import PairContext, exposure_from_first
 from nextbuy.engines import spark_label_metrics, spark_session, spark_table
 from nextbuy.mlops import io, schemas
 
@@ -29,32 +29,9 @@ from nextbuy.mlops import io, schemas
 AUX = ("expected", "p_convert", "median_delay", "engagement", "elapsed_bin")
 
 
-def first_seen_ns(spark_frame: Any, n_products: int) -> np.ndarray:
-    """Each product's first impression (``delay_signals.first_seen``) over the whole log: per
-    Arrow batch on the executors, then the minimum per product."""
-    from pyspark.sql import functions as F
-
-    def partial(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for batch in batches:
-            first = first_seen(spark_table.as_pandas(batch), n_products)
-            ids = np.flatnonzero(first < np.iinfo(np.int64).max)
-            yield pd.DataFrame({"product_id": ids.astype(np.int64), "first_ns": first[ids]})
-
-    cols = spark_frame.select("source_id", "shown_id", "shown_at")
-    mins = (
-        cols.mapInPandas(partial, "product_id long, first_ns long")
-        .groupBy("product_id")
-        .agg(F.min("first_ns").alias("first_ns"))
-        .toPandas()
-    )
-    first = np.full(n_products, np.iinfo(np.int64).max, dtype=np.int64)
-    first[mins["product_id"].to_numpy(np.int64)] = mins["first_ns"].to_numpy(np.int64)
-    return first
-
-
 def pair_context(spark_frame: Any, products: pd.DataFrame, edges: pd.DataFrame, at: pd.Timestamp) -> PairContext:
     """The pair-feature context of the whole log at ``at``, as the pandas engine builds it."""
-    exposure = exposure_from_first(first_seen_ns(spark_frame, len(products)), at)
+    exposure = exposure_from_first(spark_table.first_seen_ns(spark_frame, len(products)), at)
     return PairContext.build(products, edges, exposure)
 
 

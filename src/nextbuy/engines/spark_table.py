@@ -19,6 +19,7 @@ import pandera.pandas as pa
 import pyarrow as arrow
 import pyarrow.parquet as pq
 
+from nextbuy.domain.delay_signals import first_seen
 from nextbuy.mlops import io
 
 # Rows of one column a quantile brings to the driver whole; above it, only the rows between two
@@ -167,6 +168,29 @@ def _groups(files: Sequence[Path]) -> Iterator[pd.DataFrame]:
         reader = pq.ParquetFile(file)
         for i in range(reader.num_row_groups):
             yield reader.read_row_group(i).to_pandas()
+
+
+def first_seen_ns(spark_frame: Any, n_products: int) -> np.ndarray:
+    """Each product's first impression (``delay_signals.first_seen``) over the whole log: per
+    Arrow batch on the executors, then the minimum per product."""
+    from pyspark.sql import functions as F
+
+    def partial(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            first = first_seen(as_pandas(batch), n_products)
+            ids = np.flatnonzero(first < np.iinfo(np.int64).max)
+            yield pd.DataFrame({"product_id": ids.astype(np.int64), "first_ns": first[ids]})
+
+    cols = spark_frame.select("source_id", "shown_id", "shown_at")
+    mins = (
+        cols.mapInPandas(partial, "product_id long, first_ns long")
+        .groupBy("product_id")
+        .agg(F.min("first_ns").alias("first_ns"))
+        .toPandas()
+    )
+    first = np.full(n_products, np.iinfo(np.int64).max, dtype=np.int64)
+    first[mins["product_id"].to_numpy(np.int64)] = mins["first_ns"].to_numpy(np.int64)
+    return first
 
 
 def exact_quantiles(frame: Any, column: str, probs: Sequence[float], collect_max: int = COLLECT_MAX_ROWS) -> np.ndarray:

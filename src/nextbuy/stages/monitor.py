@@ -24,7 +24,8 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.config import MonitorConfig, load_section
-from nextbuy.domain import catalogue, delay, positivity
+from nextbuy.domain import catalogue, delay, positivity, traffic_rows
+from nextbuy.domain.delay_signals import PairContext
 from nextbuy.domain.timeunits import DAY
 from nextbuy.mlops import io, schemas
 
@@ -42,38 +43,21 @@ def score_rows(
     now: pd.Timestamp,
     label: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """What the champion says about each impression, and what is known of its outcome at ``now``."""
-    scored = bundle.score(impressions["source_id"].to_numpy(), impressions["shown_id"].to_numpy())
-    features = products.set_index("product_id").reindex(impressions["shown_id"].to_numpy())
-    signals = delay.impression_signals(impressions, now, products, edges)
-    if label is not None:
-        signals["label"] = np.asarray(label, dtype=np.int8)
-    elapsed, observed = signals["elapsed_days"].to_numpy(), signals["label"].to_numpy()
-    p_flip = delay.flip_probability(delay_model, signals)
-    eventual = delay_model.p_convert(signals)
-    seen_by_now = delay.seen_probability(delay_model, signals)
-    return pd.DataFrame(
-        {
-            "shown_at": impressions["shown_at"].to_numpy(),
-            "score": scored["score"].to_numpy(),
-            "uncertainty": scored["uncertainty"].to_numpy(),
-            "bucket": scored["bucket"].to_numpy(),
-            "prob_calibrated": scored["prob_calibrated"].to_numpy(),
-            "category": features["category"].fillna(-1).to_numpy(dtype=np.int64),
-            "log_price": np.log(features["price"].to_numpy(dtype=float)),
-            "label_observed": observed.astype(np.int64),
-            "elapsed_days": elapsed,
-            "expected_label": delay.expected_eventual_label(observed, p_flip),
-            "expected_eventual": eventual,
-            "expected_seen": eventual * seen_by_now,
-        }
-    )
+    """What the champion says about each impression, and what is known of its outcome at ``now``
+    (``traffic_rows.score_rows``, the pair features' context built over ``impressions``)."""
+    exposure = delay.exposure_share(impressions, len(products), now)
+    context = PairContext.build(products, edges, exposure)
+    return traffic_rows.score_rows(bundle, impressions, products, context, delay_model, now, label)
 
 
 def watch(rows: pd.DataFrame, start: pd.Timestamp, cfg: MonitorConfig) -> tuple[pd.DataFrame, list[dict]]:
     """Pure core: the per-window, per-bucket table and its alerts."""
     rows = rows.assign(window=positivity.window_index(rows["shown_at"], start, cfg.window_days))
-    table = positivity.bucket_positivity(rows, cfg)
+    return windows_table(positivity.bucket_positivity(rows, cfg), start, cfg)
+
+
+def windows_table(table: pd.DataFrame, start: pd.Timestamp, cfg: MonitorConfig) -> tuple[pd.DataFrame, list[dict]]:
+    """The judged per-window, per-bucket table with each window's start, and its alerts."""
     table.insert(1, "window_start", start + table["window"].to_numpy() * cfg.window_days * DAY)
     return table, positivity.alerts(table, start, cfg.window_days)
 
@@ -197,25 +181,39 @@ def nothing_monitored(model_name: str, now: pd.Timestamp) -> dict:
     return metrics
 
 
+def scored_traffic(bundle, cfg: MonitorConfig, span: tuple[pd.Timestamp, pd.Timestamp], products: pd.DataFrame, engine) -> tuple:
+    """The judged table, its alerts, the scored rows the dashboard shows and its reference, on
+    ``engine`` (the Spark engine brings only the table and a sample of rows per window to
+    this process: ``nextbuy.engines.spark_monitor``)."""
+    start, now = span
+    edges = io.read_table(paths.EDGES, schemas.EDGES)
+    delay_model = delay.DelayModel.from_dict(io.read_json(paths.DELAY_MODEL))
+    if engine.kind == "spark":
+        from nextbuy.engines import spark_monitor
+
+        sums, rows = spark_monitor.watch(engine.spark, bundle, (products, edges), delay_model, span, cfg)
+        table, fired = windows_table(positivity.judged(sums, cfg), start, cfg)
+        reference = spark_monitor.reference_sample(engine.spark, bundle, (products, edges), delay_model)
+        return table, fired, rows, reference
+    impressions = io.read_table(paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)
+    rows = score_rows(bundle, impressions, products, edges, delay_model, now)
+    table, fired = watch(rows, start, cfg)
+    return table, fired, rows, reference_rows(bundle, products, edges, delay_model)
+
+
 def watch_with_champion(
-    model_name: str, version: str, cfg: MonitorConfig, meta: dict, products: pd.DataFrame
+    model_name: str, version: str, cfg: MonitorConfig, meta: dict, products: pd.DataFrame, engine
 ) -> dict:
     """Score the traffic with champion ``version``, alert, publish the dashboard, write the outputs."""
     from nextbuy.mlops import registry
     from nextbuy.mlops.dashboards.metrics import run_name
 
-    impressions = io.read_table(paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)
     start, now = pd.Timestamp(meta["start"]), pd.Timestamp(meta["now"])
-    edges = io.read_table(paths.EDGES, schemas.EDGES)
-    delay_model = delay.DelayModel.from_dict(io.read_json(paths.DELAY_MODEL))
     bundle = registry.load_version(model_name, version)
-    rows = score_rows(bundle, impressions, products, edges, delay_model, now)
-    table, fired = watch(rows, start, cfg)
+    table, fired, rows, reference = scored_traffic(bundle, cfg, (start, now), products, engine)
     # The dashboard's run: the champion that scored this traffic, and the traffic's span.
     run = run_name(model_name, version, meta["start"], meta["now"])
-    project_id = publish_dashboard(
-        rows, reference_rows(bundle, products, edges, delay_model), table, cfg, run
-    )
+    project_id = publish_dashboard(rows, reference, table, cfg, run)
     for a in fired:
         log.warning("ALERT %s: %s", a["window_start"], a["message"])
     metrics = monitored_metrics(model_name, version, table, fired, project_id)
@@ -253,4 +251,4 @@ def run(params_file: str = "params.yaml") -> dict:
     champion = champion_of_this_store(MlflowClient(), model_name, products)
     if champion is None:
         return nothing_monitored(model_name, pd.Timestamp(meta["now"]))
-    return watch_with_champion(model_name, champion, cfg, meta, products)
+    return watch_with_champion(model_name, champion, cfg, meta, products, load_section("engine", params_file))
