@@ -19,10 +19,11 @@ def test_dvc_stages_declare_exactly_their_section():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in dvc["stages"].items():
         # traffic simulates more of the ingested store, so it also reads the simulator's settings.
-        # monitor watches the model that deploy registers.
+        # monitor watches the model that deploy registers. engine: which engine runs the stage.
         extra = {
             "traffic": ["ingest.simulator", "ingest.seed", "ingest.snapshot"],
-            "monitor": ["deploy.model_name"],
+            "label_delay": ["engine"],
+            "monitor": ["deploy.model_name", "engine"],
         }.get(name, [])
         assert stage["params"] == [name, *extra]
 

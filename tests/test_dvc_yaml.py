@@ -120,7 +120,9 @@ def flat_keys(node: dict, prefix: str = "") -> set[str]:
 
 
 def test_params_yaml_holds_exactly_the_config_fields():
-    keys = flat_keys(read_params(ROOT / "params.yaml"))
+    fields = flat_fields()
+    # a field holding a mapping (engine.spark.conf: Spark's own settings) is one knob
+    keys = {next((f for f in fields if k.startswith(f + ".")), k) for k in flat_keys(read_params(ROOT / "params.yaml"))}
     assert keys - flat_fields() == set(), "params.yaml keys that no config field reads"
     assert flat_fields() - keys == set(), "config fields missing from params.yaml (add them, with a comment)"
 
@@ -146,7 +148,8 @@ def test_a_missing_knob_is_an_error_naming_it(tmp_path):
 
 
 def test_params_sections_are_the_dvc_stages():
-    assert list(SECTIONS) == list(STAGES)
+    # engine: what runs the data-heavy parts of several stages, no stage of its own
+    assert [s for s in SECTIONS if s != "engine"] == list(STAGES)
 
 
 def test_every_output_is_cached_so_a_failed_stage_can_restore_it():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from nextbuy.config import SparkConfig
@@ -41,13 +42,17 @@ def unavailable_reason() -> str | None:
 def session_conf(cfg: SparkConfig) -> dict[str, str]:
     """The session's settings: ``engine.spark.conf``, the executors' Python (this one, with
     this process's PYTHONPATH, unless the conf names another), and ``FIXED_CONF``."""
+    import nextbuy
+
+    # The executors import this nextbuy (the checkout's src/ before any installed copy).
+    where = [str(Path(nextbuy.__file__).resolve().parents[1])]
     conf = {
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_rows),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.executorEnv.PYTHONPATH": os.pathsep.join(where + os.environ.get("PYTHONPATH", "").split(os.pathsep)).strip(os.pathsep),
     }
-    if os.environ.get("PYTHONPATH"):
-        conf["spark.executorEnv.PYTHONPATH"] = os.environ["PYTHONPATH"]
     return conf | dict(cfg.conf) | FIXED_CONF
 
 
@@ -59,6 +64,9 @@ def session(cfg: SparkConfig) -> Any:
         raise SparkUnavailable(f"engine.kind is spark but {reason}")
     from pyspark.sql import SparkSession
 
+    running = SparkSession.getActiveSession()
+    if running is not None and _master(running) != cfg.master:
+        running.stop()  # one session per process: another master replaces it
     # The executors' Python: this one, unless the environment or the conf names another.
     os.environ.setdefault("PYSPARK_PYTHON", cfg.conf.get("spark.pyspark.python", sys.executable))
     builder = SparkSession.builder.appName("nextbuy")
@@ -70,3 +78,19 @@ def session(cfg: SparkConfig) -> Any:
         spark.conf.set(key, value)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.batch_rows))
     return spark
+
+
+def _master(spark: Any) -> str | None:
+    try:
+        return str(spark.sparkContext.master)
+    except Exception:  # noqa: BLE001  # Spark Connect: no SparkContext
+        return None
+
+
+def stop() -> None:
+    """Stop this process's session (its JVM stays for the next one)."""
+    from pyspark.sql import SparkSession
+
+    running = SparkSession.getActiveSession()
+    if running is not None:
+        running.stop()

@@ -1,0 +1,36 @@
+"""The Spark engine's tests: skipped, saying why, where pyspark or Java is missing (``make spark``
+installs the first; Debian's openjdk-17-jre-headless the second)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nextbuy.config import SparkConfig
+from tests.conftest import TINY_PARAMS
+
+
+def spark_config(master: str = "local[2]") -> SparkConfig:
+    """The tiny store's engine.spark with ``master``; small memory, few shuffle partitions."""
+    spark = dict(TINY_PARAMS["engine"]["spark"])
+    conf = dict(spark["conf"]) | {"spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "4"}
+    return SparkConfig.model_validate(spark | {"master": master, "conf": conf})
+
+
+def skip_without_spark() -> None:
+    from nextbuy.engines.spark_session import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"Spark engine unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def local_spark() -> SparkConfig:
+    """engine.spark on local[2]; one session for every test of the process, stopped at the end."""
+    skip_without_spark()
+    from nextbuy.engines import spark_session
+
+    cfg = spark_config()
+    spark_session.session(cfg)
+    yield cfg
+    spark_session.stop()
