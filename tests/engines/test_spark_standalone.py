@@ -1,0 +1,74 @@
+"""A real Spark cluster: a standalone master and two workers started from the installed pyspark
+on 127.0.0.1 (and stopped, as process groups, by the test), label_delay and batch-topk run
+against spark://127.0.0.1:PORT write what the pandas engine writes."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from nextbuy import procs
+from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
+from nextbuy.config import RetrievalConfig
+from tests.conftest import TINY_PARAMS
+from tests.engines import parity
+from tests.engines.conftest import skip_without_spark, spark_config
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    skip_without_spark()
+    from nextbuy.engines import spark_session
+    from nextbuy.engines.spark_standalone import StandaloneCluster
+
+    with StandaloneCluster(tmp_path_factory.mktemp("cluster")) as running:
+        # executors of 1 core and 512 MiB on each 1-core, 1 GiB worker: one per worker
+        cfg = spark_config(running.master)
+        conf = dict(cfg.conf) | {"spark.executor.memory": "512m", "spark.executor.cores": "1"}
+        cfg = cfg.model_copy(update={"conf": conf})
+        spark = spark_session.session(cfg)
+        yield running, cfg, spark
+        spark_session.stop()
+    assert all(not procs.group_alive(s.proc.pid) for s in running.servers if s.proc is not None)
+
+
+def test_the_cluster_runs_two_executors_on_its_two_workers(cluster):
+    running, _, spark = cluster
+    assert spark.sparkContext.master == running.master
+    hosts = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size()  # the driver and the executors
+    assert running.registered() == 2 and hosts == 3
+
+
+def test_label_delay_and_batch_topk_on_the_cluster_write_what_pandas_writes(cluster, tmp_path):
+    from nextbuy.engines import spark_batch
+    from nextbuy.mlops import batch
+    from nextbuy.stages import ingest
+
+    _, cfg, _ = cluster
+    before = Path.cwd()
+    try:
+        (tmp_path / "store").mkdir()
+        os.chdir(tmp_path / "store")
+        params = copy.deepcopy(TINY_PARAMS)
+        Path("params.yaml").write_text(yaml.safe_dump(params))
+        ingest.run()
+        parity.label_delay_on_both(params, cfg, tmp_path / "pandas")
+        parity.assert_label_delay_same(tmp_path / "pandas")
+    finally:
+        os.chdir(before)
+    retrieval = RetrievalConfig.model_validate(TINY_PARAMS["deploy"]["retrieval"] | {"kind": "flat", "candidates": 50})
+    bundle = load_bundle(write_bundle_files(tmp_path / "bundle", n_products=1200, n_buckets=2, retrieval=retrieval))
+    batch.write_top_k(bundle, tmp_path / "pandas-topk", 5, 0, 1, 200, progress=False)
+    spark_batch.write_top_k(cfg, bundle, tmp_path / "spark-topk", 5, (0, 1), 200)
+    names = sorted(p.name for p in (tmp_path / "pandas-topk" / "shard=000").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "spark-topk" / "shard=000").iterdir())
+    for name in names:
+        parity.same_frames(
+            pd.read_parquet(tmp_path / "pandas-topk" / "shard=000" / name),
+            pd.read_parquet(tmp_path / "spark-topk" / "shard=000" / name),
+        )
