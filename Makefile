@@ -22,7 +22,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run run-preset test lint format env lock summary mlflow-ui serve plots clean dashboards airflow stack-check docs docs-build
+.PHONY: run run-preset test lint format env spark lock summary mlflow-ui serve plots clean dashboards airflow stack-check docs docs-build
 
 env: $(STAMP)
 
@@ -32,6 +32,12 @@ $(STAMP): pyproject.toml benchmarks/pyproject.toml requirements.lock
 	$(VENV)/bin/uv pip install $(UV_FLAGS) --compile-bytecode -r requirements.lock
 	$(VENV)/bin/uv pip install $(UV_FLAGS) --no-deps -e . -e benchmarks
 	@touch $@
+
+# The Spark engine (engine.kind: spark; docs/how-to/large-catalogues.md): pyspark 4, the optional
+# extra, into .venv. Spark also needs Java 17 (Debian: apt-get install openjdk-17-jre-headless).
+spark: $(STAMP)
+	$(VENV)/bin/uv pip install $(UV_FLAGS) -e '.[spark]'
+	@command -v java >/dev/null 2>&1 || [ -n "$$JAVA_HOME" ] || echo "no java found: Spark needs Java 17 (apt-get install openjdk-17-jre-headless)"
 
 # Re-pin after editing pyproject.toml dependencies.
 lock: $(VENV)/bin/uv

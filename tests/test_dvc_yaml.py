@@ -122,7 +122,10 @@ def flat_keys(node: dict, prefix: str = "") -> set[str]:
 def test_params_yaml_holds_exactly_the_config_fields():
     fields = flat_fields()
     # a field holding a mapping (engine.spark.conf: Spark's own settings) is one knob
-    keys = {next((f for f in fields if k.startswith(f + ".")), k) for k in flat_keys(read_params(ROOT / "params.yaml"))}
+    keys = {
+        next((f for f in fields if k.startswith(f + ".")), k)
+        for k in flat_keys(read_params(ROOT / "params.yaml"))
+    }
     assert keys - flat_fields() == set(), "params.yaml keys that no config field reads"
     assert flat_fields() - keys == set(), "config fields missing from params.yaml (add them, with a comment)"
 

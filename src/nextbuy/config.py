@@ -138,9 +138,7 @@ def section_config(
 
 
 @overload
-def section_config(
-    params: Mapping[str, Any], dotted: Literal["engine"], **changes: Any
-) -> EngineConfig: ...
+def section_config(params: Mapping[str, Any], dotted: Literal["engine"], **changes: Any) -> EngineConfig: ...
 
 
 @overload

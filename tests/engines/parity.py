@@ -42,7 +42,11 @@ def same_values(a, b, where: str = "") -> None:
             same_values(x, y, f"{where}[{i}]")
     elif isinstance(a, float) and not isinstance(b, bool):
         assert isinstance(b, float | int), where
-        assert math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b)), (where, a, b)
+        assert math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b)), (
+            where,
+            a,
+            b,
+        )
     else:
         assert a == b, (where, a, b)
 
@@ -69,11 +73,18 @@ def label_delay_on_both(params: dict, spark_cfg, keep: Path) -> None:
 def assert_label_delay_same(keep: Path) -> None:
     import json
 
-    same_frames(pd.read_parquet(keep / paths.WEIGHTED_IMPRESSIONS), pd.read_parquet(paths.WEIGHTED_IMPRESSIONS))
+    same_frames(
+        pd.read_parquet(keep / paths.WEIGHTED_IMPRESSIONS), pd.read_parquet(paths.WEIGHTED_IMPRESSIONS)
+    )
     for csv in LABEL_DELAY_OUTPUTS[3:]:
         same_frames(pd.read_csv(keep / csv), pd.read_csv(csv))
-    same_values(json.loads((keep / LABEL_DELAY_OUTPUTS[2]).read_text()), json.loads(Path(LABEL_DELAY_OUTPUTS[2]).read_text()))
-    same_values(json.loads((keep / paths.DELAY_MODEL).read_text()), json.loads(Path(paths.DELAY_MODEL).read_text()))
+    same_values(
+        json.loads((keep / LABEL_DELAY_OUTPUTS[2]).read_text()),
+        json.loads(Path(LABEL_DELAY_OUTPUTS[2]).read_text()),
+    )
+    same_values(
+        json.loads((keep / paths.DELAY_MODEL).read_text()), json.loads(Path(paths.DELAY_MODEL).read_text())
+    )
 
 
 def engine(kind: str, base, spark_cfg):

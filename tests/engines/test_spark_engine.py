@@ -46,7 +46,10 @@ def test_label_delay_on_spark_writes_what_pandas_writes(tiny_store, local_spark)
     root, params = tiny_store
     parity.label_delay_on_both(params, local_spark, root / "pandas")
     parity.assert_label_delay_same(root / "pandas")
-    assert len(pd.read_parquet(paths.WEIGHTED_IMPRESSIONS)) == TINY_PARAMS["ingest"]["simulator"]["n_impressions"]
+    assert (
+        len(pd.read_parquet(paths.WEIGHTED_IMPRESSIONS))
+        == TINY_PARAMS["ingest"]["simulator"]["n_impressions"]
+    )
 
 
 def monitor_on(kind: str, local_spark, params: dict):
@@ -72,15 +75,23 @@ def test_monitor_on_spark_judges_the_traffic_as_pandas_does(tiny_store, local_sp
     # every row of a window smaller than engine.spark.dashboard_rows reaches the dashboard
     parity.same_frames(rows, s_rows)
     parity.same_frames(reference, s_reference)
-    assert table["volume"].sum() == len(rows) == params["traffic"]["days"] * params["traffic"]["impressions_per_day"]
+    assert (
+        table["volume"].sum()
+        == len(rows)
+        == params["traffic"]["days"] * params["traffic"]["impressions_per_day"]
+    )
 
 
 def test_batch_topk_on_spark_writes_the_same_part_files(tmp_path, local_spark):
     from nextbuy.engines import spark_batch
     from nextbuy.mlops import batch
 
-    retrieval = RetrievalConfig.model_validate(TINY_PARAMS["deploy"]["retrieval"] | {"kind": "flat", "candidates": 50})
-    bundle = load_bundle(write_bundle_files(tmp_path / "bundle", n_products=2000, n_buckets=2, retrieval=retrieval))
+    retrieval = RetrievalConfig.model_validate(
+        TINY_PARAMS["deploy"]["retrieval"] | {"kind": "flat", "candidates": 50}
+    )
+    bundle = load_bundle(
+        write_bundle_files(tmp_path / "bundle", n_products=2000, n_buckets=2, retrieval=retrieval)
+    )
     batch.write_top_k(bundle, tmp_path / "pandas", 10, 1, 2, 300, progress=False)
     result = spark_batch.write_top_k(local_spark, bundle, tmp_path / "spark", 10, (1, 2), 300)
     files = sorted(p.name for p in (tmp_path / "pandas" / "shard=001").iterdir())
@@ -88,9 +99,11 @@ def test_batch_topk_on_spark_writes_the_same_part_files(tmp_path, local_spark):
     assert len(files) == 4  # 1000 sources of shard 1, 300 per file
     for name in files:
         parity.same_frames(
-            pd.read_parquet(tmp_path / "pandas" / "shard=001" / name), pd.read_parquet(tmp_path / "spark" / "shard=001" / name)
+            pd.read_parquet(tmp_path / "pandas" / "shard=001" / name),
+            pd.read_parquet(tmp_path / "spark" / "shard=001" / name),
         )
-    assert result["rows"] == 1000 * 10 and result["sources"] == 1000
+    assert result["rows"] == 1000 * 10
+    assert result["sources"] == 1000
 
 
 def test_exact_quantiles_match_numpy_beyond_what_is_collected(local_spark):
@@ -116,3 +129,14 @@ def test_label_delay_on_the_default_store_is_the_same_on_spark(tmp_path, local_s
         parity.assert_label_delay_same(tmp_path / "pandas")
     finally:
         os.chdir(before)
+
+
+def test_exact_quantiles_of_a_column_of_ties_collect_nothing_but_counts(local_spark):
+    from nextbuy.engines import spark_session, spark_table
+
+    spark = spark_session.session(local_spark)
+    values = np.r_[np.ones(30_000), np.linspace(1.5, 3.0, 5)]  # weights mostly 1, as naive ones are
+    frame = spark.createDataFrame(pd.DataFrame({"w": values}))
+    probs = [0.01, 0.5, 0.9999]
+    got = spark_table.exact_quantiles(frame, "w", probs, collect_max=1000)
+    np.testing.assert_allclose(got, np.quantile(values, probs), rtol=1e-12)

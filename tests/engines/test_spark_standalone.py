@@ -41,7 +41,8 @@ def test_the_cluster_runs_two_executors_on_its_two_workers(cluster):
     running, _, spark = cluster
     assert spark.sparkContext.master == running.master
     hosts = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size()  # the driver and the executors
-    assert running.registered() == 2 and hosts == 3
+    assert running.registered() == 2
+    assert hosts == 3
 
 
 def test_label_delay_and_batch_topk_on_the_cluster_write_what_pandas_writes(cluster, tmp_path):
@@ -61,8 +62,12 @@ def test_label_delay_and_batch_topk_on_the_cluster_write_what_pandas_writes(clus
         parity.assert_label_delay_same(tmp_path / "pandas")
     finally:
         os.chdir(before)
-    retrieval = RetrievalConfig.model_validate(TINY_PARAMS["deploy"]["retrieval"] | {"kind": "flat", "candidates": 50})
-    bundle = load_bundle(write_bundle_files(tmp_path / "bundle", n_products=1200, n_buckets=2, retrieval=retrieval))
+    retrieval = RetrievalConfig.model_validate(
+        TINY_PARAMS["deploy"]["retrieval"] | {"kind": "flat", "candidates": 50}
+    )
+    bundle = load_bundle(
+        write_bundle_files(tmp_path / "bundle", n_products=1200, n_buckets=2, retrieval=retrieval)
+    )
     batch.write_top_k(bundle, tmp_path / "pandas-topk", 5, 0, 1, 200, progress=False)
     spark_batch.write_top_k(cfg, bundle, tmp_path / "spark-topk", 5, (0, 1), 200)
     names = sorted(p.name for p in (tmp_path / "pandas-topk" / "shard=000").iterdir())

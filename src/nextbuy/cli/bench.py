@@ -29,6 +29,7 @@ BENCHES = {
     "dag": "Airflow overhead: dag.test() of nextbuy_training vs dvc repro of its six stages (tiny store).",
     "faults": "Fault matrix, tiny store: bad params/files/outputs, kill -9 in every stage, bad requests.",
     "scale": "Stage times and peak RSS at 10k/100k/1M products; time exponent, BLADE vs GraphSAGE epoch.",
+    "engines": "label_delay and monitor, pandas vs Spark, 1M/10M/100M impressions: time, RSS per process.",
 }
 
 
@@ -74,6 +75,28 @@ def _scale_command(help_text: str) -> Callable[..., None]:
     return command
 
 
+def _engines_command(help_text: str) -> Callable[..., None]:
+    def command(
+        out: Path = typer.Option(Path("bench-engines.json"), "--out", help="JSON results"),
+        sizes: str = typer.Option(
+            "1000000,10000000,100000000", help="impressions per store, comma-separated"
+        ),
+        cap_gib: float = typer.Option(
+            16.0, min=1.0, help="a run whose processes pass this together is stopped"
+        ),
+        work: Path | None = typer.Option(
+            None, help="folder for the stores (default: the system's temporary one)"
+        ),
+    ) -> None:
+        setup_logging()
+        bench = importlib.import_module("nextbuy.bench.engines")
+        figures = bench.run(out, sizes=bench.parse_sizes(sizes), cap_gib=cap_gib, work=work)
+        console.print(f"[green]bench engines[/] → {out}: {json.dumps(figures)}", highlight=False)
+
+    command.__doc__ = help_text
+    return command
+
+
 def _serve_command(help_text: str) -> Callable[..., None]:
     def command(
         out: Path = typer.Option(Path("bench-serve.json"), "--out", help="JSON results"),
@@ -101,7 +124,12 @@ def _serve_command(help_text: str) -> Callable[..., None]:
     return command
 
 
-_FACTORIES = {"serve": _serve_command, "scale": _scale_command, "faults": _faults_command}
+_FACTORIES = {
+    "serve": _serve_command,
+    "scale": _scale_command,
+    "faults": _faults_command,
+    "engines": _engines_command,
+}
 for _bench, _help in BENCHES.items():
     factory = _FACTORIES[_bench](_help) if _bench in _FACTORIES else _bench_command(_bench, _help)
     bench_app.command(name=_bench)(factory)

@@ -134,14 +134,18 @@ def batch_topk(
         raise typer.Exit(code=2) from None
     engine_cfg = load_section("engine")
     if engine not in (None, "pandas", "spark"):
-        console.print(f"[bold red]batch-topk: --engine is pandas or spark, not {engine!r}[/]", highlight=False)
+        console.print(
+            f"[bold red]batch-topk: --engine is pandas or spark, not {engine!r}[/]", highlight=False
+        )
         raise typer.Exit(code=2)
     if engine is not None:
         engine_cfg = with_changes(engine_cfg, kind=engine)
     if engine_cfg.kind == "spark":  # the same part files, the parts spread over Spark's executors
         from nextbuy.engines import spark_batch
 
-        result = spark_batch.write_top_k(engine_cfg.spark, bundle, out, k, (shard, num_shards), sources_per_file)
+        result = spark_batch.write_top_k(
+            engine_cfg.spark, bundle, out, k, (shard, num_shards), sources_per_file
+        )
     else:
         result = batch.write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
     console.print(

@@ -24,15 +24,25 @@ from nextbuy.domain.delay_signals import FEATURES
 
 # What the weighted table carries over from the impressions, and from the signals.
 KEPT = ("impression_id", "source_id", "shown_id", "shown_at", "split")
-SIGNAL_COLUMNS = ("label", "clicked", "carted", "elapsed_days", "delay_days", "engaged_days", "engagement_lag")
+SIGNAL_COLUMNS = (
+    "label",
+    "clicked",
+    "carted",
+    "elapsed_days",
+    "delay_days",
+    "engaged_days",
+    "engagement_lag",
+)
 
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 def hash_unit(ids: np.ndarray, seed: int) -> np.ndarray:
     """A uniform number in [0, 1) per id (splitmix64 of id + seed): the same on any machine."""
-    x = np.asarray(ids, dtype=np.int64).view(np.uint64) + np.uint64(seed % 2**63) * np.uint64(0x9E3779B97F4A7C15)
     with np.errstate(over="ignore"):
+        x = np.asarray(ids, dtype=np.int64).view(np.uint64) + np.uint64(seed % 2**63) * np.uint64(
+            0x9E3779B97F4A7C15
+        )
         x = (x ^ (x >> np.uint64(30))) * _MIX1
         x = (x ^ (x >> np.uint64(27))) * _MIX2
         x = x ^ (x >> np.uint64(31))
@@ -83,7 +93,9 @@ def fit_models(fit_rows: pd.DataFrame, signals_columns: pd.Index, family: str) -
     """The delay model of every importance method, fitted on ``fit_rows``' signals."""
     return {
         method: delay.fit_delay_model(
-            fit_rows, tuple(c for c in delay.IMPORTANCE_SIGNALS[method] if c in signals_columns), family=family
+            fit_rows,
+            tuple(c for c in delay.IMPORTANCE_SIGNALS[method] if c in signals_columns),
+            family=family,
         )
         for method in delay.IMPORTANCE_SIGNALS
     }

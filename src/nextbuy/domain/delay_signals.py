@@ -114,7 +114,9 @@ class PairContext:
     lift: np.ndarray  # (groups x groups) log lift
 
     @classmethod
-    def build(cls, products: pd.DataFrame, edges: pd.DataFrame, exposure: np.ndarray | None = None) -> PairContext:
+    def build(
+        cls, products: pd.DataFrame, edges: pd.DataFrame, exposure: np.ndarray | None = None
+    ) -> PairContext:
         n = len(products)
         by_id = products.sort_values("product_id")
         price = by_id["price"].to_numpy(dtype=float)

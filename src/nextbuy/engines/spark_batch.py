@@ -48,7 +48,11 @@ def write_top_k(
                     yield pd.DataFrame({"part": [part], "rows": [len(recs)]})
 
         slices = max(1, min(n_parts, int(spark.sparkContext.defaultParallelism) * 4))
-        written = spark.range(0, n_parts, numPartitions=slices).mapInPandas(parts, "part long, rows long").toPandas()
+        written = (
+            spark.range(0, n_parts, numPartitions=slices)
+            .mapInPandas(parts, "part long, rows long")
+            .toPandas()
+        )
         missing = sorted(set(range(n_parts)) - set(written["part"].tolist()))
         if missing:
             raise RuntimeError(f"batch-topk on Spark: parts {missing[:5]} of shard {index} were not written")

@@ -29,7 +29,9 @@ from nextbuy.mlops import io, schemas
 AUX = ("expected", "p_convert", "median_delay", "engagement", "elapsed_bin")
 
 
-def pair_context(spark_frame: Any, products: pd.DataFrame, edges: pd.DataFrame, at: pd.Timestamp) -> PairContext:
+def pair_context(
+    spark_frame: Any, products: pd.DataFrame, edges: pd.DataFrame, at: pd.Timestamp
+) -> PairContext:
     """The pair-feature context of the whole log at ``at``, as the pandas engine builds it."""
     exposure = exposure_from_first(spark_table.first_seen_ns(spark_frame, len(products)), at)
     return PairContext.build(products, edges, exposure)
@@ -46,7 +48,9 @@ def fitted_models(
 
     def sample(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            keep = delay_rows.fit_sample(batch["impression_id"].to_numpy(), batch["split"].eq("train"), rate, seed)
+            keep = delay_rows.fit_sample(
+                batch["impression_id"].to_numpy(), batch["split"].eq("train"), rate, seed
+            )
             yield batch[keep]
 
     rows = spark_table.as_pandas(spark_frame.mapInPandas(sample, spark_frame.schema).toPandas())
@@ -58,7 +62,8 @@ def fitted_models(
 
 
 def weigh_batch(
-    batch: pd.DataFrame, shared: tuple[PairContext, dict[str, delay.DelayModel], pd.Timestamp, LabelDelayConfig]
+    batch: pd.DataFrame,
+    shared: tuple[PairContext, dict[str, delay.DelayModel], pd.Timestamp, LabelDelayConfig],
 ) -> pd.DataFrame:
     """One batch's weighted rows (``importance_ipw`` not yet rescaled) and the ``AUX`` columns."""
     context, models, snapshot, cfg = shared
@@ -98,7 +103,10 @@ def run(cfg: LabelDelayConfig, spark_cfg: SparkConfig) -> tuple[dict, dict, pd.D
         for batch in batches:
             yield spark_table.for_spark(weigh_batch(spark_table.as_pandas(batch), shared))
 
-    with spark_table.spilled(log.mapInPandas(weigh, struct), paths.WEIGHTED_IMPRESSIONS.parent) as (files, rows):
+    with spark_table.spilled(log.mapInPandas(weigh, struct), paths.WEIGHTED_IMPRESSIONS.parent) as (
+        files,
+        rows,
+    ):
         scale = spark_label_metrics.ipw_scale(rows, cfg)
         metrics, profile, flips = spark_label_metrics.metrics(rows, scale, models, cfg)
         written = example.drop(columns=list(AUX))

@@ -72,9 +72,11 @@ def summary(rows: Any, cfg: LabelDelayConfig, family: str, columns: tuple[str, .
 
     train = rows.where(F.col("split") == "train")
     everything = rows.agg(F.avg("label").alias("observed"), F.avg("expected").alias("corrected")).first()
-    recent = rows.where(F.col("elapsed_days") < 7).agg(
-        F.avg("label").alias("observed"), F.avg("expected").alias("corrected")
-    ).first()
+    recent = (
+        rows.where(F.col("elapsed_days") < 7)
+        .agg(F.avg("label").alias("observed"), F.avg("expected").alias("corrected"))
+        .first()
+    )
     sums = {
         f"{part}_{m}": F.sum(expr)
         for m in WEIGHTING_METHODS
@@ -96,7 +98,10 @@ def summary(rows: Any, cfg: LabelDelayConfig, family: str, columns: tuple[str, .
         "signals": list(columns),
         "observed_positivity": float(everything["observed"]),
         "corrected_positivity": float(everything["corrected"]),
-        "last_7_days": {"observed_positivity": _mean(recent["observed"]), "corrected_positivity": _mean(recent["corrected"])},
+        "last_7_days": {
+            "observed_positivity": _mean(recent["observed"]),
+            "corrected_positivity": _mean(recent["corrected"]),
+        },
         "train": {
             "impressions": int(got["n"]),
             "observed_positivity": float(got["observed"]),
@@ -112,7 +117,7 @@ def weight_profile(rows: Any, n_bins: int = 20) -> pd.DataFrame:
     closed on both sides, as ``pd.cut(..., include_lowest=True)``)."""
     from pyspark.sql import functions as F
 
-    edges = np.unique(exact_quantiles(rows, "elapsed_days", np.linspace(0, 1, n_bins + 1)))
+    edges = np.unique(exact_quantiles(rows, "elapsed_days", np.linspace(0, 1, n_bins + 1).tolist()))
     e = F.col("elapsed_days")
     bin_of = F.when(e <= float(edges[min(1, len(edges) - 1)]), F.lit(0))
     for i in range(1, len(edges) - 1):
@@ -154,7 +159,9 @@ def engagement_summary(rows: Any) -> dict:
     """label_delay's ``engagement_summary``: mean P(convert), median delay per engagement level."""
     from pyspark.sql import functions as F
 
-    means = rows.groupBy("engagement").agg(F.avg("p_convert").alias("p")).toPandas().set_index("engagement")["p"]
+    means = (
+        rows.groupBy("engagement").agg(F.avg("p_convert").alias("p")).toPandas().set_index("engagement")["p"]
+    )
     return {
         name: {
             "p_convert": float(means[name]),
@@ -167,7 +174,9 @@ def engagement_summary(rows: Any) -> dict:
     }
 
 
-def metrics(rows: Any, scale: float, models: dict[str, delay.DelayModel], cfg: LabelDelayConfig) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+def metrics(
+    rows: Any, scale: float, models: dict[str, delay.DelayModel], cfg: LabelDelayConfig
+) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """The metrics, the positivity-by-elapsed plot table and the flip table."""
     from pyspark.sql import functions as F
 

@@ -22,9 +22,7 @@ from nextbuy.engines import spark_session, spark_table
 SAMPLE_SEED = 0
 
 
-def scored(
-    spark: Any, log: Any, bundle: Any, products: pd.DataFrame, edges: pd.DataFrame, how: tuple
-) -> Any:
+def scored(spark: Any, log: Any, bundle: Any, products: pd.DataFrame, edges: pd.DataFrame, how: tuple) -> Any:
     """The traffic ``log`` (a Spark DataFrame of impressions) scored row by row
     (``traffic_rows.score_rows``), with each row's window and a uniform number ``u`` (its
     hashed impression id) the dashboard's sample is drawn by. ``how``: (delay model, now,
@@ -112,7 +110,10 @@ def watch(
 
 
 def reference_sample(
-    spark_cfg: SparkConfig, bundle: Any, tables: tuple[pd.DataFrame, pd.DataFrame], delay_model: delay.DelayModel
+    spark_cfg: SparkConfig,
+    bundle: Any,
+    tables: tuple[pd.DataFrame, pd.DataFrame],
+    delay_model: delay.DelayModel,
 ) -> pd.DataFrame:
     """monitor's reference rows (the champion on the training-time holdout, as of the snapshot),
     at most ``dashboard_rows`` of them (by hashed id), scored on the driver with the pair

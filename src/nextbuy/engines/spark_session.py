@@ -51,7 +51,9 @@ def session_conf(cfg: SparkConfig) -> dict[str, str]:
         "spark.pyspark.driver.python": sys.executable,
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_rows),
         "spark.ui.showConsoleProgress": "false",
-        "spark.executorEnv.PYTHONPATH": os.pathsep.join(where + os.environ.get("PYTHONPATH", "").split(os.pathsep)).strip(os.pathsep),
+        "spark.executorEnv.PYTHONPATH": os.pathsep.join(
+            where + os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        ).strip(os.pathsep),
     }
     return conf | dict(cfg.conf) | FIXED_CONF
 

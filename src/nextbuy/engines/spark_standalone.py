@@ -23,7 +23,9 @@ def spark_home() -> Path:
 class StandaloneCluster:
     """``workers`` workers of ``cores`` cores and ``memory`` each, logs and work dirs in ``root``."""
 
-    def __init__(self, root: Path, workers: int = 2, cores: int = 1, memory: str = "1g", start_timeout: float = 180.0):
+    def __init__(
+        self, root: Path, workers: int = 2, cores: int = 1, memory: str = "1g", start_timeout: float = 180.0
+    ):
         self.root, self.workers, self.cores, self.memory = Path(root), workers, cores, memory
         self.start_timeout = start_timeout
         self.port = procs.free_port()
@@ -34,7 +36,11 @@ class StandaloneCluster:
         return f"spark://{procs.HOST}:{self.port}"
 
     def _env(self) -> dict[str, str]:
-        return os.environ | {"SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": procs.HOST, "SPARK_NO_DAEMONIZE": "1"}
+        return os.environ | {
+            "SPARK_HOME": str(spark_home()),
+            "SPARK_LOCAL_IP": procs.HOST,
+            "SPARK_NO_DAEMONIZE": "1",
+        }
 
     def _server(self, name: str, main: str, port: int, args: list[str]) -> procs.GroupServer:
         cmd = [str(spark_home() / "bin" / "spark-class"), main, "--host", procs.HOST, "--port", str(port)]
@@ -58,7 +64,9 @@ class StandaloneCluster:
         deadline = time.monotonic() + self.start_timeout
         while self.registered() < self.workers:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.registered()} of {self.workers} workers registered:\n{self.servers[0].log()}")
+                raise TimeoutError(
+                    f"{self.registered()} of {self.workers} workers registered:\n{self.servers[0].log()}"
+                )
             time.sleep(0.5)
         return self
 

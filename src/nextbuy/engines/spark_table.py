@@ -40,7 +40,9 @@ def spark_type(dtype: Any) -> Any:
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return T.LongType()  # ns since the epoch (NaT: int64 min), exact; see ``read``
     if pd.api.types.is_integer_dtype(dtype):
-        return {1: T.ByteType(), 2: T.ShortType(), 4: T.IntegerType()}.get(np.dtype(dtype).itemsize, T.LongType())
+        return {1: T.ByteType(), 2: T.ShortType(), 4: T.IntegerType()}.get(
+            np.dtype(dtype).itemsize, T.LongType()
+        )
     if pd.api.types.is_float_dtype(dtype):
         return T.FloatType() if np.dtype(dtype).itemsize == 4 else T.DoubleType()
     return T.StringType()
@@ -80,14 +82,26 @@ def as_pandas(batch: pd.DataFrame, example: pd.DataFrame | None = None) -> pd.Da
     if example is None:
         times = [c for c in TIME_COLUMNS if c in batch and pd.api.types.is_integer_dtype(batch[c].dtype)]
     else:
-        times = [c for c in batch.columns if c in example and pd.api.types.is_datetime64_any_dtype(example[c].dtype)]
-    return batch.assign(**{c: batch[c].to_numpy(np.int64).view("datetime64[ns]") for c in times}) if times else batch
+        times = [
+            c
+            for c in batch.columns
+            if c in example and pd.api.types.is_datetime64_any_dtype(example[c].dtype)
+        ]
+    return (
+        batch.assign(**{c: batch[c].to_numpy(np.int64).view("datetime64[ns]") for c in times})
+        if times
+        else batch
+    )
 
 
 def for_spark(frame: pd.DataFrame) -> pd.DataFrame:
-    """A pandas batch with its timestamp columns as int64 ns (NaT: ``NAT``), as :func:`struct_of` types them."""
+    """A pandas batch with its timestamp columns as int64 ns (NaT: ``NAT``), as :func:`struct_of` has it."""
     times = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c].dtype)]
-    return frame.assign(**{c: frame[c].to_numpy("datetime64[ns]").view(np.int64) for c in times}) if times else frame
+    return (
+        frame.assign(**{c: frame[c].to_numpy("datetime64[ns]").view(np.int64) for c in times})
+        if times
+        else frame
+    )
 
 
 def shared(spark: Any, value: Any) -> Callable[[], Any]:
@@ -193,11 +207,14 @@ def first_seen_ns(spark_frame: Any, n_products: int) -> np.ndarray:
     return first
 
 
-def exact_quantiles(frame: Any, column: str, probs: Sequence[float], collect_max: int = COLLECT_MAX_ROWS) -> np.ndarray:
+def exact_quantiles(
+    frame: Any, column: str, probs: Sequence[float], collect_max: int = COLLECT_MAX_ROWS
+) -> np.ndarray:
     """``np.quantile(values, probs)`` (linear interpolation) of a Spark column, exactly, without
-    bringing every value to the driver: the order statistics each quantile interpolates lie
+    bringing every value to the driver: the two order statistics each quantile interpolates lie
     between two approximate quantiles (rank error eps) around it; only the rows between those
-    two come to the driver, with the count of rows below. Empty: NaNs."""
+    come to the driver, with the count of rows below each. Three passes for all ``probs``.
+    Empty: NaNs."""
     from pyspark.sql import functions as F
 
     values = frame.select(F.col(column).cast("double").alias("v")).where(F.col("v").isNotNull())
@@ -207,16 +224,47 @@ def exact_quantiles(frame: Any, column: str, probs: Sequence[float], collect_max
         return np.full(len(probs), np.nan)
     if n <= collect_max:
         return np.quantile(values.toPandas()["v"].to_numpy(), probs)
-    eps = max(4.0 / n, 256.0 / collect_max)
+    eps = max(4.0 / n, 16.0 / collect_max)
+    around = [q for p in probs for q in (max(p - 2 * eps, 0.0), min(p + 2 * eps, 1.0))]
+    bounds = np.asarray(values.approxQuantile("v", around, eps), dtype=np.float64).reshape(len(probs), 2)
+    v = F.col("v")
+    counts = values.agg(
+        *[
+            expr.alias(f"{name}{i}")
+            for i, (lo, hi) in enumerate(bounds)
+            for name, expr in (
+                ("below", F.sum((v < float(lo)).cast("long"))),
+                ("lo", F.sum((v == float(lo)).cast("long"))),
+                ("hi", F.sum((v == float(hi)).cast("long"))),
+            )
+        ]
+    ).first()
+    inside = F.lit(False)  # strictly between the bounds: ties at a bound are counted, not collected
+    for lo, hi in bounds:
+        inside = inside | ((v > float(lo)) & (v < float(hi)))
+    between = np.sort(values.where(inside).toPandas()["v"].to_numpy())
     out = []
-    for p in probs:
+    for i, p in enumerate(probs):
+        lo, hi = bounds[i]
+        mine = between[(between > lo) & (between < hi)]
+        at_lo, at_hi = int(counts[f"lo{i}"] or 0), int(counts[f"hi{i}"] or 0) if hi > lo else 0
         pos = p * (n - 1)
-        lo_rank, hi_rank = int(np.floor(pos)), int(np.ceil(pos))
-        lo, hi = values.approxQuantile("v", [max(p - 2 * eps, 0.0), min(p + 2 * eps, 1.0)], eps)
-        below = values.where(F.col("v") < lo).count()
-        window = np.sort(values.where((F.col("v") >= lo) & (F.col("v") <= hi)).toPandas()["v"].to_numpy())
-        if not (below <= lo_rank and hi_rank < below + len(window)):  # the bracket missed: widen it all
-            below, window = 0, np.sort(values.toPandas()["v"].to_numpy())
-        a, b = window[lo_rank - below], window[hi_rank - below]
-        out.append(a + (b - a) * (pos - lo_rank))
+        first = int(counts[f"below{i}"] or 0)
+        a = _at_rank(int(np.floor(pos)) - first, (lo, at_lo), mine, (hi, at_hi))
+        b = _at_rank(int(np.ceil(pos)) - first, (lo, at_lo), mine, (hi, at_hi))
+        if a is None or b is None:  # the bracket missed (it should not): take all
+            return np.quantile(values.toPandas()["v"].to_numpy(), probs)
+        out.append(a + (b - a) * (pos - np.floor(pos)))
     return np.asarray(out, dtype=np.float64)
+
+
+def _at_rank(r: int, low: tuple[float, int], between: np.ndarray, high: tuple[float, int]) -> float | None:
+    """The r-th value (0-based) of ``low[1]`` copies of ``low[0]``, then ``between`` (sorted),
+    then ``high[1]`` copies of ``high[0]``; None outside them."""
+    if r < 0:
+        return None
+    for value, count in (low, (None, len(between)), high):
+        if r < count:
+            return float(between[r]) if value is None else float(value)
+        r -= count
+    return None

@@ -56,7 +56,9 @@ def watch(rows: pd.DataFrame, start: pd.Timestamp, cfg: MonitorConfig) -> tuple[
     return windows_table(positivity.bucket_positivity(rows, cfg), start, cfg)
 
 
-def windows_table(table: pd.DataFrame, start: pd.Timestamp, cfg: MonitorConfig) -> tuple[pd.DataFrame, list[dict]]:
+def windows_table(
+    table: pd.DataFrame, start: pd.Timestamp, cfg: MonitorConfig
+) -> tuple[pd.DataFrame, list[dict]]:
     """The judged per-window, per-bucket table with each window's start, and its alerts."""
     table.insert(1, "window_start", start + table["window"].to_numpy() * cfg.window_days * DAY)
     return table, positivity.alerts(table, start, cfg.window_days)
@@ -181,7 +183,9 @@ def nothing_monitored(model_name: str, now: pd.Timestamp) -> dict:
     return metrics
 
 
-def scored_traffic(bundle, cfg: MonitorConfig, span: tuple[pd.Timestamp, pd.Timestamp], products: pd.DataFrame, engine) -> tuple:
+def scored_traffic(
+    bundle, cfg: MonitorConfig, span: tuple[pd.Timestamp, pd.Timestamp], products: pd.DataFrame, engine
+) -> tuple:
     """The judged table, its alerts, the scored rows the dashboard shows and its reference, on
     ``engine`` (the Spark engine brings only the table and a sample of rows per window to
     this process: ``nextbuy.engines.spark_monitor``)."""
