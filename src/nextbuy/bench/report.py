@@ -191,6 +191,39 @@ def render_daily_loop(name: str, result: dict) -> list[str]:
     return lines
 
 
+def render_engines(name: str, result: dict) -> list[str]:
+    """The data stages on pandas and on Spark at growing sizes: time, the largest process, the
+    JVM and the whole process tree at their peaks; growth exponents; a sizing table."""
+    lines = [
+        f"label_delay and monitor (scoring and the per-window × per-bucket table) on each engine, "
+        f"Spark on `{result.get('spark_master')}`, the delay models fitted on "
+        f"{_cell(result.get('fit_sample_rows'))} train rows; a run whose processes passed "
+        f"{_cell(result.get('cap_gib'))} GiB together was stopped.\n",
+        "| impressions | engine | stage | seconds | largest process GiB | JVM GiB | all processes GiB | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.get("runs", []):
+        note = r.get("exceeded") or r.get("skipped") or ("failed" if "failed" in r else "")
+        lines.append(
+            f"| {r['impressions']:,} | {r['engine']} | {r['stage']} | {_cell(r.get('stage_s'))} | "
+            f"{_cell(r.get('peak_process_gib'))} | {_cell(r.get('peak_jvm_gib'))} | "
+            f"{_cell(r.get('peak_tree_gib'))} | {_cell(note)} |"
+        )
+    lines += ["", "| engine.stage | time exponent | memory exponent | sizes fitted |", "|---|---|---|---|"]
+    for key, fit in result.get("exponents", {}).items():
+        sizes = ", ".join(f"{n:.0e}" for n in fit["sizes"])
+        lines.append(f"| {key} | {_cell(fit['time'])} | {_cell(fit['peak_tree_memory'])} | {sizes} |")
+    sizing = result.get("sizing")
+    if sizing:
+        lines += [
+            "",
+            "| sizing (from the largest Spark run) | |",
+            "|---|---|",
+            *[f"| {k.replace('_', ' ')} | {_cell(v)} |" for k, v in sizing.items()],
+        ]
+    return lines
+
+
 _METRIC_NAMES = {"hits_at_20": "Hits@20", "mrr": "MRR", "direction_auc": "direction AUC"}
 
 
@@ -220,6 +253,7 @@ def render_generic(name: str, result: dict) -> list[str]:
 
 # Result files with a layout of their own; every other file is rendered by render_generic.
 KNOWN: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
+    "engines": ("The data stages on pandas and on Spark at growing sizes", render_engines),
     "daily_loop": ("The daily loop: next-day candidates against the champion", render_daily_loop),
     "external_dirlinkbench_blade": (
         "BLADE on an independent directed citation graph",

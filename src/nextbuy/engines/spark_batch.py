@@ -47,7 +47,7 @@ def write_top_k(
                     recs.to_parquet(f"{folder}/part-{part:05d}.parquet", index=False)
                     yield pd.DataFrame({"part": [part], "rows": [len(recs)]})
 
-        slices = max(1, min(n_parts, int(spark.sparkContext.defaultParallelism) * 4))
+        slices = max(1, min(n_parts, _parallelism(spark) * 4))
         written = (
             spark.range(0, n_parts, numPartitions=slices)
             .mapInPandas(parts, "part long, rows long")
@@ -63,3 +63,11 @@ def write_top_k(
         "rows": int(written["rows"].sum()),
         "path": str(target),
     }
+
+
+def _parallelism(spark: Any) -> int:
+    """The cores Spark schedules tasks on (Spark Connect: its default parallelism setting, else 8)."""
+    try:
+        return int(spark.sparkContext.defaultParallelism)
+    except Exception:  # noqa: BLE001  # Spark Connect: no SparkContext
+        return int(spark.conf.get("spark.default.parallelism", "8"))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nextbuy.config import SparkConfig
+from nextbuy.mlops import io
 
 # What every nextbuy job needs whatever the user's conf: UTC wall times (the stages' times are
 # naive UTC), pandas' nanosecond timestamps read as int64 ns, Arrow on.
@@ -20,10 +21,6 @@ FIXED_CONF = {
     # pandas writes nanosecond timestamps, which Spark reads as int64 ns only (spark_table.read)
     "spark.sql.legacy.parquet.nanosAsLong": "true",
 }
-
-
-class SparkUnavailable(RuntimeError):
-    """pyspark or Java is missing: the Spark engine cannot start (the message says how to get them)."""
 
 
 def unavailable_reason() -> str | None:
@@ -62,8 +59,8 @@ def session(cfg: SparkConfig) -> Any:
     """The process's SparkSession for ``cfg.master`` (a running one is reused: one JVM per
     process). An ``sc://`` master connects through Spark Connect."""
     reason = unavailable_reason()
-    if reason is not None:
-        raise SparkUnavailable(f"engine.kind is spark but {reason}")
+    if reason is not None:  # the stage exits 2 naming it, its last good outputs left in place
+        raise io.DataError("params.yaml", f"engine.kind is spark, but {reason}", "engine.kind")
     from pyspark.sql import SparkSession
 
     running = SparkSession.getActiveSession()
