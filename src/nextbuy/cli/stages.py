@@ -23,15 +23,52 @@ STAGES = {stage.name: stage.desc for stage in STAGE_LIST}  # name -> help, in dv
 
 
 def _run_stage(name: str, params: str) -> None:
+    """Run the stage; on any failure (a SIGTERM or Ctrl-C included: ``procs.Stopped``,
+    KeyboardInterrupt) put its last good outputs back. A stop signal or a full disk ends
+    with one line saying so, not a traceback."""
+    from nextbuy.procs import Stopped, stop_signals_raise
+
     setup_logging()
-    try:
-        metrics = _stage_metrics(name, params)
-    except BaseException:
-        # dvc repro deleted the outputs before running us: put the last good ones back.
-        _put_back_last_good(name)
-        raise
+    with stop_signals_raise():
+        try:
+            metrics = _stage_metrics(name, params)
+        except BaseException as err:
+            # dvc repro deleted the outputs before running us: put the last good ones back.
+            _put_back_last_good(name)
+            if isinstance(err, (Stopped, KeyboardInterrupt)):
+                raise _stopped(name, err) from None
+            storage = storage_failure(err)
+            if storage is not None:
+                console.print(f"[bold red]{name}: {escape(storage)}[/]", highlight=False)
+                raise typer.Exit(code=1) from None
+            raise
     console.print(f"[green]{name} done[/] → metrics/{name}.json")
     logging.getLogger("nextbuy").debug(json.dumps(metrics, default=str))
+
+
+def _stopped(name: str, err: BaseException) -> typer.Exit:
+    """The exit of a stage told to stop: 128 + the signal's number, as the shell reports a kill."""
+    import signal
+
+    from nextbuy.procs import Stopped
+
+    signum = err.signum if isinstance(err, Stopped) else signal.SIGINT
+    console.print(f"[bold red]{name}: stopped by {signal.Signals(signum).name}[/]", highlight=False)
+    return typer.Exit(code=128 + signum)
+
+
+def storage_failure(err: BaseException) -> str | None:
+    """A full disk or a file-size limit anywhere in ``err``'s chain, said in one line naming
+    the file (``nextbuy.files.storage_failure``; an SQLite 'disk I/O error' names the MLflow
+    tracking store, whose failed write is rolled back here); None for any other failure."""
+    from nextbuy.files import storage_failure as describe
+    from nextbuy.mlops.tracking import settle_store, sqlite_store
+
+    database = sqlite_store()
+    said = describe(err, database)
+    if said is not None and not settle_store(database):
+        said += f"; {database}-journal is left: SQLite rolls it back the next time the store is opened"
+    return said
 
 
 def _put_back_last_good(name: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from io import BytesIO
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -303,7 +304,7 @@ def record(cfg: TrainConfig, data: StageInputs, fitted: tuple, seconds: float, w
     model, moments, history = fitted
     products, edges, features, weighted = data.products, data.edges, data.features, data.weighted
     tracking.configure()
-    with mlflow.start_run(run_name="train") as run:
+    with tracking.stage_run("train") as run:
         mlflow.set_tags({"stage": "train", "world_size": str(world_size), **tracking.lineage_tags()})
         mlflow.log_params({f"train.{k}": v for k, v in cfg.model_dump().items()})
         for row in history:
@@ -321,8 +322,10 @@ def record(cfg: TrainConfig, data: StageInputs, fitted: tuple, seconds: float, w
             "parameters": int(sum(p.numel() for p in model.parameters())),
         }
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        state = BytesIO()  # written by Python: a full disk is an OSError naming the file
+        torch.save(model.state_dict(), state)
         with io.atomic_path(paths.GNN_STATE) as tmp:
-            torch.save(model.state_dict(), tmp)
+            tmp.write_bytes(state.getbuffer())
         io.write_npz(moments, paths.GNN_MOMENTS)
         io.write_json(
             {
