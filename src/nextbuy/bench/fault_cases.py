@@ -140,6 +140,19 @@ def _a(name: str, stage: str, damage: Callable[[Path], None], fragments: tuple[s
     return Case(name, "artifact", stage, fragments, files=damage, single=True)
 
 
+CORRUPT_SNAPSHOT = "0badc0de-0000-4000-8000-000000000000.json"  # a name Evidently lists
+
+
+def _corrupt_snapshot(root: Path) -> None:
+    """A truncated snapshot in the Evidently workspace, as a process killed while writing one left it."""
+    import yaml
+
+    workspace = root / yaml.safe_load((root / "params.yaml").read_text())["monitor"]["workspace"]
+    folder = next(workspace.glob("*/snapshots"))
+    data = next(folder.glob("*.json")).read_bytes()
+    (folder / CORRUPT_SNAPSHOT).write_bytes(data[: len(data) // 2])
+
+
 ARTIFACT_CASES = [
     _a("truncated products", "label_delay", _truncate(paths.PRODUCTS), ("products.parquet",)),
     _a(
@@ -174,6 +187,15 @@ ARTIFACT_CASES = [
     _a("artifact store deleted", "deploy", _delete(Path("mlartifacts")), ("mlartifacts",)),
     _a("traffic garbage", "monitor", _write(paths.TRAFFIC_IMPRESSIONS, "nope"), ("impressions.parquet",)),
     _a("traffic meta missing", "monitor", _delete(paths.TRAFFIC_META), ("meta.json",)),
+    Case(  # set aside with a warning naming it; this and later monitor runs succeed
+        "truncated Evidently snapshot",
+        "artifact",
+        "monitor",
+        (CORRUPT_SNAPSHOT, "set aside"),
+        files=_corrupt_snapshot,
+        expect="warn",
+        single=True,
+    ),
 ]
 
 CASES: list[Case] = [*PARAMS_CASES, *EDGE_CASES, *LOG_CASES, *ARTIFACT_CASES]

@@ -18,6 +18,8 @@ baseline each case starts from and is put back after it. Then:
   ``nextbuy summary``): they must succeed, every
   output must be there, no registry version may be left incomplete without being marked
   orphaned, no MLflow run may stay RUNNING, and the champion must be complete.
+* SIGTERM during deploy's registration and monitor's publishing, a file-size limit during
+  train, and ``make mlflow-ui`` / ``make docs`` stopped (``fault_kills``).
 * malformed scoring requests to the champion served as ``make serve`` serves it: each
   must get its 4xx naming the problem, and the server must stay up.
 
@@ -47,7 +49,7 @@ import yaml
 from rich.console import Console
 from rich.progress import Progress
 
-from nextbuy.bench import fault_cases
+from nextbuy.bench import fault_cases, fault_kills
 from nextbuy.bench.dag import tiny_params
 from nextbuy.bench.fault_verdicts import COUNTS, TRACEBACK, _print, judge, judge_request, tally
 from nextbuy.bench.project_copy import copy_project, project_env
@@ -330,14 +332,15 @@ def request_cases(project: Project, tmp: Path) -> list[dict]:
 
 
 def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
-    """``only``: a substring of case names (a quick look at some cases; the counts cover those)."""
+    """``only``: substrings of case names, separated by '|' (a quick look at some cases; the counts
+    cover those; a kill -9 case is named ``kill -9 STAGE at 60%``)."""
     console = Console()
     root = Path(root or os.environ.get(PROJECT_DIR_ENV) or Path.cwd()).resolve()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
         project, seconds = build(root, Path(tmp) / "project", console)
         baseline = capture(project)
-        cases = [c for c in fault_cases.CASES if only is None or only in c.name]
+        cases = [c for c in fault_cases.CASES if fault_kills.chosen(c.name, only)]
         rows = []
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("bad input", total=len(cases))
@@ -346,14 +349,22 @@ def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
                 rows.append(run_case(project, case, baseline))
                 progress.advance(task)
         console.print("malformed requests …")
-        rows += [r for r in request_cases(project, Path(tmp)) if only is None or only in r["case"]]
-        kills = [(s, at) for s in seconds for at in KILL_POINTS] if only is None or "kill" in only else []
+        if only is None or any(fault_kills.chosen(r.name, only) for r in fault_cases.requests(1, 1, 1)):
+            rows += [r for r in request_cases(project, Path(tmp)) if fault_kills.chosen(r["case"], only)]
+        kills = [
+            (s, at)
+            for s in seconds
+            for at in KILL_POINTS
+            if fault_kills.chosen(f"kill -9 {s} at {at:.0%}", only)
+        ]
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("kill -9", total=len(kills))
             for stage, at in kills:
                 progress.update(task, description=f"kill -9 {stage} at {at:.0%}")
                 rows.append(kill_case(project, stage, at, seconds[stage]))
                 progress.advance(task)
+        console.print("SIGTERM, full disk, stopped make targets …")
+        rows += fault_kills.run_cases(project, baseline, Path(tmp), only)
     figures = {
         **tally(rows),
         "stage_s": {k: round(v, 2) for k, v in seconds.items()},

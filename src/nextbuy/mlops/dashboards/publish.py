@@ -207,12 +207,15 @@ def _project_id(ws: Workspace, project_name: str, description: str | None) -> An
     return project.id
 
 
-def _replaced_snapshots(ws: Workspace, project_id: Any, run: str) -> list[str]:
+def _replaced_snapshots(ws: Workspace, project_id: Any, run: str) -> list[Any]:
     """Ids of the project's snapshots that publishing ``run`` replaces: those of the same run, and those
-    without a run (published before runs were recorded: no dashboard can tell them apart). An unreadable
-    snapshot is set aside with a warning (``workspace_files.readable_snapshots``)."""
-    stored = workspace_files.readable_snapshots(ws, project_id)
-    return [sid for sid, model in stored.items() if model.metadata.get(RUN_KEY) in (run, None)]
+    without a run (published before runs were recorded: no dashboard can tell them apart)."""
+    ids = []
+    for snapshot_id in ws.list_runs(project_id):
+        stored = ws.get_run(project_id, snapshot_id)
+        if stored is not None and stored.metadata.get(RUN_KEY) in (run, None):
+            ids.append(snapshot_id)
+    return ids
 
 
 def publish(
@@ -226,7 +229,8 @@ def publish(
     points, no stale windows) and any without a run (from before runs were recorded): adds these (one
     per window; a window's last snapshot wins) before it deletes those, each written whole under a
     temporary name and renamed into place, so a kill at any point leaves the old run or the new one
-    complete (at worst both); rebuilds the dashboard from dashboard_spec_path, filtered
+    complete (at worst both); a snapshot that does not read back is first set aside with a warning
+    (``workspace_files.set_aside_unreadable``); rebuilds the dashboard from dashboard_spec_path, filtered
     to this run, for its buckets. Snapshots of other runs are kept (Reports lists them, tagged run:...)
     but not drawn. Returns the project id."""
     spec = load_dashboard_spec(dashboard_spec_path)  # fail before touching the workspace
@@ -236,6 +240,7 @@ def publish(
         raise ValueError(f"publish takes the snapshots of exactly one run, got runs {runs}")
     run = runs[0]
     Path(workspace_dir).mkdir(parents=True, exist_ok=True)
+    workspace_files.set_aside_unreadable(workspace_dir)  # a killed writer's leftovers: Workspace reads all
     ws = Workspace(str(workspace_dir))
     project_id = _project_id(ws, project_name, spec.project_description)
     replaced = _replaced_snapshots(ws, project_id, run)

@@ -16,10 +16,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from evidently._pydantic_compat import parse_obj_as
 from evidently.core.report import Snapshot
+from evidently.core.serialization import SnapshotModel
 from evidently.legacy.utils import NumpyEncoder
 from evidently.sdk.models import DashboardModel
-from evidently.ui.storage.local.base import DASHBOARD_FILE_NAME, DOT_JSON, SNAPSHOTS_DIR_NAME
+from evidently.ui.storage.local.base import DASHBOARD_FILE_NAME, DOT_JSON, SNAPSHOTS_DIR_NAME, UUID_REGEX
 from evidently.ui.workspace import Workspace, new_id
 
 from nextbuy.files import atomic_write_text
@@ -61,16 +63,17 @@ def quarantine(path: Path, err: Exception) -> Path:
     return target
 
 
-def readable_snapshots(ws: Workspace, project_id: Any) -> dict[str, Any]:
-    """Every snapshot of the project that reads back, by id (its SnapshotModel); the ones that
-    do not (truncated, not JSON, not a snapshot) are quarantined with a warning."""
-    found = {}
-    for snapshot_id in ws.list_runs(project_id):
+def set_aside_unreadable(workspace_dir: str | os.PathLike) -> list[Path]:
+    """Quarantine, with a warning naming each, every snapshot of the workspace that does not read
+    back as one (truncated, not JSON, not a snapshot): Evidently's Workspace reads them all when it
+    opens and fails on the first. The paths they were moved to."""
+    moved = []
+    for path in sorted(Path(workspace_dir).glob(f"*/{SNAPSHOTS_DIR_NAME}/*{DOT_JSON}")):
+        if not UUID_REGEX.match(path.name[: -len(DOT_JSON)]):
+            continue  # not a name Evidently lists (our temporary files start with '.')
         try:
-            stored = ws.get_run(project_id, snapshot_id)
-        except ValueError as err:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
-            quarantine(snapshot_path(ws, project_id, snapshot_id), err)
-            continue
-        if stored is not None:
-            found[str(snapshot_id)] = stored
-    return found
+            with path.open() as f:
+                parse_obj_as(SnapshotModel, json.load(f))
+        except ValueError as err:  # JSONDecodeError, pydantic's ValidationError, bad UTF-8
+            moved.append(quarantine(path, err))
+    return moved
