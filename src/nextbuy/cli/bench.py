@@ -27,7 +27,8 @@ BENCHES = {
     "serve": "Batch pairs/s, top-K for all 100k products (retrieval vs exact), REST p50/p99, 100 candidates.",
     "monitor": "A month of traffic: days to detect an injected drift, false alarms vs naive positivity.",
     "dag": "Airflow overhead: dag.test() of nextbuy_training vs dvc repro of its six stages (tiny store).",
-    "faults": "Fault matrix, tiny store: bad params/files/outputs, kill -9 in every stage, bad requests.",
+    "faults": "Fault matrix, tiny store: bad params/files/outputs, kill -9 in every stage, SIGTERM, "
+    "full disk, stopped UIs, bad requests.",
     "scale": "Stage times and peak RSS at 10k/100k/1M products; time exponent, BLADE vs GraphSAGE epoch.",
 }
 
