@@ -75,15 +75,20 @@ def test_the_first_stop_signal_raises_and_later_ones_leave_the_clean_up_alone():
     import signal
 
     cleaned, before = [], signal.getsignal(signal.SIGTERM)
-    with pytest.raises(procs.Stopped) as stopped, procs.stop_signals_raise():
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-            cleaned.append(True)
+
+    def stopped_twice_while_cleaning() -> None:
+        with procs.stop_signals_raise():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                cleaned.append(True)
+
+    with pytest.raises(procs.Stopped) as stopped:
+        stopped_twice_while_cleaning()
     assert stopped.value.signum == signal.SIGTERM
     assert cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) == before

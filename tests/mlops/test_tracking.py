@@ -137,7 +137,7 @@ def test_a_run_stopped_by_sigterm_ends_killed_and_any_other_failure_failed(proje
     tracking.configure(project)
     with pytest.raises(Stopped), tracking.stage_run("deploy") as stopped:
         raise Stopped(signal.SIGTERM)
-    with pytest.raises(ValueError), tracking.stage_run("deploy") as failed:
+    with pytest.raises(ValueError, match="bad input"), tracking.stage_run("deploy") as failed:
         raise ValueError("bad input")
     client = MlflowClient()
     assert client.get_run(stopped.info.run_id).info.status == "KILLED"
