@@ -145,10 +145,12 @@ def _registry_problems(project, aliases_before: dict[str, int]) -> list[str]:
     return problems
 
 
-def sigterm_case(project, stage: str, baseline: dict[str, bytes], tmp: Path) -> dict:
-    """SIGTERM to dvc repro's group at the moment ``stage`` writes its outside effect."""
+def sigterm_case(project, stage: str, tmp: Path) -> dict:
+    """SIGTERM to dvc repro's group at the moment ``stage`` writes its outside effect. Like the
+    kill -9 cases it goes on from the project's state (the registry is never put back)."""
     from nextbuy.bench import faults
 
+    before = faults.stage_files(project, faults.capture(project), stage)  # the last good outputs
     model = project.params["deploy"]["model_name"]
     aliases, snapshots = _aliases(_db(project), model), _snapshot_files(project)
     ready = {
@@ -161,7 +163,6 @@ def sigterm_case(project, stage: str, baseline: dict[str, bytes], tmp: Path) -> 
     proc.wait()
     settled = _wait_group(proc.pid, STOP_TIMEOUT)
     text = log.read_text(errors="replace")
-    before = faults.stage_files(project, baseline, stage)
     lost = faults.stage_files(project, faults.capture(project), stage) != before
     problems = [] if sent else ["the stage finished before the moment came"]
     problems += [] if settled else [f"stage processes alive {STOP_TIMEOUT:.0f} s after SIGTERM"]
@@ -171,7 +172,6 @@ def sigterm_case(project, stage: str, baseline: dict[str, bytes], tmp: Path) -> 
     again = project.run("dvc", "repro", "--single-item", "--force", stage)
     recovered = again.returncode == 0 and TRACEBACK not in again.stdout + again.stderr
     problems += [] if recovered else [f"the next {stage} failed: {(again.stdout + again.stderr)[-300:]}"]
-    faults.put_back(project, baseline)
     moment = {"deploy": "registration", "monitor": "Evidently publishing"}[stage]
     orphans = len([p for p in problems if not p.startswith("outputs") and not p.startswith("the next")])
     return _row(
@@ -189,17 +189,17 @@ def sigterm_case(project, stage: str, baseline: dict[str, bytes], tmp: Path) -> 
 # ---- a file-size limit during train ----------------------------------------------------------
 
 
-def full_disk_case(project, baseline: dict[str, bytes], tmp: Path) -> dict:
+def full_disk_case(project) -> dict:
     """``ulimit -f`` at half the MLflow store's size (DVC's own files stay below it) during train."""
     from nextbuy.bench import faults
 
+    before = faults.stage_files(project, faults.capture(project), "train")
     db = _db(project)
     store = db.read_bytes()
     limit_kb = max(256, len(store) // 2048)
     cmd = f"ulimit -f {limit_kb} && exec dvc repro --single-item --force train"
     result = project.run("bash", "-c", cmd)
     text = result.stdout + result.stderr
-    before = faults.stage_files(project, baseline, "train")
     lost = faults.stage_files(project, faults.capture(project), "train") != before
     journal = db.with_name(db.name + "-journal")
     named = flat(str(db)) in flat(text) and "file too large" in flat(text)
@@ -208,7 +208,6 @@ def full_disk_case(project, baseline: dict[str, bytes], tmp: Path) -> dict:
     problems += [f"{journal.name} left"] if journal.exists() else []
     problems += [] if db.read_bytes() == store else ["the MLflow store changed"]
     problems += ["outputs not the last good ones"] if lost else []
-    faults.put_back(project, baseline)
     clear = result.returncode != 0 and named and TRACEBACK not in text
     return _row(
         f"file-size limit {limit_kb} KiB (ulimit -f)",
@@ -288,12 +287,12 @@ def chosen(name: str, only: str | None) -> bool:
     return only is None or any(part in name for part in only.split("|"))
 
 
-def run_cases(project, baseline: dict[str, bytes], tmp: Path, only: str | None = None) -> list[dict]:
+def run_cases(project, tmp: Path, only: str | None = None) -> list[dict]:
     """Every case of this module ``only`` chooses (all when None)."""
     cases: list[tuple[str, Callable[[], dict]]] = [
-        ("SIGTERM during registration", lambda: sigterm_case(project, "deploy", baseline, tmp)),
-        ("SIGTERM during Evidently publishing", lambda: sigterm_case(project, "monitor", baseline, tmp)),
-        ("file-size limit (ulimit -f)", lambda: full_disk_case(project, baseline, tmp)),
+        ("SIGTERM during registration", lambda: sigterm_case(project, "deploy", tmp)),
+        ("SIGTERM during Evidently publishing", lambda: sigterm_case(project, "monitor", tmp)),
+        ("file-size limit (ulimit -f)", lambda: full_disk_case(project)),
         ("make mlflow-ui: SIGTERM", lambda: make_target_case(project, "mlflow-ui", signal.SIGTERM, tmp)),
         ("make mlflow-ui: SIGKILL", lambda: make_target_case(project, "mlflow-ui", signal.SIGKILL, tmp)),
         ("make docs: SIGINT", lambda: make_target_case(project, "docs", signal.SIGINT, tmp)),

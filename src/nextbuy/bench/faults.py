@@ -364,7 +364,7 @@ def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
                 rows.append(kill_case(project, stage, at, seconds[stage]))
                 progress.advance(task)
         console.print("SIGTERM, full disk, stopped make targets …")
-        rows += fault_kills.run_cases(project, baseline, Path(tmp), only)
+        rows += fault_kills.run_cases(project, Path(tmp), only)
     figures = {
         **tally(rows),
         "stage_s": {k: round(v, 2) for k, v in seconds.items()},
