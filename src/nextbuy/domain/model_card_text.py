@@ -39,10 +39,19 @@ def _head(card: Card) -> list[str]:
     ]
 
 
+def _maturity(card: Card) -> str:
+    if card.label_maturity is None:
+        return f"**Label maturity at training**: {UNKNOWN}."
+    return (
+        f"**Label maturity at training**: {card.label_maturity:.1%} of the training impressions' eventual "
+        "conversions were still unseen at the snapshot (the delay model's expectation)."
+    )
+
+
 def _data(card: Card) -> list[str]:
     s = card.snapshot
     if s is None:
-        return ["## Data", "", f"Snapshot {UNKNOWN}.", ""]
+        return ["## Data", "", f"Snapshot {UNKNOWN}.", "", _maturity(card), ""]
     rows = " / ".join(f"{k} {v:,}" for k, v in (s.rows or {}).items()) or UNKNOWN
     table = _table(
         ["", ""],
@@ -56,13 +65,7 @@ def _data(card: Card) -> list[str]:
             ["weighted data (DVC md5)", f"`{_text(s.weighted_md5)}`"],
         ],
     )
-    maturity = (
-        f"{card.label_maturity:.1%} of the training impressions' eventual conversions were still "
-        "unseen at the snapshot (the delay model's expectation)"
-        if card.label_maturity is not None
-        else UNKNOWN
-    )
-    return ["## Data", "", *table, "", f"**Label maturity at training**: {maturity}.", ""]
+    return ["## Data", "", *table, "", _maturity(card), ""]
 
 
 def _code(card: Card) -> list[str]:
@@ -106,8 +109,8 @@ def _gate(card: Card) -> list[str]:
     for metric in ("auc", "recall", "precision", "ece"):
         ci = (g.comparison or {}).get(metric)
         diff = f"{ci['diff']:+.3f} [{ci['lo']:+.3f}, {ci['hi']:+.3f}]" if ci else "not compared"
-        champ = (g.champion or {}).get(metric)
-        rows.append([metric, _num(g.candidate.get(metric)), _num(champ), diff, bound[metric] or "—"])
+        champ = _num((g.champion or {}).get(metric)) if g.champion else "—"
+        rows.append([metric, _num(g.candidate.get(metric)), champ, diff, bound[metric] or "—"])
     against = f"champion v{g.champion_version}" if g.champion_version else "no champion"
     lines = [
         "## Release gate",
@@ -163,8 +166,8 @@ def _cold_and_cost(card: Card) -> list[str]:
         if low is not None
         else f"Quality on low out-degree sources: {UNKNOWN}."
     )
-    seconds = _num(t.seconds, 1) if t else UNKNOWN
-    memory = _num(t.peak_memory_mb, 0) if t else UNKNOWN
+    seconds = f"{t.seconds:,.1f} s" if t and t.seconds is not None else UNKNOWN
+    memory = f"{t.peak_memory_mb:,.0f} MB" if t and t.peak_memory_mb is not None else UNKNOWN
     return [
         "## Cold sources",
         "",
@@ -172,7 +175,7 @@ def _cold_and_cost(card: Card) -> list[str]:
         "",
         "## Training cost",
         "",
-        f"Training time {seconds} s; peak memory {memory} MB (train stage process).",
+        f"Training time {seconds}; peak memory {memory} (the train stage's process).",
         "",
     ]
 

@@ -54,12 +54,17 @@ def _figures(tags: dict, who: str) -> dict[str, float | None]:
     return out
 
 
+def _tag_reasons(tags: dict) -> list[str]:
+    text = tags.get("reasons", "")
+    return [] if text in ("", "all checks hold") else text.split("; ")
+
+
 def _gate(tags: dict, blessing: dict) -> Gate | None:
     if "passed" not in tags and "passed" not in blessing:
         return None
     return Gate(
         passed=(blessing.get("passed") if "passed" in blessing else tags.get("passed") == "true"),
-        reasons=blessing.get("reasons") or [r for r in tags.get("reasons", "").split("; ") if r],
+        reasons=blessing["reasons"] if "reasons" in blessing else _tag_reasons(tags),
         candidate=blessing.get("candidate") or _figures(tags, "candidate"),
         champion=blessing.get("champion") or (_figures(tags, "champion") or None),
         champion_version=blessing.get("champion_version"),
@@ -97,7 +102,7 @@ def from_tags(client, mv) -> Card:
     return Card(
         model_name=mv.name,
         version=str(mv.version),
-        registered_at=str(pd.Timestamp(int(mv.creation_timestamp), unit="ms")),
+        registered_at=str(pd.Timestamp(int(mv.creation_timestamp), unit="ms").floor("s")),
         run_id=mv.run_id,
         git_commit=tags.get("lineage.git_commit"),
         airflow_run_id=tags.get("lineage.airflow_run_id"),

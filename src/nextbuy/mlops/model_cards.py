@@ -150,7 +150,7 @@ def deploy_card(client, version: str, blessing: dict, candidate, evaluation, wei
     card = Card(
         model_name=name,
         version=str(version),
-        registered_at=str(pd.Timestamp(int(mv.creation_timestamp), unit="ms")),
+        registered_at=str(pd.Timestamp(int(mv.creation_timestamp), unit="ms").floor("s")),
         run_id=mv.run_id,
         git_commit=blessing["lineage"].get("git_commit"),
         airflow_run_id=blessing["lineage"].get("airflow_run_id"),
