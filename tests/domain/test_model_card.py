@@ -67,15 +67,26 @@ def matured(day: str, days: int, auc: float, below: list[str] | None = None) -> 
 
 
 def test_params_flatten_to_dotted_text_that_a_search_matches():
-    flat = flat_params({"train": {"lr": 0.005, "weighting": "importance", "id_embeddings": True}, "x": [1, 2]})
-    assert flat == {"train.lr": "0.005", "train.weighting": "importance", "train.id_embeddings": "true", "x": "[1, 2]"}
+    flat = flat_params(
+        {"train": {"lr": 0.005, "weighting": "importance", "id_embeddings": True}, "x": [1, 2]}
+    )
+    assert flat == {
+        "train.lr": "0.005",
+        "train.weighting": "importance",
+        "train.id_embeddings": "true",
+        "x": "[1, 2]",
+    }
     assert param_text(yaml.safe_load("0.005")) == flat["train.lr"]  # `models find --param train.lr=0.005`
     assert param_text(None) == "null"
 
 
 def test_params_diff_lists_changed_added_and_removed_keys():
     diff = params_diff({"a": "1", "b": "2", "gone": "x"}, {"a": "1", "b": "3", "new": "y"})
-    assert [(c.key, c.before, c.after) for c in diff] == [("b", "2", "3"), ("gone", "x", None), ("new", None, "y")]
+    assert [(c.key, c.before, c.after) for c in diff] == [
+        ("b", "2", "3"),
+        ("gone", "x", None),
+        ("new", None, "y"),
+    ]
 
 
 def test_the_card_file_has_hugging_face_front_matter_and_every_section():
@@ -91,7 +102,9 @@ def test_the_card_file_has_hugging_face_front_matter_and_every_section():
         "split": "test",
         "revision": "ab12.dir",
     }
-    assert {"type": "auc", "value": 0.71, "name": "auc (release, delay-corrected labels)"} in release["metrics"]
+    assert {"type": "auc", "value": 0.71, "name": "auc (release, delay-corrected labels)"} in release[
+        "metrics"
+    ]
     assert later["dataset"]["split"] == "matured 7d"
     assert [m["value"] for m in later["metrics"] if m["type"] == "auc"] == [0.66]
     for section in ("## Data", "## Code and params", "## Release gate", "## Calibration and thresholds"):
@@ -110,7 +123,9 @@ def test_what_is_not_known_reads_unknown_with_the_reason():
 
 def test_matured_rows_append_and_a_recheck_of_the_same_day_replaces_its_rows():
     card = add_matured(a_card(), [matured("2026-03-10 00:00:00", 7, 0.66)])
-    card = add_matured(card, [matured("2026-03-10 00:00:00", 7, 0.64), matured("2026-03-10 00:00:00", 14, 0.65)])
+    card = add_matured(
+        card, [matured("2026-03-10 00:00:00", 7, 0.64), matured("2026-03-10 00:00:00", 14, 0.65)]
+    )
     card = add_matured(card, [matured("2026-03-17 00:00:00", 7, 0.45, ["auc 0.450 < 0.500"])])
     assert [(r.checked_at[:10], r.maturity_days, r.auc) for r in card.matured] == [
         ("2026-03-10", 7, 0.64),
@@ -128,7 +143,8 @@ def test_the_description_fits_mlflows_column_by_leaving_out_the_oldest_matured_r
     text = description(card)
     assert len(text) <= DESCRIPTION_LIMIT < len(render(card))
     assert "older rows are in the artifact model_card/README.md" in text
-    assert str(rows[-1].checked_at) in text and str(rows[0].checked_at) not in text
+    assert str(rows[-1].checked_at) in text
+    assert str(rows[0].checked_at) not in text
 
 
 def test_label_maturity_is_the_expected_unseen_share_of_eventual_conversions():
@@ -155,7 +171,9 @@ def test_ece_per_bucket_and_none_for_an_empty_bucket():
     prob = np.array([0.1, 0.1, 0.9, 0.9])
     label = np.array([0.0, 0.0, 0.0, 0.0])
     ece = card_facts.ece_by_bucket(prob, label, np.array([0, 0, 1, 1]), 3)
-    assert ece["0"] == pytest.approx(0.1) and ece["1"] == pytest.approx(0.9) and ece["2"] is None
+    assert ece["0"] == pytest.approx(0.1)
+    assert ece["1"] == pytest.approx(0.9)
+    assert ece["2"] is None
 
 
 def test_cold_sources_are_those_with_few_out_edges_and_unknown_ids():
@@ -171,7 +189,9 @@ def test_cold_sources_are_those_with_few_out_edges_and_unknown_ids():
 
 def test_matured_metrics_use_only_traffic_old_enough_labelled_within_the_maturity():
     now = pd.Timestamp("2026-03-29")
-    shown = pd.to_datetime(["2026-03-01", "2026-03-01", "2026-03-10", "2026-03-10", "2026-03-25", "2026-03-01"])
+    shown = pd.to_datetime(
+        ["2026-03-01", "2026-03-01", "2026-03-10", "2026-03-10", "2026-03-25", "2026-03-01"]
+    )
     converted = pd.to_datetime(["2026-03-03", "2026-03-20", "2026-03-12", None, "2026-03-26", None])
     traffic = pd.DataFrame({"shown_at": shown, "converted_at": converted})
     predictions = pd.DataFrame({"score": [0.9, 0.6, 0.8, 0.1, 0.7, 0.2], "decision": [1, 0, 1, 0, 1, 0]})
@@ -180,7 +200,8 @@ def test_matured_metrics_use_only_traffic_old_enough_labelled_within_the_maturit
     by_days = {r.maturity_days: r for r in rows}
     # 7 days: rows shown by 03-22 (5 of them); converted within 7 days: rows 0 and 2.
     assert (by_days[7].rows, by_days[7].conversions) == (5, 2)
-    assert by_days[7].recall == pytest.approx(1.0) and by_days[7].below_floor == []
+    assert by_days[7].recall == pytest.approx(1.0)
+    assert by_days[7].below_floor == []
     # 14 days: shown by 03-15; row 1 (converted after 19 days) is still a negative.
     assert (by_days[14].rows, by_days[14].conversions) == (5, 2)
     # 28 days: shown by 03-01; now row 1's conversion counts, and the decision missed it.

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 # isort: off
 # Registration order is help order: the stage commands (``cli.stages``), the champion's
-# (``cli.releases``), the model catalogue (``cli.models``), serving and the UIs (``cli.serving``); then the groups, airflow (with the
-# stages) and bench (``cli.bench``); the documentation's generators last (``cli.docs``).
+# (``cli.releases``), serving and the UIs (``cli.serving``); then the groups, airflow (with the
+# stages), models (the model catalogue, ``cli.models``) and bench (``cli.bench``); the
+# documentation's generators last (``cli.docs``).
 from nextbuy.cli import stages
 from nextbuy.cli import releases
-from nextbuy.cli import models
 from nextbuy.cli import serving
+from nextbuy.cli import models
 from nextbuy.cli import bench
 from nextbuy.cli import docs
 

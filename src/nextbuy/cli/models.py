@@ -83,12 +83,16 @@ def show(
 
 @models_app.command()
 def find(
-    snapshot: str | None = typer.Option(None, help="versions that learned from this data snapshot (blast radius)"),
+    snapshot: str | None = typer.Option(
+        None, help="versions that learned from this data snapshot (blast radius)"
+    ),
     data_hash: str | None = typer.Option(
         None, "--hash", help="DVC md5 of the ingested or weighted data (a prefix will do)"
     ),
     param: str | None = typer.Option(None, help="KEY=VALUE of params.yaml, e.g. train.lr=0.005"),
-    metric: str | None = typer.Option(None, help="TAG OP VALUE, e.g. 'matured.auc<0.6', 'candidate.auc>=0.7'"),
+    metric: str | None = typer.Option(
+        None, help="TAG OP VALUE, e.g. 'matured.auc<0.6', 'candidate.auc>=0.7'"
+    ),
     model_name: str | None = ModelNameOption,
 ) -> None:
     """Versions meeting every condition given (at least one), listed as `models list` does."""
@@ -132,7 +136,11 @@ def diff(
         for column in (section.rstrip("s"), f"v{first}", f"v{second}"):
             table.add_column(column)
         for key, a, b in rows:
-            table.add_row(escape(key), escape(str(a) if a is not None else "—"), escape(str(b) if b is not None else "—"))
+            table.add_row(
+                escape(key),
+                escape(str(a) if a is not None else "—"),
+                escape(str(b) if b is not None else "—"),
+            )
         out.print(table)
 
 
@@ -151,10 +159,17 @@ def mature(
     traffic = (paths.TRAFFIC_IMPRESSIONS, paths.TRAFFIC_META)
     matured = _client_call(
         lambda c: model_maturity.mature_recent(
-            c, deploy_cfg.model_name, io.read_table(paths.PRODUCTS, schemas.PRODUCTS), traffic, (cfg, deploy_cfg)
+            c,
+            deploy_cfg.model_name,
+            io.read_table(paths.PRODUCTS, schemas.PRODUCTS),
+            traffic,
+            (cfg, deploy_cfg),
         )
     )
     for m in matured:
-        rows = ", ".join(f"{r['maturity_days']}d AUC {r['auc'] or float('nan'):.3f}" for r in m["rows"]) or "no matured rows yet"
+        rows = (
+            ", ".join(f"{r['maturity_days']}d AUC {r['auc'] or float('nan'):.3f}" for r in m["rows"])
+            or "no matured rows yet"
+        )
         flag = f" [bold red]below floor: {escape('; '.join(m['below_floor']))}[/]" if m["below_floor"] else ""
         console.print(f"v{m['version']} ({m['alias'] or 'no alias'}): {rows}{flag}", highlight=False)

@@ -67,7 +67,9 @@ def _matured_flags(matured: list[dict]) -> bool:
         label = "[bold red]ALERT[/]" if serving else "[yellow]flagged[/]"
         alias = f" ({m['alias']})" if m.get("alias") else ""
         why = "; ".join(m.get("below_floor") or [])
-        console.print(f"{label} v{m['version']}{alias} matured below the gate's floors: {escape(why)}", highlight=False)
+        console.print(
+            f"{label} v{m['version']}{alias} matured below the gate's floors: {escape(why)}", highlight=False
+        )
     return champion
 
 

@@ -31,7 +31,9 @@ def ece_by_bucket(prob: np.ndarray, label: np.ndarray, bucket: np.ndarray, n_buc
     (None for an empty bucket); labels may be fractional (delay-corrected)."""
     bucket = np.asarray(bucket)
     return {
-        str(b): expected_calibration_error(prob[bucket == b], label[bucket == b]) if (bucket == b).any() else None
+        str(b): expected_calibration_error(prob[bucket == b], label[bucket == b])
+        if (bucket == b).any()
+        else None
         for b in range(n_buckets)
     }
 

@@ -189,7 +189,12 @@ def front_matter(card: Card) -> dict:
         results.append(
             {
                 "task": {"type": "link-prediction", "name": "next purchase (bought U, recommend V)"},
-                "dataset": {"type": "nextbuy-snapshot", "name": dataset, "split": "test", "revision": revision},
+                "dataset": {
+                    "type": "nextbuy-snapshot",
+                    "name": dataset,
+                    "split": "test",
+                    "revision": revision,
+                },
                 "metrics": _hf_metrics(card.gate.candidate, "release, delay-corrected labels"),
             }
         )

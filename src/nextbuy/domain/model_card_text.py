@@ -72,7 +72,8 @@ def _code(card: Card) -> list[str]:
     lines = [
         "## Code and params",
         "",
-        f"Commit `{_text(card.git_commit)}`; Airflow run {_text(card.airflow_run_id or 'none (run outside Airflow)')}; "
+        f"Commit `{_text(card.git_commit)}`; "
+        f"Airflow run {_text(card.airflow_run_id or 'none (run outside Airflow)')}; "
         f"MLflow run `{_text(card.run_id)}`.",
         "",
     ]
@@ -116,7 +117,7 @@ def _gate(card: Card) -> list[str]:
         "## Release gate",
         "",
         f"**{'PASSED' if g.passed else 'REFUSED'}** against {against} on the test split "
-        f"(delay-corrected expected labels, {_text(g.candidate.get('rows') and int(g.candidate['rows']))} rows).",
+        f"(delay-corrected expected labels, {_rows(g.candidate.get('rows'))} rows).",
         "",
         *_table(["metric", "this version", "champion", f"difference, {level}CI", "floor"], rows),
         "",
@@ -126,11 +127,13 @@ def _gate(card: Card) -> list[str]:
     return lines + [f"- {r}" for r in g.reasons] + ([""] if g.reasons else [])
 
 
+def _rows(x: float | None) -> str:
+    return UNKNOWN if x is None else f"{int(x):,}"
+
+
 def _serving(card: Card) -> list[str]:
     buckets = sorted(set(card.ece_by_bucket or {}) | {str(i) for i in range(len(_served(card)))}, key=int)
-    rows = [
-        [b, _num((card.ece_by_bucket or {}).get(b)), _threshold(card, int(b))] for b in buckets
-    ]
+    rows = [[b, _num((card.ece_by_bucket or {}).get(b)), _threshold(card, int(b))] for b in buckets]
     won = card.thresholds.per_bucket_won if card.thresholds else None
     verdict = {True: "yes: kept per bucket", False: "no: one threshold for every bucket", None: UNKNOWN}[won]
     return [
@@ -196,7 +199,15 @@ def _matured(card: Card, dropped: int) -> list[str]:
         ]
         for r in card.matured
     ]
-    header = ["labels read", "maturity", "rows", "conversions", "AUC (at release)", "recall (at release)", "status"]
+    header = [
+        "labels read",
+        "maturity",
+        "rows",
+        "conversions",
+        "AUC (at release)",
+        "recall (at release)",
+        "status",
+    ]
     note = [f"{dropped} older rows are in the artifact model_card/README.md.", ""] if dropped else []
     return [*lines, *_table(header, rows), "", *note]
 

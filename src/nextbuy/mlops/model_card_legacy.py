@@ -63,7 +63,7 @@ def _gate(tags: dict, blessing: dict) -> Gate | None:
     if "passed" not in tags and "passed" not in blessing:
         return None
     return Gate(
-        passed=(blessing.get("passed") if "passed" in blessing else tags.get("passed") == "true"),
+        passed=bool(blessing["passed"]) if "passed" in blessing else tags.get("passed") == "true",
         reasons=blessing["reasons"] if "reasons" in blessing else _tag_reasons(tags),
         candidate=blessing.get("candidate") or _figures(tags, "candidate"),
         champion=blessing.get("champion") or (_figures(tags, "champion") or None),
@@ -98,7 +98,9 @@ def from_tags(client, mv) -> Card:
     if params is None:
         unknown.append("params: the run's lineage records none readable (cut at the tag length limit)")
     if not blessing:
-        unknown.append("the gate's confidence intervals and the champion it faced: no blessing.json in its run")
+        unknown.append(
+            "the gate's confidence intervals and the champion it faced: no blessing.json in its run"
+        )
     return Card(
         model_name=mv.name,
         version=str(mv.version),

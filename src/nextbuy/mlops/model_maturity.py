@@ -33,13 +33,16 @@ def recent_versions(client, name: str, products: pd.DataFrame, newest: int) -> l
     mine = [
         v
         for v in versions
-        if registry.is_complete(v.tags) and catalogue.mismatch(v.tags.get(registry.CATALOGUE), products) is None
+        if registry.is_complete(v.tags)
+        and catalogue.mismatch(v.tags.get(registry.CATALOGUE), products) is None
     ]
     aliased = set(aliases_of(client, name))
     return [str(v.version) for i, v in enumerate(mine) if i < newest or str(v.version) in aliased]
 
 
-def mature_version(client, name: str, version: str, traffic: pd.DataFrame, now: pd.Timestamp, settings) -> dict:
+def mature_version(
+    client, name: str, version: str, traffic: pd.DataFrame, now: pd.Timestamp, settings
+) -> dict:
     """Re-score ``version`` on ``traffic`` and append its matured rows to its card.
     ``settings``: (monitor config, deploy config)."""
     monitor, deploy = settings
@@ -49,7 +52,13 @@ def mature_version(client, name: str, version: str, traffic: pd.DataFrame, now: 
     release = card.gate.candidate if card.gate is not None else {}
     floors = {"min_auc": deploy.min_auc, "min_recall": deploy.min_recall}
     rows = card_facts.matured_rows(
-        traffic, predictions, now, list(monitor.matured_days), monitor.matured_min_conversions, release, floors
+        traffic,
+        predictions,
+        now,
+        list(monitor.matured_days),
+        monitor.matured_min_conversions,
+        release,
+        floors,
     )
     if rows:
         card = add_matured(card, rows)

@@ -78,7 +78,9 @@ def by_snapshot(client, name: str, snapshot: str) -> set[str]:
     """Versions that learned from ``snapshot`` (any form pandas reads: 2026-02-10, ...)."""
     when = str(pd.Timestamp(snapshot))
     carded = _versions(client, name, f"tags.`{model_cards.SNAPSHOT}` = '{_quote(when)}'")
-    older = _versions(client, name, f"tags.`{registry.TRAINING_DATA}` LIKE '%\"snapshot\": \"{_quote(when)}\"%'")
+    older = _versions(
+        client, name, f'tags.`{registry.TRAINING_DATA}` LIKE \'%"snapshot": "{_quote(when)}"%\''
+    )
     return {str(v.version) for v in [*carded, *older]}
 
 
@@ -113,9 +115,9 @@ def by_metric(client, name: str, condition: str) -> set[str]:
         raise ValueError(f"--metric {condition!r}: give METRIC OP VALUE, e.g. 'matured.auc<0.6'")
     key, op, bound = match.group(1), _OPS[match.group(2)], float(match.group(3))
     found = set()
-    for mv in _versions(client, name, f"tags.`{key}` IS NOT NULL"):
+    for mv in _versions(client, name):
         try:
-            if op(float(mv.tags[key]), bound):
+            if key in mv.tags and op(float(mv.tags[key]), bound):
                 found.add(str(mv.version))
         except ValueError:  # "n/a"
             continue

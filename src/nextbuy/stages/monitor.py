@@ -245,7 +245,10 @@ def add_matured(metrics: dict, matured: list[dict]) -> dict:
     metrics/monitor.json and alerts.json (``matured``: the versions below a floor)."""
     from nextbuy.mlops.model_maturity import flags
 
-    metrics = {**metrics, "matured": [{k: m[k] for k in ("version", "alias", "below_floor")} for m in matured]}
+    metrics = {
+        **metrics,
+        "matured": [{k: m[k] for k in ("version", "alias", "below_floor")} for m in matured],
+    }
     alerts = {**io.read_json(paths.MONITOR_ALERTS), "matured": flags(matured)}
     io.write_json(alerts, paths.MONITOR_ALERTS)
     io.write_json(metrics, paths.metrics_file("monitor"))
