@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -166,7 +166,7 @@ class MonitorConfig(_Section):
     # for each of matured_days days (a maturity with fewer than matured_min_conversions
     # conversions gives no row yet).
     matured_versions: int = Field(ge=0)
-    matured_days: tuple[int, ...] = Field(strict=False, min_length=1)  # YAML gives a list
+    matured_days: tuple[Annotated[int, Field(ge=1)], ...] = Field(strict=False, min_length=1)  # YAML: a list
     matured_min_conversions: int = Field(ge=1)
 
     @field_validator("relative_tolerance")

@@ -13,7 +13,12 @@ No champion released for ``deploy.model_name`` yet (the gate refused every candi
 is a state of the store, not bad input: the stage succeeds, monitoring nothing. It writes every
 output dvc.yaml declares, saying so: an empty windows table and plot file, no alerts, and
 metrics (and alerts.json) with ``monitored: false`` and the ``reason``; nothing is scored and
-nothing is published to Evidently."""
+nothing is published to Evidently.
+
+Then, champion or not, the recent versions of this store's catalogue are re-scored on the
+traffic whose labels have since matured and their model cards get dated rows
+(``nextbuy.mlops.model_maturity``); metrics/monitor.json and alerts.json list them under
+``matured`` (alerts.json: those below the gate's floors)."""
 
 from __future__ import annotations
 
