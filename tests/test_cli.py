@@ -336,7 +336,8 @@ def test_models_list_show_find_and_diff_read_the_registry(store):
     assert re.search(r"│ 1\s+│", found.output) and not re.search(r"│ 2\s+│", found.output), found.output
     diff = invoke("models", "diff", "1", "2", "--model-name", "m")
     assert diff.exit_code == 0, diff.output
-    assert "2026-02-10 00:00:00" in diff.output and "2026-02-17 00:00:00" in diff.output
+    assert "2026-02-10 00:00:00" in diff.output
+    assert "2026-02-17 00:00:00" in diff.output
     assert invoke("models", "find", "--model-name", "m").exit_code == 2  # no condition
     bad = invoke("models", "find", "--metric", "auc is high", "--model-name", "m")
     assert bad.exit_code == 2, bad.output

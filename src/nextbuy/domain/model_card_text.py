@@ -16,6 +16,11 @@ def _text(x: object | None) -> str:
     return UNKNOWN if x is None or x == "" else str(x)
 
 
+def _when(x: str | None) -> str:
+    """A timestamp to the second (the record keeps it whole)."""
+    return UNKNOWN if not x else x[:19]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
@@ -58,7 +63,7 @@ def _data(card: Card) -> list[str]:
         [
             ["dataset", _text(snapshot_id(card))],
             ["snapshot", _text(s.snapshot)],
-            ["window (first → last impression)", f"{_text(s.first_shown_at)} → {_text(s.last_shown_at)}"],
+            ["window (first → last impression)", f"{_when(s.first_shown_at)} → {_when(s.last_shown_at)}"],
             ["impressions", rows],
             ["products", _text(s.products)],
             ["ingested data (DVC md5)", f"`{_text(s.ingested_md5)}`"],
@@ -189,8 +194,8 @@ def _matured(card: Card, dropped: int) -> list[str]:
         return [*lines, "Not re-scored on matured traffic yet (the monitor adds dated rows here).", ""]
     rows = [
         [
-            r.checked_at,
-            f"{r.maturity_days} d",
+            r.checked_at[:10] if r.checked_at.endswith("00:00:00") else _when(r.checked_at),
+            f"{r.maturity_days} days",
             f"{r.rows:,}",
             f"{r.conversions:,}",
             f"{_num(r.auc)} ({_num(r.release_auc)})",

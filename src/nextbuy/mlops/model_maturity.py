@@ -36,6 +36,8 @@ def recent_versions(client, name: str, products: pd.DataFrame, newest: int) -> l
         if registry.is_complete(v.tags)
         and catalogue.mismatch(v.tags.get(registry.CATALOGUE), products) is None
     ]
+    if not mine:
+        return []
     aliased = set(aliases_of(client, name))
     return [str(v.version) for i, v in enumerate(mine) if i < newest or str(v.version) in aliased]
 
@@ -74,12 +76,15 @@ def mature_recent(client, name: str, products: pd.DataFrame, traffic_files: tupl
     """Every recent version re-scored (:func:`mature_version`); ``traffic_files``: (impressions
     table, its meta.json). A version that cannot be loaded is a warning, not a failure of the
     monitor; its entry says why."""
+    versions = recent_versions(client, name, products, settings[0].matured_versions)
+    if not versions:  # nothing registered for this store yet: the traffic is not read
+        return []
     impressions, meta = traffic_files
     traffic = io.read_table(impressions, schemas.IMPRESSIONS_LOG)
     now = pd.Timestamp(io.read_json(meta)["now"])
     alias = aliases_of(client, name)
     out = []
-    for version in recent_versions(client, name, products, settings[0].matured_versions):
+    for version in versions:
         try:
             entry = mature_version(client, name, version, traffic, now, settings)
         except (MlflowException, io.DataError, OSError) as err:
