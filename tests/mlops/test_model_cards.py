@@ -100,7 +100,7 @@ def test_a_written_card_is_the_versions_description_artifacts_and_search_tags(cl
     assert model_cards.read(client, name, card.version) == card
 
 
-def test_a_version_registered_before_cards_gets_one_from_its_tags_and_blessing(client):
+def test_a_version_registered_before_cards_gets_one_from_its_tags_and_blessing(client, name):
     training = {
         "snapshot": "2026-01-20 00:00:00",
         "first_shown_at": "2026-01-01",
@@ -135,7 +135,7 @@ def test_a_version_registered_before_cards_gets_one_from_its_tags_and_blessing(c
     assert any("no blessing.json" in u for u in bare.unknown)
 
 
-def test_find_by_snapshot_hash_param_and_metric_and_the_blast_radius(client):
+def test_find_by_snapshot_hash_param_and_metric_and_the_blast_radius(client, name):
     first = carded(client, name, "2026-02-10 00:00:00", 0.005, auc=0.62)
     second = carded(client, name, "2026-02-17 00:00:00", 0.01, auc=0.74)
     older = register(client, name, {registry.TRAINING_DATA: json.dumps({"snapshot": "2026-02-10 00:00:00"})})
@@ -155,7 +155,7 @@ def test_find_by_snapshot_hash_param_and_metric_and_the_blast_radius(client):
     assert ("candidate.auc", "0.6200", "0.7400") in changes["metrics"]
 
 
-def test_the_listing_shows_alias_snapshot_release_and_matured_auc_and_flags(client):
+def test_the_listing_shows_alias_snapshot_release_and_matured_auc_and_flags(client, name):
     card = carded(client, name, "2026-02-10 00:00:00", 0.005)
     client.set_registered_model_alias(name, registry.CHAMPION, card.version)
     row = MaturedRow(
