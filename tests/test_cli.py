@@ -333,7 +333,8 @@ def test_models_list_show_find_and_diff_read_the_registry(store):
     assert "# m v2" in shown.output
     found = invoke("models", "find", "--snapshot", "2026-02-10", "--model-name", "m")
     assert found.exit_code == 0, found.output
-    assert re.search(r"│ 1\s+│", found.output) and not re.search(r"│ 2\s+│", found.output), found.output
+    assert re.search(r"│ 1\s+│", found.output), found.output
+    assert not re.search(r"│ 2\s+│", found.output), found.output
     diff = invoke("models", "diff", "1", "2", "--model-name", "m")
     assert diff.exit_code == 0, diff.output
     assert "2026-02-10 00:00:00" in diff.output
