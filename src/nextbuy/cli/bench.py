@@ -86,9 +86,7 @@ def scale(
     ),
 ) -> None:
     """Stage times and peak RSS at 10k/100k/1M products; time exponent, BLADE vs GraphSAGE epoch."""
-    from nextbuy.bench.scale import parse_sizes
-
-    _run("scale", out, sizes=parse_sizes(sizes), preset=None if preset is None else str(preset))
+    _run("scale", out, sizes=sizes, preset=None if preset is None else str(preset))
 
 
 # name -> one-line help, in the order `nextbuy bench --help` and the CLI reference list them.
