@@ -41,6 +41,7 @@ a new first champion would be judged on the floors only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -175,11 +176,12 @@ def current_champion(client, model_name: str, store: pd.DataFrame, rows: pd.Data
     return Champion(version, recorded, registry.load_version(model_name, version), None, learned)
 
 
-def register(client, candidate, blessing: dict) -> str:
+def register(client, candidate, blessing: dict, card: Callable[[str], object]) -> str:
     """In the deploy's MLflow run: log and register the candidate with its verdict, move the
-    aliases, write the blessing; the version. Told to stop half-way (SIGTERM, Ctrl-C), the run
-    ends KILLED and the version it registered is marked orphaned, its alias moves undone
-    (``first_release.abandon_release``), before the stop goes on."""
+    aliases, publish its model ``card`` (called with the version), write the blessing; the
+    version. Told to stop half-way (SIGTERM, Ctrl-C), the run ends KILLED and the version it
+    registered is marked orphaned, its alias moves undone (``first_release.abandon_release``),
+    before the stop goes on."""
     import mlflow
 
     from nextbuy.procs import Stopped
@@ -191,6 +193,7 @@ def register(client, candidate, blessing: dict) -> str:
                 {f"candidate.{k}": v for k, v in blessing["candidate"].items() if v is not None}
             )
             version = publish(client, candidate, blessing)
+            card(version)
             io.write_json(blessing, paths.BLESSING)
             mlflow.log_artifact(str(paths.BLESSING))
     except (Stopped, KeyboardInterrupt):
@@ -202,7 +205,7 @@ def register(client, candidate, blessing: dict) -> str:
 def run(params_file: str = "params.yaml") -> dict:
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import registry
+    from nextbuy.mlops import model_cards, registry
     from nextbuy.mlops.serving import ServingBundle
 
     cfg = load_section("deploy", params_file)
@@ -227,7 +230,12 @@ def run(params_file: str = "params.yaml") -> dict:
         lineage=lineage(params_file),
         evaluation={"split": "test", "rows": len(rows), "labels": "delay-corrected expected eventual"},
     )
-    version = register(client, candidate, blessing)
+    version = register(
+        client,
+        candidate,
+        blessing,
+        lambda v: model_cards.publish_card(client, v, blessing, candidate, (rows, label), weighted, cfg),
+    )
     for note in blessing["notes"]:
         log.warning("deploy: %s", note)
     if blessing["passed"]:
