@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from nextbuy.config_base import _Section
-from nextbuy.config_ingest import IngestConfig, SimulatorConfig, SplitConfig
+from nextbuy.config_ingest import EventsConfig, IngestConfig, SimulatorConfig, SplitConfig
 from nextbuy.config_stages import (
     CalibrateConfig,
     DeployConfig,
@@ -39,6 +39,7 @@ __all__ = [
     "CalibrateConfig",
     "DeployConfig",
     "DriftConfig",
+    "EventsConfig",
     "IngestConfig",
     "LabelDelayConfig",
     "MonitorConfig",

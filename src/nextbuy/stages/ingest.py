@@ -120,9 +120,47 @@ def check_graph_size(products: pd.DataFrame, edges: pd.DataFrame, origin: str) -
         )
 
 
+def ingest_events(cfg: IngestConfig) -> Ingested:
+    """``ingest.source: events``: the store's raw logs read, then the graph and the labelled
+    impressions built from them (``nextbuy.domain.events``), censored at the snapshot."""
+    from nextbuy.data.sources import read_event_logs
+    from nextbuy.domain import events
+
+    ev = cfg.events
+    assert ev.orders_path is not None  # IngestConfig requires it
+    assert ev.impressions_path is not None
+    at = None if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
+    logs = read_event_logs(ev.orders_path, ev.impressions_path, ev.interactions_path, ev.catalogue_path, at)
+    snapshot = logs.last_event if at is None else at
+    built = events.build_from_logs(
+        logs.orders, logs.impressions, logs.interactions, len(logs.products), ev, snapshot
+    )
+    labelled = built.impressions.sort_values(["shown_at", "impression_id"], kind="stable", ignore_index=True)
+    if labelled.empty:
+        raise io.DataError(
+            ev.impressions_path, f"no impression shown by the snapshot ({snapshot})", column="shown_at"
+        )
+    edges, impressions = finalise(
+        logs.products, built.edges, labelled, snapshot, cfg.split, ev.impressions_path
+    )
+    check_graph_size(logs.products, edges, ev.orders_path)
+    n = len(logs.products)
+    return Ingested(
+        logs.products,
+        edges,
+        impressions,
+        snapshot,
+        logs.cleaning | built.counts,
+        features=source_features(None, n),
+    )
+
+
 def ingest(cfg: IngestConfig) -> Ingested:
     """Build the ingested tables from the configured source."""
     from nextbuy.data import simulate, sources
+
+    if cfg.source == "events":
+        return ingest_events(cfg)
 
     truth_impressions = truth_products = None
     cleaning: dict[str, int] = {}
@@ -229,6 +267,7 @@ def run(params_file: str = "params.yaml") -> dict:
     for key, path in (
         ("ingest.graph_path", cfg.graph_path),
         ("ingest.impressions_path", cfg.impressions_path),
+        *((f"ingest.events.{k}", v) for k, v in cfg.events.model_dump().items() if k.endswith("_path")),
     ):
         if path and cfg.source != "simulated":
             io.watched_input(path, key, paths.INPUTS)
@@ -245,9 +284,13 @@ def run(params_file: str = "params.yaml") -> dict:
             (result.truth_products, paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS),
         ]
     io.write_tables(tables)
+    if result.truth_impressions is None:
+        # A real log has no ground truth, but dvc.yaml declares data/truth as an out: empty,
+        # typed tables keep it defined (no "empty output" from DVC) and replace a simulated
+        # run's stale truth; a reader through io.read_table is told the table is empty.
+        io.write_empty_table(paths.TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS)
+        io.write_empty_table(paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS)
     io.write_sparse(source_features(result.features, len(result.products)), paths.FEATURES)
-    # Keep the DVC output well-defined when there is no ground truth (real impressions log).
-    paths.TRUTH.mkdir(parents=True, exist_ok=True)
     # What the models trained on this data learned from: a later release gate tests its
     # rows against it (deploy records it on the registered version).
     learned = result.impressions[result.impressions["split"] != "test"]
@@ -268,7 +311,7 @@ def run(params_file: str = "params.yaml") -> dict:
     if changed:
         log.warning(
             "ingest cleaned %s: %s (counted in metrics/ingest.json, cleaning)",
-            cfg.graph_path,
+            cfg.events.orders_path if cfg.source == "events" else cfg.graph_path,
             ", ".join(f"{key}={n}" for key, n in changed.items()),
         )
     return metrics

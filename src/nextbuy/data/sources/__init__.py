@@ -24,6 +24,7 @@ from nextbuy.data.sources.criteo import (
     read_criteo_log,
 )
 from nextbuy.data.sources.edge_list import read_edge_list
+from nextbuy.data.sources.events import EventLogs, read_event_logs, read_log
 from nextbuy.data.sources.impressions import read_impressions_log
 from nextbuy.data.sources.keys import (
     EVENT_COLUMNS,
@@ -45,9 +46,12 @@ __all__ = [
     "NPZ_ADJ_KEYS",
     "NPZ_ATTR_KEYS",
     "CriteoLog",
+    "EventLogs",
     "GraphSource",
     "read_criteo_log",
     "read_edge_list",
+    "read_event_logs",
     "read_impressions_log",
+    "read_log",
     "read_npz_graph",
 ]
