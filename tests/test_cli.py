@@ -31,6 +31,7 @@ OTHER_COMMANDS = [
     "preset",
     "restore-outputs",
     "summary",
+    "simulate-logs",
     "alerts",
     "rollback",
     "promote",

@@ -18,10 +18,18 @@ def test_repo_params_are_valid_for_every_stage():
 def test_dvc_stages_declare_exactly_their_section():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in dvc["stages"].items():
-        # traffic simulates more of the ingested store, so it also reads the simulator's settings.
+        # traffic simulates more of the ingested store, so it also reads the simulator's settings,
+        # or reads the part after the snapshot of the real log ingest read.
         # monitor watches the model that deploy registers.
         extra = {
-            "traffic": ["ingest.simulator", "ingest.seed", "ingest.snapshot"],
+            "traffic": [
+                "ingest.simulator",
+                "ingest.seed",
+                "ingest.snapshot",
+                "ingest.source",
+                "ingest.impressions_path",
+                "ingest.events",
+            ],
             "monitor": ["deploy.model_name"],
         }.get(name, [])
         assert stage["params"] == [name, *extra]
@@ -44,6 +52,22 @@ def test_real_source_needs_a_path(tmp_path):
     params.write_text(yaml.safe_dump({"ingest": {**full["ingest"], "source": "npz"}}))
     with pytest.raises(ValidationError, match="graph_path"):
         load_section("ingest", params)
+
+
+def test_raw_logs_need_orders_and_impressions_and_no_ready_made_graph(tmp_path):
+    params = tmp_path / "params.yaml"
+    full = yaml.safe_load((ROOT / "params.yaml").read_text())
+    events = {**full["ingest"]["events"], "orders_path": "inputs/orders.parquet"}
+    params.write_text(yaml.safe_dump({"ingest": {**full["ingest"], "source": "events", "events": events}}))
+    with pytest.raises(ValidationError, match=r"needs ingest\.events\.impressions_path"):
+        load_section("ingest", params)
+    events["impressions_path"] = "inputs/impressions.parquet"
+    ingest = {**full["ingest"], "source": "events", "events": events, "graph_path": "inputs/edges.csv"}
+    params.write_text(yaml.safe_dump({"ingest": ingest}))
+    with pytest.raises(ValidationError, match=r"leave ingest\.graph_path and ingest\.impressions_path null"):
+        load_section("ingest", params)
+    params.write_text(yaml.safe_dump({"ingest": {**ingest, "graph_path": None}}))
+    assert load_section("ingest", params).events.attribution_days > 0
 
 
 def section(name: str, **changes):

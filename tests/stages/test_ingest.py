@@ -386,3 +386,41 @@ def test_impressions_after_an_explicit_snapshot_are_counted_and_warned(project, 
     metrics = json.loads(paths.metrics_file("ingest").read_text())
     assert metrics["cleaning"]["impressions_after_snapshot_dropped"] == 1
     assert "impressions_after_snapshot_dropped=1" in result.output + caplog.text
+
+
+def test_raw_logs_ingest_counts_what_was_cleaned_and_keeps_data_truth_a_typed_empty_table(
+    project, tiny_params, caplog
+):
+    """`ingest.source: events`: the graph and labels come from the logs; a repeated order line is
+    cleaned and counted; data/truth holds empty tables (no empty DVC out, no ground truth)."""
+    written = invoke("simulate-logs", "inputs/store", "--days-after", "0", "--format", "csv")
+    assert written.exit_code == 0, written.output
+    orders = pd.read_csv(project / "inputs/store/orders.csv")
+    pd.concat([orders, orders.iloc[:3]]).to_csv(project / "inputs/store/orders.csv", index=False)
+    events = {
+        f"{n}_path": f"inputs/store/{n}.csv" for n in ("orders", "impressions", "interactions", "catalogue")
+    }
+    tiny_params["ingest"] |= {"source": "events", "events": tiny_params["ingest"]["events"] | events}
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    result = invoke("ingest")
+    assert result.exit_code == 0, result.output
+    assert "orders_duplicate_rows_dropped=3" in caplog.text
+    metrics = json.loads(paths.metrics_file("ingest").read_text())
+    assert metrics["cleaning"]["orders_duplicate_rows_dropped"] == 3
+    assert metrics["products"] == 300
+    assert metrics["edges"] == metrics["cleaning"]["edges_kept"] > 0
+    for table in (paths.TRUTH_IMPRESSIONS, paths.TRUTH_PRODUCTS):
+        assert pd.read_parquet(table).empty
+    assert json.loads(paths.INGEST_META.read_text())["source"] == "events"
+
+
+def test_raw_logs_outside_inputs_are_refused_naming_the_key(project, tiny_params):
+    events = tiny_params["ingest"]["events"] | {
+        "orders_path": "orders.csv",
+        "impressions_path": "inputs/i.csv",
+    }
+    tiny_params["ingest"] |= {"source": "events", "events": events}
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    result = invoke("ingest")
+    assert result.exit_code == 2
+    assert "ingest.events.orders_path" in result.output

@@ -311,7 +311,7 @@ def run(params_file: str = "params.yaml") -> dict:
     if changed:
         log.warning(
             "ingest cleaned %s: %s (counted in metrics/ingest.json, cleaning)",
-            cfg.events.orders_path if cfg.source == "events" else cfg.graph_path,
+            "the raw logs of ingest.events" if cfg.source == "events" else cfg.graph_path,
             ", ".join(f"{key}={n}" for key, n in changed.items()),
         )
     return metrics
