@@ -68,6 +68,10 @@ def test_raw_logs_need_orders_and_impressions_and_no_ready_made_graph(tmp_path):
         load_section("ingest", params)
     params.write_text(yaml.safe_dump({"ingest": {**ingest, "graph_path": None}}))
     assert load_section("ingest", params).events.attribution_days > 0
+    simulated = {**full["ingest"], "catalogue_path": "inputs/catalogue.csv"}
+    params.write_text(yaml.safe_dump({"ingest": simulated}))
+    with pytest.raises(ValidationError, match="the simulated store has its own catalogue"):
+        load_section("ingest", params)
 
 
 def section(name: str, **changes):

@@ -31,7 +31,7 @@ def pipeline(tmp_path_factory):
     assert written.returncode == 0, written.stderr
     params = yaml.safe_load((dest / "params.yaml").read_text())
     printed = yaml.safe_load(written.stdout)["ingest"]
-    params["ingest"] |= {"source": "events", "snapshot": printed["snapshot"]}
+    params["ingest"] |= {k: printed[k] for k in ("source", "snapshot", "catalogue_path")}
     params["ingest"]["events"] |= printed["events"]
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     repro = run(["dvc", "repro"], dest, env)

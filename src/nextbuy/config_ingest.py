@@ -78,7 +78,6 @@ class EventsConfig(_Section):
     orders_path: str | None
     impressions_path: str | None
     interactions_path: str | None
-    catalogue_path: str | None
     graph_window_days: float = Field(gt=0.0)
     graph_lookback_orders: int = Field(ge=1, le=50)
     attribution_days: float = Field(gt=0.0)
@@ -88,6 +87,7 @@ class IngestConfig(_Section):
     source: Literal["simulated", "edge_list", "npz", "events"]
     graph_path: str | None
     impressions_path: str | None
+    catalogue_path: str | None
     seed: int
     # The data snapshot time (Airflow sets it to the run's logical date): the simulated
     # store as it stood then (one timeline: a later snapshot is the same store with more
@@ -120,4 +120,9 @@ class IngestConfig(_Section):
                     "ingest.source='events' builds the graph and the impressions from the logs "
                     "named in ingest.events: leave ingest.graph_path and ingest.impressions_path null"
                 )
+        if self.catalogue_path and self.source not in ("edge_list", "events"):
+            raise ValueError(
+                f"ingest.catalogue_path is read with ingest.source edge_list or events, not {self.source!r} "
+                "(the simulated store has its own catalogue; an npz's products are its rows)"
+            )
         return self

@@ -28,11 +28,13 @@ def tiny():
 
 def ingested(tmp_path, params, logs, form="parquet", **events):
     written = store_logs.write_logs(logs, tmp_path / "store", form)
+    catalogue = written.pop("catalogue")
     paths = {f"{name}_path": path for name, path in written.items()}
     cfg = IngestConfig.model_validate(
         params
         | {
             "source": "events",
+            "catalogue_path": catalogue,
             "snapshot": "2026-02-10",  # the simulated store's own snapshot (start + 40 days)
             "events": params["events"] | paths | events,
         }

@@ -397,10 +397,12 @@ def test_raw_logs_ingest_counts_what_was_cleaned_and_keeps_data_truth_a_typed_em
     assert written.exit_code == 0, written.output
     orders = pd.read_csv(project / "inputs/store/orders.csv")
     pd.concat([orders, orders.iloc[:3]]).to_csv(project / "inputs/store/orders.csv", index=False)
-    events = {
-        f"{n}_path": f"inputs/store/{n}.csv" for n in ("orders", "impressions", "interactions", "catalogue")
+    events = {f"{n}_path": f"inputs/store/{n}.csv" for n in ("orders", "impressions", "interactions")}
+    tiny_params["ingest"] |= {
+        "source": "events",
+        "catalogue_path": "inputs/store/catalogue.csv",
+        "events": tiny_params["ingest"]["events"] | events,
     }
-    tiny_params["ingest"] |= {"source": "events", "events": tiny_params["ingest"]["events"] | events}
     (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     result = invoke("ingest")
     assert result.exit_code == 0, result.output
@@ -424,3 +426,26 @@ def test_raw_logs_outside_inputs_are_refused_naming_the_key(project, tiny_params
     result = invoke("ingest")
     assert result.exit_code == 2
     assert "ingest.events.orders_path" in result.output
+
+
+def test_a_catalogue_lets_an_impressions_log_show_products_with_no_edge(project, tiny_params):
+    """Without a catalogue an edge list's products are its nodes only, and a log showing product
+    777 (no edge) is refused; with the store's catalogue, 777 is a product like any other."""
+    _log_with_one_row_at(project, tiny_params, pd.Timestamp("2026-02-20"), snapshot=None)
+    log = pd.read_parquet(project / "inputs" / "log.parquet")
+    log.loc[3, "shown_id"] = "777"
+    log.to_parquet(project / "inputs" / "log.parquet")
+    refused = invoke("ingest")
+    assert refused.exit_code == 2
+    assert "777" in refused.output
+    keys = [str(k) for k in range(1000)]
+    pd.DataFrame({"product": keys, "price": 10.0}).to_csv(project / "inputs" / "catalogue.csv", index=False)
+    use_source(project, tiny_params, catalogue_path="inputs/catalogue.csv")
+    result = invoke("ingest")
+    assert result.exit_code == 0, result.output
+    products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+    assert len(products) == 1000
+    assert (products["price"] == 10.0).all()
+    impressions = io.read_table(paths.IMPRESSIONS, schemas.IMPRESSIONS)
+    key = products.set_index("product_id")["product_key"]
+    assert "777" in set(key[impressions["shown_id"]])

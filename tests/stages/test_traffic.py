@@ -179,9 +179,10 @@ def _events_project(tmp_path, monkeypatch, snapshot: str | None):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
     written = CliRunner().invoke(app, ["simulate-logs", "inputs/store", "--days-after", "6"])
     assert written.exit_code == 0, written.output
-    events = yaml.safe_load(written.stdout[written.stdout.index("ingest:") :])["ingest"]["events"]
+    printed = yaml.safe_load(written.stdout[written.stdout.index("ingest:") :])["ingest"]
     ingest = TINY_PARAMS["ingest"] | {"source": "events", "snapshot": snapshot}
-    ingest["events"] = TINY_PARAMS["ingest"]["events"] | events
+    ingest |= {"catalogue_path": printed["catalogue_path"]}
+    ingest["events"] = TINY_PARAMS["ingest"]["events"] | printed["events"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS | {"ingest": ingest}))
     result = CliRunner().invoke(app, ["ingest"])
     assert result.exit_code == 0, result.output

@@ -233,5 +233,9 @@ def simulate_logs(
     written = write_logs(logs, out, form)
     sizes = ", ".join(f"{len(frame)} {name}" for name, frame in logs.frames().items())
     console.print(f"[green]wrote {escape(str(out))}[/]: {sizes}", highlight=False)
+    catalogue = written.pop("catalogue")
     paths = "".join(f"\n    {name}_path: {path}" for name, path in written.items())
-    print(f"ingest:\n  source: events\n  snapshot: '{snapshot:%Y-%m-%dT%H:%M:%S}'\n  events:{paths}")
+    print(
+        f"ingest:\n  source: events\n  snapshot: '{snapshot:%Y-%m-%dT%H:%M:%S}'\n"
+        f"  catalogue_path: {catalogue}\n  events:{paths}"
+    )

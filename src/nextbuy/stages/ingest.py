@@ -130,7 +130,7 @@ def ingest_events(cfg: IngestConfig) -> Ingested:
     assert ev.orders_path is not None  # IngestConfig requires it
     assert ev.impressions_path is not None
     at = None if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
-    logs = read_event_logs(ev.orders_path, ev.impressions_path, ev.interactions_path, ev.catalogue_path, at)
+    logs = read_event_logs(ev.orders_path, ev.impressions_path, ev.interactions_path, cfg.catalogue_path, at)
     snapshot = logs.last_event if at is None else at
     built = events.build_from_logs(
         logs.orders, logs.impressions, logs.interactions, len(logs.products), ev, snapshot
@@ -173,6 +173,8 @@ def ingest(cfg: IngestConfig) -> Ingested:
         reader = sources.read_npz_graph if cfg.source == "npz" else sources.read_edge_list
         assert cfg.graph_path is not None  # IngestConfig requires it for a real source
         graph = reader(cfg.graph_path)
+        if cfg.catalogue_path:  # IngestConfig allows it with an edge list only
+            graph = sources.graph_with_catalogue(graph, cfg.graph_path, cfg.catalogue_path)
         cleaning = dict(graph.cleaning)
         features = graph.features  # rows follow graph.products, which is never reordered or cut below
         origin = str(cfg.graph_path)
@@ -267,6 +269,7 @@ def run(params_file: str = "params.yaml") -> dict:
     for key, path in (
         ("ingest.graph_path", cfg.graph_path),
         ("ingest.impressions_path", cfg.impressions_path),
+        ("ingest.catalogue_path", cfg.catalogue_path),
         *((f"ingest.events.{k}", v) for k, v in cfg.events.model_dump().items() if k.endswith("_path")),
     ):
         if path and cfg.source != "simulated":
