@@ -151,6 +151,19 @@ def write_real_inputs(project: Project) -> None:
     log["source_id"] = keys[log["source_id"]].to_numpy()
     log["shown_id"] = keys[log["shown_id"]].to_numpy()
     log.to_parquet(root / fault_cases.LOG)
+    write_store_logs(project)
+
+
+def write_store_logs(project: Project) -> None:
+    """The tiny store as a store's raw logs (``fault_cases.STORE``), six days past its snapshot."""
+    import pandas as pd
+
+    from nextbuy.config import IngestConfig
+    from nextbuy.data.store_logs import simulated_logs, write_logs
+
+    cfg = IngestConfig.model_validate(project.params["ingest"])
+    until = pd.Timestamp(fault_cases.SNAPSHOT) + pd.Timedelta(days=6)
+    write_logs(simulated_logs(cfg.simulator, cfg.seed, until), project.root / fault_cases.STORE)
 
 
 def build(root: Path, dest: Path, console: Console) -> tuple[Project, dict[str, float]]:
