@@ -75,6 +75,7 @@ def test_help_lists_every_stage_then_the_other_commands():
                 "dag",
                 "faults",
                 "scale",
+                "events",
                 "delay",
                 "linkpred",
                 "model",

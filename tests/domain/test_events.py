@@ -141,3 +141,16 @@ def test_first_event_after_is_the_brute_force_answer(imps, evs, window):
     ev_t = np.array([t for _, t in evs], dtype=np.int64)
     got = events.first_event_after(imp_key, imp_t, ev_key, ev_t, window)
     assert got.tolist() == brute_force(imp_key, imp_t, ev_key, ev_t, window).tolist()
+
+
+@settings(max_examples=50, deadline=None)
+@given(small, small, st.integers(0, 10), st.integers(1, 6))
+def test_joining_in_key_ranges_gives_the_one_pass_answer(imps, evs, window, chunk):
+    imp_key = np.array([k for k, _ in imps], dtype=np.int64)
+    imp_t = np.array([t for _, t in imps], dtype=np.int64)
+    ev_key = np.array([k for k, _ in evs], dtype=np.int64)
+    ev_t = np.array([t for _, t in evs], dtype=np.int64)
+    whole = events.first_event_after(imp_key, imp_t, ev_key, ev_t, window)
+    assert (
+        events.first_event_after(imp_key, imp_t, ev_key, ev_t, window, chunk=chunk).tolist() == whole.tolist()
+    )

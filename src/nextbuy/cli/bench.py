@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from nextbuy.cli.common import app, console, setup_logging
+from nextbuy.cli.common import ParamsOption, app, console, input_error, setup_logging
 
 ENTRY_POINT_GROUP = "nextbuy.bench"
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table and writes JSON (--out).")
@@ -29,6 +29,7 @@ BENCHES = {
     "dag": "Airflow overhead: dag.test() of nextbuy_training vs dvc repro of its six stages (tiny store).",
     "faults": "Fault matrix, tiny store: bad params/files/outputs, kill -9 in every stage, bad requests.",
     "scale": "Stage times and peak RSS at 10k/100k/1M products; time exponent, BLADE vs GraphSAGE epoch.",
+    "events": "Graph + labels from raw logs: build time, peak RSS per orders:impressions size (to 10M:50M).",
 }
 
 
@@ -74,6 +75,28 @@ def _scale_command(help_text: str) -> Callable[..., None]:
     return command
 
 
+def _events_command(help_text: str) -> Callable[..., None]:
+    def command(
+        out: Path = typer.Option(Path("bench-events.json"), "--out", help="JSON results"),
+        sizes: str = typer.Option(
+            "1000000:5000000,3000000:15000000,10000000:50000000",
+            help="orders:impressions per size, comma-separated (each size in a process of its own)",
+        ),
+        params: str = ParamsOption,
+    ) -> None:
+        setup_logging()
+        bench = importlib.import_module("nextbuy.bench.events")
+        try:
+            bench.parse_sizes(sizes)
+        except ValueError as err:
+            raise input_error(f"[bold red]--sizes[/]: {err}") from None
+        figures = bench.run(out, sizes=sizes, params=params)
+        console.print(f"[green]bench events[/] → {out}: {json.dumps(figures['sizes'])}", highlight=False)
+
+    command.__doc__ = help_text
+    return command
+
+
 def _serve_command(help_text: str) -> Callable[..., None]:
     def command(
         out: Path = typer.Option(Path("bench-serve.json"), "--out", help="JSON results"),
@@ -101,7 +124,12 @@ def _serve_command(help_text: str) -> Callable[..., None]:
     return command
 
 
-_FACTORIES = {"serve": _serve_command, "scale": _scale_command, "faults": _faults_command}
+_FACTORIES = {
+    "serve": _serve_command,
+    "scale": _scale_command,
+    "faults": _faults_command,
+    "events": _events_command,
+}
 for _bench, _help in BENCHES.items():
     factory = _FACTORIES[_bench](_help) if _bench in _FACTORIES else _bench_command(_bench, _help)
     bench_app.command(name=_bench)(factory)

@@ -41,6 +41,7 @@ Everything is vectorised: sorts, shifted comparisons and one running minimum per
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,15 +118,43 @@ def _merged_pairs(u: np.ndarray, v: np.ndarray, t_ns: np.ndarray) -> pd.DataFram
     )
 
 
+CHUNK_KEYS = 8_000_000  # impressions per pass of first_event_after: bounds its sort's memory
+
+
 def first_event_after(
-    imp_key: np.ndarray, imp_ns: np.ndarray, ev_key: np.ndarray, ev_ns: np.ndarray, window_ns: int
+    imp_key: np.ndarray,
+    imp_ns: np.ndarray,
+    ev_key: np.ndarray,
+    ev_ns: np.ndarray,
+    window_ns: int,
+    chunk: int = CHUNK_KEYS,
 ) -> np.ndarray:
     """Per impression, the time (ns) of the first event with its key at or after its time and
     within ``window_ns``; ``NAT`` where there is none.
 
-    One sort of impressions and events together by (key, time), impressions first at equal
-    time, then a running minimum from the end gives each position the next event's position.
+    More than ``chunk`` impressions are split into key ranges of about that many, each
+    joined with the events of its range alone, so memory follows the chunk, not the log.
     """
+    if len(imp_key) <= chunk or not len(ev_key):
+        return _first_event_after(imp_key, imp_ns, ev_key, ev_ns, window_ns)
+    parts = -(-len(imp_key) // chunk)
+    inner = np.quantile(imp_key, np.linspace(0, 1, parts + 1)[1:-1]).astype(np.int64)
+    bounds = [np.iinfo(np.int64).min, *np.unique(inner).tolist(), np.iinfo(np.int64).max]
+    out = np.full(len(imp_key), NAT, np.int64)
+    for lo, hi in itertools.pairwise(bounds):  # keys in [lo, hi), the last hi included
+        last = hi == bounds[-1]
+        rows = np.flatnonzero((imp_key >= lo) & ((imp_key <= hi) if last else (imp_key < hi)))
+        events = np.flatnonzero((ev_key >= lo) & ((ev_key <= hi) if last else (ev_key < hi)))
+        out[rows] = _first_event_after(imp_key[rows], imp_ns[rows], ev_key[events], ev_ns[events], window_ns)
+    return out
+
+
+def _first_event_after(
+    imp_key: np.ndarray, imp_ns: np.ndarray, ev_key: np.ndarray, ev_ns: np.ndarray, window_ns: int
+) -> np.ndarray:
+    """:func:`first_event_after` in one pass: one sort of impressions and events together by
+    (key, time), impressions first at equal time, then a running minimum from the end gives
+    each position the next event's position."""
     if not len(imp_key):
         return np.zeros(0, np.int64)
     if not len(ev_key):
@@ -144,14 +173,14 @@ def first_event_after(
     del position
     at = np.flatnonzero(~is_event)  # sorted positions of the impressions
     nxt = following[at]
-    del following
+    del following, is_event
     found = nxt < len(order)
-    nxt_safe = np.where(found, nxt, 0)
-    event_row = order[nxt_safe] - n_imp
-    imp_row = order[at]
-    found &= keys[nxt_safe] == keys[at]
+    nxt = np.where(found, nxt, 0)
+    found &= keys[nxt] == keys[at]
     del keys
-    event_ns = ev_ns[np.where(found, event_row, 0)]
+    imp_row = order[at]
+    event_ns = ev_ns[np.where(found, order[nxt] - n_imp, 0)]
+    del order, nxt, at
     found &= event_ns - imp_ns[imp_row] <= window_ns
     out = np.full(n_imp, NAT, np.int64)
     out[imp_row] = np.where(found, event_ns, NAT)
@@ -208,10 +237,12 @@ def build_from_logs(
 ) -> BuiltLogs:
     """The graph and the labelled impressions of a store's coded logs (see the module's rules)."""
     end = pd.Timestamp(snapshot).value
-    orders = orders[_ns(orders["ordered_at"]) <= end]
-    interactions = interactions[_ns(interactions["at"]) <= end]
+    seen = _ns(orders["ordered_at"]) <= end
+    orders = orders if seen.all() else orders[seen]
+    seen = _ns(interactions["at"]) <= end
+    interactions = interactions if seen.all() else interactions[seen]
     later = _ns(impressions["shown_at"]) > end
-    if later.any():
+    if later.any():  # a copy of the log only when the snapshot cuts it
         impressions = impressions[~later]
     edges, pairs = co_purchase_edges(
         orders["customer"].to_numpy(np.int64),
