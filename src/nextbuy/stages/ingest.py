@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,9 @@ import scipy.sparse as sp
 
 from nextbuy import paths
 from nextbuy.config import IngestConfig, SplitConfig, load_section
+
+if TYPE_CHECKING:
+    from nextbuy.data.sources import keys as sources_keys
 from nextbuy.domain import split as session_split
 from nextbuy.mlops import io, schemas
 
@@ -155,6 +159,38 @@ def ingest_events(cfg: IngestConfig) -> Ingested:
     )
 
 
+def ingest_logged(cfg: IngestConfig, graph: sources_keys.GraphSource, cleaning: dict[str, int]) -> Ingested:
+    """A real graph with a real impressions log (``ingest.impressions_path``), censored at the
+    snapshot (None: the log's last event)."""
+    from nextbuy.data import sources
+
+    assert cfg.impressions_path is not None  # the caller's condition
+    log_frame = sources.read_impressions_log(cfg.impressions_path, graph.products)
+    events = ["shown_at", "clicked_at", "carted_at", "converted_at"]
+    refuse_future_events(log_frame, events, str(cfg.impressions_path), pd.Timestamp.now("UTC"))
+    if cfg.snapshot is None:
+        snapshot = pd.Timestamp(log_frame[events].max().max())
+    else:  # what the store knew at the snapshot: later impressions and events do not exist yet
+        snapshot = pd.Timestamp(cfg.snapshot)
+        later = log_frame["shown_at"] > snapshot
+        cleaning["impressions_after_snapshot_dropped"] = int(later.sum())
+        log_frame = log_frame[~later].copy()
+        for col in events[1:]:
+            log_frame[col] = log_frame[col].where(log_frame[col] <= snapshot)
+    edges, impressions = finalise(
+        graph.products, graph.edges, log_frame, snapshot, cfg.split, str(cfg.impressions_path)
+    )
+    check_graph_size(graph.products, edges, str(cfg.graph_path))
+    return Ingested(
+        graph.products,
+        edges,
+        impressions,
+        snapshot,
+        cleaning,
+        features=source_features(graph.features, len(graph.products)),
+    )
+
+
 def ingest(cfg: IngestConfig) -> Ingested:
     """Build the ingested tables from the configured source."""
     from nextbuy.data import simulate, sources
@@ -180,30 +216,7 @@ def ingest(cfg: IngestConfig) -> Ingested:
         origin = str(cfg.graph_path)
         world = simulate.world_from_graph(graph.products, graph.edges, simulator, cfg.seed)
         if cfg.impressions_path:
-            log_frame = sources.read_impressions_log(cfg.impressions_path, graph.products)
-            events = ["shown_at", "clicked_at", "carted_at", "converted_at"]
-            refuse_future_events(log_frame, events, str(cfg.impressions_path), pd.Timestamp.now("UTC"))
-            if cfg.snapshot is None:
-                snapshot = pd.Timestamp(log_frame[events].max().max())
-            else:  # what the store knew at the snapshot: later impressions and events do not exist yet
-                snapshot = pd.Timestamp(cfg.snapshot)
-                later = log_frame["shown_at"] > snapshot
-                cleaning["impressions_after_snapshot_dropped"] = int(later.sum())
-                log_frame = log_frame[~later].copy()
-                for col in events[1:]:
-                    log_frame[col] = log_frame[col].where(log_frame[col] <= snapshot)
-            edges, impressions = finalise(
-                graph.products, graph.edges, log_frame, snapshot, cfg.split, str(cfg.impressions_path)
-            )
-            check_graph_size(graph.products, edges, origin)
-            return Ingested(
-                graph.products,
-                edges,
-                impressions,
-                snapshot,
-                cleaning,
-                features=source_features(features, len(graph.products)),
-            )
+            return ingest_logged(cfg, graph, cleaning)
         # Impressions simulated on the real graph, on the world's one timeline.
         snapshot = world.snapshot if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
         traffic = simulate.simulate_history(world, simulator, cfg.seed, snapshot)

@@ -110,6 +110,16 @@ def logged_after_snapshot(ingest_cfg: IngestConfig) -> tuple[pd.DataFrame, pd.Ti
     return labelled, snapshot, logs.last_event, int(unknown.sum())
 
 
+def read_traffic_log(path: str) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:
+    """``traffic.impressions_path``: a post-snapshot impressions log on the ingested products,
+    from its first impression to its last event."""
+    from nextbuy.data.sources import read_impressions_log
+
+    io.watched_input(path, "traffic.impressions_path", paths.INPUTS)
+    impressions = read_impressions_log(path, io.read_table(paths.PRODUCTS, schemas.PRODUCTS))
+    return impressions, impressions["shown_at"].min(), pd.Timestamp(impressions[EVENTS].max().max())
+
+
 def load_world(ingest_cfg: IngestConfig):
     from nextbuy.data.simulate import store_world
 
@@ -133,13 +143,7 @@ def run(params_file: str = "params.yaml") -> dict:
     drift_start = None
     unknown = 0
     if cfg.impressions_path:
-        from nextbuy.data.sources import read_impressions_log
-
-        io.watched_input(cfg.impressions_path, "traffic.impressions_path", paths.INPUTS)
-        products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
-        impressions = read_impressions_log(cfg.impressions_path, products)
-        start = impressions["shown_at"].min()
-        now = pd.Timestamp(impressions[EVENTS].max().max())
+        impressions, start, now = read_traffic_log(cfg.impressions_path)
         truth = None
     elif (ingest_cfg := load_section("ingest", params_file)).source == "events" or (
         ingest_cfg.source != "simulated" and ingest_cfg.impressions_path
