@@ -20,7 +20,8 @@ def test_dvc_stages_declare_exactly_their_section():
     for name, stage in dvc["stages"].items():
         # traffic simulates more of the ingested store, so it also reads the simulator's settings,
         # or reads the part after the snapshot of the real log ingest read.
-        # monitor watches the model that deploy registers.
+        # monitor watches the model that deploy registers, and holds the versions' matured
+        # metrics (model cards) to the gate's floors.
         extra = {
             "traffic": [
                 "ingest.simulator",
@@ -30,7 +31,7 @@ def test_dvc_stages_declare_exactly_their_section():
                 "ingest.impressions_path",
                 "ingest.events",
             ],
-            "monitor": ["deploy.model_name"],
+            "monitor": ["deploy.model_name", "deploy.min_auc", "deploy.min_recall"],
         }.get(name, [])
         assert stage["params"] == [name, *extra]
 
