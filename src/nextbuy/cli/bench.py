@@ -45,7 +45,9 @@ def _bench_command(name: str, help_text: str) -> Callable[[Path], None]:
 def _faults_command(help_text: str) -> Callable[..., None]:
     def command(
         out: Path = typer.Option(Path("bench-faults.json"), "--out", help="JSON results"),
-        only: str | None = typer.Option(None, help="run only the cases whose name contains this"),
+        only: str | None = typer.Option(
+            None, help="run only the cases whose name contains this (alternatives separated by |)"
+        ),
     ) -> None:
         setup_logging()
         figures = importlib.import_module("nextbuy.bench.faults").run(out, only=only)
