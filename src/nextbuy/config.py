@@ -6,9 +6,8 @@ Types and bounds only: every value lives in params.yaml (no defaults here), so
 section (``load_section``), so DVC's per-stage ``params:`` lists stay honest:
 changing ``train.epochs`` re-runs train and what follows, never ingest.
 
-The models live in ``config_base`` (what every section shares), ``config_ingest``,
-``config_stages`` and ``config_serving``; this module reads params.yaml, validates sections
-and re-exports them.
+The models live in ``config_base`` (what every section shares), ``config_ingest`` and
+``config_stages``; this module reads params.yaml, validates sections and re-exports them.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from pydantic import BaseModel
 
 from nextbuy.config_base import _Section
 from nextbuy.config_ingest import IngestConfig, SimulatorConfig, SplitConfig
-from nextbuy.config_serving import ServingConfig
 from nextbuy.config_stages import (
     CalibrateConfig,
     DeployConfig,
@@ -31,6 +29,7 @@ from nextbuy.config_stages import (
     LabelDelayConfig,
     MonitorConfig,
     RetrievalConfig,
+    ServingConfig,
     ThresholdsConfig,
     TrafficConfig,
     TrainConfig,

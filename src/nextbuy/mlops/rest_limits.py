@@ -37,7 +37,7 @@ from typing import Any
 import anyio
 import orjson
 
-from nextbuy.config_serving import ServingConfig
+from nextbuy.config_stages import ServingConfig
 from nextbuy.mlops.rest_app import ASGIApp, Message, Receive, Scope, Send, _header, _replay
 from nextbuy.mlops.serving_requests import CANCELLED, MAX_REQUEST_ROWS
 
@@ -211,9 +211,13 @@ class Admission:
         self.config = config
         self.on_signals = on_signals
         self.slots = anyio.CapacityLimiter(config.max_concurrent)
-        self.waiting = 0
         self.stopping = anyio.Event()
         self.deadline = math.inf  # the loop's time by which work in flight is cut off
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot."""
+        return self.slots.statistics().tasks_waiting
 
     def full(self) -> bool:
         return self.slots.available_tokens < 1 and self.waiting >= self.config.max_queue
@@ -251,11 +255,7 @@ class Admission:
             await self._stopping(send)
 
     async def _run(self, scope: Scope, request: _Request, send: Send) -> None:
-        self.waiting += 1
-        try:
-            await self.slots.acquire()
-        finally:
-            self.waiting -= 1
+        await self.slots.acquire()
         try:
             request.computing = True
             token = CANCELLED.set(request.cancelled)
