@@ -136,3 +136,16 @@ def test_under_abuse_only_a_200_or_a_503_saying_when_to_retry_is_an_answer():
     good = [reply(200, None, 1.0, ""), reply(503, "1", 0.1, "server busy")]
     bad = [reply(503, None, 0.1, ""), reply(504, None, 60.0, ""), reply(None, None, 9.0, "reset")]
     assert fault_serving.bad_replies(good + bad) == bad
+
+
+def test_the_second_release_trains_another_model_through_a_gate_it_passes():
+    from nextbuy.bench import fault_release
+    from nextbuy.config import read_params, section_config
+
+    params = read_params(ROOT / "params.yaml")
+    changed = fault_release.second_release(params)
+    assert changed["train"]["seed"] != params["train"]["seed"]
+    deploy = section_config(changed, "deploy")  # still valid params
+    assert deploy.tolerance >= 1.0  # any difference in AUC or recall is within it
+    assert deploy.min_auc == 0.0
+    assert params == read_params(ROOT / "params.yaml")  # the baseline's params untouched

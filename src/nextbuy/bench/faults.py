@@ -47,7 +47,7 @@ import yaml
 from rich.console import Console
 from rich.progress import Progress
 
-from nextbuy.bench import fault_cases
+from nextbuy.bench import fault_cases, fault_release
 from nextbuy.bench.dag import tiny_params
 from nextbuy.bench.fault_verdicts import COUNTS, TRACEBACK, _print, judge, judge_request, tally
 from nextbuy.bench.project_copy import copy_project, project_env
@@ -376,6 +376,9 @@ def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
         console.print("malformed requests, serving under abuse …")
         rows += request_cases(project, Path(tmp), only)
         with_kills = only is None or any("kill" in part for part in only.split("|"))
+        if selected(fault_release.NAME, only):
+            console.print("a release, params reverted …")
+            rows.append(fault_release.release_case(project, lambda: put_back(project, baseline)))
         kills = [(s, at) for s in seconds for at in KILL_POINTS] if with_kills else []
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("kill -9", total=len(kills))
