@@ -69,7 +69,7 @@ summary: $(STAMP)
 test: $(STAMP)
 	pytest -q -n auto --dist loadfile
 
-# The docker compose stack for real (needs a Docker engine with the compose plugin): build,
+# The docker compose stack for real (needs a prepared host: docker/prepare-host.sh): build,
 # up, train on Celery, champion in MLflow, monitoring in Evidently, 2 workers, down -v.
 # docker/stack_check.py says what each step checks; without a registry first run
 # `bash docker/base-images/build.sh` (Debian-built base images).

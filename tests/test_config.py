@@ -19,10 +19,11 @@ def test_dvc_stages_declare_exactly_their_section():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in dvc["stages"].items():
         # traffic simulates more of the ingested store, so it also reads the simulator's settings.
-        # monitor watches the model that deploy registers.
+        # monitor watches the model that deploy registers, and holds the versions' matured
+        # metrics (model cards) to the gate's floors.
         extra = {
             "traffic": ["ingest.simulator", "ingest.seed", "ingest.snapshot"],
-            "monitor": ["deploy.model_name"],
+            "monitor": ["deploy.model_name", "deploy.min_auc", "deploy.min_recall"],
         }.get(name, [])
         assert stage["params"] == [name, *extra]
 

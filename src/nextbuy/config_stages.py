@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -122,6 +122,8 @@ class DeployConfig(_Section):
     seed: int
     # Top-K candidate retrieval, stored with the serving model this stage registers.
     retrieval: RetrievalConfig
+    # Model card: its "cold sources" row covers the test rows whose source has at most this many out-edges.
+    card_low_out_degree: int = Field(ge=0)
 
 
 class DriftConfig(_Section):
@@ -161,6 +163,12 @@ class MonitorConfig(_Section):
     workspace: str
     project: str
     dashboard: str
+    # Model cards: the latest this many versions are re-scored on traffic whose labels matured
+    # for each of matured_days days (a maturity with fewer than matured_min_conversions
+    # conversions gives no row yet).
+    matured_versions: int = Field(ge=0)
+    matured_days: tuple[Annotated[int, Field(ge=1)], ...] = Field(strict=False, min_length=1)  # YAML: a list
+    matured_min_conversions: int = Field(ge=1)
 
     @field_validator("relative_tolerance")
     @classmethod

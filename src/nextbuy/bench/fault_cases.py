@@ -74,10 +74,13 @@ PARAMS_CASES = [
     _p("negative tolerance", "deploy", ("tolerance",), deploy__tolerance=-1),
     _p("confidence above 1", "deploy", ("confidence",), deploy__confidence=1.5),
     _p("unknown metric", "deploy", ("compare_metrics", "foo"), deploy__compare_metrics=["foo"]),
+    _p("negative card degree", "deploy", ("card_low_out_degree",), deploy__card_low_out_degree=-1),
     _p("zero traffic days", "traffic", ("days",), traffic__days=0),
     _p("unknown drift", "traffic", ("kind", "earthquake"), traffic__drift__kind="earthquake"),
     _p("tolerance list", "monitor", ("relative_tolerance",), monitor__relative_tolerance=[0.3, -1]),
     _p("zero window", "monitor", ("window_days",), monitor__window_days=0),
+    _p("no card maturities", "monitor", ("matured_days",), monitor__matured_days=[]),
+    _p("card maturity of 0 days", "monitor", ("matured_days",), monitor__matured_days=[0, 7]),
     Case("section missing", "params", "train", ("train",), params=dropping("train")),
     # YAML's types taken as written: no coercion of a boolean or a quoted number, no infinity.
     _p("boolean epochs", "train", ("epochs", "integer"), train__epochs=True),

@@ -191,6 +191,26 @@ def render_daily_loop(name: str, result: dict) -> list[str]:
     return lines
 
 
+def render_stack_check(name: str, result: dict) -> list[str]:
+    """``make stack-check``: the team stack built, run and torn down, step by step, with the
+    training DAG's tasks as Airflow timed them on a Celery worker."""
+    verdict = f"failed: {result['failed']}" if result.get("failed") else "passed"
+    lines = [
+        f"The docker compose stack end to end ({verdict}; project image "
+        f"{_cell(result.get('image_size_gib'))} GiB). Peak memory is the check's own "
+        "processes, not the containers'.\n",
+        "| step | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {_cell(step)} | {_cell(seconds)} |" for step, seconds in result.get("steps_s", {}).items()]
+    lines.append(f"| **in all** | {_cell(result.get('total_s'))} |")
+    tasks = result.get("training_tasks_s") or {}
+    if tasks:
+        lines += ["", "| training task (Celery) | seconds |", "|---|---|"]
+        lines += [f"| `{task}` | {_cell(seconds)} |" for task, seconds in tasks.items()]
+    return lines
+
+
 _METRIC_NAMES = {"hits_at_20": "Hits@20", "mrr": "MRR", "direction_auc": "direction AUC"}
 
 
@@ -225,6 +245,7 @@ KNOWN: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
         "BLADE on an independent directed citation graph",
         render_external_linkpred,
     ),
+    "stack_check": ("The team stack end to end (make stack-check)", render_stack_check),
 }
 
 

@@ -170,7 +170,7 @@ def run(params_file: str = "params.yaml") -> dict:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import registry
+    from nextbuy.mlops import model_cards, registry
     from nextbuy.mlops.serving import ServingBundle
 
     cfg = load_section("deploy", params_file)
@@ -199,6 +199,7 @@ def run(params_file: str = "params.yaml") -> dict:
         mlflow.set_tags({"stage": "deploy", **tracking.lineage_tags()})
         mlflow.log_metrics({f"candidate.{k}": v for k, v in blessing["candidate"].items() if v is not None})
         version = publish(client, candidate, blessing)
+        model_cards.publish_card(client, version, blessing, candidate, (rows, label), weighted, cfg)
         io.write_json(blessing, paths.BLESSING)
         mlflow.log_artifact(str(paths.BLESSING))
     for note in blessing["notes"]:

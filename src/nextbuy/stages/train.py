@@ -4,6 +4,7 @@ importance-weighted conversion loss and the directed link loss; logged to MLflow
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -315,6 +316,8 @@ def record(cfg: TrainConfig, data: StageInputs, fitted: tuple, seconds: float, w
             "best_validation_log_loss": best_validation(history),
             "calib_auc_observed": holdout_auc(moments, weighted),
             "train_seconds": round(seconds, 2),
+            # This process's peak resident memory so far (Linux reports KiB).
+            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "train_examples": int((weighted["split"] == "train").sum()),
             "edges": len(edges),
             "source_feature_columns": int(features.shape[1]),
