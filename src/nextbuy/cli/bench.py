@@ -72,7 +72,9 @@ def dag(out: Path = _out("dag")) -> None:
 
 def faults(
     out: Path = _out("faults"),
-    only: str | None = typer.Option(None, help="run only the cases whose name contains this"),
+    only: str | None = typer.Option(
+        None, help="run only the cases whose name contains this (alternatives separated by |)"
+    ),
 ) -> None:
     """Fault matrix, tiny store: bad params/files/outputs, kill -9 in every stage, bad requests."""
     _run("faults", out, only=only)
