@@ -36,3 +36,12 @@ def cora_npz() -> Path:
     if not CORA_NPZ.exists():
         pytest.skip(f"{CORA_NPZ} not present (shared data only on dev/CI machines)")
     return CORA_NPZ
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding end-to-end (``slow``) tests first, each file's tests in their own order:
+    `make test` hands whole files to its workers in this order (xdist ``--dist loadfile``), so
+    the long files start at once and the short ones fill in around them, instead of one long
+    file running alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)

@@ -1,4 +1,5 @@
-"""Typed view of params.yaml: one pydantic model per stage section.
+"""Typed view of params.yaml: one pydantic model per stage section, and one for the
+``serving`` section that ``nextbuy serve`` reads (no stage does).
 
 Types and bounds only: every value lives in params.yaml (no defaults here), so
 ``dvc params diff`` shows every change a run would see. Each stage reads its own
@@ -20,7 +21,7 @@ import yaml
 from pydantic import BaseModel
 
 from nextbuy.config_base import _Section
-from nextbuy.config_ingest import IngestConfig, SimulatorConfig, SplitConfig
+from nextbuy.config_ingest import EventsConfig, IngestConfig, SimulatorConfig, SplitConfig
 from nextbuy.config_stages import (
     CalibrateConfig,
     DeployConfig,
@@ -28,21 +29,26 @@ from nextbuy.config_stages import (
     LabelDelayConfig,
     MonitorConfig,
     RetrievalConfig,
+    ServingConfig,
     ThresholdsConfig,
     TrafficConfig,
     TrainConfig,
 )
 
 __all__ = [
+    "ALL_SECTIONS",
     "PARAMS_FILE",
     "SECTIONS",
+    "SERVICE_SECTIONS",
     "CalibrateConfig",
     "DeployConfig",
     "DriftConfig",
+    "EventsConfig",
     "IngestConfig",
     "LabelDelayConfig",
     "MonitorConfig",
     "RetrievalConfig",
+    "ServingConfig",
     "SimulatorConfig",
     "SplitConfig",
     "ThresholdsConfig",
@@ -70,6 +76,9 @@ SECTIONS: dict[str, type[_Section]] = {
     "traffic": TrafficConfig,
     "monitor": MonitorConfig,
 }
+# Sections no DVC stage reads: the settings of a service run next to the pipeline.
+SERVICE_SECTIONS: dict[str, type[_Section]] = {"serving": ServingConfig}
+ALL_SECTIONS: dict[str, type[_Section]] = {**SECTIONS, **SERVICE_SECTIONS}
 
 S = TypeVar("S", bound=_Section)
 
@@ -85,7 +94,7 @@ def read_params(params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
 def model_of(dotted: str) -> type[_Section]:
     """The pydantic model of a section or sub-section: ``train``, ``ingest.simulator``."""
     name, *rest = dotted.split(".")
-    model: Any = SECTIONS[name]
+    model: Any = ALL_SECTIONS[name]
     for key in rest:
         model = model.model_fields[key].annotation
     return model
@@ -131,6 +140,12 @@ def section_config(
 def section_config(
     params: Mapping[str, Any], dotted: Literal["monitor"], **changes: Any
 ) -> MonitorConfig: ...
+
+
+@overload
+def section_config(
+    params: Mapping[str, Any], dotted: Literal["serving"], **changes: Any
+) -> ServingConfig: ...
 
 
 @overload
@@ -194,6 +209,10 @@ def load_section(name: Literal["monitor"], params_file: str | os.PathLike = ...)
 
 
 @overload
+def load_section(name: Literal["serving"], params_file: str | os.PathLike = ...) -> ServingConfig: ...
+
+
+@overload
 def load_section(name: str, params_file: str | os.PathLike = ...) -> _Section: ...
 
 
@@ -205,7 +224,7 @@ def load_section(name: str, params_file: str | os.PathLike = PARAMS_FILE) -> _Se
 def flat_fields(model: type[BaseModel] | None = None, prefix: str = "") -> set[str]:
     """Dotted names of every knob the models declare (sub-sections expanded)."""
     if model is None:
-        return set().union(*(flat_fields(m, name) for name, m in SECTIONS.items()))
+        return set().union(*(flat_fields(m, name) for name, m in ALL_SECTIONS.items()))
     out: set[str] = set()
     for key, field in model.model_fields.items():
         dotted = f"{prefix}.{key}"

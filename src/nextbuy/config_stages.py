@@ -1,5 +1,6 @@
 """The params.yaml sections after ingest: label delay, train, calibrate, thresholds, deploy
-(with its retrieval), traffic (with its drift) and monitor."""
+(with its retrieval), traffic (with its drift) and monitor; and ``serving``, the section of
+``nextbuy serve``, which no stage reads."""
 
 from __future__ import annotations
 
@@ -189,3 +190,20 @@ class MonitorConfig(_Section):
         if (tol < 0).any():
             raise ValueError("monitor.relative_tolerance must be >= 0")
         return tol[np.minimum(np.asarray(bucket), tol.size - 1)]
+
+
+# Requests computed at once run on the event loop's default thread pool, which asyncio sizes
+# min(32, CPUs + 4): more slots than that would queue inside the pool, out of reach of the
+# queue bound and of cancellation.
+MAX_CONCURRENT = 32
+
+
+class ServingConfig(_Section):
+    """How much work one server process takes on at once, what it answers when that is full,
+    and how long SIGTERM gives it to drain. Changing it re-runs no stage; a restarted server
+    takes it up."""
+
+    max_concurrent: int = Field(ge=1, le=MAX_CONCURRENT)
+    max_queue: int = Field(ge=0, le=10_000)
+    retry_after_s: int = Field(ge=1, le=3600)
+    drain_s: int = Field(ge=2, le=600)  # the last second is for writing the 503s of what is cut off

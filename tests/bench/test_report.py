@@ -80,6 +80,29 @@ def test_the_daily_loop_renders_each_candidates_verdict_against_the_champion():
     assert "| shuffled labels | refused |" in page
 
 
+def test_the_events_scale_result_renders_one_row_per_size_failed_ones_too():
+    result = {
+        "rules": {"graph_window_days": 30, "attribution_days": 30},
+        "sizes": [
+            {
+                "orders": 1_000_000,
+                "impressions": 5_000_000,
+                "interactions": 700_000,
+                "edges": 499_739,
+                "conversions_attributed": 174_857,
+                "build_s": 26.62,
+                "inputs_gib": 0.225,
+                "peak_rss_gib": 0.81,
+            },
+            {"orders": 10_000_000, "impressions": 50_000_000, "failed": "exit -9"},
+        ],
+    }
+    lines = report.render_events_scale("events_scale", result)
+    assert "| 1,000,000 | 5,000,000 | 700,000 | 499,739 | 174,857 | 26.6 | 0.23 | 0.81 |" in lines
+    assert "| 10,000,000 | 50,000,000 | failed: exit -9 | | | | | |" in lines
+    assert "`attribution_days` 30" in lines[0]
+
+
 def test_a_stack_check_result_renders_its_step_and_training_task_times(tmp_path):
     folder = tmp_path / report.RESULTS_DIR
     folder.mkdir(parents=True)

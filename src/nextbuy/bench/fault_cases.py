@@ -18,6 +18,7 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.bench.fault_base import GRAPH, INPUTS, LOG, SNAPSHOT, Case, Request, dropping, setting
+from nextbuy.bench.fault_events import EVENT_CASES, STORE
 from nextbuy.bench.fault_inputs import EDGE_CASES, LOG_CASES
 from nextbuy.bench.fault_requests import requests
 
@@ -25,12 +26,14 @@ __all__ = [
     "ARTIFACT_CASES",
     "CASES",
     "EDGE_CASES",
+    "EVENT_CASES",
     "GRAPH",
     "INPUTS",
     "LOG",
     "LOG_CASES",
     "PARAMS_CASES",
     "SNAPSHOT",
+    "STORE",
     "Case",
     "Request",
     "dropping",
@@ -201,4 +204,4 @@ ARTIFACT_CASES = [
     ),
 ]
 
-CASES: list[Case] = [*PARAMS_CASES, *EDGE_CASES, *LOG_CASES, *ARTIFACT_CASES]
+CASES: list[Case] = [*PARAMS_CASES, *EDGE_CASES, *LOG_CASES, *EVENT_CASES, *ARTIFACT_CASES]

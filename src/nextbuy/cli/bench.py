@@ -20,7 +20,7 @@ from typing import Any
 
 import typer
 
-from nextbuy.cli.common import app, console, setup_logging
+from nextbuy.cli.common import ParamsOption, app, console, input_error, setup_logging
 
 ENTRY_POINT_GROUP = "nextbuy.bench"
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: each prints a table and writes JSON (--out).")
@@ -72,7 +72,9 @@ def dag(out: Path = _out("dag")) -> None:
 
 def faults(
     out: Path = _out("faults"),
-    only: str | None = typer.Option(None, help="run only the cases whose name contains this ('a|b': either)"),
+    only: str | None = typer.Option(
+        None, help="run only the cases whose name contains this (alternatives separated by |)"
+    ),
 ) -> None:
     """Fault matrix, tiny store: bad params/files/outputs, kill -9, SIGTERM, full disk, stopped UIs."""
     _run("faults", out, only=only)
@@ -89,6 +91,21 @@ def scale(
     _run("scale", out, sizes=sizes, preset=None if preset is None else str(preset))
 
 
+def events(
+    out: Path = _out("events"),
+    sizes: str = typer.Option(
+        "1000000:5000000,3000000:15000000,10000000:50000000",
+        help="orders:impressions per size, comma-separated (each size in a process of its own)",
+    ),
+    params: str = ParamsOption,
+) -> None:
+    """Graph + labels from raw logs: build time, peak RSS per orders:impressions size (to 10M:50M)."""
+    try:
+        _run("events", out, sizes=sizes, params=params)
+    except ValueError as err:  # sizes that are not orders:impressions pairs
+        raise input_error(f"[bold red]bench events[/]: {err}") from None
+
+
 # name -> one-line help, in the order `nextbuy bench --help` and the CLI reference list them.
 PRODUCT_BENCHES: dict[str, Callable[..., None]] = {
     "serve": serve,
@@ -96,6 +113,7 @@ PRODUCT_BENCHES: dict[str, Callable[..., None]] = {
     "dag": dag,
     "faults": faults,
     "scale": scale,
+    "events": events,
 }
 BENCHES = {name: (command.__doc__ or "").strip() for name, command in PRODUCT_BENCHES.items()}
 for _name, _command in PRODUCT_BENCHES.items():

@@ -231,3 +231,48 @@ def airflow_restore_params() -> None:
     from nextbuy.orchestration.workspace import workspace_dir
 
     console.print(restore_any(workspace_dir(_airflow_project())), highlight=False)
+
+
+@app.command("simulate-logs")
+def simulate_logs(
+    out: Path = typer.Argument(Path("inputs/store"), help="folder to write (replaced as a whole)"),
+    params: str = ParamsOption,
+    days_after: float | None = typer.Option(
+        None,
+        min=0.0,
+        help="days the logs go on past the snapshot (default: traffic.days): what traffic monitors",
+    ),
+    form: str = typer.Option("parquet", "--format", help="parquet | csv | partitioned (month=YYYY-MM parts)"),
+) -> None:
+    """Write the simulated store (ingest.simulator, ingest.seed) as a store's raw logs: orders,
+    impressions, interactions and catalogue, from its first day to days-after past the snapshot
+    (ingest.snapshot, or the simulator's), then print the params that read them."""
+    import pandas as pd
+
+    from nextbuy.config import load_section
+    from nextbuy.data.simulate import simulate_world
+    from nextbuy.data.store_logs import LOG_FORMATS, simulated_logs, write_logs
+
+    setup_logging()
+    if form not in LOG_FORMATS:
+        raise input_error(f"[bold red]--format {escape(form)}[/]: one of {', '.join(LOG_FORMATS)}")
+    try:
+        ingest_cfg = load_section("ingest", params)
+        days = load_section("traffic", params).days if days_after is None else days_after
+    except (OSError, ValidationError) as err:
+        raise input_error(f"[bold red]{escape(params)}[/]: {escape(str(err))}") from None
+    snapshot = (
+        simulate_world(ingest_cfg.simulator, ingest_cfg.seed).snapshot
+        if ingest_cfg.snapshot is None
+        else pd.Timestamp(ingest_cfg.snapshot)
+    )
+    logs = simulated_logs(ingest_cfg.simulator, ingest_cfg.seed, snapshot + pd.Timedelta(days=days))
+    written = write_logs(logs, out, form)
+    sizes = ", ".join(f"{len(frame)} {name}" for name, frame in logs.frames().items())
+    console.print(f"[green]wrote {escape(str(out))}[/]: {sizes}", highlight=False)
+    catalogue = written.pop("catalogue")
+    paths = "".join(f"\n    {name}_path: {path}" for name, path in written.items())
+    print(
+        f"ingest:\n  source: events\n  snapshot: '{snapshot:%Y-%m-%dT%H:%M:%S}'\n"
+        f"  catalogue_path: {catalogue}\n  events:{paths}"
+    )

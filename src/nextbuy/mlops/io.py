@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -181,10 +182,12 @@ def write_tables(tables: Sequence[tuple[pd.DataFrame, str | os.PathLike, pa.Data
 
 
 def empty_table(schema: pa.DataFrameSchema) -> pd.DataFrame:
-    """Zero rows with the schema's (non-regex) columns and dtypes."""
+    """Zero rows with the schema's columns and dtypes; a pattern column (``src_\\d+``) as one
+    example column (``src_0``), so the empty table still matches its schema."""
     columns = {}
-    for name, col in schema.columns.items():
-        if col.regex:
+    for pattern, col in schema.columns.items():
+        name = str(pattern).replace(r"\d+", "0") if col.regex else pattern
+        if col.regex and not re.fullmatch(str(pattern), name):
             continue
         dtype = np.dtype(object) if col.dtype is None else col.dtype.type
         if isinstance(dtype, np.dtype) and dtype.kind in "US":

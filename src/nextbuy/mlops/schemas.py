@@ -78,6 +78,47 @@ IMPRESSIONS = pa.DataFrameSchema(
     strict=True,
 )
 
+
+# A store's raw logs (``ingest.source: events``), as read: the columns each must have and may
+# not leave empty. Ids are the store's own (any type); times are parsed after this check.
+def _given(required: bool = True, checks: list[pa.Check] | None = None) -> pa.Column:
+    return pa.Column(None, checks=checks, nullable=False, required=required)
+
+
+RAW_ORDERS = pa.DataFrameSchema(
+    {"customer": _given(), "product": _given(), "ordered_at": _given(), "quantity": _given(False)},
+    name="orders",
+)
+RAW_IMPRESSIONS = pa.DataFrameSchema(
+    {
+        "impression_id": _given(False),
+        "customer": _given(),
+        "source_product": _given(),
+        "shown_product": _given(),
+        "shown_at": _given(),
+    },
+    name="impressions",
+)
+# kind is compared trimmed and lower-cased (" Click" is a click).
+RAW_INTERACTIONS = pa.DataFrameSchema(
+    {
+        "customer": _given(),
+        "product": _given(),
+        "kind": _given(checks=[pa.Check.isin(["click", "cart"])]),
+        "at": _given(),
+    },
+    name="interactions",
+)
+RAW_CATALOGUE = pa.DataFrameSchema(
+    {
+        "product": pa.Column(None, nullable=False, unique=True),
+        "category": pa.Column(None, nullable=True, required=False),
+        "price": pa.Column(None, nullable=True, required=False),
+        "launched_at": pa.Column(None, nullable=True, required=False),
+    },
+    name="catalogue",
+)
+
 # Ground truth of the simulator: only evaluation code may read these.
 TRUTH_IMPRESSIONS = pa.DataFrameSchema(
     {
