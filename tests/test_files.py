@@ -87,3 +87,12 @@ def test_an_sqlite_disk_error_names_the_database_and_other_errors_are_not_storag
     )
     assert files.storage_failure(ValueError("bad column"), db) is None
     assert files.storage_failure(OSError(errno.ENOENT, "No such file", "x"), db) is None
+
+
+def test_a_directory_output_written_whole_is_readable_by_others(tmp_path):
+    from nextbuy.mlops.io import atomic_dir
+
+    with atomic_dir(tmp_path / "models") as staging:
+        (staging / "model.pt").write_bytes(b"weights")
+    assert (tmp_path / "models").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "models" / "model.pt").read_bytes() == b"weights"

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 NEW_FILE_MODE = 0o644
+NEW_DIR_MODE = 0o755
 # Write errors that say the storage, not the data, is the problem.
 STORAGE_ERRNOS = {
     errno.EFBIG: "file too large (EFBIG)",
@@ -67,6 +68,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def staging_dir(target: Path) -> Path:
+    """An empty directory beside ``target`` to build its replacement in, with the mode a new
+    directory gets (``mkdtemp`` makes it 0700, which the renamed output would keep)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(NEW_DIR_MODE)
+    return staging
 
 
 def create_exclusive(path: str | os.PathLike, text: str) -> bool:

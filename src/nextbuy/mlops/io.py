@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pandas as pd
 import pandera.pandas as pa
 import scipy.sparse as sp
 
-from nextbuy.files import atomic_path  # io.atomic_path stays part of this module's API
+from nextbuy.files import atomic_path, staging_dir  # io.atomic_path stays part of this module's API
 
 MAX_ROWS_SHOWN = 5
 
@@ -152,7 +151,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` as a whole on success."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = staging_dir(target)
     try:
         yield tmp
         old = target.with_name(f".{target.name}.old")
