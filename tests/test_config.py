@@ -27,6 +27,7 @@ def test_dvc_stages_declare_exactly_their_section():
                 "ingest.simulator",
                 "ingest.seed",
                 "ingest.snapshot",
+                "ingest.max_event_gap_days",
                 "ingest.source",
                 "ingest.impressions_path",
                 "ingest.events",

@@ -94,6 +94,9 @@ class IngestConfig(_Section):
     # days); a real log is censored here. None: the simulator's start_date +
     # history_days, or the last event of a real log.
     snapshot: str | None
+    # A real log's events cut off from the rest of it by a longer gap are refused (a mistyped
+    # year would otherwise move a snapshot taken from the log's last event).
+    max_event_gap_days: float = Field(gt=0)
     simulator: SimulatorConfig
     events: EventsConfig
     split: SplitConfig

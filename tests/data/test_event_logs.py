@@ -53,8 +53,8 @@ def store(tmp_path, **changes: pd.DataFrame) -> dict[str, str | None]:
     }
 
 
-def read(paths, snapshot=None):
-    return read_event_logs(**paths, snapshot=snapshot)
+def read(paths, snapshot=None, max_gap_days=365.0):
+    return read_event_logs(**paths, snapshot=snapshot, max_gap_days=max_gap_days)
 
 
 def test_logs_are_coded_with_products_in_key_order_and_customers_across_logs(tmp_path):
@@ -166,3 +166,19 @@ def test_parquet_and_csv_logs_read_the_same(tmp_path):
     parquet = read(paths)
     pd.testing.assert_frame_equal(csv.orders, parquet.orders)
     pd.testing.assert_frame_equal(csv.impressions, parquet.impressions)
+
+
+def test_an_order_years_away_from_the_rest_of_the_log_is_refused_with_its_row(tmp_path):
+    orders = pd.DataFrame(
+        {
+            "customer": ["ann", "ann", "bob"],
+            "product": ["sku-1", "sku-2", "sku-1"],
+            "ordered_at": ["2026-02-01 09:00", "2026-02-03 09:00", "1970-01-01 00:00"],
+        }
+    )
+    paths = store(tmp_path, orders=orders)
+    with pytest.raises(DataError, match=r"1 row\(s\) lie more than 365 days from the rest") as err:
+        read(paths)
+    assert err.value.column == "ordered_at"
+    assert "1970-01-01" in str(err.value)
+    assert len(read(paths, max_gap_days=365 * 60).orders) == 3  # a wider gap allowed: read

@@ -101,6 +101,13 @@ EVENT_CASES = [
         True,
     ),
     _case(
+        "order in 1970",
+        "orders",
+        _at_row("ordered_at", 2, pd.Timestamp("1970-01-01")),
+        ("'ordered_at'", "days from the rest"),
+        True,
+    ),
+    _case(
         "quantity as text",
         "orders",
         _at_row("quantity", 6, "a few"),

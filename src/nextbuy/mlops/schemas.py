@@ -9,6 +9,7 @@ are functions here too, so the error names the file, column and rows.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -236,6 +237,26 @@ def check_event_order(df: pd.DataFrame) -> dict[str, pd.Index]:
         if len(rows):
             bad[col] = rows
     return bad
+
+
+def check_isolated_times(
+    df: pd.DataFrame, columns: Sequence[str], max_gap_days: float
+) -> dict[str, pd.Index]:
+    """Rows with a time in ``columns`` cut off from the rest of the log by more than
+    ``max_gap_days`` with no event between (a mistyped year, a 1970 from an empty field read as
+    0), per column. The log's body is the run of times with no such gap that holds the most
+    events; the times outside it are the offenders."""
+    values = pd.concat([df[c].dropna() for c in columns if c in df], ignore_index=True)
+    if values.empty:
+        return {}
+    times = np.sort(values.unique())
+    runs = np.r_[0, np.cumsum(np.diff(times) > np.timedelta64(int(max_gap_days * 86400), "s"))]
+    if runs[-1] == 0:
+        return {}
+    body = np.bincount(runs[np.searchsorted(times, values.to_numpy())]).argmax()
+    low, high = times[runs == body][[0, -1]]
+    bad = {c: df.index[((df[c] < low) | (df[c] > high)).to_numpy()] for c in columns if c in df}
+    return {c: rows for c, rows in bad.items() if len(rows)}
 
 
 def check_funnel_order(df: pd.DataFrame) -> dict[str, pd.Index]:

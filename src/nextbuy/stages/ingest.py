@@ -134,7 +134,10 @@ def ingest_events(cfg: IngestConfig) -> Ingested:
     assert ev.orders_path is not None  # IngestConfig requires it
     assert ev.impressions_path is not None
     at = None if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
-    logs = read_event_logs(ev.orders_path, ev.impressions_path, ev.interactions_path, cfg.catalogue_path, at)
+    gap = cfg.max_event_gap_days
+    logs = read_event_logs(
+        ev.orders_path, ev.impressions_path, ev.interactions_path, cfg.catalogue_path, at, gap
+    )
     snapshot = logs.last_event if at is None else at
     built = events.build_from_logs(
         logs.orders, logs.impressions, logs.interactions, len(logs.products), ev, snapshot
@@ -168,6 +171,12 @@ def ingest_logged(cfg: IngestConfig, graph: sources_keys.GraphSource, cleaning: 
     log_frame = sources.read_impressions_log(cfg.impressions_path, graph.products)
     events = ["shown_at", "clicked_at", "carted_at", "converted_at"]
     refuse_future_events(log_frame, events, str(cfg.impressions_path), pd.Timestamp.now("UTC"))
+    io.rows_error(
+        cfg.impressions_path,
+        log_frame,
+        schemas.check_isolated_times(log_frame, events, cfg.max_event_gap_days),
+        f"lie more than {cfg.max_event_gap_days:g} days from the rest of the log (ingest.max_event_gap_days)",
+    )
     if cfg.snapshot is None:
         snapshot = pd.Timestamp(log_frame[events].max().max())
     else:  # what the store knew at the snapshot: later impressions and events do not exist yet

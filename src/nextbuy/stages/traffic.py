@@ -89,7 +89,12 @@ def logged_after_snapshot(ingest_cfg: IngestConfig) -> tuple[pd.DataFrame, pd.Ti
     assert ev.orders_path is not None  # IngestConfig requires it with ingest.source: events
     assert ev.impressions_path is not None
     logs = read_event_logs(
-        ev.orders_path, ev.impressions_path, ev.interactions_path, ingest_cfg.catalogue_path, None
+        ev.orders_path,
+        ev.impressions_path,
+        ev.interactions_path,
+        ingest_cfg.catalogue_path,
+        None,
+        ingest_cfg.max_event_gap_days,
     )
     to_ingested = pd.Index(products["product_key"]).get_indexer(logs.products["product_key"])
     imp = logs.impressions.assign(source_id=to_ingested[logs.impressions["source_id"]])

@@ -109,14 +109,27 @@ def read_event_logs(
     interactions_path: str | None,
     catalogue_path: str | None,
     snapshot: pd.Timestamp | None,
+    max_gap_days: float,
 ) -> EventLogs:
     """The four logs read, checked, cleaned and coded (product ids of the returned products,
-    customers numbered across the logs). ``snapshot`` None: the last event of any log."""
+    customers numbered across the logs). ``snapshot`` None: the last event of any log; a log's
+    times cut off from the rest of it by more than ``max_gap_days`` are refused."""
     cleaning: dict[str, int] = {}
     now = pd.Timestamp.now("UTC")
     orders = _orders(orders_path, cleaning, now)
     impressions = _impressions(impressions_path, cleaning, now)
     interactions = _interactions(interactions_path, cleaning, now)
+    for path, frame, column in (
+        (orders_path, orders, "ordered_at"),
+        (impressions_path, impressions, "shown_at"),
+        (interactions_path, interactions, "at"),
+    ):
+        io.rows_error(
+            str(path),
+            frame,
+            schemas.check_isolated_times(frame, [column], max_gap_days),
+            f"lie more than {max_gap_days:g} days from the rest of the log (ingest.max_event_gap_days)",
+        )
     catalogue = read_catalogue(catalogue_path, cleaning)
     last = max(t.max() for t in (orders["ordered_at"], impressions["shown_at"], interactions["at"]) if len(t))
     at = pd.Timestamp(last if snapshot is None else snapshot)
