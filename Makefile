@@ -75,7 +75,7 @@ summary: $(STAMP)
 test: $(STAMP)
 	pytest -q -n auto --dist loadfile
 
-# The docker compose stack for real (needs a Docker engine with the compose plugin): build,
+# The docker compose stack for real (needs a prepared host: docker/prepare-host.sh): build,
 # up, train on Celery, champion in MLflow, monitoring in Evidently, 2 workers, down -v.
 # docker/stack_check.py says what each step checks; without a registry first run
 # `bash docker/base-images/build.sh` (Debian-built base images).
@@ -94,8 +94,10 @@ format: $(STAMP)
 
 # MLflow UI on 127.0.0.1:5000, one process (no job runners, gateway or telemetry): prints the
 # classic ML view of the nextbuy experiment; Ctrl-C stops its whole process group.
+# Stopping it (Ctrl-C, SIGTERM to make's process group, even SIGKILL) stops its server too.
+MLFLOW_UI_PORT ?= 5000
 mlflow-ui: $(STAMP)
-	nextbuy mlflow-ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
+	nextbuy mlflow-ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port $(MLFLOW_UI_PORT)
 
 # REST scoring of the champion on 127.0.0.1:5001 (POST /invocations): MLflow's scoring server,
 # files checked against the recorded SHA-256 first, bodies over NEXTBUY_MAX_BODY_BYTES (10 MB) refused.
@@ -118,8 +120,9 @@ plots: $(STAMP)
 
 # The documentation site (mkdocs.yml, docs/): served on 127.0.0.1:8001, rebuilt on every edit.
 # Reference pages: `nextbuy docs-reference`; benchmark results: `nextbuy bench report`.
+DOCS_PORT ?= 8001
 docs: $(STAMP)
-	mkdocs serve -a 127.0.0.1:8001
+	mkdocs serve -a 127.0.0.1:$(DOCS_PORT)
 
 # What CI runs: a broken link or a missing page fails the build (site/ is git-ignored).
 docs-build: $(STAMP)

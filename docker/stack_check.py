@@ -14,13 +14,17 @@ free 127.0.0.1 ports and freshly generated secrets (never written into the repos
     `nextbuy_batch` (4 mapped shards) and check its tasks ran on both workers;
  7. `down -v` (always, also after a failure; KEEP_STACK=1 keeps it for a look).
 
-Each step prints its time; any failure exits non-zero. A JSON summary (times, image size) goes
-to STACK_CHECK_OUT (default metrics/stack-check.json, beside the pipeline's outputs and
-ignored by git like them).
+Each step prints its time; any failure exits non-zero. A JSON summary (step times, each
+training task's time, image size) goes to ``--out FILE`` (else STACK_CHECK_OUT, else
+metrics/stack-check.json, beside the pipeline's outputs and ignored by git like them). Recorded
+as a result file with its provenance (command, commit, date, machine, wall time):
+
+    nextbuy bench record stack_check -- python docker/stack_check.py --out metrics/stack-check.json
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -237,6 +241,12 @@ def run_dag(api: AirflowApi, dag_id: str, conf: dict | None = None) -> tuple[str
     return run_id, tis
 
 
+def task_seconds(tis: list[dict]) -> dict[str, float]:
+    """Each task's run time as Airflow recorded it (unmapped tasks; the last try)."""
+    return {ti["task_id"]: round(float(ti["duration"]), 1)
+            for ti in tis if ti.get("map_index", -1) < 0 and ti.get("duration") is not None}  # fmt: skip
+
+
 def check(stack: Stack, steps: Steps, summary: dict) -> None:
     with steps.step("build"):
         stack.compose("build", "airflow-init")  # one image serves every Python service
@@ -248,7 +258,8 @@ def check(stack: Stack, steps: Steps, summary: dict) -> None:
         stack.compose("up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT_S))
     api = AirflowApi(stack.url("AIRFLOW_PORT"), "admin", stack.values["AIRFLOW_ADMIN_PASSWORD"])
     with steps.step(f"{TRAINING_DAG_ID} on Celery"):
-        run_dag(api, TRAINING_DAG_ID)
+        _, tis = run_dag(api, TRAINING_DAG_ID)
+        summary["training_tasks_s"] = task_seconds(tis)
     with steps.step("champion and artifacts in the MLflow server"):
         summary["champion_version"] = check_champion(stack)["version"]
     with steps.step(f"{MONITORING_DAG_ID} and Evidently snapshots"):
@@ -268,6 +279,18 @@ def check(stack: Stack, steps: Steps, summary: dict) -> None:
         summary["shard_hosts"] = sorted(hosts)
 
 
+def require_engine() -> None:
+    """A Docker engine that answers, with the compose v2 and buildx plugins: else say how to get one."""
+    for cmd in (["docker", "info"], ["docker", "compose", "version"], ["docker", "buildx", "version"]):
+        try:
+            ok = subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if not ok:
+            shown = " ".join(cmd)
+            raise CheckFailed(f"`{shown}` fails: prepare the host first (sudo bash docker/prepare-host.sh)")
+
+
 def owner() -> tuple[int, int]:
     """The uid/gid the image's user gets: the caller's, or 1000 when that is root (the image
     cannot make a second uid 0)."""
@@ -275,14 +298,19 @@ def owner() -> tuple[int, int]:
     return (1000, 1000) if uid == 0 else (uid, gid)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The team stack of docker/compose.yaml, run and checked.")
+    default = Path(os.environ.get("STACK_CHECK_OUT", "metrics/stack-check.json"))
+    parser.add_argument("--out", type=Path, default=default,
+                        help="the JSON summary (step times, training task times, image size)")  # fmt: skip
+    out = parser.parse_args(argv).out
     steps, summary = Steps(), {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out = Path(os.environ.get("STACK_CHECK_OUT", "metrics/stack-check.json"))
     work = Path(tempfile.mkdtemp(prefix="nextbuy-stack-check-"))
     name = f"nextbuy-check-{os.getpid()}"
     stack, failed = None, None
     try:
         with steps.step("prepare (clone of HEAD, secrets, ports, torch wheel)"):
+            require_engine()
             checkout = work / "checkout"
             run(["git", "clone", "-q", str(ROOT), str(checkout)])
             uid, gid = owner()

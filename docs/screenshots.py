@@ -13,7 +13,8 @@ then
     .venv/bin/python docs/screenshots.py
 
 writes docs/images/{airflow-grid,mlflow-model-version,evidently-dashboard,dvc-plots}.png, which
-README.md and the tutorials show. Each shot runs Chromium with a fresh profile, no network
+README.md and the tutorials show, and mlflow-model-card.png (the model catalogue page: take it
+alone with --only mlflow-model-card --size 1400,2600). Each shot runs Chromium with a fresh profile, no network
 services of its own (no sync, updates or background fetches) and a fixed window size. A UI
 that does not answer is skipped with a message; the script exits 1 if any shot is missing.
 Standard library only.
@@ -58,6 +59,8 @@ def shots(args: argparse.Namespace) -> dict[str, str]:
     return {
         "airflow-grid": airflow,
         "mlflow-model-version": f"http://127.0.0.1:{args.mlflow_port}/#/models/{args.model}/versions/{args.version}",
+        # the same page, taken tall (--size 1400,2600) to show the version's model card
+        "mlflow-model-card": f"http://127.0.0.1:{args.mlflow_port}/#/models/{args.model}/versions/{args.version}",
         "evidently-dashboard": f"http://127.0.0.1:{args.evidently_port}/{evidently_project(args.workspace)}",
         "dvc-plots": (ROOT / "dvc_plots" / "index.html").as_uri(),
     }

@@ -31,6 +31,7 @@ OTHER_COMMANDS = [
     "preset",
     "restore-outputs",
     "summary",
+    "simulate-logs",
     "alerts",
     "rollback",
     "promote",
@@ -41,6 +42,7 @@ OTHER_COMMANDS = [
     "serve",
     "docs-reference",
     "airflow",
+    "models",
     "bench",
 ]
 
@@ -74,6 +76,7 @@ def test_help_lists_every_stage_then_the_other_commands():
                 "dag",
                 "faults",
                 "scale",
+                "events",
                 "delay",
                 "linkpred",
                 "model",
@@ -83,6 +86,7 @@ def test_help_lists_every_stage_then_the_other_commands():
             ],
         ),
         ("airflow", ["standalone", "restore-params"]),
+        ("models", ["list", "show", "find", "diff", "mature"]),
     ],
 )
 def test_command_groups_list_their_subcommands(group, commands):
@@ -163,6 +167,20 @@ def test_a_monitor_run_that_watched_nothing_exits_zero_saying_why(tmp_path):
     assert "nothing monitored" in result.output
     assert "nextbuy-large-1m" in result.output
     assert "no alerts" in result.output
+
+
+def test_a_champion_whose_matured_metrics_broke_a_floor_is_an_alert_another_version_a_warning(tmp_path):
+    path = tmp_path / "alerts.json"
+    flagged = [{"version": "3", "alias": "challenger", "below_floor": ["7d: auc 0.480 < 0.500"]}]
+    path.write_text(json.dumps({"now": "2026-03-01", "alerts": [], "matured": flagged}))
+    warned = invoke("alerts", "--path", str(path))
+    assert warned.exit_code == 0, warned.output
+    assert "v3 (challenger) matured below the gate's floors: 7d: auc 0.480 < 0.500" in warned.output
+    champion = [{**flagged[0], "version": "2", "alias": "champion"}]
+    path.write_text(json.dumps({"now": "2026-03-01", "alerts": [], "matured": champion}))
+    alert = invoke("alerts", "--path", str(path))
+    assert alert.exit_code == ALERT_EXIT_CODE, alert.output
+    assert "ALERT v2 (champion) matured below" in alert.output
 
 
 @pytest.mark.parametrize(
@@ -297,3 +315,34 @@ def test_deploy_refuses_to_reseed_a_lost_registry_unless_first_release(store, tm
     assert seeded.exit_code == 2, seeded.output
     assert "bad input" in seeded.output, seeded.output
     assert "weighted" in seeded.output, seeded.output
+
+
+def test_models_list_show_find_and_diff_read_the_registry(store):
+    from nextbuy.domain.model_card import Card, Snapshot
+    from nextbuy.mlops import model_cards, registry
+
+    store.create_registered_model("m")
+    for version, snapshot in (("1", "2026-02-10 00:00:00"), ("2", "2026-02-17 00:00:00")):
+        store.create_model_version("m", "file:///m", tags={"passed": "true", "complete": "true"})
+        model_cards.write(store, Card(model_name="m", version=version, snapshot=Snapshot(snapshot=snapshot)))
+    registry.release(store, "m", "2", True)
+    listed = invoke("models", "list", "--model-name", "m")
+    assert listed.exit_code == 0, listed.output
+    assert re.search(r"2\s+│ champion\s+│ 2026-02-17", listed.output), listed.output
+    shown = invoke("models", "show", "2", "--model-name", "m")
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("---\nlibrary_name: nextbuy"), shown.output
+    assert "# m v2" in shown.output
+    found = invoke("models", "find", "--snapshot", "2026-02-10", "--model-name", "m")
+    assert found.exit_code == 0, found.output
+    assert re.search(r"│ 1\s+│", found.output), found.output
+    assert not re.search(r"│ 2\s+│", found.output), found.output
+    diff = invoke("models", "diff", "1", "2", "--model-name", "m")
+    assert diff.exit_code == 0, diff.output
+    assert "2026-02-10 00:00:00" in diff.output
+    assert "2026-02-17 00:00:00" in diff.output
+    assert invoke("models", "find", "--model-name", "m").exit_code == 2  # no condition
+    bad = invoke("models", "find", "--metric", "auc is high", "--model-name", "m")
+    assert bad.exit_code == 2, bad.output
+    assert "METRIC OP VALUE" in bad.output
+    assert invoke("models", "show", "9", "--model-name", "m").exit_code == 1  # no such version

@@ -18,12 +18,22 @@ def test_repo_params_are_valid_for_every_stage():
 def test_dvc_stages_declare_exactly_their_section():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for name, stage in dvc["stages"].items():
-        # traffic simulates more of the ingested store, so it also reads the simulator's settings.
-        # monitor watches the model that deploy registers. engine: which engine runs the stage.
+        # traffic simulates more of the ingested store, so it also reads the simulator's settings,
+        # or reads the part after the snapshot of the real log ingest read.
+        # monitor watches the model that deploy registers, and holds the versions' matured
+        # metrics (model cards) to the gate's floors. engine: which engine runs the stage's data.
         extra = {
-            "traffic": ["ingest.simulator", "ingest.seed", "ingest.snapshot"],
+            "traffic": [
+                "ingest.simulator",
+                "ingest.seed",
+                "ingest.snapshot",
+                "ingest.max_event_gap_days",
+                "ingest.source",
+                "ingest.impressions_path",
+                "ingest.events",
+            ],
             "label_delay": ["engine"],
-            "monitor": ["deploy.model_name", "engine"],
+            "monitor": ["deploy.model_name", "deploy.min_auc", "deploy.min_recall", "engine"],
         }.get(name, [])
         assert stage["params"] == [name, *extra]
 
@@ -44,6 +54,26 @@ def test_real_source_needs_a_path(tmp_path):
     full = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.write_text(yaml.safe_dump({"ingest": {**full["ingest"], "source": "npz"}}))
     with pytest.raises(ValidationError, match="graph_path"):
+        load_section("ingest", params)
+
+
+def test_raw_logs_need_orders_and_impressions_and_no_ready_made_graph(tmp_path):
+    params = tmp_path / "params.yaml"
+    full = yaml.safe_load((ROOT / "params.yaml").read_text())
+    events = {**full["ingest"]["events"], "orders_path": "inputs/orders.parquet"}
+    params.write_text(yaml.safe_dump({"ingest": {**full["ingest"], "source": "events", "events": events}}))
+    with pytest.raises(ValidationError, match=r"needs ingest\.events\.impressions_path"):
+        load_section("ingest", params)
+    events["impressions_path"] = "inputs/impressions.parquet"
+    ingest = {**full["ingest"], "source": "events", "events": events, "graph_path": "inputs/edges.csv"}
+    params.write_text(yaml.safe_dump({"ingest": ingest}))
+    with pytest.raises(ValidationError, match=r"leave ingest\.graph_path and ingest\.impressions_path null"):
+        load_section("ingest", params)
+    params.write_text(yaml.safe_dump({"ingest": {**ingest, "graph_path": None}}))
+    assert load_section("ingest", params).events.attribution_days > 0
+    simulated = {**full["ingest"], "catalogue_path": "inputs/catalogue.csv"}
+    params.write_text(yaml.safe_dump({"ingest": simulated}))
+    with pytest.raises(ValidationError, match="the simulated store has its own catalogue"):
         load_section("ingest", params)
 
 

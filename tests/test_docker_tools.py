@@ -182,3 +182,45 @@ def test_docker_times_with_nanoseconds_parse_to_the_microsecond():
     started = stack_check._docker_time("2026-11-23T01:38:30.670135123Z")
     finished = stack_check._docker_time("2026-11-23T01:38:35Z")
     assert (finished - started).total_seconds() == pytest.approx(4.329865)
+
+
+def test_the_training_tasks_times_are_airflows_own_per_task():
+    tis = [
+        {"task_id": "set_params", "map_index": -1, "duration": 1.04},
+        {"task_id": "train", "map_index": -1, "duration": 2160.049},
+        {"task_id": "batch_shard", "map_index": 0, "duration": 5.0},  # mapped: not a stage task
+        {"task_id": "monitor", "map_index": -1, "duration": None},  # did not run
+    ]
+    assert stack_check.task_seconds(tis) == {"set_params": 1.0, "train": 2160.0}
+
+
+def _shell_lines(markdown: str) -> list[str]:
+    """The lines of a page's ```bash blocks, in page order."""
+    return [line for block in re.findall(r"```bash\n(.*?)```", markdown, re.S) for line in block.splitlines()]
+
+
+def test_a_bare_host_meets_the_host_preparation_before_any_command_that_needs_it():
+    lines = _shell_lines((ROOT / "docs" / "how-to" / "team-stack.md").read_text())
+    first = next(i for i, line in enumerate(lines) if "docker/prepare-host.sh" in line)
+    needs_it = ("docker ", "base-images/build.sh", "make stack-check")
+    assert not [line for line in lines[:first] if any(word in line for word in needs_it)]
+    assert any("base-images/build.sh" in line for line in lines[first:])
+    readme = (ROOT / "README.md").read_text()
+    assert "docker/prepare-host.sh" in readme
+
+
+def test_host_preparation_refuses_an_unknown_argument_and_parses():
+    script = DOCKER / "prepare-host.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    refused = subprocess.run(["bash", str(script), "--yes"], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "unknown argument --yes" in refused.stderr
+
+
+def test_the_stack_check_says_how_to_prepare_a_host_without_compose(tmp_path, monkeypatch):
+    fake = tmp_path / "docker"  # an engine that answers, without the compose plugin
+    fake.write_text('#!/bin/sh\n[ "$1" = info ] && exit 0\necho "unknown command: docker $1" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(stack_check.CheckFailed, match=r"docker compose version.*prepare-host\.sh"):
+        stack_check.require_engine()

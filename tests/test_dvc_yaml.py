@@ -151,8 +151,7 @@ def test_a_missing_knob_is_an_error_naming_it(tmp_path):
 
 
 def test_params_sections_are_the_dvc_stages():
-    # engine: what runs the data-heavy parts of several stages, no stage of its own
-    assert [s for s in SECTIONS if s != "engine"] == list(STAGES)
+    assert list(SECTIONS) == list(STAGES)
 
 
 def test_every_output_is_cached_so_a_failed_stage_can_restore_it():

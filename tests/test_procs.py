@@ -67,3 +67,28 @@ def test_importing_the_package_turns_telemetry_off_in_every_entry_point():
     env["DO_NOT_TRACK"] = "0"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert __import__("json").loads(out.stdout)["DO_NOT_TRACK"] == "0"
+
+
+def test_the_first_stop_signal_raises_and_later_ones_leave_the_clean_up_alone():
+    """make forwards the SIGTERM its group just got: the second must not cut the clean-up short."""
+    import os
+    import signal
+
+    cleaned, before = [], signal.getsignal(signal.SIGTERM)
+
+    def stopped_twice_while_cleaning() -> None:
+        with procs.stop_signals_raise():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                cleaned.append(True)
+
+    with pytest.raises(procs.Stopped) as stopped:
+        stopped_twice_while_cleaning()
+    assert stopped.value.signum == signal.SIGTERM
+    assert cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) == before

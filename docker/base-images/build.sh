@@ -35,8 +35,8 @@ mirror_of_host() {
 }
 mirror="${DEBIAN_MIRROR:-$(mirror_of_host)}"
 [[ -n "$mirror" ]] || { echo "build.sh: no apt mirror found; set DEBIAN_MIRROR" >&2; exit 1; }
-command -v debootstrap >/dev/null || { echo "build.sh: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
-docker info >/dev/null 2>&1 || { echo "build.sh: no Docker engine answers (start dockerd)" >&2; exit 1; }
+command -v debootstrap >/dev/null || { echo "build.sh: debootstrap is not installed (sudo bash docker/prepare-host.sh installs it)" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "build.sh: no Docker engine answers (sudo bash docker/prepare-host.sh starts one)" >&2; exit 1; }
 
 step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 started=$SECONDS

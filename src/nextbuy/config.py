@@ -1,4 +1,5 @@
-"""Typed view of params.yaml: one pydantic model per stage section.
+"""Typed view of params.yaml: one pydantic model per stage section, and one for the
+``serving`` section that ``nextbuy serve`` reads (no stage does).
 
 Types and bounds only: every value lives in params.yaml (no defaults here), so
 ``dvc params diff`` shows every change a run would see. Each stage reads its own
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 
 from nextbuy.config_base import _Section
 from nextbuy.config_engine import EngineConfig, SparkConfig
-from nextbuy.config_ingest import IngestConfig, SimulatorConfig, SplitConfig
+from nextbuy.config_ingest import EventsConfig, IngestConfig, SimulatorConfig, SplitConfig
 from nextbuy.config_stages import (
     CalibrateConfig,
     DeployConfig,
@@ -29,22 +30,28 @@ from nextbuy.config_stages import (
     LabelDelayConfig,
     MonitorConfig,
     RetrievalConfig,
+    ServingConfig,
     ThresholdsConfig,
     TrafficConfig,
     TrainConfig,
 )
 
 __all__ = [
+    "ALL_SECTIONS",
     "PARAMS_FILE",
     "SECTIONS",
+    "SERVICE_SECTIONS",
+    "SHARED_SECTIONS",
     "CalibrateConfig",
     "DeployConfig",
     "DriftConfig",
     "EngineConfig",
+    "EventsConfig",
     "IngestConfig",
     "LabelDelayConfig",
     "MonitorConfig",
     "RetrievalConfig",
+    "ServingConfig",
     "SimulatorConfig",
     "SparkConfig",
     "SplitConfig",
@@ -72,8 +79,12 @@ SECTIONS: dict[str, type[_Section]] = {
     "deploy": DeployConfig,
     "traffic": TrafficConfig,
     "monitor": MonitorConfig,
-    "engine": EngineConfig,
 }
+# Sections no DVC stage reads: the settings of a service run next to the pipeline.
+# Sections several stages read beside their own, no stage of their own: what runs their data-heavy parts.
+SHARED_SECTIONS: dict[str, type[_Section]] = {"engine": EngineConfig}
+SERVICE_SECTIONS: dict[str, type[_Section]] = {"serving": ServingConfig}
+ALL_SECTIONS: dict[str, type[_Section]] = {**SECTIONS, **SHARED_SECTIONS, **SERVICE_SECTIONS}
 
 S = TypeVar("S", bound=_Section)
 
@@ -89,7 +100,7 @@ def read_params(params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
 def model_of(dotted: str) -> type[_Section]:
     """The pydantic model of a section or sub-section: ``train``, ``ingest.simulator``."""
     name, *rest = dotted.split(".")
-    model: Any = SECTIONS[name]
+    model: Any = ALL_SECTIONS[name]
     for key in rest:
         model = model.model_fields[key].annotation
     return model
@@ -135,6 +146,12 @@ def section_config(
 def section_config(
     params: Mapping[str, Any], dotted: Literal["monitor"], **changes: Any
 ) -> MonitorConfig: ...
+
+
+@overload
+def section_config(
+    params: Mapping[str, Any], dotted: Literal["serving"], **changes: Any
+) -> ServingConfig: ...
 
 
 @overload
@@ -202,6 +219,10 @@ def load_section(name: Literal["monitor"], params_file: str | os.PathLike = ...)
 
 
 @overload
+def load_section(name: Literal["serving"], params_file: str | os.PathLike = ...) -> ServingConfig: ...
+
+
+@overload
 def load_section(name: Literal["engine"], params_file: str | os.PathLike = ...) -> EngineConfig: ...
 
 
@@ -217,7 +238,7 @@ def load_section(name: str, params_file: str | os.PathLike = PARAMS_FILE) -> _Se
 def flat_fields(model: type[BaseModel] | None = None, prefix: str = "") -> set[str]:
     """Dotted names of every knob the models declare (sub-sections expanded)."""
     if model is None:
-        return set().union(*(flat_fields(m, name) for name, m in SECTIONS.items()))
+        return set().union(*(flat_fields(m, name) for name, m in ALL_SECTIONS.items()))
     out: set[str] = set()
     for key, field in model.model_fields.items():
         dotted = f"{prefix}.{key}"

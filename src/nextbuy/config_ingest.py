@@ -71,17 +71,34 @@ class SplitConfig(_Section):
         return self
 
 
+class EventsConfig(_Section):
+    """``ingest.source: events``: a store's raw logs, and the rules that turn them into the
+    directed graph and the impressions' labels (``nextbuy.domain.events``)."""
+
+    orders_path: str | None
+    impressions_path: str | None
+    interactions_path: str | None
+    graph_window_days: float = Field(gt=0.0)
+    graph_lookback_orders: int = Field(ge=1, le=50)
+    attribution_days: float = Field(gt=0.0)
+
+
 class IngestConfig(_Section):
-    source: Literal["simulated", "edge_list", "npz"]
+    source: Literal["simulated", "edge_list", "npz", "events"]
     graph_path: str | None
     impressions_path: str | None
+    catalogue_path: str | None
     seed: int
     # The data snapshot time (Airflow sets it to the run's logical date): the simulated
     # store as it stood then (one timeline: a later snapshot is the same store with more
     # days); a real log is censored here. None: the simulator's start_date +
     # history_days, or the last event of a real log.
     snapshot: str | None
+    # A real log's events cut off from the rest of it by a longer gap are refused (a mistyped
+    # year would otherwise move a snapshot taken from the log's last event).
+    max_event_gap_days: float = Field(gt=0)
     simulator: SimulatorConfig
+    events: EventsConfig
     split: SplitConfig
 
     @field_validator("snapshot", mode="before")
@@ -91,6 +108,24 @@ class IngestConfig(_Section):
 
     @model_validator(mode="after")
     def _real_source_needs_path(self) -> IngestConfig:
-        if self.source != "simulated" and not self.graph_path:
+        if self.source in ("edge_list", "npz") and not self.graph_path:
             raise ValueError(f"ingest.source={self.source!r} needs ingest.graph_path")
+        if self.source == "events":
+            missing = [
+                f"ingest.events.{key}"
+                for key in ("orders_path", "impressions_path")
+                if not getattr(self.events, key)
+            ]
+            if missing:
+                raise ValueError(f"ingest.source='events' needs {' and '.join(missing)}")
+            if self.graph_path or self.impressions_path:
+                raise ValueError(
+                    "ingest.source='events' builds the graph and the impressions from the logs "
+                    "named in ingest.events: leave ingest.graph_path and ingest.impressions_path null"
+                )
+        if self.catalogue_path and self.source not in ("edge_list", "events"):
+            raise ValueError(
+                f"ingest.catalogue_path is read with ingest.source edge_list or events, not {self.source!r} "
+                "(the simulated store has its own catalogue; an npz's products are its rows)"
+            )
         return self

@@ -1,10 +1,11 @@
 """The params.yaml sections after ingest: label delay, train, calibrate, thresholds, deploy
-(with its retrieval), traffic (with its drift) and monitor."""
+(with its retrieval), traffic (with its drift) and monitor; and ``serving``, the section of
+``nextbuy serve``, which no stage reads."""
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -123,6 +124,8 @@ class DeployConfig(_Section):
     seed: int
     # Top-K candidate retrieval, stored with the serving model this stage registers.
     retrieval: RetrievalConfig
+    # Model card: its "cold sources" row covers the test rows whose source has at most this many out-edges.
+    card_low_out_degree: int = Field(ge=0)
 
 
 class DriftConfig(_Section):
@@ -162,6 +165,12 @@ class MonitorConfig(_Section):
     workspace: str
     project: str
     dashboard: str
+    # Model cards: the latest this many versions are re-scored on traffic whose labels matured
+    # for each of matured_days days (a maturity with fewer than matured_min_conversions
+    # conversions gives no row yet).
+    matured_versions: int = Field(ge=0)
+    matured_days: tuple[Annotated[int, Field(ge=1)], ...] = Field(strict=False, min_length=1)  # YAML: a list
+    matured_min_conversions: int = Field(ge=1)
 
     @field_validator("relative_tolerance")
     @classmethod
@@ -183,3 +192,20 @@ class MonitorConfig(_Section):
         if (tol < 0).any():
             raise ValueError("monitor.relative_tolerance must be >= 0")
         return tol[np.minimum(np.asarray(bucket), tol.size - 1)]
+
+
+# Requests computed at once run on the event loop's default thread pool, which asyncio sizes
+# min(32, CPUs + 4): more slots than that would queue inside the pool, out of reach of the
+# queue bound and of cancellation.
+MAX_CONCURRENT = 32
+
+
+class ServingConfig(_Section):
+    """How much work one server process takes on at once, what it answers when that is full,
+    and how long SIGTERM gives it to drain. Changing it re-runs no stage; a restarted server
+    takes it up."""
+
+    max_concurrent: int = Field(ge=1, le=MAX_CONCURRENT)
+    max_queue: int = Field(ge=0, le=10_000)
+    retry_after_s: int = Field(ge=1, le=3600)
+    drain_s: int = Field(ge=2, le=600)  # the last second is for writing the 503s of what is cut off

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from nextbuy.config import SECTIONS, merge, read_params, section_config
+from nextbuy.config import ALL_SECTIONS, merge, read_params, section_config
 
 
 def read_preset(path: str | os.PathLike) -> dict[str, Any]:
@@ -28,9 +28,11 @@ def read_preset(path: str | os.PathLike) -> dict[str, Any]:
     overrides = yaml.safe_load(path.read_text()) or {}
     if not isinstance(overrides, Mapping):
         raise ValueError(f"{path}: a preset is a mapping of params sections")
-    unknown = sorted(set(overrides) - set(SECTIONS))
+    unknown = sorted(set(overrides) - set(ALL_SECTIONS))
     if unknown:
-        raise ValueError(f"{path}: unknown params section(s) {unknown}; expected some of {sorted(SECTIONS)}")
+        raise ValueError(
+            f"{path}: unknown params section(s) {unknown}; expected some of {sorted(ALL_SECTIONS)}"
+        )
     return dict(overrides)
 
 

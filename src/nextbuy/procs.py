@@ -1,5 +1,6 @@
 """Processes and local ports: a server in its own process group, started, waited for
-and stopped as a whole group, never by name.
+and stopped as a whole group, never by name; stop signals turned into exceptions, so a
+process that is told to stop runs its clean-up once, to the end.
 
 Standard library only: ``nextbuy.orchestration`` (imported when Airflow parses the
 DAGs) uses it, and so do the benchmarks and tests.
@@ -12,12 +13,54 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 HOST = "127.0.0.1"
+# What stops a process politely: Ctrl-C, kill / Airflow's timeout and mark-failed / docker stop,
+# the terminal closed.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C raises KeyboardInterrupt (a
+    BaseException, so no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
+    """Inside the block the first stop signal raises (SIGINT: KeyboardInterrupt, others:
+    :class:`Stopped`) and every later one is ignored, so the clean-up it starts (``except`` /
+    ``finally``) runs to its end: ``make``, for one, forwards the SIGTERM its process group
+    just got, and a second Ctrl-C is common. SIGXFSZ stays ignored, as Python starts with it:
+    a write past ``ulimit -f`` fails with EFBIG instead of killing the process. Outside the
+    main thread (where signals cannot be handled) the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, _frame) -> None:
+        if received:
+            return
+        received.append(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def free_port() -> int:

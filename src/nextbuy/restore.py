@@ -19,12 +19,11 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from nextbuy.files import atomic_path
+from nextbuy.files import atomic_path, staging_dir
 
 LOCK_FILE = "dvc.lock"
 
@@ -77,7 +76,7 @@ def _restore_dir(cache: Path, md5: str, target: Path) -> bool:
     if not all(_object(cache, e["md5"]).is_file() for e in entries):
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = staging_dir(target)
     for entry in entries:
         dest = staging / entry["relpath"]
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,11 @@ on a tiny project."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from nextbuy.bench import fault_cases, faults
+from nextbuy.bench import fault_cases, fault_serving, faults
 from nextbuy.stage_list import dag_stages
 from tests.conftest import ROOT
 from tests.helpers import project_copy, project_env
@@ -109,3 +111,41 @@ def test_cases_run_for_real_are_judged_and_the_project_is_put_back(tmp_path, tin
         assert not row["lost"], row
         assert row["exit"] != 0, row
         assert faults.capture(project) == baseline
+
+
+def test_only_picks_cases_by_any_of_its_bar_separated_parts():
+    assert faults.selected("too many rows", None)
+    assert faults.selected("too many rows", "many|top-K")
+    assert faults.selected(fault_serving.SIGTERM, "many|top-K")
+    assert not faults.selected("graph file missing", "many|top-K")
+
+
+def test_the_heaviest_top_k_request_stays_within_the_limits_it_tests():
+    from nextbuy.mlops.serving import MAX_REQUEST_ROWS, MAX_TOP_K
+
+    for n_products in (2, 300, 5000):
+        body = json.loads(fault_serving.heavy_topk_body(n_products))
+        k, sources = body["params"]["top_k"], len(body["dataframe_split"]["data"])
+        assert k <= MAX_TOP_K
+        assert k < n_products
+        assert sources * k <= MAX_REQUEST_ROWS < (sources + 1) * k or sources == n_products
+
+
+def test_under_abuse_only_a_200_or_a_503_saying_when_to_retry_is_an_answer():
+    reply = fault_serving.Reply
+    good = [reply(200, None, 1.0, ""), reply(503, "1", 0.1, "server busy")]
+    bad = [reply(503, None, 0.1, ""), reply(504, None, 60.0, ""), reply(None, None, 9.0, "reset")]
+    assert fault_serving.bad_replies(good + bad) == bad
+
+
+def test_the_second_release_trains_another_model_through_a_gate_it_passes():
+    from nextbuy.bench import fault_release
+    from nextbuy.config import read_params, section_config
+
+    params = read_params(ROOT / "params.yaml")
+    changed = fault_release.second_release(params)
+    assert changed["train"]["seed"] != params["train"]["seed"]
+    deploy = section_config(changed, "deploy")  # still valid params
+    assert deploy.tolerance >= 1.0  # any difference in AUC or recall is within it
+    assert deploy.min_auc == 0.0
+    assert params == read_params(ROOT / "params.yaml")  # the baseline's params untouched

@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import sys
 
+from typer.testing import CliRunner
+
 from nextbuy.bench import report
+from nextbuy.cli import app
 from tests.conftest import ROOT
 
 
@@ -58,6 +61,16 @@ def test_record_adds_provenance_to_the_bench_json(tmp_path):
     assert set(report.PROVENANCE) <= set(result)
 
 
+def test_a_failed_bench_is_not_recorded_and_the_command_says_so(tmp_path):
+    out = tmp_path / "b.json"
+    code = f"import json, sys; json.dump({{'auc': 0.7}}, open({str(out)!r}, 'w')); sys.exit(3)"
+    bench = [sys.executable, "-c", code, "--out", str(out)]
+    result = CliRunner().invoke(app, ["bench", "record", "demo", "--root", str(tmp_path), "--", *bench])
+    assert result.exit_code == 1
+    assert "exited 3: nothing recorded" in result.output
+    assert not (tmp_path / report.RESULTS_DIR / "demo.json").exists()
+
+
 def test_the_daily_loop_renders_each_candidates_verdict_against_the_champion():
     page = report.render(ROOT)
     assert "## The daily loop: next-day candidates against the champion" in page
@@ -65,3 +78,46 @@ def test_the_daily_loop_renders_each_candidates_verdict_against_the_champion():
     for c in result["candidates"]:
         assert f"{c['candidate']['auc']:.4f}" in page
     assert "| shuffled labels | refused |" in page
+
+
+def test_the_events_scale_result_renders_one_row_per_size_failed_ones_too():
+    result = {
+        "rules": {"graph_window_days": 30, "attribution_days": 30},
+        "sizes": [
+            {
+                "orders": 1_000_000,
+                "impressions": 5_000_000,
+                "interactions": 700_000,
+                "edges": 499_739,
+                "conversions_attributed": 174_857,
+                "build_s": 26.62,
+                "inputs_gib": 0.225,
+                "peak_rss_gib": 0.81,
+            },
+            {"orders": 10_000_000, "impressions": 50_000_000, "failed": "exit -9"},
+        ],
+    }
+    lines = report.render_events_scale("events_scale", result)
+    assert "| 1,000,000 | 5,000,000 | 700,000 | 499,739 | 174,857 | 26.6 | 0.23 | 0.81 |" in lines
+    assert "| 10,000,000 | 50,000,000 | failed: exit -9 | | | | | |" in lines
+    assert "`attribution_days` 30" in lines[0]
+
+
+def test_a_stack_check_result_renders_its_step_and_training_task_times(tmp_path):
+    folder = tmp_path / report.RESULTS_DIR
+    folder.mkdir(parents=True)
+    result = {key: None for key in report.PROVENANCE} | {
+        "date": "2026-11-29",
+        "image_size_gib": 2.1,
+        "training_tasks_s": {"ingest": 41.5, "train": 2160.0},
+        "steps_s": {"build": 64.2, "nextbuy_training on Celery": 2301.7, "down -v": 12.0},
+        "total_s": 2448.3,
+        "failed": None,
+    }
+    (folder / "stack_check.json").write_text(json.dumps(result))
+    page = report.render(tmp_path)
+    assert "## The team stack end to end (make stack-check)" in page
+    assert "passed; project image 2.1 GiB" in page
+    assert "| nextbuy_training on Celery | 2301.7 |" in page
+    assert "| **in all** | 2448.3 |" in page
+    assert "| `train` | 2160 |" in page

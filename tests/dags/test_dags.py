@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -574,6 +575,62 @@ def test_a_stage_that_refuses_its_configuration_or_input_fails_without_retries(
     with pytest.raises(AirflowException) as err:
         task.execute({})
     assert isinstance(err.value, AirflowFailException) is not retried
+
+
+TINY_TRAINING = """
+import sys, time
+from pathlib import Path
+import torch
+from nextbuy.domain.graph.blade import Architecture, Conversions, DirectedGraph, TrainingSchedule, train_blade
+
+torch.set_num_threads(1)
+src = torch.arange(30)
+graph = DirectedGraph(30, src, (src + 1) % 30, features=None)
+arch = Architecture(embedding_dim=8, n_layers=1, fanout_rule="power_law", fanout_min=2, fanout_max=4,
+                    dropout=0.0, cold_start_fallback=False, id_embeddings=True)
+schedule = TrainingSchedule(epochs=3, batch_size=8, lr=0.01, weight_decay=0.0, id_weight_decay=0.0,
+                            link_loss_weight=1.0, n_negatives=1, reverse_penalty=1.0, supervision_share=0.5,
+                            eval_every=1, patience=3, seed=0, warmup_steps=0, neighbour_history=False,
+                            export_chunk=64)
+train_blade(graph, Conversions.none(), architecture=arch, schedule=schedule, progress="member 1/1")
+# Still running: wait until the task log has shown the first epoch's line (exit 3 if it never does).
+seen, deadline = Path(sys.argv[1]), time.monotonic() + 60
+while not seen.exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.exit(0 if seen.exists() else 3)
+"""
+
+
+def test_training_progress_reaches_the_task_log_while_the_stage_still_runs(airflow_project, tmp_path):
+    """The stage task's path: StageOperator -> bash -> dvc repro -> a training, off a terminal.
+    The training does not end until the task log has shown its first epoch's line, so output
+    that arrived only at the end (buffered anywhere on the way) fails it."""
+    from structlog.testing import capture_logs
+
+    from nextbuy.orchestration.plugin import StageOperator
+
+    (tmp_path / "tiny_train.py").write_text(TINY_TRAINING)
+    seen = tmp_path / "first-epoch-in-the-log"
+    cmd = f"{shlex.quote(sys.executable)} tiny_train.py {shlex.quote(str(seen))}"
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"cmd": cmd}}}))
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    task = StageOperator(task_id="train", bash_command=f"{shlex.quote(sys.executable)} -m dvc repro "
+                         "--single-item train", cwd=str(tmp_path))  # fmt: skip
+    lines: list[tuple[bool, str]] = []  # (the stage still running, the line)
+
+    def log_handler(logger, method, event):
+        process = task.subprocess_hook.sub_process
+        lines.append((process is not None and process.poll() is None, str(event.get("event"))))
+        if "epoch 1/3" in lines[-1][1]:
+            seen.touch()
+        return event
+
+    with capture_logs(processors=[log_handler]):
+        task.execute({})
+    progress = [(running, line) for running, line in lines if line.startswith("member 1/1: epoch")]
+    assert [line.split(" (")[0] for _, line in progress] == [f"member 1/1: epoch {i}/3" for i in (1, 2, 3)]
+    assert all(running for running, _ in progress)
+    assert "left" in progress[-1][1]  # the estimate of the time left
 
 
 def test_an_invalid_override_fails_set_params_without_retries(airflow_project):

@@ -19,6 +19,8 @@ from tests.conftest import TINY_PARAMS
 from tests.engines import parity
 from tests.engines.conftest import skip_without_spark, spark_config
 
+pytestmark = pytest.mark.slow  # a cluster of three JVMs, then two engines' runs: minutes
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):

@@ -259,3 +259,35 @@ def test_sigterm_stops_the_whole_group(launcher):
     # Nothing of the server's group is left (plain `mlflow ui` left seven huey_consumer here).
     assert not procs.group_alive(launcher.server_pgid), group_members(launcher.server_pgid)
     assert not procs.port_open(launcher.port)
+
+
+def test_the_server_stops_by_itself_when_its_launcher_is_killed_outright(tmp_path):
+    """kill -9 of make's group leaves the server (a group of its own) without a launcher to stop it."""
+    server = (
+        "import os, sys, time\n"
+        "from nextbuy.mlops import mlflow_ui\n"
+        "mlflow_ui.stop_with_parent(int(sys.argv[1]), every=0.1)\n"
+        "open(sys.argv[2], 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    pid_file = tmp_path / "server.pid"
+    launcher = (
+        "import os, subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {server!r}, str(os.getpid()), {str(pid_file)!r}],"
+        " start_new_session=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", launcher], start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    server_pid = int(pid_file.read_text())
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while procs.group_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    gone = not procs.group_alive(server_pid)
+    if not gone:
+        os.killpg(server_pid, signal.SIGKILL)
+    assert gone

@@ -189,12 +189,24 @@ MALFORMED = [
         ["unexpected column(s) ['candidate_id']"],
         id="candidates-with-top-k",
     ),
-    pytest.param(
-        body(COLUMNS, [[1, 2]] * (serving.MAX_REQUEST_ROWS + 1)),
-        [f"limit is {serving.MAX_REQUEST_ROWS}", "batch-topk"],
-        id="huge-batch",
-    ),
 ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        body(COLUMNS, [[1, 2]] * (serving.MAX_REQUEST_ROWS + 1)),
+        body(["source_id"], [[1]] * (serving.MAX_REQUEST_ROWS + 1), {"top_k": 3}),
+    ],
+    ids=["pairs", "top-k"],
+)
+def test_more_rows_than_the_limit_get_413_before_mlflow_parses_them(server, payload):
+    reply = post(server, payload)
+    assert reply.status == 413, (reply.status, reply.text[:500])
+    assert f"{serving.MAX_REQUEST_ROWS + 1:,} rows in one request" in reply.message
+    assert "batch-topk" in reply.message
+    assert "Failed to predict data" not in reply.message  # MLflow's words: it never saw the frame
+    assert server.ping() == 200
 
 
 @pytest.mark.parametrize(("payload", "fragments"), MALFORMED)

@@ -409,6 +409,8 @@ def test_serve_checks_the_champion_then_execs_uvicorn_on_the_guarded_app(tmp_pat
 
     from nextbuy import procs
     from nextbuy.bench import serving_fixtures as fixtures
+    from nextbuy.config import load_section
+    from nextbuy.mlops import rest_limits
 
     files = fixtures.write_bundle_files(tmp_path / "bundle", 50, 4)
     fixtures.register_champion(files, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -422,7 +424,11 @@ def test_serve_checks_the_champion_then_execs_uvicorn_on_the_guarded_app(tmp_pat
     cmd, env = execd
     assert cmd[:3] == [sys.executable, "-m", "uvicorn"]
     assert cmd[-1] == "nextbuy.mlops.rest_app:app"
-    assert " ".join(cmd[3:-1]) == f"--host {procs.HOST} --port 5123 --workers 2"
+    drain = load_section("serving").drain_s  # params.yaml's, from the test's working directory
+    assert " ".join(cmd[3:-1]) == (
+        f"--host {procs.HOST} --port 5123 --workers 2 --timeout-graceful-shutdown {drain}"
+    )
+    assert json.loads(env[rest_limits.SERVING_ENV]) == load_section("serving").model_dump()
     served = env[scoring_server._SERVER_MODEL_PATH]
     assert served.startswith("file://")
     assert (Path(served.removeprefix("file://")) / "MLmodel").is_file()

@@ -243,6 +243,39 @@ def test_top_k_answer_size_is_capped(model, monkeypatch):
     assert len(model.predict(None, sources.iloc[:1], params={"top_k": MAX_TOP_K})) == 49
 
 
+def test_top_k_computed_in_chunks_answers_as_in_one_go(model, bundle, monkeypatch):
+    monkeypatch.setattr(serving, "CANCEL_CHECK_ROWS", 7)  # 2 sources of top 3 a chunk
+    recs = model.predict(None, pd.DataFrame({"source_id": [4, 0, 9, 4, 1, 77]}), params={"top_k": 3})
+    pd.testing.assert_frame_equal(recs, bundle.top_k(np.array([4, 0, 9, 1, 77]), 3))
+
+
+def test_a_cancelled_request_stops_between_chunks_and_is_never_started(model, monkeypatch):
+    import threading
+
+    from nextbuy.mlops.serving_requests import CANCELLED, RequestCancelled
+
+    event = threading.Event()
+    computed = []
+    top_k = ServingBundle.top_k
+
+    def one_chunk(self, sources, k):
+        computed.append(len(sources))
+        event.set()  # the client leaves while the first chunk is computed
+        return top_k(self, sources, k)
+
+    monkeypatch.setattr(serving, "CANCEL_CHECK_ROWS", 3)  # one source a chunk
+    monkeypatch.setattr(ServingBundle, "top_k", one_chunk)
+    token = CANCELLED.set(event)
+    try:
+        with pytest.raises(RequestCancelled):
+            model.predict(None, pd.DataFrame({"source_id": [0, 1, 2, 3]}), params={"top_k": 3})
+        assert computed == [1]  # the other three never computed
+        with pytest.raises(RequestCancelled):
+            model.predict(None, pairs([0]), params=None)
+    finally:
+        CANCELLED.reset(token)
+
+
 class FakeServedModel:
     """What MLflow's scoring server hands ``invocations``: ``metadata`` and ``predict``."""
 

@@ -125,3 +125,39 @@ def test_commit_outside_a_git_checkout_is_unknown(tmp_path, clean_env):
     clean_env.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert tracking.git_commit(tmp_path) == "unknown"
     assert tracking.git_commit(Path(tmp_path / "missing")) == "unknown"
+
+
+def test_a_run_stopped_by_sigterm_ends_killed_and_any_other_failure_failed(project):
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.procs import Stopped
+
+    tracking.configure(project)
+    with pytest.raises(Stopped), tracking.stage_run("deploy") as stopped:
+        raise Stopped(signal.SIGTERM)
+    with pytest.raises(ValueError, match="bad input"), tracking.stage_run("deploy") as failed:
+        raise ValueError("bad input")
+    client = MlflowClient()
+    assert client.get_run(stopped.info.run_id).info.status == "KILLED"
+    assert client.get_run(failed.info.run_id).info.status == "FAILED"
+
+
+def test_a_store_larger_than_the_file_size_limit_is_refused_before_any_write(tmp_path):
+    """SQLite would fail half-way through a commit and leave a journal it cannot roll back."""
+    import sys
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(bytes(8192))
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from nextbuy.mlops import tracking\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "tracking.check_store_room(Path(sys.argv[1]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert f"[Errno 27] File too large: '{db}'" in done.stderr
+    assert db.read_bytes() == bytes(8192)

@@ -386,3 +386,66 @@ def test_impressions_after_an_explicit_snapshot_are_counted_and_warned(project, 
     metrics = json.loads(paths.metrics_file("ingest").read_text())
     assert metrics["cleaning"]["impressions_after_snapshot_dropped"] == 1
     assert "impressions_after_snapshot_dropped=1" in result.output + caplog.text
+
+
+def test_raw_logs_ingest_counts_what_was_cleaned_and_keeps_data_truth_a_typed_empty_table(
+    project, tiny_params, caplog
+):
+    """`ingest.source: events`: the graph and labels come from the logs; a repeated order line is
+    cleaned and counted; data/truth holds empty tables (no empty DVC out, no ground truth)."""
+    written = invoke("simulate-logs", "inputs/store", "--days-after", "0", "--format", "csv")
+    assert written.exit_code == 0, written.output
+    orders = pd.read_csv(project / "inputs/store/orders.csv")
+    pd.concat([orders, orders.iloc[:3]]).to_csv(project / "inputs/store/orders.csv", index=False)
+    events = {f"{n}_path": f"inputs/store/{n}.csv" for n in ("orders", "impressions", "interactions")}
+    tiny_params["ingest"] |= {
+        "source": "events",
+        "catalogue_path": "inputs/store/catalogue.csv",
+        "events": tiny_params["ingest"]["events"] | events,
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    result = invoke("ingest")
+    assert result.exit_code == 0, result.output
+    assert "orders_duplicate_rows_dropped=3" in caplog.text
+    metrics = json.loads(paths.metrics_file("ingest").read_text())
+    assert metrics["cleaning"]["orders_duplicate_rows_dropped"] == 3
+    assert metrics["products"] == 300
+    assert metrics["edges"] == metrics["cleaning"]["edges_kept"] > 0
+    for table in (paths.TRUTH_IMPRESSIONS, paths.TRUTH_PRODUCTS):
+        assert pd.read_parquet(table).empty
+    assert json.loads(paths.INGEST_META.read_text())["source"] == "events"
+
+
+def test_raw_logs_outside_inputs_are_refused_naming_the_key(project, tiny_params):
+    events = tiny_params["ingest"]["events"] | {
+        "orders_path": "orders.csv",
+        "impressions_path": "inputs/i.csv",
+    }
+    tiny_params["ingest"] |= {"source": "events", "events": events}
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    result = invoke("ingest")
+    assert result.exit_code == 2
+    assert "ingest.events.orders_path" in result.output
+
+
+def test_a_catalogue_lets_an_impressions_log_show_products_with_no_edge(project, tiny_params):
+    """Without a catalogue an edge list's products are its nodes only, and a log showing product
+    777 (no edge) is refused; with the store's catalogue, 777 is a product like any other."""
+    _log_with_one_row_at(project, tiny_params, pd.Timestamp("2026-02-20"), snapshot=None)
+    log = pd.read_parquet(project / "inputs" / "log.parquet")
+    log.loc[3, "shown_id"] = "777"
+    log.to_parquet(project / "inputs" / "log.parquet")
+    refused = invoke("ingest")
+    assert refused.exit_code == 2
+    assert "777" in refused.output
+    keys = [str(k) for k in range(1000)]
+    pd.DataFrame({"product": keys, "price": 10.0}).to_csv(project / "inputs" / "catalogue.csv", index=False)
+    use_source(project, tiny_params, catalogue_path="inputs/catalogue.csv")
+    result = invoke("ingest")
+    assert result.exit_code == 0, result.output
+    products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+    assert len(products) == 1000
+    assert (products["price"] == 10.0).all()
+    impressions = io.read_table(paths.IMPRESSIONS, schemas.IMPRESSIONS)
+    key = products.set_index("product_id")["product_key"]
+    assert "777" in set(key[impressions["shown_id"]])

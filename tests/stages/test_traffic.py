@@ -167,3 +167,45 @@ def test_real_traffic_log_writes_every_declared_out_with_an_empty_truth(tmp_path
     schemas.TRUTH_IMPRESSIONS.validate(truth)
     for out in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["traffic"]["outs"]:
         assert (tmp_path / out).exists(), out
+
+
+def _events_project(tmp_path, monkeypatch, snapshot: str | None):
+    """A project whose ingest reads the tiny store written as raw logs (6 days past its snapshot)."""
+    from typer.testing import CliRunner
+
+    from nextbuy.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    written = CliRunner().invoke(app, ["simulate-logs", "inputs/store", "--days-after", "6"])
+    assert written.exit_code == 0, written.output
+    printed = yaml.safe_load(written.stdout[written.stdout.index("ingest:") :])["ingest"]
+    ingest = TINY_PARAMS["ingest"] | {"source": "events", "snapshot": snapshot}
+    ingest |= {"catalogue_path": printed["catalogue_path"]}
+    ingest["events"] = TINY_PARAMS["ingest"]["events"] | printed["events"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS | {"ingest": ingest}))
+    result = CliRunner().invoke(app, ["ingest"])
+    assert result.exit_code == 0, result.output
+    return CliRunner().invoke(app, ["traffic"])
+
+
+def test_after_raw_logs_traffic_is_their_part_after_the_snapshot_labelled_alike(tmp_path, monkeypatch):
+    result = _events_project(tmp_path, monkeypatch, "2026-02-10")
+    assert result.exit_code == 0, result.output
+    logged = io.read_table(paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)
+    snapshot = pd.Timestamp("2026-02-10")
+    assert logged["shown_at"].min() > snapshot
+    assert logged["shown_at"].max() <= snapshot + 6 * DAY
+    assert logged["converted_at"].notna().any()
+    ingested_ids = set(io.read_table(paths.IMPRESSIONS, schemas.IMPRESSIONS)["impression_id"])
+    assert not ingested_ids & set(logged["impression_id"])  # nothing the model trained on
+    meta = io.read_json(paths.TRAFFIC_META)
+    assert pd.Timestamp(meta["start"]) == snapshot
+    assert meta["drift"] is None
+
+
+def test_raw_logs_ending_at_the_snapshot_say_in_one_line_what_to_set(tmp_path, monkeypatch):
+    result = _events_project(tmp_path, monkeypatch, None)  # the snapshot is the logs' end
+    assert result.exit_code == 2
+    assert "no impression after the snapshot" in result.output
+    assert "set ingest.snapshot before the log's end, or traffic.impressions_path" in result.output

@@ -52,7 +52,16 @@ SPARK_CONF = {"spark.driver.memory": "4g", "spark.sql.shuffle.partitions": "8"}
 
 
 def parse_sizes(text: str) -> list[int]:
-    return [int(float(s)) for s in text.split(",") if s.strip()]
+    """Impressions per store from ``1000000,1e7``; a ValueError naming the bad entry."""
+    sizes = []
+    for entry in (s.strip() for s in text.split(",")):
+        try:
+            sizes.append(int(float(entry)))
+        except ValueError:
+            raise ValueError(f"size {entry!r} is not a number of impressions") from None
+    if not sizes or min(sizes) < 1000:
+        raise ValueError(f"sizes {text!r}: give numbers of impressions of at least 1000")
+    return sizes
 
 
 def _role(proc: psutil.Process) -> str:
@@ -163,7 +172,8 @@ def sizing(runs: list[dict], cores: int) -> dict | None:
     return None
 
 
-def run(out: Path, sizes: list[int], cap_gib: float = 16.0, work: Path | None = None) -> dict:
+def run(out: Path, sizes: str | list[int], cap_gib: float = 16.0, work: Path | None = None) -> dict:
+    sizes = parse_sizes(sizes) if isinstance(sizes, str) else sizes
     console = Console()
     runs: list[dict] = []
     stores: dict[int, dict] = {}

@@ -18,6 +18,7 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.bench.fault_base import GRAPH, INPUTS, LOG, SNAPSHOT, Case, Request, dropping, setting
+from nextbuy.bench.fault_events import EVENT_CASES, STORE
 from nextbuy.bench.fault_inputs import EDGE_CASES, LOG_CASES
 from nextbuy.bench.fault_requests import requests
 
@@ -25,12 +26,14 @@ __all__ = [
     "ARTIFACT_CASES",
     "CASES",
     "EDGE_CASES",
+    "EVENT_CASES",
     "GRAPH",
     "INPUTS",
     "LOG",
     "LOG_CASES",
     "PARAMS_CASES",
     "SNAPSHOT",
+    "STORE",
     "Case",
     "Request",
     "dropping",
@@ -83,10 +86,13 @@ PARAMS_CASES = [
     _p("negative tolerance", "deploy", ("tolerance",), deploy__tolerance=-1),
     _p("confidence above 1", "deploy", ("confidence",), deploy__confidence=1.5),
     _p("unknown metric", "deploy", ("compare_metrics", "foo"), deploy__compare_metrics=["foo"]),
+    _p("negative card degree", "deploy", ("card_low_out_degree",), deploy__card_low_out_degree=-1),
     _p("zero traffic days", "traffic", ("days",), traffic__days=0),
     _p("unknown drift", "traffic", ("kind", "earthquake"), traffic__drift__kind="earthquake"),
     _p("tolerance list", "monitor", ("relative_tolerance",), monitor__relative_tolerance=[0.3, -1]),
     _p("zero window", "monitor", ("window_days",), monitor__window_days=0),
+    _p("no card maturities", "monitor", ("matured_days",), monitor__matured_days=[]),
+    _p("card maturity of 0 days", "monitor", ("matured_days",), monitor__matured_days=[0, 7]),
     Case("section missing", "params", "train", ("train",), params=dropping("train")),
     # YAML's types taken as written: no coercion of a boolean or a quoted number, no infinity.
     _p("boolean epochs", "train", ("epochs", "integer"), train__epochs=True),
@@ -149,6 +155,19 @@ def _a(name: str, stage: str, damage: Callable[[Path], None], fragments: tuple[s
     return Case(name, "artifact", stage, fragments, files=damage, single=True)
 
 
+CORRUPT_SNAPSHOT = "0badc0de-0000-4000-8000-000000000000.json"  # a name Evidently lists
+
+
+def _corrupt_snapshot(root: Path) -> None:
+    """A truncated snapshot in the Evidently workspace, as a process killed while writing one left it."""
+    import yaml
+
+    workspace = root / yaml.safe_load((root / "params.yaml").read_text())["monitor"]["workspace"]
+    folder = next(workspace.glob("*/snapshots"))
+    data = next(folder.glob("*.json")).read_bytes()
+    (folder / CORRUPT_SNAPSHOT).write_bytes(data[: len(data) // 2])
+
+
 ARTIFACT_CASES = [
     _a("truncated products", "label_delay", _truncate(paths.PRODUCTS), ("products.parquet",)),
     _a(
@@ -183,6 +202,15 @@ ARTIFACT_CASES = [
     _a("artifact store deleted", "deploy", _delete(Path("mlartifacts")), ("mlartifacts",)),
     _a("traffic garbage", "monitor", _write(paths.TRAFFIC_IMPRESSIONS, "nope"), ("impressions.parquet",)),
     _a("traffic meta missing", "monitor", _delete(paths.TRAFFIC_META), ("meta.json",)),
+    Case(  # set aside with a warning naming it; this and later monitor runs succeed
+        "truncated Evidently snapshot",
+        "artifact",
+        "monitor",
+        (CORRUPT_SNAPSHOT, "set aside"),
+        files=_corrupt_snapshot,
+        expect="warn",
+        single=True,
+    ),
 ]
 
-CASES: list[Case] = [*PARAMS_CASES, *EDGE_CASES, *LOG_CASES, *ARTIFACT_CASES]
+CASES: list[Case] = [*PARAMS_CASES, *EDGE_CASES, *LOG_CASES, *EVENT_CASES, *ARTIFACT_CASES]

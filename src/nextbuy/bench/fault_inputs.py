@@ -230,8 +230,19 @@ def _one_in_2099(log: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _one_in_1970(log: pd.DataFrame) -> pd.DataFrame:
+    """One impression at the epoch (an empty field read as 0): decades before the rest."""
+    out = log.copy()
+    out.loc[out.index[0], "shown_at"] = pd.Timestamp("1970-01-01")
+    out.loc[out.index[0], ["clicked_at", "carted_at", "converted_at"]] = pd.NaT
+    return out
+
+
 LOG_CASES = [
     _log_case("impression in 2099", _one_in_2099, "ingest", ("'shown_at'", "after now", "2099"), True),
+    _log_case(
+        "impression in 1970", _one_in_1970, "ingest", ("'shown_at'", "days from the rest", "1970"), True
+    ),
     _log_case("click after conversion", _click_after_conversion, "ingest", ("'clicked_at'",), True),
     _log_case("conversion before shown", _converted_before_shown, "ingest", ("'converted_at'",), True),
     _log_case("unknown product", _unknown_product, "ingest", ("'shown_id'", "tablet-9000"), True),

@@ -17,6 +17,7 @@ def _deep(depth: int) -> bytes:
 def requests(max_rows: int, max_top_k: int, max_bytes: int) -> list[Request]:
     """Malformed scoring requests and the words each refusal must contain."""
     top = ["source_id"]
+    too_many = (f"{max_rows + 1:,} rows", f"limit is {max_rows:,} rows")
     return [
         Request("wrong column name", invocations_body(["src", "candidate_id"], [[1, 2]]), ("source_id",)),
         Request("pairs without candidate", invocations_body(top, [[1]]), ("candidate_id",)),
@@ -50,7 +51,21 @@ def requests(max_rows: int, max_top_k: int, max_bytes: int) -> list[Request]:
         Request("top_k fraction", invocations_body(top, [[1]], {"top_k": 1.5}), ("top_k",)),
         Request("top_k text", invocations_body(top, [[1]], {"top_k": "5"}), ("top_k",)),
         Request("top_k with candidates", invocations_body(PAIRS, [[1, 2]], {"top_k": 5}), ("candidate_id",)),
-        Request("too many rows", invocations_body(PAIRS, [[1, 2]] * (max_rows + 1)), (f"{max_rows}",)),
+        # Refused before MLflow parses them into a frame: 413, as bodies over the byte limit.
+        Request("too many rows", invocations_body(PAIRS, [[1, 2]] * (max_rows + 1)), too_many, status=(413,)),
+        Request(
+            "too many top-K sources",
+            invocations_body(top, [[1]] * (max_rows + 1), {"top_k": 5}),
+            too_many,
+            status=(413,),
+        ),
+        Request(
+            "csv too many rows",
+            b"source_id,candidate_id\n" + b"1,2\n" * (max_rows + 1),
+            too_many,
+            content_type="text/csv",
+            status=(413,),
+        ),
         Request(
             "body over the byte limit",
             invocations_body(PAIRS, [[10**12, 10**12]] * (max_bytes // 20)),

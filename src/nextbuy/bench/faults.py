@@ -18,6 +18,8 @@ baseline each case starts from and is put back after it. Then:
   ``nextbuy summary``): they must succeed, every
   output must be there, no registry version may be left incomplete without being marked
   orphaned, no MLflow run may stay RUNNING, and the champion must be complete.
+* SIGTERM during deploy's registration and monitor's publishing, a file-size limit during
+  train, and ``make mlflow-ui`` / ``make docs`` stopped (``fault_kills``).
 * malformed scoring requests to the champion served as ``make serve`` serves it: each
   must get its 4xx naming the problem, and the server must stay up.
 
@@ -47,7 +49,7 @@ import yaml
 from rich.console import Console
 from rich.progress import Progress
 
-from nextbuy.bench import fault_cases
+from nextbuy.bench import fault_cases, fault_kills, fault_release
 from nextbuy.bench.dag import tiny_params
 from nextbuy.bench.fault_verdicts import COUNTS, TRACEBACK, _print, judge, judge_request, tally
 from nextbuy.bench.project_copy import copy_project, project_env
@@ -151,6 +153,19 @@ def write_real_inputs(project: Project) -> None:
     log["source_id"] = keys[log["source_id"]].to_numpy()
     log["shown_id"] = keys[log["shown_id"]].to_numpy()
     log.to_parquet(root / fault_cases.LOG)
+    write_store_logs(project)
+
+
+def write_store_logs(project: Project) -> None:
+    """The tiny store as a store's raw logs (``fault_cases.STORE``), six days past its snapshot."""
+    import pandas as pd
+
+    from nextbuy.config import IngestConfig
+    from nextbuy.data.store_logs import simulated_logs, write_logs
+
+    cfg = IngestConfig.model_validate(project.params["ingest"])
+    until = pd.Timestamp(fault_cases.SNAPSHOT) + pd.Timedelta(days=6)
+    write_logs(simulated_logs(cfg.simulator, cfg.seed, until), project.root / fault_cases.STORE)
 
 
 def build(root: Path, dest: Path, console: Console) -> tuple[Project, dict[str, float]]:
@@ -298,20 +313,35 @@ def _post(url: str, request: fault_cases.Request) -> tuple[int | None, str]:
         return None, str(err)
 
 
-def request_cases(project: Project, tmp: Path) -> list[dict]:
-    from nextbuy.bench import serving_fixtures
+def request_cases(project: Project, tmp: Path, only: str | None = None) -> list[dict]:
+    """The malformed requests, then the abuse cases (``fault_serving``), to the champion served
+    as ``make serve`` serves it; the SIGTERM case gets a server of its own."""
+    import pandas as pd
+
+    from nextbuy import paths
+    from nextbuy.bench import fault_serving, serving_fixtures
     from nextbuy.mlops import rest_app, serving
 
-    uri = f"models:/{project.params['deploy']['model_name']}@champion"
-    server = serving_fixtures.RestServer(uri, project.env["MLFLOW_TRACKING_URI"], tmp / "serve.log")
+    def server(log: Path) -> serving_fixtures.RestServer:
+        uri = f"models:/{project.params['deploy']['model_name']}@champion"
+        tracking = project.env["MLFLOW_TRACKING_URI"]
+        return serving_fixtures.RestServer(uri, tracking, log, params=project.root / "params.yaml")
+
+    def wanted(name: str) -> bool:
+        return selected(name, only)
+
+    n_products = len(pd.read_parquet(project.root / paths.PRODUCTS, columns=["product_id"]))
     rows = []
-    with server:
-        assert server.proc is not None  # entering the block started it
+    running = server(tmp / "serve.log")
+    with running:
+        assert running.proc is not None  # entering the block started it
         for request in fault_cases.requests(
             serving.MAX_REQUEST_ROWS, serving.MAX_TOP_K, rest_app.MAX_BODY_BYTES
         ):
-            status, message = _post(server.url, request)
-            alive = server.ping() == 200 and server.proc.poll() is None
+            if not wanted(request.name):
+                continue
+            status, message = _post(running.url, request)
+            alive = running.ping() == 200 and running.proc.poll() is None
             verdict = judge_request(request, status, message, alive)
             rows.append(
                 {
@@ -323,21 +353,34 @@ def request_cases(project: Project, tmp: Path) -> list[dict]:
                     "message": message[:600],
                 }
             )
+        if wanted(fault_serving.DROPPED):
+            rows.append(fault_serving.dropped_case(running, n_products))
+        if wanted(fault_serving.AT_ONCE):
+            rows.append(fault_serving.at_once_case(running, n_products))
+    if wanted(fault_serving.SIGTERM):
+        drain_s = project.params["serving"]["drain_s"]
+        rows.append(fault_serving.sigterm_case(server, n_products, drain_s, tmp))
     return rows
 
 
 # ---- the run -------------------------------------------------------------------------------
 
 
+def selected(name: str, only: str | None) -> bool:
+    """Whether case ``name`` runs: ``only`` is None, or one of its ``|``-separated parts is in it."""
+    return only is None or any(part in name for part in only.split("|"))
+
+
 def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
-    """``only``: a substring of case names (a quick look at some cases; the counts cover those)."""
+    """``only``: substrings of case names, ``|``-separated (a quick look at some cases; the
+    counts cover those; kill cases run when one of them contains "kill")."""
     console = Console()
     root = Path(root or os.environ.get(PROJECT_DIR_ENV) or Path.cwd()).resolve()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
         project, seconds = build(root, Path(tmp) / "project", console)
         baseline = capture(project)
-        cases = [c for c in fault_cases.CASES if only is None or only in c.name]
+        cases = [c for c in fault_cases.CASES if selected(c.name, only)]
         rows = []
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("bad input", total=len(cases))
@@ -345,15 +388,21 @@ def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
                 progress.update(task, description=f"{case.stage}: {case.name}")
                 rows.append(run_case(project, case, baseline))
                 progress.advance(task)
-        console.print("malformed requests …")
-        rows += [r for r in request_cases(project, Path(tmp)) if only is None or only in r["case"]]
-        kills = [(s, at) for s in seconds for at in KILL_POINTS] if only is None or "kill" in only else []
+        console.print("malformed requests, serving under abuse …")
+        rows += request_cases(project, Path(tmp), only)
+        with_kills = only is None or any("kill" in part for part in only.split("|"))
+        if selected(fault_release.NAME, only):
+            console.print("a release, params reverted …")
+            rows.append(fault_release.release_case(project, lambda: put_back(project, baseline)))
+        kills = [(s, at) for s in seconds for at in KILL_POINTS] if with_kills else []
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("kill -9", total=len(kills))
             for stage, at in kills:
                 progress.update(task, description=f"kill -9 {stage} at {at:.0%}")
                 rows.append(kill_case(project, stage, at, seconds[stage]))
                 progress.advance(task)
+        console.print("SIGTERM, full disk, stopped make targets …")
+        rows += fault_kills.run_cases(project, Path(tmp), lambda name: selected(name, only))
     figures = {
         **tally(rows),
         "stage_s": {k: round(v, 2) for k, v in seconds.items()},

@@ -199,7 +199,8 @@ def render_engines(name: str, result: dict) -> list[str]:
         f"Spark on `{result.get('spark_master')}`, the delay models fitted on "
         f"{_cell(result.get('fit_sample_rows'))} train rows; a run whose processes passed "
         f"{_cell(result.get('cap_gib'))} GiB together was stopped.\n",
-        "| impressions | engine | stage | seconds | largest process GiB | JVM GiB | all processes GiB | note |",
+        "| impressions | engine | stage | seconds | largest process GiB | JVM GiB | all processes GiB "
+        "| note |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in result.get("runs", []):
@@ -221,6 +222,52 @@ def render_engines(name: str, result: dict) -> list[str]:
             "|---|---|",
             *[f"| {k.replace('_', ' ')} | {_cell(v)} |" for k, v in sizing.items()],
         ]
+    return lines
+
+
+def render_events_scale(name: str, result: dict) -> list[str]:
+    """bench events: build time and the size's own peak RSS per orders:impressions size."""
+    rules = ", ".join(f"`{k}` {v}" for k, v in result.get("rules", {}).items())
+    lines = [
+        "The directed graph and the attributed labels built from synthetic raw logs held in memory "
+        f"(`domain.events.build_from_logs`; rules of `ingest.events`: {rules}). Each size runs in a "
+        "process of its own: *peak RSS* is that process's, the logs themselves (*inputs*) included; "
+        "reading the files is not timed.\n",
+        "| orders | impressions | interactions | edges | conversions | build (s) | inputs (GiB) "
+        "| peak RSS (GiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["sizes"]:
+        if "failed" in row:
+            lines.append(
+                f"| {row['orders']:,} | {row['impressions']:,} | failed: {row['failed']} | | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {row['orders']:,} | {row['impressions']:,} | {row['interactions']:,} | {row['edges']:,} | "
+            f"{row['conversions_attributed']:,} | {row['build_s']:.1f} | {row['inputs_gib']:.2f} | "
+            f"{row['peak_rss_gib']:.2f} |"
+        )
+    return lines
+
+
+def render_stack_check(name: str, result: dict) -> list[str]:
+    """``make stack-check``: the team stack built, run and torn down, step by step, with the
+    training DAG's tasks as Airflow timed them on a Celery worker."""
+    verdict = f"failed: {result['failed']}" if result.get("failed") else "passed"
+    lines = [
+        f"The docker compose stack end to end ({verdict}; project image "
+        f"{_cell(result.get('image_size_gib'))} GiB). Peak memory is the check's own "
+        "processes, not the containers'.\n",
+        "| step | seconds |",
+        "|---|---|",
+    ]
+    lines += [f"| {_cell(step)} | {_cell(seconds)} |" for step, seconds in result.get("steps_s", {}).items()]
+    lines.append(f"| **in all** | {_cell(result.get('total_s'))} |")
+    tasks = result.get("training_tasks_s") or {}
+    if tasks:
+        lines += ["", "| training task (Celery) | seconds |", "|---|---|"]
+        lines += [f"| `{task}` | {_cell(seconds)} |" for task, seconds in tasks.items()]
     return lines
 
 
@@ -255,10 +302,12 @@ def render_generic(name: str, result: dict) -> list[str]:
 KNOWN: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
     "engines": ("The data stages on pandas and on Spark at growing sizes", render_engines),
     "daily_loop": ("The daily loop: next-day candidates against the champion", render_daily_loop),
+    "events_scale": ("Graph and labels from raw logs at scale", render_events_scale),
     "external_dirlinkbench_blade": (
         "BLADE on an independent directed citation graph",
         render_external_linkpred,
     ),
+    "stack_check": ("The team stack end to end (make stack-check)", render_stack_check),
 }
 
 

@@ -278,14 +278,17 @@ def _reporter(progress: Progress, task, n_products: int):
 
 def run(
     out: Path,
-    sizes=DEFAULT_SIZES,
+    sizes: tuple[int, ...] | str = DEFAULT_SIZES,
     params_file: str = "params.yaml",
     budget_s: float = BUDGET_S,
     sample_sources: int = SAMPLE_SOURCES,
     preset: str | None = None,
 ) -> dict:
     """Every size in turn (``preset``: a params preset applied over ``params_file`` first, so
-    the store's per-product ratios and the training settings are the preset's)."""
+    the store's per-product ratios and the training settings are the preset's; ``sizes`` may be
+    the command line's comma-separated text)."""
+    if isinstance(sizes, str):
+        sizes = parse_sizes(sizes)
     if preset is None:
         return _run(out, sizes, Path(params_file).resolve(), budget_s, sample_sources)
     with tempfile.TemporaryDirectory(prefix="nextbuy-bench-scale-") as tmp:

@@ -177,7 +177,8 @@ def champion_uri() -> str:
 class RestServer(procs.GroupServer):
     """``nextbuy serve --model MODEL_URI`` on 127.0.0.1 (MLflow's scoring server, run by
     uvicorn in the process it execs into), in its own process group, ready once ``/ping``
-    answers 200; ``fast_path`` false serves every request MLflow's way. Use as a context
+    answers 200; ``fast_path`` false serves every request MLflow's way; ``params``: the
+    params file of its ``serving`` section (default ./params.yaml). Use as a context
     manager, or start/stop."""
 
     def __init__(
@@ -189,6 +190,7 @@ class RestServer(procs.GroupServer):
         start_timeout: float = 120.0,
         stop_timeout: float = 10.0,
         fast_path: bool = True,
+        params: Path | None = None,
     ):
         port = procs.free_port()
         cmd = [
@@ -203,6 +205,7 @@ class RestServer(procs.GroupServer):
             "--workers",
             str(workers),
             "--fast-path" if fast_path else "--no-fast-path",
+            *(["--params", str(params)] if params is not None else []),
         ]
         env = _serve_env(tracking_uri)
         env["TMPDIR"] = str(Path(log_path).parent)  # its download of the model: next to the log

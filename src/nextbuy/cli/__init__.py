@@ -10,10 +10,12 @@ from __future__ import annotations
 # isort: off
 # Registration order is help order: the stage commands (``cli.stages``), the champion's
 # (``cli.releases``), serving and the UIs (``cli.serving``); then the groups, airflow (with the
-# stages) and bench (``cli.bench``); the documentation's generators last (``cli.docs``).
+# stages), models (the model catalogue, ``cli.models``) and bench (``cli.bench``); the
+# documentation's generators last (``cli.docs``).
 from nextbuy.cli import stages
 from nextbuy.cli import releases
 from nextbuy.cli import serving
+from nextbuy.cli import models
 from nextbuy.cli import bench
 from nextbuy.cli import docs
 
@@ -31,6 +33,7 @@ __all__ = [
     "app",
     "bench",
     "docs",
+    "models",
     "releases",
     "serving",
     "stages",

@@ -16,7 +16,13 @@ from rich.text import Text
 
 from nextbuy.constants import FAILURE_FILE_ENV
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="nextbuy: bought U, recommend V next.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="nextbuy: bought U, recommend V next.",
+    # markdown: a docstring wrapped in the source reads as one paragraph in --help
+    rich_markup_mode="markdown",
+)
 # soft_wrap: a message naming a file keeps the path on one line, whatever the width.
 console = Console(stderr=True, soft_wrap=True)
 ParamsOption = typer.Option("params.yaml", "--params", help="params file (each stage reads its own section)")

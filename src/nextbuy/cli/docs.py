@@ -5,6 +5,7 @@ and ``nextbuy bench record``, which runs a bench and keeps its result as a commi
 from __future__ import annotations
 
 import importlib
+import subprocess
 from pathlib import Path
 
 import typer
@@ -75,4 +76,7 @@ def bench_record(
     except ValueError as err:
         console.print(f"[red]{err}[/]", highlight=False)
         raise typer.Exit(code=2) from None
+    except subprocess.CalledProcessError as err:
+        console.print(f"[red]the bench exited {err.returncode}: nothing recorded[/]", highlight=False)
+        raise typer.Exit(code=1) from None
     console.print(f"{path} written; render the page with nextbuy bench report", highlight=False)

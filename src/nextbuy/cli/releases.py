@@ -32,6 +32,8 @@ def alerts(
 ) -> None:
     """Print the monitor's alerts; exit 3 when there is any (what Airflow branches on).
 
+    Also the versions whose matured metrics fell below the gate's floors (their model cards are
+    flagged): the champion among them is an alert; another version is printed as a warning.
     A monitor run that watched nothing (no champion released yet) has none: exit 0, saying why."""
     from nextbuy.mlops import io
 
@@ -48,11 +50,27 @@ def alerts(
         raise typer.Exit(code=2) from None
     for a in fired:
         console.print(f"[bold red]ALERT[/] {a['window_start']} {escape(a['message'])}", highlight=False)
-    if fired:
+    champion_below = _matured_flags(written.get("matured") or [])
+    if fired or champion_below:
         raise typer.Exit(code=ALERT_EXIT_CODE)
     if written.get("monitored") is False:  # no champion released: a state, not a failure
         console.print(f"[yellow]nothing monitored:[/] {escape(str(written.get('reason')))}", highlight=False)
     console.print("[green]no alerts[/]")
+
+
+def _matured_flags(matured: list[dict]) -> bool:
+    """Print the versions below a floor once their labels matured; whether the champion is one."""
+    champion = False
+    for m in matured:
+        serving = m.get("alias") == "champion"
+        champion = champion or serving
+        label = "[bold red]ALERT[/]" if serving else "[yellow]flagged[/]"
+        alias = f" ({m['alias']})" if m.get("alias") else ""
+        why = "; ".join(m.get("below_floor") or [])
+        console.print(
+            f"{label} v{m['version']}{alias} matured below the gate's floors: {escape(why)}", highlight=False
+        )
+    return champion
 
 
 @app.command()

@@ -85,26 +85,34 @@ def serve(
     fast_path: bool = typer.Option(
         True, help="answer plain pair-scoring requests without MLflow's per-request overhead (same JSON)"
     ),
+    params: Path = typer.Option(Path("params.yaml"), help="params file whose `serving` section applies"),
 ) -> None:
-    """REST scoring on 127.0.0.1 (make serve): MLflow's scoring server, behind a body-size limit.
+    """REST scoring on 127.0.0.1 (make serve): MLflow's scoring server, behind limits.
 
     The model's files are checked against the SHA-256 deploy recorded first (exit 1 if one
     differs). POST /invocations as with `mlflow models serve`, but a body over
-    NEXTBUY_MAX_BODY_BYTES (default 10 MB) gets 413 before MLflow reads it, and plain
-    dataframe_split pair requests are answered by a fast path with the same JSON."""
+    NEXTBUY_MAX_BODY_BYTES (default 10 MB) or of more than 100,000 rows gets 413 before MLflow
+    reads it; serving.max_concurrent requests are computed at once and serving.max_queue wait,
+    the next gets 503 with Retry-After; a request whose client has gone is cancelled; SIGTERM
+    gives requests in flight serving.drain_s seconds. Plain dataframe_split pair requests are
+    answered by a fast path with the same JSON."""
+    import json
     import sys
 
     from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     from mlflow.pyfunc import scoring_server
     from mlflow.utils.file_utils import path_to_local_file_uri
+    from pydantic import ValidationError
 
-    from nextbuy.mlops import rest_app
+    from nextbuy.config import read_params, section_config
+    from nextbuy.mlops import rest_app, rest_limits
     from nextbuy.mlops.registry import CHAMPION
     from nextbuy.procs import HOST
 
     try:
         limit = rest_app.max_body_bytes()
-    except ValueError as err:
+        limits = section_config(read_params(params), "serving")
+    except (ValueError, FileNotFoundError, ValidationError) as err:
         console.print(f"[bold red]serve: {escape(str(err))}[/]", highlight=False)
         raise typer.Exit(code=2) from None
     model = model or f"models:/{model_name_or_default(None)}@{CHAMPION}"
@@ -116,7 +124,9 @@ def serve(
         soft_wrap=True,
     )
     console.print(
-        f"bodies over {limit:,} bytes: 413 before MLflow reads them ({rest_app.MAX_BODY_BYTES_ENV})",
+        f"bodies over {limit:,} bytes: 413 before MLflow reads them ({rest_app.MAX_BODY_BYTES_ENV}); "
+        f"{limits.max_concurrent} requests at once per process, {limits.max_queue} waiting, then 503 "
+        f"(Retry-After: {limits.retry_after_s}); SIGTERM drains for {limits.drain_s} s ({params}: serving)",
         highlight=False,
         soft_wrap=True,
     )
@@ -124,8 +134,10 @@ def serve(
     env[scoring_server._SERVER_MODEL_PATH] = path_to_local_file_uri(str(path))
     env[rest_app.FAST_PATH_ENV] = "1" if fast_path else "0"
     env[MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name] = str(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
+    env[rest_limits.SERVING_ENV] = json.dumps(limits.model_dump())
     cmd = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(port)]
-    cmd += ["--workers", str(workers), "nextbuy.mlops.rest_app:app"]
+    cmd += ["--workers", str(workers), "--timeout-graceful-shutdown", str(limits.drain_s)]
+    cmd += ["nextbuy.mlops.rest_app:app"]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(cmd[0], cmd, env)  # uvicorn takes this process's place (pid, group, signals)

@@ -23,15 +23,52 @@ STAGES = {stage.name: stage.desc for stage in STAGE_LIST}  # name -> help, in dv
 
 
 def _run_stage(name: str, params: str) -> None:
+    """Run the stage; on any failure (a SIGTERM or Ctrl-C included: ``procs.Stopped``,
+    KeyboardInterrupt) put its last good outputs back. A stop signal or a full disk ends
+    with one line saying so, not a traceback."""
+    from nextbuy.procs import Stopped, stop_signals_raise
+
     setup_logging()
-    try:
-        metrics = _stage_metrics(name, params)
-    except BaseException:
-        # dvc repro deleted the outputs before running us: put the last good ones back.
-        _put_back_last_good(name)
-        raise
+    with stop_signals_raise():
+        try:
+            metrics = _stage_metrics(name, params)
+        except BaseException as err:
+            # dvc repro deleted the outputs before running us: put the last good ones back.
+            _put_back_last_good(name)
+            if isinstance(err, (Stopped, KeyboardInterrupt)):
+                raise _stopped(name, err) from None
+            storage = storage_failure(err)
+            if storage is not None:
+                console.print(f"[bold red]{name}: {escape(storage)}[/]", highlight=False)
+                raise typer.Exit(code=1) from None
+            raise
     console.print(f"[green]{name} done[/] → metrics/{name}.json")
     logging.getLogger("nextbuy").debug(json.dumps(metrics, default=str))
+
+
+def _stopped(name: str, err: BaseException) -> typer.Exit:
+    """The exit of a stage told to stop: 128 + the signal's number, as the shell reports a kill."""
+    import signal
+
+    from nextbuy.procs import Stopped
+
+    signum = err.signum if isinstance(err, Stopped) else signal.SIGINT
+    console.print(f"[bold red]{name}: stopped by {signal.Signals(signum).name}[/]", highlight=False)
+    return typer.Exit(code=128 + signum)
+
+
+def storage_failure(err: BaseException) -> str | None:
+    """A full disk or a file-size limit anywhere in ``err``'s chain, said in one line naming
+    the file (``nextbuy.files.storage_failure``; an SQLite 'disk I/O error' names the MLflow
+    tracking store, whose failed write is rolled back here); None for any other failure."""
+    from nextbuy.files import storage_failure as describe
+    from nextbuy.mlops.tracking import settle_store, sqlite_store
+
+    database = sqlite_store()
+    said = describe(err, database)
+    if said is not None and not settle_store(database):
+        said += f"; {database}-journal is left: SQLite rolls it back the next time the store is opened"
+    return said
 
 
 def _put_back_last_good(name: str) -> None:
@@ -194,3 +231,48 @@ def airflow_restore_params() -> None:
     from nextbuy.orchestration.workspace import workspace_dir
 
     console.print(restore_any(workspace_dir(_airflow_project())), highlight=False)
+
+
+@app.command("simulate-logs")
+def simulate_logs(
+    out: Path = typer.Argument(Path("inputs/store"), help="folder to write (replaced as a whole)"),
+    params: str = ParamsOption,
+    days_after: float | None = typer.Option(
+        None,
+        min=0.0,
+        help="days the logs go on past the snapshot (default: traffic.days): what traffic monitors",
+    ),
+    form: str = typer.Option("parquet", "--format", help="parquet | csv | partitioned (month=YYYY-MM parts)"),
+) -> None:
+    """Write the simulated store (ingest.simulator, ingest.seed) as a store's raw logs: orders,
+    impressions, interactions and catalogue, from its first day to days-after past the snapshot
+    (ingest.snapshot, or the simulator's), then print the params that read them."""
+    import pandas as pd
+
+    from nextbuy.config import load_section
+    from nextbuy.data.simulate import simulate_world
+    from nextbuy.data.store_logs import LOG_FORMATS, simulated_logs, write_logs
+
+    setup_logging()
+    if form not in LOG_FORMATS:
+        raise input_error(f"[bold red]--format {escape(form)}[/]: one of {', '.join(LOG_FORMATS)}")
+    try:
+        ingest_cfg = load_section("ingest", params)
+        days = load_section("traffic", params).days if days_after is None else days_after
+    except (OSError, ValidationError) as err:
+        raise input_error(f"[bold red]{escape(params)}[/]: {escape(str(err))}") from None
+    snapshot = (
+        simulate_world(ingest_cfg.simulator, ingest_cfg.seed).snapshot
+        if ingest_cfg.snapshot is None
+        else pd.Timestamp(ingest_cfg.snapshot)
+    )
+    logs = simulated_logs(ingest_cfg.simulator, ingest_cfg.seed, snapshot + pd.Timedelta(days=days))
+    written = write_logs(logs, out, form)
+    sizes = ", ".join(f"{len(frame)} {name}" for name, frame in logs.frames().items())
+    console.print(f"[green]wrote {escape(str(out))}[/]: {sizes}", highlight=False)
+    catalogue = written.pop("catalogue")
+    paths = "".join(f"\n    {name}_path: {path}" for name, path in written.items())
+    print(
+        f"ingest:\n  source: events\n  snapshot: '{snapshot:%Y-%m-%dT%H:%M:%S}'\n"
+        f"  catalogue_path: {catalogue}\n  events:{paths}"
+    )

@@ -50,9 +50,11 @@ __all__ = [
     "complement_relations",
     "conversion_probability",
     "simulate_history",
+    "simulate_span",
     "simulate_store",
     "simulate_traffic",
     "simulate_world",
+    "store_purchases",
     "store_world",
     "world_from_graph",
 ]
@@ -75,7 +77,15 @@ def simulate_history(world: StoreWorld, cfg: SimulatorConfig, seed: int, snapsho
     differs. The logging policy recommends from the world's (base) co-purchase graph.
     """
     snapshot = pd.Timestamp(snapshot)
-    lo = snapshot - pd.Timedelta(days=cfg.history_days)
+    return simulate_span(world, cfg, seed, snapshot - pd.Timedelta(days=cfg.history_days), snapshot)
+
+
+def simulate_span(
+    world: StoreWorld, cfg: SimulatorConfig, seed: int, lo: pd.Timestamp, observe_at: pd.Timestamp
+) -> Traffic:
+    """The store's impressions shown in [lo, observe_at), observed at ``observe_at`` (the one
+    timeline of :func:`simulate_history`, over any span)."""
+    lo, snapshot = pd.Timestamp(lo), pd.Timestamp(observe_at)
     never = pd.Timestamp.max  # draw every event; censor at the snapshot below
     parts = []
     if lo < world.snapshot and snapshot > world.start:
@@ -102,6 +112,19 @@ def simulate_history(world: StoreWorld, cfg: SimulatorConfig, seed: int, snapsho
     )
 
 
+def store_purchases(
+    cfg: SimulatorConfig, seed: int, at: pd.Timestamp | str | None = None
+) -> tuple[StoreWorld, np.ndarray]:
+    """The world at its origin snapshot and every "bought u, then v" purchase (rows u, v, t_ns)
+    before ``at`` (None: that origin): the raw pairs behind the graph of :func:`simulate_store`."""
+    world, catalogue, bought = _base_world(cfg, seed)
+    end: pd.Timestamp = world.snapshot if at is None else pd.Timestamp(at)
+    if end != world.snapshot:
+        later = _purchases_on_days(world, catalogue, cfg, seed, _days(world, world.snapshot, end))
+        bought = np.concatenate([bought, later], axis=1)
+    return world, bought[:, bought[2] < end.value]
+
+
 def simulate_store(
     cfg: SimulatorConfig, seed: int, snapshot: pd.Timestamp | str | None = None
 ) -> tuple[StoreWorld, Traffic]:
@@ -113,15 +136,9 @@ def simulate_store(
     continue day by day at the base window's rate, impressions likewise (see
     :func:`simulate_history`); a snapshot before the origin sees the store as it was then.
     """
-    world, catalogue, bought = _base_world(cfg, seed)
+    world, bought = store_purchases(cfg, seed, snapshot)
     at: pd.Timestamp = world.snapshot if snapshot is None else pd.Timestamp(snapshot)
-    if at != world.snapshot:
-        later = _purchases_on_days(world, catalogue, cfg, seed, _days(world, world.snapshot, at))
-        bought = np.concatenate([bought, later], axis=1)
-        bought = bought[:, bought[2] < at.value]
-        edges = _aggregate_edges(bought[0], bought[1], bought[2])
-    else:
-        edges = world.edges
+    edges = world.edges if at == world.snapshot else _aggregate_edges(bought[0], bought[1], bought[2])
     history = simulate_history(world, cfg, seed, at)
     start = at - pd.Timedelta(days=cfg.history_days)
     return StoreWorld(world.products, world.truth_products, edges, start, at), history

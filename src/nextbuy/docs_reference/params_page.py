@@ -68,7 +68,7 @@ def _value(value: Any) -> str:
 def render_params(root: Path) -> str:
     from pydantic import BaseModel
 
-    from nextbuy.config import SECTIONS
+    from nextbuy.config import ALL_SECTIONS
 
     text = (root / "params.yaml").read_text()
     values = yaml.safe_load(text) or {}
@@ -76,7 +76,8 @@ def render_params(root: Path) -> str:
     lines = [
         GENERATED.format(source="src/nextbuy/config*.py and params.yaml"),
         "# Parameters (params.yaml)\n",
-        "Every knob of the pipeline lives in `params.yaml`, one section per stage; "
+        "Every knob of the pipeline lives in `params.yaml`, one section per stage (and `serving`, "
+        "read by `nextbuy serve`); "
         "`src/nextbuy/config*.py` hold their types and bounds and no defaults, so a missing or "
         "misspelt key stops the stage with the key named. The *value* column is the committed "
         "`params.yaml`. Change a value there (or per run: `dvc exp run -S key=value`, a preset, "
@@ -112,7 +113,7 @@ def render_params(root: Path) -> str:
         for sub_model, sub_dotted, sub_node in subs:
             section(sub_model, sub_dotted, sub_node)
 
-    for name, model in SECTIONS.items():
+    for name, model in ALL_SECTIONS.items():
         section(model, name, values.get(name) or {})
     return "\n".join(lines).rstrip() + "\n"
 

@@ -51,8 +51,9 @@ def render_schemas(root: Path) -> str:
         for name, column in schema.columns.items():
             label = f"`{name}`" + (" (pattern)" if column.regex else "")
             checks = ", ".join(f"`{_check_text(c)}`" for c in column.checks)
+            dtype = "any (parsed by the reader)" if column.dtype is None else f"`{column.dtype}`"
             lines.append(
-                f"| {_cell(label)} | `{column.dtype}` | {_yes(column.nullable)} | {_yes(column.unique)} | "
+                f"| {_cell(label)} | {dtype} | {_yes(column.nullable)} | {_yes(column.unique)} | "
                 f"{_yes(column.required)} | {_cell(checks)} |"
             )
         lines.append("")

@@ -71,6 +71,22 @@ def check_first_release(client, model_name: str) -> None:
         )
 
 
+def abandon_release(client, model_name: str) -> list[str]:
+    """A deploy told to stop (its run already ended): mark the version it left incomplete
+    ``orphaned`` and undo its alias moves now, not at the next deploy. The versions marked."""
+    from nextbuy.mlops import registry
+
+    orphans = registry.sweep_orphans(client, model_name)
+    for version in orphans:
+        log.warning(
+            "deploy stopped: %s v%s was left incomplete: marked '%s', never served",
+            model_name,
+            version,
+            registry.ORPHANED,
+        )
+    return orphans
+
+
 def prepare_registry(client, model_name: str) -> None:
     """Before judging: repair what a killed deploy left, refuse a silent re-seed."""
     from nextbuy.mlops import registry

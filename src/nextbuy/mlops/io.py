@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import pandas as pd
 import pandera.pandas as pa
 import scipy.sparse as sp
 
-from nextbuy.files import atomic_path  # io.atomic_path stays part of this module's API
+from nextbuy.files import atomic_path, staging_dir  # io.atomic_path stays part of this module's API
 
 MAX_ROWS_SHOWN = 5
 
@@ -151,7 +151,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` as a whole on success."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = staging_dir(target)
     try:
         yield tmp
         old = target.with_name(f".{target.name}.old")
@@ -181,10 +181,12 @@ def write_tables(tables: Sequence[tuple[pd.DataFrame, str | os.PathLike, pa.Data
 
 
 def empty_table(schema: pa.DataFrameSchema) -> pd.DataFrame:
-    """Zero rows with the schema's (non-regex) columns and dtypes."""
+    """Zero rows with the schema's columns and dtypes; a pattern column (``src_\\d+``) as one
+    example column (``src_0``), so the empty table still matches its schema."""
     columns = {}
-    for name, col in schema.columns.items():
-        if col.regex:
+    for pattern, col in schema.columns.items():
+        name = str(pattern).replace(r"\d+", "0") if col.regex else pattern
+        if col.regex and not re.fullmatch(str(pattern), name):
             continue
         dtype = np.dtype(object) if col.dtype is None else col.dtype.type
         if isinstance(dtype, np.dtype) and dtype.kind in "US":

@@ -24,7 +24,8 @@ and telemetry off (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION``, ``MLFLOW_ENABLE_AI_GA
 UI's browser defaults: classic ML view, assistant panel closed, telemetry banner
 dismissed. :func:`launch` (``nextbuy mlflow-ui``) runs it as its own process group,
 waits until it answers, prints the experiment's URL and stops the whole group on
-Ctrl-C or SIGTERM.
+Ctrl-C or SIGTERM; the server also stops by itself once its launcher is gone (killed
+outright), so stopping ``make mlflow-ui`` in any way never leaves it listening.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -43,7 +45,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nextbuy.mlops.tracking import EXPERIMENT
-from nextbuy.procs import HOST, GroupServer, port_open
+from nextbuy.procs import HOST, GroupServer, Stopped, port_open, stop_signals_raise
 
 DEFAULT_PORT = 5000
 ML_VIEW = "machine_learning"  # the UI's workflowType of the classic view (the other one: "genai")
@@ -114,6 +116,7 @@ class MlflowUI(GroupServer):
         artifacts = (artifacts_destination or Path.cwd() / "mlartifacts").resolve()
         cmd = [sys.executable, "-m", __name__, "--backend-store-uri", backend_store_uri]
         cmd += ["--port", str(port), "--artifacts-destination", str(artifacts)]
+        cmd += ["--parent-pid", str(os.getpid())]  # the server stops when this process is gone
         super().__init__(cmd, port, log_path=log_path, start_timeout=start_timeout)
 
     def _get(self, path: str) -> tuple[int, bytes]:
@@ -136,10 +139,6 @@ class MlflowUI(GroupServer):
         return json.loads(body)["experiment"]["experiment_id"] if status == 200 else None
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def _say(line: str) -> None:
     print(line, flush=True)  # at once, also when piped (make, a test)
 
@@ -151,11 +150,18 @@ def launch(
     out: Callable[[str], None] = _say,
 ) -> int:
     """Start the UI, print where to look, serve until Ctrl-C / SIGTERM / SIGHUP, then stop
-    the whole process group. Returns the exit code (0 when stopped by a signal)."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a shell's `&` ignores it
-        signal.signal(sig, _raise_interrupt)
-    server = MlflowUI(backend_store_uri, port, artifacts_destination)
-    if port_open(port):  # else the readiness check could take another server for this one
+    the whole process group. Returns the exit code (0 when stopped by a signal).
+
+    Only the first stop signal counts (``procs.stop_signals_raise``): make forwards the SIGTERM
+    its process group just got, and a second one must not cut the server's stop short. A
+    launcher killed outright (SIGKILL) takes its server with it: the server watches it."""
+    with stop_signals_raise():  # SIGINT too: a shell's `&` ignores it
+        server = MlflowUI(backend_store_uri, port, artifacts_destination)
+        return _serve_until_stopped(server, backend_store_uri, out)
+
+
+def _serve_until_stopped(server: MlflowUI, backend_store_uri: str, out: Callable[[str], None]) -> int:
+    if port_open(server.port):  # else the readiness check could take another server for this one
         out(f"MLflow UI: {server.url} is taken (another MLflow UI?); stop it or pass --port")
         return 1
     started = time.monotonic()
@@ -179,11 +185,9 @@ def launch(
     except (RuntimeError, TimeoutError) as err:  # it died or never answered: say why
         out(f"MLflow UI did not start: {err}")
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         return 0
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         gone = server.stop()
         if gone:
             out("MLflow UI stopped.")
@@ -276,13 +280,31 @@ def serve(backend_store_uri: str, port: int, artifacts_destination: Path, host: 
     )
 
 
+def stop_with_parent(parent_pid: int, every: float = 0.5) -> threading.Thread:
+    """A daemon thread that sends this process SIGTERM (uvicorn's graceful stop) once
+    ``parent_pid`` is no longer its parent: the launcher died without stopping it (SIGKILL,
+    a crash), and nobody else would."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="stop-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=serve.__doc__)
     parser.add_argument("--backend-store-uri", default=default_store())
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--host", default=HOST)
     parser.add_argument("--artifacts-destination", type=Path, default=Path("mlartifacts"))
+    parser.add_argument("--parent-pid", type=int, default=None, help="stop when this process is gone")
     args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        stop_with_parent(args.parent_pid)
     serve(args.backend_store_uri, args.port, args.artifacts_destination.resolve(), args.host)
 
 

@@ -1,6 +1,6 @@
 """The REST app ``nextbuy serve`` runs: MLflow's own scoring server (the FastAPI app of
 ``mlflow.pyfunc.scoring_server``, as ``mlflow models serve`` builds it) behind a guard on the
-size of request bodies.
+size of request bodies, and behind ``rest_limits``' guards on rows, slots and queue.
 
 MLflow's server reads and parses a whole body before the model's row limit
 (``serving.MAX_REQUEST_ROWS``) can refuse it: a body of millions of rows costs seconds of
@@ -26,12 +26,15 @@ import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from nextbuy.mlops.serving import INPUT_COLUMNS, MAX_REQUEST_ROWS, PAIR_COLUMNS
+
+if TYPE_CHECKING:
+    from nextbuy.config_stages import ServingConfig
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -285,18 +288,32 @@ class PairFastPath:
         )
 
 
-def build_app(model_uri: str, max_bytes: int | None = None, fast_path: bool = True) -> BodySizeLimit:
+def build_app(
+    model_uri: str,
+    max_bytes: int | None = None,
+    fast_path: bool = True,
+    limits: ServingConfig | None = None,
+    drain_on_signals: bool = False,
+) -> BodySizeLimit:
     """MLflow's scoring app for the pyfunc model at ``model_uri`` (as its ``app.py`` builds
-    it), behind :class:`PairFastPath` (unless ``fast_path`` is false) and, outermost,
-    :class:`BodySizeLimit` (``max_bytes`` default: :func:`max_body_bytes`)."""
-    limit = max_body_bytes() if max_bytes is None else max_bytes
+    it), behind :class:`PairFastPath` (unless ``fast_path`` is false), ``rest_limits.Admission``
+    (slots, queue and cancellation: ``limits``, default ``rest_limits.serving_config()``),
+    ``rest_limits.RowLimit`` and, outermost, :class:`BodySizeLimit` (``max_bytes`` default:
+    :func:`max_body_bytes`). ``drain_on_signals``: SIGTERM and SIGINT start the admission's
+    drain once the server has started (``rest_limits.drain_on_signals``), as ``nextbuy serve``
+    runs it."""
     from mlflow.pyfunc import scoring_server
 
+    from nextbuy.mlops import rest_limits
+
+    limit = max_body_bytes() if max_bytes is None else max_bytes
+    config = rest_limits.serving_config() if limits is None else limits
     model = scoring_server.load_model_with_mlflow_config(model_uri)
     app: ASGIApp = scoring_server.init(model)
     if fast_path:
         app = PairFastPath(app, model.unwrap_python_model().bundle.score_columns)
-    return BodySizeLimit(app, limit)
+    admission = rest_limits.Admission(app, config, on_signals=drain_on_signals)
+    return BodySizeLimit(rest_limits.RowLimit(admission), limit)
 
 
 def __getattr__(name: str) -> Any:
@@ -311,6 +328,6 @@ def __getattr__(name: str) -> Any:
             f"{__name__}:app needs the model's local path in ${scoring_server._SERVER_MODEL_PATH}: "
             "start it with `nextbuy serve`"
         )
-    built = build_app(model_uri, fast_path=os.environ.get(FAST_PATH_ENV, "1") != "0")
+    built = build_app(model_uri, fast_path=os.environ.get(FAST_PATH_ENV, "1") != "0", drain_on_signals=True)
     globals()["app"] = built
     return built

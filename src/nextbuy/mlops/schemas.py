@@ -9,6 +9,7 @@ are functions here too, so the error names the file, column and rows.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -76,6 +77,47 @@ IMPRESSIONS = pa.DataFrameSchema(
     {**_IMPRESSION_COLUMNS, "split": pa.Column(str, pa.Check.isin(SPLITS), nullable=False)},
     name="impressions",
     strict=True,
+)
+
+
+# A store's raw logs (``ingest.source: events``), as read: the columns each must have and may
+# not leave empty. Ids are the store's own (any type); times are parsed after this check.
+def _given(required: bool = True, checks: list[pa.Check] | None = None) -> pa.Column:
+    return pa.Column(None, checks=checks, nullable=False, required=required)
+
+
+RAW_ORDERS = pa.DataFrameSchema(
+    {"customer": _given(), "product": _given(), "ordered_at": _given(), "quantity": _given(False)},
+    name="orders",
+)
+RAW_IMPRESSIONS = pa.DataFrameSchema(
+    {
+        "impression_id": _given(False),
+        "customer": _given(),
+        "source_product": _given(),
+        "shown_product": _given(),
+        "shown_at": _given(),
+    },
+    name="impressions",
+)
+# kind is compared trimmed and lower-cased (" Click" is a click).
+RAW_INTERACTIONS = pa.DataFrameSchema(
+    {
+        "customer": _given(),
+        "product": _given(),
+        "kind": _given(checks=[pa.Check.isin(["click", "cart"])]),
+        "at": _given(),
+    },
+    name="interactions",
+)
+RAW_CATALOGUE = pa.DataFrameSchema(
+    {
+        "product": pa.Column(None, nullable=False, unique=True),
+        "category": pa.Column(None, nullable=True, required=False),
+        "price": pa.Column(None, nullable=True, required=False),
+        "launched_at": pa.Column(None, nullable=True, required=False),
+    },
+    name="catalogue",
 )
 
 # Ground truth of the simulator: only evaluation code may read these.
@@ -195,6 +237,26 @@ def check_event_order(df: pd.DataFrame) -> dict[str, pd.Index]:
         if len(rows):
             bad[col] = rows
     return bad
+
+
+def check_isolated_times(
+    df: pd.DataFrame, columns: Sequence[str], max_gap_days: float
+) -> dict[str, pd.Index]:
+    """Rows with a time in ``columns`` cut off from the rest of the log by more than
+    ``max_gap_days`` with no event between (a mistyped year, a 1970 from an empty field read as
+    0), per column. The log's body is the run of times with no such gap that holds the most
+    events; the times outside it are the offenders."""
+    values = pd.concat([df[c].dropna() for c in columns if c in df], ignore_index=True)
+    if values.empty:
+        return {}
+    times = np.sort(values.unique())
+    runs = np.r_[0, np.cumsum(np.diff(times) > np.timedelta64(int(max_gap_days * 86400), "s"))]
+    if runs[-1] == 0:
+        return {}
+    body = np.bincount(runs[np.searchsorted(times, values.to_numpy())]).argmax()
+    low, high = times[runs == body][[0, -1]]
+    bad = {c: df.index[((df[c] < low) | (df[c] > high)).to_numpy()] for c in columns if c in df}
+    return {c: rows for c, rows in bad.items() if len(rows)}
 
 
 def check_funnel_order(df: pd.DataFrame) -> dict[str, pd.Index]:

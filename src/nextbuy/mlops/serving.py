@@ -79,6 +79,7 @@ from nextbuy.mlops.serving_requests import (
     MAX_TOP_K,
     _invalid,
     _refuse_too_deep_json,
+    raise_if_cancelled,
     top_k_param,
     validate_request,
 )
@@ -119,6 +120,8 @@ __all__ = [
 
 # REST guard on top-K: rows in one top-K answer (distinct sources x K, K capped by the catalogue).
 MAX_TOPK_ROWS = MAX_REQUEST_ROWS
+# Top-K is computed this many answer rows at a time, the request's cancellation checked between.
+CANCEL_CHECK_ROWS = 10_000
 
 
 class NextbuyModel(PythonModel):
@@ -139,6 +142,14 @@ class NextbuyModel(PythonModel):
         _refuse_too_deep_json()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Pairs scored or top-K recommended; a cancelled request (``serving_requests.CANCELLED``)
+        stops before it starts, between chunks of top-K, and before its answer is written."""
+        raise_if_cancelled()
+        answer = self._answer(model_input, params)
+        raise_if_cancelled()
+        return answer
+
+    def _answer(self, model_input: pd.DataFrame, params: dict | None) -> pd.DataFrame:
         top_k = top_k_param(params)
         request = validate_request(pd.DataFrame(model_input), need_candidates=top_k == 0)
         if top_k == 0:
@@ -151,4 +162,9 @@ class NextbuyModel(PythonModel):
                 f"the limit is {MAX_TOPK_ROWS:,} rows per request: send fewer sources or a smaller "
                 "top_k (use `nextbuy batch-topk` for bulk recommendations)"
             )
-        return self.bundle.top_k(sources, top_k)
+        step = max(1, CANCEL_CHECK_ROWS // top_k)
+        parts = []
+        for start in range(0, sources.size, step):
+            raise_if_cancelled()
+            parts.append(self.bundle.top_k(sources[start : start + step], top_k))
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]

@@ -1,11 +1,14 @@
-"""Validation of serving requests (pairs or top-K) into refusals a caller can act on, and the
-scoring server's guard against JSON nested too deeply."""
+"""Validation of serving requests (pairs or top-K) into refusals a caller can act on, the
+scoring server's guard against JSON nested too deeply, and the cancellation of a request
+whose work is no longer wanted."""
 
 from __future__ import annotations
 
 import functools
 import reprlib
+import threading
 from collections import Counter
+from contextvars import ContextVar
 
 import numpy as np
 import pandas as pd
@@ -16,6 +19,24 @@ MAX_REQUEST_ROWS = 100_000  # REST guard: larger batches belong to `nextbuy batc
 # REST guard on top-K: recommendations per source (a larger K is a bulk job: batch-topk), and
 # rows in one top-K answer (distinct sources x K, K capped by the catalogue).
 MAX_TOP_K = 1000
+
+# The cancellation of the request being computed. ``nextbuy serve`` (``rest_limits.Admission``)
+# sets the event when its client has gone, when SIGTERM's grace period has run out, or once the
+# request is answered (MLflow's timeout answers 504 while its worker thread runs on). MLflow's
+# server runs the model in a worker thread with ``asyncio.to_thread``, which copies the
+# context: the model's ``predict`` sees the event and stops between chunks of work.
+CANCELLED: ContextVar[threading.Event | None] = ContextVar("nextbuy_request_cancelled", default=None)
+
+
+class RequestCancelled(Exception):
+    """The request's work stopped: nobody is left to read its answer."""
+
+
+def raise_if_cancelled() -> None:
+    """RequestCancelled when the request being computed in this thread was cancelled."""
+    event = CANCELLED.get()
+    if event is not None and event.is_set():
+        raise RequestCancelled("request cancelled: its client has gone or the server is stopping")
 
 
 def _invalid(message: str) -> MlflowException:

@@ -8,16 +8,26 @@ server).
 Runs killed mid-way (kill -9, OOM) would stay RUNNING forever: every run this
 process starts after :func:`configure` carries the process's pid and host as tags,
 and :func:`configure` ends the experiment's RUNNING runs whose process is gone
-from this host as KILLED.
+from this host as KILLED; a run this process is told to stop (SIGTERM, Ctrl-C) ends KILLED
+at once (:func:`stage_run`).
+
+A store MLflow cannot write (a file-size limit below the size of ``mlflow.db``) is refused
+before anything is written to it (:func:`configure`), and a failed write that left a hot
+``mlflow.db-journal`` is rolled back at once (:func:`settle_store`): the store keeps its last
+committed state.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,60 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
 
 
+def sqlite_store(uri: str | None = None) -> Path | None:
+    """The SQLite file of the tracking store (``uri``, default: this project's), None for any other store."""
+    uri = uri or tracking_uri()
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def check_store_room(db: Path | None) -> None:
+    """Raise EFBIG naming ``db`` when the process's file-size limit (``ulimit -f``) is at or
+    below its size: SQLite would fail half-way through a commit and leave a hot journal it
+    could not roll back under that limit."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return
+    if db is not None and limit != resource.RLIM_INFINITY and db.exists() and db.stat().st_size >= limit:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(db))
+
+
+def settle_store(db: Path | None) -> bool:
+    """Roll back what a failed write left in SQLite file ``db`` (a hot ``-journal``): opening it
+    and reading does. True when no journal is left."""
+    if db is None:
+        return True
+    journal = db.with_name(db.name + "-journal")
+    if not journal.exists():
+        return True
+    with contextlib.suppress(sqlite3.Error):
+        connection = sqlite3.connect(db, timeout=10)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            connection.close()
+    return not journal.exists()
+
+
+@contextlib.contextmanager
+def stage_run(run_name: str) -> Iterator:
+    """``mlflow.start_run``; a stop signal inside (``procs.Stopped``, KeyboardInterrupt) ends the
+    run KILLED, any other failure FAILED (as MLflow does)."""
+    import mlflow
+    from mlflow.entities import RunStatus
+
+    from nextbuy.procs import Stopped
+
+    with mlflow.start_run(run_name=run_name) as run:
+        try:
+            yield run
+        except (Stopped, KeyboardInterrupt):
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
+
+
 def configure(root: Path | None = None) -> str:
     """Point MLflow at the project store and return the experiment id.
 
@@ -47,6 +111,7 @@ def configure(root: Path | None = None) -> str:
 
     os.environ.setdefault(PROGRESS_BAR_ENV, "false")
     root = (root or Path.cwd()).resolve()
+    check_store_room(sqlite_store(tracking_uri(root)))
     mlflow.set_tracking_uri(tracking_uri(root))
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     if experiment is None:

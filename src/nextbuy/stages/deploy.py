@@ -27,7 +27,10 @@ refuse a model whose downloaded files differ (``serving.verify_model_files``).
 All-or-nothing from the registry's point of view: the version is created with its
 verdict tags and ``complete=false`` in one write; the alias moves follow and
 ``complete=true`` is the last write (``registry.release``). Each deploy first marks
-what a killed deploy left incomplete ``orphaned`` and puts the aliases back.
+what a killed deploy left incomplete ``orphaned`` and puts the aliases back; a deploy told
+to stop (SIGTERM: Airflow's timeout and mark-failed, docker stop; Ctrl-C) does so itself on
+its way out, its MLflow run ended KILLED, and the stage command puts the last good
+blessing.json and metrics back.
 
 A registry with no release of the model while ``blessing.json`` or ``dvc.lock``
 record an earlier deploy (``rm mlflow.db``, a wrong ``MLFLOW_TRACKING_URI``) is
@@ -38,6 +41,7 @@ a new first champion would be judged on the floors only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -48,7 +52,12 @@ from nextbuy.config import DeployConfig, load_section
 from nextbuy.domain import catalogue, delay, gate
 from nextbuy.domain import split as session_split
 from nextbuy.mlops import io, schemas, tracking
-from nextbuy.mlops.first_release import FIRST_RELEASE_ENV, check_first_release, prepare_registry
+from nextbuy.mlops.first_release import (
+    FIRST_RELEASE_ENV,
+    abandon_release,
+    check_first_release,
+    prepare_registry,
+)
 from nextbuy.mlops.publishing import (
     SERVING_PACKAGES,
     input_example,
@@ -72,6 +81,7 @@ __all__ = [
     "log_serving_model",
     "prepare_registry",
     "publish",
+    "register",
     "run",
     "serving_requirements",
     "store_products",
@@ -166,11 +176,36 @@ def current_champion(client, model_name: str, store: pd.DataFrame, rows: pd.Data
     return Champion(version, recorded, registry.load_version(model_name, version), None, learned)
 
 
-def run(params_file: str = "params.yaml") -> dict:
+def register(client, candidate, blessing: dict, card: Callable[[str], object]) -> str:
+    """In the deploy's MLflow run: log and register the candidate with its verdict, move the
+    aliases, publish its model ``card`` (called with the version), write the blessing; the
+    version. Told to stop half-way (SIGTERM, Ctrl-C), the run ends KILLED and the version it
+    registered is marked orphaned, its alias moves undone (``first_release.abandon_release``),
+    before the stop goes on."""
     import mlflow
+
+    from nextbuy.procs import Stopped
+
+    try:
+        with tracking.stage_run("deploy"):
+            mlflow.set_tags({"stage": "deploy", **tracking.lineage_tags()})
+            mlflow.log_metrics(
+                {f"candidate.{k}": v for k, v in blessing["candidate"].items() if v is not None}
+            )
+            version = publish(client, candidate, blessing)
+            card(version)
+            io.write_json(blessing, paths.BLESSING)
+            mlflow.log_artifact(str(paths.BLESSING))
+    except (Stopped, KeyboardInterrupt):
+        abandon_release(client, blessing["model_name"])
+        raise
+    return version
+
+
+def run(params_file: str = "params.yaml") -> dict:
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import registry
+    from nextbuy.mlops import model_cards, registry
     from nextbuy.mlops.serving import ServingBundle
 
     cfg = load_section("deploy", params_file)
@@ -195,12 +230,12 @@ def run(params_file: str = "params.yaml") -> dict:
         lineage=lineage(params_file),
         evaluation={"split": "test", "rows": len(rows), "labels": "delay-corrected expected eventual"},
     )
-    with mlflow.start_run(run_name="deploy"):
-        mlflow.set_tags({"stage": "deploy", **tracking.lineage_tags()})
-        mlflow.log_metrics({f"candidate.{k}": v for k, v in blessing["candidate"].items() if v is not None})
-        version = publish(client, candidate, blessing)
-        io.write_json(blessing, paths.BLESSING)
-        mlflow.log_artifact(str(paths.BLESSING))
+    version = register(
+        client,
+        candidate,
+        blessing,
+        lambda v: model_cards.publish_card(client, v, blessing, candidate, (rows, label), weighted, cfg),
+    )
     for note in blessing["notes"]:
         log.warning("deploy: %s", note)
     if blessing["passed"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,9 @@ import scipy.sparse as sp
 
 from nextbuy import paths
 from nextbuy.config import IngestConfig, SplitConfig, load_section
+
+if TYPE_CHECKING:
+    from nextbuy.data.sources import keys as sources_keys
 from nextbuy.domain import split as session_split
 from nextbuy.mlops import io, schemas
 
@@ -120,9 +124,88 @@ def check_graph_size(products: pd.DataFrame, edges: pd.DataFrame, origin: str) -
         )
 
 
+def ingest_events(cfg: IngestConfig) -> Ingested:
+    """``ingest.source: events``: the store's raw logs read, then the graph and the labelled
+    impressions built from them (``nextbuy.domain.events``), censored at the snapshot."""
+    from nextbuy.data.sources import read_event_logs
+    from nextbuy.domain import events
+
+    ev = cfg.events
+    assert ev.orders_path is not None  # IngestConfig requires it
+    assert ev.impressions_path is not None
+    at = None if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
+    gap = cfg.max_event_gap_days
+    logs = read_event_logs(
+        ev.orders_path, ev.impressions_path, ev.interactions_path, cfg.catalogue_path, at, gap
+    )
+    snapshot = logs.last_event if at is None else at
+    built = events.build_from_logs(
+        logs.orders, logs.impressions, logs.interactions, len(logs.products), ev, snapshot
+    )
+    labelled = built.impressions.sort_values(["shown_at", "impression_id"], kind="stable", ignore_index=True)
+    if labelled.empty:
+        raise io.DataError(
+            ev.impressions_path, f"no impression shown by the snapshot ({snapshot})", column="shown_at"
+        )
+    edges, impressions = finalise(
+        logs.products, built.edges, labelled, snapshot, cfg.split, ev.impressions_path
+    )
+    check_graph_size(logs.products, edges, ev.orders_path)
+    n = len(logs.products)
+    return Ingested(
+        logs.products,
+        edges,
+        impressions,
+        snapshot,
+        logs.cleaning | built.counts,
+        features=source_features(None, n),
+    )
+
+
+def ingest_logged(cfg: IngestConfig, graph: sources_keys.GraphSource, cleaning: dict[str, int]) -> Ingested:
+    """A real graph with a real impressions log (``ingest.impressions_path``), censored at the
+    snapshot (None: the log's last event)."""
+    from nextbuy.data import sources
+
+    assert cfg.impressions_path is not None  # the caller's condition
+    log_frame = sources.read_impressions_log(cfg.impressions_path, graph.products)
+    events = ["shown_at", "clicked_at", "carted_at", "converted_at"]
+    refuse_future_events(log_frame, events, str(cfg.impressions_path), pd.Timestamp.now("UTC"))
+    io.rows_error(
+        cfg.impressions_path,
+        log_frame,
+        schemas.check_isolated_times(log_frame, events, cfg.max_event_gap_days),
+        f"lie more than {cfg.max_event_gap_days:g} days from the rest of the log (ingest.max_event_gap_days)",
+    )
+    if cfg.snapshot is None:
+        snapshot = pd.Timestamp(log_frame[events].max().max())
+    else:  # what the store knew at the snapshot: later impressions and events do not exist yet
+        snapshot = pd.Timestamp(cfg.snapshot)
+        later = log_frame["shown_at"] > snapshot
+        cleaning["impressions_after_snapshot_dropped"] = int(later.sum())
+        log_frame = log_frame[~later].copy()
+        for col in events[1:]:
+            log_frame[col] = log_frame[col].where(log_frame[col] <= snapshot)
+    edges, impressions = finalise(
+        graph.products, graph.edges, log_frame, snapshot, cfg.split, str(cfg.impressions_path)
+    )
+    check_graph_size(graph.products, edges, str(cfg.graph_path))
+    return Ingested(
+        graph.products,
+        edges,
+        impressions,
+        snapshot,
+        cleaning,
+        features=source_features(graph.features, len(graph.products)),
+    )
+
+
 def ingest(cfg: IngestConfig) -> Ingested:
     """Build the ingested tables from the configured source."""
     from nextbuy.data import simulate, sources
+
+    if cfg.source == "events":
+        return ingest_events(cfg)
 
     truth_impressions = truth_products = None
     cleaning: dict[str, int] = {}
@@ -135,35 +218,14 @@ def ingest(cfg: IngestConfig) -> Ingested:
         reader = sources.read_npz_graph if cfg.source == "npz" else sources.read_edge_list
         assert cfg.graph_path is not None  # IngestConfig requires it for a real source
         graph = reader(cfg.graph_path)
+        if cfg.catalogue_path:  # IngestConfig allows it with an edge list only
+            graph = sources.graph_with_catalogue(graph, cfg.graph_path, cfg.catalogue_path)
         cleaning = dict(graph.cleaning)
         features = graph.features  # rows follow graph.products, which is never reordered or cut below
         origin = str(cfg.graph_path)
         world = simulate.world_from_graph(graph.products, graph.edges, simulator, cfg.seed)
         if cfg.impressions_path:
-            log_frame = sources.read_impressions_log(cfg.impressions_path, graph.products)
-            events = ["shown_at", "clicked_at", "carted_at", "converted_at"]
-            refuse_future_events(log_frame, events, str(cfg.impressions_path), pd.Timestamp.now("UTC"))
-            if cfg.snapshot is None:
-                snapshot = pd.Timestamp(log_frame[events].max().max())
-            else:  # what the store knew at the snapshot: later impressions and events do not exist yet
-                snapshot = pd.Timestamp(cfg.snapshot)
-                later = log_frame["shown_at"] > snapshot
-                cleaning["impressions_after_snapshot_dropped"] = int(later.sum())
-                log_frame = log_frame[~later].copy()
-                for col in events[1:]:
-                    log_frame[col] = log_frame[col].where(log_frame[col] <= snapshot)
-            edges, impressions = finalise(
-                graph.products, graph.edges, log_frame, snapshot, cfg.split, str(cfg.impressions_path)
-            )
-            check_graph_size(graph.products, edges, origin)
-            return Ingested(
-                graph.products,
-                edges,
-                impressions,
-                snapshot,
-                cleaning,
-                features=source_features(features, len(graph.products)),
-            )
+            return ingest_logged(cfg, graph, cleaning)
         # Impressions simulated on the real graph, on the world's one timeline.
         snapshot = world.snapshot if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
         traffic = simulate.simulate_history(world, simulator, cfg.seed, snapshot)
@@ -229,6 +291,8 @@ def run(params_file: str = "params.yaml") -> dict:
     for key, path in (
         ("ingest.graph_path", cfg.graph_path),
         ("ingest.impressions_path", cfg.impressions_path),
+        ("ingest.catalogue_path", cfg.catalogue_path),
+        *((f"ingest.events.{k}", v) for k, v in cfg.events.model_dump().items() if k.endswith("_path")),
     ):
         if path and cfg.source != "simulated":
             io.watched_input(path, key, paths.INPUTS)
@@ -245,9 +309,13 @@ def run(params_file: str = "params.yaml") -> dict:
             (result.truth_products, paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS),
         ]
     io.write_tables(tables)
+    if result.truth_impressions is None:
+        # A real log has no ground truth, but dvc.yaml declares data/truth as an out: empty,
+        # typed tables keep it defined (no "empty output" from DVC) and replace a simulated
+        # run's stale truth; a reader through io.read_table is told the table is empty.
+        io.write_empty_table(paths.TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS)
+        io.write_empty_table(paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS)
     io.write_sparse(source_features(result.features, len(result.products)), paths.FEATURES)
-    # Keep the DVC output well-defined when there is no ground truth (real impressions log).
-    paths.TRUTH.mkdir(parents=True, exist_ok=True)
     # What the models trained on this data learned from: a later release gate tests its
     # rows against it (deploy records it on the registered version).
     learned = result.impressions[result.impressions["split"] != "test"]
@@ -268,7 +336,7 @@ def run(params_file: str = "params.yaml") -> dict:
     if changed:
         log.warning(
             "ingest cleaned %s: %s (counted in metrics/ingest.json, cleaning)",
-            cfg.graph_path,
+            "the raw logs of ingest.events" if cfg.source == "events" else cfg.graph_path,
             ", ".join(f"{key}={n}" for key, n in changed.items()),
         )
     return metrics

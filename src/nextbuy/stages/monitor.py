@@ -13,7 +13,12 @@ No champion released for ``deploy.model_name`` yet (the gate refused every candi
 is a state of the store, not bad input: the stage succeeds, monitoring nothing. It writes every
 output dvc.yaml declares, saying so: an empty windows table and plot file, no alerts, and
 metrics (and alerts.json) with ``monitored: false`` and the ``reason``; nothing is scored and
-nothing is published to Evidently."""
+nothing is published to Evidently.
+
+Then, champion or not, the recent versions of this store's catalogue are re-scored on the
+traffic whose labels have since matured and their model cards get dated rows
+(``nextbuy.mlops.model_maturity``); metrics/monitor.json and alerts.json list them under
+``matured`` (alerts.json: those below the gate's floors)."""
 
 from __future__ import annotations
 
@@ -242,17 +247,39 @@ def monitored_metrics(
     }
 
 
+def add_matured(metrics: dict, matured: list[dict]) -> dict:
+    """The model cards' matured metrics (``nextbuy.mlops.model_maturity``) added to
+    metrics/monitor.json and alerts.json (``matured``: the versions below a floor)."""
+    from nextbuy.mlops.model_maturity import flags
+
+    metrics = {
+        **metrics,
+        "matured": [{k: m[k] for k in ("version", "alias", "below_floor")} for m in matured],
+    }
+    alerts = {**io.read_json(paths.MONITOR_ALERTS), "matured": flags(matured)}
+    io.write_json(alerts, paths.MONITOR_ALERTS)
+    io.write_json(metrics, paths.metrics_file("monitor"))
+    return metrics
+
+
 def run(params_file: str = "params.yaml") -> dict:
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import tracking
+    from nextbuy.mlops import model_maturity, tracking
 
     cfg = load_section("monitor", params_file)
-    model_name = load_section("deploy", params_file).model_name  # the model deploy registers
+    deploy_cfg = load_section("deploy", params_file)
+    model_name = deploy_cfg.model_name  # the model deploy registers
     meta = io.read_json(paths.TRAFFIC_META)
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     tracking.configure()
-    champion = champion_of_this_store(MlflowClient(), model_name, products)
+    client = MlflowClient()
+    champion = champion_of_this_store(client, model_name, products)
     if champion is None:
-        return nothing_monitored(model_name, pd.Timestamp(meta["now"]))
-    return watch_with_champion(model_name, champion, cfg, meta, products, load_section("engine", params_file))
+        metrics = nothing_monitored(model_name, pd.Timestamp(meta["now"]))
+    else:
+        engine = load_section("engine", params_file)
+        metrics = watch_with_champion(model_name, champion, cfg, meta, products, engine)
+    traffic = (paths.TRAFFIC_IMPRESSIONS, paths.TRAFFIC_META)
+    matured = model_maturity.mature_recent(client, model_name, products, traffic, (cfg, deploy_cfg))
+    return add_matured(metrics, matured)

@@ -1,12 +1,17 @@
 """traffic: the days of traffic after the training snapshot that monitoring
 watches — simulated from the same store (with an optional injected drift), or
-read from a real post-snapshot impressions log.
+read from a real log: ``traffic.impressions_path``, else the part after the snapshot of the
+log ingest read (``ingest.impressions_path``, or the raw logs of ``ingest.source: events``,
+labelled by the same attribution rules, observed at the logs' end).
 
 It simulates *more of the same store*, so besides its own section it reads
-``ingest.simulator`` and ``ingest.seed`` (declared in dvc.yaml).
+``ingest.simulator`` and ``ingest.seed``, and for a real log ``ingest.source``,
+``ingest.impressions_path`` and ``ingest.events`` (declared in dvc.yaml).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pandas as pd
@@ -15,6 +20,8 @@ from nextbuy import paths
 from nextbuy.config import DriftConfig, IngestConfig, TrafficConfig, load_section
 from nextbuy.domain.timeunits import DAY
 from nextbuy.mlops import io, schemas
+
+log = logging.getLogger(__name__)
 
 
 def bucket_drift(moments, calibration, drift: DriftConfig, drift_start: pd.Timestamp):
@@ -50,10 +57,78 @@ def simulate(world, ingest_cfg: IngestConfig, cfg: TrafficConfig, multiplier=Non
     return traffic, start, now
 
 
+EVENTS = ["shown_at", "clicked_at", "carted_at", "converted_at"]
+
+
+def _nothing_after(path: str | None, snapshot: pd.Timestamp, last: pd.Timestamp) -> io.DataError:
+    return io.DataError(
+        str(path),
+        f"no impression after the snapshot {snapshot} to monitor (the log ends {last}): set "
+        "ingest.snapshot before the log's end, or traffic.impressions_path to a post-snapshot log",
+        column="shown_at",
+    )
+
+
+def logged_after_snapshot(ingest_cfg: IngestConfig) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp, int]:
+    """The impressions after the ingested snapshot in the log ingest read, labelled as ingest
+    labels, observed at the log's end; and how many were dropped for showing or recommending
+    a product the ingested catalogue lacks (no model can score it)."""
+    from nextbuy.data.sources import read_event_logs, read_impressions_log
+    from nextbuy.domain import events
+
+    products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+    snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
+    if ingest_cfg.source != "events":
+        assert ingest_cfg.impressions_path is not None  # the caller's condition
+        logged = read_impressions_log(ingest_cfg.impressions_path, products)
+        after = logged[logged["shown_at"] > snapshot].reset_index(drop=True)
+        if after.empty:
+            raise _nothing_after(ingest_cfg.impressions_path, snapshot, logged["shown_at"].max())
+        return after, snapshot, pd.Timestamp(logged[EVENTS].max().max()), 0
+    ev = ingest_cfg.events
+    assert ev.orders_path is not None  # IngestConfig requires it with ingest.source: events
+    assert ev.impressions_path is not None
+    logs = read_event_logs(
+        ev.orders_path,
+        ev.impressions_path,
+        ev.interactions_path,
+        ingest_cfg.catalogue_path,
+        None,
+        ingest_cfg.max_event_gap_days,
+    )
+    to_ingested = pd.Index(products["product_key"]).get_indexer(logs.products["product_key"])
+    imp = logs.impressions.assign(source_id=to_ingested[logs.impressions["source_id"]])
+    imp = imp.assign(shown_id=to_ingested[imp["shown_id"]])[imp["shown_at"] > snapshot]
+    unknown = (imp["source_id"] < 0) | (imp["shown_id"] < 0)
+    if (~unknown).sum() == 0:
+        raise _nothing_after(ev.impressions_path, snapshot, logs.impressions["shown_at"].max())
+    orders = logs.orders.assign(product=to_ingested[logs.orders["product"]])
+    inter = logs.interactions.assign(product=to_ingested[logs.interactions["product"]])
+    labelled = events.attribute(
+        imp[~unknown],
+        orders[orders["product"] >= 0],
+        inter[inter["product"] >= 0],
+        len(products),
+        round(ev.attribution_days * events.NS_PER_DAY),
+    )
+    labelled = labelled.sort_values(["shown_at", "impression_id"], ignore_index=True)
+    return labelled, snapshot, logs.last_event, int(unknown.sum())
+
+
+def read_traffic_log(path: str) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:
+    """``traffic.impressions_path``: a post-snapshot impressions log on the ingested products,
+    from its first impression to its last event."""
+    from nextbuy.data.sources import read_impressions_log
+
+    io.watched_input(path, "traffic.impressions_path", paths.INPUTS)
+    impressions = read_impressions_log(path, io.read_table(paths.PRODUCTS, schemas.PRODUCTS))
+    return impressions, impressions["shown_at"].min(), pd.Timestamp(impressions[EVENTS].max().max())
+
+
 def load_world(ingest_cfg: IngestConfig):
     from nextbuy.data.simulate import store_world
 
-    if not paths.TRUTH_PRODUCTS.exists():
+    if not paths.TRUTH_PRODUCTS.exists() or io.read_frame(paths.TRUTH_PRODUCTS).empty:
         raise io.DataError(
             paths.TRUTH_PRODUCTS,
             "no simulated store to draw traffic from (real impressions log "
@@ -71,17 +146,22 @@ def load_world(ingest_cfg: IngestConfig):
 def run(params_file: str = "params.yaml") -> dict:
     cfg = load_section("traffic", params_file)
     drift_start = None
+    unknown = 0
     if cfg.impressions_path:
-        from nextbuy.data.sources import read_impressions_log
-
-        io.watched_input(cfg.impressions_path, "traffic.impressions_path", paths.INPUTS)
-        products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
-        impressions = read_impressions_log(cfg.impressions_path, products)
-        start = impressions["shown_at"].min()
-        now = pd.Timestamp(impressions[["shown_at", "clicked_at", "carted_at", "converted_at"]].max().max())
+        impressions, start, now = read_traffic_log(cfg.impressions_path)
         truth = None
+    elif (ingest_cfg := load_section("ingest", params_file)).source == "events" or (
+        ingest_cfg.source != "simulated" and ingest_cfg.impressions_path
+    ):
+        impressions, start, now, unknown = logged_after_snapshot(ingest_cfg)
+        truth = None
+        if unknown:
+            log.warning(
+                "traffic: dropped %d impression(s) of products the ingested catalogue lacks "
+                "(counted in metrics/traffic.json)",
+                unknown,
+            )
     else:
-        ingest_cfg = load_section("ingest", params_file)
         world = load_world(ingest_cfg)
         multiplier = None
         if cfg.drift.kind == "bucket_shift":
@@ -109,7 +189,7 @@ def run(params_file: str = "params.yaml") -> dict:
     meta = {
         "start": str(start),
         "now": str(now),
-        "drift": cfg.drift.model_dump() if not cfg.impressions_path else None,
+        "drift": cfg.drift.model_dump() if truth is not None else None,
         "drift_start": str(drift_start) if drift_start is not None else None,
     }
     io.write_json(meta, paths.TRAFFIC_META)
@@ -117,6 +197,7 @@ def run(params_file: str = "params.yaml") -> dict:
         "impressions": len(impressions),
         "days": float((now - start) / DAY),
         "observed_positivity": float(impressions["converted_at"].notna().mean()),
+        "unknown_product_impressions_dropped": unknown,
         **meta,
     }
     io.write_json(metrics, paths.metrics_file("traffic"))

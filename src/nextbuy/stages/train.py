@@ -4,8 +4,10 @@ importance-weighted conversion loss and the directed link loss; logged to MLflow
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, replace
+from io import BytesIO
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -303,7 +305,7 @@ def record(cfg: TrainConfig, data: StageInputs, fitted: tuple, seconds: float, w
     model, moments, history = fitted
     products, edges, features, weighted = data.products, data.edges, data.features, data.weighted
     tracking.configure()
-    with mlflow.start_run(run_name="train") as run:
+    with tracking.stage_run("train") as run:
         mlflow.set_tags({"stage": "train", "world_size": str(world_size), **tracking.lineage_tags()})
         mlflow.log_params({f"train.{k}": v for k, v in cfg.model_dump().items()})
         for row in history:
@@ -315,14 +317,18 @@ def record(cfg: TrainConfig, data: StageInputs, fitted: tuple, seconds: float, w
             "best_validation_log_loss": best_validation(history),
             "calib_auc_observed": holdout_auc(moments, weighted),
             "train_seconds": round(seconds, 2),
+            # This process's peak resident memory so far (Linux reports KiB).
+            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "train_examples": int((weighted["split"] == "train").sum()),
             "edges": len(edges),
             "source_feature_columns": int(features.shape[1]),
             "parameters": int(sum(p.numel() for p in model.parameters())),
         }
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        state = BytesIO()  # written by Python: a full disk is an OSError naming the file
+        torch.save(model.state_dict(), state)
         with io.atomic_path(paths.GNN_STATE) as tmp:
-            torch.save(model.state_dict(), tmp)
+            tmp.write_bytes(state.getbuffer())
         io.write_npz(moments, paths.GNN_MOMENTS)
         io.write_json(
             {

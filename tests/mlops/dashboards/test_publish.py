@@ -276,3 +276,49 @@ panels:
         ("BucketPositivity", {"kind": "naive", "bucket": "1"}, "naive of 1"),
         ("DriftedColumnsCount", {"value_type": "share"}, "drifted columns (share)"),
     ]
+
+
+def test_a_truncated_snapshot_is_set_aside_with_a_warning_and_publishing_goes_on(
+    tmp_path, windows_and_snapshots, caplog
+):
+    """What a publisher killed mid-write left: the next publish quarantines it, naming it."""
+    _, _, snapshots = windows_and_snapshots
+    workspace = tmp_path / "workspace"
+    project_id = publish(workspace, PROJECT, snapshots, DASHBOARD_SPEC)
+    folder = workspace / project_id / "snapshots"
+    whole = next(folder.glob("*.json"))
+    broken = folder / "0badc0de-0000-4000-8000-000000000000.json"
+    broken.write_bytes(whole.read_bytes()[:1000])
+    with caplog.at_level("WARNING"):
+        assert publish(workspace, PROJECT, snapshots, DASHBOARD_SPEC) == project_id
+    assert not broken.exists()
+    assert (folder / (broken.name + ".corrupt")).exists()
+    assert broken.name in caplog.text
+    assert "set aside" in caplog.text
+    assert len(list(folder.glob("*.json"))) == len(snapshots)
+
+
+def test_new_snapshots_are_whole_before_the_old_ones_go(tmp_path, windows_and_snapshots, monkeypatch):
+    """A publish that fails after its first new snapshot leaves the previous run's complete."""
+    from nextbuy.mlops.dashboards import workspace_files
+
+    _, _, snapshots = windows_and_snapshots
+    workspace = tmp_path / "workspace"
+    project_id = publish(workspace, PROJECT, snapshots, DASHBOARD_SPEC)
+    folder = workspace / project_id / "snapshots"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    written = []
+    add = workspace_files.add_snapshot
+
+    def add_then_stop(ws, pid, snapshot):
+        if written:
+            raise KeyboardInterrupt  # stopped while writing the second
+        written.append(add(ws, pid, snapshot))
+        return written[-1]
+
+    monkeypatch.setattr(workspace_files, "add_snapshot", add_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        publish(workspace, PROJECT, snapshots, DASHBOARD_SPEC)
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert set(after) - set(before) == {f"{written[0]}.json"}  # whole, no temporary file left

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 import scipy.sparse as sp
 
 from nextbuy.mlops import io, schemas
@@ -23,6 +25,7 @@ EVENT_COLUMNS = ("clicked_at", "carted_at", "converted_at")
 # An edge list whose ids are more than this share numbers is integer-keyed: every id must
 # then be a non-negative integer, and a text id (``abc``) is a typo, not a product.
 INTEGER_KEYED_SHARE = 0.5
+PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,3 +239,75 @@ def _impression_ids(path: os.PathLike | str, df: pd.DataFrame) -> pd.Series:
     dup = df.index[ids.duplicated(keep=False)]
     io.rows_error(path, df, {"impression_id": dup} if len(dup) else {}, "share an impression_id")
     return ids
+
+
+# --------------------------------------------------------------------------- raw logs
+
+
+def read_log(path: os.PathLike | str) -> pd.DataFrame:
+    """One raw log: a parquet file, a folder of parquet files (hive partitions such as
+    ``month=2026-01/`` become columns), or a CSV (``,``) / TSV file."""
+    p = Path(path)
+    if not p.is_dir():
+        if p.suffix.lower() in (".csv", ".tsv"):
+            io.check_file(p)
+            try:
+                return pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",", encoding="utf-8-sig")
+            except Exception as err:  # noqa: BLE001 - any reader failure is an unreadable file
+                raise io.DataError(p, f"unreadable file ({type(err).__name__}: {err})") from None
+        return io.read_frame(p)
+    if not any(f.suffix.lower() in PARQUET_SUFFIXES for f in p.rglob("*") if f.is_file()):
+        raise io.DataError(
+            p, "a folder with no .parquet file in it (a partitioned log is a folder of parquet)"
+        )
+    try:
+        frame = pd.read_parquet(p)
+    except Exception as err:  # noqa: BLE001 - any reader failure is an unreadable folder
+        raise io.DataError(p, f"unreadable parquet folder ({type(err).__name__}: {err})") from None
+    # hive partition values arrive as categoricals: plain values, as in a single file
+    return frame.astype({c: str for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)})
+
+
+def _without_copies(
+    path: os.PathLike | str, df: pd.DataFrame, name: str, cleaning: dict[str, int]
+) -> pd.DataFrame:
+    """``df`` without later copies of exact duplicate rows, counted as ``<name>_duplicate_rows_dropped``."""
+    try:
+        repeated = df.duplicated(keep="first").to_numpy()
+    except TypeError:  # unhashable cells (a parquet list column): compare them as text
+        repeated = df.astype(str).duplicated(keep="first").to_numpy()
+    cleaning[f"{name}_duplicate_rows_dropped"] = int(repeated.sum())
+    if repeated.any():
+        log.warning(
+            "%s: dropped %d exact duplicate row(s) of %d (a row delivered twice)",
+            path,
+            repeated.sum(),
+            len(df),
+        )
+    return df[~repeated] if repeated.any() else df
+
+
+def _when(path: os.PathLike | str, df: pd.DataFrame, column: str, now: pd.Timestamp) -> pd.Series:
+    """A time column parsed; DataError for a time after ``now`` (the wall clock, UTC): a log
+    cannot hold what has not happened, and one such row (a typo'd year) would move a snapshot
+    taken from the logs' end far into the future."""
+    times = _times(path, df, column)
+    clock = now.tz_convert(None) if now.tzinfo else now
+    late = df.index[(times > clock).to_numpy()]
+    io.rows_error(
+        path, df, {column: late} if len(late) else {}, f"lie after now ({clock:%Y-%m-%d %H:%M} UTC)"
+    )
+    return times
+
+
+def _checked(
+    path: os.PathLike | str, schema: pa.DataFrameSchema, name: str, cleaning: dict[str, int]
+) -> pd.DataFrame:
+    """The log, its exact duplicate rows dropped (counted), checked against ``schema``."""
+    df = read_log(path).reset_index(drop=True)
+    if df.empty:
+        raise io.DataError(path, "file has no rows")
+    if "kind" in df.columns and schema is schemas.RAW_INTERACTIONS:
+        df["kind"] = df["kind"].astype("string").str.strip().str.lower().astype(object)
+    cleaning[f"{name}_rows_read"] = len(df)
+    return io.validate(_without_copies(path, df, name, cleaning), schema, path)

@@ -20,6 +20,7 @@ from evidently.sdk import panels as ev_panels
 from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTabModel, PanelMetric
 from evidently.ui.workspace import Workspace
 
+from nextbuy.mlops.dashboards import workspace_files
 from nextbuy.mlops.dashboards.metrics import RUN_KEY, WINDOW_KEY
 from nextbuy.mlops.dashboards.spec import (
     PLACEHOLDER,
@@ -223,10 +224,13 @@ def publish(
     """Publish one pipeline run's window snapshots (window_snapshot, all with the same ``run``) and make
     the dashboard show that run.
 
-    Creates or reuses the project named project_name in a local Workspace at workspace_dir; deletes the
+    Creates or reuses the project named project_name in a local Workspace at workspace_dir; replaces the
     snapshots the project already holds for this run (re-publishing a run replaces it: no duplicate
-    points, no stale windows) and any without a run (from before runs were recorded); adds these (one
-    per window; a window's last snapshot wins); rebuilds the dashboard from dashboard_spec_path, filtered
+    points, no stale windows) and any without a run (from before runs were recorded): adds these (one
+    per window; a window's last snapshot wins) before it deletes those, each written whole under a
+    temporary name and renamed into place, so a kill at any point leaves the old run or the new one
+    complete (at worst both); a snapshot that does not read back is first set aside with a warning
+    (``workspace_files.set_aside_unreadable``); rebuilds the dashboard from dashboard_spec_path, filtered
     to this run, for its buckets. Snapshots of other runs are kept (Reports lists them, tagged run:...)
     but not drawn. Returns the project id."""
     spec = load_dashboard_spec(dashboard_spec_path)  # fail before touching the workspace
@@ -236,13 +240,15 @@ def publish(
         raise ValueError(f"publish takes the snapshots of exactly one run, got runs {runs}")
     run = runs[0]
     Path(workspace_dir).mkdir(parents=True, exist_ok=True)
+    workspace_files.set_aside_unreadable(workspace_dir)  # a killed writer's leftovers: Workspace reads all
     ws = Workspace(str(workspace_dir))
     project_id = _project_id(ws, project_name, spec.project_description)
-    for snapshot_id in _replaced_snapshots(ws, project_id, run):
-        ws.delete_run(project_id, snapshot_id)
+    replaced = _replaced_snapshots(ws, project_id, run)
     buckets: set[int] = set()
-    for _, snapshot in sorted(latest.items()):
-        ws.add_run(project_id, snapshot)
+    for _, snapshot in sorted(latest.items()):  # every new snapshot whole before an old one goes
+        workspace_files.add_snapshot(ws, project_id, snapshot)
         buckets.update(_snapshot_buckets(snapshot.to_snapshot_model().metadata))
-    ws.save_dashboard(project_id, build_dashboard(spec, buckets, project_id, run=run))
+    for snapshot_id in replaced:
+        ws.delete_run(project_id, snapshot_id)
+    workspace_files.save_dashboard(ws, project_id, build_dashboard(spec, buckets, project_id, run=run))
     return str(project_id)

@@ -1,0 +1,170 @@
+"""A store's raw logs (``ingest.source: events``): orders, impressions, interactions and an
+optional catalogue, each a parquet file, a partitioned parquet folder or a CSV/TSV file.
+
+Each log is checked against its pandera schema (``schemas.RAW_*``: columns present, none
+empty), its times parsed, its ids coded; what is wrong is refused naming the file, the column
+and the first rows. What the field's convention cleans is cleaned and counted (``cleaning``,
+into ``metrics/ingest.json``): exact duplicate rows (a row delivered twice) and order lines
+with a quantity of 0 or less (returns and cancellations, not purchases). What the rows mean
+(the graph, the labels) is decided in ``nextbuy.domain.events``, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nextbuy.data.sources.catalogue import catalogue_products, read_catalogue
+from nextbuy.data.sources.keys import _checked, _impression_ids, _keys, _when
+from nextbuy.mlops import io, schemas
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class EventLogs:
+    """The logs coded for ``domain.events.build_from_logs`` (its input contract), with the
+    products (``schemas.PRODUCTS``) whose ids they use."""
+
+    products: pd.DataFrame
+    orders: pd.DataFrame  # customer, product, ordered_at
+    impressions: pd.DataFrame  # impression_id, customer, source_id, shown_id, shown_at
+    interactions: pd.DataFrame  # customer, product, kind, at
+    last_event: pd.Timestamp  # the latest time in any log (the default snapshot)
+    cleaning: dict[str, int]
+
+
+def _orders(path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp) -> pd.DataFrame:
+    df = _checked(path, schemas.RAW_ORDERS, "orders", cleaning)
+    if "quantity" in df.columns:
+        quantity = pd.to_numeric(df["quantity"], errors="coerce")
+        bad = df.index[quantity.isna() | ~np.isfinite(quantity)]
+        io.rows_error(path, df, {"quantity": bad} if len(bad) else {}, "have a quantity that is not a number")
+        returned = (quantity <= 0).to_numpy()
+        cleaning["orders_returns_dropped"] = int(returned.sum())
+        if returned.any():
+            log.warning(
+                "%s: dropped %d order line(s) with quantity <= 0 (returns, cancellations)",
+                path,
+                returned.sum(),
+            )
+            df = df[~returned]
+    if df.empty:
+        raise io.DataError(
+            path, "no order lines left after dropping returns (quantity <= 0)", column="quantity"
+        )
+    return pd.DataFrame(
+        {
+            "customer": _keys(df["customer"]),
+            "product": _keys(df["product"]),
+            "ordered_at": _when(path, df, "ordered_at", now),
+        }
+    )
+
+
+def _impressions(path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp) -> pd.DataFrame:
+    df = _checked(path, schemas.RAW_IMPRESSIONS, "impressions", cleaning)
+    return pd.DataFrame(
+        {
+            "impression_id": _impression_ids(path, df).to_numpy(np.int64),
+            "customer": _keys(df["customer"]),
+            "source_id": _keys(df["source_product"]),
+            "shown_id": _keys(df["shown_product"]),
+            "shown_at": _when(path, df, "shown_at", now),
+        },
+        index=df.index,
+    )
+
+
+def _interactions(
+    path: os.PathLike | str | None, cleaning: dict[str, int], now: pd.Timestamp
+) -> pd.DataFrame:
+    if path is None:
+        return pd.DataFrame(
+            {
+                "customer": pd.Series([], dtype=object),
+                "product": pd.Series([], dtype=object),
+                "kind": pd.Series([], dtype=object),
+                "at": pd.Series([], dtype=schemas.TS),
+            }
+        )
+    df = _checked(path, schemas.RAW_INTERACTIONS, "interactions", cleaning)
+    return pd.DataFrame(
+        {
+            "customer": _keys(df["customer"]),
+            "product": _keys(df["product"]),
+            "kind": df["kind"],
+            "at": _when(path, df, "at", now),
+        }
+    )
+
+
+def read_event_logs(
+    orders_path: str,
+    impressions_path: str,
+    interactions_path: str | None,
+    catalogue_path: str | None,
+    snapshot: pd.Timestamp | None,
+    max_gap_days: float,
+) -> EventLogs:
+    """The four logs read, checked, cleaned and coded (product ids of the returned products,
+    customers numbered across the logs). ``snapshot`` None: the last event of any log; a log's
+    times cut off from the rest of it by more than ``max_gap_days`` are refused."""
+    cleaning: dict[str, int] = {}
+    now = pd.Timestamp.now("UTC")
+    orders = _orders(orders_path, cleaning, now)
+    impressions = _impressions(impressions_path, cleaning, now)
+    interactions = _interactions(interactions_path, cleaning, now)
+    for path, frame, column in (
+        (orders_path, orders, "ordered_at"),
+        (impressions_path, impressions, "shown_at"),
+        (interactions_path, interactions, "at"),
+    ):
+        io.rows_error(
+            str(path),
+            frame,
+            schemas.check_isolated_times(frame, [column], max_gap_days),
+            f"lie more than {max_gap_days:g} days from the rest of the log (ingest.max_event_gap_days)",
+        )
+    catalogue = read_catalogue(catalogue_path, cleaning)
+    last = max(t.max() for t in (orders["ordered_at"], impressions["shown_at"], interactions["at"]) if len(t))
+    at = pd.Timestamp(last if snapshot is None else snapshot)
+    keys = {
+        "orders.product": orders["product"],
+        "impressions.source_product": impressions["source_id"],
+        "impressions.shown_product": impressions["shown_id"],
+        "interactions.product": interactions["product"],
+    }
+    paths = {"orders": orders_path, "impressions": impressions_path, "interactions": str(interactions_path)}
+    products = catalogue_products(catalogue, keys, paths, at, cleaning)
+    ids = pd.Index(products["product_key"])
+    customers = pd.Index(
+        pd.unique(
+            pd.concat(
+                [orders["customer"], impressions["customer"], interactions["customer"]], ignore_index=True
+            )
+        )
+    )
+    cleaning |= {"products": len(products), "customers": len(customers)}
+    coded = EventLogs(
+        products=io.validate(products, schemas.PRODUCTS, catalogue_path or orders_path),
+        orders=orders.assign(
+            customer=customers.get_indexer(orders["customer"]), product=ids.get_indexer(orders["product"])
+        ),
+        impressions=impressions.assign(
+            customer=customers.get_indexer(impressions["customer"]),
+            source_id=ids.get_indexer(impressions["source_id"]),
+            shown_id=ids.get_indexer(impressions["shown_id"]),
+        ),
+        interactions=interactions.assign(
+            customer=customers.get_indexer(interactions["customer"]),
+            product=ids.get_indexer(interactions["product"]),
+        ),
+        last_event=pd.Timestamp(last),
+        cleaning=cleaning,
+    )
+    return coded

@@ -1,0 +1,233 @@
+"""The Markdown body of a model card (``nextbuy.domain.model_card``): one section per thing a
+release knew, then the matured metrics; a value nobody recorded reads "unknown"."""
+
+from __future__ import annotations
+
+from nextbuy.domain.model_card import Card, flagged, snapshot_id
+
+UNKNOWN = "unknown"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return UNKNOWN if x is None else f"{x:.{digits}f}"
+
+
+def _text(x: object | None) -> str:
+    return UNKNOWN if x is None or x == "" else str(x)
+
+
+def _when(x: str | None) -> str:
+    """A timestamp to the second (the record keeps it whole)."""
+    return UNKNOWN if not x else x[:19]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _verdict(card: Card) -> str:
+    if card.gate is None:
+        return f"gate verdict {UNKNOWN}"
+    return "passed the release gate" if card.gate.passed else "refused by the release gate"
+
+
+def _head(card: Card) -> list[str]:
+    made = "by deploy at registration" if card.generated == "deploy" else "on demand from its tags and runs"
+    lines = [f"# {card.model_name} v{card.version}", ""]
+    if flagged(card):
+        lines += [f"> **FLAGGED**: matured metrics below the gate's floors ({'; '.join(flagged(card))})", ""]
+    return [
+        *lines,
+        f"{_verdict(card).capitalize()}; registered {_text(card.registered_at)}; card generated {made}.",
+        "",
+    ]
+
+
+def _maturity(card: Card) -> str:
+    if card.label_maturity is None:
+        return f"**Label maturity at training**: {UNKNOWN}."
+    return (
+        f"**Label maturity at training**: {card.label_maturity:.1%} of the training impressions' eventual "
+        "conversions were still unseen at the snapshot (the delay model's expectation)."
+    )
+
+
+def _data(card: Card) -> list[str]:
+    s = card.snapshot
+    if s is None:
+        return ["## Data", "", f"Snapshot {UNKNOWN}.", "", _maturity(card), ""]
+    rows = " / ".join(f"{k} {v:,}" for k, v in (s.rows or {}).items()) or UNKNOWN
+    table = _table(
+        ["", ""],
+        [
+            ["dataset", _text(snapshot_id(card))],
+            ["snapshot", _text(s.snapshot)],
+            ["window (first → last impression)", f"{_when(s.first_shown_at)} → {_when(s.last_shown_at)}"],
+            ["impressions", rows],
+            ["products", _text(s.products)],
+            ["ingested data (DVC md5)", f"`{_text(s.ingested_md5)}`"],
+            ["weighted data (DVC md5)", f"`{_text(s.weighted_md5)}`"],
+        ],
+    )
+    return ["## Data", "", *table, "", _maturity(card), ""]
+
+
+def _code(card: Card) -> list[str]:
+    lines = [
+        "## Code and params",
+        "",
+        f"Commit `{_text(card.git_commit)}`; "
+        f"Airflow run {_text(card.airflow_run_id or 'none (run outside Airflow)')}; "
+        f"MLflow run `{_text(card.run_id)}`.",
+        "",
+    ]
+    if card.params_diff is None:
+        against = f" v{card.params_against}" if card.params_against else ""
+        return [*lines, f"Params changed since the previous champion{against}: {UNKNOWN}.", ""]
+    if card.params_against is None:
+        return [*lines, "No previous champion: nothing to compare the params with.", ""]
+    if not card.params_diff:
+        return [*lines, f"Params: the same as champion v{card.params_against}.", ""]
+    rows = [[f"`{c.key}`", _text(c.before), _text(c.after)] for c in card.params_diff]
+    return [
+        *lines,
+        f"Params that differ from champion v{card.params_against}:",
+        "",
+        *_table(["param", f"v{card.params_against}", f"v{card.version}"], rows),
+        "",
+    ]
+
+
+def _gate(card: Card) -> list[str]:
+    g = card.gate
+    if g is None:
+        return ["## Release gate", "", f"Verdict {UNKNOWN}.", ""]
+    floors = g.floors or {}
+    bound = {
+        "auc": f">= {floors['min_auc']}" if "min_auc" in floors else "",
+        "recall": f">= {floors['min_recall']}" if "min_recall" in floors else "",
+        "precision": f">= {floors['min_precision']}" if "min_precision" in floors else "",
+        "ece": f"<= {floors['max_calibration_error']}" if "max_calibration_error" in floors else "",
+    }
+    level = f"{g.confidence:.0%} " if g.confidence is not None else ""
+    rows = []
+    for metric in ("auc", "recall", "precision", "ece"):
+        ci = (g.comparison or {}).get(metric)
+        diff = f"{ci['diff']:+.3f} [{ci['lo']:+.3f}, {ci['hi']:+.3f}]" if ci else "not compared"
+        champ = _num((g.champion or {}).get(metric)) if g.champion else "—"
+        rows.append([metric, _num(g.candidate.get(metric)), champ, diff, bound[metric] or "—"])
+    against = f"champion v{g.champion_version}" if g.champion_version else "no champion"
+    lines = [
+        "## Release gate",
+        "",
+        f"**{'PASSED' if g.passed else 'REFUSED'}** against {against} on the test split "
+        f"(delay-corrected expected labels, {_rows(g.candidate.get('rows'))} rows).",
+        "",
+        *_table(["metric", "this version", "champion", f"difference, {level}CI", "floor"], rows),
+        "",
+    ]
+    if g.not_comparable_reason:
+        lines += [f"Champion not compared: {g.not_comparable_reason}.", ""]
+    return lines + [f"- {r}" for r in g.reasons] + ([""] if g.reasons else [])
+
+
+def _rows(x: float | None) -> str:
+    return UNKNOWN if x is None else f"{int(x):,}"
+
+
+def _serving(card: Card) -> list[str]:
+    buckets = sorted(set(card.ece_by_bucket or {}) | {str(i) for i in range(len(_served(card)))}, key=int)
+    rows = [[b, _num((card.ece_by_bucket or {}).get(b)), _threshold(card, int(b))] for b in buckets]
+    won = card.thresholds.per_bucket_won if card.thresholds else None
+    verdict = {True: "yes: kept per bucket", False: "no: one threshold for every bucket", None: UNKNOWN}[won]
+    return [
+        "## Calibration and thresholds",
+        "",
+        *(
+            _table(["uncertainty bucket", "ECE (test, calibrated)", "threshold served"], rows)
+            if rows
+            else [f"Per-bucket calibration and thresholds: {UNKNOWN}."]
+        ),
+        "",
+        f"Per-bucket thresholds beat one threshold out of fold: {verdict}.",
+        "",
+    ]
+
+
+def _served(card: Card) -> list[float | None]:
+    return card.thresholds.served if card.thresholds else []
+
+
+def _threshold(card: Card, bucket: int) -> str:
+    served = _served(card)
+    if bucket >= len(served):
+        return UNKNOWN
+    return "accepts nothing" if served[bucket] is None else f"{served[bucket]:.4f}"
+
+
+def _cold_and_cost(card: Card) -> list[str]:
+    low, t = card.low_degree, card.training or None
+    cold = (
+        f"{low.rows:,} test rows from {low.sources:,} sources with out-degree <= {low.max_out_degree}: "
+        f"AUC {_num(low.auc)}, recall {_num(low.recall)}."
+        if low is not None
+        else f"Quality on low out-degree sources: {UNKNOWN}."
+    )
+    seconds = f"{t.seconds:,.1f} s" if t and t.seconds is not None else UNKNOWN
+    memory = f"{t.peak_memory_mb:,.0f} MB" if t and t.peak_memory_mb is not None else UNKNOWN
+    return [
+        "## Cold sources",
+        "",
+        cold,
+        "",
+        "## Training cost",
+        "",
+        f"Training time {seconds}; peak memory {memory} (the train stage's process).",
+        "",
+    ]
+
+
+def _matured(card: Card, dropped: int) -> list[str]:
+    lines = ["## Metrics as the labels matured", ""]
+    if not card.matured:
+        return [*lines, "Not re-scored on matured traffic yet (the monitor adds dated rows here).", ""]
+    rows = [
+        [
+            r.checked_at[:10] if r.checked_at.endswith("00:00:00") else _when(r.checked_at),
+            f"{r.maturity_days} days",
+            f"{r.rows:,}",
+            f"{r.conversions:,}",
+            f"{_num(r.auc)} ({_num(r.release_auc)})",
+            f"{_num(r.recall)} ({_num(r.release_recall)})",
+            "BELOW FLOOR: " + "; ".join(r.below_floor) if r.below_floor else "ok",
+        ]
+        for r in card.matured
+    ]
+    header = [
+        "labels read",
+        "maturity",
+        "rows",
+        "conversions",
+        "AUC (at release)",
+        "recall (at release)",
+        "status",
+    ]
+    note = [f"{dropped} older rows are in the artifact model_card/README.md.", ""] if dropped else []
+    return [*lines, *_table(header, rows), "", *note]
+
+
+def body(card: Card, dropped: int = 0) -> str:
+    """The card's Markdown (no front matter); ``dropped``: older matured rows left out."""
+    lines = [
+        *_head(card),
+        *_data(card),
+        *_code(card),
+        *_gate(card),
+        *_serving(card),
+        *_cold_and_cost(card),
+        *_matured(card, dropped),
+    ]
+    if card.unknown:
+        lines += ["## Not known", "", *[f"- {u}" for u in card.unknown], ""]
+    return "\n".join(lines)

@@ -1,0 +1,265 @@
+"""Model cards in the MLflow registry: what deploy knows about a version gathered into a
+``nextbuy.domain.model_card.Card``, written as the version's Description (the UI's version
+page), as artifacts of the version's run (``model_card/README.md``, the Hugging Face layout,
+and ``model_card/card.json``, the record), as searchable version tags (``card.*``,
+``matured.*``) and the run's params (params.yaml, dotted keys). Cards of versions registered
+before cards existed are built on demand from their tags and runs (:func:`read`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from nextbuy import paths
+from nextbuy.domain import card_facts
+from nextbuy.domain.model_card import (
+    Card,
+    Gate,
+    Snapshot,
+    Thresholds,
+    Training,
+    description,
+    flagged,
+    flat_params,
+    latest_matured,
+    params_diff,
+    render,
+)
+from nextbuy.mlops import io, schemas
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_DIR = "model_card"
+CARD_FILE, RECORD_FILE = "README.md", "card.json"
+# Searchable version tags (search_model_versions "tags.`card.snapshot` = '...'").
+SNAPSHOT, INGESTED_MD5, WEIGHTED_MD5 = "card.snapshot", "card.ingested_md5", "card.weighted_md5"
+MATURED_AUC, MATURED_RECALL, MATURED_DAYS, MATURED_AT, FLAG = (
+    "matured.auc",
+    "matured.recall",
+    "matured.days",
+    "matured.checked_at",
+    "matured.flag",
+)
+_PARAM_BATCH = 100  # MLflow's limit of params per log_batch
+
+
+def dvc_md5(folder: Path) -> str | None:
+    """``folder`` hashed as DVC hashes a folder out (what dvc.lock records); None when absent."""
+    if not folder.is_dir():
+        return None
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest = hashlib.md5()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        files.append((path.relative_to(folder).as_posix(), digest.hexdigest()))
+    return card_facts.dvc_dir_md5(files)
+
+
+def snapshot_of(weighted: pd.DataFrame, training_data: dict | None, products: int) -> Snapshot:
+    """The data a deploy's candidate learned from: the ingest record, split sizes and digests."""
+    record = training_data or {}
+    return Snapshot(
+        snapshot=record.get("snapshot"),
+        first_shown_at=record.get("first_shown_at"),
+        last_shown_at=record.get("last_shown_at"),
+        rows={k: int(v) for k, v in weighted["split"].value_counts().sort_index().items()},
+        products=products,
+        ingested_md5=dvc_md5(paths.INGESTED),
+        weighted_md5=dvc_md5(paths.WEIGHTED),
+    )
+
+
+def _train_run(client) -> Training:
+    try:
+        run_id = io.read_json(paths.GNN_META).get("mlflow_run_id")
+        metrics = client.get_run(run_id).data.metrics if run_id else {}
+    except (MlflowException, io.DataError, OSError) as err:  # a card states what it cannot know
+        log.warning("model card: training run not readable: %s", err)
+        return Training()
+    return Training(
+        seconds=metrics.get("train_seconds"), peak_memory_mb=metrics.get("peak_memory_mb"), run_id=run_id
+    )
+
+
+def _per_bucket_won() -> bool | None:
+    path = paths.metrics_file("thresholds")
+    cross_fit = io.read_json(path).get("cross_fit") if path.exists() else None
+    return None if not cross_fit else bool(cross_fit.get("kept_per_bucket"))
+
+
+def gate_of(blessing: dict, cfg) -> Gate:
+    """The verdict as the blessing holds it, with the floors it was judged against."""
+    floors = {k: getattr(cfg, k) for k in ("min_auc", "min_recall", "min_precision", "max_calibration_error")}
+    return Gate(
+        passed=bool(blessing["passed"]),
+        reasons=list(blessing["reasons"]),
+        candidate=blessing["candidate"],
+        champion=blessing["champion"],
+        champion_version=blessing.get("champion_version"),
+        comparison=blessing["comparison"],
+        confidence=cfg.confidence,
+        floors=floors,
+        not_comparable_reason=blessing.get("not_comparable_reason"),
+    )
+
+
+def champion_params(client, name: str, version: str | None) -> dict[str, str] | None:
+    """The flat params of ``version``'s run (logged by its deploy), else from its lineage tag;
+    None when neither holds them."""
+    if version is None:
+        return None
+    mv = client.get_model_version(name, str(version))
+    logged = client.get_run(mv.run_id).data.params if mv.run_id else {}
+    if logged:
+        return dict(logged)
+    try:
+        return flat_params(json.loads(mv.tags.get("lineage.params", "")))
+    except ValueError:
+        return None
+
+
+def _diff(before: dict[str, str] | None, after: dict[str, str], against: str | None):
+    """No champion: nothing changed against it; a champion whose params are unknown: None."""
+    if against is None:
+        return []
+    return None if before is None else params_diff(before, after)
+
+
+def deploy_card(client, version: str, blessing: dict, candidate, evaluation, weighted, cfg) -> Card:
+    """The card of the version deploy just registered. ``evaluation``: the gate's (rows, label);
+    ``weighted``: the weighted impressions; ``cfg``: the deploy section."""
+    rows, label = evaluation
+    name = blessing["model_name"]
+    params = flat_params(blessing["lineage"].get("params") or {})
+    against = blessing.get("champion_version")
+    before = champion_params(client, name, against)
+    predictions = candidate.score(rows["source_id"].to_numpy(), rows["shown_id"].to_numpy())
+    train = weighted[weighted["split"] == "train"]
+    edges = io.read_table(paths.EDGES, schemas.EDGES)
+    degree = card_facts.out_degree(edges["src"].to_numpy(), candidate.n_products)
+    mv = client.get_model_version(name, version)
+    card = Card(
+        model_name=name,
+        version=str(version),
+        registered_at=str(pd.Timestamp(int(mv.creation_timestamp), unit="ms").floor("s")),
+        run_id=mv.run_id,
+        git_commit=blessing["lineage"].get("git_commit"),
+        airflow_run_id=blessing["lineage"].get("airflow_run_id"),
+        snapshot=snapshot_of(weighted, blessing.get("training_data"), candidate.n_products),
+        params=params,
+        params_against=against,
+        params_diff=_diff(before, params, against),
+        label_maturity=card_facts.label_maturity(train["label"].to_numpy(), train["p_flip"].to_numpy()),
+        ece_by_bucket=card_facts.ece_by_bucket(
+            predictions["prob_calibrated"].to_numpy(),
+            np.asarray(label, dtype=float),
+            predictions["bucket"].to_numpy(),
+            candidate.calibration.n_buckets,
+        ),
+        thresholds=Thresholds(
+            served=[None if np.isposinf(t) else float(t) for t in candidate.thresholds.thresholds],
+            per_bucket_won=_per_bucket_won(),
+        ),
+        gate=gate_of(blessing, cfg),
+        low_degree=card_facts.low_degree_quality(
+            rows["source_id"].to_numpy(), degree, predictions, label, cfg.card_low_out_degree
+        ),
+        training=_train_run(client),
+    )
+    return card.model_copy(update={"unknown": deploy_unknowns(card)})
+
+
+def deploy_unknowns(card: Card) -> list[str]:
+    """What a deploy could not know, and why."""
+    out = []
+    if card.thresholds is not None and card.thresholds.per_bucket_won is None:
+        out.append(
+            "whether per-bucket thresholds beat one threshold out of fold: not checked "
+            "(thresholds.cross_fit_folds < 2, or the per-bucket fit missed the target precision)"
+        )
+    if card.params_diff is None:
+        out.append(f"params of champion v{card.params_against}: its run records none")
+    if card.training is None or card.training.peak_memory_mb is None:
+        out.append("training peak memory: the train run records none")
+    return out
+
+
+def _version_tags(card: Card) -> dict[str, str]:
+    tags = {}
+    if card.snapshot is not None:
+        for key, value in (
+            (SNAPSHOT, card.snapshot.snapshot),
+            (INGESTED_MD5, card.snapshot.ingested_md5),
+            (WEIGHTED_MD5, card.snapshot.weighted_md5),
+        ):
+            if value:
+                tags[key] = value
+    row = latest_matured(card)
+    if row is not None:
+        tags |= {
+            MATURED_AUC: "n/a" if row.auc is None else f"{row.auc:.4f}",
+            MATURED_RECALL: "n/a" if row.recall is None else f"{row.recall:.4f}",
+            MATURED_DAYS: str(row.maturity_days),
+            MATURED_AT: row.checked_at,
+            FLAG: "below_floor" if flagged(card) else "ok",
+        }
+    return tags
+
+
+def write(client, card: Card, log_params: bool = False) -> None:
+    """The card as the version's Description, its run's artifacts and the version's search tags;
+    with ``log_params`` also the run's params (flat params.yaml, once: at deploy)."""
+    from mlflow.entities import Param
+
+    name, version = card.model_name, card.version
+    for key, value in _version_tags(card).items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=description(card))
+    if card.run_id is None:
+        return
+    if log_params and card.params:
+        items = [Param(k[:250], v[:6000]) for k, v in card.params.items()]
+        for i in range(0, len(items), _PARAM_BATCH):
+            client.log_batch(card.run_id, params=items[i : i + _PARAM_BATCH])
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / CARD_FILE).write_text(render(card))
+        (Path(tmp) / RECORD_FILE).write_text(card.model_dump_json(indent=1))
+        client.log_artifacts(card.run_id, tmp, ARTIFACT_DIR)
+
+
+def read(client, name: str, version: str) -> Card:
+    """The version's card: the record its deploy (or a re-scoring) stored, else one built now
+    from its tags and run (``nextbuy.mlops.model_card_legacy``)."""
+    from nextbuy.mlops.model_card_legacy import from_tags
+
+    mv = client.get_model_version(name, str(version))
+    if mv.run_id:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = client.download_artifacts(mv.run_id, f"{ARTIFACT_DIR}/{RECORD_FILE}", tmp)
+                return Card.model_validate_json(Path(path).read_text())
+            except (MlflowException, OSError, ValueError) as err:  # none stored: build one from the tags
+                log.debug("no stored card for %s v%s: %s", name, version, err)
+    return from_tags(client, mv)
+
+
+def publish_card(client, version: str, blessing: dict, candidate, evaluation, weighted, cfg) -> Card | None:
+    """Build and write the card of the version deploy just registered (after its release: the
+    card describes the verdict, it is not part of it). A card that cannot be written is a
+    warning: ``nextbuy models show`` builds it on demand from the version's tags."""
+    try:
+        card = deploy_card(client, str(version), blessing, candidate, evaluation, weighted, cfg)
+        write(client, card, log_params=True)
+    except (MlflowException, io.DataError, OSError) as err:
+        log.warning("deploy: model card of %s v%s not written: %s", blessing["model_name"], version, err)
+        return None
+    return card

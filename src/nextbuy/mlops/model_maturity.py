@@ -1,0 +1,105 @@
+"""Metrics that mature: the recent versions of a store's model (champion, previous, refused
+challengers: the newest ``monitor.matured_versions`` complete ones, and whatever the aliases
+point to) re-scored on the traffic whose labels have since matured, a dated row per maturity
+appended to each one's model card (``nextbuy.domain.card_facts.matured_rows``). A version whose
+matured AUC or recall falls below the gate's floors is flagged on its card (tag
+``matured.flag``) and in the monitor's alerts.json (``matured``), which ``nextbuy alerts`` prints.
+
+Run by the monitor stage after it watched the traffic, and by ``nextbuy models mature``."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from nextbuy.domain import card_facts, catalogue
+from nextbuy.domain.model_card import add_matured, flagged
+from nextbuy.mlops import io, model_cards, registry, schemas
+
+log = logging.getLogger(__name__)
+
+
+def aliases_of(client, name: str) -> dict[str, str]:
+    """version -> alias (champion, previous, challenger) of ``name``."""
+    return {str(v): alias for alias, v in client.get_registered_model(name).aliases.items()}
+
+
+def recent_versions(client, name: str, products: pd.DataFrame, newest: int) -> list[str]:
+    """The newest ``newest`` complete versions of this store's catalogue plus those the aliases
+    point to, newest first (versions of another catalogue score other products: left out)."""
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
+    mine = [
+        v
+        for v in versions
+        if registry.is_complete(v.tags)
+        and catalogue.mismatch(v.tags.get(registry.CATALOGUE), products) is None
+    ]
+    if not mine:
+        return []
+    aliased = set(aliases_of(client, name))
+    return [str(v.version) for i, v in enumerate(mine) if i < newest or str(v.version) in aliased]
+
+
+def mature_version(
+    client, name: str, version: str, traffic: pd.DataFrame, now: pd.Timestamp, settings
+) -> dict:
+    """Re-score ``version`` on ``traffic`` and append its matured rows to its card.
+    ``settings``: (monitor config, deploy config)."""
+    monitor, deploy = settings
+    bundle = registry.load_version(name, version)
+    predictions = bundle.score(traffic["source_id"].to_numpy(), traffic["shown_id"].to_numpy())
+    card = model_cards.read(client, name, version)
+    release = card.gate.candidate if card.gate is not None else {}
+    floors = {"min_auc": deploy.min_auc, "min_recall": deploy.min_recall}
+    rows = card_facts.matured_rows(
+        traffic,
+        predictions,
+        now,
+        list(monitor.matured_days),
+        monitor.matured_min_conversions,
+        release,
+        floors,
+    )
+    if rows:
+        card = add_matured(card, rows)
+        model_cards.write(client, card)
+    return {
+        "version": version,
+        "rows": [r.model_dump() for r in rows],
+        "below_floor": flagged(card) if rows else [],
+    }
+
+
+def mature_recent(client, name: str, products: pd.DataFrame, traffic_files: tuple, settings) -> list[dict]:
+    """Every recent version re-scored (:func:`mature_version`); ``traffic_files``: (impressions
+    table, its meta.json). A version that cannot be loaded is a warning, not a failure of the
+    monitor; its entry says why."""
+    versions = recent_versions(client, name, products, settings[0].matured_versions)
+    if not versions:  # nothing registered for this store yet: the traffic is not read
+        return []
+    impressions, meta = traffic_files
+    traffic = io.read_table(impressions, schemas.IMPRESSIONS_LOG)
+    now = pd.Timestamp(io.read_json(meta)["now"])
+    alias = aliases_of(client, name)
+    out = []
+    for version in versions:
+        try:
+            entry = mature_version(client, name, version, traffic, now, settings)
+        except (MlflowException, io.DataError, OSError) as err:
+            log.warning("model card of %s v%s: not re-scored: %s", name, version, err)
+            entry = {"version": version, "rows": [], "below_floor": [], "error": str(err)}
+        out.append({**entry, "alias": alias.get(version)})
+        for broken in entry["below_floor"]:
+            log.warning("%s v%s matured below the gate's floor: %s", name, version, broken)
+    return out
+
+
+def flags(matured: list[dict]) -> list[dict]:
+    """The versions whose latest matured metrics broke a floor (what alerts.json lists)."""
+    return [
+        {"version": m["version"], "alias": m["alias"], "below_floor": m["below_floor"]}
+        for m in matured
+        if m["below_floor"]
+    ]

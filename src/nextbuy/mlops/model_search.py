@@ -1,0 +1,154 @@
+"""The model catalogue's queries, on MLflow's own search (no database of our own): the versions
+of a registered model with their alias, snapshot, release and matured AUC and status; versions
+by data snapshot or DVC hash (the blast radius of a snapshot: every version that learned from
+it), by param value (``search_runs`` on the deploy runs' params), by metric threshold; and the
+difference of two versions (params, data, metrics).
+
+MLflow holds tag values as text: a metric threshold is applied to the versions MLflow's search
+returned for the model."""
+
+from __future__ import annotations
+
+import operator
+import re
+
+import pandas as pd
+import yaml
+
+from nextbuy.domain.model_card import param_text
+from nextbuy.mlops import model_cards, registry
+
+_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq}
+_CONDITION = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*([-+0-9.eE]+)\s*$")
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def _versions(client, name: str, extra: str = "") -> list:
+    query = f"name='{_quote(name)}'" + (f" AND {extra}" if extra else "")
+    return list(client.search_model_versions(query, max_results=10_000))
+
+
+def status(tags: dict) -> str:
+    """passed / refused / incomplete / orphaned, and 'flagged' when its matured metrics broke a floor."""
+    if tags.get(registry.ORPHANED) == "true":
+        return "orphaned"
+    if not registry.is_complete(tags):
+        return "incomplete"
+    verdict = "passed" if tags.get(registry.PASSED) == "true" else "refused"
+    if tags.get(registry.FORCED) == "true":
+        verdict += ", forced"
+    return verdict + (", FLAGGED" if tags.get(model_cards.FLAG) == "below_floor" else "")
+
+
+def snapshot_of_tags(tags: dict) -> str | None:
+    """The snapshot a version learned from: its card tag, else its training_data record."""
+    if tags.get(model_cards.SNAPSHOT):
+        return tags[model_cards.SNAPSHOT]
+    from nextbuy.mlops.model_card_legacy import json_tag
+
+    return (json_tag(tags, registry.TRAINING_DATA) or {}).get("snapshot")
+
+
+def listing(client, name: str) -> list[dict]:
+    """Every version, newest first: version, alias, snapshot, release AUC, matured AUC, status."""
+    from nextbuy.mlops.model_maturity import aliases_of
+
+    alias = aliases_of(client, name)
+    rows = []
+    for mv in sorted(_versions(client, name), key=lambda v: -int(v.version)):
+        tags = dict(mv.tags)
+        matured = tags.get(model_cards.MATURED_AUC)
+        rows.append(
+            {
+                "version": str(mv.version),
+                "alias": alias.get(str(mv.version)),
+                "snapshot": snapshot_of_tags(tags),
+                "release_auc": tags.get("candidate.auc"),
+                "matured_auc": f"{matured} @{tags.get(model_cards.MATURED_DAYS)}d" if matured else None,
+                "status": status(tags),
+            }
+        )
+    return rows
+
+
+def by_snapshot(client, name: str, snapshot: str) -> set[str]:
+    """Versions that learned from ``snapshot`` (any form pandas reads: 2026-02-10, ...)."""
+    when = str(pd.Timestamp(snapshot))
+    carded = _versions(client, name, f"tags.`{model_cards.SNAPSHOT}` = '{_quote(when)}'")
+    older = _versions(
+        client, name, f'tags.`{registry.TRAINING_DATA}` LIKE \'%"snapshot": "{_quote(when)}"%\''
+    )
+    return {str(v.version) for v in [*carded, *older]}
+
+
+def by_hash(client, name: str, digest: str) -> set[str]:
+    """Versions whose ingested or weighted data has this DVC md5 (a prefix will do)."""
+    prefix = _quote(digest.strip().removesuffix(".dir"))
+    found = set()
+    for tag in (model_cards.INGESTED_MD5, model_cards.WEIGHTED_MD5):
+        found |= {str(v.version) for v in _versions(client, name, f"tags.`{tag}` LIKE '{prefix}%'")}
+    return found
+
+
+def by_param(client, name: str, condition: str) -> set[str]:
+    """Versions whose deploy run logged param KEY=VALUE (params.yaml's dotted key)."""
+    key, sep, value = condition.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--param {condition!r}: give KEY=VALUE, e.g. train.lr=0.005")
+    text = param_text(yaml.safe_load(value)) if value.strip() else ""
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        f"params.`{key.strip()}` = '{_quote(text)}'",
+        max_results=10_000,
+    )
+    run_ids = {r.info.run_id for r in runs}
+    return {str(v.version) for v in _versions(client, name) if v.run_id in run_ids}
+
+
+def by_metric(client, name: str, condition: str) -> set[str]:
+    """Versions whose version tag METRIC (candidate.auc, matured.auc, ...) meets OP VALUE."""
+    match = _CONDITION.match(condition)
+    if match is None:
+        raise ValueError(f"--metric {condition!r}: give METRIC OP VALUE, e.g. 'matured.auc<0.6'")
+    key, op, bound = match.group(1), _OPS[match.group(2)], float(match.group(3))
+    found = set()
+    for mv in _versions(client, name):
+        try:
+            if key in mv.tags and op(float(mv.tags[key]), bound):
+                found.add(str(mv.version))
+        except ValueError:  # "n/a"
+            continue
+    return found
+
+
+def diff(client, name: str, first: str, second: str) -> dict[str, list[tuple[str, str | None, str | None]]]:
+    """What differs between two versions: params (their deploy runs'), data (snapshot and DVC
+    hashes), metrics (release and matured tags); each a list of (key, first, second)."""
+    a, b = (model_cards.read(client, name, v) for v in (first, second))
+    ta, tb = (dict(client.get_model_version(name, v).tags) for v in (first, second))
+
+    def changed(x: dict, y: dict) -> list[tuple[str, str | None, str | None]]:
+        return [(k, x.get(k), y.get(k)) for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
+
+    def data(card, tags) -> dict:
+        snap = card.snapshot
+        return {
+            "snapshot": snapshot_of_tags(tags),
+            "window": f"{snap.first_shown_at} → {snap.last_shown_at}" if snap else None,
+            "ingested_md5": snap.ingested_md5 if snap else None,
+            "weighted_md5": snap.weighted_md5 if snap else None,
+            "catalogue": tags.get(registry.CATALOGUE),
+            "git_commit": card.git_commit,
+        }
+
+    def metrics(tags) -> dict:
+        return {k: v for k, v in tags.items() if k.startswith(("candidate.", "champion.", "matured."))}
+
+    return {
+        "params": changed(a.params or {}, b.params or {}),
+        "data": changed(data(a, ta), data(b, tb)),
+        "metrics": changed(metrics(ta), metrics(tb)),
+    }
