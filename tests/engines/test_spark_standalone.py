@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +43,11 @@ def cluster(tmp_path_factory):
 def test_the_cluster_runs_two_executors_on_its_two_workers(cluster):
     running, _, spark = cluster
     assert spark.sparkContext.master == running.master
-    hosts = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size()  # the driver and the executors
+    status = spark.sparkContext._jsc.sc().getExecutorMemoryStatus  # the driver and the executors
+    deadline = time.monotonic() + 120  # executors register with the driver a moment after it starts
+    while status().size() < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    hosts = status().size()
     assert running.registered() == 2
     assert hosts == 3
 
