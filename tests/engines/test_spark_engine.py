@@ -127,6 +127,9 @@ def test_label_delay_on_the_default_store_is_the_same_on_spark(tmp_path, local_s
         params = project(tmp_path / "store", read_params(ROOT / "params.yaml"))
         parity.label_delay_on_both(params, local_spark, tmp_path / "pandas")
         parity.assert_label_delay_same(tmp_path / "pandas")
+        assert (
+            len(pd.read_parquet(paths.WEIGHTED_IMPRESSIONS)) == params["ingest"]["simulator"]["n_impressions"]
+        )
     finally:
         os.chdir(before)
 
