@@ -77,6 +77,7 @@ def test_help_lists_every_stage_then_the_other_commands():
                 "faults",
                 "scale",
                 "events",
+                "engines",
                 "delay",
                 "linkpred",
                 "model",
