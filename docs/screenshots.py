@@ -14,8 +14,8 @@ then
 
 writes docs/images/{airflow-grid,mlflow-model-version,evidently-dashboard,dvc-plots}.png, which
 README.md and the tutorials show, and mlflow-model-card.png (the model catalogue page: take it
-alone with --only mlflow-model-card --size 1400,2600). Each shot runs Chromium with a fresh profile, no network
-services of its own (no sync, updates or background fetches) and a fixed window size. A UI
+alone with --only mlflow-model-card --size 1400,2600). Each shot runs Chromium with a fresh
+profile, no network services of its own (no sync, updates or background fetches) and a fixed window size. A UI
 that does not answer is skipped with a message; the script exits 1 if any shot is missing.
 Standard library only.
 """
