@@ -92,15 +92,17 @@ def _wait_group(pgid: int, timeout: float) -> bool:
 
 
 def _row(case: str, stage: str, exit_code, problems: list[str], text: str, **extra) -> dict:
+    """A case's row: its problems with the end of its log (the evidence a failure needs), or
+    the end of the log alone when it went well."""
     traceback = TRACEBACK.lower() in flat(text)
+    tail = "\n".join(line for line in text.splitlines() if line.strip())
     return {
         "group": "kill",
         "case": case,
         "stage": stage,
         "exit": exit_code,
         "traceback": traceback,
-        "message": "; ".join(problems)
-        or "\n".join(line for line in text.splitlines() if line.strip())[-400:],
+        "message": f"{'; '.join(problems)}\nlog: {tail[-1500:]}" if problems else tail[-400:],
         **extra,
     }
 
