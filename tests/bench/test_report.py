@@ -121,3 +121,18 @@ def test_a_stack_check_result_renders_its_step_and_training_task_times(tmp_path)
     assert "| nextbuy_training on Celery | 2301.7 |" in page
     assert "| **in all** | 2448.3 |" in page
     assert "| `train` | 2160 |" in page
+
+
+def test_a_recorded_command_names_no_checkout_path(tmp_path):
+    from nextbuy.bench.report import portable_command
+
+    argv = [
+        str(tmp_path / ".venv/bin/nextbuy"),
+        "bench",
+        "serve",
+        "--out",
+        str(tmp_path / "s.json"),
+        "--x",
+        "/tmp",
+    ]
+    assert portable_command(argv, tmp_path) == "nextbuy bench serve --out s.json --x /tmp"

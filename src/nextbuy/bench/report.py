@@ -75,6 +75,19 @@ def out_path(argv: Sequence[str]) -> Path:
     raise ValueError("the bench command must write its JSON with --out FILE")
 
 
+def portable_command(argv: Sequence[str], root: Path) -> str:
+    """The command as anyone would type it in the project: a program of the project's venv by
+    its name, paths inside the project relative to it (no checkout's absolute path)."""
+    base = root.resolve()
+    words = []
+    for i, word in enumerate(argv):
+        path = Path(word)
+        if path.is_absolute() and path.is_relative_to(base):
+            word = path.name if i == 0 else str(path.relative_to(base))
+        words.append(word)
+    return " ".join(words)
+
+
 def record(name: str, argv: Sequence[str], root: Path = Path(".")) -> Path:
     """Run ``argv`` (a bench command with ``--out``), then write ``benchmarks/results/<name>.json``:
     its JSON plus the command, commit, date, machine, wall time and peak memory of the run."""
@@ -86,7 +99,7 @@ def record(name: str, argv: Sequence[str], root: Path = Path(".")) -> Path:
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
     figures = json.loads((root / out if not out.is_absolute() else out).read_text())
     result = {
-        "command": " ".join(argv),
+        "command": portable_command(argv, root),
         "commit": commit,
         "date": dt.date.today().isoformat(),
         "machine": machine_description(),
