@@ -32,7 +32,11 @@ def coded_logs(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
         return (T0 + pd.to_timedelta(rng.integers(0, 120, n) * 6, unit="h")).to_numpy()
 
     orders = pd.DataFrame(
-        {"customer": rng.integers(0, 50, 4000), "product": rng.integers(0, 30, 4000), "ordered_at": times(4000)}
+        {
+            "customer": rng.integers(0, 50, 4000),
+            "product": rng.integers(0, 30, 4000),
+            "ordered_at": times(4000),
+        }
     )
     impressions = pd.DataFrame(
         {

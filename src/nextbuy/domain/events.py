@@ -2,8 +2,10 @@
 
 This is the whole of what ``ingest.source: events`` decides; the reader
 (``nextbuy.data.sources.events``) only parses, validates and codes the files. The one
-entry point, :func:`build_from_logs`, takes plain frames and returns plain frames, so
-another engine (Spark, say) can implement the same contract and be tested against it.
+entry point, :func:`build_from_logs`, takes plain frames and returns plain frames; the two rules
+that go over every row (2 and 3, both per customer) are :class:`Builders` it is given, so another
+engine runs them (``nextbuy.engines.spark_events``: these functions per bucket of customers) and
+is tested against these.
 
 Inputs (ids are already coded as non-negative integers; times are naive UTC
 ``datetime64[ns]``; row order does not matter):
