@@ -207,11 +207,25 @@ def render_daily_loop(name: str, result: dict) -> list[str]:
     return lines
 
 
+# bench engines' stages as the results page names them
+ENGINE_STAGES = {
+    "monitor": "monitor (scoring and the per-window × per-bucket table)",
+    "batch_topk": "batch-topk (the champion's top 20 of every product)",
+}
+
+
+def _listed(items: list[str]) -> str:
+    if not items:
+        return "The stages"
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def render_engines(name: str, result: dict) -> list[str]:
     """The data stages on pandas and on Spark at growing sizes: time, the largest process, the
     JVM and the whole process tree at their peaks; growth exponents; a sizing table."""
+    stages = list(dict.fromkeys(r["stage"] for r in result.get("runs", [])))
     lines = [
-        f"label_delay and monitor (scoring and the per-window × per-bucket table) on each engine, "
+        f"{_listed([ENGINE_STAGES.get(st, st) for st in stages])} on each engine, "
         f"Spark on `{result.get('spark_master')}`, the delay models fitted on "
         f"{_cell(result.get('fit_sample_rows'))} train rows; a run whose processes passed "
         f"{_cell(result.get('cap_gib'))} GiB together was stopped.\n",
