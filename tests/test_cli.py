@@ -30,6 +30,7 @@ STAGE_COMMANDS = [
 OTHER_COMMANDS = [
     "preset",
     "restore-outputs",
+    "check-dvc-lock",
     "summary",
     "simulate-logs",
     "alerts",
