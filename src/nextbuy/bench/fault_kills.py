@@ -60,7 +60,18 @@ def _aliases(db: Path, model: str) -> dict[str, int]:
     return dict(_query(db, "SELECT alias, version FROM registered_model_aliases WHERE name = ?", model))
 
 
-def _start(project, cmd: list[str], log: Path) -> subprocess.Popen:
+def _as_a_terminal_job() -> None:
+    """In the child before exec: Ctrl-C and Ctrl-\\ at their defaults, as a shell with job
+    control starts a foreground job. A bench started in the background of a non-interactive
+    shell (``cmd &``, nohup) ignores SIGINT, and its children inherit that: make and mkdocs
+    would then ignore the Ctrl-C the case sends, which no terminal does to them."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _start(project, cmd: list[str], log: Path, terminal: bool = False) -> subprocess.Popen:
+    """``cmd`` in the project as the leader of a new process group; ``terminal``: with the
+    signal dispositions of a foreground job started from a terminal (``_as_a_terminal_job``)."""
     with open(log, "wb") as out:
         return subprocess.Popen(
             cmd,
@@ -69,6 +80,7 @@ def _start(project, cmd: list[str], log: Path) -> subprocess.Popen:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_as_a_terminal_job if terminal else None,
         )
 
 
@@ -249,7 +261,7 @@ def make_target_case(project, target: str, sig: int, tmp: Path) -> dict:
     port = procs.free_port()
     var = {"mlflow-ui": "MLFLOW_UI_PORT", "docs": "DOCS_PORT"}[target]
     log = tmp / f"make-{target}.log"
-    proc = _start(project, ["make", "-o", ".venv/.installed", target, f"{var}={port}"], log)
+    proc = _start(project, ["make", "-o", ".venv/.installed", target, f"{var}={port}"], log, terminal=True)
     deadline = time.monotonic() + UI_START_TIMEOUT
     while proc.poll() is None and not procs.port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -284,8 +296,15 @@ def make_target_case(project, target: str, sig: int, tmp: Path) -> dict:
     )
 
 
-def run_cases(project, tmp: Path, selected: Callable[[str], bool] = lambda _: True) -> list[dict]:
-    """Every case of this module whose name ``selected`` takes (``faults.selected``: --only)."""
+def run_cases(
+    project,
+    tmp: Path,
+    selected: Callable[[str], bool] = lambda _: True,
+    settle: Callable[[dict], dict] = lambda row: row,
+) -> list[dict]:
+    """Every case of this module whose name ``selected`` takes (``faults.selected``: --only),
+    each row through ``settle`` (``fault_recovery.settle``: what a failed case broke is put
+    right before the next)."""
     cases: list[tuple[str, Callable[[], dict]]] = [
         ("SIGTERM during registration", lambda: sigterm_case(project, "deploy", tmp)),
         ("SIGTERM during Evidently publishing", lambda: sigterm_case(project, "monitor", tmp)),
@@ -295,4 +314,4 @@ def run_cases(project, tmp: Path, selected: Callable[[str], bool] = lambda _: Tr
         ("make docs: SIGINT", lambda: make_target_case(project, "docs", signal.SIGINT, tmp)),
         ("make docs: SIGTERM", lambda: make_target_case(project, "docs", signal.SIGTERM, tmp)),
     ]
-    return [case() for name, case in cases if selected(name)]
+    return [settle(case()) for name, case in cases if selected(name)]
