@@ -8,13 +8,17 @@ DAGs) uses it, and so do the benchmarks and tests.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import gc
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -40,8 +44,11 @@ def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
     :class:`Stopped`) and every later one is ignored, so the clean-up it starts (``except`` /
     ``finally``) runs to its end: ``make``, for one, forwards the SIGTERM its process group
     just got, and a second Ctrl-C is common. SIGXFSZ stays ignored, as Python starts with it:
-    a write past ``ulimit -f`` fails with EFBIG instead of killing the process. Outside the
-    main thread (where signals cannot be handled) the block runs unchanged."""
+    a write past ``ulimit -f`` fails with EFBIG instead of killing the process. A stop that
+    lands where Python cannot raise (a ``__del__``, a weakref callback run by the garbage
+    collector: "Exception ignored") is delivered again, to the code that runs next, instead
+    of being lost. Outside the main thread (where signals cannot be handled) the block runs
+    unchanged."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -53,14 +60,35 @@ def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
         received.append(signum)
         raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
 
+    unraisable = sys.unraisablehook
+
+    def deliver_again(lost) -> None:
+        if received and isinstance(lost.exc_value, (Stopped, KeyboardInterrupt)):
+            # Sent from a new thread (not waited for): the handler runs in this (main) thread
+            # once the callback is over; os.kill from here would run it at once, inside it again.
+            _thread.start_new_thread(os.kill, (os.getpid(), received.pop()))
+        else:
+            unraisable(lost)
+
     previous = {sig: signal.signal(sig, handler) for sig in signals}
+    sys.unraisablehook = deliver_again
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         yield
     finally:
+        sys.unraisablehook = unraisable
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def release_interrupted(err: BaseException) -> None:
+    """Free what the code a stop signal interrupted still holds through ``err``'s traceback: the
+    locals of the frames it unwound (an open SQLite statement, and the read lock it keeps on the
+    database; a half-read file), so the clean-up that follows does not wait on its own process.
+    Frames still running (the clean-up's own) keep theirs."""
+    traceback.clear_frames(err.__traceback__)
+    gc.collect()
 
 
 def free_port() -> int:

@@ -144,6 +144,40 @@ def test_a_run_stopped_by_sigterm_ends_killed_and_any_other_failure_failed(proje
     assert client.get_run(failed.info.run_id).info.status == "FAILED"
 
 
+def test_a_run_stopped_in_the_middle_of_a_registry_query_ends_killed_at_once(project):
+    """The stop lands while a SELECT of the store is open (its statement keeps a read lock on
+    the SQLite file): ending the run KILLED does not wait for that lock, nor fail on it."""
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+    from sqlalchemy import event
+
+    from nextbuy.procs import Stopped
+
+    tracking.configure(project)
+    client = MlflowClient()
+    client.create_registered_model("nextbuy-test")
+    armed = [True]
+
+    def stop_after_a_select(_conn, _cursor, statement, *_):
+        if armed and statement.lstrip().upper().startswith("SELECT"):
+            armed.clear()
+            raise Stopped(signal.SIGTERM)
+
+    engine = client._get_registry_client().store.engine
+    event.listen(engine, "after_cursor_execute", stop_after_a_select)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Stopped), tracking.stage_run("deploy") as stopped:
+            client.get_registered_model("nextbuy-test")
+        took = time.monotonic() - started
+    finally:
+        event.remove(engine, "after_cursor_execute", stop_after_a_select)
+    assert client.get_run(stopped.info.run_id).info.status == "KILLED"
+    assert took < 5  # SQLite's busy timeout (20 s in MLflow's sessions) never waited on
+
+
 def test_a_store_larger_than_the_file_size_limit_is_refused_before_any_write(tmp_path):
     """SQLite would fail half-way through a commit and leave a journal it cannot roll back."""
     import sys
