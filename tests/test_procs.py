@@ -109,7 +109,12 @@ def test_what_a_stopped_query_still_holds_is_released_before_the_clean_up_writes
     def query_stopped_half_way() -> None:
         rows = reader.execute("SELECT status FROM runs")
         rows.fetchone()  # the statement is open: a read lock on the file
-        raise procs.Stopped(signal.SIGTERM)
+
+        def load() -> None:  # a closure over the open cursor, as SQLAlchemy's row loading is
+            assert rows is not None
+            raise procs.Stopped(signal.SIGTERM)
+
+        load()
 
     try:
         query_stopped_half_way()

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -83,11 +82,20 @@ def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
 
 
 def release_interrupted(err: BaseException) -> None:
-    """Free what the code a stop signal interrupted still holds through ``err``'s traceback: the
-    locals of the frames it unwound (an open SQLite statement, and the read lock it keeps on the
-    database; a half-read file), so the clean-up that follows does not wait on its own process.
-    Frames still running (the clean-up's own) keep theirs."""
-    traceback.clear_frames(err.__traceback__)
+    """Free what the code a stop signal interrupted still holds through ``err``'s traceback (an
+    open SQLite statement, and the read lock it keeps on the database; a half-read file), so the
+    clean-up that follows does not wait on its own process: the traceback is cut below the
+    frames still running (the clean-up's own), and the frames the stop unwound, their locals
+    and the closures they ran, go."""
+    node = err.__traceback__
+    while node is not None and node.tb_next is not None:
+        try:
+            node.tb_next.tb_frame.clear()  # raises for a frame still running
+        except RuntimeError:
+            node = node.tb_next
+            continue
+        node.tb_next = None
+        break
     gc.collect()
 
 
