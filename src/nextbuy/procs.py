@@ -28,6 +28,14 @@ HOST = "127.0.0.1"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+_stop_received: list[int] = []  # the stop signal the innermost ``stop_signals_raise`` block got
+
+
+def stop_received() -> int | None:
+    """The stop signal this process got inside ``stop_signals_raise`` (None: none, or outside)."""
+    return _stop_received[-1] if _stop_received else None
+
+
 class Stopped(BaseException):
     """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C raises KeyboardInterrupt (a
     BaseException, so no ``except Exception`` swallows it)."""
@@ -57,6 +65,7 @@ def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
         if received:
             return
         received.append(signum)
+        _stop_received.append(signum)
         raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
 
     unraisable = sys.unraisablehook
@@ -73,9 +82,11 @@ def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
     sys.unraisablehook = deliver_again
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    before = len(_stop_received)
     try:
         yield
     finally:
+        del _stop_received[before:]
         sys.unraisablehook = unraisable
         for sig, old in previous.items():
             signal.signal(sig, old)
