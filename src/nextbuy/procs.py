@@ -93,11 +93,11 @@ def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
 
 
 def release_interrupted(err: BaseException) -> None:
-    """Free what the code a stop signal interrupted still holds through ``err``'s traceback (an
-    open SQLite statement, and the read lock it keeps on the database; a half-read file), so the
-    clean-up that follows does not wait on its own process: the traceback is cut below the
-    frames still running (the clean-up's own), and the frames the stop unwound, their locals
-    and the closures they ran, go."""
+    """Free what the code a stop signal interrupted still holds through ``err`` (an open SQLite
+    statement, and the read lock it keeps on the database; a half-read file), so the clean-up
+    that follows does not wait on its own process: its traceback is cut below the frames still
+    running (the clean-up's own), and the exception it interrupted the handling of is dropped,
+    so the frames the stop unwound, their locals and the closures they ran, go."""
     node = err.__traceback__
     while node is not None and node.tb_next is not None:
         try:
@@ -107,6 +107,7 @@ def release_interrupted(err: BaseException) -> None:
             continue
         node.tb_next = None
         break
+    err.__context__ = err.__cause__ = None
     gc.collect()
 
 
