@@ -73,8 +73,10 @@ run-preset: $(STAMP)
 summary: $(STAMP)
 	@nextbuy summary
 
+# Whole files to each worker, in the order tests/conftest.py sorts them (long files first);
+# xdist would otherwise hand them out by number of tests, the long end-to-end files last.
 test: $(STAMP)
-	pytest -q -n auto --dist loadfile
+	pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 # The docker compose stack for real (needs a prepared host: docker/prepare-host.sh): build,
 # up, train on Celery, champion in MLflow, monitoring in Evidently, 2 workers, down -v.

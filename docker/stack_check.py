@@ -6,7 +6,9 @@ free 127.0.0.1 ports and freshly generated secrets (never written into the repos
  1. build the project image (torch's wheel from pip's configured find-links when there is one;
     the air-gapped bases of docker/base-images/build.sh when its images.env exists);
  2. `up --wait`: every service healthy;
- 3. trigger `nextbuy_training` through Airflow's REST API and wait for success;
+ 3. trigger `nextbuy_training` through Airflow's REST API and wait for success; its `train`
+    task's log, read back through the API, must show a line at least every
+    PROGRESS_GAP_LIMIT_S seconds (a silent training looks like a hang);
  4. `nextbuy@champion` in the MLflow server, its artifacts downloadable through the server
     and present in the server's artifact store;
  5. trigger `nextbuy_monitoring`, wait, and find snapshots in the Evidently UI's project;
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import secrets
@@ -51,6 +54,7 @@ RUN_TIMEOUT_S = 3600.0
 UP_TIMEOUT_S = 900
 MODEL_NAME = "nextbuy"
 MONITOR_PROJECT = "nextbuy on-call"
+PROGRESS_GAP_LIMIT_S = 60.0
 
 
 class CheckFailed(RuntimeError):
@@ -247,6 +251,28 @@ def task_seconds(tis: list[dict]) -> dict[str, float]:
             for ti in tis if ti.get("map_index", -1) < 0 and ti.get("duration") is not None}  # fmt: skip
 
 
+def longest_log_silence(content: list) -> tuple[float, int]:
+    """The longest time between two consecutive timestamped lines of a task log (as the logs
+    endpoint returns it), and how many such lines there are."""
+    stamps = sorted(datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00"))
+                    for entry in content if isinstance(entry, dict) and entry.get("timestamp"))  # fmt: skip
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(stamps)]
+    return round(max(gaps, default=0.0), 1), len(stamps)
+
+
+def check_train_log_pace(api: AirflowApi, run_id: str, tis: list[dict]) -> dict:
+    train = next(ti for ti in tis if ti["task_id"] == "train" and ti.get("map_index", -1) < 0)
+    run_part = urllib.parse.quote(run_id, safe="")
+    path = (f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns/{run_part}/taskInstances/train/logs/"
+            f"{train['try_number']}?full_content=true")  # fmt: skip
+    silence, lines = longest_log_silence(api.get(path)["content"])
+    print(f"   train task log: {lines} lines, longest silence {silence:.1f} s")
+    if lines < 2 or silence > PROGRESS_GAP_LIMIT_S:
+        raise CheckFailed(f"the train task's log was silent for {silence:.0f} s "
+                          f"(limit {PROGRESS_GAP_LIMIT_S:.0f} s, {lines} timestamped lines)")  # fmt: skip
+    return {"lines": lines, "longest_silence_s": silence}
+
+
 def check(stack: Stack, steps: Steps, summary: dict) -> None:
     with steps.step("build"):
         stack.compose("build", "airflow-init")  # one image serves every Python service
@@ -258,8 +284,9 @@ def check(stack: Stack, steps: Steps, summary: dict) -> None:
         stack.compose("up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT_S))
     api = AirflowApi(stack.url("AIRFLOW_PORT"), "admin", stack.values["AIRFLOW_ADMIN_PASSWORD"])
     with steps.step(f"{TRAINING_DAG_ID} on Celery"):
-        _, tis = run_dag(api, TRAINING_DAG_ID)
+        run_id, tis = run_dag(api, TRAINING_DAG_ID)
         summary["training_tasks_s"] = task_seconds(tis)
+        summary["train_log"] = check_train_log_pace(api, run_id, tis)
     with steps.step("champion and artifacts in the MLflow server"):
         summary["champion_version"] = check_champion(stack)["version"]
     with steps.step(f"{MONITORING_DAG_ID} and Evidently snapshots"):

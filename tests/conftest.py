@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root, the shared real data, a tiny simulator config."""
+"""Shared fixtures: the repo root, the shared real data, a tiny simulator config, the tiny
+project after one full ``dvc repro`` (built once per test session)."""
 
 from __future__ import annotations
 
@@ -38,10 +39,35 @@ def cora_npz() -> Path:
     return CORA_NPZ
 
 
+@pytest.fixture(scope="session")
+def finished_tiny_project(tmp_path_factory) -> Path:
+    """The project on the tiny store after one full ``dvc repro``, run once per test session:
+    under xdist in the folder all workers share (the parent of each worker's own), the first
+    worker to ask builds it and the others wait. Never changed: tests copy it
+    (``tests.helpers.copy_finished_project``)."""
+    from tests.helpers import finished_project
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return finished_project(shared, TINY_PARAMS)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files holding end-to-end (``slow``) tests first, each file's tests in their own order:
     `make test` hands whole files to its workers in this order (xdist ``--dist loadfile``), so
     the long files start at once and the short ones fill in around them, instead of one long
-    file running alone at the end."""
+    file running alone at the end. Of the files that copy ``finished_tiny_project`` only the
+    first comes at the front, to build it while the other worker runs the next long files;
+    the others come after those, when it is built, instead of waiting for it."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: item.path not in slow_files)
+    users = [item.path for item in items if "finished_tiny_project" in item.fixturenames]
+    builder = users[0] if users else None
+
+    def rank(item: pytest.Item) -> int:
+        if item.path == builder:
+            return 0
+        if item.path in users:
+            return 2
+        return 1 if item.path in slow_files else 3
+
+    items.sort(key=rank)

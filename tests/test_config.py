@@ -31,7 +31,9 @@ def test_dvc_stages_declare_exactly_their_section():
                 "ingest.source",
                 "ingest.impressions_path",
                 "ingest.events",
+                "engine",
             ],
+            "ingest": ["engine"],
             "label_delay": ["engine"],
             "monitor": ["deploy.model_name", "deploy.min_auc", "deploy.min_recall", "engine"],
         }.get(name, [])

@@ -194,6 +194,18 @@ def test_the_training_tasks_times_are_airflows_own_per_task():
     assert stack_check.task_seconds(tis) == {"set_params": 1.0, "train": 2160.0}
 
 
+def test_the_train_logs_longest_silence_is_measured_between_timestamped_lines():
+    content = [
+        {"event": "::group::Log message source details", "sources": ["/logs/x.log"]},  # no time
+        {"timestamp": "2026-11-28T07:15:00.000000Z", "event": "> nextbuy train"},
+        {"timestamp": "2026-11-28T07:15:30.500000Z", "event": "member 1/1: epoch 1/8"},
+        {"timestamp": "2026-11-28T07:16:45.500000+00:00", "event": "epoch 1/8 (30 s, 2 min left)"},
+        {"timestamp": "2026-11-28T07:17:00.000000Z", "event": "train done"},
+    ]
+    assert stack_check.longest_log_silence(content) == (75.0, 4)
+    assert stack_check.longest_log_silence(["a line that did not parse"]) == (0.0, 0)
+
+
 def _shell_lines(markdown: str) -> list[str]:
     """The lines of a page's ```bash blocks, in page order."""
     return [line for block in re.findall(r"```bash\n(.*?)```", markdown, re.S) for line in block.splitlines()]

@@ -1,5 +1,6 @@
-"""End to end: the six DVC stages on a tiny simulated store in a temporary copy
-of the project, then the registered champion scores pairs."""
+"""End to end: the DVC stages on a tiny simulated store in a temporary copy of the
+project (a copy of the session's finished tiny project), then the registered champion
+scores pairs; a failed stage, the gate and rollback, batch top-K, in that copy."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import yaml
 
 from nextbuy.stage_list import dag_stages
 from tests.conftest import ROOT, TINY_PARAMS
-from tests.helpers import project_copy, project_env
+from tests.helpers import copy_finished_project, project_env
 
 pytestmark = pytest.mark.slow
 MODEL = TINY_PARAMS["deploy"]["model_name"]  # the tiny store's own registry line
@@ -25,14 +26,10 @@ def run(cmd: list[str], dest: Path, env: dict[str, str]) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """The tiny project after one full `dvc repro` (shared by the tests below, in order)."""
-
-    dest = project_copy(tmp_path_factory.mktemp("e2e"), TINY_PARAMS)
-    env = project_env(dest)
-    first = run(["dvc", "repro"], dest, env)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    return dest, env
+def pipeline(tmp_path_factory, finished_tiny_project):
+    """A copy of the tiny project after one full `dvc repro` (shared by the tests below, in order)."""
+    dest = copy_finished_project(finished_tiny_project, tmp_path_factory.mktemp("e2e"))
+    return dest, project_env(dest)
 
 
 def test_dvc_repro_runs_all_stages_and_registers_champion(pipeline, tiny_params):

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 HOST = "127.0.0.1"
 # What stops a process politely: Ctrl-C, kill / Airflow's timeout and mark-failed / docker stop,
@@ -170,7 +170,28 @@ def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> bool:
     return not group_alive(proc.pid)
 
 
-class GroupServer:
+class Started:
+    """What ``start`` starts and ``stop`` ends, as a context manager: stopped on leaving the
+    block, and also when ``start`` fails half-way, so what it did start never outlives it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> bool:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class GroupServer(Started):
     """``cmd`` as the leader of its own process group (setsid), serving on 127.0.0.1:``port``.
 
     ``start`` returns once ``is_ready()`` (by default: the port answers); ``stop`` ends
@@ -204,7 +225,7 @@ class GroupServer:
     def is_ready(self) -> bool:
         return port_open(self.port)
 
-    def start(self) -> GroupServer:
+    def start(self) -> Self:
         """Start the group and wait until ready; raises (group still running) when it is not."""
         if self.log_path is not None:
             self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -241,13 +262,3 @@ class GroupServer:
         if self._log is not None:
             self._log.close()
         return gone
-
-    def __enter__(self) -> GroupServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

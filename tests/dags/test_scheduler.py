@@ -22,8 +22,7 @@ from nextbuy import procs
 from nextbuy.orchestration.airflow_api import AirflowApi
 from nextbuy.orchestration.names import MONITORING_DAG_ID, TRAINING_DAG_ID
 from nextbuy.orchestration.workspace import experiment_name
-from tests.conftest import TINY_PARAMS
-from tests.helpers import project_copy, project_env
+from tests.helpers import copy_finished_project, project_env
 
 pytestmark = pytest.mark.slow
 START_TIMEOUT = 420  # airflow standalone on a loaded 2-core host: minutes
@@ -42,14 +41,10 @@ def _checkout_state(project: Path, env: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def airflow_server(tmp_path_factory):
+def airflow_server(tmp_path_factory, finished_tiny_project):
     tmp = tmp_path_factory.mktemp("scheduler")
-    project = project_copy(tmp, TINY_PARAMS)
+    project = copy_finished_project(finished_tiny_project, tmp)  # its checkout ran dvc repro
     env = project_env(project)
-    repro = subprocess.run(
-        ["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
     port = procs.free_port()
     env.update({"AIRFLOW_HOME": str(tmp / "airflow-home"), "AIRFLOW__API__PORT": str(port)})
     env.pop("AIRFLOW__CORE__DAGS_FOLDER", None)

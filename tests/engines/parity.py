@@ -4,6 +4,7 @@ means are added in another order), metrics and alerts the same way."""
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 from pathlib import Path
@@ -89,3 +90,59 @@ def assert_label_delay_same(keep: Path) -> None:
 
 def engine(kind: str, base, spark_cfg):
     return with_changes(base, kind=kind, spark=spark_cfg.model_dump())
+
+
+# ingest's and traffic's files, compared between the engines
+INGEST_OUTPUTS = (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS, paths.TRAFFIC_IMPRESSIONS)
+INGEST_JSON = (
+    paths.INGEST_META,
+    paths.metrics_file("ingest"),
+    paths.TRAFFIC_META,
+    paths.metrics_file("traffic"),
+)
+
+
+def raw_logs(params: dict, days_after: float) -> dict:
+    """The simulated store of ``params`` written as raw logs under inputs/store (cwd), up to
+    ``days_after`` past its snapshot; ``params`` with ``ingest.source: events`` reading them."""
+    from nextbuy.config import IngestConfig
+    from nextbuy.data.simulate import simulate_world
+    from nextbuy.data.store_logs import simulated_logs, write_logs
+
+    cfg = IngestConfig.model_validate(params["ingest"])
+    snapshot = simulate_world(cfg.simulator, cfg.seed).snapshot
+    logs = simulated_logs(cfg.simulator, cfg.seed, snapshot + pd.Timedelta(days=days_after))
+    written = write_logs(logs, "inputs/store")
+    params = copy.deepcopy(params)
+    params["ingest"] |= {
+        "source": "events",
+        "snapshot": str(snapshot),
+        "catalogue_path": written["catalogue"],
+    }
+    params["ingest"]["events"] |= {f"{n}_path": written[n] for n in ("orders", "impressions", "interactions")}
+    return params
+
+
+def ingest_on_both(params: dict, spark_cfg, keep: Path) -> None:
+    """Run ingest and traffic on pandas (their outputs copied under ``keep``), then on Spark, in the cwd."""
+    from nextbuy.stages import ingest, traffic
+
+    for kind in ("pandas", "spark"):
+        set_engine(params, kind, spark_cfg)
+        ingest.run()
+        traffic.run()
+        if kind == "pandas":
+            for out in INGEST_OUTPUTS + INGEST_JSON:
+                (keep / out).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(out, keep / out)
+
+
+def assert_ingest_same(keep: Path) -> None:
+    """Every table and metric of ingest and traffic the same on both engines (floats exactly too:
+    the graph's weights are counts)."""
+    import json
+
+    for table in INGEST_OUTPUTS:
+        pd.testing.assert_frame_equal(pd.read_parquet(keep / table), pd.read_parquet(table), check_exact=True)
+    for doc in INGEST_JSON:
+        assert json.loads((keep / doc).read_text()) == json.loads(Path(doc).read_text()), doc

@@ -1,6 +1,7 @@
 """A real Spark cluster: a standalone master and two workers started from the installed pyspark
-on 127.0.0.1 (and stopped, as process groups, by the test), label_delay and batch-topk run
-against spark://127.0.0.1:PORT write what the pandas engine writes."""
+on 127.0.0.1 (and stopped, as process groups, by the test), label_delay, batch-topk, and ingest
+and traffic of a store's raw logs run against spark://127.0.0.1:PORT write what the pandas
+engine writes."""
 
 from __future__ import annotations
 
@@ -84,3 +85,17 @@ def test_label_delay_and_batch_topk_on_the_cluster_write_what_pandas_writes(clus
             pd.read_parquet(tmp_path / "pandas-topk" / "shard=000" / name),
             pd.read_parquet(tmp_path / "spark-topk" / "shard=000" / name),
         )
+
+
+def test_raw_logs_ingest_and_traffic_on_the_cluster_write_what_pandas_writes(cluster, tmp_path):
+    _, cfg, _ = cluster
+    before = Path.cwd()
+    try:
+        (tmp_path / "store").mkdir()
+        os.chdir(tmp_path / "store")
+        Path("params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+        params = parity.raw_logs(copy.deepcopy(TINY_PARAMS), TINY_PARAMS["traffic"]["days"])
+        parity.ingest_on_both(params, cfg, tmp_path / "pandas")
+        parity.assert_ingest_same(tmp_path / "pandas")
+    finally:
+        os.chdir(before)

@@ -91,6 +91,19 @@ async def settle() -> None:
     await asyncio.sleep(0.05)
 
 
+async def admit(
+    clients: int, **changes
+) -> tuple[Worker, rest_limits.Admission, list[Client], list[asyncio.Task]]:
+    """``clients`` requests sent at once through ``Admission`` (``limits(**changes)``) in front of a
+    ``Worker``, left to settle: the worker, the admission, the clients and their request tasks."""
+    worker = Worker()
+    admission = rest_limits.Admission(worker, limits(**changes))
+    sent = [Client() for _ in range(clients)]
+    tasks = [asyncio.create_task(admission(c.scope, c.receive, c.send)) for c in sent]
+    await settle()
+    return worker, admission, sent, tasks
+
+
 # ---- rows --------------------------------------------------------------------------------
 
 
@@ -160,11 +173,7 @@ def test_rows_are_counted_in_every_json_form_mlflow_reads():
 
 def test_beyond_the_slots_and_the_queue_a_request_gets_503_with_retry_after_at_once():
     async def scenario():
-        worker = Worker()
-        admission = rest_limits.Admission(worker, limits())
-        clients = [Client() for _ in range(3)]
-        tasks = [asyncio.create_task(admission(c.scope, c.receive, c.send)) for c in clients]
-        await settle()
+        worker, _, clients, tasks = await admit(3)
         assert [c.status for c in clients] == [None, None, 503]  # computing, waiting, refused
         assert clients[2].headers[b"retry-after"] == b"7"
         assert "server busy: 1 requests computing and 1 waiting" in clients[2].message
@@ -178,11 +187,7 @@ def test_beyond_the_slots_and_the_queue_a_request_gets_503_with_retry_after_at_o
 
 def test_a_client_gone_while_waiting_is_never_computed():
     async def scenario():
-        worker = Worker()
-        admission = rest_limits.Admission(worker, limits())
-        first, second = Client(), Client()
-        tasks = [asyncio.create_task(admission(c.scope, c.receive, c.send)) for c in (first, second)]
-        await settle()
+        worker, admission, (_, second), tasks = await admit(2)
         second.leave()
         await settle()
         assert tasks[1].done()
@@ -197,11 +202,7 @@ def test_a_client_gone_while_waiting_is_never_computed():
 
 def test_a_client_gone_while_computing_stops_the_work_in_its_thread_and_frees_the_slot():
     async def scenario():
-        worker = Worker()
-        admission = rest_limits.Admission(worker, limits())
-        first, second = Client(), Client()
-        tasks = [asyncio.create_task(admission(c.scope, c.receive, c.send)) for c in (first, second)]
-        await settle()
+        worker, _, (first, second), tasks = await admit(2)
         first.leave()
         await asyncio.wait_for(tasks[0], 2)
         await settle()
@@ -217,11 +218,7 @@ def test_a_client_gone_while_computing_stops_the_work_in_its_thread_and_frees_th
 
 def test_other_requests_pass_through_even_when_full():
     async def scenario():
-        worker = Worker()
-        admission = rest_limits.Admission(worker, limits(max_queue=0))
-        busy = Client()
-        task = asyncio.create_task(admission(busy.scope, busy.receive, busy.send))
-        await settle()
+        worker, admission, _, (task,) = await admit(1, max_queue=0)
 
         async def ping(scope, receive, send):
             await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -244,11 +241,7 @@ def test_other_requests_pass_through_even_when_full():
 
 def test_after_stop_waiting_requests_get_503_at_once_and_work_in_flight_is_cut_off_before_drain_s():
     async def scenario():
-        worker = Worker()
-        admission = rest_limits.Admission(worker, limits(drain_s=2))
-        computing, waiting = Client(), Client()
-        tasks = [asyncio.create_task(admission(c.scope, c.receive, c.send)) for c in (computing, waiting)]
-        await settle()
+        worker, admission, (computing, waiting), tasks = await admit(2, drain_s=2)
         started = time.monotonic()
         admission.stop()
         await settle()
@@ -272,11 +265,7 @@ def test_after_stop_waiting_requests_get_503_at_once_and_work_in_flight_is_cut_o
 
 def test_work_that_ends_within_the_drain_is_answered():
     async def scenario():
-        worker = Worker()
-        admission = rest_limits.Admission(worker, limits(drain_s=5))
-        client = Client()
-        task = asyncio.create_task(admission(client.scope, client.receive, client.send))
-        await settle()
+        worker, admission, (client,), (task,) = await admit(1, drain_s=5)
         admission.stop()
         await settle()
         worker.release.set()

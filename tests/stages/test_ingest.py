@@ -92,6 +92,36 @@ def use_source(project, tiny_params, **ingest_params):
     (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
 
 
+LOG_END = pd.Timestamp("2026-03-01")
+
+
+def random_log(n: int, first_id: int, end_id: int) -> pd.DataFrame:
+    """``n`` impressions of product ids ``first_id`` to ``end_id - 1`` (text, as a store's keys)
+    over the 20 days before ``LOG_END``, none converted."""
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "source_id": rng.integers(first_id, end_id, n).astype(str),
+            "shown_id": rng.integers(first_id, end_id, n).astype(str),
+            "shown_at": LOG_END - pd.to_timedelta(rng.uniform(0, 20, n), unit="D"),
+            "converted_at": pd.NaT,
+        }
+    )
+
+
+def use_graph_and_log(project, tiny_params, log: pd.DataFrame, **ingest_params) -> None:
+    """``log`` as inputs/log.parquet, and ingest's source the edge list inputs/graph.csv with it."""
+    log.to_parquet(project / "inputs" / "log.parquet")
+    use_source(
+        project,
+        tiny_params,
+        source="edge_list",
+        graph_path="inputs/graph.csv",
+        impressions_path="inputs/log.parquet",
+        **ingest_params,
+    )
+
+
 def test_real_edge_list_is_cleaned_counted_and_gets_simulated_impressions(project, tiny_params):
     rng = np.random.default_rng(0)
     rows = [*rng.integers(0, 200, size=(3000, 2)).tolist(), [5, 5], [7, 7], [1, 2], [1, 2]]
@@ -227,7 +257,7 @@ def test_graph_of_the_minimum_size_is_accepted():
 
 def test_graph_censored_below_the_minimum_by_the_snapshot_is_refused(project, tiny_params):
     # 12 edges, but only 3 seen by the impressions' snapshot: the model would train on those.
-    t = pd.Timestamp("2026-03-01")
+    t = LOG_END
     edges = pd.DataFrame(
         {
             "src": list(range(12)),
@@ -236,24 +266,7 @@ def test_graph_censored_below_the_minimum_by_the_snapshot_is_refused(project, ti
         }
     )
     edges.to_csv(project / "inputs" / "graph.csv", index=False)
-    rng = np.random.default_rng(0)
-    n = 3000
-    log = pd.DataFrame(
-        {
-            "source_id": rng.integers(0, 12, n).astype(str),
-            "shown_id": rng.integers(0, 12, n).astype(str),
-            "shown_at": t - pd.to_timedelta(rng.uniform(0, 20, n), unit="D"),
-            "converted_at": pd.NaT,
-        }
-    )
-    log.to_parquet(project / "inputs" / "log.parquet")
-    use_source(
-        project,
-        tiny_params,
-        source="edge_list",
-        graph_path="inputs/graph.csv",
-        impressions_path="inputs/log.parquet",
-    )
+    use_graph_and_log(project, tiny_params, random_log(3000, 0, 12))
     result = invoke("ingest")
     assert result.exit_code == 2, result.output
     output = " ".join(result.output.split())
@@ -274,14 +287,7 @@ def test_bad_impressions_log_is_refused(project, tiny_params):
             "converted_at": [t + pd.Timedelta(days=1), t - pd.Timedelta(days=1), pd.NaT],
         }
     )
-    log.to_parquet(project / "inputs" / "log.parquet")
-    use_source(
-        project,
-        tiny_params,
-        source="edge_list",
-        graph_path="inputs/graph.csv",
-        impressions_path="inputs/log.parquet",
-    )
+    use_graph_and_log(project, tiny_params, log)
     result = invoke("ingest")
     assert result.exit_code == 2
     assert "log.parquet" in result.output
@@ -301,14 +307,7 @@ def test_click_after_conversion_is_refused(project, tiny_params):
             "converted_at": [t + pd.Timedelta(days=1), t + pd.Timedelta(days=1)],
         }
     )
-    log.to_parquet(project / "inputs" / "log.parquet")
-    use_source(
-        project,
-        tiny_params,
-        source="edge_list",
-        graph_path="inputs/graph.csv",
-        impressions_path="inputs/log.parquet",
-    )
+    use_graph_and_log(project, tiny_params, log)
     result = invoke("ingest")
     assert result.exit_code == 2
     assert "log.parquet" in result.output
@@ -344,27 +343,9 @@ def test_a_real_file_outside_inputs_is_refused_as_dvc_would_not_see_it_change(pr
 
 def _log_with_one_row_at(project, tiny_params, when: pd.Timestamp, snapshot: str | None) -> None:
     write_edge_list(project / "inputs" / "graph.csv", clean_edge_rows())
-    rng = np.random.default_rng(0)
-    t = pd.Timestamp("2026-03-01")
-    n = 2000
-    log = pd.DataFrame(
-        {
-            "source_id": rng.integers(1, 12, n).astype(str),
-            "shown_id": rng.integers(1, 12, n).astype(str),
-            "shown_at": t - pd.to_timedelta(rng.uniform(0, 20, n), unit="D"),
-            "converted_at": pd.NaT,
-        }
-    )
+    log = random_log(2000, 1, 12)
     log.loc[7, "shown_at"] = when
-    log.to_parquet(project / "inputs" / "log.parquet")
-    use_source(
-        project,
-        tiny_params,
-        source="edge_list",
-        graph_path="inputs/graph.csv",
-        impressions_path="inputs/log.parquet",
-        snapshot=snapshot,
-    )
+    use_graph_and_log(project, tiny_params, log, snapshot=snapshot)
 
 
 def test_an_impression_after_the_wall_clock_is_refused_before_it_moves_the_snapshot(project, tiny_params):

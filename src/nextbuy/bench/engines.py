@@ -2,17 +2,18 @@
 
 Per size (default 10^6, 10^7 and 10^8 impressions, as many traffic impressions, products and
 co-purchase edges in proportion: ``engines_data``), a store is written, then each stage
-(``label_delay``; ``monitor``'s scoring and per-window x per-bucket table) runs on each engine in
-a child process of its own (``engines_core``). While it runs, the RSS of every process of the
+(``label_delay``; ``monitor``'s scoring and per-window x per-bucket table; ``batch_topk``, the
+champion's top-20 of every product with params.yaml's ``deploy.retrieval``) runs on each engine
+in a child process of its own (``engines_core``). While it runs, the RSS of every process of the
 child's tree (the stage's Python, Spark's JVM, its Python workers) is sampled every
 ``POLL_S``; the result keeps each run's seconds, the peak RSS of its largest process, of the JVM,
 and of the whole tree at once. A run whose tree passes ``--cap-gib`` is stopped and recorded as
 not fitting (``"exceeded"``); a larger size is then not tried on that engine.
 
 Across sizes, per engine and stage: the least-squares slope of log seconds and of log peak RSS
-against log impressions (growth exponents). The sizing table: impressions per executor-hour
-(one core) measured on the largest Spark run, and the executors a day of 10^9 impressions needs to
-be weighted and monitored in one hour.
+against log impressions (growth exponents). The sizing table (``SIZING_STAGES``): impressions per
+executor-hour (one core) measured on the largest Spark run, and the executors a day of 10^9
+impressions needs to be weighted and monitored in one hour.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from rich.table import Table
 
 from nextbuy.bench import engines_data
 from nextbuy.bench.engines_core import RESULT_PREFIX
-from nextbuy.config import read_params
+from nextbuy.config import RetrievalConfig, read_params
 
 DEFAULT_SIZES = (1_000_000, 10_000_000, 100_000_000)
-STAGES = ("label_delay", "monitor")
+STAGES = ("label_delay", "monitor", "batch_topk")
+SIZING_STAGES = ("label_delay", "monitor")  # what a day of impressions costs (batch-topk: the catalogue)
 ENGINES = ("spark", "pandas")
 POLL_S = 0.5
 GIB = 2**30
@@ -125,7 +127,8 @@ def _store(root: Path, n: int) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     start = time.perf_counter()
-    counts = engines_data.write_store(root, n)
+    retrieval = RetrievalConfig.model_validate(params["deploy"]["retrieval"])
+    counts = engines_data.write_store(root, n, retrieval=retrieval)
     return counts | {"write_s": round(time.perf_counter() - start, 1)}
 
 
@@ -150,18 +153,25 @@ def exponents(runs: list[dict]) -> dict:
 
 
 def sizing(runs: list[dict], cores: int) -> dict | None:
-    """Impressions per executor-hour on the largest Spark size where both stages ran, and the
+    """Impressions per executor-hour on the largest Spark size where ``SIZING_STAGES`` ran, and the
     executors (of one core and the largest process measured here) a 10^9-impression day needs
     to be weighted and monitored within an hour."""
     sizes = sorted({r["impressions"] for r in runs if r["engine"] == "spark" and "stage_s" in r})
     for n in reversed(sizes):
-        both = [r for r in runs if r["engine"] == "spark" and r["impressions"] == n and "stage_s" in r]
-        if len(both) == len(STAGES):
+        both = [
+            r
+            for r in runs
+            if r["engine"] == "spark"
+            and r["impressions"] == n
+            and r["stage"] in SIZING_STAGES
+            and "stage_s" in r
+        ]
+        if len(both) == len(SIZING_STAGES):
             seconds = sum(r["stage_s"] for r in both)
             per_hour = n / (seconds * cores) * 3600.0
             return {
                 "measured_at_impressions": n,
-                "stages": list(STAGES),
+                "stages": list(SIZING_STAGES),
                 "stage_seconds": round(seconds, 1),
                 "executor_cores_here": cores,
                 "impressions_per_executor_hour": round(per_hour),

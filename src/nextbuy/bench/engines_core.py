@@ -1,9 +1,11 @@
 """One measured run of `nextbuy bench engines`, in a child process of its own:
 ``python -m nextbuy.bench.engines_core ROOT ENGINE STAGE`` runs ``STAGE`` (``label_delay``: the
 stage as ``nextbuy label-delay`` runs it; ``monitor``: the traffic scored by the champion and
-judged per window and bucket, the stage without its Evidently publishing and registry lookup)
-on ``ENGINE`` in the store at ROOT (``engines_data``), and prints one JSON line: the seconds the
-stage took and the rows it handled."""
+judged per window and bucket, the stage without its Evidently publishing and registry lookup;
+``batch_topk``: ``nextbuy batch-topk``'s part files of the champion's top ``TOPK_K`` for every
+product, one shard, without the registry download) on ``ENGINE`` in the store at ROOT
+(``engines_data``), and prints one JSON line: the seconds the stage took and the rows it
+handled."""
 
 from __future__ import annotations
 
@@ -16,19 +18,49 @@ from pathlib import Path
 import pandas as pd
 
 RESULT_PREFIX = "ENGINES-RESULT "
+# batch_topk: as `nextbuy batch-topk` by default, one shard
+TOPK_K = 20
+SOURCES_PER_FILE = 4096
+
+
+def champion():
+    """The store's champion bundle (``engines_data``: with the retrieval settings of params.yaml)."""
+    from nextbuy.bench.serving_fixtures import BundleFiles, load_bundle
+
+    root = Path("champion")
+    retrieval = root / "retrieval.json"
+    return load_bundle(
+        BundleFiles(
+            root / "moments.npz",
+            root / "calibration.json",
+            root / "thresholds.json",
+            retrieval if retrieval.exists() else None,
+        )
+    )
+
+
+def batch_topk(engine) -> int:
+    """The champion's top-K of every product written as batch-topk's part files; the rows written."""
+    if engine.kind == "spark":
+        from nextbuy.engines import spark_batch
+
+        got = spark_batch.write_top_k(
+            engine.spark, champion(), "recommendations", TOPK_K, (0, 1), SOURCES_PER_FILE
+        )
+    else:
+        from nextbuy.mlops import batch
+
+        got = batch.write_top_k(champion(), "recommendations", TOPK_K, 0, 1, SOURCES_PER_FILE, progress=False)
+    return int(got["rows"])
 
 
 def monitor(engine) -> int:
     from nextbuy import paths
-    from nextbuy.bench.serving_fixtures import BundleFiles, load_bundle
     from nextbuy.config import load_section
     from nextbuy.mlops import io, schemas
     from nextbuy.stages import monitor as stage
 
-    champion = Path("champion")
-    bundle = load_bundle(
-        BundleFiles(champion / "moments.npz", champion / "calibration.json", champion / "thresholds.json")
-    )
+    bundle = champion()
     meta = io.read_json(paths.TRAFFIC_META)
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     span = (pd.Timestamp(meta["start"]), pd.Timestamp(meta["now"]))
@@ -55,6 +87,8 @@ def main(root: str, engine_kind: str, stage: str) -> None:
 
         label_delay.run()
         rows = pq.ParquetFile(paths.WEIGHTED_IMPRESSIONS).metadata.num_rows
+    elif stage == "batch_topk":
+        rows = batch_topk(engine)
     else:
         rows = monitor(engine)
     print(RESULT_PREFIX + json.dumps({"seconds": time.perf_counter() - start, "rows": rows}), flush=True)

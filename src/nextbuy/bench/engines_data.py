@@ -116,8 +116,9 @@ def _write_log(
             writer.close()
 
 
-def write_store(root: Path, n_impressions: int, seed: int = 0) -> dict[str, int]:
-    """The store of ``n_impressions`` impressions (and as many traffic impressions) under ``root``."""
+def write_store(root: Path, n_impressions: int, seed: int = 0, retrieval=None) -> dict[str, int]:
+    """The store of ``n_impressions`` impressions (and as many traffic impressions) under ``root``,
+    its champion with ``retrieval`` (a ``config.RetrievalConfig``: how batch-topk finds candidates)."""
     from nextbuy.bench.serving_fixtures import write_bundle_files
 
     n = sizes(n_impressions)
@@ -134,5 +135,5 @@ def write_store(root: Path, n_impressions: int, seed: int = 0) -> dict[str, int]
     )
     (root / paths.INGEST_META).write_text(json.dumps({"snapshot": str(SNAPSHOT)}))
     (root / paths.TRAFFIC_META).write_text(json.dumps({"start": str(SNAPSHOT), "now": str(now)}))
-    write_bundle_files(root / "champion", n_products=n["products"], d=16, n_buckets=3)
+    write_bundle_files(root / "champion", n_products=n["products"], d=16, n_buckets=3, retrieval=retrieval)
     return n

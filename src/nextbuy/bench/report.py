@@ -140,8 +140,13 @@ def _ci(low: float, high: float) -> str:
     return f"[{_signed(low)}, {_signed(high)}]"
 
 
+def _table(header: str) -> list[str]:
+    """A Markdown table's ``header`` row and its rule, one ``---`` per column."""
+    return [header, "|" + "---|" * (header.count("|") - 1)]
+
+
 def provenance(result: dict) -> list[str]:
-    rows = ["| recorded | |", "|---|---|"]
+    rows = _table("| recorded | |")
     for key in ("date", "source", "command", "commit", "machine", "wall_seconds", "peak_memory_mb"):
         if key == "source" and key not in result:
             continue
@@ -158,8 +163,7 @@ def render_external_linkpred(name: str, result: dict) -> list[str]:
         f"BLADE on {result['graph']}, {result['protocol']} protocol, {result['seeds']} seeds. "
         "Differences are BLADE minus the method named, in points, with paired 95% confidence "
         "intervals.\n",
-        "| figure | BLADE | against | difference [95% CI] |",
-        "|---|---|---|---|",
+        *_table("| figure | BLADE | against | difference [95% CI] |"),
     ]
     hits = blade["hits_at_20"]
     for row in result["paired"]:
@@ -188,8 +192,7 @@ def render_daily_loop(name: str, result: dict) -> list[str]:
         f"snapshot one day later ({result['next_snapshot']}), each judged against that champion on "
         "the new test split. *champion AUC* is the champion's score there; *overlap* the test rows "
         "it had learned from.\n",
-        "| candidate | verdict | candidate AUC | champion AUC | AUC difference [95% CI] | overlap |",
-        "|---|---|---|---|---|---|",
+        *_table("| candidate | verdict | candidate AUC | champion AUC | AUC difference [95% CI] | overlap |"),
     ]
     for c in result["candidates"]:
         who = "shuffled labels" if c["shuffled_labels"] else f"same config, train.seed {c['train_seed']}"
@@ -204,17 +207,32 @@ def render_daily_loop(name: str, result: dict) -> list[str]:
     return lines
 
 
+# bench engines' stages as the results page names them
+ENGINE_STAGES = {
+    "monitor": "monitor (scoring and the per-window × per-bucket table)",
+    "batch_topk": "batch-topk (the champion's top 20 of every product)",
+}
+
+
+def _listed(items: list[str]) -> str:
+    if not items:
+        return "The stages"
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def render_engines(name: str, result: dict) -> list[str]:
     """The data stages on pandas and on Spark at growing sizes: time, the largest process, the
     JVM and the whole process tree at their peaks; growth exponents; a sizing table."""
+    stages = list(dict.fromkeys(r["stage"] for r in result.get("runs", [])))
     lines = [
-        f"label_delay and monitor (scoring and the per-window × per-bucket table) on each engine, "
+        f"{_listed([ENGINE_STAGES.get(st, st) for st in stages])} on each engine, "
         f"Spark on `{result.get('spark_master')}`, the delay models fitted on "
         f"{_cell(result.get('fit_sample_rows'))} train rows; a run whose processes passed "
         f"{_cell(result.get('cap_gib'))} GiB together was stopped.\n",
-        "| impressions | engine | stage | seconds | largest process GiB | JVM GiB | all processes GiB "
-        "| note |",
-        "|---|---|---|---|---|---|---|---|",
+        *_table(
+            "| impressions | engine | stage | seconds | largest process GiB | JVM GiB | all processes GiB "
+            "| note |"
+        ),
     ]
     for r in result.get("runs", []):
         note = r.get("exceeded") or r.get("skipped") or ("failed" if "failed" in r else "")
@@ -223,7 +241,7 @@ def render_engines(name: str, result: dict) -> list[str]:
             f"{_cell(r.get('peak_process_gib'))} | {_cell(r.get('peak_jvm_gib'))} | "
             f"{_cell(r.get('peak_tree_gib'))} | {_cell(note)} |"
         )
-    lines += ["", "| engine.stage | time exponent | memory exponent | sizes fitted |", "|---|---|---|---|"]
+    lines += ["", *_table("| engine.stage | time exponent | memory exponent | sizes fitted |")]
     for key, fit in result.get("exponents", {}).items():
         sizes = ", ".join(f"{n:.0e}" for n in fit["sizes"])
         lines.append(f"| {key} | {_cell(fit['time'])} | {_cell(fit['peak_tree_memory'])} | {sizes} |")
@@ -231,8 +249,7 @@ def render_engines(name: str, result: dict) -> list[str]:
     if sizing:
         lines += [
             "",
-            "| sizing (from the largest Spark run) | |",
-            "|---|---|",
+            *_table("| sizing (from the largest Spark run) | |"),
             *[f"| {k.replace('_', ' ')} | {_cell(v)} |" for k, v in sizing.items()],
         ]
     return lines
@@ -246,9 +263,10 @@ def render_events_scale(name: str, result: dict) -> list[str]:
         f"(`domain.events.build_from_logs`; rules of `ingest.events`: {rules}). Each size runs in a "
         "process of its own: *peak RSS* is that process's, the logs themselves (*inputs*) included; "
         "reading the files is not timed.\n",
-        "| orders | impressions | interactions | edges | conversions | build (s) | inputs (GiB) "
-        "| peak RSS (GiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        *_table(
+            "| orders | impressions | interactions | edges | conversions | build (s) | inputs (GiB) "
+            "| peak RSS (GiB) |"
+        ),
     ]
     for row in result["sizes"]:
         if "failed" in row:
@@ -272,14 +290,13 @@ def render_stack_check(name: str, result: dict) -> list[str]:
         f"The docker compose stack end to end ({verdict}; project image "
         f"{_cell(result.get('image_size_gib'))} GiB). Peak memory is the check's own "
         "processes, not the containers'.\n",
-        "| step | seconds |",
-        "|---|---|",
+        *_table("| step | seconds |"),
     ]
     lines += [f"| {_cell(step)} | {_cell(seconds)} |" for step, seconds in result.get("steps_s", {}).items()]
     lines.append(f"| **in all** | {_cell(result.get('total_s'))} |")
     tasks = result.get("training_tasks_s") or {}
     if tasks:
-        lines += ["", "| training task (Celery) | seconds |", "|---|---|"]
+        lines += ["", *_table("| training task (Celery) | seconds |")]
         lines += [f"| `{task}` | {_cell(seconds)} |" for task, seconds in tasks.items()]
     return lines
 
@@ -303,7 +320,7 @@ def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
 def render_generic(name: str, result: dict) -> list[str]:
     """Any result file: its scalar figures, dotted, in file order."""
     figures = [(k, v) for k, v in _flatten({k: v for k, v in result.items() if k not in PROVENANCE})]
-    lines = ["| figure | value |", "|---|---|"]
+    lines = _table("| figure | value |")
     for key, value in figures[:MAX_GENERIC_ROWS]:
         lines.append(f"| `{key}` | {_cell(value)} |")
     if len(figures) > MAX_GENERIC_ROWS:
@@ -336,7 +353,7 @@ def render(root: Path) -> str:
     if not results:
         lines.append("No result files are committed yet.\n")
         return "\n".join(lines)
-    lines.append("| result file | what | date | machine |\n|---|---|---|---|")
+    lines.append("\n".join(_table("| result file | what | date | machine |")))
     for name, result in results.items():
         title = KNOWN.get(name, (name.replace("_", " "), None))[0]
         lines.append(

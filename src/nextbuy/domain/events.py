@@ -2,8 +2,10 @@
 
 This is the whole of what ``ingest.source: events`` decides; the reader
 (``nextbuy.data.sources.events``) only parses, validates and codes the files. The one
-entry point, :func:`build_from_logs`, takes plain frames and returns plain frames, so
-another engine (Spark, say) can implement the same contract and be tested against it.
+entry point, :func:`build_from_logs`, takes plain frames and returns plain frames; the two rules
+that go over every row (2 and 3, both per customer) are :class:`Builders` it is given, so another
+engine runs them (``nextbuy.engines.spark_events``: these functions per bucket of customers) and
+is tested against these.
 
 Inputs (ids are already coded as non-negative integers; times are naive UTC
 ``datetime64[ns]``; row order does not matter):
@@ -42,6 +44,7 @@ Everything is vectorised: sorts, shifted comparisons and one running minimum per
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,6 +230,18 @@ def attribute(
     )
 
 
+@dataclass(frozen=True)
+class Builders:
+    """What computes rules 2 and 3 (both per customer): :func:`co_purchase_edges` and
+    :func:`attribute` here, or another engine's functions with their signatures and answers
+    (``nextbuy.engines.spark_events``)."""
+
+    edges: Callable[[np.ndarray, np.ndarray, np.ndarray, int, int], tuple[pd.DataFrame, int]] = (
+        co_purchase_edges
+    )
+    attribute: Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame, int, int], pd.DataFrame] = attribute
+
+
 def build_from_logs(
     orders: pd.DataFrame,
     impressions: pd.DataFrame,
@@ -234,8 +249,10 @@ def build_from_logs(
     n_products: int,
     cfg: EventsConfig,
     snapshot: pd.Timestamp,
+    builders: Builders = Builders(),  # frozen: one shared default is safe
 ) -> BuiltLogs:
-    """The graph and the labelled impressions of a store's coded logs (see the module's rules)."""
+    """The graph and the labelled impressions of a store's coded logs (see the module's rules),
+    rules 2 and 3 computed by ``builders``."""
     end = pd.Timestamp(snapshot).value
     seen = _ns(orders["ordered_at"]) <= end
     orders = orders if seen.all() else orders[seen]
@@ -244,14 +261,14 @@ def build_from_logs(
     later = _ns(impressions["shown_at"]) > end
     if later.any():  # a copy of the log only when the snapshot cuts it
         impressions = impressions[~later]
-    edges, pairs = co_purchase_edges(
+    edges, pairs = builders.edges(
         orders["customer"].to_numpy(np.int64),
         orders["product"].to_numpy(np.int64),
         _ns(orders["ordered_at"]),
         round(cfg.graph_window_days * NS_PER_DAY),
         cfg.graph_lookback_orders,
     )
-    labelled = attribute(
+    labelled = builders.attribute(
         impressions, orders, interactions, n_products, round(cfg.attribution_days * NS_PER_DAY)
     )
     counts = {

@@ -4,6 +4,8 @@
 ``spark`` runs them on Apache Spark (``engine.spark.master``: ``local[N]``, a standalone
 cluster, YARN, Kubernetes or Spark Connect), each in a module of its own here:
 
+* ``spark_events``: ingest's graph and labels of a store's raw logs (``ingest.source: events``)
+  and traffic's labels of the logs after the snapshot, per bucket of customers on the executors;
 * ``spark_label_delay``: label_delay's weights for every impression (the delay models fitted
   on the driver from ``label_delay.fit_sample_rows`` train rows, applied on the executors);
 * ``spark_monitor``: monitor's scoring of the traffic and its per-window x per-bucket table;
@@ -11,12 +13,14 @@ cluster, YARN, Kubernetes or Spark Connect), each in a module of its own here:
   bundle (and its faiss index) loaded once per executor process.
 
 The shared pieces: ``spark_session`` (the session from ``engine.spark``), ``spark_table``
-(stage tables read into Spark with exact nanosecond times, results streamed back into the one
-parquet file a stage declares, objects shared once per executor process, exact quantiles) and
+(stage tables read into Spark with exact nanosecond times, frames of the stage's process staged
+as parquet for the executors, results streamed back into the one parquet file a stage declares
+or into the stage's process, objects shared once per executor process, exact quantiles) and
 ``spark_standalone`` (a standalone cluster on 127.0.0.1, for the tests). A stage's Spark twin
 reads its inputs with ``spark_table.read``, applies the pandas engine's own per-row domain
-function to each Arrow batch (``mapInPandas``), aggregates what needs every row in Spark, and
-writes through ``spark_table.spilled`` and ``merge_parts``.
+function to each Arrow batch (``mapInPandas``; per-customer rules: to each bucket of customers,
+``applyInPandas``), aggregates what needs every row in Spark, and writes through
+``spark_table.spilled`` and ``merge_parts``.
 
 Every Spark module writes the same files, with the same schemas, as the pandas engine
 (``tests/engines`` checks it, locally and on a standalone cluster), so train and everything

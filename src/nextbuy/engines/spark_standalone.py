@@ -1,14 +1,15 @@
 """A Spark standalone cluster on 127.0.0.1 from the installed pyspark: a master and its
 workers, each the leader of its own process group (``procs.GroupServer``), stopped as a whole
-group. The tests run the stages against it (``spark://127.0.0.1:PORT``), as on a real
-cluster: executors in other JVMs, their Python workers started by those, tasks shipped over
-the network."""
+group; a context manager as each of those is (``procs.Started``). The tests run the stages
+against it (``spark://127.0.0.1:PORT``), as on a real cluster: executors in other JVMs, their
+Python workers started by those, tasks shipped over the network."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+from typing import Self
 
 from nextbuy import procs
 
@@ -20,7 +21,7 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-class StandaloneCluster:
+class StandaloneCluster(procs.Started):
     """``workers`` workers of ``cores`` cores and ``memory`` each, logs and work dirs in ``root``."""
 
     def __init__(
@@ -53,7 +54,7 @@ class StandaloneCluster:
         """Workers the master has registered so far (from its log)."""
         return self.servers[0].log().count("Registering worker") if self.servers else 0
 
-    def start(self) -> StandaloneCluster:
+    def start(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
         self._server("master", "org.apache.spark.deploy.master.Master", self.port, [])
         for i in range(self.workers):
@@ -73,13 +74,3 @@ class StandaloneCluster:
     def stop(self) -> bool:
         """Stop the workers, then the master (each process group as a whole); True when none is left."""
         return all([server.stop() for server in reversed(self.servers)])
-
-    def __enter__(self) -> StandaloneCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

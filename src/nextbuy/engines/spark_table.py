@@ -150,6 +150,36 @@ def spilled(frame: Any, near: Path) -> Iterator[tuple[list[Path], Any]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def staged(
+    spark: Any, frames: dict[str, pd.DataFrame], near: Path, row_group: int
+) -> Iterator[dict[str, Any]]:
+    """pandas frames handed to Spark as parquet files in a folder beside ``near`` (on the storage
+    the executors share; removed afterwards), their times as int64 ns (:func:`for_spark`), in row
+    groups of ``row_group`` rows (Spark's unit of splitting a file). Yields name -> DataFrame."""
+    near.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".spark-in.", dir=near)).resolve()
+    try:
+        read = {}
+        for name, frame in frames.items():
+            table = arrow.Table.from_pandas(for_spark(frame), preserve_index=False)
+            pq.write_table(table, folder / f"{name}.parquet", row_group_size=row_group)
+            read[name] = spark.read.parquet(str(folder / f"{name}.parquet"))
+        yield read
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def collected(frame: Any, near: Path) -> pd.DataFrame:
+    """A Spark result as one pandas frame in this process, through parquet parts Spark writes
+    beside ``near`` (never through the JVM driver's heap), in partition order."""
+    with spilled(frame, near) as (files, _):
+        tables = [pq.read_table(f) for f in files]
+    if not tables:  # no part written: an empty frame of the result's columns
+        return frame.limit(0).toPandas()
+    return arrow.concat_tables(tables).to_pandas()
+
+
 def merge_parts(
     files: Sequence[Path],
     target: Path,

@@ -12,10 +12,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from nextbuy import paths
-from nextbuy.config import IngestConfig, SplitConfig, load_section
+from nextbuy.config import EngineConfig, IngestConfig, SplitConfig, load_section
 
 if TYPE_CHECKING:
     from nextbuy.data.sources import keys as sources_keys
+    from nextbuy.domain.events import Builders
 from nextbuy.domain import split as session_split
 from nextbuy.mlops import io, schemas
 
@@ -124,9 +125,22 @@ def check_graph_size(products: pd.DataFrame, edges: pd.DataFrame, origin: str) -
         )
 
 
-def ingest_events(cfg: IngestConfig) -> Ingested:
+def log_builders(engine: EngineConfig | None) -> Builders:
+    """What builds the graph and the labels of raw logs: the pandas engine's functions, or on
+    ``engine.kind: spark`` their Spark twins (``nextbuy.engines.spark_events``)."""
+    from nextbuy.domain import events
+
+    if engine is None or engine.kind == "pandas":
+        return events.Builders()
+    from nextbuy.engines import spark_events
+
+    return spark_events.builders(engine.spark, paths.INGESTED.parent)
+
+
+def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Ingested:
     """``ingest.source: events``: the store's raw logs read, then the graph and the labelled
-    impressions built from them (``nextbuy.domain.events``), censored at the snapshot."""
+    impressions built from them (``nextbuy.domain.events``, on ``engine``), censored at the
+    snapshot."""
     from nextbuy.data.sources import read_event_logs
     from nextbuy.domain import events
 
@@ -140,7 +154,13 @@ def ingest_events(cfg: IngestConfig) -> Ingested:
     )
     snapshot = logs.last_event if at is None else at
     built = events.build_from_logs(
-        logs.orders, logs.impressions, logs.interactions, len(logs.products), ev, snapshot
+        logs.orders,
+        logs.impressions,
+        logs.interactions,
+        len(logs.products),
+        ev,
+        snapshot,
+        log_builders(engine),
     )
     labelled = built.impressions.sort_values(["shown_at", "impression_id"], kind="stable", ignore_index=True)
     if labelled.empty:
@@ -200,12 +220,13 @@ def ingest_logged(cfg: IngestConfig, graph: sources_keys.GraphSource, cleaning: 
     )
 
 
-def ingest(cfg: IngestConfig) -> Ingested:
-    """Build the ingested tables from the configured source."""
+def ingest(cfg: IngestConfig, engine: EngineConfig | None = None) -> Ingested:
+    """Build the ingested tables from the configured source (raw logs: on ``engine``, default
+    pandas; the simulator and the graph files are read and generated in this process)."""
     from nextbuy.data import simulate, sources
 
     if cfg.source == "events":
-        return ingest_events(cfg)
+        return ingest_events(cfg, engine)
 
     truth_impressions = truth_products = None
     cleaning: dict[str, int] = {}
@@ -296,7 +317,7 @@ def run(params_file: str = "params.yaml") -> dict:
     ):
         if path and cfg.source != "simulated":
             io.watched_input(path, key, paths.INPUTS)
-    result = ingest(cfg)
+    result = ingest(cfg, load_section("engine", params_file))
     metrics = summarise(result)
     tables = [
         (result.products, paths.PRODUCTS, schemas.PRODUCTS),

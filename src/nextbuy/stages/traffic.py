@@ -12,12 +12,13 @@ It simulates *more of the same store*, so besides its own section it reads
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from nextbuy import paths
-from nextbuy.config import DriftConfig, IngestConfig, TrafficConfig, load_section
+from nextbuy.config import DriftConfig, EngineConfig, IngestConfig, TrafficConfig, load_section
 from nextbuy.domain.timeunits import DAY
 from nextbuy.mlops import io, schemas
 
@@ -69,10 +70,24 @@ def _nothing_after(path: str | None, snapshot: pd.Timestamp, last: pd.Timestamp)
     )
 
 
-def logged_after_snapshot(ingest_cfg: IngestConfig) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp, int]:
+def attribution(engine: EngineConfig | None) -> Callable[..., pd.DataFrame]:
+    """``events.attribute``, or on ``engine.kind: spark`` its Spark twin
+    (``nextbuy.engines.spark_events``)."""
+    from nextbuy.domain import events
+
+    if engine is None or engine.kind == "pandas":
+        return events.attribute
+    from nextbuy.engines import spark_events
+
+    return spark_events.builders(engine.spark, paths.TRAFFIC.parent).attribute
+
+
+def logged_after_snapshot(
+    ingest_cfg: IngestConfig, engine: EngineConfig | None = None
+) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp, int]:
     """The impressions after the ingested snapshot in the log ingest read, labelled as ingest
-    labels, observed at the log's end; and how many were dropped for showing or recommending
-    a product the ingested catalogue lacks (no model can score it)."""
+    labels (on ``engine``), observed at the log's end; and how many were dropped for showing or
+    recommending a product the ingested catalogue lacks (no model can score it)."""
     from nextbuy.data.sources import read_event_logs, read_impressions_log
     from nextbuy.domain import events
 
@@ -104,7 +119,7 @@ def logged_after_snapshot(ingest_cfg: IngestConfig) -> tuple[pd.DataFrame, pd.Ti
         raise _nothing_after(ev.impressions_path, snapshot, logs.impressions["shown_at"].max())
     orders = logs.orders.assign(product=to_ingested[logs.orders["product"]])
     inter = logs.interactions.assign(product=to_ingested[logs.interactions["product"]])
-    labelled = events.attribute(
+    labelled = attribution(engine)(
         imp[~unknown],
         orders[orders["product"] >= 0],
         inter[inter["product"] >= 0],
@@ -153,7 +168,9 @@ def run(params_file: str = "params.yaml") -> dict:
     elif (ingest_cfg := load_section("ingest", params_file)).source == "events" or (
         ingest_cfg.source != "simulated" and ingest_cfg.impressions_path
     ):
-        impressions, start, now, unknown = logged_after_snapshot(ingest_cfg)
+        impressions, start, now, unknown = logged_after_snapshot(
+            ingest_cfg, load_section("engine", params_file)
+        )
         truth = None
         if unknown:
             log.warning(

@@ -1,0 +1,189 @@
+"""A store's raw logs (``ingest.source: events``) built into the graph and the labels on Spark:
+the two rules of ``nextbuy.domain.events`` that go over every row, each customer's co-purchase
+pairs (rule 2) and the attribution of each impression to the customer's later clicks, carts and
+orders (rule 3), for ingest and for traffic's part of the logs after the snapshot.
+
+Both rules are per customer, so each customer's rows go to one of B buckets (``customer % B``,
+B at least ``spark.sql.shuffle.partitions`` and enough that a bucket holds about
+``engine.spark.batch_rows`` rows), and each bucket is computed by the pandas engine's own
+function (``events.co_purchase_edges``; ``events.attribute``, a bucket's impressions cogrouped
+with its orders and interactions) in one pandas call on an executor. A bucket's rows keep the
+log's order (a ``row`` column), so order lines of one moment are counted back in the same order
+as by the pandas engine. The buckets' edges are then summed per (src, dst) in Spark (weight:
+the pairs; time: the first), and the labelled impressions come back in the log's order.
+
+The reader (parse, check, clean and code each file, the snapshot's cut and the counts) stays in
+the stage's process, as with the pandas engine: its refusals name the same file, column and
+rows. The coded logs reach the executors as parquet beside the stage's outputs, and the results
+come back as parquet parts (``spark_table.staged``, ``spark_table.collected``)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nextbuy.config import SparkConfig
+from nextbuy.domain import events
+from nextbuy.engines import spark_session, spark_table
+
+EDGE_SCHEMA = "src long, dst long, weight double, time long"
+LABEL_SCHEMA = (
+    "row long, impression_id long, source_id long, shown_id long, "
+    "shown_at long, clicked_at long, carted_at long, converted_at long"
+)
+LABEL_COLUMNS = [part.split()[0] for part in LABEL_SCHEMA.split(", ")]
+ORDER = "order"  # the kind of an order line among the events a bucket's impressions are matched to
+
+
+def builders(spark_cfg: SparkConfig, near: Path) -> events.Builders:
+    """``events.build_from_logs``'s rules 2 and 3 on Spark (``near``: where the staged inputs
+    and the results' parts go, on storage the executors share)."""
+    where = (spark_cfg, Path(near))
+    return events.Builders(edges=partial(co_purchase_edges, where), attribute=partial(attribute, where))
+
+
+def n_buckets(spark: Any, rows: int, batch_rows: int) -> int:
+    """Buckets of customers: at least one per shuffle partition, about ``batch_rows`` rows each."""
+    return max(int(spark.conf.get("spark.sql.shuffle.partitions", "1")), -(-rows // batch_rows), 1)
+
+
+def co_purchase_edges(
+    where: tuple[SparkConfig, Path],
+    customer: np.ndarray,
+    product: np.ndarray,
+    ordered_ns: np.ndarray,
+    window_ns: int,
+    lookback: int,
+) -> tuple[pd.DataFrame, int]:
+    """``events.co_purchase_edges`` on Spark: the same edges (sorted by src, dst) and pairs."""
+    from pyspark.sql import functions as F
+
+    spark_cfg, near = where
+    spark = spark_session.session(spark_cfg)
+    buckets = n_buckets(spark, len(customer), spark_cfg.batch_rows)
+    orders = pd.DataFrame(
+        {"row": np.arange(len(customer)), "customer": customer, "product": product, "at": ordered_ns}
+    )
+
+    def per_bucket(rows: pd.DataFrame) -> pd.DataFrame:
+        rows = rows.sort_values("row", kind="stable")  # the log's order among order lines of one moment
+        edges, _ = events.co_purchase_edges(
+            rows["customer"].to_numpy(np.int64),
+            rows["product"].to_numpy(np.int64),
+            rows["at"].to_numpy(np.int64),
+            window_ns,
+            lookback,
+        )
+        return spark_table.for_spark(edges)
+
+    with spark_table.staged(spark, {"orders": orders}, near, spark_cfg.batch_rows) as staged:
+        pairs = (
+            staged["orders"]
+            .withColumn("bucket", F.col("customer") % buckets)
+            .groupBy("bucket")
+            .applyInPandas(per_bucket, EDGE_SCHEMA)
+        )
+        merged = pairs.groupBy("src", "dst").agg(F.sum("weight").alias("weight"), F.min("time").alias("time"))
+        edges = spark_table.collected(merged, near)
+    edges = edges.sort_values(["src", "dst"], ignore_index=True)
+    out = pd.DataFrame(
+        {
+            "src": edges["src"].to_numpy(np.int64),
+            "dst": edges["dst"].to_numpy(np.int64),
+            "weight": edges["weight"].to_numpy(np.float64),
+            "time": edges["time"].to_numpy(np.int64).view("datetime64[ns]"),
+        }
+    )
+    return out, int(out["weight"].sum())
+
+
+def _events(orders: pd.DataFrame, interactions: pd.DataFrame) -> pd.DataFrame:
+    """Orders and interactions as one table of events: customer, product, kind, at (int64 ns)."""
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "customer": orders["customer"].to_numpy(np.int64),
+                    "product": orders["product"].to_numpy(np.int64),
+                    "kind": ORDER,
+                    "at": orders["ordered_at"].to_numpy("datetime64[ns]").view(np.int64),
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "customer": interactions["customer"].to_numpy(np.int64),
+                    "product": interactions["product"].to_numpy(np.int64),
+                    "kind": interactions["kind"].astype(str).to_numpy(),
+                    "at": interactions["at"].to_numpy("datetime64[ns]").view(np.int64),
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+
+
+def _attribute_bucket(imp: pd.DataFrame, ev: pd.DataFrame, n_products: int, window_ns: int) -> pd.DataFrame:
+    """One bucket's impressions attributed to its events by ``events.attribute``."""
+    times = {"shown_at": imp["shown_at"].to_numpy(np.int64).view("datetime64[ns]")}
+    order = ev["kind"].to_numpy() == ORDER
+    at = ev["at"].to_numpy(np.int64).view("datetime64[ns]")
+    orders = pd.DataFrame({"customer": ev["customer"], "product": ev["product"], "ordered_at": at})[order]
+    interactions = ev.assign(at=at)[~order]
+    out = events.attribute(imp.assign(**times), orders, interactions, n_products, window_ns)
+    return spark_table.for_spark(out).assign(row=imp["row"].to_numpy(np.int64))
+
+
+def attribute(
+    where: tuple[SparkConfig, Path],
+    impressions: pd.DataFrame,
+    orders: pd.DataFrame,
+    interactions: pd.DataFrame,
+    n_products: int,
+    window_ns: int,
+) -> pd.DataFrame:
+    """``events.attribute`` on Spark: the same labelled impressions, in the input's order."""
+    from pyspark.sql import functions as F
+
+    spark_cfg, near = where
+    spark = spark_session.session(spark_cfg)
+    imp = pd.DataFrame(
+        {
+            "row": np.arange(len(impressions)),
+            **{
+                c: impressions[c].to_numpy(np.int64)
+                for c in ("impression_id", "customer", "source_id", "shown_id")
+            },
+            "shown_at": impressions["shown_at"].to_numpy("datetime64[ns]").view(np.int64),
+        }
+    )
+    ev = _events(orders, interactions)
+
+    def per_bucket(imp_rows: pd.DataFrame, ev_rows: pd.DataFrame) -> pd.DataFrame:
+        if imp_rows.empty:  # customers with events but no impression
+            return pd.DataFrame({c: pd.Series([], dtype=np.int64) for c in LABEL_COLUMNS})
+        return _attribute_bucket(imp_rows, ev_rows, n_products, window_ns)[LABEL_COLUMNS]
+
+    buckets = n_buckets(spark, len(imp) + len(ev), spark_cfg.batch_rows)
+    with spark_table.staged(spark, {"impressions": imp, "events": ev}, near, spark_cfg.batch_rows) as staged:
+        keyed = {
+            name: frame.withColumn("bucket", F.col("customer") % buckets) for name, frame in staged.items()
+        }
+        labelled = (
+            keyed["impressions"]
+            .groupBy("bucket")
+            .cogroup(keyed["events"].groupBy("bucket"))
+            .applyInPandas(per_bucket, LABEL_SCHEMA)
+        )
+        rows = spark_table.collected(labelled, near).sort_values("row", ignore_index=True)
+    return pd.DataFrame(
+        {
+            c: rows[c].to_numpy(np.int64).view("datetime64[ns]")
+            if c in spark_table.TIME_COLUMNS
+            else rows[c].to_numpy(np.int64)
+            for c in events.LOG_COLUMNS
+        }
+    )
