@@ -1,5 +1,5 @@
-"""An rwlock file a killed dvc left unreadable is set aside before dvc runs, never while a dvc
-holds the checkout; a readable one is DVC's."""
+"""The rwlock and dvc.lock a killed dvc left unreadable are set aside before dvc runs, never
+while a dvc holds the checkout; readable ones are DVC's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zc.lockfile  # DVC's repository lock (dvc/lock.py)
 
-from nextbuy.dvc_lock import layout_problem, rwlock_problem, set_aside_broken_rwlock
+from nextbuy.dvc_lock import layout_problem, lockfile_problem, rwlock_problem, set_aside_broken
 
 NOW = datetime(2026, 11, 28, 7, 30, 0, tzinfo=UTC)
 
@@ -40,8 +40,7 @@ def _left(root: Path) -> list[str]:
 )
 def test_an_unreadable_rwlock_is_set_aside_with_a_warning(tmp_path, content, why):
     path = _rwlock(tmp_path, content)
-    warning = set_aside_broken_rwlock(tmp_path, now=NOW)
-    assert warning is not None
+    [warning] = set_aside_broken(tmp_path, now=NOW)
     assert str(path) in warning
     assert why in warning
     assert "set aside as rwlock.corrupt-20261128T073000" in warning
@@ -61,13 +60,13 @@ def test_an_unreadable_rwlock_is_set_aside_with_a_warning(tmp_path, content, why
 def test_a_readable_rwlock_is_left_to_dvc(tmp_path, doc):
     content = json.dumps(doc).encode()
     path = _rwlock(tmp_path, content)
-    assert set_aside_broken_rwlock(tmp_path) is None
+    assert set_aside_broken(tmp_path) == []
     assert path.read_bytes() == content
     assert _left(tmp_path) == ["rwlock"]
 
 
 def test_no_rwlock_is_nothing_to_do(tmp_path):
-    assert set_aside_broken_rwlock(tmp_path) is None
+    assert set_aside_broken(tmp_path) == []
     assert not (tmp_path / ".dvc").exists()
 
 
@@ -76,17 +75,17 @@ def test_nothing_is_touched_while_a_dvc_holds_the_checkout(tmp_path, lock):
     path = _rwlock(tmp_path, b"")  # a live dvc may be half-way through writing it
     held = zc.lockfile.LockFile(str(path.parent / lock))  # as DVC takes it
     try:
-        assert set_aside_broken_rwlock(tmp_path) is None
+        assert set_aside_broken(tmp_path) == []
         assert _left(tmp_path) == ["rwlock"]
     finally:
         held.close()
-    assert set_aside_broken_rwlock(tmp_path) is not None  # the dvc is gone
+    assert len(set_aside_broken(tmp_path)) == 1  # the dvc is gone
 
 
 def test_a_hardlink_lock_checkout_is_left_to_dvc(tmp_path):
     path = _rwlock(tmp_path, b"")
     (tmp_path / ".dvc" / "config").write_text("[core]\n    remote = local\n    hardlink_lock = true\n")
-    assert set_aside_broken_rwlock(tmp_path) is None
+    assert set_aside_broken(tmp_path) == []
     assert path.exists()
 
 
@@ -114,7 +113,46 @@ def test_the_layout_check_agrees_with_dvcs_own_schema(doc):
     assert (layout_problem(doc) is None) == dvc_reads_it
 
 
-def test_dvc_repro_runs_again_once_the_empty_rwlock_is_set_aside(tmp_path):
+LOCKFILE = "schema: '2.0'\nstages:\n  hello:\n    cmd: echo hi > out.txt\n    outs:\n    - path: out.txt\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("", "empty"),
+        (LOCKFILE[:-12], "not DVC's layout"),  # cut short inside the last stage
+        ("schema: '2.0'\nstages:\n  hello: [cmd", "not YAML"),
+    ],
+)
+def test_an_unreadable_dvc_lock_is_set_aside_too(tmp_path, content, why):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.lock").write_text(content)
+    [warning] = set_aside_broken(tmp_path, now=NOW)
+    assert "dvc.lock was unreadable" in warning
+    assert why in warning
+    assert not (tmp_path / "dvc.lock").exists()
+    assert (tmp_path / "dvc.lock.corrupt-20261128T073000.000000Z").read_text() == content
+
+
+def test_a_readable_dvc_lock_is_left_and_a_held_checkout_untouched(tmp_path):
+    (tmp_path / ".dvc" / "tmp").mkdir(parents=True)
+    (tmp_path / "dvc.lock").write_text(LOCKFILE)
+    assert lockfile_problem(tmp_path / "dvc.lock") is None
+    assert set_aside_broken(tmp_path) == []
+    (tmp_path / "dvc.lock").write_text("")
+    held = zc.lockfile.LockFile(str(tmp_path / ".dvc" / "tmp" / "lock"))
+    try:
+        assert set_aside_broken(tmp_path) == []
+        assert (tmp_path / "dvc.lock").read_text() == ""
+    finally:
+        held.close()
+
+
+@pytest.mark.parametrize(
+    ("broken", "refusal"),
+    [(".dvc/tmp/rwlock", "Unable to read RWLock-file"), ("dvc.lock", "validation failed")],
+)
+def test_dvc_repro_runs_again_once_the_file_a_killed_dvc_emptied_is_set_aside(tmp_path, broken, refusal):
     def dvc(*args: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "dvc", *args]
         return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
@@ -122,14 +160,14 @@ def test_dvc_repro_runs_again_once_the_empty_rwlock_is_set_aside(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     assert dvc("init", "-q").returncode == 0
     (tmp_path / "dvc.yaml").write_text("stages:\n  hello:\n    cmd: echo hi > out.txt\n    outs: [out.txt]\n")
-    path = tmp_path / ".dvc" / "tmp" / "rwlock"
-    path.write_bytes(b"")
+    assert dvc("repro").returncode == 0
+    (tmp_path / broken).write_bytes(b"")
     refused = dvc("repro")
     assert refused.returncode != 0
-    assert "Unable to read RWLock-file" in refused.stdout + refused.stderr
-    assert rwlock_problem(path) == "empty"
-    assert set_aside_broken_rwlock(tmp_path) is not None
+    assert refusal in refused.stdout + refused.stderr
+    assert len(set_aside_broken(tmp_path)) == 1
     ran = dvc("repro")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert (tmp_path / "out.txt").read_text() == "hi\n"
-    assert rwlock_problem(path) is None  # DVC wrote a new one
+    assert rwlock_problem(tmp_path / ".dvc" / "tmp" / "rwlock") is None  # DVC wrote new ones
+    assert lockfile_problem(tmp_path / "dvc.lock") is None

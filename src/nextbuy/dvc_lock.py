@@ -1,25 +1,28 @@
-"""Before ``dvc repro`` / ``dvc checkout``: set aside a DVC rwlock file that a killed ``dvc``
-left unreadable.
+"""Before ``dvc repro`` / ``dvc checkout``: set aside the DVC files a killed ``dvc`` left
+unreadable.
 
-DVC (3.x) records which paths each running command reads and writes in ``.dvc/tmp/rwlock``
-(JSON), rewriting the file in place when a command starts and ends a stage. A ``dvc`` killed
-while it rewrites it (kill -9, OOM, power loss) leaves it empty or cut short, and from then
-on every ``dvc repro`` in the checkout fails with "Unable to read RWLock-file
-'.dvc/tmp/rwlock'. JSON structure is corrupted" until someone deletes it by hand. (Entries of
-dead processes in a readable file are DVC's own to clear: it drops them with a warning.)
+DVC (3.x) rewrites two files in place: ``.dvc/tmp/rwlock`` (JSON: which paths each running
+command reads and writes), when a command starts and ends a stage, and ``dvc.lock`` (YAML:
+what each stage last ran with), after a stage ran. A ``dvc`` killed while it rewrites one
+(kill -9, OOM, power loss) leaves it empty or cut short, and from then on every ``dvc repro``
+in the checkout fails ("Unable to read RWLock-file '.dvc/tmp/rwlock'. JSON structure is
+corrupted"; "'./dvc.lock' validation failed") until someone deletes or restores it by hand.
+(Entries of dead processes in a readable rwlock are DVC's own to clear: it drops them with a
+warning.)
 
-:func:`set_aside_broken_rwlock` renames such a file to ``rwlock.corrupt-<UTC time>`` beside
-it, only while no ``dvc`` process holds the repository: DVC holds ``.dvc/tmp/lock`` (an
-exclusive ``flock``, via zc.lockfile) for the whole of a repro or checkout and
-``.dvc/tmp/rwlock.lock`` while it edits the rwlock, so both are tried the same way, without
-waiting and held while the file is looked at again and moved. Held by someone: the file is
-left alone (a live ``dvc`` may be writing it). A checkout configured with
-``core.hardlink_lock`` (DVC's lock by hard links, not ``flock``) is left alone.
+:func:`set_aside_broken` renames such a file to ``<name>.corrupt-<UTC time>`` beside it, only
+while no ``dvc`` process holds the repository: DVC holds ``.dvc/tmp/lock`` (an exclusive
+``flock``, via zc.lockfile) for the whole of a repro or checkout and ``.dvc/tmp/rwlock.lock``
+while it edits the rwlock, so both are tried the same way, without waiting and held while the
+files are looked at again and moved. Held by someone: nothing is touched (a live ``dvc`` may be
+writing them). A checkout configured with ``core.hardlink_lock`` (DVC's lock by hard links,
+not ``flock``) is left alone. DVC then starts a new rwlock, and ``dvc repro`` writes a new
+dvc.lock, taking each stage's outputs from its run cache (or running it again).
 
 ``make run`` / ``make run-preset`` and the Airflow stage tasks run ``nextbuy check-dvc-lock``
-first; the Airflow teardown's ``dvc checkout`` calls this directly.
+first; the Airflow teardown's ``dvc checkout`` calls :func:`set_aside_broken` directly.
 
-Standard library only: it runs before every stage task.
+Standard library only (it runs before every stage task), and DVC's own dvc.lock schema.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ TMP_DIR = Path(".dvc") / "tmp"
 RWLOCK = "rwlock"  # dvc/rwlock.py: RWLOCK_FILE
 RWLOCK_GUARD = "rwlock.lock"  # dvc/rwlock.py: RWLOCK_LOCK, held while the rwlock is edited
 REPO_LOCK = "lock"  # dvc/repo/__init__.py: the repository's lock, held for a whole repro
+LOCKFILE = "dvc.lock"  # what each stage last ran with (DVC rewrites it in place too)
 CORRUPT_SUFFIX = ".corrupt-"
 
 
@@ -124,24 +128,57 @@ def repo_unlocked(tmp_dir: Path) -> Iterator[bool]:
         yield repo and stack.enter_context(_try_flock(tmp_dir / RWLOCK_GUARD))
 
 
-def set_aside_broken_rwlock(root: str | os.PathLike = ".", now: datetime | None = None) -> str | None:
-    """Rename ``root``'s unreadable ``.dvc/tmp/rwlock`` to ``rwlock.corrupt-<UTC time>`` when no
-    ``dvc`` holds the repository; the one-line warning saying so, or None when there was nothing
-    to do (no file, a readable one, a ``dvc`` running, a hard-link lock, not POSIX)."""
+def lockfile_problem(path: Path) -> str | None:
+    """Why ``dvc.lock`` at ``path`` would stop DVC (read with DVC's own YAML parser and schema);
+    None when it is readable or absent, or DVC cannot be imported here."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    if not text.strip():
+        return "empty" if not text else "blank"
+    try:
+        from dvc.schema import COMPILED_LOCKFILE_SCHEMA
+        from dvc.utils.serialize import YAMLFileCorruptedError, parse_yaml
+        from voluptuous import Invalid
+    except ImportError:
+        return None
+    try:
+        COMPILED_LOCKFILE_SCHEMA(parse_yaml(text, str(path)))
+    except YAMLFileCorruptedError:
+        return "not YAML: cut short"
+    except Invalid as err:
+        return f"not DVC's layout: {err}"
+    return None
+
+
+def _set_aside(path: Path, problem: str, now: datetime | None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside = path.with_name(f"{path.name}{CORRUPT_SUFFIX}{stamp}")
+    os.replace(path, aside)
+    killed = "a dvc process was killed while writing it"
+    return f"{path} was unreadable ({problem}: {killed}): set aside as {aside.name}"
+
+
+def set_aside_broken(root: str | os.PathLike = ".", now: datetime | None = None) -> list[str]:
+    """Rename ``root``'s unreadable ``.dvc/tmp/rwlock`` and ``dvc.lock`` to
+    ``<name>.corrupt-<UTC time>`` beside them when no ``dvc`` holds the repository; one warning
+    line per file set aside (none: nothing unreadable, a ``dvc`` running, a hard-link lock, not
+    POSIX, not a DVC project). DVC then starts a new rwlock, and ``dvc repro`` writes a new
+    dvc.lock, taking each stage's outputs from its run cache or running it again."""
     root = Path(root)
     tmp_dir = root / TMP_DIR
-    path = tmp_dir / RWLOCK
-    if fcntl is None or rwlock_problem(path) is None or hardlink_lock(root):
-        return None
+    files = {tmp_dir / RWLOCK: rwlock_problem, root / LOCKFILE: lockfile_problem}
+    if fcntl is None or not tmp_dir.parent.is_dir() or hardlink_lock(root):
+        return []
+    if all(check(path) is None for path, check in files.items()):
+        return []
+    tmp_dir.mkdir(exist_ok=True)
+    warnings = []
     with repo_unlocked(tmp_dir) as free:
-        problem = rwlock_problem(path)  # again, now that no dvc can start or write it
-        if not free or problem is None:
-            return None
-        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
-        aside = path.with_name(f"{RWLOCK}{CORRUPT_SUFFIX}{stamp}")
-        os.replace(path, aside)
-    return (
-        f"{path} was unreadable ({problem}: a dvc process was killed while writing it) and no dvc "
-        f"process holds this checkout ({tmp_dir / REPO_LOCK} free): set aside as {aside.name}, "
-        "DVC starts a new one"
-    )
+        for path, check in files.items():
+            problem = check(path)  # again, now that no dvc can start or write it
+            if free and problem is not None:
+                warnings.append(_set_aside(path, problem, now))
+    held = f"no dvc process holds this checkout ({tmp_dir / REPO_LOCK} free)"
+    return [f"{warning}; {held}" for warning in warnings]

@@ -22,7 +22,16 @@ def test_a_failed_case_that_left_dvcs_lock_file_unreadable_has_it_deleted_and_sa
     assert not rwlock.exists()
     assert settled["recovered"] is False  # the case keeps its failure
     assert settled["message"].startswith("Unable to read RWLock-file\n")
-    assert "empty .dvc/tmp/rwlock this left was deleted" in settled["message"]
+    assert "unreadable .dvc/tmp/rwlock this left, empty, deleted" in settled["message"]
+
+
+def test_a_failed_case_that_left_dvc_lock_unreadable_has_it_deleted_too(tmp_path):
+    project, rwlock = _project(tmp_path, b"{}")
+    (tmp_path / "dvc.lock").write_text("")
+    settled = fault_recovery.settle(project, {"case": "kill -9 at 25%", "recovered": False, "message": "x"})
+    assert not (tmp_path / "dvc.lock").exists()
+    assert rwlock.read_bytes() == b"{}"
+    assert "unreadable dvc.lock this left, empty, deleted" in settled["message"]
 
 
 def test_a_recovered_case_or_a_readable_lock_file_is_left_alone(tmp_path):

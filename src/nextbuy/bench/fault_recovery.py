@@ -6,11 +6,11 @@
   ``nextbuy summary``): it must succeed, every output must be there, no registry version may
   be left incomplete without being marked orphaned, no MLflow run may stay RUNNING, and the
   champion must be complete.
-* ``.dvc/tmp/rwlock`` left empty, as a ``dvc`` killed while it rewrites the file leaves it
-  (``TRUNCATED_RWLOCK``), then ``make run``: the same verdict, the file set aside with a
-  warning saying so, and the outputs byte-identical when no stage had to run.
+* ``.dvc/tmp/rwlock`` or ``dvc.lock`` left empty, as a ``dvc`` killed while it rewrites the
+  file leaves it (``TRUNCATED``), then ``make run``: the same verdict, the file set aside with
+  a warning saying so, and the outputs byte-identical when no stage had to run.
 
-A case that does not recover may leave the project copy's DVC state broken; :func:`settle`
+A case that does not recover may leave the project copy's DVC files broken; :func:`settle`
 then puts that right (the row keeps its failure, and says what was put right) so the cases
 after it are judged on their own.
 """
@@ -21,10 +21,11 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nextbuy.bench.fault_verdicts import TRACEBACK, flat
-from nextbuy.dvc_lock import RWLOCK, TMP_DIR, rwlock_problem
+from nextbuy.dvc_lock import LOCKFILE, RWLOCK, TMP_DIR, lockfile_problem, rwlock_problem
 
 if TYPE_CHECKING:
     from nextbuy.bench.faults import Project
@@ -32,7 +33,11 @@ if TYPE_CHECKING:
 KILL_POINTS = (0.25, 0.6, 0.9)  # fractions of a stage's measured run time
 # make run in the project copy (no .venv of its own: this environment counts as installed).
 RECOVERY = ("make", "-o", ".venv/.installed", "run")
-TRUNCATED_RWLOCK = "DVC lock file truncated"
+# What a dvc killed while it rewrites them leaves: the case, the file emptied, its check.
+TRUNCATED = {
+    "DVC lock file truncated": (TMP_DIR / RWLOCK, rwlock_problem),
+    "dvc.lock truncated": (Path(LOCKFILE), lockfile_problem),
+}
 
 
 def registry_state(project: Project, model_name: str) -> dict:
@@ -113,46 +118,50 @@ def kill_case(project: Project, stage: str, at: float, seconds: float) -> dict:
     }
 
 
-def truncated_rwlock_case(project: Project) -> dict:
-    """An empty ``.dvc/tmp/rwlock``, then ``make run``: recovered as after a kill, the file set
-    aside with a warning naming it, and every output as before when dvc.lock did not change."""
+def truncated_case(project: Project, name: str) -> dict:
+    """The file of case ``name`` (``TRUNCATED``) emptied, then ``make run``: recovered as after a
+    kill, the file set aside with a warning naming it, and every output as before when dvc.lock
+    did not change (no stage ran)."""
     from nextbuy.bench import faults
 
+    rel, check = TRUNCATED[name]
     before = faults.capture(project)
-    rwlock = project.root / TMP_DIR / RWLOCK
-    rwlock.parent.mkdir(parents=True, exist_ok=True)
-    rwlock.write_bytes(b"")
+    path = project.root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
     verdict = recover(project)
     after = faults.capture(project)
-    same_lock = after.get("dvc.lock") == before.get("dvc.lock")  # no stage ran
+    same_lock = after.get(LOCKFILE) == before.get(LOCKFILE)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    warned = flat(str(TMP_DIR / RWLOCK)) in flat(verdict["output"]) and "set aside" in flat(verdict["output"])
-    problems = [] if warned else ["make run did not say that it set the lock file aside"]
-    problems += [] if rwlock_problem(rwlock) is None else ["the lock file is still unreadable"]
+    warned = flat(str(rel)) in flat(verdict["output"]) and "set aside" in flat(verdict["output"])
+    problems = [] if warned else [f"make run did not say that it set {rel} aside"]
+    problems += [] if check(path) is None else [f"{rel} is still unreadable"]
     problems += [f"outputs changed with no stage run: {changed[:5]}"] if same_lock and changed else []
     message = "; ".join(filter(None, [*problems, verdict["message"]]))
     return {
         "group": "kill",
-        "case": TRUNCATED_RWLOCK,
+        "case": name,
         "stage": "dvc",
         **{k: v for k, v in verdict.items() if k != "output"},
         "recovered": verdict["recovered"] and not problems,
         "unclear": verdict["recovered"] and not warned,
         "lost": verdict["lost"] or bool(same_lock and changed),
-        "orphans": verdict["orphans"] + int(rwlock_problem(rwlock) is not None),
+        "orphans": verdict["orphans"] + int(check(path) is not None),
         "message": message or verdict["output"][-400:],
     }
 
 
 def settle(project: Project, row: dict) -> dict:
-    """After a case that did not recover: an unreadable ``.dvc/tmp/rwlock`` it left (no dvc runs
-    any more) is deleted, so the next case does not fail from it; the row says so."""
+    """After a case that did not recover: an unreadable ``.dvc/tmp/rwlock`` or ``dvc.lock`` it
+    left (no dvc runs any more) is deleted, so the next case does not fail from it (``make
+    run`` writes a new dvc.lock from the run cache); the row says so."""
     if row.get("recovered") or row.get("clear"):
         return row
-    rwlock = project.root / TMP_DIR / RWLOCK
-    problem = rwlock_problem(rwlock)
-    if problem is None:
-        return row
-    rwlock.unlink()
-    note = f"(bench: the {problem} {TMP_DIR / RWLOCK} this left was deleted before the next case)"
-    return {**row, "message": f"{row['message']}\n{note}"}
+    broken = {TMP_DIR / RWLOCK: rwlock_problem, Path(LOCKFILE): lockfile_problem}
+    notes = []
+    for rel, check in broken.items():
+        problem = check(project.root / rel)
+        if problem is not None:
+            (project.root / rel).unlink()
+            notes.append(f"(bench: the unreadable {rel} this left, {problem}, deleted before the next case)")
+    return {**row, "message": "\n".join([row["message"], *notes])} if notes else row

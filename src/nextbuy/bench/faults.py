@@ -17,7 +17,7 @@ baseline each case starts from and is put back after it. Then:
   of its measured run time), then ``make run`` as a user would run it: it must succeed, every
   output must be there, no registry version may be left incomplete without being marked
   orphaned, no MLflow run may stay RUNNING, and the champion must be complete; the same after
-  DVC's lock file is left truncated (``fault_recovery``).
+  DVC's rwlock or dvc.lock is left truncated (``fault_recovery``).
 * SIGTERM during deploy's registration and monitor's publishing, a file-size limit during
   train, and ``make mlflow-ui`` / ``make docs`` stopped (``fault_kills``).
 * malformed scoring requests to the champion served as ``make serve`` serves it: each
@@ -90,10 +90,16 @@ class Project:
         (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     def lock(self) -> dict:
-        return yaml.safe_load((self.root / "dvc.lock").read_text())["stages"]
+        """dvc.lock's stages; none when it is missing or unreadable (a case that broke it says so)."""
+        try:
+            doc = yaml.safe_load((self.root / "dvc.lock").read_text())
+        except (OSError, yaml.YAMLError):
+            return {}
+        stages = doc.get("stages") if isinstance(doc, dict) else None
+        return stages if isinstance(stages, dict) else {}
 
     def outs(self, stage: str) -> list[str]:
-        return [out["path"] for out in self.lock()[stage]["outs"]]
+        return [out["path"] for out in (self.lock().get(stage) or {}).get("outs", [])]
 
 
 def _files(root: Path, rel: str) -> dict[str, bytes]:
@@ -333,9 +339,9 @@ def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
                 progress.update(task, description=f"kill -9 {stage} at {at:.0%}")
                 rows.append(settle(fault_recovery.kill_case(project, stage, at, seconds[stage])))
                 progress.advance(task)
-        if selected(fault_recovery.TRUNCATED_RWLOCK, only):
-            console.print("DVC lock file truncated, make run …")
-            rows.append(settle(fault_recovery.truncated_rwlock_case(project)))
+        for name in filter(partial(selected, only=only), fault_recovery.TRUNCATED):
+            console.print(f"{name}, make run …")
+            rows.append(settle(fault_recovery.truncated_case(project, name)))
         console.print("SIGTERM, full disk, stopped make targets …")
         rows += fault_kills.run_cases(project, Path(tmp), lambda name: selected(name, only), settle)
     figures = {

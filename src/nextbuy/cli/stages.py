@@ -190,18 +190,19 @@ def restore_outputs(
 
 @app.command("check-dvc-lock")
 def check_dvc_lock() -> None:
-    """Set aside DVC's .dvc/tmp/rwlock when a killed dvc left it unreadable and no dvc runs here.
+    """Set aside .dvc/tmp/rwlock or dvc.lock when a killed dvc left it unreadable and no dvc runs here.
 
     make run and the Airflow stage tasks call it before dvc repro: such a file fails every
-    later dvc repro ("Unable to read RWLock-file"). Always exits 0 (a file it cannot move is
-    reported and left to DVC)."""
-    from nextbuy.dvc_lock import set_aside_broken_rwlock
+    later dvc repro ("Unable to read RWLock-file", "dvc.lock validation failed"); dvc repro
+    then takes each stage's outputs from its run cache. Always exits 0 (a file it cannot
+    move is reported and left to DVC)."""
+    from nextbuy.dvc_lock import set_aside_broken
 
     try:
-        warning = set_aside_broken_rwlock()
+        warnings = set_aside_broken()
     except OSError as err:
-        warning = f"could not check DVC's lock files: {err}"
-    if warning:
+        warnings = [f"could not check DVC's lock files: {err}"]
+    for warning in warnings:
         console.print(f"[yellow]warning: {escape(warning)}[/]", highlight=False)
 
 
