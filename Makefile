@@ -58,7 +58,8 @@ endef
 run: $(STAMP)
 	@git rev-parse --git-dir >/dev/null 2>&1 || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
 	@# DVC deletes a stage's outputs before it checks params: put the last good ones back on failure.
-	$(call exclusive,dvc repro || { status=$$?; nextbuy restore-outputs; exit $$status; })
+	@# First a DVC lock file a killed dvc left unreadable is set aside (nextbuy check-dvc-lock).
+	$(call exclusive,nextbuy check-dvc-lock && dvc repro || { status=$$?; nextbuy restore-outputs; exit $$status; })
 	@nextbuy summary
 
 # A preset of presets/ over params.yaml as a DVC experiment (params.yaml keeps its values
@@ -66,7 +67,7 @@ run: $(STAMP)
 #   make run-preset PRESET=presets/large-store-100k.yaml
 run-preset: $(STAMP)
 	@test -n "$(PRESET)" || { echo "usage: make run-preset PRESET=presets/<name>.yaml"; exit 2; }
-	$(call exclusive,flags="$$(nextbuy preset $(PRESET))" && dvc exp run $$flags || { status=$$?; nextbuy restore-outputs; exit $$status; })
+	$(call exclusive,flags="$$(nextbuy preset $(PRESET))" && nextbuy check-dvc-lock && dvc exp run $$flags || { status=$$?; nextbuy restore-outputs; exit $$status; })
 	@nextbuy summary
 
 summary: $(STAMP)

@@ -30,6 +30,7 @@ STAGE_COMMANDS = [
 OTHER_COMMANDS = [
     "preset",
     "restore-outputs",
+    "check-dvc-lock",
     "summary",
     "simulate-logs",
     "alerts",
@@ -347,3 +348,42 @@ def test_models_list_show_find_and_diff_read_the_registry(store):
     assert bad.exit_code == 2, bad.output
     assert "METRIC OP VALUE" in bad.output
     assert invoke("models", "show", "9", "--model-name", "m").exit_code == 1  # no such version
+
+
+def test_after_a_stop_sqlalchemys_tracebacks_about_the_query_it_cut_are_not_logged():
+    """A stop in the middle of a query: SQLAlchemy logs the cursor it could not close, with a
+    traceback; the stopped command has said what happened in one line."""
+    import logging
+    import os
+    import signal
+    import sqlite3
+    import sys
+    import time
+
+    from nextbuy import procs
+    from nextbuy.cli.common import _not_stop_fallout
+
+    try:
+        raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+    except sqlite3.Error:
+        exc_info = sys.exc_info()
+
+    def record(logger: str) -> logging.LogRecord:
+        return logging.LogRecord(logger, logging.ERROR, "", 0, "Error closing cursor", None, exc_info)
+
+    pool, stage = record("sqlalchemy.pool.impl.QueuePool"), record("nextbuy.stages.deploy")
+    seen: list[bool] = []
+
+    def stopped_in_a_query() -> None:
+        with procs.stop_signals_raise():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                seen.extend([_not_stop_fallout(pool), _not_stop_fallout(stage)])
+
+    assert _not_stop_fallout(pool)  # no stop: logged
+    with pytest.raises(procs.Stopped):
+        stopped_in_a_query()
+    assert seen == [False, True]  # SQLAlchemy's fallout goes, the command's own errors stay
+    assert _not_stop_fallout(pool)  # the block is over

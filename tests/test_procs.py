@@ -92,3 +92,67 @@ def test_the_first_stop_signal_raises_and_later_ones_leave_the_clean_up_alone():
     assert stopped.value.signum == signal.SIGTERM
     assert cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_what_a_stopped_query_still_holds_is_released_before_the_clean_up_writes(tmp_path):
+    """A stop in the middle of a SELECT leaves its statement open in the unwound frames, and
+    with it a read lock on the SQLite file: the clean-up's own write would wait for it."""
+    import signal
+    import sqlite3
+
+    db = tmp_path / "store.db"
+    with sqlite3.connect(db) as setup:
+        setup.execute("CREATE TABLE runs (status TEXT)")
+        setup.executemany("INSERT INTO runs VALUES (?)", [("RUNNING",), ("FINISHED",)])
+    reader, writer = sqlite3.connect(db), sqlite3.connect(db, timeout=0.1)
+
+    def query_stopped_half_way() -> None:
+        rows = reader.execute("SELECT status FROM runs")
+        rows.fetchone()  # the statement is open: a read lock on the file
+
+        def load() -> None:  # a closure over the open cursor, as SQLAlchemy's row loading is
+            try:
+                raise AttributeError(rows)  # an attribute fallback, as SQLAlchemy's
+            except AttributeError:
+                raise procs.Stopped(signal.SIGTERM) from None  # the stop lands while handling it
+
+        load()
+
+    try:
+        query_stopped_half_way()
+    except procs.Stopped as err:
+        writer.execute("UPDATE runs SET status = 'KILLED' WHERE status = 'RUNNING'")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            writer.commit()
+        procs.release_interrupted(err)
+        writer.commit()  # the clean-up's write goes through
+    assert sqlite3.connect(db).execute("SELECT status FROM runs").fetchall() == [("KILLED",), ("FINISHED",)]
+    reader.close()
+    writer.close()
+
+
+def test_a_stop_that_lands_in_a_finalizer_is_delivered_again_not_lost(capfd):
+    """Python ignores what a ``__del__`` or a weakref callback raises ("Exception ignored"): a
+    SIGTERM handled there would let the stage run on to its end."""
+    import os
+    import signal
+
+    class StoppedWhileCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler runs here, inside the finalizer
+
+    def stage(finished: list[bool]) -> None:
+        with procs.stop_signals_raise():
+            StoppedWhileCollected()  # collected at once
+            for _ in range(100):
+                time.sleep(0.01)
+            finished.append(True)
+
+    finished: list[bool] = []
+    hook = sys.unraisablehook
+    with pytest.raises(procs.Stopped):
+        stage(finished)
+    assert finished == []
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert sys.unraisablehook is hook

@@ -8,11 +8,14 @@ DAGs) uses it, and so do the benchmarks and tests.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import gc
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +26,14 @@ HOST = "127.0.0.1"
 # What stops a process politely: Ctrl-C, kill / Airflow's timeout and mark-failed / docker stop,
 # the terminal closed.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+_stop_received: list[int] = []  # the stop signal the innermost ``stop_signals_raise`` block got
+
+
+def stop_received() -> int | None:
+    """The stop signal this process got inside ``stop_signals_raise`` (None: none, or outside)."""
+    return _stop_received[-1] if _stop_received else None
 
 
 class Stopped(BaseException):
@@ -40,8 +51,11 @@ def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
     :class:`Stopped`) and every later one is ignored, so the clean-up it starts (``except`` /
     ``finally``) runs to its end: ``make``, for one, forwards the SIGTERM its process group
     just got, and a second Ctrl-C is common. SIGXFSZ stays ignored, as Python starts with it:
-    a write past ``ulimit -f`` fails with EFBIG instead of killing the process. Outside the
-    main thread (where signals cannot be handled) the block runs unchanged."""
+    a write past ``ulimit -f`` fails with EFBIG instead of killing the process. A stop that
+    lands where Python cannot raise (a ``__del__``, a weakref callback run by the garbage
+    collector: "Exception ignored") is delivered again, to the code that runs next, instead
+    of being lost. Outside the main thread (where signals cannot be handled) the block runs
+    unchanged."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -51,16 +65,50 @@ def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
         if received:
             return
         received.append(signum)
+        _stop_received.append(signum)
         raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
 
+    unraisable = sys.unraisablehook
+
+    def deliver_again(lost) -> None:
+        if received and isinstance(lost.exc_value, (Stopped, KeyboardInterrupt)):
+            # Sent from a new thread (not waited for): the handler runs in this (main) thread
+            # once the callback is over; os.kill from here would run it at once, inside it again.
+            _thread.start_new_thread(os.kill, (os.getpid(), received.pop()))
+        else:
+            unraisable(lost)
+
     previous = {sig: signal.signal(sig, handler) for sig in signals}
+    sys.unraisablehook = deliver_again
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    before = len(_stop_received)
     try:
         yield
     finally:
+        del _stop_received[before:]
+        sys.unraisablehook = unraisable
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def release_interrupted(err: BaseException) -> None:
+    """Free what the code a stop signal interrupted still holds through ``err`` (an open SQLite
+    statement, and the read lock it keeps on the database; a half-read file), so the clean-up
+    that follows does not wait on its own process: its traceback is cut below the frames still
+    running (the clean-up's own), and the exception it interrupted the handling of is dropped,
+    so the frames the stop unwound, their locals and the closures they ran, go."""
+    node = err.__traceback__
+    while node is not None and node.tb_next is not None:
+        try:
+            node.tb_next.tb_frame.clear()  # raises for a frame still running
+        except RuntimeError:
+            node = node.tb_next
+            continue
+        node.tb_next = None
+        break
+    err.__context__ = err.__cause__ = None
+    gc.collect()
 
 
 def free_port() -> int:

@@ -150,3 +150,15 @@ def test_the_second_release_trains_another_model_through_a_gate_it_passes():
     assert deploy.tolerance >= 1.0  # any difference in AUC or recall is within it
     assert deploy.min_auc == 0.0
     assert params == read_params(ROOT / "params.yaml")  # the baseline's params untouched
+
+
+def test_an_unreadable_or_missing_dvc_lock_reads_as_no_stages_not_a_crash(tmp_path):
+    """A case that broke dvc.lock is judged on it; the run goes on to the next case."""
+    project = faults.Project(tmp_path, {}, {})
+    assert project.lock() == {}
+    for content in ("", "stages: [", "schema: '2.0'\n"):
+        (tmp_path / "dvc.lock").write_text(content)
+        assert project.lock() == {}
+        assert project.outs("ingest") == []
+    (tmp_path / "dvc.lock").write_text("stages:\n  ingest:\n    outs:\n    - path: data/ingested\n")
+    assert project.outs("ingest") == ["data/ingested"]

@@ -275,6 +275,61 @@ def test_work_that_ends_within_the_drain_is_answered():
     asyncio.run(scenario())
 
 
+def test_listening_stops_only_once_work_in_flight_is_over_and_no_request_came_for_a_while():
+    async def scenario():
+        worker = Worker()
+        admission = rest_limits.Admission(worker, limits(drain_s=5))
+        computing = Client()
+        task = asyncio.create_task(admission(computing.scope, computing.receive, computing.send))
+        await settle()
+        handed_over: list[float] = []
+        loop = asyncio.get_running_loop()
+        admission.stop(lambda: handed_over.append(loop.time()))
+        await asyncio.sleep(rest_limits.QUIET_S + 0.2)
+        assert handed_over == []  # a request is still computing
+        late = Client()  # sent before the signal, read only now: answered, and the quiet restarts
+        await admission(late.scope, late.receive, late.send)
+        arrived = loop.time()
+        assert late.status == 503
+        worker.release.set()
+        await asyncio.wait_for(task, 2)
+        assert computing.status == 200
+        await asyncio.sleep(rest_limits.QUIET_S + 0.2)
+        assert len(handed_over) == 1
+        assert handed_over[0] >= arrived + rest_limits.QUIET_S
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_server_stops_listening_once_what_was_sent_before_the_signal_is_read():
+    async def scenario():
+        admission = rest_limits.Admission(Worker(), limits())
+        loop = asyncio.get_running_loop()
+        started, handed_over = loop.time(), asyncio.Event()
+        admission.stop(handed_over.set)
+        await asyncio.wait_for(handed_over.wait(), 2)
+        assert rest_limits.QUIET_S <= loop.time() - started < rest_limits.QUIET_S + 0.5
+
+    asyncio.run(scenario())
+
+
+def test_work_that_never_ends_hands_over_at_the_cut_off():
+    async def scenario():
+        admission = rest_limits.Admission(Worker(), limits(drain_s=2))
+        client = Client()
+        task = asyncio.create_task(admission(client.scope, client.receive, client.send))
+        await settle()
+        loop = asyncio.get_running_loop()
+        started, handed_over = loop.time(), asyncio.Event()
+        admission.stop(handed_over.set)
+        await asyncio.wait_for(handed_over.wait(), 3)
+        assert loop.time() - started < 2  # within uvicorn's grace period
+        await asyncio.wait_for(task, 1)
+        assert client.status == 503
+
+    asyncio.run(scenario())
+
+
 def test_the_cancellation_is_seen_only_by_its_own_request():
     event = threading.Event()
     token = CANCELLED.set(event)
@@ -307,3 +362,76 @@ def test_serving_settings_out_of_bounds_are_refused_naming_the_key(key, value):
 
     with pytest.raises(ValidationError, match=key):
         limits(**{key: value})
+
+
+# ---- SIGTERM to a real uvicorn ---------------------------------------------------------------
+
+SLOW_APP = """
+import asyncio
+
+from nextbuy.config_stages import ServingConfig
+from nextbuy.mlops.rest_limits import Admission
+
+
+async def slow(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    await receive()
+    await asyncio.sleep(2.0)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"done"})
+
+
+config = {"max_concurrent": 1, "max_queue": 1, "retry_after_s": 3, "drain_s": 4}
+app = Admission(slow, ServingConfig.model_validate(config), on_signals=True)
+"""
+
+
+def _post(port: int) -> tuple[int | None, str | None]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/invocations", body=b"{}", headers={"Content-Type": "application/json"})
+        reply = connection.getresponse()
+        reply.read()
+        return reply.status, reply.getheader("Retry-After")
+    except OSError:
+        return None, None
+    finally:
+        connection.close()
+
+
+def test_after_sigterm_uvicorn_answers_503_to_requests_that_come_while_work_is_in_flight(tmp_path):
+    """The listener stays open while the drain lasts: a request sent after the signal gets a
+    503 with Retry-After, not a refused connection; the work in flight is answered; the server
+    is gone within drain_s."""
+    import signal
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nextbuy import procs
+
+    (tmp_path / "slow_app.py").write_text(SLOW_APP)
+    port = procs.free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "slow_app:app", "--app-dir", str(tmp_path), "--port", str(port)]
+    cmd += ["--host", procs.HOST, "--timeout-graceful-shutdown", "4", "--lifespan", "on"]
+    server = procs.GroupServer(cmd, port, log_path=tmp_path / "uvicorn.log", start_timeout=60).start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            computing = pool.submit(_post, port)
+            time.sleep(0.5)  # computing
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # uvicorn's own shutdown would have closed the listener by now
+            late = [pool.submit(_post, port) for _ in range(3)]
+            assert [f.result() for f in late] == [(503, "3")] * 3
+            assert computing.result() == (200, None)
+        server.proc.wait(timeout=6)  # gone within drain_s and a margin
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()

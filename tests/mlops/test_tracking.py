@@ -144,6 +144,62 @@ def test_a_run_stopped_by_sigterm_ends_killed_and_any_other_failure_failed(proje
     assert client.get_run(failed.info.run_id).info.status == "FAILED"
 
 
+@pytest.mark.parametrize("where", ["statement executed", "rows being loaded"])
+def test_a_run_stopped_in_the_middle_of_a_registry_query_ends_killed_at_once(project, monkeypatch, where):
+    """The stop lands while a SELECT of the store is open (its statement keeps a read lock on
+    the SQLite file): ending the run KILLED does not wait for that lock, nor fail on it."""
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+    from sqlalchemy import event
+    from sqlalchemy.orm import loading
+
+    from nextbuy.procs import Stopped
+
+    tracking.configure(project)
+    client = MlflowClient()
+    client.create_registered_model("nextbuy-test")
+    armed: list[bool] = []  # armed once the run has started
+
+    def stop_once() -> None:
+        if armed:
+            armed.clear()
+            raise Stopped(signal.SIGTERM)
+
+    def stop_after_a_select(_conn, _cursor, statement, *_):
+        if statement.lstrip().upper().startswith("SELECT"):
+            stop_once()
+
+    def load_rows_stopped(*args, **kwargs):
+        stop_once()
+        return load_rows(*args, **kwargs)
+
+    def deploy_stopped_in_a_query(runs: list) -> None:
+        with tracking.stage_run("deploy") as run:
+            runs.append(run)
+            armed.append(True)
+            client.get_registered_model("nextbuy-test")
+
+    engine = client._get_registry_client().store.engine
+    load_rows = loading._instance_processor
+    if where == "statement executed":
+        event.listen(engine, "after_cursor_execute", stop_after_a_select)
+    else:  # SQLAlchemy building its row loaders, the cursor open in their closures
+        monkeypatch.setattr(loading, "_instance_processor", load_rows_stopped)
+    try:
+        started, runs = time.monotonic(), []
+        with pytest.raises(Stopped):
+            deploy_stopped_in_a_query(runs)
+        took = time.monotonic() - started
+    finally:
+        if event.contains(engine, "after_cursor_execute", stop_after_a_select):
+            event.remove(engine, "after_cursor_execute", stop_after_a_select)
+    assert armed == []  # the stop landed in the query
+    assert client.get_run(runs[0].info.run_id).info.status == "KILLED"
+    assert took < 5  # SQLite's busy timeout (20 s in MLflow's sessions) never waited on
+
+
 def test_a_store_larger_than_the_file_size_limit_is_refused_before_any_write(tmp_path):
     """SQLite would fail half-way through a commit and leave a journal it cannot roll back."""
     import sys

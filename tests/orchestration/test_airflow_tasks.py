@@ -22,6 +22,7 @@ def test_stage_command_is_dvc_repro_of_one_stage_with_the_venv_first(tmp_path, m
     monkeypatch.delenv(VENV_ENV, raising=False)
     command = airflow_tasks.stage_command("label_delay", project)
     assert "dvc repro --single-item label_delay || " in command
+    assert command.index("nextbuy check-dvc-lock && ") < command.index("dvc repro")
     assert "nextbuy restore-outputs label_delay; " in command
     assert f"export PATH={shlex.quote(str(project / '.venv' / 'bin'))}:" in command
     monkeypatch.setenv(VENV_ENV, "/opt/venv")
@@ -42,7 +43,7 @@ def test_stage_chain_follows_dvc_yaml(tmp_path):
 
 def _run_stage_command(tmp_path: Path, stage_script: str) -> int:
     """The stage command of stage 'train', with a stand-in dvc (running ``stage_script`` as the
-    stage) and nextbuy (restore-outputs: nothing to do) first on PATH; its exit status."""
+    stage) and nextbuy (check-dvc-lock, restore-outputs: nothing to do) first on PATH; its exit status."""
     import os
     import subprocess
 

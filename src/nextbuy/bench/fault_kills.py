@@ -34,6 +34,7 @@ from nextbuy import procs
 from nextbuy.bench.fault_verdicts import TRACEBACK, flat
 
 STOP_TIMEOUT = 60.0  # seconds a stopped stage may take to put its outputs back
+SIGTERM_TRIES = 3  # runs of a stage that finished before its moment came, at most
 UI_START_TIMEOUT = 420.0
 
 
@@ -60,7 +61,18 @@ def _aliases(db: Path, model: str) -> dict[str, int]:
     return dict(_query(db, "SELECT alias, version FROM registered_model_aliases WHERE name = ?", model))
 
 
-def _start(project, cmd: list[str], log: Path) -> subprocess.Popen:
+def _as_a_terminal_job() -> None:
+    """In the child before exec: Ctrl-C and Ctrl-\\ at their defaults, as a shell with job
+    control starts a foreground job. A bench started in the background of a non-interactive
+    shell (``cmd &``, nohup) ignores SIGINT, and its children inherit that: make and mkdocs
+    would then ignore the Ctrl-C the case sends, which no terminal does to them."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _start(project, cmd: list[str], log: Path, terminal: bool = False) -> subprocess.Popen:
+    """``cmd`` in the project as the leader of a new process group; ``terminal``: with the
+    signal dispositions of a foreground job started from a terminal (``_as_a_terminal_job``)."""
     with open(log, "wb") as out:
         return subprocess.Popen(
             cmd,
@@ -69,6 +81,7 @@ def _start(project, cmd: list[str], log: Path) -> subprocess.Popen:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_as_a_terminal_job if terminal else None,
         )
 
 
@@ -147,29 +160,47 @@ def _registry_problems(project, aliases_before: dict[str, int]) -> list[str]:
     return problems
 
 
-def sigterm_case(project, stage: str, tmp: Path) -> dict:
-    """SIGTERM to dvc repro's group at the moment ``stage`` writes its outside effect. Like the
-    kill -9 cases it goes on from the project's state (the registry is never put back)."""
+def _sigterm_when_ready(project, stage: str, tmp: Path) -> dict:
+    """One try: the stage run by ``dvc repro``, SIGTERM to its group at the moment (``sent``)."""
     from nextbuy.bench import faults
 
-    before = faults.stage_files(project, faults.capture(project), stage)  # the last good outputs
     model = project.params["deploy"]["model_name"]
-    aliases, snapshots = _aliases(_db(project), model), _snapshot_files(project)
+    state = {
+        "before": faults.stage_files(project, faults.capture(project), stage),  # the last good outputs
+        "aliases": _aliases(_db(project), model),
+        "snapshots": _snapshot_files(project),
+    }
     ready = {
         "deploy": lambda: _incomplete_version(_db(project), model),
-        "monitor": lambda: _snapshot_files(project) != snapshots,
+        "monitor": lambda: _snapshot_files(project) != state["snapshots"],
     }[stage]
     log = tmp / f"sigterm-{stage}.log"
     proc = _start(project, ["dvc", "repro", "--single-item", "--force", stage], log)
     sent = _stop_group_when(proc, ready, signal.SIGTERM, 600)
     proc.wait()
+    return {**state, "proc": proc, "sent": sent, "log": log}
+
+
+def sigterm_case(project, stage: str, tmp: Path) -> dict:
+    """SIGTERM to dvc repro's group at the moment ``stage`` writes its outside effect. Like the
+    kill -9 cases it goes on from the project's state (the registry is never put back). A
+    stage that finished before the moment came (a loaded host can miss a short one) ran
+    normally: it is tried again, up to ``SIGTERM_TRIES`` times."""
+    from nextbuy.bench import faults
+
+    tries, run = 1, _sigterm_when_ready(project, stage, tmp)
+    while not run["sent"] and tries < SIGTERM_TRIES:
+        tries, run = tries + 1, _sigterm_when_ready(project, stage, tmp)
+    proc, sent, log = run["proc"], run["sent"], run["log"]
     settled = _wait_group(proc.pid, STOP_TIMEOUT)
     text = log.read_text(errors="replace")
-    lost = faults.stage_files(project, faults.capture(project), stage) != before
-    problems = [] if sent else ["the stage finished before the moment came"]
+    if tries > 1 and sent:
+        text = f"{text}\n(sent on run {tries}: the runs before finished before the moment came)"
+    lost = faults.stage_files(project, faults.capture(project), stage) != run["before"]
+    problems = [] if sent else [f"the stage finished before the moment came ({tries} runs)"]
     problems += [] if settled else [f"stage processes alive {STOP_TIMEOUT:.0f} s after SIGTERM"]
-    problems += _registry_problems(project, aliases)
-    problems += _workspace_problems(project, snapshots) if stage == "monitor" else []
+    problems += _registry_problems(project, run["aliases"])
+    problems += _workspace_problems(project, run["snapshots"]) if stage == "monitor" else []
     problems += [f"outputs not the last good ones: {log.name}"] if lost else []
     again = project.run("dvc", "repro", "--single-item", "--force", stage)
     recovered = again.returncode == 0 and TRACEBACK not in again.stdout + again.stderr
@@ -249,7 +280,7 @@ def make_target_case(project, target: str, sig: int, tmp: Path) -> dict:
     port = procs.free_port()
     var = {"mlflow-ui": "MLFLOW_UI_PORT", "docs": "DOCS_PORT"}[target]
     log = tmp / f"make-{target}.log"
-    proc = _start(project, ["make", "-o", ".venv/.installed", target, f"{var}={port}"], log)
+    proc = _start(project, ["make", "-o", ".venv/.installed", target, f"{var}={port}"], log, terminal=True)
     deadline = time.monotonic() + UI_START_TIMEOUT
     while proc.poll() is None and not procs.port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -284,8 +315,15 @@ def make_target_case(project, target: str, sig: int, tmp: Path) -> dict:
     )
 
 
-def run_cases(project, tmp: Path, selected: Callable[[str], bool] = lambda _: True) -> list[dict]:
-    """Every case of this module whose name ``selected`` takes (``faults.selected``: --only)."""
+def run_cases(
+    project,
+    tmp: Path,
+    selected: Callable[[str], bool] = lambda _: True,
+    settle: Callable[[dict], dict] = lambda row: row,
+) -> list[dict]:
+    """Every case of this module whose name ``selected`` takes (``faults.selected``: --only),
+    each row through ``settle`` (``fault_recovery.settle``: what a failed case broke is put
+    right before the next)."""
     cases: list[tuple[str, Callable[[], dict]]] = [
         ("SIGTERM during registration", lambda: sigterm_case(project, "deploy", tmp)),
         ("SIGTERM during Evidently publishing", lambda: sigterm_case(project, "monitor", tmp)),
@@ -295,4 +333,4 @@ def run_cases(project, tmp: Path, selected: Callable[[str], bool] = lambda _: Tr
         ("make docs: SIGINT", lambda: make_target_case(project, "docs", signal.SIGINT, tmp)),
         ("make docs: SIGTERM", lambda: make_target_case(project, "docs", signal.SIGTERM, tmp)),
     ]
-    return [case() for name, case in cases if selected(name)]
+    return [settle(case()) for name, case in cases if selected(name)]

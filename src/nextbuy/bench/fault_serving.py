@@ -9,12 +9,13 @@ traceback in its log.
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ CLIENTS = 200  # expensive requests in each case
 FRESH_S = 15.0  # a fresh request after the dropped ones: answered within this
 ANSWER_S = 300.0  # each of the requests at once: answered within this (the queue takes a while)
 DRAIN_MARGIN_S = 10.0  # SIGTERM: the server is gone within serving.drain_s plus this
+SEND_S = 60.0  # SIGTERM: sent once every request is written (a loaded host takes a while), at most this
 DROPPED = f"{CLIENTS} top-K requests dropped by their clients"
 AT_ONCE = f"{CLIENTS} top-K requests at once"
 SIGTERM = f"SIGTERM with {CLIENTS} top-K requests in flight"
@@ -54,20 +56,26 @@ def small_topk_body() -> bytes:
     return invocations_body(["source_id"], [[0]], {"top_k": 5})
 
 
-def post(url: str, body: bytes, timeout: float) -> Reply:
+def post(url: str, body: bytes, timeout: float, sent: Callable[[], None] | None = None) -> Reply:
+    """POST ``body`` to ``url``/invocations and read the answer; ``sent`` is called once the
+    whole request is written (the client then only waits)."""
     started = time.perf_counter()
-    req = urllib.request.Request(
-        f"{url}/invocations", data=body, method="POST", headers={"Content-Type": "application/json"}
-    )
+    where = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(where.hostname or procs.HOST, where.port, timeout=timeout)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as reply:
-            reply.read()
-            return Reply(reply.status, None, time.perf_counter() - started, "")
-    except urllib.error.HTTPError as err:
-        text = err.read().decode(errors="replace")
-        return Reply(err.code, err.headers.get("Retry-After"), time.perf_counter() - started, text)
-    except OSError as err:  # URLError, reset, timeout
-        return Reply(None, None, time.perf_counter() - started, str(err))
+        connection.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+        if sent is not None:
+            sent()
+        reply = connection.getresponse()
+        text = reply.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException) as err:  # refused, reset, closed unanswered, timeout
+        return Reply(None, None, time.perf_counter() - started, f"{type(err).__name__}: {err}")
+    finally:
+        connection.close()
+    seconds = time.perf_counter() - started
+    if reply.status < 300:
+        return Reply(reply.status, None, seconds, "")
+    return Reply(reply.status, reply.getheader("Retry-After"), seconds, text)
 
 
 def post_honouring_retry_after(url: str, body: bytes, within: float) -> tuple[Reply, int]:
@@ -185,15 +193,19 @@ def at_once_case(server: RestServer, n_products: int) -> dict:
 def sigterm_case(
     make_server: Callable[[Path], RestServer], n_products: int, drain_s: float, tmp: Path
 ) -> dict:
-    """CLIENTS heavy top-K requests in flight, then SIGTERM to the server's group: it must be
-    gone within drain_s + DRAIN_MARGIN_S, every client answered 200 or 503 with Retry-After,
-    and no traceback logged."""
+    """CLIENTS heavy top-K requests in flight (each written whole: waiting for its answer),
+    then SIGTERM to the server's group: it must be gone within drain_s + DRAIN_MARGIN_S, every
+    client answered 200 or 503 with Retry-After, and no traceback logged."""
     server = make_server(tmp / "serve-sigterm.log")
     with ThreadPoolExecutor(CLIENTS) as pool, server:  # the server stops before the pool waits
         assert server.proc is not None  # entering the block started it
         body = heavy_topk_body(n_products)
-        pending = [pool.submit(post, server.url, body, ANSWER_S + drain_s) for _ in range(CLIENTS)]
-        time.sleep(2.0)  # every connection accepted, the backlog built
+        sent = threading.Semaphore(0)
+        pending = [
+            pool.submit(post, server.url, body, ANSWER_S + drain_s, sent.release) for _ in range(CLIENTS)
+        ]
+        deadline = time.monotonic() + SEND_S
+        in_flight = sum(sent.acquire(timeout=max(deadline - time.monotonic(), 0)) for _ in range(CLIENTS))
         started = time.perf_counter()
         bound = drain_s + DRAIN_MARGIN_S
         gone = procs._signal_and_wait(server.proc, signal.SIGTERM, bound)
@@ -204,6 +216,7 @@ def sigterm_case(
     logged_traceback = TRACEBACK in log
     clear = gone and not bad and not logged_traceback
     said = f"gone {took:.1f} s after SIGTERM" if gone else f"still running {bound:.0f} s after SIGTERM"
+    said += "" if in_flight == CLIENTS else f" ({in_flight} of {CLIENTS} requests sent by then)"
     return _row(
         SIGTERM,
         clear,

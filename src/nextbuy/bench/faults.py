@@ -14,10 +14,10 @@ baseline each case starts from and is put back after it. Then:
   whose convention is to clean (exact duplicate rows) must exit 0 with a warning that
   counts what it dropped.
 * kill -9 of the stage's whole process group at several points of every stage (fractions
-  of its measured run time), then ``make run``'s steps as a user would (``dvc repro``,
-  ``nextbuy summary``): they must succeed, every
+  of its measured run time), then ``make run`` as a user would run it: it must succeed, every
   output must be there, no registry version may be left incomplete without being marked
-  orphaned, no MLflow run may stay RUNNING, and the champion must be complete.
+  orphaned, no MLflow run may stay RUNNING, and the champion must be complete; the same after
+  DVC's rwlock or dvc.lock is left truncated (``fault_recovery``).
 * SIGTERM during deploy's registration and monitor's publishing, a file-size limit during
   train, and ``make mlflow-ui`` / ``make docs`` stopped (``fault_kills``).
 * malformed scoring requests to the champion served as ``make serve`` serves it: each
@@ -36,28 +36,28 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import yaml
 from rich.console import Console
 from rich.progress import Progress
 
-from nextbuy.bench import fault_cases, fault_kills, fault_release
+from nextbuy.bench import fault_cases, fault_kills, fault_recovery, fault_release
 from nextbuy.bench.dag import tiny_params
-from nextbuy.bench.fault_verdicts import COUNTS, TRACEBACK, _print, judge, judge_request, tally
+from nextbuy.bench.fault_verdicts import COUNTS, _print, judge, judge_request, tally
 from nextbuy.bench.project_copy import copy_project, project_env
 from nextbuy.mlops import io
 from nextbuy.orchestration.names import PROJECT_DIR_ENV
 from nextbuy.stage_list import dag_stages
 
-KILL_POINTS = (0.25, 0.6, 0.9)  # fractions of a stage's measured run time
+KILL_POINTS = fault_recovery.KILL_POINTS
 
 __all__ = [
     "COUNTS",
@@ -90,10 +90,16 @@ class Project:
         (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     def lock(self) -> dict:
-        return yaml.safe_load((self.root / "dvc.lock").read_text())["stages"]
+        """dvc.lock's stages; none when it is missing or unreadable (a case that broke it says so)."""
+        try:
+            doc = yaml.safe_load((self.root / "dvc.lock").read_text())
+        except (OSError, yaml.YAMLError):
+            return {}
+        stages = doc.get("stages") if isinstance(doc, dict) else None
+        return stages if isinstance(stages, dict) else {}
 
     def outs(self, stage: str) -> list[str]:
-        return [out["path"] for out in self.lock()[stage]["outs"]]
+        return [out["path"] for out in (self.lock().get(stage) or {}).get("outs", [])]
 
 
 def _files(root: Path, rel: str) -> dict[str, bytes]:
@@ -231,75 +237,6 @@ def _judged_run(project: Project, case: fault_cases.Case, baseline: dict[str, by
     }
 
 
-def registry_state(project: Project, model_name: str) -> dict:
-    """Incomplete versions not marked orphaned, RUNNING runs, and whether the champion is complete."""
-    from mlflow.tracking import MlflowClient
-
-    from nextbuy.mlops import registry
-
-    client = MlflowClient(tracking_uri=project.env["MLFLOW_TRACKING_URI"])
-    versions = client.search_model_versions(f"name='{model_name}'")
-    unmarked = [
-        v.version
-        for v in versions
-        if not registry.is_complete(v.tags) and v.tags.get(registry.ORPHANED) != "true"
-    ]
-    running = [
-        r.info.run_id
-        for e in client.search_experiments()
-        for r in client.search_runs([e.experiment_id], "attributes.status = 'RUNNING'")
-    ]
-    champion = registry.alias_version(client, model_name, registry.CHAMPION)
-    complete = champion is not None and registry.is_complete(
-        client.get_model_version(model_name, champion).tags
-    )
-    return {"unmarked_versions": unmarked, "running_runs": running, "champion_complete": complete}
-
-
-def kill_case(project: Project, stage: str, at: float, seconds: float) -> dict:
-    """kill -9 the stage's process group ``at`` of its run time in, then ``dvc repro``."""
-    proc = subprocess.Popen(
-        ["dvc", "repro", "--single-item", "--force", stage],
-        cwd=project.root,
-        env=project.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    time.sleep(at * seconds)
-    killed = proc.poll() is None
-    if killed:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    recovery = project.run("dvc", "repro")
-    if recovery.returncode == 0:  # make run's last step (ends the runs of killed processes)
-        recovery = project.run("nextbuy", "summary")
-    missing = [o for s in project.lock() for o in project.outs(s) if not (project.root / o).exists()]
-    state = registry_state(project, project.params["deploy"]["model_name"])
-    orphans = len(state["unmarked_versions"]) + len(state["running_runs"])
-    recovered = recovery.returncode == 0
-    return {
-        "group": "kill",
-        "case": f"kill -9 at {at:.0%}" + ("" if killed else " (had finished)"),
-        "stage": stage,
-        "exit": recovery.returncode,
-        "recovered": recovered,
-        "lost": bool(missing) or not recovered,
-        "orphans": orphans + (0 if state["champion_complete"] else 1),
-        "traceback": TRACEBACK in recovery.stdout + recovery.stderr,
-        "message": "; ".join(
-            filter(
-                None,
-                [
-                    f"missing {missing}" if missing else "",
-                    f"state {state}" if orphans or not state["champion_complete"] else "",
-                    (recovery.stdout + recovery.stderr)[-400:] if not recovered else "",
-                ],
-            )
-        ),
-    }
-
-
 def _post(url: str, request: fault_cases.Request) -> tuple[int | None, str]:
     req = urllib.request.Request(
         f"{url}/invocations", data=request.body, method="POST", headers={"Content-Type": request.content_type}
@@ -395,14 +332,18 @@ def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
             console.print("a release, params reverted …")
             rows.append(fault_release.release_case(project, lambda: put_back(project, baseline)))
         kills = [(s, at) for s in seconds for at in KILL_POINTS] if with_kills else []
+        settle = partial(fault_recovery.settle, project)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("kill -9", total=len(kills))
             for stage, at in kills:
                 progress.update(task, description=f"kill -9 {stage} at {at:.0%}")
-                rows.append(kill_case(project, stage, at, seconds[stage]))
+                rows.append(settle(fault_recovery.kill_case(project, stage, at, seconds[stage])))
                 progress.advance(task)
+        for name in filter(partial(selected, only=only), fault_recovery.TRUNCATED):
+            console.print(f"{name}, make run …")
+            rows.append(settle(fault_recovery.truncated_case(project, name)))
         console.print("SIGTERM, full disk, stopped make targets …")
-        rows += fault_kills.run_cases(project, Path(tmp), lambda name: selected(name, only))
+        rows += fault_kills.run_cases(project, Path(tmp), lambda name: selected(name, only), settle)
     figures = {
         **tally(rows),
         "stage_s": {k: round(v, 2) for k, v in seconds.items()},

@@ -37,10 +37,19 @@ def _process() -> None:
     keep_freed_memory()
 
 
+def _not_stop_fallout(record: logging.LogRecord) -> bool:
+    """False for what SQLAlchemy logs, with a traceback, about the cursor or connection it could
+    not close after a stop signal interrupted a query (it closes the connection first): the
+    stopped command says what happened, in one line."""
+    from nextbuy.procs import stop_received
+
+    return not (record.name.startswith("sqlalchemy") and record.exc_info and stop_received() is not None)
+
+
 def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
-    )
+    handler = RichHandler(console=console, show_path=False)
+    handler.addFilter(_not_stop_fallout)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     for noisy in ("alembic", "mlflow", "urllib3", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

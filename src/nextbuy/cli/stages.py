@@ -188,6 +188,24 @@ def restore_outputs(
         console.print("[yellow]not in the DVC cache, not restored:[/] " + escape(", ".join(missing)))
 
 
+@app.command("check-dvc-lock")
+def check_dvc_lock() -> None:
+    """Set aside .dvc/tmp/rwlock or dvc.lock when a killed dvc left it unreadable and no dvc runs here.
+
+    make run and the Airflow stage tasks call it before dvc repro: such a file fails every
+    later dvc repro ("Unable to read RWLock-file", "dvc.lock validation failed"); dvc repro
+    then takes each stage's outputs from its run cache. Always exits 0 (a file it cannot
+    move is reported and left to DVC)."""
+    from nextbuy.dvc_lock import set_aside_broken
+
+    try:
+        warnings = set_aside_broken()
+    except OSError as err:
+        warnings = [f"could not check DVC's lock files: {err}"]
+    for warning in warnings:
+        console.print(f"[yellow]warning: {escape(warning)}[/]", highlight=False)
+
+
 @app.command()
 def summary(root: Path = typer.Option(Path("."), help="project root")) -> None:
     """Headline metrics of each stage, the registered model and how to open the UIs.

@@ -19,6 +19,12 @@ timeout, which answers 504 while its thread runs on. uvicorn's own ``--limit-con
 is not used: it counts idle keep-alive connections and health checks, and answers 503
 without a Retry-After. The limits hold per server process (``--workers`` N: N times them).
 
+After SIGTERM (or Ctrl-C) the server goes on listening, answering 503 at once to every request
+that arrives, until nothing is in flight and no request has arrived for ``QUIET_S`` (at the
+latest when work in flight is cut off); only then does uvicorn's graceful shutdown start and
+stop listening. Requests a client had sent before the signal but the server had not read yet
+(in the listen backlog, unparsed on a busy host) so get a 503 too, not a connection reset.
+
 The settings are params.yaml's ``serving`` section, handed to the app by ``nextbuy serve``
 in ``$NEXTBUY_SERVING`` (JSON).
 """
@@ -31,7 +37,7 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -45,6 +51,8 @@ SERVING_ENV = "NEXTBUY_SERVING"
 # After SIGTERM, work in flight is cut off this long before uvicorn's grace period (drain_s)
 # ends, so the 503s are written before uvicorn closes the connections.
 CUTOFF_S = 1.0
+# After SIGTERM, listening stops once no request has arrived for this long (and none is in flight).
+QUIET_S = 0.5
 
 
 def serving_config(environ: Mapping[str, str] = os.environ) -> ServingConfig:
@@ -204,7 +212,8 @@ class Admission:
     lifespan's startup on, :func:`drain_on_signals`), requests that arrive or wait get 503
     at once, and those computing have until ``drain_s`` minus ``CUTOFF_S`` after the signal
     to finish, then are cancelled and answered 503: before uvicorn's own grace period
-    (``--timeout-graceful-shutdown drain_s``) ends and it closes what is left unanswered."""
+    (``--timeout-graceful-shutdown drain_s``) ends and it closes what is left unanswered.
+    ``stop``'s ``then`` (uvicorn's shutdown) is called once the drain is over (``drained``)."""
 
     def __init__(self, app: ASGIApp, config: ServingConfig, on_signals: bool = False):
         self.app = app
@@ -213,6 +222,9 @@ class Admission:
         self.slots = anyio.CapacityLimiter(config.max_concurrent)
         self.stopping = anyio.Event()
         self.deadline = math.inf  # the loop's time by which work in flight is cut off
+        self.in_flight = 0  # admitted requests not yet over (waiting or computing)
+        self.last_arrival = -math.inf  # the loop's time when the last request arrived
+        self._hand_over: asyncio.Task | None = None  # stop's ``then``, once drained
 
     @property
     def waiting(self) -> int:
@@ -222,17 +234,36 @@ class Admission:
     def full(self) -> bool:
         return self.slots.available_tokens < 1 and self.waiting >= self.config.max_queue
 
-    def stop(self) -> None:
-        """Start draining (in the event loop): see the class docstring."""
+    def stop(self, then: Callable[[], None] | None = None) -> None:
+        """Start draining (in the event loop): see the class docstring; ``then`` is called once
+        :meth:`drained` (uvicorn's shutdown: it stops listening)."""
         if not self.stopping.is_set():
             now = asyncio.get_running_loop().time()  # called from a loop callback: no anyio task
             self.deadline = now + max(self.config.drain_s - CUTOFF_S, 0.0)
+            self.last_arrival = max(self.last_arrival, now)  # what was sent before is read first
             self.stopping.set()
+        if then is not None and self._hand_over is None:
+            self._hand_over = asyncio.get_running_loop().create_task(self._then_when_drained(then))
+
+    def drained(self) -> bool:
+        """After :meth:`stop`: nothing in flight and no request for ``QUIET_S`` since the last
+        one or the signal (the backlog a busy host had not read yet is answered), or work in
+        flight cut off."""
+        now = asyncio.get_running_loop().time()
+        quiet = self.in_flight == 0 and now - self.last_arrival >= QUIET_S
+        return self.stopping.is_set() and (quiet or now >= self.deadline)
+
+    async def _then_when_drained(self, then: Callable[[], None]) -> None:
+        while not self.drained():
+            await asyncio.sleep(0.05)
+        then()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" and self.on_signals:
             await self.app(scope, self._startup(receive), send)
             return
+        if scope["type"] == "http":
+            self.last_arrival = asyncio.get_running_loop().time()
         if not _is_invocation(scope):
             await self.app(scope, receive, send)
             return
@@ -243,6 +274,7 @@ class Admission:
             await (self._stopping(send) if self.stopping.is_set() else self._busy(send))
             return
         request = _Request(body)
+        self.in_flight += 1
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch, receive, request, group.cancel_scope)
@@ -251,8 +283,11 @@ class Admission:
                 group.cancel_scope.cancel()  # answered: stop watching
         finally:  # answered, client gone, server stopping: the worker thread stops
             request.cancelled.set()
-        if request.stopped and not request.started:
-            await self._stopping(send)
+        try:
+            if request.stopped and not request.started:
+                await self._stopping(send)
+        finally:
+            self.in_flight -= 1
 
     async def _run(self, scope: Scope, request: _Request, send: Send) -> None:
         await self.slots.acquire()
@@ -317,22 +352,30 @@ class Admission:
 
 
 def drain_on_signals(admission: Admission) -> None:
-    """Call ``admission.stop`` in the running event loop on SIGTERM and SIGINT, then the
-    handler that was there (uvicorn's, which starts its graceful shutdown). Called in the
-    server's loop once uvicorn has put its handlers in place (the lifespan's startup); uvicorn
-    puts back what it found when it exits. Nothing outside the main thread or a running loop."""
+    """On the first SIGTERM or SIGINT call ``admission.stop`` in the running event loop, and the
+    handler that was there (uvicorn's, which starts its graceful shutdown: it stops listening)
+    once the admission has drained; a second signal goes to that handler at once (Ctrl-C twice:
+    no waiting). Called in the server's loop once uvicorn has put its handlers in place (the
+    lifespan's startup); uvicorn puts back what it found when it exits. Nothing outside the
+    main thread or a running loop."""
     if threading.current_thread() is not threading.main_thread():
         return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
+    received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
 
         def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-            loop.call_soon_threadsafe(admission.stop)
-            if callable(previous):
+            first = not received
+            received.append(signum)
+            if not callable(previous):
+                loop.call_soon_threadsafe(admission.stop)
+            elif first:
+                loop.call_soon_threadsafe(admission.stop, lambda: previous(signum, None))
+            else:
                 previous(signum, frame)
 
         signal.signal(sig, handler)

@@ -9,7 +9,7 @@ Runs killed mid-way (kill -9, OOM) would stay RUNNING forever: every run this
 process starts after :func:`configure` carries the process's pid and host as tags,
 and :func:`configure` ends the experiment's RUNNING runs whose process is gone
 from this host as KILLED; a run this process is told to stop (SIGTERM, Ctrl-C) ends KILLED
-at once (:func:`stage_run`).
+at once (:func:`stage_run`), also when the stop lands in the middle of a query of the store.
 
 A store MLflow cannot write (a file-size limit below the size of ``mlflow.db``) is refused
 before anything is written to it (:func:`configure`), and a failed write that left a hot
@@ -91,12 +91,15 @@ def stage_run(run_name: str) -> Iterator:
     import mlflow
     from mlflow.entities import RunStatus
 
-    from nextbuy.procs import Stopped
+    from nextbuy.procs import Stopped, release_interrupted
 
     with mlflow.start_run(run_name=run_name) as run:
         try:
             yield run
-        except (Stopped, KeyboardInterrupt):
+        except (Stopped, KeyboardInterrupt) as err:
+            # Stopped half-way through a query, its open statement keeps a read lock on the
+            # SQLite store: every write below would wait for it, then fail "database is locked".
+            release_interrupted(err)
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
             raise
 

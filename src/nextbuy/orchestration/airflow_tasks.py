@@ -38,9 +38,10 @@ def project_env(project: Path) -> dict[str, str]:
 
 def stage_command(stage: str, project: Path) -> str:
     """The bash a stage task runs in the Airflow workspace (a worktree of the project,
-    see ``workspace``): exactly what ``dvc repro`` runs for that one stage, with the
-    project's .venv/bin first on PATH, the worktree's code first on PYTHONPATH and the
-    checkout's MLflow store unless MLFLOW_TRACKING_URI is set (the docker stack's server)."""
+    see ``workspace``): exactly what ``dvc repro`` runs for that one stage (after
+    ``nextbuy check-dvc-lock``), with the project's .venv/bin first on PATH, the worktree's
+    code first on PYTHONPATH and the checkout's MLflow store unless MLFLOW_TRACKING_URI is
+    set (the docker stack's server)."""
     project = Path(project).resolve()
     bin_dir = shlex.quote(str(venv_bin(project)))
     src = shlex.quote(str(workspace_dir(project) / "src"))
@@ -49,6 +50,8 @@ def stage_command(stage: str, project: Path) -> str:
     quoted = shlex.quote(stage)
     return (
         f'export PATH={bin_dir}:"$PATH" PYTHONPATH={src} {stores} '
+        # A DVC lock file a killed dvc left unreadable would fail every repro: set it aside.
+        "&& nextbuy check-dvc-lock "
         # The stage writes a configuration or input error here (dvc repro hides its exit code).
         f'&& export {FAILURE_FILE_ENV}="$(mktemp)" '
         # DVC deletes the outputs before it checks params.yaml: restore them if it fails there.

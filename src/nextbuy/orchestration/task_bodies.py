@@ -3,6 +3,7 @@ take and give back the workspace, judge the deploy gate, branch on alerts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -89,7 +90,13 @@ def _workspace_env(project: Path) -> dict[str, str]:
 
 def checkout_outputs(project: Path) -> str:
     """``dvc checkout`` in the Airflow workspace: after a failed stage, put its outputs back
-    to what dvc.lock records (DVC removes a stage's outputs before running it). Best effort."""
+    to what dvc.lock records (DVC removes a stage's outputs before running it). Best effort;
+    a DVC file a killed dvc left unreadable is set aside first (``dvc_lock``)."""
+    from nextbuy.dvc_lock import set_aside_broken
+
+    with contextlib.suppress(OSError):  # unmovable: dvc checkout says what is wrong
+        for warning in set_aside_broken(workspace.workspace_dir(project)):
+            log.warning("%s", warning)
     result = subprocess.run(
         ["dvc", "checkout"],
         cwd=workspace.workspace_dir(project),
