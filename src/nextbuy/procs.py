@@ -9,6 +9,7 @@ DAGs) uses it, and so do the benchmarks and tests.
 from __future__ import annotations
 
 import _thread
+import abc
 import contextlib
 import gc
 import os
@@ -170,15 +171,15 @@ def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> bool:
     return not group_alive(proc.pid)
 
 
-class Started:
+class Started(abc.ABC):
     """What ``start`` starts and ``stop`` ends, as a context manager: stopped on leaving the
     block, and also when ``start`` fails half-way, so what it did start never outlives it."""
 
-    def start(self) -> Self:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self) -> Self: ...
 
-    def stop(self) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def stop(self) -> bool: ...
 
     def __enter__(self) -> Self:
         try:

@@ -6,7 +6,6 @@ engine writes."""
 from __future__ import annotations
 
 import copy
-import os
 import time
 from pathlib import Path
 
@@ -53,23 +52,19 @@ def test_the_cluster_runs_two_executors_on_its_two_workers(cluster):
     assert hosts == 3
 
 
-def test_label_delay_and_batch_topk_on_the_cluster_write_what_pandas_writes(cluster, tmp_path):
+def test_label_delay_and_batch_topk_on_the_cluster_write_what_pandas_writes(cluster, tmp_path, monkeypatch):
     from nextbuy.engines import spark_batch
     from nextbuy.mlops import batch
     from nextbuy.stages import ingest
 
     _, cfg, _ = cluster
-    before = Path.cwd()
-    try:
-        (tmp_path / "store").mkdir()
-        os.chdir(tmp_path / "store")
-        params = copy.deepcopy(TINY_PARAMS)
-        Path("params.yaml").write_text(yaml.safe_dump(params))
-        ingest.run()
-        parity.label_delay_on_both(params, cfg, tmp_path / "pandas")
-        parity.assert_label_delay_same(tmp_path / "pandas")
-    finally:
-        os.chdir(before)
+    (tmp_path / "store").mkdir()
+    monkeypatch.chdir(tmp_path / "store")
+    params = copy.deepcopy(TINY_PARAMS)
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    ingest.run()
+    parity.label_delay_on_both(params, cfg, tmp_path / "pandas")
+    parity.assert_label_delay_same(tmp_path / "pandas")
     retrieval = RetrievalConfig.model_validate(
         TINY_PARAMS["deploy"]["retrieval"] | {"kind": "flat", "candidates": 50}
     )
@@ -87,15 +82,11 @@ def test_label_delay_and_batch_topk_on_the_cluster_write_what_pandas_writes(clus
         )
 
 
-def test_raw_logs_ingest_and_traffic_on_the_cluster_write_what_pandas_writes(cluster, tmp_path):
+def test_raw_logs_ingest_and_traffic_on_the_cluster_write_what_pandas_writes(cluster, tmp_path, monkeypatch):
     _, cfg, _ = cluster
-    before = Path.cwd()
-    try:
-        (tmp_path / "store").mkdir()
-        os.chdir(tmp_path / "store")
-        Path("params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
-        params = parity.raw_logs(copy.deepcopy(TINY_PARAMS), TINY_PARAMS["traffic"]["days"])
-        parity.ingest_on_both(params, cfg, tmp_path / "pandas")
-        parity.assert_ingest_same(tmp_path / "pandas")
-    finally:
-        os.chdir(before)
+    (tmp_path / "store").mkdir()
+    monkeypatch.chdir(tmp_path / "store")
+    Path("params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    params = parity.raw_logs(copy.deepcopy(TINY_PARAMS), TINY_PARAMS["traffic"]["days"])
+    parity.ingest_on_both(params, cfg, tmp_path / "pandas")
+    parity.assert_ingest_same(tmp_path / "pandas")
