@@ -1,11 +1,12 @@
 """One measured run of `nextbuy bench engines`, in a child process of its own:
-``python -m nextbuy.bench.engines_core ROOT ENGINE STAGE`` runs ``STAGE`` (``label_delay``: the
-stage as ``nextbuy label-delay`` runs it; ``monitor``: the traffic scored by the champion and
-judged per window and bucket, the stage without its Evidently publishing and registry lookup;
-``batch_topk``: ``nextbuy batch-topk``'s part files of the champion's top ``TOPK_K`` for every
-product, one shard, without the registry download) on ``ENGINE`` in the store at ROOT
-(``engines_data``), and prints one JSON line: the seconds the stage took and the rows it
-handled."""
+``python -m nextbuy.bench.engines_core ROOT ENGINE STAGE`` runs ``STAGE`` on ``ENGINE`` in the
+store at ROOT (``engines_data``), and prints one JSON line: the seconds the stage took and the
+rows it handled. The stages: ``ingest``, the stage as ``nextbuy ingest`` runs it on the store's
+raw logs (in their folder ``engines_data.LOGS``, with its own params.yaml and outputs);
+``label_delay``, the stage as ``nextbuy label-delay`` runs it; ``monitor``, the traffic scored by
+the champion and judged per window and bucket, the stage without its Evidently publishing and
+registry lookup; ``batch_topk``, ``nextbuy batch-topk``'s part files of the champion's top
+``TOPK_K`` for every product, one shard, without the registry download."""
 
 from __future__ import annotations
 
@@ -68,8 +69,17 @@ def monitor(engine) -> int:
     return int(table["volume"].sum())
 
 
+def ingest() -> int:
+    """``nextbuy ingest`` of the raw logs (``ingest.source: events``); the impressions it wrote."""
+    from nextbuy.stages import ingest as stage
+
+    return sum(stage.run()["impressions"].values())
+
+
 def main(root: str, engine_kind: str, stage: str) -> None:
-    os.chdir(root)
+    from nextbuy.bench.engines_data import LOGS
+
+    os.chdir(Path(root) / LOGS if stage == "ingest" else root)
     import yaml
 
     from nextbuy.config import load_section, with_changes
@@ -87,6 +97,8 @@ def main(root: str, engine_kind: str, stage: str) -> None:
 
         label_delay.run()
         rows = pq.ParquetFile(paths.WEIGHTED_IMPRESSIONS).metadata.num_rows
+    elif stage == "ingest":
+        rows = ingest()
     elif stage == "batch_topk":
         rows = batch_topk(engine)
     else:

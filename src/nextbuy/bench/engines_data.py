@@ -3,19 +3,31 @@ would have written (products, co-purchase edges, split impressions, post-snapsho
 their meta files) and a synthetic champion, written chunk by chunk so that making a store of
 10^8 impressions never holds more than one chunk. Products and edges grow with the impressions
 (``IMPRESSIONS_PER_PRODUCT``, ``IMPRESSIONS_PER_EDGE``); conversions follow a lognormal delay
-after a click and a cart, censored at the snapshot (traffic: at "now")."""
+after a click and a cart, censored at the snapshot (traffic: at "now").
+
+Beside it (``write_logs``, under ``LOGS``): the same kind of history as a store's raw logs, what
+``ingest.source: events`` reads, in the columns ``nextbuy simulate-logs`` writes
+(``store_logs.StoreLogs``) but chunk by chunk (``simulate-logs`` holds the whole simulated store
+in memory). An impression is shown to one of ``impressions / IMPRESSIONS_PER_CUSTOMER``
+customers, who clicks, carts and orders the shown product at its event times; each of the
+``impressions / IMPRESSIONS_PER_EDGE`` co-purchases is one buyer's two order lines (as
+``simulate-logs`` writes them), so the graph ingest builds has about as many edges as the
+store's; the catalogue lists the store's products."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as arrow
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nextbuy import paths
+from nextbuy.data import store_logs
 from nextbuy.domain.delay_rows import hash_unit
 from nextbuy.domain.timeunits import DAY
 
@@ -26,6 +38,32 @@ HISTORY_DAYS = 56
 TRAFFIC_DAYS = 28
 START = pd.Timestamp("2026-01-01")
 SNAPSHOT = START + HISTORY_DAYS * DAY
+IMPRESSIONS_PER_CUSTOMER = 10
+LOGS = Path("events")  # under a store: its raw logs (LOG_FILES) and the params.yaml that ingests them
+LOG_FILES = {name: paths.INPUTS / "store" / f"{name}.parquet" for name in store_logs.LOG_NAMES}
+_TIME = arrow.timestamp("ns")
+LOG_SCHEMAS = {
+    "orders": arrow.schema(
+        [
+            ("customer", arrow.string()),
+            ("product", arrow.string()),
+            ("ordered_at", _TIME),
+            ("quantity", arrow.int64()),
+        ]
+    ),
+    "impressions": arrow.schema(
+        [
+            ("impression_id", arrow.int64()),
+            ("customer", arrow.string()),
+            ("source_product", arrow.string()),
+            ("shown_product", arrow.string()),
+            ("shown_at", _TIME),
+        ]
+    ),
+    "interactions": arrow.schema(
+        [("customer", arrow.string()), ("product", arrow.string()), ("kind", arrow.string()), ("at", _TIME)]
+    ),
+}
 
 
 def sizes(n_impressions: int) -> dict[str, int]:
@@ -137,3 +175,128 @@ def write_store(root: Path, n_impressions: int, seed: int = 0, retrieval=None) -
     (root / paths.TRAFFIC_META).write_text(json.dumps({"start": str(SNAPSHOT), "now": str(now)}))
     write_bundle_files(root / "champion", n_products=n["products"], d=16, n_buckets=3, retrieval=retrieval)
     return n
+
+
+def _keys(prefix: str, ids: np.ndarray) -> arrow.Array:
+    """Keys as a store writes them (``p17``), made in Arrow (no Python object per row)."""
+    return pc.binary_join_element_wise(prefix, pc.cast(arrow.array(ids), arrow.string()), "")
+
+
+def _times(ns: np.ndarray) -> arrow.Array:
+    return arrow.array(ns.view("datetime64[ns]"), _TIME)
+
+
+def _shown_chunk(
+    first: int, rows: int, counts: tuple[int, int], rng: np.random.Generator
+) -> dict[str, arrow.Table]:
+    """``rows`` impressions of the history (ids from ``first``) shown to ``counts`` (products,
+    customers), and what their customers did: the impressions, the clicks and carts, the orders
+    of the shown products (conversions)."""
+    n_products, n_customers = counts
+    frame = _events(rows, n_products, (START, SNAPSHOT), rng)
+    customer = _keys("c", rng.integers(0, n_customers, rows))
+    shown = _keys("p", frame["shown_id"].to_numpy())
+
+    def happened(column: str) -> tuple[arrow.Array, arrow.Array, arrow.Array]:
+        at = frame[column]
+        mask = arrow.array(at.notna().to_numpy())
+        when = at.to_numpy("datetime64[ns]").view(np.int64)[at.notna().to_numpy()]
+        return customer.filter(mask), shown.filter(mask), _times(when)
+
+    clicks, carts, orders = happened("clicked_at"), happened("carted_at"), happened("converted_at")
+    kinds = [arrow.array(np.full(len(e[2]), k)) for k, e in (("click", clicks), ("cart", carts))]
+    interactions = {
+        name: arrow.concat_arrays([clicks[i], carts[i]])
+        for i, name in enumerate(("customer", "product", "at"))
+    }
+    return {
+        "impressions": arrow.table(
+            [
+                arrow.array(np.arange(first, first + rows, dtype=np.int64)),
+                customer,
+                _keys("p", frame["source_id"].to_numpy()),
+                shown,
+                _times(frame["shown_at"].to_numpy("datetime64[ns]").view(np.int64)),
+            ],
+            schema=LOG_SCHEMAS["impressions"],
+        ),
+        "interactions": arrow.table(
+            [
+                interactions["customer"],
+                interactions["product"],
+                arrow.concat_arrays(kinds),
+                interactions["at"],
+            ],
+            schema=LOG_SCHEMAS["interactions"],
+        ),
+        "orders": arrow.table(
+            [*orders, arrow.array(np.ones(len(orders[2]), np.int64))],
+            schema=LOG_SCHEMAS["orders"],
+        ),
+    }
+
+
+def _bought_chunk(first: int, pairs: int, n_products: int, rng: np.random.Generator) -> arrow.Table:
+    """``pairs`` co-purchases "bought u, then v", each a buyer's own two order lines (buyers
+    numbered from ``first``): u ordered up to ``store_logs.ORDER_GAP_HOURS`` before v."""
+    u, v = _popular(n_products, pairs, rng), _popular(n_products, pairs, rng)
+    v = np.where(u == v, (v + 1) % n_products, v)
+    gap_ns = int(store_logs.ORDER_GAP_HOURS * 3600e9)
+    at = START.value + gap_ns + rng.integers(0, SNAPSHOT.value - START.value - gap_ns, pairs)
+    before = at - 1 - rng.integers(0, gap_ns, pairs)
+    buyer = _keys("b", np.arange(first, first + pairs, dtype=np.int64))
+    return arrow.table(
+        [
+            arrow.concat_arrays([buyer, buyer]),
+            _keys("p", np.concatenate([u, v])),
+            _times(np.concatenate([before, at])),
+            arrow.array(np.ones(2 * pairs, np.int64)),
+        ],
+        schema=LOG_SCHEMAS["orders"],
+    )
+
+
+def write_logs(root: Path, n_impressions: int, seed: int = 0) -> dict[str, int]:
+    """The history of a store of ``n_impressions`` impressions as its raw logs under ``root``
+    (``LOG_FILES``); rows written per log, and the customers."""
+    n = sizes(n_impressions)
+    files = {name: root / path for name, path in LOG_FILES.items()}
+    files["catalogue"].parent.mkdir(parents=True, exist_ok=True)
+    catalogue = _products(n["products"], np.random.default_rng(seed))
+    catalogue.rename(columns={"product_key": "product"}).drop(columns="product_id").assign(
+        launched_at=pd.NaT
+    ).to_parquet(files["catalogue"], index=False)
+    written = dict.fromkeys(LOG_SCHEMAS, 0)
+    viewers = max(100, n_impressions // IMPRESSIONS_PER_CUSTOMER)
+    with contextlib.ExitStack() as stack:
+        writers = {
+            name: stack.enter_context(pq.ParquetWriter(files[name], schema))
+            for name, schema in LOG_SCHEMAS.items()
+        }
+
+        def write(name: str, table: arrow.Table) -> None:
+            writers[name].write_table(table)
+            written[name] += table.num_rows
+
+        counts = (n["products"], viewers)
+        for i, a in enumerate(range(0, n_impressions, CHUNK_ROWS)):
+            rng = np.random.default_rng([seed, 3, i])
+            for name, table in _shown_chunk(a, min(CHUNK_ROWS, n_impressions - a), counts, rng).items():
+                write(name, table)
+        for i, a in enumerate(range(0, n["edges"], CHUNK_ROWS)):
+            rng = np.random.default_rng([seed, 4, i])
+            write("orders", _bought_chunk(a, min(CHUNK_ROWS, n["edges"] - a), n["products"], rng))
+    return written | {"catalogue": n["products"], "customers_at_most": n["edges"] + viewers}
+
+
+def logs_params(params: dict) -> dict:
+    """``params`` (a params.yaml) reading the logs of ``write_logs``, censored at the snapshot."""
+    ingest = params["ingest"] | {
+        "source": "events",
+        "graph_path": None,
+        "impressions_path": None,
+        "catalogue_path": str(LOG_FILES["catalogue"]),
+        "snapshot": str(SNAPSHOT),
+    }
+    ingest["events"] = ingest["events"] | {f"{name}_path": str(LOG_FILES[name]) for name in LOG_SCHEMAS}
+    return params | {"ingest": ingest}

@@ -209,6 +209,7 @@ def render_daily_loop(name: str, result: dict) -> list[str]:
 
 # bench engines' stages as the results page names them
 ENGINE_STAGES = {
+    "ingest": "ingest (the raw logs to the graph and the labelled impressions)",
     "monitor": "monitor (scoring and the per-window × per-bucket table)",
     "batch_topk": "batch-topk (the champion's top 20 of every product)",
 }

@@ -114,7 +114,7 @@ def engines(
         None, help="folder for the stores (default: the system's temporary one)"
     ),
 ) -> None:
-    """label_delay, monitor, batch-topk: pandas vs Spark, 1M/10M/100M impressions, time and RSS."""
+    """ingest, label_delay, monitor, batch-topk: pandas vs Spark, 1M/10M/100M impressions, time, RSS."""
     try:
         _run("engines", out, sizes=sizes, cap_gib=cap_gib, work=work)
     except ValueError as err:  # sizes that are not numbers
