@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nextbuy.config import SparkConfig
+from nextbuy.config import EventsConfig, SparkConfig
 from nextbuy.domain import events
 from nextbuy.engines import spark_session, spark_table
 
@@ -60,14 +60,24 @@ def co_purchase_edges(
     lookback: int,
 ) -> tuple[pd.DataFrame, int]:
     """``events.co_purchase_edges`` on Spark: the same edges (sorted by src, dst) and pairs."""
-    from pyspark.sql import functions as F
-
     spark_cfg, near = where
     spark = spark_session.session(spark_cfg)
-    buckets = n_buckets(spark, len(customer), spark_cfg.batch_rows)
     orders = pd.DataFrame(
         {"row": np.arange(len(customer)), "customer": customer, "product": product, "at": ordered_ns}
     )
+    with spark_table.staged(spark, {"orders": orders}, near, spark_cfg.batch_rows) as staged:
+        return edges_on_spark(where, staged["orders"], len(orders), window_ns, lookback)
+
+
+def edges_on_spark(
+    where: tuple[SparkConfig, Path], orders: Any, rows: int, window_ns: int, lookback: int
+) -> tuple[pd.DataFrame, int]:
+    """Rule 2 of a Spark DataFrame of order lines (``row``: the log's order, customer, product,
+    ``at`` in int64 ns; ``rows`` of them): the edges (sorted by src, dst) and the pairs."""
+    from pyspark.sql import functions as F
+
+    spark_cfg, near = where
+    buckets = n_buckets(orders.sparkSession, rows, spark_cfg.batch_rows)
 
     def per_bucket(rows: pd.DataFrame) -> pd.DataFrame:
         rows = rows.sort_values("row", kind="stable")  # the log's order among order lines of one moment
@@ -80,16 +90,14 @@ def co_purchase_edges(
         )
         return spark_table.for_spark(edges)
 
-    with spark_table.staged(spark, {"orders": orders}, near, spark_cfg.batch_rows) as staged:
-        pairs = (
-            staged["orders"]
-            .withColumn("bucket", F.col("customer") % buckets)
-            .groupBy("bucket")
-            .applyInPandas(per_bucket, EDGE_SCHEMA)
-        )
-        merged = pairs.groupBy("src", "dst").agg(F.sum("weight").alias("weight"), F.min("time").alias("time"))
-        edges = spark_table.collected(merged, near)
-    edges = edges.sort_values(["src", "dst"], ignore_index=True)
+    pairs = (
+        orders.select("row", "customer", "product", "at")
+        .withColumn("bucket", F.col("customer") % buckets)
+        .groupBy("bucket")
+        .applyInPandas(per_bucket, EDGE_SCHEMA)
+    )
+    merged = pairs.groupBy("src", "dst").agg(F.sum("weight").alias("weight"), F.min("time").alias("time"))
+    edges = spark_table.collected(merged, near).sort_values(["src", "dst"], ignore_index=True)
     out = pd.DataFrame(
         {
             "src": edges["src"].to_numpy(np.int64),
@@ -146,8 +154,6 @@ def attribute(
     window_ns: int,
 ) -> pd.DataFrame:
     """``events.attribute`` on Spark: the same labelled impressions, in the input's order."""
-    from pyspark.sql import functions as F
-
     spark_cfg, near = where
     spark = spark_session.session(spark_cfg)
     imp = pd.DataFrame(
@@ -161,24 +167,38 @@ def attribute(
         }
     )
     ev = _events(orders, interactions)
+    with spark_table.staged(spark, {"impressions": imp, "events": ev}, near, spark_cfg.batch_rows) as staged:
+        return labels_on_spark(where, staged["impressions"], staged["events"], n_products, window_ns)
+
+
+def labels_on_spark(
+    where: tuple[SparkConfig, Path], impressions: Any, ev: Any, n_products: int, window_ns: int
+) -> pd.DataFrame:
+    """Rule 3 of Spark DataFrames: ``impressions`` (``row``: the log's order, impression_id,
+    customer, source_id, shown_id, shown_at in int64 ns) attributed to ``ev`` (orders and
+    interactions: customer, product, kind, at): the labelled impressions in the rows' order."""
+    from pyspark.sql import functions as F
+
+    spark_cfg, near = where
 
     def per_bucket(imp_rows: pd.DataFrame, ev_rows: pd.DataFrame) -> pd.DataFrame:
         if imp_rows.empty:  # customers with events but no impression
             return pd.DataFrame({c: pd.Series([], dtype=np.int64) for c in LABEL_COLUMNS})
         return _attribute_bucket(imp_rows, ev_rows, n_products, window_ns)[LABEL_COLUMNS]
 
-    buckets = n_buckets(spark, len(imp) + len(ev), spark_cfg.batch_rows)
-    with spark_table.staged(spark, {"impressions": imp, "events": ev}, near, spark_cfg.batch_rows) as staged:
-        keyed = {
-            name: frame.withColumn("bucket", F.col("customer") % buckets) for name, frame in staged.items()
-        }
-        labelled = (
-            keyed["impressions"]
-            .groupBy("bucket")
-            .cogroup(keyed["events"].groupBy("bucket"))
-            .applyInPandas(per_bucket, LABEL_SCHEMA)
+    # the buckets' count needs the rows: two counts of the (staged) inputs, not the data
+    buckets = n_buckets(impressions.sparkSession, impressions.count() + ev.count(), spark_cfg.batch_rows)
+    keyed = [
+        frame.withColumn("bucket", F.col("customer") % buckets)
+        for frame in (
+            impressions.select("row", "impression_id", "customer", "source_id", "shown_id", "shown_at"),
+            ev.select("customer", "product", "kind", "at"),
         )
-        rows = spark_table.collected(labelled, near).sort_values("row", ignore_index=True)
+    ]
+    labelled = (
+        keyed[0].groupBy("bucket").cogroup(keyed[1].groupBy("bucket")).applyInPandas(per_bucket, LABEL_SCHEMA)
+    )
+    rows = spark_table.collected(labelled, near).sort_values("row", ignore_index=True)
     return pd.DataFrame(
         {
             c: rows[c].to_numpy(np.int64).view("datetime64[ns]")
@@ -187,3 +207,36 @@ def attribute(
             for c in events.LOG_COLUMNS
         }
     )
+
+
+def build_on_spark(
+    logs: Any, n_products: int, cfg: EventsConfig, snapshot: pd.Timestamp, where: tuple[SparkConfig, Path]
+) -> events.BuiltLogs:
+    """``events.build_from_logs`` of the coded logs of ``spark_logs.read_on_spark`` (Spark
+    DataFrames over parquet), without bringing them to this process: the same edges, labelled
+    impressions (in the log's order) and counts."""
+    from pyspark.sql import functions as F
+
+    end = pd.Timestamp(snapshot).value
+    orders = logs.orders.where(F.col("at") <= end)
+    interactions = logs.interactions.where(F.col("at") <= end)
+    later = int(logs.impressions.where(F.col("shown_at") > end).count())
+    impressions = logs.impressions.where(F.col("shown_at") <= end)
+    n_orders = int(orders.count())
+    edges, pairs = edges_on_spark(
+        where, orders, n_orders, round(cfg.graph_window_days * events.NS_PER_DAY), cfg.graph_lookback_orders
+    )
+    ev = orders.select("customer", "product", F.lit(ORDER).alias("kind"), "at").unionByName(
+        interactions.select("customer", "product", "kind", "at")
+    )
+    labelled = labels_on_spark(
+        where, impressions, ev, n_products, round(cfg.attribution_days * events.NS_PER_DAY)
+    )
+    counts = {
+        "orders": n_orders,
+        "co_purchase_pairs": pairs,
+        "edges_kept": len(edges),
+        "impressions_after_snapshot_dropped": later,
+        "conversions_attributed": int(labelled["converted_at"].notna().sum()),
+    }
+    return events.BuiltLogs(edges, labelled, counts)

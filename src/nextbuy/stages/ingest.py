@@ -149,35 +149,41 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
     assert ev.impressions_path is not None
     at = None if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
     gap = cfg.max_event_gap_days
-    logs = read_event_logs(
-        ev.orders_path, ev.impressions_path, ev.interactions_path, cfg.catalogue_path, at, gap
-    )
-    snapshot = logs.last_event if at is None else at
-    built = events.build_from_logs(
-        logs.orders,
-        logs.impressions,
-        logs.interactions,
-        len(logs.products),
-        ev,
-        snapshot,
-        log_builders(engine),
-    )
+    on_spark = None
+    if engine is not None and engine.kind == "spark":  # the reader too on Spark
+        from nextbuy.engines import spark_logs
+
+        on_spark = spark_logs.read_and_build(cfg, engine.spark, paths.INGESTED.parent)
+    if on_spark is not None:
+        products, built, snapshot, cleaning = on_spark
+    else:  # the pandas reader: the pandas engine, and what the Spark one leaves to it (CSV, refusals)
+        logs = read_event_logs(
+            ev.orders_path, ev.impressions_path, ev.interactions_path, cfg.catalogue_path, at, gap
+        )
+        products, snapshot, cleaning = logs.products, logs.last_event if at is None else at, logs.cleaning
+        built = events.build_from_logs(
+            logs.orders,
+            logs.impressions,
+            logs.interactions,
+            len(products),
+            ev,
+            snapshot,
+            log_builders(engine),
+        )
     labelled = built.impressions.sort_values(["shown_at", "impression_id"], kind="stable", ignore_index=True)
     if labelled.empty:
         raise io.DataError(
             ev.impressions_path, f"no impression shown by the snapshot ({snapshot})", column="shown_at"
         )
-    edges, impressions = finalise(
-        logs.products, built.edges, labelled, snapshot, cfg.split, ev.impressions_path
-    )
-    check_graph_size(logs.products, edges, ev.orders_path)
-    n = len(logs.products)
+    edges, impressions = finalise(products, built.edges, labelled, snapshot, cfg.split, ev.impressions_path)
+    check_graph_size(products, edges, ev.orders_path)
+    n = len(products)
     return Ingested(
-        logs.products,
+        products,
         edges,
         impressions,
         snapshot,
-        logs.cleaning | built.counts,
+        cleaning | built.counts,
         features=source_features(None, n),
     )
 

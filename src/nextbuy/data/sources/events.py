@@ -38,8 +38,11 @@ class EventLogs:
     cleaning: dict[str, int]
 
 
-def _orders(path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp) -> pd.DataFrame:
-    df = _checked(path, schemas.RAW_ORDERS, "orders", cleaning)
+def _orders(
+    path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp, frame: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The orders log coded (``frame``: one part of it, whose returns may leave no line)."""
+    df = _checked(path, schemas.RAW_ORDERS, "orders", cleaning, frame)
     if "quantity" in df.columns:
         quantity = pd.to_numeric(df["quantity"], errors="coerce")
         bad = df.index[quantity.isna() | ~np.isfinite(quantity)]
@@ -53,7 +56,7 @@ def _orders(path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp
                 returned.sum(),
             )
             df = df[~returned]
-    if df.empty:
+    if df.empty and frame is None:
         raise io.DataError(
             path, "no order lines left after dropping returns (quantity <= 0)", column="quantity"
         )
@@ -66,8 +69,10 @@ def _orders(path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp
     )
 
 
-def _impressions(path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp) -> pd.DataFrame:
-    df = _checked(path, schemas.RAW_IMPRESSIONS, "impressions", cleaning)
+def _impressions(
+    path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp, frame: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    df = _checked(path, schemas.RAW_IMPRESSIONS, "impressions", cleaning, frame)
     return pd.DataFrame(
         {
             "impression_id": _impression_ids(path, df).to_numpy(np.int64),
@@ -81,7 +86,10 @@ def _impressions(path: os.PathLike | str, cleaning: dict[str, int], now: pd.Time
 
 
 def _interactions(
-    path: os.PathLike | str | None, cleaning: dict[str, int], now: pd.Timestamp
+    path: os.PathLike | str | None,
+    cleaning: dict[str, int],
+    now: pd.Timestamp,
+    frame: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     if path is None:
         return pd.DataFrame(
@@ -92,7 +100,7 @@ def _interactions(
                 "at": pd.Series([], dtype=schemas.TS),
             }
         )
-    df = _checked(path, schemas.RAW_INTERACTIONS, "interactions", cleaning)
+    df = _checked(path, schemas.RAW_INTERACTIONS, "interactions", cleaning, frame)
     return pd.DataFrame(
         {
             "customer": _keys(df["customer"]),

@@ -300,14 +300,25 @@ def _when(path: os.PathLike | str, df: pd.DataFrame, column: str, now: pd.Timest
     return times
 
 
-def _checked(
-    path: os.PathLike | str, schema: pa.DataFrameSchema, name: str, cleaning: dict[str, int]
-) -> pd.DataFrame:
-    """The log, its exact duplicate rows dropped (counted), checked against ``schema``."""
-    df = read_log(path).reset_index(drop=True)
-    if df.empty:
-        raise io.DataError(path, "file has no rows")
+def _normalised(df: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """``df`` as the checks compare it: an interactions log's kind trimmed and lower-cased."""
     if "kind" in df.columns and schema is schemas.RAW_INTERACTIONS:
         df["kind"] = df["kind"].astype("string").str.strip().str.lower().astype(object)
+    return df
+
+
+def _checked(
+    path: os.PathLike | str,
+    schema: pa.DataFrameSchema,
+    name: str,
+    cleaning: dict[str, int],
+    frame: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The log, its exact duplicate rows dropped (counted), checked against ``schema``
+    (``frame``: a part of the log already read, indexed by its rows in the log)."""
+    df = read_log(path).reset_index(drop=True) if frame is None else frame
+    if df.empty:
+        raise io.DataError(path, "file has no rows")
+    df = _normalised(df, schema)
     cleaning[f"{name}_rows_read"] = len(df)
     return io.validate(_without_copies(path, df, name, cleaning), schema, path)

@@ -1,0 +1,293 @@
+"""A store's raw logs (``ingest.source: events``) read on Spark: each parquet log (a file, or a
+folder of parquet files with hive partitions such as ``month=2026-01/``) is split into its row
+groups, and each row group is parsed, checked, cleaned and its keys turned into text on an
+executor by the pandas reader's own functions (``nextbuy.data.sources.events``), its rows
+numbered as in the whole log. Spark then does what needs the whole log: exact duplicate rows
+(the first copy stays), returns, shared impression ids, isolated times, products the catalogue
+does not list, the last event, and the integer ids of products (the pandas reader's sorted
+keys) and customers (numbered in order of first appearance: orders, impressions, interactions).
+
+The stage's process holds only what is small whatever the logs' length: the list of row groups,
+the catalogue (one row per product), the products table and one row per span of
+``ingest.max_event_gap_days`` (the isolated-times check). The coded logs stay parquet beside
+the stage's outputs, and ``spark_events.build_on_spark`` builds the graph and labels from them.
+
+A refusal keeps the pandas engine's words: when any check fails on Spark, the logs are read
+again by the pandas reader in the stage's process, which names the file, the column and the
+first offending rows as it does on the pandas engine (so a refused log is read whole by the
+stage's process, as before). CSV/TSV logs, which have no row groups to split at, are read by
+the pandas reader too (:func:`read_on_spark` returns None)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from nextbuy.config import IngestConfig, SparkConfig
+from nextbuy.data.sources import catalogue as sources_catalogue
+from nextbuy.data.sources import events as sources_events
+from nextbuy.data.sources import keys as sources_keys
+from nextbuy.domain.events import BuiltLogs
+from nextbuy.engines import spark_session
+from nextbuy.mlops import io, schemas
+
+PIECE_SCHEMA = (
+    "row long, h1 long, h2 long, live boolean, customer string, product string, shown string, "
+    "kind string, impression_id long, at long, bad string"
+)
+PIECE_COLUMNS = [part.split()[0] for part in PIECE_SCHEMA.split(", ")]
+# what each log's coded columns are called in the pieces' rows, and its time column
+CODED = {
+    "orders": ({"customer": "customer", "product": "product"}, "ordered_at"),
+    "impressions": (
+        {
+            "customer": "customer",
+            "source_id": "product",
+            "shown_id": "shown",
+            "impression_id": "impression_id",
+        },
+        "shown_at",
+    ),
+    "interactions": ({"customer": "customer", "product": "product", "kind": "kind"}, "at"),
+}
+READERS = {
+    "orders": sources_events._orders,
+    "impressions": sources_events._impressions,
+    "interactions": sources_events._interactions,
+}
+SCHEMAS = {
+    "orders": schemas.RAW_ORDERS,
+    "impressions": schemas.RAW_IMPRESSIONS,
+    "interactions": schemas.RAW_INTERACTIONS,
+}
+_HASH_KEYS = ("nextbuy-rows-one", "nextbuy-rows-two")  # two 64-bit fingerprints of a row
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One row group of a log: its file, its number in the file, the log's row number of its
+    first row, and the hive partition columns its folder gives (name, value as pandas reads it)."""
+
+    path: str
+    group: int
+    first: int
+    parts: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Layout:
+    pieces: list[Piece]
+    rows: int
+    columns: tuple[str, ...]
+
+
+def layout(path: str) -> Layout | None:
+    """The row groups of a parquet log in the order the pandas reader reads them (None: a log
+    Spark does not split, or one the pandas reader should refuse with its own words)."""
+    import pyarrow.dataset as ds
+
+    p = Path(path).resolve()  # the executors' working folder is not the stage's
+    try:
+        if p.is_dir():
+            dataset = ds.dataset(p, format="parquet", partitioning="hive")
+            files, partition = (
+                list(dataset.files),
+                dataset.partitioning.schema if dataset.partitioning else None,
+            )
+        elif p.is_file() and p.suffix.lower() in sources_keys.PARQUET_SUFFIXES:
+            files, partition = [str(p)], None
+        else:
+            return None
+        pieces, first, columns = [], 0, ()
+        for file in files:
+            meta = pq.ParquetFile(file).metadata
+            columns = tuple(meta.schema.to_arrow_schema().names)
+            parts = _parts(Path(file).relative_to(p).parent.parts, partition) if p.is_dir() else ()
+            for group in range(meta.num_row_groups):
+                n = meta.row_group(group).num_rows
+                if n:
+                    pieces.append(Piece(str(file), group, first, parts))
+                    first += n
+    except Exception:  # noqa: BLE001 - anything unreadable: the pandas reader says what
+        return None
+    if not pieces:
+        return None
+    names = tuple(name for name, _ in pieces[0].parts)
+    return Layout(pieces, first, columns + names)
+
+
+def _parts(folders: tuple[str, ...], partition: Any) -> tuple[tuple[str, str], ...]:
+    """A file's hive partition values as the pandas reader has them: text, or integers' text."""
+    import pyarrow as arrow
+
+    out = []
+    for folder in folders:
+        if "=" not in folder:
+            continue
+        name, value = folder.split("=", 1)
+        typed = partition is not None and name in partition.names
+        if typed and arrow.types.is_integer(partition.field(name).type):
+            value = str(int(value))
+        out.append((name, value))
+    return tuple(out)
+
+
+def read_piece(piece: Piece) -> pd.DataFrame:
+    """One row group as the pandas reader sees those rows: indexed by their rows in the log."""
+    frame = pq.ParquetFile(piece.path).read_row_group(piece.group).to_pandas()
+    frame.index = pd.RangeIndex(piece.first, piece.first + len(frame))
+    for name, value in piece.parts:
+        frame[name] = value
+    return frame
+
+
+def _fingerprints(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        hashed = [pd.util.hash_pandas_object(frame, index=False, hash_key=k) for k in _HASH_KEYS]
+    except TypeError:  # unhashable cells (a parquet list column): compare them as text
+        hashed = [pd.util.hash_pandas_object(frame.astype(str), index=False, hash_key=k) for k in _HASH_KEYS]
+    return hashed[0].to_numpy(np.uint64).view(np.int64), hashed[1].to_numpy(np.uint64).view(np.int64)
+
+
+def piece_rows(name: str, path: str, piece: Piece, now: pd.Timestamp) -> pd.DataFrame:
+    """A row group checked and coded by the pandas reader's function for ``name`` (DataError
+    as it raises it): per row its number, its fingerprint, whether it is still an event
+    (``live``: not a return) and its coded keys and time (int64 ns)."""
+    frame = sources_keys._normalised(read_piece(piece), SCHEMAS[name])
+    try:
+        repeated = frame.duplicated(keep="first").to_numpy()
+    except TypeError:
+        repeated = frame.astype(str).duplicated(keep="first").to_numpy()
+    frame = frame[~repeated]
+    h1, h2 = _fingerprints(frame)
+    coded = READERS[name](path, {}, now, frame)
+    columns, time = CODED[name]
+    out = pd.DataFrame({c: pd.Series(None, index=frame.index, dtype=object) for c in PIECE_COLUMNS})
+    out = out.assign(row=frame.index.to_numpy(np.int64), h1=h1, h2=h2, live=frame.index.isin(coded.index))
+    for source, target in columns.items():
+        out.loc[coded.index, target] = coded[source].to_numpy()
+    out["at"] = pd.Series(coded[time].to_numpy("datetime64[ns]").view(np.int64), index=coded.index)
+    out["at"] = out["at"].fillna(0).astype(np.int64)
+    out["impression_id"] = out["impression_id"].fillna(-1).astype(np.int64)
+    return out[PIECE_COLUMNS]
+
+
+def checked_rows(spark: Any, name: str, path: str, pieces: list[Piece], now: pd.Timestamp) -> Any:
+    """Every row group of a log through :func:`piece_rows` on the executors, one task each; a
+    row group the pandas reader refuses gives one row whose ``bad`` says why."""
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for i in batch["id"].to_numpy(np.int64):
+                try:
+                    yield piece_rows(name, path, pieces[i], now)
+                except Exception as err:  # noqa: BLE001 - any refusal: the pandas reader words it
+                    marker = {c: [None] for c in PIECE_COLUMNS}
+                    yield pd.DataFrame(marker | {"row": [-1], "bad": [f"{type(err).__name__}: {err}"]})
+
+    return spark.range(len(pieces), numPartitions=max(len(pieces), 1)).mapInPandas(run, PIECE_SCHEMA)
+
+
+@contextlib.contextmanager
+def folder_near(near: Path) -> Iterator[Path]:
+    """A scratch folder beside ``near`` (the executors' shared storage), removed afterwards."""
+    near.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".spark-logs.", dir=near)).resolve()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def written(frame: Any, folder: Path, name: str) -> Any:
+    """``frame`` computed once, as parquet under ``folder``, and read back."""
+    frame.write.mode("overwrite").parquet(str(folder / name))
+    return frame.sparkSession.read.parquet(str(folder / name))
+
+
+@dataclass(frozen=True, eq=False)
+class SparkLogs:
+    """The coded logs as Spark DataFrames over parquet (``row``: the log's order; times int64
+    ns), with the products whose ids they use (``EventLogs`` on Spark)."""
+
+    products: pd.DataFrame
+    orders: Any  # row, customer, product, at
+    impressions: Any  # row, impression_id, customer, source_id, shown_id, shown_at
+    interactions: Any  # row, customer, product, kind, at
+    last_event: pd.Timestamp
+    cleaning: dict[str, int]
+
+
+def read_on_spark(cfg: IngestConfig, spark_cfg: SparkConfig, folder: Path) -> SparkLogs | None:
+    """The raw logs of ``cfg.events`` read, checked, cleaned and coded on Spark, their rows kept
+    as parquet under ``folder``; None when the pandas reader is to read them (a CSV log, or a
+    check failed: it refuses with its own message)."""
+    from nextbuy.engines import spark_log_checks as checks
+
+    ev = cfg.events
+    assert ev.orders_path is not None  # IngestConfig requires it
+    assert ev.impressions_path is not None
+    files = {
+        "orders": ev.orders_path,
+        "impressions": ev.impressions_path,
+        "interactions": ev.interactions_path,
+    }
+    layouts = {name: layout(path) for name, path in files.items() if path is not None}
+    if any(lay is None for lay in layouts.values()):
+        return None
+    spark = spark_session.session(spark_cfg)
+    now = pd.Timestamp.now("UTC")
+    rows = {}
+    for name, lay in layouts.items():
+        assert lay is not None
+        rows[name] = written(checked_rows(spark, name, str(files[name]), lay.pieces, now), folder, name)
+        if rows[name].where("bad IS NOT NULL").limit(1).count():
+            return None
+    kept = {name: checks.first_copies(frame, folder, name) for name, frame in rows.items()}
+    cleaning = checks.cleaning_counts(kept, layouts, {k: str(v) for k, v in files.items()})
+    if not checks.logs_pass(kept, cleaning, cfg.max_event_gap_days):
+        return None
+    catalogue = sources_catalogue.read_catalogue(cfg.catalogue_path, cleaning)
+    mentioned = checks.product_keys(spark, kept, catalogue)
+    if mentioned is None:
+        return None
+    last = pd.Timestamp(checks.last_event_ns(kept))
+    at = last if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
+    paths = {
+        "orders": ev.orders_path,
+        "impressions": ev.impressions_path,
+        "interactions": str(ev.interactions_path),
+    }
+    keys = {"orders.product": mentioned}
+    products = sources_catalogue.catalogue_products(catalogue, keys, paths, at, cleaning)
+    coded, customers = checks.coded(spark, kept, products, folder)
+    cleaning |= {"products": len(products), "customers": customers}
+    products = io.validate(products, schemas.PRODUCTS, cfg.catalogue_path or ev.orders_path)
+    return SparkLogs(products, coded["orders"], coded["impressions"], coded["interactions"], last, cleaning)
+
+
+def read_and_build(
+    cfg: IngestConfig, spark_cfg: SparkConfig, near: Path
+) -> tuple[pd.DataFrame, BuiltLogs, pd.Timestamp, dict[str, int]] | None:
+    """ingest's raw logs read (:func:`read_on_spark`) and built into the graph and the labels
+    (``spark_events.build_on_spark``) on Spark, the staged parquet beside ``near`` removed
+    afterwards: the products, what was built, the snapshot and the cleaning counts; None when
+    the pandas reader is to read them."""
+    from nextbuy.engines import spark_events
+
+    with folder_near(near) as folder:
+        logs = read_on_spark(cfg, spark_cfg, folder)
+        if logs is None:
+            return None
+        snapshot = logs.last_event if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
+        built = spark_events.build_on_spark(logs, len(logs.products), cfg.events, snapshot, (spark_cfg, near))
+    return logs.products, built, snapshot, logs.cleaning

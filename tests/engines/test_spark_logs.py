@@ -1,0 +1,213 @@
+"""A store's raw logs read on Spark (local[2]): parquet logs split into row groups, partitioned
+folders included, are cleaned, counted and coded exactly as the pandas reader does (duplicate
+rows across row groups, returns, product ids in key order, customers in order of first
+appearance); a bad row refuses the logs with the pandas engine's message and exit code, and the
+last good outputs stay in place."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as arrow
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from nextbuy import paths
+from nextbuy.config import IngestConfig
+from nextbuy.data.sources import read_event_logs
+from tests.conftest import TINY_PARAMS
+from tests.engines import parity
+
+T0 = pd.Timestamp("2026-01-20")
+
+
+def raw_frames(seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Logs over two months: text keys, returns, kinds in mixed case, a catalogue with products
+    nobody names; the last rows of orders and interactions repeat earlier ones (a delivery twice)."""
+    rng = np.random.default_rng(seed)
+
+    def times(n: int) -> pd.Series:
+        return pd.Series(T0 + pd.to_timedelta(rng.integers(0, 40 * 24, n), unit="h"))
+
+    orders = pd.DataFrame(
+        {
+            "customer": [f"c{i}" for i in rng.integers(0, 40, 300)],
+            "product": [f"sku-{i}" for i in rng.integers(0, 25, 300)],
+            "ordered_at": times(300),
+            "quantity": rng.choice([1, 1, 1, 2, 0, -1], 300),
+        }
+    )
+    impressions = pd.DataFrame(
+        {
+            "impression_id": rng.permutation(200) + 500,
+            "customer": [f"v{i}" if i % 3 else f"c{i}" for i in rng.integers(0, 60, 200)],
+            "source_product": [f"sku-{i}" for i in rng.integers(0, 25, 200)],
+            "shown_product": [f"sku-{i}" for i in rng.integers(0, 25, 200)],
+            "shown_at": times(200),
+        }
+    )
+    interactions = pd.DataFrame(
+        {
+            "customer": [f"c{i}" for i in rng.integers(0, 70, 150)],
+            "product": [f"sku-{i}" for i in rng.integers(0, 25, 150)],
+            "kind": rng.choice(["click", " Click", "CART "], 150),
+            "at": times(150),
+        }
+    )
+    catalogue = pd.DataFrame({"product": [f"sku-{i}" for i in range(30)], "price": np.arange(30) + 1.0})
+    return {
+        "orders": pd.concat([orders, orders.iloc[[3, 40, 41]]], ignore_index=True),
+        "impressions": impressions,
+        "interactions": pd.concat([interactions, interactions.iloc[[7]]], ignore_index=True),
+        "catalogue": catalogue,
+    }
+
+
+def write_logs(root: Path, frames: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """orders as a folder partitioned by month, the others one parquet file each; row groups of
+    17 rows, so every log spans several."""
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, frame in frames.items():
+        if name == "orders":
+            folder = root / name
+            for month, part in frame.groupby(frame["ordered_at"].dt.strftime("%Y-%m"), sort=True):
+                (folder / f"month={month}").mkdir(parents=True)
+                table = arrow.Table.from_pandas(part, preserve_index=False)
+                pq.write_table(table, folder / f"month={month}" / "part-0.parquet", row_group_size=17)
+            out[name] = str(folder)
+        else:
+            table = arrow.Table.from_pandas(frame, preserve_index=False)
+            pq.write_table(table, root / f"{name}.parquet", row_group_size=17)
+            out[name] = str(root / f"{name}.parquet")
+    return out
+
+
+def ingest_config(files: dict[str, str], snapshot: str | None = None) -> IngestConfig:
+    ingest = copy.deepcopy(TINY_PARAMS["ingest"]) | {
+        "source": "events",
+        "catalogue_path": files["catalogue"],
+        "snapshot": snapshot,
+    }
+    ingest["events"] |= {f"{n}_path": files[n] for n in ("orders", "impressions", "interactions")}
+    return IngestConfig.model_validate(ingest)
+
+
+def test_logs_read_on_spark_are_cleaned_counted_and_coded_as_the_pandas_reader_does(local_spark, tmp_path):
+    from nextbuy.engines import spark_logs
+
+    files = write_logs(tmp_path / "logs", raw_frames())
+    cfg = ingest_config(files)
+    expected = read_event_logs(
+        files["orders"], files["impressions"], files["interactions"], files["catalogue"], None, 365.0
+    )
+    with spark_logs.folder_near(tmp_path / "data") as folder:
+        got = spark_logs.read_on_spark(cfg, local_spark, folder)
+        assert got is not None
+        pd.testing.assert_frame_equal(got.products, expected.products, check_exact=True)
+        assert got.cleaning == expected.cleaning
+        assert list(got.cleaning) == list(expected.cleaning)  # the same order in metrics/ingest.json
+        assert got.last_event == expected.last_event
+        for name, time in (("orders", "ordered_at"), ("impressions", "shown_at"), ("interactions", "at")):
+            mine = got.__getattribute__(name).toPandas().sort_values("row").set_index("row")
+            theirs = getattr(expected, name)
+            theirs = theirs.assign(**{time: theirs[time].to_numpy("datetime64[ns]").view(np.int64)})
+            mine = mine.rename(columns={"at": time})[list(theirs.columns)]
+            assert mine.index.tolist() == theirs.index.tolist(), name  # the same rows kept, in order
+            pd.testing.assert_frame_equal(mine, theirs, check_exact=True, check_dtype=False, check_names=False)
+    assert expected.cleaning["orders_duplicate_rows_dropped"] == 3
+    assert expected.cleaning["orders_returns_dropped"] > 0
+    assert not list((tmp_path / "data").iterdir())  # the staged rows are gone
+
+
+def test_a_csv_log_is_left_to_the_pandas_reader(local_spark, tmp_path):
+    from nextbuy.engines import spark_logs
+
+    frames = raw_frames()
+    files = write_logs(tmp_path / "logs", frames)
+    frames["impressions"].to_csv(tmp_path / "impressions.csv", index=False)
+    cfg = ingest_config(files | {"impressions": str(tmp_path / "impressions.csv")})
+    assert spark_logs.read_on_spark(cfg, local_spark, tmp_path) is None
+
+
+def in_project(root: Path) -> dict:
+    root.mkdir(parents=True)
+    os.chdir(root)
+    files = write_logs(Path("inputs") / "store", raw_frames())
+    params = copy.deepcopy(TINY_PARAMS)
+    params["ingest"] = ingest_config(files).model_dump(mode="json")
+    params["ingest"]["split"] = params["ingest"]["split"] | {"test_share": 0.2, "calib_share": 0.2}
+    return params
+
+
+def spoil(frame: pd.DataFrame, log: str) -> pd.DataFrame:
+    """One bad row (or pair) well inside the log: a row group other than the first refuses it."""
+    frame = frame.copy()
+    if log == "orders":
+        frame["quantity"] = frame["quantity"].astype(str)  # a text column, as a CSV export's
+        frame.loc[150, "quantity"] = "two"
+    elif log == "impressions":
+        frame.loc[120, "impression_id"] = frame.loc[30, "impression_id"]
+    else:
+        frame.loc[90, "at"] = pd.Timestamp("1990-01-01")
+    return frame
+
+
+@pytest.mark.parametrize("log", ["orders", "impressions", "interactions"])
+def test_a_bad_row_refuses_the_logs_with_the_pandas_engines_message_and_exit(local_spark, tmp_path, log):
+    from nextbuy.cli import app
+
+    before = Path.cwd()
+    try:
+        params = in_project(tmp_path / "store")
+        parity.set_engine(params, "spark", local_spark)
+        good = CliRunner().invoke(app, ["ingest"])
+        assert good.exit_code == 0, good.output
+        written = {p: Path(p).read_bytes() for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS)}
+        frames = raw_frames()
+        frames[log] = spoil(frames[log], log)
+        write_logs(Path("bad"), {log: frames[log]})
+        target = Path(params["ingest"]["events"][f"{log}_path"])
+        (target.rename(Path("old")) if target.is_dir() else target.unlink())
+        Path("bad", Path(target).name).rename(target)
+        answers = {}
+        for kind in ("pandas", "spark"):
+            parity.set_engine(params, kind, local_spark)
+            answers[kind] = CliRunner().invoke(app, ["ingest"])
+        assert answers["pandas"].exit_code != 0
+        assert answers["spark"].exit_code == answers["pandas"].exit_code
+        assert answers["spark"].output == answers["pandas"].output
+        assert target.name in answers["spark"].output
+        assert "first offending rows" in answers["spark"].output
+        assert {p: Path(p).read_bytes() for p in written} == written  # the last good outputs stay
+        assert not [p for p in Path("data").iterdir() if p.name.startswith(".spark")]
+    finally:
+        os.chdir(before)
+
+
+def test_the_stage_reads_the_logs_on_spark_and_writes_what_pandas_writes(local_spark, tmp_path):
+    from nextbuy.engines import spark_logs
+    from nextbuy.stages import ingest
+
+    before = Path.cwd()
+    try:
+        params = in_project(tmp_path / "store")
+        parity.set_engine(params, "pandas", local_spark)
+        ingest.run()
+        kept = {p: pd.read_parquet(p) for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS)}
+        metrics = yaml.safe_load(Path(paths.metrics_file("ingest")).read_text())
+        parity.set_engine(params, "spark", local_spark)
+        cfg = IngestConfig.model_validate(params["ingest"])
+        assert spark_logs.read_and_build(cfg, local_spark, Path("data")) is not None  # not left to pandas
+        ingest.run()
+        for p, frame in kept.items():
+            pd.testing.assert_frame_equal(pd.read_parquet(p), frame, check_exact=True)
+        assert yaml.safe_load(Path(paths.metrics_file("ingest")).read_text()) == metrics
+    finally:
+        os.chdir(before)
