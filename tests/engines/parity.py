@@ -102,7 +102,7 @@ INGEST_JSON = (
 )
 
 
-def raw_logs(params: dict, days_after: float) -> dict:
+def raw_logs(params: dict, days_after: float, form: str = "parquet") -> dict:
     """The simulated store of ``params`` written as raw logs under inputs/store (cwd), up to
     ``days_after`` past its snapshot; ``params`` with ``ingest.source: events`` reading them."""
     from nextbuy.config import IngestConfig
@@ -112,7 +112,7 @@ def raw_logs(params: dict, days_after: float) -> dict:
     cfg = IngestConfig.model_validate(params["ingest"])
     snapshot = simulate_world(cfg.simulator, cfg.seed).snapshot
     logs = simulated_logs(cfg.simulator, cfg.seed, snapshot + pd.Timedelta(days=days_after))
-    written = write_logs(logs, "inputs/store")
+    written = write_logs(logs, "inputs/store", form)
     params = copy.deepcopy(params)
     params["ingest"] |= {
         "source": "events",

@@ -76,17 +76,27 @@ def test_logs_of_same_moment_baskets_build_the_same_graph_and_labels(local_spark
     assert not list(tmp_path.iterdir())  # the staged inputs and the parts are gone
 
 
-def in_store(root: Path, params: dict, days_after: float) -> dict:
+def in_store(root: Path, params: dict, days_after: float, form: str = "parquet") -> dict:
     root.mkdir(parents=True)
     os.chdir(root)
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    return parity.raw_logs(params, days_after)
+    return parity.raw_logs(params, days_after, form)
 
 
-def test_ingest_and_traffic_of_the_tiny_stores_logs_on_spark_write_what_pandas_writes(local_spark, tmp_path):
+@pytest.mark.parametrize("form", ["parquet", "partitioned"])
+def test_ingest_and_traffic_of_the_tiny_stores_logs_on_spark_write_what_pandas_writes(
+    local_spark, tmp_path, form
+):
+    from nextbuy.config import IngestConfig
+    from nextbuy.engines import spark_logs
+
     before = Path.cwd()
     try:
-        params = in_store(tmp_path / "store", copy.deepcopy(TINY_PARAMS), TINY_PARAMS["traffic"]["days"])
+        tiny = copy.deepcopy(TINY_PARAMS)
+        params = in_store(tmp_path / "store", tiny, TINY_PARAMS["traffic"]["days"], form)
+        cfg = IngestConfig.model_validate(params["ingest"])
+        with spark_logs.folder_near(tmp_path / "scratch") as folder:  # the reader runs on Spark
+            assert spark_logs.read_on_spark(cfg, local_spark, folder) is not None
         parity.ingest_on_both(params, local_spark, tmp_path / "pandas")
         parity.assert_ingest_same(tmp_path / "pandas")
         assert len(pd.read_parquet(paths.EDGES)) > 0

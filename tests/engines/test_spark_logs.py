@@ -115,12 +115,13 @@ def test_logs_read_on_spark_are_cleaned_counted_and_coded_as_the_pandas_reader_d
         assert list(got.cleaning) == list(expected.cleaning)  # the same order in metrics/ingest.json
         assert got.last_event == expected.last_event
         for name, time in (("orders", "ordered_at"), ("impressions", "shown_at"), ("interactions", "at")):
-            mine = got.__getattribute__(name).toPandas().sort_values("row").set_index("row")
+            mine = getattr(got, name).toPandas().sort_values("row").set_index("row")
             theirs = getattr(expected, name)
             theirs = theirs.assign(**{time: theirs[time].to_numpy("datetime64[ns]").view(np.int64)})
             mine = mine.rename(columns={"at": time})[list(theirs.columns)]
             assert mine.index.tolist() == theirs.index.tolist(), name  # the same rows kept, in order
-            pd.testing.assert_frame_equal(mine, theirs, check_exact=True, check_dtype=False, check_names=False)
+            mine.index.name = theirs.index.name
+            pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
     assert expected.cleaning["orders_duplicate_rows_dropped"] == 3
     assert expected.cleaning["orders_returns_dropped"] > 0
     assert not list((tmp_path / "data").iterdir())  # the staged rows are gone
