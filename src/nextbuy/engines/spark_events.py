@@ -12,10 +12,10 @@ log's order (a ``row`` column), so order lines of one moment are counted back in
 as by the pandas engine. The buckets' edges are then summed per (src, dst) in Spark (weight:
 the pairs; time: the first), and the labelled impressions come back in the log's order.
 
-The reader (parse, check, clean and code each file, the snapshot's cut and the counts) stays in
-the stage's process, as with the pandas engine: its refusals name the same file, column and
-rows. The coded logs reach the executors as parquet beside the stage's outputs, and the results
-come back as parquet parts (``spark_table.staged``, ``spark_table.collected``)."""
+The coded logs come from the reader on Spark (``spark_logs``) as DataFrames over parquet
+(:func:`build_on_spark`: the snapshot's cut and the counts as Spark jobs), or, from the pandas
+reader (CSV logs, refusals), as frames staged as parquet beside the stage's outputs
+(``spark_table.staged``); the results come back as parquet parts (``spark_table.collected``)."""
 
 from __future__ import annotations
 
