@@ -171,13 +171,28 @@ def piece_rows(name: str, path: str, piece: Piece, now: pd.Timestamp) -> pd.Data
     h1, h2 = _fingerprints(frame)
     coded = READERS[name](path, {}, now, frame)
     columns, time = CODED[name]
-    out = pd.DataFrame({c: pd.Series(None, index=frame.index, dtype=object) for c in PIECE_COLUMNS})
-    out = out.assign(row=frame.index.to_numpy(np.int64), h1=h1, h2=h2, live=frame.index.isin(coded.index))
+    at = np.zeros(len(frame), np.int64)  # per row of ``frame``; returns (not live) keep 0 and -1
+    live = frame.index.isin(coded.index)
+    at[live] = coded[time].to_numpy("datetime64[ns]").view(np.int64)
+    out = pd.DataFrame(
+        {
+            "row": frame.index.to_numpy(np.int64),
+            "h1": h1,
+            "h2": h2,
+            "live": live,
+            **{
+                c: pd.Series(None, index=frame.index, dtype=object)
+                for c in ("customer", "product", "shown", "kind")
+            },
+            "impression_id": np.full(len(frame), -1, np.int64),
+            "at": at,
+            "bad": pd.Series(None, index=frame.index, dtype=object),
+        },
+        index=frame.index,
+    )
     for source, target in columns.items():
-        out.loc[coded.index, target] = coded[source].to_numpy()
-    out["at"] = pd.Series(coded[time].to_numpy("datetime64[ns]").view(np.int64), index=coded.index)
-    out["at"] = out["at"].fillna(0).astype(np.int64)
-    out["impression_id"] = out["impression_id"].fillna(-1).astype(np.int64)
+        values = coded[source].to_numpy()
+        out.loc[coded.index, target] = values.astype(np.int64) if target == "impression_id" else values
     return out[PIECE_COLUMNS]
 
 
