@@ -92,20 +92,26 @@ def write_logs(root: Path, frames: dict[str, pd.DataFrame]) -> dict[str, str]:
 def ingest_config(files: dict[str, str], snapshot: str | None = None) -> IngestConfig:
     ingest = copy.deepcopy(TINY_PARAMS["ingest"]) | {
         "source": "events",
-        "catalogue_path": files["catalogue"],
+        "catalogue_path": files.get("catalogue"),
         "snapshot": snapshot,
     }
-    ingest["events"] |= {f"{n}_path": files[n] for n in ("orders", "impressions", "interactions")}
+    ingest["events"] |= {f"{n}_path": files.get(n) for n in ("orders", "impressions", "interactions")}
     return IngestConfig.model_validate(ingest)
 
 
-def test_logs_read_on_spark_are_cleaned_counted_and_coded_as_the_pandas_reader_does(local_spark, tmp_path):
+@pytest.mark.parametrize("given", [("interactions", "catalogue"), ()])
+def test_logs_read_on_spark_are_cleaned_counted_and_coded_as_the_pandas_reader_does(
+    local_spark, tmp_path, given
+):
     from nextbuy.engines import spark_logs
 
-    files = write_logs(tmp_path / "logs", raw_frames())
+    frames = raw_frames()
+    files = write_logs(
+        tmp_path / "logs", {n: f for n, f in frames.items() if n in ("orders", "impressions", *given)}
+    )
     cfg = ingest_config(files)
     expected = read_event_logs(
-        files["orders"], files["impressions"], files["interactions"], files["catalogue"], None, 365.0
+        files["orders"], files["impressions"], files.get("interactions"), files.get("catalogue"), None, 365.0
     )
     with spark_logs.folder_near(tmp_path / "data") as folder:
         got = spark_logs.read_on_spark(cfg, local_spark, folder)
