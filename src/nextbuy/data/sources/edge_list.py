@@ -110,6 +110,14 @@ def read_edge_list(path: os.PathLike | str) -> GraphSource:
     keys = _sorted_keys(np.concatenate([src_key.to_numpy(), dst_key.to_numpy()]))
     index = pd.Index(keys)
     edges, cleaning = _clean_edges(index.get_indexer(src_key), index.get_indexer(dst_key), weight, time, path)
+    return key_graph(path, keys, edges, cleaning)
+
+
+def key_graph(
+    path: os.PathLike | str, keys: np.ndarray, edges: pd.DataFrame, cleaning: dict[str, int]
+) -> GraphSource:
+    """The graph of an edge list whose sorted ``keys`` are products 0..N-1 (category and price
+    unknown), checked by the products' and edges' schemas."""
     products = pd.DataFrame(
         {
             "product_id": np.arange(len(keys), dtype=np.int64),

@@ -194,11 +194,19 @@ def _clean_edges(
     merged = edges.groupby(["src", "dst"], sort=True, as_index=False).agg(
         weight=("weight", "sum"), time=("time", "min")
     )
+    cleaning = cleaning_counts(len(src), int(loop.sum()), len(edges), len(merged), path)
+    merged = merged.astype({"src": np.int64, "dst": np.int64, "weight": np.float64, "time": schemas.TS})
+    return merged.reset_index(drop=True), cleaning
+
+
+def cleaning_counts(rows: int, loops: int, kept: int, merged: int, path: os.PathLike | str) -> dict[str, int]:
+    """What cleaning did (``rows`` read, ``loops`` of them dropped, ``kept`` merged into
+    ``merged`` edges), each change logged; DataError when no edge is left."""
     cleaning = {
-        "rows_read": len(src),
-        "self_loops_dropped": int(loop.sum()),
-        "duplicate_edges_merged": int(len(edges) - len(merged)),
-        "edges_kept": len(merged),
+        "rows_read": rows,
+        "self_loops_dropped": loops,
+        "duplicate_edges_merged": kept - merged,
+        "edges_kept": merged,
     }
     if cleaning["self_loops_dropped"]:
         log.warning("%s: dropped %d self-loop(s)", path, cleaning["self_loops_dropped"])
@@ -208,10 +216,9 @@ def _clean_edges(
             path,
             cleaning["duplicate_edges_merged"],
         )
-    if merged.empty:
+    if merged == 0:
         raise DataError(path, f"no edges left after cleaning ({cleaning})")
-    merged = merged.astype({"src": np.int64, "dst": np.int64, "weight": np.float64, "time": schemas.TS})
-    return merged.reset_index(drop=True), cleaning
+    return cleaning
 
 
 def _without_repeats(path: os.PathLike | str, df: pd.DataFrame) -> pd.DataFrame:
