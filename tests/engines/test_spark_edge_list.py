@@ -26,7 +26,7 @@ REAL_GRAPH = ROOT.parent / "shared" / "data" / "cora_ml" / "split0" / "observed_
 
 
 @contextlib.contextmanager
-def small_parts(bytes_per_part: int = 2048):
+def small_parts(bytes_per_part: int = 16384):
     """Spark splits a text file into parts of ``bytes_per_part`` (many parts for a small list)."""
     from pyspark.sql import SparkSession
 
@@ -39,7 +39,7 @@ def small_parts(bytes_per_part: int = 2048):
         spark.conf.set("spark.sql.files.maxPartitionBytes", before)
 
 
-def awkward_edges(seed: int = 0, n: int = 3000) -> pd.DataFrame:
+def awkward_edges(seed: int = 0, n: int = 1500) -> pd.DataFrame:
     """Edges over 150 products with duplicates, self-loops, times (one missing) and float weights."""
     rng = np.random.default_rng(seed)
     at = pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 10**7, n), unit="s")
@@ -105,7 +105,7 @@ REFUSALS = {
     "a negative weight": lambda f: bad(f, "weight", -1, 500).to_csv(index=False),
     "a missing id": lambda f: bad(f, "src", None, 900).to_csv(index=False),
     "an unparseable time": lambda f: bad(f, "time", "yesterday", 800).to_csv(index=False),
-    "a line with a field too many": lambda f: one_wide_line(f.to_csv(index=False), 2500),
+    "a line with a field too many": lambda f: one_wide_line(f.to_csv(index=False), 1400),
 }
 
 

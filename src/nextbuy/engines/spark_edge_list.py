@@ -41,6 +41,7 @@ FACTS_SCHEMA = (
     "column string, rows long, given long, numbers long, integers long, first_row long, first string"
 )
 PROBLEM_SCHEMA = "step long, column string, reason string, rows long, first array<long>"
+UNREADABLE = "\0unreadable"  # a fact that says a part did not parse
 ROWS_SCHEMA = "src_key string, dst_key string, weight double, time long"
 
 
@@ -123,7 +124,6 @@ def read_edge_list(spark_cfg: SparkConfig, near: Path, path: str | Path) -> keys
     spark = spark_session.session(spark_cfg)
     near = Path(near)
     with spark_table.spilled(_numbered(spark, lay), near) as (_, rows):
-        _refuse_unreadable(rows, lay)
         kinds, counted, lead, n_rows = _facts(rows, lay)
         if n_rows == 0:
             raise io.DataError(path, "file has no rows")
@@ -177,21 +177,19 @@ def _numbered(spark: Any, lay: Layout) -> Any:
     return lines.mapInPandas(per_part, schema)
 
 
-def _refuse_unreadable(rows: Any, lay: Layout) -> None:
-    """DataError (unreadable) when a part of the lines did not parse (a row number below 0)."""
-    from pyspark.sql import functions as F
-
-    bad = rows.where(F.col("row") < 0).orderBy(F.col("row").desc()).limit(1).toPandas()
-    if len(bad):
-        raise io.DataError(lay.path, str(bad[lay.columns[0]].iloc[0]).split(": ", 1)[1])
-
-
 def _facts(rows: Any, lay: Layout) -> tuple[dict[str, str], tuple[int, int], str | None, int]:
     """Over the whole list: each column's pandas type, the ids that are numbers (of all ids), the
     first time (the format pandas infers for date strings), and the rows."""
 
     def per_batch(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
+            if len(batch) and batch["row"].iloc[0] < 0:  # a part that did not parse (``parse``)
+                message = str(batch[lay.columns[0]].iloc[0])
+                yield pd.DataFrame(
+                    {"column": [UNREADABLE], "rows": [0], "given": [0], "numbers": [0]}
+                    | {"integers": [0], "first_row": [-batch["row"].iloc[0]], "first": [message]}
+                )
+                continue
             for column in lay.columns:
                 text = batch[column]
                 given = text.notna()
@@ -209,6 +207,9 @@ def _facts(rows: Any, lay: Layout) -> tuple[dict[str, str], tuple[int, int], str
                 )
 
     facts = rows.mapInPandas(per_batch, FACTS_SCHEMA).toPandas()
+    unreadable = facts[facts["column"] == UNREADABLE].sort_values("first_row")
+    if len(unreadable):
+        raise io.DataError(lay.path, str(unreadable["first"].iloc[0]).split(": ", 1)[1])
     total = facts.groupby("column", sort=False)[["rows", "given", "numbers", "integers"]].sum()
     kinds = {
         c: "text"
