@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from nextbuy import paths
 from nextbuy.data.sources import read_edge_list
 from nextbuy.mlops.io import DataError
 from tests.conftest import ROOT, TINY_PARAMS
@@ -37,22 +34,6 @@ def small_parts(bytes_per_part: int = 16384):
         yield
     finally:
         spark.conf.set("spark.sql.files.maxPartitionBytes", before)
-
-
-def awkward_edges(seed: int = 0, n: int = 1500) -> pd.DataFrame:
-    """Edges over 150 products with duplicates, self-loops, times (one missing) and float weights."""
-    rng = np.random.default_rng(seed)
-    at = pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 10**7, n), unit="s")
-    frame = pd.DataFrame(
-        {
-            "src": rng.integers(0, 150, n),
-            "dst": rng.integers(0, 150, n),
-            "time": at.strftime("%Y-%m-%d %H:%M:%S"),
-            "weight": rng.integers(1, 1000, n) / 7,
-        }
-    )
-    frame.loc[4, "time"] = None
-    return frame
 
 
 LISTS = {
@@ -85,7 +66,7 @@ def both(path: Path, spark_cfg, near: Path):
 @pytest.mark.parametrize("layout", list(LISTS))
 def test_an_edge_list_on_spark_is_the_pandas_engines_graph(local_spark, tmp_path, layout):
     path = tmp_path / ("graph.tsv" if "tab" in layout else "graph.csv")
-    path.write_text(LISTS[layout](awkward_edges()))
+    path.write_text(LISTS[layout](parity.awkward_edges()))
     with small_parts():
         pandas, spark = both(path, local_spark, tmp_path / "near")
     pd.testing.assert_frame_equal(pandas.products, spark.products, check_exact=True)
@@ -118,7 +99,7 @@ def one_wide_line(text: str, at: int) -> str:
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_a_bad_edge_list_on_spark_is_refused_as_the_pandas_engine_refuses_it(local_spark, tmp_path, case):
     path = tmp_path / "graph.csv"
-    path.write_text(REFUSALS[case](awkward_edges()))
+    path.write_text(REFUSALS[case](parity.awkward_edges()))
     with small_parts():
         pandas, spark = both(path, local_spark, tmp_path / "near")
     assert isinstance(pandas, DataError)
@@ -126,37 +107,16 @@ def test_a_bad_edge_list_on_spark_is_refused_as_the_pandas_engine_refuses_it(loc
     assert str(spark) == str(pandas)
 
 
-def stage_on_both(params: dict, spark_cfg, keep: Path) -> None:
-    from nextbuy.stages import ingest
-
-    for kind in ("pandas", "spark"):
-        parity.set_engine(params, kind, spark_cfg)
-        ingest.run()
-        if kind == "pandas":
-            shutil.copytree("data/ingested", keep / "ingested")
-            shutil.copy(paths.metrics_file("ingest"), keep / "ingest.json")
-
-
-def assert_stage_same(keep: Path) -> None:
-    for table in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS):
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(keep / "ingested" / table.name), pd.read_parquet(table), check_exact=True
-        )
-    assert json.loads((keep / "ingest.json").read_text()) == json.loads(
-        paths.metrics_file("ingest").read_text()
-    )
-
-
 def test_ingest_of_an_edge_list_on_spark_writes_what_pandas_writes(local_spark, tmp_path, monkeypatch):
     (tmp_path / "store" / "inputs").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "store")
-    frame = awkward_edges().drop(columns="weight")
+    frame = parity.awkward_edges().drop(columns="weight")
     frame.assign(src="p" + frame["src"].astype(str)).to_csv("inputs/graph.csv", index=False)
     params = copy.deepcopy(TINY_PARAMS)
     params["ingest"] |= {"source": "edge_list", "graph_path": "inputs/graph.csv"}
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    stage_on_both(params, local_spark, tmp_path / "pandas")
-    assert_stage_same(tmp_path / "pandas")
+    parity.edge_list_ingest_on_both(params, local_spark, tmp_path / "pandas")
+    parity.assert_edge_list_ingest_same(tmp_path / "pandas")
     assert not [p for p in Path("data").iterdir() if p.name.startswith(".spark")]
 
 
