@@ -56,6 +56,39 @@ def test_soft_auc_is_none_when_weights_remove_a_class():
     assert gate.soft_auc(label, np.array([0.1, 0.4, 0.6, 0.9]), np.array([1.0, 1.0, 0.0, 0.0])) is None
 
 
+def within_blocks(score, pos, neg, cuts):
+    """Rows sorted by score cut into blocks at ``cuts`` (no tie cut): each block's rank sum."""
+    order = np.argsort(score, kind="stable")
+    score, pos, neg = score[order], pos[order], neg[order]
+    within, pos_b, neg_b = [], [], []
+    for block in np.split(np.arange(score.size), cuts):
+        s, p, q = score[block], pos[block], neg[block]
+        lower = np.array([q[s < x].sum() for x in s])
+        same = np.array([q[s == x].sum() for x in s])
+        within.append((p * (lower + 0.5 * same)).sum())
+        pos_b.append(p.sum())
+        neg_b.append(q.sum())
+    return np.array(within), np.array(pos_b), np.array(neg_b)
+
+
+def test_rank_sum_auc_of_blocks_equals_soft_auc_with_ties_zero_weights_and_fractional_labels():
+    rng = np.random.default_rng(3)
+    score = np.round(rng.uniform(size=400), 1)  # 11 distinct scores, each tied many times
+    label = np.where(rng.uniform(size=400) < 0.2, 0.4, (rng.uniform(size=400) < score).astype(float))
+    weight = rng.uniform(size=400) * (rng.uniform(size=400) > 0.25)  # a quarter weigh nothing
+    pos, neg = weight * label, weight * (1 - label)
+    # blocks cut where the score changes (no score shared by two blocks), of uneven sizes
+    cuts = (np.flatnonzero(np.diff(np.sort(score))) + 1)[[0, 1, 5, 8]]
+    got = gate.rank_sum_auc(*within_blocks(score, pos, neg, cuts))
+    assert got == pytest.approx(gate.soft_auc(label, score, weight), rel=1e-12)
+    assert gate.rank_sum_auc(*within_blocks(score, pos, neg, [])) == pytest.approx(got, rel=1e-12)
+
+
+def test_rank_sum_auc_is_none_with_one_class():
+    assert gate.rank_sum_auc(np.zeros(2), np.zeros(2), np.array([3.0, 1.0])) is None
+    assert gate.rank_sum_auc(np.zeros(2), np.array([3.0, 1.0]), np.zeros(2)) is None
+
+
 # --- figures ----------------------------------------------------------------
 
 

@@ -211,3 +211,7 @@ def test_matured_metrics_use_only_traffic_old_enough_labelled_within_the_maturit
     assert by_days[28].release_auc == 0.7
     too_few = card_facts.matured_rows(traffic, predictions, now, [28], 3, {}, floors)
     assert too_few == []  # fewer matured conversions than asked: no row yet
+    # Per row, what the Spark engine sums: the same counts.
+    columns = card_facts.maturity_columns(traffic, predictions, now, [7, 28])
+    assert columns[["rows0", "conversions0", "rows1", "conversions1"]].sum().tolist() == [5, 2, 3, 2]
+    assert columns["hits1"].sum() == 1  # recall 0.5 of 2

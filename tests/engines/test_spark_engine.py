@@ -143,3 +143,26 @@ def test_exact_quantiles_of_a_column_of_ties_collect_nothing_but_counts(local_sp
     probs = [0.01, 0.5, 0.9999]
     got = spark_table.exact_quantiles(frame, "w", probs, collect_max=1000)
     np.testing.assert_allclose(got, np.quantile(values, probs), rtol=1e-12)
+
+
+def test_recent_versions_measure_the_same_on_spark_as_in_process(tiny_store, local_spark):
+    """The card's figures of a version on the tiny store's traffic: counts exact, AUC and recall
+    to ``parity.RTOL``; repeated pairs give tied scores, and the rows not yet matured for the
+    longer maturities count with no mass."""
+    from nextbuy.engines.spark_maturity import OnSpark
+    from nextbuy.mlops.model_maturity import InProcess
+
+    products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+    bundle = load_bundle(write_bundle_files(Path("bundle"), n_products=len(products), n_buckets=2))
+    now = pd.Timestamp(io.read_json(paths.TRAFFIC_META)["now"])
+    days = [1, 3, 5, 30]  # 6 days of traffic: nothing has had 30 days yet
+    pandas_ = InProcess(paths.TRAFFIC_IMPRESSIONS).measured(bundle, now, days)
+    spark = OnSpark(local_spark, paths.TRAFFIC_IMPRESSIONS).measured(bundle, now, days)
+    assert [m[:3] for m in spark] == [m[:3] for m in pandas_]  # days, rows, conversions
+    parity.same_values([[m.auc, m.recall] for m in pandas_], [[m.auc, m.recall] for m in spark])
+    assert pandas_[0].rows > pandas_[1].rows > pandas_[2].rows > 0
+    assert pandas_[2].conversions > 0
+    assert pandas_[3][1:] == (0, 0, None, None)
+    traffic = io.read_table(paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)
+    score = bundle.score(traffic["source_id"].to_numpy(), traffic["shown_id"].to_numpy())["score"]
+    assert score.nunique() < len(score)  # ties

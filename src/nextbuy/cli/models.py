@@ -146,16 +146,21 @@ def diff(
 
 @models_app.command()
 def mature(
-    params: str = typer.Option("params.yaml", "--params", help="params file (monitor and deploy sections)"),
+    params: str = typer.Option(
+        "params.yaml", "--params", help="params file (monitor, deploy and engine sections)"
+    ),
 ) -> None:
     """Re-score the recent versions on the traffic (data/traffic) whose labels have matured and
-    add dated rows to their cards (what the monitor stage does after watching the traffic)."""
+    add dated rows to their cards (what the monitor stage does after watching the traffic, on
+    the engine of engine.kind)."""
     from nextbuy import paths
     from nextbuy.config import load_section
     from nextbuy.mlops import io, model_maturity, schemas
+    from nextbuy.stages.monitor import maturity_engine
 
     setup_logging()
     cfg, deploy_cfg = load_section("monitor", params), load_section("deploy", params)
+    engine = maturity_engine(load_section("engine", params))
     traffic = (paths.TRAFFIC_IMPRESSIONS, paths.TRAFFIC_META)
     matured = _client_call(
         lambda c: model_maturity.mature_recent(
@@ -164,6 +169,7 @@ def mature(
             io.read_table(paths.PRODUCTS, schemas.PRODUCTS),
             traffic,
             (cfg, deploy_cfg),
+            engine,
         )
     )
     for m in matured:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,90 @@ def _below(auc: float | None, recall: float | None, floors: dict[str, float]) ->
     return broken
 
 
+class Measured(NamedTuple):
+    """A version on the traffic that had ``maturity_days`` to mature: its rows, their conversions
+    (both exact counts), AUC (None with one class) and recall (None without conversions)."""
+
+    maturity_days: int
+    rows: int
+    conversions: int
+    auc: float | None
+    recall: float | None
+
+
+def maturity_labels(
+    shown: np.ndarray, converted: np.ndarray, now: pd.Timestamp, days: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: shown at least ``days`` days before ``now`` (matured), and converted within
+    ``days`` days of being shown (``converted`` NaT: not converted). Both datetime64 arrays."""
+    horizon = np.timedelta64(int(days * DAY.value), "ns")
+    old = shown <= np.datetime64(now) - horizon
+    return old, ~pd.isna(converted) & (converted <= shown + horizon)
+
+
+def matured_measures(
+    traffic: pd.DataFrame, predictions: pd.DataFrame, now: pd.Timestamp, days: list[int]
+) -> list[Measured]:
+    """For each maturity m of ``days``: the traffic shown at least m days before ``now``,
+    labelled converted when it converted within m days of being shown, scored as
+    ``predictions`` (score, decision; row-aligned with ``traffic``)."""
+    shown = pd.to_datetime(traffic["shown_at"]).to_numpy()
+    converted = pd.to_datetime(traffic["converted_at"]).to_numpy()
+    score = predictions["score"].to_numpy(dtype=float)
+    decision = predictions["decision"].to_numpy(dtype=float)
+    out = []
+    for m in days:
+        old, converted_in = maturity_labels(shown, converted, now, m)
+        label = converted_in[old].astype(float)
+        conversions = int(label.sum())
+        recall = float((decision[old] * label).sum() / label.sum()) if conversions else None
+        out.append(Measured(int(m), int(old.sum()), conversions, soft_auc(label, score[old]), recall))
+    return out
+
+
+def maturity_columns(
+    traffic: pd.DataFrame, predictions: pd.DataFrame, now: pd.Timestamp, days: list[int]
+) -> pd.DataFrame:
+    """Per row (row-aligned with ``traffic`` and ``predictions``): its score and, for the i-th
+    maturity of ``days``, ``rows{i}`` (1 when matured), ``conversions{i}`` (1 when matured and
+    converted within it) and ``hits{i}`` (1 when also accepted): what :class:`Measured` sums."""
+    shown = pd.to_datetime(traffic["shown_at"]).to_numpy()
+    converted = pd.to_datetime(traffic["converted_at"]).to_numpy()
+    decision = predictions["decision"].to_numpy(dtype=bool)
+    columns = {"score": predictions["score"].to_numpy(dtype=np.float64)}
+    for i, m in enumerate(days):
+        old, converted_in = maturity_labels(shown, converted, now, m)
+        columns[f"rows{i}"] = old.astype(np.int64)
+        columns[f"conversions{i}"] = (old & converted_in).astype(np.int64)
+        columns[f"hits{i}"] = (old & converted_in & decision).astype(np.int64)
+    return pd.DataFrame(columns)
+
+
+def matured_row(
+    now: pd.Timestamp,
+    measured: Measured,
+    min_conversions: int,
+    release: dict[str, float | None],
+    floors: dict[str, float],
+) -> MaturedRow | None:
+    """The card's row of ``measured``; None (no row yet) below ``min_conversions`` conversions.
+    ``release``: the gate's auc and recall; ``floors``: min_auc, min_recall (a row below one
+    is flagged)."""
+    if measured.conversions < max(min_conversions, 1):
+        return None
+    return MaturedRow(
+        checked_at=str(pd.Timestamp(now)),
+        maturity_days=measured.maturity_days,
+        rows=measured.rows,
+        conversions=measured.conversions,
+        auc=measured.auc,
+        recall=measured.recall,
+        release_auc=release.get("auc"),
+        release_recall=release.get("recall"),
+        below_floor=_below(measured.auc, measured.recall, floors),
+    )
+
+
 def matured_rows(
     traffic: pd.DataFrame,
     predictions: pd.DataFrame,
@@ -88,35 +173,10 @@ def matured_rows(
     release: dict[str, float | None],
     floors: dict[str, float],
 ) -> list[MaturedRow]:
-    """For each maturity m of ``days``: the traffic shown at least m days before ``now``,
-    labelled converted when it converted within m days of being shown, scored as
-    ``predictions`` (score, decision; row-aligned with ``traffic``). A maturity with fewer than
-    ``min_conversions`` conversions gives no row yet. ``release``: the gate's auc and recall;
-    ``floors``: min_auc, min_recall (a row below one is flagged)."""
-    shown = pd.to_datetime(traffic["shown_at"]).to_numpy()
-    converted = pd.to_datetime(traffic["converted_at"]).to_numpy()
-    score = predictions["score"].to_numpy(dtype=float)
-    decision = predictions["decision"].to_numpy(dtype=float)
-    out = []
-    for m in days:
-        horizon = np.timedelta64(int(m * DAY.value), "ns")
-        old = shown <= np.datetime64(now) - horizon
-        label = (~pd.isna(converted) & (converted <= shown + horizon))[old].astype(float)
-        if label.sum() < max(min_conversions, 1):
-            continue
-        auc = soft_auc(label, score[old])
-        recall = float((decision[old] * label).sum() / label.sum())
-        out.append(
-            MaturedRow(
-                checked_at=str(pd.Timestamp(now)),
-                maturity_days=int(m),
-                rows=int(old.sum()),
-                conversions=int(label.sum()),
-                auc=auc,
-                recall=recall,
-                release_auc=release.get("auc"),
-                release_recall=release.get("recall"),
-                below_floor=_below(auc, recall, floors),
-            )
-        )
-    return out
+    """The card's rows of :func:`matured_measures` (a maturity with fewer than
+    ``min_conversions`` conversions gives no row yet; :func:`matured_row`)."""
+    rows = (
+        matured_row(now, m, min_conversions, release, floors)
+        for m in matured_measures(traffic, predictions, now, days)
+    )
+    return [r for r in rows if r is not None]

@@ -100,6 +100,20 @@ def soft_auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray | None = N
     return float(roc_auc_score(y, np.concatenate([score, score]), sample_weight=np.concatenate([pos, neg])))
 
 
+def rank_sum_auc(within: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float | None:
+    """:func:`soft_auc` as the Mann-Whitney statistic, from blocks of rows in ascending score
+    order that share no score: ``pos``, ``neg``, each block's positive and negative mass;
+    ``within``, the sum over its rows of positive mass x (the block's negative mass at lower
+    scores + half of that at the row's score: a tie counts half). The blocks' rank sums add up
+    once each is credited the negative mass of every block before it. None with one class."""
+    within, pos, neg = (np.asarray(a, dtype=np.float64) for a in (within, pos, neg))
+    positives, negatives = pos.sum(), neg.sum()
+    if positives <= 0 or negatives <= 0:
+        return None
+    earlier = np.cumsum(neg) - neg
+    return float((within.sum() + (pos * earlier).sum()) / (positives * negatives))
+
+
 def figures(predictions: pd.DataFrame, label: np.ndarray) -> dict[str, float | None]:
     """Recall/precision of the model's own decisions, ranking and calibration quality."""
     decision = predictions["decision"].to_numpy(dtype=float)

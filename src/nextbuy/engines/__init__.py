@@ -11,6 +11,9 @@ cluster, YARN, Kubernetes or Spark Connect), each in a module of its own here:
 * ``spark_label_delay``: label_delay's weights for every impression (the delay models fitted
   on the driver from ``label_delay.fit_sample_rows`` train rows, applied on the executors);
 * ``spark_monitor``: monitor's scoring of the traffic and its per-window x per-bucket table;
+* ``spark_maturity``: monitor's (and ``nextbuy models mature``'s) re-scoring of the recent
+  versions on the matured traffic for their model cards: counts and recall as Spark sums, the
+  AUC as a rank sum over distinct scores summed per range of scores;
 * ``spark_batch``: ``batch-topk``'s sources partitioned over the executors, the serving
   bundle (and its faiss index) loaded once per executor process.
 

@@ -1,15 +1,21 @@
 """Metrics that mature: the recent versions of a store's model (champion, previous, refused
 challengers: the newest ``monitor.matured_versions`` complete ones, and whatever the aliases
 point to) re-scored on the traffic whose labels have since matured, a dated row per maturity
-appended to each one's model card (``nextbuy.domain.card_facts.matured_rows``). A version whose
+appended to each one's model card (``nextbuy.domain.card_facts.matured_row``). A version whose
 matured AUC or recall falls below the gate's floors is flagged on its card (tag
 ``matured.flag``) and in the monitor's alerts.json (``matured``), which ``nextbuy alerts`` prints.
 
-Run by the monitor stage after it watched the traffic, and by ``nextbuy models mature``."""
+Run by the monitor stage after it watched the traffic, and by ``nextbuy models mature``, on the
+engine of ``engine.kind``: in this process (:class:`InProcess`), or on Spark
+(``nextbuy.engines.spark_maturity``: the traffic scored on the executors, the counts and the
+AUC's rank sums aggregated there), with the same answers."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -42,26 +48,39 @@ def recent_versions(client, name: str, products: pd.DataFrame, newest: int) -> l
     return [str(v.version) for i, v in enumerate(mine) if i < newest or str(v.version) in aliased]
 
 
-def mature_version(
-    client, name: str, version: str, traffic: pd.DataFrame, now: pd.Timestamp, settings
-) -> dict:
-    """Re-score ``version`` on ``traffic`` and append its matured rows to its card.
-    ``settings``: (monitor config, deploy config)."""
+class Measurer(Protocol):
+    """Measures a version on the traffic whose labels have matured (``card_facts.Measured`` per
+    maturity): :class:`InProcess` (the pandas engine) or, with ``engine.kind: spark``,
+    ``nextbuy.engines.spark_maturity.OnSpark``."""
+
+    def measured(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> list[card_facts.Measured]: ...
+
+
+class InProcess:
+    """The pandas engine: the traffic table read into this process once, each version scoring
+    all of it (``card_facts.matured_measures``)."""
+
+    def __init__(self, impressions: str | Path):
+        self.traffic = io.read_table(impressions, schemas.IMPRESSIONS_LOG)
+
+    def measured(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> list[card_facts.Measured]:
+        traffic = self.traffic
+        predictions = bundle.score(traffic["source_id"].to_numpy(), traffic["shown_id"].to_numpy())
+        return card_facts.matured_measures(traffic, predictions, now, days)
+
+
+def mature_version(client, name: str, version: str, measurer: Measurer, now: pd.Timestamp, settings) -> dict:
+    """Re-score ``version`` on the traffic (``measurer``) and append its matured rows to its
+    card. ``settings``: (monitor config, deploy config)."""
     monitor, deploy = settings
     bundle = registry.load_version(name, version)
-    predictions = bundle.score(traffic["source_id"].to_numpy(), traffic["shown_id"].to_numpy())
+    measures = measurer.measured(bundle, now, list(monitor.matured_days))
     card = model_cards.read(client, name, version)
     release = card.gate.candidate if card.gate is not None else {}
     floors = {"min_auc": deploy.min_auc, "min_recall": deploy.min_recall}
-    rows = card_facts.matured_rows(
-        traffic,
-        predictions,
-        now,
-        list(monitor.matured_days),
-        monitor.matured_min_conversions,
-        release,
-        floors,
-    )
+    least = monitor.matured_min_conversions
+    made = (card_facts.matured_row(now, m, least, release, floors) for m in measures)
+    rows = [r for r in made if r is not None]
     if rows:
         card = add_matured(card, rows)
         model_cards.write(client, card)
@@ -72,21 +91,29 @@ def mature_version(
     }
 
 
-def mature_recent(client, name: str, products: pd.DataFrame, traffic_files: tuple, settings) -> list[dict]:
+def mature_recent(
+    client,
+    name: str,
+    products: pd.DataFrame,
+    traffic_files: tuple,
+    settings,
+    engine: Callable[[Path], Measurer] = InProcess,
+) -> list[dict]:
     """Every recent version re-scored (:func:`mature_version`); ``traffic_files``: (impressions
-    table, its meta.json). A version that cannot be loaded is a warning, not a failure of the
-    monitor; its entry says why."""
+    table, its meta.json); ``engine``: the measurer of the impressions table the caller's
+    ``engine.kind`` chose (default: this process). A version that cannot be loaded is a
+    warning, not a failure of the monitor; its entry says why."""
     versions = recent_versions(client, name, products, settings[0].matured_versions)
     if not versions:  # nothing registered for this store yet: the traffic is not read
         return []
     impressions, meta = traffic_files
-    traffic = io.read_table(impressions, schemas.IMPRESSIONS_LOG)
+    measurer = engine(Path(impressions))
     now = pd.Timestamp(io.read_json(meta)["now"])
     alias = aliases_of(client, name)
     out = []
     for version in versions:
         try:
-            entry = mature_version(client, name, version, traffic, now, settings)
+            entry = mature_version(client, name, version, measurer, now, settings)
         except (MlflowException, io.DataError, OSError) as err:
             log.warning("model card of %s v%s: not re-scored: %s", name, version, err)
             entry = {"version": version, "rows": [], "below_floor": [], "error": str(err)}

@@ -17,8 +17,8 @@ nothing is published to Evidently.
 
 Then, champion or not, the recent versions of this store's catalogue are re-scored on the
 traffic whose labels have since matured and their model cards get dated rows
-(``nextbuy.mlops.model_maturity``); metrics/monitor.json and alerts.json list them under
-``matured`` (alerts.json: those below the gate's floors)."""
+(``nextbuy.mlops.model_maturity``, on the engine of ``engine.kind``); metrics/monitor.json and
+alerts.json list them under ``matured`` (alerts.json: those below the gate's floors)."""
 
 from __future__ import annotations
 
@@ -274,12 +274,28 @@ def run(params_file: str = "params.yaml") -> dict:
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     tracking.configure()
     client = MlflowClient()
+    engine = load_section("engine", params_file)
     champion = champion_of_this_store(client, model_name, products)
     if champion is None:
         metrics = nothing_monitored(model_name, pd.Timestamp(meta["now"]))
     else:
-        engine = load_section("engine", params_file)
         metrics = watch_with_champion(model_name, champion, cfg, meta, products, engine)
     traffic = (paths.TRAFFIC_IMPRESSIONS, paths.TRAFFIC_META)
-    matured = model_maturity.mature_recent(client, model_name, products, traffic, (cfg, deploy_cfg))
+    matured = model_maturity.mature_recent(
+        client, model_name, products, traffic, (cfg, deploy_cfg), maturity_engine(engine)
+    )
     return add_matured(metrics, matured)
+
+
+def maturity_engine(engine):
+    """The measurer ``model_maturity`` re-scores the recent versions with on ``engine``: this
+    process, or Spark (``nextbuy.engines.spark_maturity``)."""
+    from functools import partial
+
+    from nextbuy.mlops.model_maturity import InProcess
+
+    if engine.kind == "spark":
+        from nextbuy.engines import spark_maturity
+
+        return partial(spark_maturity.OnSpark, engine.spark)
+    return InProcess

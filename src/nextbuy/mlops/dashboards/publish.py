@@ -207,15 +207,11 @@ def _project_id(ws: Workspace, project_name: str, description: str | None) -> An
     return project.id
 
 
-def _replaced_snapshots(ws: Workspace, project_id: Any, run: str) -> list[Any]:
-    """Ids of the project's snapshots that publishing ``run`` replaces: those of the same run, and those
-    without a run (published before runs were recorded: no dashboard can tell them apart)."""
-    ids = []
-    for snapshot_id in ws.list_runs(project_id):
-        stored = ws.get_run(project_id, snapshot_id)
-        if stored is not None and stored.metadata.get(RUN_KEY) in (run, None):
-            ids.append(snapshot_id)
-    return ids
+def _replaced_snapshots(metadata_by_id: Mapping[str, Mapping], run: str) -> list[str]:
+    """Ids of the project's snapshots (their metadata by id) that publishing ``run`` replaces: those
+    of the same run, and those without a run (published before runs were recorded: no dashboard can
+    tell them apart)."""
+    return [sid for sid, metadata in metadata_by_id.items() if metadata.get(RUN_KEY) in (run, None)]
 
 
 def publish(
@@ -240,10 +236,11 @@ def publish(
         raise ValueError(f"publish takes the snapshots of exactly one run, got runs {runs}")
     run = runs[0]
     Path(workspace_dir).mkdir(parents=True, exist_ok=True)
-    workspace_files.set_aside_unreadable(workspace_dir)  # a killed writer's leftovers: Workspace reads all
+    # a killed writer's leftovers set aside (Workspace reads all); the others' metadata
+    stored = workspace_files.set_aside_unreadable(workspace_dir)
     ws = Workspace(str(workspace_dir))
     project_id = _project_id(ws, project_name, spec.project_description)
-    replaced = _replaced_snapshots(ws, project_id, run)
+    replaced = _replaced_snapshots(stored.get(str(project_id), {}), run)
     buckets: set[int] = set()
     for _, snapshot in sorted(latest.items()):  # every new snapshot whole before an old one goes
         workspace_files.add_snapshot(ws, project_id, snapshot)

@@ -63,17 +63,21 @@ def quarantine(path: Path, err: Exception) -> Path:
     return target
 
 
-def set_aside_unreadable(workspace_dir: str | os.PathLike) -> list[Path]:
+def set_aside_unreadable(workspace_dir: str | os.PathLike) -> dict[str, dict[str, dict]]:
     """Quarantine, with a warning naming each, every snapshot of the workspace that does not read
     back as one (truncated, not JSON, not a snapshot): Evidently's Workspace reads them all when it
-    opens and fails on the first. The paths they were moved to."""
-    moved = []
+    opens and fails on the first. The metadata of those that read, by project id and snapshot id
+    (read once here, so publishing need not read every snapshot again through the Workspace)."""
+    readable: dict[str, dict[str, dict]] = {}
     for path in sorted(Path(workspace_dir).glob(f"*/{SNAPSHOTS_DIR_NAME}/*{DOT_JSON}")):
-        if not UUID_REGEX.match(path.name[: -len(DOT_JSON)]):
+        snapshot_id = path.name[: -len(DOT_JSON)]
+        if not UUID_REGEX.match(snapshot_id):
             continue  # not a name Evidently lists (our temporary files start with '.')
         try:
             with path.open() as f:
-                parse_obj_as(SnapshotModel, json.load(f))
+                model = parse_obj_as(SnapshotModel, json.load(f))
         except ValueError as err:  # JSONDecodeError, pydantic's ValidationError, bad UTF-8
-            moved.append(quarantine(path, err))
-    return moved
+            quarantine(path, err)
+            continue
+        readable.setdefault(path.parent.parent.name, {})[snapshot_id] = dict(model.metadata)
+    return readable

@@ -1,0 +1,122 @@
+"""The model cards' AUC on Spark: the Mann-Whitney rank sum over distinct scores, summed per range
+of scores on the executors, equals ``gate.soft_auc`` with ties, zero weights and fractional
+labels; and ``nextbuy models mature``'s re-scoring writes the same card rows on either engine."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nextbuy.domain.gate import soft_auc
+from tests.engines import parity
+
+
+def frame(local_spark, columns: dict):
+    from nextbuy.engines import spark_session
+
+    return spark_session.session(local_spark).createDataFrame(pd.DataFrame(columns))
+
+
+def test_weighted_auc_equals_soft_auc_with_ties_zero_weights_and_fractional_labels(local_spark):
+    from nextbuy.engines.spark_maturity import rank_sums, weighted_auc
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    score = np.round(rng.normal(size=n), 1)  # about 80 distinct scores: every one tied
+    label = (rng.uniform(size=n) < 1 / (1 + np.exp(-score))).astype(float)
+    label[rng.uniform(size=n) < 0.1] = 0.3  # delay-corrected labels are fractional
+    weight = rng.lognormal(size=n) * (rng.uniform(size=n) > 0.2)  # a fifth of the rows weigh 0
+    rows = frame(local_spark, {"score": score, "label": label, "weight": weight})
+    want = soft_auc(label, score, weight)
+    assert math.isclose(weighted_auc(rows, "score", "label", "weight"), want, rel_tol=parity.RTOL)
+    assert math.isclose(weighted_auc(rows, "score", "label"), soft_auc(label, score), rel_tol=parity.RTOL)
+    distinct = rows.groupBy("score").count().withColumnRenamed("count", "n")
+    ranges = rank_sums(distinct, "score", [("n", "n")], 4)
+    assert len(ranges) == 4  # the ranges' sums met on the driver, one row each
+    assert ranges["pos0"].sum() == n
+
+
+def test_weighted_auc_of_all_tied_scores_is_a_half_and_of_one_class_none(local_spark):
+    from nextbuy.engines.spark_maturity import weighted_auc
+
+    tied = frame(local_spark, {"score": np.full(50, 0.7), "label": np.arange(50) % 2.0})
+    assert weighted_auc(tied, "score", "label") == 0.5
+    weight = np.where(np.arange(6) % 2 == 1, 0.0, 1.0)  # every positive weighs 0
+    one_class = frame(local_spark, {"score": np.arange(6.0), "label": np.arange(6) % 2.0, "w": weight})
+    assert weighted_auc(one_class, "score", "label", "w") is None
+
+
+@pytest.fixture
+def registered(tmp_path, monkeypatch):
+    """A complete version of a store's catalogue in an MLflow store of ``tmp_path`` (the cwd),
+    the champion, with 28 days of traffic before its "now"."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy import paths
+    from nextbuy.bench.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
+    from nextbuy.domain import catalogue
+    from nextbuy.mlops import io, registry, schemas, tracking
+    from nextbuy.mlops.publishing import log_serving_model
+
+    monkeypatch.chdir(tmp_path)
+    n = 40
+    products = pd.DataFrame(
+        {"product_id": np.arange(n), "product_key": [f"p{i}" for i in range(n)], "category": 0, "price": 1.0}
+    )
+    identity = catalogue.identity(products)
+    tags = {registry.COMPLETE: "true", registry.PASSED: "true", registry.CATALOGUE: identity}
+    rng, now, rows = np.random.default_rng(1), pd.Timestamp("2026-03-29"), 5000
+    shown = now - pd.to_timedelta(rng.uniform(0, 28, rows), unit="D")
+    converted = pd.Series(shown + pd.to_timedelta(rng.uniform(0, 10, rows), unit="D"))
+    converted[(rng.random(rows) > 0.3) | (converted > now)] = pd.NaT
+    traffic = pd.DataFrame(
+        {
+            "impression_id": np.arange(rows),
+            "source_id": rng.integers(0, n, rows),  # 40 x 40 pairs for 5000 rows: tied scores
+            "shown_id": rng.integers(0, n, rows),
+            "shown_at": shown.to_numpy(),
+            "clicked_at": pd.NaT,
+            "carted_at": pd.NaT,
+            "converted_at": converted.to_numpy(),
+        }
+    )
+    io.write_table(traffic, paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)
+    io.write_json({"now": str(now)}, paths.TRAFFIC_META)
+    files = write_bundle_files(tmp_path / "bundle", n_products=n, d=8, seed=0, n_fit=2000)
+    with mlflow_store(f"sqlite:///{tmp_path / 'mlflow.db'}"):
+        tracking.configure(tmp_path)
+        client = MlflowClient()
+        client.create_registered_model("m")
+        with mlflow.start_run():
+            version = log_serving_model(
+                load_bundle(files), "m", files.moments, files.calibration, files.thresholds, tags=tags
+            )
+        client.set_registered_model_alias("m", registry.CHAMPION, version)
+        yield client, products
+
+
+def test_models_are_matured_on_spark_with_the_card_rows_of_the_pandas_engine(registered, local_spark):
+    from nextbuy import paths
+    from nextbuy.config import EngineConfig
+    from nextbuy.engines.spark_maturity import OnSpark
+    from nextbuy.mlops import model_maturity
+    from nextbuy.stages.monitor import maturity_engine
+    from tests.conftest import TINY_PARAMS
+    from tests.helpers import config
+
+    client, products = registered
+    settings = (config("monitor", matured_days=[7, 14, 28], matured_min_conversions=20), config("deploy"))
+    files = (paths.TRAFFIC_IMPRESSIONS, paths.TRAFFIC_META)
+    engine = parity.engine("spark", EngineConfig.model_validate(TINY_PARAMS["engine"]), local_spark)
+    on_spark = maturity_engine(engine)
+    assert isinstance(on_spark, partial)
+    assert on_spark.func is OnSpark
+    spark = model_maturity.mature_recent(client, "m", products, files, settings, on_spark)
+    pandas_ = model_maturity.mature_recent(client, "m", products, files, settings)
+    assert [r["maturity_days"] for r in spark[0]["rows"]] == [7, 14]  # 28 days: not one has matured
+    parity.same_values(pandas_, spark)
