@@ -1,7 +1,7 @@
 """A real Spark cluster: a standalone master and two workers started from the installed pyspark
-on 127.0.0.1 (and stopped, as process groups, by the test), label_delay, batch-topk, and ingest
-and traffic of a store's raw logs run against spark://127.0.0.1:PORT write what the pandas
-engine writes."""
+on 127.0.0.1 (and stopped, as process groups, by the test), label_delay, batch-topk, ingest and
+traffic of a store's raw logs, and ingest of an edge list run against spark://127.0.0.1:PORT
+write what the pandas engine writes."""
 
 from __future__ import annotations
 
@@ -90,3 +90,15 @@ def test_raw_logs_ingest_and_traffic_on_the_cluster_write_what_pandas_writes(clu
     params = parity.raw_logs(copy.deepcopy(TINY_PARAMS), TINY_PARAMS["traffic"]["days"])
     parity.ingest_on_both(params, cfg, tmp_path / "pandas")
     parity.assert_ingest_same(tmp_path / "pandas")
+
+
+def test_an_edge_list_ingested_on_the_cluster_is_what_pandas_writes(cluster, tmp_path, monkeypatch):
+    _, cfg, _ = cluster
+    (tmp_path / "store" / "inputs").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "store")
+    parity.awkward_edges().drop(columns="weight").to_csv("inputs/graph.csv", index=False)
+    params = copy.deepcopy(TINY_PARAMS)
+    params["ingest"] |= {"source": "edge_list", "graph_path": "inputs/graph.csv"}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    parity.edge_list_ingest_on_both(params, cfg, tmp_path / "pandas")
+    parity.assert_edge_list_ingest_same(tmp_path / "pandas")
