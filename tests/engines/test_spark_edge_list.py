@@ -23,11 +23,12 @@ REAL_GRAPH = ROOT.parent / "shared" / "data" / "cora_ml" / "split0" / "observed_
 
 
 @contextlib.contextmanager
-def small_parts(bytes_per_part: int = 16384):
-    """Spark splits a text file into parts of ``bytes_per_part`` (many parts for a small list)."""
-    from pyspark.sql import SparkSession
+def small_parts(spark_cfg, bytes_per_part: int = 16384):
+    """Spark splits a text file into parts of ``bytes_per_part`` (many parts for a small list).
+    The session of ``spark_cfg``: another test of this process may have stopped or replaced it."""
+    from nextbuy.engines import spark_session
 
-    spark = SparkSession.getActiveSession()
+    spark = spark_session.session(spark_cfg)
     before = spark.conf.get("spark.sql.files.maxPartitionBytes")
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(bytes_per_part))
     try:
@@ -67,7 +68,7 @@ def both(path: Path, spark_cfg, near: Path):
 def test_an_edge_list_on_spark_is_the_pandas_engines_graph(local_spark, tmp_path, layout):
     path = tmp_path / ("graph.tsv" if "tab" in layout else "graph.csv")
     path.write_text(LISTS[layout](parity.awkward_edges()))
-    with small_parts():
+    with small_parts(local_spark):
         pandas, spark = both(path, local_spark, tmp_path / "near")
     pd.testing.assert_frame_equal(pandas.products, spark.products, check_exact=True)
     parity.same_frames(pandas.edges, spark.edges)
@@ -100,7 +101,7 @@ def one_wide_line(text: str, at: int) -> str:
 def test_a_bad_edge_list_on_spark_is_refused_as_the_pandas_engine_refuses_it(local_spark, tmp_path, case):
     path = tmp_path / "graph.csv"
     path.write_text(REFUSALS[case](parity.awkward_edges()))
-    with small_parts():
+    with small_parts(local_spark):
         pandas, spark = both(path, local_spark, tmp_path / "near")
     assert isinstance(pandas, DataError)
     assert isinstance(spark, DataError)
