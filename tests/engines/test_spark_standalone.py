@@ -18,7 +18,7 @@ from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
 from nextbuy.config import RetrievalConfig
 from tests.conftest import TINY_PARAMS
 from tests.engines import parity
-from tests.engines.conftest import skip_without_spark, spark_config
+from tests.engines.conftest import TEST_JVM_OPTIONS, skip_without_spark, spark_config
 
 pytestmark = pytest.mark.slow  # a cluster of three JVMs, then two engines' runs: minutes
 
@@ -29,14 +29,16 @@ def cluster(tmp_path_factory):
     from nextbuy.engines import spark_session
     from nextbuy.engines.spark_standalone import StandaloneCluster
 
-    with StandaloneCluster(tmp_path_factory.mktemp("cluster")) as running:
-        # executors of 1 core and 512 MiB on each 1-core, 1 GiB worker: one per worker
-        cfg = spark_config(running.master)
-        conf = dict(cfg.conf) | {"spark.executor.memory": "512m", "spark.executor.cores": "1"}
-        cfg = cfg.model_copy(update={"conf": conf})
-        spark = spark_session.session(cfg)
-        yield running, cfg, spark
-        spark_session.stop()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPARK_DAEMON_JAVA_OPTS", TEST_JVM_OPTIONS)  # the master's and the workers' JVMs
+        with StandaloneCluster(tmp_path_factory.mktemp("cluster")) as running:
+            # executors of 1 core and 512 MiB on each 1-core, 1 GiB worker: one per worker
+            cfg = spark_config(running.master)
+            conf = dict(cfg.conf) | {"spark.executor.memory": "512m", "spark.executor.cores": "1"}
+            cfg = cfg.model_copy(update={"conf": conf})
+            spark = spark_session.session(cfg)
+            yield running, cfg, spark
+            spark_session.stop()
     assert all(not procs.group_alive(s.proc.pid) for s in running.servers if s.proc is not None)
 
 
