@@ -8,11 +8,21 @@ import pytest
 from nextbuy.config import SparkConfig
 from tests.conftest import TINY_PARAMS
 
+# The tests' JVMs live for seconds: the C1 compiler only, without C2's compile threads (which
+# cost more CPU than they save in jobs this short), and one garbage-collector thread.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
 
 def spark_config(master: str = "local[2]") -> SparkConfig:
-    """The tiny store's engine.spark with ``master``; small memory, few shuffle partitions."""
+    """The tiny store's engine.spark with ``master``; small memory, few shuffle partitions, the
+    tests' JVM options for the driver and the executors."""
     spark = dict(TINY_PARAMS["engine"]["spark"])
-    conf = dict(spark["conf"]) | {"spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "4"}
+    conf = dict(spark["conf"]) | {
+        "spark.driver.memory": "1g",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,
+        "spark.executor.extraJavaOptions": TEST_JVM_OPTIONS,
+    }
     return SparkConfig.model_validate(spark | {"master": master, "conf": conf})
 
 

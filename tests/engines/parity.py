@@ -9,6 +9,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -146,3 +147,44 @@ def assert_ingest_same(keep: Path) -> None:
         pd.testing.assert_frame_equal(pd.read_parquet(keep / table), pd.read_parquet(table), check_exact=True)
     for doc in INGEST_JSON:
         assert json.loads((keep / doc).read_text()) == json.loads(Path(doc).read_text()), doc
+
+
+def awkward_edges(seed: int = 0, n: int = 1500) -> pd.DataFrame:
+    """Edges over 150 products with duplicates, self-loops, times (one missing) and float weights."""
+    rng = np.random.default_rng(seed)
+    at = pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 10**7, n), unit="s")
+    frame = pd.DataFrame(
+        {
+            "src": rng.integers(0, 150, n),
+            "dst": rng.integers(0, 150, n),
+            "time": at.strftime("%Y-%m-%d %H:%M:%S"),
+            "weight": rng.integers(1, 1000, n) / 7,
+        }
+    )
+    frame.loc[4, "time"] = None
+    return frame
+
+
+def edge_list_ingest_on_both(params: dict, spark_cfg, keep: Path) -> None:
+    """Run ingest on pandas (its outputs copied under ``keep``), then on Spark, in the cwd."""
+    from nextbuy.stages import ingest
+
+    for kind in ("pandas", "spark"):
+        set_engine(params, kind, spark_cfg)
+        ingest.run()
+        if kind == "pandas":
+            shutil.copytree("data/ingested", keep / "ingested")
+            shutil.copy(paths.metrics_file("ingest"), keep / "ingest.json")
+
+
+def assert_edge_list_ingest_same(keep: Path) -> None:
+    """ingest's tables and metrics the same on both engines (an edge list without weights: counts)."""
+    import json
+
+    for table in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(keep / "ingested" / table.name), pd.read_parquet(table), check_exact=True
+        )
+    assert json.loads((keep / "ingest.json").read_text()) == json.loads(
+        paths.metrics_file("ingest").read_text()
+    )

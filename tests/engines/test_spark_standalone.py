@@ -1,7 +1,7 @@
 """A real Spark cluster: a standalone master and two workers started from the installed pyspark
-on 127.0.0.1 (and stopped, as process groups, by the test), label_delay, batch-topk, and ingest
-and traffic of a store's raw logs run against spark://127.0.0.1:PORT write what the pandas
-engine writes."""
+on 127.0.0.1 (and stopped, as process groups, by the test), label_delay, batch-topk, ingest and
+traffic of a store's raw logs, and ingest of an edge list run against spark://127.0.0.1:PORT
+write what the pandas engine writes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
 from nextbuy.config import RetrievalConfig
 from tests.conftest import TINY_PARAMS
 from tests.engines import parity
-from tests.engines.conftest import skip_without_spark, spark_config
+from tests.engines.conftest import TEST_JVM_OPTIONS, skip_without_spark, spark_config
 
 pytestmark = pytest.mark.slow  # a cluster of three JVMs, then two engines' runs: minutes
 
@@ -29,14 +29,16 @@ def cluster(tmp_path_factory):
     from nextbuy.engines import spark_session
     from nextbuy.engines.spark_standalone import StandaloneCluster
 
-    with StandaloneCluster(tmp_path_factory.mktemp("cluster")) as running:
-        # executors of 1 core and 512 MiB on each 1-core, 1 GiB worker: one per worker
-        cfg = spark_config(running.master)
-        conf = dict(cfg.conf) | {"spark.executor.memory": "512m", "spark.executor.cores": "1"}
-        cfg = cfg.model_copy(update={"conf": conf})
-        spark = spark_session.session(cfg)
-        yield running, cfg, spark
-        spark_session.stop()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPARK_DAEMON_JAVA_OPTS", TEST_JVM_OPTIONS)  # the master's and the workers' JVMs
+        with StandaloneCluster(tmp_path_factory.mktemp("cluster")) as running:
+            # executors of 1 core and 512 MiB on each 1-core, 1 GiB worker: one per worker
+            cfg = spark_config(running.master)
+            conf = dict(cfg.conf) | {"spark.executor.memory": "512m", "spark.executor.cores": "1"}
+            cfg = cfg.model_copy(update={"conf": conf})
+            spark = spark_session.session(cfg)
+            yield running, cfg, spark
+            spark_session.stop()
     assert all(not procs.group_alive(s.proc.pid) for s in running.servers if s.proc is not None)
 
 
@@ -90,3 +92,15 @@ def test_raw_logs_ingest_and_traffic_on_the_cluster_write_what_pandas_writes(clu
     params = parity.raw_logs(copy.deepcopy(TINY_PARAMS), TINY_PARAMS["traffic"]["days"])
     parity.ingest_on_both(params, cfg, tmp_path / "pandas")
     parity.assert_ingest_same(tmp_path / "pandas")
+
+
+def test_an_edge_list_ingested_on_the_cluster_is_what_pandas_writes(cluster, tmp_path, monkeypatch):
+    _, cfg, _ = cluster
+    (tmp_path / "store" / "inputs").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "store")
+    parity.awkward_edges().drop(columns="weight").to_csv("inputs/graph.csv", index=False)
+    params = copy.deepcopy(TINY_PARAMS)
+    params["ingest"] |= {"source": "edge_list", "graph_path": "inputs/graph.csv"}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    parity.edge_list_ingest_on_both(params, cfg, tmp_path / "pandas")
+    parity.assert_edge_list_ingest_same(tmp_path / "pandas")

@@ -6,6 +6,8 @@ cluster, YARN, Kubernetes or Spark Connect), each in a module of its own here:
 
 * ``spark_events``: ingest's graph and labels of a store's raw logs (``ingest.source: events``)
   and traffic's labels of the logs after the snapshot, per bucket of customers on the executors;
+* ``spark_edge_list``: ingest's edge list (``ingest.source: edge_list``) read, checked per part by
+  the pandas engine's checks, keyed and its duplicate edges merged on the executors;
 * ``spark_label_delay``: label_delay's weights for every impression (the delay models fitted
   on the driver from ``label_delay.fit_sample_rows`` train rows, applied on the executors);
 * ``spark_monitor``: monitor's scoring of the traffic and its per-window x per-bucket table;

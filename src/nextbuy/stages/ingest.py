@@ -226,9 +226,26 @@ def ingest_logged(cfg: IngestConfig, graph: sources_keys.GraphSource, cleaning: 
     )
 
 
+def read_graph(source: str, path: str, engine: EngineConfig | None) -> sources_keys.GraphSource:
+    """A graph file: an edge list read, checked and cleaned on ``engine`` (on Spark:
+    ``nextbuy.engines.spark_edge_list``); an ``.npz`` in this process on either engine (one
+    compressed archive, which numpy reads whole in one process: what follows is a vectorised
+    pass over arrays already in memory)."""
+    from nextbuy.data import sources
+
+    if source == "npz":
+        return sources.read_npz_graph(path)
+    if engine is None or engine.kind == "pandas":
+        return sources.read_edge_list(path)
+    from nextbuy.engines import spark_edge_list
+
+    return spark_edge_list.read_edge_list(engine.spark, paths.INGESTED.parent, path)
+
+
 def ingest(cfg: IngestConfig, engine: EngineConfig | None = None) -> Ingested:
-    """Build the ingested tables from the configured source (raw logs: on ``engine``, default
-    pandas; the simulator and the graph files are read and generated in this process)."""
+    """Build the ingested tables from the configured source (raw logs and edge lists: on
+    ``engine``, default pandas; the simulator and an ``.npz`` graph are read and generated in
+    this process)."""
     from nextbuy.data import simulate, sources
 
     if cfg.source == "events":
@@ -242,9 +259,8 @@ def ingest(cfg: IngestConfig, engine: EngineConfig | None = None) -> Ingested:
         world, traffic = simulate.simulate_store(simulator, cfg.seed, cfg.snapshot)
         origin = "simulator"
     else:
-        reader = sources.read_npz_graph if cfg.source == "npz" else sources.read_edge_list
         assert cfg.graph_path is not None  # IngestConfig requires it for a real source
-        graph = reader(cfg.graph_path)
+        graph = read_graph(cfg.source, cfg.graph_path, engine)
         if cfg.catalogue_path:  # IngestConfig allows it with an edge list only
             graph = sources.graph_with_catalogue(graph, cfg.graph_path, cfg.catalogue_path)
         cleaning = dict(graph.cleaning)

@@ -89,8 +89,11 @@ def _integer_text(text: pd.Series, number: pd.Series) -> pd.Series:
     return stripped.where(digits, other)
 
 
-def _edge_list_keys(path: os.PathLike | str, df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+def _edge_list_keys(
+    path: os.PathLike | str, df: pd.DataFrame, counted: tuple[int, int] | None = None
+) -> tuple[pd.Series, pd.Series]:
     """src and dst as product keys; DataError for ids that would silently become products.
+    ``counted``: the whole list's (ids that are numbers, ids) when ``df`` is a part of it.
 
     - An id that is a number must be a non-negative integer: ``1.5``, ``-5``, ``inf`` are
       refused in any edge list (a float id also made pandas write ``1`` as ``1.0``, a
@@ -100,15 +103,12 @@ def _edge_list_keys(path: os.PathLike | str, df: pd.DataFrame) -> tuple[pd.Serie
       written form (``007`` and ``7`` are product ``7``).
     - Otherwise the list is text-keyed (SKUs, ASINs): ids are kept as written, integers
       among them included (``phone``, ``42``).
-    - An empty id is refused.
+    - An empty id is refused before (``_no_empty_ids``).
     """
     columns = ("src", "dst")
     text = {c: _keys(df[c]) for c in columns}
     number = {c: _id_numbers(df[c], text[c]) for c in columns}
-    empty = {c: df.index[text[c] == ""] for c in columns}
-    io.rows_error(path, df, {c: r for c, r in empty.items() if len(r)}, "have an empty id")
-    n_ids = 2 * len(df)
-    n_numbers = int(sum(number[c].notna().sum() for c in columns))
+    n_numbers, n_ids = counted or (int(sum(number[c].notna().sum() for c in columns)), 2 * len(df))
     integer = {c: number[c].notna() & np.isfinite(number[c]) & (number[c] >= 0) for c in columns}
     integer = {c: integer[c] & (number[c].where(integer[c], 0) % 1 == 0) for c in columns}
     if n_numbers > INTEGER_KEYED_SHARE * n_ids:
@@ -135,6 +135,12 @@ def _edge_list_keys(path: os.PathLike | str, df: pd.DataFrame) -> tuple[pd.Serie
     return text["src"], text["dst"]
 
 
+def _no_empty_ids(path: os.PathLike | str, df: pd.DataFrame) -> None:
+    """DataError naming the rows whose src or dst is empty once stripped."""
+    empty = {c: df.index[_keys(df[c]) == ""] for c in ("src", "dst")}
+    io.rows_error(path, df, {c: r for c, r in empty.items() if len(r)}, "have an empty id")
+
+
 def _sorted_keys(keys: np.ndarray) -> np.ndarray:
     """Unique keys, in numeric order when all are integers, else string order."""
     unique = np.unique(keys.astype(str))
@@ -144,8 +150,10 @@ def _sorted_keys(keys: np.ndarray) -> np.ndarray:
     return unique
 
 
-def _times(path: os.PathLike | str, df: pd.DataFrame, column: str) -> pd.Series:
-    """A time column as naive UTC datetime64[ns]: datetimes, date strings or unix seconds."""
+def _times(path: os.PathLike | str, df: pd.DataFrame, column: str, lead: str | None = None) -> pd.Series:
+    """A time column as naive UTC datetime64[ns]: datetimes, date strings or unix seconds.
+    ``lead``: the whole file's first time, when ``df`` is a later part of it (the format of
+    date strings is inferred from the first one)."""
     raw = df[column]
     try:
         if pd.api.types.is_datetime64_any_dtype(raw):
@@ -156,7 +164,9 @@ def _times(path: os.PathLike | str, df: pd.DataFrame, column: str) -> pd.Series:
             parsed = pd.to_datetime(raw, unit="s", utc=True, errors="coerce")
         else:
             text = raw.astype("string").str.strip()
-            parsed = pd.to_datetime(text, utc=True, errors="coerce")
+            ahead = pd.Series([] if lead is None else [lead], dtype="string")
+            both = pd.concat([ahead, text], ignore_index=True)
+            parsed = pd.to_datetime(both, utc=True, errors="coerce").iloc[len(ahead) :].set_axis(text.index)
             # Format inference follows the first value; retry the rest one by one,
             # and read numbers written as text as unix seconds.
             retry = parsed.isna() & text.notna()
@@ -184,11 +194,19 @@ def _clean_edges(
     merged = edges.groupby(["src", "dst"], sort=True, as_index=False).agg(
         weight=("weight", "sum"), time=("time", "min")
     )
+    cleaning = cleaning_counts(len(src), int(loop.sum()), len(edges), len(merged), path)
+    merged = merged.astype({"src": np.int64, "dst": np.int64, "weight": np.float64, "time": schemas.TS})
+    return merged.reset_index(drop=True), cleaning
+
+
+def cleaning_counts(rows: int, loops: int, kept: int, merged: int, path: os.PathLike | str) -> dict[str, int]:
+    """What cleaning did (``rows`` read, ``loops`` of them dropped, ``kept`` merged into
+    ``merged`` edges), each change logged; DataError when no edge is left."""
     cleaning = {
-        "rows_read": len(src),
-        "self_loops_dropped": int(loop.sum()),
-        "duplicate_edges_merged": int(len(edges) - len(merged)),
-        "edges_kept": len(merged),
+        "rows_read": rows,
+        "self_loops_dropped": loops,
+        "duplicate_edges_merged": kept - merged,
+        "edges_kept": merged,
     }
     if cleaning["self_loops_dropped"]:
         log.warning("%s: dropped %d self-loop(s)", path, cleaning["self_loops_dropped"])
@@ -198,10 +216,9 @@ def _clean_edges(
             path,
             cleaning["duplicate_edges_merged"],
         )
-    if merged.empty:
+    if merged == 0:
         raise DataError(path, f"no edges left after cleaning ({cleaning})")
-    merged = merged.astype({"src": np.int64, "dst": np.int64, "weight": np.float64, "time": schemas.TS})
-    return merged.reset_index(drop=True), cleaning
+    return cleaning
 
 
 def _without_repeats(path: os.PathLike | str, df: pd.DataFrame) -> pd.DataFrame:
