@@ -153,10 +153,12 @@ def in_project(root: Path) -> dict:
     return params
 
 
-def spoil(frame: pd.DataFrame, log: str) -> pd.DataFrame:
+def spoil(frame: pd.DataFrame, log: str, fault: str) -> pd.DataFrame:
     """One bad row (or pair) well inside the log: a row group other than the first refuses it."""
     frame = frame.copy()
-    if log == "orders":
+    if fault == "unlisted":
+        frame.loc[150, "product"] = "gadget-x"
+    elif log == "orders":
         frame["quantity"] = frame["quantity"].astype(str)  # a text column, as a CSV export's
         frame.loc[150, "quantity"] = "two"
     elif log == "impressions":
@@ -166,8 +168,13 @@ def spoil(frame: pd.DataFrame, log: str) -> pd.DataFrame:
     return frame
 
 
-@pytest.mark.parametrize("log", ["orders", "impressions", "interactions"])
-def test_a_bad_row_refuses_the_logs_with_the_pandas_engines_message_and_exit(local_spark, tmp_path, log):
+@pytest.mark.parametrize(
+    ("log", "fault"),
+    [("orders", "row"), ("orders", "unlisted"), ("impressions", "row"), ("interactions", "row")],
+)
+def test_a_bad_row_refuses_the_logs_with_the_pandas_engines_message_and_exit(
+    local_spark, tmp_path, log, fault
+):
     from nextbuy.cli import app
 
     before = Path.cwd()
@@ -178,7 +185,7 @@ def test_a_bad_row_refuses_the_logs_with_the_pandas_engines_message_and_exit(loc
         assert good.exit_code == 0, good.output
         written = {p: Path(p).read_bytes() for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS)}
         frames = raw_frames()
-        frames[log] = spoil(frames[log], log)
+        frames[log] = spoil(frames[log], log, fault)
         write_logs(Path("bad"), {log: frames[log]})
         target = Path(params["ingest"]["events"][f"{log}_path"])
         (target.rename(Path("old")) if target.is_dir() else target.unlink())
