@@ -71,3 +71,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 1 if item.path in slow_files else 3
 
     items.sort(key=rank)
+
+
+# One JVM runs the Spark engine's tests: every file of tests/engines goes to the same xdist worker
+# (its session-scoped local session; a JVM start and warm-up cost about ten CPU-seconds).
+SPARK_TESTS = "tests/engines/"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile`` (``make test``), with tests/engines handed out as one unit."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SparkTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SPARK_TESTS if scope.startswith(SPARK_TESTS) else scope
+
+    return SparkTogether(config, log)

@@ -23,9 +23,8 @@ def _yes(flag: bool) -> str:
 
 
 def render_schemas(root: Path) -> str:
-    import pandera.pandas as pa
-
     from nextbuy.mlops import schemas
+    from nextbuy.tables_api import pa
 
     lines = [
         GENERATED.format(source="src/nextbuy/mlops/schemas.py"),

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import pyarrow as arrow
 import pyarrow.parquet as pq
 
 from nextbuy.domain.delay_signals import first_seen
 from nextbuy.mlops import io
+from nextbuy.tables_api import pa
 
 # Rows of one column a quantile brings to the driver whole; above it, only the rows between two
 # approximate quantiles bracketing the exact one (exact_quantiles).

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import scipy.sparse as sp
 
 from nextbuy.files import atomic_path, staging_dir  # io.atomic_path stays part of this module's API
+from nextbuy.tables_api import pa
 
 MAX_ROWS_SHOWN = 5
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
 from nextbuy.constants import DELAY_PAIR_FEATURES, WEIGHTING_METHODS
+from nextbuy.tables_api import pa
 
 SPLITS = ("train", "calib", "test")
 TS = "datetime64[ns]"

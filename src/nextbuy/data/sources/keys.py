@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import scipy.sparse as sp
 
 from nextbuy.mlops import io, schemas
 from nextbuy.mlops.io import DataError
+from nextbuy.tables_api import pa
 
 log = logging.getLogger(__name__)
 
