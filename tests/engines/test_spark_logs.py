@@ -168,13 +168,45 @@ def spoil(frame: pd.DataFrame, log: str, fault: str) -> pd.DataFrame:
     return frame
 
 
+def spoil_in_place(params: dict, log: str, fault: str) -> Path:
+    """The project's ``log`` replaced by one with a bad row; its path."""
+    frames = raw_frames()
+    frames[log] = spoil(frames[log], log, fault)
+    write_logs(Path("bad"), {log: frames[log]})
+    target = Path(params["ingest"]["events"][f"{log}_path"])
+    (target.rename(Path("old")) if target.is_dir() else target.unlink())
+    Path("bad", Path(target).name).rename(target)
+    return target
+
+
 @pytest.mark.parametrize(
-    ("log", "fault"),
-    [("orders", "row"), ("orders", "unlisted"), ("impressions", "row"), ("interactions", "row")],
+    ("log", "fault"), [("orders", "unlisted"), ("impressions", "row"), ("interactions", "row")]
 )
-def test_a_bad_row_refuses_the_logs_with_the_pandas_engines_message_and_exit(
-    local_spark, tmp_path, log, fault
-):
+def test_a_bad_row_refuses_the_logs_with_the_pandas_engines_message(local_spark, tmp_path, log, fault):
+    from nextbuy.config import EngineConfig
+    from nextbuy.mlops import io
+    from nextbuy.stages import ingest
+
+    before = Path.cwd()
+    try:
+        params = in_project(tmp_path / "store")
+        target = spoil_in_place(params, log, fault)
+        cfg = IngestConfig.model_validate(params["ingest"])
+        messages = {}
+        for kind in ("pandas", "spark"):
+            engine = EngineConfig.model_validate({"kind": kind, "spark": local_spark.model_dump()})
+            with pytest.raises(io.DataError) as refused:
+                ingest.ingest(cfg, engine)
+            messages[kind] = str(refused.value)
+        assert messages["spark"] == messages["pandas"]
+        assert target.name in messages["spark"]
+        assert "first offending rows" in messages["spark"]
+        assert not [p for p in Path("data").iterdir() if p.name.startswith(".spark")]
+    finally:
+        os.chdir(before)
+
+
+def test_a_bad_row_exits_as_on_pandas_and_the_last_good_outputs_stay(local_spark, tmp_path):
     from nextbuy.cli import app
 
     before = Path.cwd()
@@ -184,12 +216,7 @@ def test_a_bad_row_refuses_the_logs_with_the_pandas_engines_message_and_exit(
         good = CliRunner().invoke(app, ["ingest"])
         assert good.exit_code == 0, good.output
         written = {p: Path(p).read_bytes() for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS)}
-        frames = raw_frames()
-        frames[log] = spoil(frames[log], log, fault)
-        write_logs(Path("bad"), {log: frames[log]})
-        target = Path(params["ingest"]["events"][f"{log}_path"])
-        (target.rename(Path("old")) if target.is_dir() else target.unlink())
-        Path("bad", Path(target).name).rename(target)
+        target = spoil_in_place(params, "orders", "row")
         answers = {}
         for kind in ("pandas", "spark"):
             parity.set_engine(params, kind, local_spark)
