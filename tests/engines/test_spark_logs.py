@@ -245,10 +245,13 @@ def test_the_stage_reads_the_logs_on_spark_and_writes_what_pandas_writes(local_s
         metrics = yaml.safe_load(Path(paths.metrics_file("ingest")).read_text())
         parity.set_engine(params, "spark", local_spark)
         cfg = IngestConfig.model_validate(params["ingest"])
-        assert spark_logs.read_and_build(cfg, local_spark, Path("data")) is not None  # not left to pandas
+        built = spark_logs.read_and_build(cfg, local_spark, Path("data"))
+        assert built is not None  # not left to pandas
+        built.impressions.release()
         ingest.run()
         for p, frame in kept.items():
             pd.testing.assert_frame_equal(pd.read_parquet(p), frame, check_exact=True)
         assert yaml.safe_load(Path(paths.metrics_file("ingest")).read_text()) == metrics
+        assert not [p for p in Path("data").iterdir() if p.name.startswith(".spark")]  # parts removed
     finally:
         os.chdir(before)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from nextbuy import paths
 from nextbuy.cli import app
 from nextbuy.config import IngestConfig
+from nextbuy.data import ingest_checks
 from nextbuy.data.sources import read_npz_graph
 from nextbuy.mlops import io, schemas
 from nextbuy.stages import ingest
@@ -61,7 +62,7 @@ def test_split_holds_out_sessions_by_their_key():
     keys = pd.Series([f"sku-{i % 5000}" for i in range(20_000)])
     shown = pd.Series(pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(20_000) // 5000, unit="D"))
     cfg = SplitConfig(calib_share=0.2, test_share=0.1, seed=0)
-    split = ingest.assign_split(keys, shown, cfg)
+    split = ingest_checks.assign_split(keys, shown, cfg)
     shares = pd.Series(split).value_counts(normalize=True)
     assert shares["test"] == pytest.approx(0.1, abs=0.01)
     assert shares["calib"] == pytest.approx(0.2, abs=0.01)
@@ -70,10 +71,10 @@ def test_split_holds_out_sessions_by_their_key():
     assert (sessions.groupby(["key", "day"])["split"].nunique() == 1).all()
     assert (sessions.groupby("key")["split"].nunique() > 1).mean() > 0.3
     # Row order does not decide; the seed reshuffles.
-    reversed_split = ingest.assign_split(keys.iloc[::-1], shown.iloc[::-1], cfg)
+    reversed_split = ingest_checks.assign_split(keys.iloc[::-1], shown.iloc[::-1], cfg)
     assert (reversed_split[::-1] == split).all()
     other_seed = SplitConfig(calib_share=0.2, test_share=0.1, seed=1)
-    assert (ingest.assign_split(keys, shown, other_seed) != split).mean() > 0.2
+    assert (ingest_checks.assign_split(keys, shown, other_seed) != split).mean() > 0.2
 
 
 def test_ingest_is_deterministic(project, tiny_params):
@@ -233,13 +234,14 @@ def test_graph_too_small_to_train_on_is_refused(project, tiny_params, rows, size
     assert "tiny.csv" in output
     assert "too small to train on" in output
     assert sizes in output
-    assert f"at least {ingest.MIN_GRAPH_PRODUCTS} products and {ingest.MIN_GRAPH_EDGES} edges" in output
+    floor = ingest_checks.MIN_GRAPH_PRODUCTS, ingest_checks.MIN_GRAPH_EDGES
+    assert "at least {} products and {} edges".format(*floor) in output
     assert not paths.PRODUCTS.exists()  # nothing written
 
 
 def test_graph_of_the_minimum_size_is_accepted():
-    rows = [[i, (i + 1) % ingest.MIN_GRAPH_PRODUCTS] for i in range(ingest.MIN_GRAPH_EDGES)]
-    assert len({node for row in rows for node in row}) == ingest.MIN_GRAPH_PRODUCTS
+    rows = [[i, (i + 1) % ingest_checks.MIN_GRAPH_PRODUCTS] for i in range(ingest_checks.MIN_GRAPH_EDGES)]
+    assert len({node for row in rows for node in row}) == ingest_checks.MIN_GRAPH_PRODUCTS
     graph = pd.DataFrame(rows, columns=["src", "dst"])
     products = pd.DataFrame(
         {
@@ -250,9 +252,9 @@ def test_graph_of_the_minimum_size_is_accepted():
         }
     )
     edges = graph.assign(weight=1.0, time=pd.NaT).astype({"time": "datetime64[ns]"})
-    ingest.check_graph_size(products, edges, "graph.csv")  # no error
+    ingest_checks.check_graph_size(products, edges, "graph.csv")  # no error
     with pytest.raises(io.DataError, match=r"graph.csv: graph too small"):
-        ingest.check_graph_size(products, edges.iloc[1:], "graph.csv")
+        ingest_checks.check_graph_size(products, edges.iloc[1:], "graph.csv")
 
 
 def test_graph_censored_below_the_minimum_by_the_snapshot_is_refused(project, tiny_params):

@@ -44,10 +44,19 @@ def training_record(impressions: pd.DataFrame, snapshot: pd.Timestamp, split: Ma
     snapshot, the span of shown_at it held, and the split settings (train and calib rows,
     which the model and its calibration learned from, are every non-test row of the span)."""
     shown = pd.to_datetime(impressions["shown_at"])
+    if not len(shown):
+        return span_record(None, None, snapshot, split)
+    return span_record(shown.min(), shown.max(), snapshot, split)
+
+
+def span_record(
+    first: pd.Timestamp | None, last: pd.Timestamp | None, snapshot: pd.Timestamp, split: Mapping[str, Any]
+) -> dict:
+    """:func:`training_record` of rows whose shown_at spans ``first`` to ``last`` (None: no rows)."""
     return {
         "snapshot": str(pd.Timestamp(snapshot)),
-        "first_shown_at": str(shown.min()) if len(shown) else None,
-        "last_shown_at": str(shown.max()) if len(shown) else None,
+        "first_shown_at": None if first is None else str(pd.Timestamp(first)),
+        "last_shown_at": None if last is None else str(pd.Timestamp(last)),
         "split": {k: split[k] for k in ("test_share", "calib_share", "seed")},
     }
 

@@ -177,9 +177,22 @@ def labels_on_spark(
     """Rule 3 of Spark DataFrames: ``impressions`` (``row``: the log's order, impression_id,
     customer, source_id, shown_id, shown_at in int64 ns) attributed to ``ev`` (orders and
     interactions: customer, product, kind, at): the labelled impressions in the rows' order."""
-    from pyspark.sql import functions as F
+    labelled = labelled_frame(where[0], impressions, ev, n_products, window_ns)
+    rows = spark_table.collected(labelled, where[1]).sort_values("row", ignore_index=True)
+    return pd.DataFrame(
+        {
+            c: rows[c].to_numpy(np.int64).view("datetime64[ns]")
+            if c in spark_table.TIME_COLUMNS
+            else rows[c].to_numpy(np.int64)
+            for c in events.LOG_COLUMNS
+        }
+    )
 
-    spark_cfg, near = where
+
+def labelled_frame(spark_cfg: SparkConfig, impressions: Any, ev: Any, n_products: int, window_ns: int) -> Any:
+    """Rule 3 as a Spark DataFrame (``LABEL_SCHEMA``: times int64 ns, no label ``spark_table.NAT``),
+    not yet computed."""
+    from pyspark.sql import functions as F
 
     def per_bucket(imp_rows: pd.DataFrame, ev_rows: pd.DataFrame) -> pd.DataFrame:
         if imp_rows.empty:  # customers with events but no impression
@@ -195,26 +208,18 @@ def labels_on_spark(
             ev.select("customer", "product", "kind", "at"),
         )
     ]
-    labelled = (
+    return (
         keyed[0].groupBy("bucket").cogroup(keyed[1].groupBy("bucket")).applyInPandas(per_bucket, LABEL_SCHEMA)
-    )
-    rows = spark_table.collected(labelled, near).sort_values("row", ignore_index=True)
-    return pd.DataFrame(
-        {
-            c: rows[c].to_numpy(np.int64).view("datetime64[ns]")
-            if c in spark_table.TIME_COLUMNS
-            else rows[c].to_numpy(np.int64)
-            for c in events.LOG_COLUMNS
-        }
     )
 
 
 def build_on_spark(
     logs: Any, n_products: int, cfg: EventsConfig, snapshot: pd.Timestamp, where: tuple[SparkConfig, Path]
-) -> events.BuiltLogs:
+) -> tuple[pd.DataFrame, Any, dict[str, int]]:
     """``events.build_from_logs`` of the coded logs of ``spark_logs.read_on_spark`` (Spark
-    DataFrames over parquet), without bringing them to this process: the same edges, labelled
-    impressions (in the log's order) and counts."""
+    DataFrames over parquet), without bringing them to this process: the same edges and counts,
+    and the labelled impressions as a Spark DataFrame (:func:`labelled_frame`, ``row``: the
+    log's order), computed once here (the counts) into parquet beside ``where``'s folder."""
     from pyspark.sql import functions as F
 
     end = pd.Timestamp(snapshot).value
@@ -229,14 +234,15 @@ def build_on_spark(
     ev = orders.select("customer", "product", F.lit(ORDER).alias("kind"), "at").unionByName(
         interactions.select("customer", "product", "kind", "at")
     )
-    labelled = labels_on_spark(
-        where, impressions, ev, n_products, round(cfg.attribution_days * events.NS_PER_DAY)
-    )
+    window = round(cfg.attribution_days * events.NS_PER_DAY)
+    labelled = labelled_frame(where[0], impressions, ev, n_products, window)
+    labelled.write.mode("overwrite").parquet(str(where[1] / "labelled"))
+    labelled = labelled.sparkSession.read.parquet(str(where[1] / "labelled"))
     counts = {
         "orders": n_orders,
         "co_purchase_pairs": pairs,
         "edges_kept": len(edges),
         "impressions_after_snapshot_dropped": later,
-        "conversions_attributed": int(labelled["converted_at"].notna().sum()),
+        "conversions_attributed": int(labelled.where(F.col("converted_at") != spark_table.NAT).count()),
     }
-    return events.BuiltLogs(edges, labelled, counts)
+    return edges, labelled, counts

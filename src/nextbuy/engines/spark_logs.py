@@ -36,8 +36,8 @@ from nextbuy.config import IngestConfig, SparkConfig
 from nextbuy.data.sources import catalogue as sources_catalogue
 from nextbuy.data.sources import events as sources_events
 from nextbuy.data.sources import keys as sources_keys
-from nextbuy.domain.events import BuiltLogs
 from nextbuy.engines import spark_session
+from nextbuy.engines.spark_impressions import SparkImpressions
 from nextbuy.mlops import io, schemas
 
 PIECE_SCHEMA = (
@@ -290,19 +290,33 @@ def read_on_spark(cfg: IngestConfig, spark_cfg: SparkConfig, folder: Path) -> Sp
     return SparkLogs(products, coded["orders"], coded["impressions"], coded["interactions"], last, cleaning)
 
 
-def read_and_build(
-    cfg: IngestConfig, spark_cfg: SparkConfig, near: Path
-) -> tuple[pd.DataFrame, BuiltLogs, pd.Timestamp, dict[str, int]] | None:
-    """ingest's raw logs read (:func:`read_on_spark`) and built into the graph and the labels
-    (``spark_events.build_on_spark``) on Spark, the staged parquet beside ``near`` removed
-    afterwards: the products, what was built, the snapshot and the cleaning counts; None when
-    the pandas reader is to read them."""
-    from nextbuy.engines import spark_events
+@dataclass(frozen=True)
+class BuiltOnSpark:
+    """What ``read_and_build`` hands the stage: the products, the edges, the labelled impressions
+    as parquet parts (``spark_impressions.SparkImpressions``: the stage releases them), the
+    snapshot and the cleaning counts (the reader's and the builder's)."""
+
+    products: pd.DataFrame
+    edges: pd.DataFrame
+    impressions: SparkImpressions
+    snapshot: pd.Timestamp
+    cleaning: dict[str, int]
+
+
+def read_and_build(cfg: IngestConfig, spark_cfg: SparkConfig, near: Path) -> BuiltOnSpark | None:
+    """ingest's raw logs read (:func:`read_on_spark`), built into the graph and the labels
+    (``spark_events.build_on_spark``), split and sorted (``spark_impressions.finish``) on Spark,
+    the staged parquet beside ``near`` removed afterwards; None when the pandas reader is to
+    read them."""
+    from nextbuy.engines import spark_events, spark_impressions
 
     with folder_near(near) as folder:
         logs = read_on_spark(cfg, spark_cfg, folder)
         if logs is None:
             return None
         snapshot = logs.last_event if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
-        built = spark_events.build_on_spark(logs, len(logs.products), cfg.events, snapshot, (spark_cfg, near))
-    return logs.products, built, snapshot, logs.cleaning
+        edges, labelled, counts = spark_events.build_on_spark(
+            logs, len(logs.products), cfg.events, snapshot, (spark_cfg, folder)
+        )
+        impressions = spark_impressions.finish(labelled, logs.products, cfg.split, near)
+    return BuiltOnSpark(logs.products, edges, impressions, snapshot, logs.cleaning | counts)

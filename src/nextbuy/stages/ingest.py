@@ -12,11 +12,21 @@ import pandas as pd
 import scipy.sparse as sp
 
 from nextbuy import paths
-from nextbuy.config import EngineConfig, IngestConfig, SplitConfig, load_section
+from nextbuy.config import EngineConfig, IngestConfig, load_section
 
 if TYPE_CHECKING:
     from nextbuy.data.sources import keys as sources_keys
     from nextbuy.domain.events import Builders
+    from nextbuy.engines import spark_logs
+    from nextbuy.engines.spark_impressions import SparkImpressions
+from nextbuy.data.ingest_checks import (
+    censored,
+    check_graph_size,
+    check_splits,
+    finalise,
+    refuse_future_events,
+)
+from nextbuy.domain import ingest_summary
 from nextbuy.domain import split as session_split
 from nextbuy.mlops import io, schemas
 
@@ -26,21 +36,13 @@ log = logging.getLogger(__name__)
 # (self_loops_dropped, duplicate_edges_merged, explicit_zeros_dropped); the rest are sizes.
 CLEANING_CHANGE_SUFFIXES = ("_dropped", "_merged")
 
-# The smallest real graph ingest accepts (after cleaning and snapshot censoring): the
-# simulated store's own floor (ingest.simulator.n_products >= 10). Each training epoch
-# splits the edges into supervised positives (train.supervision_share) and message-passing
-# edges, and draws random negatives over all products; with fewer edges or products the link
-# loss has next to nothing to learn from, and with 2 products every "negative" is the
-# positive or its reverse. A one-edge graph would otherwise train "successfully".
-MIN_GRAPH_PRODUCTS = 10
-MIN_GRAPH_EDGES = 10
-
 
 @dataclass(frozen=True)
 class Ingested:
     products: pd.DataFrame
     edges: pd.DataFrame
-    impressions: pd.DataFrame  # schemas.IMPRESSIONS (with split)
+    # schemas.IMPRESSIONS (with split); on Spark (raw logs read there): parquet parts to write
+    impressions: pd.DataFrame | SparkImpressions
     snapshot: pd.Timestamp
     cleaning: dict[str, int] = field(default_factory=dict)
     truth_impressions: pd.DataFrame | None = None
@@ -57,72 +59,6 @@ def source_features(features: sp.spmatrix | None, n_products: int) -> sp.csr_mat
     if features.shape[0] != n_products:
         raise ValueError(f"{features.shape[0]} feature rows for {n_products} products")
     return sp.csr_matrix(features, dtype=np.float32)
-
-
-def assign_split(source_key: pd.Series, shown_at: pd.Series, split: SplitConfig) -> np.ndarray:
-    """The session split of ``nextbuy.domain.split`` with ingest.split's settings. (`nextbuy
-    bench delay` scores models on days *after* the snapshot with the simulator's eventual
-    labels; no stage reads those.)"""
-    return session_split.assign_split(source_key, shown_at, split.test_share, split.calib_share, split.seed)
-
-
-def refuse_future_events(log: pd.DataFrame, events: list[str], origin: str, now: pd.Timestamp) -> None:
-    """DataError naming the file, the column and the first rows when an event lies after ``now``
-    (the wall clock, UTC): a log cannot hold what has not happened, and one such row (a typo'd
-    year) would move a snapshot taken from the log's last event far into the future."""
-    clock = pd.Timestamp(now).tz_convert(None) if pd.Timestamp(now).tzinfo else pd.Timestamp(now)
-    bad = {col: log.index[(log[col] > clock).to_numpy()] for col in events if col in log}
-    found = {col: rows for col, rows in bad.items() if len(rows)}
-    io.rows_error(origin, log, found, f"lie after now ({clock:%Y-%m-%d %H:%M} UTC)")
-
-
-def finalise(
-    products: pd.DataFrame,
-    edges: pd.DataFrame,
-    impressions_log: pd.DataFrame,
-    snapshot: pd.Timestamp,
-    split: SplitConfig,
-    origin: str,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cross-table checks, snapshot censoring of the graph, and the session split (pure)."""
-    io.rows_error(
-        origin,
-        impressions_log,
-        schemas.check_known_products(impressions_log, ("source_id", "shown_id"), products["product_id"]),
-        "refer to a product id that is not in the products table",
-    )
-    io.rows_error(
-        origin, impressions_log, schemas.check_event_order(impressions_log), "happen before shown_at"
-    )
-    io.rows_error(
-        origin, impressions_log, schemas.check_funnel_order(impressions_log), "happen after converted_at"
-    )
-    # The graph may only hold co-purchases the store had seen by the snapshot.
-    edges = edges[edges["time"].isna() | (edges["time"] <= snapshot)].reset_index(drop=True)
-    impressions = impressions_log[list(schemas.IMPRESSIONS_LOG.columns)].copy()
-    source_key = products.set_index("product_id")["product_key"].reindex(impressions["source_id"])
-    impressions["split"] = assign_split(source_key.to_numpy(), impressions["shown_at"], split)
-    counts = impressions["split"].value_counts()
-    empty = [s for s in schemas.SPLITS if counts.get(s, 0) == 0]
-    if empty:
-        raise io.DataError(
-            origin,
-            f"split(s) {empty} are empty: the {len(impressions)} impressions form too few "
-            "sessions (source product x day) for ingest.split's shares",
-            column="source_id",
-        )
-    return edges, impressions
-
-
-def check_graph_size(products: pd.DataFrame, edges: pd.DataFrame, origin: str) -> None:
-    """DataError when a real graph is too small to train on (see ``MIN_GRAPH_PRODUCTS``)."""
-    if len(products) < MIN_GRAPH_PRODUCTS or len(edges) < MIN_GRAPH_EDGES:
-        raise io.DataError(
-            origin,
-            f"graph too small to train on: {len(products)} product(s) and {len(edges)} edge(s) after "
-            f"cleaning and snapshot censoring; ingest needs at least {MIN_GRAPH_PRODUCTS} products "
-            f"and {MIN_GRAPH_EDGES} edges",
-        )
 
 
 def log_builders(engine: EngineConfig | None) -> Builders:
@@ -149,27 +85,20 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
     assert ev.impressions_path is not None
     at = None if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
     gap = cfg.max_event_gap_days
-    on_spark = None
     if engine is not None and engine.kind == "spark":  # the reader too on Spark
         from nextbuy.engines import spark_logs
 
         on_spark = spark_logs.read_and_build(cfg, engine.spark, paths.INGESTED.parent)
-    if on_spark is not None:
-        products, built, snapshot, cleaning = on_spark
-    else:  # the pandas reader: the pandas engine, and what the Spark one leaves to it (CSV, refusals)
-        logs = read_event_logs(
-            ev.orders_path, ev.impressions_path, ev.interactions_path, cfg.catalogue_path, at, gap
-        )
-        products, snapshot, cleaning = logs.products, logs.last_event if at is None else at, logs.cleaning
-        built = events.build_from_logs(
-            logs.orders,
-            logs.impressions,
-            logs.interactions,
-            len(products),
-            ev,
-            snapshot,
-            log_builders(engine),
-        )
+        if on_spark is not None:
+            return ingest_built_on_spark(cfg, on_spark)
+    # the pandas reader: the pandas engine, and what the Spark one leaves to it (CSV, refusals)
+    logs = read_event_logs(
+        ev.orders_path, ev.impressions_path, ev.interactions_path, cfg.catalogue_path, at, gap
+    )
+    products, snapshot, cleaning = logs.products, logs.last_event if at is None else at, logs.cleaning
+    built = events.build_from_logs(
+        logs.orders, logs.impressions, logs.interactions, len(products), ev, snapshot, log_builders(engine)
+    )
     labelled = built.impressions.sort_values(["shown_at", "impression_id"], kind="stable", ignore_index=True)
     if labelled.empty:
         raise io.DataError(
@@ -185,6 +114,31 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
         snapshot,
         cleaning | built.counts,
         features=source_features(None, n),
+    )
+
+
+def ingest_built_on_spark(cfg: IngestConfig, built: spark_logs.BuiltOnSpark) -> Ingested:
+    """:func:`ingest_events`' checks of logs built on Spark, the labelled impressions left there
+    (``spark_impressions``); a failed check is worded by ``finalise`` on the rows brought here."""
+    origin = str(cfg.events.impressions_path)
+    imp = built.impressions
+    try:
+        if imp.rows == 0:
+            raise io.DataError(
+                origin, f"no impression shown by the snapshot ({built.snapshot})", column="shown_at"
+            )
+        if imp.refused:
+            labelled = imp.to_pandas().drop(columns="split")
+            finalise(built.products, built.edges, labelled, built.snapshot, cfg.split, origin)
+        check_splits(imp.sizes, imp.rows, origin)
+        edges = censored(built.edges, built.snapshot)
+        check_graph_size(built.products, edges, str(cfg.events.orders_path))
+    except BaseException:
+        imp.release()
+        raise
+    n = len(built.products)
+    return Ingested(
+        built.products, edges, imp, built.snapshot, built.cleaning, features=source_features(None, n)
     )
 
 
@@ -292,41 +246,23 @@ def ingest(cfg: IngestConfig, engine: EngineConfig | None = None) -> Ingested:
     )
 
 
-def degree_ccdf(edges: pd.DataFrame, n_products: int) -> pd.DataFrame:
-    """Share of products with degree >= k, for a log-log plot of the tail."""
-    rows = []
-    for direction, col in (("out", "src"), ("in", "dst")):
-        deg = np.bincount(edges[col].to_numpy(), minlength=n_products)
-        ks = np.unique(np.concatenate([[1], np.unique(np.geomspace(1, max(deg.max(), 1), 30).astype(int))]))
-        share = (deg[None, :] >= ks[:, None]).mean(axis=1)
-        rows.append(pd.DataFrame({"direction": direction, "degree": ks, "share_at_least": share}))
-    return pd.concat(rows, ignore_index=True)
+def figures(impressions: pd.DataFrame | SparkImpressions) -> ingest_summary.ImpressionFigures:
+    """The impressions' figures for the metrics and the meta: counted here, or on Spark."""
+    if isinstance(impressions, pd.DataFrame):
+        return ingest_summary.impression_figures(impressions)
+    first, last = impressions.learned_span
+    return ingest_summary.ImpressionFigures(
+        impressions.sizes,
+        impressions.converted,
+        None if first is None else pd.Timestamp(first),
+        None if last is None else pd.Timestamp(last),
+    )
 
 
-def summarise(result: Ingested) -> dict:
-    edges, imp = result.edges, result.impressions
-    n = len(result.products)
-    out_deg = np.bincount(edges["src"].to_numpy(), minlength=n)
-    in_deg = np.bincount(edges["dst"].to_numpy(), minlength=n)
-    pair = edges["src"].to_numpy() * n + edges["dst"].to_numpy()
-    reverse = edges["dst"].to_numpy() * n + edges["src"].to_numpy()
-    by_split = imp.groupby("split")
-    return {
-        "snapshot": str(result.snapshot),
-        "products": n,
-        "edges": len(edges),
-        "reciprocated_edge_share": float(np.isin(reverse, pair).mean()),
-        "degree": {
-            "out_max": int(out_deg.max()),
-            "in_max": int(in_deg.max()),
-            "total_median": float(np.median(out_deg + in_deg)),
-            "share_total_degree_le_1": float(((out_deg + in_deg) <= 1).mean()),
-        },
-        "impressions": {s: int(by_split.size().get(s, 0)) for s in schemas.SPLITS},
-        "observed_conversion_rate": {s: float(g["converted_at"].notna().mean()) for s, g in by_split},
-        "feature_columns": 0 if result.features is None else int(result.features.shape[1]),
-        "cleaning": result.cleaning,
-    }
+def summarise(result: Ingested, counted: ingest_summary.ImpressionFigures) -> dict:
+    features = 0 if result.features is None else int(result.features.shape[1])
+    extra = {"feature_columns": features, "cleaning": result.cleaning}
+    return ingest_summary.summarise(len(result.products), result.edges, counted, result.snapshot, extra)
 
 
 def run(params_file: str = "params.yaml") -> dict:
@@ -340,12 +276,33 @@ def run(params_file: str = "params.yaml") -> dict:
         if path and cfg.source != "simulated":
             io.watched_input(path, key, paths.INPUTS)
     result = ingest(cfg, load_section("engine", params_file))
-    metrics = summarise(result)
-    tables = [
-        (result.products, paths.PRODUCTS, schemas.PRODUCTS),
-        (result.edges, paths.EDGES, schemas.EDGES),
-        (result.impressions, paths.IMPRESSIONS, schemas.IMPRESSIONS),
-    ]
+    try:
+        metrics = write(cfg, result)
+    finally:
+        if not isinstance(result.impressions, pd.DataFrame):
+            result.impressions.release()
+    changed = cleaning_changes(result.cleaning)
+    if changed:
+        log.warning(
+            "ingest cleaned %s: %s (counted in metrics/ingest.json, cleaning)",
+            "the raw logs of ingest.events" if cfg.source == "events" else cfg.graph_path,
+            ", ".join(f"{key}={n}" for key, n in changed.items()),
+        )
+    return metrics
+
+
+def write(cfg: IngestConfig, result: Ingested) -> dict:
+    """The stage's outputs (every table checked before any is written; impressions kept on Spark
+    streamed into their one file first) and its metrics."""
+    counted = figures(result.impressions)
+    metrics = summarise(result, counted)
+    tables = [(result.products, paths.PRODUCTS, schemas.PRODUCTS), (result.edges, paths.EDGES, schemas.EDGES)]
+    if isinstance(result.impressions, pd.DataFrame):
+        tables.append((result.impressions, paths.IMPRESSIONS, schemas.IMPRESSIONS))
+    else:
+        for frame, path, schema in tables:
+            io.validate(frame.reset_index(drop=True), schema, path)
+        result.impressions.write(paths.IMPRESSIONS)
     if result.truth_impressions is not None:
         tables += [
             (result.truth_impressions, paths.TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS),
@@ -361,27 +318,23 @@ def run(params_file: str = "params.yaml") -> dict:
     io.write_sparse(source_features(result.features, len(result.products)), paths.FEATURES)
     # What the models trained on this data learned from: a later release gate tests its
     # rows against it (deploy records it on the registered version).
-    learned = result.impressions[result.impressions["split"] != "test"]
+    learned = session_split.span_record(
+        counted.first_learned, counted.last_learned, result.snapshot, cfg.split.model_dump()
+    )
     io.write_json(
         {
             "snapshot": str(result.snapshot),
             "source": cfg.source,
             "cleaning": result.cleaning,
-            "training_data": session_split.training_record(learned, result.snapshot, cfg.split.model_dump()),
+            "training_data": learned,
         },
         paths.INGEST_META,
     )
     io.write_csv(
-        degree_ccdf(result.edges, len(result.products)), paths.plots_dir("ingest") / "degree_ccdf.csv"
+        ingest_summary.degree_ccdf(result.edges, len(result.products)),
+        paths.plots_dir("ingest") / "degree_ccdf.csv",
     )
     io.write_json(metrics, paths.metrics_file("ingest"))
-    changed = cleaning_changes(result.cleaning)
-    if changed:
-        log.warning(
-            "ingest cleaned %s: %s (counted in metrics/ingest.json, cleaning)",
-            "the raw logs of ingest.events" if cfg.source == "events" else cfg.graph_path,
-            ", ".join(f"{key}={n}" for key, n in changed.items()),
-        )
     return metrics
 
 
