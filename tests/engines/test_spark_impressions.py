@@ -61,7 +61,7 @@ def test_impressions_kept_on_spark_are_split_sorted_counted_and_written_as_panda
     _, expected = finalise(
         products, edges, sorted_log, pd.Timestamp("2026-03-05"), SPLIT, "impressions.parquet"
     )
-    got = spark_impressions.finish(on_spark(local_spark, frame), products, SPLIT, tmp_path)
+    got = spark_impressions.finish(on_spark(local_spark, frame), products, SPLIT, tmp_path, 64)
     try:
         assert not got.refused
         figures = impression_figures(expected)
@@ -90,7 +90,7 @@ def test_a_row_finalise_refuses_is_found_on_spark_and_refused_with_the_pandas_wo
         frame.loc[converted, "carted_at"] = frame.loc[converted, "converted_at"] + pd.Timedelta(minutes=5)
     else:
         frame.loc[9, "shown_id"] = 12
-    got = spark_impressions.finish(on_spark(local_spark, frame), products, SPLIT, tmp_path)
+    got = spark_impressions.finish(on_spark(local_spark, frame), products, SPLIT, tmp_path, 64)
     edges = pd.DataFrame({"src": [0], "dst": [1], "weight": [1.0], "time": [pd.NaT]})
     sorted_log = frame.sort_values(["shown_at", "impression_id"], kind="stable", ignore_index=True)
     try:

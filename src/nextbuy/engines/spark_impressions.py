@@ -54,17 +54,17 @@ class SparkImpressions:
     converted: dict[str, int]  # rows with a conversion per split present
     learned_span: tuple[int | None, int | None]  # first and last shown_at (ns) of the non-test rows
     refused: bool  # a check of ``finalise`` fails on some row
+    batch_rows: int  # rows the stage's process reads of the parts at a time
     columns: list[str] = field(default_factory=lambda: list(schemas.IMPRESSIONS.columns))
 
     def release(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def batches(self) -> Iterator[pd.DataFrame]:
-        """The rows, in order, one parquet row group at a time, times as times."""
+        """The rows, in order, ``batch_rows`` at a time, times as times."""
         for file in self.files:
-            reader = pq.ParquetFile(file)
-            for i in range(reader.num_row_groups):
-                yield spark_table.as_pandas(reader.read_row_group(i).to_pandas())
+            for batch in pq.ParquetFile(file).iter_batches(self.batch_rows):
+                yield spark_table.as_pandas(batch.to_pandas())
 
     def to_pandas(self) -> pd.DataFrame:
         """Every row in this process (a refusal's words only)."""
@@ -74,7 +74,9 @@ class SparkImpressions:
 
     def write(self, path: str | Path) -> int:
         """The one parquet file at ``path`` (atomic), checked by ``schemas.IMPRESSIONS``."""
-        return spark_table.merge_parts(self.files, Path(path), schemas.IMPRESSIONS, EXAMPLE)
+        return spark_table.merge_parts(
+            self.files, Path(path), schemas.IMPRESSIONS, EXAMPLE, batch_rows=self.batch_rows
+        )
 
 
 def with_split(labelled: Any, products: pd.DataFrame, split: SplitConfig) -> Any:
@@ -113,9 +115,12 @@ def problems(products: pd.DataFrame) -> Any:
     return F.when(bad, 1).otherwise(0)
 
 
-def finish(labelled: Any, products: pd.DataFrame, split: SplitConfig, near: Path) -> SparkImpressions:
+def finish(
+    labelled: Any, products: pd.DataFrame, split: SplitConfig, near: Path, batch_rows: int
+) -> SparkImpressions:
     """The labelled impressions split, sorted by (shown_at, impression_id) and written once as
-    parquet parts in a folder beside ``near``; their figures from one aggregate of the parts."""
+    parquet parts in a folder beside ``near``; their figures from one aggregate of the parts
+    (``batch_rows``: rows the stage's process later reads of the parts at a time)."""
     from pyspark.sql import functions as F
 
     near.mkdir(parents=True, exist_ok=True)
@@ -152,4 +157,5 @@ def finish(labelled: Any, products: pd.DataFrame, split: SplitConfig, near: Path
         {str(s): int(n) for s, n in zip(figures["split"], figures["converted"], strict=True)},
         (int(first.min()) if len(first) else None, int(last.max()) if len(last) else None),
         bool(figures["refused"].sum() > 0),
+        batch_rows,
     )

@@ -318,5 +318,5 @@ def read_and_build(cfg: IngestConfig, spark_cfg: SparkConfig, near: Path) -> Bui
         edges, labelled, counts = spark_events.build_on_spark(
             logs, len(logs.products), cfg.events, snapshot, (spark_cfg, folder)
         )
-        impressions = spark_impressions.finish(labelled, logs.products, cfg.split, near)
+        impressions = spark_impressions.finish(labelled, logs.products, cfg.split, near, spark_cfg.batch_rows)
     return BuiltOnSpark(logs.products, edges, impressions, snapshot, logs.cleaning | counts)

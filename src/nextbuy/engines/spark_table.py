@@ -186,8 +186,10 @@ def merge_parts(
     schema: pa.DataFrameSchema,
     example: pd.DataFrame,
     finish: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    batch_rows: int | None = None,
 ) -> int:
-    """Stream Spark's part files, row group by row group (memory bounded by one), in partition
+    """Stream Spark's part files, row group by row group (memory bounded by one; with
+    ``batch_rows``, by that many rows, however large Spark made a group), in partition
     order into the one parquet file ``target``, each group passed through ``finish`` (a last
     per-row step, e.g. a rescaling that needed a total), cut to ``example``'s columns and
     dtypes and checked by ``schema``. The file replaces ``target`` atomically; a failure
@@ -197,7 +199,7 @@ def merge_parts(
     arrow_schema = arrow.Schema.from_pandas(example, preserve_index=False)
     rows = 0
     with io.atomic_path(target) as tmp, pq.ParquetWriter(tmp, arrow_schema) as writer:
-        for group in _groups(files):
+        for group in _groups(files, batch_rows):
             group = finish(as_pandas(group, example)) if finish is not None else as_pandas(group, example)
             checked = io.validate(group[columns].astype(dtypes), schema, target)
             writer.write_table(arrow.Table.from_pandas(checked, schema=arrow_schema, preserve_index=False))
@@ -207,9 +209,12 @@ def merge_parts(
     return rows
 
 
-def _groups(files: Sequence[Path]) -> Iterator[pd.DataFrame]:
+def _groups(files: Sequence[Path], batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
     for file in files:
         reader = pq.ParquetFile(file)
+        if batch_rows is not None:
+            yield from (arrow.Table.from_batches([b]).to_pandas() for b in reader.iter_batches(batch_rows))
+            continue
         for i in range(reader.num_row_groups):
             yield reader.read_row_group(i).to_pandas()
 
