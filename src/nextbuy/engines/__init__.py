@@ -6,6 +6,9 @@ cluster, YARN, Kubernetes or Spark Connect), each in a module of its own here:
 
 * ``spark_events``: ingest's graph and labels of a store's raw logs (``ingest.source: events``)
   and traffic's labels of the logs after the snapshot, per bucket of customers on the executors;
+* ``spark_logs``: ingest's raw parquet logs read, checked, cleaned and coded per row group;
+* ``spark_impressions``: ingest's labelled impressions of those logs split, sorted, checked and
+  counted on Spark, and streamed from Spark's parts into the one impressions file;
 * ``spark_edge_list``: ingest's edge list (``ingest.source: edge_list``) read, checked per part by
   the pandas engine's checks, keyed and its duplicate edges merged on the executors;
 * ``spark_label_delay``: label_delay's weights for every impression (the delay models fitted
