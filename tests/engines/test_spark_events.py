@@ -83,25 +83,32 @@ def in_store(root: Path, params: dict, days_after: float, form: str = "parquet")
     return parity.raw_logs(params, days_after, form)
 
 
-@pytest.mark.parametrize("form", ["parquet", "partitioned"])
 def test_ingest_and_traffic_of_the_tiny_stores_logs_on_spark_write_what_pandas_writes(
-    local_spark, tmp_path, form
+    local_spark, tmp_path, monkeypatch
 ):
-    from nextbuy.config import IngestConfig
+    """The logs as ``simulate-logs --format partitioned`` writes them (one parquet file per log:
+    tests/engines/test_spark_logs.py), read on Spark by the stage itself."""
     from nextbuy.engines import spark_logs
 
+    read, on_spark = spark_logs.read_on_spark, []
+
+    def read_and_record(*args, **kwargs):
+        logs = read(*args, **kwargs)
+        on_spark.append(logs is not None)
+        return logs
+
+    monkeypatch.setattr(spark_logs, "read_on_spark", read_and_record)
     before = Path.cwd()
     try:
         tiny = copy.deepcopy(TINY_PARAMS)
-        params = in_store(tmp_path / "store", tiny, TINY_PARAMS["traffic"]["days"], form)
-        cfg = IngestConfig.model_validate(params["ingest"])
-        with spark_logs.folder_near(tmp_path / "scratch") as folder:  # the reader runs on Spark
-            assert spark_logs.read_on_spark(cfg, local_spark, folder) is not None
+        params = in_store(tmp_path / "store", tiny, TINY_PARAMS["traffic"]["days"], "partitioned")
         parity.ingest_on_both(params, local_spark, tmp_path / "pandas")
         parity.assert_ingest_same(tmp_path / "pandas")
         assert len(pd.read_parquet(paths.EDGES)) > 0
         assert len(pd.read_parquet(paths.TRAFFIC_IMPRESSIONS)) > 0
         assert not [p for p in Path("data").iterdir() if p.name.startswith(".spark")]
+        assert on_spark  # the reader ran on Spark, not left to pandas
+        assert all(on_spark)
     finally:
         os.chdir(before)
 

@@ -232,10 +232,18 @@ def test_a_bad_row_exits_as_on_pandas_and_the_last_good_outputs_stay(local_spark
         os.chdir(before)
 
 
-def test_the_stage_reads_the_logs_on_spark_and_writes_what_pandas_writes(local_spark, tmp_path):
+def test_the_stage_reads_the_logs_on_spark_and_writes_what_pandas_writes(local_spark, tmp_path, monkeypatch):
     from nextbuy.engines import spark_logs
     from nextbuy.stages import ingest
 
+    read, on_spark = spark_logs.read_on_spark, []
+
+    def read_and_record(*args, **kwargs):
+        logs = read(*args, **kwargs)
+        on_spark.append(logs is not None)
+        return logs
+
+    monkeypatch.setattr(spark_logs, "read_on_spark", read_and_record)
     before = Path.cwd()
     try:
         params = in_project(tmp_path / "store")
@@ -244,11 +252,8 @@ def test_the_stage_reads_the_logs_on_spark_and_writes_what_pandas_writes(local_s
         kept = {p: pd.read_parquet(p) for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS)}
         metrics = yaml.safe_load(Path(paths.metrics_file("ingest")).read_text())
         parity.set_engine(params, "spark", local_spark)
-        cfg = IngestConfig.model_validate(params["ingest"])
-        built = spark_logs.read_and_build(cfg, local_spark, Path("data"))
-        assert built is not None  # not left to pandas
-        built.impressions.release()
         ingest.run()
+        assert on_spark == [True]  # the stage's reader ran on Spark, not left to pandas
         for p, frame in kept.items():
             pd.testing.assert_frame_equal(pd.read_parquet(p), frame, check_exact=True)
         assert yaml.safe_load(Path(paths.metrics_file("ingest")).read_text()) == metrics
