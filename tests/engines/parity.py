@@ -188,3 +188,19 @@ def assert_edge_list_ingest_same(keep: Path) -> None:
     assert json.loads((keep / "ingest.json").read_text()) == json.loads(
         paths.metrics_file("ingest").read_text()
     )
+
+
+def record_spark_reads(monkeypatch) -> list[bool]:
+    """From now on, each call of the raw-log reader on Spark (``spark_logs.read_on_spark``) appends
+    whether it read the logs itself (True) or left them to the pandas reader (False)."""
+    from nextbuy.engines import spark_logs
+
+    read, on_spark = spark_logs.read_on_spark, []
+
+    def read_and_record(*args, **kwargs):
+        logs = read(*args, **kwargs)
+        on_spark.append(logs is not None)
+        return logs
+
+    monkeypatch.setattr(spark_logs, "read_on_spark", read_and_record)
+    return on_spark

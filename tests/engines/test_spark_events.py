@@ -88,16 +88,8 @@ def test_ingest_and_traffic_of_the_tiny_stores_logs_on_spark_write_what_pandas_w
 ):
     """The logs as ``simulate-logs --format partitioned`` writes them (one parquet file per log:
     tests/engines/test_spark_logs.py), read on Spark by the stage itself."""
-    from nextbuy.engines import spark_logs
 
-    read, on_spark = spark_logs.read_on_spark, []
-
-    def read_and_record(*args, **kwargs):
-        logs = read(*args, **kwargs)
-        on_spark.append(logs is not None)
-        return logs
-
-    monkeypatch.setattr(spark_logs, "read_on_spark", read_and_record)
+    on_spark = parity.record_spark_reads(monkeypatch)
     before = Path.cwd()
     try:
         tiny = copy.deepcopy(TINY_PARAMS)

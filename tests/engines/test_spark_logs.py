@@ -233,17 +233,9 @@ def test_a_bad_row_exits_as_on_pandas_and_the_last_good_outputs_stay(local_spark
 
 
 def test_the_stage_reads_the_logs_on_spark_and_writes_what_pandas_writes(local_spark, tmp_path, monkeypatch):
-    from nextbuy.engines import spark_logs
     from nextbuy.stages import ingest
 
-    read, on_spark = spark_logs.read_on_spark, []
-
-    def read_and_record(*args, **kwargs):
-        logs = read(*args, **kwargs)
-        on_spark.append(logs is not None)
-        return logs
-
-    monkeypatch.setattr(spark_logs, "read_on_spark", read_and_record)
+    on_spark = parity.record_spark_reads(monkeypatch)
     before = Path.cwd()
     try:
         params = in_project(tmp_path / "store")
