@@ -15,7 +15,6 @@ first offending rows, as on the pandas engine."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +122,7 @@ def finish(
     (``batch_rows``: rows the stage's process later reads of the parts at a time)."""
     from pyspark.sql import functions as F
 
-    near.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".spark-impressions.", dir=near)).resolve()
+    folder = spark_table.scratch(near, ".spark-impressions.")  # outlives this call: released later
     try:
         rows = with_split(labelled, products, split).orderBy("shown_at", "impression_id")
         rows.write.mode("overwrite").parquet(str(folder / "rows"))

@@ -21,8 +21,6 @@ the pandas reader too (:func:`read_on_spark` returns None)."""
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ from nextbuy.config import IngestConfig, SparkConfig
 from nextbuy.data.sources import catalogue as sources_catalogue
 from nextbuy.data.sources import events as sources_events
 from nextbuy.data.sources import keys as sources_keys
-from nextbuy.engines import spark_session
+from nextbuy.engines import spark_session, spark_table
 from nextbuy.engines.spark_impressions import SparkImpressions
 from nextbuy.mlops import io, schemas
 
@@ -212,15 +210,9 @@ def checked_rows(spark: Any, name: str, path: str, pieces: list[Piece], now: pd.
     return spark.range(len(pieces), numPartitions=max(len(pieces), 1)).mapInPandas(run, PIECE_SCHEMA)
 
 
-@contextlib.contextmanager
-def folder_near(near: Path) -> Iterator[Path]:
+def folder_near(near: Path) -> contextlib.AbstractContextManager[Path]:
     """A scratch folder beside ``near`` (the executors' shared storage), removed afterwards."""
-    near.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".spark-logs.", dir=near)).resolve()
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    return spark_table.scratch_folder(near, ".spark-logs.")
 
 
 def written(frame: Any, folder: Path, name: str) -> Any:

@@ -135,19 +135,32 @@ def write_single(
         return merge_parts(files, Path(path), schema, example, finish)
 
 
+def scratch(near: Path, prefix: str) -> Path:
+    """A new folder beside ``near`` (on the storage the executors share) for Spark's files; its
+    name starts with ``prefix`` (a dot: out of the stage's outputs' way)."""
+    near.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=near)).resolve()
+
+
+@contextlib.contextmanager
+def scratch_folder(near: Path, prefix: str) -> Iterator[Path]:
+    """:func:`scratch`, removed when the block ends (also on an error or a stop)."""
+    folder = scratch(near, prefix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def spilled(frame: Any, near: Path) -> Iterator[tuple[list[Path], Any]]:
     """Spark writes ``frame``'s rows once as parquet parts in a folder beside ``near`` (removed
     afterwards); yields the part files in partition order and a DataFrame reading them back
     (for aggregates over the written rows without computing them again)."""
-    near.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".spark-parts.", dir=near)).resolve()
-    try:
+    with scratch_folder(near, ".spark-parts.") as folder:
         frame.write.mode("overwrite").parquet(str(folder / "rows"))
         files = sorted((folder / "rows").glob("part-*.parquet"))
         yield files, frame.sparkSession.read.parquet(str(folder / "rows"))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -157,17 +170,13 @@ def staged(
     """pandas frames handed to Spark as parquet files in a folder beside ``near`` (on the storage
     the executors share; removed afterwards), their times as int64 ns (:func:`for_spark`), in row
     groups of ``row_group`` rows (Spark's unit of splitting a file). Yields name -> DataFrame."""
-    near.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".spark-in.", dir=near)).resolve()
-    try:
+    with scratch_folder(near, ".spark-in.") as folder:
         read = {}
         for name, frame in frames.items():
             table = arrow.Table.from_pandas(for_spark(frame), preserve_index=False)
             pq.write_table(table, folder / f"{name}.parquet", row_group_size=row_group)
             read[name] = spark.read.parquet(str(folder / f"{name}.parquet"))
         yield read
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def collected(frame: Any, near: Path) -> pd.DataFrame:

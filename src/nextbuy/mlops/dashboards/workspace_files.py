@@ -67,7 +67,7 @@ def set_aside_unreadable(workspace_dir: str | os.PathLike) -> dict[str, dict[str
     """Quarantine, with a warning naming each, every snapshot of the workspace that does not read
     back as one (truncated, not JSON, not a snapshot): Evidently's Workspace reads them all when it
     opens and fails on the first. The metadata of those that read, by project id and snapshot id
-    (read once here, so publishing need not read every snapshot again through the Workspace)."""
+    (so publishing finds the snapshots it replaces without reading each again by ``get_run``)."""
     readable: dict[str, dict[str, dict]] = {}
     for path in sorted(Path(workspace_dir).glob(f"*/{SNAPSHOTS_DIR_NAME}/*{DOT_JSON}")):
         snapshot_id = path.name[: -len(DOT_JSON)]
