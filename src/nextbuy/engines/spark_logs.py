@@ -58,9 +58,9 @@ CODED = {
     "interactions": ({"customer": "customer", "product": "product", "kind": "kind"}, "at"),
 }
 READERS = {
-    "orders": sources_events._orders,
-    "impressions": sources_events._impressions,
-    "interactions": sources_events._interactions,
+    "orders": sources_events.coded_orders,
+    "impressions": sources_events.coded_impressions,
+    "interactions": sources_events.coded_interactions,
 }
 SCHEMAS = {
     "orders": schemas.RAW_ORDERS,
@@ -160,7 +160,7 @@ def piece_rows(name: str, path: str, piece: Piece, now: pd.Timestamp) -> pd.Data
     """A row group checked and coded by the pandas reader's function for ``name`` (DataError
     as it raises it): per row its number, its fingerprint, whether it is still an event
     (``live``: not a return) and its coded keys and time (int64 ns)."""
-    frame = sources_keys._normalised(read_piece(piece), SCHEMAS[name])
+    frame = sources_keys.normalised_log(read_piece(piece), SCHEMAS[name])
     try:
         repeated = frame.duplicated(keep="first").to_numpy()
     except TypeError:

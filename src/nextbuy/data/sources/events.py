@@ -38,10 +38,11 @@ class EventLogs:
     cleaning: dict[str, int]
 
 
-def _orders(
+def coded_orders(
     path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp, frame: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """The orders log coded (``frame``: one part of it, whose returns may leave no line)."""
+    """The orders log checked, cleaned and coded (``frame``: one part of it, whose returns may leave
+    no line). The Spark engine's reader calls it on each part (``engines.spark_logs``)."""
     df = _checked(path, schemas.RAW_ORDERS, "orders", cleaning, frame)
     if "quantity" in df.columns:
         quantity = pd.to_numeric(df["quantity"], errors="coerce")
@@ -69,7 +70,7 @@ def _orders(
     )
 
 
-def _impressions(
+def coded_impressions(
     path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp, frame: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     df = _checked(path, schemas.RAW_IMPRESSIONS, "impressions", cleaning, frame)
@@ -85,12 +86,14 @@ def _impressions(
     )
 
 
-def _interactions(
+def coded_interactions(
     path: os.PathLike | str | None,
     cleaning: dict[str, int],
     now: pd.Timestamp,
     frame: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
+    """The interactions log checked and coded (``frame``: one part of it; no log: an empty one),
+    as ``coded_orders``."""
     if path is None:
         return pd.DataFrame(
             {
@@ -124,9 +127,9 @@ def read_event_logs(
     times cut off from the rest of it by more than ``max_gap_days`` are refused."""
     cleaning: dict[str, int] = {}
     now = pd.Timestamp.now("UTC")
-    orders = _orders(orders_path, cleaning, now)
-    impressions = _impressions(impressions_path, cleaning, now)
-    interactions = _interactions(interactions_path, cleaning, now)
+    orders = coded_orders(orders_path, cleaning, now)
+    impressions = coded_impressions(impressions_path, cleaning, now)
+    interactions = coded_interactions(interactions_path, cleaning, now)
     for path, frame, column in (
         (orders_path, orders, "ordered_at"),
         (impressions_path, impressions, "shown_at"),

@@ -317,8 +317,9 @@ def _when(path: os.PathLike | str, df: pd.DataFrame, column: str, now: pd.Timest
     return times
 
 
-def _normalised(df: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
-    """``df`` as the checks compare it: an interactions log's kind trimmed and lower-cased."""
+def normalised_log(df: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """``df`` as the checks compare it: an interactions log's kind trimmed and lower-cased (also
+    each part the Spark engine's reader reads, before it meets the checks)."""
     if "kind" in df.columns and schema is schemas.RAW_INTERACTIONS:
         df["kind"] = df["kind"].astype("string").str.strip().str.lower().astype(object)
     return df
@@ -336,6 +337,6 @@ def _checked(
     df = read_log(path).reset_index(drop=True) if frame is None else frame
     if df.empty:
         raise io.DataError(path, "file has no rows")
-    df = _normalised(df, schema)
+    df = normalised_log(df, schema)
     cleaning[f"{name}_rows_read"] = len(df)
     return io.validate(_without_copies(path, df, name, cleaning), schema, path)
