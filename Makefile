@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml benchmarks/pyproject.toml requirements.lock
 # The Spark engine (engine.kind: spark; docs/how-to/large-catalogues.md): pyspark 4, the optional
 # extra, into .venv. Spark also needs Java 17 (Debian: apt-get install openjdk-17-jre-headless).
 spark: $(STAMP)
-	$(VENV)/bin/uv pip install $(UV_FLAGS) -e '.[spark]'
+	$(VENV)/bin/uv pip install $(UV_FLAGS) --compile-bytecode -e '.[spark]'
 	@command -v java >/dev/null 2>&1 || [ -n "$$JAVA_HOME" ] || echo "no java found: Spark needs Java 17 (apt-get install openjdk-17-jre-headless)"
 
 # Re-pin after editing pyproject.toml dependencies.
@@ -75,8 +75,10 @@ summary: $(STAMP)
 
 # Whole files to each worker, in the order tests/conftest.py sorts them (long files first);
 # xdist would otherwise hand them out by number of tests, the long end-to-end files last.
+# The suite starts hundreds of Python processes: they keep the bytecode they compile (and pytest
+# its rewritten test modules) even where the environment says not to write it.
 test: $(STAMP)
-	pytest -q -n auto --dist loadfile --no-loadscope-reorder
+	PYTHONDONTWRITEBYTECODE= pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 # The docker compose stack for real (needs a prepared host: docker/prepare-host.sh): build,
 # up, train on Celery, champion in MLflow, monitoring in Evidently, 2 workers, down -v.

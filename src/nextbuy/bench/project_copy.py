@@ -40,15 +40,22 @@ EVERYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info", "cache", "tmp")
 
 
 def copy_project(root: Path, dest: Path, params: dict) -> Path:
-    """``root``'s working tree at ``dest`` as a one-commit git repo, ``params`` as params.yaml."""
+    """``root``'s working tree at ``dest`` as a one-commit git repo, ``params`` as params.yaml.
 
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        ignored = set(EVERYWHERE(directory, names))
-        if Path(directory) == Path(root):
-            ignored |= TOP_LEVEL_OUTPUTS & set(names)
-        return ignored
-
-    shutil.copytree(root, dest, ignore=ignore)
+    In a git checkout, the files git tracks or would add (``git ls-files``: what .gitignore
+    ignores stays behind, so neither the checkout's stores and outputs, such as its Evidently
+    workspace, nor tool caches and built artefacts reach the copy); elsewhere the whole tree
+    less the run-time outputs above."""
+    files = _working_tree_files(root)
+    if files is None:
+        shutil.copytree(root, dest, ignore=_ignored_outputs(root))
+    else:
+        for name in files:
+            source, target = root / name, dest / name
+            if _is_output(Path(name)) or not source.is_file():  # is_file: listed but deleted
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (
         ["git", "init", "-q"],
@@ -57,6 +64,35 @@ def copy_project(root: Path, dest: Path, params: dict) -> Path:
     ):
         subprocess.run(cmd, cwd=dest, check=True)
     return dest
+
+
+def _working_tree_files(root: Path) -> list[str] | None:
+    """Paths (relative to ``root``) git tracks or would add; None where ``root`` is no git checkout."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return [name for name in listed.stdout.decode().split("\0") if name]
+
+
+def _is_output(relative: Path) -> bool:
+    parts = relative.parts
+    return parts[0] in TOP_LEVEL_OUTPUTS or bool(EVERYWHERE("", list(parts)))
+
+
+def _ignored_outputs(root: Path):
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        ignored = set(EVERYWHERE(directory, names))
+        if Path(directory) == Path(root):
+            ignored |= TOP_LEVEL_OUTPUTS & set(names)
+        return ignored
+
+    return ignore
 
 
 def project_env(root: Path) -> dict[str, str]:
