@@ -80,6 +80,28 @@ def test_the_daily_loop_renders_each_candidates_verdict_against_the_champion():
     assert "| shuffled labels | refused |" in page
 
 
+def test_the_engines_result_says_whether_spark_met_its_goal_and_where_pandas_stopped_fitting():
+    result = {
+        "sizes": [1_000_000, 100_000_000],
+        "cap_gib": 12,
+        "goal_process_gib": 8.0,
+        "spark_largest_completed": True,
+        "spark_largest_process_gib": 5.31,
+        "pandas_first_not_fitting": {"ingest": 100_000_000, "batch_topk": None},
+        "runs": [{"impressions": 100_000_000, "engine": "spark", "stage": "ingest", "stage_s": 9.0}],
+    }
+    lines = report.render_engines("engines", result)
+    assert "| goal: Spark at 100,000,000 impressions, no process above 8 GiB | |" in lines
+    assert "| Spark completed every stage | yes |" in lines
+    assert "| its largest process GiB | 5.31 |" in lines
+    assert "| pandas first passed the 12 GiB cap | ingest at 100,000,000 |" in lines
+    missed = report.render_engines(
+        "engines", result | {"spark_largest_completed": False, "pandas_first_not_fitting": {}}
+    )
+    assert "| Spark completed every stage | no |" in missed
+    assert "| pandas first passed the 12 GiB cap | every size fitted |" in missed
+
+
 def test_the_events_scale_result_renders_one_row_per_size_failed_ones_too():
     result = {
         "rules": {"graph_window_days": 30, "attribution_days": 30},

@@ -242,6 +242,7 @@ def render_engines(name: str, result: dict) -> list[str]:
             f"{_cell(r.get('peak_process_gib'))} | {_cell(r.get('peak_jvm_gib'))} | "
             f"{_cell(r.get('peak_tree_gib'))} | {_cell(note)} |"
         )
+    lines += ["", *_engines_goal(result)]
     lines += ["", *_table("| engine.stage | time exponent | memory exponent | sizes fitted |")]
     for key, fit in result.get("exponents", {}).items():
         sizes = ", ".join(f"{n:.0e}" for n in fit["sizes"])
@@ -254,6 +255,22 @@ def render_engines(name: str, result: dict) -> list[str]:
             *[f"| {k.replace('_', ' ')} | {_cell(v)} |" for k, v in sizing.items()],
         ]
     return lines
+
+
+def _engines_goal(result: dict) -> list[str]:
+    """Whether Spark ran the largest size with no process above the goal, and the size at which
+    each stage's pandas run first did not fit under the cap."""
+    largest = max(result.get("sizes") or [0])
+    not_fitting = result.get("pandas_first_not_fitting") or {}
+    stopped = [f"{stage} at {size:,}" for stage, size in not_fitting.items() if size is not None]
+    pandas = ", ".join(stopped) or "every size fitted"
+    goal = f"no process above {_cell(result.get('goal_process_gib'))} GiB"
+    return [
+        *_table(f"| goal: Spark at {largest:,} impressions, {goal} | |"),
+        f"| Spark completed every stage | {'yes' if result.get('spark_largest_completed') else 'no'} |",
+        f"| its largest process GiB | {_cell(result.get('spark_largest_process_gib'))} |",
+        f"| pandas first passed the {_cell(result.get('cap_gib'))} GiB cap | {pandas} |",
+    ]
 
 
 def render_events_scale(name: str, result: dict) -> list[str]:
