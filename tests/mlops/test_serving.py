@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 
 from nextbuy.domain.decisions import Thresholds
 from nextbuy.domain.uncertainty import fit_bucket_calibration
-from nextbuy.mlops import serving, serving_bundle
+from nextbuy.mlops import serving, serving_bundle, serving_integrity
 from nextbuy.mlops.serving import MAX_TOP_K, NextbuyModel, ServingBundle, top_k_param, validate_request
 
 
@@ -830,6 +830,33 @@ def test_verify_model_command(registered, tamper, monkeypatch):
     bad = CliRunner().invoke(app, ["verify-model", CHAMPION_URI])
     assert bad.exit_code == 1, bad.output
     assert "python_model.pkl" in bad.output, bad.output
+
+
+def test_bytecode_python_wrote_into_the_store_neither_blocks_nor_reaches_a_registry_load(
+    registered, tmp_path, monkeypatch
+):
+    """Loading the model in place from a file store (``mlflow.pyfunc.load_model`` of models:/ on
+    mlartifacts/) imports its code there, and Python writes __pycache__ beside it: the champion is
+    not tampered with for that; the caches stay out of the checked download."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from nextbuy.cli import app
+
+    cache = registered / "code" / "nextbuy" / "__pycache__"
+    cache.mkdir()
+    (cache / "__init__.cpython-311.pyc").write_bytes(b"bytecode")
+    try:
+        assert ServingBundle.from_model_uri(CHAMPION_URI).n_products == 40
+        downloaded, _, digest = serving_integrity._download_checked(CHAMPION_URI, tmp_path)
+        assert digest is not None
+        assert not list(downloaded.rglob("__pycache__"))
+        monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # what the command sets
+        assert CliRunner().invoke(app, ["verify-model", CHAMPION_URI]).exit_code == 0
+        assert (cache / "__init__.cpython-311.pyc").is_file()  # the store is read, never changed
+    finally:
+        shutil.rmtree(cache)
 
 
 def test_bytecode_written_by_importing_the_served_code_is_ignored_only_after_the_import(registered, tmp_path):

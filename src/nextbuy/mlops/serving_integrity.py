@@ -212,7 +212,23 @@ def _download_checked(uri: str, dst: str | Path) -> tuple[Path, str | None, str 
             "whose files exist, or restore the artifact store",
         )
     version = None if registered is None else registered[1]
+    _drop_bytecode_caches(path)
     return path, version, verify_model_files(uri, path, tags, None if pinned == uri else version)
+
+
+def _drop_bytecode_caches(download: Path) -> None:
+    """Remove the ``__pycache__`` folders a download brought along: Python writes them into a
+    local artifact store whenever a model's code is imported in place there (``mlflow.pyfunc.
+    load_model`` of a ``models:/`` URI on a file store imports from the store itself). MLflow never
+    logs them, deploy never recorded them, and, gone from the copy before anything in it is
+    imported, none of them can run."""
+    import shutil
+
+    caches = [p for p in download.rglob("__pycache__") if p.is_dir()]
+    for cache in caches:
+        shutil.rmtree(cache)
+    if caches:
+        log.info("%s: left out %d bytecode cache folder(s) (__pycache__) of the store", download, len(caches))
 
 
 def verify_model_uri(uri: str) -> tuple[str, str | None]:
