@@ -114,5 +114,8 @@ def run(cfg: LabelDelayConfig, spark_cfg: SparkConfig) -> tuple[dict, dict, pd.D
         def finish(group: pd.DataFrame) -> pd.DataFrame:
             return group.assign(weight_importance_ipw=group["weight_importance_ipw"] / scale)
 
-        spark_table.merge_parts(files, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED, written, finish)
+        # batch_rows bounds the stage's process: Spark's row groups grow with the log.
+        spark_table.merge_parts(
+            files, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED, written, finish, spark_cfg.batch_rows
+        )
     return models["importance"].to_dict(), metrics, profile, flips

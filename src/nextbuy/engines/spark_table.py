@@ -123,18 +123,6 @@ def shared(spark: Any, value: Any) -> Callable[[], Any]:
     return get
 
 
-def write_single(
-    frame: Any,
-    path: str | os.PathLike,
-    schema: pa.DataFrameSchema,
-    example: pd.DataFrame,
-    finish: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-) -> int:
-    """Write a Spark DataFrame as the one parquet file at ``path`` (:func:`merge_parts`)."""
-    with spilled(frame, Path(path).parent) as (files, _):
-        return merge_parts(files, Path(path), schema, example, finish)
-
-
 def scratch(near: Path, prefix: str) -> Path:
     """A new folder beside ``near`` (on the storage the executors share) for Spark's files; its
     name starts with ``prefix`` (a dot: out of the stage's outputs' way)."""
