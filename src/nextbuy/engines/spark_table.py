@@ -187,16 +187,18 @@ def merge_parts(
 ) -> int:
     """Stream Spark's part files, row group by row group (memory bounded by one; with
     ``batch_rows``, by that many rows, however large Spark made a group), in partition
-    order into the one parquet file ``target``, each group passed through ``finish`` (a last
-    per-row step, e.g. a rescaling that needed a total), cut to ``example``'s columns and
-    dtypes and checked by ``schema``. The file replaces ``target`` atomically; a failure
-    leaves the old one in place. Returns the rows written."""
+    order into the one parquet file ``target``: only ``example``'s columns are read (the
+    parts may hold more, e.g. per-row values only metrics needed, whose strings would
+    otherwise be made Python objects), each group passed through ``finish`` (a last per-row
+    step on those columns, e.g. a rescaling that needed a total), cut to ``example``'s dtypes
+    and checked by ``schema``. The file replaces ``target`` atomically; a failure leaves the
+    old one in place. Returns the rows written."""
     columns = list(example.columns)
     dtypes = example.dtypes.to_dict()
     arrow_schema = arrow.Schema.from_pandas(example, preserve_index=False)
     rows = 0
     with io.atomic_path(target) as tmp, pq.ParquetWriter(tmp, arrow_schema) as writer:
-        for group in _groups(files, batch_rows):
+        for group in _groups(files, columns, batch_rows):
             group = finish(as_pandas(group, example)) if finish is not None else as_pandas(group, example)
             checked = io.validate(group[columns].astype(dtypes), schema, target)
             writer.write_table(arrow.Table.from_pandas(checked, schema=arrow_schema, preserve_index=False))
@@ -206,14 +208,17 @@ def merge_parts(
     return rows
 
 
-def _groups(files: Sequence[Path], batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
+def _groups(
+    files: Sequence[Path], columns: list[str], batch_rows: int | None = None
+) -> Iterator[pd.DataFrame]:
     for file in files:
         reader = pq.ParquetFile(file)
         if batch_rows is not None:
-            yield from (arrow.Table.from_batches([b]).to_pandas() for b in reader.iter_batches(batch_rows))
+            batches = reader.iter_batches(batch_rows, columns=columns)
+            yield from (arrow.Table.from_batches([b]).to_pandas() for b in batches)
             continue
         for i in range(reader.num_row_groups):
-            yield reader.read_row_group(i).to_pandas()
+            yield reader.read_row_group(i, columns=columns).to_pandas()
 
 
 def first_seen_ns(spark_frame: Any, n_products: int) -> np.ndarray:
