@@ -86,11 +86,10 @@ def _is_output(relative: Path) -> bool:
 
 
 def _ignored_outputs(root: Path):
+    """``copytree``'s ignore for :func:`_is_output`."""
+
     def ignore(directory: str, names: list[str]) -> set[str]:
-        ignored = set(EVERYWHERE(directory, names))
-        if Path(directory) == Path(root):
-            ignored |= TOP_LEVEL_OUTPUTS & set(names)
-        return ignored
+        return {name for name in names if _is_output(Path(directory, name).relative_to(root))}
 
     return ignore
 
