@@ -89,6 +89,19 @@ def test_rank_sum_auc_is_none_with_one_class():
     assert gate.rank_sum_auc(np.zeros(2), np.array([3.0, 1.0]), np.zeros(2)) is None
 
 
+def test_resampled_soft_auc_is_soft_auc_of_each_resample_with_ties_and_fractional_labels():
+    rng = np.random.default_rng(4)
+    score = np.round(rng.uniform(size=300), 1)
+    label = np.where(rng.uniform(size=300) < 0.2, 0.4, (rng.uniform(size=300) < score).astype(float))
+    counts = rng.multinomial(300, np.full(300, 1 / 300), size=40).astype(float)
+    counts[0] = label == 0  # a resample without a positive
+    got = gate.resampled_soft_auc(label, score, counts)
+    want = [gate.soft_auc(label, score, c) for c in counts]
+    assert np.isnan(got[0])
+    assert want[0] is None
+    assert got[1:] == pytest.approx(want[1:], rel=1e-12)
+
+
 # --- figures ----------------------------------------------------------------
 
 

@@ -114,6 +114,25 @@ def rank_sum_auc(within: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float 
     return float((within.sum() + (pos * earlier).sum()) / (positives * negatives))
 
 
+def resampled_soft_auc(label: np.ndarray, score: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """:func:`soft_auc` of every resample at once: row ``b`` of ``counts`` weighs row i of the data
+    ``counts[b, i]`` times (NaN where a resample holds one class). The rows are sorted by score
+    once and the resamples' masses summed per block of equal score, so every resample costs one
+    pass over the blocks (:func:`rank_sum_auc`'s sums, a row per resample), not a sort."""
+    label = np.asarray(label, dtype=np.float64)
+    order = np.argsort(score, kind="stable")
+    ordered = np.asarray(score)[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    weights = np.asarray(counts, dtype=np.float64)[:, order]
+    pos = np.add.reduceat(weights * label[order], starts, axis=1)
+    neg = np.add.reduceat(weights * (1.0 - label[order]), starts, axis=1)
+    positives, negatives = pos.sum(axis=1), neg.sum(axis=1)
+    earlier = np.cumsum(neg, axis=1) - neg
+    ranked = (pos * (earlier + 0.5 * neg)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((positives > 0) & (negatives > 0), ranked / (positives * negatives), np.nan)
+
+
 def figures(predictions: pd.DataFrame, label: np.ndarray) -> dict[str, float | None]:
     """Recall/precision of the model's own decisions, ranking and calibration quality."""
     decision = predictions["decision"].to_numpy(dtype=float)
@@ -150,9 +169,8 @@ def paired_bootstrap(
             counts, champion["decision"].to_numpy(dtype=float), label
         )
     if "auc" in metrics:
-        cand, champ = candidate["score"].to_numpy(), champion["score"].to_numpy()
-        diffs["auc"] = np.array(
-            [(soft_auc(label, cand, c) or np.nan) - (soft_auc(label, champ, c) or np.nan) for c in counts]
+        diffs["auc"] = resampled_soft_auc(label, candidate["score"].to_numpy(), counts) - resampled_soft_auc(
+            label, champion["score"].to_numpy(), counts
         )
     alpha = (1.0 - confidence) / 2.0
     return {

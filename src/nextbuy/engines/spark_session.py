@@ -38,7 +38,7 @@ def unavailable_reason() -> str | None:
 
 def session_conf(cfg: SparkConfig) -> dict[str, str]:
     """The session's settings: ``engine.spark.conf``, the executors' Python (this one, with
-    this process's PYTHONPATH, unless the conf names another), and ``FIXED_CONF``."""
+    this process's PYTHONPATH, and its daemon, unless the conf names others), and ``FIXED_CONF``."""
     import nextbuy
 
     # The executors import this nextbuy (the checkout's src/ before any installed copy).
@@ -47,6 +47,8 @@ def session_conf(cfg: SparkConfig) -> dict[str, str]:
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_rows),
+        # pyspark's daemon from the installed, compiled pyspark (spark_daemon says why)
+        "spark.python.daemon.module": "nextbuy.engines.spark_daemon",
         "spark.ui.showConsoleProgress": "false",
         "spark.executorEnv.PYTHONPATH": os.pathsep.join(
             where + os.environ.get("PYTHONPATH", "").split(os.pathsep)

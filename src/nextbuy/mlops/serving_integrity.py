@@ -8,8 +8,6 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
-
 log = logging.getLogger(__name__)
 
 # Registry version tags written by deploy: the SHA-256 of every file of the logged model as a
@@ -161,6 +159,7 @@ def _registered_version(uri: str) -> tuple[str, str] | None:
 
 
 def _version_tags(uri: str, name: str, version: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from nextbuy.mlops import io
@@ -194,6 +193,7 @@ def _download_checked(uri: str, dst: str | Path) -> tuple[Path, str | None, str 
     An alias is resolved once and that version downloaded, so what is checked is what was
     downloaded. ``io.DataError`` when nothing can be downloaded or the files are gone."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from nextbuy.mlops import io
 
