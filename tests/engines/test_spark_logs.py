@@ -25,6 +25,7 @@ from tests.conftest import TINY_PARAMS
 from tests.engines import parity
 
 T0 = pd.Timestamp("2026-01-20")
+ROW_GROUP_ROWS = 40  # every log of raw_frames in 4 to 8 row groups; the spoilt rows past the first
 
 
 def raw_frames(seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -71,7 +72,7 @@ def raw_frames(seed: int = 0) -> dict[str, pd.DataFrame]:
 
 def write_logs(root: Path, frames: dict[str, pd.DataFrame]) -> dict[str, str]:
     """orders as a folder partitioned by month, the others one parquet file each; row groups of
-    17 rows, so every log spans several."""
+    40 rows, so every log spans several (each a task on Spark)."""
     root.mkdir(parents=True, exist_ok=True)
     out = {}
     for name, frame in frames.items():
@@ -80,11 +81,12 @@ def write_logs(root: Path, frames: dict[str, pd.DataFrame]) -> dict[str, str]:
             for month, part in frame.groupby(frame["ordered_at"].dt.strftime("%Y-%m"), sort=True):
                 (folder / f"month={month}").mkdir(parents=True)
                 table = arrow.Table.from_pandas(part, preserve_index=False)
-                pq.write_table(table, folder / f"month={month}" / "part-0.parquet", row_group_size=17)
+                part_file = folder / f"month={month}" / "part-0.parquet"
+                pq.write_table(table, part_file, row_group_size=ROW_GROUP_ROWS)
             out[name] = str(folder)
         else:
             table = arrow.Table.from_pandas(frame, preserve_index=False)
-            pq.write_table(table, root / f"{name}.parquet", row_group_size=17)
+            pq.write_table(table, root / f"{name}.parquet", row_group_size=ROW_GROUP_ROWS)
             out[name] = str(root / f"{name}.parquet")
     return out
 
