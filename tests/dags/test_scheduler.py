@@ -5,10 +5,12 @@ over the REST API the training DAG is unpaused and triggered with a changed para
 The run must succeed on every task's first try, no scheduled (catch-up or missed
 tick) run may appear beside it, and the checkout's ``dvc status``, params.yaml and
 dvc.lock are exactly what they were: the run happened in the Airflow workspace
-and is listed as a DVC experiment. Its candidate meets an AUC floor no model meets
-(``deploy.min_auc: 1.0``): every stage runs for real, deploy refuses, nothing is released,
+and is listed as a DVC experiment. The form's epochs are the checkout's own, so every stage
+before deploy is up to date in the workspace (restored, not run again); deploy runs for real
+under an AUC floor no model meets (``deploy.min_auc: 1.0``) and refuses, nothing is released,
 so no release starts the monitoring DAG either and any monitoring run would be one that
-unpausing started. (A release and its Asset event: tests/dags/test_dags.py.)
+unpausing started. (Every stage run by Airflow, and a release with its Asset event:
+tests/dags/test_dags.py.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from nextbuy import procs
 from nextbuy.orchestration.airflow_api import AirflowApi
 from nextbuy.orchestration.names import MONITORING_DAG_ID, TRAINING_DAG_ID
 from nextbuy.orchestration.workspace import experiment_name
+from tests.conftest import TINY_PARAMS
 from tests.helpers import copy_finished_project, project_env
 
 pytestmark = pytest.mark.slow
@@ -80,7 +83,7 @@ def test_a_manual_trigger_on_an_unpaused_dag_runs_first_try_and_leaves_the_check
     api.wait_for_dag(MONITORING_DAG_ID, START_TIMEOUT)
     for dag_id in (TRAINING_DAG_ID, MONITORING_DAG_ID):  # a user unpauses both
         api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
-    conf = {"epochs": 1, "overrides": {"deploy.min_auc": 1.0}}
+    conf = {"epochs": TINY_PARAMS["train"]["epochs"], "overrides": {"deploy.min_auc": 1.0}}
     run = api.post(f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
     run = api.wait_for_run(TRAINING_DAG_ID, run["dag_run_id"], RUN_TIMEOUT)
     tis = api.task_instances(TRAINING_DAG_ID, run["dag_run_id"])
