@@ -111,10 +111,9 @@ def throwaway_env(checkout: Path, uid: int, gid: int) -> dict[str, str]:
         "AIRFLOW_WORKER_REPLICAS": "1",
         # one task per worker: the batch's shards must spread over the workers to run at once
         "AIRFLOW_WORKER_CONCURRENCY": "1",
-        "AIRFLOW_PORT": str(procs.free_port()),
-        "MLFLOW_PORT": str(procs.free_port()),
-        "EVIDENTLY_PORT": str(procs.free_port()),
     }
+    services = ("AIRFLOW_PORT", "MLFLOW_PORT", "EVIDENTLY_PORT")
+    values |= {name: str(port) for name, port in zip(services, procs.free_ports(3), strict=True)}
     if BASE_IMAGES_ENV.exists():
         for line in BASE_IMAGES_ENV.read_text().splitlines():
             if "=" in line and not line.lstrip().startswith("#"):

@@ -16,6 +16,13 @@ def test_free_port_is_free():
     assert not procs.port_open(port)
 
 
+def test_ports_chosen_together_are_all_different_and_free():
+    for _ in range(50):  # one after another, the system often hands the same port out again
+        ports = procs.free_ports(5)
+        assert len(set(ports)) == 5
+    assert not any(procs.port_open(p) for p in ports)
+
+
 def test_http_server_group_starts_answers_and_stops_entirely(tmp_path):
     port = procs.free_port()
     cmd = [sys.executable, "-m", "http.server", str(port), "--bind", procs.HOST, "--directory", str(tmp_path)]

@@ -29,7 +29,9 @@ class StandaloneCluster(procs.Started):
     ):
         self.root, self.workers, self.cores, self.memory = Path(root), workers, cores, memory
         self.start_timeout = start_timeout
-        self.port = procs.free_port()
+        # every port at once, all different: the master's, then each server's web UI and each
+        # worker's own
+        self.port, *self._ports = procs.free_ports(2 + 2 * workers)
         self.servers: list[procs.GroupServer] = []
 
     @property
@@ -45,7 +47,7 @@ class StandaloneCluster(procs.Started):
 
     def _server(self, name: str, main: str, port: int, args: list[str]) -> procs.GroupServer:
         cmd = [str(spark_home() / "bin" / "spark-class"), main, "--host", procs.HOST, "--port", str(port)]
-        cmd += ["--webui-port", str(procs.free_port()), *args]
+        cmd += ["--webui-port", str(self._ports.pop()), *args]
         server = procs.GroupServer(cmd, port, self._env(), self.root / f"{name}.log", self.start_timeout)
         self.servers.append(server)
         return server.start()
@@ -61,7 +63,7 @@ class StandaloneCluster(procs.Started):
             work = self.root / f"worker{i}"
             work.mkdir(exist_ok=True)
             args = ["--cores", str(self.cores), "--memory", self.memory, "--work-dir", str(work), self.master]
-            self._server(f"worker{i}", "org.apache.spark.deploy.worker.Worker", procs.free_port(), args)
+            self._server(f"worker{i}", "org.apache.spark.deploy.worker.Worker", self._ports.pop(), args)
         deadline = time.monotonic() + self.start_timeout
         while self.registered() < self.workers:
             if time.monotonic() > deadline:
