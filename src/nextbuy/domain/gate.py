@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from nextbuy.config import DeployConfig
 from nextbuy.domain import catalogue
@@ -91,13 +90,12 @@ def comparability(has_champion: bool, incomparable: str | None) -> dict:
 
 
 def soft_auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float | None:
-    """AUC where row i counts as a positive with mass label_i and a negative with 1 - label_i."""
-    w = np.ones_like(label, dtype=float) if weight is None else weight
-    pos, neg = w * label, w * (1.0 - label)
-    if pos.sum() <= 0 or neg.sum() <= 0:
-        return None
-    y = np.concatenate([np.ones_like(label), np.zeros_like(label)])
-    return float(roc_auc_score(y, np.concatenate([score, score]), sample_weight=np.concatenate([pos, neg])))
+    """AUC where row i counts as a positive with mass label_i and a negative with 1 - label_i
+    (times weight_i); ties count half. None with one class: :func:`resampled_soft_auc` of one
+    resample."""
+    w = np.ones(len(label)) if weight is None else np.asarray(weight, dtype=np.float64)
+    auc = resampled_soft_auc(label, score, w[np.newaxis, :])[0]
+    return None if np.isnan(auc) else float(auc)
 
 
 def rank_sum_auc(within: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float | None:
@@ -120,6 +118,8 @@ def resampled_soft_auc(label: np.ndarray, score: np.ndarray, counts: np.ndarray)
     once and the resamples' masses summed per block of equal score, so every resample costs one
     pass over the blocks (:func:`rank_sum_auc`'s sums, a row per resample), not a sort."""
     label = np.asarray(label, dtype=np.float64)
+    if label.size == 0:  # no rows: no class at all
+        return np.full(len(counts), np.nan)
     order = np.argsort(score, kind="stable")
     ordered = np.asarray(score)[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
