@@ -595,13 +595,13 @@ def test_model_dir_without_artifacts_is_a_data_error(tmp_path):
 
 
 @pytest.fixture
-def tracking_store(tmp_path):
+def tracking_store(tmp_path, new_mlflow_store):
     """This test's own MLflow store; the process's MLflow settings are put back after."""
     import mlflow
 
     from nextbuy.bench.serving_fixtures import mlflow_store
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     with mlflow_store(uri):
         mlflow.set_tracking_uri(uri)
         yield mlflow.MlflowClient()
@@ -645,7 +645,7 @@ REGISTERED_RETRIEVAL = retrieval_settings(kind="flat", candidates=8)
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory):
+def registered(tmp_path_factory, new_mlflow_store):
     """A synthetic bundle logged and registered by ``deploy.log_serving_model`` (v1, alias
     champion) in a throw-away sqlite + file store; yields the file store folder of the model.
     Tests that tamper with a file put it back."""
@@ -654,7 +654,7 @@ def registered(tmp_path_factory):
     from nextbuy.bench.serving_fixtures import mlflow_store, register_champion, write_bundle_files
 
     root = tmp_path_factory.mktemp("trust")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_mlflow_store(root / "mlflow.db")
     files = write_bundle_files(
         root / "bundle", n_products=40, d=4, n_fit=2000, retrieval=REGISTERED_RETRIEVAL
     )
@@ -873,3 +873,25 @@ def test_bytecode_written_by_importing_the_served_code_is_ignored_only_after_the
     serving._verify_served_files(downloaded / "artifacts" / "moments.npz")  # load_context: fine
     with pytest.raises(DataError, match="added since"):
         ServingBundle.from_model_dir(downloaded)
+
+
+def test_a_process_that_loads_and_scores_a_bundle_never_imports_scikit_learn(tmp_path):
+    """Serving applies the calibration's fitted knots and the thresholds; fitting them (and
+    scikit-learn, half a second of every worker's start) belongs to the pipeline's stages."""
+    import subprocess
+    import sys
+
+    from nextbuy.bench.serving_fixtures import write_bundle_files
+
+    files = write_bundle_files(tmp_path / "bundle", n_products=20, d=4, n_fit=500)
+    paths = [str(files.moments), str(files.calibration), str(files.thresholds)]
+    code = (
+        "import sys\nfrom pathlib import Path\nimport numpy as np\n"
+        "from nextbuy.mlops.serving_bundle import ServingBundle\n"
+        f"b = ServingBundle.load(*map(Path, {paths!r}))\n"
+        "out = b.score(np.array([0, 1]), np.array([2, 3]))\n"
+        "print(len(out), out['score'].between(0, 1).all(), 'sklearn' in sys.modules)\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split() == ["2", "True", "False"]

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_curve
 
 from nextbuy.domain.decision_crossfit import cross_fitted_bucket_thresholds
 from nextbuy.domain.decision_fit import cut_points, fit_bucket_thresholds, fit_global_threshold
@@ -123,6 +122,8 @@ def pr_curve_table(score: np.ndarray, label: np.ndarray, max_points: int = 200) 
     y = np.asarray(label)
     if s.size == 0 or not np.any(y == 1):
         return pd.DataFrame({"precision": [], "recall": [], "threshold": []}, dtype=np.float64)
+    from sklearn.metrics import precision_recall_curve  # here: serving never draws the curve
+
     precision, recall, thr = precision_recall_curve(y, s)
     # The last (precision=1, recall=0) point has no threshold.
     precision, recall = precision[:-1], recall[:-1]

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from sklearn.isotonic import IsotonicRegression
 
 
 def bucket_edges(uncertainty: np.ndarray, n_buckets: int) -> np.ndarray:
@@ -110,6 +109,10 @@ class BucketCalibration:
 def _isotonic_knots(
     score: np.ndarray, label: np.ndarray, weight: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
+    # Imported here: serving applies fitted knots and never fits, so scikit-learn stays out of
+    # every process that only loads a model (the REST workers, batch-topk, Spark's executors).
+    from sklearn.isotonic import IsotonicRegression
+
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True)
     iso.fit(score, label, sample_weight=weight)
     return np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64)
