@@ -52,6 +52,37 @@ def finished_tiny_project(tmp_path_factory) -> Path:
     return finished_project(shared, TINY_PARAMS)
 
 
+@pytest.fixture(scope="session")
+def mlflow_schema(tmp_path_factory) -> Path:
+    """An MLflow SQLite store at MLflow's latest schema holding no experiment, made once per
+    test process by MLflow itself. MLflow migrates a new store file through every one of its
+    schema migrations (about 0.7 CPU-s); a copy of this one is the same store at once."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers import without_default_experiment
+
+    db = tmp_path_factory.mktemp("mlflow-schema") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    without_default_experiment(db)
+    return db
+
+
+@pytest.fixture(scope="session")
+def new_mlflow_store(mlflow_schema: Path):
+    """``new_mlflow_store(path)``: a new MLflow store at the SQLite file ``path`` (which must not
+    exist yet), as MLflow would create it there; returns its tracking URI. MLflow adds the
+    Default experiment, with its artifacts beside the store's user, when it first opens it."""
+    import shutil
+
+    def create(path: Path) -> str:
+        assert not path.exists(), f"{path} exists: a new store only"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mlflow_schema, path)
+        return f"sqlite:///{path}"
+
+    return create
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files holding end-to-end (``slow``) tests first, each file's tests in their own order:
     `make test` hands whole files to its workers in this order (xdist ``--dist loadfile``), so

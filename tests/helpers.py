@@ -15,7 +15,14 @@ from nextbuy.bench.project_copy import copy_project, project_env
 from nextbuy.config import read_params, section_config
 from tests.conftest import ROOT
 
-__all__ = ["config", "copy_finished_project", "finished_project", "project_copy", "project_env"]
+__all__ = [
+    "config",
+    "copy_finished_project",
+    "finished_project",
+    "project_copy",
+    "project_env",
+    "without_default_experiment",
+]
 
 # Not searched for the original's path: git's objects (compressed) and DVC's cache (copies of
 # the outputs, which are searched where they lie).
@@ -105,3 +112,14 @@ def _files(root: Path) -> list[Path]:
         for p in root.rglob("*")
         if p.is_file() and not p.is_symlink() and not any(p.is_relative_to(s) for s in skipped)
     ]
+
+
+def without_default_experiment(db_file: Path) -> None:
+    """Delete the Default experiment (id 0) MLflow created in a new SQLite store: its artifact
+    location is where that store was first opened. MLflow creates it again, located for the
+    process that opens the store next."""
+    db = sqlite3.connect(db_file)
+    with db:
+        db.execute("DELETE FROM experiment_tags WHERE experiment_id = 0")
+        db.execute("DELETE FROM experiments WHERE experiment_id = 0")
+    db.close()

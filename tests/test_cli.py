@@ -267,7 +267,7 @@ def test_a_missing_params_file_exits_2_naming_it(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def store(tmp_path, monkeypatch, new_mlflow_store):
     """The cwd is a project with its own MLflow store; a client on it. Process state put back."""
     from mlflow.tracking import MlflowClient
 
@@ -279,7 +279,7 @@ def store(tmp_path, monkeypatch):
         monkeypatch.setenv(key, "")
         monkeypatch.delenv(key)  # recorded: restored (absent) afterwards
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     with mlflow_store(uri):
         yield MlflowClient(uri)
 

@@ -21,7 +21,7 @@ from nextbuy.mlops import tracking
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
+def project(tmp_path, monkeypatch, new_mlflow_store):
     """A project root with its own store; MLflow state and MLFLOW_RUN_CONTEXT put back after."""
     import mlflow
 
@@ -29,7 +29,7 @@ def project(tmp_path, monkeypatch):
     monkeypatch.delenv(tracking.RUN_CONTEXT_ENV)  # recorded: restored (absent) afterwards
     root = tmp_path / "project"
     root.mkdir()
-    with mlflow_store(f"sqlite:///{root / 'mlflow.db'}"):
+    with mlflow_store(new_mlflow_store(root / "mlflow.db")):
         yield root
         if mlflow.active_run():
             mlflow.end_run()

@@ -20,7 +20,7 @@ from tests.helpers import config
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_mlflow_store):
     """One MLflow store for the module (creating one takes seconds); the cwd is its project dir."""
     import os
 
@@ -29,7 +29,7 @@ def store(tmp_path_factory):
     root, before = tmp_path_factory.mktemp("cards"), Path.cwd()
     os.chdir(root)
     try:
-        with mlflow_store(f"sqlite:///{root / 'mlflow.db'}"):
+        with mlflow_store(new_mlflow_store(root / "mlflow.db")):
             tracking.configure(root)
             yield MlflowClient()
     finally:

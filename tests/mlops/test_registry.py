@@ -27,8 +27,8 @@ _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory) -> MlflowClient:
-    uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
+def client(tmp_path_factory, new_mlflow_store) -> MlflowClient:
+    uri = new_mlflow_store(tmp_path_factory.mktemp("registry") / "mlflow.db")
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -179,7 +179,7 @@ def test_a_champion_of_another_catalogue_is_not_compared_and_the_candidate_is_ju
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def store(tmp_path, monkeypatch, new_mlflow_store):
     """A project dir (the cwd) with its own MLflow store; a client on it. Process state put back."""
     for key in (tracking.RUN_CONTEXT_ENV, deploy.FIRST_RELEASE_ENV):
         monkeypatch.setenv(key, "")
@@ -187,7 +187,7 @@ def store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     with mlflow_store(uri):
         tracking.configure(tmp_path)
         yield MlflowClient()

@@ -68,14 +68,14 @@ def test_alerts_command_exit_status(tmp_path):
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
+def client(tmp_path, monkeypatch, new_mlflow_store):
     """A project dir (the cwd) with its own MLflow store; a client on it. Process state put back."""
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv(tracking.RUN_CONTEXT_ENV, "")
     monkeypatch.delenv(tracking.RUN_CONTEXT_ENV)  # recorded: restored (absent) afterwards
     monkeypatch.chdir(tmp_path)
-    with mlflow_store(f"sqlite:///{tmp_path / 'mlflow.db'}"):
+    with mlflow_store(new_mlflow_store(tmp_path / "mlflow.db")):
         tracking.configure(tmp_path)
         yield MlflowClient()
 
