@@ -479,38 +479,6 @@ def test_monitoring_alert_triggers_retraining_with_the_reason(trained):
     assert (workspace_dir(project) / "params.yaml").read_text() == original
 
 
-@pytest.mark.slow
-def test_a_refused_candidate_skips_gate_and_release_without_failing(trained):
-    """Deploy refuses the candidate (an AUC floor no model meets), the gate is skipped with the
-    reasons, nothing is released, the run stays green. Rerunning a day is idempotent: the same
-    logical date and overrides find every stage before deploy up to date (only deploy, whose floor
-    changed, runs again). Last: it leaves the refused model in the workspace.
-    (A candidate trained on shuffled labels, refused against the champion:
-    tests/test_pipeline_e2e.py.)"""
-    project, original, *_ = trained
-    dag = _dagbag(project / "dags").dags[TRAINING_DAG_ID]
-    conf = {"target_precision": 0.25, "overrides": {"train.epochs": 1, "deploy.min_auc": 1.0}}
-    lock = workspace_dir(project) / "dvc.lock"
-    before = yaml.safe_load(lock.read_text())["stages"]
-    state, tasks, run_id = _run(dag, logical_date=DAY, conf=conf)
-    assert state == "success", tasks
-    ran = yaml.safe_load(lock.read_text())["stages"]
-    earlier = [stage for stage in TRAINING_STAGES if stage != "deploy"]
-    assert {s: ran[s] for s in earlier} == {s: before[s] for s in earlier}  # the same model, judged again
-    assert ran["deploy"]["params"]["params.yaml"]["deploy"]["min_auc"] == 1.0
-    assert tasks["deploy"] == "success", tasks
-    assert tasks["gate"] == "skipped", tasks
-    assert tasks["release"] == "skipped", tasks
-    assert tasks["_tries"]["gate"] == 1
-    assert tasks["restore_params"] == "success"
-    verdict = json.loads((workspace_dir(project) / "metrics" / "deploy.json").read_text())
-    assert not verdict["passed"]
-    assert any(r.startswith("auc ") and "floor" in r for r in verdict["reasons"]), verdict["reasons"]
-    assert str(verdict["champion_version"]) == "1"
-    assert _asset_events(run_id) == []
-    assert (workspace_dir(project) / "params.yaml").read_text() == original
-
-
 # --- the schedule policy (orchestration/plugin.py): unpausing starts no run -----------------
 
 

@@ -5,9 +5,11 @@ over the REST API the training DAG is unpaused and triggered with a changed para
 The run must succeed on every task's first try, no scheduled (catch-up or missed
 tick) run may appear beside it, and the checkout's ``dvc status``, params.yaml and
 dvc.lock are exactly what they were: the run happened in the Airflow workspace
-and is listed as a DVC experiment. The form's epochs are the checkout's own, so every stage
-before deploy is up to date in the workspace (restored, not run again); deploy runs for real
-under an AUC floor no model meets (``deploy.min_auc: 1.0``) and refuses, nothing is released,
+and is listed as a DVC experiment. The form's epochs and snapshot are the checkout's own (its
+snapshot is null: the simulator's), so every stage before deploy is up to date in the workspace
+(restored from the shared DVC cache, not run again); deploy runs for real
+under an AUC floor no model meets (``deploy.min_auc: 1.0``) and refuses, the gate and the
+release are skipped without failing the run, nothing is released,
 so no release starts the monitoring DAG either and any monitoring run would be one that
 unpausing started. (Every stage run by Airflow, and a release with its Asset event:
 tests/dags/test_dags.py.)
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nextbuy import procs
 from nextbuy.orchestration.airflow_api import AirflowApi
@@ -83,7 +86,9 @@ def test_a_manual_trigger_on_an_unpaused_dag_runs_first_try_and_leaves_the_check
     api.wait_for_dag(MONITORING_DAG_ID, START_TIMEOUT)
     for dag_id in (TRAINING_DAG_ID, MONITORING_DAG_ID):  # a user unpauses both
         api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
-    conf = {"epochs": TINY_PARAMS["train"]["epochs"], "overrides": {"deploy.min_auc": 1.0}}
+    # A run's snapshot is its logical date unless the overrides say otherwise: here the checkout's.
+    same_data = {"ingest.snapshot": TINY_PARAMS["ingest"]["snapshot"]}
+    conf = {"epochs": TINY_PARAMS["train"]["epochs"], "overrides": {**same_data, "deploy.min_auc": 1.0}}
     run = api.post(f"/api/v2/dags/{TRAINING_DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
     run = api.wait_for_run(TRAINING_DAG_ID, run["dag_run_id"], RUN_TIMEOUT)
     tis = api.task_instances(TRAINING_DAG_ID, run["dag_run_id"])
@@ -103,3 +108,19 @@ def test_a_manual_trigger_on_an_unpaused_dag_runs_first_try_and_leaves_the_check
     exps = subprocess.run(["dvc", "exp", "list"], cwd=project, env=env, capture_output=True, text=True)
     assert experiment_name(TRAINING_DAG_ID, run["dag_run_id"]) in exps.stdout
     assert os.path.isdir(project / ".airflow" / "workspace" / "data" / "ingested")
+    # Only deploy ran: the workspace's record of every stage before it is the checkout's.
+    ran = yaml.safe_load((project / ".airflow" / "workspace" / "dvc.lock").read_text())["stages"]
+    checkout = yaml.safe_load(before["dvc.lock"])["stages"]
+    earlier = [s for s in ran if s != "deploy"]
+    assert earlier, ran
+    assert {s: ran[s] for s in earlier} == {s: checkout[s] for s in earlier}
+    assert ran["deploy"]["params"]["params.yaml"]["deploy"]["min_auc"] == 1.0
+    # Deploy judged the candidate against the checkout's champion and refused it on the floor;
+    # nothing was released (no Asset event), and the workspace's params.yaml is back.
+    workspace = project / ".airflow" / "workspace"
+    verdict = json.loads((workspace / "metrics" / "deploy.json").read_text())
+    assert not verdict["passed"]
+    assert any(r.startswith("auc ") and "floor" in r for r in verdict["reasons"]), verdict["reasons"]
+    assert str(verdict["champion_version"]) == "1"
+    assert api.get("/api/v2/assets/events")["asset_events"] == []
+    assert (workspace / "params.yaml").read_text() == before["params"]
