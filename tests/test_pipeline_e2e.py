@@ -5,6 +5,7 @@ scores pairs; a failed stage, the gate and rollback, batch top-K, in that copy."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,29 @@ MODEL = TINY_PARAMS["deploy"]["model_name"]  # the tiny store's own registry lin
 
 def run(cmd: list[str], dest: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True, timeout=600)
+
+
+def release_command(args: list[str], dest: Path, env: dict[str, str], monkeypatch):
+    """``nextbuy ARGS`` in this process (the CLI's own entry, through typer's runner), in ``dest``
+    with its MLflow store: the release commands only talk to the registry, and a subprocess of
+    each would spend most of its two seconds importing MLflow again. Its exit code, stdout and
+    stderr as a subprocess gives them."""
+    from typer.testing import CliRunner
+
+    from nextbuy.bench.serving_fixtures import mlflow_store
+    from nextbuy.cli import app
+
+    environ = dict(os.environ)  # what the command sets for its runs stays with it
+    try:
+        with monkeypatch.context() as mp, mlflow_store(env["MLFLOW_TRACKING_URI"]):
+            mp.chdir(dest)
+            result = CliRunner().invoke(app, args)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["nextbuy", *args], result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +152,7 @@ def test_make_run_puts_back_what_dvc_deleted_before_it_checked_params(pipeline, 
     assert "changed outs" not in status.stdout, status.stdout
 
 
-def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny_params):
+def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny_params, monkeypatch):
     dest, env = pipeline
     # Gate drill: a model trained on shuffled labels is refused; the champion stays. (dvc repro
     # up to deploy: the stages after it do not judge the candidate.)
@@ -141,34 +165,28 @@ def test_gate_refuses_a_worse_model_and_rollback_undoes_a_release(pipeline, tiny
     assert deploy["version"] == 2
     assert deploy["champion_version"] == 1
     assert any("champion" in r for r in deploy["reasons"]), deploy["reasons"]
-    assert "REFUSED" in run(["nextbuy", "summary"], dest, env).stdout
+    assert "REFUSED" in release_command(["summary"], dest, env, monkeypatch).stdout
 
     # A deliberate release, then one-command rollback.
-    unforced = run(["nextbuy", "promote", "2"], dest, env)
+    unforced = release_command(["promote", "2"], dest, env, monkeypatch)
     assert unforced.returncode != 0
     assert "--force" in unforced.stdout + unforced.stderr
-    promoted = run(["nextbuy", "promote", "2", "--force", "--reason", "gate drill"], dest, env)
+    promoted = release_command(["promote", "2", "--force", "--reason", "gate drill"], dest, env, monkeypatch)
     assert promoted.returncode == 0, promoted.stderr
     assert "v1 → v2" in promoted.stderr, promoted.stderr
-    rolled = run(["nextbuy", "rollback"], dest, env)
+    rolled = release_command(["rollback"], dest, env, monkeypatch)
     assert rolled.returncode == 0, rolled.stderr
     assert "v2 → v1" in rolled.stderr, rolled.stderr
-    aliases = run(
-        [
-            sys.executable,
-            "-c",
-            (
-                "from mlflow.tracking import MlflowClient\n"
-                f"m = MlflowClient().get_registered_model('{MODEL}')\n"
-                "print({k: str(v) for k, v in m.aliases.items()})\n"
-            ),
-        ],
-        dest,
-        env,
-    )
-    assert "'champion': '1'" in aliases.stdout, aliases.stdout
-    assert "challenger" not in aliases.stdout, aliases.stdout
-    assert run(["nextbuy", "rollback"], dest, env).returncode == 1  # nothing earlier to go back to
+    from mlflow.tracking import MlflowClient
+
+    aliases = {
+        k: str(v)
+        for k, v in MlflowClient(env["MLFLOW_TRACKING_URI"]).get_registered_model(MODEL).aliases.items()
+    }
+    assert aliases["champion"] == "1", aliases
+    assert "challenger" not in aliases, aliases
+    # nothing earlier to go back to
+    assert release_command(["rollback"], dest, env, monkeypatch).returncode == 1
 
 
 def test_batch_top_k_for_every_product_sharded(pipeline):
