@@ -10,9 +10,10 @@ PYTHON ?= $(or $(wildcard /usr/bin/python3.11),python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 # pip's configured find-links may hold the CPU build of torch; uv ignores pip's
-# configuration, so hand it over (never a machine path in this file).
-FIND_LINKS := $(shell python3 -m pip config get global.find-links 2>/dev/null)
-UV_FLAGS := --python $(VENV)/bin/python $(foreach d,$(FIND_LINKS),--find-links $(d))
+# configuration, so hand it over (never a machine path in this file). Deferred (=): only the
+# install targets ask pip, not every make command.
+FIND_LINKS = $(shell python3 -m pip config get global.find-links 2>/dev/null)
+UV_FLAGS = --python $(VENV)/bin/python $(foreach d,$(FIND_LINKS),--find-links $(d))
 STAMP := $(VENV)/.installed
 
 export PATH := $(BIN):$(PATH)
@@ -39,9 +40,17 @@ $(STAMP): pyproject.toml benchmarks/pyproject.toml requirements.lock
 
 # The Spark engine (engine.kind: spark; docs/how-to/large-catalogues.md): pyspark 4, the optional
 # extra, into .venv. Spark also needs Java 17 (Debian: apt-get install openjdk-17-jre-headless).
+# With Java here it also writes the class archive Spark's JVMs start from (engines/spark_classes.py),
+# again whenever requirements.lock is newer than it.
+SPARK_CLASSES := $(VENV)/share/nextbuy/spark-classes.jsa
 spark: $(STAMP)
 	$(VENV)/bin/uv pip install $(UV_FLAGS) --compile-bytecode -e '.[spark]'
-	@command -v java >/dev/null 2>&1 || [ -n "$$JAVA_HOME" ] || echo "no java found: Spark needs Java 17 (apt-get install openjdk-17-jre-headless)"
+	@if ! command -v java >/dev/null 2>&1 && [ -z "$$JAVA_HOME" ]; then \
+		echo "no java found: Spark needs Java 17 (apt-get install openjdk-17-jre-headless)"; \
+	elif [ ! -f $(SPARK_CLASSES) ] || [ requirements.lock -nt $(SPARK_CLASSES) ]; then \
+		$(BIN)/python -m nextbuy.engines.spark_classes 2>$(VENV)/spark-classes.log || \
+		{ echo "no Spark class archive (Spark's JVMs start without it): $(VENV)/spark-classes.log"; }; \
+	fi
 
 # Re-pin after editing pyproject.toml dependencies.
 lock: $(VENV)/bin/uv

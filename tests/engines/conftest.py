@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 
 from nextbuy.config import SparkConfig
+from nextbuy.engines.spark_classes import with_archive
 from tests.conftest import TINY_PARAMS
 
 # The tests' JVMs live for seconds: the C1 compiler only, without C2's compile threads (which
-# cost more CPU than they save in jobs this short), and one garbage-collector thread.
-TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# cost more CPU than they save in jobs this short), and one garbage-collector thread; the
+# standalone cluster's JVMs (all on this machine) map the class archive too, as the driver does.
+TEST_JVM_OPTIONS = with_archive("-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 
 
 def spark_config(master: str = "local[2]") -> SparkConfig:

@@ -21,7 +21,8 @@ cluster, YARN, Kubernetes or Spark Connect), each in a module of its own here:
   bundle (and its faiss index) loaded once per executor process.
 
 The shared pieces: ``spark_session`` (the session from ``engine.spark``), ``spark_daemon``
-(the executors' Python daemon: pyspark's, from the installed package), ``spark_table``
+(the executors' Python daemon: pyspark's, from the installed package), ``spark_classes`` (the
+class archive the driver's JVM maps, written by ``make spark``), ``spark_table``
 (stage tables read into Spark with exact nanosecond times, frames of the stage's process staged
 as parquet for the executors, results streamed back into the one parquet file a stage declares
 or into the stage's process, objects shared once per executor process, exact quantiles) and

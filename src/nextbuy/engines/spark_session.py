@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nextbuy.config import SparkConfig
+from nextbuy.engines import spark_classes
 from nextbuy.mlops import io
 
 # What every nextbuy job needs whatever the user's conf: UTC wall times (the stages' times are
@@ -54,7 +55,14 @@ def session_conf(cfg: SparkConfig) -> dict[str, str]:
             where + os.environ.get("PYTHONPATH", "").split(os.pathsep)
         ).strip(os.pathsep),
     }
-    return conf | dict(cfg.conf) | FIXED_CONF
+    conf = conf | dict(cfg.conf) | FIXED_CONF
+    # The driver's JVM maps the class archive ``make spark`` built (spark_classes): on a local
+    # master the executors run inside it. A cluster's executors are on other machines.
+    driver = "spark.driver.extraJavaOptions"
+    conf[driver] = spark_classes.with_archive(conf.get(driver, ""))
+    if not conf[driver]:
+        del conf[driver]
+    return conf
 
 
 def session(cfg: SparkConfig) -> Any:
