@@ -3,6 +3,7 @@ project after one full ``dvc repro`` (built once per test session)."""
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -102,6 +103,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 1 if item.path in slow_files else 3
 
     items.sort(key=rank)
+
+
+@pytest.hookimpl(trylast=True)  # after the runner's teardown: the file's fixtures are gone
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """At the end of each test file: collect its garbage, then freeze what is left (``gc.freeze``).
+
+    A test process holds millions of long-lived objects (torch, MLflow, Airflow, pandas, each
+    file's imports); every full collection scanned them all again, and full collections come
+    more often the more there are. Frozen, they are never scanned again: on tests/mlops,
+    tests/stages and tests/domain in one process this took 98 -> 81 CPU-s of user time.
+    Objects still alive at a file's end are left to reference counting from then on (the
+    file's garbage is collected first)."""
+    if nextitem is None or nextitem.path != item.path:
+        gc.collect()
+        gc.freeze()
 
 
 # One JVM runs the Spark engine's tests: every file of tests/engines goes to the same xdist worker
