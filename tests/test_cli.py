@@ -387,3 +387,22 @@ def test_after_a_stop_sqlalchemys_tracebacks_about_the_query_it_cut_are_not_logg
         stopped_in_a_query()
     assert seen == [False, True]  # SQLAlchemy's fallout goes, the command's own errors stay
     assert _not_stop_fallout(pool)  # the block is over
+
+
+def test_the_installed_command_runs_the_app_with_the_collector_set_for_one_batch_job(monkeypatch):
+    import gc
+    from importlib.metadata import entry_points
+
+    from nextbuy import cli
+
+    (script,) = entry_points(group="console_scripts", name="nextbuy")
+    assert script.value == "nextbuy.cli:main"
+    seen: list[tuple[int, ...]] = []
+    monkeypatch.setattr(cli, "app", lambda: seen.append(gc.get_threshold()))
+    before = gc.get_threshold()
+    try:
+        cli.main()
+    finally:
+        gc.set_threshold(*before)
+    assert seen == [cli.GC_THRESHOLDS]
+    assert cli.GC_THRESHOLDS[0] > before[0]  # fewer collections than the default's

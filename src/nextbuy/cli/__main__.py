@@ -1,5 +1,5 @@
 """``python -m nextbuy.cli``: the ``nextbuy`` command."""
 
-from nextbuy.cli import app
+from nextbuy.cli import main
 
-app()
+main()
