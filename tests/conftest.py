@@ -112,7 +112,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     A test process holds millions of long-lived objects (torch, MLflow, Airflow, pandas, each
     file's imports); every full collection scanned them all again, and full collections come
     more often the more there are. Frozen, they are never scanned again: on tests/mlops,
-    tests/stages and tests/domain in one process this took 98 -> 81 CPU-s of user time.
+    tests/stages and tests/domain in one process this took 98 -> 85 CPU-s of user time.
     Objects still alive at a file's end are left to reference counting from then on (the
     file's garbage is collected first)."""
     if nextitem is None or nextitem.path != item.path:

@@ -29,7 +29,7 @@ import yaml
 from nextbuy import procs
 from nextbuy.orchestration.airflow_api import AirflowApi
 from nextbuy.orchestration.names import MONITORING_DAG_ID, TRAINING_DAG_ID
-from nextbuy.orchestration.workspace import experiment_name
+from nextbuy.orchestration.workspace import experiment_name, workspace_dir
 from tests.conftest import TINY_PARAMS
 from tests.helpers import copy_finished_project, project_env
 
@@ -107,9 +107,10 @@ def test_a_manual_trigger_on_an_unpaused_dag_runs_first_try_and_leaves_the_check
     assert _checkout_state(project, env) == before
     exps = subprocess.run(["dvc", "exp", "list"], cwd=project, env=env, capture_output=True, text=True)
     assert experiment_name(TRAINING_DAG_ID, run["dag_run_id"]) in exps.stdout
-    assert os.path.isdir(project / ".airflow" / "workspace" / "data" / "ingested")
+    workspace = workspace_dir(project)
+    assert os.path.isdir(workspace / "data" / "ingested")
     # Only deploy ran: the workspace's record of every stage before it is the checkout's.
-    ran = yaml.safe_load((project / ".airflow" / "workspace" / "dvc.lock").read_text())["stages"]
+    ran = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]
     checkout = yaml.safe_load(before["dvc.lock"])["stages"]
     earlier = [s for s in ran if s != "deploy"]
     assert earlier, ran
@@ -117,7 +118,6 @@ def test_a_manual_trigger_on_an_unpaused_dag_runs_first_try_and_leaves_the_check
     assert ran["deploy"]["params"]["params.yaml"]["deploy"]["min_auc"] == 1.0
     # Deploy judged the candidate against the checkout's champion and refused it on the floor;
     # nothing was released (no Asset event), and the workspace's params.yaml is back.
-    workspace = project / ".airflow" / "workspace"
     verdict = json.loads((workspace / "metrics" / "deploy.json").read_text())
     assert not verdict["passed"]
     assert any(r.startswith("auc ") and "floor" in r for r in verdict["reasons"]), verdict["reasons"]

@@ -30,8 +30,8 @@ from nextbuy.constants import ALERT_EXIT_CODE
 # A nextbuy command is one batch job: it imports a few million long-lived objects (torch,
 # MLflow, pandas, Evidently) and exits. At CPython's default first threshold (700 allocations)
 # the collector ran eight full collections in a tiny training (a fifth of its CPU) and a
-# quarter of a monitor run; every 10,000 allocations it ran none, and garbage cycles still go
-# within 10,000 allocations.
+# quarter of a monitor run; every 10,000 allocations it ran none, and young garbage cycles
+# still go within 10,000 allocations.
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
