@@ -112,6 +112,17 @@ class _InProcess:
         return future
 
 
+# The training budget of every method (linkpred_models' module settings): a spawned worker
+# imports them afresh, so it is handed this process's values and trains under the same budget.
+BUDGET = ("MAX_EPOCHS", "BLADE_MAX_EPOCHS", "EVAL_EVERY", "PATIENCE", "N_CONFIGS")
+
+
+def _worker_setup(budget: dict[str, int]) -> None:
+    _one_thread()
+    for name, value in budget.items():
+        setattr(models, name, value)
+
+
 def _one_thread() -> None:
     # two single-threaded workers beat one two-threaded process ~1.5x on these small graphs
     import torch
@@ -138,7 +149,10 @@ def _executor(workers: int):
         return _InProcess()
     # spawn, not fork: forking a process whose torch has started its thread pool can hang
     return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_setup,
+        initargs=({name: getattr(models, name) for name in BUDGET},),
     )
 
 

@@ -30,11 +30,9 @@ N_COMMUNITIES, PER_COMMUNITY, VOCAB = 4, 60, 120
 
 
 def shrink_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two configs per method and short early-stopped training.  ``search_space``/``blade_space``
-    take ``N_CONFIGS`` as a default argument (bound at import), so they are wrapped, not the constant."""
-    search, blade = models.search_space, models.blade_space
-    monkeypatch.setattr(models, "search_space", lambda n=2, seed=0: search(n, seed))
-    monkeypatch.setattr(models, "blade_space", lambda n=2, seed=0: blade(n, seed))
+    """Two configs per method and short early-stopped training (``linkpred.BUDGET``: worker
+    processes are handed the same)."""
+    monkeypatch.setattr(models, "N_CONFIGS", 2)
     monkeypatch.setattr(models, "MAX_EPOCHS", 60)
     monkeypatch.setattr(models, "BLADE_MAX_EPOCHS", 60)
     monkeypatch.setattr(models, "EVAL_EVERY", 5)
@@ -384,9 +382,9 @@ def test_validation_pool_of_a_small_graph_takes_half_its_unlabelled_pairs():
     assert len(pooled.neg_val) == len(split.neg_val) + free // 2
 
 
-def test_workers_in_processes_score_what_this_process_scores(tmp_path, graph_npz):
-    """``workers=2``: tasks run in spawned processes (with full budgets there: the cheapest method
-    only); seed 1 refit here with the config the run chose scores what its worker scored."""
+def test_workers_in_processes_score_what_this_process_scores(tmp_path, graph_npz, small_budget):
+    """``workers=2``: tasks run in spawned processes, under this process's budget; seed 1 refit
+    here with the config the run chose scores what its worker scored."""
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         figures = linkpred.run(
             tmp_path / "b.json", graph=graph_npz, split=None, seeds=2, keys=("dual_mf",), workers=2
