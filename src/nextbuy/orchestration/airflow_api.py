@@ -8,6 +8,7 @@ import time
 from urllib.request import Request, urlopen
 
 FINISHED = ("success", "failed")
+POLL_S = 1.0  # between two questions while waiting: one GET a second is little to an API server
 
 
 class AirflowApi:
@@ -45,7 +46,7 @@ class AirflowApi:
             except OSError:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{dag_id} never appeared (DAG processor)") from None
-                time.sleep(5)
+                time.sleep(POLL_S)
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         """Unpause ``dag_id`` and start a manual run now; returns its run id."""
@@ -62,7 +63,7 @@ class AirflowApi:
                 return run
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{dag_id} {run_id} still {run['state']} after {timeout:.0f} s")
-            time.sleep(5)
+            time.sleep(POLL_S)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
