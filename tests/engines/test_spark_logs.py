@@ -208,16 +208,32 @@ def test_a_bad_row_refuses_the_logs_with_the_pandas_engines_message(local_spark,
         os.chdir(before)
 
 
-def test_a_bad_row_exits_as_on_pandas_and_the_last_good_outputs_stay(local_spark, tmp_path):
+def test_the_stage_writes_what_pandas_writes_and_a_bad_row_then_exits_as_on_pandas(
+    local_spark, tmp_path, monkeypatch
+):
+    """``nextbuy ingest`` on the logs: on Spark (the reader on Spark too) the pandas engine's
+    tables and metrics; then, with a bad row in the orders, both engines exit alike and the last
+    good outputs stay."""
     from nextbuy.cli import app
 
+    on_spark = parity.record_spark_reads(monkeypatch)
+    tables = (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS)
     before = Path.cwd()
     try:
         params = in_project(tmp_path / "store")
-        parity.set_engine(params, "spark", local_spark)
-        good = CliRunner().invoke(app, ["ingest"])
-        assert good.exit_code == 0, good.output
-        written = {p: Path(p).read_bytes() for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS)}
+        good = {}
+        for kind in ("pandas", "spark"):
+            parity.set_engine(params, kind, local_spark)
+            result = CliRunner().invoke(app, ["ingest"])
+            assert result.exit_code == 0, result.output
+            metrics = yaml.safe_load(Path(paths.metrics_file("ingest")).read_text())
+            good[kind] = {p: pd.read_parquet(p) for p in tables}, metrics
+        assert on_spark == [True]  # the stage's reader ran on Spark, not left to pandas
+        for p in tables:
+            pd.testing.assert_frame_equal(good["spark"][0][p], good["pandas"][0][p], check_exact=True)
+        assert good["spark"][1] == good["pandas"][1]
+        assert not [p for p in Path("data").iterdir() if p.name.startswith(".spark")]  # parts removed
+        written = {p: Path(p).read_bytes() for p in tables}
         target = spoil_in_place(params, "orders", "row")
         answers = {}
         for kind in ("pandas", "spark"):
@@ -230,27 +246,5 @@ def test_a_bad_row_exits_as_on_pandas_and_the_last_good_outputs_stay(local_spark
         assert "first offending rows" in answers["spark"].output
         assert {p: Path(p).read_bytes() for p in written} == written  # the last good outputs stay
         assert not [p for p in Path("data").iterdir() if p.name.startswith(".spark")]
-    finally:
-        os.chdir(before)
-
-
-def test_the_stage_reads_the_logs_on_spark_and_writes_what_pandas_writes(local_spark, tmp_path, monkeypatch):
-    from nextbuy.stages import ingest
-
-    on_spark = parity.record_spark_reads(monkeypatch)
-    before = Path.cwd()
-    try:
-        params = in_project(tmp_path / "store")
-        parity.set_engine(params, "pandas", local_spark)
-        ingest.run()
-        kept = {p: pd.read_parquet(p) for p in (paths.PRODUCTS, paths.EDGES, paths.IMPRESSIONS)}
-        metrics = yaml.safe_load(Path(paths.metrics_file("ingest")).read_text())
-        parity.set_engine(params, "spark", local_spark)
-        ingest.run()
-        assert on_spark == [True]  # the stage's reader ran on Spark, not left to pandas
-        for p, frame in kept.items():
-            pd.testing.assert_frame_equal(pd.read_parquet(p), frame, check_exact=True)
-        assert yaml.safe_load(Path(paths.metrics_file("ingest")).read_text()) == metrics
-        assert not [p for p in Path("data").iterdir() if p.name.startswith(".spark")]  # parts removed
     finally:
         os.chdir(before)
