@@ -90,7 +90,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     the long files start at once and the short ones fill in around them, instead of one long
     file running alone at the end. Of the files that copy ``finished_tiny_project`` only the
     first comes at the front, to build it while the other worker runs the next long files;
-    the others come after those, when it is built, instead of waiting for it."""
+    the others come after those, when it is built, instead of waiting for it. The standalone
+    cluster's file comes last of all: its session replaces the Spark tests' local one, which is
+    then never started again."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
     users = [item.path for item in items if "finished_tiny_project" in item.fixturenames]
     builder = users[0] if users else None
@@ -100,6 +102,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             return 0
         if item.path in users:
             return 2
+        if item.path.name == SPARK_CLUSTER_TESTS:
+            return 4
         return 1 if item.path in slow_files else 3
 
     items.sort(key=rank)
@@ -123,6 +127,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 # One JVM runs the Spark engine's tests: every file of tests/engines goes to the same xdist worker
 # (its session-scoped local session; a JVM start and warm-up cost about ten CPU-seconds).
 SPARK_TESTS = "tests/engines/"
+SPARK_CLUSTER_TESTS = "test_spark_standalone.py"
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: pytest without xdist
