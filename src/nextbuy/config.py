@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
-import yaml
 from pydantic import BaseModel
 
+from nextbuy import yaml_io
 from nextbuy.config_base import _Section
 from nextbuy.config_engine import EngineConfig, SparkConfig
 from nextbuy.config_ingest import EventsConfig, IngestConfig, SimulatorConfig, SplitConfig
@@ -94,7 +94,7 @@ def read_params(params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     path = Path(params_file)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no params file (every knob lives there)")
-    return yaml.safe_load(path.read_text()) or {}
+    return yaml_io.load(path.read_text()) or {}
 
 
 def model_of(dotted: str) -> type[_Section]:

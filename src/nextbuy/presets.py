@@ -14,9 +14,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from nextbuy import yaml_io
 from nextbuy.config import ALL_SECTIONS, merge, read_params, section_config
 
 
@@ -25,7 +25,7 @@ def read_preset(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such preset")
-    overrides = yaml.safe_load(path.read_text()) or {}
+    overrides = yaml_io.load(path.read_text()) or {}
     if not isinstance(overrides, Mapping):
         raise ValueError(f"{path}: a preset is a mapping of params sections")
     unknown = sorted(set(overrides) - set(ALL_SECTIONS))

@@ -21,8 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-import yaml
-
+from nextbuy import yaml_io
 from nextbuy.files import atomic_path, staging_dir
 
 LOCK_FILE = "dvc.lock"
@@ -98,7 +97,7 @@ def restore_stage_outputs(stage: str, root: str | os.PathLike = ".") -> dict[str
     done: dict[str, list[str]] = {"restored": [], "missing": []}
     if not lock.exists():
         return done
-    entry = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage)
+    entry = (yaml_io.load(lock.read_text()) or {}).get("stages", {}).get(stage)
     if not entry:
         return done
     cache = _cache_dir(root)

@@ -13,7 +13,7 @@ import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from nextbuy import yaml_io
 
 DVC_FILE = "dvc.yaml"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -36,7 +36,7 @@ class Stage:
 
 def stages(project: str | os.PathLike) -> list[Stage]:
     """The stages of ``project``'s dvc.yaml, in file order."""
-    declared = (yaml.safe_load((Path(project) / DVC_FILE).read_text()) or {}).get("stages") or {}
+    declared = (yaml_io.load((Path(project) / DVC_FILE).read_text()) or {}).get("stages") or {}
     return [
         Stage(
             name, str(spec.get("desc") or GENERIC_HELP.format(name=name)), (spec.get("meta") or {}).get("dag")

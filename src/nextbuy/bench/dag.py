@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
+from nextbuy import yaml_io
 from nextbuy.bench.project_copy import copy_project, project_env
 from nextbuy.mlops import io
 from nextbuy.orchestration.names import PROJECT_DIR_ENV, TRAINING, TRAINING_DAG_ID
@@ -138,7 +138,7 @@ def run(out: Path, root: Path | None = None) -> dict:
         dag = time_dag(dag_project, Path(tmp) / "airflow-home")
         repro_s = time_repro(repro_project)
         # Same work in both: the stage params dvc.lock recorded must match.
-        locks = [yaml.safe_load((p / "dvc.lock").read_text())["stages"] for p in (dag_project, repro_project)]
+        locks = [yaml_io.load((p / "dvc.lock").read_text())["stages"] for p in (dag_project, repro_project)]
         same = all(locks[0][s]["params"] == locks[1][s]["params"] for s in dag_stages(root, TRAINING))
     figures = {
         "dag_s": round(dag["seconds"], 2),

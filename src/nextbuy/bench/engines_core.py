@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from nextbuy import yaml_io
+
 RESULT_PREFIX = "ENGINES-RESULT "
 # batch_topk: as `nextbuy batch-topk` by default, one shard
 TOPK_K = 20
@@ -84,7 +86,7 @@ def main(root: str, engine_kind: str, stage: str) -> None:
 
     from nextbuy.config import load_section, with_changes
 
-    params = yaml.safe_load(Path("params.yaml").read_text())
+    params = yaml_io.load(Path("params.yaml").read_text())
     params["engine"]["kind"] = engine_kind  # the store's params.yaml, with this run's engine
     Path("params.yaml").write_text(yaml.safe_dump(params))
     engine = with_changes(load_section("engine"), kind=engine_kind)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nextbuy import paths
+from nextbuy import paths, yaml_io
 from nextbuy.bench.fault_base import GRAPH, INPUTS, LOG, SNAPSHOT, Case, Request, dropping, setting
 from nextbuy.bench.fault_events import EVENT_CASES, STORE
 from nextbuy.bench.fault_inputs import EDGE_CASES, LOG_CASES
@@ -160,9 +160,8 @@ CORRUPT_SNAPSHOT = "0badc0de-0000-4000-8000-000000000000.json"  # a name Evident
 
 def _corrupt_snapshot(root: Path) -> None:
     """A truncated snapshot in the Evidently workspace, as a process killed while writing one left it."""
-    import yaml
 
-    workspace = root / yaml.safe_load((root / "params.yaml").read_text())["monitor"]["workspace"]
+    workspace = root / yaml_io.load((root / "params.yaml").read_text())["monitor"]["workspace"]
     folder = next(workspace.glob("*/snapshots"))
     data = next(folder.glob("*.json")).read_bytes()
     (folder / CORRUPT_SNAPSHOT).write_bytes(data[: len(data) // 2])

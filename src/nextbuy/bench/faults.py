@@ -49,6 +49,7 @@ import yaml
 from rich.console import Console
 from rich.progress import Progress
 
+from nextbuy import yaml_io
 from nextbuy.bench import fault_cases, fault_kills, fault_recovery, fault_release
 from nextbuy.bench.dag import tiny_params
 from nextbuy.bench.fault_verdicts import COUNTS, _print, judge, judge_request, tally
@@ -92,7 +93,7 @@ class Project:
     def lock(self) -> dict:
         """dvc.lock's stages; none when it is missing or unreadable (a case that broke it says so)."""
         try:
-            doc = yaml.safe_load((self.root / "dvc.lock").read_text())
+            doc = yaml_io.load((self.root / "dvc.lock").read_text())
         except (OSError, yaml.YAMLError):
             return {}
         stages = doc.get("stages") if isinstance(doc, dict) else None

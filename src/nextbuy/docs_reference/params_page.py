@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from nextbuy import yaml_io
 from nextbuy.docs_reference.markdown import GENERATED, _cell, _type_name
 
 
@@ -71,7 +70,7 @@ def render_params(root: Path) -> str:
     from nextbuy.config import ALL_SECTIONS
 
     text = (root / "params.yaml").read_text()
-    values = yaml.safe_load(text) or {}
+    values = yaml_io.load(text) or {}
     comments = params_comments(text)
     lines = [
         GENERATED.format(source="src/nextbuy/config*.py and params.yaml"),

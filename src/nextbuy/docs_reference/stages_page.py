@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from nextbuy import yaml_io
 from nextbuy.docs_reference.markdown import GENERATED, _cell
 
 
 def render_stages(root: Path) -> str:
-    dvc = yaml.safe_load((root / "dvc.yaml").read_text())
+    dvc = yaml_io.load((root / "dvc.yaml").read_text())
     stages = dvc.get("stages") or {}
     lines = [
         GENERATED.format(source="dvc.yaml"),
@@ -70,7 +69,7 @@ README_END = "<!-- end of stage table -->"
 
 def render_readme_stage_table(root: Path) -> str:
     """The README's short stage table: stage, what it does, what it writes."""
-    stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    stages = (yaml_io.load((root / "dvc.yaml").read_text()) or {}).get("stages") or {}
     lines = ["| stage | what it does | writes |", "|---|---|---|"]
     for name, spec in stages.items():
         outs = ", ".join(f"`{o}`" for o in _names(spec.get("outs")) if not str(o).startswith("plots/"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from nextbuy import paths
+from nextbuy import paths, yaml_io
 from nextbuy.mlops import io, tracking
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def _blessing_evidence(model_name: str) -> str | None:
 
 def _lock_evidence(model_name: str, lock: Path = Path("dvc.lock")) -> str | None:
     try:
-        stage = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get("deploy")
+        stage = (yaml_io.load(lock.read_text()) or {}).get("stages", {}).get("deploy")
     except (OSError, yaml.YAMLError, AttributeError):
         return None
     if not isinstance(stage, dict):

@@ -13,8 +13,8 @@ import operator
 import re
 
 import pandas as pd
-import yaml
 
+from nextbuy import yaml_io
 from nextbuy.domain.model_card import param_text
 from nextbuy.mlops import model_cards, registry
 
@@ -98,7 +98,7 @@ def by_param(client, name: str, condition: str) -> set[str]:
     key, sep, value = condition.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"--param {condition!r}: give KEY=VALUE, e.g. train.lr=0.005")
-    text = param_text(yaml.safe_load(value)) if value.strip() else ""
+    text = param_text(yaml_io.load(value)) if value.strip() else ""
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         f"params.`{key.strip()}` = '{_quote(text)}'",

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 import nextbuy
-from nextbuy import paths
+from nextbuy import paths, yaml_io
 from nextbuy.mlops import io, tracking
 
 # What the pyfunc needs at load time besides its bundled code (src/nextbuy), pinned
@@ -51,7 +50,7 @@ def lineage(params_file: str) -> dict:
         **tracking.lineage_tags(),
         "dvc_lock_sha256": _sha256(Path("dvc.lock")),
         "data_sha256": data.hexdigest(),
-        "params": yaml.safe_load(Path(params_file).read_text()) if Path(params_file).exists() else {},
+        "params": yaml_io.load(Path(params_file).read_text()) if Path(params_file).exists() else {},
     }
 
 

@@ -11,7 +11,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from nextbuy import paths
+from nextbuy import paths, yaml_io
 
 
 def _monitor_headline(m: dict) -> str:
@@ -109,7 +109,7 @@ def _names(root: Path) -> tuple[str, str]:
     import yaml
 
     try:
-        params = yaml.safe_load((root / "params.yaml").read_text()) or {}
+        params = yaml_io.load((root / "params.yaml").read_text()) or {}
         return str(params["deploy"]["model_name"]), str(params["monitor"]["project"])
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return "nextbuy", "nextbuy on-call"

@@ -8,6 +8,8 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from nextbuy import yaml_io
+
 log = logging.getLogger(__name__)
 
 # Registry version tags written by deploy: the SHA-256 of every file of the logged model as a
@@ -178,7 +180,7 @@ def _downloaded_version(model_dir: str | Path) -> tuple[str, str] | None:
 
     meta = Path(model_dir) / DOWNLOAD_META
     try:
-        d = yaml.safe_load(meta.read_text())
+        d = yaml_io.load(meta.read_text())
     except (OSError, yaml.YAMLError):
         return None
     if not isinstance(d, dict) or not d.get("model_name") or d.get("model_version") is None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from nextbuy import yaml_io
 from nextbuy.files import atomic_write_text, create_exclusive
 from nextbuy.orchestration.names import BACKUP_FILE, PARAMS_FILE
 
@@ -69,7 +70,7 @@ def locked_section(project: Path, stage: str, section: str) -> dict | None:
     if not lock.exists():
         return None
     recorded = (
-        (yaml.safe_load(lock.read_text()) or {})
+        (yaml_io.load(lock.read_text()) or {})
         .get("stages", {})
         .get(stage, {})
         .get("params", {})
@@ -142,7 +143,7 @@ def read_backup(project: Path) -> dict | None:
     path = project / BACKUP_FILE
     if not path.exists():
         return None
-    held = yaml.safe_load(path.read_text())
+    held = yaml_io.load(path.read_text())
     if not isinstance(held, dict) or "params_text" not in held or "owner" not in held:
         raise ValueError(
             f"{path} is not a params backup written by nextbuy.orchestration; "
@@ -191,7 +192,7 @@ def acquire_params(
         held = None
     original = held["params_text"] if held is not None else (Path(base or project) / PARAMS_FILE).read_text()
     try:
-        params = apply_overrides(yaml.safe_load(original) or {}, overrides)
+        params = apply_overrides(yaml_io.load(original) or {}, overrides)
         validate_params(params, overrides)
     except Exception:
         if held is not None:  # our own earlier attempt left overrides in place: undo them

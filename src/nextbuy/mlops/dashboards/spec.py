@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from nextbuy import yaml_io
 from nextbuy.mlops.dashboards.metrics import BUCKET_KINDS, BucketKind, is_metric_type
 
 #: Friendly metric names of dashboard.yaml -> (Evidently metric type, scoped per bucket).
@@ -191,7 +192,7 @@ def _describe(error: ErrorDetails, raw: Any) -> str:
 def load_dashboard_spec(path: str | Path) -> DashboardSpec:
     """Read and validate dashboard.yaml; DashboardSpecError names the file and every offending field."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = yaml_io.load(Path(path).read_text()) or {}
     except yaml.YAMLError as err:
         raise DashboardSpecError(f"{path}: not valid YAML: {err}") from err
     try:
