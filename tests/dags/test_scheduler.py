@@ -28,7 +28,7 @@ import yaml
 
 from nextbuy import procs
 from nextbuy.orchestration.airflow_api import AirflowApi
-from nextbuy.orchestration.names import MONITORING_DAG_ID, TRAINING_DAG_ID
+from nextbuy.orchestration.names import MONITORING_DAG_ID, POOL, TRAINING_DAG_ID
 from nextbuy.orchestration.workspace import experiment_name, workspace_dir
 from tests.conftest import TINY_PARAMS
 from tests.helpers import copy_finished_project, project_env
@@ -84,6 +84,7 @@ def test_a_manual_trigger_on_an_unpaused_dag_runs_first_try_and_leaves_the_check
     assert before["dvc_status"] == {}, "the checkout's dvc repro should have left it up to date"
     api.wait_for_dag(TRAINING_DAG_ID, START_TIMEOUT)
     api.wait_for_dag(MONITORING_DAG_ID, START_TIMEOUT)
+    assert api.get(f"/api/v2/pools/{POOL}")["slots"] == 1  # the launcher made it: one stage at a time
     for dag_id in (TRAINING_DAG_ID, MONITORING_DAG_ID):  # a user unpauses both
         api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
     # A run's snapshot is its logical date unless the overrides say otherwise: here the checkout's.
