@@ -224,7 +224,7 @@ def test_the_batch_run_is_skipped_while_there_is_no_champion(airflow_project, mo
         batch_tasks.resolve_champion_task(airflow_project, {"params": {"k": 20, "num_shards": 4}})
 
 
-def _quick_passes(real_sleep=time.sleep):
+def _quick_passes():
     """``time.sleep`` for the length of a dag.test(): its loop's own wait between two passes when
     no task is runnable shortened from a second to 0.05 s, every other sleep as asked. The loop
     marks a failed task's downstream tasks upstream_failed one level per pass, so a failed first
@@ -234,6 +234,7 @@ def _quick_passes(real_sleep=time.sleep):
     from airflow.sdk.definitions import dag as dag_module
 
     loop_file = inspect.getfile(dag_module)
+    real_sleep = time.sleep
 
     def sleep(seconds: float) -> None:
         caller = sys._getframe(1).f_code.co_filename

@@ -160,7 +160,6 @@ CORRUPT_SNAPSHOT = "0badc0de-0000-4000-8000-000000000000.json"  # a name Evident
 
 def _corrupt_snapshot(root: Path) -> None:
     """A truncated snapshot in the Evidently workspace, as a process killed while writing one left it."""
-
     workspace = root / yaml_io.load((root / "params.yaml").read_text())["monitor"]["workspace"]
     folder = next(workspace.glob("*/snapshots"))
     data = next(folder.glob("*.json")).read_bytes()
