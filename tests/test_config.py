@@ -59,13 +59,16 @@ def test_real_source_needs_a_path(tmp_path):
         load_section("ingest", params)
 
 
-def test_raw_logs_need_orders_and_impressions_and_no_ready_made_graph(tmp_path):
+def test_raw_logs_need_orders_and_no_ready_made_graph(tmp_path):
     params = tmp_path / "params.yaml"
     full = yaml.safe_load((ROOT / "params.yaml").read_text())
-    events = {**full["ingest"]["events"], "orders_path": "inputs/orders.parquet"}
+    events = {**full["ingest"]["events"], "orders_path": None}
     params.write_text(yaml.safe_dump({"ingest": {**full["ingest"], "source": "events", "events": events}}))
-    with pytest.raises(ValidationError, match=r"needs ingest\.events\.impressions_path"):
+    with pytest.raises(ValidationError, match=r"needs ingest\.events\.orders_path"):
         load_section("ingest", params)
+    events["orders_path"] = "inputs/orders.parquet"  # orders alone: exposures are replayed
+    params.write_text(yaml.safe_dump({"ingest": {**full["ingest"], "source": "events", "events": events}}))
+    assert load_section("ingest", params).events.impressions_path is None
     events["impressions_path"] = "inputs/impressions.parquet"
     ingest = {**full["ingest"], "source": "events", "events": events, "graph_path": "inputs/edges.csv"}
     params.write_text(yaml.safe_dump({"ingest": ingest}))

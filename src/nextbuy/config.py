@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from nextbuy import yaml_io
 from nextbuy.config_base import _Section
 from nextbuy.config_engine import EngineConfig, SparkConfig
-from nextbuy.config_ingest import EventsConfig, IngestConfig, SimulatorConfig, SplitConfig
+from nextbuy.config_ingest import EventsConfig, IngestConfig, ReplayConfig, SimulatorConfig, SplitConfig
 from nextbuy.config_stages import (
     CalibrateConfig,
     DeployConfig,
@@ -50,6 +50,7 @@ __all__ = [
     "IngestConfig",
     "LabelDelayConfig",
     "MonitorConfig",
+    "ReplayConfig",
     "RetrievalConfig",
     "ServingConfig",
     "SimulatorConfig",

@@ -3,6 +3,7 @@ the holdout split."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -71,16 +72,77 @@ class SplitConfig(_Section):
         return self
 
 
+ORDER_FIELDS = ("customer", "product", "ordered_at", "quantity", "price", "order")
+REQUIRED_ORDER_FIELDS = ("customer", "product", "ordered_at")
+
+
+class ReplayConfig(_Section):
+    """Exposures replayed from a store's orders when it logs no impressions
+    (``nextbuy.domain.replay``)."""
+
+    shown_per_order: int = Field(ge=1, le=100)
+    explore_share: float = Field(ge=0.0, le=1.0)
+    policy_refresh_days: float = Field(gt=0.0)
+    order_line_share: float = Field(gt=0.0, le=1.0)
+    seed: int
+
+
 class EventsConfig(_Section):
     """``ingest.source: events``: a store's raw logs, and the rules that turn them into the
     directed graph and the impressions' labels (``nextbuy.domain.events``)."""
 
     orders_path: str | None
+    # field -> the export's column name (customer, product, ordered_at required; quantity,
+    # price, order optional: null = the export has none)
+    orders_columns: dict[str, str | None]
+    missing_customer: Literal["refuse", "drop"]
+    cancellation_prefix: str | None
+    drop_cancelled_lines: bool
+    non_product_pattern: str | None
     impressions_path: str | None
     interactions_path: str | None
     graph_window_days: float = Field(gt=0.0)
     graph_lookback_orders: int = Field(ge=1, le=50)
     attribution_days: float = Field(gt=0.0)
+    replay: ReplayConfig
+
+    @field_validator("orders_columns")
+    @classmethod
+    def _known_order_fields(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        unknown = sorted(set(value) - set(ORDER_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"ingest.events.orders_columns: unknown field(s) {', '.join(unknown)} "
+                f"(the fields are {', '.join(ORDER_FIELDS)})"
+            )
+        missing = [f for f in REQUIRED_ORDER_FIELDS if not value.get(f)]
+        if missing:
+            raise ValueError(f"ingest.events.orders_columns must name the column of {', '.join(missing)}")
+        named = [c for c in value.values() if c]
+        if len(set(named)) != len(named):
+            raise ValueError("ingest.events.orders_columns names one column for two fields")
+        return value
+
+    @field_validator("non_product_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(
+                    f"ingest.events.non_product_pattern {value!r} is no regular expression: {err}"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _cancellations_need_an_order_column(self) -> EventsConfig:
+        if self.cancellation_prefix and not self.orders_columns.get("order"):
+            raise ValueError(
+                "ingest.events.cancellation_prefix marks cancellations by their order id: "
+                "name that column in ingest.events.orders_columns.order"
+            )
+        return self
 
 
 class IngestConfig(_Section):
@@ -111,13 +173,8 @@ class IngestConfig(_Section):
         if self.source in ("edge_list", "npz") and not self.graph_path:
             raise ValueError(f"ingest.source={self.source!r} needs ingest.graph_path")
         if self.source == "events":
-            missing = [
-                f"ingest.events.{key}"
-                for key in ("orders_path", "impressions_path")
-                if not getattr(self.events, key)
-            ]
-            if missing:
-                raise ValueError(f"ingest.source='events' needs {' and '.join(missing)}")
+            if not self.events.orders_path:
+                raise ValueError("ingest.source='events' needs ingest.events.orders_path")
             if self.graph_path or self.impressions_path:
                 raise ValueError(
                     "ingest.source='events' builds the graph and the impressions from the logs "

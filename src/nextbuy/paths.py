@@ -13,6 +13,7 @@ INGESTED = Path("data/ingested")
 PRODUCTS = INGESTED / "products.parquet"
 EDGES = INGESTED / "edges.parquet"
 IMPRESSIONS = INGESTED / "impressions.parquet"
+REPLAY_POLICY = INGESTED / "replay_policy.parquet"  # replayed exposures' slot and propensity
 # The source's own node features (sparse, rows = products in product_id order; (n, 0) if none).
 FEATURES = INGESTED / "features.npz"
 INGEST_META = INGESTED / "meta.json"

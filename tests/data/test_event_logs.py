@@ -57,7 +57,7 @@ def read(paths, snapshot=None, max_gap_days=365.0):
     return read_event_logs(**paths, snapshot=snapshot, max_gap_days=max_gap_days)
 
 
-def test_logs_are_coded_with_products_in_key_order_and_customers_across_logs(tmp_path):
+def test_logs_are_coded_with_products_in_order_of_appearance_and_customers_across_logs(tmp_path):
     logs = read(store(tmp_path))
     assert logs.products["product_key"].tolist() == ["sku-1", "sku-2", "sku-3"]
     assert logs.impressions["shown_id"].tolist() == [1, 2]
@@ -108,10 +108,11 @@ def test_a_catalogue_adds_products_nobody_ordered_and_codes_text_categories(tmp_
     )
     logs = read(store(tmp_path, catalogue=catalogue))
     products = logs.products.set_index("product_key")
-    # sku-9 was never ordered nor shown: a product all the same; sku-late launches after the
-    # snapshot (the logs' end) and nothing names it: not a product yet
-    assert products.index.tolist() == ["sku-1", "sku-2", "sku-3", "sku-9"]
-    assert products["category"].tolist() == [1, 2, 1, -1]  # hats=0, shoes=1, socks=2
+    # sku-9 was never ordered nor shown: a product all the same, numbered at its launch (before
+    # the logs begin); sku-late launches after the snapshot (the logs' end) and nothing names
+    # it: not a product yet
+    assert products.index.tolist() == ["sku-9", "sku-1", "sku-2", "sku-3"]
+    assert products["category"].tolist() == [-1, 1, 2, 1]  # hats=0, shoes=1, socks=2
     assert products.loc["sku-2", "price"] == 5.0
     assert logs.cleaning["catalogue_launched_after_snapshot_dropped"] == 1
 

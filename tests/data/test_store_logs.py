@@ -46,20 +46,35 @@ def by_id(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[COLUMNS].sort_values("impression_id").reset_index(drop=True)
 
 
+def in_world_ids(result, world):
+    """The ingested tables with their products numbered as the simulator numbers them: ingest
+    numbers a store's products in order of appearance, the simulator by key; a product is its
+    key in both."""
+    world_id = world.products.set_index("product_key")["product_id"]
+    to_world = world_id.reindex(result.products["product_key"]).to_numpy()
+    products = result.products.assign(product_id=to_world).sort_values("product_id", ignore_index=True)
+    edges = result.edges.assign(src=to_world[result.edges["src"]], dst=to_world[result.edges["dst"]])
+    impressions = result.impressions.assign(
+        source_id=to_world[result.impressions["source_id"]], shown_id=to_world[result.impressions["shown_id"]]
+    )
+    return products, edges.sort_values(["src", "dst"], ignore_index=True), impressions
+
+
 @pytest.mark.parametrize("form", ["parquet", "csv", "partitioned"])
 def test_graph_and_labels_from_the_written_logs_are_the_simulators(tmp_path, tiny, form):
     params, world, traffic, logs = tiny
     assert world.snapshot == pd.Timestamp("2026-02-10")
     result = ingested(tmp_path, params, logs, form, attribution_days=60)
-    pd.testing.assert_frame_equal(result.products, world.products)
-    pd.testing.assert_frame_equal(result.edges, world.edges.sort_values(["src", "dst"], ignore_index=True))
-    pd.testing.assert_frame_equal(by_id(result.impressions), by_id(traffic.impressions))
+    products, edges, impressions = in_world_ids(result, world)
+    pd.testing.assert_frame_equal(products, world.products)
+    pd.testing.assert_frame_equal(edges, world.edges.sort_values(["src", "dst"], ignore_index=True))
+    pd.testing.assert_frame_equal(by_id(impressions), by_id(traffic.impressions))
     assert result.cleaning["impressions_after_snapshot_dropped"] > 0  # the 6 days after it
 
 
 def test_a_shorter_attribution_window_leaves_out_exactly_the_later_conversions(tmp_path, tiny):
-    params, _, traffic, logs = tiny
-    result = by_id(ingested(tmp_path, params, logs, attribution_days=10).impressions)
+    params, world, traffic, logs = tiny
+    result = by_id(in_world_ids(ingested(tmp_path, params, logs, attribution_days=10), world)[2])
     expected = by_id(traffic.impressions)
     later = expected["converted_at"] - expected["shown_at"] > pd.Timedelta(days=10)
     assert later.sum() > 10  # the simulated delays are heavy-tailed: some convert after 10 days

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -895,3 +896,58 @@ def test_a_process_that_loads_and_scores_a_bundle_never_imports_scikit_learn(tmp
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert ran.stdout.split() == ["2", "True", "False"]
+
+
+STORE_KEYS = np.array([f"{85000 + i}" if i % 3 else f"{85000 + i}A" for i in range(50)])
+
+
+@pytest.fixture
+def keyed_model(bundle) -> NextbuyModel:
+    model = NextbuyModel()
+    model.bundle = dataclasses.replace(bundle, keys=STORE_KEYS)
+    return model
+
+
+def test_pairs_in_the_stores_keys_answer_as_their_ids_with_the_keys_beside(keyed_model, bundle):
+    # "85000A" is product 0, 85001 (sent as an integer) product 1, "85004" product 4
+    request = pd.DataFrame({"source_key": ["85000A", 85001], "candidate_key": ["85004", " 85004 "]})
+    out = keyed_model.predict(None, request)
+    expected = bundle.score(np.array([0, 1]), np.array([4, 4]))
+    pd.testing.assert_frame_equal(out.drop(columns=["source_key", "candidate_key"]), expected)
+    assert out["source_key"].tolist() == ["85000A", "85001"]
+    assert out["candidate_key"].tolist() == ["85004", "85004"]
+
+
+def test_an_unknown_store_key_is_answered_as_cold_start(keyed_model, bundle):
+    out = keyed_model.predict(None, pd.DataFrame({"source_key": ["NEW-SKU"], "candidate_key": ["85004"]}))
+    assert out["cold_start"].tolist() == [True]
+    expected = bundle.score(np.array([bundle.n_products]), np.array([4]))
+    assert out["score"].tolist() == expected["score"].tolist()
+
+
+def test_top_k_in_the_stores_keys_returns_candidates_as_keys(keyed_model, bundle):
+    recs = keyed_model.predict(
+        None, pd.DataFrame({"source_key": ["85000A", "85005", "85000A"]}), {"top_k": 3}
+    )
+    by_id = bundle.top_k(np.array([0, 5]), 3)
+    pd.testing.assert_frame_equal(recs.drop(columns=["source_key", "candidate_key"]), by_id)
+    assert recs["source_key"].tolist() == ["85000A"] * 3 + ["85005"] * 3
+    assert recs["candidate_key"].tolist() == STORE_KEYS[by_id["candidate_id"]].tolist()
+
+
+@pytest.mark.parametrize(
+    ("frame", "fragment"),
+    [
+        (pd.DataFrame({"source_key": [None], "candidate_key": ["1"]}), "not null"),
+        (pd.DataFrame({"source_key": [1.5], "candidate_key": ["1"]}), "fractions"),
+        (pd.DataFrame({"source_key": [[1, 2]], "candidate_key": ["1"]}), "lists or objects"),
+        (pd.DataFrame({"source_key": ["1"], "candidate_id": [1]}), "missing column(s) ['candidate_key']"),
+    ],
+)
+def test_store_keys_that_cannot_be_mapped_are_refused_saying_what_to_send(keyed_model, frame, fragment):
+    assert fragment in refusal(keyed_model.predict, None, frame)
+
+
+def test_a_model_without_store_keys_refuses_a_request_in_keys(model):
+    message = refusal(model.predict, None, pd.DataFrame({"source_key": ["85000A"], "candidate_key": ["1"]}))
+    assert "send source_id and candidate_id" in message

@@ -294,3 +294,24 @@ def simulate_logs(
         f"ingest:\n  source: events\n  snapshot: '{snapshot:%Y-%m-%dT%H:%M:%S}'\n"
         f"  catalogue_path: {catalogue}\n  events:{paths}"
     )
+
+
+@app.command("store-data")
+def store_data(
+    store: str = typer.Argument(..., help="complete-journey (online-retail is committed under inputs/)"),
+    out: Path | None = typer.Option(
+        None, help="folder to write (replaced as a whole); default inputs/<store>"
+    ),
+) -> None:
+    """Bring a real store's export into inputs/ from the package it ships in (no download):
+    the transactions as they are, the catalogue from its products. presets/<store>.yaml reads it."""
+    from nextbuy.data import real_stores
+
+    setup_logging()
+    folder = out or Path("inputs") / store
+    try:
+        written = real_stores.bring(store, folder)
+    except (ValueError, real_stores.StoreNotInstalled) as err:
+        raise input_error(f"[bold red]{escape(store)}[/]: {escape(str(err))}") from None
+    for name, path in written.items():
+        console.print(f"[green]wrote {escape(str(path))}[/] ({name})", highlight=False)

@@ -50,7 +50,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nextbuy.config import EventsConfig
+from nextbuy.config import EventsConfig, ReplayConfig
+from nextbuy.domain import replay as exposures
 
 NS_PER_DAY = 86_400 * 10**9
 NAT = np.iinfo(np.int64).min  # NaT as int64
@@ -74,6 +75,8 @@ class BuiltLogs:
     edges: pd.DataFrame  # src, dst, weight, time (schemas.EDGES)
     impressions: pd.DataFrame  # LOG_COLUMNS (schemas.IMPRESSIONS_LOG)
     counts: dict[str, int]
+    # replayed exposures (no impression log): each one's slot, exploration and propensity
+    policy: pd.DataFrame | None = None
 
 
 def _ns(times: pd.Series) -> np.ndarray:
@@ -88,6 +91,14 @@ def co_purchase_edges(
     customer: np.ndarray, product: np.ndarray, ordered_ns: np.ndarray, window_ns: int, lookback: int
 ) -> tuple[pd.DataFrame, int]:
     """The directed graph of rule 2 from order lines, and how many pairs made it."""
+    u, v, first_ns = co_purchase_pairs(customer, product, ordered_ns, window_ns, lookback)
+    return _merged_pairs(u, v, first_ns), len(u)
+
+
+def co_purchase_pairs(
+    customer: np.ndarray, product: np.ndarray, ordered_ns: np.ndarray, window_ns: int, lookback: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of rule 2: (u, v, the later order's time in ns), one per pair of lines."""
     order = np.lexsort((ordered_ns, customer))
     c, p, t = customer[order], product[order], ordered_ns[order]
     us, vs, ts = [], [], []
@@ -100,7 +111,7 @@ def co_purchase_edges(
     u = np.concatenate(us) if us else np.zeros(0, np.int64)
     v = np.concatenate(vs) if vs else np.zeros(0, np.int64)
     first_ns = np.concatenate(ts) if ts else np.zeros(0, np.int64)
-    return _merged_pairs(u, v, first_ns), len(u)
+    return u, v, first_ns
 
 
 def _merged_pairs(u: np.ndarray, v: np.ndarray, t_ns: np.ndarray) -> pd.DataFrame:
@@ -250,9 +261,11 @@ def build_from_logs(
     cfg: EventsConfig,
     snapshot: pd.Timestamp,
     builders: Builders = Builders(),  # frozen: one shared default is safe
+    replay: ReplayConfig | None = None,
 ) -> BuiltLogs:
     """The graph and the labelled impressions of a store's coded logs (see the module's rules),
-    rules 2 and 3 computed by ``builders``."""
+    rules 2 and 3 computed by ``builders``. ``replay``: the store logs no impressions; its
+    exposures are replayed from its orders up to the snapshot (``domain.replay``)."""
     end = pd.Timestamp(snapshot).value
     seen = _ns(orders["ordered_at"]) <= end
     orders = orders if seen.all() else orders[seen]
@@ -268,6 +281,18 @@ def build_from_logs(
         round(cfg.graph_window_days * NS_PER_DAY),
         cfg.graph_lookback_orders,
     )
+    policy = None
+    replay_counts: dict[str, int] = {}
+    if replay is not None:
+        every_pair = co_purchase_pairs(
+            orders["customer"].to_numpy(np.int64),
+            orders["product"].to_numpy(np.int64),
+            _ns(orders["ordered_at"]),
+            round(cfg.graph_window_days * NS_PER_DAY),
+            cfg.graph_lookback_orders,
+        )
+        replayed = exposures.replay(orders, every_pair, n_products, replay)
+        impressions, policy, replay_counts = replayed.impressions, replayed.policy, replayed.counts
     labelled = builders.attribute(
         impressions, orders, interactions, n_products, round(cfg.attribution_days * NS_PER_DAY)
     )
@@ -277,5 +302,5 @@ def build_from_logs(
         "edges_kept": len(edges),
         "impressions_after_snapshot_dropped": int(later.sum()),
         "conversions_attributed": int(labelled["converted_at"].notna().sum()),
-    }
-    return BuiltLogs(edges, labelled, counts)
+    } | replay_counts
+    return BuiltLogs(edges, labelled, counts, policy)

@@ -43,7 +43,7 @@ def write_top_k(
             for batch in batches:
                 for part in batch["id"].to_numpy(np.int64):
                     picked = sources[part * sources_per_file : (part + 1) * sources_per_file]
-                    recs = served.top_k(picked, k)
+                    recs = batch.in_store_keys(served, served.top_k(picked, k))
                     recs.to_parquet(f"{folder}/part-{part:05d}.parquet", index=False)
                     yield pd.DataFrame({"part": [part], "rows": [len(recs)]})
 

@@ -105,24 +105,26 @@ def logs_pass(kept: dict[str, Any], cleaning: dict[str, int], max_gap_days: floa
 
 
 def product_keys(spark: Any, kept: dict[str, Any], catalogue: pd.DataFrame | None) -> pd.Series | None:
-    """The product keys the logs name (None when the catalogue does not list one of them). Only
-    keys the catalogue lists come to the stage's process (a catalogue's size), or without a
-    catalogue the logs' products, the products table itself."""
+    """The product keys the logs name, each with the first time (ns) a log names it (None when
+    the catalogue does not list one of them). Only keys the catalogue lists come to the stage's
+    process (a catalogue's size), or without a catalogue the logs' products, the products table
+    itself."""
     from pyspark.sql import functions as F
 
-    named = [
-        frame.where("live").select(F.col(c).alias("key")) for frame in kept.values() for c in ("product",)
-    ]
-    named.append(kept["impressions"].select(F.col("shown").alias("key")))
+    named = [frame.where("live").select(F.col("product").alias("key"), "at") for frame in kept.values()]
+    named.append(kept["impressions"].select(F.col("shown").alias("key"), "at"))
     keys = named[0]
     for more in named[1:]:
         keys = keys.unionAll(more)
-    keys = keys.distinct()
+    keys = keys.groupBy("key").agg(F.min("at").alias("at"))
     if catalogue is not None:
         listed = spark.createDataFrame(pd.DataFrame({"key": catalogue["product"].astype(str).to_numpy()}))
         if keys.join(F.broadcast(listed), "key", "left_anti").limit(1).count():
             return None
-    return pd.Series(keys.toPandas()["key"].to_numpy(object))
+    found = keys.toPandas()
+    return pd.Series(
+        found["at"].to_numpy(np.int64).view("datetime64[ns]"), index=found["key"].to_numpy(object)
+    )
 
 
 def last_event_ns(kept: dict[str, Any]) -> int:

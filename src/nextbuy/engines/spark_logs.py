@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from nextbuy.config import IngestConfig, SparkConfig
+from nextbuy.config import EventsConfig, IngestConfig, SparkConfig
 from nextbuy.data.sources import catalogue as sources_catalogue
 from nextbuy.data.sources import events as sources_events
 from nextbuy.data.sources import keys as sources_keys
@@ -234,6 +234,20 @@ class SparkLogs:
     cleaning: dict[str, int]
 
 
+def own_order_columns(ev: EventsConfig) -> bool:
+    """Whether the orders log has the pipeline's own columns and nothing to drop beyond returns
+    and copies: what this reader reads (an export's own layout goes through the pandas reader,
+    ``data.sources.orders``)."""
+    named = {field: column for field, column in ev.orders_columns.items() if column}
+    return (
+        all(field == column for field, column in named.items())
+        and "price" not in named
+        and ev.missing_customer == "refuse"
+        and not ev.cancellation_prefix
+        and not ev.non_product_pattern
+    )
+
+
 def read_on_spark(cfg: IngestConfig, spark_cfg: SparkConfig, folder: Path) -> SparkLogs | None:
     """The raw logs of ``cfg.events`` read, checked, cleaned and coded on Spark, their rows kept
     as parquet under ``folder``; None when the pandas reader is to read them (a CSV log, or a
@@ -242,7 +256,8 @@ def read_on_spark(cfg: IngestConfig, spark_cfg: SparkConfig, folder: Path) -> Sp
 
     ev = cfg.events
     assert ev.orders_path is not None  # IngestConfig requires it
-    assert ev.impressions_path is not None
+    if ev.impressions_path is None or not own_order_columns(ev):
+        return None  # replayed exposures (domain.replay) and an export's own columns: pandas reads them
     files = {
         "orders": ev.orders_path,
         "impressions": ev.impressions_path,
@@ -274,8 +289,8 @@ def read_on_spark(cfg: IngestConfig, spark_cfg: SparkConfig, folder: Path) -> Sp
         "impressions": ev.impressions_path,
         "interactions": str(ev.interactions_path),
     }
-    keys = {"orders.product": mentioned}
-    products = sources_catalogue.catalogue_products(catalogue, keys, paths, at, cleaning)
+    keys = {"orders.product": pd.Series(mentioned.index, dtype=object)}
+    products = sources_catalogue.catalogue_products(catalogue, keys, paths, at, cleaning, mentioned)
     coded, customers = checks.coded(spark, kept, products, folder)
     cleaning |= {"products": len(products), "customers": customers}
     products = io.validate(products, schemas.PRODUCTS, cfg.catalogue_path or ev.orders_path)

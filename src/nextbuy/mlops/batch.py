@@ -18,6 +18,17 @@ def shard_sources(n_products: int, shard: int, num_shards: int) -> np.ndarray:
     return np.arange(shard, n_products, num_shards, dtype=np.int64)
 
 
+def in_store_keys(bundle, recs):
+    """Top-K rows with the store's key of each source and candidate beside its id (a model
+    that holds no keys: the rows as they are)."""
+    if bundle.keys is None:
+        return recs
+    return recs.assign(
+        source_key=bundle.key_of(recs["source_id"].to_numpy()),
+        candidate_key=bundle.key_of(recs["candidate_id"].to_numpy()),
+    )
+
+
 def write_top_k(
     bundle,
     out_dir: str | Path,
@@ -36,7 +47,7 @@ def write_top_k(
         for part, a in enumerate(
             tqdm(chunks, desc=f"top-{k} shard {shard}/{num_shards}", disable=not progress)
         ):
-            recs = bundle.top_k(sources[a : a + sources_per_file], k)
+            recs = in_store_keys(bundle, bundle.top_k(sources[a : a + sources_per_file], k))
             recs.to_parquet(tmp / f"part-{part:05d}.parquet", index=False)
             rows += len(recs)
     return {

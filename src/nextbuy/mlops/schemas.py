@@ -73,6 +73,19 @@ _IMPRESSION_COLUMNS = {
 # An impressions log as read from a real source (no split yet).
 IMPRESSIONS_LOG = pa.DataFrameSchema(_IMPRESSION_COLUMNS, name="impressions_log", strict=False)
 
+# Replayed exposures (a store with no impression log, nextbuy.domain.replay): the policy's
+# slot, whether it explored, and the probability it showed what it showed.
+REPLAY_POLICY = pa.DataFrameSchema(
+    {
+        "impression_id": _id(unique=True),
+        "slot": pa.Column("int64", pa.Check.ge(0)),
+        "explored": pa.Column(bool),
+        "propensity": pa.Column("float64", pa.Check.in_range(0.0, 1.0, include_min=False)),
+    },
+    name="replay_policy",
+    strict=True,
+)
+
 IMPRESSIONS = pa.DataFrameSchema(
     {**_IMPRESSION_COLUMNS, "split": pa.Column(str, pa.Check.isin(SPLITS), nullable=False)},
     name="impressions",
@@ -306,4 +319,29 @@ def read_moments(path: str | os.PathLike) -> dict[str, np.ndarray]:
             )
         if key.endswith("_var") and (a < 0).any():
             raise io.DataError(path, f"{key} has {int((a < 0).sum())} negative variance(s)", key)
+    m.pop(PRODUCT_KEY_ARRAY, None)  # the store's keys: read_product_keys
     return m
+
+
+# The moments file also holds each product's store key (text, product_id order), so the served
+# model answers in the store's keys.
+PRODUCT_KEY_ARRAY = "product_key"
+
+
+def read_product_keys(path: str | os.PathLike, n_products: int) -> np.ndarray | None:
+    """The store's product keys held in the moments file (None: it holds none), checked: one
+    per product, unique."""
+    from nextbuy.mlops import io
+
+    keys = io.read_npz(path, (), (PRODUCT_KEY_ARRAY,)).get(PRODUCT_KEY_ARRAY)
+    if keys is None:
+        return None
+    if keys.dtype.kind != "U" or keys.shape != (n_products,):
+        raise io.DataError(
+            path,
+            f"{PRODUCT_KEY_ARRAY} must be {n_products} texts, got {keys.dtype} {keys.shape}",
+            PRODUCT_KEY_ARRAY,
+        )
+    if len(np.unique(keys)) != len(keys):
+        raise io.DataError(path, f"{PRODUCT_KEY_ARRAY} holds a key twice", PRODUCT_KEY_ARRAY)
+    return keys

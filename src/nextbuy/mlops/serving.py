@@ -41,6 +41,7 @@ Their public names are importable from here too.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
@@ -152,9 +153,36 @@ class NextbuyModel(PythonModel):
     def _answer(self, model_input: pd.DataFrame, params: dict | None) -> pd.DataFrame:
         top_k = top_k_param(params)
         request = validate_request(pd.DataFrame(model_input), need_candidates=top_k == 0)
+        if "source_key" in request.columns:
+            return self._answer_in_keys(request, top_k)
         if top_k == 0:
             return self.bundle.score(request["source_id"].to_numpy(), request["candidate_id"].to_numpy())
-        sources = request["source_id"].drop_duplicates().to_numpy()
+        return self._top_k(request["source_id"].to_numpy(), top_k)
+
+    def _answer_in_keys(self, request: pd.DataFrame, top_k: int) -> pd.DataFrame:
+        """A request in the store's keys: each key read as its product id (a key the model
+        does not know: a product it never saw, answered as cold start), answered with the keys
+        beside the ids."""
+        if self.bundle.keys is None:
+            raise _invalid(
+                "this model holds no store product keys (registered before it kept them): "
+                "send source_id and candidate_id, the product ids"
+            )
+        source_key = request["source_key"].to_numpy()
+        if top_k == 0:
+            candidate_key = request["candidate_key"].to_numpy()
+            answer = self.bundle.score(self.bundle.ids_of(source_key), self.bundle.ids_of(candidate_key))
+            return answer.assign(source_key=source_key, candidate_key=candidate_key)
+        unique = pd.unique(source_key)
+        answer = self._top_k(self.bundle.ids_of(unique), top_k, unique_sources=False)
+        per_source = len(answer) // len(unique)  # k rows per source, in the order sent
+        return answer.assign(
+            source_key=np.repeat(unique, per_source),
+            candidate_key=self.bundle.key_of(answer["candidate_id"].to_numpy()),
+        )
+
+    def _top_k(self, source_id: np.ndarray, top_k: int, unique_sources: bool = True) -> pd.DataFrame:
+        sources = pd.unique(source_id) if unique_sources else source_id
         rows = sources.size * min(top_k, max(self.bundle.n_products - 1, 1))
         if rows > MAX_TOPK_ROWS:
             raise _invalid(

@@ -18,7 +18,7 @@ from nextbuy.domain.decisions import Thresholds
 from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.retrieval import CandidateIndex
 from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
-from nextbuy.mlops.schemas import read_moments
+from nextbuy.mlops.schemas import read_moments, read_product_keys
 from nextbuy.mlops.serving_integrity import (
     _download_checked,
     _downloaded_version,
@@ -49,10 +49,35 @@ class ServingBundle:
     thresholds: Thresholds
     # Top-K candidate retrieval; None: top-K scores every source against the whole catalogue.
     retrieval: RetrievalConfig | None = None
+    # The store's own key of each product, in product_id order (None: the model holds none,
+    # and requests speak product ids only).
+    keys: np.ndarray | None = None
 
     @property
     def n_products(self) -> int:
         return self.moments["s_mean"].shape[0] - 1
+
+    @functools.cached_property
+    def key_index(self) -> pd.Index:
+        """The store's keys as an index: a key's position is its product id."""
+        if self.keys is None:
+            raise ValueError("this model holds no store keys: send product ids")
+        return pd.Index(self.keys.astype(str))
+
+    def ids_of(self, keys: np.ndarray) -> np.ndarray:
+        """Product ids of the store's ``keys`` (text); a key the model does not know gets id
+        ``n_products``: a product it never saw, answered as cold start."""
+        ids = self.key_index.get_indexer(np.asarray(keys, dtype=str))
+        return np.where(ids >= 0, ids, self.n_products).astype(np.int64)
+
+    def key_of(self, ids: np.ndarray) -> np.ndarray:
+        """The store's key of each product id (ids it does not know: None)."""
+        assert self.keys is not None
+        ids = np.asarray(ids, dtype=np.int64)
+        known = (ids >= 0) & (ids < self.n_products)
+        out = np.full(len(ids), None, dtype=object)
+        out[known] = self.keys[ids[known]]
+        return out
 
     @classmethod
     def from_arrays(
@@ -61,11 +86,12 @@ class ServingBundle:
         calibration: BucketCalibration,
         thresholds: Thresholds,
         retrieval: RetrievalConfig | None = None,
+        keys: np.ndarray | None = None,
     ) -> ServingBundle:
         m = dict(moments)
         m["s_mean"], m["s_var"] = _with_prior(m["s_mean"], m["s_var"])
         m["t_mean"], m["t_var"] = _with_prior(m["t_mean"], m["t_var"])
-        return cls(m, calibration, thresholds, retrieval)
+        return cls(m, calibration, thresholds, retrieval, keys)
 
     @classmethod
     def load(
@@ -82,7 +108,8 @@ class ServingBundle:
         calibration = read_calibration(calibration_path)
         thresholds = read_thresholds(thresholds_path, calibration.n_buckets)
         settings = None if retrieval_path is None else read_retrieval(retrieval_path)
-        return cls.from_arrays(moments, calibration, thresholds, settings)
+        keys = read_product_keys(moments_path, len(moments["s_mean"]))
+        return cls.from_arrays(moments, calibration, thresholds, settings, keys)
 
     def with_retrieval(self, settings: RetrievalConfig | None) -> ServingBundle:
         """The same bundle with these top-K retrieval settings (its index built afresh)."""

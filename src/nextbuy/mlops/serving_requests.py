@@ -15,6 +15,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 INPUT_COLUMNS = ("source_id", "candidate_id")
+# The same request in the store's own product keys (text such as "85123A", or integers).
+KEY_COLUMNS = ("source_key", "candidate_key")
 MAX_REQUEST_ROWS = 100_000  # REST guard: larger batches belong to `nextbuy batch-topk`
 # REST guard on top-K: recommendations per source (a larger K is a bulk job: batch-topk), and
 # rows in one top-K answer (distinct sources x K, K capped by the catalogue).
@@ -106,25 +108,63 @@ def _ids(series: pd.Series, col: str) -> np.ndarray:
     return values.to_numpy(dtype=np.int64)
 
 
+def _store_keys(series: pd.Series, col: str) -> np.ndarray:
+    """``series`` as the store's product keys (text; an integer key in its written form, 7 not
+    7.0), or a refusal naming the first bad values and why."""
+    cells = series.to_numpy(dtype=object)
+    nested = np.fromiter((not pd.api.types.is_scalar(v) for v in cells), bool, len(cells))
+    if nested.any():
+        raise _invalid(
+            f"column '{col}' holds lists or objects: send one product key per cell; "
+            f"first bad values: {_shown(cells[nested])}"
+        )
+    flags = np.fromiter((isinstance(v, (bool, np.bool_)) for v in cells), bool, len(cells))
+    missing = pd.isna(series).to_numpy()
+    if flags.any() or missing.any():
+        bad = cells[flags | missing]
+        raise _invalid(
+            f"column '{col}' must hold the store's product keys (text or integers), not null/NaN "
+            f"or true/false; first bad values: {_shown(bad)}"
+        )
+    fractions = np.fromiter(
+        (isinstance(v, (float, np.floating)) and not float(v).is_integer() for v in cells), bool, len(cells)
+    )
+    if fractions.any():
+        raise _invalid(
+            f"column '{col}' holds fractions: a product key is text or an integer; "
+            f"first bad values: {_shown(cells[fractions])}"
+        )
+    text = [str(int(v)) if isinstance(v, (float, np.floating)) else str(v).strip() for v in cells]
+    empty = np.array([t == "" for t in text])
+    if empty.any():
+        raise _invalid(f"column '{col}' holds empty product keys; first bad values: {_shown(cells[empty])}")
+    return np.array(text, dtype=object)
+
+
 def validate_request(
     frame: pd.DataFrame, max_rows: int = MAX_REQUEST_ROWS, need_candidates: bool = True
 ) -> pd.DataFrame:
     """Refuse malformed requests with a message that says what to send (HTTP 400 when served):
     missing, duplicate or extra columns, no rows or more than ``max_rows``, and ids that are
     not integers (text, null, NaN, Infinity, fractions, booleans, lists/objects, beyond int64).
-    Pairs (``need_candidates``) take ``source_id, candidate_id``; top-K takes ``source_id`` only."""
-    wanted = list(INPUT_COLUMNS if need_candidates else INPUT_COLUMNS[:1])
-    how = (
-        f"to score pairs send columns {list(INPUT_COLUMNS)}; for top-K recommendations send "
-        f"column ['source_id'] only, with params {{\"top_k\": K}}, K from 1 to {MAX_TOP_K:,}"
-    )
+    Pairs (``need_candidates``) take ``source_id, candidate_id``; top-K takes ``source_id`` only.
+    Either may speak the store's own keys instead: ``source_key[, candidate_key]`` (text)."""
     columns = [str(c) for c in frame.columns]
+    by_key = any(c in KEY_COLUMNS for c in columns)
+    names = KEY_COLUMNS if by_key else INPUT_COLUMNS
+    wanted = list(names if need_candidates else names[:1])
+    how = (
+        f"to score pairs send columns {list(INPUT_COLUMNS)} (product ids) or {list(KEY_COLUMNS)} "
+        f"(the store's product keys); for top-K recommendations send column ['source_id'] or "
+        f"['source_key'] only, with params {{\"top_k\": K}}, K from 1 to {MAX_TOP_K:,}"
+    )
     duplicated = [c for c, n in Counter(columns).items() if n > 1]
     if duplicated:
         raise _invalid(f"duplicate column(s) {_names(duplicated)}; {how}")
     missing = [c for c in wanted if c not in columns]
     if missing:
-        raise _invalid(f"missing column(s) {missing}; {how} (product ids are integers)")
+        what = "the store's product keys" if by_key else "product ids are integers"
+        raise _invalid(f"missing column(s) {missing}; {how} ({what})")
     extra = [c for c in columns if c not in wanted]
     if extra:
         raise _invalid(f"unexpected column(s) {_names(extra)}; {how}")
@@ -135,7 +175,8 @@ def validate_request(
             f"{len(frame)} rows in one request; the limit is {max_rows} "
             "(use `nextbuy batch-topk` for bulk scoring)"
         )
-    return pd.DataFrame({col: _ids(frame.iloc[:, columns.index(col)], col) for col in wanted})
+    read = _store_keys if by_key else _ids
+    return pd.DataFrame({col: read(frame.iloc[:, columns.index(col)], col) for col in wanted})
 
 
 def top_k_param(params: dict | None) -> int:

@@ -28,6 +28,7 @@ from nextbuy.data.ingest_checks import (
 )
 from nextbuy.domain import ingest_summary
 from nextbuy.domain import split as session_split
+from nextbuy.domain.replay import REPLAYED_NOTE
 from nextbuy.mlops import io, schemas
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class Ingested:
     truth_products: pd.DataFrame | None = None
     # The source's node features, one row per product in product_id order ((n, 0): none).
     features: sp.csr_matrix | None = None
+    # Exposures replayed from orders (no impression log): impression_id, slot, explored,
+    # propensity (domain.replay); None when the impressions were logged or simulated.
+    replay_policy: pd.DataFrame | None = None
 
 
 def source_features(features: sp.spmatrix | None, n_products: int) -> sp.csr_matrix:
@@ -82,7 +86,7 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
 
     ev = cfg.events
     assert ev.orders_path is not None  # IngestConfig requires it
-    assert ev.impressions_path is not None
+    origin = ev.impressions_path or ev.orders_path  # replayed exposures come from the orders
     at = None if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
     gap = cfg.max_event_gap_days
     if engine is not None and engine.kind == "spark":  # the reader too on Spark
@@ -93,18 +97,29 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
             return ingest_built_on_spark(cfg, on_spark)
     # the pandas reader: the pandas engine, and what the Spark one leaves to it (CSV, refusals)
     logs = read_event_logs(
-        ev.orders_path, ev.impressions_path, ev.interactions_path, cfg.catalogue_path, at, gap
+        ev.orders_path, ev.impressions_path, ev.interactions_path, cfg.catalogue_path, at, gap, ev
     )
     products, snapshot, cleaning = logs.products, logs.last_event if at is None else at, logs.cleaning
+    check_orders_span(logs.orders, ev.graph_window_days, ev.orders_path)
     built = events.build_from_logs(
-        logs.orders, logs.impressions, logs.interactions, len(products), ev, snapshot, log_builders(engine)
+        logs.orders,
+        logs.impressions,
+        logs.interactions,
+        len(products),
+        ev,
+        snapshot,
+        log_builders(engine),
+        None if ev.impressions_path else ev.replay,
     )
     labelled = built.impressions.sort_values(["shown_at", "impression_id"], kind="stable", ignore_index=True)
     if labelled.empty:
-        raise io.DataError(
-            ev.impressions_path, f"no impression shown by the snapshot ({snapshot})", column="shown_at"
+        shown = (
+            "impression shown"
+            if ev.impressions_path
+            else "exposure replayed (no order line had a product ordered before it)"
         )
-    edges, impressions = finalise(products, built.edges, labelled, snapshot, cfg.split, ev.impressions_path)
+        raise io.DataError(origin, f"no {shown} by the snapshot ({snapshot})", column="shown_at")
+    edges, impressions = finalise(products, built.edges, labelled, snapshot, cfg.split, origin)
     check_graph_size(products, edges, ev.orders_path)
     n = len(products)
     return Ingested(
@@ -114,7 +129,24 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
         snapshot,
         cleaning | built.counts,
         features=source_features(None, n),
+        replay_policy=built.policy,
     )
+
+
+def check_orders_span(orders: pd.DataFrame, window_days: float, origin: str) -> None:
+    """DataError when the orders span less than one co-purchase window: no customer could be
+    seen buying again within it, so the graph would be an artefact of where the log starts."""
+    if orders.empty:
+        return
+    span = orders["ordered_at"].max() - orders["ordered_at"].min()
+    if span < pd.Timedelta(days=window_days):
+        raise io.DataError(
+            origin,
+            f"the orders span {span} (from {orders['ordered_at'].min()} to {orders['ordered_at'].max()}), "
+            f"less than ingest.events.graph_window_days={window_days:g}: bring a longer export or "
+            "shorten the window",
+            column="ordered_at",
+        )
 
 
 def ingest_built_on_spark(cfg: IngestConfig, built: spark_logs.BuiltOnSpark) -> Ingested:
@@ -259,9 +291,25 @@ def figures(impressions: pd.DataFrame | SparkImpressions) -> ingest_summary.Impr
     )
 
 
-def summarise(result: Ingested, counted: ingest_summary.ImpressionFigures) -> dict:
+def exposures_kind(cfg: IngestConfig, result: Ingested) -> str:
+    """Where the impressions come from: ``logged`` (a store's log), ``replayed`` (from its
+    orders, ``domain.replay``) or ``simulated``."""
+    if result.replay_policy is not None:
+        return "replayed"
+    if cfg.source == "events" or cfg.impressions_path:
+        return "logged"
+    return "simulated"
+
+
+def summarise(result: Ingested, counted: ingest_summary.ImpressionFigures, cfg: IngestConfig) -> dict:
     features = 0 if result.features is None else int(result.features.shape[1])
-    extra = {"feature_columns": features, "cleaning": result.cleaning}
+    extra = {
+        "feature_columns": features,
+        "exposures": exposures_kind(cfg, result),
+        "cleaning": result.cleaning,
+    }
+    if result.replay_policy is not None:
+        extra["exposures_note"] = REPLAYED_NOTE
     return ingest_summary.summarise(len(result.products), result.edges, counted, result.snapshot, extra)
 
 
@@ -295,7 +343,7 @@ def write(cfg: IngestConfig, result: Ingested) -> dict:
     """The stage's outputs (every table checked before any is written; impressions kept on Spark
     streamed into their one file first) and its metrics."""
     counted = figures(result.impressions)
-    metrics = summarise(result, counted)
+    metrics = summarise(result, counted, cfg)
     tables = [(result.products, paths.PRODUCTS, schemas.PRODUCTS), (result.edges, paths.EDGES, schemas.EDGES)]
     if isinstance(result.impressions, pd.DataFrame):
         tables.append((result.impressions, paths.IMPRESSIONS, schemas.IMPRESSIONS))
@@ -308,7 +356,11 @@ def write(cfg: IngestConfig, result: Ingested) -> dict:
             (result.truth_impressions, paths.TRUTH_IMPRESSIONS, schemas.TRUTH_IMPRESSIONS),
             (result.truth_products, paths.TRUTH_PRODUCTS, schemas.TRUTH_PRODUCTS),
         ]
+    if result.replay_policy is not None:  # replayed exposures' slots and propensities
+        tables.append((result.replay_policy, paths.REPLAY_POLICY, schemas.REPLAY_POLICY))
     io.write_tables(tables)
+    if result.replay_policy is None:  # logged or simulated: an empty table, no stale one
+        io.write_empty_table(paths.REPLAY_POLICY, schemas.REPLAY_POLICY)
     if result.truth_impressions is None:
         # A real log has no ground truth, but dvc.yaml declares data/truth as an out: empty,
         # typed tables keep it defined (no "empty output" from DVC) and replace a simulated
@@ -325,6 +377,7 @@ def write(cfg: IngestConfig, result: Ingested) -> dict:
         {
             "snapshot": str(result.snapshot),
             "source": cfg.source,
+            "exposures": exposures_kind(cfg, result),
             "cleaning": result.cleaning,
             "training_data": learned,
         },

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy import paths
-from nextbuy.config import DriftConfig, EngineConfig, IngestConfig, TrafficConfig, load_section
+from nextbuy.config import DriftConfig, EngineConfig, EventsConfig, IngestConfig, TrafficConfig, load_section
 from nextbuy.domain.timeunits import DAY
 from nextbuy.mlops import io, schemas
 
@@ -102,7 +102,7 @@ def logged_after_snapshot(
         return after, snapshot, pd.Timestamp(logged[EVENTS].max().max()), 0
     ev = ingest_cfg.events
     assert ev.orders_path is not None  # IngestConfig requires it with ingest.source: events
-    assert ev.impressions_path is not None
+    origin = ev.impressions_path or ev.orders_path
     logs = read_event_logs(
         ev.orders_path,
         ev.impressions_path,
@@ -110,13 +110,19 @@ def logged_after_snapshot(
         ingest_cfg.catalogue_path,
         None,
         ingest_cfg.max_event_gap_days,
+        ev,
     )
+    logged = logs.impressions
+    if not ev.impressions_path:
+        # The policy replayed over every order line, as ingest replays those up to the
+        # snapshot (the same exposures and ids there), refreshing as the store's days go on.
+        logged = replayed_exposures(logs.orders, len(logs.products), ev)
     to_ingested = pd.Index(products["product_key"]).get_indexer(logs.products["product_key"])
-    imp = logs.impressions.assign(source_id=to_ingested[logs.impressions["source_id"]])
+    imp = logged.assign(source_id=to_ingested[logged["source_id"]])
     imp = imp.assign(shown_id=to_ingested[imp["shown_id"]])[imp["shown_at"] > snapshot]
     unknown = (imp["source_id"] < 0) | (imp["shown_id"] < 0)
     if (~unknown).sum() == 0:
-        raise _nothing_after(ev.impressions_path, snapshot, logs.impressions["shown_at"].max())
+        raise _nothing_after(origin, snapshot, logged["shown_at"].max())
     orders = logs.orders.assign(product=to_ingested[logs.orders["product"]])
     inter = logs.interactions.assign(product=to_ingested[logs.interactions["product"]])
     labelled = attribution(engine)(
@@ -128,6 +134,20 @@ def logged_after_snapshot(
     )
     labelled = labelled.sort_values(["shown_at", "impression_id"], ignore_index=True)
     return labelled, snapshot, logs.last_event, int(unknown.sum())
+
+
+def replayed_exposures(orders: pd.DataFrame, n_products: int, ev: EventsConfig) -> pd.DataFrame:
+    """The exposures ``domain.replay`` replays over every order line of a store's coded orders."""
+    from nextbuy.domain import events, replay
+
+    pairs = events.co_purchase_pairs(
+        orders["customer"].to_numpy(np.int64),
+        orders["product"].to_numpy(np.int64),
+        orders["ordered_at"].to_numpy("datetime64[ns]").view(np.int64),
+        round(ev.graph_window_days * events.NS_PER_DAY),
+        ev.graph_lookback_orders,
+    )
+    return replay.replay(orders, pairs, n_products, ev.replay).impressions
 
 
 def read_traffic_log(path: str) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:

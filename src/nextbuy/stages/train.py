@@ -329,7 +329,8 @@ def record(cfg: TrainConfig, data: StageInputs, fitted: tuple, seconds: float, w
         torch.save(model.state_dict(), state)
         with io.atomic_path(paths.GNN_STATE) as tmp:
             tmp.write_bytes(state.getbuffer())
-        io.write_npz(moments, paths.GNN_MOMENTS)
+        keys = products.sort_values("product_id")["product_key"].to_numpy(str)
+        io.write_npz({**moments, schemas.PRODUCT_KEY_ARRAY: keys}, paths.GNN_MOMENTS)
         io.write_json(
             {
                 "n_nodes": len(products),

@@ -66,9 +66,12 @@ def catalogue_products(
     paths: dict[str, str],
     snapshot: pd.Timestamp,
     cleaning: dict[str, int],
+    first_seen: pd.Series | None = None,
 ) -> pd.DataFrame:
     """schemas.PRODUCTS: the catalogue's products launched by ``snapshot`` and every product a log
-    names (refused when a catalogue is given and does not list it), numbered in key order."""
+    names (refused when a catalogue is given and does not list it), numbered in key order, or
+    with ``first_seen`` (key -> the first time a log names it) in order of appearance
+    (:func:`appearance_order`)."""
     mentioned = pd.unique(pd.concat(list(keys.values()), ignore_index=True))
     if catalogue is None:
         listed = pd.DataFrame({"product": mentioned, "category": -1, "price": np.nan})
@@ -87,6 +90,9 @@ def catalogue_products(
         cleaning["catalogue_launched_after_snapshot_dropped"] = int(late.sum())
         listed = catalogue[~late.to_numpy()]
     order = _sorted_keys(listed["product"].to_numpy(str))
+    if first_seen is not None:
+        launched = listed.set_index("product")["launched_at"] if "launched_at" in listed.columns else None
+        order = appearance_order(order, first_seen, launched)
     listed = listed.set_index("product").reindex(order)
     return pd.DataFrame(
         {
@@ -96,6 +102,26 @@ def catalogue_products(
             "price": listed["price"].to_numpy(np.float64),
         }
     )
+
+
+def appearance_order(keys: np.ndarray, first_seen: pd.Series, launched: pd.Series | None) -> np.ndarray:
+    """``keys`` (unique, in key order) in order of appearance: the earlier of a product's first
+    time in the logs and its launch, ties in key order; products with neither last, in key order.
+
+    This is what keeps a product's index across snapshots of one store: a later export holds the
+    earlier one's history, so the products seen by then come first in the same order, and
+    products that appear later are appended after them. A renamed key is a new product (its
+    first time is the rename) and the old key keeps its place; a product that stops selling
+    keeps its first time. A catalogue product with no launch time and no order moves when it
+    first sells: give launched_at to pin it."""
+    index = pd.Index(keys)
+    first = first_seen.groupby(level=0).min().reindex(index)
+    if launched is not None:
+        first = pd.concat([first, launched.reindex(index)], axis=1).min(axis=1)
+    ns = first.to_numpy("datetime64[ns]").view(np.int64)
+    never = first.isna().to_numpy()
+    ns = np.where(never, np.iinfo(np.int64).max, ns)
+    return keys[np.lexsort((np.arange(len(keys)), ns))]
 
 
 def graph_with_catalogue(graph: GraphSource, graph_path: str, path: str) -> GraphSource:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from nextbuy.config import EventsConfig
+from nextbuy.data.sources import orders as store_orders
 from nextbuy.data.sources.catalogue import catalogue_products, read_catalogue
-from nextbuy.data.sources.keys import _checked, _impression_ids, _keys, _when
+from nextbuy.data.sources.keys import _checked, _impression_ids, _keys, _times, _when
 from nextbuy.mlops import io, schemas
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,25 @@ class EventLogs:
 
 
 def coded_orders(
-    path: os.PathLike | str, cleaning: dict[str, int], now: pd.Timestamp, frame: pd.DataFrame | None = None
+    path: os.PathLike | str,
+    cleaning: dict[str, int],
+    now: pd.Timestamp,
+    frame: pd.DataFrame | None = None,
+    cfg: EventsConfig | None = None,
 ) -> pd.DataFrame:
     """The orders log checked, cleaned and coded (``frame``: one part of it, whose returns may leave
-    no line). The Spark engine's reader calls it on each part (``engines.spark_logs``)."""
-    df = _checked(path, schemas.RAW_ORDERS, "orders", cleaning, frame)
+    no line; ``cfg``: the export's column names and the lines to drop, ``data.sources.orders``;
+    None: the pipeline's own names, nothing more dropped). The Spark engine's reader calls it on
+    each part (``engines.spark_logs``). A ``price`` column comes back when the export has one."""
+
+    def prepare(df: pd.DataFrame) -> pd.DataFrame:
+        assert cfg is not None
+        df = store_orders.renamed(path, df, cfg.orders_columns)
+        needs_times = bool(cfg.cancellation_prefix and cfg.drop_cancelled_lines)
+        times = _times(path, df.dropna(subset=["ordered_at"]), "ordered_at") if needs_times else None
+        return store_orders.cleaned(path, df, cfg, times, cleaning)
+
+    df = _checked(path, schemas.RAW_ORDERS, "orders", cleaning, frame, None if cfg is None else prepare)
     if "quantity" in df.columns:
         quantity = pd.to_numeric(df["quantity"], errors="coerce")
         bad = df.index[quantity.isna() | ~np.isfinite(quantity)]
@@ -61,13 +77,16 @@ def coded_orders(
         raise io.DataError(
             path, "no order lines left after dropping returns (quantity <= 0)", column="quantity"
         )
-    return pd.DataFrame(
+    coded = pd.DataFrame(
         {
             "customer": _keys(df["customer"]),
             "product": _keys(df["product"]),
             "ordered_at": _when(path, df, "ordered_at", now),
         }
     )
+    if "price" in df.columns:
+        coded["price"] = pd.to_numeric(df["price"], errors="coerce").to_numpy(np.float64)
+    return coded
 
 
 def coded_impressions(
@@ -83,6 +102,19 @@ def coded_impressions(
             "shown_at": _when(path, df, "shown_at", now),
         },
         index=df.index,
+    )
+
+
+def no_impressions() -> pd.DataFrame:
+    """The impressions log of a store that logs none."""
+    return pd.DataFrame(
+        {
+            "impression_id": np.zeros(0, np.int64),
+            "customer": pd.Series([], dtype=object),
+            "source_id": pd.Series([], dtype=object),
+            "shown_id": pd.Series([], dtype=object),
+            "shown_at": pd.Series([], dtype=schemas.TS),
+        }
     )
 
 
@@ -116,19 +148,27 @@ def coded_interactions(
 
 def read_event_logs(
     orders_path: str,
-    impressions_path: str,
+    impressions_path: str | None,
     interactions_path: str | None,
     catalogue_path: str | None,
     snapshot: pd.Timestamp | None,
     max_gap_days: float,
+    cfg: EventsConfig | None = None,
 ) -> EventLogs:
-    """The four logs read, checked, cleaned and coded (product ids of the returned products,
-    customers numbered across the logs). ``snapshot`` None: the last event of any log; a log's
-    times cut off from the rest of it by more than ``max_gap_days`` are refused."""
+    """The logs read, checked, cleaned and coded (customers numbered across the logs; products
+    numbered in order of first appearance, ``catalogue.appearance_order``, so a product keeps
+    its id across snapshots of the store). ``impressions_path`` None: the store logs no
+    impressions (an empty log; ``domain.replay`` replays exposures from its orders). ``cfg``:
+    the orders export's columns and what to drop (``data.sources.orders``). ``snapshot`` None:
+    the last event of any log; a log's times cut off from the rest of it by more than
+    ``max_gap_days`` are refused."""
     cleaning: dict[str, int] = {}
     now = pd.Timestamp.now("UTC")
-    orders = coded_orders(orders_path, cleaning, now)
-    impressions = coded_impressions(impressions_path, cleaning, now)
+    orders = coded_orders(orders_path, cleaning, now, cfg=cfg)
+    prices = None
+    if "price" in orders.columns:
+        prices = store_orders.median_prices(orders["product"], orders.pop("price"))
+    impressions = coded_impressions(impressions_path, cleaning, now) if impressions_path else no_impressions()
     interactions = coded_interactions(interactions_path, cleaning, now)
     for path, frame, column in (
         (orders_path, orders, "ordered_at"),
@@ -150,8 +190,23 @@ def read_event_logs(
         "impressions.shown_product": impressions["shown_id"],
         "interactions.product": interactions["product"],
     }
-    paths = {"orders": orders_path, "impressions": impressions_path, "interactions": str(interactions_path)}
-    products = catalogue_products(catalogue, keys, paths, at, cleaning)
+    first_seen = pd.concat(
+        [
+            pd.Series(orders["ordered_at"].to_numpy(), index=orders["product"].to_numpy()),
+            pd.Series(impressions["shown_at"].to_numpy(), index=impressions["source_id"].to_numpy()),
+            pd.Series(impressions["shown_at"].to_numpy(), index=impressions["shown_id"].to_numpy()),
+            pd.Series(interactions["at"].to_numpy(), index=interactions["product"].to_numpy()),
+        ]
+    )
+    paths = {
+        "orders": orders_path,
+        "impressions": str(impressions_path),
+        "interactions": str(interactions_path),
+    }
+    products = catalogue_products(catalogue, keys, paths, at, cleaning, first_seen)
+    if prices is not None:
+        unpriced = products["price"].isna()
+        products.loc[unpriced, "price"] = prices.reindex(products.loc[unpriced, "product_key"]).to_numpy()
     ids = pd.Index(products["product_key"])
     customers = pd.Index(
         pd.unique(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,12 +332,18 @@ def _checked(
     name: str,
     cleaning: dict[str, int],
     frame: pd.DataFrame | None = None,
+    prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """The log, its exact duplicate rows dropped (counted), checked against ``schema``
-    (``frame``: a part of the log already read, indexed by its rows in the log)."""
+    (``frame``: a part of the log already read, indexed by its rows in the log). ``prepare``
+    turns the export's rows into the log's (its own column names, lines that are no purchase)
+    after the duplicates go and before the check."""
     df = read_log(path).reset_index(drop=True) if frame is None else frame
     if df.empty:
         raise io.DataError(path, "file has no rows")
     df = normalised_log(df, schema)
     cleaning[f"{name}_rows_read"] = len(df)
-    return io.validate(_without_copies(path, df, name, cleaning), schema, path)
+    df = _without_copies(path, df, name, cleaning)
+    if prepare is not None:
+        df = prepare(df)
+    return io.validate(df, schema, path)
