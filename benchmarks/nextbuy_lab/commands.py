@@ -108,3 +108,35 @@ def thresholds(
     bench = importlib.import_module("nextbuy_lab.thresholds")
     figures = bench.run(out, seeds=seeds, graph=graph, split=split, params_file=params)
     console.print(f"[green]bench thresholds[/] → {out}: {json.dumps(figures)}", highlight=False)
+
+
+STORE_HELP = "a real store of presets/: online-retail | complete-journey"
+
+
+def _real(kind: str, out: Path, store: str, seeds: int, params: str) -> None:
+    setup_logging()
+    if store not in ("online-retail", "complete-journey"):
+        console.print(f"[red]--store {escape(store)}: {STORE_HELP}[/]", highlight=False)
+        raise typer.Exit(2)
+    figures = importlib.import_module("nextbuy_lab.real_stores").run(kind, out, store, seeds, params)
+    console.print(f"[green]bench real-{kind}[/] → {out}: {json.dumps(figures)}", highlight=False)
+
+
+def real_ranking(
+    out: Path = typer.Option(Path("bench-real-ranking.json"), "--out", help="JSON results"),
+    store: str = typer.Option("online-retail", help=STORE_HELP),
+    seeds: int = typer.Option(5, min=1, help="training seeds (mean ± std, paired CIs)"),
+    params: str = ParamsOption,
+) -> None:
+    """A real store's next purchases after its snapshot: BLADE vs popularity, co-purchase, MF."""
+    _real("ranking", out, store, seeds, params)
+
+
+def real_delay(
+    out: Path = typer.Option(Path("bench-real-delay.json"), "--out", help="JSON results"),
+    store: str = typer.Option("online-retail", help=STORE_HELP),
+    seeds: int = typer.Option(5, min=1, help="training seeds (mean ± std, paired CIs)"),
+    params: str = ParamsOption,
+) -> None:
+    """Delay correction on a real store's delays: each weighting vs labels matured by the log's end."""
+    _real("delay", out, store, seeds, params)

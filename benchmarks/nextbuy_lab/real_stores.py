@@ -1,0 +1,282 @@
+"""`nextbuy bench real-ranking` and `nextbuy bench real-delay`: the techniques measured on a real
+store's purchases (presets/<store>.yaml: Online Retail, The Complete Journey), not on the
+simulator.
+
+Both read the store through the pipeline's own ingest at the preset's snapshot S (exposures
+replayed from its orders, ``nextbuy.domain.replay``: every figure here is on replayed
+exposures) and again at the log's end, whose labels have matured: what the store really
+bought next is the oracle, and no simulator is involved.
+
+**Ranking** (:func:`ranking`): the store's next purchases after S, the co-purchase pairs u -> v
+(rule 2 of ``domain.events``) completed within ``HORIZON_DAYS`` after S, one per customer and
+pair, at most ``MAX_TEST_PAIRS`` drawn with a fixed seed. Each method ranks every product but u
+for source u; Hits@10/20, NDCG@10 and MRR of v, and direction (the share of test pairs whose
+u -> v scores above v -> u, ties half). Methods, fitted on what was known at S only:
+
+* ``popularity``: order lines per product;
+* ``co_purchase``: pairs u -> v counted (item-to-item), popularity breaking ties;
+* ``mf``: a rank-``MF_RANK`` truncated SVD of the log-counted co-purchase matrix (seeded);
+* ``blade``: the pipeline's model (``train.fit`` on the label_delay stage's weighted rows),
+  ranked by its mean logit, one fit per seed.
+
+**Delay** (:func:`delay`): ``bench delay``'s comparison with the real oracle. The conversion
+model trains on the exposures up to S with each weighting (labels censored at S) and on the
+same rows with their labels matured at the log's end (``oracle``); all are scored on the
+exposures after S whose attribution window closed before the log's end (fully matured labels).
+RI = (method - naive) / (oracle - naive).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nextbuy.config import section_config, with_changes
+from nextbuy.mlops import io
+from nextbuy_lab import paired
+
+ROOT_PRESETS = Path("presets")
+HORIZON_DAYS = 30
+MAX_TEST_PAIRS = 20_000
+TEST_SEED = 7
+MF_RANK = 32
+RANK_CHUNK_CELLS = 20_000_000  # sources x products scored at once
+RANKING_KEYS = ("popularity", "co_purchase", "mf", "blade")
+DELAY_KEYS = ("naive", "wait", "importance", "importance_ipw", "oracle")
+BENCH_TRAIN = {"epochs": 6, "patience": 2, "ensemble_members": 2, "ensemble_epochs": 1, "em_rounds": 0}
+
+
+def store_params(store: str, params_file: str = "params.yaml") -> dict:
+    """params.yaml with presets/<store>.yaml applied, and the bench's training budget."""
+    from nextbuy.config import merge
+    from nextbuy.presets import params_with
+
+    params = params_with(ROOT_PRESETS / f"{store}.yaml", params_file)
+    return merge(params, {"train": BENCH_TRAIN})
+
+
+def at_snapshot_and_end(params: dict):
+    """The store ingested at the preset's snapshot and at the log's end (labels matured)."""
+    from nextbuy.stages import ingest
+
+    cfg = section_config(params, "ingest")
+    now = ingest.ingest(cfg)
+    later = ingest.ingest(with_changes(cfg, snapshot=None))
+    if not now.products.equals(later.products):
+        raise ValueError("the products of one export differ between its snapshots")
+    return now, later
+
+
+def test_pairs(params: dict, snapshot: pd.Timestamp) -> pd.DataFrame:
+    """The next purchases after the snapshot: (u, v) pairs of rule 2 completed within
+    HORIZON_DAYS after it, one per customer and pair, at most MAX_TEST_PAIRS."""
+    from nextbuy.data.sources import read_event_logs
+    from nextbuy.domain import events
+
+    cfg = section_config(params, "ingest")
+    ev = cfg.events
+    logs = read_event_logs(
+        str(ev.orders_path), None, None, cfg.catalogue_path, None, cfg.max_event_gap_days, ev
+    )
+    orders = logs.orders
+    customer = orders["customer"].to_numpy(np.int64)
+    order = np.lexsort((orders["ordered_at"].to_numpy("datetime64[ns]").view(np.int64), customer))
+    c, p = customer[order], orders["product"].to_numpy(np.int64)[order]
+    t = orders["ordered_at"].to_numpy("datetime64[ns]").view(np.int64)[order]
+    lo, hi = snapshot.value, (snapshot + pd.Timedelta(days=HORIZON_DAYS)).value
+    window = round(ev.graph_window_days * events.NS_PER_DAY)
+    rows = []
+    for lag in range(1, ev.graph_lookback_orders + 1):
+        gap = t[lag:] - t[:-lag]
+        keep = (c[lag:] == c[:-lag]) & (gap > 0) & (gap <= window) & (p[lag:] != p[:-lag])
+        keep &= (t[lag:] > lo) & (t[lag:] <= hi) & (t[:-lag] > lo)  # both orders after S
+        rows.append(pd.DataFrame({"customer": c[lag:][keep], "u": p[:-lag][keep], "v": p[lag:][keep]}))
+    pairs = pd.concat(rows, ignore_index=True).drop_duplicates()
+    if len(pairs) > MAX_TEST_PAIRS:
+        pairs = pairs.sample(MAX_TEST_PAIRS, random_state=TEST_SEED)
+    return pairs[["u", "v"]].reset_index(drop=True)
+
+
+def known_counts(now, n: int):
+    """What was known at S: order lines per product and co-purchase pair counts."""
+    import scipy.sparse as sp
+
+    edges = now.edges
+    counts = sp.csr_matrix(
+        (edges["weight"].to_numpy(np.float64), (edges["src"].to_numpy(), edges["dst"].to_numpy())), shape=(n, n)
+    )
+    popularity = np.asarray(counts.sum(axis=0)).ravel() + np.asarray(counts.sum(axis=1)).ravel()
+    return counts, popularity
+
+
+def ranks_of(score_rows, u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+    """The rank (1 = first) of v among every product but u, for source u, by ``score_rows``
+    (sources -> (len, n) scores); ties count half."""
+    ranks = np.empty(len(u))
+    step = max(1, RANK_CHUNK_CELLS // n)
+    for a in range(0, len(u), step):
+        su, sv = u[a : a + step], v[a : a + step]
+        s = np.asarray(score_rows(su), dtype=np.float64)
+        s[np.arange(len(su)), su] = -np.inf  # never recommend u for u
+        target = s[np.arange(len(su)), sv][:, None]
+        above = (s > target).sum(axis=1)
+        tied = (s == target).sum(axis=1) - 1
+        ranks[a : a + step] = above + 1 + tied / 2
+    return ranks
+
+
+def ranking_metrics(ranks: np.ndarray) -> dict[str, float]:
+    return {
+        "hits@10": float((ranks <= 10).mean()),
+        "hits@20": float((ranks <= 20).mean()),
+        "ndcg@10": float(np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0).mean()),
+        "mrr": float((1 / ranks).mean()),
+    }
+
+
+def direction(score_pair, u: np.ndarray, v: np.ndarray) -> float:
+    """Share of test pairs scored u -> v above v -> u (ties half)."""
+    forward, backward = score_pair(u, v), score_pair(v, u)
+    return float(((forward > backward) + 0.5 * (forward == backward)).mean())
+
+
+def _rankers(now, params: dict, seed: int) -> dict:
+    """Each method as (rows scorer, pair scorer)."""
+    from scipy.special import expit
+    from sklearn.utils.extmath import randomized_svd
+
+    from nextbuy.domain.graph.scoring import pair_logit_moments
+    from nextbuy.stages import label_delay, train
+
+    n = len(now.products)
+    counts, popularity = known_counts(now, n)
+    tiebreak = popularity / (popularity.max() + 1) * 1e-3
+    out = {
+        "popularity": (
+            lambda su: np.broadcast_to(popularity, (len(su), n)).copy(),
+            lambda a, b: popularity[b],
+        ),
+        "co_purchase": (
+            lambda su: counts[su].toarray() + tiebreak,
+            lambda a, b: np.asarray(counts[a, b]).ravel() + tiebreak[b],
+        ),
+    }
+    left, sigma, right = randomized_svd(counts.log1p(), MF_RANK, random_state=seed)
+    us, vt = left * sigma, right
+    out["mf"] = (lambda su: us[su] @ vt, lambda a, b: (us[a] * vt[:, b].T).sum(axis=1))
+    delay_cfg = section_config(params, "label_delay")
+    weighted, _ = label_delay.weigh(now.impressions, now.snapshot, delay_cfg, now.products, now.edges)
+    cfg = with_changes(section_config(params, "train"), seed=seed, uncertainty="mc_dropout")
+    graph = train.build_graph(now.products, now.edges, now.features)
+    _, moments, _ = train.fit(graph, weighted, cfg, delay_family=delay_cfg.delay_family, progress=False)
+
+    w = np.asarray(moments["head_w"], dtype=np.float32).reshape(-1)
+    targets = moments["t_mean"][:n].T
+
+    def blade_rows(su: np.ndarray) -> np.ndarray:  # the mean logit, as pair_logit_moments
+        return (moments["s_mean"][su] * w) @ targets
+
+    out["blade"] = (blade_rows, lambda a, b: expit(pair_logit_moments(moments, a, b)[0]))
+    return out
+
+
+def ranking(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
+    params = store_params(store, params_file)
+    now, _ = at_snapshot_and_end(params)
+    pairs = test_pairs(params, now.snapshot)
+    u, v = pairs["u"].to_numpy(np.int64), pairs["v"].to_numpy(np.int64)
+    n = len(now.products)
+    per_seed = []
+    for s in range(seeds):
+        rankers = _rankers(now, params, seed=s)
+        row = {}
+        for key, (rows, pair) in rankers.items():
+            row[key] = ranking_metrics(ranks_of(rows, u, v, n)) | {"direction": direction(pair, u, v)}
+            print(f"seed {s} {key}: {row[key]}", flush=True)
+        per_seed.append(row)
+    metrics = ("hits@10", "hits@20", "ndcg@10", "mrr", "direction")
+    figures: dict = {"methods": {}}
+    for key in RANKING_KEYS:
+        values = {m: np.array([row[key][m] for row in per_seed]) for m in metrics}
+        figures["methods"][key] = {
+            m: {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0} for m, x in values.items()
+        }
+    best = max(
+        (k for k in RANKING_KEYS if k != "blade"), key=lambda k: figures["methods"][k]["hits@20"]["mean"]
+    )
+    figures["best_baseline"] = best
+    figures["paired_blade_minus"] = {
+        m: {k: g for k, g in paired.paired_gaps(per_seed, "blade", m, RANKING_KEYS).items()} for m in metrics
+    }
+    blade_ci = figures["paired_blade_minus"]["hits@20"][best]["ci95"]
+    figures["blade_below_best_baseline_beyond_ci"] = bool(blade_ci[1] < 0)
+    figures["data"] = {
+        "store": store,
+        "snapshot": str(now.snapshot),
+        "products": n,
+        "test_pairs": len(pairs),
+        "horizon_days": HORIZON_DAYS,
+        "exposures": "replayed",
+    }
+    return figures
+
+
+def delay(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
+    from nextbuy.stages import label_delay
+    from nextbuy_lab.delay import _aggregate, _one_seed, oracle_rows
+
+    params = store_params(store, params_file)
+    now, later = at_snapshot_and_end(params)
+    delay_cfg = section_config(params, "label_delay")
+    weighted, _ = label_delay.weigh(now.impressions, now.snapshot, delay_cfg, now.products, now.edges)
+    matured = later.impressions.assign(label_eventual=later.impressions["converted_at"].notna().astype(np.int8))
+    truth = matured[["impression_id", "label_eventual"]]
+    window = pd.Timedelta(days=section_config(params, "ingest").events.attribution_days)
+    end = matured[["shown_at", "converted_at"]].max().max()
+    after = (matured["shown_at"] > now.snapshot) & (matured["shown_at"] <= end - window)
+    test = matured.loc[after, ["impression_id", "source_id", "shown_id", "label_eventual"]]
+    train_cfg = section_config(params, "train")
+    per_seed = [
+        _one_seed(
+            now,
+            weighted,
+            oracle_rows(weighted, truth),
+            test,
+            train_cfg,
+            delay_cfg.delay_family,
+            train_cfg.seed + s,
+            DELAY_KEYS,
+        )
+        for s in range(seeds)
+    ]
+    figures = _aggregate(per_seed)
+    train_rows = weighted["split"] == "train"
+    eventual = truth.set_index("impression_id")["label_eventual"].reindex(weighted["impression_id"][train_rows])
+    observed = weighted.loc[train_rows, "label"]
+    figures["paired_importance_minus_naive"] = {
+        m: paired.paired_gaps(per_seed, "importance", m, ("naive",))["naive"] for m in ("auc", "nll")
+    }
+    figures["data"] = {
+        "store": store,
+        "snapshot": str(now.snapshot),
+        "train_impressions": int(train_rows.sum()),
+        "train_positives_observed": int(observed.sum()),
+        "train_positives_matured": int(eventual.sum()),
+        "share_of_positives_unseen_at_snapshot": float(1 - observed.sum() / max(eventual.sum(), 1)),
+        "test_impressions": len(test),
+        "test_positives": int(test["label_eventual"].sum()),
+        "exposures": "replayed",
+    }
+    return figures
+
+
+def run(kind: str, out: Path, store: str, seeds: int, params_file: str = "params.yaml") -> dict:
+    started = time.time()
+    figures = (ranking if kind == "ranking" else delay)(store, seeds, params_file)
+    figures["seeds"] = seeds
+    figures["bench_seconds"] = round(time.time() - started, 1)
+    io.write_json(figures, out)
+    return figures

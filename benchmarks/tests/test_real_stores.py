@@ -1,0 +1,24 @@
+"""The real-store benchmarks' scoring: ranks among every product but the source, ties half."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nextbuy_lab.real_stores import direction, ranking_metrics, ranks_of
+
+
+def test_ranks_exclude_the_source_and_count_ties_half():
+    scores = np.array([[9.0, 5.0, 5.0, 1.0], [0.0, 9.0, 3.0, 3.0]])
+    rows = lambda su: scores[su]  # noqa: E731 - a scorer
+    # source 0: itself (9) left out, target 2 ties with 1 -> rank 1.5; source 1: target 0 is last
+    ranks = ranks_of(rows, np.array([0, 1]), np.array([2, 0]), 4)
+    assert ranks.tolist() == [1.5, 3.0]
+    metrics = ranking_metrics(np.array([1.0, 12.0]))
+    assert metrics["hits@10"] == 0.5 and metrics["hits@20"] == 1.0
+    assert metrics["mrr"] == (1 + 1 / 12) / 2
+
+
+def test_direction_counts_pairs_scored_forward_above_backward():
+    table = {(0, 1): 2.0, (1, 0): 1.0, (2, 3): 1.0, (3, 2): 1.0}
+    pair = lambda a, b: np.array([table[(x, y)] for x, y in zip(a, b, strict=True)])  # noqa: E731
+    assert direction(pair, np.array([0, 2]), np.array([1, 3])) == 0.75
