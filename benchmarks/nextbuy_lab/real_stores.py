@@ -105,9 +105,8 @@ def known_counts(now, n: int):
     import scipy.sparse as sp
 
     edges = now.edges
-    counts = sp.csr_matrix(
-        (edges["weight"].to_numpy(np.float64), (edges["src"].to_numpy(), edges["dst"].to_numpy())), shape=(n, n)
-    )
+    pairs = (edges["src"].to_numpy(), edges["dst"].to_numpy())
+    counts = sp.csr_matrix((edges["weight"].to_numpy(np.float64), pairs), shape=(n, n))
     popularity = np.asarray(counts.sum(axis=0)).ravel() + np.asarray(counts.sum(axis=1)).ravel()
     return counts, popularity
 
@@ -202,7 +201,8 @@ def ranking(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
     for key in RANKING_KEYS:
         values = {m: np.array([row[key][m] for row in per_seed]) for m in metrics}
         figures["methods"][key] = {
-            m: {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0} for m, x in values.items()
+            m: {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0}
+            for m, x in values.items()
         }
     best = max(
         (k for k in RANKING_KEYS if k != "blade"), key=lambda k: figures["methods"][k]["hits@20"]["mean"]
@@ -232,7 +232,8 @@ def delay(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
     now, later = at_snapshot_and_end(params)
     delay_cfg = section_config(params, "label_delay")
     weighted, _ = label_delay.weigh(now.impressions, now.snapshot, delay_cfg, now.products, now.edges)
-    matured = later.impressions.assign(label_eventual=later.impressions["converted_at"].notna().astype(np.int8))
+    converted = later.impressions["converted_at"].notna().astype(np.int8)
+    matured = later.impressions.assign(label_eventual=converted)
     truth = matured[["impression_id", "label_eventual"]]
     window = pd.Timedelta(days=section_config(params, "ingest").events.attribution_days)
     end = matured[["shown_at", "converted_at"]].max().max()
@@ -254,7 +255,8 @@ def delay(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
     ]
     figures = _aggregate(per_seed)
     train_rows = weighted["split"] == "train"
-    eventual = truth.set_index("impression_id")["label_eventual"].reindex(weighted["impression_id"][train_rows])
+    eventual = truth.set_index("impression_id")["label_eventual"]
+    eventual = eventual.reindex(weighted["impression_id"][train_rows])
     observed = weighted.loc[train_rows, "label"]
     figures["paired_importance_minus_naive"] = {
         m: paired.paired_gaps(per_seed, "importance", m, ("naive",))["naive"] for m in ("auc", "nll")

@@ -14,7 +14,8 @@ def test_ranks_exclude_the_source_and_count_ties_half():
     ranks = ranks_of(rows, np.array([0, 1]), np.array([2, 0]), 4)
     assert ranks.tolist() == [1.5, 3.0]
     metrics = ranking_metrics(np.array([1.0, 12.0]))
-    assert metrics["hits@10"] == 0.5 and metrics["hits@20"] == 1.0
+    assert metrics["hits@10"] == 0.5
+    assert metrics["hits@20"] == 1.0
     assert metrics["mrr"] == (1 + 1 / 12) / 2
 
 
