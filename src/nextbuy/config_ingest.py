@@ -98,6 +98,7 @@ class EventsConfig(_Section):
     missing_customer: Literal["refuse", "drop"]
     cancellation_prefix: str | None
     drop_cancelled_lines: bool
+    unlisted_products: Literal["refuse", "keep"]
     non_product_pattern: str | None
     impressions_path: str | None
     interactions_path: str | None

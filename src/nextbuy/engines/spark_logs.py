@@ -243,6 +243,7 @@ def own_order_columns(ev: EventsConfig) -> bool:
         all(field == column for field, column in named.items())
         and "price" not in named
         and ev.missing_customer == "refuse"
+        and ev.unlisted_products == "refuse"
         and not ev.cancellation_prefix
         and not ev.non_product_pattern
     )

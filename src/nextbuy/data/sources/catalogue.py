@@ -67,16 +67,24 @@ def catalogue_products(
     snapshot: pd.Timestamp,
     cleaning: dict[str, int],
     first_seen: pd.Series | None = None,
+    keep_unlisted: bool = False,
 ) -> pd.DataFrame:
     """schemas.PRODUCTS: the catalogue's products launched by ``snapshot`` and every product a log
     names (refused when a catalogue is given and does not list it), numbered in key order, or
     with ``first_seen`` (key -> the first time a log names it) in order of appearance
-    (:func:`appearance_order`)."""
+    (:func:`appearance_order`). ``keep_unlisted``: a product a log names that the catalogue does
+    not list is kept with an unknown category and price (counted), not refused."""
     mentioned = pd.unique(pd.concat(list(keys.values()), ignore_index=True))
     if catalogue is None:
         listed = pd.DataFrame({"product": mentioned, "category": -1, "price": np.nan})
     else:
         known = pd.Index(catalogue["product"])
+        if keep_unlisted:
+            unlisted = pd.Index(mentioned).difference(known)
+            cleaning["products_not_in_catalogue_kept"] = len(unlisted)
+            extra = pd.DataFrame({"product": unlisted.to_numpy(object), "category": -1, "price": np.nan})
+            catalogue = pd.concat([catalogue, extra.assign(launched_at=pd.NaT)], ignore_index=True)
+            known = pd.Index(catalogue["product"])
         for where, values in keys.items():
             name, column = where.split(".")
             unknown = values.index[~values.isin(known)]

@@ -203,7 +203,8 @@ def read_event_logs(
         "impressions": str(impressions_path),
         "interactions": str(interactions_path),
     }
-    products = catalogue_products(catalogue, keys, paths, at, cleaning, first_seen)
+    keep = cfg is not None and cfg.unlisted_products == "keep"
+    products = catalogue_products(catalogue, keys, paths, at, cleaning, first_seen, keep)
     if prices is not None:
         unpriced = products["price"].isna()
         products.loc[unpriced, "price"] = prices.reindex(products.loc[unpriced, "product_key"]).to_numpy()
