@@ -346,6 +346,113 @@ def render_generic(name: str, result: dict) -> list[str]:
     return lines
 
 
+def _store_line(result: dict) -> str:
+    data = result.get("data", {})
+    return (
+        f"Real store `{data.get('store')}` (presets/{data.get('store')}.yaml), snapshot "
+        f"{data.get('snapshot')}, exposures **{data.get('exposures')}** from its orders "
+        f"(next-purchase prediction, not the effect of showing), {result.get('seeds')} seeds.\n"
+    )
+
+
+def _mean_std(figure: dict, scale: float = 1.0, digits: int = 3) -> str:
+    return f"{figure['mean'] * scale:.{digits}f} ± {figure['std'] * scale:.{digits}f}"
+
+
+def render_real_ranking(name: str, result: dict) -> list[str]:
+    """A real store's next purchases after its snapshot, ranked by each method."""
+    data = result["data"]
+    metrics = ("hits@10", "hits@20", "ndcg@10", "mrr", "direction")
+    lines = [
+        _store_line(result) + f"\n{data['test_pairs']:,} test pairs (u, v): v bought after u within "
+        f"{data['horizon_days']} days after the snapshot, ranked among {data['products']:,} products. "
+        "Mean ± std over seeds.\n",
+        *_table("| method | " + " | ".join(metrics) + " |"),
+    ]
+    for method, figures in result["methods"].items():
+        lines.append(f"| `{method}` | " + " | ".join(_mean_std(figures[m]) for m in metrics) + " |")
+    best = result["best_baseline"]
+    lines += ["", f"BLADE minus the best baseline (`{best}`, by Hits@20), paired over seeds:\n"]
+    lines += _table("| figure | difference | 95% CI |")
+    for metric in metrics:
+        gap = result["paired_blade_minus"][metric][best]
+        low, high = gap["ci95"]
+        lines.append(f"| {metric} | {gap['mean']:+.4f} | [{low:+.4f}, {high:+.4f}] |")
+    below = result["blade_below_best_baseline_beyond_ci"]
+    lines += ["", f"BLADE below the best baseline beyond its CI (Hits@20): **{'yes' if below else 'no'}**."]
+    return lines
+
+
+def render_real_delay(name: str, result: dict) -> list[str]:
+    """Delay correction on a real store: each weighting against labels matured by the log's end."""
+    data = result["data"]
+    lines = [
+        _store_line(result) + f"\nTraining exposures up to the snapshot: {data['train_impressions']:,}; "
+        f"{data['share_of_positives_unseen_at_snapshot']:.1%} of their conversions had not happened "
+        f"by the snapshot. Scored on {data['test_impressions']:,} exposures after it whose labels "
+        "matured by the log's end (the real oracle).\n",
+        *_table("| weighting | AUC | NLL | RI-AUC | RI-NLL |"),
+    ]
+    for method in ("naive", "wait", "importance", "importance_ipw", "oracle"):
+        if method not in result:
+            continue
+        row = result[method]
+        ri_auc, ri_nll = result["ri_auc"].get(method), result["ri_nll"].get(method)
+        lines.append(
+            f"| `{method}` | {row['auc']:.4f} ± {row['std']['auc']:.4f} | {row['nll']:.4f} ± "
+            f"{row['std']['nll']:.4f} | {_cell(None if ri_auc is None else round(ri_auc, 3))} | "
+            f"{_cell(None if ri_nll is None else round(ri_nll, 3))} |"
+        )
+    lines += ["", "Served weighting (`importance`) minus `naive`, paired over seeds:\n"]
+    lines += _table("| figure | difference | 95% CI |")
+    for metric, gap in result["paired_importance_minus_naive"].items():
+        low, high = gap["ci95"]
+        lines.append(f"| {metric} | {gap['mean']:+.5f} | [{low:+.5f}, {high:+.5f}] |")
+    return lines
+
+
+def render_real_thresholds(name: str, result: dict) -> list[str]:
+    """Per-bucket against one threshold on a real store, out of sample."""
+    data = result["data"]
+    rows = next(v for k, v in result.items() if isinstance(v, list))
+    lines = [
+        _store_line(result)
+        + f"\nJudged on {data['test_impressions']:,} exposures after the snapshot with matured labels "
+        f"({data['test_positives']:,} converted). Targets are multiples of the fit rows' positive rate.\n",
+        *_table("| target | feasible | recall: single | per bucket (served) | gain [95% CI] | kept |"),
+    ]
+    for row in rows:
+        low, high = row["gain_ci_low"], row["gain_ci_high"]
+        gain = "n/a" if row["gain"] is None else f"{row['gain']:+.3f}"
+        ci = "" if low is None else f" [{low:+.3f}, {high:+.3f}]"
+        lines.append(
+            f"| {row['target']:.3f} | {'yes' if row['feasible'] else 'no'} | {row['single_recall']:.3f} | "
+            f"{row['bucket_recall']:.3f} | {gain}{ci} | {row['kept']:.0%} |"
+        )
+    below = result["served_below_single_beyond_ci"]
+    verdict = "yes" if below else "no"
+    lines += ["", f"Served per-bucket policy below one threshold beyond its CI: **{verdict}**."]
+    return lines
+
+
+# Result files of one kind per real store: the name's prefix chooses the layout.
+KNOWN_PREFIXES: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
+    "real_ranking_": ("Recommendation quality on a real store's next purchases", render_real_ranking),
+    "real_delay_": ("Delay correction on a real store's delays", render_real_delay),
+    "real_thresholds_": ("Per-bucket thresholds on a real store", render_real_thresholds),
+}
+
+
+def layout(name: str) -> tuple[str, Callable[[str, dict], list[str]]]:
+    """The title and renderer of result file ``name``."""
+    if name in KNOWN:
+        return KNOWN[name]
+    for prefix, (title, renderer) in KNOWN_PREFIXES.items():
+        if name.startswith(prefix):
+            return f"{title}: {name.removeprefix(prefix).replace('_', ' ')}", renderer
+    return name.replace("_", " "), render_generic
+
+
 # Result files with a layout of their own; every other file is rendered by render_generic.
 KNOWN: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
     "engines": ("The data stages on pandas and on Spark at growing sizes", render_engines),
@@ -373,13 +480,13 @@ def render(root: Path) -> str:
         return "\n".join(lines)
     lines.append("\n".join(_table("| result file | what | date | machine |")))
     for name, result in results.items():
-        title = KNOWN.get(name, (name.replace("_", " "), None))[0]
+        title = layout(name)[0]
         lines.append(
             f"| [`{name}.json`](#{name.replace('_', '-')}) | {_cell(title)} | {_cell(result.get('date'))} "
             f"| {_cell(result.get('machine'))} |"
         )
     for name, result in results.items():
-        title, renderer = KNOWN.get(name, (name.replace("_", " "), render_generic))
+        title, renderer = layout(name)
         lines.append(f"\n## {title} {{#{name.replace('_', '-')}}}\n")
         lines.append(f"From `benchmarks/results/{name}.json`.\n")
         lines += renderer(name, result)
