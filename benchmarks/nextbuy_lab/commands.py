@@ -140,3 +140,22 @@ def real_delay(
 ) -> None:
     """Delay correction on a real store's delays: each weighting vs labels matured by the log's end."""
     _real("delay", out, store, seeds, params)
+
+
+def real_thresholds(
+    out: Path = typer.Option(Path("bench-real-thresholds.json"), "--out", help="JSON results"),
+    store: str = typer.Option("online-retail", help=STORE_HELP),
+    seeds: int = typer.Option(5, min=1, help="training seeds (mean and CI)"),
+    params: str = ParamsOption,
+) -> None:
+    """Per-bucket vs one threshold on a real store, judged on its matured exposures after the snapshot."""
+    _real("thresholds", out, store, seeds, params)
+
+
+def real_monitor(
+    out: Path = typer.Option(Path("bench-real-monitor.json"), "--out", help="JSON results"),
+    store: str = typer.Option("online-retail", help=STORE_HELP),
+    params: str = ParamsOption,
+) -> None:
+    """The monitor on a real store's months after its snapshot (after make run-preset of that store)."""
+    _real("monitor", out, store, 1, params)

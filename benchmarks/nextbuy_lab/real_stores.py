@@ -1,6 +1,6 @@
-"""`nextbuy bench real-ranking` and `nextbuy bench real-delay`: the techniques measured on a real
-store's purchases (presets/<store>.yaml: Online Retail, The Complete Journey), not on the
-simulator.
+"""`nextbuy bench real-ranking`, `real-delay`, `real-thresholds` and `real-monitor`: the
+techniques measured on a real store's purchases (presets/<store>.yaml: Online Retail, The
+Complete Journey), not on the simulator.
 
 Both read the store through the pipeline's own ingest at the preset's snapshot S (exposures
 replayed from its orders, ``nextbuy.domain.replay``: every figure here is on replayed
@@ -24,6 +24,10 @@ model trains on the exposures up to S with each weighting (labels censored at S)
 same rows with their labels matured at the log's end (``oracle``); all are scored on the
 exposures after S whose attribution window closed before the log's end (fully matured labels).
 RI = (method - naive) / (oracle - naive).
+
+**Thresholds** (:func:`thresholds`): ``bench thresholds``' policies (one threshold, per-bucket
+thresholds as served, guarded out of fold, and unguarded) fitted on the calibration rows as the
+pipeline fits them, judged on those matured exposures after S.
 """
 
 from __future__ import annotations
@@ -233,12 +237,8 @@ def delay(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
     delay_cfg = section_config(params, "label_delay")
     weighted, _ = label_delay.weigh(now.impressions, now.snapshot, delay_cfg, now.products, now.edges)
     converted = later.impressions["converted_at"].notna().astype(np.int8)
-    matured = later.impressions.assign(label_eventual=converted)
-    truth = matured[["impression_id", "label_eventual"]]
-    window = pd.Timedelta(days=section_config(params, "ingest").events.attribution_days)
-    end = matured[["shown_at", "converted_at"]].max().max()
-    after = (matured["shown_at"] > now.snapshot) & (matured["shown_at"] <= end - window)
-    test = matured.loc[after, ["impression_id", "source_id", "shown_id", "label_eventual"]]
+    truth = later.impressions.assign(label_eventual=converted)[["impression_id", "label_eventual"]]
+    test = matured_after(params, now, later)
     train_cfg = section_config(params, "train")
     per_seed = [
         _one_seed(
@@ -275,10 +275,143 @@ def delay(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
     return figures
 
 
+def matured_after(params: dict, now, later) -> pd.DataFrame:
+    """The exposures after the snapshot whose attribution window closed before the log's end,
+    with their labels as the log's end knows them (``label_eventual``)."""
+    matured = later.impressions.assign(
+        label_eventual=later.impressions["converted_at"].notna().astype(np.int8)
+    )
+    window = pd.Timedelta(days=section_config(params, "ingest").events.attribution_days)
+    end = matured[["shown_at", "converted_at"]].max().max()
+    after = (matured["shown_at"] > now.snapshot) & (matured["shown_at"] <= end - window)
+    return matured.loc[after, ["impression_id", "source_id", "shown_id", "label_eventual"]]
+
+
+def thresholds(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
+    """Per-bucket thresholds against one threshold, fitted as the pipeline fits them (the
+    calibrate and thresholds stages' cores on the matured calibration rows), judged on the
+    exposures after the snapshot with their matured labels; ``bench thresholds``' policies and
+    targets (multiples of the fit rows' positive rate)."""
+    from nextbuy.domain.evaluation import fit_rows
+    from nextbuy.domain.graph.scoring import score_and_uncertainty
+    from nextbuy.domain.uncertainty import uncertainty_by_history, uncertainty_coefficient
+    from nextbuy.stages import calibrate, label_delay, train
+    from nextbuy_lab.threshold_policies import aggregate
+    from nextbuy_lab.thresholds import TARGET_LIFTS, _policy_rows, _test_arrays, precision_targets
+
+    params = store_params(store, params_file)
+    now, later = at_snapshot_and_end(params)
+    test = matured_after(params, now, later)
+    delay_cfg = section_config(params, "label_delay")
+    weighted, _ = label_delay.weigh(now.impressions, now.snapshot, delay_cfg, now.products, now.edges)
+    calibrate_cfg = section_config(params, "calibrate")
+    thresholds_cfg = section_config(params, "thresholds")
+    graph = train.build_graph(now.products, now.edges, now.features)
+    per_seed = []
+    for s in range(seeds):
+        cfg = with_changes(section_config(params, "train"), seed=s)
+        _, moments, _ = train.fit(graph, weighted, cfg, delay_family=delay_cfg.delay_family, progress=False)
+        scored, calibration = calibrate.score_holdout(weighted, moments, calibrate_cfg)
+        score, uncertainty = score_and_uncertainty(
+            moments, test["source_id"].to_numpy(), test["shown_id"].to_numpy()
+        )
+        arrays = _test_arrays(score, uncertainty, calibration, test)
+        base_rate = float(scored.loc[fit_rows(scored), "label"].mean())
+        per_seed.append(
+            {
+                cfg.uncertainty: {
+                    "rows": _policy_rows(
+                        scored,
+                        calibration,
+                        arrays,
+                        precision_targets(base_rate, TARGET_LIFTS),
+                        thresholds_cfg,
+                    ),
+                    "coefficient": uncertainty_coefficient(
+                        arrays["score"], arrays["uncertainty"], arrays["label"]
+                    ),
+                    "by_history": uncertainty_by_history(
+                        test["shown_id"].to_numpy(),
+                        arrays["uncertainty"],
+                        now.edges,
+                        now.impressions,
+                        now.snapshot,
+                    ),
+                }
+            }
+        )
+        print(f"seed {s}: {per_seed[-1][cfg.uncertainty]['rows'][:2]}", flush=True)
+    figures = aggregate(per_seed, TARGET_LIFTS)
+    rows = next(v for k, v in figures.items() if isinstance(v, list))
+    served_below = [
+        r for r in rows if r["feasible"] and r["gain_ci_high"] is not None and r["gain_ci_high"] < 0
+    ]
+    figures["served_below_single_beyond_ci"] = bool(served_below)
+    figures["data"] = {
+        "store": store,
+        "snapshot": str(now.snapshot),
+        "test_impressions": len(test),
+        "test_positives": int(test["label_eventual"].sum()),
+        "exposures": "replayed",
+    }
+    return figures
+
+
+def monitor(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
+    """What the monitor saw in the store's real months after the snapshot, month by month: the
+    windows of the preset's pipeline run in this workspace (``make run-preset
+    PRESET=presets/<store>.yaml`` first; refused when the workspace's monitor watched another
+    model). Per month: exposures, predicted positivity, the delay-corrected estimate and the
+    naive one (volume-weighted over windows and buckets), and the alerts each would raise."""
+    from nextbuy import paths
+
+    params = store_params(store, params_file)
+    model = section_config(params, "deploy").model_name
+    metrics = io.read_json(paths.metrics_file("monitor"))
+    if metrics.get("model_name") != model or not metrics.get("monitored"):
+        raise ValueError(
+            f"the workspace's monitor watched {metrics.get('model_name')!r}, not {model!r}: "
+            f"run make run-preset PRESET=presets/{store}.yaml first"
+        )
+    windows = pd.read_parquet(paths.MONITOR_WINDOWS)
+    windows["month"] = windows["window_start"].dt.strftime("%Y-%m")
+    rows = []
+    for month, part in windows.groupby("month", sort=True):
+        weight = part["volume"].to_numpy(np.float64)
+        columns = ("predicted", "estimated", "naive")
+        means = {c: float(np.average(part[c].fillna(0), weights=weight)) for c in columns}
+        rows.append(
+            {
+                "month": month,
+                "windows": int(part["window"].nunique()),
+                "exposures": int(weight.sum()),
+                **means,
+                "alerts": int(part["alert"].sum()),
+                "naive_alerts": int(part["naive_alert"].sum()),
+            }
+        )
+    return {
+        "months": rows,
+        "alerts": int(metrics["alerts"]),
+        "naive_alerts": int(metrics["naive_alerts"]),
+        "first_alert": metrics.get("first_alert"),
+        "model_version": metrics.get("champion_version"),
+        "data": {
+            "store": store,
+            "snapshot": str(section_config(params, "ingest").snapshot),
+            "exposures": "replayed",
+        },
+    }
+
+
+BENCHES = {"ranking": ranking, "delay": delay, "thresholds": thresholds, "monitor": monitor}
+
+
 def run(kind: str, out: Path, store: str, seeds: int, params_file: str = "params.yaml") -> dict:
     started = time.time()
-    figures = (ranking if kind == "ranking" else delay)(store, seeds, params_file)
-    figures["seeds"] = seeds
+    figures = BENCHES[kind](store, seeds, params_file)
+    if kind != "monitor":  # the monitor's figures are one pipeline run's, no training seeds
+        figures["seeds"] = seeds
     figures["bench_seconds"] = round(time.time() - started, 1)
     io.write_json(figures, out)
     return figures

@@ -435,11 +435,32 @@ def render_real_thresholds(name: str, result: dict) -> list[str]:
     return lines
 
 
+def render_real_monitor(name: str, result: dict) -> list[str]:
+    """The monitor on a real store's months after its snapshot."""
+    data = result["data"]
+    lines = [
+        f"Real store `{data['store']}`: the champion (v{result['model_version']}) of its preset's "
+        f"pipeline run, monitoring the months after the snapshot {data['snapshot']} on exposures "
+        f"**{data['exposures']}** from its orders. Positivity is volume-weighted over each month's "
+        "windows and uncertainty buckets; an alert is one window and bucket whose estimate's CI "
+        "leaves the tolerance around the predicted rate.\n",
+        *_table("| month | windows | exposures | predicted | corrected | naive | alerts | naive alerts |"),
+    ]
+    for row in result["months"]:
+        lines.append(
+            f"| {row['month']} | {row['windows']} | {row['exposures']:,} | {row['predicted']:.2%} | "
+            f"{row['estimated']:.2%} | {row['naive']:.2%} | {row['alerts']} | {row['naive_alerts']} |"
+        )
+    lines += ["", f"In all: {result['alerts']} alerts (naive positivity: {result['naive_alerts']})."]
+    return lines
+
+
 # Result files of one kind per real store: the name's prefix chooses the layout.
 KNOWN_PREFIXES: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
     "real_ranking_": ("Recommendation quality on a real store's next purchases", render_real_ranking),
     "real_delay_": ("Delay correction on a real store's delays", render_real_delay),
     "real_thresholds_": ("Per-bucket thresholds on a real store", render_real_thresholds),
+    "real_monitor_": ("Monitoring a real store's months", render_real_monitor),
 }
 
 
