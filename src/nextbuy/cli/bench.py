@@ -65,6 +65,15 @@ def monitor(out: Path = _out("monitor")) -> None:
     _run("monitor", out)
 
 
+def preset(
+    out: Path = _out("preset"),
+    preset: Path = typer.Option(..., exists=True, dir_okay=False, help="presets/<store>.yaml"),
+    params: str = ParamsOption,
+) -> None:
+    """The whole pipeline on a preset's store (make run-preset): what it read, released and saw."""
+    _run("preset", out, preset=preset, params_file=params)
+
+
 def dag(out: Path = _out("dag")) -> None:
     """Airflow overhead: dag.test() of nextbuy_training vs dvc repro of its six stages (tiny store)."""
     _run("dag", out)
@@ -130,6 +139,7 @@ PRODUCT_BENCHES: dict[str, Callable[..., None]] = {
     "scale": scale,
     "events": events,
     "engines": engines,
+    "preset": preset,
 }
 BENCHES = {name: (command.__doc__ or "").strip() for name, command in PRODUCT_BENCHES.items()}
 for _name, _command in PRODUCT_BENCHES.items():
