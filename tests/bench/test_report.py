@@ -158,3 +158,59 @@ def test_a_recorded_command_names_no_checkout_path(tmp_path):
         "/tmp",
     ]
     assert portable_command(argv, tmp_path) == "nextbuy bench serve --out s.json --x /tmp"
+
+
+def _spread(mean: float) -> dict:
+    return {"mean": mean, "std": 0.001}
+
+
+def test_a_real_stores_ranking_renders_every_method_and_says_whether_blade_fell_below_the_best():
+    metrics = ("hits@10", "hits@20", "ndcg@10", "mrr", "direction")
+    methods = {m: {k: _spread(v) for k in metrics} for m, v in (("co_purchase", 0.05), ("blade", 0.04))}
+    gap = {"mean": -0.01, "ci95": [-0.02, -0.005]}
+    result = {
+        "seeds": 5,
+        "methods": methods,
+        "best_baseline": "co_purchase",
+        "paired_blade_minus": {k: {"co_purchase": gap} for k in metrics},
+        "blade_below_best_baseline_beyond_ci": True,
+        "data": {
+            "store": "online-retail",
+            "snapshot": "2011-09-01",
+            "exposures": "replayed",
+            "test_pairs": 20000,
+            "horizon_days": 30,
+            "products": 3646,
+        },
+    }
+    title, renderer = report.layout("real_ranking_online_retail")
+    assert title.endswith("online retail")
+    text = "\n".join(renderer("real_ranking_online_retail", result))
+    assert "| `blade` | 0.040 ± 0.001" in text
+    assert "exposures **replayed**" in text
+    assert "[-0.0200, -0.0050]" in text
+    assert "beyond its CI (Hits@20): **yes**" in text
+
+
+def test_a_real_stores_months_render_alerts_beside_the_naive_positivitys():
+    result = {
+        "months": [
+            {
+                "month": "2011-11",
+                "windows": 4,
+                "exposures": 9000,
+                "predicted": 0.05,
+                "estimated": 0.06,
+                "naive": 0.04,
+                "alerts": 2,
+                "naive_alerts": 5,
+            }
+        ],
+        "alerts": 2,
+        "naive_alerts": 5,
+        "model_version": "2",
+        "data": {"store": "online-retail", "snapshot": "2011-09-01", "exposures": "replayed"},
+    }
+    text = "\n".join(report.layout("real_monitor_online_retail")[1]("real_monitor_online_retail", result))
+    assert "| 2011-11 | 4 | 9,000 | 5.00% | 6.00% | 4.00% | 2 | 5 |" in text
+    assert "2 alerts (naive positivity: 5)" in text
