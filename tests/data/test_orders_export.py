@@ -132,3 +132,14 @@ def test_complete_journeys_slice_reads_with_its_preset(tmp_path):
     )
     # integer keys of the store are its keys, as text
     assert logs.products["product_key"].str.fullmatch(r"\d+").all()
+
+
+def test_times_in_milliseconds_are_refused_saying_which_unit_was_assumed(tmp_path):
+    path = tmp_path / "orders.csv"
+    at = pd.to_datetime(["2026-03-01", "2026-03-20"]).astype("int64") // 10**6  # milliseconds
+    pd.DataFrame({"customer": ["a", "a"], "product": ["x", "y"], "ordered_at": at}).to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        read_event_logs(str(path), None, None, None, None, 365.0)
+    assert info.value.column == "ordered_at"
+    assert "unix seconds" in info.value.message
+    assert "look like milliseconds" in info.value.message

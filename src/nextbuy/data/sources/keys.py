@@ -151,6 +151,30 @@ def _sorted_keys(keys: np.ndarray) -> np.ndarray:
     return unique
 
 
+# Numeric times are read as unix seconds. Seconds past this (the year 5138) are no time a log
+# holds: such a column is in milliseconds, microseconds or nanoseconds.
+MAX_UNIX_SECONDS = 1e11
+
+
+def _refuse_sub_second_units(path: os.PathLike | str, df: pd.DataFrame, column: str, raw: pd.Series) -> None:
+    """DataError naming the unit a numeric time column seems to be in when it is not seconds."""
+    values = pd.to_numeric(raw, errors="coerce").abs()
+    big = df.index[(values > MAX_UNIX_SECONDS).to_numpy()]
+    if not len(big):
+        return
+    largest = float(values.max())
+    unit = "nanoseconds" if largest > 1e17 else "microseconds" if largest > 1e14 else "milliseconds"
+    io.rows_error(
+        path,
+        df,
+        {column: big},
+        f"hold numbers far too large for unix seconds, the unit numeric times are read in: they "
+        f"look like {unit}. Convert the column to unix seconds (divide by "
+        f"{ {'milliseconds': '1,000', 'microseconds': '1,000,000', 'nanoseconds': '10^9'}[unit] }) "
+        "or to ISO date-times in the export",
+    )
+
+
 def _times(path: os.PathLike | str, df: pd.DataFrame, column: str, lead: str | None = None) -> pd.Series:
     """A time column as naive UTC datetime64[ns]: datetimes, date strings or unix seconds.
     ``lead``: the whole file's first time, when ``df`` is a later part of it (the format of
@@ -162,6 +186,7 @@ def _times(path: os.PathLike | str, df: pd.DataFrame, column: str, lead: str | N
         elif pd.api.types.is_bool_dtype(raw):
             raise TypeError("booleans are not times")
         elif pd.api.types.is_numeric_dtype(raw):
+            _refuse_sub_second_units(path, df, column, raw)
             parsed = pd.to_datetime(raw, unit="s", utc=True, errors="coerce")
         else:
             text = raw.astype("string").str.strip()
