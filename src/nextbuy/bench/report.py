@@ -455,12 +455,50 @@ def render_real_monitor(name: str, result: dict) -> list[str]:
     return lines
 
 
+def render_preset(name: str, result: dict) -> list[str]:
+    """The whole pipeline on a preset's store: what it read and cleaned, trained, released, saw."""
+    data, train, deploy, monitor = result["data"], result["train"], result["deploy"], result["monitor"]
+    test = deploy.get("test") or {}
+    lines = [
+        f"`make run-preset PRESET={result['preset']}` as one recorded run: the wall time and peak "
+        "memory below are the whole pipeline's, the peak being its largest single process. One "
+        "training seed: the gate's figures are this run's, not a mean.\n",
+        *_table("| figure | value |"),
+        f"| snapshot | {data['snapshot']} |",
+        f"| exposures | {data['exposures']} |",
+        f"| products, co-purchase edges | {data['products']:,}, {data['edges']:,} |",
+        "| exposures train / calib / test | "
+        + " / ".join(f"{data['impressions'][s]:,}" for s in ("train", "calib", "test"))
+        + " |",
+        f"| training | {train['train_seconds']:.0f} s, {train['epochs_run']} epochs, "
+        f"{train['peak_memory_mb']:,.0f} MB |",
+        f"| gate | {_cell(deploy['action'])} |",
+    ]
+    if test:
+        lines.append(
+            f"| test AUC, recall, precision, ECE | {test['auc']:.3f}, {test['recall']:.3f}, "
+            f"{test['precision']:.3f}, {test['ece']:.4f} ({int(test['rows']):,} rows) |"
+        )
+    lines.append(
+        f"| monitor | {monitor['windows']} windows, {monitor['alerts']} alerts "
+        f"(naive positivity: {monitor['naive_alerts']}) |"
+    )
+    dropped = {k: n for k, n in data["cleaning"].items() if k.endswith("_dropped") and n}
+    if dropped:
+        lines += [
+            "",
+            "Lines ingest dropped, each counted: " + ", ".join(f"`{k}` {n:,}" for k, n in dropped.items()),
+        ]
+    return lines
+
+
 # Result files of one kind per real store: the name's prefix chooses the layout.
 KNOWN_PREFIXES: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
     "real_ranking_": ("Recommendation quality on a real store's next purchases", render_real_ranking),
     "real_delay_": ("Delay correction on a real store's delays", render_real_delay),
     "real_thresholds_": ("Per-bucket thresholds on a real store", render_real_thresholds),
     "real_monitor_": ("Monitoring a real store's months", render_real_monitor),
+    "preset_": ("The whole pipeline on a store", render_preset),
 }
 
 
