@@ -13,6 +13,7 @@ import pandas as pd
 
 from nextbuy.allocator import release_freed_memory
 from nextbuy.config import TrainConfig, with_changes
+from nextbuy.domain.delay_model import DelayFamily
 from nextbuy.domain.graph import blade
 from nextbuy.domain.graph.blade.export import _check_members, _folded_embeddings
 from nextbuy.stages import train
@@ -31,7 +32,7 @@ def independent_members(base, graph, weighted: pd.DataFrame, cfg: TrainConfig, a
         member_cfg = with_changes(cfg, seed=cfg.seed + 7919 * k)
         label = train.phase(progress, f"member {k + 1}/{cfg.ensemble_members}")
         member, _, _ = train.train_rounds(
-            graph, weighted, member_cfg, architecture=architecture, delay_family=delay_family,
+            graph, weighted, member_cfg, architecture=architecture, delay_family=DelayFamily(delay_family),
             progress=label, bootstrap=True,
         )  # fmt: skip
         release_freed_memory()

@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nextbuy.config import read_params, section_config, with_changes
+from nextbuy.domain.delay_model import DelayFamily
 from nextbuy.mlops import io
 from nextbuy_lab import paired
 
@@ -124,7 +125,7 @@ def category_lr_with_em(products, weighted, test_rows, cfg, family: str) -> np.n
     model = fitted_category_lr(products, *train.training_rows(weighted, cfg), weights, cfg.seed)
     for _ in range(cfg.em_rounds if delay.rescores(cfg.weighting) else 0):
         score = model.decision_function(_pair_onehots(products, weighted[weighted["split"] == "train"]))
-        weighted = train.em_targets(weighted, score, cfg.weighting, family)
+        weighted = train.em_targets(weighted, score, cfg.weighting, DelayFamily(family))
         model = fitted_category_lr(products, *train.training_rows(weighted, cfg), weights, cfg.seed)
     return model.predict_proba(_pair_onehots(products, test_rows))[:, 1]
 

@@ -62,6 +62,12 @@ def store_params(store: str, params_file: str = "params.yaml") -> dict:
     return merge(params, {"train": BENCH_TRAIN})
 
 
+def window(params: dict) -> float:
+    """The store's attribution window in days: the delay model is truncated there, as the
+    pipeline's label_delay stage truncates it (ingest's meta)."""
+    return section_config(params, "ingest").events.attribution_days
+
+
 def at_snapshot_and_end(params: dict):
     """The store ingested at the preset's snapshot and at the log's end (labels matured)."""
     from nextbuy.stages import ingest
@@ -171,7 +177,9 @@ def _rankers(now, params: dict, seed: int) -> dict:
     us, vt = left * sigma, right
     out["mf"] = (lambda su: us[su] @ vt, lambda a, b: (us[a] * vt[:, b].T).sum(axis=1))
     delay_cfg = section_config(params, "label_delay")
-    weighted, _ = label_delay.weigh(now.impressions, now.snapshot, delay_cfg, now.products, now.edges)
+    weighted, _ = label_delay.weigh(
+        now.impressions, now.snapshot, delay_cfg, now.products, now.edges, window(params)
+    )
     cfg = with_changes(section_config(params, "train"), seed=seed, uncertainty="mc_dropout")
     graph = train.build_graph(now.products, now.edges, now.features)
     _, moments, _ = train.fit(graph, weighted, cfg, delay_family=delay_cfg.delay_family, progress=False)
@@ -235,7 +243,9 @@ def delay(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
     params = store_params(store, params_file)
     now, later = at_snapshot_and_end(params)
     delay_cfg = section_config(params, "label_delay")
-    weighted, _ = label_delay.weigh(now.impressions, now.snapshot, delay_cfg, now.products, now.edges)
+    weighted, _ = label_delay.weigh(
+        now.impressions, now.snapshot, delay_cfg, now.products, now.edges, window(params)
+    )
     converted = later.impressions["converted_at"].notna().astype(np.int8)
     truth = later.impressions.assign(label_eventual=converted)[["impression_id", "label_eventual"]]
     test = matured_after(params, now, later)
@@ -303,7 +313,9 @@ def thresholds(store: str, seeds: int, params_file: str = "params.yaml") -> dict
     now, later = at_snapshot_and_end(params)
     test = matured_after(params, now, later)
     delay_cfg = section_config(params, "label_delay")
-    weighted, _ = label_delay.weigh(now.impressions, now.snapshot, delay_cfg, now.products, now.edges)
+    weighted, _ = label_delay.weigh(
+        now.impressions, now.snapshot, delay_cfg, now.products, now.edges, window(params)
+    )
     calibrate_cfg = section_config(params, "calibrate")
     thresholds_cfg = section_config(params, "thresholds")
     graph = train.build_graph(now.products, now.edges, now.features)

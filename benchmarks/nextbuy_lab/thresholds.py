@@ -44,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nextbuy.config import read_params, section_config, with_changes
+from nextbuy.domain.delay_model import DelayFamily
 from nextbuy.mlops import io
 from nextbuy_lab import deep_ensemble
 from nextbuy_lab.threshold_policies import POLICIES, aggregate, policy_decisions
@@ -68,7 +69,7 @@ def estimator_moments(data, weighted, train_cfg, family: str, seed: int) -> dict
     architecture = blade.Architecture.from_config(cfg)
     graph = train.build_graph(data.products, data.edges, data.features)
     model, rows, _ = train.train_rounds(
-        graph, weighted, cfg, architecture=architecture, delay_family=family, progress=False
+        graph, weighted, cfg, architecture=architecture, delay_family=DelayFamily(family), progress=False
     )
     mc_dropout = train.moments_of(model, None, graph, cfg)  # cfg's estimator: mc_dropout
     members = train.ensemble_members(model, graph, rows, cfg, progress=False)

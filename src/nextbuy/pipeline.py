@@ -49,7 +49,12 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     delay_model = delay_models["importance"]
     graph = train.build_graph(data.products, data.edges, data.features)
     _, moments, _ = train.fit(
-        graph, weighted, cfg["train"], delay_family=delay_model.family, progress=progress
+        graph,
+        weighted,
+        cfg["train"],
+        delay_family=delay_model.family,
+        delay_horizon_days=delay_model.horizon_days,
+        progress=progress,
     )
     scored, calibration = calibrate.score_holdout(weighted, moments, cfg["calibrate"])
     per_bucket, _ = thresholds.fit(scored, len(calibration.edges) + 1, cfg["thresholds"])

@@ -12,6 +12,7 @@ from scipy.special import expit
 
 from nextbuy.domain.delay import (
     ENGAGEMENT,
+    DelayFamily,
     DelayModel,
     effective_sample_size,
     expected_eventual_label,
@@ -448,7 +449,7 @@ def test_a_score_that_knows_the_item_sharpens_the_flip_probabilities():
         return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
 
     without = expected_eventual_label(label, flip_probability(fit_delay_model(rows, ENGAGEMENT), rows))
-    with_score, model = rescored_targets(rows, score, everything, "importance", "lognormal")
+    with_score, model = rescored_targets(rows, score, everything, "importance", DelayFamily("lognormal"))
     assert "model_logit" in model.columns
     assert model.conv_coef[-1] > 0
     assert flip_nll(with_score) < flip_nll(without) - 0.005
@@ -458,3 +459,28 @@ def test_a_score_that_knows_the_item_sharpens_the_flip_probabilities():
     assert rescores("importance_no_engagement")
     assert not rescores("importance_no_features")
     assert not rescores("naive")
+
+
+def test_a_window_past_which_no_conversion_is_seen_truncates_the_delay():
+    """Labels attributed within a 30-day window: delays are the family's truncated there. The fit
+    that knows the window recovers the conversion rate; one that does not takes the never-seen
+    tail for conversions still to come, and an impression past its window cannot flip."""
+    rng = np.random.default_rng(3)
+    n, rate, window = 40_000, 0.2, 30.0
+    converts = rng.random(n) < rate
+    delay = np.exp(rng.normal(np.log(10.0), 1.2, n))  # median 10 days, a long tail past 30
+    seen_ever = converts & (delay <= window)  # the attribution window: a later order is no conversion
+    elapsed = rng.uniform(0.0, 90.0, n)
+    label = seen_ever & (delay <= elapsed)
+    rows = frame(elapsed=elapsed, label=label.astype(int), delay=np.where(label, delay, np.nan))
+    aware = fit_delay_model(rows, (), horizon_days=window)
+    blind = fit_delay_model(rows, ())
+    true_rate = seen_ever.mean()  # what a window of 30 days can ever label
+    assert abs(aware.p_convert(rows)[0] - true_rate) < 0.002
+    assert blind.p_convert(rows)[0] > true_rate + 0.003
+    old = frame(elapsed=np.array([45.0, 5.0]), label=np.array([0, 0]))
+    p_flip = flip_probability(aware, old)
+    assert p_flip[0] == 0.0  # past its window: it will never be labelled converted
+    assert flip_probability(blind, old)[0] > 0.005  # the blind fit still waits for it
+    assert p_flip[1] > 0.05
+    assert DelayModel.from_dict(aware.to_dict()).horizon_days == window

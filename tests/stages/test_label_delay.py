@@ -159,7 +159,7 @@ def test_conversions_all_too_recent_to_correct_are_refused(monkeypatch):
     snapshot = pd.Timestamp("2026-03-01")
     log = _log([20, 15, 10, 0.5, 0.4], [1.0, None, None, 0.1, 0.1], snapshot)
 
-    def month_long_delays(signals, columns, family):  # a delay model that says conversions take years
+    def month_long_delays(signals, columns, family, horizon_days=None):  # conversions take years
         return delay.DelayModel(family, (), [], [], conv_coef=[-2.0], delay_coef=[[np.log(600.0)], [0.0]])
 
     monkeypatch.setattr(delay, "fit_delay_model", month_long_delays)

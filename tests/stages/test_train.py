@@ -12,6 +12,7 @@ import torch
 
 from nextbuy.config import IngestConfig, LabelDelayConfig, TrainConfig
 from nextbuy.constants import WEIGHTING_METHODS
+from nextbuy.domain.delay_model import DelayFamily
 from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
 from nextbuy.mlops import io
 from nextbuy.stages import ingest, label_delay, train
@@ -335,7 +336,7 @@ def test_an_em_step_recomputes_only_the_methods_training_targets(tiny_weighted):
     _, weighted, family = tiny_weighted
     train_rows = (weighted["split"] == "train").to_numpy()
     score = np.random.default_rng(0).normal(0.0, 1.0, int(train_rows.sum()))
-    stepped = train.em_targets(weighted, score, "importance", family)
+    stepped = train.em_targets(weighted, score, "importance", DelayFamily(family))
     changed = stepped["target_importance"].to_numpy() != weighted["target_importance"].to_numpy()
     assert changed[train_rows].any()
     assert not changed[~train_rows].any()

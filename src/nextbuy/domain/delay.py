@@ -76,7 +76,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.domain.delay_fit import fit_delay_model
-from nextbuy.domain.delay_model import FAMILIES, DelayModel
+from nextbuy.domain.delay_model import FAMILIES, DelayFamily, DelayModel
 from nextbuy.domain.delay_signals import (
     ENGAGEMENT,
     FEATURES,
@@ -98,6 +98,7 @@ __all__ = [
     "IMPORTANCE_SIGNALS",
     "SCORE",
     "SIGNALS",
+    "DelayFamily",
     "DelayModel",
     "effective_sample_size",
     "engagement_level",
@@ -234,12 +235,19 @@ def rescores(method: str) -> bool:
 
 
 def rescored_targets(
-    signals: pd.DataFrame, score: np.ndarray, fit_rows: np.ndarray, method: str, family: str
+    signals: pd.DataFrame,
+    score: np.ndarray,
+    fit_rows: np.ndarray,
+    method: str,
+    family: DelayFamily,
 ) -> tuple[np.ndarray, DelayModel]:
     """One EM step: ``method``'s delay model refitted on the ``fit_rows`` (a boolean mask) with
     the conversion model's logit ``score`` as the feature ``SCORE``, and every row's soft target
     E[eventual label | observed] under it (see the module docstring)."""
     scored = signals.assign(**{SCORE: np.asarray(score, dtype=np.float64)})
-    model = fit_delay_model(scored[np.asarray(fit_rows, bool)], signal_columns(method, scored), family)
+    rows = scored[np.asarray(fit_rows, bool)]
+    model = fit_delay_model(
+        rows, signal_columns(method, scored), family.name, horizon_days=family.horizon_days
+    )
     label = scored["label"].to_numpy(np.float64)
     return expected_eventual_label(label, flip_probability(model, scored)), model

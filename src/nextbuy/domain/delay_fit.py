@@ -43,8 +43,15 @@ def fit_delay_model(
     columns: Sequence[str] = SIGNALS,
     family: str = "lognormal",
     sample_weight: np.ndarray | None = None,
+    horizon_days: float | None = None,
 ) -> DelayModel:
     """Maximum-likelihood fit with right-censoring (Chapelle 2014).
+
+    ``horizon_days``: the attribution window from shown, past which no conversion is observed;
+    the delay is then the family truncated at it (on the delay clock: the window less each
+    row's engagement offset): a converted row contributes ``log p + log f(d) - log F(h)``, a
+    row not converted after ``e`` days ``log(1 - p + p (S(e) - S(h)) / (1 - S(h)))``, and one
+    past its horizon ``log(1 - p)``: it will not convert.
 
     ``signals``: ``elapsed_days``, ``label``, ``delay_days`` (of observed conversions),
     ``columns`` and optionally ``engaged_days`` (where the clock starts; see
@@ -68,7 +75,11 @@ def fit_delay_model(
     # Converted rows are evaluated at their delay, censored rows at their time waited.
     t = np.where(pos, np.nan_to_num(d, nan=0.0), e)
     k = design.shape[1]
-    nll = _censored_nll(family, design, np.log(np.maximum(t, _MIN_DAYS)), pos, w, _ridge(columns))
+    log_h = None
+    if horizon_days is not None:
+        h = np.maximum(horizon_days - _engaged_offset(signals), _MIN_DAYS)
+        log_h = np.log(h)
+    nll = _censored_nll(family, design, np.log(np.maximum(t, _MIN_DAYS)), pos, w, _ridge(columns), log_h)
 
     def fun(theta_np: np.ndarray) -> tuple[float, np.ndarray]:
         theta = torch.tensor(theta_np, dtype=torch.float64, requires_grad=True)
@@ -93,6 +104,7 @@ def fit_delay_model(
         scale=scale,
         conv_coef=theta[:k],
         delay_coef=np.stack([theta[k : 2 * k], theta[2 * k :]]),
+        horizon_days=horizon_days,
     )
 
 
@@ -125,9 +137,10 @@ def _ridge(columns: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([_RIDGE * slopes, delay_ridge, delay_ridge])
 
 
-def _censored_nll(family: str, design, log_t, pos, w, ridge):
+def _censored_nll(family: str, design, log_t, pos, w, ridge, log_h=None):
     """theta -> the weighted negative log-likelihood of the mixture cure model plus its ridge
-    (torch, float64; theta = conversion, delay location and delay log-scale coefficients)."""
+    (torch, float64; theta = conversion, delay location and delay log-scale coefficients);
+    ``log_h``: each row's log horizon (the delay truncated there), None for none."""
     import torch
 
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
@@ -139,6 +152,15 @@ def _censored_nll(family: str, design, log_t, pos, w, ridge):
         as_t(ridge),
     )
     k = design.shape[1]
+    log_h_t = None if log_h is None else as_t(log_h)
+    past = None if log_h is None else (log_t >= log_h_t) & (pos_t == 0)
+
+    def log_survival(log_at: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        if family == "lognormal":
+            return torch.special.log_ndtr(-(log_at - loc) / torch.exp(log_scale))
+        # Clamp: line searches may probe extreme shapes where (t/lambda)^k overflows, and an
+        # inf there would turn gradients into NaN.
+        return -torch.exp(torch.clamp(torch.exp(log_scale) * (log_at - loc), max=60.0))
 
     def nll(theta: torch.Tensor) -> torch.Tensor:
         eta = X @ theta[:k]
@@ -147,16 +169,25 @@ def _censored_nll(family: str, design, log_t, pos, w, ridge):
         if family == "lognormal":
             zt = (log_t - loc) / torch.exp(log_scale)
             log_f = -log_t - log_scale - 0.5 * np.log(2 * np.pi) - 0.5 * zt**2
-            log_s = torch.special.log_ndtr(-zt)
         else:
             shape = torch.exp(log_scale)
-            # Clamp: line searches may probe extreme shapes where (t/lambda)^k
-            # overflows, and an inf there would turn gradients into NaN.
             u = torch.exp(torch.clamp(shape * (log_t - loc), max=60.0))
             log_f = log_scale - loc + (shape - 1.0) * (log_t - loc) - u
-            log_s = -u
+        log_s = log_survival(log_t, loc, log_scale)
+        if log_h_t is not None:
+            assert past is not None  # set with log_h_t
+            log_s_h = log_survival(log_h_t, loc, log_scale)
+            log_seen_h = torch.log(-torch.expm1(torch.clamp(log_s_h, max=-1e-12)))  # log F(h)
+            log_f = log_f - log_seen_h
+            # (S(e) - S(h)) / (1 - S(h)) before the horizon; a row past it cannot convert
+            gap = torch.clamp(log_s_h - log_s, max=-1e-12)
+            log_s = torch.where(
+                past, torch.zeros_like(log_s), log_s + torch.log(-torch.expm1(gap)) - log_seen_h
+            )
         ll_pos = log_p + log_f
         ll_neg = torch.logaddexp(log_1mp, log_p + log_s)
+        if past is not None:
+            ll_neg = torch.where(past, log_1mp, ll_neg)
         # torch.where keeps the unused branch's gradient out of the sum.
         ll = torch.where(pos_t > 0, ll_pos, ll_neg)
         return -(w_t * ll).sum() + (ridge_t * theta**2).sum()

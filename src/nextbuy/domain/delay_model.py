@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from nextbuy.domain.delay_signals import _engaged_offset
+
 FAMILIES = ("lognormal", "weibull")
 
 
@@ -47,6 +49,11 @@ class DelayModel:
     scale: np.ndarray
     conv_coef: np.ndarray
     delay_coef: np.ndarray
+    # The attribution window in days from shown: a conversion later than it is never observed
+    # (a store's raw logs attribute within ingest.events.attribution_days), so the delay is the
+    # family's truncated at it. None: no window (the simulator's conversions are observed
+    # whenever they come).
+    horizon_days: float | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -78,9 +85,16 @@ class DelayModel:
         return z @ self.delay_coef[0], z @ self.delay_coef[1]
 
     def log_survival(self, t_days: np.ndarray, signals: pd.DataFrame) -> np.ndarray:
-        """log P(delay > t | converts)."""
+        """log P(delay > t | converts), t on the delay clock (from the last engagement); with a
+        horizon, of the family truncated at it: (S(t) - S(h)) / (1 - S(h)) before the horizon h
+        (on that clock: the window less the engagement offset), 0 (log: -inf) from it on."""
         loc, log_scale = self._loc_logscale(signals)
-        return _log_survival(self.family, np.asarray(t_days, dtype=np.float64), loc, log_scale)
+        t = np.asarray(t_days, dtype=np.float64)
+        log_s = _log_survival(self.family, t, loc, log_scale)
+        if self.horizon_days is None:
+            return log_s
+        h = np.maximum(self.horizon_days - _engaged_offset(signals), _MIN_DAYS)
+        return truncated_log_survival(log_s, _log_survival(self.family, h, loc, log_scale), t >= h)
 
     def median_delay(self, signals: pd.DataFrame) -> np.ndarray:
         """Median conversion delay in days (given it converts)."""
@@ -98,11 +112,31 @@ class DelayModel:
             "scale": self.scale.tolist(),
             "conv_coef": self.conv_coef.tolist(),
             "delay_coef": self.delay_coef.tolist(),
+            "horizon_days": self.horizon_days,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DelayModel:
-        return cls(**{k: d[k] for k in ("family", "columns", "center", "scale", "conv_coef", "delay_coef")})
+        fields = {k: d[k] for k in ("family", "columns", "center", "scale", "conv_coef", "delay_coef")}
+        return cls(**fields, horizon_days=d.get("horizon_days"))
+
+
+@dataclass(frozen=True)
+class DelayFamily:
+    """What a refit of the delay model keeps of the fitted one (the EM step of train): its
+    family and the labels' attribution window (None: none)."""
+
+    name: str
+    horizon_days: float | None = None
+
+
+def truncated_log_survival(log_s: np.ndarray, log_s_horizon: np.ndarray, past: np.ndarray) -> np.ndarray:
+    """log((S(t) - S(h)) / (1 - S(h))), -inf where ``past`` (t at or after h)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # log(S(t) - S(h)) = log S(t) + log(1 - S(h)/S(t)); 1 - S(h) by expm1, without cancellation
+        gap = log_s + np.log1p(-np.exp(np.minimum(log_s_horizon - log_s, 0.0)))
+        out = gap - np.log(-np.expm1(log_s_horizon))
+    return np.where(past, -np.inf, np.minimum(out, 0.0))
 
 
 def _log_survival(family: str, t: np.ndarray, loc: np.ndarray, log_scale: np.ndarray) -> np.ndarray:

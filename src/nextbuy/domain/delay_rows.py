@@ -89,13 +89,17 @@ def fit_problem(rows: pd.DataFrame, wait_days: float) -> tuple[str, str] | None:
     return None
 
 
-def fit_models(fit_rows: pd.DataFrame, signals_columns: pd.Index, family: str) -> dict[str, delay.DelayModel]:
-    """The delay model of every importance method, fitted on ``fit_rows``' signals."""
+def fit_models(
+    fit_rows: pd.DataFrame, signals_columns: pd.Index, family: str, horizon_days: float | None = None
+) -> dict[str, delay.DelayModel]:
+    """The delay model of every importance method, fitted on ``fit_rows``' signals (the delay
+    truncated at ``horizon_days``, the attribution window, when there is one)."""
     return {
         method: delay.fit_delay_model(
             fit_rows,
             tuple(c for c in delay.IMPORTANCE_SIGNALS[method] if c in signals_columns),
             family=family,
+            horizon_days=horizon_days,
         )
         for method in delay.IMPORTANCE_SIGNALS
     }

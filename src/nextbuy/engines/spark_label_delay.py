@@ -38,9 +38,14 @@ def pair_context(
 
 
 def fitted_models(
-    spark_frame: Any, context: PairContext, snapshot: pd.Timestamp, cfg: LabelDelayConfig
+    spark_frame: Any,
+    context: PairContext,
+    snapshot: pd.Timestamp,
+    cfg: LabelDelayConfig,
+    horizon_days: float | None = None,
 ) -> dict[str, delay.DelayModel]:
-    """The delay models, fitted on the driver on the train split's fit sample."""
+    """The delay models, fitted on the driver on the train split's fit sample (truncated at the
+    labels' attribution window ``horizon_days``, when there is one)."""
     from pyspark.sql import functions as F
 
     n_train = spark_frame.where(F.col("split") == "train").count()
@@ -58,7 +63,7 @@ def fitted_models(
     problem = delay_rows.fit_problem(signals, cfg.wait_days)
     if problem is not None:
         raise io.DataError(paths.IMPRESSIONS, *problem)
-    return delay_rows.fit_models(signals, signals.columns, cfg.delay_family)
+    return delay_rows.fit_models(signals, signals.columns, cfg.delay_family, horizon_days)
 
 
 def weigh_batch(
@@ -90,10 +95,11 @@ def run(cfg: LabelDelayConfig, spark_cfg: SparkConfig) -> tuple[dict, dict, pd.D
     spark = spark_session.session(spark_cfg)
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     edges = io.read_table(paths.EDGES, schemas.EDGES)
-    snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
+    meta = io.read_json(paths.INGEST_META)
+    snapshot = pd.Timestamp(meta["snapshot"])
     log = spark_table.read(spark, paths.IMPRESSIONS)
     context = pair_context(log, products, edges, snapshot)
-    models = fitted_models(log, context, snapshot, cfg)
+    models = fitted_models(log, context, snapshot, cfg, meta.get("attribution_days"))
     get = spark_table.shared(spark, (context, models, snapshot, cfg))
     example = weigh_batch(spark_table.as_pandas(log.limit(4).toPandas()), get())
     struct = spark_table.struct_of(example)

@@ -378,6 +378,8 @@ def write(cfg: IngestConfig, result: Ingested) -> dict:
             "snapshot": str(result.snapshot),
             "source": cfg.source,
             "exposures": exposures_kind(cfg, result),
+            # a store's raw logs attribute conversions within this window: none is seen later
+            "attribution_days": cfg.events.attribution_days if cfg.source == "events" else None,
             "cleaning": result.cleaning,
             "training_data": learned,
         },

@@ -46,16 +46,20 @@ def weigh(
     cfg: LabelDelayConfig,
     products: pd.DataFrame | None = None,
     edges: pd.DataFrame | None = None,
+    horizon_days: float | None = None,
 ) -> tuple[pd.DataFrame, dict[str, delay.DelayModel]]:
     """Pure core: fit the delay models on train (at most ``cfg.fit_sample_rows`` of its rows,
     ``delay_rows.fit_sample``); every split's rows with their flip probability and each
     method's target and weight. Without ``products``/``edges`` the models see engagement
-    only (then ``importance`` and ``importance_no_features`` agree)."""
+    only (then ``importance`` and ``importance_no_features`` agree). ``horizon_days``: the
+    attribution window of the labels (ingest's meta), past which no conversion is seen."""
     signals = delay.impression_signals(impressions, snapshot, products, edges)
     train = (impressions["split"] == "train").to_numpy()
     rate = delay_rows.sample_rate(int(train.sum()), cfg.fit_sample_rows)
     sample = delay_rows.fit_sample(impressions["impression_id"].to_numpy(), train, rate, cfg.seed)
-    models = delay_rows.fit_models(_fit_rows(signals, sample, cfg), signals.columns, cfg.delay_family)
+    models = delay_rows.fit_models(
+        _fit_rows(signals, sample, cfg), signals.columns, cfg.delay_family, horizon_days
+    )
     weighted = delay_rows.weighted_rows(impressions, signals, models, cfg.wait_days, cfg.max_weight)
     w = weighted["weight_importance_ipw"].to_numpy()
     positive = train & (weighted["label"].to_numpy() == 1)
@@ -165,8 +169,9 @@ def run(params_file: str = "params.yaml") -> dict:
     impressions = io.read_table(paths.IMPRESSIONS, schemas.IMPRESSIONS)
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     edges = io.read_table(paths.EDGES, schemas.EDGES)
-    snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
-    weighted, models = weigh(impressions, snapshot, cfg, products, edges)
+    meta = io.read_json(paths.INGEST_META)
+    snapshot = pd.Timestamp(meta["snapshot"])
+    weighted, models = weigh(impressions, snapshot, cfg, products, edges, meta.get("attribution_days"))
     signals = delay.impression_signals(impressions, snapshot, products, edges)
     io.write_table(weighted, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     io.write_json(models["importance"].to_dict(), paths.DELAY_MODEL)

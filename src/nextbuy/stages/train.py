@@ -16,6 +16,7 @@ import pandas as pd
 from nextbuy import paths
 from nextbuy.allocator import release_freed_memory
 from nextbuy.config import TrainConfig, load_section
+from nextbuy.domain.delay_model import DelayFamily
 from nextbuy.domain.graph.training_data import (
     conversion_validation,
     conversions,
@@ -83,7 +84,7 @@ def train_rounds(
     cfg: TrainConfig,
     *,
     architecture: Architecture,
-    delay_family: str,
+    delay_family: DelayFamily,
     progress: bool | str,
     collective: Collective | None = None,
     bootstrap: bool = False,
@@ -140,9 +141,11 @@ def fit(
     progress: bool = True,
     collective: Collective | None = None,
     architecture: Architecture | None = None,
+    delay_horizon_days: float | None = None,
 ):
     """Pure core: returns (model, moments, per-epoch history) of the model trained on ``graph``
-    (:func:`build_graph`). ``delay_family``: label_delay's (the EM step refits that model);
+    (:func:`build_graph`). ``delay_family``, ``delay_horizon_days``: label_delay's model's (the
+    EM step refits that model);
     ``collective``: this process's rank in a data-parallel run (None: one process); every rank
     trains its share, only rank 0 exports (the others get None for moments). ``architecture``:
     the train section's (None) or a variant of it (benchmarks compare some)."""
@@ -155,7 +158,7 @@ def fit(
         weighted,
         cfg,
         architecture=blade.Architecture.from_config(cfg) if architecture is None else architecture,
-        delay_family=delay_family,
+        delay_family=DelayFamily(delay_family, delay_horizon_days),
         progress=progress,
         collective=group,
     )
@@ -262,16 +265,19 @@ class StageInputs:
     features: sp.csr_matrix  # one row per product
     weighted: pd.DataFrame
     delay_family: str
+    delay_horizon_days: float | None  # the attribution window the delay is truncated at
 
     @classmethod
     def read(cls) -> StageInputs:
         products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
+        delay_model = io.read_json(paths.DELAY_MODEL)
         return cls(
             products,
             io.read_table(paths.EDGES, schemas.EDGES),
             io.read_sparse(paths.FEATURES, n_rows=len(products)),
             io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED),
-            io.read_json(paths.DELAY_MODEL)["family"],
+            delay_model["family"],
+            delay_model.get("horizon_days"),
         )
 
 
@@ -290,6 +296,7 @@ def run(params_file: str = "params.yaml") -> dict:
             data.weighted,
             cfg,
             delay_family=data.delay_family,
+            delay_horizon_days=data.delay_horizon_days,
             progress=not group.rank,
             collective=group,
         )

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.constants import WEIGHTING_METHODS
+from nextbuy.domain.delay_model import DelayFamily
 
 if TYPE_CHECKING:
     from nextbuy.config import TrainConfig
@@ -78,7 +79,7 @@ def conversion_validation(rows: pd.DataFrame, weighting: str, chunk: int):
     return validate
 
 
-def em_targets(weighted: pd.DataFrame, score: np.ndarray, method: str, family: str) -> pd.DataFrame:
+def em_targets(weighted: pd.DataFrame, score: np.ndarray, method: str, family: DelayFamily) -> pd.DataFrame:
     """``weighted`` with ``target_<method>`` of the train split recomputed by one EM step
     (``nextbuy.domain.delay.rescored_targets``): the delay model refitted with ``score``, a
     conversion model's logit of each training impression (train-split order), as a feature.
