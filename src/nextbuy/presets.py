@@ -68,10 +68,8 @@ def set_param_flags(preset: str | os.PathLike, params_file: str | os.PathLike = 
     applied(read_params(params_file), overrides, f"{preset} over {params_file}")  # validate first
     flags = []
     for key, value in _flat(overrides):
-        # compact JSON is YAML with no blanks, so the flags survive the shell's word splitting; a
-        # blank inside a text value (a product key such as "BANK CHARGES") goes as JSON's and
-        # YAML's \u0020 escape
-        text = json.dumps(value, separators=(",", ":")).replace(" ", "\\u0020")
+        # compact JSON is YAML with no blanks, so the flags survive the shell's word splitting
+        text = json.dumps(value, separators=(",", ":"))
         if any(c.isspace() for c in text):
             raise ValueError(f"{preset}: {key}: a value with blanks cannot pass through $(...)")
         flags += ["-S", f"{key}={text}"]

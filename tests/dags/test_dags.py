@@ -505,7 +505,11 @@ def next_run(monkeypatch, now: datetime, last_tick: datetime | None) -> datetime
 
     from nextbuy.orchestration import plugin
 
-    monkeypatch.setattr(plugin.timezone, "utcnow", lambda: pendulum.instance(now))
+    import airflow.timetables.trigger as airflow_trigger
+
+    clock = lambda: pendulum.instance(now)  # noqa: E731 - the one "now" of this check
+    monkeypatch.setattr(plugin.timezone, "utcnow", clock)
+    monkeypatch.setattr(airflow_trigger, "utcnow", clock)  # the timetable Airflow's own code asks
     last = None if last_tick is None else DataInterval(last_tick, last_tick)
     timetable = plugin.NextTickTimetable("0 0 * * *", timezone="UTC")
     from airflow.timetables.base import TimeRestriction

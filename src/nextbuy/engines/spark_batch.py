@@ -16,7 +16,7 @@ import pandas as pd
 from nextbuy.config import SparkConfig
 from nextbuy.engines import spark_session, spark_table
 from nextbuy.mlops import io
-from nextbuy.mlops.batch import shard_sources
+from nextbuy.mlops.batch import in_store_keys, shard_sources
 
 
 def write_top_k(
@@ -43,7 +43,7 @@ def write_top_k(
             for batch in batches:
                 for part in batch["id"].to_numpy(np.int64):
                     picked = sources[part * sources_per_file : (part + 1) * sources_per_file]
-                    recs = batch.in_store_keys(served, served.top_k(picked, k))
+                    recs = in_store_keys(served, served.top_k(picked, k))
                     recs.to_parquet(f"{folder}/part-{part:05d}.parquet", index=False)
                     yield pd.DataFrame({"part": [part], "rows": [len(recs)]})
 
