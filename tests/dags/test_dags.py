@@ -500,12 +500,11 @@ MIDNIGHT = datetime(2026, 11, 28, tzinfo=UTC)
 
 
 def next_run(monkeypatch, now: datetime, last_tick: datetime | None) -> datetime:
+    import airflow.timetables.trigger as airflow_trigger
     import pendulum
     from airflow.timetables.base import DataInterval
 
     from nextbuy.orchestration import plugin
-
-    import airflow.timetables.trigger as airflow_trigger
 
     clock = lambda: pendulum.instance(now)  # noqa: E731 - the one "now" of this check
     monkeypatch.setattr(plugin.timezone, "utcnow", clock)
