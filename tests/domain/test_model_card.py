@@ -215,3 +215,13 @@ def test_matured_metrics_use_only_traffic_old_enough_labelled_within_the_maturit
     columns = card_facts.maturity_columns(traffic, predictions, now, [7, 28])
     assert columns[["rows0", "conversions0", "rows1", "conversions1"]].sum().tolist() == [5, 2, 3, 2]
     assert columns["hits1"].sum() == 1  # recall 0.5 of 2
+
+
+def test_a_card_of_replayed_exposures_says_so_and_what_its_figures_measure():
+    snapshot = Snapshot(snapshot="2011-09-01 00:00:00", rows={"train": 700}, exposures="replayed")
+    body = render(a_card(snapshot=snapshot))
+    assert "| exposures | replayed |" in body
+    assert "**Replayed exposures**" in body
+    assert "not the effect of showing" in body
+    logged = render(a_card(snapshot=Snapshot(snapshot="2026-02-10 00:00:00", exposures="logged")))
+    assert "**Replayed exposures**" not in logged

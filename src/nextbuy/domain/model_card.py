@@ -33,6 +33,7 @@ class Snapshot(Record):
     products: int | None = None
     ingested_md5: str | None = None  # data/ingested as DVC hashes it (md5 of its .dir listing)
     weighted_md5: str | None = None  # data/weighted, likewise
+    exposures: str | None = None  # logged | replayed (from the store's orders) | simulated
 
 
 class ParamChange(Record):

@@ -4,6 +4,7 @@ release knew, then the matured metrics; a value nobody recorded reads "unknown".
 from __future__ import annotations
 
 from nextbuy.domain.model_card import Card, flagged, snapshot_id
+from nextbuy.domain.replay import REPLAYED_NOTE
 
 UNKNOWN = "unknown"
 
@@ -68,9 +69,11 @@ def _data(card: Card) -> list[str]:
             ["products", _text(s.products)],
             ["ingested data (DVC md5)", f"`{_text(s.ingested_md5)}`"],
             ["weighted data (DVC md5)", f"`{_text(s.weighted_md5)}`"],
+            ["exposures", _text(s.exposures)],
         ],
     )
-    return ["## Data", "", *table, "", _maturity(card), ""]
+    replayed = [f"**Replayed exposures**: {REPLAYED_NOTE}.", ""] if s.exposures == "replayed" else []
+    return ["## Data", "", *table, "", *replayed, _maturity(card), ""]
 
 
 def _code(card: Card) -> list[str]:

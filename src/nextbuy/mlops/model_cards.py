@@ -75,6 +75,7 @@ def snapshot_of(weighted: pd.DataFrame, training_data: dict | None, products: in
         products=products,
         ingested_md5=dvc_md5(paths.INGESTED),
         weighted_md5=dvc_md5(paths.WEIGHTED),
+        exposures=io.read_json(paths.INGEST_META).get("exposures") if paths.INGEST_META.exists() else None,
     )
 
 
