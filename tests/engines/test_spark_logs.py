@@ -248,3 +248,28 @@ def test_the_stage_writes_what_pandas_writes_and_a_bad_row_then_exits_as_on_pand
         assert not [p for p in Path("data").iterdir() if p.name.startswith(".spark")]
     finally:
         os.chdir(before)
+
+
+def test_an_orders_only_export_ingests_on_spark_as_on_pandas(local_spark, tmp_path, monkeypatch):
+    """Online Retail's slice as it comes: read by the pandas reader (its own columns and
+    cleaning), co-purchases and the replayed exposures' attribution built on Spark, every
+    table equal to the pandas engine's."""
+    from nextbuy.config import EngineConfig, merge
+    from nextbuy.presets import read_preset
+    from nextbuy.stages import ingest
+
+    root = Path(__file__).parents[2]
+    monkeypatch.chdir(tmp_path)
+    events = read_preset(root / "presets" / "online-retail.yaml")["ingest"]["events"]
+    events |= {"orders_path": str(root / "tests" / "data" / "online_retail_slice.parquet")}
+    params = merge(TINY_PARAMS["ingest"], {"source": "events", "snapshot": "2011-09-01", "events": events})
+    cfg = IngestConfig.model_validate(params)
+    on_pandas = ingest.ingest(cfg)
+    on_spark = ingest.ingest(
+        cfg, EngineConfig.model_validate({"kind": "spark", "spark": local_spark.model_dump()})
+    )
+    pd.testing.assert_frame_equal(on_spark.products, on_pandas.products)
+    pd.testing.assert_frame_equal(on_spark.edges, on_pandas.edges)
+    pd.testing.assert_frame_equal(on_spark.impressions, on_pandas.impressions)
+    pd.testing.assert_frame_equal(on_spark.replay_policy, on_pandas.replay_policy)
+    assert on_spark.cleaning == on_pandas.cleaning
