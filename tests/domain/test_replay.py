@@ -33,6 +33,18 @@ def orders(rows: list[tuple[int, int, pd.Timestamp]]) -> pd.DataFrame:
     return pd.DataFrame({"customer": customer, "product": product, "ordered_at": pd.to_datetime(list(at))})
 
 
+def random_orders(seed: int, customers: int, products: int, days: int, lines: int) -> pd.DataFrame:
+    """Order lines at random hours of ``days`` days, each line once (as the reader leaves them)."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "customer": rng.integers(0, customers, lines),
+            "product": rng.integers(0, products, lines),
+            "ordered_at": T0 + pd.to_timedelta(rng.integers(0, 24 * days, lines), unit="h"),
+        }
+    ).drop_duplicates(ignore_index=True)
+
+
 def replayed(frame: pd.DataFrame, n: int, settings: ReplayConfig, **kwargs) -> replay.Replayed:
     pairs = events.co_purchase_pairs(
         frame["customer"].to_numpy(np.int64),
@@ -73,14 +85,7 @@ def test_the_policy_shows_only_co_purchases_completed_before_the_day_began():
 
 
 def test_exploration_draws_uniformly_from_products_ordered_before_and_records_its_propensity():
-    rng = np.random.default_rng(0)
-    rows = [
-        (int(c), int(p), T0 + pd.Timedelta(hours=int(h)))
-        for c, p, h in zip(
-            rng.integers(0, 300, 4000), rng.integers(0, 40, 4000), rng.integers(0, 24 * 20, 4000), strict=True
-        )
-    ]
-    frame = orders(rows).drop_duplicates(ignore_index=True)  # an order line once, as the reader leaves it
+    frame = random_orders(seed=0, customers=300, products=40, days=20, lines=4000)
     out = replayed(frame, 40, cfg(shown_per_order=3, explore_share=0.3))
     policy = out.policy
     explored = policy["explored"]
@@ -103,14 +108,7 @@ def test_exploration_draws_uniformly_from_products_ordered_before_and_records_it
 
 
 def test_a_lines_exposures_are_the_same_whichever_span_is_replayed():
-    rng = np.random.default_rng(1)
-    rows = [
-        (int(c), int(p), T0 + pd.Timedelta(hours=int(h)))
-        for c, p, h in zip(
-            rng.integers(0, 200, 3000), rng.integers(0, 60, 3000), rng.integers(0, 24 * 30, 3000), strict=True
-        )
-    ]
-    frame = orders(rows).drop_duplicates(ignore_index=True)  # an order line once, as the reader leaves it
+    frame = random_orders(seed=1, customers=200, products=60, days=30, lines=3000)
     settings = cfg(shown_per_order=4, explore_share=0.5)
     whole = replayed(frame, 60, settings).impressions
     cut = T0 + 12 * DAY

@@ -93,3 +93,19 @@ def check_graph_size(products: pd.DataFrame, edges: pd.DataFrame, origin: str) -
             f"cleaning and snapshot censoring; ingest needs at least {MIN_GRAPH_PRODUCTS} products "
             f"and {MIN_GRAPH_EDGES} edges",
         )
+
+
+def check_orders_span(orders: pd.DataFrame, window_days: float, origin: str) -> None:
+    """DataError when the orders span less than one co-purchase window: no customer could be
+    seen buying again within it, so the graph would be an artefact of where the log starts."""
+    if orders.empty:
+        return
+    span = orders["ordered_at"].max() - orders["ordered_at"].min()
+    if span < pd.Timedelta(days=window_days):
+        raise io.DataError(
+            origin,
+            f"the orders span {span} (from {orders['ordered_at'].min()} to {orders['ordered_at'].max()}), "
+            f"less than ingest.events.graph_window_days={window_days:g}: bring a longer export or "
+            "shorten the window",
+            column="ordered_at",
+        )

@@ -241,6 +241,21 @@ def attribute(
     )
 
 
+def replayed_exposures(
+    orders: pd.DataFrame, n_products: int, cfg: EventsConfig, replay: ReplayConfig
+) -> exposures.Replayed:
+    """The exposures ``domain.replay`` replays at the order lines of ``orders``, from the
+    co-purchase pairs of rule 2 over them."""
+    every_pair = co_purchase_pairs(
+        orders["customer"].to_numpy(np.int64),
+        orders["product"].to_numpy(np.int64),
+        _ns(orders["ordered_at"]),
+        round(cfg.graph_window_days * NS_PER_DAY),
+        cfg.graph_lookback_orders,
+    )
+    return exposures.replay(orders, every_pair, n_products, replay)
+
+
 @dataclass(frozen=True)
 class Builders:
     """What computes rules 2 and 3 (both per customer): :func:`co_purchase_edges` and
@@ -284,14 +299,7 @@ def build_from_logs(
     policy = None
     replay_counts: dict[str, int] = {}
     if replay is not None:
-        every_pair = co_purchase_pairs(
-            orders["customer"].to_numpy(np.int64),
-            orders["product"].to_numpy(np.int64),
-            _ns(orders["ordered_at"]),
-            round(cfg.graph_window_days * NS_PER_DAY),
-            cfg.graph_lookback_orders,
-        )
-        replayed = exposures.replay(orders, every_pair, n_products, replay)
+        replayed = replayed_exposures(orders, n_products, cfg, replay)
         impressions, policy, replay_counts = replayed.impressions, replayed.policy, replayed.counts
     labelled = builders.attribute(
         impressions, orders, interactions, n_products, round(cfg.attribution_days * NS_PER_DAY)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 from nextbuy.data.ingest_checks import (
     censored,
     check_graph_size,
+    check_orders_span,
     check_splits,
     finalise,
     refuse_future_events,
@@ -131,22 +132,6 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
         features=source_features(None, n),
         replay_policy=built.policy,
     )
-
-
-def check_orders_span(orders: pd.DataFrame, window_days: float, origin: str) -> None:
-    """DataError when the orders span less than one co-purchase window: no customer could be
-    seen buying again within it, so the graph would be an artefact of where the log starts."""
-    if orders.empty:
-        return
-    span = orders["ordered_at"].max() - orders["ordered_at"].min()
-    if span < pd.Timedelta(days=window_days):
-        raise io.DataError(
-            origin,
-            f"the orders span {span} (from {orders['ordered_at'].min()} to {orders['ordered_at'].max()}), "
-            f"less than ingest.events.graph_window_days={window_days:g}: bring a longer export or "
-            "shorten the window",
-            column="ordered_at",
-        )
 
 
 def ingest_built_on_spark(cfg: IngestConfig, built: spark_logs.BuiltOnSpark) -> Ingested:

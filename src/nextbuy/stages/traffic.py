@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy import paths
-from nextbuy.config import DriftConfig, EngineConfig, EventsConfig, IngestConfig, TrafficConfig, load_section
+from nextbuy.config import DriftConfig, EngineConfig, IngestConfig, TrafficConfig, load_section
 from nextbuy.domain.timeunits import DAY
 from nextbuy.mlops import io, schemas
 
@@ -116,7 +116,7 @@ def logged_after_snapshot(
     if not ev.impressions_path:
         # The policy replayed over every order line, as ingest replays those up to the
         # snapshot (the same exposures and ids there), refreshing as the store's days go on.
-        logged = replayed_exposures(logs.orders, len(logs.products), ev)
+        logged = events.replayed_exposures(logs.orders, len(logs.products), ev, ev.replay).impressions
     to_ingested = pd.Index(products["product_key"]).get_indexer(logs.products["product_key"])
     imp = logged.assign(source_id=to_ingested[logged["source_id"]])
     imp = imp.assign(shown_id=to_ingested[imp["shown_id"]])[imp["shown_at"] > snapshot]
@@ -134,20 +134,6 @@ def logged_after_snapshot(
     )
     labelled = labelled.sort_values(["shown_at", "impression_id"], ignore_index=True)
     return labelled, snapshot, logs.last_event, int(unknown.sum())
-
-
-def replayed_exposures(orders: pd.DataFrame, n_products: int, ev: EventsConfig) -> pd.DataFrame:
-    """The exposures ``domain.replay`` replays over every order line of a store's coded orders."""
-    from nextbuy.domain import events, replay
-
-    pairs = events.co_purchase_pairs(
-        orders["customer"].to_numpy(np.int64),
-        orders["product"].to_numpy(np.int64),
-        orders["ordered_at"].to_numpy("datetime64[ns]").view(np.int64),
-        round(ev.graph_window_days * events.NS_PER_DAY),
-        ev.graph_lookback_orders,
-    )
-    return replay.replay(orders, pairs, n_products, ev.replay).impressions
 
 
 def read_traffic_log(path: str) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:
