@@ -17,7 +17,11 @@ u -> v scores above v -> u, ties half). Methods, fitted on what was known at S o
 * ``co_purchase``: pairs u -> v counted (item-to-item), popularity breaking ties;
 * ``mf``: a rank-``MF_RANK`` truncated SVD of the log-counted co-purchase matrix (seeded);
 * ``blade``: the pipeline's model (``train.fit`` on the label_delay stage's weighted rows),
-  ranked by its mean logit, one fit per seed.
+  ranked by its mean logit, one fit per seed;
+* ``served``: what the pipeline serves with that model: the calibrate stage's out-of-fold
+  choice (``nextbuy.domain.served_ranking``, on the calibration split's next purchases before
+  S) between the model's served order (accepted first, then calibrated probability, with the
+  thresholds stage's per-bucket thresholds) and a count ranking.
 
 **Delay** (:func:`delay`): ``bench delay``'s comparison with the real oracle. The conversion
 model trains on the exposures up to S with each weighting (labels censored at S) and on the
@@ -37,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from nextbuy.config import section_config, with_changes
 from nextbuy.mlops import io
@@ -47,8 +52,8 @@ HORIZON_DAYS = 30
 MAX_TEST_PAIRS = 20_000
 TEST_SEED = 7
 MF_RANK = 32
-RANK_CHUNK_CELLS = 20_000_000  # sources x products scored at once
-RANKING_KEYS = ("popularity", "co_purchase", "mf", "blade")
+RANKING_KEYS = ("popularity", "co_purchase", "mf", "blade", "served")
+BASELINES = ("popularity", "co_purchase", "mf")
 DELAY_KEYS = ("naive", "wait", "importance", "importance_ipw", "oracle")
 BENCH_TRAIN = {"epochs": 6, "patience": 2, "ensemble_members": 2, "ensemble_epochs": 1, "em_rounds": 0}
 
@@ -80,61 +85,31 @@ def at_snapshot_and_end(params: dict):
     return now, later
 
 
-def test_pairs(params: dict, snapshot: pd.Timestamp) -> pd.DataFrame:
-    """The next purchases after the snapshot: (u, v) pairs of rule 2 completed within
-    HORIZON_DAYS after it, one per customer and pair, at most MAX_TEST_PAIRS."""
+def orders_of(params: dict):
+    """The store's order lines as the pipeline reads them (every line, to the log's end)."""
     from nextbuy.data.sources import read_event_logs
-    from nextbuy.domain import events
 
     cfg = section_config(params, "ingest")
     ev = cfg.events
     logs = read_event_logs(
         str(ev.orders_path), None, None, cfg.catalogue_path, None, cfg.max_event_gap_days, ev
     )
-    orders = logs.orders
-    customer = orders["customer"].to_numpy(np.int64)
-    order = np.lexsort((orders["ordered_at"].to_numpy("datetime64[ns]").view(np.int64), customer))
-    c, p = customer[order], orders["product"].to_numpy(np.int64)[order]
-    t = orders["ordered_at"].to_numpy("datetime64[ns]").view(np.int64)[order]
-    lo, hi = snapshot.value, (snapshot + pd.Timedelta(days=HORIZON_DAYS)).value
-    window = round(ev.graph_window_days * events.NS_PER_DAY)
-    rows = []
-    for lag in range(1, ev.graph_lookback_orders + 1):
-        gap = t[lag:] - t[:-lag]
-        keep = (c[lag:] == c[:-lag]) & (gap > 0) & (gap <= window) & (p[lag:] != p[:-lag])
-        keep &= (t[lag:] > lo) & (t[lag:] <= hi) & (t[:-lag] > lo)  # both orders after S
-        rows.append(pd.DataFrame({"customer": c[lag:][keep], "u": p[:-lag][keep], "v": p[lag:][keep]}))
-    pairs = pd.concat(rows, ignore_index=True).drop_duplicates()
+    return logs.orders
+
+
+def test_pairs(params: dict, orders: pd.DataFrame, snapshot: pd.Timestamp) -> pd.DataFrame:
+    """The next purchases after the snapshot: (u, v) pairs of rule 2 with both orders within
+    HORIZON_DAYS after it, one per customer and pair, at most MAX_TEST_PAIRS."""
+    from nextbuy.domain import events
+
+    after = (orders["ordered_at"] > snapshot) & (
+        orders["ordered_at"] <= snapshot + pd.Timedelta(days=HORIZON_DAYS)
+    )
+    pairs = events.next_purchases(orders[after], section_config(params, "ingest").events)
+    pairs = pairs.drop_duplicates(["customer", "source_id", "next_id"])
     if len(pairs) > MAX_TEST_PAIRS:
         pairs = pairs.sample(MAX_TEST_PAIRS, random_state=TEST_SEED)
-    return pairs[["u", "v"]].reset_index(drop=True)
-
-
-def known_counts(now, n: int):
-    """What was known at S: order lines per product and co-purchase pair counts."""
-    import scipy.sparse as sp
-
-    edges = now.edges
-    pairs = (edges["src"].to_numpy(), edges["dst"].to_numpy())
-    counts = sp.csr_matrix((edges["weight"].to_numpy(np.float64), pairs), shape=(n, n))
-    popularity = np.asarray(counts.sum(axis=0)).ravel() + np.asarray(counts.sum(axis=1)).ravel()
-    return counts, popularity
-
-
-def ranks_of(score_rows, u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
-    """The rank (1 = first) of v among every product but u, for source u, by ``score_rows``
-    (sources -> (len, n) scores); ties count half."""
-    ranks = np.empty(len(u))
-    step = max(1, RANK_CHUNK_CELLS // n)
-    for a in range(0, len(u), step):
-        su, sv = u[a : a + step], v[a : a + step]
-        s = np.asarray(score_rows(su), dtype=np.float64)
-        s[np.arange(len(su)), su] = -np.inf  # never recommend u for u
-        target = s[np.arange(len(su)), sv][:, None]
-        above = (s > target).sum(axis=1)
-        tied = (s == target).sum(axis=1) - 1
-        ranks[a : a + step] = above + 1 + tied / 2
-    return ranks
+    return pairs.rename(columns={"source_id": "u", "next_id": "v"})[["u", "v"]].reset_index(drop=True)
 
 
 def ranking_metrics(ranks: np.ndarray) -> dict[str, float]:
@@ -152,27 +127,33 @@ def direction(score_pair, u: np.ndarray, v: np.ndarray) -> float:
     return float(((forward > backward) + 0.5 * (forward == backward)).mean())
 
 
-def _rankers(now, params: dict, seed: int) -> dict:
-    """Each method as (rows scorer, pair scorer)."""
+def _rankers(now, orders: pd.DataFrame, params: dict, seed: int) -> tuple[dict, str]:
+    """Each method as (rows scorer, pair scorer), and which ranking the pipeline serves."""
     from scipy.special import expit
     from sklearn.utils.extmath import randomized_svd
 
-    from nextbuy.domain.graph.scoring import pair_logit_moments
-    from nextbuy.stages import label_delay, train
+    from nextbuy.domain import retrieval, served_ranking
+    from nextbuy.domain.graph.scoring import all_targets_logit_moments, pair_logit_moments
+    from nextbuy.domain.uncertainty import assign_buckets
+    from nextbuy.stages import calibrate, ingest, label_delay, thresholds, train
 
     n = len(now.products)
-    counts, popularity = known_counts(now, n)
-    tiebreak = popularity / (popularity.max() + 1) * 1e-3
+    edges = now.edges
+    tables = served_ranking.CountTables.from_edges(
+        edges["src"].to_numpy(), edges["dst"].to_numpy(), edges["weight"].to_numpy(), n
+    )
+    popularity = tables.popularity
     out = {
         "popularity": (
-            lambda su: np.broadcast_to(popularity, (len(su), n)).copy(),
+            lambda su: tables.scores("popularity", su),
             lambda a, b: popularity[b],
         ),
         "co_purchase": (
-            lambda su: counts[su].toarray() + tiebreak,
-            lambda a, b: np.asarray(counts[a, b]).ravel() + tiebreak[b],
+            lambda su: tables.scores("co_purchase", su),
+            lambda a, b: tables.pair_count(a, b) + tables.tiebreak()[b],
         ),
     }
+    counts = sp.csr_matrix((tables.counts, tables.indices, tables.indptr), shape=(n, n))
     left, sigma, right = randomized_svd(counts.log1p(), MF_RANK, random_state=seed)
     us, vt = left * sigma, right
     out["mf"] = (lambda su: us[su] @ vt, lambda a, b: (us[a] * vt[:, b].T).sum(axis=1))
@@ -191,21 +172,47 @@ def _rankers(now, params: dict, seed: int) -> dict:
         return (moments["s_mean"][su] * w) @ targets
 
     out["blade"] = (blade_rows, lambda a, b: expit(pair_logit_moments(moments, a, b)[0]))
-    return out
+
+    # What the pipeline serves: calibrate's choice on the calibration split's next purchases,
+    # then its order (the model's served key: accepted first, then calibrated probability).
+    calibrate_cfg = section_config(params, "calibrate")
+    scored, calibration = calibrate.score_holdout(weighted, moments, calibrate_cfg)
+    policy, _ = thresholds.fit(scored, calibration.n_buckets, section_config(params, "thresholds"))
+    ingest_cfg = section_config(params, "ingest")
+    held_out = ingest.held_out_purchases(now.products, orders, now.snapshot, ingest_cfg)
+    choice, _ = calibrate.choose_ranking(
+        held_out, weighted, moments, calibration, edges, calibrate_cfg.served_ranking
+    )
+
+    def served_rows(su: np.ndarray) -> np.ndarray:
+        if choice.served != "model":
+            return tables.scores(choice.served, su)
+        score, uncertainty = retrieval.serving_score(*all_targets_logit_moments(moments, su, n))
+        bucket = assign_buckets(uncertainty, calibration.edges)
+        return retrieval.ranking_key(score, bucket, calibration, policy)[2]
+
+    served_pair = dict(out)[choice.served if choice.served != "model" else "blade"][1]
+    out["served"] = (served_rows, served_pair)
+    return out, choice.served
 
 
 def ranking(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
+    from nextbuy.domain.served_ranking import ranks_by
+
     params = store_params(store, params_file)
     now, _ = at_snapshot_and_end(params)
-    pairs = test_pairs(params, now.snapshot)
+    orders = orders_of(params)
+    pairs = test_pairs(params, orders, now.snapshot)
     u, v = pairs["u"].to_numpy(np.int64), pairs["v"].to_numpy(np.int64)
     n = len(now.products)
-    per_seed = []
+    per_seed, served = [], []
     for s in range(seeds):
-        rankers = _rankers(now, params, seed=s)
+        rankers, chosen = _rankers(now, orders, params, seed=s)
+        served.append(chosen)
         row = {}
         for key, (rows, pair) in rankers.items():
-            row[key] = ranking_metrics(ranks_of(rows, u, v, n)) | {"direction": direction(pair, u, v)}
+            ranks = ranks_by(lambda su, _, rows=rows: rows(su), u, v, n)
+            row[key] = ranking_metrics(ranks) | {"direction": direction(pair, u, v)}
             print(f"seed {s} {key}: {row[key]}", flush=True)
         per_seed.append(row)
     metrics = ("hits@10", "hits@20", "ndcg@10", "mrr", "direction")
@@ -216,15 +223,15 @@ def ranking(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
             m: {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0}
             for m, x in values.items()
         }
-    best = max(
-        (k for k in RANKING_KEYS if k != "blade"), key=lambda k: figures["methods"][k]["hits@20"]["mean"]
-    )
+    best = max(BASELINES, key=lambda k: figures["methods"][k]["hits@20"]["mean"])
     figures["best_baseline"] = best
-    figures["paired_blade_minus"] = {
-        m: {k: g for k, g in paired.paired_gaps(per_seed, "blade", m, RANKING_KEYS).items()} for m in metrics
-    }
-    blade_ci = figures["paired_blade_minus"]["hits@20"][best]["ci95"]
-    figures["blade_below_best_baseline_beyond_ci"] = bool(blade_ci[1] < 0)
+    figures["served_ranking_per_seed"] = served
+    for method in ("blade", "served"):
+        figures[f"paired_{method}_minus"] = {
+            m: paired.paired_gaps(per_seed, method, m, BASELINES) for m in metrics
+        }
+        ci = figures[f"paired_{method}_minus"]["hits@20"][best]["ci95"]
+        figures[f"{method}_below_best_baseline_beyond_ci"] = bool(ci[1] < 0)
     figures["data"] = {
         "store": store,
         "snapshot": str(now.snapshot),

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from nextbuy_lab.real_stores import direction, ranking_metrics, ranks_of
+from nextbuy.domain.served_ranking import ranks_by
+from nextbuy_lab.real_stores import direction, ranking_metrics
 
 
 def test_ranks_exclude_the_source_and_count_ties_half():
     scores = np.array([[9.0, 5.0, 5.0, 1.0], [0.0, 9.0, 3.0, 3.0]])
-    rows = lambda su: scores[su]  # noqa: E731 - a scorer
+    rows = lambda su, sv: scores[su]  # noqa: E731 - a scorer
     # source 0: itself (9) left out, target 2 ties with 1 -> rank 1.5; source 1: target 0 is last
-    ranks = ranks_of(rows, np.array([0, 1]), np.array([2, 0]), 4)
+    ranks = ranks_by(rows, np.array([0, 1]), np.array([2, 0]), 4)
     assert ranks.tolist() == [1.5, 3.0]
     metrics = ranking_metrics(np.array([1.0, 12.0]))
     assert metrics["hits@10"] == 0.5

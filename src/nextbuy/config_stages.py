@@ -70,10 +70,20 @@ class TrainConfig(_Section):
         return self
 
 
+class ServedRankingConfig(_Section):
+    """The out-of-fold choice of the served top-K order (``nextbuy.domain.served_ranking``)."""
+
+    k: int = Field(ge=1)  # Hits@k decides
+    max_rows: int = Field(ge=2)  # calibration-split next purchases ranked (a seeded sample above it)
+    confidence: float = Field(gt=0.0, lt=1.0)  # a count ranking is served when its gap's CI is above zero
+    seed: int
+
+
 class CalibrateConfig(_Section):
     n_buckets: int = Field(ge=1)
     maturity_days: float = Field(ge=0.0)
     min_bucket_size: int = Field(ge=1)
+    served_ranking: ServedRankingConfig
 
 
 class ThresholdsConfig(_Section):

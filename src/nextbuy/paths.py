@@ -14,6 +14,8 @@ PRODUCTS = INGESTED / "products.parquet"
 EDGES = INGESTED / "edges.parquet"
 IMPRESSIONS = INGESTED / "impressions.parquet"
 REPLAY_POLICY = INGESTED / "replay_policy.parquet"  # replayed exposures' slot and propensity
+# The calibration split's next purchases u -> v from the orders: the served ranking is judged on them.
+NEXT_PURCHASES = INGESTED / "next_purchases.parquet"
 # The source's own node features (sparse, rows = products in product_id order; (n, 0) if none).
 FEATURES = INGESTED / "features.npz"
 INGEST_META = INGESTED / "meta.json"
@@ -35,6 +37,8 @@ GNN_META = GNN / "meta.json"
 CALIBRATION = Path("models/calibration")
 SCORED = CALIBRATION / "scored.parquet"
 CALIBRATION_MODEL = CALIBRATION / "calibration.json"
+SERVED_RANKING = CALIBRATION / "served_ranking.json"  # the served top-K order and why
+COUNT_TABLES = CALIBRATION / "counts.npz"  # co-purchase counts and popularity, served with the model
 
 THRESHOLDS = Path("models/thresholds")
 THRESHOLDS_MODEL = THRESHOLDS / "thresholds.json"

@@ -951,3 +951,55 @@ def test_store_keys_that_cannot_be_mapped_are_refused_saying_what_to_send(keyed_
 def test_a_model_without_store_keys_refuses_a_request_in_keys(model):
     message = refusal(model.predict, None, pd.DataFrame({"source_key": ["85000A"], "candidate_key": ["1"]}))
     assert "send source_id and candidate_id" in message
+
+
+def counted(bundle: ServingBundle, ranked_by: str) -> ServingBundle:
+    """``bundle`` serving a count order over a few bought pairs."""
+    from nextbuy.domain.served_ranking import CountTables
+
+    tables = CountTables.from_edges(
+        np.array([0, 0, 0, 5]), np.array([7, 3, 9, 9]), np.array([5.0, 2.0, 1.0, 40.0]), bundle.n_products
+    )
+    return dataclasses.replace(bundle, ranked_by=ranked_by, counts=tables)
+
+
+def test_a_count_order_ranks_top_k_by_counts_and_answers_with_the_models_columns(bundle):
+    served = counted(bundle, "co_purchase")
+    top = served.top_k(np.array([0, 5]), 3)
+    assert top[top["source_id"] == 0]["candidate_id"].tolist() == [7, 3, 9]  # bought after 0, most first
+    assert top[top["source_id"] == 5]["candidate_id"].tolist()[0] == 9
+    pairs = bundle.score(top["source_id"].to_numpy(), top["candidate_id"].to_numpy())
+    columns = ["score", "uncertainty", "bucket", "prob_calibrated", "decision"]
+    pd.testing.assert_frame_equal(top[columns].reset_index(drop=True), pairs[columns])
+    unseen = served.top_k(np.array([999]), 2)  # a product the model never saw: popularity
+    assert unseen["candidate_id"].tolist() == [9, 5]
+    assert unseen["cold_start"].all()
+    by_popularity = counted(bundle, "popularity").top_k(np.array([0]), 2)
+    assert by_popularity["candidate_id"].tolist() == [9, 5]
+
+
+def test_the_served_order_round_trips_through_the_model_files(tmp_path):
+    from nextbuy.bench.serving_fixtures import write_bundle_files
+    from nextbuy.domain.served_ranking import CountTables, RankingChoice
+    from nextbuy.mlops import io
+
+    artifacts = tmp_path / "model" / "artifacts"
+    write_bundle_files(artifacts, n_products=40, d=4, n_fit=2000)
+    assert (
+        ServingBundle.from_model_dir(tmp_path / "model").ranked_by == "model"
+    )  # registered before the choice
+    choice = RankingChoice("popularity", 20, 100, {"model": 0.1, "popularity": 0.3}, {}, 0.95, "won", "test")
+    io.write_json(choice.to_dict(), artifacts / serving.SERVED_RANKING_FILE)
+    with pytest.raises(io.DataError, match=r"counts\.npz"):
+        ServingBundle.from_model_dir(tmp_path / "model")
+    tables = CountTables.from_edges(np.array([1, 2]), np.array([2, 3]), np.array([1.0, 4.0]), 40)
+    io.write_npz(tables.to_arrays(), artifacts / serving.COUNTS_FILE)
+    loaded = ServingBundle.from_model_dir(tmp_path / "model")
+    assert loaded.ranked_by == "popularity"
+    assert loaded.top_k(np.array([0]), 2)["candidate_id"].tolist() == [2, 3]  # in 2 pairs, then 3
+    io.write_npz(
+        CountTables.from_edges(np.array([1]), np.array([2]), np.array([1.0]), 39).to_arrays(),
+        artifacts / serving.COUNTS_FILE,
+    )
+    with pytest.raises(io.DataError, match="39 products for a model of 40"):
+        ServingBundle.from_model_dir(tmp_path / "model")

@@ -125,6 +125,7 @@ def test_run_writes_uncertainty_metrics_and_the_score_band_plot(pipeline, tmp_pa
     io.write_npz(moments, paths.GNN_MOMENTS)
     io.write_table(data.edges, paths.EDGES, schemas.EDGES)
     io.write_json({"snapshot": str(data.snapshot)}, paths.INGEST_META)
+    io.write_empty_table(paths.NEXT_PURCHASES, schemas.NEXT_PURCHASES)  # a store with no order lines
 
     returned = calibrate.run()
     metrics = json.loads(paths.metrics_file("calibrate").read_text())
@@ -171,3 +172,42 @@ def test_the_reliability_diagram_is_drawn_out_of_sample_so_miscalibration_can_sh
         return float((t["count"] * (t["mean_predicted"] - t["observed_rate"]).abs()).sum() / t["count"].sum())
 
     assert gap(off) > gap(table) + 0.01
+
+
+def test_the_served_order_is_judged_on_next_purchases_when_ingest_has_them(trained):
+    weighted, _ = trained
+    settings = config("calibrate").served_ranking
+    none = io.empty_table(schemas.NEXT_PURCHASES)
+    exposures, judged_on = calibrate.judged_purchases(none, weighted, settings)
+    assert "bought exposures" in judged_on  # a store ingested without order lines
+    bought = weighted[(weighted["split"] == "calib") & (weighted["label"] == 1)]
+    assert len(exposures) == min(len(bought), settings.max_rows)
+    purchases = pd.DataFrame(
+        {"source_id": [0, 1, 2, 2], "next_id": [1, 2, 2, 0], "ordered_at": pd.Timestamp("2026-01-01")}
+    )
+    judged, judged_on = calibrate.judged_purchases(purchases, weighted, settings)
+    assert "next purchases" in judged_on
+    assert judged[["source_id", "next_id"]].values.tolist() == [[0, 1], [1, 2], [2, 0]]  # never itself
+
+
+def test_run_records_the_served_order_and_the_counts_it_would_rank_by(
+    pipeline, tmp_path, monkeypatch, tiny_params
+):
+    data, weighted, moments = pipeline
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    io.write_table(weighted, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
+    io.write_npz(moments, paths.GNN_MOMENTS)
+    io.write_table(data.edges, paths.EDGES, schemas.EDGES)
+    io.write_json({"snapshot": str(data.snapshot)}, paths.INGEST_META)
+    io.write_empty_table(paths.NEXT_PURCHASES, schemas.NEXT_PURCHASES)
+
+    metrics = calibrate.run()
+    choice = json.loads(paths.SERVED_RANKING.read_text())
+    assert metrics["served_ranking"] == choice
+    assert choice["served"] in ("model", "co_purchase", "popularity")
+    assert set(choice["hits"]) == {"model", "co_purchase", "popularity"}
+    assert choice["reason"]
+    counts = np.load(paths.COUNT_TABLES)
+    assert counts["counts"].sum() == pytest.approx(data.edges["weight"].sum())
+    assert len(counts["popularity"]) == len(data.products)

@@ -372,14 +372,28 @@ def render_real_ranking(name: str, result: dict) -> list[str]:
     for method, figures in result["methods"].items():
         lines.append(f"| `{method}` | " + " | ".join(_mean_std(figures[m]) for m in metrics) + " |")
     best = result["best_baseline"]
-    lines += ["", f"BLADE minus the best baseline (`{best}`, by Hits@20), paired over seeds:\n"]
-    lines += _table("| figure | difference | 95% CI |")
-    for metric in metrics:
-        gap = result["paired_blade_minus"][metric][best]
-        low, high = gap["ci95"]
-        lines.append(f"| {metric} | {gap['mean']:+.4f} | [{low:+.4f}, {high:+.4f}] |")
-    below = result["blade_below_best_baseline_beyond_ci"]
-    lines += ["", f"BLADE below the best baseline beyond its CI (Hits@20): **{'yes' if below else 'no'}**."]
+    names = {"blade": "BLADE", "served": "The served order"}
+    for method in ("blade", "served"):
+        paired = result.get(f"paired_{method}_minus")
+        if paired is None:  # result files from before the served order was measured
+            continue
+        lines += ["", f"{names[method]} minus the best baseline (`{best}`, by Hits@20), paired over seeds:\n"]
+        lines += _table("| figure | difference | 95% CI |")
+        for metric in metrics:
+            gap = paired[metric][best]
+            low, high = gap["ci95"]
+            lines.append(f"| {metric} | {gap['mean']:+.4f} | [{low:+.4f}, {high:+.4f}] |")
+        below = "yes" if result[f"{method}_below_best_baseline_beyond_ci"] else "no"
+        lines += ["", f"{names[method]} below the best baseline beyond its CI (Hits@20): **{below}**."]
+    served = result.get("served_ranking_per_seed")
+    if served:
+        counted = ", ".join(f"`{name}` {served.count(name)}" for name in dict.fromkeys(served))
+        lines += [
+            "",
+            "The served order is what the pipeline would serve with each seed's model: calibrate's "
+            "out-of-fold choice on the calibration split's next purchases before the snapshot "
+            f"(seeds: {counted}).",
+        ]
     return lines
 
 

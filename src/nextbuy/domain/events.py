@@ -46,6 +46,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -99,19 +100,54 @@ def co_purchase_pairs(
     customer: np.ndarray, product: np.ndarray, ordered_ns: np.ndarray, window_ns: int, lookback: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair of rule 2: (u, v, the later order's time in ns), one per pair of lines."""
+    pairs = timed_pairs(customer, product, ordered_ns, window_ns, lookback)
+    return pairs.u, pairs.v, pairs.later_ns
+
+
+class PairLines(NamedTuple):
+    """Pairs of rule 2, one per pair of order lines."""
+
+    customer: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    earlier_ns: np.ndarray  # u's order time
+    later_ns: np.ndarray  # v's order time
+
+
+def timed_pairs(
+    customer: np.ndarray, product: np.ndarray, ordered_ns: np.ndarray, window_ns: int, lookback: int
+) -> PairLines:
+    """Every pair of rule 2 with its customer and both order times (ns)."""
     order = np.lexsort((ordered_ns, customer))
     c, p, t = customer[order], product[order], ordered_ns[order]
-    us, vs, ts = [], [], []
+    parts: list[tuple[np.ndarray, ...]] = []
     for lag in range(1, min(lookback, max(len(c) - 1, 0)) + 1):
         gap = t[lag:] - t[:-lag]
         pair = (c[lag:] == c[:-lag]) & (gap > 0) & (gap <= window_ns) & (p[lag:] != p[:-lag])
-        us.append(p[:-lag][pair])
-        vs.append(p[lag:][pair])
-        ts.append(t[lag:][pair])
-    u = np.concatenate(us) if us else np.zeros(0, np.int64)
-    v = np.concatenate(vs) if vs else np.zeros(0, np.int64)
-    first_ns = np.concatenate(ts) if ts else np.zeros(0, np.int64)
-    return u, v, first_ns
+        parts.append((c[lag:][pair], p[:-lag][pair], p[lag:][pair], t[:-lag][pair], t[lag:][pair]))
+    if not parts:
+        return PairLines(*(np.zeros(0, np.int64) for _ in range(5)))
+    return PairLines(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+
+def next_purchases(orders: pd.DataFrame, cfg: EventsConfig) -> pd.DataFrame:
+    """The next purchases u -> v of rule 2 in ``orders`` (one row per pair of lines), with the
+    customer and u's order time (the session (u, its day) they belong to)."""
+    pairs = timed_pairs(
+        orders["customer"].to_numpy(np.int64),
+        orders["product"].to_numpy(np.int64),
+        _ns(orders["ordered_at"]),
+        round(cfg.graph_window_days * NS_PER_DAY),
+        cfg.graph_lookback_orders,
+    )
+    return pd.DataFrame(
+        {
+            "customer": pairs.customer,
+            "source_id": pairs.u,
+            "next_id": pairs.v,
+            "ordered_at": _times(pairs.earlier_ns),
+        }
+    )
 
 
 def _merged_pairs(u: np.ndarray, v: np.ndarray, t_ns: np.ndarray) -> pd.DataFrame:

@@ -59,6 +59,16 @@ class Thresholds(Record):
     per_bucket_won: bool | None = None  # kept per bucket because they beat one threshold out of fold
 
 
+class TopKOrder(Record):
+    """The order the served top-K follows, chosen out of fold (``domain.served_ranking``)."""
+
+    served: str  # model | co_purchase | popularity
+    reason: str
+    judged_on: str = ""
+    k: int | None = None
+    hits: dict[str, float] = {}  # Hits@k of each ranking on the held-out purchases
+
+
 class LowDegree(Record):
     """The gate's test rows whose source has few out-edges (cold sources)."""
 
@@ -103,6 +113,7 @@ class Card(Record):
     label_maturity: float | None = None  # share of training conversions expected still unseen
     ece_by_bucket: dict[str, float | None] | None = None
     thresholds: Thresholds | None = None
+    top_k_order: TopKOrder | None = None
     gate: Gate | None = None
     low_degree: LowDegree | None = None
     training: Training | None = None

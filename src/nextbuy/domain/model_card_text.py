@@ -158,6 +158,44 @@ def _serving(card: Card) -> list[str]:
     ]
 
 
+ORDER_NAMES = {
+    "model": "the model's (accepted first, then calibrated probability)",
+    "co_purchase": "co-purchase counts u -> v (popularity breaking ties)",
+    "popularity": "popularity",
+}
+
+
+def _top_k_order(card: Card) -> list[str]:
+    order = card.top_k_order
+    if order is None:
+        return [
+            "## Top-K order",
+            "",
+            f"Top-K order: {UNKNOWN} (the model's, for versions before the choice).",
+            "",
+        ]
+    rows = [[name.replace("_", "-"), f"{hits:.4f}"] for name, hits in order.hits.items()]
+    return [
+        "## Top-K order",
+        "",
+        f"Served: **{ORDER_NAMES.get(order.served, order.served)}**: {order.reason}.",
+        "",
+        *(
+            [
+                f"Hits@{order.k} on the held-out purchases ({order.judged_on}):",
+                "",
+                *_table(["ranking", f"Hits@{order.k}"], rows),
+                "",
+            ]
+            if rows
+            else []
+        ),
+        "Whatever the order, each answer's score, uncertainty, calibrated probability and decision "
+        "are the model's.",
+        "",
+    ]
+
+
 def _served(card: Card) -> list[float | None]:
     return card.thresholds.served if card.thresholds else []
 
@@ -228,6 +266,7 @@ def body(card: Card, dropped: int = 0) -> str:
         *_code(card),
         *_gate(card),
         *_serving(card),
+        *_top_k_order(card),
         *_cold_and_cost(card),
         *_matured(card, dropped),
     ]

@@ -49,6 +49,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nextbuy.domain.decisions import Thresholds
+from nextbuy.domain.graph.scoring import serving_score
 from nextbuy.domain.retrieval_index import (
     CandidateIndex,
     build,
@@ -94,13 +95,6 @@ SCAN_CELLS = 1 << 22  # sources x products of mean logits computed at once by th
 # Products the scan re-ranks at once: the first block, and the largest (blocks grow x4).
 SCAN_BLOCK, SCAN_MAX_BLOCK = 4096, 1 << 16
 RESULT_COLUMNS = ("candidate_id", "score", "uncertainty", "bucket", "prob_calibrated", "decision")
-
-
-def serving_score(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Score ``sigmoid(mean / sqrt(1 + π var / 8))`` and uncertainty ``sqrt(var)`` (float32)."""
-    var = np.maximum(var, 0.0)
-    z = mean / np.sqrt(1.0 + np.float32(np.pi / 8.0) * var)
-    return 0.5 * (1.0 + np.tanh(0.5 * z)), np.sqrt(var)
 
 
 def ranking_key(

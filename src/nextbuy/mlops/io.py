@@ -142,8 +142,19 @@ def read_frame(path: str | os.PathLike) -> pd.DataFrame:
     raise DataError(p, f"unsupported file type '{suffix}' (use .parquet, .csv or .tsv)")
 
 
-def read_table(path: str | os.PathLike, schema: pa.DataFrameSchema) -> pd.DataFrame:
-    return validate(read_frame(path), schema, path)
+def read_table(
+    path: str | os.PathLike, schema: pa.DataFrameSchema, may_be_empty: bool = False
+) -> pd.DataFrame:
+    """``path`` read and validated against ``schema``; an empty table is refused unless
+    ``may_be_empty`` (a stage's empty table that says "none", as :func:`write_empty_table`
+    writes it: its columns must still be the schema's)."""
+    df = read_frame(path)
+    if df.empty and may_be_empty:
+        missing = [c for c in schema.columns if c not in df.columns]
+        if missing:
+            raise DataError(path, f"empty table '{schema.name}' lacks column(s) {missing}", missing[0])
+        return df
+    return validate(df, schema, path)
 
 
 @contextlib.contextmanager

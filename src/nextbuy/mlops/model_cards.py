@@ -24,6 +24,7 @@ from nextbuy.domain.model_card import (
     Gate,
     Snapshot,
     Thresholds,
+    TopKOrder,
     Training,
     description,
     flagged,
@@ -95,6 +96,20 @@ def _per_bucket_won() -> bool | None:
     path = paths.metrics_file("thresholds")
     cross_fit = io.read_json(path).get("cross_fit") if path.exists() else None
     return None if not cross_fit else bool(cross_fit.get("kept_per_bucket"))
+
+
+def top_k_order() -> TopKOrder | None:
+    """The served top-K order as calibrate chose it (None: no choice recorded)."""
+    if not paths.SERVED_RANKING.exists():
+        return None
+    choice = io.read_json(paths.SERVED_RANKING)
+    return TopKOrder(
+        served=choice["served"],
+        reason=choice["reason"],
+        judged_on=choice.get("judged_on", ""),
+        k=choice.get("k"),
+        hits=choice.get("hits", {}),
+    )
 
 
 def gate_of(blessing: dict, cfg) -> Gate:
@@ -170,6 +185,7 @@ def deploy_card(client, version: str, blessing: dict, candidate, evaluation, wei
             served=[None if np.isposinf(t) else float(t) for t in candidate.thresholds.thresholds],
             per_bucket_won=_per_bucket_won(),
         ),
+        top_k_order=top_k_order(),
         gate=gate_of(blessing, cfg),
         low_degree=card_facts.low_degree_quality(
             rows["source_id"].to_numpy(), degree, predictions, label, cfg.card_low_out_degree

@@ -62,10 +62,18 @@ def input_example(n_products: int) -> pd.DataFrame:
 
 
 def log_serving_model(
-    bundle, model_name: str, moments: Path, calibration: Path, thresholds: Path, tags: dict | None = None
+    bundle,
+    model_name: str,
+    moments: Path,
+    calibration: Path,
+    thresholds: Path,
+    tags: dict | None = None,
+    ranking: Path | None = None,
+    counts: Path | None = None,
 ) -> str:
-    """Log the pyfunc (signature, example, code, pinned requirements, and the bundle's top-K
-    retrieval settings as ``retrieval.json`` when it has them) and register it with ``tags``
+    """Log the pyfunc (signature, example, code, pinned requirements, the bundle's top-K
+    retrieval settings as ``retrieval.json`` when it has them, the served ranking
+    ``ranking`` when given and the ``counts`` a count ranking ranks by) and register it with ``tags``
     and the SHA-256 of every file of the logged model, as downloaded back from the artifact
     store (``serving.artifact_tags``), created together in one write; returns the version.
     Call inside an active MLflow run."""
@@ -96,6 +104,10 @@ def log_serving_model(
         params=ParamSchema([ParamSpec("top_k", "long", 0)]),
     )
     artifacts = {"moments": str(moments), "calibration": str(calibration), "thresholds": str(thresholds)}
+    if ranking is not None:
+        artifacts["served_ranking"] = str(ranking)
+        if bundle.counts is not None and bundle.ranked_by != "model":  # only a count ranking needs them
+            artifacts["counts"] = str(counts)
     with tempfile.TemporaryDirectory() as settings_dir:
         if bundle.retrieval is not None:
             artifacts["retrieval"] = str(Path(settings_dir) / RETRIEVAL_FILE)
@@ -160,7 +172,15 @@ def publish(client, candidate, blessing: dict) -> str:
     if blessing.get("training_data"):
         tags[registry.TRAINING_DATA] = json.dumps(blessing["training_data"], sort_keys=True)
     version = log_serving_model(
-        candidate, name, paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL, tags=tags
+        candidate,
+        name,
+        paths.GNN_MOMENTS,
+        paths.CALIBRATION_MODEL,
+        paths.THRESHOLDS_MODEL,
+        tags=tags,
+        # deploy's run loaded the candidate from these; a bundle built elsewhere may have none
+        ranking=paths.SERVED_RANKING if paths.SERVED_RANKING.exists() else None,
+        counts=paths.COUNT_TABLES,
     )
     blessing["version"] = version
     blessing["artifacts"] = recorded_artifacts(client, name, version)

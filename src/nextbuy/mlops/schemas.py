@@ -86,6 +86,15 @@ REPLAY_POLICY = pa.DataFrameSchema(
     strict=True,
 )
 
+# The next purchases u -> v (rule 2 of domain.events) of the calibration split's sessions (u's
+# key, the day of u's order): calibrate judges the served ranking on them.
+NEXT_PURCHASES = pa.DataFrameSchema(
+    {"source_id": _id(), "next_id": _id(), "ordered_at": _ts(nullable=False)},
+    name="next_purchases",
+    strict=True,
+    checks=[pa.Check(lambda df: df["source_id"] != df["next_id"], name="not_itself", element_wise=False)],
+)
+
 IMPRESSIONS = pa.DataFrameSchema(
     {**_IMPRESSION_COLUMNS, "split": pa.Column(str, pa.Check.isin(SPLITS), nullable=False)},
     name="impressions",

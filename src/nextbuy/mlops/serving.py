@@ -21,6 +21,13 @@ retrieval settings (a version
 registered before them) and ``top_k(..., exact=True)`` score every source against the
 whole catalogue.
 
+Top-K order: calibrate chooses it out of fold (``nextbuy.domain.served_ranking``): the
+model's own, or a count ranking of the store's purchases (co-purchase counts, popularity)
+when that ranked held-out next purchases better beyond its CI. Deploy logs the choice
+(``served_ranking.json``) and, for a count ranking, the counts (``counts.npz``); the pair
+columns of every answer still come from the model. A version registered before the choice
+was logged ranks by the model.
+
 Trust boundary: deploy records the SHA-256 of every file of the logged model (the
 pickled ``python_model.pkl``, ``MLmodel``, the bundled code and the bundle files) on
 the registry version (``artifact_sha256``, ``artifact_manifest``). Our loaders
@@ -68,8 +75,10 @@ from nextbuy.mlops.serving_integrity import (
     verify_model_uri,
 )
 from nextbuy.mlops.serving_readers import (
+    COUNTS_FILE,
     RETRIEVAL_FILE,
     RETRIEVAL_STORED_BEFORE,
+    SERVED_RANKING_FILE,
     read_calibration,
     read_retrieval,
     read_thresholds,
@@ -88,6 +97,7 @@ from nextbuy.mlops.serving_requests import (
 __all__ = [
     "ARTIFACT_MANIFEST",
     "ARTIFACT_SHA256",
+    "COUNTS_FILE",
     "DOWNLOAD_META",
     "INPUT_COLUMNS",
     "MAX_REQUEST_ROWS",
@@ -96,6 +106,7 @@ __all__ = [
     "PAIR_COLUMNS",
     "RETRIEVAL_FILE",
     "RETRIEVAL_STORED_BEFORE",
+    "SERVED_RANKING_FILE",
     "TOPK_CHUNK_CELLS",
     "TOPK_COLUMNS",
     "NextbuyModel",
@@ -131,7 +142,8 @@ class NextbuyModel(PythonModel):
     Pairs: rows of (source_id, candidate_id) -> score, uncertainty, bucket,
     prob_calibrated, decision, cold_start.
     Recommendations: params {"top_k": K} with rows of source_id -> the K best
-    candidates per source (accepted first, by calibrated probability).
+    candidates per source (accepted first, by calibrated probability; or by the count
+    ranking calibrate chose to serve).
     """
 
     def load_context(self, context) -> None:
@@ -139,7 +151,14 @@ class NextbuyModel(PythonModel):
         # After MLflow unpickled this object (a replaced pickle never gets here), before the
         # bundle files are read: changed files or corruption stop the server from starting.
         _verify_served_files(a["moments"])
-        self.bundle = ServingBundle.load(a["moments"], a["calibration"], a["thresholds"], a.get("retrieval"))
+        self.bundle = ServingBundle.load(
+            a["moments"],
+            a["calibration"],
+            a["thresholds"],
+            a.get("retrieval"),
+            a.get("served_ranking"),
+            a.get("counts"),
+        )
         _refuse_too_deep_json()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

@@ -15,8 +15,9 @@ import pandas as pd
 from nextbuy.config import RetrievalConfig
 from nextbuy.domain import retrieval
 from nextbuy.domain.decisions import Thresholds
-from nextbuy.domain.graph.scoring import score_and_uncertainty
+from nextbuy.domain.graph.scoring import all_targets_logit_moments, score_and_uncertainty
 from nextbuy.domain.retrieval import CandidateIndex
+from nextbuy.domain.served_ranking import CountTables, Ranker
 from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
 from nextbuy.mlops.schemas import read_moments, read_product_keys
 from nextbuy.mlops.serving_integrity import (
@@ -25,7 +26,16 @@ from nextbuy.mlops.serving_integrity import (
     _version_tags,
     verify_model_files,
 )
-from nextbuy.mlops.serving_readers import RETRIEVAL_FILE, read_calibration, read_retrieval, read_thresholds
+from nextbuy.mlops.serving_readers import (
+    COUNTS_FILE,
+    RETRIEVAL_FILE,
+    SERVED_RANKING_FILE,
+    read_calibration,
+    read_count_tables,
+    read_retrieval,
+    read_served_ranking,
+    read_thresholds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,10 @@ class ServingBundle:
     # The store's own key of each product, in product_id order (None: the model holds none,
     # and requests speak product ids only).
     keys: np.ndarray | None = None
+    # The order of top-K: the model's own, or a count ranking chosen out of fold in calibrate
+    # (``nextbuy.domain.served_ranking``), ranked by ``counts``.
+    ranked_by: Ranker = "model"
+    counts: CountTables | None = None
 
     @property
     def n_products(self) -> int:
@@ -87,11 +101,15 @@ class ServingBundle:
         thresholds: Thresholds,
         retrieval: RetrievalConfig | None = None,
         keys: np.ndarray | None = None,
+        ranked_by: Ranker = "model",
+        counts: CountTables | None = None,
     ) -> ServingBundle:
+        if ranked_by != "model" and counts is None:
+            raise ValueError(f"a top-K ranked by {ranked_by} needs the count tables")
         m = dict(moments)
         m["s_mean"], m["s_var"] = _with_prior(m["s_mean"], m["s_var"])
         m["t_mean"], m["t_var"] = _with_prior(m["t_mean"], m["t_var"])
-        return cls(m, calibration, thresholds, retrieval, keys)
+        return cls(m, calibration, thresholds, retrieval, keys, ranked_by, counts)
 
     @classmethod
     def load(
@@ -100,16 +118,30 @@ class ServingBundle:
         calibration_path: str | Path,
         thresholds_path: str | Path,
         retrieval_path: str | Path | None = None,
+        ranking_path: str | Path | None = None,
+        counts_path: str | Path | None = None,
     ) -> ServingBundle:
         """Read and check the bundle files (``retrieval_path``: the top-K retrieval settings,
-        None for none); anything unusable (missing, truncated, corrupt, non-finite,
-        inconsistent) raises ``io.DataError`` naming the file and key."""
+        None for none; ``ranking_path``: the served ranking, None for the model's order;
+        ``counts_path``: the counts a count ranking ranks by); anything unusable (missing,
+        truncated, corrupt, non-finite, inconsistent) raises ``io.DataError`` naming the file
+        and key."""
+        from nextbuy.mlops import io
+
         moments = read_moments(moments_path)
         calibration = read_calibration(calibration_path)
         thresholds = read_thresholds(thresholds_path, calibration.n_buckets)
         settings = None if retrieval_path is None else read_retrieval(retrieval_path)
         keys = read_product_keys(moments_path, len(moments["s_mean"]))
-        return cls.from_arrays(moments, calibration, thresholds, settings, keys)
+        ranked_by: Ranker = "model" if ranking_path is None else read_served_ranking(ranking_path).served
+        counts = None
+        if ranking_path is not None and ranked_by != "model":
+            if counts_path is None:
+                raise io.DataError(
+                    ranking_path, f"top-K is ranked by {ranked_by}, but no {COUNTS_FILE} came with it"
+                )
+            counts = read_count_tables(counts_path, len(moments["s_mean"]))
+        return cls.from_arrays(moments, calibration, thresholds, settings, keys, ranked_by, counts)
 
     def with_retrieval(self, settings: RetrievalConfig | None) -> ServingBundle:
         """The same bundle with these top-K retrieval settings (its index built afresh)."""
@@ -142,11 +174,14 @@ class ServingBundle:
                 path,
                 RETRIEVAL_FILE,
             )
+        ranking, counts = artifacts / SERVED_RANKING_FILE, artifacts / COUNTS_FILE
         return cls.load(
             artifacts / "moments.npz",
             artifacts / "calibration.json",
             artifacts / "thresholds.json",
             settings if settings.exists() else None,
+            ranking if ranking.exists() else None,  # registered before it: the model's order
+            counts if counts.exists() else None,
         )
 
     @classmethod
@@ -201,16 +236,7 @@ class ServingBundle:
 
     def _all_candidates(self, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score and uncertainty of sources x every known product, as matrix products."""
-        m = self.moments
-        n = self.n_products
-        w = m["head_w"].astype(np.float32)
-        w2 = w * w
-        s_mu, s_var = m["s_mean"][src], m["s_var"][src]
-        t_mu, t_var = m["t_mean"][:n], m["t_var"][:n]
-        mean = (s_mu * w) @ t_mu.T + np.float32(m["head_b"].reshape(-1)[0])
-        # var = sum_i w_i^2 (s̄_i^2 σ²t_i + σ²s_i (t̄_i^2 + σ²t_i)), same as pair_logit_moments.
-        var = (s_mu * s_mu * w2) @ t_var.T + (s_var * w2) @ (t_mu * t_mu + t_var).T
-        return retrieval.serving_score(mean, var)
+        return retrieval.serving_score(*all_targets_logit_moments(self.moments, src, self.n_products))
 
     @functools.cached_property
     def candidate_index(self) -> CandidateIndex:
@@ -224,7 +250,8 @@ class ServingBundle:
         self, source_id: np.ndarray, k: int, exclude_self: bool = True, exact: bool = False
     ) -> pd.DataFrame:
         """Top-k candidates per source among all known products: accepted first,
-        then by calibrated probability (score breaks ties between isotonic steps).
+        then by calibrated probability (score breaks ties between isotonic steps). A bundle
+        whose served ranking is a count ranking (``ranked_by``) ranks by its counts instead.
 
         With retrieval settings (and not ``exact``): candidates retrieved from the index
         and ranked exactly, sources the re-rank cannot prove complete completed by an exact
@@ -237,11 +264,22 @@ class ServingBundle:
         if k <= 0 or sources.size == 0:
             return self.top_k(np.zeros(1, dtype=np.int64), max(k, 1), exclude_self=False, exact=True).iloc[:0]
         idx, cold = self._index(sources)
-        if exact or self.retrieval is None:
+        if self.counts is not None and self.ranked_by != "model":
+            picked = self._counted_top_k(idx, k, exclude_self)
+        elif exact or self.retrieval is None:
             picked = self._exact_top_k(idx, k, exclude_self)
         else:
             picked = self._retrieved_top_k(idx, k, exclude_self)
         return _topk_frame(sources, cold, k, picked)
+
+    def _counted_top_k(self, idx: np.ndarray, k: int, exclude_self: bool) -> dict[str, np.ndarray]:
+        """Top-K in the count ranking's order (a source the counts never saw: popularity); each
+        candidate's pair columns from the model, as for any pair."""
+        assert self.counts is not None
+        ids = self.counts.top_k(self.ranked_by, idx, k, exclude_self)
+        columns = self.score_columns(np.repeat(idx, k), ids.ravel())
+        picked = {name: columns[name].reshape(len(idx), k) for name in retrieval.RESULT_COLUMNS[1:]}
+        return {"candidate_id": ids, **picked}
 
     def _retrieved_top_k(self, idx: np.ndarray, k: int, exclude_self: bool) -> dict[str, np.ndarray]:
         m = self.moments

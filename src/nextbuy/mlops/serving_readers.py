@@ -1,5 +1,5 @@
-"""Readers of the serving bundle's JSON files: calibration, thresholds and retrieval settings,
-each refused with a message a user can act on."""
+"""Readers of the serving bundle's files: calibration, thresholds, retrieval settings, the
+served ranking and its counts, each refused with a message a user can act on."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
+from nextbuy import paths
 from nextbuy.config import RetrievalConfig
 from nextbuy.domain.decisions import Thresholds
+from nextbuy.domain.served_ranking import RANKERS, CountTables, RankingChoice
 from nextbuy.domain.uncertainty import BucketCalibration
 
 # The top-K retrieval settings deploy stores with the model (artifacts/), next to the others.
 RETRIEVAL_FILE = "retrieval.json"
+# The served top-K order and, when it is a count ranking, the counts it ranks by.
+SERVED_RANKING_FILE, COUNTS_FILE = paths.SERVED_RANKING.name, paths.COUNT_TABLES.name
 # Retrieval keys added after models were registered with retrieval.json: the value that
 # reproduces what the code of those models did.
 RETRIEVAL_STORED_BEFORE = {"completion": "scan"}
@@ -93,3 +97,32 @@ def read_retrieval(path: str | Path) -> RetrievalConfig:
         first = err.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or None
         raise io.DataError(path, f"malformed retrieval settings ({key}: {first['msg']})", key) from None
+
+
+def read_served_ranking(path: str | Path) -> RankingChoice:
+    """The served top-K order (``calibrate``'s served_ranking.json), checked."""
+    from nextbuy.mlops import io
+
+    d = _json_object(path, ("served", "k", "rows", "hits", "gaps", "confidence", "reason"))
+    if d["served"] not in RANKERS:
+        raise io.DataError(path, f"served must be one of {list(RANKERS)}, got {d['served']!r}", "served")
+    try:
+        return RankingChoice.from_dict(d)
+    except (TypeError, ValueError, KeyError) as err:
+        raise io.DataError(path, f"malformed served ranking ({err})", "gaps") from None
+
+
+def read_count_tables(path: str | Path, n_products: int) -> CountTables:
+    """The co-purchase counts and popularity a count ranking is served from (``calibrate``'s
+    counts.npz), checked against the model's ``n_products``."""
+    from nextbuy.mlops import io
+
+    tables = CountTables.from_arrays(io.read_npz(path, ("indptr", "indices", "counts", "popularity")))
+    if tables.n_products != n_products:
+        raise io.DataError(
+            path, f"counts of {tables.n_products} products for a model of {n_products}", "popularity"
+        )
+    problem = tables.check()
+    if problem is not None:
+        raise io.DataError(path, problem, "indptr")
+    return tables

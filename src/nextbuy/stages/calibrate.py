@@ -7,12 +7,15 @@ where the co-purchase graph holds little history (``uncertainty_by_history``).""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from nextbuy import paths
-from nextbuy.config import CalibrateConfig, load_section
+from nextbuy.config import CalibrateConfig, ServedRankingConfig, load_section
+from nextbuy.domain import served_ranking
 from nextbuy.domain.evaluation import evaluation_labels, fit_rows, soft_log_loss
 from nextbuy.domain.uncertainty import (
     BucketCalibration,
@@ -25,6 +28,8 @@ from nextbuy.domain.uncertainty import (
     uncertainty_coefficient,
 )
 from nextbuy.mlops import io, schemas
+
+log = logging.getLogger(__name__)
 
 
 def score_holdout(
@@ -96,6 +101,53 @@ def calibrate_holdout(
         prob_calibrated=np.clip(calibration.predict(score, uncertainty), 0.0, 1.0).astype(float),
     )
     return scored, calibration
+
+
+def judged_purchases(
+    next_purchases: pd.DataFrame, weighted: pd.DataFrame, cfg: ServedRankingConfig
+) -> tuple[pd.DataFrame, str]:
+    """The held-out purchases (source_id, next_id) the served ranking is judged on, at most
+    ``max_rows`` drawn with ``seed``, and what they are: the calibration split's next
+    purchases from the orders (ingest's), or, where ingest read no orders, its exposures
+    the customer bought (which lean towards what the logging policy showed)."""
+    if len(next_purchases):
+        bought, judged_on = next_purchases, "next purchases of the calibration split's sessions"
+    else:
+        bought = weighted[(weighted["split"] == "calib") & (weighted["label"] == 1)]
+        bought = bought.rename(columns={"shown_id": "next_id"})
+        judged_on = "bought exposures of the calibration split (no order lines ingested)"
+    bought = bought[bought["source_id"] != bought["next_id"]]
+    if len(bought) > cfg.max_rows:
+        bought = bought.sample(cfg.max_rows, random_state=cfg.seed)
+    return bought[["source_id", "next_id"]].reset_index(drop=True), judged_on
+
+
+def choose_ranking(
+    next_purchases: pd.DataFrame,
+    weighted: pd.DataFrame,
+    moments,
+    calibration: BucketCalibration,
+    edges: pd.DataFrame,
+    cfg: ServedRankingConfig,
+) -> tuple[served_ranking.RankingChoice, served_ranking.CountTables]:
+    """Pure core: the served top-K order, chosen on held-out purchases
+    (:func:`judged_purchases`), and the count tables a count ranking is served from."""
+    n = moments["t_mean"].shape[0]
+    tables = served_ranking.CountTables.from_edges(
+        edges["src"].to_numpy(), edges["dst"].to_numpy(), edges["weight"].to_numpy(), n
+    )
+    bought, judged_on = judged_purchases(next_purchases, weighted, cfg)
+    choice = served_ranking.choose_served(
+        bought["source_id"].to_numpy(),
+        bought["next_id"].to_numpy(),
+        moments,
+        calibration,
+        tables,
+        cfg.k,
+        cfg.confidence,
+        judged_on,
+    )
+    return choice, tables
 
 
 def _quality(prob: np.ndarray, score: np.ndarray, label: np.ndarray) -> dict:
@@ -229,5 +281,12 @@ def run(params_file: str = "params.yaml") -> dict:
     )
     metrics = summarise(scored, calibration)
     metrics["uncertainty_by_history"] = history_of_shown(scored, weighted, edges, snapshot)
+    next_purchases = io.read_table(paths.NEXT_PURCHASES, schemas.NEXT_PURCHASES, may_be_empty=True)
+    choice, tables = choose_ranking(next_purchases, weighted, moments, calibration, edges, cfg.served_ranking)
+    io.write_npz(tables.to_arrays(), paths.COUNT_TABLES)
+    io.write_json(choice.to_dict(), paths.SERVED_RANKING)
+    if choice.served != "model":
+        log.warning("calibrate: the served top-K is ranked by %s: %s", choice.served, choice.reason)
+    metrics["served_ranking"] = choice.to_dict()
     io.write_json(metrics, paths.metrics_file("calibrate"))
     return metrics

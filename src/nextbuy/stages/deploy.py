@@ -213,7 +213,13 @@ def run(params_file: str = "params.yaml") -> dict:
     client = MlflowClient()
     prepare_registry(client, cfg.model_name)
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
-    candidate = ServingBundle.load(paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
+    candidate = ServingBundle.load(
+        paths.GNN_MOMENTS,
+        paths.CALIBRATION_MODEL,
+        paths.THRESHOLDS_MODEL,
+        ranking_path=paths.SERVED_RANKING,
+        counts_path=paths.COUNT_TABLES,
+    )
     candidate = candidate.with_retrieval(cfg.retrieval)  # logged with the model: every top-K uses it
     products = store_products()
     candidate_catalogue = catalogue.identity(products)

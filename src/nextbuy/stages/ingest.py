@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from nextbuy.engines import spark_logs
     from nextbuy.engines.spark_impressions import SparkImpressions
 from nextbuy.data.ingest_checks import (
+    assign_split,
     censored,
     check_graph_size,
     check_orders_span,
@@ -54,6 +55,23 @@ class Ingested:
     # Exposures replayed from orders (no impression log): impression_id, slot, explored,
     # propensity (domain.replay); None when the impressions were logged or simulated.
     replay_policy: pd.DataFrame | None = None
+    # The calibration split's next purchases from the orders (schemas.NEXT_PURCHASES); None
+    # where ingest reads no orders (simulated, edge lists, logs built on Spark).
+    next_purchases: pd.DataFrame | None = None
+
+
+def held_out_purchases(
+    products: pd.DataFrame, orders: pd.DataFrame, snapshot: pd.Timestamp, cfg: IngestConfig
+) -> pd.DataFrame:
+    """The next purchases u -> v by the snapshot (both orders) whose session (u's key, the day of u's order)
+    the split puts in calib: held-out purchases calibrate judges the served ranking on."""
+    from nextbuy.domain import events
+
+    purchases = events.next_purchases(orders[orders["ordered_at"] <= snapshot], cfg.events)
+    purchases = purchases.drop(columns="customer")
+    key = products.set_index("product_id")["product_key"].reindex(purchases["source_id"])
+    split = assign_split(key.to_numpy(), purchases["ordered_at"], cfg.split)
+    return purchases[split == "calib"].reset_index(drop=True)
 
 
 def source_features(features: sp.spmatrix | None, n_products: int) -> sp.csr_matrix:
@@ -131,6 +149,7 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
         cleaning | built.counts,
         features=source_features(None, n),
         replay_policy=built.policy,
+        next_purchases=held_out_purchases(products, logs.orders, snapshot, cfg),
     )
 
 
@@ -343,7 +362,11 @@ def write(cfg: IngestConfig, result: Ingested) -> dict:
         ]
     if result.replay_policy is not None:  # replayed exposures' slots and propensities
         tables.append((result.replay_policy, paths.REPLAY_POLICY, schemas.REPLAY_POLICY))
+    if result.next_purchases is not None:
+        tables.append((result.next_purchases, paths.NEXT_PURCHASES, schemas.NEXT_PURCHASES))
     io.write_tables(tables)
+    if result.next_purchases is None:  # no orders read: an empty table, no stale one
+        io.write_empty_table(paths.NEXT_PURCHASES, schemas.NEXT_PURCHASES)
     if result.replay_policy is None:  # logged or simulated: an empty table, no stale one
         io.write_empty_table(paths.REPLAY_POLICY, schemas.REPLAY_POLICY)
     if result.truth_impressions is None:

@@ -65,6 +65,21 @@ def pair_logit_moments(
     return mean, var
 
 
+def all_targets_logit_moments(
+    moments: Mapping[str, np.ndarray], src: np.ndarray, n_targets: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pair_logit_moments` of each source in ``src`` against the first ``n_targets``
+    products, as matrix products: mean and variance [len(src), n_targets] (float32)."""
+    w = np.asarray(moments["head_w"], dtype=np.float32).reshape(-1)
+    w2 = w * w
+    s_mu, s_var = moments["s_mean"][src], moments["s_var"][src]
+    t_mu, t_var = moments["t_mean"][:n_targets], moments["t_var"][:n_targets]
+    mean = (s_mu * w) @ t_mu.T + np.float32(np.asarray(moments["head_b"]).reshape(-1)[0])
+    # var = sum_i w_i^2 (s̄_i^2 σ²t_i + σ²s_i (t̄_i^2 + σ²t_i)), as pair_logit_moments.
+    var = (s_mu * s_mu * w2) @ t_var.T + (s_var * w2) @ (t_mu * t_mu + t_var).T
+    return mean, np.maximum(var, 0.0)
+
+
 def _member_logit_moments(moments: Mapping[str, np.ndarray], src, dst) -> tuple[np.ndarray, np.ndarray]:
     s, t = moments["s_members"], moments["t_members"]
     b = np.asarray(moments["b_members"], dtype=np.float32).reshape(-1, 1)
@@ -91,6 +106,13 @@ def score_and_uncertainty(
     eps = 1e-12
     np.clip(score, eps, 1.0 - eps, out=score)
     return score, np.sqrt(var)
+
+
+def serving_score(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Score ``sigmoid(mean / sqrt(1 + π var / 8))`` and uncertainty ``sqrt(var)`` (float32)."""
+    var = np.maximum(var, 0.0)
+    z = mean / np.sqrt(1.0 + np.float32(np.pi / 8.0) * var)
+    return 0.5 * (1.0 + np.tanh(0.5 * z)), np.sqrt(var)
 
 
 def link_scores(moments: Mapping[str, np.ndarray], src: np.ndarray, dst: np.ndarray) -> np.ndarray:
