@@ -1,14 +1,17 @@
-"""Every bad raw log of bench faults, run through the stage it targets (no DVC, no training):
-refused naming the file, the column and the rows, or cleaned with the count warned."""
+"""Every bad raw log of bench faults (orders-only exports too), run through the stage it
+targets (no DVC, no training): refused naming the file, the column and the rows, or cleaned
+with the count warned."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from nextbuy.bench import faults
-from nextbuy.bench.fault_events import EVENT_CASES
+from nextbuy.bench.fault_events import EVENT_CASES, ORDERS_ONLY_CASES
 from nextbuy.cli import app
 
 
@@ -28,7 +31,7 @@ def tiny_params_module():
     return TINY_PARAMS
 
 
-@pytest.mark.parametrize("case", EVENT_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [*EVENT_CASES, *ORDERS_ONLY_CASES], ids=lambda c: c.name)
 def test_each_bad_raw_log_is_refused_or_cleaned_clearly(store, case, tmp_path, monkeypatch, caplog):
     root = tmp_path / "project"
     root.mkdir()
@@ -46,7 +49,7 @@ def test_each_bad_raw_log_is_refused_or_cleaned_clearly(store, case, tmp_path, m
                 break
     finally:
         for path in set((root / "inputs").iterdir()) - added:
-            path.rmdir() if path.is_dir() else path.unlink()
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     assert stage == case.stage, result.output  # an earlier stage did not refuse instead
     verdict = faults.judge(case, result.exit_code, result.output + caplog.text, outputs_same=True)
     assert verdict["clear"], (verdict, result.output + caplog.text)

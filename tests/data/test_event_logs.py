@@ -183,3 +183,29 @@ def test_an_order_years_away_from_the_rest_of_the_log_is_refused_with_its_row(tm
     assert err.value.column == "ordered_at"
     assert "1970-01-01" in str(err.value)
     assert len(read(paths, max_gap_days=365 * 60).orders) == 3  # a wider gap allowed: read
+
+
+def test_a_partition_with_other_columns_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "orders"
+    folder.mkdir()
+    frame = pd.DataFrame({"customer": ["a", "b"], "product": ["x", "y"], "ordered_at": [T0, T0]})
+    frame.to_parquet(folder / "2026-01.parquet")
+    frame.rename(columns={"product": "sku"}).to_parquet(folder / "2026-02.parquet")
+    with pytest.raises(
+        DataError, match=r"2026-02\.parquet.*other columns than 2026-01\.parquet.*has sku.*lacks product"
+    ):
+        read_log(folder)
+
+
+def test_an_id_written_as_a_number_in_one_part_and_as_text_in_another_is_one_key(tmp_path):
+    folder = tmp_path / "orders"
+    folder.mkdir()
+    pd.DataFrame({"customer": [17850.0, None], "product": [22423, 85123], "ordered_at": [T0, T0]}).to_parquet(
+        folder / "2026-01.parquet"
+    )
+    pd.DataFrame(
+        {"customer": ["17850", "12"], "product": ["22423", "85123A"], "ordered_at": [T0, T0]}
+    ).to_parquet(folder / "2026-02.parquet")
+    read_back = read_log(folder)
+    assert read_back["customer"].tolist() == ["17850", None, "17850", "12"]
+    assert read_back["product"].tolist() == ["22423", "85123", "22423", "85123A"]

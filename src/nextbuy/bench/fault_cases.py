@@ -18,7 +18,7 @@ import pandas as pd
 
 from nextbuy import paths, yaml_io
 from nextbuy.bench.fault_base import GRAPH, INPUTS, LOG, SNAPSHOT, Case, Request, dropping, setting
-from nextbuy.bench.fault_events import EVENT_CASES, STORE
+from nextbuy.bench.fault_events import EVENT_CASES, ORDERS_ONLY_CASES, STORE
 from nextbuy.bench.fault_inputs import EDGE_CASES, LOG_CASES
 from nextbuy.bench.fault_requests import requests
 
@@ -31,6 +31,7 @@ __all__ = [
     "INPUTS",
     "LOG",
     "LOG_CASES",
+    "ORDERS_ONLY_CASES",
     "PARAMS_CASES",
     "SNAPSHOT",
     "STORE",
@@ -211,4 +212,11 @@ ARTIFACT_CASES = [
     ),
 ]
 
-CASES: list[Case] = [*PARAMS_CASES, *EDGE_CASES, *LOG_CASES, *EVENT_CASES, *ARTIFACT_CASES]
+CASES: list[Case] = [
+    *PARAMS_CASES,
+    *EDGE_CASES,
+    *LOG_CASES,
+    *EVENT_CASES,
+    *ORDERS_ONLY_CASES,
+    *ARTIFACT_CASES,
+]

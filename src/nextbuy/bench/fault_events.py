@@ -177,3 +177,83 @@ EVENT_CASES = [
         params=store_params(ingest__snapshot=None),
     ),
 ]
+
+
+def orders_only(**changes: object) -> Callable[[dict], dict]:
+    """:func:`store_params` of a store that exports its orders only: exposures replayed from them."""
+    return store_params(
+        ingest__events__impressions_path=None, ingest__events__interactions_path=None, **changes
+    )
+
+
+def _in_milliseconds(orders: pd.DataFrame) -> pd.DataFrame:
+    return orders.assign(
+        ordered_at=pd.to_datetime(orders["ordered_at"]).astype("datetime64[ms]").astype("int64")
+    )
+
+
+def _parts(folder: str, second: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+    """The orders as a folder of two parts, the second changed by ``second``."""
+
+    def write(root: Path) -> None:
+        orders = pd.read_parquet(root / STORE / "orders.parquet")
+        (root / INPUTS / folder).mkdir()
+        half = len(orders) // 2
+        orders.iloc[:half].to_parquet(root / INPUTS / folder / "part-1.parquet", index=False)
+        second(orders.iloc[half:]).to_parquet(root / INPUTS / folder / "part-2.parquet", index=False)
+
+    return write
+
+
+def _orders_only_case(
+    name: str,
+    change: Callable[[pd.DataFrame], pd.DataFrame],
+    fragments: tuple[str, ...],
+    rows: bool = False,
+    **changes: object,
+) -> Case:
+    file = "raw_" + name.replace(" ", "_") + ".parquet"
+    return Case(
+        name,
+        "input",
+        "ingest",
+        (file, *fragments),
+        params=orders_only(ingest__events__orders_path=str(INPUTS / file), **changes),
+        files=_broken("orders", file, change),
+        rows=rows,
+    )
+
+
+# An orders-only export as a store hands it over: what it gets wrong is refused in one line.
+ORDERS_ONLY_CASES = [
+    _orders_only_case(
+        "orders-only times in milliseconds",
+        _in_milliseconds,
+        ("'ordered_at'", "look like milliseconds"),
+        True,
+    ),
+    _orders_only_case(
+        "orders-only export lacks its time column",
+        lambda f: f,  # orders_columns names a column the export does not have
+        ("'InvoiceDate'", "orders_columns"),
+        ingest__events__orders_columns={
+            "customer": "customer",
+            "product": "product",
+            "ordered_at": "InvoiceDate",
+        },
+    ),
+    _orders_only_case(
+        "orders-only export shorter than the graph window",
+        lambda f: f,
+        ("'ordered_at'", "graph_window_days"),
+        ingest__events__graph_window_days=365,
+    ),
+    Case(
+        "orders-only part with other columns",
+        "input",
+        "ingest",
+        ("part-2.parquet", "other columns than part-1.parquet", "sku"),
+        params=orders_only(ingest__events__orders_path=str(INPUTS / "orders_parts")),
+        files=_parts("orders_parts", lambda f: f.rename(columns={"product": "sku"})),
+    ),
+]

@@ -303,12 +303,81 @@ def read_log(path: os.PathLike | str) -> pd.DataFrame:
         raise io.DataError(
             p, "a folder with no .parquet file in it (a partitioned log is a folder of parquet)"
         )
+    retyped = _parts_agree(p)
     try:
-        frame = pd.read_parquet(p)
+        if retyped:  # one column typed differently between parts: each part read, that column as text
+            frame = pd.concat([_part_as_text(p, f, retyped) for f in _parquet_parts(p)], ignore_index=True)
+        else:
+            frame = pd.read_parquet(p)
     except Exception as err:  # noqa: BLE001 - any reader failure is an unreadable folder
         raise io.DataError(p, f"unreadable parquet folder ({type(err).__name__}: {err})") from None
     # hive partition values arrive as categoricals: plain values, as in a single file
     return frame.astype({c: str for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)})
+
+
+def _parquet_parts(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in PARQUET_SUFFIXES)
+
+
+def _parts_agree(folder: Path) -> set[str]:
+    """A parquet folder's parts, checked against its first part: a part with other columns is
+    refused naming it (a partition written by another export would otherwise lose or invent
+    columns silently). Returns the columns whose type differs between parts (an id written as
+    a number in one month and as text in another): they are read as text, one key space."""
+    import pyarrow.parquet as pq
+
+    parts = _parquet_parts(folder)
+    schemas_of = {}
+    for part in parts:
+        try:
+            schemas_of[part] = pq.read_schema(part)
+        except Exception as err:  # noqa: BLE001 - any reader failure is an unreadable part
+            raise io.DataError(part, f"unreadable parquet part ({type(err).__name__}: {err})") from None
+    first = parts[0]
+    columns = set(schemas_of[first].names)
+    retyped = set()
+    for part in parts[1:]:
+        theirs = set(schemas_of[part].names)
+        if theirs != columns:
+            extra, lacking = sorted(theirs - columns), sorted(columns - theirs)
+            said = "; ".join(
+                x
+                for x in (
+                    f"it has {', '.join(extra)}" if extra else "",
+                    f"it lacks {', '.join(lacking)}" if lacking else "",
+                )
+                if x
+            )
+            raise io.DataError(
+                part,
+                f"this part of {folder} has other columns than {first.relative_to(folder)} ({said}): "
+                "every part of a log needs the same columns",
+                column=(extra or lacking)[0],
+            )
+        retyped |= {
+            name
+            for name in columns
+            if not schemas_of[part].field(name).type.equals(schemas_of[first].field(name).type)
+        }
+    return retyped
+
+
+def _part_as_text(folder: Path, part: Path, columns: set[str]) -> pd.DataFrame:
+    """One part with ``columns`` as text (missing values kept) and its hive partition values."""
+    frame = pd.read_parquet(part)
+    for name in columns:
+        values = frame[name]
+        text = values.astype("string").astype(object)
+        if pd.api.types.is_float_dtype(values):  # 7.0 in one part is 7 in another: one key
+            number = values.to_numpy(np.float64)
+            whole = np.isfinite(number) & (np.mod(number, 1) == 0)
+            text[whole] = number[whole].astype(np.int64).astype(str)
+        frame[name] = text.where(values.notna(), None)
+    for level in part.relative_to(folder).parts[:-1]:
+        if "=" in level:
+            key, value = level.split("=", 1)
+            frame[key] = value
+    return frame
 
 
 def _without_copies(
