@@ -24,3 +24,14 @@ def test_direction_counts_pairs_scored_forward_above_backward():
     table = {(0, 1): 2.0, (1, 0): 1.0, (2, 3): 1.0, (3, 2): 1.0}
     pair = lambda a, b: np.array([table[(x, y)] for x, y in zip(a, b, strict=True)])  # noqa: E731
     assert direction(pair, np.array([0, 2]), np.array([1, 3])) == 0.75
+
+
+def test_the_gap_over_test_pairs_averages_each_pair_over_seeds():
+    from nextbuy_lab.real_stores import pair_gap
+
+    always = [np.array([1.0, 1.0, 30.0, 30.0])] * 2  # hits@20 on the first two pairs, every seed
+    sometimes = [np.array([1.0, 30.0, 30.0, 30.0]), np.array([30.0, 1.0, 30.0, 30.0])]
+    gap = pair_gap(always, sometimes, "hits@20")
+    assert gap["mean"] == 0.25  # each of the first two pairs: 1 - 0.5
+    assert gap["ci95"][0] < 0.25 < gap["ci95"][1]
+    assert pair_gap(always, always, "mrr") == {"mean": 0.0, "ci95": [0.0, 0.0]}

@@ -166,14 +166,23 @@ def _spread(mean: float) -> dict:
 
 def test_a_real_stores_ranking_renders_every_method_and_says_whether_blade_fell_below_the_best():
     metrics = ("hits@10", "hits@20", "ndcg@10", "mrr", "direction")
-    methods = {m: {k: _spread(v) for k in metrics} for m, v in (("co_purchase", 0.05), ("blade", 0.04))}
+    methods = {
+        m: {k: _spread(v) for k in metrics}
+        for m, v in (("co_purchase", 0.05), ("blade", 0.04), ("served", 0.05))
+    }
     gap = {"mean": -0.01, "ci95": [-0.02, -0.005]}
+    level = {"mean": 0.0, "ci95": [-0.003, 0.003]}
     result = {
         "seeds": 5,
         "methods": methods,
         "best_baseline": "co_purchase",
         "paired_blade_minus": {k: {"co_purchase": gap} for k in metrics},
+        "pairs_blade_minus_best": {k: {"mean": -0.01, "ci95": [-0.012, -0.008]} for k in metrics[:4]},
         "blade_below_best_baseline_beyond_ci": True,
+        "paired_served_minus": {k: {"co_purchase": level} for k in metrics},
+        "pairs_served_minus_best": {k: level for k in metrics[:4]},
+        "served_below_best_baseline_beyond_ci": False,
+        "served_ranking_per_seed": ["co_purchase"] * 4 + ["model"],
         "data": {
             "store": "online-retail",
             "snapshot": "2011-09-01",
@@ -188,8 +197,10 @@ def test_a_real_stores_ranking_renders_every_method_and_says_whether_blade_fell_
     text = "\n".join(renderer("real_ranking_online_retail", result))
     assert "| `blade` | 0.040 ± 0.001" in text
     assert "exposures **replayed**" in text
-    assert "[-0.0200, -0.0050]" in text
-    assert "beyond its CI (Hits@20): **yes**" in text
+    assert "[-0.0200, -0.0050] | [-0.0120, -0.0080]" in text  # over seeds, over test pairs
+    assert "BLADE below the best baseline beyond its CI (Hits@20, over test pairs): **yes**" in text
+    assert "The served order below the best baseline beyond its CI (Hits@20, over test pairs): **no**" in text
+    assert "`co_purchase` 4, `model` 1" in text
 
 
 def test_a_real_stores_months_render_alerts_beside_the_naive_positivitys():

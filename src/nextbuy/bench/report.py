@@ -377,14 +377,21 @@ def render_real_ranking(name: str, result: dict) -> list[str]:
         paired = result.get(f"paired_{method}_minus")
         if paired is None:  # result files from before the served order was measured
             continue
-        lines += ["", f"{names[method]} minus the best baseline (`{best}`, by Hits@20), paired over seeds:\n"]
-        lines += _table("| figure | difference | 95% CI |")
+        over_pairs = result.get(f"pairs_{method}_minus_best", {})
+        lines += ["", f"{names[method]} minus the best baseline (`{best}`, by Hits@20):\n"]
+        lines += _table("| figure | difference | 95% CI over seeds | 95% CI over test pairs |")
         for metric in metrics:
             gap = paired[metric][best]
             low, high = gap["ci95"]
-            lines.append(f"| {metric} | {gap['mean']:+.4f} | [{low:+.4f}, {high:+.4f}] |")
+            pairs = over_pairs.get(metric)
+            by_pairs = f"[{pairs['ci95'][0]:+.4f}, {pairs['ci95'][1]:+.4f}]" if pairs else "—"
+            lines.append(f"| {metric} | {gap['mean']:+.4f} | [{low:+.4f}, {high:+.4f}] | {by_pairs} |")
         below = "yes" if result[f"{method}_below_best_baseline_beyond_ci"] else "no"
-        lines += ["", f"{names[method]} below the best baseline beyond its CI (Hits@20): **{below}**."]
+        judged = "over test pairs" if over_pairs else "over seeds"
+        lines += [
+            "",
+            f"{names[method]} below the best baseline beyond its CI (Hits@20, {judged}): **{below}**.",
+        ]
     served = result.get("served_ranking_per_seed")
     if served:
         counted = ", ".join(f"`{name}` {served.count(name)}" for name in dict.fromkeys(served))
