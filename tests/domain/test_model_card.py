@@ -18,6 +18,7 @@ from nextbuy.domain.model_card import (
     Gate,
     MaturedRow,
     Snapshot,
+    TopKOrder,
     add_matured,
     description,
     flagged,
@@ -225,3 +226,19 @@ def test_a_card_of_replayed_exposures_says_so_and_what_its_figures_measure():
     assert "not the effect of showing" in body
     logged = render(a_card(snapshot=Snapshot(snapshot="2026-02-10 00:00:00", exposures="logged")))
     assert "**Replayed exposures**" not in logged
+
+
+def test_the_card_says_which_top_k_order_is_served_and_why():
+    order = TopKOrder(
+        served="popularity",
+        reason="popularity ranked the held-out purchases better than the model",
+        judged_on="next purchases of the calibration split's sessions",
+        k=20,
+        hits={"model": 0.05, "popularity": 0.08},
+    )
+    body = render(a_card(top_k_order=order))
+    assert "## Top-K order" in body
+    assert "Served: **popularity**: popularity ranked the held-out purchases better" in body
+    assert "| popularity | 0.0800 |" in body
+    assert "decision are the model's" in body
+    assert "Top-K order: unknown" in render(a_card())  # a version from before the choice
