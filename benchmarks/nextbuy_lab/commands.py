@@ -128,7 +128,7 @@ def real_ranking(
     seeds: int = typer.Option(5, min=1, help="training seeds (mean ± std, paired CIs)"),
     params: str = ParamsOption,
 ) -> None:
-    """A real store's next purchases after its snapshot: BLADE vs popularity, co-purchase, MF."""
+    """A real store's next purchases after its snapshot: BLADE and the served order vs baselines."""
     _real("ranking", out, store, seeds, params)
 
 

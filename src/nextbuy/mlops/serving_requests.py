@@ -62,6 +62,21 @@ def _names(names: list[str]) -> str:
     return f"{shown}{more}"
 
 
+def _refuse_nested(cells: np.ndarray, col: str, one: str) -> None:
+    """A refusal naming the first cells that hold a list or an object, not ``one`` value."""
+    nested = np.fromiter((not pd.api.types.is_scalar(v) for v in cells), bool, len(cells))
+    if nested.any():
+        raise _invalid(
+            f"column '{col}' holds lists or objects: send {one} per cell; "
+            f"first bad values: {_shown(cells[nested])}"
+        )
+
+
+def _flags(cells: np.ndarray) -> np.ndarray:
+    """Which cells hold true/false."""
+    return np.fromiter((isinstance(v, (bool, np.bool_)) for v in cells), bool, len(cells))
+
+
 def _ids(series: pd.Series, col: str) -> np.ndarray:
     """``series`` as int64 product ids, or a refusal naming the first bad values and why."""
     if pd.api.types.is_bool_dtype(series.dtype):
@@ -71,13 +86,8 @@ def _ids(series: pd.Series, col: str) -> np.ndarray:
         )
     if series.dtype == object:
         cells = series.to_numpy()
-        nested = np.fromiter((not pd.api.types.is_scalar(v) for v in cells), bool, len(cells))
-        if nested.any():
-            raise _invalid(
-                f"column '{col}' holds lists or objects: send one integer product id per cell; "
-                f"first bad values: {_shown(cells[nested])}"
-            )
-        flags = np.fromiter((isinstance(v, (bool, np.bool_)) for v in cells), bool, len(cells))
+        _refuse_nested(cells, col, "one integer product id")
+        flags = _flags(cells)
         if flags.any():
             raise _invalid(
                 f"column '{col}' holds true/false: product ids are integers, not booleans; "
@@ -112,13 +122,8 @@ def _store_keys(series: pd.Series, col: str) -> np.ndarray:
     """``series`` as the store's product keys (text; an integer key in its written form, 7 not
     7.0), or a refusal naming the first bad values and why."""
     cells = series.to_numpy(dtype=object)
-    nested = np.fromiter((not pd.api.types.is_scalar(v) for v in cells), bool, len(cells))
-    if nested.any():
-        raise _invalid(
-            f"column '{col}' holds lists or objects: send one product key per cell; "
-            f"first bad values: {_shown(cells[nested])}"
-        )
-    flags = np.fromiter((isinstance(v, (bool, np.bool_)) for v in cells), bool, len(cells))
+    _refuse_nested(cells, col, "one product key")
+    flags = _flags(cells)
     missing = pd.isna(series).to_numpy()
     if flags.any() or missing.any():
         bad = cells[flags | missing]
