@@ -112,6 +112,15 @@ def release_interrupted(err: BaseException) -> None:
     gc.collect()
 
 
+def venv_env() -> dict[str, str]:
+    """This process's environment with its venv's bin first on PATH: the ``nextbuy`` and ``dvc``
+    a child runs (a DVC stage's command among them) are this project's, whatever the shell's
+    PATH holds."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     return free_ports(1)[0]

@@ -18,6 +18,7 @@ from pathlib import Path
 from nextbuy import paths
 from nextbuy.mlops import io
 from nextbuy.presets import set_param_flags
+from nextbuy.procs import venv_env
 
 
 def run(out: Path, preset: Path, params_file: str = "params.yaml") -> dict:
@@ -26,8 +27,9 @@ def run(out: Path, preset: Path, params_file: str = "params.yaml") -> dict:
     flags = set_param_flags(preset, params)
     started = time.perf_counter()
     try:
-        subprocess.run(["nextbuy", "check-dvc-lock"], check=True)
-        subprocess.run(["dvc", "exp", "run", *flags], check=True)
+        env = venv_env()  # the stages' `nextbuy <stage>` are this venv's
+        subprocess.run(["nextbuy", "check-dvc-lock"], check=True, env=env)
+        subprocess.run(["dvc", "exp", "run", *flags], check=True, env=env)
     finally:
         params.write_text(before)
     seconds = time.perf_counter() - started

@@ -4,15 +4,14 @@ Standard library and PyYAML only."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from nextbuy.orchestration.names import BACKUP_FILE
+from nextbuy.procs import venv_env
 
 # Run-time outputs and stores, skipped at the top level only (src/nextbuy/data is code,
 # /data is pipeline output).
@@ -97,8 +96,7 @@ def _ignored_outputs(root: Path):
 def project_env(root: Path) -> dict[str, str]:
     """This process's environment for commands run in the copy at ``root``: this venv's bin
     first on PATH, the copy's own MLflow store, no inherited artifact root."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = venv_env()
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     env.pop("MLFLOW_ARTIFACT_ROOT", None)
     return env

@@ -232,10 +232,9 @@ class RestServer(procs.GroupServer):
 
 
 def _serve_env(tracking_uri: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = procs.venv_env()
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     env.pop("MLFLOW_ARTIFACT_ROOT", None)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
