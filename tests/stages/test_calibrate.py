@@ -117,7 +117,8 @@ def test_summary_reports_uncertainty_at_equal_score_and_ece_per_bucket(trained):
     assert all(0 <= b["ece_raw"] <= 1 and 0 <= b["ece_calibrated"] <= 1 for b in ece.values())
 
 
-def test_run_writes_uncertainty_metrics_and_the_score_band_plot(pipeline, tmp_path, monkeypatch, tiny_params):
+def workspace(pipeline, tmp_path, monkeypatch, tiny_params) -> None:
+    """calibrate's inputs in ``tmp_path``, the working directory: a store with no order lines."""
     data, weighted, moments = pipeline
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
@@ -125,7 +126,12 @@ def test_run_writes_uncertainty_metrics_and_the_score_band_plot(pipeline, tmp_pa
     io.write_npz(moments, paths.GNN_MOMENTS)
     io.write_table(data.edges, paths.EDGES, schemas.EDGES)
     io.write_json({"snapshot": str(data.snapshot)}, paths.INGEST_META)
-    io.write_empty_table(paths.NEXT_PURCHASES, schemas.NEXT_PURCHASES)  # a store with no order lines
+    io.write_empty_table(paths.NEXT_PURCHASES, schemas.NEXT_PURCHASES)
+
+
+def test_run_writes_uncertainty_metrics_and_the_score_band_plot(pipeline, tmp_path, monkeypatch, tiny_params):
+    data, weighted, _ = pipeline
+    workspace(pipeline, tmp_path, monkeypatch, tiny_params)
 
     returned = calibrate.run()
     metrics = json.loads(paths.metrics_file("calibrate").read_text())
@@ -193,14 +199,8 @@ def test_the_served_order_is_judged_on_next_purchases_when_ingest_has_them(train
 def test_run_records_the_served_order_and_the_counts_it_would_rank_by(
     pipeline, tmp_path, monkeypatch, tiny_params
 ):
-    data, weighted, moments = pipeline
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
-    io.write_table(weighted, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
-    io.write_npz(moments, paths.GNN_MOMENTS)
-    io.write_table(data.edges, paths.EDGES, schemas.EDGES)
-    io.write_json({"snapshot": str(data.snapshot)}, paths.INGEST_META)
-    io.write_empty_table(paths.NEXT_PURCHASES, schemas.NEXT_PURCHASES)
+    data, _, _ = pipeline
+    workspace(pipeline, tmp_path, monkeypatch, tiny_params)
 
     metrics = calibrate.run()
     choice = json.loads(paths.SERVED_RANKING.read_text())

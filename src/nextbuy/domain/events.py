@@ -130,16 +130,21 @@ def timed_pairs(
     return PairLines(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
 
-def next_purchases(orders: pd.DataFrame, cfg: EventsConfig) -> pd.DataFrame:
-    """The next purchases u -> v of rule 2 in ``orders`` (one row per pair of lines), with the
-    customer and u's order time (the session (u, its day) they belong to)."""
-    pairs = timed_pairs(
+def rule2_arguments(orders: pd.DataFrame, cfg: EventsConfig) -> tuple:
+    """(customer, product, order time ns, window ns, lookback): what rule 2 reads of ``orders``."""
+    return (
         orders["customer"].to_numpy(np.int64),
         orders["product"].to_numpy(np.int64),
         _ns(orders["ordered_at"]),
         round(cfg.graph_window_days * NS_PER_DAY),
         cfg.graph_lookback_orders,
     )
+
+
+def next_purchases(orders: pd.DataFrame, cfg: EventsConfig) -> pd.DataFrame:
+    """The next purchases u -> v of rule 2 in ``orders`` (one row per pair of lines), with the
+    customer and u's order time (the session (u, its day) they belong to)."""
+    pairs = timed_pairs(*rule2_arguments(orders, cfg))
     return pd.DataFrame(
         {
             "customer": pairs.customer,
@@ -282,13 +287,7 @@ def replayed_exposures(
 ) -> exposures.Replayed:
     """The exposures ``domain.replay`` replays at the order lines of ``orders``, from the
     co-purchase pairs of rule 2 over them."""
-    every_pair = co_purchase_pairs(
-        orders["customer"].to_numpy(np.int64),
-        orders["product"].to_numpy(np.int64),
-        _ns(orders["ordered_at"]),
-        round(cfg.graph_window_days * NS_PER_DAY),
-        cfg.graph_lookback_orders,
-    )
+    every_pair = co_purchase_pairs(*rule2_arguments(orders, cfg))
     return exposures.replay(orders, every_pair, n_products, replay)
 
 

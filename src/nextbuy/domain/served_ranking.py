@@ -25,6 +25,7 @@ from the model: score, uncertainty, bucket, calibrated probability, decision).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -112,13 +113,18 @@ class CountTables:
         out[rows, self.indices[at]] += self.counts[at]
         return out
 
+    @functools.cached_property
+    def pair_keys(self) -> np.ndarray:
+        """Each stored pair as one key u * n + v, sorted (rows by u, then v): built once,
+        searched by every :meth:`pair_count`."""
+        n = self.n_products
+        return np.repeat(np.arange(n, dtype=np.int64), np.diff(self.indptr)) * n + self.indices
+
     def pair_count(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The count of each pair u -> v (0 where never bought)."""
         u, v = np.asarray(u, dtype=np.int64), np.asarray(v, dtype=np.int64)
-        n = self.n_products
-        # Rows are sorted by u, then v: (u, v) as one sorted key, searched at once.
-        keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.indptr)) * n + self.indices
-        wanted = u * n + v
+        keys = self.pair_keys
+        wanted = u * self.n_products + v
         at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
         found = (at < len(keys)) & (keys[at] == wanted) if len(keys) else np.zeros(len(u), dtype=bool)
         return np.where(found, self.counts[at] if len(keys) else 0.0, 0.0).astype(np.float64)
