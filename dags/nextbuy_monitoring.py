@@ -48,6 +48,11 @@ with DAG(
     tags=["nextbuy"],
     doc_md=__doc__,
     params={
+        "preset": Param(
+            None,
+            type=["null", "string"],
+            description="a params preset of the project applied first, e.g. presets/online-retail.yaml",
+        ),
         "overrides": Param(
             {},
             type="object",

@@ -64,6 +64,9 @@ with DAG(
             description="ingest.source",
         ),
         "graph_path": _optional("string", "ingest.graph_path: the real graph for edge_list / npz"),
+        "preset": _optional(
+            "string", "a params preset of the project applied first, e.g. presets/online-retail.yaml"
+        ),
         "overrides": Param(
             {},
             type="object",

@@ -62,6 +62,11 @@ def params_with(preset: str | os.PathLike, params_file: str | os.PathLike = "par
     return applied(read_params(params_file), read_preset(preset), f"{preset} over {params_file}")
 
 
+def dotted_overrides(preset: str | os.PathLike) -> dict[str, Any]:
+    """The preset as dotted params keys (``train.epochs``) and their values."""
+    return dict(_flat(read_preset(preset)))
+
+
 def set_param_flags(preset: str | os.PathLike, params_file: str | os.PathLike = "params.yaml") -> list[str]:
     """``dvc exp run`` flags (``-S key=value``, values in YAML) that apply ``preset`` to ``params_file``."""
     overrides = read_preset(preset)

@@ -177,12 +177,17 @@ def test_a_real_stores_ranking_renders_every_method_and_says_whether_blade_fell_
         "methods": methods,
         "best_baseline": "co_purchase",
         "paired_blade_minus": {k: {"co_purchase": gap} for k in metrics},
-        "pairs_blade_minus_best": {k: {"mean": -0.01, "ci95": [-0.012, -0.008]} for k in metrics[:4]},
+        "pairs_blade_minus_best": {
+            k: {"baseline": "co_purchase", "mean": -0.01, "ci95": [-0.012, -0.008]} for k in metrics[:4]
+        },
+        "blade_below_best_baseline_on": ["hits@10", "hits@20"],
         "blade_below_best_baseline_beyond_ci": True,
         "paired_served_minus": {k: {"co_purchase": level} for k in metrics},
-        "pairs_served_minus_best": {k: level for k in metrics[:4]},
+        "pairs_served_minus_best": {k: {"baseline": "co_purchase"} | level for k in metrics[:4]},
+        "served_below_best_baseline_on": [],
         "served_below_best_baseline_beyond_ci": False,
         "served_ranking_per_seed": ["co_purchase"] * 4 + ["model"],
+        "served_prior_per_seed": [30.0] * 4 + [0.0],
         "data": {
             "store": "online-retail",
             "snapshot": "2011-09-01",
@@ -197,10 +202,11 @@ def test_a_real_stores_ranking_renders_every_method_and_says_whether_blade_fell_
     text = "\n".join(renderer("real_ranking_online_retail", result))
     assert "| `blade` | 0.040 ± 0.001" in text
     assert "exposures **replayed**" in text
-    assert "[-0.0200, -0.0050] | [-0.0120, -0.0080]" in text  # over seeds, over test pairs
-    assert "BLADE below the best baseline beyond its CI (Hits@20, over test pairs): **yes**" in text
-    assert "The served order below the best baseline beyond its CI (Hits@20, over test pairs): **no**" in text
+    assert "| hits@20 | `co_purchase` | -0.0100 | [-0.0200, -0.0050] | [-0.0120, -0.0080] |" in text
+    assert "BLADE below the best baseline beyond its CI (over test pairs): **yes**, on hits@10, hits@20" in text
+    assert "The served order below the best baseline beyond its CI (over test pairs): **no**" in text
     assert "`co_purchase` 4, `model` 1" in text
+    assert "pseudo-counts: 30, 30, 30, 30, 0" in text
 
 
 def test_a_real_stores_months_render_alerts_beside_the_naive_positivitys():

@@ -43,11 +43,47 @@ def test_scores_and_pair_counts_agree_with_a_dense_count_matrix(pairs):
     merged = {(u, v): dense[u, v] for u, v, _ in pairs}
     tables = tables_of([(u, v, w) for (u, v), w in merged.items()], n)
     sources = np.arange(n)
-    np.testing.assert_allclose(tables.scores("co_purchase", sources) - tables.tiebreak(), dense, atol=1e-9)
+    np.testing.assert_allclose(tables.scores("co_purchase", sources) - tables.popularity_term(), dense, atol=1e-9)
     u, v = np.repeat(sources, n), np.tile(sources, n)
     np.testing.assert_array_equal(tables.pair_count(u, v), dense[u, v])
     np.testing.assert_allclose(tables.popularity, dense.sum(axis=0) + dense.sum(axis=1))
     assert tables.check() is None
+
+
+def test_a_popularity_prior_ranks_a_source_with_few_counts_by_what_sells():
+    # 0 -> 1 bought once; 2 is bought far more often overall (with 3 and 4).
+    tables = tables_of([(0, 1, 1), (3, 2, 40), (4, 2, 40), (3, 4, 1)], n=5)
+    plain = tables.top_k("co_purchase", np.array([0, 3]), k=2, exclude_self=True)
+    assert plain[0].tolist() == [1, 2]  # one count beats any popularity
+    smoothed = tables.with_prior(10.0)
+    top = smoothed.top_k("co_purchase", np.array([0, 3]), k=2, exclude_self=True)
+    assert top[0].tolist()[0] == 2  # 10 pseudo-counts x 2's share (80/164) > 1 count
+    assert top[1].tolist() == [2, 4]  # 3's own 40 purchases of 2 still lead
+    share = tables.popularity / tables.popularity.sum()
+    np.testing.assert_allclose(
+        smoothed.scores("co_purchase", np.array([0]))[0] - tables.popularity_term(),
+        np.array([0, 1, 0, 0, 0]) + 10.0 * share,
+    )
+    assert CountTables.from_arrays(smoothed.to_arrays()).prior == 10.0
+
+
+def test_the_prior_is_chosen_on_every_row_and_judged_out_of_fold():
+    rows = 1000
+    steady = _hits(0.2, rows, 0)
+    lucky = np.zeros(rows)
+    lucky[:5] = 1.0  # wins nothing but a handful of rows: out of fold it is never picked
+    prior, cross_fitted = served_ranking.cross_fit_prior({0.0: steady, 3.0: steady * 0, 30.0: lucky}, 5, 0)
+    assert prior == 0.0
+    np.testing.assert_array_equal(cross_fitted, steady)
+    tied, _ = served_ranking.cross_fit_prior({10.0: steady, 1.0: steady}, 5, 0)
+    assert tied == 1.0  # ties go to the smaller prior
+    # A prior that wins on the whole grid only by the rows it is judged on scores worse out of
+    # fold than in sample: half the rows favour one prior, half the other.
+    a = np.r_[np.ones(10), np.zeros(10)]
+    b = np.r_[np.zeros(10), np.ones(9), 0.0]
+    best, oof = served_ranking.cross_fit_prior({0.0: a, 1.0: b}, 2, 0)
+    assert best == 0.0
+    assert oof.mean() < a.mean()
 
 
 def test_the_ranked_purchase_takes_no_part_in_its_own_count():
@@ -76,6 +112,12 @@ def test_a_count_ranking_is_served_only_when_it_wins_beyond_its_ci():
     noise = served_ranking.choose({"model": model, "popularity": _hits(0.05, 4000, 2)}, 20, 0.95, "test")
     assert noise.served == "model"
     assert served_ranking.RankingChoice.from_dict(clear_win.to_dict()) == clear_win
+    smoothed = served_ranking.choose(
+        {"model": model, "co_purchase": np.maximum(model, _hits(0.05, 4000, 1))}, 20, 0.95, "test", 30.0, {"30": 0.1}
+    )
+    assert smoothed.served == "co_purchase"
+    assert "30 popularity pseudo-counts" in smoothed.reason
+    assert served_ranking.RankingChoice.from_dict(smoothed.to_dict()) == smoothed
 
 
 def test_too_few_purchases_serve_the_models_order():

@@ -42,6 +42,23 @@ def test_training_overrides_from_form_and_logical_date():
     assert lock.training_overrides({}, None) == {}
 
 
+def test_a_preset_applies_first_and_the_run_wins_over_it(tmp_path):
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "store.yaml").write_text(
+        "ingest:\n  snapshot: '2011-09-01'\n  source: events\ntrain:\n  epochs: 10\ndeploy:\n  model_name: store\n"
+    )
+    preset = lock.preset_overrides(tmp_path, {"preset": "presets/store.yaml"})
+    assert preset == {"ingest.snapshot": "2011-09-01", "ingest.source": "events", "train.epochs": 10, "deploy.model_name": "store"}
+    out = lock.training_overrides({"epochs": 2}, "2011-09-03T00:00:00", preset)
+    assert out["ingest.snapshot"] == "2011-09-03T00:00:00"  # the run's day, not the preset's
+    assert out["train.epochs"] == 2 and out["deploy.model_name"] == "store"
+    assert lock.preset_overrides(tmp_path, {"preset": None}) == {}
+    with pytest.raises(lock.InvalidOverrides, match="presets/nowhere.yaml"):
+        lock.preset_overrides(tmp_path, {"preset": "presets/nowhere.yaml"})
+    watched = lock.monitoring_overrides(tmp_path, {}, preset)  # nothing ingested yet: the preset's store
+    assert watched["ingest.source"] == "events" and watched["deploy.model_name"] == "store"
+
+
 def test_apply_overrides_sets_dotted_keys_on_a_copy():
     params = {"train": {"epochs": 4}, "ingest": {"simulator": {"n_products": 10}}}
     overrides = {"train.epochs": 1, "ingest.simulator.seed_extra": 3, "traffic.drift.kind": "x"}
@@ -111,6 +128,11 @@ def test_monitoring_pins_ingest_to_the_last_ingest_in_dvc_lock(tmp_path):
     out = lock.monitoring_overrides(tmp_path, {"overrides": {"traffic.days": 5}})
     assert out == {"ingest": {"seed": 3, "snapshot": "2026-11-15T00:00:00"}, "traffic.days": 5}
     assert lock.monitoring_overrides(tmp_path / "nowhere", {}) == {}
+    preset = {"ingest.source": "events", "deploy.model_name": "store"}
+    assert lock.monitoring_overrides(tmp_path, {}, preset) == {  # ingest as ingested, whole
+        "deploy.model_name": "store",
+        "ingest": {"seed": 3, "snapshot": "2026-11-15T00:00:00"},
+    }
 
 
 def test_restore_any_puts_back_whoevers_backup(tmp_path):

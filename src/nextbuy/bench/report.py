@@ -371,36 +371,32 @@ def render_real_ranking(name: str, result: dict) -> list[str]:
     ]
     for method, figures in result["methods"].items():
         lines.append(f"| `{method}` | " + " | ".join(_mean_std(figures[m]) for m in metrics) + " |")
-    best = result["best_baseline"]
     names = {"blade": "BLADE", "served": "The served order"}
     for method in ("blade", "served"):
-        paired = result.get(f"paired_{method}_minus")
-        if paired is None:  # result files from before the served order was measured
-            continue
-        over_pairs = result.get(f"pairs_{method}_minus_best", {})
-        lines += ["", f"{names[method]} minus the best baseline (`{best}`, by Hits@20):\n"]
-        lines += _table("| figure | difference | 95% CI over seeds | 95% CI over test pairs |")
-        for metric in metrics:
-            gap = paired[metric][best]
+        paired = result[f"paired_{method}_minus"]
+        over_pairs = result[f"pairs_{method}_minus_best"]
+        lines += ["", f"{names[method]} minus the best baseline of each figure:\n"]
+        lines += _table("| figure | best baseline | difference | 95% CI over seeds | 95% CI over test pairs |")
+        for metric, pairs in over_pairs.items():
+            baseline = pairs["baseline"]
+            gap = paired[metric][baseline]
             low, high = gap["ci95"]
-            pairs = over_pairs.get(metric)
-            by_pairs = f"[{pairs['ci95'][0]:+.4f}, {pairs['ci95'][1]:+.4f}]" if pairs else "—"
-            lines.append(f"| {metric} | {gap['mean']:+.4f} | [{low:+.4f}, {high:+.4f}] | {by_pairs} |")
-        below = "yes" if result[f"{method}_below_best_baseline_beyond_ci"] else "no"
-        judged = "over test pairs" if over_pairs else "over seeds"
-        lines += [
-            "",
-            f"{names[method]} below the best baseline beyond its CI (Hits@20, {judged}): **{below}**.",
-        ]
-    served = result.get("served_ranking_per_seed")
-    if served:
-        counted = ", ".join(f"`{name}` {served.count(name)}" for name in dict.fromkeys(served))
-        lines += [
-            "",
-            "The served order is what the pipeline would serve with each seed's model: calibrate's "
-            "out-of-fold choice on the calibration split's next purchases before the snapshot "
-            f"(seeds: {counted}).",
-        ]
+            lines.append(
+                f"| {metric} | `{baseline}` | {gap['mean']:+.4f} | [{low:+.4f}, {high:+.4f}] | "
+                f"[{pairs['ci95'][0]:+.4f}, {pairs['ci95'][1]:+.4f}] |"
+            )
+        below = result[f"{method}_below_best_baseline_on"]
+        verdict = f"**yes**, on {', '.join(below)}" if below else "**no**"
+        lines += ["", f"{names[method]} below the best baseline beyond its CI (over test pairs): {verdict}."]
+    served = result["served_ranking_per_seed"]
+    counted = ", ".join(f"`{name}` {served.count(name)}" for name in dict.fromkeys(served))
+    priors = ", ".join(f"{p:g}" for p in result["served_prior_per_seed"])
+    lines += [
+        "",
+        "The served order is what the pipeline would serve with each seed's model: calibrate's "
+        "out-of-fold choice on the calibration split's next purchases before the snapshot "
+        f"(seeds: {counted}; co-purchase's popularity prior, in pseudo-counts: {priors}).",
+    ]
     return lines
 
 

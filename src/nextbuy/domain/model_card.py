@@ -67,6 +67,8 @@ class TopKOrder(Record):
     judged_on: str = ""
     k: int | None = None
     hits: dict[str, float] = {}  # Hits@k of each ranking on the held-out purchases
+    prior: float = 0.0  # popularity pseudo-counts smoothing co-purchase counts
+    prior_hits: dict[str, float] = {}  # Hits@k of co-purchase by prior
 
 
 class LowDegree(Record):

@@ -175,6 +175,7 @@ def _top_k_order(card: Card) -> list[str]:
             "",
         ]
     rows = [[name.replace("_", "-"), f"{hits:.4f}"] for name, hits in order.hits.items()]
+    priors = [[prior, f"{hits:.4f}"] for prior, hits in order.prior_hits.items()]
     return [
         "## Top-K order",
         "",
@@ -188,6 +189,18 @@ def _top_k_order(card: Card) -> list[str]:
                 "",
             ]
             if rows
+            else []
+        ),
+        *(
+            [
+                "Co-purchase scores are c(u, v) + prior x v's popularity share; "
+                f"the prior served: {order.prior:g} pseudo-counts (co-purchase's Hits@{order.k} above "
+                "is cross-fitted over the priors):",
+                "",
+                *_table(["prior", f"Hits@{order.k}"], priors),
+                "",
+            ]
+            if priors
             else []
         ),
         "Whatever the order, each answer's score, uncertainty, calibrated probability and decision "

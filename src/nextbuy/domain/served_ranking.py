@@ -18,6 +18,13 @@ products keep theirs. The model's graph holds the same pairs as edges and is not
 so the comparison leans towards the model: a count ranking is served only where it wins
 beyond that.
 
+Co-purchase counts are smoothed towards popularity: v scores c(u, v) + a * p(v), where p is
+popularity as a share and a (``prior``, in pseudo-counts) is chosen from a declared grid on the
+same purchases, cross-fitted (each fold's hits come from the prior best on the other folds), so
+the gap that decides is measured out of fold. a = 0 is plain item-to-item counting; a large a
+ranks by popularity wherever u's counts are few: a source with many co-purchases is ranked by
+them, one with few falls back to what sells.
+
 The count tables (:class:`CountTables`) are served with the model, so the top-K of a model
 whose ranking is a count ranking is ranked by those counts (the pair columns still come
 from the model: score, uncertainty, bucket, calibrated probability, decision).
@@ -25,6 +32,7 @@ from the model: score, uncertainty, bucket, calibrated probability, decision).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,13 +54,15 @@ RANK_CELLS = 1 << 22  # sources x products ranked at once: bounds memory (~40 B 
 
 @dataclass(frozen=True, eq=False)  # eq=False: array fields
 class CountTables:
-    """What the store bought, known at the snapshot: pairs u -> v counted (CSR rows by u)
-    and each product's popularity (the pairs it is part of, either side)."""
+    """What the store bought, known at the snapshot: pairs u -> v counted (CSR rows by u),
+    each product's popularity (the pairs it is part of, either side), and the popularity
+    prior that smooths co-purchase scores (pseudo-counts; 0: none)."""
 
     indptr: np.ndarray  # int64 [n + 1]
     indices: np.ndarray  # int32 [pairs]: v, by u
     counts: np.ndarray  # float32 [pairs]
     popularity: np.ndarray  # float64 [n]
+    prior: float = 0.0
 
     @property
     def n_products(self) -> int:
@@ -68,17 +78,22 @@ class CountTables:
         popularity = np.bincount(src, weight, n_products) + np.bincount(dst, weight, n_products)
         return cls(indptr, dst[order].astype(np.int32), weight[order].astype(np.float32), popularity)
 
+    def with_prior(self, prior: float) -> CountTables:
+        return dataclasses.replace(self, prior=float(prior))
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             "indptr": self.indptr,
             "indices": self.indices,
             "counts": self.counts,
             "popularity": self.popularity,
+            "prior": np.asarray(self.prior, dtype=np.float64),
         }
 
     @classmethod
     def from_arrays(cls, arrays) -> CountTables:
-        return cls(*(np.asarray(arrays[k]) for k in ("indptr", "indices", "counts", "popularity")))
+        fields = (np.asarray(arrays[k]) for k in ("indptr", "indices", "counts", "popularity"))
+        return cls(*fields, prior=float(np.asarray(arrays["prior"])))
 
     def check(self) -> str | None:
         """What is inconsistent in the tables (None: nothing)."""
@@ -91,11 +106,20 @@ class CountTables:
             return f"a product id outside [0, {n})"
         if not (np.isfinite(self.counts).all() and np.isfinite(self.popularity).all()):
             return "a count is not finite"
+        if not (np.isfinite(self.prior) and self.prior >= 0):
+            return f"prior {self.prior} is not a count >= 0"
         return None
 
-    def tiebreak(self) -> np.ndarray:
-        """Popularity scaled below one co-purchase count."""
-        return self.popularity / (self.popularity.max(initial=0.0) + 1.0) * TIEBREAK
+    def popularity_weight(self) -> float:
+        """What one unit of popularity adds to a co-purchase score: ``prior`` pseudo-counts
+        spread by popularity share, plus a tie-break below one count step."""
+        total = self.popularity.sum()
+        share = self.prior / total if total > 0 else 0.0
+        return share + TIEBREAK / (self.popularity.max(initial=0.0) + 1.0)
+
+    def popularity_term(self) -> np.ndarray:
+        """Each product's popularity term in its co-purchase score."""
+        return self.popularity * self.popularity_weight()
 
     def scores(self, ranker: Ranker, sources: np.ndarray) -> np.ndarray:
         """Scores [len(sources), n] of every product for each source by ``ranker`` (a source
@@ -104,7 +128,7 @@ class CountTables:
         n = self.n_products
         if ranker == "popularity":
             return np.broadcast_to(self.popularity, (len(sources), n)).copy()
-        out = np.broadcast_to(self.tiebreak(), (len(sources), n)).copy()
+        out = np.broadcast_to(self.popularity_term(), (len(sources), n)).copy()
         known = np.flatnonzero(sources < n)
         starts, ends = self.indptr[sources[known]], self.indptr[sources[known] + 1]
         lengths = ends - starts
@@ -179,9 +203,8 @@ def leave_one_out(tables: CountTables, ranker: Ranker) -> PairRows:
         own = np.maximum(tables.popularity[v] - 1.0, 0.0)
         if ranker == "popularity":
             s[i, v] = own
-        else:  # as CountTables.tiebreak computes it, so equal popularity ties exactly
-            tiebreak = own / (tables.popularity.max(initial=0.0) + 1.0) * TIEBREAK
-            s[i, v] = np.maximum(tables.pair_count(u, v) - 1.0, 0.0) + tiebreak
+        else:  # as CountTables.popularity_term computes it, so equal popularity ties exactly
+            s[i, v] = np.maximum(tables.pair_count(u, v) - 1.0, 0.0) + own * tables.popularity_weight()
         return s
 
     return rows
@@ -218,11 +241,13 @@ class RankingChoice:
     served: Ranker
     k: int
     rows: int  # next purchases ranked
-    hits: dict[str, float]  # Hits@k of each ranking on them
+    hits: dict[str, float]  # Hits@k of each ranking on them (co-purchase: cross-fitted prior)
     gaps: dict[str, Gap]  # each count ranking minus the model's
     confidence: float
     reason: str
     judged_on: str  # what the held-out purchases are
+    prior: float = 0.0  # popularity pseudo-counts of co-purchase scores (best on every row)
+    prior_hits: dict[str, float] = dataclasses.field(default_factory=dict)  # Hits@k by prior
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -234,6 +259,8 @@ class RankingChoice:
             "confidence": self.confidence,
             "reason": self.reason,
             "judged_on": self.judged_on,
+            "prior": self.prior,
+            "prior_hits": self.prior_hits,
         }
 
     @classmethod
@@ -246,14 +273,24 @@ class RankingChoice:
             gaps={k: Gap(**v) for k, v in d["gaps"].items()},
             confidence=float(d["confidence"]),
             reason=str(d["reason"]),
-            judged_on=str(d.get("judged_on", "")),
+            judged_on=str(d["judged_on"]),
+            prior=float(d["prior"]),
+            prior_hits={k: float(v) for k, v in d["prior_hits"].items()},
         )
 
 
-def choose(hits: dict[str, np.ndarray], k: int, confidence: float, judged_on: str) -> RankingChoice:
+def choose(
+    hits: dict[str, np.ndarray],
+    k: int,
+    confidence: float,
+    judged_on: str,
+    prior: float = 0.0,
+    prior_hits: dict[str, float] | None = None,
+) -> RankingChoice:
     """The served ranking from per-row hits (0/1 for each ranking, same rows): the model's,
     unless a count ranking's paired gap over it has its whole CI above zero; of several such,
-    the one with the most hits."""
+    the one with the most hits. ``prior`` is co-purchase's popularity prior (its hits were
+    measured with priors chosen out of fold), ``prior_hits`` each prior's Hits@k."""
     model = np.asarray(hits["model"], dtype=np.float64)
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     gaps: dict[str, Gap] = {}
@@ -269,8 +306,9 @@ def choose(hits: dict[str, np.ndarray], k: int, confidence: float, judged_on: st
     if winners:
         served = max(winners, key=lambda name: means[name])
         g = gaps[served]
+        smoothed = f" smoothed by {prior:g} popularity pseudo-counts" if served == "co_purchase" and prior else ""
         reason = (
-            f"{served.replace('_', '-')} ranked the held-out purchases better than the model: "
+            f"{served.replace('_', '-')}{smoothed} ranked the held-out purchases better than the model: "
             f"Hits@{k} {means[served]:.4f} vs {means['model']:.4f}, gap {g.mean:+.4f} "
             f"({confidence:.0%} CI [{g.low:+.4f}, {g.high:+.4f}]) over {len(model)} purchases"
         )
@@ -283,7 +321,27 @@ def choose(hits: dict[str, np.ndarray], k: int, confidence: float, judged_on: st
             reason += (
                 f" (best: {best.replace('_', '-')}, gap {g.mean:+.4f}, CI [{g.low:+.4f}, {g.high:+.4f}])"
             )
-    return RankingChoice(served, k, len(model), means, gaps, confidence, reason, judged_on)
+    return RankingChoice(
+        served, k, len(model), means, gaps, confidence, reason, judged_on, float(prior), dict(prior_hits or {})
+    )
+
+
+def cross_fit_prior(hits_by_prior: Mapping[float, np.ndarray], folds: int, seed: int) -> tuple[float, np.ndarray]:
+    """The prior with the most hits over every row (ties: the smaller), and each row's hit
+    under the prior chosen on the other folds: an out-of-fold measure of choosing the prior
+    from the grid, so that choosing among many priors does not flatter the gap to the model."""
+    priors = sorted(hits_by_prior)
+    table = np.vstack([np.asarray(hits_by_prior[p], dtype=np.float64) for p in priors])
+    rows = table.shape[1]
+    best = priors[int(np.argmax(table.sum(axis=1)))]
+    if folds < 2 or rows < folds:
+        return best, table[priors.index(best)]
+    fold = np.random.default_rng(seed).permutation(rows) % folds
+    out = np.empty(rows)
+    for f in range(folds):
+        held = fold == f
+        out[held] = table[int(np.argmax(table[:, ~held].sum(axis=1))), held]
+    return best, out
 
 
 def choose_served(
@@ -295,15 +353,22 @@ def choose_served(
     k: int,
     confidence: float,
     judged_on: str,
+    priors: tuple[float, ...] = (0.0,),
+    folds: int = 5,
+    seed: int = 0,
 ) -> RankingChoice:
     """Rank v among every product for source u by the model and by each count ranking
-    (leave-one-out), and :func:`choose` on their Hits@k; ``judged_on`` says what the
-    purchases (u, v) are."""
+    (leave-one-out; co-purchase with each of ``priors``, cross-fitted over ``folds``), and
+    :func:`choose` on their Hits@k; ``judged_on`` says what the purchases (u, v) are."""
     if len(u) < 2:
         reason = f"{len(u)} held-out purchase(s): too few to judge, the model's order is served"
         return RankingChoice("model", k, len(u), {}, {}, confidence, reason, judged_on)
     n = tables.n_products
     hits = {"model": ranks_by(model_rows(moments, calibration), u, v, n) <= k}
-    for name in COUNT_RANKERS:
-        hits[name] = ranks_by(leave_one_out(tables, name), u, v, n) <= k
-    return choose(hits, k, confidence, judged_on)
+    hits["popularity"] = ranks_by(leave_one_out(tables, "popularity"), u, v, n) <= k
+    by_prior = {
+        float(p): ranks_by(leave_one_out(tables.with_prior(p), "co_purchase"), u, v, n) <= k for p in priors
+    }
+    prior, hits["co_purchase"] = cross_fit_prior(by_prior, folds, seed)
+    prior_hits = {f"{p:g}": float(np.mean(h)) for p, h in sorted(by_prior.items())}
+    return choose(hits, k, confidence, judged_on, prior, prior_hits)

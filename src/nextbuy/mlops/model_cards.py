@@ -106,9 +106,11 @@ def top_k_order() -> TopKOrder | None:
     return TopKOrder(
         served=choice["served"],
         reason=choice["reason"],
-        judged_on=choice.get("judged_on", ""),
-        k=choice.get("k"),
-        hits=choice.get("hits", {}),
+        judged_on=choice["judged_on"],
+        k=choice["k"],
+        hits=choice["hits"],
+        prior=choice["prior"],
+        prior_hits=choice["prior_hits"],
     )
 
 

@@ -29,6 +29,7 @@ import yaml
 from nextbuy import yaml_io
 from nextbuy.files import atomic_write_text, create_exclusive
 from nextbuy.orchestration.names import BACKUP_FILE, PARAMS_FILE
+from nextbuy.presets import dotted_overrides
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,25 @@ def snapshot_iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
-def training_overrides(form: Mapping[str, Any], snapshot: str | None) -> dict[str, Any]:
-    """Dotted params.yaml key -> value for one training run: the snapshot, the form's
-    fields that are set, then the free-form ``overrides`` (which win)."""
-    out: dict[str, Any] = {}
+def preset_overrides(project: Path, form: Mapping[str, Any]) -> dict[str, Any]:
+    """The dotted keys of the form's ``preset`` (a file of the project, e.g.
+    ``presets/online-retail.yaml``; none: {}), applied before every other override."""
+    preset = form.get("preset")
+    if not preset:
+        return {}
+    try:
+        return dotted_overrides(project / str(preset))
+    except (OSError, ValueError) as err:  # no such file, not a mapping, an unknown section
+        raise InvalidOverrides(f"preset {preset!r}: {err}") from None
+
+
+def training_overrides(
+    form: Mapping[str, Any], snapshot: str | None, preset: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Dotted params.yaml key -> value for one training run: the ``preset``'s keys
+    (:func:`preset_overrides`), the snapshot, the form's fields that are set, then the
+    free-form ``overrides`` (which win)."""
+    out: dict[str, Any] = dict(preset or {})
     if snapshot is not None:
         out["ingest.snapshot"] = snapshot
     for name, key in FORM_PARAMS.items():
@@ -79,13 +95,17 @@ def locked_section(project: Path, stage: str, section: str) -> dict | None:
     return recorded.get(section)
 
 
-def monitoring_overrides(project: Path, form: Mapping[str, Any]) -> dict[str, Any]:
+def monitoring_overrides(
+    project: Path, form: Mapping[str, Any], preset: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Monitoring watches traffic drawn from the store the current data was ingested
-    from: pin ``ingest`` to what dvc.lock recorded for the last ingest (a training run
-    put its snapshot there and restored params.yaml afterwards), then the form's overrides."""
-    out: dict[str, Any] = {}
+    from: the ``preset``'s keys, then ``ingest`` pinned to what dvc.lock recorded for the
+    last ingest (a training run put its snapshot there and restored params.yaml
+    afterwards), then the form's overrides."""
+    out: dict[str, Any] = dict(preset or {})
     ingest = locked_section(project, "ingest", "ingest")
-    if ingest is not None:
+    if ingest is not None:  # as ingested (the preset's ingest keys included), whole
+        out = {k: v for k, v in out.items() if not k.startswith("ingest.")}
         out["ingest"] = ingest
     out.update(form.get("overrides") or {})
     return out

@@ -57,10 +57,16 @@ def set_params_task(project: Path, context: Mapping[str, Any], kind: str):
 
     form = dict(context["params"])
     ws = workspace.ensure(project)
+    try:
+        preset = params_lock.preset_overrides(ws, form)
+    except params_lock.InvalidOverrides as err:  # the same form fails every try: fail at once
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{err}\n(a configuration error: not retried)") from None
     if kind == TRAINING:
-        overrides = params_lock.training_overrides(form, run_snapshot(context))
+        overrides = params_lock.training_overrides(form, run_snapshot(context), preset)
     else:
-        overrides = params_lock.monitoring_overrides(ws, form)
+        overrides = params_lock.monitoring_overrides(ws, form, preset)
     if form.get("reason"):
         log.info("why this run: %s", form["reason"])
 
@@ -239,5 +245,6 @@ def branch_on_alerts_task(project: Path, context: Mapping[str, Any]) -> str:
         status["alerts"]
     )
     log.warning("retraining: %s", reason)
-    context["ti"].xcom_push(key="retrain_conf", value={"reason": reason[:4000]})
+    preset = dict(context.get("params") or {}).get("preset")  # retrain the store this run watched
+    context["ti"].xcom_push(key="retrain_conf", value={"reason": reason[:4000], "preset": preset})
     return RETRAIN_TASK

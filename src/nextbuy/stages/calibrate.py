@@ -146,8 +146,11 @@ def choose_ranking(
         cfg.k,
         cfg.confidence,
         judged_on,
+        tuple(cfg.priors),
+        cfg.cross_fit_folds,
+        cfg.seed,
     )
-    return choice, tables
+    return choice, tables.with_prior(choice.prior)
 
 
 def _quality(prob: np.ndarray, score: np.ndarray, label: np.ndarray) -> dict:
