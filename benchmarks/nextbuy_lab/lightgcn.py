@@ -18,6 +18,7 @@ BLADE in the same bench is not tuned either.
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -76,7 +77,7 @@ def fit(src: np.ndarray, dst: np.ndarray, n: int, seed: int) -> np.ndarray:
     adj = normalised_adjacency(pairs[keep] // n, pairs[keep] % n, n)
     model = LightGCN(n, EMBEDDING_DIM, LAYERS, normalize=False)
     opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    best, best_embedding, stale = -1.0, None, 0
+    best, best_embedding, stale, started = -1.0, None, 0, time.perf_counter()
     for step in range(1, MAX_STEPS + 1):
         model.train()
         pick = torch.randint(0, train.shape[1], (min(BATCH, train.shape[1]),), generator=gen)
@@ -96,6 +97,10 @@ def fit(src: np.ndarray, dst: np.ndarray, n: int, seed: int) -> np.ndarray:
         with torch.no_grad():
             embedding = model.get_embedding(adj)
             hits = validation_hits(embedding, val_u, val_v) if len(val_u) else 0.0
+        print(
+            f"lightgcn step {step}: validation Hits@{VALIDATION_K} {hits:.4f} ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
         if hits > best:
             best, best_embedding, stale = hits, embedding.clone(), 0
         else:

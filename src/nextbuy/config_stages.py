@@ -76,7 +76,9 @@ class ServedRankingConfig(_Section):
     k: int = Field(ge=1)  # Hits@k decides
     max_rows: int = Field(ge=2)  # calibration-split next purchases ranked (a seeded sample above it)
     confidence: float = Field(gt=0.0, lt=1.0)  # a count ranking is served when its gap's CI is above zero
-    priors: list[Annotated[float, Field(ge=0.0)]] = Field(min_length=1)  # co-purchase's popularity pseudo-counts tried
+    priors: list[Annotated[float, Field(ge=0.0)]] = Field(
+        min_length=1
+    )  # co-purchase's popularity pseudo-counts tried
     cross_fit_folds: int = Field(ge=2)  # the prior's choice measured out of fold
     seed: int
 

@@ -203,7 +203,9 @@ def test_a_real_stores_ranking_renders_every_method_and_says_whether_blade_fell_
     assert "| `blade` | 0.040 ± 0.001" in text
     assert "exposures **replayed**" in text
     assert "| hits@20 | `co_purchase` | -0.0100 | [-0.0200, -0.0050] | [-0.0120, -0.0080] |" in text
-    assert "BLADE below the best baseline beyond its CI (over test pairs): **yes**, on hits@10, hits@20" in text
+    assert (
+        "BLADE below the best baseline beyond its CI (over test pairs): **yes**, on hits@10, hits@20" in text
+    )
     assert "The served order below the best baseline beyond its CI (over test pairs): **no**" in text
     assert "`co_purchase` 4, `model` 1" in text
     assert "pseudo-counts: 30, 30, 30, 30, 0" in text

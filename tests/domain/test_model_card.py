@@ -242,7 +242,9 @@ def test_the_card_says_which_top_k_order_is_served_and_why():
     assert "| popularity | 0.0800 |" in body
     assert "decision are the model's" in body
     assert "Top-K order: unknown" in render(a_card())  # a version from before the choice
-    smoothed = order.model_copy(update={"served": "co_purchase", "prior": 30.0, "prior_hits": {"0": 0.06, "30": 0.07}})
+    smoothed = order.model_copy(
+        update={"served": "co_purchase", "prior": 30.0, "prior_hits": {"0": 0.06, "30": 0.07}}
+    )
     smoothed_body = render(a_card(top_k_order=smoothed))
     assert "the prior served: 30 pseudo-counts" in smoothed_body
     assert "| 30 | 0.0700 |" in smoothed_body

@@ -43,7 +43,9 @@ def test_scores_and_pair_counts_agree_with_a_dense_count_matrix(pairs):
     merged = {(u, v): dense[u, v] for u, v, _ in pairs}
     tables = tables_of([(u, v, w) for (u, v), w in merged.items()], n)
     sources = np.arange(n)
-    np.testing.assert_allclose(tables.scores("co_purchase", sources) - tables.popularity_term(), dense, atol=1e-9)
+    np.testing.assert_allclose(
+        tables.scores("co_purchase", sources) - tables.popularity_term(), dense, atol=1e-9
+    )
     u, v = np.repeat(sources, n), np.tile(sources, n)
     np.testing.assert_array_equal(tables.pair_count(u, v), dense[u, v])
     np.testing.assert_allclose(tables.popularity, dense.sum(axis=0) + dense.sum(axis=1))
@@ -113,7 +115,12 @@ def test_a_count_ranking_is_served_only_when_it_wins_beyond_its_ci():
     assert noise.served == "model"
     assert served_ranking.RankingChoice.from_dict(clear_win.to_dict()) == clear_win
     smoothed = served_ranking.choose(
-        {"model": model, "co_purchase": np.maximum(model, _hits(0.05, 4000, 1))}, 20, 0.95, "test", 30.0, {"30": 0.1}
+        {"model": model, "co_purchase": np.maximum(model, _hits(0.05, 4000, 1))},
+        20,
+        0.95,
+        "test",
+        30.0,
+        {"30": 0.1},
     )
     assert smoothed.served == "co_purchase"
     assert "30 popularity pseudo-counts" in smoothed.reason

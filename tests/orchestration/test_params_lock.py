@@ -48,7 +48,12 @@ def test_a_preset_applies_first_and_the_run_wins_over_it(tmp_path):
         "ingest:\n  snapshot: '2011-09-01'\n  source: events\ntrain:\n  epochs: 10\ndeploy:\n  model_name: store\n"
     )
     preset = lock.preset_overrides(tmp_path, {"preset": "presets/store.yaml"})
-    assert preset == {"ingest.snapshot": "2011-09-01", "ingest.source": "events", "train.epochs": 10, "deploy.model_name": "store"}
+    assert preset == {
+        "ingest.snapshot": "2011-09-01",
+        "ingest.source": "events",
+        "train.epochs": 10,
+        "deploy.model_name": "store",
+    }
     out = lock.training_overrides({"epochs": 2}, "2011-09-03T00:00:00", preset)
     assert out["ingest.snapshot"] == "2011-09-03T00:00:00"  # the run's day, not the preset's
     assert out["train.epochs"] == 2 and out["deploy.model_name"] == "store"

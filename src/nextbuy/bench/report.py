@@ -376,7 +376,9 @@ def render_real_ranking(name: str, result: dict) -> list[str]:
         paired = result[f"paired_{method}_minus"]
         over_pairs = result[f"pairs_{method}_minus_best"]
         lines += ["", f"{names[method]} minus the best baseline of each figure:\n"]
-        lines += _table("| figure | best baseline | difference | 95% CI over seeds | 95% CI over test pairs |")
+        lines += _table(
+            "| figure | best baseline | difference | 95% CI over seeds | 95% CI over test pairs |"
+        )
         for metric, pairs in over_pairs.items():
             baseline = pairs["baseline"]
             gap = paired[metric][baseline]

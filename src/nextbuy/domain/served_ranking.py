@@ -306,7 +306,9 @@ def choose(
     if winners:
         served = max(winners, key=lambda name: means[name])
         g = gaps[served]
-        smoothed = f" smoothed by {prior:g} popularity pseudo-counts" if served == "co_purchase" and prior else ""
+        smoothed = (
+            f" smoothed by {prior:g} popularity pseudo-counts" if served == "co_purchase" and prior else ""
+        )
         reason = (
             f"{served.replace('_', '-')}{smoothed} ranked the held-out purchases better than the model: "
             f"Hits@{k} {means[served]:.4f} vs {means['model']:.4f}, gap {g.mean:+.4f} "
@@ -322,11 +324,22 @@ def choose(
                 f" (best: {best.replace('_', '-')}, gap {g.mean:+.4f}, CI [{g.low:+.4f}, {g.high:+.4f}])"
             )
     return RankingChoice(
-        served, k, len(model), means, gaps, confidence, reason, judged_on, float(prior), dict(prior_hits or {})
+        served,
+        k,
+        len(model),
+        means,
+        gaps,
+        confidence,
+        reason,
+        judged_on,
+        float(prior),
+        dict(prior_hits or {}),
     )
 
 
-def cross_fit_prior(hits_by_prior: Mapping[float, np.ndarray], folds: int, seed: int) -> tuple[float, np.ndarray]:
+def cross_fit_prior(
+    hits_by_prior: Mapping[float, np.ndarray], folds: int, seed: int
+) -> tuple[float, np.ndarray]:
     """The prior with the most hits over every row (ties: the smaller), and each row's hit
     under the prior chosen on the other folds: an out-of-fold measure of choosing the prior
     from the grid, so that choosing among many priors does not flatter the gap to the model."""

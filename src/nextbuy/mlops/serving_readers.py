@@ -117,7 +117,9 @@ def read_count_tables(path: str | Path, n_products: int) -> CountTables:
     counts.npz), checked against the model's ``n_products``."""
     from nextbuy.mlops import io
 
-    tables = CountTables.from_arrays(io.read_npz(path, ("indptr", "indices", "counts", "popularity", "prior")))
+    tables = CountTables.from_arrays(
+        io.read_npz(path, ("indptr", "indices", "counts", "popularity", "prior"))
+    )
     if tables.n_products != n_products:
         raise io.DataError(
             path, f"counts of {tables.n_products} products for a model of {n_products}", "popularity"
