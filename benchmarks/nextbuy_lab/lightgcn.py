@@ -97,9 +97,9 @@ def fit(src: np.ndarray, dst: np.ndarray, n: int, seed: int) -> np.ndarray:
         with torch.no_grad():
             embedding = model.get_embedding(adj)
             hits = validation_hits(embedding, val_u, val_v) if len(val_u) else 0.0
+        seconds = time.perf_counter() - started
         print(
-            f"lightgcn step {step}: validation Hits@{VALIDATION_K} {hits:.4f} ({time.perf_counter() - started:.0f} s)",
-            flush=True,
+            f"lightgcn step {step}: validation Hits@{VALIDATION_K} {hits:.4f} ({seconds:.0f} s)", flush=True
         )
         if hits > best:
             best, best_embedding, stale = hits, embedding.clone(), 0

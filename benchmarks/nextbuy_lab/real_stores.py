@@ -186,7 +186,10 @@ def _rankers(now, orders: pd.DataFrame, params: dict, seed: int) -> tuple[dict, 
     us, vt = left * sigma, right
     out["mf"] = (lambda su: us[su] @ vt, lambda a, b: (us[a] * vt[:, b].T).sum(axis=1))
     embedding = lightgcn.fit(edges["src"].to_numpy(), edges["dst"].to_numpy(), n, seed)
-    out["lightgcn"] = (lambda su: embedding[su] @ embedding.T, lambda a, b: (embedding[a] * embedding[b]).sum(axis=1))
+    out["lightgcn"] = (
+        lambda su: embedding[su] @ embedding.T,
+        lambda a, b: (embedding[a] * embedding[b]).sum(axis=1),
+    )
     delay_cfg = section_config(params, "label_delay")
     weighted, _ = label_delay.weigh(
         now.impressions, now.snapshot, delay_cfg, now.products, now.edges, window(params)

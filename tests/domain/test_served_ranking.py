@@ -139,7 +139,13 @@ def test_too_few_purchases_serve_the_models_order():
     }
     calibration = BucketCalibration(np.zeros(0), [np.array([0.0, 1.0])], [np.array([0.0, 1.0])])
     choice = served_ranking.choose_served(
-        np.array([0]), np.array([1]), moments, calibration, tables, 20, 0.95, "test"
+        np.array([0]),
+        np.array([1]),
+        moments,
+        calibration,
+        tables,
+        served_ranking.ChoiceSettings(20, 0.95),
+        "test",
     )
     assert choice.served == "model"
     assert choice.rows == 1

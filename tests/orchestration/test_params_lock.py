@@ -45,7 +45,8 @@ def test_training_overrides_from_form_and_logical_date():
 def test_a_preset_applies_first_and_the_run_wins_over_it(tmp_path):
     (tmp_path / "presets").mkdir()
     (tmp_path / "presets" / "store.yaml").write_text(
-        "ingest:\n  snapshot: '2011-09-01'\n  source: events\ntrain:\n  epochs: 10\ndeploy:\n  model_name: store\n"
+        "ingest:\n  snapshot: '2011-09-01'\n  source: events\n"
+        "train:\n  epochs: 10\ndeploy:\n  model_name: store\n"
     )
     preset = lock.preset_overrides(tmp_path, {"preset": "presets/store.yaml"})
     assert preset == {
@@ -56,12 +57,14 @@ def test_a_preset_applies_first_and_the_run_wins_over_it(tmp_path):
     }
     out = lock.training_overrides({"epochs": 2}, "2011-09-03T00:00:00", preset)
     assert out["ingest.snapshot"] == "2011-09-03T00:00:00"  # the run's day, not the preset's
-    assert out["train.epochs"] == 2 and out["deploy.model_name"] == "store"
+    assert out["train.epochs"] == 2
+    assert out["deploy.model_name"] == "store"
     assert lock.preset_overrides(tmp_path, {"preset": None}) == {}
-    with pytest.raises(lock.InvalidOverrides, match="presets/nowhere.yaml"):
+    with pytest.raises(lock.InvalidOverrides, match=r"presets/nowhere\.yaml"):
         lock.preset_overrides(tmp_path, {"preset": "presets/nowhere.yaml"})
     watched = lock.monitoring_overrides(tmp_path, {}, preset)  # nothing ingested yet: the preset's store
-    assert watched["ingest.source"] == "events" and watched["deploy.model_name"] == "store"
+    assert watched["ingest.source"] == "events"
+    assert watched["deploy.model_name"] == "store"
 
 
 def test_apply_overrides_sets_dotted_keys_on_a_copy():

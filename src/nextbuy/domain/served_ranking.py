@@ -357,22 +357,30 @@ def cross_fit_prior(
     return best, out
 
 
+@dataclass(frozen=True)
+class ChoiceSettings:
+    """How the served order is chosen (``calibrate.served_ranking`` in params.yaml)."""
+
+    k: int  # Hits@k decides
+    confidence: float  # a count ranking is served when its gap's CI is above zero
+    priors: tuple[float, ...] = (0.0,)  # co-purchase's popularity pseudo-counts tried
+    folds: int = 5  # the prior's choice cross-fitted over these
+    seed: int = 0
+
+
 def choose_served(
     u: np.ndarray,
     v: np.ndarray,
     moments: Mapping[str, np.ndarray],
     calibration: BucketCalibration,
     tables: CountTables,
-    k: int,
-    confidence: float,
+    settings: ChoiceSettings,
     judged_on: str,
-    priors: tuple[float, ...] = (0.0,),
-    folds: int = 5,
-    seed: int = 0,
 ) -> RankingChoice:
     """Rank v among every product for source u by the model and by each count ranking
-    (leave-one-out; co-purchase with each of ``priors``, cross-fitted over ``folds``), and
-    :func:`choose` on their Hits@k; ``judged_on`` says what the purchases (u, v) are."""
+    (leave-one-out; co-purchase with each prior, cross-fitted), and :func:`choose` on their
+    Hits@k; ``judged_on`` says what the purchases (u, v) are."""
+    k, confidence = settings.k, settings.confidence
     if len(u) < 2:
         reason = f"{len(u)} held-out purchase(s): too few to judge, the model's order is served"
         return RankingChoice("model", k, len(u), {}, {}, confidence, reason, judged_on)
@@ -380,8 +388,9 @@ def choose_served(
     hits = {"model": ranks_by(model_rows(moments, calibration), u, v, n) <= k}
     hits["popularity"] = ranks_by(leave_one_out(tables, "popularity"), u, v, n) <= k
     by_prior = {
-        float(p): ranks_by(leave_one_out(tables.with_prior(p), "co_purchase"), u, v, n) <= k for p in priors
+        float(p): ranks_by(leave_one_out(tables.with_prior(p), "co_purchase"), u, v, n) <= k
+        for p in settings.priors
     }
-    prior, hits["co_purchase"] = cross_fit_prior(by_prior, folds, seed)
+    prior, hits["co_purchase"] = cross_fit_prior(by_prior, settings.folds, settings.seed)
     prior_hits = {f"{p:g}": float(np.mean(h)) for p, h in sorted(by_prior.items())}
     return choose(hits, k, confidence, judged_on, prior, prior_hits)

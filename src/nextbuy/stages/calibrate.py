@@ -137,18 +137,17 @@ def choose_ranking(
         edges["src"].to_numpy(), edges["dst"].to_numpy(), edges["weight"].to_numpy(), n
     )
     bought, judged_on = judged_purchases(next_purchases, weighted, cfg)
+    settings = served_ranking.ChoiceSettings(
+        cfg.k, cfg.confidence, tuple(cfg.priors), cfg.cross_fit_folds, cfg.seed
+    )
     choice = served_ranking.choose_served(
         bought["source_id"].to_numpy(),
         bought["next_id"].to_numpy(),
         moments,
         calibration,
         tables,
-        cfg.k,
-        cfg.confidence,
+        settings,
         judged_on,
-        tuple(cfg.priors),
-        cfg.cross_fit_folds,
-        cfg.seed,
     )
     return choice, tables.with_prior(choice.prior)
 
