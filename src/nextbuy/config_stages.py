@@ -76,11 +76,16 @@ class ServedRankingConfig(_Section):
     k: int = Field(ge=1)  # Hits@k decides
     max_rows: int = Field(ge=2)  # calibration-split next purchases ranked (a seeded sample above it)
     confidence: float = Field(gt=0.0, lt=1.0)  # a count ranking is served when its gap's CI is above zero
-    priors: list[Annotated[float, Field(ge=0.0)]] = Field(
-        min_length=1
-    )  # co-purchase's popularity pseudo-counts tried
+    priors: list[float] = Field(min_length=1)  # co-purchase's popularity pseudo-counts tried
     cross_fit_folds: int = Field(ge=2)  # the prior's choice measured out of fold
     seed: int
+
+    @field_validator("priors")
+    @classmethod
+    def _counts(cls, priors: list[float]) -> list[float]:
+        if any(not math.isfinite(p) or p < 0 for p in priors):
+            raise ValueError(f"every prior is a count >= 0, got {priors}")
+        return priors
 
 
 class CalibrateConfig(_Section):
