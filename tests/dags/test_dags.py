@@ -180,10 +180,14 @@ def test_dagbag_loads_both_dags_in_order(airflow_project):
         "epochs",
         "source",
         "graph_path",
+        "preset",
         "overrides",
         "reason",
     }
-    assert all(training.params[k] is None for k in ("target_precision", "epochs", "source", "graph_path"))
+    assert all(
+        training.params[k] is None for k in ("target_precision", "epochs", "source", "graph_path", "preset")
+    )
+    assert monitoring.params["preset"] is None  # the store a run watches: a preset of presets/
     assert monitoring.get_task("retrain").trigger_dag_id == TRAINING_DAG_ID
 
 

@@ -69,9 +69,15 @@ def test_branch_retrains_on_alerts_except_right_after_a_release(tmp_path):
     project = _alerting_project(tmp_path, [alert])
     assert task_bodies.alerts_status(project)["exit_code"] == ALERT_EXIT_CODE
     ti = TI()
-    context = {"run_id": "scheduled__x", "ti": ti, "dag_run": DagRun("scheduled")}
+    context = {
+        "run_id": "scheduled__x",
+        "ti": ti,
+        "dag_run": DagRun("scheduled"),
+        "params": {"preset": "presets/online-retail.yaml"},
+    }
     assert task_bodies.branch_on_alerts_task(project, context) == RETRAIN_TASK
     assert "bucket 1: positivity low" in ti.pushed["retrain_conf"]["reason"]
+    assert ti.pushed["retrain_conf"]["preset"] == "presets/online-retail.yaml"  # retrains the store it watched
     after_release = {"run_id": "asset_triggered__x", "ti": TI(), "dag_run": DagRun("asset_triggered")}
     assert task_bodies.branch_on_alerts_task(project, after_release) == NO_RETRAIN_TASK
     quiet = _alerting_project(tmp_path / "quiet", [])
