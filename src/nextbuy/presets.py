@@ -10,30 +10,24 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
-from nextbuy import yaml_io
 from nextbuy.config import ALL_SECTIONS, merge, read_params, section_config
+from nextbuy.preset_files import dotted, read_mapping
 
 
 def read_preset(path: str | os.PathLike) -> dict[str, Any]:
     """The preset's overrides (a mapping of params sections)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such preset")
-    overrides = yaml_io.load(path.read_text()) or {}
-    if not isinstance(overrides, Mapping):
-        raise ValueError(f"{path}: a preset is a mapping of params sections")
+    overrides = read_mapping(path)
     unknown = sorted(set(overrides) - set(ALL_SECTIONS))
     if unknown:
         raise ValueError(
             f"{path}: unknown params section(s) {unknown}; expected some of {sorted(ALL_SECTIONS)}"
         )
-    return dict(overrides)
+    return overrides
 
 
 def applied(params: Mapping[str, Any], overrides: Mapping[str, Any], origin: str = "preset") -> dict:
@@ -48,23 +42,9 @@ def applied(params: Mapping[str, Any], overrides: Mapping[str, Any], origin: str
     return merged
 
 
-def _flat(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in node.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from _flat(value, dotted + ".")
-        else:
-            yield dotted, value
-
-
 def params_with(preset: str | os.PathLike, params_file: str | os.PathLike = "params.yaml") -> dict[str, Any]:
     """The whole params of ``params_file`` with ``preset`` applied (validated)."""
     return applied(read_params(params_file), read_preset(preset), f"{preset} over {params_file}")
-
-
-def dotted_overrides(preset: str | os.PathLike) -> dict[str, Any]:
-    """The preset as dotted params keys (``train.epochs``) and their values."""
-    return dict(_flat(read_preset(preset)))
 
 
 def set_param_flags(preset: str | os.PathLike, params_file: str | os.PathLike = "params.yaml") -> list[str]:
@@ -72,7 +52,7 @@ def set_param_flags(preset: str | os.PathLike, params_file: str | os.PathLike = 
     overrides = read_preset(preset)
     applied(read_params(params_file), overrides, f"{preset} over {params_file}")  # validate first
     flags = []
-    for key, value in _flat(overrides):
+    for key, value in dotted(overrides):
         # compact JSON is YAML with no blanks, so the flags survive the shell's word splitting
         text = json.dumps(value, separators=(",", ":"))
         if any(c.isspace() for c in text):

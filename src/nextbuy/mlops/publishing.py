@@ -15,6 +15,10 @@ import nextbuy
 from nextbuy import paths, yaml_io
 from nextbuy.mlops import io, tracking
 
+# The longest value MLflow keeps in a model version's tag (its MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH):
+# the whole params.yaml of the lineage fits, so its JSON is never cut short.
+REGISTRY_TAG_LIMIT = 100_000
+
 # What the pyfunc needs at load time besides its bundled code (src/nextbuy), pinned
 # to this environment. Listing them skips MLflow's requirement inference, which
 # re-imports the model in a subprocess (~8 s).
@@ -143,7 +147,9 @@ def _tags(blessing: dict) -> dict[str, str]:
     if blessing.get("notes"):
         flat["gate_notes"] = "; ".join(blessing["notes"])
     for k, v in blessing["lineage"].items():
-        flat[f"lineage.{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)
+        flat[f"lineage.{k}"] = (
+            json.dumps(v, sort_keys=True, separators=(",", ":")) if isinstance(v, dict) else str(v)
+        )
     return flat
 
 
@@ -165,7 +171,7 @@ def publish(client, candidate, blessing: dict) -> str:
     from nextbuy.mlops import registry
 
     name = blessing["model_name"]
-    tags = {key: value[:4000] for key, value in _tags(blessing).items()} | {
+    tags = {key: value[:REGISTRY_TAG_LIMIT] for key, value in _tags(blessing).items()} | {
         registry.COMPLETE: "false",
         registry.CATALOGUE: blessing["catalogue"],
     }

@@ -29,7 +29,7 @@ import yaml
 from nextbuy import yaml_io
 from nextbuy.files import atomic_write_text, create_exclusive
 from nextbuy.orchestration.names import BACKUP_FILE, PARAMS_FILE
-from nextbuy.presets import dotted_overrides
+from nextbuy.preset_files import dotted_overrides
 
 log = logging.getLogger(__name__)
 
