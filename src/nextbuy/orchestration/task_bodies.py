@@ -57,16 +57,6 @@ def set_params_task(project: Path, context: Mapping[str, Any], kind: str):
 
     form = dict(context["params"])
     ws = workspace.ensure(project)
-    try:
-        preset = params_lock.preset_overrides(ws, form)
-    except params_lock.InvalidOverrides as err:  # the same form fails every try: fail at once
-        from airflow.sdk.exceptions import AirflowFailException
-
-        raise AirflowFailException(f"{err}\n(a configuration error: not retried)") from None
-    if kind == TRAINING:
-        overrides = params_lock.training_overrides(form, run_snapshot(context), preset)
-    else:
-        overrides = params_lock.monitoring_overrides(ws, form, preset)
     if form.get("reason"):
         log.info("why this run: %s", form["reason"])
 
@@ -74,6 +64,12 @@ def set_params_task(project: Path, context: Mapping[str, Any], kind: str):
         log.info("Airflow workspace %s at commit %s", ws, workspace.sync_code(project, ws))
 
     try:
+        # The preset as the checkout has it, like the params.yaml it applies to.
+        preset = params_lock.preset_overrides(project, form)
+        if kind == TRAINING:
+            overrides = params_lock.training_overrides(form, run_snapshot(context), preset)
+        else:
+            overrides = params_lock.monitoring_overrides(ws, form, preset)
         held = params_lock.acquire_params(ws, _owner(context), overrides, _is_live(context), project, sync)
     except params_lock.InvalidOverrides as err:  # the same form fails every try: fail at once
         from airflow.sdk.exceptions import AirflowFailException
