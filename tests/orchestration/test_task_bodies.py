@@ -77,7 +77,8 @@ def test_branch_retrains_on_alerts_except_right_after_a_release(tmp_path):
     }
     assert task_bodies.branch_on_alerts_task(project, context) == RETRAIN_TASK
     assert "bucket 1: positivity low" in ti.pushed["retrain_conf"]["reason"]
-    assert ti.pushed["retrain_conf"]["preset"] == "presets/online-retail.yaml"  # retrains the store it watched
+    # A retrain trains the store this run watched.
+    assert ti.pushed["retrain_conf"]["preset"] == "presets/online-retail.yaml"
     after_release = {"run_id": "asset_triggered__x", "ti": TI(), "dag_run": DagRun("asset_triggered")}
     assert task_bodies.branch_on_alerts_task(project, after_release) == NO_RETRAIN_TASK
     quiet = _alerting_project(tmp_path / "quiet", [])
