@@ -92,8 +92,13 @@ class CountTables:
 
     @classmethod
     def from_arrays(cls, arrays) -> CountTables:
-        fields = (np.asarray(arrays[k]) for k in ("indptr", "indices", "counts", "popularity"))
-        return cls(*fields, prior=float(np.asarray(arrays["prior"])))
+        return cls(
+            indptr=np.asarray(arrays["indptr"]),
+            indices=np.asarray(arrays["indices"]),
+            counts=np.asarray(arrays["counts"]),
+            popularity=np.asarray(arrays["popularity"]),
+            prior=float(np.asarray(arrays["prior"])),
+        )
 
     def check(self) -> str | None:
         """What is inconsistent in the tables (None: nothing)."""
