@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from nextbuy import paths
+from nextbuy import paths, yaml_io
 from nextbuy.config import SECTIONS, flat_fields, read_params
 from tests.conftest import ROOT
 from tests.imports import import_closure, imported_modules, module_file
@@ -111,20 +111,12 @@ def test_metrics_and_plots_live_where_paths_py_says():
 # --- params.yaml == config fields -----------------------------------------------------------------
 
 
-def flat_keys(node: dict, prefix: str = "") -> set[str]:
-    out: set[str] = set()
-    for key, value in node.items():
-        dotted = f"{prefix}.{key}" if prefix else key
-        out |= flat_keys(value, dotted) if isinstance(value, dict) else {dotted}
-    return out
-
-
 def test_params_yaml_holds_exactly_the_config_fields():
     fields = flat_fields()
     # a field holding a mapping (engine.spark.conf: Spark's own settings) is one knob
     keys = {
         next((f for f in fields if k.startswith(f + ".")), k)
-        for k in flat_keys(read_params(ROOT / "params.yaml"))
+        for k, _ in yaml_io.dotted_leaves(read_params(ROOT / "params.yaml"))
     }
     assert keys - flat_fields() == set(), "params.yaml keys that no config field reads"
     assert flat_fields() - keys == set(), "config fields missing from params.yaml (add them, with a comment)"

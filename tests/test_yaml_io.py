@@ -28,3 +28,12 @@ def test_what_a_safe_loader_refuses_is_still_refused():
         yaml_io.load("!!python/object/apply:os.system ['true']")
     with pytest.raises(yaml.YAMLError):
         yaml_io.load("a: [1, 2\n")
+
+
+def test_a_nested_mapping_reads_as_dotted_leaves_in_document_order():
+    params = yaml_io.load("train:\n  epochs: 6\n  sampler: {fanout: [5, 3]}\nserving: {port: 8000}\n")
+    assert list(yaml_io.dotted_leaves(params)) == [
+        ("train.epochs", 6),
+        ("train.sampler.fanout", [5, 3]),
+        ("serving.port", 8000),
+    ]

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch_geometric.nn.models import LightGCN
 
+from nextbuy.domain.served_ranking import ranks_by
+
 EMBEDDING_DIM = 64
 LAYERS = 3
 LEARNING_RATE = 0.01
@@ -52,14 +54,11 @@ def normalised_adjacency(src: np.ndarray, dst: np.ndarray, n: int) -> torch.Tens
         return torch.sparse_csr_tensor(crow, torch.as_tensor(col), values, (n, n))
 
 
-def validation_hits(embedding: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> float:
-    """Hits@VALIDATION_K of v among every product but u, for source u (ties count half)."""
-    scores = embedding[u] @ embedding.T
-    rows = torch.arange(len(u))
-    scores[rows, u] = -torch.inf
-    target = scores[rows, v][:, None]
-    rank = (scores > target).sum(1) + 1 + ((scores == target).sum(1) - 1) / 2
-    return float((rank <= VALIDATION_K).double().mean())
+def validation_hits(embedding: np.ndarray, u: np.ndarray, v: np.ndarray) -> float:
+    """Hits@VALIDATION_K of v among every product but u, for source u, ranked as every method
+    of the bench is ranked (``served_ranking.ranks_by``: ties count half)."""
+    ranks = ranks_by(lambda su, _: embedding[su] @ embedding.T, u, v, len(embedding))
+    return float((ranks <= VALIDATION_K).mean())
 
 
 def fit(src: np.ndarray, dst: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -73,7 +72,7 @@ def fit(src: np.ndarray, dst: np.ndarray, n: int, seed: int) -> np.ndarray:
     keep = np.ones(len(pairs), dtype=bool)
     keep[held] = False
     train = torch.as_tensor(np.stack([pairs[keep] // n, pairs[keep] % n]))
-    val_u, val_v = (torch.as_tensor(x) for x in (pairs[held] // n, pairs[held] % n))
+    val_u, val_v = pairs[held] // n, pairs[held] % n
     adj = normalised_adjacency(pairs[keep] // n, pairs[keep] % n, n)
     model = LightGCN(n, EMBEDDING_DIM, LAYERS, normalize=False)
     opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
@@ -96,7 +95,7 @@ def fit(src: np.ndarray, dst: np.ndarray, n: int, seed: int) -> np.ndarray:
         model.eval()
         with torch.no_grad():
             embedding = model.get_embedding(adj)
-            hits = validation_hits(embedding, val_u, val_v) if len(val_u) else 0.0
+            hits = validation_hits(embedding.numpy(), val_u, val_v) if len(val_u) else 0.0
         seconds = time.perf_counter() - started
         print(
             f"lightgcn step {step}: validation Hits@{VALIDATION_K} {hits:.4f} ({seconds:.0f} s)", flush=True

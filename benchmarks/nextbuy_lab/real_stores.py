@@ -170,16 +170,12 @@ def _rankers(now, orders: pd.DataFrame, params: dict, seed: int) -> tuple[dict, 
     tables = served_ranking.CountTables.from_edges(
         edges["src"].to_numpy(), edges["dst"].to_numpy(), edges["weight"].to_numpy(), n
     )
-    popularity = tables.popularity
     out = {
-        "popularity": (
-            lambda su: tables.scores("popularity", su),
-            lambda a, b: popularity[b],
-        ),
-        "co_purchase": (
-            lambda su: tables.scores("co_purchase", su),
-            lambda a, b: tables.pair_count(a, b) + tables.popularity_term()[b],
-        ),
+        ranker: (
+            lambda su, ranker=ranker: tables.scores(ranker, su),
+            lambda a, b, ranker=ranker: tables.pair_scores(ranker, a, b),
+        )
+        for ranker in ("popularity", "co_purchase")
     }
     counts = sp.csr_matrix((tables.counts, tables.indices, tables.indptr), shape=(n, n))
     left, sigma, right = randomized_svd(counts.log1p(), MF_RANK, random_state=seed)
@@ -226,11 +222,11 @@ def _rankers(now, orders: pd.DataFrame, params: dict, seed: int) -> tuple[dict, 
         bucket = assign_buckets(uncertainty, calibration.edges)
         return retrieval.ranking_key(score, bucket, calibration, policy)[2]
 
-    served_pair = {
-        "model": out["blade"][1],
-        "popularity": out["popularity"][1],
-        "co_purchase": lambda a, b: served_tables.pair_count(a, b) + served_tables.popularity_term()[b],
-    }[choice.served]
+    def served_pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if choice.served == "model":
+            return out["blade"][1](a, b)
+        return served_tables.pair_scores(choice.served, a, b)
+
     out["served"] = (served_rows, served_pair)
     return out, choice
 

@@ -35,3 +35,17 @@ def test_the_gap_over_test_pairs_averages_each_pair_over_seeds():
     assert gap["mean"] == 0.25  # each of the first two pairs: 1 - 0.5
     assert gap["ci95"][0] < 0.25 < gap["ci95"][1]
     assert pair_gap(always, always, "mrr") == {"mean": 0.0, "ci95": [0.0, 0.0]}
+
+
+def test_lightgcn_validation_hits_count_a_tie_half():
+    from nextbuy_lab.lightgcn import VALIDATION_K, validation_hits
+
+    n = VALIDATION_K + 2
+    embedding = np.zeros((n, 2), dtype=np.float32)
+    embedding[0] = [1.0, 0.0]
+    embedding[1] = [1.0, 0.0]  # source 0 scores 1 above everything else
+    assert validation_hits(embedding, np.array([0]), np.array([1])) == 1.0
+    # v = 2 is below 1 and tied with the 19 others: rank 1 + 1 + 19 / 2 = 11.5, inside the top 20.
+    assert validation_hits(embedding, np.array([0]), np.array([2])) == 1.0
+    embedding[3:] = [0.5, 0.0]  # now 20 products score above v = 2
+    assert validation_hits(embedding, np.array([0]), np.array([2])) == 0.0

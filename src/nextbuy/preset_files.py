@@ -5,7 +5,7 @@ preset; ``nextbuy.presets`` checks its sections and validates what it sets."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,6 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
     return dict(overrides)
 
 
-def dotted(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Each leaf of ``node`` as (dotted key, value)."""
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from dotted(value, name + ".")
-        else:
-            yield name, value
-
-
 def dotted_overrides(path: str | os.PathLike) -> dict[str, Any]:
     """The preset at ``path`` as dotted params keys and their values."""
-    return dict(dotted(read_mapping(path)))
+    return dict(yaml_io.dotted_leaves(read_mapping(path)))

@@ -15,8 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nextbuy import yaml_io
 from nextbuy.config import ALL_SECTIONS, merge, read_params, section_config
-from nextbuy.preset_files import dotted, read_mapping
+from nextbuy.preset_files import read_mapping
 
 
 def read_preset(path: str | os.PathLike) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def set_param_flags(preset: str | os.PathLike, params_file: str | os.PathLike = 
     overrides = read_preset(preset)
     applied(read_params(params_file), overrides, f"{preset} over {params_file}")  # validate first
     flags = []
-    for key, value in dotted(overrides):
+    for key, value in yaml_io.dotted_leaves(overrides):
         # compact JSON is YAML with no blanks, so the flags survive the shell's word splitting
         text = json.dumps(value, separators=(",", ":"))
         if any(c.isspace() for c in text):

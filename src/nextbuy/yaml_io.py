@@ -5,6 +5,7 @@ both as it starts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import yaml
@@ -15,3 +16,14 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def load(text: str) -> Any:
     """The document in ``text`` (None for an empty one), as ``yaml.safe_load`` builds it."""
     return yaml.load(text, Loader=SAFE_LOADER)
+
+
+def dotted_leaves(node: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Each leaf of a nested mapping (a params file, a preset, a result file) as (dotted key,
+    value), in document order: ``{"train": {"epochs": 6}}`` -> ``("train.epochs", 6)``."""
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from dotted_leaves(value, name + ".")
+        else:
+            yield name, value

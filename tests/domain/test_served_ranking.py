@@ -50,6 +50,11 @@ def test_scores_and_pair_counts_agree_with_a_dense_count_matrix(pairs):
     np.testing.assert_array_equal(tables.pair_count(u, v), dense[u, v])
     np.testing.assert_allclose(tables.popularity, dense.sum(axis=0) + dense.sum(axis=1))
     assert tables.check() is None
+    for ranker in ("popularity", "co_purchase"):
+        smoothed = tables.with_prior(50.0)
+        np.testing.assert_allclose(
+            smoothed.pair_scores(ranker, u, v), smoothed.scores(ranker, sources)[u, v], rtol=1e-12
+        )
 
 
 def test_a_popularity_prior_ranks_a_source_with_few_counts_by_what_sells():

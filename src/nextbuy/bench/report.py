@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nextbuy import yaml_io
+
 RESULTS_DIR = Path("benchmarks") / "results"
 PAGE = Path("docs") / "benchmarks" / "results.md"
 PROVENANCE = ("command", "commit", "date", "machine", "wall_seconds", "peak_memory_mb")
@@ -322,22 +324,19 @@ def render_stack_check(name: str, result: dict) -> list[str]:
 _METRIC_NAMES = {"hits_at_20": "Hits@20", "mrr": "MRR", "direction_auc": "direction AUC"}
 
 
-def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(node, dict):
-        out: list[tuple[str, Any]] = []
-        for key, value in node.items():
-            out += _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-        return out
-    if isinstance(node, list):
-        if all(isinstance(v, (int, float, str, bool)) or v is None for v in node) and len(node) <= 8:
-            return [(prefix, ", ".join(_cell(v) for v in node))]
-        return [(prefix, f"{len(node)} entries")]
-    return [(prefix, node)]
+def _figure_value(value: Any) -> Any:
+    """A leaf of a result file as one cell: a short list of scalars joined, a longer one counted."""
+    if not isinstance(value, list):
+        return value
+    if all(isinstance(v, (int, float, str, bool)) or v is None for v in value) and len(value) <= 8:
+        return ", ".join(_cell(v) for v in value)
+    return f"{len(value)} entries"
 
 
 def render_generic(name: str, result: dict) -> list[str]:
     """Any result file: its scalar figures, dotted, in file order."""
-    figures = [(k, v) for k, v in _flatten({k: v for k, v in result.items() if k not in PROVENANCE})]
+    scalars = {k: v for k, v in result.items() if k not in PROVENANCE}
+    figures = [(k, _figure_value(v)) for k, v in yaml_io.dotted_leaves(scalars)]
     lines = _table("| figure | value |")
     for key, value in figures[:MAX_GENERIC_ROWS]:
         lines.append(f"| `{key}` | {_cell(value)} |")

@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from nextbuy import yaml_io
+
 # MLflow's SQL stores keep a version's description in a 5,000-character column.
 DESCRIPTION_LIMIT = 5000
 RELEASE_METRICS = ("auc", "recall", "precision", "ece")
@@ -126,14 +128,7 @@ class Card(Record):
 
 def flat_params(params: dict, prefix: str = "") -> dict[str, str]:
     """params.yaml as dotted keys and text values (what MLflow's params hold, searchable)."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flat_params(value, f"{dotted}."))
-        else:
-            flat[dotted] = param_text(value)
-    return flat
+    return {key: param_text(value) for key, value in yaml_io.dotted_leaves(params, prefix)}
 
 
 def param_text(value: Any) -> str:

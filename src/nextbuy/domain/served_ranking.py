@@ -158,6 +158,14 @@ class CountTables:
         found = (at < len(keys)) & (keys[at] == wanted) if len(keys) else np.zeros(len(u), dtype=bool)
         return np.where(found, self.counts[at] if len(keys) else 0.0, 0.0).astype(np.float64)
 
+    def pair_scores(self, ranker: Ranker, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The score of each v for its source u by ``ranker``: the cell (u, v) of :meth:`scores`
+        without building the rows."""
+        v = np.asarray(v, dtype=np.int64)
+        if ranker == "popularity":
+            return self.popularity[v].astype(np.float64)
+        return self.pair_count(u, v) + self.popularity_term()[v]
+
     def top_k(self, ranker: Ranker, sources: np.ndarray, k: int, exclude_self: bool) -> np.ndarray:
         """The k best product ids [len(sources), k] for each source by ``ranker``."""
         sources = np.asarray(sources, dtype=np.int64)
