@@ -32,8 +32,12 @@ def imported_modules(file: Path, module_level_only: bool = False) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}")}
+            named = (f"{node.module}.{a.name}" for a in node.names)
+            submodules = {m for m in named if module_file(m)}
+            found |= submodules
+            # ``from pkg import part`` depends on the part; a name defined in pkg's __init__, on pkg
+            if len(submodules) < len(node.names):
+                found.add(node.module)
     return {m for m in found if m.split(".")[0] == "nextbuy" and module_file(m)}
 
 

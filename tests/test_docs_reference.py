@@ -6,19 +6,20 @@ from __future__ import annotations
 import pytest
 
 from nextbuy import docs_reference
+from nextbuy.cli.docs import command_line
 from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("page", list(docs_reference.PAGES))
 def test_committed_reference_page_is_what_the_generator_renders(page):
     committed = ROOT / docs_reference.REFERENCE_DIR / page
-    rendered = docs_reference.PAGES[page](ROOT)
+    rendered = docs_reference.PAGES[page](command_line(), ROOT)
     assert committed.exists(), f"{committed} missing: run `nextbuy docs-reference`"
     assert committed.read_text() == rendered, f"{committed} is stale: run `nextbuy docs-reference`"
 
 
 def test_every_option_of_every_command_has_help():
-    assert docs_reference.options_without_help(ROOT) == []
+    assert docs_reference.options_without_help(command_line(), ROOT) == []
 
 
 def test_params_page_lists_every_knob_with_its_comment():
@@ -36,8 +37,8 @@ def test_params_comments_follow_nesting_and_ignore_hashes_in_quotes():
 
 
 def test_cli_page_lists_every_command():
-    page = docs_reference.render_cli(ROOT)
-    for path, _ in docs_reference.cli_commands(ROOT):
+    page = docs_reference.render_cli(command_line(), ROOT)
+    for path, _ in docs_reference.cli_commands(command_line(), ROOT):
         assert f"`{path}`" in page
     assert "`nextbuy bench report`" in page
     assert "`nextbuy docs-reference`" in page

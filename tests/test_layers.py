@@ -91,7 +91,63 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch):
     fake.mkdir(parents=True)
     (fake / "leaky.py").write_text("def f():\n    from nextbuy.mlops import io\n")
     monkeypatch.setattr("tests.test_layers.SRC", tmp_path)
-    assert violations("nextbuy.domain.leaky", FORBIDDEN["nextbuy.domain"]) == [
-        "nextbuy.mlops",
-        "nextbuy.mlops.io",
-    ]
+    assert violations("nextbuy.domain.leaky", FORBIDDEN["nextbuy.domain"]) == ["nextbuy.mlops.io"]
+
+
+# --- cycles and private names ----------------------------------------------------------------
+
+
+def import_graph(package=PACKAGE):
+    """Every product module and the product modules it imports (inside functions too)."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    for file in package.rglob("*.py"):
+        module = module_name(file)
+        graph.add_node(module)
+        graph.add_edges_from((module, m) for m in imported_modules(file) if m != module)
+    return graph
+
+
+def cycles(graph) -> list[list[str]]:
+    import networkx as nx
+
+    return sorted(sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1)
+
+
+def test_no_module_imports_a_module_that_imports_it():
+    # a lazy import inside a function hides a cycle from the interpreter, not from this check
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_sees_a_hidden_cycle(tmp_path, monkeypatch):
+    fake = tmp_path / "nextbuy" / "domain"
+    fake.mkdir(parents=True)
+    (fake / "a.py").write_text("from nextbuy.domain.b import g\n")
+    (fake / "b.py").write_text("def g():\n    from nextbuy.domain.a import f\n")
+    monkeypatch.setattr("tests.imports.SRC", tmp_path)
+    monkeypatch.setattr("tests.test_layers.SRC", tmp_path)
+    assert cycles(import_graph(tmp_path / "nextbuy")) == [["nextbuy.domain.a", "nextbuy.domain.b"]]
+
+
+def private_imports_across_packages(package=PACKAGE) -> list[str]:
+    """``module: from other import _name`` where other lies in another package: a private name
+    is its package's business."""
+    found = []
+    for file in package.rglob("*.py"):
+        module = module_name(file)
+        home = module if file.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(file.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nextbuy")):
+                continue
+            source = SRC / node.module.replace(".", "/")
+            source_home = node.module if source.is_dir() else node.module.rpartition(".")[0]
+            for alias in node.names:
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if private and source_home != home:
+                    found.append(f"{module}: from {node.module} import {alias.name}")
+    return sorted(found)
+
+
+def test_no_private_name_is_imported_from_another_package():
+    assert private_imports_across_packages() == []

@@ -7,11 +7,15 @@ from __future__ import annotations
 import importlib
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from nextbuy.cli.bench import bench_app
+from nextbuy.cli.bench import BENCHES, bench_app
 from nextbuy.cli.common import app, console
+
+if TYPE_CHECKING:
+    from nextbuy.docs_reference import CommandLine
 
 RootOption = typer.Option(
     Path("."), "--root", help="project root (where dvc.yaml, params.yaml and docs/ are)"
@@ -24,19 +28,28 @@ def docs_reference(
     check: bool = typer.Option(False, "--check", help="write nothing; exit 1 when a page is out of date"),
 ) -> None:
     """Write docs/reference/ (params, CLI, table schemas, stages) from the code, params.yaml and dvc.yaml."""
+    # Imported here: every stage command's DVC deps cover what the CLI imports as it starts.
     from nextbuy import docs_reference as reference
 
     if check:
-        stale = [str(p) for p, text in reference.render_all(root).items() if _differs(root / p, text)]
+        pages = reference.render_all(command_line(), root)
+        stale = [str(p) for p, text in pages.items() if _differs(root / p, text)]
         if stale:
             console.print(f"out of date (run nextbuy docs-reference): {', '.join(stale)}", highlight=False)
             raise typer.Exit(code=1)
         console.print("reference pages up to date")
         return
-    changed = reference.write_all(root)
+    changed = reference.write_all(command_line(), root)
     console.print(
         f"reference pages written: {', '.join(map(str, changed)) or 'none changed'}", highlight=False
     )
+
+
+def command_line() -> CommandLine:
+    """The ``nextbuy`` app as the CLI page documents it (every command registered by now)."""
+    from nextbuy.docs_reference import CommandLine  # as in docs_reference() above
+
+    return CommandLine(app, tuple(BENCHES))
 
 
 def _differs(path: Path, text: str) -> bool:

@@ -25,10 +25,10 @@ import pandas as pd
 
 from nextbuy.config import SimulatorConfig
 from nextbuy.data.simulator.purchases import (
-    _aggregate_edges,
-    _base_world,
-    _purchases_on_days,
+    aggregate_edges,
+    base_world,
     complement_relations,
+    purchases_on_days,
     simulate_world,
 )
 from nextbuy.data.simulator.traffic import PAIR_NOISE, Window, conversion_probability, simulate_traffic
@@ -37,7 +37,7 @@ from nextbuy.data.simulator.world import (
     NS_PER_DAY,
     StoreWorld,
     Traffic,
-    _day_seed,
+    day_seed,
     store_world,
     world_from_graph,
 )
@@ -99,7 +99,7 @@ def simulate_span(
             continue  # in the base batch
         window = Window(day_start, day_start + pd.Timedelta(days=1), never)
         offset = DAY_ID_BASE + day * per_day
-        parts.append(simulate_traffic(world, cfg, _day_seed(seed, day), per_day, window, id_offset=offset))
+        parts.append(simulate_traffic(world, cfg, day_seed(seed, day), per_day, window, id_offset=offset))
     impressions = pd.concat([p.impressions for p in parts], ignore_index=True)
     truth = pd.concat([p.truth for p in parts], ignore_index=True)
     keep = ((impressions["shown_at"] >= lo) & (impressions["shown_at"] < snapshot)).to_numpy()
@@ -117,10 +117,10 @@ def store_purchases(
 ) -> tuple[StoreWorld, np.ndarray]:
     """The world at its origin snapshot and every "bought u, then v" purchase (rows u, v, t_ns)
     before ``at`` (None: that origin): the raw pairs behind the graph of :func:`simulate_store`."""
-    world, catalogue, bought = _base_world(cfg, seed)
+    world, catalogue, bought = base_world(cfg, seed)
     end: pd.Timestamp = world.snapshot if at is None else pd.Timestamp(at)
     if end != world.snapshot:
-        later = _purchases_on_days(world, catalogue, cfg, seed, _days(world, world.snapshot, end))
+        later = purchases_on_days(world, catalogue, cfg, seed, _days(world, world.snapshot, end))
         bought = np.concatenate([bought, later], axis=1)
     return world, bought[:, bought[2] < end.value]
 
@@ -138,7 +138,7 @@ def simulate_store(
     """
     world, bought = store_purchases(cfg, seed, snapshot)
     at: pd.Timestamp = world.snapshot if snapshot is None else pd.Timestamp(snapshot)
-    edges = world.edges if at == world.snapshot else _aggregate_edges(bought[0], bought[1], bought[2])
+    edges = world.edges if at == world.snapshot else aggregate_edges(bought[0], bought[1], bought[2])
     history = simulate_history(world, cfg, seed, at)
     start = at - pd.Timedelta(days=cfg.history_days)
     return StoreWorld(world.products, world.truth_products, edges, start, at), history

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from nextbuy.docs_reference.cli_page import cli_commands, options_without_help, render_cli
+from nextbuy.docs_reference.cli_page import CommandLine, cli_commands, options_without_help, render_cli
 from nextbuy.docs_reference.markdown import GENERATED
 from nextbuy.docs_reference.params_page import params_comments, render_params
 from nextbuy.docs_reference.schemas_page import render_schemas
@@ -35,6 +35,7 @@ __all__ = [
     "README_BEGIN",
     "README_END",
     "REFERENCE_DIR",
+    "CommandLine",
     "cli_commands",
     "options_without_help",
     "params_comments",
@@ -51,26 +52,26 @@ __all__ = [
 REFERENCE_DIR = Path("docs") / "reference"
 
 
-PAGES: dict[str, Callable[[Path], str]] = {
-    "params.md": render_params,
+PAGES: dict[str, Callable[[CommandLine, Path], str]] = {
+    "params.md": lambda _, root: render_params(root),
     "cli.md": render_cli,
-    "schemas.md": render_schemas,
-    "stages.md": render_stages,
+    "schemas.md": lambda _, root: render_schemas(root),
+    "stages.md": lambda _, root: render_stages(root),
 }
 
 
-def render_all(root: Path) -> dict[Path, str]:
+def render_all(cli: CommandLine, root: Path) -> dict[Path, str]:
     """Each generated page's path (relative to ``root``) and its text; README.md's stage table too."""
-    pages = {REFERENCE_DIR / name: render(root) for name, render in PAGES.items()}
+    pages = {REFERENCE_DIR / name: render(cli, root) for name, render in PAGES.items()}
     if (root / "README.md").exists() and README_BEGIN in (root / "README.md").read_text():
         pages[Path("README.md")] = readme_with_stage_table(root)
     return pages
 
 
-def write_all(root: Path) -> list[Path]:
+def write_all(cli: CommandLine, root: Path) -> list[Path]:
     """Write every page under ``root``; the paths that changed."""
     changed = []
-    for rel, text in render_all(root).items():
+    for rel, text in render_all(cli, root).items():
         path = root / rel
         if not path.exists() or path.read_text() != text:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,22 @@ from nextbuy.docs_reference.markdown import GENERATED, _cell, _type_name
 SHELL_OPTIONS = {"help", "install_completion", "show_completion"}
 
 
-def cli_commands(root: Path = Path(".")) -> list[tuple[str, Any]]:
+@dataclass(frozen=True)
+class CommandLine:
+    """What the CLI page documents, handed in by the ``docs-reference`` command (the CLI
+    imports this package, never the other way round)."""
+
+    app: Any  # the Typer app of the ``nextbuy`` entry point
+    benches: tuple[str, ...]  # the product's benches, in help order
+
+
+def cli_commands(cli: CommandLine, root: Path = Path(".")) -> list[tuple[str, Any]]:
     """``(path, click command)`` of every ``nextbuy`` command and group, depth first, in help order.
 
     ``nextbuy bench`` also lists the research benchmarks that ``benchmarks/pyproject.toml``
     declares, whether or not their distribution's entry points are installed here, so the page
     does not depend on the environment it is rendered in."""
-    import typer
-
-    from nextbuy.cli import BENCHES, app
+    import typer  # the Typer app's introspection, only where the CLI page is rendered
 
     found: list[tuple[str, Any]] = []
 
@@ -34,7 +42,7 @@ def cli_commands(root: Path = Path(".")) -> list[tuple[str, Any]]:
             extra = _declared_benches(root) if path == "nextbuy bench" else {}
             # The product's benches, the research ones, then the rest: the same order whether
             # or not the research entry points were installed (and so registered) first.
-            first = [n for n in BENCHES if n in names] + [n for n in extra if n not in BENCHES]
+            first = [n for n in cli.benches if n in names] + [n for n in extra if n not in cli.benches]
             for name in first + [n for n in names if n not in first]:
                 if name in names:
                     walk(command.get_command(ctx, name), f"{path} {name}")
@@ -43,7 +51,7 @@ def cli_commands(root: Path = Path(".")) -> list[tuple[str, Any]]:
                     single.command(name=name)(extra[name])
                     walk(typer.main.get_command(single), f"{path} {name}")
 
-    walk(typer.main.get_command(app), "nextbuy")
+    walk(typer.main.get_command(cli.app), "nextbuy")
     return found
 
 
@@ -78,7 +86,7 @@ def _help(command: Any) -> str:
     return (command.help or command.short_help or "").strip()
 
 
-def render_cli(root: Path) -> str:
+def render_cli(cli: CommandLine, root: Path) -> str:
     lines = [
         GENERATED.format(source="the Typer app in src/nextbuy/cli/"),
         "# Command line (`nextbuy`)\n",
@@ -87,7 +95,7 @@ def render_cli(root: Path) -> str:
         "in `dvc.yaml`. The `bench` commands beyond the operational ones come from the research "
         "package in `benchmarks/` (entry point group `nextbuy.bench`).\n",
     ]
-    for path, command in cli_commands(root):
+    for path, command in cli_commands(cli, root):
         depth = min(path.count(" ") + 1, 3)
         lines.append(f"\n{'#' * (depth + 1)} `{path}`\n")
         help_text = _help(command)
@@ -144,10 +152,10 @@ def _default(param: Any) -> str:
     return f"`{default}`"
 
 
-def options_without_help(root: Path = Path(".")) -> list[str]:
+def options_without_help(cli: CommandLine, root: Path = Path(".")) -> list[str]:
     """``command option`` for every option or argument of every command that has no help line."""
     missing = []
-    for path, command in cli_commands(root):
+    for path, command in cli_commands(cli, root):
         for param in command.params:
             if param.name != "help" and not (getattr(param, "help", None) or "").strip():
                 label = param.name if _is_argument(param) else param.opts[0]

@@ -19,11 +19,11 @@ from nextbuy.data.simulator.world import (
     NAT_NS,
     NS_PER_DAY,
     StoreWorld,
-    _day_seed,
     _draw,
     _not_before,
     _rng,
     _truth_products_frame,
+    day_seed,
 )
 
 CATEGORY_SKEW = 0.9  # Zipf exponent of category sizes
@@ -175,7 +175,7 @@ def _co_purchases(
     return np.concatenate(us), np.concatenate(vs)
 
 
-def _aggregate_edges(u: np.ndarray, v: np.ndarray, t_ns: np.ndarray) -> pd.DataFrame:
+def aggregate_edges(u: np.ndarray, v: np.ndarray, t_ns: np.ndarray) -> pd.DataFrame:
     """Merge repeated u->v into one edge: weight = count, time = first occurrence."""
     key = (u.astype(np.int64) << 32) | v.astype(np.int64)
     order = np.lexsort((t_ns, key))
@@ -204,7 +204,7 @@ class _Catalogue:
     rel: np.ndarray
 
 
-def _base_world(cfg: SimulatorConfig, seed: int) -> tuple[StoreWorld, _Catalogue, np.ndarray]:
+def base_world(cfg: SimulatorConfig, seed: int) -> tuple[StoreWorld, _Catalogue, np.ndarray]:
     """The world at its origin snapshot, its catalogue, and the raw purchases (u, v, t_ns)
     behind its graph (purchases span [start - history_days, snapshot))."""
     rng = _rng(seed, _WORLD)
@@ -254,17 +254,17 @@ def _base_world(cfg: SimulatorConfig, seed: int) -> tuple[StoreWorld, _Catalogue
         }
     )
     truth_products = _truth_products_frame(popularity, src, tgt, launch)
-    world = StoreWorld(products, truth_products, _aggregate_edges(u, v, t_ns), start, snapshot)
+    world = StoreWorld(products, truth_products, aggregate_edges(u, v, t_ns), start, snapshot)
     return world, catalogue, np.stack([u, v, t_ns])
 
 
 def simulate_world(cfg: SimulatorConfig, seed: int) -> StoreWorld:
     """Products, hidden latent vectors and popularity, and the co-purchase graph, at the
     world's origin snapshot (``start_date + history_days``)."""
-    return _base_world(cfg, seed)[0]
+    return base_world(cfg, seed)[0]
 
 
-def _purchases_on_days(
+def purchases_on_days(
     world: StoreWorld, catalogue: _Catalogue, cfg: SimulatorConfig, seed: int, days: range
 ) -> np.ndarray:
     """(u, v, t_ns) of the purchases on ``days`` after the world's base window, each day
@@ -273,7 +273,7 @@ def _purchases_on_days(
     parts = [np.zeros((3, 0), np.int64)]
     c = catalogue
     for day in days:
-        rng = _rng(_day_seed(seed, day), _PURCHASE_DAY)
+        rng = _rng(day_seed(seed, day), _PURCHASE_DAY)
         u, v = _co_purchases(rng, cfg, per_day, c.category, c.popularity, c.src, c.tgt, c.rel)
         t0 = world.start.value + day * NS_PER_DAY
         parts.append(np.stack([u, v, t0 + (rng.random(len(u)) * NS_PER_DAY).astype(np.int64)]))

@@ -62,7 +62,7 @@ def _rng(seed: int | tuple[int, ...], stream: int) -> np.random.Generator:
     return np.random.default_rng([*np.atleast_1d(seed).tolist(), stream])
 
 
-def _day_seed(seed: int, day: int) -> tuple[int, int]:
+def day_seed(seed: int, day: int) -> tuple[int, int]:
     return (seed, day + DAY_SEED_OFFSET)
 
 
