@@ -13,7 +13,7 @@ import pandas as pd
 
 from nextbuy.allocator import release_freed_memory
 from nextbuy.config import TrainConfig, with_changes
-from nextbuy.domain.delay_model import DelayFamily
+from nextbuy.domain.delay import DelayFamily
 from nextbuy.domain.graph import blade
 from nextbuy.domain.graph.blade.export import _check_members, _folded_embeddings
 from nextbuy.stages import train

@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nextbuy.config import read_params, section_config, with_changes
-from nextbuy.domain.delay_model import DelayFamily
+from nextbuy.domain.delay import DelayFamily
 from nextbuy.mlops import io
 from nextbuy_lab import deep_ensemble
 from nextbuy_lab.threshold_policies import POLICIES, aggregate, policy_decisions

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from scipy.special import expit, logit
 
 from nextbuy.config import ThresholdsConfig
-from nextbuy.domain.decision_crossfit import _folds
 from nextbuy.domain.decisions import (
     Thresholds,
     cross_fitted_bucket_thresholds,
@@ -23,6 +22,7 @@ from nextbuy.domain.decisions import (
     pr_curve_table,
     precision_recall,
 )
+from nextbuy.domain.decisions.crossfit import _folds
 
 TOL = 1e-9
 

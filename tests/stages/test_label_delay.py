@@ -162,7 +162,7 @@ def test_conversions_all_too_recent_to_correct_are_refused(monkeypatch):
     def month_long_delays(signals, columns, family, horizon_days=None):  # conversions take years
         return delay.DelayModel(family, (), [], [], conv_coef=[-2.0], delay_coef=[[np.log(600.0)], [0.0]])
 
-    monkeypatch.setattr(delay, "fit_delay_model", month_long_delays)
+    monkeypatch.setattr("nextbuy.domain.delay.rows.fit_delay_model", month_long_delays)
     with pytest.raises(io.DataError, match="clipped") as err:
         label_delay.weigh(log, snapshot, CFG)
     assert err.value.column == "converted_at"

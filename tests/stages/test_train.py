@@ -12,7 +12,7 @@ import torch
 
 from nextbuy.config import IngestConfig, LabelDelayConfig, TrainConfig
 from nextbuy.constants import WEIGHTING_METHODS
-from nextbuy.domain.delay_model import DelayFamily
+from nextbuy.domain.delay import DelayFamily
 from nextbuy.domain.graph.blade import Architecture, TrainingSchedule
 from nextbuy.mlops import io
 from nextbuy.stages import ingest, label_delay, train

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from nextbuy import paths
 from nextbuy.data import store_logs
-from nextbuy.domain.delay_rows import hash_unit
+from nextbuy.domain.delay import hash_unit
 from nextbuy.domain.timeunits import DAY
 
 IMPRESSIONS_PER_PRODUCT = 100

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.domain import delay
-from nextbuy.domain.delay_signals import PairContext
+from nextbuy.domain.delay import PairContext
 
 
 def score_rows(

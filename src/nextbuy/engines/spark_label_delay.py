@@ -3,8 +3,8 @@
 The driver reads the catalogue and the graph (a row per product and per edge, never per
 impression), takes each product's first impression from an aggregate over the log, and builds
 the delay models' pair-feature context once. It fits the delay models on the train split's fit
-sample (``delay_rows.fit_sample``: the same rows the pandas engine fits on), then every Arrow
-batch of the log is weighted on the executors by ``delay_rows.weighted_rows`` with that context
+sample (``delay.fit_sample``: the same rows the pandas engine fits on), then every Arrow
+batch of the log is weighted on the executors by ``delay.weighted_rows`` with that context
 and those models. The rows are written once as Spark parts; the aggregates (the ``importance_ipw``
 mean, the metrics and plot tables: ``spark_label_metrics``) are read from them, and the driver
 streams them into ``data/weighted/impressions.parquet``, rescaling ``importance_ipw`` on the
@@ -20,8 +20,8 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.config import LabelDelayConfig, SparkConfig
-from nextbuy.domain import delay, delay_rows
-from nextbuy.domain.delay_signals import PairContext, exposure_from_first
+from nextbuy.domain import delay
+from nextbuy.domain.delay import PairContext, exposure_from_first
 from nextbuy.engines import spark_label_metrics, spark_session, spark_table
 from nextbuy.mlops import io, schemas
 
@@ -49,21 +49,19 @@ def fitted_models(
     from pyspark.sql import functions as F
 
     n_train = spark_frame.where(F.col("split") == "train").count()
-    rate, seed = delay_rows.sample_rate(n_train, cfg.fit_sample_rows), cfg.seed
+    rate, seed = delay.sample_rate(n_train, cfg.fit_sample_rows), cfg.seed
 
     def sample(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            keep = delay_rows.fit_sample(
-                batch["impression_id"].to_numpy(), batch["split"].eq("train"), rate, seed
-            )
+            keep = delay.fit_sample(batch["impression_id"].to_numpy(), batch["split"].eq("train"), rate, seed)
             yield batch[keep]
 
     rows = spark_table.as_pandas(spark_frame.mapInPandas(sample, spark_frame.schema).toPandas())
     signals = delay.impression_signals(rows, snapshot, context=context)
-    problem = delay_rows.fit_problem(signals, cfg.wait_days)
+    problem = delay.fit_problem(signals, cfg.wait_days)
     if problem is not None:
         raise io.DataError(paths.IMPRESSIONS, *problem)
-    return delay_rows.fit_models(signals, signals.columns, cfg.delay_family, horizon_days)
+    return delay.fit_models(signals, signals.columns, cfg.delay_family, horizon_days)
 
 
 def weigh_batch(
@@ -73,7 +71,7 @@ def weigh_batch(
     """One batch's weighted rows (``importance_ipw`` not yet rescaled) and the ``AUX`` columns."""
     context, models, snapshot, cfg = shared
     signals = delay.impression_signals(batch, snapshot, context=context)
-    rows = delay_rows.weighted_rows(batch, signals, models, cfg.wait_days, cfg.max_weight)
+    rows = delay.weighted_rows(batch, signals, models, cfg.wait_days, cfg.max_weight)
     model = models["importance"]
     negative = signals["label"].to_numpy() == 0
     return rows.assign(

@@ -12,7 +12,7 @@ import pandas as pd
 from nextbuy import paths
 from nextbuy.config import LabelDelayConfig
 from nextbuy.constants import WEIGHTING_METHODS
-from nextbuy.domain import delay, delay_rows
+from nextbuy.domain import delay
 from nextbuy.engines.spark_table import exact_quantiles
 from nextbuy.mlops import io
 
@@ -33,7 +33,7 @@ def ipw_scale(rows: Any, cfg: LabelDelayConfig) -> float:
         F.sum((positive & (F.col("weight_importance_ipw") >= cfg.max_weight)).cast("long")).alias("clipped"),
         F.avg("weight_importance_ipw").alias("mean"),
     ).first()
-    problem = delay_rows.ipw_problem(int(got["positives"] or 0), int(got["clipped"] or 0), cfg.max_weight)
+    problem = delay.ipw_problem(int(got["positives"] or 0), int(got["clipped"] or 0), cfg.max_weight)
     if problem is not None:
         raise io.DataError(paths.IMPRESSIONS, problem, "converted_at")
     return max(float(got["mean"]), 1e-12) if cfg.normalise_weights else 1.0

@@ -14,8 +14,7 @@ import pandas as pd
 from nextbuy import paths
 from nextbuy.config import MonitorConfig, SparkConfig
 from nextbuy.domain import delay, positivity, traffic_rows
-from nextbuy.domain.delay_rows import hash_unit
-from nextbuy.domain.delay_signals import PairContext, exposure_from_first
+from nextbuy.domain.delay import PairContext, exposure_from_first, hash_unit
 from nextbuy.engines import spark_session, spark_table
 
 # The dashboard's sample of a window: rows whose hashed id falls below its share.

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as arrow
 import pyarrow.parquet as pq
 
-from nextbuy.domain.delay_signals import first_seen
+from nextbuy.domain.delay import first_seen
 from nextbuy.mlops import io
 from nextbuy.tables_api import pa
 

@@ -17,7 +17,7 @@ import pandas as pd
 from nextbuy import paths
 from nextbuy.config import LabelDelayConfig, load_section
 from nextbuy.constants import WEIGHTING_METHODS
-from nextbuy.domain import delay, delay_rows
+from nextbuy.domain import delay
 from nextbuy.mlops import io, schemas
 
 FLIP_PLOT = "flip_by_engagement.csv"
@@ -27,7 +27,7 @@ def _fit_rows(signals: pd.DataFrame, rows: np.ndarray, cfg: LabelDelayConfig) ->
     """The train split's signals (``rows``: its fit sample), refused when there is nothing
     to fit a delay model on."""
     fit = signals[rows]
-    problem = delay_rows.fit_problem(fit, cfg.wait_days)
+    problem = delay.fit_problem(fit, cfg.wait_days)
     if problem is not None:
         raise io.DataError(paths.IMPRESSIONS, *problem)
     return fit
@@ -35,7 +35,7 @@ def _fit_rows(signals: pd.DataFrame, rows: np.ndarray, cfg: LabelDelayConfig) ->
 
 def check_ipw(train_positives: int, clipped_positives: int, cfg: LabelDelayConfig) -> None:
     """``importance_ipw`` is refused when every training conversion's weight is clipped."""
-    problem = delay_rows.ipw_problem(train_positives, clipped_positives, cfg.max_weight)
+    problem = delay.ipw_problem(train_positives, clipped_positives, cfg.max_weight)
     if problem is not None:
         raise io.DataError(paths.IMPRESSIONS, problem, "converted_at")
 
@@ -49,23 +49,23 @@ def weigh(
     horizon_days: float | None = None,
 ) -> tuple[pd.DataFrame, dict[str, delay.DelayModel]]:
     """Pure core: fit the delay models on train (at most ``cfg.fit_sample_rows`` of its rows,
-    ``delay_rows.fit_sample``); every split's rows with their flip probability and each
+    ``delay.fit_sample``); every split's rows with their flip probability and each
     method's target and weight. Without ``products``/``edges`` the models see engagement
     only (then ``importance`` and ``importance_no_features`` agree). ``horizon_days``: the
     attribution window of the labels (ingest's meta), past which no conversion is seen."""
     signals = delay.impression_signals(impressions, snapshot, products, edges)
     train = (impressions["split"] == "train").to_numpy()
-    rate = delay_rows.sample_rate(int(train.sum()), cfg.fit_sample_rows)
-    sample = delay_rows.fit_sample(impressions["impression_id"].to_numpy(), train, rate, cfg.seed)
-    models = delay_rows.fit_models(
+    rate = delay.sample_rate(int(train.sum()), cfg.fit_sample_rows)
+    sample = delay.fit_sample(impressions["impression_id"].to_numpy(), train, rate, cfg.seed)
+    models = delay.fit_models(
         _fit_rows(signals, sample, cfg), signals.columns, cfg.delay_family, horizon_days
     )
-    weighted = delay_rows.weighted_rows(impressions, signals, models, cfg.wait_days, cfg.max_weight)
+    weighted = delay.weighted_rows(impressions, signals, models, cfg.wait_days, cfg.max_weight)
     w = weighted["weight_importance_ipw"].to_numpy()
     positive = train & (weighted["label"].to_numpy() == 1)
     check_ipw(int(positive.sum()), int((w[positive] >= cfg.max_weight).sum()), cfg)
     if cfg.normalise_weights:  # mean 1 over the training rows, the rows the loss sees
-        weighted["weight_importance_ipw"] = delay_rows.normalised_ipw(w, float(w[train].mean()))
+        weighted["weight_importance_ipw"] = delay.normalised_ipw(w, float(w[train].mean()))
     return weighted, models
 
 

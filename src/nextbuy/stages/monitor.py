@@ -30,7 +30,7 @@ import pandas as pd
 from nextbuy import paths
 from nextbuy.config import MonitorConfig, load_section
 from nextbuy.domain import catalogue, delay, positivity, traffic_rows
-from nextbuy.domain.delay_signals import PairContext
+from nextbuy.domain.delay import PairContext
 from nextbuy.domain.timeunits import DAY
 from nextbuy.mlops import io, schemas
 

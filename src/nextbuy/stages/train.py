@@ -16,7 +16,7 @@ import pandas as pd
 from nextbuy import paths
 from nextbuy.allocator import release_freed_memory
 from nextbuy.config import TrainConfig, load_section
-from nextbuy.domain.delay_model import DelayFamily
+from nextbuy.domain.delay import DelayFamily
 from nextbuy.domain.graph.training_data import (
     conversion_validation,
     conversions,

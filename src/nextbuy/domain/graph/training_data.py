@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.constants import WEIGHTING_METHODS
-from nextbuy.domain.delay_model import DelayFamily
+from nextbuy.domain.delay import DelayFamily
 
 if TYPE_CHECKING:
     from nextbuy.config import TrainConfig

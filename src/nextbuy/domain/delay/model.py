@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from nextbuy.domain.delay_signals import _engaged_offset
+from nextbuy.domain.delay.signals import _engaged_offset
 
 FAMILIES = ("lognormal", "weibull")
 

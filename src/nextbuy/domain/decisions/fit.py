@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nextbuy.domain.decision_policy import BucketFit, GlobalThreshold, Thresholds
+from nextbuy.domain.decisions.policy import BucketFit, GlobalThreshold, Thresholds
 
 # Slack tolerance (per row) so that exact-precision ties like 3 TP / 10 at p=0.3
 # are not lost to float rounding in (1-p)*TP - p*FP.

@@ -19,8 +19,15 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.constants import WEIGHTING_METHODS
-from nextbuy.domain import delay
-from nextbuy.domain.delay_signals import FEATURES
+from nextbuy.domain.delay.fit import fit_delay_model
+from nextbuy.domain.delay.model import DelayModel
+from nextbuy.domain.delay.signals import FEATURES
+from nextbuy.domain.delay.weights import (
+    IMPORTANCE_SIGNALS,
+    expected_eventual_label,
+    flip_probability,
+    importance_weights,
+)
 
 # What the weighted table carries over from the impressions, and from the signals.
 KEPT = ("impression_id", "source_id", "shown_id", "shown_at", "split")
@@ -91,40 +98,40 @@ def fit_problem(rows: pd.DataFrame, wait_days: float) -> tuple[str, str] | None:
 
 def fit_models(
     fit_rows: pd.DataFrame, signals_columns: pd.Index, family: str, horizon_days: float | None = None
-) -> dict[str, delay.DelayModel]:
+) -> dict[str, DelayModel]:
     """The delay model of every importance method, fitted on ``fit_rows``' signals (the delay
     truncated at ``horizon_days``, the attribution window, when there is one)."""
     return {
-        method: delay.fit_delay_model(
+        method: fit_delay_model(
             fit_rows,
-            tuple(c for c in delay.IMPORTANCE_SIGNALS[method] if c in signals_columns),
+            tuple(c for c in IMPORTANCE_SIGNALS[method] if c in signals_columns),
             family=family,
             horizon_days=horizon_days,
         )
-        for method in delay.IMPORTANCE_SIGNALS
+        for method in IMPORTANCE_SIGNALS
     }
 
 
 def weighted_rows(
     impressions: pd.DataFrame,
     signals: pd.DataFrame,
-    models: dict[str, delay.DelayModel],
+    models: dict[str, DelayModel],
     wait_days: float,
     max_weight: float,
 ) -> pd.DataFrame:
     """The weighted table's rows for ``impressions`` (their ``signals`` beside them):
     p_flip, and each method's ``target_<method>`` and ``weight_<method>``.
     ``weight_importance_ipw`` is clipped to ``max_weight``, not yet normalised."""
-    p_flip = {method: delay.flip_probability(model, signals) for method, model in models.items()}
+    p_flip = {method: flip_probability(model, signals) for method, model in models.items()}
     label = signals["label"].to_numpy(np.float64)
     ones = np.ones(len(signals))
     matured = (signals["elapsed_days"].to_numpy() >= wait_days).astype(np.float64)
     targets = {"naive": (label, ones), "wait": (label, matured)}
     # Rao-Blackwellised importance weights: each model's flip probability as positive mass
-    targets |= {m: (delay.expected_eventual_label(label, p_flip[m]), ones) for m in models}
+    targets |= {m: (expected_eventual_label(label, p_flip[m]), ones) for m in models}
     targets["importance_ipw"] = (
         label,
-        delay.importance_weights(models["importance"], signals, max_weight=max_weight),
+        importance_weights(models["importance"], signals, max_weight=max_weight),
     )
     columns: dict[str, np.ndarray] = {}
     for method in WEIGHTING_METHODS:

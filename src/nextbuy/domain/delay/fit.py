@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from nextbuy.domain.delay_model import _MIN_DAYS, FAMILIES, DelayModel, _standardised
-from nextbuy.domain.delay_signals import ENGAGEMENT, SIGNALS, _engaged_offset, _labelled
+from nextbuy.domain.delay.model import _MIN_DAYS, FAMILIES, DelayModel, _standardised
+from nextbuy.domain.delay.signals import ENGAGEMENT, SIGNALS, _engaged_offset, _labelled
 
 # Ridge on the standardised non-intercept coefficients: negligible against the
 # likelihood of thousands of rows, but it keeps an empty or perfectly separated

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nextbuy.domain.decision_fit import _check_inputs, fit_bucket_thresholds, fit_global_threshold
-from nextbuy.domain.decision_policy import BucketFit, CrossFit
+from nextbuy.domain.decisions.fit import _check_inputs, fit_bucket_thresholds, fit_global_threshold
+from nextbuy.domain.decisions.policy import BucketFit, CrossFit
 
 if TYPE_CHECKING:
     from nextbuy.config import ThresholdsConfig
