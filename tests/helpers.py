@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from nextbuy.bench.project_copy import copy_project, project_env
-from nextbuy.config import read_params, section_config
+from nextbuy.config import model_of, read_params, section_config
 from tests.conftest import ROOT
 
 __all__ = [
@@ -32,7 +32,7 @@ UNSEARCHED = (".git", ".dvc/cache")
 def config(dotted: str, **changes):
     """The validated config of a params.yaml section (``train``, ``ingest.simulator``)
     with ``changes`` on top: tests take every other knob from the repo's params.yaml."""
-    return section_config(read_params(ROOT / "params.yaml"), dotted, **changes)
+    return section_config(read_params(ROOT / "params.yaml"), model_of(dotted), **changes)
 
 
 def project_copy(tmp: Path, params: dict) -> Path:

@@ -6,13 +6,21 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from nextbuy.config import SECTIONS, IngestConfig, MonitorConfig, load_section, section_config
+from nextbuy.config import (
+    ALL_SECTIONS,
+    SECTIONS,
+    IngestConfig,
+    MonitorConfig,
+    TrainConfig,
+    load_section,
+    section_config,
+)
 from tests.conftest import ROOT
 
 
 def test_repo_params_are_valid_for_every_stage():
-    for name in SECTIONS:
-        load_section(name, ROOT / "params.yaml")
+    for model in ALL_SECTIONS.values():
+        load_section(model, ROOT / "params.yaml")
 
 
 def test_dvc_stages_declare_exactly_their_section():
@@ -45,10 +53,10 @@ def test_unknown_key_and_out_of_range_are_refused(tmp_path):
     full = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.write_text(yaml.safe_dump({"train": {**full["train"], "epochs": 0}}))
     with pytest.raises(ValidationError, match="epochs"):
-        load_section("train", params)
+        load_section(TrainConfig, params)
     params.write_text(yaml.safe_dump({"train": {**full["train"], "epoch": 3}}))
     with pytest.raises(ValidationError, match="epoch"):
-        load_section("train", params)
+        load_section(TrainConfig, params)
 
 
 def test_real_source_needs_a_path(tmp_path):
@@ -56,7 +64,7 @@ def test_real_source_needs_a_path(tmp_path):
     full = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.write_text(yaml.safe_dump({"ingest": {**full["ingest"], "source": "npz"}}))
     with pytest.raises(ValidationError, match="graph_path"):
-        load_section("ingest", params)
+        load_section(IngestConfig, params)
 
 
 def test_raw_logs_need_orders_and_no_ready_made_graph(tmp_path):
@@ -65,21 +73,21 @@ def test_raw_logs_need_orders_and_no_ready_made_graph(tmp_path):
     events = {**full["ingest"]["events"], "orders_path": None}
     params.write_text(yaml.safe_dump({"ingest": {**full["ingest"], "source": "events", "events": events}}))
     with pytest.raises(ValidationError, match=r"needs ingest\.events\.orders_path"):
-        load_section("ingest", params)
+        load_section(IngestConfig, params)
     events["orders_path"] = "inputs/orders.parquet"  # orders alone: exposures are replayed
     params.write_text(yaml.safe_dump({"ingest": {**full["ingest"], "source": "events", "events": events}}))
-    assert load_section("ingest", params).events.impressions_path is None
+    assert load_section(IngestConfig, params).events.impressions_path is None
     events["impressions_path"] = "inputs/impressions.parquet"
     ingest = {**full["ingest"], "source": "events", "events": events, "graph_path": "inputs/edges.csv"}
     params.write_text(yaml.safe_dump({"ingest": ingest}))
     with pytest.raises(ValidationError, match=r"leave ingest\.graph_path and ingest\.impressions_path null"):
-        load_section("ingest", params)
+        load_section(IngestConfig, params)
     params.write_text(yaml.safe_dump({"ingest": {**ingest, "graph_path": None}}))
-    assert load_section("ingest", params).events.attribution_days > 0
+    assert load_section(IngestConfig, params).events.attribution_days > 0
     simulated = {**full["ingest"], "catalogue_path": "inputs/catalogue.csv"}
     params.write_text(yaml.safe_dump({"ingest": simulated}))
     with pytest.raises(ValidationError, match="the simulated store has its own catalogue"):
-        load_section("ingest", params)
+        load_section(IngestConfig, params)
 
 
 def section(name: str, **changes):
@@ -114,7 +122,7 @@ def test_unquoted_yaml_date_is_read_as_text(tmp_path):
     full = yaml.safe_load((ROOT / "params.yaml").read_text())
     text = yaml.safe_dump({"ingest": {**full["ingest"], "snapshot": "SNAP"}}).replace("SNAP", "2026-05-10")
     params.write_text(text)
-    cfg = load_section("ingest", params)
+    cfg = load_section(IngestConfig, params)
     assert cfg.snapshot == "2026-05-10"
 
 
@@ -161,4 +169,4 @@ def test_params_are_read_strictly_and_a_number_written_as_text_says_how_to_write
 
 
 def test_an_integer_is_still_a_float_setting():
-    assert section_config({"train": section("train", lr=1)}, "train").lr == 1.0
+    assert section_config({"train": section("train", lr=1)}, TrainConfig).lr == 1.0

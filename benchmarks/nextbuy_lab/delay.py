@@ -34,7 +34,15 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy.config import merge, read_params, section_config, with_changes
+from nextbuy.config import (
+    IngestConfig,
+    LabelDelayConfig,
+    TrainConfig,
+    merge,
+    read_params,
+    section_config,
+    with_changes,
+)
 from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.mlops import io
 from nextbuy_lab import paired
@@ -195,11 +203,11 @@ def regime(params: dict, seeds: int, keys: tuple[str, ...] = KEYS) -> dict:
     """Every method on one store (``params``), ``seeds`` training seeds."""
     from nextbuy.stages import ingest, label_delay
 
-    ingest_cfg = section_config(params, "ingest")
+    ingest_cfg = section_config(params, IngestConfig)
     data = ingest.ingest(ingest_cfg)
     if data.truth_impressions is None:
         raise ValueError("bench delay needs a simulated store (its truth scores the methods)")
-    delay_cfg = section_config(params, "label_delay")
+    delay_cfg = section_config(params, LabelDelayConfig)
     weighted, _ = label_delay.weigh(data.impressions, data.snapshot, delay_cfg, data.products, data.edges)
     train_rows = weighted["split"] == "train"
     truth = data.truth_impressions
@@ -207,7 +215,7 @@ def regime(params: dict, seeds: int, keys: tuple[str, ...] = KEYS) -> dict:
         weighted["impression_id"][train_rows]
     )
     test = future_traffic(data, ingest_cfg)
-    train_cfg = section_config(params, "train")
+    train_cfg = section_config(params, TrainConfig)
     per_seed = [
         _one_seed(
             data,

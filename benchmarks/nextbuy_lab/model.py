@@ -36,7 +36,14 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy.config import read_params, section_config, with_changes
+from nextbuy.config import (
+    IngestConfig,
+    LabelDelayConfig,
+    TrainConfig,
+    read_params,
+    section_config,
+    with_changes,
+)
 from nextbuy.domain.delay import DelayFamily
 from nextbuy.mlops import io
 from nextbuy_lab import paired
@@ -267,14 +274,14 @@ def run(out: Path, seeds: int = 5, params_file: str = "params.yaml") -> dict:
 
     params = read_params(params_file)
     started = time.perf_counter()
-    ingest_cfg = section_config(params, "ingest")
+    ingest_cfg = section_config(params, IngestConfig)
     data = ingest.ingest(ingest_cfg)
     if data.truth_impressions is None:
         raise ValueError("bench model needs a simulated store (its truth scores the models)")
-    delay_cfg = section_config(params, "label_delay")
+    delay_cfg = section_config(params, LabelDelayConfig)
     weighted, _ = label_delay.weigh(data.impressions, data.snapshot, delay_cfg, data.products, data.edges)
     rows = scored_test_rows(data, weighted, ingest_cfg.simulator)
-    train_cfg = section_config(params, "train")
+    train_cfg = section_config(params, TrainConfig)
     per_seed = [
         _one_seed(data, weighted, rows, train_cfg, delay_cfg.delay_family, train_cfg.seed + s)
         for s in range(int(seeds))

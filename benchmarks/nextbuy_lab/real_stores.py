@@ -51,7 +51,16 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from nextbuy.config import section_config, with_changes
+from nextbuy.config import (
+    CalibrateConfig,
+    DeployConfig,
+    IngestConfig,
+    LabelDelayConfig,
+    ThresholdsConfig,
+    TrainConfig,
+    section_config,
+    with_changes,
+)
 from nextbuy.domain.served_ranking import RankingChoice
 from nextbuy.mlops import io
 from nextbuy_lab import lightgcn, paired
@@ -79,14 +88,14 @@ def store_params(store: str, params_file: str = "params.yaml") -> dict:
 def window(params: dict) -> float:
     """The store's attribution window in days: the delay model is truncated there, as the
     pipeline's label_delay stage truncates it (ingest's meta)."""
-    return section_config(params, "ingest").events.attribution_days
+    return section_config(params, IngestConfig).events.attribution_days
 
 
 def at_snapshot_and_end(params: dict):
     """The store ingested at the preset's snapshot and at the log's end (labels matured)."""
     from nextbuy.stages import ingest
 
-    cfg = section_config(params, "ingest")
+    cfg = section_config(params, IngestConfig)
     now = ingest.ingest(cfg)
     later = ingest.ingest(with_changes(cfg, snapshot=None))
     if not now.products.equals(later.products):
@@ -98,7 +107,7 @@ def orders_of(params: dict):
     """The store's order lines as the pipeline reads them (every line, to the log's end)."""
     from nextbuy.data.sources import read_event_logs
 
-    cfg = section_config(params, "ingest")
+    cfg = section_config(params, IngestConfig)
     ev = cfg.events
     logs = read_event_logs(
         str(ev.orders_path), None, None, cfg.catalogue_path, None, cfg.max_event_gap_days, ev
@@ -114,7 +123,7 @@ def test_pairs(params: dict, orders: pd.DataFrame, snapshot: pd.Timestamp) -> pd
     after = (orders["ordered_at"] > snapshot) & (
         orders["ordered_at"] <= snapshot + pd.Timedelta(days=HORIZON_DAYS)
     )
-    pairs = events.next_purchases(orders[after], section_config(params, "ingest").events)
+    pairs = events.next_purchases(orders[after], section_config(params, IngestConfig).events)
     pairs = pairs.drop_duplicates(["customer", "source_id", "next_id"])
     if len(pairs) > MAX_TEST_PAIRS:
         pairs = pairs.sample(MAX_TEST_PAIRS, random_state=TEST_SEED)
@@ -186,11 +195,11 @@ def _rankers(now, orders: pd.DataFrame, params: dict, seed: int) -> tuple[dict, 
         lambda su: embedding[su] @ embedding.T,
         lambda a, b: (embedding[a] * embedding[b]).sum(axis=1),
     )
-    delay_cfg = section_config(params, "label_delay")
+    delay_cfg = section_config(params, LabelDelayConfig)
     weighted, _ = label_delay.weigh(
         now.impressions, now.snapshot, delay_cfg, now.products, now.edges, window(params)
     )
-    cfg = with_changes(section_config(params, "train"), seed=seed, uncertainty="mc_dropout")
+    cfg = with_changes(section_config(params, TrainConfig), seed=seed, uncertainty="mc_dropout")
     graph = train.build_graph(now.products, now.edges, now.features)
     _, moments, _ = train.fit(graph, weighted, cfg, delay_family=delay_cfg.delay_family, progress=False)
 
@@ -204,10 +213,10 @@ def _rankers(now, orders: pd.DataFrame, params: dict, seed: int) -> tuple[dict, 
 
     # What the pipeline serves: calibrate's choice on the calibration split's next purchases,
     # then its order (the model's served key: accepted first, then calibrated probability).
-    calibrate_cfg = section_config(params, "calibrate")
+    calibrate_cfg = section_config(params, CalibrateConfig)
     scored, calibration = calibrate.score_holdout(weighted, moments, calibrate_cfg)
-    policy, _ = thresholds.fit(scored, calibration.n_buckets, section_config(params, "thresholds"))
-    ingest_cfg = section_config(params, "ingest")
+    policy, _ = thresholds.fit(scored, calibration.n_buckets, section_config(params, ThresholdsConfig))
+    ingest_cfg = section_config(params, IngestConfig)
     held_out = ingest.held_out_purchases(now.products, orders, now.snapshot, ingest_cfg)
     choice, _ = calibrate.choose_ranking(
         held_out, weighted, moments, calibration, edges, calibrate_cfg.served_ranking
@@ -299,14 +308,14 @@ def delay(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
 
     params = store_params(store, params_file)
     now, later = at_snapshot_and_end(params)
-    delay_cfg = section_config(params, "label_delay")
+    delay_cfg = section_config(params, LabelDelayConfig)
     weighted, _ = label_delay.weigh(
         now.impressions, now.snapshot, delay_cfg, now.products, now.edges, window(params)
     )
     converted = later.impressions["converted_at"].notna().astype(np.int8)
     truth = later.impressions.assign(label_eventual=converted)[["impression_id", "label_eventual"]]
     test = matured_after(params, now, later)
-    train_cfg = section_config(params, "train")
+    train_cfg = section_config(params, TrainConfig)
     per_seed = [
         _one_seed(
             now,
@@ -348,7 +357,7 @@ def matured_after(params: dict, now, later) -> pd.DataFrame:
     matured = later.impressions.assign(
         label_eventual=later.impressions["converted_at"].notna().astype(np.int8)
     )
-    window = pd.Timedelta(days=section_config(params, "ingest").events.attribution_days)
+    window = pd.Timedelta(days=section_config(params, IngestConfig).events.attribution_days)
     end = matured[["shown_at", "converted_at"]].max().max()
     after = (matured["shown_at"] > now.snapshot) & (matured["shown_at"] <= end - window)
     return matured.loc[after, ["impression_id", "source_id", "shown_id", "label_eventual"]]
@@ -369,16 +378,16 @@ def thresholds(store: str, seeds: int, params_file: str = "params.yaml") -> dict
     params = store_params(store, params_file)
     now, later = at_snapshot_and_end(params)
     test = matured_after(params, now, later)
-    delay_cfg = section_config(params, "label_delay")
+    delay_cfg = section_config(params, LabelDelayConfig)
     weighted, _ = label_delay.weigh(
         now.impressions, now.snapshot, delay_cfg, now.products, now.edges, window(params)
     )
-    calibrate_cfg = section_config(params, "calibrate")
-    thresholds_cfg = section_config(params, "thresholds")
+    calibrate_cfg = section_config(params, CalibrateConfig)
+    thresholds_cfg = section_config(params, ThresholdsConfig)
     graph = train.build_graph(now.products, now.edges, now.features)
     per_seed = []
     for s in range(seeds):
-        cfg = with_changes(section_config(params, "train"), seed=s)
+        cfg = with_changes(section_config(params, TrainConfig), seed=s)
         _, moments, _ = train.fit(graph, weighted, cfg, delay_family=delay_cfg.delay_family, progress=False)
         scored, calibration = calibrate.score_holdout(weighted, moments, calibrate_cfg)
         score, uncertainty = score_and_uncertainty(
@@ -435,7 +444,7 @@ def monitor(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
     from nextbuy import paths
 
     params = store_params(store, params_file)
-    model = section_config(params, "deploy").model_name
+    model = section_config(params, DeployConfig).model_name
     metrics = io.read_json(paths.metrics_file("monitor"))
     if metrics.get("model_name") != model or not metrics.get("monitored"):
         raise ValueError(
@@ -467,7 +476,7 @@ def monitor(store: str, seeds: int, params_file: str = "params.yaml") -> dict:
         "model_version": metrics.get("champion_version"),
         "data": {
             "store": store,
-            "snapshot": str(section_config(params, "ingest").snapshot),
+            "snapshot": str(section_config(params, IngestConfig).snapshot),
             "exposures": "replayed",
         },
     }

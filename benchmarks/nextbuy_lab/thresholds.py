@@ -43,7 +43,16 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy.config import read_params, section_config, with_changes
+from nextbuy.config import (
+    CalibrateConfig,
+    IngestConfig,
+    LabelDelayConfig,
+    ThresholdsConfig,
+    TrainConfig,
+    read_params,
+    section_config,
+    with_changes,
+)
 from nextbuy.domain.delay import DelayFamily
 from nextbuy.mlops import io
 from nextbuy_lab import deep_ensemble
@@ -161,13 +170,13 @@ def _one_seed(data, weighted, test, params, seed: int, lifts) -> dict[str, dict]
     from nextbuy.domain.graph.scoring import score_and_uncertainty
     from nextbuy.stages import calibrate
 
-    calibrate_cfg = section_config(params, "calibrate")
-    thresholds_cfg = section_config(params, "thresholds")
+    calibrate_cfg = section_config(params, CalibrateConfig)
+    thresholds_cfg = section_config(params, ThresholdsConfig)
     estimators = estimator_moments(
         data,
         weighted,
-        section_config(params, "train"),
-        section_config(params, "label_delay").delay_family,
+        section_config(params, TrainConfig),
+        section_config(params, LabelDelayConfig).delay_family,
         seed,
     )
     out = {}
@@ -216,15 +225,15 @@ def run(
 
     started = time.perf_counter()
     params = read_params(params_file)
-    ingest_cfg = section_config(params, "ingest")
+    ingest_cfg = section_config(params, IngestConfig)
     data = ingest.ingest(ingest_cfg)
     if data.truth_impressions is None:
         raise ValueError("bench thresholds needs a simulated store (its truth judges the policies)")
     weighted, _ = label_delay.weigh(
-        data.impressions, data.snapshot, section_config(params, "label_delay"), data.products, data.edges
+        data.impressions, data.snapshot, section_config(params, LabelDelayConfig), data.products, data.edges
     )
     test = future_traffic(data, ingest_cfg)
-    base_seed = section_config(params, "train").seed
+    base_seed = section_config(params, TrainConfig).seed
     per_seed = [
         _one_seed(data, weighted, test, params, base_seed + s, TARGET_LIFTS) for s in range(int(seeds))
     ]

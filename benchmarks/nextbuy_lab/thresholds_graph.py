@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nextbuy.config import read_params, section_config
+from nextbuy.config import CalibrateConfig, ThresholdsConfig, TrainConfig, read_params, section_config
 from nextbuy_lab import deep_ensemble
 from nextbuy_lab import linkpred_models as models
 from nextbuy_lab import linkpred_split as lp
@@ -186,9 +186,12 @@ def one_seed(split: lp.LinkSplit, features, params: dict, seed: int) -> dict[str
     pairs = np.vstack([split.pos_test, split.neg_test])
     label = np.r_[np.ones(len(split.pos_test)), np.zeros(len(split.neg_test))]
     first = halves(label, seed)
-    calibrate_cfg, thresholds_cfg = section_config(params, "calibrate"), section_config(params, "thresholds")
+    calibrate_cfg, thresholds_cfg = (
+        section_config(params, CalibrateConfig),
+        section_config(params, ThresholdsConfig),
+    )
     out = {}
-    for name, moments in link_estimators(split, features, seed, section_config(params, "train")).items():
+    for name, moments in link_estimators(split, features, seed, section_config(params, TrainConfig)).items():
         score, uncertainty = score_and_uncertainty(moments, pairs[:, 0], pairs[:, 1])
         out[name] = {
             "rows": cross_fit(score, uncertainty, label, first, calibrate_cfg, thresholds_cfg),
@@ -217,7 +220,7 @@ def run_graph(graph: Path, split: Path | None, seeds: int, params_file: str = "p
     figures["graph"], figures["split"] = str(graph), None if split is None else str(split)
     figures["test_pairs"] = test_pairs
     figures["members"], figures["member_epochs"] = (
-        section_config(params, "train").ensemble_members,
+        section_config(params, TrainConfig).ensemble_members,
         MEMBER_EPOCHS,
     )
     figures["seconds"] = round(time.perf_counter() - started, 1)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from nextbuy.config import section_config
+from nextbuy.config import IngestConfig, section_config
 from nextbuy.stages import ingest
 from nextbuy_lab import delay
 from tests.conftest import TINY_PARAMS
@@ -124,7 +124,7 @@ def test_ri_is_the_share_of_the_naive_to_oracle_gap():
 
 
 def test_oracle_rows_carry_eventual_labels_and_nothing_else_changes():
-    data = ingest.ingest(section_config(TINY_PARAMS, "ingest"))
+    data = ingest.ingest(section_config(TINY_PARAMS, IngestConfig))
     weighted = data.impressions[["impression_id", "source_id", "shown_id"]].assign(
         label=data.impressions["converted_at"].notna().astype(np.int8)
     )
@@ -144,7 +144,7 @@ def test_oracle_rows_carry_eventual_labels_and_nothing_else_changes():
 
 
 def test_test_traffic_comes_after_the_snapshot_with_eventual_labels():
-    cfg = section_config(TINY_PARAMS, "ingest")
+    cfg = section_config(TINY_PARAMS, IngestConfig)
     data = ingest.ingest(cfg)
     test = delay.future_traffic(data, cfg)
     assert len(test) == delay.TEST_IMPRESSIONS

@@ -12,21 +12,21 @@ import pandas as pd
 import pytest
 import yaml
 
-from nextbuy.config import section_config
+from nextbuy.config import IngestConfig, LabelDelayConfig, section_config
 from nextbuy.stages import ingest, label_delay
 from nextbuy_lab import model
 from tests.conftest import TINY_PARAMS
 
 SEEDS = 2
-SIMULATOR = section_config(TINY_PARAMS, "ingest").simulator
+SIMULATOR = section_config(TINY_PARAMS, IngestConfig).simulator
 EXTRA = {"paired_auc_gap_vs_blade", "test_impressions", "seconds"}
 
 
 @pytest.fixture(scope="module")
 def tiny_store():
-    data = ingest.ingest(section_config(TINY_PARAMS, "ingest"))
+    data = ingest.ingest(section_config(TINY_PARAMS, IngestConfig))
     weighted, _ = label_delay.weigh(
-        data.impressions, data.snapshot, section_config(TINY_PARAMS, "label_delay")
+        data.impressions, data.snapshot, section_config(TINY_PARAMS, LabelDelayConfig)
     )
     return data, weighted
 

@@ -35,7 +35,7 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     from nextbuy.data.simulate import store_world
     from nextbuy.mlops.serving import ServingBundle
 
-    cfg = {name: section_config(params, name) for name in SECTIONS}
+    cfg = {name: section_config(params, model) for name, model in SECTIONS.items()}
     ingest_cfg: IngestConfig = cfg["ingest"]
     if ingest_cfg.source != "simulated":
         raise ValueError("run_in_memory needs the simulated store")

@@ -37,7 +37,7 @@ def applied(params: Mapping[str, Any], overrides: Mapping[str, Any], origin: str
     merged = merge(params, overrides)
     try:
         for section in overrides:
-            section_config(merged, section)
+            section_config(merged, ALL_SECTIONS[section])
     except ValidationError as err:
         raise ValueError(f"{origin}: {err}") from None
     return merged

@@ -14,7 +14,7 @@ import yaml
 
 from nextbuy import paths
 from nextbuy.bench import engines, engines_data
-from nextbuy.config import load_section, read_params
+from nextbuy.config import IngestConfig, load_section, read_params
 from nextbuy.mlops import io, schemas
 from nextbuy.stages import ingest
 
@@ -43,7 +43,7 @@ def test_a_store_holds_valid_tables_of_the_asked_size(tmp_path):
 def test_a_stores_raw_logs_ingest_into_the_stores_sizes(tmp_path, monkeypatch):
     written = _logs(tmp_path, 30_000)
     monkeypatch.chdir(tmp_path)
-    got = ingest.ingest_events(load_section("ingest"))
+    got = ingest.ingest_events(load_section(IngestConfig))
     n = engines_data.sizes(30_000)
     assert written["impressions"] == len(got.impressions) == 30_000
     assert len(got.products) == written["catalogue"] == n["products"]

@@ -141,12 +141,12 @@ def test_under_abuse_only_a_200_or_a_503_saying_when_to_retry_is_an_answer():
 
 def test_the_second_release_trains_another_model_through_a_gate_it_passes():
     from nextbuy.bench import fault_release
-    from nextbuy.config import read_params, section_config
+    from nextbuy.config import DeployConfig, read_params, section_config
 
     params = read_params(ROOT / "params.yaml")
     changed = fault_release.second_release(params)
     assert changed["train"]["seed"] != params["train"]["seed"]
-    deploy = section_config(changed, "deploy")  # still valid params
+    deploy = section_config(changed, DeployConfig)  # still valid params
     assert deploy.tolerance >= 1.0  # any difference in AUC or recall is within it
     assert deploy.min_auc == 0.0
     assert params == read_params(ROOT / "params.yaml")  # the baseline's params untouched

@@ -409,7 +409,7 @@ def test_serve_checks_the_champion_then_execs_uvicorn_on_the_guarded_app(tmp_pat
 
     from nextbuy import procs
     from nextbuy.bench import serving_fixtures as fixtures
-    from nextbuy.config import load_section
+    from nextbuy.config import ServingConfig, load_section
     from nextbuy.mlops import rest_limits
 
     files = fixtures.write_bundle_files(tmp_path / "bundle", 50, 4)
@@ -424,11 +424,11 @@ def test_serve_checks_the_champion_then_execs_uvicorn_on_the_guarded_app(tmp_pat
     cmd, env = execd
     assert cmd[:3] == [sys.executable, "-m", "uvicorn"]
     assert cmd[-1] == "nextbuy.mlops.rest_app:app"
-    drain = load_section("serving").drain_s  # params.yaml's, from the test's working directory
+    drain = load_section(ServingConfig).drain_s  # params.yaml's, from the test's working directory
     assert " ".join(cmd[3:-1]) == (
         f"--host {procs.HOST} --port 5123 --workers 2 --timeout-graceful-shutdown {drain}"
     )
-    assert json.loads(env[rest_limits.SERVING_ENV]) == load_section("serving").model_dump()
+    assert json.loads(env[rest_limits.SERVING_ENV]) == load_section(ServingConfig).model_dump()
     served = env[scoring_server._SERVER_MODEL_PATH]
     assert served.startswith("file://")
     assert (Path(served.removeprefix("file://")) / "MLmodel").is_file()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from nextbuy.config_stages import ServingConfig
+from nextbuy.config import ServingConfig
 from nextbuy.mlops import rest_limits
 from nextbuy.mlops.serving import MAX_REQUEST_ROWS
 from nextbuy.mlops.serving_requests import CANCELLED, RequestCancelled, raise_if_cancelled
@@ -347,11 +347,11 @@ def test_serving_settings_come_from_the_env_nextbuy_serve_sets_else_params_yaml(
     given = limits(max_concurrent=3)
     env = {rest_limits.SERVING_ENV: json.dumps(given.model_dump())}
     assert rest_limits.serving_config(env) == given
-    from nextbuy.config import load_section
+    from nextbuy.config import ServingConfig, load_section
     from tests.conftest import ROOT
 
     monkeypatch.chdir(ROOT)
-    assert rest_limits.serving_config({}) == load_section("serving")
+    assert rest_limits.serving_config({}) == load_section(ServingConfig)
 
 
 @pytest.mark.parametrize(
@@ -369,7 +369,7 @@ def test_serving_settings_out_of_bounds_are_refused_naming_the_key(key, value):
 SLOW_APP = """
 import asyncio
 
-from nextbuy.config_stages import ServingConfig
+from nextbuy.config import ServingConfig
 from nextbuy.mlops.rest_limits import Admission
 
 

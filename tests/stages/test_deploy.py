@@ -17,7 +17,7 @@ import yaml
 
 from nextbuy import paths
 from nextbuy.bench.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
-from nextbuy.config import load_section
+from nextbuy.config import DeployConfig, load_section
 from nextbuy.domain import catalogue, gate, split
 from nextbuy.mlops import io, registry, schemas, serving, tracking
 from nextbuy.presets import params_with
@@ -317,7 +317,7 @@ def test_a_store_holding_only_orphans_has_no_release(store):
 def test_a_presets_first_release_is_not_blocked_by_the_default_stores_record(store, preset):
     """Each preset registers under its own deploy.model_name, so the default store's release
     on record (blessing.json, dvc.lock) neither blocks its first release nor is re-seeded."""
-    default = load_section("deploy", ROOT / "params.yaml").model_name
+    default = load_section(DeployConfig, ROOT / "params.yaml").model_name
     own = params_with(preset, ROOT / "params.yaml")["deploy"]["model_name"]
     assert own != default
     write_blessing(1, model_name=default)

@@ -59,7 +59,7 @@ def batch_topk(engine) -> int:
 
 def monitor(engine) -> int:
     from nextbuy import paths
-    from nextbuy.config import load_section
+    from nextbuy.config import MonitorConfig, load_section
     from nextbuy.mlops import io, schemas
     from nextbuy.stages import monitor as stage
 
@@ -67,7 +67,7 @@ def monitor(engine) -> int:
     meta = io.read_json(paths.TRAFFIC_META)
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     span = (pd.Timestamp(meta["start"]), pd.Timestamp(meta["now"]))
-    table, _, _, _ = stage.scored_traffic(bundle, load_section("monitor"), span, products, engine)
+    table, _, _, _ = stage.scored_traffic(bundle, load_section(MonitorConfig), span, products, engine)
     return int(table["volume"].sum())
 
 
@@ -84,12 +84,12 @@ def main(root: str, engine_kind: str, stage: str) -> None:
     os.chdir(Path(root) / LOGS if stage == "ingest" else root)
     import yaml
 
-    from nextbuy.config import load_section, with_changes
+    from nextbuy.config import EngineConfig, load_section, with_changes
 
     params = yaml_io.load(Path("params.yaml").read_text())
     params["engine"]["kind"] = engine_kind  # the store's params.yaml, with this run's engine
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    engine = with_changes(load_section("engine"), kind=engine_kind)
+    engine = with_changes(load_section(EngineConfig), kind=engine_kind)
     start = time.perf_counter()
     if stage == "label_delay":
         import pyarrow.parquet as pq

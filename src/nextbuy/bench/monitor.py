@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy.config import read_params, section_config, with_changes
+from nextbuy.config import MonitorConfig, TrafficConfig, read_params, section_config, with_changes
 from nextbuy.mlops import io
 
 DAYS = 30
@@ -30,8 +30,8 @@ def run(out: Path, params_file: str = "params.yaml") -> dict:
     params = read_params(params_file)
     started = time.perf_counter()
     trained = run_in_memory(params)
-    monitor_cfg = section_config(params, "monitor")
-    base = section_config(params, "traffic")
+    monitor_cfg = section_config(params, MonitorConfig)
+    base = section_config(params, TrafficConfig)
     n_buckets = len(trained.bundle.calibration.edges) + 1
     clean_cfg = with_changes(base, days=DAYS, drift={"kind": "none"})
     drift_cfg = with_changes(base, days=DAYS, drift={**DRIFT, "bucket": n_buckets - 1})

@@ -47,7 +47,17 @@ import numpy as np
 import torch
 
 from nextbuy.bench.sage import SageModel
-from nextbuy.config import merge, read_params, section_config
+from nextbuy.config import (
+    CalibrateConfig,
+    IngestConfig,
+    LabelDelayConfig,
+    RetrievalConfig,
+    ThresholdsConfig,
+    TrainConfig,
+    merge,
+    read_params,
+    section_config,
+)
 from nextbuy.domain.graph.blade import Architecture, BladeModel, Conversions, DirectedGraph
 
 TOP_K = 20
@@ -103,7 +113,7 @@ def ingest_and_validate(params: dict):
     from nextbuy.mlops import io, schemas
     from nextbuy.stages import ingest
 
-    data = ingest.ingest(section_config(params, "ingest"))
+    data = ingest.ingest(section_config(params, IngestConfig))
     tables = [
         (data.products, paths.PRODUCTS, schemas.PRODUCTS),
         (data.edges, paths.EDGES, schemas.EDGES),
@@ -251,7 +261,11 @@ def _store(params: dict, times: dict, on_step: Callable[[str], None]):
         data = ingest_and_validate(params)
     with _timed(times, "label_delay", on_step):
         weighted, _ = label_delay.weigh(
-            data.impressions, data.snapshot, section_config(params, "label_delay"), data.products, data.edges
+            data.impressions,
+            data.snapshot,
+            section_config(params, LabelDelayConfig),
+            data.products,
+            data.edges,
         )
     return data.products, data.edges, data.features, weighted
 
@@ -285,10 +299,14 @@ def _serve(params: dict, weighted, moments: dict, sample_sources: int, times: di
     from nextbuy.stages import calibrate, thresholds
 
     with _timed(times, "calibrate", on_step):
-        scored, calibration = calibrate.score_holdout(weighted, moments, section_config(params, "calibrate"))
+        scored, calibration = calibrate.score_holdout(
+            weighted, moments, section_config(params, CalibrateConfig)
+        )
     with _timed(times, "thresholds", on_step):
-        fitted = thresholds.fit_policies(scored, calibration.n_buckets, section_config(params, "thresholds"))
-    retrieval = section_config(params, "deploy.retrieval")
+        fitted = thresholds.fit_policies(
+            scored, calibration.n_buckets, section_config(params, ThresholdsConfig)
+        )
+    retrieval = section_config(params, RetrievalConfig)
     bundle = ServingBundle.from_arrays(moments, calibration, fitted.thresholds, retrieval)
     on_step("topk")
     times.update(time_top_k(bundle, sample_sources, seed=0))
@@ -302,7 +320,7 @@ def measure(
 ) -> dict:
     """Every figure of one size (see the module docstring), in this process."""
     params = scaled_params(params, n_products)
-    cfg = section_config(params, "train")
+    cfg = section_config(params, TrainConfig)
     times: dict = {}
     products, edges, features, weighted = _store(params, times, on_step)
     graph, model = _train(products, edges, features, weighted, cfg, times, on_step)

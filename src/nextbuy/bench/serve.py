@@ -275,9 +275,9 @@ def _level_text(level: dict) -> str:
 
 def _retrieval_settings():
     """params.yaml ``deploy.retrieval`` (run from the project root): what deploy bundles."""
-    from nextbuy.config import load_section
+    from nextbuy.config import DeployConfig, load_section
 
-    return load_section("deploy").retrieval
+    return load_section(DeployConfig).retrieval
 
 
 def bench_topk_size(n: int, tmp: Path, settings) -> dict:

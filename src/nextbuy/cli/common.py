@@ -68,10 +68,10 @@ def model_name_or_default(given: str | None) -> str:
     """``given``, else deploy.model_name of ./params.yaml (the name deploy registers under)."""
     if given is not None:
         return given
-    from nextbuy.config import load_section
+    from nextbuy.config import DeployConfig, load_section
 
     try:
-        return load_section("deploy").model_name
+        return load_section(DeployConfig).model_name
     except (FileNotFoundError, ValidationError) as err:
         console.print(f"[bold red]no model name: pass --model-name[/] ({escape(str(err))})", highlight=False)
         raise typer.Exit(code=2) from None

@@ -154,13 +154,13 @@ def mature(
     add dated rows to their cards (what the monitor stage does after watching the traffic, on
     the engine of engine.kind)."""
     from nextbuy import paths
-    from nextbuy.config import load_section
+    from nextbuy.config import DeployConfig, EngineConfig, MonitorConfig, load_section
     from nextbuy.mlops import io, model_maturity, schemas
     from nextbuy.stages.monitor import maturity_engine
 
     setup_logging()
-    cfg, deploy_cfg = load_section("monitor", params), load_section("deploy", params)
-    engine = maturity_engine(load_section("engine", params))
+    cfg, deploy_cfg = load_section(MonitorConfig, params), load_section(DeployConfig, params)
+    engine = maturity_engine(load_section(EngineConfig, params))
     traffic = (paths.TRAFFIC_IMPRESSIONS, paths.TRAFFIC_META)
     matured = _client_call(
         lambda c: model_maturity.mature_recent(

@@ -137,7 +137,7 @@ def batch_topk(
     ),
 ) -> None:
     """Top-K recommendations for every product (this shard's sources) to parquet."""
-    from nextbuy.config import load_section, with_changes
+    from nextbuy.config import EngineConfig, load_section, with_changes
     from nextbuy.mlops import batch, io, tracking
     from nextbuy.mlops.registry import CHAMPION
     from nextbuy.mlops.serving import ServingBundle
@@ -150,7 +150,7 @@ def batch_topk(
     except io.DataError as err:
         console.print(f"[bold red]batch-topk: bad model[/]\n{escape(err.message)}", highlight=False)
         raise typer.Exit(code=2) from None
-    engine_cfg = load_section("engine")
+    engine_cfg = load_section(EngineConfig)
     if engine not in (None, "pandas", "spark"):
         console.print(
             f"[bold red]batch-topk: --engine is pandas or spark, not {engine!r}[/]", highlight=False

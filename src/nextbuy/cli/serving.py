@@ -104,14 +104,14 @@ def serve(
     from mlflow.utils.file_utils import path_to_local_file_uri
     from pydantic import ValidationError
 
-    from nextbuy.config import read_params, section_config
+    from nextbuy.config import ServingConfig, read_params, section_config
     from nextbuy.mlops import rest_app, rest_limits
     from nextbuy.mlops.registry import CHAMPION
     from nextbuy.procs import HOST
 
     try:
         limit = rest_app.max_body_bytes()
-        limits = section_config(read_params(params), "serving")
+        limits = section_config(read_params(params), ServingConfig)
     except (ValueError, FileNotFoundError, ValidationError) as err:
         console.print(f"[bold red]serve: {escape(str(err))}[/]", highlight=False)
         raise typer.Exit(code=2) from None

@@ -267,7 +267,7 @@ def simulate_logs(
     (ingest.snapshot, or the simulator's), then print the params that read them."""
     import pandas as pd
 
-    from nextbuy.config import load_section
+    from nextbuy.config import IngestConfig, TrafficConfig, load_section
     from nextbuy.data.simulate import simulate_world
     from nextbuy.data.store_logs import LOG_FORMATS, simulated_logs, write_logs
 
@@ -275,8 +275,8 @@ def simulate_logs(
     if form not in LOG_FORMATS:
         raise input_error(f"[bold red]--format {escape(form)}[/]: one of {', '.join(LOG_FORMATS)}")
     try:
-        ingest_cfg = load_section("ingest", params)
-        days = load_section("traffic", params).days if days_after is None else days_after
+        ingest_cfg = load_section(IngestConfig, params)
+        days = load_section(TrafficConfig, params).days if days_after is None else days_after
     except (OSError, ValidationError) as err:
         raise input_error(f"[bold red]{escape(params)}[/]: {escape(str(err))}") from None
     snapshot = (

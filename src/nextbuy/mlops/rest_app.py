@@ -34,7 +34,7 @@ import orjson
 from nextbuy.mlops.serving import INPUT_COLUMNS, MAX_REQUEST_ROWS, PAIR_COLUMNS
 
 if TYPE_CHECKING:
-    from nextbuy.config_stages import ServingConfig
+    from nextbuy.config import ServingConfig
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

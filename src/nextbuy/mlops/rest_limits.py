@@ -43,7 +43,7 @@ from typing import Any
 import anyio
 import orjson
 
-from nextbuy.config_stages import ServingConfig
+from nextbuy.config import ServingConfig
 from nextbuy.mlops.rest_app import ASGIApp, Message, Receive, Scope, Send, _header, _replay
 from nextbuy.mlops.serving_requests import CANCELLED, MAX_REQUEST_ROWS
 
@@ -63,7 +63,7 @@ def serving_config(environ: Mapping[str, str] = os.environ) -> ServingConfig:
         return ServingConfig.model_validate(json.loads(raw))
     from nextbuy.config import load_section
 
-    return load_section("serving")
+    return load_section(ServingConfig)
 
 
 def _is_invocation(scope: Scope) -> bool:

@@ -130,9 +130,9 @@ def shard_command(model: str, out: str | Path, k: int, shard: int, num_shards: i
 
 def model_name(project: Path) -> str:
     """``deploy.model_name`` of the project's params.yaml (the name deploy registers under)."""
-    from nextbuy.config import load_section
+    from nextbuy.config import DeployConfig, load_section
 
-    return load_section("deploy", Path(project) / PARAMS_FILE).model_name
+    return load_section(DeployConfig, Path(project) / PARAMS_FILE).model_name
 
 
 def champion_version(name: str, store: str) -> str | None:

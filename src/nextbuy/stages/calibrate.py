@@ -262,7 +262,7 @@ def reliability_out_of_sample(scored: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(params_file: str = "params.yaml") -> dict:
-    cfg = load_section("calibrate", params_file)
+    cfg = load_section(CalibrateConfig, params_file)
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     moments = schemas.read_moments(paths.GNN_MOMENTS)
     edges = io.read_table(paths.EDGES, schemas.EDGES)

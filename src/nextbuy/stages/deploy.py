@@ -208,7 +208,7 @@ def run(params_file: str = "params.yaml") -> dict:
     from nextbuy.mlops import model_cards, registry
     from nextbuy.mlops.serving import ServingBundle
 
-    cfg = load_section("deploy", params_file)
+    cfg = load_section(DeployConfig, params_file)
     tracking.configure()
     client = MlflowClient()
     prepare_registry(client, cfg.model_name)

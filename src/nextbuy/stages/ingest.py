@@ -318,7 +318,7 @@ def summarise(result: Ingested, counted: ingest_summary.ImpressionFigures, cfg: 
 
 
 def run(params_file: str = "params.yaml") -> dict:
-    cfg = load_section("ingest", params_file)
+    cfg = load_section(IngestConfig, params_file)
     for key, path in (
         ("ingest.graph_path", cfg.graph_path),
         ("ingest.impressions_path", cfg.impressions_path),
@@ -327,7 +327,7 @@ def run(params_file: str = "params.yaml") -> dict:
     ):
         if path and cfg.source != "simulated":
             io.watched_input(path, key, paths.INPUTS)
-    result = ingest(cfg, load_section("engine", params_file))
+    result = ingest(cfg, load_section(EngineConfig, params_file))
     try:
         metrics = write(cfg, result)
     finally:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy import paths
-from nextbuy.config import LabelDelayConfig, load_section
+from nextbuy.config import EngineConfig, LabelDelayConfig, load_section
 from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.domain import delay
 from nextbuy.mlops import io, schemas
@@ -154,8 +154,8 @@ def engagement_summary(signals_frame: pd.DataFrame, model: delay.DelayModel) -> 
 
 
 def run(params_file: str = "params.yaml") -> dict:
-    cfg = load_section("label_delay", params_file)
-    engine = load_section("engine", params_file)
+    cfg = load_section(LabelDelayConfig, params_file)
+    engine = load_section(EngineConfig, params_file)
     plots = paths.plots_dir("label_delay")
     if engine.kind == "spark":  # the same files, computed on Spark (nextbuy.engines)
         from nextbuy.engines import spark_label_delay

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy import paths
-from nextbuy.config import MonitorConfig, load_section
+from nextbuy.config import DeployConfig, EngineConfig, MonitorConfig, load_section
 from nextbuy.domain import catalogue, delay, positivity, traffic_rows
 from nextbuy.domain.delay import PairContext
 from nextbuy.domain.timeunits import DAY
@@ -267,14 +267,14 @@ def run(params_file: str = "params.yaml") -> dict:
 
     from nextbuy.mlops import model_maturity, tracking
 
-    cfg = load_section("monitor", params_file)
-    deploy_cfg = load_section("deploy", params_file)
+    cfg = load_section(MonitorConfig, params_file)
+    deploy_cfg = load_section(DeployConfig, params_file)
     model_name = deploy_cfg.model_name  # the model deploy registers
     meta = io.read_json(paths.TRAFFIC_META)
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     tracking.configure()
     client = MlflowClient()
-    engine = load_section("engine", params_file)
+    engine = load_section(EngineConfig, params_file)
     champion = champion_of_this_store(client, model_name, products)
     if champion is None:
         metrics = nothing_monitored(model_name, pd.Timestamp(meta["now"]))

@@ -93,7 +93,7 @@ def _warn_if_infeasible(metrics: dict) -> None:
 
 
 def run(params_file: str = "params.yaml") -> dict:
-    cfg = load_section("thresholds", params_file)
+    cfg = load_section(ThresholdsConfig, params_file)
     scored = io.read_table(paths.SCORED, schemas.SCORED)
     n_buckets = len(io.read_json(paths.CALIBRATION_MODEL)["edges"]) + 1
     fitted = fit_policies(scored, n_buckets, cfg)

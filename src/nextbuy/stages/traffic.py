@@ -165,17 +165,17 @@ def load_world(ingest_cfg: IngestConfig):
 
 
 def run(params_file: str = "params.yaml") -> dict:
-    cfg = load_section("traffic", params_file)
+    cfg = load_section(TrafficConfig, params_file)
     drift_start = None
     unknown = 0
     if cfg.impressions_path:
         impressions, start, now = read_traffic_log(cfg.impressions_path)
         truth = None
-    elif (ingest_cfg := load_section("ingest", params_file)).source == "events" or (
+    elif (ingest_cfg := load_section(IngestConfig, params_file)).source == "events" or (
         ingest_cfg.source != "simulated" and ingest_cfg.impressions_path
     ):
         impressions, start, now, unknown = logged_after_snapshot(
-            ingest_cfg, load_section("engine", params_file)
+            ingest_cfg, load_section(EngineConfig, params_file)
         )
         truth = None
         if unknown:

@@ -286,7 +286,7 @@ def run(params_file: str = "params.yaml") -> dict:
     only rank 0 logs and writes; the other ranks return ``{}``."""
     from nextbuy.mlops import distributed
 
-    cfg = load_section("train", params_file)
+    cfg = load_section(TrainConfig, params_file)
     data = StageInputs.read()
     graph = build_graph(data.products, data.edges, data.features)
     with distributed.collective(cfg.distributed, cfg.distributed_backend) as group:

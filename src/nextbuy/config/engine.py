@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from nextbuy.config_base import _Section
+from nextbuy.config.base import Section
 
 
-class SparkConfig(_Section):
+class SparkConfig(Section):
     # local[N] (N cores of this machine), spark://host:port (standalone), yarn, k8s://...,
     # or sc://host:port (Spark Connect)
     master: str = Field(min_length=1)
@@ -22,6 +22,6 @@ class SparkConfig(_Section):
     conf: dict[str, str]
 
 
-class EngineConfig(_Section):
+class EngineConfig(Section):
     kind: Literal["pandas", "spark"]
     spark: SparkConfig

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 _AnyFloat = Annotated[float, Field(allow_inf_nan=True)]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     # strict: YAML's types are taken as written (``true`` is no epoch count, ``"0.3"`` no
     # precision); an int is still a float. No infinite or NaN value is a setting.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)

@@ -10,11 +10,11 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from nextbuy.config_base import _AnyFloat, _Section
+from nextbuy.config.base import Section, _AnyFloat
 from nextbuy.constants import WEIGHTING_METHODS
 
 
-class LabelDelayConfig(_Section):
+class LabelDelayConfig(Section):
     delay_family: Literal["lognormal", "weibull"]
     max_weight: float = Field(gt=0.0)
     normalise_weights: bool
@@ -24,7 +24,7 @@ class LabelDelayConfig(_Section):
     fit_sample_rows: int = Field(ge=1000)
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     embedding_dim: int = Field(ge=4)
     n_layers: int = Field(ge=1, le=4)
     fanout_rule: Literal["power_law", "fixed"]
@@ -70,7 +70,7 @@ class TrainConfig(_Section):
         return self
 
 
-class ServedRankingConfig(_Section):
+class ServedRankingConfig(Section):
     """The out-of-fold choice of the served top-K order (``nextbuy.domain.served_ranking``)."""
 
     k: int = Field(ge=1)  # Hits@k decides
@@ -88,14 +88,14 @@ class ServedRankingConfig(_Section):
         return priors
 
 
-class CalibrateConfig(_Section):
+class CalibrateConfig(Section):
     n_buckets: int = Field(ge=1)
     maturity_days: float = Field(ge=0.0)
     min_bucket_size: int = Field(ge=1)
     served_ranking: ServedRankingConfig
 
 
-class ThresholdsConfig(_Section):
+class ThresholdsConfig(Section):
     target_precision: float = Field(gt=0.0, lt=1.0)
     # Cut points both policies choose among: None = every distinct score (exact), else a cap (quantiles).
     n_candidates: int | None = Field(ge=2)
@@ -106,7 +106,7 @@ class ThresholdsConfig(_Section):
     seed: int  # fold assignment of that check
 
 
-class RetrievalConfig(_Section):
+class RetrievalConfig(Section):
     """Candidate retrieval for top-K (``nextbuy.domain.retrieval``): deploy stores these
     settings with the serving model, so every top-K of that model (REST, batch-topk) uses them."""
 
@@ -125,7 +125,7 @@ class RetrievalConfig(_Section):
     ef_search: int = Field(ge=1)  # hnsw: search depth per source (at least the products retrieved)
 
 
-class DeployConfig(_Section):
+class DeployConfig(Section):
     """The release gate: absolute floors, then non-inferiority against the champion."""
 
     model_name: str
@@ -147,7 +147,7 @@ class DeployConfig(_Section):
     card_low_out_degree: int = Field(ge=0)
 
 
-class DriftConfig(_Section):
+class DriftConfig(Section):
     """Drift injected into simulated post-snapshot traffic (a drill for the monitor)."""
 
     kind: Literal["none", "bucket_shift"]
@@ -158,7 +158,7 @@ class DriftConfig(_Section):
     odds_multiplier: float = Field(gt=0.0)
 
 
-class TrafficConfig(_Section):
+class TrafficConfig(Section):
     """New traffic after the training snapshot, for monitoring."""
 
     days: int = Field(ge=1)
@@ -169,7 +169,7 @@ class TrafficConfig(_Section):
     drift: DriftConfig
 
 
-class MonitorConfig(_Section):
+class MonitorConfig(Section):
     window_days: float = Field(gt=0.0)
     # Observed positivity counts only windows' rows at least this old at "now".
     maturity_days: float = Field(ge=0.0)
@@ -219,7 +219,7 @@ class MonitorConfig(_Section):
 MAX_CONCURRENT = 32
 
 
-class ServingConfig(_Section):
+class ServingConfig(Section):
     """How much work one server process takes on at once, what it answers when that is full,
     and how long SIGTERM gives it to drain. Changing it re-runs no stage; a restarted server
     takes it up."""

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from nextbuy.config_base import _as_timestamp_text, _Section
+from nextbuy.config.base import Section, _as_timestamp_text
 
 
-class SimulatorConfig(_Section):
+class SimulatorConfig(Section):
     """Size and behaviour of the built-in simulated store."""
 
     n_products: int = Field(ge=10)
@@ -56,7 +56,7 @@ class SimulatorConfig(_Section):
         return self
 
 
-class SplitConfig(_Section):
+class SplitConfig(Section):
     """Holdout of sessions (a source product's impressions of one day), interleaved in time."""
 
     calib_share: float = Field(gt=0.0, lt=1.0)
@@ -76,7 +76,7 @@ ORDER_FIELDS = ("customer", "product", "ordered_at", "quantity", "price", "order
 REQUIRED_ORDER_FIELDS = ("customer", "product", "ordered_at")
 
 
-class ReplayConfig(_Section):
+class ReplayConfig(Section):
     """Exposures replayed from a store's orders when it logs no impressions
     (``nextbuy.domain.replay``)."""
 
@@ -87,7 +87,7 @@ class ReplayConfig(_Section):
     seed: int
 
 
-class EventsConfig(_Section):
+class EventsConfig(Section):
     """``ingest.source: events``: a store's raw logs, and the rules that turn them into the
     directed graph and the impressions' labels (``nextbuy.domain.events``)."""
 
@@ -146,7 +146,7 @@ class EventsConfig(_Section):
         return self
 
 
-class IngestConfig(_Section):
+class IngestConfig(Section):
     source: Literal["simulated", "edge_list", "npz", "events"]
     graph_path: str | None
     impressions_path: str | None
