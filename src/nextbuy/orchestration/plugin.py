@@ -34,6 +34,11 @@ DUE_SLACK = timedelta(minutes=5)
 class NextTickTimetable(CronTriggerTimetable):
     """A cron schedule whose first run after creation or unpausing is the *next* tick.
 
+    Why not Airflow's own: ``CronTriggerTimetable(run_immediately=False)`` waits for the next
+    tick only before a DAG's first run; once runs exist, ``catchup=False`` starts the latest
+    missed tick as soon as the DAG is unpaused. The cron arithmetic below (``_get_prev``,
+    ``_align_to_next``) is the one Airflow's cron timetables use; Airflow has no public form.
+
     Airflow recomputes the next run each time it parses the DAG file, paused or not, and
     starts it once due. A tick already past is due only when it is the very next one after
     the DAG's last scheduled run and at most ``DUE_SLACK`` old: a DAG that is running its
