@@ -6,11 +6,21 @@ same cores through the stage modules."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from nextbuy.config import SECTIONS, IngestConfig, MonitorConfig, TrafficConfig, section_config
+from nextbuy.config import (
+    CalibrateConfig,
+    IngestConfig,
+    LabelDelayConfig,
+    MonitorConfig,
+    RetrievalConfig,
+    ThresholdsConfig,
+    TrafficConfig,
+    TrainConfig,
+    section_config,
+)
 from nextbuy.data.simulate import StoreWorld
 from nextbuy.domain import delay
 from nextbuy.domain.timeunits import DAY
@@ -23,7 +33,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class InMemoryRun:
     world: StoreWorld
-    config: dict[str, Any]  # validated sections by name
+    ingest_config: IngestConfig
     ingested: ingest.Ingested
     weighted: pd.DataFrame
     delay_model: delay.DelayModel
@@ -35,8 +45,7 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     from nextbuy.data.simulate import store_world
     from nextbuy.mlops.serving import ServingBundle
 
-    cfg = {name: section_config(params, model) for name, model in SECTIONS.items()}
-    ingest_cfg: IngestConfig = cfg["ingest"]
+    ingest_cfg = section_config(params, IngestConfig)
     if ingest_cfg.source != "simulated":
         raise ValueError("run_in_memory needs the simulated store")
     data = ingest.ingest(ingest_cfg)
@@ -44,22 +53,24 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
         data.products, data.truth_products, data.edges, data.snapshot, ingest_cfg.simulator.history_days
     )
     weighted, delay_models = label_delay.weigh(
-        data.impressions, data.snapshot, cfg["label_delay"], data.products, data.edges
+        data.impressions, data.snapshot, section_config(params, LabelDelayConfig), data.products, data.edges
     )
     delay_model = delay_models["importance"]
     graph = train.build_graph(data.products, data.edges, data.features)
     _, moments, _ = train.fit(
         graph,
         weighted,
-        cfg["train"],
+        section_config(params, TrainConfig),
         delay_family=delay_model.family,
         delay_horizon_days=delay_model.horizon_days,
         progress=progress,
     )
-    scored, calibration = calibrate.score_holdout(weighted, moments, cfg["calibrate"])
-    per_bucket, _ = thresholds.fit(scored, len(calibration.edges) + 1, cfg["thresholds"])
-    bundle = ServingBundle.from_arrays(moments, calibration, per_bucket, cfg["deploy"].retrieval)
-    return InMemoryRun(world, cfg, data, weighted, delay_model, bundle)
+    scored, calibration = calibrate.score_holdout(weighted, moments, section_config(params, CalibrateConfig))
+    n_buckets = len(calibration.edges) + 1
+    per_bucket, _ = thresholds.fit(scored, n_buckets, section_config(params, ThresholdsConfig))
+    retrieval = section_config(params, RetrievalConfig)
+    bundle = ServingBundle.from_arrays(moments, calibration, per_bucket, retrieval)
+    return InMemoryRun(world, ingest_cfg, data, weighted, delay_model, bundle)
 
 
 def _moments_without_prior(bundle) -> dict:
@@ -83,7 +94,7 @@ def watch_traffic(
         multiplier = traffic.bucket_drift(
             _moments_without_prior(trained.bundle), trained.bundle.calibration, traffic_cfg.drift, drift_start
         )
-    simulated, start, now = traffic.simulate(trained.world, trained.config["ingest"], traffic_cfg, multiplier)
+    simulated, start, now = traffic.simulate(trained.world, trained.ingest_config, traffic_cfg, multiplier)
     rows = monitor.score_rows(
         trained.bundle,
         simulated.impressions,
