@@ -11,23 +11,21 @@ import pandas as pd
 import pytest
 import yaml
 
-from nextbuy.domain import card_facts
-from nextbuy.domain.model_card import (
-    DESCRIPTION_LIMIT,
+from nextbuy.model_card import facts
+from nextbuy.model_card.record import (
     Card,
     Gate,
     MaturedRow,
     Snapshot,
     TopKOrder,
     add_matured,
-    description,
     flagged,
     flat_params,
     latest_matured,
     param_text,
     params_diff,
-    render,
 )
+from nextbuy.model_card.text import DESCRIPTION_LIMIT, description, render
 
 
 def a_card(**changes) -> Card:
@@ -151,8 +149,8 @@ def test_the_description_fits_mlflows_column_by_leaving_out_the_oldest_matured_r
 def test_label_maturity_is_the_expected_unseen_share_of_eventual_conversions():
     label = np.array([1, 1, 0, 0, 0])
     p_flip = np.array([0.0, 0.0, 0.5, 0.5, 1.0])
-    assert card_facts.label_maturity(label, p_flip) == pytest.approx(2.0 / 4.0)
-    assert card_facts.label_maturity(np.zeros(3), np.zeros(3)) is None
+    assert facts.label_maturity(label, p_flip) == pytest.approx(2.0 / 4.0)
+    assert facts.label_maturity(np.zeros(3), np.zeros(3)) is None
 
 
 def test_dvc_folder_hash_is_what_dvc_computes(tmp_path):
@@ -164,25 +162,25 @@ def test_dvc_folder_hash_is_what_dvc_computes(tmp_path):
     for rel, data in files.items():
         tree.add(tuple(rel.split("/")), None, HashInfo("md5", hashlib.md5(data).hexdigest()))
     tree.digest()
-    ours = card_facts.dvc_dir_md5([(rel, hashlib.md5(d).hexdigest()) for rel, d in files.items()])
+    ours = facts.dvc_dir_md5([(rel, hashlib.md5(d).hexdigest()) for rel, d in files.items()])
     assert ours == tree.hash_info.value
 
 
 def test_ece_per_bucket_and_none_for_an_empty_bucket():
     prob = np.array([0.1, 0.1, 0.9, 0.9])
     label = np.array([0.0, 0.0, 0.0, 0.0])
-    ece = card_facts.ece_by_bucket(prob, label, np.array([0, 0, 1, 1]), 3)
+    ece = facts.ece_by_bucket(prob, label, np.array([0, 0, 1, 1]), 3)
     assert ece["0"] == pytest.approx(0.1)
     assert ece["1"] == pytest.approx(0.9)
     assert ece["2"] is None
 
 
 def test_cold_sources_are_those_with_few_out_edges_and_unknown_ids():
-    degree = card_facts.out_degree(np.array([0, 0, 0, 1]), 3)  # product 0: 3 out-edges, 1: 1, 2: 0
+    degree = facts.out_degree(np.array([0, 0, 0, 1]), 3)  # product 0: 3 out-edges, 1: 1, 2: 0
     assert degree.tolist() == [3, 1, 0]
     source = np.array([0, 0, 1, 2, 7])  # 7: not in the graph
     predictions = pd.DataFrame({"score": [0.9, 0.1, 0.8, 0.2, 0.7], "decision": [1, 0, 1, 0, 0]})
-    low = card_facts.low_degree_quality(source, degree, predictions, np.array([1.0, 0, 1, 0, 1]), 1)
+    low = facts.low_degree_quality(source, degree, predictions, np.array([1.0, 0, 1, 0, 1]), 1)
     assert (low.rows, low.sources) == (3, 3)
     assert low.recall == pytest.approx(0.5)
     assert low.auc == pytest.approx(1.0)
@@ -197,7 +195,7 @@ def test_matured_metrics_use_only_traffic_old_enough_labelled_within_the_maturit
     traffic = pd.DataFrame({"shown_at": shown, "converted_at": converted})
     predictions = pd.DataFrame({"score": [0.9, 0.6, 0.8, 0.1, 0.7, 0.2], "decision": [1, 0, 1, 0, 1, 0]})
     floors = {"min_auc": 0.5, "min_recall": 0.9}
-    rows = card_facts.matured_rows(traffic, predictions, now, [7, 14, 28], 1, {"auc": 0.7}, floors)
+    rows = facts.matured_rows(traffic, predictions, now, [7, 14, 28], 1, {"auc": 0.7}, floors)
     by_days = {r.maturity_days: r for r in rows}
     # 7 days: rows shown by 03-22 (5 of them); converted within 7 days: rows 0 and 2.
     assert (by_days[7].rows, by_days[7].conversions) == (5, 2)
@@ -210,10 +208,10 @@ def test_matured_metrics_use_only_traffic_old_enough_labelled_within_the_maturit
     assert by_days[28].recall == pytest.approx(0.5)
     assert by_days[28].below_floor == ["recall 0.500 < 0.900"]
     assert by_days[28].release_auc == 0.7
-    too_few = card_facts.matured_rows(traffic, predictions, now, [28], 3, {}, floors)
+    too_few = facts.matured_rows(traffic, predictions, now, [28], 3, {}, floors)
     assert too_few == []  # fewer matured conversions than asked: no row yet
     # Per row, what the Spark engine sums: the same counts.
-    columns = card_facts.maturity_columns(traffic, predictions, now, [7, 28])
+    columns = facts.maturity_columns(traffic, predictions, now, [7, 28])
     assert columns[["rows0", "conversions0", "rows1", "conversions1"]].sum().tolist() == [5, 2, 3, 2]
     assert columns["hits1"].sum() == 1  # recall 0.5 of 2
 
