@@ -326,13 +326,18 @@ def test_deploy_refuses_to_reseed_a_lost_registry_unless_first_release(store, tm
 
 
 def test_models_list_show_find_and_diff_read_the_registry(store):
-    from nextbuy.domain.model_card import Card, Snapshot
-    from nextbuy.mlops import model_cards, registry
+    from nextbuy.mlops import registry, tracking
+    from nextbuy.model_card import Card, mlflow_cards
+    from nextbuy.model_card.record import Snapshot
 
+    experiment = tracking.configure()
     store.create_registered_model("m")
     for version, snapshot in (("1", "2026-02-10 00:00:00"), ("2", "2026-02-17 00:00:00")):
-        store.create_model_version("m", "file:///m", tags={"passed": "true", "complete": "true"})
-        model_cards.write(store, Card(model_name="m", version=version, snapshot=Snapshot(snapshot=snapshot)))
+        run_id = store.create_run(experiment).info.run_id  # the deploy run holding the card
+        tags = {"passed": "true", "complete": "true"}
+        store.create_model_version("m", "file:///m", run_id=run_id, tags=tags)
+        card = Card(model_name="m", version=version, run_id=run_id, snapshot=Snapshot(snapshot=snapshot))
+        mlflow_cards.write(store, card)
     registry.release(store, "m", "2", True)
     listed = invoke("models", "list", "--model-name", "m")
     assert listed.exit_code == 0, listed.output
@@ -354,6 +359,11 @@ def test_models_list_show_find_and_diff_read_the_registry(store):
     assert bad.exit_code == 2, bad.output
     assert "METRIC OP VALUE" in bad.output
     assert invoke("models", "show", "9", "--model-name", "m").exit_code == 1  # no such version
+    store.create_model_version("m", "file:///m", tags={"passed": "true", "complete": "true"})
+    cardless = invoke("models", "show", "3", "--model-name", "m")  # a version deploy wrote no card for
+    assert cardless.exit_code == 1, cardless.output
+    assert cardless.output.strip().startswith("m v3 has no model card"), cardless.output
+    assert "`nextbuy deploy`" in cardless.output, cardless.output
 
 
 def test_after_a_stop_sqlalchemys_tracebacks_about_the_query_it_cut_are_not_logged():

@@ -150,7 +150,7 @@ def test_recent_versions_measure_the_same_on_spark_as_in_process(tiny_store, loc
     to ``parity.RTOL``; repeated pairs give tied scores, and the rows not yet matured for the
     longer maturities count with no mass."""
     from nextbuy.engines.spark_maturity import OnSpark
-    from nextbuy.mlops.model_maturity import InProcess
+    from nextbuy.model_card import InProcess
 
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     bundle = load_bundle(write_bundle_files(Path("bundle"), n_products=len(products), n_buckets=2))

@@ -62,6 +62,7 @@ def registered(tmp_path, monkeypatch):
     from nextbuy.domain import catalogue
     from nextbuy.mlops import io, registry, schemas, tracking
     from nextbuy.mlops.publishing import log_serving_model
+    from nextbuy.model_card import Card, mlflow_cards
 
     monkeypatch.chdir(tmp_path)
     n = 40
@@ -97,14 +98,15 @@ def registered(tmp_path, monkeypatch):
                 load_bundle(files), "m", files.moments, files.calibration, files.thresholds, tags=tags
             )
         client.set_registered_model_alias("m", registry.CHAMPION, version)
+        run_id = client.get_model_version("m", version).run_id
+        mlflow_cards.write(client, Card(model_name="m", version=version, run_id=run_id))  # as deploy does
         yield client, products
 
 
 def test_models_are_matured_on_spark_with_the_card_rows_of_the_pandas_engine(registered, local_spark):
-    from nextbuy import paths
+    from nextbuy import model_card, paths
     from nextbuy.config import EngineConfig
     from nextbuy.engines.spark_maturity import OnSpark
-    from nextbuy.mlops import model_maturity
     from nextbuy.stages.monitor import maturity_engine
     from tests.conftest import TINY_PARAMS
     from tests.helpers import config
@@ -116,7 +118,7 @@ def test_models_are_matured_on_spark_with_the_card_rows_of_the_pandas_engine(reg
     on_spark = maturity_engine(engine)
     assert isinstance(on_spark, partial)
     assert on_spark.func is OnSpark
-    spark = model_maturity.mature_recent(client, "m", products, files, settings, on_spark)
-    pandas_ = model_maturity.mature_recent(client, "m", products, files, settings)
+    spark = model_card.mature_recent(client, "m", products, files, settings, on_spark)
+    pandas_ = model_card.mature_recent(client, "m", products, files, settings)
     assert [r["maturity_days"] for r in spark[0]["rows"]] == [7, 14]  # 28 days: not one has matured
     parity.same_values(pandas_, spark)

@@ -20,6 +20,8 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 out = Console(soft_wrap=True)  # results on stdout (pipeable); messages on stderr
+# Each command imports nextbuy.model_card inside: it brings pandas (and mlflow on first use), and
+# the CLI's start-up stays light.
 
 
 def _client_call(action: Callable[[Any], Any]) -> Any:
@@ -59,10 +61,10 @@ def _table(rows: list[dict], title: str) -> None:
 def list_versions(model_name: str | None = ModelNameOption) -> None:
     """Every version, newest first: alias, data snapshot, AUC at release (the gate's estimate on
     delay-corrected labels) and once its traffic's labels matured, and status."""
-    from nextbuy.mlops import model_search
+    from nextbuy import model_card
 
     name = model_name_or_default(model_name)
-    _table(_client_call(lambda c: model_search.listing(c, name)), f"{name}: registered versions")
+    _table(_client_call(lambda c: model_card.listing(c, name)), f"{name}: registered versions")
 
 
 @models_app.command()
@@ -71,14 +73,13 @@ def show(
     model_name: str | None = ModelNameOption,
     front_matter: bool = typer.Option(True, help="with the YAML front matter (Hugging Face layout)"),
 ) -> None:
-    """The version's model card (Markdown). A version registered before cards gets one built from
-    its tags and run, saying what cannot be known."""
-    from nextbuy.domain.model_card import description, render
-    from nextbuy.mlops import model_cards
+    """The version's model card (Markdown), as its deploy recorded it. A version without one is
+    refused, saying how to register the model again."""
+    from nextbuy import model_card
 
     name = model_name_or_default(model_name)
-    card = _client_call(lambda c: model_cards.read(c, name, str(version)))
-    print(render(card) if front_matter else description(card, limit=10**9))
+    card = _client_call(lambda c: model_card.read(c, name, str(version)))
+    print(model_card.render(card) if front_matter else model_card.description(card, limit=10**9))
 
 
 @models_app.command()
@@ -96,14 +97,14 @@ def find(
     model_name: str | None = ModelNameOption,
 ) -> None:
     """Versions meeting every condition given (at least one), listed as `models list` does."""
-    from nextbuy.mlops import model_search
+    from nextbuy import model_card
 
     name = model_name_or_default(model_name)
     searches = [
-        (snapshot, model_search.by_snapshot),
-        (data_hash, model_search.by_hash),
-        (param, model_search.by_param),
-        (metric, model_search.by_metric),
+        (snapshot, model_card.by_snapshot),
+        (data_hash, model_card.by_hash),
+        (param, model_card.by_param),
+        (metric, model_card.by_metric),
     ]
     given = [(value, search) for value, search in searches if value is not None]
     if not given:
@@ -112,7 +113,7 @@ def find(
 
     def matching(client) -> list[dict]:
         found = set.intersection(*(search(client, name, value) for value, search in given))
-        return [row for row in model_search.listing(client, name) if row["version"] in found]
+        return [row for row in model_card.listing(client, name) if row["version"] in found]
 
     _table(_client_call(matching), f"{name}: versions found")
 
@@ -124,10 +125,10 @@ def diff(
     model_name: str | None = ModelNameOption,
 ) -> None:
     """What differs between two versions: params, data (snapshot, DVC hashes, commit) and metrics."""
-    from nextbuy.mlops import model_search
+    from nextbuy import model_card
 
     name = model_name_or_default(model_name)
-    changes = _client_call(lambda c: model_search.diff(c, name, str(first), str(second)))
+    changes = _client_call(lambda c: model_card.diff(c, name, str(first), str(second)))
     for section, rows in changes.items():
         if not rows:
             out.print(f"{section}: the same", highlight=False)
@@ -153,9 +154,9 @@ def mature(
     """Re-score the recent versions on the traffic (data/traffic) whose labels have matured and
     add dated rows to their cards (what the monitor stage does after watching the traffic, on
     the engine of engine.kind)."""
-    from nextbuy import paths
+    from nextbuy import model_card, paths
     from nextbuy.config import DeployConfig, EngineConfig, MonitorConfig, load_section
-    from nextbuy.mlops import io, model_maturity, schemas
+    from nextbuy.mlops import io, schemas
     from nextbuy.stages.monitor import maturity_engine
 
     setup_logging()
@@ -163,7 +164,7 @@ def mature(
     engine = maturity_engine(load_section(EngineConfig, params))
     traffic = (paths.TRAFFIC_IMPRESSIONS, paths.TRAFFIC_META)
     matured = _client_call(
-        lambda c: model_maturity.mature_recent(
+        lambda c: model_card.mature_recent(
             c,
             deploy_cfg.model_name,
             io.read_table(paths.PRODUCTS, schemas.PRODUCTS),

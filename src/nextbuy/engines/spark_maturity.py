@@ -1,7 +1,7 @@
-"""monitor's re-scoring of the recent versions on Spark (``nextbuy.mlops.model_maturity``): each
+"""monitor's re-scoring of the recent versions on Spark (``nextbuy.model_card``): each
 version scores the traffic that has matured on the executors (its serving bundle shared once per
 executor process), each row turned into the pandas engine's per-row counts
-(``card_facts.maturity_columns``); Spark sums them per distinct score, and the AUC is the
+(``model_card.maturity_columns``); Spark sums them per distinct score, and the AUC is the
 Mann-Whitney rank sum over those scores in ascending order: ranges of scores (Spark's range
 partitions) summed in parallel with a running sum inside each, and only one row per range
 brought to the driver (``gate.rank_sum_auc`` adds them up). Every row counts, no row is
@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 
 from nextbuy.config import SparkConfig
-from nextbuy.domain import card_facts
 from nextbuy.domain.gate import rank_sum_auc
 from nextbuy.domain.timeunits import DAY
 from nextbuy.engines import spark_session, spark_table
+from nextbuy.model_card import Measured, maturity_columns
 
 
 def rank_sums(distinct: Any, score: str, masses: Sequence[tuple[str, str]], blocks: int) -> pd.DataFrame:
@@ -62,8 +62,8 @@ def weighted_auc(frame: Any, score: str, label: str, weight: str | None = None) 
 
 
 class OnSpark:
-    """``model_maturity``'s measurer on Spark: the traffic table read into Spark (its rows stay
-    there), each version scored and measured by :meth:`measured`."""
+    """``model_card.mature_recent``'s measurer on Spark: the traffic table read into Spark (its
+    rows stay there), each version scored and measured by :meth:`measured`."""
 
     def __init__(self, spark_cfg: SparkConfig, impressions: str | Path):
         self.spark = spark_session.session(spark_cfg)
@@ -73,14 +73,14 @@ class OnSpark:
 
     def scored(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> Any:
         """The rows matured for the shortest of ``days``, scored by ``bundle`` on the executors,
-        as ``card_facts.maturity_columns``."""
+        as ``maturity_columns``."""
         from pyspark.sql import functions as F
 
         get = spark_table.shared(self.spark, bundle)
 
         def columns(batch: pd.DataFrame) -> pd.DataFrame:
             predictions = get().score(batch["source_id"].to_numpy(), batch["shown_id"].to_numpy())
-            return card_facts.maturity_columns(batch, predictions, now, days)
+            return maturity_columns(batch, predictions, now, days)
 
         def batches(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             for batch in parts:
@@ -92,8 +92,9 @@ class OnSpark:
         matured = self.log.where(F.col("shown_at") <= F.lit(newest))
         return matured.mapInPandas(batches, schema)
 
-    def measured(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> list[card_facts.Measured]:
-        """``card_facts.matured_measures`` of ``bundle`` on the traffic, summed by Spark."""
+    def measured(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> list[Measured]:
+        """The matured measures of ``bundle`` on the traffic (``model_card.InProcess``'s), summed
+        by Spark."""
         from pyspark.sql import functions as F
 
         n = len(days)
@@ -116,5 +117,5 @@ class OnSpark:
             rows, conversions, hits = (int(totals[f"{c}{i}"] or 0) for c in ("rows", "conversions", "hits"))
             auc = rank_sum_auc(table[f"within{i}"], table[f"pos{i}"], table[f"neg{i}"])
             recall = hits / conversions if conversions else None
-            out.append(card_facts.Measured(int(m), rows, conversions, auc, recall))
+            out.append(Measured(int(m), rows, conversions, auc, recall))
         return out

@@ -33,6 +33,7 @@ Invariants, kept with tags on the versions:
 from __future__ import annotations
 
 import getpass
+import json
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 
@@ -218,16 +219,19 @@ def catalogue_of(client: MlflowClient, name: str, version: str) -> str | None:
     return _tags(client, name, version).get(CATALOGUE)
 
 
-def training_data_of(client: MlflowClient, name: str, version: str) -> dict | None:
-    """What ``version`` learned from (tag ``training_data``); None when not recorded."""
-    import json
-
-    text = _tags(client, name, version).get(TRAINING_DATA)
+def json_tag(tags: Mapping[str, str], key: str) -> dict | None:
+    """The JSON object a version's tag ``key`` holds; None when absent, not JSON or not an object."""
     try:
-        record = json.loads(text) if text else None
+        value = json.loads(tags.get(key) or "null")
     except ValueError:
         return None
-    return record if isinstance(record, dict) and "split" in record else None
+    return value if isinstance(value, dict) else None
+
+
+def training_data_of(client: MlflowClient, name: str, version: str) -> dict | None:
+    """What ``version`` learned from (tag ``training_data``); None when not recorded."""
+    record = json_tag(_tags(client, name, version), TRAINING_DATA)
+    return record if record is not None and "split" in record else None
 
 
 def has_release(client: MlflowClient, name: str) -> bool:

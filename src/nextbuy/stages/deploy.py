@@ -47,7 +47,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from nextbuy import paths
+from nextbuy import model_card, paths
 from nextbuy.config import DeployConfig, load_section
 from nextbuy.domain import catalogue, delay, gate
 from nextbuy.domain import split as session_split
@@ -205,7 +205,7 @@ def register(client, candidate, blessing: dict, card: Callable[[str], object]) -
 def run(params_file: str = "params.yaml") -> dict:
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import model_cards, registry
+    from nextbuy.mlops import registry
     from nextbuy.mlops.serving import ServingBundle
 
     cfg = load_section(DeployConfig, params_file)
@@ -240,7 +240,7 @@ def run(params_file: str = "params.yaml") -> dict:
         client,
         candidate,
         blessing,
-        lambda v: model_cards.publish_card(client, v, blessing, candidate, (rows, label), weighted, cfg),
+        lambda v: model_card.publish_card(client, v, blessing, candidate, (rows, label), weighted, cfg),
     )
     for note in blessing["notes"]:
         log.warning("deploy: %s", note)

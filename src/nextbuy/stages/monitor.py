@@ -17,7 +17,7 @@ nothing is published to Evidently.
 
 Then, champion or not, the recent versions of this store's catalogue are re-scored on the
 traffic whose labels have since matured and their model cards get dated rows
-(``nextbuy.mlops.model_maturity``, on the engine of ``engine.kind``); metrics/monitor.json and
+(``nextbuy.model_card``, on the engine of ``engine.kind``); metrics/monitor.json and
 alerts.json list them under ``matured`` (alerts.json: those below the gate's floors)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from nextbuy import paths
+from nextbuy import model_card, paths
 from nextbuy.config import DeployConfig, EngineConfig, MonitorConfig, load_section
 from nextbuy.domain import catalogue, delay, positivity, traffic_rows
 from nextbuy.domain.delay import PairContext
@@ -248,15 +248,13 @@ def monitored_metrics(
 
 
 def add_matured(metrics: dict, matured: list[dict]) -> dict:
-    """The model cards' matured metrics (``nextbuy.mlops.model_maturity``) added to
+    """The model cards' matured metrics (``model_card.mature_recent``) added to
     metrics/monitor.json and alerts.json (``matured``: the versions below a floor)."""
-    from nextbuy.mlops.model_maturity import flags
-
     metrics = {
         **metrics,
         "matured": [{k: m[k] for k in ("version", "alias", "below_floor")} for m in matured],
     }
-    alerts = {**io.read_json(paths.MONITOR_ALERTS), "matured": flags(matured)}
+    alerts = {**io.read_json(paths.MONITOR_ALERTS), "matured": model_card.flags(matured)}
     io.write_json(alerts, paths.MONITOR_ALERTS)
     io.write_json(metrics, paths.metrics_file("monitor"))
     return metrics
@@ -265,7 +263,7 @@ def add_matured(metrics: dict, matured: list[dict]) -> dict:
 def run(params_file: str = "params.yaml") -> dict:
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import model_maturity, tracking
+    from nextbuy.mlops import tracking
 
     cfg = load_section(MonitorConfig, params_file)
     deploy_cfg = load_section(DeployConfig, params_file)
@@ -281,21 +279,19 @@ def run(params_file: str = "params.yaml") -> dict:
     else:
         metrics = watch_with_champion(model_name, champion, cfg, meta, products, engine)
     traffic = (paths.TRAFFIC_IMPRESSIONS, paths.TRAFFIC_META)
-    matured = model_maturity.mature_recent(
+    matured = model_card.mature_recent(
         client, model_name, products, traffic, (cfg, deploy_cfg), maturity_engine(engine)
     )
     return add_matured(metrics, matured)
 
 
 def maturity_engine(engine):
-    """The measurer ``model_maturity`` re-scores the recent versions with on ``engine``: this
-    process, or Spark (``nextbuy.engines.spark_maturity``)."""
+    """The measurer ``model_card.mature_recent`` re-scores the recent versions with on ``engine``:
+    this process, or Spark (``nextbuy.engines.spark_maturity``)."""
     from functools import partial
-
-    from nextbuy.mlops.model_maturity import InProcess
 
     if engine.kind == "spark":
         from nextbuy.engines import spark_maturity
 
         return partial(spark_maturity.OnSpark, engine.spark)
-    return InProcess
+    return model_card.InProcess

@@ -1,9 +1,9 @@
-"""Model cards in the MLflow registry: what deploy knows about a version gathered into a
-``nextbuy.domain.model_card.Card``, written as the version's Description (the UI's version
+"""Model cards in MLflow's store: what deploy knows about a version gathered into a
+:class:`~nextbuy.model_card.record.Card`, written as the version's Description (the UI's version
 page), as artifacts of the version's run (``model_card/README.md``, the Hugging Face layout,
 and ``model_card/card.json``, the record), as searchable version tags (``card.*``,
-``matured.*``) and the run's params (params.yaml, dotted keys). Cards of versions registered
-before cards existed are built on demand from their tags and runs (:func:`read`)."""
+``matured.*``) and the run's params (params.yaml, dotted keys); read back from the record
+(:func:`read`), which every version deploy registered holds."""
 
 from __future__ import annotations
 
@@ -15,25 +15,31 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 
 from nextbuy import paths
-from nextbuy.domain import card_facts
-from nextbuy.domain.model_card import (
+from nextbuy.mlops import io, schemas
+from nextbuy.model_card.facts import (
+    dvc_dir_md5,
+    ece_by_bucket,
+    label_maturity,
+    low_degree_quality,
+    out_degree,
+)
+from nextbuy.model_card.record import (
     Card,
     Gate,
     Snapshot,
     Thresholds,
     TopKOrder,
     Training,
-    description,
     flagged,
     flat_params,
     latest_matured,
     params_diff,
-    render,
 )
-from nextbuy.mlops import io, schemas
+from nextbuy.model_card.text import description, render
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,7 @@ def dvc_md5(folder: Path) -> str | None:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         files.append((path.relative_to(folder).as_posix(), digest.hexdigest()))
-    return card_facts.dvc_dir_md5(files)
+    return dvc_dir_md5(files)
 
 
 def snapshot_of(weighted: pd.DataFrame, training_data: dict | None, products: int) -> Snapshot:
@@ -163,7 +169,7 @@ def deploy_card(client, version: str, blessing: dict, candidate, evaluation, wei
     predictions = candidate.score(rows["source_id"].to_numpy(), rows["shown_id"].to_numpy())
     train = weighted[weighted["split"] == "train"]
     edges = io.read_table(paths.EDGES, schemas.EDGES)
-    degree = card_facts.out_degree(edges["src"].to_numpy(), candidate.n_products)
+    degree = out_degree(edges["src"].to_numpy(), candidate.n_products)
     mv = client.get_model_version(name, version)
     card = Card(
         model_name=name,
@@ -176,8 +182,8 @@ def deploy_card(client, version: str, blessing: dict, candidate, evaluation, wei
         params=params,
         params_against=against,
         params_diff=_diff(before, params, against),
-        label_maturity=card_facts.label_maturity(train["label"].to_numpy(), train["p_flip"].to_numpy()),
-        ece_by_bucket=card_facts.ece_by_bucket(
+        label_maturity=label_maturity(train["label"].to_numpy(), train["p_flip"].to_numpy()),
+        ece_by_bucket=ece_by_bucket(
             predictions["prob_calibrated"].to_numpy(),
             np.asarray(label, dtype=float),
             predictions["bucket"].to_numpy(),
@@ -189,7 +195,7 @@ def deploy_card(client, version: str, blessing: dict, candidate, evaluation, wei
         ),
         top_k_order=top_k_order(),
         gate=gate_of(blessing, cfg),
-        low_degree=card_facts.low_degree_quality(
+        low_degree=low_degree_quality(
             rows["source_id"].to_numpy(), degree, predictions, label, cfg.card_low_out_degree
         ),
         training=_train_run(client),
@@ -237,8 +243,6 @@ def _version_tags(card: Card) -> dict[str, str]:
 def write(client, card: Card, log_params: bool = False) -> None:
     """The card as the version's Description, its run's artifacts and the version's search tags;
     with ``log_params`` also the run's params (flat params.yaml, once: at deploy)."""
-    from mlflow.entities import Param
-
     name, version = card.model_name, card.version
     for key, value in _version_tags(card).items():
         client.set_model_version_tag(name, version, key, value)
@@ -255,26 +259,32 @@ def write(client, card: Card, log_params: bool = False) -> None:
         client.log_artifacts(card.run_id, tmp, ARTIFACT_DIR)
 
 
-def read(client, name: str, version: str) -> Card:
-    """The version's card: the record its deploy (or a re-scoring) stored, else one built now
-    from its tags and run (``nextbuy.mlops.model_card_legacy``)."""
-    from nextbuy.mlops.model_card_legacy import from_tags
+def missing(name: str, version: str) -> str:
+    """The one line refusing a version that holds no card: which, and how to register it again."""
+    return (
+        f"{name} v{version} has no model card ({ARTIFACT_DIR}/{RECORD_FILE} in its run, which deploy "
+        f"writes): register the model again by running its deploy stage (`nextbuy deploy`)"
+    )
 
+
+def read(client, name: str, version: str) -> Card:
+    """The version's card, the record its deploy (or a re-scoring) stored; a version without a
+    readable one is refused (an MlflowException saying :func:`missing`)."""
     mv = client.get_model_version(name, str(version))
     if mv.run_id:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = client.download_artifacts(mv.run_id, f"{ARTIFACT_DIR}/{RECORD_FILE}", tmp)
                 return Card.model_validate_json(Path(path).read_text())
-            except (MlflowException, OSError, ValueError) as err:  # none stored: build one from the tags
-                log.debug("no stored card for %s v%s: %s", name, version, err)
-    return from_tags(client, mv)
+            except (MlflowException, OSError, ValueError) as err:  # refused below, in one line
+                log.debug("no readable card for %s v%s: %s", name, version, err)
+    raise MlflowException(missing(name, str(version)))
 
 
 def publish_card(client, version: str, blessing: dict, candidate, evaluation, weighted, cfg) -> Card | None:
     """Build and write the card of the version deploy just registered (after its release: the
     card describes the verdict, it is not part of it). A card that cannot be written is a
-    warning: ``nextbuy models show`` builds it on demand from the version's tags."""
+    warning: the version then has none, and ``nextbuy models show`` refuses it (:func:`missing`)."""
     try:
         card = deploy_card(client, str(version), blessing, candidate, evaluation, weighted, cfg)
         write(client, card, log_params=True)

@@ -15,8 +15,18 @@ import re
 import pandas as pd
 
 from nextbuy import yaml_io
-from nextbuy.domain.model_card import param_text
-from nextbuy.mlops import model_cards, registry
+from nextbuy.mlops import registry
+from nextbuy.model_card.maturity import aliases_of
+from nextbuy.model_card.mlflow_cards import (
+    FLAG,
+    INGESTED_MD5,
+    MATURED_AUC,
+    MATURED_DAYS,
+    SNAPSHOT,
+    WEIGHTED_MD5,
+    read,
+)
+from nextbuy.model_card.record import param_text
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq}
 _CONDITION = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*([-+0-9.eE]+)\s*$")
@@ -40,34 +50,30 @@ def status(tags: dict) -> str:
     verdict = "passed" if tags.get(registry.PASSED) == "true" else "refused"
     if tags.get(registry.FORCED) == "true":
         verdict += ", forced"
-    return verdict + (", FLAGGED" if tags.get(model_cards.FLAG) == "below_floor" else "")
+    return verdict + (", FLAGGED" if tags.get(FLAG) == "below_floor" else "")
 
 
 def snapshot_of_tags(tags: dict) -> str | None:
     """The snapshot a version learned from: its card tag, else its training_data record."""
-    if tags.get(model_cards.SNAPSHOT):
-        return tags[model_cards.SNAPSHOT]
-    from nextbuy.mlops.model_card_legacy import json_tag
-
-    return (json_tag(tags, registry.TRAINING_DATA) or {}).get("snapshot")
+    if tags.get(SNAPSHOT):
+        return tags[SNAPSHOT]
+    return (registry.json_tag(tags, registry.TRAINING_DATA) or {}).get("snapshot")
 
 
 def listing(client, name: str) -> list[dict]:
     """Every version, newest first: version, alias, snapshot, release AUC, matured AUC, status."""
-    from nextbuy.mlops.model_maturity import aliases_of
-
     alias = aliases_of(client, name)
     rows = []
     for mv in sorted(_versions(client, name), key=lambda v: -int(v.version)):
         tags = dict(mv.tags)
-        matured = tags.get(model_cards.MATURED_AUC)
+        matured = tags.get(MATURED_AUC)
         rows.append(
             {
                 "version": str(mv.version),
                 "alias": alias.get(str(mv.version)),
                 "snapshot": snapshot_of_tags(tags),
                 "release_auc": tags.get("candidate.auc"),
-                "matured_auc": f"{matured} @{tags.get(model_cards.MATURED_DAYS)}d" if matured else None,
+                "matured_auc": f"{matured} @{tags.get(MATURED_DAYS)}d" if matured else None,
                 "status": status(tags),
             }
         )
@@ -77,18 +83,18 @@ def listing(client, name: str) -> list[dict]:
 def by_snapshot(client, name: str, snapshot: str) -> set[str]:
     """Versions that learned from ``snapshot`` (any form pandas reads: 2026-02-10, ...)."""
     when = str(pd.Timestamp(snapshot))
-    carded = _versions(client, name, f"tags.`{model_cards.SNAPSHOT}` = '{_quote(when)}'")
-    older = _versions(
+    carded = _versions(client, name, f"tags.`{SNAPSHOT}` = '{_quote(when)}'")
+    recorded = _versions(
         client, name, f'tags.`{registry.TRAINING_DATA}` LIKE \'%"snapshot": "{_quote(when)}"%\''
     )
-    return {str(v.version) for v in [*carded, *older]}
+    return {str(v.version) for v in [*carded, *recorded]}
 
 
 def by_hash(client, name: str, digest: str) -> set[str]:
     """Versions whose ingested or weighted data has this DVC md5 (a prefix will do)."""
     prefix = _quote(digest.strip().removesuffix(".dir"))
     found = set()
-    for tag in (model_cards.INGESTED_MD5, model_cards.WEIGHTED_MD5):
+    for tag in (INGESTED_MD5, WEIGHTED_MD5):
         found |= {str(v.version) for v in _versions(client, name, f"tags.`{tag}` LIKE '{prefix}%'")}
     return found
 
@@ -127,7 +133,7 @@ def by_metric(client, name: str, condition: str) -> set[str]:
 def diff(client, name: str, first: str, second: str) -> dict[str, list[tuple[str, str | None, str | None]]]:
     """What differs between two versions: params (their deploy runs'), data (snapshot and DVC
     hashes), metrics (release and matured tags); each a list of (key, first, second)."""
-    a, b = (model_cards.read(client, name, v) for v in (first, second))
+    a, b = (read(client, name, v) for v in (first, second))
     ta, tb = (dict(client.get_model_version(name, v).tags) for v in (first, second))
 
     def changed(x: dict, y: dict) -> list[tuple[str, str | None, str | None]]:

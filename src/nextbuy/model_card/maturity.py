@@ -1,9 +1,9 @@
 """Metrics that mature: the recent versions of a store's model (champion, previous, refused
 challengers: the newest ``monitor.matured_versions`` complete ones, and whatever the aliases
 point to) re-scored on the traffic whose labels have since matured, a dated row per maturity
-appended to each one's model card (``nextbuy.domain.card_facts.matured_row``). A version whose
-matured AUC or recall falls below the gate's floors is flagged on its card (tag
-``matured.flag``) and in the monitor's alerts.json (``matured``), which ``nextbuy alerts`` prints.
+appended to each one's model card (``facts.matured_row``). A version whose matured AUC or recall
+falls below the gate's floors is flagged on its card (tag ``matured.flag``) and in the monitor's
+alerts.json (``matured``), which ``nextbuy alerts`` prints.
 
 Run by the monitor stage after it watched the traffic, and by ``nextbuy models mature``, on the
 engine of ``engine.kind``: in this process (:class:`InProcess`), or on Spark
@@ -20,9 +20,11 @@ from typing import Any, Protocol
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from nextbuy.domain import card_facts, catalogue
-from nextbuy.domain.model_card import add_matured, flagged
-from nextbuy.mlops import io, model_cards, registry, schemas
+from nextbuy.domain import catalogue
+from nextbuy.mlops import io, registry, schemas
+from nextbuy.model_card.facts import Measured, matured_measures, matured_row
+from nextbuy.model_card.mlflow_cards import read, write
+from nextbuy.model_card.record import add_matured, flagged
 
 log = logging.getLogger(__name__)
 
@@ -49,41 +51,41 @@ def recent_versions(client, name: str, products: pd.DataFrame, newest: int) -> l
 
 
 class Measurer(Protocol):
-    """Measures a version on the traffic whose labels have matured (``card_facts.Measured`` per
+    """Measures a version on the traffic whose labels have matured (``facts.Measured`` per
     maturity): :class:`InProcess` (the pandas engine) or, with ``engine.kind: spark``,
     ``nextbuy.engines.spark_maturity.OnSpark``."""
 
-    def measured(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> list[card_facts.Measured]: ...
+    def measured(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> list[Measured]: ...
 
 
 class InProcess:
     """The pandas engine: the traffic table read into this process once, each version scoring
-    all of it (``card_facts.matured_measures``)."""
+    all of it (``facts.matured_measures``)."""
 
     def __init__(self, impressions: str | Path):
         self.traffic = io.read_table(impressions, schemas.IMPRESSIONS_LOG)
 
-    def measured(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> list[card_facts.Measured]:
+    def measured(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> list[Measured]:
         traffic = self.traffic
         predictions = bundle.score(traffic["source_id"].to_numpy(), traffic["shown_id"].to_numpy())
-        return card_facts.matured_measures(traffic, predictions, now, days)
+        return matured_measures(traffic, predictions, now, days)
 
 
 def mature_version(client, name: str, version: str, measurer: Measurer, now: pd.Timestamp, settings) -> dict:
     """Re-score ``version`` on the traffic (``measurer``) and append its matured rows to its
     card. ``settings``: (monitor config, deploy config)."""
     monitor, deploy = settings
+    card = read(client, name, version)  # a version without one is refused first
     bundle = registry.load_version(name, version)
     measures = measurer.measured(bundle, now, list(monitor.matured_days))
-    card = model_cards.read(client, name, version)
     release = card.gate.candidate if card.gate is not None else {}
     floors = {"min_auc": deploy.min_auc, "min_recall": deploy.min_recall}
     least = monitor.matured_min_conversions
-    made = (card_facts.matured_row(now, m, least, release, floors) for m in measures)
+    made = (matured_row(now, m, least, release, floors) for m in measures)
     rows = [r for r in made if r is not None]
     if rows:
         card = add_matured(card, rows)
-        model_cards.write(client, card)
+        write(client, card)
     return {
         "version": version,
         "rows": [r.model_dump() for r in rows],

@@ -1,12 +1,19 @@
-"""The Markdown body of a model card (``nextbuy.domain.model_card``): one section per thing a
-release knew, then the matured metrics; a value nobody recorded reads "unknown"."""
+"""A model card as text, pure: the Markdown body (one section per thing a release knew, then the
+matured metrics; a value nobody recorded reads "unknown"), the YAML front matter in the Hugging
+Face model-card layout (``model-index`` / ``datasets`` / ``metrics``, so tools that read cards
+can), and the version's Description that fits MLflow's column."""
 
 from __future__ import annotations
 
-from nextbuy.domain.model_card import Card, flagged, snapshot_id
+import yaml
+
 from nextbuy.domain.replay import REPLAYED_NOTE
+from nextbuy.model_card.record import Card, flagged, snapshot_id
 
 UNKNOWN = "unknown"
+# MLflow's SQL stores keep a version's description in a 5,000-character column.
+DESCRIPTION_LIMIT = 5000
+RELEASE_METRICS = ("auc", "recall", "precision", "ece")
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -34,7 +41,7 @@ def _verdict(card: Card) -> str:
 
 
 def _head(card: Card) -> list[str]:
-    made = "by deploy at registration" if card.generated == "deploy" else "on demand from its tags and runs"
+    made = "by deploy at registration" if card.generated == "deploy" else f"by {card.generated}"
     lines = [f"# {card.model_name} v{card.version}", ""]
     if flagged(card):
         lines += [f"> **FLAGGED**: matured metrics below the gate's floors ({'; '.join(flagged(card))})", ""]
@@ -286,3 +293,68 @@ def body(card: Card, dropped: int = 0) -> str:
     if card.unknown:
         lines += ["## Not known", "", *[f"- {u}" for u in card.unknown], ""]
     return "\n".join(lines)
+
+
+def _hf_metrics(values: dict[str, float | None], label: str) -> list[dict]:
+    return [
+        {"type": k, "value": round(v, 4), "name": f"{k} ({label})"}
+        for k, v in values.items()
+        if k in RELEASE_METRICS and v is not None
+    ]
+
+
+def front_matter(card: Card) -> dict:
+    """The Hugging Face card metadata: library, tags, datasets, metrics and model-index."""
+    dataset = snapshot_id(card) or "unknown snapshot"
+    revision = card.snapshot.weighted_md5 if card.snapshot else None
+    results = []
+    if card.gate is not None:
+        results.append(
+            {
+                "task": {"type": "link-prediction", "name": "next purchase (bought U, recommend V)"},
+                "dataset": {
+                    "type": "nextbuy-snapshot",
+                    "name": dataset,
+                    "split": "test",
+                    "revision": revision,
+                },
+                "metrics": _hf_metrics(card.gate.candidate, "release, delay-corrected labels"),
+            }
+        )
+    for row in card.matured:
+        values = {"auc": row.auc, "recall": row.recall}
+        results.append(
+            {
+                "task": {"type": "link-prediction", "name": "next purchase (bought U, recommend V)"},
+                "dataset": {
+                    "type": "nextbuy-traffic",
+                    "name": f"traffic up to {row.checked_at}",
+                    "split": f"matured {row.maturity_days}d",
+                },
+                "metrics": _hf_metrics(values, f"{row.maturity_days} days matured"),
+            }
+        )
+    return {
+        "library_name": "nextbuy",
+        "pipeline_tag": "link-prediction",
+        "tags": ["recommendation", "directed-graph", "gnn", "delayed-feedback"],
+        "datasets": [dataset],
+        "metrics": list(RELEASE_METRICS),
+        "model-index": [{"name": f"{card.model_name} v{card.version}", "results": results}],
+    }
+
+
+def render(card: Card) -> str:
+    """The card as Markdown with its YAML front matter (the artifact ``model_card/README.md``)."""
+    head = yaml.safe_dump(front_matter(card), sort_keys=False, width=10**6)
+    return f"---\n{head}---\n\n{body(card)}"
+
+
+def description(card: Card, limit: int = DESCRIPTION_LIMIT) -> str:
+    """The card's Markdown without the front matter, for the version's Description in MLflow:
+    oldest matured rows are left out until it fits ``limit`` (the artifact keeps them all)."""
+    text, dropped = body(card), 0
+    while len(text) > limit and dropped < len(card.matured):
+        dropped += 1
+        text = body(card.model_copy(update={"matured": card.matured[dropped:]}), dropped)
+    return text[:limit]

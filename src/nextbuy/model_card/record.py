@@ -1,11 +1,9 @@
 """A registered version's model card, pure: the typed record of what a release knew (data
 snapshot, code, params changed, label maturity, calibration, thresholds, the gate's verdict,
-training cost) plus the dated rows of its metrics as its traffic's labels matured since, and its
-rendering as Markdown with a YAML front matter in the Hugging Face model-card layout
-(``model-index`` / ``datasets`` / ``metrics``), so tools that read cards can.
+training cost) plus the dated rows of its metrics as its traffic's labels matured since
+(``text`` renders it).
 
-A field that is None was not known when the card was made; ``unknown`` says why (versions
-registered before cards carry only what their tags and runs hold)."""
+A field that is None was not known when the card was made; ``unknown`` says why."""
 
 from __future__ import annotations
 
@@ -15,10 +13,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from nextbuy import yaml_io
-
-# MLflow's SQL stores keep a version's description in a 5,000-character column.
-DESCRIPTION_LIMIT = 5000
-RELEASE_METRICS = ("auc", "recall", "precision", "ece")
 
 
 class Record(BaseModel):
@@ -123,7 +117,7 @@ class Card(Record):
     training: Training | None = None
     matured: list[MaturedRow] = []
     unknown: list[str] = []  # what could not be known, and why
-    generated: str = "deploy"  # deploy | on demand (from the version's tags and run)
+    generated: str = "deploy"  # what made the card: deploy, at registration
 
 
 def flat_params(params: dict, prefix: str = "") -> dict[str, str]:
@@ -179,72 +173,3 @@ def flagged(card: Card) -> list[str]:
         return []
     last = max(r.checked_at for r in card.matured)
     return [f"{r.maturity_days}d: {b}" for r in card.matured if r.checked_at == last for b in r.below_floor]
-
-
-def _hf_metrics(values: dict[str, float | None], label: str) -> list[dict]:
-    return [
-        {"type": k, "value": round(v, 4), "name": f"{k} ({label})"}
-        for k, v in values.items()
-        if k in RELEASE_METRICS and v is not None
-    ]
-
-
-def front_matter(card: Card) -> dict:
-    """The Hugging Face card metadata: library, tags, datasets, metrics and model-index."""
-    dataset = snapshot_id(card) or "unknown snapshot"
-    revision = card.snapshot.weighted_md5 if card.snapshot else None
-    results = []
-    if card.gate is not None:
-        results.append(
-            {
-                "task": {"type": "link-prediction", "name": "next purchase (bought U, recommend V)"},
-                "dataset": {
-                    "type": "nextbuy-snapshot",
-                    "name": dataset,
-                    "split": "test",
-                    "revision": revision,
-                },
-                "metrics": _hf_metrics(card.gate.candidate, "release, delay-corrected labels"),
-            }
-        )
-    for row in card.matured:
-        values = {"auc": row.auc, "recall": row.recall}
-        results.append(
-            {
-                "task": {"type": "link-prediction", "name": "next purchase (bought U, recommend V)"},
-                "dataset": {
-                    "type": "nextbuy-traffic",
-                    "name": f"traffic up to {row.checked_at}",
-                    "split": f"matured {row.maturity_days}d",
-                },
-                "metrics": _hf_metrics(values, f"{row.maturity_days} days matured"),
-            }
-        )
-    return {
-        "library_name": "nextbuy",
-        "pipeline_tag": "link-prediction",
-        "tags": ["recommendation", "directed-graph", "gnn", "delayed-feedback"],
-        "datasets": [dataset],
-        "metrics": list(RELEASE_METRICS),
-        "model-index": [{"name": f"{card.model_name} v{card.version}", "results": results}],
-    }
-
-
-def render(card: Card) -> str:
-    """The card as Markdown with its YAML front matter (the artifact ``model_card/README.md``)."""
-    from nextbuy.domain.model_card_text import body
-
-    head = yaml.safe_dump(front_matter(card), sort_keys=False, width=10**6)
-    return f"---\n{head}---\n\n{body(card)}"
-
-
-def description(card: Card, limit: int = DESCRIPTION_LIMIT) -> str:
-    """The card's Markdown without the front matter, for the version's Description in MLflow:
-    oldest matured rows are left out until it fits ``limit`` (the artifact keeps them all)."""
-    from nextbuy.domain.model_card_text import body
-
-    text, dropped = body(card), 0
-    while len(text) > limit and dropped < len(card.matured):
-        dropped += 1
-        text = body(card.model_copy(update={"matured": card.matured[dropped:]}), dropped)
-    return text[:limit]

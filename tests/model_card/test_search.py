@@ -1,0 +1,53 @@
+"""The model catalogue's queries on MLflow's search: versions found by snapshot, hash, param and
+metric, two versions diffed, and the listing with alias, snapshot, release and matured AUC."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nextbuy.mlops import registry
+from nextbuy.model_card import mlflow_cards, search
+from nextbuy.model_card.record import MaturedRow
+from tests.model_card.registered import carded, register
+
+
+def test_find_by_snapshot_hash_param_and_metric_and_the_blast_radius(client, name):
+    first = carded(client, name, "2026-02-10 00:00:00", 0.005, auc=0.62)
+    second = carded(client, name, "2026-02-17 00:00:00", 0.01, auc=0.74)
+    older = register(client, name, {registry.TRAINING_DATA: json.dumps({"snapshot": "2026-02-10 00:00:00"})})
+    assert search.by_snapshot(client, name, "2026-02-10") == {first.version, older}
+    assert search.by_snapshot(client, name, "2026-02-17 00:00") == {second.version}
+    assert search.by_hash(client, name, "bb2") == {second.version}
+    assert search.by_hash(client, name, "aa1ff.dir") == {first.version}
+    assert search.by_param(client, name, "train.lr=0.01") == {second.version}
+    assert search.by_param(client, name, "train.lr=1") == set()
+    assert search.by_metric(client, name, "candidate.auc>=0.7") == {second.version}
+    assert search.by_metric(client, name, "candidate.auc < 0.7") == {first.version}
+    with pytest.raises(ValueError, match="METRIC OP VALUE"):
+        search.by_metric(client, name, "candidate.auc about 0.7")
+    changes = search.diff(client, name, first.version, second.version)
+    assert changes["params"] == [("train.lr", "0.005", "0.01")]
+    assert ("snapshot", "2026-02-10 00:00:00", "2026-02-17 00:00:00") in changes["data"]
+    assert ("candidate.auc", "0.6200", "0.7400") in changes["metrics"]
+
+
+def test_the_listing_shows_alias_snapshot_release_and_matured_auc_and_flags(client, name):
+    card = carded(client, name, "2026-02-10 00:00:00", 0.005)
+    client.set_registered_model_alias(name, registry.CHAMPION, card.version)
+    row = MaturedRow(
+        checked_at="2026-03-10 00:00:00", maturity_days=14, rows=900, conversions=30, auc=0.45, recall=0.2,
+        release_auc=0.7, release_recall=0.3, below_floor=["auc 0.450 < 0.500"],
+    )  # fmt: skip
+    mlflow_cards.write(client, card.model_copy(update={"matured": [row]}))
+    assert search.listing(client, name) == [
+        {
+            "version": card.version,
+            "alias": "champion",
+            "snapshot": "2026-02-10 00:00:00",
+            "release_auc": "0.7000",
+            "matured_auc": "0.4500 @14d",
+            "status": "passed, FLAGGED",
+        }
+    ]
