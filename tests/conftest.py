@@ -84,6 +84,25 @@ def new_mlflow_store(mlflow_schema: Path):
     return create
 
 
+@pytest.fixture
+def store(tmp_path, monkeypatch, new_mlflow_store):
+    """A project dir (the cwd) with its own MLflow store; a client on it. Process state put back."""
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.bench.serving_fixtures import mlflow_store
+    from nextbuy.mlops import tracking
+    from nextbuy.release.first_release import FIRST_RELEASE_ENV
+
+    for key in (tracking.RUN_CONTEXT_ENV, FIRST_RELEASE_ENV):
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)  # recorded: restored (absent) afterwards
+    monkeypatch.chdir(tmp_path)
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
+    with mlflow_store(uri):
+        tracking.configure(tmp_path)
+        yield MlflowClient()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files holding end-to-end (``slow``) tests first, each file's tests in their own order:
     `make test` hands whole files to its workers in this order (xdist ``--dist loadfile``), so

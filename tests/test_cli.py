@@ -272,26 +272,8 @@ def test_a_missing_params_file_exits_2_naming_it(tmp_path, monkeypatch):
 # --- registry guard rails -------------------------------------------------------------
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch, new_mlflow_store):
-    """The cwd is a project with its own MLflow store; a client on it. Process state put back."""
-    from mlflow.tracking import MlflowClient
-
-    from nextbuy.bench.serving_fixtures import mlflow_store
-    from nextbuy.mlops import tracking
-    from nextbuy.stages.deploy import FIRST_RELEASE_ENV
-
-    for key in (tracking.RUN_CONTEXT_ENV, FIRST_RELEASE_ENV):
-        monkeypatch.setenv(key, "")
-        monkeypatch.delenv(key)  # recorded: restored (absent) afterwards
-    monkeypatch.chdir(tmp_path)
-    uri = new_mlflow_store(tmp_path / "mlflow.db")
-    with mlflow_store(uri):
-        yield MlflowClient(uri)
-
-
 def test_promote_of_a_refused_version_needs_force_and_a_reason(store):
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     store.create_registered_model("m")
     for passed in ("true", "false"):
@@ -326,9 +308,10 @@ def test_deploy_refuses_to_reseed_a_lost_registry_unless_first_release(store, tm
 
 
 def test_models_list_show_find_and_diff_read_the_registry(store):
-    from nextbuy.mlops import registry, tracking
+    from nextbuy.mlops import tracking
     from nextbuy.model_card import Card, mlflow_cards
     from nextbuy.model_card.record import Snapshot
+    from nextbuy.release import registry
 
     experiment = tracking.configure()
     store.create_registered_model("m")

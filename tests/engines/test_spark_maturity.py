@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nextbuy.domain.gate import soft_auc
+from nextbuy.release.gate import soft_auc
 from tests.engines import parity
 
 
@@ -60,9 +60,10 @@ def registered(tmp_path, monkeypatch):
     from nextbuy import paths
     from nextbuy.bench.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
     from nextbuy.domain import catalogue
-    from nextbuy.mlops import io, registry, schemas, tracking
-    from nextbuy.mlops.publishing import log_serving_model
+    from nextbuy.mlops import io, schemas, tracking
     from nextbuy.model_card import Card, mlflow_cards
+    from nextbuy.release import registry
+    from nextbuy.release.publishing import log_serving_model
 
     monkeypatch.chdir(tmp_path)
     n = 40

@@ -254,7 +254,7 @@ def test_the_champion_the_summary_names_is_the_registrys(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from nextbuy.bench.serving_fixtures import mlflow_store
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     write_metrics(tmp_path, deploy={**METRICS["deploy"], "champion_version": 3})
     with mlflow_store(f"sqlite:///{tmp_path / 'mlflow.db'}"):

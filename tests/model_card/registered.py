@@ -3,9 +3,10 @@ writes."""
 
 from __future__ import annotations
 
-from nextbuy.mlops import registry, tracking
+from nextbuy.mlops import tracking
 from nextbuy.model_card import mlflow_cards
 from nextbuy.model_card.record import Card, Gate, Snapshot, flat_params
+from nextbuy.release import registry
 
 
 def register(client, name: str, tags: dict[str, str]) -> str:

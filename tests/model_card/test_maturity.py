@@ -8,9 +8,10 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
-from nextbuy.mlops import io, registry, schemas
+from nextbuy.mlops import io, schemas
 from nextbuy.model_card import maturity, mlflow_cards
 from nextbuy.model_card.record import Card, Gate
+from nextbuy.release import registry
 from tests.helpers import config
 
 
@@ -39,7 +40,7 @@ def test_recent_versions_are_rescored_on_matured_traffic_and_one_below_the_floor
     import mlflow
 
     from nextbuy.domain import catalogue
-    from nextbuy.mlops.publishing import log_serving_model
+    from nextbuy.release.publishing import log_serving_model
 
     files = write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000)
     products = pd.DataFrame(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
-from nextbuy.mlops import registry
 from nextbuy.model_card import mlflow_cards
+from nextbuy.release import registry
 from tests.model_card.registered import carded, register
 
 

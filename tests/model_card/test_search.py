@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from nextbuy.mlops import registry
 from nextbuy.model_card import mlflow_cards, search
 from nextbuy.model_card.record import MaturedRow
+from nextbuy.release import registry
 from tests.model_card.registered import carded, register
 
 

@@ -1,10 +1,6 @@
-"""deploy stage cores: fresh evaluation rows with delay-corrected labels, the input example,
-and judging candidate vs champion on the same rows (the gate itself: tests/domain/test_gate.py);
-publishing all-or-nothing (a deploy dying after registration leaves a version readers ignore
-and the next deploy orphans), with the SHA-256 of every file of the logged model on the version
-and in the blessing (loads checked against it: tests/mlops/test_serving.py); refusing to
-re-seed a first champion when an earlier release is on record (registry moves:
-tests/mlops/test_registry.py)."""
+"""deploy stage cores: fresh evaluation rows with delay-corrected labels, judging candidate vs
+champion on the same rows (the gate itself: tests/release/test_gate.py), and the champion the
+gate sees (publishing, the registry and the first-release guard: tests/release/)."""
 
 from __future__ import annotations
 
@@ -13,16 +9,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from nextbuy import paths
-from nextbuy.bench.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
-from nextbuy.config import DeployConfig, load_section
-from nextbuy.domain import catalogue, gate, split
-from nextbuy.mlops import io, registry, schemas, serving, tracking
-from nextbuy.presets import params_with
+from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
+from nextbuy.domain import catalogue, split
+from nextbuy.mlops import io, schemas
+from nextbuy.release import gate, registry
 from nextbuy.stages import deploy
-from tests.conftest import ROOT
 from tests.helpers import config
 
 # The candidate's store: 300 products; OTHER: the tag of a 5,000-product catalogue.
@@ -98,32 +91,18 @@ def test_evaluation_rows_are_the_test_split_with_delay_corrected_labels():
     np.testing.assert_allclose(label, [1.0, 0.25, 0.0])
 
 
-def test_input_example_is_five_valid_pairs_and_deterministic():
-    example = deploy.input_example(7)
-    assert list(example.columns) == ["source_id", "candidate_id"]
-    assert len(example) == 5
-    assert ((example >= 0) & (example < 7)).all().all()
-    pd.testing.assert_frame_equal(example, deploy.input_example(7))
-
-
-def test_serving_requirements_pin_every_serving_package():
-    pins = deploy.serving_requirements()
-    assert [p.split("==")[0] for p in pins] == list(deploy.SERVING_PACKAGES)
-    assert all(p.split("==")[1] for p in pins)
-
-
 def test_first_candidate_is_judged_without_a_champion(bundles):
     good, _ = bundles
     rows, label = rows_scored_by(good)
     blessing = deploy.judge(good, None, rows, label, config("deploy", min_recall=0.0))
-    assert blessing["champion"] is None
-    assert blessing["comparison"] is None
-    assert blessing["champion_comparable"] is None
-    assert blessing["not_comparable_reason"] is None
-    assert blessing["passed"]
-    assert blessing["reasons"] == []
-    assert blessing["candidate"]["rows"] == len(rows)
-    assert blessing["candidate"]["auc"] > 0.6
+    assert blessing.champion is None
+    assert blessing.comparison is None
+    assert blessing.champion_comparable is None
+    assert blessing.not_comparable_reason is None
+    assert blessing.passed
+    assert blessing.reasons == []
+    assert blessing.candidate["rows"] == len(rows)
+    assert blessing.candidate["auc"] > 0.6
 
 
 def test_candidate_equal_to_champion_passes_with_zero_difference(bundles):
@@ -131,11 +110,11 @@ def test_candidate_equal_to_champion_passes_with_zero_difference(bundles):
     rows, label = rows_scored_by(good)
     cfg = config("deploy", min_recall=0.0, bootstrap_samples=50)
     blessing = deploy.judge(good, good, rows, label, cfg)
-    assert blessing["passed"], blessing["reasons"]
-    assert blessing["candidate"] == blessing["champion"]
-    assert blessing["champion_comparable"] is True
-    assert set(blessing["comparison"]) == set(cfg.compare_metrics)
-    assert all(ci["diff"] == ci["lo"] == ci["hi"] == 0.0 for ci in blessing["comparison"].values())
+    assert blessing.passed, blessing.reasons
+    assert blessing.candidate == blessing.champion
+    assert blessing.champion_comparable is True
+    assert set(blessing.comparison) == set(cfg.compare_metrics)
+    assert all(ci["diff"] == ci["lo"] == ci["hi"] == 0.0 for ci in blessing.comparison.values())
 
 
 def test_unrelated_candidate_is_refused_against_the_champion_that_fits_the_labels(bundles):
@@ -143,9 +122,9 @@ def test_unrelated_candidate_is_refused_against_the_champion_that_fits_the_label
     rows, label = rows_scored_by(good)
     cfg = config("deploy", min_recall=0.0, min_auc=0.0, max_calibration_error=1.0, bootstrap_samples=50)
     blessing = deploy.judge(other, good, rows, label, cfg)
-    assert not blessing["passed"]
-    assert blessing["comparison"]["auc"]["hi"] < 0
-    assert any(r.startswith("auc") and "vs champion" in r for r in blessing["reasons"])
+    assert not blessing.passed
+    assert blessing.comparison["auc"]["hi"] < 0
+    assert any(r.startswith("auc") and "vs champion" in r for r in blessing.reasons)
 
 
 class Unscorable:
@@ -163,168 +142,16 @@ def test_a_champion_of_another_catalogue_is_not_compared_and_the_candidate_is_ju
     # the champion is never scored and the floors alone decide.
     why = gate.champion_incomparable("1", OTHER, STORE_PRODUCTS)
     blessing = deploy.judge(other, Unscorable(), rows, label, cfg, why)
-    assert blessing["passed"]
-    assert blessing["reasons"] == []
-    assert blessing["champion"] is None
-    assert blessing["comparison"] is None
-    assert blessing["champion_comparable"] is False
-    assert blessing["not_comparable_reason"] == why
+    assert blessing.passed
+    assert blessing.reasons == []
+    assert blessing.champion is None
+    assert blessing.comparison is None
+    assert blessing.champion_comparable is False
+    assert blessing.not_comparable_reason == why
     floors = config("deploy", min_auc=0.99, bootstrap_samples=50)
     refused = deploy.judge(other, Unscorable(), rows, label, floors, why)
-    assert not refused["passed"]
-    assert all("floor" in r for r in refused["reasons"])
-
-
-# --- publishing: registered with its verdict, complete last -----------------------------
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch, new_mlflow_store):
-    """A project dir (the cwd) with its own MLflow store; a client on it. Process state put back."""
-    for key in (tracking.RUN_CONTEXT_ENV, deploy.FIRST_RELEASE_ENV):
-        monkeypatch.setenv(key, "")
-        monkeypatch.delenv(key)  # recorded: restored (absent) afterwards
-    monkeypatch.chdir(tmp_path)
-    from mlflow.tracking import MlflowClient
-
-    uri = new_mlflow_store(tmp_path / "mlflow.db")
-    with mlflow_store(uri):
-        tracking.configure(tmp_path)
-        yield MlflowClient()
-
-
-def a_blessing(passed: bool) -> dict:
-    return {
-        "model_name": "nextbuy",
-        "catalogue": "60:0123456789abcdef",
-        "passed": passed,
-        "reasons": [] if passed else ["auc 0.51 < 0.6"],
-        "candidate": {"auc": 0.7, "ece": None},
-        "champion": None,
-        "lineage": {"git_commit": "abc", "params": {"deploy": {"min_auc": 0.6}}},
-    }
-
-
-def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until_orphaned(
-    store, bundles, tmp_path, monkeypatch
-):
-    import mlflow
-
-    files = write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000)
-    for name, path in (("GNN_MOMENTS", "moments"), ("CALIBRATION_MODEL", "calibration")):
-        monkeypatch.setattr(paths, name, getattr(files, path))
-    monkeypatch.setattr(paths, "THRESHOLDS_MODEL", files.thresholds)
-    good, _ = bundles
-    good = good.with_retrieval(config("deploy.retrieval", candidates=123))  # as run() sets it
-    blessing = a_blessing(True)
-    with mlflow.start_run():
-        assert deploy.publish(store, good, blessing) == "1"
-    tags = store.get_model_version("nextbuy", "1").tags
-    assert tags[registry.COMPLETE] == "true"
-    assert tags[registry.CATALOGUE] == "60:0123456789abcdef"  # what the gate and the monitor check
-    assert registry.catalogue_of(store, "nextbuy", "1") == "60:0123456789abcdef"
-    # The files as logged: digest on the version (the anchor), every file in the blessing.
-    assert blessing["artifacts"]["artifact_sha256"] == tags["artifact_sha256"]
-    assert {"MLmodel", "python_model.pkl", "artifacts/moments.npz"} <= set(blessing["artifacts"]["files"])
-    assert "artifacts/retrieval.json" in blessing["artifacts"]["files"]  # top-K settings, digest recorded
-    assert serving.ServingBundle.from_model_uri("models:/nextbuy/1").retrieval == good.retrieval
-    assert serving.manifest_digest(blessing["artifacts"]["files"]) == tags["artifact_sha256"]
-    assert serving.verify_model_uri("models:/nextbuy/1") == ("1", tags["artifact_sha256"])
-    # No input schema: MLflow hands predict the columns as sent (extra ones are refused there,
-    # text/csv works); top_k keeps its declared type and default.
-    signature = mlflow.models.get_model_info("models:/nextbuy/1").signature
-    assert signature.inputs is None
-    assert [(p.name, p.default) for p in signature.params.params] == [("top_k", 0)]
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt("kill")  # dies between registration and the alias moves
-
-    monkeypatch.setattr(registry, "release", killed)
-    with pytest.raises(KeyboardInterrupt), mlflow.start_run():
-        deploy.publish(store, good, a_blessing(False))
-    tags = store.get_model_version("nextbuy", "2").tags
-    # Created with its verdict in the same write: never a version without tags.
-    assert tags["passed"] == "false"
-    assert tags["reasons"] == "auc 0.51 < 0.6"
-    assert tags[registry.COMPLETE] == "false"
-    assert registry.has_release(store, "nextbuy")
-    assert registry.released_version(store, "nextbuy", registry.CHAMPION) == "1"
-    deploy.prepare_registry(store, "nextbuy")  # the next deploy
-    assert store.get_model_version("nextbuy", "2").tags[registry.ORPHANED] == "true"
-
-
-# --- no silent re-seed of a lost registry ---------------------------------------------
-
-
-def write_blessing(version: int | None, model_name: str = "nextbuy") -> None:
-    paths.BLESSING.parent.mkdir(parents=True, exist_ok=True)
-    paths.BLESSING.write_text(json.dumps({"version": version, "model_name": model_name}))
-
-
-def write_lock(model_name: str = "nextbuy") -> None:
-    stage = {"cmd": "nextbuy deploy", "params": {"params.yaml": {"deploy": {"model_name": model_name}}}}
-    with open("dvc.lock", "w") as f:
-        yaml.safe_dump({"schema": "2.0", "stages": {"deploy": stage}}, f)
-
-
-def test_a_first_release_with_nothing_on_record_goes_ahead(store):
-    deploy.check_first_release(store, "nextbuy")
-    write_blessing(None)  # a blessing without a version is no release
-    deploy.check_first_release(store, "nextbuy")
-
-
-@pytest.mark.parametrize("evidence", ["blessing", "lock"])
-def test_a_lost_registry_with_an_earlier_release_on_record_is_refused(store, evidence):
-    write_blessing(7) if evidence == "blessing" else write_lock()
-    with pytest.raises(io.DataError) as err:
-        deploy.check_first_release(store, "nextbuy")
-    message = err.value.message
-    assert ("blessing.json records v7" if evidence == "blessing" else "dvc.lock records") in message
-    assert "--first-release" in message
-    assert deploy.FIRST_RELEASE_ENV in message
-    assert "mlflow.db" in message  # the store it looked in
-
-
-def test_first_release_env_lets_it_through(store, monkeypatch):
-    write_lock()
-    monkeypatch.setenv(deploy.FIRST_RELEASE_ENV, "1")
-    deploy.check_first_release(store, "nextbuy")
-    monkeypatch.setenv(deploy.FIRST_RELEASE_ENV, "0")
-    with pytest.raises(io.DataError):
-        deploy.check_first_release(store, "nextbuy")
-
-
-def test_evidence_of_another_model_or_a_store_with_a_release_is_no_reason_to_refuse(store):
-    write_blessing(3, model_name="other")
-    write_lock(model_name="other")
-    deploy.check_first_release(store, "nextbuy")
-    write_blessing(3)
-    store.create_registered_model("nextbuy")
-    store.create_model_version("nextbuy", "file:///m", tags={"passed": "true", "complete": "true"})
-    deploy.check_first_release(store, "nextbuy")
-
-
-def test_a_store_holding_only_orphans_has_no_release(store):
-    write_lock()
-    store.create_registered_model("nextbuy")
-    store.create_model_version("nextbuy", "file:///m", tags={"passed": "true", "complete": "false"})
-    with pytest.raises(io.DataError):
-        deploy.prepare_registry(store, "nextbuy")
-    assert store.get_model_version("nextbuy", "1").tags[registry.ORPHANED] == "true"
-
-
-@pytest.mark.parametrize("preset", sorted((ROOT / "presets").glob("*.yaml")), ids=lambda p: p.stem)
-def test_a_presets_first_release_is_not_blocked_by_the_default_stores_record(store, preset):
-    """Each preset registers under its own deploy.model_name, so the default store's release
-    on record (blessing.json, dvc.lock) neither blocks its first release nor is re-seeded."""
-    default = load_section(DeployConfig, ROOT / "params.yaml").model_name
-    own = params_with(preset, ROOT / "params.yaml")["deploy"]["model_name"]
-    assert own != default
-    write_blessing(1, model_name=default)
-    write_lock(model_name=default)
-    deploy.check_first_release(store, own)
-    with pytest.raises(io.DataError):
-        deploy.check_first_release(store, default)
+    assert not refused.passed
+    assert all("floor" in r for r in refused.reasons)
 
 
 # --- the champion the gate sees: only one of the candidate's catalogue -----------------

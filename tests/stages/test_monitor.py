@@ -19,8 +19,9 @@ from nextbuy import paths
 from nextbuy.bench.serving_fixtures import mlflow_store
 from nextbuy.cli import ALERT_EXIT_CODE, app
 from nextbuy.domain import catalogue
-from nextbuy.mlops import io, registry, schemas, tracking
+from nextbuy.mlops import io, schemas, tracking
 from nextbuy.pipeline import watch_traffic
+from nextbuy.release import registry
 from nextbuy.stages import monitor
 from tests.conftest import ROOT
 from tests.helpers import config

@@ -44,7 +44,7 @@ def registry_state(project: Project, model_name: str) -> dict:
     """Incomplete versions not marked orphaned, RUNNING runs, and whether the champion is complete."""
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     client = MlflowClient(tracking_uri=project.env["MLFLOW_TRACKING_URI"])
     versions = client.search_model_versions(f"name='{model_name}'")

@@ -37,7 +37,7 @@ def _registry(project: Project) -> tuple[int | None, int]:
     """The registry's champion of the project's model (None: none) and its newest version."""
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     client = MlflowClient(tracking_uri=project.env["MLFLOW_TRACKING_URI"])
     name = project.params["deploy"]["model_name"]

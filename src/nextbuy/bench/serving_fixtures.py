@@ -145,7 +145,7 @@ def mlflow_store(tracking_uri: str) -> Iterator[None]:
 
 
 def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str) -> str:
-    """Log + register the bundle as MODEL_NAME with ``deploy.log_serving_model`` inside an
+    """Log + register the bundle as MODEL_NAME with ``publishing.log_serving_model`` inside an
     MLflow run in the store at ``tracking_uri`` (artifacts under ``root``), alias it
     ``champion`` (served at ``champion_uri()``); returns the version. This process's
     MLflow state is restored after."""
@@ -153,14 +153,14 @@ def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str) -
     from mlflow.tracking import MlflowClient
 
     from nextbuy.mlops import tracking
-    from nextbuy.mlops.registry import CHAMPION
-    from nextbuy.stages import deploy
+    from nextbuy.release.publishing import log_serving_model
+    from nextbuy.release.registry import CHAMPION
 
     with mlflow_store(tracking_uri):
         tracking.configure(Path(root))
         bundle = load_bundle(files)
         with mlflow.start_run(run_name="synthetic-serving"):
-            version = deploy.log_serving_model(
+            version = log_serving_model(
                 bundle, MODEL_NAME, files.moments, files.calibration, files.thresholds
             )
         MlflowClient(tracking_uri).set_registered_model_alias(MODEL_NAME, CHAMPION, version)
@@ -169,7 +169,7 @@ def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str) -
 
 def champion_uri() -> str:
     """The MLflow URI of what ``register_champion`` registers."""
-    from nextbuy.mlops.registry import CHAMPION
+    from nextbuy.release.registry import CHAMPION
 
     return f"models:/{MODEL_NAME}@{CHAMPION}"
 

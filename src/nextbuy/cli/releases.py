@@ -82,7 +82,8 @@ def rollback(model_name: str | None = ModelNameOption) -> None:
 
     from nextbuy import paths
     from nextbuy.domain import catalogue
-    from nextbuy.mlops import io, registry, schemas
+    from nextbuy.mlops import io, schemas
+    from nextbuy.release import registry
 
     name = model_name_or_default(model_name)
     belongs = None
@@ -111,7 +112,7 @@ def promote(
     tagged on it."""
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     if force and not (reason and reason.strip()):
         console.print("[bold red]--force needs --reason TEXT (kept on the version)[/]", highlight=False)
@@ -139,8 +140,8 @@ def batch_topk(
     """Top-K recommendations for every product (this shard's sources) to parquet."""
     from nextbuy.config import EngineConfig, load_section, with_changes
     from nextbuy.mlops import batch, io, tracking
-    from nextbuy.mlops.registry import CHAMPION
     from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.release.registry import CHAMPION
 
     model = model or f"models:/{model_name_or_default(None)}@{CHAMPION}"
     setup_logging()

@@ -52,8 +52,8 @@ def verify_model(
     import mlflow
 
     from nextbuy.mlops import io, tracking
-    from nextbuy.mlops.registry import CHAMPION
     from nextbuy.mlops.serving import ARTIFACT_SHA256, verify_model_uri
+    from nextbuy.release.registry import CHAMPION
 
     model = model or f"models:/{model_name_or_default(None)}@{CHAMPION}"
     os.environ.setdefault(tracking.PROGRESS_BAR_ENV, "false")
@@ -106,8 +106,8 @@ def serve(
 
     from nextbuy.config import ServingConfig, read_params, section_config
     from nextbuy.mlops import rest_app, rest_limits
-    from nextbuy.mlops.registry import CHAMPION
     from nextbuy.procs import HOST
+    from nextbuy.release.registry import CHAMPION
 
     try:
         limit = rest_app.max_body_bytes()

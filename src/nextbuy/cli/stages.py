@@ -129,7 +129,7 @@ def _deploy_command(name: str, help_text: str) -> Callable[..., None]:
         ),
     ) -> None:
         if first_release:
-            from nextbuy.stages.deploy import FIRST_RELEASE_ENV
+            from nextbuy.release.first_release import FIRST_RELEASE_ENV
 
             os.environ[FIRST_RELEASE_ENV] = "1"
         _run_stage(name, params)

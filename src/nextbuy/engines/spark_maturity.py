@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 
 from nextbuy.config import SparkConfig
-from nextbuy.domain.gate import rank_sum_auc
 from nextbuy.domain.timeunits import DAY
 from nextbuy.engines import spark_session, spark_table
 from nextbuy.model_card import Measured, maturity_columns
+from nextbuy.release.gate import rank_sum_auc
 
 
 def rank_sums(distinct: Any, score: str, masses: Sequence[tuple[str, str]], blocks: int) -> pd.DataFrame:

@@ -132,7 +132,7 @@ def champion_now(root: Path, deploy: dict) -> object:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     try:
         version = registry.released_version(MlflowClient(), deploy["model_name"], registry.CHAMPION)

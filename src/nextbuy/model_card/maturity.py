@@ -21,10 +21,11 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from nextbuy.domain import catalogue
-from nextbuy.mlops import io, registry, schemas
+from nextbuy.mlops import io, schemas
 from nextbuy.model_card.facts import Measured, matured_measures, matured_row
 from nextbuy.model_card.mlflow_cards import read, write
 from nextbuy.model_card.record import add_matured, flagged
+from nextbuy.release import registry
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,13 @@ from mlflow.exceptions import MlflowException
 
 from nextbuy import paths
 from nextbuy.mlops import io, schemas
+from nextbuy.release import Release
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.config import DeployConfig
+    from nextbuy.mlops.serving import ServingBundle
 from nextbuy.model_card.facts import (
     dvc_dir_md5,
     ece_by_bucket,
@@ -120,19 +128,18 @@ def top_k_order() -> TopKOrder | None:
     )
 
 
-def gate_of(blessing: dict, cfg) -> Gate:
-    """The verdict as the blessing holds it, with the floors it was judged against."""
-    floors = {k: getattr(cfg, k) for k in ("min_auc", "min_recall", "min_precision", "max_calibration_error")}
+def gate_of(release: Release) -> Gate:
+    """The verdict as the card shows it, with the floors it was judged against."""
     return Gate(
-        passed=bool(blessing["passed"]),
-        reasons=list(blessing["reasons"]),
-        candidate=blessing["candidate"],
-        champion=blessing["champion"],
-        champion_version=blessing.get("champion_version"),
-        comparison=blessing["comparison"],
-        confidence=cfg.confidence,
-        floors=floors,
-        not_comparable_reason=blessing.get("not_comparable_reason"),
+        passed=release.passed,
+        reasons=release.reasons,
+        candidate=release.candidate,
+        champion=release.champion,
+        champion_version=release.champion_version,
+        comparison=release.comparison,
+        confidence=release.confidence,
+        floors=release.floors,
+        not_comparable_reason=release.not_comparable_reason,
     )
 
 
@@ -158,13 +165,20 @@ def _diff(before: dict[str, str] | None, after: dict[str, str], against: str | N
     return None if before is None else params_diff(before, after)
 
 
-def deploy_card(client, version: str, blessing: dict, candidate, evaluation, weighted, cfg) -> Card:
-    """The card of the version deploy just registered. ``evaluation``: the gate's (rows, label);
-    ``weighted``: the weighted impressions; ``cfg``: the deploy section."""
+def deploy_card(
+    client: MlflowClient,
+    release: Release,
+    candidate: ServingBundle,
+    evaluation: tuple[pd.DataFrame, np.ndarray],
+    weighted: pd.DataFrame,
+    cfg: DeployConfig,
+) -> Card:
+    """The card of the version deploy just published (``release``). ``evaluation``: the gate's
+    (rows, label); ``weighted``: the weighted impressions; ``cfg``: the deploy section."""
     rows, label = evaluation
-    name = blessing["model_name"]
-    params = flat_params(blessing["lineage"].get("params") or {})
-    against = blessing.get("champion_version")
+    name, version = release.model_name, str(release.version)
+    params = flat_params(release.lineage.get("params") or {})
+    against = release.champion_version
     before = champion_params(client, name, against)
     predictions = candidate.score(rows["source_id"].to_numpy(), rows["shown_id"].to_numpy())
     train = weighted[weighted["split"] == "train"]
@@ -176,9 +190,9 @@ def deploy_card(client, version: str, blessing: dict, candidate, evaluation, wei
         version=str(version),
         registered_at=str(pd.Timestamp(int(mv.creation_timestamp), unit="ms").floor("s")),
         run_id=mv.run_id,
-        git_commit=blessing["lineage"].get("git_commit"),
-        airflow_run_id=blessing["lineage"].get("airflow_run_id"),
-        snapshot=snapshot_of(weighted, blessing.get("training_data"), candidate.n_products),
+        git_commit=release.lineage.get("git_commit"),
+        airflow_run_id=release.lineage.get("airflow_run_id"),
+        snapshot=snapshot_of(weighted, release.training_data, candidate.n_products),
         params=params,
         params_against=against,
         params_diff=_diff(before, params, against),
@@ -194,7 +208,7 @@ def deploy_card(client, version: str, blessing: dict, candidate, evaluation, wei
             per_bucket_won=_per_bucket_won(),
         ),
         top_k_order=top_k_order(),
-        gate=gate_of(blessing, cfg),
+        gate=gate_of(release),
         low_degree=low_degree_quality(
             rows["source_id"].to_numpy(), degree, predictions, label, cfg.card_low_out_degree
         ),
@@ -281,14 +295,21 @@ def read(client, name: str, version: str) -> Card:
     raise MlflowException(missing(name, str(version)))
 
 
-def publish_card(client, version: str, blessing: dict, candidate, evaluation, weighted, cfg) -> Card | None:
+def publish_card(
+    client: MlflowClient,
+    release: Release,
+    candidate: ServingBundle,
+    evaluation: tuple[pd.DataFrame, np.ndarray],
+    weighted: pd.DataFrame,
+    cfg: DeployConfig,
+) -> Card | None:
     """Build and write the card of the version deploy just registered (after its release: the
     card describes the verdict, it is not part of it). A card that cannot be written is a
     warning: the version then has none, and ``nextbuy models show`` refuses it (:func:`missing`)."""
     try:
-        card = deploy_card(client, str(version), blessing, candidate, evaluation, weighted, cfg)
+        card = deploy_card(client, release, candidate, evaluation, weighted, cfg)
         write(client, card, log_params=True)
     except (MlflowException, io.DataError, OSError) as err:
-        log.warning("deploy: model card of %s v%s not written: %s", blessing["model_name"], version, err)
+        log.warning("deploy: model card of %s v%s not written: %s", release.model_name, release.version, err)
         return None
     return card

@@ -15,7 +15,6 @@ import re
 import pandas as pd
 
 from nextbuy import yaml_io
-from nextbuy.mlops import registry
 from nextbuy.model_card.maturity import aliases_of
 from nextbuy.model_card.mlflow_cards import (
     FLAG,
@@ -27,6 +26,7 @@ from nextbuy.model_card.mlflow_cards import (
     read,
 )
 from nextbuy.model_card.record import param_text
+from nextbuy.release import registry
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq}
 _CONDITION = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*([-+0-9.eE]+)\s*$")

@@ -142,7 +142,7 @@ def champion_version(name: str, store: str) -> str | None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops.registry import CHAMPION, released_version
+    from nextbuy.release.registry import CHAMPION, released_version
 
     client = MlflowClient(tracking_uri=store, registry_uri=store)
     try:

@@ -1,7 +1,7 @@
 """deploy: build the serving pyfunc, score it and the current champion on the same
 fresh evaluation data, and move ``champion`` only if the candidate passes the gate.
 
-The gate (``nextbuy.domain.gate``): every absolute floor from params, then, when a
+The gate (``nextbuy.release.gate``): every absolute floor from params, then, when a
 champion of this store's catalogue exists, non-inferiority on each compared metric judged
 by a paired bootstrap CI. The blessing (pass/fail, every figure, the reasons, lineage) is
 written to ``models/deploy/blessing.json``, logged to MLflow, and set as tags
@@ -42,50 +42,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from nextbuy import model_card, paths
 from nextbuy.config import DeployConfig, load_section
-from nextbuy.domain import catalogue, delay, gate
+from nextbuy.domain import catalogue, delay
 from nextbuy.domain import split as session_split
 from nextbuy.mlops import io, schemas, tracking
-from nextbuy.mlops.first_release import (
-    FIRST_RELEASE_ENV,
-    abandon_release,
-    check_first_release,
-    prepare_registry,
-)
-from nextbuy.mlops.publishing import (
-    SERVING_PACKAGES,
-    input_example,
-    lineage,
-    log_serving_model,
-    publish,
-    serving_requirements,
-)
+from nextbuy.release import FLOOR_KEYS, Release, Verdict, gate
+from nextbuy.release.first_release import abandon_release, prepare_registry
+from nextbuy.release.publishing import lineage, publish
 
-__all__ = [
-    "FIRST_RELEASE_ENV",
-    "SERVING_PACKAGES",
-    "Champion",
-    "check_first_release",
-    "current_champion",
-    "evaluation_rows",
-    "input_example",
-    "judge",
-    "learned_test_rows",
-    "lineage",
-    "log_serving_model",
-    "prepare_registry",
-    "publish",
-    "register",
-    "run",
-    "serving_requirements",
-    "store_products",
-]
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.mlops.serving import ServingBundle
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +72,13 @@ def evaluation_rows(weighted: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def judge(
-    candidate,
-    champion,
+    candidate: ServingBundle,
+    champion: ServingBundle | None,
     rows: pd.DataFrame,
     label: np.ndarray,
     cfg: DeployConfig,
     incomparable: str | None = None,
-) -> dict:
+) -> Verdict:
     """Pure core: figures of both bundles on the same rows, bootstrap comparison, verdict.
     ``incomparable`` (``gate.champion_incomparable``): why the champion may not be compared;
     it is then never scored and the candidate is judged on the floors alone."""
@@ -119,15 +93,19 @@ def judge(
             label, cand_pred, champ_pred, cfg.compare_metrics, cfg.bootstrap_samples, cfg.confidence, cfg.seed
         )
     passed, reasons = gate.decide(cand, champ, comparison or {}, cfg)
-    return {
-        "passed": passed,
-        "reasons": reasons,
-        "notes": gate.power_notes(comparison or {}, len(rows), cfg.tolerance, cfg.confidence),
-        **gate.comparability(champion is not None, incomparable),
-        "candidate": cand,
-        "champion": champ,
-        "comparison": comparison,
-    }
+    return Verdict(
+        passed=passed,
+        reasons=reasons,
+        notes=gate.power_notes(comparison or {}, len(rows), cfg.tolerance, cfg.confidence),
+        champion_comparable=gate.champion_comparable(champion is not None, incomparable),
+        not_comparable_reason=incomparable,
+        candidate=cand,
+        champion=champ,
+        comparison=comparison,
+        confidence=cfg.confidence,
+        tolerance=cfg.tolerance,
+        floors={key: getattr(cfg, key) for key in FLOOR_KEYS},
+    )
 
 
 def store_products() -> pd.DataFrame:
@@ -140,7 +118,7 @@ class Champion(NamedTuple):
 
     version: str | None
     catalogue: str | None  # what its version records; None also when it records none
-    bundle: object | None  # loaded only when it may be compared
+    bundle: ServingBundle | None  # loaded only when it may be compared
     incomparable: str | None  # why it may not be compared (gate.champion_incomparable)
     learned: int | None = None  # test rows it learned from (None: not checked or not recorded)
 
@@ -159,7 +137,7 @@ def current_champion(client, model_name: str, store: pd.DataFrame, rows: pd.Data
     ``store`` (its products table) on the test ``rows``: a champion of another catalogue, or
     one that learned from some of the rows (or records no training data), is never
     downloaded."""
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     version = registry.released_version(client, model_name, registry.CHAMPION)
     if version is None:
@@ -176,12 +154,14 @@ def current_champion(client, model_name: str, store: pd.DataFrame, rows: pd.Data
     return Champion(version, recorded, registry.load_version(model_name, version), None, learned)
 
 
-def register(client, candidate, blessing: dict, card: Callable[[str], object]) -> str:
+def register(
+    client: MlflowClient, candidate: ServingBundle, release: Release, card: Callable[[Release], object]
+) -> Release:
     """In the deploy's MLflow run: log and register the candidate with its verdict, move the
-    aliases, publish its model ``card`` (called with the version), write the blessing; the
-    version. Told to stop half-way (SIGTERM, Ctrl-C), the run ends KILLED and the version it
-    registered is marked orphaned, its alias moves undone (``first_release.abandon_release``),
-    before the stop goes on."""
+    aliases, publish its model ``card`` (called with the published release), write the
+    release record; the record as published. Told to stop half-way (SIGTERM, Ctrl-C), the run
+    ends KILLED and the version it registered is marked orphaned, its alias moves undone
+    (``first_release.abandon_release``), before the stop goes on."""
     import mlflow
 
     from nextbuy.procs import Stopped
@@ -189,24 +169,22 @@ def register(client, candidate, blessing: dict, card: Callable[[str], object]) -
     try:
         with tracking.stage_run("deploy"):
             mlflow.set_tags({"stage": "deploy", **tracking.lineage_tags()})
-            mlflow.log_metrics(
-                {f"candidate.{k}": v for k, v in blessing["candidate"].items() if v is not None}
-            )
-            version = publish(client, candidate, blessing)
-            card(version)
-            io.write_json(blessing, paths.BLESSING)
+            mlflow.log_metrics({f"candidate.{k}": v for k, v in release.candidate.items() if v is not None})
+            release = publish(client, candidate, release)
+            card(release)
+            io.write_json(release.to_json(), paths.BLESSING)
             mlflow.log_artifact(str(paths.BLESSING))
     except (Stopped, KeyboardInterrupt):
-        abandon_release(client, blessing["model_name"])
+        abandon_release(client, release.model_name)
         raise
-    return version
+    return release
 
 
 def run(params_file: str = "params.yaml") -> dict:
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops import registry
     from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.release import registry
 
     cfg = load_section(DeployConfig, params_file)
     tracking.configure()
@@ -225,8 +203,9 @@ def run(params_file: str = "params.yaml") -> dict:
     candidate_catalogue = catalogue.identity(products)
     rows, label = evaluation_rows(weighted)
     champion = current_champion(client, cfg.model_name, products, rows)
-    blessing = judge(candidate, champion.bundle, rows, label, cfg, champion.incomparable)
-    blessing.update(
+    verdict = judge(candidate, champion.bundle, rows, label, cfg, champion.incomparable)
+    judged = Release(
+        **verdict.model_dump(),
         champion_training_overlap=champion.learned,
         training_data=io.read_json(paths.INGEST_META).get("training_data"),
         model_name=cfg.model_name,
@@ -236,35 +215,35 @@ def run(params_file: str = "params.yaml") -> dict:
         lineage=lineage(params_file),
         evaluation={"split": "test", "rows": len(rows), "labels": "delay-corrected expected eventual"},
     )
-    version = register(
+    release = register(
         client,
         candidate,
-        blessing,
-        lambda v: model_card.publish_card(client, v, blessing, candidate, (rows, label), weighted, cfg),
+        judged,
+        lambda r: model_card.publish_card(client, r, candidate, (rows, label), weighted, cfg),
     )
-    for note in blessing["notes"]:
+    for note in release.notes:
         log.warning("deploy: %s", note)
-    if blessing["passed"]:
-        log.info("deploy: %s", blessing["action"])
+    if release.passed:
+        log.info("deploy: %s", release.action)
     else:
-        log.warning("deploy REFUSED: %s\n  %s", blessing["action"], "\n  ".join(blessing["reasons"]))
+        log.warning("deploy REFUSED: %s\n  %s", release.action, "\n  ".join(release.reasons))
     metrics = {
         "model_name": cfg.model_name,
-        "version": int(version),
-        "passed": blessing["passed"],
-        "reasons": blessing["reasons"],
-        "action": blessing["action"],
+        "version": int(release.version or 0),
+        "passed": release.passed,
+        "reasons": release.reasons,
+        "action": release.action,
         "champion_version": int(registry.released_version(client, cfg.model_name, registry.CHAMPION) or 0)
         or None,
         "catalogue": candidate_catalogue,
-        "champion_comparable": blessing["champion_comparable"],
-        "not_comparable_reason": blessing["not_comparable_reason"],
+        "champion_comparable": release.champion_comparable,
+        "not_comparable_reason": release.not_comparable_reason,
         # Rows of the test split the champion learned from (must be 0 to compare; None: unchecked).
-        "champion_training_overlap": blessing["champion_training_overlap"],
-        "notes": blessing["notes"],
-        "candidate": blessing["candidate"],
-        "champion": blessing["champion"],
-        "comparison": blessing["comparison"],
+        "champion_training_overlap": release.champion_training_overlap,
+        "notes": release.notes,
+        "candidate": release.candidate,
+        "champion": release.champion,
+        "comparison": release.comparison,
     }
     io.write_json(metrics, paths.metrics_file("deploy"))
     return metrics

@@ -122,7 +122,7 @@ def champion_of_this_store(client, model_name: str, products: pd.DataFrame) -> s
     """The released champion's version; None when none is released (nothing to monitor).
     A champion not trained on the catalogue of ``products`` (the ingested store's) is
     refused (DataError)."""
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     version = registry.released_version(client, model_name, registry.CHAMPION)
     if version is None:
@@ -140,7 +140,7 @@ def champion_of_this_store(client, model_name: str, products: pd.DataFrame) -> s
 
 def no_champion_reason(model_name: str) -> str:
     """Why nothing was monitored: no champion of ``model_name`` is released."""
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     return (
         f"no champion released for {model_name} (registry alias '{registry.CHAMPION}' unset): "
@@ -214,8 +214,8 @@ def watch_with_champion(
     model_name: str, version: str, cfg: MonitorConfig, meta: dict, products: pd.DataFrame, engine
 ) -> dict:
     """Score the traffic with champion ``version``, alert, publish the dashboard, write the outputs."""
-    from nextbuy.mlops import registry
     from nextbuy.mlops.dashboards.metrics import run_name
+    from nextbuy.release import registry
 
     start, now = pd.Timestamp(meta["start"]), pd.Timestamp(meta["now"])
     bundle = registry.load_version(model_name, version)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,12 @@ import pandas as pd
 import nextbuy
 from nextbuy import paths, yaml_io
 from nextbuy.mlops import io, tracking
+from nextbuy.release.record import Release
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.mlops.serving import ServingBundle
 
 # The longest value MLflow keeps in a model version's tag (its MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH):
 # the whole params.yaml of the lineage fits, so its JSON is never cut short.
@@ -130,31 +137,32 @@ def log_serving_model(
     return str(mlflow.register_model(info.model_uri, model_name, tags={**(tags or {}), **recorded}).version)
 
 
-def _tags(blessing: dict) -> dict[str, str]:
+def verdict_tags(release: Release) -> dict[str, str]:
+    """The release record as the version's tags (searchable in MLflow's UI and API)."""
     flat = {
-        "passed": str(blessing["passed"]).lower(),
-        "reasons": "; ".join(blessing["reasons"]) or "all checks hold",
+        "passed": str(release.passed).lower(),
+        "reasons": "; ".join(release.reasons) or "all checks hold",
     }
-    for who in ("candidate", "champion"):
-        for k, v in (blessing[who] or {}).items():
+    for who, figures in (("candidate", release.candidate), ("champion", release.champion)):
+        for k, v in (figures or {}).items():
             flat[f"{who}.{k}"] = "n/a" if v is None else f"{v:.4f}"
-    if blessing.get("champion_comparable") is not None:
-        flat["champion_comparable"] = str(blessing["champion_comparable"]).lower()
-    if blessing.get("not_comparable_reason"):
-        flat["not_comparable_reason"] = blessing["not_comparable_reason"]
-    if blessing.get("champion_training_overlap") is not None:
-        flat["champion_training_overlap"] = str(blessing["champion_training_overlap"])
-    if blessing.get("notes"):
-        flat["gate_notes"] = "; ".join(blessing["notes"])
-    for k, v in blessing["lineage"].items():
+    if release.champion_comparable is not None:
+        flat["champion_comparable"] = str(release.champion_comparable).lower()
+    if release.not_comparable_reason:
+        flat["not_comparable_reason"] = release.not_comparable_reason
+    if release.champion_training_overlap is not None:
+        flat["champion_training_overlap"] = str(release.champion_training_overlap)
+    if release.notes:
+        flat["gate_notes"] = "; ".join(release.notes)
+    for k, v in release.lineage.items():
         flat[f"lineage.{k}"] = (
             json.dumps(v, sort_keys=True, separators=(",", ":")) if isinstance(v, dict) else str(v)
         )
     return flat
 
 
-def recorded_artifacts(client, name: str, version: str) -> dict:
-    """What the registry records of a version's files, for the blessing: the digest and
+def recorded_artifacts(client: MlflowClient, name: str, version: str) -> dict:
+    """What the registry records of a version's files, for the release record: the digest and
     every file's SHA-256 (``nextbuy verify-model`` checks a download against them)."""
     from nextbuy.mlops.serving import ARTIFACT_MANIFEST, ARTIFACT_SHA256, parse_manifest
 
@@ -165,18 +173,19 @@ def recorded_artifacts(client, name: str, version: str) -> dict:
     }
 
 
-def publish(client, candidate, blessing: dict) -> str:
+def publish(client: MlflowClient, candidate: ServingBundle, release: Release) -> Release:
     """Register the candidate carrying its verdict (complete=false), then move the aliases;
-    ``complete=true`` comes last (registry.release). Call inside an active MLflow run."""
-    from nextbuy.mlops import registry
+    ``complete=true`` comes last (registry.release). Call inside an active MLflow run. The
+    record as published: with its version, files and the alias move."""
+    from nextbuy.release import registry
 
-    name = blessing["model_name"]
-    tags = {key: value[:REGISTRY_TAG_LIMIT] for key, value in _tags(blessing).items()} | {
+    name = release.model_name
+    tags = {key: value[:REGISTRY_TAG_LIMIT] for key, value in verdict_tags(release).items()} | {
         registry.COMPLETE: "false",
-        registry.CATALOGUE: blessing["catalogue"],
+        registry.CATALOGUE: release.catalogue,
     }
-    if blessing.get("training_data"):
-        tags[registry.TRAINING_DATA] = json.dumps(blessing["training_data"], sort_keys=True)
+    if release.training_data:
+        tags[registry.TRAINING_DATA] = json.dumps(release.training_data, sort_keys=True)
     version = log_serving_model(
         candidate,
         name,
@@ -188,7 +197,5 @@ def publish(client, candidate, blessing: dict) -> str:
         ranking=paths.SERVED_RANKING if paths.SERVED_RANKING.exists() else None,
         counts=paths.COUNT_TABLES,
     )
-    blessing["version"] = version
-    blessing["artifacts"] = recorded_artifacts(client, name, version)
-    blessing["action"] = registry.release(client, name, version, blessing["passed"])
-    return version
+    artifacts = recorded_artifacts(client, name, version)
+    return release.published(version, artifacts, registry.release(client, name, version, release.passed))

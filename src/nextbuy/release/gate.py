@@ -82,11 +82,10 @@ def power_notes(
     return notes
 
 
-def comparability(has_champion: bool, incomparable: str | None) -> dict:
-    """What the verdict says about the champion: ``champion_comparable`` (None when there is
-    none) and ``not_comparable_reason``."""
-    comparable = None if not (has_champion or incomparable) else incomparable is None
-    return {"champion_comparable": comparable, "not_comparable_reason": incomparable}
+def champion_comparable(has_champion: bool, incomparable: str | None) -> bool | None:
+    """Whether the champion was compared: None when there is none, False when ``incomparable``
+    says why it may not be."""
+    return None if not (has_champion or incomparable) else incomparable is None
 
 
 def soft_auc(label: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float | None:

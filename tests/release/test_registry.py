@@ -20,8 +20,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nextbuy.bench.serving_fixtures import mlflow_store
-from nextbuy.mlops import registry
-from nextbuy.mlops.registry import CHALLENGER, CHAMPION, PREVIOUS
+from nextbuy.release import registry
+from nextbuy.release.registry import CHALLENGER, CHAMPION, PREVIOUS
 
 _names = itertools.count()
 

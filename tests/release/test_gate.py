@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from nextbuy.domain import catalogue, gate
+from nextbuy.domain import catalogue
+from nextbuy.release import gate
 from tests.helpers import config
 
 
@@ -203,12 +204,12 @@ SMALL, LARGE = store(5000), store(100_000).assign(category=lambda t: t["category
 
 def test_a_champion_of_the_candidates_catalogue_is_comparable():
     assert gate.champion_incomparable("3", catalogue.identity(SMALL), SMALL) is None
-    assert gate.comparability(True, None) == {"champion_comparable": True, "not_comparable_reason": None}
+    assert gate.champion_comparable(True, None) is True
 
 
 def test_no_champion_is_neither_comparable_nor_not():
     assert gate.champion_incomparable(None, None, LARGE) is None
-    assert gate.comparability(False, None) == {"champion_comparable": None, "not_comparable_reason": None}
+    assert gate.champion_comparable(False, None) is None
 
 
 def test_a_champion_of_another_catalogue_is_not_comparable_and_the_reason_names_both():
@@ -217,7 +218,7 @@ def test_a_champion_of_another_catalogue_is_not_comparable_and_the_reason_names_
     assert "5,000 products" in why
     assert "100,000 products" in why
     assert "floors alone" in why
-    assert gate.comparability(False, why) == {"champion_comparable": False, "not_comparable_reason": why}
+    assert gate.champion_comparable(False, why) is False
 
 
 def test_a_champion_recording_no_catalogue_is_not_comparable():

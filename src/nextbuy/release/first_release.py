@@ -12,6 +12,7 @@ import yaml
 
 from nextbuy import paths, yaml_io
 from nextbuy.mlops import io, tracking
+from nextbuy.release.record import Release
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +26,12 @@ def first_release_allowed() -> bool:
 
 def _blessing_evidence(model_name: str) -> str | None:
     try:
-        earlier = json.loads(paths.BLESSING.read_text())
-    except (OSError, ValueError):
+        earlier = Release.from_json(json.loads(paths.BLESSING.read_text()))
+    except (OSError, ValueError):  # none, or not a release record (pydantic's errors are ValueErrors)
         return None
-    if not isinstance(earlier, dict) or earlier.get("version") is None:
+    if earlier.version is None or earlier.model_name != model_name:
         return None
-    if earlier.get("model_name", model_name) != model_name:
-        return None
-    return f"{paths.BLESSING} records v{earlier['version']}"
+    return f"{paths.BLESSING} records v{earlier.version}"
 
 
 def _lock_evidence(model_name: str, lock: Path = Path("dvc.lock")) -> str | None:
@@ -55,7 +54,7 @@ def earlier_release_evidence(model_name: str) -> list[str]:
 
 def check_first_release(client, model_name: str) -> None:
     """Refuse to seed a first champion on floors only when an earlier release is on record."""
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     if registry.has_release(client, model_name) or first_release_allowed():
         return
@@ -74,7 +73,7 @@ def check_first_release(client, model_name: str) -> None:
 def abandon_release(client, model_name: str) -> list[str]:
     """A deploy told to stop (its run already ended): mark the version it left incomplete
     ``orphaned`` and undo its alias moves now, not at the next deploy. The versions marked."""
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     orphans = registry.sweep_orphans(client, model_name)
     for version in orphans:
@@ -89,7 +88,7 @@ def abandon_release(client, model_name: str) -> list[str]:
 
 def prepare_registry(client, model_name: str) -> None:
     """Before judging: repair what a killed deploy left, refuse a silent re-seed."""
-    from nextbuy.mlops import registry
+    from nextbuy.release import registry
 
     for version in registry.sweep_orphans(client, model_name):
         log.warning(
