@@ -31,14 +31,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nextbuy import procs
-from nextbuy.bench.fault_verdicts import TRACEBACK, flat
+from nextbuy.bench.faults.project import Project, capture, stage_files
+from nextbuy.bench.faults.verdicts import TRACEBACK, flat
 
 STOP_TIMEOUT = 60.0  # seconds a stopped stage may take to put its outputs back
 SIGTERM_TRIES = 3  # runs of a stage that finished before its moment came, at most
 UI_START_TIMEOUT = 420.0
 
 
-def _db(project) -> Path:
+def _db(project: Project) -> Path:
     return project.root / "mlflow.db"
 
 
@@ -70,7 +71,7 @@ def _as_a_terminal_job() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _start(project, cmd: list[str], log: Path, terminal: bool = False) -> subprocess.Popen:
+def start(project: Project, cmd: list[str], log: Path, terminal: bool = False) -> subprocess.Popen:
     """``cmd`` in the project as the leader of a new process group; ``terminal``: with the
     signal dispositions of a foreground job started from a terminal (``_as_a_terminal_job``)."""
     with open(log, "wb") as out:
@@ -123,11 +124,11 @@ def _row(case: str, stage: str, exit_code, problems: list[str], text: str, **ext
 # ---- SIGTERM during deploy's registration and monitor's publishing -----------------------------
 
 
-def _snapshot_files(project) -> set[Path]:
+def _snapshot_files(project: Project) -> set[Path]:
     return set((project.root / project.params["monitor"]["workspace"]).glob("*/snapshots/*"))
 
 
-def _workspace_problems(project, before: set[Path]) -> list[str]:
+def _workspace_problems(project: Project, before: set[Path]) -> list[str]:
     """Unreadable snapshots, and a last published run no longer whole."""
     problems: list[str] = []
     runs: dict[str | None, int] = {}
@@ -147,7 +148,7 @@ def _workspace_problems(project, before: set[Path]) -> list[str]:
     return problems
 
 
-def _registry_problems(project, aliases_before: dict[str, int]) -> list[str]:
+def _registry_problems(project: Project, aliases_before: dict[str, int]) -> list[str]:
     db, model = _db(project), project.params["deploy"]["model_name"]
     problems = []
     running = _query(db, "SELECT name FROM runs WHERE status = 'RUNNING'")
@@ -160,13 +161,11 @@ def _registry_problems(project, aliases_before: dict[str, int]) -> list[str]:
     return problems
 
 
-def _sigterm_when_ready(project, stage: str, tmp: Path) -> dict:
+def _sigterm_when_ready(project: Project, stage: str, tmp: Path) -> dict:
     """One try: the stage run by ``dvc repro``, SIGTERM to its group at the moment (``sent``)."""
-    from nextbuy.bench import faults
-
     model = project.params["deploy"]["model_name"]
     state = {
-        "before": faults.stage_files(project, faults.capture(project), stage),  # the last good outputs
+        "before": stage_files(project, capture(project), stage),  # the last good outputs
         "aliases": _aliases(_db(project), model),
         "snapshots": _snapshot_files(project),
     }
@@ -175,19 +174,17 @@ def _sigterm_when_ready(project, stage: str, tmp: Path) -> dict:
         "monitor": lambda: _snapshot_files(project) != state["snapshots"],
     }[stage]
     log = tmp / f"sigterm-{stage}.log"
-    proc = _start(project, ["dvc", "repro", "--single-item", "--force", stage], log)
+    proc = start(project, ["dvc", "repro", "--single-item", "--force", stage], log)
     sent = _stop_group_when(proc, ready, signal.SIGTERM, 600)
     proc.wait()
     return {**state, "proc": proc, "sent": sent, "log": log}
 
 
-def sigterm_case(project, stage: str, tmp: Path) -> dict:
+def sigterm_case(project: Project, stage: str, tmp: Path) -> dict:
     """SIGTERM to dvc repro's group at the moment ``stage`` writes its outside effect. Like the
     kill -9 cases it goes on from the project's state (the registry is never put back). A
     stage that finished before the moment came (a loaded host can miss a short one) ran
     normally: it is tried again, up to ``SIGTERM_TRIES`` times."""
-    from nextbuy.bench import faults
-
     tries, run = 1, _sigterm_when_ready(project, stage, tmp)
     while not run["sent"] and tries < SIGTERM_TRIES:
         tries, run = tries + 1, _sigterm_when_ready(project, stage, tmp)
@@ -196,7 +193,7 @@ def sigterm_case(project, stage: str, tmp: Path) -> dict:
     text = log.read_text(errors="replace")
     if tries > 1 and sent:
         text = f"{text}\n(sent on run {tries}: the runs before finished before the moment came)"
-    lost = faults.stage_files(project, faults.capture(project), stage) != run["before"]
+    lost = stage_files(project, capture(project), stage) != run["before"]
     problems = [] if sent else [f"the stage finished before the moment came ({tries} runs)"]
     problems += [] if settled else [f"stage processes alive {STOP_TIMEOUT:.0f} s after SIGTERM"]
     problems += _registry_problems(project, run["aliases"])
@@ -222,18 +219,16 @@ def sigterm_case(project, stage: str, tmp: Path) -> dict:
 # ---- a file-size limit during train ----------------------------------------------------------
 
 
-def full_disk_case(project) -> dict:
+def full_disk_case(project: Project) -> dict:
     """``ulimit -f`` at half the MLflow store's size (DVC's own files stay below it) during train."""
-    from nextbuy.bench import faults
-
-    before = faults.stage_files(project, faults.capture(project), "train")
+    before = stage_files(project, capture(project), "train")
     db = _db(project)
     store = db.read_bytes()
     limit_kb = max(256, len(store) // 2048)
     cmd = f"ulimit -f {limit_kb} && exec dvc repro --single-item --force train"
     result = project.run("bash", "-c", cmd)
     text = result.stdout + result.stderr
-    lost = faults.stage_files(project, faults.capture(project), "train") != before
+    lost = stage_files(project, capture(project), "train") != before
     journal = db.with_name(db.name + "-journal")
     named = flat(str(db)) in flat(text) and "file too large" in flat(text)
     problems = [] if len(store) > limit_kb * 1024 else [f"store smaller than the {limit_kb} KiB limit"]
@@ -274,13 +269,13 @@ def _listeners(port: int) -> list[int]:
     return found
 
 
-def make_target_case(project, target: str, sig: int, tmp: Path) -> dict:
+def make_target_case(project: Project, target: str, sig: int, tmp: Path) -> dict:
     """``make TARGET`` started, waited for, then ``sig`` to make's process group: within 30 s
     make is gone and nothing listens on the port or runs for it."""
     port = procs.free_port()
     var = {"mlflow-ui": "MLFLOW_UI_PORT", "docs": "DOCS_PORT"}[target]
     log = tmp / f"make-{target}.log"
-    proc = _start(project, ["make", "-o", ".venv/.installed", target, f"{var}={port}"], log, terminal=True)
+    proc = start(project, ["make", "-o", ".venv/.installed", target, f"{var}={port}"], log, terminal=True)
     deadline = time.monotonic() + UI_START_TIMEOUT
     while proc.poll() is None and not procs.port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -316,13 +311,13 @@ def make_target_case(project, target: str, sig: int, tmp: Path) -> dict:
 
 
 def run_cases(
-    project,
+    project: Project,
     tmp: Path,
     selected: Callable[[str], bool] = lambda _: True,
     settle: Callable[[dict], dict] = lambda row: row,
 ) -> list[dict]:
-    """Every case of this module whose name ``selected`` takes (``faults.selected``: --only),
-    each row through ``settle`` (``fault_recovery.settle``: what a failed case broke is put
+    """Every case of this module whose name ``selected`` takes (``--only``),
+    each row through ``settle`` (``recovery.settle``: what a failed case broke is put
     right before the next)."""
     cases: list[tuple[str, Callable[[], dict]]] = [
         ("SIGTERM during registration", lambda: sigterm_case(project, "deploy", tmp)),

@@ -19,15 +19,12 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nextbuy import paths
-from nextbuy.bench.fault_base import setting
-from nextbuy.bench.fault_verdicts import TRACEBACK
+from nextbuy.bench.faults.base import setting
+from nextbuy.bench.faults.project import Project
+from nextbuy.bench.faults.verdicts import TRACEBACK
 from nextbuy.mlops import io
-
-if TYPE_CHECKING:
-    from nextbuy.bench.faults import Project
 
 NAME = "release, params reverted, repro"
 RAN = "Running stage 'deploy'"

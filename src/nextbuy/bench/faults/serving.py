@@ -1,7 +1,9 @@
-"""Serving under abuse, for ``nextbuy bench faults``: many expensive top-K requests at once,
-sent and dropped by their clients, or in flight when the server gets SIGTERM.
+"""The champion served as ``make serve`` serves it, for ``nextbuy bench faults``: the malformed
+scoring requests (``requests``), each judged on its 4xx and the server staying up, then serving
+under abuse: many expensive top-K requests at once, sent and dropped by their clients, or in
+flight when the server gets SIGTERM (:func:`request_cases` runs them all).
 
-Each case is judged on what a caller and an operator see: a fresh request still answered
+Each abuse case is judged on what a caller and an operator see: a fresh request still answered
 promptly, every answer a 200 or a 503 with ``Retry-After`` (never a 5xx or no answer), the
 server stopped within its grace period (``serving.drain_s``) after SIGTERM, and no Python
 traceback in its log.
@@ -15,15 +17,23 @@ import signal
 import socket
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from nextbuy import procs
-from nextbuy.bench.fault_verdicts import TRACEBACK
+import pandas as pd
+
+from nextbuy import paths, procs
+from nextbuy.bench.faults.base import Request
+from nextbuy.bench.faults.project import Project
+from nextbuy.bench.faults.requests import requests
+from nextbuy.bench.faults.verdicts import TRACEBACK, judge_request
 from nextbuy.bench.serving_fixtures import RestServer, invocations_body
+from nextbuy.mlops.rest_app import MAX_BODY_BYTES
 from nextbuy.mlops.serving import MAX_REQUEST_ROWS, MAX_TOP_K
 
 CLIENTS = 200  # expensive requests in each case
@@ -208,7 +218,7 @@ def sigterm_case(
         in_flight = sum(sent.acquire(timeout=max(deadline - time.monotonic(), 0)) for _ in range(CLIENTS))
         started = time.perf_counter()
         bound = drain_s + DRAIN_MARGIN_S
-        gone = procs._signal_and_wait(server.proc, signal.SIGTERM, bound)
+        gone = procs.signal_and_wait(server.proc, signal.SIGTERM, bound)
         took = time.perf_counter() - started
         replies = [p.result() for p in pending] if gone else []
         log = server.log()
@@ -225,3 +235,61 @@ def sigterm_case(
         traceback=bool(bad) or logged_traceback,
         orphans=0 if gone else 1,
     )
+
+
+# ---- every serving case --------------------------------------------------------------------
+
+
+def _post_request(url: str, request: Request) -> tuple[int | None, str]:
+    req = urllib.request.Request(
+        f"{url}/invocations", data=request.body, method="POST", headers={"Content-Type": request.content_type}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=120) as reply:
+            return reply.status, reply.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+    except (OSError, urllib.error.URLError) as err:
+        return None, str(err)
+
+
+def request_cases(
+    project: Project, tmp: Path, selected: Callable[[str], bool] = lambda _: True
+) -> list[dict]:
+    """The malformed requests, then the abuse cases, whose name ``selected`` takes (``--only``),
+    to the champion served as ``make serve`` serves it; the SIGTERM case gets a server of its own."""
+
+    def server(log: Path) -> RestServer:
+        uri = f"models:/{project.params['deploy']['model_name']}@champion"
+        tracking = project.env["MLFLOW_TRACKING_URI"]
+        return RestServer(uri, tracking, log, params=project.root / "params.yaml")
+
+    n_products = len(pd.read_parquet(project.root / paths.PRODUCTS, columns=["product_id"]))
+    rows = []
+    running = server(tmp / "serve.log")
+    with running:
+        assert running.proc is not None  # entering the block started it
+        for request in requests(MAX_REQUEST_ROWS, MAX_TOP_K, MAX_BODY_BYTES):
+            if not selected(request.name):
+                continue
+            status, message = _post_request(running.url, request)
+            alive = running.ping() == 200 and running.proc.poll() is None
+            verdict = judge_request(request, status, message, alive)
+            rows.append(
+                {
+                    "group": "request",
+                    "case": request.name,
+                    "stage": "serve",
+                    "exit": status,
+                    **verdict,
+                    "message": message[:600],
+                }
+            )
+        if selected(DROPPED):
+            rows.append(dropped_case(running, n_products))
+        if selected(AT_ONCE):
+            rows.append(at_once_case(running, n_products))
+    if selected(SIGTERM):
+        drain_s = project.params["serving"]["drain_s"]
+        rows.append(sigterm_case(server, n_products, drain_s, tmp))
+    return rows

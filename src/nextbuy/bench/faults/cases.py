@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from nextbuy import paths, yaml_io
-from nextbuy.bench.fault_base import GRAPH, INPUTS, LOG, SNAPSHOT, Case, Request, dropping, setting
-from nextbuy.bench.fault_events import EVENT_CASES, ORDERS_ONLY_CASES, STORE
-from nextbuy.bench.fault_inputs import EDGE_CASES, LOG_CASES
-from nextbuy.bench.fault_requests import requests
+from nextbuy.bench.faults.base import GRAPH, INPUTS, LOG, SNAPSHOT, Case, Request, dropping, setting
+from nextbuy.bench.faults.events import EVENT_CASES, ORDERS_ONLY_CASES, STORE
+from nextbuy.bench.faults.inputs import EDGE_CASES, LOG_CASES
+from nextbuy.bench.faults.requests import requests
 
 __all__ = [
     "ARTIFACT_CASES",

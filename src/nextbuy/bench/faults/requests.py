@@ -3,7 +3,7 @@ refusal must contain."""
 
 from __future__ import annotations
 
-from nextbuy.bench.fault_base import Request
+from nextbuy.bench.faults.base import Request
 from nextbuy.bench.serving_fixtures import invocations_body
 
 PAIRS = ["source_id", "candidate_id"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from nextbuy.bench import fault_cases
+from nextbuy.bench.faults.base import Case, Request
 
 TRACEBACK = "Traceback (most recent call last)"
 COUNTS = (
@@ -32,7 +32,7 @@ def flat(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def judge(case: fault_cases.Case, returncode: int, output: str, outputs_same: bool) -> dict:
+def judge(case: Case, returncode: int, output: str, outputs_same: bool) -> dict:
     """The verdict on one bad-input case."""
     text = flat(output)
     named = all(flat(f) in text for f in case.fragments) and (not case.rows or "first offending rows" in text)
@@ -52,7 +52,7 @@ def judge(case: fault_cases.Case, returncode: int, output: str, outputs_same: bo
     }
 
 
-def judge_request(request: fault_cases.Request, status: int | None, message: str, alive: bool) -> dict:
+def judge_request(request: Request, status: int | None, message: str, alive: bool) -> dict:
     named = all(flat(f) in flat(message) for f in request.fragments)
     error = status is None or status >= 500
     clear = status in request.status and named
@@ -81,7 +81,8 @@ def tally(rows: list[dict]) -> dict:
     }
 
 
-def _print(f: dict, console: Console) -> None:
+def print_table(f: dict, console: Console) -> None:
+    """The counts per group and over all, then each case that went wrong with its message."""
     table = Table(title="bench faults: tiny store, fresh copy")
     for column in (
         "group",

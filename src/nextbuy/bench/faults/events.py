@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nextbuy.bench.fault_base import INPUTS, SNAPSHOT, Case, setting
+from nextbuy.bench.faults.base import INPUTS, SNAPSHOT, Case, setting
 
 STORE = INPUTS / "store"  # the valid logs every case starts from (written once per project)
 LOGS = ("orders", "impressions", "interactions")

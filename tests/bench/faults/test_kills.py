@@ -7,7 +7,7 @@ import signal
 import sys
 from types import SimpleNamespace
 
-from nextbuy.bench import fault_kills
+from nextbuy.bench.faults import kills
 
 SHOWS_SIGINT = "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
 
@@ -15,7 +15,7 @@ SHOWS_SIGINT = "import signal; print(signal.getsignal(signal.SIGINT) is signal.S
 def _sigint_ignored_in_child(tmp_path, terminal: bool) -> str:
     project = SimpleNamespace(root=tmp_path, env=None)
     log = tmp_path / f"terminal-{terminal}.log"
-    proc = fault_kills._start(project, [sys.executable, "-c", SHOWS_SIGINT], log, terminal=terminal)
+    proc = kills.start(project, [sys.executable, "-c", SHOWS_SIGINT], log, terminal=terminal)
     proc.wait(timeout=60)
     return log.read_text().strip()
 

@@ -22,13 +22,10 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from nextbuy.bench.fault_verdicts import TRACEBACK, flat
+from nextbuy.bench.faults.project import Project, capture
+from nextbuy.bench.faults.verdicts import TRACEBACK, flat
 from nextbuy.dvc_lock import LOCKFILE, RWLOCK, TMP_DIR, lockfile_problem, rwlock_problem
-
-if TYPE_CHECKING:
-    from nextbuy.bench.faults import Project
 
 KILL_POINTS = (0.25, 0.6, 0.9)  # fractions of a stage's measured run time
 # make run in the project copy (no .venv of its own: this environment counts as installed).
@@ -122,15 +119,13 @@ def truncated_case(project: Project, name: str) -> dict:
     """The file of case ``name`` (``TRUNCATED``) emptied, then ``make run``: recovered as after a
     kill, the file set aside with a warning naming it, and every output as before when dvc.lock
     did not change (no stage ran)."""
-    from nextbuy.bench import faults
-
     rel, check = TRUNCATED[name]
-    before = faults.capture(project)
+    before = capture(project)
     path = project.root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"")
     verdict = recover(project)
-    after = faults.capture(project)
+    after = capture(project)
     same_lock = after.get(LOCKFILE) == before.get(LOCKFILE)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     warned = flat(str(rel)) in flat(verdict["output"]) and "set aside" in flat(verdict["output"])

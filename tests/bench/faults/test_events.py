@@ -10,8 +10,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from nextbuy.bench import faults
-from nextbuy.bench.fault_events import EVENT_CASES, ORDERS_ONLY_CASES
+from nextbuy.bench.faults.events import EVENT_CASES, ORDERS_ONLY_CASES
+from nextbuy.bench.faults.project import Project, write_store_logs
+from nextbuy.bench.faults.verdicts import judge
 from nextbuy.cli import app
 
 
@@ -19,8 +20,8 @@ from nextbuy.cli import app
 def store(tmp_path_factory, tiny_params_module):
     root = tmp_path_factory.mktemp("store")
     (root / "inputs").mkdir()
-    project = faults.Project(root, tiny_params_module, {})
-    faults.write_store_logs(project)
+    project = Project(root, tiny_params_module, {})
+    write_store_logs(project)
     return project
 
 
@@ -51,5 +52,5 @@ def test_each_bad_raw_log_is_refused_or_cleaned_clearly(store, case, tmp_path, m
         for path in set((root / "inputs").iterdir()) - added:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     assert stage == case.stage, result.output  # an earlier stage did not refuse instead
-    verdict = faults.judge(case, result.exit_code, result.output + caplog.text, outputs_same=True)
+    verdict = judge(case, result.exit_code, result.output + caplog.text, outputs_same=True)
     assert verdict["clear"], (verdict, result.output + caplog.text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from nextbuy.bench import fault_recovery
+from nextbuy.bench.faults import recovery
 
 
 def _project(tmp_path, rwlock: bytes):
@@ -18,7 +18,7 @@ def _project(tmp_path, rwlock: bytes):
 def test_a_failed_case_that_left_dvcs_lock_file_unreadable_has_it_deleted_and_says_so(tmp_path):
     project, rwlock = _project(tmp_path, b"")
     row = {"case": "kill -9 at 90%", "recovered": False, "message": "Unable to read RWLock-file"}
-    settled = fault_recovery.settle(project, row)
+    settled = recovery.settle(project, row)
     assert not rwlock.exists()
     assert settled["recovered"] is False  # the case keeps its failure
     assert settled["message"].startswith("Unable to read RWLock-file\n")
@@ -28,7 +28,7 @@ def test_a_failed_case_that_left_dvcs_lock_file_unreadable_has_it_deleted_and_sa
 def test_a_failed_case_that_left_dvc_lock_unreadable_has_it_deleted_too(tmp_path):
     project, rwlock = _project(tmp_path, b"{}")
     (tmp_path / "dvc.lock").write_text("")
-    settled = fault_recovery.settle(project, {"case": "kill -9 at 25%", "recovered": False, "message": "x"})
+    settled = recovery.settle(project, {"case": "kill -9 at 25%", "recovered": False, "message": "x"})
     assert not (tmp_path / "dvc.lock").exists()
     assert rwlock.read_bytes() == b"{}"
     assert "unreadable dvc.lock this left, empty, deleted" in settled["message"]
@@ -37,17 +37,17 @@ def test_a_failed_case_that_left_dvc_lock_unreadable_has_it_deleted_too(tmp_path
 def test_a_recovered_case_or_a_readable_lock_file_is_left_alone(tmp_path):
     project, rwlock = _project(tmp_path, b"")
     row = {"case": "kill -9 at 25%", "recovered": True, "message": ""}
-    assert fault_recovery.settle(project, row) == row
+    assert recovery.settle(project, row) == row
     assert rwlock.exists()
     rwlock.write_bytes(b"{}")
     failed = {**row, "recovered": False}
-    assert fault_recovery.settle(project, failed) == failed
+    assert recovery.settle(project, failed) == failed
     assert rwlock.read_bytes() == b"{}"
 
 
 def test_the_recovery_is_make_run_as_a_user_runs_it():
     from tests.conftest import ROOT
 
-    assert fault_recovery.RECOVERY[0] == "make"
-    assert fault_recovery.RECOVERY[-1] == "run"
+    assert recovery.RECOVERY[0] == "make"
+    assert recovery.RECOVERY[-1] == "run"
     assert "check-dvc-lock" in (ROOT / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n")[0]

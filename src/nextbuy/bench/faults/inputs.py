@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nextbuy.bench.fault_base import GRAPH, INPUTS, LOG, SNAPSHOT, Case, setting
+from nextbuy.bench.faults.base import GRAPH, INPUTS, LOG, SNAPSHOT, Case, setting
 
 
 def _real(**changes: object) -> Callable[[dict], dict]:
