@@ -7,7 +7,7 @@ matured AUC or recall falls below the gate's floors is flagged on its card (tag
 
 Run by the monitor stage after it watched the traffic, and by ``nextbuy models mature``, on the
 engine of ``engine.kind``: in this process (:class:`InProcess`), or on Spark
-(``nextbuy.engines.spark_maturity``: the traffic scored on the executors, the counts and the
+(``nextbuy.engines.spark.maturity``: the traffic scored on the executors, the counts and the
 AUC's rank sums aggregated there), with the same answers."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def recent_versions(client, name: str, products: pd.DataFrame, newest: int) -> l
 class Measurer(Protocol):
     """Measures a version on the traffic whose labels have matured (``card_facts.Measured`` per
     maturity): :class:`InProcess` (the pandas engine) or, with ``engine.kind: spark``,
-    ``nextbuy.engines.spark_maturity.OnSpark``."""
+    ``nextbuy.engines.spark.maturity.OnSpark``."""
 
     def measured(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> list[card_facts.Measured]: ...
 

@@ -1,6 +1,6 @@
 """label_delay's metrics and plot tables from the weighted rows in Spark: the same numbers the
 pandas engine's ``summarise``, ``weight_profile``, ``flip_table`` and ``engagement_summary``
-give (sums and means to float rounding; quantiles exact: ``spark_table.exact_quantiles``)."""
+give (sums and means to float rounding; quantiles exact: ``table.exact_quantiles``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from nextbuy import paths
 from nextbuy.config import LabelDelayConfig
 from nextbuy.constants import WEIGHTING_METHODS
 from nextbuy.domain import delay, delay_rows
-from nextbuy.engines.spark_table import exact_quantiles
+from nextbuy.engines.spark.table import exact_quantiles
 from nextbuy.mlops import io
 
 

@@ -4,7 +4,7 @@ pandas engine's own function on each batch), the sort by (shown_at, impression_i
 ``finalise`` and the figures of the metrics and of ingest's meta (rows per split, conversions per
 split, the span of the rows a model learns from) are Spark jobs; the sorted rows are written once
 as parquet parts, which the stage streams, row group by row group, into the one parquet file of
-``paths.IMPRESSIONS`` (``spark_table.merge_parts``). The stage's process holds one row group at
+``paths.IMPRESSIONS`` (``table.merge_parts``). The stage's process holds one row group at
 a time, never the table.
 
 A check that fails (a product id outside the products table, an event before its impression, a
@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from nextbuy.config import SplitConfig
 from nextbuy.domain import events
 from nextbuy.domain import split as session_split
-from nextbuy.engines import spark_table
+from nextbuy.engines.spark import table
 from nextbuy.mlops import schemas
 
 SPLIT_SCHEMA = ", ".join([f"{c} long" for c in events.LOG_COLUMNS] + ["split string"])
@@ -35,7 +35,7 @@ SPLIT_SCHEMA = ", ".join([f"{c} long" for c in events.LOG_COLUMNS] + ["split str
 EXAMPLE = pd.DataFrame(
     {
         **{c: np.zeros(1, np.int64) for c in ("impression_id", "source_id", "shown_id")},
-        **{c: np.zeros(1, "datetime64[ns]") for c in spark_table.TIME_COLUMNS},
+        **{c: np.zeros(1, "datetime64[ns]") for c in table.TIME_COLUMNS},
         "split": np.array(["train"], dtype=object),
     }
 )[list(schemas.IMPRESSIONS.columns)]
@@ -63,7 +63,7 @@ class SparkImpressions:
         """The rows, in order, ``batch_rows`` at a time, times as times."""
         for file in self.files:
             for batch in pq.ParquetFile(file).iter_batches(self.batch_rows):
-                yield spark_table.as_pandas(batch.to_pandas())
+                yield table.as_pandas(batch.to_pandas())
 
     def to_pandas(self) -> pd.DataFrame:
         """Every row in this process (a refusal's words only)."""
@@ -73,15 +73,15 @@ class SparkImpressions:
 
     def write(self, path: str | Path) -> int:
         """The one parquet file at ``path`` (atomic), checked by ``schemas.IMPRESSIONS``."""
-        return spark_table.merge_parts(
+        return table.merge_parts(
             self.files, Path(path), schemas.IMPRESSIONS, EXAMPLE, batch_rows=self.batch_rows
         )
 
 
 def with_split(labelled: Any, products: pd.DataFrame, split: SplitConfig) -> Any:
-    """``labelled`` (``spark_events.LABEL_SCHEMA``) with each row's session split, by
+    """``labelled`` (the Spark ``events.LABEL_SCHEMA``) with each row's session split, by
     ``session_split.assign_split`` of its source product's key and its day."""
-    keys = spark_table.shared(labelled.sparkSession, products.set_index("product_id")["product_key"])
+    keys = table.shared(labelled.sparkSession, products.set_index("product_id")["product_key"])
 
     def split_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -99,7 +99,7 @@ def problems(products: pd.DataFrame) -> Any:
     from pyspark.sql import functions as F
 
     n = len(products)
-    has = {c: F.col(c) != spark_table.NAT for c in spark_table.TIME_COLUMNS}
+    has = {c: F.col(c) != table.NAT for c in table.TIME_COLUMNS}
     if np.array_equal(products["product_id"].to_numpy(), np.arange(n)):
         unknown = ~F.col("source_id").between(0, n - 1) | ~F.col("shown_id").between(0, n - 1)
     else:  # ids not 0..n-1: the pandas check decides
@@ -122,19 +122,19 @@ def finish(
     (``batch_rows``: rows the stage's process later reads of the parts at a time)."""
     from pyspark.sql import functions as F
 
-    folder = spark_table.scratch(near, ".spark-impressions.")  # outlives this call: released later
+    folder = table.scratch(near, ".spark-impressions.")  # outlives this call: released later
     try:
         rows = with_split(labelled, products, split).orderBy("shown_at", "impression_id")
         rows.write.mode("overwrite").parquet(str(folder / "rows"))
         files = sorted((folder / "rows").glob("part-*.parquet"))
         written = labelled.sparkSession.read.parquet(str(folder / "rows"))
         learning = F.col("split") != "test"
-        none = F.lit(spark_table.NAT)
+        none = F.lit(table.NAT)
         figures = (
             written.groupBy("split")
             .agg(
                 F.count(F.lit(1)).alias("rows"),
-                F.sum(F.when(F.col("converted_at") != spark_table.NAT, 1).otherwise(0)).alias("converted"),
+                F.sum(F.when(F.col("converted_at") != table.NAT, 1).otherwise(0)).alias("converted"),
                 F.coalesce(F.min(F.when(learning, F.col("shown_at"))), none).alias("first"),
                 F.coalesce(F.max(F.when(learning, F.col("shown_at"))), none).alias("last"),
                 F.sum(problems(products)).alias("refused"),
@@ -145,8 +145,8 @@ def finish(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     figures = figures.sort_values("split", ignore_index=True)
-    first = figures["first"][figures["first"] != spark_table.NAT]
-    last = figures["last"][figures["last"] != spark_table.NAT]
+    first = figures["first"][figures["first"] != table.NAT]
+    last = figures["last"][figures["last"] != table.NAT]
     return SparkImpressions(
         folder,
         files,

@@ -3,16 +3,21 @@ installs the first; Debian's openjdk-17-jre-headless the second)."""
 
 from __future__ import annotations
 
+import copy
+import os
+from pathlib import Path
+
 import pytest
 
 from nextbuy.config import SparkConfig
-from nextbuy.engines.spark_classes import with_archive
+from nextbuy.engines.spark import session as spark_session
 from tests.conftest import TINY_PARAMS
+from tests.engines.spark import parity
 
 # The tests' JVMs live for seconds: the C1 compiler only, without C2's compile threads (which
 # cost more CPU than they save in jobs this short), and one garbage-collector thread; the
 # standalone cluster's JVMs (all on this machine) map the class archive too, as the driver does.
-TEST_JVM_OPTIONS = with_archive("-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+TEST_JVM_OPTIONS = spark_session.with_archive("-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 
 
 def spark_config(master: str = "local[2]") -> SparkConfig:
@@ -31,9 +36,7 @@ def spark_config(master: str = "local[2]") -> SparkConfig:
 
 
 def skip_without_spark() -> None:
-    from nextbuy.engines.spark_session import unavailable_reason
-
-    reason = unavailable_reason()
+    reason = spark_session.unavailable_reason()
     if reason is not None:
         pytest.skip(f"Spark engine unavailable: {reason}")
 
@@ -42,9 +45,30 @@ def skip_without_spark() -> None:
 def local_spark() -> SparkConfig:
     """engine.spark on local[2]; one session for every test of the process, stopped at the end."""
     skip_without_spark()
-    from nextbuy.engines import spark_session
-
     cfg = spark_config()
     spark_session.session(cfg)
     yield cfg
     spark_session.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_store_built(tmp_path_factory, local_spark) -> tuple[Path, dict]:
+    """The tiny store in ``root/store``, ingested and its traffic simulated, once per process
+    (the Spark tests all run in one): ``(root, params)``."""
+    before = Path.cwd()
+    root = tmp_path_factory.mktemp("tiny")
+    try:
+        params = parity.ingested_store(root / "store", copy.deepcopy(TINY_PARAMS))
+    finally:
+        os.chdir(before)
+    return root, params
+
+
+@pytest.fixture
+def tiny_store(tiny_store_built, monkeypatch) -> tuple[Path, dict]:
+    """:func:`tiny_store_built` with its store folder the test's cwd: the tests of label_delay,
+    monitor and maturity on it go on from what the ones before left there (label_delay's
+    outputs, a bundle)."""
+    root, params = tiny_store_built
+    monkeypatch.chdir(root / "store")
+    return root, params

@@ -31,7 +31,8 @@ import pandas as pd
 
 from nextbuy.config import SparkConfig
 from nextbuy.data.sources import edge_list, keys
-from nextbuy.engines import spark_session, spark_table
+from nextbuy.engines.spark import table
+from nextbuy.engines.spark.session import session
 from nextbuy.mlops import io
 
 # One class both Java and Python regexes read alike: a line with none of these is blank (skipped).
@@ -121,15 +122,15 @@ def read_edge_list(spark_cfg: SparkConfig, near: Path, path: str | Path) -> keys
     if Path(path).suffix.lower() not in edge_list.TEXT_SUFFIXES:
         return edge_list.read_edge_list(path)
     lay = layout(path)
-    spark = spark_session.session(spark_cfg)
+    spark = session(spark_cfg)
     near = Path(near)
-    with spark_table.spilled(_numbered(spark, lay), near) as (_, rows):
+    with table.spilled(_numbered(spark, lay), near) as (_, rows):
         kinds, counted, lead, n_rows = _facts(rows, lay)
         if n_rows == 0:
             raise io.DataError(path, "file has no rows")
         _refuse(rows, lay, kinds, (counted, lead))
         checked = rows.mapInPandas(_edge_rows(lay, kinds, counted, lead), ROWS_SCHEMA)
-        with spark_table.spilled(checked, near) as (_, edges):
+        with table.spilled(checked, near) as (_, edges):
             return _graph(spark, spark_cfg, near, lay.path, edges, n_rows)
 
 
@@ -271,7 +272,7 @@ def _refuse(rows: Any, lay: Layout, kinds: dict[str, str], whole: tuple[tuple[in
 
 
 def _edge_rows(lay: Layout, kinds: dict[str, str], counted: tuple[int, int], lead: str | None) -> Any:
-    """Per batch: each row's src and dst keys, weight and time (int64 ns; NaT: ``spark_table.NAT``)."""
+    """Per batch: each row's src and dst keys, weight and time (int64 ns; NaT: ``table.NAT``)."""
 
     def per_batch(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -297,22 +298,22 @@ def _graph(
     from pyspark.sql import functions as F
 
     named = rows.select(F.col("src_key").alias("key")).union(rows.select(F.col("dst_key").alias("key")))
-    order = keys._sorted_keys(spark_table.collected(named.distinct(), near)["key"].to_numpy(str))
+    order = keys._sorted_keys(table.collected(named.distinct(), near)["key"].to_numpy(str))
     ids = pd.DataFrame({"key": order, "id": np.arange(len(order), dtype=np.int64)})
-    with spark_table.staged(spark, {"ids": ids}, near, spark_cfg.batch_rows) as staged:
-        table = staged["ids"]
+    with table.staged(spark, {"ids": ids}, near, spark_cfg.batch_rows) as staged:
+        id_of = staged["ids"]
         coded = rows.join(
-            table.select(F.col("key").alias("src_key"), F.col("id").alias("src")), "src_key"
-        ).join(table.select(F.col("key").alias("dst_key"), F.col("id").alias("dst")), "dst_key")
+            id_of.select(F.col("key").alias("src_key"), F.col("id").alias("src")), "src_key"
+        ).join(id_of.select(F.col("key").alias("dst_key"), F.col("id").alias("dst")), "dst_key")
         loops = coded.where(F.col("src") == F.col("dst")).count()
-        real = F.when(F.col("time") != spark_table.NAT, F.col("time"))
+        real = F.when(F.col("time") != table.NAT, F.col("time"))
         merged = (
             coded.where(F.col("src") != F.col("dst"))
             .groupBy("src", "dst")
             .agg(F.sum("weight").alias("weight"), F.min(real).alias("time"))
-            .withColumn("time", F.coalesce(F.col("time"), F.lit(spark_table.NAT)))
+            .withColumn("time", F.coalesce(F.col("time"), F.lit(table.NAT)))
         )
-        edges = spark_table.collected(merged, near).sort_values(["src", "dst"], ignore_index=True)
+        edges = table.collected(merged, near).sort_values(["src", "dst"], ignore_index=True)
     cleaning = keys.cleaning_counts(n_rows, int(loops), n_rows - int(loops), len(edges), path)
     out = pd.DataFrame(
         {

@@ -1,5 +1,6 @@
 """The Spark session of the Spark engine: built from params.yaml's ``engine.spark``, once
-per process; pyspark imported here, lazily."""
+per process; pyspark imported here, lazily. The driver's JVM maps the class archive
+``make spark`` writes (``classes``: how it is built) when there is one."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import nextbuy
 from nextbuy.config import SparkConfig
-from nextbuy.engines import spark_classes
 from nextbuy.mlops import io
 
 # What every nextbuy job needs whatever the user's conf: UTC wall times (the stages' times are
@@ -19,9 +20,13 @@ FIXED_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    # pandas writes nanosecond timestamps, which Spark reads as int64 ns only (spark_table.read)
+    # pandas writes nanosecond timestamps, which Spark reads as int64 ns only (table.read)
     "spark.sql.legacy.parquet.nanosAsLong": "true",
 }
+# The class archive (classes.build writes it): it belongs to this environment, so it lives in it.
+ARCHIVE = Path(sys.prefix) / "share" / "nextbuy" / "spark-classes.jsa"
+# HotSpot flags that choose an archive (or none) already: the user's choice stands.
+CHOOSING = ("SharedArchiveFile", "ArchiveClassesAtExit", "-Xshare")
 
 
 def unavailable_reason() -> str | None:
@@ -37,29 +42,36 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def with_archive(java_options: str, archive: Path | None = None) -> str:
+    """``java_options`` plus the flag that maps ``archive`` (``ARCHIVE``), when it exists and the
+    options choose no archive of their own."""
+    archive = ARCHIVE if archive is None else archive
+    if not archive.is_file() or any(flag in java_options for flag in CHOOSING):
+        return java_options
+    return f"{java_options} -XX:SharedArchiveFile={archive}".strip()
+
+
 def session_conf(cfg: SparkConfig) -> dict[str, str]:
     """The session's settings: ``engine.spark.conf``, the executors' Python (this one, with
     this process's PYTHONPATH, and its daemon, unless the conf names others), and ``FIXED_CONF``."""
-    import nextbuy
-
     # The executors import this nextbuy (the checkout's src/ before any installed copy).
     where = [str(Path(nextbuy.__file__).resolve().parents[1])]
     conf = {
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_rows),
-        # pyspark's daemon from the installed, compiled pyspark (spark_daemon says why)
-        "spark.python.daemon.module": "nextbuy.engines.spark_daemon",
+        # pyspark's daemon from the installed, compiled pyspark (daemon says why)
+        "spark.python.daemon.module": "nextbuy.engines.spark.daemon",
         "spark.ui.showConsoleProgress": "false",
         "spark.executorEnv.PYTHONPATH": os.pathsep.join(
             where + os.environ.get("PYTHONPATH", "").split(os.pathsep)
         ).strip(os.pathsep),
     }
     conf = conf | dict(cfg.conf) | FIXED_CONF
-    # The driver's JVM maps the class archive ``make spark`` built (spark_classes): on a local
+    # The driver's JVM maps the class archive ``make spark`` built (classes): on a local
     # master the executors run inside it. A cluster's executors are on other machines.
     driver = "spark.driver.extraJavaOptions"
-    conf[driver] = spark_classes.with_archive(conf.get(driver, ""))
+    conf[driver] = with_archive(conf.get(driver, ""))
     if not conf[driver]:
         del conf[driver]
     return conf

@@ -6,7 +6,7 @@ the delay models' pair-feature context once. It fits the delay models on the tra
 sample (``delay_rows.fit_sample``: the same rows the pandas engine fits on), then every Arrow
 batch of the log is weighted on the executors by ``delay_rows.weighted_rows`` with that context
 and those models. The rows are written once as Spark parts; the aggregates (the ``importance_ipw``
-mean, the metrics and plot tables: ``spark_label_metrics``) are read from them, and the driver
+mean, the metrics and plot tables: ``label_metrics``) are read from them, and the driver
 streams them into ``data/weighted/impressions.parquet``, rescaling ``importance_ipw`` on the
 way, row group by row group."""
 
@@ -22,7 +22,8 @@ from nextbuy import paths
 from nextbuy.config import LabelDelayConfig, SparkConfig
 from nextbuy.domain import delay, delay_rows
 from nextbuy.domain.delay_signals import PairContext, exposure_from_first
-from nextbuy.engines import spark_label_metrics, spark_session, spark_table
+from nextbuy.engines.spark import label_metrics, table
+from nextbuy.engines.spark.session import session
 from nextbuy.mlops import io, schemas
 
 # Per-row values the metrics need beside the written columns (dropped before the file).
@@ -33,7 +34,7 @@ def pair_context(
     spark_frame: Any, products: pd.DataFrame, edges: pd.DataFrame, at: pd.Timestamp
 ) -> PairContext:
     """The pair-feature context of the whole log at ``at``, as the pandas engine builds it."""
-    exposure = exposure_from_first(spark_table.first_seen_ns(spark_frame, len(products)), at)
+    exposure = exposure_from_first(table.first_seen_ns(spark_frame, len(products)), at)
     return PairContext.build(products, edges, exposure)
 
 
@@ -58,7 +59,7 @@ def fitted_models(
             )
             yield batch[keep]
 
-    rows = spark_table.as_pandas(spark_frame.mapInPandas(sample, spark_frame.schema).toPandas())
+    rows = table.as_pandas(spark_frame.mapInPandas(sample, spark_frame.schema).toPandas())
     signals = delay.impression_signals(rows, snapshot, context=context)
     problem = delay_rows.fit_problem(signals, cfg.wait_days)
     if problem is not None:
@@ -92,36 +93,36 @@ def weigh_batch(
 def run(cfg: LabelDelayConfig, spark_cfg: SparkConfig) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
     """The stage on Spark: writes data/weighted; returns the importance model (as a dict), the
     metrics and the two plot tables, which the stage writes as the pandas engine's."""
-    spark = spark_session.session(spark_cfg)
+    spark = session(spark_cfg)
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     edges = io.read_table(paths.EDGES, schemas.EDGES)
     meta = io.read_json(paths.INGEST_META)
     snapshot = pd.Timestamp(meta["snapshot"])
-    log = spark_table.read(spark, paths.IMPRESSIONS)
+    log = table.read(spark, paths.IMPRESSIONS)
     context = pair_context(log, products, edges, snapshot)
     models = fitted_models(log, context, snapshot, cfg, meta.get("attribution_days"))
-    get = spark_table.shared(spark, (context, models, snapshot, cfg))
-    example = weigh_batch(spark_table.as_pandas(log.limit(4).toPandas()), get())
-    struct = spark_table.struct_of(example)
+    get = table.shared(spark, (context, models, snapshot, cfg))
+    example = weigh_batch(table.as_pandas(log.limit(4).toPandas()), get())
+    struct = table.struct_of(example)
 
     def weigh(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         shared = get()
         for batch in batches:
-            yield spark_table.for_spark(weigh_batch(spark_table.as_pandas(batch), shared))
+            yield table.for_spark(weigh_batch(table.as_pandas(batch), shared))
 
-    with spark_table.spilled(log.mapInPandas(weigh, struct), paths.WEIGHTED_IMPRESSIONS.parent) as (
+    with table.spilled(log.mapInPandas(weigh, struct), paths.WEIGHTED_IMPRESSIONS.parent) as (
         files,
         rows,
     ):
-        scale = spark_label_metrics.ipw_scale(rows, cfg)
-        metrics, profile, flips = spark_label_metrics.metrics(rows, scale, models, cfg)
+        scale = label_metrics.ipw_scale(rows, cfg)
+        metrics, profile, flips = label_metrics.metrics(rows, scale, models, cfg)
         written = example.drop(columns=list(AUX))
 
         def finish(group: pd.DataFrame) -> pd.DataFrame:
             return group.assign(weight_importance_ipw=group["weight_importance_ipw"] / scale)
 
         # batch_rows bounds the stage's process: Spark's row groups grow with the log.
-        spark_table.merge_parts(
+        table.merge_parts(
             files, paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED, written, finish, spark_cfg.batch_rows
         )
     return models["importance"].to_dict(), metrics, profile, flips

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.config import SparkConfig
-from nextbuy.engines import spark_session, spark_table
+from nextbuy.engines.spark import table
+from nextbuy.engines.spark.session import session
 from nextbuy.mlops import io
 from nextbuy.mlops.batch import in_store_keys, shard_sources
 
@@ -29,12 +30,12 @@ def write_top_k(
 ) -> dict:
     """``mlops.batch.write_top_k`` on Spark (``shard``: this shard and the number of shards):
     the same ``out_dir/shard=SSS/part-NNNNN.parquet`` files, row for row."""
-    spark = spark_session.session(spark_cfg)
+    spark = session(spark_cfg)
     index, num_shards = shard
     sources = shard_sources(bundle.n_products, index, num_shards)
     n_parts = -(-sources.size // sources_per_file)
     target = Path(out_dir) / f"shard={index:03d}"
-    get = spark_table.shared(spark, bundle)
+    get = table.shared(spark, bundle)
     with io.atomic_dir(target) as tmp:
         folder = str(tmp.resolve())
 

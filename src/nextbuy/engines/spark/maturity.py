@@ -19,7 +19,8 @@ from nextbuy.config import SparkConfig
 from nextbuy.domain import card_facts
 from nextbuy.domain.gate import rank_sum_auc
 from nextbuy.domain.timeunits import DAY
-from nextbuy.engines import spark_session, spark_table
+from nextbuy.engines.spark import table
+from nextbuy.engines.spark.session import session
 
 
 def rank_sums(distinct: Any, score: str, masses: Sequence[tuple[str, str]], blocks: int) -> pd.DataFrame:
@@ -41,8 +42,8 @@ def rank_sums(distinct: Any, score: str, masses: Sequence[tuple[str, str]], bloc
             F.sum(F.col(pos).cast("double")).alias(f"pos{i}"),
             F.sum(F.col(neg).cast("double")).alias(f"neg{i}"),
         ]
-    table = ranged.groupBy("block").agg(*sums).toPandas()
-    return table.sort_values("block").reset_index(drop=True)
+    per_block = ranged.groupBy("block").agg(*sums).toPandas()
+    return per_block.sort_values("block").reset_index(drop=True)
 
 
 def _blocks(spark: Any) -> int:
@@ -57,8 +58,8 @@ def weighted_auc(frame: Any, score: str, label: str, weight: str | None = None) 
     w = F.lit(1.0) if weight is None else F.col(weight).cast("double")
     y = F.col(label).cast("double")
     distinct = frame.groupBy(score).agg(F.sum(w * y).alias("pos"), F.sum(w * (1.0 - y)).alias("neg"))
-    table = rank_sums(distinct, score, [("pos", "neg")], _blocks(frame.sparkSession))
-    return rank_sum_auc(table["within0"], table["pos0"], table["neg0"])
+    ranks = rank_sums(distinct, score, [("pos", "neg")], _blocks(frame.sparkSession))
+    return rank_sum_auc(ranks["within0"], ranks["pos0"], ranks["neg0"])
 
 
 class OnSpark:
@@ -66,8 +67,8 @@ class OnSpark:
     there), each version scored and measured by :meth:`measured`."""
 
     def __init__(self, spark_cfg: SparkConfig, impressions: str | Path):
-        self.spark = spark_session.session(spark_cfg)
-        self.log = spark_table.read(self.spark, impressions).select(
+        self.spark = session(spark_cfg)
+        self.log = table.read(self.spark, impressions).select(
             "source_id", "shown_id", "shown_at", "converted_at"
         )
 
@@ -76,7 +77,7 @@ class OnSpark:
         as ``card_facts.maturity_columns``."""
         from pyspark.sql import functions as F
 
-        get = spark_table.shared(self.spark, bundle)
+        get = table.shared(self.spark, bundle)
 
         def columns(batch: pd.DataFrame) -> pd.DataFrame:
             predictions = get().score(batch["source_id"].to_numpy(), batch["shown_id"].to_numpy())
@@ -84,7 +85,7 @@ class OnSpark:
 
         def batches(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             for batch in parts:
-                yield columns(spark_table.as_pandas(batch))
+                yield columns(table.as_pandas(batch))
 
         counts = [f"{c}{i} long" for i in range(len(days)) for c in ("rows", "conversions", "hits")]
         schema = ", ".join(["score double", *counts])
@@ -108,13 +109,13 @@ class OnSpark:
         try:
             totals = distinct.agg(*[F.sum(c).alias(c) for c in counts]).first()
             masses = [(f"conversions{i}", f"negatives{i}") for i in range(n)]
-            table = rank_sums(distinct, "score", masses, _blocks(self.spark))
+            ranks = rank_sums(distinct, "score", masses, _blocks(self.spark))
         finally:
             distinct.unpersist()
         out = []
         for i, m in enumerate(days):
             rows, conversions, hits = (int(totals[f"{c}{i}"] or 0) for c in ("rows", "conversions", "hits"))
-            auc = rank_sum_auc(table[f"within{i}"], table[f"pos{i}"], table[f"neg{i}"])
+            auc = rank_sum_auc(ranks[f"within{i}"], ranks[f"pos{i}"], ranks[f"neg{i}"])
             recall = hits / conversions if conversions else None
             out.append(card_facts.Measured(int(m), rows, conversions, auc, recall))
         return out

@@ -6,29 +6,20 @@ twelve thousand of them from Spark's jars (``-Xlog:class+load``); with the archi
 3.0 CPU-seconds instead of 5.6 here, and the
 engine tests' JVMs 115 instead of 132 (measured side by side with process accounting). The
 archive belongs to this environment (this pyspark's jars, this Java): it lives in the venv,
-``python -m nextbuy.engines.spark_classes`` writes it again, and a JVM that finds it stale or
-missing maps nothing and runs as before.
+``python -m nextbuy.engines.spark.classes`` writes it again, and a JVM that finds it stale or
+missing maps nothing and runs as before. Where it lives and the flag that maps it are the
+session's (``session.ARCHIVE``, ``session.with_archive``): every session needs them, and this
+module needs a session to write the archive.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-ARCHIVE = Path(sys.prefix) / "share" / "nextbuy" / "spark-classes.jsa"
-# HotSpot flags that choose an archive (or none) already: the user's choice stands.
-CHOOSING = ("SharedArchiveFile", "ArchiveClassesAtExit", "-Xshare")
-
-
-def with_archive(java_options: str, archive: Path | None = None) -> str:
-    """``java_options`` plus the flag that maps ``archive`` (``ARCHIVE``), when it exists and the
-    options choose no archive of their own."""
-    archive = ARCHIVE if archive is None else archive
-    if not archive.is_file() or any(flag in java_options for flag in CHOOSING):
-        return java_options
-    return f"{java_options} -XX:SharedArchiveFile={archive}".strip()
+from nextbuy.config import SparkConfig
+from nextbuy.engines.spark.session import ARCHIVE, session
 
 
 def _load_the_engines_classes(spark, folder: Path) -> None:
@@ -38,7 +29,7 @@ def _load_the_engines_classes(spark, folder: Path) -> None:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    # times as the engine reads pandas' timestamps: int64 nanoseconds (spark_session.FIXED_CONF)
+    # times as the engine reads pandas' timestamps: int64 nanoseconds (session.FIXED_CONF)
     frame = pd.DataFrame({"source": range(400), "target": [i % 37 for i in range(400)]})
     frame["at"] = (pd.Timestamp("2026-01-01") + pd.to_timedelta(frame["source"], unit="h")).astype("int64")
     frame.to_parquet(folder / "edges.parquet", index=False)
@@ -61,9 +52,6 @@ def _load_the_engines_classes(spark, folder: Path) -> None:
 def build(archive: Path = ARCHIVE) -> Path:
     """Run a local session that loads the engine's classes and dump them into ``archive`` as its
     JVM exits (the file appears whole: written beside it, then renamed)."""
-    from nextbuy.config import SparkConfig
-    from nextbuy.engines import spark_session
-
     archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_name(archive.name + ".partial")
     partial.unlink(missing_ok=True)
@@ -72,7 +60,7 @@ def build(archive: Path = ARCHIVE) -> Path:
     dumping = f"-XX:ArchiveClassesAtExit={partial} -Xlog:cds=off"
     dump = {"spark.driver.extraJavaOptions": dumping, "spark.ui.enabled": "false"}
     cfg = SparkConfig(master="local[2]", batch_rows=10_000, dashboard_rows=1_000, conf=dump)
-    spark = spark_session.session(cfg)
+    spark = session(cfg)
     jvm = spark.sparkContext._gateway.proc  # pyspark keeps the JVM's process here
     try:
         with tempfile.TemporaryDirectory() as folder:

@@ -16,7 +16,9 @@ from nextbuy.config import MonitorConfig, SparkConfig
 from nextbuy.domain import delay, positivity, traffic_rows
 from nextbuy.domain.delay_rows import hash_unit
 from nextbuy.domain.delay_signals import PairContext, exposure_from_first
-from nextbuy.engines import spark_session, spark_table
+from nextbuy.engines.spark import table
+from nextbuy.engines.spark.session import session
+from nextbuy.mlops import io
 
 # The dashboard's sample of a window: rows whose hashed id falls below its share.
 SAMPLE_SEED = 0
@@ -28,9 +30,9 @@ def scored(spark: Any, log: Any, bundle: Any, products: pd.DataFrame, edges: pd.
     hashed impression id) the dashboard's sample is drawn by. ``how``: (delay model, now,
     start, window days)."""
     delay_model, now, start, window_days = how
-    exposure = exposure_from_first(spark_table.first_seen_ns(log, len(products)), now)
+    exposure = exposure_from_first(table.first_seen_ns(log, len(products)), now)
     context = PairContext.build(products, edges, exposure)
-    get = spark_table.shared(spark, (bundle, products, context, delay_model))
+    get = table.shared(spark, (bundle, products, context, delay_model))
 
     def score(batch: pd.DataFrame) -> pd.DataFrame:
         bundle_, products_, context_, model_ = get()
@@ -40,13 +42,13 @@ def scored(spark: Any, log: Any, bundle: Any, products: pd.DataFrame, edges: pd.
             u=hash_unit(batch["impression_id"].to_numpy(), SAMPLE_SEED),
         )
 
-    example = score(spark_table.as_pandas(log.limit(4).toPandas()))
+    example = score(table.as_pandas(log.limit(4).toPandas()))
 
     def batches(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in parts:
-            yield spark_table.for_spark(score(spark_table.as_pandas(batch)))
+            yield table.for_spark(score(table.as_pandas(batch)))
 
-    return log.mapInPandas(batches, spark_table.struct_of(example)), example
+    return log.mapInPandas(batches, table.struct_of(example)), example
 
 
 def window_sums(rows: Any, maturity_days: float) -> pd.DataFrame:
@@ -54,7 +56,7 @@ def window_sums(rows: Any, maturity_days: float) -> pd.DataFrame:
     from pyspark.sql import functions as F
 
     matured = F.col("elapsed_days") >= maturity_days
-    table = (
+    sums = (
         rows.groupBy("window", "bucket")
         .agg(
             F.count("prob_calibrated").alias("volume"),
@@ -69,8 +71,8 @@ def window_sums(rows: Any, maturity_days: float) -> pd.DataFrame:
         )
         .toPandas()
     )
-    table["observed"] = table["observed"].astype(np.float64)  # null (no matured row): NaN
-    return table.sort_values(["window", "bucket"]).reset_index(drop=True)
+    sums["observed"] = sums["observed"].astype(np.float64)  # null (no matured row): NaN
+    return sums.sort_values(["window", "bucket"]).reset_index(drop=True)
 
 
 def window_sample(rows: Any, example: pd.DataFrame, volume: pd.Series, per_window: int) -> pd.DataFrame:
@@ -83,7 +85,7 @@ def window_sample(rows: Any, example: pd.DataFrame, volume: pd.Series, per_windo
         pd.DataFrame({"window": share.index.to_numpy(np.int64), "share": share.to_numpy(np.float64)})
     )
     picked = rows.join(F.broadcast(shares), "window").where(F.col("u") < F.col("share"))
-    frame = spark_table.as_pandas(picked.select(*example.columns).toPandas(), example)
+    frame = table.as_pandas(picked.select(*example.columns).toPandas(), example)
     return frame.sort_values("shown_at", kind="stable").reset_index(drop=True)
 
 
@@ -98,11 +100,11 @@ def watch(
     """The traffic of ``paths.TRAFFIC_IMPRESSIONS`` scored and aggregated on Spark: the sums of
     ``positivity.window_sums`` and the dashboard's sample of scored rows. ``tables``: products
     and edges; ``span``: the traffic's start and now."""
-    spark = spark_session.session(spark_cfg)
+    spark = session(spark_cfg)
     (products, edges), (start, now) = tables, span
-    log = spark_table.read(spark, paths.TRAFFIC_IMPRESSIONS)
+    log = table.read(spark, paths.TRAFFIC_IMPRESSIONS)
     frame, example = scored(spark, log, bundle, products, edges, (delay_model, now, start, cfg.window_days))
-    with spark_table.spilled(frame, paths.MONITOR_WINDOWS.parent) as (_, rows):
+    with table.spilled(frame, paths.MONITOR_WINDOWS.parent) as (_, rows):
         sums = window_sums(rows, cfg.maturity_days)
         volume = sums.groupby("window")["volume"].sum()
         sample = window_sample(rows, example, volume, spark_cfg.dashboard_rows)
@@ -120,11 +122,11 @@ def reference_sample(
     features' context of the whole holdout."""
     from pyspark.sql import functions as F
 
-    spark = spark_session.session(spark_cfg)
+    spark = session(spark_cfg)
     products, edges = tables
-    snapshot = pd.Timestamp(spark_table.io.read_json(paths.INGEST_META)["snapshot"])
-    holdout = spark_table.read(spark, paths.WEIGHTED_IMPRESSIONS).where(F.col("split") != "train")
-    exposure = exposure_from_first(spark_table.first_seen_ns(holdout, len(products)), snapshot)
+    snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
+    holdout = table.read(spark, paths.WEIGHTED_IMPRESSIONS).where(F.col("split") != "train")
+    exposure = exposure_from_first(table.first_seen_ns(holdout, len(products)), snapshot)
     context = PairContext.build(products, edges, exposure)
     share = min(1.0, spark_cfg.dashboard_rows / max(holdout.count(), 1))
 
@@ -132,7 +134,7 @@ def reference_sample(
         for batch in parts:
             yield batch[hash_unit(batch["impression_id"].to_numpy(), SAMPLE_SEED) < share]
 
-    rows = spark_table.as_pandas(holdout.mapInPandas(sample, holdout.schema).toPandas())
+    rows = table.as_pandas(holdout.mapInPandas(sample, holdout.schema).toPandas())
     as_log = rows.assign(
         clicked_at=rows["shown_at"].where(rows["clicked"] == 1),
         carted_at=rows["shown_at"].where(rows["carted"] == 1),

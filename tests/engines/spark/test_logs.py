@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 from nextbuy import paths
 from nextbuy.config import IngestConfig
 from nextbuy.data.sources import read_event_logs
+from nextbuy.engines.spark import logs as spark_logs
 from tests.conftest import TINY_PARAMS
-from tests.engines import parity
+from tests.engines.spark import parity
 
 T0 = pd.Timestamp("2026-01-20")
 ROW_GROUP_ROWS = 40  # every log of raw_frames in 4 to 8 row groups; the spoilt rows past the first
@@ -105,8 +106,6 @@ def ingest_config(files: dict[str, str], snapshot: str | None = None) -> IngestC
 def test_logs_read_on_spark_are_cleaned_counted_and_coded_as_the_pandas_reader_does(
     local_spark, tmp_path, given
 ):
-    from nextbuy.engines import spark_logs
-
     frames = raw_frames()
     files = write_logs(
         tmp_path / "logs", {n: f for n, f in frames.items() if n in ("orders", "impressions", *given)}
@@ -136,8 +135,6 @@ def test_logs_read_on_spark_are_cleaned_counted_and_coded_as_the_pandas_reader_d
 
 
 def test_a_csv_log_is_left_to_the_pandas_reader(local_spark, tmp_path):
-    from nextbuy.engines import spark_logs
-
     frames = raw_frames()
     files = write_logs(tmp_path / "logs", frames)
     frames["impressions"].to_csv(tmp_path / "impressions.csv", index=False)

@@ -12,7 +12,9 @@ from nextbuy.config import SplitConfig
 from nextbuy.data.ingest_checks import finalise
 from nextbuy.domain import events
 from nextbuy.domain.ingest_summary import impression_figures
-from nextbuy.engines import spark_table
+from nextbuy.engines.spark import impressions as spark_impressions
+from nextbuy.engines.spark import session as spark_session
+from nextbuy.engines.spark import table as spark_table
 from nextbuy.mlops import io
 
 SPLIT = SplitConfig.model_validate({"test_share": 0.2, "calib_share": 0.2, "seed": 3})
@@ -45,16 +47,12 @@ def labelled(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def on_spark(local_spark, frame: pd.DataFrame):
-    from nextbuy.engines import spark_session
-
     spark = spark_session.session(local_spark)
     rows = spark_table.for_spark(frame).assign(row=np.arange(len(frame)))
     return spark.createDataFrame(rows)
 
 
 def test_impressions_kept_on_spark_are_split_sorted_counted_and_written_as_pandas_does(local_spark, tmp_path):
-    from nextbuy.engines import spark_impressions
-
     products, frame = labelled()
     sorted_log = frame.sort_values(["shown_at", "impression_id"], kind="stable", ignore_index=True)
     edges = pd.DataFrame({"src": [0], "dst": [1], "weight": [1.0], "time": [pd.NaT]})
@@ -80,8 +78,6 @@ def test_impressions_kept_on_spark_are_split_sorted_counted_and_written_as_panda
 def test_a_row_finalise_refuses_is_found_on_spark_and_refused_with_the_pandas_words(
     local_spark, tmp_path, fault
 ):
-    from nextbuy.engines import spark_impressions
-
     products, frame = labelled()
     converted = frame.index[frame["converted_at"].notna() & frame["carted_at"].notna()][0]
     if fault == "click_before_shown":

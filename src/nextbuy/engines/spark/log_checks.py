@@ -1,4 +1,4 @@
-"""What the raw logs' reader on Spark (``spark_logs``) checks and codes over a whole log, once its
+"""What the raw logs' reader on Spark (``logs``) checks and codes over a whole log, once its
 row groups are checked one by one: exact duplicate rows across row groups, the counts of
 ``metrics/ingest.json``'s cleaning, the checks that need every row (orders left after returns,
 impression ids shared, times cut off from the rest of the log, products the catalogue does not
@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nextbuy.engines.spark.table import written
+
 log = logging.getLogger(__name__)
 
 LOG_ORDER = {"orders": 0, "impressions": 1, "interactions": 2}
@@ -25,8 +27,6 @@ def first_copies(rows: Any, folder: Path, name: str) -> Any:
     the pandas reader keeps the first), written once under ``folder``."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-
-    from nextbuy.engines.spark_logs import written
 
     first = F.min("row").over(Window.partitionBy("h1", "h2"))
     kept = rows.withColumn("first", first).where(F.col("row") == F.col("first")).drop("first", "bad")
@@ -143,8 +143,6 @@ def customer_ids(spark: Any, kept: dict[str, Any], folder: Path) -> tuple[Any, i
     and how many. Sorted by Spark into ranges; each range's first id is the rows before it."""
     from pyspark.sql import functions as F
 
-    from nextbuy.engines.spark_logs import written
-
     seen = None
     for name, frame in kept.items():
         rows = frame.where("live").select("customer", F.lit(LOG_ORDER[name]).alias("log"), "row")
@@ -174,8 +172,6 @@ def coded(
     """The logs with integer ids (products: ``products``' ids of their keys; customers:
     :func:`customer_ids`), written under ``folder``; and the number of customers."""
     from pyspark.sql import functions as F
-
-    from nextbuy.engines.spark_logs import written
 
     customers, n_customers = customer_ids(spark, kept, folder)
     ids = F.broadcast(

@@ -16,9 +16,12 @@ import yaml
 from nextbuy import procs
 from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
 from nextbuy.config import RetrievalConfig
+from nextbuy.engines.spark import batch as spark_batch
+from nextbuy.engines.spark import session as spark_session
+from nextbuy.engines.spark.standalone import StandaloneCluster
 from tests.conftest import TINY_PARAMS
-from tests.engines import parity
-from tests.engines.conftest import TEST_JVM_OPTIONS, skip_without_spark, spark_config
+from tests.engines.spark import parity
+from tests.engines.spark.conftest import TEST_JVM_OPTIONS, skip_without_spark, spark_config
 
 pytestmark = pytest.mark.slow  # a cluster of three JVMs, then two engines' runs: minutes
 
@@ -26,9 +29,6 @@ pytestmark = pytest.mark.slow  # a cluster of three JVMs, then two engines' runs
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     skip_without_spark()
-    from nextbuy.engines import spark_session
-    from nextbuy.engines.spark_standalone import StandaloneCluster
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPARK_DAEMON_JAVA_OPTS", TEST_JVM_OPTIONS)  # the master's and the workers' JVMs
         with StandaloneCluster(tmp_path_factory.mktemp("cluster")) as running:
@@ -55,7 +55,6 @@ def test_the_cluster_runs_two_executors_on_its_two_workers(cluster):
 
 
 def test_label_delay_and_batch_topk_on_the_cluster_write_what_pandas_writes(cluster, tmp_path, monkeypatch):
-    from nextbuy.engines import spark_batch
     from nextbuy.mlops import batch
     from nextbuy.stages import ingest
 

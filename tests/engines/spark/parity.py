@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import yaml
 
 from nextbuy import paths
 from nextbuy.config import with_changes
+from nextbuy.engines.spark import logs as spark_logs
 
 RTOL = 1e-9
 
@@ -51,6 +53,18 @@ def same_values(a, b, where: str = "") -> None:
         )
     else:
         assert a == b, (where, a, b)
+
+
+def ingested_store(root: Path, params: dict) -> dict:
+    """A store in ``root`` (the cwd afterwards): ingested, with its traffic simulated."""
+    from nextbuy.stages import ingest, traffic
+
+    root.mkdir(parents=True, exist_ok=True)
+    os.chdir(root)
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    ingest.run()
+    traffic.run()
+    return params
 
 
 def set_engine(params: dict, kind: str, spark_cfg) -> None:
@@ -193,8 +207,6 @@ def assert_edge_list_ingest_same(keep: Path) -> None:
 def record_spark_reads(monkeypatch) -> list[bool]:
     """From now on, each call of the raw-log reader on Spark (``spark_logs.read_on_spark``) appends
     whether it read the logs itself (True) or left them to the pandas reader (False)."""
-    from nextbuy.engines import spark_logs
-
     read, on_spark = spark_logs.read_on_spark, []
 
     def read_and_record(*args, **kwargs):

@@ -12,10 +12,10 @@ log's order (a ``row`` column), so order lines of one moment are counted back in
 as by the pandas engine. The buckets' edges are then summed per (src, dst) in Spark (weight:
 the pairs; time: the first), and the labelled impressions come back in the log's order.
 
-The coded logs come from the reader on Spark (``spark_logs``) as DataFrames over parquet
+The coded logs come from the reader on Spark (``logs``) as DataFrames over parquet
 (:func:`build_on_spark`: the snapshot's cut and the counts as Spark jobs), or, from the pandas
 reader (CSV logs, refusals), as frames staged as parquet beside the stage's outputs
-(``spark_table.staged``); the results come back as parquet parts (``spark_table.collected``)."""
+(``table.staged``); the results come back as parquet parts (``table.collected``)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ import pandas as pd
 
 from nextbuy.config import EventsConfig, SparkConfig
 from nextbuy.domain import events
-from nextbuy.engines import spark_session, spark_table
+from nextbuy.engines.spark import table
+from nextbuy.engines.spark.session import session
 
 EDGE_SCHEMA = "src long, dst long, weight double, time long"
 LABEL_SCHEMA = (
@@ -61,11 +62,11 @@ def co_purchase_edges(
 ) -> tuple[pd.DataFrame, int]:
     """``events.co_purchase_edges`` on Spark: the same edges (sorted by src, dst) and pairs."""
     spark_cfg, near = where
-    spark = spark_session.session(spark_cfg)
+    spark = session(spark_cfg)
     orders = pd.DataFrame(
         {"row": np.arange(len(customer)), "customer": customer, "product": product, "at": ordered_ns}
     )
-    with spark_table.staged(spark, {"orders": orders}, near, spark_cfg.batch_rows) as staged:
+    with table.staged(spark, {"orders": orders}, near, spark_cfg.batch_rows) as staged:
         return edges_on_spark(where, staged["orders"], len(orders), window_ns, lookback)
 
 
@@ -88,7 +89,7 @@ def edges_on_spark(
             window_ns,
             lookback,
         )
-        return spark_table.for_spark(edges)
+        return table.for_spark(edges)
 
     pairs = (
         orders.select("row", "customer", "product", "at")
@@ -97,7 +98,7 @@ def edges_on_spark(
         .applyInPandas(per_bucket, EDGE_SCHEMA)
     )
     merged = pairs.groupBy("src", "dst").agg(F.sum("weight").alias("weight"), F.min("time").alias("time"))
-    edges = spark_table.collected(merged, near).sort_values(["src", "dst"], ignore_index=True)
+    edges = table.collected(merged, near).sort_values(["src", "dst"], ignore_index=True)
     out = pd.DataFrame(
         {
             "src": edges["src"].to_numpy(np.int64),
@@ -142,7 +143,7 @@ def _attribute_bucket(imp: pd.DataFrame, ev: pd.DataFrame, n_products: int, wind
     orders = pd.DataFrame({"customer": ev["customer"], "product": ev["product"], "ordered_at": at})[order]
     interactions = ev.assign(at=at)[~order]
     out = events.attribute(imp.assign(**times), orders, interactions, n_products, window_ns)
-    return spark_table.for_spark(out).assign(row=imp["row"].to_numpy(np.int64))
+    return table.for_spark(out).assign(row=imp["row"].to_numpy(np.int64))
 
 
 def attribute(
@@ -155,7 +156,7 @@ def attribute(
 ) -> pd.DataFrame:
     """``events.attribute`` on Spark: the same labelled impressions, in the input's order."""
     spark_cfg, near = where
-    spark = spark_session.session(spark_cfg)
+    spark = session(spark_cfg)
     imp = pd.DataFrame(
         {
             "row": np.arange(len(impressions)),
@@ -167,7 +168,7 @@ def attribute(
         }
     )
     ev = _events(orders, interactions)
-    with spark_table.staged(spark, {"impressions": imp, "events": ev}, near, spark_cfg.batch_rows) as staged:
+    with table.staged(spark, {"impressions": imp, "events": ev}, near, spark_cfg.batch_rows) as staged:
         return labels_on_spark(where, staged["impressions"], staged["events"], n_products, window_ns)
 
 
@@ -178,11 +179,11 @@ def labels_on_spark(
     customer, source_id, shown_id, shown_at in int64 ns) attributed to ``ev`` (orders and
     interactions: customer, product, kind, at): the labelled impressions in the rows' order."""
     labelled = labelled_frame(where[0], impressions, ev, n_products, window_ns)
-    rows = spark_table.collected(labelled, where[1]).sort_values("row", ignore_index=True)
+    rows = table.collected(labelled, where[1]).sort_values("row", ignore_index=True)
     return pd.DataFrame(
         {
             c: rows[c].to_numpy(np.int64).view("datetime64[ns]")
-            if c in spark_table.TIME_COLUMNS
+            if c in table.TIME_COLUMNS
             else rows[c].to_numpy(np.int64)
             for c in events.LOG_COLUMNS
         }
@@ -190,7 +191,7 @@ def labels_on_spark(
 
 
 def labelled_frame(spark_cfg: SparkConfig, impressions: Any, ev: Any, n_products: int, window_ns: int) -> Any:
-    """Rule 3 as a Spark DataFrame (``LABEL_SCHEMA``: times int64 ns, no label ``spark_table.NAT``),
+    """Rule 3 as a Spark DataFrame (``LABEL_SCHEMA``: times int64 ns, no label ``table.NAT``),
     not yet computed."""
     from pyspark.sql import functions as F
 
@@ -216,7 +217,7 @@ def labelled_frame(spark_cfg: SparkConfig, impressions: Any, ev: Any, n_products
 def build_on_spark(
     logs: Any, n_products: int, cfg: EventsConfig, snapshot: pd.Timestamp, where: tuple[SparkConfig, Path]
 ) -> tuple[pd.DataFrame, Any, dict[str, int]]:
-    """``events.build_from_logs`` of the coded logs of ``spark_logs.read_on_spark`` (Spark
+    """``events.build_from_logs`` of the coded logs of ``logs.read_on_spark`` (Spark
     DataFrames over parquet), without bringing them to this process: the same edges and counts,
     and the labelled impressions as a Spark DataFrame (:func:`labelled_frame`, ``row``: the
     log's order), computed once here (the counts) into parquet beside ``where``'s folder."""
@@ -243,6 +244,6 @@ def build_on_spark(
         "co_purchase_pairs": pairs,
         "edges_kept": len(edges),
         "impressions_after_snapshot_dropped": later,
-        "conversions_attributed": int(labelled.where(F.col("converted_at") != spark_table.NAT).count()),
+        "conversions_attributed": int(labelled.where(F.col("converted_at") != table.NAT).count()),
     }
     return edges, labelled, counts

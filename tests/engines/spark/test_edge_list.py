@@ -15,9 +15,11 @@ import pytest
 import yaml
 
 from nextbuy.data.sources import read_edge_list
+from nextbuy.engines.spark import edge_list as spark_edge_list
+from nextbuy.engines.spark import session as spark_session
 from nextbuy.mlops.io import DataError
 from tests.conftest import ROOT, TINY_PARAMS
-from tests.engines import parity
+from tests.engines.spark import parity
 
 REAL_GRAPH = ROOT.parent / "shared" / "data" / "cora_ml" / "split0" / "observed_graph.npy"
 
@@ -26,8 +28,6 @@ REAL_GRAPH = ROOT.parent / "shared" / "data" / "cora_ml" / "split0" / "observed_
 def small_parts(spark_cfg, bytes_per_part: int = 16384):
     """Spark splits a text file into parts of ``bytes_per_part`` (many parts for a small list).
     The session of ``spark_cfg``: another test of this process may have stopped or replaced it."""
-    from nextbuy.engines import spark_session
-
     spark = spark_session.session(spark_cfg)
     before = spark.conf.get("spark.sql.files.maxPartitionBytes")
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(bytes_per_part))
@@ -53,8 +53,6 @@ LISTS = {
 
 def both(path: Path, spark_cfg, near: Path):
     """The pandas engine's graph (or refusal) and the Spark engine's."""
-    from nextbuy.engines import spark_edge_list
-
     out = []
     for read in (read_edge_list, lambda p: spark_edge_list.read_edge_list(spark_cfg, near, p)):
         try:

@@ -151,6 +151,12 @@ def spilled(frame: Any, near: Path) -> Iterator[tuple[list[Path], Any]]:
         yield files, frame.sparkSession.read.parquet(str(folder / "rows"))
 
 
+def written(frame: Any, folder: Path, name: str) -> Any:
+    """``frame`` computed once, as parquet under ``folder``, and read back."""
+    frame.write.mode("overwrite").parquet(str(folder / name))
+    return frame.sparkSession.read.parquet(str(folder / name))
+
+
 @contextlib.contextmanager
 def staged(
     spark: Any, frames: dict[str, pd.DataFrame], near: Path, row_group: int

@@ -10,7 +10,7 @@ keys) and customers (numbered in order of first appearance: orders, impressions,
 The stage's process holds only what is small whatever the logs' length: the list of row groups,
 the catalogue (one row per product), the products table and one row per span of
 ``ingest.max_event_gap_days`` (the isolated-times check). The coded logs stay parquet beside
-the stage's outputs, and ``spark_events.build_on_spark`` builds the graph and labels from them.
+the stage's outputs, and ``events.build_on_spark`` builds the graph and labels from them.
 
 A refusal keeps the pandas engine's words: when any check fails on Spark, the logs are read
 again by the pandas reader in the stage's process, which names the file, the column and the
@@ -34,8 +34,9 @@ from nextbuy.config import EventsConfig, IngestConfig, SparkConfig
 from nextbuy.data.sources import catalogue as sources_catalogue
 from nextbuy.data.sources import events as sources_events
 from nextbuy.data.sources import keys as sources_keys
-from nextbuy.engines import spark_session, spark_table
-from nextbuy.engines.spark_impressions import SparkImpressions
+from nextbuy.engines.spark import events, impressions, log_checks, table
+from nextbuy.engines.spark.impressions import SparkImpressions
+from nextbuy.engines.spark.session import session
 from nextbuy.mlops import io, schemas
 
 PIECE_SCHEMA = (
@@ -212,13 +213,7 @@ def checked_rows(spark: Any, name: str, path: str, pieces: list[Piece], now: pd.
 
 def folder_near(near: Path) -> contextlib.AbstractContextManager[Path]:
     """A scratch folder beside ``near`` (the executors' shared storage), removed afterwards."""
-    return spark_table.scratch_folder(near, ".spark-logs.")
-
-
-def written(frame: Any, folder: Path, name: str) -> Any:
-    """``frame`` computed once, as parquet under ``folder``, and read back."""
-    frame.write.mode("overwrite").parquet(str(folder / name))
-    return frame.sparkSession.read.parquet(str(folder / name))
+    return table.scratch_folder(near, ".spark-logs.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,8 +248,6 @@ def read_on_spark(cfg: IngestConfig, spark_cfg: SparkConfig, folder: Path) -> Sp
     """The raw logs of ``cfg.events`` read, checked, cleaned and coded on Spark, their rows kept
     as parquet under ``folder``; None when the pandas reader is to read them (a CSV log, or a
     check failed: it refuses with its own message)."""
-    from nextbuy.engines import spark_log_checks as checks
-
     ev = cfg.events
     assert ev.orders_path is not None  # IngestConfig requires it
     if ev.impressions_path is None or not own_order_columns(ev):
@@ -267,23 +260,23 @@ def read_on_spark(cfg: IngestConfig, spark_cfg: SparkConfig, folder: Path) -> Sp
     layouts = {name: layout(path) for name, path in files.items() if path is not None}
     if any(lay is None for lay in layouts.values()):
         return None
-    spark = spark_session.session(spark_cfg)
+    spark = session(spark_cfg)
     now = pd.Timestamp.now("UTC")
     rows = {}
     for name, lay in layouts.items():
         assert lay is not None
-        rows[name] = written(checked_rows(spark, name, str(files[name]), lay.pieces, now), folder, name)
+        rows[name] = table.written(checked_rows(spark, name, str(files[name]), lay.pieces, now), folder, name)
         if rows[name].where("bad IS NOT NULL").limit(1).count():
             return None
-    kept = {name: checks.first_copies(frame, folder, name) for name, frame in rows.items()}
-    cleaning = checks.cleaning_counts(kept, layouts, {k: str(v) for k, v in files.items()})
-    if not checks.logs_pass(kept, cleaning, cfg.max_event_gap_days):
+    kept = {name: log_checks.first_copies(frame, folder, name) for name, frame in rows.items()}
+    cleaning = log_checks.cleaning_counts(kept, layouts, {k: str(v) for k, v in files.items()})
+    if not log_checks.logs_pass(kept, cleaning, cfg.max_event_gap_days):
         return None
     catalogue = sources_catalogue.read_catalogue(cfg.catalogue_path, cleaning)
-    mentioned = checks.product_keys(spark, kept, catalogue)
+    mentioned = log_checks.product_keys(spark, kept, catalogue)
     if mentioned is None:
         return None
-    last = pd.Timestamp(checks.last_event_ns(kept))
+    last = pd.Timestamp(log_checks.last_event_ns(kept))
     at = last if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
     paths = {
         "orders": ev.orders_path,
@@ -292,7 +285,7 @@ def read_on_spark(cfg: IngestConfig, spark_cfg: SparkConfig, folder: Path) -> Sp
     }
     keys = {"orders.product": pd.Series(mentioned.index, dtype=object)}
     products = sources_catalogue.catalogue_products(catalogue, keys, paths, at, cleaning, mentioned)
-    coded, customers = checks.coded(spark, kept, products, folder)
+    coded, customers = log_checks.coded(spark, kept, products, folder)
     cleaning |= {"products": len(products), "customers": customers}
     products = io.validate(products, schemas.PRODUCTS, cfg.catalogue_path or ev.orders_path)
     return SparkLogs(products, coded["orders"], coded["impressions"], coded["interactions"], last, cleaning)
@@ -301,7 +294,7 @@ def read_on_spark(cfg: IngestConfig, spark_cfg: SparkConfig, folder: Path) -> Sp
 @dataclass(frozen=True)
 class BuiltOnSpark:
     """What ``read_and_build`` hands the stage: the products, the edges, the labelled impressions
-    as parquet parts (``spark_impressions.SparkImpressions``: the stage releases them), the
+    as parquet parts (``impressions.SparkImpressions``: the stage releases them), the
     snapshot and the cleaning counts (the reader's and the builder's)."""
 
     products: pd.DataFrame
@@ -313,18 +306,16 @@ class BuiltOnSpark:
 
 def read_and_build(cfg: IngestConfig, spark_cfg: SparkConfig, near: Path) -> BuiltOnSpark | None:
     """ingest's raw logs read (:func:`read_on_spark`), built into the graph and the labels
-    (``spark_events.build_on_spark``), split and sorted (``spark_impressions.finish``) on Spark,
+    (``events.build_on_spark``), split and sorted (``impressions.finish``) on Spark,
     the staged parquet beside ``near`` removed afterwards; None when the pandas reader is to
     read them."""
-    from nextbuy.engines import spark_events, spark_impressions
-
     with folder_near(near) as folder:
         logs = read_on_spark(cfg, spark_cfg, folder)
         if logs is None:
             return None
         snapshot = logs.last_event if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
-        edges, labelled, counts = spark_events.build_on_spark(
+        edges, labelled, counts = events.build_on_spark(
             logs, len(logs.products), cfg.events, snapshot, (spark_cfg, folder)
         )
-        impressions = spark_impressions.finish(labelled, logs.products, cfg.split, near, spark_cfg.batch_rows)
-    return BuiltOnSpark(logs.products, edges, impressions, snapshot, logs.cleaning | counts)
+        finished = impressions.finish(labelled, logs.products, cfg.split, near, spark_cfg.batch_rows)
+    return BuiltOnSpark(logs.products, edges, finished, snapshot, logs.cleaning | counts)

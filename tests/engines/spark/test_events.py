@@ -16,8 +16,9 @@ import yaml
 
 from nextbuy import paths
 from nextbuy.domain import events
+from nextbuy.engines.spark import events as spark_events
 from tests.conftest import ROOT, TINY_PARAMS
-from tests.engines import parity
+from tests.engines.spark import parity
 from tests.helpers import config
 
 T0 = pd.Timestamp("2026-03-01")
@@ -59,8 +60,6 @@ def coded_logs(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
 
 
 def test_logs_of_same_moment_baskets_build_the_same_graph_and_labels(local_spark, tmp_path):
-    from nextbuy.engines import spark_events
-
     logs = coded_logs()
     rules = config("ingest.events", graph_window_days=5.0, graph_lookback_orders=3, attribution_days=4.0)
     snapshot = T0 + pd.Timedelta(days=25)  # cuts the last 5 days off
@@ -87,7 +86,7 @@ def test_ingest_and_traffic_of_the_tiny_stores_logs_on_spark_write_what_pandas_w
     local_spark, tmp_path, monkeypatch
 ):
     """The logs as ``simulate-logs --format partitioned`` writes them (one parquet file per log:
-    tests/engines/test_spark_logs.py), read on Spark by the stage itself."""
+    tests/engines/spark/test_logs.py), read on Spark by the stage itself."""
 
     on_spark = parity.record_spark_reads(monkeypatch)
     before = Path.cwd()
