@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml benchmarks/pyproject.toml requirements.lock
 
 # The Spark engine (engine.kind: spark; docs/how-to/large-catalogues.md): pyspark 4, the optional
 # extra, into .venv. Spark also needs Java 17 (Debian: apt-get install openjdk-17-jre-headless).
-# With Java here it also writes the class archive Spark's JVMs start from (engines/spark_classes.py),
+# With Java here it also writes the class archive Spark's JVMs start from (engines/spark/classes.py),
 # again whenever requirements.lock is newer than it.
 SPARK_CLASSES := $(VENV)/share/nextbuy/spark-classes.jsa
 spark: $(STAMP)
@@ -48,7 +48,7 @@ spark: $(STAMP)
 	@if ! command -v java >/dev/null 2>&1 && [ -z "$$JAVA_HOME" ]; then \
 		echo "no java found: Spark needs Java 17 (apt-get install openjdk-17-jre-headless)"; \
 	elif [ ! -f $(SPARK_CLASSES) ] || [ requirements.lock -nt $(SPARK_CLASSES) ]; then \
-		$(BIN)/python -m nextbuy.engines.spark_classes 2>$(VENV)/spark-classes.log || \
+		$(BIN)/python -m nextbuy.engines.spark.classes 2>$(VENV)/spark-classes.log || \
 		{ echo "no Spark class archive (Spark's JVMs start without it): $(VENV)/spark-classes.log"; }; \
 	fi
 

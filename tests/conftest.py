@@ -121,7 +121,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             return 0
         if item.path in users:
             return 2
-        if item.path.name == SPARK_CLUSTER_TESTS:
+        if item.nodeid.startswith(SPARK_CLUSTER_TESTS):
             return 4
         return 1 if item.path in slow_files else 3
 
@@ -143,15 +143,15 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         gc.freeze()
 
 
-# One JVM runs the Spark engine's tests: every file of tests/engines goes to the same xdist worker
-# (its session-scoped local session; a JVM start and warm-up cost about ten CPU-seconds).
-SPARK_TESTS = "tests/engines/"
-SPARK_CLUSTER_TESTS = "test_spark_standalone.py"
+# One JVM runs the Spark engine's tests: every file of tests/engines/spark goes to the same xdist
+# worker (its session-scoped local session; a JVM start and warm-up cost about ten CPU-seconds).
+SPARK_TESTS = "tests/engines/spark/"
+SPARK_CLUSTER_TESTS = "tests/engines/spark/test_standalone.py"
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: pytest without xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``--dist loadfile`` (``make test``), with tests/engines handed out as one unit."""
+    """``--dist loadfile`` (``make test``), with tests/engines/spark handed out as one unit."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling

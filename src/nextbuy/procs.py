@@ -165,7 +165,7 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def _signal_and_wait(proc: subprocess.Popen, sig: int, seconds: float) -> bool:
+def signal_and_wait(proc: subprocess.Popen, sig: int, seconds: float) -> bool:
     """Send ``sig`` to the group ``proc`` leads; True once no process of it is left."""
     try:
         os.killpg(proc.pid, sig)
@@ -182,8 +182,8 @@ def _signal_and_wait(proc: subprocess.Popen, sig: int, seconds: float) -> bool:
 
 def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> bool:
     """SIGTERM to the process group ``proc`` leads, SIGKILL after ``timeout``; True when none is left."""
-    if not _signal_and_wait(proc, signal.SIGTERM, timeout):
-        _signal_and_wait(proc, signal.SIGKILL, 5.0)
+    if not signal_and_wait(proc, signal.SIGTERM, timeout):
+        signal_and_wait(proc, signal.SIGKILL, 5.0)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5.0)  # reap the leader: it may still be on its way out when the group looks empty
     return not group_alive(proc.pid)

@@ -1,1 +1,1 @@
-"""Benchmarks: one module per `nextbuy bench <name>`, each with run(out) -> dict."""
+"""Benchmarks: one module (or package, as faults/) per `nextbuy bench <name>`, each with run(out) -> dict."""

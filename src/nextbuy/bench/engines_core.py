@@ -45,7 +45,7 @@ def champion():
 def batch_topk(engine) -> int:
     """The champion's top-K of every product written as batch-topk's part files; the rows written."""
     if engine.kind == "spark":
-        from nextbuy.engines import spark_batch
+        from nextbuy.engines.spark import batch as spark_batch
 
         got = spark_batch.write_top_k(
             engine.spark, champion(), "recommendations", TOPK_K, (0, 1), SOURCES_PER_FILE

@@ -1,7 +1,8 @@
 """`nextbuy bench`: benchmarks that print a table and write JSON (--out).
 
-The operational benchmarks that measure the product (src/nextbuy/bench/<name>.py, each with
-``run(out, **options) -> dict``) are the commands below, in the order `--help` lists them.
+The operational benchmarks that measure the product (src/nextbuy/bench/<name>.py, or the package
+bench/<name>/ whose face holds it, each with ``run(out, **options) -> dict``) are the commands
+below, in the order `--help` lists them.
 Research benchmarks live outside the package (benchmarks/ at the project root) and reach this
 group through the ``nextbuy.bench`` entry point group: each entry point names a Typer command
 function (its docstring the help), registered under the entry point's name. The product never
@@ -32,7 +33,7 @@ def _out(name: str) -> Any:
 
 
 def _run(name: str, out: Path, **options: Any) -> None:
-    """Run src/nextbuy/bench/<name>.py and print the one-line summary (its integer counters
+    """Run the benchmark ``nextbuy.bench.<name>`` and print the one-line summary (its integer counters
     only, for the fault matrix, whose figures also hold the per-case rows)."""
     setup_logging()
     figures = importlib.import_module(f"nextbuy.bench.{name}").run(out, **options)

@@ -160,7 +160,7 @@ def batch_topk(
     if engine is not None:
         engine_cfg = with_changes(engine_cfg, kind=engine)
     if engine_cfg.kind == "spark":  # the same part files, the parts spread over Spark's executors
-        from nextbuy.engines import spark_batch
+        from nextbuy.engines.spark import batch as spark_batch
 
         result = spark_batch.write_top_k(
             engine_cfg.spark, bundle, out, k, (shard, num_shards), sources_per_file

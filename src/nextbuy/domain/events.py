@@ -4,7 +4,7 @@ This is the whole of what ``ingest.source: events`` decides; the reader
 (``nextbuy.data.sources.events``) only parses, validates and codes the files. The one
 entry point, :func:`build_from_logs`, takes plain frames and returns plain frames; the two rules
 that go over every row (2 and 3, both per customer) are :class:`Builders` it is given, so another
-engine runs them (``nextbuy.engines.spark_events``: these functions per bucket of customers) and
+engine runs them (``nextbuy.engines.spark.events``: these functions per bucket of customers) and
 is tested against these.
 
 Inputs (ids are already coded as non-negative integers; times are naive UTC
@@ -295,7 +295,7 @@ def replayed_exposures(
 class Builders:
     """What computes rules 2 and 3 (both per customer): :func:`co_purchase_edges` and
     :func:`attribute` here, or another engine's functions with their signatures and answers
-    (``nextbuy.engines.spark_events``)."""
+    (``nextbuy.engines.spark.events``)."""
 
     edges: Callable[[np.ndarray, np.ndarray, np.ndarray, int, int], tuple[pd.DataFrame, int]] = (
         co_purchase_edges

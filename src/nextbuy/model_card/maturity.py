@@ -7,7 +7,7 @@ alerts.json (``matured``), which ``nextbuy alerts`` prints.
 
 Run by the monitor stage after it watched the traffic, and by ``nextbuy models mature``, on the
 engine of ``engine.kind``: in this process (:class:`InProcess`), or on Spark
-(``nextbuy.engines.spark_maturity``: the traffic scored on the executors, the counts and the
+(``nextbuy.engines.spark.maturity``: the traffic scored on the executors, the counts and the
 AUC's rank sums aggregated there), with the same answers."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def recent_versions(client, name: str, products: pd.DataFrame, newest: int) -> l
 class Measurer(Protocol):
     """Measures a version on the traffic whose labels have matured (``facts.Measured`` per
     maturity): :class:`InProcess` (the pandas engine) or, with ``engine.kind: spark``,
-    ``nextbuy.engines.spark_maturity.OnSpark``."""
+    ``nextbuy.engines.spark.maturity.OnSpark``."""
 
     def measured(self, bundle: Any, now: pd.Timestamp, days: list[int]) -> list[Measured]: ...
 

@@ -17,8 +17,8 @@ from nextbuy.config import EngineConfig, IngestConfig, load_section
 if TYPE_CHECKING:
     from nextbuy.data.sources import keys as sources_keys
     from nextbuy.domain.events import Builders
-    from nextbuy.engines import spark_logs
-    from nextbuy.engines.spark_impressions import SparkImpressions
+    from nextbuy.engines.spark import logs as spark_logs
+    from nextbuy.engines.spark.impressions import SparkImpressions
 from nextbuy.data.ingest_checks import (
     assign_split,
     censored,
@@ -86,12 +86,12 @@ def source_features(features: sp.spmatrix | None, n_products: int) -> sp.csr_mat
 
 def log_builders(engine: EngineConfig | None) -> Builders:
     """What builds the graph and the labels of raw logs: the pandas engine's functions, or on
-    ``engine.kind: spark`` their Spark twins (``nextbuy.engines.spark_events``)."""
+    ``engine.kind: spark`` their Spark twins (``nextbuy.engines.spark.events``)."""
     from nextbuy.domain import events
 
     if engine is None or engine.kind == "pandas":
         return events.Builders()
-    from nextbuy.engines import spark_events
+    from nextbuy.engines.spark import events as spark_events
 
     return spark_events.builders(engine.spark, paths.INGESTED.parent)
 
@@ -109,7 +109,7 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
     at = None if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
     gap = cfg.max_event_gap_days
     if engine is not None and engine.kind == "spark":  # the reader too on Spark
-        from nextbuy.engines import spark_logs
+        from nextbuy.engines.spark import logs as spark_logs
 
         on_spark = spark_logs.read_and_build(cfg, engine.spark, paths.INGESTED.parent)
         if on_spark is not None:
@@ -155,7 +155,8 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
 
 def ingest_built_on_spark(cfg: IngestConfig, built: spark_logs.BuiltOnSpark) -> Ingested:
     """:func:`ingest_events`' checks of logs built on Spark, the labelled impressions left there
-    (``spark_impressions``); a failed check is worded by ``finalise`` on the rows brought here."""
+    (``nextbuy.engines.spark.impressions``); a failed check is worded by ``finalise`` on the rows
+    brought here."""
     origin = str(cfg.events.impressions_path)
     imp = built.impressions
     try:
@@ -218,7 +219,7 @@ def ingest_logged(cfg: IngestConfig, graph: sources_keys.GraphSource, cleaning: 
 
 def read_graph(source: str, path: str, engine: EngineConfig | None) -> sources_keys.GraphSource:
     """A graph file: an edge list read, checked and cleaned on ``engine`` (on Spark:
-    ``nextbuy.engines.spark_edge_list``); an ``.npz`` in this process on either engine (one
+    ``nextbuy.engines.spark.edge_list``); an ``.npz`` in this process on either engine (one
     compressed archive, which numpy reads whole in one process: what follows is a vectorised
     pass over arrays already in memory)."""
     from nextbuy.data import sources
@@ -227,7 +228,7 @@ def read_graph(source: str, path: str, engine: EngineConfig | None) -> sources_k
         return sources.read_npz_graph(path)
     if engine is None or engine.kind == "pandas":
         return sources.read_edge_list(path)
-    from nextbuy.engines import spark_edge_list
+    from nextbuy.engines.spark import edge_list as spark_edge_list
 
     return spark_edge_list.read_edge_list(engine.spark, paths.INGESTED.parent, path)
 

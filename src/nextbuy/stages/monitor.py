@@ -193,12 +193,12 @@ def scored_traffic(
 ) -> tuple:
     """The judged table, its alerts, the scored rows the dashboard shows and its reference, on
     ``engine`` (the Spark engine brings only the table and a sample of rows per window to
-    this process: ``nextbuy.engines.spark_monitor``)."""
+    this process: ``nextbuy.engines.spark.monitor``)."""
     start, now = span
     edges = io.read_table(paths.EDGES, schemas.EDGES)
     delay_model = delay.DelayModel.from_dict(io.read_json(paths.DELAY_MODEL))
     if engine.kind == "spark":
-        from nextbuy.engines import spark_monitor
+        from nextbuy.engines.spark import monitor as spark_monitor
 
         sums, rows = spark_monitor.watch(engine.spark, bundle, (products, edges), delay_model, span, cfg)
         table, fired = windows_table(positivity.judged(sums, cfg), start, cfg)
@@ -287,11 +287,11 @@ def run(params_file: str = "params.yaml") -> dict:
 
 def maturity_engine(engine):
     """The measurer ``model_card.mature_recent`` re-scores the recent versions with on ``engine``:
-    this process, or Spark (``nextbuy.engines.spark_maturity``)."""
+    this process, or Spark (``nextbuy.engines.spark.maturity``)."""
     from functools import partial
 
     if engine.kind == "spark":
-        from nextbuy.engines import spark_maturity
+        from nextbuy.engines.spark import maturity as spark_maturity
 
         return partial(spark_maturity.OnSpark, engine.spark)
     return model_card.InProcess

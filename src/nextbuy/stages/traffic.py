@@ -72,12 +72,12 @@ def _nothing_after(path: str | None, snapshot: pd.Timestamp, last: pd.Timestamp)
 
 def attribution(engine: EngineConfig | None) -> Callable[..., pd.DataFrame]:
     """``events.attribute``, or on ``engine.kind: spark`` its Spark twin
-    (``nextbuy.engines.spark_events``)."""
+    (``nextbuy.engines.spark.events``)."""
     from nextbuy.domain import events
 
     if engine is None or engine.kind == "pandas":
         return events.attribute
-    from nextbuy.engines import spark_events
+    from nextbuy.engines.spark import events as spark_events
 
     return spark_events.builders(engine.spark, paths.TRAFFIC.parent).attribute
 

@@ -50,7 +50,7 @@ def coded_orders(
     """The orders log checked, cleaned and coded (``frame``: one part of it, whose returns may leave
     no line; ``cfg``: the export's column names and the lines to drop, ``data.sources.orders``;
     None: the pipeline's own names, nothing more dropped). The Spark engine's reader calls it on
-    each part (``engines.spark_logs``). A ``price`` column comes back when the export has one."""
+    each part (``engines.spark.logs``). A ``price`` column comes back when the export has one."""
 
     def prepare(df: pd.DataFrame) -> pd.DataFrame:
         assert cfg is not None
