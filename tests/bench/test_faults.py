@@ -122,7 +122,7 @@ def test_only_picks_cases_by_any_of_its_bar_separated_parts():
 
 
 def test_the_heaviest_top_k_request_stays_within_the_limits_it_tests():
-    from nextbuy.mlops.serving import MAX_REQUEST_ROWS, MAX_TOP_K
+    from nextbuy.serving import MAX_REQUEST_ROWS, MAX_TOP_K
 
     for n_products in (2, 300, 5000):
         body = json.loads(fault_serving.heavy_topk_body(n_products))

@@ -199,10 +199,12 @@ def test_recent_versions_are_rescored_on_matured_traffic_and_one_below_the_floor
 ):
     import mlflow
 
+    from nextbuy.bench.serving_fixtures import stored_files
     from nextbuy.domain import catalogue
     from nextbuy.mlops.publishing import log_serving_model
 
-    files = write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000)
+    bundle = write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000)
+    files = stored_files(bundle, tmp_path / "stored")  # what deploy logs
     products = pd.DataFrame(
         {
             "product_id": np.arange(60),
@@ -218,7 +220,13 @@ def test_recent_versions_are_rescored_on_matured_traffic_and_one_below_the_floor
     }
     with mlflow.start_run():
         version = log_serving_model(
-            load_bundle(files), name, files.moments, files.calibration, files.thresholds, tags=tags
+            load_bundle(files),
+            name,
+            files.moments,
+            files.calibration,
+            files.thresholds,
+            files.ranking,
+            tags=tags,
         )
     client.set_registered_model_alias(name, registry.CHAMPION, version)
     now = pd.Timestamp("2026-03-29")

@@ -2,7 +2,7 @@
 and judging candidate vs champion on the same rows (the gate itself: tests/domain/test_gate.py);
 publishing all-or-nothing (a deploy dying after registration leaves a version readers ignore
 and the next deploy orphans), with the SHA-256 of every file of the logged model on the version
-and in the blessing (loads checked against it: tests/mlops/test_serving.py); refusing to
+and in the blessing (loads checked against it: tests/serving/test_integrity.py); refusing to
 re-seed a first champion when an earlier release is on record (registry moves:
 tests/mlops/test_registry.py)."""
 
@@ -16,11 +16,12 @@ import pytest
 import yaml
 
 from nextbuy import paths
-from nextbuy.bench.serving_fixtures import load_bundle, mlflow_store, write_bundle_files
+from nextbuy.bench.serving_fixtures import load_bundle, mlflow_store, stored_files, write_bundle_files
 from nextbuy.config import load_section
 from nextbuy.domain import catalogue, gate, split
-from nextbuy.mlops import io, registry, schemas, serving, tracking
+from nextbuy.mlops import io, registry, schemas, tracking
 from nextbuy.presets import params_with
+from nextbuy.serving import ServingBundle, integrity
 from nextbuy.stages import deploy
 from tests.conftest import ROOT
 from tests.helpers import config
@@ -206,16 +207,17 @@ def a_blessing(passed: bool) -> dict:
 
 
 def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until_orphaned(
-    store, bundles, tmp_path, monkeypatch
+    store, tmp_path, monkeypatch
 ):
     import mlflow
 
-    files = write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000)
+    bundle = write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000)
+    files = stored_files(bundle, tmp_path / "stored")  # what train and calibrate write
     for name, path in (("GNN_MOMENTS", "moments"), ("CALIBRATION_MODEL", "calibration")):
         monkeypatch.setattr(paths, name, getattr(files, path))
     monkeypatch.setattr(paths, "THRESHOLDS_MODEL", files.thresholds)
-    good, _ = bundles
-    good = good.with_retrieval(config("deploy.retrieval", candidates=123))  # as run() sets it
+    monkeypatch.setattr(paths, "SERVED_RANKING", files.ranking)
+    good = load_bundle(files).with_retrieval(config("deploy.retrieval", candidates=123))  # as run() sets it
     blessing = a_blessing(True)
     with mlflow.start_run():
         assert deploy.publish(store, good, blessing) == "1"
@@ -227,9 +229,9 @@ def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until
     assert blessing["artifacts"]["artifact_sha256"] == tags["artifact_sha256"]
     assert {"MLmodel", "python_model.pkl", "artifacts/moments.npz"} <= set(blessing["artifacts"]["files"])
     assert "artifacts/retrieval.json" in blessing["artifacts"]["files"]  # top-K settings, digest recorded
-    assert serving.ServingBundle.from_model_uri("models:/nextbuy/1").retrieval == good.retrieval
-    assert serving.manifest_digest(blessing["artifacts"]["files"]) == tags["artifact_sha256"]
-    assert serving.verify_model_uri("models:/nextbuy/1") == ("1", tags["artifact_sha256"])
+    assert ServingBundle.from_model_uri("models:/nextbuy/1").retrieval == good.retrieval
+    assert integrity.manifest_digest(blessing["artifacts"]["files"]) == tags["artifact_sha256"]
+    assert integrity.verify_model_uri("models:/nextbuy/1") == ("1", tags["artifact_sha256"])
     # No input schema: MLflow hands predict the columns as sent (extra ones are refused there,
     # text/csv works); top_k keeps its declared type and default.
     signature = mlflow.models.get_model_info("models:/nextbuy/1").signature

@@ -24,7 +24,7 @@ from pathlib import Path
 from nextbuy import procs
 from nextbuy.bench.fault_verdicts import TRACEBACK
 from nextbuy.bench.serving_fixtures import RestServer, invocations_body
-from nextbuy.mlops.serving import MAX_REQUEST_ROWS, MAX_TOP_K
+from nextbuy.serving import MAX_REQUEST_ROWS, MAX_TOP_K
 
 CLIENTS = 200  # expensive requests in each case
 FRESH_S = 15.0  # a fresh request after the dropped ones: answered within this

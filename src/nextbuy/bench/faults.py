@@ -258,7 +258,7 @@ def request_cases(project: Project, tmp: Path, only: str | None = None) -> list[
 
     from nextbuy import paths
     from nextbuy.bench import fault_serving, serving_fixtures
-    from nextbuy.mlops import rest_app, serving
+    from nextbuy.serving import MAX_BODY_BYTES, MAX_REQUEST_ROWS, MAX_TOP_K
 
     def server(log: Path) -> serving_fixtures.RestServer:
         uri = f"models:/{project.params['deploy']['model_name']}@champion"
@@ -273,9 +273,7 @@ def request_cases(project: Project, tmp: Path, only: str | None = None) -> list[
     running = server(tmp / "serve.log")
     with running:
         assert running.proc is not None  # entering the block started it
-        for request in fault_cases.requests(
-            serving.MAX_REQUEST_ROWS, serving.MAX_TOP_K, rest_app.MAX_BODY_BYTES
-        ):
+        for request in fault_cases.requests(MAX_REQUEST_ROWS, MAX_TOP_K, MAX_BODY_BYTES):
             if not wanted(request.name):
                 continue
             status, message = _post(running.url, request)

@@ -16,7 +16,7 @@ import pandas as pd
 from nextbuy.config import SparkConfig
 from nextbuy.engines import spark_session, spark_table
 from nextbuy.mlops import io
-from nextbuy.mlops.batch import in_store_keys, shard_sources
+from nextbuy.serving import in_store_keys, shard_sources
 
 
 def write_top_k(
@@ -27,7 +27,7 @@ def write_top_k(
     shard: tuple[int, int] = (0, 1),
     sources_per_file: int = 4096,
 ) -> dict:
-    """``mlops.batch.write_top_k`` on Spark (``shard``: this shard and the number of shards):
+    """``serving.write_top_k`` on Spark (``shard``: this shard and the number of shards):
     the same ``out_dir/shard=SSS/part-NNNNN.parquet`` files, row for row."""
     spark = spark_session.session(spark_cfg)
     index, num_shards = shard

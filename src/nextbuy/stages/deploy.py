@@ -206,7 +206,7 @@ def run(params_file: str = "params.yaml") -> dict:
     from mlflow.tracking import MlflowClient
 
     from nextbuy.mlops import model_cards, registry
-    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.serving import ServingBundle
 
     cfg = load_section("deploy", params_file)
     tracking.configure()
