@@ -15,7 +15,7 @@ PACKAGE = SRC / "nextbuy"
 # The layers, bottom up: a module may import its own layer and those below, never one above.
 LAYERS = (
     ("nextbuy.domain",),
-    ("nextbuy.mlops", "nextbuy.model_card", "nextbuy.release"),
+    ("nextbuy.mlops", "nextbuy.model_card", "nextbuy.release", "nextbuy.serving"),
     ("nextbuy.data",),
     # the Spark twins of the stages' data-heavy parts (pyspark imported lazily inside)
     ("nextbuy.engines",),

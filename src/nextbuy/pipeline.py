@@ -27,7 +27,7 @@ from nextbuy.domain.timeunits import DAY
 from nextbuy.stages import calibrate, ingest, label_delay, monitor, thresholds, traffic, train
 
 if TYPE_CHECKING:
-    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.serving import ServingBundle
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class InMemoryRun:
 def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     """ingest -> label_delay -> train -> calibrate -> thresholds on a simulated store."""
     from nextbuy.data.simulate import store_world
-    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.serving import ServingBundle
 
     ingest_cfg = section_config(params, IngestConfig)
     if ingest_cfg.source != "simulated":

@@ -388,7 +388,7 @@ def test_batch_dag_writes_top_k_for_every_product_with_the_champion(trained):
     """resolve_champion pins the champion (v1), one mapped task per shard runs batch-topk,
     publish checks the shards, writes the manifest and points _latest.json at the version.
     (A second run for the same version: the same rows, as the bundle answers them, the shards
-    replaced and the manifest the same but for its run: tests/mlops/test_batch.py and
+    replaced and the manifest the same but for its run: tests/serving/test_batch.py and
     tests/orchestration/test_batch_tasks.py.)"""
     import pandas as pd
 

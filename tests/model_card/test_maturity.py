@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy import paths
-from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
+from nextbuy.bench.serving_fixtures import load_bundle, stored_files, write_bundle_files
 from nextbuy.mlops import io, schemas
 from nextbuy.model_card import maturity, mlflow_cards
 from nextbuy.model_card.record import Card, Gate
@@ -42,7 +42,9 @@ def test_recent_versions_are_rescored_on_matured_traffic_and_one_below_the_floor
     from nextbuy.domain import catalogue
     from nextbuy.release.publishing import log_serving_model
 
-    files = write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000)
+    files = stored_files(
+        write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000), tmp_path / "stored"
+    )
     products = pd.DataFrame(
         {
             "product_id": np.arange(60),
@@ -58,7 +60,13 @@ def test_recent_versions_are_rescored_on_matured_traffic_and_one_below_the_floor
     }
     with mlflow.start_run():
         version = log_serving_model(
-            load_bundle(files), name, files.moments, files.calibration, files.thresholds, tags=tags
+            load_bundle(files),
+            name,
+            files.moments,
+            files.calibration,
+            files.thresholds,
+            files.ranking,
+            tags=tags,
         )
     client.set_registered_model_alias(name, registry.CHAMPION, version)
     run_id = client.get_model_version(name, version).run_id

@@ -101,7 +101,7 @@ def test_the_shard_command_pins_the_version_and_names_the_shard():
 def test_folders_are_named_as_batch_topk_writes_them(tmp_path):
     folder = batch_tasks.version_dir(tmp_path / "recommendations", 12)
     assert folder.name == "model_version=12"
-    assert batch_tasks.shard_dir(folder, 3).name == "shard=003"  # mlops/batch.py: shard={shard:03d}
+    assert batch_tasks.shard_dir(folder, 3).name == "shard=003"  # serving/batch.py: shard={shard:03d}
     assert batch_tasks.recommendations_dir(tmp_path) == tmp_path.resolve() / "recommendations"
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from nextbuy import paths
-from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
-from nextbuy.mlops import serving
+from nextbuy.bench.serving_fixtures import load_bundle, stored_files, write_bundle_files
 from nextbuy.release import Release, first_release, publishing, registry
+from nextbuy.serving import ServingBundle, integrity
 from tests.helpers import config
 from tests.release.records import judged_release
 
@@ -43,16 +43,17 @@ def a_release(passed: bool) -> Release:
 
 
 def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until_orphaned(
-    store, bundles, tmp_path, monkeypatch
+    store, tmp_path, monkeypatch
 ):
     import mlflow
 
-    files = write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000)
+    bundle = write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000)
+    files = stored_files(bundle, tmp_path / "stored")  # what train and calibrate write
     for name, path in (("GNN_MOMENTS", "moments"), ("CALIBRATION_MODEL", "calibration")):
         monkeypatch.setattr(paths, name, getattr(files, path))
     monkeypatch.setattr(paths, "THRESHOLDS_MODEL", files.thresholds)
-    good, _ = bundles
-    good = good.with_retrieval(config("deploy.retrieval", candidates=123))  # as run() sets it
+    monkeypatch.setattr(paths, "SERVED_RANKING", files.ranking)
+    good = load_bundle(files).with_retrieval(config("deploy.retrieval", candidates=123))  # as run() sets it
     with mlflow.start_run():
         release = publishing.publish(store, good, a_release(True))
     assert release.version == "1"
@@ -65,9 +66,9 @@ def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until
     assert release.artifacts["artifact_sha256"] == tags["artifact_sha256"]
     assert {"MLmodel", "python_model.pkl", "artifacts/moments.npz"} <= set(release.artifacts["files"])
     assert "artifacts/retrieval.json" in release.artifacts["files"]  # top-K settings, digest recorded
-    assert serving.ServingBundle.from_model_uri("models:/nextbuy/1").retrieval == good.retrieval
-    assert serving.manifest_digest(release.artifacts["files"]) == tags["artifact_sha256"]
-    assert serving.verify_model_uri("models:/nextbuy/1") == ("1", tags["artifact_sha256"])
+    assert ServingBundle.from_model_uri("models:/nextbuy/1").retrieval == good.retrieval
+    assert integrity.manifest_digest(release.artifacts["files"]) == tags["artifact_sha256"]
+    assert integrity.verify_model_uri("models:/nextbuy/1") == ("1", tags["artifact_sha256"])
     # No input schema: MLflow hands predict the columns as sent (extra ones are refused there,
     # text/csv works); top_k keeps its declared type and default.
     signature = mlflow.models.get_model_info("models:/nextbuy/1").signature

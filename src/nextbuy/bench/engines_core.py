@@ -51,9 +51,9 @@ def batch_topk(engine) -> int:
             engine.spark, champion(), "recommendations", TOPK_K, (0, 1), SOURCES_PER_FILE
         )
     else:
-        from nextbuy.mlops import batch
+        from nextbuy.serving import write_top_k
 
-        got = batch.write_top_k(champion(), "recommendations", TOPK_K, 0, 1, SOURCES_PER_FILE, progress=False)
+        got = write_top_k(champion(), "recommendations", TOPK_K, 0, 1, SOURCES_PER_FILE, progress=False)
     return int(got["rows"])
 
 

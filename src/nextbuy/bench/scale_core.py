@@ -295,7 +295,7 @@ def _train(products, edges, features, weighted, cfg, times: dict, on_step) -> tu
 
 def _serve(params: dict, weighted, moments: dict, sample_sources: int, times: dict, on_step) -> None:
     """Calibrate, thresholds and top-K of the serving bundle, timed."""
-    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.serving import ServingBundle
     from nextbuy.stages import calibrate, thresholds
 
     with _timed(times, "calibrate", on_step):

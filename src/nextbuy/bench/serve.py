@@ -129,7 +129,7 @@ def bench_topk(bundle, tmp: Path, exact_sample: int = TOPK_EXACT_SAMPLE, seed: i
     """Top-K of every product with the bundle's retrieval settings, written by
     ``batch.write_top_k`` (index build included), and the exact method on a seeded sample of
     sources (timed, extrapolated), which is also the recall reference. Keys: :func:`topk_keys`."""
-    from nextbuy.mlops import batch
+    from nextbuy.serving import write_top_k
 
     n = bundle.n_products
     sources = np.sort(np.random.default_rng(seed).choice(n, min(exact_sample, n), replace=False))
@@ -141,7 +141,7 @@ def bench_topk(bundle, tmp: Path, exact_sample: int = TOPK_EXACT_SAMPLE, seed: i
     t = time.perf_counter()
     index = fresh.candidate_index
     build_s = time.perf_counter() - t
-    full = batch.write_top_k(fresh, tmp, TOP_K, progress=False)
+    full = write_top_k(fresh, tmp, TOP_K, progress=False)
     all_s = time.perf_counter() - t
     return {
         "index": index.kind,
@@ -295,7 +295,7 @@ def bench_topk_trained(project: Path, tmp: Path, settings) -> dict:
     calibration and thresholds a pipeline run wrote under ``project`` (e.g. a clone that ran
     ``make run-preset``), with the retrieval settings of the params.yaml in use."""
     from nextbuy import paths
-    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.serving import ServingBundle
 
     files = (paths.GNN_MOMENTS, paths.CALIBRATION_MODEL, paths.THRESHOLDS_MODEL)
     bundle = ServingBundle.load(*(Path(project) / f for f in files)).with_retrieval(settings)

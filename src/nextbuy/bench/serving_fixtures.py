@@ -22,11 +22,27 @@ from pathlib import Path
 import numpy as np
 
 from nextbuy import procs
+from nextbuy.config import RetrievalConfig
 from nextbuy.domain.decisions import Thresholds
 from nextbuy.domain.graph.scoring import score_and_uncertainty
+from nextbuy.domain.served_ranking import RankingChoice
 from nextbuy.domain.uncertainty import fit_bucket_calibration
+from nextbuy.mlops.schemas import PRODUCT_KEY_ARRAY
 
 MODEL_NAME = "nextbuy"  # in a throw-away store: the name the project registers under
+# Top-K retrieval that answers as the exact method: the exact flat search, every list a re-rank
+# cannot prove complete completed by a scan of the catalogue.
+EXACT_RETRIEVAL = RetrievalConfig(
+    kind="flat",
+    flat_max_products=0,
+    candidates=100,
+    completion="scan",
+    ivf_lists_per_sqrt=4.0,
+    nprobe=64,
+    hnsw_m=64,
+    hnsw_ef_construction=40,
+    ef_search=1000,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,7 @@ class BundleFiles:
     calibration: Path
     thresholds: Path
     retrieval: Path | None = None  # top-K retrieval settings (None: top-K scores the whole catalogue)
+    ranking: Path | None = None  # the served top-K order (None: the model's own)
 
 
 def synthetic_moments(n_products: int, d: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -71,7 +88,7 @@ def write_bundle_files(
     """moments.npz, calibration.json (per-bucket isotonic fitted on synthetic
     pairs) and thresholds.json (``{"per_bucket": ...}``), as the pipeline writes them;
     with ``retrieval`` (a ``config.RetrievalConfig``) also retrieval.json, as deploy logs it."""
-    from nextbuy.mlops.serving import _with_prior
+    from nextbuy.serving import with_prior
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -82,8 +99,8 @@ def write_bundle_files(
     # Fit on pairs scored exactly as serving scores them (prior rows included).
     rng = np.random.default_rng(seed + 1)
     m = dict(moments)
-    m["s_mean"], m["s_var"] = _with_prior(m["s_mean"], m["s_var"])
-    m["t_mean"], m["t_var"] = _with_prior(m["t_mean"], m["t_var"])
+    m["s_mean"], m["s_var"] = with_prior(m["s_mean"], m["s_var"])
+    m["t_mean"], m["t_var"] = with_prior(m["t_mean"], m["t_var"])
     src = rng.integers(0, n_products + 1, n_fit)
     dst = rng.integers(0, n_products + 1, n_fit)
     score, unc = score_and_uncertainty(m, src, dst)
@@ -109,10 +126,43 @@ def write_bundle_files(
     return files
 
 
-def load_bundle(files: BundleFiles):
-    from nextbuy.mlops.serving import ServingBundle
+def stored_files(files: BundleFiles, directory: str | Path) -> BundleFiles:
+    """``files`` as deploy stores them with a model, written to ``directory``: moments.npz
+    with the store's product keys (``P<id>``), calibration.json and thresholds.json as they are,
+    retrieval.json (the settings of ``files``, else ``EXACT_RETRIEVAL``) and served_ranking.json
+    (the model's own order)."""
+    import shutil
 
-    return ServingBundle.load(files.moments, files.calibration, files.thresholds, files.retrieval)
+    from nextbuy.serving import STORED_FILES
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    moments, calibration, thresholds, retrieval, ranking = (
+        directory / STORED_FILES[name]
+        for name in ("moments", "calibration", "thresholds", "retrieval", "served_ranking")
+    )
+    with np.load(files.moments) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays[PRODUCT_KEY_ARRAY] = np.array([f"P{i}" for i in range(len(arrays["s_mean"]))])
+    np.savez(moments, **arrays)
+    shutil.copyfile(files.calibration, calibration)
+    shutil.copyfile(files.thresholds, thresholds)
+    if files.retrieval is not None:
+        shutil.copyfile(files.retrieval, retrieval)
+    else:
+        retrieval.write_text(json.dumps(EXACT_RETRIEVAL.model_dump()))
+    choice = RankingChoice("model", 10, 0, {}, {}, 0.95, "synthetic: the model's own order", "none")
+    ranking.write_text(json.dumps(choice.to_dict()))
+    stored = BundleFiles(moments, calibration, thresholds, retrieval, ranking)
+    return stored
+
+
+def load_bundle(files: BundleFiles):
+    from nextbuy.serving import ServingBundle
+
+    return ServingBundle.load(
+        files.moments, files.calibration, files.thresholds, files.retrieval, files.ranking
+    )
 
 
 @contextmanager
@@ -146,9 +196,9 @@ def mlflow_store(tracking_uri: str) -> Iterator[None]:
 
 def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str) -> str:
     """Log + register the bundle as MODEL_NAME with ``publishing.log_serving_model`` inside an
-    MLflow run in the store at ``tracking_uri`` (artifacts under ``root``), alias it
-    ``champion`` (served at ``champion_uri()``); returns the version. This process's
-    MLflow state is restored after."""
+    MLflow run in the store at ``tracking_uri`` (artifacts under ``root``), as deploy stores it
+    (:func:`stored_files`, under ``root/stored``), alias it ``champion`` (served at
+    ``champion_uri()``); returns the version. This process's MLflow state is restored after."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -158,10 +208,12 @@ def register_champion(files: BundleFiles, root: str | Path, tracking_uri: str) -
 
     with mlflow_store(tracking_uri):
         tracking.configure(Path(root))
-        bundle = load_bundle(files)
+        stored = stored_files(files, Path(root) / "stored")
+        bundle = load_bundle(stored)
         with mlflow.start_run(run_name="synthetic-serving"):
+            assert stored.ranking is not None
             version = log_serving_model(
-                bundle, MODEL_NAME, files.moments, files.calibration, files.thresholds
+                bundle, MODEL_NAME, stored.moments, stored.calibration, stored.thresholds, stored.ranking
             )
         MlflowClient(tracking_uri).set_registered_model_alias(MODEL_NAME, CHAMPION, version)
     return version

@@ -139,9 +139,9 @@ def batch_topk(
 ) -> None:
     """Top-K recommendations for every product (this shard's sources) to parquet."""
     from nextbuy.config import EngineConfig, load_section, with_changes
-    from nextbuy.mlops import batch, io, tracking
-    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.mlops import io, tracking
     from nextbuy.release.registry import CHAMPION
+    from nextbuy.serving import ServingBundle, write_top_k
 
     model = model or f"models:/{model_name_or_default(None)}@{CHAMPION}"
     setup_logging()
@@ -166,7 +166,7 @@ def batch_topk(
             engine_cfg.spark, bundle, out, k, (shard, num_shards), sources_per_file
         )
     else:
-        result = batch.write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
+        result = write_top_k(bundle, out, k, shard, num_shards, sources_per_file)
     console.print(
         f"[green]wrote {result['rows']:,} recommendations for {result['sources']:,} sources[/]"
         f" → {result['path']}"

@@ -48,12 +48,12 @@ def verify_model(
     ),
 ) -> None:
     """Check a registered model's files against the SHA-256 deploy recorded on its version,
-    loading nothing from them; exit 1 if any file differs, 2 if none was recorded."""
+    loading nothing from them; exit 1 if any file differs or none was recorded."""
     import mlflow
 
     from nextbuy.mlops import io, tracking
-    from nextbuy.mlops.serving import ARTIFACT_SHA256, verify_model_uri
     from nextbuy.release.registry import CHAMPION
+    from nextbuy.serving import ARTIFACT_SHA256, verify_model_uri
 
     model = model or f"models:/{model_name_or_default(None)}@{CHAMPION}"
     os.environ.setdefault(tracking.PROGRESS_BAR_ENV, "false")
@@ -63,13 +63,6 @@ def verify_model(
     except io.DataError as err:
         console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)
         raise typer.Exit(code=1) from None
-    if digest is None:
-        console.print(
-            f"[bold yellow]{model} (v{version}): no {ARTIFACT_SHA256} recorded (registered before deploy "
-            "recorded file digests): not verified[/]",
-            highlight=False,
-        )
-        raise typer.Exit(code=2)
     console.print(
         f"[green]{model} (v{version}): every file matches {ARTIFACT_SHA256} {digest}[/]", highlight=False
     )
@@ -105,12 +98,12 @@ def serve(
     from pydantic import ValidationError
 
     from nextbuy.config import ServingConfig, read_params, section_config
-    from nextbuy.mlops import rest_app, rest_limits
     from nextbuy.procs import HOST
     from nextbuy.release.registry import CHAMPION
+    from nextbuy.serving import FAST_PATH_ENV, MAX_BODY_BYTES_ENV, SERVING_ENV, max_body_bytes
 
     try:
-        limit = rest_app.max_body_bytes()
+        limit = max_body_bytes()
         limits = section_config(read_params(params), ServingConfig)
     except (ValueError, FileNotFoundError, ValidationError) as err:
         console.print(f"[bold red]serve: {escape(str(err))}[/]", highlight=False)
@@ -124,7 +117,7 @@ def serve(
         soft_wrap=True,
     )
     console.print(
-        f"bodies over {limit:,} bytes: 413 before MLflow reads them ({rest_app.MAX_BODY_BYTES_ENV}); "
+        f"bodies over {limit:,} bytes: 413 before MLflow reads them ({MAX_BODY_BYTES_ENV}); "
         f"{limits.max_concurrent} requests at once per process, {limits.max_queue} waiting, then 503 "
         f"(Retry-After: {limits.retry_after_s}); SIGTERM drains for {limits.drain_s} s ({params}: serving)",
         highlight=False,
@@ -132,12 +125,12 @@ def serve(
     )
     env = dict(os.environ)
     env[scoring_server._SERVER_MODEL_PATH] = path_to_local_file_uri(str(path))
-    env[rest_app.FAST_PATH_ENV] = "1" if fast_path else "0"
+    env[FAST_PATH_ENV] = "1" if fast_path else "0"
     env[MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name] = str(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
-    env[rest_limits.SERVING_ENV] = json.dumps(limits.model_dump())
+    env[SERVING_ENV] = json.dumps(limits.model_dump())
     cmd = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(port)]
     cmd += ["--workers", str(workers), "--timeout-graceful-shutdown", str(limits.drain_s)]
-    cmd += ["nextbuy.mlops.rest_app:app"]
+    cmd += ["nextbuy.serving.rest_app:app"]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(cmd[0], cmd, env)  # uvicorn takes this process's place (pid, group, signals)
@@ -153,13 +146,13 @@ def _checked_local_copy(model: str) -> tuple[Path, str]:
     import mlflow
 
     from nextbuy.mlops import io, tracking
-    from nextbuy.mlops.serving import _download_checked
+    from nextbuy.serving import download_checked
 
     os.environ.setdefault(tracking.PROGRESS_BAR_ENV, "false")
     mlflow.set_tracking_uri(tracking.tracking_uri())
     local = tempfile.mkdtemp(prefix="nextbuy-serve-")
     try:
-        path, version, digest = _download_checked(model, local)
+        path, version, digest = download_checked(model, local)
     except io.DataError as err:
         shutil.rmtree(local, ignore_errors=True)
         console.print(f"[bold red]{escape(err.message)}[/]", highlight=False)

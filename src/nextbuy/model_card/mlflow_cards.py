@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from nextbuy.config import DeployConfig
-    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.serving import ServingBundle
 from nextbuy.model_card.facts import (
     dvc_dir_md5,
     ece_by_bucket,

@@ -162,8 +162,8 @@ def model_n_products(model: str, store: str) -> int:
     import mlflow
 
     from nextbuy.mlops import io
-    from nextbuy.mlops.serving import ServingBundle
     from nextbuy.mlops.tracking import PROGRESS_BAR_ENV
+    from nextbuy.serving import ServingBundle
 
     os.environ.setdefault(PROGRESS_BAR_ENV, "false")
     from mlflow.tracking._tracking_service import utils as tracking_state

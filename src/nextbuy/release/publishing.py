@@ -20,7 +20,7 @@ from nextbuy.release.record import Release
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.serving import ServingBundle
 
 # The longest value MLflow keeps in a model version's tag (its MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH):
 # the whole params.yaml of the lineage fits, so its JSON is never cut short.
@@ -78,24 +78,30 @@ def log_serving_model(
     moments: Path,
     calibration: Path,
     thresholds: Path,
+    ranking: Path,
     tags: dict | None = None,
-    ranking: Path | None = None,
     counts: Path | None = None,
 ) -> str:
     """Log the pyfunc (signature, example, code, pinned requirements, the bundle's top-K
-    retrieval settings as ``retrieval.json`` when it has them, the served ranking
-    ``ranking`` when given and the ``counts`` a count ranking ranks by) and register it with ``tags``
-    and the SHA-256 of every file of the logged model, as downloaded back from the artifact
-    store (``serving.artifact_tags``), created together in one write; returns the version.
-    Call inside an active MLflow run."""
+    retrieval settings as ``retrieval.json``, the served ranking ``ranking`` and the ``counts``
+    a count ranking ranks by) and register it with ``tags`` and the SHA-256 of every file of
+    the logged model, as downloaded back from the artifact store (``serving.artifact_tags``),
+    created together in one write; returns the version. Every model is logged with what
+    serving loads it from (``serving.STORED_FILES``, the store's product keys in ``moments``):
+    a bundle without retrieval settings or keys is a ValueError. Call inside an active MLflow
+    run."""
     import tempfile
 
     import mlflow
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ParamSchema, ParamSpec
 
-    from nextbuy.mlops.serving import RETRIEVAL_FILE, NextbuyModel, artifact_tags
+    from nextbuy.serving import RETRIEVAL_FILE, NextbuyModel, artifact_tags
 
+    if bundle.retrieval is None or bundle.keys is None:
+        raise ValueError(
+            "a serving model is logged with its top-K retrieval settings and the store's product keys"
+        )
     example = input_example(bundle.n_products)
     with warnings.catch_warnings():
         # Product ids are never missing (validate_request refuses them), so int64 is the right schema.
@@ -114,15 +120,17 @@ def log_serving_model(
         outputs=outputs,
         params=ParamSchema([ParamSpec("top_k", "long", 0)]),
     )
-    artifacts = {"moments": str(moments), "calibration": str(calibration), "thresholds": str(thresholds)}
-    if ranking is not None:
-        artifacts["served_ranking"] = str(ranking)
-        if bundle.counts is not None and bundle.ranked_by != "model":  # only a count ranking needs them
-            artifacts["counts"] = str(counts)
+    artifacts = {
+        "moments": str(moments),
+        "calibration": str(calibration),
+        "thresholds": str(thresholds),
+        "served_ranking": str(ranking),
+    }
+    if bundle.counts is not None and bundle.ranked_by != "model":  # only a count ranking needs them
+        artifacts["counts"] = str(counts)
     with tempfile.TemporaryDirectory() as settings_dir:
-        if bundle.retrieval is not None:
-            artifacts["retrieval"] = str(Path(settings_dir) / RETRIEVAL_FILE)
-            io.write_json(bundle.retrieval.model_dump(), artifacts["retrieval"])
+        artifacts["retrieval"] = str(Path(settings_dir) / RETRIEVAL_FILE)
+        io.write_json(bundle.retrieval.model_dump(), artifacts["retrieval"])
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=NextbuyModel(),
@@ -164,7 +172,7 @@ def verdict_tags(release: Release) -> dict[str, str]:
 def recorded_artifacts(client: MlflowClient, name: str, version: str) -> dict:
     """What the registry records of a version's files, for the release record: the digest and
     every file's SHA-256 (``nextbuy verify-model`` checks a download against them)."""
-    from nextbuy.mlops.serving import ARTIFACT_MANIFEST, ARTIFACT_SHA256, parse_manifest
+    from nextbuy.serving import ARTIFACT_MANIFEST, ARTIFACT_SHA256, parse_manifest
 
     tags = client.get_model_version(name, str(version)).tags
     return {
@@ -192,9 +200,8 @@ def publish(client: MlflowClient, candidate: ServingBundle, release: Release) ->
         paths.GNN_MOMENTS,
         paths.CALIBRATION_MODEL,
         paths.THRESHOLDS_MODEL,
+        ranking=paths.SERVED_RANKING,  # deploy's run loaded the candidate from these
         tags=tags,
-        # deploy's run loaded the candidate from these; a bundle built elsewhere may have none
-        ranking=paths.SERVED_RANKING if paths.SERVED_RANKING.exists() else None,
         counts=paths.COUNT_TABLES,
     )
     artifacts = recorded_artifacts(client, name, version)

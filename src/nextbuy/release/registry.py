@@ -309,7 +309,7 @@ def load_bundle(name: str, alias: str):
 
 def load_version(name: str, version: str):
     """The serving bundle of ``models:/name/version``, its files checked as :func:`load_bundle` says."""
-    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.serving import ServingBundle
 
     # A deleted artifact store is a DataError naming its location, not an MLflow traceback.
     return ServingBundle.from_model_uri(f"models:/{name}/{version}")

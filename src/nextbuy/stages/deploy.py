@@ -59,7 +59,7 @@ from nextbuy.release.publishing import lineage, publish
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops.serving import ServingBundle
+    from nextbuy.serving import ServingBundle
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ def register(
 def run(params_file: str = "params.yaml") -> dict:
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.mlops.serving import ServingBundle
     from nextbuy.release import registry
+    from nextbuy.serving import ServingBundle
 
     cfg = load_section(DeployConfig, params_file)
     tracking.configure()

@@ -49,7 +49,7 @@ def test_a_refused_connection_is_no_answer_and_never_sent():
 
 
 def test_the_heaviest_top_k_request_stays_within_the_limits_it_tests():
-    from nextbuy.mlops.serving import MAX_REQUEST_ROWS, MAX_TOP_K
+    from nextbuy.serving import MAX_REQUEST_ROWS, MAX_TOP_K
 
     for n_products in (2, 300, 5000):
         body = json.loads(serving.heavy_topk_body(n_products))

@@ -7,7 +7,7 @@ import pandas as pd
 from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
 from nextbuy.config import RetrievalConfig
 from nextbuy.engines.spark import batch as spark_batch
-from nextbuy.mlops import batch
+from nextbuy.serving import write_top_k
 from tests.conftest import TINY_PARAMS
 from tests.engines.spark import parity
 
@@ -19,7 +19,7 @@ def test_batch_topk_on_spark_writes_the_same_part_files(tmp_path, local_spark):
     bundle = load_bundle(
         write_bundle_files(tmp_path / "bundle", n_products=2000, n_buckets=2, retrieval=retrieval)
     )
-    batch.write_top_k(bundle, tmp_path / "pandas", 10, 1, 2, 300, progress=False)
+    write_top_k(bundle, tmp_path / "pandas", 10, 1, 2, 300, progress=False)
     result = spark_batch.write_top_k(local_spark, bundle, tmp_path / "spark", 10, (1, 2), 300)
     files = sorted(p.name for p in (tmp_path / "pandas" / "shard=001").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "spark" / "shard=001").iterdir())

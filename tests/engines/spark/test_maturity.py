@@ -58,7 +58,7 @@ def registered(tmp_path, monkeypatch):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from nextbuy.bench.serving_fixtures import mlflow_store
+    from nextbuy.bench.serving_fixtures import mlflow_store, stored_files
     from nextbuy.domain import catalogue
     from nextbuy.mlops import tracking
     from nextbuy.model_card import Card, mlflow_cards
@@ -89,14 +89,21 @@ def registered(tmp_path, monkeypatch):
     )
     io.write_table(traffic, paths.TRAFFIC_IMPRESSIONS, schemas.IMPRESSIONS_LOG)
     io.write_json({"now": str(now)}, paths.TRAFFIC_META)
-    files = write_bundle_files(tmp_path / "bundle", n_products=n, d=8, seed=0, n_fit=2000)
+    bundle = write_bundle_files(tmp_path / "bundle", n_products=n, d=8, seed=0, n_fit=2000)
+    files = stored_files(bundle, tmp_path / "stored")  # what deploy logs
     with mlflow_store(f"sqlite:///{tmp_path / 'mlflow.db'}"):
         tracking.configure(tmp_path)
         client = MlflowClient()
         client.create_registered_model("m")
         with mlflow.start_run():
             version = log_serving_model(
-                load_bundle(files), "m", files.moments, files.calibration, files.thresholds, tags=tags
+                load_bundle(files),
+                "m",
+                files.moments,
+                files.calibration,
+                files.thresholds,
+                files.ranking,
+                tags=tags,
             )
         client.set_registered_model_alias("m", registry.CHAMPION, version)
         run_id = client.get_model_version("m", version).run_id

@@ -55,7 +55,7 @@ def test_the_cluster_runs_two_executors_on_its_two_workers(cluster):
 
 
 def test_label_delay_and_batch_topk_on_the_cluster_write_what_pandas_writes(cluster, tmp_path, monkeypatch):
-    from nextbuy.mlops import batch
+    from nextbuy.serving import write_top_k
     from nextbuy.stages import ingest
 
     _, cfg, _ = cluster
@@ -72,7 +72,7 @@ def test_label_delay_and_batch_topk_on_the_cluster_write_what_pandas_writes(clus
     bundle = load_bundle(
         write_bundle_files(tmp_path / "bundle", n_products=1200, n_buckets=2, retrieval=retrieval)
     )
-    batch.write_top_k(bundle, tmp_path / "pandas-topk", 5, 0, 1, 200, progress=False)
+    write_top_k(bundle, tmp_path / "pandas-topk", 5, 0, 1, 200, progress=False)
     spark_batch.write_top_k(cfg, bundle, tmp_path / "spark-topk", 5, (0, 1), 200)
     names = sorted(p.name for p in (tmp_path / "pandas-topk" / "shard=000").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "spark-topk" / "shard=000").iterdir())

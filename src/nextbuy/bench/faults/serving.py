@@ -33,8 +33,7 @@ from nextbuy.bench.faults.project import Project
 from nextbuy.bench.faults.requests import requests
 from nextbuy.bench.faults.verdicts import TRACEBACK, judge_request
 from nextbuy.bench.serving_fixtures import RestServer, invocations_body
-from nextbuy.mlops.rest_app import MAX_BODY_BYTES
-from nextbuy.mlops.serving import MAX_REQUEST_ROWS, MAX_TOP_K
+from nextbuy.serving import MAX_BODY_BYTES, MAX_REQUEST_ROWS, MAX_TOP_K
 
 CLIENTS = 200  # expensive requests in each case
 FRESH_S = 15.0  # a fresh request after the dropped ones: answered within this

@@ -17,7 +17,7 @@ from nextbuy.config import SparkConfig
 from nextbuy.engines.spark import table
 from nextbuy.engines.spark.session import session
 from nextbuy.mlops import io
-from nextbuy.mlops.batch import in_store_keys, shard_sources
+from nextbuy.serving import in_store_keys, shard_sources
 
 
 def write_top_k(
@@ -28,7 +28,7 @@ def write_top_k(
     shard: tuple[int, int] = (0, 1),
     sources_per_file: int = 4096,
 ) -> dict:
-    """``mlops.batch.write_top_k`` on Spark (``shard``: this shard and the number of shards):
+    """``serving.write_top_k`` on Spark (``shard``: this shard and the number of shards):
     the same ``out_dir/shard=SSS/part-NNNNN.parquet`` files, row for row."""
     spark = session(spark_cfg)
     index, num_shards = shard

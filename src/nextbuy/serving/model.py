@@ -1,8 +1,5 @@
-"""The serving model: embedding moments + calibration + per-bucket thresholds,
-as plain numpy so scoring costs little more than the dot products.
-
-``ServingBundle`` is the pure scorer (pairs and top-K); ``NextbuyModel`` wraps
-it as an MLflow pyfunc.
+"""The serving model as an MLflow pyfunc: :class:`NextbuyModel` wraps the scorer
+(``bundle.ServingBundle``), validates each request (``requests``) and answers pairs or top-K.
 
 Cold start: an unknown product id (never seen in training, or negative) is not
 an error. It is scored with the population prior of its role — the mean
@@ -10,23 +7,22 @@ embedding, with the spread of all products added to its variance — which gives
 a popularity-level score with a high uncertainty (so it lands in the most
 uncertain bucket and its strictest threshold), and ``cold_start`` is True.
 
-Top-K: the bundle's retrieval settings (deploy's ``retrieval.json``, from params.yaml
+Top-K: the model's retrieval settings (deploy's ``retrieval.json``, from params.yaml
 ``deploy.retrieval``) pick a faiss index over the catalogue, built on the first top-K;
 each source's candidates are retrieved from it and ranked exactly, and a source whose
 top-K the re-rank cannot prove complete is completed by an exact scan of the catalogue
 where ``completion`` says so (``nextbuy.domain.retrieval``): with the exact ``flat``
-search and the scan top-K is exact, ``ivf`` / ``hnsw`` are approximate. Settings stored
-before ``completion`` existed read as ``scan``, what that code did. A bundle without
-retrieval settings (a version
-registered before them) and ``top_k(..., exact=True)`` score every source against the
-whole catalogue.
+search and the scan top-K is exact, ``ivf`` / ``hnsw`` are approximate.
 
 Top-K order: calibrate chooses it out of fold (``nextbuy.domain.served_ranking``): the
 model's own, or a count ranking of the store's purchases (co-purchase counts, popularity)
 when that ranked held-out next purchases better beyond its CI. Deploy logs the choice
 (``served_ranking.json``) and, for a count ranking, the counts (``counts.npz``); the pair
-columns of every answer still come from the model. A version registered before the choice
-was logged ranks by the model.
+columns of every answer still come from the model.
+
+What deploy stores with every model (``bundle.STORED_FILES``, the store's product keys in
+the moments, the digest tags) is what a model is loaded from: a model registered without
+one of them is refused, naming what is missing and how to re-register it.
 
 Trust boundary: deploy records the SHA-256 of every file of the logged model (the
 pickled ``python_model.pkl``, ``MLmodel``, the bundled code and the bundle files) on
@@ -34,101 +30,30 @@ the registry version (``artifact_sha256``, ``artifact_manifest``). Our loaders
 (:meth:`ServingBundle.from_model_uri`, :meth:`ServingBundle.from_model_dir` on a
 registry download, hence monitor, deploy's champion and ``nextbuy batch-topk``)
 check the downloaded files against it before reading anything in them and refuse a
-model whose files changed (:func:`verify_model_files`). ``mlflow models serve``
+model whose files changed (``integrity.verify_model_files``). ``mlflow models serve``
 unpickles the model before any of our code runs: ``NextbuyModel.load_context``
 repeats the check there, which catches changed bundle files and corruption, but not
-a replaced pickle (whose code runs first). Versions registered before the digests
-existed load with a warning.
-
-One module per job (this one keeps the MLflow class, whose pickles name it here):
-``serving_bundle`` (the scorer), ``serving_integrity`` (digests, checked download),
-``serving_readers`` (the bundle's JSON files), ``serving_requests`` (request validation).
-Their public names are importable from here too.
+a replaced pickle (whose code runs first).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from nextbuy.mlops.serving_bundle import (
-    PAIR_COLUMNS,
-    TOPK_CHUNK_CELLS,
-    TOPK_COLUMNS,
-    ServingBundle,
-    _with_prior,
-)
-from nextbuy.mlops.serving_integrity import (
-    ARTIFACT_MANIFEST,
-    ARTIFACT_SHA256,
-    DOWNLOAD_META,
-    _download_checked,
-    _verify_served_files,
-    artifact_tags,
-    file_sha256,
-    manifest_digest,
-    manifest_text,
-    model_file_digests,
-    parse_manifest,
-    verify_model_files,
-    verify_model_uri,
-)
-from nextbuy.mlops.serving_readers import (
-    COUNTS_FILE,
-    RETRIEVAL_FILE,
-    RETRIEVAL_STORED_BEFORE,
-    SERVED_RANKING_FILE,
-    read_calibration,
-    read_retrieval,
-    read_thresholds,
-)
-from nextbuy.mlops.serving_requests import (
-    INPUT_COLUMNS,
+from nextbuy.serving.bundle import ServingBundle
+from nextbuy.serving.integrity import verify_served_files
+from nextbuy.serving.requests import (
     MAX_REQUEST_ROWS,
-    MAX_TOP_K,
-    _invalid,
-    _refuse_too_deep_json,
     raise_if_cancelled,
+    refusal,
+    refuse_too_deep_json,
     top_k_param,
     validate_request,
 )
-
-__all__ = [
-    "ARTIFACT_MANIFEST",
-    "ARTIFACT_SHA256",
-    "COUNTS_FILE",
-    "DOWNLOAD_META",
-    "INPUT_COLUMNS",
-    "MAX_REQUEST_ROWS",
-    "MAX_TOPK_ROWS",
-    "MAX_TOP_K",
-    "PAIR_COLUMNS",
-    "RETRIEVAL_FILE",
-    "RETRIEVAL_STORED_BEFORE",
-    "SERVED_RANKING_FILE",
-    "TOPK_CHUNK_CELLS",
-    "TOPK_COLUMNS",
-    "NextbuyModel",
-    "ServingBundle",
-    "_download_checked",
-    "_refuse_too_deep_json",
-    "_verify_served_files",
-    "_with_prior",
-    "artifact_tags",
-    "file_sha256",
-    "manifest_digest",
-    "manifest_text",
-    "model_file_digests",
-    "parse_manifest",
-    "read_calibration",
-    "read_retrieval",
-    "read_thresholds",
-    "top_k_param",
-    "validate_request",
-    "verify_model_files",
-    "verify_model_uri",
-]
 
 # REST guard on top-K: rows in one top-K answer (distinct sources x K, K capped by the catalogue).
 MAX_TOPK_ROWS = MAX_REQUEST_ROWS
@@ -150,19 +75,12 @@ class NextbuyModel(PythonModel):
         a = context.artifacts
         # After MLflow unpickled this object (a replaced pickle never gets here), before the
         # bundle files are read: changed files or corruption stop the server from starting.
-        _verify_served_files(a["moments"])
-        self.bundle = ServingBundle.load(
-            a["moments"],
-            a["calibration"],
-            a["thresholds"],
-            a.get("retrieval"),
-            a.get("served_ranking"),
-            a.get("counts"),
-        )
-        _refuse_too_deep_json()
+        verify_served_files(a["moments"])
+        self.bundle = ServingBundle.from_stored(a, Path(a["moments"]).resolve().parent.parent)
+        refuse_too_deep_json()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """Pairs scored or top-K recommended; a cancelled request (``serving_requests.CANCELLED``)
+        """Pairs scored or top-K recommended; a cancelled request (``requests.CANCELLED``)
         stops before it starts, between chunks of top-K, and before its answer is written."""
         raise_if_cancelled()
         answer = self._answer(model_input, params)
@@ -183,9 +101,8 @@ class NextbuyModel(PythonModel):
         does not know: a product it never saw, answered as cold start), answered with the keys
         beside the ids."""
         if self.bundle.keys is None:
-            raise _invalid(
-                "this model holds no store product keys (registered before it kept them): "
-                "send source_id and candidate_id, the product ids"
+            raise refusal(
+                "this model holds no store product keys: send source_id and candidate_id, the product ids"
             )
         source_key = request["source_key"].to_numpy()
         if top_k == 0:
@@ -204,7 +121,7 @@ class NextbuyModel(PythonModel):
         sources = pd.unique(source_id) if unique_sources else source_id
         rows = sources.size * min(top_k, max(self.bundle.n_products - 1, 1))
         if rows > MAX_TOPK_ROWS:
-            raise _invalid(
+            raise refusal(
                 f"top-K answer of {rows:,} rows ({sources.size:,} sources x top_k {top_k}); "
                 f"the limit is {MAX_TOPK_ROWS:,} rows per request: send fewer sources or a smaller "
                 "top_k (use `nextbuy batch-topk` for bulk recommendations)"

@@ -16,9 +16,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from nextbuy import procs
+from nextbuy import procs, serving
 from nextbuy.bench import serving_fixtures as fixtures
-from nextbuy.mlops import serving
 
 pytestmark = pytest.mark.slow
 
@@ -279,7 +278,7 @@ def test_body_over_the_size_limit_gets_413_before_it_is_parsed(server):
     import http.client
     import time
 
-    from nextbuy.mlops import rest_app
+    from nextbuy.serving import rest_app
 
     limit = rest_app.MAX_BODY_BYTES
     rows = [[123456789, 987654321]] * 1_000_000
@@ -312,7 +311,7 @@ def test_body_over_the_size_limit_gets_413_before_it_is_parsed(server):
 def test_chunked_body_over_the_size_limit_gets_413(server):
     import http.client
 
-    from nextbuy.mlops import rest_app
+    from nextbuy.serving import rest_app
 
     limit = rest_app.MAX_BODY_BYTES
     piece = b"[1, 2], " * 8192  # 64 KiB

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+import yaml
+
 from nextbuy import yaml_io
+from nextbuy.mlops import io
+from nextbuy.serving.readers import REREGISTER
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +32,7 @@ def _artifact_location(uri: str) -> str:
     if not uri.startswith("models:/"):
         return uri
     try:
+        # MLflow: imported where the registry is read (the scorer alone never needs it)
         from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
         return ModelsArtifactRepository.get_underlying_uri(uri)
@@ -99,25 +106,24 @@ def verify_model_files(
     version (``tags``; None when ``uri`` is no registry version). Call it before anything in
     ``model_dir`` is read, imported or unpickled.
 
-    Returns the verified ``artifact_sha256``. A version registered before deploy recorded
-    digests (no tag), or a model that is no registry version, is logged as a warning and
-    returns None: it loads unverified. Files that differ raise ``io.DataError`` naming
-    ``uri`` and the first differing file (missing, added or changed); ``version``, the
-    registry version ``uri`` resolved to, is named in messages when given.
-    ``ignore_bytecode``: see :func:`model_file_digests` (never before the code is imported:
-    a planted ``__pycache__`` file would then run)."""
-    from nextbuy.mlops import io
-
+    Returns the verified ``artifact_sha256``. A model that is no registry version is logged as
+    a warning and returns None: it loads unverified. A version without the digest tags deploy
+    records is refused (``io.DataError`` naming the tags and how to re-register it). Files
+    that differ raise ``io.DataError`` naming ``uri`` and the first differing file (missing,
+    added or changed); ``version``, the registry version ``uri`` resolved to, is named in
+    messages when given. ``ignore_bytecode``: see :func:`model_file_digests` (never before the
+    code is imported: a planted ``__pycache__`` file would then run)."""
     which = f"{uri} (v{version})" if version is not None else uri
-    expected = (tags or {}).get(ARTIFACT_SHA256)
-    if not expected:
-        why = (
-            "not a registered model version"
-            if tags is None
-            else f"registered before deploy recorded file digests (no '{ARTIFACT_SHA256}' tag)"
-        )
-        log.warning("%s: %s; its files are NOT verified before loading", which, why)
+    if tags is None:
+        log.warning("%s: not a registered model version; its files are NOT verified before loading", which)
         return None
+    missing = [tag for tag in (ARTIFACT_SHA256, ARTIFACT_MANIFEST) if not tags.get(tag)]
+    if missing:
+        raise io.DataError(
+            which,
+            f"no {' or '.join(repr(t) for t in missing)} tag (the file digests deploy records); {REREGISTER}",
+        )
+    expected, recorded_text = tags[ARTIFACT_SHA256], tags[ARTIFACT_MANIFEST]
     actual = model_file_digests(model_dir, ignore_bytecode)
     if manifest_digest(actual) == expected:
         return expected
@@ -126,23 +132,17 @@ def verify_model_files(
         "registered it (tampering or corruption). Restore the files, or release another version "
         "(nextbuy rollback / promote, or re-run deploy)"
     )
-    assert tags is not None  # ``expected`` came from them
-    recorded_text = tags.get(ARTIFACT_MANIFEST)
-    if recorded_text and hashlib.sha256(recorded_text.encode()).hexdigest() == expected:
+    if hashlib.sha256(recorded_text.encode()).hexdigest() == expected:
         mismatch = _first_mismatch(actual, parse_manifest(recorded_text))
         if mismatch is not None:
             rel, what = mismatch
             at = f" in v{version}" if version is not None else ""
             raise io.DataError(f"{uri} ({rel})", f"{what}{at}; {how}")
-    detail = (
-        f"its '{ARTIFACT_MANIFEST}' tag does not match '{ARTIFACT_SHA256}' either (registry tags altered?)"
-        if recorded_text
-        else f"no '{ARTIFACT_MANIFEST}' tag to name which"
-    )
     raise io.DataError(
         which,
         f"the files' digest {manifest_digest(actual)[:16]}… differs from the recorded "
-        f"{ARTIFACT_SHA256} {expected[:16]}… ({detail}); {how}",
+        f"{ARTIFACT_SHA256} {expected[:16]}… (its '{ARTIFACT_MANIFEST}' tag does not match "
+        f"'{ARTIFACT_SHA256}' either: registry tags altered?); {how}",
     )
 
 
@@ -151,6 +151,7 @@ def _registered_version(uri: str) -> tuple[str, str] | None:
     (``runs:/``, paths, ``models:/<model id>``). Raises MlflowException when it resolves to nothing."""
     if not uri.startswith("models:/"):
         return None
+    # MLflow: imported where the registry is read (the scorer alone never needs it)
     from mlflow.store.artifact.utils.models import _parse_model_uri, get_model_name_and_version
     from mlflow.tracking import MlflowClient
 
@@ -160,11 +161,11 @@ def _registered_version(uri: str) -> tuple[str, str] | None:
     return name, str(version)
 
 
-def _version_tags(uri: str, name: str, version: str) -> dict[str, str]:
+def version_tags(uri: str, name: str, version: str) -> dict[str, str]:
+    """The tags of registry version ``version`` of ``name`` (``uri`` is named if it cannot be read)."""
+    # MLflow: imported where the registry is read (the scorer alone never needs it)
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-
-    from nextbuy.mlops import io
 
     try:
         return dict(MlflowClient().get_model_version(name, version).tags)
@@ -174,10 +175,8 @@ def _version_tags(uri: str, name: str, version: str) -> dict[str, str]:
         ) from None
 
 
-def _downloaded_version(model_dir: str | Path) -> tuple[str, str] | None:
+def downloaded_version(model_dir: str | Path) -> tuple[str, str] | None:
     """(name, version) MLflow's downloader recorded next to a registered model it downloaded."""
-    import yaml
-
     meta = Path(model_dir) / DOWNLOAD_META
     try:
         d = yaml_io.load(meta.read_text())
@@ -188,21 +187,21 @@ def _downloaded_version(model_dir: str | Path) -> tuple[str, str] | None:
     return str(d["model_name"]), str(d["model_version"])
 
 
-def _download_checked(uri: str, dst: str | Path) -> tuple[Path, str | None, str | None]:
+def download_checked(uri: str, dst: str | Path) -> tuple[Path, str | None, str | None]:
     """Download ``uri`` into ``dst`` and verify its files (:func:`verify_model_files`);
     returns the download, the registry version it is (None: not one) and the verified
-    digest (None: nothing recorded, warned).
+    digest (None: not a registry version, warned).
     An alias is resolved once and that version downloaded, so what is checked is what was
-    downloaded. ``io.DataError`` when nothing can be downloaded or the files are gone."""
+    downloaded. ``io.DataError`` when nothing can be downloaded, the files are gone or the
+    version has no recorded digests."""
+    # MLflow: imported where the registry is read (the scorer alone never needs it)
     import mlflow
     from mlflow.exceptions import MlflowException
-
-    from nextbuy.mlops import io
 
     try:
         registered = _registered_version(uri)
         pinned = uri if registered is None else f"models:/{registered[0]}/{registered[1]}"
-        tags = None if registered is None else _version_tags(uri, *registered)
+        tags = None if registered is None else version_tags(uri, *registered)
         path = Path(mlflow.artifacts.download_artifacts(pinned, dst_path=str(dst)))
     except (MlflowException, OSError) as err:
         raise io.DataError(uri, f"cannot download the model from {_artifact_location(uri)} ({err})") from None
@@ -224,8 +223,6 @@ def _drop_bytecode_caches(download: Path) -> None:
     load_model`` of a ``models:/`` URI on a file store imports from the store itself). MLflow never
     logs them, deploy never recorded them, and, gone from the copy before anything in it is
     imported, none of them can run."""
-    import shutil
-
     caches = [p for p in download.rglob("__pycache__") if p.is_dir()]
     for cache in caches:
         shutil.rmtree(cache)
@@ -233,31 +230,27 @@ def _drop_bytecode_caches(download: Path) -> None:
         log.info("%s: left out %d bytecode cache folder(s) (__pycache__) of the store", download, len(caches))
 
 
-def verify_model_uri(uri: str) -> tuple[str, str | None]:
+def verify_model_uri(uri: str) -> tuple[str, str]:
     """Download the registry model ``uri`` to a temporary folder and check its files against
     the digests deploy recorded (``nextbuy verify-model``); loads nothing. Returns the version
-    checked and its verified ``artifact_sha256`` (None: nothing recorded, warned);
-    ``io.DataError`` when the files differ, or ``uri`` is no registry version."""
-    import tempfile
-
-    from nextbuy.mlops import io
-
+    checked and its verified ``artifact_sha256``; ``io.DataError`` when the files differ, the
+    version has no recorded digests, or ``uri`` is no registry version."""
     if not uri.startswith("models:/"):
         raise io.DataError(uri, "not a registry URI (models:/NAME/VERSION or models:/NAME@ALIAS)")
     with tempfile.TemporaryDirectory() as tmp:
-        _, version, digest = _download_checked(uri, tmp)
-    if version is None:
+        _, version, digest = download_checked(uri, tmp)
+    if version is None or digest is None:  # a registry version always has its digest checked
         raise io.DataError(uri, "not a registry URI (models:/NAME/VERSION or models:/NAME@ALIAS)")
     return version, digest
 
 
-def _verify_served_files(moments_path: str | Path) -> None:
+def verify_served_files(moments_path: str | Path) -> None:
     """In ``load_context``: the model directory around the bundle, when MLflow downloaded it
     from the registry (``registered_model_meta``), checked against its version's digests."""
     root = Path(moments_path).resolve().parent.parent
-    registered = _downloaded_version(root)
+    registered = downloaded_version(root)
     if registered is None or not (root / "MLmodel").is_file():
         return  # not a registry download (a local path, or log_model checking its input example)
     uri = f"models:/{registered[0]}/{registered[1]}"
     # MLflow imported the bundled code already, which may have written __pycache__ there.
-    verify_model_files(uri, root, _version_tags(uri, *registered), ignore_bytecode=True)
+    verify_model_files(uri, root, version_tags(uri, *registered), ignore_bytecode=True)

@@ -2,7 +2,7 @@
 of a tiny ASGI app that echoes the body it receives: a Content-Length over the limit is
 refused before a byte is read, a chunked body once it passes the limit, and what is under
 the limit reaches the app unchanged. (The guard in front of MLflow's server, for real:
-tests/mlops/test_rest.py.)"""
+tests/serving/test_rest.py.)"""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nextbuy.mlops import rest_app, serving
+from nextbuy import serving
+from nextbuy.serving import rest_app
 
 LIMIT = 100
 
@@ -410,7 +411,6 @@ def test_serve_checks_the_champion_then_execs_uvicorn_on_the_guarded_app(tmp_pat
     from nextbuy import procs
     from nextbuy.bench import serving_fixtures as fixtures
     from nextbuy.config import ServingConfig, load_section
-    from nextbuy.mlops import rest_limits
 
     files = fixtures.write_bundle_files(tmp_path / "bundle", 50, 4)
     fixtures.register_champion(files, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -423,12 +423,12 @@ def test_serve_checks_the_champion_then_execs_uvicorn_on_the_guarded_app(tmp_pat
     assert "(v1)" in result.output
     cmd, env = execd
     assert cmd[:3] == [sys.executable, "-m", "uvicorn"]
-    assert cmd[-1] == "nextbuy.mlops.rest_app:app"
+    assert cmd[-1] == "nextbuy.serving.rest_app:app"
     drain = load_section(ServingConfig).drain_s  # params.yaml's, from the test's working directory
     assert " ".join(cmd[3:-1]) == (
         f"--host {procs.HOST} --port 5123 --workers 2 --timeout-graceful-shutdown {drain}"
     )
-    assert json.loads(env[rest_limits.SERVING_ENV]) == load_section(ServingConfig).model_dump()
+    assert json.loads(env[serving.SERVING_ENV]) == load_section(ServingConfig).model_dump()
     served = env[scoring_server._SERVER_MODEL_PATH]
     assert served.startswith("file://")
     assert (Path(served.removeprefix("file://")) / "MLmodel").is_file()

@@ -11,7 +11,7 @@ limit cannot hold too many rows and is not looked at.
 ``anyio.CapacityLimiter``); at most ``max_queue`` requests wait for one, and the next is
 answered 503 with a ``Retry-After`` header at once. While a request waits or is computed it
 watches its connection: when the client goes (ASGI ``http.disconnect``) the wait or the work is
-cancelled (an anyio cancel scope), and the request's event (``serving_requests.CANCELLED``)
+cancelled (an anyio cancel scope), and the request's event (``requests.CANCELLED``)
 is set, so the model's worker thread, which a coroutine's cancellation does not reach, stops
 at its next check. The event is also set when the request ends in any other way: uvicorn
 cancelling it after SIGTERM's grace period (``--timeout-graceful-shutdown``), and MLflow's
@@ -43,9 +43,9 @@ from typing import Any
 import anyio
 import orjson
 
-from nextbuy.config import ServingConfig
-from nextbuy.mlops.rest_app import ASGIApp, Message, Receive, Scope, Send, _header, _replay
-from nextbuy.mlops.serving_requests import CANCELLED, MAX_REQUEST_ROWS
+from nextbuy.config import ServingConfig, load_section
+from nextbuy.serving.asgi import ASGIApp, Message, Receive, Scope, Send, header, replay
+from nextbuy.serving.requests import CANCELLED, MAX_REQUEST_ROWS
 
 SERVING_ENV = "NEXTBUY_SERVING"
 # After SIGTERM, work in flight is cut off this long before uvicorn's grace period (drain_s)
@@ -61,8 +61,6 @@ def serving_config(environ: Mapping[str, str] = os.environ) -> ServingConfig:
     raw = environ.get(SERVING_ENV)
     if raw:
         return ServingConfig.model_validate(json.loads(raw))
-    from nextbuy.config import load_section
-
     return load_section(ServingConfig)
 
 
@@ -155,11 +153,11 @@ class RowLimit:
         body = await _read_body(receive)
         if body is None:
             return
-        rows = body_rows(body, _header(scope, b"content-type"))
+        rows = body_rows(body, header(scope, b"content-type"))
         if rows is not None and rows > MAX_REQUEST_ROWS:
             await _answer(send, 413, too_many_rows_message(rows))
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, receive), send)
 
 
 # ---- slots, queue, cancellation --------------------------------------------------------------

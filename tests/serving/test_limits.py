@@ -1,4 +1,4 @@
-"""What ``nextbuy serve`` takes on (``rest_limits``), in front of small ASGI apps: bodies of
+"""What ``nextbuy serve`` takes on (``limits``), in front of small ASGI apps: bodies of
 too many rows refused before the app sees them, requests beyond the slots and the queue
 answered 503 with Retry-After, the work of a client that has gone cancelled (also in the
 worker thread), and SIGTERM's drain. (Against MLflow's server for real: the abuse cases of
@@ -14,14 +14,13 @@ import time
 import pytest
 
 from nextbuy.config import ServingConfig
-from nextbuy.mlops import rest_limits
-from nextbuy.mlops.serving import MAX_REQUEST_ROWS
-from nextbuy.mlops.serving_requests import CANCELLED, RequestCancelled, raise_if_cancelled
+from nextbuy.serving import limits
+from nextbuy.serving.requests import CANCELLED, MAX_REQUEST_ROWS, RequestCancelled, raise_if_cancelled
 
 INVOCATION = {"type": "http", "method": "POST", "path": "/invocations"}
 
 
-def limits(**changes) -> ServingConfig:
+def serving_settings(**changes) -> ServingConfig:
     return ServingConfig.model_validate(
         {"max_concurrent": 1, "max_queue": 1, "retry_after_s": 7, "drain_s": 2, **changes}
     )
@@ -91,13 +90,11 @@ async def settle() -> None:
     await asyncio.sleep(0.05)
 
 
-async def admit(
-    clients: int, **changes
-) -> tuple[Worker, rest_limits.Admission, list[Client], list[asyncio.Task]]:
-    """``clients`` requests sent at once through ``Admission`` (``limits(**changes)``) in front of a
+async def admit(clients: int, **changes) -> tuple[Worker, limits.Admission, list[Client], list[asyncio.Task]]:
+    """``clients`` requests sent at once through ``Admission`` (``serving_settings(**changes)``) in front of a
     ``Worker``, left to settle: the worker, the admission, the clients and their request tasks."""
     worker = Worker()
-    admission = rest_limits.Admission(worker, limits(**changes))
+    admission = limits.Admission(worker, serving_settings(**changes))
     sent = [Client() for _ in range(clients)]
     tasks = [asyncio.create_task(admission(c.scope, c.receive, c.send)) for c in sent]
     await settle()
@@ -129,7 +126,7 @@ def split(rows: int, columns=("source_id", "candidate_id")) -> bytes:
 def test_a_body_of_more_rows_than_the_limit_is_refused_413_before_the_app_sees_it(body, content_type):
     worker = Worker()
     client = Client(body, content_type)
-    asyncio.run(rest_limits.RowLimit(worker)(client.scope, client.receive, client.send))
+    asyncio.run(limits.RowLimit(worker)(client.scope, client.receive, client.send))
     assert client.status == 413
     assert f"{MAX_REQUEST_ROWS + 1:,} rows in one request" in client.message
     assert f"limit is {MAX_REQUEST_ROWS:,} rows" in client.message
@@ -154,18 +151,18 @@ def test_bodies_the_row_limit_does_not_refuse_reach_the_app_unchanged(body):
 
     content_type = b"text/csv" if body.startswith(b"source_id") else b"application/json"
     client = Client(body, content_type)
-    asyncio.run(rest_limits.RowLimit(app)(client.scope, client.receive, client.send))
+    asyncio.run(limits.RowLimit(app)(client.scope, client.receive, client.send))
     assert client.status == 200
     assert seen == [body]
 
 
 def test_rows_are_counted_in_every_json_form_mlflow_reads():
-    assert rest_limits.json_rows({"dataframe_split": {"columns": ["a"], "data": [[1], [2]]}}) == 2
-    assert rest_limits.json_rows({"dataframe_records": [{}, {}, {}]}) == 3
-    assert rest_limits.json_rows({"inputs": {"a": [1, 2], "b": [1, 2, 3, 4]}}) == 4
-    assert rest_limits.json_rows({"instances": [1]}) == 1
-    assert rest_limits.json_rows({"rows": [1]}) is None
-    assert rest_limits.json_rows([1, 2]) is None
+    assert limits.json_rows({"dataframe_split": {"columns": ["a"], "data": [[1], [2]]}}) == 2
+    assert limits.json_rows({"dataframe_records": [{}, {}, {}]}) == 3
+    assert limits.json_rows({"inputs": {"a": [1, 2], "b": [1, 2, 3, 4]}}) == 4
+    assert limits.json_rows({"instances": [1]}) == 1
+    assert limits.json_rows({"rows": [1]}) is None
+    assert limits.json_rows([1, 2]) is None
 
 
 # ---- slots and queue ---------------------------------------------------------------------
@@ -250,7 +247,7 @@ def test_after_stop_waiting_requests_get_503_at_once_and_work_in_flight_is_cut_o
         assert waiting.headers[b"retry-after"] == b"7"
         await asyncio.wait_for(tasks[0], 3)
         took = time.monotonic() - started
-        assert 2 - rest_limits.CUTOFF_S - 0.2 <= took < 2, took  # cut off before uvicorn's grace ends
+        assert 2 - limits.CUTOFF_S - 0.2 <= took < 2, took  # cut off before uvicorn's grace ends
         assert computing.status == 503
         assert "server stopping" in computing.message
         await settle()
@@ -278,14 +275,14 @@ def test_work_that_ends_within_the_drain_is_answered():
 def test_listening_stops_only_once_work_in_flight_is_over_and_no_request_came_for_a_while():
     async def scenario():
         worker = Worker()
-        admission = rest_limits.Admission(worker, limits(drain_s=5))
+        admission = limits.Admission(worker, serving_settings(drain_s=5))
         computing = Client()
         task = asyncio.create_task(admission(computing.scope, computing.receive, computing.send))
         await settle()
         handed_over: list[float] = []
         loop = asyncio.get_running_loop()
         admission.stop(lambda: handed_over.append(loop.time()))
-        await asyncio.sleep(rest_limits.QUIET_S + 0.2)
+        await asyncio.sleep(limits.QUIET_S + 0.2)
         assert handed_over == []  # a request is still computing
         late = Client()  # sent before the signal, read only now: answered, and the quiet restarts
         await admission(late.scope, late.receive, late.send)
@@ -294,28 +291,28 @@ def test_listening_stops_only_once_work_in_flight_is_over_and_no_request_came_fo
         worker.release.set()
         await asyncio.wait_for(task, 2)
         assert computing.status == 200
-        await asyncio.sleep(rest_limits.QUIET_S + 0.2)
+        await asyncio.sleep(limits.QUIET_S + 0.2)
         assert len(handed_over) == 1
-        assert handed_over[0] >= arrived + rest_limits.QUIET_S
+        assert handed_over[0] >= arrived + limits.QUIET_S
 
     asyncio.run(scenario())
 
 
 def test_an_idle_server_stops_listening_once_what_was_sent_before_the_signal_is_read():
     async def scenario():
-        admission = rest_limits.Admission(Worker(), limits())
+        admission = limits.Admission(Worker(), serving_settings())
         loop = asyncio.get_running_loop()
         started, handed_over = loop.time(), asyncio.Event()
         admission.stop(handed_over.set)
         await asyncio.wait_for(handed_over.wait(), 2)
-        assert rest_limits.QUIET_S <= loop.time() - started < rest_limits.QUIET_S + 0.5
+        assert limits.QUIET_S <= loop.time() - started < limits.QUIET_S + 0.5
 
     asyncio.run(scenario())
 
 
 def test_work_that_never_ends_hands_over_at_the_cut_off():
     async def scenario():
-        admission = rest_limits.Admission(Worker(), limits(drain_s=2))
+        admission = limits.Admission(Worker(), serving_settings(drain_s=2))
         client = Client()
         task = asyncio.create_task(admission(client.scope, client.receive, client.send))
         await settle()
@@ -344,14 +341,14 @@ def test_the_cancellation_is_seen_only_by_its_own_request():
 
 
 def test_serving_settings_come_from_the_env_nextbuy_serve_sets_else_params_yaml(monkeypatch):
-    given = limits(max_concurrent=3)
-    env = {rest_limits.SERVING_ENV: json.dumps(given.model_dump())}
-    assert rest_limits.serving_config(env) == given
-    from nextbuy.config import ServingConfig, load_section
+    given = serving_settings(max_concurrent=3)
+    env = {limits.SERVING_ENV: json.dumps(given.model_dump())}
+    assert limits.serving_config(env) == given
+    from nextbuy.config import load_section
     from tests.conftest import ROOT
 
     monkeypatch.chdir(ROOT)
-    assert rest_limits.serving_config({}) == load_section(ServingConfig)
+    assert limits.serving_config({}) == load_section(ServingConfig)
 
 
 @pytest.mark.parametrize(
@@ -361,7 +358,7 @@ def test_serving_settings_out_of_bounds_are_refused_naming_the_key(key, value):
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match=key):
-        limits(**{key: value})
+        serving_settings(**{key: value})
 
 
 # ---- SIGTERM to a real uvicorn ---------------------------------------------------------------
@@ -370,7 +367,7 @@ SLOW_APP = """
 import asyncio
 
 from nextbuy.config import ServingConfig
-from nextbuy.mlops.rest_limits import Admission
+from nextbuy.serving.limits import Admission
 
 
 async def slow(scope, receive, send):

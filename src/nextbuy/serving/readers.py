@@ -6,39 +6,39 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from nextbuy import paths
 from nextbuy.config import RetrievalConfig
 from nextbuy.domain.decisions import Thresholds
 from nextbuy.domain.served_ranking import RANKERS, CountTables, RankingChoice
 from nextbuy.domain.uncertainty import BucketCalibration
+from nextbuy.mlops import io
 
 # The top-K retrieval settings deploy stores with the model (artifacts/), next to the others.
 RETRIEVAL_FILE = "retrieval.json"
 # The served top-K order and, when it is a count ranking, the counts it ranks by.
 SERVED_RANKING_FILE, COUNTS_FILE = paths.SERVED_RANKING.name, paths.COUNT_TABLES.name
-# Retrieval keys added after models were registered with retrieval.json: the value that
-# reproduces what the code of those models did.
-RETRIEVAL_STORED_BEFORE = {"completion": "scan"}
+# How a model that lacks something deploy stores with every model is made servable.
+REREGISTER = "re-register it: run the pipeline's deploy stage again (nextbuy deploy)"
 
 
-def _json_object(path: str | Path, keys: tuple[str, ...]) -> dict:
-    from nextbuy.mlops import io
-
+def _json_object(path: str | Path, keys: tuple[str, ...], missing_hint: str = "") -> dict:
+    """The JSON object in ``path``, refused when it lacks one of ``keys`` (``missing_hint``: what
+    to do then, after the keys missing)."""
     d = io.read_json(path)
     if not isinstance(d, dict):
         raise io.DataError(path, f"expected a JSON object with {list(keys)}, got {type(d).__name__}")
     missing = [k for k in keys if k not in d]
     if missing:
-        raise io.DataError(path, f"missing key(s) {missing} (found {sorted(d)})", missing[0])
+        hint = f"; {missing_hint}" if missing_hint else ""
+        raise io.DataError(path, f"missing key(s) {missing} (found {sorted(d)}){hint}", missing[0])
     return d
 
 
 def read_calibration(path: str | Path) -> BucketCalibration:
     """The per-bucket calibration (``calibrate``'s calibration.json), checked: sorted finite
     bucket edges, finite increasing knots, probabilities in [0, 1]."""
-    from nextbuy.mlops import io
-
     d = _json_object(path, ("edges", "knots_x", "knots_y"))
     try:
         calibration = BucketCalibration.from_dict(d)
@@ -58,8 +58,6 @@ def read_calibration(path: str | Path) -> BucketCalibration:
 def read_thresholds(path: str | Path, n_buckets: int) -> Thresholds:
     """The per-bucket thresholds (``thresholds``'s thresholds.json, key ``per_bucket``):
     one per calibration bucket, each a number or null (+inf: the bucket accepts nothing)."""
-    from nextbuy.mlops import io
-
     d = _json_object(path, ("per_bucket",))
     per_bucket = d["per_bucket"]
     if not isinstance(per_bucket, dict) or not {"thresholds", "target_precision"} <= set(per_bucket):
@@ -85,14 +83,11 @@ def read_thresholds(path: str | Path, n_buckets: int) -> Thresholds:
 
 def read_retrieval(path: str | Path) -> RetrievalConfig:
     """The top-K retrieval settings stored with the model (deploy's retrieval.json): every
-    key of params.yaml ``deploy.retrieval``, within its bounds."""
-    from pydantic import ValidationError
-
-    from nextbuy.mlops import io
-
-    d = _json_object(path, tuple(k for k in RetrievalConfig.model_fields if k not in RETRIEVAL_STORED_BEFORE))
+    key of params.yaml ``deploy.retrieval``, within its bounds; settings that lack a key were
+    stored by older code (re-register the model)."""
+    d = _json_object(path, tuple(RetrievalConfig.model_fields), REREGISTER)
     try:
-        return RetrievalConfig.model_validate({**RETRIEVAL_STORED_BEFORE, **d})
+        return RetrievalConfig.model_validate(d)
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or None
@@ -101,8 +96,6 @@ def read_retrieval(path: str | Path) -> RetrievalConfig:
 
 def read_served_ranking(path: str | Path) -> RankingChoice:
     """The served top-K order (``calibrate``'s served_ranking.json), checked."""
-    from nextbuy.mlops import io
-
     d = _json_object(path, ("served", "k", "rows", "hits", "gaps", "confidence", "reason"))
     if d["served"] not in RANKERS:
         raise io.DataError(path, f"served must be one of {list(RANKERS)}, got {d['served']!r}", "served")
@@ -115,8 +108,6 @@ def read_served_ranking(path: str | Path) -> RankingChoice:
 def read_count_tables(path: str | Path, n_products: int) -> CountTables:
     """The co-purchase counts and popularity a count ranking is served from (``calibrate``'s
     counts.npz), checked against the model's ``n_products``."""
-    from nextbuy.mlops import io
-
     tables = CountTables.from_arrays(
         io.read_npz(path, ("indptr", "indices", "counts", "popularity", "prior"))
     )

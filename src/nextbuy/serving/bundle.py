@@ -1,11 +1,13 @@
 """The pure scorer of the serving model: :class:`ServingBundle` (pairs and top-K over the
-embedding moments, calibration, per-bucket thresholds and retrieval settings), as plain numpy."""
+embedding moments, calibration, per-bucket thresholds and retrieval settings), as plain numpy,
+and the reading of it from the files deploy stores with a registered model."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,15 +21,12 @@ from nextbuy.domain.graph.scoring import all_targets_logit_moments, score_and_un
 from nextbuy.domain.retrieval import CandidateIndex
 from nextbuy.domain.served_ranking import CountTables, Ranker
 from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
-from nextbuy.mlops.schemas import read_moments, read_product_keys
-from nextbuy.mlops.serving_integrity import (
-    _download_checked,
-    _downloaded_version,
-    _version_tags,
-    verify_model_files,
-)
-from nextbuy.mlops.serving_readers import (
+from nextbuy.mlops import io
+from nextbuy.mlops.schemas import PRODUCT_KEY_ARRAY, read_moments, read_product_keys
+from nextbuy.serving.integrity import download_checked, downloaded_version, verify_model_files, version_tags
+from nextbuy.serving.readers import (
     COUNTS_FILE,
+    REREGISTER,
     RETRIEVAL_FILE,
     SERVED_RANKING_FILE,
     read_calibration,
@@ -37,7 +36,15 @@ from nextbuy.mlops.serving_readers import (
     read_thresholds,
 )
 
-log = logging.getLogger(__name__)
+# The files deploy stores with every model, by their MLflow artifact name (in the model's
+# artifacts/ folder); ``counts`` (COUNTS_FILE) comes with them when top-K is a count ranking.
+STORED_FILES = {
+    "moments": "moments.npz",
+    "calibration": "calibration.json",
+    "thresholds": "thresholds.json",
+    "retrieval": RETRIEVAL_FILE,
+    "served_ranking": SERVED_RANKING_FILE,
+}
 
 PAIR_COLUMNS = ("score", "uncertainty", "bucket", "prob_calibrated", "decision", "cold_start")
 TOPK_COLUMNS = ("source_id", "rank", "candidate_id", *PAIR_COLUMNS)
@@ -45,7 +52,7 @@ TOPK_COLUMNS = ("source_id", "rank", "candidate_id", *PAIR_COLUMNS)
 TOPK_CHUNK_CELLS = 1 << 22
 
 
-def _with_prior(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def with_prior(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Append one extra row: the role's population prior (law of total variance)."""
     prior_mean = mean.mean(axis=0, keepdims=True)
     prior_var = var.mean(axis=0, keepdims=True) + mean.var(axis=0, keepdims=True)
@@ -107,8 +114,8 @@ class ServingBundle:
         if ranked_by != "model" and counts is None:
             raise ValueError(f"a top-K ranked by {ranked_by} needs the count tables")
         m = dict(moments)
-        m["s_mean"], m["s_var"] = _with_prior(m["s_mean"], m["s_var"])
-        m["t_mean"], m["t_var"] = _with_prior(m["t_mean"], m["t_var"])
+        m["s_mean"], m["s_var"] = with_prior(m["s_mean"], m["s_var"])
+        m["t_mean"], m["t_var"] = with_prior(m["t_mean"], m["t_var"])
         return cls(m, calibration, thresholds, retrieval, keys, ranked_by, counts)
 
     @classmethod
@@ -126,8 +133,6 @@ class ServingBundle:
         ``counts_path``: the counts a count ranking ranks by); anything unusable (missing,
         truncated, corrupt, non-finite, inconsistent) raises ``io.DataError`` naming the file
         and key."""
-        from nextbuy.mlops import io
-
         moments = read_moments(moments_path)
         calibration = read_calibration(calibration_path)
         thresholds = read_thresholds(thresholds_path, calibration.n_buckets)
@@ -148,17 +153,44 @@ class ServingBundle:
         return dataclasses.replace(self, retrieval=settings)
 
     @classmethod
+    def from_stored(cls, files: Mapping[str, str | Path], where: str | Path) -> ServingBundle:
+        """Load a model's bundle from the files deploy stored with it (``files``: MLflow
+        artifact name -> path, as ``STORED_FILES`` names them, ``counts`` too for a count
+        ranking; ``where``: the model, named when a file is missing). A model that lacks one
+        of ``STORED_FILES`` or the store's product keys in its moments was registered by older
+        code: refused (``io.DataError``) naming what is missing and how to re-register it."""
+        missing = [
+            file for name, file in STORED_FILES.items() if name not in files or not Path(files[name]).exists()
+        ]
+        if missing:
+            raise io.DataError(where, f"no {', '.join(missing)} among the model's files; {REREGISTER}")
+        counts = files.get("counts")
+        bundle = cls.load(
+            files["moments"],
+            files["calibration"],
+            files["thresholds"],
+            files["retrieval"],
+            files["served_ranking"],
+            counts if counts is not None and Path(counts).exists() else None,
+        )
+        if bundle.keys is None:
+            raise io.DataError(
+                files["moments"],
+                f"no store product keys (array '{PRODUCT_KEY_ARRAY}'); {REREGISTER}",
+                PRODUCT_KEY_ARRAY,
+            )
+        return bundle
+
+    @classmethod
     def from_model_dir(cls, path: str | Path) -> ServingBundle:
         """Load from a downloaded MLflow model directory (artifacts/ inside). One downloaded
         from the registry (MLflow leaves ``registered_model_meta`` naming its version) is
         first checked against the file digests deploy recorded on that version
         (:func:`verify_model_files`)."""
-        from nextbuy.mlops import io
-
-        registered = _downloaded_version(path)
+        registered = downloaded_version(path)
         if registered is not None:
             uri = f"models:/{registered[0]}/{registered[1]}"
-            verify_model_files(uri, path, _version_tags(uri, *registered))
+            verify_model_files(uri, path, version_tags(uri, *registered))
         artifacts = Path(path) / "artifacts"
         if not artifacts.is_dir():
             raise io.DataError(path, "not a serving model: no artifacts/ folder (bundle files) in it")
@@ -167,22 +199,8 @@ class ServingBundle:
     @classmethod
     def _read_dir(cls, path: str | Path) -> ServingBundle:
         artifacts = Path(path) / "artifacts"
-        settings = artifacts / RETRIEVAL_FILE
-        if not settings.exists():
-            log.info(
-                "%s: no %s (registered before it was bundled): top-K scores the whole catalogue",
-                path,
-                RETRIEVAL_FILE,
-            )
-        ranking, counts = artifacts / SERVED_RANKING_FILE, artifacts / COUNTS_FILE
-        return cls.load(
-            artifacts / "moments.npz",
-            artifacts / "calibration.json",
-            artifacts / "thresholds.json",
-            settings if settings.exists() else None,
-            ranking if ranking.exists() else None,  # registered before it: the model's order
-            counts if counts.exists() else None,
-        )
+        names = {**STORED_FILES, "counts": COUNTS_FILE}
+        return cls.from_stored({name: artifacts / file for name, file in names.items()}, artifacts)
 
     @classmethod
     def from_model_uri(cls, uri: str) -> ServingBundle:
@@ -193,12 +211,8 @@ class ServingBundle:
         artifact store, e.g. ``mlartifacts/``, deleted or moved while the registry still
         lists the version) raises ``io.DataError`` naming where the files should be:
         MLflow itself downloads nothing and says nothing about it."""
-        import tempfile
-
-        from nextbuy.mlops import io
-
         with tempfile.TemporaryDirectory() as tmp:
-            path, _, _ = _download_checked(uri, tmp)
+            path, _, _ = download_checked(uri, tmp)
             try:
                 return cls._read_dir(path)
             except io.DataError as err:  # name the model, not the temporary download folder

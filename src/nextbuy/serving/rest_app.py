@@ -1,9 +1,9 @@
 """The REST app ``nextbuy serve`` runs: MLflow's own scoring server (the FastAPI app of
 ``mlflow.pyfunc.scoring_server``, as ``mlflow models serve`` builds it) behind a guard on the
-size of request bodies, and behind ``rest_limits``' guards on rows, slots and queue.
+size of request bodies, and behind the guards on rows, slots and queue of ``limits``.
 
 MLflow's server reads and parses a whole body before the model's row limit
-(``serving.MAX_REQUEST_ROWS``) can refuse it: a body of millions of rows costs seconds of
+(``requests.MAX_REQUEST_ROWS``) can refuse it: a body of millions of rows costs seconds of
 CPU, shared with every other request, just to be refused. :class:`BodySizeLimit` answers 413
 to a body over the limit before any of it reaches MLflow: at once when its ``Content-Length``
 says so (before a byte of the body is read), else (chunked) as soon as the bytes received
@@ -15,7 +15,7 @@ its HTTP middleware, pandas parsing, schema enforcement and a pure-Python JSON w
 :class:`PairFastPath` answers the request the store sends most, plain pair
 scoring, itself, with the same JSON; everything else goes MLflow's way.
 
-``app`` is built on first access (``uvicorn nextbuy.mlops.rest_app:app``), from the model
+``app`` is built on first access (``uvicorn nextbuy.serving.rest_app:app``), from the model
 directory in the env var ``scoring_server._SERVER_MODEL_PATH``, as MLflow's
 ``scoring_server/app.py`` does; importing this module loads no model.
 """
@@ -25,22 +25,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from nextbuy.mlops.serving import INPUT_COLUMNS, MAX_REQUEST_ROWS, PAIR_COLUMNS
+from nextbuy.serving.asgi import ASGIApp, Receive, Scope, Send, header, replay
+from nextbuy.serving.bundle import PAIR_COLUMNS
+from nextbuy.serving.limits import Admission, RowLimit, serving_config
+from nextbuy.serving.requests import INPUT_COLUMNS, MAX_REQUEST_ROWS
 
 if TYPE_CHECKING:
     from nextbuy.config import ServingConfig
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Bytes a legitimate row may take, with room to spare. The longest rows of a
 # MAX_REQUEST_ROWS-row request are pairs of int64 extremes (-9223372036854775808), measured:
@@ -117,7 +114,7 @@ class BodySizeLimit:
         if length is not None:
             if length > self.max_bytes:
                 # A client waiting for "100 Continue" sends no body: nothing to drain, then close.
-                waiting = _header(scope, b"expect").lower() == b"100-continue"
+                waiting = header(scope, b"expect").lower() == b"100-continue"
                 await self._refuse(receive, send, length, drain=not waiting, close=waiting)
                 return
             await self.app(scope, receive, send)  # the server delivers no more than it declares
@@ -137,7 +134,7 @@ class BodySizeLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        await self.app(scope, replay(b"".join(chunks), receive), send)
 
     async def _refuse(self, receive: Receive, send: Send, size: int | None, drain: bool, close: bool) -> None:
         body = json.dumps(
@@ -167,33 +164,12 @@ async def _drain(receive: Receive, seconds: float) -> None:
             return
 
 
-def _header(scope: Scope, wanted: bytes) -> bytes:
-    for name, value in scope.get("headers", ()):
-        if name.lower() == wanted:
-            return value
-    return b""
-
-
 def _content_length(scope: Scope) -> int | None:
     """The request's Content-Length; None when absent or not a number (then bytes are counted)."""
     try:
-        return int(_header(scope, b"content-length"))
+        return int(header(scope, b"content-length"))
     except ValueError:
         return None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` for the app: the whole buffered body once, then the server's own."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 # -- the fast path for plain pair scoring ---------------------------------------------------------
@@ -247,7 +223,7 @@ def pairs_json(columns: Mapping[str, np.ndarray]) -> bytes | None:
 class PairFastPath:
     """Pure ASGI middleware: a POST to /invocations whose JSON body :func:`plain_pairs`
     accepts is scored by ``score_columns`` (the served bundle's) and answered here, in the
-    event loop, with the JSON MLflow's server gives for it (tests/mlops/test_rest_app.py and
+    event loop, with the JSON MLflow's server gives for it (tests/serving/test_rest_app.py and
     test_rest.py compare the two). Every other request, and the body as received, goes on to
     ``app`` unchanged: other encodings, top-K, params, and everything the model refuses keep
     MLflow's answers and messages."""
@@ -272,7 +248,7 @@ class PairFastPath:
         pairs = plain_pairs(body)
         answer = None if pairs is None else pairs_json(self.score_columns(pairs[:, 0], pairs[:, 1]))
         if answer is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -284,7 +260,7 @@ class PairFastPath:
             scope["type"] == "http"
             and scope.get("method") == "POST"
             and scope.get("path") == "/invocations"
-            and _header(scope, b"content-type").lower().replace(b" ", b"") in _JSON_TYPES
+            and header(scope, b"content-type").lower().replace(b" ", b"") in _JSON_TYPES
         )
 
 
@@ -296,31 +272,29 @@ def build_app(
     drain_on_signals: bool = False,
 ) -> BodySizeLimit:
     """MLflow's scoring app for the pyfunc model at ``model_uri`` (as its ``app.py`` builds
-    it), behind :class:`PairFastPath` (unless ``fast_path`` is false), ``rest_limits.Admission``
-    (slots, queue and cancellation: ``limits``, default ``rest_limits.serving_config()``),
-    ``rest_limits.RowLimit`` and, outermost, :class:`BodySizeLimit` (``max_bytes`` default:
+    it), behind :class:`PairFastPath` (unless ``fast_path`` is false), ``limits.Admission``
+    (slots, queue and cancellation: ``limits``, default ``limits.serving_config()``),
+    ``limits.RowLimit`` and, outermost, :class:`BodySizeLimit` (``max_bytes`` default:
     :func:`max_body_bytes`). ``drain_on_signals``: SIGTERM and SIGINT start the admission's
-    drain once the server has started (``rest_limits.drain_on_signals``), as ``nextbuy serve``
+    drain once the server has started (``limits.drain_on_signals``), as ``nextbuy serve``
     runs it."""
-    from mlflow.pyfunc import scoring_server
-
-    from nextbuy.mlops import rest_limits
+    from mlflow.pyfunc import scoring_server  # MLflow's server: only where an app is built
 
     limit = max_body_bytes() if max_bytes is None else max_bytes
-    config = rest_limits.serving_config() if limits is None else limits
+    config = serving_config() if limits is None else limits
     model = scoring_server.load_model_with_mlflow_config(model_uri)
     app: ASGIApp = scoring_server.init(model)
     if fast_path:
         app = PairFastPath(app, model.unwrap_python_model().bundle.score_columns)
-    admission = rest_limits.Admission(app, config, on_signals=drain_on_signals)
-    return BodySizeLimit(rest_limits.RowLimit(admission), limit)
+    admission = Admission(app, config, on_signals=drain_on_signals)
+    return BodySizeLimit(RowLimit(admission), limit)
 
 
 def __getattr__(name: str) -> Any:
     """``app``: built once, on first access, from the model path MLflow's env var names."""
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from mlflow.pyfunc import scoring_server
+    from mlflow.pyfunc import scoring_server  # MLflow's server: only where an app is built
 
     model_uri = os.environ.get(scoring_server._SERVER_MODEL_PATH)
     if not model_uri:

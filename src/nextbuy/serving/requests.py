@@ -22,7 +22,7 @@ MAX_REQUEST_ROWS = 100_000  # REST guard: larger batches belong to `nextbuy batc
 # rows in one top-K answer (distinct sources x K, K capped by the catalogue).
 MAX_TOP_K = 1000
 
-# The cancellation of the request being computed. ``nextbuy serve`` (``rest_limits.Admission``)
+# The cancellation of the request being computed. ``nextbuy serve`` (``limits.Admission``)
 # sets the event when its client has gone, when SIGTERM's grace period has run out, or once the
 # request is answered (MLflow's timeout answers 504 while its worker thread runs on). MLflow's
 # server runs the model in a worker thread with ``asyncio.to_thread``, which copies the
@@ -41,7 +41,7 @@ def raise_if_cancelled() -> None:
         raise RequestCancelled("request cancelled: its client has gone or the server is stopping")
 
 
-def _invalid(message: str) -> MlflowException:
+def refusal(message: str) -> MlflowException:
     """A refusal: MLflow's scoring server answers it with HTTP 400 and ``message``."""
     return MlflowException.invalid_parameter_value(message)
 
@@ -66,7 +66,7 @@ def _refuse_nested(cells: np.ndarray, col: str, one: str) -> None:
     """A refusal naming the first cells that hold a list or an object, not ``one`` value."""
     nested = np.fromiter((not pd.api.types.is_scalar(v) for v in cells), bool, len(cells))
     if nested.any():
-        raise _invalid(
+        raise refusal(
             f"column '{col}' holds lists or objects: send {one} per cell; "
             f"first bad values: {_shown(cells[nested])}"
         )
@@ -80,7 +80,7 @@ def _flags(cells: np.ndarray) -> np.ndarray:
 def _ids(series: pd.Series, col: str) -> np.ndarray:
     """``series`` as int64 product ids, or a refusal naming the first bad values and why."""
     if pd.api.types.is_bool_dtype(series.dtype):
-        raise _invalid(
+        raise refusal(
             f"column '{col}' holds true/false: product ids are integers, not booleans; "
             f"first bad values: {_shown(series.head(5))}"
         )
@@ -89,13 +89,13 @@ def _ids(series: pd.Series, col: str) -> np.ndarray:
         _refuse_nested(cells, col, "one integer product id")
         flags = _flags(cells)
         if flags.any():
-            raise _invalid(
+            raise refusal(
                 f"column '{col}' holds true/false: product ids are integers, not booleans; "
                 f"first bad values: {_shown(cells[flags])}"
             )
     values = pd.to_numeric(series, errors="coerce")
     if values.isna().any():  # null, NaN, text
-        raise _invalid(
+        raise refusal(
             f"column '{col}' must hold integer product ids, not null/NaN or text; "
             f"first bad values: {_shown(series[values.isna()])}"
         )
@@ -114,7 +114,7 @@ def _ids(series: pd.Series, col: str) -> np.ndarray:
         )
     for bad, what in checks:
         if bad.any():
-            raise _invalid(f"column '{col}' must hold {what}; first bad values: {_shown(series[bad])}")
+            raise refusal(f"column '{col}' must hold {what}; first bad values: {_shown(series[bad])}")
     return values.to_numpy(dtype=np.int64)
 
 
@@ -127,7 +127,7 @@ def _store_keys(series: pd.Series, col: str) -> np.ndarray:
     missing = pd.isna(series).to_numpy()
     if flags.any() or missing.any():
         bad = cells[flags | missing]
-        raise _invalid(
+        raise refusal(
             f"column '{col}' must hold the store's product keys (text or integers), not null/NaN "
             f"or true/false; first bad values: {_shown(bad)}"
         )
@@ -135,14 +135,14 @@ def _store_keys(series: pd.Series, col: str) -> np.ndarray:
         (isinstance(v, (float, np.floating)) and not float(v).is_integer() for v in cells), bool, len(cells)
     )
     if fractions.any():
-        raise _invalid(
+        raise refusal(
             f"column '{col}' holds fractions: a product key is text or an integer; "
             f"first bad values: {_shown(cells[fractions])}"
         )
     text = [str(int(v)) if isinstance(v, (float, np.floating)) else str(v).strip() for v in cells]
     empty = np.array([t == "" for t in text])
     if empty.any():
-        raise _invalid(f"column '{col}' holds empty product keys; first bad values: {_shown(cells[empty])}")
+        raise refusal(f"column '{col}' holds empty product keys; first bad values: {_shown(cells[empty])}")
     return np.array(text, dtype=object)
 
 
@@ -165,18 +165,18 @@ def validate_request(
     )
     duplicated = [c for c, n in Counter(columns).items() if n > 1]
     if duplicated:
-        raise _invalid(f"duplicate column(s) {_names(duplicated)}; {how}")
+        raise refusal(f"duplicate column(s) {_names(duplicated)}; {how}")
     missing = [c for c in wanted if c not in columns]
     if missing:
         what = "the store's product keys" if by_key else "product ids are integers"
-        raise _invalid(f"missing column(s) {missing}; {how} ({what})")
+        raise refusal(f"missing column(s) {missing}; {how} ({what})")
     extra = [c for c in columns if c not in wanted]
     if extra:
-        raise _invalid(f"unexpected column(s) {_names(extra)}; {how}")
+        raise refusal(f"unexpected column(s) {_names(extra)}; {how}")
     if len(frame) == 0:
-        raise _invalid("empty request: send at least one row")
+        raise refusal("empty request: send at least one row")
     if len(frame) > max_rows:
-        raise _invalid(
+        raise refusal(
             f"{len(frame)} rows in one request; the limit is {max_rows} "
             "(use `nextbuy batch-topk` for bulk scoring)"
         )
@@ -191,10 +191,10 @@ def top_k_param(params: dict | None) -> int:
     if params is None:
         return 0
     if not isinstance(params, dict):
-        raise _invalid(f'params must be a JSON object such as {{"top_k": 10}}, got {type(params).__name__}')
+        raise refusal(f'params must be a JSON object such as {{"top_k": 10}}, got {type(params).__name__}')
     unknown = sorted(str(k) for k in params if k != "top_k")
     if unknown:
-        raise _invalid(
+        raise refusal(
             f"unknown param(s) {unknown}; the only accepted param is 'top_k' "
             f"(an integer from 1 to {MAX_TOP_K:,}: recommendations per source)"
         )
@@ -202,22 +202,22 @@ def top_k_param(params: dict | None) -> int:
     if k is None:
         return 0
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise _invalid(f"top_k must be an integer from 1 to {MAX_TOP_K:,}, got {k!r}")
+        raise refusal(f"top_k must be an integer from 1 to {MAX_TOP_K:,}, got {k!r}")
     k = int(k)
     if k < 0:
-        raise _invalid(
+        raise refusal(
             f"top_k must be at least 1 (got {k}): it is the number of recommendations per source; "
             "leave top_k out (or 0) to score (source_id, candidate_id) pairs instead"
         )
     if k > MAX_TOP_K:
-        raise _invalid(
+        raise refusal(
             f"top_k {k} is above the limit of {MAX_TOP_K:,} recommendations per source; "
             f"ask for at most {MAX_TOP_K:,} (use `nextbuy batch-topk --k K` for more)"
         )
     return k
 
 
-def _refuse_too_deep_json() -> None:
+def refuse_too_deep_json() -> None:
     """Make JSON nested too deeply a 400, not a 500.
 
     MLflow's scoring server decodes the body with ``json.loads`` before the model sees it,
@@ -229,7 +229,7 @@ def _refuse_too_deep_json() -> None:
     recurses, so a RecursionError can only come from the shape of the request. A no-op if
     MLflow renames the function.
     """
-    from mlflow.pyfunc import scoring_server
+    from mlflow.pyfunc import scoring_server  # MLflow's server (FastAPI): only where a model is served
 
     handle = getattr(scoring_server, "invocations", None)
     if handle is None or getattr(handle, "nextbuy_guard", False):
@@ -240,7 +240,7 @@ def _refuse_too_deep_json() -> None:
         try:
             return handle(*args, **kwargs)
         except RecursionError:
-            raise _invalid(
+            raise refusal(
                 "request JSON is nested too deeply; send "
                 '{"dataframe_split": {"columns": [...], "data": [[id, ...], ...]}} '
                 "with one integer product id per cell"

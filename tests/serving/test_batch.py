@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
-from nextbuy.mlops import batch
-from nextbuy.mlops.serving import TOPK_COLUMNS
+from nextbuy.serving import batch
+from nextbuy.serving.bundle import TOPK_COLUMNS
 
 N = 40
 
