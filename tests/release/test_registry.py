@@ -41,7 +41,7 @@ def model(client, tmp_path):
         name = f"nextbuy-{next(_names)}"
 
         def add(self, passed: bool | None = True, complete: str | None = "true", run_id=None) -> str:
-            """``complete``: "false" as deploy registers, None for a version from before the tag;
+            """``complete``: "false" as deploy registers, None for no tag at all;
             ``passed`` None: no gate verdict at all."""
             tags = {} if passed is None else {"passed": str(passed).lower()}
             tags |= {} if complete is None else {"complete": complete}

@@ -17,11 +17,9 @@ Invariants, kept with tags on the versions:
   write, moves the aliases, then writes ``complete=true`` last. Readers ignore
   versions that are not complete; the next deploy marks those whose run is no
   longer running ``orphaned=true`` and puts the aliases back (:func:`sweep_orphans`).
-  Versions registered before the ``complete`` tag existed count as complete when
-  they carry the gate's ``passed`` tag.
 - Every version deploy registers records the catalogue it was trained on (tag ``catalogue``,
   ``nextbuy.domain.catalogue``): the gate compares, and the monitor uses, a champion only
-  with the store of that catalogue. Versions registered before the tag have none (unknown).
+  with the store of that catalogue; a version without the tag is never compared.
 - Every version records what it learned from (tag ``training_data``: snapshot, span of
   shown_at, split settings): the gate refuses to compare a champion on test rows it learned
   from (``nextbuy.domain.split.learned_rows``).
@@ -64,10 +62,8 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 
 def is_complete(tags: Mapping[str, str]) -> bool:
-    """Written to the end by deploy, or registered (and gated) before the marker existed."""
-    if COMPLETE in tags:
-        return tags[COMPLETE] == "true"
-    return PASSED in tags
+    """Written to the end by deploy (its last write sets ``complete=true``)."""
+    return tags.get(COMPLETE) == "true"
 
 
 def released_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -124,7 +120,7 @@ def _crown(client: MlflowClient, name: str, version: str) -> str:
         return f"{name} v{version} is already champion"
     client.set_model_version_tag(name, version, WAS_CHAMPION, "true")  # before it serves
     if old is not None and may_be_previous({**_tags(client, name, old), WAS_CHAMPION: "true"}):
-        client.set_model_version_tag(name, old, WAS_CHAMPION, "true")  # versions from before the tag
+        client.set_model_version_tag(name, old, WAS_CHAMPION, "true")  # a champion promoted by hand
         client.set_registered_model_alias(name, PREVIOUS, old)
     client.set_registered_model_alias(name, CHAMPION, version)
     if alias_version(client, name, PREVIOUS) == version:
@@ -299,8 +295,7 @@ def load_bundle(name: str, alias: str):
     or points to an incomplete version. The downloaded files are checked against the
     SHA-256 deploy recorded on the version (tag ``artifact_sha256``) before anything in
     them is read: changed, added or missing files raise ``io.DataError`` naming the model
-    and the first such file; a version registered before the digests loads with a warning
-    (``serving.verify_model_files``)."""
+    and the first such file; a version without them is refused (``serving.verify_model_files``)."""
     version = released_version(MlflowClient(), name, alias)
     if version is None:
         return None

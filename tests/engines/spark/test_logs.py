@@ -254,8 +254,8 @@ def test_an_orders_only_export_ingests_on_spark_as_on_pandas(local_spark, tmp_pa
     from nextbuy.config import EngineConfig, merge
     from nextbuy.presets import read_preset
     from nextbuy.stages import ingest
+    from tests.conftest import ROOT as root
 
-    root = Path(__file__).parents[2]
     monkeypatch.chdir(tmp_path)
     events = read_preset(root / "presets" / "online-retail.yaml")["ingest"]["events"]
     events |= {"orders_path": str(root / "tests" / "data" / "online_retail_slice.parquet")}
