@@ -242,6 +242,32 @@ def airflow_standalone(
     raise typer.Exit(code=standalone(_airflow_project(), port))
 
 
+@airflow_app.command("backfill")
+def airflow_backfill(
+    start: str = typer.Option(
+        ..., "--from", help="first logical date (that run's data snapshot), e.g. 2011-09-01"
+    ),
+    end: str = typer.Option(..., "--to", help="last logical date, inclusive"),
+    preset: str = typer.Option(
+        "", "--preset", help="a file of presets/ every run applies first (the form's preset field)"
+    ),
+    dag: str = typer.Option("nextbuy_training", "--dag", help="nextbuy_training or nextbuy_monitoring"),
+    reason: str = typer.Option("", "--reason", help="why, kept with each run (its conf)"),
+) -> None:
+    """Past days of a DAG on the running `make airflow`, one day at a time in date order: unpauses
+    the DAG (which starts nothing by itself) and queues a run per day with the preset."""
+    from nextbuy.orchestration.backfill import BackfillError, backfill
+    from nextbuy.orchestration.standalone import cli_env
+
+    project = _airflow_project()
+    try:
+        code = backfill(project, dag, start, end, preset or None, reason or None, cli_env(project))
+    except BackfillError as err:
+        console.print(f"[red]airflow backfill: {err}[/]", highlight=False)
+        raise typer.Exit(code=2) from None
+    raise typer.Exit(code=code)
+
+
 @airflow_app.command("restore-params")
 def airflow_restore_params() -> None:
     """Put back the Airflow workspace's params.yaml (and its lock) a dead Airflow run left."""

@@ -26,12 +26,18 @@ LOG_SERVER_PORTS = {
 }
 
 
-def airflow_env(project: Path, port: int) -> dict[str, str]:
+def cli_env(project: Path) -> dict[str, str]:
+    """What an Airflow command of this project's ``make airflow`` runs with (its home, DAGs, settings)."""
     env = project_env(project)
     env.setdefault("AIRFLOW_HOME", str(project / ".airflow"))
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(project / "dags")
     for key, value in AIRFLOW_SETTINGS.items():
         env.setdefault(key, value)
+    return env
+
+
+def airflow_env(project: Path, port: int) -> dict[str, str]:
+    env = cli_env(project)
     env["AIRFLOW__CORE__PARALLELISM"] = env.get("AIRFLOW__CORE__PARALLELISM", "2")
     env["AIRFLOW__API__HOST"] = procs.HOST
     env["AIRFLOW__API__PORT"] = str(port)
