@@ -170,7 +170,7 @@ def _rankers(now, orders: pd.DataFrame, params: dict, seed: int) -> tuple[dict, 
     from sklearn.utils.extmath import randomized_svd
 
     from nextbuy.domain import retrieval, served_ranking
-    from nextbuy.domain.graph.scoring import all_targets_logit_moments, pair_logit_moments
+    from nextbuy.domain.graph.scoring import all_targets_logit_moments, pair_logit_moments, serving_score
     from nextbuy.domain.uncertainty import assign_buckets
     from nextbuy.stages import calibrate, ingest, label_delay, thresholds, train
 
@@ -227,7 +227,7 @@ def _rankers(now, orders: pd.DataFrame, params: dict, seed: int) -> tuple[dict, 
     def served_rows(su: np.ndarray) -> np.ndarray:
         if choice.served != "model":
             return served_tables.scores(choice.served, su)
-        score, uncertainty = retrieval.serving_score(*all_targets_logit_moments(moments, su, n))
+        score, uncertainty = serving_score(*all_targets_logit_moments(moments, su, n))
         bucket = assign_buckets(uncertainty, calibration.edges)
         return retrieval.ranking_key(score, bucket, calibration, policy)[2]
 

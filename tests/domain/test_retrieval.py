@@ -10,7 +10,7 @@ import pytest
 
 from nextbuy.domain import retrieval
 from nextbuy.domain.decisions import Thresholds
-from nextbuy.domain.graph.scoring import score_and_uncertainty
+from nextbuy.domain.graph.scoring import score_and_uncertainty, serving_score
 from nextbuy.domain.uncertainty import assign_buckets, fit_bucket_calibration
 from tests.helpers import config
 
@@ -136,7 +136,7 @@ def test_key_bound_covers_every_product_below_the_last_mean_logit(world):
     for _ in range(20):
         mean = m_last - rng.exponential(0.3, 500)
         var = rng.uniform(var_lo, var_hi).astype(np.float32)
-        score, unc = retrieval.serving_score(mean.astype(np.float32), var)
+        score, unc = serving_score(mean.astype(np.float32), var)
         bucket = assign_buckets(unc, calibration.edges)
         assert (retrieval.ranking_key(score, bucket, calibration, thresholds)[2] <= bound).all()
 
@@ -204,8 +204,10 @@ def test_completion_decides_whether_unproven_lists_are_scanned(world, monkeypatc
     are the re-ranked candidates, and the scan never runs."""
     m, calibration, thresholds, sources, exact = world
     calls = []
-    scan = retrieval._scan
-    monkeypatch.setattr(retrieval, "_scan", lambda *a, **k: calls.append(1) or scan(*a, **k))
+    from nextbuy.domain.retrieval import ranking
+
+    scan = ranking._scan
+    monkeypatch.setattr(ranking, "_scan", lambda *a, **k: calls.append(1) or scan(*a, **k))
     picked = retrieve(m, calibration, thresholds, sources, kind=kind, candidates=K, completion=completion)
     assert bool(calls) == scanned
     if scanned:

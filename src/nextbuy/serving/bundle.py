@@ -17,7 +17,7 @@ import pandas as pd
 from nextbuy.config import RetrievalConfig
 from nextbuy.domain import retrieval
 from nextbuy.domain.decisions import Thresholds
-from nextbuy.domain.graph.scoring import all_targets_logit_moments, score_and_uncertainty
+from nextbuy.domain.graph.scoring import all_targets_logit_moments, score_and_uncertainty, serving_score
 from nextbuy.domain.retrieval import CandidateIndex
 from nextbuy.domain.served_ranking import CountTables, Ranker
 from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
@@ -250,7 +250,7 @@ class ServingBundle:
 
     def _all_candidates(self, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score and uncertainty of sources x every known product, as matrix products."""
-        return retrieval.serving_score(*all_targets_logit_moments(self.moments, src, self.n_products))
+        return serving_score(*all_targets_logit_moments(self.moments, src, self.n_products))
 
     @functools.cached_property
     def candidate_index(self) -> CandidateIndex:
