@@ -15,7 +15,7 @@ resolve_champion -> batch_shard (one mapped task per shard) -> publish.
   version's ``_manifest.json`` and points ``recommendations/_latest.json`` at it. Older
   versions stay. Re-running a version rewrites the same rows.
 
-The logic lives in ``nextbuy.orchestration.batch_tasks``. This file only says what runs when.
+The logic lives in ``nextbuy.orchestration.batch``. This file only says what runs when.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, Param, chain, task
 
-from nextbuy.orchestration import airflow_tasks, batch_tasks, names
+from nextbuy.orchestration import airflow_tasks, batch, names
 from nextbuy.orchestration.plugin import NextTickTimetable
 
 PROJECT = airflow_tasks.project_dir(__file__)
@@ -46,7 +46,7 @@ with DAG(
             4,
             type="integer",
             minimum=1,
-            maximum=batch_tasks.MAX_SHARDS,
+            maximum=batch.MAX_SHARDS,
             description="shards (one task each, run side by side by the workers)",
         ),
     },
@@ -56,19 +56,19 @@ with DAG(
     def resolve_champion(**context):
         """The shards to map over; XCom ``champion``: the champion's version now
         (models:/<name>/<version>), K, the number of products, the output folder."""
-        return batch_tasks.resolve_champion_task(PROJECT, context)
+        return batch.resolve_champion_task(PROJECT, context)
 
     @task(task_id="batch_shard", map_index_template="shard {{ ti.map_index }} of {{ params.num_shards }}")
     def batch_shard(shard: int, champion: dict):
         """``nextbuy batch-topk --shard <shard>`` with the pinned champion."""
-        return batch_tasks.shard_task(PROJECT, champion, shard)
+        return batch.shard_task(PROJECT, champion, shard)
 
     @task(task_id="publish")
     def publish(champion: dict, **context):
         """Every shard complete -> the version's manifest, then recommendations/_latest.json."""
-        return batch_tasks.publish_task(champion, context)
+        return batch.publish_task(champion, context)
 
     shard_ids = resolve_champion()
-    champion = shard_ids[batch_tasks.CHAMPION_XCOM]  # the same task's XCom "champion"
+    champion = shard_ids[batch.CHAMPION_XCOM]  # the same task's XCom "champion"
     shards = batch_shard.partial(champion=champion).expand(shard=shard_ids)
     chain(shards, publish(champion))

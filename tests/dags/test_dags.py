@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from nextbuy.config import merge
-from nextbuy.orchestration import batch_tasks, names, task_bodies
+from nextbuy.orchestration import batch, names, task_bodies
 from nextbuy.orchestration.names import (
     BACKUP_FILE,
     BATCH_DAG_ID,
@@ -192,40 +192,40 @@ def test_dagbag_loads_both_dags_in_order(airflow_project):
 
 
 def test_dagbag_loads_the_batch_dag(airflow_project):
-    batch = _dagbag(DAGS).dags[BATCH_DAG_ID]
-    assert [t.task_id for t in batch.topological_sort()] == BATCH_ORDER
-    assert batch.max_active_runs == 1
-    assert not batch.catchup
+    dag = _dagbag(DAGS).dags[BATCH_DAG_ID]
+    assert [t.task_id for t in dag.topological_sort()] == BATCH_ORDER
+    assert dag.max_active_runs == 1
+    assert not dag.catchup
     # Nightly, and on every champion release (the Asset the training DAG's release emits).
-    assert type(batch.timetable).__name__ == "AssetOrTimeSchedule"
-    assert type(batch.timetable.timetable).__name__ == "NextTickTimetable"
-    assert batch.timetable.timetable._expression == "0 2 * * *"
-    assert batch.timetable.asset_condition.uri == names.CHAMPION_ASSET_URI
-    assert batch.params["k"] == 20
-    assert batch.params["num_shards"] == 4
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+    assert type(dag.timetable.timetable).__name__ == "NextTickTimetable"
+    assert dag.timetable.timetable._expression == "0 2 * * *"
+    assert dag.timetable.asset_condition.uri == names.CHAMPION_ASSET_URI
+    assert dag.params["k"] == 20
+    assert dag.params["num_shards"] == 4
     # One mapped task instance per shard: the shards resolve_champion returns; each gets the
     # champion it pinned (its XCom "champion"), and publish waits for all of them.
-    shard = batch.get_task("batch_shard")
+    shard = dag.get_task("batch_shard")
     assert shard.is_mapped
     assert shard.pool != names.POOL
     mapped = shard.op_kwargs_expand_input.value["shard"]
     assert mapped.operator.task_id == "resolve_champion"
     assert mapped.key == "return_value"
     pinned = shard.partial_kwargs["op_kwargs"]["champion"]
-    assert (pinned.operator.task_id, pinned.key) == ("resolve_champion", batch_tasks.CHAMPION_XCOM)
-    assert batch.get_task("publish").upstream_task_ids == {"resolve_champion", "batch_shard"}
-    assert all(t.retries == names.TASK_RETRIES and t.retry_exponential_backoff for t in batch.tasks)
+    assert (pinned.operator.task_id, pinned.key) == ("resolve_champion", batch.CHAMPION_XCOM)
+    assert dag.get_task("publish").upstream_task_ids == {"resolve_champion", "batch_shard"}
+    assert all(t.retries == names.TASK_RETRIES and t.retry_exponential_backoff for t in dag.tasks)
 
 
 def test_the_batch_run_is_skipped_while_there_is_no_champion(airflow_project, monkeypatch):
     from airflow.sdk.exceptions import AirflowSkipException
 
     def no_champion(project, k, num_shards):
-        raise batch_tasks.NoChampion("no released champion of 'nextbuy'")
+        raise batch.NoChampion("no released champion of 'nextbuy'")
 
-    monkeypatch.setattr(batch_tasks, "resolve", no_champion)
+    monkeypatch.setattr(batch, "resolve", no_champion)
     with pytest.raises(AirflowSkipException, match="no released champion"):
-        batch_tasks.resolve_champion_task(airflow_project, {"params": {"k": 20, "num_shards": 4}})
+        batch.resolve_champion_task(airflow_project, {"params": {"k": 20, "num_shards": 4}})
 
 
 def _quick_passes():
@@ -401,7 +401,7 @@ def test_batch_dag_writes_top_k_for_every_product_with_the_champion(trained):
         i: ("success", f"shard {i} of 2") for i in range(2)
     }
     assert _xcom(BATCH_DAG_ID, run_id, "resolve_champion") == [0, 1]
-    pinned = _xcom(BATCH_DAG_ID, run_id, "resolve_champion", key=batch_tasks.CHAMPION_XCOM)
+    pinned = _xcom(BATCH_DAG_ID, run_id, "resolve_champion", key=batch.CHAMPION_XCOM)
     model = PARAMS["deploy"]["model_name"]
     assert pinned["model_uri"] == f"models:/{model}/1"
     assert pinned["model_version"] == 1
@@ -427,7 +427,7 @@ def test_batch_dag_writes_top_k_for_every_product_with_the_champion(trained):
     assert not frame.duplicated(["source_id", "rank"]).any()
     assert (frame["source_id"] != frame["candidate_id"]).all()
     assert (frame["source_id"] % 2 == frame["shard"].astype(int)).all()  # shard i: the ids with id % 2 == i
-    latest = batch_tasks.read_latest(root)
+    latest = batch.read_latest(root)
     assert latest["path"] == "model_version=1"
     assert latest["run_id"] == run_id
     assert latest["rows"] == n * 5

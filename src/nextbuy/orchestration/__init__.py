@@ -5,7 +5,7 @@ thin (which task runs after which) and so this logic is testable without Airflow
 * ``airflow_tasks``: where and how a DVC stage runs, as an Airflow task.
 * ``params_lock``: run-only params.yaml overrides and the workspace lock.
 * ``task_bodies``: what the DAGs' Python tasks do (set/restore params, gate, alerts).
-* ``batch_tasks``: the nightly batch of recommendations (pin the champion, shards, publish).
+* ``batch``: the nightly batch of recommendations (pin the champion, shards, publish).
 * ``standalone``: ``nextbuy airflow standalone`` (``make airflow``).
 
 Only the standard library, PyYAML and the stdlib-only nextbuy modules (constants,

@@ -10,7 +10,7 @@ POOL = "nextbuy_dvc"  # one slot: DVC stage tasks of both DAGs never run side by
 TRAINING, MONITORING = "training", "monitoring"
 TRAINING_DAG_ID = "nextbuy_training"
 MONITORING_DAG_ID = "nextbuy_monitoring"
-BATCH_DAG_ID = "nextbuy_batch"  # top-K for every product with the champion (batch_tasks)
+BATCH_DAG_ID = "nextbuy_batch"  # top-K for every product with the champion (batch)
 
 CHAMPION_ASSET_NAME = "nextbuy_champion"
 CHAMPION_ASSET_URI = "nextbuy://models/nextbuy/champion"

@@ -1,4 +1,4 @@
-"""The batch DAG's logic (nextbuy.orchestration.batch_tasks) without Airflow or MLflow:
+"""The batch DAG's logic (nextbuy.orchestration.batch) without Airflow or MLflow:
 shards, the command line and its environment, the champion pinned, the checks before
 publishing, the manifest and the ``_latest.json`` pointer. (No Airflow imported here: it
 would configure itself before tests/dags can point it at a temporary home; the task
@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nextbuy.orchestration import batch_tasks
-from nextbuy.orchestration.batch_tasks import BatchError, NoChampion
+from nextbuy.orchestration import batch
+from nextbuy.orchestration.batch import BatchError, NoChampion
 from nextbuy.orchestration.names import BATCH_MANIFEST, LATEST_POINTER, VENV_ENV
 
 NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
@@ -33,10 +33,10 @@ def champion(tmp_path: Path, n_products=10, k=3, num_shards=3, version=7) -> dic
         "model_uri": f"models:/nextbuy/{version}",
         "n_products": n_products,
         "k": k,
-        "k_per_source": batch_tasks.k_per_source(k, n_products),
+        "k_per_source": batch.k_per_source(k, n_products),
         "num_shards": num_shards,
-        "shards": batch_tasks.shard_list(num_shards),
-        "out": str(batch_tasks.version_dir(root, version)),
+        "shards": batch.shard_list(num_shards),
+        "out": str(batch.version_dir(root, version)),
     }
 
 
@@ -51,7 +51,7 @@ def write_shard(folder: Path, shard: int, num_shards: int, n_products: int, k: i
             "score": 0.5,
         }
     )
-    target = batch_tasks.shard_dir(folder, shard)
+    target = batch.shard_dir(folder, shard)
     target.mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, len(frame), files + 1).astype(int)
     for part, (a, b) in enumerate(itertools.pairwise(bounds)):
@@ -67,22 +67,22 @@ def write_all(c: dict) -> None:
 
 
 def test_shard_list_is_every_shard_once():
-    assert batch_tasks.shard_list(4) == [0, 1, 2, 3]
-    assert batch_tasks.shard_list(1) == [0]
-    for bad in (0, -1, batch_tasks.MAX_SHARDS + 1, 2.0, True, "4"):
+    assert batch.shard_list(4) == [0, 1, 2, 3]
+    assert batch.shard_list(1) == [0]
+    for bad in (0, -1, batch.MAX_SHARDS + 1, 2.0, True, "4"):
         with pytest.raises(BatchError, match="num_shards"):
-            batch_tasks.shard_list(bad)
+            batch.shard_list(bad)
 
 
 def test_k_per_source_is_capped_by_the_catalogue_like_batch_topk():
-    assert batch_tasks.k_per_source(20, 300) == 20
-    assert batch_tasks.k_per_source(20, 12) == 11  # a product never recommends itself
-    assert batch_tasks.k_per_source(5, 1) == 0
+    assert batch.k_per_source(20, 300) == 20
+    assert batch.k_per_source(20, 12) == 11  # a product never recommends itself
+    assert batch.k_per_source(5, 1) == 0
 
 
 def test_the_shard_command_pins_the_version_and_names_the_shard():
     out = Path("/p/recommendations/model_version=7")
-    assert batch_tasks.shard_command("models:/nextbuy/7", out, 20, 2, 4) == [
+    assert batch.shard_command("models:/nextbuy/7", out, 20, 2, 4) == [
         "nextbuy",
         "batch-topk",
         "--k",
@@ -99,25 +99,25 @@ def test_the_shard_command_pins_the_version_and_names_the_shard():
 
 
 def test_folders_are_named_as_batch_topk_writes_them(tmp_path):
-    folder = batch_tasks.version_dir(tmp_path / "recommendations", 12)
+    folder = batch.version_dir(tmp_path / "recommendations", 12)
     assert folder.name == "model_version=12"
-    assert batch_tasks.shard_dir(folder, 3).name == "shard=003"  # serving/batch.py: shard={shard:03d}
-    assert batch_tasks.recommendations_dir(tmp_path) == tmp_path.resolve() / "recommendations"
+    assert batch.shard_dir(folder, 3).name == "shard=003"  # serving/batch.py: shard={shard:03d}
+    assert batch.recommendations_dir(tmp_path) == tmp_path.resolve() / "recommendations"
 
 
 def test_shards_run_with_the_project_env_and_its_mlflow_store_unless_set(tmp_path, monkeypatch):
     monkeypatch.delenv(VENV_ENV, raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_ARTIFACT_ROOT", raising=False)
-    env = batch_tasks.batch_env(tmp_path)
+    env = batch.batch_env(tmp_path)
     project = tmp_path.resolve()
     assert env["PATH"].split(os.pathsep)[0] == str(project / ".venv" / "bin")
     assert env["PYTHONPATH"] == str(project / "src")
     assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{project / 'mlflow.db'}"
-    assert batch_tasks.tracking_uri(tmp_path) == env["MLFLOW_TRACKING_URI"]
+    assert batch.tracking_uri(tmp_path) == env["MLFLOW_TRACKING_URI"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
-    assert batch_tasks.batch_env(tmp_path)["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert batch_tasks.tracking_uri(tmp_path) == "http://mlflow:5000"
+    assert batch.batch_env(tmp_path)["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert batch.tracking_uri(tmp_path) == "http://mlflow:5000"
 
 
 # --- the champion, pinned -----------------------------------------------------------------------------------
@@ -125,15 +125,15 @@ def test_shards_run_with_the_project_env_and_its_mlflow_store_unless_set(tmp_pat
 
 def test_resolve_pins_the_champion_version(tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr(batch_tasks, "model_name", lambda project: "nextbuy")
-    monkeypatch.setattr(batch_tasks, "champion_version", lambda name, store: "7")
+    monkeypatch.setattr(batch.tasks, "model_name", lambda project: "nextbuy")
+    monkeypatch.setattr(batch.tasks, "champion_version", lambda name, store: "7")
 
     def n_products(uri, store):
         seen["uri"] = uri
         return 300
 
-    monkeypatch.setattr(batch_tasks, "model_n_products", n_products)
-    c = batch_tasks.resolve(tmp_path, 20, 4)
+    monkeypatch.setattr(batch.tasks, "model_n_products", n_products)
+    c = batch.resolve(tmp_path, 20, 4)
     assert seen["uri"] == "models:/nextbuy/7"  # the version, never the alias
     assert c == {
         "model_name": "nextbuy",
@@ -150,19 +150,19 @@ def test_resolve_pins_the_champion_version(tmp_path, monkeypatch):
 
 
 def test_resolve_without_a_champion_or_with_bad_params(tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_tasks, "model_name", lambda project: "nextbuy")
-    monkeypatch.setattr(batch_tasks, "champion_version", lambda name, store: None)
+    monkeypatch.setattr(batch.tasks, "model_name", lambda project: "nextbuy")
+    monkeypatch.setattr(batch.tasks, "champion_version", lambda name, store: None)
     with pytest.raises(NoChampion, match="no released champion of 'nextbuy'"):
-        batch_tasks.resolve(tmp_path, 20, 4)
+        batch.resolve(tmp_path, 20, 4)
     for k, n in ((0, 4), (20, 0), (True, 4)):
         with pytest.raises(BatchError):
-            batch_tasks.resolve(tmp_path, k, n)
+            batch.resolve(tmp_path, k, n)
 
 
 def test_the_model_name_is_deploy_model_name_of_the_project(tmp_path):
     from tests.conftest import ROOT
 
-    assert batch_tasks.model_name(ROOT) == "nextbuy"
+    assert batch.model_name(ROOT) == "nextbuy"
 
 
 # --- a shard ------------------------------------------------------------------------------------------------
@@ -187,8 +187,8 @@ def test_a_shard_runs_batch_topk_in_the_project_and_logs_its_output(tmp_path, mo
         "print('cwd', os.getcwd()); print('args', ' '.join(args))\n"
         "sys.stderr.write('progress 50%\\rprogress 100%\\n')",
     )
-    caplog.set_level("INFO", logger=batch_tasks.__name__)
-    result = batch_tasks.run_shard(tmp_path, c, 1)
+    caplog.set_level("INFO", logger=batch.__name__)
+    result = batch.run_shard(tmp_path, c, 1)
     assert result == {"shard": 1, "path": str(Path(c["out"]) / "shard=001"), "files": 1}
     logged = caplog.text
     assert f"cwd {tmp_path.resolve()}" in logged
@@ -204,7 +204,7 @@ def test_a_failed_shard_raises_with_the_tail_of_its_output(tmp_path, monkeypatch
     monkeypatch.delenv(VENV_ENV, raising=False)
     fake_nextbuy(tmp_path, f"print('batch-topk: bad model'); sys.exit({code})")
     with pytest.raises(RuntimeError, match=f"shard 0 exited {code}:\nbatch-topk: bad model") as info:
-        batch_tasks.run_shard(tmp_path, champion(tmp_path), 0)
+        batch.run_shard(tmp_path, champion(tmp_path), 0)
     assert not isinstance(info.value, BatchError)
 
 
@@ -214,7 +214,7 @@ def test_a_failed_shard_raises_with_the_tail_of_its_output(tmp_path, monkeypatch
 def test_publish_writes_the_manifest_then_points_latest_at_the_version(tmp_path):
     c = champion(tmp_path, n_products=10, k=3, num_shards=3)
     write_all(c)
-    content = batch_tasks.publish(c, "scheduled__1", "nextbuy_batch", now=NOW)
+    content = batch.publish(c, "scheduled__1", "nextbuy_batch", now=NOW)
     folder = Path(c["out"])
     assert content == json.loads((folder / BATCH_MANIFEST).read_text())
     assert content["model_version"] == 7
@@ -226,7 +226,7 @@ def test_publish_writes_the_manifest_then_points_latest_at_the_version(tmp_path)
     assert content["run_id"] == "scheduled__1"
     assert [s["path"] for s in content["shards"]] == ["shard=000", "shard=001", "shard=002"]
     assert [s["sources"] for s in content["shards"]] == [4, 3, 3]
-    latest = batch_tasks.read_latest(folder.parent)
+    latest = batch.read_latest(folder.parent)
     assert latest["path"] == "model_version=7"
     assert latest["manifest"] == f"model_version=7/{BATCH_MANIFEST}"
     assert {k: v for k, v in latest.items() if k not in ("path", "manifest")} == content
@@ -241,9 +241,9 @@ def test_a_later_version_moves_latest_and_keeps_the_older_one(tmp_path):
     old, new = champion(tmp_path, version=7), champion(tmp_path, version=8)
     for c in (old, new):
         write_all(c)
-        batch_tasks.publish(c, f"run-{c['model_version']}", "nextbuy_batch", now=NOW)
+        batch.publish(c, f"run-{c['model_version']}", "nextbuy_batch", now=NOW)
     root = Path(new["out"]).parent
-    assert batch_tasks.read_latest(root)["path"] == "model_version=8"
+    assert batch.read_latest(root)["path"] == "model_version=8"
     assert (Path(old["out"]) / BATCH_MANIFEST).exists()
     assert (Path(old["out"]) / "shard=000").is_dir()
     assert sorted(p.name for p in root.iterdir()) == [LATEST_POINTER, "model_version=7", "model_version=8"]
@@ -252,25 +252,25 @@ def test_a_later_version_moves_latest_and_keeps_the_older_one(tmp_path):
 def test_publishing_a_version_again_is_idempotent(tmp_path):
     c = champion(tmp_path)
     write_all(c)
-    first = batch_tasks.publish(c, "run-1", "nextbuy_batch", now=NOW)
+    first = batch.publish(c, "run-1", "nextbuy_batch", now=NOW)
     files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     write_all(c)  # the re-run's shards: the same rows
-    second = batch_tasks.publish(c, "run-2", "nextbuy_batch", now=NOW)
+    second = batch.publish(c, "run-2", "nextbuy_batch", now=NOW)
     assert {**second, "run_id": "run-1"} == first
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == files
-    assert batch_tasks.read_latest(Path(c["out"]).parent)["run_id"] == "run-2"
+    assert batch.read_latest(Path(c["out"]).parent)["run_id"] == "run-2"
 
 
 def test_publish_drops_shards_of_an_earlier_split_and_killed_attempts(tmp_path):
     c = champion(tmp_path, num_shards=4)
     write_all(c)
-    batch_tasks.publish(c, "run-4", "nextbuy_batch", now=NOW)
+    batch.publish(c, "run-4", "nextbuy_batch", now=NOW)
     folder = Path(c["out"])
     (folder / ".shard=001.abc123").mkdir()  # a killed attempt's temporary folder
     (folder / ".shard=001.abc123" / "part-00000.parquet").write_bytes(b"half")
     fewer = {**c, "num_shards": 2, "shards": [0, 1]}
     write_all(fewer)
-    content = batch_tasks.publish(fewer, "run-2", "nextbuy_batch", now=NOW)
+    content = batch.publish(fewer, "run-2", "nextbuy_batch", now=NOW)
     assert sorted(p.name for p in folder.iterdir()) == [BATCH_MANIFEST, "shard=000", "shard=001"]
     assert content["rows"] == 10 * 3
     assert len(pd.read_parquet(folder)) == 30
@@ -278,10 +278,10 @@ def test_publish_drops_shards_of_an_earlier_split_and_killed_attempts(tmp_path):
 
 def _publish_fails(c: dict, match: str) -> None:
     root = Path(c["out"]).parent
-    before = batch_tasks.read_latest(root)
+    before = batch.read_latest(root)
     with pytest.raises(BatchError, match=match):
-        batch_tasks.publish(c, "run-bad", "nextbuy_batch", now=NOW)
-    assert batch_tasks.read_latest(root) == before  # the pointer never moves to a bad batch
+        batch.publish(c, "run-bad", "nextbuy_batch", now=NOW)
+    assert batch.read_latest(root) == before  # the pointer never moves to a bad batch
     assert not (Path(c["out"]) / BATCH_MANIFEST).exists()
 
 
@@ -314,17 +314,17 @@ def test_publish_refuses_a_source_twice_or_in_the_wrong_shard(tmp_path):
 def test_publish_refuses_an_unreadable_shard_and_keeps_the_last_good_pointer(tmp_path):
     good = champion(tmp_path, version=7)
     write_all(good)
-    batch_tasks.publish(good, "run-7", "nextbuy_batch", now=NOW)
+    batch.publish(good, "run-7", "nextbuy_batch", now=NOW)
     bad = champion(tmp_path, version=8)
     write_all(bad)
     (Path(bad["out"]) / "shard=002" / "part-00000.parquet").write_bytes(b"not parquet")
     _publish_fails(bad, r"shard=002: unreadable")
-    assert batch_tasks.read_latest(Path(bad["out"]).parent)["model_version"] == 7
+    assert batch.read_latest(Path(bad["out"]).parent)["model_version"] == 7
 
 
 def test_an_empty_registry_has_no_champion(tmp_path):
     """A store where nothing is registered yet: None (the run is skipped), not an error."""
-    assert batch_tasks.champion_version("nextbuy", f"sqlite:///{tmp_path / 'mlflow.db'}") is None
+    assert batch.champion_version("nextbuy", f"sqlite:///{tmp_path / 'mlflow.db'}") is None
 
 
 def test_an_unreachable_registry_is_an_error_not_a_missing_champion(monkeypatch):
@@ -334,4 +334,4 @@ def test_an_unreachable_registry_is_an_error_not_a_missing_champion(monkeypatch)
     from mlflow.exceptions import MlflowException
 
     with pytest.raises(MlflowException):
-        batch_tasks.champion_version("nextbuy", "http://127.0.0.1:9")
+        batch.champion_version("nextbuy", "http://127.0.0.1:9")

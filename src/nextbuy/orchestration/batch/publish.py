@@ -1,6 +1,6 @@
 """Publishing a nightly batch: every shard checked complete, stale shard folders removed, then
 the version's manifest and the ``_latest.json`` pointer, each replaced atomically (see
-``nextbuy.orchestration.batch_tasks``). Standard library only at import time."""
+``nextbuy.orchestration.batch``). Standard library only at import time."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nextbuy.files import atomic_write_text
-from nextbuy.orchestration.batch_layout import SHARD_DIR, BatchError, shard_dir
+from nextbuy.orchestration.batch.layout import SHARD_DIR, BatchError, shard_dir
 from nextbuy.orchestration.names import BATCH_MANIFEST, LATEST_POINTER
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Where the nightly batch's things are (the recommendations folder, a version's and a shard's
 folders, the model URI, the MLflow store and environment a shard runs with) and its errors
-(see ``nextbuy.orchestration.batch_tasks``). Standard library only at import time."""
+(see ``nextbuy.orchestration.batch``). Standard library only at import time."""
 
 from __future__ import annotations
 
