@@ -16,6 +16,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _ctypes import CFuncPtr
 
 # mallopt(3) parameters (glibc's malloc.h)
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
@@ -23,7 +27,7 @@ TRIM_THRESHOLD_BYTES = 1 << 30  # free heap top kept before trimming (mallopt ta
 TOP_PAD_BYTES = 64 << 20  # extra heap grown per sbrk, so a growing step does not sbrk often
 
 
-def _glibc_function(name: str):
+def _glibc_function(name: str) -> CFuncPtr | None:
     """``name`` from the C library where it is glibc's (Linux); None elsewhere (e.g. musl, macOS)."""
     if not sys.platform.startswith("linux"):
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from nextbuy.config import (
@@ -65,6 +66,7 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
         delay_horizon_days=delay_model.horizon_days,
         progress=progress,
     )
+    assert moments is not None  # a single process exports (only other ranks get None)
     scored, calibration = calibrate.score_holdout(weighted, moments, section_config(params, CalibrateConfig))
     n_buckets = len(calibration.edges) + 1
     per_bucket, _ = thresholds.fit(scored, n_buckets, section_config(params, ThresholdsConfig))
@@ -73,7 +75,7 @@ def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     return InMemoryRun(world, ingest_cfg, data, weighted, delay_model, bundle)
 
 
-def _moments_without_prior(bundle) -> dict:
+def _moments_without_prior(bundle: ServingBundle) -> dict[str, np.ndarray]:
     """The bundle's moments as the train stage writes them (serving appends a prior row)."""
     m = dict(bundle.moments)
     for key in ("s_mean", "s_var", "t_mean", "t_var"):

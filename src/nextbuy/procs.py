@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import IO, Self
 
 HOST = "127.0.0.1"
@@ -62,7 +63,7 @@ def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
         return
     received: list[int] = []
 
-    def handler(signum: int, _frame) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
         if received:
             return
         received.append(signum)
@@ -71,7 +72,7 @@ def stop_signals_raise(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
 
     unraisable = sys.unraisablehook
 
-    def deliver_again(lost) -> None:
+    def deliver_again(lost: sys.UnraisableHookArgs) -> None:
         if received and isinstance(lost.exc_value, (Stopped, KeyboardInterrupt)):
             # Sent from a new thread (not waited for): the handler runs in this (main) thread
             # once the callback is over; os.kill from here would run it at once, inside it again.
@@ -206,7 +207,7 @@ class Started(abc.ABC):
             self.stop()
             raise
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

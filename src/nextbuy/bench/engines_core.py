@@ -15,10 +15,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from nextbuy import yaml_io
+
+if TYPE_CHECKING:
+    from nextbuy.config import EngineConfig
+    from nextbuy.serving import ServingBundle
 
 RESULT_PREFIX = "ENGINES-RESULT "
 # batch_topk: as `nextbuy batch-topk` by default, one shard
@@ -26,7 +31,7 @@ TOPK_K = 20
 SOURCES_PER_FILE = 4096
 
 
-def champion():
+def champion() -> ServingBundle:
     """The store's champion bundle (``engines_data``: with the retrieval settings of params.yaml)."""
     from nextbuy.bench.serving_fixtures import BundleFiles, load_bundle
 
@@ -42,7 +47,7 @@ def champion():
     )
 
 
-def batch_topk(engine) -> int:
+def batch_topk(engine: EngineConfig) -> int:
     """The champion's top-K of every product written as batch-topk's part files; the rows written."""
     if engine.kind == "spark":
         from nextbuy.engines.spark import batch as spark_batch
@@ -57,7 +62,7 @@ def batch_topk(engine) -> int:
     return int(got["rows"])
 
 
-def monitor(engine) -> int:
+def monitor(engine: EngineConfig) -> int:
     from nextbuy import paths
     from nextbuy.config import MonitorConfig, load_section
     from nextbuy.mlops import io, schemas

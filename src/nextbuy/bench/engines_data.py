@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from nextbuy import paths
 from nextbuy.data import store_logs
 from nextbuy.domain.delay import hash_unit
 from nextbuy.domain.timeunits import DAY
+
+if TYPE_CHECKING:
+    from nextbuy.config import RetrievalConfig
 
 IMPRESSIONS_PER_PRODUCT = 100
 IMPRESSIONS_PER_EDGE = 10
@@ -154,7 +158,9 @@ def _write_log(
             writer.close()
 
 
-def write_store(root: Path, n_impressions: int, seed: int = 0, retrieval=None) -> dict[str, int]:
+def write_store(
+    root: Path, n_impressions: int, seed: int = 0, retrieval: RetrievalConfig | None = None
+) -> dict[str, int]:
     """The store of ``n_impressions`` impressions (and as many traffic impressions) under ``root``,
     its champion with ``retrieval`` (a ``config.RetrievalConfig``: how batch-topk finds candidates)."""
     from nextbuy.bench.serving_fixtures import write_bundle_files

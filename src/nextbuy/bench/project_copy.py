@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -84,7 +85,7 @@ def _is_output(relative: Path) -> bool:
     return parts[0] in TOP_LEVEL_OUTPUTS or bool(EVERYWHERE("", list(parts)))
 
 
-def _ignored_outputs(root: Path):
+def _ignored_outputs(root: Path) -> Callable[[str, list[str]], set[str]]:
     """``copytree``'s ignore for :func:`_is_output`."""
 
     def ignore(directory: str, names: list[str]) -> set[str]:

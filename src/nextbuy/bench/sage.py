@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from nextbuy.domain.graph.blade import Architecture, BladeModel, DirectedGraph
+from nextbuy.domain.graph.blade import Architecture, BladeModel, DirectedGraph, FeatureRows, GraphIndex
 from nextbuy.domain.graph.sampler import CSR, FanoutRule, sample_neighbourhood
 
 
@@ -20,7 +20,11 @@ class SageIndex:
 
 
 def sage_subgraph(
-    index: SageIndex, seeds: Tensor, hops: int, rule: FanoutRule | None, generator: torch.Generator | None
+    index: GraphIndex | SageIndex,
+    seeds: Tensor,
+    hops: int,
+    rule: FanoutRule | None,
+    generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """NeighborLoader's sampling in plain torch: per hop, every newly reached node samples up to
     ``rule``'s fanout of its out- and of its in-neighbours (``None``: all), which send it messages.
@@ -69,7 +73,16 @@ class SageModel(BladeModel):
             CSR.from_edges(graph.dst, graph.src, graph.n_nodes),
         )
 
-    def encode(self, index, features, seeds, generator=None, stochastic=True, resample=None):
+    # Any index with both adjacencies will do: the model's own (SageIndex) is what the loop passes.
+    def encode(
+        self,
+        index: GraphIndex | SageIndex,
+        features: FeatureRows | None,
+        seeds: Tensor,
+        generator: torch.Generator | None = None,
+        stochastic: bool = True,
+        resample: bool | None = None,
+    ) -> tuple[Tensor, Tensor]:
         sampled = stochastic if resample is None else resample
         rule = self.rule if sampled else None
         nodes, edge_index, at = sage_subgraph(index, seeds, self.hops, rule, generator)

@@ -34,12 +34,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from nextbuy import presets
@@ -71,7 +73,7 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def time_exponent(n_edges, total_s) -> float | None:
+def time_exponent(n_edges: Sequence[float], total_s: Sequence[float]) -> float | None:
     """Least-squares slope of log(time) on log(edges); None with fewer than two distinct sizes."""
     x, y = np.log(np.asarray(n_edges, dtype=float)), np.log(np.asarray(total_s, dtype=float))
     if x.size < 2 or np.ptp(x) == 0:
@@ -151,7 +153,7 @@ def _rss_gib(pid: int) -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
-def _pump(stream, lines: queue.Queue) -> None:
+def _pump(stream: Iterable[str], lines: queue.Queue) -> None:
     for line in stream:
         lines.put(line.rstrip("\n"))
 
@@ -159,7 +161,7 @@ def _pump(stream, lines: queue.Queue) -> None:
 class _Child:
     """One size's child process: its stage lines, its result, and the watchdog's verdict."""
 
-    def __init__(self, params_file: Path, n_products: int, sample_sources: int, stderr) -> None:
+    def __init__(self, params_file: Path, n_products: int, sample_sources: int, stderr: IO[bytes]) -> None:
         self.stderr = stderr
         cmd = [sys.executable, "-m", "nextbuy.bench.scale_core", str(params_file), str(n_products),
                str(sample_sources)]  # fmt: skip
@@ -172,7 +174,7 @@ class _Child:
         self.step: str | None = None
         self.reason: str | None = None
 
-    def drain(self, on_step) -> None:
+    def drain(self, on_step: Callable[[str], None]) -> None:
         while not self.lines.empty():
             line = self.lines.get()
             if line.startswith(STAGE_PREFIX):
@@ -195,7 +197,9 @@ class _Child:
         return f"child {why}: {' | '.join(tail)[-400:]}"
 
 
-def run_size(params_file: Path, n_products: int, sample_sources: int, budget_s: float, on_step) -> dict:
+def run_size(
+    params_file: Path, n_products: int, sample_sources: int, budget_s: float, on_step: Callable[[str], None]
+) -> dict:
     """One size in a fresh child, killed past ``budget_s`` or ``MEMORY_SHARE`` of available memory."""
     free = available_gib()
     limit = MEMORY_SHARE * free if free else float("inf")
@@ -211,7 +215,7 @@ def run_size(params_file: Path, n_products: int, sample_sources: int, budget_s: 
         return skipped(n_products, child.reason or child.failure(), child.step)
 
 
-def _watch(child: _Child, budget_s: float, limit_gib: float, on_step) -> None:
+def _watch(child: _Child, budget_s: float, limit_gib: float, on_step: Callable[[str], None]) -> None:
     """Relay the child's steps until it ends; kill it past the time budget or the memory limit."""
     started = time.monotonic()
     while child.proc.poll() is None:
@@ -249,7 +253,7 @@ def summarise(rows: list[dict], config: dict) -> dict:
     }
 
 
-def _config(params_file: Path, sizes, sample_sources: int, budget_s: float) -> dict:
+def _config(params_file: Path, sizes: Iterable[int], sample_sources: int, budget_s: float) -> dict:
     params = read_params(params_file)
     sim, train = params["ingest"]["simulator"], params["train"]
     return {
@@ -268,7 +272,7 @@ def _config(params_file: Path, sizes, sample_sources: int, budget_s: float) -> d
     }
 
 
-def _reporter(progress: Progress, task, n_products: int):
+def _reporter(progress: Progress, task: TaskID, n_products: int) -> Callable[[str], None]:
     def on_step(step: str) -> None:
         done = STEPS.index(step) if step in STEPS else 0
         progress.update(task, description=f"{n_products:,} products: {step}", completed=done)
@@ -298,7 +302,14 @@ def run(
     return figures
 
 
-def _run(out: Path, sizes, params_path: Path, budget_s: float, sample_sources: int, extra=None) -> dict:
+def _run(
+    out: Path,
+    sizes: Iterable[int],
+    params_path: Path,
+    budget_s: float,
+    sample_sources: int,
+    extra: dict | None = None,
+) -> dict:
     config = _config(params_path, sizes, sample_sources, budget_s) | (extra or {})
     console, rows = Console(width=140), list[dict]()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())

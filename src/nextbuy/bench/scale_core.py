@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -59,6 +60,13 @@ from nextbuy.config import (
     section_config,
 )
 from nextbuy.domain.graph.blade import Architecture, BladeModel, Conversions, DirectedGraph
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from nextbuy.serving import ServingBundle
+    from nextbuy.stages.ingest import Ingested
 
 TOP_K = 20
 SAMPLE_SOURCES = 2_000
@@ -107,7 +115,7 @@ def _timed(times: dict, step: str, on_step: Callable[[str], None]) -> Iterator[N
 # -- the measured steps -------------------------------------------------------------------------
 
 
-def ingest_and_validate(params: dict):
+def ingest_and_validate(params: dict) -> Ingested:
     """``ingest.ingest`` and the schema checks its stage runs on every table it writes."""
     from nextbuy import paths
     from nextbuy.mlops import io, schemas
@@ -127,7 +135,9 @@ def ingest_and_validate(params: dict):
     return data
 
 
-def one_epoch(graph: DirectedGraph, data: Conversions, cfg, initial: BladeModel | None = None) -> BladeModel:
+def one_epoch(
+    graph: DirectedGraph, data: Conversions, cfg: TrainConfig, initial: BladeModel | None = None
+) -> BladeModel:
     """One epoch of BLADE's training loop (of ``initial``'s model when given), no validation."""
     from nextbuy.domain.graph import blade
 
@@ -150,7 +160,13 @@ def _best_of(epoch: Callable[[], BladeModel]) -> tuple[BladeModel, list[float]]:
             return model, times
 
 
-def time_epochs(graph: DirectedGraph, data: Conversions, cfg, sage: SageModel | None, on_step) -> tuple:
+def time_epochs(
+    graph: DirectedGraph,
+    data: Conversions,
+    cfg: TrainConfig,
+    sage: SageModel | None,
+    on_step: Callable[[str], None],
+) -> tuple:
     """One BLADE epoch as configured (``train_epoch_s``); with ``sage``, the side-by-side pair at the
     same neighbour budget: one BLADE epoch sampling every hop (``train_epoch_sampled_s``: the
     configured epoch itself unless ``neighbour_history`` reads deeper hops from states) and one
@@ -220,14 +236,16 @@ def stand_in_members(model: BladeModel, count: int, seed: int) -> list[BladeMode
     return members
 
 
-def export(model: BladeModel, graph: DirectedGraph, cfg, members: list[BladeModel] | None) -> dict:
+def export(
+    model: BladeModel, graph: DirectedGraph, cfg: TrainConfig, members: list[BladeModel] | None
+) -> dict:
     """The train stage's export: ensemble moments of ``members``, else ``export_moments``."""
     from nextbuy.stages import train
 
     return train.moments_of(model, members, graph, cfg)
 
 
-def time_top_k(bundle, n_sources: int, seed: int) -> dict:
+def time_top_k(bundle: ServingBundle, n_sources: int, seed: int) -> dict:
     """``bundle.top_k`` (top-``TOP_K``) for a seeded sample of sources, after a warm-up call on
     ten sources that builds the retrieval index; extrapolated to the whole catalogue."""
     n = bundle.n_products
@@ -253,7 +271,9 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _store(params: dict, times: dict, on_step: Callable[[str], None]):
+def _store(
+    params: dict, times: dict, on_step: Callable[[str], None]
+) -> tuple[pd.DataFrame, pd.DataFrame, sp.csr_matrix | None, pd.DataFrame]:
     """Ingest and label_delay, timed: (products, edges, features, weighted)."""
     from nextbuy.stages import label_delay
 
@@ -270,7 +290,15 @@ def _store(params: dict, times: dict, on_step: Callable[[str], None]):
     return data.products, data.edges, data.features, weighted
 
 
-def _train(products, edges, features, weighted, cfg, times: dict, on_step) -> tuple:
+def _train(
+    products: pd.DataFrame,
+    edges: pd.DataFrame,
+    features: sp.spmatrix | None,
+    weighted: pd.DataFrame,
+    cfg: TrainConfig,
+    times: dict,
+    on_step: Callable[[str], None],
+) -> tuple[DirectedGraph, BladeModel]:
     """Graph, one BLADE epoch, one GraphSAGE epoch, the sampler's rate, one validation check."""
     from nextbuy.stages import train
 
@@ -293,7 +321,14 @@ def _train(products, edges, features, weighted, cfg, times: dict, on_step) -> tu
     return graph, model
 
 
-def _serve(params: dict, weighted, moments: dict, sample_sources: int, times: dict, on_step) -> None:
+def _serve(
+    params: dict,
+    weighted: pd.DataFrame,
+    moments: dict,
+    sample_sources: int,
+    times: dict,
+    on_step: Callable[[str], None],
+) -> None:
     """Calibrate, thresholds and top-K of the serving bundle, timed."""
     from nextbuy.serving import ServingBundle
     from nextbuy.stages import calibrate, thresholds

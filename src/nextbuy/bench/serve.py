@@ -39,8 +39,9 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -52,6 +53,12 @@ from nextbuy.bench.serve_rest import (
     REST_WARMUP,
     bench_rest,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from nextbuy.config import RetrievalConfig
+    from nextbuy.serving import ServingBundle
 
 N_PRODUCTS = 100_000
 DIM = 32
@@ -70,7 +77,7 @@ GOALS = {
 }
 
 
-def _best(fn, repeats: int) -> tuple[float, list[float]]:
+def _best(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -79,7 +86,7 @@ def _best(fn, repeats: int) -> tuple[float, list[float]]:
     return min(times), times
 
 
-def bench_pairs(bundle, rng: np.random.Generator) -> dict:
+def bench_pairs(bundle: ServingBundle, rng: np.random.Generator) -> dict:
     n = bundle.n_products
     src = rng.integers(0, n, N_PAIRS)
     dst = rng.integers(0, n, N_PAIRS)
@@ -125,7 +132,9 @@ def _read_served(path: Path, sources: np.ndarray) -> pd.DataFrame:
     return served[served["source_id"].isin(sources)]
 
 
-def bench_topk(bundle, tmp: Path, exact_sample: int = TOPK_EXACT_SAMPLE, seed: int = 0) -> dict:
+def bench_topk(
+    bundle: ServingBundle, tmp: Path, exact_sample: int = TOPK_EXACT_SAMPLE, seed: int = 0
+) -> dict:
     """Top-K of every product with the bundle's retrieval settings, written by
     ``batch.write_top_k`` (index build included), and the exact method on a seeded sample of
     sources (timed, extrapolated), which is also the recall reference. Keys: :func:`topk_keys`."""
@@ -176,11 +185,11 @@ def topk_keys(figures: dict, label: str | None = None) -> dict:
     }
 
 
-def _goal_row(t, label: str, value: str, goal: str, ok: bool | None) -> None:
+def _goal_row(t: Table, label: str, value: str, goal: str, ok: bool | None) -> None:
     t.add_row(label, value, goal, "" if ok is None else ("[green]yes[/]" if ok else "[red]no[/]"))
 
 
-def _topk_rows(t, fig: dict, n: int, label: str | None, prefix: str = "") -> None:
+def _topk_rows(t: Table, fig: dict, n: int, label: str | None, prefix: str = "") -> None:
     p = "topk" if label is None else f"topk_{label}"
     size = "100k" if label is None else label
     seconds, goal = fig[f"topk_{size}_s"], GOALS.get(f"topk_{size_label(n)}_s")
@@ -209,7 +218,7 @@ def _topk_rows(t, fig: dict, n: int, label: str | None, prefix: str = "") -> Non
     )
 
 
-def _table(fig: dict):
+def _table(fig: dict) -> Table:
     from rich.table import Table
 
     t = Table(title=f"bench serve — {fig['n_products']:,} products, d={fig['d']}, {fig['cpu_count']} cores")
@@ -273,14 +282,14 @@ def _level_text(level: dict) -> str:
     return f"{level['rps']:.0f}/s, {'-' if p99 is None else f'{p99:.1f} ms'}, {level['errors']}"
 
 
-def _retrieval_settings():
+def _retrieval_settings() -> RetrievalConfig:
     """params.yaml ``deploy.retrieval`` (run from the project root): what deploy bundles."""
     from nextbuy.config import DeployConfig, load_section
 
     return load_section(DeployConfig).retrieval
 
 
-def bench_topk_size(n: int, tmp: Path, settings) -> dict:
+def bench_topk_size(n: int, tmp: Path, settings: RetrievalConfig) -> dict:
     """Top-K figures on a synthetic catalogue of ``n`` products (``topk_<label>_*`` keys)."""
     files = fixtures.write_bundle_files(tmp / f"bundle-{n}", n, DIM, seed=0, retrieval=settings)
     return topk_keys(bench_topk(fixtures.load_bundle(files), tmp / f"topk-{n}"), size_label(n))
@@ -290,7 +299,7 @@ def trained_label(n: int) -> str:
     return f"trained_{size_label(n)}"
 
 
-def bench_topk_trained(project: Path, tmp: Path, settings) -> dict:
+def bench_topk_trained(project: Path, tmp: Path, settings: RetrievalConfig) -> dict:
     """Top-K figures on a trained bundle (``topk_trained_<size>_*`` keys): the moments,
     calibration and thresholds a pipeline run wrote under ``project`` (e.g. a clone that ran
     ``make run-preset``), with the retrieval settings of the params.yaml in use."""
@@ -324,7 +333,7 @@ NOTES = (
 )
 
 
-def _header(products: int, settings, topk_products: Sequence[int]) -> dict:
+def _header(products: int, settings: RetrievalConfig, topk_products: Sequence[int]) -> dict:
     """What the run measured on: sizes, settings and the machine."""
     return {
         "date": dt.date.today().isoformat(),

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.served_ranking import RankingChoice
 from nextbuy.domain.uncertainty import fit_bucket_calibration
 from nextbuy.mlops.schemas import PRODUCT_KEY_ARRAY
+
+if TYPE_CHECKING:
+    from nextbuy.serving import ServingBundle
 
 MODEL_NAME = "nextbuy"  # in a throw-away store: the name the project registers under
 # Top-K retrieval that answers as the exact method: the exact flat search, every list a re-rank
@@ -83,7 +87,7 @@ def write_bundle_files(
     seed: int = 0,
     n_buckets: int = 3,
     n_fit: int = 20_000,
-    retrieval=None,
+    retrieval: RetrievalConfig | None = None,
 ) -> BundleFiles:
     """moments.npz, calibration.json (per-bucket isotonic fitted on synthetic
     pairs) and thresholds.json (``{"per_bucket": ...}``), as the pipeline writes them;
@@ -157,7 +161,7 @@ def stored_files(files: BundleFiles, directory: str | Path) -> BundleFiles:
     return stored
 
 
-def load_bundle(files: BundleFiles):
+def load_bundle(files: BundleFiles) -> ServingBundle:
     from nextbuy.serving import ServingBundle
 
     return ServingBundle.load(

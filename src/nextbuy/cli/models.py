@@ -5,7 +5,7 @@ recent versions on traffic whose labels have matured."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from nextbuy.cli.common import ModelNameOption, app, console, model_name_or_default, setup_logging
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 models_app = typer.Typer(
     no_args_is_help=True,
@@ -111,7 +114,7 @@ def find(
         console.print("[bold red]give --snapshot, --hash, --param or --metric[/]", highlight=False)
         raise typer.Exit(code=2)
 
-    def matching(client) -> list[dict]:
+    def matching(client: MlflowClient) -> list[dict]:
         found = set.intersection(*(search(client, name, value) for value, search in given))
         return [row for row in model_card.listing(client, name) if row["version"] in found]
 

@@ -91,7 +91,7 @@ class CountTables:
         }
 
     @classmethod
-    def from_arrays(cls, arrays) -> CountTables:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> CountTables:
         return cls(
             indptr=np.asarray(arrays["indptr"]),
             indices=np.asarray(arrays["indices"]),

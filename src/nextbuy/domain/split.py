@@ -14,11 +14,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 SPLITS = ("train", "calib", "test")
 
 
-def assign_split(source_key, shown_at, test_share: float, calib_share: float, seed: int) -> np.ndarray:
+def assign_split(
+    source_key: ArrayLike, shown_at: ArrayLike, test_share: float, calib_share: float, seed: int
+) -> np.ndarray:
     """Split impressions by *session*: a source product's impressions of one calendar day.
     A salted hash of (source key, day) puts each session in test (``test_share``), calib
     (``calib_share``) or train.
@@ -61,7 +64,7 @@ def span_record(
     }
 
 
-def learned_rows(source_key, shown_at, record: Mapping[str, Any]) -> np.ndarray:
+def learned_rows(source_key: ArrayLike, shown_at: ArrayLike, record: Mapping[str, Any]) -> np.ndarray:
     """Boolean per row: the model whose :func:`training_record` is ``record`` learned from it
     (the row falls in its span of shown_at and its split put the row's session in train or
     calib)."""

@@ -5,6 +5,8 @@ pair-feature context (built once over the whole log) and so the same rows."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import pandas as pd
 
@@ -12,8 +14,15 @@ from nextbuy.domain import delay
 from nextbuy.domain.delay import PairContext
 
 
+class Scorer(Protocol):
+    """What scores pairs of products (``nextbuy.serving.ServingBundle`` is one): per pair its
+    ``score``, ``uncertainty``, ``bucket`` and ``prob_calibrated``."""
+
+    def score(self, source_id: np.ndarray, candidate_id: np.ndarray) -> pd.DataFrame: ...
+
+
 def score_rows(
-    bundle,
+    bundle: Scorer,
     impressions: pd.DataFrame,
     products: pd.DataFrame,
     context: PairContext,

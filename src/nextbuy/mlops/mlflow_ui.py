@@ -43,9 +43,13 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nextbuy.mlops.tracking import EXPERIMENT
 from nextbuy.procs import HOST, GroupServer, Stopped, port_open, stop_signals_raise
+
+if TYPE_CHECKING:
+    from nextbuy.serving.asgi import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_PORT = 5000
 ML_VIEW = "machine_learning"  # the UI's workflowType of the classic view (the other one: "genai")
@@ -203,10 +207,10 @@ class BrowserDefaults:
     """ASGI wrapper: index.html (GET /) gets :data:`UI_SCRIPT` at the top of <head>, is never
     answered 304 from a browser cache of the unmodified page, and is not cached itself."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/" or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
@@ -215,7 +219,7 @@ class BrowserDefaults:
         start: dict = {}
         chunks: list[bytes] = []
 
-        async def rewrite(message):
+        async def rewrite(message: Message) -> None:
             if message["type"] == "http.response.start":
                 start.update(message)
                 return

@@ -78,11 +78,11 @@ HEADLINES = {
 }
 
 
-def _pct(x) -> str:
+def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
-def _num(x) -> str:
+def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 

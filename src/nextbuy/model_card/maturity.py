@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -27,15 +27,20 @@ from nextbuy.model_card.mlflow_cards import read, write
 from nextbuy.model_card.record import add_matured, flagged
 from nextbuy.release import registry
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.config import DeployConfig, MonitorConfig
+
 log = logging.getLogger(__name__)
 
 
-def aliases_of(client, name: str) -> dict[str, str]:
+def aliases_of(client: MlflowClient, name: str) -> dict[str, str]:
     """version -> alias (champion, previous, challenger) of ``name``."""
     return {str(v): alias for alias, v in client.get_registered_model(name).aliases.items()}
 
 
-def recent_versions(client, name: str, products: pd.DataFrame, newest: int) -> list[str]:
+def recent_versions(client: MlflowClient, name: str, products: pd.DataFrame, newest: int) -> list[str]:
     """The newest ``newest`` complete versions of this store's catalogue plus those the aliases
     point to, newest first (versions of another catalogue score other products: left out)."""
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
@@ -72,7 +77,14 @@ class InProcess:
         return matured_measures(traffic, predictions, now, days)
 
 
-def mature_version(client, name: str, version: str, measurer: Measurer, now: pd.Timestamp, settings) -> dict:
+def mature_version(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    measurer: Measurer,
+    now: pd.Timestamp,
+    settings: tuple[MonitorConfig, DeployConfig],
+) -> dict:
     """Re-score ``version`` on the traffic (``measurer``) and append its matured rows to its
     card. ``settings``: (monitor config, deploy config)."""
     monitor, deploy = settings
@@ -95,11 +107,11 @@ def mature_version(client, name: str, version: str, measurer: Measurer, now: pd.
 
 
 def mature_recent(
-    client,
+    client: MlflowClient,
     name: str,
     products: pd.DataFrame,
     traffic_files: tuple,
-    settings,
+    settings: tuple[MonitorConfig, DeployConfig],
     engine: Callable[[Path], Measurer] = InProcess,
 ) -> list[dict]:
     """Every recent version re-scored (:func:`mature_version`); ``traffic_files``: (impressions

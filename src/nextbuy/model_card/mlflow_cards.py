@@ -38,6 +38,7 @@ from nextbuy.model_card.facts import (
 from nextbuy.model_card.record import (
     Card,
     Gate,
+    ParamChange,
     Snapshot,
     Thresholds,
     TopKOrder,
@@ -94,7 +95,7 @@ def snapshot_of(weighted: pd.DataFrame, training_data: dict | None, products: in
     )
 
 
-def _train_run(client) -> Training:
+def _train_run(client: MlflowClient) -> Training:
     try:
         run_id = io.read_json(paths.GNN_META).get("mlflow_run_id")
         metrics = client.get_run(run_id).data.metrics if run_id else {}
@@ -143,7 +144,7 @@ def gate_of(release: Release) -> Gate:
     )
 
 
-def champion_params(client, name: str, version: str | None) -> dict[str, str] | None:
+def champion_params(client: MlflowClient, name: str, version: str | None) -> dict[str, str] | None:
     """The flat params of ``version``'s run (logged by its deploy), else from its lineage tag;
     None when neither holds them."""
     if version is None:
@@ -158,7 +159,9 @@ def champion_params(client, name: str, version: str | None) -> dict[str, str] | 
         return None
 
 
-def _diff(before: dict[str, str] | None, after: dict[str, str], against: str | None):
+def _diff(
+    before: dict[str, str] | None, after: dict[str, str], against: str | None
+) -> list[ParamChange] | None:
     """No champion: nothing changed against it; a champion whose params are unknown: None."""
     if against is None:
         return []
@@ -254,7 +257,7 @@ def _version_tags(card: Card) -> dict[str, str]:
     return tags
 
 
-def write(client, card: Card, log_params: bool = False) -> None:
+def write(client: MlflowClient, card: Card, log_params: bool = False) -> None:
     """The card as the version's Description, its run's artifacts and the version's search tags;
     with ``log_params`` also the run's params (flat params.yaml, once: at deploy)."""
     name, version = card.model_name, card.version
@@ -281,7 +284,7 @@ def missing(name: str, version: str) -> str:
     )
 
 
-def read(client, name: str, version: str) -> Card:
+def read(client: MlflowClient, name: str, version: str) -> Card:
     """The version's card, the record its deploy (or a re-scoring) stored; a version without a
     readable one is refused (an MlflowException saying :func:`missing`)."""
     mv = client.get_model_version(name, str(version))

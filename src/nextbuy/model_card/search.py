@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import re
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -25,8 +26,12 @@ from nextbuy.model_card.mlflow_cards import (
     WEIGHTED_MD5,
     read,
 )
-from nextbuy.model_card.record import param_text
+from nextbuy.model_card.record import Card, param_text
 from nextbuy.release import registry
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq}
 _CONDITION = re.compile(r"^\s*([\w.]+)\s*(>=|<=|>|<|=)\s*([-+0-9.eE]+)\s*$")
@@ -36,7 +41,7 @@ def _quote(value: str) -> str:
     return value.replace("'", "''")
 
 
-def _versions(client, name: str, extra: str = "") -> list:
+def _versions(client: MlflowClient, name: str, extra: str = "") -> list[ModelVersion]:
     query = f"name='{_quote(name)}'" + (f" AND {extra}" if extra else "")
     return list(client.search_model_versions(query, max_results=10_000))
 
@@ -60,7 +65,7 @@ def snapshot_of_tags(tags: dict) -> str | None:
     return (registry.json_tag(tags, registry.TRAINING_DATA) or {}).get("snapshot")
 
 
-def listing(client, name: str) -> list[dict]:
+def listing(client: MlflowClient, name: str) -> list[dict]:
     """Every version, newest first: version, alias, snapshot, release AUC, matured AUC, status."""
     alias = aliases_of(client, name)
     rows = []
@@ -80,7 +85,7 @@ def listing(client, name: str) -> list[dict]:
     return rows
 
 
-def by_snapshot(client, name: str, snapshot: str) -> set[str]:
+def by_snapshot(client: MlflowClient, name: str, snapshot: str) -> set[str]:
     """Versions that learned from ``snapshot`` (any form pandas reads: 2026-02-10, ...)."""
     when = str(pd.Timestamp(snapshot))
     carded = _versions(client, name, f"tags.`{SNAPSHOT}` = '{_quote(when)}'")
@@ -90,7 +95,7 @@ def by_snapshot(client, name: str, snapshot: str) -> set[str]:
     return {str(v.version) for v in [*carded, *recorded]}
 
 
-def by_hash(client, name: str, digest: str) -> set[str]:
+def by_hash(client: MlflowClient, name: str, digest: str) -> set[str]:
     """Versions whose ingested or weighted data has this DVC md5 (a prefix will do)."""
     prefix = _quote(digest.strip().removesuffix(".dir"))
     found = set()
@@ -99,7 +104,7 @@ def by_hash(client, name: str, digest: str) -> set[str]:
     return found
 
 
-def by_param(client, name: str, condition: str) -> set[str]:
+def by_param(client: MlflowClient, name: str, condition: str) -> set[str]:
     """Versions whose deploy run logged param KEY=VALUE (params.yaml's dotted key)."""
     key, sep, value = condition.partition("=")
     if not sep or not key.strip():
@@ -114,7 +119,7 @@ def by_param(client, name: str, condition: str) -> set[str]:
     return {str(v.version) for v in _versions(client, name) if v.run_id in run_ids}
 
 
-def by_metric(client, name: str, condition: str) -> set[str]:
+def by_metric(client: MlflowClient, name: str, condition: str) -> set[str]:
     """Versions whose version tag METRIC (candidate.auc, matured.auc, ...) meets OP VALUE."""
     match = _CONDITION.match(condition)
     if match is None:
@@ -130,7 +135,9 @@ def by_metric(client, name: str, condition: str) -> set[str]:
     return found
 
 
-def diff(client, name: str, first: str, second: str) -> dict[str, list[tuple[str, str | None, str | None]]]:
+def diff(
+    client: MlflowClient, name: str, first: str, second: str
+) -> dict[str, list[tuple[str, str | None, str | None]]]:
     """What differs between two versions: params (their deploy runs'), data (snapshot and DVC
     hashes), metrics (release and matured tags); each a list of (key, first, second)."""
     a, b = (read(client, name, v) for v in (first, second))
@@ -139,7 +146,7 @@ def diff(client, name: str, first: str, second: str) -> dict[str, list[tuple[str
     def changed(x: dict, y: dict) -> list[tuple[str, str | None, str | None]]:
         return [(k, x.get(k), y.get(k)) for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
 
-    def data(card, tags) -> dict:
+    def data(card: Card, tags: dict[str, str]) -> dict:
         snap = card.snapshot
         return {
             "snapshot": snapshot_of_tags(tags),
@@ -150,7 +157,7 @@ def diff(client, name: str, first: str, second: str) -> dict[str, list[tuple[str
             "git_commit": card.git_commit,
         }
 
-    def metrics(tags) -> dict:
+    def metrics(tags: dict[str, str]) -> dict:
         return {k: v for k, v in tags.items() if k.startswith(("candidate.", "champion.", "matured."))}
 
     return {

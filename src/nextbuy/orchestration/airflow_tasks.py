@@ -8,11 +8,15 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nextbuy.constants import FAILURE_FILE_ENV, INPUT_ERROR_EXIT_CODE
 from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV, TASK_RETRIES, VENV_ENV
 from nextbuy.orchestration.workspace import store_defaults, workspace_dir
 from nextbuy.stage_list import dag_stages
+
+if TYPE_CHECKING:
+    from nextbuy.orchestration.plugin import StageOperator
 
 
 def project_dir(dag_file: str | os.PathLike) -> Path:
@@ -62,7 +66,7 @@ def stage_command(stage: str, project: Path) -> str:
     )
 
 
-def stage_task(stage: str, project: Path):
+def stage_task(stage: str, project: Path) -> StageOperator:
     """The Airflow task of one DVC stage: its bash in the Airflow workspace, the DVC pool;
     retries come from the DAG's default_args (``TASK_DEFAULTS``), except after a
     configuration or input error (``plugin.StageOperator``: failed at once)."""

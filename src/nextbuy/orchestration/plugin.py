@@ -15,7 +15,7 @@ it, and the DAG files that use the timetable import Airflow anyway.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.providers.standard.operators.bash import BashOperator
@@ -25,6 +25,9 @@ from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from nextbuy.constants import INPUT_ERROR_EXIT_CODE
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 # A tick this recent still counts as due when it directly follows the DAG's last scheduled
 # run (the scheduler, or a DAG file parsed just after the tick, notices it a little late).
@@ -74,7 +77,7 @@ class StageOperator(BashOperator):
     configuration or input) fails the task at once: the same params and files fail every
     retry. Any other failure keeps its retries (a busy API server, a killed worker)."""
 
-    def execute(self, context):
+    def execute(self, context: Context) -> Any:
         try:
             return super().execute(context)
         except AirflowException:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 from urllib.request import urlopen
 
 from nextbuy import procs
@@ -135,7 +137,7 @@ def _report_waiting(server: AirflowStandalone, every: float = 15.0) -> None:
     server.on_wait(report, every)
 
 
-def _interrupt(signum, _frame):
+def _interrupt(signum: int, _frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt
 
 

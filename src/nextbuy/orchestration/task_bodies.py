@@ -9,7 +9,7 @@ import logging
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nextbuy.constants import ALERT_EXIT_CODE
 from nextbuy.orchestration import params_lock, workspace
@@ -23,6 +23,9 @@ from nextbuy.orchestration.names import (
     TRAINING,
 )
 from nextbuy.stage_list import dag_stages
+
+if TYPE_CHECKING:
+    from airflow.sdk import PokeReturnValue
 
 log = logging.getLogger(__name__)
 LIVE_RUN_STATES = {"queued", "running"}
@@ -51,7 +54,7 @@ def run_snapshot(context: Mapping[str, Any]) -> str | None:
     return params_lock.snapshot_iso(moment) if moment is not None else None
 
 
-def set_params_task(project: Path, context: Mapping[str, Any], kind: str):
+def set_params_task(project: Path, context: Mapping[str, Any], kind: str) -> PokeReturnValue:
     """Body of the ``set_params`` sensor (setup task): a PokeReturnValue whose XCom is the overrides."""
     from airflow.sdk import PokeReturnValue
 

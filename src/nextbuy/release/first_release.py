@@ -7,12 +7,16 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from nextbuy import paths, yaml_io
 from nextbuy.mlops import io, tracking
 from nextbuy.release.record import Release
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ def earlier_release_evidence(model_name: str) -> list[str]:
     return [e for e in (_blessing_evidence(model_name), _lock_evidence(model_name)) if e]
 
 
-def check_first_release(client, model_name: str) -> None:
+def check_first_release(client: MlflowClient, model_name: str) -> None:
     """Refuse to seed a first champion on floors only when an earlier release is on record."""
     from nextbuy.release import registry
 
@@ -70,7 +74,7 @@ def check_first_release(client, model_name: str) -> None:
         )
 
 
-def abandon_release(client, model_name: str) -> list[str]:
+def abandon_release(client: MlflowClient, model_name: str) -> list[str]:
     """A deploy told to stop (its run already ended): mark the version it left incomplete
     ``orphaned`` and undo its alias moves now, not at the next deploy. The versions marked."""
     from nextbuy.release import registry
@@ -86,7 +90,7 @@ def abandon_release(client, model_name: str) -> list[str]:
     return orphans
 
 
-def prepare_registry(client, model_name: str) -> None:
+def prepare_registry(client: MlflowClient, model_name: str) -> None:
     """Before judging: repair what a killed deploy left, refuse a silent re-seed."""
     from nextbuy.release import registry
 

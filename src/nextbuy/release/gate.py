@@ -210,5 +210,5 @@ def decide(
     return not reasons, reasons
 
 
-def _fmt(x) -> str:
+def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"

@@ -73,7 +73,7 @@ def input_example(n_products: int) -> pd.DataFrame:
 
 
 def log_serving_model(
-    bundle,
+    bundle: ServingBundle,
     model_name: str,
     moments: Path,
     calibration: Path,

@@ -34,9 +34,13 @@ import getpass
 import json
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    from nextbuy.serving import ServingBundle
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 # Version tags.
@@ -290,7 +294,7 @@ def sweep_orphans(client: MlflowClient, name: str) -> list[str]:
     return orphans
 
 
-def load_bundle(name: str, alias: str):
+def load_bundle(name: str, alias: str) -> ServingBundle | None:
     """The serving bundle behind ``models:/name@alias``, or None when the alias is unset
     or points to an incomplete version. The downloaded files are checked against the
     SHA-256 deploy recorded on the version (tag ``artifact_sha256``) before anything in
@@ -302,7 +306,7 @@ def load_bundle(name: str, alias: str):
     return load_version(name, version)
 
 
-def load_version(name: str, version: str):
+def load_version(name: str, version: str) -> ServingBundle:
     """The serving bundle of ``models:/name/version``, its files checked as :func:`load_bundle` says."""
     from nextbuy.serving import ServingBundle
 

@@ -5,11 +5,16 @@ sources with id % n == i)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from nextbuy.mlops import io
+
+if TYPE_CHECKING:
+    from nextbuy.serving.bundle import ServingBundle
 
 
 def shard_sources(n_products: int, shard: int, num_shards: int) -> np.ndarray:
@@ -18,7 +23,7 @@ def shard_sources(n_products: int, shard: int, num_shards: int) -> np.ndarray:
     return np.arange(shard, n_products, num_shards, dtype=np.int64)
 
 
-def in_store_keys(bundle, recs):
+def in_store_keys(bundle: ServingBundle, recs: pd.DataFrame) -> pd.DataFrame:
     """Top-K rows with the store's key of each source and candidate beside its id (a model
     that holds no keys: the rows as they are)."""
     if bundle.keys is None:
@@ -30,7 +35,7 @@ def in_store_keys(bundle, recs):
 
 
 def write_top_k(
-    bundle,
+    bundle: ServingBundle,
     out_dir: str | Path,
     k: int,
     shard: int = 0,

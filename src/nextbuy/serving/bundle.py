@@ -225,7 +225,9 @@ class ServingBundle:
         known = (ids >= 0) & (ids < self.n_products)
         return np.where(known, ids, self.n_products), ~known
 
-    def _decide(self, score: np.ndarray, uncertainty: np.ndarray):
+    def _decide(
+        self, score: np.ndarray, uncertainty: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         bucket = assign_buckets(uncertainty, self.calibration.edges)
         prob = self.calibration.predict_in_bucket(score, bucket)
         return bucket, prob, self.thresholds.decide(score, bucket)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from nextbuy.serving.bundle import ServingBundle
 from nextbuy.serving.integrity import verify_served_files
@@ -71,7 +71,7 @@ class NextbuyModel(PythonModel):
     ranking calibrate chose to serve).
     """
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         a = context.artifacts
         # After MLflow unpickled this object (a replaced pickle never gets here), before the
         # bundle files are read: changed files or corruption stop the server from starting.
@@ -79,7 +79,9 @@ class NextbuyModel(PythonModel):
         self.bundle = ServingBundle.from_stored(a, Path(a["moments"]).resolve().parent.parent)
         refuse_too_deep_json()
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
         """Pairs scored or top-K recommended; a cancelled request (``requests.CANCELLED``)
         stops before it starts, between chunks of top-K, and before its answer is written."""
         raise_if_cancelled()

@@ -8,7 +8,9 @@ import functools
 import reprlib
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from contextvars import ContextVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +52,7 @@ _SHORT = reprlib.Repr()  # bounded depth and length: a nested cell can be huge
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 3, 3, 40, 40
 
 
-def _shown(values) -> str:
+def _shown(values: Iterable[object]) -> str:
     """The first few offending values, each cut short."""
     return "[" + ", ".join(_SHORT.repr(v) for v in list(values)[:5]) + "]"
 
@@ -236,7 +238,7 @@ def refuse_too_deep_json() -> None:
         return
 
     @functools.wraps(handle)
-    def guarded(*args, **kwargs):
+    def guarded(*args: Any, **kwargs: Any) -> Any:
         try:
             return handle(*args, **kwargs)
         except RecursionError:

@@ -8,6 +8,7 @@ where the co-purchase graph holds little history (``uncertainty_by_history``).""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def score_holdout(
-    weighted: pd.DataFrame, moments, cfg: CalibrateConfig
+    weighted: pd.DataFrame, moments: Mapping[str, np.ndarray], cfg: CalibrateConfig
 ) -> tuple[pd.DataFrame, BucketCalibration]:
     """Pure core: scored calib+test rows and the calibration fitted on matured calib rows
     (against their delay-corrected labels).
@@ -125,7 +126,7 @@ def judged_purchases(
 def choose_ranking(
     next_purchases: pd.DataFrame,
     weighted: pd.DataFrame,
-    moments,
+    moments: Mapping[str, np.ndarray],
     calibration: BucketCalibration,
     edges: pd.DataFrame,
     cfg: ServedRankingConfig,

@@ -132,7 +132,9 @@ def learned_test_rows(rows: pd.DataFrame, store: pd.DataFrame, record: dict | No
     return int(session_split.learned_rows(keys, rows["shown_at"], record).sum())
 
 
-def current_champion(client, model_name: str, store: pd.DataFrame, rows: pd.DataFrame) -> Champion:
+def current_champion(
+    client: MlflowClient, model_name: str, store: pd.DataFrame, rows: pd.DataFrame
+) -> Champion:
     """The released champion, loaded only when it may be compared with a candidate trained on
     ``store`` (its products table) on the test ``rows``: a champion of another catalogue, or
     one that learned from some of the rows (or records no training data), is never

@@ -23,6 +23,9 @@ alerts.json list them under ``matured`` (alerts.json: those below the gate's flo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -34,13 +37,19 @@ from nextbuy.domain.delay import PairContext
 from nextbuy.domain.timeunits import DAY
 from nextbuy.mlops import io, schemas
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from nextbuy.model_card.maturity import Measurer
+    from nextbuy.serving import ServingBundle
+
 log = logging.getLogger(__name__)
 # positivity.csv: the plot data of the windows table (dvc.yaml's top-level plots draw it)
 PLOT_COLUMNS = ["window", "bucket", "predicted", "observed", "naive", "estimated"]
 
 
 def score_rows(
-    bundle,
+    bundle: ServingBundle,
     impressions: pd.DataFrame,
     products: pd.DataFrame,
     edges: pd.DataFrame,
@@ -69,7 +78,9 @@ def windows_table(
     return table, positivity.alerts(table, start, cfg.window_days)
 
 
-def reference_rows(bundle, products: pd.DataFrame, edges: pd.DataFrame, delay_model) -> pd.DataFrame:
+def reference_rows(
+    bundle: ServingBundle, products: pd.DataFrame, edges: pd.DataFrame, delay_model: delay.DelayModel
+) -> pd.DataFrame:
     """The champion on the training-time holdout: the distribution drift is measured against."""
     weighted = io.read_table(paths.WEIGHTED_IMPRESSIONS, schemas.WEIGHTED)
     holdout = weighted[weighted["split"] != "train"]
@@ -118,7 +129,7 @@ def publish_dashboard(
     return publish(cfg.workspace, cfg.project, snapshots, cfg.dashboard)
 
 
-def champion_of_this_store(client, model_name: str, products: pd.DataFrame) -> str | None:
+def champion_of_this_store(client: MlflowClient, model_name: str, products: pd.DataFrame) -> str | None:
     """The released champion's version; None when none is released (nothing to monitor).
     A champion not trained on the catalogue of ``products`` (the ingested store's) is
     refused (DataError)."""
@@ -189,7 +200,11 @@ def nothing_monitored(model_name: str, now: pd.Timestamp) -> dict:
 
 
 def scored_traffic(
-    bundle, cfg: MonitorConfig, span: tuple[pd.Timestamp, pd.Timestamp], products: pd.DataFrame, engine
+    bundle: ServingBundle,
+    cfg: MonitorConfig,
+    span: tuple[pd.Timestamp, pd.Timestamp],
+    products: pd.DataFrame,
+    engine: EngineConfig,
 ) -> tuple:
     """The judged table, its alerts, the scored rows the dashboard shows and its reference, on
     ``engine`` (the Spark engine brings only the table and a sample of rows per window to
@@ -211,7 +226,12 @@ def scored_traffic(
 
 
 def watch_with_champion(
-    model_name: str, version: str, cfg: MonitorConfig, meta: dict, products: pd.DataFrame, engine
+    model_name: str,
+    version: str,
+    cfg: MonitorConfig,
+    meta: dict,
+    products: pd.DataFrame,
+    engine: EngineConfig,
 ) -> dict:
     """Score the traffic with champion ``version``, alert, publish the dashboard, write the outputs."""
     from nextbuy.mlops.dashboards.metrics import run_name
@@ -285,7 +305,7 @@ def run(params_file: str = "params.yaml") -> dict:
     return add_matured(metrics, matured)
 
 
-def maturity_engine(engine):
+def maturity_engine(engine: EngineConfig) -> Callable[[Path], Measurer]:
     """The measurer ``model_card.mature_recent`` re-scores the recent versions with on ``engine``:
     this process, or Spark (``nextbuy.engines.spark.maturity``)."""
     from functools import partial

@@ -12,7 +12,8 @@ It simulates *more of the same store*, so besides its own section it reads
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,10 +23,19 @@ from nextbuy.config import DriftConfig, EngineConfig, IngestConfig, TrafficConfi
 from nextbuy.domain.timeunits import DAY
 from nextbuy.mlops import io, schemas
 
+if TYPE_CHECKING:
+    from nextbuy.data.simulate import StoreWorld, Traffic
+    from nextbuy.domain.uncertainty import BucketCalibration
+
 log = logging.getLogger(__name__)
 
 
-def bucket_drift(moments, calibration, drift: DriftConfig, drift_start: pd.Timestamp):
+def bucket_drift(
+    moments: Mapping[str, np.ndarray],
+    calibration: BucketCalibration,
+    drift: DriftConfig,
+    drift_start: pd.Timestamp,
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
     """Odds multiplier for pairs the given model puts in ``drift.bucket`` from ``drift_start`` on."""
     from nextbuy.domain.graph.scoring import score_and_uncertainty
     from nextbuy.domain.uncertainty import assign_buckets
@@ -40,7 +50,12 @@ def bucket_drift(moments, calibration, drift: DriftConfig, drift_start: pd.Times
     return multiplier
 
 
-def simulate(world, ingest_cfg: IngestConfig, cfg: TrafficConfig, multiplier=None):
+def simulate(
+    world: StoreWorld,
+    ingest_cfg: IngestConfig,
+    cfg: TrafficConfig,
+    multiplier: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> tuple[Traffic, pd.Timestamp, pd.Timestamp]:
     """Pure core: ``cfg.days`` of traffic starting at the snapshot, observed at the end ("now")."""
     from nextbuy.data.simulate import Window, simulate_traffic
 
@@ -146,7 +161,7 @@ def read_traffic_log(path: str) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestam
     return impressions, impressions["shown_at"].min(), pd.Timestamp(impressions[EVENTS].max().max())
 
 
-def load_world(ingest_cfg: IngestConfig):
+def load_world(ingest_cfg: IngestConfig) -> StoreWorld:
     from nextbuy.data.simulate import store_world
 
     if not paths.TRUTH_PRODUCTS.exists() or io.read_frame(paths.TRUTH_PRODUCTS).empty:

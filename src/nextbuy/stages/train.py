@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from io import BytesIO
 from typing import TYPE_CHECKING
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
     from nextbuy.domain.graph.collective import Collective
 
 
-def build_graph(products: pd.DataFrame, edges: pd.DataFrame, extra_features=None) -> DirectedGraph:
+def build_graph(
+    products: pd.DataFrame, edges: pd.DataFrame, extra_features: sp.spmatrix | None = None
+) -> DirectedGraph:
     """The model's view of the store: directed edges plus product features (no labels, no truth).
 
     ``extra_features`` (scipy sparse, one row per product in product_id order: the source's own
@@ -110,6 +113,7 @@ def train_rounds(
     history: list[dict] = []
     for em_round in range(cfg.em_rounds + 1):
         if em_round and delay.rescores(cfg.weighting):
+            assert model is not None  # the round before trained it
             score = training_logits(model, graph, weighted, cfg.export_chunk)
             weighted = em_targets(weighted, score, cfg.weighting, delay_family)
         rows, held = training_rows(weighted, cfg)
@@ -142,7 +146,7 @@ def fit(
     collective: Collective | None = None,
     architecture: Architecture | None = None,
     delay_horizon_days: float | None = None,
-):
+) -> tuple[BladeModel, dict[str, np.ndarray] | None, list[dict]]:
     """Pure core: returns (model, moments, per-epoch history) of the model trained on ``graph``
     (:func:`build_graph`). ``delay_family``, ``delay_horizon_days``: label_delay's model's (the
     EM step refits that model);
@@ -172,7 +176,9 @@ def fit(
     return model, moments_of(model, members, graph, cfg), history
 
 
-def moments_of(model: BladeModel, members, graph: DirectedGraph, cfg: TrainConfig) -> dict:
+def moments_of(
+    model: BladeModel, members: Iterable[BladeModel] | None, graph: DirectedGraph, cfg: TrainConfig
+) -> dict:
     """The stage's export: the ensemble moments of ``members`` (each trained, embedded and dropped
     in turn) when given, else ``export_moments`` with the train section's estimator."""
     from nextbuy.domain.graph import blade
@@ -196,7 +202,7 @@ def ensemble_members(
     cfg: TrainConfig,
     progress: bool | str,
     collective: Collective | None = None,
-):
+) -> Iterator[BladeModel]:
     """``cfg.ensemble_members`` models, each trained ``cfg.ensemble_epochs`` more epochs from the
     trained ``base`` on a Poisson bootstrap of the training impressions, with its own seed
     (negatives, neighbourhood samples, dropout, batch order). A generator: a member is trained
@@ -242,7 +248,7 @@ def best_validation(history: list[dict]) -> float | None:
     return -max(values) if values else None
 
 
-def holdout_auc(moments, weighted: pd.DataFrame) -> float | None:
+def holdout_auc(moments: Mapping[str, np.ndarray], weighted: pd.DataFrame) -> float | None:
     """Ranking quality of raw scores on the calibration split's observed labels (a quick sanity figure)."""
     from sklearn.metrics import roc_auc_score
 

@@ -43,7 +43,7 @@ def _db(project: Project) -> Path:
     return project.root / "mlflow.db"
 
 
-def _query(db: Path, sql: str, *args) -> list[tuple]:
+def _query(db: Path, sql: str, *args: str | int | float | None) -> list[tuple]:
     """Read the MLflow store without writing to it; [] while a writer holds it."""
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05) as connection:
@@ -105,7 +105,9 @@ def _wait_group(pgid: int, timeout: float) -> bool:
     return not procs.group_alive(pgid)
 
 
-def _row(case: str, stage: str, exit_code, problems: list[str], text: str, **extra) -> dict:
+def _row(
+    case: str, stage: str, exit_code: int | None, problems: list[str], text: str, **extra: object
+) -> dict:
     """A case's row: its problems with the end of its log (the evidence a failure needs), or
     the end of the log alone when it went well."""
     traceback = TRACEBACK.lower() in flat(text)

@@ -36,7 +36,9 @@ def _counts_at(score: np.ndarray, label: np.ndarray, cands: np.ndarray) -> tuple
     return tp.astype(np.int64), fp.astype(np.int64)
 
 
-def _check_inputs(score, label, target_precision) -> tuple[np.ndarray, np.ndarray]:
+def _check_inputs(
+    score: np.ndarray, label: np.ndarray, target_precision: float
+) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(score, dtype=np.float64)
     y = np.asarray(label)
     if s.shape != y.shape or s.ndim != 1:
@@ -81,7 +83,9 @@ def fit_global_threshold(
     return GlobalThreshold(float(cands[ok][i]), feasible=True)
 
 
-def _options(score: np.ndarray, label: np.ndarray, cands: np.ndarray):
+def _options(
+    score: np.ndarray, label: np.ndarray, cands: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates (descending) with their TP/FP, keeping per TP count only the
     strictest one (fewest FP): the others can never be optimal."""
     tp, fp = _counts_at(score, label, cands)
@@ -151,7 +155,9 @@ def fit_bucket_thresholds(
     )
 
 
-def _checked_buckets(bucket, shape: tuple[int, ...], n_buckets: int, min_bucket_positives: int) -> np.ndarray:
+def _checked_buckets(
+    bucket: np.ndarray, shape: tuple[int, ...], n_buckets: int, min_bucket_positives: int
+) -> np.ndarray:
     b = np.asarray(bucket, dtype=np.int64)
     if b.shape != shape:
         raise ValueError("bucket must match score")

@@ -3,7 +3,8 @@ L-BFGS-B with torch autograd gradients (torch imported only here, inside the fit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,9 @@ from scipy import optimize, special
 
 from nextbuy.domain.delay.model import _MIN_DAYS, FAMILIES, DelayModel, _standardised
 from nextbuy.domain.delay.signals import ENGAGEMENT, SIGNALS, _engaged_offset, _labelled
+
+if TYPE_CHECKING:
+    import torch
 
 # Ridge on the standardised non-intercept coefficients: negligible against the
 # likelihood of thousands of rows, but it keeps an empty or perfectly separated
@@ -137,14 +141,22 @@ def _ridge(columns: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([_RIDGE * slopes, delay_ridge, delay_ridge])
 
 
-def _censored_nll(family: str, design, log_t, pos, w, ridge, log_h=None):
+def _censored_nll(
+    family: str,
+    design: np.ndarray,
+    log_t: np.ndarray,
+    pos: np.ndarray,
+    w: np.ndarray,
+    ridge: np.ndarray,
+    log_h: np.ndarray | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """theta -> the weighted negative log-likelihood of the mixture cure model plus its ridge
     (torch, float64; theta = conversion, delay location and delay log-scale coefficients);
     ``log_h``: each row's log horizon (the delay truncated there), None for none."""
     import torch
 
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    X, log_t, pos_t, w_t, ridge_t = (
+    X, log_t_t, pos_t, w_t, ridge_t = (
         as_t(design),
         as_t(log_t),
         as_t(pos.astype(np.float64)),
@@ -153,7 +165,7 @@ def _censored_nll(family: str, design, log_t, pos, w, ridge, log_h=None):
     )
     k = design.shape[1]
     log_h_t = None if log_h is None else as_t(log_h)
-    past = None if log_h is None else (log_t >= log_h_t) & (pos_t == 0)
+    past = None if log_h_t is None else (log_t_t >= log_h_t) & (pos_t == 0)
 
     def log_survival(log_at: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
         if family == "lognormal":
@@ -167,13 +179,13 @@ def _censored_nll(family: str, design, log_t, pos, w, ridge, log_h=None):
         loc, log_scale = X @ theta[k : 2 * k], X @ theta[2 * k :]
         log_p, log_1mp = torch.nn.functional.logsigmoid(eta), torch.nn.functional.logsigmoid(-eta)
         if family == "lognormal":
-            zt = (log_t - loc) / torch.exp(log_scale)
-            log_f = -log_t - log_scale - 0.5 * np.log(2 * np.pi) - 0.5 * zt**2
+            zt = (log_t_t - loc) / torch.exp(log_scale)
+            log_f = -log_t_t - log_scale - 0.5 * np.log(2 * np.pi) - 0.5 * zt**2
         else:
             shape = torch.exp(log_scale)
-            u = torch.exp(torch.clamp(shape * (log_t - loc), max=60.0))
-            log_f = log_scale - loc + (shape - 1.0) * (log_t - loc) - u
-        log_s = log_survival(log_t, loc, log_scale)
+            u = torch.exp(torch.clamp(shape * (log_t_t - loc), max=60.0))
+            log_f = log_scale - loc + (shape - 1.0) * (log_t_t - loc) - u
+        log_s = log_survival(log_t_t, loc, log_scale)
         if log_h_t is not None:
             assert past is not None  # set with log_h_t
             log_s_h = log_survival(log_h_t, loc, log_scale)

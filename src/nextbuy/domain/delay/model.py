@@ -21,7 +21,9 @@ FAMILIES = ("lognormal", "weibull")
 _MIN_DAYS = 1e-6
 
 
-def _standardised(frame: pd.DataFrame, columns: Sequence[str], center, scale) -> np.ndarray:
+def _standardised(
+    frame: pd.DataFrame, columns: Sequence[str], center: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
     """[1, (x - center) / scale] for the model's columns: the design of all three linear parts."""
     missing = [c for c in columns if c not in frame]
     if missing:

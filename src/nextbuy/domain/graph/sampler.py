@@ -20,6 +20,7 @@ out-neighbours and from ``(dst, src)`` for in-neighbours.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -185,7 +186,9 @@ def sample_neighbourhood(
     return _merge_by_centre([c for c, _ in parts], [n for _, n in parts], centres.numel())
 
 
-def _one_hop(csr: CSR, start: Tensor, deg: Tensor, k: Tensor, generator):
+def _one_hop(
+    csr: CSR, start: Tensor, deg: Tensor, k: Tensor, generator: torch.Generator | None
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Every neighbour of the centres whose neighbourhood fits the budget; a uniform
     ``k``-subset without replacement of the others'."""
     full = deg <= k
@@ -198,7 +201,9 @@ def _one_hop(csr: CSR, start: Tensor, deg: Tensor, k: Tensor, generator):
         yield rows, csr.col[start[rows] + p]
 
 
-def _two_hop_fill(csr: CSR, centres: Tensor, start: Tensor, deg: Tensor, k: Tensor, generator):
+def _two_hop_fill(
+    csr: CSR, centres: Tensor, start: Tensor, deg: Tensor, k: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
     """The ``k - d`` free slots of a centre with ``0 < d < k`` neighbours, as 2-step walks
     (walks that return to the centre are dropped)."""
     n_fill = torch.where((deg > 0) & (deg < k), k - deg, torch.zeros_like(deg))
@@ -212,8 +217,14 @@ def _two_hop_fill(csr: CSR, centres: Tensor, start: Tensor, deg: Tensor, k: Tens
 
 
 def _group_fallback(
-    csr: CSR, centres: Tensor, deg: Tensor, k: Tensor, full: bool, fallback: tuple[Tensor, CSR], generator
-):
+    csr: CSR,
+    centres: Tensor,
+    deg: Tensor,
+    k: Tensor,
+    full: bool,
+    fallback: tuple[Tensor, CSR],
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
     """Cold start: ``k`` 2-step walks through the group of each centre without neighbours
     (``full``: ``FALLBACK_FULL`` walks, each drawn from a hash of the centre's id and slot)."""
     if full:

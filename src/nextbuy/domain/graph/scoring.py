@@ -13,7 +13,9 @@ import numpy as np
 _PAIR_CHUNK = 4096  # rows per numpy chunk in pair scoring: keeps temporaries in cache
 
 
-def _pairs(moments: Mapping[str, np.ndarray], src, dst) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(
+    moments: Mapping[str, np.ndarray], src: np.ndarray, dst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     src = np.asarray(src, dtype=np.int64).reshape(-1)
     dst = np.asarray(dst, dtype=np.int64).reshape(-1)
     if src.shape != dst.shape:
@@ -80,7 +82,9 @@ def all_targets_logit_moments(
     return mean, np.maximum(var, 0.0)
 
 
-def _member_logit_moments(moments: Mapping[str, np.ndarray], src, dst) -> tuple[np.ndarray, np.ndarray]:
+def _member_logit_moments(
+    moments: Mapping[str, np.ndarray], src: np.ndarray, dst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     s, t = moments["s_members"], moments["t_members"]
     b = np.asarray(moments["b_members"], dtype=np.float32).reshape(-1, 1)
     mean = np.empty(src.size, dtype=np.float32)

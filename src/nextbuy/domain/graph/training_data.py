@@ -14,7 +14,7 @@ from nextbuy.domain.delay import DelayFamily
 
 if TYPE_CHECKING:
     from nextbuy.config import TrainConfig
-    from nextbuy.domain.graph.blade import Conversions
+    from nextbuy.domain.graph.blade import BladeModel, Conversions, DirectedGraph, Validation
 
 
 def conversion_weights(train_rows: pd.DataFrame, weighting: str) -> np.ndarray:
@@ -54,7 +54,7 @@ def training_rows(weighted: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFram
     return rows[~held], rows[held]
 
 
-def conversion_validation(rows: pd.DataFrame, weighting: str, chunk: int):
+def conversion_validation(rows: pd.DataFrame, weighting: str, chunk: int) -> Validation | None:
     """Early-stopping score: minus the weighted log loss of the conversion head on ``rows``
     (the same weights as training), from deterministic embeddings; None without rows."""
     import torch
@@ -70,7 +70,7 @@ def conversion_validation(rows: pd.DataFrame, weighting: str, chunk: int):
     label = torch.as_tensor(rows["label"].to_numpy(), dtype=torch.float32)
 
     @torch.no_grad()
-    def validate(model, graph) -> float:
+    def validate(model: BladeModel, graph: DirectedGraph) -> float:
         s, t = embed(model, graph, chunk=chunk)
         logit = model.conversion_logit(s[src], t[dst])
         loss = F.binary_cross_entropy_with_logits(logit, label, reduction="none")
@@ -97,7 +97,9 @@ def em_targets(weighted: pd.DataFrame, score: np.ndarray, method: str, family: D
     return weighted.assign(**{f"target_{method}": column})
 
 
-def training_logits(model, graph, weighted: pd.DataFrame, chunk: int) -> np.ndarray:
+def training_logits(
+    model: BladeModel, graph: DirectedGraph, weighted: pd.DataFrame, chunk: int
+) -> np.ndarray:
     """The model's deterministic conversion logit of every train-split impression."""
     import torch
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nextbuy.config import RetrievalConfig
+
+if TYPE_CHECKING:
+    import faiss
 
 IVF_TRAIN_PER_LIST = 64  # ivf: training points per inverted list (k-means on a sample)
 
@@ -60,7 +63,7 @@ def to_l2(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.hstack([vectors, extra[:, None]]), dtype=np.float32)
 
 
-def _faiss_index(vectors: np.ndarray, kind: str, settings: RetrievalConfig):
+def _faiss_index(vectors: np.ndarray, kind: str, settings: RetrievalConfig) -> faiss.Index:
     import faiss
 
     index: faiss.Index

@@ -60,7 +60,9 @@ def rank(
     return picked, np.take_along_axis(key, order[:, -1:], axis=1)[:, 0]
 
 
-def _bucket_variances(var_lo: np.ndarray, var_hi: np.ndarray, calibration: BucketCalibration):
+def _bucket_variances(
+    var_lo: np.ndarray, var_hi: np.ndarray, calibration: BucketCalibration
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per bucket, the logit-variance range [lo, hi] of a product in it (empty: lo > hi)."""
     edges = np.maximum(np.asarray(calibration.edges, dtype=np.float64), 0.0) ** 2
     lows, highs = np.concatenate([[0.0], edges]), np.concatenate([edges, [np.inf]])

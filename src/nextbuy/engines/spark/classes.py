@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from nextbuy.config import SparkConfig
 from nextbuy.engines.spark.session import ARCHIVE, session
 
 
-def _load_the_engines_classes(spark, folder: Path) -> None:
+def _load_the_engines_classes(spark: Any, folder: Path) -> None:
     """What the stages do on Spark, small: parquet both ways, Arrow both ways, a pandas
     function per group, joins, aggregates and a window (their code generation included)."""
     import pandas as pd

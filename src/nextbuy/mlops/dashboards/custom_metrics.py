@@ -20,8 +20,8 @@ from typing import Any, Literal, get_args
 
 import pandas as pd
 from evidently import Dataset
-from evidently.core.container import MetricContainer
-from evidently.core.metric_types import SingleValue, SingleValueCalculation, SingleValueMetric
+from evidently.core.container import MetricContainer, MetricOrContainer
+from evidently.core.metric_types import MetricId, SingleValue, SingleValueCalculation, SingleValueMetric
 from evidently.core.report import Context
 from evidently.legacy.model.widget import BaseWidgetInfo
 from evidently.legacy.renderers.html_widgets import CounterData, WidgetSize, counter, table_data
@@ -225,14 +225,18 @@ class BucketTablePreset(MetricContainer):
         self.buckets = [int(b) for b in buckets]
         super().__init__(include_tests=include_tests)
 
-    def generate_metrics(self, context: Context):
+    def generate_metrics(self, context: Context) -> Sequence[MetricOrContainer]:
         metrics: list = []
         for bucket in self.buckets:
             metrics += [BucketPositivity(bucket=bucket, kind=kind) for kind in BUCKET_KINDS]
             metrics += [BucketVolume(bucket=bucket), BucketAlert(bucket=bucket)]
         return [*metrics, AlertedBucketsCount(), NotAlertingBucketsCount()]
 
-    def render(self, context: Context, child_widgets=None) -> list[BaseWidgetInfo]:
+    def render(
+        self,
+        context: Context,
+        child_widgets: list[tuple[MetricId | None, list[BaseWidgetInfo]]] | None = None,
+    ) -> list[BaseWidgetInfo]:
         table = _bucket_table(context)
         n_alerts = int(context.get_metric_result(AlertedBucketsCount()).value)
         rows = [

@@ -17,7 +17,8 @@ the numbers back from a snapshot or a stored run.
 from __future__ import annotations
 
 import math
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,9 @@ from nextbuy.mlops.dashboards.custom_metrics import (
     OnCallCounter,
     drift_columns,
 )
+
+if TYPE_CHECKING:
+    from evidently.core.serialization import SnapshotModel
 
 __all__ = [
     "BUCKET_KINDS",
@@ -111,7 +115,7 @@ def is_metric_type(name: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def _window_timestamp(window_start) -> pd.Timestamp:
+def _window_timestamp(window_start: str | datetime | np.datetime64) -> pd.Timestamp:
     ts = pd.Timestamp(window_start)
     if ts.tzinfo is not None:  # Evidently compares run timestamps naively: store UTC without tz
         ts = ts.tz_convert("UTC").tz_localize(None)
@@ -257,7 +261,7 @@ def _table_column(metric_type: str, params: dict[str, Any]) -> str | None:
     return _TABLE_COLUMN_OF_METRIC.get(metric_type)
 
 
-def snapshot_bucket_values(snapshot) -> pd.DataFrame:
+def snapshot_bucket_values(snapshot: Snapshot | SnapshotModel) -> pd.DataFrame:
     """The bucket table stored in a snapshot (a Snapshot, or the SnapshotModel that Workspace.get_run
     returns): one row per bucket with volume, the BUCKET_KINDS and alert, read back from the custom
     metrics."""
@@ -276,7 +280,7 @@ def snapshot_bucket_values(snapshot) -> pd.DataFrame:
     return frame.sort_values("bucket").reset_index(drop=True)
 
 
-def snapshot_alert_count(snapshot) -> int | None:
+def snapshot_alert_count(snapshot: Snapshot | SnapshotModel) -> int | None:
     """The AlertedBucketsCount stored in a snapshot (Snapshot or SnapshotModel); None if absent."""
     for result in snapshot.metric_results.values():
         if isinstance(result, SingleValue) and _metric_type(result) == "AlertedBucketsCount":

@@ -37,7 +37,7 @@ _ID_NAMESPACE = uuid.UUID("6f1c3c2e-7d1b-4a53-9a4e-2d8c1f0b9e51")
 # --------------------------------------------------------------------------------------------------
 
 
-def _fill(text: str | None, **values) -> str | None:
+def _fill(text: str | None, **values: object) -> str | None:
     """text with its placeholders replaced; one without a value stays as written."""
     if text is None:
         return None

@@ -10,16 +10,19 @@ import shutil
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nextbuy.files import atomic_write_text
 from nextbuy.orchestration.batch.layout import SHARD_DIR, BatchError, shard_dir
 from nextbuy.orchestration.names import BATCH_MANIFEST, LATEST_POINTER
 
+if TYPE_CHECKING:
+    import numpy as np
+
 log = logging.getLogger(__name__)
 
 
-def _read_sources_and_ranks(folder: Path):
+def _read_sources_and_ranks(folder: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
     import numpy as np
     import pyarrow.parquet as pq
 

@@ -3,7 +3,7 @@ an ensemble's members (:func:`ensemble_moments`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -85,7 +85,9 @@ def export_moments(
     return moments
 
 
-def _folded_embeddings(members: Iterable[BladeModel], graph: DirectedGraph, chunk: int):
+def _folded_embeddings(
+    members: Iterable[BladeModel], graph: DirectedGraph, chunk: int
+) -> Iterator[tuple[Tensor, Tensor, float]]:
     """Per member, one at a time: its deterministic ``s``, ``t * head_w`` (the head folded into the
     target role, ``(s*t).w = s.(t*w)``) and its bias. Not under no_grad as a whole: a generator of
     ``members`` trains each member while this asks for it."""

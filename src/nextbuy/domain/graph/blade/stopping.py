@@ -51,7 +51,9 @@ class EarlyStopping:
             model.load_state_dict(self.best_state)
 
 
-def check_same_run(collective: Collective, graph: DirectedGraph, conv: Conversions, schedule) -> None:
+def check_same_run(
+    collective: Collective, graph: DirectedGraph, conv: Conversions, schedule: TrainingSchedule
+) -> None:
     """Refuse (on every rank at once) ranks that see different data or schedules: their steps
     would not line up, and training would hang or silently mix two runs."""
     if collective.world_size == 1:
