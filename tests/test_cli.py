@@ -93,7 +93,7 @@ def test_help_lists_every_stage_then_the_other_commands():
                 "record",
             ],
         ),
-        ("airflow", ["standalone", "restore-params"]),
+        ("airflow", ["standalone", "backfill", "restore-params"]),
         ("models", ["list", "show", "find", "diff", "mature"]),
     ],
 )

@@ -22,7 +22,7 @@ from nextbuy.config import (
     TrainConfig,
     section_config,
 )
-from nextbuy.data.simulate import StoreWorld
+from nextbuy.data.simulate import StoreWorld, store_world
 from nextbuy.domain import delay
 from nextbuy.domain.timeunits import DAY
 from nextbuy.stages import calibrate, ingest, label_delay, monitor, thresholds, traffic, train
@@ -43,7 +43,7 @@ class InMemoryRun:
 
 def run_in_memory(params: dict, progress: bool = False) -> InMemoryRun:
     """ingest -> label_delay -> train -> calibrate -> thresholds on a simulated store."""
-    from nextbuy.data.simulate import store_world
+    # MLflow and faiss: imported where a bundle is built
     from nextbuy.serving import ServingBundle
 
     ingest_cfg = section_config(params, IngestConfig)

@@ -132,6 +132,7 @@ def champion_now(root: Path, deploy: dict) -> object:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    # MLflow: imported where the summary reads the registry
     from nextbuy.release import registry
 
     try:

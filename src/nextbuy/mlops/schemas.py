@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.constants import DELAY_PAIR_FEATURES, WEIGHTING_METHODS
+from nextbuy.mlops import io
 from nextbuy.tables_api import pa
 
 SPLITS = ("train", "calib", "test")
@@ -307,7 +308,6 @@ def check_known_products(
 def read_moments(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The embedding moments (``schemas.MOMENT_KEYS``), checked for shape, finiteness and
     non-negative variances; ``io.DataError`` names the file and the array."""
-    from nextbuy.mlops import io
 
     m = io.read_npz(path, MOMENT_KEYS)
     n, d = m["s_mean"].shape if m["s_mean"].ndim == 2 else (0, 0)
@@ -340,7 +340,6 @@ PRODUCT_KEY_ARRAY = "product_key"
 def read_product_keys(path: str | os.PathLike, n_products: int) -> np.ndarray | None:
     """The store's product keys held in the moments file (None: it holds none), checked: one
     per product, unique."""
-    from nextbuy.mlops import io
 
     keys = io.read_npz(path, (), (PRODUCT_KEY_ARRAY,)).get(PRODUCT_KEY_ARRAY)
     if keys is None:

@@ -30,6 +30,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from nextbuy.procs import Stopped, release_interrupted
+
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "nextbuy"
@@ -90,8 +92,6 @@ def stage_run(run_name: str) -> Iterator:
     run KILLED, any other failure FAILED (as MLflow does)."""
     import mlflow
     from mlflow.entities import RunStatus
-
-    from nextbuy.procs import Stopped, release_interrupted
 
     with mlflow.start_run(run_name=run_name) as run:
         try:

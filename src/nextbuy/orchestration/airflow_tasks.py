@@ -70,6 +70,7 @@ def stage_task(stage: str, project: Path) -> StageOperator:
     """The Airflow task of one DVC stage: its bash in the Airflow workspace, the DVC pool;
     retries come from the DAG's default_args (``TASK_DEFAULTS``), except after a
     configuration or input error (``plugin.StageOperator``: failed at once)."""
+    # Airflow: DAG files parse this module, the operator only where a task is built
     from nextbuy.orchestration.plugin import StageOperator
 
     return StageOperator(

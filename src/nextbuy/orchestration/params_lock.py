@@ -140,6 +140,7 @@ def validate_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
     so a typo fails the first task with the field named instead of a stage halfway through."""
     from pydantic import ValidationError
 
+    # pydantic: DAG files parse this module
     from nextbuy.config import SECTIONS
 
     errors = [

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nextbuy.constants import ALERT_EXIT_CODE
+from nextbuy.dvc_lock import set_aside_broken
 from nextbuy.orchestration import params_lock, workspace
 from nextbuy.orchestration.airflow_tasks import project_env
 from nextbuy.orchestration.names import (
@@ -97,7 +98,6 @@ def checkout_outputs(project: Path) -> str:
     """``dvc checkout`` in the Airflow workspace: after a failed stage, put its outputs back
     to what dvc.lock records (DVC removes a stage's outputs before running it). Best effort;
     a DVC file a killed dvc left unreadable is set aside first (``dvc_lock``)."""
-    from nextbuy.dvc_lock import set_aside_broken
 
     with contextlib.suppress(OSError):  # unmovable: dvc checkout says what is wrong
         for warning in set_aside_broken(workspace.workspace_dir(project)):

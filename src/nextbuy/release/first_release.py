@@ -58,6 +58,7 @@ def earlier_release_evidence(model_name: str) -> list[str]:
 
 def check_first_release(client: MlflowClient, model_name: str) -> None:
     """Refuse to seed a first champion on floors only when an earlier release is on record."""
+    # MLflow: imported where the guard reads the registry
     from nextbuy.release import registry
 
     if registry.has_release(client, model_name) or first_release_allowed():
@@ -77,6 +78,7 @@ def check_first_release(client: MlflowClient, model_name: str) -> None:
 def abandon_release(client: MlflowClient, model_name: str) -> list[str]:
     """A deploy told to stop (its run already ended): mark the version it left incomplete
     ``orphaned`` and undo its alias moves now, not at the next deploy. The versions marked."""
+    # MLflow: imported where the guard reads the registry
     from nextbuy.release import registry
 
     orphans = registry.sweep_orphans(client, model_name)
@@ -92,6 +94,7 @@ def abandon_release(client: MlflowClient, model_name: str) -> list[str]:
 
 def prepare_registry(client: MlflowClient, model_name: str) -> None:
     """Before judging: repair what a killed deploy left, refuse a silent re-seed."""
+    # MLflow: imported where the guard reads the registry
     from nextbuy.release import registry
 
     for version in registry.sweep_orphans(client, model_name):

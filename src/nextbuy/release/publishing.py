@@ -96,6 +96,7 @@ def log_serving_model(
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ParamSchema, ParamSpec
 
+    # the serving model imports this module's registry: imported where a version is logged
     from nextbuy.serving import RETRIEVAL_FILE, NextbuyModel, artifact_tags
 
     if bundle.retrieval is None or bundle.keys is None:
@@ -172,6 +173,7 @@ def verdict_tags(release: Release) -> dict[str, str]:
 def recorded_artifacts(client: MlflowClient, name: str, version: str) -> dict:
     """What the registry records of a version's files, for the release record: the digest and
     every file's SHA-256 (``nextbuy verify-model`` checks a download against them)."""
+    # the serving model imports this module's registry: imported where a version is logged
     from nextbuy.serving import ARTIFACT_MANIFEST, ARTIFACT_SHA256, parse_manifest
 
     tags = client.get_model_version(name, str(version)).tags
@@ -185,6 +187,7 @@ def publish(client: MlflowClient, candidate: ServingBundle, release: Release) ->
     """Register the candidate carrying its verdict (complete=false), then move the aliases;
     ``complete=true`` comes last (registry.release). Call inside an active MLflow run. The
     record as published: with its version, files and the alias move."""
+    # MLflow: imported where a version is registered
     from nextbuy.release import registry
 
     name = release.model_name

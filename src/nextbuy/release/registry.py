@@ -308,6 +308,7 @@ def load_bundle(name: str, alias: str) -> ServingBundle | None:
 
 def load_version(name: str, version: str) -> ServingBundle:
     """The serving bundle of ``models:/name/version``, its files checked as :func:`load_bundle` says."""
+    # faiss and the serving model: imported where a version is loaded
     from nextbuy.serving import ServingBundle
 
     # A deleted artifact store is a DataError naming its location, not an MLflow traceback.

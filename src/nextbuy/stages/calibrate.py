@@ -18,6 +18,7 @@ from nextbuy import paths
 from nextbuy.config import CalibrateConfig, ServedRankingConfig, load_section
 from nextbuy.domain import served_ranking
 from nextbuy.domain.evaluation import evaluation_labels, fit_rows, soft_log_loss
+from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.uncertainty import (
     BucketCalibration,
     assign_buckets,
@@ -44,7 +45,6 @@ def score_holdout(
     uncertainty, so about ``rows / n_buckets`` each): a bucket below ``min_bucket_size``
     falls back to the global map, and ``n_buckets: 1000`` would otherwise pass silently
     with no bucket calibrated on its own."""
-    from nextbuy.domain.graph.scoring import score_and_uncertainty
 
     rows = holdout_rows(weighted)
     score, uncertainty = score_and_uncertainty(

@@ -52,6 +52,7 @@ from nextbuy.config import DeployConfig, load_section
 from nextbuy.domain import catalogue, delay
 from nextbuy.domain import split as session_split
 from nextbuy.mlops import io, schemas, tracking
+from nextbuy.procs import Stopped
 from nextbuy.release import FLOOR_KEYS, Release, Verdict, gate
 from nextbuy.release.first_release import abandon_release, prepare_registry
 from nextbuy.release.publishing import lineage, publish
@@ -139,6 +140,7 @@ def current_champion(
     ``store`` (its products table) on the test ``rows``: a champion of another catalogue, or
     one that learned from some of the rows (or records no training data), is never
     downloaded."""
+    # MLflow: imported where the stage talks to the registry
     from nextbuy.release import registry
 
     version = registry.released_version(client, model_name, registry.CHAMPION)
@@ -166,8 +168,6 @@ def register(
     (``first_release.abandon_release``), before the stop goes on."""
     import mlflow
 
-    from nextbuy.procs import Stopped
-
     try:
         with tracking.stage_run("deploy"):
             mlflow.set_tags({"stage": "deploy", **tracking.lineage_tags()})
@@ -185,7 +185,10 @@ def register(
 def run(params_file: str = "params.yaml") -> dict:
     from mlflow.tracking import MlflowClient
 
+    # MLflow: imported where the stage talks to the registry
     from nextbuy.release import registry
+
+    # MLflow and faiss: imported where a bundle is loaded
     from nextbuy.serving import ServingBundle
 
     cfg = load_section(DeployConfig, params_file)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from nextbuy.domain.events import Builders
     from nextbuy.engines.spark import logs as spark_logs
     from nextbuy.engines.spark.impressions import SparkImpressions
+from nextbuy.data import simulate, sources
 from nextbuy.data.ingest_checks import (
     assign_split,
     censored,
@@ -28,7 +29,8 @@ from nextbuy.data.ingest_checks import (
     finalise,
     refuse_future_events,
 )
-from nextbuy.domain import ingest_summary
+from nextbuy.data.sources import read_event_logs
+from nextbuy.domain import events, ingest_summary
 from nextbuy.domain import split as session_split
 from nextbuy.domain.replay import REPLAYED_NOTE
 from nextbuy.mlops import io, schemas
@@ -65,7 +67,6 @@ def held_out_purchases(
 ) -> pd.DataFrame:
     """The next purchases u -> v by the snapshot (both orders) whose session (u's key, the day of u's order)
     the split puts in calib: held-out purchases calibrate judges the served ranking on."""
-    from nextbuy.domain import events
 
     purchases = events.next_purchases(orders[orders["ordered_at"] <= snapshot], cfg.events)
     purchases = purchases.drop(columns="customer")
@@ -87,10 +88,10 @@ def source_features(features: sp.spmatrix | None, n_products: int) -> sp.csr_mat
 def log_builders(engine: EngineConfig | None) -> Builders:
     """What builds the graph and the labels of raw logs: the pandas engine's functions, or on
     ``engine.kind: spark`` their Spark twins (``nextbuy.engines.spark.events``)."""
-    from nextbuy.domain import events
 
     if engine is None or engine.kind == "pandas":
         return events.Builders()
+    # pyspark: only when engine.kind is spark
     from nextbuy.engines.spark import events as spark_events
 
     return spark_events.builders(engine.spark, paths.INGESTED.parent)
@@ -100,8 +101,6 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
     """``ingest.source: events``: the store's raw logs read, then the graph and the labelled
     impressions built from them (``nextbuy.domain.events``, on ``engine``), censored at the
     snapshot."""
-    from nextbuy.data.sources import read_event_logs
-    from nextbuy.domain import events
 
     ev = cfg.events
     assert ev.orders_path is not None  # IngestConfig requires it
@@ -109,6 +108,7 @@ def ingest_events(cfg: IngestConfig, engine: EngineConfig | None = None) -> Inge
     at = None if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
     gap = cfg.max_event_gap_days
     if engine is not None and engine.kind == "spark":  # the reader too on Spark
+        # pyspark: only when engine.kind is spark
         from nextbuy.engines.spark import logs as spark_logs
 
         on_spark = spark_logs.read_and_build(cfg, engine.spark, paths.INGESTED.parent)
@@ -182,7 +182,6 @@ def ingest_built_on_spark(cfg: IngestConfig, built: spark_logs.BuiltOnSpark) -> 
 def ingest_logged(cfg: IngestConfig, graph: sources_keys.GraphSource, cleaning: dict[str, int]) -> Ingested:
     """A real graph with a real impressions log (``ingest.impressions_path``), censored at the
     snapshot (None: the log's last event)."""
-    from nextbuy.data import sources
 
     assert cfg.impressions_path is not None  # the caller's condition
     log_frame = sources.read_impressions_log(cfg.impressions_path, graph.products)
@@ -222,12 +221,12 @@ def read_graph(source: str, path: str, engine: EngineConfig | None) -> sources_k
     ``nextbuy.engines.spark.edge_list``); an ``.npz`` in this process on either engine (one
     compressed archive, which numpy reads whole in one process: what follows is a vectorised
     pass over arrays already in memory)."""
-    from nextbuy.data import sources
 
     if source == "npz":
         return sources.read_npz_graph(path)
     if engine is None or engine.kind == "pandas":
         return sources.read_edge_list(path)
+    # pyspark: only when engine.kind is spark
     from nextbuy.engines.spark import edge_list as spark_edge_list
 
     return spark_edge_list.read_edge_list(engine.spark, paths.INGESTED.parent, path)
@@ -237,7 +236,6 @@ def ingest(cfg: IngestConfig, engine: EngineConfig | None = None) -> Ingested:
     """Build the ingested tables from the configured source (raw logs and edge lists: on
     ``engine``, default pandas; the simulator and an ``.npz`` graph are read and generated in
     this process)."""
-    from nextbuy.data import simulate, sources
 
     if cfg.source == "events":
         return ingest_events(cfg, engine)

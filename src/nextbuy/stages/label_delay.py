@@ -158,6 +158,7 @@ def run(params_file: str = "params.yaml") -> dict:
     engine = load_section(EngineConfig, params_file)
     plots = paths.plots_dir("label_delay")
     if engine.kind == "spark":  # the same files, computed on Spark (nextbuy.engines)
+        # pyspark: only when engine.kind is spark
         from nextbuy.engines.spark import label_delay as spark_label_delay
 
         model, metrics, profile, flips = spark_label_delay.run(cfg, engine.spark)

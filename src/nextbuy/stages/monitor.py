@@ -103,6 +103,7 @@ def publish_dashboard(
     the same run replaces its snapshots."""
     from tqdm.auto import tqdm
 
+    # Evidently: imported where the dashboard is written
     from nextbuy.mlops.dashboards.metrics import window_snapshot
     from nextbuy.mlops.dashboards.publish import publish
 
@@ -133,6 +134,7 @@ def champion_of_this_store(client: MlflowClient, model_name: str, products: pd.D
     """The released champion's version; None when none is released (nothing to monitor).
     A champion not trained on the catalogue of ``products`` (the ingested store's) is
     refused (DataError)."""
+    # MLflow: imported where the stage talks to the registry
     from nextbuy.release import registry
 
     version = registry.released_version(client, model_name, registry.CHAMPION)
@@ -151,6 +153,7 @@ def champion_of_this_store(client: MlflowClient, model_name: str, products: pd.D
 
 def no_champion_reason(model_name: str) -> str:
     """Why nothing was monitored: no champion of ``model_name`` is released."""
+    # MLflow: imported where the stage talks to the registry
     from nextbuy.release import registry
 
     return (
@@ -213,6 +216,7 @@ def scored_traffic(
     edges = io.read_table(paths.EDGES, schemas.EDGES)
     delay_model = delay.DelayModel.from_dict(io.read_json(paths.DELAY_MODEL))
     if engine.kind == "spark":
+        # pyspark: only when engine.kind is spark
         from nextbuy.engines.spark import monitor as spark_monitor
 
         sums, rows = spark_monitor.watch(engine.spark, bundle, (products, edges), delay_model, span, cfg)
@@ -234,7 +238,10 @@ def watch_with_champion(
     engine: EngineConfig,
 ) -> dict:
     """Score the traffic with champion ``version``, alert, publish the dashboard, write the outputs."""
+    # Evidently: imported where the dashboard is written
     from nextbuy.mlops.dashboards.metrics import run_name
+
+    # MLflow: imported where the stage talks to the registry
     from nextbuy.release import registry
 
     start, now = pd.Timestamp(meta["start"]), pd.Timestamp(meta["now"])
@@ -311,6 +318,7 @@ def maturity_engine(engine: EngineConfig) -> Callable[[Path], Measurer]:
     from functools import partial
 
     if engine.kind == "spark":
+        # pyspark: only when engine.kind is spark
         from nextbuy.engines.spark import maturity as spark_maturity
 
         return partial(spark_maturity.OnSpark, engine.spark)

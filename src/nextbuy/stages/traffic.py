@@ -20,7 +20,12 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.config import DriftConfig, EngineConfig, IngestConfig, TrafficConfig, load_section
+from nextbuy.data.simulate import Window, simulate_traffic, store_world
+from nextbuy.data.sources import read_event_logs, read_impressions_log
+from nextbuy.domain import events
+from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.timeunits import DAY
+from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
 from nextbuy.mlops import io, schemas
 
 if TYPE_CHECKING:
@@ -37,8 +42,6 @@ def bucket_drift(
     drift_start: pd.Timestamp,
 ) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
     """Odds multiplier for pairs the given model puts in ``drift.bucket`` from ``drift_start`` on."""
-    from nextbuy.domain.graph.scoring import score_and_uncertainty
-    from nextbuy.domain.uncertainty import assign_buckets
 
     def multiplier(source: np.ndarray, shown: np.ndarray, shown_ns: np.ndarray) -> np.ndarray:
         _, uncertainty = score_and_uncertainty(moments, source, shown)
@@ -57,7 +60,6 @@ def simulate(
     multiplier: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[Traffic, pd.Timestamp, pd.Timestamp]:
     """Pure core: ``cfg.days`` of traffic starting at the snapshot, observed at the end ("now")."""
-    from nextbuy.data.simulate import Window, simulate_traffic
 
     start = world.snapshot
     now = start + cfg.days * DAY
@@ -88,10 +90,10 @@ def _nothing_after(path: str | None, snapshot: pd.Timestamp, last: pd.Timestamp)
 def attribution(engine: EngineConfig | None) -> Callable[..., pd.DataFrame]:
     """``events.attribute``, or on ``engine.kind: spark`` its Spark twin
     (``nextbuy.engines.spark.events``)."""
-    from nextbuy.domain import events
 
     if engine is None or engine.kind == "pandas":
         return events.attribute
+    # pyspark: only when engine.kind is spark
     from nextbuy.engines.spark import events as spark_events
 
     return spark_events.builders(engine.spark, paths.TRAFFIC.parent).attribute
@@ -103,8 +105,6 @@ def logged_after_snapshot(
     """The impressions after the ingested snapshot in the log ingest read, labelled as ingest
     labels (on ``engine``), observed at the log's end; and how many were dropped for showing or
     recommending a product the ingested catalogue lacks (no model can score it)."""
-    from nextbuy.data.sources import read_event_logs, read_impressions_log
-    from nextbuy.domain import events
 
     products = io.read_table(paths.PRODUCTS, schemas.PRODUCTS)
     snapshot = pd.Timestamp(io.read_json(paths.INGEST_META)["snapshot"])
@@ -154,7 +154,6 @@ def logged_after_snapshot(
 def read_traffic_log(path: str) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:
     """``traffic.impressions_path``: a post-snapshot impressions log on the ingested products,
     from its first impression to its last event."""
-    from nextbuy.data.sources import read_impressions_log
 
     io.watched_input(path, "traffic.impressions_path", paths.INPUTS)
     impressions = read_impressions_log(path, io.read_table(paths.PRODUCTS, schemas.PRODUCTS))
@@ -162,7 +161,6 @@ def read_traffic_log(path: str) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestam
 
 
 def load_world(ingest_cfg: IngestConfig) -> StoreWorld:
-    from nextbuy.data.simulate import store_world
 
     if not paths.TRUTH_PRODUCTS.exists() or io.read_frame(paths.TRUTH_PRODUCTS).empty:
         raise io.DataError(
@@ -203,8 +201,6 @@ def run(params_file: str = "params.yaml") -> dict:
         world = load_world(ingest_cfg)
         multiplier = None
         if cfg.drift.kind == "bucket_shift":
-            from nextbuy.domain.uncertainty import BucketCalibration
-
             drift_start = world.snapshot + cfg.drift.start_day * DAY
             multiplier = bucket_drift(
                 schemas.read_moments(paths.GNN_MOMENTS),

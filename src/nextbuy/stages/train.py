@@ -17,7 +17,9 @@ import pandas as pd
 from nextbuy import paths
 from nextbuy.allocator import release_freed_memory
 from nextbuy.config import TrainConfig, load_section
+from nextbuy.domain import delay
 from nextbuy.domain.delay import DelayFamily
+from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.graph.training_data import (
     conversion_validation,
     conversions,
@@ -48,6 +50,7 @@ def build_graph(
     import scipy.sparse as sp
     import torch
 
+    # torch: imported where a model is built or trained
     from nextbuy.domain.graph.blade import DirectedGraph
     from nextbuy.domain.graph.features import row_normalised, store_features, to_torch
 
@@ -101,7 +104,7 @@ def train_rounds(
     Poisson(1) count seeded by ``cfg.seed`` (a bootstrap resample, the same in every round)."""
     import torch
 
-    from nextbuy.domain import delay
+    # torch: imported where a model is built or trained
     from nextbuy.domain.graph import blade
     from nextbuy.domain.graph.collective import SINGLE
 
@@ -153,6 +156,7 @@ def fit(
     ``collective``: this process's rank in a data-parallel run (None: one process); every rank
     trains its share, only rank 0 exports (the others get None for moments). ``architecture``:
     the train section's (None) or a variant of it (benchmarks compare some)."""
+    # torch: imported where a model is built or trained
     from nextbuy.domain.graph import blade
     from nextbuy.domain.graph.collective import SINGLE
 
@@ -181,6 +185,7 @@ def moments_of(
 ) -> dict:
     """The stage's export: the ensemble moments of ``members`` (each trained, embedded and dropped
     in turn) when given, else ``export_moments`` with the train section's estimator."""
+    # torch: imported where a model is built or trained
     from nextbuy.domain.graph import blade
 
     if members is not None:
@@ -215,6 +220,7 @@ def ensemble_members(
     O(n d)) and costs ensemble_epochs x members epochs rather than members full trainings.
     ``collective``: as in :func:`fit` (every rank trains its share of each member).
     """
+    # torch: imported where a model is built or trained
     from nextbuy.domain.graph import blade
     from nextbuy.domain.graph.collective import SINGLE
 
@@ -252,8 +258,6 @@ def holdout_auc(moments: Mapping[str, np.ndarray], weighted: pd.DataFrame) -> fl
     """Ranking quality of raw scores on the calibration split's observed labels (a quick sanity figure)."""
     from sklearn.metrics import roc_auc_score
 
-    from nextbuy.domain.graph.scoring import score_and_uncertainty
-
     rows = weighted[weighted["split"] == "calib"]
     if rows["label"].nunique() < 2:
         return None
@@ -290,6 +294,7 @@ class StageInputs:
 def run(params_file: str = "params.yaml") -> dict:
     """The stage.  Under torchrun with ``train.distributed``, every rank trains its share and
     only rank 0 logs and writes; the other ranks return ``{}``."""
+    # torch.distributed: only under torchrun
     from nextbuy.mlops import distributed
 
     cfg = load_section(TrainConfig, params_file)

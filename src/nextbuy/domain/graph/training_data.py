@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.constants import WEIGHTING_METHODS
+from nextbuy.domain import delay
 from nextbuy.domain.delay import DelayFamily
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ def conversions(rows: pd.DataFrame, weighting: str, resample: np.ndarray | None 
     method's weights (times ``resample``, a bootstrap count per row, when given)."""
     import torch
 
+    # torch: imported where a model is built or trained
     from nextbuy.domain.graph.blade import Conversions
 
     weight = conversion_weights(rows, weighting)
@@ -60,6 +62,7 @@ def conversion_validation(rows: pd.DataFrame, weighting: str, chunk: int) -> Val
     import torch
     import torch.nn.functional as F
 
+    # torch: imported where a model is built or trained
     from nextbuy.domain.graph.blade import embed
 
     weight = torch.as_tensor(conversion_weights(rows, weighting), dtype=torch.float32)
@@ -84,7 +87,6 @@ def em_targets(weighted: pd.DataFrame, score: np.ndarray, method: str, family: D
     (``nextbuy.domain.delay.rescored_targets``): the delay model refitted with ``score``, a
     conversion model's logit of each training impression (train-split order), as a feature.
     Any conversion model can take the step (``bench model`` gives its baselines the same)."""
-    from nextbuy.domain import delay
 
     train = (weighted["split"] == "train").to_numpy()
     rows = weighted[train]
@@ -103,6 +105,7 @@ def training_logits(
     """The model's deterministic conversion logit of every train-split impression."""
     import torch
 
+    # torch: imported where a model is built or trained
     from nextbuy.domain.graph.blade import embed
 
     rows = weighted[weighted["split"] == "train"]

@@ -69,6 +69,7 @@ def shard_command(model: str, out: str | Path, k: int, shard: int, num_shards: i
 
 def model_name(project: Path) -> str:
     """``deploy.model_name`` of the project's params.yaml (the name deploy registers under)."""
+    # pydantic: DAG files parse this module
     from nextbuy.config import DeployConfig, load_section
 
     return load_section(DeployConfig, Path(project) / PARAMS_FILE).model_name
@@ -81,6 +82,7 @@ def champion_version(name: str, store: str) -> str | None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    # MLflow: imported where a task reads the registry
     from nextbuy.release.registry import CHAMPION, released_version
 
     client = MlflowClient(tracking_uri=store, registry_uri=store)
@@ -100,8 +102,11 @@ def model_n_products(model: str, store: str) -> int:
     outage of the artifact store; a changed file fails again after the retries)."""
     import mlflow
 
+    # pandas and numpy: DAG files parse this module
     from nextbuy.mlops import io
     from nextbuy.mlops.tracking import PROGRESS_BAR_ENV
+
+    # MLflow and faiss: imported where a task loads the model
     from nextbuy.serving import ServingBundle
 
     os.environ.setdefault(PROGRESS_BAR_ENV, "false")
