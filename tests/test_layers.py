@@ -1,6 +1,7 @@
-"""Imports point down the layers: domain <- mlops <- stages <- orchestration/CLI <- DAGs,
-with bench/ on top. Read from the source (ast), so a lazy import inside a function
-counts as much as one at the top of a module."""
+"""Imports point down the layers: domain <- mlops, release, model_card, serving <- data <-
+engines <- stages <- orchestration/CLI <- DAGs, with bench/ on top; no module imports one that
+imports it, and no private name crosses a package. Read from the source (ast), so a lazy
+import inside a function counts as much as one at the top of a module."""
 
 from __future__ import annotations
 

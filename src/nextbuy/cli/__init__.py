@@ -1,8 +1,10 @@
 """Command line: one command per stage (what dvc.yaml and the Airflow DAG call),
 plus summary, registry actions, Airflow and benchmarks.
 
-Start-up stays light (no pandas, torch or mlflow): heavy modules are imported by
-the command that needs them.
+Start-up stays light (no pandas, torch or mlflow): each command imports what it runs inside
+its own function. That is the one reason for the imports inside this package's functions: what
+the CLI imports as it starts, every stage command runs, and dvc.yaml lists it among each
+stage's deps (tests/test_dvc_yaml.py).
 """
 
 from __future__ import annotations
