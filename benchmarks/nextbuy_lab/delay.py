@@ -90,7 +90,7 @@ def oracle_rows(weighted: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
 def future_traffic(data, ingest_cfg) -> pd.DataFrame:
     """TEST_DAYS of traffic after the snapshot, with eventual labels (observed long after) and
     the true conversion probability (``p_convert``)."""
-    from nextbuy.data.simulate import Window, simulate_traffic, store_world
+    from nextbuy.data.simulator import Window, simulate_traffic, store_world
 
     simulator = ingest_cfg.simulator
     world = store_world(data.products, data.truth_products, data.edges, data.snapshot, simulator.history_days)

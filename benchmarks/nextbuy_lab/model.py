@@ -198,7 +198,7 @@ def scored_test_rows(data, weighted: pd.DataFrame, simulator) -> pd.DataFrame:
     (``p_pair_history``); see the module's reference rows. Truth: bench only."""
     from scipy.special import logit
 
-    from nextbuy.data.simulate import PAIR_NOISE, conversion_probability
+    from nextbuy.data.simulator import PAIR_NOISE, conversion_probability
 
     truth = data.truth_impressions[["impression_id", "label_eventual", "p_convert"]]
     labelled = weighted.merge(truth, on="impression_id", how="left", validate="1:1")

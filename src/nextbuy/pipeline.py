@@ -22,7 +22,7 @@ from nextbuy.config import (
     TrainConfig,
     section_config,
 )
-from nextbuy.data.simulate import StoreWorld, store_world
+from nextbuy.data.simulator import StoreWorld, store_world
 from nextbuy.domain import delay
 from nextbuy.domain.timeunits import DAY
 from nextbuy.stages import calibrate, ingest, label_delay, monitor, thresholds, traffic, train

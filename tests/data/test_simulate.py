@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from scipy.special import logit
 
 from nextbuy.config import with_changes
-from nextbuy.data.simulate import (
+from nextbuy.data.simulator import (
     PAIR_NOISE,
     StoreWorld,
     Window,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from nextbuy.data.simulate import Window, simulate_traffic, world_from_graph
+from nextbuy.data.simulator import Window, simulate_traffic, world_from_graph
 from nextbuy.data.sources import read_edge_list, read_impressions_log, read_npz_graph
 from nextbuy.mlops import io, schemas
 from nextbuy.mlops.io import DataError

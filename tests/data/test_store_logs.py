@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from nextbuy.config import IngestConfig, SimulatorConfig
-from nextbuy.data import simulate, store_logs
+from nextbuy.data import store_logs
+from nextbuy.data.simulator import simulate_store
 from nextbuy.stages import ingest
 
 COLUMNS = ["impression_id", "source_id", "shown_id", "shown_at", "clicked_at", "carted_at", "converted_at"]
@@ -20,7 +21,7 @@ def tiny():
 
     params = TINY_PARAMS["ingest"]
     cfg = SimulatorConfig.model_validate(params["simulator"])
-    world, traffic = simulate.simulate_store(cfg, params["seed"])
+    world, traffic = simulate_store(cfg, params["seed"])
     # the logs go on 6 days past the snapshot, as a store's export would
     logs = store_logs.simulated_logs(cfg, params["seed"], world.snapshot + pd.Timedelta(days=6))
     return params, world, traffic, logs

@@ -11,7 +11,7 @@ import yaml
 from nextbuy import paths
 from nextbuy.bench.serving_fixtures import synthetic_moments
 from nextbuy.config import IngestConfig
-from nextbuy.data.simulate import simulate_world
+from nextbuy.data.simulator import simulate_world
 from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.timeunits import DAY
 from nextbuy.domain.uncertainty import assign_buckets, fit_bucket_calibration

@@ -294,7 +294,7 @@ def simulate_logs(
     import pandas as pd
 
     from nextbuy.config import IngestConfig, TrafficConfig, load_section
-    from nextbuy.data.simulate import simulate_world
+    from nextbuy.data.simulator import simulate_world
     from nextbuy.data.store_logs import LOG_FORMATS, simulated_logs, write_logs
 
     setup_logging()

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from nextbuy.config import SimulatorConfig
-from nextbuy.data.simulate import simulate_span, store_purchases
+from nextbuy.data.simulator import simulate_span, store_purchases
 from nextbuy.mlops import io
 
 ORDER_GAP_HOURS = 6.0

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from nextbuy.domain.events import Builders
     from nextbuy.engines.spark import logs as spark_logs
     from nextbuy.engines.spark.impressions import SparkImpressions
-from nextbuy.data import simulate, sources
+from nextbuy.data import sources
 from nextbuy.data.ingest_checks import (
     assign_split,
     censored,
@@ -29,6 +29,7 @@ from nextbuy.data.ingest_checks import (
     finalise,
     refuse_future_events,
 )
+from nextbuy.data.simulator import simulate_history, simulate_store, world_from_graph
 from nextbuy.data.sources import read_event_logs
 from nextbuy.domain import events, ingest_summary
 from nextbuy.domain import split as session_split
@@ -245,7 +246,7 @@ def ingest(cfg: IngestConfig, engine: EngineConfig | None = None) -> Ingested:
     features = None
     simulator = cfg.simulator
     if cfg.source == "simulated":
-        world, traffic = simulate.simulate_store(simulator, cfg.seed, cfg.snapshot)
+        world, traffic = simulate_store(simulator, cfg.seed, cfg.snapshot)
         origin = "simulator"
     else:
         assert cfg.graph_path is not None  # IngestConfig requires it for a real source
@@ -255,12 +256,12 @@ def ingest(cfg: IngestConfig, engine: EngineConfig | None = None) -> Ingested:
         cleaning = dict(graph.cleaning)
         features = graph.features  # rows follow graph.products, which is never reordered or cut below
         origin = str(cfg.graph_path)
-        world = simulate.world_from_graph(graph.products, graph.edges, simulator, cfg.seed)
+        world = world_from_graph(graph.products, graph.edges, simulator, cfg.seed)
         if cfg.impressions_path:
             return ingest_logged(cfg, graph, cleaning)
         # Impressions simulated on the real graph, on the world's one timeline.
         snapshot = world.snapshot if cfg.snapshot is None else pd.Timestamp(cfg.snapshot)
-        traffic = simulate.simulate_history(world, simulator, cfg.seed, snapshot)
+        traffic = simulate_history(world, simulator, cfg.seed, snapshot)
         world = replace(world, start=snapshot - pd.Timedelta(days=simulator.history_days), snapshot=snapshot)
     if cfg.source == "simulated" or not cfg.impressions_path:
         truth_impressions, truth_products = traffic.truth, world.truth_products

@@ -20,7 +20,7 @@ import pandas as pd
 
 from nextbuy import paths
 from nextbuy.config import DriftConfig, EngineConfig, IngestConfig, TrafficConfig, load_section
-from nextbuy.data.simulate import Window, simulate_traffic, store_world
+from nextbuy.data.simulator import Window, simulate_traffic, store_world
 from nextbuy.data.sources import read_event_logs, read_impressions_log
 from nextbuy.domain import events
 from nextbuy.domain.graph.scoring import score_and_uncertainty
@@ -29,7 +29,7 @@ from nextbuy.domain.uncertainty import BucketCalibration, assign_buckets
 from nextbuy.mlops import io, schemas
 
 if TYPE_CHECKING:
-    from nextbuy.data.simulate import StoreWorld, Traffic
+    from nextbuy.data.simulator import StoreWorld, Traffic
     from nextbuy.domain.uncertainty import BucketCalibration
 
 log = logging.getLogger(__name__)

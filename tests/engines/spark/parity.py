@@ -121,7 +121,7 @@ def raw_logs(params: dict, days_after: float, form: str = "parquet") -> dict:
     """The simulated store of ``params`` written as raw logs under inputs/store (cwd), up to
     ``days_after`` past its snapshot; ``params`` with ``ingest.source: events`` reading them."""
     from nextbuy.config import IngestConfig
-    from nextbuy.data.simulate import simulate_world
+    from nextbuy.data.simulator import simulate_world
     from nextbuy.data.store_logs import simulated_logs, write_logs
 
     cfg = IngestConfig.model_validate(params["ingest"])

@@ -1,22 +1,5 @@
-"""The built-in simulated store, with a ground truth only evaluation may read.
-
-A store is a ``StoreWorld`` (products, their hidden latent vectors and
-popularity, and the directed co-purchase graph) plus ``Traffic`` drawn from it
-(recommendation impressions with click, cart and conversion times, and the
-true conversion probability behind each). Everything is pure and vectorised;
-the same seed gives the same store.
-
-Stores launch products continuously (``launch_rate``): a random share of the
-catalogue launches during the impression history, and nobody buys or is shown
-a product before its launch (``truth_products.launched_at``, NaT = there from
-before the purchase history). So the freshest days hold products with no
-matured history: waiting for their labels loses them, and training naively on
-the censored labels under-scores them.
-
-Affinity of "bought u, shown v" is ``src_u · tgt_v``. Its scale is fixed by
-the constants of ``simulator.world``, so a world built from a real graph (``world_from_graph``)
-converts at rates comparable to a simulated one.
-"""
+"""The simulated store on one timeline: its purchase history, its traffic over a span, and
+the store as ingest and the traffic stage read it (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -27,37 +10,16 @@ from nextbuy.config import SimulatorConfig
 from nextbuy.data.simulator.purchases import (
     aggregate_edges,
     base_world,
-    complement_relations,
     purchases_on_days,
-    simulate_world,
 )
-from nextbuy.data.simulator.traffic import PAIR_NOISE, Window, conversion_probability, simulate_traffic
+from nextbuy.data.simulator.traffic import Window, simulate_traffic
 from nextbuy.data.simulator.world import (
     DAY_ID_BASE,
     NS_PER_DAY,
     StoreWorld,
     Traffic,
     day_seed,
-    store_world,
-    world_from_graph,
 )
-
-__all__ = [
-    "PAIR_NOISE",
-    "StoreWorld",
-    "Traffic",
-    "Window",
-    "complement_relations",
-    "conversion_probability",
-    "simulate_history",
-    "simulate_span",
-    "simulate_store",
-    "simulate_traffic",
-    "simulate_world",
-    "store_purchases",
-    "store_world",
-    "world_from_graph",
-]
 
 
 def _days(world: StoreWorld, lo: pd.Timestamp, hi: pd.Timestamp) -> range:
