@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from nextbuy.domain.graph.blade import Architecture, BladeModel, DirectedGraph, FeatureRows, GraphIndex
-from nextbuy.domain.graph.sampler import CSR, FanoutRule, sample_neighbourhood
+from nextbuy.domain.graph.fanout import FanoutRule
+from nextbuy.domain.graph.sampler import CSR, sample_neighbourhood
 
 
 @dataclass(frozen=True)

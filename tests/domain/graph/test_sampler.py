@@ -10,12 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nextbuy.domain.graph.fanout import FanoutRule, power_law_exponent
 from nextbuy.domain.graph.sampler import (
     CSR,
     FALLBACK_FULL,
-    FanoutRule,
     group_members,
-    power_law_exponent,
     relabel,
     sample_blocks,
     sample_neighbourhood,

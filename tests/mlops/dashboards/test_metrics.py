@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nextbuy.mlops.dashboards import metrics
+from nextbuy.mlops.dashboards import custom_metrics, metrics
 from tests.mlops.dashboards.workspace import (
     N_BUCKETS,
     RUN,
@@ -49,7 +49,7 @@ def test_snapshot_holds_bucket_table_values_and_drift(windows_and_snapshots):
         values = _single_values(snapshot)
         for _, row in table.iterrows():
             b = str(int(row["bucket"]))
-            for kind in metrics.BUCKET_KINDS:
+            for kind in custom_metrics.BUCKET_KINDS:
                 stored = values[("BucketPositivity", frozenset({"bucket": b, "kind": kind}.items()))]
                 assert (math.isnan(stored) and math.isnan(row[kind])) or stored == row[kind], (start, b, kind)
             assert values[("BucketVolume", frozenset({"bucket": b}.items()))] == row["volume"]
@@ -65,21 +65,23 @@ def test_snapshot_holds_bucket_table_values_and_drift(windows_and_snapshots):
         assert f"window:{start:%Y-%m-%d}" in model.tags
 
         drift = {dict(k[1])["column"]: v for k, v in values.items() if k[0] == "ValueDrift"}
-        assert set(drift) == set(metrics.DRIFT_COLUMNS)
+        assert set(drift) == set(custom_metrics.DRIFT_COLUMNS)
         assert all(np.isfinite(v) and v >= 0 for v in drift.values())
         drifted = {dict(k[1])["value_type"]: v for k, v in values.items() if k[0] == "DriftedColumnsCount"}
         assert set(drifted) == {"count", "share"}
-        assert drifted["share"] == pytest.approx(drifted["count"] / len(metrics.DRIFT_COLUMNS))
+        assert drifted["share"] == pytest.approx(drifted["count"] / len(custom_metrics.DRIFT_COLUMNS))
 
         # the counter panels' copies: exact, but 0 stored as COUNTER_ZERO (Evidently prints 0 as "no value")
         counters = {dict(k[1])["counter"]: v for k, v in values.items() if k[0] == "OnCallCounter"}
-        assert set(counters) == set(metrics.COUNTERS)
+        assert set(counters) == set(custom_metrics.COUNTERS)
         for name, exact in [
             ("alerting_buckets", n_alerts),
             ("drifted_columns_share", drifted["share"]),
             ("drifted_columns_count", drifted["count"]),
         ]:
-            assert counters[name] == (metrics.COUNTER_ZERO if exact == 0 else pytest.approx(exact)), name
+            assert counters[name] == (custom_metrics.COUNTER_ZERO if exact == 0 else pytest.approx(exact)), (
+                name
+            )
     # one DriftedColumnsCount per window: the drift counters reuse the preset's, they add no second one
     assert sum(k[0] == "DriftedColumnsCount" for k in _single_values(snapshots[0])) == 2
 
@@ -103,12 +105,14 @@ def test_window_without_prices_and_tz_aware_start():
     paris_start = pd.Timestamp("2024-03-01 02:00", tz="Europe/Paris")
     snapshot = metrics.window_snapshot(rows, reference, table, paris_start, [], run=RUN)
     drift_columns = {dict(k[1])["column"] for k in _single_values(snapshot) if k[0] == "ValueDrift"}
-    assert drift_columns == set(metrics.DRIFT_COLUMNS) - {"log_price"}
+    assert drift_columns == set(custom_metrics.DRIFT_COLUMNS) - {"log_price"}
     counters = {
         dict(k[1])["counter"]: v for k, v in _single_values(snapshot).items() if k[0] == "OnCallCounter"
     }
-    assert counters["drifted_columns_count"] in (metrics.COUNTER_ZERO, *range(1, 5))
-    assert counters["alerting_buckets"] == metrics.COUNTER_ZERO  # make_bucket_table alerts on the last day
+    assert counters["drifted_columns_count"] in (custom_metrics.COUNTER_ZERO, *range(1, 5))
+    assert (
+        counters["alerting_buckets"] == custom_metrics.COUNTER_ZERO
+    )  # make_bucket_table alerts on the last day
     model = snapshot.to_snapshot_model()
     assert model.timestamp == pd.Timestamp("2024-03-01 01:00").to_pydatetime()  # UTC, naive
     assert_table_equal(metrics.snapshot_bucket_values(snapshot), table)

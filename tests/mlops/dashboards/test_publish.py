@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from nextbuy.mlops.dashboards import metrics
+from nextbuy.mlops.dashboards import custom_metrics, metrics
 from nextbuy.mlops.dashboards.publish import build_dashboard, publish
 from nextbuy.mlops.dashboards.spec import load_dashboard_spec
 from tests.mlops.dashboards.workspace import (
@@ -148,7 +148,7 @@ def test_other_runs_are_kept_but_not_drawn(tmp_path):
     counters = {p.title: p for p in dashboard.panels if p.plot_params["plot_type"] == "counter"}
     alerting = _series(storage, project_id, counters["Alerting buckets (latest window)"]).series
     # the run's last window has no alert (OTHER_RUN's has): 0, stored so that the UI prints "0"
-    assert [s.values[-1] for s in alerting] == [metrics.COUNTER_ZERO]
+    assert [s.values[-1] for s in alerting] == [custom_metrics.COUNTER_ZERO]
     drifted = _series(storage, project_id, counters["Drifted columns share (latest window)"]).series
     assert len(drifted) == 1
     assert 0 < drifted[0].values[-1] <= 1

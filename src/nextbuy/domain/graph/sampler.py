@@ -26,17 +26,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nextbuy.domain.graph.fanout import FanoutRule, power_law_exponent
+from nextbuy.domain.graph.fanout import FanoutRule
 
 FALLBACK_FULL = 10  # walks a neighbourless node takes through its group when neighbourhoods are full
 
 __all__ = [
     "CSR",
     "Block",
-    "FanoutRule",
     "expand",
     "group_members",
-    "power_law_exponent",
     "relabel",
     "sample_blocks",
     "sample_neighbourhood",

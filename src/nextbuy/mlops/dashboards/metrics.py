@@ -31,10 +31,8 @@ from evidently.pydantic_utils import LOADED_TYPE_ALIASES, TYPE_ALIASES
 from nextbuy.mlops.dashboards.custom_metrics import (
     BUCKET_KINDS,
     BUCKET_TABLE,
-    COUNTER_ZERO,
     COUNTERS,
     DRIFT_COLUMNS,
-    BucketKind,
     BucketTablePreset,
     OnCallCounter,
     drift_columns,
@@ -44,19 +42,12 @@ if TYPE_CHECKING:
     from evidently.core.serialization import SnapshotModel
 
 __all__ = [
-    "BUCKET_KINDS",
-    "BUCKET_TABLE",
-    "COUNTERS",
-    "COUNTER_ZERO",
-    "DRIFT_COLUMNS",
     "DRIFT_METHOD",
     "DRIFT_THRESHOLD",
     "RUN_KEY",
     "RUN_TAG_PREFIX",
     "TABLE_COLUMNS",
     "WINDOW_KEY",
-    "BucketKind",
-    "drift_columns",
     "is_metric_type",
     "run_name",
     "snapshot_alert_count",

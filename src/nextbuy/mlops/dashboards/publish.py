@@ -68,7 +68,7 @@ def _default_legend(s: SeriesSpec, bucket: int | None) -> str:
 
 
 #: What a counter panel reads for these series: OnCallCounter, which stores 0 so that Evidently 0.7.23's
-#: counter shows "0" rather than "no value" (metrics.COUNTER_ZERO).
+#: counter shows "0" rather than "no value" (custom_metrics.COUNTER_ZERO).
 _COUNTER_COPY = "OnCallCounter"
 
 

@@ -25,7 +25,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from nextbuy import yaml_io
-from nextbuy.mlops.dashboards.metrics import BUCKET_KINDS, BucketKind, is_metric_type
+from nextbuy.mlops.dashboards.custom_metrics import BUCKET_KINDS, BucketKind
+from nextbuy.mlops.dashboards.metrics import is_metric_type
 
 #: Friendly metric names of dashboard.yaml -> (Evidently metric type, scoped per bucket).
 METRIC_ALIASES = {

@@ -18,7 +18,7 @@ Model:
   shared-reference and 2-hop paths all reach both roles, and a node without
   out-edges still gets a source vector from its in-neighbours;
 * neighbourhoods are sampled with BLADE's degree-adaptive rule
-  (:class:`~nextbuy.domain.graph.sampler.FanoutRule`: low-degree nodes get larger
+  (:class:`~nextbuy.domain.graph.fanout.FanoutRule`: low-degree nodes get larger
   budgets, filled from 2 hops) while training and for Monte-Carlo uncertainty,
   and taken in full, with dropout off, for ranking (deterministic scores);
 * link score ``s_u . t_v``; conversion head ``logit = (s_u * t_v) . w + b`` on the

@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from nextbuy.domain.graph.fanout import FanoutRule, power_law_exponent
 from nextbuy.domain.graph.sampler import (
     CSR,
     Block,
-    FanoutRule,
     group_members,
-    power_law_exponent,
     sample_blocks,
 )
 
