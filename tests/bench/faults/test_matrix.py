@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from nextbuy.bench.faults.cases import CASES, requests
+from nextbuy.bench.faults.cases import CASES
 from nextbuy.bench.faults.matrix import run_case, selected
 from nextbuy.bench.faults.project import Project, capture
 from nextbuy.bench.faults.recovery import KILL_POINTS
+from nextbuy.bench.faults.requests import requests
 from nextbuy.bench.faults.serving import SIGTERM
 from nextbuy.stage_list import dag_stages
 from tests.conftest import ROOT

@@ -17,30 +17,11 @@ import numpy as np
 import pandas as pd
 
 from nextbuy import paths, yaml_io
-from nextbuy.bench.faults.base import GRAPH, INPUTS, LOG, SNAPSHOT, Case, Request, dropping, setting
-from nextbuy.bench.faults.events import EVENT_CASES, ORDERS_ONLY_CASES, STORE
+from nextbuy.bench.faults.base import Case, dropping, setting
+from nextbuy.bench.faults.events import EVENT_CASES, ORDERS_ONLY_CASES
 from nextbuy.bench.faults.inputs import EDGE_CASES, LOG_CASES
-from nextbuy.bench.faults.requests import requests
 
-__all__ = [
-    "ARTIFACT_CASES",
-    "CASES",
-    "EDGE_CASES",
-    "EVENT_CASES",
-    "GRAPH",
-    "INPUTS",
-    "LOG",
-    "LOG_CASES",
-    "ORDERS_ONLY_CASES",
-    "PARAMS_CASES",
-    "SNAPSHOT",
-    "STORE",
-    "Case",
-    "Request",
-    "dropping",
-    "requests",
-    "setting",
-]
+__all__ = ["ARTIFACT_CASES", "CASES", "PARAMS_CASES"]
 
 
 # ---- params -----------------------------------------------------------------------------
