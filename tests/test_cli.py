@@ -269,6 +269,29 @@ def test_a_missing_params_file_exits_2_naming_it(tmp_path, monkeypatch):
     assert "nope.yaml" in result.output
 
 
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (
+            lambda text: text.replace("  epochs:", "  epochs: 3\n  epochs:", 1),
+            "the key 'epochs' is given twice",
+        ),
+        (lambda text: text.replace("\n  epochs:", "\n\tepochs:", 1), "a tab: YAML indents with spaces only"),
+    ],
+    ids=["duplicate-key", "tab"],
+)
+def test_a_params_file_that_does_not_parse_exits_2_naming_line_and_column(tmp_path, monkeypatch, edit, said):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(edit((ROOT / "params.yaml").read_text()))
+    result = invoke("train", "--params", "params.yaml")
+    assert result.exit_code == 2, result.output
+    assert re.search(rf"train: params\.yaml:\d+:\d+: {re.escape(said)}", " ".join(result.output.split())), (
+        result.output
+    )
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "models").exists()  # nothing trained
+
+
 # --- registry guard rails -------------------------------------------------------------
 
 

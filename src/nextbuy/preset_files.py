@@ -18,7 +18,7 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such preset")
-    overrides = yaml_io.load(path.read_text()) or {}
+    overrides = yaml_io.load(path.read_text(), str(path)) or {}
     if not isinstance(overrides, Mapping):
         raise ValueError(f"{path}: a preset is a mapping of params sections")
     return dict(overrides)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pkgutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class Stage:
 
 def stages(project: str | os.PathLike) -> list[Stage]:
     """The stages of ``project``'s dvc.yaml, in file order."""
-    declared = (yaml_io.load((Path(project) / DVC_FILE).read_text()) or {}).get("stages") or {}
+    declared = (yaml_io.load((Path(project) / DVC_FILE).read_text(), DVC_FILE) or {}).get("stages") or {}
     return [
         Stage(
             name, str(spec.get("desc") or GENERIC_HELP.format(name=name)), (spec.get("meta") or {}).get("dag")
@@ -68,4 +69,10 @@ def stage_modules() -> list[Stage]:
 def available(cwd: str | os.PathLike | None = None) -> list[Stage]:
     """The declared stages when a dvc.yaml is found, else the stage modules present."""
     project = find_project(cwd)
-    return stages(project) if project is not None else stage_modules()
+    if project is None:
+        return stage_modules()
+    try:
+        return stages(project)
+    except yaml_io.DocumentError as err:  # every command would fail on it: say it, go on
+        print(f"{err} (stage help from the stage modules)", file=sys.stderr)
+        return stage_modules()

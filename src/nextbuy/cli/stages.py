@@ -14,7 +14,7 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from nextbuy import stage_list
+from nextbuy import stage_list, yaml_io
 from nextbuy.cli.common import ParamsOption, app, console, input_error, setup_logging
 
 # dvc.yaml declares the stages (else: the stage modules present); one command each.
@@ -107,6 +107,8 @@ def _stage_metrics(name: str, params: str) -> dict:
     except FileNotFoundError as err:
         if Path(params).exists():
             raise
+        raise input_error(f"[bold red]{name}: {escape(str(err))}[/]") from None
+    except yaml_io.DocumentError as err:  # a key twice, a tab: the file, line and column
         raise input_error(f"[bold red]{name}: {escape(str(err))}[/]") from None
 
 

@@ -50,7 +50,7 @@ def read_params(params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     path = Path(params_file)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no params file (every knob lives there)")
-    return yaml_io.load(path.read_text()) or {}
+    return yaml_io.load(path.read_text(), str(path)) or {}
 
 
 def _nested_sections(name: str, model: type[Section]) -> dict[type[Section], str]:

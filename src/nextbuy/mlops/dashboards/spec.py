@@ -193,7 +193,7 @@ def _describe(error: ErrorDetails, raw: Any) -> str:
 def load_dashboard_spec(path: str | Path) -> DashboardSpec:
     """Read and validate dashboard.yaml; DashboardSpecError names the file and every offending field."""
     try:
-        raw = yaml_io.load(Path(path).read_text()) or {}
+        raw = yaml_io.load(Path(path).read_text(), str(path)) or {}
     except yaml.YAMLError as err:
         raise DashboardSpecError(f"{path}: not valid YAML: {err}") from err
     try:
