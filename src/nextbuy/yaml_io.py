@@ -36,8 +36,9 @@ class StrictSafeLoader(PARSING_LOADER):  # type: ignore[misc,valid-type]  # chos
         return super().construct_mapping(node, deep=deep)
 
 
-class DocumentError(ValueError):
-    """A YAML file that does not parse: ``file:line:column: what`` in one line."""
+class DocumentError(yaml.YAMLError, ValueError):
+    """A YAML file that does not parse: ``file:line:column: what`` in one line (still a
+    ``yaml.YAMLError`` to whoever catches those)."""
 
     def __init__(self, source: str, text: str, error: yaml.YAMLError):
         mark = getattr(error, "problem_mark", None)

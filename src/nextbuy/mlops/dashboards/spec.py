@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -194,8 +193,8 @@ def load_dashboard_spec(path: str | Path) -> DashboardSpec:
     """Read and validate dashboard.yaml; DashboardSpecError names the file and every offending field."""
     try:
         raw = yaml_io.load(Path(path).read_text(), str(path)) or {}
-    except yaml.YAMLError as err:
-        raise DashboardSpecError(f"{path}: not valid YAML: {err}") from err
+    except yaml_io.DocumentError as err:  # the file, line and column: not valid YAML there
+        raise DashboardSpecError(f"not valid YAML: {err}") from err
     try:
         return DashboardSpec.model_validate(raw)
     except ValidationError as err:
