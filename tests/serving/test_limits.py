@@ -7,6 +7,7 @@ worker thread), and SIGTERM's drain. (Against MLflow's server for real: the abus
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import threading
 import time
@@ -154,6 +155,60 @@ def test_bodies_the_row_limit_does_not_refuse_reach_the_app_unchanged(body):
     asyncio.run(limits.RowLimit(app)(client.scope, client.receive, client.send))
     assert client.status == 200
     assert seen == [body]
+
+
+def encoded_client(body: bytes, encoding: bytes) -> Client:
+    client = Client(body)
+    client.scope["headers"] += [(b"content-encoding", encoding), (b"content-length", str(len(body)).encode())]
+    return client
+
+
+def test_a_gzip_body_reaches_the_app_plain_with_its_own_length_and_the_row_limit_reads_it():
+    seen: list[tuple[bytes, dict]] = []
+
+    async def app(scope, receive, send):
+        seen.append(((await receive())["body"], dict(scope["headers"])))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    body = split(MAX_REQUEST_ROWS)
+    client = encoded_client(gzip.compress(body), b"gzip")
+    asyncio.run(
+        limits.ContentEncoding(limits.RowLimit(app), 10_000_000)(client.scope, client.receive, client.send)
+    )
+    assert client.status == 200
+    assert seen[0][0] == body
+    assert seen[0][1][b"content-length"] == str(len(body)).encode()
+    assert b"content-encoding" not in seen[0][1]
+    too_many = encoded_client(gzip.compress(split(MAX_REQUEST_ROWS + 1)), b"gzip")
+    asyncio.run(
+        limits.ContentEncoding(limits.RowLimit(app), 10_000_000)(
+            too_many.scope, too_many.receive, too_many.send
+        )
+    )
+    assert too_many.status == 413
+    assert "rows in one request" in too_many.message
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status", "said"),
+    [
+        (gzip.compress(b"0" * 5_000), b"gzip", 413, "decompresses to more than 4096 bytes"),  # a zip bomb
+        (b'{"not": "gzip"}', b"gzip", 400, "Content-Encoding: gzip, but the body is not gzip data"),
+        (gzip.compress(b'{"a": 1}')[:-6], b"gzip", 400, "not gzip data"),  # cut short
+        (b"\x00", b"br", 415, "Content-Encoding: br is not served"),
+    ],
+    ids=["bomb", "not-gzip", "cut-short", "brotli"],
+)
+def test_an_encoded_body_the_server_cannot_read_within_the_limit_is_refused_naming_why(
+    body, encoding, status, said
+):
+    worker = Worker()
+    client = encoded_client(body, encoding)
+    asyncio.run(limits.ContentEncoding(worker, 4096)(client.scope, client.receive, client.send))
+    assert client.status == status
+    assert said in client.message
+    assert worker.calls == 0
 
 
 def test_rows_are_counted_in_every_json_form_mlflow_reads():

@@ -33,7 +33,7 @@ import orjson
 
 from nextbuy.serving.asgi import ASGIApp, Receive, Scope, Send, header, replay
 from nextbuy.serving.bundle import PAIR_COLUMNS
-from nextbuy.serving.limits import Admission, RowLimit, serving_config
+from nextbuy.serving.limits import Admission, ContentEncoding, RowLimit, serving_config
 from nextbuy.serving.requests import INPUT_COLUMNS, MAX_REQUEST_ROWS
 
 if TYPE_CHECKING:
@@ -274,10 +274,10 @@ def build_app(
     """MLflow's scoring app for the pyfunc model at ``model_uri`` (as its ``app.py`` builds
     it), behind :class:`PairFastPath` (unless ``fast_path`` is false), ``limits.Admission``
     (slots, queue and cancellation: ``limits``, default ``limits.serving_config()``),
-    ``limits.RowLimit`` and, outermost, :class:`BodySizeLimit` (``max_bytes`` default:
-    :func:`max_body_bytes`). ``drain_on_signals``: SIGTERM and SIGINT start the admission's
-    drain once the server has started (``limits.drain_on_signals``), as ``nextbuy serve``
-    runs it."""
+    ``limits.RowLimit``, ``limits.ContentEncoding`` (gzip bodies) and, outermost,
+    :class:`BodySizeLimit` (``max_bytes`` default: :func:`max_body_bytes`).
+    ``drain_on_signals``: SIGTERM and SIGINT start the admission's drain once the server has
+    started (``limits.drain_on_signals``), as ``nextbuy serve`` runs it."""
     from mlflow.pyfunc import scoring_server  # MLflow's server: only where an app is built
 
     limit = max_body_bytes() if max_bytes is None else max_bytes
@@ -287,7 +287,7 @@ def build_app(
     if fast_path:
         app = PairFastPath(app, model.unwrap_python_model().bundle.score_columns)
     admission = Admission(app, config, on_signals=drain_on_signals)
-    return BodySizeLimit(RowLimit(admission), limit)
+    return BodySizeLimit(ContentEncoding(RowLimit(admission), limit), limit)
 
 
 def __getattr__(name: str) -> Any:
