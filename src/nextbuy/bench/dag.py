@@ -34,6 +34,7 @@ from nextbuy.bench.project_copy import copy_project, project_env
 from nextbuy.mlops import io
 from nextbuy.orchestration.names import PROJECT_DIR_ENV, TRAINING, TRAINING_DAG_ID
 from nextbuy.orchestration.params_lock import snapshot_iso
+from nextbuy.orchestration.workspace import workspace_dir
 from nextbuy.presets import params_with
 from nextbuy.stage_list import dag_stages
 
@@ -137,8 +138,10 @@ def run(out: Path, root: Path | None = None) -> dict:
         )
         dag = time_dag(dag_project, Path(tmp) / "airflow-home")
         repro_s = time_repro(repro_project)
-        # Same work in both: the stage params dvc.lock recorded must match.
-        locks = [yaml_io.load((p / "dvc.lock").read_text())["stages"] for p in (dag_project, repro_project)]
+        # Same work in both: the stage params dvc.lock recorded must match (the DAG's stages
+        # run in the Airflow workspace, a worktree of the project: its dvc.lock is there).
+        ran_in = (workspace_dir(dag_project), repro_project)
+        locks = [yaml_io.load((p / "dvc.lock").read_text(), str(p / "dvc.lock"))["stages"] for p in ran_in]
         same = all(locks[0][s]["params"] == locks[1][s]["params"] for s in dag_stages(root, TRAINING))
     figures = {
         "dag_s": round(dag["seconds"], 2),
