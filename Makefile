@@ -115,17 +115,22 @@ format: $(STAMP)
 # Stopping it (Ctrl-C, SIGTERM to make's process group, even SIGKILL) stops its server too.
 MLFLOW_UI_PORT ?= 5000
 mlflow-ui: $(STAMP)
+	@nextbuy port-free $(MLFLOW_UI_PORT) --setting "make mlflow-ui MLFLOW_UI_PORT=<port>"
 	nextbuy mlflow-ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port $(MLFLOW_UI_PORT)
 
 # REST scoring of the champion on 127.0.0.1:5001 (POST /invocations): MLflow's scoring server,
 # files checked against the recorded SHA-256 first, bodies over NEXTBUY_MAX_BODY_BYTES (10 MB) refused.
+SERVE_PORT ?= 5001
 serve: $(STAMP)
-	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db nextbuy serve --port 5001
+	@nextbuy port-free $(SERVE_PORT) --setting "make serve SERVE_PORT=<port>"
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db nextbuy serve --port $(SERVE_PORT)
 
 # On-call dashboards: Evidently UI over the workspace the monitor stage fills (monitoring/README.md, docs/operations/on-call.md).
+DASHBOARDS_PORT ?= 8000
 dashboards: $(STAMP)
-	@echo "Evidently UI: http://127.0.0.1:8000  (workspace monitoring/workspace; Ctrl-C stops it)"
-	$(BIN)/evidently ui --workspace monitoring/workspace --host 127.0.0.1 --port 8000
+	@nextbuy port-free $(DASHBOARDS_PORT) --setting "make dashboards DASHBOARDS_PORT=<port>"
+	@echo "Evidently UI: http://127.0.0.1:$(DASHBOARDS_PORT)  (workspace monitoring/workspace; Ctrl-C stops it)"
+	$(BIN)/evidently ui --workspace monitoring/workspace --host 127.0.0.1 --port $(DASHBOARDS_PORT)
 
 # Airflow 3 standalone (SQLite in .airflow/, this project's dags/, 127.0.0.1:8080, pool nextbuy_dvc):
 # prints the URL and the admin login; Ctrl-C stops its whole process group.
@@ -140,6 +145,7 @@ plots: $(STAMP)
 # Reference pages: `nextbuy docs-reference`; benchmark results: `nextbuy bench report`.
 DOCS_PORT ?= 8001
 docs: $(STAMP)
+	@nextbuy port-free $(DOCS_PORT) --setting "make docs DOCS_PORT=<port>"
 	mkdocs serve -a 127.0.0.1:$(DOCS_PORT)
 
 # What CI runs: a broken link or a missing page fails the build (site/ is git-ignored).

@@ -39,6 +39,7 @@ OTHER_COMMANDS = [
     "promote",
     "batch-topk",
     "plots",
+    "port-free",
     "mlflow-ui",
     "verify-model",
     "serve",
@@ -290,6 +291,25 @@ def test_a_params_file_that_does_not_parse_exits_2_naming_line_and_column(tmp_pa
     )
     assert "Traceback" not in result.output
     assert not (tmp_path / "models").exists()  # nothing trained
+
+
+def test_a_taken_port_is_named_with_how_to_pick_another_before_any_server_starts():
+    import socket
+
+    from nextbuy.procs import HOST, free_port
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("port-free", str(port), "--setting", "make dashboards DASHBOARDS_PORT=<port>")
+        assert result.exit_code == 2, result.output
+        assert f"port {port} on 127.0.0.1 is in use" in result.output
+        assert "make dashboards DASHBOARDS_PORT=<port>" in " ".join(result.output.split())
+        served = invoke("serve", "--port", str(port), "--model", "models:/m/1")
+        assert served.exit_code == 2, served.output
+        assert "--port" in served.output
+    assert invoke("port-free", str(free_port())).exit_code == 0
 
 
 # --- registry guard rails -------------------------------------------------------------

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from nextbuy.cli.common import app, console, model_name_or_default
+from nextbuy.procs import port_open
 
 
 @app.command()
@@ -26,6 +27,25 @@ def plots(
         console.print(f"[bold red]plots: {escape(str(err))}[/]", highlight=False)
         raise typer.Exit(code=1) from None
     console.print(f"[green]plots[/] → {page} (opens offline)", highlight=False)
+
+
+def port_taken(port: int, choose: str) -> str:
+    """One line: the port is in use, and how to pick another (``choose``: the option or setting)."""
+    return f"port {port} on 127.0.0.1 is in use (another server?): stop it or pick a free one with {choose}"
+
+
+@app.command("port-free")
+def port_free(
+    port: int = typer.Argument(..., help="port on 127.0.0.1 a server is about to listen on"),
+    setting: str = typer.Option(
+        "--port", "--setting", help="how the user picks another port (named in the message)"
+    ),
+) -> None:
+    """Exit 0 when nothing listens on 127.0.0.1:PORT, else one line naming the port and how to
+    pick another, and exit 2 (the Makefile's UI targets run it before they start a server)."""
+    if port_open(port):
+        console.print(f"[bold red]{port_taken(port, setting)}[/]", highlight=False)
+        raise typer.Exit(code=2)
 
 
 @app.command("mlflow-ui")
@@ -102,6 +122,9 @@ def serve(
     from nextbuy.release.registry import CHAMPION
     from nextbuy.serving import FAST_PATH_ENV, MAX_BODY_BYTES_ENV, SERVING_ENV, max_body_bytes
 
+    if port_open(port):
+        console.print(f"[bold red]serve: {port_taken(port, '--port')}[/]", highlight=False)
+        raise typer.Exit(code=2)
     try:
         limit = max_body_bytes()
         limits = section_config(read_params(params), ServingConfig)
