@@ -51,3 +51,13 @@ def test_the_listing_shows_alias_snapshot_release_and_matured_auc_and_flags(clie
             "status": "passed, FLAGGED",
         }
     ]
+
+
+def test_a_version_whose_deploy_run_is_deleted_is_still_found_by_param_and_its_card_says_so(client, name):
+    card = carded(client, name, "2026-02-10 00:00:00", 0.02)
+    client.set_model_version_tag(name, card.version, "lineage.params", json.dumps({"train": {"lr": 0.02}}))
+    assert search.by_param(client, name, "train.lr=0.02") == {card.version}
+    client.delete_run(card.run_id)
+    assert search.by_param(client, name, "train.lr=0.02") == {card.version}  # from its lineage tag
+    shown = mlflow_cards.read(client, name, card.version)
+    assert any(f"deploy run {card.run_id} is deleted" in line for line in shown.unknown)

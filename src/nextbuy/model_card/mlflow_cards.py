@@ -150,7 +150,10 @@ def champion_params(client: MlflowClient, name: str, version: str | None) -> dic
     if version is None:
         return None
     mv = client.get_model_version(name, str(version))
-    logged = client.get_run(mv.run_id).data.params if mv.run_id else {}
+    try:
+        logged = client.get_run(mv.run_id).data.params if mv.run_id else {}
+    except MlflowException:  # the run is gone: its lineage tag still holds the params
+        logged = {}
     if logged:
         return dict(logged)
     try:
@@ -284,6 +287,18 @@ def missing(name: str, version: str) -> str:
     )
 
 
+def with_run_state(client: MlflowClient, card: Card, run_id: str) -> Card:
+    """The card, saying so when its deploy run is deleted (its params, metrics and the card's
+    own file go with the next `mlflow gc`; the version's tags keep the lineage)."""
+    if client.get_run(run_id).info.lifecycle_stage != "deleted":
+        return card
+    gone = (
+        f"its deploy run {run_id} is deleted: `mlflow gc` removes its params, metrics and this "
+        "card's file (the version's lineage.params tag keeps the params)"
+    )
+    return card.model_copy(update={"unknown": [*card.unknown, gone]})
+
+
 def read(client: MlflowClient, name: str, version: str) -> Card:
     """The version's card, the record its deploy (or a re-scoring) stored; a version without a
     readable one is refused (an MlflowException saying :func:`missing`)."""
@@ -292,9 +307,11 @@ def read(client: MlflowClient, name: str, version: str) -> Card:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = client.download_artifacts(mv.run_id, f"{ARTIFACT_DIR}/{RECORD_FILE}", tmp)
-                return Card.model_validate_json(Path(path).read_text())
+                card = Card.model_validate_json(Path(path).read_text())
             except (MlflowException, OSError, ValueError) as err:  # refused below, in one line
                 log.debug("no readable card for %s v%s: %s", name, version, err)
+            else:
+                return with_run_state(client, card, mv.run_id)
     raise MlflowException(missing(name, str(version)))
 
 

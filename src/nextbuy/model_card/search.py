@@ -9,6 +9,7 @@ returned for the model."""
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from nextbuy.model_card.mlflow_cards import (
     WEIGHTED_MD5,
     read,
 )
-from nextbuy.model_card.record import Card, param_text
+from nextbuy.model_card.record import Card, flat_params, param_text
 from nextbuy.release import registry
 
 if TYPE_CHECKING:
@@ -105,7 +106,8 @@ def by_hash(client: MlflowClient, name: str, digest: str) -> set[str]:
 
 
 def by_param(client: MlflowClient, name: str, condition: str) -> set[str]:
-    """Versions whose deploy run logged param KEY=VALUE (params.yaml's dotted key)."""
+    """Versions whose deploy run logged param KEY=VALUE (params.yaml's dotted key); a version
+    whose run is deleted or gone is matched on its ``lineage.params`` tag (the same params)."""
     key, sep, value = condition.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"--param {condition!r}: give KEY=VALUE, e.g. train.lr=0.005")
@@ -116,7 +118,19 @@ def by_param(client: MlflowClient, name: str, condition: str) -> set[str]:
         max_results=10_000,
     )
     run_ids = {r.info.run_id for r in runs}
-    return {str(v.version) for v in _versions(client, name) if v.run_id in run_ids}
+    found = set()
+    for v in _versions(client, name):
+        if v.run_id in run_ids or lineage_params(v.tags).get(key.strip()) == text:
+            found.add(str(v.version))
+    return found
+
+
+def lineage_params(tags: dict[str, str]) -> dict[str, str]:
+    """The flat params a version's ``lineage.params`` tag records ({} when it holds none)."""
+    try:
+        return flat_params(json.loads(tags.get("lineage.params", "")))
+    except ValueError:
+        return {}
 
 
 def by_metric(client: MlflowClient, name: str, condition: str) -> set[str]:
