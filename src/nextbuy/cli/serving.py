@@ -10,7 +10,6 @@ import typer
 from rich.markup import escape
 
 from nextbuy.cli.common import app, console, model_name_or_default
-from nextbuy.procs import port_open
 
 
 @app.command()
@@ -43,6 +42,8 @@ def port_free(
 ) -> None:
     """Exit 0 when nothing listens on 127.0.0.1:PORT, else one line naming the port and how to
     pick another, and exit 2 (the Makefile's UI targets run it before they start a server)."""
+    from nextbuy.procs import port_open
+
     if port_open(port):
         console.print(f"[bold red]{port_taken(port, setting)}[/]", highlight=False)
         raise typer.Exit(code=2)
@@ -118,7 +119,7 @@ def serve(
     from pydantic import ValidationError
 
     from nextbuy.config import ServingConfig, read_params, section_config
-    from nextbuy.procs import HOST
+    from nextbuy.procs import HOST, port_open
     from nextbuy.release.registry import CHAMPION
     from nextbuy.serving import FAST_PATH_ENV, MAX_BODY_BYTES_ENV, SERVING_ENV, max_body_bytes
 
