@@ -58,12 +58,14 @@ lock: $(VENV)/bin/uv
 
 # One pipeline run per checkout: a second `make run` (or run-preset) is refused before it touches
 # anything (DVC's own lock would refuse its repro, but restore-outputs would then rewrite the
-# outputs the first run is writing). flock exits RUN_BUSY when the lock is held.
+# outputs the first run is writing). flock exits RUN_BUSY when the lock is held. A stage command
+# run by hand (`nextbuy train`) takes the same lock (nextbuy.procs.pipeline_lock); the run's own
+# stage commands are told it is theirs (NEXTBUY_RUN_LOCK_HELD).
 RUN_LOCK := .dvc/tmp/make-run.lock
 RUN_BUSY := 75
 define exclusive
 @mkdir -p $(dir $(RUN_LOCK))
-@flock -n -E $(RUN_BUSY) $(RUN_LOCK) bash -c '$(1)' || { status=$$?; \
+@NEXTBUY_RUN_LOCK_HELD=1 flock -n -E $(RUN_BUSY) $(RUN_LOCK) bash -c '$(1)' || { status=$$?; \
   if [ $$status = $(RUN_BUSY) ]; then echo "another make run or run-preset is running in this checkout ($(RUN_LOCK)): nothing was touched; wait for it"; fi; \
   exit $$status; }
 endef

@@ -25,6 +25,14 @@ from types import FrameType
 from typing import IO, Self
 
 HOST = "127.0.0.1"
+# One pipeline run per checkout (the Makefile's RUN_LOCK): `make run` holds it for its whole
+# repro and tells its stage commands so (RUN_LOCK_HELD_ENV); a stage command run by hand takes it.
+RUN_LOCK = Path(".dvc") / "tmp" / "make-run.lock"
+RUN_LOCK_HELD_ENV = "NEXTBUY_RUN_LOCK_HELD"
+RUN_BUSY = 75  # EX_TEMPFAIL: try again once the other run is over (the Makefile's RUN_BUSY)
+RUN_BUSY_MESSAGE = (
+    "another make run or run-preset is running in this checkout ({lock}): nothing was touched; wait for it"
+)
 # What stops a process politely: Ctrl-C, kill / Airflow's timeout and mark-failed / docker stop,
 # the terminal closed.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -282,3 +290,27 @@ class GroupServer(Started):
         if self._log is not None:
             self._log.close()
         return gone
+
+
+@contextlib.contextmanager
+def pipeline_lock(root: Path = Path(".")) -> Iterator[bool]:
+    """Hold the checkout's pipeline lock for the block: True when held (or when a ``make run``
+    holding it started this process, or ``root`` is no DVC project), False when another run
+    holds it (then nothing must be touched)."""
+    import fcntl
+
+    if os.environ.get(RUN_LOCK_HELD_ENV) or not (root / ".dvc").is_dir():
+        yield True
+        return
+    path = root / RUN_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # flock(1)'s lock, as `make run` takes it
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
