@@ -297,7 +297,7 @@ def pipeline_lock(root: Path = Path(".")) -> Iterator[bool]:
     """Hold the checkout's pipeline lock for the block: True when held (or when a ``make run``
     holding it started this process, or ``root`` is no DVC project), False when another run
     holds it (then nothing must be touched)."""
-    import fcntl
+    import fcntl  # POSIX only, as DVC's own locks: imported where the lock is taken
 
     if os.environ.get(RUN_LOCK_HELD_ENV) or not (root / ".dvc").is_dir():
         yield True

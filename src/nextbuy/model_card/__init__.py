@@ -13,9 +13,9 @@ first use, so the Spark engine and the CLI import the face without mlflow.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from nextbuy.faces import lazy_names
 from nextbuy.model_card.facts import Measured, maturity_columns
 from nextbuy.model_card.record import Card
 from nextbuy.model_card.text import description, render
@@ -60,11 +60,4 @@ _MLFLOW_PARTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """A name of :data:`_MLFLOW_PARTS`, from its part (imported now, once)."""
-    part = _MLFLOW_PARTS.get(name)
-    if part is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{part}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _MLFLOW_PARTS, globals())

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,8 +157,14 @@ def champion_params(client: MlflowClient, name: str, version: str | None) -> dic
         logged = {}
     if logged:
         return dict(logged)
+    return lineage_params(mv.tags)
+
+
+def lineage_params(tags: Mapping[str, str]) -> dict[str, str] | None:
+    """The flat params a version's ``lineage.params`` tag records (what its deploy run logged);
+    None when it holds none."""
     try:
-        return flat_params(json.loads(mv.tags.get("lineage.params", "")))
+        return flat_params(json.loads(tags.get("lineage.params", "")))
     except ValueError:
         return None
 

@@ -9,7 +9,6 @@ returned for the model."""
 
 from __future__ import annotations
 
-import json
 import operator
 import re
 from typing import TYPE_CHECKING
@@ -25,9 +24,10 @@ from nextbuy.model_card.mlflow_cards import (
     MATURED_DAYS,
     SNAPSHOT,
     WEIGHTED_MD5,
+    lineage_params,
     read,
 )
-from nextbuy.model_card.record import Card, flat_params, param_text
+from nextbuy.model_card.record import Card, param_text
 from nextbuy.release import registry
 
 if TYPE_CHECKING:
@@ -120,17 +120,9 @@ def by_param(client: MlflowClient, name: str, condition: str) -> set[str]:
     run_ids = {r.info.run_id for r in runs}
     found = set()
     for v in _versions(client, name):
-        if v.run_id in run_ids or lineage_params(v.tags).get(key.strip()) == text:
+        if v.run_id in run_ids or (lineage_params(v.tags) or {}).get(key.strip()) == text:
             found.add(str(v.version))
     return found
-
-
-def lineage_params(tags: dict[str, str]) -> dict[str, str]:
-    """The flat params a version's ``lineage.params`` tag records ({} when it holds none)."""
-    try:
-        return flat_params(json.loads(tags.get("lineage.params", "")))
-    except ValueError:
-        return {}
 
 
 def by_metric(client: MlflowClient, name: str, condition: str) -> set[str]:

@@ -19,8 +19,9 @@ MLflow, which the pyfunc and the request checks need.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nextbuy.faces import lazy_names
 
 if TYPE_CHECKING:
     from nextbuy.serving.batch import in_store_keys, shard_sources, write_top_k
@@ -94,11 +95,4 @@ _PART_OF = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """A name of ``__all__``, from its part (imported now if it was not yet)."""
-    part = _PART_OF.get(name)
-    if part is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{part}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _PART_OF, globals())
