@@ -141,3 +141,21 @@ def storage_failure(err: BaseException, database: str | os.PathLike | None = Non
                 "its last committed state is kept"
             )
     return None
+
+
+# Errors that say this user may not write there.
+UNWRITABLE_ERRNOS = {
+    errno.EROFS: "read-only file system (EROFS): remount it read-write, or run from a writable checkout",
+    errno.EACCES: "permission denied (EACCES): give this user write access to {folder}",
+    errno.EPERM: "operation not permitted (EPERM): give this user write access to {folder}",
+}
+
+
+def unwritable(err: BaseException) -> str | None:
+    """One line naming the path and what to do when ``err`` (or what caused it) is a folder
+    this process may not write: read-only, or another user's; None otherwise."""
+    for e in _exceptions(err):
+        if isinstance(e, OSError) and e.errno in UNWRITABLE_ERRNOS and e.filename:
+            path = Path(os.fsdecode(e.filename))
+            return f"cannot write {path}: " + UNWRITABLE_ERRNOS[e.errno].format(folder=path.parent)
+    return None

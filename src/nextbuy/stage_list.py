@@ -28,6 +28,7 @@ class Stage:
     name: str  # the stage and its module nextbuy.stages.<name>
     desc: str  # one line of help
     dag: str | None  # meta.dag: "training" or "monitoring"
+    outputs: tuple[str, ...] = ()  # outs, metrics and plots, in dvc.yaml order
 
     @property
     def command(self) -> str:
@@ -40,10 +41,23 @@ def stages(project: str | os.PathLike) -> list[Stage]:
     declared = (yaml_io.load((Path(project) / DVC_FILE).read_text(), DVC_FILE) or {}).get("stages") or {}
     return [
         Stage(
-            name, str(spec.get("desc") or GENERIC_HELP.format(name=name)), (spec.get("meta") or {}).get("dag")
+            name,
+            str(spec.get("desc") or GENERIC_HELP.format(name=name)),
+            (spec.get("meta") or {}).get("dag"),
+            _outputs(spec),
         )
         for name, spec in declared.items()
     ]
+
+
+def _outputs(spec: dict) -> tuple[str, ...]:
+    """The paths a stage writes: its ``outs``, ``metrics`` and ``plots`` (each a path, or a
+    one-key mapping of a path to its options)."""
+    found: list[str] = []
+    for kind in ("outs", "metrics", "plots"):
+        for entry in spec.get(kind) or []:
+            found += [entry] if isinstance(entry, str) else list(entry)
+    return tuple(found)
 
 
 def dag_stages(project: str | os.PathLike, dag: str) -> tuple[str, ...]:

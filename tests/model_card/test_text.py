@@ -7,7 +7,14 @@ import pandas as pd
 import yaml
 
 from nextbuy.model_card.record import Card, Snapshot, TopKOrder
-from nextbuy.model_card.text import DESCRIPTION_LIMIT, description, render
+from nextbuy.model_card.text import (
+    CARD_START,
+    DESCRIPTION_LIMIT,
+    description,
+    description_with_notes,
+    people_notes,
+    render,
+)
 from tests.model_card.cards import a_card, matured
 
 
@@ -83,3 +90,13 @@ def test_the_card_says_which_top_k_order_is_served_and_why():
     smoothed_body = render(a_card(top_k_order=smoothed))
     assert "the prior served: 30 pseudo-counts" in smoothed_body
     assert "| 30 | 0.0700 |" in smoothed_body
+
+
+def test_a_description_written_by_hand_is_kept_above_the_card_and_the_whole_fits():
+    card = a_card(matured=[matured(f"2026-03-{d:02d} 00:00:00", 7, 0.6) for d in range(1, 29)])
+    note = "Rolled back once on 2026-03-02: see the incident review." * 20
+    first = description_with_notes(card, note)
+    assert first.startswith(note + "\n\n" + CARD_START)
+    assert len(first) <= DESCRIPTION_LIMIT
+    assert people_notes(first) == (note, "")
+    assert description_with_notes(card, first) == first  # rewriting changes nothing people wrote

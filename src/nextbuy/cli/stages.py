@@ -9,6 +9,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from pydantic import ValidationError
@@ -18,6 +19,9 @@ from nextbuy import stage_list, yaml_io
 from nextbuy.cli.common import ParamsOption, app, console, input_error, setup_logging
 
 # dvc.yaml declares the stages (else: the stage modules present); one command each.
+if TYPE_CHECKING:
+    from nextbuy.restore import SetAside
+
 STAGE_LIST = stage_list.available()
 STAGES = {stage.name: stage.desc for stage in STAGE_LIST}  # name -> help, in dvc.yaml order
 
@@ -37,23 +41,43 @@ def _run_stage(name: str, params: str) -> None:
 
 def _run_stage_held(name: str, params: str) -> None:
     from nextbuy.procs import Stopped, stop_signals_raise
+    from nextbuy.restore import keep_new, set_aside
 
     setup_logging()
+    aside: SetAside | None = None
     with stop_signals_raise():
         try:
+            aside = kept = set_aside(_declared_outputs(name))
+            if kept.swept:
+                console.print(
+                    f"[yellow]{name}: removed {len(kept.swept)} staging entr"
+                    f"{'y' if len(kept.swept) == 1 else 'ies'} an interrupted run left:[/] "
+                    + escape(", ".join(kept.swept)),
+                    highlight=False,
+                )
             metrics = _stage_metrics(name, params)
         except BaseException as err:
-            # dvc repro deleted the outputs before running us: put the last good ones back.
-            _put_back_last_good(name)
+            # Half-written outputs go; the last good ones (set aside, or from the DVC cache
+            # when dvc repro deleted them) come back.
+            if aside is not None or not unwritable(err):  # else the stage never ran: nothing to put back
+                _put_back_last_good(name, aside)
             if isinstance(err, (Stopped, KeyboardInterrupt)):
                 raise _stopped(name, err) from None
-            storage = storage_failure(err)
-            if storage is not None:
-                console.print(f"[bold red]{name}: {escape(storage)}[/]", highlight=False)
+            said = storage_failure(err)
+            if said is not None:
+                console.print(f"[bold red]{name}: {escape(said)}[/]", highlight=False)
                 raise typer.Exit(code=1) from None
+            said = unwritable(err)
+            if said is not None:
+                raise input_error(f"[bold red]{name}: {escape(said)}[/]") from None
             raise
+        keep_new(kept)
     console.print(f"[green]{name} done[/] → metrics/{name}.json")
     logging.getLogger("nextbuy").debug(json.dumps(metrics, default=str))
+
+
+def _declared_outputs(name: str) -> tuple[str, ...]:
+    return next((stage.outputs for stage in STAGE_LIST if stage.name == name), ())
 
 
 def _stopped(name: str, err: BaseException) -> typer.Exit:
@@ -81,24 +105,32 @@ def storage_failure(err: BaseException) -> str | None:
     return said
 
 
-def _put_back_last_good(name: str) -> None:
-    from nextbuy.restore import restore_stage_outputs
+def unwritable(err: BaseException) -> str | None:
+    """One line for a folder the stage may not write (read-only, or not this user's); None
+    for any other failure (``nextbuy.files.unwritable``)."""
+    from nextbuy.files import unwritable as describe
+
+    return describe(err)
+
+
+def _put_back_last_good(name: str, aside: SetAside | None) -> None:
+    from nextbuy.restore import put_back, restore_stage_outputs
 
     try:
-        done = restore_stage_outputs(name)
+        done = put_back(aside, name) if aside is not None else restore_stage_outputs(name)
     except Exception as err:  # noqa: BLE001 - the stage's own error is what the user must see
+        said = unwritable(err) or storage_failure(err) or str(err)
         console.print(
-            f"[yellow]{name}: could not restore the last good outputs: {escape(str(err))}[/]", highlight=False
+            f"[yellow]{name}: could not restore the last good outputs: {escape(said)}[/]", highlight=False
         )
         return
-    if done["restored"]:
+    if done.restored:
         console.print(
-            f"[yellow]{name} failed: its last good outputs (dvc.lock) are back in place:[/] "
-            + ", ".join(done["restored"]),
+            f"[yellow]{name} failed: its last good outputs are back in place:[/] " + ", ".join(done.restored),
             highlight=False,
         )
-    if done["missing"]:
-        console.print(f"[yellow]{name}: not in the DVC cache, not restored:[/] " + ", ".join(done["missing"]))
+    if done.missing:
+        console.print(f"[yellow]{name}: not in the DVC cache, not restored:[/] " + ", ".join(done.missing))
 
 
 def _stage_metrics(name: str, params: str) -> dict:
@@ -191,10 +223,16 @@ def restore_outputs(
             f"[bold red]unknown stage(s): {', '.join(unknown)}[/] (dvc.yaml has {', '.join(STAGES)})"
         )
         raise typer.Exit(code=2)
-    missing = []
+    missing: list[str] = []
     for stage in stages or STAGES:
-        done = restore_stage_outputs(stage)
-        missing += done["missing"]
+        try:
+            done = restore_stage_outputs(stage)
+        except OSError as err:
+            said = unwritable(err) or storage_failure(err)
+            if said is None:
+                raise
+            raise input_error(f"[bold red]restore-outputs: {escape(said)}[/]") from None
+        missing += done.missing
     console.print("[yellow]outputs as dvc.lock records them[/] (last good runs)", highlight=False)
     if missing:
         console.print("[yellow]not in the DVC cache, not restored:[/] " + escape(", ".join(missing)))

@@ -49,7 +49,7 @@ from nextbuy.model_card.record import (
     latest_matured,
     params_diff,
 )
-from nextbuy.model_card.text import description, render
+from nextbuy.model_card.text import description_with_notes, render
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,8 @@ def write(client: MlflowClient, card: Card, log_params: bool = False) -> None:
     name, version = card.model_name, card.version
     for key, value in _version_tags(card).items():
         client.set_model_version_tag(name, version, key, value)
-    client.update_model_version(name, version, description=description(card))
+    current = client.get_model_version(name, version).description
+    client.update_model_version(name, version, description=description_with_notes(card, current))
     if card.run_id is None:
         return
     if log_params and card.params:

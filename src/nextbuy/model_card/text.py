@@ -13,6 +13,11 @@ from nextbuy.model_card.record import Card, flagged, snapshot_id
 UNKNOWN = "unknown"
 # MLflow's SQL stores keep a version's description in a 5,000-character column.
 DESCRIPTION_LIMIT = 5000
+# The card's section of a version's Description: nextbuy rewrites what lies between these
+# markers; what people write above or below them is theirs and kept (HTML comments: MLflow's
+# Markdown view shows neither).
+CARD_START = "<!-- nextbuy model card: rewritten by nextbuy; write your notes above or below -->"
+CARD_END = "<!-- end of nextbuy model card -->"
 RELEASE_METRICS = ("auc", "recall", "precision", "ece")
 
 
@@ -358,3 +363,23 @@ def description(card: Card, limit: int = DESCRIPTION_LIMIT) -> str:
         dropped += 1
         text = body(card.model_copy(update={"matured": card.matured[dropped:]}), dropped)
     return text[:limit]
+
+
+def people_notes(current: str | None) -> tuple[str, str]:
+    """What people wrote in a version's Description, around nextbuy's card section: (above,
+    below). A Description without the card's markers is all people's (above)."""
+    text = current or ""
+    start, end = text.find(CARD_START), text.find(CARD_END)
+    if start < 0 or end < start:
+        return text.strip(), ""
+    return text[:start].strip(), text[end + len(CARD_END) :].strip()
+
+
+def description_with_notes(card: Card, current: str | None, limit: int = DESCRIPTION_LIMIT) -> str:
+    """The version's new Description: people's notes kept where they wrote them, the card
+    between its markers replaced (shortened to fit ``limit`` with them)."""
+    above, below = people_notes(current)
+    room = limit - len(above) - len(below) - len(CARD_START) - len(CARD_END) - 8
+    card_text = description(card, max(room, 0))
+    parts = [above, f"{CARD_START}\n{card_text}\n{CARD_END}", below]
+    return "\n\n".join(p for p in parts if p)

@@ -26,6 +26,8 @@ class Case:
     expect: str = "refuse"  # refuse | warn
     rows: bool = False  # the message must show the first offending rows
     single: bool = False  # dvc repro --single-item --force (an upstream output was damaged)
+    by_hand: bool = False  # run as `nextbuy <stage>` by hand, not through dvc repro
+    env: dict[str, str] = field(default_factory=dict)  # environment variables set for the run
 
 
 @dataclass(frozen=True)

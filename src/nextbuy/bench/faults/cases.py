@@ -193,8 +193,89 @@ ARTIFACT_CASES = [
     ),
 ]
 
+# ---- a stage run by hand (`nextbuy <stage>`): as careful as dvc repro and make run ----------
+
+
+def _params_text(edit: Callable[[str], str]) -> Callable[[Path], None]:
+    """params.yaml as text, edited (what a YAML dump cannot write: a key twice, a tab)."""
+
+    def damage(root: Path) -> None:
+        path = root / "params.yaml"
+        path.write_text(edit(path.read_text()))
+
+    return damage
+
+
+def _key_twice(text: str) -> str:
+    return text.replace("train:\n", "train:\n  epochs: 1\n  epochs: 2\n", 1)
+
+
+def _tab_indent(text: str) -> str:
+    return text.replace("train:\n  ", "train:\n\t", 1)
+
+
+def _yaml_cases(by_hand: bool) -> list[Case]:
+    how = " (by hand)" if by_hand else ""
+    return [
+        Case(
+            f"a key twice in params.yaml{how}",
+            "params",
+            "train",
+            ("params.yaml", "epochs"),
+            files=_params_text(_key_twice),
+            by_hand=by_hand,
+        ),
+        Case(
+            f"params.yaml indented with a tab{how}",
+            "params",
+            "train",
+            # the stage: params.yaml:LINE:COLUMN and what is there; DVC: "line L, column C"
+            ("params.yaml:", "a tab") if by_hand else ("params.yaml", "line", "column"),
+            files=_params_text(_tab_indent),
+            by_hand=by_hand,
+        ),
+    ]
+
+
+# The Spark engine where its master or its Java cannot be reached: one line naming the setting.
+UNREACHABLE_MASTER = "spark://127.0.0.1:9"  # the discard port: nothing listens there
+SPARK_CASES = [
+    Case(
+        f"unreachable Spark master{how}",
+        "params",
+        "label_delay",
+        ("engine.spark.master", UNREACHABLE_MASTER, "local[2]"),
+        params=setting(engine__kind="spark", engine__spark__master=UNREACHABLE_MASTER),
+        by_hand=by_hand,
+    )
+    for how, by_hand in (("", False), (" (by hand)", True))
+] + [
+    Case(
+        f"JAVA_HOME pointing nowhere{how}",
+        "params",
+        "label_delay",
+        ("JAVA_HOME", "/nonexistent/jdk"),
+        params=setting(engine__kind="spark", engine__spark__master="local[1]"),
+        env={"JAVA_HOME": "/nonexistent/jdk"},
+        by_hand=by_hand,
+    )
+    for how, by_hand in (("", False), (" (by hand)", True))
+]
+
+# Every params case again, run by hand: the stage command alone refuses as dvc repro does.
+BY_HAND_CASES = [
+    *[
+        Case(f"{c.name} (by hand)", c.group, c.stage, c.fragments, params=c.params, by_hand=True)
+        for c in PARAMS_CASES
+    ],
+    *_yaml_cases(by_hand=True),
+]
+
 CASES: list[Case] = [
     *PARAMS_CASES,
+    *_yaml_cases(by_hand=False),
+    *SPARK_CASES,
+    *BY_HAND_CASES,
     *EDGE_CASES,
     *LOG_CASES,
     *EVENT_CASES,

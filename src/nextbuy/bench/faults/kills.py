@@ -23,15 +23,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nextbuy import procs
-from nextbuy.bench.faults.project import Project, capture, stage_files
+from nextbuy import paths, procs
+from nextbuy.bench.faults.base import setting
+from nextbuy.bench.faults.project import Project, capture, put_back, stage_files
 from nextbuy.bench.faults.verdicts import TRACEBACK, flat
 
 STOP_TIMEOUT = 60.0  # seconds a stopped stage may take to put its outputs back
@@ -106,14 +108,20 @@ def _wait_group(pgid: int, timeout: float) -> bool:
 
 
 def _row(
-    case: str, stage: str, exit_code: int | None, problems: list[str], text: str, **extra: object
+    case: str,
+    stage: str,
+    exit_code: int | None,
+    problems: list[str],
+    text: str,
+    group: str = "kill",
+    **extra: object,
 ) -> dict:
     """A case's row: its problems with the end of its log (the evidence a failure needs), or
     the end of the log alone when it went well."""
     traceback = TRACEBACK.lower() in flat(text)
     tail = "\n".join(line for line in text.splitlines() if line.strip())
     return {
-        "group": "kill",
+        "group": group,
         "case": case,
         "stage": stage,
         "exit": exit_code,
@@ -253,6 +261,144 @@ def full_disk_case(project: Project) -> dict:
     )
 
 
+# ---- a full data/ disk and a read-only data/ ------------------------------------------------
+
+READ_ONLY = "read-only data/"
+PAGE = 4096  # tmpfs counts whole pages
+SPARE = 64 * 1024  # free space on the small disk: less than ingest writes
+
+
+def _mount(args: list[str]) -> str | None:
+    """Run ``mount`` with ``args``; why it failed, or None."""
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    return None if done.returncode == 0 else (done.stderr.strip() or f"mount exited {done.returncode}")
+
+
+@contextlib.contextmanager
+def _small_disk(folder: Path, spare: int, tmp: Path) -> Iterator[str | None]:
+    """``folder`` on a tmpfs holding its files and ``spare`` bytes more (a copy of the files,
+    the originals hidden under the mount and back when it goes); yields why it could not be
+    mounted (not root, no tmpfs), else None."""
+    used = sum(-(-p.stat().st_size // PAGE) * PAGE for p in folder.rglob("*") if p.is_file())
+    keep = tmp / f"{folder.name}-under-small-disk"
+    shutil.copytree(folder, keep, symlinks=True)
+    why = _mount(["-t", "tmpfs", "-o", f"size={used + spare}", "tmpfs", str(folder)])
+    try:
+        if why is None:
+            shutil.copytree(keep, folder, symlinks=True, dirs_exist_ok=True)
+        yield why
+    finally:
+        if why is None:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+        shutil.rmtree(keep)
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path) -> Iterator[str | None]:
+    """``folder`` bind-mounted read-only over itself; yields why it could not be, else None."""
+    why = _mount(["--bind", str(folder), str(folder)])
+    if why is None:
+        why = _mount(["-o", "remount,bind,ro", str(folder)])
+        if why is not None:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+    try:
+        yield why
+    finally:
+        if why is None:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def _staging_left(folder: Path) -> list[str]:
+    """Entries an interrupted write leaves (``.<name>.*``), DVC's .gitignore aside."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if p.name != ".gitignore")
+
+
+def _storage_row(
+    name: str, stage: str, result: subprocess.CompletedProcess, problems: list[str], **extra: object
+) -> dict:
+    text = result.stdout + result.stderr
+    named = not problems
+    return _row(
+        name,
+        stage,
+        result.returncode,
+        problems,
+        text,
+        group="storage",
+        clear=result.returncode != 0 and named and TRACEBACK not in text,
+        unclear=result.returncode != 0 and not named and TRACEBACK not in text,
+        silent=result.returncode == 0,
+        **extra,
+    )
+
+
+def _skipped(name: str, stage: str, why: str) -> dict:
+    return {"group": "storage", "case": name, "stage": stage, "exit": None, "message": f"not run: {why}"}
+
+
+def full_data_disk_case(project: Project, tmp: Path, by_hand: bool) -> dict:
+    """ingest with data/ on a disk with 64 KiB free: run by hand (its old outputs set aside,
+    so nothing is freed), or by ``dvc repro`` with a catalogue twice as large (DVC deleted the
+    old outputs, the new ones do not fit). Either way: one line naming the file and the full
+    disk, the last good outputs in place, no staging entry left."""
+    name = "full data/ disk: " + (
+        "nextbuy ingest by hand" if by_hand else "dvc repro ingest, twice the catalogue"
+    )
+    before = stage_files(project, capture(project), "ingest")
+    data = project.root / "data"
+    with _small_disk(data, SPARE, tmp) as why:
+        if why is not None:
+            return _skipped(name, "ingest", why)
+        if by_hand:
+            result = project.run("nextbuy", "ingest")
+        else:
+            simulator = project.params["ingest"]["simulator"]
+            bigger = {k: int(simulator[k]) * 2 for k in ("n_products", "n_purchases", "n_impressions")}
+            project.write_params(
+                setting(**{f"ingest__simulator__{k}": v for k, v in bigger.items()})(project.params)
+            )
+            result = project.run("dvc", "repro", "ingest")
+            project.write_params(project.params)
+        lost = stage_files(project, capture(project), "ingest") != before
+        left = _staging_left(data)
+    text = flat(result.stdout + result.stderr)
+    problems = (
+        []
+        if "no space left" in text and "data/" in text
+        else ["the error names neither data/ nor the full disk"]
+    )
+    problems += ["outputs not the last good ones"] if lost else []
+    problems += [f"staging entries left in data/: {left}"] if left else []
+    return _storage_row(name, "ingest", result, problems, lost=lost, orphans=len(left))
+
+
+def read_only_data_case(project: Project) -> list[dict]:
+    """A read-only data/ with an ingest output damaged: ``nextbuy restore-outputs`` and ``nextbuy
+    ingest`` each say in one line that data/ cannot be written, exit 2, and change nothing."""
+    baseline = capture(project)
+    meta = project.root / paths.INGEST_META
+    meta.write_text("{")  # an output to put back, so restore-outputs must write into data/
+    rows = []
+    with _read_only(project.root / "data") as why:
+        for cmd in (["nextbuy", "restore-outputs", "ingest"], ["nextbuy", "ingest"]):
+            name = f"{READ_ONLY}: {' '.join(cmd)}"
+            if why is not None:
+                rows.append(_skipped(name, "ingest", why))
+                continue
+            result = project.run(*cmd)
+            text = flat(result.stdout + result.stderr)
+            problems = (
+                []
+                if "read-only file system" in text and "data" in text
+                else ["the error does not say data/ is read-only"]
+            )
+            problems += [] if result.returncode == 2 else [f"exit {result.returncode}, not 2"]
+            problems += [] if meta.read_text() == "{" else ["data/ changed"]
+            rows.append(_storage_row(name, "ingest", result, problems))
+    put_back(project, baseline)
+    return rows
+
+
 # ---- stopping the UIs' make targets ---------------------------------------------------------
 
 
@@ -325,9 +471,12 @@ def run_cases(
         ("SIGTERM during registration", lambda: sigterm_case(project, "deploy", tmp)),
         ("SIGTERM during Evidently publishing", lambda: sigterm_case(project, "monitor", tmp)),
         ("file-size limit (ulimit -f)", lambda: full_disk_case(project)),
+        ("full data/ disk: by hand", lambda: full_data_disk_case(project, tmp, by_hand=True)),
+        ("full data/ disk: dvc repro", lambda: full_data_disk_case(project, tmp, by_hand=False)),
         ("make mlflow-ui: SIGTERM", lambda: make_target_case(project, "mlflow-ui", signal.SIGTERM, tmp)),
         ("make mlflow-ui: SIGKILL", lambda: make_target_case(project, "mlflow-ui", signal.SIGKILL, tmp)),
         ("make docs: SIGINT", lambda: make_target_case(project, "docs", signal.SIGINT, tmp)),
         ("make docs: SIGTERM", lambda: make_target_case(project, "docs", signal.SIGTERM, tmp)),
     ]
-    return [settle(case()) for name, case in cases if selected(name)]
+    rows = [settle(case()) for name, case in cases if selected(name)]
+    return rows + (read_only_data_case(project) if selected(READ_ONLY) else [])

@@ -46,7 +46,9 @@ def run_case(project: Project, case: Case, baseline: dict[str, bytes]) -> dict:
 
 def _judged_run(project: Project, case: Case, baseline: dict[str, bytes], before: dict) -> dict:
     cmd = ["dvc", "repro", *(["--single-item", "--force"] if case.single else []), case.stage]
-    result = project.run(*cmd)
+    if case.by_hand:
+        cmd = ["nextbuy", case.stage.replace("_", "-")]
+    result = project.run(*cmd, env=case.env)
     output = result.stdout + result.stderr
     same = stage_files(project, capture(project), case.stage) == before
     bare_dvc_lost = case.expect == "refuse" and not same

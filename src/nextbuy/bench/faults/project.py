@@ -31,9 +31,17 @@ class Project:
     params: dict
     env: dict[str, str]
 
-    def run(self, *cmd: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    def run(
+        self, *cmd: str, timeout: float = 900, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """``cmd`` in the project with its environment (``env``: variables set on top)."""
         return subprocess.run(
-            list(cmd), cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+            list(cmd),
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def write_params(self, params: dict) -> None:

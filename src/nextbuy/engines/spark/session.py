@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ FIXED_CONF = {
 }
 # The class archive (classes.build writes it): it belongs to this environment, so it lives in it.
 ARCHIVE = Path(sys.prefix) / "share" / "nextbuy" / "spark-classes.jsa"
+# The default ports of a standalone master and of Spark Connect; how long a master may take to answer.
+MASTER_PORTS = {"spark": 7077, "sc": 15002}
+MASTER_PROBE_S = 10.0
 # HotSpot flags that choose an archive (or none) already: the user's choice stands.
 CHOOSING = ("SharedArchiveFile", "ArchiveClassesAtExit", "-Xshare")
 
@@ -36,10 +40,35 @@ def unavailable_reason() -> str | None:
     except ImportError:
         return "pyspark is not installed (make spark, or pip install '.[spark]')"
     java_home = os.environ.get("JAVA_HOME")
-    java = shutil.which("java") or (java_home and os.path.join(java_home, "bin", "java"))
-    if not java or not os.path.exists(java):
+    if java_home:  # pyspark starts $JAVA_HOME/bin/java whatever PATH holds
+        if not os.path.isfile(os.path.join(java_home, "bin", "java")):
+            return (
+                f"the environment variable JAVA_HOME={java_home} holds no bin/java: point it at a "
+                "Java 17 installation (ls /usr/lib/jvm) or unset it to use java on PATH"
+            )
+        return None
+    if not shutil.which("java"):
         return "no java on PATH or in JAVA_HOME (Java 17: apt-get install openjdk-17-jre-headless)"
     return None
+
+
+def unreachable_master(master: str, timeout: float = MASTER_PROBE_S) -> str | None:
+    """Why nothing answers at a ``spark://`` or ``sc://`` master's address (refused, timed
+    out, unknown host); None when it answers or the master is local. Spark itself retries
+    for about a minute and then fails without naming the setting."""
+    scheme, _, rest = master.partition("://")
+    if scheme not in MASTER_PORTS or not rest:
+        return None
+    reasons = []
+    # A standalone master may list several masters (ZooKeeper HA): one answering is enough.
+    for address in rest.split("/")[0].split(","):
+        host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+        try:
+            with socket.create_connection((host or address, int(port or MASTER_PORTS[scheme])), timeout):
+                return None
+        except (OSError, ValueError) as err:
+            reasons.append(f"{address}: {getattr(err, 'strerror', None) or err}")
+    return "; ".join(reasons)
 
 
 def with_archive(java_options: str, archive: Path | None = None) -> str:
@@ -83,6 +112,14 @@ def session(cfg: SparkConfig) -> Any:
     reason = unavailable_reason()
     if reason is not None:  # the stage exits 2 naming it, its last good outputs left in place
         raise io.DataError("params.yaml", f"engine.kind is spark, but {reason}", "engine.kind")
+    unreachable = unreachable_master(cfg.master)
+    if unreachable is not None:
+        raise io.DataError(
+            "params.yaml",
+            f"engine.spark.master {cfg.master}: no Spark master answers ({unreachable}); start it "
+            "(docs/how-to/large-catalogues.md shows how) or set engine.spark.master to local[2]",
+            "engine.spark.master",
+        )
     from pyspark.sql import SparkSession
 
     running = SparkSession.getActiveSession()
