@@ -214,7 +214,10 @@ def test_on_a_full_disk_outputs_dvc_deleted_come_back_from_the_cache(tmp_path):
 
 def test_a_read_only_folder_is_said_in_one_line(tmp_path):
     _project(tmp_path, tmp_path / ".dvc" / "cache")
-    with _small_filesystem(tmp_path / "models", "64k", "ro"), pytest.raises(OSError) as err:
+    with (
+        _small_filesystem(tmp_path / "models", "64k", "ro"),
+        pytest.raises(OSError, match="Read-only file system") as err,
+    ):
         restore_stage_outputs("train", tmp_path)
     said = unwritable(err.value)
     assert said is not None

@@ -143,3 +143,13 @@ def test_times_in_milliseconds_are_refused_saying_which_unit_was_assumed(tmp_pat
     assert info.value.column == "ordered_at"
     assert "unix seconds" in info.value.message
     assert "look like milliseconds" in info.value.message
+
+
+def test_times_in_milliseconds_written_as_text_are_refused_the_same_way(tmp_path):
+    path = tmp_path / "orders.parquet"
+    at = (pd.to_datetime(["2026-03-01", "2026-03-20"]).astype("int64") // 10**6).astype(str)
+    pd.DataFrame({"customer": ["a", "a"], "product": ["x", "y"], "ordered_at": at}).to_parquet(path)
+    with pytest.raises(DataError) as info:
+        read_event_logs(str(path), None, None, None, None, 365.0)
+    assert info.value.column == "ordered_at"
+    assert "look like milliseconds" in info.value.message

@@ -399,6 +399,37 @@ def test_raw_logs_ingest_counts_what_was_cleaned_and_keeps_data_truth_a_typed_em
     assert json.loads(paths.INGEST_META.read_text())["source"] == "events"
 
 
+def _ingested_files(root) -> dict[str, bytes]:
+    folder = root / "data" / "ingested"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_interactions_of_customers_never_shown_anything_are_counted_and_change_nothing_training_reads(
+    project, tiny_params, caplog
+):
+    """They label no impression: dropped with a count, and data/ingested (what every later stage
+    reads) stays byte for byte what it was, so nothing downstream runs again."""
+    assert invoke("simulate-logs", "inputs/store", "--days-after", "0", "--format", "csv").exit_code == 0
+    events = {f"{n}_path": f"inputs/store/{n}.csv" for n in ("orders", "impressions", "interactions")}
+    tiny_params["ingest"] |= {
+        "source": "events",
+        "catalogue_path": "inputs/store/catalogue.csv",
+        "events": tiny_params["ingest"]["events"] | events,
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    assert invoke("ingest").exit_code == 0
+    before = _ingested_files(project)
+    interactions = pd.read_csv(project / "inputs/store/interactions.csv")
+    ghost = interactions.iloc[:4].assign(customer="never-shown")
+    pd.concat([interactions, ghost]).to_csv(project / "inputs/store/interactions.csv", index=False)
+    result = invoke("ingest")
+    assert result.exit_code == 0, result.output
+    assert "dropped 4 interaction(s) of 1 customer(s) never shown" in caplog.text
+    metrics = json.loads(paths.metrics_file("ingest").read_text())
+    assert metrics["cleaning"]["interactions_of_customers_never_shown_dropped"] == 4
+    assert _ingested_files(project) == before
+
+
 def test_raw_logs_outside_inputs_are_refused_naming_the_key(project, tiny_params):
     events = tiny_params["ingest"]["events"] | {
         "orders_path": "orders.csv",

@@ -381,6 +381,8 @@ def write(cfg: IngestConfig, result: Ingested) -> dict:
     learned = session_split.span_record(
         counted.first_learned, counted.last_learned, result.snapshot, cfg.split.model_dump()
     )
+    # What later stages read, and nothing else: a count of what the reader cleaned (in
+    # metrics/ingest.json) changing here would re-run every stage downstream.
     io.write_json(
         {
             "snapshot": str(result.snapshot),
@@ -388,7 +390,6 @@ def write(cfg: IngestConfig, result: Ingested) -> dict:
             "exposures": exposures_kind(cfg, result),
             # a store's raw logs attribute conversions within this window: none is seen later
             "attribution_days": cfg.events.attribution_days if cfg.source == "events" else None,
-            "cleaning": result.cleaning,
             "training_data": learned,
         },
         paths.INGEST_META,

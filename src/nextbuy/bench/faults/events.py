@@ -147,6 +147,20 @@ EVENT_CASES = [
         ("dropped 9 exact duplicate row(s)",),
         expect="warn",
     ),
+    _case(  # the catalogue says every product launched at the snapshot: earlier orders are counted
+        "orders before the catalogue's launch",
+        "catalogue",
+        lambda f: f.assign(launched_at=pd.Timestamp(SNAPSHOT)),
+        ("launched_at", "orders_before_launch"),
+        expect="warn",
+    ),
+    _case(
+        "interactions of a customer never shown anything",
+        "interactions",
+        lambda f: pd.concat([f, f.iloc[:3].assign(customer="never-shown")], ignore_index=True),
+        ("dropped 3 interaction(s) of 1 customer(s) never shown",),
+        expect="warn",
+    ),
     _case(
         "returns among the orders",
         "orders",

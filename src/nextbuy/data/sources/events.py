@@ -146,6 +146,63 @@ def coded_interactions(
     )
 
 
+def _count_before_launch(
+    catalogue: pd.DataFrame,
+    catalogue_path: str | os.PathLike,
+    orders_path: str | os.PathLike,
+    orders: pd.DataFrame,
+    impressions_path: str | os.PathLike | None,
+    impressions: pd.DataFrame,
+    cleaning: dict[str, int],
+) -> None:
+    """Orders and impressions dated before their product's ``launched_at`` in the catalogue:
+    kept (a launch time entered late is the likelier error), counted and warned."""
+    launch = catalogue.set_index("product")["launched_at"]
+    launch = launch[~launch.index.duplicated()]
+    checks = [("orders", orders_path, orders, ("product",), "ordered_at")]
+    if impressions_path:
+        checks.append(("impressions", impressions_path, impressions, ("source_id", "shown_id"), "shown_at"))
+    for name, path, frame, products, time in checks:
+        early = np.zeros(len(frame), dtype=bool)
+        for column in products:
+            launched = launch.reindex(frame[column]).to_numpy("datetime64[ns]")
+            early |= ~np.isnat(launched) & (frame[time].to_numpy("datetime64[ns]") < launched)
+        cleaning[f"{name}_before_launch"] = int(early.sum())
+        if early.any():
+            first = frame.loc[early, [*products, time]].head(io.MAX_ROWS_SHOWN)
+            log.warning(
+                "%s: %d row(s) dated before their product's launched_at in %s (kept, counted as "
+                "%s_before_launch: check the catalogue's launch times); first rows:\n%s",
+                path,
+                int(early.sum()),
+                catalogue_path,
+                name,
+                first.to_string(),
+            )
+
+
+def _shown_customers_only(
+    interactions: pd.DataFrame,
+    impressions: pd.DataFrame,
+    path: str | os.PathLike,
+    cleaning: dict[str, int],
+) -> pd.DataFrame:
+    """The interactions of customers the impressions log shows something to: the others label
+    no impression (attribution joins by customer), so they are dropped, counted and warned."""
+    shown = interactions["customer"].isin(impressions["customer"]).to_numpy()
+    cleaning["interactions_of_customers_never_shown_dropped"] = int((~shown).sum())
+    if shown.all():
+        return interactions
+    log.warning(
+        "%s: dropped %d interaction(s) of %d customer(s) never shown a recommendation in the "
+        "impressions log: they label no impression",
+        path,
+        int((~shown).sum()),
+        interactions.loc[~shown, "customer"].nunique(),
+    )
+    return interactions[shown].reset_index(drop=True)
+
+
 def read_event_logs(
     orders_path: str,
     impressions_path: str | None,
@@ -182,6 +239,12 @@ def read_event_logs(
             f"lie more than {max_gap_days:g} days from the rest of the log (ingest.max_event_gap_days)",
         )
     catalogue = read_catalogue(catalogue_path, cleaning)
+    if catalogue is not None:
+        _count_before_launch(
+            catalogue, catalogue_path, orders_path, orders, impressions_path, impressions, cleaning
+        )
+    if impressions_path:
+        interactions = _shown_customers_only(interactions, impressions, interactions_path, cleaning)
     last = max(t.max() for t in (orders["ordered_at"], impressions["shown_at"], interactions["at"]) if len(t))
     at = pd.Timestamp(last if snapshot is None else snapshot)
     keys = {

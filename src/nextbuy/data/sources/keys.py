@@ -200,6 +200,7 @@ def _times(path: os.PathLike | str, df: pd.DataFrame, column: str, lead: str | N
                 parsed[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed")
             seconds = pd.to_numeric(text.where(parsed.isna()), errors="coerce")
             if seconds.notna().any():
+                _refuse_sub_second_units(path, df, column, seconds.astype("float64"))  # as text: same unit
                 parsed[seconds.notna()] = pd.to_datetime(
                     seconds[seconds.notna()], unit="s", utc=True, errors="coerce"
                 )
