@@ -148,7 +148,7 @@ def coded_interactions(
 
 def _count_before_launch(
     catalogue: pd.DataFrame,
-    catalogue_path: str | os.PathLike,
+    catalogue_path: str | None,
     orders_path: str | os.PathLike,
     orders: pd.DataFrame,
     impressions_path: str | os.PathLike | None,
@@ -159,7 +159,9 @@ def _count_before_launch(
     kept (a launch time entered late is the likelier error), counted and warned."""
     launch = catalogue.set_index("product")["launched_at"]
     launch = launch[~launch.index.duplicated()]
-    checks = [("orders", orders_path, orders, ("product",), "ordered_at")]
+    checks: list[tuple[str, str | os.PathLike, pd.DataFrame, tuple[str, ...], str]] = [
+        ("orders", orders_path, orders, ("product",), "ordered_at")
+    ]
     if impressions_path:
         checks.append(("impressions", impressions_path, impressions, ("source_id", "shown_id"), "shown_at"))
     for name, path, frame, products, time in checks:
@@ -184,7 +186,7 @@ def _count_before_launch(
 def _shown_customers_only(
     interactions: pd.DataFrame,
     impressions: pd.DataFrame,
-    path: str | os.PathLike,
+    path: str | None,
     cleaning: dict[str, int],
 ) -> pd.DataFrame:
     """The interactions of customers the impressions log shows something to: the others label
