@@ -64,6 +64,9 @@ def test_dvc_repro_runs_all_stages_and_registers_champion(pipeline, tiny_params)
     deploy = json.loads((dest / "metrics" / "deploy.json").read_text())
     assert deploy["passed"]
     assert deploy["champion_version"] == deploy["version"] == 1
+    # One test AUC: calibrate's and the gate's are one definition on the same rows.
+    calibrate = json.loads((dest / "metrics" / "calibrate.json").read_text())
+    assert deploy["candidate"]["auc"] == pytest.approx(calibrate["test_delay_corrected"]["auc"], abs=1e-6)
 
     # Nothing changed, so nothing runs again.
     again = run(["dvc", "repro"], dest, env)

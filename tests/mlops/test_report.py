@@ -95,7 +95,7 @@ def test_every_stage_gets_its_headline_from_its_metrics(tmp_path):
     assert "observed 3.1% → delay-corrected 5.2%" in s["label_delay"]
     assert "ESS 83.0%" in s["label_delay"]
     assert "conv loss 0.4123" in s["train"]
-    assert "calib AUC 0.712" in s["train"]
+    assert "calib AUC (observed labels) 0.712" in s["train"]
     assert "42 s" in s["train"]
     assert "ECE raw 0.081 → calibrated 0.012" in s["calibrate"]
     assert "recall per-bucket 42.0% vs single 35.0%" in s["thresholds"]
@@ -172,7 +172,7 @@ def test_missing_values_read_na_and_quiet_runs_stay_short(tmp_path):
         monitor={**METRICS["monitor"], "alerts": 0, "alert_buckets": [], "first_alert": None},
     )
     s = summary(tmp_path)
-    assert "calib AUC n/a" in s["train"]
+    assert "calib AUC (observed labels) n/a" in s["train"]
     assert "observed n/a → delay-corrected n/a" in s["label_delay"]
     assert "drift" not in s["traffic"]
     assert s["monitor"] == "28 windows: 0 alert(s) (naive positivity would raise 17)"

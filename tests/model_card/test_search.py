@@ -8,9 +8,9 @@ import json
 import pytest
 
 from nextbuy.model_card import mlflow_cards, search
-from nextbuy.model_card.record import MaturedRow
+from nextbuy.model_card.record import MaturedRow, Snapshot, Thresholds
 from nextbuy.release import registry
-from tests.model_card.registered import carded, register
+from tests.model_card.registered import a_card, carded, register
 
 
 def test_find_by_snapshot_hash_param_and_metric_and_the_blast_radius(client, name):
@@ -31,6 +31,38 @@ def test_find_by_snapshot_hash_param_and_metric_and_the_blast_radius(client, nam
     assert changes["params"] == [("train.lr", "0.005", "0.01")]
     assert ("snapshot", "2026-02-10 00:00:00", "2026-02-17 00:00:00") in changes["data"]
     assert ("candidate.auc", "0.6200", "0.7400") in changes["metrics"]
+
+
+def test_a_diff_reads_as_a_person_would_say_it(client, name):
+    """Times to the minute, an unset param as the default that applied, and the served
+    thresholds, which move with every release's data even when no param does."""
+    cards = []
+    for snapshot, threshold, shown in (
+        ("None", 0.161, "2026-02-20 08:15:42.123456789"),
+        ("2026-02-27", 0.114, "2026-02-27 09:01:07.987654321"),
+    ):
+        version = register(client, name, {"candidate.auc": "0.7000"})
+        card = a_card(
+            name, version, client.get_model_version(name, version).run_id, "2026-02-27 00:00:00", 0.01
+        )
+        card = card.model_copy(
+            update={
+                "params": {**(card.params or {}), "ingest.snapshot": snapshot},
+                "thresholds": Thresholds(served=[threshold, None]),
+                "snapshot": Snapshot(
+                    snapshot="2026-02-27 00:00:00",
+                    first_shown_at="2026-01-01 00:00:00.5",
+                    last_shown_at=shown,
+                ),
+            }
+        )
+        mlflow_cards.write(client, card, log_params=True)
+        cards.append(card)
+    changes = search.diff(client, name, cards[0].version, cards[1].version)
+    assert ("ingest.snapshot", "null (unset: the default applied)", "2026-02-27") in changes["params"]
+    assert changes["thresholds"] == [("bucket 0 (re-fitted each release)", "0.161", "0.114")]
+    window = dict((k, (a, b)) for k, a, b in changes["data"])["window"]
+    assert window == ("2026-01-01 00:00 → 2026-02-20 08:15", "2026-01-01 00:00 → 2026-02-27 09:01")
 
 
 def test_the_listing_shows_alias_snapshot_release_and_matured_auc_and_flags(client, name):

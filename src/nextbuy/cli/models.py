@@ -4,10 +4,12 @@ recent versions on traffic whose labels have matured."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -48,15 +50,31 @@ def _client_call(action: Callable[[Any], Any]) -> Any:
         raise typer.Exit(code=1) from None
 
 
+# Listing headers short enough for a row to fit 80 columns (the rest of a key reads as written).
+HEADERS = {"version": "v", "release_auc": "AUC at release", "matured_auc": "AUC matured"}
+
+
+def _cell(value: object) -> str:
+    """A listing's value as read at a glance: a midnight snapshot as its date, other times to
+    the minute."""
+    if value is None:
+        return "—"
+    text = str(value)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?", text):
+        text = text[:10] if text[11:19] == "00:00:00" else text[:16]
+    return escape(text)
+
+
 def _table(rows: list[dict], title: str) -> None:
     if not rows:
         console.print(f"[yellow]{escape(title)}: no versions[/]", highlight=False)
         return
-    table = Table(title=title)
+    # No side borders, one space between columns: a version's row fits an 80-column terminal.
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in rows[0]:
-        table.add_column(column.replace("_", " "))
+        table.add_column(HEADERS.get(column, column.replace("_", " ")))
     for row in rows:
-        table.add_row(*("—" if v is None else escape(str(v)) for v in row.values()))
+        table.add_row(*(_cell(v) for v in row.values()))
     out.print(table)
 
 

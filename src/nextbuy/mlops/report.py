@@ -38,7 +38,7 @@ HEADLINES = {
     ),
     "train": lambda m: (
         f"conv loss {m['final_conv_loss']:.4f}, link loss {m['final_link_loss']:.4f}, "
-        f"calib AUC {_num(m['calib_auc_observed'])}, {m['train_seconds']:.0f} s"
+        f"calib AUC (observed labels) {_num(m['calib_auc_observed'])}, {m['train_seconds']:.0f} s"
     ),
     "calibrate": lambda m: (
         f"{m['n_buckets']} uncertainty buckets; test ECE raw {_num(m['test_delay_corrected']['ece_raw'])} → "
@@ -59,8 +59,8 @@ HEADLINES = {
     "deploy": lambda m: (
         f"{m['model_name']} v{m['version']} "
         f"{'PASSED' if m['passed'] else 'REFUSED: ' + '; '.join(m['reasons'])}; "
-        f"test recall {_pct(m['candidate']['recall'])}, AUC {_num(m['candidate']['auc'])}, "
-        f"ECE {_num(m['candidate']['ece'])}; "
+        f"test recall {_pct(m['candidate']['recall'])}, test AUC {_num(m['candidate']['auc'])}, "
+        f"test ECE calibrated {_num(m['candidate']['ece'])}; "
         + (f"champion = v{m['champion_version']}" if m.get("champion_version") else "no champion released")
         + (
             "; the champion before it was not compared (floors only): "

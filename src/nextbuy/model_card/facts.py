@@ -11,10 +11,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from nextbuy.domain.evaluation import soft_auc
 from nextbuy.domain.timeunits import DAY
 from nextbuy.domain.uncertainty import expected_calibration_error
 from nextbuy.model_card.record import LowDegree, MaturedRow
-from nextbuy.release.gate import soft_auc
 
 
 def label_maturity(label: np.ndarray, p_flip: np.ndarray) -> float | None:

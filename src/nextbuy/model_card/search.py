@@ -156,7 +156,7 @@ def diff(
         snap = card.snapshot
         return {
             "snapshot": snapshot_of_tags(tags),
-            "window": f"{snap.first_shown_at} → {snap.last_shown_at}" if snap else None,
+            "window": f"{_minute(snap.first_shown_at)} → {_minute(snap.last_shown_at)}" if snap else None,
             "ingested_md5": snap.ingested_md5 if snap else None,
             "weighted_md5": snap.weighted_md5 if snap else None,
             "catalogue": tags.get(registry.CATALOGUE),
@@ -166,8 +166,28 @@ def diff(
     def metrics(tags: dict[str, str]) -> dict:
         return {k: v for k, v in tags.items() if k.startswith(("candidate.", "champion.", "matured."))}
 
+    def thresholds(card: Card) -> dict:
+        # Re-fitted at every release on its calibration split, for thresholds.target_precision:
+        # they move with the data even when no param does.
+        served = card.thresholds.served if card.thresholds else []
+        return {
+            f"bucket {i} (re-fitted each release)": "accepts nothing" if t is None else f"{t:.3f}"
+            for i, t in enumerate(served)
+        }
+
     return {
-        "params": changed(a.params or {}, b.params or {}),
+        "params": changed(_said(a.params or {}), _said(b.params or {})),
         "data": changed(data(a, ta), data(b, tb)),
+        "thresholds": changed(thresholds(a), thresholds(b)),
         "metrics": changed(metrics(ta), metrics(tb)),
     }
+
+
+def _minute(when: str | None) -> str | None:
+    """A recorded time to the minute (the card keeps nanoseconds)."""
+    return None if when is None else pd.Timestamp(when).strftime("%Y-%m-%d %H:%M")
+
+
+def _said(params: dict[str, str]) -> dict[str, str]:
+    """Params as a reader should see them: an empty setting says that the default applied."""
+    return {k: "null (unset: the default applied)" if v in ("None", "null") else v for k, v in params.items()}

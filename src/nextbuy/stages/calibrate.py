@@ -12,12 +12,11 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from nextbuy import paths
 from nextbuy.config import CalibrateConfig, ServedRankingConfig, load_section
 from nextbuy.domain import served_ranking
-from nextbuy.domain.evaluation import evaluation_labels, fit_rows, soft_log_loss
+from nextbuy.domain.evaluation import evaluation_labels, fit_rows, soft_auc, soft_log_loss
 from nextbuy.domain.graph.scoring import score_and_uncertainty
 from nextbuy.domain.uncertainty import (
     BucketCalibration,
@@ -154,11 +153,10 @@ def choose_ranking(
 
 
 def _quality(prob: np.ndarray, score: np.ndarray, label: np.ndarray) -> dict:
-    hard = (label >= 0.5).astype(int)
     return {
         "rows": len(label),
         "positivity": float(label.mean()),
-        "auc": float(roc_auc_score(hard, score)) if 0 < hard.sum() < len(hard) else None,
+        "auc": soft_auc(label, score),  # the gate's AUC: the same rows give the same figure
         "log_loss": soft_log_loss(prob, label),
         "ece_raw": expected_calibration_error(score, label),
         "ece_calibrated": expected_calibration_error(prob, label),

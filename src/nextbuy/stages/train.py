@@ -161,23 +161,28 @@ def fit(
     from nextbuy.domain.graph.collective import SINGLE
 
     group = SINGLE if collective is None else collective
-    model, rows, history = train_rounds(
-        graph,
-        weighted,
-        cfg,
-        architecture=blade.Architecture.from_config(cfg) if architecture is None else architecture,
-        delay_family=DelayFamily(delay_family, delay_horizon_days),
-        progress=progress,
-        collective=group,
+    ensemble = cfg.uncertainty == "ensemble"
+    # One clock over every planned epoch (EM rounds, then ensemble members): the progress
+    # bar's time left covers the whole training.
+    epochs = (cfg.em_rounds + 1) * cfg.epochs + (
+        cfg.ensemble_members * cfg.ensemble_epochs if ensemble else 0
     )
-    members = (
-        ensemble_members(model, graph, rows, cfg, progress, group) if cfg.uncertainty == "ensemble" else None
-    )
-    if group.rank:
-        for _ in members or ():  # every rank trains its share of each member
-            pass
-        return model, None, history
-    return model, moments_of(model, members, graph, cfg), history
+    with blade.one_training(epochs):
+        model, rows, history = train_rounds(
+            graph,
+            weighted,
+            cfg,
+            architecture=blade.Architecture.from_config(cfg) if architecture is None else architecture,
+            delay_family=DelayFamily(delay_family, delay_horizon_days),
+            progress=progress,
+            collective=group,
+        )
+        members = ensemble_members(model, graph, rows, cfg, progress, group) if ensemble else None
+        if group.rank:
+            for _ in members or ():  # every rank trains its share of each member
+                pass
+            return model, None, history
+        return model, moments_of(model, members, graph, cfg), history
 
 
 def moments_of(

@@ -20,16 +20,21 @@ def test_each_redraw_becomes_a_line_and_the_clearing_redraw_is_dropped():
     ]
 
 
-def test_the_phase_clock_estimates_what_is_left_from_the_epochs_done(monkeypatch):
+def test_one_clock_estimates_what_is_left_of_the_whole_training(monkeypatch):
+    """Two EM rounds of 20 epochs: after 4 epochs of 20 s the estimate covers the 36 left of
+    both rounds, not the 16 of the first; a round stopped early gives its epochs back."""
     now = [1000.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
-    clock = progress.PhaseClock(epochs=40)
-    assert clock.describe(0) == "0m00s in"
-    now[0] += 80.0  # 4 epochs of 20 s
-    assert clock.describe(4) == "1m20s in, at most 12m00s left"
+    clock = progress.TrainingClock(epochs=2 * 20)
+    assert clock.describe() == "0m00s in"
+    for _ in range(4):
+        now[0] += 20.0
+        clock.tick()
+    assert clock.describe() == "1m20s in, at most 12m00s of training left"
+    clock.skip(16)  # the first round stopped early after its 4 epochs
+    assert clock.describe() == "1m20s in, at most 6m40s of training left"
     now[0] += 36 * 20.0 * 10
-    assert clock.describe(4).endswith("left")
-    assert "h" in clock.describe(4)
+    assert "h" in clock.describe()
 
 
 def test_off_a_terminal_the_bar_writes_lines_at_a_steady_pace(monkeypatch, capsys):

@@ -1,5 +1,5 @@
 """The model cards' AUC on Spark: the Mann-Whitney rank sum over distinct scores, summed per range
-of scores on the executors, equals ``gate.soft_auc`` with ties, zero weights and fractional
+of scores on the executors, equals ``evaluation.soft_auc`` with ties, zero weights and fractional
 labels; ``nextbuy models mature``'s re-scoring writes the same card rows on either engine; and
 a version's matured figures on the tiny store's traffic are the same on Spark as in process."""
 
@@ -15,10 +15,10 @@ import pytest
 
 from nextbuy import paths
 from nextbuy.bench.serving_fixtures import load_bundle, write_bundle_files
+from nextbuy.domain.evaluation import soft_auc
 from nextbuy.engines.spark import session as spark_session
 from nextbuy.engines.spark.maturity import OnSpark, rank_sums, weighted_auc
 from nextbuy.mlops import io, schemas
-from nextbuy.release.gate import soft_auc
 from tests.engines.spark import parity
 
 

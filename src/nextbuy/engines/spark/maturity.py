@@ -4,7 +4,7 @@ executor process), each row turned into the pandas engine's per-row counts
 (``model_card.maturity_columns``); Spark sums them per distinct score, and the AUC is the
 Mann-Whitney rank sum over those scores in ascending order: ranges of scores (Spark's range
 partitions) summed in parallel with a running sum inside each, and only one row per range
-brought to the driver (``gate.rank_sum_auc`` adds them up). Every row counts, no row is
+brought to the driver (``evaluation.rank_sum_auc`` adds them up). Every row counts, no row is
 collected: the same rows, conversions, AUC and recall as the pandas engine."""
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from typing import Any
 import pandas as pd
 
 from nextbuy.config import SparkConfig
+from nextbuy.domain.evaluation import rank_sum_auc
 from nextbuy.domain.timeunits import DAY
 from nextbuy.engines.spark import table
 from nextbuy.engines.spark.session import session
 from nextbuy.model_card import Measured, maturity_columns
-from nextbuy.release.gate import rank_sum_auc
 
 
 def rank_sums(distinct: Any, score: str, masses: Sequence[tuple[str, str]], blocks: int) -> pd.DataFrame:
     """Per range of ascending scores of ``distinct`` (one row per distinct ``score``), in order:
     for the i-th (positive, negative) mass columns of ``masses``, ``within{i}`` (the sum of
     positive mass x (negative mass at lower scores in the range + half at the same score)),
-    ``pos{i}`` and ``neg{i}`` (their sums): what ``gate.rank_sum_auc`` adds up."""
+    ``pos{i}`` and ``neg{i}`` (their sums): what ``evaluation.rank_sum_auc`` adds up."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -51,7 +51,7 @@ def _blocks(spark: Any) -> int:
 
 
 def weighted_auc(frame: Any, score: str, label: str, weight: str | None = None) -> float | None:
-    """``gate.soft_auc(label, score, weight)`` of a Spark DataFrame's columns (``label`` in
+    """``evaluation.soft_auc(label, score, weight)`` of a Spark DataFrame's columns (``label`` in
     [0, 1]; no ``weight``: 1 per row): the rows summed per distinct score, then ranked."""
     from pyspark.sql import functions as F
 

@@ -55,6 +55,7 @@ from nextbuy.domain.graph.blade.export import (
     export_moments,
 )
 from nextbuy.domain.graph.blade.model import BladeModel, embed, inverted_dropout
+from nextbuy.domain.graph.blade.progress import one_training
 from nextbuy.domain.graph.blade.stopping import Validation
 from nextbuy.domain.graph.blade.structures import (
     PASS_ESTIMATORS,
@@ -84,6 +85,7 @@ __all__ = [
     "export_moments",
     "inverted_dropout",
     "link_scores",
+    "one_training",
     "pair_logit_moments",
     "score_and_uncertainty",
     "train_blade",

@@ -6,8 +6,11 @@ run shows it is alive."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
 import time
+from collections.abc import Iterator
 from typing import TextIO
 
 from tqdm.auto import tqdm
@@ -39,19 +42,44 @@ def _clock(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-class PhaseClock:
-    """Time spent in a training phase and, from the mean epoch so far, the time its remaining
-    epochs would take (an upper bound: early stopping may end the phase sooner)."""
+class TrainingClock:
+    """Time spent training and, from the mean epoch so far, what the epochs still planned would
+    take: every phase of one training (EM rounds, ensemble members) shares one clock, so the
+    estimate covers the whole training, not the phase. An upper bound: a phase that early
+    stopping ends sooner gives its unrun epochs back (:meth:`skip`)."""
 
     def __init__(self, epochs: int) -> None:
-        self.epochs, self.started = int(epochs), time.monotonic()
+        self.epochs, self.done, self.started = int(epochs), 0, time.monotonic()
 
-    def describe(self, done: int) -> str:
+    def tick(self) -> None:
+        """One epoch done."""
+        self.done += 1
+
+    def skip(self, epochs: int) -> None:
+        """``epochs`` planned epochs that will not run (a phase stopped early)."""
+        self.epochs -= max(int(epochs), 0)
+
+    def describe(self) -> str:
         spent = time.monotonic() - self.started
-        if done == 0:
+        if self.done == 0:
             return f"{_clock(spent)} in"
-        left = spent / done * (self.epochs - done)
-        return f"{_clock(spent)} in, at most {_clock(left)} left"
+        left = spent / self.done * max(self.epochs - self.done, 0)
+        return f"{_clock(spent)} in, at most {_clock(left)} of training left"
+
+
+# The clock of the training under way: its phases (each a BladeTraining) tick it.
+ACTIVE_CLOCK: contextvars.ContextVar[TrainingClock | None] = contextvars.ContextVar("clock", default=None)
+
+
+@contextlib.contextmanager
+def one_training(epochs: int) -> Iterator[TrainingClock]:
+    """Every BladeTraining started inside shares one clock of ``epochs`` planned epochs."""
+    clock = TrainingClock(epochs)
+    token = ACTIVE_CLOCK.set(clock)
+    try:
+        yield clock
+    finally:
+        ACTIVE_CLOCK.reset(token)
 
 
 def epoch_bar(steps: int, desc: str, enabled: bool) -> tqdm:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nextbuy.domain.graph.blade.model import BladeModel
-from nextbuy.domain.graph.blade.progress import PhaseClock, epoch_bar
+from nextbuy.domain.graph.blade.progress import ACTIVE_CLOCK, TrainingClock, epoch_bar
 from nextbuy.domain.graph.blade.stopping import EarlyStopping, Validation, check_same_run
 from nextbuy.domain.graph.blade.structures import (
     Architecture,
@@ -143,7 +143,9 @@ class BladeTraining:
         self.stopping = EarlyStopping(validate, graph, schedule, collective)
         self.max_epochs = int(schedule.epochs)
         self.history: list[dict] = []  # one row per epoch
-        self.clock = PhaseClock(schedule.epochs)  # what the progress bar says of time spent and left
+        # What the progress bar says of time spent and left: the whole training's clock when
+        # this run is one phase of it (an EM round, an ensemble member: ``one_training``).
+        self.clock = ACTIVE_CLOCK.get() or TrainingClock(schedule.epochs)
         self.stopped = self.max_epochs <= 0
 
     def _seeded_model(self, architecture: Architecture) -> BladeModel:
@@ -170,6 +172,7 @@ class BladeTraining:
         while not self.stopped and len(self.history) < min(int(until), self.max_epochs):
             epoch = len(self.history)
             self.history.append(self.epoch(epoch, progress))
+            self.clock.tick()
             self.stopped = self.stopping.check(self.model, epoch, self.history[-1])
         self.stopped = self.stopped or len(self.history) >= self.max_epochs
         return self.stopped
@@ -177,6 +180,7 @@ class BladeTraining:
     def complete(self, progress: bool | str = False) -> tuple[BladeModel, list[dict]]:
         """Train to the end of the schedule (or early stopping), then :meth:`finish`."""
         self.advance(self.max_epochs, progress)
+        self.clock.skip(self.max_epochs - len(self.history))  # stopped early: not run
         return self.finish()
 
     def finish(self) -> tuple[BladeModel, list[dict]]:
@@ -211,7 +215,7 @@ class BladeTraining:
         losses = _EpochLosses()
         # ``progress`` may name the phase (EM round, ensemble member): each phase counts its epochs.
         phase = f"{progress}: " if isinstance(progress, str) else "blade "
-        desc = f"{phase}epoch {epoch + 1}/{self.schedule.epochs} ({self.clock.describe(epoch)})"
+        desc = f"{phase}epoch {epoch + 1}/{self.schedule.epochs} ({self.clock.describe()})"
         bar = epoch_bar(steps, desc, bool(progress))
         for step in bar:
             edges = self._share(sup[step * link_bs : (step + 1) * link_bs])
