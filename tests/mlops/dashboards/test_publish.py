@@ -174,7 +174,7 @@ def test_series_the_ui_reads_one_line_per_bucket_and_nan_gaps(tmp_path, windows_
     _reference, windows, snapshots = windows_and_snapshots
     project_id = publish(tmp_path / "ws", PROJECT, snapshots, DASHBOARD_SPEC)
     dashboard = Workspace(str(tmp_path / "ws")).get_dashboard(project_id)
-    panel = next(p for p in dashboard.panels if p.title.startswith("Observed positivity per bucket"))
+    panel = next(p for p in dashboard.panels if p.title.startswith("Observed-so-far positivity per bucket"))
     storage = _storage(tmp_path / "ws")
     response = _series(storage, project_id, panel)
     assert len(response.sources) == N_WINDOWS
