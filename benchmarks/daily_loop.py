@@ -112,6 +112,8 @@ def main() -> None:
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "origin_snapshot": str(origin),
         "next_snapshot": next_day,
+        "tolerance": base["deploy"]["tolerance"],  # the gate's non-inferiority margin
+        "confidence": base["deploy"]["confidence"],
         "release": release,
         "candidates": candidates,
     }

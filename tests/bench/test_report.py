@@ -14,10 +14,19 @@ from nextbuy.cli import app
 from tests.conftest import ROOT
 
 
-def test_committed_results_page_is_what_the_report_renders():
+def test_committed_results_page_and_pictures_are_what_the_report_renders():
     page = ROOT / report.PAGE
     assert page.exists(), "run `nextbuy bench report`"
-    assert page.read_text() == report.render(ROOT), f"{report.PAGE} is stale: run `nextbuy bench report`"
+    assert report.stale(ROOT) == [], "stale: run `nextbuy bench report`"
+
+
+def test_the_page_shows_at_least_six_pictures_each_with_alt_text_saying_what_it_shows():
+    text, drawn = report.build(ROOT)
+    assert len(drawn) >= 6
+    for picture in drawn:
+        assert f"![{picture.alt}](images/{picture.file})" in text
+        assert len(picture.alt.split()) >= 8, picture.alt
+        assert picture.svg.startswith("<?xml") and "<dc:date>" not in picture.svg  # stable bytes
 
 
 def test_every_result_file_records_where_it_came_from():

@@ -61,13 +61,15 @@ def bench_report(
     root: Path = RootOption,
     check: bool = typer.Option(False, "--check", help="write nothing; exit 1 when the page is out of date"),
 ) -> None:
-    """Render docs/benchmarks/results.md from the result files in benchmarks/results/."""
+    """Render docs/benchmarks/results.md and its pictures from the result files in benchmarks/results/."""
     report = importlib.import_module("nextbuy.bench.report")  # by name: the CLI never imports bench/
     if check:
-        if _differs(root / report.PAGE, report.render(root)):
-            console.print(f"{report.PAGE} is out of date: run nextbuy bench report", highlight=False)
+        stale = report.stale(root)
+        if stale:
+            said = ", ".join(str(p.relative_to(root)) for p in stale)
+            console.print(f"out of date: {said}: run nextbuy bench report", highlight=False)
             raise typer.Exit(code=1)
-        console.print(f"{report.PAGE} up to date", highlight=False)
+        console.print(f"{report.PAGE} and its pictures up to date", highlight=False)
         return
     changed = report.write(root)
     console.print(f"{report.PAGE} {'written' if changed else 'unchanged'}", highlight=False)

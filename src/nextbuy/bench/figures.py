@@ -1,0 +1,280 @@
+"""The pictures of the results page, drawn from the result files (``nextbuy bench report``
+writes them as SVG beside the page, ``--check`` compares them as it does the page).
+
+Each picture reads one result file and nothing else; its alt text says what it shows. SVG
+output is byte-stable for a given file: text kept as text, ids salted with a constant, no
+date in the metadata.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt  # after the backend is chosen
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+IMAGES = "images"  # beside the page: docs/benchmarks/images/
+STYLE = {
+    "svg.hashsalt": "nextbuy-results",
+    "svg.fonttype": "none",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+ENGINE_COLOURS = {"pandas": "#1f77b4", "spark": "#d62728"}
+STAGE_MARKERS = {"ingest": "o", "label_delay": "s", "monitor": "^", "batch_topk": "D"}
+
+
+@dataclass(frozen=True)
+class Picture:
+    file: str  # its name under IMAGES
+    alt: str  # what it shows, for a reader who cannot see it
+    svg: str
+
+
+def _svg(figure: Figure) -> str:
+    out = io.StringIO()
+    figure.savefig(out, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(figure)
+    return out.getvalue()
+
+
+def _figure(columns: int = 1, width: float = 6.4, height: float = 3.4) -> tuple[Figure, Any]:
+    return plt.subplots(1, columns, figsize=(width, height), squeeze=False)
+
+
+# ---- one drawing per kind of result file ---------------------------------------------------
+
+
+def engines(name: str, result: dict) -> list[Picture]:
+    """Time and the largest process against impressions, log-log, per engine and stage; a run
+    pandas could not finish under the memory cap is marked where it stopped."""
+    pictures = []
+    for key, label, file in (
+        ("stage_s", "seconds", "time"),
+        ("peak_process_gib", "largest process, GiB", "memory"),
+    ):
+        figure, axes = _figure()
+        ax = axes[0][0]
+        for engine, colour in ENGINE_COLOURS.items():
+            for stage, marker in STAGE_MARKERS.items():
+                runs = [r for r in result.get("runs", []) if r["engine"] == engine and r["stage"] == stage]
+                done = [r for r in runs if r.get(key) is not None and not r.get("exceeded")]
+                if done:
+                    ax.plot(
+                        [r["impressions"] for r in done],
+                        [r[key] for r in done],
+                        marker=marker,
+                        color=colour,
+                        linestyle="-" if engine == "spark" else "--",
+                        label=f"{engine} {stage}",
+                    )
+                for r in runs:
+                    if r.get("exceeded"):
+                        ax.scatter([r["impressions"]], [r.get(key) or 0.0], marker="x", color=colour, s=60)
+        stopped = [r for r in result.get("runs", []) if r["engine"] == "pandas" and r.get("exceeded")]
+        if stopped:
+            size = min(r["impressions"] for r in stopped)
+            ax.axvline(size, color=ENGINE_COLOURS["pandas"], alpha=0.4, linestyle=":")
+            ax.annotate(
+                f"pandas stopped: over {result.get('cap_gib')} GiB ",
+                (size, ax.get_ylim()[1]),
+                ha="right",
+                va="top",
+                fontsize=8,
+                color=ENGINE_COLOURS["pandas"],
+            )
+        ax.set(xscale="log", yscale="log", xlabel="impressions", ylabel=label)
+        ax.legend(fontsize=7, ncol=2)
+        pictures.append(
+            Picture(
+                f"{name}_{file}.svg",
+                f"{label} of each data stage against impressions (log-log), pandas dashed, Spark "
+                "solid; pandas' runs stopped at the memory cap are crosses",
+                _svg(figure),
+            )
+        )
+    return pictures
+
+
+def daily_loop(name: str, result: dict) -> list[Picture]:
+    """Each next-day candidate's AUC difference from the champion with its 95% CI, and the
+    gate's tolerance line."""
+    rows = [c for c in result.get("candidates", []) if (c.get("comparison") or {}).get("auc")]
+    if not rows:
+        return []
+    figure, axes = _figure(height=0.5 + 0.45 * len(rows))
+    ax = axes[0][0]
+    for i, c in enumerate(rows):
+        auc = c["comparison"]["auc"]
+        colour = "#2ca02c" if c["passed"] else "#d62728"
+        ax.errorbar(
+            auc["diff"], i, xerr=[[auc["diff"] - auc["lo"]], [auc["hi"] - auc["diff"]]], fmt="o", color=colour
+        )
+    labels = ["shuffled labels" if c["shuffled_labels"] else f"train.seed {c['train_seed']}" for c in rows]
+    ax.set_yticks(range(len(rows)), labels)
+    ax.axvline(0.0, color="grey", linewidth=0.8)
+    tolerance = result.get("tolerance")
+    if tolerance is not None:
+        ax.axvline(-tolerance, color="#d62728", linestyle="--", label=f"−tolerance ({tolerance})")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="test AUC, candidate − champion (95% CI)")
+    return [
+        Picture(
+            f"{name}.svg",
+            "each next-day candidate's AUC difference from the champion with its 95% confidence "
+            "interval; green released, red refused"
+            + ("; the dashed line is minus the gate's tolerance" if tolerance is not None else ""),
+            _svg(figure),
+        )
+    ]
+
+
+DELAY_METHODS = ("naive", "wait", "importance", "importance_ipw", "oracle")
+
+
+def real_delay(name: str, result: dict) -> list[Picture]:
+    """AUC and NLL of each weighting, mean ± std over seeds, with its RI."""
+    methods = [m for m in DELAY_METHODS if m in result]
+    figure, axes = _figure(columns=2, width=7.2, height=2.8)
+    for ax, metric, ri in zip(axes[0], ("auc", "nll"), ("ri_auc", "ri_nll"), strict=True):
+        for i, m in enumerate(methods):
+            ax.errorbar(result[m][metric], i, xerr=result[m]["std"][metric], fmt="o", color="#1f77b4")
+            share = (result.get(ri) or {}).get(m)
+            if share is not None and m not in ("naive", "oracle"):
+                ax.annotate(
+                    f"RI {share:+.2f}", (result[m][metric], i), xytext=(4, 5), textcoords="offset points"
+                )
+        ax.set_yticks(range(len(methods)), methods if metric == "auc" else [""] * len(methods))
+        ax.set(xlabel=f"{metric.upper()} (mean ± std over {result[methods[0]]['seeds']} seeds)")
+    return [
+        Picture(
+            f"{name}.svg",
+            "test AUC and NLL of each delay weighting on the store's matured labels, mean ± std "
+            "over seeds, with RI, the share of the naive-to-oracle gap each closes",
+            _svg(figure),
+        )
+    ]
+
+
+RANKING_METRICS = ("hits@20", "mrr", "direction")
+
+
+def real_ranking(name: str, result: dict) -> list[Picture]:
+    """Hits@20, MRR and direction AUC per method, mean ± std over seeds."""
+    methods = list(result.get("methods", {}))
+    figure, axes = _figure(columns=3, width=8.4, height=0.8 + 0.3 * len(methods))
+    for ax, metric in zip(axes[0], RANKING_METRICS, strict=True):
+        for i, m in enumerate(methods):
+            figure_of = result["methods"][m].get(metric)
+            if figure_of:
+                ax.errorbar(figure_of["mean"], i, xerr=figure_of["std"], fmt="o", color="#1f77b4")
+        ax.set_yticks(range(len(methods)), methods if ax is axes[0][0] else [""] * len(methods))
+        ax.set(xlabel=f"{metric} (mean ± std)")
+    return [
+        Picture(
+            f"{name}.svg",
+            "Hits@20, MRR and direction AUC of each method on the store's next purchases after the "
+            "snapshot, mean ± std over seeds",
+            _svg(figure),
+        )
+    ]
+
+
+FAULT_OUTCOMES = (
+    ("clear", "refused clearly / recovered", "#2ca02c"),
+    ("silent", "silent accept", "#ff7f0e"),
+    ("traceback", "traceback or 5xx", "#d62728"),
+    ("unclear", "unclear", "#9467bd"),
+    ("lost", "outputs lost", "#8c564b"),
+)
+
+
+def faults(name: str, result: dict) -> list[Picture]:
+    """The fault matrix's cases per class, stacked by outcome."""
+    rows = result.get("rows", [])
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    figure, axes = _figure(height=0.6 + 0.35 * len(groups))
+    ax = axes[0][0]
+    left = [0] * len(groups)
+    for key, label, colour in FAULT_OUTCOMES:
+        counts = [
+            sum(
+                1
+                for r in rows
+                if r["group"] == g
+                and (r.get(key) or (key == "clear" and r.get("recovered") and not r.get("lost")))
+            )
+            for g in groups
+        ]
+        ax.barh(range(len(groups)), counts, left=left, color=colour, label=label)
+        left = [a + b for a, b in zip(left, counts, strict=True)]
+    ax.set_yticks(range(len(groups)), groups)
+    ax.set(xlabel=f"cases ({len(rows)} in all)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.6 / len(groups)), ncol=3)
+    return [
+        Picture(
+            f"{name}.svg",
+            "the fault matrix's cases per class, each bar split by outcome: refused clearly or "
+            "recovered, silent accept, traceback, unclear, outputs lost",
+            _svg(figure),
+        )
+    ]
+
+
+def events_scale(name: str, result: dict) -> list[Picture]:
+    """Build time and peak memory against impressions, log-log."""
+    sizes = result.get("sizes", [])
+    figure, axes = _figure(columns=2, width=7.2, height=2.8)
+    x = [s["impressions"] for s in sizes]
+    for ax, key, label in zip(
+        axes[0], ("build_s", "peak_rss_gib"), ("build seconds", "peak RSS, GiB"), strict=True
+    ):
+        y = [s[key] for s in sizes]
+        ax.plot(x, y, marker="o")
+        ax.set(xscale="log", yscale="log", xlabel="impressions", ylabel=label)
+        for axis in (ax.xaxis, ax.yaxis):  # under a decade log axes label minor ticks: too many
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(x, [f"{v / 1e6:g}M" for v in x])
+        for xi, yi in zip(x, y, strict=True):  # each size's figure, read off the point
+            ax.annotate(f"{yi:g}", (xi, yi), xytext=(4, -10), textcoords="offset points", fontsize=8)
+    return [
+        Picture(
+            f"{name}.svg",
+            "time to build the graph and the labels from raw logs, and the peak memory, against "
+            "impressions (log-log)",
+            _svg(figure),
+        )
+    ]
+
+
+# Result files with pictures: a name, or a prefix for the files of each real store.
+DRAWINGS: dict[str, Callable[[str, dict], list[Picture]]] = {
+    "engines": engines,
+    "daily_loop": daily_loop,
+    "faults": faults,
+    "events_scale": events_scale,
+    "real_delay_": real_delay,
+    "real_ranking_": real_ranking,
+}
+
+
+def pictures(name: str, result: dict) -> list[Picture]:
+    """The pictures of result file ``name`` (none for a kind without a drawing)."""
+    draw = DRAWINGS.get(name) or next(
+        (d for p, d in DRAWINGS.items() if p.endswith("_") and name.startswith(p)), None
+    )
+    if draw is None:
+        return []
+    with plt.rc_context(STYLE):
+        return draw(name, result)
