@@ -27,7 +27,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run run-preset test lint format env spark lock summary mlflow-ui serve plots clean dashboards airflow stack-check docs docs-build
+.PHONY: run run-preset test lint format env spark lock summary mlflow-ui serve plots clean dashboards airflow stack-check results docs docs-build
 
 env: $(STAMP)
 
@@ -99,6 +99,11 @@ test: $(STAMP)
 # up, train on Celery, champion in MLflow, monitoring in Evidently, 2 workers, down -v.
 # docker/stack_check.py says what each step checks; without a registry first run
 # `bash docker/base-images/build.sh` (Debian-built base images).
+# Every committed benchmark result recorded again with its own command, one at a time, then the
+# results page rendered: hours (the plan and its expected time print first). A quiet machine only.
+results: $(STAMP)
+	$(BIN)/nextbuy bench record-all
+
 stack-check: $(STAMP)
 	$(BIN)/python docker/stack_check.py
 

@@ -242,3 +242,23 @@ def test_a_real_stores_months_render_alerts_beside_the_naive_positivitys():
     text = "\n".join(report.layout("real_monitor_online_retail")[1]("real_monitor_online_retail", result))
     assert "| 2011-11 | 4 | 9,000 | 5.00% | 6.00% | 4.00% | 2 | 5 |" in text
     assert "2 alerts (naive positivity: 5)" in text
+
+
+def test_record_all_reruns_each_files_own_command_a_stores_monitor_right_after_its_preset(tmp_path):
+    folder = tmp_path / report.RESULTS_DIR
+    folder.mkdir(parents=True)
+    files = {
+        "preset_shop": {"command": "nextbuy bench preset --preset presets/shop.yaml --out p.json"},
+        "real_monitor_shop": {"command": "nextbuy bench real-monitor --store shop --out m.json"},
+        "engines": {"command": "nextbuy bench engines --out e.json", "wall_seconds": 60.0},
+        "real_delay_shop": {"command": "nextbuy bench real-delay --store shop --out d.json"},
+        "stack_check": {"command": "python docker/stack_check.py --out s.json"},
+        "external_check": {"command": None},
+    }
+    for name, result in files.items():
+        (folder / f"{name}.json").write_text(json.dumps(result))
+    plan, skipped = report.recordings(tmp_path)
+    assert [r.name for r in plan] == ["engines", "preset_shop", "real_monitor_shop", "real_delay_shop"]
+    assert plan[0].argv == ["nextbuy", "bench", "engines", "--out", "e.json"]
+    assert plan[0].expected_s == 60.0
+    assert set(skipped) == {"stack_check", "external_check"}

@@ -18,9 +18,11 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,45 @@ def record(name: str, argv: Sequence[str], root: Path = Path(".")) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
     return path
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A committed result file and how to record it again: its own recorded command."""
+
+    name: str
+    argv: list[str]
+    expected_s: float | None  # the last recording's wall time
+
+
+# Result files recorded by hand, and why: record-all leaves them as they are.
+BY_HAND = {
+    "stack_check": "needs the docker stack (make stack-check, docs/how-to/team-stack.md)",
+}
+
+
+def recordings(root: Path) -> tuple[list[Recording], dict[str, str]]:
+    """Every committed result file that its recorded command records again, in the order to run
+    them (a store's ``real_monitor_`` right after its ``preset_``, which leaves the run it
+    reads), and the others with the reason they are not re-run."""
+    runnable: list[Recording] = []
+    skipped: dict[str, str] = {}
+    for name, result in load_results(root).items():
+        command = result.get("command")
+        if name in BY_HAND or not command:
+            skipped[name] = BY_HAND.get(name, "no recorded command (an independent check)")
+            continue
+        runnable.append(Recording(name, shlex.split(command), result.get("wall_seconds")))
+    presets = {r.name.removeprefix("preset_") for r in runnable if r.name.startswith("preset_")}
+    monitors = {r.name: r for r in runnable if r.name.removeprefix("real_monitor_") in presets}
+    ordered: list[Recording] = []
+    for r in runnable:
+        if r.name in monitors:
+            continue
+        ordered.append(r)
+        if r.name.startswith("preset_") and f"real_monitor_{r.name.removeprefix('preset_')}" in monitors:
+            ordered.append(monitors[f"real_monitor_{r.name.removeprefix('preset_')}"])
+    return ordered, skipped
 
 
 # --- rendering -----------------------------------------------------------------------------------

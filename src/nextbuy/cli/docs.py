@@ -95,3 +95,45 @@ def bench_record(
         console.print(f"[red]the bench exited {err.returncode}: nothing recorded[/]", highlight=False)
         raise typer.Exit(code=1) from None
     console.print(f"{path} written; render the page with nextbuy bench report", highlight=False)
+
+
+@bench_app.command("record-all")
+def bench_record_all(
+    root: Path = RootOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and its expected time only"),
+) -> None:
+    """Record every committed result file again with its own recorded command, one at a time
+    (run it on a quiet machine), then render the results page: `make results`."""
+    import os
+
+    report = importlib.import_module("nextbuy.bench.report")
+    plan, skipped = report.recordings(root)
+    expected = sum(r.expected_s or 0.0 for r in plan)
+    console.print(
+        f"{len(plan)} result files to record again, about {expected / 3600:.1f} h on the machine "
+        "that recorded them last (each file's wall time):",
+        highlight=False,
+    )
+    for r in plan:
+        console.print(
+            f"  {r.name:<36} {(r.expected_s or 0) / 60:6.1f} min  {' '.join(r.argv)}", highlight=False
+        )
+    for name, why in skipped.items():
+        console.print(f"  {name:<36} not re-run: {why}", highlight=False)
+    if dry_run:
+        return
+    # The project's programs first, as the recorded commands name them (nextbuy, python).
+    os.environ["PATH"] = f"{(root / '.venv' / 'bin').resolve()}{os.pathsep}{os.environ.get('PATH', '')}"
+    failed = []
+    for r in plan:
+        console.print(f"[bold]recording {r.name}[/]", highlight=False)
+        try:
+            report.record(r.name, r.argv, root)
+        except (subprocess.CalledProcessError, ValueError, OSError) as err:
+            console.print(f"[red]{r.name}: {err}: its last result stays[/]", highlight=False)
+            failed.append(r.name)
+    report.write(root)
+    if failed:
+        console.print(f"[red]not recorded: {', '.join(failed)}[/]", highlight=False)
+        raise typer.Exit(code=1)
+    console.print(f"{report.PAGE} rendered from {len(plan)} new recordings", highlight=False)
