@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 IMAGES = "images"  # beside the page: docs/benchmarks/images/
-STYLE = {
+STYLE: dict[str, Any] = {
     "svg.hashsalt": "nextbuy-results",
     "svg.fonttype": "none",
     "font.size": 9,

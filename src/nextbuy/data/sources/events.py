@@ -202,7 +202,7 @@ def _shown_customers_only(
         int((~shown).sum()),
         interactions.loc[~shown, "customer"].nunique(),
     )
-    return interactions[shown].reset_index(drop=True)
+    return interactions[shown]  # each row keeps its index: its row in the log
 
 
 def read_event_logs(

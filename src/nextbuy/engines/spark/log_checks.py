@@ -211,3 +211,76 @@ def coded(
     else:
         out["interactions"] = spark.createDataFrame([], NO_INTERACTIONS)
     return {name: written(frame, folder, f"{name}-coded") for name, frame in out.items()}, n_customers
+
+
+def count_before_launch(
+    spark: Any, kept: dict[str, Any], catalogue: pd.DataFrame, files: dict[str, str], cleaning: dict[str, int]
+) -> None:
+    """Orders and impressions dated before their product's catalogue ``launched_at``: counted and
+    warned as the pandas reader does (kept)."""
+    from pyspark.sql import functions as F
+
+    launch = catalogue.drop_duplicates("product")[["product", "launched_at"]].dropna()
+    launched = F.broadcast(
+        spark.createDataFrame(
+            pd.DataFrame(
+                {
+                    "key": launch["product"].astype(str).to_numpy(),
+                    "launch_ns": launch["launched_at"].to_numpy("datetime64[ns]").view(np.int64),
+                }
+            ),
+            "key string, launch_ns long",
+        )
+    )
+    checks = {"orders": ("product",), "impressions": ("product", "shown")}
+    for name, columns in checks.items():
+        early = F.lit(False)
+        frame = kept[name].where("live")
+        for i, column in enumerate(columns):
+            frame = frame.join(
+                launched.withColumnRenamed("key", f"k{i}").withColumnRenamed("launch_ns", f"l{i}"),
+                F.col(column) == F.col(f"k{i}"),
+                "left",
+            )
+            early = early | (F.col(f"l{i}").isNotNull() & (F.col("at") < F.col(f"l{i}")))
+        count = int(frame.where(early).count())
+        cleaning[f"{name}_before_launch"] = count
+        if count:
+            log.warning(
+                "%s: %d row(s) dated before their product's launched_at in the catalogue (kept, "
+                "counted as %s_before_launch: check the catalogue's launch times)",
+                files[name],
+                count,
+                name,
+            )
+
+
+def shown_customers_only(
+    kept: dict[str, Any], folder: Path, files: dict[str, str], cleaning: dict[str, int]
+) -> dict[str, Any]:
+    """The interactions of customers the impressions log shows something to, the others no
+    longer live: counted and warned as the pandas reader does (they label no impression)."""
+    from pyspark.sql import functions as F
+
+    if "interactions" not in kept:
+        cleaning["interactions_of_customers_never_shown_dropped"] = 0
+        return kept
+    shown = (
+        kept["impressions"].where("live").select("customer").distinct().withColumn("was_shown", F.lit(True))
+    )
+    marked = kept["interactions"].join(shown, "customer", "left")
+    unshown = marked.where(F.col("live") & F.col("was_shown").isNull())
+    counts = unshown.agg(F.count("*").alias("n"), F.countDistinct("customer").alias("who")).first()
+    dropped, who = int(counts["n"]), int(counts["who"])
+    cleaning["interactions_of_customers_never_shown_dropped"] = dropped
+    if not dropped:
+        return kept
+    log.warning(
+        "%s: dropped %d interaction(s) of %d customer(s) never shown a recommendation in the "
+        "impressions log: they label no impression",
+        files["interactions"],
+        dropped,
+        who,
+    )
+    live = marked.withColumn("live", F.col("live") & F.col("was_shown").isNotNull()).drop("was_shown")
+    return {**kept, "interactions": written(live, folder, "interactions-shown")}

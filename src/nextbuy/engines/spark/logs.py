@@ -273,6 +273,10 @@ def read_on_spark(cfg: IngestConfig, spark_cfg: SparkConfig, folder: Path) -> Sp
     if not log_checks.logs_pass(kept, cleaning, cfg.max_event_gap_days):
         return None
     catalogue = sources_catalogue.read_catalogue(cfg.catalogue_path, cleaning)
+    named = {k: str(v) for k, v in files.items()}
+    if catalogue is not None:
+        log_checks.count_before_launch(spark, kept, catalogue, named, cleaning)
+    kept = log_checks.shown_customers_only(kept, folder, named, cleaning)
     mentioned = log_checks.product_keys(spark, kept, catalogue)
     if mentioned is None:
         return None
