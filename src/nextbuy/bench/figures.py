@@ -20,9 +20,10 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # after the backend is chosen
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
+from matplotlib.typing import RcKeyType
 
 IMAGES = "images"  # beside the page: docs/benchmarks/images/
-STYLE: dict[str, Any] = {
+STYLE: dict[RcKeyType, Any] = {
     "svg.hashsalt": "nextbuy-results",
     "svg.fonttype": "none",
     "font.size": 9,
