@@ -148,14 +148,14 @@ EVENT_CASES = [
         expect="warn",
     ),
     _case(  # the catalogue says every product launched at the snapshot: earlier orders are counted
-        "orders before the catalogue's launch",
+        "orders before launch",
         "catalogue",
         lambda f: f.assign(launched_at=pd.Timestamp(SNAPSHOT)),
         ("launched_at", "orders_before_launch"),
         expect="warn",
     ),
     _case(
-        "interactions of a customer never shown anything",
+        "interactions never shown",
         "interactions",
         lambda f: pd.concat([f, f.iloc[:3].assign(customer="never-shown")], ignore_index=True),
         ("dropped 3 interaction(s) of 1 customer(s) never shown",),

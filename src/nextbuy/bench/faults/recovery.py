@@ -23,11 +23,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from nextbuy import procs
 from nextbuy.bench.faults.project import Project, capture
 from nextbuy.bench.faults.verdicts import TRACEBACK, flat
 from nextbuy.dvc_lock import LOCKFILE, RWLOCK, TMP_DIR, lockfile_problem, rwlock_problem
 
 KILL_POINTS = (0.25, 0.6, 0.9)  # fractions of a stage's measured run time
+GONE_TIMEOUT = 60.0  # seconds the processes of a killed group may take to exit
 # make run in the project copy (no .venv of its own: this environment counts as installed).
 RECOVERY = ("make", "-o", ".venv/.installed", "run")
 # What a dvc killed while it rewrites them leaves: the case, the file emptied, its check.
@@ -105,6 +107,11 @@ def kill_case(project: Project, stage: str, at: float, seconds: float) -> dict:
     if killed:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # As an operator would: recover once the killed processes are gone. Until the last of them
+    # has exited it still holds the checkout's pipeline lock, and make run refuses to start.
+    deadline = time.monotonic() + GONE_TIMEOUT
+    while procs.group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     verdict = recover(project)
     del verdict["output"]
     return {
