@@ -60,12 +60,14 @@ lock: $(VENV)/bin/uv
 # anything (DVC's own lock would refuse its repro, but restore-outputs would then rewrite the
 # outputs the first run is writing). flock exits RUN_BUSY when the lock is held. A stage command
 # run by hand (`nextbuy train`) takes the same lock (nextbuy.procs.pipeline_lock); the run's own
-# stage commands are told it is theirs (NEXTBUY_RUN_LOCK_HELD).
+# stage commands are told it is theirs (NEXTBUY_RUN_LOCK_HELD). flock -o: flock itself holds the
+# lock while the run lasts and the run's processes do not inherit it, so a process the run leaves
+# behind (a detached daemon) cannot keep the next run out.
 RUN_LOCK := .dvc/tmp/make-run.lock
 RUN_BUSY := 75
 define exclusive
 @mkdir -p $(dir $(RUN_LOCK))
-@NEXTBUY_RUN_LOCK_HELD=1 flock -n -E $(RUN_BUSY) $(RUN_LOCK) bash -c '$(1)' || { status=$$?; \
+@NEXTBUY_RUN_LOCK_HELD=1 flock -n -o -E $(RUN_BUSY) $(RUN_LOCK) bash -c '$(1)' || { status=$$?; \
   if [ $$status = $(RUN_BUSY) ]; then echo "another make run or run-preset is running in this checkout ($(RUN_LOCK)): nothing was touched; wait for it"; fi; \
   exit $$status; }
 endef
