@@ -92,6 +92,7 @@ def test_help_lists_every_stage_then_the_other_commands():
                 "thresholds",
                 "report",
                 "record",
+                "record-all",
             ],
         ),
         ("airflow", ["standalone", "backfill", "restore-params"]),
