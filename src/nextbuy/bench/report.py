@@ -577,6 +577,7 @@ KNOWN: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
     "engines": ("The data stages on pandas and on Spark at growing sizes", render_engines),
     "daily_loop": ("The daily loop: next-day candidates against the champion", render_daily_loop),
     "dag": ("Airflow's cost: the training DAG against dvc repro of its stages (tiny store)", render_generic),
+    "monitor": ("The monitor on one simulated month of traffic with an injected drift", render_generic),
     "events_scale": ("Graph and labels from raw logs at scale", render_events_scale),
     "external_dirlinkbench_blade": (
         "BLADE on an independent directed citation graph",
