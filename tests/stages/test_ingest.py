@@ -371,6 +371,17 @@ def test_impressions_after_an_explicit_snapshot_are_counted_and_warned(project, 
     assert "impressions_after_snapshot_dropped=1" in result.output + caplog.text
 
 
+def _read_store_logs(project, tiny_params) -> None:
+    """params.yaml: ingest reads the CSV logs ``simulate-logs`` wrote to inputs/store."""
+    events = {f"{n}_path": f"inputs/store/{n}.csv" for n in ("orders", "impressions", "interactions")}
+    tiny_params["ingest"] |= {
+        "source": "events",
+        "catalogue_path": "inputs/store/catalogue.csv",
+        "events": tiny_params["ingest"]["events"] | events,
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+
+
 def test_raw_logs_ingest_counts_what_was_cleaned_and_keeps_data_truth_a_typed_empty_table(
     project, tiny_params, caplog
 ):
@@ -380,13 +391,7 @@ def test_raw_logs_ingest_counts_what_was_cleaned_and_keeps_data_truth_a_typed_em
     assert written.exit_code == 0, written.output
     orders = pd.read_csv(project / "inputs/store/orders.csv")
     pd.concat([orders, orders.iloc[:3]]).to_csv(project / "inputs/store/orders.csv", index=False)
-    events = {f"{n}_path": f"inputs/store/{n}.csv" for n in ("orders", "impressions", "interactions")}
-    tiny_params["ingest"] |= {
-        "source": "events",
-        "catalogue_path": "inputs/store/catalogue.csv",
-        "events": tiny_params["ingest"]["events"] | events,
-    }
-    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    _read_store_logs(project, tiny_params)
     result = invoke("ingest")
     assert result.exit_code == 0, result.output
     assert "orders_duplicate_rows_dropped=3" in caplog.text
@@ -410,13 +415,7 @@ def test_interactions_of_customers_never_shown_anything_are_counted_and_change_n
     """They label no impression: dropped with a count, and data/ingested (what every later stage
     reads) stays byte for byte what it was, so nothing downstream runs again."""
     assert invoke("simulate-logs", "inputs/store", "--days-after", "0", "--format", "csv").exit_code == 0
-    events = {f"{n}_path": f"inputs/store/{n}.csv" for n in ("orders", "impressions", "interactions")}
-    tiny_params["ingest"] |= {
-        "source": "events",
-        "catalogue_path": "inputs/store/catalogue.csv",
-        "events": tiny_params["ingest"]["events"] | events,
-    }
-    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    _read_store_logs(project, tiny_params)
     assert invoke("ingest").exit_code == 0
     before = _ingested_files(project)
     interactions = pd.read_csv(project / "inputs/store/interactions.csv")
