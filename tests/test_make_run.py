@@ -73,7 +73,9 @@ def test_a_stage_command_run_by_hand_is_refused_while_a_make_run_holds_the_check
         first.kill()
         first.wait()
     assert refused.exit_code == RUN_BUSY, refused.output
-    assert "another make run or run-preset is running in this checkout" in " ".join(refused.output.split())
+    said = " ".join(refused.output.split())
+    assert "another make run or run-preset is running in this checkout" in said
+    assert f"held by PID {first.pid} flock" in said  # who to wait for, or to look at
     assert not (tmp_path / "models").exists()
     assert theirs.exit_code == 2, theirs.output  # it ran: and refused the missing params file
 

@@ -292,6 +292,35 @@ class GroupServer(Started):
         return gone
 
 
+def lock_holders(path: Path) -> list[str]:
+    """The other processes that have ``path`` open ("PID command line"), from /proc: who holds the
+    checkout's pipeline lock when a run is refused (empty where /proc cannot say)."""
+    try:
+        target = path.resolve(strict=True)
+    except OSError:
+        return []
+    holders = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        if fd_dir.parent.name == str(os.getpid()):  # the asking process opened it to try the lock
+            continue
+        try:
+            if not any(Path(os.readlink(fd)) == target for fd in fd_dir.iterdir()):
+                continue
+            argv = (fd_dir.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        command = " ".join(a.decode(errors="replace") for a in argv if a)
+        holders.append(f"{fd_dir.parent.name} {command[:200]}")
+    return holders
+
+
+def run_busy_message(root: Path = Path(".")) -> str:
+    """Why a run was refused: the lock, and which processes hold it where /proc says."""
+    holders = lock_holders(root / RUN_LOCK)
+    held_by = f"; held by PID {', PID '.join(holders)}" if holders else ""
+    return RUN_BUSY_MESSAGE.format(lock=RUN_LOCK) + held_by
+
+
 @contextlib.contextmanager
 def pipeline_lock(root: Path = Path(".")) -> Iterator[bool]:
     """Hold the checkout's pipeline lock for the block: True when held (or when a ``make run``

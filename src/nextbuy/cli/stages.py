@@ -30,11 +30,11 @@ def _run_stage(name: str, params: str) -> None:
     """Run the stage; on any failure (a SIGTERM or Ctrl-C included: ``procs.Stopped``,
     KeyboardInterrupt) put its last good outputs back. A stop signal or a full disk ends
     with one line saying so, not a traceback."""
-    from nextbuy.procs import RUN_BUSY, RUN_BUSY_MESSAGE, RUN_LOCK, pipeline_lock
+    from nextbuy.procs import RUN_BUSY, pipeline_lock, run_busy_message
 
     with pipeline_lock() as held:
         if not held:  # a make run is writing these outputs: refuse before touching any
-            console.print(f"[bold red]{name}: {RUN_BUSY_MESSAGE.format(lock=RUN_LOCK)}[/]", highlight=False)
+            console.print(f"[bold red]{name}: {run_busy_message()}[/]", highlight=False)
             raise typer.Exit(code=RUN_BUSY)
         _run_stage_held(name, params)
 
