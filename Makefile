@@ -27,7 +27,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run run-preset test lint format env spark lock summary mlflow-ui serve plots clean dashboards airflow stack-check results docs docs-build
+.PHONY: run run-preset test test-benches lint format env spark lock summary mlflow-ui serve plots clean dashboards airflow stack-check results docs docs-build
 
 env: $(STAMP)
 
@@ -95,7 +95,12 @@ summary: $(STAMP)
 # The suite starts hundreds of Python processes: they keep the bytecode they compile (and pytest
 # its rewritten test modules) even where the environment says not to write it.
 test: $(STAMP)
-	PYTHONDONTWRITEBYTECODE= pytest -q -n auto --dist loadfile --no-loadscope-reorder
+	PYTHONDONTWRITEBYTECODE= pytest -q -n auto --dist loadfile --no-loadscope-reorder -m "not bench"
+
+# Every `nextbuy bench <name>` end to end at its smallest size (tests/bench/test_end_to_end.py
+# says which test runs which): minutes, so apart from make test; CI runs both.
+test-benches: $(STAMP)
+	PYTHONDONTWRITEBYTECODE= pytest -q -n auto --dist loadfile --no-loadscope-reorder -m bench
 
 # The docker compose stack for real (needs a prepared host: docker/prepare-host.sh): build,
 # up, train on Celery, champion in MLflow, monitoring in Evidently, 2 workers, down -v.

@@ -450,3 +450,13 @@ def test_the_installed_command_runs_the_app_with_the_collector_set_for_one_batch
         gc.set_threshold(*before)
     assert seen == [cli.GC_THRESHOLDS]
     assert cli.GC_THRESHOLDS[0] > before[0]  # fewer collections than the default's
+
+
+def test_a_bench_run_outside_the_project_folder_says_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("bench", "serve", "--products", "100", "--out", str(tmp_path / "b.json"))
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "params.yaml: no params file" in said
+    assert "run it in the project folder" in said
+    assert "Traceback" not in result.output

@@ -35,8 +35,13 @@ def _out(name: str) -> Any:
 def _run(name: str, out: Path, **options: Any) -> None:
     """Run the benchmark ``nextbuy.bench.<name>`` and print the one-line summary (its integer counters
     only, for the fault matrix, whose figures also hold the per-case rows)."""
+    from nextbuy.config import NoParamsFile  # here: the CLI's start-up stays light
+
     setup_logging()
-    figures = importlib.import_module(f"nextbuy.bench.{name}").run(out, **options)
+    try:
+        figures = importlib.import_module(f"nextbuy.bench.{name}").run(out, **options)
+    except NoParamsFile as err:  # run outside the project folder
+        raise input_error(f"[bold red]bench {name}[/]: {err}: run it in the project folder") from None
     if name == "faults":
         figures = {k: v for k, v in figures.items() if isinstance(v, int)}
     console.print(f"[green]bench {name}[/] → {out}: {json.dumps(figures)}", highlight=False)
@@ -83,7 +88,9 @@ def dag(out: Path = _out("dag")) -> None:
 def faults(
     out: Path = _out("faults"),
     only: str | None = typer.Option(
-        None, help="run only the cases whose name contains this (alternatives separated by |)"
+        None,
+        help="run only the cases whose name contains this (alternatives separated by |; "
+        "a kill case: 'train: kill -9 at 60%')",
     ),
 ) -> None:
     """Fault matrix, tiny store: bad params/files/outputs, kill -9, SIGTERM, full disk, stopped UIs."""

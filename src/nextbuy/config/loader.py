@@ -45,11 +45,15 @@ ALL_SECTIONS: dict[str, type[Section]] = {**SECTIONS, **SHARED_SECTIONS, **SERVI
 S = TypeVar("S", bound=Section)
 
 
+class NoParamsFile(FileNotFoundError):
+    """The params file is not there: a command run outside the project folder, or a typo."""
+
+
 def read_params(params_file: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     """The whole params file as a dict (every section)."""
     path = Path(params_file)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no params file (every knob lives there)")
+        raise NoParamsFile(f"{path}: no params file (every knob lives there)")
     return yaml_io.load(path.read_text(), str(path)) or {}
 
 

@@ -54,6 +54,14 @@ def test_cases_run_for_real_are_judged_and_the_project_is_put_back(
         assert capture(project) == baseline
 
 
+def test_a_kill_case_is_picked_by_its_stage_and_point_or_by_kill_alone():
+    from nextbuy.bench.faults.recovery import kill_name
+
+    assert selected(kill_name("train", 0.6), "train: kill -9 at 60%")
+    assert selected(kill_name("train", 0.25), "kill")
+    assert not selected(kill_name("deploy", 0.6), "train: kill")
+
+
 def test_only_picks_cases_by_any_of_its_bar_separated_parts():
     assert selected("too many rows", None)
     assert selected("too many rows", "many|top-K")

@@ -79,7 +79,8 @@ def selected(name: str, only: str | None) -> bool:
 
 def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
     """``only``: substrings of case names, ``|``-separated (a quick look at some cases; the
-    counts cover those; kill cases run when one of them contains "kill")."""
+    counts cover those). A kill case is named by its stage and point, "train: kill -9 at 60%":
+    "kill" picks them all, "train: kill" those of one stage."""
     console = Console()
     root = Path(root or os.environ.get(PROJECT_DIR_ENV) or Path.cwd()).resolve()
     wanted = partial(selected, only=only)
@@ -97,11 +98,12 @@ def run(out: Path, root: Path | None = None, only: str | None = None) -> dict:
                 progress.advance(task)
         console.print("malformed requests, serving under abuse …")
         rows += serving.request_cases(project, Path(tmp), wanted)
-        with_kills = only is None or any("kill" in part for part in only.split("|"))
         if wanted(release.NAME):
             console.print("a release, params reverted …")
             rows.append(release.release_case(project, lambda: put_back(project, baseline)))
-        kill_runs = [(s, at) for s in seconds for at in recovery.KILL_POINTS] if with_kills else []
+        kill_runs = [
+            (s, at) for s in seconds for at in recovery.KILL_POINTS if wanted(recovery.kill_name(s, at))
+        ]
         settle = partial(recovery.settle, project)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("kill -9", total=len(kill_runs))

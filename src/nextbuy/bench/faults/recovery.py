@@ -94,6 +94,11 @@ def recover(project: Project) -> dict:
     }
 
 
+def kill_name(stage: str, at: float) -> str:
+    """How ``--only`` picks a kill case: "train: kill -9 at 60%"."""
+    return f"{stage}: kill -9 at {at:.0%}"
+
+
 def kill_case(project: Project, stage: str, at: float, seconds: float) -> dict:
     """kill -9 the stage's process group ``at`` of its run time in, then ``make run``."""
     proc = subprocess.Popen(
