@@ -144,7 +144,7 @@ DASHBOARDS_PORT ?= 8000
 dashboards: $(STAMP)
 	@nextbuy port-free $(DASHBOARDS_PORT) --setting "make dashboards DASHBOARDS_PORT=<port>"
 	@echo "Evidently UI: http://127.0.0.1:$(DASHBOARDS_PORT)  (workspace monitoring/workspace; Ctrl-C stops it)"
-	$(BIN)/evidently ui --workspace monitoring/workspace --host 127.0.0.1 --port $(DASHBOARDS_PORT)
+	$(BIN)/python -m nextbuy.mlops.dashboards.ui --workspace monitoring/workspace --port $(DASHBOARDS_PORT)
 
 # Airflow 3 standalone (SQLite in .airflow/, this project's dags/, 127.0.0.1:8080, pool nextbuy_dvc):
 # prints the URL and the admin login; Ctrl-C stops its whole process group.

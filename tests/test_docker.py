@@ -273,7 +273,7 @@ def test_mlflow_server_postgres_backend_and_served_artifact_volume(compose, serv
 def test_evidently_ui_serves_the_named_workspace_the_workers_fill(compose, services):
     svc = services["evidently-ui"]
     cmd = svc["command"]
-    assert cmd[:2] == ["evidently", "ui"]
+    assert cmd[:3] == ["python", "-m", "nextbuy.mlops.dashboards.ui"]  # as make dashboards serves it
     workspace = cmd[cmd.index("--workspace") + 1]
     volume = volume_targets(svc)[workspace]
     assert volume in compose["volumes"]

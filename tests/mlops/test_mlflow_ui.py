@@ -68,7 +68,7 @@ def index_app(seen_headers: list):
 def test_index_html_gets_the_browser_defaults_first_and_is_never_revalidated():
     seen: list = []
     status, headers, body = run_asgi(
-        mlflow_ui.BrowserDefaults(index_app(seen)), request_headers=[(b"if-none-match", b'"v1"')]
+        mlflow_ui.browser_defaults(index_app(seen)), request_headers=[(b"if-none-match", b'"v1"')]
     )
     assert status == 200
     assert body.startswith(b"<html><head>" + mlflow_ui.UI_SCRIPT + b"<title>")
@@ -82,7 +82,7 @@ def test_index_html_gets_the_browser_defaults_first_and_is_never_revalidated():
 
 def test_other_paths_pass_through_untouched():
     seen: list = []
-    _, headers, body = run_asgi(mlflow_ui.BrowserDefaults(index_app(seen)), path="/static-files/x.js")
+    _, headers, body = run_asgi(mlflow_ui.browser_defaults(index_app(seen)), path="/static-files/x.js")
     assert mlflow_ui.UI_SCRIPT not in body
     assert headers[b"etag"] == b'"v1"'
 

@@ -46,10 +46,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nextbuy.mlops.tracking import EXPERIMENT
+from nextbuy.mlops.ui_pages import PageRewrite
 from nextbuy.procs import HOST, GroupServer, Stopped, port_open, stop_signals_raise
 
 if TYPE_CHECKING:
-    from nextbuy.serving.asgi import ASGIApp, Message, Receive, Scope, Send
+    from nextbuy.serving.asgi import ASGIApp
 
 DEFAULT_PORT = 5000
 ML_VIEW = "machine_learning"  # the UI's workflowType of the classic view (the other one: "genai")
@@ -203,42 +204,9 @@ def _serve_until_stopped(server: MlflowUI, backend_store_uri: str, out: Callable
 # --- the server process -------------------------------------------------------------
 
 
-class BrowserDefaults:
-    """ASGI wrapper: index.html (GET /) gets :data:`UI_SCRIPT` at the top of <head>, is never
-    answered 304 from a browser cache of the unmodified page, and is not cached itself."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/" or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
-        conditional = (b"if-none-match", b"if-modified-since")
-        scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in conditional]}
-        start: dict = {}
-        chunks: list[bytes] = []
-
-        async def rewrite(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                start.update(message)
-                return
-            if message["type"] != "http.response.body":
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            body = b"".join(chunks)
-            dropped = (b"content-length", b"etag", b"last-modified", b"cache-control")
-            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in dropped]
-            if start.get("status") == 200 and b"<head>" in body:
-                body = body.replace(b"<head>", b"<head>" + UI_SCRIPT, 1)
-            headers += [(b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]
-            await send({**start, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, rewrite)
+def browser_defaults(app: ASGIApp) -> PageRewrite:
+    """MLflow's app with index.html (GET /) carrying :data:`UI_SCRIPT` at the top of <head>."""
+    return PageRewrite(app, lambda page: page.replace(b"<head>", b"<head>" + UI_SCRIPT, 1), "/".__eq__)
 
 
 def serve(backend_store_uri: str, port: int, artifacts_destination: Path, host: str = HOST) -> None:
@@ -276,7 +244,7 @@ def serve(backend_store_uri: str, port: int, artifacts_destination: Path, host: 
     from mlflow.server.fastapi_app import app
 
     uvicorn.run(
-        BrowserDefaults(app),
+        browser_defaults(app),
         host=host,
         port=port,
         log_level="warning",  # the launcher prints the URL; no access log in the terminal

@@ -1,5 +1,6 @@
-"""The on-call dashboard as a person sees it: `evidently ui` on a filled workspace (two pipeline runs:
-the current RUN published over OTHER_RUN), rendered in headless Chromium; the DOM is read panel by panel.
+"""The on-call dashboard as a person sees it: Evidently's UI as `make dashboards` serves it, on a
+filled workspace (two pipeline runs: the current RUN published over OTHER_RUN), rendered in headless
+Chromium; the DOM is read panel by panel.
 
 Needs Debian's chromium (`apt-get install -y chromium`); skipped without it. Keeps a screenshot as a test
 artifact under $NEXTBUY_TEST_ARTIFACTS (else the test's tmp dir) and prints its path.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from nextbuy.mlops.dashboards.ui import TITLE
 from tests.mlops.dashboards.workspace import (
     N_BUCKETS,
     N_WINDOWS,
@@ -36,7 +38,7 @@ from tests.mlops.dashboards.workspace import (
 
 pytestmark = pytest.mark.slow
 
-EVIDENTLY = Path(sys.executable).with_name("evidently")
+DASHBOARDS_UI = [sys.executable, "-m", "nextbuy.mlops.dashboards.ui"]  # as `make dashboards` starts it
 SERVER_START_TIMEOUT_S = 90
 CHROMIUM_TIMEOUT_S = 120
 # --force-prefers-reduced-motion: the charts draw their lines with a CSS reveal animation that headless
@@ -89,14 +91,14 @@ def chromium() -> str:
 
 @pytest.fixture
 def evidently_ui(tmp_path):
-    """(base url, project id, workspace) of a running `evidently ui` on a workspace of test windows."""
+    """(base url, project id, workspace) of a running dashboards UI on a workspace of test windows."""
     workspace = tmp_path / "workspace"
     project_id, _ = fill_workspace(workspace)
     port = _free_port()
     log = (tmp_path / "evidently-ui.log").open("wb")
     env = dict(os.environ, DO_NOT_TRACK="1")
     proc = subprocess.Popen(
-        [str(EVIDENTLY), "ui", "--workspace", str(workspace), "--host", "127.0.0.1", "--port", str(port)],
+        [*DASHBOARDS_UI, "--workspace", str(workspace), "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
@@ -109,7 +111,7 @@ def evidently_ui(tmp_path):
         while True:
             if proc.poll() is not None:
                 log_text = (tmp_path / "evidently-ui.log").read_text()
-                pytest.fail(f"evidently ui exited with {proc.returncode}:\n{log_text}")
+                pytest.fail(f"the dashboards UI exited with {proc.returncode}:\n{log_text}")
             try:
                 with urllib.request.urlopen(f"{base}/api/projects/{project_id}/info", timeout=2) as response:
                     if response.status == 200:
@@ -117,7 +119,7 @@ def evidently_ui(tmp_path):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"evidently ui did not answer on {base} within {SERVER_START_TIMEOUT_S} s")
+                pytest.fail(f"the dashboards UI did not answer on {base} within {SERVER_START_TIMEOUT_S} s")
             time.sleep(0.5)
         yield base, project_id, workspace
     finally:
@@ -227,6 +229,7 @@ def test_dashboard_renders_panels_with_data(chromium, evidently_ui, tmp_path):  
     missing = [t for t in expected_panel_titles(range(N_BUCKETS)) if t not in text]
     assert not missing, f"panel titles missing from the rendered dashboard: {missing}"
     assert "This dashboard is currently empty" not in text
+    assert f"<title>{TITLE}</title>" in raw  # the browser tab says what is open
     assert "no value" not in text, "a counter shows 'no value'"
     _assert_panels_show_run_data(raw, workspace, project_id)
 
