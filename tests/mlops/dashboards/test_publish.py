@@ -208,7 +208,9 @@ def test_dashboard_spec_expands_per_bucket(n_buckets):
     assert not any(re.search(r"(?<!\{)\{bucket\}", t) for t in titles)
     estimated = next(p for p in dashboard.panels if p.title.startswith("Estimated eventual positivity"))
     assert len(estimated.values) == 2 * n_buckets
-    assert {v.metric_labels["bucket"] for v in estimated.values} == {str(b) for b in range(n_buckets)}
+    # bucket by bucket, so the UI's palette gives a bucket's two lines neighbouring (unlike) colours
+    pairs = [(v.metric_labels["bucket"], v.metric_labels["kind"]) for v in estimated.values]
+    assert pairs == [(str(b), kind) for b in range(n_buckets) for kind in ("estimated", "predicted")]
     per_bucket = [p for p in dashboard.panels if p.title.endswith("confidence interval vs predicted")]
     assert len(per_bucket) == n_buckets
     for b, panel in enumerate(per_bucket):

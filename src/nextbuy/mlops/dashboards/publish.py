@@ -149,6 +149,10 @@ def _expanded_panels(p: PanelSpec, buckets: Sequence[int], run: str | None) -> l
     out = []
     for panel_bucket in buckets if p.per_bucket else [None]:
         values = [m for s in p.series for m in _panel_metrics(s, p.type, buckets, panel_bucket, run)]
+        # Lines of one bucket each, bucket by bucket (predicted beside estimated of the same one):
+        # Evidently colours a panel's lines by their order, from a palette whose neighbours differ.
+        if all("bucket" in m.metric_labels for m in values):
+            values.sort(key=lambda m: int(m.metric_labels["bucket"]))
         title = _fill(p.title, bucket=panel_bucket, run=run)
         assert title is not None  # a panel's title is required
         out.append(_panel(p, title, _fill(p.description, bucket=panel_bucket, run=run), values))
