@@ -71,7 +71,7 @@ def test_index_html_gets_the_browser_defaults_first_and_is_never_revalidated():
         mlflow_ui.browser_defaults(index_app(seen)), request_headers=[(b"if-none-match", b'"v1"')]
     )
     assert status == 200
-    assert body.startswith(b"<html><head>" + mlflow_ui.UI_SCRIPT + b"<title>")
+    assert body.startswith(b"<html><head>" + mlflow_ui.UI_SCRIPT + mlflow_ui.UI_STYLE + b"<title>")
     assert headers[b"content-length"] == str(len(body)).encode()
     assert headers[b"cache-control"] == b"no-store"
     assert b"etag" not in headers
