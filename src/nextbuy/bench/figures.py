@@ -259,6 +259,77 @@ def events_scale(name: str, result: dict) -> list[Picture]:
     ]
 
 
+SERVE_PATHS = (
+    ("load_levels", "nextbuy serve (pair fast path)", "#1f77b4"),
+    ("load_levels_mlflow_path", "through MLflow's scoring server", "#7f7f7f"),
+)
+
+
+def serve(name: str, result: dict) -> list[Picture]:
+    """REST latency percentiles (p50 solid, p99 dashed) and throughput against concurrent
+    clients, as `nextbuy serve` answers and through MLflow's own scoring path."""
+    figure, axes = _figure(columns=2, width=7.2, height=2.8)
+    latency, throughput = axes[0]
+    for key, label, colour in SERVE_PATHS:
+        levels = [lv for lv in result.get(key, []) if lv.get("p50_ms") is not None]
+        if not levels:
+            continue
+        clients = [lv["clients"] for lv in levels]
+        for percentile, style in (("p50", "-"), ("p99", "--")):
+            values = [lv[f"{percentile}_ms"] for lv in levels]
+            latency.plot(clients, values, marker="o", color=colour, ls=style, label=f"{label}: {percentile}")
+        throughput.plot(clients, [lv["rps"] for lv in levels], marker="o", color=colour, label=label)
+    goal = (result.get("goals") or {}).get("load_p99_ms_16")
+    if goal is not None:
+        latency.axhline(goal, color="#d62728", alpha=0.5, linestyle=":")
+        note = f"p99 goal at 16 clients: {goal:g} ms"
+        latency.annotate(
+            note, (1, goal), xytext=(2, 3), textcoords="offset points", fontsize=7, color="#d62728"
+        )
+    latency.set(xscale="log", yscale="log", xlabel="concurrent clients", ylabel="latency, ms")
+    throughput.set(xscale="log", xlabel="concurrent clients", ylabel="requests per second")
+    for ax in (latency, throughput):
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    latency.legend(fontsize=7)
+    workers = result.get("load_workers")
+    return [
+        Picture(
+            f"{name}.svg",
+            "REST latency p50 and p99 and the requests per second of 100-candidate requests against "
+            f"concurrent clients ({workers} server workers), as nextbuy serve answers them and "
+            "through MLflow's own scoring path",
+            _svg(figure),
+        )
+    ]
+
+
+LINKPRED_METRICS = (("hits@20", "Hits@20"), ("mrr", "MRR"), ("direction_auc", "direction AUC"))
+
+
+def linkpred(name: str, result: dict) -> list[Picture]:
+    """Hits@20, MRR and direction AUC per method, mean ± std over seeds, BLADE highlighted."""
+    methods = sorted(
+        (k for k, v in result.items() if isinstance(v, dict) and "hits@20" in v),
+        key=lambda k: result[k]["hits@20"],
+    )
+    figure, axes = _figure(columns=3, width=8.4, height=0.8 + 0.25 * len(methods))
+    for ax, (metric, label) in zip(axes[0], LINKPRED_METRICS, strict=True):
+        for i, m in enumerate(methods):
+            colour = "#d62728" if m.startswith("blade") else "#1f77b4"
+            ax.errorbar(result[m][metric], i, xerr=result[m]["std"][metric], fmt="o", color=colour)
+        ax.set_yticks(range(len(methods)), methods if ax is axes[0][0] else [""] * len(methods))
+        seeds = result[methods[0]]["seeds"] if methods else 0
+        ax.set(xlabel=f"{label} (mean ± std, {seeds} seeds)")
+    return [
+        Picture(
+            f"{name}.svg",
+            "test Hits@20, MRR and direction AUC of each link-prediction method, mean ± std over "
+            "seeds, BLADE in red, methods ordered by Hits@20",
+            _svg(figure),
+        )
+    ]
+
+
 # Result files with pictures: a name, or a prefix for the files of each real store.
 DRAWINGS: dict[str, Callable[[str, dict], list[Picture]]] = {
     "engines": engines,
@@ -267,6 +338,9 @@ DRAWINGS: dict[str, Callable[[str, dict], list[Picture]]] = {
     "events_scale": events_scale,
     "real_delay_": real_delay,
     "real_ranking_": real_ranking,
+    "serve": serve,
+    "linkpred": linkpred,
+    "linkpred_": linkpred,
 }
 
 
