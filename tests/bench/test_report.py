@@ -263,3 +263,12 @@ def test_record_all_reruns_each_files_own_command_a_stores_monitor_right_after_i
     assert plan[0].argv == ["nextbuy", "bench", "engines", "--out", "e.json"]
     assert plan[0].expected_s == 60.0
     assert set(skipped) == {"stack_check", "external_check"}
+
+
+def test_a_delay_cost_inside_the_seed_noise_shows_no_recovered_share():
+    """RI is a share of oracle − naive: where that gap is inside the seed spread the page says
+    there was nothing to recover instead of printing a ratio of noise."""
+    page = report.render(ROOT)
+    section = page.split("{#real-delay-complete-journey}")[1].split("\n## ")[0]
+    assert "| `importance` | 0.7908 ± 0.0005 | 0.2870 ± 0.0008 | none | none |" in section
+    assert "RI (AUC and NLL): none, since oracle − naive (AUC -0.00018, NLL +0.00027)" in section
