@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,25 @@ def test_a_stop_that_lands_in_a_finalizer_is_delivered_again_not_lost(capfd):
     assert finished == []
     assert "Exception ignored" not in capfd.readouterr().err
     assert sys.unraisablehook is hook
+
+
+def test_a_process_whose_main_thread_exited_is_alive_until_its_last_thread_is_gone():
+    """As a killed torch process: the main thread is a zombie while another thread still runs
+    (and holds the process's files and locks); the group is gone only after it."""
+    script = (
+        "import ctypes, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(3,)).start()\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"  # the main thread ends, the other one runs on
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the main thread never exited"
+            time.sleep(0.05)
+        assert procs.group_alive(proc.pid)
+        proc.wait(timeout=10)
+        assert not procs.group_alive(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -169,7 +169,21 @@ def group_alive(pgid: int) -> bool:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state ppid pgrp ...
+        if int(fields[2]) == pgid and (fields[0] != "Z" or _threads_alive(stat.parent)):  # state ppid pgrp
+            return True
+    return False
+
+
+def _threads_alive(process: Path) -> bool:
+    """Whether a thread of the process at /proc/PID has not exited yet. A killed multithreaded
+    process (torch, pyarrow) shows its main thread as a zombie while its other threads still
+    tear it down, holding its open files and their locks until the last one is gone."""
+    for stat in (process / "task").glob("*/stat"):
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
             return True
     return False
 

@@ -72,7 +72,7 @@ def recover(project: Project) -> dict:
     state = registry_state(project, project.params["deploy"]["model_name"])
     orphans = len(state["unmarked_versions"]) + len(state["running_runs"])
     recovered = recovery.returncode == 0
-    if recovery.returncode == procs.RUN_BUSY:  # name who kept the recovery out
+    if procs.RUN_BUSY_MESSAGE.split("(")[0] in text:  # refused (make exits 2): name who kept it out
         text += f"\nlock holders: {procs.lock_holders(project.root / procs.RUN_LOCK) or 'none left'}"
     return {
         "exit": recovery.returncode,
