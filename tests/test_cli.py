@@ -30,6 +30,7 @@ STAGE_COMMANDS = [
 OTHER_COMMANDS = [
     "preset",
     "restore-outputs",
+    "repro-stage",
     "check-dvc-lock",
     "summary",
     "simulate-logs",
@@ -246,22 +247,6 @@ def test_a_valid_section_gets_past_validation_to_the_missing_inputs(tmp_path, mo
     assert "bad input" in result.output
     assert "impressions" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
-
-
-def test_under_airflow_an_input_error_is_also_written_for_the_task_to_fail_without_retries(
-    tmp_path, monkeypatch
-):
-    from nextbuy.constants import FAILURE_FILE_ENV
-
-    failure = tmp_path.parent / f"{tmp_path.name}-failure.txt"
-    monkeypatch.setenv(FAILURE_FILE_ENV, str(failure))
-    monkeypatch.chdir(tmp_path)
-    result = invoke("label-delay", "--params", params_with(tmp_path, "label_delay", max_wieght=5.0))
-    assert result.exit_code == 2
-    written = failure.read_text()
-    assert "label_delay: invalid section 'label_delay'" in written
-    assert "max_wieght" in written
-    assert "[bold red]" not in written  # plain text, for the task's log
 
 
 def test_a_missing_params_file_exits_2_naming_it(tmp_path, monkeypatch):

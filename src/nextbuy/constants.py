@@ -1,11 +1,10 @@
 """Facts shared across layers, declared once. Standard library only: the DAG files
 import modules that import this one when Airflow parses them."""
 
-# A stage command that failed on its configuration or input (nothing a retry can fix) leaves
-# its message in the file this variable names, when set; the Airflow stage task then exits
-# with INPUT_ERROR_EXIT_CODE and fails at once, without retries.
-FAILURE_FILE_ENV = "NEXTBUY_FAILURE_FILE"
-INPUT_ERROR_EXIT_CODE = 65  # sysexits' EX_DATAERR
+# A command that refused its configuration or input (nothing a retry can fix) exits with
+# this code, as click's usage errors do; an Airflow stage task that exits with it fails at
+# once, without retries.
+INPUT_ERROR_EXIT_CODE = 2
 ALERT_EXIT_CODE = (
     3  # `nextbuy alerts` exits with this when the monitor raised alerts (Airflow branches on it)
 )

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from nextbuy.config import merge
+from nextbuy.constants import INPUT_ERROR_EXIT_CODE
 from nextbuy.orchestration import batch, names, task_bodies
 from nextbuy.orchestration.names import (
     BACKUP_FILE,
@@ -164,7 +165,7 @@ def test_dagbag_loads_both_dags_in_order(airflow_project):
             assert task.pool == names.POOL
             assert task.retries >= 1
             assert task.retry_exponential_backoff
-            assert f"dvc repro --single-item {stage}" in task.bash_command
+            assert f"nextbuy repro-stage {stage}" in task.bash_command
         for task_id in ("set_params", "restore_params"):  # a cold API server costs a retry, not the run
             assert dag.get_task(task_id).retries == names.TASK_RETRIES
         assert dag.get_task("set_params").is_setup
@@ -549,7 +550,7 @@ def test_before_the_tick_the_next_run_is_that_tick(airflow_project, monkeypatch)
     assert next_run(monkeypatch, MIDNIGHT - timedelta(hours=1), None) == MIDNIGHT
 
 
-@pytest.mark.parametrize(("exit_code", "retried"), [(65, False), (1, True)])
+@pytest.mark.parametrize(("exit_code", "retried"), [(INPUT_ERROR_EXIT_CODE, False), (1, True)])
 def test_a_stage_that_refuses_its_configuration_or_input_fails_without_retries(
     airflow_project, tmp_path, exit_code, retried
 ):
@@ -588,7 +589,8 @@ sys.exit(0 if seen.exists() else 3)
 
 
 def test_training_progress_reaches_the_task_log_while_the_stage_still_runs(airflow_project, tmp_path):
-    """The stage task's path: StageOperator -> bash -> dvc repro -> a training, off a terminal.
+    """The stage task's path: StageOperator -> bash -> nextbuy repro-stage -> dvc repro -> a
+    training, off a terminal.
     The training does not end until the task log has shown its first epoch's line, so output
     that arrived only at the end (buffered anywhere on the way) fails it."""
     from structlog.testing import capture_logs
@@ -600,8 +602,8 @@ def test_training_progress_reaches_the_task_log_while_the_stage_still_runs(airfl
     cmd = f"{shlex.quote(sys.executable)} tiny_train.py {shlex.quote(str(seen))}"
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"cmd": cmd}}}))
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    task = StageOperator(task_id="train", bash_command=f"{shlex.quote(sys.executable)} -m dvc repro "
-                         "--single-item train", cwd=str(tmp_path))  # fmt: skip
+    repro = f"{shlex.quote(sys.executable)} -m nextbuy.cli repro-stage train"
+    task = StageOperator(task_id="train", bash_command=repro, cwd=str(tmp_path))
     lines: list[tuple[bool, str]] = []  # (the stage still running, the line)
 
     def log_handler(logger, method, event):

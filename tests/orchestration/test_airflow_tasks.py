@@ -17,12 +17,12 @@ def test_project_dir_is_the_env_var_else_the_parent_of_dags(tmp_path, monkeypatc
     assert airflow_tasks.project_dir(dag_file) == (tmp_path / "elsewhere").resolve()
 
 
-def test_stage_command_is_dvc_repro_of_one_stage_with_the_venv_first(tmp_path, monkeypatch):
+def test_stage_command_is_repro_stage_of_one_stage_with_the_venv_first(tmp_path, monkeypatch):
     project = tmp_path / "a project"
     monkeypatch.delenv(VENV_ENV, raising=False)
     command = airflow_tasks.stage_command("label_delay", project)
-    assert "dvc repro --single-item label_delay || " in command
-    assert command.index("nextbuy check-dvc-lock && ") < command.index("dvc repro")
+    assert "nextbuy repro-stage label_delay || " in command
+    assert command.index("nextbuy check-dvc-lock && ") < command.index("nextbuy repro-stage")
     assert "nextbuy restore-outputs label_delay; " in command
     assert f"export PATH={shlex.quote(str(project / '.venv' / 'bin'))}:" in command
     monkeypatch.setenv(VENV_ENV, "/opt/venv")
@@ -41,28 +41,58 @@ def test_stage_chain_follows_dvc_yaml(tmp_path):
     assert airflow_tasks.stage_chain(tmp_path, "monitoring") == "m"
 
 
-def _run_stage_command(tmp_path: Path, stage_script: str) -> int:
-    """The stage command of stage 'train', with a stand-in dvc (running ``stage_script`` as the
-    stage) and nextbuy (check-dvc-lock, restore-outputs: nothing to do) first on PATH; its exit status."""
+def _run_stage_command(tmp_path: Path, stage_script: str) -> tuple[int, list[str]]:
+    """The stage command of stage 'train', with a stand-in nextbuy first on PATH (its
+    repro-stage runs ``stage_script`` as the stage, its other commands do nothing): its exit
+    status and the nextbuy commands it ran."""
     import os
     import subprocess
 
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
-    (bin_dir / "dvc").write_text(f"#!/bin/bash\n( {stage_script} ) || exit 255\n")  # dvc hides the code
-    (bin_dir / "nextbuy").write_text("#!/bin/bash\nexit 0\n")
-    for tool in ("dvc", "nextbuy"):
-        (bin_dir / tool).chmod(0o755)
+    calls = tmp_path / "calls"
+    (bin_dir / "nextbuy").write_text(
+        f'#!/bin/bash\necho "$@" >> {calls}\n'
+        f'if [ "$1" = repro-stage ]; then ( {stage_script} ); exit $?; fi\n'
+    )
+    (bin_dir / "nextbuy").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     env.pop("NEXTBUY_VENV", None)
     command = airflow_tasks.stage_command("train", tmp_path)
-    return subprocess.run(["bash", "-c", command], env=env, cwd=tmp_path, timeout=30).returncode
+    code = subprocess.run(["bash", "-c", command], env=env, cwd=tmp_path, timeout=30).returncode
+    return code, calls.read_text().splitlines()
 
 
-def test_a_stage_that_wrote_an_input_error_exits_with_the_no_retry_code(tmp_path):
-    from nextbuy.constants import FAILURE_FILE_ENV, INPUT_ERROR_EXIT_CODE
+def test_a_stage_task_exits_with_the_stage_code_and_restores_outputs_after_a_failure(tmp_path):
+    assert _run_stage_command(tmp_path / "refused", "exit 2") == (
+        2,
+        ["check-dvc-lock", "repro-stage train", "restore-outputs train"],
+    )
+    assert _run_stage_command(tmp_path / "fine", "true") == (0, ["check-dvc-lock", "repro-stage train"])
 
-    refused = f'echo "train: invalid section" > "${FAILURE_FILE_ENV}"; exit 2'
-    assert _run_stage_command(tmp_path / "refused", refused) == INPUT_ERROR_EXIT_CODE
-    assert _run_stage_command(tmp_path / "crashed", "exit 1") == 255  # transient: keeps its retries
-    assert _run_stage_command(tmp_path / "fine", "true") == 0
+
+def _dvc_project(tmp_path: Path, commands: dict[str, str]) -> Path:
+    import subprocess
+    import sys
+
+    import yaml
+
+    stages = {name: {"cmd": cmd} for name, cmd in commands.items()}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def test_repro_stage_exits_with_the_stage_command_code_that_dvc_repro_hides(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(_dvc_project(tmp_path, {"refuses": "exit 2", "crashes": "exit 1", "fine": "true"}))
+    assert airflow_tasks.repro_stage("refuses") == 2  # dvc repro itself: 255
+    assert "failed to reproduce 'refuses'" in capfd.readouterr().err  # DVC's own words still shown
+    assert airflow_tasks.repro_stage("crashes") == 1
+    assert airflow_tasks.repro_stage("fine") == 0
+    assert airflow_tasks.repro_stage("no_such_stage") == 255  # DVC's failure, not a stage's
+
+
+def test_a_stage_killed_by_a_signal_reports_128_plus_its_number():
+    line = "ERROR: failed to reproduce 'train': failed to run: nextbuy train, exited with -15"
+    assert airflow_tasks.stage_exit_code(line) == 143
+    assert airflow_tasks.stage_exit_code("Running stage 'train':") is None

@@ -4,17 +4,14 @@ exit codes for input errors."""
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.text import Text
 
-from nextbuy.constants import FAILURE_FILE_ENV
+from nextbuy.constants import INPUT_ERROR_EXIT_CODE
 
 app = typer.Typer(
     add_completion=False,
@@ -55,13 +52,10 @@ def setup_logging() -> None:
 
 
 def input_error(message: str) -> typer.Exit:
-    """Exit code 2 for a configuration or input error, printed; under an Airflow stage task
-    (``FAILURE_FILE_ENV`` set) also written there, so the task fails without retries."""
+    """Exit code 2 for a configuration or input error, printed: an Airflow stage task that
+    ends with it fails without retries."""
     console.print(message, highlight=False)
-    failure_file = os.environ.get(FAILURE_FILE_ENV)
-    if failure_file:
-        Path(failure_file).write_text(Text.from_markup(message).plain + "\n")
-    return typer.Exit(code=2)
+    return typer.Exit(code=INPUT_ERROR_EXIT_CODE)
 
 
 def model_name_or_default(given: str | None) -> str:

@@ -238,6 +238,21 @@ def restore_outputs(
         console.print("[yellow]not in the DVC cache, not restored:[/] " + escape(", ".join(missing)))
 
 
+@app.command("repro-stage")
+def repro_stage(stage: str = typer.Argument(..., help="a stage of dvc.yaml")) -> None:
+    """dvc repro --single-item STAGE, exiting with the stage command's own code.
+
+    dvc repro exits 255 however its stage failed; the Airflow stage tasks run this so that a
+    configuration or input error (exit 2) fails the task at once while anything else keeps
+    its retries."""
+    from nextbuy.orchestration.airflow_tasks import repro_stage as run
+
+    if stage not in STAGES:
+        console.print(f"[bold red]unknown stage: {escape(stage)}[/] (dvc.yaml has {', '.join(STAGES)})")
+        raise typer.Exit(code=2)
+    raise typer.Exit(code=run(stage))
+
+
 @app.command("check-dvc-lock")
 def check_dvc_lock() -> None:
     """Set aside .dvc/tmp/rwlock or dvc.lock when a killed dvc left it unreadable and no dvc runs here.

@@ -1,16 +1,17 @@
 """Where and how a DVC stage runs, and its Airflow task: ``dvc repro --single-item
 <stage>`` in the Airflow workspace (a git worktree of the project), in the DVC pool,
-retried with backoff."""
+retried with backoff, its exit code the stage's own."""
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nextbuy.constants import FAILURE_FILE_ENV, INPUT_ERROR_EXIT_CODE
 from nextbuy.orchestration.names import POOL, PROJECT_DIR_ENV, TASK_RETRIES, VENV_ENV
 from nextbuy.orchestration.workspace import store_defaults, workspace_dir
 from nextbuy.stage_list import dag_stages
@@ -45,7 +46,8 @@ def stage_command(stage: str, project: Path) -> str:
     see ``workspace``): exactly what ``dvc repro`` runs for that one stage (after
     ``nextbuy check-dvc-lock``), with the project's .venv/bin first on PATH, the worktree's
     code first on PYTHONPATH and the checkout's MLflow store unless MLFLOW_TRACKING_URI is
-    set (the docker stack's server)."""
+    set (the docker stack's server). It exits with the stage command's own code
+    (``nextbuy repro-stage``)."""
     project = Path(project).resolve()
     bin_dir = shlex.quote(str(venv_bin(project)))
     src = shlex.quote(str(workspace_dir(project) / "src"))
@@ -56,14 +58,47 @@ def stage_command(stage: str, project: Path) -> str:
         f'export PATH={bin_dir}:"$PATH" PYTHONPATH={src} {stores} '
         # A DVC lock file a killed dvc left unreadable would fail every repro: set it aside.
         "&& nextbuy check-dvc-lock "
-        # The stage writes a configuration or input error here (dvc repro hides its exit code).
-        f'&& export {FAILURE_FILE_ENV}="$(mktemp)" '
         # DVC deletes the outputs before it checks params.yaml: restore them if it fails there.
-        f"&& {{ dvc repro --single-item {quoted} "
-        f"|| {{ status=$?; nextbuy restore-outputs {quoted}; "
-        f'if [ -s "${FAILURE_FILE_ENV}" ]; then status={INPUT_ERROR_EXIT_CODE}; fi; '
-        f'rm -f "${FAILURE_FILE_ENV}"; exit $status; }}; }} && rm -f "${FAILURE_FILE_ENV}"'
+        f"&& {{ nextbuy repro-stage {quoted} "
+        f"|| {{ status=$?; nextbuy restore-outputs {quoted}; exit $status; }}; }}"
     )
+
+
+# dvc repro exits 255 whatever its stage's command exited with; its last error line says
+# "failed to reproduce 'train': failed to run: nextbuy train, exited with 2".
+_STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)\s*$")
+
+
+def stage_exit_code(dvc_error_line: str) -> int | None:
+    """The stage command's exit code that a line of ``dvc repro``'s stderr reports (a signal
+    as 128 + its number, as the shell says it), or None when the line reports none."""
+    found = _STAGE_EXIT.search(dvc_error_line)
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return 128 - code if code < 0 else code
+
+
+def repro_stage(stage: str) -> int:
+    """Run ``dvc repro --single-item stage`` (this Python's dvc) with its output passed
+    through, line by line; its exit code is the stage command's own when the stage command
+    failed (2: a configuration or input error, not worth a retry), else dvc's."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    )
+    assert process.stderr is not None  # stderr=PIPE
+    stage_code = None
+    for line in process.stderr:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        reported = stage_exit_code(line)
+        if reported is not None:
+            stage_code = reported
+    dvc_code = process.wait()
+    return stage_code if dvc_code != 0 and stage_code is not None else dvc_code
 
 
 def stage_task(stage: str, project: Path) -> StageOperator:
