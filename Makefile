@@ -27,7 +27,7 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: run run-preset test test-benches lint format env spark lock summary mlflow-ui serve plots clean dashboards airflow stack-check results docs docs-build
+.PHONY: run run-preset test test-e2e test-benches lint format env spark lock summary mlflow-ui serve plots clean dashboards airflow stack-check results docs docs-build
 
 env: $(STAMP)
 
@@ -95,7 +95,12 @@ summary: $(STAMP)
 # The suite starts hundreds of Python processes: they keep the bytecode they compile (and pytest
 # its rewritten test modules) even where the environment says not to write it.
 test: $(STAMP)
-	PYTHONDONTWRITEBYTECODE= pytest -q -n auto --dist loadfile --no-loadscope-reorder -m "not bench"
+	PYTHONDONTWRITEBYTECODE= pytest -q -n auto --dist loadfile --no-loadscope-reorder -m "not slow and not bench"
+
+# The end-to-end tests (marked slow: whole pipelines, the Airflow scheduler, Spark sessions
+# and the standalone cluster, servers under load): about 10 minutes on 2 cores; CI runs them.
+test-e2e: $(STAMP)
+	PYTHONDONTWRITEBYTECODE= pytest -q -n auto --dist loadfile --no-loadscope-reorder -m "slow and not bench"
 
 # Every `nextbuy bench <name>` end to end at its smallest size (tests/bench/test_end_to_end.py
 # says which test runs which): minutes, so apart from make test; CI runs both.

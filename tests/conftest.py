@@ -103,8 +103,12 @@ def store(tmp_path, monkeypatch, new_mlflow_store):
         yield MlflowClient()
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files holding end-to-end (``slow``) tests first, each file's tests in their own order:
+    """A test that starts a Spark session (the ``local_spark`` fixture: a JVM, seconds before
+    its first job) is end to end: marked ``slow``, run by `make test-e2e`.
+
+    Files holding end-to-end (``slow``) tests first, each file's tests in their own order:
     `make test` hands whole files to its workers in this order (xdist ``--dist loadfile``), so
     the long files start at once and the short ones fill in around them, instead of one long
     file running alone at the end. Of the files that copy ``finished_tiny_project`` only the
@@ -112,6 +116,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     the others come after those, when it is built, instead of waiting for it. The standalone
     cluster's file comes last of all: its session replaces the Spark tests' local one, which is
     then never started again."""
+    for item in items:
+        if "local_spark" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
     slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
     users = [item.path for item in items if "finished_tiny_project" in item.fixturenames]
     builder = users[0] if users else None

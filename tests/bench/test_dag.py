@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from nextbuy.bench import dag
 from tests.conftest import ROOT
 
 
+@pytest.mark.bench
 def test_the_dag_bench_runs_both_ways_and_they_did_the_same_work(tmp_path):
     out = tmp_path / "dag.json"
     figures = dag.run(out, ROOT)
