@@ -88,10 +88,10 @@ def test_summary_takes_the_largest_run_and_keeps_skipped_sizes():
     assert figures["blade_vs_sage_epoch_ratio"] == 1.1
     assert figures["sizes"][2]["skipped"] == "too big"
     assert figures["sizes"][2]["total_s"] is None
-    assert figures["machine"]["cpu_count"] >= 1
+    assert figures["host"]["cpu_count"] >= 1
     assert figures["config"]["largest_run"] == 100
     assert set(figures) == {"sizes", "time_exponent", "sampler_edges_per_s", "blade_vs_sage_epoch_ratio",
-                            "config", "machine"}  # fmt: skip
+                            "config", "host"}  # fmt: skip
 
 
 def test_the_graphsage_ratio_comes_from_the_largest_size_that_ran_it():

@@ -103,15 +103,22 @@ def record(name: str, argv: Sequence[str], root: Path = Path(".")) -> Path:
     wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
     figures = json.loads((root / out if not out.is_absolute() else out).read_text())
-    result = {
+    if not isinstance(figures, dict):
+        figures = {"results": figures}
+    provenance = {
         "command": portable_command(argv, root),
         "commit": commit,
         "date": dt.date.today().isoformat(),
         "machine": machine_description(),
         "wall_seconds": round(wall, 1),
         "peak_memory_mb": round(peak_kib / 1024, 1),
-        **(figures if isinstance(figures, dict) else {"results": figures}),
     }
+    clashes = sorted(set(provenance) & set(figures))
+    if clashes:  # the record's own keys say how the figures were made: a bench may not replace them
+        raise ValueError(
+            f"{out} has {', '.join(clashes)}, the result file's own provenance keys: nothing recorded"
+        )
+    result = provenance | figures
     path = root / RESULTS_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")

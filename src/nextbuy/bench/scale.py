@@ -244,7 +244,7 @@ def summarise(rows: list[dict], config: dict) -> dict:
         "blade_vs_sage_epoch_ratio": largest_compared.get("blade_vs_sage_epoch_ratio"),
         "config": config
         | {"largest_run": largest.get("n_products"), "largest_sage_run": largest_compared.get("n_products")},
-        "machine": {
+        "host": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
@@ -361,7 +361,7 @@ def _goal_text(value: float | None, key: str) -> str:
 
 
 def _table(f: dict) -> Table:
-    cpus = f["machine"]["cpu_count"]
+    cpus = f["host"]["cpu_count"]
     table = Table(title=f"bench scale: the pipeline's cores by catalogue size, {cpus} cores")
     table.add_column("figure")
     for row in f["sizes"]:

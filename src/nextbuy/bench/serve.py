@@ -341,7 +341,7 @@ def _header(products: int, settings: RetrievalConfig, topk_products: Sequence[in
         "d": DIM,
         "n_pairs": N_PAIRS,
         "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
+        "arch": platform.machine(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "load_avg_1m_at_start": os.getloadavg()[0],
