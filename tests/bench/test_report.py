@@ -9,7 +9,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from nextbuy.bench import report
+from nextbuy.bench import figures, report
 from nextbuy.cli import app
 from tests.conftest import ROOT
 
@@ -282,3 +282,35 @@ def test_a_delay_cost_inside_the_seed_noise_shows_no_recovered_share():
     section = page.split("{#real-delay-complete-journey}")[1].split("\n## ")[0]
     assert "| `importance` | 0.7908 ± 0.0005 | 0.2870 ± 0.0008 | none | none |" in section
     assert "RI (AUC and NLL): none, since oracle − naive (AUC -0.00018, NLL +0.00027)" in section
+
+
+def test_scale_renders_a_row_per_size_with_the_skipped_size_and_its_reason():
+    result = {
+        "sizes": [
+            {
+                "n_products": 10000,
+                "n_edges": 90000,
+                "total_s": 20.0,
+                "topk_all_s_extrapolated": 2.0,
+                "peak_rss_gib": 0.8,
+                "ingest_s": 1.0,
+                "label_delay_s": 10.0,
+                "train_epoch_s": 6.0,
+                "export_s": 0.4,
+                "calibrate_s": 0.3,
+            },
+            {"n_products": 1000000, "skipped": "estimated 192 min > budget 60 min"},
+        ],
+        "time_exponent": 1.03,
+        "config": {
+            "stage_keys_in_total": ["ingest_s"],
+            "purchases_per_product": 24.0,
+            "impressions_per_product": 30.0,
+            "topk_sample_sources": 2000,
+        },
+    }
+    page = "\n".join(report.render_scale("scale", result))
+    assert "| 10,000 | 90,000 | 1.0 | 10.0 | 6.0 | 0.4 | 0.3 | 20.0 | 2.0 | 0.80 |" in page
+    assert "| 1,000,000 | skipped: estimated 192 min > budget 60 min |" in page
+    assert "| `time_exponent` | 1.03 |" in page
+    assert [p.file for p in figures.pictures("scale", result)] == ["scale.svg"]

@@ -272,6 +272,47 @@ def events_scale(name: str, result: dict) -> list[Picture]:
     ]
 
 
+# The stages of bench scale drawn and tabled, each size's JSON key and its label.
+SCALE_STAGES = (
+    ("ingest_s", "ingest"),
+    ("label_delay_s", "label_delay"),
+    ("train_epoch_s", "train epoch"),
+    ("export_s", "export"),
+    ("calibrate_s", "calibrate"),
+)
+
+
+def scale(name: str, result: dict) -> list[Picture]:
+    """Stage seconds and peak memory against the graph's edges, log-log; sizes skipped by the
+    bench's budget named under the plots."""
+    run = [s for s in result.get("sizes", []) if not s.get("skipped")]
+    figure, axes = _figure(columns=2, width=7.2, height=2.8)
+    times, memory = axes[0]
+    x = [s["n_edges"] for s in run]
+    for key, label in (*SCALE_STAGES, ("total_s", "total")):
+        times.plot(x, [s[key] for s in run], marker="o", label=label, lw=2.5 if key == "total_s" else 1.2)
+    memory.plot(x, [s["peak_rss_gib"] for s in run], marker="o")
+    times.set(xscale="log", yscale="log", xlabel="edges", ylabel="seconds")
+    memory.set(xscale="log", xlabel="edges", ylabel="peak RSS, GiB")
+    for ax in (times, memory):
+        ax.set_xticks(x, [f"{s['n_edges']:,}\n({s['n_products'] / 1000:g}k products)" for s in run])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    figure.subplots_adjust(wspace=0.35)
+    times.legend(fontsize=7, ncol=3, frameon=False, loc="upper left", bbox_to_anchor=(0, -0.3))
+    skipped = [s for s in result.get("sizes", []) if s.get("skipped")]
+    if skipped:
+        said = "; ".join(f"{s['n_products']:,} products: {s['skipped']}" for s in skipped)
+        figure.text(0.5, -0.32, said, ha="center", fontsize=7)
+    return [
+        Picture(
+            f"{name}.svg",
+            "seconds per stage and in total, and the peak memory, against the graph's edges at each "
+            "catalogue size run (log-log)",
+            _svg(figure),
+        )
+    ]
+
+
 SERVE_PATHS = (
     ("load_levels", "nextbuy serve (pair fast path)", "#1f77b4"),
     ("load_levels_mlflow_path", "through MLflow's scoring server", "#7f7f7f"),
@@ -354,6 +395,7 @@ DRAWINGS: dict[str, Callable[[str, dict], list[Picture]]] = {
     "real_delay_": real_delay,
     "real_ranking_": real_ranking,
     "serve": serve,
+    "scale": scale,
     "linkpred": linkpred,
     "linkpred_": linkpred,
 }

@@ -348,6 +348,46 @@ def render_events_scale(name: str, result: dict) -> list[str]:
     return lines
 
 
+def render_scale(name: str, result: dict) -> list[str]:
+    """bench scale: each size's stage seconds, total and peak memory; a skipped size with its
+    reason; the time exponent and BLADE's epoch against GraphSAGE's at the largest size run."""
+    config = result.get("config", {})
+    lines = [
+        "The pipeline's cores on the simulated store at growing catalogue sizes "
+        f"({config.get('purchases_per_product', '?'):g} purchases and "
+        f"{config.get('impressions_per_product', '?'):g} impressions per product), each size in a "
+        "process of its own: *peak RSS* is that process's. *total* sums "
+        + ", ".join(f"`{k}`" for k in config.get("stage_keys_in_total", []))
+        + "; top-K for every product is extrapolated from "
+        f"{config.get('topk_sample_sources', '?')} sampled sources.\n",
+        *_table(
+            "| products | edges | "
+            + " | ".join(f"{label} (s)" for _, label in figures.SCALE_STAGES)
+            + " | total (s) | top-K all (s) | peak RSS (GiB) |"
+        ),
+    ]
+    for row in result.get("sizes", []):
+        if row.get("skipped"):
+            cells = " | ".join([f"skipped: {row['skipped']}"] + [""] * (len(figures.SCALE_STAGES) + 3))
+            lines.append(f"| {row['n_products']:,} | {cells} |")
+            continue
+        stages = " | ".join(f"{row[key]:.1f}" for key, _ in figures.SCALE_STAGES)
+        lines.append(
+            f"| {row['n_products']:,} | {row['n_edges']:,} | {stages} | {row['total_s']:.1f} | "
+            f"{row['topk_all_s_extrapolated']:.1f} | {row['peak_rss_gib']:.2f} |"
+        )
+    figures_ = (
+        ("time_exponent", "slope of log total against log edges (goal ≤ 1.1: near-linear)"),
+        ("blade_vs_sage_epoch_ratio", "one BLADE epoch over one GraphSAGE epoch, same loop (goal ≤ 1.5)"),
+        ("sampler_edges_per_s", "message edges per second of BLADE's neighbour sampler"),
+    )
+    lines += ["", *_table("| figure | value | what |")]
+    for key, what in figures_:
+        value = result.get(key)
+        lines.append(f"| `{key}` | {_cell(value if value is None else round(value, 3))} | {what} |")
+    return lines
+
+
 def render_stack_check(name: str, result: dict) -> list[str]:
     """``make stack-check``: the team stack built, run and torn down, step by step, with the
     training DAG's tasks as Airflow timed them on a Celery worker."""
@@ -598,6 +638,7 @@ KNOWN: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
     "dag": ("Airflow's cost: the training DAG against dvc repro of its stages (tiny store)", render_generic),
     "monitor": ("The monitor on one simulated month of traffic with an injected drift", render_generic),
     "events_scale": ("Graph and labels from raw logs at scale", render_events_scale),
+    "scale": ("The pipeline's cores at growing catalogue sizes", render_scale),
     "external_dirlinkbench_blade": (
         "BLADE on an independent directed citation graph",
         render_external_linkpred,
