@@ -314,3 +314,28 @@ def test_scale_renders_a_row_per_size_with_the_skipped_size_and_its_reason():
     assert "| 1,000,000 | skipped: estimated 192 min > budget 60 min |" in page
     assert "| `time_exponent` | 1.03 |" in page
     assert [p.file for p in figures.pictures("scale", result)] == ["scale.svg"]
+
+
+def test_model_renders_each_method_with_blades_paired_lead_and_its_ci():
+    def row(auc: float) -> dict:
+        return {
+            "auc": auc,
+            "pr_auc": 0.1,
+            "nll": 0.14,
+            "seeds": 5,
+            "std": {"auc": 0.001, "pr_auc": 0.0, "nll": 0.0},
+        }
+
+    result = {
+        "blade": row(0.727),
+        "dual_mf": row(0.680),
+        "paired_auc_gap_vs_blade": {"dual_mf": {"mean": 0.047, "ci95": [0.0435, 0.0511]}},
+        "test_impressions": 23455,
+    }
+    page = "\n".join(report.render_model("model", result))
+    assert "| `blade` | 5 | 0.7270 ± 0.0010 | 0.1000 ± 0.0000 | 0.1400 ± 0.0000 |  |" in page
+    assert (
+        "| `dual_mf` | 5 | 0.6800 ± 0.0010 | 0.1000 ± 0.0000 | 0.1400 ± 0.0000 | +0.0470 [+0.0435, +0.0511] |"
+        in page
+    )
+    assert "23,455 impressions" in page

@@ -388,6 +388,28 @@ def render_scale(name: str, result: dict) -> list[str]:
     return lines
 
 
+def render_model(name: str, result: dict) -> list[str]:
+    """bench model: each conversion model's test AUC, PR-AUC and NLL against the simulator's
+    eventual labels (mean ± std over seeds), BLADE's paired AUC lead over each with its CI,
+    and the oracle rows (the truth's own probabilities: a ceiling, not a model)."""
+    gaps = result.get("paired_auc_gap_vs_blade", {})
+    methods = [k for k, v in result.items() if isinstance(v, dict) and "auc" in v and "std" in v]
+    lines = [
+        f"Conversions of the test period's {result.get('test_impressions', 0):,} impressions, "
+        "scored against the simulator's eventual labels; *BLADE − method* is BLADE's AUC minus "
+        "the method's, paired by seed, with its 95% CI (a CI across 0: inside the seed noise).\n",
+        *_table("| method | seeds | AUC | PR-AUC | NLL | BLADE − method (AUC) |"),
+    ]
+    for m in methods:
+        row, gap = result[m], gaps.get(m)
+        lead = "" if gap is None else f"{gap['mean']:+.4f} [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]"
+        cells = " | ".join(
+            _mean_std({"mean": row[k], "std": row["std"][k]}, digits=4) for k in ("auc", "pr_auc", "nll")
+        )
+        lines.append(f"| `{m}` | {row.get('seeds', '')} | {cells} | {lead} |")
+    return lines
+
+
 def render_stack_check(name: str, result: dict) -> list[str]:
     """``make stack-check``: the team stack built, run and torn down, step by step, with the
     training DAG's tasks as Airflow timed them on a Celery worker."""
@@ -639,6 +661,7 @@ KNOWN: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
     "monitor": ("The monitor on one simulated month of traffic with an injected drift", render_generic),
     "events_scale": ("Graph and labels from raw logs at scale", render_events_scale),
     "scale": ("The pipeline's cores at growing catalogue sizes", render_scale),
+    "model": ("The conversion model against the simulator's eventual labels", render_model),
     "external_dirlinkbench_blade": (
         "BLADE on an independent directed citation graph",
         render_external_linkpred,
