@@ -158,5 +158,6 @@ def test_a_preset_is_applied_over_params_for_every_size(tmp_path, monkeypatch):
     )
     assert seen == [(100, 4096), (200, 4096)]
     assert figures["config"]["preset"] == str(preset)
+    assert figures["config"]["params_file"] == str(ROOT / "params.yaml")  # as given, not the merged temp file
     assert figures["config"]["batch_size"] == 4096
     assert "--preset" in CliRunner().invoke(app, ["bench", "scale", "--help"]).output

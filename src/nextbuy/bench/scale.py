@@ -257,7 +257,6 @@ def _config(params_file: Path, sizes: Iterable[int], sample_sources: int, budget
     params = read_params(params_file)
     sim, train = params["ingest"]["simulator"], params["train"]
     return {
-        "params_file": str(params_file),
         "sizes": [int(n) for n in sizes],
         "purchases_per_product": sim["n_purchases"] / sim["n_products"],
         "impressions_per_product": sim["n_impressions"] / sim["n_products"],
@@ -294,11 +293,15 @@ def run(
     if isinstance(sizes, str):
         sizes = parse_sizes(sizes)
     if preset is None:
-        return _run(out, sizes, Path(params_file).resolve(), budget_s, sample_sources)
+        return _run(
+            out, sizes, Path(params_file).resolve(), budget_s, sample_sources, {"params_file": params_file}
+        )
     with tempfile.TemporaryDirectory(prefix="nextbuy-bench-scale-") as tmp:
         merged = Path(tmp) / "params.yaml"
         merged.write_text(yaml.safe_dump(presets.params_with(preset, params_file), sort_keys=False))
-        figures = _run(out, sizes, merged, budget_s, sample_sources, {"preset": str(preset)})
+        # As the user named them: the merged file is a temporary one, the resolved path this checkout's.
+        named = {"params_file": params_file, "preset": str(preset)}
+        figures = _run(out, sizes, merged, budget_s, sample_sources, named)
     return figures
 
 
