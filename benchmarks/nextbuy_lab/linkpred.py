@@ -33,7 +33,7 @@ from nextbuy_lab import linkpred_split as lp
 from nextbuy_lab import paired
 from nextbuy_lab.linkpred_data import LinkGraph, check_split_matches, load_graph, load_split
 
-DEFAULT_GRAPH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "cora_ml" / "cora_ml.npz"
+DEFAULT_GRAPH = Path(__file__).resolve().parents[3] / "shared" / "data" / "cora_ml" / "cora_ml.npz"
 TRAINED = ("blade", "blade_fixed", "dual_mf", "gcn", "sage", "dirgnn")
 # Baselines also given BLADE's pair-structure head (``<key>+ps``), so that the head's gain is not
 # credited to BLADE's encoder: the undirected and the directed GNN (all would cost the time budget).

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from nextbuy.mlops.io import DataError
+from nextbuy_lab.linkpred import DEFAULT_GRAPH
 from nextbuy_lab.linkpred_data import check_split_matches, load_graph, load_split
 
 
@@ -63,3 +64,7 @@ def test_negative_that_is_an_edge_is_refused(tmp_path: Path) -> None:
     np.save(tmp_path / "neg_test_edges.npy", np.array([[2, 0], [0, 1]]))
     with pytest.raises(DataError, match="1 test negatives are edges"):
         load_split(tmp_path, 3)
+
+
+def test_linkpred_reads_the_shared_cora_ml_by_default(cora_npz: Path) -> None:
+    assert cora_npz.resolve() == DEFAULT_GRAPH
