@@ -355,8 +355,9 @@ def test_training_dag_runs_the_stages_and_releases_a_champion(trained):
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     champion = client.get_model_version_by_alias(PARAMS["deploy"]["model_name"], "champion")
     assert champion.tags["passed"] == "true"
-    assert champion.tags["lineage.airflow_run_id"] == run_id
-    lineage = json.loads(champion.tags["lineage.params"])
+    lineage = json.loads(champion.tags["lineage"])
+    assert lineage["airflow_run_id"] == run_id
+    lineage = lineage["params"]
     assert lineage["thresholds"]["target_precision"] == 0.25
     assert lineage["ingest"]["snapshot"] == "2026-11-15T00:00:00"
     train_run = client.search_runs(

@@ -20,6 +20,11 @@ def register(client, name: str, tags: dict[str, str]) -> str:
     )
 
 
+def gate_tags(auc: float) -> dict[str, str]:
+    """The gate's record tag of a candidate whose AUC was ``auc`` (as publishing writes it)."""
+    return {registry.GATE: registry.json_text({"candidate": {"auc": auc}})}
+
+
 def a_card(name: str, version: str, run_id: str, snapshot: str, lr: float, auc: float = 0.7) -> Card:
     return Card(
         model_name=name,
@@ -35,7 +40,7 @@ def a_card(name: str, version: str, run_id: str, snapshot: str, lr: float, auc: 
 
 def carded(client, name: str, snapshot: str, lr: float, auc: float = 0.7) -> Card:
     """A complete version whose card is written as deploy writes it (with the run's params)."""
-    version = register(client, name, {"candidate.auc": f"{auc:.4f}"})
+    version = register(client, name, gate_tags(auc))
     card = a_card(name, version, client.get_model_version(name, version).run_id, snapshot, lr, auc)
     mlflow_cards.write(client, card, log_params=True)
     return card

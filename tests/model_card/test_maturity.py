@@ -87,7 +87,7 @@ def test_recent_versions_are_rescored_on_matured_traffic_and_one_below_the_floor
     assert maturity.flags(matured)[0]["version"] == version
     mv = client.get_model_version(name, version)
     assert mv.tags[mlflow_cards.FLAG] == "below_floor"
-    assert mv.tags[mlflow_cards.MATURED_DAYS] == "14"
+    assert registry.json_tag(mv.tags, mlflow_cards.MATURED)["days"] == 14
     assert "FLAGGED" in mv.description
     assert "| 2026-03-29 | 7 days |" in mv.description
     card = mlflow_cards.read(client, name, version)  # deploy's card, now with its matured rows

@@ -18,8 +18,11 @@ def test_a_written_card_is_the_versions_description_artifacts_and_search_tags(cl
     mv = client.get_model_version(name, card.version)
     assert mv.description.startswith(f"{text.CARD_START}\n# {name} v{card.version}")
     assert mv.description.endswith(text.CARD_END)
-    assert mv.tags[mlflow_cards.SNAPSHOT] == "2026-02-10 00:00:00"
-    assert mv.tags[mlflow_cards.WEIGHTED_MD5] == "bb1ee.dir"
+    assert registry.json_tag(mv.tags, mlflow_cards.CARD) == {
+        "snapshot": "2026-02-10 00:00:00",
+        "ingested_md5": "aa1ff.dir",
+        "weighted_md5": "bb1ee.dir",
+    }
     readme = client.download_artifacts(mv.run_id, "model_card/README.md", str(tmp_path))
     assert Path(readme).read_text().startswith("---\nlibrary_name: nextbuy\n")
     assert client.get_run(mv.run_id).data.params["train.lr"] == "0.005"

@@ -10,7 +10,7 @@ import pytest
 from nextbuy.model_card import mlflow_cards, search
 from nextbuy.model_card.record import MaturedRow, Snapshot, Thresholds
 from nextbuy.release import registry
-from tests.model_card.registered import a_card, carded, register
+from tests.model_card.registered import a_card, carded, gate_tags, register
 
 
 def test_find_by_snapshot_hash_param_and_metric_and_the_blast_radius(client, name):
@@ -41,7 +41,7 @@ def test_a_diff_reads_as_a_person_would_say_it(client, name):
         ("None", 0.161, "2026-02-20 08:15:42.123456789"),
         ("2026-02-27", 0.114, "2026-02-27 09:01:07.987654321"),
     ):
-        version = register(client, name, {"candidate.auc": "0.7000"})
+        version = register(client, name, gate_tags(0.7))
         card = a_card(
             name, version, client.get_model_version(name, version).run_id, "2026-02-27 00:00:00", 0.01
         )
@@ -87,7 +87,8 @@ def test_the_listing_shows_alias_snapshot_release_and_matured_auc_and_flags(clie
 
 def test_a_version_whose_deploy_run_is_deleted_is_still_found_by_param_and_its_card_says_so(client, name):
     card = carded(client, name, "2026-02-10 00:00:00", 0.02)
-    client.set_model_version_tag(name, card.version, "lineage.params", json.dumps({"train": {"lr": 0.02}}))
+    lineage = registry.json_text({"params": {"train": {"lr": 0.02}}})
+    client.set_model_version_tag(name, card.version, registry.LINEAGE, lineage)
     assert search.by_param(client, name, "train.lr=0.02") == {card.version}
     client.delete_run(card.run_id)
     assert search.by_param(client, name, "train.lr=0.02") == {card.version}  # from its lineage tag

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from nextbuy.bench.serving_fixtures import mlflow_store
 from nextbuy.release import registry
 from nextbuy.release.registry import CHALLENGER, CHAMPION, PREVIOUS
+from tests.release.records import judged_release
 
 _names = itertools.count()
 
@@ -425,3 +426,19 @@ def test_rollback_refuses_a_previous_of_another_catalogue_and_keeps_the_champion
     # the same move for a store whose catalogue v1 belongs to goes through
     registry.rollback(client, model.name, lambda recorded: None)
     assert model.aliases()[CHAMPION] == v1
+
+
+def test_the_release_record_is_four_tags_on_the_version_its_figures_and_lineage_one_json_each():
+    """A version's row in the registry stays short: the verdict and its reasons as text (what a
+    search filters on), the gate's figures and the lineage one JSON object each."""
+    release = judged_release(False, lineage={"git_commit": "abc", "params": {"deploy": {"min_auc": 0.6}}})
+    release = release.model_copy(update={"candidate": {"auc": 0.512345, "ece": None}, "notes": ["few rows"]})
+    tags = registry.verdict_tags(release)
+    assert set(tags) == {registry.PASSED, "reasons", registry.GATE, registry.LINEAGE}
+    assert tags[registry.PASSED] == "false"
+    assert tags["reasons"] == "auc 0.51 < 0.6"
+    assert registry.json_tag(tags, registry.GATE) == {
+        "candidate": {"auc": 0.5123, "ece": None},
+        "notes": ["few rows"],
+    }
+    assert registry.json_tag(tags, registry.LINEAGE)["params"] == {"deploy": {"min_auc": 0.6}}

@@ -113,7 +113,7 @@ def find(
     ),
     param: str | None = typer.Option(None, help="KEY=VALUE of params.yaml, e.g. train.lr=0.005"),
     metric: str | None = typer.Option(
-        None, help="TAG OP VALUE, e.g. 'matured.auc<0.6', 'candidate.auc>=0.7'"
+        None, help="METRIC OP VALUE, e.g. 'matured.auc<0.6', 'candidate.auc>=0.7'"
     ),
     model_name: str | None = ModelNameOption,
 ) -> None:

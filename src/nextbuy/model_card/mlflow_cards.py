@@ -1,14 +1,13 @@
 """Model cards in MLflow's store: what deploy knows about a version gathered into a
 :class:`~nextbuy.model_card.record.Card`, written as the version's Description (the UI's version
 page), as artifacts of the version's run (``model_card/README.md``, the Hugging Face layout,
-and ``model_card/card.json``, the record), as searchable version tags (``card.*``,
-``matured.*``) and the run's params (params.yaml, dotted keys); read back from the record
+and ``model_card/card.json``, the record), as searchable version tags (``card``,
+``matured``, ``matured.flag``) and the run's params (params.yaml, dotted keys); read back from the record
 (:func:`read`), which every version deploy registered holds."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from nextbuy import paths
 from nextbuy.mlops import io, schemas
-from nextbuy.release import Release
+from nextbuy.release import Release, registry
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -55,15 +54,11 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "model_card"
 CARD_FILE, RECORD_FILE = "README.md", "card.json"
-# Searchable version tags (search_model_versions "tags.`card.snapshot` = '...'").
-SNAPSHOT, INGESTED_MD5, WEIGHTED_MD5 = "card.snapshot", "card.ingested_md5", "card.weighted_md5"
-MATURED_AUC, MATURED_RECALL, MATURED_DAYS, MATURED_AT, FLAG = (
-    "matured.auc",
-    "matured.recall",
-    "matured.days",
-    "matured.checked_at",
-    "matured.flag",
-)
+# Version tags, one JSON object each (search_model_versions "tags.card LIKE '%...%'"): the data
+# the version learned from (snapshot, DVC hashes) and its latest re-scoring on matured labels
+# (auc, recall, days, checked_at); the re-scoring's verdict on the floors is plain text, so a
+# search for flagged versions is an equality.
+CARD, MATURED, FLAG = "card", "matured", "matured.flag"
 _PARAM_BATCH = 100  # MLflow's limit of params per log_batch
 
 
@@ -161,12 +156,10 @@ def champion_params(client: MlflowClient, name: str, version: str | None) -> dic
 
 
 def lineage_params(tags: Mapping[str, str]) -> dict[str, str] | None:
-    """The flat params a version's ``lineage.params`` tag records (what its deploy run logged);
-    None when it holds none."""
-    try:
-        return flat_params(json.loads(tags.get("lineage.params", "")))
-    except ValueError:
-        return None
+    """The flat params a version's ``lineage`` tag records (what its deploy run logged); None
+    when it holds none."""
+    params = (registry.json_tag(tags, registry.LINEAGE) or {}).get("params")
+    return flat_params(params) if isinstance(params, dict) else None
 
 
 def _diff(
@@ -248,22 +241,23 @@ def deploy_unknowns(card: Card) -> list[str]:
 def _version_tags(card: Card) -> dict[str, str]:
     tags = {}
     if card.snapshot is not None:
-        for key, value in (
-            (SNAPSHOT, card.snapshot.snapshot),
-            (INGESTED_MD5, card.snapshot.ingested_md5),
-            (WEIGHTED_MD5, card.snapshot.weighted_md5),
-        ):
-            if value:
-                tags[key] = value
+        data = {
+            "snapshot": card.snapshot.snapshot,
+            "ingested_md5": card.snapshot.ingested_md5,
+            "weighted_md5": card.snapshot.weighted_md5,
+        }
+        tags[CARD] = registry.json_text({k: v for k, v in data.items() if v})
     row = latest_matured(card)
     if row is not None:
-        tags |= {
-            MATURED_AUC: "n/a" if row.auc is None else f"{row.auc:.4f}",
-            MATURED_RECALL: "n/a" if row.recall is None else f"{row.recall:.4f}",
-            MATURED_DAYS: str(row.maturity_days),
-            MATURED_AT: row.checked_at,
-            FLAG: "below_floor" if flagged(card) else "ok",
-        }
+        tags[MATURED] = registry.json_text(
+            {
+                "auc": None if row.auc is None else round(row.auc, 4),
+                "recall": None if row.recall is None else round(row.recall, 4),
+                "days": row.maturity_days,
+                "checked_at": row.checked_at,
+            }
+        )
+        tags[FLAG] = "below_floor" if flagged(card) else "ok"
     return tags
 
 

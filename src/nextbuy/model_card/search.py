@@ -17,16 +17,7 @@ import pandas as pd
 
 from nextbuy import yaml_io
 from nextbuy.model_card.maturity import aliases_of
-from nextbuy.model_card.mlflow_cards import (
-    FLAG,
-    INGESTED_MD5,
-    MATURED_AUC,
-    MATURED_DAYS,
-    SNAPSHOT,
-    WEIGHTED_MD5,
-    lineage_params,
-    read,
-)
+from nextbuy.model_card.mlflow_cards import CARD, FLAG, MATURED, lineage_params, read
 from nextbuy.model_card.record import Card, param_text
 from nextbuy.release import registry
 
@@ -61,9 +52,21 @@ def status(tags: dict) -> str:
 
 def snapshot_of_tags(tags: dict) -> str | None:
     """The snapshot a version learned from: its card tag, else its training_data record."""
-    if tags.get(SNAPSHOT):
-        return tags[SNAPSHOT]
-    return (registry.json_tag(tags, registry.TRAINING_DATA) or {}).get("snapshot")
+    card = registry.json_tag(tags, CARD) or {}
+    return card.get("snapshot") or (registry.json_tag(tags, registry.TRAINING_DATA) or {}).get("snapshot")
+
+
+def version_metrics(tags: dict) -> dict[str, float | None]:
+    """A version's figures under the names ``models find --metric`` takes: ``candidate.*`` and
+    ``champion.*`` from its gate record, ``matured.*`` from its latest re-scoring."""
+    gate = registry.json_tag(tags, registry.GATE) or {}
+    figures = {
+        f"{who}.{key}": value
+        for who in ("candidate", "champion")
+        for key, value in (gate.get(who) or {}).items()
+    }
+    matured = registry.json_tag(tags, MATURED) or {}
+    return figures | {f"matured.{key}": value for key, value in matured.items() if key != "checked_at"}
 
 
 def listing(client: MlflowClient, name: str) -> list[dict]:
@@ -72,14 +75,15 @@ def listing(client: MlflowClient, name: str) -> list[dict]:
     rows = []
     for mv in sorted(_versions(client, name), key=lambda v: -int(v.version)):
         tags = dict(mv.tags)
-        matured = tags.get(MATURED_AUC)
+        figures = version_metrics(tags)
+        release, matured = figures.get("candidate.auc"), figures.get("matured.auc")
         rows.append(
             {
                 "version": str(mv.version),
                 "alias": alias.get(str(mv.version)),
                 "snapshot": snapshot_of_tags(tags),
-                "release_auc": tags.get("candidate.auc"),
-                "matured_auc": f"{matured} @{tags.get(MATURED_DAYS)}d" if matured else None,
+                "release_auc": None if release is None else f"{release:.4f}",
+                "matured_auc": None if matured is None else f"{matured:.4f} @{figures['matured.days']}d",
                 "status": status(tags),
             }
         )
@@ -89,7 +93,7 @@ def listing(client: MlflowClient, name: str) -> list[dict]:
 def by_snapshot(client: MlflowClient, name: str, snapshot: str) -> set[str]:
     """Versions that learned from ``snapshot`` (any form pandas reads: 2026-02-10, ...)."""
     when = str(pd.Timestamp(snapshot))
-    carded = _versions(client, name, f"tags.`{SNAPSHOT}` = '{_quote(when)}'")
+    carded = _versions(client, name, f'tags.`{CARD}` LIKE \'%"snapshot":"{_quote(when)}"%\'')
     recorded = _versions(
         client, name, f'tags.`{registry.TRAINING_DATA}` LIKE \'%"snapshot": "{_quote(when)}"%\''
     )
@@ -100,8 +104,9 @@ def by_hash(client: MlflowClient, name: str, digest: str) -> set[str]:
     """Versions whose ingested or weighted data has this DVC md5 (a prefix will do)."""
     prefix = _quote(digest.strip().removesuffix(".dir"))
     found = set()
-    for tag in (INGESTED_MD5, WEIGHTED_MD5):
-        found |= {str(v.version) for v in _versions(client, name, f"tags.`{tag}` LIKE '{prefix}%'")}
+    for key in ("ingested_md5", "weighted_md5"):
+        query = f'tags.`{CARD}` LIKE \'%"{key}":"{prefix}%\''
+        found |= {str(v.version) for v in _versions(client, name, query)}
     return found
 
 
@@ -126,18 +131,16 @@ def by_param(client: MlflowClient, name: str, condition: str) -> set[str]:
 
 
 def by_metric(client: MlflowClient, name: str, condition: str) -> set[str]:
-    """Versions whose version tag METRIC (candidate.auc, matured.auc, ...) meets OP VALUE."""
+    """Versions whose figure METRIC (candidate.auc, matured.auc, ...) meets OP VALUE."""
     match = _CONDITION.match(condition)
     if match is None:
         raise ValueError(f"--metric {condition!r}: give METRIC OP VALUE, e.g. 'matured.auc<0.6'")
     key, op, bound = match.group(1), _OPS[match.group(2)], float(match.group(3))
     found = set()
     for mv in _versions(client, name):
-        try:
-            if key in mv.tags and op(float(mv.tags[key]), bound):
-                found.add(str(mv.version))
-        except ValueError:  # "n/a"
-            continue
+        value = version_metrics(dict(mv.tags)).get(key)
+        if value is not None and op(float(value), bound):
+            found.add(str(mv.version))
     return found
 
 
@@ -145,7 +148,7 @@ def diff(
     client: MlflowClient, name: str, first: str, second: str
 ) -> dict[str, list[tuple[str, str | None, str | None]]]:
     """What differs between two versions: params (their deploy runs'), data (snapshot and DVC
-    hashes), metrics (release and matured tags); each a list of (key, first, second)."""
+    hashes), metrics (the gate's and the latest re-scoring's); each a list of (key, first, second)."""
     a, b = (read(client, name, v) for v in (first, second))
     ta, tb = (dict(client.get_model_version(name, v).tags) for v in (first, second))
 
@@ -164,7 +167,7 @@ def diff(
         }
 
     def metrics(tags: dict[str, str]) -> dict:
-        return {k: v for k, v in tags.items() if k.startswith(("candidate.", "champion.", "matured."))}
+        return {k: _figure_text(v) for k, v in version_metrics(tags).items()}
 
     def thresholds(card: Card) -> dict:
         # Re-fitted at every release on its calibration split, for thresholds.target_precision:
@@ -181,6 +184,12 @@ def diff(
         "thresholds": changed(thresholds(a), thresholds(b)),
         "metrics": changed(metrics(ta), metrics(tb)),
     }
+
+
+def _figure_text(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _minute(when: str | None) -> str | None:

@@ -146,30 +146,6 @@ def log_serving_model(
     return str(mlflow.register_model(info.model_uri, model_name, tags={**(tags or {}), **recorded}).version)
 
 
-def verdict_tags(release: Release) -> dict[str, str]:
-    """The release record as the version's tags (searchable in MLflow's UI and API)."""
-    flat = {
-        "passed": str(release.passed).lower(),
-        "reasons": "; ".join(release.reasons) or "all checks hold",
-    }
-    for who, figures in (("candidate", release.candidate), ("champion", release.champion)):
-        for k, v in (figures or {}).items():
-            flat[f"{who}.{k}"] = "n/a" if v is None else f"{v:.4f}"
-    if release.champion_comparable is not None:
-        flat["champion_comparable"] = str(release.champion_comparable).lower()
-    if release.not_comparable_reason:
-        flat["not_comparable_reason"] = release.not_comparable_reason
-    if release.champion_training_overlap is not None:
-        flat["champion_training_overlap"] = str(release.champion_training_overlap)
-    if release.notes:
-        flat["gate_notes"] = "; ".join(release.notes)
-    for k, v in release.lineage.items():
-        flat[f"lineage.{k}"] = (
-            json.dumps(v, sort_keys=True, separators=(",", ":")) if isinstance(v, dict) else str(v)
-        )
-    return flat
-
-
 def recorded_artifacts(client: MlflowClient, name: str, version: str) -> dict:
     """What the registry records of a version's files, for the release record: the digest and
     every file's SHA-256 (``nextbuy verify-model`` checks a download against them)."""
@@ -191,7 +167,7 @@ def publish(client: MlflowClient, candidate: ServingBundle, release: Release) ->
     from nextbuy.release import registry
 
     name = release.model_name
-    tags = {key: value[:REGISTRY_TAG_LIMIT] for key, value in verdict_tags(release).items()} | {
+    tags = {key: value[:REGISTRY_TAG_LIMIT] for key, value in registry.verdict_tags(release).items()} | {
         registry.COMPLETE: "false",
         registry.CATALOGUE: release.catalogue,
     }

@@ -40,6 +40,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 if TYPE_CHECKING:
+    from nextbuy.release.record import Release
     from nextbuy.serving import ServingBundle
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
@@ -48,6 +49,9 @@ PASSED, COMPLETE, ORPHANED, CATALOGUE = "passed", "complete", "orphaned", "catal
 # What a version learned from (nextbuy.domain.split.training_record, JSON): the gate checks
 # that no test row of a later candidate was in it.
 TRAINING_DATA = "training_data"
+# The gate's record (figures of candidate and champion, comparability, notes) and the lineage
+# (code, data digests, params, Airflow run), each one JSON tag so a version's row stays short.
+GATE, LINEAGE = "gate", "lineage"
 WAS_CHAMPION, ROLLED_BACK, PROMOTED = "was_champion", "rolled_back", "promoted_manually"
 FORCED, FORCED_REASON, FORCED_BY, FORCED_AT = (
     "released_by_force",
@@ -226,6 +230,34 @@ def json_tag(tags: Mapping[str, str], key: str) -> dict | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def json_text(value: object) -> str:
+    """A tag's JSON, compact and key-sorted: the same record always reads the same."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def verdict_tags(release: Release) -> dict[str, str]:
+    """The release record as the version's tags: the verdict and its reasons as plain text
+    (searchable in MLflow's UI and API), the gate's figures and the lineage one JSON tag each."""
+    gate = {
+        "candidate": _rounded(release.candidate),
+        "champion": _rounded(release.champion),
+        "champion_comparable": release.champion_comparable,
+        "not_comparable_reason": release.not_comparable_reason,
+        "champion_training_overlap": release.champion_training_overlap,
+        "notes": release.notes,
+    }
+    return {
+        PASSED: str(release.passed).lower(),
+        "reasons": "; ".join(release.reasons) or "all checks hold",
+        GATE: json_text({k: v for k, v in gate.items() if v not in (None, [], {})}),
+        LINEAGE: json_text(release.lineage),
+    }
+
+
+def _rounded(figures: dict[str, float | None] | None) -> dict[str, float | None]:
+    return {k: None if v is None else round(v, 4) for k, v in (figures or {}).items()}
 
 
 def training_data_of(client: MlflowClient, name: str, version: str) -> dict | None:
