@@ -80,7 +80,7 @@ def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until
 
     monkeypatch.setattr(registry, "release", killed)
     with pytest.raises(KeyboardInterrupt), mlflow.start_run():
-        publishing.publish(store, good, a_release(False))
+        publishing.publish(store, good, a_release(False).model_copy(update={"champion_version": "1"}))
     tags = store.get_model_version("nextbuy", "2").tags
     # Created with its verdict in the same write: never a version without tags.
     assert tags["passed"] == "false"
@@ -90,3 +90,47 @@ def test_a_deploy_dying_after_registration_leaves_a_version_readers_ignore_until
     assert registry.released_version(store, "nextbuy", registry.CHAMPION) == "1"
     first_release.prepare_registry(store, "nextbuy")  # the next deploy
     assert store.get_model_version("nextbuy", "2").tags[registry.ORPHANED] == "true"
+
+
+def test_a_candidate_whose_champion_was_replaced_while_it_was_judged_is_judged_again(
+    store, tmp_path, monkeypatch
+):
+    """Two deploys at once, both judged against v1: this one registers v2, and the other
+    crowns v3 before v2's aliases move. v2 is not released on its stale verdict: it is judged
+    again against v3, its verdict tags say so, and v3 stays 'previous' behind it."""
+    import mlflow
+
+    files = stored_files(
+        write_bundle_files(tmp_path / "bundle", n_products=60, d=8, seed=0, n_fit=2000), tmp_path / "stored"
+    )
+    for name, path in (("GNN_MOMENTS", "moments"), ("CALIBRATION_MODEL", "calibration")):
+        monkeypatch.setattr(paths, name, getattr(files, path))
+    monkeypatch.setattr(paths, "THRESHOLDS_MODEL", files.thresholds)
+    monkeypatch.setattr(paths, "SERVED_RANKING", files.ranking)
+    good = load_bundle(files).with_retrieval(config("deploy.retrieval", candidates=123))
+    with mlflow.start_run():
+        publishing.publish(store, good, a_release(True))  # v1, the champion both are judged against
+    recorded = publishing.recorded_artifacts
+
+    def the_other_deploy_crowns_v3_first(client, name, version):
+        other = store.create_model_version(name, "file:///m", tags={registry.PASSED: "true"}).version
+        registry.release(store, name, str(other), True)
+        return recorded(client, name, version)
+
+    monkeypatch.setattr(publishing, "recorded_artifacts", the_other_deploy_crowns_v3_first)
+    against_v1 = a_release(True).model_copy(update={"champion_version": "1", "champion": {"auc": 0.6}})
+    judged_again = []
+
+    def judge_again():
+        champion = registry.released_version(store, "nextbuy", registry.CHAMPION)
+        judged_again.append(champion)
+        return against_v1.model_copy(update={"champion_version": champion, "champion": {"auc": 0.65}})
+
+    with mlflow.start_run():
+        release = publishing.publish(store, good, against_v1, judge_again=judge_again)
+    assert judged_again == ["3"]
+    assert (release.version, release.champion_version) == ("2", "3")
+    verdict = registry.json_tag(store.get_model_version("nextbuy", "2").tags, registry.GATE)
+    assert verdict["champion"] == {"auc": 0.65}
+    assert registry.alias_version(store, "nextbuy", registry.CHAMPION) == "2"
+    assert registry.alias_version(store, "nextbuy", registry.PREVIOUS) == "3"

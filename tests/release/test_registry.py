@@ -104,6 +104,23 @@ def test_refused_first_release_says_there_is_no_champion(client, model):
     assert "None" not in message
 
 
+def test_a_release_judged_against_a_champion_that_has_since_moved_moves_nothing(client, model):
+    """Compare-and-move: two candidates judged against v1 at once; the first crowns itself,
+    the second finds the champion moved and is not released on a stale verdict."""
+    v1 = released(client, model, True)[0]
+    first, second = model.add(complete="false"), model.add(complete="false")
+    registry.release_judged(client, model.name, first, True, judged_against=v1)
+    with pytest.raises(
+        registry.ChampionMoved, match=f"judged against v{v1}, but the champion is now v{first}"
+    ):
+        registry.release_judged(client, model.name, second, True, judged_against=v1)
+    assert model.aliases() == {CHAMPION: first, PREVIOUS: v1, CHALLENGER: None}
+    assert model.tag(second, registry.COMPLETE) == "false"
+    assert registry.release_judged(client, model.name, second, True, judged_against=first).endswith(
+        f"champion v{first} → v{second} (v{first} kept as 'previous')"
+    )
+
+
 # --- promote -----------------------------------------------------------------
 
 

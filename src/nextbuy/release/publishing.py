@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,14 +19,16 @@ from nextbuy import paths, yaml_io
 from nextbuy.mlops import io, tracking
 from nextbuy.release.record import Release
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from nextbuy.serving import ServingBundle
 
-# The longest value MLflow keeps in a model version's tag (its MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH):
-# the whole params.yaml of the lineage fits, so its JSON is never cut short.
-REGISTRY_TAG_LIMIT = 100_000
+# How often a candidate is judged at most before its release gives up: each time, another
+# deploy crowned its version while this one was judging (never, where deploys take turns).
+JUDGEMENTS = 5
 
 # What the pyfunc needs at load time besides its bundled code (src/nextbuy), pinned
 # to this environment. Listing them skips MLflow's requirement inference, which
@@ -159,18 +163,24 @@ def recorded_artifacts(client: MlflowClient, name: str, version: str) -> dict:
     }
 
 
-def publish(client: MlflowClient, candidate: ServingBundle, release: Release) -> Release:
-    """Register the candidate carrying its verdict (complete=false), then move the aliases;
-    ``complete=true`` comes last (registry.release). Call inside an active MLflow run. The
+def publish(
+    client: MlflowClient,
+    candidate: ServingBundle,
+    release: Release,
+    judge_again: Callable[[], Release] | None = None,
+) -> Release:
+    """Register the candidate carrying its verdict (complete=false), then move the aliases if
+    the champion is still the one it was judged against; ``complete=true`` comes last
+    (registry.release). When another deploy moved the champion meanwhile, ``judge_again``
+    gives the verdict against the new one, which replaces the version's verdict before the
+    move (without it, :class:`registry.ChampionMoved`). Call inside an active MLflow run. The
     record as published: with its version, files and the alias move."""
     # MLflow: imported where a version is registered
     from nextbuy.release import registry
 
     name = release.model_name
-    tags = {key: value[:REGISTRY_TAG_LIMIT] for key, value in registry.verdict_tags(release).items()} | {
-        registry.COMPLETE: "false",
-        registry.CATALOGUE: release.catalogue,
-    }
+    tags = registry.verdict_tags(release)
+    tags |= {registry.COMPLETE: "false", registry.CATALOGUE: release.catalogue}
     if release.training_data:
         tags[registry.TRAINING_DATA] = json.dumps(release.training_data, sort_keys=True)
     version = log_serving_model(
@@ -184,4 +194,15 @@ def publish(client: MlflowClient, candidate: ServingBundle, release: Release) ->
         counts=paths.COUNT_TABLES,
     )
     artifacts = recorded_artifacts(client, name, version)
-    return release.published(version, artifacts, registry.release(client, name, version, release.passed))
+    judged = 1
+    while True:
+        try:
+            action = registry.release_judged(client, name, version, release.passed, release.champion_version)
+            return release.published(version, artifacts, action)
+        except registry.ChampionMoved as moved:
+            if judge_again is None or judged == JUDGEMENTS:
+                raise
+            log.warning("deploy: %s: judging v%s again", moved, version)
+            release = judge_again()
+            registry.set_verdict(client, name, version, release)
+            judged += 1

@@ -13,6 +13,9 @@ Invariants, kept with tags on the versions:
   set just before a version is crowned) and that passed its gate or was
   force-released. A force-released ex-champion may be rolled back to: a person
   released it on purpose and it served.
+- A candidate is released only against the champion it was judged against: the aliases
+  move only while the champion is still that version (:func:`release_judged`); otherwise
+  the deploy judges it again (``publishing.publish``).
 - A deploy registers a version carrying its verdict and ``complete=false`` in one
   write, moves the aliases, then writes ``complete=true`` last. Readers ignore
   versions that are not complete; the next deploy marks those whose run is no
@@ -155,6 +158,35 @@ def release(client: MlflowClient, name: str, version: str, passed: bool) -> str:
     return message
 
 
+class ChampionMoved(MlflowException):
+    """The champion is no longer the version a candidate was judged against: judge it again."""
+
+    def __init__(self, name: str, judged_against: str | None, now: str | None) -> None:
+        self.judged_against, self.now = judged_against, now
+        was = f"v{judged_against}" if judged_against is not None else "no champion"
+        super().__init__(f"{name}: judged against {was}, but the champion is now v{now}")
+
+
+def release_judged(
+    client: MlflowClient, name: str, version: str, passed: bool, judged_against: str | None
+) -> str:
+    """Compare-and-move: :func:`release` only while the champion is still the version the
+    verdict was judged against (None: no champion); otherwise :class:`ChampionMoved` and no
+    alias moves. MLflow has no transaction over aliases, so this check is atomic only where
+    deploys run one at a time (Airflow runs the stage tasks in its one-slot pool,
+    ``orchestration.names.POOL``); a deploy run by hand beside it is caught here unless the
+    other crowns its version in the moment between this check and the alias write."""
+    now = released_version(client, name, CHAMPION)
+    if now != judged_against:
+        raise ChampionMoved(name, judged_against, now)
+    return release(client, name, version, passed)
+
+
+def set_verdict(client: MlflowClient, name: str, version: str, record: Release) -> None:
+    """Replace a registered, not yet released version's verdict tags (after judging it again)."""
+    _tag(client, name, version, verdict_tags(record))
+
+
 def _who() -> str:
     try:
         return getpass.getuser()
@@ -237,6 +269,11 @@ def json_text(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+# The longest value MLflow keeps in a model version's tag (its MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH):
+# the whole params.yaml of the lineage fits, so its JSON is never cut short.
+TAG_LIMIT = 100_000
+
+
 def verdict_tags(release: Release) -> dict[str, str]:
     """The release record as the version's tags: the verdict and its reasons as plain text
     (searchable in MLflow's UI and API), the gate's figures and the lineage one JSON tag each."""
@@ -252,7 +289,7 @@ def verdict_tags(release: Release) -> dict[str, str]:
         PASSED: str(release.passed).lower(),
         "reasons": "; ".join(release.reasons) or "all checks hold",
         GATE: json_text({k: v for k, v in gate.items() if v not in (None, [], {})}),
-        LINEAGE: json_text(release.lineage),
+        LINEAGE: json_text(release.lineage)[:TAG_LIMIT],
     }
 
 

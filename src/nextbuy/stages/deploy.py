@@ -159,11 +159,17 @@ def current_champion(
 
 
 def register(
-    client: MlflowClient, candidate: ServingBundle, release: Release, card: Callable[[Release], object]
+    client: MlflowClient,
+    model_name: str,
+    candidate: ServingBundle,
+    judged: Callable[[], Release],
+    card: Callable[[Release], object],
 ) -> Release:
-    """In the deploy's MLflow run: log and register the candidate with its verdict, move the
-    aliases, publish its model ``card`` (called with the published release), write the
-    release record; the record as published. Told to stop half-way (SIGTERM, Ctrl-C), the run
+    """In the deploy's MLflow run: judge the candidate (``judged``: the verdict against the
+    champion as it is now), log and register it with its verdict, move the aliases (judging it
+    again if another deploy moved the champion meanwhile: ``publishing.publish``), publish its
+    model ``card`` (called with the published release), write the release record; the record
+    as published. Told to stop half-way (SIGTERM, Ctrl-C), the run
     ends KILLED and the version it registered is marked orphaned, its alias moves undone
     (``first_release.abandon_release``), before the stop goes on."""
     import mlflow
@@ -171,13 +177,14 @@ def register(
     try:
         with tracking.stage_run("deploy"):
             mlflow.set_tags({"stage": "deploy", **tracking.lineage_tags()})
+            release = judged()
             mlflow.log_metrics({f"candidate.{k}": v for k, v in release.candidate.items() if v is not None})
-            release = publish(client, candidate, release)
+            release = publish(client, candidate, release, judge_again=judged)
             card(release)
             io.write_json(release.to_json(), paths.BLESSING)
             mlflow.log_artifact(str(paths.BLESSING))
     except (Stopped, KeyboardInterrupt):
-        abandon_release(client, release.model_name)
+        abandon_release(client, model_name)
         raise
     return release
 
@@ -207,21 +214,27 @@ def run(params_file: str = "params.yaml") -> dict:
     products = store_products()
     candidate_catalogue = catalogue.identity(products)
     rows, label = evaluation_rows(weighted)
-    champion = current_champion(client, cfg.model_name, products, rows)
-    verdict = judge(candidate, champion.bundle, rows, label, cfg, champion.incomparable)
-    judged = Release(
-        **verdict.model_dump(),
-        champion_training_overlap=champion.learned,
-        training_data=io.read_json(paths.INGEST_META).get("training_data"),
-        model_name=cfg.model_name,
-        catalogue=candidate_catalogue,
-        champion_version=champion.version,
-        champion_catalogue=champion.catalogue,
-        lineage=lineage(params_file),
-        evaluation={"split": "test", "rows": len(rows), "labels": "delay-corrected expected eventual"},
-    )
+    training_data, lineage_record = io.read_json(paths.INGEST_META).get("training_data"), lineage(params_file)
+
+    def judged() -> Release:
+        """The candidate judged against the champion as the registry has it now."""
+        champion = current_champion(client, cfg.model_name, products, rows)
+        verdict = judge(candidate, champion.bundle, rows, label, cfg, champion.incomparable)
+        return Release(
+            **verdict.model_dump(),
+            champion_training_overlap=champion.learned,
+            training_data=training_data,
+            model_name=cfg.model_name,
+            catalogue=candidate_catalogue,
+            champion_version=champion.version,
+            champion_catalogue=champion.catalogue,
+            lineage=lineage_record,
+            evaluation={"split": "test", "rows": len(rows), "labels": "delay-corrected expected eventual"},
+        )
+
     release = register(
         client,
+        cfg.model_name,
         candidate,
         judged,
         lambda r: model_card.publish_card(client, r, candidate, (rows, label), weighted, cfg),
