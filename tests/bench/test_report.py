@@ -5,6 +5,7 @@ unknown layout are still shown."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from typer.testing import CliRunner
@@ -339,3 +340,108 @@ def test_model_renders_each_method_with_blades_paired_lead_and_its_ci():
         in page
     )
     assert "23,455 impressions" in page
+
+
+def test_record_keeps_the_json_files_the_bench_wrote_beside_its_own_in_that_run(tmp_path):
+    """bench linkpred writes its paired CIs to FILE.paired.json: they are part of the result;
+    a side file left by an earlier run is not."""
+    out = tmp_path / "b.json"
+    (tmp_path / "b.stale.json").write_text("{}")
+    os.utime(tmp_path / "b.stale.json", (0, 0))
+    code = (
+        f"import json; json.dump({{'auc': 0.7}}, open({str(out)!r}, 'w')); "
+        f"json.dump({{'gap': 1}}, open({str(tmp_path / 'b.paired.json')!r}, 'w'))"
+    )
+    result = json.loads(
+        report.record("demo", [sys.executable, "-c", code, "--out", str(out)], tmp_path).read_text()
+    )
+    assert result["paired"] == {"gap": 1}
+    assert "stale" not in result
+
+
+def _with_std(**means: float) -> dict:
+    return means | {"std": {m: 0.01 for m in means}, "seeds": 5}
+
+
+def test_linkpred_renders_each_method_with_blades_paired_lead_in_points():
+    result = {
+        "blade": _with_std(**{"hits@20": 0.9, "mrr": 0.5, "direction_auc": 0.9, "lowdeg_hits@20": 0.7}),
+        "gcn": _with_std(**{"hits@20": 0.8, "mrr": 0.4, "direction_auc": 0.5, "lowdeg_hits@20": 0.6}),
+        "paired": {
+            "hits@20": {"gcn": {"mean": 0.1, "ci95": [0.08, 0.12]}},
+            "mrr": {"gcn": {"mean": 0.1, "ci95": [-0.01, 0.21]}},
+            "direction_auc": {"gcn": {"mean": 0.4, "ci95": [0.39, 0.41]}},
+        },
+    }
+    page = "\n".join(report.render_linkpred("linkpred", result))
+    assert "| `blade` | 90.0 ± 1.0 | 50.0 ± 1.0 | 0.900 ± 0.010 | 70.0 ± 1.0 |  |  |  |" in page
+    gcn = "| `gcn` | 80.0 ± 1.0 | 40.0 ± 1.0 | 0.500 ± 0.010 | 60.0 ± 1.0 |"
+    assert f"{gcn} +10.0 [+8.0, +12.0] | +10.0 [−1.0, +21.0] | +0.400 [+0.390, +0.410] |" in page
+    assert page.index("`blade`") < page.index("`gcn`")  # by Hits@20
+    assert "5 seeds" in page
+
+
+def _weighting(auc: float, nll: float) -> dict:
+    return _with_std(auc=auc, nll=nll, pr_auc=0.1, ece=0.01)
+
+
+def _delay_result(oracle_auc: float) -> dict:
+    return {
+        "data": {"train_impressions": 7232, "share_of_positives_unseen": 0.516, "test_impressions": 40000},
+        "naive": _weighting(0.70, 0.25),
+        "importance": _weighting(0.72, 0.24),
+        "oracle": _weighting(oracle_auc, 0.238),
+        "gap_auc": oracle_auc - 0.70,
+        "gap_auc_std": 0.005,
+        "ri_auc": {"naive": 0.0, "importance": 0.8},
+        "ri_nll": {"naive": 0.0, "importance": 0.83},
+        "paired_vs_importance": {"nll": {"naive": {"mean": -0.01, "ci95": [-0.012, -0.008]}}},
+        "flip_scores": {
+            "importance": {
+                "negatives": {"auc": 0.9, "nll": 0.07, "estimated_flips": 235.3, "flips": 226},
+                "carted_negatives": {"auc": 0.64},
+            }
+        },
+    }
+
+
+def test_delay_renders_each_weighting_with_its_ri_where_delay_costs_beyond_the_noise():
+    page = "\n".join(report.render_delay("delay", _delay_result(0.725)))
+    figures_ = "0.7200 ± 0.0100 | 0.2400 ± 0.0100 | 0.1000 ± 0.0100 | 0.0100 ± 0.0100"
+    assert f"| `importance` | {figures_} | 0.800 | 0.830 |  |" in page
+    assert "| `naive` |" in page
+    assert "−0.01000 [−0.01200, −0.00800]" in page
+    assert "+0.0250 ± 0.0050: beyond the seed noise" in page
+    assert "| `importance` | 0.900 | 0.0700 | 235 | 226 | 0.640 |" in page
+    inside = "\n".join(report.render_delay("delay", _delay_result(0.702)))
+    assert "inside the seed noise" in inside
+    assert "| none |" in inside
+
+
+def test_thresholds_render_each_estimators_error_tracking_and_its_gain_per_target():
+    def row(lift: float, gain: float, feasible: bool = True) -> dict:
+        return {
+            "target_lift": lift,
+            "gain": gain,
+            "gain_ci_low": gain - 0.02,
+            "gain_ci_high": gain + 0.02,
+            "feasible": feasible,
+        }
+
+    result = {
+        "seeds": 5,
+        "test_impressions": 40000,
+        "ensemble": [row(1.5, 0.05), row(3.0, 0.1, feasible=False)],
+        "oracle_error": [row(1.5, 0.2), row(3.0, 0.3)],
+        "coefficient": {
+            m: {"mean": -0.1, "ci95_over_seeds": [-0.2, 0.0]} for m in ("ensemble", "oracle_error")
+        },
+        "error_rho": {"ensemble": {"mean": 0.2, "ci95_over_seeds": [0.1, 0.3]}},
+    }
+    page = "\n".join(report.render_thresholds("thresholds", result))
+    assert "| `ensemble` | −0.100 [−0.200, +0.000] | +0.200 [+0.100, +0.300] |" in page
+    assert "| 1.5 | +5.0 [+3.0, +7.0] % | +20.0 [+18.0, +22.0] % |" in page
+    assert "| 3 | +10.0 [+8.0, +12.0] % (infeasible) | +30.0 [+28.0, +32.0] % |" in page
+    (picture,) = figures.pictures("thresholds", result)
+    for text in ("ensemble", "oracle_error", "precision target", "recall gain"):
+        assert text in picture.svg, text

@@ -97,14 +97,13 @@ def record(name: str, argv: Sequence[str], root: Path = Path(".")) -> Path:
     """Run ``argv`` (a bench command with ``--out``), then write ``benchmarks/results/<name>.json``:
     its JSON plus the command, commit, date, machine, wall time and peak memory of the run."""
     out = out_path(argv)
+    out = out if out.is_absolute() else root / out
     commit = git_commit(root)
-    start = time.perf_counter()
+    started_at, start = time.time(), time.perf_counter()
     subprocess.run(list(argv), cwd=root, check=True)
     wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
-    figures = json.loads((root / out if not out.is_absolute() else out).read_text())
-    if not isinstance(figures, dict):
-        figures = {"results": figures}
+    figures = with_side_files(json.loads(out.read_text()), out, started_at)
     provenance = {
         "command": portable_command(argv, root),
         "commit": commit,
@@ -120,6 +119,18 @@ def record(name: str, argv: Sequence[str], root: Path = Path(".")) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def with_side_files(figures: Any, out: Path, since: float) -> dict:
+    """A bench's JSON with the JSON files it wrote beside it in the same run (``FILE.paired.json``
+    under ``paired``, ``FILE.per_seed.json`` under ``per_seed``): the paired CIs and the per-seed
+    rows are part of the result. Older files of that name, from another run, are left out."""
+    result = figures if isinstance(figures, dict) else {"results": figures}
+    for side in sorted(out.parent.glob(f"{out.stem}.*.json")):
+        key = side.name.removeprefix(f"{out.stem}.").removesuffix(".json").replace(".", "_")
+        if key not in result and side.stat().st_mtime >= since:
+            result[key] = json.loads(side.read_text())
+    return result
 
 
 @dataclass(frozen=True)
@@ -410,6 +421,139 @@ def render_model(name: str, result: dict) -> list[str]:
     return lines
 
 
+def _gap(gap: dict | None, scale: float = 100.0, digits: int = 1) -> str:
+    """A paired gap ``{"mean", "ci95"}`` as "+1.2 [+0.4, +2.0]" (``scale``: 100 for points)."""
+    if gap is None:
+        return ""
+    low, high = (scale * x for x in gap["ci95"])
+    return f"{scale * gap['mean']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]".replace("-", "−")
+
+
+def render_linkpred(name: str, result: dict) -> list[str]:
+    """bench linkpred: each method's test figures, mean ± std over seeds, and BLADE's paired
+    lead over it with its 95% CI (from the run's paired gaps)."""
+    methods = sorted(
+        (k for k, v in result.items() if isinstance(v, dict) and "hits@20" in v and "std" in v),
+        key=lambda k: -result[k]["hits@20"],
+    )
+    paired = result.get("paired") or {}
+    seeds = result[methods[0]]["seeds"] if methods else 0
+    lines = [
+        f"Directed link prediction on the graph and split the command names (by default Cora-ML "
+        f"with DirLinkBench's split 0), {seeds} seeds, every trained method tuned on validation "
+        "with the same budget. Hits@20 and MRR in points; *BLADE − method* is BLADE's figure minus "
+        "the method's, paired by seed, with its 95% CI (a CI across 0: inside the seed noise).\n",
+        *_table(
+            "| method | Hits@20 | MRR | direction AUC | low-degree Hits@20 | BLADE − method: Hits@20 "
+            "| MRR | direction AUC |"
+        ),
+    ]
+    for m in methods:
+        row = result[m]
+        cells = [_mean_std({"mean": row[k], "std": row["std"][k]}, 100.0, 1) for k in ("hits@20", "mrr")]
+        cells.append(_mean_std({"mean": row["direction_auc"], "std": row["std"]["direction_auc"]}))
+        cells.append(
+            _mean_std({"mean": row["lowdeg_hits@20"], "std": row["std"]["lowdeg_hits@20"]}, 100.0, 1)
+        )
+        gaps = [_gap((paired.get(k) or {}).get(m)) for k in ("hits@20", "mrr")]
+        gaps.append(_gap((paired.get("direction_auc") or {}).get(m), 1.0, 3))
+        lines.append(f"| `{m}` | {' | '.join(cells)} | {' | '.join(gaps)} |")
+    return lines
+
+
+def render_delay(name: str, result: dict) -> list[str]:
+    """bench delay: each weighting's test figures against the simulator's eventual labels, its
+    RI, the served weighting's paired NLL lead, and how well each delay model predicts the
+    training negatives that did convert later."""
+    data, naive = result["data"], result["naive"]
+    beyond = {m: figures.delay_cost_beyond_noise(result, m) for m in ("auc", "nll")}
+    methods = [m for m in figures.DELAY_METHODS if m in result]
+    lines = [
+        f"The simulated store of params.yaml, {naive['seeds']} training seeds. Trained on "
+        f"{data['train_impressions']:,} impressions up to the snapshot, "
+        f"{data['share_of_positives_unseen']:.1%} of whose eventual conversions had not happened by "
+        f"then; scored on {data['test_impressions']:,} impressions of the days after it against their "
+        f"eventual labels (the simulator's truth). Oracle − naive AUC per seed "
+        f"{result['gap_auc']:+.4f} ± {result['gap_auc_std']:.4f}: "
+        + ("beyond" if beyond["auc"] else "inside")
+        + " the seed noise. RI is the share of the naive-to-oracle gap a weighting closes; "
+        "*importance − method* is the served weighting's NLL minus the method's, paired by seed, "
+        "with its 95% CI (negative: importance is better).\n",
+        *_table("| weighting | AUC | NLL | PR-AUC | ECE | RI-AUC | RI-NLL | importance − method (NLL) |"),
+    ]
+    nll_gaps = result["paired_vs_importance"]["nll"]
+    for m in methods:
+        row = result[m]
+        cells = " | ".join(_mean_std({"mean": row[k], "std": row["std"][k]}, digits=4) for k in METRICS_DELAY)
+        ri = [_ri_cell(result[f"ri_{k}"].get(m), beyond[k]) if m != "oracle" else "" for k in ("auc", "nll")]
+        lines.append(f"| `{m}` | {cells} | {ri[0]} | {ri[1]} | {_gap(nll_gaps.get(m), 1.0, 5)} |")
+    flips = result.get("flip_scores") or {}
+    if flips:
+        lines += [
+            "",
+            "Each delay model's probability that a training negative converts later, against the "
+            "negatives that did (the simulator's truth):\n",
+            *_table(
+                "| delay model of | AUC | NLL | estimated flips | true flips | AUC on carted negatives |"
+            ),
+        ]
+        for m, score in flips.items():
+            negatives, carted = score["negatives"], score["carted_negatives"]
+            lines.append(
+                f"| `{m}` | {negatives['auc']:.3f} | {negatives['nll']:.4f} | "
+                f"{negatives['estimated_flips']:,.0f} | {negatives['flips']:,} | {carted['auc']:.3f} |"
+            )
+    sweep = result.get("sweep") or {}
+    if sweep:
+        lines += ["", *_table("| regime | oracle − naive AUC | importance RI-AUC | importance RI-NLL |")]
+        for regime, figures_ in sweep.items():
+            ri = [_ri_cell(figures_[f"ri_{k}"].get("importance"), True) for k in ("auc", "nll")]
+            gap = f"{figures_['gap_auc']:+.4f} ± {figures_['gap_auc_std']:.4f}"
+            lines.append(f"| {regime.replace('_', ' ')} | {gap} | {ri[0]} | {ri[1]} |")
+    return lines
+
+
+METRICS_DELAY = ("auc", "nll", "pr_auc", "ece")
+
+
+def render_thresholds(name: str, result: dict) -> list[str]:
+    """bench thresholds: per uncertainty estimator, how well its uncertainty marks the model's
+    errors, and per precision target the recall gain of per-bucket thresholds over one."""
+    estimators = [k for k, v in result.items() if isinstance(v, list) and v and "gain" in v[0]]
+    lines = [
+        f"The simulated store of params.yaml, {result['seeds']} training seeds. Thresholds are "
+        "fitted on the calibration split's matured rows and judged on "
+        f"{result['test_impressions']:,} impressions after the snapshot against their eventual "
+        "labels. The uncertainty's coefficient at equal score and its rank correlation with the "
+        "size of the score's true logit error are means over seeds with their 95% CI. "
+        "`oracle_error` is a reference, not an estimator: the true size of the error as its "
+        "uncertainty.\n",
+        *_table("| estimator | uncertainty coefficient at equal score | rank correlation with the error |"),
+    ]
+    for m in estimators:
+        coef, rho = result["coefficient"].get(m), result["error_rho"].get(m)
+        cells = [
+            "" if f is None else _gap({"mean": f["mean"], "ci95": f["ci95_over_seeds"]}, 1.0, 3)
+            for f in (coef, rho)
+        ]
+        lines.append(f"| `{m}` | {cells[0]} | {cells[1]} |")
+    lines += [
+        "",
+        "Recall of per-bucket thresholds over one threshold − 1 at each precision target (a "
+        "multiple of the fit rows' positive rate), mean over seeds with its t-based 95% CI; "
+        "*infeasible*: the target was out of reach on the fit rows in some seed.\n",
+        *_table("| target × positive rate | " + " | ".join(f"`{m}`" for m in estimators) + " |"),
+    ]
+    for i, row in enumerate(result[estimators[0]] if estimators else []):
+        cells = []
+        for m in estimators:
+            r = result[m][i]
+            gain = _gap({"mean": r["gain"], "ci95": [r["gain_ci_low"], r["gain_ci_high"]]}, 100.0, 1)
+            cells.append(f"{gain} %" + ("" if r["feasible"] else " (infeasible)"))
+        lines.append(f"| {row['target_lift']:g} | {' | '.join(cells)} |")
+    return lines
+
+
 def render_stack_check(name: str, result: dict) -> list[str]:
     """``make stack-check``: the team stack built, run and torn down, step by step, with the
     training DAG's tasks as Airflow timed them on a Celery worker."""
@@ -662,6 +806,9 @@ KNOWN: dict[str, tuple[str, Callable[[str, dict], list[str]]]] = {
     "events_scale": ("Graph and labels from raw logs at scale", render_events_scale),
     "scale": ("The pipeline's cores at growing catalogue sizes", render_scale),
     "model": ("The conversion model against the simulator's eventual labels", render_model),
+    "linkpred": ("BLADE against link-prediction baselines on Cora-ML", render_linkpred),
+    "delay": ("Delay correction against the simulator's eventual labels", render_delay),
+    "thresholds": ("Per-bucket thresholds by uncertainty estimator, simulated store", render_thresholds),
     "external_dirlinkbench_blade": (
         "BLADE on an independent directed citation graph",
         render_external_linkpred,
