@@ -23,6 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from matplotlib.typing import RcKeyType
 
+from nextbuy.constants import WEIGHTING_METHODS
+
 IMAGES = "images"  # beside the page: docs/benchmarks/images/
 STYLE: dict[RcKeyType, Any] = {
     "svg.hashsalt": "nextbuy-results",
@@ -143,15 +145,7 @@ def daily_loop(name: str, result: dict) -> list[Picture]:
 
 
 # Weightings in the order the pages show them (a real store's benches run no ablations).
-DELAY_METHODS = (
-    "naive",
-    "wait",
-    "importance",
-    "importance_no_engagement",
-    "importance_no_features",
-    "importance_ipw",
-    "oracle",
-)
+DELAY_METHODS = (*WEIGHTING_METHODS, "oracle")
 
 
 def delay_cost_beyond_noise(result: dict, metric: str) -> bool:
