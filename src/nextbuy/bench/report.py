@@ -125,7 +125,7 @@ def with_side_files(figures: Any, out: Path, since: float) -> dict:
     """A bench's JSON with the JSON files it wrote beside it in the same run (``FILE.paired.json``
     under ``paired``, ``FILE.per_seed.json`` under ``per_seed``): the paired CIs and the per-seed
     rows are part of the result. Older files of that name, from another run, are left out."""
-    result = figures if isinstance(figures, dict) else {"results": figures}
+    result = dict(figures) if isinstance(figures, dict) else {"results": figures}
     for side in sorted(out.parent.glob(f"{out.stem}.*.json")):
         key = side.name.removeprefix(f"{out.stem}.").removesuffix(".json").replace(".", "_")
         if key not in result and side.stat().st_mtime >= since:
