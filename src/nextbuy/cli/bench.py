@@ -103,9 +103,16 @@ def scale(
     preset: Path | None = typer.Option(
         None, help="params preset applied over params.yaml (e.g. presets/large-store-1m.yaml)"
     ),
+    budget_minutes: float | None = typer.Option(
+        None,
+        min=1,
+        help="per size: skip a size estimated or seen to take longer (unset: the bench's own, "
+        "recorded in the result's config)",
+    ),
 ) -> None:
     """Stage times and peak RSS at 10k/100k/1M products; time exponent, BLADE vs GraphSAGE epoch."""
-    _run("scale", out, sizes=sizes, preset=None if preset is None else str(preset))
+    budget = {} if budget_minutes is None else {"budget_s": 60.0 * budget_minutes}
+    _run("scale", out, sizes=sizes, preset=None if preset is None else str(preset), **budget)
 
 
 def events(
