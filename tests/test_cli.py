@@ -122,19 +122,6 @@ def test_seeded_store_benches_run_on_the_params_file_given(bench, tmp_path, monk
     assert kw["params_file"] == str(other)
 
 
-def test_bench_scale_takes_a_longer_budget_for_the_largest_preset(tmp_path, monkeypatch):
-    """The 1M-product preset takes longer than the default budget per size: the user raises it."""
-    from nextbuy.bench import scale
-
-    calls = []
-    monkeypatch.setattr(scale, "run", lambda out, **kw: calls.append(kw) or {"ok": 1})
-    out = str(tmp_path / "s.json")
-    assert invoke("bench", "scale", "--out", out, "--budget-minutes", "240").exit_code == 0
-    assert invoke("bench", "scale", "--out", out).exit_code == 0
-    assert calls[0]["budget_s"] == 240 * 60.0
-    assert "budget_s" not in calls[1]  # the bench's own
-
-
 def test_preset_prints_dvc_exp_run_flags_or_refuses_a_bad_preset(tmp_path):
     root = Path(__file__).resolve().parents[1]
     result = invoke("preset", str(root / "presets" / "tiny.yaml"), "--params", str(root / "params.yaml"))

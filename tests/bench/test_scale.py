@@ -161,3 +161,15 @@ def test_a_preset_is_applied_over_params_for_every_size(tmp_path, monkeypatch):
     assert figures["config"]["params_file"] == str(ROOT / "params.yaml")  # as given, not the merged temp file
     assert figures["config"]["batch_size"] == 4096
     assert "--preset" in CliRunner().invoke(app, ["bench", "scale", "--help"]).output
+
+
+def test_bench_scale_takes_a_longer_budget_for_the_largest_preset(tmp_path, monkeypatch):
+    """The 1M-product preset takes longer than the default budget per size: the user raises it."""
+    calls = []
+    monkeypatch.setattr(scale, "run", lambda out, **kw: calls.append(kw) or {"ok": 1})
+    out = str(tmp_path / "s.json")
+    for extra in (["--budget-minutes", "240"], []):
+        result = CliRunner().invoke(app, ["bench", "scale", "--out", out, *extra])
+        assert result.exit_code == 0, result.output
+    assert calls[0]["budget_s"] == 240 * 60.0
+    assert "budget_s" not in calls[1]  # the bench's own
