@@ -366,12 +366,22 @@ def serve(name: str, result: dict) -> list[Picture]:
 LINKPRED_METRICS = (("hits@20", "Hits@20"), ("mrr", "MRR"), ("direction_auc", "direction AUC"))
 
 
+def linkpred_methods(result: dict) -> list[str]:
+    """The methods of a linkpred result (its other keys: provenance, paired gaps), best Hits@20 first."""
+    return sorted(
+        (k for k, v in result.items() if isinstance(v, dict) and "hits@20" in v and "std" in v),
+        key=lambda k: -result[k]["hits@20"],
+    )
+
+
+def threshold_estimators(result: dict) -> list[str]:
+    """The uncertainty estimators of a thresholds result: each a list of rows per target."""
+    return [k for k, v in result.items() if isinstance(v, list) and v and "gain" in v[0]]
+
+
 def linkpred(name: str, result: dict) -> list[Picture]:
     """Hits@20, MRR and direction AUC per method, mean ± std over seeds, BLADE highlighted."""
-    methods = sorted(
-        (k for k, v in result.items() if isinstance(v, dict) and "hits@20" in v and "std" in v),
-        key=lambda k: result[k]["hits@20"],
-    )
+    methods = linkpred_methods(result)[::-1]  # the best at the top
     figure, axes = _figure(columns=3, width=8.4, height=0.8 + 0.25 * len(methods))
     for ax, (metric, label) in zip(axes[0], LINKPRED_METRICS, strict=True):
         for i, m in enumerate(methods):
@@ -393,7 +403,7 @@ def linkpred(name: str, result: dict) -> list[Picture]:
 def threshold_gains(name: str, result: dict) -> list[Picture]:
     """Per uncertainty estimator, the recall gain of per-bucket thresholds over one threshold
     against the precision target, with its 95% CI over seeds and the no-gain line."""
-    estimators = [k for k, v in result.items() if isinstance(v, list) and v and "gain" in v[0]]
+    estimators = threshold_estimators(result)
     figure, axes = _figure(width=6.4, height=3.4)
     ax = axes[0][0]
     ax.axhline(0.0, color="black", linewidth=0.8)

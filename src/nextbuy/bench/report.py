@@ -413,7 +413,7 @@ def render_model(name: str, result: dict) -> list[str]:
     ]
     for m in methods:
         row, gap = result[m], gaps.get(m)
-        lead = "" if gap is None else f"{gap['mean']:+.4f} [{gap['ci95'][0]:+.4f}, {gap['ci95'][1]:+.4f}]"
+        lead = _gap(gap, 1.0, 4)
         cells = " | ".join(
             _mean_std({"mean": row[k], "std": row["std"][k]}, digits=4) for k in ("auc", "pr_auc", "nll")
         )
@@ -432,10 +432,7 @@ def _gap(gap: dict | None, scale: float = 100.0, digits: int = 1) -> str:
 def render_linkpred(name: str, result: dict) -> list[str]:
     """bench linkpred: each method's test figures, mean ± std over seeds, then BLADE's paired
     lead over each with its 95% CI (from the run's paired gaps)."""
-    methods = sorted(
-        (k for k, v in result.items() if isinstance(v, dict) and "hits@20" in v and "std" in v),
-        key=lambda k: -result[k]["hits@20"],
-    )
+    methods = figures.linkpred_methods(result)
     paired = result.get("paired") or {}
     seeds = result[methods[0]]["seeds"] if methods else 0
     lines = [
@@ -471,6 +468,9 @@ def render_linkpred(name: str, result: dict) -> list[str]:
     return lines
 
 
+METRICS_DELAY = ("auc", "nll", "pr_auc", "ece")  # the delay bench's figures, in its table's order
+
+
 def render_delay(name: str, result: dict) -> list[str]:
     """bench delay: each weighting's test figures against the simulator's eventual labels, its
     RI, the served weighting's paired NLL lead, and how well each delay model predicts the
@@ -479,7 +479,8 @@ def render_delay(name: str, result: dict) -> list[str]:
     beyond = {m: figures.delay_cost_beyond_noise(result, m) for m in ("auc", "nll")}
     methods = [m for m in figures.DELAY_METHODS if m in result]
     lines = [
-        f"The simulated store of params.yaml, {naive['seeds']} training seeds. Trained on "
+        "The simulated store of the params file the command names (params.yaml by default), "
+        f"{naive['seeds']} training seeds. Trained on "
         f"{data['train_impressions']:,} impressions up to the snapshot, "
         f"{data['share_of_positives_unseen']:.1%} of whose eventual conversions had not happened by "
         f"then; scored on {data['test_impressions']:,} impressions of the days after it against their "
@@ -523,15 +524,13 @@ def render_delay(name: str, result: dict) -> list[str]:
     return lines
 
 
-METRICS_DELAY = ("auc", "nll", "pr_auc", "ece")
-
-
 def render_thresholds(name: str, result: dict) -> list[str]:
     """bench thresholds: per uncertainty estimator, how well its uncertainty marks the model's
     errors, and per precision target the recall gain of per-bucket thresholds over one."""
-    estimators = [k for k, v in result.items() if isinstance(v, list) and v and "gain" in v[0]]
+    estimators = figures.threshold_estimators(result)
     lines = [
-        f"The simulated store of params.yaml, {result['seeds']} training seeds. Thresholds are "
+        f"The simulated store of the params file the command names (params.yaml by default), "
+        f"{result['seeds']} training seeds. Thresholds are "
         "fitted on the calibration split's matured rows and judged on "
         f"{result['test_impressions']:,} impressions after the snapshot against their eventual "
         "labels. The uncertainty's coefficient at equal score and its rank correlation with the "

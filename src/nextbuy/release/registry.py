@@ -163,8 +163,8 @@ class ChampionMoved(MlflowException):
 
     def __init__(self, name: str, judged_against: str | None, now: str | None) -> None:
         self.judged_against, self.now = judged_against, now
-        was = f"v{judged_against}" if judged_against is not None else "no champion"
-        super().__init__(f"{name}: judged against {was}, but the champion is now v{now}")
+        was, is_now = (f"v{v}" if v is not None else "no champion" for v in (judged_against, now))
+        super().__init__(f"{name}: judged against {was}, but the champion is now {is_now}")
 
 
 def release_judged(
